@@ -1,0 +1,254 @@
+/**
+ * The process-wide span cache: decompressed spans of every mounted layer, keyed by layer digest and span id,
+ * held in a memory LRU in front of a disk directory. Both tiers are bounded in bytes and evict least recently
+ * used entries first. Disk entries are written atomically (temp file, then rename), so a crash leaves either
+ * the whole entry or nothing, and they are found again when the process restarts.
+ *
+ * Disk layout (one flat directory):
+ *   <dir>/<algorithm>-<hex>-<spanId>      one decompressed span, exactly its bytes
+ *   <dir>/.tmp-<random>                   an entry being written (deleted at open if left by a crash)
+ * The least-recently-used order on disk is the files' mtime, refreshed on every hit, so it survives restarts.
+ */
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from "node:fs/promises";
+import { join } from "node:path";
+import { InvalidArgumentError } from "../util/errors.ts";
+
+/** Defaults: 64 MiB in memory, 1 GiB on disk. */
+export const DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_DISK_BYTES = 1024 * 1024 * 1024;
+
+export interface SpanCacheOptions {
+  /** Directory of the disk tier (created if missing); absent → memory only. */
+  dir?: string;
+  /** Bound of the memory tier in bytes (default 64 MiB; 0 disables it). */
+  memoryBytes?: number;
+  /** Bound of the disk tier in bytes (default 1 GiB). */
+  diskBytes?: number;
+}
+
+/** Counters, for `--stats` and tests. */
+export interface SpanCacheStats {
+  memoryEntries: number;
+  memoryBytes: number;
+  diskEntries: number;
+  diskBytes: number;
+  hits: number;
+  misses: number;
+  evictions: number;
+}
+
+const DIGEST_RE = /^([a-z0-9]+):([a-f0-9]{32,128})$/;
+const FILE_RE = /^([a-z0-9]+)-([a-f0-9]{32,128})-(\d+)$/;
+
+/** The cache key of a span: "<algorithm>-<hex>-<spanId>"; throws InvalidArgumentError on a bad digest or id. */
+export function spanKey(layerDigest: string, spanId: number): string {
+  const m = DIGEST_RE.exec(layerDigest);
+  if (!m) throw new InvalidArgumentError(`Cannot key span cache entry: layer digest "${layerDigest}" is malformed`);
+  if (!Number.isSafeInteger(spanId) || spanId < 0) {
+    throw new InvalidArgumentError(`Cannot key span cache entry: span id "${spanId}" is not a non-negative integer`);
+  }
+  return `${m[1]}-${m[2]}-${spanId}`;
+}
+
+export class SpanCache {
+  readonly #dir: string | undefined;
+  readonly #memoryLimit: number;
+  readonly #diskLimit: number;
+  /** Memory tier in LRU order (Map iteration order: oldest first). */
+  readonly #memory = new Map<string, Uint8Array>();
+  #memoryBytes = 0;
+  /** Disk tier index: key → size, in LRU order. */
+  readonly #disk = new Map<string, number>();
+  #diskBytes = 0;
+  /** Writes in flight per key, so a get during a put waits rather than missing. */
+  readonly #pending = new Map<string, Promise<void>>();
+  #hits = 0;
+  #misses = 0;
+  #evictions = 0;
+
+  private constructor(opts: SpanCacheOptions) {
+    this.#dir = opts.dir;
+    this.#memoryLimit = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES;
+    this.#diskLimit = opts.diskBytes ?? DEFAULT_DISK_BYTES;
+    for (const [k, v] of [["memoryBytes", this.#memoryLimit], ["diskBytes", this.#diskLimit]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) {
+        throw new InvalidArgumentError(`Cannot open span cache: ${k} "${v}" is not a non-negative integer`);
+      }
+    }
+  }
+
+  /**
+   * Open a cache. With `dir`: creates it, deletes temp files left by a crash, and indexes existing entries
+   * (oldest mtime first), evicting down to `diskBytes` at once.
+   */
+  static async open(opts: SpanCacheOptions = {}): Promise<SpanCache> {
+    const cache = new SpanCache(opts);
+    if (cache.#dir !== undefined) await cache.#loadDisk(cache.#dir);
+    return cache;
+  }
+
+  /** The span's bytes, or undefined when neither tier has it. A hit refreshes its LRU position. */
+  async get(layerDigest: string, spanId: number): Promise<Uint8Array | undefined> {
+    const key = spanKey(layerDigest, spanId);
+    const pending = this.#pending.get(key);
+    if (pending) await pending.catch(() => {});
+    const mem = this.#memory.get(key);
+    if (mem) {
+      this.#memory.delete(key);
+      this.#memory.set(key, mem);
+      this.#hits++;
+      return mem;
+    }
+    if (this.#dir !== undefined && this.#disk.has(key)) {
+      const path = join(this.#dir, key);
+      try {
+        const bytes = new Uint8Array(await readFile(path));
+        if (bytes.byteLength !== this.#disk.get(key)) throw new Error("size changed");
+        this.#touchDisk(key);
+        const now = new Date();
+        utimes(path, now, now).catch(() => {});
+        this.#putMemory(key, bytes);
+        this.#hits++;
+        return bytes;
+      } catch {
+        // Deleted or damaged under us: forget it, it will be fetched again.
+        this.#dropDisk(key);
+      }
+    }
+    this.#misses++;
+    return undefined;
+  }
+
+  /** True when either tier holds the span (does not refresh its LRU position). */
+  has(layerDigest: string, spanId: number): boolean {
+    const key = spanKey(layerDigest, spanId);
+    return this.#memory.has(key) || this.#disk.has(key);
+  }
+
+  /**
+   * Store a span in both tiers. The disk write is atomic; a span larger than a tier's bound is not kept in
+   * that tier. Disk errors are thrown (the memory tier keeps the span regardless).
+   */
+  async put(layerDigest: string, spanId: number, bytes: Uint8Array): Promise<void> {
+    const key = spanKey(layerDigest, spanId);
+    this.#putMemory(key, bytes);
+    if (this.#dir === undefined || this.#disk.has(key) || bytes.byteLength > this.#diskLimit) return;
+    const write = this.#writeDisk(this.#dir, key, bytes);
+    this.#pending.set(key, write);
+    try {
+      await write;
+    } finally {
+      if (this.#pending.get(key) === write) this.#pending.delete(key);
+    }
+  }
+
+  /** Current sizes and counters. */
+  stats(): SpanCacheStats {
+    return {
+      memoryEntries: this.#memory.size,
+      memoryBytes: this.#memoryBytes,
+      diskEntries: this.#disk.size,
+      diskBytes: this.#diskBytes,
+      hits: this.#hits,
+      misses: this.#misses,
+      evictions: this.#evictions,
+    };
+  }
+
+  /** Wait for disk writes in flight. */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.#pending.values()]);
+  }
+
+  // --- helpers ---
+
+  #putMemory(key: string, bytes: Uint8Array): void {
+    if (bytes.byteLength > this.#memoryLimit) return;
+    const old = this.#memory.get(key);
+    if (old) {
+      this.#memory.delete(key);
+      this.#memoryBytes -= old.byteLength;
+    }
+    this.#memory.set(key, bytes);
+    this.#memoryBytes += bytes.byteLength;
+    for (const [k, v] of this.#memory) {
+      if (this.#memoryBytes <= this.#memoryLimit) break;
+      this.#memory.delete(k);
+      this.#memoryBytes -= v.byteLength;
+    }
+  }
+
+  async #writeDisk(dir: string, key: string, bytes: Uint8Array): Promise<void> {
+    // 1. Make room first so the directory never exceeds its bound.
+    const victims: string[] = [];
+    for (const [k, size] of this.#disk) {
+      if (this.#diskBytes + bytes.byteLength <= this.#diskLimit) break;
+      this.#disk.delete(k);
+      this.#diskBytes -= size;
+      this.#evictions++;
+      victims.push(k);
+    }
+    await Promise.all(victims.map((k) => rm(join(dir, k), { force: true })));
+    // 2. Write a temp file, fsync, and rename it into place.
+    const tmp = join(dir, `.tmp-${crypto.randomUUID()}`);
+    const fh = await open(tmp, "w", 0o600);
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw new Error(`Cannot write span cache entry "${key}": ${(err as Error).message}`, { cause: err });
+    }
+    await fh.close();
+    await rename(tmp, join(dir, key));
+    // 3. Account for it (another put of the same key may have won the race; count once).
+    if (!this.#disk.has(key)) {
+      this.#disk.set(key, bytes.byteLength);
+      this.#diskBytes += bytes.byteLength;
+    }
+  }
+
+  #touchDisk(key: string): void {
+    const size = this.#disk.get(key);
+    if (size === undefined) return;
+    this.#disk.delete(key);
+    this.#disk.set(key, size);
+  }
+
+  #dropDisk(key: string): void {
+    const size = this.#disk.get(key);
+    if (size === undefined) return;
+    this.#disk.delete(key);
+    this.#diskBytes -= size;
+  }
+
+  async #loadDisk(dir: string): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    const found: Array<{ key: string; size: number; mtimeMs: number }> = [];
+    for (const name of await readdir(dir)) {
+      const path = join(dir, name);
+      if (name.startsWith(".tmp-")) {
+        await rm(path, { force: true });
+        continue;
+      }
+      if (!FILE_RE.test(name)) continue;
+      const st = await stat(path).catch(() => undefined);
+      if (st?.isFile()) found.push({ key: name, size: st.size, mtimeMs: st.mtimeMs });
+    }
+    found.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const f of found) {
+      this.#disk.set(f.key, f.size);
+      this.#diskBytes += f.size;
+    }
+    const victims: string[] = [];
+    for (const [k, size] of this.#disk) {
+      if (this.#diskBytes <= this.#diskLimit) break;
+      this.#disk.delete(k);
+      this.#diskBytes -= size;
+      this.#evictions++;
+      victims.push(k);
+    }
+    await Promise.all(victims.map((k) => rm(join(dir, k), { force: true })));
+  }
+}

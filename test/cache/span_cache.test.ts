@@ -1,0 +1,104 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SpanCache, spanKey } from "../../src/cache/span_cache.ts";
+import { InvalidArgumentError } from "../../src/util/errors.ts";
+import { Rand } from "../_harness/rand.ts";
+
+const L1 = "sha256:" + "a".repeat(64);
+const L2 = "sha256:" + "b".repeat(64);
+const dirs: string[] = [];
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), "span-cache-"));
+  dirs.push(d);
+  return d;
+}
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+describe("SpanCache", () => {
+  test("keys name the layer and span, and bad keys are refused", () => {
+    expect(spanKey(L1, 7)).toBe(`sha256-${"a".repeat(64)}-7`);
+    expect(() => spanKey("sha256:xyz", 0)).toThrow(InvalidArgumentError);
+    expect(() => spanKey(L1, -1)).toThrow(/span id "-1"/);
+  });
+
+  test("memory-only cache returns what was put, per layer and span", async () => {
+    const c = await SpanCache.open({ memoryBytes: 1000 });
+    const r = new Rand(1);
+    const a = r.bytes(100);
+    const b = r.bytes(100);
+    await c.put(L1, 0, a);
+    await c.put(L2, 0, b);
+    expect(await c.get(L1, 0)).toEqual(a);
+    expect(await c.get(L2, 0)).toEqual(b);
+    expect(await c.get(L1, 1)).toBeUndefined();
+  });
+
+  test("memory tier evicts least recently used first", async () => {
+    const c = await SpanCache.open({ memoryBytes: 300 });
+    const r = new Rand(2);
+    await c.put(L1, 0, r.bytes(100));
+    await c.put(L1, 1, r.bytes(100));
+    await c.put(L1, 2, r.bytes(100));
+    await c.get(L1, 0); // 0 is now most recent; 1 is the oldest
+    await c.put(L1, 3, r.bytes(100));
+    expect(c.has(L1, 1)).toBe(false);
+    expect(c.has(L1, 0)).toBe(true);
+    expect(c.stats().memoryBytes).toBe(300);
+  });
+
+  test("disk tier is bounded, evicts LRU and keeps serving", async () => {
+    const dir = await tempDir();
+    const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 250 });
+    const r = new Rand(3);
+    const spans = [r.bytes(100), r.bytes(100), r.bytes(100), r.bytes(100)];
+    await c.put(L1, 0, spans[0]!);
+    await c.put(L1, 1, spans[1]!);
+    expect(await c.get(L1, 0)).toEqual(spans[0]!); // refresh 0
+    await c.put(L1, 2, spans[2]!); // evicts 1
+    expect(c.has(L1, 1)).toBe(false);
+    expect(await c.get(L1, 0)).toEqual(spans[0]!);
+    expect(await c.get(L1, 2)).toEqual(spans[2]!);
+    await c.put(L1, 3, spans[3]!); // evicts 0 (2 was read after 0)
+    expect(await c.get(L1, 3)).toEqual(spans[3]!);
+    const files = (await readdir(dir)).sort();
+    expect(files.length).toBe(2);
+    expect(c.stats().diskBytes).toBeLessThanOrEqual(250);
+    expect(c.stats().evictions).toBe(2);
+  });
+
+  test("entries survive a restart and temp files of a crash are removed", async () => {
+    const dir = await tempDir();
+    const r = new Rand(4);
+    const a = r.bytes(5000);
+    const c1 = await SpanCache.open({ dir });
+    await c1.put(L1, 9, a);
+    await writeFile(join(dir, ".tmp-leftover"), "partial");
+    const c2 = await SpanCache.open({ dir });
+    expect(c2.has(L1, 9)).toBe(true);
+    expect(await c2.get(L1, 9)).toEqual(a);
+    expect(await readdir(dir)).toEqual([spanKey(L1, 9)]);
+  });
+
+  test("reopening with a smaller bound evicts down to it", async () => {
+    const dir = await tempDir();
+    const r = new Rand(5);
+    const c1 = await SpanCache.open({ dir });
+    for (let i = 0; i < 5; i++) await c1.put(L1, i, r.bytes(100));
+    const c2 = await SpanCache.open({ dir, diskBytes: 200 });
+    expect(c2.stats().diskEntries).toBe(2);
+    expect((await readdir(dir)).length).toBe(2);
+  });
+
+  test("a disk entry deleted underneath is a miss, not an error", async () => {
+    const dir = await tempDir();
+    const c = await SpanCache.open({ dir, memoryBytes: 0 });
+    await c.put(L2, 1, new Uint8Array([1, 2, 3]));
+    await rm(join(dir, spanKey(L2, 1)));
+    expect(await c.get(L2, 1)).toBeUndefined();
+    expect(c.has(L2, 1)).toBe(false);
+  });
+});
