@@ -1,0 +1,201 @@
+/**
+ * Every configuration key with its TOML name, TypeScript name, default, and meaning: the single place where
+ * defaults live. `soci-ts config default` prints this table as TOML, one comment per key.
+ */
+
+export type FieldKind = "bool" | "int" | "string" | "enum";
+
+export interface FieldSpec {
+  /** Key as written in TOML. */
+  toml: string;
+  /** Property name in the TypeScript tree (camelCase). */
+  ts: string;
+  kind: FieldKind;
+  default: boolean | number | string;
+  /** One-line meaning, with the unit. */
+  doc: string;
+  /** Allowed values for "enum". */
+  values?: readonly string[];
+  /** Smallest allowed value for "int" (inclusive). */
+  min?: number;
+}
+
+export interface SectionSpec {
+  /** Dotted TOML table name; "" for the top level. */
+  toml: string;
+  /** Dotted path in the TypeScript tree; "" for the top level. */
+  ts: string;
+  doc: string;
+  fields: readonly FieldSpec[];
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+function bool(toml: string, ts: string, dflt: boolean, doc: string): FieldSpec {
+  return { toml, ts, kind: "bool", default: dflt, doc };
+}
+function int(toml: string, ts: string, dflt: number, doc: string, min = 0): FieldSpec {
+  return { toml, ts, kind: "int", default: dflt, doc, min };
+}
+function str(toml: string, ts: string, dflt: string, doc: string): FieldSpec {
+  return { toml, ts, kind: "string", default: dflt, doc };
+}
+function oneOf(toml: string, ts: string, dflt: string, values: readonly string[], doc: string): FieldSpec {
+  return { toml, ts, kind: "enum", default: dflt, doc, values };
+}
+
+export const LOG_LEVELS = ["error", "warn", "info", "debug", "trace"] as const;
+
+/** The whole tree but `[resolver.host."<host>"]`, which is a map (see HOST_FIELDS). */
+export const SCHEMA: readonly SectionSpec[] = [
+  {
+    toml: "",
+    ts: "",
+    doc: "",
+    fields: [
+      oneOf("log_level", "logLevel", "info", LOG_LEVELS, "Log level: error, warn, info, debug or trace"),
+      bool("debug", "debug", false, "Log every FUSE request and registry request on one line each"),
+      bool("disable_verification", "disableVerification", false, "Skip checking span digests (not recommended)"),
+      int("max_concurrency", "maxConcurrency", 100, "Concurrent registry requests per image while resolving layers", 1),
+      int("mount_timeout_sec", "mountTimeoutSec", 30, "Seconds a layer mount may take before it fails", 1),
+      str("docker_config", "dockerConfig", "", "Docker config.json with credentials; empty: $DOCKER_CONFIG or ~/.docker"),
+    ],
+  },
+  {
+    toml: "http",
+    ts: "http",
+    doc: "Registry HTTP client (SOCI's key names)",
+    fields: [
+      int("DialTimeoutMsec", "dialTimeoutMsec", 3000, "Milliseconds to open a connection", 1),
+      int("ResponseHeaderTimeoutMsec", "responseHeaderTimeoutMsec", 3000, "Milliseconds to wait for response headers", 1),
+      int("RequestTimeoutMsec", "requestTimeoutMsec", 300000, "Milliseconds a whole request may take", 1),
+      int("MaxRetries", "maxRetries", 8, "Retries on 429, 5xx and connection errors"),
+      int("MinWaitMsec", "minWaitMsec", 30, "First retry backoff, in milliseconds"),
+      int("MaxWaitMsec", "maxWaitMsec", 300000, "Largest retry backoff, in milliseconds"),
+    ],
+  },
+  {
+    toml: "blob",
+    ts: "blob",
+    doc: "Lazy reads of layer blobs",
+    fields: [
+      int("valid_interval", "validIntervalSec", 60, "Seconds between checks that a partly fetched blob is still reachable"),
+      int("fetching_timeout_sec", "fetchingTimeoutSec", 300, "Seconds one span fetch may take, retries included", 1),
+      int("max_retries", "maxRetries", 8, "Retries of a failed span fetch"),
+      int("min_wait_msec", "minWaitMsec", 30, "First span retry backoff, in milliseconds"),
+      int("max_wait_msec", "maxWaitMsec", 300000, "Largest span retry backoff, in milliseconds"),
+      bool("force_single_range_mode", "forceSingleRangeMode", false, "Never ask for several ranges in one request"),
+      int("max_span_verification_retries", "maxSpanVerificationRetries", 0, "Refetches of a span whose digest did not match"),
+    ],
+  },
+  {
+    toml: "fuse",
+    ts: "fuse",
+    doc: "FUSE mounts",
+    fields: [
+      int("attr_timeout", "attrTimeoutSec", 1, "Seconds the kernel caches attributes"),
+      int("entry_timeout", "entryTimeoutSec", 1, "Seconds the kernel caches directory entries"),
+      int("negative_timeout", "negativeTimeoutSec", 1, "Seconds the kernel caches a missing name"),
+      bool("log_fuse_operations", "logFuseOperations", false, "Log every FUSE operation (like --debug, FUSE only)"),
+      bool("allow_other", "allowOther", true, "Let users other than the mounter read the mount (needed by containers)"),
+      oneOf("opaque_xattr", "opaqueXattr", "trusted", ["trusted", "user"], "Opaque directories as trusted.overlay.opaque or user.overlay.opaque"),
+    ],
+  },
+  {
+    toml: "background_fetch",
+    ts: "backgroundFetch",
+    doc: "Fetching the rest of each layer in the background after it is mounted",
+    fields: [
+      bool("disable", "disable", false, "Turn background fetching off"),
+      int("silence_period_msec", "silencePeriodMsec", 30000, "Milliseconds background fetching waits after a new mount or a foreground read"),
+      int("fetch_period_msec", "fetchPeriodMsec", 500, "Milliseconds between two background span fetches (the rate limit)"),
+      int("max_queue_size", "maxQueueSize", 300, "Layers waiting for background fetching", 1),
+      oneOf("drop_policy", "dropPolicy", "newest", ["newest", "oldest"], "Which layer is dropped when the queue is full"),
+    ],
+  },
+  {
+    toml: "prefetch",
+    ts: "prefetch",
+    doc: "SOCI prefetch artifacts",
+    fields: [
+      bool("enable", "enable", true, "Fetch the spans a prefetch artifact lists before other background work"),
+      int("max_concurrency", "maxConcurrency", 4, "Concurrent prefetch requests", 1),
+    ],
+  },
+  {
+    toml: "span_cache",
+    ts: "spanCache",
+    doc: "One span cache for the process, shared by every mounted layer",
+    fields: [
+      int("memory_max_bytes", "memoryMaxBytes", 256 * MiB, "Bytes of uncompressed spans kept in memory"),
+      int("disk_max_bytes", "diskMaxBytes", 10 * GiB, "Bytes of spans kept on disk"),
+      str("dir", "dir", "", "Disk cache directory; empty: <root>/spancache"),
+    ],
+  },
+  {
+    toml: "pull_modes.local_store",
+    ts: "pullModes.localStore",
+    doc: "Find an image's SOCI index in the local artifact store (<root>/content) first",
+    fields: [bool("enable", "enable", true, "Consult the local store")],
+  },
+  {
+    toml: "pull_modes.soci_v1",
+    ts: "pullModes.sociV1",
+    doc: "SOCI index v1, found by the Referrers API or the sha256-<hex> fallback tag",
+    fields: [bool("enable", "enable", true, "Look for v1 indexes (SOCI itself defaults this to false)")],
+  },
+  {
+    toml: "pull_modes.soci_v2",
+    ts: "pullModes.sociV2",
+    doc: "SOCI index v2, named by the image manifest's com.amazon.soci.index-digest annotation",
+    fields: [bool("enable", "enable", true, "Look for v2 indexes")],
+  },
+  {
+    toml: "index",
+    ts: "index",
+    doc: "Building SOCI indexes",
+    fields: [
+      int("span_size", "spanSize", 4 * MiB, "Uncompressed bytes between two checkpoints", 1),
+      int("min_layer_size", "minLayerSize", 10 * MiB, "Layers smaller than this (compressed bytes) get no zTOC"),
+      str("build_tool_identifier", "buildToolIdentifier", "soci-ts v0.1.0", "Written into each zTOC and index"),
+    ],
+  },
+  {
+    toml: "snapshotter",
+    ts: "snapshotter",
+    doc: "The containerd proxy snapshotter",
+    fields: [
+      str("address", "address", "/run/soci-ts/soci-ts.sock", "Unix socket of the gRPC snapshots service"),
+      int("min_layer_size", "minLayerSize", 0, "Layers smaller than this are pulled, not mounted lazily"),
+      bool("allow_invalid_mounts_on_restart", "allowInvalidMountsOnRestart", false, "Start even if a snapshot cannot be remounted"),
+    ],
+  },
+  {
+    toml: "store",
+    ts: "store",
+    doc: "The podman additional layer store",
+    fields: [str("mountpoint", "mountpoint", "/var/lib/soci-ts/store", "Where the layer store is mounted")],
+  },
+] as const;
+
+/** Keys of `[resolver.host."<host>"]`. Mirrors are an array of tables (see MIRROR_FIELDS). */
+export const HOST_FIELDS: readonly FieldSpec[] = [
+  bool("plain_http", "plainHttp", false, "Talk plain HTTP (always on for localhost and 127.0.0.1)"),
+  str("ca_file", "caFile", "", "PEM file of extra CA certificates"),
+  str("username", "username", "", "User name for this registry"),
+  str("password", "password", "", "Password or token for this registry"),
+];
+
+/** Keys of each `mirrors = [{ … }]` entry. */
+export const MIRROR_FIELDS: readonly FieldSpec[] = [
+  str("host", "host", "", "Mirror host and port"),
+  bool("insecure", "insecure", false, "Plain HTTP to the mirror"),
+  int("request_timeout_sec", "requestTimeoutSec", 0, "Seconds per request; 0: [http] RequestTimeoutMsec"),
+];
+
+export const DEFAULT_ROOT = "/var/lib/soci-ts";
+export const DEFAULT_CONFIG_PATH = "/etc/soci-ts/config.toml";
+
+export { KiB, MiB, GiB };

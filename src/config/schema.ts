@@ -1,0 +1,108 @@
+/**
+ * The configuration tree: one typed object, one TOML file.
+ *
+ * Every key, its TOML spelling, its default and its meaning is declared once, in `SCHEMA` (src/config/defaults.ts).
+ * Where AWS's SOCI snapshotter has the same concept the TOML key is SOCI's (soci-formats-and-behaviour.md §5),
+ * including its odd spellings (`[http] DialTimeoutMsec`), so an operator's knowledge carries over.
+ * TypeScript uses camelCase; the mapping lives in the schema only.
+ */
+
+export interface MirrorConfig {
+  /** Host (and port) of the mirror, e.g. "mirror.internal:5000". */
+  host: string;
+  /** Talk plain HTTP to the mirror. */
+  insecure: boolean;
+  /** Per-request timeout for this mirror, in seconds; 0 uses `[http] RequestTimeoutMsec`. */
+  requestTimeoutSec: number;
+}
+
+export interface HostConfig {
+  /** Pull-through caches or peer-to-peer layers tried in order before the origin. */
+  mirrors: MirrorConfig[];
+  /** Talk plain HTTP to this host (always on for localhost and 127.0.0.1). */
+  plainHttp: boolean;
+  /** PEM file of extra CA certificates for this host. */
+  caFile: string;
+  /** Static credentials for this host (docker config.json is consulted when empty). */
+  username: string;
+  password: string;
+}
+
+export interface Config {
+  /** Log level: "error", "warn", "info", "debug" or "trace". */
+  logLevel: string;
+  /** Debug mode: one-line FUSE and HTTP wire logs. */
+  debug: boolean;
+  /** Skip span digest verification (not recommended). */
+  disableVerification: boolean;
+  /** Maximum concurrent registry requests per image while resolving layers. */
+  maxConcurrency: number;
+  /** How long a mount may take before it fails, in seconds. */
+  mountTimeoutSec: number;
+  /** Docker config.json with registry credentials; "" means $DOCKER_CONFIG/config.json or ~/.docker/config.json. */
+  dockerConfig: string;
+  http: {
+    dialTimeoutMsec: number;
+    responseHeaderTimeoutMsec: number;
+    requestTimeoutMsec: number;
+    maxRetries: number;
+    minWaitMsec: number;
+    maxWaitMsec: number;
+  };
+  blob: {
+    validIntervalSec: number;
+    fetchingTimeoutSec: number;
+    maxRetries: number;
+    minWaitMsec: number;
+    maxWaitMsec: number;
+    forceSingleRangeMode: boolean;
+    maxSpanVerificationRetries: number;
+  };
+  fuse: {
+    attrTimeoutSec: number;
+    entryTimeoutSec: number;
+    negativeTimeoutSec: number;
+    logFuseOperations: boolean;
+    allowOther: boolean;
+    /** "trusted" (trusted.overlay.opaque) or "user" (user.overlay.opaque, for overlay's userxattr). */
+    opaqueXattr: string;
+  };
+  backgroundFetch: {
+    disable: boolean;
+    silencePeriodMsec: number;
+    fetchPeriodMsec: number;
+    maxQueueSize: number;
+    dropPolicy: string;
+  };
+  prefetch: {
+    enable: boolean;
+    maxConcurrency: number;
+  };
+  spanCache: {
+    memoryMaxBytes: number;
+    diskMaxBytes: number;
+    /** Directory of the disk cache; "" means <root>/spancache. */
+    dir: string;
+  };
+  pullModes: {
+    localStore: { enable: boolean };
+    sociV1: { enable: boolean };
+    sociV2: { enable: boolean };
+  };
+  index: {
+    spanSize: number;
+    minLayerSize: number;
+    buildToolIdentifier: string;
+  };
+  snapshotter: {
+    address: string;
+    minLayerSize: number;
+    allowInvalidMountsOnRestart: boolean;
+  };
+  store: {
+    mountpoint: string;
+  };
+  resolver: {
+    host: Record<string, HostConfig>;
+  };
+}

@@ -1,0 +1,88 @@
+import { describe, expect, test } from "bun:test";
+import { defaultConfig, parseConfig, renderToml } from "../../src/config/load.ts";
+import { ConfigError } from "../../src/util/errors.ts";
+
+function expectKeyError(text: string, key: string): ConfigError {
+  try {
+    parseConfig(text);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe(key);
+    expect((err as ConfigError).message).toContain(key);
+    return err as ConfigError;
+  }
+  throw new Error(`parseConfig accepted ${JSON.stringify(text)}`);
+}
+
+describe("parseConfig()", () => {
+  test("empty text gives the defaults", () => {
+    expect(parseConfig("")).toEqual(defaultConfig());
+    const c = defaultConfig();
+    expect(c.index.spanSize).toBe(4194304);
+    expect(c.index.minLayerSize).toBe(10485760);
+    expect(c.backgroundFetch.fetchPeriodMsec).toBe(500);
+    expect(c.http.maxRetries).toBe(8);
+    expect(c.pullModes.sociV2.enable).toBe(true);
+  });
+
+  test("overlays values, including SOCI's spellings and nested tables", () => {
+    const c = parseConfig(`
+      log_level = "debug"
+      [http]
+      RequestTimeoutMsec = 5000
+      [background_fetch]
+      disable = true
+      [pull_modes.soci_v1]
+      enable = false
+      [resolver.host."docker.io"]
+      mirrors = [{ host = "mirror.local:5000", insecure = true }]
+      [resolver.host."127.0.0.1:5000"]
+      username = "u"
+      password = "p"
+    `);
+    expect(c.logLevel).toBe("debug");
+    expect(c.http.requestTimeoutMsec).toBe(5000);
+    expect(c.http.dialTimeoutMsec).toBe(3000);
+    expect(c.backgroundFetch.disable).toBe(true);
+    expect(c.pullModes.sociV1.enable).toBe(false);
+    expect(c.resolver.host["docker.io"]!.mirrors).toEqual([{ host: "mirror.local:5000", insecure: true, requestTimeoutSec: 0 }]);
+    expect(c.resolver.host["127.0.0.1:5000"]!.username).toBe("u");
+  });
+
+  test("unknown keys are named", () => {
+    expectKeyError("nope = 1", "nope");
+    expectKeyError("[background_fetch]\nfetch_perod_msec = 3", "background_fetch.fetch_perod_msec");
+    expectKeyError("[pull_modes.soci_v3]\nenable = true", "pull_modes.soci_v3");
+    expectKeyError('[resolver.host."h"]\nmirrors = [{ hots = "x" }]', 'resolver.host."h".mirrors[0].hots');
+  });
+
+  test("wrong types and bad values are named", () => {
+    expect(expectKeyError('[fuse]\nattr_timeout = "1"', "fuse.attr_timeout").message).toContain('expected an integer, got "1"');
+    expectKeyError("debug = 1", "debug");
+    expectKeyError('log_level = "loud"', "log_level");
+    expectKeyError("[index]\nspan_size = 0", "index.span_size");
+    expectKeyError("[index]\nspan_size = 1.5", "index.span_size");
+    expectKeyError("fuse = 3", "fuse");
+    expectKeyError('[resolver.host."h"]\nmirrors = [{ insecure = true }]', 'resolver.host."h".mirrors[0].host');
+  });
+
+  test("TOML syntax errors say so", () => {
+    expect(() => parseConfig("[http\n")).toThrow(/Cannot parse config/);
+  });
+});
+
+describe("renderToml()", () => {
+  test("the default TOML parses back to the defaults, with a comment per key", () => {
+    const text = renderToml();
+    expect(parseConfig(text)).toEqual(defaultConfig());
+    const keys = text.split("\n").filter((l) => /^\w+ = /.test(l));
+    const comments = text.split("\n").filter((l) => l.startsWith("# ") && l.includes("(default "));
+    expect(keys.length).toBeGreaterThan(40);
+    expect(comments.length).toBe(keys.length);
+  });
+
+  test("a dump of a loaded config round-trips, hosts included", () => {
+    const c = parseConfig('[fuse]\nentry_timeout = 7\n[resolver.host."r:1"]\nplain_http = true\nmirrors = [{ host = "m:2" }]');
+    expect(parseConfig(renderToml(c))).toEqual(c);
+  });
+});
