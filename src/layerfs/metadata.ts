@@ -1,0 +1,293 @@
+/**
+ * The immutable inode tree of one layer, built from its zTOC's TOC (what SOCI keeps in bbolt, kept in memory).
+ *
+ * Steps of `buildLayerTree`:
+ *   1. Every non-hardlink entry, in TOC order: clean its path (skip with a warning if it escapes the root),
+ *      create missing parent directories, and place it (a later entry of the same path replaces an earlier one,
+ *      as `tar -x` does). OCI whiteouts become what overlayfs expects: `.wh.X` → a character device 0/0
+ *      named X; `.wh..wh..opq` → the opaque xattr on its directory. No `.wh.*` name is ever shown.
+ *   2. Hardlinks, in TOC order: the same entry object is placed under the new name, so both names share one
+ *      inode, and its link count goes up.
+ *   3. Directory link counts: 2 + number of subdirectories.
+ * Inode numbers are assigned in creation order from 1 (the root), so they are stable for a given zTOC.
+ */
+import { posix } from "node:path";
+import type { FileMetadata } from "../ztoc/types.ts";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG } from "../vfs/node.ts";
+import { InvalidArgumentError } from "../util/errors.ts";
+
+/** PAX record prefix under which tar carries extended attributes. */
+export const PAX_XATTR_PREFIX = "SCHILY.xattr.";
+/** OCI whiteout prefix and the opaque-directory marker (image-spec layer.md). */
+export const WHITEOUT_PREFIX = ".wh.";
+export const WHITEOUT_OPAQUE = ".wh..wh..opq";
+
+/** Which overlayfs xattr namespace marks opaque directories: "trusted" (default) or "user" (userxattr mounts). */
+export type OpaqueXattrMode = "trusted" | "user";
+
+export interface LayerEntry {
+  /** Stable inode number (root = 1). */
+  readonly ino: number;
+  /** Full st_mode: type bits | permission bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Regular file size; symlink target length; 4096 for directories; 0 otherwise. */
+  size: number;
+  mtimeNs: bigint;
+  /** makedev(major, minor) in the kernel's encoding, for devices. */
+  rdev: number;
+  nlink: number;
+  /** Offset of a regular file's data in the uncompressed tar stream. */
+  dataOffset: number;
+  /** Symlink target. */
+  linkTarget: string;
+  /** Extended attributes (name → value). */
+  xattrs: Map<string, Uint8Array>;
+  /** Children of a directory by name (undefined for non-directories). */
+  children?: Map<string, LayerEntry>;
+}
+
+export interface LayerTree {
+  root: LayerEntry;
+  /** Number of distinct inodes. */
+  inodeCount: number;
+  /** One line per skipped or odd entry. */
+  warnings: string[];
+}
+
+export interface BuildLayerTreeOptions {
+  /** Opaque-directory xattr namespace (default "trusted"). */
+  opaqueXattr?: OpaqueXattrMode;
+  /** Called with each warning line as well as collecting it. */
+  warn?: (message: string) => void;
+}
+
+/** Build the inode tree of a layer from its TOC. Throws InvalidArgumentError on an unknown entry type. */
+export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTreeOptions = {}): LayerTree {
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    warnings.push(m);
+    opts.warn?.(m);
+  };
+  const opaqueName = `${opts.opaqueXattr ?? "trusted"}.overlay.opaque`;
+  let nextIno = 1;
+  const newEntry = (mode: number, meta?: FileMetadata): LayerEntry => ({
+    ino: nextIno++,
+    mode,
+    uid: meta?.uid ?? 0,
+    gid: meta?.gid ?? 0,
+    size: 0,
+    mtimeNs: meta ? parseModTime(meta.modTime) : 0n,
+    rdev: 0,
+    nlink: 1,
+    dataOffset: 0,
+    linkTarget: "",
+    xattrs: meta ? paxXattrs(meta) : new Map(),
+  });
+  const root: LayerEntry = { ...newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
+
+  // The directory for `parts` (creating implicit parents), or undefined if a non-directory is in the way.
+  const dirOf = (parts: string[]): LayerEntry | undefined => {
+    let dir = root;
+    for (const p of parts) {
+      let child = dir.children!.get(p);
+      if (!child) {
+        child = { ...newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
+        dir.children!.set(p, child);
+      }
+      if (!child.children) return undefined;
+      dir = child;
+    }
+    return dir;
+  };
+
+  // 1. Everything but hardlinks.
+  const hardlinks: Array<{ meta: FileMetadata; parts: string[] }> = [];
+  for (const meta of toc) {
+    const parts = cleanPath(meta.name);
+    if (parts === undefined) {
+      warn(`Skipped entry "${meta.name}": its path escapes the layer root`);
+      continue;
+    }
+    if (parts.length === 0) {
+      if (meta.type === "dir") applyDirMeta(root, meta);
+      continue;
+    }
+    if (meta.type === "hardlink") {
+      hardlinks.push({ meta, parts });
+      continue;
+    }
+    const base = parts[parts.length - 1]!;
+    const dir = dirOf(parts.slice(0, -1));
+    if (!dir) {
+      warn(`Skipped entry "${meta.name}": a parent is not a directory`);
+      continue;
+    }
+    if (base === WHITEOUT_OPAQUE) {
+      dir.xattrs.set(opaqueName, new TextEncoder().encode("y"));
+      continue;
+    }
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      const hidden = base.slice(WHITEOUT_PREFIX.length);
+      if (hidden.startsWith(WHITEOUT_PREFIX) || hidden === "" || hidden === "." || hidden === "..") {
+        warn(`Skipped entry "${meta.name}": unsupported whiteout`);
+        continue;
+      }
+      const wh = newEntry(S_IFCHR | (meta.mode & 0o7777), meta);
+      wh.xattrs = new Map();
+      dir.children!.set(hidden, wh);
+      continue;
+    }
+    const existing = dir.children!.get(base);
+    if (meta.type === "dir") {
+      if (existing?.children) {
+        applyDirMeta(existing, meta);
+      } else {
+        const d: LayerEntry = { ...newEntry(S_IFDIR | (meta.mode & 0o7777), meta), size: 4096, children: new Map() };
+        dir.children!.set(base, d);
+      }
+      continue;
+    }
+    dir.children!.set(base, fileEntry(newEntry(typeBits(meta), meta), meta));
+  }
+
+  // 2. Hardlinks share their target's entry.
+  for (const { meta, parts } of hardlinks) {
+    const targetParts = cleanPath(meta.linkname);
+    const target = targetParts && lookupPath(root, targetParts);
+    if (!target) {
+      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is not in the layer`);
+      continue;
+    }
+    if (target.children) {
+      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is a directory`);
+      continue;
+    }
+    const dir = dirOf(parts.slice(0, -1));
+    const base = parts[parts.length - 1]!;
+    if (!dir || base.startsWith(WHITEOUT_PREFIX)) {
+      warn(`Skipped hardlink "${meta.name}": bad location`);
+      continue;
+    }
+    if (dir.children!.get(base) === target) continue;
+    dir.children!.set(base, target);
+    target.nlink++;
+  }
+
+  // 3. Directory link counts.
+  const countDirs = (d: LayerEntry): void => {
+    let subdirs = 0;
+    for (const c of d.children!.values()) {
+      if (c.children) {
+        subdirs++;
+        countDirs(c);
+      }
+    }
+    d.nlink = 2 + subdirs;
+  };
+  countDirs(root);
+  return { root, inodeCount: nextIno - 1, warnings };
+}
+
+/** The entry at `parts` below `root`, not following symlinks. */
+export function lookupPath(root: LayerEntry, parts: readonly string[]): LayerEntry | undefined {
+  let e: LayerEntry | undefined = root;
+  for (const p of parts) {
+    e = e?.children?.get(p);
+    if (!e) return undefined;
+  }
+  return e;
+}
+
+/**
+ * A tar entry name as path components below the root ("./a//b/" → ["a", "b"]); undefined when it is absolute
+ * or its ".." components climb above the root.
+ */
+export function cleanPath(name: string): string[] | undefined {
+  if (name.startsWith("/")) return undefined;
+  const norm = posix.normalize(name);
+  if (norm === ".." || norm.startsWith("../")) return undefined;
+  return norm.split("/").filter((p) => p !== "" && p !== ".");
+}
+
+/**
+ * Parse Go's time.MarshalText form ("2006-01-02T15:04:05.999999999Z07:00") into nanoseconds since the epoch.
+ * Throws InvalidArgumentError when it is not one.
+ */
+export function parseModTime(text: string): bigint {
+  const m = /^(\d{4,})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(text);
+  if (!m) throw new InvalidArgumentError(`Cannot parse modification time "${text}": not RFC 3339`);
+  const [, y, mo, d, h, mi, s, frac, zone] = m;
+  const secs = BigInt(Math.floor(Date.UTC(+y!, +mo! - 1, +d!, +h!, +mi!, +s!) / 1000));
+  let offsetSec = 0n;
+  if (zone !== "Z") {
+    const sign = zone![0] === "-" ? -1n : 1n;
+    offsetSec = sign * (BigInt(+zone!.slice(1, 3)) * 3600n + BigInt(+zone!.slice(4, 6)) * 60n);
+  }
+  const ns = frac ? BigInt(frac.padEnd(9, "0")) : 0n;
+  // Date.UTC treats years 0..99 as 1900+; Go's zero time (year 1) is the only such value in practice.
+  if (+y! < 100) return 0n;
+  return (secs - offsetSec) * 1_000_000_000n + ns;
+}
+
+/** The kernel's new_encode_dev(makedev(major, minor)), as FUSE's attr.rdev carries it. */
+export function makedev(major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+}
+
+function typeBits(meta: FileMetadata): number {
+  const perm = meta.mode & 0o7777;
+  switch (meta.type) {
+    case "reg":
+      return S_IFREG | perm;
+    case "symlink":
+      return S_IFLNK | perm;
+    case "char":
+      return S_IFCHR | perm;
+    case "block":
+      return S_IFBLK | perm;
+    case "fifo":
+      return S_IFIFO | perm;
+    default:
+      throw new InvalidArgumentError(`Cannot build layer tree: entry "${meta.name}" has unknown type "${meta.type}"`);
+  }
+}
+
+function fileEntry(e: LayerEntry, meta: FileMetadata): LayerEntry {
+  if (meta.type === "reg") {
+    e.size = meta.uncompressedSize;
+    e.dataOffset = meta.uncompressedOffset;
+  } else if (meta.type === "symlink") {
+    e.linkTarget = meta.linkname;
+    e.size = new TextEncoder().encode(meta.linkname).byteLength;
+  } else if (meta.type === "char" || meta.type === "block") {
+    e.rdev = makedev(meta.devmajor, meta.devminor);
+  }
+  return e;
+}
+
+function applyDirMeta(d: LayerEntry, meta: FileMetadata): void {
+  d.mode = S_IFDIR | (meta.mode & 0o7777);
+  d.uid = meta.uid;
+  d.gid = meta.gid;
+  d.mtimeNs = parseModTime(meta.modTime);
+  // Keep an opaque marker set by an earlier `.wh..wh..opq` entry.
+  const keep = [...d.xattrs].filter(([k]) => k.endsWith(".overlay.opaque"));
+  d.xattrs = paxXattrs(meta);
+  for (const [k, v] of keep) d.xattrs.set(k, v);
+}
+
+/** Extended attributes from the PAX records (`SCHILY.xattr.<name>`); values are the record's bytes. */
+function paxXattrs(meta: FileMetadata): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  for (const { key, value } of meta.xattrs) {
+    if (key.startsWith(PAX_XATTR_PREFIX)) out.set(key.slice(PAX_XATTR_PREFIX.length), paxValue(value));
+  }
+  return out;
+}
+
+/** PAX record values reach us as strings decoded from UTF-8 (FlatBuffers strings); encode them back. */
+function paxValue(value: string): Uint8Array {
+  return new TextEncoder().encode(value);
+}

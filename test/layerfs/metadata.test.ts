@@ -1,0 +1,139 @@
+import { describe, expect, test } from "bun:test";
+import { buildLayerTree, cleanPath, lookupPath, makedev, parseModTime } from "../../src/layerfs/metadata.ts";
+import { S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFBLK } from "../../src/vfs/node.ts";
+import type { FileMetadata } from "../../src/ztoc/types.ts";
+
+function fm(name: string, type: FileMetadata["type"], extra: Partial<FileMetadata> = {}): FileMetadata {
+  return {
+    name,
+    type,
+    uncompressedOffset: 0,
+    uncompressedSize: 0,
+    linkname: "",
+    mode: type === "dir" ? 0o755 : 0o644,
+    uid: 0,
+    gid: 0,
+    uname: "",
+    gname: "",
+    modTime: "2024-05-06T07:08:09.123456789Z",
+    devmajor: 0,
+    devminor: 0,
+    xattrs: [],
+    ...extra,
+  };
+}
+const at = (t: ReturnType<typeof buildLayerTree>, p: string) => lookupPath(t.root, p.split("/"));
+
+describe("buildLayerTree", () => {
+  test("files, implicit parents, symlinks, devices, fifos, owners and mtimes", () => {
+    const t = buildLayerTree([
+      fm("./usr/bin/python3", "reg", { uncompressedOffset: 1536, uncompressedSize: 42, mode: 0o4755, uid: 7, gid: 8 }),
+      fm("usr/bin/py", "symlink", { linkname: "python3", mode: 0o777 }),
+      fm("dev/null", "char", { devmajor: 1, devminor: 3, mode: 0o666 }),
+      fm("dev/sda", "block", { devmajor: 8, devminor: 300 }),
+      fm("run/fifo", "fifo"),
+      fm("usr/", "dir", { mode: 0o750, uid: 3 }),
+    ]);
+    const py = at(t, "usr/bin/python3")!;
+    expect(py.mode).toBe(S_IFREG | 0o4755);
+    expect([py.size, py.dataOffset, py.uid, py.gid]).toEqual([42, 1536, 7, 8]);
+    expect(py.mtimeNs).toBe(1714979289123456789n);
+    const ln = at(t, "usr/bin/py")!;
+    expect([ln.mode & S_IFMT, ln.linkTarget, ln.size]).toEqual([S_IFLNK, "python3", 7]);
+    expect(at(t, "dev/null")!.mode).toBe(S_IFCHR | 0o666);
+    expect(at(t, "dev/null")!.rdev).toBe(makedev(1, 3));
+    expect(at(t, "dev/sda")!.mode & S_IFMT).toBe(S_IFBLK);
+    expect(at(t, "dev/sda")!.rdev).toBe(8 * 256 + 44 + (256 << 12));
+    expect(at(t, "run/fifo")!.mode & S_IFMT).toBe(S_IFIFO);
+    // implicit parent, then explicit metadata applied later
+    expect(at(t, "usr")!.mode).toBe(S_IFDIR | 0o750);
+    expect(at(t, "usr")!.uid).toBe(3);
+    expect(at(t, "usr/bin")!.mode).toBe(S_IFDIR | 0o755);
+    expect(t.root.nlink).toBe(2 + 3);
+    expect(new Set([t.root.ino, py.ino, ln.ino]).size).toBe(3);
+  });
+
+  test("hardlinks share one inode and count links", () => {
+    const t = buildLayerTree([
+      fm("a/file", "reg", { uncompressedSize: 5, uncompressedOffset: 512 }),
+      fm("b/link1", "hardlink", { linkname: "a/file" }),
+      fm("./b/link2", "hardlink", { linkname: "./b/link1" }),
+      fm("b/bad", "hardlink", { linkname: "missing" }),
+    ]);
+    const f = at(t, "a/file")!;
+    expect(at(t, "b/link1")).toBe(f);
+    expect(at(t, "b/link2")).toBe(f);
+    expect(f.nlink).toBe(3);
+    expect(at(t, "b/bad")).toBeUndefined();
+    expect(t.warnings.some((w) => w.includes("b/bad"))).toBe(true);
+  });
+
+  test("whiteouts become 0/0 char devices, opaque markers become xattrs, .wh. names are hidden", () => {
+    const t = buildLayerTree([
+      fm("etc/", "dir"),
+      fm("etc/.wh.gone", "reg"),
+      fm("var/lib/.wh..wh..opq", "reg"),
+      fm("var/lib/", "dir", { mode: 0o700 }),
+      fm("x/.wh..wh.plnk", "dir"),
+    ]);
+    const wh = at(t, "etc/gone")!;
+    expect(wh.mode & S_IFMT).toBe(S_IFCHR);
+    expect(wh.rdev).toBe(0);
+    expect([...at(t, "etc")!.children!.keys()]).toEqual(["gone"]);
+    const lib = at(t, "var/lib")!;
+    expect(new TextDecoder().decode(lib.xattrs.get("trusted.overlay.opaque"))).toBe("y");
+    expect(lib.mode).toBe(S_IFDIR | 0o700);
+    expect(lib.children!.size).toBe(0);
+    expect(at(t, "x")!.children!.size).toBe(0);
+
+    const u = buildLayerTree([fm("d/.wh..wh..opq", "reg")], { opaqueXattr: "user" });
+    expect(at(u, "d")!.xattrs.has("user.overlay.opaque")).toBe(true);
+    expect(at(u, "d")!.xattrs.has("trusted.overlay.opaque")).toBe(false);
+  });
+
+  test("entries escaping the root are skipped with a warning", () => {
+    const warned: string[] = [];
+    const t = buildLayerTree(
+      [fm("../evil", "reg"), fm("/abs", "reg"), fm("a/../../evil2", "reg"), fm("a/../ok", "reg")],
+      { warn: (m) => warned.push(m) },
+    );
+    expect([...t.root.children!.keys()].sort()).toEqual(["ok"]);
+    expect(warned.length).toBe(3);
+    expect(warned[0]).toContain('"../evil"');
+  });
+
+  test("xattrs come from SCHILY.xattr PAX records only", () => {
+    const t = buildLayerTree([
+      fm("f", "reg", {
+        xattrs: [
+          { key: "SCHILY.xattr.user.comment", value: "héllo" },
+          { key: "SCHILY.xattr.security.capability", value: "\u0001\u0000" },
+          { key: "mtime", value: "1.5" },
+        ],
+      }),
+    ]);
+    const x = at(t, "f")!.xattrs;
+    expect([...x.keys()].sort()).toEqual(["security.capability", "user.comment"]);
+    expect(new TextDecoder().decode(x.get("user.comment"))).toBe("héllo");
+  });
+
+  test("a later entry for the same path replaces the earlier one", () => {
+    const t = buildLayerTree([fm("f", "reg", { uncompressedSize: 1 }), fm("f", "symlink", { linkname: "t" })]);
+    expect(at(t, "f")!.mode & S_IFMT).toBe(S_IFLNK);
+  });
+});
+
+describe("helpers", () => {
+  test("cleanPath", () => {
+    expect(cleanPath("./a//b/")).toEqual(["a", "b"]);
+    expect(cleanPath(".")).toEqual([]);
+    expect(cleanPath("..")).toBeUndefined();
+    expect(cleanPath("/etc")).toBeUndefined();
+  });
+  test("parseModTime", () => {
+    expect(parseModTime("1970-01-01T00:00:01Z")).toBe(1_000_000_000n);
+    expect(parseModTime("1970-01-01T01:00:01.5+01:00")).toBe(1_500_000_000n);
+    expect(parseModTime("0001-01-01T00:00:00Z")).toBe(0n);
+    expect(() => parseModTime("yesterday")).toThrow(/"yesterday"/);
+  });
+});
