@@ -1,0 +1,56 @@
+/**
+ * The CLI's and daemon's logger: consola for people (text on stderr, with progress on a TTY), or one JSON object
+ * per line for daemons (`--log-format json`). Implements util/log's Logger so every area can take it.
+ */
+import { createConsola, type ConsolaInstance, type LogObject } from "consola";
+import type { LogFields, Logger } from "../util/log.ts";
+
+export type LogFormat = "text" | "json";
+
+/** consola levels: 0 error, 1 warn, 3 info, 4 debug, 5 trace. */
+const LEVELS: Record<string, number> = { error: 0, warn: 1, info: 3, debug: 4, trace: 5 };
+
+export interface CliLogger extends Logger {
+  readonly consola: ConsolaInstance;
+}
+
+export function createLogger(opts: { level: string; format: LogFormat }): CliLogger {
+  const level = LEVELS[opts.level] ?? 3;
+  const consola = createConsola({
+    level,
+    stdout: process.stderr,
+    stderr: process.stderr,
+    reporters: opts.format === "json" ? [{ log: writeJson }] : undefined,
+  });
+  const emit = (kind: "error" | "warn" | "info" | "debug", msg: string, fields?: LogFields) => {
+    if (opts.format === "json") consola[kind]({ message: msg, fields });
+    else if (fields && Object.keys(fields).length > 0) consola[kind](`${msg} ${formatFields(fields)}`);
+    else consola[kind](msg);
+  };
+  return {
+    consola,
+    debugEnabled: level >= 4,
+    error: (m, f) => emit("error", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    info: (m, f) => emit("info", m, f),
+    debug: (m, f) => emit("debug", m, f),
+  };
+}
+
+function writeJson(obj: LogObject): void {
+  const first = obj.args[0] as { message?: string; fields?: LogFields } | string | undefined;
+  const line: Record<string, unknown> = { time: obj.date.toISOString(), level: obj.type };
+  if (typeof first === "object" && first !== null && "message" in first) {
+    line.msg = first.message;
+    Object.assign(line, first.fields ?? {});
+  } else {
+    line.msg = obj.args.map((a) => (a instanceof Error ? a.message : String(a))).join(" ");
+  }
+  process.stderr.write(JSON.stringify(line) + "\n");
+}
+
+function formatFields(fields: LogFields): string {
+  return Object.entries(fields)
+    .map(([k, v]) => `${k}=${typeof v === "string" && !/\s/.test(v) ? v : JSON.stringify(v)}`)
+    .join(" ");
+}

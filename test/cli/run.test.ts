@@ -1,0 +1,102 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseConfig } from "../../src/config/load.ts";
+import { extractGlobalFlags, UsageError } from "../../src/cli/run.ts";
+import { runCli } from "../_harness/cli.ts";
+import type { ArgsDef, CommandDef } from "citty";
+import { rootCommand } from "../../src/cli/commands.ts";
+import pkg from "../../package.json" with { type: "json" };
+
+describe("extractGlobalFlags()", () => {
+  test("takes global flags wherever they stand", () => {
+    const a = extractGlobalFlags(["--root", "R", "index", "list", "--json"]);
+    const b = extractGlobalFlags(["index", "list", "--root=R", "--json"]);
+    expect(a).toEqual(b);
+    expect(a.flags.root).toBe("R");
+    expect(a.rest).toEqual(["index", "list", "--json"]);
+  });
+  test("refuses a missing or bad value", () => {
+    expect(() => extractGlobalFlags(["--root"])).toThrow(UsageError);
+    expect(() => extractGlobalFlags(["--log-level", "loud"])).toThrow(UsageError);
+    expect(() => extractGlobalFlags(["--log-format=xml"])).toThrow(UsageError);
+  });
+  test("leaves everything after -- alone", () => {
+    expect(extractGlobalFlags(["x", "--", "--root", "R"]).rest).toEqual(["x", "--", "--root", "R"]);
+  });
+});
+
+describe("soci-ts CLI", () => {
+  test("--version prints the package version", () => {
+    const r = runCli(["--version"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(`soci-ts ${pkg.version}`);
+  });
+
+  test("--help works on the root and on every command, with the global options", async () => {
+    const paths: string[][] = [];
+    async function walk(cmd: CommandDef<ArgsDef>, path: string[]): Promise<void> {
+      paths.push(path);
+      const subs = typeof cmd.subCommands === "function" ? await cmd.subCommands() : await cmd.subCommands;
+      for (const [name, sub] of Object.entries(subs ?? {})) {
+        const def = (typeof sub === "function" ? await (sub as () => Promise<CommandDef<ArgsDef>>)() : await sub) as CommandDef<ArgsDef>;
+        await walk(def, [...path, name]);
+      }
+    }
+    await walk(rootCommand, []);
+    expect(paths.length).toBeGreaterThan(3);
+    for (const args of [...paths.map((p) => [...p, "--help"]), ["--root", "/x", "config", "default", "-h"]]) {
+      const r = runCli(args);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("USAGE");
+      expect(r.stdout).toContain("--log-format");
+    }
+  });
+
+  test("usage errors exit 2 and name the problem", () => {
+    const unknownCmd = runCli(["frobnicate"]);
+    expect(unknownCmd.code).toBe(2);
+    expect(unknownCmd.stderr).toContain('Unknown command "frobnicate"');
+    const unknownFlag = runCli(["config", "dump", "--frob"]);
+    expect(unknownFlag.code).toBe(2);
+    expect(unknownFlag.stderr).toContain('Unknown option "--frob"');
+    expect(runCli(["--log-level", "loud", "config", "dump"]).code).toBe(2);
+  });
+
+  test("config default prints TOML that parses back", () => {
+    const r = runCli(["config", "default"]);
+    expect(r.code).toBe(0);
+    expect(() => parseConfig(r.stdout)).not.toThrow();
+    expect(r.stdout).toContain("[background_fetch]");
+  });
+
+  test("config dump shows the file's values, from --config or SOCI_TS_CONFIG, before or after the command", () => {
+    const dir = mkdtempSync(join(tmpdir(), "soci-ts-cli-"));
+    const file = join(dir, "config.toml");
+    writeFileSync(file, "[index]\nspan_size = 1048576\n");
+    const a = runCli(["--config", file, "config", "dump", "--json"]);
+    const b = runCli(["config", "dump", "--json", "--config", file]);
+    const c = runCli(["config", "dump", "--json"], { env: { SOCI_TS_CONFIG: file } });
+    for (const r of [a, b, c]) {
+      expect(r.code).toBe(0);
+      const dump = JSON.parse(r.stdout);
+      expect(dump.config.index.spanSize).toBe(1048576);
+      expect(dump.configPath).toBe(file);
+    }
+    const withRoot = JSON.parse(runCli(["config", "dump", "--json", "--root", dir]).stdout);
+    expect(withRoot.root).toBe(dir);
+  });
+
+  test("a bad config file fails with exit 1 and names the key", () => {
+    const dir = mkdtempSync(join(tmpdir(), "soci-ts-cli-"));
+    const file = join(dir, "config.toml");
+    writeFileSync(file, "[fuse]\nattr_timeout = true\n");
+    const r = runCli(["--config", file, "config", "dump"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("fuse.attr_timeout");
+    const missing = runCli(["--config", join(dir, "nope.toml"), "config", "dump"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("nope.toml");
+  });
+});
