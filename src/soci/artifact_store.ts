@@ -1,0 +1,281 @@
+/**
+ * The local artifact store: SOCI indexes and zTOCs kept on disk, plus a small database saying which index
+ * serves which image (the podman fork's "local index store"). Consulted before the registry when an image is
+ * mounted (discover.ts), written when an index is created (`index create`, `convert`).
+ *
+ * Layout under `<root>`:
+ *   content/oci-layout                 {"imageLayoutVersion":"1.0.0"}
+ *   content/index.json                 an empty OCI index (so tools see a valid layout)
+ *   content/blobs/sha256/<hex>         index manifests, zTOCs, the `{}` config, image manifests and configs
+ *   index-db/<manifestHex>.<indexHex>.json
+ *                                      one record per (image manifest, index) pair, see IndexRecord
+ *
+ * Every write is atomic: bytes go to a temporary file in the same directory, are fsynced, then renamed into
+ * place and the directory fsynced. A crash leaves at most a stray `.tmp-*` file (ignored and swept by
+ * `sweepTemporaryFiles`), never a half-written blob or record under its final name. Blobs are verified against
+ * their digest before they are renamed into place.
+ *
+ * Uses node:fs and node:crypto only, which Deno supports.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { readdir, readFile, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Platform } from "../oci/types.ts";
+import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import type { SociIndexVersion } from "./index.ts";
+
+/** One database record: this index serves this image. */
+export interface IndexRecord {
+  /** Digest of the (platform-specific) image manifest the index serves. */
+  manifestDigest: string;
+  /** Digest of that image's config blob. */
+  configDigest: string;
+  /** Digest of the SOCI index manifest. */
+  indexDigest: string;
+  /** Platform of the image ("linux/amd64" style fields). */
+  platform: Platform;
+  /** The reference the image was indexed from ("" when unknown, e.g. after rebuild-db). */
+  imageRef: string;
+  /** RFC 3339 creation time. */
+  createdAt: string;
+  version: SociIndexVersion;
+}
+
+const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
+
+/** The hex part of a sha256 digest; InvalidArgumentError when it is not one. */
+export function digestHex(digest: string): string {
+  const m = DIGEST_RE.exec(digest);
+  if (!m) throw new InvalidArgumentError(`Cannot use digest "${digest}": expected "sha256:" and 64 lowercase hex digits`);
+  return m[1]!;
+}
+
+/** "sha256:<hex>" of some bytes. */
+export function sha256Digest(bytes: Uint8Array): string {
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+/** The artifact store rooted at `<root>` (created on first write). */
+export class ArtifactStore {
+  readonly root: string;
+  readonly contentDir: string;
+  readonly dbDir: string;
+
+  constructor(root: string) {
+    this.root = root;
+    this.contentDir = join(root, "content");
+    this.dbDir = join(root, "index-db");
+  }
+
+  /** Path of a blob (whether or not it exists). Throws InvalidArgumentError on a malformed digest. */
+  blobPath(digest: string): string {
+    return join(this.contentDir, "blobs", "sha256", digestHex(digest));
+  }
+
+  /** True when the blob is stored. */
+  async hasBlob(digest: string): Promise<boolean> {
+    try {
+      await stat(this.blobPath(digest));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The bytes of a stored blob, verified; NotFoundError when absent, DigestMismatchError when corrupt. */
+  async getBlob(digest: string): Promise<Uint8Array> {
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(await readFile(this.blobPath(digest)));
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new NotFoundError(`Cannot read blob "${digest}": not in the local store "${this.contentDir}"`, { cause });
+      }
+      throw cause;
+    }
+    const actual = sha256Digest(bytes);
+    if (actual !== digest) {
+      throw new DigestMismatchError(`Cannot read blob "${digest}": stored bytes hash to "${actual}"`, digest, actual);
+    }
+    return bytes;
+  }
+
+  /**
+   * Store a blob atomically and return its digest. When `digest` is given the bytes must hash to it
+   * (DigestMismatchError otherwise). Storing a blob that exists is a no-op.
+   */
+  async putBlob(bytes: Uint8Array, digest?: string): Promise<string> {
+    const actual = sha256Digest(bytes);
+    if (digest !== undefined && digest !== actual) {
+      throw new DigestMismatchError(`Cannot store blob "${digest}": bytes hash to "${actual}"`, digest, actual);
+    }
+    if (await this.hasBlob(actual)) return actual;
+    this.#ensureLayout();
+    atomicWrite(this.blobPath(actual), bytes);
+    return actual;
+  }
+
+  /** Remove a blob (no error when absent). */
+  async removeBlob(digest: string): Promise<void> {
+    await rm(this.blobPath(digest), { force: true });
+  }
+
+  /** Digests of every stored blob. */
+  async listBlobs(): Promise<string[]> {
+    try {
+      const names = await readdir(join(this.contentDir, "blobs", "sha256"));
+      return names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`).sort();
+    } catch {
+      return [];
+    }
+  }
+
+  /** Write (or replace) the record for `record.manifestDigest` + `record.indexDigest`, atomically. */
+  async putRecord(record: IndexRecord): Promise<void> {
+    mkdirSync(this.dbDir, { recursive: true });
+    const bytes = new TextEncoder().encode(`${JSON.stringify(record, null, 2)}\n`);
+    atomicWrite(this.#recordPath(record.manifestDigest, record.indexDigest), bytes);
+  }
+
+  /** Every record, newest first. Unreadable record files are skipped. */
+  async listRecords(): Promise<IndexRecord[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dbDir);
+    } catch {
+      return [];
+    }
+    const records: IndexRecord[] = [];
+    for (const name of names) {
+      if (!/^[0-9a-f]{64}\.[0-9a-f]{64}\.json$/.test(name)) continue;
+      try {
+        records.push(JSON.parse(await readFile(join(this.dbDir, name), "utf8")) as IndexRecord);
+      } catch {
+        // a record that cannot be read is not visible; rebuild-db recreates it from the blobs
+      }
+    }
+    return records.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+  }
+
+  /**
+   * The records of an image, newest first, matched by image manifest digest or image config digest
+   * (and optionally by version).
+   */
+  async findRecords(
+    image: { manifestDigest?: string; configDigest?: string },
+    opts: { version?: SociIndexVersion } = {},
+  ): Promise<IndexRecord[]> {
+    const all = await this.listRecords();
+    return all.filter((r) =>
+      (opts.version === undefined || r.version === opts.version) &&
+      ((image.manifestDigest !== undefined && r.manifestDigest === image.manifestDigest) ||
+        (image.configDigest !== undefined && r.configDigest === image.configDigest))
+    );
+  }
+
+  /** Remove every record of an index; returns how many were removed. */
+  async removeRecordsOf(indexDigest: string): Promise<number> {
+    const hex = digestHex(indexDigest);
+    let names: string[];
+    try {
+      names = await readdir(this.dbDir);
+    } catch {
+      return 0;
+    }
+    const mine = names.filter((n) => n.endsWith(`.${hex}.json`));
+    for (const n of mine) await rm(join(this.dbDir, n), { force: true });
+    return mine.length;
+  }
+
+  /** Remove all records (rebuild-db then writes them again). */
+  async clearRecords(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.dbDir);
+    } catch {
+      return;
+    }
+    for (const n of names) if (n.endsWith(".json")) await rm(join(this.dbDir, n), { force: true });
+  }
+
+  /** Delete temporary files left by a crash in the middle of a write. Returns how many were removed. */
+  async sweepTemporaryFiles(): Promise<number> {
+    let n = 0;
+    for (const dir of [join(this.contentDir, "blobs", "sha256"), this.dbDir]) {
+      let names: string[] = [];
+      try {
+        names = await readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        if (name.startsWith(".tmp-")) {
+          await rm(join(dir, name), { force: true });
+          n++;
+        }
+      }
+    }
+    return n;
+  }
+
+  #recordPath(manifestDigest: string, indexDigest: string): string {
+    return join(this.dbDir, `${digestHex(manifestDigest)}.${digestHex(indexDigest)}.json`);
+  }
+
+  #layoutReady = false;
+
+  #ensureLayout(): void {
+    if (this.#layoutReady) return;
+    mkdirSync(join(this.contentDir, "blobs", "sha256"), { recursive: true });
+    const enc = new TextEncoder();
+    try {
+      closeSync(openSync(join(this.contentDir, "oci-layout"), "r"));
+    } catch {
+      atomicWrite(join(this.contentDir, "oci-layout"), enc.encode('{"imageLayoutVersion":"1.0.0"}'));
+    }
+    try {
+      closeSync(openSync(join(this.contentDir, "index.json"), "r"));
+    } catch {
+      atomicWrite(
+        join(this.contentDir, "index.json"),
+        enc.encode('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'),
+      );
+    }
+    this.#layoutReady = true;
+  }
+}
+
+/**
+ * Write `bytes` to `path` so that readers see either nothing or all of it: temp file in the same directory,
+ * fsync, rename, fsync of the directory.
+ */
+export function atomicWrite(path: string, bytes: Uint8Array): void {
+  const slash = path.lastIndexOf("/");
+  const dir = slash > 0 ? path.slice(0, slash) : ".";
+  const tmp = `${dir}/.tmp-${randomBytes(8).toString("hex")}`;
+  const fd = openSync(tmp, "wx", 0o644);
+  try {
+    let off = 0;
+    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  // rename is atomic within a file system; fsync the directory so the new name survives a crash.
+  renameSync(tmp, path);
+  try {
+    const dfd = openSync(dir, "r");
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // some file systems refuse fsync on a directory; the rename is still atomic
+  }
+}
+
