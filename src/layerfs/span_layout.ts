@@ -1,0 +1,60 @@
+/**
+ * How a layer's bytes split into spans, and how one span's compressed bytes become its uncompressed bytes.
+ * The span manager depends only on this; `ztoc_layout.ts` builds one from a zTOC (gzip or uncompressed).
+ *
+ * Ranges are half-open byte ranges [start, end). Compressed ranges of neighbouring spans may overlap by one
+ * byte (a gzip checkpoint that starts mid-byte needs the byte before it).
+ */
+export interface SpanLayout {
+  /** Number of spans (max span id + 1). */
+  readonly spanCount: number;
+  /** Size of the whole compressed blob in bytes. */
+  readonly compressedSize: number;
+  /** Size of the whole uncompressed tar stream in bytes. */
+  readonly uncompressedSize: number;
+  /** Compressed byte range of span `spanId` in the blob. */
+  compressedRange(spanId: number): [start: number, end: number];
+  /** Uncompressed byte range of span `spanId` in the tar stream. */
+  uncompressedRange(spanId: number): [start: number, end: number];
+  /** The span holding uncompressed offset `offset` (0 ≤ offset < uncompressedSize). */
+  spanOf(offset: number): number;
+  /** Uncompressed bytes of span `spanId` from exactly its compressed range's bytes. */
+  inflate(spanId: number, compressed: Uint8Array): Uint8Array | Promise<Uint8Array>;
+}
+
+/** Binary search for the last start ≤ offset in ascending `starts`. */
+export function spanIndexOf(starts: ArrayLike<number>, offset: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (starts[mid]! <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/**
+ * The layout of an uncompressed layer (SOCI's TarZinfo): compressed and uncompressed offsets are the same, spans
+ * start at `spanStarts` (ascending, first 0), and inflating is the identity.
+ * Throws RangeError when the starts are not ascending from 0 within `size`.
+ */
+export function identityLayout(spanStarts: readonly number[], size: number): SpanLayout {
+  if (spanStarts.length === 0 || spanStarts[0] !== 0) throw new RangeError("Cannot lay out spans: first span must start at 0");
+  for (let i = 1; i < spanStarts.length; i++) {
+    if (!(spanStarts[i]! > spanStarts[i - 1]! && spanStarts[i]! < size)) {
+      throw new RangeError(`Cannot lay out spans: span ${i} start "${spanStarts[i]}" is out of order`);
+    }
+  }
+  const starts = [...spanStarts];
+  const range = (i: number): [number, number] => [starts[i]!, i + 1 < starts.length ? starts[i + 1]! : size];
+  return {
+    spanCount: starts.length,
+    compressedSize: size,
+    uncompressedSize: size,
+    compressedRange: range,
+    uncompressedRange: range,
+    spanOf: (offset) => spanIndexOf(starts, offset),
+    inflate: (_id, compressed) => compressed,
+  };
+}

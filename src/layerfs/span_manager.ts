@@ -1,0 +1,373 @@
+/**
+ * The span manager of one layer: turns reads of the uncompressed tar stream into span fetches.
+ *
+ * `read(offset, length)`:
+ *   1. Map the byte range to span ids (layout.spanOf).
+ *   2. Spans cached (state "uncompressed") come from the shared SpanCache; a span being fetched already is
+ *      awaited (one fetch per span, shared by every reader).
+ *   3. The rest are grouped in runs of adjacent ids; each run is ONE ranged request covering their compressed
+ *      ranges (at most `maxCoalesceBytes`), split back into spans.
+ *   4. Each span is checked against its sha256 digest (refetched up to `verificationRetries` times), inflated
+ *      from its checkpoint, cached, and only then used. Wrong bytes are never returned.
+ *   5. Any failure moves the span back to "unrequested", logs one line naming layer, span and cause, and
+ *      rejects the read with UnavailableError (EIO at the FUSE bridge); the next read tries again.
+ */
+import { createHash } from "node:crypto";
+import type { SpanCache } from "../cache/span_cache.ts";
+import { DigestMismatchError, InvalidArgumentError, UnavailableError, errorMessage } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import type { SpanLayout } from "./span_layout.ts";
+import { checkTransition, type SpanState } from "./span_state.ts";
+import type { TaskGate } from "./task_gate.ts";
+
+/** Fetches byte ranges [start, end) of the layer blob; one request for all of them where possible. */
+export type RangeFetcher = (ranges: Array<[number, number]>, signal: AbortSignal) => Promise<Uint8Array[]>;
+
+export interface SpanManagerOptions {
+  /** "sha256:<hex>" of the layer blob (cache key and log field). */
+  layerDigest: string;
+  layout: SpanLayout;
+  /** "sha256:<hex>" of each span's compressed bytes; length must equal layout.spanCount. */
+  spanDigests: readonly string[];
+  fetchRanges: RangeFetcher;
+  cache: SpanCache;
+  /** Milliseconds one span fetch may take before it fails (default 30 000). */
+  fetchTimeoutMs?: number;
+  /** Refetches of a span whose bytes did not match its digest (default 0). */
+  verificationRetries?: number;
+  /** Skip digest checks (default false; not recommended). */
+  disableVerification?: boolean;
+  /** Largest coalesced request in compressed bytes (default 16 MiB; a single span may exceed it). */
+  maxCoalesceBytes?: number;
+  /** Held while foreground reads wait on the network, so background fetching pauses. */
+  gate?: TaskGate;
+  logger?: Logger;
+}
+
+/** Byte counters of one layer. */
+export interface SpanStats {
+  spanCount: number;
+  /** Spans whose bytes are cached. */
+  spansPresent: number;
+  /** Compressed bytes of the spans present (what SOCI reports as fetchedSize). */
+  presentCompressedBytes: number;
+  /** Compressed bytes this process downloaded for spans (including refetches). */
+  networkBytes: number;
+  /** Ranged requests made. */
+  requests: number;
+}
+
+export class SpanManager {
+  readonly layerDigest: string;
+  readonly layout: SpanLayout;
+  readonly #o: Required<Omit<SpanManagerOptions, "gate">> & { gate?: TaskGate };
+  readonly #state: SpanState[];
+  readonly #inflight = new Map<number, Promise<Uint8Array>>();
+  readonly #closed = new AbortController();
+  #networkBytes = 0;
+  #requests = 0;
+  /** The last fetch error of any span (for the state file); cleared never, so an operator sees it. */
+  lastError: string | undefined;
+
+  /** Throws InvalidArgumentError when the digests do not match the layout. */
+  constructor(opts: SpanManagerOptions) {
+    if (opts.spanDigests.length !== opts.layout.spanCount) {
+      throw new InvalidArgumentError(
+        `Cannot manage spans of layer "${opts.layerDigest}": ${opts.spanDigests.length} span digests for ${opts.layout.spanCount} spans`,
+      );
+    }
+    this.layerDigest = opts.layerDigest;
+    this.layout = opts.layout;
+    this.#o = {
+      fetchTimeoutMs: 30_000,
+      verificationRetries: 0,
+      disableVerification: false,
+      maxCoalesceBytes: 16 * 1024 * 1024,
+      logger: silentLogger,
+      ...opts,
+    };
+    this.#state = Array.from({ length: opts.layout.spanCount }, (_, i) =>
+      opts.cache.has(opts.layerDigest, i) ? "uncompressed" : "unrequested",
+    );
+  }
+
+  /** State of span `spanId`. */
+  state(spanId: number): SpanState {
+    return this.#state[spanId]!;
+  }
+
+  /** True when every span is cached. */
+  complete(): boolean {
+    return this.#state.every((s) => s === "uncompressed");
+  }
+
+  stats(): SpanStats {
+    let present = 0;
+    let bytes = 0;
+    this.#state.forEach((s, i) => {
+      if (s !== "uncompressed") return;
+      present++;
+      const [a, b] = this.layout.compressedRange(i);
+      bytes += b - a;
+    });
+    return {
+      spanCount: this.layout.spanCount,
+      spansPresent: present,
+      presentCompressedBytes: bytes,
+      networkBytes: this.#networkBytes,
+      requests: this.#requests,
+    };
+  }
+
+  /** Stop: in-flight fetches are aborted and later reads fail. */
+  close(): void {
+    this.#closed.abort(new UnavailableError(`Cannot read layer "${this.layerDigest}": it was closed`));
+  }
+
+  /**
+   * Bytes [offset, offset + length) of the uncompressed tar stream (fewer only at its end).
+   * Rejects with UnavailableError when a span cannot be fetched or verified, or when `signal` aborts.
+   */
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    const end = Math.min(offset + length, this.layout.uncompressedSize);
+    if (length <= 0 || offset >= end) return new Uint8Array(0);
+    // 1. Spans covering the range.
+    const first = this.layout.spanOf(offset);
+    const last = this.layout.spanOf(end - 1);
+    const ids: number[] = [];
+    for (let i = first; i <= last; i++) ids.push(i);
+    // 2-4. Get every span (cache, in flight, or fetched now, coalesced).
+    const spans = await this.#getSpans(ids, signal, true);
+    // Assemble.
+    if (spans.length === 1) {
+      const [us] = this.layout.uncompressedRange(first);
+      return spans[0]!.subarray(offset - us, end - us);
+    }
+    const out = new Uint8Array(end - offset);
+    let pos = 0;
+    spans.forEach((bytes, k) => {
+      const [us, ue] = this.layout.uncompressedRange(ids[k]!);
+      const a = Math.max(offset, us) - us;
+      const b = Math.min(end, ue) - us;
+      out.set(bytes.subarray(a, b), pos);
+      pos += b - a;
+    });
+    return out;
+  }
+
+  /** Make spans present (fetching the missing ones, coalesced) without returning them; for prefetch. */
+  async fetchSpans(ids: number[], signal?: AbortSignal): Promise<void> {
+    await this.#getSpans(ids, signal, false);
+  }
+
+  /**
+   * Accept compressed bytes of span `spanId` obtained elsewhere (the background fetcher's sequential walk):
+   * verified, inflated and cached unless present. Throws like a failed fetch.
+   */
+  async offerCompressed(spanId: number, compressed: Uint8Array): Promise<void> {
+    if (this.#state[spanId] !== "unrequested" || this.#inflight.has(spanId)) return;
+    this.#setState(spanId, "requested");
+    const p = this.#finishSpan(spanId, compressed);
+    this.#inflight.set(spanId, p);
+    p.catch(() => {}).finally(() => this.#inflight.delete(spanId));
+    await p;
+  }
+
+  // --- helpers ---
+
+  async #getSpans(ids: number[], signal: AbortSignal | undefined, foreground: boolean): Promise<Uint8Array[]> {
+    const results: Array<Promise<Uint8Array>> = [];
+    const missing: number[] = [];
+    const slot = new Map<number, number>();
+    for (const id of ids) {
+      const inflight = this.#inflight.get(id);
+      if (inflight) {
+        results.push(inflight);
+        continue;
+      }
+      if (this.#state[id] === "uncompressed") {
+        results.push(
+          this.#o.cache.get(this.layerDigest, id).then((b) => {
+            if (b) return b;
+            // Evicted since: refetch it alone.
+            if (this.#state[id] === "uncompressed") this.#setState(id, "unrequested");
+            return this.#inflight.get(id) ?? this.#startRun([id])[0]!;
+          }),
+        );
+        continue;
+      }
+      slot.set(id, results.length);
+      results.push(Promise.resolve(new Uint8Array(0))); // placeholder
+      missing.push(id);
+    }
+    for (const run of this.#runs(missing)) {
+      const ps = this.#startRun(run);
+      run.forEach((id, k) => (results[slot.get(id)!] = ps[k]!));
+    }
+    const release = foreground && missing.length > 0 ? this.#o.gate?.enter() : undefined;
+    try {
+      return await raceSignal(Promise.all(results), signal, this.layerDigest);
+    } finally {
+      release?.();
+    }
+  }
+
+  /** Split sorted span ids into runs of adjacent ids within the coalescing bound. */
+  #runs(ids: number[]): number[][] {
+    const runs: number[][] = [];
+    let cur: number[] = [];
+    let curStart = 0;
+    for (const id of ids) {
+      const [s, e] = this.layout.compressedRange(id);
+      const prev = cur[cur.length - 1];
+      if (prev !== undefined && prev + 1 === id && e - curStart <= this.#o.maxCoalesceBytes) {
+        cur.push(id);
+      } else {
+        if (cur.length) runs.push(cur);
+        cur = [id];
+        curStart = s;
+      }
+    }
+    if (cur.length) runs.push(cur);
+    return runs;
+  }
+
+  /** Start fetching a run of adjacent spans with one request; one promise per span, registered as in flight. */
+  #startRun(run: number[]): Array<Promise<Uint8Array>> {
+    for (const id of run) this.#setState(id, "requested");
+    const fetched = this.#fetchRun(run);
+    const ps = run.map((id, k) => {
+      const p = fetched.then(
+        (all) => this.#finishSpan(id, all[k]!),
+        (err) => {
+          this.#fail(id, err);
+          throw this.#readError(id, err);
+        },
+      );
+      this.#inflight.set(id, p);
+      p.catch(() => {}).finally(() => {
+        if (this.#inflight.get(id) === p) this.#inflight.delete(id);
+      });
+      return p;
+    });
+    return ps;
+  }
+
+  /** One ranged request for the run, split into each span's compressed bytes. */
+  async #fetchRun(run: number[]): Promise<Uint8Array[]> {
+    const start = this.layout.compressedRange(run[0]!)[0];
+    const end = this.layout.compressedRange(run[run.length - 1]!)[1];
+    const signal = AbortSignal.any([this.#closed.signal, AbortSignal.timeout(this.#o.fetchTimeoutMs)]);
+    this.#requests++;
+    let bytes: Uint8Array;
+    try {
+      const [b] = await this.#o.fetchRanges([[start, end]], signal);
+      bytes = b!;
+    } catch (err) {
+      if (signal.aborted && !this.#closed.signal.aborted) {
+        throw new UnavailableError(
+          `Cannot fetch bytes ${start}-${end} of layer "${this.layerDigest}": no answer within ${this.#o.fetchTimeoutMs} ms`,
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+    if (bytes.byteLength !== end - start) {
+      throw new UnavailableError(
+        `Cannot fetch bytes ${start}-${end} of layer "${this.layerDigest}": got ${bytes.byteLength} bytes`,
+      );
+    }
+    this.#networkBytes += bytes.byteLength;
+    return run.map((id) => {
+      const [s, e] = this.layout.compressedRange(id);
+      return bytes.subarray(s - start, e - start);
+    });
+  }
+
+  /** Verify (refetching on mismatch), inflate and cache one span. */
+  async #finishSpan(id: number, compressed: Uint8Array): Promise<Uint8Array> {
+    try {
+      let bytes = compressed;
+      for (let attempt = 0; ; attempt++) {
+        const err = this.#verify(id, bytes);
+        if (!err) break;
+        if (attempt >= this.#o.verificationRetries) throw err;
+        this.#o.logger.warn("Span digest mismatch, refetching", { layer: this.layerDigest, span: id, attempt });
+        bytes = (await this.#fetchRun([id]))[0]!;
+      }
+      this.#setState(id, "fetched");
+      const [us, ue] = this.layout.uncompressedRange(id);
+      const out = await this.layout.inflate(id, bytes);
+      if (out.byteLength !== ue - us) {
+        throw new UnavailableError(
+          `Cannot inflate span ${id} of layer "${this.layerDigest}": got ${out.byteLength} bytes, expected ${ue - us}`,
+        );
+      }
+      this.#o.cache.put(this.layerDigest, id, out).catch((err) => {
+        this.#o.logger.warn("Cannot write span to the disk cache", {
+          layer: this.layerDigest,
+          span: id,
+          cause: errorMessage(err),
+        });
+      });
+      this.#setState(id, "uncompressed");
+      return out;
+    } catch (err) {
+      this.#fail(id, err);
+      throw this.#readError(id, err);
+    }
+  }
+
+  #verify(id: number, bytes: Uint8Array): DigestMismatchError | undefined {
+    if (this.#o.disableVerification) return undefined;
+    const expected = this.#o.spanDigests[id]!;
+    const actual = "sha256:" + createHash("sha256").update(bytes).digest("hex");
+    if (actual === expected) return undefined;
+    return new DigestMismatchError(
+      `Cannot verify span ${id} of layer "${this.layerDigest}": digest is "${actual}", expected "${expected}"`,
+      expected,
+      actual,
+    );
+  }
+
+  #fail(id: number, err: unknown): void {
+    const s = this.#state[id]!;
+    if (s === "requested" || s === "fetched") {
+      this.#setState(id, "unrequested");
+      this.lastError = errorMessage(err);
+      this.#o.logger.error("Cannot fetch span", { layer: this.layerDigest, span: id, cause: errorMessage(err) });
+    }
+  }
+
+  #readError(id: number, err: unknown): Error {
+    if (err instanceof UnavailableError) return err;
+    return new UnavailableError(`Cannot read span ${id} of layer "${this.layerDigest}": ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+
+  #setState(id: number, to: SpanState): void {
+    checkTransition(id, this.#state[id]!, to);
+    this.#state[id] = to;
+  }
+}
+
+/** `p`, or a rejection as soon as `signal` aborts (the work behind `p` carries on for other waiters). */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined, layer: string): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(new UnavailableError(`Cannot read layer "${layer}": the read was interrupted`));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new UnavailableError(`Cannot read layer "${layer}": the read was interrupted`));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,79 @@
+/**
+ * Foreground/background gate shared by every layer of the process: foreground work (reads waiting on the
+ * network, new mounts) holds it; background fetching waits until nothing foreground is in flight and a silence
+ * period has passed since the last foreground activity.
+ */
+export class TaskGate {
+  #active = 0;
+  #lastActivityMs = 0;
+  #waiters: Array<() => void> = [];
+  readonly #silenceMs: number;
+
+  /** @param silenceMs milliseconds background work waits after the last foreground activity (default 0). */
+  constructor(opts: { silenceMs?: number } = {}) {
+    this.#silenceMs = opts.silenceMs ?? 0;
+  }
+
+  /** Mark foreground work in flight; call the returned function when it is done. */
+  enter(): () => void {
+    this.#active++;
+    this.#lastActivityMs = Date.now();
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#active--;
+      this.#lastActivityMs = Date.now();
+      if (this.#active === 0) this.#wake();
+    };
+  }
+
+  /** Note foreground activity without holding the gate (e.g. a mount), restarting the silence period. */
+  touch(): void {
+    this.#lastActivityMs = Date.now();
+  }
+
+  /** Number of foreground tasks in flight. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /** Resolves when background work may run: no foreground work and the silence period over. */
+  async waitIdle(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      signal?.throwIfAborted();
+      if (this.#active > 0) {
+        await new Promise<void>((resolve) => {
+          this.#waiters.push(resolve);
+          signal?.addEventListener("abort", () => resolve(), { once: true });
+        });
+        continue;
+      }
+      const left = this.#lastActivityMs + this.#silenceMs - Date.now();
+      if (left <= 0) return;
+      await sleep(left, signal);
+    }
+  }
+
+  #wake(): void {
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w();
+  }
+}
+
+/** Sleep `ms` milliseconds; rejects with the signal's reason when aborted. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,135 @@
+import { describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { SpanCache } from "../../src/cache/span_cache.ts";
+import { identityLayout } from "../../src/layerfs/span_layout.ts";
+import { SpanManager, type RangeFetcher } from "../../src/layerfs/span_manager.ts";
+import { SPAN_TRANSITIONS, checkTransition } from "../../src/layerfs/span_state.ts";
+import { FailedPreconditionError, UnavailableError } from "../../src/util/errors.ts";
+import { MemoryLogger } from "../../src/util/log.ts";
+import { Rand } from "../_harness/rand.ts";
+
+const LAYER = "sha256:" + "c".repeat(64);
+const sha = (b: Uint8Array) => "sha256:" + createHash("sha256").update(b).digest("hex");
+
+/** A layer of `n` spans of `spanBytes` random bytes, served from memory through a recording fetcher. */
+async function setup(n = 8, spanBytes = 1000, opts: { corrupt?: Set<number>; fail?: () => boolean; hold?: Promise<void> } = {}) {
+  const blob = new Rand(`blob${n}`).bytes(n * spanBytes - 123);
+  const starts = Array.from({ length: n }, (_, i) => i * spanBytes);
+  const layout = identityLayout(starts, blob.byteLength);
+  const digests = starts.map((_, i) => sha(blob.subarray(...layout.compressedRange(i))));
+  const requests: Array<Array<[number, number]>> = [];
+  const fetchRanges: RangeFetcher = async (ranges) => {
+    requests.push(ranges);
+    if (opts.hold) await opts.hold;
+    if (opts.fail?.()) throw new Error("connection reset");
+    return ranges.map(([s, e]) => {
+      const out = blob.slice(s, e);
+      for (const id of opts.corrupt ?? []) {
+        const [cs, ce] = layout.compressedRange(id);
+        if (cs >= s && ce <= e) out[cs - s + 5]! ^= 0xff;
+      }
+      return out;
+    });
+  };
+  const cache = await SpanCache.open({ memoryBytes: 1 << 20 });
+  const logger = new MemoryLogger();
+  const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache, logger });
+  return { blob, sm, requests, cache, logger, layout, digests, fetchRanges };
+}
+
+describe("span states", () => {
+  test("only the table's transitions are allowed", () => {
+    expect(() => checkTransition(0, "unrequested", "requested")).not.toThrow();
+    expect(() => checkTransition(0, "requested", "unrequested")).not.toThrow();
+    expect(() => checkTransition(3, "unrequested", "uncompressed")).toThrow(FailedPreconditionError);
+    expect(() => checkTransition(3, "fetched", "requested")).toThrow(/span 3 from "fetched" to "requested"/);
+    expect(Object.keys(SPAN_TRANSITIONS).sort()).toEqual(["fetched", "requested", "uncompressed", "unrequested"]);
+  });
+});
+
+describe("SpanManager", () => {
+  test("reads across span boundaries return the exact bytes", async () => {
+    const { blob, sm } = await setup();
+    const r = new Rand(9);
+    for (let k = 0; k < 50; k++) {
+      const off = r.int(blob.byteLength);
+      const len = r.int(3000);
+      expect(await sm.read(off, len)).toEqual(blob.subarray(off, Math.min(off + len, blob.byteLength)));
+    }
+    expect(await sm.read(blob.byteLength, 10)).toEqual(new Uint8Array(0));
+  });
+
+  test("adjacent missing spans are coalesced into one request; cached spans are not refetched", async () => {
+    const { sm, requests } = await setup();
+    await sm.read(1500, 10); // span 1
+    expect(requests).toEqual([[[1000, 2000]]]);
+    await sm.read(500, 3000); // spans 0..3: 0 alone, 2..3 together
+    expect(requests.slice(1)).toEqual([[[0, 1000]], [[2000, 4000]]]);
+    await sm.read(0, 4000);
+    expect(requests.length).toBe(3);
+    expect(sm.state(3)).toBe("uncompressed");
+    expect(sm.stats().networkBytes).toBe(4000);
+  });
+
+  test("concurrent reads of one span share one fetch", async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const { sm, requests, blob } = await setup(8, 1000, { hold });
+    const reads = Array.from({ length: 32 }, (_, i) => sm.read(4000 + i * 10, 100));
+    await Bun.sleep(5);
+    release();
+    const got = await Promise.all(reads);
+    got.forEach((b, i) => expect(b).toEqual(blob.subarray(4000 + i * 10, 4100 + i * 10)));
+    expect(requests.length).toBe(1);
+  });
+
+  test("a span whose bytes do not match its digest is an error and a log line, never data", async () => {
+    const { sm, logger } = await setup(8, 1000, { corrupt: new Set([2]) });
+    const err = await sm.read(2100, 10).catch((e) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect(String(err.message)).toContain("span 2");
+    expect(sm.state(2)).toBe("unrequested");
+    const line = logger.lines.find((l) => l.level === "error")!;
+    expect(line.fields).toMatchObject({ layer: LAYER, span: 2 });
+    expect(String(line.fields!.cause)).toContain("digest");
+    // A neighbour fetched in the same request is still served.
+    expect((await sm.read(1100, 10)).byteLength).toBe(10);
+  });
+
+  test("a failed fetch makes the span unrequested again and the next read succeeds", async () => {
+    let failing = true;
+    const { sm, blob } = await setup(4, 1000, { fail: () => failing });
+    await expect(sm.read(0, 10)).rejects.toBeInstanceOf(UnavailableError);
+    expect(sm.state(0)).toBe("unrequested");
+    failing = false;
+    expect(await sm.read(0, 10)).toEqual(blob.subarray(0, 10));
+  });
+
+  test("a fetch that never answers fails within the timeout", async () => {
+    const { layout, digests, cache } = await setup(2);
+    const never: RangeFetcher = (_r, signal) =>
+      new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
+    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges: never, cache: await SpanCache.open(), fetchTimeoutMs: 50 });
+    void cache;
+    await expect(sm.read(0, 1)).rejects.toThrow(/no answer within 50 ms/);
+  });
+
+  test("spans cached by an earlier manager (another mount, or before a restart) are not fetched", async () => {
+    const { sm, cache, layout, digests, blob } = await setup(4);
+    await sm.read(0, 4000);
+    const requests: unknown[] = [];
+    const sm2 = new SpanManager({
+      layerDigest: LAYER,
+      layout,
+      spanDigests: digests,
+      cache,
+      fetchRanges: async (r) => {
+        requests.push(r);
+        throw new Error("must not be called");
+      },
+    });
+    expect(sm2.complete()).toBe(true);
+    expect(await sm2.read(10, 3000)).toEqual(blob.subarray(10, 3010));
+    expect(requests.length).toBe(0);
+  });
+});
