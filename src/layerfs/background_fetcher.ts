@@ -1,0 +1,161 @@
+/**
+ * The background fetcher: after a layer is mounted, fetches the spans nobody has read yet, so the layer
+ * becomes fully local, and checks the whole layer against its digest once every byte has been seen.
+ *
+ * One fetcher per process, a queue of layers (bounded; `add` never blocks and drops the newest job when
+ * full, as SOCI does). For each layer, in order:
+ *   1. Walk the blob front to back, one span per step: wait until the foreground gate is idle (no reader
+ *      waiting on the network, silence period over), wait out the rate limit (one step per `fetchPeriodMs`),
+ *      fetch the bytes from where the previous step stopped to the end of the span's compressed range.
+ *   2. Feed those bytes to a running sha256 of the blob; hand the span's bytes to its span manager, which
+ *      verifies, inflates and caches it unless it is present already.
+ *   3. After the last span (and any trailing bytes), compare the blob's sha256 with the layer digest; a
+ *      mismatch is logged and recorded as the layer's error.
+ * Failures of a step are logged and retried after `fetchPeriodMs` up to `maxStepRetries` times, then the
+ * layer is given up (reads still fetch on demand).
+ */
+import { createHash } from "node:crypto";
+import { errorMessage } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import type { RangeFetcher, SpanManager } from "./span_manager.ts";
+import { sleep, type TaskGate } from "./task_gate.ts";
+
+export interface BackgroundJob {
+  manager: SpanManager;
+  fetchRanges: RangeFetcher;
+  /** Called once when the walk ends: undefined when the blob matched its digest, else the error message. */
+  onDone?: (error: string | undefined) => void;
+}
+
+export interface BackgroundFetcherOptions {
+  gate: TaskGate;
+  /** Milliseconds between two steps (default 500, SOCI's fetch_period_msec). */
+  fetchPeriodMs?: number;
+  /** Layers waiting; more are dropped (default 300). */
+  maxQueueSize?: number;
+  /** Milliseconds one step may take (default 60 000). */
+  stepTimeoutMs?: number;
+  /** Retries of a failed step before the layer is given up (default 5). */
+  maxStepRetries?: number;
+  logger?: Logger;
+}
+
+export class BackgroundFetcher {
+  readonly #o: Required<BackgroundFetcherOptions>;
+  readonly #queue: BackgroundJob[] = [];
+  readonly #stop = new AbortController();
+  #running: Promise<void> | undefined;
+  #current: BackgroundJob | undefined;
+  /** Bytes downloaded by background steps. */
+  networkBytes = 0;
+
+  constructor(opts: BackgroundFetcherOptions) {
+    this.#o = { fetchPeriodMs: 500, maxQueueSize: 300, stepTimeoutMs: 60_000, maxStepRetries: 5, logger: silentLogger, ...opts };
+  }
+
+  /** Queue a layer; returns false when the queue is full and the job was dropped. Never blocks. */
+  add(job: BackgroundJob): boolean {
+    if (this.#stop.signal.aborted) return false;
+    if (this.#queue.length >= this.#o.maxQueueSize) {
+      this.#o.logger.warn("Background fetch queue full, layer dropped", { layer: job.manager.layerDigest });
+      return false;
+    }
+    this.#queue.push(job);
+    this.#running ??= this.#loop().finally(() => (this.#running = undefined));
+    return true;
+  }
+
+  /** Drop a queued or running layer (e.g. it was unmounted). */
+  remove(manager: SpanManager): void {
+    const i = this.#queue.findIndex((j) => j.manager === manager);
+    if (i >= 0) this.#queue.splice(i, 1);
+    if (this.#current?.manager === manager) this.#current = undefined;
+  }
+
+  /** Stop fetching and wait for the current step to end. */
+  async close(): Promise<void> {
+    this.#stop.abort();
+    this.#queue.length = 0;
+    await this.#running?.catch(() => {});
+  }
+
+  async #loop(): Promise<void> {
+    for (;;) {
+      const job = this.#queue.shift();
+      if (!job || this.#stop.signal.aborted) return;
+      this.#current = job;
+      const error = await this.#walk(job).catch((err) => {
+        if (this.#stop.signal.aborted || this.#current !== job) return "stopped";
+        return errorMessage(err);
+      });
+      if (error !== "stopped") job.onDone?.(error);
+      this.#current = undefined;
+    }
+  }
+
+  /** Steps 1-3 for one layer; resolves to undefined (digest matched) or an error message. */
+  async #walk(job: BackgroundJob): Promise<string | undefined> {
+    const { manager } = job;
+    const layout = manager.layout;
+    const hash = createHash("sha256");
+    let pos = 0;
+    let prev = new Uint8Array(0);
+    const steps: Array<[number, number]> = [];
+    for (let i = 0; i < layout.spanCount; i++) steps.push([i, layout.compressedRange(i)[1]]);
+    if (layout.compressedSize > pos && (steps.at(-1)?.[1] ?? 0) < layout.compressedSize) steps.push([-1, layout.compressedSize]);
+    for (const [spanId, end] of steps) {
+      const start = pos;
+      const chunk = await this.#step(job, start, end);
+      hash.update(chunk);
+      pos = end;
+      if (spanId >= 0 && manager.state(spanId) === "unrequested") {
+        const [s, e] = layout.compressedRange(spanId);
+        const bytes = s >= start ? chunk.subarray(s - start, e - start) : concat(prev.subarray(prev.byteLength - (start - s)), chunk);
+        await manager.offerCompressed(spanId, bytes).catch((err) => {
+          this.#o.logger.warn("Background span rejected", { layer: manager.layerDigest, span: spanId, cause: errorMessage(err) });
+        });
+      }
+      prev = chunk;
+    }
+    const actual = "sha256:" + hash.digest("hex");
+    if (actual !== manager.layerDigest) {
+      const msg = `Cannot verify layer "${manager.layerDigest}": its bytes hash to "${actual}"`;
+      this.#o.logger.error(msg, { layer: manager.layerDigest });
+      return msg;
+    }
+    this.#o.logger.info("Layer fully fetched and verified", { layer: manager.layerDigest });
+    return undefined;
+  }
+
+  async #step(job: BackgroundJob, start: number, end: number): Promise<Uint8Array> {
+    for (let attempt = 0; ; attempt++) {
+      await this.#o.gate.waitIdle(this.#stop.signal);
+      await sleep(this.#o.fetchPeriodMs, this.#stop.signal);
+      if (this.#current !== job) throw new Error("layer removed");
+      if (end <= start) return new Uint8Array(0);
+      try {
+        const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.#o.stepTimeoutMs)]);
+        const [bytes] = await job.fetchRanges([[start, end]], signal);
+        if (bytes!.byteLength !== end - start) throw new Error(`got ${bytes!.byteLength} of ${end - start} bytes`);
+        this.networkBytes += bytes!.byteLength;
+        return bytes!;
+      } catch (err) {
+        if (this.#stop.signal.aborted) throw err;
+        this.#o.logger.warn("Background fetch failed", {
+          layer: job.manager.layerDigest,
+          range: `${start}-${end}`,
+          attempt,
+          cause: errorMessage(err),
+        });
+        if (attempt >= this.#o.maxStepRetries) throw err;
+      }
+    }
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
+}
