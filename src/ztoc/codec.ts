@@ -1,0 +1,306 @@
+/**
+ * zTOC FlatBuffers codec (schema: src/ztoc/ztoc.fbs).
+ *
+ * Encoding uses the `flatbuffers` Builder in exactly SOCI's call order (ztocToFlatbuffer), so the same Ztoc
+ * gives the same bytes and therefore the same zTOC digest as SOCI:
+ *  1. strings version, build tool identifier;
+ *  2. the TOC: FileMetadata tables built from the last entry to the first; per entry the strings name, type,
+ *     linkname, uname, gname, mod_time, then each xattr (key, value strings, Xattr table) in key order, the
+ *     xattrs vector, then the FileMetadata table (fields added in schema order, defaults omitted);
+ *     then the metadata vector and the TOC table;
+ *  3. the checkpoints byte vector, the span digest strings, the span_digests vector;
+ *  4. CompressionInfo: max_span_id, span_digests, checkpoints, compression_algorithm (omitted by the builder
+ *     when it equals the default, Gzip);
+ *  5. the Ztoc table: version, build tool, toc, compressed size, uncompressed size, compression info; finish.
+ *
+ * Decoding checks the buffer structurally (src/ztoc/fb_reader.ts) and then semantically (validateZtoc).
+ */
+import { Builder } from "flatbuffers";
+import { ZtocFormatError } from "../util/errors.ts";
+import { FbBuffer, type FbTable } from "./fb_reader.ts";
+import type { CompressionAlgorithm, EntryType, FileMetadata, Xattr, Ztoc } from "./types.ts";
+import { decodeGzipZinfo } from "./zinfo_gzip.ts";
+import { decodeTarZinfo, tarMaxSpanId } from "./zinfo_tar.ts";
+
+/** The only zTOC version ever written. */
+export const ZTOC_VERSION = "0.9";
+
+/** `CompressionAlgorithm` enum values of the schema. */
+export const COMPRESSION_ALGORITHM_ENUM: Record<CompressionAlgorithm, number> = { gzip: 1, uncompressed: 2 };
+const ALGORITHM_BY_ENUM = new Map<number, CompressionAlgorithm>([
+  [1, "gzip"],
+  [2, "uncompressed"],
+]);
+
+/** Entry type strings SOCI writes. */
+export const ENTRY_TYPES: readonly EntryType[] = ["reg", "dir", "symlink", "hardlink", "char", "block", "fifo"];
+
+/** Vtable slots (index of the field in its table). */
+const SLOT = {
+  ztoc: { version: 0, buildTool: 1, compressedSize: 2, uncompressedSize: 3, toc: 4, compressionInfo: 5, count: 6 },
+  toc: { metadata: 0, count: 1 },
+  ci: { algorithm: 0, maxSpanId: 1, spanDigests: 2, checkpoints: 3, count: 4 },
+  fm: {
+    name: 0,
+    type: 1,
+    uncompressedOffset: 2,
+    uncompressedSize: 3,
+    linkname: 4,
+    mode: 5,
+    uid: 6,
+    gid: 7,
+    uname: 8,
+    gname: 9,
+    modTime: 10,
+    devmajor: 11,
+    devminor: 12,
+    xattrs: 13,
+    count: 14,
+  },
+  xattr: { key: 0, value: 1, count: 2 },
+} as const;
+
+/**
+ * Serializes a Ztoc. Gzip is the schema default, so (as in SOCI) a gzip zTOC has no physical
+ * compression_algorithm field; an empty algorithm (SOCI's "omitted" case, cast) encodes the same way.
+ * Throws RangeError for an unknown algorithm.
+ */
+export function encodeZtoc(ztoc: Ztoc): Uint8Array {
+  const b = new Builder(1024);
+  // 1. Header strings.
+  const version = b.createString(ztoc.version);
+  const buildTool = b.createString(ztoc.buildToolIdentifier);
+  // 2. TOC, last entry first.
+  const metaOffsets = new Array<number>(ztoc.toc.length);
+  for (let i = ztoc.toc.length - 1; i >= 0; i--) metaOffsets[i] = encodeFileMetadata(b, ztoc.toc[i]!);
+  b.startVector(4, metaOffsets.length, 4);
+  for (let i = metaOffsets.length - 1; i >= 0; i--) b.addOffset(metaOffsets[i]!);
+  const metadata = b.endVector();
+  b.startObject(SLOT.toc.count);
+  b.addFieldOffset(SLOT.toc.metadata, metadata, 0);
+  const toc = b.endObject();
+  // 3. Checkpoints and span digests.
+  const ci = ztoc.compressionInfo;
+  const checkpoints = b.createByteVector(ci.checkpoints);
+  const digestOffsets = ci.spanDigests.map((d) => b.createString(d));
+  b.startVector(4, digestOffsets.length, 4);
+  for (let i = digestOffsets.length - 1; i >= 0; i--) b.addOffset(digestOffsets[i]!);
+  const spanDigests = b.endVector();
+  // 4. CompressionInfo.
+  b.startObject(SLOT.ci.count);
+  b.addFieldInt32(SLOT.ci.maxSpanId, ci.maxSpanId, 0);
+  b.addFieldOffset(SLOT.ci.spanDigests, spanDigests, 0);
+  b.addFieldOffset(SLOT.ci.checkpoints, checkpoints, 0);
+  if ((ci.algorithm as string) !== "") {
+    const v = COMPRESSION_ALGORITHM_ENUM[ci.algorithm];
+    if (v === undefined) throw new RangeError(`Cannot encode zTOC: unknown compression algorithm "${ci.algorithm}"`);
+    b.addFieldInt8(SLOT.ci.algorithm, v, 1);
+  }
+  const compressionInfo = b.endObject();
+  // 5. Root table.
+  b.startObject(SLOT.ztoc.count);
+  b.addFieldOffset(SLOT.ztoc.version, version, 0);
+  b.addFieldOffset(SLOT.ztoc.buildTool, buildTool, 0);
+  b.addFieldOffset(SLOT.ztoc.toc, toc, 0);
+  b.addFieldInt64(SLOT.ztoc.compressedSize, BigInt(ztoc.compressedArchiveSize), 0n);
+  b.addFieldInt64(SLOT.ztoc.uncompressedSize, BigInt(ztoc.uncompressedArchiveSize), 0n);
+  b.addFieldOffset(SLOT.ztoc.compressionInfo, compressionInfo, 0);
+  const root = b.endObject();
+  b.finish(root);
+  return b.asUint8Array().slice();
+}
+
+const utf8 = new TextEncoder();
+
+/** Byte-wise comparison of UTF-8 encodings, as Go's sort.Strings orders keys. */
+export function compareUtf8(a: string, b: string): number {
+  const x = utf8.encode(a);
+  const y = utf8.encode(b);
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
+  return x.length - y.length;
+}
+
+function encodeFileMetadata(b: Builder, m: FileMetadata): number {
+  const name = b.createString(m.name);
+  const type = b.createString(m.type);
+  const linkname = b.createString(m.linkname);
+  const uname = b.createString(m.uname);
+  const gname = b.createString(m.gname);
+  const modTime = b.createString(m.modTime);
+  const xattrs = [...m.xattrs].sort((p, q) => compareUtf8(p.key, q.key));
+  const xattrOffsets: number[] = [];
+  for (const x of xattrs) {
+    const key = b.createString(x.key);
+    const value = b.createString(x.value);
+    b.startObject(SLOT.xattr.count);
+    b.addFieldOffset(SLOT.xattr.key, key, 0);
+    b.addFieldOffset(SLOT.xattr.value, value, 0);
+    xattrOffsets.push(b.endObject());
+  }
+  b.startVector(4, xattrOffsets.length, 4);
+  for (let j = xattrOffsets.length - 1; j >= 0; j--) b.addOffset(xattrOffsets[j]!);
+  const xattrVec = b.endVector();
+
+  const f = SLOT.fm;
+  b.startObject(f.count);
+  b.addFieldOffset(f.name, name, 0);
+  b.addFieldOffset(f.type, type, 0);
+  b.addFieldInt64(f.uncompressedOffset, BigInt(m.uncompressedOffset), 0n);
+  b.addFieldInt64(f.uncompressedSize, BigInt(m.uncompressedSize), 0n);
+  b.addFieldOffset(f.linkname, linkname, 0);
+  b.addFieldInt64(f.mode, BigInt(m.mode), 0n);
+  b.addFieldInt32(f.uid, m.uid | 0, 0);
+  b.addFieldInt32(f.gid, m.gid | 0, 0);
+  b.addFieldOffset(f.uname, uname, 0);
+  b.addFieldOffset(f.gname, gname, 0);
+  b.addFieldOffset(f.modTime, modTime, 0);
+  b.addFieldInt64(f.devmajor, BigInt(m.devmajor), 0n);
+  b.addFieldInt64(f.devminor, BigInt(m.devminor), 0n);
+  b.addFieldOffset(f.xattrs, xattrVec, 0);
+  return b.endObject();
+}
+
+export interface DecodeOptions {
+  /**
+   * Run the semantic checks of `validateZtoc` (default true). Off, only the FlatBuffers structure is checked:
+   * for inspecting vectors such as SOCI's golden test zTOC, which has no span digests.
+   */
+  validate?: boolean;
+}
+
+/**
+ * Parses a zTOC. Throws ZtocFormatError (with the byte offset) on any structural problem: out-of-bounds
+ * offsets, bad vtables, vector counts beyond the buffer, unknown algorithm; and, with validation on, on the
+ * semantic problems listed at `validateZtoc`.
+ */
+export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc {
+  const buf = new FbBuffer(bytes, "zTOC");
+  const root = buf.root("Ztoc");
+  const z = SLOT.ztoc;
+  const version = root.string(z.version, "version");
+  const buildToolIdentifier = root.string(z.buildTool, "build_tool_identifier");
+  const compressedArchiveSize = root.int64(z.compressedSize, "compressed_archive_size", 0);
+  const uncompressedArchiveSize = root.int64(z.uncompressedSize, "uncompressed_archive_size", 0);
+
+  const toc: FileMetadata[] = [];
+  const tocTable = root.table(z.toc, "toc", "TOC");
+  if (tocTable) {
+    const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
+    for (let i = 0; i < vec.length; i++) toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, `FileMetadata[${i}]`)));
+  }
+
+  const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
+  let algorithm: CompressionAlgorithm = "gzip";
+  let maxSpanId = 0;
+  const spanDigests: string[] = [];
+  let checkpoints = new Uint8Array(0);
+  if (ciTable) {
+    const enumValue = ciTable.int8(SLOT.ci.algorithm, "compression_algorithm", 1);
+    const a = ALGORITHM_BY_ENUM.get(enumValue);
+    if (a === undefined) buf.fail(`unknown compression algorithm ${enumValue}`, ciTable.pos);
+    algorithm = a;
+    maxSpanId = ciTable.int32(SLOT.ci.maxSpanId, "max_span_id", 0);
+    const dv = ciTable.vector(SLOT.ci.spanDigests, "span_digests", 4);
+    for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, `span_digests[${i}]`));
+    const cv = ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1);
+    checkpoints = bytes.slice(cv.start, cv.start + cv.length);
+  }
+  const ztoc: Ztoc = {
+    version,
+    buildToolIdentifier,
+    compressedArchiveSize,
+    uncompressedArchiveSize,
+    toc,
+    compressionInfo: { algorithm, maxSpanId, spanDigests, checkpoints },
+  };
+  if (options.validate ?? true) validateZtoc(ztoc, ciTable?.pos ?? 0);
+  return ztoc;
+}
+
+function decodeFileMetadata(t: FbTable): FileMetadata {
+  const f = SLOT.fm;
+  const xattrs: Xattr[] = [];
+  const xv = t.vector(f.xattrs, "xattrs", 4);
+  for (let i = 0; i < xv.length; i++) {
+    const x = t.tableAt(xv.start + 4 * i, `Xattr[${i}]`);
+    xattrs.push({ key: x.string(SLOT.xattr.key, "key"), value: x.string(SLOT.xattr.value, "value") });
+  }
+  return {
+    name: t.string(f.name, "name"),
+    type: t.string(f.type, "type") as EntryType,
+    uncompressedOffset: t.int64(f.uncompressedOffset, "uncompressed_offset", 0),
+    uncompressedSize: t.int64(f.uncompressedSize, "uncompressed_size", 0),
+    linkname: t.string(f.linkname, "linkname"),
+    mode: t.int64(f.mode, "mode", 0),
+    uid: t.uint32(f.uid, "uid", 0),
+    gid: t.uint32(f.gid, "gid", 0),
+    uname: t.string(f.uname, "uname"),
+    gname: t.string(f.gname, "gname"),
+    modTime: t.string(f.modTime, "mod_time"),
+    devmajor: t.int64(f.devmajor, "devmajor", 0),
+    devminor: t.int64(f.devminor, "devminor", 0),
+    xattrs,
+  };
+}
+
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+
+/**
+ * Semantic checks of a decoded zTOC; throws ZtocFormatError (offset = `at`, the CompressionInfo table, or 0):
+ * - sizes are not negative; every entry type is one SOCI writes; entry offsets and sizes are not negative and
+ *   lie within the uncompressed archive; entries, in offset order, do not overlap (SOCI's ErrInvalidTOCEntry);
+ * - `max_span_id + 1` span digests, each "sha256:<64 hex>";
+ * - gzip: the checkpoint blob parses (v1 or v2), has max_span_id + 1 checkpoints, `in` and `out` strictly
+ *   increase and stay within the archive sizes;
+ * - uncompressed: the TarZinfo parses, its size is the compressed size and its span count matches.
+ */
+export function validateZtoc(ztoc: Ztoc, at = 0): void {
+  const fail = (reason: string): never => {
+    throw new ZtocFormatError(`Cannot decode zTOC: ${reason}`, at);
+  };
+  if (ztoc.compressedArchiveSize < 0) fail(`negative compressed archive size ${ztoc.compressedArchiveSize}`);
+  if (ztoc.uncompressedArchiveSize < 0) fail(`negative uncompressed archive size ${ztoc.uncompressedArchiveSize}`);
+
+  // TOC entries.
+  const order = ztoc.toc.map((_, i) => i).sort((a, b) => ztoc.toc[a]!.uncompressedOffset - ztoc.toc[b]!.uncompressedOffset || a - b);
+  let nextHeader = 0;
+  for (const i of order) {
+    const e = ztoc.toc[i]!;
+    if (!ENTRY_TYPES.includes(e.type)) fail(`entry ${i} "${e.name}" has unknown type "${e.type}"`);
+    if (e.uncompressedOffset < 0 || e.uncompressedSize < 0) fail(`entry ${i} "${e.name}" has a negative offset or size`);
+    if (e.uncompressedOffset + e.uncompressedSize > ztoc.uncompressedArchiveSize) {
+      fail(`entry ${i} "${e.name}" ends at ${e.uncompressedOffset + e.uncompressedSize}, beyond the uncompressed archive size ${ztoc.uncompressedArchiveSize}`);
+    }
+    if (nextHeader > e.uncompressedOffset) fail(`entry ${i} "${e.name}" at offset ${e.uncompressedOffset} overlaps the previous entry`);
+    nextHeader = Math.ceil((e.uncompressedOffset + e.uncompressedSize) / 512) * 512;
+  }
+
+  // Span digests.
+  const ci = ztoc.compressionInfo;
+  const spans = ci.maxSpanId + 1;
+  if (ci.maxSpanId < -1) fail(`max_span_id ${ci.maxSpanId} is negative`);
+  if (ci.spanDigests.length !== spans) fail(`${ci.spanDigests.length} span digests for max_span_id ${ci.maxSpanId}`);
+  ci.spanDigests.forEach((d, i) => {
+    if (!DIGEST_RE.test(d)) fail(`span digest ${i} "${d}" is not a sha256 digest`);
+  });
+
+  // Checkpoints.
+  if (ci.algorithm === "gzip") {
+    const zinfo = decodeGzipZinfo(ci.checkpoints);
+    if (zinfo.checkpoints.length !== spans) fail(`${zinfo.checkpoints.length} checkpoints for max_span_id ${ci.maxSpanId}`);
+    let prev: { in: number; out: number } | undefined;
+    for (const [i, cp] of zinfo.checkpoints.entries()) {
+      if (cp.in > ztoc.compressedArchiveSize || cp.out > ztoc.uncompressedArchiveSize) {
+        fail(`checkpoint ${i} (in ${cp.in}, out ${cp.out}) lies beyond the archive`);
+      }
+      if (prev && (cp.in <= prev.in || cp.out <= prev.out)) fail(`checkpoint ${i} offsets do not increase`);
+      if (cp.in === 0 && cp.bits !== 0) fail(`checkpoint ${i} has bits set at compressed offset 0`);
+      prev = cp;
+    }
+  } else {
+    const tz = decodeTarZinfo(ci.checkpoints);
+    if (tz.sizeBytes !== ztoc.compressedArchiveSize) fail(`TarZinfo size ${tz.sizeBytes} is not the archive size ${ztoc.compressedArchiveSize}`);
+    if (tarMaxSpanId(tz) !== ci.maxSpanId) fail(`TarZinfo gives max span id ${tarMaxSpanId(tz)}, not ${ci.maxSpanId}`);
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * A bounds-checked FlatBuffers table reader. Every offset, vtable and vector length is checked against the
+ * buffer before use, so corrupt or hostile input ends in a ZtocFormatError naming the byte offset, never in
+ * an out-of-range read, a crash or a loop longer than the buffer.
+ *
+ * Wire facts used here (FlatBuffers binary format, little-endian):
+ * - buffer[0..4): uoffset (u32) from 0 to the root table.
+ * - table at T: i32 soffset; its vtable is at T - soffset.
+ * - vtable at V: u16 vtable size in bytes, u16 table size in bytes, then one u16 per field slot: the field's
+ *   offset from T, or 0 when absent (the reader then uses the schema default).
+ * - a reference field at F holds a u32 offset relative to F; strings and vectors start with a u32 count.
+ */
+import { ZtocFormatError } from "../util/errors.ts";
+
+const utf8 = new TextDecoder("utf-8");
+
+/** The buffer plus a name for error messages ("zTOC", "TarZinfo"). */
+export class FbBuffer {
+  readonly view: DataView;
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly what: string,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  fail(reason: string, offset: number): never {
+    throw new ZtocFormatError(`Cannot decode ${this.what}: ${reason} at offset ${offset}`, offset);
+  }
+
+  /** Checks that [at, at+n) lies in the buffer. */
+  need(at: number, n: number, what: string): void {
+    if (!Number.isSafeInteger(at) || at < 0 || n < 0 || at + n > this.bytes.length) {
+      this.fail(`${what} (${n} bytes) is out of bounds of the ${this.bytes.length}-byte buffer`, at);
+    }
+  }
+
+  u32(at: number, what: string): number {
+    this.need(at, 4, what);
+    return this.view.getUint32(at, true);
+  }
+
+  /** The root table. */
+  root(name: string): FbTable {
+    if (this.bytes.length < 8) this.fail(`buffer of ${this.bytes.length} bytes is too short for a FlatBuffer`, 0);
+    return new FbTable(this, this.u32(0, "root offset"), name);
+  }
+}
+
+/** One table: typed accessors by vtable slot, each with the schema default. */
+export class FbTable {
+  readonly #vt: number;
+  readonly #vtSize: number;
+  readonly #tableSize: number;
+
+  constructor(
+    readonly buf: FbBuffer,
+    readonly pos: number,
+    readonly name: string,
+  ) {
+    buf.need(pos, 4, `table ${name}`);
+    const vt = pos - buf.view.getInt32(pos, true);
+    buf.need(vt, 4, `vtable of ${name}`);
+    const vtSize = buf.view.getUint16(vt, true);
+    const tableSize = buf.view.getUint16(vt + 2, true);
+    if (vtSize < 4 || vtSize % 2 !== 0) buf.fail(`vtable of ${name} has invalid size ${vtSize}`, vt);
+    buf.need(vt, vtSize, `vtable of ${name}`);
+    if (tableSize < 4) buf.fail(`table ${name} has invalid size ${tableSize}`, vt + 2);
+    buf.need(pos, tableSize, `table ${name}`);
+    this.#vt = vt;
+    this.#vtSize = vtSize;
+    this.#tableSize = tableSize;
+  }
+
+  /** Absolute position of a field of `size` bytes, or undefined when absent. */
+  field(slot: number, size: number, field: string): number | undefined {
+    const voff = 4 + 2 * slot;
+    if (voff + 2 > this.#vtSize) return undefined;
+    const fo = this.buf.view.getUint16(this.#vt + voff, true);
+    if (fo === 0) return undefined;
+    if (fo < 4 || fo + size > this.#tableSize) {
+      this.buf.fail(`field ${this.name}.${field} at table offset ${fo} lies outside its ${this.#tableSize}-byte table`, this.pos);
+    }
+    return this.pos + fo;
+  }
+
+  int8(slot: number, field: string, def: number): number {
+    const at = this.field(slot, 1, field);
+    return at === undefined ? def : this.buf.view.getInt8(at);
+  }
+
+  int32(slot: number, field: string, def: number): number {
+    const at = this.field(slot, 4, field);
+    return at === undefined ? def : this.buf.view.getInt32(at, true);
+  }
+
+  uint32(slot: number, field: string, def: number): number {
+    const at = this.field(slot, 4, field);
+    return at === undefined ? def : this.buf.view.getUint32(at, true);
+  }
+
+  /** A `long` as a JS number; values beyond ±2^53 are a format error. */
+  int64(slot: number, field: string, def: number): number {
+    const at = this.field(slot, 8, field);
+    if (at === undefined) return def;
+    const v = this.buf.view.getBigInt64(at, true);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
+      this.buf.fail(`field ${this.name}.${field} value ${v} is beyond 2^53`, at);
+    }
+    return Number(v);
+  }
+
+  /** Target of a reference field, or undefined when absent. */
+  #ref(slot: number, field: string): number | undefined {
+    const at = this.field(slot, 4, field);
+    if (at === undefined) return undefined;
+    const target = at + this.buf.u32(at, `${this.name}.${field}`);
+    this.buf.need(target, 4, `${this.name}.${field}`);
+    return target;
+  }
+
+  /** Raw bytes of a string field (empty when absent). */
+  stringBytes(slot: number, field: string): Uint8Array {
+    const at = this.#ref(slot, field);
+    if (at === undefined) return new Uint8Array(0);
+    const n = this.buf.u32(at, `${this.name}.${field}`);
+    this.buf.need(at + 4, n, `string ${this.name}.${field}`);
+    return this.buf.bytes.subarray(at + 4, at + 4 + n);
+  }
+
+  /** A string field decoded as UTF-8 ("" when absent). */
+  string(slot: number, field: string): string {
+    return utf8.decode(this.stringBytes(slot, field));
+  }
+
+  /** A vector field: position of element 0 and the count (elements of `elemSize` bytes are bounds-checked). */
+  vector(slot: number, field: string, elemSize: number): { start: number; length: number } {
+    const at = this.#ref(slot, field);
+    if (at === undefined) return { start: 0, length: 0 };
+    const n = this.buf.u32(at, `${this.name}.${field}`);
+    this.buf.need(at + 4, n * elemSize, `vector ${this.name}.${field} of ${n} elements`);
+    return { start: at + 4, length: n };
+  }
+
+  /** A table referenced from element `i` of a vector of tables (or from a table field when i is omitted). */
+  tableAt(refPos: number, name: string): FbTable {
+    return new FbTable(this.buf, refPos + this.buf.u32(refPos, name), name);
+  }
+
+  /** A sub-table field, or undefined when absent. */
+  table(slot: number, field: string, name: string): FbTable | undefined {
+    const at = this.field(slot, 4, field);
+    if (at === undefined) return undefined;
+    return this.tableAt(at, name);
+  }
+
+  /** String element of a vector of strings. */
+  stringAt(refPos: number, what: string): string {
+    const at = refPos + this.buf.u32(refPos, what);
+    const n = this.buf.u32(at, what);
+    this.buf.need(at + 4, n, what);
+    return utf8.decode(this.buf.bytes.subarray(at + 4, at + 4 + n));
+  }
+}
