@@ -99,7 +99,7 @@ export class BackgroundFetcher {
     const layout = manager.layout;
     const hash = createHash("sha256");
     let pos = 0;
-    let prev = new Uint8Array(0);
+    let prev: Uint8Array = new Uint8Array(0);
     const steps: Array<[number, number]> = [];
     for (let i = 0; i < layout.spanCount; i++) steps.push([i, layout.compressedRange(i)[1]]);
     if (layout.compressedSize > pos && (steps.at(-1)?.[1] ?? 0) < layout.compressedSize) steps.push([-1, layout.compressedSize]);

@@ -1,0 +1,71 @@
+/**
+ * SpanLayout from a zTOC: span boundaries from its zinfo blob, inflation from checkpoints.
+ *
+ * gzip (SOCI's GzipZinfo):
+ *   compressed range of span i   = [in_i − (bits_i ≠ 0 ? 1 : 0), i < max ? in_{i+1} : compressedArchiveSize)
+ *     (a checkpoint that starts mid-byte needs the byte before it, so neighbouring spans share one byte);
+ *   uncompressed range of span i = [out_i, i < max ? out_{i+1} : uncompressedArchiveSize).
+ * uncompressed (SOCI's TarZinfo): span i = [i·spanSize, min((i+1)·spanSize, size)) on both sides, identity.
+ *
+ * Construction checks what SOCI's span manager checks: max span id equal on both sides, one digest per span,
+ * strictly increasing offsets. Throws ZtocFormatError otherwise.
+ */
+import type { Checkpoint } from "../compress/types.ts";
+import { ZtocFormatError } from "../util/errors.ts";
+import type { Ztoc } from "../ztoc/types.ts";
+import { decodeGzipZinfo } from "../ztoc/zinfo_gzip.ts";
+import { decodeTarZinfo, tarMaxSpanId } from "../ztoc/zinfo_tar.ts";
+import { identityLayout, spanIndexOf, type SpanLayout } from "./span_layout.ts";
+
+/**
+ * Inflates raw DEFLATE resuming at checkpoint `cp`: `compressed` starts at byte `cp.in − (cp.bits ? 1 : 0)` of
+ * the blob; returns `length` uncompressed bytes after skipping `skip`.
+ */
+export type CheckpointInflater = (
+  compressed: Uint8Array,
+  cp: Checkpoint,
+  opts: { skip: number; length: number },
+) => Uint8Array | Promise<Uint8Array>;
+
+/** The layout of a zTOC's layer. Throws ZtocFormatError when the zinfo and the zTOC disagree. */
+export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout {
+  const ci = ztoc.compressionInfo;
+  if (ci.spanDigests.length !== ci.maxSpanId + 1) {
+    throw new ZtocFormatError(`Cannot lay out spans: ${ci.spanDigests.length} span digests for max span id ${ci.maxSpanId}`, 0);
+  }
+  if (ci.algorithm === "uncompressed") {
+    const z = decodeTarZinfo(ci.checkpoints);
+    if (tarMaxSpanId(z) !== ci.maxSpanId) {
+      throw new ZtocFormatError(`Cannot lay out spans: zinfo max span id ${tarMaxSpanId(z)} differs from the zTOC's ${ci.maxSpanId}`, 0);
+    }
+    const starts = Array.from({ length: ci.maxSpanId + 1 }, (_, i) => i * z.spanSizeBytes);
+    return identityLayout(starts, z.sizeBytes);
+  }
+  const { checkpoints: cps } = decodeGzipZinfo(ci.checkpoints);
+  if (cps.length !== ci.maxSpanId + 1) {
+    throw new ZtocFormatError(`Cannot lay out spans: zinfo has ${cps.length} checkpoints, the zTOC max span id is ${ci.maxSpanId}`, 0);
+  }
+  for (let i = 1; i < cps.length; i++) {
+    if (!(cps[i]!.in > cps[i - 1]!.in && cps[i]!.out > cps[i - 1]!.out)) {
+      throw new ZtocFormatError(`Cannot lay out spans: checkpoint ${i} offsets do not increase`, 0);
+    }
+  }
+  const outs = cps.map((c) => c.out);
+  const cRange = (i: number): [number, number] => {
+    const c = cps[i]!;
+    return [c.in - (c.bits ? 1 : 0), i + 1 < cps.length ? cps[i + 1]!.in : ztoc.compressedArchiveSize];
+  };
+  const uRange = (i: number): [number, number] => [outs[i]!, i + 1 < cps.length ? outs[i + 1]! : ztoc.uncompressedArchiveSize];
+  return {
+    spanCount: cps.length,
+    compressedSize: ztoc.compressedArchiveSize,
+    uncompressedSize: ztoc.uncompressedArchiveSize,
+    compressedRange: cRange,
+    uncompressedRange: uRange,
+    spanOf: (offset) => spanIndexOf(outs, offset),
+    inflate: (i, compressed) => {
+      const [us, ue] = uRange(i);
+      return inflate(compressed, cps[i]!, { skip: 0, length: ue - us });
+    },
+  };
+}
