@@ -15,3 +15,22 @@ export const MediaType = {
   DOCKER_LAYER_FOREIGN_GZIP: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
   OCTET_STREAM: "application/octet-stream",
 } as const;
+
+/** Media types of manifests that list platform-specific manifests (OCI index, Docker manifest list). */
+export const INDEX_MEDIA_TYPES: readonly string[] = [MediaType.OCI_INDEX, MediaType.DOCKER_MANIFEST_LIST];
+
+/** Media types of single-image manifests (OCI and Docker schema 2). */
+export const MANIFEST_MEDIA_TYPES: readonly string[] = [MediaType.OCI_MANIFEST, MediaType.DOCKER_MANIFEST];
+
+/** True for an OCI image index or a Docker manifest list. */
+export function isIndexMediaType(mediaType: string | undefined): boolean {
+  return mediaType !== undefined && INDEX_MEDIA_TYPES.includes(mediaType);
+}
+
+/** True for an OCI image manifest or a Docker schema 2 manifest. */
+export function isManifestMediaType(mediaType: string | undefined): boolean {
+  return mediaType !== undefined && MANIFEST_MEDIA_TYPES.includes(mediaType);
+}
+
+/** The `Accept` header for manifest requests: every manifest and index type we parse. */
+export const MANIFEST_ACCEPT = [...MANIFEST_MEDIA_TYPES, ...INDEX_MEDIA_TYPES].join(", ");

@@ -53,7 +53,11 @@ export interface RegistryClient {
     opts?: RequestOptions,
   ): Promise<Uint8Array[]>;
   /** Upload a blob (skipped when the registry has it). */
-  pushBlob(ref: Reference, bytes: Uint8Array, opts?: RequestOptions & { digest?: string; chunkSize?: number }): Promise<Descriptor>;
+  pushBlob(
+    ref: Reference,
+    bytes: Uint8Array,
+    opts?: RequestOptions & { digest?: string; chunkSize?: number; mediaType?: string },
+  ): Promise<Descriptor>;
   /**
    * Referrers of a manifest digest: the Referrers API, falling back to the `sha256-<hex>` tag schema;
    * filtered by artifactType when given.

@@ -1,0 +1,180 @@
+/**
+ * Registry authentication (distribution's token spec): parse `WWW-Authenticate`, answer Basic challenges
+ * with credentials, and fetch Bearer tokens from the challenge's realm for a scope
+ * (`repository:<name>:pull[,push]`), cached per host and scope until they expire.
+ */
+import { UnavailableError } from "../util/errors.ts";
+import { UnauthorizedError, errorDetail } from "./errors.ts";
+import type { Credential, CredentialStore, FoundCredential } from "./credentials.ts";
+
+/** One challenge of a `WWW-Authenticate` header. */
+export interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+/** Parses `Bearer realm="…",service="…",scope="…"` (several challenges allowed, comma separated). */
+export function parseWwwAuthenticate(header: string): Challenge[] {
+  const out: Challenge[] = [];
+  const re = /\s*([A-Za-z][A-Za-z0-9_-]*)(?:\s+|$)((?:[A-Za-z0-9_-]+\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?\s*)*)/y;
+  let m: RegExpExecArray | null;
+  let last = -1;
+  while (re.lastIndex < header.length && re.lastIndex !== last && (m = re.exec(header))) {
+    last = re.lastIndex;
+    const params: Record<string, string> = {};
+    const pre = /([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
+    let p: RegExpExecArray | null;
+    while ((p = pre.exec(m[2] ?? ""))) params[p[1]!.toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : p[3]!;
+    out.push({ scheme: m[1]!.toLowerCase(), params });
+    while (header[re.lastIndex] === "," || header[re.lastIndex] === " ") re.lastIndex++;
+  }
+  return out;
+}
+
+/** What AuthManager needs to talk to token realms. */
+export interface AuthManagerOptions {
+  credentials: CredentialStore;
+  fetch: typeof fetch;
+  timeoutMs: number;
+  userAgent: string;
+  /** Extra fetch init (e.g. TLS options) for token requests. */
+  fetchInit?: Record<string, unknown>;
+}
+
+interface CachedToken {
+  header: string;
+  expiresAt: number;
+}
+
+/** Keeps, per registry host, the scheme it asked for and the tokens it granted. */
+export class AuthManager {
+  readonly #opts: AuthManagerOptions;
+  readonly #basicHosts = new Set<string>();
+  readonly #tokens = new Map<string, CachedToken>();
+  readonly #inflight = new Map<string, Promise<string>>();
+
+  constructor(opts: AuthManagerOptions) {
+    this.#opts = opts;
+  }
+
+  /** The Authorization header to send to `host` for `scope`, when one is known already. */
+  async headerFor(host: string, authHost: string, scope: string): Promise<string | undefined> {
+    const t = this.#tokens.get(`${host}|${scope}`);
+    if (t && t.expiresAt > Date.now()) return t.header;
+    if (this.#basicHosts.has(host)) {
+      const found = await this.#opts.credentials.get(authHost);
+      return found ? basicOrBearer(found.credential) : undefined;
+    }
+    const found = await this.#opts.credentials.get(authHost);
+    if (found && "token" in found.credential) return `Bearer ${found.credential.token}`;
+    return undefined;
+  }
+
+  /**
+   * Reacts to a 401: remembers Basic, or fetches a Bearer token for `scope`. Returns false when nothing
+   * more can be tried (no credentials for Basic, unknown scheme). Throws UnauthorizedError when the token
+   * realm refuses the credentials.
+   */
+  async handleChallenge(host: string, authHost: string, header: string | null, scope: string, signal?: AbortSignal): Promise<boolean> {
+    const challenges = header ? parseWwwAuthenticate(header) : [];
+    const bearer = challenges.find((c) => c.scheme === "bearer");
+    const found = await this.#opts.credentials.get(authHost);
+    if (bearer?.params.realm) {
+      const key = `${host}|${scope}`;
+      let p = this.#inflight.get(key);
+      if (!p) {
+        p = this.#fetchToken(host, bearer, scope, found, authHost, signal).finally(() => this.#inflight.delete(key));
+        this.#inflight.set(key, p);
+      }
+      await p;
+      return true;
+    }
+    if (challenges.some((c) => c.scheme === "basic") || challenges.length === 0) {
+      if (!found || "token" in found.credential) return false;
+      this.#basicHosts.add(host);
+      return true;
+    }
+    return false;
+  }
+
+  /** "credentials of user "u" from <source>" for messages; undefined when there are none. */
+  async describe(authHost: string): Promise<string | undefined> {
+    const found = await this.#opts.credentials.get(authHost).catch(() => undefined);
+    if (!found) return undefined;
+    const user = "username" in found.credential && found.credential.username ? ` of user "${found.credential.username}"` : "";
+    return `the credentials${user} from ${found.source}`;
+  }
+
+  /** Forgets the token for `host`/`scope` (after the registry refused it). */
+  invalidate(host: string, scope: string): void {
+    this.#tokens.delete(`${host}|${scope}`);
+  }
+
+  async #fetchToken(host: string, ch: Challenge, scope: string, found: FoundCredential | undefined, authHost: string, signal?: AbortSignal): Promise<string> {
+    const realm = ch.params.realm!;
+    const service = ch.params.service;
+    const scopes = [scope];
+    if (ch.params.scope && ch.params.scope !== scope) scopes.push(...ch.params.scope.split(" "));
+    const what = `a token for "${scopes.join(" ")}" of "${authHost}" from "${realm}"`;
+    const cred = found?.credential;
+    const timeout = AbortSignal.timeout(this.#opts.timeoutMs);
+    const sig = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    let res: Response;
+    try {
+      if (cred && "identityToken" in cred) {
+        // OAuth2 refresh-token grant (POST form).
+        const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: cred.identityToken, client_id: "soci-ts" });
+        if (service) form.set("service", service);
+        form.set("scope", scopes.join(" "));
+        res = await this.#opts.fetch(realm, {
+          ...this.#opts.fetchInit,
+          method: "POST",
+          headers: { "content-type": "application/x-www-form-urlencoded", "user-agent": this.#opts.userAgent },
+          body: form.toString(),
+          signal: sig,
+        });
+      } else {
+        const url = new URL(realm);
+        if (service) url.searchParams.set("service", service);
+        for (const s of scopes) url.searchParams.append("scope", s);
+        const headers: Record<string, string> = { "user-agent": this.#opts.userAgent };
+        if (cred && "username" in cred && "password" in cred) headers.authorization = basicOrBearer(cred)!;
+        res = await this.#opts.fetch(url, { ...this.#opts.fetchInit, headers, signal: sig });
+      }
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      const why = timeout.aborted ? `no answer within ${this.#opts.timeoutMs} ms` : (err as Error).message;
+      throw new UnavailableError(`Cannot get ${what}: ${why}`, { cause: err });
+    }
+    if (res.status === 401 || res.status === 403) {
+      const detail = await errorDetail(res);
+      const who = found ? `credentials${"username" in found.credential && found.credential.username ? ` of user "${found.credential.username}"` : ""} from ${found.source} were refused` : "anonymous access was refused";
+      throw new UnauthorizedError(`Cannot get ${what}: HTTP ${res.status}${detail ? ` (${detail})` : ""}; ${who}`, res.status);
+    }
+    if (!res.ok) {
+      const detail = await errorDetail(res);
+      throw new UnavailableError(`Cannot get ${what}: HTTP ${res.status}${detail ? ` (${detail})` : ""}`);
+    }
+    const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number; issued_at?: string };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new UnavailableError(`Cannot get ${what}: the answer has no "token"`);
+    const lifetimeSec = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : 60;
+    const issued = body.issued_at ? Date.parse(body.issued_at) : NaN;
+    const start = Number.isFinite(issued) && issued <= Date.now() ? issued : Date.now();
+    // Renew a little early: 10% of the lifetime, at most 30 s.
+    const expiresAt = start + lifetimeSec * 1000 - Math.min(30_000, lifetimeSec * 100);
+    const header = `Bearer ${token}`;
+    this.#tokens.set(`${host}|${scope}`, { header, expiresAt });
+    return header;
+  }
+}
+
+/** `Basic base64(user:password)`, or `Bearer` for a plain token; undefined for refresh tokens. */
+export function basicOrBearer(c: Credential): string | undefined {
+  if ("token" in c) return `Bearer ${c.token}`;
+  if ("password" in c) {
+    const bytes = new TextEncoder().encode(`${c.username}:${c.password}`);
+    return `Basic ${btoa(String.fromCharCode(...bytes))}`;
+  }
+  return undefined;
+}

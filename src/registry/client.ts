@@ -1,0 +1,648 @@
+/**
+ * The OCI distribution v2 client: manifests and indexes (OCI and Docker schema 2), blobs, Range reads,
+ * uploads, and referrers (the API, else the `sha256-<hex>` fallback tag).
+ *
+ * Every request goes through `#send`, which in order:
+ *   1. adds the Authorization header known for the endpoint and scope;
+ *   2. runs fetch under an idle deadline (`timeoutMs` without progress aborts) and the caller's signal;
+ *   3. on 401 answers the challenge once (Basic, or a Bearer token for the scope) and repeats;
+ *   4. retries 429/5xx, connection errors, timeouts and cut bodies with jittered exponential backoff;
+ *   5. hands the answer to the caller's `consume`, still under the deadline, so body reads are covered too.
+ * Reads try the registry's mirrors in order before the origin; writes go to the origin only.
+ * Rank 2: fetch, web streams and node: modules only.
+ */
+import { readFileSync } from "node:fs";
+import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manifest.ts";
+import { MANIFEST_ACCEPT, MediaType } from "../oci/media_types.ts";
+import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
+import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
+import { DigestMismatchError, InvalidArgumentError, NotFoundError, UnavailableError } from "../util/errors.ts";
+import { parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
+import { AuthManager } from "./auth.ts";
+import { CredentialStore, type Credential } from "./credentials.ts";
+import { IdleDeadline, readBody } from "./deadline.ts";
+import { errorDetail, httpError } from "./errors.ts";
+import { endpointsFor, type Endpoint, type MirrorConfig } from "./hosts.ts";
+import {
+  type ByteRange,
+  checkRanges,
+  multipartBoundary,
+  parseContentRange,
+  parseMultipartByteranges,
+  rangeHeader,
+  sliceFromParts,
+} from "./ranges.ts";
+import { manifestTarget, repoName } from "./reference.ts";
+import { DEFAULT_RETRY, backoffMs, isRetryableStatus, sleep, type RetryOptions } from "./retry.ts";
+import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from "./types.ts";
+
+/** Options of the registry client; every field has a default. */
+export interface RegistryClientOptions {
+  /** Longest wait for an answer or the next body bytes of one request (default 30000 ms). */
+  timeoutMs?: number;
+  /** Retries of 429/5xx/connection errors (default `{ max: 3, minWaitMs: 100, maxWaitMs: 3000 }`). */
+  retries?: Partial<RetryOptions>;
+  /** Hosts ("host" or "host:port") spoken to over plain HTTP; loopback hosts always are. */
+  plainHttpHosts?: string[];
+  /** PEM file of extra CA certificates for HTTPS registries (Bun's fetch `tls.ca`). */
+  caFile?: string;
+  /** Mirrors per registry host, tried in order before the origin for reads. */
+  mirrors?: Record<string, MirrorConfig[]>;
+  /** Credentials per registry host ("docker.io", "127.0.0.1:5000"); win over docker config. */
+  credentials?: Record<string, Credential>;
+  /** docker config.json for credentials; `null` for none; default `~/.docker/config.json`. */
+  dockerConfigPath?: string | null;
+  /** The transport (default global fetch); tests inject faults here. */
+  fetch?: typeof fetch;
+  /** User-Agent header (default "soci-ts/0.1"). */
+  userAgent?: string;
+  /** How long a blob's redirect target (e.g. a presigned URL) is reused (default 600000 ms). */
+  redirectCacheTtlMs?: number;
+  /** The platform `resolveImage` picks from an index by default (default linux/<host arch>). */
+  defaultPlatform?: Platform;
+}
+
+type Scope = "pull" | "pull,push";
+
+interface SendRequest {
+  ep: Endpoint;
+  ref: Reference;
+  /** Path under the endpoint ("/v2/…") or an absolute URL (upload locations, redirect targets). */
+  url: string;
+  method: string;
+  headers?: Record<string, string>;
+  body?: Uint8Array;
+  scope: Scope;
+  /** For messages: `get manifest "v1" of "127.0.0.1:5000/app"`. */
+  action: string;
+  redirect?: RequestRedirect;
+  /** Send no Authorization (redirect targets on other hosts). */
+  noAuth?: boolean;
+  signal?: AbortSignal;
+  /** Retries for this request (mirrors get none). */
+  retries?: number;
+}
+
+/** Marks an error as worth another attempt (connection lost, timeout, body cut). */
+class RetryableError extends UnavailableError {
+  override name = "UnavailableError";
+}
+
+/** The distribution v2 client. */
+export class HttpRegistryClient implements RegistryClient {
+  readonly #timeoutMs: number;
+  readonly #retry: RetryOptions;
+  readonly #fetch: typeof fetch;
+  readonly #userAgent: string;
+  readonly #auth: AuthManager;
+  readonly #opts: RegistryClientOptions;
+  readonly #fetchInit: Record<string, unknown>;
+  readonly #redirects = new Map<string, { url: string; expiresAt: number }>();
+  readonly #noReferrersApi = new Set<string>();
+  readonly #platform: Platform;
+
+  constructor(opts: RegistryClientOptions = {}) {
+    this.#opts = opts;
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#retry = { ...DEFAULT_RETRY, ...opts.retries };
+    this.#fetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#userAgent = opts.userAgent ?? "soci-ts/0.1";
+    this.#fetchInit = opts.caFile ? { tls: { ca: readFileSync(opts.caFile, "utf8") } } : {};
+    this.#platform = opts.defaultPlatform ?? platformForArch(process.arch);
+    const credentials = new CredentialStore({ credentials: opts.credentials, dockerConfigPath: opts.dockerConfigPath });
+    this.#auth = new AuthManager({
+      credentials,
+      fetch: this.#fetch,
+      timeoutMs: this.#timeoutMs,
+      userAgent: this.#userAgent,
+      fetchInit: this.#fetchInit,
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------- manifests
+
+  /** HEAD a manifest by tag or digest; NotFoundError when absent. Falls back to GET when no digest header. */
+  async headManifest(ref: Reference, opts: RequestOptions = {}): Promise<Descriptor> {
+    const target = manifestTarget(ref);
+    const action = `head manifest "${target}" of "${repoName(ref)}"`;
+    const got = await this.#read(ref, opts.signal, (ep) =>
+      this.#send(
+        { ep, ref, url: `/v2/${ref.repository}/manifests/${target}`, method: "HEAD", headers: { accept: MANIFEST_ACCEPT }, scope: "pull", action, signal: opts.signal },
+        async (res) => {
+          if (!res.ok) throw httpError({ action, status: res.status });
+          const digest = res.headers.get("docker-content-digest") ?? undefined;
+          const size = Number(res.headers.get("content-length") ?? NaN);
+          const mediaType = res.headers.get("content-type")?.split(";")[0]?.trim();
+          return digest && Number.isFinite(size) && mediaType ? { mediaType, digest, size } : undefined;
+        },
+      ),
+    );
+    if (got) {
+      if (ref.digest && got.digest !== ref.digest) {
+        throw new DigestMismatchError(`Cannot ${action}: the registry answered with digest "${got.digest}"`, ref.digest, got.digest);
+      }
+      return got;
+    }
+    return (await this.getManifest(ref, opts)).descriptor;
+  }
+
+  /** GET a manifest or index by tag or digest; the bytes are verified against the digest asked for or announced. */
+  async getManifest(ref: Reference, opts: RequestOptions = {}): Promise<FetchedManifest> {
+    const target = manifestTarget(ref);
+    const action = `get manifest "${target}" of "${repoName(ref)}"`;
+    return this.#read(ref, opts.signal, (ep) =>
+      this.#send(
+        { ep, ref, url: `/v2/${ref.repository}/manifests/${target}`, method: "GET", headers: { accept: MANIFEST_ACCEPT }, scope: "pull", action, signal: opts.signal },
+        async (res, deadline) => {
+          if (!res.ok) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+          const bytes = await readBody(res, deadline, (4 << 20) + 1);
+          if (bytes.length > 4 << 20) throw new InvalidArgumentError(`Cannot ${action}: manifest is larger than 4 MiB`);
+          const announced = res.headers.get("docker-content-digest") ?? undefined;
+          const expected = ref.digest ?? (announced?.startsWith("sha256:") ? announced : undefined);
+          if (expected) verifyDigest(bytes, expected, `manifest "${target}" of "${repoName(ref)}"`);
+          const digest = ref.digest ?? sha256Digest(bytes);
+          const { manifest, mediaType } = parseManifest(bytes, { contentType: res.headers.get("content-type") ?? undefined, what: `manifest "${target}" of "${repoName(ref)}"` });
+          return { descriptor: { mediaType, digest, size: bytes.length }, bytes, manifest };
+        },
+      ),
+    );
+  }
+
+  /**
+   * Resolves a reference to one platform's image manifest. An index is narrowed by `platform` (default
+   * linux/<host arch>); NotFoundError lists the platforms it offers when none matches.
+   */
+  async resolveImage(ref: Reference, opts: RequestOptions & { platform?: Platform } = {}): Promise<FetchedManifest> {
+    const top = await this.getManifest(ref, opts);
+    if (!isIndex(top.manifest)) return top;
+    const want = opts.platform ?? this.#platform;
+    const pick = selectPlatform(top.manifest.manifests, want);
+    if (!pick) {
+      const have = top.manifest.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : "?")).join(", ");
+      throw new NotFoundError(`Cannot resolve "${repoName(ref)}:${manifestTarget(ref)}" for platform "${formatPlatform(want)}": the index offers ${have || "nothing"}`);
+    }
+    const one = await this.getManifest({ registry: ref.registry, repository: ref.repository, digest: pick.digest }, opts);
+    if (isIndex(one.manifest)) return this.resolveImage({ registry: ref.registry, repository: ref.repository, digest: pick.digest }, opts);
+    return one;
+  }
+
+  /** PUT a manifest under the reference's tag, else its digest; returns its descriptor. */
+  async putManifest(ref: Reference, bytes: Uint8Array, mediaType: string, opts: RequestOptions = {}): Promise<Descriptor> {
+    return (await this.#putManifest(ref, bytes, mediaType, opts)).descriptor;
+  }
+
+  async #putManifest(ref: Reference, bytes: Uint8Array, mediaType: string, opts: RequestOptions): Promise<{ descriptor: Descriptor; subjectHeader?: string }> {
+    const digest = sha256Digest(bytes);
+    if (ref.digest && ref.digest !== digest) {
+      throw new DigestMismatchError(`Cannot put manifest "${ref.digest}" of "${repoName(ref)}": its bytes hash to "${digest}"`, ref.digest, digest);
+    }
+    const target = ref.tag ?? digest;
+    const action = `put manifest "${target}" of "${repoName(ref)}"`;
+    const ep = this.#origin(ref);
+    return this.#send(
+      { ep, ref, url: `/v2/${ref.repository}/manifests/${target}`, method: "PUT", headers: { "content-type": mediaType }, body: bytes, scope: "pull,push", action, signal: opts.signal },
+      async (res) => {
+        if (res.status !== 201 && res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+        await res.body?.cancel().catch(() => {});
+        const got = res.headers.get("docker-content-digest");
+        if (got && got !== digest) throw new DigestMismatchError(`Cannot ${action}: the registry stored it as "${got}"`, digest, got);
+        return { descriptor: { mediaType, digest, size: bytes.length }, subjectHeader: res.headers.get("oci-subject") ?? undefined };
+      },
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------------- blobs
+
+  /** GET a whole blob, verified against its digest. */
+  async getBlob(ref: Reference, digest: string, opts: RequestOptions = {}): Promise<Uint8Array> {
+    parseDigest(digest);
+    const action = `get blob "${digest}" of "${repoName(ref)}"`;
+    return this.#blob(ref, digest, {}, action, opts.signal, async (res, deadline) => {
+      if (res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+      const bytes = await readBody(res, deadline);
+      const len = Number(res.headers.get("content-length") ?? NaN);
+      if (Number.isFinite(len) && bytes.length < len) throw new RetryableError(`Cannot ${action}: body cut after ${bytes.length} of ${len} bytes`);
+      verifyDigest(bytes, digest, `blob "${digest}" of "${repoName(ref)}"`);
+      return bytes;
+    });
+  }
+
+  /**
+   * GET a blob as a stream, not buffered. The stream errors with DigestMismatchError at its end when the
+   * bytes do not match, and with UnavailableError when no bytes arrive for `timeoutMs`.
+   */
+  async getBlobStream(ref: Reference, digest: string, opts: RequestOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    parseDigest(digest);
+    const action = `get blob "${digest}" of "${repoName(ref)}"`;
+    const what = `blob "${digest}" of "${repoName(ref)}"`;
+    return this.#blob(ref, digest, {}, action, opts.signal, async (res, deadline) => {
+      if (res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+      if (!res.body) throw new RetryableError(`Cannot ${action}: the answer has no body`);
+      const len = Number(res.headers.get("content-length") ?? NaN);
+      // Keep the idle deadline alive while the consumer reads; translate its abort into a clear error.
+      const touching = new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, c) {
+          deadline.touch();
+          c.enqueue(chunk);
+        },
+        flush() {
+          deadline.clear();
+        },
+      });
+      const body = res.body.pipeThrough(touching).pipeThrough(verifyingStream(digest, what, Number.isFinite(len) ? len : undefined));
+      const reader = body.getReader();
+      return new ReadableStream<Uint8Array>({
+        async pull(c) {
+          try {
+            const { done, value } = await reader.read();
+            if (done) c.close();
+            else c.enqueue(value);
+          } catch (err) {
+            deadline.clear();
+            if (deadline.timedOut) c.error(new UnavailableError(`Cannot ${action}: no bytes within ${deadline.timeoutMs} ms`, { cause: err }));
+            else c.error(err);
+          }
+        },
+        cancel(reason) {
+          deadline.clear();
+          return reader.cancel(reason);
+        },
+      });
+    }, true);
+  }
+
+  /** HEAD a blob; NotFoundError when absent. */
+  async headBlob(ref: Reference, digest: string, opts: RequestOptions = {}): Promise<{ size: number }> {
+    parseDigest(digest);
+    const action = `head blob "${digest}" of "${repoName(ref)}"`;
+    return this.#read(ref, opts.signal, (ep) =>
+      this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/${digest}`, method: "HEAD", scope: "pull", action, signal: opts.signal }, async (res) => {
+        if (!res.ok) throw httpError({ action, status: res.status });
+        const size = Number(res.headers.get("content-length") ?? NaN);
+        if (!Number.isSafeInteger(size)) throw new UnavailableError(`Cannot ${action}: the answer has no Content-Length`);
+        return { size };
+      }),
+    );
+  }
+
+  /**
+   * Bytes [start, end) of a blob with `Range: bytes=start-(end-1)`. A 206 is checked against the range
+   * asked for; a 200 (no range support) is read only up to `end`. Ranges are not digest-verified (the
+   * caller verifies spans); a short answer is retried.
+   */
+  async readRange(ref: Reference, digest: string, start: number, end: number, opts: RequestOptions = {}): Promise<Uint8Array> {
+    parseDigest(digest);
+    const what = `blob "${digest}" of "${repoName(ref)}"`;
+    checkRanges([[start, end]], what);
+    const action = `read range [${start}, ${end}) of ${what}`;
+    return this.#blob(ref, digest, { range: rangeHeader([[start, end]]) }, action, opts.signal, async (res, deadline) => {
+      if (res.status === 416) throw new InvalidArgumentError(`Cannot ${action}: the range is beyond the blob's end (HTTP 416)`);
+      if (res.status === 206) {
+        const cr = parseContentRange(res.headers.get("content-range"));
+        const body = await readBody(res, deadline);
+        const got: ByteRange = cr ? [cr.start, cr.end] : [start, start + body.length];
+        if (got[0] > start || got[1] < end || body.length !== got[1] - got[0]) {
+          if (body.length < got[1] - got[0]) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+          throw new RetryableError(`Cannot ${action}: the server sent bytes [${got[0]}, ${got[1]})`);
+        }
+        return body.slice(start - got[0], end - got[0]);
+      }
+      if (res.status === 200) {
+        const body = await readBody(res, deadline, end);
+        if (body.length < end) {
+          const len = Number(res.headers.get("content-length") ?? NaN);
+          if (Number.isFinite(len) && len < end) throw new InvalidArgumentError(`Cannot ${action}: the blob has only ${len} bytes`);
+          throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+        }
+        return body.slice(start, end);
+      }
+      throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+    });
+  }
+
+  /**
+   * Several ranges in one request (`Range: bytes=a-b,c-d`); a multipart/byteranges answer is split, a
+   * single-range or whole-blob answer is cut. Returns the bytes of each range in the order asked.
+   */
+  async readRanges(ref: Reference, digest: string, ranges: ByteRange[], opts: RequestOptions = {}): Promise<Uint8Array[]> {
+    parseDigest(digest);
+    const what = `blob "${digest}" of "${repoName(ref)}"`;
+    checkRanges(ranges, what);
+    if (ranges.length === 0) return [];
+    if (ranges.length === 1) return [await this.readRange(ref, digest, ranges[0]![0], ranges[0]![1], opts)];
+    const action = `read ${ranges.length} ranges of ${what}`;
+    const maxEnd = Math.max(...ranges.map((r) => r[1]));
+    return this.#blob(ref, digest, { range: rangeHeader(ranges) }, action, opts.signal, async (res, deadline) => {
+      if (res.status === 416) throw new InvalidArgumentError(`Cannot ${action}: a range is beyond the blob's end (HTTP 416)`);
+      if (res.status === 206) {
+        const boundary = multipartBoundary(res.headers.get("content-type"));
+        const body = await readBody(res, deadline);
+        if (boundary) {
+          try {
+            return sliceFromParts(parseMultipartByteranges(body, boundary), ranges);
+          } catch (err) {
+            throw new RetryableError(`Cannot ${action}: ${(err as Error).message}`, { cause: err });
+          }
+        }
+        const cr = parseContentRange(res.headers.get("content-range"));
+        if (!cr || body.length !== cr.end - cr.start) throw new RetryableError(`Cannot ${action}: bad single-range answer`);
+        return sliceFromParts([{ start: cr.start, end: cr.end, bytes: body }], ranges);
+      }
+      if (res.status === 200) {
+        const body = await readBody(res, deadline, maxEnd);
+        if (body.length < maxEnd) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+        return ranges.map(([s, e]) => body.slice(s, e));
+      }
+      throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+    });
+  }
+
+  /**
+   * Uploads a blob unless the registry has it: one PUT (monolithic), or PATCH chunks of `chunkSize` bytes
+   * then a closing PUT. `digest`, when given, must match the bytes.
+   */
+  async pushBlob(ref: Reference, bytes: Uint8Array, opts: RequestOptions & { digest?: string; chunkSize?: number; mediaType?: string } = {}): Promise<Descriptor> {
+    const digest = sha256Digest(bytes);
+    if (opts.digest && opts.digest !== digest) {
+      throw new DigestMismatchError(`Cannot push blob "${opts.digest}" to "${repoName(ref)}": its bytes hash to "${digest}"`, opts.digest, digest);
+    }
+    const desc: Descriptor = { mediaType: opts.mediaType ?? MediaType.OCTET_STREAM, digest, size: bytes.length };
+    const ep = this.#origin(ref);
+    const action = `push blob "${digest}" to "${repoName(ref)}"`;
+    // 1. skip what is there
+    const exists = await this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/${digest}`, method: "HEAD", scope: "pull,push", action, signal: opts.signal }, async (res) => {
+      if (res.status === 404) return false;
+      if (res.ok) return true;
+      throw httpError({ action, status: res.status });
+    });
+    if (exists) return desc;
+    // 2. open an upload session
+    let location = await this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/uploads/`, method: "POST", scope: "pull,push", action, signal: opts.signal }, async (res) => {
+      if (res.status !== 202) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+      return uploadLocation(res, ep, action);
+    });
+    // 3. send chunks (PATCH), then close with PUT ?digest=
+    const chunk = opts.chunkSize && opts.chunkSize > 0 ? opts.chunkSize : 0;
+    let body: Uint8Array | undefined = bytes;
+    if (chunk && bytes.length > chunk) {
+      for (let off = 0; off < bytes.length; off += chunk) {
+        const part = bytes.subarray(off, Math.min(bytes.length, off + chunk));
+        location = await this.#send(
+          {
+            ep, ref, url: location, method: "PATCH", body: part, scope: "pull,push", action, signal: opts.signal, retries: 0,
+            headers: { "content-type": "application/octet-stream", "content-range": `${off}-${off + part.length - 1}` },
+          },
+          async (res) => {
+            if (res.status !== 202) throw httpError({ action: `${action} (chunk at ${off})`, status: res.status, detail: await errorDetail(res) });
+            return uploadLocation(res, ep, action);
+          },
+        );
+      }
+      body = undefined;
+    }
+    const put = new URL(location);
+    put.searchParams.set("digest", digest);
+    await this.#send(
+      { ep, ref, url: put.href, method: "PUT", body: body ?? new Uint8Array(0), scope: "pull,push", action, signal: opts.signal, retries: 0, headers: { "content-type": "application/octet-stream" } },
+      async (res) => {
+        if (res.status !== 201) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+        await res.body?.cancel().catch(() => {});
+        const got = res.headers.get("docker-content-digest");
+        if (got && got !== digest) throw new DigestMismatchError(`Cannot ${action}: the registry stored it as "${got}"`, digest, got);
+      },
+    );
+    return desc;
+  }
+
+  // ---------------------------------------------------------------------------------------------- referrers
+
+  /**
+   * Referrers of `digest`: `GET /v2/<name>/referrers/<digest>` where the registry has the API, else the
+   * fallback tag `<alg>-<hex>` holding an index of them. Filtered by `artifactType` (server or client side).
+   */
+  async referrers(ref: Reference, digest: string, opts: RequestOptions & { artifactType?: string } = {}): Promise<Descriptor[]> {
+    const { algorithm, hex } = parseDigest(digest);
+    const filter = (list: Descriptor[]) => (opts.artifactType ? list.filter((d) => d.artifactType === opts.artifactType) : list);
+    const action = `list referrers of "${digest}" in "${repoName(ref)}"`;
+    // 1. the Referrers API, unless this registry is known to lack it
+    if (!this.#noReferrersApi.has(ref.registry)) {
+      const q = opts.artifactType ? `?artifactType=${encodeURIComponent(opts.artifactType)}` : "";
+      const viaApi = await this.#read(ref, opts.signal, (ep) =>
+        this.#send(
+          { ep, ref, url: `/v2/${ref.repository}/referrers/${digest}${q}`, method: "GET", headers: { accept: MediaType.OCI_INDEX }, scope: "pull", action, signal: opts.signal },
+          async (res, deadline) => {
+            if (res.status === 404 || res.status === 405 || res.status === 400) {
+              await res.body?.cancel().catch(() => {});
+              return undefined;
+            }
+            if (!res.ok) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+            const body = await readBody(res, deadline);
+            const { manifest } = parseManifest(body, { what: `referrers index of "${digest}"` });
+            if (!isIndex(manifest)) throw new UnavailableError(`Cannot ${action}: the answer is not an image index`);
+            return manifest.manifests;
+          },
+        ),
+      );
+      if (viaApi) return filter(viaApi);
+      this.#noReferrersApi.add(ref.registry);
+    }
+    // 2. the fallback tag
+    try {
+      const fetched = await this.getManifest({ registry: ref.registry, repository: ref.repository, tag: `${algorithm}-${hex}` }, opts);
+      return isIndex(fetched.manifest) ? filter(fetched.manifest.manifests) : [];
+    } catch (err) {
+      if (err instanceof NotFoundError) return [];
+      throw err;
+    }
+  }
+
+  /**
+   * Pushes a manifest that has a `subject` (by digest, and under `ref.tag` when given). When the registry
+   * does not confirm the subject (`OCI-Subject` header), adds it to the fallback tag's index.
+   */
+  async pushReferrer(ref: Reference, bytes: Uint8Array, mediaType: string, opts: RequestOptions = {}): Promise<Descriptor> {
+    const { manifest } = parseManifest(bytes, { what: "referrer manifest" });
+    const subject = manifest.subject;
+    if (!subject) throw new InvalidArgumentError(`Cannot push referrer to "${repoName(ref)}": the manifest has no "subject"`);
+    const { algorithm, hex } = parseDigest(subject.digest);
+    // 1. the manifest itself, by digest
+    const base = { registry: ref.registry, repository: ref.repository };
+    const { descriptor, subjectHeader } = await this.#putManifest(base, bytes, mediaType, opts);
+    if (ref.tag) await this.#putManifest({ ...base, tag: ref.tag }, bytes, mediaType, opts);
+    if (subjectHeader === subject.digest) return descriptor;
+    // 2. maintain the fallback tag (read, add, write back; last writer wins as with oras)
+    this.#noReferrersApi.add(ref.registry);
+    const tagRef = { ...base, tag: `${algorithm}-${hex}` };
+    let index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] };
+    try {
+      const got = await this.getManifest(tagRef, opts);
+      if (isIndex(got.manifest)) index = got.manifest;
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+    if (!index.manifests.some((d) => d.digest === descriptor.digest)) {
+      const entry: Descriptor = { mediaType, digest: descriptor.digest, size: descriptor.size };
+      const at = artifactTypeOf(manifest);
+      if (manifest.annotations) entry.annotations = manifest.annotations;
+      if (at) entry.artifactType = at;
+      index = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [...index.manifests, entry] };
+      await this.#putManifest(tagRef, encodeJson(index), MediaType.OCI_INDEX, opts);
+    }
+    return descriptor;
+  }
+
+  // ------------------------------------------------------------------------------------------------ helpers
+
+  #origin(ref: Reference): Endpoint {
+    return endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs }, false)[0]!;
+  }
+
+  /** Runs a read against each mirror, then the origin; the first success wins, the origin's error is thrown. */
+  async #read<T>(ref: Reference, signal: AbortSignal | undefined, run: (ep: Endpoint) => Promise<T>): Promise<T> {
+    const eps = endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs }, true);
+    for (const ep of eps) {
+      if (!ep.mirror) return run(ep);
+      try {
+        return await run(ep);
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        // fall through to the next mirror, then the origin
+      }
+    }
+    throw new Error("unreachable: the origin is always the last endpoint");
+  }
+
+  /**
+   * A blob GET (whole or ranged): through the cached redirect target when there is one, else the
+   * registry with redirects followed by hand once (no credentials sent to the target) and cached.
+   */
+  async #blob<T>(
+    ref: Reference,
+    digest: string,
+    headers: Record<string, string>,
+    action: string,
+    signal: AbortSignal | undefined,
+    consume: (res: Response, deadline: IdleDeadline) => Promise<T>,
+    keepDeadline = false,
+  ): Promise<T> {
+    const key = `${ref.registry}/${ref.repository}@${digest}`;
+    const cached = this.#redirects.get(key);
+    const origin = this.#origin(ref);
+    if (cached && cached.expiresAt > Date.now()) {
+      try {
+        return await this.#send({ ep: origin, ref, url: cached.url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "manual" }, async (res, d) => {
+          if (res.status === 401 || res.status === 403 || res.status === 404 || res.status === 410 || (res.status >= 300 && res.status < 400)) {
+            await res.body?.cancel().catch(() => {});
+            throw new StaleRedirect();
+          }
+          return consume(res, d);
+        }, keepDeadline);
+      } catch (err) {
+        if (!(err instanceof StaleRedirect)) throw err;
+        this.#redirects.delete(key);
+      }
+    }
+    return this.#read(ref, signal, (ep) =>
+      this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/${digest}`, method: "GET", headers, scope: "pull", action, signal, redirect: "manual" }, async (res, d) => {
+        const loc = res.headers.get("location");
+        if (res.status >= 300 && res.status < 400 && loc) {
+          await res.body?.cancel().catch(() => {});
+          const url = new URL(loc, `${ep.base}/v2/${ref.repository}/blobs/${digest}`).href;
+          this.#redirects.set(key, { url, expiresAt: Date.now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
+          return this.#send({ ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "manual" }, consume, keepDeadline);
+        }
+        return consume(res, d);
+      }, keepDeadline),
+    );
+  }
+
+  /** One request with auth, deadline and retries (see the file comment). */
+  async #send<T>(req: SendRequest, consume: (res: Response, deadline: IdleDeadline) => Promise<T>, keepDeadline = false): Promise<T> {
+    const url = /^https?:\/\//.test(req.url) ? req.url : `${req.ep.base}${req.url}`;
+    const scope = `repository:${req.ref.repository}:${req.scope}`;
+    const authHost = req.ep.mirror ? req.ep.host : req.ref.registry;
+    const maxRetries = req.retries ?? (req.ep.mirror ? 0 : this.#retry.max);
+    let challenged = false;
+    let lastErr: unknown;
+    for (let attempt = 0; ; ) {
+      // 1. auth header known for this scope
+      const headers: Record<string, string> = { "user-agent": this.#userAgent, ...req.headers };
+      if (!req.noAuth) {
+        const h = await this.#auth.headerFor(req.ep.host, authHost, scope);
+        if (h) headers.authorization = h;
+      }
+      // 2. fetch under the idle deadline
+      const deadline = new IdleDeadline(req.ep.timeoutMs, req.signal);
+      let res: Response;
+      try {
+        res = await this.#fetch(url, {
+          ...this.#fetchInit,
+          method: req.method,
+          headers,
+          body: req.body as BodyInit | undefined,
+          redirect: req.redirect ?? "follow",
+          signal: deadline.signal,
+        });
+        deadline.touch();
+      } catch (err) {
+        deadline.clear();
+        if (req.signal?.aborted) throw req.signal.reason;
+        const why = deadline.timedOut ? `no answer from "${req.ep.host}" within ${req.ep.timeoutMs} ms` : `cannot reach "${req.ep.host}": ${(err as Error).message}`;
+        lastErr = new UnavailableError(`Cannot ${req.action}: ${why}`, { cause: err });
+        if (attempt++ < maxRetries) {
+          await sleep(backoffMs(attempt - 1, this.#retry), req.signal);
+          continue;
+        }
+        throw lastErr;
+      }
+      // 3. authentication challenge, answered once
+      if (res.status === 401 && !req.noAuth) {
+        const challenge = res.headers.get("www-authenticate");
+        const detail = await errorDetail(res);
+        deadline.clear();
+        this.#auth.invalidate(req.ep.host, scope);
+        if (!challenged) {
+          challenged = true;
+          if (await this.#auth.handleChallenge(req.ep.host, authHost, challenge, scope, req.signal)) continue;
+        }
+        const who = await this.#auth.describe(authHost);
+        const why = who ? `${who} were refused` : `no credentials for "${authHost}" were found`;
+        throw httpError({ action: req.action, status: 401, detail: `${detail ? `${detail}; ` : ""}${why}` });
+      }
+      // 4. retry what a retry can fix
+      if (isRetryableStatus(res.status) && attempt < maxRetries) {
+        const retryAfter = res.headers.get("retry-after");
+        await res.body?.cancel().catch(() => {});
+        deadline.clear();
+        await sleep(backoffMs(attempt++, this.#retry, retryAfter), req.signal);
+        continue;
+      }
+      // 5. the caller reads the answer under the same deadline
+      try {
+        const out = await consume(res, deadline);
+        if (!keepDeadline) deadline.clear();
+        return out;
+      } catch (err) {
+        deadline.clear();
+        if (req.signal?.aborted) throw req.signal.reason;
+        let e = err;
+        if (deadline.timedOut) e = new RetryableError(`Cannot ${req.action}: no bytes from "${req.ep.host}" within ${req.ep.timeoutMs} ms`, { cause: err });
+        else if (err instanceof TypeError || (err instanceof Error && /ECONNRESET|socket|closed|terminated/i.test(err.message) && !(err instanceof DigestMismatchError)))
+          e = new RetryableError(`Cannot ${req.action}: connection to "${req.ep.host}" lost: ${err.message}`, { cause: err });
+        if (e instanceof RetryableError && attempt < maxRetries) {
+          await sleep(backoffMs(attempt++, this.#retry), req.signal);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+}
+
+class StaleRedirect extends Error {}
+
+function uploadLocation(res: Response, ep: Endpoint, action: string): string {
+  const loc = res.headers.get("location");
+  if (!loc) throw new UnavailableError(`Cannot ${action}: the registry sent no upload Location`);
+  return new URL(loc, `${ep.base}/`).href;
+}

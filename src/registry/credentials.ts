@@ -1,0 +1,181 @@
+/**
+ * Where registry credentials come from, in order: the `credentials` option (from config), then docker's
+ * `config.json`: `auths.<host>.auth` (base64 "user:password") or identity/registry tokens, `credHelpers.<host>`,
+ * and `credsStore`, the last two through `docker-credential-<name> get` (host on stdin, JSON on stdout).
+ */
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, FailedPreconditionError } from "../util/errors.ts";
+
+/**
+ * Credentials for one registry host:
+ * - `{ username, password }`: Basic, or sent to the token realm;
+ * - `{ identityToken }`: an OAuth2 refresh token, exchanged at the token realm (docker's `identitytoken`);
+ * - `{ token }`: a registry bearer token sent as is (docker's `registrytoken`).
+ */
+export type Credential =
+  | { username: string; password: string }
+  | { identityToken: string; username?: string }
+  | { token: string };
+
+/** A credential with a description of where it came from, for error messages. */
+export interface FoundCredential {
+  credential: Credential;
+  source: string;
+}
+
+interface DockerConfig {
+  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }>;
+  credsStore?: string;
+  credHelpers?: Record<string, string>;
+}
+
+/** Docker's key for Docker Hub in config.json. */
+const DOCKER_HUB_KEY = "https://index.docker.io/v1/";
+
+/** The default docker config path: `~/.docker/config.json`. */
+export function defaultDockerConfigPath(): string {
+  return join(homedir(), ".docker", "config.json");
+}
+
+/** Normalizes a config.json key ("https://host/v2/", "host") to "host[:port]"; Docker Hub to "docker.io". */
+export function normalizeAuthKey(key: string): string {
+  let k = key.replace(/^[a-z]+:\/\//i, "");
+  k = k.split("/")[0]!;
+  if (k === "index.docker.io" || k === "registry-1.docker.io") return "docker.io";
+  return k;
+}
+
+/** Options of a CredentialStore. */
+export interface CredentialStoreOptions {
+  /** Credentials from config, keyed by host[:port] (highest priority). */
+  credentials?: Record<string, Credential>;
+  /** docker config.json to read; `null` reads none; default `~/.docker/config.json`. */
+  dockerConfigPath?: string | null;
+  /** Timeout of one credential helper run (default 10000 ms). */
+  helperTimeoutMs?: number;
+}
+
+/** Looks credentials up per host, caching each answer (including "none"). */
+export class CredentialStore {
+  readonly #opts: CredentialStoreOptions;
+  readonly #cache = new Map<string, Promise<FoundCredential | undefined>>();
+  #config?: Promise<DockerConfig | undefined>;
+
+  constructor(opts: CredentialStoreOptions = {}) {
+    this.#opts = opts;
+  }
+
+  /** Credentials for `host` (as in a reference: "docker.io", "127.0.0.1:5000"), or undefined for anonymous. */
+  get(host: string): Promise<FoundCredential | undefined> {
+    const key = normalizeAuthKey(host);
+    let p = this.#cache.get(key);
+    if (!p) {
+      p = this.#lookup(key);
+      this.#cache.set(key, p);
+      p.catch(() => this.#cache.delete(key));
+    }
+    return p;
+  }
+
+  async #lookup(host: string): Promise<FoundCredential | undefined> {
+    // 1. config
+    const fromOpts = this.#opts.credentials?.[host];
+    if (fromOpts) return { credential: fromOpts, source: "config" };
+    // 2. docker config.json
+    const path = this.#opts.dockerConfigPath === undefined ? defaultDockerConfigPath() : this.#opts.dockerConfigPath;
+    if (path === null) return undefined;
+    this.#config ??= readDockerConfig(path);
+    const cfg = await this.#config;
+    if (!cfg) return undefined;
+    const source = `docker config "${path}"`;
+    // 2a. a credential helper for this host, else the default store
+    const helper = cfg.credHelpers?.[host] ?? findByHost(cfg.credHelpers, host);
+    if (helper) return this.#fromHelper(helper, host, path);
+    // 2b. auths
+    const entry = cfg.auths?.[host] ?? findByHost(cfg.auths, host);
+    if (entry) {
+      if (entry.identitytoken) return { credential: { identityToken: entry.identitytoken }, source };
+      if (entry.registrytoken) return { credential: { token: entry.registrytoken }, source };
+      if (entry.auth) {
+        const decoded = new TextDecoder().decode(Uint8Array.from(atob(entry.auth), (c) => c.charCodeAt(0)));
+        const i = decoded.indexOf(":");
+        if (i < 0) throw new ConfigError(`Cannot read credentials for "${host}" from ${source}: "auth" is not base64 "user:password"`, `auths.${host}.auth`);
+        return { credential: { username: decoded.slice(0, i), password: decoded.slice(i + 1) }, source };
+      }
+      if (entry.username && entry.password) return { credential: { username: entry.username, password: entry.password }, source };
+    }
+    if (cfg.credsStore) return this.#fromHelper(cfg.credsStore, host, path);
+    return undefined;
+  }
+
+  async #fromHelper(name: string, host: string, path: string): Promise<FoundCredential | undefined> {
+    const serverUrl = host === "docker.io" ? DOCKER_HUB_KEY : host;
+    const out = await runHelper(`docker-credential-${name}`, serverUrl, this.#opts.helperTimeoutMs ?? 10_000);
+    if (out === undefined) return undefined;
+    const source = `credential helper "docker-credential-${name}" (from "${path}")`;
+    let json: { Username?: string; Secret?: string };
+    try {
+      json = JSON.parse(out);
+    } catch (err) {
+      throw new FailedPreconditionError(`Cannot read credentials for "${host}" from ${source}: output is not JSON`, { cause: err });
+    }
+    if (!json.Secret) return undefined;
+    if (json.Username === "<token>") return { credential: { identityToken: json.Secret }, source };
+    return { credential: { username: json.Username ?? "", password: json.Secret }, source };
+  }
+}
+
+function findByHost<T>(map: Record<string, T> | undefined, host: string): T | undefined {
+  if (!map) return undefined;
+  for (const [k, v] of Object.entries(map)) if (normalizeAuthKey(k) === host) return v;
+  return undefined;
+}
+
+async function readDockerConfig(path: string): Promise<DockerConfig | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new ConfigError(`Cannot read docker config "${path}": ${(err as Error).message}`, "dockerConfigPath", { cause: err });
+  }
+  try {
+    return JSON.parse(text) as DockerConfig;
+  } catch (err) {
+    throw new ConfigError(`Cannot parse docker config "${path}": not JSON`, "dockerConfigPath", { cause: err });
+  }
+}
+
+/** Runs `<helper> get` with the server URL on stdin; undefined when the helper says it has no credentials. */
+function runHelper(cmd: string, serverUrl: string, timeoutMs: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    let child;
+    try {
+      child = spawn(cmd, ["get"], { stdio: ["pipe", "pipe", "pipe"], timeout: timeoutMs });
+    } catch (err) {
+      reject(new FailedPreconditionError(`Cannot run credential helper "${cmd}": ${(err as Error).message}`, { cause: err }));
+      return;
+    }
+    let out = "";
+    let errOut = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (errOut += d.toString()));
+    child.on("error", (err) =>
+      reject(new FailedPreconditionError(`Cannot run credential helper "${cmd}": ${err.message}`, { cause: err })),
+    );
+    child.on("close", (code, sig) => {
+      if (code === 0) return resolve(out);
+      const msg = (out + errOut).trim();
+      if (/credentials not found/i.test(msg)) return resolve(undefined);
+      reject(
+        new FailedPreconditionError(
+          `Cannot get credentials for "${serverUrl}" from "${cmd}": ${sig ? `killed by ${sig} (timeout ${timeoutMs} ms)` : `exit status ${code}`}${msg ? `: ${msg}` : ""}`,
+        ),
+      );
+    });
+    child.stdin!.end(serverUrl);
+  });
+}

@@ -1,0 +1,84 @@
+/**
+ * An idle deadline for one HTTP exchange: aborts when no progress (headers, then body bytes) was seen for
+ * `timeoutMs`, or when the caller's signal aborts. `touch()` on every chunk.
+ */
+export class IdleDeadline {
+  readonly #controller = new AbortController();
+  readonly #ms: number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timedOut = false;
+  readonly #parent?: AbortSignal;
+  readonly #onParent = () => this.#controller.abort(this.#parent!.reason);
+
+  constructor(timeoutMs: number, parent?: AbortSignal) {
+    this.#ms = timeoutMs;
+    this.#parent = parent;
+    if (parent?.aborted) this.#controller.abort(parent.reason);
+    else parent?.addEventListener("abort", this.#onParent, { once: true });
+    this.touch();
+  }
+
+  /** The signal to hand to fetch. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** True when this deadline (not the caller) aborted the exchange. */
+  get timedOut(): boolean {
+    return this.#timedOut;
+  }
+
+  get timeoutMs(): number {
+    return this.#ms;
+  }
+
+  /** Progress was made: restart the idle timer. */
+  touch(): void {
+    if (this.#controller.signal.aborted) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timedOut = true;
+      this.#controller.abort(new DOMException(`no progress within ${this.#ms} ms`, "TimeoutError"));
+    }, this.#ms);
+  }
+
+  /** The exchange is over: stop the timer and detach from the caller's signal. */
+  clear(): void {
+    clearTimeout(this.#timer);
+    this.#parent?.removeEventListener("abort", this.#onParent);
+  }
+}
+
+/**
+ * Reads a response body to its end, touching `deadline` per chunk. With `limit`, stops (and cancels the
+ * body) once that many bytes have arrived.
+ */
+export async function readBody(res: Response, deadline: IdleDeadline, limit?: number): Promise<Uint8Array> {
+  if (!res.body) return new Uint8Array(0);
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      deadline.touch();
+      chunks.push(value);
+      n += value.byteLength;
+      if (limit !== undefined && n >= limit) {
+        await reader.cancel().catch(() => {});
+        break;
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.byteLength;
+  }
+  return out;
+}
