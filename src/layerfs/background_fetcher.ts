@@ -50,7 +50,14 @@ export class BackgroundFetcher {
   networkBytes = 0;
 
   constructor(opts: BackgroundFetcherOptions) {
-    this.#o = { fetchPeriodMs: 500, maxQueueSize: 300, stepTimeoutMs: 60_000, maxStepRetries: 5, logger: silentLogger, ...opts };
+    this.#o = {
+      gate: opts.gate,
+      fetchPeriodMs: opts.fetchPeriodMs ?? 500,
+      maxQueueSize: opts.maxQueueSize ?? 300,
+      stepTimeoutMs: opts.stepTimeoutMs ?? 60_000,
+      maxStepRetries: opts.maxStepRetries ?? 5,
+      logger: opts.logger ?? silentLogger,
+    };
   }
 
   /** Queue a layer; returns false when the queue is full and the job was dropped. Never blocks. */

@@ -79,12 +79,12 @@ export class SpanManager {
     this.layerDigest = opts.layerDigest;
     this.layout = opts.layout;
     this.#o = {
-      fetchTimeoutMs: 30_000,
-      verificationRetries: 0,
-      disableVerification: false,
-      maxCoalesceBytes: 16 * 1024 * 1024,
-      logger: silentLogger,
       ...opts,
+      fetchTimeoutMs: opts.fetchTimeoutMs ?? 30_000,
+      verificationRetries: opts.verificationRetries ?? 0,
+      disableVerification: opts.disableVerification ?? false,
+      maxCoalesceBytes: opts.maxCoalesceBytes ?? 16 * 1024 * 1024,
+      logger: opts.logger ?? silentLogger,
     };
     this.#state = Array.from({ length: opts.layout.spanCount }, (_, i) =>
       opts.cache.has(opts.layerDigest, i) ? "uncompressed" : "unrequested",

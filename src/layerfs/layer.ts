@@ -1,0 +1,143 @@
+/**
+ * A Layer: its inode tree, its bytes (lazy through a span manager, or local when it has no zTOC), and its
+ * state. What a mount serves and what `check`/`--stats` report.
+ *
+ * `openLayer` steps:
+ *   1. With a zTOC: lay out its spans, build a span manager whose range reads are registry Range requests,
+ *      and build the inode tree from its TOC.
+ *   2. Without one: fetch the whole layer, unpack it to `unpackDir`, and build the tree from the tar.
+ *   3. Wrap the tree in vfs Nodes with the `.soci-ts/<digest>.json` state file.
+ */
+import type { SpanCache } from "../cache/span_cache.ts";
+import type { Descriptor } from "../oci/types.ts";
+import type { Reference, RegistryClient } from "../registry/types.ts";
+import { errorMessage } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import type { Node } from "../vfs/node.ts";
+import type { Ztoc } from "../ztoc/types.ts";
+import { openLocalLayer } from "./local_layer.ts";
+import { buildLayerTree, type OpaqueXattrMode } from "./metadata.ts";
+import { layerRoot, type LayerState } from "./node.ts";
+import { SpanManager, type RangeFetcher } from "./span_manager.ts";
+import type { TaskGate } from "./task_gate.ts";
+import { ztocLayout, type CheckpointInflater } from "./ztoc_layout.ts";
+
+/** Where a layer's blob lives. */
+export interface LayerSource {
+  client: RegistryClient;
+  /** The image reference (registry and repository are what matter). */
+  ref: Reference;
+}
+
+export interface OpenLayerOptions {
+  source: LayerSource;
+  /** The layer's descriptor from the image manifest. */
+  layer: Descriptor;
+  /** Its zTOC; absent → the layer is fetched whole (step 2). */
+  ztoc?: Ztoc;
+  cache: SpanCache;
+  gate?: TaskGate;
+  /** Inflater for gzip spans (src/compress/resume.ts `inflateFromCheckpoint`). */
+  inflate: CheckpointInflater;
+  /** Directory for layers fetched whole. */
+  unpackDir: string;
+  fetchTimeoutMs?: number;
+  verificationRetries?: number;
+  disableVerification?: boolean;
+  opaqueXattr?: OpaqueXattrMode;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+export interface Layer {
+  readonly digest: string;
+  /** Compressed size in bytes. */
+  readonly size: number;
+  readonly root: Node;
+  /** The span manager of a lazy layer; undefined for a local one. */
+  readonly manager?: SpanManager;
+  /** Range reads of the blob (lazy layers). */
+  readonly fetchRanges?: RangeFetcher;
+  /** Record a layer-level error (shown in the state file). */
+  setError(message: string | undefined): void;
+  state(): LayerState;
+  close(): Promise<void>;
+}
+
+/** Open a layer (steps 1-3). Throws what the registry, the zTOC layout or the unpacking throw. */
+export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
+  const logger = opts.logger ?? silentLogger;
+  const { layer, source } = opts;
+  const size = layer.size || opts.ztoc?.compressedArchiveSize || 0;
+  let error: string | undefined;
+  const warn = (m: string) => logger.warn(m, { layer: layer.digest });
+
+  if (opts.ztoc) {
+    // 1. Lazy.
+    const ztoc = opts.ztoc;
+    const layout = ztocLayout(ztoc, opts.inflate);
+    const fetchRanges: RangeFetcher = (ranges, signal) =>
+      ranges.length === 1
+        ? source.client.readRange(source.ref, layer.digest, ranges[0]![0], ranges[0]![1], { signal }).then((b) => [b])
+        : source.client.readRanges(source.ref, layer.digest, ranges, { signal });
+    const manager = new SpanManager({
+      layerDigest: layer.digest,
+      layout,
+      spanDigests: ztoc.compressionInfo.spanDigests,
+      fetchRanges,
+      cache: opts.cache,
+      gate: opts.gate,
+      fetchTimeoutMs: opts.fetchTimeoutMs,
+      verificationRetries: opts.verificationRetries,
+      disableVerification: opts.disableVerification,
+      logger,
+    });
+    const tree = buildLayerTree(ztoc.toc, { opaqueXattr: opts.opaqueXattr, warn });
+    const state = (): LayerState => {
+      const fetched = Math.min(size, manager.stats().presentCompressedBytes);
+      const err = error ?? manager.lastError;
+      return {
+        digest: layer.digest,
+        size,
+        fetchedSize: fetched,
+        fetchedPercent: size ? Math.round((fetched / size) * 10000) / 100 : 100,
+        ...(err ? { error: err } : {}),
+      };
+    };
+    // 3.
+    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state });
+    return {
+      digest: layer.digest,
+      size,
+      root,
+      manager,
+      fetchRanges,
+      setError: (m) => (error = m),
+      state,
+      async close() {
+        manager.close();
+      },
+    };
+  }
+
+  // 2. Whole.
+  const local = await openLocalLayer(layer, { client: source.client, ref: source.ref, dir: opts.unpackDir, signal: opts.signal });
+  const tree = buildLayerTree(local.toc, { opaqueXattr: opts.opaqueXattr, warn });
+  const state = (): LayerState => ({
+    digest: layer.digest,
+    size,
+    fetchedSize: size,
+    fetchedPercent: 100,
+    ...(error ? { error } : {}),
+  });
+  const root = layerRoot(tree, {
+    digest: layer.digest,
+    read: (o, n) =>
+      local.read(o, n).catch((err) => {
+        logger.error("Cannot read unpacked layer", { layer: layer.digest, cause: errorMessage(err) });
+        throw err;
+      }),
+    state,
+  });
+  return { digest: layer.digest, size, root, setError: (m) => (error = m), state, close: () => local.close() };
+}

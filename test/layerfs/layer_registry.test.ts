@@ -1,0 +1,85 @@
+/** Layers served from the real Distribution registry: lazy (uncompressed, zTOC built here) and whole (gzip, no zTOC). */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SpanCache } from "../../src/cache/span_cache.ts";
+import { openLayer } from "../../src/layerfs/layer.ts";
+import { HttpRegistryClient } from "../../src/registry/client.ts";
+import type { Node, RequestContext } from "../../src/vfs/node.ts";
+import { needs } from "../_harness/env.ts";
+import { Rand } from "../_harness/rand.ts";
+import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import { noInflate, tarZtoc } from "./_fixtures.ts";
+
+const run = needs("layerfs registry", "tool:docker-registry");
+const ctx: RequestContext = { signal: new AbortController().signal, uid: 0, gid: 0, pid: 1 };
+
+async function walk(root: Node, path: string): Promise<Node | undefined> {
+  let n: Node | undefined = root;
+  for (const p of path.split("/")) n = n && (await n.lookup!(p));
+  return n;
+}
+
+describe.skipIf(!run)("layers from the registry", () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let plain: PushedImage;
+  let gz: PushedImage;
+  const big = new Rand("big").bytes(300_000);
+  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 5000 });
+  beforeAll(async () => {
+    reg = await startRegistry();
+    tmp = await mkdtemp(join(tmpdir(), "layerfs-reg-"));
+    const files = { "etc/hello.txt": "hello\n", "data/big.bin": big, "data/small.txt": "small\n", "bin/sh": { symlink: "busybox" } };
+    plain = await pushImage(reg, "test/plain", "v1", { compression: "none", layers: [files] });
+    gz = await pushImage(reg, "test/gz", "v1", { layers: [files] });
+  });
+  afterAll(async () => {
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  test("a lazy layer fetches only the spans a read needs, with Range requests", async () => {
+    const l = plain.layers[0]!;
+    const cache = await SpanCache.open({ dir: join(tmp, "cache1") });
+    const layer = await openLayer({
+      source: { client, ref: plain.ref },
+      layer: l.descriptor,
+      ztoc: tarZtoc(l.tar, 65536),
+      cache,
+      inflate: noInflate,
+      unpackDir: join(tmp, "unpack1"),
+    });
+    const hello = (await walk(layer.root, "etc/hello.txt"))!;
+    expect(new TextDecoder().decode(await hello.read!(0, 100, ctx))).toBe("hello\n");
+    const s1 = layer.manager!.stats();
+    expect(s1.requests).toBe(1);
+    expect(s1.networkBytes).toBeLessThanOrEqual(65536);
+    const bigNode = (await walk(layer.root, "data/big.bin"))!;
+    expect(await bigNode.read!(100_000, 150_000, ctx)).toEqual(big.subarray(100_000, 250_000));
+    const whole = await bigNode.read!(0, 400_000, ctx);
+    expect(whole).toEqual(big);
+    expect(layer.state().fetchedPercent).toBeGreaterThan(0);
+    expect(layer.manager!.stats().networkBytes).toBeLessThanOrEqual(l.descriptor.size);
+    await cache.flush();
+    expect((await readdir(join(tmp, "cache1"))).length).toBeGreaterThan(0);
+  });
+
+  test("a layer without a zTOC is fetched whole, unpacked and served from disk", async () => {
+    const l = gz.layers[0]!;
+    const layer = await openLayer({
+      source: { client, ref: gz.ref },
+      layer: l.descriptor,
+      cache: await SpanCache.open(),
+      inflate: noInflate,
+      unpackDir: join(tmp, "unpack2"),
+    });
+    expect(layer.manager).toBeUndefined();
+    expect(await (await walk(layer.root, "data/big.bin"))!.read!(0, 400_000, ctx)).toEqual(big);
+    expect(new TextDecoder().decode((await walk(layer.root, "bin/sh"))!.readlink!())).toBe("busybox");
+    expect(layer.state()).toMatchObject({ digest: l.descriptor.digest, fetchedPercent: 100 });
+    expect((await readdir(join(tmp, "unpack2"))).filter((n) => n.endsWith(".tar")).length).toBe(1);
+    await layer.close();
+  });
+});
