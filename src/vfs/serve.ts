@@ -1,0 +1,164 @@
+/**
+ * `mountTree`: serve a `Node` tree at a mount point in one call (bridge + protocol server + /dev/fuse
+ * transport + mount), plus the registry of this process's live mounts and stale-mount cleanup.
+ *
+ * Rank 3. The service (rank 4) owns signals: on SIGINT/SIGTERM it calls `unmountAll()`. Normal exit is
+ * covered here: the first mount installs a `process.on("exit")` hook that force-unmounts whatever is
+ * still mounted, so a process that returns from main never leaves a dead mount behind.
+ */
+import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
+import { DevTransport, type TransportMode } from "../fuse/dev_transport.ts";
+import { cleanStaleFuseMounts, mountFuse, setReadAheadKb, unmountFuse } from "../fuse/mount.ts";
+import { ProtocolServer, type Negotiated } from "../fuse/protocol_server.ts";
+import { VfsBridge, type BridgeOptions } from "./bridge.ts";
+import type { Node } from "./node.ts";
+
+/** Where a mount's log lines go. */
+export interface MountLogger {
+  debug?(line: string): void;
+  error?(line: string): void;
+}
+
+/** Options of `mountTree`; every field has a default. */
+export interface MountTreeOptions extends BridgeOptions {
+  /** Mount read-only and answer writes EROFS. Default true. */
+  readOnly?: boolean;
+  /** `allow_other`. Default true. */
+  allowOther?: boolean;
+  /** One debug line per FUSE request and reply (to `logger.debug`, else stderr). Default false. */
+  debug?: boolean;
+  /** Source name in the mount table. Default "soci-ts". */
+  fsName?: string;
+  /** Type is `fuse.<subtype>`. Default "soci-ts". */
+  subtype?: string;
+  logger?: MountLogger;
+  /** Transport mode (see dev_transport.ts). Default "workers". */
+  transport?: TransportMode;
+  /** Reader threads / outstanding reads. Default 2 / 4. */
+  readers?: number;
+  /** Kernel read-ahead in KiB, set through sysfs after mounting; 0 = leave it. Default 1024. */
+  readAheadKb?: number;
+  /** How long to wait for the kernel's INIT, in ms. Default 10000. */
+  initTimeoutMs?: number;
+}
+
+/** A live mount. */
+export interface MountHandle {
+  readonly mountpoint: string;
+  /** "major:minor" of the mount. */
+  readonly dev: string;
+  readonly negotiated: Negotiated;
+  readonly bridge: VfsBridge;
+  /**
+   * Detaches the mount (MNT_DETACH) and waits up to `timeoutMs` (default 5000) for the server to stop.
+   * Files still open keep being served until closed, unless `force` aborts the connection first (they
+   * then fail with ENOTCONN). Idempotent; never throws for a mount already gone.
+   */
+  unmount(opts?: { force?: boolean; timeoutMs?: number }): Promise<void>;
+  /** Resolves when the kernel connection has ended and the server stopped. */
+  readonly closed: Promise<void>;
+}
+
+const live = new Map<string, MountHandle>();
+let exitHookInstalled = false;
+
+/** This process's live mounts, by mount point. */
+export function liveMounts(): ReadonlyMap<string, MountHandle> {
+  return live;
+}
+
+/** Unmounts every live mount of this process (what the service calls on SIGINT/SIGTERM). */
+export async function unmountAll(opts: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
+  await Promise.all([...live.values()].map((m) => m.unmount(opts)));
+}
+
+/**
+ * Finds FUSE mounts under `root` left by a crashed process (their server is gone) and lazily unmounts
+ * them; this process's own live mounts are kept. Returns the mount points cleaned.
+ */
+export function cleanStaleMounts(root: string, opts: { logger?: MountLogger } = {}): Promise<string[]> {
+  return cleanStaleFuseMounts(root, { keep: new Set(live.keys()), onError: opts.logger?.error });
+}
+
+/**
+ * Serves `root` at `mountpoint` (an existing directory) until unmounted.
+ * Throws `FailedPreconditionError` when mounting fails or the kernel does not complete INIT in time
+ * (nothing is left mounted then).
+ */
+export async function mountTree(root: Node, mountpoint: string, opts: MountTreeOptions = {}): Promise<MountHandle> {
+  const logError = opts.logger?.error?.bind(opts.logger) ?? ((m: string) => console.error(m));
+  const logDebug = opts.debug ? (opts.logger?.debug?.bind(opts.logger) ?? ((m: string) => console.error(m))) : undefined;
+  // 1. The protocol server over the node tree.
+  const bridge = new VfsBridge(root, opts);
+  const readOnly = opts.readOnly ?? true;
+  const server = new ProtocolServer(bridge, { readOnly, debug: logDebug, onError: logError });
+  // 2. Mount, and serve at once: mount(2) does not wait for INIT.
+  const m = mountFuse(mountpoint, {
+    fsName: opts.fsName, subtype: opts.subtype, readOnly, allowOther: opts.allowOther,
+    maxReadBytes: server.opts.maxReadBytes,
+  });
+  installExitHook();
+  const transport = new DevTransport(m.fd, server, { mode: opts.transport, readers: opts.readers, onError: logError });
+  try {
+    transport.start();
+  } catch (err) {
+    unmountFuse(m.mountpoint, { force: true });
+    throw new FailedPreconditionError(`Cannot serve FUSE mount "${m.mountpoint}": ${errorMessage(err)}`, { cause: err });
+  }
+  // 3. Wait for INIT, so the mount is usable when we return.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const negotiated = await Promise.race([
+    server.initialized,
+    new Promise<undefined>((res) => {
+      timer = setTimeout(() => res(undefined), opts.initTimeoutMs ?? 10_000);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!negotiated) {
+    unmountFuse(m.mountpoint, { force: true });
+    throw new FailedPreconditionError(`Cannot mount FUSE at "${m.mountpoint}": the kernel sent no INIT within ${opts.initTimeoutMs ?? 10_000} ms`);
+  }
+  // 4. Raise read-ahead (INIT can only lower it) for 1 MiB sequential READs.
+  if ((opts.readAheadKb ?? 1024) > 0) setReadAheadKb(m.dev, opts.readAheadKb ?? 1024);
+  // 5. Register, so unmountAll() and the exit hook find it.
+  let unmounting: Promise<void> | undefined;
+  const handle: MountHandle = {
+    mountpoint: m.mountpoint,
+    dev: m.dev,
+    negotiated,
+    bridge,
+    closed: transport.closed,
+    unmount(u = {}) {
+      unmounting ??= (async () => {
+        try {
+          unmountFuse(m.mountpoint, { force: u.force });
+        } catch (err) {
+          logError(`Cannot unmount "${m.mountpoint}": ${errorMessage(err)}`);
+        }
+        let t: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([transport.closed, new Promise<void>((res) => (t = setTimeout(res, u.timeoutMs ?? 5000)))]);
+        clearTimeout(t);
+      })();
+      return unmounting;
+    },
+  };
+  live.set(m.mountpoint, handle);
+  void transport.closed.then(() => {
+    if (live.get(m.mountpoint) === handle) live.delete(m.mountpoint);
+  });
+  return handle;
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const mp of live.keys()) {
+      try {
+        unmountFuse(mp, { force: true });
+      } catch {
+        // exiting: nothing more to do
+      }
+    }
+  });
+}
