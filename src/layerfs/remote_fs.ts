@@ -1,0 +1,214 @@
+/**
+ * `LayerFs`: the RemoteFs-style API the containerd snapshotter and `soci-ts mount` use. One per process; it
+ * owns what layers share: the span cache, the foreground gate, and the background fetcher.
+ *
+ *   mountLayer({ source, imageManifest, layer, mountpoint, ztoc?, prefetchSpans? }) → serve one layer read-only
+ *   check(mountpoint)   → throws when the layer's mount is gone or its blob can no longer be reached
+ *   unmount(mountpoint) → stop serving, unmount, forget the layer
+ *   close()             → unmount everything
+ *
+ * `mountLayer` steps:
+ *   1. Open the layer (layer.ts): lazy through its zTOC, or fetched whole and unpacked.
+ *   2. Serve its node tree with FUSE at `mountpoint` (vfs `mountTree`).
+ *   3. Prefetch the spans a SOCI prefetch artifact lists (before returning, bounded by `prefetchTimeoutMs`).
+ *   4. Queue the layer for background fetching (unless disabled).
+ */
+import { SpanCache } from "../cache/span_cache.ts";
+import type { Descriptor } from "../oci/types.ts";
+import type { FetchedManifest } from "../registry/types.ts";
+import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import { mountTree } from "../vfs/serve.ts";
+import type { Ztoc } from "../ztoc/types.ts";
+import { BackgroundFetcher } from "./background_fetcher.ts";
+import { openLayer, type Layer, type LayerSource } from "./layer.ts";
+import type { OpaqueXattrMode } from "./metadata.ts";
+import { TaskGate, sleep } from "./task_gate.ts";
+import type { CheckpointInflater } from "./ztoc_layout.ts";
+
+export interface LayerFsOptions {
+  /** Directory for the disk span cache and unpacked layers (`<root>/spancache`, `<root>/unpacked`). */
+  root: string;
+  inflate: CheckpointInflater;
+  spanCache?: { memoryMaxBytes?: number; diskMaxBytes?: number; dir?: string };
+  backgroundFetch?: { disable?: boolean; silencePeriodMsec?: number; fetchPeriodMsec?: number; maxQueueSize?: number };
+  /** Milliseconds one span fetch may take (default 30 000). */
+  fetchTimeoutMs?: number;
+  verificationRetries?: number;
+  disableVerification?: boolean;
+  /** Milliseconds prefetching may take during a mount (default 30 000). */
+  prefetchTimeoutMs?: number;
+  opaqueXattr?: OpaqueXattrMode;
+  /** FUSE cache lifetimes. */
+  fuse?: { attrTimeoutSec?: number; entryTimeoutSec?: number; negativeTimeoutSec?: number; allowOther?: boolean };
+  logger?: Logger;
+}
+
+export interface MountLayerOptions {
+  source: LayerSource;
+  /** The image manifest the layer belongs to (for logs and future checks). */
+  imageManifest?: FetchedManifest;
+  layer: Descriptor;
+  mountpoint: string;
+  /** The layer's zTOC; absent → fetched whole. */
+  ztoc?: Ztoc;
+  /** Inclusive span id ranges from the index's prefetch artifact. */
+  prefetchSpans?: Array<[number, number]>;
+  signal?: AbortSignal;
+}
+
+interface Mounted {
+  layer: Layer;
+  source: LayerSource;
+  unmount: () => Promise<void>;
+}
+
+export class LayerFs {
+  readonly cache: SpanCache;
+  readonly gate: TaskGate;
+  readonly background: BackgroundFetcher | undefined;
+  readonly #o: LayerFsOptions;
+  readonly #logger: Logger;
+  readonly #mounts = new Map<string, Mounted>();
+
+  private constructor(opts: LayerFsOptions, cache: SpanCache) {
+    this.#o = opts;
+    this.#logger = opts.logger ?? silentLogger;
+    this.cache = cache;
+    const bg = opts.backgroundFetch ?? {};
+    this.gate = new TaskGate({ silenceMs: bg.silencePeriodMsec ?? 30_000 });
+    this.background = bg.disable
+      ? undefined
+      : new BackgroundFetcher({ gate: this.gate, fetchPeriodMs: bg.fetchPeriodMsec, maxQueueSize: bg.maxQueueSize, logger: this.#logger });
+  }
+
+  /** Open the shared span cache and return a LayerFs. */
+  static async create(opts: LayerFsOptions): Promise<LayerFs> {
+    const sc = opts.spanCache ?? {};
+    const cache = await SpanCache.open({
+      dir: sc.dir || `${opts.root}/spancache`,
+      memoryBytes: sc.memoryMaxBytes,
+      diskBytes: sc.diskMaxBytes,
+    });
+    return new LayerFs(opts, cache);
+  }
+
+  /** Mount one layer (steps 1-4). Throws AlreadyExistsError when `mountpoint` is served already. */
+  async mountLayer(opts: MountLayerOptions): Promise<Layer> {
+    if (this.#mounts.has(opts.mountpoint)) {
+      throw new AlreadyExistsError(`Cannot mount layer "${opts.layer.digest}": "${opts.mountpoint}" is mounted already`);
+    }
+    this.gate.touch();
+    // 1.
+    const layer = await openLayer({
+      source: opts.source,
+      layer: opts.layer,
+      ztoc: opts.ztoc,
+      cache: this.cache,
+      gate: this.gate,
+      inflate: this.#o.inflate,
+      unpackDir: `${this.#o.root}/unpacked`,
+      fetchTimeoutMs: this.#o.fetchTimeoutMs,
+      verificationRetries: this.#o.verificationRetries,
+      disableVerification: this.#o.disableVerification,
+      opaqueXattr: this.#o.opaqueXattr,
+      logger: this.#logger,
+      signal: opts.signal,
+    });
+    // 2.
+    let served: { unmount(): Promise<void> | void };
+    try {
+      served = await mountTree(layer.root, opts.mountpoint, {
+        attrTimeoutSec: this.#o.fuse?.attrTimeoutSec,
+        entryTimeoutSec: this.#o.fuse?.entryTimeoutSec,
+        negativeTimeoutSec: this.#o.fuse?.negativeTimeoutSec,
+        allowOther: this.#o.fuse?.allowOther,
+        fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
+      });
+    } catch (err) {
+      await layer.close();
+      throw err;
+    }
+    const mounted: Mounted = {
+      layer,
+      source: opts.source,
+      unmount: async () => {
+        if (layer.manager) this.background?.remove(layer.manager);
+        await served.unmount();
+        await layer.close();
+      },
+    };
+    this.#mounts.set(opts.mountpoint, mounted);
+    this.#logger.info("Layer mounted", { layer: layer.digest, mountpoint: opts.mountpoint, lazy: layer.manager !== undefined });
+    // 3.
+    if (layer.manager && opts.prefetchSpans?.length) await this.#prefetch(layer, opts.prefetchSpans);
+    // 4.
+    if (layer.manager && this.background && !layer.manager.complete()) {
+      this.background.add({
+        manager: layer.manager,
+        fetchRanges: layer.fetchRanges!,
+        onDone: (err) => layer.setError(err),
+      });
+    }
+    return layer;
+  }
+
+  /** The layer served at `mountpoint`; NotFoundError when none. */
+  layer(mountpoint: string): Layer {
+    const m = this.#mounts.get(mountpoint);
+    if (!m) throw new NotFoundError(`Cannot find layer mount "${mountpoint}": not mounted by this process`);
+    return m.layer;
+  }
+
+  /** Every mounted layer by mount point. */
+  layers(): Map<string, Layer> {
+    return new Map([...this.#mounts].map(([k, v]) => [k, v.layer]));
+  }
+
+  /**
+   * Check a mount: NotFoundError when it is not ours, UnavailableError when the layer is lazy and its blob
+   * cannot be reached (a one-byte Range read, bounded by the fetch timeout).
+   */
+  async check(mountpoint: string): Promise<void> {
+    const m = this.#mounts.get(mountpoint);
+    if (!m) throw new NotFoundError(`Cannot check layer mount "${mountpoint}": not mounted by this process`);
+    if (!m.layer.manager || m.layer.manager.complete()) return;
+    try {
+      await m.layer.fetchRanges!([[0, 1]], AbortSignal.timeout(this.#o.fetchTimeoutMs ?? 30_000));
+    } catch (err) {
+      throw new UnavailableError(`Cannot reach layer "${m.layer.digest}" of mount "${mountpoint}": ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /** Unmount one layer; NotFoundError when `mountpoint` is not ours. */
+  async unmount(mountpoint: string): Promise<void> {
+    const m = this.#mounts.get(mountpoint);
+    if (!m) throw new NotFoundError(`Cannot unmount "${mountpoint}": not mounted by this process`);
+    this.#mounts.delete(mountpoint);
+    await m.unmount();
+    this.#logger.info("Layer unmounted", { layer: m.layer.digest, mountpoint });
+  }
+
+  /** Stop background fetching, unmount every layer and flush the cache. */
+  async close(): Promise<void> {
+    await this.background?.close();
+    for (const mp of [...this.#mounts.keys()]) {
+      await this.unmount(mp).catch((err) => this.#logger.error("Cannot unmount layer", { mountpoint: mp, cause: errorMessage(err) }));
+    }
+    await this.cache.flush();
+  }
+
+  async #prefetch(layer: Layer, ranges: Array<[number, number]>): Promise<void> {
+    const ids: number[] = [];
+    for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, layer.manager!.layout.spanCount - 1); i++) ids.push(i);
+    const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
+    const ctl = new AbortController();
+    try {
+      await Promise.race([layer.manager!.fetchSpans([...new Set(ids)].sort((x, y) => x - y), ctl.signal), sleep(timeoutMs, ctl.signal)]);
+    } catch (err) {
+      this.#logger.warn("Prefetch failed; spans will be fetched on demand", { layer: layer.digest, cause: errorMessage(err) });
+    } finally {
+      ctl.abort();
+    }
+  }
+}
