@@ -18,7 +18,7 @@
  *   rx 10: READ n3 fh=1 [0 +131072)
  *   tx 10: OK 4096 bytes
  */
-import { errorMessage } from "../util/errors.ts";
+import { errorMessage, FormatError } from "../util/errors.ts";
 import {
   ACCESS_IN_SIZE, BATCH_FORGET_IN_SIZE, FORGET_IN_SIZE, FORGET_ONE_SIZE, FUSE_ACCESS, FUSE_ASYNC_DIO,
   FUSE_ASYNC_READ, FUSE_BATCH_FORGET, FUSE_BIG_WRITES, FUSE_CACHE_SYMLINKS, FUSE_DESTROY,
@@ -273,7 +273,8 @@ export class ProtocolServer {
   }
 
   #failFrom(h: InHeader, name: string, err: unknown): ReplyIov | undefined {
-    const errno = toErrno(err);
+    // A request whose arguments cannot be decoded is the caller's fault: EINVAL, not EIO.
+    const errno = err instanceof FormatError ? EINVAL : toErrno(err);
     if (errno === EIO && !(err instanceof FuseErrno)) {
       this.onError(`Cannot serve FUSE ${name} of node ${h.nodeid}: ${errorMessage(err)}`);
     }
