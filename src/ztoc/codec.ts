@@ -197,9 +197,7 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
   let checkpoints = new Uint8Array(0);
   if (ciTable) {
     const enumValue = ciTable.int8(SLOT.ci.algorithm, "compression_algorithm", 1);
-    const a = ALGORITHM_BY_ENUM.get(enumValue);
-    if (a === undefined) buf.fail(`unknown compression algorithm ${enumValue}`, ciTable.pos);
-    algorithm = a;
+    algorithm = ALGORITHM_BY_ENUM.get(enumValue) ?? buf.fail(`unknown compression algorithm ${enumValue}`, ciTable.pos);
     maxSpanId = ciTable.int32(SLOT.ci.maxSpanId, "max_span_id", 0);
     const dv = ciTable.vector(SLOT.ci.spanDigests, "span_digests", 4);
     for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, `span_digests[${i}]`));

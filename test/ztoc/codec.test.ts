@@ -52,3 +52,163 @@ describe("zTOC codec", () => {
     expect(back.compressedArchiveSize).toBe(2000000);
   });
 });
+
+import { WINDOW_SIZE } from "../../src/compress/types.ts";
+import { ZtocFormatError } from "../../src/util/errors.ts";
+import { encodeGzipZinfo } from "../../src/ztoc/zinfo_gzip.ts";
+import { encodeTarZinfo } from "../../src/ztoc/zinfo_tar.ts";
+import { Rand } from "../_harness/rand.ts";
+
+const digestOf = (s: string) => `sha256:${sha256(new TextEncoder().encode(s))}`;
+
+function sampleZtoc(algorithm: "gzip" | "uncompressed"): Ztoc {
+  const meta = (over: Partial<FileMetadata>): FileMetadata => ({ ...zeroMetadata(), type: "reg", ...over });
+  const toc: FileMetadata[] = [
+    meta({ name: "etc/", type: "dir", uncompressedOffset: 512, mode: 0o755, modTime: "2023-11-14T22:13:20Z" }),
+    meta({
+      name: "etc/passwd",
+      uncompressedOffset: 1024,
+      uncompressedSize: 700,
+      mode: 0o4755,
+      uid: 4294967295,
+      gid: 42,
+      uname: "root",
+      gname: "wheel",
+      modTime: "2023-11-14T22:13:20.25Z",
+      xattrs: [
+        { key: "mtime", value: "1700000000.25" },
+        { key: "SCHILY.xattr.user.k", value: "v" },
+      ],
+    }),
+    meta({ name: "dev/null", type: "char", uncompressedOffset: 2560, devmajor: 1, devminor: 3 }),
+    meta({ name: "link", type: "symlink", uncompressedOffset: 3072, linkname: "etc/passwd" }),
+    meta({ name: "ünïcode/ファイル", uncompressedOffset: 3584, uncompressedSize: 3, modTime: "" }),
+  ];
+  const checkpoints =
+    algorithm === "gzip"
+      ? encodeGzipZinfo(
+          [
+            { in: 10, out: 0, bits: 0, window: new Uint8Array(WINDOW_SIZE) },
+            { in: 900, out: 2000, bits: 5, window: new Uint8Array(WINDOW_SIZE).fill(7) },
+          ],
+          1024,
+        )
+      : encodeTarZinfo({ version: 2, spanSizeBytes: 4096, sizeBytes: 6144 });
+  return {
+    version: "0.9",
+    buildToolIdentifier: "soci-ts test",
+    compressedArchiveSize: algorithm === "gzip" ? 1500 : 6144,
+    uncompressedArchiveSize: 6144,
+    toc,
+    compressionInfo: { algorithm, maxSpanId: 1, spanDigests: [digestOf("a"), digestOf("b")], checkpoints },
+  };
+}
+
+describe("zTOC codec round trip and validation", () => {
+  for (const algorithm of ["gzip", "uncompressed"] as const) {
+    test(`${algorithm}: every field survives encode → decode; xattrs come back sorted by key`, () => {
+      const z = sampleZtoc(algorithm);
+      const bytes = encodeZtoc(z);
+      const back = decodeZtoc(bytes);
+      expect(back.version).toBe(z.version);
+      expect(back.buildToolIdentifier).toBe(z.buildToolIdentifier);
+      expect(back.compressedArchiveSize).toBe(z.compressedArchiveSize);
+      expect(back.uncompressedArchiveSize).toBe(z.uncompressedArchiveSize);
+      expect(back.compressionInfo).toEqual(z.compressionInfo);
+      expect(back.toc.length).toBe(z.toc.length);
+      z.toc.forEach((m, i) => {
+        const b = back.toc[i]!;
+        for (const k of Object.keys(m) as (keyof FileMetadata)[]) {
+          if (k === "xattrs") continue;
+          expect([k, b[k]]).toEqual([k, m[k]]);
+        }
+        expect(b.xattrs).toEqual([...m.xattrs].sort((p, q) => (p.key < q.key ? -1 : 1)));
+      });
+      // Deterministic: re-encoding the decoded zTOC gives the same bytes.
+      expect(encodeZtoc(back)).toEqual(bytes);
+    });
+  }
+
+  test("uncompressed zTOCs store the algorithm; gzip ones do not", () => {
+    expect(encodeZtoc(sampleZtoc("uncompressed")).length).toBeGreaterThan(0);
+    const g = sampleZtoc("gzip");
+    expect(encodeZtoc({ ...g, compressionInfo: { ...g.compressionInfo, algorithm: "" as "gzip" } })).toEqual(encodeZtoc(g));
+  });
+
+  test("semantic checks: digest count, digest syntax, overlapping entries, entries beyond the archive, checkpoints", () => {
+    const g = sampleZtoc("gzip");
+    const bad = (patch: (z: Ztoc) => void): Uint8Array => {
+      const z = structuredClone(g);
+      patch(z);
+      return encodeZtoc(z);
+    };
+    const cases: [string, Uint8Array, RegExp][] = [
+      ["digest count", bad((z) => z.compressionInfo.spanDigests.pop()), /1 span digests for max_span_id 1/],
+      ["digest syntax", bad((z) => (z.compressionInfo.spanDigests[1] = "sha256:xyz")), /span digest 1 "sha256:xyz"/],
+      ["overlap", bad((z) => (z.toc[2]!.uncompressedOffset = 1100)), /overlaps the previous entry/],
+      ["beyond archive", bad((z) => (z.toc[1]!.uncompressedSize = 1e6)), /beyond the uncompressed archive size/],
+      ["unknown type", bad((z) => (z.toc[0]!.type = "sock" as "reg")), /unknown type "sock"/],
+      ["checkpoint count", bad((z) => (z.compressionInfo.maxSpanId = 0, z.compressionInfo.spanDigests.pop())), /2 checkpoints for max_span_id 0/],
+      ["blob length", bad((z) => (z.compressionInfo.checkpoints = z.compressionInfo.checkpoints.subarray(0, 100))), /fits neither version/],
+      ["checkpoint beyond archive", bad((z) => (z.compressedArchiveSize = 800)), /checkpoint 1 .* lies beyond the archive/],
+    ];
+    for (const [what, bytes, msg] of cases) {
+      expect(() => decodeZtoc(bytes), what).toThrow(msg);
+    }
+    const u = sampleZtoc("uncompressed");
+    expect(() => decodeZtoc(encodeZtoc({ ...u, compressedArchiveSize: 9000 }))).toThrow(/TarZinfo size 6144 is not the archive size 9000/);
+  });
+
+  test("structural checks: empty, truncated and pointer-corrupted buffers", () => {
+    expect(() => decodeZtoc(new Uint8Array(0))).toThrow(/too short/);
+    const bytes = encodeZtoc(sampleZtoc("gzip"));
+    expect(() => decodeZtoc(bytes.subarray(0, bytes.length / 2))).toThrow(ZtocFormatError);
+    const b = bytes.slice();
+    new DataView(b.buffer).setUint32(0, 0xfffffff0, true);
+    expect(() => decodeZtoc(b)).toThrow(/out of bounds/);
+  });
+
+  test("seeded mutations: thousands of corrupted zTOCs decode or throw ZtocFormatError, never anything else", () => {
+    const rand = new Rand("ztoc-mutations");
+    // A small gzip zTOC keeps the structural part (everything but the windows) dense in the mutation space.
+    const base = encodeZtoc(sampleZtoc("gzip"));
+    const windowsStart = base.indexOf(7); // first byte of the 0x07-filled window
+    let decoded = 0;
+    let rejected = 0;
+    for (let i = 0; i < 5000; i++) {
+      const m = base.slice();
+      const kind = rand.int(4);
+      if (kind === 0) {
+        const n = 1 + rand.int(8);
+        for (let k = 0; k < n; k++) m[rand.int(m.length)] = rand.int(256);
+      } else if (kind === 1) {
+        // Corrupt one aligned 32-bit word (offsets, lengths) outside the windows.
+        const at = 4 * rand.int(Math.floor(m.length / 4));
+        if (at < windowsStart || at > windowsStart + 2 * 32768) new DataView(m.buffer).setUint32(at, rand.u32(), true);
+        else m[rand.int(64)] = rand.int(256);
+      } else if (kind === 2) {
+        const at = rand.int(Math.min(m.length, 256));
+        m[at] = m[at]! ^ (1 << rand.int(8));
+      } else {
+        const cut = rand.int(m.length);
+        try {
+          decodeZtoc(m.subarray(0, cut));
+          decoded++;
+        } catch (e) {
+          if (!(e instanceof ZtocFormatError)) throw e;
+          rejected++;
+        }
+        continue;
+      }
+      try {
+        decodeZtoc(m);
+        decoded++;
+      } catch (e) {
+        if (!(e instanceof ZtocFormatError)) throw new Error(`mutation ${i} threw ${String(e)}`);
+        rejected++;
+      }
+    }
+    expect(decoded + rejected).toBe(5000);
+    expect(rejected).toBeGreaterThan(1000);
+  });
+});
