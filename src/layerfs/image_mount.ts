@@ -1,0 +1,137 @@
+/**
+ * Mounting a whole image read-only: every layer through `LayerFs`, merged with overlayfs.
+ *
+ * `mountImage` steps:
+ *   1. Resolve the image manifest for the host platform.
+ *   2. Discover its SOCI index and zTOCs (local store, v2 annotation, v1 referrers, as enabled); no index →
+ *      every layer is fetched whole.
+ *   3. Read the index's prefetch artifacts (span ranges per layer), when there are any.
+ *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`.
+ *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
+ *      lowerdir = top layer first. overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the
+ *      lower dirs, which are served by this very process, so it must not block our event loop.
+ * `unmount()` undoes 5 then 4, and never throws for a mount already gone.
+ */
+import { execFile } from "node:child_process";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { Manifest } from "../oci/types.ts";
+import type { FetchedManifest } from "../registry/types.ts";
+import type { ArtifactStore } from "../soci/artifact_store.ts";
+import { discoverIndex } from "../soci/discover.ts";
+import type { RegistryLocation } from "../soci/image_location.ts";
+import { ANNOTATION_IMAGE_LAYER_DIGEST, PREFETCH_ARTIFACT_MEDIA_TYPE } from "../soci/index.ts";
+import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import type { Layer } from "./layer.ts";
+import type { LayerFs } from "./remote_fs.ts";
+
+const run = promisify(execFile);
+
+export interface MountImageOptions {
+  /** Where the image lives (registry client + reference). */
+  location: RegistryLocation;
+  /** Directory for the per-layer mounts (created; emptied on unmount). */
+  workDir: string;
+  /** Local artifact store, consulted first when `modes.localStore`. */
+  store?: ArtifactStore;
+  /** Discovery steps (config `pull_modes`); default: local store and v2 on, v1 off, as SOCI. */
+  modes?: { localStore: boolean; v1: boolean; v2: boolean };
+  /** Mount only this layer (at the mount point, no overlay). */
+  layerDigest?: string;
+  /** Use SOCI prefetch artifacts (config `[prefetch] enable`, default true). */
+  prefetch?: boolean;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+export interface MountedImage {
+  manifest: FetchedManifest;
+  /** How the index was found, or undefined when the image has none. */
+  indexFoundBy: "store" | "v1" | "v2" | undefined;
+  /** Layers bottom first, with where each is mounted. */
+  layers: Array<{ layer: Layer; mountpoint: string }>;
+  unmount(): Promise<void>;
+}
+
+/** Mount an image at `mountpoint` (steps 1-5). Throws NotFoundError for an unknown `layerDigest`. */
+export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountImageOptions): Promise<MountedImage> {
+  const logger = opts.logger ?? silentLogger;
+  const loc = opts.location;
+  const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
+  // 1.
+  const manifest = await loc.client.resolveImage(loc.ref, { signal: opts.signal });
+  const m = manifest.manifest as Manifest;
+  let layers = m.layers;
+  if (opts.layerDigest) {
+    layers = layers.filter((l) => l.digest === opts.layerDigest);
+    if (layers.length === 0) {
+      throw new NotFoundError(`Cannot mount layer "${opts.layerDigest}": image "${loc.name}" has no such layer`);
+    }
+  }
+  // 2.
+  const found = await discoverIndex(loc, manifest, {
+    store: modes.localStore ? opts.store : undefined,
+    modes: { v1: modes.v1, v2: modes.v2 },
+    signal: opts.signal,
+    onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
+  });
+  if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: loc.name });
+  else logger.info("SOCI index found", { image: loc.name, index: found.indexDescriptor.digest, foundBy: found.foundBy });
+  // 3.
+  const prefetch = new Map<string, Array<[number, number]>>();
+  if (found && opts.prefetch !== false) {
+    for (const d of found.index.layers.filter((d) => d.mediaType === PREFETCH_ARTIFACT_MEDIA_TYPE)) {
+      try {
+        const doc = JSON.parse(new TextDecoder().decode(await loc.getBlob(d.digest, { signal: opts.signal })));
+        const spans = (doc.prefetch_spans ?? []) as Array<{ start_span: number; end_span: number }>;
+        prefetch.set(d.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST] ?? "", spans.map((s) => [s.start_span, s.end_span]));
+      } catch (err) {
+        logger.warn("Cannot read prefetch artifact", { digest: d.digest, cause: errorMessage(err) });
+      }
+    }
+  }
+  // 4.
+  const mounted: MountedImage["layers"] = [];
+  let overlay = false;
+  const unmount = async () => {
+    if (overlay) await run("umount", [mountpoint]).catch((err) => logger.warn("Cannot unmount overlay", { mountpoint, cause: errorMessage(err) }));
+    overlay = false;
+    for (const { mountpoint: mp } of mounted.splice(0).reverse()) {
+      await fs.unmount(mp).catch((err) => logger.warn("Cannot unmount layer", { mountpoint: mp, cause: errorMessage(err) }));
+    }
+    await rm(join(opts.workDir, "layers"), { recursive: true, force: true }).catch(() => {});
+  };
+  try {
+    const single = layers.length === 1;
+    for (const [i, l] of layers.entries()) {
+      const mp = single ? mountpoint : join(opts.workDir, "layers", String(i));
+      if (!single) await mkdir(mp, { recursive: true });
+      const layer = await fs.mountLayer({
+        source: { client: loc.client, ref: loc.ref },
+        imageManifest: manifest,
+        layer: l,
+        mountpoint: mp,
+        ztoc: found?.ztocs.get(l.digest),
+        prefetchSpans: prefetch.get(l.digest),
+        signal: opts.signal,
+      });
+      mounted.push({ layer, mountpoint: mp });
+    }
+    // 5.
+    if (!single) {
+      const lower = mounted.map((x) => x.mountpoint).reverse().join(":");
+      try {
+        await run("mount", ["-t", "overlay", "overlay", "-o", `ro,lowerdir=${lower}`, mountpoint]);
+      } catch (err) {
+        throw new FailedPreconditionError(`Cannot mount overlay at "${mountpoint}": ${errorMessage(err)}`, { cause: err });
+      }
+      overlay = true;
+    }
+  } catch (err) {
+    await unmount();
+    throw err;
+  }
+  return { manifest, indexFoundBy: found?.foundBy, layers: mounted, unmount };
+}
