@@ -1,0 +1,220 @@
+/**
+ * Building SOCI indexes: one zTOC per image layer that is big enough and of a supported format, then the
+ * index manifest listing them (see index.ts).
+ *
+ * Steps of `buildIndex(location, image)`:
+ *  1. for each layer, in image order: skip it when smaller than `minLayerSizeBytes` (compressed size, as SOCI
+ *     compares) or when its media type has no zinfo backend (zstd); else stream the blob through the zTOC
+ *     builder (src/ztoc/builder.ts), which inflates it once, recording checkpoints every `spanSizeBytes`;
+ *  2. encode each zTOC (FlatBuffers) and describe it with the layer annotations SOCI writes;
+ *  3. assemble the index: v1 with the image manifest as subject, v2 without;
+ *  4. fail with FailedPreconditionError when every layer was skipped (SOCI's ErrEmptyIndex).
+ * Nothing is stored here; `createIndexes` (create.ts) stores, records and pushes.
+ */
+import { MediaType } from "../oci/media_types.ts";
+import type { Descriptor } from "../oci/types.ts";
+import { FailedPreconditionError, FormatError, InvalidArgumentError } from "../util/errors.ts";
+import type { Ztoc } from "../ztoc/types.ts";
+import { buildZtoc } from "../ztoc/builder.ts";
+import { sha256Digest } from "./artifact_store.ts";
+import type { ImageLocation } from "./image_location.ts";
+import {
+  createIndex,
+  DEFAULT_BUILD_TOOL_IDENTIFIER,
+  DEFAULT_MIN_LAYER_SIZE_BYTES,
+  DEFAULT_SPAN_SIZE_BYTES,
+  encodeIndex,
+  type SociIndex,
+  type SociIndexVersion,
+  ztocDescriptor,
+} from "./index.ts";
+import type { ResolvedImage } from "./resolve_images.ts";
+
+/** How a layer's media type is indexed: a zinfo backend name, or undefined when it cannot be. */
+export type LayerFormat = "gzip" | "uncompressed";
+
+/**
+ * Layer media types → zinfo backend, as SOCI maps containerd's DiffCompression names: gzip types to gzip,
+ * plain tar (and unknown types) to the tar backend; zstd has none (skipped, the index is sparse).
+ */
+const LAYER_FORMATS: Record<string, LayerFormat | undefined> = {
+  [MediaType.OCI_LAYER_GZIP]: "gzip",
+  [MediaType.OCI_LAYER_NONDIST_GZIP]: "gzip",
+  [MediaType.DOCKER_LAYER_GZIP]: "gzip",
+  [MediaType.DOCKER_LAYER_FOREIGN_GZIP]: "gzip",
+  [MediaType.OCI_LAYER]: "uncompressed",
+  "application/vnd.oci.image.layer.nondistributable.v1.tar": "uncompressed",
+  [MediaType.OCI_LAYER_ZSTD]: undefined,
+  "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": undefined,
+};
+
+/** The zinfo backend of a layer media type; undefined for zstd. Unknown types are treated as plain tar. */
+export function layerFormat(mediaType: string): LayerFormat | undefined {
+  return mediaType in LAYER_FORMATS ? LAYER_FORMATS[mediaType] : "uncompressed";
+}
+
+/** Progress of one layer: compressed bytes consumed so far of `totalBytes`. */
+export interface LayerProgress {
+  layerDigest: string;
+  /** 0-based position of the layer in the image. */
+  layerIndex: number;
+  doneBytes: number;
+  totalBytes: number;
+}
+
+export interface BuildOptions {
+  /** Uncompressed bytes per span (default 4 MiB). */
+  spanSizeBytes?: number;
+  /** Layers with a smaller compressed size are skipped (default 10 MiB; 0 indexes every layer). */
+  minLayerSizeBytes?: number;
+  /** Written into every zTOC and the index (default "AWS SOCI CLI v0.2"). */
+  buildToolIdentifier?: string;
+  /** Called as layer bytes are consumed. */
+  onProgress?: (p: LayerProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** A built zTOC and the layer it indexes. */
+export interface LayerZtoc {
+  layer: Descriptor;
+  ztoc: Ztoc;
+  /** Encoded zTOC (FlatBuffers). */
+  bytes: Uint8Array;
+  /** The zTOC's descriptor as listed in the index. */
+  descriptor: Descriptor;
+}
+
+/** A layer the builder did not index, and why. */
+export interface SkippedLayer {
+  layer: Descriptor;
+  reason: string;
+}
+
+/** A built index, not stored yet. */
+export interface BuiltIndex {
+  version: SociIndexVersion;
+  image: ResolvedImage;
+  index: SociIndex;
+  bytes: Uint8Array;
+  descriptor: Descriptor;
+  ztocs: LayerZtoc[];
+  skipped: SkippedLayer[];
+}
+
+/** Check and default the build options. */
+export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "onProgress" | "signal">> {
+  const spanSizeBytes = opts.spanSizeBytes ?? DEFAULT_SPAN_SIZE_BYTES;
+  const minLayerSizeBytes = opts.minLayerSizeBytes ?? DEFAULT_MIN_LAYER_SIZE_BYTES;
+  if (!Number.isSafeInteger(spanSizeBytes) || spanSizeBytes <= 0) {
+    throw new InvalidArgumentError(`Cannot build SOCI index: span size "${opts.spanSizeBytes}" is not a positive integer`);
+  }
+  if (!Number.isSafeInteger(minLayerSizeBytes) || minLayerSizeBytes < 0) {
+    throw new InvalidArgumentError(`Cannot build SOCI index: minimum layer size "${opts.minLayerSizeBytes}" is not a non-negative integer`);
+  }
+  return { spanSizeBytes, minLayerSizeBytes, buildToolIdentifier: opts.buildToolIdentifier ?? DEFAULT_BUILD_TOOL_IDENTIFIER };
+}
+
+/**
+ * Build the zTOC of one layer from a stream of its blob bytes.
+ * @throws the zTOC builder's format errors (GzipFormatError, TarFormatError) naming the layer
+ */
+export async function buildLayerZtoc(
+  stream: ReadableStream<Uint8Array>,
+  layer: Descriptor,
+  opts: BuildOptions & { layerIndex?: number } = {},
+): Promise<LayerZtoc> {
+  const settings = buildSettings(opts);
+  const format = layerFormat(layer.mediaType);
+  if (format === undefined) {
+    throw new FailedPreconditionError(`Cannot build zTOC of layer "${layer.digest}": media type "${layer.mediaType}" is not supported`);
+  }
+  let done = 0;
+  const counted = opts.onProgress
+    ? stream.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, c) {
+          done += chunk.length;
+          opts.onProgress!({ layerDigest: layer.digest, layerIndex: opts.layerIndex ?? 0, doneBytes: done, totalBytes: layer.size });
+          c.enqueue(chunk);
+        },
+      }),
+    )
+    : stream;
+  let built;
+  try {
+    built = await buildZtoc(counted, {
+      algorithm: format,
+      spanSizeBytes: settings.spanSizeBytes,
+      buildToolIdentifier: settings.buildToolIdentifier,
+      signal: opts.signal,
+    });
+  } catch (cause) {
+    if (cause instanceof Error && cause.name === "AbortError") throw cause;
+    throw rename(cause, `Cannot build zTOC of layer "${layer.digest}"`);
+  }
+  const { ztoc, bytes, digest } = built;
+  if (ztoc.compressedArchiveSize !== layer.size) {
+    throw new InvalidArgumentError(
+      `Cannot build zTOC of layer "${layer.digest}": the blob has ${ztoc.compressedArchiveSize} bytes, its descriptor says ${layer.size}`,
+    );
+  }
+  const descriptor = ztocDescriptor({ digest, size: bytes.length }, layer, settings.spanSizeBytes);
+  return { layer, ztoc, bytes, descriptor };
+}
+
+/** Build the index of one platform image (see the steps at the top of this file). */
+export async function buildIndex(
+  location: ImageLocation,
+  image: ResolvedImage,
+  opts: BuildOptions & { version: SociIndexVersion },
+): Promise<BuiltIndex> {
+  const settings = buildSettings(opts);
+  const ztocs: LayerZtoc[] = [];
+  const skipped: SkippedLayer[] = [];
+  // 1-2. One zTOC per eligible layer, in image order.
+  for (const [i, layer] of image.manifest.layers.entries()) {
+    opts.signal?.throwIfAborted();
+    if (layer.size < settings.minLayerSizeBytes) {
+      skipped.push({ layer, reason: `smaller than the minimum layer size (${layer.size} < ${settings.minLayerSizeBytes} bytes)` });
+      continue;
+    }
+    if (layerFormat(layer.mediaType) === undefined) {
+      skipped.push({ layer, reason: `media type "${layer.mediaType}" is not supported (expect tar or gzip)` });
+      continue;
+    }
+    const stream = await location.getBlobStream(layer.digest, layer.size, { signal: opts.signal });
+    ztocs.push(await buildLayerZtoc(stream, layer, { ...opts, layerIndex: i }));
+  }
+  // 4. An index without zTOCs is refused, as SOCI does.
+  if (ztocs.length === 0) {
+    throw new FailedPreconditionError(
+      `Cannot build SOCI index of "${location.name}" (${image.descriptor.digest}): every layer was skipped (${
+        skipped.map((s) => `${s.layer.digest}: ${s.reason}`).join("; ")
+      }); lower --min-layer-size`,
+    );
+  }
+  // 3. The index manifest.
+  const subject = opts.version === "v1"
+    ? { mediaType: image.descriptor.mediaType, digest: image.descriptor.digest, size: image.descriptor.size }
+    : undefined;
+  const index = createIndex(opts.version, ztocs.map((z) => z.descriptor), {
+    ...(subject ? { subject } : {}),
+    buildToolIdentifier: settings.buildToolIdentifier,
+  });
+  const bytes = encodeIndex(index);
+  const descriptor: Descriptor = { mediaType: MediaType.OCI_MANIFEST, digest: sha256Digest(bytes), size: bytes.length };
+  return { version: opts.version, image, index, bytes, descriptor, ztocs, skipped };
+}
+
+/** The same error class, its message prefixed with what was being done (offset kept for format errors). */
+function rename(err: unknown, prefix: string): unknown {
+  if (!(err instanceof Error)) return err;
+  const msg = `${prefix}: ${err.message.replace(/^Cannot build zTOC: /, "")}`;
+  if (err instanceof FormatError) return new (err.constructor as typeof FormatError)(msg, err.offset, { cause: err });
+  const Ctor = err.constructor as new (m: string, o?: ErrorOptions) => Error;
+  try {
+    return new Ctor(msg, { cause: err });
+  } catch {
+    return err;
+  }
+}

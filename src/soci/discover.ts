@@ -1,0 +1,165 @@
+/**
+ * Finding an image's SOCI index and its zTOCs at mount time (SOCI's fs.go findSociIndexDesc +
+ * FetchSociArtifacts), in this order, each step switchable:
+ *  1. the local artifact store (`store`): a record for the image manifest digest, else for its config digest
+ *     (an index built from the same image under another manifest), kept only when every zTOC it lists is for
+ *     a layer of this image;
+ *  2. v2 (`modes.v2`): the `com.amazon.soci.index-digest` annotation of the image manifest;
+ *  3. v1 (`modes.v1`): referrers of the manifest digest with the v1 artifact type — the Referrers API, else
+ *     the `sha256-<hex>` fallback tag (the registry client does both); the first one is used, as SOCI does.
+ * The index and its zTOCs are then read from the store, else fetched from the image's location (verified by
+ * digest) and stored locally for the next mount. Layers without a zTOC are simply absent from the map.
+ */
+import type { Descriptor, Manifest } from "../oci/types.ts";
+import type { FetchedManifest } from "../registry/types.ts";
+import { errorMessage, FormatError, NotFoundError } from "../util/errors.ts";
+import type { Ztoc } from "../ztoc/types.ts";
+import { decodeZtoc } from "../ztoc/codec.ts";
+import type { ArtifactStore } from "./artifact_store.ts";
+import type { ImageLocation } from "./image_location.ts";
+import {
+  ANNOTATION_IMAGE_LAYER_DIGEST,
+  ANNOTATION_INDEX_DIGEST,
+  decodeIndex,
+  indexVersion,
+  SOCI_INDEX_V1_ARTIFACT_TYPE,
+  type SociIndex,
+  type SociIndexVersion,
+  ztocDescriptors,
+} from "./index.ts";
+import { MediaType } from "../oci/media_types.ts";
+
+export interface DiscoverOptions {
+  /** Local artifact store, consulted first; undefined skips it. */
+  store?: ArtifactStore;
+  /** Remote discovery modes (SOCI's pull_modes.soci_v1 / soci_v2). */
+  modes: { v1: boolean; v2: boolean };
+  signal?: AbortSignal;
+  /** Called with one line per step that found nothing or failed (for debug logs). */
+  onMiss?: (step: "store" | "v2" | "v1", why: string) => void;
+}
+
+export interface DiscoveredIndex {
+  index: SociIndex;
+  indexDescriptor: Descriptor;
+  /** zTOC of each indexed layer, by layer digest. */
+  ztocs: Map<string, Ztoc>;
+  /** Where the index was found. */
+  foundBy: "store" | "v2" | "v1";
+  version: SociIndexVersion;
+}
+
+/**
+ * The SOCI index of an image and its zTOCs, or undefined when no enabled step finds one (the caller then
+ * pulls the image normally).
+ * @throws DigestMismatchError, ZtocFormatError when an index or zTOC was found but is corrupt
+ */
+export async function discoverIndex(
+  source: ImageLocation,
+  imageManifest: FetchedManifest,
+  opts: DiscoverOptions,
+): Promise<DiscoveredIndex | undefined> {
+  const manifest = imageManifest.manifest as Manifest;
+  const manifestDigest = imageManifest.descriptor.digest;
+  const layerDigests = new Set(manifest.layers.map((l) => l.digest));
+  const miss = opts.onMiss ?? (() => {});
+
+  // 1. The local store.
+  if (opts.store) {
+    const records = await opts.store.findRecords({ manifestDigest, configDigest: manifest.config.digest });
+    records.sort((a, b) => Number(b.manifestDigest === manifestDigest) - Number(a.manifestDigest === manifestDigest));
+    for (const r of records) {
+      try {
+        const bytes = await opts.store.getBlob(r.indexDigest);
+        const index = decodeIndex(bytes);
+        if (!ztocDescriptors(index).every((d) => layerDigests.has(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!))) {
+          miss("store", `index "${r.indexDigest}" lists layers this image does not have`);
+          continue;
+        }
+        const descriptor = { mediaType: MediaType.OCI_MANIFEST, digest: r.indexDigest, size: bytes.length };
+        return await withZtocs(source, index, descriptor, "store", opts);
+      } catch (err) {
+        miss("store", `index "${r.indexDigest}": ${errorMessage(err)}`);
+      }
+    }
+    if (records.length === 0) miss("store", `no index recorded for "${manifestDigest}"`);
+  }
+
+  // 2. v2: the annotation on the image manifest.
+  if (opts.modes.v2) {
+    const digest = manifest.annotations?.[ANNOTATION_INDEX_DIGEST];
+    if (digest) {
+      const found = await fetchIndex(source, digest, opts);
+      return await withZtocs(source, found.index, found.descriptor, "v2", opts);
+    }
+    miss("v2", `image manifest "${manifestDigest}" has no "${ANNOTATION_INDEX_DIGEST}" annotation`);
+  }
+
+  // 3. v1: referrers (API or fallback tag).
+  if (opts.modes.v1) {
+    let refs: Descriptor[] = [];
+    try {
+      refs = await source.referrers(manifestDigest, { artifactType: SOCI_INDEX_V1_ARTIFACT_TYPE, signal: opts.signal });
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+    const first = refs.find((d) => (d.artifactType ?? SOCI_INDEX_V1_ARTIFACT_TYPE) === SOCI_INDEX_V1_ARTIFACT_TYPE);
+    if (first) {
+      const found = await fetchIndex(source, first.digest, opts);
+      return await withZtocs(source, found.index, found.descriptor, "v1", opts);
+    }
+    miss("v1", `no referrer of "${manifestDigest}" with artifact type "${SOCI_INDEX_V1_ARTIFACT_TYPE}"`);
+  }
+  return undefined;
+}
+
+async function fetchIndex(
+  source: ImageLocation,
+  digest: string,
+  opts: DiscoverOptions,
+): Promise<{ index: SociIndex; descriptor: Descriptor }> {
+  let bytes: Uint8Array | undefined;
+  if (opts.store && (await opts.store.hasBlob(digest))) {
+    bytes = await opts.store.getBlob(digest).catch(() => undefined);
+  }
+  bytes ??= (await source.getManifest(digest, { signal: opts.signal })).bytes;
+  const index = decodeIndex(bytes);
+  await opts.store?.putBlob(bytes, digest);
+  return { index, descriptor: { mediaType: MediaType.OCI_MANIFEST, digest, size: bytes.length } };
+}
+
+async function withZtocs(
+  source: ImageLocation,
+  index: SociIndex,
+  indexDescriptor: Descriptor,
+  foundBy: DiscoveredIndex["foundBy"],
+  opts: DiscoverOptions,
+): Promise<DiscoveredIndex> {
+  const descs = ztocDescriptors(index);
+  const ztocs = new Map<string, Ztoc>();
+  // All zTOCs concurrently, as SOCI fetches them.
+  await Promise.all(descs.map(async (d) => {
+    const bytes = await getZtocBytes(source, d, opts);
+    let ztoc: Ztoc;
+    try {
+      ztoc = decodeZtoc(bytes);
+    } catch (cause) {
+      throw new FormatError(`Cannot load zTOC "${d.digest}" of SOCI index "${indexDescriptor.digest}": ${errorMessage(cause)}`, 0, { cause });
+    }
+    ztocs.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, ztoc);
+  }));
+  return { index, indexDescriptor, ztocs, foundBy, version: indexVersion(index) };
+}
+
+async function getZtocBytes(source: ImageLocation, d: Descriptor, opts: DiscoverOptions): Promise<Uint8Array> {
+  if (opts.store && (await opts.store.hasBlob(d.digest))) {
+    try {
+      return await opts.store.getBlob(d.digest);
+    } catch {
+      // corrupt local copy: fetch it again
+    }
+  }
+  const bytes = await source.getBlob(d.digest, { signal: opts.signal });
+  await opts.store?.putBlob(bytes, d.digest);
+  return bytes;
+}

@@ -1,0 +1,88 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { MediaType } from "../../src/oci/media_types.ts";
+import type { Manifest } from "../../src/oci/types.ts";
+import { sha256Digest } from "../../src/soci/artifact_store.ts";
+import { OciLayoutLocation, parseLayoutSpec } from "../../src/soci/image_location.ts";
+import { parsePlatform, resolveImages } from "../../src/soci/resolve_images.ts";
+import { InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "soci-layout-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const enc = (s: string) => new TextEncoder().encode(s);
+
+async function writeImage(loc: OciLayoutLocation, arch: string, tag?: string) {
+  const config = enc(JSON.stringify({ architecture: arch, os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
+  const layer = enc(`layer for ${arch}`);
+  await loc.putBlob(config);
+  await loc.putBlob(layer);
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.OCI_MANIFEST,
+    config: { mediaType: MediaType.OCI_CONFIG, digest: sha256Digest(config), size: config.length },
+    layers: [{ mediaType: MediaType.OCI_LAYER, digest: sha256Digest(layer), size: layer.length }],
+  };
+  return loc.putManifest(enc(JSON.stringify(manifest)), MediaType.OCI_MANIFEST, tag === undefined ? {} : { tag });
+}
+
+describe("OciLayoutLocation", () => {
+  test("parseLayoutSpec() splits DIR and TAG", () => {
+    expect(parseLayoutSpec("oci:/a/b:v1")).toEqual({ dir: "/a/b", tag: "v1" });
+    expect(parseLayoutSpec("oci:/a/b")).toEqual({ dir: "/a/b", tag: undefined });
+    expect(parseLayoutSpec("oci:rel/dir:latest")).toEqual({ dir: "rel/dir", tag: "latest" });
+    expect(() => parseLayoutSpec("oci:")).toThrow(InvalidArgumentError);
+  });
+
+  test("writes a valid layout; tags replace older entries; ranges read back", async () => {
+    const loc = new OciLayoutLocation(dir, "t");
+    const d1 = await writeImage(loc, "amd64", "t");
+    const d2 = await writeImage(loc, "arm64", "t");
+    expect(d1.digest).not.toBe(d2.digest);
+    const index = JSON.parse(readFileSync(join(dir, "index.json"), "utf8"));
+    expect(index.manifests.map((m: { digest: string }) => m.digest)).toEqual([d2.digest]);
+    expect(JSON.parse(readFileSync(join(dir, "oci-layout"), "utf8")).imageLayoutVersion).toBe("1.0.0");
+    const root = await loc.getRoot();
+    expect(root.descriptor.digest).toBe(d2.digest);
+    const layer = (root.manifest as Manifest).layers[0]!;
+    expect(new TextDecoder().decode(await loc.readRange(layer.digest, 10, 15))).toBe("arm64");
+    await expect(loc.readRange(layer.digest, 10, 100)).rejects.toThrow("it ends at");
+    await expect(new OciLayoutLocation(dir, "nope").getRoot()).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  test("resolveImages() picks platforms from an index, or all of them", async () => {
+    const loc = new OciLayoutLocation(dir, "multi");
+    const amd = await writeImage(loc, "amd64");
+    const arm = await writeImage(loc, "arm64");
+    const ix = {
+      schemaVersion: 2,
+      mediaType: MediaType.OCI_INDEX,
+      manifests: [
+        { ...amd, platform: { architecture: "amd64", os: "linux" } },
+        { ...arm, platform: { architecture: "arm64", os: "linux", variant: "v8" } },
+        { ...arm, platform: { architecture: "unknown", os: "unknown" } },
+      ],
+    };
+    await loc.putManifest(enc(JSON.stringify(ix)), MediaType.OCI_INDEX, { tag: "multi" });
+    const one = await resolveImages(loc, { platforms: [parsePlatform("linux/arm64")] });
+    expect(one.images.map((i) => i.descriptor.digest)).toEqual([arm.digest]);
+    expect(one.images[0]!.config.architecture).toBe("arm64");
+    const all = await resolveImages(loc, { allPlatforms: true });
+    expect(all.images.map((i) => i.platform.architecture)).toEqual(["amd64", "arm64"]);
+    await expect(resolveImages(loc, { platforms: [parsePlatform("linux/s390x")] })).rejects.toThrow(
+      'Cannot find platform "linux/s390x"',
+    );
+  });
+
+  test("a single manifest takes its platform from the config", async () => {
+    const loc = new OciLayoutLocation(dir, "x");
+    await writeImage(loc, "riscv64", "x");
+    const r = await resolveImages(loc, { platforms: [parsePlatform("linux/amd64")] });
+    expect(r.images[0]!.platform).toEqual({ architecture: "riscv64", os: "linux" });
+  });
+});
