@@ -66,3 +66,47 @@ export interface RegistryClient {
   /** Push a manifest that has a `subject`, and maintain the fallback tag when the registry lacks the API. */
   pushReferrer(ref: Reference, bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor>;
 }
+
+/**
+ * The read side shared by a registry repository and an OCI image layout (`oci:DIR[:TAG]`), bound to one
+ * image: the index builder and the lazy filesystem read either alike. Made by `openImageSource`
+ * (src/registry/open_image_source.ts).
+ */
+export interface ImageSource {
+  /** What it was opened from, for messages: "oci:/dir:tag" or "host/repo:tag". */
+  readonly name: string;
+  /**
+   * The image manifest this source names, narrowed to one platform when it is an index (default
+   * linux/<host arch>). NotFoundError when the tag or platform is missing.
+   */
+  resolve(opts?: RequestOptions & { platform?: Platform }): Promise<FetchedManifest>;
+  /** A manifest or index by tag or digest (verified). */
+  getManifest(target: string, opts?: RequestOptions): Promise<FetchedManifest>;
+  /** A whole blob, verified. */
+  getBlob(digest: string, opts?: RequestOptions): Promise<Uint8Array>;
+  /** A blob as a stream, verified as it ends. */
+  getBlobStream(digest: string, opts?: RequestOptions): Promise<ReadableStream<Uint8Array>>;
+  /** A blob's size; NotFoundError when absent. */
+  headBlob(digest: string, opts?: RequestOptions): Promise<{ size: number }>;
+  /** Bytes [start, end) of a blob (not verified: the caller checks spans). */
+  readRange(digest: string, start: number, end: number, opts?: RequestOptions): Promise<Uint8Array>;
+  /** Several ranges of a blob, in the order asked. */
+  readRanges(digest: string, ranges: Array<[start: number, end: number]>, opts?: RequestOptions): Promise<Uint8Array[]>;
+  /** Referrers of a manifest digest, filtered by artifactType when given. */
+  referrers(digest: string, opts?: RequestOptions & { artifactType?: string }): Promise<Descriptor[]>;
+}
+
+/** The write side: where `convert` puts SOCI indexes and images (a registry repository or an OCI layout). */
+export interface ImageTarget {
+  /** Stores a blob (skipped when present); `digest`, when given, must match. */
+  putBlob(bytes: Uint8Array, opts?: RequestOptions & { mediaType?: string; digest?: string }): Promise<Descriptor>;
+  /** Stores a manifest or index, under `tag` when given (else by digest only). */
+  putManifest(bytes: Uint8Array, mediaType: string, opts?: RequestOptions & { tag?: string }): Promise<Descriptor>;
+  /** Points `tag` at a manifest that is already stored. */
+  tag(tag: string, descriptor: Descriptor, opts?: RequestOptions): Promise<void>;
+  /** Stores a manifest with a `subject` so that `referrers(subject)` lists it. */
+  pushReferrer(bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor>;
+}
+
+/** Both sides, as `openImageSource` returns them. */
+export interface ImageStore extends ImageSource, ImageTarget {}

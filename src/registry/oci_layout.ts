@@ -1,0 +1,318 @@
+/**
+ * An OCI image layout directory (image-spec `image-layout.md`) as an ImageStore, the way umoci and skopeo
+ * write it:
+ *   DIR/oci-layout            {"imageLayoutVersion":"1.0.0"}
+ *   DIR/index.json            an image index; tags are `org.opencontainers.image.ref.name` annotations
+ *   DIR/blobs/<alg>/<hex>     content-addressed blobs (manifests too)
+ * Reads verify digests (ranges excepted); writes go to a temp file renamed into place, and index.json
+ * updates are serialized within the process and replaced atomically.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manifest.ts";
+import { isIndexMediaType, isManifestMediaType, MediaType } from "../oci/media_types.ts";
+import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
+import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
+import { parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
+import { DigestMismatchError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { checkRanges } from "./ranges.ts";
+import type { FetchedManifest, ImageStore, RequestOptions } from "./types.ts";
+
+/** The annotation holding a tag in index.json. */
+export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
+
+/** Options of `OciLayout.open`. */
+export interface OciLayoutOptions {
+  /** Create the layout (oci-layout, empty index.json) when DIR has none (default false). */
+  create?: boolean;
+  /** The platform `resolve` picks from an index (default linux/<host arch>). */
+  defaultPlatform?: Platform;
+}
+
+/** An OCI image layout, optionally bound to a tag (`oci:DIR:TAG`). */
+export class OciLayout implements ImageStore {
+  readonly name: string;
+  readonly dir: string;
+  readonly tagName?: string;
+  readonly #platform: Platform;
+  #indexLock: Promise<unknown> = Promise.resolve();
+
+  private constructor(dir: string, tag: string | undefined, platform: Platform) {
+    this.dir = dir;
+    this.tagName = tag;
+    this.name = `oci:${dir}${tag ? `:${tag}` : ""}`;
+    this.#platform = platform;
+  }
+
+  /**
+   * Opens DIR as a layout (creating it with `create`). Throws NotFoundError when DIR has no `oci-layout`
+   * file (and `create` is off), FailedPreconditionError for an unsupported layout version.
+   */
+  static async open(dir: string, tag?: string, opts: OciLayoutOptions = {}): Promise<OciLayout> {
+    const layout = new OciLayout(dir, tag, opts.defaultPlatform ?? platformForArch(process.arch));
+    let marker: string;
+    try {
+      marker = await readFile(join(dir, "oci-layout"), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      if (!opts.create) throw new NotFoundError(`Cannot open OCI layout "${dir}": it has no "oci-layout" file`, { cause: err });
+      await mkdir(join(dir, "blobs", "sha256"), { recursive: true });
+      await atomicWrite(join(dir, "oci-layout"), encodeJson({ imageLayoutVersion: "1.0.0" }));
+      await atomicWrite(join(dir, "index.json"), encodeJson({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] }));
+      return layout;
+    }
+    let version: unknown;
+    try {
+      version = (JSON.parse(marker) as { imageLayoutVersion?: unknown }).imageLayoutVersion;
+    } catch (err) {
+      throw new FailedPreconditionError(`Cannot open OCI layout "${dir}": "oci-layout" is not JSON`, { cause: err });
+    }
+    if (version !== "1.0.0") throw new FailedPreconditionError(`Cannot open OCI layout "${dir}": imageLayoutVersion is "${String(version)}", expected "1.0.0"`);
+    return layout;
+  }
+
+  /** The path of a blob. */
+  blobPath(digest: string): string {
+    const { algorithm, hex } = parseDigest(digest);
+    return join(this.dir, "blobs", algorithm, hex);
+  }
+
+  /** index.json, parsed. */
+  async readIndex(): Promise<ImageIndex> {
+    const path = join(this.dir, "index.json");
+    const bytes = new Uint8Array(await readFile(path));
+    const { manifest } = parseManifest(bytes, { what: `index "${path}"` });
+    if (!isIndex(manifest)) throw new FailedPreconditionError(`Cannot read OCI layout "${this.dir}": index.json has no "manifests"`);
+    return manifest;
+  }
+
+  /** Tags of index.json, in order. */
+  async tags(): Promise<string[]> {
+    return (await this.readIndex()).manifests.map((d) => d.annotations?.[REF_NAME_ANNOTATION]).filter((t): t is string => !!t);
+  }
+
+  // ------------------------------------------------------------------------------------------------- reads
+
+  async resolve(opts: RequestOptions & { platform?: Platform } = {}): Promise<FetchedManifest> {
+    const top = await this.#top();
+    if (!isIndex(top.manifest)) return top;
+    const want = opts.platform ?? this.#platform;
+    const pick = selectPlatform(top.manifest.manifests, want) ?? (top.manifest.manifests.length === 1 && !top.manifest.manifests[0]!.platform ? top.manifest.manifests[0] : undefined);
+    if (!pick) {
+      const have = top.manifest.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : "?")).join(", ");
+      throw new NotFoundError(`Cannot resolve "${this.name}" for platform "${formatPlatform(want)}": the index offers ${have || "nothing"}`);
+    }
+    const one = await this.getManifest(pick.digest, opts);
+    if (isIndex(one.manifest)) throw new FailedPreconditionError(`Cannot resolve "${this.name}": nested index "${pick.digest}"`);
+    return one;
+  }
+
+  /** The manifest the layout names: the bound tag, else the only entry of index.json. */
+  async #top(): Promise<FetchedManifest> {
+    if (this.tagName) return this.getManifest(this.tagName);
+    const index = await this.readIndex();
+    if (index.manifests.length !== 1) {
+      const tags = index.manifests.map((d) => d.annotations?.[REF_NAME_ANNOTATION] ?? d.digest).join(", ");
+      throw new InvalidArgumentError(`Cannot resolve "${this.name}": no tag given and index.json lists ${index.manifests.length} manifests (${tags || "none"}); use "oci:DIR:TAG"`);
+    }
+    return this.getManifest(index.manifests[0]!.digest);
+  }
+
+  async getManifest(target: string, _opts?: RequestOptions): Promise<FetchedManifest> {
+    const index = await this.readIndex();
+    let desc: Descriptor | undefined;
+    if (target.includes(":")) {
+      parseDigest(target);
+      desc = index.manifests.find((d) => d.digest === target);
+    } else {
+      desc = [...index.manifests].reverse().find((d) => d.annotations?.[REF_NAME_ANNOTATION] === target);
+      if (!desc) {
+        const tags = (await this.tags()).join(", ");
+        throw new NotFoundError(`Cannot find tag "${target}" in OCI layout "${this.dir}": it has ${tags ? `tags ${tags}` : "no tags"}`);
+      }
+    }
+    const digest = desc?.digest ?? target;
+    const bytes = await this.getBlob(digest);
+    const { manifest, mediaType } = parseManifest(bytes, { contentType: desc?.mediaType, what: `manifest "${digest}" of "${this.name}"` });
+    return { descriptor: { mediaType, digest, size: bytes.length }, bytes, manifest };
+  }
+
+  async getBlob(digest: string, _opts?: RequestOptions): Promise<Uint8Array> {
+    const bytes = new Uint8Array(await this.#readFile(digest));
+    verifyDigest(bytes, digest, `blob "${digest}" of OCI layout "${this.dir}"`);
+    return bytes;
+  }
+
+  async getBlobStream(digest: string, _opts?: RequestOptions): Promise<ReadableStream<Uint8Array>> {
+    const path = this.blobPath(digest);
+    const fh = await open(path, "r").catch((err) => {
+      throw this.#missing(digest, err);
+    });
+    const size = (await fh.stat()).size;
+    let pos = 0;
+    const raw = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        const buf = new Uint8Array(Math.min(1 << 20, size - pos));
+        if (buf.length === 0) {
+          await fh.close();
+          c.close();
+          return;
+        }
+        const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) {
+          await fh.close();
+          c.close();
+          return;
+        }
+        pos += bytesRead;
+        c.enqueue(buf.subarray(0, bytesRead));
+      },
+      async cancel() {
+        await fh.close();
+      },
+    });
+    return raw.pipeThrough(verifyingStream(digest, `blob "${digest}" of OCI layout "${this.dir}"`, size));
+  }
+
+  async headBlob(digest: string, _opts?: RequestOptions): Promise<{ size: number }> {
+    try {
+      return { size: (await stat(this.blobPath(digest))).size };
+    } catch (err) {
+      throw this.#missing(digest, err);
+    }
+  }
+
+  async readRange(digest: string, start: number, end: number, _opts?: RequestOptions): Promise<Uint8Array> {
+    return (await this.readRanges(digest, [[start, end]]))[0]!;
+  }
+
+  async readRanges(digest: string, ranges: Array<[number, number]>, _opts?: RequestOptions): Promise<Uint8Array[]> {
+    const what = `blob "${digest}" of OCI layout "${this.dir}"`;
+    checkRanges(ranges, what);
+    const fh = await open(this.blobPath(digest), "r").catch((err) => {
+      throw this.#missing(digest, err);
+    });
+    try {
+      const size = (await fh.stat()).size;
+      const out: Uint8Array[] = [];
+      for (const [s, e] of ranges) {
+        if (e > size) throw new InvalidArgumentError(`Cannot read range [${s}, ${e}) of ${what}: the blob has only ${size} bytes`);
+        const buf = new Uint8Array(e - s);
+        let got = 0;
+        while (got < buf.length) {
+          const { bytesRead } = await fh.read(buf, got, buf.length - got, s + got);
+          if (bytesRead === 0) throw new FailedPreconditionError(`Cannot read range [${s}, ${e}) of ${what}: file ended early`);
+          got += bytesRead;
+        }
+        out.push(buf);
+      }
+      return out;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Manifests of index.json whose `subject` is `digest` (the layout has no referrers API; we scan). */
+  async referrers(digest: string, opts: RequestOptions & { artifactType?: string } = {}): Promise<Descriptor[]> {
+    parseDigest(digest);
+    const out: Descriptor[] = [];
+    const seen = new Set<string>();
+    for (const d of (await this.readIndex()).manifests) {
+      if (seen.has(d.digest) || !(isManifestMediaType(d.mediaType) || isIndexMediaType(d.mediaType))) continue;
+      seen.add(d.digest);
+      const { manifest } = parseManifest(await this.getBlob(d.digest), { contentType: d.mediaType });
+      if (manifest.subject?.digest !== digest) continue;
+      const entry: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+      const at = artifactTypeOf(manifest);
+      if (at) entry.artifactType = at;
+      if (manifest.annotations) entry.annotations = manifest.annotations;
+      if (!opts.artifactType || entry.artifactType === opts.artifactType) out.push(entry);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------------------------ writes
+
+  async putBlob(bytes: Uint8Array, opts: RequestOptions & { mediaType?: string; digest?: string } = {}): Promise<Descriptor> {
+    const digest = sha256Digest(bytes);
+    if (opts.digest && opts.digest !== digest) {
+      throw new DigestMismatchError(`Cannot put blob "${opts.digest}" into OCI layout "${this.dir}": its bytes hash to "${digest}"`, opts.digest, digest);
+    }
+    const path = this.blobPath(digest);
+    const exists = await stat(path).then((s) => s.size === bytes.length, () => false);
+    if (!exists) {
+      await mkdir(join(this.dir, "blobs", "sha256"), { recursive: true });
+      await atomicWrite(path, bytes);
+    }
+    return { mediaType: opts.mediaType ?? MediaType.OCTET_STREAM, digest, size: bytes.length };
+  }
+
+  async putManifest(bytes: Uint8Array, mediaType: string, opts: RequestOptions & { tag?: string } = {}): Promise<Descriptor> {
+    parseManifest(bytes, { contentType: mediaType, what: `manifest for OCI layout "${this.dir}"` });
+    const d = await this.putBlob(bytes, { mediaType });
+    const desc: Descriptor = { mediaType, digest: d.digest, size: d.size };
+    await this.#updateIndex((index) => addToIndex(index, desc, opts.tag));
+    return desc;
+  }
+
+  async tag(tag: string, descriptor: Descriptor, _opts?: RequestOptions): Promise<void> {
+    if (!/^[\w][\w.-]{0,127}$/.test(tag)) throw new InvalidArgumentError(`Cannot tag "${descriptor.digest}" in OCI layout "${this.dir}": tag "${tag}" is not valid`);
+    await this.headBlob(descriptor.digest);
+    await this.#updateIndex((index) => addToIndex(index, { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size }, tag));
+  }
+
+  async pushReferrer(bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor> {
+    const { manifest } = parseManifest(bytes, { contentType: mediaType });
+    if (!manifest.subject) throw new InvalidArgumentError(`Cannot put referrer into OCI layout "${this.dir}": the manifest has no "subject"`);
+    return this.putManifest(bytes, mediaType, opts);
+  }
+
+  // ----------------------------------------------------------------------------------------------- helpers
+
+  async #readFile(digest: string): Promise<Buffer> {
+    try {
+      return await readFile(this.blobPath(digest));
+    } catch (err) {
+      throw this.#missing(digest, err);
+    }
+  }
+
+  #missing(digest: string, err: unknown): Error {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return new NotFoundError(`Cannot find blob "${digest}" in OCI layout "${this.dir}"`, { cause: err });
+    return err as Error;
+  }
+
+  /** Read-modify-write of index.json, one at a time within this process, replaced atomically. */
+  #updateIndex(change: (index: ImageIndex) => ImageIndex): Promise<void> {
+    const next = this.#indexLock.then(async () => {
+      const index = change(await this.readIndex());
+      await atomicWrite(join(this.dir, "index.json"), encodeJson(index));
+    });
+    this.#indexLock = next.catch(() => {});
+    return next;
+  }
+}
+
+/** index.json with `desc` added: a tag moves to it; an untagged descriptor is added once. */
+function addToIndex(index: ImageIndex, desc: Descriptor, tag?: string): ImageIndex {
+  let manifests = index.manifests;
+  if (tag) {
+    manifests = manifests.filter((d) => d.annotations?.[REF_NAME_ANNOTATION] !== tag);
+    manifests.push({ ...desc, annotations: { [REF_NAME_ANNOTATION]: tag } });
+  } else if (!manifests.some((d) => d.digest === desc.digest)) {
+    manifests = [...manifests, desc];
+  }
+  return { ...index, schemaVersion: 2, mediaType: index.mediaType ?? MediaType.OCI_INDEX, manifests };
+}
+
+async function atomicWrite(path: string, bytes: Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp-${randomUUID()}`;
+  try {
+    await writeFile(tmp, bytes);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
