@@ -72,7 +72,7 @@ describe.skipIf(!needs("oci layout (umoci)", "tool:umoci"))("layouts written by 
     expect(await src.readRange(layer.digest, 3, 300)).toEqual(blob.subarray(3, 300));
     expect(await src.readRanges(layer.digest, [[layer.size - 2, layer.size], [0, 2]])).toEqual([blob.subarray(layer.size - 2), blob.subarray(0, 2)]);
     const streamed = new Uint8Array(await new Response(await src.getBlobStream(layer.digest)).arrayBuffer());
-    expect(streamed).toEqual(blob);
+    expect<Uint8Array>(streamed).toEqual(blob);
     expect(await src.headBlob(layer.digest)).toEqual({ size: layer.size });
     await expect(src.readRange(layer.digest, 0, layer.size + 1)).rejects.toBeInstanceOf(InvalidArgumentError);
     // Without a tag the only manifest is used; a missing tag names what exists.
