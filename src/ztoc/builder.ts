@@ -1,0 +1,166 @@
+/**
+ * zTOC builder: one pass over a layer blob produces its zTOC, byte-identical to SOCI's for the same layer,
+ * span size and build tool identifier.
+ *
+ * The pass, per chunk of the blob:
+ *  1. the layer backend (registered by algorithm name) turns compressed bytes into tar bytes, finding
+ *     checkpoints and hashing span bytes as it goes;
+ *  2. the tar reader reads headers only (data is skipped, never buffered);
+ *  3. each entry becomes a FileMetadata exactly as SOCI fills it.
+ * At the end: the backend's CompressionInfo, the archive sizes, the FlatBuffer and its digest.
+ */
+import { createHash } from "node:crypto";
+import { TarReader, type TarEntry } from "../tar/reader.ts";
+import { TYPEFLAG } from "../tar/header.ts";
+import { FailedPreconditionError, InvalidArgumentError, TarFormatError } from "../util/errors.ts";
+import { ZTOC_VERSION, compareUtf8, encodeZtoc } from "./codec.ts";
+import { formatGoTime } from "./go_time.ts";
+import { LAYER_BACKENDS } from "./layer_backends.ts";
+import type { EntryType, FileMetadata, Ztoc } from "./types.ts";
+
+/** Build tool identifier written when none is given. */
+export const DEFAULT_BUILD_TOOL_IDENTIFIER = "soci-ts v0.1.0";
+/** SOCI's default span size: 4 MiB of uncompressed data. */
+export const DEFAULT_SPAN_SIZE_BYTES = 1 << 22;
+
+/** The layer's compression has no zTOC backend (zstd, like in SOCI): callers skip the layer. */
+export class UnsupportedCompressionError extends FailedPreconditionError {
+  override name = "UnsupportedCompressionError";
+  constructor(
+    message: string,
+    readonly algorithm: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface BuildZtocOptions {
+  /** Span size in uncompressed bytes (SOCI's --span-size; default 4 MiB). */
+  spanSizeBytes?: number;
+  /** "gzip" or "uncompressed"; anything else (e.g. "zstd") throws UnsupportedCompressionError. */
+  algorithm: string;
+  /** Default "soci-ts v0.1.0"; pass "AWS SOCI CLI v0.2" for SOCI-identical bytes. */
+  buildToolIdentifier?: string;
+  signal?: AbortSignal;
+}
+
+/** Something in the layer the mount will treat specially (the TOC keeps it raw, as SOCI does). */
+export interface BuildWarning {
+  name: string;
+  /** Uncompressed offset of the entry's data. */
+  offset: number;
+  reason: string;
+}
+
+export interface BuildZtocResult {
+  ztoc: Ztoc;
+  /** The serialized zTOC. */
+  bytes: Uint8Array;
+  /** "sha256:<hex>" of `bytes`. */
+  digest: string;
+  warnings: BuildWarning[];
+}
+
+/** Typeflag → FileMetadata.type, as SOCI's getType; other typeflags fail the build. */
+const ENTRY_TYPE_BY_TYPEFLAG: Record<string, EntryType> = {
+  [TYPEFLAG.LINK]: "hardlink",
+  [TYPEFLAG.SYMLINK]: "symlink",
+  [TYPEFLAG.DIR]: "dir",
+  [TYPEFLAG.REG]: "reg",
+  [TYPEFLAG.CHAR]: "char",
+  [TYPEFLAG.BLOCK]: "block",
+  [TYPEFLAG.FIFO]: "fifo",
+};
+
+/**
+ * Builds the zTOC of one layer blob.
+ * Throws UnsupportedCompressionError for algorithms without a backend, InvalidArgumentError for a bad span
+ * size, TarFormatError for malformed tar or an unsupported tar entry type, GzipFormatError (from the
+ * inflater) for a malformed or truncated gzip stream, and the signal's reason when aborted.
+ */
+export async function buildZtoc(
+  source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>,
+  options: BuildZtocOptions,
+): Promise<BuildZtocResult> {
+  const spanSizeBytes = options.spanSizeBytes ?? DEFAULT_SPAN_SIZE_BYTES;
+  if (!Number.isSafeInteger(spanSizeBytes) || spanSizeBytes <= 0) {
+    throw new InvalidArgumentError(`Cannot build zTOC: span size ${spanSizeBytes} is not a positive integer`);
+  }
+  const makeBackend = LAYER_BACKENDS[options.algorithm];
+  if (!makeBackend) {
+    throw new UnsupportedCompressionError(
+      `Cannot build zTOC: compression "${options.algorithm}" is not supported (expected one of ${Object.keys(LAYER_BACKENDS).join(", ")})`,
+      options.algorithm,
+    );
+  }
+  const backend = makeBackend({ spanSizeBytes });
+  const tar = new TarReader();
+  const toc: FileMetadata[] = [];
+  const warnings: BuildWarning[] = [];
+  const onEntries = (entries: TarEntry[]) => {
+    for (const e of entries) {
+      toc.push(toFileMetadata(e));
+      const unsafe = unsafeNameReason(e.name);
+      if (unsafe) warnings.push({ name: e.name, offset: e.dataOffset, reason: unsafe });
+    }
+  };
+
+  // 1–3. One pass: blob → backend → tar reader → TOC.
+  for await (const chunk of source as AsyncIterable<Uint8Array>) {
+    options.signal?.throwIfAborted();
+    for (const out of backend.push(chunk)) {
+      if (!tar.done) onEntries(tar.push(out));
+    }
+  }
+  options.signal?.throwIfAborted();
+  const layer = backend.end();
+  const tarEnd = tar.end();
+
+  // 4. Assemble and serialize.
+  const ztoc: Ztoc = {
+    version: ZTOC_VERSION,
+    buildToolIdentifier: options.buildToolIdentifier ?? DEFAULT_BUILD_TOOL_IDENTIFIER,
+    compressedArchiveSize: layer.compressedSize,
+    uncompressedArchiveSize: tarEnd.archiveSize,
+    toc,
+    compressionInfo: layer.compressionInfo,
+  };
+  const bytes = encodeZtoc(ztoc);
+  const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+  return { ztoc, bytes, digest, warnings };
+}
+
+/** A tar entry as SOCI's metadataFromTarReader records it. Throws TarFormatError for unsupported types. */
+export function toFileMetadata(e: TarEntry): FileMetadata {
+  const type = ENTRY_TYPE_BY_TYPEFLAG[e.typeflag];
+  if (!type) {
+    throw new TarFormatError(
+      `Cannot build zTOC: unsupported input tar entry "${e.name}" with typeflag ${JSON.stringify(e.typeflag)} at offset ${e.headerOffset}`,
+      e.headerOffset,
+    );
+  }
+  return {
+    name: e.name,
+    type,
+    uncompressedOffset: e.dataOffset,
+    uncompressedSize: e.size,
+    linkname: e.linkname,
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    uname: e.uname,
+    gname: e.gname,
+    modTime: formatGoTime(e.mtimeSec, e.mtimeNsec),
+    devmajor: e.devmajor,
+    devminor: e.devminor,
+    xattrs: [...e.paxRecords].map(([key, value]) => ({ key, value })).sort((a, b) => compareUtf8(a.key, b.key)),
+  };
+}
+
+/** Why a raw tar name cannot be mounted as is (absolute, escapes the root, empty), or undefined. */
+export function unsafeNameReason(name: string): string | undefined {
+  if (name === "" ) return "empty name";
+  if (name.startsWith("/")) return "absolute path";
+  if (name.split("/").includes("..")) return "path escapes the layer root with '..'";
+  return undefined;
+}
