@@ -10,7 +10,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { createGzipIndexer } from "../compress/gzip_indexer.ts";
 import type { CompressionInfo } from "./types.ts";
-import { SpanTable } from "./spans.ts";
+import { SpanTable, hashRanges } from "./spans.ts";
 import { encodeGzipZinfo } from "./zinfo_gzip.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo } from "./zinfo_tar.ts";
 
@@ -92,30 +92,6 @@ function gzipBackend({ spanSizeBytes }: { spanSizeBytes: number }): LayerBackend
       };
     },
   };
-}
-
-/** sha256 of each range of the concatenation of `chunks` (ranges sorted by start, may overlap by a byte). */
-export function hashRanges(chunks: readonly Uint8Array[], ranges: readonly { start: number; end: number }[]): string[] {
-  const starts: number[] = [];
-  let o = 0;
-  for (const c of chunks) {
-    starts.push(o);
-    o += c.length;
-  }
-  const out: string[] = [];
-  let ci = 0;
-  for (const r of ranges) {
-    while (ci > 0 && starts[ci]! > r.start) ci--;
-    while (ci + 1 < chunks.length && starts[ci + 1]! <= r.start) ci++;
-    const h = createHash("sha256");
-    for (let i = ci; i < chunks.length && starts[i]! < r.end; i++) {
-      const a = Math.max(r.start, starts[i]!);
-      const b = Math.min(r.end, starts[i]! + chunks[i]!.length);
-      if (b > a) h.update(chunks[i]!.subarray(a - starts[i]!, b - starts[i]!));
-    }
-    out.push(hex(h));
-  }
-  return out;
 }
 
 /** Backends by algorithm name. */

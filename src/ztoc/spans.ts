@@ -9,6 +9,7 @@
  * Uncompressed (SOCI tar_zinfo.go): span i is [i·span_size, min((i+1)·span_size, size)) in both streams.
  * Span digests cover [S(i), E(i)) of the blob.
  */
+import { createHash } from "node:crypto";
 import type { Checkpoint } from "../compress/types.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { Ztoc } from "./types.ts";
@@ -116,4 +117,31 @@ export class SpanTable {
     if (end <= start) return undefined;
     return { first: this.spanIdForOffset(start), last: this.spanIdForOffset(end - 1) };
   }
+}
+
+/**
+ * "sha256:<hex>" of each range of the concatenation of `chunks`: span digests over a blob held as chunks.
+ * Ranges must be sorted by start; consecutive ranges may overlap (the one-byte gzip span overlap).
+ */
+export function hashRanges(chunks: readonly Uint8Array[], ranges: readonly { start: number; end: number }[]): string[] {
+  const starts: number[] = [];
+  let o = 0;
+  for (const c of chunks) {
+    starts.push(o);
+    o += c.length;
+  }
+  const out: string[] = [];
+  let ci = 0;
+  for (const r of ranges) {
+    while (ci > 0 && starts[ci]! > r.start) ci--;
+    while (ci + 1 < chunks.length && starts[ci + 1]! <= r.start) ci++;
+    const h = createHash("sha256");
+    for (let i = ci; i < chunks.length && starts[i]! < r.end; i++) {
+      const a = Math.max(r.start, starts[i]!);
+      const b = Math.min(r.end, starts[i]! + chunks[i]!.length);
+      if (b > a) h.update(chunks[i]!.subarray(a - starts[i]!, b - starts[i]!));
+    }
+    out.push(`sha256:${h.digest("hex")}`);
+  }
+  return out;
 }

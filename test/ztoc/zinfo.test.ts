@@ -107,3 +107,29 @@ describe("span math", () => {
     expect(t.spanIdForOffset(4096)).toBe(1);
   });
 });
+
+describe("span digests over chunks", () => {
+  test("hashRanges equals hashing slices of the whole blob, for any chunking and one-byte overlaps", async () => {
+    const { hashRanges } = await import("../../src/ztoc/spans.ts");
+    const { createHash } = await import("node:crypto");
+    const rand = new Rand("hash-ranges");
+    const blob = rand.bytes(50_000);
+    const ranges = [
+      { start: 10, end: 1000 },
+      { start: 999, end: 20_000 },
+      { start: 20_000, end: 20_001 },
+      { start: 20_000, end: 49_000 },
+      { start: 48_999, end: 50_000 },
+    ];
+    const expected = ranges.map((r) => `sha256:${createHash("sha256").update(blob.subarray(r.start, r.end)).digest("hex")}`);
+    for (let trial = 0; trial < 50; trial++) {
+      const chunks: Uint8Array[] = [];
+      for (let i = 0; i < blob.length; ) {
+        const n = 1 + rand.int(trial < 25 ? 10 : 5000);
+        chunks.push(blob.subarray(i, i + n));
+        i += n;
+      }
+      expect(hashRanges(chunks, ranges)).toEqual(expected);
+    }
+  });
+});
