@@ -16,17 +16,52 @@ export interface Challenge {
 /** Parses `Bearer realm="…",service="…",scope="…"` (several challenges allowed, comma separated). */
 export function parseWwwAuthenticate(header: string): Challenge[] {
   const out: Challenge[] = [];
-  const re = /\s*([A-Za-z][A-Za-z0-9_-]*)(?:\s+|$)((?:[A-Za-z0-9_-]+\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?\s*)*)/y;
-  let m: RegExpExecArray | null;
-  let last = -1;
-  while (re.lastIndex < header.length && re.lastIndex !== last && (m = re.exec(header))) {
-    last = re.lastIndex;
+  let pos = 0;
+  const skip = (chars: string) => {
+    while (pos < header.length && chars.includes(header[pos]!)) pos++;
+  };
+  const token = () => {
+    const m = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+/.exec(header.slice(pos));
+    if (!m) return "";
+    pos += m[0].length;
+    return m[0];
+  };
+  /** After a comma: is what follows `name=` (a parameter) rather than a new scheme? */
+  const paramAhead = () => /^\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+\s*=/.test(header.slice(pos));
+  while (pos < header.length) {
+    skip(" \t,");
+    const scheme = token();
+    if (!scheme) break;
     const params: Record<string, string> = {};
-    const pre = /([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
-    let p: RegExpExecArray | null;
-    while ((p = pre.exec(m[2] ?? ""))) params[p[1]!.toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : p[3]!;
-    out.push({ scheme: m[1]!.toLowerCase(), params });
-    while (header[re.lastIndex] === "," || header[re.lastIndex] === " ") re.lastIndex++;
+    skip(" \t");
+    while (pos < header.length && paramAhead()) {
+      skip(" \t");
+      const name = token().toLowerCase();
+      skip(" \t");
+      pos++; // "="
+      skip(" \t");
+      let value = "";
+      if (header[pos] === '"') {
+        pos++;
+        while (pos < header.length && header[pos] !== '"') {
+          if (header[pos] === "\\") pos++;
+          value += header[pos] ?? "";
+          pos++;
+        }
+        pos++; // closing quote
+      } else {
+        const m = /^[^,\s]*/.exec(header.slice(pos))!;
+        value = m[0];
+        pos += value.length;
+      }
+      params[name] = value;
+      skip(" \t");
+      if (header[pos] === ",") {
+        pos++;
+        if (!paramAhead()) break;
+      }
+    }
+    out.push({ scheme: scheme.toLowerCase(), params });
   }
   return out;
 }
