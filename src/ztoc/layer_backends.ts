@@ -64,7 +64,8 @@ function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): Laye
  * then and span digests are computed over them; memory is the compressed blob size.
  */
 function gzipBackend({ spanSizeBytes }: { spanSizeBytes: number }): LayerBackend {
-  const indexer = createGzipIndexer({ spanSize: spanSizeBytes });
+  // reuseOutput: the tar reader copies what it keeps, so views into the indexer's buffers are enough.
+  const indexer = createGzipIndexer({ spanSize: spanSizeBytes, reuseOutput: true });
   const chunks: Uint8Array[] = [];
   return {
     push(chunk) {
