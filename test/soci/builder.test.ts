@@ -1,0 +1,154 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { MediaType } from "../../src/oci/media_types.ts";
+import type { Manifest } from "../../src/oci/types.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { buildIndex } from "../../src/soci/builder.ts";
+import { createIndexes, getStoredIndex, listIndexes, rebuildDatabase, removeIndex } from "../../src/soci/create.ts";
+import {
+  ANNOTATION_IMAGE_LAYER_DIGEST,
+  ANNOTATION_IMAGE_LAYER_MEDIA_TYPE,
+  ANNOTATION_SPAN_SIZE,
+  EMPTY_CONFIG_DIGEST,
+  SOCI_INDEX_V1_ARTIFACT_TYPE,
+} from "../../src/soci/index.ts";
+import { resolveImages } from "../../src/soci/resolve_images.ts";
+import { getFile, listZtocs, loadZtoc } from "../../src/soci/ztoc_store.ts";
+import { ztocInfo } from "../../src/soci/ztoc_info.ts";
+import { FailedPreconditionError } from "../../src/util/errors.ts";
+import { type Compression, compressLayer, generateEntries, regularFiles, writeImage, writeTar } from "./_layers.ts";
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "soci-build-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const SPAN = 64 * 1024;
+
+describe("index create on generated layers", () => {
+  for (const how of ["gzip", "multi-gzip", "uncompressed"] as Compression[]) {
+    test(`${how}: get-file of every regular file equals the file put in the layer`, async () => {
+      const entries = generateEntries(`layer-${how}`, 120);
+      const files = regularFiles(entries);
+      const layer = compressLayer(writeTar(entries), how);
+      const { location, manifestDescriptor } = await writeImage(join(dir, "img"), "v1", [layer]);
+      const store = new ArtifactStore(join(dir, "root"));
+      const [created] = await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+      expect(created!.reused).toBe(false);
+      expect(created!.record.manifestDigest).toBe(manifestDescriptor.digest);
+
+      // The index as SOCI writes it.
+      const { index } = await getStoredIndex(store, created!.record.indexDigest);
+      expect(index.config).toEqual({ mediaType: SOCI_INDEX_V1_ARTIFACT_TYPE, digest: EMPTY_CONFIG_DIGEST, size: 2 });
+      expect(index.subject).toEqual({ mediaType: MediaType.OCI_MANIFEST, digest: manifestDescriptor.digest, size: manifestDescriptor.size });
+      expect(index.layers).toHaveLength(1);
+      const z = index.layers[0]!;
+      expect(z.mediaType).toBe("application/octet-stream");
+      expect(z.annotations).toEqual({
+        [ANNOTATION_IMAGE_LAYER_DIGEST]: ((await location.getRoot()).manifest as Manifest).layers[0]!.digest,
+        [ANNOTATION_IMAGE_LAYER_MEDIA_TYPE]: layer.mediaType,
+        [ANNOTATION_SPAN_SIZE]: String(SPAN),
+      });
+
+      // Every file, through the spans it needs only.
+      const { ztoc } = await loadZtoc(store, z.digest);
+      expect(ztoc.compressionInfo.algorithm).toBe(how === "uncompressed" ? "uncompressed" : "gzip");
+      expect(ztoc.compressionInfo.maxSpanId).toBeGreaterThan(1);
+      const layerDigest = z.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
+      let smallFetchMax = 0;
+      for (const [name, want] of files) {
+        const got = await getFile(location, ztoc, layerDigest, name);
+        expect(got.data.length).toBe(want.length);
+        expect(Buffer.compare(got.data, want)).toBe(0);
+        if (want.length > 0 && want.length < 1000) smallFetchMax = Math.max(smallFetchMax, got.fetchedBytes);
+      }
+      // A small file costs at most two spans, never the layer.
+      expect(smallFetchMax).toBeLessThan(layer.blob.length / 2);
+
+      // ztoc info: SOCI's fields, consistent with the TOC.
+      const info = ztocInfo(ztoc, (await store.getBlob(z.digest)).length);
+      expect(Object.keys(info)).toEqual(["version", "build_tool", "size", "span_size", "num_spans", "num_files", "num_multi_span_files", "files"]);
+      expect(info.span_size).toBe(SPAN);
+      expect(info.num_spans).toBe(ztoc.compressionInfo.maxSpanId + 1);
+      expect(info.num_files).toBe(ztoc.toc.length);
+      expect(info.num_multi_span_files).toBeGreaterThan(0);
+      expect(Object.keys(info.files[0]!)).toEqual(["filename", "offset", "size", "type", "start_span", "end_span"]);
+    });
+  }
+
+  test("--min-layer-size: default skips small layers and refuses an empty index; 0 indexes every layer", async () => {
+    const small = compressLayer(writeTar(generateEntries("small", 3, { bigBytes: 10 })), "gzip");
+    const big = compressLayer(writeTar(generateEntries("big", 60)), "gzip");
+    const tiny = compressLayer(writeTar([{ name: "a", data: "x" }]), "gzip");
+    const { location } = await writeImage(join(dir, "img"), "t", [small, big, tiny]);
+    const store = new ArtifactStore(join(dir, "root"));
+    await expect(createIndexes(location, { store })).rejects.toBeInstanceOf(FailedPreconditionError);
+    await expect(createIndexes(location, { store })).rejects.toThrow("every layer was skipped");
+
+    const between = Math.floor((big.blob.length + small.blob.length) / 2);
+    const [sparse] = await createIndexes(location, { store, minLayerSizeBytes: between, spanSizeBytes: SPAN });
+    expect(sparse!.ztocs.map((z) => z.annotations![ANNOTATION_IMAGE_LAYER_DIGEST])).toEqual([
+      ((await location.getRoot()).manifest as Manifest).layers[1]!.digest,
+    ]);
+    expect(sparse!.skipped.map((s) => s.reason)).toEqual([
+      expect.stringContaining("smaller than the minimum layer size"),
+      expect.stringContaining("smaller than the minimum layer size"),
+    ]);
+
+    const [all] = await createIndexes(location, { store, minLayerSizeBytes: 0, spanSizeBytes: SPAN, force: true });
+    expect(all!.ztocs).toHaveLength(3);
+    expect(all!.skipped).toHaveLength(0);
+  });
+
+  test("zstd layers are skipped (a sparse index), as SOCI does", async () => {
+    const gz = compressLayer(writeTar(generateEntries("g", 10)), "gzip");
+    const zs = compressLayer(writeTar(generateEntries("z", 10)), "zstd-labelled");
+    const { location } = await writeImage(join(dir, "img"), "t", [zs, gz]);
+    const { images } = await resolveImages(location);
+    const built = await buildIndex(location, images[0]!, { version: "v1", minLayerSizeBytes: 0, spanSizeBytes: SPAN });
+    expect(built.ztocs).toHaveLength(1);
+    expect(built.skipped[0]!.reason).toContain("not supported");
+  });
+
+  test("create is reused unless --force; rm drops unshared zTOCs; rebuild-db restores the records", async () => {
+    const layer = compressLayer(writeTar(generateEntries("reuse", 30)), "gzip");
+    const { location, manifest } = await writeImage(join(dir, "img"), "t", [layer]);
+    const store = new ArtifactStore(join(dir, "root"));
+    const opts = { store, minLayerSizeBytes: 0, spanSizeBytes: SPAN };
+    const [first] = await createIndexes(location, opts);
+    const [again] = await createIndexes(location, opts);
+    expect(again!.reused).toBe(true);
+    expect(again!.record.indexDigest).toBe(first!.record.indexDigest);
+    const [forced] = await createIndexes(location, { ...opts, force: true, now: () => new Date("2030-01-01T00:00:00Z") });
+    expect(forced!.reused).toBe(false);
+    // Building is deterministic: same layer, same span size → same zTOC and index bytes.
+    expect(forced!.record.indexDigest).toBe(first!.record.indexDigest);
+    // A different span size is a different index.
+    const [other] = await createIndexes(location, { ...opts, spanSizeBytes: SPAN * 2 });
+    expect(other!.record.indexDigest).not.toBe(first!.record.indexDigest);
+
+    expect((await listIndexes(store, { ref: location.name })).length).toBe(2);
+    expect((await listZtocs(store)).length).toBe(2);
+
+    // rebuild-db from the blobs alone.
+    rmSync(join(dir, "root", "index-db"), { recursive: true });
+    expect(await store.listRecords()).toEqual([]);
+    const rebuilt = await rebuildDatabase(store);
+    expect(rebuilt.map((r) => r.indexDigest).sort()).toEqual([first!.record.indexDigest, other!.record.indexDigest].sort());
+    for (const r of rebuilt) {
+      expect(r.manifestDigest).toBe(first!.record.manifestDigest);
+      expect(r.configDigest).toBe(manifest.config.digest);
+      expect(r.platform).toEqual({ architecture: "amd64", os: "linux" });
+      expect(r.version).toBe("v1");
+    }
+
+    const ztocOfFirst = (await getStoredIndex(store, first!.record.indexDigest)).index.layers[0]!.digest;
+    const { removedZtocs } = await removeIndex(store, first!.record.indexDigest);
+    expect(removedZtocs).toEqual([ztocOfFirst]);
+    expect(await store.hasBlob(ztocOfFirst)).toBe(false);
+    expect((await store.listRecords()).map((r) => r.indexDigest)).toEqual([other!.record.indexDigest]);
+  });
+});
