@@ -147,7 +147,8 @@ async function checkFlags(cmd: CommandDef<ArgsDef>, args: string[], path: string
   for (const [name, def] of Object.entries(defs)) {
     if (def.type === "positional") continue;
     const kind = def.type === "boolean" ? "boolean" : "value";
-    const aliases = def.alias === undefined ? [] : Array.isArray(def.alias) ? def.alias : [def.alias];
+    const alias = (def as { alias?: string | string[] }).alias;
+    const aliases = alias === undefined ? [] : Array.isArray(alias) ? alias : [alias];
     for (const n of [name, kebab(name), ...aliases]) {
       known.set(n.length === 1 ? `-${n}` : `--${n}`, kind);
     }
