@@ -305,7 +305,7 @@ export class HttpRegistryClient implements RegistryClient {
           if (body.length < got[1] - got[0]) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
           throw new RetryableError(`Cannot ${action}: the server sent bytes [${got[0]}, ${got[1]})`);
         }
-        return body.slice(start - got[0], end - got[0]);
+        return got[0] === start && got[1] === end ? body : body.slice(start - got[0], end - got[0]);
       }
       if (res.status === 200) {
         const body = await readBody(res, deadline, end);

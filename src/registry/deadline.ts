@@ -51,11 +51,14 @@ export class IdleDeadline {
 
 /**
  * Reads a response body to its end, touching `deadline` per chunk. With `limit`, stops (and cancels the
- * body) once that many bytes have arrived.
+ * body) once that many bytes have arrived. With a Content-Length, bytes are copied once into a buffer of
+ * that size.
  */
 export async function readBody(res: Response, deadline: IdleDeadline, limit?: number): Promise<Uint8Array> {
   if (!res.body) return new Uint8Array(0);
+  const declared = Number(res.headers.get("content-length") ?? NaN);
   const reader = res.body.getReader();
+  let buf: Uint8Array | undefined = Number.isSafeInteger(declared) && declared >= 0 ? new Uint8Array(limit !== undefined ? Math.min(limit, declared) : declared) : undefined;
   const chunks: Uint8Array[] = [];
   let n = 0;
   try {
@@ -63,7 +66,15 @@ export async function readBody(res: Response, deadline: IdleDeadline, limit?: nu
       const { done, value } = await reader.read();
       if (done) break;
       deadline.touch();
-      chunks.push(value);
+      if (buf && n + value.byteLength <= buf.length) buf.set(value, n);
+      else {
+        if (buf) {
+          // More than announced (or than the limit): fall back to collecting chunks.
+          chunks.push(buf.subarray(0, n));
+          buf = undefined;
+        }
+        chunks.push(value);
+      }
       n += value.byteLength;
       if (limit !== undefined && n >= limit) {
         await reader.cancel().catch(() => {});
@@ -73,6 +84,7 @@ export async function readBody(res: Response, deadline: IdleDeadline, limit?: nu
   } finally {
     reader.releaseLock();
   }
+  if (buf) return n === buf.length ? buf : buf.subarray(0, n);
   if (chunks.length === 1) return chunks[0]!;
   const out = new Uint8Array(n);
   let off = 0;
