@@ -26,6 +26,8 @@ export interface StartRegistryOptions {
   users?: Record<string, string>;
   /** Token issuer: also hand tokens to anonymous clients (default false). */
   allowAnonymous?: boolean;
+  /** Token issuer: token lifetime in seconds (default 300). */
+  tokenExpiresInSec?: number;
 }
 
 export interface TestRegistry {
@@ -57,7 +59,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     writeFileSync(join(dir, "htpasswd"), lines.join("\n") + "\n");
     authYaml = `auth:\n  htpasswd:\n    realm: soci-ts-test\n    path: ${join(dir, "htpasswd")}\n`;
   } else if (opts.auth === "token") {
-    tokenServer = await startTokenServer({ users, allowAnonymous: opts.allowAnonymous ?? false });
+    tokenServer = await startTokenServer({ users, allowAnonymous: opts.allowAnonymous ?? false, expiresInSec: opts.tokenExpiresInSec });
     authYaml =
       `auth:\n  token:\n    realm: ${tokenServer.realm}\n    service: ${tokenServer.service}\n` +
       `    issuer: ${tokenServer.issuer}\n    rootcertbundle: ${tokenServer.certFile}\n`;

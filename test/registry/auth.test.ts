@@ -119,6 +119,24 @@ describe.skipIf(!ok)("token-auth registry", () => {
     expect(reg.tokenServer!.scopes.at(-1)).toBe("repository:tok/app:pull");
   });
 
+  test("an expired token is renewed", async () => {
+    const short = await startRegistry({ auth: "token", tokenExpiresInSec: 1 });
+    try {
+      const client = new HttpRegistryClient({ dockerConfigPath: null, credentials: { [short.host]: { username: "alice", password: "wonderland-secret" } } });
+      const img = await pushImage(short, "exp/app", "v1", { client });
+      const r = { registry: short.host, repository: "exp/app", tag: "v1" };
+      await client.getManifest(r);
+      const before = short.tokenServer!.issued;
+      await client.getManifest(r);
+      expect(short.tokenServer!.issued).toBe(before); // still valid: cached
+      await Bun.sleep(1100);
+      expect((await client.getManifest(r)).descriptor.digest).toBe(img.manifestDescriptor.digest);
+      expect(short.tokenServer!.issued).toBe(before + 1); // expired: a new one
+    } finally {
+      await short.stop();
+    }
+  });
+
   test("the token issuer refusing the password is a clear UnauthorizedError", async () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null, credentials: { [reg.host]: { username: "alice", password: "bad" } } });
     const err = await client.getManifest({ registry: reg.host, repository: "tok/app", tag: "v1" }).catch((e) => e);

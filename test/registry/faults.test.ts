@@ -134,6 +134,13 @@ describe.skipIf(!ok)("registry client under faults", () => {
     expect(proxy.requests.length).toBe(2); // the mirror is not retried; the origin answered
   });
 
+  test("several ranges go out as one multi-range request", async () => {
+    const ranges: Array<[number, number]> = [[0, 10], [500_000, 500_100], [blob.length - 10, blob.length]];
+    const got = await client().readRanges(viaProxy, digest, ranges);
+    ranges.forEach(([s, e], i) => expect(got[i]).toEqual(blob.subarray(s, e)));
+    expect(proxy.requests.map((r) => [r.range, r.status])).toEqual([[`bytes=0-9,500000-500099,${blob.length - 10}-${blob.length - 1}`, 206]]);
+  });
+
   test("a stopped registry gives UnavailableError, not a hang", async () => {
     const gone = await startRegistry();
     const host = gone.host;
