@@ -44,7 +44,9 @@ export interface RegistryClientOptions {
   retries?: Partial<RetryOptions>;
   /** Hosts ("host" or "host:port") spoken to over plain HTTP; loopback hosts always are. */
   plainHttpHosts?: string[];
-  /** PEM file of extra CA certificates for HTTPS registries (Bun's fetch `tls.ca`). */
+  /** Hosts spoken to over HTTPS even on loopback (e.g. a TLS test registry on 127.0.0.1). */
+  httpsHosts?: string[];
+  /** PEM file of CA certificates trusted for HTTPS registries, besides the system's (fetch `tls.ca`). */
   caFile?: string;
   /** Mirrors per registry host, tried in order before the origin for reads. */
   mirrors?: Record<string, MirrorConfig[]>;

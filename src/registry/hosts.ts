@@ -27,10 +27,14 @@ export interface Endpoint {
 
 const LOOPBACK = /^(localhost|127(?:\.\d+){3}|\[::1\])(?::\d+)?$/;
 
-/** True when `host` ("host[:port]") should be spoken to over plain HTTP. */
-export function isPlainHttp(host: string, plainHttpHosts: readonly string[] = []): boolean {
-  if (LOOPBACK.test(host)) return true;
+/**
+ * True when `host` ("host[:port]") should be spoken to over plain HTTP: loopback hosts and hosts in
+ * `plainHttpHosts` (with or without port), unless named in `httpsHosts`.
+ */
+export function isPlainHttp(host: string, plainHttpHosts: readonly string[] = [], httpsHosts: readonly string[] = []): boolean {
   const bare = host.replace(/:\d+$/, "");
+  if (httpsHosts.includes(host) || httpsHosts.includes(bare)) return false;
+  if (LOOPBACK.test(host)) return true;
   return plainHttpHosts.includes(host) || plainHttpHosts.includes(bare);
 }
 
@@ -40,7 +44,7 @@ export function isPlainHttp(host: string, plainHttpHosts: readonly string[] = []
  */
 export function endpointsFor(
   registry: string,
-  opts: { plainHttpHosts?: readonly string[]; mirrors?: Record<string, MirrorConfig[]>; timeoutMs: number },
+  opts: { plainHttpHosts?: readonly string[]; httpsHosts?: readonly string[]; mirrors?: Record<string, MirrorConfig[]>; timeoutMs: number },
   withMirrors: boolean,
 ): Endpoint[] {
   const out: Endpoint[] = [];
@@ -49,7 +53,7 @@ export function endpointsFor(
     for (const m of mirrors) {
       const url = /^[a-z]+:\/\//i.exec(m.host) ? new URL(m.host) : undefined;
       const host = url ? url.host : m.host.replace(/\/+$/, "");
-      const scheme = url ? url.protocol.slice(0, -1) : m.insecure || isPlainHttp(host, opts.plainHttpHosts) ? "http" : "https";
+      const scheme = url ? url.protocol.slice(0, -1) : m.insecure || isPlainHttp(host, opts.plainHttpHosts, opts.httpsHosts) ? "http" : "https";
       out.push({
         host,
         base: `${scheme}://${host}`,
@@ -59,7 +63,7 @@ export function endpointsFor(
     }
   }
   const host = registry === DOCKER_HUB ? DOCKER_HUB_API_HOST : registry;
-  const scheme = isPlainHttp(host, opts.plainHttpHosts) ? "http" : "https";
+  const scheme = isPlainHttp(host, opts.plainHttpHosts, opts.httpsHosts) ? "http" : "https";
   out.push({ host, base: `${scheme}://${host}`, mirror: false, timeoutMs: opts.timeoutMs });
   return out;
 }

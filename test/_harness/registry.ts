@@ -26,13 +26,17 @@ export interface StartRegistryOptions {
   users?: Record<string, string>;
   /** Token issuer: also hand tokens to anonymous clients (default false). */
   allowAnonymous?: boolean;
+  /** Serve HTTPS with a fresh self-signed certificate for 127.0.0.1 (`caFile` of the result). */
+  tls?: boolean;
   /** Token issuer: token lifetime in seconds (default 300). */
   tokenExpiresInSec?: number;
 }
 
 export interface TestRegistry {
-  /** "http://127.0.0.1:PORT" */
+  /** "http://127.0.0.1:PORT" (https with `tls`) */
   url: string;
+  /** With `tls`: the PEM certificate clients must trust. */
+  caFile?: string;
   /** "127.0.0.1:PORT", the registry part of references. */
   host: string;
   port: number;
@@ -64,10 +68,23 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       `auth:\n  token:\n    realm: ${tokenServer.realm}\n    service: ${tokenServer.service}\n` +
       `    issuer: ${tokenServer.issuer}\n    rootcertbundle: ${tokenServer.certFile}\n`;
   }
+  let tlsYaml = "";
+  let caFile: string | undefined;
+  if (opts.tls) {
+    caFile = join(dir, "tls.crt");
+    const key = join(dir, "tls.key");
+    const r = Bun.spawnSync(
+      ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", caFile, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    if (r.exitCode !== 0) throw new Error(`Cannot make a TLS certificate: ${r.stderr.toString()}`);
+    tlsYaml = `  tls:\n    certificate: ${caFile}\n    key: ${key}\n`;
+  }
   const config =
     `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n` +
     `storage:\n  filesystem:\n    rootdirectory: ${join(dir, "data")}\n  delete:\n    enabled: true\n` +
     `http:\n  addr: 127.0.0.1:${port}\n  secret: soci-ts-test-secret\n` +
+    tlsYaml +
     authYaml;
   writeFileSync(join(dir, "config.yml"), config);
   const logFile = join(dir, "registry.log");
@@ -75,7 +92,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     stdout: Bun.file(logFile),
     stderr: Bun.file(logFile),
   });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
   const stop = async () => {
     proc.kill("SIGTERM");
     await proc.exited;
@@ -85,7 +102,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   try {
     await waitFor(`docker-registry on ${url}`, async () => {
       if (proc.exitCode !== null) throw new Error(`docker-registry exited with ${proc.exitCode}`);
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
+      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000), tls: { rejectUnauthorized: false } } as RequestInit);
       await res.body?.cancel();
       return res.status === 200 || res.status === 401;
     });
@@ -96,6 +113,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   }
   return {
     url,
+    caFile,
     host: `127.0.0.1:${port}`,
     port,
     dir,
