@@ -36,7 +36,7 @@ class TsGzipIndexer implements GzipIndexer {
     if (this.#ended) throw new InvalidArgumentError("Cannot end gzip indexer: end() was called already");
     this.#ended = true;
     this.#out = [];
-    if (this.#inBytes === 0) throw new GzipFormatError("Cannot index gzip data: input is empty", 0);
+    if (this.#inBytes === 0) throw new GzipFormatError("Cannot index gzip data: input is empty at compressed offset 0", 0);
     this.#inf.write(new Uint8Array(0), true);
     if (!this.#inf.complete) {
       throw new GzipFormatError(

@@ -44,8 +44,8 @@ const STOP = 2;
 
 /** Zero bytes kept after the input so that reads past its end never leave the buffer. */
 const PAD = 64;
-/** Bytes a dynamic block header can take at most (3 + 14 + 19·3 + 316·7 bits < 300 bytes), with a margin. */
-const BLOCK_HEADER_MAX_BYTES = 320;
+/** Thrown (and caught) when a unit of input (a block header) is not complete in the buffer. */
+const INCOMPLETE = Symbol("incomplete");
 /** Longest output of one symbol. */
 const MAX_MATCH = 258;
 /** Largest input piece handled at once (keeps bit positions within 32-bit arithmetic). */
@@ -486,9 +486,21 @@ export class TsInflater {
   // ---- BLOCK (block header, code lengths, tables) ------------------------------------------------------------
 
   #blockHeader(): number {
+    try {
+      return this.#blockHeaderTry();
+    } catch (err) {
+      if (err !== INCOMPLETE) throw err;
+      return this.#final ? this.#truncated() : NEED;
+    }
+  }
+
+  /**
+   * Decodes a block header from the input at hand (reading zero padding past its end if need be). Nothing is
+   * committed unless the whole header lies within the input; throws INCOMPLETE otherwise.
+   */
+  #blockHeaderTry(): number {
     const ib = this.#ib;
-    const availBytes = this.#ibLen - (this.#bp >>> 3);
-    if (!this.#final && availBytes < BLOCK_HEADER_MAX_BYTES) return NEED;
+    const ibBits = this.#ibLen * 8;
     const start = this.#bp;
     let ip = start >>> 3;
     let hold = 0;
@@ -511,6 +523,11 @@ export class TsInflater {
       return v;
     };
     const pos = (): number => ip * 8 - bits;
+    /** A malformed header, unless the input ran out first (then the bits read were padding). */
+    const bad = (reason: string, at: number): never => {
+      if (pos() > ibBits) throw INCOMPLETE;
+      return this.#fail(reason, at);
+    };
 
     const last = take(1);
     const type = take(2);
@@ -521,7 +538,7 @@ export class TsInflater {
       bits -= bits & 7;
       const len = take(16);
       const nlen = take(16);
-      if (pos() > this.#ibLen * 8) return this.#final ? this.#truncated() : NEED;
+      if (pos() > ibBits) throw INCOMPLETE;
       if (len !== (~nlen & 0xffff)) this.#fail("invalid stored block lengths", start);
       this.#storedLeft = len;
       this.#bp = pos();
@@ -533,24 +550,24 @@ export class TsInflater {
       this.#lbits = fixedLitBits;
       this.#dt = fixedDist!;
       this.#dbits = fixedDistBits;
-      if (pos() > this.#ibLen * 8) return this.#final ? this.#truncated() : NEED;
+      if (pos() > ibBits) throw INCOMPLETE;
       this.#bp = pos();
       this.#mode = M_HUFF;
       return OK;
     }
-    if (type === 3) this.#fail("invalid block type", start);
+    if (type === 3) bad("invalid block type", start);
 
     // Dynamic: HLIT, HDIST, HCLEN, code length code lengths, then the literal/length and distance lengths.
     const nlen = take(5) + 257;
     const ndist = take(5) + 1;
     const ncode = take(4) + 4;
-    if (nlen > 286 || ndist > 30) this.#fail("too many length or distance symbols", start);
+    if (nlen > 286 || ndist > 30) bad("too many length or distance symbols", start);
     const cl = this.#clLens;
     cl.fill(0);
     for (let i = 0; i < ncode; i++) cl[CL_ORDER[i]!] = take(3);
     const clt = this.#clTable;
     const clBits = buildTable(cl, 0, 19, KIND_CODES, clt, CL_ROOT);
-    if (clBits < 0) this.#fail("invalid code lengths set", start);
+    if (clBits < 0) bad("invalid code lengths set", start);
     const clMask = (1 << clBits) - 1;
     const lens = this.#lens;
     const total = nlen + ndist;
@@ -558,7 +575,7 @@ export class TsInflater {
     while (have < total) {
       need(clBits);
       const e = clt[hold & clMask]!;
-      if ((e >>> 8) & 0xff) this.#fail("invalid code lengths set", pos());
+      if ((e >>> 8) & 0xff) bad("invalid code lengths set", pos());
       const n = e & 0xff;
       hold >>>= n;
       bits -= n;
@@ -570,7 +587,7 @@ export class TsInflater {
       let rep: number;
       let val = 0;
       if (sym === 16) {
-        if (have === 0) this.#fail("invalid bit length repeat", pos());
+        if (have === 0) bad("invalid bit length repeat", pos());
         val = lens[have - 1]!;
         rep = 3 + take(2);
       } else if (sym === 17) {
@@ -578,12 +595,12 @@ export class TsInflater {
       } else {
         rep = 11 + take(7);
       }
-      if (have + rep > total) this.#fail("invalid bit length repeat", pos());
+      if (have + rep > total) bad("invalid bit length repeat", pos());
       lens.fill(val, have, have + rep);
       have += rep;
-      if (pos() > (this.#ibLen + PAD) * 8) break;
+      if (pos() > ibBits) throw INCOMPLETE;
     }
-    if (pos() > this.#ibLen * 8) return this.#final ? this.#truncated() : NEED;
+    if (pos() > ibBits) throw INCOMPLETE;
     if (lens[256] === 0) this.#fail("invalid code -- missing end-of-block", start);
     const lb = buildTable(lens, 0, nlen, KIND_LENS, this.#dynLit, LIT_ROOT);
     if (lb < 0) this.#fail("invalid literal/lengths set", start);
@@ -779,10 +796,84 @@ export class TsInflater {
       if (status === 4) this.#fail("invalid distance too far back", bp);
       if (op >= stopIdx) return STOP;
       if (op < opLimit) {
-        // Input limit: keep the unconsumed bits for the next chunk.
-        return NEED;
+        // Input limit: decode what is left symbol by symbol, keeping an incomplete last one for the next chunk.
+        return final ? this.#truncated() : this.#huffTail();
       }
       this.#makeRoom();
+    }
+  }
+
+  /** Reads up to 24 bits at bit position `bp` (zero padding after the input). */
+  #peek(bp: number): number {
+    const ib = this.#ib;
+    const o = bp >>> 3;
+    return ((ib[o]! | (ib[o + 1]! << 8) | (ib[o + 2]! << 16) | (ib[o + 3]! << 24)) >>> (bp & 7)) & 0xffffff;
+  }
+
+  /** Decodes one code from `table` at `bp`; returns the entry, with the total code length in its low byte. */
+  #code(table: Int32Array, root: number, bp: number): number {
+    const v = this.#peek(bp);
+    let e = table[v & ((1 << root) - 1)]!;
+    const k = (e >>> 8) & 0xff;
+    if (k !== 0 && (k & 0xf0) === 0) {
+      const n = e & 0xff;
+      e = table[(e >>> 16) + ((v >>> n) & ((1 << k) - 1))]!;
+      return (e & ~0xff) | ((e & 0xff) + n);
+    }
+    return e;
+  }
+
+  /**
+   * The last few bytes of a non-final input: one symbol at a time, each committed only when all its bits are
+   * in the buffer (a symbol needs up to 48 bits, so the fast loop stops 8 bytes early).
+   */
+  #huffTail(): number {
+    const ibBits = this.#ibLen * 8;
+    const ow = this.ow;
+    for (;;) {
+      let bp = this.#bp;
+      if (bp >= ibBits) return NEED;
+      const stopIdx = this.stopOut - ow.base;
+      if (ow.pos >= stopIdx) return STOP;
+      if (ow.room < MAX_MATCH) this.#makeRoom();
+      let e = this.#code(this.#lt, this.#lbits, bp);
+      bp += e & 0xff;
+      let kind = (e >>> 8) & 0xff;
+      if (bp > ibBits) return NEED;
+      if (kind === 0) {
+        ow.buf[ow.pos++] = e >>> 16;
+        this.#bp = bp;
+        continue;
+      }
+      if (kind & 16) {
+        const ex = kind & 15;
+        const len = (e >>> 16) + (this.#peek(bp) & ((1 << ex) - 1));
+        bp += ex;
+        e = this.#code(this.#dt, this.#dbits, bp);
+        bp += e & 0xff;
+        kind = (e >>> 8) & 0xff;
+        if (bp > ibBits) return NEED;
+        if ((kind & 16) === 0) this.#fail("invalid distance code", bp);
+        const dx = kind & 15;
+        const dist = (e >>> 16) + (this.#peek(bp) & ((1 << dx) - 1));
+        bp += dx;
+        if (bp > ibBits) return NEED;
+        const ob = ow.buf;
+        let op = ow.pos;
+        if (dist > op - this.#winStart) this.#fail("invalid distance too far back", bp);
+        let from = op - dist;
+        const end = op + len;
+        while (op < end) ob[op++] = ob[from++]!;
+        ow.pos = op;
+        this.#bp = bp;
+        continue;
+      }
+      if (kind & 32) {
+        this.#bp = bp;
+        this.#blockEnd();
+        return OK;
+      }
+      this.#fail("invalid literal/length code", bp);
     }
   }
 }

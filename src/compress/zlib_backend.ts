@@ -157,7 +157,7 @@ class ZlibGzipIndexer implements GzipIndexer {
   end(): GzipIndexResult {
     if (this.#ended) throw new InvalidArgumentError("Cannot end gzip indexer: it has ended already");
     this.#release();
-    if (this.#totIn === 0) throw new GzipFormatError("Cannot index gzip data: input is empty", 0);
+    if (this.#totIn === 0) throw new GzipFormatError("Cannot index gzip data: input is empty at compressed offset 0", 0);
     if (!this.#memberDone) {
       throw new GzipFormatError(
         `Cannot index gzip data: input ends inside a member (truncated) at compressed offset ${this.#totIn}`,
