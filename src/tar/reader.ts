@@ -107,6 +107,10 @@ export class TarReader {
   #gnuLongLink: string | undefined;
   #firstHeaderAt = -1;
   #archiveSize = -1;
+  /** Name of the entry whose data or padding is being read, for error messages. */
+  #current = "";
+  #globalHeader: TarEntry | undefined;
+  #specialSize = 0;
   #wantData: (entry: TarEntry) => boolean;
 
   constructor(options: TarReaderOptions = {}) {
@@ -158,7 +162,12 @@ export class TarReader {
       default:
         break;
     }
-    const what = this.#entry ? ` of entry "${this.#entry.name}"` : this.#special ? ` of "${this.#special.name}"` : "";
+    const what =
+      this.#state === "data" || this.#state === "padding"
+        ? ` of entry "${this.#current}"`
+        : this.#special
+          ? ` of "${this.#special.name}"`
+          : "";
     throw new TarFormatError(
       `Cannot read tar stream: unexpected end of data in ${this.#state.replace("_", " ")}${what} at offset ${this.#pos}`,
       this.#pos,
@@ -335,9 +344,6 @@ export class TarReader {
     this.#beginData(entry, out);
   }
 
-  #globalHeader: TarEntry | undefined;
-  #specialSize = 0;
-
   /** The fields of one header block, before PAX/GNU overrides. */
   #headerFields(
     block: Uint8Array,
@@ -414,6 +420,7 @@ export class TarReader {
   /** 3. Entry headers done: emit now, or after its data when the consumer wants the data. */
   #beginData(entry: TarEntry, out: TarEntry[]): void {
     const want = this.#wantData(entry);
+    this.#current = entry.name;
     this.#padAfter = padded(entry.dataSize) - entry.dataSize;
     if (want) {
       this.#entry = entry;

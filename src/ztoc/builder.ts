@@ -159,7 +159,7 @@ export function toFileMetadata(e: TarEntry): FileMetadata {
 
 /** Why a raw tar name cannot be mounted as is (absolute, escapes the root, empty), or undefined. */
 export function unsafeNameReason(name: string): string | undefined {
-  if (name === "" ) return "empty name";
+  if (name === "") return "empty name";
   if (name.startsWith("/")) return "absolute path";
   if (name.split("/").includes("..")) return "path escapes the layer root with '..'";
   return undefined;
