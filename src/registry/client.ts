@@ -161,7 +161,7 @@ export class HttpRegistryClient implements RegistryClient {
           if (bytes.length > 4 << 20) throw new InvalidArgumentError(`Cannot ${action}: manifest is larger than 4 MiB`);
           const announced = res.headers.get("docker-content-digest") ?? undefined;
           const expected = ref.digest ?? (announced?.startsWith("sha256:") ? announced : undefined);
-          if (expected) verifyDigest(bytes, expected, `manifest "${target}" of "${repoName(ref)}"`);
+          if (expected) verifyDigest(bytes, expected, { what: `manifest "${target}" of "${repoName(ref)}"` });
           const digest = ref.digest ?? sha256Digest(bytes);
           const { manifest, mediaType } = parseManifest(bytes, { contentType: res.headers.get("content-type") ?? undefined, what: `manifest "${target}" of "${repoName(ref)}"` });
           return { descriptor: { mediaType, digest, size: bytes.length }, bytes, manifest };
@@ -224,7 +224,7 @@ export class HttpRegistryClient implements RegistryClient {
       const bytes = await readBody(res, deadline);
       const len = Number(res.headers.get("content-length") ?? NaN);
       if (Number.isFinite(len) && bytes.length < len) throw new RetryableError(`Cannot ${action}: body cut after ${bytes.length} of ${len} bytes`);
-      verifyDigest(bytes, digest, `blob "${digest}" of "${repoName(ref)}"`);
+      verifyDigest(bytes, digest, { what: `blob "${digest}" of "${repoName(ref)}"` });
       return bytes;
     });
   }
@@ -251,7 +251,7 @@ export class HttpRegistryClient implements RegistryClient {
           deadline.clear();
         },
       });
-      const body = res.body.pipeThrough(touching).pipeThrough(verifyingStream(digest, what, Number.isFinite(len) ? len : undefined));
+      const body = res.body.pipeThrough(touching).pipeThrough(verifyingStream(digest, { what, expectedSize: Number.isFinite(len) ? len : undefined }));
       const reader = body.getReader();
       return new ReadableStream<Uint8Array>({
         async pull(c) {
@@ -496,12 +496,12 @@ export class HttpRegistryClient implements RegistryClient {
   // ------------------------------------------------------------------------------------------------ helpers
 
   #origin(ref: Reference): Endpoint {
-    return endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs }, false)[0]!;
+    return endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: false })[0]!;
   }
 
   /** Runs a read against each mirror, then the origin; the first success wins, the origin's error is thrown. */
   async #read<T>(ref: Reference, signal: AbortSignal | undefined, run: (ep: Endpoint) => Promise<T>): Promise<T> {
-    const eps = endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs }, true);
+    const eps = endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: true });
     for (const ep of eps) {
       if (!ep.mirror) return run(ep);
       try {
@@ -616,7 +616,7 @@ export class HttpRegistryClient implements RegistryClient {
         const retryAfter = res.headers.get("retry-after");
         await res.body?.cancel().catch(() => {});
         deadline.clear();
-        await sleep(backoffMs(attempt++, this.#retry, retryAfter), req.signal);
+        await sleep(backoffMs(attempt++, { ...this.#retry, retryAfter }), req.signal);
         continue;
       }
       // 5. the caller reads the answer under the same deadline

@@ -31,7 +31,8 @@ const LOOPBACK = /^(localhost|127(?:\.\d+){3}|\[::1\])(?::\d+)?$/;
  * True when `host` ("host[:port]") should be spoken to over plain HTTP: loopback hosts and hosts in
  * `plainHttpHosts` (with or without port), unless named in `httpsHosts`.
  */
-export function isPlainHttp(host: string, plainHttpHosts: readonly string[] = [], httpsHosts: readonly string[] = []): boolean {
+export function isPlainHttp(host: string, opts: { plainHttpHosts?: readonly string[]; httpsHosts?: readonly string[] } = {}): boolean {
+  const { plainHttpHosts = [], httpsHosts = [] } = opts;
   const bare = host.replace(/:\d+$/, "");
   if (httpsHosts.includes(host) || httpsHosts.includes(bare)) return false;
   if (LOOPBACK.test(host)) return true;
@@ -39,21 +40,27 @@ export function isPlainHttp(host: string, plainHttpHosts: readonly string[] = []
 }
 
 /**
- * The endpoints for `registry` ("docker.io", "127.0.0.1:5000"): mirrors first when `withMirrors`, then the
- * origin (docker.io is served by registry-1.docker.io).
+ * The endpoints for `registry` ("docker.io", "127.0.0.1:5000"): mirrors first when `withMirrors` (reads),
+ * then the origin (docker.io is served by registry-1.docker.io).
  */
 export function endpointsFor(
   registry: string,
-  opts: { plainHttpHosts?: readonly string[]; httpsHosts?: readonly string[]; mirrors?: Record<string, MirrorConfig[]>; timeoutMs: number },
-  withMirrors: boolean,
+  opts: {
+    plainHttpHosts?: readonly string[];
+    httpsHosts?: readonly string[];
+    mirrors?: Record<string, MirrorConfig[]>;
+    timeoutMs: number;
+    withMirrors: boolean;
+  },
 ): Endpoint[] {
+  const withMirrors = opts.withMirrors;
   const out: Endpoint[] = [];
   if (withMirrors) {
     const mirrors = opts.mirrors?.[registry] ?? (registry === DOCKER_HUB ? opts.mirrors?.[DOCKER_HUB_API_HOST] : undefined) ?? [];
     for (const m of mirrors) {
       const url = /^[a-z]+:\/\//i.exec(m.host) ? new URL(m.host) : undefined;
       const host = url ? url.host : m.host.replace(/\/+$/, "");
-      const scheme = url ? url.protocol.slice(0, -1) : m.insecure || isPlainHttp(host, opts.plainHttpHosts, opts.httpsHosts) ? "http" : "https";
+      const scheme = url ? url.protocol.slice(0, -1) : m.insecure || isPlainHttp(host, opts) ? "http" : "https";
       out.push({
         host,
         base: `${scheme}://${host}`,
@@ -63,7 +70,7 @@ export function endpointsFor(
     }
   }
   const host = registry === DOCKER_HUB ? DOCKER_HUB_API_HOST : registry;
-  const scheme = isPlainHttp(host, opts.plainHttpHosts, opts.httpsHosts) ? "http" : "https";
+  const scheme = isPlainHttp(host, opts) ? "http" : "https";
   out.push({ host, base: `${scheme}://${host}`, mirror: false, timeoutMs: opts.timeoutMs });
   return out;
 }

@@ -140,7 +140,7 @@ export class OciLayout implements ImageStore {
 
   async getBlob(digest: string, _opts?: RequestOptions): Promise<Uint8Array> {
     const bytes = new Uint8Array(await this.#readFile(digest));
-    verifyDigest(bytes, digest, `blob "${digest}" of OCI layout "${this.dir}"`);
+    verifyDigest(bytes, digest, { what: `blob "${digest}" of OCI layout "${this.dir}"` });
     return bytes;
   }
 
@@ -172,7 +172,7 @@ export class OciLayout implements ImageStore {
         await fh.close();
       },
     });
-    return raw.pipeThrough(verifyingStream(digest, `blob "${digest}" of OCI layout "${this.dir}"`, size));
+    return raw.pipeThrough(verifyingStream(digest, { what: `blob "${digest}" of OCI layout "${this.dir}"`, expectedSize: size }));
   }
 
   async headBlob(digest: string, _opts?: RequestOptions): Promise<{ size: number }> {

@@ -21,9 +21,9 @@ export function isRetryableStatus(status: number): boolean {
  * The wait before retry number `attempt` (0-based): random in [minWait·2^attempt / 2, minWait·2^attempt],
  * capped by maxWait; a `Retry-After` of seconds wins when given (also capped).
  */
-export function backoffMs(attempt: number, opts: RetryOptions, retryAfter?: string | null): number {
-  if (retryAfter) {
-    const sec = Number(retryAfter);
+export function backoffMs(attempt: number, opts: RetryOptions & { retryAfter?: string | null }): number {
+  if (opts.retryAfter) {
+    const sec = Number(opts.retryAfter);
     if (Number.isFinite(sec) && sec >= 0) return Math.min(sec * 1000, opts.maxWaitMs);
   }
   const ceil = Math.min(opts.maxWaitMs, opts.minWaitMs * 2 ** attempt);

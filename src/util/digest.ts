@@ -51,9 +51,10 @@ export function digestOf(bytes: Uint8Array, algorithm = "sha256"): Digest {
 
 /**
  * Throws DigestMismatchError (naming `what` and both digests) when `bytes` do not hash to `expected`.
- * `what` describes the object, e.g. `blob "sha256:…" of "127.0.0.1:5000/app"`.
+ * `what` describes the object, e.g. `blob "sha256:…" of "127.0.0.1:5000/app"` (default `content "<digest>"`).
  */
-export function verifyDigest(bytes: Uint8Array, expected: string, what = `content "${expected}"`): void {
+export function verifyDigest(bytes: Uint8Array, expected: string, opts: { what?: string } = {}): void {
+  const what = opts.what ?? `content "${expected}"`;
   const { algorithm } = parseDigest(expected);
   const actual = digestOf(bytes, algorithm);
   if (actual !== expected) {
@@ -89,13 +90,15 @@ export class Digester {
 
 /**
  * A TransformStream that passes bytes through and, when the input ends, errors the stream with
- * DigestMismatchError unless the bytes hash to `expected` (and, when given, number `expectedSize`).
+ * DigestMismatchError (naming `what`) unless the bytes hash to `expected` and, when given, number no more
+ * than `expectedSize`.
  */
 export function verifyingStream(
   expected: string,
-  what: string,
-  expectedSize?: number,
+  opts: { what?: string; expectedSize?: number } = {},
 ): TransformStream<Uint8Array, Uint8Array> {
+  const what = opts.what ?? `content "${expected}"`;
+  const expectedSize = opts.expectedSize;
   const { algorithm } = parseDigest(expected);
   const d = new Digester(algorithm);
   return new TransformStream({

@@ -62,14 +62,14 @@ describe("digests", () => {
     expect(isDigest("sha256:ABC")).toBe(false);
     expect(parseDigest(d).hex.length).toBe(64);
     expect(() => parseDigest("md5:abc")).toThrow(InvalidArgumentError);
-    expect(() => verifyDigest(enc("hellO"), d, "greeting")).toThrow(DigestMismatchError);
+    expect(() => verifyDigest(enc("hellO"), d, { what: "greeting" })).toThrow(DigestMismatchError);
     const dg = new Digester();
     dg.update(enc("hel"));
     dg.update(enc("lo"));
     expect(dg.digest()).toBe(d);
-    const good = new Response(new Response(bytes).body!.pipeThrough(verifyingStream(d, "greeting")));
+    const good = new Response(new Response(bytes).body!.pipeThrough(verifyingStream(d, { what: "greeting" })));
     expect(new Uint8Array(await good.arrayBuffer())).toEqual(bytes);
-    const bad = new Response(new Response(enc("hellO")).body!.pipeThrough(verifyingStream(d, "greeting")));
+    const bad = new Response(new Response(enc("hellO")).body!.pipeThrough(verifyingStream(d, { what: "greeting", expectedSize: 5 })));
     await expect(bad.arrayBuffer()).rejects.toBeInstanceOf(DigestMismatchError);
   });
 });

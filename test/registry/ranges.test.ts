@@ -56,7 +56,7 @@ describe("retry policy", () => {
       expect(w).toBeGreaterThanOrEqual(ceil / 2);
       expect(w).toBeLessThanOrEqual(ceil);
     }
-    expect(backoffMs(0, opts, "0")).toBe(0);
-    expect(backoffMs(0, opts, "60")).toBe(1000);
+    expect(backoffMs(0, { ...opts, retryAfter: "0" })).toBe(0);
+    expect(backoffMs(0, { ...opts, retryAfter: "60" })).toBe(1000);
   });
 });

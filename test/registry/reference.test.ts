@@ -52,21 +52,21 @@ describe("endpoints", () => {
     expect(isPlainHttp("localhost")).toBe(true);
     expect(isPlainHttp("[::1]:80")).toBe(true);
     expect(isPlainHttp("registry.local:5000")).toBe(false);
-    expect(isPlainHttp("registry.local:5000", ["registry.local"])).toBe(true);
-    expect(isPlainHttp("registry.local:5000", ["registry.local:5000"])).toBe(true);
+    expect(isPlainHttp("registry.local:5000", { plainHttpHosts: ["registry.local"] })).toBe(true);
+    expect(isPlainHttp("registry.local:5000", { plainHttpHosts: ["registry.local:5000"] })).toBe(true);
+    expect(isPlainHttp("127.0.0.1:5000", { httpsHosts: ["127.0.0.1:5000"] })).toBe(false);
   });
   test("mirrors in order, then the origin; docker.io is registry-1.docker.io", () => {
     const eps = endpointsFor(
       "docker.io",
-      { timeoutMs: 1000, mirrors: { "docker.io": [{ host: "mirror.local:5000", insecure: true, requestTimeoutSec: 2 }, { host: "https://p2p.local" }] } },
-      true,
+      { timeoutMs: 1000, withMirrors: true, mirrors: { "docker.io": [{ host: "mirror.local:5000", insecure: true, requestTimeoutSec: 2 }, { host: "https://p2p.local" }] } },
     );
     expect(eps.map((e) => [e.base, e.mirror, e.timeoutMs])).toEqual([
       ["http://mirror.local:5000", true, 2000],
       ["https://p2p.local", true, 1000],
       ["https://registry-1.docker.io", false, 1000],
     ]);
-    expect(endpointsFor("docker.io", { timeoutMs: 1, mirrors: { "docker.io": [{ host: "m" }] } }, false).length).toBe(1);
+    expect(endpointsFor("docker.io", { timeoutMs: 1, withMirrors: false, mirrors: { "docker.io": [{ host: "m" }] } }).length).toBe(1);
   });
   test("docker config keys", () => {
     expect(normalizeAuthKey("https://index.docker.io/v1/")).toBe("docker.io");
