@@ -100,7 +100,7 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     layers["multi-member"] = new Uint8Array(
       Buffer.concat([0, 1, 2].map((k) => run("gzip", ["-c"], { input: tarBytes.subarray(k * third, k === 2 ? undefined : (k + 1) * third) }))),
     );
-  });
+  }, 120_000);
 
   afterAll(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -174,8 +174,32 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
         const r = await extractFile(ztoc, small.name, readRange);
         expect(r.fetchedBytes).toBeLessThan(blob.length / 2);
       }
-    });
+    }, 120_000);
   }
+
+  test.skipIf(!needs("zran reference", "tool:python3"))(
+    "checkpoint blobs equal an independent zlib (zran/SOCI algorithm) reference, byte for byte",
+    async () => {
+      const script = join(import.meta.dir, "fixtures", "zran_reference.py");
+      for (const [name, spanSizeBytes] of [
+        ["gzip-1", 65536],
+        ["gzip-9", 262144],
+        ["gzip-fname", 65536],
+        ["pigz-b128", 100_000],
+        ["multi-member", 65536],
+      ] as const) {
+        const blob = layers[name]!;
+        const file = join(dir, `${name}.gz`);
+        writeFileSync(file, blob);
+        const reference = new Uint8Array(run("python3", [script, file, String(spanSizeBytes)]));
+        const { ztoc } = await buildZtoc(chunks(blob, `ref-${name}`), { spanSizeBytes, algorithm: "gzip" });
+        const ours = ztoc.compressionInfo.checkpoints;
+        expect([name, ours.length]).toEqual([name, reference.length]);
+        expect([name, sha(ours)]).toEqual([name, sha(reference)]);
+      }
+    },
+    120_000,
+  );
 
   test("the same layer gives the same bytes whatever the chunking; the build tool identifier is an option", async () => {
     const blob = layers["gzip-9"]!;
