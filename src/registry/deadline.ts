@@ -49,6 +49,9 @@ export class IdleDeadline {
   }
 }
 
+/** Bodies up to this size are read in one call, so `timeoutMs` bounds their whole transfer. */
+const ONE_CALL_MAX_BYTES = 4 << 20;
+
 /**
  * Reads a response body to its end, touching `deadline` per chunk. With `limit`, stops (and cancels the
  * body) once that many bytes have arrived. With a Content-Length, bytes are copied once into a buffer of
@@ -57,6 +60,10 @@ export class IdleDeadline {
 export async function readBody(res: Response, deadline: IdleDeadline, limit?: number): Promise<Uint8Array> {
   if (!res.body) return new Uint8Array(0);
   const declared = Number(res.headers.get("content-length") ?? NaN);
+  if (Number.isSafeInteger(declared) && declared <= ONE_CALL_MAX_BYTES && (limit === undefined || limit >= declared)) {
+    // Small bodies in one native call (measurably faster than a reader loop); the deadline still aborts it.
+    return new Uint8Array(await res.arrayBuffer());
+  }
   const reader = res.body.getReader();
   let buf: Uint8Array | undefined = Number.isSafeInteger(declared) && declared >= 0 ? new Uint8Array(limit !== undefined ? Math.min(limit, declared) : declared) : undefined;
   const chunks: Uint8Array[] = [];
