@@ -249,8 +249,8 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
  * - sizes are not negative; every entry type is one SOCI writes; entry offsets and sizes are not negative and
  *   lie within the uncompressed archive; entries, in offset order, do not overlap (SOCI's ErrInvalidTOCEntry);
  * - `max_span_id + 1` span digests, each "sha256:<64 hex>";
- * - gzip: the checkpoint blob parses (v1 or v2), has max_span_id + 1 checkpoints, `in` and `out` strictly
- *   increase and stay within the archive sizes;
+ * - gzip: the checkpoint blob parses (v1 or v2), has max_span_id + 1 checkpoints, `in` strictly increases,
+ *   `out` never decreases, and both stay within the archive sizes;
  * - uncompressed: the TarZinfo parses, its size is the compressed size and its span count matches.
  */
 export function validateZtoc(ztoc: Ztoc, at = 0): void {
@@ -292,7 +292,8 @@ export function validateZtoc(ztoc: Ztoc, at = 0): void {
       if (cp.in > ztoc.compressedArchiveSize || cp.out > ztoc.uncompressedArchiveSize) {
         fail(`checkpoint ${i} (in ${cp.in}, out ${cp.out}) lies beyond the archive`);
       }
-      if (prev && (cp.in <= prev.in || cp.out <= prev.out)) fail(`checkpoint ${i} offsets do not increase`);
+      // `out` may repeat: empty gzip members put several checkpoints at the same uncompressed offset.
+      if (prev && (cp.in <= prev.in || cp.out < prev.out)) fail(`checkpoint ${i} offsets do not increase`);
       if (cp.in === 0 && cp.bits !== 0) fail(`checkpoint ${i} has bits set at compressed offset 0`);
       prev = cp;
     }

@@ -201,6 +201,27 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     120_000,
   );
 
+  test("empty gzip members in front: repeated checkpoints at out 0 decode, validate and extract", async () => {
+    const empty = new Uint8Array(run("gzip", ["-c"], { input: new Uint8Array(0) }));
+    const tar = writeTar([{ name: "a.txt", data: "after empty members\n" }, { name: "b.bin", data: new Rand("e").bytes(5000) }]);
+    const blob = new Uint8Array(Buffer.concat([empty, empty, run("gzip", ["-c"], { input: tar })]));
+    const built = await buildZtoc(chunks(blob, "empty"), { spanSizeBytes: 1024, algorithm: "gzip" });
+    const ztoc = decodeZtoc(built.bytes);
+    const spans = SpanTable.fromZtoc(ztoc);
+    expect(spans.checkpoints.slice(0, 3).map((c) => c.out)).toEqual([0, 0, 0]);
+    if (needs("zran reference", "tool:python3")) {
+      const file = join(dir, "empty-members.gz");
+      writeFileSync(file, blob);
+      const reference = new Uint8Array(run("python3", [join(import.meta.dir, "fixtures", "zran_reference.py"), file, "1024"]));
+      expect(sha(ztoc.compressionInfo.checkpoints)).toBe(sha(reference));
+    }
+    for (const name of ["a.txt", "b.bin"]) {
+      const got = await extractFile(ztoc, name, async (s, e) => blob.slice(s, e));
+      const want = tar.subarray(got.entry.uncompressedOffset, got.entry.uncompressedOffset + got.entry.uncompressedSize);
+      expect(sha(got.data)).toBe(sha(want));
+    }
+  });
+
   test("the same layer gives the same bytes whatever the chunking; the build tool identifier is an option", async () => {
     const blob = layers["gzip-9"]!;
     const a = await buildZtoc(chunks(blob, "a"), { spanSizeBytes: 65536, algorithm: "gzip" });
