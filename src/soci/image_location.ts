@@ -328,7 +328,8 @@ export class RegistryLocation implements ImageLocation {
   }
 
   pushReferrer(bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor> {
-    return this.client.pushReferrer(this.ref, bytes, mediaType, opts);
+    // Without the tag: the client would also tag the referrer, moving the image's tag to the index.
+    return this.client.pushReferrer({ registry: this.ref.registry, repository: this.ref.repository }, bytes, mediaType, opts);
   }
 }
 
