@@ -6,7 +6,8 @@
 import { type ArgsDef, type CommandDef, defineCommand } from "citty";
 import pkg from "../../package.json" with { type: "json" };
 
-type Lazy = () => Promise<CommandDef<ArgsDef>>;
+/** A command loaded on first use. Each command has its own args type; the tree only needs the common shape. */
+type Lazy = () => Promise<CommandDef<any>>;
 
 function group(name: string, description: string, subCommands: Record<string, Lazy>): CommandDef<ArgsDef> {
   return defineCommand({ meta: { name, description }, subCommands });
@@ -18,9 +19,22 @@ const configCommands = group("config", "Print the configuration", {
 });
 
 // Registered by the index/ztoc/convert, mount, serve and pull command files as they land.
-const indexCommands: Record<string, Lazy> = {};
-const ztocCommands: Record<string, Lazy> = {};
-const topLevel: Record<string, Lazy> = {};
+const indexCommands: Record<string, Lazy> = {
+  create: () => import("./index_create.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  push: () => import("./index_push.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  list: () => import("./index_list.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  info: () => import("./index_info.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  rm: () => import("./index_rm.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  "rebuild-db": () => import("./index_rebuild_db.ts").then((m) => m.default as CommandDef<ArgsDef>),
+};
+const ztocCommands: Record<string, Lazy> = {
+  list: () => import("./ztoc_list.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  info: () => import("./ztoc_info.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  "get-file": () => import("./ztoc_get_file.ts").then((m) => m.default as CommandDef<ArgsDef>),
+};
+const topLevel: Record<string, Lazy> = {
+  convert: () => import("./convert.ts").then((m) => m.default as CommandDef<ArgsDef>),
+};
 
 export const rootCommand: CommandDef<ArgsDef> = defineCommand({
   meta: {

@@ -1,0 +1,58 @@
+import { defineCommand } from "citty";
+import { createIndexes } from "../soci/create.ts";
+import { formatPlatform } from "../soci/resolve_images.ts";
+import { cliContext } from "./context.ts";
+import { artifactStore, hostPlatform, openLocation, parseSize, platformsFrom, printJson, progressReporter, writeOut } from "./index_shared.ts";
+
+/** `soci-ts index create REF`: build a v1 SOCI index per platform and keep it in the local artifact store. */
+export default defineCommand({
+  meta: { name: "create", description: "Build a SOCI index (v1) of an image and store it locally (REF: registry reference or oci:DIR[:TAG])" },
+  args: {
+    ref: { type: "positional", description: "Image: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]", required: true },
+    spanSize: { type: "string", description: "Uncompressed bytes per span (default from config: 4MiB)" },
+    minLayerSize: { type: "string", description: "Skip layers smaller than this, compressed (default from config: 10MiB; 0 indexes all)" },
+    platform: { type: "string", alias: "p", description: "Platform(s) to index, os/arch[/variant], comma-separated (default: the host's)" },
+    allPlatforms: { type: "boolean", description: "Index every platform of a multi-platform image" },
+    force: { type: "boolean", alias: "f", description: "Rebuild even when the store has an index of this image" },
+    json: { type: "boolean", description: "Print the result as JSON" },
+  },
+  async run({ args }) {
+    const ctx = cliContext();
+    const location = openLocation(String(args.ref), ctx);
+    const progress = progressReporter();
+    let created;
+    try {
+      created = await createIndexes(location, {
+        store: artifactStore(ctx),
+        spanSizeBytes: parseSize(args.spanSize, "span-size") ?? ctx.config.index.spanSize,
+        minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size") ?? ctx.config.index.minLayerSize,
+        buildToolIdentifier: ctx.config.index.buildToolIdentifier,
+        platforms: platformsFrom(args.platform),
+        allPlatforms: Boolean(args.allPlatforms),
+        hostPlatform: hostPlatform(),
+        force: Boolean(args.force),
+        onProgress: progress.onProgress,
+      });
+    } finally {
+      progress.done();
+    }
+    if (args.json) {
+      await printJson(created.map((c) => ({
+        indexDigest: c.record.indexDigest,
+        manifestDigest: c.record.manifestDigest,
+        platform: formatPlatform(c.record.platform),
+        reused: c.reused,
+        ztocs: c.ztocs.map((z) => ({ digest: z.digest, size: z.size, layerDigest: z.annotations?.["com.amazon.soci.image-layer-digest"] })),
+        skipped: c.skipped.map((s) => ({ layerDigest: s.layer.digest, reason: s.reason })),
+      })));
+      return;
+    }
+    for (const c of created) {
+      for (const s of c.skipped) ctx.logger.info(`layer ${s.layer.digest} skipped: ${s.reason}`);
+      const what = c.reused ? "kept existing index" : "created index";
+      await writeOut(
+        `${what} ${c.record.indexDigest} for ${formatPlatform(c.record.platform)} image ${c.record.manifestDigest} (${c.ztocs.length} zTOCs, ${c.skipped.length} layers skipped)\n`,
+      );
+    }
+  },
+});

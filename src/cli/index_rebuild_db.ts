@@ -1,0 +1,14 @@
+import { defineCommand } from "citty";
+import { rebuildDatabase } from "../soci/create.ts";
+import { cliContext } from "./context.ts";
+import { artifactStore, writeOut } from "./index_shared.ts";
+
+/** `soci-ts index rebuild-db`: rebuild the index database from the blobs of the local store. */
+export default defineCommand({
+  meta: { name: "rebuild-db", description: "Rebuild the local index database from the artifact store's content" },
+  args: {},
+  async run() {
+    const records = await rebuildDatabase(artifactStore(cliContext()));
+    await writeOut(`rebuilt ${records.length} index records\n`);
+  },
+});

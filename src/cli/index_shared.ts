@@ -1,0 +1,143 @@
+/**
+ * What the `index`, `ztoc` and `convert` commands share: opening an image location (registry reference or
+ * `oci:DIR[:TAG]`) with a registry client configured from the config tree, the local artifact store under
+ * `--root`, platform flags, output helpers and a per-layer progress line on a TTY.
+ */
+import type { Platform } from "../oci/types.ts";
+import { HttpRegistryClient } from "../registry/client.ts";
+import type { Credential } from "../registry/credentials.ts";
+import { parseReference } from "../registry/reference.ts";
+import type { RegistryClient } from "../registry/types.ts";
+import { ArtifactStore } from "../soci/artifact_store.ts";
+import type { LayerProgress } from "../soci/builder.ts";
+import { type ImageLocation, isLayoutSpec, OciLayoutLocation, parseLayoutSpec, RegistryLocation } from "../soci/image_location.ts";
+import { parsePlatform } from "../soci/resolve_images.ts";
+import { InvalidArgumentError } from "../util/errors.ts";
+import type { CliContext } from "./context.ts";
+
+let client: RegistryClient | undefined;
+
+/** The registry client of this process, configured from `[http]`, `[resolver.host]` and `docker_config`. */
+export function registryClient(ctx: CliContext): RegistryClient {
+  if (client) return client;
+  const c = ctx.config;
+  const credentials: Record<string, Credential> = {};
+  const plainHttpHosts: string[] = [];
+  const mirrors: Record<string, Array<{ host: string; insecure: boolean; requestTimeoutSec: number }>> = {};
+  let caFile: string | undefined;
+  for (const [host, h] of Object.entries(c.resolver.host)) {
+    if (h.username) credentials[host] = { username: h.username, password: h.password };
+    if (h.plainHttp) plainHttpHosts.push(host);
+    if (h.mirrors.length) mirrors[host] = h.mirrors;
+    if (h.caFile) caFile = h.caFile;
+  }
+  client = new HttpRegistryClient({
+    timeoutMs: c.http.responseHeaderTimeoutMsec > 0 ? Math.max(c.http.responseHeaderTimeoutMsec, 30_000) : 30_000,
+    retries: { max: c.http.maxRetries, minWaitMs: c.http.minWaitMsec, maxWaitMs: Math.min(c.http.maxWaitMsec, 30_000) },
+    plainHttpHosts,
+    credentials,
+    mirrors,
+    ...(caFile ? { caFile } : {}),
+    ...(c.dockerConfig ? { dockerConfigPath: c.dockerConfig } : {}),
+  });
+  return client;
+}
+
+/**
+ * Open `oci:DIR[:TAG]` or a registry reference.
+ * @throws InvalidArgumentError when the reference cannot be parsed
+ */
+export function openLocation(spec: string, ctx: CliContext): ImageLocation {
+  if (isLayoutSpec(spec)) {
+    const { dir, tag } = parseLayoutSpec(spec);
+    return new OciLayoutLocation(dir, tag);
+  }
+  const ref = parseReference(spec);
+  return new RegistryLocation(registryClient(ctx), ref, spec);
+}
+
+/** The artifact store under `--root`. */
+export function artifactStore(ctx: CliContext): ArtifactStore {
+  return new ArtifactStore(ctx.root);
+}
+
+/** `--platform` values (repeatable or comma-separated), parsed; empty when not given. */
+export function platformsFrom(value: unknown): Platform[] {
+  if (value === undefined || value === false || value === "") return [];
+  const list = (Array.isArray(value) ? value : [value]).flatMap((v) => String(v).split(","));
+  return list.map((s) => s.trim()).filter(Boolean).map(parsePlatform);
+}
+
+/** The host's platform (linux/<arch>). */
+export function hostPlatform(): Platform {
+  const arch = ({ x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" } as Record<string, string>)[process.arch] ?? process.arch;
+  return arch === "arm" ? { os: "linux", architecture: arch, variant: "v7" } : { os: "linux", architecture: arch };
+}
+
+/**
+ * A size flag: bytes as an integer, or with a unit suffix (K, M, G; KiB, MiB, GiB; powers of 1024).
+ * @throws InvalidArgumentError naming the flag
+ */
+export function parseSize(value: unknown, flag: string): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const m = /^(\d+)\s*([kmg](?:i?b)?)?$/i.exec(String(value).trim());
+  if (!m) throw new InvalidArgumentError(`Option "--${flag}" must be a size in bytes (e.g. 4194304 or 4MiB), got "${String(value)}"`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? "").charAt(0).toLowerCase()]!;
+  return Number(m[1]) * mult;
+}
+
+/** Write to stdout and wait until it is flushed (the process may exit right after a command returns). */
+export function writeOut(data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(data, (err) => (err ? reject(err) : resolve())));
+}
+
+/** Write one JSON document to stdout. */
+export function printJson(value: unknown): Promise<void> {
+  return writeOut(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Write aligned columns to stdout. */
+export function printTable(header: string[], rows: string[][]): Promise<void> {
+  const widths = header.map((h, i) => rows.reduce((w, r) => Math.max(w, (r[i] ?? "").length), h.length));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  return writeOut(`${[line(header), ...rows.map(line)].join("\n")}\n`);
+}
+
+/** "12.3 MB" style. */
+export function humanBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let v = n;
+  let u = -1;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${v.toFixed(1)} ${units[u]}`;
+}
+
+/**
+ * A progress callback that redraws one stderr line per layer on a TTY (bytes read of the layer), and does
+ * nothing otherwise. Call the returned `done()` to end the line.
+ */
+export function progressReporter(): { onProgress: ((p: LayerProgress) => void) | undefined; done: () => void } {
+  if (!process.stderr.isTTY) return { onProgress: undefined, done: () => {} };
+  let last = 0;
+  let current = "";
+  return {
+    onProgress(p) {
+      const now = Date.now();
+      if (p.layerDigest !== current) {
+        if (current) process.stderr.write("\n");
+        current = p.layerDigest;
+      } else if (now - last < 100 && p.doneBytes < p.totalBytes) return;
+      last = now;
+      process.stderr.write(
+        `\r\x1b[Klayer ${p.layerIndex + 1} ${p.layerDigest.slice(7, 19)}: ${humanBytes(p.doneBytes)} / ${humanBytes(p.totalBytes)}`,
+      );
+    },
+    done() {
+      if (current) process.stderr.write("\n");
+    },
+  };
+}
