@@ -112,6 +112,23 @@ export class SpanTable {
     return lo;
   }
 
+  /**
+   * SOCI's UncompressedOffsetToSpanID, without bounds checks: gzip → the largest i with start(i) ≤ offset
+   * (0 when none); uncompressed → floor(offset / span size), which may exceed the last span id. For reports
+   * (`ztoc info`) that must match SOCI's numbers; readers use `spanIdForOffset`.
+   */
+  sociSpanId(offset: number): number {
+    if (this.algorithm === "uncompressed") return Math.floor(offset / this.spanSizeBytes);
+    let lo = 0;
+    let hi = this.spanCount - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.#starts[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
   /** Inclusive span ids [first, last] covering uncompressed bytes [start, end), or undefined when empty. */
   spansForRange(start: number, end: number): { first: number; last: number } | undefined {
     if (end <= start) return undefined;
