@@ -326,8 +326,9 @@ export class TarReader {
     }
     entry.paxRecords = pax;
     if (pax.size > 0) entry.format = "pax";
-    if (this.#gnuLongName !== undefined) entry.name = this.#gnuLongName;
-    if (this.#gnuLongLink !== undefined) entry.linkname = this.#gnuLongLink;
+    // As in Go, an empty GNU long name or link leaves the header's own field in place.
+    if (this.#gnuLongName) entry.name = this.#gnuLongName;
+    if (this.#gnuLongLink) entry.linkname = this.#gnuLongLink;
     if (entry.typeflag === TYPEFLAG.REG_A) entry.typeflag = entry.name.endsWith("/") ? TYPEFLAG.DIR : TYPEFLAG.REG;
     if (entry.typeflag === TYPEFLAG.GNU_SPARSE) {
       this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`, at);
