@@ -16,7 +16,7 @@ import {
 } from "../../src/soci/index.ts";
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 import { getFile, listZtocs, loadZtoc } from "../../src/soci/ztoc_store.ts";
-import { ztocInfo } from "../../src/soci/ztoc_info.ts";
+import { ztocInfo } from "../../src/ztoc/info.ts";
 import { FailedPreconditionError } from "../../src/util/errors.ts";
 import { type Compression, compressLayer, generateEntries, regularFiles, writeImage, writeTar } from "./_layers.ts";
 
@@ -69,13 +69,13 @@ describe("index create on generated layers", () => {
       expect(smallFetchMax).toBeLessThan(layer.blob.length / 2);
 
       // ztoc info: SOCI's fields, consistent with the TOC.
-      const info = ztocInfo(ztoc, (await store.getBlob(z.digest)).length);
+      const info = ztocInfo(ztoc, { sizeBytes: (await store.getBlob(z.digest)).length });
       expect(Object.keys(info)).toEqual(["version", "build_tool", "size", "span_size", "num_spans", "num_files", "num_multi_span_files", "files"]);
       expect(info.span_size).toBe(SPAN);
       expect(info.num_spans).toBe(ztoc.compressionInfo.maxSpanId + 1);
       expect(info.num_files).toBe(ztoc.toc.length);
       expect(info.num_multi_span_files).toBeGreaterThan(0);
-      expect(Object.keys(info.files[0]!)).toEqual(["filename", "offset", "size", "type", "start_span", "end_span"]);
+      expect(Object.keys(info.files![0]!)).toEqual(["filename", "offset", "size", "type", "start_span", "end_span"]);
     });
   }
 
