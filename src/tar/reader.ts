@@ -73,6 +73,25 @@ export interface TarEndInfo {
 
 type State = "header" | "special" | "data" | "padding" | "second_zero" | "done";
 
+/**
+ * The reader's state machine: from each state, the states it may move to.
+ * - header: collecting a 512-byte header block → special (PAX/GNU payload follows), data (an entry),
+ *   second_zero (a zero block), done (clean end of input at a block boundary)
+ * - special: collecting a PAX or GNU long-name payload and its padding → header
+ * - data: an entry's data → padding, header (data ended on a block boundary), data (next empty entry)
+ * - padding: zeros up to the block boundary → header
+ * - second_zero: the block after a zero block; zero → done, anything else is an error
+ * - done: later bytes (record padding) are ignored
+ */
+const TRANSITIONS: Readonly<Record<State, readonly State[]>> = {
+  header: ["special", "data", "second_zero", "done", "header"],
+  special: ["header"],
+  data: ["padding", "header"],
+  padding: ["header"],
+  second_zero: ["done"],
+  done: [],
+};
+
 /** Typeflags whose size field does not describe data that follows (Go's `isHeaderOnlyType`). */
 const HEADER_ONLY = new Set<string>([
   TYPEFLAG.LINK,
@@ -147,14 +166,14 @@ export class TarReader {
       case "header":
         if (this.#blockFill === 0 && this.#firstHeaderAt < 0) {
           // Clean end of input at a block boundary: Go's reader reports EOF here.
-          this.#state = "done";
+          this.#to("done");
           this.#archiveSize = this.#pos;
           return { archiveSize: this.#pos, bytesSeen };
         }
         break;
       case "second_zero":
         if (this.#blockFill === 0) {
-          this.#state = "done";
+          this.#to("done");
           this.#archiveSize = this.#pos;
           return { archiveSize: this.#pos, bytesSeen };
         }
@@ -214,12 +233,18 @@ export class TarReader {
         const n = Math.min(this.#remaining, chunk.length - i);
         this.#remaining -= n;
         this.#pos += n;
-        if (this.#remaining === 0) this.#state = "header";
+        if (this.#remaining === 0) this.#to("header");
         return n;
       }
       case "done":
         return chunk.length - i;
     }
+  }
+
+  /** Moves to `next`, checking the transition table (a violation is a bug in this reader, not bad input). */
+  #to(next: State): void {
+    if (!TRANSITIONS[this.#state].includes(next)) throw new Error(`Tar reader bug: no transition from ${this.#state} to ${next}`);
+    this.#state = next;
   }
 
   #fail(message: string, offset: number): never {
@@ -234,7 +259,7 @@ export class TarReader {
       if (this.#firstHeaderAt >= 0) {
         this.#fail(`Cannot read tar entry at offset ${this.#firstHeaderAt}: extended header is followed by the end of archive`, at);
       }
-      this.#state = "second_zero";
+      this.#to("second_zero");
       return;
     }
     if (this.#firstHeaderAt < 0) this.#firstHeaderAt = at;
@@ -278,7 +303,7 @@ export class TarReader {
       this.#special = { typeflag, buf: new Uint8Array(padded(size)), fill: 0, name: rawName, headerAt: at };
       this.#specialSize = size;
       if (size === 0) this.#onSpecialComplete(out);
-      else this.#state = "special";
+      else this.#to("special");
       return;
     }
 
@@ -387,7 +412,7 @@ export class TarReader {
   #onSpecialComplete(out: TarEntry[]): void {
     const sp = this.#special!;
     this.#special = undefined;
-    this.#state = "header";
+    this.#to("header");
     const payload = sp.buf.subarray(0, this.#specialSize);
     const payloadAt = sp.headerAt + BLOCK_SIZE;
     switch (sp.typeflag) {
@@ -433,7 +458,7 @@ export class TarReader {
       this.#dataBuf = undefined;
     }
     this.#remaining = entry.dataSize;
-    this.#state = "data";
+    this.#to("data");
     if (entry.dataSize === 0) this.#onDataComplete(out);
   }
 
@@ -446,7 +471,7 @@ export class TarReader {
     this.#entry = undefined;
     this.#dataBuf = undefined;
     this.#remaining = this.#padAfter;
-    this.#state = this.#remaining > 0 ? "padding" : "header";
+    this.#to(this.#remaining > 0 ? "padding" : "header");
   }
 
   /** 5. After one zero block: a second one ends the archive; anything else is an error (as in Go). */
@@ -454,7 +479,7 @@ export class TarReader {
     if (!isZeroBlock(this.#block)) {
       this.#fail(`Cannot read tar stream: a zero block at offset ${this.#pos - 2 * BLOCK_SIZE} is followed by a non-zero block`, this.#pos - BLOCK_SIZE);
     }
-    this.#state = "done";
+    this.#to("done");
     this.#archiveSize = this.#pos;
   }
 }
