@@ -206,6 +206,9 @@ export class MemoryTree {
     const existing = dir.children.get(name);
     if (existing instanceof MemDir) {
       if (o.perm !== undefined) existing.mode = S_IFDIR | o.perm;
+      if (o.uid !== undefined) existing.uid = o.uid;
+      if (o.gid !== undefined) existing.gid = o.gid;
+      if (o.mtimeNs !== undefined) existing.mtimeNs = o.mtimeNs;
       this.#init(existing, o);
       return existing;
     }
