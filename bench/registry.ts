@@ -3,7 +3,8 @@
  * the same run (one curl process, one connection reused, like our client's keep-alive pool).
  *
  *   latency:    N sequential random 64 KiB ranges → mean milliseconds per request
- *   throughput: sequential 1 MiB ranges over a 64 MiB blob → MiB/s
+ *   throughput: sequential 1 MiB ranges over a 64 MiB blob → MiB/s (also with the runtime's bare fetch, to
+ *               separate our client's cost from the HTTP stack's)
  *
  * Last line: `range reads: <ratio>x curl` (our throughput over curl's; above 1 is faster).
  * Run: `npm run bench:registry` (needs docker-registry and curl).
@@ -51,6 +52,11 @@ try {
     if (n !== ranges.reduce((a, [s, e]) => a + e - s, 0)) throw new Error("short read");
     return performance.now() - t0;
   };
+  const rawFetch = async (ranges: Array<[number, number]>) => {
+    const t0 = performance.now();
+    for (const [s, e] of ranges) await (await fetch(url, { headers: { range: `bytes=${s}-${e - 1}` } })).arrayBuffer();
+    return performance.now() - t0;
+  };
   function curl(ranges: Array<[number, number]>): number {
     const cfg = join(tmp, "curl.cfg");
     writeFileSync(cfg, ranges.map(([s, e]) => `url = "${url}"\nrange = "${s}-${e - 1}"\noutput = "/dev/null"\n`).join("next\n"));
@@ -62,18 +68,20 @@ try {
   }
 
   // 4. measure, best of 5 each, interleaved
-  const best = { oursLat: Infinity, curlLat: Infinity, oursTp: Infinity, curlTp: Infinity };
+  const best = { oursLat: Infinity, curlLat: Infinity, oursTp: Infinity, curlTp: Infinity, rawTp: Infinity };
   for (let round = 0; round < 5; round++) {
     best.oursLat = Math.min(best.oursLat, await ours(small));
     best.curlLat = Math.min(best.curlLat, curl(small));
     best.oursTp = Math.min(best.oursTp, await ours(big));
     best.curlTp = Math.min(best.curlTp, curl(big));
+    best.rawTp = Math.min(best.rawTp, await rawFetch(big));
   }
   const lat = (ms: number) => (ms / LAT_N).toFixed(3);
   const tp = (ms: number) => (BLOB_MIB / (ms / 1000)).toFixed(0);
   console.log(`blob ${BLOB_MIB} MiB on ${reg.host}; ${LAT_N} random 64 KiB ranges; ${BLOB_MIB} sequential 1 MiB ranges`);
   console.log(`latency  soci-ts ${lat(best.oursLat)} ms/request   curl ${lat(best.curlLat)} ms/request   ratio ${(best.curlLat / best.oursLat).toFixed(2)}x`);
-  console.log(`through  soci-ts ${tp(best.oursTp)} MiB/s   curl ${tp(best.curlTp)} MiB/s`);
+  console.log(`through  soci-ts ${tp(best.oursTp)} MiB/s   curl ${tp(best.curlTp)} MiB/s   bare runtime fetch ${tp(best.rawTp)} MiB/s`);
+  console.log(`client overhead: ${(best.rawTp / best.oursTp).toFixed(2)}x bare fetch`);
   console.log(`64 KiB range latency: ${(best.curlLat / best.oursLat).toFixed(2)}x curl`);
   console.log(`range reads: ${(best.curlTp / best.oursTp).toFixed(2)}x curl`);
 } finally {
