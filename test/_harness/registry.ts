@@ -30,6 +30,8 @@ export interface StartRegistryOptions {
   tls?: boolean;
   /** Token issuer: token lifetime in seconds (default 300). */
   tokenExpiresInSec?: number;
+  /** Token issuer: OAuth2 refresh tokens (docker `identitytoken`) → username. */
+  refreshTokens?: Record<string, string>;
 }
 
 export interface TestRegistry {
@@ -63,7 +65,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     writeFileSync(join(dir, "htpasswd"), lines.join("\n") + "\n");
     authYaml = `auth:\n  htpasswd:\n    realm: soci-ts-test\n    path: ${join(dir, "htpasswd")}\n`;
   } else if (opts.auth === "token") {
-    tokenServer = await startTokenServer({ users, allowAnonymous: opts.allowAnonymous ?? false, expiresInSec: opts.tokenExpiresInSec });
+    tokenServer = await startTokenServer({ users, allowAnonymous: opts.allowAnonymous ?? false, expiresInSec: opts.tokenExpiresInSec, refreshTokens: opts.refreshTokens });
     authYaml =
       `auth:\n  token:\n    realm: ${tokenServer.realm}\n    service: ${tokenServer.service}\n` +
       `    issuer: ${tokenServer.issuer}\n    rootcertbundle: ${tokenServer.certFile}\n`;

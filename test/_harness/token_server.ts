@@ -4,7 +4,8 @@
  * Keys: an ES256 (P-256) key and a self-signed X.509 certificate made with the `openssl` CLI in a temp dir;
  * the certificate is the registry's `rootcertbundle`. Tokens are JWTs whose header carries the certificate
  * in `x5c`, so the registry verifies the signature against the bundle.
- * Requests: `GET /token?service=…&scope=repository:<name>:<actions>` with optional Basic credentials.
+ * Requests: `GET /token?service=…&scope=repository:<name>:<actions>` with optional Basic credentials, or
+ * `POST /token` with a form `grant_type=refresh_token&refresh_token=…&service=…&scope=…` (OAuth2).
  * When `users` is given, unknown or wrong credentials get 401; anonymous requests get tokens only with
  * `allowAnonymous`.
  */
@@ -20,6 +21,8 @@ export interface TokenServerOptions {
   service?: string;
   /** username → password accepted with Basic auth. */
   users?: Record<string, string>;
+  /** OAuth2 refresh tokens (docker's `identitytoken`) → username, accepted by `POST /token`. */
+  refreshTokens?: Record<string, string>;
   /** Give pull/push tokens to anonymous requests too (default true when no users). */
   allowAnonymous?: boolean;
   /** Token lifetime in seconds (default 300). */
@@ -68,13 +71,19 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
-    fetch(req) {
+    async fetch(req) {
       const url = new URL(req.url);
       if (url.pathname !== "/token") return new Response("not found", { status: 404 });
       // 1. who is asking
       let subject = "";
       const auth = req.headers.get("authorization");
-      if (auth?.startsWith("Basic ")) {
+      if (req.method === "POST") {
+        const form = new URLSearchParams(await req.text());
+        const user = form.get("grant_type") === "refresh_token" ? opts.refreshTokens?.[form.get("refresh_token") ?? ""] : undefined;
+        if (!user) return Response.json({ errors: [{ code: "UNAUTHORIZED", message: "invalid refresh token" }] }, { status: 401 });
+        subject = user;
+        for (const k of ["service", "scope"]) for (const v of form.getAll(k)) url.searchParams.append(k, v);
+      } else if (auth?.startsWith("Basic ")) {
         const [user, ...rest] = Buffer.from(auth.slice(6), "base64").toString().split(":");
         if (!opts.users || opts.users[user!] !== rest.join(":")) {
           return Response.json({ errors: [{ code: "UNAUTHORIZED", message: "invalid username or password" }] }, { status: 401 });

@@ -66,6 +66,22 @@ describe.skipIf(!ok)("htpasswd registry", () => {
     }
   });
 
+  test("credentials from the default store (credsStore)", async () => {
+    const bin = join(dir, "bin2");
+    require("node:fs").mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, "docker-credential-store"), `#!/bin/sh\nread host\necho '{"ServerURL":"'$host'","Username":"alice","Secret":"wonderland-secret"}'\n`);
+    chmodSync(join(bin, "docker-credential-store"), 0o755);
+    const cfg = dockerConfig(dir, { auths: {}, credsStore: "store" });
+    const oldPath = process.env.PATH;
+    process.env.PATH = `${bin}:${oldPath}`;
+    try {
+      const client = new HttpRegistryClient({ dockerConfigPath: cfg, timeoutMs: 10_000 });
+      await pushImage(reg, "private/store", "v1", { client });
+    } finally {
+      process.env.PATH = oldPath;
+    }
+  });
+
   test("credentials from options win over docker config", async () => {
     const cfg = dockerConfig(dir, { auths: { [reg.host]: { auth: b64("alice:wrong") } } });
     const client = new HttpRegistryClient({ dockerConfigPath: cfg, credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } } });
@@ -95,7 +111,7 @@ describe.skipIf(!ok)("token-auth registry", () => {
   let reg: TestRegistry;
   let dir: string;
   beforeAll(async () => {
-    reg = await startRegistry({ auth: "token" });
+    reg = await startRegistry({ auth: "token", refreshTokens: { "refresh-123": "alice" } });
     dir = mkdtempSync(join(tmpdir(), "soci-token-auth-"));
   });
   afterAll(async () => {
@@ -117,6 +133,15 @@ describe.skipIf(!ok)("token-auth registry", () => {
     // One more token for the pull scope, then the cache serves all ten reads.
     expect(reg.tokenServer!.issued).toBe(issuedAfterPush + 1);
     expect(reg.tokenServer!.scopes.at(-1)).toBe("repository:tok/app:pull");
+  });
+
+  test("an identity token (OAuth2 refresh token) from docker config", async () => {
+    const cfg = dockerConfig(dir, { auths: { [reg.host]: { identitytoken: "refresh-123" } } });
+    const client = new HttpRegistryClient({ dockerConfigPath: cfg });
+    const img = await pushImage(reg, "tok/oauth", "v1", { client });
+    expect((await client.headManifest({ registry: reg.host, repository: "tok/oauth", tag: "v1" })).digest).toBe(img.manifestDescriptor.digest);
+    const bad = new HttpRegistryClient({ dockerConfigPath: dockerConfig(dir, { auths: { [reg.host]: { identitytoken: "wrong" } } }) });
+    await expect(bad.getManifest({ registry: reg.host, repository: "tok/oauth", tag: "v1" })).rejects.toBeInstanceOf(UnauthorizedError);
   });
 
   test("an expired token is renewed", async () => {

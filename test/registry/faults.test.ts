@@ -111,6 +111,10 @@ describe.skipIf(!ok)("registry client under faults", () => {
     expect(err).toBeInstanceOf(DigestMismatchError);
     expect(err.expected).toBe(digest);
     expect(err.message).toContain(`blob "${digest}" of "${reg.host}/f/app"`);
+    // Streams fail at their end the same way.
+    const stream = await client({ fetch: lying }).getBlobStream({ registry: reg.host, repository: "f/app" }, digest);
+    const streamErr = await new Response(stream).arrayBuffer().catch((e) => e);
+    expect(streamErr).toBeInstanceOf(DigestMismatchError);
   });
 
   test("a redirect to the real blob URL is followed once and cached", async () => {
