@@ -95,7 +95,11 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     stderr: Bun.file(logFile),
   });
   const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
+  // Never outlive the test process, even when a suite forgets stop() or crashes.
+  const killOnExit = () => proc.kill("SIGKILL");
+  process.on("exit", killOnExit);
   const stop = async () => {
+    process.off("exit", killOnExit);
     proc.kill("SIGTERM");
     await proc.exited;
     await tokenServer?.stop();
