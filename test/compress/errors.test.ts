@@ -151,7 +151,7 @@ describe.skipIf(!haveTools)("malformed gzip", () => {
     for (let i = 0; i < 3000; i++) {
       const which = r.int(bases.length);
       const m = bases[which]!.slice();
-      let input = m;
+      let input: Uint8Array = m;
       switch (r.int(4)) {
         case 0:
           for (let k = 1 + r.int(4); k > 0; k--) m[r.int(m.length)]! ^= 1 << r.int(8);
