@@ -549,6 +549,7 @@ export class HttpRegistryClient implements RegistryClient {
         const loc = res.headers.get("location");
         if (res.status >= 300 && res.status < 400 && loc) {
           await res.body?.cancel().catch(() => {});
+          d.clear();
           const url = new URL(loc, `${ep.base}/v2/${ref.repository}/blobs/${digest}`).href;
           this.#redirects.set(key, { url, expiresAt: Date.now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
           return this.#send({ ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "manual" }, consume, keepDeadline);
