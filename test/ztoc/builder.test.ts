@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   chmodSync,
+  chownSync,
   linkSync,
   lstatSync,
   mkdirSync,
@@ -32,7 +33,7 @@ import { parseGoTime } from "../../src/ztoc/go_time.ts";
 import { SpanTable } from "../../src/ztoc/spans.ts";
 import type { Ztoc } from "../../src/ztoc/types.ts";
 
-const enabled = needs("ztoc builder e2e", "tool:tar", "tool:gzip", "tool:pigz", "tool:setfattr", "tool:getfattr");
+const enabled = needs("ztoc builder e2e", "root", "tool:tar", "tool:gzip", "tool:pigz", "tool:setfattr", "tool:getfattr", "tool:mknod", "tool:mkfifo");
 
 function run(cmd: string, args: string[], opts: { input?: Uint8Array; cwd?: string } = {}): Buffer {
   const r = spawnSync(cmd, args, { input: opts.input, cwd: opts.cwd, maxBuffer: 1 << 30 });
@@ -82,10 +83,14 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     run("setfattr", ["-n", "user.soci", "-v", "lazy", join(src, "small.txt")]);
     run("setfattr", ["-n", "trusted.overlay.opaque", "-v", "y", join(src, "opq")]);
     for (let i = 0; i < 40; i++) writeFileSync(join(src, "bin", `f${i}`), rand.text(rand.int(20_000)));
+    mkdirSync(join(src, "dev"));
+    run("mknod", [join(src, "dev", "null"), "c", "1", "3"]);
+    run("mknod", [join(src, "dev", "loop9"), "b", "7", "9"]);
+    run("mkfifo", [join(src, "dev", "fifo")]);
+    chownSync(join(src, "mixed.bin"), 1234, 5678);
+    chownSync(join(src, "dev", "fifo"), 4321, 8765);
     utimesSync(join(src, "small.txt"), 1700000000.5, 1700000000.5);
-    tarBytes = new Uint8Array(
-      run("tar", ["--sort=name", "--format=pax", "--xattrs", "--xattrs-include=*", "--owner=0", "--group=0", "-C", src, "-cf", "-", "."]),
-    );
+    tarBytes = new Uint8Array(run("tar", ["--sort=name", "--format=pax", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", src, "-cf", "-", "."]));
     extracted = join(dir, "x");
     mkdirSync(extracted);
     run("tar", ["--xattrs", "--xattrs-include=*", "--same-owner", "-xpf", "-", "-C", extracted], { input: tarBytes });
@@ -142,6 +147,12 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
         expect([entry.name, t.sec]).toEqual([entry.name, Math.floor(st.mtimeMs / 1000)]);
         if (entry.type === "symlink") expect(entry.linkname).toBe(readlinkSync(path));
         if (entry.type === "dir") expect(st.isDirectory()).toBe(true);
+        if (entry.type === "fifo") expect(st.isFIFO()).toBe(true);
+        if (entry.type === "char" || entry.type === "block") {
+          expect(entry.type === "char" ? st.isCharacterDevice() : st.isBlockDevice()).toBe(true);
+          // Linux dev_t: major in bits 8..19, minor in bits 0..7 and 20..31.
+          expect([entry.devmajor, entry.devminor]).toEqual([(st.rdev >> 8) & 0xfff, (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)]);
+        }
         if (entry.type !== "reg") continue;
         const r = await extractFile(ztoc, entry.name, readRange, { spans });
         expect([entry.name, sha(r.data)]).toEqual([entry.name, sha(readFileSync(path))]);
@@ -149,6 +160,13 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
         files++;
       }
       expect(files).toBeGreaterThan(45);
+      expect(ztoc.toc.filter((e) => ["char", "block", "fifo"].includes(e.type)).map((e) => [e.name, e.type, e.devmajor, e.devminor])).toEqual([
+        ["./dev/fifo", "fifo", 0, 0],
+        ["./dev/loop9", "block", 7, 9],
+        ["./dev/null", "char", 1, 3],
+      ]);
+      const mixed = ztoc.toc.find((e) => e.name === "./mixed.bin")!;
+      expect([mixed.uid, mixed.gid]).toEqual([1234, 5678]);
 
       // Hardlinks point at their target, and extraction follows them (tar --sort=name stores hardlink.txt first).
       const pair = ztoc.toc.filter((e) => e.name === "./hardlink.txt" || e.name === "./small.txt");
