@@ -5,7 +5,15 @@ import type { FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
-/** A Go zero-value FileMetadata as SOCI's builder serializes it: empty strings are still created. */
+/**
+ * A Go zero-value FileMetadata, as SOCI's ztocToFlatbuffer serializes it:
+ * - name, type, linkname, uname, gname: CreateString("") still writes a string (u32 length 0, the NUL
+ *   terminator, zero padding to 4 bytes) and the table references it: offset fields have no default;
+ * - mod_time: time.Time{}.MarshalText() = "0001-01-01T00:00:00Z" (a 20-byte string);
+ * - uncompressed_offset/size, mode, uid, gid, devmajor, devminor: 0 equals the default, so the builder omits them;
+ * - xattrs: an empty vector (u32 count 0) is created and referenced;
+ * - both entries have the same field layout, so they share one vtable (builder deduplication).
+ */
 function zeroMetadata(): FileMetadata {
   return {
     name: "",
