@@ -13,7 +13,7 @@ import { Readable } from "node:stream";
 import { MediaType } from "../oci/media_types.ts";
 import type { Descriptor, ImageIndex, Manifest } from "../oci/types.ts";
 import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from "../registry/types.ts";
-import { DigestMismatchError, FailedPreconditionError, FormatError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { DigestMismatchError, FormatError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { atomicWrite, digestHex, sha256Digest } from "./artifact_store.ts";
 import { goIndex } from "./go_json.ts";
 
@@ -331,9 +331,4 @@ export class RegistryLocation implements ImageLocation {
     // Without the tag: the client would also tag the referrer, moving the image's tag to the index.
     return this.client.pushReferrer({ registry: this.ref.registry, repository: this.ref.repository }, bytes, mediaType, opts);
   }
-}
-
-/** FailedPreconditionError for operations a location kind cannot do. */
-export function unsupported(what: string, where: string): never {
-  throw new FailedPreconditionError(`Cannot ${what} "${where}": not supported there`);
 }
