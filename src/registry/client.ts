@@ -101,6 +101,8 @@ export class HttpRegistryClient implements RegistryClient {
   readonly #fetchInit: Record<string, unknown>;
   readonly #redirects = new Map<string, { url: string; expiresAt: number }>();
   readonly #noReferrersApi = new Set<string>();
+  /** Registries that answered a multi-range request with the whole blob. */
+  readonly #noMultiRange = new Set<string>();
   readonly #platform: Platform;
 
   constructor(opts: RegistryClientOptions = {}) {
@@ -324,7 +326,9 @@ export class HttpRegistryClient implements RegistryClient {
 
   /**
    * Several ranges in one request (`Range: bytes=a-b,c-d`); a multipart/byteranges answer is split, a
-   * single-range or whole-blob answer is cut. Returns the bytes of each range in the order asked.
+   * single-range answer is cut. A whole-blob answer is cut when the ranges cover most of it, else the
+   * registry is remembered as not serving multi-range requests and each range is read on its own.
+   * Returns the bytes of each range in the order asked.
    */
   async readRanges(ref: Reference, digest: string, ranges: ByteRange[], opts: RequestOptions = {}): Promise<Uint8Array[]> {
     parseDigest(digest);
@@ -333,8 +337,11 @@ export class HttpRegistryClient implements RegistryClient {
     if (ranges.length === 0) return [];
     if (ranges.length === 1) return [await this.readRange(ref, digest, ranges[0]![0], ranges[0]![1], opts)];
     const action = `read ${ranges.length} ranges of ${what}`;
+    const one = () => Promise.all(ranges.map(([s, e]) => this.readRange(ref, digest, s, e, opts)));
+    if (this.#noMultiRange.has(ref.registry)) return one();
     const maxEnd = Math.max(...ranges.map((r) => r[1]));
-    return this.#blob(ref, digest, { range: rangeHeader(ranges) }, action, opts.signal, async (res, deadline) => {
+    const wanted = ranges.reduce((n, [s, e]) => n + e - s, 0);
+    const got = await this.#blob(ref, digest, { range: rangeHeader(ranges) }, action, opts.signal, async (res, deadline): Promise<Uint8Array[] | undefined> => {
       if (res.status === 416) throw new InvalidArgumentError(`Cannot ${action}: a range is beyond the blob's end (HTTP 416)`);
       if (res.status === 206) {
         const boundary = multipartBoundary(res.headers.get("content-type"));
@@ -351,12 +358,20 @@ export class HttpRegistryClient implements RegistryClient {
         return sliceFromParts([{ start: cr.start, end: cr.end, bytes: body }], ranges);
       }
       if (res.status === 200) {
+        // The whole blob: fine when the ranges cover most of it (servers answer so when they overlap or
+        // sum past the size); otherwise the server ignores multi-range requests: one request per range.
+        if (maxEnd > 2 * wanted) {
+          await res.body?.cancel().catch(() => {});
+          this.#noMultiRange.add(ref.registry);
+          return undefined;
+        }
         const body = await readBody(res, deadline, maxEnd);
         if (body.length < maxEnd) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
         return ranges.map(([s, e]) => body.slice(s, e));
       }
       throw httpError({ action, status: res.status, detail: await errorDetail(res) });
     });
+    return got ?? one();
   }
 
   /**
