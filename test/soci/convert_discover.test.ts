@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { MediaType } from "../../src/oci/media_types.ts";
 import type { ImageIndex, Manifest } from "../../src/oci/types.ts";
 import { ArtifactStore, sha256Digest } from "../../src/soci/artifact_store.ts";
-import { convertImage } from "../../src/soci/convert.ts";
+import { annotateManifest, convertImage } from "../../src/soci/convert.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { discoverIndex } from "../../src/soci/discover.ts";
 import { OciLayoutLocation } from "../../src/soci/image_location.ts";
@@ -137,6 +137,20 @@ describe("convert (SOCI index v2)", () => {
     await convertImage(oneDst, againDst, { ...build, platforms: [parsePlatform("linux/arm64")] });
     const againIx = (await againDst.getRoot()).manifest as ImageIndex;
     expect(againIx.manifests.filter((d) => d.artifactType === SOCI_INDEX_V2_ARTIFACT_TYPE)).toHaveLength(1);
+  });
+
+  test("a Docker schema 2 manifest is relabelled OCI, its layers untouched (as SOCI does)", () => {
+    const docker: Manifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.DOCKER_MANIFEST,
+      config: { mediaType: MediaType.DOCKER_CONFIG, digest: `sha256:${"c".repeat(64)}`, size: 10 },
+      layers: [{ mediaType: MediaType.DOCKER_LAYER_GZIP, digest: `sha256:${"d".repeat(64)}`, size: 20 }],
+    };
+    const out = annotateManifest(docker, `sha256:${"e".repeat(64)}`);
+    expect(out.mediaType).toBe(MediaType.OCI_MANIFEST);
+    expect(out.config).toEqual({ ...docker.config, mediaType: MediaType.OCI_CONFIG });
+    expect(out.layers).toEqual(docker.layers);
+    expect(out.annotations).toEqual({ [ANNOTATION_INDEX_DIGEST]: `sha256:${"e".repeat(64)}` });
   });
 
   test("the destination needs a tag", async () => {

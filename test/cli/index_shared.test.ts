@@ -1,0 +1,57 @@
+import { describe, expect, test } from "bun:test";
+import { humanBytes, parseSize, platformsFrom, progressReporter } from "../../src/cli/index_shared.ts";
+import { InvalidArgumentError } from "../../src/util/errors.ts";
+
+describe("index command helpers", () => {
+  test("parseSize() takes bytes or K/M/G (binary) suffixes and names the flag on errors", () => {
+    expect(parseSize("4194304", "span-size")).toBe(4194304);
+    expect(parseSize("4MiB", "span-size")).toBe(4 << 20);
+    expect(parseSize("64k", "span-size")).toBe(65536);
+    expect(parseSize("0", "min-layer-size")).toBe(0);
+    expect(parseSize(undefined, "span-size")).toBeUndefined();
+    expect(() => parseSize("1.5M", "span-size")).toThrow(InvalidArgumentError);
+    expect(() => parseSize("-1", "min-layer-size")).toThrow('Option "--min-layer-size"');
+  });
+
+  test("platformsFrom() accepts repeated and comma-separated values", () => {
+    expect(platformsFrom(undefined)).toEqual([]);
+    expect(platformsFrom("linux/amd64,linux/arm64/v8")).toEqual([
+      { os: "linux", architecture: "amd64" },
+      { os: "linux", architecture: "arm64" },
+    ]);
+    expect(platformsFrom(["linux/arm/v6", "linux/arm"])).toEqual([
+      { os: "linux", architecture: "arm", variant: "v6" },
+      { os: "linux", architecture: "arm", variant: "v7" },
+    ]);
+    expect(() => platformsFrom("amd64")).toThrow(InvalidArgumentError);
+  });
+
+  test("progress: one redrawn line per layer on a TTY, nothing otherwise", () => {
+    const stderr = process.stderr as unknown as { isTTY: boolean; write: (s: string) => boolean };
+    const [tty, write] = [stderr.isTTY, stderr.write];
+    const out: string[] = [];
+    try {
+      stderr.isTTY = false;
+      expect(progressReporter().onProgress).toBeUndefined();
+      stderr.isTTY = true;
+      stderr.write = (s: string) => (out.push(s), true);
+      const p = progressReporter();
+      const a = `sha256:${"a".repeat(64)}`;
+      const b = `sha256:${"b".repeat(64)}`;
+      p.onProgress!({ layerDigest: a, layerIndex: 0, doneBytes: 1000, totalBytes: 5_000_000 });
+      p.onProgress!({ layerDigest: a, layerIndex: 0, doneBytes: 5_000_000, totalBytes: 5_000_000 });
+      p.onProgress!({ layerDigest: b, layerIndex: 1, doneBytes: 10, totalBytes: 10 });
+      p.done();
+    } finally {
+      stderr.isTTY = tty;
+      stderr.write = write;
+    }
+    expect(out.join("")).toBe(
+      "\r\x1b[Klayer 1 aaaaaaaaaaaa: 1.0 kB / 5.0 MB" +
+        "\r\x1b[Klayer 1 aaaaaaaaaaaa: 5.0 MB / 5.0 MB\n" +
+        "\r\x1b[Klayer 2 bbbbbbbbbbbb: 10 B / 10 B\n",
+    );
+    expect(humanBytes(999)).toBe("999 B");
+    expect(humanBytes(80_383_733)).toBe("80.4 MB");
+  });
+});
