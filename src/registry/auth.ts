@@ -194,10 +194,9 @@ export class AuthManager {
     const token = body.token ?? body.access_token;
     if (!token) throw new UnavailableError(`Cannot get ${what}: the answer has no "token"`);
     const lifetimeSec = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : 60;
-    const issued = body.issued_at ? Date.parse(body.issued_at) : NaN;
-    const start = Number.isFinite(issued) && issued <= Date.now() ? issued : Date.now();
-    // Renew a little early: 10% of the lifetime, at most 30 s.
-    const expiresAt = start + lifetimeSec * 1000 - Math.min(30_000, lifetimeSec * 100);
+    // Counted from when we received it (the issuer's clock may differ from ours), renewed a little early:
+    // 10% of the lifetime, at most 30 s. A registry refusing it sooner gets a 401, answered with a new one.
+    const expiresAt = Date.now() + lifetimeSec * 1000 - Math.min(30_000, lifetimeSec * 100);
     const header = `Bearer ${token}`;
     this.#tokens.set(`${host}|${scope}`, { header, expiresAt });
     return header;

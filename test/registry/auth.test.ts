@@ -145,7 +145,7 @@ describe.skipIf(!ok)("token-auth registry", () => {
   });
 
   test("an expired token is renewed", async () => {
-    const short = await startRegistry({ auth: "token", tokenExpiresInSec: 1 });
+    const short = await startRegistry({ auth: "token", tokenExpiresInSec: 2 });
     try {
       const client = new HttpRegistryClient({ dockerConfigPath: null, credentials: { [short.host]: { username: "alice", password: "wonderland-secret" } } });
       const img = await pushImage(short, "exp/app", "v1", { client });
@@ -154,7 +154,7 @@ describe.skipIf(!ok)("token-auth registry", () => {
       const before = short.tokenServer!.issued;
       await client.getManifest(r);
       expect(short.tokenServer!.issued).toBe(before); // still valid: cached
-      await Bun.sleep(1100);
+      await Bun.sleep(2100);
       expect((await client.getManifest(r)).descriptor.digest).toBe(img.manifestDescriptor.digest);
       expect(short.tokenServer!.issued).toBe(before + 1); // expired: a new one
     } finally {
