@@ -16,6 +16,8 @@ export type OutputSink = (buf: Uint8Array, start: number, end: number) => void;
 
 /** Default capacity after the history prefix. */
 export const DEFAULT_SEGMENT_BYTES = 1 << 20;
+/** Buffers kept for reuse between pushes in `reuse` mode (more are left to the GC). */
+const MAX_SPARE_BUFFERS = 8;
 
 export class OutputWindow {
   /** Current buffer; `buf.length === WINDOW_SIZE + segment`. */
@@ -57,7 +59,7 @@ export class OutputWindow {
   /** Marks the start of a push: in `reuse` mode, buffers emitted during earlier pushes may be recycled now. */
   startBatch(): void {
     if (this.#used.length) {
-      for (const b of this.#used) this.#spare.push(b);
+      for (const b of this.#used) if (this.#spare.length < MAX_SPARE_BUFFERS) this.#spare.push(b);
       this.#used.length = 0;
     }
   }
