@@ -70,6 +70,24 @@ describe("ArtifactStore", () => {
     expect(await s.listRecords()).toEqual([b]);
   });
 
+  test("a process killed while writing leaves only whole blobs and records", async () => {
+    const child = Bun.spawn([process.execPath, join(import.meta.dir, "store_writer_child.ts"), root], { stdout: "pipe" });
+    const reader = child.stdout.getReader();
+    await reader.read(); // "writing": several blobs are done, more are under way
+    await new Promise((r) => setTimeout(r, 150));
+    child.kill("SIGKILL");
+    await child.exited;
+    const s = new ArtifactStore(root);
+    const blobs = await s.listBlobs();
+    expect(blobs.length).toBeGreaterThan(3);
+    for (const d of blobs) expect(sha256Digest(await s.getBlob(d))).toBe(d);
+    const records = await s.listRecords();
+    expect(records.length).toBeGreaterThan(3);
+    for (const r of records) expect(r.imageRef.length).toBeGreaterThan(1000);
+    await s.sweepTemporaryFiles();
+    expect(readdirSync(join(root, "content/blobs/sha256")).filter((n) => n.startsWith("."))).toEqual([]);
+  });
+
   test("a crash mid-write leaves only a temporary file, invisible and swept", async () => {
     const s = new ArtifactStore(root);
     await s.putRecord(record({}));
