@@ -60,6 +60,8 @@ export class SpanCache {
   /** Disk tier index: key → size, in LRU order. */
   readonly #disk = new Map<string, number>();
   #diskBytes = 0;
+  /** Bytes of disk writes in flight (reserved against the bound). */
+  #writingBytes = 0;
   /** Writes in flight per key, so a get during a put waits rather than missing. */
   readonly #pending = new Map<string, Promise<void>>();
   #hits = 0;
@@ -90,9 +92,13 @@ export class SpanCache {
   /** The span's bytes, or undefined when neither tier has it. A hit refreshes its LRU position. */
   async get(layerDigest: string, spanId: number): Promise<Uint8Array | undefined> {
     const key = spanKey(layerDigest, spanId);
-    const pending = this.#pending.get(key);
-    if (pending) await pending.catch(() => {});
-    const mem = this.#memory.get(key);
+    // Memory first: never wait on the disk for a span that is in memory.
+    let mem = this.#memory.get(key);
+    if (!mem) {
+      const pending = this.#pending.get(key);
+      if (pending) await pending.catch(() => {});
+      mem = this.#memory.get(key);
+    }
     if (mem) {
       this.#memory.delete(key);
       this.#memory.set(key, mem);
@@ -179,16 +185,32 @@ export class SpanCache {
   }
 
   async #writeDisk(dir: string, key: string, bytes: Uint8Array): Promise<void> {
-    // 1. Make room first so the directory never exceeds its bound.
+    // 1. Make room first (counting writes in flight) so the directory never exceeds its bound; when writes in
+    //    flight alone fill it, this span stays in memory only.
     const victims: string[] = [];
     for (const [k, size] of this.#disk) {
-      if (this.#diskBytes + bytes.byteLength <= this.#diskLimit) break;
+      if (this.#diskBytes + this.#writingBytes + bytes.byteLength <= this.#diskLimit) break;
       this.#disk.delete(k);
       this.#diskBytes -= size;
       this.#evictions++;
       victims.push(k);
     }
-    await Promise.all(victims.map((k) => rm(join(dir, k), { force: true })));
+    if (this.#diskBytes + this.#writingBytes + bytes.byteLength > this.#diskLimit) return;
+    this.#writingBytes += bytes.byteLength;
+    try {
+      await Promise.all(victims.map((k) => rm(join(dir, k), { force: true })));
+      await this.#writeFile(dir, key, bytes);
+    } finally {
+      this.#writingBytes -= bytes.byteLength;
+    }
+    // 3. Account for it (another put of the same key may have won the race; count once).
+    if (!this.#disk.has(key)) {
+      this.#disk.set(key, bytes.byteLength);
+      this.#diskBytes += bytes.byteLength;
+    }
+  }
+
+  async #writeFile(dir: string, key: string, bytes: Uint8Array): Promise<void> {
     // 2. Write a temp file, fsync, and rename it into place.
     const tmp = join(dir, `.tmp-${crypto.randomUUID()}`);
     const fh = await open(tmp, "w", 0o600);
@@ -202,11 +224,6 @@ export class SpanCache {
     }
     await fh.close();
     await rename(tmp, join(dir, key));
-    // 3. Account for it (another put of the same key may have won the race; count once).
-    if (!this.#disk.has(key)) {
-      this.#disk.set(key, bytes.byteLength);
-      this.#diskBytes += bytes.byteLength;
-    }
   }
 
   #touchDisk(key: string): void {
