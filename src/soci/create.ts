@@ -124,20 +124,24 @@ export async function storeBuiltIndex(
   return record;
 }
 
-/** Records filtered by image reference (exact name, or the image manifest digest it names). */
+/**
+ * Records filtered by image reference: the reference as given at creation, the same name with the implied
+ * ":latest" tag, or any record of the image manifest digest the reference names ("…@sha256:…").
+ */
 export async function listIndexes(store: ArtifactStore, opts: { ref?: string } = {}): Promise<IndexRecord[]> {
   const all = await store.listRecords();
   if (opts.ref === undefined) return all;
-  const ref = opts.ref;
-  const at = ref.lastIndexOf("@");
-  const digest = at >= 0 ? ref.slice(at + 1) : undefined;
-  return all.filter((r) => r.imageRef === ref || (digest !== undefined && r.manifestDigest === digest) || sameRepoTag(r.imageRef, ref));
+  const want = withImpliedTag(opts.ref);
+  const at = opts.ref.lastIndexOf("@");
+  const digest = at >= 0 ? opts.ref.slice(at + 1) : undefined;
+  return all.filter((r) => withImpliedTag(r.imageRef) === want || (digest !== undefined && r.manifestDigest === digest));
 }
 
-/** "host/repo" and "host/repo:latest" name the same image; so do "oci:DIR" and "oci:DIR:TAG" with one tag. */
-function sameRepoTag(a: string, b: string): boolean {
-  const norm = (s: string) => (/:[^/]+$/.test(s) && !s.startsWith("oci:") ? s : s.startsWith("oci:") ? s : `${s}:latest`);
-  return norm(a) === norm(b);
+/** A registry reference without tag or digest gets ":latest"; layouts and everything else are kept as is. */
+function withImpliedTag(ref: string): string {
+  if (ref.startsWith("oci:") || ref.includes("@")) return ref;
+  const lastSlash = ref.lastIndexOf("/");
+  return ref.slice(lastSlash + 1).includes(":") ? ref : `${ref}:latest`;
 }
 
 /** The stored index of a digest, parsed; NotFoundError when absent. */
