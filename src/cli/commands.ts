@@ -34,6 +34,7 @@ const ztocCommands: Record<string, Lazy> = {
 };
 const topLevel: Record<string, Lazy> = {
   convert: () => import("./convert.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  mount: () => import("./mount.ts").then((m) => m.default as CommandDef<ArgsDef>),
 };
 
 export const rootCommand: CommandDef<ArgsDef> = defineCommand({
