@@ -17,7 +17,7 @@ import { MANIFEST_ACCEPT, MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError, UnavailableError } from "../util/errors.ts";
-import { parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
+import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
 import { AuthManager } from "./auth.ts";
 import { CredentialStore, type Credential } from "./credentials.ts";
 import { IdleDeadline, readBody } from "./deadline.ts";
@@ -232,47 +232,89 @@ export class HttpRegistryClient implements RegistryClient {
   }
 
   /**
-   * GET a blob as a stream, not buffered. The stream errors with DigestMismatchError at its end when the
-   * bytes do not match, and with UnavailableError when no bytes arrive for `timeoutMs`.
+   * GET a blob as a stream, not buffered. When the connection drops or stalls mid-way, the rest is asked
+   * for with `Range: bytes=<received>-` (up to `retries.max` times), so long layer downloads survive hiccups.
+   * The stream errors with DigestMismatchError at its end when the bytes do not match, and with
+   * UnavailableError when the retries are spent.
    */
   async getBlobStream(ref: Reference, digest: string, opts: RequestOptions = {}): Promise<ReadableStream<Uint8Array>> {
-    parseDigest(digest);
+    const { algorithm } = parseDigest(digest);
     const action = `get blob "${digest}" of "${repoName(ref)}"`;
     const what = `blob "${digest}" of "${repoName(ref)}"`;
-    return this.#blob(ref, digest, {}, action, opts.signal, async (res, deadline) => {
-      if (res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-      if (!res.body) throw new RetryableError(`Cannot ${action}: the answer has no body`);
-      const len = Number(res.headers.get("content-length") ?? NaN);
-      // Keep the idle deadline alive while the consumer reads; translate its abort into a clear error.
-      const touching = new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, c) {
-          deadline.touch();
-          c.enqueue(chunk);
-        },
-        flush() {
-          deadline.clear();
-        },
-      });
-      const body = res.body.pipeThrough(touching).pipeThrough(verifyingStream(digest, { what, expectedSize: Number.isFinite(len) ? len : undefined }));
-      const reader = body.getReader();
-      return new ReadableStream<Uint8Array>({
-        async pull(c) {
+    const digester = new Digester(algorithm);
+    let total: number | undefined;
+    // 1. open the body at `from`: a 206 must start there; a 200 (range ignored) is skipped up to it
+    const openAt = (from: number) =>
+      this.#blob(ref, digest, from > 0 ? { range: `bytes=${from}-` } : {}, action, opts.signal, async (res, deadline) => {
+        let skip = 0;
+        if (res.status === 206 && from > 0) {
+          const cr = parseContentRange(res.headers.get("content-range"));
+          if (!cr || cr.start !== from) throw new RetryableError(`Cannot ${action}: asked to resume at ${from}, got "${res.headers.get("content-range")}"`);
+        } else if (res.status === 200) {
+          skip = from;
+          const len = Number(res.headers.get("content-length") ?? NaN);
+          if (Number.isSafeInteger(len)) total = len;
+        } else {
+          throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+        }
+        if (!res.body) throw new RetryableError(`Cannot ${action}: the answer has no body`);
+        return { reader: res.body.getReader(), deadline, skip };
+      }, true);
+    let cur = await openAt(0);
+    let retries = 0;
+    const fail = (err: unknown, c: ReadableStreamDefaultController<Uint8Array>) => {
+      cur.deadline.clear();
+      c.error(err);
+    };
+    // 2. hand chunks on, hashing them; on a lost connection resume where we are
+    return new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        for (;;) {
+          let chunk: Awaited<ReturnType<typeof cur.reader.read>>;
           try {
-            const { done, value } = await reader.read();
-            if (done) c.close();
-            else c.enqueue(value);
+            chunk = await cur.reader.read();
+            cur.deadline.touch();
           } catch (err) {
-            deadline.clear();
-            if (deadline.timedOut) c.error(new UnavailableError(`Cannot ${action}: no bytes within ${deadline.timeoutMs} ms`, { cause: err }));
-            else c.error(err);
+            cur.deadline.clear();
+            if (opts.signal?.aborted) return fail(opts.signal.reason, c);
+            const why = cur.deadline.timedOut ? `no bytes within ${cur.deadline.timeoutMs} ms` : `connection lost: ${(err as Error).message}`;
+            if (retries++ >= this.#retry.max) return fail(new UnavailableError(`Cannot ${action}: ${why} after ${digester.size} bytes`, { cause: err }), c);
+            try {
+              await sleep(backoffMs(retries - 1, this.#retry), opts.signal);
+              cur = await openAt(digester.size);
+            } catch (err2) {
+              return fail(err2, c);
+            }
+            continue;
           }
-        },
-        cancel(reason) {
-          deadline.clear();
-          return reader.cancel(reason);
-        },
-      });
-    }, true);
+          if (chunk.done) {
+            cur.deadline.clear();
+            const actual = digester.digest();
+            if (actual !== digest) {
+              return c.error(new DigestMismatchError(`Cannot verify ${what}: content hashes to "${actual}" (${digester.size} bytes)`, digest, actual));
+            }
+            return c.close();
+          }
+          let bytes = chunk.value;
+          if (cur.skip > 0) {
+            const drop = Math.min(cur.skip, bytes.length);
+            cur.skip -= drop;
+            bytes = bytes.subarray(drop);
+            if (bytes.length === 0) continue;
+          }
+          digester.update(bytes);
+          if (total !== undefined && digester.size > total) {
+            return fail(new DigestMismatchError(`Cannot verify ${what}: more than the announced ${total} bytes`, digest, "unknown"), c);
+          }
+          c.enqueue(bytes);
+          return;
+        }
+      },
+      cancel: async (reason) => {
+        cur.deadline.clear();
+        await cur.reader.cancel(reason).catch(() => {});
+      },
+    });
   }
 
   /** HEAD a blob; NotFoundError when absent. */

@@ -141,6 +141,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
             if (room > 0) c.enqueue(value.subarray(0, room));
             sent = limit;
             if (kind === "stallBody") await sleep(stallMs);
+            else await sleep(20); // let what was sent reach the client before the connection drops
             await reader.cancel().catch(() => {});
             done();
             // Bun drops the connection and logs this error: expected output of "cut" tests.

@@ -67,6 +67,30 @@ describe.skipIf(!ok)("registry client under faults", () => {
     expect(proxy.requests.filter((r) => r.fault === "cut").length).toBe(2);
   });
 
+  test("a blob stream cut mid-way resumes with a Range request", async () => {
+    proxy.set({ kind: "cut", afterBytes: 300_000, times: 2 });
+    const stream = await client().getBlobStream(viaProxy, digest);
+    const got = new Uint8Array(await new Response(stream).arrayBuffer());
+    expect(got.length).toBe(blob.length);
+    expect(sha256Digest(got)).toBe(digest);
+    // Two cuts, two resumes from what had arrived (bytes in flight when a connection drops are lost).
+    const seen = proxy.requests.map((r) => r.range ?? "whole");
+    expect(seen.length).toBe(3);
+    expect(seen[0]).toBe("whole");
+    const from = seen.slice(1).map((r) => (r === "whole" ? 0 : Number(/^bytes=(\d+)-$/.exec(r)?.[1])));
+    expect(from.every((n) => Number.isSafeInteger(n))).toBe(true);
+    expect(from[1]!).toBeGreaterThanOrEqual(from[0]!);
+    expect(from[1]!).toBeGreaterThan(0);
+  });
+
+  test("a blob stream that keeps stalling ends with UnavailableError", async () => {
+    proxy.set({ kind: "stallBody", ms: 1000, afterBytes: 1000 });
+    const stream = await client({ timeoutMs: 150, retries: { max: 1, minWaitMs: 5, maxWaitMs: 10 } }).getBlobStream(viaProxy, digest);
+    const err = await new Response(stream).arrayBuffer().catch((e) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect(err.message).toContain(`Cannot get blob "${digest}" of "${proxy.host}/f/app": no bytes within 150 ms after 2000 bytes`);
+  });
+
   test("a stalled answer times out with a clear error", async () => {
     proxy.set({ kind: "stall", ms: 1500 });
     const err = await client({ timeoutMs: 200, retries: { max: 1 } }).readRange(viaProxy, digest, 0, 10).catch((e) => e);
