@@ -111,7 +111,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000), tls: { rejectUnauthorized: false } } as RequestInit);
       await res.body?.cancel();
       return res.status === 200 || res.status === 401;
-    });
+    }, 30_000); // generous: the machine is shared and may be busy
   } catch (err) {
     const log = await Bun.file(logFile).text().catch(() => "");
     await stop();
