@@ -15,7 +15,13 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Polls `probe` until it resolves true or `timeoutMs` passes; throws naming `what`. */
+/** Thrown by a `waitFor` probe to stop waiting at once (e.g. the server process exited). */
+export class GiveUp extends Error {}
+
+/**
+ * Polls `probe` until it resolves true or `timeoutMs` passes; throws naming `what`. Errors of the probe
+ * count as "not yet", except GiveUp, which is thrown on at once.
+ */
 export async function waitFor(what: string, probe: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   let lastErr: unknown;
@@ -23,6 +29,7 @@ export async function waitFor(what: string, probe: () => Promise<boolean>, timeo
     try {
       if (await probe()) return;
     } catch (err) {
+      if (err instanceof GiveUp) throw err;
       lastErr = err;
     }
     await new Promise((r) => setTimeout(r, 50));

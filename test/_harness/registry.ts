@@ -16,7 +16,7 @@ import type { Reference, RegistryClient } from "../../src/registry/types.ts";
 import { MediaType } from "../../src/oci/media_types.ts";
 import type { Descriptor, ImageConfig, ImageIndex, Manifest, Platform } from "../../src/oci/types.ts";
 import { sha256Digest } from "../../src/util/digest.ts";
-import { freePort, waitFor } from "./ports.ts";
+import { freePort, GiveUp, waitFor } from "./ports.ts";
 import { startTokenServer, type TokenServer } from "./token_server.ts";
 
 export interface StartRegistryOptions {
@@ -51,8 +51,21 @@ export interface TestRegistry {
   stop(): Promise<void>;
 }
 
-/** Starts the Distribution registry on a free loopback port with a temp root. */
+/**
+ * Starts the Distribution registry on a free loopback port with a temp root. Tries again on a new port
+ * (up to 3 times) when the registry exits at once, as it does when another process took the port first.
+ */
 export async function startRegistry(opts: StartRegistryOptions = {}): Promise<TestRegistry> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRegistryOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !(err as Error).message.includes("docker-registry exited")) throw err;
+    }
+  }
+}
+
+async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegistry> {
   const dir = mkdtempSync(join(tmpdir(), "soci-registry-"));
   const port = await freePort();
   const users = opts.users ?? { alice: "wonderland-secret" };
@@ -107,7 +120,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   };
   try {
     await waitFor(`docker-registry on ${url}`, async () => {
-      if (proc.exitCode !== null) throw new Error(`docker-registry exited with ${proc.exitCode}`);
+      if (proc.exitCode !== null) throw new GiveUp(`Cannot start docker-registry on ${url}: docker-registry exited with ${proc.exitCode}`);
       const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000), tls: { rejectUnauthorized: false } } as RequestInit);
       await res.body?.cancel();
       return res.status === 200 || res.status === 401;
