@@ -7,17 +7,26 @@
  * asynchronously: a slow read is just a pending promise and never blocks other requests. Only the
  * blocking read(2) on /dev/fuse moves off the main thread (a blocking read loop there would starve
  * signal handlers and timers). Two modes:
- *   - "workers" (default): N worker threads, each blocked in readSync on its own fd
- *     (FUSE_DEV_IOC_CLONE'd from the mount's fd, so the kernel spreads requests over them), posting
- *     each request to the main thread as a transferred buffer. The main thread writes the reply with
- *     one writev(2) to the fd the request came from (replies must go to the same clone).
- *   - "async": several `fs.read` calls outstanding on the mount fd from the main thread (libuv pool).
- * Measured here (bench/fuse.ts, 2 vCPU, kernel 6.18, this file's defaults, same run): see the table in
- * the final section of this comment, filled from `npm run bench:fuse`.
+ *   - "async" (default): several `fs.read` calls outstanding on the mount fd (they block in the
+ *     runtime's I/O thread pool); each completion re-arms its read, then the request is served.
+ *   - "workers": N worker threads, each blocked in readSync on its own fd (FUSE_DEV_IOC_CLONE'd from
+ *     the mount's fd, so the kernel spreads requests over them), posting each request to the main
+ *     thread as a transferred buffer; the main thread writes the reply with one writev(2) to the fd the
+ *     request came from (replies must go to the same clone).
+ * Either way the reply goes out with one writev(2) of [header, data] (no copy of the data).
  *
- *   mode            dd 1 MiB seq   4 KiB O_DIRECT rand   ls -l 10k
- *   workers (2)     see TRANSPORT_MEASUREMENTS below
- *   async (4)
+ * Measured here (2 vCPU shared with other jobs, load ~5, kernel 6.18, 256 MiB file, page cache off
+ * across opens, read-ahead 1 MiB, no xattrs; two rounds, MB/s = 10^6 B/s):
+ *
+ *   mode           dd bs=1M seq      4 KiB O_DIRECT rand/s   ls -l 10k
+ *   async, 4       1100–1200 MB/s    21,000–29,000            0.19–0.23 s
+ *   async, 8       1100–1400 MB/s    14,000–15,000            0.16–0.23 s
+ *   workers, 2     900–1400 MB/s     14,000–15,000            0.18–0.19 s
+ *   workers, 4     1000–1100 MB/s    6,800–8,200              0.20–0.27 s
+ *
+ * Sequential throughput is a draw; request latency is not: a worker's postMessage hop to the main
+ * thread costs more than the thread pool's completion, so "async" with 4 reads outstanding is the
+ * default (lazy loading is dominated by small reads). Workers stay available for comparison.
  *
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
@@ -28,22 +37,14 @@ import { ioctl } from "../platform/libc.ts";
 import { FUSE_DEV_IOC_CLONE } from "./abi.ts";
 import type { ProtocolServer, ReplyIov } from "./protocol_server.ts";
 
-/**
- * Numbers measured with bench/fuse.ts for both modes (medians of one run each, MB/s = 10^6 B/s);
- * kept as data so the choice of default is visible and reviewable.
- */
-export const TRANSPORT_MEASUREMENTS = {
-  note: "filled in from bench/fuse.ts runs; see the commit that sets them",
-} as const;
-
 /** How requests are read; see the header comment. */
 export type TransportMode = "workers" | "async";
 
 /** Transport options; every field has a default. */
 export interface DevTransportOptions {
-  /** Default "workers". */
+  /** Default "async". */
   mode?: TransportMode;
-  /** Reader threads ("workers") or outstanding reads ("async"). Default 2 workers / 4 reads. */
+  /** Outstanding reads ("async") or reader threads ("workers"). Default 4 reads / 2 workers. */
   readers?: number;
   /** Where transport errors go. Default console.error. */
   onError?: (message: string) => void;
@@ -100,7 +101,7 @@ export class DevTransport {
 
   /** Starts reading. Call right after mount(2): the kernel's INIT is already waiting. */
   start(): void {
-    const mode = this.opts.mode ?? "workers";
+    const mode = this.opts.mode ?? "async";
     const bytes = this.server.readBufferBytes;
     if (mode === "async") {
       const n = this.opts.readers ?? 4;

@@ -14,7 +14,7 @@
 import type { AttrOut, DirentBuffer, EntryOut, FuseAttr, Kstatfs, OpenOut } from "../fuse/codec.ts";
 import { utf8 } from "../fuse/codec.ts";
 import { FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_ROOT_ID } from "../fuse/abi.ts";
-import { EBADF, EINVAL, EIO, ENODATA, ENOENT, ENOTDIR, FuseErrno } from "../fuse/errno.ts";
+import { EBADF, EINVAL, EIO, ENODATA, ENOENT, ENOSYS, ENOTDIR, FuseErrno } from "../fuse/errno.ts";
 import type { RawContext, RawFileSystem } from "../fuse/raw_fs.ts";
 import type { Attr, DirEntry, Node } from "./node.ts";
 
@@ -28,6 +28,12 @@ export interface BridgeOptions {
   negativeTimeoutSec?: number;
   /** Keep the page cache across opens (FOPEN_KEEP_CACHE); right for immutable trees. Default true. */
   keepCache?: boolean;
+  /**
+   * The tree has extended attributes. When false, GETXATTR/LISTXATTR are answered ENOSYS once and the
+   * kernel stops asking (getxattr(2) then fails with EOPNOTSUPP): `ls -l` saves two requests per file.
+   * For layers known to carry no xattrs. Default true.
+   */
+  xattrs?: boolean;
 }
 
 interface Known {
@@ -81,6 +87,7 @@ export class VfsBridge implements RawFileSystem {
   readonly #attr: [number, number];
   readonly #negative: [number, number];
   readonly #keepCache: boolean;
+  readonly #xattrs: boolean;
 
   constructor(
     readonly root: Node,
@@ -90,6 +97,7 @@ export class VfsBridge implements RawFileSystem {
     this.#attr = splitTime(opts.attrTimeoutSec ?? 1);
     this.#negative = splitTime(opts.negativeTimeoutSec ?? 1);
     this.#keepCache = opts.keepCache ?? true;
+    this.#xattrs = opts.xattrs ?? true;
     this.#byId.set(FUSE_ROOT_ID, { node: root, lookups: 1 });
     this.#idOf.set(root, FUSE_ROOT_ID);
   }
@@ -133,14 +141,14 @@ export class VfsBridge implements RawFileSystem {
 
   lookup(parent: number, name: string): EntryOut | Promise<EntryOut> {
     const dir = this.#node(parent);
-    if (!dir.lookup) throw new FuseErrno(ENOENT);
+    if (!dir.lookup) throw NO_ENTRY;
     const child = dir.lookup(name);
     return child instanceof Promise ? child.then((c) => this.#lookupDone(c)) : this.#lookupDone(child);
   }
 
   #lookupDone(child: Node | undefined): EntryOut {
     if (child) return this.#entryFor(child);
-    if (this.#negative[0] === 0 && this.#negative[1] === 0) throw new FuseErrno(ENOENT);
+    if (this.#negative[0] === 0 && this.#negative[1] === 0) throw NO_ENTRY;
     return {
       nodeid: 0,
       generation: 0,
@@ -279,15 +287,22 @@ export class VfsBridge implements RawFileSystem {
   }
 
   getxattr(nodeid: number, name: string): Uint8Array {
+    if (!this.#xattrs) throw NO_XATTRS;
     const v = this.#node(nodeid).getxattr?.(name);
-    if (v === undefined) throw new FuseErrno(ENODATA);
+    // `ls -l` asks every file for two xattrs it rarely has: throw one shared error, no stack capture.
+    if (v === undefined) throw NO_DATA;
     return v;
   }
 
   listxattr(nodeid: number): string[] {
+    if (!this.#xattrs) throw NO_XATTRS;
     return this.#node(nodeid).listxattr?.() ?? [];
   }
 }
 
 const DOT = utf8(".");
+/** Shared instances for the frequent, expected failures (creating an Error captures a stack). */
+const NO_DATA = new FuseErrno(ENODATA);
+const NO_ENTRY = new FuseErrno(ENOENT);
+const NO_XATTRS = new FuseErrno(ENOSYS, "The tree has no extended attributes");
 const DOTDOT = utf8("..");
