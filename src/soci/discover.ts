@@ -136,18 +136,16 @@ async function withZtocs(
   opts: DiscoverOptions,
 ): Promise<DiscoveredIndex> {
   const descs = ztocDescriptors(index);
-  const ztocs = new Map<string, Ztoc>();
-  // All zTOCs concurrently, as SOCI fetches them.
-  await Promise.all(descs.map(async (d) => {
+  // All zTOCs concurrently, as SOCI fetches them; the map keeps the index's (image layer) order.
+  const decoded = await Promise.all(descs.map(async (d) => {
     const bytes = await getZtocBytes(source, d, opts);
-    let ztoc: Ztoc;
     try {
-      ztoc = decodeZtoc(bytes);
+      return decodeZtoc(bytes);
     } catch (cause) {
       throw new FormatError(`Cannot load zTOC "${d.digest}" of SOCI index "${indexDescriptor.digest}": ${errorMessage(cause)}`, 0, { cause });
     }
-    ztocs.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, ztoc);
   }));
+  const ztocs = new Map<string, Ztoc>(descs.map((d, i) => [d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, decoded[i]!]));
   return { index, indexDescriptor, ztocs, foundBy, version: indexVersion(index) };
 }
 
