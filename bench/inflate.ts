@@ -21,6 +21,20 @@ const RUNS = 3;
 const CHUNK = 1 << 20;
 const SPAN = 4 << 20;
 
+/**
+ * Peak RSS of this process in KiB: VmHWM, which exec resets (getrusage's ru_maxrss survives fork+exec and would
+ * report the parent's peak); ru_maxrss where /proc is missing.
+ */
+function peakRssKiB(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
+    if (m) return Number(m[1]);
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS;
+}
+
 // ---- worker: one backend, one file, one run; prints JSON ---------------------------------------------------
 if (process.argv[2] === "--worker") {
   const [, , , backend, file, reuse] = process.argv;
@@ -34,7 +48,7 @@ if (process.argv[2] === "--worker") {
   const ms = performance.now() - t0;
   const cpu = process.cpuUsage(c0);
   const cpuMs = (cpu.user + cpu.system) / 1000;
-  console.log(JSON.stringify({ ms, cpuMs, out, checkpoints: r.checkpoints.length, maxRssKiB: process.resourceUsage().maxRSS }));
+  console.log(JSON.stringify({ ms, cpuMs, out, checkpoints: r.checkpoints.length, maxRssKiB: peakRssKiB() }));
   process.exit(0);
 }
 

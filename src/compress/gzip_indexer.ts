@@ -15,6 +15,18 @@
  *     zero-padded in front while less than 32 KiB was produced.
  * Because zlib consumes input bytes only as needed, (in, bits) depends only on the bit position of the
  * boundary, never on how the input was chunked.
+ *
+ * Decisions at member boundaries (SOCI HEAD, commit 560e2ab6 "Support concatenated gzip"), and why:
+ *   - the header end of every later member is a boundary like any block end: zlib reports data_type 128 there
+ *     after inflateReset2, and SOCI's loop applies the rule to it, so zTOCs only match if we do too;
+ *   - the end of a member's last block is never a checkpoint (data_type 64), and neither is the trailer;
+ *   - bytes after a complete member that do not start a gzip member are an error (SOCI resets and zlib fails
+ *     with "incorrect header check"), even zero padding;
+ *   - the window is not reset per member (SOCI's ring holds all output), although a new member can never
+ *     refer back into it; decoding rejects such distances ("invalid distance too far back"), as zlib does.
+ * Verified against SOCI's gzip_zinfo.c compiled with the system zlib, and in test/compress/soci_reference.test.ts
+ * against a port of its loop. Only gzip members are accepted (SOCI's windowBits 47 would also take zlib streams;
+ * OCI layers are never zlib-wrapped, and both backends must accept the same inputs).
  */
 import { inflateBackend } from "./registry.ts";
 import type { GzipIndexer, GzipIndexerOptions } from "./types.ts";

@@ -5,20 +5,20 @@
  *   "zlib"  system libz.so.1 via bun:ffi, inflate(Z_BLOCK)     Bun only (src/platform/zlib.ts)
  *   "ts"    pure TypeScript decoder (src/compress/ts_inflate.ts) everywhere (Bun, Node, Deno)
  *
- * Both produce identical checkpoints (test/compress/backends.test.ts). The default is "zlib" when it loads
- * (Bun with libz.so.1), else "ts".
+ * Both produce identical checkpoints, equal to SOCI's (test/compress/backends.test.ts, soci_reference.test.ts).
+ * Default: "zlib" when it loads (Bun with libz.so.1), because it is the fastest; else "ts" (Deno, Node, no libz).
  *
- * Default: "zlib" when it loads, because it is the fastest; "ts" otherwise (Deno, Node, no libz).
+ * Measured with bench/inflate.ts (Bun 1.4.5, zlib 1.2.13, 2-core VM shared with other jobs at load 4–6; 50 MB of
+ * generated mixed data, gzip -6 → 21.5 MB; whole index build: 1 MiB pushes, 4 MiB spans; best of 3):
  *
- * Measured with bench/inflate.ts (Bun 1.4.5, zlib 1.2.13, 2-core VM shared with other jobs; 50 MB of generated
- * mixed data, gzip -6 → 21.5 MB; whole index build: 1 MiB pushes, 4 MiB spans; best of 3; CPU time):
+ *                          CPU      wall     vs gzip -dc (CPU)  peak RSS (VmHWM; file read whole, Bun ~31 MiB)
+ *   gzip -dc > /dev/null   270 ms   294 ms   1.00x
+ *   zlib, output views     140 ms   138 ms   0.52x              63 MiB   ← default, as the zTOC builder uses it
+ *   zlib, output copies    151 ms   157 ms   0.56x              102 MiB
+ *   ts,   output views     390–620  273–573  1.4–2.3x           78 MiB   (wide spread from machine load; JIT and GC
+ *   ts,   output copies    352 ms   280 ms   1.31x              118 MiB   threads make its CPU time exceed wall time)
  *
- *   gzip -dc > /dev/null      273 ms                 1.00x
- *   zlib, output views        159 ms   316 MB/s out  0.58x   peak RSS 64 MiB (file read whole: 21.5 MB)
- *   zlib, output copies       191 ms   260 MB/s out  0.70x   peak RSS 102 MiB
- *   ts,   output views        390 ms   183 MB/s out  1.43x   (wall 273 ms: JIT/GC threads add CPU time)
- *   ts,   output copies       376 ms   163 MB/s out  1.38x
- *
+ * Across runs the zlib backend stayed at 0.46–0.58x gzip -dc and the ts backend at 0.9–1.4x gzip -dc wall time.
  * SOCI's own zlib Z_BLOCK index build measured 0.57–0.62x gzip -dc on this kind of machine.
  */
 import { InvalidArgumentError } from "../util/errors.ts";
