@@ -516,8 +516,9 @@ export class HttpRegistryClient implements RegistryClient {
   }
 
   /**
-   * Pushes a manifest that has a `subject` (by digest, and under `ref.tag` when given). When the registry
-   * does not confirm the subject (`OCI-Subject` header), adds it to the fallback tag's index.
+   * Pushes a manifest that has a `subject`, by digest only (`ref.tag` and `ref.digest` are ignored, so
+   * passing the image's own reference never moves its tag). When the registry does not confirm the subject
+   * (`OCI-Subject` header), adds it to the fallback tag's index.
    */
   async pushReferrer(ref: Reference, bytes: Uint8Array, mediaType: string, opts: RequestOptions = {}): Promise<Descriptor> {
     const { manifest } = parseManifest(bytes, { what: "referrer manifest" });
@@ -527,7 +528,6 @@ export class HttpRegistryClient implements RegistryClient {
     // 1. the manifest itself, by digest
     const base = { registry: ref.registry, repository: ref.repository };
     const { descriptor, subjectHeader } = await this.#putManifest(base, bytes, mediaType, opts);
-    if (ref.tag) await this.#putManifest({ ...base, tag: ref.tag }, bytes, mediaType, opts);
     if (subjectHeader === subject.digest) return descriptor;
     // 2. maintain the fallback tag (read, add, write back; last writer wins as with oras)
     this.#noReferrersApi.add(ref.registry);

@@ -155,7 +155,8 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
         subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
         annotations: { note },
       };
-      return client.pushReferrer(ref("apps/ref"), new TextEncoder().encode(JSON.stringify(m)), MediaType.OCI_MANIFEST);
+      // The image's own reference, tag included: the tag must not move.
+      return client.pushReferrer(ref("apps/ref", "v1"), new TextEncoder().encode(JSON.stringify(m)), MediaType.OCI_MANIFEST);
     };
     expect(await client.referrers(ref("apps/ref"), subject.digest)).toEqual([]);
     const soci = await mk("application/vnd.amazon.soci.index.v1+json", "soci");
@@ -170,6 +171,7 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
     const tag = `sha256-${subject.digest.slice(7)}`;
     const idx = await client.getManifest(ref("apps/ref", tag));
     expect(idx.descriptor.mediaType).toBe(MediaType.OCI_INDEX);
+    expect((await client.headManifest(ref("apps/ref", "v1"))).digest).toBe(subject.digest);
     // Pushing the same referrer again does not duplicate it.
     await mk("application/vnd.example.signature", "sig");
     expect((await client.referrers(ref("apps/ref"), subject.digest)).length).toBe(2);
