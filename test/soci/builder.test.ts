@@ -17,7 +17,7 @@ import {
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 import { getFile, listZtocs, loadZtoc } from "../../src/soci/ztoc_store.ts";
 import { ztocInfo } from "../../src/ztoc/info.ts";
-import { FailedPreconditionError } from "../../src/util/errors.ts";
+import { FailedPreconditionError, GzipFormatError } from "../../src/util/errors.ts";
 import { type Compression, compressLayer, generateEntries, regularFiles, writeImage, writeTar } from "./_layers.ts";
 
 let dir: string;
@@ -101,6 +101,18 @@ describe("index create on generated layers", () => {
     const [all] = await createIndexes(location, { store, minLayerSizeBytes: 0, spanSizeBytes: SPAN, force: true });
     expect(all!.ztocs).toHaveLength(3);
     expect(all!.skipped).toHaveLength(0);
+  });
+
+  test("a corrupt or truncated layer fails naming the layer", async () => {
+    const good = compressLayer(writeTar(generateEntries("corrupt", 20)), "gzip");
+    const cut = { blob: good.blob.subarray(0, good.blob.length >> 1), mediaType: good.mediaType };
+    const garbage = { blob: new TextEncoder().encode("this is not gzip at all, not even close"), mediaType: good.mediaType };
+    for (const [name, layer] of [["cut", cut], ["garbage", garbage]] as const) {
+      const { location, manifest } = await writeImage(join(dir, name), "t", [layer]);
+      const err = await createIndexes(location, { store: new ArtifactStore(join(dir, `root-${name}`)), minLayerSizeBytes: 0 }).catch((e) => e);
+      expect(err).toBeInstanceOf(GzipFormatError);
+      expect((err as Error).message).toStartWith(`Cannot build zTOC of layer "${manifest.layers[0]!.digest}": `);
+    }
   });
 
   test("zstd layers are skipped (a sparse index), as SOCI does", async () => {
