@@ -1,5 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { defineCommand } from "citty";
+import { InvalidArgumentError } from "../util/errors.ts";
 import { getFile, loadZtoc, ztocOwner } from "../soci/ztoc_store.ts";
 import { cliContext } from "./context.ts";
 import { artifactStore, openLocation, writeOut } from "./index_shared.ts";
@@ -23,7 +24,13 @@ export default defineCommand({
     const digest = String(args.digest);
     const { ztoc } = await loadZtoc(store, digest);
     const { layerDigest, record } = await ztocOwner(store, digest);
-    const location = openLocation(args.ref === undefined ? record.imageRef : String(args.ref), ctx);
+    const from = args.ref === undefined ? record.imageRef : String(args.ref);
+    if (!from) {
+      throw new InvalidArgumentError(
+        `Cannot read the layer of zTOC "${digest}": its index record names no image (rebuilt database); pass --ref REF`,
+      );
+    }
+    const location = openLocation(from, ctx);
     const res = await getFile(location, ztoc, layerDigest, String(args.path));
     if (args.output !== undefined) writeFileSync(String(args.output), res.data);
     else await writeOut(res.data);
