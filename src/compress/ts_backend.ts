@@ -24,6 +24,10 @@ class TsGzipIndexer implements GzipIndexer {
     });
   }
 
+  get checkpoints(): readonly Checkpoint[] {
+    return this.#inf.checkpoints;
+  }
+
   push(chunk: Uint8Array): Uint8Array[] {
     if (this.#ended) throw new InvalidArgumentError("Cannot push to gzip indexer: end() was called");
     this.#out = [];

@@ -57,6 +57,12 @@ export interface GzipIndexer {
   /** Decompresses `chunk`; returns the output produced (possibly none). Throws GzipFormatError on bad data. */
   push(chunk: Uint8Array): Uint8Array[];
   /**
+   * The checkpoints found so far, in stream order: grows during `push()` and is the array `end()` returns.
+   * Lets a consumer finish span i as soon as checkpoint i + 1 exists (the zTOC builder hashes spans this way,
+   * holding about one span of compressed bytes instead of the whole blob).
+   */
+  readonly checkpoints: readonly Checkpoint[];
+  /**
    * Declares the end of the input and returns the checkpoints and sizes. Throws GzipFormatError if the input is
    * empty, truncated (inside a member), or followed by bytes that are not a gzip member.
    */

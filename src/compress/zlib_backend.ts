@@ -96,6 +96,10 @@ class ZlibGzipIndexer implements GzipIndexer {
     );
   }
 
+  get checkpoints(): readonly Checkpoint[] {
+    return this.#checkpoints;
+  }
+
   push(chunk: Uint8Array): Uint8Array[] {
     if (this.#ended) throw new InvalidArgumentError("Cannot push to gzip indexer: end() was called");
     this.#out = [];

@@ -10,7 +10,6 @@
 import { createHash, type Hash } from "node:crypto";
 import { createGzipIndexer } from "../compress/gzip_indexer.ts";
 import type { CompressionInfo } from "./types.ts";
-import { SpanTable, hashRanges } from "./spans.ts";
 import { encodeGzipZinfo } from "./zinfo_gzip.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo } from "./zinfo_tar.ts";
 
@@ -60,33 +59,104 @@ function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): Laye
 }
 
 /**
- * Gzip: the indexer reports checkpoints only at the end, so compressed chunks are kept (by reference) until
- * then and span digests are computed over them; memory is the compressed blob size.
+ * Compressed bytes kept from some absolute offset on, as the chunks that arrived (by reference, no copies).
+ * The gzip backend keeps only what the current span still needs.
  */
-function gzipBackend({ spanSizeBytes }: { spanSizeBytes: number }): LayerBackend {
+class ChunkWindow {
+  #chunks: Uint8Array[] = [];
+  /** Absolute offset of the first kept byte. */
+  #start = 0;
+  /** Absolute offset one past the last kept byte. */
+  #end = 0;
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.#chunks.push(chunk);
+    this.#end += chunk.length;
+  }
+
+  /** Bytes kept right now (for tests and the benchmark's memory accounting). */
+  get keptBytes(): number {
+    return this.#end - this.#start;
+  }
+
+  /** sha256 of the absolute range [start, end), which must lie within the kept bytes. */
+  hash(start: number, end: number): string {
+    if (start < this.#start || end > this.#end || start > end) {
+      throw new RangeError(`Cannot hash compressed range [${start}, ${end}): only [${this.#start}, ${this.#end}) is kept`);
+    }
+    const h = createHash("sha256");
+    let off = this.#start;
+    for (const c of this.#chunks) {
+      const a = Math.max(start, off);
+      const b = Math.min(end, off + c.length);
+      if (b > a) h.update(c.subarray(a - off, b - off));
+      off += c.length;
+      if (off >= end) break;
+    }
+    return hex(h);
+  }
+
+  /** Forget whole chunks that end at or before `offset`. */
+  dropBefore(offset: number): void {
+    while (this.#chunks.length > 0 && this.#start + this.#chunks[0]!.length <= offset) {
+      this.#start += this.#chunks.shift()!.length;
+    }
+  }
+}
+
+/** Compressed start of the span beginning at `cp`: the byte holding its first bits when `bits != 0`. */
+function spanStart(cp: { in: number; bits: number }): number {
+  return cp.in - (cp.bits ? 1 : 0);
+}
+
+/**
+ * Gzip: span i covers the compressed bytes [S(i), E(i)) with S(i) = in_i - (bits_i ? 1 : 0) and E(i) = in_{i+1}
+ * (the last span ends at the end of the blob; see src/ztoc/spans.ts). The indexer publishes checkpoints as it
+ * finds them, so span i is hashed as soon as checkpoint i + 1 exists, and only the bytes from S(i + 1) on are kept:
+ * memory is about one span of compressed bytes, however large the layer.
+ */
+function gzipBackend({ spanSizeBytes }: { spanSizeBytes: number }): LayerBackend & { readonly keptBytes: number } {
   // reuseOutput: the tar reader copies what it keeps, so views into the indexer's buffers are enough.
   const indexer = createGzipIndexer({ spanSize: spanSizeBytes, reuseOutput: true });
-  const chunks: Uint8Array[] = [];
+  const kept = new ChunkWindow();
+  const digests: string[] = [];
+
+  /** Hash every span whose end is known; with `blobSize`, the last span too. */
+  function finishSpans(blobSize?: number): void {
+    const cps = indexer.checkpoints;
+    for (;;) {
+      const i = digests.length;
+      if (i + 1 < cps.length) {
+        digests.push(kept.hash(spanStart(cps[i]!), cps[i + 1]!.in));
+        kept.dropBefore(spanStart(cps[i + 1]!));
+      } else if (blobSize !== undefined && i < cps.length) {
+        digests.push(kept.hash(spanStart(cps[i]!), blobSize));
+      } else {
+        return;
+      }
+    }
+  }
+
   return {
+    get keptBytes() {
+      return kept.keptBytes;
+    },
     push(chunk) {
-      chunks.push(chunk);
-      return indexer.push(chunk);
+      kept.push(chunk);
+      const out = indexer.push(chunk);
+      if (indexer.checkpoints.length === 1 && digests.length === 0) kept.dropBefore(spanStart(indexer.checkpoints[0]!));
+      finishSpans();
+      return out;
     },
     end() {
       const r = indexer.end();
-      const spans = SpanTable.fromCheckpoints(r.checkpoints, spanSizeBytes, {
-        compressed: r.compressedSize,
-        uncompressed: r.uncompressedSize,
-      });
-      const digests = hashRanges(
-        chunks,
-        Array.from({ length: spans.spanCount }, (_, i) => spans.compressedRange(i)),
-      );
+      finishSpans(r.compressedSize);
       return {
         compressedSize: r.compressedSize,
         compressionInfo: {
           algorithm: "gzip",
-          maxSpanId: spans.spanCount - 1,
+          maxSpanId: digests.length - 1,
           spanDigests: digests,
           checkpoints: encodeGzipZinfo(r.checkpoints, spanSizeBytes),
         },
