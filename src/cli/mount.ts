@@ -45,6 +45,11 @@ export default defineCommand({
     if (c.fuse.opaqueXattr !== "trusted" && c.fuse.opaqueXattr !== "user") {
       throw new InvalidArgumentError(`Cannot mount: fuse.opaque_xattr "${c.fuse.opaqueXattr}" is not "trusted" or "user"`);
     }
+    // Interrupts are handled from the start: a SIGINT while mounting aborts the mount and cleans up.
+    const interrupted = new AbortController();
+    const onSignal = () => interrupted.abort(new Error("interrupted"));
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
     const mountpoint = resolve(String(args.dir));
     const workDir = resolve(args["work-dir"] ? String(args["work-dir"]) : join(ctx.root, "mounts", String(process.pid)));
     await mkdir(workDir, { recursive: true });
@@ -75,7 +80,7 @@ export default defineCommand({
         layerDigest: args.layer ? String(args.layer) : undefined,
         prefetch: c.prefetch.enable,
         logger: log,
-        signal: AbortSignal.timeout(c.mountTimeoutSec * 1000),
+        signal: AbortSignal.any([AbortSignal.timeout(c.mountTimeoutSec * 1000), interrupted.signal]),
       });
     } catch (err) {
       await fs.close();
@@ -86,10 +91,9 @@ export default defineCommand({
     // 3. Until interrupted.
     const printStats = () => process.stdout.write(statsLines(img).join("\n") + "\n");
     if (args.stats) process.on("SIGUSR1", printStats);
-    await new Promise<void>((done) => {
-      process.once("SIGINT", () => done());
-      process.once("SIGTERM", () => done());
-    });
+    if (!interrupted.signal.aborted) {
+      await new Promise<void>((done) => interrupted.signal.addEventListener("abort", () => done(), { once: true }));
+    }
     // 4. Unmount everything.
     if (args.stats) printStats();
     await img.unmount();

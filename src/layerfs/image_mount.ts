@@ -106,6 +106,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
   try {
     const single = layers.length === 1;
     for (const [i, l] of layers.entries()) {
+      opts.signal?.throwIfAborted();
       const mp = single ? mountpoint : join(opts.workDir, "layers", String(i));
       if (!single) await mkdir(mp, { recursive: true });
       const layer = await fs.mountLayer({
@@ -120,6 +121,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
       mounted.push({ layer, mountpoint: mp });
     }
     // 5.
+    opts.signal?.throwIfAborted();
     if (!single) {
       const lower = mounted.map((x) => x.mountpoint).reverse().join(":");
       try {

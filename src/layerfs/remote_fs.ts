@@ -41,6 +41,12 @@ export interface LayerFsOptions {
   opaqueXattr?: OpaqueXattrMode;
   /** FUSE cache lifetimes. */
   fuse?: { attrTimeoutSec?: number; entryTimeoutSec?: number; negativeTimeoutSec?: number; allowOther?: boolean };
+  /**
+   * FUSE transport (default "workers"). Not "async": its reads of /dev/fuse sit in the runtime's I/O thread
+   * pool, and with a few mounts they fill it, so the span cache's disk I/O (and any other async fs call in the
+   * process) would wait forever.
+   */
+  transport?: "workers" | "async";
   logger?: Logger;
 }
 
@@ -124,6 +130,7 @@ export class LayerFs {
         negativeTimeoutSec: this.#o.fuse?.negativeTimeoutSec,
         allowOther: this.#o.fuse?.allowOther,
         fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
+        transport: this.#o.transport ?? "workers",
       });
     } catch (err) {
       await layer.close();
