@@ -1,0 +1,105 @@
+/**
+ * Helpers of the mount end-to-end suites: run `soci-ts mount` as a child process (the way users run it),
+ * wait until it has mounted, stop it with SIGINT; and describe a directory tree for comparison.
+ */
+import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { createReadStream } from "node:fs";
+import { lstat, readdir, readlink } from "node:fs/promises";
+import { join } from "node:path";
+import { BUN, MAIN, REPO } from "../_harness/cli.ts";
+
+export interface MountProcess {
+  proc: ReturnType<typeof Bun.spawn>;
+  /** Stop with SIGINT and wait; returns stdout (the --stats lines) and stderr. */
+  stop(): Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+/** Start `soci-ts ARGS` (a mount) and resolve once it printed "Mounted"; rejects if it exits first or after `timeoutMs`. */
+export async function startMount(args: string[], opts: { timeoutMs?: number } = {}): Promise<MountProcess> {
+  const proc = Bun.spawn([BUN, MAIN, ...args], { cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+  let stderr = "";
+  const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
+  const dec = new TextDecoder();
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      stderr += dec.decode(value);
+    }
+  })();
+  const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
+  while (!stderr.includes("Mounted ")) {
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      await pump.catch(() => {});
+      throw new Error(`soci-ts ${args.join(" ")} did not mount (exit ${proc.exitCode}):\n${stderr}`);
+    }
+    await Bun.sleep(100);
+  }
+  return {
+    proc,
+    async stop() {
+      proc.kill("SIGINT");
+      const [stdout, code] = await Promise.all([new Response(proc.stdout as ReadableStream).text(), proc.exited]);
+      await pump.catch(() => {});
+      return { code, stdout, stderr };
+    },
+  };
+}
+
+export interface TreeEntry {
+  type: "file" | "dir" | "symlink" | "char" | "block" | "fifo" | "socket";
+  mode: number;
+  uid: number;
+  gid: number;
+  sha256?: string;
+  target?: string;
+  rdev?: number;
+  xattrs: string;
+}
+
+/** Every path below `root` (relative, sorted) with type, mode, owner, content digest or link target, and xattrs. */
+export async function describeTree(root: string, opts: { skip?: (rel: string) => boolean } = {}): Promise<{ entries: Map<string, TreeEntry>; hardlinks: string[][] }> {
+  const entries = new Map<string, TreeEntry>();
+  const byIno = new Map<string, string[]>();
+  const walk = async (rel: string) => {
+    const names = (await readdir(join(root, rel))).sort();
+    for (const name of names) {
+      const r = rel ? `${rel}/${name}` : name;
+      if (opts.skip?.(r)) continue;
+      const p = join(root, r);
+      const st = await lstat(p);
+      const type: TreeEntry["type"] = st.isFile() ? "file" : st.isDirectory() ? "dir" : st.isSymbolicLink() ? "symlink" : st.isCharacterDevice() ? "char" : st.isBlockDevice() ? "block" : st.isFIFO() ? "fifo" : "socket";
+      const e: TreeEntry = { type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, xattrs: "" };
+      if (type === "file") {
+        e.sha256 = await sha256File(p);
+        if (st.nlink > 1) {
+          const k = `${st.dev}:${st.ino}`;
+          byIno.set(k, [...(byIno.get(k) ?? []), r]);
+        }
+      }
+      if (type === "symlink") e.target = await readlink(p);
+      if (type === "char" || type === "block") e.rdev = st.rdev;
+      entries.set(r, e);
+      if (type === "dir") await walk(r);
+    }
+  };
+  await walk("");
+  // xattrs of everything, in one getfattr run (not following symlinks).
+  const out = spawnSync("getfattr", ["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "."], { cwd: root, encoding: "utf8", maxBuffer: 1 << 28 });
+  let cur = "";
+  for (const line of out.stdout.split("\n")) {
+    if (line.startsWith("# file: ")) cur = line.slice(8).replace(/^\.\//, "");
+    else if (line && entries.has(cur)) entries.get(cur)!.xattrs += line + "\n";
+  }
+  const hardlinks = [...byIno.values()].filter((g) => g.length > 1).map((g) => g.sort()).sort((a, b) => (a[0]! < b[0]! ? -1 : 1));
+  return { entries, hardlinks };
+}
+
+function sha256File(p: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    createReadStream(p).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
+  });
+}

@@ -1,0 +1,143 @@
+/**
+ * `soci-ts mount` on a real image: Debian bookworm with python3 (test/_harness/python_image.ts) in the real
+ * Distribution registry, indexed by `soci-ts index create`, mounted lazily through FUSE and overlayfs.
+ *  - python3 runs in a chroot of the mount, and fetches a small fraction of the image;
+ *  - the mounted tree equals `tar -x` of the layers applied in order (whiteouts honoured): every regular
+ *    file's sha256, modes, owners, symlink targets, device numbers, xattrs and hardlink groups;
+ *  - SIGINT unmounts everything, and `--stats` prints bytes fetched per layer.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Manifest } from "../../src/oci/types.ts";
+import { runCli } from "../_harness/cli.ts";
+import { needs } from "../_harness/env.ts";
+import { ensurePythonImage, PYTHON_IMAGE_TAG, pushPythonImage } from "../_harness/python_image.ts";
+import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
+import { describeTree, startMount, type MountProcess } from "./_mount_helpers.ts";
+
+const run = needs("mount e2e (python image)", "root", "fuse", "tool:docker-registry", "tool:skopeo", "tool:umoci", "tool:debootstrap", "tool:tar", "tool:chroot", "tool:getfattr", "tool:mount");
+const MINUTES = 60_000;
+
+/** The manifest of the python image in its OCI layout. */
+function layoutManifest(layout: string): Manifest {
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
+  const d = index.manifests.find((m: { annotations?: Record<string, string> }) => m.annotations?.["org.opencontainers.image.ref.name"] === PYTHON_IMAGE_TAG);
+  return JSON.parse(readFileSync(join(layout, "blobs", "sha256", d.digest.slice(7)), "utf8"));
+}
+
+/** `tar -x` of each layer in order into `dest`, applying OCI whiteouts first, as a container runtime does. */
+function applyLayers(layout: string, manifest: Manifest, dest: string): void {
+  for (const l of manifest.layers) {
+    const blob = join(layout, "blobs", "sha256", l.digest.slice(7));
+    const z = l.mediaType.endsWith("gzip") ? ["-z"] : [];
+    const names = spawnSync("tar", ["-t", ...z, "-f", blob], { encoding: "utf8", maxBuffer: 1 << 28 }).stdout.split("\n").filter(Boolean);
+    for (const name of names) {
+      const clean = name.replace(/^\.\//, "").replace(/\/$/, "");
+      const slash = clean.lastIndexOf("/");
+      const dir = slash < 0 ? "" : clean.slice(0, slash);
+      const base = clean.slice(slash + 1);
+      if (base === ".wh..wh..opq") {
+        for (const c of readdirSafe(join(dest, dir))) rmSync(join(dest, dir, c), { recursive: true, force: true });
+      } else if (base.startsWith(".wh.")) {
+        rmSync(join(dest, dir, base.slice(4)), { recursive: true, force: true });
+      }
+    }
+    const r = spawnSync("tar", ["-x", ...z, "-f", blob, "-C", dest, "-p", "--numeric-owner", "--same-owner", "--xattrs", "--xattrs-include=*", "--exclude=.wh.*"], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`tar -x of ${l.digest} failed: ${r.stderr}`);
+  }
+}
+
+function readdirSafe(p: string): string[] {
+  try {
+    return readdirSync(p);
+  } catch {
+    return [];
+  }
+}
+
+describe.skipIf(!run)("soci-ts mount on the python image", () => {
+  let registry: TestRegistry;
+  let layout: string;
+  let ref: string;
+  let tmp: string;
+  let root: string;
+  let mnt: string;
+  let mount: MountProcess | undefined;
+  let manifest: Manifest;
+
+  beforeAll(async () => {
+    layout = await ensurePythonImage();
+    manifest = layoutManifest(layout);
+    registry = await startRegistry();
+    ref = await pushPythonImage(registry.host);
+    tmp = mkdtempSync(join(tmpdir(), "soci-e2e-mount-"));
+    root = join(tmp, "root");
+    mnt = join(tmp, "mnt");
+    mkdirSync(mnt);
+    const created = runCli(["--root", root, "index", "create", ref, "--minLayerSize", "0", "--spanSize", "1MiB"], { timeoutMs: 10 * MINUTES });
+    if (created.code !== 0) throw new Error(`index create failed: ${created.stderr}`);
+    const cfg = join(tmp, "config.toml");
+    writeFileSync(cfg, "[background_fetch]\ndisable = true\n");
+    mount = await startMount(["--root", root, "--config", cfg, "mount", ref, mnt, "--stats"]);
+  }, 20 * MINUTES);
+
+  afterAll(async () => {
+    if (mount) await mount.stop().catch(() => {});
+    spawnSync("umount", ["-l", mnt]);
+    await registry?.stop();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test("python3 runs from the lazy mount and fetches a small fraction of the image", () => {
+    const py = spawnSync("chroot", [mnt, "python3", "-c", "import json, sqlite3; print(42)"], { encoding: "utf8", timeout: 5 * MINUTES });
+    expect(py.stderr).toBe("");
+    expect(py.stdout).toBe("42\n");
+    let fetched = 0;
+    let size = 0;
+    for (const f of readdirSync(join(mnt, ".soci-ts"))) {
+      const s = JSON.parse(readFileSync(join(mnt, ".soci-ts", f), "utf8"));
+      expect(s.error).toBeUndefined();
+      fetched += s.fetchedSize;
+      size += s.size;
+    }
+    console.log(`python through the lazy mount: fetched ${fetched} of ${size} bytes (${((fetched / size) * 100).toFixed(1)}%)`);
+    expect(size).toBe(manifest.layers.reduce((a, l) => a + l.size, 0));
+    expect(fetched).toBeGreaterThan(0);
+    expect(fetched / size).toBeLessThan(0.25);
+    // A larger part of the standard library loads too.
+    const big = spawnSync("chroot", [mnt, "python3", "-c", "import asyncio, email.parser, http.client, xml.etree.ElementTree, unittest; print('ok')"], { encoding: "utf8", timeout: 5 * MINUTES });
+    expect(big.stdout).toBe("ok\n");
+  }, 10 * MINUTES);
+
+  test("the mounted tree equals tar -x of the layers applied in order", async () => {
+    const ref = join(tmp, "reference");
+    mkdirSync(ref);
+    applyLayers(layout, manifest, ref);
+    const want = await describeTree(ref);
+    const got = await describeTree(mnt, { skip: (r) => r === ".soci-ts" });
+    const missing = [...want.entries.keys()].filter((k) => !got.entries.has(k));
+    const extra = [...got.entries.keys()].filter((k) => !want.entries.has(k));
+    expect(missing).toEqual([]);
+    expect(extra).toEqual([]);
+    const diffs: string[] = [];
+    for (const [k, w] of want.entries) {
+      const g = got.entries.get(k)!;
+      if (JSON.stringify(g) !== JSON.stringify(w)) diffs.push(`${k}: want ${JSON.stringify(w)} got ${JSON.stringify(g)}`);
+    }
+    expect(diffs.slice(0, 20)).toEqual([]);
+    expect(got.hardlinks).toEqual(want.hardlinks);
+    expect(want.entries.size).toBeGreaterThan(1000);
+  }, 20 * MINUTES);
+
+  test("SIGINT unmounts everything and --stats prints bytes fetched per layer", async () => {
+    const r = await mount!.stop();
+    mount = undefined;
+    expect(r.code).toBe(0);
+    for (const l of manifest.layers) expect(r.stdout).toContain(l.digest);
+    expect(r.stdout).toMatch(/fetched \d+ of \d+ bytes/);
+    expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);
+  }, 2 * MINUTES);
+});
