@@ -1,0 +1,361 @@
+/**
+ * bench:lazy — time to the first output of a python command through `soci-ts mount` + chroot, against the full
+ * pull path (fetch every layer, `tar -x`, run the same command), with the registry behind a slow link:
+ *   - the registry runs in its own network namespace, reached over a veth pair shaped with `tc … tbf` (100 Mbit/s
+ *     both ways), and
+ *   - through a TCP proxy on the host that delays every chunk by 10 ms each way (20 ms round trip; this kernel
+ *     has no netem).
+ * Both paths run in the same process run, same link, cold caches. The SOCI index is built and pushed to the
+ * registry beforehand (as a publisher would); the lazy mount starts from an empty root and discovers it there.
+ *
+ * Also printed: bytes the lazy path fetched against the image size, and against the bytes the command needs
+ * rounded up to spans (the compressed spans holding every file the command opens, traced with strace on the
+ * unpacked tree).
+ *
+ * Last line: `lazy start vs full pull: <ratio>x` (lazy time / full pull time; lower is better).
+ * Needs root, iproute2, docker-registry, skopeo, tar, chroot, strace; run with `npm run bench:lazy`.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, posix } from "node:path";
+import { inflateFromCheckpoint } from "../src/compress/resume.ts";
+import { ztocLayout } from "../src/layerfs/ztoc_layout.ts";
+import type { Manifest } from "../src/oci/types.ts";
+import { HttpRegistryClient } from "../src/registry/client.ts";
+import { parseReference } from "../src/registry/reference.ts";
+import { ArtifactStore } from "../src/soci/artifact_store.ts";
+import { discoverIndex } from "../src/soci/discover.ts";
+import { RegistryLocation } from "../src/soci/image_location.ts";
+import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
+import { pushPythonImage } from "../test/_harness/python_image.ts";
+import { freePort } from "../test/_harness/ports.ts";
+
+const COMMAND = ["python3", "-c", "import json, sqlite3; print(42)"];
+const RATE = "100mbit";
+const ONE_WAY_DELAY_MS = 10;
+const SPAN_SIZE = process.env.SPAN_SIZE ?? "1MiB";
+
+const id = process.pid % 100000;
+const ns = `socib${id}`;
+const vh = `sb${id}h`;
+const vn = `sb${id}n`;
+const net = `10.${200 + (id % 50)}.${id % 250}`;
+const hostIp = `${net}.1`;
+const nsIp = `${net}.2`;
+const tmp = mkdtempSync(join(tmpdir(), "soci-bench-lazy-"));
+const cleanups: Array<() => void | Promise<void>> = [];
+
+function sh(cmd: string, args: string[], opts: { input?: string } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 1 << 28, input: opts.input });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+/** 1. The shaped link: namespace, veth pair, addresses, tbf on both ends. */
+function setupNetwork(): void {
+  sh("ip", ["netns", "add", ns]);
+  cleanups.push(() => void spawnSync("ip", ["netns", "del", ns]));
+  sh("ip", ["link", "add", vh, "type", "veth", "peer", "name", vn]);
+  cleanups.push(() => void spawnSync("ip", ["link", "del", vh]));
+  sh("ip", ["link", "set", vn, "netns", ns]);
+  sh("ip", ["addr", "add", `${hostIp}/30`, "dev", vh]);
+  sh("ip", ["link", "set", vh, "up"]);
+  sh("ip", ["netns", "exec", ns, "ip", "addr", "add", `${nsIp}/30`, "dev", vn]);
+  sh("ip", ["netns", "exec", ns, "ip", "link", "set", vn, "up"]);
+  sh("ip", ["netns", "exec", ns, "ip", "link", "set", "lo", "up"]);
+  const tbf = ["root", "tbf", "rate", RATE, "burst", "64kb", "latency", "100ms"];
+  sh("tc", ["qdisc", "add", "dev", vh, ...tbf]);
+  sh("ip", ["netns", "exec", ns, "tc", "qdisc", "add", "dev", vn, ...tbf]);
+}
+
+/** 2. The registry inside the namespace. */
+async function startNsRegistry(): Promise<void> {
+  const dir = join(tmp, "registry");
+  mkdirSync(dir);
+  writeFileSync(join(dir, "config.yml"), `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: ${nsIp}:5000\n`);
+  const p = spawn("ip", ["netns", "exec", ns, "docker-registry", "serve", join(dir, "config.yml")], { stdio: "ignore" });
+  cleanups.push(() => void p.kill("SIGTERM"));
+  for (let i = 0; i < 100; i++) {
+    const ok = await fetch(`http://${nsIp}:5000/v2/`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
+    if (ok) return;
+    await Bun.sleep(100);
+  }
+  throw new Error("registry in the namespace did not come up");
+}
+
+/** 3. A TCP proxy adding ONE_WAY_DELAY_MS to every chunk in each direction (order kept). */
+async function startDelayProxy(): Promise<string> {
+  const port = await freePort();
+  type Sock = { write(b: Uint8Array): number; end(): void; data?: { peer?: Sock; q?: Uint8Array[]; closed?: boolean } };
+  const later = (fn: () => void) => setTimeout(fn, ONE_WAY_DELAY_MS);
+  const server = Bun.listen<{ peer?: Sock; pending: Uint8Array[]; up: boolean }>({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      async open(client) {
+        client.data = { pending: [], up: false };
+        const upstream = await Bun.connect<{ peer: typeof client }>({
+          hostname: nsIp,
+          port: 5000,
+          socket: {
+            data(_s, chunk) {
+              const copy = new Uint8Array(chunk);
+              later(() => writeAll(client, copy));
+            },
+            close() {
+              later(() => client.end());
+            },
+            error() {
+              client.end();
+            },
+          },
+          data: { peer: client },
+        });
+        client.data.peer = upstream as unknown as Sock;
+        client.data.up = true;
+        for (const b of client.data.pending) later(() => writeAll(upstream, b));
+        client.data.pending = [];
+      },
+      data(client, chunk) {
+        const copy = new Uint8Array(chunk);
+        if (!client.data.up) client.data.pending.push(copy);
+        else later(() => writeAll(client.data.peer!, copy));
+      },
+      close(client) {
+        const peer = client.data.peer;
+        if (peer) later(() => peer.end());
+      },
+      drain() {},
+    },
+  });
+  cleanups.push(() => server.stop(true));
+  return `127.0.0.1:${port}`;
+}
+
+/** Write all of `b`, queueing what the socket did not take until it drains (simple, for a benchmark). */
+function writeAll(sock: { write(b: Uint8Array): number }, b: Uint8Array): void {
+  let off = 0;
+  const step = () => {
+    while (off < b.byteLength) {
+      const n = sock.write(b.subarray(off));
+      if (n <= 0) return void setTimeout(step, 1);
+      off += n;
+    }
+  };
+  step();
+}
+
+function cli(root: string, args: string[]): string {
+  return sh(BUN, [MAIN, "--root", root, ...args]);
+}
+
+/** 4a. Lazy: `soci-ts mount` from an empty root, then the command in a chroot. */
+async function lazyRun(ref: string): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string }> {
+  const root = join(tmp, "lazy-root");
+  const mnt = join(tmp, "lazy-mnt");
+  mkdirSync(mnt);
+  const cfg = join(tmp, "lazy.toml");
+  writeFileSync(cfg, "[pull_modes.soci_v1]\nenable = true\n");
+  const t0 = performance.now();
+  const proc = Bun.spawn([BUN, MAIN, "--root", root, "--config", cfg, "mount", ref, mnt, "--stats"], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  cleanups.push(() => {
+    proc.kill("SIGINT");
+    spawnSync("umount", ["-l", mnt]);
+  });
+  let err = "";
+  const rd = (proc.stderr as ReadableStream<Uint8Array>).getReader();
+  while (!err.includes("Mounted ")) {
+    const { value, done } = await rd.read();
+    if (done) throw new Error(`soci-ts mount exited: ${err}`);
+    err += new TextDecoder().decode(value);
+  }
+  const mountedAt = (performance.now() - t0) / 1000;
+  // Asynchronously: the delay proxy serving the mount's registry reads runs on this event loop.
+  const py = Bun.spawn(["chroot", mnt, ...COMMAND], { stdout: "pipe", stderr: "inherit" });
+  const output = await new Response(py.stdout).text();
+  await py.exited;
+  const seconds = (performance.now() - t0) / 1000;
+  let fetched = 0;
+  let size = 0;
+  for (const f of readdirSync(join(mnt, ".soci-ts"))) {
+    const s = JSON.parse(readFileSync(join(mnt, ".soci-ts", f), "utf8"));
+    fetched += s.fetchedSize;
+    size += s.size;
+  }
+  proc.kill("SIGINT");
+  await proc.exited;
+  rd.releaseLock();
+  return { seconds, mountedAt, fetched, size, output };
+}
+
+/** 4b. Full pull: stream every layer through the same link into `tar -x`, then the command in a chroot. */
+async function fullRun(ref: string): Promise<{ seconds: number; output: string; dir: string }> {
+  const dir = join(tmp, "full-rootfs");
+  mkdirSync(dir);
+  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000 });
+  const r = parseReference(ref);
+  const t0 = performance.now();
+  const image = await client.resolveImage(r);
+  for (const l of (image.manifest as Manifest).layers) {
+    const stream = await client.getBlobStream(r, l.digest);
+    const tar = Bun.spawn(["tar", "-x", ...(l.mediaType.endsWith("gzip") ? ["-z"] : []), "-C", dir, "-p", "--numeric-owner"], { stdin: "pipe" });
+    for await (const chunk of stream as unknown as AsyncIterable<Uint8Array>) tar.stdin.write(chunk);
+    await tar.stdin.end();
+    if ((await tar.exited) !== 0) throw new Error(`tar -x of ${l.digest} failed`);
+    applyWhiteouts(dir);
+  }
+  const out = spawnSync("chroot", [dir, ...COMMAND], { encoding: "utf8" });
+  return { seconds: (performance.now() - t0) / 1000, output: out.stdout, dir };
+}
+
+/** Apply (and remove) the `.wh.` entries `tar -x` left in `dir`. */
+function applyWhiteouts(dir: string): void {
+  const walk = (rel: string) => {
+    for (const name of readdirSync(join(dir, rel))) {
+      const p = join(dir, rel, name);
+      if (name === ".wh..wh..opq") {
+        rmSync(p);
+      } else if (name.startsWith(".wh.")) {
+        rmSync(join(dir, rel, name.slice(4)), { recursive: true, force: true });
+        rmSync(p);
+      } else if (lstatSync(p).isDirectory()) walk(join(rel, name));
+    }
+  };
+  walk("");
+}
+
+/** 5. Compressed bytes of the spans holding every file the command opens (traced on the unpacked tree). */
+async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): Promise<number> {
+  const log = join(tmp, "strace.log");
+  spawnSync("strace", ["-f", "-qq", "-e", "trace=openat,execve", "-o", log, "chroot", rootfs, ...COMMAND]);
+  const opened = new Set<string>();
+  for (const line of readFileSync(log, "utf8").split("\n")) {
+    const m = /(?:openat\(AT_FDCWD, |execve\()"([^"]+)".* = (\d+)/.exec(line);
+    if (m) opened.add(m[1]!);
+  }
+  // The ELF interpreter is opened by the kernel, not by a traced call.
+  const interp = spawnSync("sh", ["-c", `readelf -l ${join(rootfs, "usr/bin/python3")} 2>/dev/null | sed -n 's/.*interpreter: \\(.*\\)]/\\1/p'`], { encoding: "utf8" }).stdout.trim();
+  if (interp) opened.add(interp);
+  const files = new Set<string>();
+  for (const p of opened) {
+    const real = resolveIn(rootfs, p);
+    if (real && lstatSync(join(rootfs, real)).isFile()) files.add(real);
+  }
+  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000 });
+  const loc = new RegistryLocation(client, parseReference(ref), ref);
+  const manifest = await client.resolveImage(loc.ref);
+  const found = await discoverIndex(loc, manifest, { store: new ArtifactStore(storeRoot), modes: { v1: false, v2: false } });
+  if (!found) throw new Error("no index in the bench store");
+  let total = 0;
+  const layers = [...(manifest.manifest as Manifest).layers].reverse();
+  const spansSeen = new Set<string>();
+  for (const f of files) {
+    for (const l of layers) {
+      const z = found.ztocs.get(l.digest);
+      const e = z?.toc.find((m) => posix.normalize(m.name).replace(/^\.?\//, "").replace(/\/$/, "") === f);
+      if (!z || !e) continue;
+      const layout = ztocLayout(z, inflateFromCheckpoint);
+      if (e.uncompressedSize > 0) {
+        const first = layout.spanOf(e.uncompressedOffset);
+        const last = layout.spanOf(e.uncompressedOffset + e.uncompressedSize - 1);
+        for (let i = first; i <= last; i++) {
+          const k = `${l.digest}/${i}`;
+          if (spansSeen.has(k)) continue;
+          spansSeen.add(k);
+          const [a, b] = layout.compressedRange(i);
+          total += b - a;
+        }
+      }
+      break;
+    }
+  }
+  return total;
+}
+
+/** A path as the chroot sees it, with symlinks resolved inside `root`; relative to root, or undefined. */
+function resolveIn(root: string, path: string): string | undefined {
+  let parts = posix.normalize(path).split("/").filter(Boolean);
+  let out: string[] = [];
+  for (let hops = 0; parts.length > 0 && hops < 64; ) {
+    const p = parts.shift()!;
+    if (p === "..") {
+      out.pop();
+      continue;
+    }
+    const cur = [...out, p].join("/");
+    const full = join(root, cur);
+    if (!existsSync(full) && !lstatIs(full)) return undefined;
+    if (lstatSync(full).isSymbolicLink()) {
+      const t = readlinkSync(full);
+      hops++;
+      parts = [...t.split("/").filter(Boolean), ...parts];
+      if (t.startsWith("/")) out = [];
+      continue;
+    }
+    out.push(p);
+  }
+  return out.join("/");
+}
+
+function lstatIs(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  // 1-3. Link, registry, delay proxy; push the image and its index (not timed).
+  setupNetwork();
+  await startNsRegistry();
+  const proxy = await startDelayProxy();
+  // Publishing talks to the registry directly (these tools run synchronously, the proxy lives in this process).
+  const direct = `${nsIp}:5000`;
+  const directRef = await pushPythonImage(direct, { repository: "bench/python", tag: "v1" });
+  const ref = directRef.replace(direct, proxy);
+  const pubRoot = join(tmp, "publisher-root");
+  const pubCfg = join(tmp, "publisher.toml");
+  writeFileSync(pubCfg, `[resolver.host."${direct}"]\nplain_http = true\n`);
+  cli(pubRoot, ["--config", pubCfg, "index", "create", directRef, "--minLayerSize", "0", "--spanSize", SPAN_SIZE]);
+  cli(pubRoot, ["--config", pubCfg, "index", "push", directRef]);
+  sync();
+  // 4. Both paths, cold.
+  const lazy = await lazyRun(ref);
+  sync();
+  const full = await fullRun(ref);
+  if (lazy.output !== "42\n" || full.output !== "42\n") throw new Error(`unexpected output: lazy ${JSON.stringify(lazy.output)}, full ${JSON.stringify(full.output)}`);
+  // 5. What the command needs, rounded up to spans.
+  const needed = await neededSpanBytes(ref, full.dir, pubRoot);
+  const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+  console.log(`link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`);
+  console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}`);
+  console.log(`lazy (soci-ts mount + chroot): ${lazy.seconds.toFixed(2)} s (mounted after ${lazy.mountedAt.toFixed(2)} s), fetched ${mb(lazy.fetched)} of ${mb(lazy.size)} image (${((lazy.fetched / lazy.size) * 100).toFixed(1)}%)`);
+  console.log(`full pull (fetch all layers + tar -x + chroot): ${full.seconds.toFixed(2)} s, fetched ${mb(lazy.size)}`);
+  console.log(`bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x)`);
+  console.log(`lazy start vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
+}
+
+function sync(): void {
+  spawnSync("sync");
+  try {
+    writeFileSync("/proc/sys/vm/drop_caches", "3");
+  } catch {
+    // not fatal: caches of both runs are cold anyway (fresh roots, fresh dirs)
+  }
+}
+
+try {
+  await main();
+} finally {
+  for (const c of cleanups.reverse()) {
+    try {
+      await c();
+    } catch {
+      // keep cleaning
+    }
+  }
+  rmSync(tmp, { recursive: true, force: true });
+}
