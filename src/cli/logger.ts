@@ -16,11 +16,12 @@ export interface CliLogger extends Logger {
 
 export function createLogger(opts: { level: string; format: LogFormat }): CliLogger {
   const level = LEVELS[opts.level] ?? 3;
+  // Leave `reporters` out for text: consola takes an explicit `undefined` as "no reporters" and prints nothing.
   const consola = createConsola({
     level,
     stdout: process.stderr,
     stderr: process.stderr,
-    reporters: opts.format === "json" ? [{ log: writeJson }] : undefined,
+    ...(opts.format === "json" ? { reporters: [{ log: writeJson }] } : {}),
   });
   const emit = (kind: "error" | "warn" | "info" | "debug", msg: string, fields?: LogFields) => {
     if (opts.format === "json") consola[kind]({ message: msg, fields });

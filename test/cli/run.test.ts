@@ -88,6 +88,19 @@ describe("soci-ts CLI", () => {
     expect(withRoot.root).toBe(dir);
   });
 
+  test("a failing command exits 1 with its error on stderr, as text or as a JSON line", () => {
+    const root = mkdtempSync(join(tmpdir(), "soci-ts-cli-"));
+    const digest = `sha256:${"0".repeat(64)}`;
+    const text = runCli(["--root", root, "index", "info", digest]);
+    expect(text.code).toBe(1);
+    expect(text.stderr).toContain(`Cannot find SOCI index "${digest}"`);
+    const json = runCli(["--root", root, "--log-format", "json", "index", "info", digest]);
+    expect(json.code).toBe(1);
+    const line = JSON.parse(json.stderr.trim().split("\n").pop()!);
+    expect(line.level).toBe("error");
+    expect(line.msg).toContain(digest);
+  });
+
   test("a bad config file fails with exit 1 and names the key", () => {
     const dir = mkdtempSync(join(tmpdir(), "soci-ts-cli-"));
     const file = join(dir, "config.toml");
