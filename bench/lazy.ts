@@ -35,6 +35,7 @@ const COMMAND = ["python3", "-c", "import json, sqlite3; print(42)"];
 const RATE = "100mbit";
 const ONE_WAY_DELAY_MS = 10;
 const SPAN_SIZE = process.env.SPAN_SIZE ?? "1MiB";
+const READAHEAD = process.env.READAHEAD_SPANS ?? "0";
 
 const id = process.pid % 100000;
 const ns = `socib${id}`;
@@ -158,7 +159,7 @@ async function lazyRun(ref: string): Promise<{ seconds: number; mountedAt: numbe
   const cfg = join(tmp, "lazy.toml");
   writeFileSync(cfg, "[pull_modes.soci_v1]\nenable = true\n");
   const t0 = performance.now();
-  const proc = Bun.spawn([BUN, MAIN, "--root", root, "--config", cfg, "mount", ref, mnt, "--stats"], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn([BUN, MAIN, "--root", root, "--config", cfg, "mount", ref, mnt, "--stats", "--readahead-spans", READAHEAD], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
   cleanups.push(() => {
     proc.kill("SIGINT");
     spawnSync("umount", ["-l", mnt]);
@@ -331,7 +332,7 @@ async function main(): Promise<void> {
   const needed = await neededSpanBytes(ref, full.dir, pubRoot);
   const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
   console.log(`link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`);
-  console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}`);
+  console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; span read-ahead ${READAHEAD}`);
   console.log(`lazy (soci-ts mount + chroot): ${lazy.seconds.toFixed(2)} s (mounted after ${lazy.mountedAt.toFixed(2)} s), fetched ${mb(lazy.fetched)} of ${mb(lazy.size)} image (${((lazy.fetched / lazy.size) * 100).toFixed(1)}%)`);
   console.log(`full pull (fetch all layers + tar -x + chroot): ${full.seconds.toFixed(2)} s, fetched ${mb(lazy.size)}`);
   console.log(`bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x)`);

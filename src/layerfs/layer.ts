@@ -45,6 +45,13 @@ export interface OpenLayerOptions {
   verificationRetries?: number;
   disableVerification?: boolean;
   opaqueXattr?: OpaqueXattrMode;
+  /**
+   * On open of a regular file up to this many bytes, fetch every span holding it at once, in one request
+   * (default 32 MiB; 0 turns it off and spans are fetched only as reads reach them).
+   */
+  fetchOnOpenMaxBytes?: number;
+  /** Spans fetched ahead of a read that missed (SpanManagerOptions.readaheadSpans; default 0). */
+  readaheadSpans?: number;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -90,6 +97,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       fetchTimeoutMs: opts.fetchTimeoutMs,
       verificationRetries: opts.verificationRetries,
       disableVerification: opts.disableVerification,
+      readaheadSpans: opts.readaheadSpans,
       logger,
     });
     const tree = buildLayerTree(ztoc.toc, { opaqueXattr: opts.opaqueXattr, warn });
@@ -105,7 +113,17 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       };
     };
     // 3.
-    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state });
+    const onOpenMax = opts.fetchOnOpenMaxBytes ?? 32 * 1024 * 1024;
+    const onOpen = (offset: number, length: number) => {
+      if (length > onOpenMax) return;
+      const first = layout.spanOf(offset);
+      const last = layout.spanOf(offset + length - 1);
+      const ids: number[] = [];
+      for (let i = first; i <= last; i++) if (manager.state(i) === "unrequested") ids.push(i);
+      // Errors are logged by the span manager; the reads themselves will retry and report them.
+      if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
+    };
+    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state, onOpen });
     return {
       digest: layer.digest,
       size,

@@ -38,6 +38,11 @@ export interface LayerNodeOptions {
   state: () => LayerState;
   /** Expose the state directory (default true). */
   stateDir?: boolean;
+  /**
+   * Called when a regular file is opened, with its data range in the tar stream (the lazy layer starts
+   * fetching the spans holding it, so a file read piecemeal, e.g. a mapped library, costs one round trip).
+   */
+  onOpen?: (dataOffset: number, size: number) => void;
 }
 
 /** Build the root Node of a layer. */
@@ -94,6 +99,11 @@ class EntryNode implements Node {
     for (const [name, c] of this.entry.children ?? []) out.push({ name, node: this.nodeOf(c) });
     if (this.extra) out.push({ name: STATE_DIR, node: this.extra });
     return out;
+  }
+
+  open(): void {
+    const e = this.entry;
+    if ((e.mode & S_IFMT) === S_IFREG && e.size > 0) this.opts.onOpen?.(e.dataOffset, e.size);
   }
 
   async read(offset: number, length: number, ctx: RequestContext): Promise<Uint8Array> {

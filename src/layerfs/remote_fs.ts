@@ -36,6 +36,10 @@ export interface LayerFsOptions {
   fetchTimeoutMs?: number;
   verificationRetries?: number;
   disableVerification?: boolean;
+  /** See OpenLayerOptions.fetchOnOpenMaxBytes (default 32 MiB). */
+  fetchOnOpenMaxBytes?: number;
+  /** Spans fetched ahead of a read that missed (default 0). */
+  readaheadSpans?: number;
   /** Milliseconds prefetching may take during a mount (default 30 000). */
   prefetchTimeoutMs?: number;
   opaqueXattr?: OpaqueXattrMode;
@@ -118,6 +122,8 @@ export class LayerFs {
       verificationRetries: this.#o.verificationRetries,
       disableVerification: this.#o.disableVerification,
       opaqueXattr: this.#o.opaqueXattr,
+      fetchOnOpenMaxBytes: this.#o.fetchOnOpenMaxBytes,
+      readaheadSpans: this.#o.readaheadSpans,
       logger: this.#logger,
       signal: opts.signal,
     });

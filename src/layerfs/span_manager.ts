@@ -39,6 +39,12 @@ export interface SpanManagerOptions {
   disableVerification?: boolean;
   /** Largest coalesced request in compressed bytes (default 16 MiB; a single span may exceed it). */
   maxCoalesceBytes?: number;
+  /**
+   * Span read-ahead: after a read had to fetch spans, also start fetching up to this many following spans
+   * (in their own request, not waited for), hiding the round trip of reads that move on through the layer.
+   * Default 0.
+   */
+  readaheadSpans?: number;
   /** Held while foreground reads wait on the network, so background fetching pauses. */
   gate?: TaskGate;
   logger?: Logger;
@@ -84,6 +90,7 @@ export class SpanManager {
       verificationRetries: opts.verificationRetries ?? 0,
       disableVerification: opts.disableVerification ?? false,
       maxCoalesceBytes: opts.maxCoalesceBytes ?? 16 * 1024 * 1024,
+      readaheadSpans: opts.readaheadSpans ?? 0,
       logger: opts.logger ?? silentLogger,
     };
     this.#state = Array.from({ length: opts.layout.spanCount }, (_, i) =>
@@ -204,12 +211,22 @@ export class SpanManager {
       const ps = this.#startRun(run);
       run.forEach((id, k) => (results[slot.get(id)!] = ps[k]!));
     }
+    if (missing.length > 0 && this.#o.readaheadSpans > 0) this.#readahead(missing[missing.length - 1]!);
     const release = foreground && missing.length > 0 ? this.#o.gate?.enter() : undefined;
     try {
       return await raceSignal(Promise.all(results), signal, this.layerDigest);
     } finally {
       release?.();
     }
+  }
+
+  /** Start fetching the unrequested spans among the `readaheadSpans` after `last` (not waited for). */
+  #readahead(last: number): void {
+    const ids: number[] = [];
+    for (let i = last + 1; i <= Math.min(last + this.#o.readaheadSpans, this.layout.spanCount - 1); i++) {
+      if (this.#state[i] === "unrequested" && !this.#inflight.has(i)) ids.push(i);
+    }
+    for (const run of this.#runs(ids)) for (const p of this.#startRun(run)) p.catch(() => {});
   }
 
   /** Split sorted span ids into runs of adjacent ids within the coalescing bound. */

@@ -71,6 +71,16 @@ describe("SpanManager", () => {
     expect(sm.stats().networkBytes).toBe(4000);
   });
 
+  test("span read-ahead fetches the following spans in their own request, once", async () => {
+    const { layout, digests, fetchRanges, requests, blob } = await setup();
+    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache: await SpanCache.open(), readaheadSpans: 2 });
+    expect(await sm.read(10, 10)).toEqual(blob.subarray(10, 20));
+    expect(requests).toEqual([[[0, 1000]], [[1000, 3000]]]);
+    await Bun.sleep(1);
+    expect(await sm.read(1500, 1000)).toEqual(blob.subarray(1500, 2500));
+    expect(requests.length).toBe(2);
+  });
+
   test("concurrent reads of one span share one fetch", async () => {
     let release!: () => void;
     const hold = new Promise<void>((r) => (release = r));
