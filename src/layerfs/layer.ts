@@ -65,6 +65,11 @@ export interface Layer {
   readonly manager?: SpanManager;
   /** Range reads of the blob (lazy layers). */
   readonly fetchRanges?: RangeFetcher;
+  /**
+   * Set by the background fetcher when it has seen every byte: true when the blob matched the layer digest,
+   * false when not (the error is then in the state file); undefined until then.
+   */
+  verified?: boolean;
   /** Record a layer-level error (shown in the state file). */
   setError(message: string | undefined): void;
   state(): LayerState;

@@ -160,7 +160,10 @@ export class LayerFs {
       this.background.add({
         manager: layer.manager,
         fetchRanges: layer.fetchRanges!,
-        onDone: (err) => layer.setError(err),
+        onDone: (err) => {
+          layer.setError(err);
+          layer.verified = err === undefined;
+        },
       });
     }
     return layer;

@@ -53,4 +53,27 @@ describe.skipIf(!run)("a mounted lazy layer", () => {
     await fs.unmount(mp);
     expect(await readdir(mp)).toEqual([]);
   });
+
+  test("background fetching completes the layer after mount and verifies it against its digest", async () => {
+    const bgFs = await LayerFs.create({
+      root: join(tmp, "root-bg"),
+      inflate: noInflate,
+      backgroundFetch: { silencePeriodMsec: 0, fetchPeriodMsec: 0 },
+    });
+    const l = img.layers[0]!;
+    const mp = join(tmp, "mnt-bg");
+    await mkdir(mp);
+    try {
+      const layer = await bgFs.mountLayer({ source: { client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc: tarZtoc(l.tar, 128 * 1024) });
+      for (let i = 0; i < 600 && layer.verified === undefined; i++) await Bun.sleep(50);
+      expect(layer.verified).toBe(true);
+      expect(layer.manager!.complete()).toBe(true);
+      const state = JSON.parse(await readFile(join(mp, ".soci-ts", `${l.descriptor.digest}.json`), "utf8"));
+      expect(state).toMatchObject({ digest: l.descriptor.digest, fetchedPercent: 100 });
+      expect(state.error).toBeUndefined();
+      expect(Buffer.compare(await readFile(join(mp, "data/big.bin")), big)).toBe(0);
+    } finally {
+      await bgFs.close();
+    }
+  }, 60_000);
 });
