@@ -26,7 +26,7 @@ describe("gzip layer from a built zTOC", () => {
     }
     const tar = makeTar(files);
     const blob = new Uint8Array(gzipSync(tar, { level: 6 }));
-    const { ztoc } = await buildZtoc([blob], { algorithm: "gzip", spanSizeBytes: 64 * 1024 });
+    const { ztoc } = await buildZtoc(new Blob([blob]).stream(), { algorithm: "gzip", spanSizeBytes: 64 * 1024 });
     const layout = ztocLayout(ztoc, inflateFromCheckpoint);
     expect(layout.spanCount).toBeGreaterThan(10);
     let overlaps = 0;
