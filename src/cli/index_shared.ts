@@ -39,6 +39,7 @@ export function registryClient(ctx: CliContext): RegistryClient {
     mirrors,
     ...(caFile ? { caFile } : {}),
     ...(c.dockerConfig ? { dockerConfigPath: c.dockerConfig } : {}),
+    logger: ctx.logger,
   });
   return client;
 }

@@ -18,6 +18,7 @@ import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError, UnavailableError } from "../util/errors.ts";
 import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
+import type { Logger } from "../util/log.ts";
 import { AuthManager } from "./auth.ts";
 import { CredentialStore, type Credential } from "./credentials.ts";
 import { IdleDeadline, readBody } from "./deadline.ts";
@@ -62,6 +63,11 @@ export interface RegistryClientOptions {
   redirectCacheTtlMs?: number;
   /** The platform `resolveImage` picks from an index by default (default linux/<host arch>). */
   defaultPlatform?: Platform;
+  /**
+   * Where debug lines go: with `debugEnabled`, one line per HTTP request and answer, e.g.
+   * `http GET http://127.0.0.1:5000/v2/app/blobs/sha256:ab12… range=bytes=0-4194303 → 206 4194304 B 12 ms`.
+   */
+  logger?: Logger;
 }
 
 type Scope = "pull" | "pull,push";
@@ -616,6 +622,18 @@ export class HttpRegistryClient implements RegistryClient {
     );
   }
 
+  /** The one-line debug form of a request and its answer (or failure). */
+  #logRequest(method: string, url: string, headers: Record<string, string>, started: number, answer: Response | unknown, attempt: number): void {
+    const ms = Math.round(performance.now() - started);
+    const range = headers.range ? ` range=${headers.range}` : "";
+    const retry = attempt > 0 ? ` (retry ${attempt})` : "";
+    const what =
+      answer instanceof Response
+        ? `${answer.status} ${answer.headers.get("content-length") ?? "?"} B`
+        : `failed: ${answer instanceof Error ? answer.message : String(answer)}`;
+    this.#opts.logger!.debug(`http ${method} ${url}${range} → ${what} ${ms} ms${retry}`);
+  }
+
   /** One request with auth, deadline and retries (see the file comment). */
   async #send<T>(req: SendRequest, consume: (res: Response, deadline: IdleDeadline) => Promise<T>, keepDeadline = false): Promise<T> {
     const url = /^https?:\/\//.test(req.url) ? req.url : `${req.ep.base}${req.url}`;
@@ -633,6 +651,7 @@ export class HttpRegistryClient implements RegistryClient {
       }
       // 2. fetch under the idle deadline
       const deadline = new IdleDeadline(req.ep.timeoutMs, req.signal);
+      const started = performance.now();
       let res: Response;
       try {
         res = await this.#fetch(url, {
@@ -644,8 +663,10 @@ export class HttpRegistryClient implements RegistryClient {
           signal: deadline.signal,
         });
         deadline.touch();
+        if (this.#opts.logger?.debugEnabled) this.#logRequest(req.method, url, headers, started, res, attempt);
       } catch (err) {
         deadline.clear();
+        if (this.#opts.logger?.debugEnabled) this.#logRequest(req.method, url, headers, started, err, attempt);
         if (req.signal?.aborted) throw req.signal.reason;
         const why = deadline.timedOut ? `no answer from "${req.ep.host}" within ${req.ep.timeoutMs} ms` : `cannot reach "${req.ep.host}": ${(err as Error).message}`;
         lastErr = new UnavailableError(`Cannot ${req.action}: ${why}`, { cause: err });
