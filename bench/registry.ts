@@ -6,7 +6,7 @@
  *   throughput: sequential 1 MiB ranges over a 64 MiB blob → MiB/s (also with the runtime's bare fetch, to
  *               separate our client's cost from the HTTP stack's)
  *
- * Last line: `range reads: <ratio>x curl` (our throughput over curl's; above 1 is faster).
+ * Last line: `range reads vs curl: <ratio>x` (our throughput over curl's; above 1 is faster).
  * Run: `npm run bench:registry` (needs docker-registry and curl).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -82,8 +82,8 @@ try {
   console.log(`latency  soci-ts ${lat(best.oursLat)} ms/request   curl ${lat(best.curlLat)} ms/request   ratio ${(best.curlLat / best.oursLat).toFixed(2)}x`);
   console.log(`through  soci-ts ${tp(best.oursTp)} MiB/s   curl ${tp(best.curlTp)} MiB/s   bare runtime fetch ${tp(best.rawTp)} MiB/s`);
   console.log(`client overhead: ${(best.rawTp / best.oursTp).toFixed(2)}x bare fetch`);
-  console.log(`64 KiB range latency: ${(best.curlLat / best.oursLat).toFixed(2)}x curl`);
-  console.log(`range reads: ${(best.curlTp / best.oursTp).toFixed(2)}x curl`);
+  console.log(`64 KiB range latency vs curl: ${(best.curlLat / best.oursLat).toFixed(2)}x`);
+  console.log(`range reads vs curl: ${(best.curlTp / best.oursTp).toFixed(2)}x`);
 } finally {
   await reg.stop();
   rmSync(tmp, { recursive: true, force: true });
