@@ -5,7 +5,7 @@
  *   --layer DIGEST   mount only that layer, at DIR
  *   --stats          on exit (and on SIGUSR1), print per layer: bytes fetched against layer size
  *   --work-dir DIR   where the per-layer mounts live (default <root>/mounts/<pid>)
- *   --readahead-spans N  after a read misses, also fetch the next N spans (default 0)
+ *   --readahead-spans N  after a read misses, also fetch the next N spans (default [blob] readahead_spans)
  */
 import { defineCommand } from "citty";
 import { mkdir, rm } from "node:fs/promises";
@@ -38,7 +38,7 @@ export default defineCommand({
     layer: { type: "string", description: "Mount only this layer digest" },
     stats: { type: "boolean", description: "Print bytes fetched per layer on exit (and on SIGUSR1)" },
     "work-dir": { type: "string", description: "Directory for per-layer mounts (default <root>/mounts/<pid>)" },
-    "readahead-spans": { type: "string", description: "After a read misses, also fetch the next N spans (default 0)" },
+    "readahead-spans": { type: "string", description: "After a read misses, also fetch the next N spans (default: [blob] readahead_spans)" },
   },
   async run({ args }) {
     const ctx = cliContext();
@@ -52,7 +52,7 @@ export default defineCommand({
     const onSignal = () => interrupted.abort(new Error("interrupted"));
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
-    const readaheadSpans = args["readahead-spans"] === undefined ? 0 : Number(args["readahead-spans"]);
+    const readaheadSpans = args["readahead-spans"] === undefined ? c.blob.readaheadSpans : Number(args["readahead-spans"]);
     if (!Number.isSafeInteger(readaheadSpans) || readaheadSpans < 0) {
       throw new InvalidArgumentError(`Cannot mount: --readahead-spans "${args["readahead-spans"]}" is not a non-negative integer`);
     }
@@ -71,7 +71,10 @@ export default defineCommand({
       disableVerification: c.disableVerification,
       readaheadSpans,
       opaqueXattr: c.fuse.opaqueXattr as OpaqueXattrMode,
-      fuse: c.fuse,
+      fuse: { ...c.fuse, debug: c.debug || c.fuse.logFuseOperations },
+      transport: c.fuse.transport as "workers" | "async",
+      fetchOnOpenMaxBytes: c.blob.fetchOnOpenMaxBytes,
+      prefetchTimeoutMs: c.prefetch.timeoutMsec,
       logger: log,
     });
     // 2. The image.

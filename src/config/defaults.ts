@@ -88,6 +88,8 @@ export const SCHEMA: readonly SectionSpec[] = [
       int("max_wait_msec", "maxWaitMsec", 300000, "Largest span retry backoff, in milliseconds"),
       bool("force_single_range_mode", "forceSingleRangeMode", false, "Never ask for several ranges in one request"),
       int("max_span_verification_retries", "maxSpanVerificationRetries", 0, "Refetches of a span whose digest did not match"),
+      int("fetch_on_open_max_bytes", "fetchOnOpenMaxBytes", 32 * MiB, "On open, fetch every span of files up to this size in one request"),
+      int("readahead_spans", "readaheadSpans", 0, "Spans fetched ahead of a read that missed the cache"),
     ],
   },
   {
@@ -101,6 +103,7 @@ export const SCHEMA: readonly SectionSpec[] = [
       bool("log_fuse_operations", "logFuseOperations", false, "Log every FUSE operation (like --debug, FUSE only)"),
       bool("allow_other", "allowOther", true, "Let users other than the mounter read the mount (needed by containers)"),
       oneOf("opaque_xattr", "opaqueXattr", "trusted", ["trusted", "user"], "Opaque directories as trusted.overlay.opaque or user.overlay.opaque"),
+      oneOf("transport", "transport", "workers", ["workers", "async"], "Serve /dev/fuse from worker threads on cloned fds, or with async reads on the main thread"),
     ],
   },
   {
@@ -122,6 +125,7 @@ export const SCHEMA: readonly SectionSpec[] = [
     fields: [
       bool("enable", "enable", true, "Fetch the spans a prefetch artifact lists before other background work"),
       int("max_concurrency", "maxConcurrency", 4, "Concurrent prefetch requests", 1),
+      int("timeout_msec", "timeoutMsec", 30000, "Milliseconds prefetching may delay a mount", 1),
     ],
   },
   {

@@ -57,6 +57,8 @@ export interface Config {
     maxWaitMsec: number;
     forceSingleRangeMode: boolean;
     maxSpanVerificationRetries: number;
+    fetchOnOpenMaxBytes: number;
+    readaheadSpans: number;
   };
   fuse: {
     attrTimeoutSec: number;
@@ -66,6 +68,8 @@ export interface Config {
     allowOther: boolean;
     /** "trusted" (trusted.overlay.opaque) or "user" (user.overlay.opaque, for overlay's userxattr). */
     opaqueXattr: string;
+    /** "workers" (threads on cloned /dev/fuse fds) or "async" (outstanding reads on the main thread). */
+    transport: string;
   };
   backgroundFetch: {
     disable: boolean;
@@ -77,6 +81,7 @@ export interface Config {
   prefetch: {
     enable: boolean;
     maxConcurrency: number;
+    timeoutMsec: number;
   };
   spanCache: {
     memoryMaxBytes: number;

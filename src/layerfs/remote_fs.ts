@@ -44,7 +44,7 @@ export interface LayerFsOptions {
   prefetchTimeoutMs?: number;
   opaqueXattr?: OpaqueXattrMode;
   /** FUSE cache lifetimes. */
-  fuse?: { attrTimeoutSec?: number; entryTimeoutSec?: number; negativeTimeoutSec?: number; allowOther?: boolean };
+  fuse?: { attrTimeoutSec?: number; entryTimeoutSec?: number; negativeTimeoutSec?: number; allowOther?: boolean; debug?: boolean };
   /**
    * FUSE transport (default "workers"). Not "async": its reads of /dev/fuse sit in the runtime's I/O thread
    * pool, and with a few mounts they fill it, so the span cache's disk I/O (and any other async fs call in the
@@ -137,6 +137,8 @@ export class LayerFs {
         allowOther: this.#o.fuse?.allowOther,
         fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
         transport: this.#o.transport ?? "workers",
+        debug: this.#o.fuse?.debug ?? false,
+        logger: { debug: (line) => this.#logger.debug(`fuse ${opts.layer.digest.slice(7, 19)} ${line}`), error: (line) => this.#logger.error(line) },
       });
     } catch (err) {
       await layer.close();
