@@ -1,6 +1,6 @@
 import { defineCommand } from "citty";
 import { listIndexes } from "../soci/create.ts";
-import { formatPlatform } from "../soci/resolve_images.ts";
+import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
 import { artifactStore, printJson, printTable, writeOut } from "./index_shared.ts";
 

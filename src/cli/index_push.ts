@@ -1,6 +1,6 @@
 import { defineCommand } from "citty";
 import { pushIndexes } from "../soci/push.ts";
-import { formatPlatform } from "../soci/resolve_images.ts";
+import { formatPlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { cliContext } from "./context.ts";
 import { artifactStore, hostPlatform, openLocation, platformsFrom, printJson, writeOut } from "./index_shared.ts";

@@ -11,7 +11,7 @@ import type { RegistryClient } from "../registry/types.ts";
 import { ArtifactStore } from "../soci/artifact_store.ts";
 import type { LayerProgress } from "../soci/builder.ts";
 import { type ImageLocation, isLayoutSpec, OciLayoutLocation, parseLayoutSpec, RegistryLocation } from "../soci/image_location.ts";
-import { parsePlatform } from "../soci/resolve_images.ts";
+import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { CliContext } from "./context.ts";
 

@@ -28,7 +28,8 @@ import {
   EMPTY_CONFIG_BYTES,
   SOCI_INDEX_V2_ARTIFACT_TYPE,
 } from "./index.ts";
-import { platformMatches, type ResolveOptions, resolveImages } from "./resolve_images.ts";
+import { platformMatches } from "../oci/platform.ts";
+import { type ResolveOptions, resolveImages } from "./resolve_images.ts";
 
 export interface ConvertOptions extends BuildOptions, ResolveOptions {
   /** Local store to record the indexes in (optional). */

@@ -4,9 +4,10 @@
  * a single manifest is taken as is, its platform read from its config.
  */
 import { MediaType } from "../oci/media_types.ts";
+import { formatPlatform, platformMatches } from "../oci/platform.ts";
 import type { Descriptor, ImageConfig, ImageIndex, Manifest, Platform } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
-import { FormatError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { FormatError, NotFoundError } from "../util/errors.ts";
 import { type ImageLocation, isIndexManifest } from "./image_location.ts";
 
 /** One platform-specific image, with its manifest and config. */
@@ -97,42 +98,4 @@ async function loadImage(
     ? { ...platform }
     : { architecture: config.architecture ?? "amd64", os: config.os ?? "linux", ...(config.variant ? { variant: config.variant } : {}) };
   return { descriptor: { ...fetched.descriptor }, manifest, bytes: fetched.bytes, config, configBytes, platform: p };
-}
-
-/** "os/arch[/variant]". */
-export function formatPlatform(p: Platform): string {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
-}
-
-/**
- * Parse "os/arch[/variant]".
- * @throws InvalidArgumentError when it is not of that form
- */
-export function parsePlatform(s: string): Platform {
-  const parts = s.split("/");
-  if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9._-]+$/i.test(p))) {
-    throw new InvalidArgumentError(`Cannot parse platform "${s}": expected "os/arch[/variant]"`);
-  }
-  return normalize({ os: parts[0]!.toLowerCase(), architecture: parts[1]!.toLowerCase(), ...(parts[2] ? { variant: parts[2].toLowerCase() } : {}) });
-}
-
-function normalize(p: Platform): Platform {
-  let arch = p.architecture;
-  let variant = p.variant;
-  if (arch === "aarch64" || arch === "arm64") {
-    arch = "arm64";
-    if (variant === "v8") variant = undefined;
-  } else if (arch === "x86_64" || arch === "x86-64") arch = "amd64";
-  else if (arch === "arm" && !variant) variant = "v7";
-  const out: Platform = { ...p, architecture: arch };
-  if (variant) out.variant = variant;
-  else delete out.variant;
-  return out;
-}
-
-/** Same os and architecture; same variant when `want` names one (containerd-style normalization). */
-export function platformMatches(want: Platform, candidate: Platform): boolean {
-  const a = normalize(want);
-  const b = normalize(candidate);
-  return a.os === b.os && a.architecture === b.architecture && (!a.variant || a.variant === b.variant);
 }

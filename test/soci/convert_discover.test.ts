@@ -16,7 +16,7 @@ import {
   SOCI_INDEX_V2_ARTIFACT_TYPE,
 } from "../../src/soci/index.ts";
 import { pushIndexes } from "../../src/soci/push.ts";
-import { parsePlatform } from "../../src/soci/resolve_images.ts";
+import { parsePlatform } from "../../src/oci/platform.ts";
 import { InvalidArgumentError } from "../../src/util/errors.ts";
 import { compressLayer, generateEntries, writeImage, writeTar } from "./_layers.ts";
 

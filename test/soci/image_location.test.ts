@@ -6,7 +6,8 @@ import { MediaType } from "../../src/oci/media_types.ts";
 import type { Manifest } from "../../src/oci/types.ts";
 import { sha256Digest } from "../../src/soci/artifact_store.ts";
 import { OciLayoutLocation, parseLayoutSpec } from "../../src/soci/image_location.ts";
-import { parsePlatform, resolveImages } from "../../src/soci/resolve_images.ts";
+import { parsePlatform } from "../../src/oci/platform.ts";
+import { resolveImages } from "../../src/soci/resolve_images.ts";
 import { InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
 
 let dir: string;
