@@ -20,7 +20,7 @@ import { InvalidArgumentError } from "../util/errors.ts";
 import { type ArtifactStore, sha256Digest } from "./artifact_store.ts";
 import { type BuildOptions, type BuiltIndex, buildIndex } from "./builder.ts";
 import { storeBuiltIndex } from "./create.ts";
-import { goIndex, goManifest } from "./go_json.ts";
+import { goIndex, goManifest } from "../oci/go_json.ts";
 import { type ImageLocation, isIndexManifest } from "./image_location.ts";
 import {
   ANNOTATION_IMAGE_MANIFEST_DIGEST,

@@ -15,7 +15,7 @@ import type { Descriptor, ImageIndex, Manifest } from "../oci/types.ts";
 import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from "../registry/types.ts";
 import { DigestMismatchError, FormatError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { atomicWrite, digestHex, sha256Digest } from "./artifact_store.ts";
-import { goIndex } from "./go_json.ts";
+import { goIndex } from "../oci/go_json.ts";
 
 /** Annotation naming a tag inside an OCI layout's index.json. */
 export const ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name";

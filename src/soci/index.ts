@@ -1,7 +1,7 @@
 /**
  * The SOCI index: an OCI image manifest whose `config.mediaType` names the index version, whose `layers` are
  * the zTOC descriptors (one per indexed image layer, in image layer order), and which — for v1 only — has the
- * image manifest as `subject`. Serialized as Go's encoding/json writes ocispec.Manifest (see go_json.ts), so
+ * image manifest as `subject`. Serialized as Go's encoding/json writes ocispec.Manifest (see src/oci/go_json.ts), so
  * digests match SOCI's for the same content.
  *
  * v1 (`index create`/`index push`): found through the Referrers API or the `sha256-<hex>` fallback tag.
@@ -11,7 +11,7 @@
 import { FormatError, InvalidArgumentError } from "../util/errors.ts";
 import { MediaType } from "../oci/media_types.ts";
 import type { Descriptor, Manifest } from "../oci/types.ts";
-import { goManifest } from "./go_json.ts";
+import { goManifest } from "../oci/go_json.ts";
 
 /** config.mediaType (and referrers artifactType) of a v1 SOCI index. */
 export const SOCI_INDEX_V1_ARTIFACT_TYPE = "application/vnd.amazon.soci.index.v1+json";

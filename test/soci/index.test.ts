@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { MediaType } from "../../src/oci/media_types.ts";
-import { goIndex, goManifest, goString } from "../../src/soci/go_json.ts";
+import { goIndex, goManifest, goString } from "../../src/oci/go_json.ts";
 import {
   ANNOTATION_BUILD_TOOL_IDENTIFIER,
   createIndex,

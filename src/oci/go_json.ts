@@ -10,7 +10,7 @@
  *   Manifest:   schemaVersion, mediaType, artifactType, config, layers, subject, annotations
  *   Index:      schemaVersion, mediaType, artifactType, manifests, subject, annotations
  */
-import type { Descriptor, ImageIndex, Manifest, Platform } from "../oci/types.ts";
+import type { Descriptor, ImageIndex, Manifest, Platform } from "./types.ts";
 
 /** A JSON string literal as Go writes it (HTML-safe escaping). */
 export function goString(s: string): string {
