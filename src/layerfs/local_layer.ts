@@ -16,6 +16,7 @@ import type { Descriptor } from "../oci/types.ts";
 import type { Reference, RegistryClient } from "../registry/types.ts";
 import { readTar, type TarEntry } from "../tar/reader.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
+import { compareUtf8 } from "../ztoc/codec.ts";
 import type { EntryType, FileMetadata } from "../ztoc/types.ts";
 
 export interface LocalLayer {
@@ -117,6 +118,7 @@ export function toFileMetadata(e: TarEntry): FileMetadata | undefined {
     modTime: `${secs}${frac}Z`,
     devmajor: e.devmajor,
     devminor: e.devminor,
-    xattrs: [...e.paxRecords].map(([key, value]) => ({ key, value })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+    // Every PAX record, values as raw bytes (binary xattrs survive), keys in the zTOC builder's order.
+    xattrs: [...e.paxRecords].map(([key, value]) => ({ key, value })).sort((a, b) => compareUtf8(a.key, b.key)),
   };
 }

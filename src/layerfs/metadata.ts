@@ -278,16 +278,15 @@ function applyDirMeta(d: LayerEntry, meta: FileMetadata): void {
   for (const [k, v] of keep) d.xattrs.set(k, v);
 }
 
-/** Extended attributes from the PAX records (`SCHILY.xattr.<name>`); values are the record's bytes. */
+/**
+ * Extended attributes from the PAX records (`SCHILY.xattr.<name>`). Values are the record's raw bytes, shared
+ * with the TOC (neither is mutated), so getxattr returns exactly what the tar held: binary values such as
+ * `security.capability` or ACLs included.
+ */
 function paxXattrs(meta: FileMetadata): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
   for (const { key, value } of meta.xattrs) {
-    if (key.startsWith(PAX_XATTR_PREFIX)) out.set(key.slice(PAX_XATTR_PREFIX.length), paxValue(value));
+    if (key.startsWith(PAX_XATTR_PREFIX)) out.set(key.slice(PAX_XATTR_PREFIX.length), value);
   }
   return out;
-}
-
-/** PAX record values reach us as strings decoded from UTF-8 (FlatBuffers strings); encode them back. */
-function paxValue(value: string): Uint8Array {
-  return new TextEncoder().encode(value);
 }

@@ -43,10 +43,14 @@ export interface TarEntry {
   mtimeNsec: number;
   devmajor: number;
   devminor: number;
-  /** Every record of the entry's PAX header, in file order (Go's `PAXRecords`). */
-  paxRecords: Map<string, string>;
-  /** The `SCHILY.xattr.<name>` PAX records, prefix stripped. */
-  xattrs: Map<string, string>;
+  /**
+   * Every record of the entry's PAX header, in file order (Go's `PAXRecords`). Values are the record's raw
+   * bytes, exactly as stored (a Go string is bytes too): `SCHILY.xattr.*` values such as
+   * `security.capability` or ACLs are binary and must not go through a text decoder. Keys are decoded as UTF-8.
+   */
+  paxRecords: Map<string, Uint8Array>;
+  /** The non-empty `SCHILY.xattr.<name>` PAX records (Go's `Header.Xattrs`), prefix stripped; raw bytes. */
+  xattrs: Map<string, Uint8Array>;
   format: TarFormat;
   /** Offset of the entry's first header block (PAX/GNU headers included) in the uncompressed stream. */
   headerOffset: number;
@@ -104,6 +108,9 @@ const HEADER_ONLY = new Set<string>([
 
 const textDecoder = new TextDecoder("utf-8");
 
+/** PAX record key prefix of extended attributes (Go's `paxSchilyXattr`). */
+export const PAX_SCHILY_XATTR = "SCHILY.xattr.";
+
 /**
  * Push-based tar parser. `push()` returns the entries completed by that chunk; `end()` checks the stream ended
  * cleanly. Throws TarFormatError (with the offending stream offset) on bad checksums, invalid numbers, negative
@@ -121,7 +128,7 @@ export class TarReader {
   #entry: TarEntry | undefined;
   #dataBuf: Uint8Array | undefined;
   #dataFill = 0;
-  #pax = new Map<string, string>();
+  #pax = new Map<string, Uint8Array>();
   #gnuLongName: string | undefined;
   #gnuLongLink: string | undefined;
   #firstHeaderAt = -1;
@@ -310,8 +317,10 @@ export class TarReader {
     // 1c. A real entry: merge pending PAX records and GNU long names (Go's mergePAX order).
     const entry = this.#headerFields(block, format, rawName, num, typeflag, at);
     const pax = this.#pax;
-    for (const [k, v] of pax) {
-      if (v === "") continue;
+    for (const [k, raw] of pax) {
+      if (raw.length === 0) continue; // as in Go: keep the header's own value
+      // Names and numbers are text; xattr values stay bytes.
+      const v = textDecoder.decode(raw);
       const bad = (): never =>
         this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: PAX record ${k}="${v}" is invalid`, at);
       switch (k) {
@@ -343,7 +352,7 @@ export class TarReader {
           entry.size = parseDecimal(v) ?? bad();
           break;
         default:
-          if (k.startsWith("SCHILY.xattr.")) entry.xattrs.set(k.slice("SCHILY.xattr.".length), v);
+          if (k.startsWith(PAX_SCHILY_XATTR)) entry.xattrs.set(k.slice(PAX_SCHILY_XATTR.length), raw);
           else if (k.startsWith("GNU.sparse.")) {
             this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`, at);
           }
@@ -532,11 +541,15 @@ export function parsePaxTime(s: string): { sec: number; nsec: number } | undefin
 }
 
 /**
- * PAX extended header payload: records "<len> <key>=<value>\n", `len` counting the whole record in bytes.
- * Later records override earlier ones with the same key. Throws TarFormatError at the bad record.
+ * PAX extended header payload: records "<len> <key>=<value>\n", `len` counting the whole record in bytes
+ * (so records are cut by byte offsets, never by decoded string indices). Keys are decoded as UTF-8; values are
+ * returned as their raw bytes (copies), since `SCHILY.xattr.*` values are binary. Later records override
+ * earlier ones with the same key. Throws TarFormatError at the bad record: a length that is not a number or
+ * out of range, no newline at the end, no '=', an empty key, a NUL in a key or in a path/name value (Go's
+ * validPAXRecord).
  */
-export function parsePaxRecords(payload: Uint8Array, headerName: string, baseOffset: number): Map<string, string> {
-  const records = new Map<string, string>();
+export function parsePaxRecords(payload: Uint8Array, headerName: string, baseOffset: number): Map<string, Uint8Array> {
+  const records = new Map<string, Uint8Array>();
   let p = 0;
   while (p < payload.length) {
     const bad = (why: string): never => {
@@ -558,11 +571,10 @@ export function parsePaxRecords(payload: Uint8Array, headerName: string, baseOff
     const keyBytes = rec.subarray(0, eq);
     const valueBytes = rec.subarray(eq + 1);
     const key = textDecoder.decode(keyBytes);
-    const value = textDecoder.decode(valueBytes);
     if (key === "") bad("record has an empty key");
     const pathLike = key === "path" || key === "linkpath" || key === "uname" || key === "gname";
     if (pathLike ? valueBytes.includes(0) : keyBytes.includes(0)) bad(`record "${key}" contains a NUL byte`);
-    records.set(key, value);
+    records.set(key, valueBytes.slice());
     p += len;
   }
   return records;

@@ -28,10 +28,13 @@ export interface TarWriteEntry {
   linkname?: string;
   devmajor?: number;
   devminor?: number;
-  /** Extended attributes, written as PAX `SCHILY.xattr.<key>` records. */
-  xattrs?: Record<string, string>;
-  /** Extra raw PAX records. */
-  pax?: Record<string, string>;
+  /**
+   * Extended attributes, written as PAX `SCHILY.xattr.<key>` records. A string value is written as its UTF-8
+   * bytes; a Uint8Array (binary values: `security.capability`, ACLs) byte for byte.
+   */
+  xattrs?: Record<string, string | Uint8Array>;
+  /** Extra raw PAX records (values as for `xattrs`). */
+  pax?: Record<string, string | Uint8Array>;
   /** Use GNU 'L'/'K' headers instead of PAX for long names and link names. */
   gnuLongNames?: boolean;
 }
@@ -123,17 +126,22 @@ function putNumber(b: Uint8Array, field: FieldName, v: number): void {
   if (v < 0) b[off] = b[off]! | 0x40;
 }
 
-/** A PAX payload from records, each "<len> <key>=<value>\n" with the self-inclusive byte length. */
-export function encodePaxRecords(records: [string, string][]): Uint8Array {
+/**
+ * A PAX payload from records, each "<len> <key>=<value>\n" with the self-inclusive length counted in bytes.
+ * Keys are written as UTF-8; string values as UTF-8, Uint8Array values byte for byte (binary xattrs).
+ */
+export function encodePaxRecords(records: [string, string | Uint8Array][]): Uint8Array {
   const parts: Uint8Array[] = [];
   for (const [k, v] of records) {
-    const body = enc.encode(` ${k}=${v}\n`);
+    const body = concat([enc.encode(` ${k}=`), typeof v === "string" ? enc.encode(v) : v, NEWLINE]);
     let n = body.length + 1;
     while (String(n).length + body.length !== n) n = String(n).length + body.length;
     parts.push(enc.encode(String(n)), body);
   }
   return concat(parts);
 }
+
+const NEWLINE = new Uint8Array([0x0a]);
 
 /** The whole archive for `entries`, ending with two zero blocks. */
 export function writeTar(entries: TarWriteEntry[]): Uint8Array {
@@ -149,7 +157,7 @@ export function entryBlocks(e: TarWriteEntry): Uint8Array[] {
   const data = typeof e.data === "string" ? enc.encode(e.data) : (e.data ?? new Uint8Array(0));
   const size = type === "file" ? data.length : 0;
   const mtime = e.mtime ?? 1700000000;
-  const pax: [string, string][] = [];
+  const pax: [string, string | Uint8Array][] = [];
   const out: Uint8Array[] = [];
   let name = e.name;
   let prefix = "";

@@ -153,6 +153,7 @@ export function toFileMetadata(e: TarEntry): FileMetadata {
     modTime: formatGoTime(e.mtimeSec, e.mtimeNsec),
     devmajor: e.devmajor,
     devminor: e.devminor,
+    // Every PAX record, values as raw bytes (binary xattrs survive), keys in Go's sort order.
     xattrs: [...e.paxRecords].map(([key, value]) => ({ key, value })).sort((a, b) => compareUtf8(a.key, b.key)),
   };
 }

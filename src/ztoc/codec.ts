@@ -5,7 +5,8 @@
  * gives the same bytes and therefore the same zTOC digest as SOCI:
  *  1. strings version, build tool identifier;
  *  2. the TOC: FileMetadata tables built from the last entry to the first; per entry the strings name, type,
- *     linkname, uname, gname, mod_time, then each xattr (key, value strings, Xattr table) in key order, the
+ *     linkname, uname, gname, mod_time, then each xattr (key, value strings, Xattr table) in key order (the
+ *     value's raw bytes, not UTF-8-encoded text: see `Xattr`), the
  *     xattrs vector, then the FileMetadata table (fields added in schema order, defaults omitted);
  *     then the metadata vector and the TOC table;
  *  3. the checkpoints byte vector, the span digest strings, the span_digests vector;
@@ -132,6 +133,7 @@ function encodeFileMetadata(b: Builder, m: FileMetadata): number {
   const xattrOffsets: number[] = [];
   for (const x of xattrs) {
     const key = b.createString(x.key);
+    // A Uint8Array goes in byte for byte (plus the NUL terminator), as Go's CreateString does with a string.
     const value = b.createString(x.value);
     b.startObject(SLOT.xattr.count);
     b.addFieldOffset(SLOT.xattr.key, key, 0);
@@ -222,7 +224,8 @@ function decodeFileMetadata(t: FbTable): FileMetadata {
   const xv = t.vector(f.xattrs, "xattrs", 4);
   for (let i = 0; i < xv.length; i++) {
     const x = t.tableAt(xv.start + 4 * i, `Xattr[${i}]`);
-    xattrs.push({ key: x.string(SLOT.xattr.key, "key"), value: x.string(SLOT.xattr.value, "value") });
+    // The value's bytes as written (not UTF-8-decoded), copied so the model does not pin the zTOC buffer.
+    xattrs.push({ key: x.string(SLOT.xattr.key, "key"), value: x.stringBytes(SLOT.xattr.value, "value").slice() });
   }
   return {
     name: t.string(f.name, "name"),

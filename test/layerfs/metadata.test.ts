@@ -106,9 +106,9 @@ describe("buildLayerTree", () => {
     const t = buildLayerTree([
       fm("f", "reg", {
         xattrs: [
-          { key: "SCHILY.xattr.user.comment", value: "héllo" },
-          { key: "SCHILY.xattr.security.capability", value: "\u0001\u0000" },
-          { key: "mtime", value: "1.5" },
+          { key: "SCHILY.xattr.user.comment", value: new TextEncoder().encode("héllo") },
+          { key: "SCHILY.xattr.security.capability", value: new Uint8Array([1, 0]) },
+          { key: "mtime", value: new TextEncoder().encode("1.5") },
         ],
       }),
     ]);

@@ -14,7 +14,7 @@ const tar = new TextEncoder().encode("....hello world....");
 function fixture(state: Partial<LayerState> = {}) {
   const tree = buildLayerTree([
     fm("a/", "dir", { mode: 0o755 }),
-    fm("a/f", "reg", { uncompressedOffset: 4, uncompressedSize: 11, xattrs: [{ key: "SCHILY.xattr.user.k", value: "v" }] }),
+    fm("a/f", "reg", { uncompressedOffset: 4, uncompressedSize: 11, xattrs: [{ key: "SCHILY.xattr.user.k", value: new TextEncoder().encode("v") }] }),
     fm("a/h", "hardlink", { linkname: "a/f" }),
     fm("a/s", "symlink", { linkname: "f" }),
   ]);

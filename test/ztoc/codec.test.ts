@@ -4,6 +4,7 @@ import { decodeZtoc, encodeZtoc } from "../../src/ztoc/codec.ts";
 import type { FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+const utf8 = (s: string) => new TextEncoder().encode(s);
 
 /**
  * A Go zero-value FileMetadata, as SOCI's ztocToFlatbuffer serializes it:
@@ -84,8 +85,8 @@ function sampleZtoc(algorithm: "gzip" | "uncompressed"): Ztoc {
       gname: "wheel",
       modTime: "2023-11-14T22:13:20.25Z",
       xattrs: [
-        { key: "mtime", value: "1700000000.25" },
-        { key: "SCHILY.xattr.user.k", value: "v" },
+        { key: "mtime", value: utf8("1700000000.25") },
+        { key: "SCHILY.xattr.user.k", value: utf8("v") },
       ],
     }),
     meta({ name: "dev/null", type: "char", uncompressedOffset: 2560, devmajor: 1, devminor: 3 }),
