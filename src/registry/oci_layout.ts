@@ -4,12 +4,14 @@
  *   DIR/oci-layout            {"imageLayoutVersion":"1.0.0"}
  *   DIR/index.json            an image index; tags are `org.opencontainers.image.ref.name` annotations
  *   DIR/blobs/<alg>/<hex>     content-addressed blobs (manifests too)
- * Reads verify digests (ranges excepted); writes go to a temp file renamed into place, and index.json
- * updates are serialized within the process and replaced atomically.
+ * Reads verify digests (ranges excepted); writes go to a temp file that is fsynced and renamed into place,
+ * and index.json updates are serialized within the process, written as Go's encoding/json writes an
+ * ocispec.Index (src/oci/go_json.ts, so its bytes match SOCI's and umoci's) and replaced atomically.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { goIndex } from "../oci/go_json.ts";
 import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manifest.ts";
 import { isIndexMediaType, isManifestMediaType, MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
@@ -22,27 +24,32 @@ import type { FetchedManifest, ImageStore, RequestOptions } from "./types.ts";
 /** The annotation holding a tag in index.json. */
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
 
-/** Options of `OciLayout.open`. */
+/** Options of `OciLayout.open` and of the constructor. */
 export interface OciLayoutOptions {
-  /** Create the layout (oci-layout, empty index.json) when DIR has none (default false). */
+  /** `open` only: create the layout (oci-layout, empty index.json) when DIR has none (default false). */
   create?: boolean;
   /** The platform `resolve` picks from an index (default linux/<host arch>). */
   defaultPlatform?: Platform;
 }
 
-/** An OCI image layout, optionally bound to a tag (`oci:DIR:TAG`). */
+/**
+ * An OCI image layout, optionally bound to a tag (`oci:DIR:TAG`). `new OciLayout(dir)` checks nothing and
+ * creates the layout on its first write (reads of a missing layout throw NotFoundError); `OciLayout.open`
+ * checks the `oci-layout` file first.
+ */
 export class OciLayout implements ImageStore {
   readonly name: string;
   readonly dir: string;
   readonly tagName?: string;
   readonly #platform: Platform;
   #indexLock: Promise<unknown> = Promise.resolve();
+  #created: Promise<void> | undefined;
 
-  private constructor(dir: string, tag: string | undefined, platform: Platform) {
+  constructor(dir: string, tag?: string, opts: Pick<OciLayoutOptions, "defaultPlatform"> = {}) {
     this.dir = dir;
     this.tagName = tag;
     this.name = `oci:${dir}${tag ? `:${tag}` : ""}`;
-    this.#platform = platform;
+    this.#platform = opts.defaultPlatform ?? platformForArch(process.arch);
   }
 
   /**
@@ -50,16 +57,14 @@ export class OciLayout implements ImageStore {
    * file (and `create` is off), FailedPreconditionError for an unsupported layout version.
    */
   static async open(dir: string, tag?: string, opts: OciLayoutOptions = {}): Promise<OciLayout> {
-    const layout = new OciLayout(dir, tag, opts.defaultPlatform ?? platformForArch(process.arch));
+    const layout = new OciLayout(dir, tag, opts);
     let marker: string;
     try {
       marker = await readFile(join(dir, "oci-layout"), "utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
       if (!opts.create) throw new NotFoundError(`Cannot open OCI layout "${dir}": it has no "oci-layout" file`, { cause: err });
-      await mkdir(join(dir, "blobs", "sha256"), { recursive: true });
-      await atomicWrite(join(dir, "oci-layout"), encodeJson({ imageLayoutVersion: "1.0.0" }));
-      await atomicWrite(join(dir, "index.json"), encodeJson({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] }));
+      await layout.#create();
       return layout;
     }
     let version: unknown;
@@ -78,10 +83,13 @@ export class OciLayout implements ImageStore {
     return join(this.dir, "blobs", algorithm, hex);
   }
 
-  /** index.json, parsed. */
+  /** index.json, parsed. NotFoundError when the layout has none. */
   async readIndex(): Promise<ImageIndex> {
     const path = join(this.dir, "index.json");
-    const bytes = new Uint8Array(await readFile(path));
+    const bytes = await readFile(path).then((b) => new Uint8Array(b), (err) => {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      throw new NotFoundError(`Cannot open OCI layout "${this.dir}": it has no index.json`, { cause: err });
+    });
     const { manifest } = parseManifest(bytes, { what: `index "${path}"` });
     if (!isIndex(manifest)) throw new FailedPreconditionError(`Cannot read OCI layout "${this.dir}": index.json has no "manifests"`);
     return manifest;
@@ -95,7 +103,7 @@ export class OciLayout implements ImageStore {
   // ------------------------------------------------------------------------------------------------- reads
 
   async resolve(opts: RequestOptions & { platform?: Platform } = {}): Promise<FetchedManifest> {
-    const top = await this.#top();
+    const top = await this.getRoot();
     if (!isIndex(top.manifest)) return top;
     const want = opts.platform ?? this.#platform;
     const pick = selectPlatform(top.manifest.manifests, want) ?? (top.manifest.manifests.length === 1 && !top.manifest.manifests[0]!.platform ? top.manifest.manifests[0] : undefined);
@@ -108,13 +116,18 @@ export class OciLayout implements ImageStore {
     return one;
   }
 
-  /** The manifest the layout names: the bound tag, else the only entry of index.json. */
-  async #top(): Promise<FetchedManifest> {
+  /**
+   * The manifest or index the layout names, not narrowed to a platform: the bound tag, else the only entry
+   * of index.json. NotFoundError when the tag is missing or index.json is empty, InvalidArgumentError
+   * ("name a tag") when there is no tag and index.json lists several manifests.
+   */
+  async getRoot(_opts?: RequestOptions): Promise<FetchedManifest> {
     if (this.tagName) return this.getManifest(this.tagName);
     const index = await this.readIndex();
-    if (index.manifests.length !== 1) {
+    if (index.manifests.length === 0) throw new NotFoundError(`Cannot find an image in OCI layout "${this.dir}": index.json lists no manifests`);
+    if (index.manifests.length > 1) {
       const tags = index.manifests.map((d) => d.annotations?.[REF_NAME_ANNOTATION] ?? d.digest).join(", ");
-      throw new InvalidArgumentError(`Cannot resolve "${this.name}": no tag given and index.json lists ${index.manifests.length} manifests (${tags || "none"}); use "oci:DIR:TAG"`);
+      throw new InvalidArgumentError(`Cannot choose an image in "${this.name}": index.json lists ${index.manifests.length} manifests (${tags}); name a tag ("oci:DIR:TAG")`);
     }
     return this.getManifest(index.manifests[0]!.digest);
   }
@@ -242,17 +255,18 @@ export class OciLayout implements ImageStore {
     const path = this.blobPath(digest);
     const exists = await stat(path).then((s) => s.size === bytes.length, () => false);
     if (!exists) {
-      await mkdir(join(this.dir, "blobs", "sha256"), { recursive: true });
+      await (this.#created ??= this.#create());
       await atomicWrite(path, bytes);
     }
     return { mediaType: opts.mediaType ?? MediaType.OCTET_STREAM, digest, size: bytes.length };
   }
 
+  /** Stores a manifest as a blob, and lists it in index.json under `tag` when given (replacing the tag's old entry). */
   async putManifest(bytes: Uint8Array, mediaType: string, opts: RequestOptions & { tag?: string } = {}): Promise<Descriptor> {
     parseManifest(bytes, { contentType: mediaType, what: `manifest for OCI layout "${this.dir}"` });
-    const d = await this.putBlob(bytes, { mediaType });
-    const desc: Descriptor = { mediaType, digest: d.digest, size: d.size };
-    await this.#updateIndex((index) => addToIndex(index, desc, opts.tag));
+    const { digest, size } = await this.putBlob(bytes, { mediaType });
+    const desc: Descriptor = { mediaType, digest, size };
+    if (opts.tag !== undefined) await this.tag(opts.tag, desc);
     return desc;
   }
 
@@ -265,7 +279,9 @@ export class OciLayout implements ImageStore {
   async pushReferrer(bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor> {
     const { manifest } = parseManifest(bytes, { contentType: mediaType });
     if (!manifest.subject) throw new InvalidArgumentError(`Cannot put referrer into OCI layout "${this.dir}": the manifest has no "subject"`);
-    return this.putManifest(bytes, mediaType, opts);
+    const desc = await this.putManifest(bytes, mediaType, opts);
+    await this.#updateIndex((index) => addToIndex(index, desc));
+    return desc;
   }
 
   // ----------------------------------------------------------------------------------------------- helpers
@@ -283,11 +299,24 @@ export class OciLayout implements ImageStore {
     return err as Error;
   }
 
+  /** Creates DIR/blobs/sha256, oci-layout and an empty index.json where missing. */
+  async #create(): Promise<void> {
+    await mkdir(join(this.dir, "blobs", "sha256"), { recursive: true });
+    const files: Array<[string, Uint8Array]> = [
+      ["oci-layout", encodeJson({ imageLayoutVersion: "1.0.0" })],
+      ["index.json", new TextEncoder().encode(goIndex({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] }))],
+    ];
+    for (const [name, bytes] of files) {
+      if (!(await stat(join(this.dir, name)).then(() => true, () => false))) await atomicWrite(join(this.dir, name), bytes);
+    }
+  }
+
   /** Read-modify-write of index.json, one at a time within this process, replaced atomically. */
   #updateIndex(change: (index: ImageIndex) => ImageIndex): Promise<void> {
     const next = this.#indexLock.then(async () => {
+      await (this.#created ??= this.#create());
       const index = change(await this.readIndex());
-      await atomicWrite(join(this.dir, "index.json"), encodeJson(index));
+      await atomicWrite(join(this.dir, "index.json"), new TextEncoder().encode(goIndex(index)));
     });
     this.#indexLock = next.catch(() => {});
     return next;
@@ -306,13 +335,25 @@ function addToIndex(index: ImageIndex, desc: Descriptor, tag?: string): ImageInd
   return { ...index, schemaVersion: 2, mediaType: index.mediaType ?? MediaType.OCI_INDEX, manifests };
 }
 
+/**
+ * Writes `bytes` to `path` so that readers see either nothing or all of it: a temp file in the same
+ * directory, fsynced, renamed into place, then the directory fsynced so the new name survives a crash.
+ */
 async function atomicWrite(path: string, bytes: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${randomUUID()}`;
   try {
-    await writeFile(tmp, bytes);
+    const fh = await open(tmp, "wx", 0o644);
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
   }
+  // Some file systems refuse fsync on a directory; the rename is atomic all the same.
+  await open(dirname(path), "r").then((dh) => dh.sync().finally(() => dh.close())).catch(() => {});
 }
