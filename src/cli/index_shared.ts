@@ -10,7 +10,8 @@ import { parseReference } from "../registry/reference.ts";
 import type { RegistryClient } from "../registry/types.ts";
 import { ArtifactStore } from "../soci/artifact_store.ts";
 import type { LayerProgress } from "../soci/builder.ts";
-import { type ImageLocation, isLayoutSpec, OciLayoutLocation, parseLayoutSpec, RegistryLocation } from "../soci/image_location.ts";
+import { OciLayout } from "../registry/oci_layout.ts";
+import { type ImageLocation, isLayoutSpec, parseLayoutSpec, RegistryLocation } from "../soci/image_location.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { CliContext } from "./context.ts";
@@ -51,7 +52,7 @@ export function registryClient(ctx: CliContext): RegistryClient {
 export function openLocation(spec: string, ctx: CliContext): ImageLocation {
   if (isLayoutSpec(spec)) {
     const { dir, tag } = parseLayoutSpec(spec);
-    return new OciLayoutLocation(dir, tag);
+    return new OciLayout(dir, tag);
   }
   const ref = parseReference(spec);
   return new RegistryLocation(registryClient(ctx), ref, spec);

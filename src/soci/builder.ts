@@ -182,7 +182,7 @@ export async function buildIndex(
       skipped.push({ layer, reason: `media type "${layer.mediaType}" is not supported (expect tar or gzip)` });
       continue;
     }
-    const stream = await location.getBlobStream(layer.digest, layer.size, { signal: opts.signal });
+    const stream = await location.getBlobStream(layer.digest, { signal: opts.signal });
     ztocs.push(await buildLayerZtoc(stream, layer, { ...opts, layerIndex: i }));
   }
   // 4. An index without zTOCs is refused, as SOCI does.

@@ -21,7 +21,7 @@ import { type ArtifactStore, sha256Digest } from "./artifact_store.ts";
 import { type BuildOptions, type BuiltIndex, buildIndex } from "./builder.ts";
 import { storeBuiltIndex } from "./create.ts";
 import { goIndex, goManifest } from "../oci/go_json.ts";
-import { type ImageLocation, isIndexManifest } from "./image_location.ts";
+import { hasBlob, type ImageLocation, isIndexManifest } from "./image_location.ts";
 import {
   ANNOTATION_IMAGE_MANIFEST_DIGEST,
   ANNOTATION_INDEX_DIGEST,
@@ -56,7 +56,7 @@ export interface ConvertResult {
  * @throws InvalidArgumentError when DST has no tag
  */
 export async function convertImage(src: ImageLocation, dst: ImageLocation, opts: ConvertOptions = {}): Promise<ConvertResult> {
-  if (!dst.tag) throw new InvalidArgumentError(`Cannot convert to "${dst.name}": the destination needs a tag`);
+  if (!dst.tagName) throw new InvalidArgumentError(`Cannot convert to "${dst.name}": the destination needs a tag`);
   const signal = opts.signal;
   // 1.
   const { root, images } = await resolveImages(src, opts);
@@ -76,9 +76,9 @@ export async function convertImage(src: ImageLocation, dst: ImageLocation, opts:
     // 3.
     await copyBlobs(src, dst, [image.manifest.config, ...image.manifest.layers], signal);
     for (const z of built.ztocs) {
-      if (!(await dst.hasBlob(z.descriptor.digest, { signal }))) await dst.putBlob(z.bytes, { signal });
+      if (!(await hasBlob(dst, z.descriptor.digest, { signal }))) await dst.putBlob(z.bytes, { signal });
     }
-    if (!(await dst.hasBlob(built.index.config.digest, { signal }))) await dst.putBlob(EMPTY_CONFIG_BYTES, { signal });
+    if (!(await hasBlob(dst, built.index.config.digest, { signal }))) await dst.putBlob(EMPTY_CONFIG_BYTES, { signal });
     await dst.putManifest(built.bytes, MediaType.OCI_MANIFEST, { signal });
     await dst.putManifest(bytes, MediaType.OCI_MANIFEST, { signal });
     const indexDescriptor: Descriptor = {
@@ -121,7 +121,7 @@ export async function convertImage(src: ImageLocation, dst: ImageLocation, opts:
   const out: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests };
   if (annotations && Object.keys(annotations).length > 0) out.annotations = annotations;
   const bytes = new TextEncoder().encode(goIndex(out));
-  const descriptor = await dst.putManifest(bytes, MediaType.OCI_INDEX, { tag: dst.tag, signal });
+  const descriptor = await dst.putManifest(bytes, MediaType.OCI_INDEX, { tag: dst.tagName, signal });
   return { descriptor, bytes, images: converted };
 }
 
@@ -141,7 +141,7 @@ export function annotateManifest(manifest: Manifest, indexDigest: string): Manif
 async function copyBlobs(src: ImageLocation, dst: ImageLocation, descs: Descriptor[], signal?: AbortSignal): Promise<void> {
   if (src === dst) return;
   for (const d of descs) {
-    if (await dst.hasBlob(d.digest, { signal })) continue;
+    if (await hasBlob(dst, d.digest, { signal })) continue;
     await dst.putBlob(await src.getBlob(d.digest, { signal }), { signal });
   }
 }

@@ -7,7 +7,7 @@
 import type { Descriptor } from "../oci/types.ts";
 import { NotFoundError } from "../util/errors.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
-import type { ImageLocation } from "./image_location.ts";
+import { hasBlob, type ImageLocation } from "./image_location.ts";
 import { decodeIndex, EMPTY_CONFIG_BYTES, SOCI_INDEX_V1_ARTIFACT_TYPE, ztocDescriptors } from "./index.ts";
 import { type ResolveOptions, type ResolvedImage, resolveImages } from "./resolve_images.ts";
 
@@ -59,11 +59,11 @@ export async function pushIndexes(location: ImageLocation, opts: PushOptions): P
     // 3. Blobs first (zTOCs, `{}`), then the index as a referrer.
     let blobs = 0;
     for (const d of ztocDescriptors(index)) {
-      if (await location.hasBlob(d.digest, { signal: opts.signal })) continue;
+      if (await hasBlob(location, d.digest, { signal: opts.signal })) continue;
       await location.putBlob(await opts.store.getBlob(d.digest), { signal: opts.signal });
       blobs++;
     }
-    if (!(await location.hasBlob(index.config.digest, { signal: opts.signal }))) {
+    if (!(await hasBlob(location, index.config.digest, { signal: opts.signal }))) {
       await location.putBlob(EMPTY_CONFIG_BYTES, { signal: opts.signal });
       blobs++;
     }

@@ -8,7 +8,7 @@ import { gzipSync } from "node:zlib";
 import { MediaType } from "../../src/oci/media_types.ts";
 import type { Descriptor, Manifest } from "../../src/oci/types.ts";
 import { sha256Digest } from "../../src/soci/artifact_store.ts";
-import { OciLayoutLocation } from "../../src/soci/image_location.ts";
+import { OciLayout } from "../../src/registry/oci_layout.ts";
 import { type TarWriteEntry, writeTar } from "../../src/tar/writer.ts";
 import { Rand } from "../_harness/rand.ts";
 
@@ -83,8 +83,8 @@ export async function writeImage(
   tag: string,
   layers: Array<{ blob: Uint8Array; mediaType: string }>,
   opts: { architecture?: string } = {},
-): Promise<{ location: OciLayoutLocation; manifest: Manifest; manifestDescriptor: Descriptor }> {
-  const location = new OciLayoutLocation(dir, tag);
+): Promise<{ location: OciLayout; manifest: Manifest; manifestDescriptor: Descriptor }> {
+  const location = new OciLayout(dir, tag);
   const descs: Descriptor[] = [];
   for (const l of layers) {
     await location.putBlob(l.blob);

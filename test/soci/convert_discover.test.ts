@@ -8,7 +8,8 @@ import { ArtifactStore, sha256Digest } from "../../src/soci/artifact_store.ts";
 import { annotateManifest, convertImage } from "../../src/soci/convert.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { discoverIndex } from "../../src/soci/discover.ts";
-import { OciLayoutLocation } from "../../src/soci/image_location.ts";
+import { OciLayout } from "../../src/registry/oci_layout.ts";
+import { hasBlob } from "../../src/soci/image_location.ts";
 import {
   ANNOTATION_IMAGE_LAYER_DIGEST,
   ANNOTATION_IMAGE_MANIFEST_DIGEST,
@@ -40,7 +41,7 @@ async function image(name: string, arch = "amd64") {
 describe("convert (SOCI index v2)", () => {
   test("writes the SOCI-enabled image: annotated manifest, OCI index with the index descriptor", async () => {
     const { location: src, manifest } = await image("a");
-    const dst = new OciLayoutLocation(join(dir, "out"), "soci");
+    const dst = new OciLayout(join(dir, "out"), "soci");
     const store = new ArtifactStore(join(dir, "root"));
     const res = await convertImage(src, dst, { ...build, store });
 
@@ -75,10 +76,10 @@ describe("convert (SOCI index v2)", () => {
     expect(rewritten.config.mediaType).toBe(MediaType.OCI_CONFIG);
     expect(rewritten.annotations).toEqual({ [ANNOTATION_INDEX_DIGEST]: indexDigest });
     // Every blob the output references is in the output.
-    for (const l of [...rewritten.layers, rewritten.config]) expect(await dst.hasBlob(l.digest)).toBe(true);
+    for (const l of [...rewritten.layers, rewritten.config]) expect(await hasBlob(dst, l.digest)).toBe(true);
     const sociIndex = (await dst.getManifest(indexDigest)).manifest as Manifest;
     expect(sociIndex.subject).toBeUndefined();
-    for (const z of [...sociIndex.layers, sociIndex.config]) expect(await dst.hasBlob(z.digest)).toBe(true);
+    for (const z of [...sociIndex.layers, sociIndex.config]) expect(await hasBlob(dst, z.digest)).toBe(true);
 
     // Discovery through the v2 annotation, with no local store.
     const imageManifest = await dst.getManifest(img!.digest);
@@ -97,7 +98,7 @@ describe("convert (SOCI index v2)", () => {
   test("multi-platform: --all-platforms converts each platform; --platform converts one and keeps the rest", async () => {
     const amd = await image("amd", "amd64");
     const arm = await image("arm", "arm64");
-    const src = new OciLayoutLocation(join(dir, "multi"), "m");
+    const src = new OciLayout(join(dir, "multi"), "m");
     for (const im of [amd, arm]) {
       for (const d of [im.manifest.config, ...im.manifest.layers]) await src.putBlob(await im.location.getBlob(d.digest));
       await src.putManifest((await im.location.getRoot()).bytes, MediaType.OCI_MANIFEST);
@@ -112,7 +113,7 @@ describe("convert (SOCI index v2)", () => {
     };
     await src.putManifest(new TextEncoder().encode(JSON.stringify(list)), MediaType.OCI_INDEX, { tag: "m" });
 
-    const allDst = new OciLayoutLocation(join(dir, "all"), "x");
+    const allDst = new OciLayout(join(dir, "all"), "x");
     const all = await convertImage(src, allDst, { ...build, allPlatforms: true });
     expect(all.images.map((i) => i.built.image.platform.architecture)).toEqual(["amd64", "arm64"]);
     const allIx = (await allDst.getRoot()).manifest as ImageIndex;
@@ -123,7 +124,7 @@ describe("convert (SOCI index v2)", () => {
       ["arm64", SOCI_INDEX_V2_ARTIFACT_TYPE],
     ]);
 
-    const oneDst = new OciLayoutLocation(join(dir, "one"), "x");
+    const oneDst = new OciLayout(join(dir, "one"), "x");
     const one = await convertImage(src, oneDst, { ...build, platforms: [parsePlatform("linux/arm64")] });
     expect(one.images).toHaveLength(1);
     const oneIx = (await oneDst.getRoot()).manifest as ImageIndex;
@@ -131,9 +132,9 @@ describe("convert (SOCI index v2)", () => {
     expect(oneIx.manifests[0]!.digest).toBe(amd.manifestDescriptor.digest);
     expect(oneIx.manifests[1]!.annotations?.[ANNOTATION_INDEX_DIGEST]).toBe(one.images[0]!.indexDescriptor.digest);
     expect(oneIx.manifests).toHaveLength(3);
-    expect(await oneDst.hasBlob(amd.manifest.layers[0]!.digest)).toBe(true);
+    expect(await hasBlob(oneDst, amd.manifest.layers[0]!.digest)).toBe(true);
     // Converting the converted image again replaces the arm64 SOCI entry instead of adding one.
-    const againDst = new OciLayoutLocation(join(dir, "one"), "y");
+    const againDst = new OciLayout(join(dir, "one"), "y");
     await convertImage(oneDst, againDst, { ...build, platforms: [parsePlatform("linux/arm64")] });
     const againIx = (await againDst.getRoot()).manifest as ImageIndex;
     expect(againIx.manifests.filter((d) => d.artifactType === SOCI_INDEX_V2_ARTIFACT_TYPE)).toHaveLength(1);
@@ -155,7 +156,7 @@ describe("convert (SOCI index v2)", () => {
 
   test("the destination needs a tag", async () => {
     const { location } = await image("t");
-    await expect(convertImage(location, new OciLayoutLocation(join(dir, "o")), build)).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(convertImage(location, new OciLayout(join(dir, "o")), build)).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 });
 

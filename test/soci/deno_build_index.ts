@@ -9,7 +9,8 @@ import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { parseReference } from "../../src/registry/reference.ts";
 import { inflateBackend } from "../../src/compress/registry.ts";
 import { buildIndex } from "../../src/soci/builder.ts";
-import { type ImageLocation, OciLayoutLocation, parseLayoutSpec, RegistryLocation } from "../../src/soci/image_location.ts";
+import { OciLayout } from "../../src/registry/oci_layout.ts";
+import { type ImageLocation, parseLayoutSpec, RegistryLocation } from "../../src/soci/image_location.ts";
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 
 /** Build and describe the index of `src`. */
@@ -17,7 +18,7 @@ export async function buildForComparison(src: string, spanSizeBytes: number): Pr
   let location: ImageLocation;
   if (src.startsWith("oci:")) {
     const { dir, tag } = parseLayoutSpec(src);
-    location = new OciLayoutLocation(dir, tag);
+    location = new OciLayout(dir, tag);
   } else {
     location = new RegistryLocation(new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 30_000 }), parseReference(src), src);
   }

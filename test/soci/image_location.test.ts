@@ -1,11 +1,13 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { goIndex } from "../../src/oci/go_json.ts";
 import { MediaType } from "../../src/oci/media_types.ts";
 import type { Manifest } from "../../src/oci/types.ts";
 import { sha256Digest } from "../../src/soci/artifact_store.ts";
-import { OciLayoutLocation, parseLayoutSpec } from "../../src/soci/image_location.ts";
+import { OciLayout, REF_NAME_ANNOTATION } from "../../src/registry/oci_layout.ts";
+import { parseLayoutSpec } from "../../src/soci/image_location.ts";
 import { parsePlatform } from "../../src/oci/platform.ts";
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 import { InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
@@ -18,7 +20,7 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
-async function writeImage(loc: OciLayoutLocation, arch: string, tag?: string) {
+async function writeImage(loc: OciLayout, arch: string, tag?: string) {
   const config = enc(JSON.stringify({ architecture: arch, os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
   const layer = enc(`layer for ${arch}`);
   await loc.putBlob(config);
@@ -32,7 +34,7 @@ async function writeImage(loc: OciLayoutLocation, arch: string, tag?: string) {
   return loc.putManifest(enc(JSON.stringify(manifest)), MediaType.OCI_MANIFEST, tag === undefined ? {} : { tag });
 }
 
-describe("OciLayoutLocation", () => {
+describe("OciLayout", () => {
   test("parseLayoutSpec() splits DIR and TAG", () => {
     expect(parseLayoutSpec("oci:/a/b:v1")).toEqual({ dir: "/a/b", tag: "v1" });
     expect(parseLayoutSpec("oci:/a/b")).toEqual({ dir: "/a/b", tag: undefined });
@@ -41,7 +43,7 @@ describe("OciLayoutLocation", () => {
   });
 
   test("writes a valid layout; tags replace older entries; ranges read back", async () => {
-    const loc = new OciLayoutLocation(dir, "t");
+    const loc = new OciLayout(dir, "t");
     const d1 = await writeImage(loc, "amd64", "t");
     const d2 = await writeImage(loc, "arm64", "t");
     expect(d1.digest).not.toBe(d2.digest);
@@ -52,12 +54,30 @@ describe("OciLayoutLocation", () => {
     expect(root.descriptor.digest).toBe(d2.digest);
     const layer = (root.manifest as Manifest).layers[0]!;
     expect(new TextDecoder().decode(await loc.readRange(layer.digest, 10, 15))).toBe("arm64");
-    await expect(loc.readRange(layer.digest, 10, 100)).rejects.toThrow("it ends at");
-    await expect(new OciLayoutLocation(dir, "nope").getRoot()).rejects.toBeInstanceOf(NotFoundError);
+    await expect(loc.readRange(layer.digest, 10, 100)).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(new OciLayout(dir, "nope").getRoot()).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  test("getRoot() without a tag, Go-identical index.json, errors naming the layout", async () => {
+    const loc = new OciLayout(dir);
+    await expect(loc.getRoot()).rejects.toThrow(`OCI layout "${dir}"`);
+    const d1 = await writeImage(loc, "amd64");
+    expect(JSON.parse(readFileSync(join(dir, "index.json"), "utf8")).manifests).toEqual([]); // untagged: blob only
+    await loc.putManifest(enc(JSON.stringify((await loc.getManifest(d1.digest)).manifest)), MediaType.OCI_MANIFEST, { tag: "a" });
+    expect((await loc.getRoot()).descriptor.digest).toBe(d1.digest);
+    expect(readFileSync(join(dir, "index.json"), "utf8")).toBe(
+      goIndex({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [{ ...d1, annotations: { [REF_NAME_ANNOTATION]: "a" } }] }),
+    );
+    const d2 = await writeImage(loc, "arm64", "b");
+    await expect(loc.getRoot()).rejects.toThrow("name a tag");
+    expect((await new OciLayout(dir, "b").getRoot()).descriptor.digest).toBe(d2.digest);
+    await expect(new OciLayout(dir, "c").getRoot()).rejects.toThrow('Cannot find tag "c"');
+    await expect(loc.getBlob(sha256Digest(enc("absent")))).rejects.toThrow(`in OCI layout "${dir}"`);
+    expect(readdirSync(join(dir, "blobs", "sha256")).filter((f) => f.includes(".tmp"))).toEqual([]);
   });
 
   test("resolveImages() picks platforms from an index, or all of them", async () => {
-    const loc = new OciLayoutLocation(dir, "multi");
+    const loc = new OciLayout(dir, "multi");
     const amd = await writeImage(loc, "amd64");
     const arm = await writeImage(loc, "arm64");
     const ix = {
@@ -81,7 +101,7 @@ describe("OciLayoutLocation", () => {
   });
 
   test("a single manifest takes its platform from the config", async () => {
-    const loc = new OciLayoutLocation(dir, "x");
+    const loc = new OciLayout(dir, "x");
     await writeImage(loc, "riscv64", "x");
     const r = await resolveImages(loc, { platforms: [parsePlatform("linux/amd64")] });
     expect(r.images[0]!.platform).toEqual({ architecture: "riscv64", os: "linux" });
