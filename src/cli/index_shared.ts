@@ -11,7 +11,8 @@ import type { RegistryClient } from "../registry/types.ts";
 import { ArtifactStore } from "../soci/artifact_store.ts";
 import type { LayerProgress } from "../soci/builder.ts";
 import { OciLayout } from "../registry/oci_layout.ts";
-import { type ImageLocation, isLayoutSpec, parseLayoutSpec, RegistryLocation } from "../soci/image_location.ts";
+import { parseLayoutSpec } from "../registry/open_image_source.ts";
+import { type ImageLocation, RegistryLocation } from "../soci/image_location.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { CliContext } from "./context.ts";
@@ -50,10 +51,8 @@ export function registryClient(ctx: CliContext): RegistryClient {
  * @throws InvalidArgumentError when the reference cannot be parsed
  */
 export function openLocation(spec: string, ctx: CliContext): ImageLocation {
-  if (isLayoutSpec(spec)) {
-    const { dir, tag } = parseLayoutSpec(spec);
-    return new OciLayout(dir, tag);
-  }
+  const layout = parseLayoutSpec(spec);
+  if (layout) return new OciLayout(layout.dir, layout.tag);
   const ref = parseReference(spec);
   return new RegistryLocation(registryClient(ctx), ref, spec);
 }

@@ -18,21 +18,31 @@ export interface OpenImageSourceOptions extends RegistryClientOptions {
 }
 
 /**
- * Opens an image by reference string. `oci:DIR[:TAG]` is an OCI image layout (the first ":" after "oci:"
- * separates the tag, as skopeo does, so DIR cannot contain ":"); anything else, optionally prefixed with
- * `docker://`, is a registry reference (tag "latest" when it has neither tag nor digest).
- * Throws InvalidArgumentError for a malformed reference, NotFoundError for a missing layout.
+ * Splits `oci:DIR[:TAG]` (undefined when `spec` does not start with "oci:"). The tag is what follows the
+ * last ":" when that part has no "/", so "oci:/a/b:v1" is DIR "/a/b" and TAG "v1" as with skopeo, and DIR
+ * may contain ":" when a tag follows. Throws InvalidArgumentError for an empty DIR or an invalid TAG.
+ */
+export function parseLayoutSpec(spec: string): { dir: string; tag: string | undefined } | undefined {
+  if (!spec.startsWith("oci:")) return undefined;
+  const rest = spec.slice("oci:".length);
+  const colon = rest.lastIndexOf(":");
+  const tagged = colon > 0 && !rest.slice(colon + 1).includes("/");
+  const dir = tagged ? rest.slice(0, colon) : rest;
+  const tag = (tagged && rest.slice(colon + 1)) || undefined;
+  if (!dir) throw new InvalidArgumentError(`Cannot open "${spec}": the OCI layout directory is empty`);
+  if (tag !== undefined && !/^[\w][\w.-]{0,127}$/.test(tag)) throw new InvalidArgumentError(`Cannot open "${spec}": tag "${tag}" is not valid`);
+  return { dir, tag };
+}
+
+/**
+ * Opens an image by reference string. `oci:DIR[:TAG]` is an OCI image layout (see `parseLayoutSpec`);
+ * anything else, optionally prefixed with `docker://`, is a registry reference (tag "latest" when it has
+ * neither tag nor digest). Throws InvalidArgumentError for a malformed reference, NotFoundError for a
+ * missing layout.
  */
 export async function openImageSource(refString: string, opts: OpenImageSourceOptions = {}): Promise<ImageStore> {
-  if (refString.startsWith("oci:")) {
-    const rest = refString.slice(4);
-    const i = rest.indexOf(":");
-    const dir = i >= 0 ? rest.slice(0, i) : rest;
-    const tag = i >= 0 ? rest.slice(i + 1) : undefined;
-    if (!dir) throw new InvalidArgumentError(`Cannot open "${refString}": the OCI layout directory is empty`);
-    if (tag !== undefined && !/^[\w][\w.-]{0,127}$/.test(tag)) throw new InvalidArgumentError(`Cannot open "${refString}": tag "${tag}" is not valid`);
-    return OciLayout.open(dir, tag, { create: opts.create, defaultPlatform: opts.defaultPlatform });
-  }
+  const layout = parseLayoutSpec(refString);
+  if (layout) return OciLayout.open(layout.dir, layout.tag, { create: opts.create, defaultPlatform: opts.defaultPlatform });
   const ref = parseReference(refString.startsWith("docker://") ? refString.slice(9) : refString);
   return new RegistryImageStore(opts.client ?? new HttpRegistryClient(opts), ref);
 }

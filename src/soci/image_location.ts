@@ -12,7 +12,7 @@ import type { ImageIndex } from "../oci/types.ts";
 import { manifestTarget } from "../registry/reference.ts";
 import { RegistryImageStore } from "../registry/registry_image_store.ts";
 import type { FetchedManifest, ImageSource, ImageStore, Reference, RegistryClient, RequestOptions } from "../registry/types.ts";
-import { InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { NotFoundError } from "../util/errors.ts";
 
 const INDEX_TYPES: readonly string[] = [MediaType.OCI_INDEX, MediaType.DOCKER_MANIFEST_LIST];
 
@@ -36,28 +36,6 @@ export async function hasBlob(location: ImageSource, digest: string, opts?: Requ
     if (err instanceof NotFoundError) return false;
     throw err;
   }
-}
-
-/** True when a spec names an OCI layout (`oci:DIR[:TAG]`). */
-export function isLayoutSpec(spec: string): boolean {
-  return spec.startsWith("oci:");
-}
-
-/**
- * Parse `oci:DIR[:TAG]`. The tag is what follows the last ':' when that part has no '/'.
- * @throws InvalidArgumentError when DIR is empty
- */
-export function parseLayoutSpec(spec: string): { dir: string; tag: string | undefined } {
-  const rest = spec.slice("oci:".length);
-  const colon = rest.lastIndexOf(":");
-  let dir = rest;
-  let tag: string | undefined;
-  if (colon > 0 && !rest.slice(colon + 1).includes("/")) {
-    dir = rest.slice(0, colon);
-    tag = rest.slice(colon + 1) || undefined;
-  }
-  if (!dir) throw new InvalidArgumentError(`Cannot parse image location "${spec}": the directory is empty`);
-  return { dir, tag };
 }
 
 /** True when a fetched manifest is an index (OCI index or Docker manifest list). */

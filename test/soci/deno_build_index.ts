@@ -10,18 +10,16 @@ import { parseReference } from "../../src/registry/reference.ts";
 import { inflateBackend } from "../../src/compress/registry.ts";
 import { buildIndex } from "../../src/soci/builder.ts";
 import { OciLayout } from "../../src/registry/oci_layout.ts";
-import { type ImageLocation, parseLayoutSpec, RegistryLocation } from "../../src/soci/image_location.ts";
+import { parseLayoutSpec } from "../../src/registry/open_image_source.ts";
+import { type ImageLocation, RegistryLocation } from "../../src/soci/image_location.ts";
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 
 /** Build and describe the index of `src`. */
 export async function buildForComparison(src: string, spanSizeBytes: number): Promise<string> {
-  let location: ImageLocation;
-  if (src.startsWith("oci:")) {
-    const { dir, tag } = parseLayoutSpec(src);
-    location = new OciLayout(dir, tag);
-  } else {
-    location = new RegistryLocation(new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 30_000 }), parseReference(src), src);
-  }
+  const layout = parseLayoutSpec(src);
+  const location: ImageLocation = layout
+    ? new OciLayout(layout.dir, layout.tag)
+    : new RegistryLocation(new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 30_000 }), parseReference(src), src);
   const { images } = await resolveImages(location, { platforms: [{ os: "linux", architecture: "amd64" }] });
   const built = await buildIndex(location, images[0]!, { version: "v1", spanSizeBytes, minLayerSizeBytes: 0 });
   const b64 = (u: Uint8Array) => btoa(Array.from(u, (c) => String.fromCharCode(c)).join(""));

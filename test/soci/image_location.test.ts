@@ -7,7 +7,7 @@ import { MediaType } from "../../src/oci/media_types.ts";
 import type { Manifest } from "../../src/oci/types.ts";
 import { sha256Digest } from "../../src/soci/artifact_store.ts";
 import { OciLayout, REF_NAME_ANNOTATION } from "../../src/registry/oci_layout.ts";
-import { parseLayoutSpec } from "../../src/soci/image_location.ts";
+import { parseLayoutSpec } from "../../src/registry/open_image_source.ts";
 import { parsePlatform } from "../../src/oci/platform.ts";
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 import { InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
@@ -39,7 +39,10 @@ describe("OciLayout", () => {
     expect(parseLayoutSpec("oci:/a/b:v1")).toEqual({ dir: "/a/b", tag: "v1" });
     expect(parseLayoutSpec("oci:/a/b")).toEqual({ dir: "/a/b", tag: undefined });
     expect(parseLayoutSpec("oci:rel/dir:latest")).toEqual({ dir: "rel/dir", tag: "latest" });
+    expect(parseLayoutSpec("oci:/a:b/c")).toEqual({ dir: "/a:b/c", tag: undefined });
+    expect(parseLayoutSpec("ghcr.io/a/b:v1")).toBeUndefined();
     expect(() => parseLayoutSpec("oci:")).toThrow(InvalidArgumentError);
+    expect(() => parseLayoutSpec("oci:/a:bad+tag")).toThrow(InvalidArgumentError);
   });
 
   test("writes a valid layout; tags replace older entries; ranges read back", async () => {
