@@ -77,10 +77,10 @@ export function compressLayer(tar: Uint8Array, how: Compression): { blob: Uint8A
   }
 }
 
-/** Write an image of these layer blobs into an OCI layout under `tag`; returns the location and manifest. */
+/** Write an image of these layer blobs into an OCI layout, under `tag` when given; returns the location and manifest. */
 export async function writeImage(
   dir: string,
-  tag: string,
+  tag: string | undefined,
   layers: Array<{ blob: Uint8Array; mediaType: string }>,
   opts: { architecture?: string } = {},
 ): Promise<{ location: OciLayout; manifest: Manifest; manifestDescriptor: Descriptor }> {

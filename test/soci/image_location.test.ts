@@ -11,6 +11,7 @@ import { parseLayoutSpec } from "../../src/registry/open_image_source.ts";
 import { parsePlatform } from "../../src/oci/platform.ts";
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 import { InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
+import { writeImage as writeLayersImage } from "./_layers.ts";
 
 let dir: string;
 beforeEach(() => {
@@ -20,19 +21,8 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
-async function writeImage(loc: OciLayout, arch: string, tag?: string) {
-  const config = enc(JSON.stringify({ architecture: arch, os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
-  const layer = enc(`layer for ${arch}`);
-  await loc.putBlob(config);
-  await loc.putBlob(layer);
-  const manifest: Manifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.OCI_MANIFEST,
-    config: { mediaType: MediaType.OCI_CONFIG, digest: sha256Digest(config), size: config.length },
-    layers: [{ mediaType: MediaType.OCI_LAYER, digest: sha256Digest(layer), size: layer.length }],
-  };
-  return loc.putManifest(enc(JSON.stringify(manifest)), MediaType.OCI_MANIFEST, tag === undefined ? {} : { tag });
-}
+const writeImage = async (loc: OciLayout, arch: string, tag?: string) =>
+  (await writeLayersImage(loc.dir, tag, [{ blob: enc(`layer for ${arch}`), mediaType: MediaType.OCI_LAYER }], { architecture: arch })).manifestDescriptor;
 
 describe("OciLayout", () => {
   test("parseLayoutSpec() splits DIR and TAG", () => {
