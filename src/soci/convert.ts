@@ -14,6 +14,7 @@
  *     `com.amazon.soci.image-manifest-digest`;
  *  5. record each index in the local store (when given) under the rewritten manifest digest.
  */
+import { isIndex } from "../oci/manifest.ts";
 import { MediaType } from "../oci/media_types.ts";
 import type { Descriptor, ImageIndex, Manifest } from "../oci/types.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
@@ -21,7 +22,7 @@ import { type ArtifactStore, sha256Digest } from "./artifact_store.ts";
 import { type BuildOptions, type BuiltIndex, buildIndex } from "./builder.ts";
 import { storeBuiltIndex } from "./create.ts";
 import { goIndex, goManifest } from "../oci/go_json.ts";
-import { hasBlob, type ImageLocation, isIndexManifest } from "./image_location.ts";
+import { hasBlob, type ImageLocation } from "./image_location.ts";
 import {
   ANNOTATION_IMAGE_MANIFEST_DIGEST,
   ANNOTATION_INDEX_DIGEST,
@@ -98,7 +99,7 @@ export async function convertImage(src: ImageLocation, dst: ImageLocation, opts:
   // 4. The OCI image index.
   let manifests: Descriptor[];
   let annotations: Record<string, string> | undefined;
-  if (isIndexManifest(root)) {
+  if (isIndex(root.manifest)) {
     const source = root.manifest as ImageIndex;
     annotations = source.annotations;
     manifests = [];
@@ -150,7 +151,7 @@ async function copyBlobs(src: ImageLocation, dst: ImageLocation, descs: Descript
 async function copyManifestTree(src: ImageLocation, dst: ImageLocation, d: Descriptor, signal?: AbortSignal): Promise<void> {
   if (src === dst) return;
   const fetched = await src.getManifest(d.digest, { signal });
-  if (isIndexManifest(fetched)) {
+  if (isIndex(fetched.manifest)) {
     for (const child of (fetched.manifest as ImageIndex).manifests) await copyManifestTree(src, dst, child, signal);
   } else {
     const m = fetched.manifest as Manifest;

@@ -7,14 +7,10 @@
  * The layout side is src/registry/oci_layout.ts itself; the registry side is RegistryImageStore with the
  * client exposed for the lazy filesystem. Both run under Deno.
  */
-import { MediaType } from "../oci/media_types.ts";
-import type { ImageIndex } from "../oci/types.ts";
 import { manifestTarget } from "../registry/reference.ts";
 import { RegistryImageStore } from "../registry/registry_image_store.ts";
 import type { FetchedManifest, ImageSource, ImageStore, Reference, RegistryClient, RequestOptions } from "../registry/types.ts";
 import { NotFoundError } from "../util/errors.ts";
-
-const INDEX_TYPES: readonly string[] = [MediaType.OCI_INDEX, MediaType.DOCKER_MANIFEST_LIST];
 
 /** An image store bound to an image: what `oci:DIR[:TAG]` or `HOST/REPO[:TAG|@DIGEST]` names. */
 export interface ImageLocation extends ImageStore {
@@ -36,11 +32,6 @@ export async function hasBlob(location: ImageSource, digest: string, opts?: Requ
     if (err instanceof NotFoundError) return false;
     throw err;
   }
-}
-
-/** True when a fetched manifest is an index (OCI index or Docker manifest list). */
-export function isIndexManifest(m: FetchedManifest): m is FetchedManifest & { manifest: ImageIndex } {
-  return INDEX_TYPES.includes(m.descriptor.mediaType) || Array.isArray((m.manifest as ImageIndex).manifests);
 }
 
 /** A registry repository, through a RegistryClient; `name` is the reference as the user wrote it. */

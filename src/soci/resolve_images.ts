@@ -3,12 +3,13 @@
  * list) is narrowed to the platforms asked for (default: the host's), or to all of them with `allPlatforms`;
  * a single manifest is taken as is, its platform read from its config.
  */
+import { isIndex } from "../oci/manifest.ts";
 import { MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformMatches } from "../oci/platform.ts";
 import type { Descriptor, ImageConfig, ImageIndex, Manifest, Platform } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import { FormatError, NotFoundError } from "../util/errors.ts";
-import { type ImageLocation, isIndexManifest } from "./image_location.ts";
+import type { ImageLocation } from "./image_location.ts";
 
 /** One platform-specific image, with its manifest and config. */
 export interface ResolvedImage {
@@ -45,7 +46,7 @@ export interface Resolution {
 export async function resolveImages(location: ImageLocation, opts: ResolveOptions = {}): Promise<Resolution> {
   const signal = opts.signal;
   const root = await location.getRoot({ signal });
-  if (!isIndexManifest(root)) {
+  if (!isIndex(root.manifest)) {
     return { root, images: [await loadImage(location, root, undefined, signal)] };
   }
   const index = root.manifest as ImageIndex;
@@ -84,7 +85,7 @@ async function loadImage(
   signal: AbortSignal | undefined,
 ): Promise<ResolvedImage> {
   const manifest = fetched.manifest as Manifest;
-  if (isIndexManifest(fetched) || !manifest.config || !Array.isArray(manifest.layers)) {
+  if (isIndex(fetched.manifest) || !manifest.config || !Array.isArray(manifest.layers)) {
     throw new FormatError(`Cannot index "${location.name}": "${fetched.descriptor.digest}" is not an image manifest`, 0);
   }
   const configBytes = await location.getBlob(manifest.config.digest, { signal });
