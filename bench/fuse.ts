@@ -9,7 +9,8 @@
  * get the same 1 MiB read-ahead. Neither tree has xattrs: fuse-native has no getxattr handler (libfuse
  * answers ENOSYS, which the kernel remembers) and ours is mounted with `xattrs: false`, which does the
  * same; with xattrs on, `ls -l` costs two GETXATTR requests per file. Our server runs in both transport
- * modes (async, the default, and workers).
+ * modes (workers, the default, and async), and once more through the lazy loader's real node tree
+ * (src/layerfs, bench/fuse_layer_server.ts) over the same tree packed as one uncompressed layer tar.
  * Needs root and /dev/fuse. Env: BENCH_FUSE_BYTES (default 1 GiB), BENCH_RUNS (default 3).
  * Last line: `sequential read vs fuse-native: <ratio>x`.
  */
@@ -45,15 +46,6 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-async function medianOf(n: number, f: () => Promise<number>, pauseMs = 0): Promise<number> {
-  const xs: number[] = [];
-  for (let i = 0; i < n; i++) {
-    if (pauseMs) await Bun.sleep(pauseMs);
-    xs.push(await f());
-  }
-  return median(xs);
-}
-
 const RANDOM_READS = `
 import os, mmap, random, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
@@ -67,28 +59,51 @@ for _ in range(n):
 print(n / (time.perf_counter() - t))
 `;
 
-async function measure(t: Target, work: string): Promise<Result> {
-  const big = join(t.dir, "big");
-  const r: Result = {};
-  // 1. Sequential 1 MiB reads, MB/s.
-  r.seq = BYTES / MB / (await medianOf(RUNS, () => timed(`dd if=${big} of=/dev/null bs=1M status=none`)));
-  // 2. Two parallel readers of the whole file, aggregate MB/s.
-  r.par2 = (2 * BYTES) / MB / (await medianOf(RUNS, () => timed(`dd if=${big} of=/dev/null bs=1M status=none & dd if=${big} of=/dev/null bs=1M status=none & wait`)));
-  // 3. 4 KiB O_DIRECT random reads per second.
-  try {
-    r.rand = median(await Promise.all([0].map(async () => {
-      const xs: number[] = [];
-      for (let i = 0; i < RUNS; i++) xs.push(Number(await sh(`python3 ${work}/rand.py ${big} 20000`)));
-      return median(xs);
-    })));
-  } catch {
-    r.rand = undefined; // O_DIRECT unsupported (e.g. an old tmpfs)
+/** The workloads; each returns one sample (higher is better for rates, lower for seconds). */
+function workloads(work: string): Array<{ key: keyof Result & string; pauseMs: number; run: (t: Target) => Promise<number | undefined> }> {
+  return [
+    // 1. Sequential 1 MiB reads, MB/s.
+    { key: "seq", pauseMs: 0, run: async (t) => BYTES / MB / (await timed(`dd if=${t.dir}/big of=/dev/null bs=1M status=none`)) },
+    // 2. Two parallel readers of the whole file, aggregate MB/s.
+    {
+      key: "par2",
+      pauseMs: 0,
+      run: async (t) => (2 * BYTES) / MB / (await timed(`dd if=${t.dir}/big of=/dev/null bs=1M status=none & dd if=${t.dir}/big of=/dev/null bs=1M status=none & wait`)),
+    },
+    // 3. 4 KiB O_DIRECT random reads per second (undefined where O_DIRECT is refused).
+    { key: "rand", pauseMs: 0, run: (t) => sh(`python3 ${work}/rand.py ${t.dir}/big 20000`).then(Number, () => undefined) },
+    // 4. ls -l of 10,000 entries, seconds; the pause lets the 1 s attribute caches expire.
+    { key: "ls", pauseMs: 1100, run: (t) => timed(`ls -l ${t.dir}/ls > /dev/null`) },
+    // 5. find over 100,000 files, seconds.
+    { key: "find", pauseMs: 1100, run: (t) => timed(`find ${t.dir}/find > /dev/null`) },
+  ];
+}
+
+/**
+ * Every workload RUNS times, the targets taking turns within each round, so load from other jobs on a
+ * shared machine falls on all of them alike; the median of each is kept.
+ */
+async function measureAll(targets: Target[], work: string): Promise<Map<string, Result>> {
+  const samples = new Map<string, Map<string, number[]>>(targets.map((t) => [t.name, new Map()]));
+  for (const w of workloads(work)) {
+    for (let i = 0; i < RUNS; i++) {
+      for (const t of targets) {
+        if (w.pauseMs) await Bun.sleep(w.pauseMs);
+        const v = await w.run(t);
+        if (v === undefined) continue;
+        const m = samples.get(t.name)!;
+        m.set(w.key, [...(m.get(w.key) ?? []), v]);
+      }
+    }
+    console.error(`measured ${w.key}`);
   }
-  // 4. ls -l of 10,000 entries, seconds; pauses let the 1 s attribute caches expire.
-  r.ls = await medianOf(RUNS, () => timed(`ls -l ${t.dir}/ls > /dev/null`), 1100);
-  // 5. find over 100,000 files, seconds.
-  r.find = await medianOf(RUNS, () => timed(`find ${t.dir}/find > /dev/null`), 1100);
-  return r;
+  const out = new Map<string, Result>();
+  for (const [name, m] of samples) {
+    const r: Result = {};
+    for (const [k, xs] of m) r[k] = median(xs);
+    out.set(name, r);
+  }
+  return out;
 }
 
 async function waitReady(p: ReturnType<typeof Bun.spawn>, what: string): Promise<void> {
@@ -118,6 +133,29 @@ async function startOurs(work: string, mode: "workers" | "async"): Promise<Targe
   });
   await waitReady(p, `soci-ts FUSE (${mode})`);
   return { name: `soci-ts (${mode})`, dir: mp, stop: async () => void (p.kill("SIGTERM"), await p.exited) };
+}
+
+async function startLayer(work: string, tmpfsDir: string): Promise<Target> {
+  // The same tree as one uncompressed layer tar, served through src/layerfs's node tree.
+  const tar = join(tmpfsDir, "..", `${tmpfsDir.split("/").pop()}.tar`);
+  await sh(`tar -c --sort=name -C ${tmpfsDir} big ls find > ${tar}`);
+  const mp = join(work, "ours-layer");
+  mkdirSync(mp);
+  const p = Bun.spawn([process.execPath, join(REPO, "bench/fuse_layer_server.ts"), tar, mp], {
+    stdout: "pipe",
+    stderr: "inherit",
+    env: { ...process.env, FUSE_KEEP_CACHE: "0", FUSE_XATTRS: "0" },
+  });
+  await waitReady(p, "soci-ts FUSE (layerfs tree)");
+  return {
+    name: "soci-ts (layer)",
+    dir: mp,
+    stop: async () => {
+      p.kill("SIGTERM");
+      await p.exited;
+      rmSync(tar, { force: true });
+    },
+  };
 }
 
 async function startFuseNative(work: string): Promise<Target | string> {
@@ -155,9 +193,9 @@ async function startFuseNative(work: string): Promise<Target | string> {
 function tmpfsTree(): Target {
   const dir = mkdtempSync("/dev/shm/soci-bench-fuse-");
   const chunk = new Uint8Array(1 << 20).map((_, i) => (i * 2654435761) >>> 24);
-  const big = Bun.file(join(dir, "big")).writer();
-  for (let off = 0; off < BYTES; off += chunk.length) big.write(chunk.subarray(0, Math.min(chunk.length, BYTES - off)));
-  void big.end();
+  const big = new Uint8Array(BYTES);
+  for (let off = 0; off < BYTES; off += chunk.length) big.set(chunk.subarray(0, Math.min(chunk.length, BYTES - off)), off);
+  writeFileSync(join(dir, "big"), big);
   const small = new Uint8Array(100).fill(120);
   mkdirSync(join(dir, "ls"));
   for (let i = 0; i < LS; i++) writeFileSync(join(dir, `ls/e${String(i).padStart(5, "0")}`), small);
@@ -182,25 +220,19 @@ await Bun.write(join(work, "rand.py"), RANDOM_READS);
 const results = new Map<string, Result>();
 let nativeProblem: string | undefined;
 try {
-  // 1. Each target in turn, so they do not compete for the two cores.
-  const starters: Array<() => Promise<Target | string>> = [
-    async () => tmpfsTree(),
-    () => startOurs(work, "async"),
-    () => startOurs(work, "workers"),
-    () => startFuseNative(work),
-  ];
-  for (const start of starters) {
-    const t = await start();
-    if (typeof t === "string") {
-      nativeProblem = t;
-      continue;
-    }
-    try {
-      results.set(t.name, await measure(t, work));
-      console.error(`measured ${t.name}: ${JSON.stringify(results.get(t.name))}`);
-    } finally {
-      await t.stop();
-    }
+  // 1. Start every target (idle servers cost nothing), then measure them taking turns.
+  const tmpfs = tmpfsTree();
+  const targets: Target[] = [tmpfs];
+  try {
+    targets.push(await startOurs(work, "workers"));
+    targets.push(await startLayer(work, tmpfs.dir));
+    targets.push(await startOurs(work, "async"));
+    const native = await startFuseNative(work);
+    if (typeof native === "string") nativeProblem = native;
+    else targets.push(native);
+    for (const [k, v] of await measureAll(targets, work)) results.set(k, v);
+  } finally {
+    for (const t of targets.reverse()) await t.stop();
   }
 } finally {
   rmSync(work, { recursive: true, force: true });
@@ -213,14 +245,18 @@ for (const [name, r] of results) {
   console.log(`${name.padEnd(18)} ${fmt(r.seq).padStart(9)} ${fmt(r.par2).padStart(15)} ${fmt(r.rand).padStart(10)} ${fmt(r.ls, 3).padStart(9)} ${fmt(r.find, 3).padStart(8)}`);
 }
 if (nativeProblem) console.log(`fuse-native baseline unavailable: ${nativeProblem}`);
-const ours = results.get("soci-ts (async)")!;
+const ours = results.get("soci-ts (workers)")!;
 const tmpfs = results.get("tmpfs")!;
 const native = results.get("fuse-native");
 console.log(`sequential read vs tmpfs: ${ratio(ours.seq, tmpfs.seq)}`);
 console.log(`two parallel readers vs tmpfs: ${ratio(ours.par2, tmpfs.par2)}`);
 console.log(`find over ${FIND} vs tmpfs (time ratio, tmpfs/ours): ${ratio(tmpfs.find, ours.find)}`);
-const workersR = results.get("soci-ts (workers)");
-if (workersR) console.log(`transport async vs workers: seq ${ratio(ours.seq, workersR.seq)}, 4K random ${ratio(ours.rand, workersR.rand)}, ls -l ${ratio(workersR.ls, ours.ls)}`);
+const layerR = results.get("soci-ts (layer)");
+if (layerR && native) {
+  console.log(`layerfs node tree vs fuse-native: seq ${ratio(layerR.seq, native.seq)}, 4K random ${ratio(layerR.rand, native.rand)}, ls -l ${ratio(native.ls, layerR.ls)}, find ${ratio(native.find, layerR.find)}`);
+}
+const asyncR = results.get("soci-ts (async)");
+if (asyncR) console.log(`transport workers vs async: seq ${ratio(ours.seq, asyncR.seq)}, 4K random ${ratio(ours.rand, asyncR.rand)}, ls -l ${ratio(asyncR.ls, ours.ls)}`);
 if (native) {
   console.log(`two parallel readers vs fuse-native: ${ratio(ours.par2, native.par2)}`);
   console.log(`4 KiB O_DIRECT random reads vs fuse-native: ${ratio(ours.rand, native.rand)}`);

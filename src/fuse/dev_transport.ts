@@ -7,12 +7,14 @@
  * asynchronously: a slow read is just a pending promise and never blocks other requests. Only the
  * blocking read(2) on /dev/fuse moves off the main thread (a blocking read loop there would starve
  * signal handlers and timers). Two modes:
- *   - "async" (default): several `fs.read` calls outstanding on the mount fd (they block in the
- *     runtime's I/O thread pool); each completion re-arms its read, then the request is served.
- *   - "workers": N worker threads, each blocked in readSync on its own fd (FUSE_DEV_IOC_CLONE'd from
+ *   - "workers" (default): N worker threads, each blocked in readSync on its own fd (FUSE_DEV_IOC_CLONE'd from
  *     the mount's fd, so the kernel spreads requests over them), posting each request to the main
  *     thread as a transferred buffer; the main thread writes the reply with one writev(2) to the fd the
  *     request came from (replies must go to the same clone).
+ *   - "async": several `fs.read` calls outstanding on the mount fd. Each one BLOCKS a thread of the
+ *     runtime's I/O pool until a request arrives, so a tree whose reads do async file I/O themselves
+ *     (a local layer's preads, the disk span cache) can starve the pool and deadlock: measured here,
+ *     a layerfs tree over a tar file hung on its first READ. Kept for comparison and pure in-memory trees.
  * Either way the reply goes out with one writev(2) of [header, data] (no copy of the data).
  *
  * Measured here (2 vCPU shared with other jobs, load ~5, kernel 6.18, 256 MiB file, page cache off
@@ -24,9 +26,9 @@
  *   workers, 2     900–1400 MB/s     14,000–15,000            0.18–0.19 s
  *   workers, 4     1000–1100 MB/s    6,800–8,200              0.20–0.27 s
  *
- * Sequential throughput is a draw; request latency is not: a worker's postMessage hop to the main
- * thread costs more than the thread pool's completion, so "async" with 4 reads outstanding is the
- * default (lazy loading is dominated by small reads). Workers stay available for comparison.
+ * Sequential throughput is a draw; the worker's postMessage hop costs more latency than the pool's
+ * completion, so "async" answers small reads faster. But only "workers" is safe with trees that do
+ * file I/O (above), so it is the default.
  *
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
@@ -42,9 +44,9 @@ export type TransportMode = "workers" | "async";
 
 /** Transport options; every field has a default. */
 export interface DevTransportOptions {
-  /** Default "async". */
+  /** Default "workers" ("async" deadlocks trees that do async file I/O; see the header). */
   mode?: TransportMode;
-  /** Outstanding reads ("async") or reader threads ("workers"). Default 4 reads / 2 workers. */
+  /** Reader threads ("workers") or outstanding reads ("async"). Default 2 workers / 4 reads. */
   readers?: number;
   /** Where transport errors go. Default console.error. */
   onError?: (message: string) => void;
@@ -101,7 +103,7 @@ export class DevTransport {
 
   /** Starts reading. Call right after mount(2): the kernel's INIT is already waiting. */
   start(): void {
-    const mode = this.opts.mode ?? "async";
+    const mode = this.opts.mode ?? "workers";
     const bytes = this.server.readBufferBytes;
     if (mode === "async") {
       const n = this.opts.readers ?? 4;

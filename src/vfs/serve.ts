@@ -32,9 +32,9 @@ export interface MountTreeOptions extends BridgeOptions {
   /** Type is `fuse.<subtype>`. Default "soci-ts". */
   subtype?: string;
   logger?: MountLogger;
-  /** Transport mode (see dev_transport.ts). Default "async". */
+  /** Transport mode (see dev_transport.ts). Default "workers"; "async" is unsafe for trees doing file I/O. */
   transport?: TransportMode;
-  /** Outstanding reads ("async") or reader threads ("workers"). Default 4 / 2. */
+  /** Reader threads ("workers") or outstanding reads ("async"). Default 2 / 4. */
   readers?: number;
   /** Kernel read-ahead in KiB, set through sysfs after mounting; 0 = leave it. Default 1024. */
   readAheadKb?: number;
