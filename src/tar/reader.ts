@@ -319,7 +319,11 @@ export class TarReader {
     const pax = this.#pax;
     for (const [k, raw] of pax) {
       if (raw.length === 0) continue; // as in Go: keep the header's own value
-      // Names and numbers are text; xattr values stay bytes.
+      // xattr values stay bytes; names and numbers are text.
+      if (k.startsWith(PAX_SCHILY_XATTR)) {
+        entry.xattrs.set(k.slice(PAX_SCHILY_XATTR.length), raw);
+        continue;
+      }
       const v = textDecoder.decode(raw);
       const bad = (): never =>
         this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: PAX record ${k}="${v}" is invalid`, at);
@@ -352,8 +356,7 @@ export class TarReader {
           entry.size = parseDecimal(v) ?? bad();
           break;
         default:
-          if (k.startsWith(PAX_SCHILY_XATTR)) entry.xattrs.set(k.slice(PAX_SCHILY_XATTR.length), raw);
-          else if (k.startsWith("GNU.sparse.")) {
+          if (k.startsWith("GNU.sparse.")) {
             this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`, at);
           }
       }
