@@ -17,18 +17,21 @@
  *     a layerfs tree over a tar file hung on its first READ. Kept for comparison and pure in-memory trees.
  * Either way the reply goes out with one writev(2) of [header, data] (no copy of the data).
  *
- * Measured here (2 vCPU shared with other jobs, load ~5, kernel 6.18, 256 MiB file, page cache off
- * across opens, read-ahead 1 MiB, no xattrs; two rounds, MB/s = 10^6 B/s):
+ * Measured with `npm run bench:fuse` (2 vCPU shared with other jobs, kernel 6.18, 1 GiB file from
+ * memory, page cache off across opens, read-ahead 1 MiB, no xattrs, median of 3, targets taking turns;
+ * MB/s = 10^6 B/s):
  *
- *   mode           dd bs=1M seq      4 KiB O_DIRECT rand/s   ls -l 10k
- *   async, 4       1100–1200 MB/s    21,000–29,000            0.19–0.23 s
- *   async, 8       1100–1400 MB/s    14,000–15,000            0.16–0.23 s
- *   workers, 2     900–1400 MB/s     14,000–15,000            0.18–0.19 s
- *   workers, 4     1000–1100 MB/s    6,800–8,200              0.20–0.27 s
+ *   server               dd bs=1M   2 readers   4 KiB O_DIRECT/s   ls -l 10k   find 100k
+ *   workers (2)          786 MB/s   1201 MB/s    9,700             0.17 s      0.21 s
+ *   async (4)            939 MB/s   1228 MB/s   15,900             0.17 s      0.20 s
+ *   layerfs tree, workers 434 MB/s   870 MB/s    6,200             0.13 s      0.24 s
+ *   fuse-native (libfuse) 514 MB/s   895 MB/s   11,100             1.23 s      6.05 s
+ *   tmpfs                6817 MB/s  6492 MB/s  158,000             0.10 s      0.08 s
  *
- * Sequential throughput is a draw; the worker's postMessage hop costs more latency than the pool's
- * completion, so "async" answers small reads faster. But only "workers" is safe with trees that do
- * file I/O (above), so it is the default.
+ * The async mode answers small requests faster (a worker's postMessage hop to the main thread costs
+ * 50–200 µs here under load; an Atomics.waitAsync handoff measured no better). But only "workers" is
+ * safe with trees that do file I/O (above), so it is the default. Per-request latency is the open
+ * problem: 4 KiB random reads are below fuse-native's rate.
  *
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
