@@ -1,4 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { defineCommand } from "citty";
+import { ANNOTATION_IMAGE_LAYER_DIGEST } from "../soci/index.ts";
+import { InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import { createIndexes } from "../soci/create.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
@@ -14,11 +17,14 @@ export default defineCommand({
     platform: { type: "string", alias: "p", description: "Platform(s) to index, os/arch[/variant], comma-separated (default: the host's)" },
     allPlatforms: { type: "boolean", description: "Index every platform of a multi-platform image" },
     force: { type: "boolean", alias: "f", description: "Rebuild even when the store has an index of this image" },
+    prefetchFile: { type: "string", description: "Path of a file in the image to prefetch at mount (repeatable); adds prefetch artifacts" },
+    prefetchFilesJson: { type: "string", description: "JSON file holding an array of paths to prefetch (added to --prefetch-file)" },
     json: { type: "boolean", description: "Print the result as JSON" },
   },
   async run({ args }) {
     const ctx = cliContext();
     const location = openLocation(String(args.ref), ctx);
+    const prefetchPaths = await prefetchPathsFrom(args.prefetchFile, args.prefetchFilesJson);
     const progress = progressReporter();
     let created;
     try {
@@ -31,6 +37,7 @@ export default defineCommand({
         allPlatforms: Boolean(args.allPlatforms),
         hostPlatform: hostPlatform(),
         force: Boolean(args.force),
+        prefetchPaths,
         onProgress: progress.onProgress,
       });
     } finally {
@@ -42,17 +49,43 @@ export default defineCommand({
         manifestDigest: c.record.manifestDigest,
         platform: formatPlatform(c.record.platform),
         reused: c.reused,
-        ztocs: c.ztocs.map((z) => ({ digest: z.digest, size: z.size, layerDigest: z.annotations?.["com.amazon.soci.image-layer-digest"] })),
+        ztocs: c.ztocs.map((z) => ({ digest: z.digest, size: z.size, layerDigest: z.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST] })),
+        prefetch: c.prefetch.map((p) => ({ digest: p.digest, size: p.size, layerDigest: p.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST] })),
         skipped: c.skipped.map((s) => ({ layerDigest: s.layer.digest, reason: s.reason })),
       })));
       return;
     }
     for (const c of created) {
       for (const s of c.skipped) ctx.logger.info(`layer ${s.layer.digest} skipped: ${s.reason}`);
+      for (const p of c.prefetch) {
+        await writeOut(`created prefetch artifact ${p.digest} for layer ${p.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST]}\n`);
+      }
       const what = c.reused ? "kept existing index" : "created index";
       await writeOut(
-        `${what} ${c.record.indexDigest} for ${formatPlatform(c.record.platform)} image ${c.record.manifestDigest} (${c.ztocs.length} zTOCs, ${c.skipped.length} layers skipped)\n`,
+        `${what} ${c.record.indexDigest} for ${formatPlatform(c.record.platform)} image ${c.record.manifestDigest} (${c.ztocs.length} zTOCs, ${c.prefetch.length} prefetch artifacts, ${c.skipped.length} layers skipped)\n`,
       );
     }
   },
 });
+
+/**
+ * `--prefetch-file` values (repeatable) then the paths of `--prefetch-files-json` (a JSON array of strings),
+ * trimmed, empty ones dropped, as SOCI's ParsePrefetchFiles does.
+ * @throws InvalidArgumentError naming the file when it cannot be read or is not an array of strings
+ */
+async function prefetchPathsFrom(files: unknown, jsonFile: unknown): Promise<string[]> {
+  const out = (files === undefined || files === false ? [] : Array.isArray(files) ? files : [files]).map((f) => String(f).trim());
+  if (jsonFile !== undefined && jsonFile !== "") {
+    let list: unknown;
+    try {
+      list = JSON.parse(await readFile(String(jsonFile), "utf8"));
+    } catch (cause) {
+      throw new InvalidArgumentError(`Cannot read --prefetch-files-json "${String(jsonFile)}": ${errorMessage(cause)}`, { cause });
+    }
+    if (!Array.isArray(list) || !list.every((p) => typeof p === "string")) {
+      throw new InvalidArgumentError(`Cannot read --prefetch-files-json "${String(jsonFile)}": expected a JSON array of strings`);
+    }
+    out.push(...list.map((p) => p.trim()));
+  }
+  return out.filter((p) => p !== "");
+}

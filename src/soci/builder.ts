@@ -7,8 +7,10 @@
  *     compares) or when its media type has no zinfo backend (zstd); else stream the blob through the zTOC
  *     builder (src/ztoc/builder.ts), which inflates it once, recording checkpoints every `spanSizeBytes`;
  *  2. encode each zTOC (FlatBuffers) and describe it with the layer annotations SOCI writes;
- *  3. assemble the index: v1 with the image manifest as subject, v2 without;
- *  4. fail with FailedPreconditionError when every layer was skipped (SOCI's ErrEmptyIndex).
+ *  3. with `prefetchPaths`, one prefetch artifact per indexed layer holding any of them (prefetch.ts);
+ *  4. assemble the index: zTOC descriptors in image order, then the prefetch artifacts; v1 with the image
+ *     manifest as subject, v2 without;
+ *  5. fail with FailedPreconditionError when every layer was skipped (SOCI's ErrEmptyIndex).
  * Nothing is stored here; `createIndexes` (create.ts) stores, records and pushes.
  */
 import { MediaType } from "../oci/media_types.ts";
@@ -28,6 +30,7 @@ import {
   type SociIndexVersion,
   ztocDescriptor,
 } from "./index.ts";
+import { buildPrefetchArtifacts, type LayerPrefetchArtifact } from "./prefetch.ts";
 import type { ResolvedImage } from "./resolve_images.ts";
 
 /** How a layer's media type is indexed: a zinfo backend name, or undefined when it cannot be. */
@@ -69,6 +72,11 @@ export interface BuildOptions {
   minLayerSizeBytes?: number;
   /** Written into every zTOC and the index (default "AWS SOCI CLI v0.2"). */
   buildToolIdentifier?: string;
+  /**
+   * Files (paths in the image) whose spans are listed in prefetch artifacts, one per layer that holds any
+   * (SOCI's `--prefetch-file`). A path no indexed layer has fails the build. Default none.
+   */
+  prefetchPaths?: readonly string[];
   /** Called as layer bytes are consumed. */
   onProgress?: (p: LayerProgress) => void;
   signal?: AbortSignal;
@@ -98,11 +106,13 @@ export interface BuiltIndex {
   bytes: Uint8Array;
   descriptor: Descriptor;
   ztocs: LayerZtoc[];
+  /** Prefetch artifacts, in image layer order (empty without `prefetchPaths`). */
+  prefetch: LayerPrefetchArtifact[];
   skipped: SkippedLayer[];
 }
 
 /** Check and default the build options. */
-export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "onProgress" | "signal">> {
+export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "onProgress" | "signal" | "prefetchPaths">> {
   const spanSizeBytes = opts.spanSizeBytes ?? DEFAULT_SPAN_SIZE_BYTES;
   const minLayerSizeBytes = opts.minLayerSizeBytes ?? DEFAULT_MIN_LAYER_SIZE_BYTES;
   if (!Number.isSafeInteger(spanSizeBytes) || spanSizeBytes <= 0) {
@@ -185,7 +195,7 @@ export async function buildIndex(
     const stream = await location.getBlobStream(layer.digest, { signal: opts.signal });
     ztocs.push(await buildLayerZtoc(stream, layer, { ...opts, layerIndex: i }));
   }
-  // 4. An index without zTOCs is refused, as SOCI does.
+  // 5. An index without zTOCs is refused, as SOCI does.
   if (ztocs.length === 0) {
     throw new FailedPreconditionError(
       `Cannot build SOCI index of "${location.name}" (${image.descriptor.digest}): every layer was skipped (${
@@ -193,17 +203,19 @@ export async function buildIndex(
       }); lower --min-layer-size`,
     );
   }
-  // 3. The index manifest.
+  // 3. Prefetch artifacts.
+  const prefetch = opts.prefetchPaths?.length ? buildPrefetchArtifacts(ztocs, opts.prefetchPaths) : [];
+  // 4. The index manifest.
   const subject = opts.version === "v1"
     ? { mediaType: image.descriptor.mediaType, digest: image.descriptor.digest, size: image.descriptor.size }
     : undefined;
-  const index = createIndex(opts.version, ztocs.map((z) => z.descriptor), {
+  const index = createIndex(opts.version, [...ztocs.map((z) => z.descriptor), ...prefetch.map((p) => p.descriptor)], {
     ...(subject ? { subject } : {}),
     buildToolIdentifier: settings.buildToolIdentifier,
   });
   const bytes = encodeIndex(index);
   const descriptor: Descriptor = { mediaType: MediaType.OCI_MANIFEST, digest: sha256Digest(bytes), size: bytes.length };
-  return { version: opts.version, image, index, bytes, descriptor, ztocs, skipped };
+  return { version: opts.version, image, index, bytes, descriptor, ztocs, prefetch, skipped };
 }
 
 /** The same error class, its message prefixed with what was being done (offset kept for format errors). */

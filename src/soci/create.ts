@@ -14,6 +14,7 @@ import {
   decodeIndex,
   EMPTY_CONFIG_BYTES,
   indexVersion,
+  prefetchDescriptors,
   type SociIndex,
   type SociIndexVersion,
   ztocDescriptors,
@@ -35,6 +36,8 @@ export interface CreatedIndex {
   indexDescriptor: Descriptor;
   /** zTOC descriptors in the index. */
   ztocs: Descriptor[];
+  /** Prefetch artifact descriptors in the index. */
+  prefetch: Descriptor[];
   skipped: SkippedLayer[];
   /** True when an existing index was kept (no --force). */
   reused: boolean;
@@ -49,8 +52,9 @@ export async function createIndexes(location: ImageLocation, opts: CreateOptions
   const { images } = await resolveImages(location, opts);
   const out: CreatedIndex[] = [];
   for (const image of images) {
-    // 1. Reuse an index of the same image and span size unless forced.
-    if (!opts.force) {
+    // 1. Reuse an index of the same image and span size unless forced or given prefetch paths (the existing
+    //    index cannot be known to list the same ones).
+    if (!opts.force && !opts.prefetchPaths?.length) {
       const existing = await findReusable(opts.store, image, settings.spanSizeBytes);
       if (existing) {
         out.push(existing);
@@ -65,6 +69,7 @@ export async function createIndexes(location: ImageLocation, opts: CreateOptions
       record,
       indexDescriptor: built.descriptor,
       ztocs: built.ztocs.map((z) => z.descriptor),
+      prefetch: built.prefetch.map((p) => p.descriptor),
       skipped: built.skipped,
       reused: false,
     });
@@ -82,6 +87,7 @@ async function findReusable(store: ArtifactStore, image: ResolvedImage, spanSize
       continue;
     }
     const ztocs = ztocDescriptors(index);
+    if (prefetchDescriptors(index).length > 0) continue; // built for prefetch paths not asked for now
     if (!ztocs.every((z) => z.annotations?.[ANNOTATION_SPAN_SIZE] === String(spanSizeBytes))) continue;
     if (!(await Promise.all(ztocs.map((z) => store.hasBlob(z.digest)))).every(Boolean)) continue;
     const bytes = await store.getBlob(record.indexDigest);
@@ -90,6 +96,7 @@ async function findReusable(store: ArtifactStore, image: ResolvedImage, spanSize
       record,
       indexDescriptor: { mediaType: index.mediaType, digest: record.indexDigest, size: bytes.length },
       ztocs,
+      prefetch: [],
       skipped: [],
       reused: true,
     };
@@ -98,7 +105,8 @@ async function findReusable(store: ArtifactStore, image: ResolvedImage, spanSize
 }
 
 /**
- * Store a built index: zTOCs, the `{}` config, the index, the image manifest and config; then its record.
+ * Store a built index: zTOCs, prefetch artifacts, the `{}` config, the index, the image manifest and config;
+ * then its record.
  * Returns the record.
  */
 export async function storeBuiltIndex(
@@ -107,6 +115,7 @@ export async function storeBuiltIndex(
   opts: { imageRef: string; manifestDigest?: string; now?: () => Date },
 ): Promise<IndexRecord> {
   for (const z of built.ztocs) await store.putBlob(z.bytes, z.descriptor.digest);
+  for (const p of built.prefetch) await store.putBlob(p.bytes, p.descriptor.digest);
   await store.putBlob(EMPTY_CONFIG_BYTES);
   await store.putBlob(built.image.bytes, built.image.descriptor.digest);
   await store.putBlob(built.image.configBytes, built.image.manifest.config.digest);
@@ -153,7 +162,8 @@ export async function getStoredIndex(store: ArtifactStore, digest: string): Prom
 }
 
 /**
- * Remove an index: its records, its blob, and each of its zTOCs that no other stored index lists.
+ * Remove an index: its records, its blob, and each of its zTOCs and prefetch artifacts that no other stored
+ * index lists.
  * @throws NotFoundError when neither a record nor the blob exists
  */
 export async function removeIndex(store: ArtifactStore, digest: string): Promise<{ removedZtocs: string[] }> {
@@ -163,7 +173,7 @@ export async function removeIndex(store: ArtifactStore, digest: string): Promise
   let ztocs: string[] = [];
   if (had) {
     try {
-      ztocs = ztocDescriptors(decodeIndex(await store.getBlob(digest))).map((d) => d.digest);
+      ztocs = artifactDigests(decodeIndex(await store.getBlob(digest)));
     } catch {
       // not an index after all: remove the blob only
     }
@@ -172,7 +182,7 @@ export async function removeIndex(store: ArtifactStore, digest: string): Promise
   const stillUsed = new Set<string>();
   for (const r of await store.listRecords()) {
     try {
-      for (const d of ztocDescriptors(decodeIndex(await store.getBlob(r.indexDigest)))) stillUsed.add(d.digest);
+      for (const d of artifactDigests(decodeIndex(await store.getBlob(r.indexDigest)))) stillUsed.add(d);
     } catch {
       // a record without its blob keeps nothing alive
     }
@@ -180,6 +190,11 @@ export async function removeIndex(store: ArtifactStore, digest: string): Promise
   const removed = ztocs.filter((z) => !stillUsed.has(z));
   for (const z of removed) await store.removeBlob(z);
   return { removedZtocs: removed };
+}
+
+/** Digests of the zTOCs and prefetch artifacts an index lists. */
+function artifactDigests(index: SociIndex): string[] {
+  return [...ztocDescriptors(index), ...prefetchDescriptors(index)].map((d) => d.digest);
 }
 
 /**

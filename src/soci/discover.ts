@@ -7,8 +7,10 @@
  *  2. v2 (`modes.v2`): the `com.amazon.soci.index-digest` annotation of the image manifest;
  *  3. v1 (`modes.v1`): referrers of the manifest digest with the v1 artifact type — the Referrers API, else
  *     the `sha256-<hex>` fallback tag (the registry client does both); the first one is used, as SOCI does.
- * The index and its zTOCs are then read from the store, else fetched from the image's location (verified by
- * digest) and stored locally for the next mount. Layers without a zTOC are simply absent from the map.
+ * The index, its zTOCs and its prefetch artifacts are then read from the store, else fetched from the image's
+ * location (verified by digest) and stored locally for the next mount. Layers without a zTOC are simply absent
+ * from the map. A prefetch artifact that cannot be fetched or parsed is reported through `onPrefetchError` and
+ * left out (the layer is then mounted without prefetch, as SOCI does); the first artifact of a layer wins.
  */
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
@@ -17,11 +19,13 @@ import type { Ztoc } from "../ztoc/types.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
 import type { ImageLocation } from "./image_location.ts";
+import { decodePrefetchArtifact, type PrefetchArtifact } from "./prefetch.ts";
 import {
   ANNOTATION_IMAGE_LAYER_DIGEST,
   ANNOTATION_INDEX_DIGEST,
   decodeIndex,
   indexVersion,
+  prefetchDescriptors,
   SOCI_INDEX_V1_ARTIFACT_TYPE,
   type SociIndex,
   type SociIndexVersion,
@@ -37,6 +41,8 @@ export interface DiscoverOptions {
   signal?: AbortSignal;
   /** Called with one line per step that found nothing or failed (for debug logs). */
   onMiss?: (step: "store" | "v2" | "v1", why: string) => void;
+  /** Called for a prefetch artifact that cannot be fetched or parsed (it is left out). */
+  onPrefetchError?: (digest: string, why: string) => void;
 }
 
 export interface DiscoveredIndex {
@@ -44,6 +50,8 @@ export interface DiscoveredIndex {
   indexDescriptor: Descriptor;
   /** zTOC of each indexed layer, by layer digest. */
   ztocs: Map<string, Ztoc>;
+  /** Prefetch artifact of each layer that has one, by layer digest. */
+  prefetch: Map<string, { descriptor: Descriptor; artifact: PrefetchArtifact }>;
   /** Where the index was found. */
   foundBy: "store" | "v2" | "v1";
   version: SociIndexVersion;
@@ -146,9 +154,34 @@ async function withZtocs(
     }
   }));
   const ztocs = new Map<string, Ztoc>(descs.map((d, i) => [d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, decoded[i]!]));
-  return { index, indexDescriptor, ztocs, foundBy, version: indexVersion(index) };
+  const prefetch = await prefetchArtifacts(source, index, opts);
+  return { index, indexDescriptor, ztocs, prefetch, foundBy, version: indexVersion(index) };
 }
 
+async function prefetchArtifacts(
+  source: ImageLocation,
+  index: SociIndex,
+  opts: DiscoverOptions,
+): Promise<DiscoveredIndex["prefetch"]> {
+  const descs = prefetchDescriptors(index);
+  const loaded = await Promise.all(descs.map(async (descriptor) => {
+    try {
+      return { descriptor, artifact: decodePrefetchArtifact(await getZtocBytes(source, descriptor, opts)) };
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      opts.onPrefetchError?.(descriptor.digest, errorMessage(err));
+      return undefined;
+    }
+  }));
+  const out: DiscoveredIndex["prefetch"] = new Map();
+  for (const p of loaded) {
+    const layer = p?.descriptor.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
+    if (p && !out.has(layer)) out.set(layer, p);
+  }
+  return out;
+}
+
+/** A blob the index lists (zTOC or prefetch artifact): from the store, else fetched, verified and stored. */
 async function getZtocBytes(source: ImageLocation, d: Descriptor, opts: DiscoverOptions): Promise<Uint8Array> {
   if (opts.store && (await opts.store.hasBlob(d.digest))) {
     try {

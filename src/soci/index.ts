@@ -1,6 +1,7 @@
 /**
  * The SOCI index: an OCI image manifest whose `config.mediaType` names the index version, whose `layers` are
- * the zTOC descriptors (one per indexed image layer, in image layer order), and which — for v1 only — has the
+ * the zTOC descriptors (one per indexed image layer, in image layer order) followed by any prefetch artifact
+ * descriptors (prefetch.ts), and which — for v1 only — has the
  * image manifest as `subject`. Serialized as Go's encoding/json writes ocispec.Manifest (see src/oci/go_json.ts), so
  * digests match SOCI's for the same content.
  *
@@ -19,7 +20,7 @@ export const SOCI_INDEX_V1_ARTIFACT_TYPE = "application/vnd.amazon.soci.index.v1
 export const SOCI_INDEX_V2_ARTIFACT_TYPE = "application/vnd.amazon.soci.index.v2+json";
 /** mediaType of a zTOC descriptor. */
 export const ZTOC_MEDIA_TYPE = MediaType.OCTET_STREAM;
-/** mediaType of a prefetch artifact descriptor (read, never written by us). */
+/** mediaType of a prefetch artifact descriptor (see prefetch.ts). */
 export const PREFETCH_ARTIFACT_MEDIA_TYPE = "application/vnd.amazon.soci.prefetch.v1+json";
 
 /** zTOC descriptor annotation: digest of the image layer it indexes. */
@@ -69,7 +70,8 @@ export function indexVersion(index: Manifest): SociIndexVersion {
 }
 
 /**
- * A new index. `ztocs` are the zTOC descriptors in image layer order (annotated by `ztocDescriptor`);
+ * A new index. `ztocs` are the zTOC descriptors in image layer order (annotated by `ztocDescriptor`), then
+ * any prefetch artifact descriptors (prefetch.ts `prefetchDescriptor`);
  * `subject` is required for v1 and forbidden for v2.
  */
 export function createIndex(
@@ -149,4 +151,9 @@ export function ztocDescriptors(index: Manifest): Descriptor[] {
 /** The zTOC descriptor of one image layer, or undefined when the index skipped that layer. */
 export function ztocDescriptorForLayer(index: Manifest, layerDigest: string): Descriptor | undefined {
   return ztocDescriptors(index).find((d) => d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST] === layerDigest);
+}
+
+/** The prefetch artifact descriptors of an index (those naming the layer they serve), in index order. */
+export function prefetchDescriptors(index: Manifest): Descriptor[] {
+  return index.layers.filter((d) => d.mediaType === PREFETCH_ARTIFACT_MEDIA_TYPE && d.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST]);
 }

@@ -1,6 +1,6 @@
 /**
- * `index push`: copy the newest stored v1 index of each platform image of a location, with its zTOCs and the
- * `{}` config blob, to that location; the index manifest is pushed as a referrer of the image manifest (the
+ * `index push`: copy the newest stored v1 index of each platform image of a location, with its zTOCs, its
+ * prefetch artifacts and the `{}` config blob, to that location; the index manifest is pushed as a referrer of the image manifest (the
  * Referrers API, or the `sha256-<hex>` fallback tag the registry client maintains). v2 indexes are never
  * pushed this way (they travel inside the converted image).
  */
@@ -8,7 +8,7 @@ import type { Descriptor } from "../oci/types.ts";
 import { NotFoundError } from "../util/errors.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
 import { hasBlob, type ImageLocation } from "./image_location.ts";
-import { decodeIndex, EMPTY_CONFIG_BYTES, SOCI_INDEX_V1_ARTIFACT_TYPE, ztocDescriptors } from "./index.ts";
+import { decodeIndex, EMPTY_CONFIG_BYTES, prefetchDescriptors, SOCI_INDEX_V1_ARTIFACT_TYPE, ztocDescriptors } from "./index.ts";
 import { type ResolveOptions, type ResolvedImage, resolveImages } from "./resolve_images.ts";
 
 export interface PushOptions extends ResolveOptions {
@@ -22,7 +22,7 @@ export interface PushedIndex {
   indexDescriptor: Descriptor;
   /** False when it was already there (same digest) or skipped because of `existing: "skip"`. */
   pushed: boolean;
-  /** Blobs uploaded (zTOCs and the config). */
+  /** Blobs uploaded (zTOCs, prefetch artifacts and the config). */
   blobs: number;
 }
 
@@ -56,9 +56,9 @@ export async function pushIndexes(location: ImageLocation, opts: PushOptions): P
       continue;
     }
 
-    // 3. Blobs first (zTOCs, `{}`), then the index as a referrer.
+    // 3. Blobs first (zTOCs, prefetch artifacts, `{}`), then the index as a referrer.
     let blobs = 0;
-    for (const d of ztocDescriptors(index)) {
+    for (const d of [...ztocDescriptors(index), ...prefetchDescriptors(index)]) {
       if (await hasBlob(location, d.digest, { signal: opts.signal })) continue;
       await location.putBlob(await opts.store.getBlob(d.digest), { signal: opts.signal });
       blobs++;
