@@ -75,6 +75,7 @@ export default defineCommand({
       transport: c.fuse.transport as "workers" | "async",
       fetchOnOpenMaxBytes: c.blob.fetchOnOpenMaxBytes,
       prefetchTimeoutMs: c.prefetch.timeoutMsec,
+      prefetchMaxConcurrency: c.prefetch.maxConcurrency,
       logger: log,
     });
     // 2. The image.

@@ -5,7 +5,8 @@
  *   1. Resolve the image manifest for the host platform.
  *   2. Discover its SOCI index and zTOCs (local store, v2 annotation, v1 referrers, as enabled); no index →
  *      every layer is fetched whole.
- *   3. Read the index's prefetch artifacts (span ranges per layer), when there are any.
+ *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
+ *      registry), per layer; each layer's spans are fetched before its mount returns (remote_fs.ts).
  *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`.
  *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
  *      lowerdir = top layer first. overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the
@@ -21,7 +22,6 @@ import type { FetchedManifest } from "../registry/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex } from "../soci/discover.ts";
 import type { RegistryLocation } from "../soci/image_location.ts";
-import { ANNOTATION_IMAGE_LAYER_DIGEST, PREFETCH_ARTIFACT_MEDIA_TYPE } from "../soci/index.ts";
 import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { Layer } from "./layer.ts";
@@ -76,20 +76,15 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     modes: { v1: modes.v1, v2: modes.v2 },
     signal: opts.signal,
     onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
+    onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
   });
   if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: loc.name });
   else logger.info("SOCI index found", { image: loc.name, index: found.indexDescriptor.digest, foundBy: found.foundBy });
   // 3.
   const prefetch = new Map<string, Array<[number, number]>>();
   if (found && opts.prefetch !== false) {
-    for (const d of found.index.layers.filter((d) => d.mediaType === PREFETCH_ARTIFACT_MEDIA_TYPE)) {
-      try {
-        const doc = JSON.parse(new TextDecoder().decode(await loc.getBlob(d.digest, { signal: opts.signal })));
-        const spans = (doc.prefetch_spans ?? []) as Array<{ start_span: number; end_span: number }>;
-        prefetch.set(d.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST] ?? "", spans.map((s) => [s.start_span, s.end_span]));
-      } catch (err) {
-        logger.warn("Cannot read prefetch artifact", { digest: d.digest, cause: errorMessage(err) });
-      }
+    for (const [layerDigest, p] of found.prefetch) {
+      prefetch.set(layerDigest, p.artifact.prefetchSpans.map((s) => [s.startSpan, s.endSpan]));
     }
   }
   // 4.

@@ -10,7 +10,9 @@
  * `mountLayer` steps:
  *   1. Open the layer (layer.ts): lazy through its zTOC, or fetched whole and unpacked.
  *   2. Serve its node tree with FUSE at `mountpoint` (vfs `mountTree`).
- *   3. Prefetch the spans a SOCI prefetch artifact lists (before returning, bounded by `prefetchTimeoutMs`).
+ *   3. Prefetch the spans a SOCI prefetch artifact lists, before returning: runs of adjacent spans, one ranged
+ *      request each (split at the span manager's coalescing bound), at most `prefetchMaxConcurrency` at a
+ *      time, the whole bounded by `prefetchTimeoutMs`; a failure or timeout only logs (reads fetch on demand).
  *   4. Queue the layer for background fetching (unless disabled).
  */
 import { SpanCache } from "../cache/span_cache.ts";
@@ -42,6 +44,8 @@ export interface LayerFsOptions {
   readaheadSpans?: number;
   /** Milliseconds prefetching may take during a mount (default 30 000). */
   prefetchTimeoutMs?: number;
+  /** Ranged requests one layer's prefetch keeps in flight (config `[prefetch] max_concurrency`, default 4). */
+  prefetchMaxConcurrency?: number;
   opaqueXattr?: OpaqueXattrMode;
   /** FUSE cache lifetimes. */
   fuse?: { attrTimeoutSec?: number; entryTimeoutSec?: number; negativeTimeoutSec?: number; allowOther?: boolean; debug?: boolean };
@@ -217,12 +221,31 @@ export class LayerFs {
   }
 
   async #prefetch(layer: Layer, ranges: Array<[number, number]>): Promise<void> {
-    const ids: number[] = [];
-    for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, layer.manager!.layout.spanCount - 1); i++) ids.push(i);
+    const manager = layer.manager!;
+    // Span ids, deduplicated and sorted, cut into runs of adjacent ids: one request each.
+    const wanted = new Set<number>();
+    for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, manager.layout.spanCount - 1); i++) wanted.add(i);
+    const runs: number[][] = [];
+    for (const id of [...wanted].sort((x, y) => x - y)) {
+      const last = runs[runs.length - 1];
+      if (last && last[last.length - 1] === id - 1) last.push(id);
+      else runs.push([id]);
+    }
     const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
+    const workers = Math.max(1, Math.min(this.#o.prefetchMaxConcurrency ?? 4, runs.length));
     const ctl = new AbortController();
+    let next = 0;
+    const worker = async () => {
+      while (next < runs.length && !ctl.signal.aborted) await manager.fetchSpans(runs[next++]!, ctl.signal);
+    };
+    const started = Date.now();
     try {
-      await Promise.race([layer.manager!.fetchSpans([...new Set(ids)].sort((x, y) => x - y), ctl.signal), sleep(timeoutMs, ctl.signal)]);
+      const done = await Promise.race([
+        Promise.all(Array.from({ length: workers }, worker)).then(() => true),
+        sleep(timeoutMs, ctl.signal).then(() => false),
+      ]);
+      if (done) this.#logger.debug("Prefetched spans", { layer: layer.digest, spans: wanted.size, runs: runs.length, ms: Date.now() - started });
+      else this.#logger.warn("Prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
     } catch (err) {
       this.#logger.warn("Prefetch failed; spans will be fetched on demand", { layer: layer.digest, cause: errorMessage(err) });
     } finally {
