@@ -5,15 +5,25 @@
  *     both ways), and
  *   - through a TCP proxy on the host that delays every chunk by 10 ms each way (20 ms round trip; this kernel
  *     has no netem).
- * Both paths run in the same process run, same link, cold caches. The SOCI index is built and pushed to the
- * registry beforehand (as a publisher would); the lazy mount starts from an empty root and discovers it there.
+ * Three paths run in the same process run, same link, cold caches:
+ *   - lazy: `soci-ts mount` + the command; the SOCI index (zTOCs only) was built and pushed beforehand, as a
+ *     publisher would; the mount starts from an empty root and discovers it in the registry;
+ *   - lazy with a prefetch artifact: the same, from a second repository of the same image whose index was built
+ *     with `--prefetch-files-json` listing the files the command opens, so `soci-ts mount` fetches their spans
+ *     (few large range requests) before it returns. The list is derived once in the (untimed) setup: the image
+ *     is unpacked, the command is run in a chroot of it under `strace -f -e trace=open,openat,execve,chroot`,
+ *     and every regular file it opened (after its chroot, symlinks resolved inside the tree, plus the ELF
+ *     interpreter, which the kernel opens) is listed;
+ *   - full pull: fetch every layer, `tar -x`, the command.
  *
  * Also printed: bytes the lazy path fetched against the image size, and against the bytes the command needs
  * rounded up to spans (the compressed spans holding every file the command opens, traced with strace on the
  * unpacked tree).
  *
- * Last line: `lazy start vs full pull: <ratio>x` (lazy time / full pull time; lower is better).
- * Needs root, iproute2, docker-registry, skopeo, tar, chroot, strace; run with `npm run bench:lazy`.
+ * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then
+ * `lazy start vs full pull: <ratio>x` (plain lazy time / full pull time; lower is better; kept last so runs stay
+ * comparable). Needs root, iproute2, docker-registry, skopeo, tar, chroot, strace, readelf (binutils); run with
+ * `npm run bench:lazy`.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -151,12 +161,12 @@ function cli(root: string, args: string[]): string {
   return sh(BUN, [MAIN, "--root", root, ...args]);
 }
 
-/** 4a. Lazy: `soci-ts mount` from an empty root, then the command in a chroot. */
-async function lazyRun(ref: string): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string }> {
-  const root = join(tmp, "lazy-root");
-  const mnt = join(tmp, "lazy-mnt");
+/** 4a. Lazy: `soci-ts mount` from an empty root (named `name`), then the command in a chroot. */
+async function lazyRun(ref: string, name: string): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string }> {
+  const root = join(tmp, `${name}-root`);
+  const mnt = join(tmp, `${name}-mnt`);
   mkdirSync(mnt);
-  const cfg = join(tmp, "lazy.toml");
+  const cfg = join(tmp, `${name}.toml`);
   writeFileSync(cfg, "[pull_modes.soci_v1]\nenable = true\n");
   const t0 = performance.now();
   const proc = Bun.spawn([BUN, MAIN, "--root", root, "--config", cfg, "mount", ref, mnt, "--stats", "--readahead-spans", READAHEAD], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
@@ -193,10 +203,17 @@ async function lazyRun(ref: string): Promise<{ seconds: number; mountedAt: numbe
 /** 4b. Full pull: stream every layer through the same link into `tar -x`, then the command in a chroot. */
 async function fullRun(ref: string): Promise<{ seconds: number; output: string; dir: string }> {
   const dir = join(tmp, "full-rootfs");
-  mkdirSync(dir);
-  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000 });
-  const r = parseReference(ref);
   const t0 = performance.now();
+  await extractImage(ref, dir);
+  const out = spawnSync("chroot", [dir, ...COMMAND], { encoding: "utf8" });
+  return { seconds: (performance.now() - t0) / 1000, output: out.stdout, dir };
+}
+
+/** Fetch every layer of `ref` into `tar -x` in a new directory `dir`, whiteouts applied. */
+async function extractImage(ref: string, dir: string): Promise<void> {
+  mkdirSync(dir);
+  const r = parseReference(ref);
+  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000, plainHttpHosts: [r.registry] });
   const image = await client.resolveImage(r);
   for (const l of (image.manifest as Manifest).layers) {
     const stream = await client.getBlobStream(r, l.digest);
@@ -206,8 +223,6 @@ async function fullRun(ref: string): Promise<{ seconds: number; output: string; 
     if ((await tar.exited) !== 0) throw new Error(`tar -x of ${l.digest} failed`);
     applyWhiteouts(dir);
   }
-  const out = spawnSync("chroot", [dir, ...COMMAND], { encoding: "utf8" });
-  return { seconds: (performance.now() - t0) / 1000, output: out.stdout, dir };
 }
 
 /** Apply (and remove) the `.wh.` entries `tar -x` left in `dir`. */
@@ -226,16 +241,24 @@ function applyWhiteouts(dir: string): void {
   walk("");
 }
 
-/** 5. Compressed bytes of the spans holding every file the command opens (traced on the unpacked tree). */
-async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): Promise<number> {
-  const log = join(tmp, "strace.log");
-  spawnSync("strace", ["-f", "-qq", "-e", "trace=openat,execve", "-o", log, "chroot", rootfs, ...COMMAND]);
+/**
+ * The regular files (paths relative to the root, symlinks resolved inside it) the command opens when run in a
+ * chroot of `rootfs`: strace of open/openat/execve after the chroot(2) call (the host's `chroot` binary and
+ * its libraries come before it), successful calls only, plus the ELF interpreter (opened by the kernel, not by
+ * a traced call).
+ */
+function tracedFiles(rootfs: string): string[] {
+  const log = join(tmp, `strace-${Math.random().toString(36).slice(2)}.log`);
+  const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=open,openat,execve,chroot", "-o", log, "chroot", rootfs, ...COMMAND], { encoding: "utf8" });
+  if (r.status !== 0 || r.stdout !== "42\n") throw new Error(`strace of the command failed (${r.status}): ${r.stderr}`);
   const opened = new Set<string>();
+  let inside = false;
   for (const line of readFileSync(log, "utf8").split("\n")) {
-    const m = /(?:openat\(AT_FDCWD, |execve\()"([^"]+)".* = (\d+)/.exec(line);
+    if (/\bchroot\(".*\) = 0/.test(line)) inside = true;
+    if (!inside) continue;
+    const m = /(?:\bopen\(|openat\(AT_FDCWD, |execve\()"([^"]+)".* = (\d+)/.exec(line);
     if (m) opened.add(m[1]!);
   }
-  // The ELF interpreter is opened by the kernel, not by a traced call.
   const interp = spawnSync("sh", ["-c", `readelf -l ${join(rootfs, "usr/bin/python3")} 2>/dev/null | sed -n 's/.*interpreter: \\(.*\\)]/\\1/p'`], { encoding: "utf8" }).stdout.trim();
   if (interp) opened.add(interp);
   const files = new Set<string>();
@@ -243,6 +266,12 @@ async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): 
     const real = resolveIn(rootfs, p);
     if (real && lstatSync(join(rootfs, real)).isFile()) files.add(real);
   }
+  return [...files].sort();
+}
+
+/** 5. Compressed bytes of the spans holding every file the command opens (traced on the unpacked tree). */
+async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): Promise<number> {
+  const files = tracedFiles(rootfs);
   const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000 });
   const loc = new RegistryLocation(client, parseReference(ref), ref);
   const manifest = await client.resolveImage(loc.ref);
@@ -322,20 +351,40 @@ async function main(): Promise<void> {
   writeFileSync(pubCfg, `[resolver.host."${direct}"]\nplain_http = true\n`);
   cli(pubRoot, ["--config", pubCfg, "index", "create", directRef, "--minLayerSize", "0", "--spanSize", SPAN_SIZE]);
   cli(pubRoot, ["--config", pubCfg, "index", "push", directRef]);
+  // The prefetch list, traced once on an unpacked copy, and a second repository whose index lists it.
+  const setupRootfs = join(tmp, "setup-rootfs");
+  await extractImage(directRef, setupRootfs);
+  const prefetchFiles = tracedFiles(setupRootfs);
+  rmSync(setupRootfs, { recursive: true, force: true });
+  const prefetchJson = join(tmp, "prefetch-files.json");
+  writeFileSync(prefetchJson, JSON.stringify(prefetchFiles.map((f) => `/${f}`)));
+  const directPfRef = await pushPythonImage(direct, { repository: "bench/python-prefetch", tag: "v1" });
+  const pfRef = directPfRef.replace(direct, proxy);
+  const pfRoot = join(tmp, "publisher-prefetch-root");
+  cli(pfRoot, ["--config", pubCfg, "index", "create", directPfRef, "--minLayerSize", "0", "--spanSize", SPAN_SIZE, "--prefetch-files-json", prefetchJson]);
+  cli(pfRoot, ["--config", pubCfg, "index", "push", directPfRef]);
   sync();
-  // 4. Both paths, cold.
-  const lazy = await lazyRun(ref);
+  // 4. The three paths, cold.
+  const lazy = await lazyRun(ref, "lazy");
+  sync();
+  const lazyPf = await lazyRun(pfRef, "lazy-prefetch");
   sync();
   const full = await fullRun(ref);
-  if (lazy.output !== "42\n" || full.output !== "42\n") throw new Error(`unexpected output: lazy ${JSON.stringify(lazy.output)}, full ${JSON.stringify(full.output)}`);
+  for (const [what, out] of [["lazy", lazy.output], ["lazy with prefetch", lazyPf.output], ["full", full.output]]) {
+    if (out !== "42\n") throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
+  }
   // 5. What the command needs, rounded up to spans.
   const needed = await neededSpanBytes(ref, full.dir, pubRoot);
   const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+  const lazyLine = (r: typeof lazy) =>
+    `${r.seconds.toFixed(2)} s (mounted after ${r.mountedAt.toFixed(2)} s), fetched ${mb(r.fetched)} of ${mb(r.size)} image (${((r.fetched / r.size) * 100).toFixed(1)}%)`;
   console.log(`link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`);
   console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; span read-ahead ${READAHEAD}`);
-  console.log(`lazy (soci-ts mount + chroot): ${lazy.seconds.toFixed(2)} s (mounted after ${lazy.mountedAt.toFixed(2)} s), fetched ${mb(lazy.fetched)} of ${mb(lazy.size)} image (${((lazy.fetched / lazy.size) * 100).toFixed(1)}%)`);
+  console.log(`lazy (soci-ts mount + chroot): ${lazyLine(lazy)}`);
+  console.log(`lazy with a prefetch artifact (${prefetchFiles.length} traced files listed): ${lazyLine(lazyPf)}`);
   console.log(`full pull (fetch all layers + tar -x + chroot): ${full.seconds.toFixed(2)} s, fetched ${mb(lazy.size)}`);
-  console.log(`bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x)`);
+  console.log(`bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x); with prefetch ${mb(lazyPf.fetched)} = ${(lazyPf.fetched / needed).toFixed(2)}x`);
+  console.log(`lazy start with prefetch artifact vs full pull: ${(lazyPf.seconds / full.seconds).toFixed(3)}x`);
   console.log(`lazy start vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
 }
 
