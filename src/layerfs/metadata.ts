@@ -63,7 +63,10 @@ export interface BuildLayerTreeOptions {
   warn?: (message: string) => void;
 }
 
-/** Build the inode tree of a layer from its TOC. Throws InvalidArgumentError on an unknown entry type. */
+/**
+ * Build the inode tree of a layer from its TOC. An unparsable mod_time becomes time 0 with one warning.
+ * Throws InvalidArgumentError on an unknown entry type.
+ */
 export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTreeOptions = {}): LayerTree {
   const warnings: string[] = [];
   const warn = (m: string) => {
@@ -71,6 +74,17 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     opts.warn?.(m);
   };
   const opaqueName = `${opts.opaqueXattr ?? "trusted"}.overlay.opaque`;
+  // An unparsable mod_time (SOCI writes "" for years outside 0..9999) is time 0, as in SOCI; one warning per layer.
+  let badTimes = 0;
+  let firstBadTime = "";
+  const mtimeOf = (meta: FileMetadata): bigint => {
+    try {
+      return parseModTime(meta.modTime);
+    } catch {
+      if (badTimes++ === 0) firstBadTime = `"${meta.name}" has "${meta.modTime}"`;
+      return 0n;
+    }
+  };
   let nextIno = 1;
   const newEntry = (mode: number, meta?: FileMetadata): LayerEntry => ({
     ino: nextIno++,
@@ -78,7 +92,7 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     uid: meta?.uid ?? 0,
     gid: meta?.gid ?? 0,
     size: 0,
-    mtimeNs: meta ? parseModTime(meta.modTime) : 0n,
+    mtimeNs: meta ? mtimeOf(meta) : 0n,
     rdev: 0,
     nlink: 1,
     dataOffset: 0,
@@ -111,7 +125,7 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
       continue;
     }
     if (parts.length === 0) {
-      if (meta.type === "dir") applyDirMeta(root, meta);
+      if (meta.type === "dir") applyDirMeta(root, meta, mtimeOf);
       continue;
     }
     if (meta.type === "hardlink") {
@@ -142,7 +156,7 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     const existing = dir.children!.get(base);
     if (meta.type === "dir") {
       if (existing?.children) {
-        applyDirMeta(existing, meta);
+        applyDirMeta(existing, meta, mtimeOf);
       } else {
         const d: LayerEntry = { ...newEntry(S_IFDIR | (meta.mode & 0o7777), meta), size: 4096, children: new Map() };
         dir.children!.set(base, d);
@@ -187,6 +201,9 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     d.nlink = 2 + subdirs;
   };
   countDirs(root);
+  if (badTimes > 0) {
+    warn(`Used modification time 0 for ${badTimes} entries with an unparsable mod_time (first: ${firstBadTime})`);
+  }
   return { root, inodeCount: nextIno - 1, warnings };
 }
 
@@ -267,11 +284,11 @@ function fileEntry(e: LayerEntry, meta: FileMetadata): LayerEntry {
   return e;
 }
 
-function applyDirMeta(d: LayerEntry, meta: FileMetadata): void {
+function applyDirMeta(d: LayerEntry, meta: FileMetadata, mtimeOf: (meta: FileMetadata) => bigint): void {
   d.mode = S_IFDIR | (meta.mode & 0o7777);
   d.uid = meta.uid;
   d.gid = meta.gid;
-  d.mtimeNs = parseModTime(meta.modTime);
+  d.mtimeNs = mtimeOf(meta);
   // Keep an opaque marker set by an earlier `.wh..wh..opq` entry.
   const keep = [...d.xattrs].filter(([k]) => k.endsWith(".overlay.opaque"));
   d.xattrs = paxXattrs(meta);

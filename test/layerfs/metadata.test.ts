@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { buildLayerTree, cleanPath, lookupPath, makedev, parseModTime } from "../../src/layerfs/metadata.ts";
 import { S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFBLK } from "../../src/vfs/node.ts";
 import type { FileMetadata } from "../../src/ztoc/types.ts";
+import { formatGoTime } from "../../src/ztoc/go_time.ts";
 
 function fm(name: string, type: FileMetadata["type"], extra: Partial<FileMetadata> = {}): FileMetadata {
   return {
@@ -120,6 +121,28 @@ describe("buildLayerTree", () => {
   test("a later entry for the same path replaces the earlier one", () => {
     const t = buildLayerTree([fm("f", "reg", { uncompressedSize: 1 }), fm("f", "symlink", { linkname: "t" })]);
     expect(at(t, "f")!.mode & S_IFMT).toBe(S_IFLNK);
+  });
+});
+
+describe("buildLayerTree: odd modification times", () => {
+  test("an empty or unparsable mod_time (SOCI writes \"\" for years past 9999) is time 0 with one warning", () => {
+    expect(formatGoTime(300_000_000_000)).toBe("");
+    const warned: string[] = [];
+    const t = buildLayerTree(
+      [
+        fm("d/", "dir", { modTime: "" }),
+        fm("d/f", "reg", { modTime: formatGoTime(300_000_000_000) }),
+        fm("g", "reg", { modTime: "yesterday" }),
+        fm("ok", "reg"),
+      ],
+      { warn: (m) => warned.push(m) },
+    );
+    expect(at(t, "d")!.mtimeNs).toBe(0n);
+    expect(at(t, "d/f")!.mtimeNs).toBe(0n);
+    expect(at(t, "g")!.mtimeNs).toBe(0n);
+    expect(at(t, "ok")!.mtimeNs).toBe(1714979289123456789n);
+    expect(warned.length).toBe(1);
+    expect(warned[0]).toContain("3 entries");
   });
 });
 
