@@ -2,13 +2,13 @@
  * The immutable inode tree of one layer, built from its zTOC's TOC (what SOCI keeps in bbolt, kept in memory).
  *
  * Steps of `buildLayerTree`:
- *   1. Every non-hardlink entry, in TOC order: clean its path (skip with a warning if it escapes the root),
- *      create missing parent directories, and place it (a later entry of the same path replaces an earlier one,
- *      as `tar -x` does). OCI whiteouts become what overlayfs expects: `.wh.X` → a character device 0/0
- *      named X; `.wh..wh..opq` → the opaque xattr on its directory. No `.wh.*` name is ever shown.
- *   2. Hardlinks, in TOC order: the same entry object is placed under the new name, so both names share one
- *      inode, and its link count goes up.
- *   3. Directory link counts: 2 + number of subdirectories.
+ *   1. Every entry, in TOC order: clean its path (skip with a warning if it escapes the root), create missing
+ *      parent directories, and place it (a later entry of the same path replaces an earlier one, as `tar -x`
+ *      does, and a replaced shared inode loses a link). OCI whiteouts become what overlayfs expects: `.wh.X` → a
+ *      character device 0/0 named X; `.wh..wh..opq` → the opaque xattr on its directory. No `.wh.*` name is
+ *      ever shown. A hardlink places its target's entry object (as the tree is at that point) under the new
+ *      name, so both names share one inode, and its link count goes up.
+ *   2. Directory link counts: 2 + number of subdirectories.
  * Inode numbers are assigned in creation order from 1 (the root), so they are stable for a given zTOC.
  */
 import { posix } from "node:path";
@@ -116,8 +116,38 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     return dir;
   };
 
-  // 1. Everything but hardlinks.
-  const hardlinks: Array<{ meta: FileMetadata; parts: string[] }> = [];
+  // Put `e` at `dir`/`base`; a replaced inode that other names share loses one link.
+  const place = (dir: LayerEntry, base: string, e: LayerEntry): void => {
+    const old = dir.children!.get(base);
+    if (old === e) return;
+    if (old && !old.children && old.nlink > 1) old.nlink--;
+    dir.children!.set(base, e);
+  };
+
+  // A hardlink shares its target's entry, as the target is at this point of the TOC (tar -x's rule).
+  const linkHard = (meta: FileMetadata, parts: string[]): void => {
+    const targetParts = cleanPath(meta.linkname);
+    const target = targetParts && lookupPath(root, targetParts);
+    if (!target) {
+      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is not in the layer before it`);
+      return;
+    }
+    if (target.children) {
+      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is a directory`);
+      return;
+    }
+    const dir = dirOf(parts.slice(0, -1));
+    const base = parts[parts.length - 1]!;
+    if (!dir || base.startsWith(WHITEOUT_PREFIX)) {
+      warn(`Skipped hardlink "${meta.name}": bad location`);
+      return;
+    }
+    if (dir.children!.get(base) === target) return;
+    place(dir, base, target);
+    target.nlink++;
+  };
+
+  // 1. Entries in TOC order (a later entry of one path replaces an earlier one, hardlinks included).
   for (const meta of toc) {
     const parts = cleanPath(meta.name);
     if (parts === undefined) {
@@ -129,7 +159,7 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
       continue;
     }
     if (meta.type === "hardlink") {
-      hardlinks.push({ meta, parts });
+      linkHard(meta, parts);
       continue;
     }
     const base = parts[parts.length - 1]!;
@@ -150,7 +180,7 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
       }
       const wh = newEntry(S_IFCHR | (meta.mode & 0o7777), meta);
       wh.xattrs = new Map();
-      dir.children!.set(hidden, wh);
+      place(dir, hidden, wh);
       continue;
     }
     const existing = dir.children!.get(base);
@@ -159,37 +189,14 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
         applyDirMeta(existing, meta, mtimeOf);
       } else {
         const d: LayerEntry = { ...newEntry(S_IFDIR | (meta.mode & 0o7777), meta), size: 4096, children: new Map() };
-        dir.children!.set(base, d);
+        place(dir, base, d);
       }
       continue;
     }
-    dir.children!.set(base, fileEntry(newEntry(typeBits(meta), meta), meta));
+    place(dir, base, fileEntry(newEntry(typeBits(meta), meta), meta));
   }
 
-  // 2. Hardlinks share their target's entry.
-  for (const { meta, parts } of hardlinks) {
-    const targetParts = cleanPath(meta.linkname);
-    const target = targetParts && lookupPath(root, targetParts);
-    if (!target) {
-      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is not in the layer`);
-      continue;
-    }
-    if (target.children) {
-      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is a directory`);
-      continue;
-    }
-    const dir = dirOf(parts.slice(0, -1));
-    const base = parts[parts.length - 1]!;
-    if (!dir || base.startsWith(WHITEOUT_PREFIX)) {
-      warn(`Skipped hardlink "${meta.name}": bad location`);
-      continue;
-    }
-    if (dir.children!.get(base) === target) continue;
-    dir.children!.set(base, target);
-    target.nlink++;
-  }
-
-  // 3. Directory link counts.
+  // 2. Directory link counts.
   const countDirs = (d: LayerEntry): void => {
     let subdirs = 0;
     for (const c of d.children!.values()) {

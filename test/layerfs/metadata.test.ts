@@ -118,6 +118,27 @@ describe("buildLayerTree", () => {
     expect(new TextDecoder().decode(x.get("user.comment"))).toBe("héllo");
   });
 
+  test("hardlinks apply in TOC order: a later regular file replaces a hardlink of the same name", () => {
+    const t = buildLayerTree([
+      fm("a", "reg", { uncompressedOffset: 512, uncompressedSize: 1 }),
+      fm("b", "hardlink", { linkname: "a" }),
+      fm("b", "reg", { uncompressedOffset: 2560, uncompressedSize: 5 }),
+      fm("c", "reg", { uncompressedOffset: 3584, uncompressedSize: 2 }),
+      fm("c", "hardlink", { linkname: "a" }),
+      fm("early", "hardlink", { linkname: "late" }),
+      fm("late", "reg", { uncompressedOffset: 4608, uncompressedSize: 3 }),
+    ]);
+    const a = at(t, "a")!;
+    const b = at(t, "b")!;
+    expect([b.dataOffset, b.size]).toEqual([2560, 5]);
+    expect(b).not.toBe(a);
+    expect(at(t, "c")).toBe(a);
+    expect(a.nlink).toBe(2);
+    expect(b.nlink).toBe(1);
+    expect(at(t, "early")).toBeUndefined();
+    expect(t.warnings.some((w) => w.includes('"early"'))).toBe(true);
+  });
+
   test("a later entry for the same path replaces the earlier one", () => {
     const t = buildLayerTree([fm("f", "reg", { uncompressedSize: 1 }), fm("f", "symlink", { linkname: "t" })]);
     expect(at(t, "f")!.mode & S_IFMT).toBe(S_IFLNK);
