@@ -4,7 +4,8 @@
  * gzip (SOCI's GzipZinfo):
  *   compressed range of span i   = [in_i − (bits_i ≠ 0 ? 1 : 0), i < max ? in_{i+1} : compressedArchiveSize)
  *     (a checkpoint that starts mid-byte needs the byte before it, so neighbouring spans share one byte);
- *   uncompressed range of span i = [out_i, i < max ? out_{i+1} : uncompressedArchiveSize).
+ *   uncompressed range of span i = [out_i, i < max ? out_{i+1} : uncompressedArchiveSize), offsets clamped to
+ *     uncompressedArchiveSize (checkpoints in the gzip output past the tar's end, e.g. `tar -b` padding).
  * uncompressed (SOCI's TarZinfo): span i = [i·spanSize, min((i+1)·spanSize, size)) on both sides, identity.
  *
  * Construction checks what SOCI's span manager checks: max span id equal on both sides, one digest per span,
@@ -50,7 +51,8 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout 
       throw new ZtocFormatError(`Cannot lay out spans: checkpoint ${i} offsets do not increase`, 0);
     }
   }
-  const outs = cps.map((c) => c.out);
+  // Checkpoints may lie in the padding after the tar's end (SOCI places them over all gzip output): clamp to it.
+  const outs = cps.map((c) => Math.min(c.out, ztoc.uncompressedArchiveSize));
   const cRange = (i: number): [number, number] => {
     const c = cps[i]!;
     return [c.in - (c.bits ? 1 : 0), i + 1 < cps.length ? cps[i + 1]!.in : ztoc.compressedArchiveSize];
