@@ -22,7 +22,7 @@ export interface SpanLayout {
   inflate(spanId: number, compressed: Uint8Array): Uint8Array | Promise<Uint8Array>;
 }
 
-/** Binary search for the last start ≤ offset in ascending `starts`. */
+/** Binary search for the last start ≤ offset in non-decreasing `starts` (so never an empty span of a run of equal starts). */
 export function spanIndexOf(starts: ArrayLike<number>, offset: number): number {
   let lo = 0;
   let hi = starts.length - 1;

@@ -9,7 +9,7 @@
  * uncompressed (SOCI's TarZinfo): span i = [i·spanSize, min((i+1)·spanSize, size)) on both sides, identity.
  *
  * Construction checks what SOCI's span manager checks: max span id equal on both sides, one digest per span,
- * strictly increasing offsets. Throws ZtocFormatError otherwise.
+ * strictly increasing compressed and non-decreasing uncompressed offsets (empty spans exist). Throws ZtocFormatError otherwise.
  */
 import type { Checkpoint } from "../compress/types.ts";
 import { ZtocFormatError } from "../util/errors.ts";
@@ -47,7 +47,9 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout 
     throw new ZtocFormatError(`Cannot lay out spans: zinfo has ${cps.length} checkpoints, the zTOC max span id is ${ci.maxSpanId}`, 0);
   }
   for (let i = 1; i < cps.length; i++) {
-    if (!(cps[i]!.in > cps[i - 1]!.in && cps[i]!.out > cps[i - 1]!.out)) {
+    // `out` may repeat: a blob starting with an empty gzip member has two checkpoints at out 0 (SOCI allows
+    // empty spans). spanOf picks the last span starting at or before an offset, never an empty one.
+    if (!(cps[i]!.in > cps[i - 1]!.in && cps[i]!.out >= cps[i - 1]!.out)) {
       throw new ZtocFormatError(`Cannot lay out spans: checkpoint ${i} offsets do not increase`, 0);
     }
   }
