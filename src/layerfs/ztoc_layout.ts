@@ -9,7 +9,8 @@
  * uncompressed (SOCI's TarZinfo): span i = [i·spanSize, min((i+1)·spanSize, size)) on both sides, identity.
  *
  * Construction checks what SOCI's span manager checks: max span id equal on both sides, one digest per span,
- * strictly increasing compressed and non-decreasing uncompressed offsets (empty spans exist). Throws ZtocFormatError otherwise.
+ * strictly increasing compressed and non-decreasing uncompressed offsets (empty spans exist). Beyond SOCI, it
+ * rejects a gzip span declaring more than `maxUncompressedSpanBytes` (a decompression bomb from a hostile zTOC). Throws ZtocFormatError otherwise.
  */
 import type { Checkpoint } from "../compress/types.ts";
 import { ZtocFormatError } from "../util/errors.ts";
@@ -42,7 +43,7 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout 
     const starts = Array.from({ length: ci.maxSpanId + 1 }, (_, i) => i * z.spanSizeBytes);
     return identityLayout(starts, z.sizeBytes);
   }
-  const { checkpoints: cps } = decodeGzipZinfo(ci.checkpoints);
+  const { checkpoints: cps, spanSizeBytes } = decodeGzipZinfo(ci.checkpoints);
   if (cps.length !== ci.maxSpanId + 1) {
     throw new ZtocFormatError(`Cannot lay out spans: zinfo has ${cps.length} checkpoints, the zTOC max span id is ${ci.maxSpanId}`, 0);
   }
@@ -55,6 +56,18 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout 
   }
   // Checkpoints may lie in the padding after the tar's end (SOCI places them over all gzip output): clamp to it.
   const outs = cps.map((c) => Math.min(c.out, ztoc.uncompressedArchiveSize));
+  // A digest-valid span may still declare gigabytes of output (deflate reaches 1032:1): a decompression bomb.
+  // Real spans are spanSize plus at most one deflate block (SOCI checkpoints once > spanSize was produced).
+  const maxSpanBytes = maxUncompressedSpanBytes(spanSizeBytes);
+  for (let i = 0; i < cps.length; i++) {
+    const n = (i + 1 < cps.length ? outs[i + 1]! : ztoc.uncompressedArchiveSize) - outs[i]!;
+    if (n > maxSpanBytes) {
+      throw new ZtocFormatError(
+        `Cannot lay out spans: span ${i} declares ${n} uncompressed bytes, more than the limit ${maxSpanBytes} for span size ${spanSizeBytes}`,
+        0,
+      );
+    }
+  }
   const cRange = (i: number): [number, number] => {
     const c = cps[i]!;
     return [c.in - (c.bits ? 1 : 0), i + 1 < cps.length ? cps[i + 1]!.in : ztoc.compressedArchiveSize];
@@ -72,4 +85,13 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout 
       return inflate(compressed, cps[i]!, { skip: 0, length: ue - us });
     },
   };
+}
+
+/**
+ * The most uncompressed bytes a gzip span may hold, in bytes: max(4 × spanSizeBytes, spanSizeBytes + 64 MiB).
+ * SOCI places a checkpoint as soon as more than `spanSizeBytes` was produced, so a real span is the span size
+ * plus at most one deflate block.
+ */
+export function maxUncompressedSpanBytes(spanSizeBytes: number): number {
+  return Math.max(4 * spanSizeBytes, spanSizeBytes + 64 * 1024 * 1024);
 }
