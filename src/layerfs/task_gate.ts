@@ -44,8 +44,13 @@ export class TaskGate {
       signal?.throwIfAborted();
       if (this.#active > 0) {
         await new Promise<void>((resolve) => {
-          this.#waiters.push(resolve);
-          signal?.addEventListener("abort", () => resolve(), { once: true });
+          // The signal may live for the whole process (the background fetcher's): drop the listener on wake.
+          const onAbort = () => resolve();
+          this.#waiters.push(() => {
+            signal?.removeEventListener("abort", onAbort);
+            resolve();
+          });
+          signal?.addEventListener("abort", onAbort, { once: true });
         });
         continue;
       }
