@@ -68,8 +68,17 @@ export class BackgroundFetcher {
       return false;
     }
     this.#queue.push(job);
-    this.#running ??= this.#loop().finally(() => (this.#running = undefined));
+    this.#start();
     return true;
+  }
+
+  // Run the loop unless it runs. A job added after the loop saw an empty queue but before this `finally` ran
+  // would wait forever: start again when the queue is not empty.
+  #start(): void {
+    this.#running ??= this.#loop().finally(() => {
+      this.#running = undefined;
+      if (this.#queue.length > 0 && !this.#stop.signal.aborted) this.#start();
+    });
   }
 
   /** Drop a queued or running layer (e.g. it was unmounted). */

@@ -25,6 +25,26 @@ async function layer(seed: string, layerDigest?: string) {
 }
 
 describe("BackgroundFetcher", () => {
+  test("a layer added while the loop is ending (queue just empty) is still fetched", async () => {
+    const a = await layer("bgA");
+    const b = await layer("bgB");
+    const bg = new BackgroundFetcher({ gate: new TaskGate(), fetchPeriodMs: 0 });
+    // onDone runs inside the loop; the microtask runs after it returns, before its `finally`.
+    const bDone = new Promise<string | undefined>((resolve) => {
+      bg.add({
+        manager: a.manager,
+        fetchRanges: a.fetchRanges,
+        onDone: () => queueMicrotask(() => expect(bg.add({ manager: b.manager, fetchRanges: b.fetchRanges, onDone: resolve })).toBe(true)),
+      });
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise<string>((resolve) => (timer = setTimeout(() => resolve("never fetched"), 5000)));
+    expect(await Promise.race([bDone, stuck])).toBeUndefined();
+    clearTimeout(timer);
+    expect(b.manager.complete()).toBe(true);
+    await bg.close();
+  });
+
   test("fetches every span not yet read and verifies the whole layer", async () => {
     const { manager, fetchRanges, blob, requests } = await layer("bg1");
     await manager.read(3000, 10); // span 1 in the foreground
