@@ -186,7 +186,9 @@ export class SpanCache {
 
   async #writeDisk(dir: string, key: string, bytes: Uint8Array): Promise<void> {
     // 1. Make room first (counting writes in flight) so the directory never exceeds its bound; when writes in
-    //    flight alone fill it, this span stays in memory only.
+    //    flight alone fill it, this span stays in memory only and nothing is evicted (deciding that before
+    //    evicting, so every victim taken from the index is also deleted from the disk).
+    if (this.#writingBytes + bytes.byteLength > this.#diskLimit) return;
     const victims: string[] = [];
     for (const [k, size] of this.#disk) {
       if (this.#diskBytes + this.#writingBytes + bytes.byteLength <= this.#diskLimit) break;
@@ -195,7 +197,6 @@ export class SpanCache {
       this.#evictions++;
       victims.push(k);
     }
-    if (this.#diskBytes + this.#writingBytes + bytes.byteLength > this.#diskLimit) return;
     this.#writingBytes += bytes.byteLength;
     try {
       await Promise.all(victims.map((k) => rm(join(dir, k), { force: true })));

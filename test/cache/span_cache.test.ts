@@ -70,6 +70,21 @@ describe("SpanCache", () => {
     expect(c.stats().evictions).toBe(2);
   });
 
+  test("a put that cannot fit beside writes in flight evicts nothing, so the disk holds only indexed entries", async () => {
+    const dir = await tempDir();
+    const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 10 });
+    await c.put(L1, 0, new Uint8Array(4));
+    // Two 6-byte puts at once: the second finds the first in flight and must not drop span 0 from the index
+    // while leaving its file behind.
+    await Promise.allSettled([c.put(L1, 1, new Uint8Array(6)), c.put(L1, 2, new Uint8Array(6))]);
+    await c.flush();
+    const files = await readdir(dir);
+    expect(files.length).toBe(c.stats().diskEntries);
+    expect(c.stats().diskBytes).toBeLessThanOrEqual(10);
+    const reopened = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 1000 });
+    expect(reopened.stats().diskBytes).toBeLessThanOrEqual(10);
+  });
+
   test("entries survive a restart and temp files of a crash are removed", async () => {
     const dir = await tempDir();
     const r = new Rand(4);
