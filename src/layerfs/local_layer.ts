@@ -15,6 +15,7 @@ import { Readable } from "node:stream";
 import type { Descriptor } from "../oci/types.ts";
 import type { Reference, RegistryClient } from "../registry/types.ts";
 import { readTar, type TarEntry } from "../tar/reader.ts";
+import { parseDigest } from "../util/digest.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { compareUtf8 } from "../ztoc/codec.ts";
 import type { EntryType, FileMetadata } from "../ztoc/types.ts";
@@ -38,7 +39,8 @@ export interface OpenLocalLayerOptions {
 
 /** Fetch (unless present), unpack and index a layer. Throws InvalidArgumentError for zstd or unknown media types. */
 export async function openLocalLayer(layer: Descriptor, opts: OpenLocalLayerOptions): Promise<LocalLayer> {
-  const [alg, hex] = layer.digest.split(":");
+  // The digest names a file: parseDigest admits only "<sha256|sha512>:<lowercase hex>" (no "/", no "..").
+  const { algorithm: alg, hex } = parseDigest(layer.digest);
   await mkdir(opts.dir, { recursive: true });
   const tarPath = join(opts.dir, `${alg}-${hex}.tar`);
   // 1-2. Fetch and unpack unless an earlier run did.

@@ -2,6 +2,7 @@
  * Parsing and checking of manifests and indexes (OCI image-spec v1.1 and Docker schema 2). Pure: bytes in,
  * typed JSON out.
  */
+import { isDigest } from "../util/digest.ts";
 import { FormatError } from "../util/errors.ts";
 import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MediaType } from "./media_types.ts";
 import type { Descriptor, ImageIndex, Manifest } from "./types.ts";
@@ -14,7 +15,8 @@ export function isIndex(m: Manifest | ImageIndex): m is ImageIndex {
 /**
  * Parses manifest or index bytes. The media type is taken from the JSON `mediaType`, else from
  * `contentType` (the HTTP Content-Type), else inferred from the shape. Throws FormatError naming `what`
- * when the bytes are not JSON or lack the fields of either kind.
+ * when the bytes are not JSON or lack the fields of either kind, or a descriptor's digest is not a well-formed
+ * sha256/sha512 digest (digests name files on disk).
  * Returns the parsed value and its effective media type.
  */
 export function parseManifest(
@@ -53,6 +55,8 @@ function checkDescriptor(d: unknown, what: string): asserts d is Descriptor {
   if (typeof o !== "object" || o === null) throw new FormatError(`Cannot parse ${what}: not an object`, 0);
   if (typeof o.mediaType !== "string") throw new FormatError(`Cannot parse ${what}: "mediaType" is missing`, 0);
   if (typeof o.digest !== "string") throw new FormatError(`Cannot parse ${what}: "digest" is missing`, 0);
+  // The digest names files on disk (blob stores, unpacked layers): only the image-spec grammar passes.
+  if (!isDigest(o.digest)) throw new FormatError(`Cannot parse ${what}: digest "${o.digest}" is not a sha256/sha512 digest`, 0);
   if (typeof o.size !== "number" || !Number.isSafeInteger(o.size) || o.size < 0) {
     throw new FormatError(`Cannot parse ${what}: "size" is not a non-negative integer`, 0);
   }
