@@ -34,6 +34,20 @@ const M_HUFF = 3;
 const M_TRAILER = 4;
 const M_AFTER = 5;
 
+// ---- gzip header stages (M_HEADER) ---------------------------------------------------------------------------
+/** The 10 fixed bytes: magic, method, flags, mtime, xfl, os. */
+const H_FIXED = 0;
+/** FEXTRA's 2-byte little-endian length. */
+const H_XLEN = 1;
+/** FEXTRA's data (#hdrLeft bytes left). */
+const H_EXTRA = 2;
+/** FNAME, NUL-terminated. */
+const H_NAME = 3;
+/** FCOMMENT, NUL-terminated (must follow H_NAME). */
+const H_COMMENT = 4;
+/** FHCRC: low 16 bits of the CRC-32 of every header byte before it. */
+const H_HCRC = 5;
+
 // ---- step results ------------------------------------------------------------------------------------------
 /** More input is needed (not final). */
 const NEED = 0;
@@ -235,6 +249,11 @@ export class TsInflater {
   #bp = 0;
   #final = false;
   #mode: number;
+  /** Gzip header parsing state: stage (H_*), flags, CRC of the bytes consumed so far, FEXTRA bytes left. */
+  #hdrStage = H_FIXED;
+  #hdrFlg = 0;
+  #hdrCrc = 0;
+  #hdrLeft = 0;
   #lastBlock = false;
   #storedLeft = 0;
   #lt: Int32Array = new Int32Array(0);
@@ -409,50 +428,92 @@ export class TsInflater {
 
   // ---- HEADER ------------------------------------------------------------------------------------------------
 
+  /**
+   * Parses a member header incrementally: each byte is consumed (and added to the header CRC) as it is scanned,
+   * so a hostile FNAME/FCOMMENT/FEXTRA of any length costs linear time and no buffering. Stages, in order:
+   * H_FIXED (10 bytes) → H_XLEN, H_EXTRA (FEXTRA) → H_NAME (FNAME) → H_COMMENT (FCOMMENT) → H_HCRC (FHCRC).
+   */
   #header(): number {
     const ib = this.#ib;
     const end = this.#ibLen;
-    const i0 = this.#bp >>> 3;
+    let p = this.#bp >>> 3;
     const short = (): number => (this.#final ? this.#truncated() : NEED);
-    if (i0 + 10 > end) {
-      // Check the magic on what is there, so garbage fails early.
-      if (i0 < end && ib[i0] !== 0x1f) this.#fail("incorrect header check (not a gzip member)", i0 * 8);
-      if (i0 + 1 < end && ib[i0 + 1] !== 0x8b) this.#fail("incorrect header check (not a gzip member)", i0 * 8);
-      return short();
-    }
-    if (ib[i0] !== 0x1f || ib[i0 + 1] !== 0x8b) this.#fail("incorrect header check (not a gzip member)", i0 * 8);
-    if (ib[i0 + 2] !== 8) this.#fail(`unknown compression method ${ib[i0 + 2]}`, (i0 + 2) * 8);
-    const flg = ib[i0 + 3]!;
-    if (flg & 0xe0) this.#fail("unknown header flags set", (i0 + 3) * 8);
-    let p = i0 + 10;
-    if (flg & 4) {
-      if (p + 2 > end) return short();
-      p += 2 + (ib[p]! | (ib[p + 1]! << 8));
-      if (p > end) return short();
-    }
-    for (const flag of [8, 16]) {
-      if (flg & flag) {
-        while (p < end && ib[p] !== 0) p++;
-        if (p >= end) return short();
-        p++;
+    const take = (to: number): void => {
+      this.#hdrCrc = crc32(ib, p, to, this.#hdrCrc);
+      p = to;
+      this.#bp = p * 8;
+    };
+    for (;;) {
+      const flg = this.#hdrFlg;
+      switch (this.#hdrStage) {
+        case H_FIXED: {
+          if (p + 10 > end) {
+            // Check the magic on what is there, so garbage fails early.
+            if (p < end && ib[p] !== 0x1f) this.#fail("incorrect header check (not a gzip member)", p * 8);
+            if (p + 1 < end && ib[p + 1] !== 0x8b) this.#fail("incorrect header check (not a gzip member)", p * 8);
+            return short();
+          }
+          if (ib[p] !== 0x1f || ib[p + 1] !== 0x8b) this.#fail("incorrect header check (not a gzip member)", p * 8);
+          if (ib[p + 2] !== 8) this.#fail(`unknown compression method ${ib[p + 2]}`, (p + 2) * 8);
+          this.#hdrFlg = ib[p + 3]!;
+          if (this.#hdrFlg & 0xe0) this.#fail("unknown header flags set", (p + 3) * 8);
+          this.#hdrCrc = 0;
+          take(p + 10);
+          this.#hdrStage = H_XLEN;
+          break;
+        }
+        case H_XLEN:
+          if (flg & 4) {
+            if (p + 2 > end) return short();
+            this.#hdrLeft = ib[p]! | (ib[p + 1]! << 8);
+            take(p + 2);
+          }
+          this.#hdrStage = flg & 4 ? H_EXTRA : H_NAME;
+          break;
+        case H_EXTRA: {
+          const n = Math.min(this.#hdrLeft, end - p);
+          take(p + n);
+          this.#hdrLeft -= n;
+          if (this.#hdrLeft > 0) return short();
+          this.#hdrStage = H_NAME;
+          break;
+        }
+        case H_NAME:
+        case H_COMMENT: {
+          if (flg & (this.#hdrStage === H_NAME ? 8 : 16)) {
+            let q = p;
+            while (q < end && ib[q] !== 0) q++;
+            if (q >= end) {
+              take(q);
+              return short();
+            }
+            take(q + 1);
+          }
+          this.#hdrStage++;
+          break;
+        }
+        default: {
+          // H_HCRC: the header ends.
+          if (flg & 2) {
+            if (p + 2 > end) return short();
+            const want = ib[p]! | (ib[p + 1]! << 8);
+            if ((this.#hdrCrc & 0xffff) !== want) this.#fail("header crc mismatch", p * 8);
+            p += 2;
+            this.#bp = p * 8;
+          }
+          this.#hdrStage = H_FIXED;
+          // A new member: fresh CRC, no back-references into earlier members.
+          this.#checkCrc = true;
+          this.#crc = 0;
+          this.#crcStart = this.ow.pos;
+          this.#winStart = this.ow.pos;
+          this.#memberStart = this.ow.total;
+          this.#mode = M_BLOCK;
+          this.#boundary(false);
+          return OK;
+        }
       }
     }
-    if (flg & 2) {
-      if (p + 2 > end) return short();
-      const want = ib[p]! | (ib[p + 1]! << 8);
-      if ((crc32(ib, i0, p, 0) & 0xffff) !== want) this.#fail("header crc mismatch", p * 8);
-      p += 2;
-    }
-    this.#bp = p * 8;
-    // A new member: fresh CRC, no back-references into earlier members.
-    this.#checkCrc = true;
-    this.#crc = 0;
-    this.#crcStart = this.ow.pos;
-    this.#winStart = this.ow.pos;
-    this.#memberStart = this.ow.total;
-    this.#mode = M_BLOCK;
-    this.#boundary(false);
-    return OK;
   }
 
   // ---- TRAILER -----------------------------------------------------------------------------------------------
