@@ -91,7 +91,8 @@ export default defineCommand({
         layerDigest: args.layer ? String(args.layer) : undefined,
         prefetch: c.prefetch.enable,
         logger: log,
-        signal: AbortSignal.any([AbortSignal.timeout(c.mountTimeoutSec * 1000), interrupted.signal]),
+        signal: interrupted.signal,
+        timeoutMs: c.mountTimeoutSec * 1000,
       });
     } catch (err) {
       await fs.close();

@@ -43,7 +43,14 @@ export interface MountImageOptions {
   /** Use SOCI prefetch artifacts (config `[prefetch] enable`, default true). */
   prefetch?: boolean;
   logger?: Logger;
+  /** Cancels everything, layer downloads included (e.g. Ctrl-C). */
   signal?: AbortSignal;
+  /**
+   * Mount timeout in ms (config `mount_timeout_sec`), applied per step: resolving the image, finding the
+   * index (index and zTOC fetches), and each layer's mount. A layer without a zTOC is downloaded whole
+   * under `signal` and the registry client's idle timeout only, so big images are not cut off. Default none.
+   */
+  timeoutMs?: number;
 }
 
 export interface MountedImage {
@@ -60,8 +67,13 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
   const logger = opts.logger ?? silentLogger;
   const loc = opts.location;
   const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
+  const bounded = (): AbortSignal | undefined => {
+    if (!opts.timeoutMs) return opts.signal;
+    const t = AbortSignal.timeout(opts.timeoutMs);
+    return opts.signal ? AbortSignal.any([opts.signal, t]) : t;
+  };
   // 1.
-  const manifest = await loc.client.resolveImage(loc.ref, { signal: opts.signal });
+  const manifest = await loc.client.resolveImage(loc.ref, { signal: bounded() });
   const m = manifest.manifest as Manifest;
   let layers = m.layers;
   if (opts.layerDigest) {
@@ -74,7 +86,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
   const found = await discoverIndex(loc, manifest, {
     store: modes.localStore ? opts.store : undefined,
     modes: { v1: modes.v1, v2: modes.v2 },
-    signal: opts.signal,
+    signal: bounded(),
     onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
     onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
   });
@@ -111,7 +123,8 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
         mountpoint: mp,
         ztoc: found?.ztocs.get(l.digest),
         prefetchSpans: prefetch.get(l.digest),
-        signal: opts.signal,
+        // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
+        signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
       });
       mounted.push({ layer, mountpoint: mp });
     }

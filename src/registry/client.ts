@@ -282,14 +282,14 @@ export class HttpRegistryClient implements RegistryClient {
             cur.deadline.touch();
           } catch (err) {
             cur.deadline.clear();
-            if (opts.signal?.aborted) return fail(opts.signal.reason, c);
+            if (opts.signal?.aborted) return fail(abortedError(action, opts.signal), c);
             const why = cur.deadline.timedOut ? `no bytes within ${cur.deadline.timeoutMs} ms` : `connection lost: ${(err as Error).message}`;
             if (retries++ >= this.#retry.max) return fail(new UnavailableError(`Cannot ${action}: ${why} after ${digester.size} bytes`, { cause: err }), c);
             try {
               await sleep(backoffMs(retries - 1, this.#retry), opts.signal);
               cur = await openAt(digester.size);
             } catch (err2) {
-              return fail(err2, c);
+              return fail(opts.signal?.aborted ? abortedError(action, opts.signal) : err2, c);
             }
             continue;
           }
@@ -570,7 +570,7 @@ export class HttpRegistryClient implements RegistryClient {
       try {
         return await run(ep);
       } catch (err) {
-        if (signal?.aborted) throw signal.reason;
+        if (signal?.aborted) throw err; // #send wrapped the abort as "Cannot <action>: …"
         // fall through to the next mirror, then the origin
       }
     }
@@ -667,11 +667,11 @@ export class HttpRegistryClient implements RegistryClient {
       } catch (err) {
         deadline.clear();
         if (this.#opts.logger?.debugEnabled) this.#logRequest(req.method, url, headers, started, err, attempt);
-        if (req.signal?.aborted) throw req.signal.reason;
+        if (req.signal?.aborted) throw abortedError(req.action, req.signal);
         const why = deadline.timedOut ? `no answer from "${req.ep.host}" within ${req.ep.timeoutMs} ms` : `cannot reach "${req.ep.host}": ${(err as Error).message}`;
         lastErr = new UnavailableError(`Cannot ${req.action}: ${why}`, { cause: err });
         if (attempt++ < maxRetries) {
-          await sleep(backoffMs(attempt - 1, this.#retry), req.signal);
+          await pause(backoffMs(attempt - 1, this.#retry), req);
           continue;
         }
         throw lastErr;
@@ -695,7 +695,7 @@ export class HttpRegistryClient implements RegistryClient {
         const retryAfter = res.headers.get("retry-after");
         await res.body?.cancel().catch(() => {});
         deadline.clear();
-        await sleep(backoffMs(attempt++, { ...this.#retry, retryAfter }), req.signal);
+        await pause(backoffMs(attempt++, { ...this.#retry, retryAfter }), req);
         continue;
       }
       // 5. the caller reads the answer under the same deadline
@@ -705,13 +705,13 @@ export class HttpRegistryClient implements RegistryClient {
         return out;
       } catch (err) {
         deadline.clear();
-        if (req.signal?.aborted) throw req.signal.reason;
+        if (req.signal?.aborted) throw abortedError(req.action, req.signal);
         let e = err;
         if (deadline.timedOut) e = new RetryableError(`Cannot ${req.action}: no bytes from "${req.ep.host}" within ${req.ep.timeoutMs} ms`, { cause: err });
         else if (err instanceof TypeError || (err instanceof Error && /ECONNRESET|socket|closed|terminated/i.test(err.message) && !(err instanceof DigestMismatchError)))
           e = new RetryableError(`Cannot ${req.action}: connection to "${req.ep.host}" lost: ${err.message}`, { cause: err });
         if (e instanceof RetryableError && attempt < maxRetries) {
-          await sleep(backoffMs(attempt++, this.#retry), req.signal);
+          await pause(backoffMs(attempt++, this.#retry), req);
           continue;
         }
         throw e;
@@ -721,6 +721,27 @@ export class HttpRegistryClient implements RegistryClient {
 }
 
 class StaleRedirect extends Error {}
+
+/**
+ * The caller's abort as a "Cannot <action>: <reason>" error (cause: the reason). Its name stays the reason's
+ * ("TimeoutError", "AbortError") so callers can still tell a cancellation from a failure.
+ */
+function abortedError(action: string, signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  const text = reason instanceof Error ? reason.message.replace(/\.$/, "") : String(reason ?? "aborted");
+  const err = new Error(`Cannot ${action}: ${text ? text[0]!.toLowerCase() + text.slice(1) : "aborted"}`, { cause: reason });
+  err.name = reason instanceof Error ? reason.name : "AbortError";
+  return err;
+}
+
+/** The backoff wait of a retry; an abort while waiting is thrown as `abortedError`. */
+async function pause(ms: number, req: SendRequest): Promise<void> {
+  try {
+    await sleep(ms, req.signal);
+  } catch (err) {
+    throw req.signal?.aborted ? abortedError(req.action, req.signal) : err;
+  }
+}
 
 function uploadLocation(res: Response, ep: Endpoint, action: string): string {
   const loc = res.headers.get("location");

@@ -106,13 +106,15 @@ describe.skipIf(!ok)("registry client under faults", () => {
     expect(err.message).toContain("within 200 ms");
   });
 
-  test("cancellation aborts a stalled request with the caller's reason", async () => {
+  test("cancellation aborts a stalled request with the caller's reason, as \"Cannot <action>: <reason>\"", async () => {
     proxy.set({ kind: "stall", ms: 1500 });
     const ac = new AbortController();
     const p = client({ timeoutMs: 10_000 }).getBlob(viaProxy, digest, { signal: ac.signal });
-    setTimeout(() => ac.abort(new Error("user gave up")), 50);
+    const reason = new Error("user gave up");
+    setTimeout(() => ac.abort(reason), 50);
     const err = await p.catch((e) => e);
-    expect(err.message).toBe("user gave up");
+    expect(err.message).toBe(`Cannot get blob "${digest}" of "${viaProxy.registry}/${viaProxy.repository}": user gave up`);
+    expect(err.cause).toBe(reason);
   });
 
   test("corrupted bytes of a blob give DigestMismatchError naming the digest", async () => {
