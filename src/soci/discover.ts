@@ -4,7 +4,8 @@
  *  1. the local artifact store (`store`): a record for the image manifest digest, else for its config digest
  *     (an index built from the same image under another manifest), kept only when every zTOC it lists is for
  *     a layer of this image;
- *  2. v2 (`modes.v2`): the `com.amazon.soci.index-digest` annotation of the image manifest;
+ *  2. v2 (`modes.v2`): the `com.amazon.soci.index-digest` annotation of the image manifest; an index it names
+ *     that the location lacks (NotFoundError) is a miss and discovery goes on;
  *  3. v1 (`modes.v1`): referrers of the manifest digest with the v1 artifact type — the Referrers API, else
  *     the `sha256-<hex>` fallback tag (the registry client does both); the first one is used, as SOCI does.
  * The index, its zTOCs and its prefetch artifacts are then read from the store, else fetched from the image's
@@ -96,11 +97,19 @@ export async function discoverIndex(
   // 2. v2: the annotation on the image manifest.
   if (opts.modes.v2) {
     const digest = manifest.annotations?.[ANNOTATION_INDEX_DIGEST];
+    let found: Awaited<ReturnType<typeof fetchIndex>> | undefined;
     if (digest) {
-      const found = await fetchIndex(source, digest, opts);
-      return await withZtocs(source, found.index, found.descriptor, "v2", opts);
+      // An index the registry lacks (e.g. the image was copied without it) is a miss, not a failure.
+      try {
+        found = await fetchIndex(source, digest, opts);
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+        miss("v2", `index "${digest}" named by the image manifest is not found: ${errorMessage(err)}`);
+      }
+      if (found) return await withZtocs(source, found.index, found.descriptor, "v2", opts);
+    } else {
+      miss("v2", `image manifest "${manifestDigest}" has no "${ANNOTATION_INDEX_DIGEST}" annotation`);
     }
-    miss("v2", `image manifest "${manifestDigest}" has no "${ANNOTATION_INDEX_DIGEST}" annotation`);
   }
 
   // 3. v1: referrers (API or fallback tag).
