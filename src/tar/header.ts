@@ -83,6 +83,7 @@ const MAGIC_GNU = "ustar  \u0000";
 
 const latin1 = new TextDecoder("latin1");
 const utf8 = new TextDecoder("utf-8");
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
 /** The raw bytes of a field. */
 export function fieldBytes(block: Uint8Array, field: FieldName): Uint8Array {
@@ -94,6 +95,28 @@ export function fieldBytes(block: Uint8Array, field: FieldName): Uint8Array {
 export function parseString(b: Uint8Array): string {
   const nul = b.indexOf(0);
   return utf8.decode(nul < 0 ? b : b.subarray(0, nul));
+}
+
+/**
+ * A string field: bytes up to the first NUL, decoded as UTF-8; undefined when they are not valid UTF-8 (names
+ * are not lossy-decoded: "caf\xE9" and "caf\xE8" would both become "caf\uFFFD" and one file would hide the other).
+ */
+export function parseUtf8String(b: Uint8Array): string | undefined {
+  const nul = b.indexOf(0);
+  try {
+    return utf8Strict.decode(nul < 0 ? b : b.subarray(0, nul));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Bytes for an error message: printable ASCII as is, backslash and every other byte as \xNN. */
+export function escapeBytes(b: Uint8Array): string {
+  let out = "";
+  for (const c of b) {
+    out += c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
 }
 
 /**

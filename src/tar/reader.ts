@@ -18,9 +18,20 @@ import {
   detectFormat,
   fieldBytes,
   isZeroBlock,
+  escapeBytes,
   parseNumeric,
   parseString,
+  parseUtf8String,
 } from "./header.ts";
+
+/** How errors name the text fields that must be UTF-8. */
+const TEXT_FIELD_LABEL: Record<string, string> = { name: "name", linkname: "link name", uname: "user name", gname: "group name" };
+
+/** `b` up to its first NUL. */
+function untilNul(b: Uint8Array): Uint8Array {
+  const nul = b.indexOf(0);
+  return nul < 0 ? b : b.subarray(0, nul);
+}
 
 /** One tar entry as Go's `tar.Reader.Next()` returns it, plus where it lives in the stream. */
 export interface TarEntry {
@@ -131,6 +142,8 @@ export class TarReader {
   #pax = new Map<string, Uint8Array>();
   #gnuLongName: string | undefined;
   #gnuLongLink: string | undefined;
+  /** Raw bytes of a pending GNU long name ("name") or link ("linkname") that is not valid UTF-8. */
+  #gnuNotUtf8 = new Map<string, Uint8Array>();
   #firstHeaderAt = -1;
   #archiveSize = -1;
   /** Name of the entry whose data or padding is being read, for error messages. */
@@ -306,7 +319,9 @@ export class TarReader {
           at + FIELD_OFF.size,
         );
       }
-      if (typeflag === TYPEFLAG.PAX_GLOBAL) this.#globalHeader = this.#headerFields(block, format, rawName, num, typeflag, at);
+      if (typeflag === TYPEFLAG.PAX_GLOBAL) {
+        this.#globalHeader = this.#headerFields(block, format, rawName, num, typeflag, at, new Map());
+      }
       this.#special = { typeflag, buf: new Uint8Array(padded(size)), fill: 0, name: rawName, headerAt: at };
       this.#specialSize = size;
       if (size === 0) this.#onSpecialComplete(out);
@@ -315,7 +330,9 @@ export class TarReader {
     }
 
     // 1c. A real entry: merge pending PAX records and GNU long names (Go's mergePAX order).
-    const entry = this.#headerFields(block, format, rawName, num, typeflag, at);
+    // Text fields that are not valid UTF-8 (field → raw bytes); a valid PAX or GNU override clears one.
+    const notUtf8 = new Map<string, Uint8Array>();
+    const entry = this.#headerFields(block, format, rawName, num, typeflag, at, notUtf8);
     const pax = this.#pax;
     for (const [k, raw] of pax) {
       if (raw.length === 0) continue; // as in Go: keep the header's own value
@@ -325,6 +342,11 @@ export class TarReader {
         continue;
       }
       const v = textDecoder.decode(raw);
+      const textField = k === "path" ? "name" : k === "linkpath" ? "linkname" : k === "uname" || k === "gname" ? k : undefined;
+      if (textField) {
+        if (parseUtf8String(raw) === undefined) notUtf8.set(textField, raw);
+        else notUtf8.delete(textField);
+      }
       const bad = (): never =>
         this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: PAX record ${k}="${v}" is invalid`, at);
       switch (k) {
@@ -366,6 +388,19 @@ export class TarReader {
     // As in Go, an empty GNU long name or link leaves the header's own field in place.
     if (this.#gnuLongName) entry.name = this.#gnuLongName;
     if (this.#gnuLongLink) entry.linkname = this.#gnuLongLink;
+    for (const [field, set] of [["name", this.#gnuLongName], ["linkname", this.#gnuLongLink]] as const) {
+      if (!set) continue;
+      const raw = this.#gnuNotUtf8.get(field);
+      if (raw) notUtf8.set(field, raw);
+      else notUtf8.delete(field);
+    }
+    // Names are never lossy-decoded ("caf\xE9" and "caf\xE8" would collide); refusing beats serving the wrong file.
+    for (const [field, raw] of notUtf8) {
+      this.#fail(
+        `Cannot read tar entry at offset ${entry.headerOffset}: ${TEXT_FIELD_LABEL[field]} "${escapeBytes(raw)}" is not valid UTF-8 (non-UTF-8 names are not supported yet)`,
+        entry.headerOffset,
+      );
+    }
     if (entry.typeflag === TYPEFLAG.REG_A) entry.typeflag = entry.name.endsWith("/") ? TYPEFLAG.DIR : TYPEFLAG.REG;
     if (entry.typeflag === TYPEFLAG.GNU_SPARSE) {
       this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`, at);
@@ -378,6 +413,7 @@ export class TarReader {
     this.#pax = new Map();
     this.#gnuLongName = undefined;
     this.#gnuLongLink = undefined;
+    this.#gnuNotUtf8.clear();
     this.#firstHeaderAt = -1;
     this.#beginData(entry, out);
   }
@@ -390,11 +426,29 @@ export class TarReader {
     num: (f: FieldName) => number,
     typeflag: string,
     at: number,
+    notUtf8: Map<string, Uint8Array>,
   ): TarEntry {
+    // Text fields are decoded leniently here; the raw bytes of any that is not UTF-8 go to `notUtf8`.
+    const text = (field: string, b: Uint8Array): string => {
+      if (parseUtf8String(b) === undefined) notUtf8.set(field, untilNul(b));
+      return parseString(b);
+    };
     let name = rawName;
+    if (parseUtf8String(fieldBytes(block, "name")) === undefined) notUtf8.set("name", untilNul(fieldBytes(block, "name")));
     if (format === "ustar" || format === "star") {
-      const prefix = parseString(fieldBytes(block, "prefix").subarray(0, format === "star" ? 131 : 155));
-      if (prefix.length > 0) name = `${prefix}/${name}`;
+      const prefixBytes = untilNul(fieldBytes(block, "prefix").subarray(0, format === "star" ? 131 : 155));
+      const prefix = parseString(prefixBytes);
+      if (prefix.length > 0) {
+        if (notUtf8.has("name") || parseUtf8String(prefixBytes) === undefined) {
+          const nameBytes = untilNul(fieldBytes(block, "name"));
+          const joined = new Uint8Array(prefixBytes.length + 1 + nameBytes.length);
+          joined.set(prefixBytes);
+          joined[prefixBytes.length] = 0x2f;
+          joined.set(nameBytes, prefixBytes.length + 1);
+          notUtf8.set("name", joined);
+        }
+        name = `${prefix}/${name}`;
+      }
     }
     const modern = format !== "v7";
     return {
@@ -404,9 +458,9 @@ export class TarReader {
       mode: num("mode"),
       uid: num("uid"),
       gid: num("gid"),
-      uname: modern ? parseString(fieldBytes(block, "uname")) : "",
-      gname: modern ? parseString(fieldBytes(block, "gname")) : "",
-      linkname: parseString(fieldBytes(block, "linkname")),
+      uname: modern ? text("uname", fieldBytes(block, "uname")) : "",
+      gname: modern ? text("gname", fieldBytes(block, "gname")) : "",
+      linkname: text("linkname", fieldBytes(block, "linkname")),
       mtimeSec: num("mtime"),
       mtimeNsec: 0,
       devmajor: modern ? num("devmajor") : 0,
@@ -442,17 +496,25 @@ export class TarReader {
         this.#pax = new Map();
         this.#gnuLongName = undefined;
         this.#gnuLongLink = undefined;
+        this.#gnuNotUtf8.clear();
         this.#firstHeaderAt = -1;
         out.push(g);
         return;
       }
       case TYPEFLAG.GNU_LONGNAME:
         this.#gnuLongName = parseString(payload);
+        this.#noteGnuText("name", payload);
         return;
       case TYPEFLAG.GNU_LONGLINK:
         this.#gnuLongLink = parseString(payload);
+        this.#noteGnuText("linkname", payload);
         return;
     }
+  }
+
+  #noteGnuText(field: string, payload: Uint8Array): void {
+    if (parseUtf8String(payload) === undefined) this.#gnuNotUtf8.set(field, untilNul(payload).slice());
+    else this.#gnuNotUtf8.delete(field);
   }
 
   /** 3. Entry headers done: emit now, or after its data when the consumer wants the data. */

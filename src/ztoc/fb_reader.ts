@@ -10,9 +10,11 @@
  *   offset from T, or 0 when absent (the reader then uses the schema default).
  * - a reference field at F holds a u32 offset relative to F; strings and vectors start with a u32 count.
  */
+import { escapeBytes } from "../tar/header.ts";
 import { ZtocFormatError } from "../util/errors.ts";
 
-const utf8 = new TextDecoder("utf-8");
+/** Strings are decoded strictly: lossy U+FFFD would make names like "caf\xE9" and "caf\xE8" collide. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** The buffer plus a name for error messages ("zTOC", "TarZinfo"). */
 export class FbBuffer {
@@ -32,6 +34,18 @@ export class FbBuffer {
   need(at: number, n: number, what: string): void {
     if (!Number.isSafeInteger(at) || at < 0 || n < 0 || at + n > this.bytes.length) {
       this.fail(`${what} (${n} bytes) is out of bounds of the ${this.bytes.length}-byte buffer`, at);
+    }
+  }
+
+  /** `b` (a view into this buffer) as UTF-8; ZtocFormatError at its offset when it is not valid UTF-8. */
+  utf8(b: Uint8Array, what: string): string {
+    try {
+      return utf8.decode(b);
+    } catch {
+      return this.fail(
+        `string ${what} "${escapeBytes(b)}" is not valid UTF-8 (non-UTF-8 names are not supported yet)`,
+        b.byteOffset - this.bytes.byteOffset,
+      );
     }
   }
 
@@ -128,9 +142,10 @@ export class FbTable {
     return this.buf.bytes.subarray(at + 4, at + 4 + n);
   }
 
-  /** A string field decoded as UTF-8 ("" when absent). */
+  /** A string field decoded as UTF-8 ("" when absent). Throws ZtocFormatError when it is not valid UTF-8. */
   string(slot: number, field: string): string {
-    return utf8.decode(this.stringBytes(slot, field));
+    const b = this.stringBytes(slot, field);
+    return this.buf.utf8(b, `${this.name}.${field}`);
   }
 
   /** A vector field: position of element 0 and the count (elements of `elemSize` bytes are bounds-checked). */
@@ -159,6 +174,6 @@ export class FbTable {
     const at = refPos + this.buf.u32(refPos, what);
     const n = this.buf.u32(at, what);
     this.buf.need(at + 4, n, what);
-    return utf8.decode(this.buf.bytes.subarray(at + 4, at + 4 + n));
+    return this.buf.utf8(this.buf.bytes.subarray(at + 4, at + 4 + n), what);
   }
 }

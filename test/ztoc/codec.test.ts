@@ -168,6 +168,23 @@ describe("zTOC codec round trip and validation", () => {
     expect(() => decodeZtoc(encodeZtoc({ ...u, compressedArchiveSize: 9000 }))).toThrow(/TarZinfo size 6144 is not the archive size 9000/);
   });
 
+  test("a name that is not valid UTF-8 is refused with a ZtocFormatError at its offset, not lossy-decoded", () => {
+    const z = sampleZtoc("gzip");
+    z.toc[3]!.name = "caf\u{1F}MARK";
+    z.toc[3]!.linkname = "t\u{1F}LINK";
+    const good = encodeZtoc(z);
+    const at = Buffer.from(good).indexOf("caf\u{1F}MARK");
+    expect(at).toBeGreaterThan(0);
+    const bad = good.slice();
+    bad[at + 3] = 0xe9; // "caf\xE9MARK": Latin-1, not UTF-8
+    expect(() => decodeZtoc(bad)).toThrow(ZtocFormatError);
+    expect(() => decodeZtoc(bad)).toThrow(`string FileMetadata[3].name "caf\\xE9MARK" is not valid UTF-8 (non-UTF-8 names are not supported yet) at offset ${at}`);
+    const badLink = good.slice();
+    badLink[Buffer.from(good).indexOf("t\u{1F}LINK") + 1] = 0xff;
+    expect(() => decodeZtoc(badLink)).toThrow(/FileMetadata\[3\]\.linkname "t\\xFFLINK" is not valid UTF-8/);
+    expect(decodeZtoc(good).toc[3]!.name).toBe("caf\u{1F}MARK");
+  });
+
   test("structural checks: empty, truncated and pointer-corrupted buffers", () => {
     expect(() => decodeZtoc(new Uint8Array(0))).toThrow(/too short/);
     const bytes = encodeZtoc(sampleZtoc("gzip"));
