@@ -4,7 +4,8 @@
  * `--root`, platform flags, output helpers and a per-layer progress line on a TTY.
  */
 import type { Platform } from "../oci/types.ts";
-import { HttpRegistryClient } from "../registry/client.ts";
+import type { Config } from "../config/schema.ts";
+import { HttpRegistryClient, type RegistryClientOptions } from "../registry/client.ts";
 import type { Credential } from "../registry/credentials.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { RegistryClient } from "../registry/types.ts";
@@ -15,35 +16,40 @@ import { parseLayoutSpec } from "../registry/open_image_source.ts";
 import { type ImageLocation, RegistryLocation } from "../soci/image_location.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
 import type { CliContext } from "./context.ts";
 
 let client: RegistryClient | undefined;
 
 /** The registry client of this process, configured from `[http]`, `[resolver.host]` and `docker_config`. */
 export function registryClient(ctx: CliContext): RegistryClient {
-  if (client) return client;
-  const c = ctx.config;
+  client ??= new HttpRegistryClient(registryClientOptions(ctx.config, { logger: ctx.logger }));
+  return client;
+}
+
+/** The registry client options a config tree asks for (see `registryClient`). */
+export function registryClientOptions(c: Config, opts: { logger?: Logger } = {}): RegistryClientOptions {
   const credentials: Record<string, Credential> = {};
   const plainHttpHosts: string[] = [];
   const mirrors: Record<string, Array<{ host: string; insecure: boolean; requestTimeoutSec: number }>> = {};
-  let caFile: string | undefined;
+  // Each host's CA is trusted for that host only (besides the public roots).
+  const caFiles: Record<string, string> = {};
   for (const [host, h] of Object.entries(c.resolver.host)) {
     if (h.username) credentials[host] = { username: h.username, password: h.password };
     if (h.plainHttp) plainHttpHosts.push(host);
     if (h.mirrors.length) mirrors[host] = h.mirrors;
-    if (h.caFile) caFile = h.caFile;
+    if (h.caFile) caFiles[host] = h.caFile;
   }
-  client = new HttpRegistryClient({
+  return {
     timeoutMs: c.http.responseHeaderTimeoutMsec > 0 ? Math.max(c.http.responseHeaderTimeoutMsec, 30_000) : 30_000,
     retries: { max: c.http.maxRetries, minWaitMs: c.http.minWaitMsec, maxWaitMs: Math.min(c.http.maxWaitMsec, 30_000) },
     plainHttpHosts,
     credentials,
     mirrors,
-    ...(caFile ? { caFile } : {}),
+    caFiles,
     ...(c.dockerConfig ? { dockerConfigPath: c.dockerConfig } : {}),
-    logger: ctx.logger,
-  });
-  return client;
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  };
 }
 
 /**

@@ -187,7 +187,7 @@ export const SCHEMA: readonly SectionSpec[] = [
 /** Keys of `[resolver.host."<host>"]`. Mirrors are an array of tables (see MIRROR_FIELDS). */
 export const HOST_FIELDS: readonly FieldSpec[] = [
   bool("plain_http", "plainHttp", false, "Talk plain HTTP (always on for localhost and 127.0.0.1)"),
-  str("ca_file", "caFile", "", "PEM file of extra CA certificates"),
+  str("ca_file", "caFile", "", "PEM file of CA certificates trusted, besides the public roots, for this host only"),
   str("username", "username", "", "User name for this registry"),
   str("password", "password", "", "Password or token for this registry"),
 ];

@@ -72,8 +72,8 @@ export interface AuthManagerOptions {
   fetch: typeof fetch;
   timeoutMs: number;
   userAgent: string;
-  /** Extra fetch init (e.g. TLS options) for token requests. */
-  fetchInit?: Record<string, unknown>;
+  /** Extra fetch init (e.g. TLS trust) for a token request to `url`. */
+  fetchInit?: (url: string) => Record<string, unknown>;
 }
 
 interface CachedToken {
@@ -162,7 +162,7 @@ export class AuthManager {
         if (service) form.set("service", service);
         form.set("scope", scopes.join(" "));
         res = await this.#opts.fetch(realm, {
-          ...this.#opts.fetchInit,
+          ...this.#opts.fetchInit?.(realm),
           method: "POST",
           headers: { "content-type": "application/x-www-form-urlencoded", "user-agent": this.#opts.userAgent },
           body: form.toString(),
@@ -174,7 +174,7 @@ export class AuthManager {
         for (const s of scopes) url.searchParams.append("scope", s);
         const headers: Record<string, string> = { "user-agent": this.#opts.userAgent };
         if (cred && "username" in cred && "password" in cred) headers.authorization = basicOrBearer(cred)!;
-        res = await this.#opts.fetch(url, { ...this.#opts.fetchInit, headers, signal: sig });
+        res = await this.#opts.fetch(url, { ...this.#opts.fetchInit?.(url.href), headers, signal: sig });
       }
     } catch (err) {
       if (signal?.aborted) throw signal.reason;

@@ -12,6 +12,7 @@
  * Rank 2: fetch, web streams and node: modules only.
  */
 import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
 import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manifest.ts";
 import { MANIFEST_ACCEPT, MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
@@ -33,7 +34,7 @@ import {
   rangeHeader,
   sliceFromParts,
 } from "./ranges.ts";
-import { manifestTarget, repoName } from "./reference.ts";
+import { DOCKER_HUB, DOCKER_HUB_API_HOST, manifestTarget, repoName } from "./reference.ts";
 import { DEFAULT_RETRY, backoffMs, isRetryableStatus, sleep, type RetryOptions } from "./retry.ts";
 import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from "./types.ts";
 
@@ -47,8 +48,17 @@ export interface RegistryClientOptions {
   plainHttpHosts?: string[];
   /** Hosts spoken to over HTTPS even on loopback (e.g. a TLS test registry on 127.0.0.1). */
   httpsHosts?: string[];
-  /** PEM file of CA certificates trusted for HTTPS registries, besides the system's (fetch `tls.ca`). */
+  /**
+   * PEM file of CA certificates trusted for every HTTPS request besides the public roots (node:tls
+   * `rootCertificates`, which Bun's `tls.ca` would otherwise replace). Prefer `caFiles`.
+   */
   caFile?: string;
+  /**
+   * PEM files of CA certificates per host ("host" or "host:port", as in `[resolver.host."<host>"] ca_file`),
+   * trusted besides the public roots for requests to that host only (not token realms or redirect targets
+   * elsewhere). "docker.io" also covers registry-1.docker.io.
+   */
+  caFiles?: Record<string, string>;
   /** Mirrors per registry host, tried in order before the origin for reads. */
   mirrors?: Record<string, MirrorConfig[]>;
   /** Credentials per registry host ("docker.io", "127.0.0.1:5000"); win over docker config. */
@@ -104,9 +114,12 @@ export class HttpRegistryClient implements RegistryClient {
   readonly #userAgent: string;
   readonly #auth: AuthManager;
   readonly #opts: RegistryClientOptions;
-  readonly #fetchInit: Record<string, unknown>;
+  /** Fetch init (TLS trust) per URL host; see `#fetchInit`. */
+  readonly #tlsByHost = new Map<string, Record<string, unknown>>();
   readonly #redirects = new Map<string, { url: string; expiresAt: number }>();
   readonly #noReferrersApi = new Set<string>();
+  readonly #caPem: string | undefined;
+  readonly #caPemByHost: Map<string, string>;
   /** Registries that answered a multi-range request with the whole blob. */
   readonly #noMultiRange = new Set<string>();
   readonly #platform: Platform;
@@ -117,7 +130,12 @@ export class HttpRegistryClient implements RegistryClient {
     this.#retry = { ...DEFAULT_RETRY, ...opts.retries };
     this.#fetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
     this.#userAgent = opts.userAgent ?? "soci-ts/0.1";
-    this.#fetchInit = opts.caFile ? { tls: { ca: readFileSync(opts.caFile, "utf8") } } : {};
+    // Read the CA files once, so a missing one fails here rather than on some later request.
+    this.#caPem = opts.caFile ? readFileSync(opts.caFile, "utf8") : undefined;
+    this.#caPemByHost = new Map(Object.entries(opts.caFiles ?? {}).map(([h, f]) => [h, readFileSync(f, "utf8")]));
+    if (this.#caPemByHost.has(DOCKER_HUB) && !this.#caPemByHost.has(DOCKER_HUB_API_HOST)) {
+      this.#caPemByHost.set(DOCKER_HUB_API_HOST, this.#caPemByHost.get(DOCKER_HUB)!);
+    }
     this.#platform = opts.defaultPlatform ?? platformForArch(process.arch);
     const credentials = new CredentialStore({ credentials: opts.credentials, dockerConfigPath: opts.dockerConfigPath });
     this.#auth = new AuthManager({
@@ -125,7 +143,7 @@ export class HttpRegistryClient implements RegistryClient {
       fetch: this.#fetch,
       timeoutMs: this.#timeoutMs,
       userAgent: this.#userAgent,
-      fetchInit: this.#fetchInit,
+      fetchInit: (url) => this.#fetchInit(url),
     });
   }
 
@@ -622,6 +640,22 @@ export class HttpRegistryClient implements RegistryClient {
     );
   }
 
+  /**
+   * Extra fetch init for a request to `url`: `tls.ca` = the public roots plus the CA of its host
+   * (`caFiles`, by "host:port" then "host") and `caFile`; nothing when neither applies.
+   */
+  #fetchInit(url: string | URL): Record<string, unknown> {
+    const u = new URL(url);
+    if (u.protocol !== "https:" || (!this.#caPem && this.#caPemByHost.size === 0)) return {};
+    let init = this.#tlsByHost.get(u.host);
+    if (!init) {
+      const pems = [this.#caPemByHost.get(u.host) ?? this.#caPemByHost.get(u.hostname), this.#caPem].filter((p): p is string => !!p);
+      init = pems.length ? { tls: { ca: [...rootCertificates, ...pems] } } : {};
+      this.#tlsByHost.set(u.host, init);
+    }
+    return init;
+  }
+
   /** The one-line debug form of a request and its answer (or failure). */
   #logRequest(method: string, url: string, headers: Record<string, string>, started: number, answer: Response | unknown, attempt: number): void {
     const ms = Math.round(performance.now() - started);
@@ -655,7 +689,7 @@ export class HttpRegistryClient implements RegistryClient {
       let res: Response;
       try {
         res = await this.#fetch(url, {
-          ...this.#fetchInit,
+          ...this.#fetchInit(url),
           method: req.method,
           headers,
           body: req.body as BodyInit | undefined,
