@@ -633,7 +633,13 @@ export class HttpRegistryClient implements RegistryClient {
           d.clear();
           const url = new URL(loc, `${ep.base}/v2/${ref.repository}/blobs/${digest}`).href;
           this.#redirects.set(key, { url, expiresAt: Date.now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
-          return this.#send({ ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "manual" }, consume, keepDeadline);
+          // The target's request retries on its own; when it gives up, the origin's request must not retry
+          // the whole redirect again (retries would multiply: (max+1)² requests).
+          return this.#send({ ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "manual" }, consume, keepDeadline).catch(
+            (err: unknown) => {
+              throw new GaveUp(err);
+            },
+          );
         }
         return consume(res, d);
       }, keepDeadline),
@@ -671,6 +677,8 @@ export class HttpRegistryClient implements RegistryClient {
   /** One request with auth, deadline and retries (see the file comment). */
   async #send<T>(req: SendRequest, consume: (res: Response, deadline: IdleDeadline) => Promise<T>, keepDeadline = false): Promise<T> {
     const url = /^https?:\/\//.test(req.url) ? req.url : `${req.ep.base}${req.url}`;
+    /** The host asked, for messages (a redirect target's, not the registry's). */
+    const host = /^https?:\/\//.test(req.url) ? new URL(req.url).host : req.ep.host;
     const scope = `repository:${req.ref.repository}:${req.scope}`;
     const authHost = req.ep.mirror ? req.ep.host : req.ref.registry;
     const maxRetries = req.retries ?? (req.ep.mirror ? 0 : this.#retry.max);
@@ -702,7 +710,7 @@ export class HttpRegistryClient implements RegistryClient {
         deadline.clear();
         if (this.#opts.logger?.debugEnabled) this.#logRequest(req.method, url, headers, started, err, attempt);
         if (req.signal?.aborted) throw abortedError(req.action, req.signal);
-        const why = deadline.timedOut ? `no answer from "${req.ep.host}" within ${req.ep.timeoutMs} ms` : `cannot reach "${req.ep.host}": ${(err as Error).message}`;
+        const why = deadline.timedOut ? `no answer from "${host}" within ${req.ep.timeoutMs} ms` : `cannot reach "${host}": ${(err as Error).message}`;
         lastErr = new UnavailableError(`Cannot ${req.action}: ${why}`, { cause: err });
         if (attempt++ < maxRetries) {
           await pause(backoffMs(attempt - 1, this.#retry), req);
@@ -740,10 +748,11 @@ export class HttpRegistryClient implements RegistryClient {
       } catch (err) {
         deadline.clear();
         if (req.signal?.aborted) throw abortedError(req.action, req.signal);
+        if (err instanceof GaveUp) throw err.error;
         let e = err;
-        if (deadline.timedOut) e = new RetryableError(`Cannot ${req.action}: no bytes from "${req.ep.host}" within ${req.ep.timeoutMs} ms`, { cause: err });
+        if (deadline.timedOut) e = new RetryableError(`Cannot ${req.action}: no bytes from "${host}" within ${req.ep.timeoutMs} ms`, { cause: err });
         else if (err instanceof TypeError || (err instanceof Error && /ECONNRESET|socket|closed|terminated/i.test(err.message) && !(err instanceof DigestMismatchError)))
-          e = new RetryableError(`Cannot ${req.action}: connection to "${req.ep.host}" lost: ${err.message}`, { cause: err });
+          e = new RetryableError(`Cannot ${req.action}: connection to "${host}" lost: ${err.message}`, { cause: err });
         if (e instanceof RetryableError && attempt < maxRetries) {
           await pause(backoffMs(attempt++, this.#retry), req);
           continue;
@@ -755,6 +764,13 @@ export class HttpRegistryClient implements RegistryClient {
 }
 
 class StaleRedirect extends Error {}
+
+/** A nested request (a redirect target) that spent its own retries: the outer request passes `error` on as is. */
+class GaveUp extends Error {
+  constructor(readonly error: unknown) {
+    super("gave up");
+  }
+}
 
 /**
  * The caller's abort as a "Cannot <action>: <reason>" error (cause: the reason). Its name stays the reason's
