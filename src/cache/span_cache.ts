@@ -6,6 +6,8 @@
  *
  * Disk layout (one flat directory):
  *   <dir>/<algorithm>-<hex>-<spanId>      one decompressed span, exactly its bytes
+ *   <dir>/<algorithm>-<hex>@<scope>-<spanId>   the same, through a scoped view (`scoped`): span N's bytes depend
+ *                                         on the span layout (the zTOC), so views of one layer keep them apart
  *   <dir>/.tmp-<random>                   an entry being written (deleted at open if left by a crash)
  * The least-recently-used order on disk is the files' mtime, refreshed on every hit, so it survives restarts.
  */
@@ -38,16 +40,22 @@ export interface SpanCacheStats {
 }
 
 const DIGEST_RE = /^([a-z0-9]+):([a-f0-9]{32,128})$/;
-const FILE_RE = /^([a-z0-9]+)-([a-f0-9]{32,128})-(\d+)$/;
+const SCOPE_RE = /^[a-f0-9]{16,128}$/;
+const FILE_RE = /^([a-z0-9]+)-([a-f0-9]{32,128})(?:@[a-f0-9]{16,128})?-(\d+)$/;
 
-/** The cache key of a span: "<algorithm>-<hex>-<spanId>"; throws InvalidArgumentError on a bad digest or id. */
-export function spanKey(layerDigest: string, spanId: number): string {
+/**
+ * The cache key of a span: "<algorithm>-<hex>-<spanId>", or "<algorithm>-<hex>@<scope>-<spanId>" with a scope
+ * (16-128 lowercase hex digits). Throws InvalidArgumentError on a bad digest, id or scope.
+ */
+export function spanKey(layerDigest: string, spanId: number, opts: { scope?: string } = {}): string {
   const m = DIGEST_RE.exec(layerDigest);
   if (!m) throw new InvalidArgumentError(`Cannot key span cache entry: layer digest "${layerDigest}" is malformed`);
   if (!Number.isSafeInteger(spanId) || spanId < 0) {
     throw new InvalidArgumentError(`Cannot key span cache entry: span id "${spanId}" is not a non-negative integer`);
   }
-  return `${m[1]}-${m[2]}-${spanId}`;
+  if (opts.scope === undefined) return `${m[1]}-${m[2]}-${spanId}`;
+  if (!SCOPE_RE.test(opts.scope)) throw new InvalidArgumentError(`Cannot key span cache entry: scope "${opts.scope}" is not 16-128 hex digits`);
+  return `${m[1]}-${m[2]}@${opts.scope}-${spanId}`;
 }
 
 export class SpanCache {
@@ -67,6 +75,9 @@ export class SpanCache {
   #hits = 0;
   #misses = 0;
   #evictions = 0;
+  /** For a view made by `scoped`: the cache that holds the entries, and the scope added to every key. */
+  #base: SpanCache | undefined;
+  #scope: string | undefined;
 
   private constructor(opts: SpanCacheOptions) {
     this.#dir = opts.dir;
@@ -89,9 +100,28 @@ export class SpanCache {
     return cache;
   }
 
+  /**
+   * A view of this cache whose keys also carry `scope` (16-128 lowercase hex digits, e.g. a digest of the span
+   * layout): span N of one layer differs between zTOCs with different span sizes, so each layout needs its own
+   * entries. The view shares the tiers, bounds, counters and disk directory. Throws InvalidArgumentError on a
+   * bad scope.
+   */
+  scoped(scope: string): SpanCache {
+    if (!SCOPE_RE.test(scope)) throw new InvalidArgumentError(`Cannot scope span cache: scope "${scope}" is not 16-128 hex digits`);
+    const view = new SpanCache({ memoryBytes: 0, diskBytes: 0 });
+    view.#base = this.#base ?? this;
+    view.#scope = scope;
+    return view;
+  }
+
   /** The span's bytes, or undefined when neither tier has it. A hit refreshes its LRU position. */
   async get(layerDigest: string, spanId: number): Promise<Uint8Array | undefined> {
-    const key = spanKey(layerDigest, spanId);
+    const key = spanKey(layerDigest, spanId, { scope: this.#scope });
+    if (this.#base) return this.#base.#get(key);
+    return this.#get(key);
+  }
+
+  async #get(key: string): Promise<Uint8Array | undefined> {
     // Memory first: never wait on the disk for a span that is in memory.
     let mem = this.#memory.get(key);
     if (!mem) {
@@ -127,8 +157,9 @@ export class SpanCache {
 
   /** True when either tier holds the span (does not refresh its LRU position). */
   has(layerDigest: string, spanId: number): boolean {
-    const key = spanKey(layerDigest, spanId);
-    return this.#memory.has(key) || this.#disk.has(key);
+    const key = spanKey(layerDigest, spanId, { scope: this.#scope });
+    const c = this.#base ?? this;
+    return c.#memory.has(key) || c.#disk.has(key);
   }
 
   /**
@@ -136,7 +167,12 @@ export class SpanCache {
    * that tier. Disk errors are thrown (the memory tier keeps the span regardless).
    */
   async put(layerDigest: string, spanId: number, bytes: Uint8Array): Promise<void> {
-    const key = spanKey(layerDigest, spanId);
+    const key = spanKey(layerDigest, spanId, { scope: this.#scope });
+    if (this.#base) return this.#base.#put(key, bytes);
+    return this.#put(key, bytes);
+  }
+
+  async #put(key: string, bytes: Uint8Array): Promise<void> {
     this.#putMemory(key, bytes);
     if (this.#dir === undefined || this.#disk.has(key) || bytes.byteLength > this.#diskLimit) return;
     const write = this.#writeDisk(this.#dir, key, bytes);
@@ -150,6 +186,7 @@ export class SpanCache {
 
   /** Current sizes and counters. */
   stats(): SpanCacheStats {
+    if (this.#base) return this.#base.stats();
     return {
       memoryEntries: this.#memory.size,
       memoryBytes: this.#memoryBytes,
@@ -163,6 +200,7 @@ export class SpanCache {
 
   /** Wait for disk writes in flight. */
   async flush(): Promise<void> {
+    if (this.#base) return this.#base.flush();
     await Promise.allSettled([...this.#pending.values()]);
   }
 

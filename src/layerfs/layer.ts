@@ -3,8 +3,9 @@
  * state. What a mount serves and what `check`/`--stats` report.
  *
  * `openLayer` steps:
- *   1. With a zTOC: lay out its spans, build a span manager whose range reads are registry Range requests,
- *      and build the inode tree from its TOC.
+ *   1. With a zTOC: lay out its spans, build a span manager whose range reads are registry Range requests
+ *      and whose span cache entries are scoped by the span layout's digest, and build the inode tree from its
+ *      TOC.
  *   2. Without one: fetch the whole layer, unpack it to `unpackDir`, and build the tree from the tar.
  *   3. Wrap the tree in vfs Nodes with the `.soci-ts/<digest>.json` state file.
  */
@@ -20,7 +21,7 @@ import { buildLayerTree, type OpaqueXattrMode } from "./metadata.ts";
 import { layerRoot, type LayerState } from "./node.ts";
 import { SpanManager, type RangeFetcher } from "./span_manager.ts";
 import type { TaskGate } from "./task_gate.ts";
-import { ztocLayout, type CheckpointInflater } from "./ztoc_layout.ts";
+import { spanLayoutDigest, ztocLayout, type CheckpointInflater } from "./ztoc_layout.ts";
 
 /** Where a layer's blob lives. */
 export interface LayerSource {
@@ -97,7 +98,8 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       layout,
       spanDigests: ztoc.compressionInfo.spanDigests,
       fetchRanges,
-      cache: opts.cache,
+      // Span N's bytes depend on the zTOC's span layout: two zTOCs of one layer must not share cache entries.
+      cache: opts.cache.scoped(spanLayoutDigest(ztoc)),
       gate: opts.gate,
       fetchTimeoutMs: opts.fetchTimeoutMs,
       verificationRetries: opts.verificationRetries,

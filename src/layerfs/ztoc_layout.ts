@@ -12,6 +12,7 @@
  * strictly increasing compressed and non-decreasing uncompressed offsets (empty spans exist). Beyond SOCI, it
  * rejects a gzip span declaring more than `maxUncompressedSpanBytes` (a decompression bomb from a hostile zTOC). Throws ZtocFormatError otherwise.
  */
+import { createHash } from "node:crypto";
 import type { Checkpoint } from "../compress/types.ts";
 import { ZtocFormatError } from "../util/errors.ts";
 import type { Ztoc } from "../ztoc/types.ts";
@@ -94,4 +95,15 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout 
  */
 export function maxUncompressedSpanBytes(spanSizeBytes: number): number {
   return Math.max(4 * spanSizeBytes, spanSizeBytes + 64 * 1024 * 1024);
+}
+
+/**
+ * A sha256 (64 hex digits) of what decides a zTOC's spans: algorithm, archive sizes, max span id and the zinfo
+ * blob (checkpoints and span size). Span N of one layer holds different bytes under zTOCs with different
+ * layouts (span size is a user choice), so the span cache keys spans by this as well as the layer digest.
+ */
+export function spanLayoutDigest(ztoc: Ztoc): string {
+  const ci = ztoc.compressionInfo;
+  const head = `${ci.algorithm}\n${ztoc.compressedArchiveSize}\n${ztoc.uncompressedArchiveSize}\n${ci.maxSpanId}\n`;
+  return createHash("sha256").update(head).update(ci.checkpoints).digest("hex");
 }

@@ -25,6 +25,32 @@ describe("SpanCache", () => {
     expect(() => spanKey(L1, -1)).toThrow(/span id "-1"/);
   });
 
+  test("scoped views (one per span layout) keep a layer's spans apart and share the tiers", async () => {
+    const S1 = "1".repeat(64);
+    const S2 = "2".repeat(64);
+    expect(spanKey(L1, 7, { scope: S1 })).toBe(`sha256-${"a".repeat(64)}@${S1}-7`);
+    expect(() => spanKey(L1, 7, { scope: "xyz" })).toThrow(InvalidArgumentError);
+    const dir = await tempDir();
+    const c = await SpanCache.open({ dir, memoryBytes: 1000 });
+    expect(() => c.scoped("../x")).toThrow(InvalidArgumentError);
+    const a = c.scoped(S1);
+    const b = c.scoped(S2);
+    const r = new Rand("scoped");
+    const spanA = r.bytes(100);
+    await a.put(L1, 0, spanA);
+    expect(await a.get(L1, 0)).toEqual(spanA);
+    expect(a.has(L1, 0)).toBe(true);
+    expect(b.has(L1, 0)).toBe(false);
+    expect(c.has(L1, 0)).toBe(false);
+    expect(await b.get(L1, 0)).toBeUndefined();
+    expect(c.stats()).toEqual(a.stats());
+    expect(c.stats().memoryBytes).toBe(100);
+    await b.flush();
+    expect(await readdir(dir)).toEqual([`sha256-${"a".repeat(64)}@${S1}-0`]);
+    const reopened = await SpanCache.open({ dir, memoryBytes: 0 });
+    expect(await reopened.scoped(S1).get(L1, 0)).toEqual(spanA);
+  });
+
   test("memory-only cache returns what was put, per layer and span", async () => {
     const c = await SpanCache.open({ memoryBytes: 1000 });
     const r = new Rand(1);

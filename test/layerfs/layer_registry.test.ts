@@ -66,6 +66,32 @@ describe.skipIf(!run)("layers from the registry", () => {
     expect((await readdir(join(tmp, "cache1"))).length).toBeGreaterThan(0);
   });
 
+  test("two zTOCs of one layer with different span sizes share the span cache without mixing spans", async () => {
+    const l = plain.layers[0]!;
+    const cache = await SpanCache.open({ dir: join(tmp, "cache-shared") });
+    const open = (spanSizeBytes: number) =>
+      openLayer({
+        source: { client, ref: plain.ref },
+        layer: l.descriptor,
+        ztoc: tarZtoc(l.tar, spanSizeBytes),
+        cache,
+        inflate: noInflate,
+        unpackDir: join(tmp, "unpack-shared"),
+      });
+    const a = await open(65536);
+    expect(await (await walk(a.root, "data/big.bin"))!.read!(0, 400_000, ctx)).toEqual(big);
+    // Index B cuts the same layer into 32 KiB spans: span N is other bytes than A's span N.
+    const b = await open(32768);
+    expect(b.manager!.state(1)).toBe("unrequested");
+    expect(await (await walk(b.root, "data/big.bin"))!.read!(0, 400_000, ctx)).toEqual(big);
+    expect(new TextDecoder().decode(await (await walk(b.root, "etc/hello.txt"))!.read!(0, 100, ctx))).toBe("hello\n");
+    // A third open with A's layout finds A's spans.
+    const a2 = await open(65536);
+    expect(a2.manager!.state(1)).toBe("uncompressed");
+    await cache.flush();
+    await Promise.all([a.close(), b.close(), a2.close()]);
+  });
+
   test("a layer without a zTOC is fetched whole, unpacked and served from disk", async () => {
     const l = gz.layers[0]!;
     const layer = await openLayer({
