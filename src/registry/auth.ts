@@ -116,12 +116,15 @@ export class AuthManager {
     const found = await this.#opts.credentials.get(authHost);
     if (bearer?.params.realm) {
       const key = `${host}|${scope}`;
+      // One fetch per host and scope, shared by concurrent 401s: it runs under its own timeout only, so one
+      // caller's cancel does not fail the others; each caller waits for it under its own signal.
       let p = this.#inflight.get(key);
       if (!p) {
-        p = this.#fetchToken(host, bearer, scope, found, authHost, signal).finally(() => this.#inflight.delete(key));
+        p = this.#fetchToken(host, bearer, scope, found, authHost).finally(() => this.#inflight.delete(key));
+        p.catch(() => {}); // a waiter that gave up leaves no unhandled rejection behind
         this.#inflight.set(key, p);
       }
-      await p;
+      await raceSignal(p, signal);
       return true;
     }
     if (challenges.some((c) => c.scheme === "basic") || challenges.length === 0) {
@@ -145,7 +148,7 @@ export class AuthManager {
     this.#tokens.delete(`${host}|${scope}`);
   }
 
-  async #fetchToken(host: string, ch: Challenge, scope: string, found: FoundCredential | undefined, authHost: string, signal?: AbortSignal): Promise<string> {
+  async #fetchToken(host: string, ch: Challenge, scope: string, found: FoundCredential | undefined, authHost: string): Promise<string> {
     const realm = ch.params.realm!;
     const service = ch.params.service;
     const scopes = [scope];
@@ -153,7 +156,7 @@ export class AuthManager {
     const what = `a token for "${scopes.join(" ")}" of "${authHost}" from "${realm}"`;
     const cred = found?.credential;
     const timeout = AbortSignal.timeout(this.#opts.timeoutMs);
-    const sig = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const sig = timeout;
     let res: Response;
     try {
       if (cred && "identityToken" in cred) {
@@ -177,7 +180,6 @@ export class AuthManager {
         res = await this.#opts.fetch(url, { ...this.#opts.fetchInit?.(url.href), headers, signal: sig });
       }
     } catch (err) {
-      if (signal?.aborted) throw signal.reason;
       const why = timeout.aborted ? `no answer within ${this.#opts.timeoutMs} ms` : (err as Error).message;
       throw new UnavailableError(`Cannot get ${what}: ${why}`, { cause: err });
     }
@@ -211,4 +213,15 @@ export function basicOrBearer(c: Credential): string | undefined {
     return `Basic ${btoa(String.fromCharCode(...bytes))}`;
   }
   return undefined;
+}
+
+/** `p`, or the signal's reason as soon as it aborts (`p` itself goes on). */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }

@@ -726,7 +726,10 @@ export class HttpRegistryClient implements RegistryClient {
         this.#auth.invalidate(req.ep.host, scope);
         if (!challenged) {
           challenged = true;
-          if (await this.#auth.handleChallenge(req.ep.host, authHost, challenge, scope, req.signal)) continue;
+          const answered = await this.#auth.handleChallenge(req.ep.host, authHost, challenge, scope, req.signal).catch((err: unknown) => {
+            throw req.signal?.aborted ? abortedError(req.action, req.signal) : err;
+          });
+          if (answered) continue;
         }
         const who = await this.#auth.describe(authHost);
         const why = who ? `${who} were refused` : `no credentials for "${authHost}" were found`;
