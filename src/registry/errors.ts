@@ -5,7 +5,6 @@
  */
 import {
   FailedPreconditionError,
-  InvalidArgumentError,
   NotFoundError,
   UnavailableError,
 } from "../util/errors.ts";
@@ -50,14 +49,18 @@ export async function errorDetail(res: Response): Promise<string | undefined> {
   }
 }
 
-/** The shared error class for an HTTP status: 404 NotFound, 401/403 Unauthorized, 429/5xx Unavailable, else InvalidArgument. */
+/**
+ * The shared error class for an HTTP status: 404 NotFound, 401/403 Unauthorized, 429/5xx Unavailable, else
+ * FailedPrecondition (the registry refused the request: 400, 405, 413, 416, …). Never InvalidArgument, which
+ * the CLI reports as a usage error (exit 2) although the command line was fine.
+ */
 export function httpError(f: HttpFailure): Error {
   const msg = `Cannot ${f.action}: HTTP ${f.status}${f.detail ? ` (${f.detail})` : ""}`;
   let err: Error;
   if (f.status === 404) err = new NotFoundError(msg);
   else if (f.status === 401 || f.status === 403) err = new UnauthorizedError(msg, f.status);
   else if (f.status === 429 || f.status >= 500) err = new UnavailableError(msg);
-  else err = new InvalidArgumentError(msg);
+  else err = new FailedPreconditionError(msg);
   (err as Error & { httpStatus?: number }).httpStatus = f.status;
   return err;
 }
