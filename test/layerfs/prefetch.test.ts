@@ -10,12 +10,14 @@ import { join } from "node:path";
 import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
 import { mountImage } from "../../src/layerfs/image_mount.ts";
 import { LayerFs } from "../../src/layerfs/remote_fs.ts";
+import { spanLayoutDigest } from "../../src/layerfs/ztoc_layout.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { ANNOTATION_IMAGE_LAYER_DIGEST } from "../../src/soci/index.ts";
 import { decodePrefetchArtifact } from "../../src/soci/prefetch.ts";
+import { decodeZtoc } from "../../src/ztoc/codec.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type TestFile, type TestRegistry } from "../_harness/registry.ts";
@@ -58,6 +60,11 @@ describe.skipIf(!run)("prefetch artifacts at mount", () => {
       const a = decodePrefetchArtifact(await store.getBlob(d.digest));
       ranges.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, a.prefetchSpans.map((s) => [s.startSpan, s.endSpan]));
     }
+    // The span cache keys a layer's spans by its zTOC's span layout too.
+    const layoutOf = new Map<string, string>();
+    for (const d of created!.ztocs) {
+      layoutOf.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, spanLayoutDigest(decodeZtoc(await store.getBlob(d.digest))));
+    }
 
     const fs = await LayerFs.create({
       root: join(tmp, "root"),
@@ -84,7 +91,7 @@ describe.skipIf(!run)("prefetch artifacts at mount", () => {
         for (const [a, b] of ranges.get(layer.digest)!) for (let i = a; i <= b; i++) listed.add(i);
         for (let i = 0; i < mgr.layout.spanCount; i++) {
           expect([layer.digest, i, mgr.state(i)]).toEqual([layer.digest, i, listed.has(i) ? "uncompressed" : "unrequested"]);
-          if (listed.has(i)) expect(fs.cache.has(layer.digest, i)).toBe(true);
+          if (listed.has(i)) expect(fs.cache.scoped(layoutOf.get(layer.digest)!).has(layer.digest, i)).toBe(true);
         }
         const stats = mgr.stats();
         expect(stats.spansPresent).toBe(listed.size);
