@@ -117,6 +117,7 @@ export class HttpRegistryClient implements RegistryClient {
   /** Fetch init (TLS trust) per URL host; see `#fetchInit`. */
   readonly #tlsByHost = new Map<string, Record<string, unknown>>();
   readonly #redirects = new Map<string, { url: string; expiresAt: number }>();
+  /** Endpoint hosts (mirrors or origins) known to lack the Referrers API. */
   readonly #noReferrersApi = new Set<string>();
   readonly #caPem: string | undefined;
   readonly #caPemByHost: Map<string, string>;
@@ -507,11 +508,14 @@ export class HttpRegistryClient implements RegistryClient {
     const { algorithm, hex } = parseDigest(digest);
     const filter = (list: Descriptor[]) => (opts.artifactType ? list.filter((d) => d.artifactType === opts.artifactType) : list);
     const action = `list referrers of "${digest}" in "${repoName(ref)}"`;
-    // 1. the Referrers API, unless this registry is known to lack it
-    if (!this.#noReferrersApi.has(ref.registry)) {
-      const q = opts.artifactType ? `?artifactType=${encodeURIComponent(opts.artifactType)}` : "";
-      const viaApi = await this.#read(ref, opts.signal, (ep) =>
-        this.#send(
+    // 1. the Referrers API at each endpoint (mirrors, then the origin) not known to lack it; a 404/405/400
+    //    means this endpoint has no API (a registry with it answers an empty index): try the next one
+    const q = opts.artifactType ? `?artifactType=${encodeURIComponent(opts.artifactType)}` : "";
+    for (const ep of endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: true })) {
+      if (this.#noReferrersApi.has(ep.host)) continue;
+      let viaApi: Descriptor[] | undefined;
+      try {
+        viaApi = await this.#send(
           { ep, ref, url: `/v2/${ref.repository}/referrers/${digest}${q}`, method: "GET", headers: { accept: MediaType.OCI_INDEX }, scope: "pull", action, signal: opts.signal },
           async (res, deadline) => {
             if (res.status === 404 || res.status === 405 || res.status === 400) {
@@ -524,10 +528,13 @@ export class HttpRegistryClient implements RegistryClient {
             if (!isIndex(manifest)) throw new UnavailableError(`Cannot ${action}: the answer is not an image index`);
             return manifest.manifests;
           },
-        ),
-      );
+        );
+      } catch (err) {
+        if (!ep.mirror || opts.signal?.aborted) throw err;
+        continue; // a failing mirror: the next endpoint
+      }
       if (viaApi) return filter(viaApi);
-      this.#noReferrersApi.add(ref.registry);
+      this.#noReferrersApi.add(ep.host);
     }
     // 2. the fallback tag
     try {
@@ -554,7 +561,7 @@ export class HttpRegistryClient implements RegistryClient {
     const { descriptor, subjectHeader } = await this.#putManifest(base, bytes, mediaType, opts);
     if (subjectHeader === subject.digest) return descriptor;
     // 2. maintain the fallback tag (read, add, write back; last writer wins as with oras)
-    this.#noReferrersApi.add(ref.registry);
+    this.#noReferrersApi.add(this.#origin(ref).host);
     const tagRef = { ...base, tag: `${algorithm}-${hex}` };
     let index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] };
     try {
