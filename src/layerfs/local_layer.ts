@@ -18,6 +18,7 @@ import { readTar, type TarEntry } from "../tar/reader.ts";
 import { parseDigest } from "../util/digest.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { compareUtf8 } from "../ztoc/codec.ts";
+import { formatGoTime } from "../ztoc/go_time.ts";
 import type { EntryType, FileMetadata } from "../ztoc/types.ts";
 
 export interface LocalLayer {
@@ -104,8 +105,6 @@ const TYPES: Record<string, EntryType> = { "0": "reg", "7": "reg", "1": "hardlin
 export function toFileMetadata(e: TarEntry): FileMetadata | undefined {
   const type = TYPES[e.typeflag];
   if (!type) return undefined;
-  const secs = new Date(e.mtimeSec * 1000).toISOString().slice(0, 19);
-  const frac = e.mtimeNsec ? "." + String(e.mtimeNsec).padStart(9, "0").replace(/0+$/, "") : "";
   return {
     name: e.name,
     type,
@@ -117,7 +116,8 @@ export function toFileMetadata(e: TarEntry): FileMetadata | undefined {
     gid: e.gid,
     uname: e.uname,
     gname: e.gname,
-    modTime: `${secs}${frac}Z`,
+    // As the zTOC builder writes it (Go's MarshalText): "" for years outside 0..9999, never a throw.
+    modTime: formatGoTime(e.mtimeSec, e.mtimeNsec),
     devmajor: e.devmajor,
     devminor: e.devminor,
     // Every PAX record, values as raw bytes (binary xattrs survive), keys in the zTOC builder's order.

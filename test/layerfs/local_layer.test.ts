@@ -3,7 +3,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openLocalLayer } from "../../src/layerfs/local_layer.ts";
+import { openLocalLayer, toFileMetadata } from "../../src/layerfs/local_layer.ts";
+import { formatGoTime } from "../../src/ztoc/go_time.ts";
 import { parseManifest } from "../../src/oci/manifest.ts";
 import { MediaType } from "../../src/oci/media_types.ts";
 import type { RegistryClient } from "../../src/registry/types.ts";
@@ -40,5 +41,17 @@ describe("path traversal through a layer digest", () => {
     const client = { getBlobStream: async () => { throw new Error("never fetched"); } } as unknown as RegistryClient;
     const p = openLocalLayer(manifest.layers[0]!, { client, ref: { registry: "x", repository: "y" }, dir });
     await expect(p).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+});
+
+describe("toFileMetadata mod times", () => {
+  const base = { name: "f", typeflag: "0", dataOffset: 512, size: 0, linkname: "", mode: 0o644, uid: 0, gid: 0, uname: "", gname: "", mtimeNsec: 0, devmajor: 0, devminor: 0, paxRecords: new Map() };
+  test("agree with the zTOC builder, and huge or negative PAX mtimes do not throw", () => {
+    const cases: Array<[number, number]> = [[0, 0], [1700000000, 120000000], [-62200000000, 0], [253402300800, 0], [1e13, 0], [-1e13, 5]];
+    for (const [sec, nsec] of cases) {
+      const e = { ...base, mtimeSec: sec, mtimeNsec: nsec } as unknown as Parameters<typeof toFileMetadata>[0];
+      expect(toFileMetadata(e)!.modTime).toBe(formatGoTime(sec, nsec));
+    }
+    expect(toFileMetadata({ ...base, mtimeSec: 1e13 } as unknown as Parameters<typeof toFileMetadata>[0])!.modTime).toBe("");
   });
 });
