@@ -103,17 +103,27 @@ export class ArtifactStore {
 
   /**
    * Store a blob atomically and return its digest. When `digest` is given the bytes must hash to it
-   * (DigestMismatchError otherwise). Storing a blob that exists is a no-op.
+   * (DigestMismatchError otherwise). Storing a blob that exists intact is a no-op; a stored copy of the
+   * wrong size or hash (truncated by a crash, disk full) is replaced.
    */
   async putBlob(bytes: Uint8Array, digest?: string): Promise<string> {
     const actual = sha256Digest(bytes);
     if (digest !== undefined && digest !== actual) {
       throw new DigestMismatchError(`Cannot store blob "${digest}": bytes hash to "${actual}"`, digest, actual);
     }
-    if (await this.hasBlob(actual)) return actual;
+    if (await this.#hasIntact(actual, bytes.length)) return actual;
     this.#ensureLayout();
     atomicWrite(this.blobPath(actual), bytes);
     return actual;
+  }
+
+  /** True when the blob is stored with `size` bytes that hash to `digest` (size checked first, cheaply). */
+  async #hasIntact(digest: string, size: number): Promise<boolean> {
+    const path = this.blobPath(digest);
+    const st = await stat(path).catch(() => undefined);
+    if (!st || st.size !== size) return false;
+    const stored = await readFile(path).catch(() => undefined);
+    return stored !== undefined && sha256Digest(new Uint8Array(stored)) === digest;
   }
 
   /** Remove a blob (no error when absent). */

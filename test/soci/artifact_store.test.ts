@@ -101,3 +101,23 @@ describe("ArtifactStore", () => {
     expect(existsSync(join(root, "index-db", ".tmp-deadbeef"))).toBe(false);
   });
 });
+
+describe("putBlob over a corrupt copy", () => {
+  test("a truncated or altered stored blob is replaced by the right bytes", async () => {
+    const root = mkdtempSync(join(tmpdir(), "soci-store-repair-"));
+    try {
+      const s = new ArtifactStore(root);
+      const bytes = new TextEncoder().encode("ztoc bytes");
+      const d = sha256Digest(bytes);
+      for (const bad of ["", "ztoc bytez"]) {
+        await s.putBlob(bytes, d);
+        writeFileSync(s.blobPath(d), bad); // e.g. truncated by a crash of another tool, or disk full
+        await expect(s.getBlob(d)).rejects.toBeInstanceOf(DigestMismatchError);
+        await s.putBlob(bytes, d);
+        expect(await s.getBlob(d)).toEqual(bytes);
+      }
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
