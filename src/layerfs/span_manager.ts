@@ -193,10 +193,13 @@ export class SpanManager {
         continue;
       }
       if (this.#state[id] === "uncompressed") {
+        const [us, ue] = this.layout.uncompressedRange(id);
         results.push(
           this.#o.cache.get(this.layerDigest, id).then((b) => {
-            if (b) return b;
-            // Evicted since: refetch it alone.
+            // A cached span must be exactly the span: anything else (a torn or foreign entry) is a miss.
+            if (b && b.byteLength === ue - us) return b;
+            if (b) this.#o.logger.warn("Cached span has the wrong length, refetching", { layer: this.layerDigest, span: id, bytes: b.byteLength, expected: ue - us });
+            // Evicted (or unusable) since: refetch it alone.
             if (this.#state[id] === "uncompressed") this.#setState(id, "unrequested");
             return this.#inflight.get(id) ?? this.#startRun([id])[0]!;
           }),
@@ -314,7 +317,10 @@ export class SpanManager {
       }
       this.#setState(id, "fetched");
       const [us, ue] = this.layout.uncompressedRange(id);
-      const out = await this.layout.inflate(id, bytes);
+      let out = await this.layout.inflate(id, bytes);
+      // Own the bytes: a view into the coalesced run buffer (uncompressed layers) would keep all of it alive
+      // in the cache while the cache counts only this span.
+      if (out.byteLength !== out.buffer.byteLength) out = out.slice();
       if (out.byteLength !== ue - us) {
         throw new UnavailableError(
           `Cannot inflate span ${id} of layer "${this.layerDigest}": got ${out.byteLength} bytes, expected ${ue - us}`,

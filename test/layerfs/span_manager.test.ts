@@ -48,6 +48,26 @@ describe("span states", () => {
 });
 
 describe("SpanManager", () => {
+  test("a cached span of the wrong length is refetched, never served", async () => {
+    const { blob, cache, layout, digests, fetchRanges, requests } = await setup();
+    const [s0, e0] = layout.uncompressedRange(0);
+    await cache.put(LAYER, 0, blob.slice(s0, e0 - 10)); // a torn or foreign entry
+    const logger = new MemoryLogger();
+    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache, logger });
+    expect(sm.state(0)).toBe("uncompressed");
+    expect(await sm.read(0, e0)).toEqual(blob.subarray(0, e0));
+    expect(requests.length).toBe(1);
+    expect(logger.lines.some((l) => l.msg.includes("wrong length"))).toBe(true);
+  });
+
+  test("cached spans own their bytes rather than viewing the coalesced request's buffer", async () => {
+    const { sm, cache, layout } = await setup();
+    await sm.read(0, layout.uncompressedSize); // one coalesced request for every span
+    const b = await cache.get(LAYER, 3);
+    expect(b).toBeDefined();
+    expect(b!.buffer.byteLength).toBe(b!.byteLength);
+  });
+
   test("reads across span boundaries return the exact bytes", async () => {
     const { blob, sm } = await setup();
     const r = new Rand(9);
