@@ -4,6 +4,7 @@
  * `--root`, platform flags, output helpers and a per-layer progress line on a TTY.
  */
 import type { Platform } from "../oci/types.ts";
+import { join } from "node:path";
 import type { Config } from "../config/schema.ts";
 import { HttpRegistryClient, type RegistryClientOptions } from "../registry/client.ts";
 import type { Credential } from "../registry/credentials.ts";
@@ -23,12 +24,15 @@ let client: RegistryClient | undefined;
 
 /** The registry client of this process, configured from `[http]`, `[resolver.host]` and `docker_config`. */
 export function registryClient(ctx: CliContext): RegistryClient {
-  client ??= new HttpRegistryClient(registryClientOptions(ctx.config, { logger: ctx.logger }));
+  client ??= new HttpRegistryClient(registryClientOptions(ctx.config, { logger: ctx.logger, env: process.env }));
   return client;
 }
 
-/** The registry client options a config tree asks for (see `registryClient`). */
-export function registryClientOptions(c: Config, opts: { logger?: Logger } = {}): RegistryClientOptions {
+/**
+ * The registry client options a config tree asks for (see `registryClient`). `env` supplies DOCKER_CONFIG
+ * (docker's directory of config.json) when `docker_config` is empty.
+ */
+export function registryClientOptions(c: Config, opts: { logger?: Logger; env?: Record<string, string | undefined> } = {}): RegistryClientOptions {
   const credentials: Record<string, Credential> = {};
   const plainHttpHosts: string[] = [];
   const mirrors: Record<string, Array<{ host: string; insecure: boolean; requestTimeoutSec: number }>> = {};
@@ -40,14 +44,19 @@ export function registryClientOptions(c: Config, opts: { logger?: Logger } = {})
     if (h.mirrors.length) mirrors[host] = h.mirrors;
     if (h.caFile) caFiles[host] = h.caFile;
   }
+  // docker_config, else $DOCKER_CONFIG/config.json, else the client's default ~/.docker/config.json.
+  const dockerDir = opts.env?.DOCKER_CONFIG;
+  const dockerConfigPath = c.dockerConfig || (dockerDir ? join(dockerDir, "config.json") : undefined);
   return {
-    timeoutMs: c.http.responseHeaderTimeoutMsec > 0 ? Math.max(c.http.responseHeaderTimeoutMsec, 30_000) : 30_000,
+    // The idle timeout between body bytes stays the client's default (30 s); DialTimeoutMsec has no knob.
+    responseHeaderTimeoutMs: c.http.responseHeaderTimeoutMsec,
+    requestTimeoutMs: c.http.requestTimeoutMsec,
     retries: { max: c.http.maxRetries, minWaitMs: c.http.minWaitMsec, maxWaitMs: Math.min(c.http.maxWaitMsec, 30_000) },
     plainHttpHosts,
     credentials,
     mirrors,
     caFiles,
-    ...(c.dockerConfig ? { dockerConfigPath: c.dockerConfig } : {}),
+    ...(dockerConfigPath ? { dockerConfigPath } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
   };
 }

@@ -68,9 +68,9 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "http",
     doc: "Registry HTTP client (SOCI's key names)",
     fields: [
-      int("DialTimeoutMsec", "dialTimeoutMsec", 3000, "Milliseconds to open a connection", 1),
-      int("ResponseHeaderTimeoutMsec", "responseHeaderTimeoutMsec", 3000, "Milliseconds to wait for response headers", 1),
-      int("RequestTimeoutMsec", "requestTimeoutMsec", 300000, "Milliseconds a whole request may take", 1),
+      int("DialTimeoutMsec", "dialTimeoutMsec", 3000, "Not used (kept for SOCI configs): fetch has no connect timeout; connecting counts against ResponseHeaderTimeoutMsec", 1),
+      int("ResponseHeaderTimeoutMsec", "responseHeaderTimeoutMsec", 3000, "Milliseconds to wait for the response headers of a request without a body (uploads wait 30 s); between body bytes the limit is 30 s", 1),
+      int("RequestTimeoutMsec", "requestTimeoutMsec", 300000, "Milliseconds a whole request may take, answer read; streamed whole-layer downloads are bounded by 30 s without bytes instead", 1),
       int("MaxRetries", "maxRetries", 8, "Retries on 429, 5xx and connection errors"),
       int("MinWaitMsec", "minWaitMsec", 30, "First retry backoff, in milliseconds"),
       int("MaxWaitMsec", "maxWaitMsec", 300000, "Largest retry backoff, in milliseconds"),
@@ -196,7 +196,7 @@ export const HOST_FIELDS: readonly FieldSpec[] = [
 export const MIRROR_FIELDS: readonly FieldSpec[] = [
   str("host", "host", "", "Mirror host and port"),
   bool("insecure", "insecure", false, "Plain HTTP to the mirror"),
-  int("request_timeout_sec", "requestTimeoutSec", 0, "Seconds per request; 0: [http] RequestTimeoutMsec"),
+  int("request_timeout_sec", "requestTimeoutSec", 0, "Seconds without bytes from this mirror before a request to it fails; 0: 30"),
 ];
 
 export const DEFAULT_ROOT = "/var/lib/soci-ts";

@@ -42,6 +42,17 @@ import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from 
 export interface RegistryClientOptions {
   /** Longest wait for an answer or the next body bytes of one request (default 30000 ms). */
   timeoutMs?: number;
+  /**
+   * Longest wait for the answer's headers of a request without a body (GET, HEAD; config `[http]
+   * ResponseHeaderTimeoutMsec`); requests with a body (uploads) wait `timeoutMs`. Default: `timeoutMs`.
+   */
+  responseHeaderTimeoutMs?: number;
+  /**
+   * Longest time one request may take from sending to its answer read (config `[http] RequestTimeoutMsec`),
+   * progress or not; streamed whole-blob downloads (`getBlobStream`) are bounded by `timeoutMs` of idleness
+   * only. Default none.
+   */
+  requestTimeoutMs?: number;
   /** Retries of 429/5xx/connection errors (default `{ max: 3, minWaitMs: 100, maxWaitMs: 3000 }`). */
   retries?: Partial<RetryOptions>;
   /** Hosts ("host" or "host:port") spoken to over plain HTTP; loopback hosts always are. */
@@ -699,7 +710,10 @@ export class HttpRegistryClient implements RegistryClient {
         if (h) headers.authorization = h;
       }
       // 2. fetch under the idle deadline
-      const deadline = new IdleDeadline(req.ep.timeoutMs, req.signal);
+      const deadline = new IdleDeadline(req.ep.timeoutMs, req.signal, {
+        firstMs: req.body ? undefined : this.#opts.responseHeaderTimeoutMs,
+        totalMs: keepDeadline ? undefined : this.#opts.requestTimeoutMs,
+      });
       const started = performance.now();
       let res: Response;
       try {
@@ -717,7 +731,7 @@ export class HttpRegistryClient implements RegistryClient {
         deadline.clear();
         if (this.#opts.logger?.debugEnabled) this.#logRequest(req.method, url, headers, started, err, attempt);
         if (req.signal?.aborted) throw abortedError(req.action, req.signal);
-        const why = deadline.timedOut ? `no answer from "${host}" within ${req.ep.timeoutMs} ms` : `cannot reach "${host}": ${(err as Error).message}`;
+        const why = deadline.timedOut ? timedOutText(deadline, host, "no answer") : `cannot reach "${host}": ${(err as Error).message}`;
         lastErr = new UnavailableError(`Cannot ${req.action}: ${why}`, { cause: err });
         if (attempt++ < maxRetries) {
           await pause(backoffMs(attempt - 1, this.#retry), req);
@@ -760,7 +774,7 @@ export class HttpRegistryClient implements RegistryClient {
         if (req.signal?.aborted) throw abortedError(req.action, req.signal);
         if (err instanceof GaveUp) throw err.error;
         let e = err;
-        if (deadline.timedOut) e = new RetryableError(`Cannot ${req.action}: no bytes from "${host}" within ${req.ep.timeoutMs} ms`, { cause: err });
+        if (deadline.timedOut) e = new RetryableError(`Cannot ${req.action}: ${timedOutText(deadline, host, "no bytes")}`, { cause: err });
         else if (err instanceof TypeError || (err instanceof Error && /ECONNRESET|socket|closed|terminated/i.test(err.message) && !(err instanceof DigestMismatchError)))
           e = new RetryableError(`Cannot ${req.action}: connection to "${host}" lost: ${err.message}`, { cause: err });
         if (e instanceof RetryableError && attempt < maxRetries) {
@@ -774,6 +788,13 @@ export class HttpRegistryClient implements RegistryClient {
 }
 
 class StaleRedirect extends Error {}
+
+/** `no answer from "host" within 3000 ms` (idle limits) or `"host" took longer than 300000 ms` (the total). */
+function timedOutText(deadline: IdleDeadline, host: string, what: string): string {
+  const e = deadline.expired;
+  if (e?.limit === "total") return `"${host}" took longer than ${e.ms} ms`;
+  return `${what} from "${host}" within ${e?.ms ?? deadline.timeoutMs} ms`;
+}
 
 /** A nested request (a redirect target) that spent its own retries: the outer request passes `error` on as is. */
 class GaveUp extends Error {

@@ -1,21 +1,47 @@
+/** The limit that aborted an exchange: before the answer, between body bytes, or the whole exchange. */
+export interface DeadlineExpiry {
+  limit: "first" | "idle" | "total";
+  ms: number;
+}
+
+/** Limits of an IdleDeadline besides the idle timeout. */
+export interface IdleDeadlineOptions {
+  /** Longest wait before the first progress (the answer's headers), in ms (default: the idle timeout). */
+  firstMs?: number;
+  /** Longest time the whole exchange may take, progress or not, in ms (default none). */
+  totalMs?: number;
+}
+
 /**
  * An idle deadline for one HTTP exchange: aborts when no progress (headers, then body bytes) was seen for
- * `timeoutMs`, or when the caller's signal aborts. `touch()` on every chunk.
+ * `timeoutMs` (`firstMs` before the first progress), when the exchange passes `totalMs`, or when the
+ * caller's signal aborts. `touch()` on every chunk.
  */
 export class IdleDeadline {
   readonly #controller = new AbortController();
   readonly #ms: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #totalTimer: ReturnType<typeof setTimeout> | undefined;
   #timedOut = false;
+  #expired: DeadlineExpiry | undefined;
   readonly #parent?: AbortSignal;
   readonly #onParent = () => this.#controller.abort(this.#parent!.reason);
 
-  constructor(timeoutMs: number, parent?: AbortSignal) {
+  constructor(timeoutMs: number, parent?: AbortSignal, opts: IdleDeadlineOptions = {}) {
     this.#ms = timeoutMs;
     this.#parent = parent;
     if (parent?.aborted) this.#controller.abort(parent.reason);
     else parent?.addEventListener("abort", this.#onParent, { once: true });
-    this.touch();
+    this.#arm(opts.firstMs ?? timeoutMs, true);
+    if (opts.totalMs !== undefined && opts.totalMs > 0 && !this.#controller.signal.aborted) {
+      const totalMs = opts.totalMs;
+      this.#totalTimer = setTimeout(() => this.#expire({ limit: "total", ms: totalMs }), totalMs);
+    }
+  }
+
+  /** Which limit aborted the exchange and its length; undefined while none has. */
+  get expired(): DeadlineExpiry | undefined {
+    return this.#expired;
   }
 
   /** The signal to hand to fetch. */
@@ -34,17 +60,27 @@ export class IdleDeadline {
 
   /** Progress was made: restart the idle timer. */
   touch(): void {
-    if (this.#controller.signal.aborted) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timedOut = true;
-      this.#controller.abort(new DOMException(`no progress within ${this.#ms} ms`, "TimeoutError"));
-    }, this.#ms);
+    this.#arm(this.#ms, false);
   }
 
-  /** The exchange is over: stop the timer and detach from the caller's signal. */
+  #arm(ms: number, first: boolean): void {
+    if (this.#controller.signal.aborted) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#expire({ limit: first ? "first" : "idle", ms }), ms);
+  }
+
+  #expire(e: DeadlineExpiry): void {
+    if (this.#controller.signal.aborted) return;
+    this.#timedOut = true;
+    this.#expired = e;
+    const why = e.limit === "total" ? `not done within ${e.ms} ms` : `no progress within ${e.ms} ms`;
+    this.#controller.abort(new DOMException(why, "TimeoutError"));
+  }
+
+  /** The exchange is over: stop the timers and detach from the caller's signal. */
   clear(): void {
     clearTimeout(this.#timer);
+    clearTimeout(this.#totalTimer);
     this.#parent?.removeEventListener("abort", this.#onParent);
   }
 }

@@ -1,9 +1,13 @@
 /** The registry client the CLI builds from the config tree, against real (TLS) registries. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { registryClientOptions } from "../../src/cli/index_shared.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";
+import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
 import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
 
 const tls = needs("CLI registry options over TLS", "tool:docker-registry", "tool:openssl");
@@ -36,5 +40,55 @@ describe.skipIf(!tls)("[resolver.host.X] ca_file", () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null, httpsHosts: [a.host, b.host], caFiles: { [a.host]: a.caFile! }, retries: { max: 0 } });
     const err = await client.getManifest({ registry: b.host, repository: "tls/none", tag: "v1" }).catch((e: Error) => e);
     expect(String((err as Error).message).toLowerCase()).toContain("certificate");
+  });
+});
+
+const reg4 = needs("CLI registry options", "tool:docker-registry");
+
+describe.skipIf(!reg4)("docker_config and [http] timeouts", () => {
+  let reg: TestRegistry;
+  let proxy: FaultProxy;
+  let dir: string;
+  beforeAll(async () => {
+    reg = await startRegistry({ auth: "htpasswd", users: { alice: "wonderland-secret" } });
+    proxy = await startFaultProxy(reg.url);
+    dir = mkdtempSync(join(tmpdir(), "soci-cli-opts-"));
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('docker_config = "" reads $DOCKER_CONFIG/config.json', async () => {
+    const dockerDir = join(dir, "docker");
+    mkdirSync(dockerDir);
+    const auth = Buffer.from("alice:wonderland-secret").toString("base64");
+    writeFileSync(join(dockerDir, "config.json"), JSON.stringify({ auths: { [reg.host]: { auth } } }));
+    const opts = registryClientOptions(parseConfig(""), { env: { DOCKER_CONFIG: dockerDir } });
+    expect(opts.dockerConfigPath).toBe(join(dockerDir, "config.json"));
+    const client = new HttpRegistryClient(opts);
+    const img = await pushImage(reg, "creds/app", "v1", { client });
+    expect((await client.getManifest({ registry: reg.host, repository: "creds/app", tag: "v1" })).descriptor.digest).toBe(img.manifestDescriptor.digest);
+    // An explicit docker_config wins; without DOCKER_CONFIG the client's default (~/.docker/config.json) applies.
+    expect(registryClientOptions(parseConfig('docker_config = "/x/c.json"'), { env: { DOCKER_CONFIG: dockerDir } }).dockerConfigPath).toBe("/x/c.json");
+    expect(registryClientOptions(parseConfig(""), { env: {} }).dockerConfigPath).toBeUndefined();
+  });
+
+  test("[http] ResponseHeaderTimeoutMsec bounds the wait for an answer, RequestTimeoutMsec the whole request", async () => {
+    const c = parseConfig("[http]\nResponseHeaderTimeoutMsec = 200\nRequestTimeoutMsec = 600\nMaxRetries = 0\n");
+    const opts = registryClientOptions(c);
+    const client = new HttpRegistryClient({ ...opts, dockerConfigPath: null, credentials: { [proxy.host]: { username: "alice", password: "wonderland-secret" } } });
+    const img = await pushImage(reg, "slow/app", "v1", { client: new HttpRegistryClient({ dockerConfigPath: null, credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } } }) });
+    const ref = { registry: proxy.host, repository: "slow/app", tag: "v1" };
+    await client.getManifest(ref); // learns that the registry wants Basic auth (no 401 round trips below)
+    proxy.set({ kind: "stall", ms: 1500, times: 1 });
+    const slowHead = await client.getManifest(ref).catch((e: Error) => e);
+    expect((slowHead as Error).message).toContain(`no answer from "${proxy.host}" within 200 ms`);
+    // Headers at once, then the body stalls 1.5 s: within the 30 s idle limit, past the 600 ms total.
+    proxy.set({ kind: "stallBody", ms: 1500, afterBytes: 10, times: 1, match: { path: /\/blobs\// } });
+    const slowBody = await client.getBlob({ registry: proxy.host, repository: "slow/app" }, img.layers[0]!.descriptor.digest).catch((e: Error) => e);
+    expect((slowBody as Error).message).toContain(`"${proxy.host}" took longer than 600 ms`);
+    proxy.set(null);
   });
 });
