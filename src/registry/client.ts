@@ -253,14 +253,17 @@ export class HttpRegistryClient implements RegistryClient {
 
   // -------------------------------------------------------------------------------------------------- blobs
 
-  /** GET a whole blob, verified against its digest. */
-  async getBlob(ref: Reference, digest: string, opts: RequestOptions = {}): Promise<Uint8Array> {
+  /**
+   * GET a whole blob, verified against its digest. With `size` (the descriptor's), no more than that is
+   * read, whatever the Content-Length says.
+   */
+  async getBlob(ref: Reference, digest: string, opts: RequestOptions & { size?: number } = {}): Promise<Uint8Array> {
     parseDigest(digest);
     const action = `get blob "${digest}" of "${repoName(ref)}"`;
     return this.#blob(ref, digest, {}, action, opts.signal, async (res, deadline) => {
       if (res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-      const bytes = await readBody(res, deadline);
-      const len = Number(res.headers.get("content-length") ?? NaN);
+      const bytes = await readBody(res, deadline, opts.size);
+      const len = Math.min(Number(res.headers.get("content-length") ?? NaN), opts.size ?? Infinity);
       if (Number.isFinite(len) && bytes.length < len) throw new RetryableError(`Cannot ${action}: body cut after ${bytes.length} of ${len} bytes`);
       verifyDigest(bytes, digest, { what: `blob "${digest}" of "${repoName(ref)}"` });
       return bytes;
@@ -380,14 +383,17 @@ export class HttpRegistryClient implements RegistryClient {
     return this.#blob(ref, digest, { range: rangeHeader([[start, end]]) }, action, opts.signal, async (res, deadline) => {
       if (res.status === 416) throw new InvalidArgumentError(`Cannot ${action}: the range is beyond the blob's end (HTTP 416)`);
       if (res.status === 206) {
+        // Read only up to `end` (never what the Content-Length or Content-Range claims beyond it).
         const cr = parseContentRange(res.headers.get("content-range"));
-        const body = await readBody(res, deadline);
-        const got: ByteRange = cr ? [cr.start, cr.end] : [start, start + body.length];
-        if (got[0] > start || got[1] < end || body.length !== got[1] - got[0]) {
-          if (body.length < got[1] - got[0]) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
-          throw new RetryableError(`Cannot ${action}: the server sent bytes [${got[0]}, ${got[1]})`);
+        if (cr && (cr.start > start || cr.end < end)) {
+          await res.body?.cancel().catch(() => {});
+          throw new RetryableError(`Cannot ${action}: the server sent bytes [${cr.start}, ${cr.end})`);
         }
-        return got[0] === start && got[1] === end ? body : body.slice(start - got[0], end - got[0]);
+        const from = cr ? cr.start : start;
+        const need = end - from;
+        const body = await readBody(res, deadline, need);
+        if (body.length < need) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+        return from === start && body.length === need ? body : body.slice(start - from, end - from);
       }
       if (res.status === 200) {
         const body = await readBody(res, deadline, end);
@@ -534,7 +540,8 @@ export class HttpRegistryClient implements RegistryClient {
               return undefined;
             }
             if (!res.ok) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-            const body = await readBody(res, deadline);
+            const body = await readBody(res, deadline, (4 << 20) + 1);
+            if (body.length > 4 << 20) throw new UnavailableError(`Cannot ${action}: the referrers index is larger than 4 MiB`);
             const { manifest } = parseManifest(body, { what: `referrers index of "${digest}"` });
             if (!isIndex(manifest)) throw new UnavailableError(`Cannot ${action}: the answer is not an image index`);
             return manifest.manifests;

@@ -85,13 +85,16 @@ export class IdleDeadline {
   }
 }
 
+/** Largest buffer allocated up front from a Content-Length (64 MiB). */
+const PREALLOCATE_MAX_BYTES = 64 << 20;
+
 /** Bodies up to this size are read in one call, so `timeoutMs` bounds their whole transfer. */
 const ONE_CALL_MAX_BYTES = 4 << 20;
 
 /**
  * Reads a response body to its end, touching `deadline` per chunk. With `limit`, stops (and cancels the
- * body) once that many bytes have arrived. With a Content-Length, bytes are copied once into a buffer of
- * that size.
+ * body) once that many bytes have arrived. With a Content-Length up to 64 MiB (or `limit`), bytes are
+ * copied once into a buffer of that size; larger bodies are collected as they arrive.
  */
 export async function readBody(res: Response, deadline: IdleDeadline, limit?: number): Promise<Uint8Array> {
   if (!res.body) return new Uint8Array(0);
@@ -101,7 +104,10 @@ export async function readBody(res: Response, deadline: IdleDeadline, limit?: nu
     return new Uint8Array(await res.arrayBuffer());
   }
   const reader = res.body.getReader();
-  let buf: Uint8Array | undefined = Number.isSafeInteger(declared) && declared >= 0 ? new Uint8Array(limit !== undefined ? Math.min(limit, declared) : declared) : undefined;
+  // Preallocate from the Content-Length only up to PREALLOCATE_MAX_BYTES: a lying server must not make us
+  // allocate gigabytes before sending a byte; beyond it, chunks are collected as they arrive.
+  const want = Number.isSafeInteger(declared) && declared >= 0 ? (limit !== undefined ? Math.min(limit, declared) : declared) : -1;
+  let buf: Uint8Array | undefined = want >= 0 && want <= PREALLOCATE_MAX_BYTES ? new Uint8Array(want) : undefined;
   const chunks: Uint8Array[] = [];
   let n = 0;
   try {

@@ -30,7 +30,7 @@ export class RegistryImageStore implements ImageStore {
   getManifest(target: string, opts?: RequestOptions): Promise<FetchedManifest> {
     return this.#client.getManifest(this.#at(target), opts);
   }
-  getBlob(digest: string, opts?: RequestOptions): Promise<Uint8Array> {
+  getBlob(digest: string, opts?: RequestOptions & { size?: number }): Promise<Uint8Array> {
     return this.#client.getBlob(this.#repo(), digest, opts);
   }
   getBlobStream(digest: string, opts?: RequestOptions): Promise<ReadableStream<Uint8Array>> {

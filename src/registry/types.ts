@@ -38,7 +38,7 @@ export interface RegistryClient {
   /** PUT a manifest under a tag or its digest; returns its descriptor. */
   putManifest(ref: Reference, bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor>;
   /** GET a whole blob, verified against its digest. */
-  getBlob(ref: Reference, digest: string, opts?: RequestOptions): Promise<Uint8Array>;
+  getBlob(ref: Reference, digest: string, opts?: RequestOptions & { size?: number }): Promise<Uint8Array>;
   /** GET a blob as a stream (not buffered; the digest is verified as it ends). */
   getBlobStream(ref: Reference, digest: string, opts?: RequestOptions): Promise<ReadableStream<Uint8Array>>;
   /** HEAD a blob; NotFoundError when absent. */
@@ -83,7 +83,7 @@ export interface ImageSource {
   /** A manifest or index by tag or digest (verified). */
   getManifest(target: string, opts?: RequestOptions): Promise<FetchedManifest>;
   /** A whole blob, verified. */
-  getBlob(digest: string, opts?: RequestOptions): Promise<Uint8Array>;
+  getBlob(digest: string, opts?: RequestOptions & { size?: number }): Promise<Uint8Array>;
   /** A blob as a stream, verified as it ends. */
   getBlobStream(digest: string, opts?: RequestOptions): Promise<ReadableStream<Uint8Array>>;
   /** A blob's size; NotFoundError when absent. */

@@ -143,7 +143,7 @@ async function copyBlobs(src: ImageLocation, dst: ImageLocation, descs: Descript
   if (src === dst) return;
   for (const d of descs) {
     if (await hasBlob(dst, d.digest, { signal })) continue;
-    await dst.putBlob(await src.getBlob(d.digest, { signal }), { signal });
+    await dst.putBlob(await src.getBlob(d.digest, { signal, size: d.size }), { signal });
   }
 }
 

@@ -199,7 +199,7 @@ async function getZtocBytes(source: ImageLocation, d: Descriptor, opts: Discover
       // corrupt local copy: fetch it again
     }
   }
-  const bytes = await source.getBlob(d.digest, { signal: opts.signal });
+  const bytes = await source.getBlob(d.digest, { signal: opts.signal, size: d.size });
   await opts.store?.putBlob(bytes, d.digest);
   return bytes;
 }
