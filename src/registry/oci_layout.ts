@@ -162,28 +162,39 @@ export class OciLayout implements ImageStore {
     const fh = await open(path, "r").catch((err) => {
       throw this.#missing(digest, err);
     });
-    const size = (await fh.stat()).size;
+    // The handle is closed exactly once: at the end, on a read error, or when the reader cancels.
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await fh.close().catch(() => {});
+    };
+    let size: number;
+    try {
+      size = (await fh.stat()).size;
+    } catch (err) {
+      await close();
+      throw err;
+    }
     let pos = 0;
     const raw = new ReadableStream<Uint8Array>({
       async pull(c) {
-        const buf = new Uint8Array(Math.min(1 << 20, size - pos));
-        if (buf.length === 0) {
-          await fh.close();
-          c.close();
-          return;
+        try {
+          const buf = new Uint8Array(Math.min(1 << 20, size - pos));
+          const { bytesRead } = buf.length === 0 ? { bytesRead: 0 } : await fh.read(buf, 0, buf.length, pos);
+          if (bytesRead === 0) {
+            await close();
+            c.close();
+            return;
+          }
+          pos += bytesRead;
+          c.enqueue(buf.subarray(0, bytesRead));
+        } catch (err) {
+          await close();
+          c.error(err);
         }
-        const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-        if (bytesRead === 0) {
-          await fh.close();
-          c.close();
-          return;
-        }
-        pos += bytesRead;
-        c.enqueue(buf.subarray(0, bytesRead));
       },
-      async cancel() {
-        await fh.close();
-      },
+      cancel: close,
     });
     return raw.pipeThrough(verifyingStream(digest, { what: `blob "${digest}" of OCI layout "${this.dir}"`, expectedSize: size }));
   }
