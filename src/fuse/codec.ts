@@ -101,9 +101,9 @@ export class RequestReader {
   u32(off: number): number {
     return this.view.getUint32(off, true);
   }
-  /** A u64 as a JS number (exact below 2^53; file offsets and node ids stay far below). */
+  /** A u64 as a JS number (exact below 2^53; file offsets and node ids stay far below). No BigInt. */
   u64(off: number): number {
-    return Number(this.view.getBigUint64(off, true));
+    return this.view.getUint32(off, true) + this.view.getUint32(off + 4, true) * 0x1_0000_0000;
   }
   u64n(off: number): bigint {
     return this.view.getBigUint64(off, true);
@@ -152,6 +152,15 @@ export function writeOutHeader(out: Uint8Array, unique: bigint, errno: number): 
 export function newReply(unique: bigint, bodySize: number): Uint8Array {
   const out = new Uint8Array(OUT_HEADER_SIZE + bodySize);
   writeOutHeader(out, unique, 0);
+  return out;
+}
+
+/** The out-header of a successful reply whose `dataLength` body bytes go out as a separate writev piece. */
+export function dataHeader(unique: bigint, dataLength: number): Uint8Array {
+  const out = new Uint8Array(OUT_HEADER_SIZE);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, OUT_HEADER_SIZE + dataLength, true);
+  v.setBigUint64(8, unique, true);
   return out;
 }
 

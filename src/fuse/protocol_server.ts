@@ -31,7 +31,7 @@ import {
   OUT_HEADER_SIZE, READ_IN_SIZE, RELEASE_IN_SIZE, WRITE_OPCODES,
 } from "./abi.ts";
 import {
-  attrReply, DirentBuffer, decodeInHeader, entryReply, errorReply, newReply, openReply, RequestReader,
+  attrReply, dataHeader, DirentBuffer, decodeInHeader, entryReply, errorReply, newReply, openReply, RequestReader,
   statfsReply, utf8, xattrSizeReply, type InHeader,
 } from "./codec.ts";
 import {
@@ -133,6 +133,8 @@ export class ProtocolServer {
   #resolveInit!: (n: Negotiated) => void;
   /** Requests being served, by unique, for INTERRUPT. */
   readonly inFlight = new Map<bigint, RequestCtx>();
+  /** The file system's methods, bound once (see `fsMethod`). */
+  readonly boundFs: Partial<RawFileSystem> = {};
   /** INTERRUPTs that arrived before their request (several readers race); bounded. */
   readonly #earlyInterrupts = new Set<bigint>();
   #destroyed = false;
@@ -296,10 +298,16 @@ export class ProtocolServer {
 
 // ---- handlers, one per opcode ----
 
+/** `s.fs[k]` bound to `s.fs` (bound once per server, not per request); ENOSYS when the file system lacks it. */
 function fsMethod<K extends keyof RawFileSystem>(s: ProtocolServer, k: K): NonNullable<RawFileSystem[K]> {
-  const m = s.fs[k];
-  if (!m) throw new FuseErrno(ENOSYS);
-  return (m as (...a: unknown[]) => unknown).bind(s.fs) as NonNullable<RawFileSystem[K]>;
+  let m = s.boundFs[k];
+  if (!m) {
+    const f = s.fs[k];
+    if (!f) throw new FuseErrno(ENOSYS);
+    m = (f as (...a: unknown[]) => unknown).bind(s.fs) as RawFileSystem[K];
+    s.boundFs[k] = m;
+  }
+  return m as NonNullable<RawFileSystem[K]>;
 }
 
 function one(b: Uint8Array): ReplyIov {
@@ -387,7 +395,7 @@ row(FUSE_GETATTR, GETATTR_IN_SIZE, (s, { h, r, ctx }) => {
 });
 
 row(FUSE_READLINK, 0, (s, { h, ctx }) =>
-  then(fsMethod(s, "readlink")(h.nodeid, ctx), (t) => [newReply(h.unique, 0), t].map(fixLen(t.length))));
+  then(fsMethod(s, "readlink")(h.nodeid, ctx), (t) => [dataHeader(h.unique, t.length), t]));
 
 row(FUSE_OPEN, OPEN_IN_SIZE, (s, { h, r, ctx }) => {
   const flags = r.u32(BODY);
@@ -401,7 +409,7 @@ row(FUSE_READ, READ_IN_SIZE, (s, { h, r, ctx }) => {
   const size = Math.min(r.u32(BODY + 16), s.opts.maxReadBytes);
   return then(fsMethod(s, "read")(h.nodeid, fh, offset, size, ctx), (data) => {
     const d = data.length > size ? data.subarray(0, size) : data;
-    return [newReply(h.unique, 0), d].map(fixLen(d.length));
+    return [dataHeader(h.unique, d.length), d];
   });
 });
 
@@ -443,7 +451,7 @@ row(FUSE_STATFS, 0, (s, { h }) => {
 function sized(unique: bigint, size: number, value: Uint8Array): ReplyIov {
   if (size === 0) return one(xattrSizeReply(unique, value.length));
   if (value.length > size) throw new FuseErrno(ERANGE);
-  return [newReply(unique, 0), value].map(fixLen(value.length));
+  return [dataHeader(unique, value.length), value];
 }
 
 row(FUSE_GETXATTR, GETXATTR_IN_SIZE, (s, req) => {
@@ -469,14 +477,6 @@ row(FUSE_INTERRUPT, INTERRUPT_IN_SIZE, (s, { r }) => {
   s.interrupt(r.u64n(BODY));
   return undefined;
 }, true);
-
-/** Header + data reply: fixes the header's length field to cover the data piece. */
-function fixLen(dataLen: number): (b: Uint8Array, i: number) => Uint8Array {
-  return (b, i) => {
-    if (i === 0) new DataView(b.buffer, b.byteOffset, 4).setUint32(0, OUT_HEADER_SIZE + dataLen, true);
-    return b;
-  };
-}
 
 // ---- debug descriptions ----
 
