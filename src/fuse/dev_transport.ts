@@ -8,9 +8,10 @@
  * blocking read(2) on /dev/fuse moves off the main thread (a blocking read loop there would starve
  * signal handlers and timers). Two modes:
  *   - "workers" (default): N worker threads, each blocked in readSync on its own fd (FUSE_DEV_IOC_CLONE'd from
- *     the mount's fd, so the kernel spreads requests over them), posting each request to the main
- *     thread as a transferred buffer; the main thread writes the reply with one writev(2) to the fd the
- *     request came from (replies must go to the same clone).
+ *     the mount's fd, so the kernel spreads requests over them), reading each request straight into a
+ *     slot of a SharedArrayBuffer and waking the main thread (Atomics.notify → Atomics.waitAsync; see
+ *     SLOTS below); the main thread writes the reply with one writev(2) to the fd the request came from
+ *     (replies must go to the same clone).
  *   - "async": several `fs.read` calls outstanding on the mount fd. Each one BLOCKS a thread of the
  *     runtime's I/O pool until a request arrives, so a tree whose reads do async file I/O themselves
  *     (a local layer's preads, the disk span cache) can starve the pool and deadlock: measured here,
@@ -57,13 +58,48 @@ export interface DevTransportOptions {
 
 const O_CLOEXEC = 0o2000000;
 
+/**
+ * Request hand-off between a reader worker and the main thread, per worker: one SharedArrayBuffer with
+ * a control block and SLOTS request slots of `readBufferBytes` each. Byte layout (Int32, little-endian):
+ *   0  HEAD  requests the worker has published (wraps at 2^32; the slot is HEAD mod SLOTS)
+ *   4  TAIL  requests the main thread has taken out of their slots
+ *   8  reserved (2 words)
+ *   16 LEN[SLOTS]  length of the request in each slot
+ * then, at CTL_BYTES, the slots. The worker waits (Atomics.wait) while all slots are full, reads into
+ * the next slot, stores its length, bumps HEAD and notifies; the main thread sleeps in Atomics.waitAsync
+ * on HEAD, copies each new request out of its slot (a READ request is 80 bytes), bumps TAIL, notifies,
+ * and serves it. Measured here (ping-pong microbenchmark): 11–17 µs median per hand-off, against
+ * 16–113 µs for postMessage of a transferred buffer (a MessageEvent and a structured clone per
+ * request); serving 4 KiB O_DIRECT reads, the server's CPU time per request fell from 40–90 µs to
+ * 31–38 µs. postMessage stays for the worker's one "reader ended" message.
+ */
+const SLOTS = 4;
+const HEAD = 0;
+const TAIL = 1;
+const LEN = 4;
+const CTL_BYTES = 64;
+
+/** Atomics.waitAsync (ES2024; in Bun, not yet in this project's TypeScript lib). */
+const waitAsync = (Atomics as unknown as {
+  waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}).waitAsync;
+
 /** Source of a reader worker; loaded from a Blob URL so it works inside `bun build --compile` output. */
 const WORKER_SOURCE = `
 import { readSync } from "node:fs";
 self.onmessage = (e) => {
-  const { fd, bytes } = e.data;
-  const buf = new Uint8Array(bytes);
+  const { fd, bytes, sab } = e.data;
+  const ctl = new Int32Array(sab, 0, ${CTL_BYTES} / 4);
+  let head = 0;
   for (;;) {
+    // A free slot: wait while the main thread has not taken the oldest of ${SLOTS} requests.
+    for (;;) {
+      const tail = Atomics.load(ctl, ${TAIL});
+      if (((head - tail) | 0) < ${SLOTS}) break;
+      Atomics.wait(ctl, ${TAIL}, tail);
+    }
+    const slot = (head >>> 0) % ${SLOTS};
+    const buf = new Uint8Array(sab, ${CTL_BYTES} + slot * bytes, bytes);
     let n;
     try {
       n = readSync(fd, buf, 0, bytes, null);
@@ -74,8 +110,10 @@ self.onmessage = (e) => {
       return;
     }
     if (n === 0) { postMessage({ end: "EOF" }); return; }
-    const req = buf.slice(0, n);
-    postMessage(req, [req.buffer]);
+    ctl[${LEN} + slot] = n;
+    head = (head + 1) | 0;
+    Atomics.store(ctl, ${HEAD}, head);
+    Atomics.notify(ctl, ${HEAD});
   }
 };
 `;
@@ -88,6 +126,8 @@ export class DevTransport {
   readonly closed: Promise<void>;
   readonly #fds: number[] = [];
   readonly #workers: Worker[] = [];
+  /** Control words of each worker's slots (see CTL_BYTES). */
+  readonly #ctls: Int32Array[] = [];
   readonly #onError: (m: string) => void;
   #running = 0;
   #resolveClosed!: () => void;
@@ -118,23 +158,52 @@ export class DevTransport {
     const n = Math.max(1, this.opts.readers ?? 2);
     this.#fds.push(this.fd);
     for (let i = 1; i < n; i++) this.#fds.push(cloneFuseFd(this.fd));
-    // 2. One worker per fd, blocked in read(2); requests come back as transferred buffers.
+    // 2. One worker per fd, blocked in read(2), handing requests over through shared slots.
     workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
     for (const fd of this.#fds) {
+      const sab = new SharedArrayBuffer(CTL_BYTES + SLOTS * bytes);
+      const ctl = new Int32Array(sab, 0, CTL_BYTES / 4);
       const w = new Worker(workerUrl);
       this.#running++;
-      w.onmessage = (e: MessageEvent) => {
-        const d = e.data as Uint8Array | { end: string };
-        if (d instanceof Uint8Array) this.#serve(fd, d);
-        else this.#readerEnded(d.end, w);
-      };
+      w.onmessage = (e: MessageEvent) => this.#readerEnded((e.data as { end: string }).end, w);
       w.onerror = (e) => {
         this.#onError(`FUSE reader on fd ${fd} failed: ${e.message}`);
         this.#readerEnded("error", w);
       };
-      w.postMessage({ fd, bytes });
+      w.postMessage({ fd, bytes, sab });
       this.#workers.push(w);
+      this.#ctls.push(ctl);
+      this.#take(fd, ctl, new Uint8Array(sab), bytes);
     }
+  }
+
+  /**
+   * The main thread's side of one worker's slots: take every published request out of its slot, free
+   * the slot, serve it; then sleep in Atomics.waitAsync until the worker publishes the next.
+   */
+  #take(fd: number, ctl: Int32Array, all: Uint8Array, bytes: number): void {
+    let tail = 0;
+    const drain = (): void => {
+      for (;;) {
+        if (this.#closed) return;
+        const head = Atomics.load(ctl, HEAD);
+        while (tail !== head) {
+          const slot = (tail >>> 0) % SLOTS;
+          const at = CTL_BYTES + slot * bytes;
+          const req = all.slice(at, at + ctl[LEN + slot]!);
+          tail = (tail + 1) | 0;
+          Atomics.store(ctl, TAIL, tail);
+          Atomics.notify(ctl, TAIL);
+          this.#serve(fd, req);
+          if (this.#closed) return;
+        }
+        const w = waitAsync(ctl, HEAD, tail);
+        if (!w.async) continue; // published meanwhile
+        void w.value.then(drain);
+        return;
+      }
+    };
+    drain();
   }
 
   #asyncReader(bytes: number): void {
@@ -183,6 +252,8 @@ export class DevTransport {
   #finish(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Wake the main thread's pending waits on the slots, so nothing stays parked.
+    for (const ctl of this.#ctls) Atomics.notify(ctl, HEAD);
     this.server.destroy();
     for (const fd of this.#fds) {
       try {
