@@ -660,7 +660,8 @@ export class HttpRegistryClient implements RegistryClient {
           this.#redirects.set(key, { url, expiresAt: Date.now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
           // The target's request retries on its own; when it gives up, the origin's request must not retry
           // the whole redirect again (retries would multiply: (max+1)² requests).
-          return this.#send({ ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "manual" }, consume, keepDeadline).catch(
+          // The target may redirect again (a CDN in front of storage): fetch follows those (no credentials).
+          return this.#send({ ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "follow" }, consume, keepDeadline).catch(
             (err: unknown) => {
               throw new GaveUp(err);
             },
