@@ -57,34 +57,39 @@ export default defineCommand({
       throw new InvalidArgumentError(`Cannot mount: --readahead-spans "${args["readahead-spans"]}" is not a non-negative integer`);
     }
     const mountpoint = resolve(String(args.dir));
+    const ref = parseReference(String(args.ref));
     const workDir = resolve(args["work-dir"] ? String(args["work-dir"]) : join(ctx.root, "mounts", String(process.pid)));
     await mkdir(workDir, { recursive: true });
-    await cleanStaleMounts(join(ctx.root, "mounts"));
-    // 1. The process-wide layer file system.
-    const fs = await LayerFs.create({
-      root: ctx.root,
-      inflate: inflateFromCheckpoint,
-      spanCache: c.spanCache,
-      backgroundFetch: c.backgroundFetch,
-      fetchTimeoutMs: c.blob.fetchingTimeoutSec * 1000,
-      verificationRetries: c.blob.maxSpanVerificationRetries,
-      disableVerification: c.disableVerification,
-      readaheadSpans,
-      opaqueXattr: c.fuse.opaqueXattr as OpaqueXattrMode,
-      fuse: { ...c.fuse, debug: c.debug || c.fuse.logFuseOperations },
-      transport: c.fuse.transport as "workers" | "async",
-      fetchOnOpenMaxBytes: c.blob.fetchOnOpenMaxBytes,
-      prefetchTimeoutMs: c.prefetch.timeoutMsec,
-      prefetchMaxConcurrency: c.prefetch.maxConcurrency,
-      logger: log,
-    });
+    // 1. The process-wide layer file system (the work dir goes again when this fails).
+    let fs: LayerFs;
+    try {
+      await cleanStaleMounts(join(ctx.root, "mounts"));
+      fs = await LayerFs.create({
+        root: ctx.root,
+        inflate: inflateFromCheckpoint,
+        spanCache: c.spanCache,
+        backgroundFetch: c.backgroundFetch,
+        fetchTimeoutMs: c.blob.fetchingTimeoutSec * 1000,
+        verificationRetries: c.blob.maxSpanVerificationRetries,
+        disableVerification: c.disableVerification,
+        readaheadSpans,
+        opaqueXattr: c.fuse.opaqueXattr as OpaqueXattrMode,
+        fuse: { ...c.fuse, debug: c.debug || c.fuse.logFuseOperations },
+        transport: c.fuse.transport as "workers" | "async",
+        fetchOnOpenMaxBytes: c.blob.fetchOnOpenMaxBytes,
+        prefetchTimeoutMs: c.prefetch.timeoutMsec,
+        prefetchMaxConcurrency: c.prefetch.maxConcurrency,
+        logger: log,
+      });
+    } catch (err) {
+      await rm(workDir, { recursive: true, force: true });
+      throw err;
+    }
     // 2. The image.
-    const ref = parseReference(String(args.ref));
-    const location = new RegistryLocation(registryClient(ctx), ref, String(args.ref));
     let img: MountedImage;
     try {
       img = await mountImage(fs, mountpoint, {
-        location,
+        location: new RegistryLocation(registryClient(ctx), ref, String(args.ref)),
         workDir,
         store: artifactStore(ctx),
         modes: { localStore: c.pullModes.localStore.enable, v1: c.pullModes.sociV1.enable, v2: c.pullModes.sociV2.enable },

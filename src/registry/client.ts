@@ -17,7 +17,7 @@ import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manif
 import { MANIFEST_ACCEPT, MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
-import { DigestMismatchError, InvalidArgumentError, NotFoundError, UnavailableError } from "../util/errors.ts";
+import { DigestMismatchError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from "../util/errors.ts";
 import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
 import type { Logger } from "../util/log.ts";
 import { AuthManager } from "./auth.ts";
@@ -143,8 +143,8 @@ export class HttpRegistryClient implements RegistryClient {
     this.#fetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
     this.#userAgent = opts.userAgent ?? "soci-ts/0.1";
     // Read the CA files once, so a missing one fails here rather than on some later request.
-    this.#caPem = opts.caFile ? readFileSync(opts.caFile, "utf8") : undefined;
-    this.#caPemByHost = new Map(Object.entries(opts.caFiles ?? {}).map(([h, f]) => [h, readFileSync(f, "utf8")]));
+    this.#caPem = opts.caFile ? readCaFile(opts.caFile, "every host") : undefined;
+    this.#caPemByHost = new Map(Object.entries(opts.caFiles ?? {}).map(([h, f]) => [h, readCaFile(f, `"${h}"`)]));
     if (this.#caPemByHost.has(DOCKER_HUB) && !this.#caPemByHost.has(DOCKER_HUB_API_HOST)) {
       this.#caPemByHost.set(DOCKER_HUB_API_HOST, this.#caPemByHost.get(DOCKER_HUB)!);
     }
@@ -796,6 +796,15 @@ export class HttpRegistryClient implements RegistryClient {
 }
 
 class StaleRedirect extends Error {}
+
+/** The PEM text of a CA file; FailedPreconditionError naming the file and what it was for. */
+function readCaFile(path: string, forWhat: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new FailedPreconditionError(`Cannot read CA file "${path}" for ${forWhat}: ${(err as Error).message}`, { cause: err });
+  }
+}
 
 /** `no answer from "host" within 3000 ms` (idle limits) or `"host" took longer than 300000 ms` (the total). */
 function timedOutText(deadline: IdleDeadline, host: string, what: string): string {
