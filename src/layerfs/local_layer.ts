@@ -17,8 +17,7 @@ import type { Reference, RegistryClient } from "../registry/types.ts";
 import { readTar, type TarEntry } from "../tar/reader.ts";
 import { parseDigest } from "../util/digest.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
-import { compareUtf8 } from "../ztoc/codec.ts";
-import { formatGoTime } from "../ztoc/go_time.ts";
+import { fileMetadataOf } from "../ztoc/builder.ts";
 import type { EntryType, FileMetadata } from "../ztoc/types.ts";
 
 export interface LocalLayer {
@@ -101,26 +100,14 @@ function isGzip(mediaType: string): boolean {
 
 const TYPES: Record<string, EntryType> = { "0": "reg", "7": "reg", "1": "hardlink", "2": "symlink", "3": "char", "4": "block", "5": "dir", "6": "fifo" };
 
-/** A tar entry as the zTOC builder records it (undefined for types it skips). */
+/**
+ * A tar entry as the zTOC builder records it (src/ztoc/builder.ts), or undefined for types a layer cannot hold.
+ * Unlike the builder, a local layer also takes typeflag "7" (contiguous file) as a regular file, since it only
+ * has to serve the tar, not describe it to SOCI; sizes of non-regular entries are 0.
+ */
 export function toFileMetadata(e: TarEntry): FileMetadata | undefined {
   const type = TYPES[e.typeflag];
   if (!type) return undefined;
-  return {
-    name: e.name,
-    type,
-    uncompressedOffset: e.dataOffset,
-    uncompressedSize: type === "reg" ? e.size : 0,
-    linkname: e.linkname,
-    mode: e.mode,
-    uid: e.uid,
-    gid: e.gid,
-    uname: e.uname,
-    gname: e.gname,
-    // As the zTOC builder writes it (Go's MarshalText): "" for years outside 0..9999, never a throw.
-    modTime: formatGoTime(e.mtimeSec, e.mtimeNsec),
-    devmajor: e.devmajor,
-    devminor: e.devminor,
-    // Every PAX record, values as raw bytes (binary xattrs survive), keys in the zTOC builder's order.
-    xattrs: [...e.paxRecords].map(([key, value]) => ({ key, value })).sort((a, b) => compareUtf8(a.key, b.key)),
-  };
+  const meta = fileMetadataOf(e, type);
+  return type === "reg" ? meta : { ...meta, uncompressedSize: 0 };
 }

@@ -139,6 +139,11 @@ export function toFileMetadata(e: TarEntry): FileMetadata {
       e.headerOffset,
     );
   }
+  return fileMetadataOf(e, type);
+}
+
+/** The TOC fields of tar entry `e` taken as `type`, exactly as SOCI fills them (shared with local layers). */
+export function fileMetadataOf(e: TarEntry, type: EntryType): FileMetadata {
   return {
     name: e.name,
     type,
