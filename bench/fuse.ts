@@ -11,7 +11,9 @@
  * same; with xattrs on, `ls -l` costs two GETXATTR requests per file. Our server runs in both transport
  * modes (workers, the default, and async), and once more through the lazy loader's real node tree
  * (src/layerfs, bench/fuse_layer_server.ts) over the same tree packed as one uncompressed layer tar.
- * Needs root and /dev/fuse. Env: BENCH_FUSE_BYTES (default 1 GiB), BENCH_RUNS (default 3).
+ * Needs root and /dev/fuse. Env: BENCH_FUSE_BYTES (default 1 GiB), BENCH_RUNS (default 3), BENCH_TARGETS
+ * (comma-separated subset of workers,layer,async,native; default all) and BENCH_WORKLOADS (subset of
+ * seq,par2,rand,ls,find; default all), for quick runs while profiling.
  * Last line: `sequential read vs fuse-native: <ratio>x`.
  */
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -22,6 +24,8 @@ const BYTES = Number(process.env.BENCH_FUSE_BYTES ?? 1 << 30);
 const LS = 10_000;
 const FIND = 100_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const TARGETS = new Set((process.env.BENCH_TARGETS ?? "workers,layer,async,native").split(","));
+const WORKLOADS = new Set((process.env.BENCH_WORKLOADS ?? "seq,par2,rand,ls,find").split(","));
 const REPO = resolve(import.meta.dir, "..");
 const MB = 1e6;
 
@@ -85,7 +89,7 @@ function workloads(work: string): Array<{ key: keyof Result & string; pauseMs: n
  */
 async function measureAll(targets: Target[], work: string): Promise<Map<string, Result>> {
   const samples = new Map<string, Map<string, number[]>>(targets.map((t) => [t.name, new Map()]));
-  for (const w of workloads(work)) {
+  for (const w of workloads(work).filter((x) => WORKLOADS.has(x.key))) {
     for (let i = 0; i < RUNS; i++) {
       for (const t of targets) {
         if (w.pauseMs) await Bun.sleep(w.pauseMs);
@@ -224,10 +228,10 @@ try {
   const tmpfs = tmpfsTree();
   const targets: Target[] = [tmpfs];
   try {
-    targets.push(await startOurs(work, "workers"));
-    targets.push(await startLayer(work, tmpfs.dir));
-    targets.push(await startOurs(work, "async"));
-    const native = await startFuseNative(work);
+    if (TARGETS.has("workers")) targets.push(await startOurs(work, "workers"));
+    if (TARGETS.has("layer")) targets.push(await startLayer(work, tmpfs.dir));
+    if (TARGETS.has("async")) targets.push(await startOurs(work, "async"));
+    const native = TARGETS.has("native") ? await startFuseNative(work) : "not selected (BENCH_TARGETS)";
     if (typeof native === "string") nativeProblem = native;
     else targets.push(native);
     for (const [k, v] of await measureAll(targets, work)) results.set(k, v);
@@ -245,7 +249,7 @@ for (const [name, r] of results) {
   console.log(`${name.padEnd(18)} ${fmt(r.seq).padStart(9)} ${fmt(r.par2).padStart(15)} ${fmt(r.rand).padStart(10)} ${fmt(r.ls, 3).padStart(9)} ${fmt(r.find, 3).padStart(8)}`);
 }
 if (nativeProblem) console.log(`fuse-native baseline unavailable: ${nativeProblem}`);
-const ours = results.get("soci-ts (workers)")!;
+const ours = results.get("soci-ts (workers)") ?? {};
 const tmpfs = results.get("tmpfs")!;
 const native = results.get("fuse-native");
 console.log(`sequential read vs tmpfs: ${ratio(ours.seq, tmpfs.seq)}`);
