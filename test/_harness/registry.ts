@@ -103,12 +103,15 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
     authYaml;
   writeFileSync(join(dir, "config.yml"), config);
   const logFile = join(dir, "registry.log");
-  const proc = Bun.spawn(["docker-registry", "serve", join(dir, "config.yml")], {
+  // setpriv --pdeathsig: the kernel kills the registry when this process dies, even by SIGTERM or SIGKILL (a
+  // timed-out or interrupted test run), where the "exit" hook below never runs.
+  const diesWithUs = Bun.which("setpriv") ? ["setpriv", "--pdeathsig", "KILL"] : [];
+  const proc = Bun.spawn([...diesWithUs, "docker-registry", "serve", join(dir, "config.yml")], {
     stdout: Bun.file(logFile),
     stderr: Bun.file(logFile),
   });
   const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
-  // Never outlive the test process, even when a suite forgets stop() or crashes.
+  // Never outlive the test process, even when a suite forgets stop() or throws.
   const killOnExit = () => proc.kill("SIGKILL");
   process.on("exit", killOnExit);
   const stop = async () => {
