@@ -18,23 +18,23 @@ const configCommands = group("config", "Print the configuration", {
   dump: () => import("./config_dump.ts").then((m) => m.default),
 });
 
-// Registered by the index/ztoc/convert, mount, serve and pull command files as they land.
 const indexCommands: Record<string, Lazy> = {
-  create: () => import("./index_create.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  push: () => import("./index_push.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  list: () => import("./index_list.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  info: () => import("./index_info.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  rm: () => import("./index_rm.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  "rebuild-db": () => import("./index_rebuild_db.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  create: () => import("./index_create.ts").then((m) => m.default),
+  push: () => import("./index_push.ts").then((m) => m.default),
+  list: () => import("./index_list.ts").then((m) => m.default),
+  info: () => import("./index_info.ts").then((m) => m.default),
+  rm: () => import("./index_rm.ts").then((m) => m.default),
+  "rebuild-db": () => import("./index_rebuild_db.ts").then((m) => m.default),
 };
 const ztocCommands: Record<string, Lazy> = {
-  list: () => import("./ztoc_list.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  info: () => import("./ztoc_info.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  "get-file": () => import("./ztoc_get_file.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  list: () => import("./ztoc_list.ts").then((m) => m.default),
+  info: () => import("./ztoc_info.ts").then((m) => m.default),
+  "get-file": () => import("./ztoc_get_file.ts").then((m) => m.default),
 };
+/** Commands without a noun. `serve` and `pull` will join these. */
 const topLevel: Record<string, Lazy> = {
-  convert: () => import("./convert.ts").then((m) => m.default as CommandDef<ArgsDef>),
-  mount: () => import("./mount.ts").then((m) => m.default as CommandDef<ArgsDef>),
+  convert: () => import("./convert.ts").then((m) => m.default),
+  mount: () => import("./mount.ts").then((m) => m.default),
 };
 
 export const rootCommand: CommandDef<ArgsDef> = defineCommand({
@@ -45,8 +45,8 @@ export const rootCommand: CommandDef<ArgsDef> = defineCommand({
   },
   subCommands: {
     config: configCommands,
-    ...(Object.keys(indexCommands).length > 0 ? { index: group("index", "Build, inspect and push SOCI indexes", indexCommands) } : {}),
-    ...(Object.keys(ztocCommands).length > 0 ? { ztoc: group("ztoc", "Inspect zTOCs and read files through them", ztocCommands) } : {}),
+    index: group("index", "Build, inspect and push SOCI indexes", indexCommands),
+    ztoc: group("ztoc", "Inspect zTOCs and read files through them", ztocCommands),
     ...topLevel,
   },
 });
