@@ -81,12 +81,12 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "blob",
     doc: "Lazy reads of layer blobs",
     fields: [
-      int("valid_interval", "validIntervalSec", 60, "Seconds between checks that a partly fetched blob is still reachable"),
+      int("valid_interval", "validIntervalSec", 60, "Accepted for SOCI configs, not used yet (no periodic blob check; a failed read reports the error)"),
       int("fetching_timeout_sec", "fetchingTimeoutSec", 300, "Seconds one span fetch may take, retries included", 1),
-      int("max_retries", "maxRetries", 8, "Retries of a failed span fetch"),
-      int("min_wait_msec", "minWaitMsec", 30, "First span retry backoff, in milliseconds"),
-      int("max_wait_msec", "maxWaitMsec", 300000, "Largest span retry backoff, in milliseconds"),
-      bool("force_single_range_mode", "forceSingleRangeMode", false, "Never ask for several ranges in one request"),
+      int("max_retries", "maxRetries", 8, "Accepted for SOCI configs, not used yet: span fetches retry as [http] MaxRetries says"),
+      int("min_wait_msec", "minWaitMsec", 30, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MinWaitMsec says"),
+      int("max_wait_msec", "maxWaitMsec", 300000, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MaxWaitMsec says"),
+      bool("force_single_range_mode", "forceSingleRangeMode", false, "Accepted for SOCI configs, not used yet: each span run is one single-range request anyway"),
       int("max_span_verification_retries", "maxSpanVerificationRetries", 0, "Refetches of a span whose digest did not match"),
       int("fetch_on_open_max_bytes", "fetchOnOpenMaxBytes", 32 * MiB, "On open, fetch every span of files up to this size in one request"),
       int("readahead_spans", "readaheadSpans", 0, "Spans fetched ahead of a read that missed the cache"),
@@ -115,7 +115,7 @@ export const SCHEMA: readonly SectionSpec[] = [
       int("silence_period_msec", "silencePeriodMsec", 30000, "Milliseconds background fetching waits after a new mount or a foreground read"),
       int("fetch_period_msec", "fetchPeriodMsec", 500, "Milliseconds between two background span fetches (the rate limit)"),
       int("max_queue_size", "maxQueueSize", 300, "Layers waiting for background fetching", 1),
-      oneOf("drop_policy", "dropPolicy", "newest", ["newest", "oldest"], "Which layer is dropped when the queue is full"),
+      oneOf("drop_policy", "dropPolicy", "newest", ["newest"], "Which layer is dropped when the queue is full: the newest, as SOCI does"),
     ],
   },
   {
@@ -165,22 +165,6 @@ export const SCHEMA: readonly SectionSpec[] = [
       int("min_layer_size", "minLayerSize", 10 * MiB, "Layers smaller than this (compressed bytes) get no zTOC"),
       str("build_tool_identifier", "buildToolIdentifier", "soci-ts v0.1.0", "Written into each zTOC and index"),
     ],
-  },
-  {
-    toml: "snapshotter",
-    ts: "snapshotter",
-    doc: "The containerd proxy snapshotter",
-    fields: [
-      str("address", "address", "/run/soci-ts/soci-ts.sock", "Unix socket of the gRPC snapshots service"),
-      int("min_layer_size", "minLayerSize", 0, "Layers smaller than this are pulled, not mounted lazily"),
-      bool("allow_invalid_mounts_on_restart", "allowInvalidMountsOnRestart", false, "Start even if a snapshot cannot be remounted"),
-    ],
-  },
-  {
-    toml: "store",
-    ts: "store",
-    doc: "The podman additional layer store",
-    fields: [str("mountpoint", "mountpoint", "/var/lib/soci-ts/store", "Where the layer store is mounted")],
   },
 ] as const;
 

@@ -99,14 +99,6 @@ export interface Config {
     minLayerSize: number;
     buildToolIdentifier: string;
   };
-  snapshotter: {
-    address: string;
-    minLayerSize: number;
-    allowInvalidMountsOnRestart: boolean;
-  };
-  store: {
-    mountpoint: string;
-  };
   resolver: {
     host: Record<string, HostConfig>;
   };
