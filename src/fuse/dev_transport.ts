@@ -19,20 +19,40 @@
  * Either way the reply goes out with one writev(2) of [header, data] (no copy of the data).
  *
  * Measured with `npm run bench:fuse` (2 vCPU shared with other jobs, kernel 6.18, 1 GiB file from
- * memory, page cache off across opens, read-ahead 1 MiB, no xattrs, median of 3, targets taking turns;
- * MB/s = 10^6 B/s):
+ * memory, page cache off across opens, read-ahead 1 MiB, no xattrs, targets taking turns; median of
+ * three bench runs of 3 samples each, 2026-11-24; MB/s = 10^6 B/s). The machine's load moved every
+ * row by 2-4x between runs (tmpfs 4K reads 137k-292k/s), so compare rows of one run, not runs:
  *
- *   server               dd bs=1M   2 readers   4 KiB O_DIRECT/s   ls -l 10k   find 100k
- *   workers (2)          786 MB/s   1201 MB/s    9,700             0.17 s      0.21 s
- *   async (4)            939 MB/s   1228 MB/s   15,900             0.17 s      0.20 s
- *   layerfs tree, workers 434 MB/s   870 MB/s    6,200             0.13 s      0.24 s
- *   fuse-native (libfuse) 514 MB/s   895 MB/s   11,100             1.23 s      6.05 s
- *   tmpfs                6817 MB/s  6492 MB/s  158,000             0.10 s      0.08 s
+ *   server                dd bs=1M   2 readers   4 KiB O_DIRECT/s   ls -l 10k   find 100k
+ *   workers (2)          1232 MB/s   2098 MB/s   13,900             0.15 s      0.24 s
+ *   async (4)            1301 MB/s   2134 MB/s   20,600             0.16 s      0.26 s
+ *   layerfs tree, workers  803 MB/s   1392 MB/s    6,900             0.14 s      0.28 s
+ *   fuse-native (libfuse)  947 MB/s   1431 MB/s    9,600             2.13 s     19.1 s
+ *   tmpfs                6715 MB/s  12419 MB/s  272,000             0.09 s      0.08 s
  *
- * The async mode answers small requests faster (a worker's postMessage hop to the main thread costs
- * 50–200 µs here under load; an Atomics.waitAsync handoff measured no better). But only "workers" is
- * safe with trees that do file I/O (above), so it is the default. Per-request latency is the open
- * problem: 4 KiB random reads are below fuse-native's rate.
+ * Per run, against fuse-native: workers seq 1.89/1.30/1.69x, 4K 1.96/1.22/1.14x; layerfs tree seq
+ * 1.07/0.85/0.85x, 4K 0.85/0.60/0.86x, ls -l 11-19x. Before the slot hand-off (postMessage per
+ * request), three runs: workers seq 1.02/0.51/1.91x, 4K 0.69/0.87/1.22x; layerfs tree seq
+ * 0.80/0.85/1.17x, 4K 0.44/0.47/0.87x. Not met yet (issue #4, layerfs tree): seq >= 1.5x fuse-native
+ * and >= 0.3x tmpfs, 4K >= 2x fuse-native; met: ls -l >= 5x.
+ *
+ * Where the time goes (bun --cpu-prof on the main thread, perf on the process):
+ *   - a 1 MiB READ: ~10 µs of JS (header decode, handler, bridge, reply header), ~240 µs in writev(2),
+ *     which is the kernel copying the reply into the page cache (memcpy ~40% of the server's CPU,
+ *     get_user_pages per 4 KiB page ~13%); the data itself is never copied in user space when the tree
+ *     returns a view. Debug lines are not formatted when debug is off; max_pages 256 (1 MiB READs) and
+ *     the 1 MiB read-ahead are in effect (4 and 8 MiB read-ahead measured no better, nor did 4 readers
+ *     within the noise). One dd's rate is bounded by per-request latency and CPU contention (dd's own
+ *     copy out of the page cache runs on the same 2 vCPUs), not by our JS.
+ *   - a 4 KiB READ: ~5 µs of JS, ~18 µs in writev (mostly waking the reader), and the hand-off from
+ *     the worker: 25-50 µs (median/mean) with postMessage; the slots measured 11-17 µs in a ping-pong
+ *     microbenchmark and cut the server's CPU per 4 KiB READ from 40-90 to 31-38 µs. The rest is thread
+ *     wake-ups (kernel → worker → main thread → reader), which only answering in the worker would cut.
+ *   - the layerfs tree adds its byte source's cost per READ on the main thread: in the bench a pread
+ *     into a fresh, zero-filled 1 MiB buffer (the main thread's profile shows native `read` ~23% and
+ *     the buffer's allocation ~10%), plus an AbortController per read for ctx.signal.
+ *
+ * Only "workers" is safe with trees that do file I/O (above), so it is the default.
  *
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
