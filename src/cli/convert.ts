@@ -2,7 +2,7 @@ import { defineCommand } from "citty";
 import { convertImage } from "../soci/convert.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, hostPlatform, openLocation, parseSize, platformsFrom, printJson, progressReporter, writeOut } from "./index_shared.ts";
+import { buildOptionsFrom, openLocation, printJson, progressReporter, writeOut } from "./index_shared.ts";
 
 /**
  * `soci-ts convert SRC DST`: write the SOCI-enabled image (index manifest v2) of SRC to DST, a registry
@@ -26,13 +26,7 @@ export default defineCommand({
     let res;
     try {
       res = await convertImage(openLocation(String(args.src), ctx), openLocation(String(args.dst), ctx), {
-        store: artifactStore(ctx),
-        spanSizeBytes: parseSize(args.spanSize, "span-size") ?? ctx.config.index.spanSize,
-        minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size") ?? ctx.config.index.minLayerSize,
-        buildToolIdentifier: ctx.config.index.buildToolIdentifier,
-        platforms: platformsFrom(args.platform),
-        allPlatforms: Boolean(args.allPlatforms),
-        hostPlatform: hostPlatform(),
+        ...buildOptionsFrom(args, ctx),
         onProgress: progress.onProgress,
       });
     } finally {

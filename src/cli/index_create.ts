@@ -5,7 +5,7 @@ import { InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import { createIndexes } from "../soci/create.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, hostPlatform, openLocation, parseSize, platformsFrom, printJson, progressReporter, writeOut } from "./index_shared.ts";
+import { buildOptionsFrom, openLocation, printJson, progressReporter, writeOut } from "./index_shared.ts";
 
 /** `soci-ts index create REF`: build a v1 SOCI index per platform and keep it in the local artifact store. */
 export default defineCommand({
@@ -29,13 +29,7 @@ export default defineCommand({
     let created;
     try {
       created = await createIndexes(location, {
-        store: artifactStore(ctx),
-        spanSizeBytes: parseSize(args.spanSize, "span-size") ?? ctx.config.index.spanSize,
-        minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size") ?? ctx.config.index.minLayerSize,
-        buildToolIdentifier: ctx.config.index.buildToolIdentifier,
-        platforms: platformsFrom(args.platform),
-        allPlatforms: Boolean(args.allPlatforms),
-        hostPlatform: hostPlatform(),
+        ...buildOptionsFrom(args, ctx),
         force: Boolean(args.force),
         prefetchPaths,
         onProgress: progress.onProgress,

@@ -102,6 +102,26 @@ export function parseSize(value: unknown, flag: string): number | undefined {
   return Number(m[1]) * mult;
 }
 
+/**
+ * What `index create` and `convert` build with: the store, span size and minimum layer size (flags over
+ * `[index]` config), the build tool identifier, and the platforms asked for.
+ * @throws InvalidArgumentError for a malformed size or platform flag
+ */
+export function buildOptionsFrom(
+  args: { spanSize?: unknown; minLayerSize?: unknown; platform?: unknown; allPlatforms?: unknown },
+  ctx: CliContext,
+) {
+  return {
+    store: artifactStore(ctx),
+    spanSizeBytes: parseSize(args.spanSize, "span-size") ?? ctx.config.index.spanSize,
+    minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size") ?? ctx.config.index.minLayerSize,
+    buildToolIdentifier: ctx.config.index.buildToolIdentifier,
+    platforms: platformsFrom(args.platform),
+    allPlatforms: Boolean(args.allPlatforms),
+    hostPlatform: hostPlatform(),
+  };
+}
+
 /** Write to stdout and wait until it is flushed (the process may exit right after a command returns). */
 export function writeOut(data: string | Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => process.stdout.write(data, (err) => (err ? reject(err) : resolve())));
