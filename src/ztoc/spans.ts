@@ -101,15 +101,7 @@ export class SpanTable {
     if (!(offset >= 0 && offset < this.uncompressedSize) || this.spanCount === 0) {
       throw new InvalidArgumentError(`Cannot locate uncompressed offset ${offset}: the stream has ${this.uncompressedSize} bytes`);
     }
-    if (this.algorithm === "uncompressed") return Math.floor(offset / this.spanSizeBytes);
-    let lo = 0;
-    let hi = this.spanCount - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (this.#starts[mid]! <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    return this.sociSpanId(offset);
   }
 
   /**
