@@ -118,25 +118,14 @@ export class VfsBridge implements RawFileSystem {
     return k.node;
   }
 
-  /** Counts one kernel reference to `node` and returns its entry. */
+  /**
+   * Counts one kernel reference to `node` and returns its entry. getattr runs first, so a node whose getattr
+   * throws is never counted as looked up (the kernel gets an error, not the entry, and would never forget it).
+   */
   #entryFor(node: Node): EntryOut {
-    let id = this.#idOf.get(node);
-    if (id === undefined) {
-      id = this.#nextId++;
-      this.#idOf.set(node, id);
-      this.#byId.set(id, { node, lookups: 1 });
-    } else {
-      this.#byId.get(id)!.lookups++;
-    }
-    return {
-      nodeid: id,
-      generation: 0,
-      entryValidSec: this.#entry[0],
-      entryValidNsec: this.#entry[1],
-      attrValidSec: this.#attr[0],
-      attrValidNsec: this.#attr[1],
-      attr: toFuseAttr(node.getattr()),
-    };
+    const entry = this.#peekEntry(node, node.getattr());
+    this.#byId.get(entry.nodeid)!.lookups++;
+    return entry;
   }
 
   lookup(parent: number, name: string): EntryOut | Promise<EntryOut> {
