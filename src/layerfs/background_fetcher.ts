@@ -19,6 +19,7 @@ import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { RangeFetcher, SpanManager } from "./span_manager.ts";
 import { sleep, type TaskGate } from "./task_gate.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 export interface BackgroundJob {
   manager: SpanManager;
@@ -126,7 +127,7 @@ export class BackgroundFetcher {
       pos = end;
       if (spanId >= 0 && manager.state(spanId) === "unrequested") {
         const [s, e] = layout.compressedRange(spanId);
-        const bytes = s >= start ? chunk.subarray(s - start, e - start) : concat(prev.subarray(prev.byteLength - (start - s)), chunk);
+        const bytes = s >= start ? chunk.subarray(s - start, e - start) : concatBytes([prev.subarray(prev.byteLength - (start - s)), chunk]);
         await manager.offerCompressed(spanId, bytes).catch((err) => {
           this.#o.logger.warn("Background span rejected", { layer: manager.layerDigest, span: spanId, cause: errorMessage(err) });
         });
@@ -167,11 +168,4 @@ export class BackgroundFetcher {
       }
     }
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
 }

@@ -8,6 +8,7 @@
  */
 import { InvalidArgumentError } from "../util/errors.ts";
 import { BLOCK_SIZE, FIELD, type FieldName, TYPEFLAG } from "./header.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** Kinds of entries the writer can produce. */
 export type TarWriteType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
@@ -133,12 +134,12 @@ function putNumber(b: Uint8Array, field: FieldName, v: number): void {
 export function encodePaxRecords(records: [string, string | Uint8Array][]): Uint8Array {
   const parts: Uint8Array[] = [];
   for (const [k, v] of records) {
-    const body = concat([enc.encode(` ${k}=`), typeof v === "string" ? enc.encode(v) : v, NEWLINE]);
+    const body = concatBytes([enc.encode(` ${k}=`), typeof v === "string" ? enc.encode(v) : v, NEWLINE]);
     let n = body.length + 1;
     while (String(n).length + body.length !== n) n = String(n).length + body.length;
     parts.push(enc.encode(String(n)), body);
   }
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 const NEWLINE = new Uint8Array([0x0a]);
@@ -148,7 +149,7 @@ export function writeTar(entries: TarWriteEntry[]): Uint8Array {
   const parts: Uint8Array[] = [];
   for (const e of entries) parts.push(...entryBlocks(e));
   parts.push(new Uint8Array(2 * BLOCK_SIZE));
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 /** The header blocks, data and padding of one entry. */
@@ -241,16 +242,4 @@ function truncateUtf8(s: string, max: number): string {
 
 function padding(n: number): number {
   return (BLOCK_SIZE - (n % BLOCK_SIZE)) % BLOCK_SIZE;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -20,15 +20,9 @@ export function pigz(data: Uint8Array, ...args: string[]): Uint8Array {
   return run("pigz", ["-c", ...args], data);
 }
 
-export function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+import { concatBytes as concat } from "../../src/util/bytes.ts";
+
+export { concat };
 
 /**
  * Mixed data: compressible text, incompressible random runs (stored blocks), long repeats and short binary

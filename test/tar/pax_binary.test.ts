@@ -10,21 +10,14 @@ import { join } from "node:path";
 import { needs } from "../_harness/env.ts";
 import { TarReader, type TarEntry, parsePaxRecords } from "../../src/tar/reader.ts";
 import { encodeHeader, encodePaxRecords, writeTar } from "../../src/tar/writer.ts";
+import { concatBytes } from "../../src/util/bytes.ts";
 
 /** Every byte value once: NUL, newline, '=', 0x80–0xFF (never valid UTF-8 on their own). */
 const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
 /** vfs_cap_data v2 with cap_net_raw (bit 13) permitted, effective flag set: what `setcap cap_net_raw+ep` writes. */
 const CAP_NET_RAW = new Uint8Array([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 const utf8 = (s: string) => new TextEncoder().encode(s);
-const concat = (...parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-};
+const concat = (...parts: Uint8Array[]) => concatBytes(parts);
 
 function readAll(bytes: Uint8Array, chunkSize = bytes.length): TarEntry[] {
   const r = new TarReader();

@@ -1,0 +1,14 @@
+/** Byte-array helpers. Pure, no I/O. */
+
+/** One new Uint8Array holding `parts` end to end. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.byteLength;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.byteLength;
+  }
+  return out;
+}
