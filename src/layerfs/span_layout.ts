@@ -5,6 +5,8 @@
  * Ranges are half-open byte ranges [start, end). Compressed ranges of neighbouring spans may overlap by one
  * byte (a gzip checkpoint that starts mid-byte needs the byte before it).
  */
+import { lastAtOrBefore } from "../util/search.ts";
+
 export interface SpanLayout {
   /** Number of spans (max span id + 1). */
   readonly spanCount: number;
@@ -22,16 +24,9 @@ export interface SpanLayout {
   inflate(spanId: number, compressed: Uint8Array): Uint8Array | Promise<Uint8Array>;
 }
 
-/** Binary search for the last start ≤ offset in non-decreasing `starts` (so never an empty span of a run of equal starts). */
+/** The span holding `offset`: the last start ≤ offset in non-decreasing `starts` (never an empty span of a run of equal starts). */
 export function spanIndexOf(starts: ArrayLike<number>, offset: number): number {
-  let lo = 0;
-  let hi = starts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (starts[mid]! <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
+  return lastAtOrBefore(starts, offset);
 }
 
 /**
