@@ -58,6 +58,11 @@ export function spanKey(layerDigest: string, spanId: number, opts: { scope?: str
   return `${m[1]}-${m[2]}@${opts.scope}-${spanId}`;
 }
 
+/** A key without its span id: "<algorithm>-<hex>[@<scope>]-". */
+function keyPrefix(key: string): string {
+  return key.slice(0, key.lastIndexOf("-") + 1);
+}
+
 export class SpanCache {
   readonly #dir: string | undefined;
   readonly #memoryLimit: number;
@@ -75,6 +80,10 @@ export class SpanCache {
   #hits = 0;
   #misses = 0;
   #evictions = 0;
+  /** Listeners of disk entries landing and leaving, by key prefix (the key without its span id). */
+  readonly #watchers = new Map<string, Set<(spanId: number, onDisk: boolean) => void>>();
+  /** Called before disk victims are chosen, to report hits served without `get` (see `touch`). */
+  readonly #usageReporters = new Set<() => void>();
   /** For a view made by `scoped`: the cache that holds the entries, and the scope added to every key. */
   #base: SpanCache | undefined;
   #scope: string | undefined;
@@ -184,6 +193,61 @@ export class SpanCache {
     }
   }
 
+  /**
+   * The path prefix of the layer's disk entries: span N is the file `<prefix>N` while `onDisk` says so.
+   * Undefined without a disk tier. Entries are immutable while on disk (written aside, renamed into place).
+   */
+  diskPathPrefix(layerDigest: string): string | undefined {
+    const base = this.#base ?? this;
+    if (base.#dir === undefined) return undefined;
+    return join(base.#dir, keyPrefix(spanKey(layerDigest, 0, { scope: this.#scope })));
+  }
+
+  /** True when the span's disk entry is complete and in place. */
+  onDisk(layerDigest: string, spanId: number): boolean {
+    return (this.#base ?? this).#disk.has(spanKey(layerDigest, spanId, { scope: this.#scope }));
+  }
+
+  /**
+   * Call `f(spanId, onDisk)` when a disk entry of the layer (in this view's scope) lands (true: its file is
+   * complete and in place) or leaves (false: called before its file is removed). Returns the unsubscribe function.
+   */
+  watchDisk(layerDigest: string, f: (spanId: number, onDisk: boolean) => void): () => void {
+    const base = this.#base ?? this;
+    const prefix = keyPrefix(spanKey(layerDigest, 0, { scope: this.#scope }));
+    let set = base.#watchers.get(prefix);
+    if (!set) base.#watchers.set(prefix, (set = new Set()));
+    set.add(f);
+    return () => {
+      set.delete(f);
+      if (set.size === 0 && base.#watchers.get(prefix) === set) base.#watchers.delete(prefix);
+    };
+  }
+
+  /**
+   * Count a hit served from the span's disk file without `get` (a FUSE reader thread read it): it becomes the
+   * most recently used entry, on disk too (mtime), as a `get` would make it.
+   */
+  touch(layerDigest: string, spanId: number): void {
+    const base = this.#base ?? this;
+    const key = spanKey(layerDigest, spanId, { scope: this.#scope });
+    if (base.#dir === undefined || !base.#disk.has(key)) return;
+    base.#touchDisk(key);
+    base.#hits++;
+    const now = new Date();
+    utimes(join(base.#dir, key), now, now).catch(() => {});
+  }
+
+  /**
+   * Call `f` before disk entries are evicted, so hits served without `get` can be reported (`touch`) in time.
+   * Returns the unsubscribe function.
+   */
+  addUsageReporter(f: () => void): () => void {
+    const base = this.#base ?? this;
+    base.#usageReporters.add(f);
+    return () => base.#usageReporters.delete(f);
+  }
+
   /** Current sizes and counters. */
   stats(): SpanCacheStats {
     if (this.#base) return this.#base.stats();
@@ -227,6 +291,9 @@ export class SpanCache {
     //    flight alone fill it, this span stays in memory only and nothing is evicted (deciding that before
     //    evicting, so every victim taken from the index is also deleted from the disk).
     if (this.#writingBytes + bytes.byteLength > this.#diskLimit) return;
+    if (this.#diskBytes + this.#writingBytes + bytes.byteLength > this.#diskLimit) {
+      for (const report of this.#usageReporters) report();
+    }
     const victims: string[] = [];
     for (const [k, size] of this.#disk) {
       if (this.#diskBytes + this.#writingBytes + bytes.byteLength <= this.#diskLimit) break;
@@ -234,6 +301,7 @@ export class SpanCache {
       this.#diskBytes -= size;
       this.#evictions++;
       victims.push(k);
+      this.#notify(k, false);
     }
     this.#writingBytes += bytes.byteLength;
     try {
@@ -246,6 +314,7 @@ export class SpanCache {
     if (!this.#disk.has(key)) {
       this.#disk.set(key, bytes.byteLength);
       this.#diskBytes += bytes.byteLength;
+      this.#notify(key, true);
     }
   }
 
@@ -277,6 +346,15 @@ export class SpanCache {
     if (size === undefined) return;
     this.#disk.delete(key);
     this.#diskBytes -= size;
+    this.#notify(key, false);
+  }
+
+  #notify(key: string, onDisk: boolean): void {
+    const prefix = keyPrefix(key);
+    const set = this.#watchers.get(prefix);
+    if (!set) return;
+    const spanId = Number(key.slice(prefix.length));
+    for (const f of set) f(spanId, onDisk);
   }
 
   async #loadDisk(dir: string): Promise<void> {

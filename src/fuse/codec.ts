@@ -4,6 +4,7 @@
  * Rank 1, pure. Every decoder checks bounds and throws `FormatError` with the byte offset of what was
  * missing or malformed; the protocol server answers such a request with EINVAL (or EIO for the header).
  */
+import type { DirectSource } from "./direct_reads.ts";
 import { FormatError } from "../util/errors.ts";
 import {
   ATTR_OUT_SIZE, ATTR_SIZE, DIRENT_SIZE, ENTRY_OUT_SIZE, IN_HEADER_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE,
@@ -62,6 +63,11 @@ export interface OpenOut {
   fh: number;
   /** FOPEN_* flags. */
   openFlags: number;
+  /**
+   * Where the file's bytes sit on disk, when they do: reader threads may then answer its READs themselves
+   * (direct_reads.ts). Not part of the reply.
+   */
+  direct?: DirectSource;
 }
 
 /** fuse_kstatfs. */

@@ -57,11 +57,13 @@
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
  */
-import { closeSync, constants, openSync, read, writevSync } from "node:fs";
+import { closeSync, constants, existsSync, openSync, read, writevSync } from "node:fs";
 import { errorMessage } from "../util/errors.ts";
 import { ioctl } from "../platform/libc.ts";
 import { FUSE_DEV_IOC_CLONE } from "./abi.ts";
+import { DirectReadTable, type DirectReadStats } from "./direct_reads.ts";
 import type { ProtocolServer, ReplyIov } from "./protocol_server.ts";
+import { SLOT_LAYOUT } from "./slot_layout.ts";
 
 /** How requests are read; see the header comment. */
 export type TransportMode = "workers" | "async";
@@ -74,71 +76,35 @@ export interface DevTransportOptions {
   readers?: number;
   /** Where transport errors go. Default console.error. */
   onError?: (message: string) => void;
+  /**
+   * Let reader threads answer READs of files whose bytes are on disk (direct_reads.ts), "workers" mode only.
+   * Off while the server logs every request (`debug`), so each one still gets its lines. Default true.
+   */
+  directReads?: boolean;
 }
 
 const O_CLOEXEC = 0o2000000;
-
-/**
- * Request hand-off between a reader worker and the main thread, per worker: one SharedArrayBuffer with
- * a control block and SLOTS request slots of `readBufferBytes` each. Byte layout (Int32, little-endian):
- *   0  HEAD  requests the worker has published (wraps at 2^32; the slot is HEAD mod SLOTS)
- *   4  TAIL  requests the main thread has taken out of their slots
- *   8  reserved (2 words)
- *   16 LEN[SLOTS]  length of the request in each slot
- * then, at CTL_BYTES, the slots. The worker waits (Atomics.wait) while all slots are full, reads into
- * the next slot, stores its length, bumps HEAD and notifies; the main thread sleeps in Atomics.waitAsync
- * on HEAD, copies each new request out of its slot (a READ request is 80 bytes), bumps TAIL, notifies,
- * and serves it. Measured here (ping-pong microbenchmark): 11–17 µs median per hand-off, against
- * 16–113 µs for postMessage of a transferred buffer (a MessageEvent and a structured clone per
- * request); serving 4 KiB O_DIRECT reads, the server's CPU time per request fell from 40–90 µs to
- * 31–38 µs. postMessage stays for the worker's one "reader ended" message.
- */
-const SLOTS = 4;
-const HEAD = 0;
-const TAIL = 1;
-const LEN = 4;
-const CTL_BYTES = 64;
+const { SLOTS, HEAD, TAIL, LEN, CTL_BYTES } = SLOT_LAYOUT;
 
 /** Atomics.waitAsync (ES2024; in Bun, not yet in this project's TypeScript lib). */
 const waitAsync = (Atomics as unknown as {
   waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
 }).waitAsync;
 
-/** Source of a reader worker; loaded from a Blob URL so it works inside `bun build --compile` output. */
-const WORKER_SOURCE = `
-import { readSync } from "node:fs";
-self.onmessage = (e) => {
-  const { fd, bytes, sab } = e.data;
-  const ctl = new Int32Array(sab, 0, ${CTL_BYTES} / 4);
-  let head = 0;
-  for (;;) {
-    // A free slot: wait while the main thread has not taken the oldest of ${SLOTS} requests.
-    for (;;) {
-      const tail = Atomics.load(ctl, ${TAIL});
-      if (((head - tail) | 0) < ${SLOTS}) break;
-      Atomics.wait(ctl, ${TAIL}, tail);
-    }
-    const slot = (head >>> 0) % ${SLOTS};
-    const buf = new Uint8Array(sab, ${CTL_BYTES} + slot * bytes, bytes);
-    let n;
-    try {
-      n = readSync(fd, buf, 0, bytes, null);
-    } catch (err) {
-      const code = err && err.code;
-      if (code === "EINTR" || code === "EAGAIN" || code === "ENOENT") continue;
-      postMessage({ end: String(code || err) });
-      return;
-    }
-    if (n === 0) { postMessage({ end: "EOF" }); return; }
-    ctl[${LEN} + slot] = n;
-    head = (head + 1) | 0;
-    Atomics.store(ctl, ${HEAD}, head);
-    Atomics.notify(ctl, ${HEAD});
+/**
+ * The reader thread's module: next to this file when running from source. A `bun build --compile` executable
+ * embeds it when it is an entry point of its own (release/build.ts, release/entries.ts), as a .js file at its
+ * path relative to the entry points' common directory, under /$bunfs/root/; `import.meta.url` then names the
+ * executable, so the embedded copy is looked for by path.
+ */
+function readerWorkerUrl(): string {
+  if (!import.meta.url.includes("/$bunfs/")) return new URL("./reader_worker.ts", import.meta.url).href;
+  for (const rel of ["src/fuse/reader_worker.js", "fuse/reader_worker.js", "reader_worker.js"]) {
+    if (existsSync(`/$bunfs/root/${rel}`)) return `file:///$bunfs/root/${rel}`;
   }
-};
-`;
-
-let workerUrl: string | undefined;
+  throw new Error("Cannot start FUSE reader threads: this executable does not embed src/fuse/reader_worker.ts (build it with release/build.ts)");
+}
+let readerUrl: string | undefined;
 
 /** Serves one mount's /dev/fuse fd until the kernel ends the connection. */
 export class DevTransport {
@@ -149,6 +115,7 @@ export class DevTransport {
   /** Control words of each worker's slots (see CTL_BYTES). */
   readonly #ctls: Int32Array[] = [];
   readonly #onError: (m: string) => void;
+  #direct: DirectReadTable | undefined;
   #running = 0;
   #resolveClosed!: () => void;
   #closed = false;
@@ -178,23 +145,51 @@ export class DevTransport {
     const n = Math.max(1, this.opts.readers ?? 2);
     this.#fds.push(this.fd);
     for (let i = 1; i < n; i++) this.#fds.push(cloneFuseFd(this.fd));
-    // 2. One worker per fd, blocked in read(2), handing requests over through shared slots.
-    workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
+    // 2. Direct reads, unless every request must be logged on the main thread: the handle table the protocol
+    //    server fills at OPEN, and a port per worker for stream descriptors.
+    const ports: MessagePort[] = [];
+    if (this.opts.directReads !== false && !this.server.debug) {
+      this.#direct = new DirectReadTable({
+        onStream: (d) => {
+          for (const p of ports) p.postMessage(d);
+        },
+        closeFd: (fd) => closeSync(fd),
+      });
+      this.server.attachDirectReads(this.#direct);
+    }
+    // 3. One worker per fd, blocked in read(2), handing requests over through shared slots.
     for (const fd of this.#fds) {
       const sab = new SharedArrayBuffer(CTL_BYTES + SLOTS * bytes);
       const ctl = new Int32Array(sab, 0, CTL_BYTES / 4);
-      const w = new Worker(workerUrl);
+      readerUrl ??= readerWorkerUrl();
+      const w = new Worker(readerUrl);
       this.#running++;
-      w.onmessage = (e: MessageEvent) => this.#readerEnded((e.data as { end: string }).end, w);
+      w.onmessage = (e: MessageEvent) => {
+        const m = e.data as { end?: string; error?: string };
+        if (m.error !== undefined) this.#onError(m.error);
+        else this.#readerEnded(m.end ?? "unknown", w);
+      };
       w.onerror = (e) => {
         this.#onError(`FUSE reader on fd ${fd} failed: ${e.message}`);
         this.#readerEnded("error", w);
       };
-      w.postMessage({ fd, bytes, sab });
+      if (this.#direct) {
+        const { port1, port2 } = new MessageChannel();
+        ports.push(port1);
+        const direct = { handles: this.#direct.handles, fdSlots: this.#direct.addReader(), port: port2, maxReadBytes: this.server.opts.maxReadBytes };
+        w.postMessage({ fd, bytes, sab, direct }, [port2]);
+      } else {
+        w.postMessage({ fd, bytes, sab });
+      }
       this.#workers.push(w);
       this.#ctls.push(ctl);
       this.#take(fd, ctl, new Uint8Array(sab), bytes);
     }
+  }
+
+  /** Direct-read counters of this mount (undefined when direct reads are off). */
+  directStats(): DirectReadStats | undefined {
+    return this.#direct?.stats();
   }
 
   /**
@@ -275,6 +270,8 @@ export class DevTransport {
     // Wake the main thread's pending waits on the slots, so nothing stays parked.
     for (const ctl of this.#ctls) Atomics.notify(ctl, HEAD);
     this.server.destroy();
+    // Every reader has returned: close the segment fds they left open.
+    this.#direct?.close();
     for (const fd of this.#fds) {
       try {
         closeSync(fd);

@@ -37,6 +37,7 @@ import {
 import {
   EINTR, EINVAL, EIO, ENODATA, ENOSYS, EPROTO, ERANGE, EROFS, errnoName, FuseErrno, toErrno,
 } from "./errno.ts";
+import type { DirectReadTable } from "./direct_reads.ts";
 import type { RawContext, RawFileSystem } from "./raw_fs.ts";
 
 /** Options of a protocol server; every field has a default. */
@@ -135,6 +136,8 @@ export class ProtocolServer {
   readonly inFlight = new Map<bigint, RequestCtx>();
   /** The file system's methods, bound once (see `fsMethod`). */
   readonly boundFs: Partial<RawFileSystem> = {};
+  /** Open handles reader threads may answer READs of (set by the transport; see direct_reads.ts). */
+  direct: DirectReadTable | undefined;
   /** INTERRUPTs that arrived before their request (several readers race); bounded. */
   readonly #earlyInterrupts = new Set<bigint>();
   #destroyed = false;
@@ -155,6 +158,14 @@ export class ProtocolServer {
     this.initialized = new Promise((res) => {
       this.#resolveInit = res;
     });
+  }
+
+  /**
+   * Let the transport's reader threads answer READs: from now on OPEN registers, and RELEASE unregisters, the
+   * handles whose file system says where their bytes are on disk (`OpenOut.direct`).
+   */
+  attachDirectReads(table: DirectReadTable): void {
+    this.direct = table;
   }
 
   /** Called by the INIT handler. */
@@ -400,7 +411,11 @@ row(FUSE_READLINK, 0, (s, { h, ctx }) =>
 row(FUSE_OPEN, OPEN_IN_SIZE, (s, { h, r, ctx }) => {
   const flags = r.u32(BODY);
   if (s.readOnly && ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC)) throw new FuseErrno(EROFS);
-  return then(fsMethod(s, "open")(h.nodeid, flags, ctx), (o) => one(openReply(h.unique, o)));
+  return then(fsMethod(s, "open")(h.nodeid, flags, ctx), (o) => {
+    // Registered before the reply goes out: the kernel sends no READ of the handle until it has the reply.
+    if (o.direct && s.direct) s.direct.register(o.fh, o.direct);
+    return one(openReply(h.unique, o));
+  });
 });
 
 row(FUSE_READ, READ_IN_SIZE, (s, { h, r, ctx }) => {
@@ -414,6 +429,7 @@ row(FUSE_READ, READ_IN_SIZE, (s, { h, r, ctx }) => {
 });
 
 row(FUSE_RELEASE, RELEASE_IN_SIZE, (s, { h, r }) => {
+  s.direct?.unregister(r.u64(BODY));
   s.fs.release?.(h.nodeid, r.u64(BODY));
   return one(newReply(h.unique, 0));
 });

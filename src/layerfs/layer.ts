@@ -10,6 +10,7 @@
  *   3. Wrap the tree in vfs Nodes with the `.soci-ts/<digest>.json` state file.
  */
 import type { SpanCache } from "../cache/span_cache.ts";
+import { BackingStream } from "../fuse/direct_reads.ts";
 import type { Descriptor } from "../oci/types.ts";
 import type { Reference, RegistryClient } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -19,6 +20,7 @@ import type { Ztoc } from "../ztoc/types.ts";
 import { openLocalLayer } from "./local_layer.ts";
 import { buildLayerTree, type OpaqueXattrMode } from "./metadata.ts";
 import { layerRoot, type LayerState } from "./node.ts";
+import type { SpanLayout } from "./span_layout.ts";
 import { SpanManager, type RangeFetcher } from "./span_manager.ts";
 import type { TaskGate } from "./task_gate.ts";
 import { spanLayoutDigest, ztocLayout, type CheckpointInflater } from "./ztoc_layout.ts";
@@ -93,13 +95,14 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       ranges.length === 1
         ? source.client.readRange(source.ref, layer.digest, ranges[0]![0], ranges[0]![1], { signal }).then((b) => [b])
         : source.client.readRanges(source.ref, layer.digest, ranges, { signal });
+    // Span N's bytes depend on the zTOC's span layout: two zTOCs of one layer must not share cache entries.
+    const cache = opts.cache.scoped(spanLayoutDigest(ztoc));
     const manager = new SpanManager({
       layerDigest: layer.digest,
       layout,
       spanDigests: ztoc.compressionInfo.spanDigests,
       fetchRanges,
-      // Span N's bytes depend on the zTOC's span layout: two zTOCs of one layer must not share cache entries.
-      cache: opts.cache.scoped(spanLayoutDigest(ztoc)),
+      cache,
       gate: opts.gate,
       fetchTimeoutMs: opts.fetchTimeoutMs,
       verificationRetries: opts.verificationRetries,
@@ -130,7 +133,8 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       // Errors are logged by the span manager; the reads themselves will retry and report them.
       if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
     };
-    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state, onOpen });
+    const backing = spanCacheBacking(cache, layer.digest, layout);
+    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state, onOpen, backing: backing?.stream });
     return {
       digest: layer.digest,
       size,
@@ -140,6 +144,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       setError: (m) => (error = m),
       state,
       async close() {
+        backing?.close();
         manager.close();
       },
     };
@@ -155,8 +160,12 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
     fetchedPercent: 100,
     ...(error ? { error } : {}),
   });
+  // The unpacked tar is one segment, present until the layer closes.
+  const stream = new BackingStream(local.tarPath, [0, local.size], { indexed: false });
+  stream.setPresent(0, true);
   const root = layerRoot(tree, {
     digest: layer.digest,
+    backing: stream,
     read: (o, n) =>
       local.read(o, n).catch((err) => {
         logger.error("Cannot read unpacked layer", { layer: layer.digest, cause: errorMessage(err) });
@@ -164,5 +173,49 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       }),
     state,
   });
-  return { digest: layer.digest, size, root, setError: (m) => (error = m), state, close: () => local.close() };
+  return {
+    digest: layer.digest,
+    size,
+    root,
+    setError: (m) => (error = m),
+    state,
+    close: () => {
+      stream.setPresent(0, false);
+      return local.close();
+    },
+  };
+}
+
+/**
+ * A lazy layer's tar stream as the span cache's disk entries (one segment per span), kept in step with the cache:
+ * a span is present while its entry is on disk, and reads the FUSE reader threads served from it count as cache
+ * hits before the cache evicts. Undefined when the cache has no disk tier. `close` stops following the cache and
+ * marks every span absent.
+ */
+function spanCacheBacking(cache: SpanCache, digest: string, layout: SpanLayout): { stream: BackingStream; close(): void } | undefined {
+  const prefix = cache.diskPathPrefix(digest);
+  if (prefix === undefined || layout.spanCount === 0) return undefined;
+  // 1. Segment bounds are the spans' uncompressed ranges.
+  const bounds: number[] = [];
+  for (let i = 0; i < layout.spanCount; i++) bounds.push(layout.uncompressedRange(i)[0]);
+  bounds.push(layout.uncompressedSize);
+  const stream = new BackingStream(prefix, bounds);
+  // 2. Present now, then as entries land and leave.
+  for (let i = 0; i < layout.spanCount; i++) if (cache.onDisk(digest, i)) stream.setPresent(i, true);
+  const unwatch = cache.watchDisk(digest, (i, onDisk) => {
+    if (i < layout.spanCount) stream.setPresent(i, onDisk);
+  });
+  // 3. Reads served from the files keep them recently used.
+  const unreport = cache.addUsageReporter(() => {
+    for (const i of stream.takeUsed()) cache.touch(digest, i);
+  });
+  return {
+    stream,
+    close() {
+      unwatch();
+      unreport();
+      for (const i of stream.takeUsed()) cache.touch(digest, i);
+      for (let i = 0; i < layout.spanCount; i++) stream.setPresent(i, false);
+    },
+  };
 }

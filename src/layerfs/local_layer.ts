@@ -23,6 +23,8 @@ import type { EntryType, FileMetadata } from "../ztoc/types.ts";
 export interface LocalLayer {
   /** The uncompressed tar's path. */
   tarPath: string;
+  /** The tar's size in bytes. */
+  size: number;
   toc: FileMetadata[];
   /** Reads bytes of the tar. */
   read(offset: number, length: number): Promise<Uint8Array>;
@@ -70,8 +72,10 @@ export async function openLocalLayer(layer: Descriptor, opts: OpenLocalLayerOpti
     if (meta) toc.push(meta);
   }
   let fh: FileHandle | undefined = await open(tarPath, "r");
+  const { size } = await fh.stat();
   return {
     tarPath,
+    size,
     toc,
     async read(offset, length) {
       if (!fh) throw new InvalidArgumentError(`Cannot read layer "${layer.digest}": it was closed`);

@@ -5,6 +5,7 @@
  *
  * Hardlinked names share one LayerEntry, hence one Node and one inode number.
  */
+import type { BackingStream, DirectSource } from "../fuse/direct_reads.ts";
 import type { Attr, DirEntry, Node, RequestContext, StatFs } from "../vfs/node.ts";
 import { S_IFDIR, S_IFMT, S_IFREG } from "../vfs/node.ts";
 import type { LayerEntry, LayerTree } from "./metadata.ts";
@@ -43,6 +44,11 @@ export interface LayerNodeOptions {
    * fetching the spans holding it, so a file read piecemeal, e.g. a mapped library, costs one round trip).
    */
   onOpen?: (dataOffset: number, size: number) => void;
+  /**
+   * The layer's tar stream as files on disk (span cache entries, or the unpacked tar): regular files then offer
+   * it for direct reads by the FUSE transport's reader threads (src/fuse/direct_reads.ts).
+   */
+  backing?: BackingStream;
 }
 
 /** Build the root Node of a layer. */
@@ -104,6 +110,13 @@ class EntryNode implements Node {
   open(): void {
     const e = this.entry;
     if ((e.mode & S_IFMT) === S_IFREG && e.size > 0) this.opts.onOpen?.(e.dataOffset, e.size);
+  }
+
+  directRead(): DirectSource | undefined {
+    const e = this.entry;
+    const stream = this.opts.backing;
+    if (!stream || (e.mode & S_IFMT) !== S_IFREG) return undefined;
+    return { stream, offset: e.dataOffset, size: e.size };
   }
 
   async read(offset: number, length: number, ctx: RequestContext): Promise<Uint8Array> {

@@ -20,7 +20,8 @@ import type { Descriptor } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
-import { mountTree } from "../vfs/serve.ts";
+import type { DirectReadStats } from "../fuse/direct_reads.ts";
+import { mountTree, type MountHandle } from "../vfs/serve.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource } from "./layer.ts";
@@ -74,6 +75,7 @@ export interface MountLayerOptions {
 interface Mounted {
   layer: Layer;
   source: LayerSource;
+  served: MountHandle;
   unmount: () => Promise<void>;
 }
 
@@ -132,7 +134,7 @@ export class LayerFs {
       signal: opts.signal,
     });
     // 2.
-    let served: { unmount(): Promise<void> | void };
+    let served: MountHandle;
     try {
       served = await mountTree(layer.root, opts.mountpoint, {
         attrTimeoutSec: this.#o.fuse?.attrTimeoutSec,
@@ -151,6 +153,7 @@ export class LayerFs {
     const mounted: Mounted = {
       layer,
       source: opts.source,
+      served,
       unmount: async () => {
         if (layer.manager) this.background?.remove(layer.manager);
         await served.unmount();
@@ -180,6 +183,16 @@ export class LayerFs {
     const m = this.#mounts.get(mountpoint);
     if (!m) throw new NotFoundError(`Cannot find layer mount "${mountpoint}": not mounted by this process`);
     return m.layer;
+  }
+
+  /**
+   * READs of the layer at `mountpoint` that the FUSE reader threads answered from the span cache's files (or the
+   * unpacked tar) themselves, and those they handed to the main thread; NotFoundError when not mounted here.
+   */
+  directReads(mountpoint: string): DirectReadStats | undefined {
+    const m = this.#mounts.get(mountpoint);
+    if (!m) throw new NotFoundError(`Cannot find layer mount "${mountpoint}": not mounted by this process`);
+    return m.served.directReads();
   }
 
   /** Every mounted layer by mount point. */

@@ -175,7 +175,8 @@ export class VfsBridge implements RawFileSystem {
     const done = (): OpenOut => {
       const fh = this.#nextFh++;
       this.#files.set(fh, n);
-      return { fh, openFlags: this.#keepCache ? FOPEN_KEEP_CACHE : 0 };
+      const direct = n.directRead?.();
+      return { fh, openFlags: this.#keepCache ? FOPEN_KEEP_CACHE : 0, ...(direct ? { direct } : {}) };
     };
     const r = n.open?.(flags, ctx);
     return r instanceof Promise ? r.then(done) : done();

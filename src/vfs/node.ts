@@ -12,6 +12,8 @@
  * forget anything unless the node implements `forget`.
  */
 
+import type { DirectSource } from "../fuse/direct_reads.ts";
+
 /** File type bits of st_mode (S_IFMT and friends). */
 export const S_IFMT = 0o170000;
 export const S_IFSOCK = 0o140000;
@@ -82,6 +84,12 @@ export interface Node {
   getxattr?(name: string): Uint8Array | undefined;
   /** Extended attribute names. Absent → an empty list. */
   listxattr?(): string[];
+  /**
+   * Where the file's bytes sit in files on disk, if they do (see src/fuse/direct_reads.ts): the FUSE
+   * transport's reader threads then answer READs of the bytes present there without calling `read`, which
+   * still serves the rest. Asked once per OPEN. Absent or undefined → every READ calls `read`.
+   */
+  directRead?(): DirectSource | undefined;
   /** Called on OPEN of a file; may throw (e.g. the layer is broken). Absent → open always succeeds. */
   open?(flags: number, ctx: RequestContext): void | Promise<void>;
   /** File system statistics; absent → the bridge answers zeros with bsize 4096 and namelen 255. */

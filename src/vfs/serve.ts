@@ -8,6 +8,7 @@
  */
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
 import { DevTransport, type TransportMode } from "../fuse/dev_transport.ts";
+import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import { cleanStaleFuseMounts, mountFuse, setReadAheadKb, unmountFuse } from "../fuse/mount.ts";
 import { ProtocolServer, type Negotiated } from "../fuse/protocol_server.ts";
 import { VfsBridge, type BridgeOptions } from "./bridge.ts";
@@ -49,6 +50,8 @@ export interface MountHandle {
   readonly dev: string;
   readonly negotiated: Negotiated;
   readonly bridge: VfsBridge;
+  /** READs the transport's reader threads answered from disk themselves, and handed over; undefined when off. */
+  directReads(): DirectReadStats | undefined;
   /**
    * Detaches the mount (MNT_DETACH) and waits up to `timeoutMs` (default 5000) for the server to stop.
    * Files still open keep being served until closed, unless `force` aborts the connection first (they
@@ -127,6 +130,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     dev: m.dev,
     negotiated,
     bridge,
+    directReads: () => transport.directStats(),
     closed: transport.closed,
     unmount(u = {}) {
       unmounting ??= (async () => {

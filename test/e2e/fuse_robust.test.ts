@@ -9,6 +9,8 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fuseMountsUnder, readMountInfo, unmountFuse } from "../../src/fuse/mount.ts";
 import type { MemFile } from "../../src/vfs/memory_tree.ts";
+import { WORKER_ENTRIES } from "../../release/entries.ts";
+import { REPO } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import { everythingTree } from "../fuse/fixtures/trees.ts";
 
@@ -178,7 +180,8 @@ describe.if(enabled)("FUSE server robustness", () => {
 
   test("the same mount served by the compiled binary (bun build --compile)", async () => {
     const bin = join(root, "serve-tree-bin");
-    await sh(`${BUN} build --compile ${FIXTURE} --outfile ${bin} 2>&1`);
+    // The reader threads' module is an entry point of its own, as in release/build.ts.
+    await sh(`${BUN} build --compile ${FIXTURE} ${WORKER_ENTRIES.map((e) => join(REPO, e)).join(" ")} --outfile ${bin} 2>&1`);
     const mp = newMp();
     const s = startServer([bin, "overlay", mp]);
     await s.waitFor(/^ready$/);

@@ -1,0 +1,123 @@
+/**
+ * A reader thread of the /dev/fuse transport (dev_transport.ts): blocked in read(2) on its own fd, it reads
+ * each request into a slot of a SharedArrayBuffer and wakes the main thread, except READs it can answer
+ * itself from files on disk (direct_reads.ts), which it answers with one writev(2) on the same fd.
+ *
+ * Rank 2 (FUSE transport). Started by `new Worker(new URL("./reader_worker.ts", import.meta.url))`; release
+ * builds list this file as an entry point so the compiled binary embeds it.
+ *
+ * Init message: `{ fd, bytes, sab, direct? }`: the fd to read, the slot size, the slot buffer (layout in
+ * dev_transport.ts, SLOT_LAYOUT), and for direct reads `{ handles, fdSlots, port, maxReadBytes }`: the
+ * mount's handle table, this thread's fd slots, and the port on which the main thread posts stream
+ * descriptors (received synchronously with receiveMessageOnPort, as a handle names them).
+ * Messages back: `{ end: reason }` when the loop stops, `{ error: message }` for a failed reply write.
+ */
+import { closeSync, constants, fstatSync, openSync, readSync, writevSync } from "node:fs";
+import { receiveMessageOnPort } from "node:worker_threads";
+import { DirectReader, type DirectIo, type StreamDescriptor } from "./direct_reads.ts";
+import { SLOT_LAYOUT } from "./slot_layout.ts";
+
+/** Request bytes: opcode at 4, unique at 8; READ's fh at 40 (u64), offset at 48 (u64), size at 56 (u32). */
+const FUSE_READ = 15;
+const READ_REQUEST_BYTES = 80;
+const OUT_HEADER_SIZE = 16;
+const O_CLOEXEC = 0o2000000;
+
+interface InitMessage {
+  fd: number;
+  bytes: number;
+  sab: SharedArrayBuffer;
+  direct?: { handles: SharedArrayBuffer; fdSlots: SharedArrayBuffer; port: MessagePort; maxReadBytes: number };
+}
+
+const nodeIo: DirectIo = {
+  open: (path) => openSync(path, constants.O_RDONLY | O_CLOEXEC),
+  size: (fd) => fstatSync(fd).size,
+  pread: (fd, buf, at, length, position) => readSync(fd, buf, at, length, position),
+  close: (fd) => closeSync(fd),
+};
+
+self.onmessage = (e: MessageEvent<InitMessage>) => serve(e.data);
+
+function serve({ fd, bytes, sab, direct }: InitMessage): void {
+  const { SLOTS, HEAD, TAIL, LEN, CTL_BYTES } = SLOT_LAYOUT;
+  const ctl = new Int32Array(sab, 0, CTL_BYTES / 4);
+  const reader = direct ? directReader(direct) : undefined;
+  const out = new Uint8Array(direct?.maxReadBytes ?? 0);
+  const header = new Uint8Array(OUT_HEADER_SIZE);
+  const hv = new DataView(header.buffer);
+  let head = 0;
+  for (;;) {
+    // 1. A free slot: wait while the main thread has not taken the oldest of SLOTS requests.
+    for (;;) {
+      const tail = Atomics.load(ctl, TAIL);
+      if (((head - tail) | 0) < SLOTS) break;
+      Atomics.wait(ctl, TAIL, tail);
+    }
+    const slot = (head >>> 0) % SLOTS;
+    const buf = new Uint8Array(sab, CTL_BYTES + slot * bytes, bytes);
+    // 2. The next request.
+    let n: number;
+    try {
+      n = readSync(fd, buf, 0, bytes, null);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EINTR" || code === "EAGAIN" || code === "ENOENT") continue;
+      postMessage({ end: String(code ?? err) });
+      return;
+    }
+    if (n === 0) {
+      postMessage({ end: "EOF" });
+      return;
+    }
+    // 3. A READ the tables settle is answered here; the slot is reused for the next request.
+    if (reader && n >= READ_REQUEST_BYTES && buf[4] === FUSE_READ && buf[5] === 0 && buf[6] === 0 && buf[7] === 0) {
+      const v = new DataView(sab, CTL_BYTES + slot * bytes, n);
+      const fhHigh = v.getUint32(44, true);
+      const size = v.getUint32(56, true);
+      let got = -1;
+      if (fhHigh === 0) {
+        try {
+          got = reader.read(v.getUint32(40, true), v.getUint32(48, true) + v.getUint32(52, true) * 2 ** 32, size, out);
+        } catch {
+          got = -1;
+        }
+      }
+      if (got >= 0) {
+        hv.setUint32(0, OUT_HEADER_SIZE + got, true);
+        hv.setInt32(4, 0, true);
+        hv.setUint32(8, v.getUint32(8, true), true);
+        hv.setUint32(12, v.getUint32(12, true), true);
+        try {
+          writevSync(fd, got > 0 ? [header, out.subarray(0, got)] : [header]);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          // ENOENT: the request was interrupted; ENODEV: the mount is gone (the next read ends the loop).
+          if (code !== "ENOENT" && code !== "ENODEV" && code !== "EBADF") postMessage({ error: `Cannot write FUSE reply on fd ${fd}: ${String(code ?? err)}` });
+        }
+        continue;
+      }
+    }
+    // 4. Everything else goes to the main thread.
+    ctl[LEN + slot] = n;
+    head = (head + 1) | 0;
+    Atomics.store(ctl, HEAD, head);
+    Atomics.notify(ctl, HEAD);
+  }
+}
+
+function directReader(d: NonNullable<InitMessage["direct"]>): DirectReader {
+  const known = new Map<number, StreamDescriptor>();
+  const streamFor = (id: number): StreamDescriptor | undefined => {
+    // Descriptors are posted before the handle naming them is published: drain the port until it shows.
+    for (;;) {
+      const have = known.get(id);
+      if (have) return have;
+      const m = receiveMessageOnPort(d.port as unknown as import("node:worker_threads").MessagePort);
+      if (!m) return undefined;
+      const s = m.message as StreamDescriptor;
+      known.set(s.id, s);
+    }
+  };
+  return new DirectReader(d.handles, d.fdSlots, nodeIo, streamFor);
+}

@@ -1,0 +1,141 @@
+/**
+ * Direct reads through the kernel: READs of a mounted layer whose bytes are on disk (span cache entries, or a
+ * whole layer's unpacked tar) are answered by the FUSE reader threads from those files, and stay right while
+ * the cache evicts, deletes or finds damaged entries under them. Reads use O_DIRECT so each one reaches the
+ * server (the page cache would answer repeats).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readdirSync, readlinkSync, truncateSync, unlinkSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LayerFs } from "../../src/layerfs/remote_fs.ts";
+import { HttpRegistryClient } from "../../src/registry/client.ts";
+import { needs } from "../_harness/env.ts";
+import { Rand } from "../_harness/rand.ts";
+import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import { noInflate, tarZtoc } from "./_fixtures.ts";
+
+const run = needs("layerfs direct reads", "root", "fuse", "tool:docker-registry");
+const SPAN = 256 * 1024;
+
+/**
+ * The file's bytes read with O_DIRECT, `bs` at a time, in a child process (never a sync read: this process
+ * serves the mount).
+ */
+async function readDirect(path: string, bs = "1M"): Promise<Uint8Array> {
+  const p = Bun.spawn(["dd", `if=${path}`, "iflag=direct", `bs=${bs}`, "status=none"], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`dd of ${path} failed (${code}): ${err}`);
+  return new Uint8Array(out);
+}
+
+/** fds of this process open on files under `dir`. */
+function fdsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith(dir)) out.push(target);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+describe.skipIf(!run)("direct reads of a mounted layer", () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let img: PushedImage;
+  const big = new Rand("direct-big").bytes(3_000_000);
+  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 5000 });
+  beforeAll(async () => {
+    reg = await startRegistry();
+    tmp = await mkdtemp(join(tmpdir(), "layerfs-direct-"));
+    img = await pushImage(reg, "test/direct", "v1", { compression: "none", layers: [{ "data/big.bin": big, "etc/small": "small\n" }] });
+  });
+  afterAll(async () => {
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  async function mount(name: string, opts: { diskMaxBytes?: number; memoryMaxBytes?: number; ztoc?: boolean } = {}) {
+    const root = join(tmp, `root-${name}`);
+    const fs = await LayerFs.create({ root, inflate: noInflate, backgroundFetch: { disable: true }, spanCache: { diskMaxBytes: opts.diskMaxBytes, memoryMaxBytes: opts.memoryMaxBytes } });
+    const mp = join(tmp, `mnt-${name}`);
+    await mkdir(mp);
+    const l = img.layers[0]!;
+    await fs.mountLayer({ source: { client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc: opts.ztoc === false ? undefined : tarZtoc(l.tar, SPAN) });
+    return { fs, mp, root };
+  }
+
+  test("spans on disk are read by the reader threads; spans not there yet go to the main thread", async () => {
+    const { fs, mp, root } = await mount("basic");
+    try {
+      // 1. Cold: every READ is handed over (nothing on disk), and fetches.
+      expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
+      const cold = fs.directReads(mp)!;
+      expect(cold.handedOver).toBeGreaterThan(0);
+      // 2. Once the spans are written, the same reads never reach the main thread.
+      await fs.cache.flush();
+      const requests = fs.layer(mp).manager!.stats().requests;
+      expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
+      expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
+      const warm = fs.directReads(mp)!;
+      expect(warm.handedOver).toBe(cold.handedOver);
+      expect(warm.direct - cold.direct).toBeGreaterThanOrEqual(2 * Math.ceil(big.byteLength / (1 << 20)));
+      expect(fs.layer(mp).manager!.stats().requests).toBe(requests);
+      expect(new TextDecoder().decode(await readDirect(join(mp, "etc/small")))).toBe("small\n");
+      // 3. Reads served from files count as cache hits when reported (at eviction, or when the layer closes).
+      const hitsBefore = fs.cache.stats().hits;
+      await fs.unmount(mp);
+      expect(fs.cache.stats().hits).toBeGreaterThan(hitsBefore);
+      expect(fdsUnder(join(root, "spancache"))).toEqual([]);
+    } finally {
+      await fs.close();
+    }
+  }, 60_000);
+
+  test("entries evicted, deleted and truncated under parallel readers: always the right bytes, no fd left", async () => {
+    // Room for 4 of the layer's 12 spans on disk and 2 in memory: reads keep refetching and evicting spans.
+    const { fs, mp, root } = await mount("evict", { diskMaxBytes: 4 * SPAN, memoryMaxBytes: 2 * SPAN });
+    const cacheDir = join(root, "spancache");
+    try {
+      for (let round = 0; round < 4; round++) {
+        // 64 KiB reads: most fit in one span, so those whose span is on disk are answered directly.
+        const reads = Array.from({ length: 6 }, () => readDirect(join(mp, "data/big.bin"), "64k"));
+        // Meanwhile, damage what is on disk: one entry deleted, one truncated (the cache checks sizes).
+        await Bun.sleep(5);
+        const entries = readdirSync(cacheDir).filter((n) => !n.startsWith("."));
+        if (entries[0]) unlinkSync(join(cacheDir, entries[0]));
+        if (entries[1]) truncateSync(join(cacheDir, entries[1]), 100);
+        for (const got of await Promise.all(reads)) expect(got).toEqual(big);
+        await fs.cache.flush();
+        expect(fs.cache.stats().diskBytes).toBeLessThanOrEqual(4 * SPAN);
+      }
+      const s = fs.directReads(mp)!;
+      expect(s.direct).toBeGreaterThan(0);
+      expect(s.handedOver).toBeGreaterThan(0);
+      expect(fs.cache.stats().evictions).toBeGreaterThan(0);
+      await fs.unmount(mp);
+      expect(fdsUnder(cacheDir)).toEqual([]);
+    } finally {
+      await fs.close();
+    }
+  }, 120_000);
+
+  test("a layer fetched whole is read by the reader threads from its unpacked tar", async () => {
+    const { fs, mp, root } = await mount("whole", { ztoc: false });
+    try {
+      expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
+      const s = fs.directReads(mp)!;
+      expect(s.direct).toBeGreaterThanOrEqual(Math.ceil(big.byteLength / (1 << 20)));
+      expect(s.handedOver).toBe(0);
+      await fs.unmount(mp);
+      expect(fdsUnder(join(root, "unpacked"))).toEqual([]);
+    } finally {
+      await fs.close();
+    }
+  }, 60_000);
+});
