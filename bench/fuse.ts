@@ -2,19 +2,28 @@
  * `npm run bench:fuse`: the FUSE library against (a) the same tree on tmpfs and (b) the same tree
  * served by `fuse-native` (libfuse 2) under Node, all measured in this run.
  *
- * Workloads (median of RUNS runs each): sequential 1 MiB reads of a 1 GiB file served from memory
- * (`dd bs=1M`), two parallel readers of it, 4 KiB O_DIRECT random reads (python3 preadv loop), `ls -l`
- * of 10,000 entries and `find` over 100,000 files. Page cache across opens is off for both FUSE
- * servers (FOPEN_KEEP_CACHE unset, libfuse's default) so every run reads through the server, and both
- * get the same 1 MiB read-ahead. Neither tree has xattrs: fuse-native has no getxattr handler (libfuse
- * answers ENOSYS, which the kernel remembers) and ours is mounted with `xattrs: false`, which does the
- * same; with xattrs on, `ls -l` costs two GETXATTR requests per file. Our server runs in both transport
- * modes (workers, the default, and async), and once more through the lazy loader's real node tree
- * (src/layerfs, bench/fuse_layer_server.ts) over the same tree packed as one uncompressed layer tar.
- * Needs root and /dev/fuse. Env: BENCH_FUSE_BYTES (default 1 GiB), BENCH_RUNS (default 3), BENCH_TARGETS
- * (comma-separated subset of workers,layer,async,native; default all) and BENCH_WORKLOADS (subset of
- * seq,par2,rand,ls,find; default all), for quick runs while profiling.
- * Last line: `sequential read vs fuse-native: <ratio>x`.
+ * Workloads (RUNS rounds, the targets taking turns within each round): sequential 1 MiB reads of a 1 GiB
+ * file (`dd bs=1M`), two parallel readers of it, 4 KiB O_DIRECT random reads (python3 preadv loop), `ls -l`
+ * of 10,000 entries and `find` over 100,000 files. Page cache across opens is off for every FUSE server
+ * (FOPEN_KEEP_CACHE unset, libfuse's default) so every run reads through the server, and all get the same
+ * 1 MiB read-ahead. No tree has xattrs: fuse-native has no getxattr handler (libfuse answers ENOSYS, which
+ * the kernel remembers) and ours are mounted with `xattrs: false`, which does the same; with xattrs on,
+ * `ls -l` costs two GETXATTR requests per file.
+ *
+ * Targets (BENCH_TARGETS, comma-separated; default layer,workers,native):
+ *   layer    the lazy loader's real path (bench/fuse_layer_server.ts): the same tree packed as one layer tar,
+ *            with its zTOC, mounted by LayerFs, every span fetched into the span cache (on disk, in the page
+ *            cache) before measuring, as after background fetching; READs are answered by the FUSE reader
+ *            threads from the cache's files (direct reads);
+ *   whole    the same layer without a zTOC, served from its unpacked tar (direct reads too);
+ *   workers  a synthetic in-memory tree (test/fuse/fixtures), every READ answered on the main thread;
+ *   async    the same tree over the "async" transport;
+ *   native   the same tree served by `fuse-native` (libfuse 2) under Node: the baseline;
+ * plus tmpfs, the ceiling. Ratios are medians over rounds of the ratio within each round (this machine's
+ * load moves whole rounds by 2-4x).
+ * Needs root and /dev/fuse. Env: BENCH_FUSE_BYTES (default 1 GiB), BENCH_RUNS (default 5), BENCH_TARGETS,
+ * BENCH_WORKLOADS (subset of seq,par2,rand,ls,find; default all), for quick runs while profiling.
+ * Last line: `sequential read vs fuse-native: <ratio>x`, for the lazy layer.
  */
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -23,14 +32,16 @@ import { readMountInfo, setReadAheadKb, unmountFuse } from "../src/fuse/mount.ts
 const BYTES = Number(process.env.BENCH_FUSE_BYTES ?? 1 << 30);
 const LS = 10_000;
 const FIND = 100_000;
-const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-const TARGETS = new Set((process.env.BENCH_TARGETS ?? "workers,layer,async,native").split(","));
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const TARGETS = new Set((process.env.BENCH_TARGETS ?? "layer,workers,native").split(","));
 const WORKLOADS = new Set((process.env.BENCH_WORKLOADS ?? "seq,par2,rand,ls,find").split(","));
 const REPO = resolve(import.meta.dir, "..");
 const MB = 1e6;
 
 type Target = { name: string; dir: string; stop: () => Promise<void> };
 type Result = Record<string, number | undefined>;
+/** Samples by target name, workload and round (undefined where a round gave none). */
+type Samples = Map<string, Map<string, Array<number | undefined>>>;
 
 async function sh(cmd: string): Promise<string> {
   const p = Bun.spawn(["bash", "-o", "pipefail", "-c", cmd], { stdout: "pipe", stderr: "pipe" });
@@ -85,29 +96,51 @@ function workloads(work: string): Array<{ key: keyof Result & string; pauseMs: n
 
 /**
  * Every workload RUNS times, the targets taking turns within each round, so load from other jobs on a
- * shared machine falls on all of them alike; the median of each is kept.
+ * shared machine falls on all of them alike.
  */
-async function measureAll(targets: Target[], work: string): Promise<Map<string, Result>> {
-  const samples = new Map<string, Map<string, number[]>>(targets.map((t) => [t.name, new Map()]));
+async function measureAll(targets: Target[], work: string): Promise<Samples> {
+  const samples: Samples = new Map(targets.map((t) => [t.name, new Map()]));
   for (const w of workloads(work).filter((x) => WORKLOADS.has(x.key))) {
     for (let i = 0; i < RUNS; i++) {
       for (const t of targets) {
         if (w.pauseMs) await Bun.sleep(w.pauseMs);
         const v = await w.run(t);
-        if (v === undefined) continue;
         const m = samples.get(t.name)!;
         m.set(w.key, [...(m.get(w.key) ?? []), v]);
       }
     }
     console.error(`measured ${w.key}`);
   }
+  return samples;
+}
+
+/** Median of each target's samples per workload. */
+function medians(samples: Samples): Map<string, Result> {
   const out = new Map<string, Result>();
   for (const [name, m] of samples) {
     const r: Result = {};
-    for (const [k, xs] of m) r[k] = median(xs);
+    for (const [k, xs] of m) {
+      const ok = xs.filter((x): x is number => x !== undefined);
+      if (ok.length) r[k] = median(ok);
+    }
     out.set(name, r);
   }
   return out;
+}
+
+/**
+ * Median over rounds of a/b within each round, for workload `key` (for times, pass `inverse` so the ratio is a
+ * speed-up: b/a). Undefined when no round has both.
+ */
+function roundRatio(samples: Samples, a: string, b: string, key: string, inverse = false): number | undefined {
+  const xs = samples.get(a)?.get(key) ?? [];
+  const ys = samples.get(b)?.get(key) ?? [];
+  const rs: number[] = [];
+  xs.forEach((x, i) => {
+    const y = ys[i];
+    if (x !== undefined && y !== undefined) rs.push(inverse ? y / x : x / y);
+  });
+  return rs.length ? median(rs) : undefined;
 }
 
 async function waitReady(p: ReturnType<typeof Bun.spawn>, what: string): Promise<void> {
@@ -139,25 +172,21 @@ async function startOurs(work: string, mode: "workers" | "async"): Promise<Targe
   return { name: `soci-ts (${mode})`, dir: mp, stop: async () => void (p.kill("SIGTERM"), await p.exited) };
 }
 
-async function startLayer(work: string, tmpfsDir: string): Promise<Target> {
-  // The same tree as one uncompressed layer tar, served through src/layerfs's node tree.
-  const tar = join(tmpfsDir, "..", `${tmpfsDir.split("/").pop()}.tar`);
-  await sh(`tar -c --sort=name -C ${tmpfsDir} big ls find > ${tar}`);
-  const mp = join(work, "ours-layer");
+/** The lazy loader's real path (mode "lazy") or a layer fetched whole ("whole"), over `tar`. */
+async function startLayer(work: string, tar: string, mode: "lazy" | "whole"): Promise<Target> {
+  const mp = join(work, `ours-layer-${mode}`);
   mkdirSync(mp);
-  const p = Bun.spawn([process.execPath, join(REPO, "bench/fuse_layer_server.ts"), tar, mp], {
+  const p = Bun.spawn([process.execPath, join(REPO, "bench/fuse_layer_server.ts"), tar, mp, join(work, `root-${mode}`), mode], {
     stdout: "pipe",
     stderr: "inherit",
-    env: { ...process.env, FUSE_KEEP_CACHE: "0", FUSE_XATTRS: "0" },
   });
-  await waitReady(p, "soci-ts FUSE (layerfs tree)");
+  await waitReady(p, `soci-ts FUSE (layer, ${mode})`);
   return {
-    name: "soci-ts (layer)",
+    name: mode === "lazy" ? "soci-ts (layer)" : "soci-ts (whole)",
     dir: mp,
     stop: async () => {
       p.kill("SIGTERM");
       await p.exited;
-      rmSync(tar, { force: true });
     },
   };
 }
@@ -214,27 +243,27 @@ function fmt(v: number | undefined, digits = 0): string {
   return v === undefined ? "n/a" : v.toFixed(digits);
 }
 
-function ratio(a: number | undefined, b: number | undefined): string {
-  return a === undefined || b === undefined ? "n/a" : `${(a / b).toFixed(2)}x`;
-}
-
 // ---- main flow ----
 const work = mkdtempSync("/tmp/soci-bench-fuse-");
 await Bun.write(join(work, "rand.py"), RANDOM_READS);
-const results = new Map<string, Result>();
+let samples: Samples = new Map();
 let nativeProblem: string | undefined;
 try {
   // 1. Start every target (idle servers cost nothing), then measure them taking turns.
   const tmpfs = tmpfsTree();
   const targets: Target[] = [tmpfs];
+  // The layer targets serve the same tree, packed as one layer tar (kept outside tmpfs: it is a fetched blob).
+  const tar = join(work, "layer.tar");
   try {
+    if (TARGETS.has("layer") || TARGETS.has("whole")) await sh(`tar -c --sort=name -C ${tmpfs.dir} big ls find > ${tar}`);
+    if (TARGETS.has("layer")) targets.push(await startLayer(work, tar, "lazy"));
+    if (TARGETS.has("whole")) targets.push(await startLayer(work, tar, "whole"));
     if (TARGETS.has("workers")) targets.push(await startOurs(work, "workers"));
-    if (TARGETS.has("layer")) targets.push(await startLayer(work, tmpfs.dir));
     if (TARGETS.has("async")) targets.push(await startOurs(work, "async"));
     const native = TARGETS.has("native") ? await startFuseNative(work) : "not selected (BENCH_TARGETS)";
     if (typeof native === "string") nativeProblem = native;
     else targets.push(native);
-    for (const [k, v] of await measureAll(targets, work)) results.set(k, v);
+    samples = await measureAll(targets, work);
   } finally {
     for (const t of targets.reverse()) await t.stop();
   }
@@ -243,30 +272,26 @@ try {
 }
 
 // 2. The table and the ratios.
-console.log(`FUSE benchmark: ${BYTES / 2 ** 20} MiB file, ${LS} entries for ls -l, ${FIND} files for find; median of ${RUNS}`);
+const results = medians(samples);
+console.log(`FUSE benchmark: ${BYTES / 2 ** 20} MiB file, ${LS} entries for ls -l, ${FIND} files for find; medians of ${RUNS} rounds`);
 console.log("target              seq MB/s  2 readers MB/s  4K rand/s   ls -l s   find s");
 for (const [name, r] of results) {
   console.log(`${name.padEnd(18)} ${fmt(r.seq).padStart(9)} ${fmt(r.par2).padStart(15)} ${fmt(r.rand).padStart(10)} ${fmt(r.ls, 3).padStart(9)} ${fmt(r.find, 3).padStart(8)}`);
 }
 if (nativeProblem) console.log(`fuse-native baseline unavailable: ${nativeProblem}`);
-const ours = results.get("soci-ts (workers)") ?? {};
-const tmpfs = results.get("tmpfs")!;
-const native = results.get("fuse-native");
-console.log(`sequential read vs tmpfs: ${ratio(ours.seq, tmpfs.seq)}`);
-console.log(`two parallel readers vs tmpfs: ${ratio(ours.par2, tmpfs.par2)}`);
-console.log(`find over ${FIND} vs tmpfs (time ratio, tmpfs/ours): ${ratio(tmpfs.find, ours.find)}`);
-const layerR = results.get("soci-ts (layer)");
-if (layerR && native) {
-  console.log(`layerfs node tree vs fuse-native: seq ${ratio(layerR.seq, native.seq)}, 4K random ${ratio(layerR.rand, native.rand)}, ls -l ${ratio(native.ls, layerR.ls)}, find ${ratio(native.find, layerR.find)}`);
+const x = (v: number | undefined) => (v === undefined ? "n/a" : `${v.toFixed(2)}x`);
+/** One line of per-round ratios of target `a` against `b` (speed-ups for ls and find). */
+const line = (a: string, b: string) =>
+  `seq ${x(roundRatio(samples, a, b, "seq"))}, 2 readers ${x(roundRatio(samples, a, b, "par2"))}, 4K random ${x(roundRatio(samples, a, b, "rand"))}, ` +
+  `ls -l ${x(roundRatio(samples, a, b, "ls", true))}, find ${x(roundRatio(samples, a, b, "find", true))}`;
+console.log("ratios (median over rounds of the ratio within a round; ls and find as speed-ups):");
+for (const name of ["soci-ts (layer)", "soci-ts (whole)", "soci-ts (workers)", "soci-ts (async)"]) {
+  if (!samples.has(name)) continue;
+  console.log(`  ${name} vs tmpfs: ${line(name, "tmpfs")}`);
+  if (samples.has("fuse-native")) console.log(`  ${name} vs fuse-native: ${line(name, "fuse-native")}`);
 }
-const asyncR = results.get("soci-ts (async)");
-if (asyncR) console.log(`transport workers vs async: seq ${ratio(ours.seq, asyncR.seq)}, 4K random ${ratio(ours.rand, asyncR.rand)}, ls -l ${ratio(asyncR.ls, ours.ls)}`);
-if (native) {
-  console.log(`two parallel readers vs fuse-native: ${ratio(ours.par2, native.par2)}`);
-  console.log(`4 KiB O_DIRECT random reads vs fuse-native: ${ratio(ours.rand, native.rand)}`);
-  console.log(`ls -l of ${LS} entries vs fuse-native (speed-up): ${ratio(native.ls, ours.ls)}`);
-  console.log(`find over ${FIND} vs fuse-native (speed-up): ${ratio(native.find, ours.find)}`);
-  console.log(`sequential read vs fuse-native: ${ratio(ours.seq, native.seq)}`);
-} else {
-  console.log(`sequential read vs fuse-native: n/a (baseline unavailable)`);
-}
+const main = samples.has("soci-ts (layer)") ? "soci-ts (layer)" : "soci-ts (workers)";
+console.log(`sequential read vs tmpfs: ${x(roundRatio(samples, main, "tmpfs", "seq"))}`);
+console.log(`4 KiB O_DIRECT random reads vs fuse-native: ${x(roundRatio(samples, main, "fuse-native", "rand"))}`);
+console.log(`ls -l of ${LS} entries vs fuse-native (speed-up): ${x(roundRatio(samples, main, "fuse-native", "ls", true))}`);
+console.log(`sequential read vs fuse-native: ${x(roundRatio(samples, main, "fuse-native", "seq"))}`);

@@ -1,39 +1,74 @@
 /**
- * Serves an uncompressed layer tar through the lazy loader's real node tree (src/layerfs: metadata.ts
- * inode tree, node.ts nodes) with the FUSE library, for bench/fuse.ts: file bytes are preads of the tar.
- * Usage: bun bench/fuse_layer_server.ts <layer.tar> <mountpoint>; prints "ready"; SIGTERM unmounts.
+ * Serves an uncompressed layer tar through the lazy loader's real path for bench/fuse.ts: `LayerFs` (the layer
+ * tree of src/layerfs, the span manager, the process-wide span cache with its disk tier, the FUSE transport with
+ * its direct reads), as `soci-ts mount` serves a layer, with the page cache off across opens (every open reads
+ * through the server) and no xattrs (like the other targets).
+ *
+ *   bun bench/fuse_layer_server.ts <layer.tar> <mountpoint> <root> [lazy|whole]
+ *
+ * lazy (default): the layer's zTOC (4 MiB spans, built here as `soci-ts index create` builds it) and every
+ *   span fetched before "ready", so reads are served from the span cache's entries on disk (the state of a
+ *   layer after background fetching);
+ * whole: no zTOC: the layer is "fetched whole" and served from its unpacked tar.
+ * The layer blob is read from the tar file itself: there is no registry (this measures serving, not fetching).
+ * Prints "ready"; SIGTERM unmounts.
  */
 import { createReadStream } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
-import { toFileMetadata } from "../src/layerfs/local_layer.ts";
-import { buildLayerTree } from "../src/layerfs/metadata.ts";
-import { layerRoot } from "../src/layerfs/node.ts";
-import { readTar } from "../src/tar/reader.ts";
-import { mountTree, unmountAll } from "../src/vfs/serve.ts";
-import type { FileMetadata } from "../src/ztoc/types.ts";
+import { inflateFromCheckpoint } from "../src/compress/resume.ts";
+import { MediaType } from "../src/oci/media_types.ts";
+import { LayerFs } from "../src/layerfs/remote_fs.ts";
+import type { Reference, RegistryClient } from "../src/registry/types.ts";
+import { buildZtoc } from "../src/ztoc/builder.ts";
 
-const [tarPath, mountpoint] = process.argv.slice(2) as [string, string];
-const toc: FileMetadata[] = [];
-for await (const e of readTar(Readable.toWeb(createReadStream(tarPath)) as unknown as ReadableStream<Uint8Array>)) {
-  const meta = toFileMetadata(e);
-  if (meta) toc.push(meta);
-}
+const [tarPath, mountpoint, root, mode = "lazy"] = process.argv.slice(2) as [string, string, string, string?];
+const size = (await stat(tarPath)).size;
 const fh = await open(tarPath, "r");
-const tree = buildLayerTree(toc);
-const root = layerRoot(tree, {
-  digest: "sha256:" + "0".repeat(64),
-  stateDir: false,
-  state: () => ({ digest: "sha256:" + "0".repeat(64), size: 0, fetchedSize: 0, fetchedPercent: 100 }),
-  async read(offset, length) {
-    const buf = new Uint8Array(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    return buf.subarray(0, bytesRead);
+const digest = "sha256:" + "0".repeat(64);
+
+/** The blob reads a layer makes, from the local tar. */
+const client = {
+  async readRange(_ref: unknown, _digest: string, start: number, end: number): Promise<Uint8Array> {
+    const buf = new Uint8Array(end - start);
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
+      if (bytesRead === 0) throw new Error(`short read of ${tarPath} at ${start + done}`);
+      done += bytesRead;
+    }
+    return buf;
   },
+  async readRanges(ref: unknown, d: string, ranges: Array<[number, number]>): Promise<Uint8Array[]> {
+    return Promise.all(ranges.map(([a, b]) => client.readRange(ref as Reference, d, a, b)));
+  },
+  async getBlobStream(): Promise<ReadableStream<Uint8Array>> {
+    return Readable.toWeb(createReadStream(tarPath)) as unknown as ReadableStream<Uint8Array>;
+  },
+} as unknown as RegistryClient;
+
+const fs = await LayerFs.create({
+  root,
+  inflate: inflateFromCheckpoint,
+  backgroundFetch: { disable: true },
+  spanCache: { diskMaxBytes: 2 * size + (64 << 20) },
+  fuse: { keepCache: false, xattrs: false },
 });
-await mountTree(root, mountpoint, {
-  keepCache: process.env.FUSE_KEEP_CACHE !== "0",
-  xattrs: process.env.FUSE_XATTRS !== "0",
-});
-for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => void unmountAll({ force: true }).then(() => process.exit(0)));
+const layer = { mediaType: MediaType.OCI_LAYER, digest, size };
+const ref = { registry: "local", repository: "bench/fuse", tag: "v1" };
+if (mode === "lazy") {
+  const { ztoc } = await buildZtoc(Readable.toWeb(createReadStream(tarPath)) as unknown as ReadableStream<Uint8Array>, { algorithm: "uncompressed" });
+  const mounted = await fs.mountLayer({ source: { client, ref }, layer, mountpoint, ztoc });
+  await mounted.manager!.fetchSpans(Array.from({ length: mounted.manager!.layout.spanCount }, (_, i) => i));
+  await fs.cache.flush();
+} else {
+  await fs.mountLayer({ source: { client, ref }, layer, mountpoint });
+}
+for (const sig of ["SIGTERM", "SIGINT"] as const) {
+  process.on(sig, () => {
+    const s = fs.directReads(mountpoint);
+    if (s) console.error(`layer server (${mode}): ${s.direct} READs answered by reader threads, ${s.handedOver} handed over`);
+    void fs.close().then(() => process.exit(0));
+  });
+}
 console.log("ready");

@@ -1,56 +1,53 @@
 /**
  * The /dev/fuse transport: reads requests from the kernel, hands them to a `ProtocolServer`, writes the
- * replies back. The only src/fuse file with Bun-specific behaviour (workers from a Blob URL).
+ * replies back. Bun-specific: worker threads (reader_worker.ts) and Atomics.waitAsync.
  *
  * Design: concurrency vs shared state. The lazy loader's node tree and span cache live on the main
- * thread and reads wait on the network, so requests are ANSWERED on the main thread, always
- * asynchronously: a slow read is just a pending promise and never blocks other requests. Only the
- * blocking read(2) on /dev/fuse moves off the main thread (a blocking read loop there would starve
- * signal handlers and timers). Two modes:
- *   - "workers" (default): N worker threads, each blocked in readSync on its own fd (FUSE_DEV_IOC_CLONE'd from
- *     the mount's fd, so the kernel spreads requests over them), reading each request straight into a
- *     slot of a SharedArrayBuffer and waking the main thread (Atomics.notify → Atomics.waitAsync; see
- *     SLOTS below); the main thread writes the reply with one writev(2) to the fd the request came from
- *     (replies must go to the same clone).
+ * thread and reads wait on the network, so requests are answered on the main thread, always
+ * asynchronously: a slow read is just a pending promise and never blocks other requests. The blocking
+ * read(2) on /dev/fuse runs off the main thread (a blocking read loop there would starve signal handlers
+ * and timers), and so do the READs whose bytes are already in files on disk. Two modes:
+ *   - "workers" (default): N reader threads (reader_worker.ts), each blocked in readSync on its own fd
+ *     (FUSE_DEV_IOC_CLONE'd from the mount's fd, so the kernel spreads requests over them). A READ of an
+ *     open file whose bytes the main thread registered as present on disk (direct_reads.ts: a lazy layer's
+ *     span cache entries, a whole layer's unpacked tar) is answered by the reader itself, pread + writev,
+ *     on its own fd. Every other request goes into a slot of a SharedArrayBuffer (slot_layout.ts) and wakes
+ *     the main thread (Atomics.notify → Atomics.waitAsync), which writes the reply with one writev(2) to the
+ *     fd the request came from (replies must go to the same clone). With `debug`, every READ takes the main
+ *     thread's path, so each request gets its log lines.
  *   - "async": several `fs.read` calls outstanding on the mount fd. Each one BLOCKS a thread of the
  *     runtime's I/O pool until a request arrives, so a tree whose reads do async file I/O themselves
  *     (a local layer's preads, the disk span cache) can starve the pool and deadlock: measured here,
  *     a layerfs tree over a tar file hung on its first READ. Kept for comparison and pure in-memory trees.
- * Either way the reply goes out with one writev(2) of [header, data] (no copy of the data).
+ * Replies go out with one writev(2) of [header, data] (no copy of the data in user space).
  *
- * Measured with `npm run bench:fuse` (2 vCPU shared with other jobs, kernel 6.18, 1 GiB file from
- * memory, page cache off across opens, read-ahead 1 MiB, no xattrs, targets taking turns; median of
- * three bench runs of 3 samples each, 2026-11-24; MB/s = 10^6 B/s). The machine's load moved every
- * row by 2-4x between runs (tmpfs 4K reads 137k-292k/s), so compare rows of one run, not runs:
+ * Measured with `npm run bench:fuse` (2 vCPU shared, kernel 6.18, 1 GiB file, page cache off across opens,
+ * read-ahead 1 MiB, no xattrs, 5 rounds with targets taking turns, medians; 2026-12-01; MB/s = 10^6 B/s).
+ * "layer" is the lazy loader's real path: LayerFs over the file packed as a layer with its zTOC, every span
+ * in the span cache's disk tier (so READs are direct reads); "workers" is a synthetic in-memory tree whose
+ * READs all take the main thread's path:
  *
  *   server                dd bs=1M   2 readers   4 KiB O_DIRECT/s   ls -l 10k   find 100k
- *   workers (2)          1232 MB/s   2098 MB/s   13,900             0.15 s      0.24 s
- *   async (4)            1301 MB/s   2134 MB/s   20,600             0.16 s      0.26 s
- *   layerfs tree, workers  803 MB/s   1392 MB/s    6,900             0.14 s      0.28 s
- *   fuse-native (libfuse)  947 MB/s   1431 MB/s    9,600             2.13 s     19.1 s
- *   tmpfs                6715 MB/s  12419 MB/s  272,000             0.09 s      0.08 s
+ *   layer (direct reads)  1552 MB/s   3176 MB/s   22,900             0.14 s      0.22 s
+ *   workers (main thread) 1126 MB/s   3094 MB/s   11,400             0.13 s      0.19 s
+ *   fuse-native (libfuse) 1164 MB/s   1912 MB/s    9,900             1.03 s     10.4 s
+ *   tmpfs                10239 MB/s  17346 MB/s  445,000             0.07 s      0.07 s
  *
- * Per run, against fuse-native: workers seq 1.89/1.30/1.69x, 4K 1.96/1.22/1.14x; layerfs tree seq
- * 1.07/0.85/0.85x, 4K 0.85/0.60/0.86x, ls -l 11-19x. Before the slot hand-off (postMessage per
- * request), three runs: workers seq 1.02/0.51/1.91x, 4K 0.69/0.87/1.22x; layerfs tree seq
- * 0.80/0.85/1.17x, 4K 0.44/0.47/0.87x. Not met yet (issue #4, layerfs tree): seq >= 1.5x fuse-native
- * and >= 0.3x tmpfs, 4K >= 2x fuse-native; met: ls -l >= 5x.
+ * Layer vs fuse-native, median of per-round ratios: seq 1.58x, 2 readers 1.61x, 4K 2.28x, ls -l 8.4x, find
+ * 46x; vs tmpfs: seq 0.16x. Before direct reads (2026-11-24, same bench, layerfs tree over a tar on the
+ * main thread): seq 0.85-1.07x, 4K 0.60-0.86x fuse-native. A quicker run the same day: layer seq 1.66x,
+ * 4K 3.11x. Rows move 2-4x between runs with the machine's load; compare within a run.
  *
- * Where the time goes (bun --cpu-prof on the main thread, perf on the process):
- *   - a 1 MiB READ: ~10 µs of JS (header decode, handler, bridge, reply header), ~240 µs in writev(2),
- *     which is the kernel copying the reply into the page cache (memcpy ~40% of the server's CPU,
- *     get_user_pages per 4 KiB page ~13%); the data itself is never copied in user space when the tree
- *     returns a view. Debug lines are not formatted when debug is off; max_pages 256 (1 MiB READs) and
- *     the 1 MiB read-ahead are in effect (4 and 8 MiB read-ahead measured no better, nor did 4 readers
- *     within the noise). One dd's rate is bounded by per-request latency and CPU contention (dd's own
- *     copy out of the page cache runs on the same 2 vCPUs), not by our JS.
- *   - a 4 KiB READ: ~5 µs of JS, ~18 µs in writev (mostly waking the reader), and the hand-off from
- *     the worker: 25-50 µs (median/mean) with postMessage; the slots measured 11-17 µs in a ping-pong
- *     microbenchmark and cut the server's CPU per 4 KiB READ from 40-90 to 31-38 µs. The rest is thread
- *     wake-ups (kernel → worker → main thread → reader), which only answering in the worker would cut.
- *   - the layerfs tree adds its byte source's cost per READ on the main thread: in the bench a pread
- *     into a fresh, zero-filled 1 MiB buffer (the main thread's profile shows native `read` ~23% and
- *     the buffer's allocation ~10%), plus an AbortController per read for ctx.signal.
+ * Where the time goes (perf over the whole machine during dd of the layer target):
+ *   - sequential: the reader (dd) is the bottleneck, ~80% of a CPU in the kernel: per 4 KiB page it
+ *     allocates page cache, charges the memcg, inserts into the mapping and LRU, copies out, and at the
+ *     next open invalidates (keep-cache off). Its system time is 0.41-0.48 s per GiB whatever the server
+ *     does (read-ahead 1-16 MiB measured alike) against 0.11-0.15 s for all of tmpfs's dd, so any server
+ *     answering READs into the FUSE page cache stays under ~0.27x tmpfs on this machine. The server side
+ *     of a 1 MiB direct READ is the pread from the span file (a copy out of its page cache) and the
+ *     writev (the kernel's copy into the FUSE page; memcpy ~11%, get_user_pages ~2% of all samples).
+ *   - a 4 KiB READ answered by a reader: ~5 µs of JS plus pread and writev, no thread hand-off; the
+ *     main thread's path adds the hand-off (11-17 µs) and the main thread's own turn.
  *
  * Only "workers" is safe with trees that do file I/O (above), so it is the default.
  *

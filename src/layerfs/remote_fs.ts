@@ -48,8 +48,20 @@ export interface LayerFsOptions {
   /** Ranged requests one layer's prefetch keeps in flight (config `[prefetch] max_concurrency`, default 4). */
   prefetchMaxConcurrency?: number;
   opaqueXattr?: OpaqueXattrMode;
-  /** FUSE cache lifetimes. */
-  fuse?: { attrTimeoutSec?: number; entryTimeoutSec?: number; negativeTimeoutSec?: number; allowOther?: boolean; debug?: boolean };
+  /**
+   * FUSE cache lifetimes and mount behaviour. `keepCache` (default true) and `xattrs` (default true) are for
+   * benchmarks and tests: `keepCache: false` makes every open read through the server, `xattrs: false` answers
+   * extended attribute requests ENOSYS (see vfs BridgeOptions).
+   */
+  fuse?: {
+    attrTimeoutSec?: number;
+    entryTimeoutSec?: number;
+    negativeTimeoutSec?: number;
+    allowOther?: boolean;
+    debug?: boolean;
+    keepCache?: boolean;
+    xattrs?: boolean;
+  };
   /**
    * FUSE transport (default "workers"). Not "async": its reads of /dev/fuse sit in the runtime's I/O thread
    * pool, and with a few mounts they fill it, so the span cache's disk I/O (and any other async fs call in the
@@ -141,6 +153,8 @@ export class LayerFs {
         entryTimeoutSec: this.#o.fuse?.entryTimeoutSec,
         negativeTimeoutSec: this.#o.fuse?.negativeTimeoutSec,
         allowOther: this.#o.fuse?.allowOther,
+        keepCache: this.#o.fuse?.keepCache,
+        xattrs: this.#o.fuse?.xattrs,
         fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
         transport: this.#o.transport ?? "workers",
         debug: this.#o.fuse?.debug ?? false,
