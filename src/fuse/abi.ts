@@ -14,8 +14,14 @@
 
 /** Protocol major version; a kernel speaking another major is refused. */
 export const FUSE_KERNEL_VERSION = 7;
-/** The newest minor this server implements; we reply min(kernel minor, this). */
+/**
+ * The minor this server speaks: we reply min(kernel minor, this), or FUSE_PASSTHROUGH_MINOR_VERSION when
+ * passthrough is wanted and the kernel offers it (nothing else between 7.31 and 7.40 changes what a read-only
+ * server sends or parses: later structs only use former padding, later opcodes are answered ENOSYS).
+ */
 export const FUSE_KERNEL_MINOR_VERSION = 31;
+/** The minor that brought FUSE passthrough (backing files, fuse_open_out.backing_id, max_stack_depth). */
+export const FUSE_PASSTHROUGH_MINOR_VERSION = 40;
 /** Oldest minor we accept (7.31: max_pages, cache symlinks, no-opendir, explicit inval). */
 export const FUSE_MIN_MINOR_VERSION = 31;
 /** Node id of the root directory. */
@@ -209,6 +215,16 @@ export const FUSE_SUBMOUNTS = 1 << 27;
 export const FUSE_HANDLE_KILLPRIV_V2 = 1 << 28;
 export const FUSE_SETXATTR_EXT = 1 << 29;
 export const FUSE_INIT_EXT = 1 << 30;
+/**
+ * Capability bits 32-63 live in fuse_init_in/out.flags2 (with FUSE_INIT_EXT set in flags); as flags2 bits:
+ * FUSE_PASSTHROUGH (1 << 37) is flags2 bit 5 (7.40): OPEN may name a backing file the kernel reads itself.
+ */
+export const FUSE_PASSTHROUGH_FLAGS2 = 1 << (37 - 32);
+/**
+ * fuse_init_out.max_stack_depth with passthrough: 1 = backing files sit on a non-stacked file system, and the
+ * FUSE mount itself counts as stacked once (overlayfs can still use it as a lower layer, at depth 2).
+ */
+export const PASSTHROUGH_MAX_STACK_DEPTH = 1;
 
 /** Flag names for debug lines (go-fuse's print tables). */
 export const INIT_FLAG_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -226,18 +242,32 @@ export const INIT_FLAG_NAMES: ReadonlyArray<readonly [number, string]> = [
   [FUSE_MAP_ALIGNMENT, "MAP_ALIGNMENT"], [FUSE_SUBMOUNTS, "SUBMOUNTS"],
   [FUSE_HANDLE_KILLPRIV_V2, "KILLPRIV_V2"], [FUSE_SETXATTR_EXT, "SETXATTR_EXT"], [FUSE_INIT_EXT, "INIT_EXT"],
 ];
+/** flags2 names for debug lines. */
+export const INIT_FLAG2_NAMES: ReadonlyArray<readonly [number, string]> = [[FUSE_PASSTHROUGH_FLAGS2, "PASSTHROUGH"]];
 
 /** fuse_open_out.open_flags. */
 export const FOPEN_DIRECT_IO = 1 << 0;
 export const FOPEN_KEEP_CACHE = 1 << 1;
 export const FOPEN_NONSEEKABLE = 1 << 2;
 export const FOPEN_CACHE_DIR = 1 << 3;
+/** 7.40: reads (and mmap) of this open file go to the backing file named by fuse_open_out.backing_id. */
+export const FOPEN_PASSTHROUGH = 1 << 7;
 
 /** fuse_getattr_in.getattr_flags: `fh` is valid. */
 export const FUSE_GETATTR_FH = 1 << 0;
 
 /** ioctl(2) on a /dev/fuse fd: bind a fresh fd to the connection of the fd passed (u32). _IOR(229, 0, u32). */
 export const FUSE_DEV_IOC_CLONE = 0x8004e500;
+/**
+ * ioctl(2) on a /dev/fuse fd (7.40, CAP_SYS_ADMIN): register an open file as a backing file of the connection;
+ * returns its backing id (> 0). _IOW(229, 1, struct fuse_backing_map). The kernel keeps its own reference, so
+ * the fd may be closed at once.
+ */
+export const FUSE_DEV_IOC_BACKING_OPEN = 0x4010e501;
+/** fuse_backing_map, 16 bytes: 0 i32 fd, 4 u32 flags (0), 8 u64 padding. */
+export const BACKING_MAP_SIZE = 16;
+/** ioctl(2): drop a backing id (u32); files opened with it keep their backing file. _IOW(229, 2, u32). */
+export const FUSE_DEV_IOC_BACKING_CLOSE = 0x4004e502;
 
 /** Page size the kernel counts max_pages in. */
 export const FUSE_PAGE_SIZE = 4096;

@@ -68,6 +68,8 @@ export interface OpenOut {
    * (direct_reads.ts). Not part of the reply.
    */
   direct?: DirectSource;
+  /** With FOPEN_PASSTHROUGH: the backing id the kernel reads the file from (fuse_open_out.backing_id). */
+  backingId?: number;
 }
 
 /** fuse_kstatfs. */
@@ -244,6 +246,7 @@ export function openReply(unique: bigint, o: OpenOut): Uint8Array {
   const v = viewOf(out);
   v.setBigUint64(OUT_HEADER_SIZE, BigInt(o.fh), true);
   v.setUint32(OUT_HEADER_SIZE + 8, o.openFlags, true);
+  v.setInt32(OUT_HEADER_SIZE + 12, o.backingId ?? 0, true);
   return out;
 }
 

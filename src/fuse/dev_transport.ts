@@ -54,11 +54,12 @@
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
  */
-import { closeSync, constants, existsSync, openSync, read, writevSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, read, writevSync } from "node:fs";
 import { errorMessage } from "../util/errors.ts";
 import { ioctl } from "../platform/libc.ts";
-import { FUSE_DEV_IOC_CLONE } from "./abi.ts";
+import { BACKING_MAP_SIZE, FUSE_DEV_IOC_BACKING_CLOSE, FUSE_DEV_IOC_BACKING_OPEN, FUSE_DEV_IOC_CLONE } from "./abi.ts";
 import { DirectReadTable, type DirectReadStats } from "./direct_reads.ts";
+import type { BackingFiles } from "./passthrough.ts";
 import type { ProtocolServer, ReplyIov } from "./protocol_server.ts";
 import { SLOT_LAYOUT } from "./slot_layout.ts";
 
@@ -132,6 +133,7 @@ export class DevTransport {
   start(): void {
     const mode = this.opts.mode ?? "workers";
     const bytes = this.server.readBufferBytes;
+    if (this.server.wantsPassthrough) this.server.attachBackingFiles(backingFilesOf(this.fd));
     if (mode === "async") {
       const n = this.opts.readers ?? 4;
       this.#fds.push(this.fd);
@@ -278,6 +280,41 @@ export class DevTransport {
     }
     this.#resolveClosed();
   }
+}
+
+/**
+ * Backing files of the connection of /dev/fuse fd `devFd` (passthrough.ts): the file is opened, checked to be
+ * `size` bytes, registered (FUSE_DEV_IOC_BACKING_OPEN, which keeps its own reference) and closed again.
+ */
+function backingFilesOf(devFd: number): BackingFiles {
+  return {
+    directFlag: constants.O_DIRECT,
+    open(path, size) {
+      let fd: number;
+      try {
+        fd = openSync(path, constants.O_RDONLY | O_CLOEXEC);
+      } catch {
+        return 0; // gone since it was offered: an ordinary open
+      }
+      try {
+        if (fstatSync(fd).size !== size) return 0;
+        const map = new Uint8Array(BACKING_MAP_SIZE);
+        new DataView(map.buffer).setInt32(0, fd, true);
+        try {
+          return ioctl(devFd, FUSE_DEV_IOC_BACKING_OPEN, map);
+        } catch (err) {
+          throw new Error(`Cannot pass reads of "${path}" through to the kernel: ${errorMessage(err)}`, { cause: err });
+        }
+      } finally {
+        closeSync(fd);
+      }
+    },
+    close(id) {
+      const arg = new Uint8Array(4);
+      new DataView(arg.buffer).setUint32(0, id, true);
+      ioctl(devFd, FUSE_DEV_IOC_BACKING_CLOSE, arg);
+    },
+  };
 }
 
 /** A new /dev/fuse fd bound to the connection of `fd` (FUSE_DEV_IOC_CLONE). */

@@ -22,7 +22,8 @@ import { errorMessage, FormatError } from "../util/errors.ts";
 import {
   ACCESS_IN_SIZE, BATCH_FORGET_IN_SIZE, FORGET_IN_SIZE, FORGET_ONE_SIZE, FUSE_ACCESS, FUSE_ASYNC_DIO,
   FUSE_ASYNC_READ, FUSE_BATCH_FORGET, FUSE_BIG_WRITES, FUSE_CACHE_SYMLINKS, FUSE_DESTROY,
-  FUSE_DO_READDIRPLUS, FUSE_FLUSH, FUSE_FORGET, FUSE_GETATTR, FUSE_GETATTR_FH, FUSE_GETXATTR, FUSE_INIT,
+  FUSE_DO_READDIRPLUS, FUSE_FLUSH, FUSE_FORGET, FUSE_INIT_EXT, FUSE_PASSTHROUGH_FLAGS2, FUSE_PASSTHROUGH_MINOR_VERSION,
+  FOPEN_PASSTHROUGH, INIT_FLAG2_NAMES, PASSTHROUGH_MAX_STACK_DEPTH, FUSE_GETATTR, FUSE_GETATTR_FH, FUSE_GETXATTR, FUSE_INIT,
   FUSE_INTERRUPT, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LISTXATTR, FUSE_LOOKUP,
   FUSE_MAX_PAGES, FUSE_MIN_MINOR_VERSION, FUSE_OPEN, FUSE_OPENDIR, FUSE_PAGE_SIZE, FUSE_PARALLEL_DIROPS,
   FUSE_READ, FUSE_READDIR, FUSE_READDIRPLUS, FUSE_READDIRPLUS_AUTO, FUSE_READLINK, FUSE_RELEASE,
@@ -38,6 +39,7 @@ import {
   EINTR, EINVAL, EIO, ENODATA, ENOSYS, EPROTO, ERANGE, EROFS, errnoName, FuseErrno, toErrno,
 } from "./errno.ts";
 import type { DirectReadTable } from "./direct_reads.ts";
+import { PassthroughOpens, type BackingFiles } from "./passthrough.ts";
 import type { RawContext, RawFileSystem } from "./raw_fs.ts";
 
 /** Options of a protocol server; every field has a default. */
@@ -52,6 +54,12 @@ export interface ProtocolServerOptions {
   maxReadaheadBytes?: number;
   /** Outstanding background requests (async reads) the kernel may queue. Default 64. */
   maxBackground?: number;
+  /**
+   * Ask the kernel for FUSE passthrough (protocol 7.40; passthrough.ts): OPENs of files that are one whole
+   * file on disk are answered with that file as backing file. Takes effect once the transport attaches its
+   * backing files (`attachBackingFiles`) and the kernel offers it. Default false.
+   */
+  passthrough?: boolean;
   /** One line per request and reply; absent → no debug output. */
   debug?: (line: string) => void;
   /** Unexpected errors (answered EIO), once per failing request; default console.error. */
@@ -67,6 +75,10 @@ export interface Negotiated {
   maxReadahead: number;
   maxWrite: number;
   maxPages: number;
+  /** flags2 (capability bits 32-63) we answered with. */
+  flags2: number;
+  /** FUSE passthrough is on for this mount. */
+  passthrough: boolean;
 }
 
 /** The reply to one request, as one buffer or as pieces to write with one writev(2). */
@@ -124,7 +136,9 @@ class RequestCtx implements RawContext {
 /** Bridges FUSE request bytes to a `RawFileSystem`. One instance per mount. */
 export class ProtocolServer {
   readonly readOnly: boolean;
-  readonly opts: Required<Omit<ProtocolServerOptions, "debug" | "onError" | "readOnly">>;
+  readonly opts: Required<Omit<ProtocolServerOptions, "debug" | "onError" | "readOnly" | "passthrough">>;
+  /** Passthrough was asked for (ProtocolServerOptions.passthrough). */
+  readonly wantsPassthrough: boolean;
   readonly debug?: (line: string) => void;
   readonly onError: (message: string) => void;
   /** Set once INIT has been answered. */
@@ -138,6 +152,10 @@ export class ProtocolServer {
   readonly boundFs: Partial<RawFileSystem> = {};
   /** Open handles reader threads may answer READs of (set by the transport; see direct_reads.ts). */
   direct: DirectReadTable | undefined;
+  /** Set once INIT turned passthrough on: decides each OPEN's mode (passthrough.ts). */
+  passthrough: PassthroughOpens | undefined;
+  /** The transport's backing files, attached before INIT when passthrough is wanted. */
+  backingFiles: BackingFiles | undefined;
   /** INTERRUPTs that arrived before their request (several readers race); bounded. */
   readonly #earlyInterrupts = new Set<bigint>();
   #destroyed = false;
@@ -147,6 +165,7 @@ export class ProtocolServer {
     opts: ProtocolServerOptions = {},
   ) {
     this.readOnly = opts.readOnly ?? true;
+    this.wantsPassthrough = opts.passthrough ?? false;
     this.opts = {
       maxReadBytes: Math.min(opts.maxReadBytes ?? 1 << 20, 1 << 20),
       maxWriteBytes: opts.maxWriteBytes ?? 1 << 20,
@@ -166,6 +185,11 @@ export class ProtocolServer {
    */
   attachDirectReads(table: DirectReadTable): void {
     this.direct = table;
+  }
+
+  /** Where OPENs may find backing files (the transport; before INIT). Used only with `passthrough`. */
+  attachBackingFiles(b: BackingFiles): void {
+    this.backingFiles = b;
   }
 
   /** Called by the INIT handler. */
@@ -356,9 +380,15 @@ row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
   const wanted =
     FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS |
     FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS | FUSE_ASYNC_DIO;
-  const flags = (kernelFlags & wanted) >>> 0;
+  let flags = (kernelFlags & wanted) >>> 0;
   const maxPages = Math.max(1, Math.floor(s.opts.maxReadBytes / FUSE_PAGE_SIZE));
-  const ourMinor = Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
+  // Passthrough (7.40): asked for, a transport to do it, and offered in flags2 (present with FUSE_INIT_EXT).
+  const kernelFlags2 = kernelFlags & FUSE_INIT_EXT && r.bytes.length >= BODY + 20 ? r.u32(BODY + 16) : 0;
+  const passthrough =
+    s.wantsPassthrough && s.backingFiles !== undefined && minor >= FUSE_PASSTHROUGH_MINOR_VERSION && (kernelFlags2 & FUSE_PASSTHROUGH_FLAGS2) !== 0;
+  const flags2 = passthrough ? FUSE_PASSTHROUGH_FLAGS2 : 0;
+  if (passthrough) flags |= FUSE_INIT_EXT;
+  const ourMinor = passthrough ? FUSE_PASSTHROUGH_MINOR_VERSION : Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
   const maxReadahead = Math.min(kernelReadahead, s.opts.maxReadaheadBytes);
   v.setUint32(4, ourMinor, true);
   v.setUint32(8, maxReadahead, true);
@@ -368,9 +398,16 @@ row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
   v.setUint32(20, s.opts.maxWriteBytes, true);
   v.setUint32(24, 1, true); // time_gran: nanoseconds
   v.setUint16(28, maxPages, true);
+  v.setUint32(32, flags2, true);
+  if (passthrough) {
+    v.setUint32(36, PASSTHROUGH_MAX_STACK_DEPTH, true);
+    s.passthrough = new PassthroughOpens(s.backingFiles!, s.onError);
+  } else if (s.wantsPassthrough) {
+    s.onError(`FUSE passthrough is not available (kernel protocol 7.${minor}${minor >= FUSE_PASSTHROUGH_MINOR_VERSION ? ", not offered" : ""}); files are served instead`);
+  }
   s.settle({
     major: FUSE_KERNEL_VERSION, minor: ourMinor, kernelMinor: minor, flags, maxReadahead,
-    maxWrite: s.opts.maxWriteBytes, maxPages,
+    maxWrite: s.opts.maxWriteBytes, maxPages, flags2, passthrough,
   });
   return one(out);
 });
@@ -412,7 +449,10 @@ row(FUSE_OPEN, OPEN_IN_SIZE, (s, { h, r, ctx }) => {
   const flags = r.u32(BODY);
   if (s.readOnly && ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC)) throw new FuseErrno(EROFS);
   return then(fsMethod(s, "open")(h.nodeid, flags, ctx), (o) => {
-    // Registered before the reply goes out: the kernel sends no READ of the handle until it has the reply.
+    // 1. Passed through: the kernel reads the backing file itself.
+    const backingId = s.passthrough?.open(h.nodeid, o.fh, flags, o.direct) ?? 0;
+    if (backingId > 0) return one(openReply(h.unique, { ...o, openFlags: o.openFlags | FOPEN_PASSTHROUGH, backingId }));
+    // 2. Direct reads, registered before the reply goes out: no READ of the handle comes before it.
     if (o.direct && s.direct) s.direct.register(o.fh, o.direct);
     return one(openReply(h.unique, o));
   });
@@ -430,6 +470,7 @@ row(FUSE_READ, READ_IN_SIZE, (s, { h, r, ctx }) => {
 
 row(FUSE_RELEASE, RELEASE_IN_SIZE, (s, { h, r }) => {
   s.direct?.unregister(r.u64(BODY));
+  s.passthrough?.release(r.u64(BODY));
   s.fs.release?.(h.nodeid, r.u64(BODY));
   return one(newReply(h.unique, 0));
 });
@@ -547,13 +588,20 @@ function describeOut(opcode: number, iov: ReplyIov): string {
       const o = OUT_HEADER_SIZE + 16;
       return `OK ino=${v.getBigUint64(o, true)} mode=0${v.getUint32(o + 60, true).toString(8)} size=${v.getBigUint64(o + 8, true)}`;
     }
-    case FUSE_OPEN:
     case FUSE_OPENDIR:
       return `OK fh=${v.getBigUint64(OUT_HEADER_SIZE, true)} flags=${v.getUint32(OUT_HEADER_SIZE + 8, true)}`;
-    case FUSE_INIT:
+    case FUSE_INIT: {
+      const flags2 = v.getUint32(OUT_HEADER_SIZE + 32, true);
+      const names2 = INIT_FLAG2_NAMES.filter(([bit]) => flags2 & bit).map(([, n]) => n);
       return `OK 7.${v.getUint32(OUT_HEADER_SIZE + 4, true)} ra=${v.getUint32(OUT_HEADER_SIZE + 8, true)} ${flagNames(
         v.getUint32(OUT_HEADER_SIZE + 12, true),
-      )} max_pages=${v.getUint16(OUT_HEADER_SIZE + 28, true)}`;
+      )}${names2.length ? ` flags2={${names2.join(",")}}` : ""} max_pages=${v.getUint16(OUT_HEADER_SIZE + 28, true)}`;
+    }
+    case FUSE_OPEN: {
+      const openFlags = v.getUint32(OUT_HEADER_SIZE + 8, true);
+      const id = v.getInt32(OUT_HEADER_SIZE + 12, true);
+      return `OK fh=${v.getBigUint64(OUT_HEADER_SIZE, true)} flags=${openFlags}${openFlags & FOPEN_PASSTHROUGH ? ` backing=${id}` : ""}`;
+    }
     default:
       return `OK ${bodyLen} bytes`;
   }

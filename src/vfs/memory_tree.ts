@@ -5,6 +5,7 @@
  * by path: `mkdir -p` semantics for parents, hardlinks as the same node under a second name (nlink
  * counted), files from a buffer (shared, never copied) or sparse extents over a size larger than memory.
  */
+import type { DirectSource } from "../fuse/direct_reads.ts";
 import { FuseErrno, EINVAL, EEXIST, ENOENT, ENOTDIR } from "../fuse/errno.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { Attr, DirEntry, Node, RequestContext, StatFs } from "./node.ts";
@@ -82,6 +83,13 @@ export interface Extent {
  * A file built from one buffer is one extent at 0.
  */
 export class MemFile extends MemNode {
+  /**
+   * Where the file's bytes also sit on disk, if set (tests of direct reads and passthrough): offered at OPEN
+   * (Node.directRead). The bytes there must equal the file's.
+   */
+  direct: DirectSource | undefined;
+  /** READs that reached `read` (for tests: those not answered by reader threads or passed through). */
+  reads = 0;
   constructor(
     ino: number,
     mode: number,
@@ -98,7 +106,11 @@ export class MemFile extends MemNode {
   get size(): number {
     return this.fileSize;
   }
+  directRead(): DirectSource | undefined {
+    return this.direct;
+  }
   read(offset: number, length: number, ctx: RequestContext): Uint8Array | Promise<Uint8Array> {
+    this.reads++;
     if (this.beforeRead) {
       const r = this.beforeRead(offset, length, ctx);
       if (r instanceof Promise) return r.then(() => this.#read(offset, length));

@@ -9,6 +9,7 @@
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
 import { DevTransport, type TransportMode } from "../fuse/dev_transport.ts";
 import type { DirectReadStats } from "../fuse/direct_reads.ts";
+import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { cleanStaleFuseMounts, mountFuse, setReadAheadKb, unmountFuse } from "../fuse/mount.ts";
 import { ProtocolServer, type Negotiated } from "../fuse/protocol_server.ts";
 import { VfsBridge, type BridgeOptions } from "./bridge.ts";
@@ -41,6 +42,11 @@ export interface MountTreeOptions extends BridgeOptions {
   readAheadKb?: number;
   /** How long to wait for the kernel's INIT, in ms. Default 10000. */
   initTimeoutMs?: number;
+  /**
+   * FUSE passthrough (Linux 6.9+, root): files a node offers as one whole file on disk are read by the kernel
+   * from that file (src/fuse/passthrough.ts). The mount then counts as a stacked file system. Default false.
+   */
+  passthrough?: boolean;
 }
 
 /** A live mount. */
@@ -52,6 +58,8 @@ export interface MountHandle {
   readonly bridge: VfsBridge;
   /** READs the transport's reader threads answered from disk themselves, and handed over; undefined when off. */
   directReads(): DirectReadStats | undefined;
+  /** OPENs passed through to a backing file; undefined when passthrough is off. */
+  passthrough(): PassthroughStats | undefined;
   /**
    * Detaches the mount (MNT_DETACH) and waits up to `timeoutMs` (default 5000) for the server to stop.
    * Files still open keep being served until closed, unless `force` aborts the connection first (they
@@ -94,7 +102,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
   // 1. The protocol server over the node tree.
   const bridge = new VfsBridge(root, opts);
   const readOnly = opts.readOnly ?? true;
-  const server = new ProtocolServer(bridge, { readOnly, debug: logDebug, onError: logError });
+  const server = new ProtocolServer(bridge, { readOnly, debug: logDebug, onError: logError, passthrough: opts.passthrough });
   // 2. Mount, and serve at once: mount(2) does not wait for INIT.
   const m = mountFuse(mountpoint, {
     fsName: opts.fsName, subtype: opts.subtype, readOnly, allowOther: opts.allowOther,
@@ -131,6 +139,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     negotiated,
     bridge,
     directReads: () => transport.directStats(),
+    passthrough: () => server.passthrough?.stats(),
     closed: transport.closed,
     unmount(u = {}) {
       unmounting ??= (async () => {
