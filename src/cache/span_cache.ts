@@ -8,10 +8,13 @@
  *   <dir>/<algorithm>-<hex>-<spanId>      one decompressed span, exactly its bytes
  *   <dir>/<algorithm>-<hex>@<scope>-<spanId>   the same, through a scoped view (`scoped`): span N's bytes depend
  *                                         on the span layout (the zTOC), so views of one layer keep them apart
+ *   <dir>/<algorithm>-<hex>[@<scope>]-f<offset>  one whole file of the layer: the bytes of its uncompressed tar
+ *                                         stream from <offset>, as long as the file (`putFile`), a backing file
+ *                                         for FUSE passthrough; disk only, counted and evicted with the spans
  *   <dir>/.tmp-<random>                   an entry being written (deleted at open if left by a crash)
  * The least-recently-used order on disk is the files' mtime, refreshed on every hit, so it survives restarts.
  */
-import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../util/errors.ts";
 
@@ -41,7 +44,7 @@ export interface SpanCacheStats {
 
 const DIGEST_RE = /^([a-z0-9]+):([a-f0-9]{32,128})$/;
 const SCOPE_RE = /^[a-f0-9]{16,128}$/;
-const FILE_RE = /^([a-z0-9]+)-([a-f0-9]{32,128})(?:@[a-f0-9]{16,128})?-(\d+)$/;
+const FILE_RE = /^([a-z0-9]+)-([a-f0-9]{32,128})(?:@[a-f0-9]{16,128})?-f?(\d+)$/;
 
 /**
  * The cache key of a span: "<algorithm>-<hex>-<spanId>", or "<algorithm>-<hex>@<scope>-<spanId>" with a scope
@@ -58,9 +61,14 @@ export function spanKey(layerDigest: string, spanId: number, opts: { scope?: str
   return `${m[1]}-${m[2]}@${opts.scope}-${spanId}`;
 }
 
-/** A key without its span id: "<algorithm>-<hex>[@<scope>]-". */
+/** A key without its span id or f<offset>: "<algorithm>-<hex>[@<scope>]-". */
 function keyPrefix(key: string): string {
   return key.slice(0, key.lastIndexOf("-") + 1);
+}
+
+/** The key of a whole-file entry: "<algorithm>-<hex>[@<scope>]-f<offset>". Throws like spanKey. */
+function fileKey(layerDigest: string, offset: number, scope: string | undefined): string {
+  return `${keyPrefix(spanKey(layerDigest, offset, { scope }))}f${offset}`;
 }
 
 export class SpanCache {
@@ -80,8 +88,8 @@ export class SpanCache {
   #hits = 0;
   #misses = 0;
   #evictions = 0;
-  /** Listeners of disk entries landing and leaving, by key prefix (the key without its span id). */
-  readonly #watchers = new Map<string, Set<(spanId: number, onDisk: boolean) => void>>();
+  /** Listeners of disk entries landing and leaving, by key prefix (the key without its span id or f<offset>). */
+  readonly #watchers = new Map<string, Set<(name: string, onDisk: boolean) => void>>();
   /** Called before disk victims are chosen, to report hits served without `get` (see `touch`). */
   readonly #usageReporters = new Set<() => void>();
   /** For a view made by `scoped`: the cache that holds the entries, and the scope added to every key. */
@@ -184,7 +192,7 @@ export class SpanCache {
   async #put(key: string, bytes: Uint8Array): Promise<void> {
     this.#putMemory(key, bytes);
     if (this.#dir === undefined || this.#disk.has(key) || bytes.byteLength > this.#diskLimit) return;
-    const write = this.#writeDisk(this.#dir, key, bytes);
+    const write = this.#writeDisk(this.#dir, key, bytes.byteLength, (fh) => fh.writeFile(bytes)).then(() => {});
     this.#pending.set(key, write);
     try {
       await write;
@@ -213,6 +221,19 @@ export class SpanCache {
    * complete and in place) or leaves (false: called before its file is removed). Returns the unsubscribe function.
    */
   watchDisk(layerDigest: string, f: (spanId: number, onDisk: boolean) => void): () => void {
+    return this.#watch(layerDigest, (name, onDisk) => {
+      if (name[0] !== "f") f(Number(name), onDisk);
+    });
+  }
+
+  /** Like `watchDisk`, for whole-file entries (`putFile`): `f(offset, onDisk)`. */
+  watchFiles(layerDigest: string, f: (offset: number, onDisk: boolean) => void): () => void {
+    return this.#watch(layerDigest, (name, onDisk) => {
+      if (name[0] === "f") f(Number(name.slice(1)), onDisk);
+    });
+  }
+
+  #watch(layerDigest: string, f: (name: string, onDisk: boolean) => void): () => void {
     const base = this.#base ?? this;
     const prefix = keyPrefix(spanKey(layerDigest, 0, { scope: this.#scope }));
     let set = base.#watchers.get(prefix);
@@ -225,12 +246,51 @@ export class SpanCache {
   }
 
   /**
-   * Count a hit served from the span's disk file without `get` (a FUSE reader thread read it): it becomes the
-   * most recently used entry, on disk too (mtime), as a `get` would make it.
+   * Store one whole file of the layer on disk: `size` bytes from `chunks`, the layer's uncompressed tar stream from
+   * `offset` on (a backing file for FUSE passthrough). Atomic like span entries. `keepSpans` [first, last]: spans
+   * of this layer (view) not to evict for it, those `chunks` reads. Not written when it does not fit the disk
+   * bound next to writes in flight and the kept spans (returns false then). Throws when `chunks` throw or do
+   * not add up to `size`, or the disk fails (nothing is left behind). Throws InvalidArgumentError without a
+   * disk tier.
    */
-  touch(layerDigest: string, spanId: number): void {
+  async putFile(layerDigest: string, offset: number, size: number, chunks: AsyncIterable<Uint8Array>, opts: { keepSpans?: [number, number] } = {}): Promise<boolean> {
     const base = this.#base ?? this;
-    const key = spanKey(layerDigest, spanId, { scope: this.#scope });
+    const key = fileKey(layerDigest, offset, this.#scope);
+    if (base.#dir === undefined) throw new InvalidArgumentError(`Cannot store file "${key}": the span cache has no disk tier`);
+    if (base.#disk.has(key)) return true;
+    const prefix = keyPrefix(key);
+    const [first, last] = opts.keepSpans ?? [0, -1];
+    const keep = (k: string): boolean => {
+      if (!k.startsWith(prefix) || k[prefix.length] === "f") return false;
+      const id = Number(k.slice(prefix.length));
+      return id >= first && id <= last;
+    };
+    return base.#writeDisk(base.#dir, key, size, async (fh) => {
+      let n = 0;
+      for await (const c of chunks) {
+        n += c.byteLength;
+        if (n > size) break;
+        await fh.write(c);
+      }
+      if (n !== size) throw new Error(`got ${n} bytes, expected ${size}`);
+    }, keep);
+  }
+
+  /** Where the file entry is (`putFile`), when it is on disk; else undefined. */
+  filePath(layerDigest: string, offset: number): string | undefined {
+    const base = this.#base ?? this;
+    const key = fileKey(layerDigest, offset, this.#scope);
+    return base.#dir !== undefined && base.#disk.has(key) ? join(base.#dir, key) : undefined;
+  }
+
+  /**
+   * Count a hit served from the span's disk file without `get` (a FUSE reader thread read it): it becomes the
+   * most recently used entry, on disk too (mtime), as a `get` would make it. With `file`, `spanId` is the offset
+   * of a whole-file entry (`putFile`) instead.
+   */
+  touch(layerDigest: string, spanId: number, opts: { file?: boolean } = {}): void {
+    const base = this.#base ?? this;
+    const key = opts.file ? fileKey(layerDigest, spanId, this.#scope) : spanKey(layerDigest, spanId, { scope: this.#scope });
     if (base.#dir === undefined || !base.#disk.has(key)) return;
     base.#touchDisk(key);
     base.#hits++;
@@ -286,44 +346,55 @@ export class SpanCache {
     }
   }
 
-  async #writeDisk(dir: string, key: string, bytes: Uint8Array): Promise<void> {
+  /**
+   * Write an entry of `size` bytes with `fill`; false when it does not fit next to the writes in flight (then
+   * nothing is evicted or written).
+   */
+  async #writeDisk(dir: string, key: string, size: number, fill: (fh: FileHandle) => Promise<void>, keep?: (key: string) => boolean): Promise<boolean> {
     // 1. Make room first (counting writes in flight) so the directory never exceeds its bound; when writes in
-    //    flight alone fill it, this span stays in memory only and nothing is evicted (deciding that before
-    //    evicting, so every victim taken from the index is also deleted from the disk).
-    if (this.#writingBytes + bytes.byteLength > this.#diskLimit) return;
-    if (this.#diskBytes + this.#writingBytes + bytes.byteLength > this.#diskLimit) {
+    //    flight (or the entries `keep` protects) leave too little room, the entry is not written and nothing is
+    //    evicted (deciding that before evicting, so every victim taken from the index is also deleted).
+    if (this.#writingBytes + size > this.#diskLimit) return false;
+    if (this.#diskBytes + this.#writingBytes + size > this.#diskLimit) {
       for (const report of this.#usageReporters) report();
     }
     const victims: string[] = [];
-    for (const [k, size] of this.#disk) {
-      if (this.#diskBytes + this.#writingBytes + bytes.byteLength <= this.#diskLimit) break;
-      this.#disk.delete(k);
-      this.#diskBytes -= size;
-      this.#evictions++;
+    let freed = 0;
+    for (const [k, n] of this.#disk) {
+      if (this.#diskBytes - freed + this.#writingBytes + size <= this.#diskLimit) break;
+      if (keep?.(k)) continue;
       victims.push(k);
+      freed += n;
+    }
+    if (this.#diskBytes - freed + this.#writingBytes + size > this.#diskLimit) return false;
+    for (const k of victims) {
+      this.#diskBytes -= this.#disk.get(k)!;
+      this.#disk.delete(k);
+      this.#evictions++;
       this.#notify(k, false);
     }
-    this.#writingBytes += bytes.byteLength;
+    this.#writingBytes += size;
     try {
       await Promise.all(victims.map((k) => rm(join(dir, k), { force: true })));
-      await this.#writeFile(dir, key, bytes);
+      await this.#writeFile(dir, key, fill);
     } finally {
-      this.#writingBytes -= bytes.byteLength;
+      this.#writingBytes -= size;
     }
     // 3. Account for it (another put of the same key may have won the race; count once).
     if (!this.#disk.has(key)) {
-      this.#disk.set(key, bytes.byteLength);
-      this.#diskBytes += bytes.byteLength;
+      this.#disk.set(key, size);
+      this.#diskBytes += size;
       this.#notify(key, true);
     }
+    return true;
   }
 
-  async #writeFile(dir: string, key: string, bytes: Uint8Array): Promise<void> {
+  async #writeFile(dir: string, key: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
     // 2. Write a temp file, fsync, and rename it into place.
     const tmp = join(dir, `.tmp-${crypto.randomUUID()}`);
     const fh = await open(tmp, "w", 0o600);
     try {
-      await fh.writeFile(bytes);
+      await fill(fh);
       await fh.sync();
     } catch (err) {
       await fh.close().catch(() => {});
@@ -353,8 +424,8 @@ export class SpanCache {
     const prefix = keyPrefix(key);
     const set = this.#watchers.get(prefix);
     if (!set) return;
-    const spanId = Number(key.slice(prefix.length));
-    for (const f of set) f(spanId, onDisk);
+    const name = key.slice(prefix.length);
+    for (const f of set) f(name, onDisk);
   }
 
   async #loadDisk(dir: string): Promise<void> {

@@ -104,6 +104,7 @@ export const SCHEMA: readonly SectionSpec[] = [
       bool("allow_other", "allowOther", true, "Let users other than the mounter read the mount (needed by containers)"),
       oneOf("opaque_xattr", "opaqueXattr", "trusted", ["trusted", "user"], "Opaque directories as trusted.overlay.opaque or user.overlay.opaque"),
       oneOf("transport", "transport", "workers", ["workers", "async"], "Serve /dev/fuse from worker threads on cloned fds, or with async reads on the main thread"),
+      bool("passthrough", "passthrough", false, "Copy opened files of 1 MiB or more whose bytes are all on disk into the span cache and let the kernel read them from there (FUSE passthrough, Linux 6.9+, root). The mount then counts as a stacked file system: overlayfs over it works, an overlayfs over that overlay does not"),
     ],
   },
   {

@@ -70,6 +70,8 @@ export interface Config {
     opaqueXattr: string;
     /** "workers" (threads on cloned /dev/fuse fds) or "async" (outstanding reads on the main thread). */
     transport: string;
+    /** FUSE passthrough for large files whose bytes are all on disk (Linux 6.9+, root). */
+    passthrough: boolean;
   };
   backgroundFetch: {
     disable: boolean;

@@ -148,6 +148,21 @@ export class BackingStream {
     return (Atomics.load(this.#flags, i) & PRESENT) !== 0;
   }
 
+  /** Stream bytes [start, end) of segment `i`. */
+  segmentRange(i: number): [start: number, end: number] {
+    return [this.#bounds[i]!, this.#bounds[i + 1]!];
+  }
+
+  /** The file holding segment `i`. */
+  segmentPath(i: number): string {
+    return this.descriptor.indexed ? this.descriptor.pathPrefix + i : this.descriptor.pathPrefix;
+  }
+
+  /** The segments holding stream bytes [offset, offset + length) (length > 0, within the stream). */
+  segmentsOf(offset: number, length: number): [first: number, last: number] {
+    return [lastAtOrBefore(this.#bounds, offset, this.segmentCount), lastAtOrBefore(this.#bounds, offset + length - 1, this.segmentCount)];
+  }
+
   /** Segments read by reader threads since the last call (their USED bits are cleared). */
   takeUsed(): number[] {
     const out: number[] = [];

@@ -17,6 +17,7 @@ import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { Node } from "../vfs/node.ts";
 import type { Ztoc } from "../ztoc/types.ts";
+import { FileMaterializer } from "./file_materializer.ts";
 import { openLocalLayer } from "./local_layer.ts";
 import { buildLayerTree, type OpaqueXattrMode } from "./metadata.ts";
 import { layerRoot, type LayerState } from "./node.ts";
@@ -55,6 +56,11 @@ export interface OpenLayerOptions {
   fetchOnOpenMaxBytes?: number;
   /** Spans fetched ahead of a read that missed (SpanManagerOptions.readaheadSpans; default 0). */
   readaheadSpans?: number;
+  /**
+   * Copy large opened files whose bytes are all on disk into whole-file entries of the span cache, for FUSE
+   * passthrough (file_materializer.ts). Needs the cache's disk tier. Default false.
+   */
+  materialize?: boolean;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -68,6 +74,8 @@ export interface Layer {
   readonly manager?: SpanManager;
   /** Range reads of the blob (lazy layers). */
   readonly fetchRanges?: RangeFetcher;
+  /** Whole-file copies for passthrough, when `materialize` was asked for and the cache has a disk tier. */
+  readonly materializer?: FileMaterializer;
   /**
    * Set by the background fetcher when it has seen every byte: true when the blob matched the layer digest,
    * false when not (the error is then in the state file); undefined until then.
@@ -134,16 +142,19 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
     };
     const backing = spanCacheBacking(cache, layer.digest, layout);
-    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state, onOpen, backing: backing?.stream });
+    const materializer = opts.materialize && backing ? new FileMaterializer({ cache, layerDigest: layer.digest, stream: backing.stream, logger }) : undefined;
+    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state, onOpen, backing: backing?.stream, materializer });
     return {
       digest: layer.digest,
       size,
       root,
       manager,
       fetchRanges,
+      materializer,
       setError: (m) => (error = m),
       state,
       async close() {
+        materializer?.close();
         backing?.close();
         manager.close();
       },
@@ -163,9 +174,14 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
   // The unpacked tar is one segment, present until the layer closes.
   const stream = new BackingStream(local.tarPath, [0, local.size], { indexed: false });
   stream.setPresent(0, true);
+  const materializer =
+    opts.materialize && opts.cache.diskPathPrefix(layer.digest) !== undefined && local.size > 0
+      ? new FileMaterializer({ cache: opts.cache, layerDigest: layer.digest, stream, logger })
+      : undefined;
   const root = layerRoot(tree, {
     digest: layer.digest,
     backing: stream,
+    materializer,
     read: (o, n) =>
       local.read(o, n).catch((err) => {
         logger.error("Cannot read unpacked layer", { layer: layer.digest, cause: errorMessage(err) });
@@ -177,9 +193,11 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
     digest: layer.digest,
     size,
     root,
+    materializer,
     setError: (m) => (error = m),
     state,
     close: () => {
+      materializer?.close();
       stream.setPresent(0, false);
       return local.close();
     },

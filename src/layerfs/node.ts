@@ -8,6 +8,7 @@
 import type { BackingStream, DirectSource } from "../fuse/direct_reads.ts";
 import type { Attr, DirEntry, Node, RequestContext, StatFs } from "../vfs/node.ts";
 import { S_IFDIR, S_IFMT, S_IFREG } from "../vfs/node.ts";
+import type { FileMaterializer } from "./file_materializer.ts";
 import type { LayerEntry, LayerTree } from "./metadata.ts";
 
 /** Name of the state directory at the root of every layer. */
@@ -49,6 +50,11 @@ export interface LayerNodeOptions {
    * it for direct reads by the FUSE transport's reader threads (src/fuse/direct_reads.ts).
    */
   backing?: BackingStream;
+  /**
+   * Whole-file copies for FUSE passthrough (file_materializer.ts): a regular file whose copy is on disk is
+   * offered as that file; every open of a regular file is reported, so large ones get copied.
+   */
+  materializer?: Pick<FileMaterializer, "wholeFile" | "opened">;
 }
 
 /** Build the root Node of a layer. */
@@ -109,14 +115,18 @@ class EntryNode implements Node {
 
   open(): void {
     const e = this.entry;
-    if ((e.mode & S_IFMT) === S_IFREG && e.size > 0) this.opts.onOpen?.(e.dataOffset, e.size);
+    if ((e.mode & S_IFMT) !== S_IFREG || e.size === 0) return;
+    this.opts.onOpen?.(e.dataOffset, e.size);
+    this.opts.materializer?.opened(e.dataOffset, e.size);
   }
 
   directRead(): DirectSource | undefined {
     const e = this.entry;
+    if ((e.mode & S_IFMT) !== S_IFREG) return undefined;
+    const whole = this.opts.materializer?.wholeFile(e.dataOffset, e.size);
+    if (whole) return { stream: whole, offset: 0, size: e.size };
     const stream = this.opts.backing;
-    if (!stream || (e.mode & S_IFMT) !== S_IFREG) return undefined;
-    return { stream, offset: e.dataOffset, size: e.size };
+    return stream ? { stream, offset: e.dataOffset, size: e.size } : undefined;
   }
 
   async read(offset: number, length: number, ctx: RequestContext): Promise<Uint8Array> {

@@ -21,6 +21,7 @@ import type { FetchedManifest } from "../registry/types.ts";
 import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { DirectReadStats } from "../fuse/direct_reads.ts";
+import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { mountTree, type MountHandle } from "../vfs/serve.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
@@ -61,6 +62,11 @@ export interface LayerFsOptions {
     debug?: boolean;
     keepCache?: boolean;
     xattrs?: boolean;
+    /**
+     * FUSE passthrough (config `[fuse] passthrough`, default false): large opened files whose bytes are all on
+     * disk are copied into the span cache (file_materializer.ts) and read by the kernel from there.
+     */
+    passthrough?: boolean;
   };
   /**
    * FUSE transport (default "workers"). Not "async": its reads of /dev/fuse sit in the runtime's I/O thread
@@ -142,6 +148,7 @@ export class LayerFs {
       opaqueXattr: this.#o.opaqueXattr,
       fetchOnOpenMaxBytes: this.#o.fetchOnOpenMaxBytes,
       readaheadSpans: this.#o.readaheadSpans,
+      materialize: this.#o.fuse?.passthrough ?? false,
       logger: this.#logger,
       signal: opts.signal,
     });
@@ -155,6 +162,7 @@ export class LayerFs {
         allowOther: this.#o.fuse?.allowOther,
         keepCache: this.#o.fuse?.keepCache,
         xattrs: this.#o.fuse?.xattrs,
+        passthrough: this.#o.fuse?.passthrough,
         fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
         transport: this.#o.transport ?? "workers",
         debug: this.#o.fuse?.debug ?? false,
@@ -164,6 +172,8 @@ export class LayerFs {
       await layer.close();
       throw err;
     }
+    // Copies for passthrough are of no use when the kernel did not take it.
+    if (!served.negotiated.passthrough) layer.materializer?.close();
     const mounted: Mounted = {
       layer,
       source: opts.source,
@@ -197,6 +207,13 @@ export class LayerFs {
     const m = this.#mounts.get(mountpoint);
     if (!m) throw new NotFoundError(`Cannot find layer mount "${mountpoint}": not mounted by this process`);
     return m.layer;
+  }
+
+  /** OPENs of the layer at `mountpoint` passed through to the kernel; undefined when passthrough is off. */
+  passthrough(mountpoint: string): PassthroughStats | undefined {
+    const m = this.#mounts.get(mountpoint);
+    if (!m) throw new NotFoundError(`Cannot find layer mount "${mountpoint}": not mounted by this process`);
+    return m.served.passthrough();
   }
 
   /**
