@@ -10,11 +10,14 @@
  * the kernel remembers) and ours are mounted with `xattrs: false`, which does the same; with xattrs on,
  * `ls -l` costs two GETXATTR requests per file.
  *
- * Targets (BENCH_TARGETS, comma-separated; default layer,workers,native):
+ * Targets (BENCH_TARGETS, comma-separated; default layer,passthrough,workers,native):
  *   layer    the lazy loader's real path (bench/fuse_layer_server.ts): the same tree packed as one layer tar,
  *            with its zTOC, mounted by LayerFs, every span fetched into the span cache (on disk, in the page
  *            cache) before measuring, as after background fetching; READs are answered by the FUSE reader
  *            threads from the cache's files (direct reads);
+ *   passthrough  the same with `[fuse] passthrough = true`, `big` copied whole into the span cache after its first
+ *            open: its reads go from the kernel to that copy (FUSE passthrough) without reaching soci-ts, except
+ *            O_DIRECT first opens (the 4K random reads), which are still direct reads;
  *   whole    the same layer without a zTOC, served from its unpacked tar (direct reads too);
  *   workers  a synthetic in-memory tree (test/fuse/fixtures), every READ answered on the main thread;
  *   async    the same tree over the "async" transport;
@@ -33,7 +36,7 @@ const BYTES = Number(process.env.BENCH_FUSE_BYTES ?? 1 << 30);
 const LS = 10_000;
 const FIND = 100_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
-const TARGETS = new Set((process.env.BENCH_TARGETS ?? "layer,workers,native").split(","));
+const TARGETS = new Set((process.env.BENCH_TARGETS ?? "layer,passthrough,workers,native").split(","));
 const WORKLOADS = new Set((process.env.BENCH_WORKLOADS ?? "seq,par2,rand,ls,find").split(","));
 const REPO = resolve(import.meta.dir, "..");
 const MB = 1e6;
@@ -172,8 +175,8 @@ async function startOurs(work: string, mode: "workers" | "async"): Promise<Targe
   return { name: `soci-ts (${mode})`, dir: mp, stop: async () => void (p.kill("SIGTERM"), await p.exited) };
 }
 
-/** The lazy loader's real path (mode "lazy") or a layer fetched whole ("whole"), over `tar`. */
-async function startLayer(work: string, tar: string, mode: "lazy" | "whole"): Promise<Target> {
+/** The lazy loader's real path (mode "lazy", "passthrough") or a layer fetched whole ("whole"), over `tar`. */
+async function startLayer(work: string, tar: string, mode: "lazy" | "passthrough" | "whole"): Promise<Target> {
   const mp = join(work, `ours-layer-${mode}`);
   mkdirSync(mp);
   const p = Bun.spawn([process.execPath, join(REPO, "bench/fuse_layer_server.ts"), tar, mp, join(work, `root-${mode}`), mode], {
@@ -182,7 +185,7 @@ async function startLayer(work: string, tar: string, mode: "lazy" | "whole"): Pr
   });
   await waitReady(p, `soci-ts FUSE (layer, ${mode})`);
   return {
-    name: mode === "lazy" ? "soci-ts (layer)" : "soci-ts (whole)",
+    name: mode === "lazy" ? "soci-ts (layer)" : mode === "passthrough" ? "soci-ts (passthru)" : "soci-ts (whole)",
     dir: mp,
     stop: async () => {
       p.kill("SIGTERM");
@@ -255,8 +258,9 @@ try {
   // The layer targets serve the same tree, packed as one layer tar (kept outside tmpfs: it is a fetched blob).
   const tar = join(work, "layer.tar");
   try {
-    if (TARGETS.has("layer") || TARGETS.has("whole")) await sh(`tar -c --sort=name -C ${tmpfs.dir} big ls find > ${tar}`);
+    if (TARGETS.has("layer") || TARGETS.has("passthrough") || TARGETS.has("whole")) await sh(`tar -c --sort=name -C ${tmpfs.dir} big ls find > ${tar}`);
     if (TARGETS.has("layer")) targets.push(await startLayer(work, tar, "lazy"));
+    if (TARGETS.has("passthrough")) targets.push(await startLayer(work, tar, "passthrough"));
     if (TARGETS.has("whole")) targets.push(await startLayer(work, tar, "whole"));
     if (TARGETS.has("workers")) targets.push(await startOurs(work, "workers"));
     if (TARGETS.has("async")) targets.push(await startOurs(work, "async"));
@@ -285,12 +289,16 @@ const line = (a: string, b: string) =>
   `seq ${x(roundRatio(samples, a, b, "seq"))}, 2 readers ${x(roundRatio(samples, a, b, "par2"))}, 4K random ${x(roundRatio(samples, a, b, "rand"))}, ` +
   `ls -l ${x(roundRatio(samples, a, b, "ls", true))}, find ${x(roundRatio(samples, a, b, "find", true))}`;
 console.log("ratios (median over rounds of the ratio within a round; ls and find as speed-ups):");
-for (const name of ["soci-ts (layer)", "soci-ts (whole)", "soci-ts (workers)", "soci-ts (async)"]) {
+for (const name of ["soci-ts (layer)", "soci-ts (passthru)", "soci-ts (whole)", "soci-ts (workers)", "soci-ts (async)"]) {
   if (!samples.has(name)) continue;
   console.log(`  ${name} vs tmpfs: ${line(name, "tmpfs")}`);
   if (samples.has("fuse-native")) console.log(`  ${name} vs fuse-native: ${line(name, "fuse-native")}`);
 }
 const main = samples.has("soci-ts (layer)") ? "soci-ts (layer)" : "soci-ts (workers)";
+if (samples.has("soci-ts (passthru)")) {
+  console.log(`sequential read vs tmpfs, lazy layer with passthrough: ${x(roundRatio(samples, "soci-ts (passthru)", "tmpfs", "seq"))}`);
+  console.log(`sequential read vs fuse-native, lazy layer with passthrough: ${x(roundRatio(samples, "soci-ts (passthru)", "fuse-native", "seq"))}`);
+}
 console.log(`sequential read vs tmpfs: ${x(roundRatio(samples, main, "tmpfs", "seq"))}`);
 console.log(`4 KiB O_DIRECT random reads vs fuse-native: ${x(roundRatio(samples, main, "fuse-native", "rand"))}`);
 console.log(`ls -l of ${LS} entries vs fuse-native (speed-up): ${x(roundRatio(samples, main, "fuse-native", "ls", true))}`);

@@ -4,11 +4,14 @@
  * its direct reads), as `soci-ts mount` serves a layer, with the page cache off across opens (every open reads
  * through the server) and no xattrs (like the other targets).
  *
- *   bun bench/fuse_layer_server.ts <layer.tar> <mountpoint> <root> [lazy|whole]
+ *   bun bench/fuse_layer_server.ts <layer.tar> <mountpoint> <root> [lazy|passthrough|whole]
  *
  * lazy (default): the layer's zTOC (4 MiB spans, built here as `soci-ts index create` builds it) and every
  *   span fetched before "ready", so reads are served from the span cache's entries on disk (the state of a
  *   layer after background fetching);
+ * passthrough: the same with `[fuse] passthrough = true`, and the file `big` opened once before "ready" and
+ *   its whole-file copy awaited, so its later opens are passed through to the kernel (the state of a large
+ *   file after its first open); O_DIRECT first opens are still served by soci-ts;
  * whole: no zTOC: the layer is "fetched whole" and served from its unpacked tar.
  * The layer blob is read from the tar file itself: there is no registry (this measures serving, not fetching).
  * Prints "ready"; SIGTERM unmounts.
@@ -52,22 +55,31 @@ const fs = await LayerFs.create({
   inflate: inflateFromCheckpoint,
   backgroundFetch: { disable: true },
   spanCache: { diskMaxBytes: 2 * size + (64 << 20) },
-  fuse: { keepCache: false, xattrs: false },
+  fuse: { keepCache: false, xattrs: false, passthrough: mode === "passthrough" },
 });
 const layer = { mediaType: MediaType.OCI_LAYER, digest, size };
 const ref = { registry: "local", repository: "bench/fuse", tag: "v1" };
-if (mode === "lazy") {
+if (mode === "lazy" || mode === "passthrough") {
   const { ztoc } = await buildZtoc(Readable.toWeb(createReadStream(tarPath)) as unknown as ReadableStream<Uint8Array>, { algorithm: "uncompressed" });
   const mounted = await fs.mountLayer({ source: { client, ref }, layer, mountpoint, ztoc });
   await mounted.manager!.fetchSpans(Array.from({ length: mounted.manager!.layout.spanCount }, (_, i) => i));
   await fs.cache.flush();
+  if (mode === "passthrough") {
+    // One open of `big` (from a child: this process serves the mount) queues its copy; wait for it.
+    await Bun.spawn(["head", "-c", "1", `${mountpoint}/big`], { stdout: "ignore" }).exited;
+    for (let i = 0; mounted.materializer!.stats().copied === 0; i++) {
+      if (i > 6000 || mounted.materializer!.stats().dropped > 0) throw new Error("the copy of big for passthrough was not made");
+      await Bun.sleep(50);
+    }
+  }
 } else {
   await fs.mountLayer({ source: { client, ref }, layer, mountpoint });
 }
 for (const sig of ["SIGTERM", "SIGINT"] as const) {
   process.on(sig, () => {
     const s = fs.directReads(mountpoint);
-    if (s) console.error(`layer server (${mode}): ${s.direct} READs answered by reader threads, ${s.handedOver} handed over`);
+    const p = fs.passthrough(mountpoint);
+    if (s) console.error(`layer server (${mode}): ${s.direct} READs answered by reader threads, ${s.handedOver} handed over${p ? `, ${p.opens} opens passed through` : ""}`);
     void fs.close().then(() => process.exit(0));
   });
 }

@@ -24,19 +24,27 @@
  * Measured with `npm run bench:fuse` (2 vCPU shared, kernel 6.18, 1 GiB file, page cache off across opens,
  * read-ahead 1 MiB, no xattrs, 5 rounds with targets taking turns, medians; 2026-12-01; MB/s = 10^6 B/s).
  * "layer" is the lazy loader's real path: LayerFs over the file packed as a layer with its zTOC, every span
- * in the span cache's disk tier (so READs are direct reads); "workers" is a synthetic in-memory tree whose
- * READs all take the main thread's path:
+ * in the span cache's disk tier (so READs are direct reads); "passthru" is the same with [fuse] passthrough,
+ * the file copied whole after its first open, so the kernel reads the copy itself (passthrough.ts; O_DIRECT
+ * first opens, the 4K column, are still direct reads); "workers" is a synthetic in-memory tree whose READs
+ * all take the main thread's path. Two runs the same day:
  *
- *   server                dd bs=1M   2 readers   4 KiB O_DIRECT/s   ls -l 10k   find 100k
- *   layer (direct reads)  1552 MB/s   3176 MB/s   22,900             0.14 s      0.22 s
- *   workers (main thread) 1126 MB/s   3094 MB/s   11,400             0.13 s      0.19 s
- *   fuse-native (libfuse) 1164 MB/s   1912 MB/s    9,900             1.03 s     10.4 s
- *   tmpfs                10239 MB/s  17346 MB/s  445,000             0.07 s      0.07 s
+ *   server                 dd bs=1M   2 readers   4 KiB O_DIRECT/s   ls -l 10k   find 100k
+ *   layer (direct reads)   1839 MB/s   3183 MB/s   18,500             0.11 s      0.19 s
+ *   layer, passthrough    16052 MB/s  19380 MB/s   28,300             0.11 s      0.19 s
+ *   workers (main thread)  1645 MB/s   2529 MB/s   11,700             0.10 s      0.17 s
+ *   fuse-native (libfuse)   769 MB/s   2409 MB/s    7,900             1.13 s     11.5 s
+ *   tmpfs                  7965 MB/s  16405 MB/s  420,000             0.08 s      0.07 s
  *
- * Layer vs fuse-native, median of per-round ratios: seq 1.58x, 2 readers 1.61x, 4K 2.28x, ls -l 8.4x, find
- * 46x; vs tmpfs: seq 0.16x. Before direct reads (2026-11-24, same bench, layerfs tree over a tar on the
- * main thread): seq 0.85-1.07x, 4K 0.60-0.86x fuse-native. A quicker run the same day: layer seq 1.66x,
- * 4K 3.11x. Rows move 2-4x between runs with the machine's load; compare within a run.
+ *   layer (direct reads)   1552 MB/s   3176 MB/s   22,900             0.14 s      0.22 s
+ *   fuse-native (libfuse)  1164 MB/s   1912 MB/s    9,900             1.03 s     10.4 s
+ *   tmpfs                 10239 MB/s  17346 MB/s  445,000             0.07 s      0.07 s
+ *
+ * Medians of per-round ratios, layer vs fuse-native: seq 2.38x / 1.58x, 2 readers 1.32x / 1.61x, 4K 2.37x /
+ * 2.28x, ls -l 11.2x / 8.4x; vs tmpfs seq 0.23x / 0.16x. With passthrough: seq 12.7x fuse-native and 1.61x
+ * tmpfs (the copy sits on ext4, whose page cache reads beat tmpfs's here). Before direct reads (2026-11-24,
+ * layerfs tree over a tar on the main thread): seq 0.85-1.07x, 4K 0.60-0.86x fuse-native. Rows move 2-4x
+ * between runs with the machine's load; compare within a run.
  *
  * Where the time goes (perf over the whole machine during dd of the layer target):
  *   - sequential: the reader (dd) is the bottleneck, ~80% of a CPU in the kernel: per 4 KiB page it

@@ -142,4 +142,58 @@ describe("SpanCache", () => {
     expect(await c.get(L2, 1)).toBeUndefined();
     expect(c.has(L2, 1)).toBe(false);
   });
+
+  test("disk entries landing and leaving are announced per layer and view; touch refreshes the LRU", async () => {
+    const dir = await tempDir();
+    const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 300 });
+    const S1 = "1".repeat(64);
+    const view = c.scoped(S1);
+    const seen: string[] = [];
+    const stop = view.watchDisk(L1, (id, on) => seen.push(`${id}:${on}`));
+    c.watchDisk(L1, (id, on) => seen.push(`unscoped ${id}:${on}`));
+    expect(view.diskPathPrefix(L1)).toBe(join(dir, `sha256-${"a".repeat(64)}@${S1}-`));
+    const r = new Rand("watch");
+    await view.put(L1, 0, r.bytes(100));
+    await view.put(L1, 1, r.bytes(100));
+    await c.put(L1, 5, r.bytes(100));
+    expect(view.onDisk(L1, 0)).toBe(true);
+    view.touch(L1, 0); // 0 is now the most recently used: 1 goes first
+    await view.put(L1, 2, r.bytes(100));
+    expect(seen).toEqual(["0:true", "1:true", "unscoped 5:true", "1:false", "2:true"]);
+    expect(view.onDisk(L1, 1)).toBe(false);
+    stop();
+    await view.put(L1, 3, r.bytes(100));
+    expect(seen.filter((x) => !x.startsWith("unscoped")).length).toBe(4);
+  });
+
+  test("whole-file entries: written from chunks, found again after a restart, never made by evicting kept spans", async () => {
+    const dir = await tempDir();
+    const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 1000 });
+    const r = new Rand("files");
+    for (let i = 0; i < 4; i++) await c.put(L1, i, r.bytes(200));
+    const landed: number[] = [];
+    c.watchFiles(L1, (off, on) => on && landed.push(off));
+    const file = r.bytes(300);
+    async function* chunks(b: Uint8Array): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < b.byteLength; i += 64) yield b.slice(i, i + 64);
+    }
+    // Needs 300 of the 200 free: one span must go, but spans 0-3 are kept → not written.
+    expect(await c.putFile(L1, 512, 300, chunks(file), { keepSpans: [0, 3] })).toBe(false);
+    expect(c.filePath(L1, 512)).toBeUndefined();
+    // Keeping 1-3 only: span 0 is evicted for it.
+    expect(await c.putFile(L1, 512, 300, chunks(file), { keepSpans: [1, 3] })).toBe(true);
+    expect(c.onDisk(L1, 0)).toBe(false);
+    expect(landed).toEqual([512]);
+    expect(Buffer.compare(new Uint8Array(await Bun.file(c.filePath(L1, 512)!).arrayBuffer()), file)).toBe(0);
+    // Chunks that do not add up fail and leave nothing behind.
+    await expect(c.putFile(L1, 4096, 300, chunks(file.subarray(0, 100)))).rejects.toThrow(/got 100 bytes, expected 300/);
+    expect((await readdir(dir)).filter((n) => n.startsWith(".tmp-"))).toEqual([]);
+    // A restart finds the file entry, counted in the bound (the failed copy had made room: two spans are left).
+    const again = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 1000 });
+    expect(again.filePath(L1, 512)).toBe(join(dir, `sha256-${"a".repeat(64)}-f512`));
+    expect(again.stats()).toMatchObject({ diskEntries: 3, diskBytes: 2 * 200 + 300 });
+    // Without a disk tier there is nowhere to put one.
+    const mem = await SpanCache.open({});
+    await expect(mem.putFile(L1, 0, 1, chunks(file))).rejects.toThrow(InvalidArgumentError);
+  });
 });
