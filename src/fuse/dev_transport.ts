@@ -122,6 +122,8 @@ export class DevTransport {
   readonly #ctls: Int32Array[] = [];
   readonly #onError: (m: string) => void;
   #direct: DirectReadTable | undefined;
+  /** The main thread's ends of the readers' stream-descriptor channels. */
+  readonly #ports: MessagePort[] = [];
   #running = 0;
   #resolveClosed!: () => void;
   #closed = false;
@@ -154,7 +156,7 @@ export class DevTransport {
     for (let i = 1; i < n; i++) this.#fds.push(cloneFuseFd(this.fd));
     // 2. Direct reads, unless every request must be logged on the main thread: the handle table the protocol
     //    server fills at OPEN, and a port per worker for stream descriptors.
-    const ports: MessagePort[] = [];
+    const ports = this.#ports;
     if (this.opts.directReads !== false && !this.server.debug) {
       this.#direct = new DirectReadTable({
         onStream: (d) => {
@@ -277,8 +279,9 @@ export class DevTransport {
     // Wake the main thread's pending waits on the slots, so nothing stays parked.
     for (const ctl of this.#ctls) Atomics.notify(ctl, HEAD);
     this.server.destroy();
-    // Every reader has returned: close the segment fds they left open.
+    // Every reader has returned: close the segment fds they left open, and their channels.
     this.#direct?.close();
+    for (const p of this.#ports) p.close();
     for (const fd of this.#fds) {
       try {
         closeSync(fd);
