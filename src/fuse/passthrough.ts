@@ -41,6 +41,8 @@ export interface PassthroughStats {
   opens: number;
   /** Backing ids registered now. */
   backingIds: number;
+  /** Open handles of regular files the kernel has not released yet (passthrough or not). */
+  handles: number;
   /** Set once passthrough failed and was turned off for the mount. */
   off?: string;
 }
@@ -107,7 +109,7 @@ export class PassthroughOpens {
   stats(): PassthroughStats {
     let ids = 0;
     for (const n of this.#nodes.values()) if (n.backingId) ids++;
-    return { opens: this.#opens, backingIds: ids, ...(this.#off ? { off: this.#off } : {}) };
+    return { opens: this.#opens, backingIds: ids, handles: this.#handles.size, ...(this.#off ? { off: this.#off } : {}) };
   }
 }
 

@@ -58,6 +58,12 @@ describe.if(enabled)("FUSE passthrough", () => {
     return { t, files: { whole: w, inner: i, gone: g } };
   }
 
+  /** Until the kernel has released every handle of the passthrough mount (RELEASE follows close(2) asynchronously). */
+  async function released(): Promise<void> {
+    for (let i = 0; i < 200 && m.passthrough()!.handles > 0; i++) await Bun.sleep(10);
+    expect(m.passthrough()!.handles).toBe(0);
+  }
+
   function oneFile(path: string, size: number): BackingStream {
     const s = new BackingStream(path, [0, size], { indexed: false });
     s.setPresent(0, true);
@@ -91,6 +97,7 @@ describe.if(enabled)("FUSE passthrough", () => {
     expect(files.whole!.reads).toBe(0);
     expect(m.passthrough()!.opens).toBeGreaterThanOrEqual(2);
     // Every backing id is dropped with the node's last handle.
+    await released();
     expect(m.passthrough()!.backingIds).toBe(0);
   });
 
@@ -102,6 +109,7 @@ describe.if(enabled)("FUSE passthrough", () => {
   });
 
   test("a node opened O_DIRECT first stays unpassed until its last close; then passthrough again", async () => {
+    await released();
     const reads = files.gone!.reads;
     const direct = m.directReads()!.direct;
     const opens = m.passthrough()!.opens;
@@ -116,7 +124,7 @@ print(out)`;
     expect(got.trim()).toBe(sha(whole));
     expect(m.passthrough()!.opens).toBe(opens); // neither open was passed through
     expect(m.directReads()!.direct + files.gone!.reads).toBeGreaterThan(direct + reads);
-    await Bun.sleep(100); // RELEASE arrives after close
+    await released(); // RELEASE arrives after close
     expect((await sh(`sha256sum < ${mp}/gone`)).split(" ")[0]).toBe(sha(whole));
     expect(m.passthrough()!.opens).toBe(opens + 1);
   });
@@ -136,7 +144,7 @@ print(h.hexdigest())`;
     const gonePath = join(dir, "pt-gone");
     expect((await sh(`python3 -c '${script}' ${mp}/gone ${gonePath}`)).trim()).toBe(sha(whole));
     files.gone!.direct!.stream.setPresent(0, false);
-    await Bun.sleep(100);
+    await released();
     const reads = files.gone!.reads;
     expect((await sh(`sha256sum < ${mp}/gone`)).split(" ")[0]).toBe(sha(whole));
     expect(files.gone!.reads).toBeGreaterThan(reads); // the main thread served it
@@ -163,6 +171,7 @@ print(h.hexdigest())`;
   });
 
   test("a backing file that cannot be used leaves that open ordinary", async () => {
+    await released();
     unlinkSync(join(dir, "pt-whole"));
     files.whole!.direct = { stream: oneFile(join(dir, "pt-whole"), whole.byteLength), offset: 0, size: whole.byteLength };
     const opens = m.passthrough()!.opens;

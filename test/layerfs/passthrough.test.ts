@@ -73,7 +73,8 @@ describe.skipIf(!run)("passthrough of a mounted layer", () => {
       // 2. Second open: all on disk → copied in the background.
       expect(await cat(join(mp, "data/big.bin"))).toEqual(big);
       await until("the copy", () => layer.materializer!.stats().copied === 1);
-      // 3. Third open: passed through; no READ reaches soci-ts.
+      // 3. Third open (once the kernel has released the earlier ones): passed through; no READ reaches soci-ts.
+      await until("the releases", () => fs.passthrough(mp)!.handles === 0);
       const direct = fs.directReads(mp)!;
       expect(await cat(join(mp, "data/big.bin"))).toEqual(big);
       expect(fs.passthrough(mp)!.opens).toBe(1);
@@ -92,6 +93,7 @@ describe.skipIf(!run)("passthrough of a mounted layer", () => {
     try {
       expect(await cat(join(mp, "data/big.bin"))).toEqual(big);
       await until("the copy", () => layer.materializer!.stats().copied === 1);
+      await until("the releases", () => fs.passthrough(mp)!.handles === 0);
       expect(await cat(join(mp, "data/big.bin"))).toEqual(big);
       expect(fs.passthrough(mp)!.opens).toBe(1);
     } finally {
