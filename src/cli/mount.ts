@@ -98,6 +98,7 @@ export default defineCommand({
         logger: log,
         signal: interrupted.signal,
         timeoutMs: c.mountTimeoutSec * 1000,
+        maxConcurrency: c.maxConcurrency,
       });
     } catch (err) {
       await fs.close();

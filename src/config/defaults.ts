@@ -58,7 +58,7 @@ export const SCHEMA: readonly SectionSpec[] = [
       oneOf("log_level", "logLevel", "info", LOG_LEVELS, "Log level: error, warn, info, debug or trace"),
       bool("debug", "debug", false, "Log every FUSE request and registry request on one line each"),
       bool("disable_verification", "disableVerification", false, "Skip checking span digests (not recommended)"),
-      int("max_concurrency", "maxConcurrency", 100, "Concurrent registry requests per image while resolving layers", 1),
+      int("max_concurrency", "maxConcurrency", 100, "Layers of an image mounted (resolved, indexed, prefetched) at the same time", 1),
       int("mount_timeout_sec", "mountTimeoutSec", 30, "Seconds a layer mount may take before it fails", 1),
       str("docker_config", "dockerConfig", "", "Docker config.json with credentials; empty: $DOCKER_CONFIG or ~/.docker"),
     ],

@@ -7,7 +7,8 @@
  *      every layer is fetched whole.
  *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
  *      registry), per layer; each layer's spans are fetched before its mount returns (remote_fs.ts).
- *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`.
+ *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`, up to `maxConcurrency` at a time
+ *      (SOCI resolves an image's layers in parallel too); when one fails, the others are unmounted.
  *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
  *      lowerdir = top layer first. overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the
  *      lower dirs, which are served by this very process, so it must not block our event loop.
@@ -45,6 +46,8 @@ export interface MountImageOptions {
   logger?: Logger;
   /** Cancels everything, layer downloads included (e.g. Ctrl-C). */
   signal?: AbortSignal;
+  /** Layers mounted at the same time (config `max_concurrency`). Default 100. */
+  maxConcurrency?: number;
   /**
    * Mount timeout in ms (config `mount_timeout_sec`), applied per step: resolving the image, finding the
    * index (index and zTOC fetches), and each layer's mount. A layer without a zTOC is downloaded whole
@@ -112,22 +115,36 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
   };
   try {
     const single = layers.length === 1;
-    for (const [i, l] of layers.entries()) {
-      opts.signal?.throwIfAborted();
-      const mp = single ? mountpoint : join(opts.workDir, "layers", String(i));
-      if (!single) await mkdir(mp, { recursive: true });
-      const layer = await fs.mountLayer({
-        source: { client: loc.client, ref: loc.ref },
-        imageManifest: manifest,
-        layer: l,
-        mountpoint: mp,
-        ztoc: found?.ztocs.get(l.digest),
-        prefetchSpans: prefetch.get(l.digest),
-        // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
-        signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
-      });
-      mounted.push({ layer, mountpoint: mp });
-    }
+    const results: Array<PromiseSettledResult<MountedImage["layers"][number]> | undefined> = layers.map(() => undefined);
+    let next = 0;
+    const mountNext = async (): Promise<void> => {
+      for (let i = next++; i < layers.length; i = next++) {
+        const l = layers[i]!;
+        try {
+          opts.signal?.throwIfAborted();
+          const mp = single ? mountpoint : join(opts.workDir, "layers", String(i));
+          if (!single) await mkdir(mp, { recursive: true });
+          const layer = await fs.mountLayer({
+            source: { client: loc.client, ref: loc.ref },
+            imageManifest: manifest,
+            layer: l,
+            mountpoint: mp,
+            ztoc: found?.ztocs.get(l.digest),
+            prefetchSpans: prefetch.get(l.digest),
+            // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
+            signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
+          });
+          results[i] = { status: "fulfilled", value: { layer, mountpoint: mp } };
+        } catch (reason) {
+          results[i] = { status: "rejected", reason };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.maxConcurrency ?? 100, layers.length)) }, mountNext));
+    // Bottom first, as the image lists them; the first failure (in that order) fails the mount.
+    for (const r of results) if (r?.status === "fulfilled") mounted.push(r.value);
+    const failed = results.find((r) => r?.status === "rejected") as PromiseRejectedResult | undefined;
+    if (failed) throw failed.reason;
     // 5.
     opts.signal?.throwIfAborted();
     if (!single) {

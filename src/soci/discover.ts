@@ -153,7 +153,10 @@ async function withZtocs(
   opts: DiscoverOptions,
 ): Promise<DiscoveredIndex> {
   const descs = ztocDescriptors(index);
-  // All zTOCs concurrently, as SOCI fetches them; the map keeps the index's (image layer) order.
+  // All zTOCs concurrently, as SOCI fetches them, and the prefetch artifacts beside them (their failures are
+  // reported, never thrown); the map keeps the index's (image layer) order.
+  const prefetching = prefetchArtifacts(source, index, opts);
+  prefetching.catch(() => {}); // rejects only when aborted; awaited below unless a zTOC failed first
   const decoded = await Promise.all(descs.map(async (d) => {
     const bytes = await getZtocBytes(source, d, opts);
     try {
@@ -163,7 +166,7 @@ async function withZtocs(
     }
   }));
   const ztocs = new Map<string, Ztoc>(descs.map((d, i) => [d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, decoded[i]!]));
-  const prefetch = await prefetchArtifacts(source, index, opts);
+  const prefetch = await prefetching;
   return { index, indexDescriptor, ztocs, prefetch, foundBy, version: indexVersion(index) };
 }
 

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fuseMountsUnder } from "../../src/fuse/mount.ts";
 import { mountImage } from "../../src/layerfs/image_mount.ts";
 import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
@@ -80,6 +81,36 @@ describe.skipIf(!run)("mountImage", () => {
       expect((await readdir(join(mp, "b")))).toEqual(["c"]);
     } finally {
       await m.unmount();
+    }
+  });
+
+  test("layers mount concurrently; one failing fails the mount and leaves no layer mounted", async () => {
+    const layers = Array.from({ length: 5 }, (_, i) => ({ [`l${i}/file`]: `layer ${i}\n` }));
+    const img = await pushImage(reg, "test/parallel", "v1", { layers });
+    const loc = new RegistryLocation(client, img.ref, "test/parallel:v1");
+    const mp = join(tmp, "mnt-par");
+    await mkdir(mp);
+    // 1. All five, three at a time: merged as the image orders them.
+    const m = await mountImage(fs, mp, { location: loc, workDir: join(tmp, "work-par"), modes: { localStore: false, v1: false, v2: false }, maxConcurrency: 3 });
+    try {
+      expect(m.layers.map((l) => l.layer.digest)).toEqual(img.layers.map((l) => l.descriptor.digest));
+      expect((await readdir(mp)).filter((n) => n !== ".soci-ts").sort()).toEqual(["l0", "l1", "l2", "l3", "l4"]);
+    } finally {
+      await m.unmount();
+    }
+    // 2. Layer 3's blob is gone from the registry: the mount fails, and the layers that did mount are unmounted.
+    const gone = img.layers[3]!.descriptor.digest;
+    const del = await fetch(`http://${reg.host}/v2/test/parallel/blobs/${gone}`, { method: "DELETE" });
+    expect(del.status).toBe(202);
+    const root2 = join(tmp, "root-par");
+    const fs2 = await LayerFs.create({ root: root2, inflate: noInflate, backgroundFetch: { disable: true } });
+    try {
+      const work = join(tmp, "work-par2");
+      await expect(mountImage(fs2, mp, { location: loc, workDir: work, modes: { localStore: false, v1: false, v2: false }, maxConcurrency: 5 })).rejects.toThrow(gone.slice(7, 19));
+      expect(fs2.layers().size).toBe(0);
+      expect(fuseMountsUnder(work)).toEqual([]);
+    } finally {
+      await fs2.close();
     }
   });
 });
