@@ -13,6 +13,7 @@
  * than the kernel's. O_DIRECT opens of a node with no open handle are not passed through: they would go to
  * the backing device, while the server answers them from the page cache (direct_reads.ts).
  */
+import { errorMessage } from "../util/errors.ts";
 import type { DirectSource } from "./direct_reads.ts";
 
 /** The transport's side: backing ids on this connection. */
@@ -78,7 +79,7 @@ export class PassthroughOpens {
       try {
         id = this.backing.open(src.stream.descriptor.pathPrefix, src.size);
       } catch (err) {
-        this.#off = err instanceof Error ? err.message : String(err);
+        this.#off = errorMessage(err);
         this.onError(`${this.#off}; FUSE passthrough is off for this mount, its files are served instead`);
       }
     }
@@ -101,7 +102,7 @@ export class PassthroughOpens {
       try {
         this.backing.close(n.backingId);
       } catch (err) {
-        this.onError(`Cannot drop FUSE backing id ${n.backingId}: ${err instanceof Error ? err.message : String(err)}`);
+        this.onError(`Cannot drop FUSE backing id ${n.backingId}: ${errorMessage(err)}`);
       }
     }
   }

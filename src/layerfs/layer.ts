@@ -224,15 +224,16 @@ function spanCacheBacking(cache: SpanCache, digest: string, layout: SpanLayout):
     if (i < layout.spanCount) stream.setPresent(i, onDisk);
   });
   // 3. Reads served from the files keep them recently used.
-  const unreport = cache.addUsageReporter(() => {
+  const report = (): void => {
     for (const i of stream.takeUsed()) cache.touch(digest, i);
-  });
+  };
+  const unreport = cache.addUsageReporter(report);
   return {
     stream,
     close() {
       unwatch();
       unreport();
-      for (const i of stream.takeUsed()) cache.touch(digest, i);
+      report();
       for (let i = 0; i < layout.spanCount; i++) stream.setPresent(i, false);
     },
   };

@@ -3,6 +3,12 @@
  * TarZinfo), so the lazy path can be tested before or without the gzip zTOC builder.
  */
 import { createHash } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Layer } from "../../src/layerfs/layer.ts";
+import { LayerFs, type LayerFsOptions } from "../../src/layerfs/remote_fs.ts";
+import type { RegistryClient } from "../../src/registry/types.ts";
+import type { PushedImage } from "../_harness/registry.ts";
 import { toFileMetadata } from "../../src/layerfs/local_layer.ts";
 import { TarReader } from "../../src/tar/reader.ts";
 import type { FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
@@ -37,3 +43,23 @@ export function tarZtoc(tar: Uint8Array, spanSizeBytes: number): Ztoc {
 export const noInflate = (): never => {
   throw new Error("gzip inflate called for an uncompressed layer");
 };
+
+/**
+ * A LayerFs rooted at `<dir>/root-<name>` (background fetching off) serving the first layer of `img` at
+ * `<dir>/mnt-<name>`, lazily with a zTOC of `spanSizeBytes` spans, or fetched whole with `ztoc: false`.
+ */
+export async function mountFirstLayer(
+  dir: string,
+  name: string,
+  img: PushedImage,
+  opts: { client: RegistryClient; spanSizeBytes: number; ztoc?: boolean; spanCache?: LayerFsOptions["spanCache"]; fuse?: LayerFsOptions["fuse"] },
+): Promise<{ fs: LayerFs; mp: string; root: string; layer: Layer }> {
+  const root = join(dir, `root-${name}`);
+  const fs = await LayerFs.create({ root, inflate: noInflate, backgroundFetch: { disable: true }, spanCache: opts.spanCache, fuse: opts.fuse });
+  const mp = join(dir, `mnt-${name}`);
+  await mkdir(mp);
+  const l = img.layers[0]!;
+  const ztoc = opts.ztoc === false ? undefined : tarZtoc(l.tar, opts.spanSizeBytes);
+  const layer = await fs.mountLayer({ source: { client: opts.client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc });
+  return { fs, mp, root, layer };
+}

@@ -6,15 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readlinkSync, truncateSync, unlinkSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate, tarZtoc } from "./_fixtures.ts";
+import { mountFirstLayer } from "./_fixtures.ts";
 
 const run = needs("layerfs direct reads", "root", "fuse", "tool:docker-registry");
 const SPAN = 256 * 1024;
@@ -69,14 +68,9 @@ describe.skipIf(!run)("direct reads of a mounted layer", () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  async function mount(name: string, opts: { diskMaxBytes?: number; memoryMaxBytes?: number; ztoc?: boolean } = {}) {
-    const root = join(tmp, `root-${name}`);
-    const fs = await LayerFs.create({ root, inflate: noInflate, backgroundFetch: { disable: true }, spanCache: { diskMaxBytes: opts.diskMaxBytes, memoryMaxBytes: opts.memoryMaxBytes } });
-    const mp = join(tmp, `mnt-${name}`);
-    await mkdir(mp);
-    const l = img.layers[0]!;
-    await fs.mountLayer({ source: { client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc: opts.ztoc === false ? undefined : tarZtoc(l.tar, SPAN) });
-    return { fs, mp, root };
+  function mount(name: string, opts: { diskMaxBytes?: number; memoryMaxBytes?: number; ztoc?: boolean } = {}) {
+    const { ztoc, ...spanCache } = opts;
+    return mountFirstLayer(tmp, name, img, { client, spanSizeBytes: SPAN, ztoc, spanCache });
   }
 
   test("spans on disk are read by the reader threads; spans not there yet go to the main thread", async () => {

@@ -5,15 +5,14 @@
  * evicting the spans it copies; a copy evicted from the cache is no longer offered, and the file reads right.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate, tarZtoc } from "./_fixtures.ts";
+import { mountFirstLayer } from "./_fixtures.ts";
 
 const run = needs("layerfs passthrough", "root", "fuse", "tool:docker-registry");
 const SPAN = 256 * 1024;
@@ -48,19 +47,14 @@ describe.skipIf(!run)("passthrough of a mounted layer", () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  async function mount(name: string, opts: { diskMaxBytes?: number; ztoc?: boolean } = {}) {
-    const fs = await LayerFs.create({
-      root: join(tmp, `root-${name}`),
-      inflate: noInflate,
-      backgroundFetch: { disable: true },
+  function mount(name: string, opts: { diskMaxBytes?: number; ztoc?: boolean } = {}) {
+    return mountFirstLayer(tmp, name, img, {
+      client,
+      spanSizeBytes: SPAN,
+      ztoc: opts.ztoc,
       spanCache: { diskMaxBytes: opts.diskMaxBytes },
       fuse: { passthrough: true, keepCache: false },
     });
-    const mp = join(tmp, `mnt-${name}`);
-    await mkdir(mp);
-    const l = img.layers[0]!;
-    const layer = await fs.mountLayer({ source: { client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc: opts.ztoc === false ? undefined : tarZtoc(l.tar, SPAN) });
-    return { fs, mp, layer };
   }
 
   test("a large file is copied once its spans are on disk, then read by the kernel from the copy", async () => {
