@@ -116,6 +116,7 @@ export function buildOptionsFrom(
     spanSizeBytes: parseSize(args.spanSize, "span-size") ?? ctx.config.index.spanSize,
     minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size") ?? ctx.config.index.minLayerSize,
     buildToolIdentifier: ctx.config.index.buildToolIdentifier,
+    checkpointTable: ctx.config.index.checkpointTable,
     platforms: platformsFrom(args.platform),
     allPlatforms: Boolean(args.allPlatforms),
     hostPlatform: hostPlatform(),

@@ -90,6 +90,12 @@ export const SCHEMA: readonly SectionSpec[] = [
       int("max_span_verification_retries", "maxSpanVerificationRetries", 0, "Refetches of a span whose digest did not match"),
       int("fetch_on_open_max_bytes", "fetchOnOpenMaxBytes", 32 * MiB, "On open, fetch every span of files up to this size in one request"),
       int("readahead_spans", "readaheadSpans", 0, "Spans fetched ahead of a read that missed the cache"),
+      bool(
+        "lazy_checkpoints",
+        "lazyCheckpoints",
+        true,
+        "Where the index has soci-ts's checkpoint table, fetch a zTOC without its checkpoint windows and each window when a span needs it (verified); false fetches every zTOC whole first, as SOCI does",
+      ),
     ],
   },
   {
@@ -165,6 +171,12 @@ export const SCHEMA: readonly SectionSpec[] = [
       int("span_size", "spanSize", 4 * MiB, "Uncompressed bytes between two checkpoints", 1),
       int("min_layer_size", "minLayerSize", 10 * MiB, "Layers smaller than this (compressed bytes) get no zTOC"),
       str("build_tool_identifier", "buildToolIdentifier", "soci-ts v0.1.0", "Written into each zTOC and index"),
+      bool(
+        "checkpoint_table",
+        "checkpointTable",
+        true,
+        "Annotate each gzip zTOC in the index with its checkpoint table (digests of its parts), so mounts fetch checkpoint windows lazily; SOCI ignores the annotation",
+      ),
     ],
   },
 ] as const;

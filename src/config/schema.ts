@@ -59,6 +59,7 @@ export interface Config {
     maxSpanVerificationRetries: number;
     fetchOnOpenMaxBytes: number;
     readaheadSpans: number;
+    lazyCheckpoints: boolean;
   };
   fuse: {
     attrTimeoutSec: number;
@@ -100,6 +101,7 @@ export interface Config {
     spanSize: number;
     minLayerSize: number;
     buildToolIdentifier: string;
+    checkpointTable: boolean;
   };
   resolver: {
     host: Record<string, HostConfig>;

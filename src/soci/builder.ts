@@ -18,6 +18,7 @@ import type { Descriptor } from "../oci/types.ts";
 import { FailedPreconditionError, FormatError, InvalidArgumentError } from "../util/errors.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { buildZtoc } from "../ztoc/builder.ts";
+import { ANNOTATION_CHECKPOINT_TABLE, buildCheckpointTable, encodeCheckpointTable } from "../ztoc/checkpoint_table.ts";
 import { sha256Digest } from "./artifact_store.ts";
 import type { ImageLocation } from "./image_location.ts";
 import {
@@ -73,6 +74,11 @@ export interface BuildOptions {
   /** Written into every zTOC and the index (default "AWS SOCI CLI v0.2"). */
   buildToolIdentifier?: string;
   /**
+   * Annotate each gzip zTOC's descriptor with its checkpoint table (src/ztoc/checkpoint_table.ts), so mounts
+   * fetch checkpoint windows as spans need them instead of the whole zTOC first (default true). SOCI ignores it.
+   */
+  checkpointTable?: boolean;
+  /**
    * Files (paths in the image) whose spans are listed in prefetch artifacts, one per layer that holds any
    * (SOCI's `--prefetch-file`). A path no indexed layer has fails the build. Default none.
    */
@@ -121,7 +127,12 @@ export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "
   if (!Number.isSafeInteger(minLayerSizeBytes) || minLayerSizeBytes < 0) {
     throw new InvalidArgumentError(`Cannot build SOCI index: minimum layer size "${opts.minLayerSizeBytes}" is not a non-negative integer`);
   }
-  return { spanSizeBytes, minLayerSizeBytes, buildToolIdentifier: opts.buildToolIdentifier ?? DEFAULT_BUILD_TOOL_IDENTIFIER };
+  return {
+    spanSizeBytes,
+    minLayerSizeBytes,
+    buildToolIdentifier: opts.buildToolIdentifier ?? DEFAULT_BUILD_TOOL_IDENTIFIER,
+    checkpointTable: opts.checkpointTable ?? true,
+  };
 }
 
 /**
@@ -168,7 +179,10 @@ export async function buildLayerZtoc(
       `Cannot build zTOC of layer "${layer.digest}": the blob has ${ztoc.compressedArchiveSize} bytes, its descriptor says ${layer.size}`,
     );
   }
-  const descriptor = ztocDescriptor({ digest, size: bytes.length }, layer, settings.spanSizeBytes);
+  const table = settings.checkpointTable ? buildCheckpointTable(bytes) : undefined;
+  const descriptor = ztocDescriptor({ digest, size: bytes.length }, layer, settings.spanSizeBytes, {
+    ...(table ? { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(table) } : {}),
+  });
   return { layer, ztoc, bytes, descriptor };
 }
 

@@ -94,11 +94,15 @@ export function createIndex(
   return index;
 }
 
-/** The descriptor of a zTOC blob, annotated with the layer it indexes, as SOCI writes it. */
+/**
+ * The descriptor of a zTOC blob, annotated with the layer it indexes, as SOCI writes it, plus `extra`
+ * annotations (soci-ts's checkpoint table).
+ */
 export function ztocDescriptor(
   ztoc: { digest: string; size: number },
   layer: Descriptor,
   spanSizeBytes: number,
+  extra: Record<string, string> = {},
 ): Descriptor {
   return {
     mediaType: ZTOC_MEDIA_TYPE,
@@ -108,6 +112,7 @@ export function ztocDescriptor(
       [ANNOTATION_IMAGE_LAYER_DIGEST]: layer.digest,
       [ANNOTATION_IMAGE_LAYER_MEDIA_TYPE]: layer.mediaType,
       [ANNOTATION_SPAN_SIZE]: String(spanSizeBytes),
+      ...extra,
     },
   };
 }

@@ -218,6 +218,16 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
   return ztoc;
 }
 
+/**
+ * Where the `checkpoints` bytes (the zinfo blob) of a zTOC lie in its FlatBuffer: [start, start + length), or
+ * undefined when it has no compression info. Throws ZtocFormatError on a malformed buffer.
+ */
+export function locateCheckpoints(bytes: Uint8Array): { start: number; length: number } | undefined {
+  const root = new FbBuffer(bytes, "zTOC").root("Ztoc");
+  const ciTable = root.table(SLOT.ztoc.compressionInfo, "compression_info", "CompressionInfo");
+  return ciTable ? ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1) : undefined;
+}
+
 function decodeFileMetadata(t: FbTable): FileMetadata {
   const f = SLOT.fm;
   const xattrs: Xattr[] = [];

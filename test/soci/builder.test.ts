@@ -1,3 +1,4 @@
+import { ANNOTATION_CHECKPOINT_TABLE, buildCheckpointTable, encodeCheckpointTable } from "../../src/ztoc/checkpoint_table.ts";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -51,6 +52,10 @@ describe("index create on generated layers", () => {
         [ANNOTATION_IMAGE_LAYER_DIGEST]: ((await location.getRoot()).manifest as Manifest).layers[0]!.digest,
         [ANNOTATION_IMAGE_LAYER_MEDIA_TYPE]: layer.mediaType,
         [ANNOTATION_SPAN_SIZE]: String(SPAN),
+        // soci-ts's checkpoint table: gzip zTOCs only, and it describes the stored zTOC.
+        ...(how === "uncompressed"
+          ? {}
+          : { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(buildCheckpointTable(await store.getBlob(z.digest))!) }),
       });
 
       // Every file, through the spans it needs only.

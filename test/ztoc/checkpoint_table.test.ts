@@ -1,0 +1,132 @@
+/** The checkpoint table (soci-ts's zTOC extension): its bytes, the skeleton it describes, and every refusal. */
+import { describe, expect, test } from "bun:test";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { spanLayoutDigest } from "../../src/layerfs/ztoc_layout.ts";
+import { writeTar } from "../../src/tar/writer.ts";
+import { ZtocFormatError } from "../../src/util/errors.ts";
+import { buildZtoc } from "../../src/ztoc/builder.ts";
+import {
+  assembleSkeleton,
+  buildCheckpointTable,
+  type CheckpointTable,
+  decodeCheckpointTable,
+  encodeCheckpointTable,
+  recordRange,
+  skeletonRanges,
+  verifyRecords,
+} from "../../src/ztoc/checkpoint_table.ts";
+import { decodeZtoc, locateCheckpoints } from "../../src/ztoc/codec.ts";
+import { decodeGzipZinfo, PACKED_CHECKPOINT_SIZE } from "../../src/ztoc/zinfo_gzip.ts";
+import { compressLayer, generateEntries } from "../soci/_layers.ts";
+
+async function* once(blob: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield blob;
+}
+
+/** A gzip zTOC of a seeded layer, 64 KiB spans: its bytes and table. */
+async function gzipZtoc(seed = "checkpoint-table"): Promise<{ bytes: Uint8Array; table: CheckpointTable }> {
+  const layer = compressLayer(writeTar(generateEntries(seed, 60)), "gzip");
+  const { bytes } = await buildZtoc(once(layer.blob), { algorithm: "gzip", spanSizeBytes: 64 * 1024 });
+  return { bytes, table: buildCheckpointTable(bytes)! };
+}
+
+/** The skeleton of `bytes` as a mount fetches it: the two ranges the table names. */
+function skeletonOf(bytes: Uint8Array, t: CheckpointTable): [Uint8Array, Uint8Array] {
+  const [a, b] = skeletonRanges(t, bytes.length);
+  return [bytes.slice(a[0], a[1]), bytes.slice(b[0], b[1])];
+}
+
+describe("checkpoint table", () => {
+  test("round-trips through its annotation and describes exactly the zTOC's checkpoint records", async () => {
+    const { bytes, table } = await gzipZtoc();
+    const loc = locateCheckpoints(bytes)!;
+    expect(table.recordsOffset).toBe(loc.start + 12);
+    expect(table.count).toBe(decodeGzipZinfo(bytes.subarray(loc.start, loc.start + loc.length)).checkpoints.length);
+    expect(table.count).toBeGreaterThan(3);
+    const back = decodeCheckpointTable(encodeCheckpointTable(table), bytes.length);
+    expect(back).toEqual(table);
+    // 45 header bytes and 49 per record, base64.
+    expect(Buffer.from(encodeCheckpointTable(table), "base64").length).toBe(45 + 49 * table.count);
+  });
+
+  test("the skeleton rebuilds a zTOC with the same TOC, span digests and span layout, windows zero", async () => {
+    const { bytes, table } = await gzipZtoc();
+    const full = decodeZtoc(bytes);
+    const [head, tail] = skeletonOf(bytes, table);
+    expect(head.length + tail.length).toBe(bytes.length - table.count * PACKED_CHECKPOINT_SIZE);
+    const partial = decodeZtoc(assembleSkeleton(table, bytes.length, head, tail));
+    expect(partial.toc).toEqual(full.toc);
+    expect(partial.compressionInfo.spanDigests).toEqual(full.compressionInfo.spanDigests);
+    expect(spanLayoutDigest(partial)).toBe(spanLayoutDigest(full));
+    const fullCps = decodeGzipZinfo(full.compressionInfo.checkpoints).checkpoints;
+    const partCps = decodeGzipZinfo(partial.compressionInfo.checkpoints).checkpoints;
+    expect(partCps.map((c) => [c.in, c.out, c.bits])).toEqual(fullCps.map((c) => [c.in, c.out, c.bits]));
+    expect(partCps.every((c) => c.window.every((b) => b === 0))).toBe(true);
+    expect(fullCps.some((c) => c.window.some((b) => b !== 0))).toBe(true);
+  });
+
+  test("records verify; a changed window or header byte is refused naming the record", async () => {
+    const { bytes, table } = await gzipZtoc();
+    const [s, e] = recordRange(table, 1, 3);
+    const recs = bytes.slice(s, e);
+    expect(() => verifyRecords(table, 1, recs)).not.toThrow();
+    const badWindow = recs.slice();
+    badWindow[PACKED_CHECKPOINT_SIZE + 17 + 1000]! ^= 1; // record 2's window
+    expect(() => verifyRecords(table, 1, badWindow)).toThrow("Cannot verify checkpoint record 2");
+    const badHeader = recs.slice();
+    badHeader[2 * PACKED_CHECKPOINT_SIZE + 3]! ^= 1; // record 3's `in`
+    expect(() => verifyRecords(table, 1, badHeader)).toThrow("Cannot verify checkpoint record 3");
+    expect(() => verifyRecords(table, 1, recs.subarray(1))).toThrow("not a whole number");
+    // Records at the wrong index do not verify either.
+    expect(() => verifyRecords(table, 2, recs.subarray(0, PACKED_CHECKPOINT_SIZE))).toThrow("record 2");
+  });
+
+  test("a skeleton byte changed, or a table pointing elsewhere, is refused", async () => {
+    const { bytes, table } = await gzipZtoc();
+    const [head, tail] = skeletonOf(bytes, table);
+    const badTail = tail.slice();
+    badTail[10]! ^= 0x40;
+    expect(() => assembleSkeleton(table, bytes.length, head, badTail)).toThrow("do not match the checkpoint table's digest");
+    expect(() => assembleSkeleton(table, bytes.length, head, tail.subarray(1))).toThrow(ZtocFormatError);
+    // A table whose digests hold but whose records are not where the zTOC's checkpoints are: record 0 left in
+    // the skeleton, the rest described from record 1 on.
+    const shifted: CheckpointTable = {
+      ...table,
+      recordsOffset: table.recordsOffset + PACKED_CHECKPOINT_SIZE,
+      count: table.count - 1,
+      headers: table.headers.subarray(17),
+      recordDigests: table.recordDigests.subarray(32),
+    };
+    const [h2, t2] = skeletonOf(bytes, shifted);
+    shifted.skeletonDigest = new Uint8Array(createHash("sha256").update(h2).update(t2).digest());
+    expect(() => assembleSkeleton(shifted, bytes.length, h2, t2)).toThrow("the checkpoint table says");
+  });
+
+  test("malformed annotations are refused with what is wrong", async () => {
+    const { bytes, table } = await gzipZtoc();
+    const raw = new Uint8Array(Buffer.from(encodeCheckpointTable(table), "base64"));
+    const b64 = (u: Uint8Array) => Buffer.from(u).toString("base64");
+    const version2 = raw.slice();
+    version2[0] = 2;
+    const farOffset = raw.slice();
+    new DataView(farOffset.buffer).setBigUint64(1, BigInt(bytes.length), true);
+    const cases: Array<[string, string, number]> = [
+      ["not base64!", "not base64", bytes.length],
+      [b64(raw.subarray(0, 20)), "shorter than its 45-byte header", bytes.length],
+      [b64(version2), "version 2 is not 1", bytes.length],
+      [b64(raw.subarray(0, raw.length - 49)), `do not hold ${table.count} records`, bytes.length],
+      [b64(farOffset), "do not fit in the", bytes.length],
+      [encodeCheckpointTable(table), "do not fit in the", table.recordsOffset + 100],
+    ];
+    for (const [value, why, size] of cases) {
+      expect(() => decodeCheckpointTable(value, size)).toThrow(why);
+    }
+  });
+
+  test("uncompressed layers have no table", async () => {
+    const tar = writeTar(generateEntries("plain", 10));
+    const { bytes } = await buildZtoc(once(tar), { algorithm: "uncompressed", spanSizeBytes: 64 * 1024 });
+    expect(buildCheckpointTable(bytes)).toBeUndefined();
+  });
+});
