@@ -95,6 +95,7 @@ export default defineCommand({
         modes: { localStore: c.pullModes.localStore.enable, v1: c.pullModes.sociV1.enable, v2: c.pullModes.sociV2.enable },
         layerDigest: args.layer ? String(args.layer) : undefined,
         prefetch: c.prefetch.enable,
+        lazyCheckpoints: c.blob.lazyCheckpoints,
         logger: log,
         signal: interrupted.signal,
         timeoutMs: c.mountTimeoutSec * 1000,

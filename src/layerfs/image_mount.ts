@@ -43,6 +43,8 @@ export interface MountImageOptions {
   layerDigest?: string;
   /** Use SOCI prefetch artifacts (config `[prefetch] enable`, default true). */
   prefetch?: boolean;
+  /** Load zTOCs that carry a checkpoint table without their windows (config `[blob] lazy_checkpoints`, default true). */
+  lazyCheckpoints?: boolean;
   logger?: Logger;
   /** Cancels everything, layer downloads included (e.g. Ctrl-C). */
   signal?: AbortSignal;
@@ -92,6 +94,8 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     signal: bounded(),
     onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
     onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
+    lazyCheckpoints: opts.lazyCheckpoints ?? true,
+    onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
   });
   if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: loc.name });
   else logger.info("SOCI index found", { image: loc.name, index: found.indexDescriptor.digest, foundBy: found.foundBy });
@@ -130,6 +134,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
             layer: l,
             mountpoint: mp,
             ztoc: found?.ztocs.get(l.digest),
+            checkpoints: found?.windows.get(l.digest),
             prefetchSpans: prefetch.get(l.digest),
             // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
             signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,

@@ -16,6 +16,7 @@ import type { Reference, RegistryClient } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { Node } from "../vfs/node.ts";
+import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { FileMaterializer } from "./file_materializer.ts";
 import { openLocalLayer } from "./local_layer.ts";
@@ -39,6 +40,8 @@ export interface OpenLayerOptions {
   layer: Descriptor;
   /** Its zTOC; absent → the layer is fetched whole (step 2). */
   ztoc?: Ztoc;
+  /** The zTOC's checkpoint windows when it was loaded without them; closed with the layer. */
+  checkpoints?: CheckpointWindows;
   cache: SpanCache;
   gate?: TaskGate;
   /** Inflater for gzip spans (src/compress/resume.ts `inflateFromCheckpoint`). */
@@ -98,7 +101,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
   if (opts.ztoc) {
     // 1. Lazy.
     const ztoc = opts.ztoc;
-    const layout = ztocLayout(ztoc, opts.inflate);
+    const layout = ztocLayout(ztoc, opts.inflate, opts.checkpoints);
     const fetchRanges: RangeFetcher = (ranges, signal) =>
       ranges.length === 1
         ? source.client.readRange(source.ref, layer.digest, ranges[0]![0], ranges[0]![1], { signal }).then((b) => [b])
@@ -157,6 +160,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
         materializer?.close();
         backing?.close();
         manager.close();
+        opts.checkpoints?.close();
       },
     };
   }

@@ -10,7 +10,8 @@
  * `mountLayer` steps:
  *   1. Open the layer (layer.ts): lazy through its zTOC, or fetched whole and unpacked.
  *   2. Serve its node tree with FUSE at `mountpoint` (vfs `mountTree`).
- *   3. Prefetch the spans a SOCI prefetch artifact lists, before returning: runs of adjacent spans, one ranged
+ *   3. Prefetch the spans a SOCI prefetch artifact lists, before returning (started right after step 1, so the
+ *      downloads run while step 2 builds and mounts the tree): runs of adjacent spans, one ranged
  *      request each (split at the span manager's coalescing bound), at most `prefetchMaxConcurrency` at a
  *      time, the whole bounded by `prefetchTimeoutMs`; a failure or timeout only logs (reads fetch on demand).
  *   4. Queue the layer for background fetching (unless disabled).
@@ -23,6 +24,7 @@ import { silentLogger, type Logger } from "../util/log.ts";
 import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { mountTree, type MountHandle } from "../vfs/serve.ts";
+import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource } from "./layer.ts";
@@ -85,6 +87,8 @@ export interface MountLayerOptions {
   mountpoint: string;
   /** The layer's zTOC; absent → fetched whole. */
   ztoc?: Ztoc;
+  /** The zTOC's checkpoint windows when it was loaded without them (soci/lazy_ztoc.ts). */
+  checkpoints?: CheckpointWindows;
   /** Inclusive span id ranges from the index's prefetch artifact. */
   prefetchSpans?: Array<[number, number]>;
   signal?: AbortSignal;
@@ -138,6 +142,7 @@ export class LayerFs {
       source: opts.source,
       layer: opts.layer,
       ztoc: opts.ztoc,
+      checkpoints: opts.checkpoints,
       cache: this.cache,
       gate: this.gate,
       inflate: this.#o.inflate,
@@ -152,6 +157,9 @@ export class LayerFs {
       logger: this.#logger,
       signal: opts.signal,
     });
+    // Prefetch (step 3) starts now, beside the FUSE mount, and is waited for below: SOCI prefetches before a
+    // mount completes, and the link should not idle while the tree is built and mounted.
+    const prefetching = layer.manager && opts.prefetchSpans?.length ? this.#prefetch(layer, opts.prefetchSpans) : undefined;
     // 2.
     let served: MountHandle;
     try {
@@ -170,6 +178,7 @@ export class LayerFs {
       });
     } catch (err) {
       await layer.close();
+      await prefetching;
       throw err;
     }
     // Copies for passthrough are of no use when the kernel did not take it.
@@ -187,7 +196,7 @@ export class LayerFs {
     this.#mounts.set(opts.mountpoint, mounted);
     this.#logger.info("Layer mounted", { layer: layer.digest, mountpoint: opts.mountpoint, lazy: layer.manager !== undefined });
     // 3.
-    if (layer.manager && opts.prefetchSpans?.length) await this.#prefetch(layer, opts.prefetchSpans);
+    await prefetching;
     // 4.
     if (layer.manager && this.background && !layer.manager.complete()) {
       this.background.add({

@@ -20,8 +20,22 @@ export interface SpanLayout {
   uncompressedRange(spanId: number): [start: number, end: number];
   /** The span holding uncompressed offset `offset` (0 ≤ offset < uncompressedSize). */
   spanOf(offset: number): number;
-  /** Uncompressed bytes of span `spanId` from exactly its compressed range's bytes. */
-  inflate(spanId: number, compressed: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Uncompressed bytes of span `spanId` from exactly its compressed range's bytes. `previous`, when given, returns
+   * span `spanId − 1`'s uncompressed bytes if they are at hand (being inflated beside this one, or cached), else
+   * undefined: a zTOC loaded without its checkpoint windows takes the window from their end instead of fetching it.
+   */
+  inflate(
+    spanId: number,
+    compressed: Uint8Array,
+    previous?: () => Promise<Uint8Array | undefined> | undefined,
+  ): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Called as the compressed bytes of `spanIds` start downloading, so whatever else inflating them needs (the
+   * checkpoint windows of a zTOC loaded without them) downloads beside them; `previousAtHand(id)` tells whether
+   * span id − 1 will be at hand for `inflate`'s `previous`. Optional; never throws.
+   */
+  prepare?(spanIds: readonly number[], previousAtHand: (spanId: number) => boolean): void;
 }
 
 /** The span holding `offset`: the last start ≤ offset in non-decreasing `starts` (never an empty span of a run of equal starts). */

@@ -255,6 +255,8 @@ export class SpanManager {
   /** Start fetching a run of adjacent spans with one request; one promise per span, registered as in flight. */
   #startRun(run: number[]): Array<Promise<Uint8Array>> {
     for (const id of run) this.#setState(id, "requested");
+    const [first, last] = [run[0]!, run[run.length - 1]!];
+    this.layout.prepare?.(run, (id) => (id - 1 >= first && id - 1 <= last) || this.#inflight.has(id - 1) || this.#state[id - 1] === "uncompressed");
     const fetched = this.#fetchRun(run);
     const ps = run.map((id, k) => {
       const p = fetched.then(
@@ -304,6 +306,12 @@ export class SpanManager {
     });
   }
 
+  /** Span id − 1's uncompressed bytes if at hand: being inflated, or cached; else undefined. */
+  #previous(id: number): Promise<Uint8Array | undefined> | undefined {
+    if (id === 0) return undefined;
+    return this.#inflight.get(id - 1) ?? (this.#state[id - 1] === "uncompressed" ? this.#o.cache.get(this.layerDigest, id - 1) : undefined);
+  }
+
   /** Verify (refetching on mismatch), inflate and cache one span. */
   async #finishSpan(id: number, compressed: Uint8Array): Promise<Uint8Array> {
     try {
@@ -317,7 +325,7 @@ export class SpanManager {
       }
       this.#setState(id, "fetched");
       const [us, ue] = this.layout.uncompressedRange(id);
-      let out = await this.layout.inflate(id, bytes);
+      let out = await this.layout.inflate(id, bytes, () => this.#previous(id));
       // Own the bytes: a view into the coalesced run buffer (uncompressed layers) would keep all of it alive
       // in the cache while the cache counts only this span.
       if (out.byteLength !== out.buffer.byteLength) out = out.slice();

@@ -11,10 +11,17 @@
  * Construction checks what SOCI's span manager checks: max span id equal on both sides, one digest per span,
  * strictly increasing compressed and non-decreasing uncompressed offsets (empty spans exist). Beyond SOCI, it
  * rejects a gzip span declaring more than `maxUncompressedSpanBytes` (a decompression bomb from a hostile zTOC). Throws ZtocFormatError otherwise.
+ *
+ * A zTOC loaded without its checkpoint windows (soci/lazy_ztoc.ts) comes with its `windows`. Window i is the
+ * 32 KiB of uncompressed data before checkpoint i, so when span i − 1 is at hand (inflated beside span i, or
+ * cached) and holds at least 32 KiB, its end is window i, offered to `windows` (kept when it matches the record's
+ * digest); otherwise inflating span i waits for window i to be fetched, which `prepare` starts as span i's bytes
+ * start downloading.
  */
 import { createHash } from "node:crypto";
-import type { Checkpoint } from "../compress/types.ts";
+import { type Checkpoint, WINDOW_SIZE } from "../compress/types.ts";
 import { ZtocFormatError } from "../util/errors.ts";
+import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { decodeGzipZinfo } from "../ztoc/zinfo_gzip.ts";
 import { decodeTarZinfo, tarMaxSpanId } from "../ztoc/zinfo_tar.ts";
@@ -31,7 +38,7 @@ export type CheckpointInflater = (
 ) => Uint8Array | Promise<Uint8Array>;
 
 /** The layout of a zTOC's layer. Throws ZtocFormatError when the zinfo and the zTOC disagree. */
-export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout {
+export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: CheckpointWindows): SpanLayout {
   const ci = ztoc.compressionInfo;
   if (ci.spanDigests.length !== ci.maxSpanId + 1) {
     throw new ZtocFormatError(`Cannot lay out spans: ${ci.spanDigests.length} span digests for max span id ${ci.maxSpanId}`, 0);
@@ -81,11 +88,40 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater): SpanLayout 
     compressedRange: cRange,
     uncompressedRange: uRange,
     spanOf: (offset) => spanIndexOf(outs, offset),
-    inflate: (i, compressed) => {
+    inflate: (i, compressed, previous) => {
       const [us, ue] = uRange(i);
-      return inflate(compressed, cps[i]!, { skip: 0, length: ue - us });
+      const run = () => inflate(compressed, cps[i]!, { skip: 0, length: ue - us });
+      if (!windows || windows.has(i)) return run();
+      return (async () => {
+        const w = await windowFromPrevious(i, previous);
+        if (!(w && windows.offer(i, w))) await windows.ensure(i);
+        return run();
+      })();
     },
+    ...(windows
+      ? {
+        prepare: (ids: readonly number[], previousAtHand: (id: number) => boolean) =>
+          windows.prefetch(ids.filter((i) => !windows.has(i) && !(tailIsWindow(i) && previousAtHand(i)))),
+      }
+      : {}),
   };
+
+  /** True when span i − 1's uncompressed bytes end with window i: it ends at checkpoint i and holds 32 KiB. */
+  function tailIsWindow(i: number): boolean {
+    return i > 0 && cps[i]!.out <= ztoc.uncompressedArchiveSize && outs[i]! - outs[i - 1]! >= WINDOW_SIZE;
+  }
+
+  /** Window i from what is at hand: zeros before the stream start, or the end of span i − 1. */
+  async function windowFromPrevious(i: number, previous?: () => Promise<Uint8Array | undefined> | undefined): Promise<Uint8Array | undefined> {
+    if (i === 0 && cps[0]!.out === 0) return new Uint8Array(WINDOW_SIZE);
+    if (!tailIsWindow(i)) return undefined;
+    try {
+      const prev = await previous?.();
+      return prev?.length === outs[i]! - outs[i - 1]! ? prev.subarray(prev.length - WINDOW_SIZE) : undefined;
+    } catch {
+      return undefined; // span i − 1 failed: fetch window i instead
+    }
+  }
 }
 
 /**
@@ -98,12 +134,19 @@ export function maxUncompressedSpanBytes(spanSizeBytes: number): number {
 }
 
 /**
- * A sha256 (64 hex digits) of what decides a zTOC's spans: algorithm, archive sizes, max span id and the zinfo
- * blob (checkpoints and span size). Span N of one layer holds different bytes under zTOCs with different
- * layouts (span size is a user choice), so the span cache keys spans by this as well as the layer digest.
+ * A sha256 (64 hex digits) of what decides a zTOC's spans: algorithm, archive sizes, max span id, and the
+ * zinfo's span size and checkpoint offsets (gzip) or its bytes (uncompressed). Span N of one layer holds
+ * different bytes under zTOCs with different layouts (span size is a user choice), so the span cache keys spans
+ * by this as well as the layer digest. Windows are left out: they follow from the layer and the offsets, and a
+ * zTOC loaded without them has the same layout.
  */
 export function spanLayoutDigest(ztoc: Ztoc): string {
   const ci = ztoc.compressionInfo;
   const head = `${ci.algorithm}\n${ztoc.compressedArchiveSize}\n${ztoc.uncompressedArchiveSize}\n${ci.maxSpanId}\n`;
-  return createHash("sha256").update(head).update(ci.checkpoints).digest("hex");
+  const h = createHash("sha256").update(head);
+  if (ci.algorithm !== "gzip") return h.update(ci.checkpoints).digest("hex");
+  const z = decodeGzipZinfo(ci.checkpoints);
+  h.update(`${z.spanSizeBytes}\n`);
+  for (const c of z.checkpoints) h.update(`${c.in} ${c.out} ${c.bits}\n`);
+  return h.digest("hex");
 }

@@ -12,6 +12,9 @@
  * location (verified by digest) and stored locally for the next mount. Layers without a zTOC are simply absent
  * from the map. A prefetch artifact that cannot be fetched or parsed is reported through `onPrefetchError` and
  * left out (the layer is then mounted without prefetch, as SOCI does); the first artifact of a layer wins.
+ * With `lazyCheckpoints`, a zTOC the store lacks whose descriptor carries soci-ts's checkpoint table is fetched
+ * without its windows (lazy_ztoc.ts) and stored once its windows have all arrived; a table that is malformed or
+ * does not match is reported through `onLazyError` and the zTOC is fetched whole.
  */
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
@@ -20,6 +23,7 @@ import type { Ztoc } from "../ztoc/types.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
 import type { ImageLocation } from "./image_location.ts";
+import { hasCheckpointTable, loadZtocLazily, type LazyWindows } from "./lazy_ztoc.ts";
 import { decodePrefetchArtifact, type PrefetchArtifact } from "./prefetch.ts";
 import {
   ANNOTATION_IMAGE_LAYER_DIGEST,
@@ -44,6 +48,10 @@ export interface DiscoverOptions {
   onMiss?: (step: "store" | "v2" | "v1", why: string) => void;
   /** Called for a prefetch artifact that cannot be fetched or parsed (it is left out). */
   onPrefetchError?: (digest: string, why: string) => void;
+  /** Fetch zTOCs that carry a checkpoint table without their windows (default false). */
+  lazyCheckpoints?: boolean;
+  /** Called when a zTOC's checkpoint table cannot be used (it is then fetched whole) or its completion fails. */
+  onLazyError?: (digest: string, why: string) => void;
 }
 
 export interface DiscoveredIndex {
@@ -51,6 +59,8 @@ export interface DiscoveredIndex {
   indexDescriptor: Descriptor;
   /** zTOC of each indexed layer, by layer digest. */
   ztocs: Map<string, Ztoc>;
+  /** The windows of each zTOC loaded without them, by layer digest (the others are complete). */
+  windows: Map<string, LazyWindows>;
   /** Prefetch artifact of each layer that has one, by layer digest. */
   prefetch: Map<string, { descriptor: Descriptor; artifact: PrefetchArtifact }>;
   /** Where the index was found. */
@@ -157,7 +167,13 @@ async function withZtocs(
   // reported, never thrown); the map keeps the index's (image layer) order.
   const prefetching = prefetchArtifacts(source, index, opts);
   prefetching.catch(() => {}); // rejects only when aborted; awaited below unless a zTOC failed first
+  const windows = new Map<string, LazyWindows>();
   const decoded = await Promise.all(descs.map(async (d) => {
+    const lazy = await loadLazily(source, d, opts);
+    if (lazy) {
+      windows.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, lazy.windows);
+      return lazy.ztoc;
+    }
     const bytes = await getZtocBytes(source, d, opts);
     try {
       return decodeZtoc(bytes);
@@ -167,7 +183,27 @@ async function withZtocs(
   }));
   const ztocs = new Map<string, Ztoc>(descs.map((d, i) => [d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, decoded[i]!]));
   const prefetch = await prefetching;
-  return { index, indexDescriptor, ztocs, prefetch, foundBy, version: indexVersion(index) };
+  return { index, indexDescriptor, ztocs, windows, prefetch, foundBy, version: indexVersion(index) };
+}
+
+/**
+ * A zTOC without its windows, when asked for, not in the store, and the descriptor has a usable checkpoint
+ * table; else undefined (a table that fails is reported and the caller fetches the zTOC whole).
+ */
+async function loadLazily(source: ImageLocation, d: Descriptor, opts: DiscoverOptions): Promise<Awaited<ReturnType<typeof loadZtocLazily>> | undefined> {
+  if (!opts.lazyCheckpoints || !hasCheckpointTable(d)) return undefined;
+  if (opts.store && (await opts.store.hasBlob(d.digest))) return undefined;
+  try {
+    return await loadZtocLazily(source, d, {
+      signal: opts.signal,
+      onComplete: async (bytes) => void (await opts.store?.putBlob(bytes, d.digest)),
+      onError: (why) => opts.onLazyError?.(d.digest, why),
+    });
+  } catch (err) {
+    if (opts.signal?.aborted) throw err;
+    opts.onLazyError?.(d.digest, `${errorMessage(err)}; fetching it whole`);
+    return undefined;
+  }
 }
 
 async function prefetchArtifacts(

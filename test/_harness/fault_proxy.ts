@@ -7,7 +7,8 @@
  *   { kind: "stall", ms }           wait `ms` before forwarding (no bytes at all meanwhile)
  *   { kind: "stallBody", ms, afterBytes }  send headers and `afterBytes` body bytes, then nothing for `ms`
  *   { kind: "cut", afterBytes }     send headers and `afterBytes` body bytes, then drop the connection
- *   { kind: "corrupt" }             flip bits in the body of range answers (206) only
+ *   { kind: "corrupt", from? }      flip bits in the body of range answers (206) only: every 997th byte from
+ *                                   byte `from` (default 0) on
  *   { kind: "redirect" }            answer blob GETs with 307 to a "real blob URL" on this proxy
  *                                   (`/_real/<name>/<digest>`, served without credentials, like S3)
  * Each fault may carry `times` (how many matching requests it hits, default all) and `match`
@@ -20,7 +21,7 @@ export type Fault = (
   | { kind: "stall"; ms: number }
   | { kind: "stallBody"; ms: number; afterBytes: number }
   | { kind: "cut"; afterBytes: number }
-  | { kind: "corrupt" }
+  | { kind: "corrupt"; from?: number }
   | { kind: "redirect" }
 ) & { times?: number; match?: { method?: string; path?: RegExp } };
 
@@ -157,7 +158,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       if (f?.kind === "corrupt" && up.status === 206) {
         const bytes = new Uint8Array(await up.arrayBuffer());
         done();
-        for (let i = 0; i < bytes.length; i += 997) bytes[i]! ^= 0x5a;
+        for (let i = f.from ?? 0; i < bytes.length; i += 997) bytes[i]! ^= 0x5a;
         return new Response(bytes, { status: up.status, headers: outHeaders });
       }
       if (f?.kind === "corrupt") {

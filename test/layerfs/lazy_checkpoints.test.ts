@@ -1,0 +1,192 @@
+/**
+ * zTOCs loaded by their checkpoint table (soci/lazy_ztoc.ts), end to end: an index built and pushed to the real
+ * registry, mounted from an empty store through a fault-injecting proxy. Only the skeleton is fetched at mount;
+ * windows come as spans need them (or from the span before); a window or skeleton that does not match is never
+ * used; the completed zTOC lands in the local store.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
+import { mountImage, type MountedImage } from "../../src/layerfs/image_mount.ts";
+import { LayerFs } from "../../src/layerfs/remote_fs.ts";
+import { HttpRegistryClient } from "../../src/registry/client.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { RegistryLocation } from "../../src/soci/image_location.ts";
+import { pushIndexes } from "../../src/soci/push.ts";
+import { MemoryLogger } from "../../src/util/log.ts";
+import { ANNOTATION_CHECKPOINT_TABLE, decodeCheckpointTable } from "../../src/ztoc/checkpoint_table.ts";
+import { PACKED_CHECKPOINT_SIZE } from "../../src/ztoc/zinfo_gzip.ts";
+import { needs } from "../_harness/env.ts";
+import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import { Rand } from "../_harness/rand.ts";
+import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import type { Descriptor } from "../../src/oci/types.ts";
+
+const run = needs("lazy checkpoint windows", "root", "fuse", "tool:docker-registry", "tool:cat");
+const SPAN = 64 * 1024;
+
+async function cat(path: string): Promise<{ bytes: Uint8Array; error: string }> {
+  const p = Bun.spawn(["cat", path], { stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
+  return { bytes: new Uint8Array(out), error: err };
+}
+
+/** Bytes asked for by a request's Range header ("bytes=a-b"), or undefined for a whole GET. */
+function rangeBytes(range: string | undefined): number | undefined {
+  const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
+  return m ? Number(m[2]) - Number(m[1]) + 1 : undefined;
+}
+
+describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
+  let reg: TestRegistry;
+  let proxy: FaultProxy;
+  let tmp: string;
+  let img: PushedImage;
+  let ztocDesc: Descriptor;
+  const files: Record<string, Uint8Array> = {};
+  const r = new Rand("lazy-checkpoints");
+  // Compressible bytes (runs of a few symbols), so spans and windows differ in size and content.
+  for (let i = 0; i < 12; i++) files[`data/f${i}.bin`] = r.bytes(60_000 + r.int(200_000)).map((b) => 97 + (b % 7));
+  const client = () => new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 3000, retries: { max: 1, minWaitMs: 10, maxWaitMs: 20 } });
+  let n = 0;
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    proxy = await startFaultProxy(reg.url);
+    tmp = await mkdtemp(join(tmpdir(), "layerfs-lazy-cp-"));
+    img = await pushImage(reg, "test/lazy-cp", "v1", { layers: [files] });
+    // The publisher: build the index (with its checkpoint tables) and push it next to the image.
+    const direct = new RegistryLocation(client(), img.ref, "test/lazy-cp:v1");
+    const pub = new ArtifactStore(join(tmp, "publisher"));
+    const [created] = await createIndexes(direct, { store: pub, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+    await pushIndexes(direct, { store: pub });
+    ztocDesc = created!.ztocs[0]!;
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  /** A fresh LayerFs and store, the image mounted through the proxy. */
+  async function mounted(opts: { logger?: MemoryLogger; store?: ArtifactStore; background?: boolean } = {}) {
+    const k = n++;
+    const logger = opts.logger ?? new MemoryLogger();
+    const fs = await LayerFs.create({
+      root: join(tmp, `root${k}`),
+      inflate: inflateFromCheckpoint,
+      backgroundFetch: opts.background ? { fetchPeriodMsec: 5, silencePeriodMsec: 0 } : { disable: true },
+      fetchTimeoutMs: 2000,
+      logger,
+    });
+    const store = opts.store ?? new ArtifactStore(join(tmp, `store${k}`));
+    const mp = join(tmp, `mnt${k}`);
+    await mkdir(mp);
+    const location = new RegistryLocation(client(), { ...img.ref, registry: proxy.host }, "test/lazy-cp:v1");
+    let m: MountedImage;
+    try {
+      m = await mountImage(fs, mp, { location, workDir: join(tmp, `work${k}`), store, modes: { localStore: true, v1: true, v2: false }, logger });
+    } catch (err) {
+      await fs.close();
+      throw err;
+    }
+    return { fs, m, mp, store, logger, close: async () => (await m.unmount(), await fs.close()) };
+  }
+
+  const ztocRequests = () => proxy.requests.filter((q) => q.path.includes(`/blobs/${ztocDesc.digest}`));
+
+  test("the index carries the table; a mount fetches the skeleton only, then windows as spans need them", async () => {
+    const table = decodeCheckpointTable(ztocDesc.annotations![ANNOTATION_CHECKPOINT_TABLE]!, ztocDesc.size);
+    expect(table.count).toBeGreaterThan(10);
+    proxy.requests.length = 0;
+    const { mp, store, close } = await mounted();
+    try {
+      // 1. At mount: two ranged reads, the zTOC minus its records.
+      const atMount = ztocRequests();
+      expect(atMount.every((q) => q.range !== undefined && q.status === 206)).toBe(true);
+      const skeleton = atMount.reduce((s, q) => s + rangeBytes(q.range)!, 0);
+      expect(skeleton).toBe(ztocDesc.size - table.count * PACKED_CHECKPOINT_SIZE);
+      // 2. One file: the right bytes, its windows fetched in whole records, far fewer than all.
+      expect((await cat(join(mp, "data/f7.bin"))).bytes).toEqual(files["data/f7.bin"]!);
+      const windows = ztocRequests().slice(atMount.length);
+      expect(windows.length).toBeGreaterThan(0);
+      const windowBytes = windows.reduce((s, q) => s + rangeBytes(q.range)!, 0);
+      expect(windowBytes % PACKED_CHECKPOINT_SIZE).toBe(0);
+      expect(windowBytes / PACKED_CHECKPOINT_SIZE).toBeLessThan(table.count / 2);
+      // 3. Nothing lands in the store before the zTOC is complete.
+      expect(await store.hasBlob(ztocDesc.digest)).toBe(false);
+    } finally {
+      await close();
+    }
+  });
+
+  test("background fetching completes the zTOC from the spans it inflates; the store keeps it for the next mount", async () => {
+    proxy.requests.length = 0;
+    const store = new ArtifactStore(join(tmp, "store-bg"));
+    const first = await mounted({ store, background: true });
+    try {
+      for (const [name, data] of Object.entries(files)) expect((await cat(join(first.mp, name))).bytes).toEqual(data);
+      const deadline = Date.now() + 20_000;
+      while (!(await store.hasBlob(ztocDesc.digest)) && Date.now() < deadline) await Bun.sleep(50);
+      const kept = await store.getBlob(ztocDesc.digest);
+      expect(`sha256:${createHash("sha256").update(kept).digest("hex")}`).toBe(ztocDesc.digest);
+      // Windows taken from the span before are not downloaded: most records never were.
+      const recordBytes = ztocRequests().reduce((s, q) => s + rangeBytes(q.range)!, 0) - (ztocDesc.size - decodeCheckpointTable(ztocDesc.annotations![ANNOTATION_CHECKPOINT_TABLE]!, ztocDesc.size).count * PACKED_CHECKPOINT_SIZE);
+      expect(recordBytes).toBeLessThan(ztocDesc.size / 2);
+      expect(first.logger.lines.filter((l) => l.level === "warn" || l.level === "error")).toEqual([]);
+    } finally {
+      await first.close();
+    }
+    // The next mount reads the zTOC from the store: no request for it at all.
+    proxy.requests.length = 0;
+    const second = await mounted({ store });
+    try {
+      expect(ztocRequests()).toEqual([]);
+      expect((await cat(join(second.mp, "data/f2.bin"))).bytes).toEqual(files["data/f2.bin"]!);
+    } finally {
+      await second.close();
+    }
+  });
+
+  test("a window that does not match its digest gives EIO and a log line, never wrong data; reads work once it is right", async () => {
+    const { mp, logger, close } = await mounted();
+    try {
+      // Window bytes only (the record headers, which the table also holds, stay right).
+      proxy.set({ kind: "corrupt", from: 100, match: { path: new RegExp(ztocDesc.digest.slice(7)) } });
+      const bad = await cat(join(mp, "data/f5.bin"));
+      expect(bad.error).toContain("Input/output error");
+      expect(bad.bytes).toEqual(files["data/f5.bin"]!.subarray(0, bad.bytes.byteLength));
+      const line = logger.lines.find((l) => l.level === "error" && String(l.fields?.cause).includes("checkpoint window"));
+      expect(String(line?.fields?.cause)).toContain(`of zTOC "${ztocDesc.digest}"`);
+      expect(String(line?.fields?.cause)).toContain("do not match the checkpoint table's digest");
+      proxy.set(null);
+      expect((await cat(join(mp, "data/f5.bin"))).bytes).toEqual(files["data/f5.bin"]!);
+    } finally {
+      proxy.set(null);
+      await close();
+    }
+  });
+
+  test("a skeleton that does not match its table is reported, and the zTOC is fetched whole and verified instead", async () => {
+    proxy.requests.length = 0;
+    proxy.set({ kind: "corrupt", match: { path: new RegExp(ztocDesc.digest.slice(7)) } }); // ranged answers only
+    const logger = new MemoryLogger();
+    const { mp, store, close } = await mounted({ logger });
+    try {
+      proxy.set(null);
+      const warn = logger.lines.find((l) => l.msg === "Cannot load zTOC by its checkpoint table");
+      expect(warn?.fields?.digest).toBe(ztocDesc.digest);
+      expect(String(warn?.fields?.cause)).toContain("fetching it whole");
+      expect(ztocRequests().some((q) => q.range === undefined && q.status === 200)).toBe(true);
+      expect(await store.hasBlob(ztocDesc.digest)).toBe(true);
+      expect((await cat(join(mp, "data/f9.bin"))).bytes).toEqual(files["data/f9.bin"]!);
+    } finally {
+      proxy.set(null);
+      await close();
+    }
+  });
+});
