@@ -64,7 +64,7 @@
  */
 import { closeSync, constants, existsSync, fstatSync, openSync, read, writevSync } from "node:fs";
 import { errorMessage } from "../util/errors.ts";
-import { ioctl } from "../platform/libc.ts";
+import { ioctl, O_CLOEXEC } from "../platform/libc.ts";
 import { BACKING_MAP_SIZE, FUSE_DEV_IOC_BACKING_CLOSE, FUSE_DEV_IOC_BACKING_OPEN, FUSE_DEV_IOC_CLONE } from "./abi.ts";
 import { DirectReadTable, type DirectReadStats } from "./direct_reads.ts";
 import type { BackingFiles } from "./passthrough.ts";
@@ -89,7 +89,6 @@ export interface DevTransportOptions {
   directReads?: boolean;
 }
 
-const O_CLOEXEC = 0o2000000;
 const { SLOTS, HEAD, TAIL, LEN, CTL_BYTES } = SLOT_LAYOUT;
 
 /** Atomics.waitAsync (ES2024; in Bun, not yet in this project's TypeScript lib). */

@@ -10,7 +10,7 @@ import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync }
 import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
-import { LibcError, MNT_DETACH, MNT_FORCE, MS_NODEV, MS_NOSUID, MS_RDONLY, mount, umount2 } from "../platform/libc.ts";
+import { LibcError, MNT_DETACH, MNT_FORCE, MS_NODEV, MS_NOSUID, MS_RDONLY, mount, O_CLOEXEC, umount2 } from "../platform/libc.ts";
 
 /** How to mount; every field has a default. */
 export interface FuseMountOptions {
@@ -43,8 +43,6 @@ export interface MountInfo {
   fstype: string;
   source: string;
 }
-
-const O_CLOEXEC = 0o2000000;
 
 /**
  * Opens /dev/fuse and mounts it at `mountpoint` (an existing directory).

@@ -14,13 +14,13 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync, writevSync } from "node:fs";
 import { receiveMessageOnPort } from "node:worker_threads";
+import { O_CLOEXEC } from "../platform/libc.ts";
 import { FUSE_READ, IN_HEADER_SIZE, OUT_HEADER_SIZE, READ_IN_SIZE } from "./abi.ts";
 import { DirectReader, type DirectIo, type StreamDescriptor } from "./direct_reads.ts";
 import { SLOT_LAYOUT } from "./slot_layout.ts";
 
 /** Request bytes: opcode at 4, unique at 8; READ's fh at 40 (u64), offset at 48 (u64), size at 56 (u32). */
 const READ_REQUEST_BYTES = IN_HEADER_SIZE + READ_IN_SIZE;
-const O_CLOEXEC = 0o2000000;
 
 interface InitMessage {
   fd: number;

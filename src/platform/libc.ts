@@ -15,6 +15,11 @@ export const MS_RDONLY = 1;
 export const MS_NOSUID = 2;
 export const MS_NODEV = 4;
 export const MS_NOEXEC = 8;
+/**
+ * open(2) flag: close the fd on exec (Linux value; Node's fs.constants has no O_CLOEXEC), so children such as
+ * fusermount or mount never inherit /dev/fuse or span cache fds.
+ */
+export const O_CLOEXEC = 0o2000000;
 /** umount2(2) flags. */
 export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
