@@ -6,7 +6,9 @@
  *  1. for each layer, in image order: skip it when smaller than `minLayerSizeBytes` (compressed size, as SOCI
  *     compares) or when its media type has no zinfo backend (zstd); else stream the blob through the zTOC
  *     builder (src/ztoc/builder.ts), which inflates it once, recording checkpoints every `spanSizeBytes`;
- *  2. encode each zTOC (FlatBuffers) and describe it with the layer annotations SOCI writes;
+ *  2. encode each zTOC (FlatBuffers) and describe it with the layer annotations SOCI writes, plus soci-ts's
+ *     checkpoint table for gzip layers (src/ztoc/checkpoint_table.ts), left out of every descriptor when the
+ *     tables together would exceed `maxCheckpointTableBytes`;
  *  3. with `prefetchPaths`, one prefetch artifact per indexed layer holding any of them (prefetch.ts);
  *  4. assemble the index: zTOC descriptors in image order, then the prefetch artifacts; v1 with the image
  *     manifest as subject, v2 without;
@@ -79,6 +81,12 @@ export interface BuildOptions {
    */
   checkpointTable?: boolean;
   /**
+   * Checkpoint tables grow the index by about 66 bytes per checkpoint; an index whose tables would take more than
+   * this many bytes in all gets none (registries cap manifests, commonly at 4 MiB), and mounts fetch its zTOCs
+   * whole. Default 2 MiB (some 32 000 checkpoints: 32 GiB of layers at 1 MiB spans).
+   */
+  maxCheckpointTableBytes?: number;
+  /**
    * Files (paths in the image) whose spans are listed in prefetch artifacts, one per layer that holds any
    * (SOCI's `--prefetch-file`). A path no indexed layer has fails the build. Default none.
    */
@@ -103,6 +111,9 @@ export interface SkippedLayer {
   layer: Descriptor;
   reason: string;
 }
+
+/** Default BuildOptions.maxCheckpointTableBytes. */
+export const DEFAULT_MAX_CHECKPOINT_TABLE_BYTES = 2 * 1024 * 1024;
 
 /** A built index, not stored yet. */
 export interface BuiltIndex {
@@ -132,6 +143,7 @@ export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "
     minLayerSizeBytes,
     buildToolIdentifier: opts.buildToolIdentifier ?? DEFAULT_BUILD_TOOL_IDENTIFIER,
     checkpointTable: opts.checkpointTable ?? true,
+    maxCheckpointTableBytes: opts.maxCheckpointTableBytes ?? DEFAULT_MAX_CHECKPOINT_TABLE_BYTES,
   };
 }
 
@@ -209,6 +221,8 @@ export async function buildIndex(
     const stream = await location.getBlobStream(layer.digest, { signal: opts.signal });
     ztocs.push(await buildLayerZtoc(stream, layer, { ...opts, layerIndex: i }));
   }
+  // 2. (the tables' total bound)
+  dropLargeCheckpointTables(ztocs, settings.maxCheckpointTableBytes);
   // 5. An index without zTOCs is refused, as SOCI does.
   if (ztocs.length === 0) {
     throw new FailedPreconditionError(
@@ -230,6 +244,13 @@ export async function buildIndex(
   const bytes = encodeIndex(index);
   const descriptor: Descriptor = { mediaType: MediaType.OCI_MANIFEST, digest: sha256Digest(bytes), size: bytes.length };
   return { version: opts.version, image, index, bytes, descriptor, ztocs, prefetch, skipped };
+}
+
+/** Remove every zTOC's checkpoint table when together they exceed `maxBytes` (see BuildOptions). */
+function dropLargeCheckpointTables(ztocs: LayerZtoc[], maxBytes: number): void {
+  const total = ztocs.reduce((n, z) => n + (z.descriptor.annotations?.[ANNOTATION_CHECKPOINT_TABLE]?.length ?? 0), 0);
+  if (total <= maxBytes) return;
+  for (const z of ztocs) delete z.descriptor.annotations?.[ANNOTATION_CHECKPOINT_TABLE];
 }
 
 /** The same error class, its message prefixed with what was being done (offset kept for format errors). */

@@ -108,6 +108,22 @@ describe("index create on generated layers", () => {
     expect(all!.skipped).toHaveLength(0);
   });
 
+  test("checkpoint tables: on gzip zTOCs by default, off on request, dropped from every zTOC when too big in all", async () => {
+    const a = compressLayer(writeTar(generateEntries("table-a", 40)), "gzip");
+    const b = compressLayer(writeTar(generateEntries("table-b", 40)), "gzip");
+    const { location } = await writeImage(join(dir, "img"), "t", [a, b]);
+    const image = (await resolveImages(location)).images[0]!;
+    const tables = (built: Awaited<ReturnType<typeof buildIndex>>) =>
+      built.index.layers.map((d) => d.annotations?.[ANNOTATION_CHECKPOINT_TABLE]?.length ?? 0);
+    const opts = { version: "v1" as const, minLayerSizeBytes: 0, spanSizeBytes: SPAN };
+    const [ta, tb] = tables(await buildIndex(location, image, opts));
+    expect(ta).toBeGreaterThan(0);
+    expect(tb).toBeGreaterThan(0);
+    expect(tables(await buildIndex(location, image, { ...opts, checkpointTable: false }))).toEqual([0, 0]);
+    expect(tables(await buildIndex(location, image, { ...opts, maxCheckpointTableBytes: ta! + tb! }))).toEqual([ta!, tb!]);
+    expect(tables(await buildIndex(location, image, { ...opts, maxCheckpointTableBytes: ta! + tb! - 1 }))).toEqual([0, 0]);
+  });
+
   test("a corrupt or truncated layer fails naming the layer", async () => {
     const good = compressLayer(writeTar(generateEntries("corrupt", 20)), "gzip");
     const cut = { blob: good.blob.subarray(0, good.blob.length >> 1), mediaType: good.mediaType };
