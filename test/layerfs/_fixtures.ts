@@ -63,3 +63,13 @@ export async function mountFirstLayer(
   const layer = await fs.mountLayer({ source: { client: opts.client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc });
   return { fs, mp, root, layer };
 }
+
+/**
+ * Read a file in a child process, as users of the mount do (an in-process read would tie up this process's
+ * I/O threads, which the FUSE server itself needs): its bytes and what `cat` printed on stderr.
+ */
+export async function cat(path: string): Promise<{ bytes: Uint8Array; error: string }> {
+  const p = Bun.spawn(["cat", path], { stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
+  return { bytes: new Uint8Array(out), error: err };
+}

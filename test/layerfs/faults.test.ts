@@ -14,19 +14,10 @@ import { needs } from "../_harness/env.ts";
 import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate, tarZtoc } from "./_fixtures.ts";
+import { cat, noInflate, tarZtoc } from "./_fixtures.ts";
 
 const run = needs("layerfs faults", "root", "fuse", "tool:docker-registry", "tool:cat");
 
-/**
- * Read a file in a child process, as users of the mount do (an in-process read would tie up this process's
- * I/O threads, which the FUSE server itself needs).
- */
-async function cat(path: string): Promise<{ bytes: Uint8Array; error: string }> {
-  const p = Bun.spawn(["cat", path], { stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
-  return { bytes: new Uint8Array(out), error: err };
-}
 const SPAN = 64 * 1024;
 
 describe.skipIf(!run)("lazy layer faults", () => {

@@ -25,15 +25,10 @@ import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import type { Descriptor } from "../../src/oci/types.ts";
+import { cat } from "./_fixtures.ts";
 
 const run = needs("lazy checkpoint windows", "root", "fuse", "tool:docker-registry", "tool:cat");
 const SPAN = 64 * 1024;
-
-async function cat(path: string): Promise<{ bytes: Uint8Array; error: string }> {
-  const p = Bun.spawn(["cat", path], { stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
-  return { bytes: new Uint8Array(out), error: err };
-}
 
 /** Bytes asked for by a request's Range header ("bytes=a-b"), or undefined for a whole GET. */
 function rangeBytes(range: string | undefined): number | undefined {
