@@ -95,6 +95,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
     onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
     lazyCheckpoints: opts.lazyCheckpoints ?? true,
+    windowTimeoutMs: fs.fetchTimeoutMs,
     onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
   });
   if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: loc.name });

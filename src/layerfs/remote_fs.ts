@@ -109,6 +109,11 @@ export class LayerFs {
   readonly #logger: Logger;
   readonly #mounts = new Map<string, Mounted>();
 
+  /** Milliseconds one fetch of layer data may take: a run of spans, or of checkpoint windows. */
+  get fetchTimeoutMs(): number {
+    return this.#o.fetchTimeoutMs ?? 30_000;
+  }
+
   private constructor(opts: LayerFsOptions, cache: SpanCache) {
     this.#o = opts;
     this.#logger = opts.logger ?? silentLogger;

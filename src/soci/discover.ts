@@ -50,6 +50,8 @@ export interface DiscoverOptions {
   onPrefetchError?: (digest: string, why: string) => void;
   /** Fetch zTOCs that carry a checkpoint table without their windows (default false). */
   lazyCheckpoints?: boolean;
+  /** Milliseconds one fetch of checkpoint windows may take (the span fetch timeout; default 60 000). */
+  windowTimeoutMs?: number;
   /** Called when a zTOC's checkpoint table cannot be used (it is then fetched whole) or its completion fails. */
   onLazyError?: (digest: string, why: string) => void;
 }
@@ -196,6 +198,7 @@ async function loadLazily(source: ImageLocation, d: Descriptor, opts: DiscoverOp
   try {
     return await loadZtocLazily(source, d, {
       signal: opts.signal,
+      recordTimeoutMs: opts.windowTimeoutMs,
       onComplete: async (bytes) => void (await opts.store?.putBlob(bytes, d.digest)),
       onError: (why) => opts.onLazyError?.(d.digest, why),
     });

@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import type { Descriptor } from "../oci/types.ts";
 import type { ImageSource } from "../registry/types.ts";
-import { errorMessage, ZtocFormatError } from "../util/errors.ts";
+import { errorMessage, UnavailableError, ZtocFormatError } from "../util/errors.ts";
 import {
   ANNOTATION_CHECKPOINT_TABLE,
   assembleSkeleton,
@@ -77,9 +77,6 @@ export class LazyWindows implements CheckpointWindows {
   /** The skeleton, kept until the zTOC is complete and handed on. */
   #head: Uint8Array | undefined;
   #tail: Uint8Array | undefined;
-  /** Bytes fetched for records, and windows taken from `offer` (for stats and tests). */
-  fetchedBytes = 0;
-  offered = 0;
 
   constructor(
     private readonly source: ImageSource,
@@ -94,11 +91,6 @@ export class LazyWindows implements CheckpointWindows {
     this.#missing = table.count;
     this.#head = head;
     this.#tail = tail;
-  }
-
-  /** Number of windows not fetched yet. */
-  get missing(): number {
-    return this.#missing;
   }
 
   has(i: number): boolean {
@@ -119,7 +111,6 @@ export class LazyWindows implements CheckpointWindows {
     } catch {
       return false;
     }
-    this.offered++;
     this.#place(i, i, rec);
     return true;
   }
@@ -139,18 +130,22 @@ export class LazyWindows implements CheckpointWindows {
   #fetch(first: number, last: number): Promise<void> {
     const p = (async () => {
       const [s, e] = recordRange(this.table, first, last);
-      const signal = AbortSignal.any([AbortSignal.timeout(this.opts.recordTimeoutMs ?? 60_000), this.#closed.signal]);
+      const timeoutMs = this.opts.recordTimeoutMs ?? 60_000;
+      const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#closed.signal]);
       let bytes: Uint8Array;
       try {
         this.#closed.signal.throwIfAborted();
-        bytes = await this.source.readRange(this.descriptor.digest, s, e, { signal });
+        bytes = await this.source.readRange(this.descriptor.digest, s, e, { signal }).catch((err) => {
+          if (signal.aborted && !this.#closed.signal.aborted) throw new Error(`no answer within ${timeoutMs} ms`, { cause: err });
+          throw err;
+        });
         if (bytes.length !== e - s) throw new ZtocFormatError(`got ${bytes.length} bytes for a ${e - s}-byte range`, 0);
         verifyRecords(this.table, first, bytes);
       } catch (cause) {
         const which = first === last ? `checkpoint window ${first}` : `checkpoint windows ${first}-${last}`;
-        throw new Error(`Cannot fetch ${which} of zTOC "${this.descriptor.digest}": ${errorMessage(cause)}`, { cause });
+        const msg = `Cannot fetch ${which} of zTOC "${this.descriptor.digest}": ${errorMessage(cause)}`;
+        throw cause instanceof ZtocFormatError ? new ZtocFormatError(msg, cause.offset, { cause }) : new UnavailableError(msg, { cause });
       }
-      this.fetchedBytes += bytes.length;
       this.#place(first, last, bytes);
     })();
     for (let i = first; i <= last; i++) this.#inflight.set(i, p);

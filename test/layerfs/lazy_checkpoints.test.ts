@@ -166,6 +166,23 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     }
   });
 
+  test("a registry that stops answering window requests gives EIO within the fetch timeout; reads work once it is back", async () => {
+    const { mp, logger, close } = await mounted();
+    try {
+      proxy.set({ kind: "stall", ms: 60_000, match: { path: new RegExp(ztocDesc.digest.slice(7)) } });
+      const t0 = Date.now();
+      expect((await cat(join(mp, "data/f3.bin"))).error).toContain("Input/output error");
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      const line = logger.lines.find((l) => l.level === "error" && String(l.fields?.cause).includes("checkpoint window"));
+      expect(String(line?.fields?.cause)).toContain("no answer within 2000 ms");
+      proxy.set(null);
+      expect((await cat(join(mp, "data/f3.bin"))).bytes).toEqual(files["data/f3.bin"]!);
+    } finally {
+      proxy.set(null);
+      await close();
+    }
+  });
+
   test("a skeleton that does not match its table is reported, and the zTOC is fetched whole and verified instead", async () => {
     proxy.requests.length = 0;
     proxy.set({ kind: "corrupt", match: { path: new RegExp(ztocDesc.digest.slice(7)) } }); // ranged answers only
