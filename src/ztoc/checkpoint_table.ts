@@ -184,6 +184,12 @@ export function assembleSkeleton(t: CheckpointTable, ztocSize: number, head: Uin
       0,
     );
   }
+  // Record i must be checkpoint i (the version 2 zinfo layout): a count one higher would read as version 1,
+  // where record i is checkpoint i + 1.
+  const n = new DataView(out.buffer, loc.start, 4).getInt32(0, true);
+  if (n !== t.count) {
+    throw new ZtocFormatError(`Cannot assemble zTOC skeleton: its zinfo counts ${n} checkpoints, the checkpoint table ${t.count}`, loc.start);
+  }
   return out;
 }
 

@@ -101,6 +101,13 @@ describe("checkpoint table", () => {
     const [h2, t2] = skeletonOf(bytes, shifted);
     shifted.skeletonDigest = new Uint8Array(createHash("sha256").update(h2).update(t2).digest());
     expect(() => assembleSkeleton(shifted, bytes.length, h2, t2)).toThrow("the checkpoint table says");
+    // A zinfo count one higher than the records (read as the version 1 layout, records shifted by one).
+    const [hs, ts] = skeletonOf(bytes, table);
+    const counted = hs.slice();
+    const at = table.recordsOffset - 12;
+    new DataView(counted.buffer).setInt32(at, table.count + 1, true);
+    const recounted = { ...table, skeletonDigest: new Uint8Array(createHash("sha256").update(counted).update(ts).digest()) };
+    expect(() => assembleSkeleton(recounted, bytes.length, counted, ts)).toThrow(`its zinfo counts ${table.count + 1} checkpoints`);
   });
 
   test("malformed annotations are refused with what is wrong", async () => {
