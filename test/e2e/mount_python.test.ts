@@ -1,6 +1,8 @@
 /**
  * `soci-ts mount` on a real image: Debian bookworm with python3 (test/_harness/python_image.ts) in the real
- * Distribution registry, indexed by `soci-ts index create`, mounted lazily through FUSE and overlayfs.
+ * Distribution registry, indexed by `soci-ts index create` and `index push` as a publisher would, then mounted
+ * lazily through FUSE and overlayfs from a fresh root, as a new node would: the index is discovered in the
+ * registry and its zTOCs are loaded by their checkpoint tables (windows fetched as spans need them).
  *  - python3 runs in a chroot of the mount, and fetches a small fraction of the image;
  *  - the mounted tree equals `tar -x` of the layers applied in order (whiteouts honoured): every regular
  *    file's sha256, modes, owners, symlink targets, device numbers, xattrs and hardlink groups;
@@ -12,6 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import { ensurePythonImage, PYTHON_IMAGE_TAG, pushPythonImage } from "../_harness/python_image.ts";
@@ -67,6 +70,8 @@ describe.skipIf(!run)("soci-ts mount on the python image", () => {
   let mnt: string;
   let mount: MountProcess | undefined;
   let manifest: Manifest;
+  /** The zTOCs of the pushed index. */
+  let ztocDigests: string[] = [];
 
   beforeAll(async () => {
     layout = await ensurePythonImage();
@@ -74,11 +79,15 @@ describe.skipIf(!run)("soci-ts mount on the python image", () => {
     registry = await startRegistry();
     ref = await pushPythonImage(registry.host);
     tmp = mkdtempSync(join(tmpdir(), "soci-e2e-mount-"));
+    const publisher = join(tmp, "publisher-root");
     root = join(tmp, "root");
     mnt = join(tmp, "mnt");
     mkdirSync(mnt);
-    const created = runCli(["--root", root, "index", "create", ref, "--minLayerSize", "0", "--spanSize", "1MiB"], { timeoutMs: 10 * MINUTES });
+    const created = runCli(["--root", publisher, "index", "create", ref, "--minLayerSize", "0", "--spanSize", "1MiB"], { timeoutMs: 10 * MINUTES });
     if (created.code !== 0) throw new Error(`index create failed: ${created.stderr}`);
+    const pushed = runCli(["--root", publisher, "index", "push", ref], { timeoutMs: 5 * MINUTES });
+    if (pushed.code !== 0) throw new Error(`index push failed: ${pushed.stderr}`);
+    ztocDigests = runCli(["--root", publisher, "ztoc", "list", "--quiet"]).stdout.split("\n").filter(Boolean);
     const cfg = join(tmp, "config.toml");
     writeFileSync(cfg, "[background_fetch]\ndisable = true\n");
     mount = await startMount(["--root", root, "--config", cfg, "mount", ref, mnt, "--stats"]);
@@ -91,7 +100,11 @@ describe.skipIf(!run)("soci-ts mount on the python image", () => {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
-  test("python3 runs from the lazy mount and fetches a small fraction of the image", () => {
+  test("python3 runs from the lazy mount and fetches a small fraction of the image", async () => {
+    // The zTOCs were loaded by their checkpoint tables: not complete yet, so not in the node's store.
+    const store = new ArtifactStore(root);
+    expect(ztocDigests.length).toBe(2);
+    for (const d of ztocDigests) expect([d, await store.hasBlob(d)]).toEqual([d, false]);
     const py = spawnSync("chroot", [mnt, "python3", "-c", "import json, sqlite3; print(42)"], { encoding: "utf8", timeout: 5 * MINUTES });
     expect(py.stderr).toBe("");
     expect(py.stdout).toBe("42\n");
@@ -130,6 +143,13 @@ describe.skipIf(!run)("soci-ts mount on the python image", () => {
     expect(diffs.slice(0, 20)).toEqual([]);
     expect(got.hardlinks).toEqual(want.hardlinks);
     expect(want.entries.size).toBeGreaterThan(1000);
+    // Every file read: every window arrived (fetched, or taken from the span before), so each zTOC the mount
+    // loaded by its checkpoint table was rebuilt, checked against its digest and kept in the node's store.
+    const store = new ArtifactStore(root);
+    const deadline = Date.now() + 30_000;
+    const kept = async () => (await Promise.all(ztocDigests.map((d) => store.hasBlob(d)))).every(Boolean);
+    while (!(await kept()) && Date.now() < deadline) await Bun.sleep(100);
+    for (const d of ztocDigests) expect([d, await store.hasBlob(d)]).toEqual([d, true]);
   }, 20 * MINUTES);
 
   test("SIGINT unmounts everything and --stats prints bytes fetched per layer", async () => {
