@@ -23,6 +23,7 @@
  *
  *   handle table (HANDLE_TABLE_BYTES): CTL_WORDS control words, then HANDLE_SLOTS slots of SLOT_WORDS words
  *     ctl[0] DIRECT  READs answered by reader threads (counter)        ctl[1] HANDED  READs handed over (counter)
+ *     ctl[2] COLD    of those, READs handed over because their bytes were not in the page cache (counter)
  *     slot s = fh mod HANDLE_SLOTS:
  *       +0 fh (1 .. 2^31-1; 0 = empty; stored last, with Atomics.store)  +1 stream id
  *       +2 offset low 32 bits  +3 offset high bits  +4 size low 32 bits  +5 size high bits  +6, +7 reserved
@@ -50,6 +51,7 @@ import { lastAtOrBefore } from "../util/search.ts";
 const CTL_WORDS = 8;
 const CTL_DIRECT = 0;
 const CTL_HANDED = 1;
+const CTL_COLD = 2;
 /** Open handles tracked per mount (a power of two; handles colliding in a slot are handed over). */
 export const HANDLE_SLOTS = 4096;
 const SLOT_WORDS = 8;
@@ -185,6 +187,8 @@ export interface DirectReadStats {
   direct: number;
   /** READs of registered handles the reader threads handed to the main thread. */
   handedOver: number;
+  /** Of those, READs whose bytes were on disk but not in the page cache (a reader thread never waits for a disk). */
+  cold: number;
   /** Handles registered now. */
   handles: number;
 }
@@ -257,6 +261,7 @@ export class DirectReadTable {
     return {
       direct: Atomics.load(this.#words, CTL_DIRECT),
       handedOver: Atomics.load(this.#words, CTL_HANDED),
+      cold: Atomics.load(this.#words, CTL_COLD),
       handles: this.#registered,
     };
   }
@@ -313,7 +318,11 @@ export interface DirectIo {
   open(path: string): number;
   /** The file's size in bytes. */
   size(fd: number): number;
-  /** pread(2): bytes read into `buf[at, at + length)` from file offset `position`. */
+  /**
+   * pread(2) that does not wait for the disk: bytes read into `buf[at, at + length)` from file offset `position`
+   * (possibly fewer), or -1 when they are not in the page cache (the READ then goes to the main thread, whose
+   * reads are asynchronous, instead of blocking this reader thread on the disk).
+   */
   pread(fd: number, buf: Uint8Array, at: number, length: number, position: number): number;
   close(fd: number): void;
 }
@@ -338,6 +347,8 @@ export class DirectReader {
   readonly #keyOf = new Float64Array(FD_SLOTS).fill(-1);
   readonly #lastUse = new Float64Array(FD_SLOTS);
   #clock = 0;
+  /** Set by #preadSegment when the bytes were not in the page cache; read() counts it. */
+  #cold = false;
 
   /**
    * `handles`: the mount's handle table; `fdSlots`: this thread's (DirectReadTable.addReader);
@@ -360,8 +371,10 @@ export class DirectReader {
     const base = CTL_WORDS + (fh & (HANDLE_SLOTS - 1)) * SLOT_WORDS;
     const w = this.#words;
     if (Atomics.load(w, base) !== fh) return -1;
+    this.#cold = false;
     const n = this.#readHandle(w[base + 1]!, (w[base + 2]! >>> 0) + w[base + 3]! * TWO_32, (w[base + 4]! >>> 0) + w[base + 5]! * TWO_32, offset, size, out);
     Atomics.add(w, n < 0 ? CTL_HANDED : CTL_DIRECT, 1);
+    if (n < 0 && this.#cold) Atomics.add(w, CTL_COLD, 1);
     return n;
   }
 
@@ -399,10 +412,12 @@ export class DirectReader {
     if (slot < 0) return false;
     const fd = this.#slots[slot * FD_WORDS + 3]!;
     let ok = false;
+    let cold = false;
     try {
       let done = 0;
       while (done < length) {
         const n = this.io.pread(fd, out, at + done, length - done, position + done);
+        if (n < 0) cold = true;
         if (n <= 0) break;
         done += n;
       }
@@ -410,7 +425,9 @@ export class DirectReader {
     } catch {
       ok = false;
     }
-    this.#release(slot, !ok);
+    // Not in the page cache: the fd is fine, keep it; anything else: close it.
+    this.#cold ||= cold;
+    this.#release(slot, !ok && !cold);
     if (ok) Atomics.or(s.flags, seg, USED);
     return ok;
   }

@@ -1,7 +1,8 @@
 /**
  * A reader thread of the /dev/fuse transport (dev_transport.ts): blocked in read(2) on its own fd, it reads
  * each request into a slot of a SharedArrayBuffer and wakes the main thread, except READs it can answer
- * itself from files on disk (direct_reads.ts), which it answers with one writev(2) on the same fd.
+ * itself from files on disk (direct_reads.ts), which it answers with one writev(2) on the same fd. Those preads
+ * never wait for the disk (RWF_NOWAIT): bytes not in the page cache send the READ to the main thread.
  *
  * Rank 2 (FUSE transport). Started by `new Worker(new URL("./reader_worker.ts", import.meta.url))`; release
  * builds list this file as an entry point so the compiled binary embeds it.
@@ -14,7 +15,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync, writevSync } from "node:fs";
 import { receiveMessageOnPort } from "node:worker_threads";
-import { O_CLOEXEC } from "../platform/libc.ts";
+import { LibcError, O_CLOEXEC, preadNoWait } from "../platform/libc.ts";
 import { FUSE_READ, IN_HEADER_SIZE, OUT_HEADER_SIZE, READ_IN_SIZE } from "./abi.ts";
 import { DirectReader, type DirectIo, type StreamDescriptor } from "./direct_reads.ts";
 import { SLOT_LAYOUT } from "./slot_layout.ts";
@@ -29,10 +30,23 @@ interface InitMessage {
   direct?: { handles: SharedArrayBuffer; fdSlots: SharedArrayBuffer; port: MessagePort; maxReadBytes: number };
 }
 
+/** False once the file system refused RWF_NOWAIT: plain preads from then on. */
+let noWait = true;
+
 const nodeIo: DirectIo = {
   open: (path) => openSync(path, constants.O_RDONLY | O_CLOEXEC),
   size: (fd) => fstatSync(fd).size,
-  pread: (fd, buf, at, length, position) => readSync(fd, buf, at, length, position),
+  pread: (fd, buf, at, length, position) => {
+    if (noWait) {
+      try {
+        return preadNoWait(fd, buf, at, length, position);
+      } catch (err) {
+        if (!(err instanceof LibcError && err.code === "EOPNOTSUPP")) throw err;
+        noWait = false;
+      }
+    }
+    return readSync(fd, buf, at, length, position);
+  },
   close: (fd) => closeSync(fd),
 };
 

@@ -1,5 +1,6 @@
 /**
- * libc bindings through `bun:ffi`: mount(2), umount2(2) and ioctl(2), which neither Node nor Bun expose.
+ * libc bindings through `bun:ffi`: mount(2), umount2(2), ioctl(2) and preadv2(2) with flags, which neither Node
+ * nor Bun expose.
  *
  * This is the only file in soci-ts that imports `bun:ffi` (CONTRIBUTING.md, ranks): everything else
  * stays runtime-agnostic. The library is opened lazily on first use, so importing this module costs
@@ -20,6 +21,8 @@ export const MS_NOEXEC = 8;
  * fusermount or mount never inherit /dev/fuse or span cache fds.
  */
 export const O_CLOEXEC = 0o2000000;
+/** preadv2(2) flag: fail with EAGAIN instead of waiting for the disk (the bytes are not in the page cache). */
+export const RWF_NOWAIT = 0x8;
 /** umount2(2) flags. */
 export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
@@ -38,7 +41,7 @@ export class LibcError extends Error {
 
 const CODES: Record<number, string> = {
   1: "EPERM", 2: "ENOENT", 4: "EINTR", 5: "EIO", 9: "EBADF", 13: "EACCES", 16: "EBUSY", 19: "ENODEV",
-  20: "ENOTDIR", 22: "EINVAL", 25: "ENOTTY", 107: "ENOTCONN",
+  11: "EAGAIN", 20: "ENOTDIR", 22: "EINVAL", 25: "ENOTTY", 95: "EOPNOTSUPP", 107: "ENOTCONN",
 };
 
 type Lib = ReturnType<typeof openLibc>;
@@ -49,6 +52,7 @@ function openLibc() {
     mount: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    preadv2: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
@@ -94,4 +98,23 @@ export function ioctl(fd: number, request: number, arg: Uint8Array): number {
   const rc = libc().symbols.ioctl(fd, BigInt(request), ptr(arg));
   if (rc < 0) fail(`ioctl 0x${request.toString(16)} on fd ${fd}`, errno());
   return rc;
+}
+
+/** One struct iovec { void *base; size_t len; } per thread, reused by preadNoWait. */
+const iovec = new BigUint64Array(2);
+
+/**
+ * pread(2) that never waits for the disk (preadv2 with RWF_NOWAIT): reads into `buf[at, at + length)` from file
+ * offset `position` and returns the byte count (possibly short, when only part is cached), or -1 when none of
+ * the bytes are in the page cache. Throws `LibcError` otherwise; EOPNOTSUPP when the file system cannot.
+ */
+export function preadNoWait(fd: number, buf: Uint8Array, at: number, length: number, position: number): number {
+  if (length === 0) return 0;
+  iovec[0] = BigInt(ptr(buf, at));
+  iovec[1] = BigInt(length);
+  const n = Number(libc().symbols.preadv2(fd, ptr(iovec), 1, BigInt(position), RWF_NOWAIT));
+  if (n >= 0) return n;
+  const e = errno();
+  if (e === 11) return -1;
+  fail(`read fd ${fd} without waiting`, e);
 }

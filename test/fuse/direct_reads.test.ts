@@ -15,6 +15,9 @@ class FakeFs implements DirectIo {
   opens = 0;
   onOpen?: (path: string) => void;
   onPread?: (fd: number) => void;
+  /** Files whose bytes are "not in the page cache": pread answers -1 for them, as RWF_NOWAIT does. */
+  readonly cold = new Set<string>();
+  readonly #pathOf = new Map<number, string>();
   open(path: string): number {
     this.opens++;
     this.onOpen?.(path);
@@ -22,6 +25,7 @@ class FakeFs implements DirectIo {
     if (!f) throw Object.assign(new Error(`ENOENT: ${path}`), { code: "ENOENT" });
     const fd = this.nextFd++;
     this.open_.set(fd, f);
+    this.#pathOf.set(fd, path);
     return fd;
   }
   size(fd: number): number {
@@ -30,6 +34,7 @@ class FakeFs implements DirectIo {
   pread(fd: number, buf: Uint8Array, at: number, length: number, position: number): number {
     const f = this.#file(fd);
     this.onPread?.(fd);
+    if (this.cold.has(this.#pathOf.get(fd)!)) return -1;
     const part = f.subarray(position, position + length);
     buf.set(part, at);
     return part.byteLength;
@@ -80,7 +85,25 @@ describe("direct reads", () => {
     expect(read(7, 0, 1 << 20)).toEqual(data.subarray(200, 3300));
     expect(read(7, 3000, 4096)).toEqual(data.subarray(3200, 3300));
     expect(read(7, 3100, 4096)!.byteLength).toBe(0);
-    expect(table.stats()).toEqual({ direct: 5, handedOver: 0, handles: 1 });
+    expect(table.stats()).toEqual({ direct: 5, handedOver: 0, handles: 1, cold: 0 });
+  });
+
+  test("bytes not in the page cache are handed over, counted as cold, and the fd stays cached for later", () => {
+    const { fs, data, stream, table, read } = setup([1000, 1000]);
+    table.register(3, { stream, offset: 0, size: 2000 });
+    expect(read(3, 0, 10)).toEqual(data.subarray(0, 10));
+    const opens = fs.opens;
+    fs.cold.add("/seg/1");
+    // A read touching the cold segment goes to the main thread; one within the warm segment does not.
+    expect(read(3, 990, 20)).toBeUndefined();
+    expect(read(3, 1500, 10)).toBeUndefined();
+    expect(read(3, 100, 10)).toEqual(data.subarray(100, 110));
+    expect(table.stats()).toEqual({ direct: 2, handedOver: 2, handles: 1, cold: 2 });
+    // Once the bytes are cached, the same fds serve them: nothing was closed or reopened.
+    fs.cold.clear();
+    expect(read(3, 1500, 10)).toEqual(data.subarray(1500, 1510));
+    expect(fs.closed).toEqual([]);
+    expect(fs.opens).toBe(opens + 1);
   });
 
   test("reads spanning every segment of a long stream match the bytes, seeded offsets", () => {

@@ -5,6 +5,7 @@
  * server (the page cache would answer repeats).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
 import { readdirSync, readlinkSync, truncateSync, unlinkSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -95,6 +96,31 @@ describe.skipIf(!run)("direct reads of a mounted layer", () => {
       await fs.unmount(mp);
       expect(fs.cache.stats().hits).toBeGreaterThan(hitsBefore);
       expect(fdsUnder(join(root, "spancache"))).toEqual([]);
+    } finally {
+      await fs.close();
+    }
+  }, 60_000);
+
+  test("spans on disk but not in the page cache go to the main thread: a reader thread never waits for the disk", async () => {
+    const { fs, mp, root } = await mount("cold-pages");
+    const cacheDir = join(root, "spancache");
+    try {
+      expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
+      await fs.cache.flush();
+      expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
+      const warm = fs.directReads(mp)!;
+      expect(warm.cold).toBe(0);
+      // Drop the entries' pages (written back first, so they can go): every READ now finds them cold.
+      spawnSync("sync");
+      const entries = readdirSync(cacheDir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+      expect(entries.length).toBeGreaterThan(0);
+      for (const e of entries) spawnSync("dd", [`if=${join(e.parentPath, e.name)}`, "iflag=nocache", "count=0", "status=none"]);
+      expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
+      const after = fs.directReads(mp)!;
+      expect(after.cold).toBeGreaterThan(0);
+      expect(after.handedOver - warm.handedOver).toBe(after.cold);
+      // Nothing was refetched: the main thread answered from the span cache.
+      expect(fs.layer(mp).manager!.stats().networkBytes).toBeLessThanOrEqual(img.layers[0]!.descriptor.size);
     } finally {
       await fs.close();
     }
