@@ -10,6 +10,7 @@ import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
+import { fuseMountsUnder } from "../../src/fuse/mount.ts";
 import { mountImage, type MountedImage } from "../../src/layerfs/image_mount.ts";
 import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
@@ -180,6 +181,27 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     } finally {
       proxy.set(null);
       await close();
+    }
+  });
+
+  test("unmounting while a window fetch hangs ends within the unmount's bound and leaves nothing mounted", async () => {
+    const { mp, close } = await mounted();
+    try {
+      proxy.requests.length = 0;
+      proxy.set({ kind: "stall", ms: 60_000, match: { path: new RegExp(ztocDesc.digest.slice(7)) } });
+      const reading = cat(join(mp, "data/f8.bin"));
+      const deadline = Date.now() + 5000;
+      while (ztocRequests().length === 0 && Date.now() < deadline) await Bun.sleep(10);
+      expect(ztocRequests().length).toBeGreaterThan(0);
+      const t0 = Date.now();
+      await close();
+      // Open files are served until closed or the unmount's 5 s wait ends: here the hung read fails at the fetch
+      // timeout (2 s per window), and nothing waits on the stalled request beyond that.
+      expect(Date.now() - t0).toBeLessThan(6500);
+      expect((await reading).error).not.toBe("");
+      expect(fuseMountsUnder(tmp)).toEqual([]);
+    } finally {
+      proxy.set(null);
     }
   });
 
