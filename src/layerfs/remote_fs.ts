@@ -254,7 +254,7 @@ export class LayerFs {
     if (!m) throw new NotFoundError(`Cannot check layer mount "${mountpoint}": not mounted by this process`);
     if (!m.layer.manager || m.layer.manager.complete()) return;
     try {
-      await m.layer.fetchRanges!([[0, 1]], AbortSignal.timeout(this.#o.fetchTimeoutMs ?? 30_000));
+      await m.layer.fetchRanges!([[0, 1]], AbortSignal.timeout(this.fetchTimeoutMs));
     } catch (err) {
       throw new UnavailableError(`Cannot reach layer "${m.layer.digest}" of mount "${mountpoint}": ${errorMessage(err)}`, { cause: err });
     }

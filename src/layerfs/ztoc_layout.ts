@@ -101,7 +101,7 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: Ch
     ...(windows
       ? {
         prepare: (ids: readonly number[], previousAtHand: (id: number) => boolean) =>
-          windows.prefetch(ids.filter((i) => !windows.has(i) && !(tailIsWindow(i) && previousAtHand(i)))),
+          windows.prefetch(ids.filter((i) => !(tailIsWindow(i) && previousAtHand(i)))),
       }
       : {}),
   };

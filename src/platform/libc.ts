@@ -100,6 +100,8 @@ export function ioctl(fd: number, request: number, arg: Uint8Array): number {
   return rc;
 }
 
+const EAGAIN = 11;
+
 /** One struct iovec { void *base; size_t len; } per thread, reused by preadNoWait. */
 const iovec = new BigUint64Array(2);
 
@@ -115,6 +117,6 @@ export function preadNoWait(fd: number, buf: Uint8Array, at: number, length: num
   const n = Number(libc().symbols.preadv2(fd, ptr(iovec), 1, BigInt(position), RWF_NOWAIT));
   if (n >= 0) return n;
   const e = errno();
-  if (e === 11) return -1;
+  if (e === EAGAIN) return -1;
   fail(`read fd ${fd} without waiting`, e);
 }
