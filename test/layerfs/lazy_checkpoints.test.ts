@@ -94,6 +94,8 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
   }
 
   const ztocRequests = () => proxy.requests.filter((q) => q.path.includes(`/blobs/${ztocDesc.digest}`));
+  /** Fault proxy match for requests of the zTOC blob. */
+  const ztocPaths = () => ({ path: new RegExp(ztocDesc.digest.slice(7)) });
 
   test("the index carries the table; a mount fetches the skeleton only, then windows as spans need them", async () => {
     const table = decodeCheckpointTable(ztocDesc.annotations![ANNOTATION_CHECKPOINT_TABLE]!, ztocDesc.size);
@@ -152,7 +154,7 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     const { mp, logger, close } = await mounted();
     try {
       // Window bytes only (the record headers, which the table also holds, stay right).
-      proxy.set({ kind: "corrupt", from: 100, match: { path: new RegExp(ztocDesc.digest.slice(7)) } });
+      proxy.set({ kind: "corrupt", from: 100, match: ztocPaths() });
       const bad = await cat(join(mp, "data/f5.bin"));
       expect(bad.error).toContain("Input/output error");
       expect(bad.bytes).toEqual(files["data/f5.bin"]!.subarray(0, bad.bytes.byteLength));
@@ -170,7 +172,7 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
   test("a registry that stops answering window requests gives EIO within the fetch timeout; reads work once it is back", async () => {
     const { mp, logger, close } = await mounted();
     try {
-      proxy.set({ kind: "stall", ms: 60_000, match: { path: new RegExp(ztocDesc.digest.slice(7)) } });
+      proxy.set({ kind: "stall", ms: 60_000, match: ztocPaths() });
       const t0 = Date.now();
       expect((await cat(join(mp, "data/f3.bin"))).error).toContain("Input/output error");
       expect(Date.now() - t0).toBeLessThan(10_000);
@@ -188,7 +190,7 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     const { mp, close } = await mounted();
     try {
       proxy.requests.length = 0;
-      proxy.set({ kind: "stall", ms: 60_000, match: { path: new RegExp(ztocDesc.digest.slice(7)) } });
+      proxy.set({ kind: "stall", ms: 60_000, match: ztocPaths() });
       const reading = cat(join(mp, "data/f8.bin"));
       const deadline = Date.now() + 5000;
       while (ztocRequests().length === 0 && Date.now() < deadline) await Bun.sleep(10);
@@ -207,7 +209,7 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
 
   test("a skeleton that does not match its table is reported, and the zTOC is fetched whole and verified instead", async () => {
     proxy.requests.length = 0;
-    proxy.set({ kind: "corrupt", match: { path: new RegExp(ztocDesc.digest.slice(7)) } }); // ranged answers only
+    proxy.set({ kind: "corrupt", match: ztocPaths() }); // ranged answers only
     const logger = new MemoryLogger();
     const { mp, store, close } = await mounted({ logger });
     try {
