@@ -2,11 +2,9 @@
  * Mounting a whole image read-only: every layer through `LayerFs`, merged with overlayfs.
  *
  * `mountImage` steps:
- *   1. Resolve the image manifest for the host platform.
- *   2. Discover its SOCI index and zTOCs (local store, v2 annotation, v1 referrers, as enabled); no index →
- *      every layer is fetched whole.
- *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
- *      registry), per layer; each layer's spans are fetched before its mount returns (remote_fs.ts).
+ *   1-3. Resolve the image (image_resolver.ts `resolveImageLayers`): its manifest for the host platform, its SOCI
+ *      index and zTOCs, and the prefetch spans per layer; each layer's spans are fetched before its mount
+ *      returns (remote_fs.ts).
  *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`, up to `maxConcurrency` at a time
  *      (SOCI resolves an image's layers in parallel too); when one fails, the others are unmounted.
  *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
@@ -18,13 +16,12 @@ import { execFile } from "node:child_process";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
-import { discoverIndex } from "../soci/discover.ts";
 import type { RegistryLocation } from "../soci/image_location.ts";
 import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import { acquireOptionsFor, resolveImageLayers } from "./image_resolver.ts";
 import type { Layer } from "./layer.ts";
 import type { LayerFs } from "./remote_fs.ts";
 
@@ -71,40 +68,28 @@ export interface MountedImage {
 export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountImageOptions): Promise<MountedImage> {
   const logger = opts.logger ?? silentLogger;
   const loc = opts.location;
-  const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
   const bounded = (): AbortSignal | undefined => {
     if (!opts.timeoutMs) return opts.signal;
     const t = AbortSignal.timeout(opts.timeoutMs);
     return opts.signal ? AbortSignal.any([opts.signal, t]) : t;
   };
-  // 1.
-  const manifest = await loc.client.resolveImage(loc.ref, { signal: bounded() });
-  const m = manifest.manifest as Manifest;
-  let layers = m.layers;
+  // 1-3.
+  const image = await resolveImageLayers(loc, {
+    modes: opts.modes,
+    store: opts.store,
+    prefetch: opts.prefetch,
+    lazyCheckpoints: opts.lazyCheckpoints,
+    windowTimeoutMs: fs.fetchTimeoutMs,
+    stepTimeoutMs: opts.timeoutMs,
+    logger,
+    signal: opts.signal,
+  });
+  const { manifest, found } = image;
+  let layers = image.layers;
   if (opts.layerDigest) {
     layers = layers.filter((l) => l.digest === opts.layerDigest);
     if (layers.length === 0) {
       throw new NotFoundError(`Cannot mount layer "${opts.layerDigest}": image "${loc.name}" has no such layer`);
-    }
-  }
-  // 2.
-  const found = await discoverIndex(loc, manifest, {
-    store: modes.localStore ? opts.store : undefined,
-    modes: { v1: modes.v1, v2: modes.v2 },
-    signal: bounded(),
-    onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
-    onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
-    lazyCheckpoints: opts.lazyCheckpoints ?? true,
-    windowTimeoutMs: fs.fetchTimeoutMs,
-    onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
-  });
-  if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: loc.name });
-  else logger.info("SOCI index found", { image: loc.name, index: found.indexDescriptor.digest, foundBy: found.foundBy });
-  // 3.
-  const prefetch = new Map<string, Array<[number, number]>>();
-  if (found && opts.prefetch !== false) {
-    for (const [layerDigest, p] of found.prefetch) {
-      prefetch.set(layerDigest, p.artifact.prefetchSpans.map((s) => [s.startSpan, s.endSpan]));
     }
   }
   // 4.
@@ -130,13 +115,8 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
           const mp = single ? mountpoint : join(opts.workDir, "layers", String(i));
           if (!single) await mkdir(mp, { recursive: true });
           const layer = await fs.mountLayer({
-            source: { client: loc.client, ref: loc.ref },
-            imageManifest: manifest,
-            layer: l,
+            ...acquireOptionsFor(image, l.digest),
             mountpoint: mp,
-            ztoc: found?.ztocs.get(l.digest),
-            checkpoints: found?.windows.get(l.digest),
-            prefetchSpans: prefetch.get(l.digest),
             // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
             signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
           });

@@ -167,6 +167,11 @@ export class LazyWindows implements CheckpointWindows {
     if (this.#missing === 0) void this.#complete();
   }
 
+  /** True once `close` was called: the zTOC can no longer be completed through this object. */
+  get closed(): boolean {
+    return this.#closed.signal.aborted;
+  }
+
   /** Abort window fetches in flight and refuse new ones (the layer is unmounted). */
   close(): void {
     this.#closed.abort(new Error("the layer is closed"));

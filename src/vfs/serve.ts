@@ -68,6 +68,8 @@ export interface MountHandle {
   unmount(opts?: { force?: boolean; timeoutMs?: number }): Promise<void>;
   /** Resolves when the kernel connection has ended and the server stopped. */
   readonly closed: Promise<void>;
+  /** True once the kernel connection has ended (unmounted, aborted, or the server stopped). */
+  ended(): boolean;
 }
 
 const live = new Map<string, MountHandle>();
@@ -133,6 +135,8 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
   if ((opts.readAheadKb ?? 1024) > 0) setReadAheadKb(m.dev, opts.readAheadKb ?? 1024);
   // 5. Register, so unmountAll() and the exit hook find it.
   let unmounting: Promise<void> | undefined;
+  let ended = false;
+  void transport.closed.then(() => (ended = true));
   const handle: MountHandle = {
     mountpoint: m.mountpoint,
     dev: m.dev,
@@ -141,6 +145,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     directReads: () => transport.directStats(),
     passthrough: () => server.passthrough?.stats(),
     closed: transport.closed,
+    ended: () => ended,
     unmount(u = {}) {
       unmounting ??= (async () => {
         try {

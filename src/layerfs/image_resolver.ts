@@ -1,0 +1,193 @@
+/**
+ * Resolving an image for its layers: what a front end needs before it can acquire any layer of it.
+ *
+ * `resolveImageLayers` steps (one resolution):
+ *   1. Resolve the image manifest for the host platform (a manifest digest, when known, is fetched by digest).
+ *   2. Discover its SOCI index and zTOCs (local store, v2 annotation, v1 referrers, as enabled); no index →
+ *      every layer is fetched whole.
+ *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
+ *      registry), per layer.
+ *
+ * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
+ * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
+ * manifest digest (ten layers of one image → one discovery), kept `ttlMs` after it completes. A failed resolution
+ * is not kept. A resolution whose zTOC windows were closed with a layer (lazy_ztoc.ts) is resolved again, since
+ * its zTOCs can no longer be completed.
+ */
+import type { Descriptor, Manifest } from "../oci/types.ts";
+import { parseReference } from "../registry/reference.ts";
+import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
+import type { ArtifactStore } from "../soci/artifact_store.ts";
+import { discoverIndex, type DiscoveredIndex } from "../soci/discover.ts";
+import { RegistryLocation } from "../soci/image_location.ts";
+import { InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import type { AcquireLayerOptions } from "./layer_manager.ts";
+
+/** How images are resolved; every field but `client` has a default. */
+export interface ResolveOptions {
+  /** Discovery steps (config `pull_modes`); default: local store and v2 on, v1 off, as SOCI. */
+  modes?: { localStore: boolean; v1: boolean; v2: boolean };
+  /** Local artifact store, consulted first when `modes.localStore`. */
+  store?: ArtifactStore;
+  /** Use SOCI prefetch artifacts (config `[prefetch] enable`, default true). */
+  prefetch?: boolean;
+  /** Load zTOCs that carry a checkpoint table without their windows (config `[blob] lazy_checkpoints`, default true). */
+  lazyCheckpoints?: boolean;
+  /** Milliseconds one fetch of checkpoint windows may take (the span fetch timeout). Default 30 000. */
+  windowTimeoutMs?: number;
+  /** Milliseconds each step (manifest, discovery) may take (config `mount_timeout_sec`); default none. */
+  stepTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/** An image ready for its layers to be acquired. */
+export interface ResolvedImage {
+  location: RegistryLocation;
+  manifest: FetchedManifest;
+  /** The image's layers, bottom first. */
+  layers: Descriptor[];
+  /** The SOCI index found, or undefined when the image has none. */
+  found: DiscoveredIndex | undefined;
+  /** Inclusive span id ranges to prefetch, by layer digest. */
+  prefetch: Map<string, Array<[number, number]>>;
+}
+
+/** The options a LayerManager needs to open layer `layerDigest` of `image`; NotFoundError for a foreign digest. */
+export function acquireOptionsFor(image: ResolvedImage, layerDigest: string, signal?: AbortSignal): AcquireLayerOptions {
+  const layer = image.layers.find((l) => l.digest === layerDigest);
+  if (!layer) throw new NotFoundError(`Cannot find layer "${layerDigest}": image "${image.location.name}" has no such layer`);
+  return {
+    source: { client: image.location.client, ref: image.location.ref },
+    imageManifest: image.manifest,
+    layer,
+    ztoc: image.found?.ztocs.get(layerDigest),
+    checkpoints: image.found?.windows.get(layerDigest),
+    prefetchSpans: image.prefetch.get(layerDigest),
+    signal,
+  };
+}
+
+/** Resolve one image (steps 1-3). Throws what the registry or discovery throws (NotFoundError, UnavailableError, …). */
+export async function resolveImageLayers(location: RegistryLocation, opts: ResolveOptions & { signal?: AbortSignal }): Promise<ResolvedImage> {
+  const logger = opts.logger ?? silentLogger;
+  const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
+  const bounded = (): AbortSignal | undefined => {
+    if (!opts.stepTimeoutMs) return opts.signal;
+    const t = AbortSignal.timeout(opts.stepTimeoutMs);
+    return opts.signal ? AbortSignal.any([opts.signal, t]) : t;
+  };
+  // 1.
+  const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
+  const layers = (manifest.manifest as Manifest).layers;
+  if (!Array.isArray(layers)) throw new NotFoundError(`Cannot resolve image "${location.name}": "${manifest.descriptor.digest}" is not an image manifest`);
+  // 2.
+  const found = await discoverIndex(location, manifest, {
+    store: modes.localStore ? opts.store : undefined,
+    modes: { v1: modes.v1, v2: modes.v2 },
+    signal: bounded(),
+    onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
+    onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
+    lazyCheckpoints: opts.lazyCheckpoints ?? true,
+    windowTimeoutMs: opts.windowTimeoutMs ?? 30_000,
+    onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
+  });
+  if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: location.name });
+  else logger.info("SOCI index found", { image: location.name, index: found.indexDescriptor.digest, foundBy: found.foundBy });
+  // 3.
+  const prefetch = new Map<string, Array<[number, number]>>();
+  if (found && opts.prefetch !== false) {
+    for (const [layerDigest, p] of found.prefetch) {
+      prefetch.set(layerDigest, p.artifact.prefetchSpans.map((s) => [s.startSpan, s.endSpan]));
+    }
+  }
+  return { location, manifest, layers, found, prefetch };
+}
+
+interface CacheEntry {
+  resolving: Promise<ResolvedImage>;
+  /** Date.now() after which the entry is resolved again; Infinity while resolving. */
+  expiresAt: number;
+}
+
+/** Cached, single-flight image resolutions by image reference and manifest digest. */
+export class ImageResolver {
+  readonly #client: RegistryClient;
+  readonly #o: ResolveOptions & { ttlMs: number };
+  readonly #cache = new Map<string, CacheEntry>();
+
+  /** `ttlMs`: how long a resolution is kept after it completes (default 60 000). */
+  constructor(client: RegistryClient, opts: ResolveOptions & { ttlMs?: number } = {}) {
+    this.#client = client;
+    this.#o = { ...opts, ttlMs: opts.ttlMs ?? 60_000 };
+  }
+
+  /**
+   * The image `imageRef` names (`HOST/REPO[:TAG][@DIGEST]`), at `manifestDigest` when given (the platform
+   * manifest containerd resolved, which a tag may no longer point to). The caller's `signal` ends its own wait,
+   * not the shared resolution (bounded by `stepTimeoutMs` per step).
+   * @throws InvalidArgumentError for a reference or digest that cannot be parsed; what resolveImageLayers throws
+   */
+  async resolve(imageRef: string, opts: { manifestDigest?: string; signal?: AbortSignal } = {}): Promise<ResolvedImage> {
+    const { manifestDigest } = opts;
+    if (manifestDigest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(manifestDigest)) {
+      throw new InvalidArgumentError(`Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`);
+    }
+    const key = `${imageRef}\u0000${manifestDigest ?? ""}`;
+    const now = Date.now();
+    let entry = this.#cache.get(key);
+    if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
+      this.#cache.delete(key);
+      entry = undefined;
+    }
+    if (!entry) {
+      for (const [k, e] of this.#cache) if (e.expiresAt <= now) this.#cache.delete(k);
+      const ref = parseReference(imageRef);
+      const location = new RegistryLocation(this.#client, manifestDigest ? { ...ref, digest: manifestDigest } : ref, imageRef);
+      const created: CacheEntry = { resolving: resolveImageLayers(location, this.#o), expiresAt: Infinity };
+      entry = created;
+      this.#cache.set(key, created);
+      created.resolving.then(
+        () => (created.expiresAt = Date.now() + this.#o.ttlMs),
+        () => {
+          if (this.#cache.get(key) === created) this.#cache.delete(key);
+        },
+      );
+    }
+    return raceSignal(entry.resolving, opts.signal);
+  }
+
+  /** Forget every cached resolution (the next `resolve` of each image asks the registry again). */
+  clear(): void {
+    this.#cache.clear();
+  }
+}
+
+/** A completed resolution some of whose lazily loaded zTOCs lost their windows (closed with a layer). */
+async function isStale(entry: CacheEntry): Promise<boolean> {
+  if (entry.expiresAt === Infinity) return false;
+  const image = await entry.resolving.catch(() => undefined);
+  if (!image?.found) return false;
+  for (const w of image.found.windows.values()) if (w.closed) return true;
+  return false;
+}
+
+/** `p`, or the reason `signal` aborts with, whichever comes first. */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,269 @@
+/**
+ * `LayerManager`: the process's lazy loader without its front ends. It owns what every layer shares (the span
+ * cache, the foreground gate, the background fetcher) and opens each layer once, however many mounts, snapshots
+ * or images use it: `acquire` returns a handle counted against the layer, `done()` gives it back, and the last
+ * `done()` closes the layer. No FUSE here: the front ends serve `handle.layer.root` (remote_fs.ts `LayerFs` for
+ * `soci-ts mount` and the containerd snapshotter, one FUSE mount per layer; the podman store, subtrees of one
+ * mount).
+ *
+ * `acquire` steps:
+ *   1. A layer already open (or being opened) under the same digest is shared: count the handle and wait for
+ *      it. Layers are keyed by their digest alone: the same bytes, whichever image or zTOC names them; the first
+ *      opener's zTOC (or its absence) decides how the layer is served.
+ *   2. Otherwise open it (layer.ts): lazy through its zTOC, or fetched whole and unpacked.
+ *   3. Prefetch the spans a SOCI prefetch artifact lists (started right after step 2; `handle.prefetched`
+ *      resolves when they are in, so a front end can mount its tree meanwhile): runs of adjacent spans, one
+ *      ranged request each (split at the span manager's coalescing bound), at most `prefetchMaxConcurrency` at a
+ *      time, the whole bounded by `prefetchTimeoutMs`; a failure or timeout only logs (reads fetch on demand).
+ *   4. After the prefetch, queue the layer for background fetching (unless disabled).
+ * The last `done()` of a layer takes it out of the background fetcher and closes it; its span cache entries
+ * stay (another image may bring the layer back) and age out of the cache's LRU like any other.
+ */
+import { SpanCache } from "../cache/span_cache.ts";
+import type { Descriptor } from "../oci/types.ts";
+import type { FetchedManifest } from "../registry/types.ts";
+import { errorMessage } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
+import type { Ztoc } from "../ztoc/types.ts";
+import { BackgroundFetcher } from "./background_fetcher.ts";
+import { openLayer, type Layer, type LayerSource } from "./layer.ts";
+import type { OpaqueXattrMode } from "./metadata.ts";
+import { TaskGate, sleep } from "./task_gate.ts";
+import type { CheckpointInflater } from "./ztoc_layout.ts";
+
+/** What a LayerManager is built with; every field but `root` and `inflate` has a default. */
+export interface LayerManagerOptions {
+  /** Directory for the disk span cache and unpacked layers (`<root>/spancache`, `<root>/unpacked`). */
+  root: string;
+  inflate: CheckpointInflater;
+  spanCache?: { memoryMaxBytes?: number; diskMaxBytes?: number; dir?: string };
+  backgroundFetch?: { disable?: boolean; silencePeriodMsec?: number; fetchPeriodMsec?: number; maxQueueSize?: number };
+  /** Milliseconds one span fetch may take (default 30 000). */
+  fetchTimeoutMs?: number;
+  verificationRetries?: number;
+  disableVerification?: boolean;
+  /** See OpenLayerOptions.fetchOnOpenMaxBytes (default 32 MiB). */
+  fetchOnOpenMaxBytes?: number;
+  /** Spans fetched ahead of a read that missed (default 0). */
+  readaheadSpans?: number;
+  /** Milliseconds prefetching may take (default 30 000). */
+  prefetchTimeoutMs?: number;
+  /** Ranged requests one layer's prefetch keeps in flight (config `[prefetch] max_concurrency`, default 4). */
+  prefetchMaxConcurrency?: number;
+  opaqueXattr?: OpaqueXattrMode;
+  /** Copy large opened files whose bytes are on disk into the span cache, for FUSE passthrough (default false). */
+  materialize?: boolean;
+  logger?: Logger;
+}
+
+/** One layer to open: where its blob is, and how to serve it. */
+export interface AcquireLayerOptions {
+  source: LayerSource;
+  /** The image manifest the layer belongs to (for logs). */
+  imageManifest?: FetchedManifest;
+  layer: Descriptor;
+  /** The layer's zTOC; absent → fetched whole. */
+  ztoc?: Ztoc;
+  /** The zTOC's checkpoint windows when it was loaded without them (soci/lazy_ztoc.ts); closed with the layer. */
+  checkpoints?: CheckpointWindows;
+  /** Inclusive span id ranges from the index's prefetch artifact. */
+  prefetchSpans?: Array<[number, number]>;
+  /** Cancels opening (a whole layer's download included); a layer shared with an earlier opener ignores it. */
+  signal?: AbortSignal;
+}
+
+/** A counted use of an open layer. */
+export interface LayerHandle {
+  readonly layer: Layer;
+  /** Resolves when the layer's prefetch spans are in, or prefetching gave up (it never rejects). */
+  readonly prefetched: Promise<void>;
+  /** Gives the handle back; the last one closes the layer. Idempotent. */
+  done(): Promise<void>;
+}
+
+interface Entry {
+  opening: Promise<{ layer: Layer; prefetched: Promise<void> }>;
+  refs: number;
+}
+
+export class LayerManager {
+  readonly cache: SpanCache;
+  readonly gate: TaskGate;
+  readonly background: BackgroundFetcher | undefined;
+  readonly #o: LayerManagerOptions;
+  readonly #logger: Logger;
+  readonly #layers = new Map<string, Entry>();
+  #closed = false;
+
+  /** Milliseconds one fetch of layer data may take: a run of spans, or of checkpoint windows. */
+  get fetchTimeoutMs(): number {
+    return this.#o.fetchTimeoutMs ?? 30_000;
+  }
+
+  private constructor(opts: LayerManagerOptions, cache: SpanCache) {
+    this.#o = opts;
+    this.#logger = opts.logger ?? silentLogger;
+    this.cache = cache;
+    const bg = opts.backgroundFetch ?? {};
+    this.gate = new TaskGate({ silenceMs: bg.silencePeriodMsec ?? 30_000 });
+    this.background = bg.disable
+      ? undefined
+      : new BackgroundFetcher({ gate: this.gate, fetchPeriodMs: bg.fetchPeriodMsec, maxQueueSize: bg.maxQueueSize, logger: this.#logger });
+  }
+
+  /** Open the shared span cache and return a LayerManager. */
+  static async create(opts: LayerManagerOptions): Promise<LayerManager> {
+    const sc = opts.spanCache ?? {};
+    const cache = await SpanCache.open({
+      dir: sc.dir || `${opts.root}/spancache`,
+      memoryBytes: sc.memoryMaxBytes,
+      diskBytes: sc.diskMaxBytes,
+    });
+    return new LayerManager(opts, cache);
+  }
+
+  /**
+   * A handle on the layer (steps 1-4). Throws what opening throws (registry errors, a corrupt zTOC, an aborted
+   * signal); every waiter of a failed open gets the error, and a later acquire tries again.
+   */
+  async acquire(opts: AcquireLayerOptions): Promise<LayerHandle> {
+    if (this.#closed) throw new Error(`Cannot open layer "${opts.layer.digest}": the layer manager is closed`);
+    this.gate.touch();
+    const digest = opts.layer.digest;
+    // 1.
+    let entry = this.#layers.get(digest);
+    if (!entry) {
+      entry = { opening: this.#open(opts), refs: 0 };
+      const mine = entry;
+      this.#layers.set(digest, mine);
+      mine.opening.catch(() => {
+        if (this.#layers.get(digest) === mine) this.#layers.delete(digest);
+      });
+    }
+    entry.refs++;
+    let opened: { layer: Layer; prefetched: Promise<void> };
+    try {
+      opened = await entry.opening;
+    } catch (err) {
+      entry.refs--;
+      throw err;
+    }
+    let released = false;
+    const owner = entry;
+    return {
+      layer: opened.layer,
+      prefetched: opened.prefetched,
+      done: async () => {
+        if (released) return;
+        released = true;
+        if (--owner.refs > 0) return;
+        if (this.#layers.get(digest) === owner) this.#layers.delete(digest);
+        await this.#close(opened.layer, opened.prefetched);
+      },
+    };
+  }
+
+  /** Open layers by digest, with the number of handles on each. */
+  layers(): Map<string, { layer: Promise<Layer>; refs: number }> {
+    return new Map([...this.#layers].map(([k, e]) => [k, { layer: e.opening.then((o) => o.layer), refs: e.refs }]));
+  }
+
+  /** Stop background fetching, close every open layer (handles still out become stale) and flush the cache. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.background?.close();
+    const entries = [...this.#layers.values()];
+    this.#layers.clear();
+    for (const e of entries) {
+      const opened = await e.opening.catch(() => undefined);
+      if (opened) await this.#close(opened.layer, opened.prefetched);
+    }
+    await this.cache.flush();
+  }
+
+  // Steps 2-4.
+  async #open(opts: AcquireLayerOptions): Promise<{ layer: Layer; prefetched: Promise<void> }> {
+    // 2.
+    const layer = await openLayer({
+      source: opts.source,
+      layer: opts.layer,
+      ztoc: opts.ztoc,
+      checkpoints: opts.checkpoints,
+      cache: this.cache,
+      gate: this.gate,
+      inflate: this.#o.inflate,
+      unpackDir: `${this.#o.root}/unpacked`,
+      fetchTimeoutMs: this.#o.fetchTimeoutMs,
+      verificationRetries: this.#o.verificationRetries,
+      disableVerification: this.#o.disableVerification,
+      opaqueXattr: this.#o.opaqueXattr,
+      fetchOnOpenMaxBytes: this.#o.fetchOnOpenMaxBytes,
+      readaheadSpans: this.#o.readaheadSpans,
+      materialize: this.#o.materialize ?? false,
+      logger: this.#logger,
+      signal: opts.signal,
+    });
+    // 3. Started now, waited for by whoever needs it.
+    const prefetched = layer.manager && opts.prefetchSpans?.length ? this.#prefetch(layer, opts.prefetchSpans) : Promise.resolve();
+    // 4.
+    void prefetched.then(() => {
+      if (!layer.manager || !this.background || layer.manager.complete() || this.#closed) return;
+      if (!this.#isOpen(layer)) return;
+      this.background.add({
+        manager: layer.manager,
+        fetchRanges: layer.fetchRanges!,
+        onDone: (err) => {
+          layer.setError(err);
+          layer.verified = err === undefined;
+        },
+      });
+    });
+    return { layer, prefetched };
+  }
+
+  #isOpen(layer: Layer): boolean {
+    return this.#layers.has(layer.digest);
+  }
+
+  async #close(layer: Layer, prefetched: Promise<void>): Promise<void> {
+    if (layer.manager) this.background?.remove(layer.manager);
+    await layer.close();
+    // The prefetch ends with the layer (its span manager refuses new work); wait so nothing outlives the close.
+    await prefetched;
+    this.#logger.debug("Layer closed", { layer: layer.digest });
+  }
+
+  async #prefetch(layer: Layer, ranges: Array<[number, number]>): Promise<void> {
+    const manager = layer.manager!;
+    // Span ids, deduplicated and sorted, cut into runs of adjacent ids: one request each.
+    const wanted = new Set<number>();
+    for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, manager.layout.spanCount - 1); i++) wanted.add(i);
+    const runs: number[][] = [];
+    for (const id of [...wanted].sort((x, y) => x - y)) {
+      const last = runs[runs.length - 1];
+      if (last && last[last.length - 1] === id - 1) last.push(id);
+      else runs.push([id]);
+    }
+    const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
+    const workers = Math.max(1, Math.min(this.#o.prefetchMaxConcurrency ?? 4, runs.length));
+    const ctl = new AbortController();
+    let next = 0;
+    const worker = async () => {
+      while (next < runs.length && !ctl.signal.aborted) await manager.fetchSpans(runs[next++]!, ctl.signal);
+    };
+    const started = Date.now();
+    try {
+      const done = await Promise.race([
+        Promise.all(Array.from({ length: workers }, worker)).then(() => true),
+        sleep(timeoutMs, ctl.signal).then(() => false),
+      ]);
+      if (done) this.#logger.debug("Prefetched spans", { layer: layer.digest, spans: wanted.size, runs: runs.length, ms: Date.now() - started });
+      else this.#logger.warn("Prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
+    } catch (err) {
+      this.#logger.warn("Prefetch failed; spans will be fetched on demand", { layer: layer.digest, cause: errorMessage(err) });
+    } finally {
+      ctl.abort();
+    }
+  }
+}

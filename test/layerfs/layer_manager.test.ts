@@ -1,0 +1,160 @@
+/**
+ * The layer manager without FUSE: a layer shared by several users is opened once and closed with its last
+ * handle; a failed open is retried by the next acquire. And the image resolver: one resolution in flight per
+ * image, cached, not cached when it failed. Against the real registry.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ImageResolver, acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
+import { LayerManager } from "../../src/layerfs/layer_manager.ts";
+import { HttpRegistryClient } from "../../src/registry/client.ts";
+import type { RegistryClient } from "../../src/registry/types.ts";
+import { NotFoundError } from "../../src/util/errors.ts";
+import { needs } from "../_harness/env.ts";
+import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import { noInflate, tarZtoc } from "./_fixtures.ts";
+
+const run = needs("layerfs layer manager", "tool:docker-registry");
+
+/** A client that counts the requests it is asked to make, by method. */
+function counting(inner: RegistryClient): { client: RegistryClient; calls: Map<string, number> } {
+  const calls = new Map<string, number>();
+  const client = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        calls.set(String(prop), (calls.get(String(prop)) ?? 0) + 1);
+        return v.apply(target, args);
+      };
+    },
+  });
+  return { client, calls };
+}
+
+describe.skipIf(!run)("LayerManager", () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let img: PushedImage;
+  const http = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 5000 });
+  beforeAll(async () => {
+    reg = await startRegistry();
+    tmp = await mkdtemp(join(tmpdir(), "layer-manager-"));
+    img = await pushImage(reg, "test/manager", "v1", {
+      layers: [{ "a.txt": "alpha\n", "dir/b.txt": "bravo\n" }, { "c.txt": "charlie\n" }],
+      compression: "none",
+    });
+  });
+  afterAll(async () => {
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  test("a layer acquired twice is opened once, and closed with its last handle", async () => {
+    const mgr = await LayerManager.create({ root: join(tmp, "m1"), inflate: noInflate, backgroundFetch: { disable: true } });
+    try {
+      const { client, calls } = counting(http);
+      const l = img.layers[0]!;
+      const opts = { source: { client, ref: img.ref }, layer: l.descriptor, ztoc: tarZtoc(l.tar, 512) };
+      const [h1, h2] = await Promise.all([mgr.acquire(opts), mgr.acquire(opts)]);
+      expect(h1.layer).toBe(h2.layer);
+      expect(mgr.layers().get(l.descriptor.digest)?.refs).toBe(2);
+      const a = h1.layer.root;
+      expect(a).toBeDefined();
+      await h1.done();
+      await h1.done(); // idempotent: does not release h2's count
+      expect(mgr.layers().get(l.descriptor.digest)?.refs).toBe(1);
+      // Still open: a read works through the remaining handle.
+      const bytes = await h2.layer.manager!.read(0, 512);
+      expect(bytes.byteLength).toBe(512);
+      await h2.done();
+      expect(mgr.layers().has(l.descriptor.digest)).toBe(false);
+      // Closed: its span manager refuses to fetch (the last span was never read).
+      await expect(h2.layer.manager!.read(l.tar.byteLength - 512, 512)).rejects.toThrow(/closed/);
+      // A new acquire opens it again.
+      const h3 = await mgr.acquire(opts);
+      expect(h3.layer).not.toBe(h1.layer);
+      await h3.done();
+      expect(calls.get("readRange") ?? 0).toBeGreaterThan(0);
+    } finally {
+      await mgr.close();
+    }
+  });
+
+  test("a failed open reaches every waiter and the next acquire tries again", async () => {
+    const mgr = await LayerManager.create({ root: join(tmp, "m2"), inflate: noInflate, backgroundFetch: { disable: true } });
+    try {
+      const l = img.layers[1]!;
+      // Without a zTOC the layer is fetched whole; a missing blob fails the open.
+      const missing = { ...l.descriptor, digest: `sha256:${"0".repeat(64)}` };
+      const bad = { source: { client: http, ref: img.ref }, layer: missing };
+      const results = await Promise.allSettled([mgr.acquire(bad), mgr.acquire(bad)]);
+      expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+      expect(mgr.layers().has(missing.digest)).toBe(false);
+      const good = await mgr.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor });
+      expect(good.layer.manager).toBeUndefined(); // fetched whole
+      await good.done();
+    } finally {
+      await mgr.close();
+    }
+  });
+});
+
+describe.skipIf(!run)("ImageResolver", () => {
+  let reg: TestRegistry;
+  let img: PushedImage;
+  const http = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 5000 });
+  beforeAll(async () => {
+    reg = await startRegistry();
+    img = await pushImage(reg, "test/resolver", "v1", { layers: [{ "a.txt": "alpha\n" }, { "b.txt": "bravo\n" }] });
+  });
+  afterAll(async () => {
+    await reg?.stop();
+  });
+
+  test("ten concurrent resolutions of one image make one; a cached one is reused until its TTL", async () => {
+    const { client, calls } = counting(http);
+    const resolver = new ImageResolver(client, { modes: { localStore: false, v1: true, v2: true } });
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const all = await Promise.all(Array.from({ length: 10 }, () => resolver.resolve(name)));
+    expect(new Set(all).size).toBe(1);
+    expect(calls.get("resolveImage")).toBe(1);
+    expect(all[0]!.found).toBeUndefined();
+    expect(all[0]!.layers.map((l) => l.digest)).toEqual(img.layers.map((l) => l.descriptor.digest));
+    await resolver.resolve(name);
+    expect(calls.get("resolveImage")).toBe(1);
+    // By manifest digest: a different key, resolved by digest.
+    const byDigest = await resolver.resolve(name, { manifestDigest: all[0]!.manifest.descriptor.digest });
+    expect(byDigest.location.ref.digest).toBe(all[0]!.manifest.descriptor.digest);
+    expect(calls.get("resolveImage")).toBe(2);
+    const opts = acquireOptionsFor(byDigest, img.layers[1]!.descriptor.digest);
+    expect(opts.layer.digest).toBe(img.layers[1]!.descriptor.digest);
+    expect(opts.ztoc).toBeUndefined();
+    expect(() => acquireOptionsFor(byDigest, `sha256:${"1".repeat(64)}`)).toThrow(NotFoundError);
+
+    const short = new ImageResolver(client, { modes: { localStore: false, v1: false, v2: true }, ttlMs: 0 });
+    await short.resolve(name);
+    await short.resolve(name);
+    expect(calls.get("resolveImage")).toBe(4);
+  });
+
+  test("a failed resolution is not kept; a caller's abort ends only its own wait", async () => {
+    const { client, calls } = counting(http);
+    const resolver = new ImageResolver(client, { modes: { localStore: false, v1: false, v2: true } });
+    const missing = `${img.ref.registry}/${img.ref.repository}:nope`;
+    await expect(resolver.resolve(missing)).rejects.toThrow(NotFoundError);
+    await expect(resolver.resolve(missing)).rejects.toThrow(NotFoundError);
+    expect(calls.get("resolveImage")).toBe(2);
+    await expect(resolver.resolve(missing, { manifestDigest: "sha256:xyz" })).rejects.toThrow(/not a sha256 digest/);
+
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const ctl = new AbortController();
+    const first = resolver.resolve(name, { signal: ctl.signal });
+    const second = resolver.resolve(name);
+    ctl.abort(new Error("caller gone"));
+    await expect(first).rejects.toThrow("caller gone");
+    expect((await second).layers.length).toBe(2);
+  });
+});
