@@ -4,10 +4,8 @@
  * `--root`, platform flags, output helpers and a per-layer progress line on a TTY.
  */
 import type { Platform } from "../oci/types.ts";
-import { join } from "node:path";
 import type { Config } from "../config/schema.ts";
-import { HttpRegistryClient, type RegistryClientOptions } from "../registry/client.ts";
-import type { Credential } from "../registry/credentials.ts";
+import { HttpRegistryClient } from "../registry/client.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { RegistryClient } from "../registry/types.ts";
 import { ArtifactStore } from "../soci/artifact_store.ts";
@@ -17,7 +15,7 @@ import { parseLayoutSpec } from "../registry/open_image_source.ts";
 import { type ImageLocation, RegistryLocation } from "../soci/image_location.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
-import type { Logger } from "../util/log.ts";
+import { registryClientOptions } from "../service/layer_stack.ts";
 import type { CliContext } from "./context.ts";
 
 let client: RegistryClient | undefined;
@@ -26,39 +24,6 @@ let client: RegistryClient | undefined;
 export function registryClient(ctx: CliContext): RegistryClient {
   client ??= new HttpRegistryClient(registryClientOptions(ctx.config, { logger: ctx.logger, env: process.env }));
   return client;
-}
-
-/**
- * The registry client options a config tree asks for (see `registryClient`). `env` supplies DOCKER_CONFIG
- * (docker's directory of config.json) when `docker_config` is empty.
- */
-export function registryClientOptions(c: Config, opts: { logger?: Logger; env?: Record<string, string | undefined> } = {}): RegistryClientOptions {
-  const credentials: Record<string, Credential> = {};
-  const plainHttpHosts: string[] = [];
-  const mirrors: Record<string, Array<{ host: string; insecure: boolean; requestTimeoutSec: number }>> = {};
-  // Each host's CA is trusted for that host only (besides the public roots).
-  const caFiles: Record<string, string> = {};
-  for (const [host, h] of Object.entries(c.resolver.host)) {
-    if (h.username) credentials[host] = { username: h.username, password: h.password };
-    if (h.plainHttp) plainHttpHosts.push(host);
-    if (h.mirrors.length) mirrors[host] = h.mirrors;
-    if (h.caFile) caFiles[host] = h.caFile;
-  }
-  // docker_config, else $DOCKER_CONFIG/config.json, else the client's default ~/.docker/config.json.
-  const dockerDir = opts.env?.DOCKER_CONFIG;
-  const dockerConfigPath = c.dockerConfig || (dockerDir ? join(dockerDir, "config.json") : undefined);
-  return {
-    // The idle timeout between body bytes stays the client's default (30 s); DialTimeoutMsec has no knob.
-    responseHeaderTimeoutMs: c.http.responseHeaderTimeoutMsec,
-    requestTimeoutMs: c.http.requestTimeoutMsec,
-    retries: { max: c.http.maxRetries, minWaitMs: c.http.minWaitMsec, maxWaitMs: Math.min(c.http.maxWaitMsec, 30_000) },
-    plainHttpHosts,
-    credentials,
-    mirrors,
-    caFiles,
-    ...(dockerConfigPath ? { dockerConfigPath } : {}),
-    ...(opts.logger ? { logger: opts.logger } : {}),
-  };
 }
 
 /**

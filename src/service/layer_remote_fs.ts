@@ -1,0 +1,84 @@
+/**
+ * The snapshotter's `RemoteFs` (snapshot/remote_fs.ts) over the lazy loader: Prepare's labels name an image and
+ * one of its layers; the layer is acquired from the layer manager and served by the LayerFs at the snapshot's
+ * directory, one FUSE mount per snapshot (a layer shared by several snapshots is opened once).
+ *
+ * `mount` steps:
+ *   1. Read the labels: `containerd.io/snapshot/cri.image-ref` and `…/cri.layer-digest` (required),
+ *      `…/cri.manifest-digest` (optional: the platform manifest containerd resolved, fetched by digest).
+ *   2. Resolve the image through the shared resolver (one discovery for all its layers, cached).
+ *   3. No SOCI index, or no zTOC for this layer: NotFoundError, so the snapshotter makes a normal snapshot and
+ *      containerd downloads the layer, as SOCI does.
+ *   4. Mount the layer lazily at the directory (prefetch spans in before it returns).
+ * Steps 2-4 are bounded by the mount timeout (config `mount_timeout_sec`); a layer whose registry does not answer
+ * fails with UnavailableError then, never a hang.
+ */
+import type { ImageResolver } from "../layerfs/image_resolver.ts";
+import { acquireOptionsFor } from "../layerfs/image_resolver.ts";
+import type { LayerFs } from "../layerfs/remote_fs.ts";
+import type { RemoteFs } from "../snapshot/remote_fs.ts";
+import { InvalidArgumentError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
+
+/** containerd's CRI labels that name a layer (set by CRI, nerdctl, `soci image rpull`, `soci-ts pull`). */
+export const LABEL_IMAGE_REF = "containerd.io/snapshot/cri.image-ref";
+export const LABEL_LAYER_DIGEST = "containerd.io/snapshot/cri.layer-digest";
+export const LABEL_MANIFEST_DIGEST = "containerd.io/snapshot/cri.manifest-digest";
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/** A RemoteFs that mounts layers through `layerFs`, resolving images with `resolver`. */
+export class LayerRemoteFs implements RemoteFs {
+  readonly #layerFs: LayerFs;
+  readonly #resolver: ImageResolver;
+  readonly #timeoutMs: number;
+
+  /** `mountTimeoutMs`: what steps 2-4 may take together (config `mount_timeout_sec`). */
+  constructor(layerFs: LayerFs, resolver: ImageResolver, opts: { mountTimeoutMs: number }) {
+    this.#layerFs = layerFs;
+    this.#resolver = resolver;
+    this.#timeoutMs = opts.mountTimeoutMs;
+  }
+
+  async mount(mountpoint: string, labels: Readonly<Record<string, string>>, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    // 1.
+    const imageRef = labels[LABEL_IMAGE_REF];
+    const layerDigest = labels[LABEL_LAYER_DIGEST];
+    const manifestDigest = labels[LABEL_MANIFEST_DIGEST] || undefined;
+    if (!imageRef || !layerDigest) {
+      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": labels "${LABEL_IMAGE_REF}" and "${LABEL_LAYER_DIGEST}" are required`);
+    }
+    if (!DIGEST.test(layerDigest)) {
+      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": label "${LABEL_LAYER_DIGEST}" value "${layerDigest}" is not a sha256 digest`);
+    }
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    try {
+      // 2.
+      const image = await this.#resolver.resolve(imageRef, { manifestDigest, signal });
+      // 3.
+      if (!image.found) throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);
+      if (!image.found.ztocs.has(layerDigest)) {
+        throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: the SOCI index of "${imageRef}" has no zTOC for it`);
+      }
+      // 4.
+      await this.#layerFs.mountLayer({ ...acquireOptionsFor(image, layerDigest, signal), mountpoint });
+    } catch (err) {
+      if (timeout.aborted && !(err instanceof NotFoundError) && !(err instanceof InvalidArgumentError)) {
+        throw new UnavailableError(`Cannot mount layer "${layerDigest}" of "${imageRef}": no answer within ${this.#timeoutMs} ms (${errorMessage(err)})`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  check(mountpoint: string): Promise<void> {
+    return this.#layerFs.check(mountpoint);
+  }
+
+  async unmount(mountpoint: string): Promise<void> {
+    try {
+      await this.#layerFs.unmount(mountpoint);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+  }
+}
