@@ -61,6 +61,21 @@ export const SCHEMA: readonly SectionSpec[] = [
       int("max_concurrency", "maxConcurrency", 100, "Layers of an image mounted (resolved, indexed, prefetched) at the same time", 1),
       int("mount_timeout_sec", "mountTimeoutSec", 30, "Seconds a layer mount may take before it fails", 1),
       str("docker_config", "dockerConfig", "", "Docker config.json with credentials; empty: $DOCKER_CONFIG or ~/.docker"),
+      str("address", "address", "/run/soci-ts/soci-ts.sock", "Unix socket `soci-ts serve` answers containerd's snapshots API on (containerd's proxy_plugins address)"),
+    ],
+  },
+  {
+    toml: "snapshotter",
+    ts: "snapshotter",
+    doc: "The containerd snapshotter of `soci-ts serve` (its metadata and snapshot directories are under <root>/snapshots)",
+    fields: [
+      bool("enable", "enable", true, "Serve containerd's snapshots API"),
+      bool(
+        "allow_invalid_mounts_on_restart",
+        "allowInvalidMountsOnRestart",
+        true,
+        "At start, a remote snapshot that cannot be mounted again is logged and kept (its containers fail until it is removed) instead of stopping the daemon; SOCI defaults this to false",
+      ),
     ],
   },
   {

@@ -41,6 +41,12 @@ export interface Config {
   mountTimeoutSec: number;
   /** Docker config.json with registry credentials; "" means $DOCKER_CONFIG/config.json or ~/.docker/config.json. */
   dockerConfig: string;
+  /** Unix socket of `soci-ts serve` (containerd's snapshots API). */
+  address: string;
+  snapshotter: {
+    enable: boolean;
+    allowInvalidMountsOnRestart: boolean;
+  };
   http: {
     dialTimeoutMsec: number;
     responseHeaderTimeoutMsec: number;
