@@ -308,6 +308,30 @@ export class SpanCache {
     return () => base.#usageReporters.delete(f);
   }
 
+  /**
+   * Make the entries of a layer nobody uses any more the first to go: its spans and whole-file copies (of every
+   * scope) leave the memory tier and become the oldest on disk, so the disk bound evicts them before the entries
+   * of layers in use. Nothing is deleted: a layer acquired again finds what is still there. Returns how many disk
+   * entries were moved.
+   */
+  demote(layerDigest: string): number {
+    const base = this.#base ?? this;
+    const m = DIGEST_RE.exec(layerDigest);
+    if (!m) throw new InvalidArgumentError(`Cannot demote span cache entries: layer digest "${layerDigest}" is malformed`);
+    const ofLayer = (k: string) => k.startsWith(`${m[1]}-${m[2]}-`) || k.startsWith(`${m[1]}-${m[2]}@`);
+    for (const [k, v] of base.#memory) {
+      if (!ofLayer(k)) continue;
+      base.#memory.delete(k);
+      base.#memoryBytes -= v.byteLength;
+    }
+    const moved = [...base.#disk].filter(([k]) => ofLayer(k));
+    if (moved.length === 0) return 0;
+    const rest = [...base.#disk].filter(([k]) => !ofLayer(k));
+    base.#disk.clear();
+    for (const [k, n] of [...moved, ...rest]) base.#disk.set(k, n);
+    return moved.length;
+  }
+
   /** Current sizes and counters. */
   stats(): SpanCacheStats {
     if (this.#base) return this.#base.stats();

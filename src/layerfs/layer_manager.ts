@@ -16,8 +16,8 @@
  *      ranged request each (split at the span manager's coalescing bound), at most `prefetchMaxConcurrency` at a
  *      time, the whole bounded by `prefetchTimeoutMs`; a failure or timeout only logs (reads fetch on demand).
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
- * The last `done()` of a layer takes it out of the background fetcher and closes it; its span cache entries
- * stay (another image may bring the layer back) and age out of the cache's LRU like any other.
+ * The last `done()` of a layer takes it out of the background fetcher and closes it; its span cache entries stay
+ * on disk (another image may bring the layer back) but leave memory and become the first the disk bound evicts.
  */
 import { SpanCache } from "../cache/span_cache.ts";
 import type { Descriptor } from "../oci/types.ts";
@@ -229,6 +229,7 @@ export class LayerManager {
   async #close(layer: Layer, prefetched: Promise<void>): Promise<void> {
     if (layer.manager) this.background?.remove(layer.manager);
     await layer.close();
+    this.cache.demote(layer.digest);
     // The prefetch ends with the layer (its span manager refuses new work); wait so nothing outlives the close.
     await prefetched;
     this.#logger.debug("Layer closed", { layer: layer.digest });

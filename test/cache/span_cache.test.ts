@@ -51,6 +51,31 @@ describe("SpanCache", () => {
     expect(await reopened.scoped(S1).get(L1, 0)).toEqual(spanA);
   });
 
+  test("demote: a released layer's entries leave memory and are evicted from disk before a newer layer's", async () => {
+    const dir = await tempDir();
+    // Room for four 100-byte entries on disk.
+    const c = await SpanCache.open({ dir, memoryBytes: 10_000, diskBytes: 400 });
+    const r = new Rand("demote");
+    const scoped = c.scoped("3".repeat(64));
+    await c.put(L2, 0, r.bytes(100)); // oldest: would be evicted first without demote
+    await scoped.put(L1, 0, r.bytes(100));
+    await c.put(L1, 1, r.bytes(100));
+    await c.flush();
+    expect(c.stats().memoryBytes).toBe(300);
+    expect(c.demote(L1)).toBe(2);
+    expect(c.stats().memoryBytes).toBe(100);
+    // Still there: a layer acquired again finds them.
+    expect(c.has(L1, 1)).toBe(true);
+    expect(scoped.has(L1, 0)).toBe(true);
+    for (let i = 1; i <= 3; i++) await c.put(L2, i, r.bytes(100));
+    await c.flush();
+    // Two had to go: L1's (demoted), not L2's older one.
+    expect(c.onDisk(L2, 0)).toBe(true);
+    expect(scoped.onDisk(L1, 0)).toBe(false);
+    expect(c.onDisk(L1, 1)).toBe(false);
+    expect(() => c.demote("sha256:xyz")).toThrow(InvalidArgumentError);
+  });
+
   test("memory-only cache returns what was put, per layer and span", async () => {
     const c = await SpanCache.open({ memoryBytes: 1000 });
     const r = new Rand(1);

@@ -69,8 +69,11 @@ describe.skipIf(!run)("LayerManager", () => {
       // Still open: a read works through the remaining handle.
       const bytes = await h2.layer.manager!.read(0, 512);
       expect(bytes.byteLength).toBe(512);
+      expect(mgr.cache.stats().memoryBytes).toBeGreaterThan(0);
       await h2.done();
       expect(mgr.layers().has(l.descriptor.digest)).toBe(false);
+      // Its spans left the memory tier (and stay on disk, the first to be evicted).
+      expect(mgr.cache.stats().memoryBytes).toBe(0);
       // Closed: its span manager refuses to fetch (the last span was never read).
       await expect(h2.layer.manager!.read(l.tar.byteLength - 512, 512)).rejects.toThrow(/closed/);
       // A new acquire opens it again.
