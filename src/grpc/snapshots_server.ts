@@ -23,7 +23,7 @@ import {
 } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { snapshotsServiceDefinition, type SnapshotsMethod } from "./snapshots_definition.ts";
-import type { CallContext, Info, Mount, SnapshotsHandlers } from "./snapshots_types.ts";
+import type { CallContext, Mount, SnapshotsHandlers } from "./snapshots_types.ts";
 import { infoFromWire, infoToWire, labelsCopy, mountsToWire, usageToWire, type WireInfo } from "./snapshots_wire.ts";
 
 /** Largest message either way, as containerd's own limits (defaults.DefaultMaxRecv/SendMsgSize). */

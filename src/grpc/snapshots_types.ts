@@ -52,7 +52,11 @@ export interface Usage {
 
 /** What every handler call gets besides its request. */
 export interface CallContext {
-  /** The `containerd-namespace` metadata value, when the call carried one (calls from the GC may not). */
+  /**
+   * The `containerd-namespace` metadata value, when the call carried one. Never rely on it: GC calls carry none,
+   * and containerd 1.6.20 forwards none at all to a proxy snapshotter (seen with `ctr snapshots prepare`: only
+   * `user-agent` arrives); the namespace is also the first part of every key and name.
+   */
   namespace?: string;
   /**
    * Fires when the call ends before the handler does: the client cancelled it, its deadline passed, the
