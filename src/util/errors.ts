@@ -34,6 +34,11 @@ export class UnavailableError extends Error {
   override name = "UnavailableError";
 }
 
+/** The operation is not supported by this implementation (gRPC UNIMPLEMENTED). */
+export class UnimplementedError extends Error {
+  override name = "UnimplementedError";
+}
+
 /** Bytes did not hash to the digest that was expected of them. */
 export class DigestMismatchError extends Error {
   override name = "DigestMismatchError";
