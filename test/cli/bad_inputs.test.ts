@@ -1,0 +1,61 @@
+/**
+ * Hostile inputs to the CLI: each is refused with one line naming the file, flag or key and what is wrong,
+ * exit 1 (failure) or 2 (usage), never a hang or a raw Node error (ENOTDIR, EISDIR, ...).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type CliResult, runCli } from "../_harness/cli.ts";
+import { compressLayer, writeImage, writeTar } from "../soci/_layers.ts";
+
+let dir: string;
+let file: string;
+let image: string;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "soci-cli-bad-"));
+  file = join(dir, "a-file");
+  writeFileSync(file, "not a directory\n");
+  await writeImage(join(dir, "img"), "v1", [compressLayer(writeTar([{ name: "etc/hello", data: "hi\n" }]), "gzip")]);
+  image = `oci:${join(dir, "img")}:v1`;
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Bounded: a hang shows as code -1 (killed at the timeout), not as a stuck test. */
+const cli = (args: string[], env: Record<string, string> = {}) => runCli(args, { env, timeoutMs: 30_000 });
+
+/** Exit `code`, stderr holds `text` in its one line (beside citty's "Run ... --help" hint for usage errors). */
+function expectRefused(r: CliResult, code: 1 | 2, text: string): void {
+  expect(r.stderr).toContain(text);
+  expect(r.code).toBe(code);
+  const lines = r.stderr.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("Run \""));
+  expect(lines).toHaveLength(1);
+  expect(r.stderr).not.toMatch(/\bE[A-Z]{3,}: /);
+}
+
+describe("config files that are not config files", () => {
+  test("an endless device (SOCI_TS_CONFIG=/dev/zero) is refused at once, as too big", () => {
+    expectRefused(cli(["config", "dump"], { SOCI_TS_CONFIG: "/dev/zero" }), 1, 'Cannot read config file "/dev/zero": over the limit of 1048576 bytes');
+    // /dev/null stays the empty config
+    const empty = cli(["config", "dump", "--json"], { SOCI_TS_CONFIG: "/dev/null" });
+    expect(empty.code).toBe(0);
+    expect(JSON.parse(empty.stdout).configPath).toBe("/dev/null");
+  });
+
+  test("a FIFO without a writer is refused, not waited on", () => {
+    const fifo = join(dir, "fifo");
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    expectRefused(cli(["--config", fifo, "config", "dump"]), 1, `Cannot read config file "${fifo}": not a regular file`);
+  });
+
+  test("a file over 1 MiB is refused", () => {
+    const big = join(dir, "big.toml");
+    writeFileSync(big, "#".repeat(2 << 20));
+    expectRefused(cli(["--config", big, "config", "dump"]), 1, `Cannot read config file "${big}": 2097152 bytes, over the limit of 1048576`);
+  });
+
+  test("a directory names the path", () => {
+    expectRefused(cli(["--config", dir, "config", "dump"]), 1, `Cannot read config file "${dir}": is a directory`);
+  });
+});
