@@ -59,3 +59,12 @@ describe("config files that are not config files", () => {
     expectRefused(cli(["--config", dir, "config", "dump"]), 1, `Cannot read config file "${dir}": is a directory`);
   });
 });
+
+describe("paths that are files where directories belong", () => {
+  test("index create oci:FILE says the layout is not a directory", () => {
+    expectRefused(cli(["--root", join(dir, "root"), "index", "create", `oci:${file}`]), 1, `Cannot open OCI layout "${file}": not a directory`);
+    expectRefused(cli(["--root", join(dir, "root"), "index", "create", `oci:${file}/sub:v1`]), 1, `Cannot open OCI layout "${file}/sub": not a directory`);
+    mkdirSync(join(dir, "odd", "index.json"), { recursive: true });
+    expectRefused(cli(["--root", join(dir, "root"), "index", "create", `oci:${join(dir, "odd")}`]), 1, `Cannot open OCI layout "${join(dir, "odd")}": index.json is a directory`);
+  });
+});
