@@ -4,11 +4,11 @@
  * Global flags (`--config`, `--root`, `--log-level`, `--log-format`, `--debug`) are accepted before or after the
  * subcommand: run.ts takes them out of argv before citty parses the rest, and stores them here.
  */
-import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { DEFAULT_CONFIG_PATH, DEFAULT_ROOT } from "../config/defaults.ts";
 import { defaultConfig, parseConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
-import { ConfigError, fsErrorReason } from "../util/errors.ts";
+import { ConfigError, fsErrorReason, InvalidArgumentError } from "../util/errors.ts";
 import { type CliLogger, createLogger, type LogFormat } from "./logger.ts";
 
 export interface GlobalFlags {
@@ -65,7 +65,7 @@ export function cliContext(): CliContext {
   } else if (flags.debug) {
     config.logLevel = "debug";
   }
-  const root = flags.root ?? process.env.SOCI_TS_ROOT ?? DEFAULT_ROOT;
+  const root = flags.root ?? (process.env.SOCI_TS_ROOT || DEFAULT_ROOT);
   const logger = createLogger({ level: config.logLevel, format: flags.logFormat ?? "text" });
   cached = { config, configPath, root, logger, flags };
   return cached;
@@ -118,3 +118,21 @@ export function readConfigFile(path: string): string {
   }
 }
 
+/**
+ * The state root, checked: it must be a directory when it exists (it is created when it does not).
+ * @throws InvalidArgumentError naming the root and where it came from (`--root` or $SOCI_TS_ROOT)
+ */
+export function usableRoot(ctx: CliContext): string {
+  const from = ctx.flags.root !== undefined ? "--root" : process.env.SOCI_TS_ROOT ? "$SOCI_TS_ROOT" : "the default";
+  const fail = (why: string) => new InvalidArgumentError(`Cannot use state root "${ctx.root}" (${from}): ${why}`);
+  if (ctx.root === "") throw fail("empty path");
+  let isDir: boolean;
+  try {
+    isDir = statSync(ctx.root).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return ctx.root;
+    throw fail((err as NodeJS.ErrnoException).code === "ENOTDIR" ? "a parent is not a directory" : fsErrorReason(err));
+  }
+  if (!isDir) throw fail("not a directory");
+  return ctx.root;
+}

@@ -18,7 +18,7 @@ import { type ImageLocation, RegistryLocation } from "../soci/image_location.ts"
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import type { CliContext } from "./context.ts";
+import { type CliContext, usableRoot } from "./context.ts";
 
 let client: RegistryClient | undefined;
 
@@ -72,9 +72,12 @@ export function openLocation(spec: string, ctx: CliContext): ImageLocation {
   return new RegistryLocation(registryClient(ctx), ref, spec);
 }
 
-/** The artifact store under `--root`. */
+/**
+ * The artifact store under `--root`.
+ * @throws InvalidArgumentError when the root exists and is not a directory (see `usableRoot`)
+ */
 export function artifactStore(ctx: CliContext): ArtifactStore {
-  return new ArtifactStore(ctx.root);
+  return new ArtifactStore(usableRoot(ctx));
 }
 
 /** `--platform` values (repeatable or comma-separated), parsed; empty when not given. */

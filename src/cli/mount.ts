@@ -18,7 +18,7 @@ import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
 import { InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
-import { cliContext } from "./context.ts";
+import { cliContext, usableRoot } from "./context.ts";
 import { artifactStore, registryClient } from "./index_shared.ts";
 
 /** One line per layer: "<digest>  fetched <n> of <size> bytes (<p>%) [over the network: <m>]". */
@@ -42,6 +42,7 @@ export default defineCommand({
   },
   async run({ args }) {
     const ctx = cliContext();
+    usableRoot(ctx);
     const c = ctx.config;
     const log = ctx.logger;
     if (c.fuse.opaqueXattr !== "trusted" && c.fuse.opaqueXattr !== "user") {

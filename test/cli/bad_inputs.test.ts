@@ -67,4 +67,26 @@ describe("paths that are files where directories belong", () => {
     mkdirSync(join(dir, "odd", "index.json"), { recursive: true });
     expectRefused(cli(["--root", join(dir, "root"), "index", "create", `oci:${join(dir, "odd")}`]), 1, `Cannot open OCI layout "${join(dir, "odd")}": index.json is a directory`);
   });
+
+  test("a --root that is a file is refused by every command that uses it, naming it and the flag", () => {
+    const refused = `Cannot use state root "${file}" (--root): not a directory`;
+    for (const args of [
+      ["index", "list"],
+      ["index", "create", image, "--min-layer-size", "0"],
+      ["index", "rebuild-db"],
+      ["index", "info", `sha256:${"0".repeat(64)}`],
+      ["index", "rm", `sha256:${"0".repeat(64)}`],
+      ["ztoc", "list"],
+      ["convert", image, `oci:${join(dir, "out")}:v1`],
+      ["mount", "localhost:1/x:y", dir],
+    ]) {
+      expectRefused(cli(["--root", file, ...args]), 2, refused);
+    }
+    expectRefused(cli(["index", "list"], { SOCI_TS_ROOT: join(file, "below") }), 2, `Cannot use state root "${join(file, "below")}" ($SOCI_TS_ROOT): a parent is not a directory`);
+    expectRefused(cli(["--root", "", "index", "list"]), 2, 'Cannot use state root "" (--root): empty path');
+    // an empty $SOCI_TS_ROOT is unset (the default), not the current directory
+    expect(JSON.parse(cli(["config", "dump", "--json"], { SOCI_TS_ROOT: "" }).stdout).root).toBe("/var/lib/soci-ts");
+    // config dump still shows it (it uses no state)
+    expect(cli(["--root", file, "config", "dump"]).code).toBe(0);
+  }, 60_000);
 });
