@@ -58,6 +58,14 @@ describe("config files that are not config files", () => {
   test("a directory names the path", () => {
     expectRefused(cli(["--config", dir, "config", "dump"]), 1, `Cannot read config file "${dir}": is a directory`);
   });
+
+  test("a value past its key's bounds names the key, the file and the bound", () => {
+    const c = join(dir, "retries.toml");
+    writeFileSync(c, "[http]\nMaxRetries = 1e9\n");
+    expectRefused(cli(["--config", c, "config", "dump"]), 1, `Cannot load config key "http.MaxRetries" from "${c}": 1000000000 is over its maximum 100`);
+    writeFileSync(c, "[http]\nMaxRetries = 99999999999999999999\n");
+    expectRefused(cli(["--config", c, "config", "dump"]), 1, `Cannot parse config "${c}": integer value cannot be represented losslessly (line 2: "MaxRetries = 99999999999999999999")`);
+  });
 });
 
 describe("paths that are files where directories belong", () => {
@@ -88,5 +96,33 @@ describe("paths that are files where directories belong", () => {
     expect(JSON.parse(cli(["config", "dump", "--json"], { SOCI_TS_ROOT: "" }).stdout).root).toBe("/var/lib/soci-ts");
     // config dump still shows it (it uses no state)
     expect(cli(["--root", file, "config", "dump"]).code).toBe(0);
+  }, 60_000);
+});
+
+describe("numeric flags", () => {
+  const root = () => join(dir, "root-flags");
+
+  test("sizes are bounded and echoed as typed", () => {
+    for (const [flag, value, range] of [
+      ["--span-size", "99999999999999999999", "from 4KiB to 1GiB"],
+      ["--span-size", "1", "from 4KiB to 1GiB"],
+      ["--span-size", "2GiB", "from 4KiB to 1GiB"],
+      ["--min-layer-size", "99999999999999999999", "from 0 to 1TiB"],
+      ["--min-layer-size", "2048G", "from 0 to 1TiB"],
+    ] as const) {
+      for (const cmd of [["index", "create", image], ["convert", image, `oci:${join(dir, "out")}:v1`]]) {
+        expectRefused(cli(["--root", root(), ...cmd, flag, value]), 2, `Option "${flag}" must be a size ${range}, got "${value}"`);
+      }
+    }
+    // the bounds themselves are accepted
+    const ok = cli(["--root", root(), "index", "create", image, "--min-layer-size", "0", "--span-size", "4KiB"]);
+    expect(ok.stderr).toBe("");
+    expect(ok.code).toBe(0);
+  }, 60_000);
+
+  test("mount --readahead-spans is bounded and echoed as typed", () => {
+    for (const value of ["99999999999999999999", "1e3", "257", "-1", "0x10"]) {
+      expectRefused(cli(["--root", root(), "mount", "localhost:1/x:y", dir, "--readahead-spans", value]), 2, `Option --readahead-spans "${value}" is not an integer from 0 to 256`);
+    }
   }, 60_000);
 });
