@@ -4,11 +4,11 @@
  * Global flags (`--config`, `--root`, `--log-level`, `--log-format`, `--debug`) are accepted before or after the
  * subcommand: run.ts takes them out of argv before citty parses the rest, and stores them here.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { DEFAULT_CONFIG_PATH, DEFAULT_ROOT } from "../config/defaults.ts";
 import { defaultConfig, parseConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
-import { ConfigError } from "../util/errors.ts";
+import { ConfigError, fsErrorReason, InvalidArgumentError } from "../util/errors.ts";
 import { type CliLogger, createLogger, type LogFormat } from "./logger.ts";
 
 export interface GlobalFlags {
@@ -53,11 +53,10 @@ export function cliContext(): CliContext {
   let config = defaultConfig();
   let configPath = "";
   if (named !== undefined && named !== "") {
-    if (!existsSync(named)) throw new ConfigError(`Cannot read config file "${named}": no such file`, "");
-    config = parseConfig(readFileSync(named, "utf8"), named);
+    config = parseConfig(readConfigFile(named), named);
     configPath = named;
   } else if (existsSync(DEFAULT_CONFIG_PATH)) {
-    config = parseConfig(readFileSync(DEFAULT_CONFIG_PATH, "utf8"), DEFAULT_CONFIG_PATH);
+    config = parseConfig(readConfigFile(DEFAULT_CONFIG_PATH), DEFAULT_CONFIG_PATH);
     configPath = DEFAULT_CONFIG_PATH;
   }
   if (flags.debug) config.debug = true;
@@ -66,8 +65,74 @@ export function cliContext(): CliContext {
   } else if (flags.debug) {
     config.logLevel = "debug";
   }
-  const root = flags.root ?? process.env.SOCI_TS_ROOT ?? DEFAULT_ROOT;
+  const root = flags.root ?? (process.env.SOCI_TS_ROOT || DEFAULT_ROOT);
   const logger = createLogger({ level: config.logLevel, format: flags.logFormat ?? "text" });
   cached = { config, configPath, root, logger, flags };
   return cached;
+}
+
+/** Largest config file read (1 MiB): a config is a few kilobytes; anything bigger is not one. */
+export const CONFIG_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The text of a config file: a regular file (symlinks followed) or a character device (`/dev/null` for no
+ * settings) of at most CONFIG_MAX_BYTES. Never blocks (on a FIFO, a terminal), never reads more than
+ * CONFIG_MAX_BYTES + 1 bytes (`/dev/zero` is refused as too big).
+ * @throws ConfigError "Cannot read config file "<path>": <reason>" (the reason in words, without Node's message)
+ */
+export function readConfigFile(path: string): string {
+  const fail = (why: string) => new ConfigError(`Cannot read config file "${path}": ${why}`, "");
+  let fd: number;
+  try {
+    // O_NONBLOCK: opening a FIFO without a writer would wait (it is refused below), and so would reading a tty.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (err) {
+    throw fail(fsErrorReason(err));
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw fail("is a directory");
+    if (!st.isFile() && !st.isCharacterDevice()) throw fail("not a regular file");
+    if (st.size > CONFIG_MAX_BYTES) throw fail(`${st.size} bytes, over the limit of ${CONFIG_MAX_BYTES}`);
+    // The size can change under us (or be 0, as in /proc): read at most one byte past the limit.
+    const buf = new Uint8Array(CONFIG_MAX_BYTES + 1);
+    let n = 0;
+    for (;;) {
+      let got: number;
+      try {
+        got = readSync(fd, buf, n, buf.length - n, null);
+      } catch (err) {
+        throw fail(fsErrorReason(err));
+      }
+      if (got === 0) break;
+      n += got;
+      if (n > CONFIG_MAX_BYTES) throw fail(`over the limit of ${CONFIG_MAX_BYTES} bytes`);
+    }
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(buf.subarray(0, n));
+    } catch {
+      throw fail("not UTF-8 text");
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The state root, checked: it must be a directory when it exists (it is created when it does not).
+ * @throws InvalidArgumentError naming the root and where it came from (`--root` or $SOCI_TS_ROOT)
+ */
+export function usableRoot(ctx: CliContext): string {
+  const from = ctx.flags.root !== undefined ? "--root" : process.env.SOCI_TS_ROOT ? "$SOCI_TS_ROOT" : "the default";
+  const fail = (why: string) => new InvalidArgumentError(`Cannot use state root "${ctx.root}" (${from}): ${why}`);
+  if (ctx.root === "") throw fail("empty path");
+  let isDir: boolean;
+  try {
+    isDir = statSync(ctx.root).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return ctx.root;
+    throw fail((err as NodeJS.ErrnoException).code === "ENOTDIR" ? "a parent is not a directory" : fsErrorReason(err));
+  }
+  if (!isDir) throw fail("not a directory");
+  return ctx.root;
 }

@@ -5,6 +5,7 @@
  */
 import type { Platform } from "../oci/types.ts";
 import type { Config } from "../config/schema.ts";
+import { MIN_LAYER_SIZE_MAX_BYTES, SPAN_SIZE_MAX_BYTES, SPAN_SIZE_MIN_BYTES } from "../config/defaults.ts";
 import { HttpRegistryClient } from "../registry/client.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { RegistryClient } from "../registry/types.ts";
@@ -16,7 +17,7 @@ import { type ImageLocation, RegistryLocation } from "../soci/image_location.ts"
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { registryClientOptions } from "../service/layer_stack.ts";
-import type { CliContext } from "./context.ts";
+import { type CliContext, usableRoot } from "./context.ts";
 
 let client: RegistryClient | undefined;
 
@@ -37,9 +38,12 @@ export function openLocation(spec: string, ctx: CliContext): ImageLocation {
   return new RegistryLocation(registryClient(ctx), ref, spec);
 }
 
-/** The artifact store under `--root`. */
+/**
+ * The artifact store under `--root`.
+ * @throws InvalidArgumentError when the root exists and is not a directory (see `usableRoot`)
+ */
 export function artifactStore(ctx: CliContext): ArtifactStore {
-  return new ArtifactStore(ctx.root);
+  return new ArtifactStore(usableRoot(ctx));
 }
 
 /** `--platform` values (repeatable or comma-separated), parsed; empty when not given. */
@@ -56,15 +60,45 @@ export function hostPlatform(): Platform {
 }
 
 /**
- * A size flag: bytes as an integer, or with a unit suffix (K, M, G; KiB, MiB, GiB; powers of 1024).
+ * A size flag: bytes as an integer, or with a unit suffix (K, M, G; KiB, MiB, GiB; powers of 1024), within
+ * `min`..`max` bytes (inclusive). Errors quote the value as given.
  * @throws InvalidArgumentError naming the flag
  */
-export function parseSize(value: unknown, flag: string): number | undefined {
+export function parseSize(value: unknown, flag: string, bounds: { min?: number; max?: number } = {}): number | undefined {
   if (value === undefined || value === "") return undefined;
-  const m = /^(\d+)\s*([kmg](?:i?b)?)?$/i.exec(String(value).trim());
-  if (!m) throw new InvalidArgumentError(`Option "--${flag}" must be a size in bytes (e.g. 4194304 or 4MiB), got "${String(value)}"`);
+  const text = String(value);
+  const m = /^(\d+)\s*([kmg](?:i?b)?)?$/i.exec(text.trim());
+  if (!m) throw new InvalidArgumentError(`Option "--${flag}" must be a size in bytes (e.g. 4194304 or 4MiB), got "${text}"`);
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? "").charAt(0).toLowerCase()]!;
-  return Number(m[1]) * mult;
+  // Past 2^53 the product is rounded, but then it is far over any `max` anyway.
+  const bytes = Number(m[1]) * mult;
+  const { min = 0, max = Number.MAX_SAFE_INTEGER } = bounds;
+  if (bytes < min || bytes > max) {
+    throw new InvalidArgumentError(`Option "--${flag}" must be a size from ${formatSize(min)} to ${formatSize(max)}, got "${text}"`);
+  }
+  return bytes;
+}
+
+/** Bytes as the largest binary unit that divides them exactly ("4KiB", "1GiB", "1000"). */
+export function formatSize(bytes: number): string {
+  for (const [unit, n] of [["TiB", 1024 ** 4], ["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
+  }
+  return String(bytes);
+}
+
+/**
+ * A count flag: a non-negative decimal integer within `min`..`max` (inclusive). Errors quote the value as given.
+ * @throws InvalidArgumentError naming the flag
+ */
+export function parseCount(value: unknown, flag: string, bounds: { min: number; max: number }): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const text = String(value);
+  const n = /^\d+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
+  if (!(n >= bounds.min && n <= bounds.max)) {
+    throw new InvalidArgumentError(`Option --${flag} "${text}" is not an integer from ${bounds.min} to ${bounds.max}`);
+  }
+  return n;
 }
 
 /**
@@ -78,8 +112,8 @@ export function buildOptionsFrom(
 ) {
   return {
     store: artifactStore(ctx),
-    spanSizeBytes: parseSize(args.spanSize, "span-size") ?? ctx.config.index.spanSize,
-    minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size") ?? ctx.config.index.minLayerSize,
+    spanSizeBytes: parseSize(args.spanSize, "span-size", { min: SPAN_SIZE_MIN_BYTES, max: SPAN_SIZE_MAX_BYTES }) ?? ctx.config.index.spanSize,
+    minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size", { max: MIN_LAYER_SIZE_MAX_BYTES }) ?? ctx.config.index.minLayerSize,
     buildToolIdentifier: ctx.config.index.buildToolIdentifier,
     checkpointTable: ctx.config.index.checkpointTable,
     platforms: platformsFrom(args.platform),

@@ -11,6 +11,7 @@ import { defineCommand } from "citty";
 import { mkdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { inflateFromCheckpoint } from "../compress/resume.ts";
+import { READAHEAD_SPANS_MAX } from "../config/defaults.ts";
 import { mountImage, type MountedImage } from "../layerfs/image_mount.ts";
 import type { OpaqueXattrMode } from "../layerfs/metadata.ts";
 import { LayerFs } from "../layerfs/remote_fs.ts";
@@ -18,8 +19,8 @@ import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
 import { InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
-import { cliContext } from "./context.ts";
-import { artifactStore, registryClient } from "./index_shared.ts";
+import { cliContext, usableRoot } from "./context.ts";
+import { artifactStore, parseCount, registryClient } from "./index_shared.ts";
 
 /** One line per layer: "<digest>  fetched <n> of <size> bytes (<p>%) [over the network: <m>]". */
 export function statsLines(img: MountedImage): string[] {
@@ -42,6 +43,7 @@ export default defineCommand({
   },
   async run({ args }) {
     const ctx = cliContext();
+    usableRoot(ctx);
     const c = ctx.config;
     const log = ctx.logger;
     if (c.fuse.opaqueXattr !== "trusted" && c.fuse.opaqueXattr !== "user") {
@@ -52,10 +54,7 @@ export default defineCommand({
     const onSignal = () => interrupted.abort(new Error("interrupted"));
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
-    const readaheadSpans = args["readahead-spans"] === undefined ? c.blob.readaheadSpans : Number(args["readahead-spans"]);
-    if (!Number.isSafeInteger(readaheadSpans) || readaheadSpans < 0) {
-      throw new InvalidArgumentError(`Cannot mount: --readahead-spans "${args["readahead-spans"]}" is not a non-negative integer`);
-    }
+    const readaheadSpans = parseCount(args["readahead-spans"], "readahead-spans", { min: 0, max: READAHEAD_SPANS_MAX }) ?? c.blob.readaheadSpans;
     const mountpoint = resolve(String(args.dir));
     const ref = parseReference(String(args.ref));
     const workDir = resolve(args["work-dir"] ? String(args["work-dir"]) : join(ctx.root, "mounts", String(process.pid)));

@@ -18,6 +18,8 @@ export interface FieldSpec {
   values?: readonly string[];
   /** Smallest allowed value for "int" (inclusive). */
   min?: number;
+  /** Largest allowed value for "int" (inclusive). */
+  max?: number;
 }
 
 export interface SectionSpec {
@@ -32,12 +34,31 @@ export interface SectionSpec {
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
+const TiB = 1024 * GiB;
+
+const HOUR_SEC = 3600;
+const DAY_SEC = 24 * HOUR_SEC;
+const YEAR_SEC = 365 * DAY_SEC;
+const HOUR_MSEC = 1000 * HOUR_SEC;
+const DAY_MSEC = 1000 * DAY_SEC;
+/** Retries of anything: more than this is a loop, not a retry policy. */
+const MAX_RETRIES = 100;
+
+/** Bounds of a span (`[index] span_size`, `--span-size`): 4 KiB (a page) to 1 GiB (a span is fetched and held whole). */
+export const SPAN_SIZE_MIN_BYTES = 4 * KiB;
+/** See SPAN_SIZE_MIN_BYTES. */
+export const SPAN_SIZE_MAX_BYTES = GiB;
+/** Largest minimum layer size (`[index] min_layer_size`, `--min-layer-size`): 1 TiB, more than any layer. */
+export const MIN_LAYER_SIZE_MAX_BYTES = TiB;
+/** Largest read-ahead (`[blob] readahead_spans`, `--readahead-spans`), in spans. */
+export const READAHEAD_SPANS_MAX = 256;
 
 function bool(toml: string, ts: string, dflt: boolean, doc: string): FieldSpec {
   return { toml, ts, kind: "bool", default: dflt, doc };
 }
-function int(toml: string, ts: string, dflt: number, doc: string, min = 0): FieldSpec {
-  return { toml, ts, kind: "int", default: dflt, doc, min };
+/** An integer key; every one has bounds (`min`..`max`, inclusive). */
+function int(toml: string, ts: string, dflt: number, doc: string, min: number, max: number): FieldSpec {
+  return { toml, ts, kind: "int", default: dflt, doc, min, max };
 }
 function str(toml: string, ts: string, dflt: string, doc: string): FieldSpec {
   return { toml, ts, kind: "string", default: dflt, doc };
@@ -58,8 +79,8 @@ export const SCHEMA: readonly SectionSpec[] = [
       oneOf("log_level", "logLevel", "info", LOG_LEVELS, "Log level: error, warn, info, debug or trace"),
       bool("debug", "debug", false, "Log every FUSE request and registry request on one line each"),
       bool("disable_verification", "disableVerification", false, "Skip checking span digests (not recommended)"),
-      int("max_concurrency", "maxConcurrency", 100, "Layers of an image mounted (resolved, indexed, prefetched) at the same time", 1),
-      int("mount_timeout_sec", "mountTimeoutSec", 30, "Seconds a layer mount may take before it fails", 1),
+      int("max_concurrency", "maxConcurrency", 100, "Layers of an image mounted (resolved, indexed, prefetched) at the same time", 1, 1000),
+      int("mount_timeout_sec", "mountTimeoutSec", 30, "Seconds a layer mount may take before it fails", 1, DAY_SEC),
       str("docker_config", "dockerConfig", "", "Docker config.json with credentials; empty: $DOCKER_CONFIG or ~/.docker"),
       str("address", "address", "/run/soci-ts/soci-ts.sock", "Unix socket `soci-ts serve` answers containerd's snapshots API on (containerd's proxy_plugins address)"),
     ],
@@ -83,12 +104,12 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "http",
     doc: "Registry HTTP client (SOCI's key names)",
     fields: [
-      int("DialTimeoutMsec", "dialTimeoutMsec", 3000, "Not used (kept for SOCI configs): fetch has no connect timeout; connecting counts against ResponseHeaderTimeoutMsec", 1),
-      int("ResponseHeaderTimeoutMsec", "responseHeaderTimeoutMsec", 3000, "Milliseconds to wait for the response headers of a request without a body (uploads wait 30 s); between body bytes the limit is 30 s", 1),
-      int("RequestTimeoutMsec", "requestTimeoutMsec", 300000, "Milliseconds a whole request may take, answer read; streamed whole-layer downloads are bounded by 30 s without bytes instead", 1),
-      int("MaxRetries", "maxRetries", 8, "Retries on 429, 5xx and connection errors"),
-      int("MinWaitMsec", "minWaitMsec", 30, "First retry backoff, in milliseconds"),
-      int("MaxWaitMsec", "maxWaitMsec", 300000, "Largest retry backoff, in milliseconds"),
+      int("DialTimeoutMsec", "dialTimeoutMsec", 3000, "Not used (kept for SOCI configs): fetch has no connect timeout; connecting counts against ResponseHeaderTimeoutMsec", 1, HOUR_MSEC),
+      int("ResponseHeaderTimeoutMsec", "responseHeaderTimeoutMsec", 3000, "Milliseconds to wait for the response headers of a request without a body (uploads wait 30 s); between body bytes the limit is 30 s", 1, HOUR_MSEC),
+      int("RequestTimeoutMsec", "requestTimeoutMsec", 300000, "Milliseconds a whole request may take, answer read; streamed whole-layer downloads are bounded by 30 s without bytes instead", 1, DAY_MSEC),
+      int("MaxRetries", "maxRetries", 8, "Retries on 429, 5xx and connection errors", 0, MAX_RETRIES),
+      int("MinWaitMsec", "minWaitMsec", 30, "First retry backoff, in milliseconds", 0, HOUR_MSEC),
+      int("MaxWaitMsec", "maxWaitMsec", 300000, "Largest retry backoff, in milliseconds", 0, HOUR_MSEC),
     ],
   },
   {
@@ -96,15 +117,15 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "blob",
     doc: "Lazy reads of layer blobs",
     fields: [
-      int("valid_interval", "validIntervalSec", 60, "Accepted for SOCI configs, not used yet (no periodic blob check; a failed read reports the error)"),
-      int("fetching_timeout_sec", "fetchingTimeoutSec", 300, "Seconds one span fetch may take, retries included", 1),
-      int("max_retries", "maxRetries", 8, "Accepted for SOCI configs, not used yet: span fetches retry as [http] MaxRetries says"),
-      int("min_wait_msec", "minWaitMsec", 30, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MinWaitMsec says"),
-      int("max_wait_msec", "maxWaitMsec", 300000, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MaxWaitMsec says"),
+      int("valid_interval", "validIntervalSec", 60, "Accepted for SOCI configs, not used yet (no periodic blob check; a failed read reports the error)", 0, DAY_SEC),
+      int("fetching_timeout_sec", "fetchingTimeoutSec", 300, "Seconds one span fetch may take, retries included", 1, DAY_SEC),
+      int("max_retries", "maxRetries", 8, "Accepted for SOCI configs, not used yet: span fetches retry as [http] MaxRetries says", 0, MAX_RETRIES),
+      int("min_wait_msec", "minWaitMsec", 30, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MinWaitMsec says", 0, HOUR_MSEC),
+      int("max_wait_msec", "maxWaitMsec", 300000, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MaxWaitMsec says", 0, HOUR_MSEC),
       bool("force_single_range_mode", "forceSingleRangeMode", false, "Accepted for SOCI configs, not used yet: each span run is one single-range request anyway"),
-      int("max_span_verification_retries", "maxSpanVerificationRetries", 0, "Refetches of a span whose digest did not match"),
-      int("fetch_on_open_max_bytes", "fetchOnOpenMaxBytes", 32 * MiB, "On open, fetch every span of files up to this size in one request"),
-      int("readahead_spans", "readaheadSpans", 0, "Spans fetched ahead of a read that missed the cache"),
+      int("max_span_verification_retries", "maxSpanVerificationRetries", 0, "Refetches of a span whose digest did not match", 0, MAX_RETRIES),
+      int("fetch_on_open_max_bytes", "fetchOnOpenMaxBytes", 32 * MiB, "On open, fetch every span of files up to this size in one request", 0, GiB),
+      int("readahead_spans", "readaheadSpans", 0, "Spans fetched ahead of a read that missed the cache", 0, READAHEAD_SPANS_MAX),
       bool(
         "lazy_checkpoints",
         "lazyCheckpoints",
@@ -118,9 +139,9 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "fuse",
     doc: "FUSE mounts",
     fields: [
-      int("attr_timeout", "attrTimeoutSec", 1, "Seconds the kernel caches attributes"),
-      int("entry_timeout", "entryTimeoutSec", 1, "Seconds the kernel caches directory entries"),
-      int("negative_timeout", "negativeTimeoutSec", 1, "Seconds the kernel caches a missing name"),
+      int("attr_timeout", "attrTimeoutSec", 1, "Seconds the kernel caches attributes", 0, YEAR_SEC),
+      int("entry_timeout", "entryTimeoutSec", 1, "Seconds the kernel caches directory entries", 0, YEAR_SEC),
+      int("negative_timeout", "negativeTimeoutSec", 1, "Seconds the kernel caches a missing name", 0, YEAR_SEC),
       bool("log_fuse_operations", "logFuseOperations", false, "Log every FUSE operation (like --debug, FUSE only)"),
       bool("allow_other", "allowOther", true, "Let users other than the mounter read the mount (needed by containers)"),
       oneOf("opaque_xattr", "opaqueXattr", "trusted", ["trusted", "user"], "Opaque directories as trusted.overlay.opaque or user.overlay.opaque"),
@@ -134,9 +155,9 @@ export const SCHEMA: readonly SectionSpec[] = [
     doc: "Fetching the rest of each layer in the background after it is mounted",
     fields: [
       bool("disable", "disable", false, "Turn background fetching off"),
-      int("silence_period_msec", "silencePeriodMsec", 30000, "Milliseconds background fetching waits after a new mount or a foreground read"),
-      int("fetch_period_msec", "fetchPeriodMsec", 500, "Milliseconds between two background span fetches (the rate limit)"),
-      int("max_queue_size", "maxQueueSize", 300, "Layers waiting for background fetching", 1),
+      int("silence_period_msec", "silencePeriodMsec", 30000, "Milliseconds background fetching waits after a new mount or a foreground read", 0, DAY_MSEC),
+      int("fetch_period_msec", "fetchPeriodMsec", 500, "Milliseconds between two background span fetches (the rate limit)", 0, DAY_MSEC),
+      int("max_queue_size", "maxQueueSize", 300, "Layers waiting for background fetching", 1, 100_000),
       oneOf("drop_policy", "dropPolicy", "newest", ["newest"], "Which layer is dropped when the queue is full: the newest, as SOCI does"),
     ],
   },
@@ -146,8 +167,8 @@ export const SCHEMA: readonly SectionSpec[] = [
     doc: "SOCI prefetch artifacts",
     fields: [
       bool("enable", "enable", true, "Fetch the spans a prefetch artifact lists before other background work"),
-      int("max_concurrency", "maxConcurrency", 4, "Concurrent prefetch requests", 1),
-      int("timeout_msec", "timeoutMsec", 30000, "Milliseconds prefetching may delay a mount", 1),
+      int("max_concurrency", "maxConcurrency", 4, "Concurrent prefetch requests", 1, 256),
+      int("timeout_msec", "timeoutMsec", 30000, "Milliseconds prefetching may delay a mount", 1, DAY_MSEC),
     ],
   },
   {
@@ -155,8 +176,8 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "spanCache",
     doc: "One span cache for the process, shared by every mounted layer",
     fields: [
-      int("memory_max_bytes", "memoryMaxBytes", 256 * MiB, "Bytes of uncompressed spans kept in memory"),
-      int("disk_max_bytes", "diskMaxBytes", 10 * GiB, "Bytes of spans kept on disk"),
+      int("memory_max_bytes", "memoryMaxBytes", 256 * MiB, "Bytes of uncompressed spans kept in memory", 0, TiB),
+      int("disk_max_bytes", "diskMaxBytes", 10 * GiB, "Bytes of spans kept on disk", 0, 1024 * TiB),
       str("dir", "dir", "", "Disk cache directory; empty: <root>/spancache"),
     ],
   },
@@ -183,8 +204,8 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "index",
     doc: "Building SOCI indexes",
     fields: [
-      int("span_size", "spanSize", 4 * MiB, "Uncompressed bytes between two checkpoints", 1),
-      int("min_layer_size", "minLayerSize", 10 * MiB, "Layers smaller than this (compressed bytes) get no zTOC"),
+      int("span_size", "spanSize", 4 * MiB, "Uncompressed bytes between two checkpoints", SPAN_SIZE_MIN_BYTES, SPAN_SIZE_MAX_BYTES),
+      int("min_layer_size", "minLayerSize", 10 * MiB, "Layers smaller than this (compressed bytes) get no zTOC", 0, MIN_LAYER_SIZE_MAX_BYTES),
       str("build_tool_identifier", "buildToolIdentifier", "soci-ts v0.1.0", "Written into each zTOC and index"),
       bool(
         "checkpoint_table",
@@ -208,10 +229,10 @@ export const HOST_FIELDS: readonly FieldSpec[] = [
 export const MIRROR_FIELDS: readonly FieldSpec[] = [
   str("host", "host", "", "Mirror host and port"),
   bool("insecure", "insecure", false, "Plain HTTP to the mirror"),
-  int("request_timeout_sec", "requestTimeoutSec", 0, "Seconds without bytes from this mirror before a request to it fails; 0: 30"),
+  int("request_timeout_sec", "requestTimeoutSec", 0, "Seconds without bytes from this mirror before a request to it fails; 0: 30", 0, DAY_SEC),
 ];
 
 export const DEFAULT_ROOT = "/var/lib/soci-ts";
 export const DEFAULT_CONFIG_PATH = "/etc/soci-ts/config.toml";
 
-export { KiB, MiB, GiB };
+export { KiB, MiB, GiB, TiB };

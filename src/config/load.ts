@@ -25,22 +25,37 @@ export function defaultConfig(): Config {
 
 /**
  * Parse TOML text into a full configuration (defaults filled in).
- * @param source where the text came from, for error messages
- * @throws ConfigError naming the key (or the line, for TOML syntax errors)
+ * @param source where the text came from (a file path), named in error messages
+ * @throws ConfigError naming the key and the file (or the line, for TOML syntax errors), e.g.
+ *   `Cannot load config key "http.MaxRetries" from "/etc/soci-ts/config.toml": 1000000000 is over its maximum 100`
  */
-export function parseConfig(text: string, source = "config"): Config {
+export function parseConfig(text: string, source?: string): Config {
+  const from = source === undefined ? "" : ` "${source}"`;
   let doc: Table;
   try {
     doc = parse(text) as Table;
   } catch (err) {
     if (err instanceof TomlError) {
-      throw new ConfigError(`Cannot parse ${source}: ${err.message.split("\n")[0]} (line ${err.line})`, "", { cause: err });
+      // One line: smol-toml's message, the line number and that line's text (which names the key), without
+      // the caret drawing that follows in its message (hence no `cause`).
+      const reason = err.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "");
+      const lineText = (text.split("\n")[err.line - 1] ?? "").trim();
+      const shown = lineText.length > 80 ? `${lineText.slice(0, 77)}...` : lineText;
+      throw new ConfigError(`Cannot parse config${from}: ${reason} (line ${err.line}: ${JSON.stringify(shown)})`, "");
     }
     throw err;
   }
   const config = defaultConfig() as unknown as Table;
-  applyTable(config, doc, "");
+  applyTable(config, doc, "", keyError(source));
   return config as unknown as Config;
+}
+
+/** Makes the ConfigError of one key: `Cannot load config key "<dotted>"[ from "<source>"]: <why>`. */
+type KeyError = (dotted: string, why: string) => ConfigError;
+
+function keyError(source: string | undefined): KeyError {
+  const from = source === undefined ? "" : ` from "${source}"`;
+  return (dotted, why) => new ConfigError(`Cannot load config key "${dotted}"${from}: ${why}`, dotted);
 }
 
 const sectionsByToml = new Map<string, SectionSpec>(SCHEMA.map((s) => [s.toml, s]));
@@ -51,70 +66,70 @@ for (const s of SCHEMA) {
   for (let i = 1; i < parts.length; i++) groupTables.add(parts.slice(0, i).join("."));
 }
 
-function applyTable(config: Table, table: Table, prefix: string): void {
+function applyTable(config: Table, table: Table, prefix: string, bad: KeyError): void {
   const section = sectionsByToml.get(prefix);
   for (const [key, value] of Object.entries(table)) {
     const dotted = prefix === "" ? key : `${prefix}.${key}`;
     const field = section?.fields.find((f) => f.toml === key);
     if (field) {
-      ensurePath(config, section!.ts)[field.ts] = checkValue(field, value, dotted);
+      ensurePath(config, section!.ts)[field.ts] = checkValue(field, value, dotted, bad);
     } else if (dotted === "resolver" && isTable(value)) {
-      applyResolver(config, value);
+      applyResolver(config, value, bad);
     } else if ((sectionsByToml.has(dotted) || groupTables.has(dotted)) && isTable(value)) {
-      applyTable(config, value, dotted);
+      applyTable(config, value, dotted, bad);
     } else if (sectionsByToml.has(dotted) || groupTables.has(dotted)) {
-      throw new ConfigError(`Cannot load config key "${dotted}": expected a table`, dotted);
+      throw bad(dotted, "expected a table");
     } else {
-      throw new ConfigError(`Cannot load config key "${dotted}": unknown key`, dotted);
+      throw bad(dotted, "unknown key");
     }
   }
 }
 
-function applyResolver(config: Table, resolver: Table): void {
+function applyResolver(config: Table, resolver: Table, bad: KeyError): void {
   const hosts = (ensurePath(config, "resolver").host ??= {}) as Record<string, HostConfig>;
   for (const [key, value] of Object.entries(resolver)) {
-    if (key !== "host") throw new ConfigError(`Cannot load config key "resolver.${key}": unknown key`, `resolver.${key}`);
-    if (!isTable(value)) throw new ConfigError(`Cannot load config key "resolver.host": expected a table`, "resolver.host");
+    if (key !== "host") throw bad(`resolver.${key}`, "unknown key");
+    if (!isTable(value)) throw bad("resolver.host", "expected a table");
     for (const [host, hostTable] of Object.entries(value)) {
       const at = `resolver.host."${host}"`;
-      if (!isTable(hostTable)) throw new ConfigError(`Cannot load config key "${at}": expected a table`, at);
-      hosts[host] = parseHost(hostTable, at);
+      if (!isTable(hostTable)) throw bad(at, "expected a table");
+      hosts[host] = parseHost(hostTable, at, bad);
     }
   }
 }
 
-function parseHost(table: Table, at: string): HostConfig {
+function parseHost(table: Table, at: string, bad: KeyError): HostConfig {
   const host: Table = { mirrors: [] };
   for (const f of HOST_FIELDS) host[f.ts] = f.default;
   for (const [key, value] of Object.entries(table)) {
     const dotted = `${at}.${key}`;
     if (key === "mirrors") {
-      if (!Array.isArray(value)) throw new ConfigError(`Cannot load config key "${dotted}": expected an array of tables`, dotted);
-      host.mirrors = value.map((m, i) => parseMirror(m, `${dotted}[${i}]`));
+      if (!Array.isArray(value)) throw bad(dotted, "expected an array of tables");
+      host.mirrors = value.map((m, i) => parseMirror(m, `${dotted}[${i}]`, bad));
       continue;
     }
     const field = HOST_FIELDS.find((f) => f.toml === key);
-    if (!field) throw new ConfigError(`Cannot load config key "${dotted}": unknown key`, dotted);
-    host[field.ts] = checkValue(field, value, dotted);
+    if (!field) throw bad(dotted, "unknown key");
+    host[field.ts] = checkValue(field, value, dotted, bad);
   }
   return host as unknown as HostConfig;
 }
 
-function parseMirror(value: unknown, at: string): MirrorConfig {
-  if (!isTable(value)) throw new ConfigError(`Cannot load config key "${at}": expected a table`, at);
+function parseMirror(value: unknown, at: string, bad: KeyError): MirrorConfig {
+  if (!isTable(value)) throw bad(at, "expected a table");
   const mirror: Table = {};
   for (const f of MIRROR_FIELDS) mirror[f.ts] = f.default;
   for (const [key, v] of Object.entries(value)) {
     const field = MIRROR_FIELDS.find((f) => f.toml === key);
-    if (!field) throw new ConfigError(`Cannot load config key "${at}.${key}": unknown key`, `${at}.${key}`);
-    mirror[field.ts] = checkValue(field, v, `${at}.${key}`);
+    if (!field) throw bad(`${at}.${key}`, "unknown key");
+    mirror[field.ts] = checkValue(field, v, `${at}.${key}`, bad);
   }
-  if (mirror.host === "") throw new ConfigError(`Cannot load config key "${at}.host": a mirror needs a host`, `${at}.host`);
+  if (mirror.host === "") throw bad(`${at}.host`, "a mirror needs a host");
   return mirror as unknown as MirrorConfig;
 }
 
-function checkValue(field: FieldSpec, value: unknown, dotted: string): unknown {
-  const bad = (why: string) => new ConfigError(`Cannot load config key "${dotted}": ${why}`, dotted);
+function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: KeyError): unknown {
+  const bad = (why: string) => badKey(dotted, why);
   switch (field.kind) {
     case "bool":
       if (typeof value !== "boolean") throw bad(`expected true or false, got ${describe(value)}`);
@@ -122,7 +137,8 @@ function checkValue(field: FieldSpec, value: unknown, dotted: string): unknown {
     case "int": {
       const n = typeof value === "bigint" ? Number(value) : value;
       if (typeof n !== "number" || !Number.isSafeInteger(n)) throw bad(`expected an integer, got ${describe(value)}`);
-      if (field.min !== undefined && n < field.min) throw bad(`must be at least ${field.min}, got ${n}`);
+      if (field.min !== undefined && n < field.min) throw bad(`${n} is under its minimum ${field.min}`);
+      if (field.max !== undefined && n > field.max) throw bad(`${n} is over its maximum ${field.max}`);
       return n;
     }
     case "string":
@@ -193,5 +209,6 @@ export function renderToml(config: Config = defaultConfig()): string {
 function renderField(f: FieldSpec, value: unknown): string[] {
   const dflt = f.kind === "string" || f.kind === "enum" ? JSON.stringify(f.default) : String(f.default);
   const val = typeof value === "string" ? JSON.stringify(value) : String(value);
-  return [`# ${f.doc} (default ${dflt})`, `${f.toml} = ${val}`];
+  const range = f.kind === "int" && f.min !== undefined && f.max !== undefined ? `; ${f.min} to ${f.max}` : "";
+  return [`# ${f.doc} (default ${dflt}${range})`, `${f.toml} = ${val}`];
 }

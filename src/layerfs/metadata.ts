@@ -2,7 +2,8 @@
  * The immutable inode tree of one layer, built from its zTOC's TOC (what SOCI keeps in bbolt, kept in memory).
  *
  * Steps of `buildLayerTree`:
- *   1. Every entry, in TOC order: clean its path (skip with a warning if it escapes the root), create missing
+ *   1. Every entry, in TOC order: clean its path (skip with a warning if it escapes the root, or if the kernel
+ *      could not look it up: a name over NAME_MAX bytes or a path over PATH_MAX, see `nameTooLong`), create missing
  *      parent directories, and place it (a later entry of the same path replaces an earlier one, as `tar -x`
  *      does, and a replaced shared inode loses a link). OCI whiteouts become what overlayfs expects: `.wh.X` → a
  *      character device 0/0 named X; `.wh..wh..opq` → the opaque xattr on its directory. No `.wh.*` name is
@@ -21,6 +22,13 @@ export const PAX_XATTR_PREFIX = "SCHILY.xattr.";
 /** OCI whiteout prefix and the opaque-directory marker (image-spec layer.md). */
 export const WHITEOUT_PREFIX = ".wh.";
 export const WHITEOUT_OPAQUE = ".wh..wh..opq";
+
+/** Longest name the kernel looks up (NAME_MAX), in bytes: a longer one fails with ENAMETOOLONG before FUSE sees it. */
+export const NAME_MAX_BYTES = 255;
+/** Longest path a system call takes (PATH_MAX), in bytes with the terminating NUL. */
+export const PATH_MAX_BYTES = 4096;
+/** Entries skipped for too-long names that get a warning each; the rest are counted in one line. */
+const LONG_NAME_WARNINGS = 100;
 
 /** Which overlayfs xattr namespace marks opaque directories: "trusted" (default) or "user" (userxattr mounts). */
 export type OpaqueXattrMode = "trusted" | "user";
@@ -147,6 +155,12 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     target.nlink++;
   };
 
+  // Listed in its directory, a too-long name could not be looked up, opened or copied up: skip it.
+  let longNames = 0;
+  const skipLongName = (meta: FileMetadata, why: string): void => {
+    if (longNames++ < LONG_NAME_WARNINGS) warn(`Skipped ${meta.type === "hardlink" ? "hardlink" : "entry"} "${meta.name}": ${why}`);
+  };
+
   // 1. Entries in TOC order (a later entry of one path replaces an earlier one, hardlinks included).
   for (const meta of toc) {
     const parts = cleanPath(meta.name);
@@ -156,6 +170,11 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     }
     if (parts.length === 0) {
       if (meta.type === "dir") applyDirMeta(root, meta, mtimeOf);
+      continue;
+    }
+    const tooLong = nameTooLong(parts);
+    if (tooLong) {
+      skipLongName(meta, tooLong);
       continue;
     }
     if (meta.type === "hardlink") {
@@ -208,10 +227,46 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
     d.nlink = 2 + subdirs;
   };
   countDirs(root);
+  if (longNames > LONG_NAME_WARNINGS) {
+    warn(`Skipped ${longNames - LONG_NAME_WARNINGS} more entries whose names are too long (NAME_MAX ${NAME_MAX_BYTES} bytes, PATH_MAX ${PATH_MAX_BYTES} bytes)`);
+  }
   if (badTimes > 0) {
     warn(`Used modification time 0 for ${badTimes} entries with an unparsable mod_time (first: ${firstBadTime})`);
   }
   return { root, inodeCount: nextIno - 1, warnings };
+}
+
+/**
+ * Why the kernel could not reach the entry at `parts` (cleaned path components), or undefined when it can: a
+ * component over NAME_MAX_BYTES, or the path ("/" + parts joined by "/") over PATH_MAX_BYTES - 1 (the NUL).
+ * Lengths are UTF-8 bytes. A whiteout `.wh.X` is measured as X, the name it shows; the opaque marker
+ * `.wh..wh..opq` adds no name.
+ */
+export function nameTooLong(parts: readonly string[]): string | undefined {
+  // Fast path: a UTF-16 code unit is at most 3 UTF-8 bytes, so short names need no encoding.
+  let bound = 0;
+  for (const p of parts) {
+    if (p.length * 3 > NAME_MAX_BYTES) {
+      bound = Infinity;
+      break;
+    }
+    bound += 1 + p.length * 3;
+  }
+  if (bound <= PATH_MAX_BYTES - 1) return undefined;
+  const enc = new TextEncoder();
+  let pathBytes = 0;
+  for (let i = 0; i < parts.length; i++) {
+    let p = parts[i]!;
+    if (i === parts.length - 1) {
+      if (p === WHITEOUT_OPAQUE) break;
+      if (p.startsWith(WHITEOUT_PREFIX)) p = p.slice(WHITEOUT_PREFIX.length);
+    }
+    const n = enc.encode(p).length;
+    if (n > NAME_MAX_BYTES) return `a name in its path is ${n} bytes, over the limit of ${NAME_MAX_BYTES}`;
+    pathBytes += 1 + n;
+  }
+  if (pathBytes > PATH_MAX_BYTES - 1) return `its path is ${pathBytes} bytes, over the limit of ${PATH_MAX_BYTES - 1}`;
+  return undefined;
 }
 
 /** The entry at `parts` below `root`, not following symlinks. */

@@ -17,7 +17,7 @@ import { isIndexMediaType, isManifestMediaType, MediaType } from "../oci/media_t
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
 import { parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
-import { DigestMismatchError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { DigestMismatchError, FailedPreconditionError, fsErrorReason, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { checkRanges } from "./ranges.ts";
 import type { FetchedManifest, ImageStore, RequestOptions } from "./types.ts";
 
@@ -62,7 +62,7 @@ export class OciLayout implements ImageStore {
     try {
       marker = await readFile(join(dir, "oci-layout"), "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw layoutError(dir, "oci-layout", err);
       if (!opts.create) throw new NotFoundError(`Cannot open OCI layout "${dir}": it has no "oci-layout" file`, { cause: err });
       await layout.#create();
       return layout;
@@ -87,7 +87,7 @@ export class OciLayout implements ImageStore {
   async readIndex(): Promise<ImageIndex> {
     const path = join(this.dir, "index.json");
     const bytes = await readFile(path).then((b) => new Uint8Array(b), (err) => {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw layoutError(this.dir, "index.json", err);
       throw new NotFoundError(`Cannot open OCI layout "${this.dir}": it has no index.json`, { cause: err });
     });
     const { manifest } = parseManifest(bytes, { what: `index "${path}"` });
@@ -307,12 +307,19 @@ export class OciLayout implements ImageStore {
 
   #missing(digest: string, err: unknown): Error {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return new NotFoundError(`Cannot find blob "${digest}" in OCI layout "${this.dir}"`, { cause: err });
-    return err as Error;
+    if ((err as NodeJS.ErrnoException).code === "ENOTDIR") return layoutError(this.dir, "", err);
+    return new FailedPreconditionError(`Cannot read blob "${digest}" of OCI layout "${this.dir}": ${fsErrorReason(err)}`);
   }
 
   /** Creates DIR/blobs/sha256, oci-layout and an empty index.json where missing. */
   async #create(): Promise<void> {
-    await mkdir(join(this.dir, "blobs", "sha256"), { recursive: true });
+    try {
+      await mkdir(join(this.dir, "blobs", "sha256"), { recursive: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === "ENOTDIR" || code === "EEXIST" ? "it or a parent is not a directory" : fsErrorReason(err);
+      throw new FailedPreconditionError(`Cannot create OCI layout "${this.dir}": ${why}`);
+    }
     const files: Array<[string, Uint8Array]> = [
       ["oci-layout", encodeJson({ imageLayoutVersion: "1.0.0" })],
       ["index.json", new TextEncoder().encode(goIndex({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] }))],
@@ -332,6 +339,18 @@ export class OciLayout implements ImageStore {
     this.#indexLock = next.catch(() => {});
     return next;
   }
+}
+
+/**
+ * The error for a layout file that cannot be read for another reason than being absent: "Cannot open OCI
+ * layout "DIR": not a directory" when DIR (or a parent) is a file, else naming the file and the reason.
+ * The reason stands in for Node's message, which is not kept as the cause (it would repeat it, raw).
+ */
+function layoutError(dir: string, file: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOTDIR") return new FailedPreconditionError(`Cannot open OCI layout "${dir}": not a directory`);
+  if (code === "EISDIR") return new FailedPreconditionError(`Cannot open OCI layout "${dir}": ${file} is a directory`);
+  return new FailedPreconditionError(`Cannot open OCI layout "${dir}": cannot read ${file || "it"}: ${fsErrorReason(err)}`);
 }
 
 /** index.json with `desc` added: a tag moves to it; an untagged descriptor is added once. */

@@ -11,14 +11,18 @@
  *                                      one record per (image manifest, index) pair, see IndexRecord
  *
  * Every write is atomic: bytes go to a temporary file in the same directory, are fsynced, then renamed into
- * place and the directory fsynced. A crash leaves at most a stray `.tmp-*` file (ignored and swept by
- * `sweepTemporaryFiles`), never a half-written blob or record under its final name. Blobs are verified against
- * their digest before they are renamed into place.
+ * place and the directory fsynced. A crash leaves at most a stray temporary file, never a half-written blob or
+ * record under its final name. Blobs are verified against their digest before they are renamed into place.
+ *
+ * Temporary files are named after their writer, `.tmp-<pidns>-<pid>-<start>-<random>` (see `temporaryName`):
+ * the pid namespace inode, the pid and the process start time (field 22 of /proc/<pid>/stat, which tells a
+ * reused pid apart). Opening the store removes the temporary files of writers that are gone (see
+ * `isStaleTemporary`), and never those of a live writer: several processes may write one store at a time.
  *
  * Uses node:fs and node:crypto only, which Deno supports.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Platform } from "../oci/types.ts";
@@ -62,10 +66,16 @@ export class ArtifactStore {
   readonly contentDir: string;
   readonly dbDir: string;
 
+  /**
+   * Opens the store at `root` (nothing is created until the first write) and removes the temporary files
+   * that writers which are gone left behind (see `sweepTemporaryFiles`); file system errors while doing so
+   * are ignored.
+   */
   constructor(root: string) {
     this.root = root;
     this.contentDir = join(root, "content");
     this.dbDir = join(root, "index-db");
+    this.#sweepStale();
   }
 
   /** Path of a blob (whether or not it exists). Throws InvalidArgumentError on a malformed digest. */
@@ -209,20 +219,34 @@ export class ArtifactStore {
     for (const n of names) if (n.endsWith(".json")) await rm(join(this.dbDir, n), { force: true });
   }
 
-  /** Delete temporary files left by a crash in the middle of a write. Returns how many were removed. */
+  /**
+   * Delete the temporary files that a crash in the middle of a write left behind: those whose writer is no
+   * longer running (see `isStaleTemporary`). A live writer's files are kept. Returns how many were removed.
+   * The constructor does this too.
+   */
   async sweepTemporaryFiles(): Promise<number> {
+    return this.#sweepStale();
+  }
+
+  #sweepStale(): number {
     let n = 0;
-    for (const dir of [join(this.contentDir, "blobs", "sha256"), this.dbDir]) {
-      let names: string[] = [];
+    const now = Date.now();
+    for (const dir of [join(this.contentDir, "blobs", "sha256"), this.dbDir, this.contentDir]) {
+      let names: string[];
       try {
-        names = await readdir(dir);
+        names = readdirSync(dir);
       } catch {
         continue;
       }
       for (const name of names) {
-        if (name.startsWith(".tmp-")) {
-          await rm(join(dir, name), { force: true });
+        if (!name.startsWith(TEMP_PREFIX)) continue;
+        const path = join(dir, name);
+        try {
+          if (!isStaleTemporary(name, { mtimeMs: () => statSync(path).mtimeMs, nowMs: now })) continue;
+          rmSync(path, { force: true });
           n++;
+        } catch {
+          // vanished (renamed into place by its writer) or not ours to remove: leave it
         }
       }
     }
@@ -256,14 +280,97 @@ export class ArtifactStore {
   }
 }
 
+const TEMP_PREFIX = ".tmp-";
+/** A temporary file of the current format: `.tmp-<pidns>-<pid>-<start>-<random hex>`. */
+const TEMP_RE = /^\.tmp-(\d+)-(\d+)-(\d+)-[0-9a-f]+$/;
+/** How old (by mtime) a temporary file must be before it is removed when its writer cannot be checked. */
+export const UNKNOWN_WRITER_TEMP_AGE_MS = 60 * 60 * 1000;
+
 /**
- * Write `bytes` to `path` so that readers see either nothing or all of it: temp file in the same directory,
- * fsync, rename, fsync of the directory.
+ * Who a process is, as far as its temporary files say: pid namespace inode (0 when unknown), pid, and start
+ * time in clock ticks since boot (0 when unknown). Read from /proc (Linux); zeros where it cannot be read.
+ */
+export interface WriterId {
+  pidNamespace: string;
+  pid: number;
+  startTime: string;
+}
+
+/** The pid namespace inode of this process ("0" when /proc cannot tell). */
+function pidNamespace(): string {
+  try {
+    return /^pid:\[(\d+)\]$/.exec(readlinkSync("/proc/self/ns/pid"))?.[1] ?? "0";
+  } catch {
+    return "0";
+  }
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); undefined when it cannot be read. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) is in parentheses and may hold spaces and ")": fields 3.. follow the last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const start = fields[22 - 3];
+    return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let thisWriter: WriterId | undefined;
+
+/** This process as a writer of temporary files. */
+export function currentWriter(): WriterId {
+  thisWriter ??= { pidNamespace: pidNamespace(), pid: process.pid, startTime: processStartTime(process.pid) ?? "0" };
+  return thisWriter;
+}
+
+/** A fresh temporary file name for `writer` (default this process): `.tmp-<pidns>-<pid>-<start>-<16 hex>`. */
+export function temporaryName(writer: WriterId = currentWriter()): string {
+  return `${TEMP_PREFIX}${writer.pidNamespace}-${writer.pid}-${writer.startTime}-${randomBytes(8).toString("hex")}`;
+}
+
+/**
+ * Whether the temporary file `name` was left by a writer that is gone, so it can be removed:
+ *  - of the current format, from this pid namespace: when no process has its pid, or the process that has it
+ *    started at another time (the pid was reused);
+ *  - otherwise (a name without a writer, or a writer in another pid namespace, whose liveness cannot be
+ *    checked from here): when its mtime is over `UNKNOWN_WRITER_TEMP_AGE_MS` old.
+ * `mtimeMs` is only called in the second case.
+ */
+export function isStaleTemporary(name: string, opts: { mtimeMs: () => number; nowMs?: number }): boolean {
+  const m = TEMP_RE.exec(name);
+  const me = currentWriter();
+  if (m && m[1] === me.pidNamespace && me.pidNamespace !== "0") {
+    const pid = Number(m[2]);
+    if (pid === me.pid) return m[3] !== me.startTime;
+    if (!isRunning(pid)) return true;
+    const start = processStartTime(pid);
+    return start !== undefined && m[3] !== "0" && start !== m[3];
+  }
+  return (opts.nowMs ?? Date.now()) - opts.mtimeMs() > UNKNOWN_WRITER_TEMP_AGE_MS;
+}
+
+/** True when a process has this pid (signal 0: ESRCH means none; EPERM means one we may not signal). */
+function isRunning(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
+/**
+ * Write `bytes` to `path` so that readers see either nothing or all of it: temp file in the same directory
+ * (named by `temporaryName`), fsync, rename, fsync of the directory.
  */
 export function atomicWrite(path: string, bytes: Uint8Array): void {
   const slash = path.lastIndexOf("/");
   const dir = slash > 0 ? path.slice(0, slash) : ".";
-  const tmp = `${dir}/.tmp-${randomBytes(8).toString("hex")}`;
+  const tmp = `${dir}/${temporaryName()}`;
   const fd = openSync(tmp, "wx", 0o644);
   try {
     let off = 0;

@@ -99,3 +99,27 @@ export function errorMessage(err: unknown): string {
   }
   return String(err);
 }
+
+const FS_REASONS: Record<string, string> = {
+  ENOENT: "no such file or directory",
+  ENOTDIR: "not a directory",
+  EISDIR: "is a directory",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  ELOOP: "too many levels of symbolic links",
+  ENAMETOOLONG: "file name too long",
+  EMFILE: "too many open files",
+  ENOSPC: "no space left on device",
+  EROFS: "read-only file system",
+  EAGAIN: "nothing to read without waiting",
+};
+
+/**
+ * The reason a file system call failed, in words, without the call and path that Node's messages repeat
+ * ("not a directory" for ENOTDIR); the error's own message for codes not listed.
+ */
+export function fsErrorReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && FS_REASONS[code]) return FS_REASONS[code]!;
+  return errorMessage(err);
+}

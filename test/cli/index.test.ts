@@ -3,7 +3,8 @@
  * layouts: no registry needed (the registry flows are in test/e2e/index_python.test.ts).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ImageIndex, Manifest } from "../../src/oci/types.ts";
@@ -116,5 +117,29 @@ describe("soci-ts index", () => {
     expect(list.map((x: { version: string; manifestDigest: string }) => [x.version, x.manifestDigest])).toEqual([
       ["v2", res.images[0].manifestDigest],
     ]);
+  });
+
+  test("a temporary blob that a killed writer left is removed by the next command; a live writer's is kept", () => {
+    const r = join(dir, "root-tmp");
+    const blobs = join(r, "content", "blobs", "sha256");
+    mkdirSync(blobs, { recursive: true });
+    // `.tmp-<pid namespace>-<pid>-<start time>-<random>`: a writer that has exited, and this (live) process
+    const ns = /\d+/.exec(readlinkSync("/proc/self/ns/pid"))![0];
+    const deadPid = spawnSync("true").pid;
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const myStart = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+    const dead = join(blobs, `.tmp-${ns}-${deadPid}-1-0011223344556677`);
+    const live = join(blobs, `.tmp-${ns}-${process.pid}-${myStart}-8899aabbccddeeff`);
+    writeFileSync(dead, "half a blob");
+    writeFileSync(live, "half a blob");
+    const listed = runCli(["--root", r, "index", "list", "-q"]);
+    expect(listed.code).toBe(0);
+    expect(existsSync(dead)).toBe(false);
+    expect(existsSync(live)).toBe(true);
+    // rebuild-db sweeps as well, and keeps what a live writer is writing
+    writeFileSync(dead, "half a blob");
+    expect(runCli(["--root", r, "index", "rebuild-db"]).code).toBe(0);
+    expect(existsSync(dead)).toBe(false);
+    expect(existsSync(live)).toBe(true);
   });
 });

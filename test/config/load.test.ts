@@ -1,10 +1,11 @@
 import { describe, expect, test } from "bun:test";
+import { type FieldSpec, MIRROR_FIELDS, SCHEMA } from "../../src/config/defaults.ts";
 import { defaultConfig, parseConfig, renderToml } from "../../src/config/load.ts";
 import { ConfigError } from "../../src/util/errors.ts";
 
-function expectKeyError(text: string, key: string): ConfigError {
+function expectKeyError(text: string, key: string, source?: string): ConfigError {
   try {
-    parseConfig(text);
+    parseConfig(text, source);
   } catch (err) {
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).key).toBe(key);
@@ -66,8 +67,48 @@ describe("parseConfig()", () => {
     expectKeyError('[resolver.host."h"]\nmirrors = [{ insecure = true }]', 'resolver.host."h".mirrors[0].host');
   });
 
-  test("TOML syntax errors say so", () => {
+  test("TOML syntax errors say so, on one line naming the file, the line and its text", () => {
     expect(() => parseConfig("[http\n")).toThrow(/Cannot parse config/);
+    const err = (() => {
+      try {
+        parseConfig("[http]\nMaxRetries = 99999999999999999999\n", "/etc/c.toml");
+      } catch (e) {
+        return e as Error;
+      }
+    })();
+    expect(err?.message).toBe('Cannot parse config "/etc/c.toml": integer value cannot be represented losslessly (line 2: "MaxRetries = 99999999999999999999")');
+    expect(err?.cause).toBeUndefined(); // smol-toml's message draws the line over several more
+  });
+
+  test("every integer key has bounds; a value past them is refused naming the key, the file and the bound", () => {
+    const ints: Array<{ f: FieldSpec; dotted: string; toml: (v: number) => string }> = [
+      ...SCHEMA.flatMap((sec) =>
+        sec.fields.filter((f) => f.kind === "int").map((f) => ({
+          f,
+          dotted: sec.toml ? `${sec.toml}.${f.toml}` : f.toml,
+          toml: (v: number) => `${sec.toml ? `[${sec.toml}]\n` : ""}${f.toml} = ${v}\n`,
+        }))
+      ),
+      ...MIRROR_FIELDS.filter((f) => f.kind === "int").map((f) => ({
+        f,
+        dotted: `resolver.host."h".mirrors[0].${f.toml}`,
+        toml: (v: number) => `[resolver.host."h"]\nmirrors = [{ host = "m", ${f.toml} = ${v} }]\n`,
+      })),
+    ];
+    expect(ints.length).toBeGreaterThan(25);
+    for (const { f, dotted, toml } of ints) {
+      expect([f.toml, f.min !== undefined && f.max !== undefined && f.min <= (f.default as number) && (f.default as number) <= f.max]).toEqual([f.toml, true]);
+      expect(() => parseConfig(toml(f.min!), "/c.toml")).not.toThrow();
+      expect(() => parseConfig(toml(f.max!), "/c.toml")).not.toThrow();
+      const over = expectKeyError(toml(f.max! + 1), dotted, "/c.toml");
+      expect(over.message).toBe(`Cannot load config key "${dotted}" from "/c.toml": ${f.max! + 1} is over its maximum ${f.max}`);
+      const under = expectKeyError(toml(f.min! - 1), dotted, "/c.toml");
+      expect(under.message).toBe(`Cannot load config key "${dotted}" from "/c.toml": ${f.min! - 1} is under its minimum ${f.min}`);
+    }
+    // TOML's float syntax for an integral value is taken at its value, and bounded like any other
+    expect(expectKeyError("[http]\nMaxRetries = 1e9", "http.MaxRetries").message).toBe(
+      'Cannot load config key "http.MaxRetries": 1000000000 is over its maximum 100',
+    );
   });
 });
 

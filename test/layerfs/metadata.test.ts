@@ -167,6 +167,54 @@ describe("buildLayerTree: odd modification times", () => {
   });
 });
 
+describe("buildLayerTree: names the kernel cannot look up", () => {
+  const long = (c: string, n: number) => c.repeat(n);
+  test("a component over 255 bytes, or a path over 4095, is skipped with a warning naming it; siblings stay", () => {
+    const deep = Array.from({ length: 20 }, (_, i) => `${i}`.padEnd(200, "d")); // "/" + 20 × 201 - 1 = 4020 bytes
+    const warned: string[] = [];
+    const t = buildLayerTree(
+      [
+        fm("dir/", "dir"),
+        fm(`dir/${long("a", 256)}`, "reg", { uncompressedSize: 1, uncompressedOffset: 512 }),
+        fm(`dir/${long("é", 128)}`, "reg"), // 128 characters, 256 bytes
+        fm(`dir/${long("b", 255)}`, "reg", { uncompressedSize: 2, uncompressedOffset: 1024 }),
+        fm(`dir/.wh.${long("w", 255)}`, "reg"), // shown as a 255-byte name
+        fm(`dir/${long("c", 300)}/`, "dir"),
+        fm(`dir/${long("c", 300)}/inner`, "reg"),
+        fm(`dir/link-${long("h", 251)}`, "hardlink", { linkname: `dir/${long("b", 255)}` }),
+        fm("dir/ok", "reg", { uncompressedSize: 3, uncompressedOffset: 1536 }),
+        fm(`${deep.join("/")}/${long("p", 74)}`, "reg"), // 4020 + 75 = 4095 bytes: fits with the NUL
+        fm(`${deep.join("/")}/${long("q", 75)}`, "reg"), // 4096 bytes: does not
+      ],
+      { warn: (m) => warned.push(m) },
+    );
+    expect([...at(t, "dir")!.children!.keys()].sort()).toEqual([long("b", 255), "ok", long("w", 255)]);
+    expect(at(t, "dir/ok")!.size).toBe(3);
+    expect(at(t, `dir/${long("b", 255)}`)!.nlink).toBe(1); // its too-long hardlink was not placed
+    expect(at(t, `${deep.join("/")}/${long("p", 74)}`)).toBeDefined();
+    expect(at(t, `${deep.join("/")}/${long("q", 75)}`)).toBeUndefined();
+    expect(warned).toEqual([
+      `Skipped entry "dir/${long("a", 256)}": a name in its path is 256 bytes, over the limit of 255`,
+      `Skipped entry "dir/${long("é", 128)}": a name in its path is 256 bytes, over the limit of 255`,
+      `Skipped entry "dir/${long("c", 300)}/": a name in its path is 300 bytes, over the limit of 255`,
+      `Skipped entry "dir/${long("c", 300)}/inner": a name in its path is 300 bytes, over the limit of 255`,
+      `Skipped hardlink "dir/link-${long("h", 251)}": a name in its path is 256 bytes, over the limit of 255`,
+      `Skipped entry "${deep.join("/")}/${long("q", 75)}": its path is 4096 bytes, over the limit of 4095`,
+    ]);
+  });
+
+  test("past 100 such entries, one line counts the rest", () => {
+    const warned: string[] = [];
+    const t = buildLayerTree(
+      [...Array.from({ length: 150 }, (_, i) => fm(`${i}-${long("x", 300)}`, "reg")), fm("kept", "reg")],
+      { warn: (m) => warned.push(m) },
+    );
+    expect([...t.root.children!.keys()]).toEqual(["kept"]);
+    expect(warned).toHaveLength(101);
+    expect(warned[100]).toBe(`Skipped 50 more entries whose names are too long (NAME_MAX 255 bytes, PATH_MAX 4096 bytes)`);
+  });
+});
+
 describe("helpers", () => {
   test("cleanPath", () => {
     expect(cleanPath("./a//b/")).toEqual(["a", "b"]);

@@ -1,8 +1,15 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ArtifactStore, type IndexRecord, sha256Digest } from "../../src/soci/artifact_store.ts";
+import {
+  ArtifactStore,
+  currentWriter,
+  type IndexRecord,
+  processStartTime,
+  sha256Digest,
+  temporaryName,
+} from "../../src/soci/artifact_store.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
 
 let root: string;
@@ -84,8 +91,59 @@ describe("ArtifactStore", () => {
     const records = await s.listRecords();
     expect(records.length).toBeGreaterThan(3);
     for (const r of records) expect(r.imageRef.length).toBeGreaterThan(1000);
-    await s.sweepTemporaryFiles();
+    // opening the store removed what the killed writer left
     expect(readdirSync(join(root, "content/blobs/sha256")).filter((n) => n.startsWith("."))).toEqual([]);
+    expect(readdirSync(join(root, "index-db")).filter((n) => n.startsWith("."))).toEqual([]);
+  });
+
+  test("opening the store removes the temporary files of writers that are gone, never a live writer's", async () => {
+    const blobs = join(root, "content/blobs/sha256");
+    mkdirSync(blobs, { recursive: true });
+    mkdirSync(join(root, "index-db"));
+    const me = currentWriter();
+    // A live writer in another process, and one that has exited.
+    const live = Bun.spawn(["sleep", "600"]);
+    const exited = Bun.spawn(["true"]);
+    await exited.exited;
+    const hoursAgo = (path: string) => utimesSync(path, new Date(Date.now() - 2 * 3600_000), new Date(Date.now() - 2 * 3600_000));
+    const put = (dir: string, name: string, old = false) => {
+      writeFileSync(join(dir, name), "half");
+      if (old) hoursAgo(join(dir, name));
+      return name;
+    };
+    try {
+      const liveStart = processStartTime(live.pid);
+      expect(liveStart).toBeDefined();
+      const kept = [
+        put(blobs, temporaryName({ ...me, pid: live.pid, startTime: liveStart! })),
+        put(blobs, temporaryName()), // this process, writing right now
+        put(blobs, ".tmp-cafe"), // old name format, recent: its writer may still be at work
+        put(blobs, temporaryName({ ...me, pidNamespace: "1", pid: 999_999 })), // another pid namespace, recent
+      ];
+      const keptDb = [put(join(root, "index-db"), temporaryName({ ...me, pid: live.pid, startTime: liveStart! }))];
+      const removed = [
+        put(blobs, temporaryName({ ...me, pid: exited.pid, startTime: "1" })),
+        put(blobs, temporaryName({ ...me, startTime: `${me.startTime}9` })), // this pid, reused by another process
+        put(blobs, ".tmp-deadbeef", true),
+        put(blobs, temporaryName({ ...me, pidNamespace: "1", pid: 999_999 }), true),
+      ];
+      const removedDb = [put(join(root, "index-db"), temporaryName({ ...me, pid: exited.pid, startTime: "1" }))];
+      const s = new ArtifactStore(root);
+      expect(readdirSync(blobs).sort()).toEqual([...kept].sort());
+      expect(readdirSync(join(root, "index-db"))).toEqual(keptDb);
+      for (const n of [...removed, ...removedDb]) expect(existsSync(join(blobs, n)) || existsSync(join(root, "index-db", n))).toBe(false);
+      // writing goes on next to the live writer's files
+      expect(await s.getBlob(await s.putBlob(new Uint8Array([7])))).toEqual(new Uint8Array([7]));
+      // once the writer is gone, its files go at the next opening
+      live.kill("SIGKILL");
+      await live.exited;
+      expect(await new ArtifactStore(root).sweepTemporaryFiles()).toBe(0);
+      expect(readdirSync(blobs).filter((n) => n.startsWith(".")).sort()).toEqual(kept.slice(1).sort());
+      expect(readdirSync(join(root, "index-db"))).toEqual([]);
+    } finally {
+      live.kill("SIGKILL");
+      await live.exited;
+    }
   });
 
   test("a crash mid-write leaves only a temporary file, invisible and swept", async () => {
@@ -95,6 +153,10 @@ describe("ArtifactStore", () => {
     // what a crash between write and rename leaves behind
     writeFileSync(join(root, "index-db", ".tmp-deadbeef"), '{"manifestDigest":');
     writeFileSync(join(root, "content/blobs/sha256", ".tmp-cafe"), "half");
+    // names without a writer are swept once they are old enough that no writer can still be at them
+    const old = new Date(Date.now() - 2 * 3600_000);
+    utimesSync(join(root, "index-db", ".tmp-deadbeef"), old, old);
+    utimesSync(join(root, "content/blobs/sha256", ".tmp-cafe"), old, old);
     expect((await s.listRecords()).length).toBe(1);
     expect(await s.listBlobs()).toEqual([d]);
     expect(await s.sweepTemporaryFiles()).toBe(2);
