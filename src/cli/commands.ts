@@ -31,10 +31,11 @@ const ztocCommands: Record<string, Lazy> = {
   info: () => import("./ztoc_info.ts").then((m) => m.default),
   "get-file": () => import("./ztoc_get_file.ts").then((m) => m.default),
 };
-/** Commands without a noun. `serve` and `pull` will join these. */
+/** Commands without a noun. `pull` will join these. */
 const topLevel: Record<string, Lazy> = {
   convert: () => import("./convert.ts").then((m) => m.default),
   mount: () => import("./mount.ts").then((m) => m.default),
+  serve: () => import("./serve.ts").then((m) => m.default),
 };
 
 export const rootCommand: CommandDef<ArgsDef> = defineCommand({

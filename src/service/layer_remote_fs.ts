@@ -16,13 +16,9 @@
 import type { ImageResolver } from "../layerfs/image_resolver.ts";
 import { acquireOptionsFor } from "../layerfs/image_resolver.ts";
 import type { LayerFs } from "../layerfs/remote_fs.ts";
+import { CRI_IMAGE_REF_LABEL, CRI_LAYER_DIGEST_LABEL, CRI_MANIFEST_DIGEST_LABEL } from "../snapshot/labels.ts";
 import type { RemoteFs } from "../snapshot/remote_fs.ts";
 import { InvalidArgumentError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
-
-/** containerd's CRI labels that name a layer (set by CRI, nerdctl, `soci image rpull`, `soci-ts pull`). */
-export const LABEL_IMAGE_REF = "containerd.io/snapshot/cri.image-ref";
-export const LABEL_LAYER_DIGEST = "containerd.io/snapshot/cri.layer-digest";
-export const LABEL_MANIFEST_DIGEST = "containerd.io/snapshot/cri.manifest-digest";
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
@@ -41,14 +37,14 @@ export class LayerRemoteFs implements RemoteFs {
 
   async mount(mountpoint: string, labels: Readonly<Record<string, string>>, opts: { signal?: AbortSignal } = {}): Promise<void> {
     // 1.
-    const imageRef = labels[LABEL_IMAGE_REF];
-    const layerDigest = labels[LABEL_LAYER_DIGEST];
-    const manifestDigest = labels[LABEL_MANIFEST_DIGEST] || undefined;
+    const imageRef = labels[CRI_IMAGE_REF_LABEL];
+    const layerDigest = labels[CRI_LAYER_DIGEST_LABEL];
+    const manifestDigest = labels[CRI_MANIFEST_DIGEST_LABEL] || undefined;
     if (!imageRef || !layerDigest) {
-      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": labels "${LABEL_IMAGE_REF}" and "${LABEL_LAYER_DIGEST}" are required`);
+      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": labels "${CRI_IMAGE_REF_LABEL}" and "${CRI_LAYER_DIGEST_LABEL}" are required`);
     }
     if (!DIGEST.test(layerDigest)) {
-      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": label "${LABEL_LAYER_DIGEST}" value "${layerDigest}" is not a sha256 digest`);
+      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": label "${CRI_LAYER_DIGEST_LABEL}" value "${layerDigest}" is not a sha256 digest`);
     }
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;

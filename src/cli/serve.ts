@@ -1,0 +1,47 @@
+/**
+ * `soci-ts serve`: the daemon. containerd's proxy snapshotter on a unix socket, in the foreground until SIGINT or
+ * SIGTERM (both stop serving, detach every layer mount and keep the metadata for the next start).
+ *
+ *   --address PATH   unix socket to listen on (default: config `address`, /run/soci-ts/soci-ts.sock)
+ */
+import { defineCommand } from "citty";
+import { resolve } from "node:path";
+import { startServe } from "../service/serve.ts";
+import { InvalidArgumentError } from "../util/errors.ts";
+import { cliContext, usableRoot } from "./context.ts";
+
+export default defineCommand({
+  meta: { name: "serve", description: "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket" },
+  args: {
+    address: { type: "string", description: "Unix socket to listen on (default: config address)" },
+  },
+  async run({ args }) {
+    const ctx = cliContext();
+    const c = ctx.config;
+    const root = resolve(usableRoot(ctx));
+    if (!c.snapshotter.enable) {
+      throw new InvalidArgumentError("Cannot serve: [snapshotter] enable is false and there is nothing else to serve yet");
+    }
+    const address = String(args.address ?? c.address);
+    if (!address) throw new InvalidArgumentError('Cannot serve: option "--address" is empty');
+    // Signals are taken from the start: one while starting stops right after start (or its failure).
+    let stopAsked = false;
+    let wake: () => void = () => {};
+    const stopped = new Promise<void>((res) => (wake = res));
+    const onSignal = (sig: string) => {
+      if (stopAsked) {
+        ctx.logger.warn("Second signal: exiting now", { signal: sig });
+        process.exit(1);
+      }
+      stopAsked = true;
+      ctx.logger.info("Stopping", { signal: sig });
+      wake();
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    const daemon = await startServe({ config: c, root, address: resolve(address), logger: ctx.logger, env: process.env });
+    process.stderr.write(`soci-ts serve: containerd snapshots on ${daemon.address} (root ${root}); SIGTERM to stop\n`);
+    await stopped;
+    await daemon.stop();
+  },
+});

@@ -1,0 +1,259 @@
+/**
+ * `soci-ts serve` as containerd sees it, over its real socket (without containerd: the test is the client,
+ * making the calls containerd's unpacker makes): a layer named by CRI labels is mounted lazily and committed
+ * under its chain id (AlreadyExists), an image without an index gets normal snapshots, the daemon restarts
+ * (SIGTERM and SIGKILL) with its remote snapshots mounted again and nothing stale, Remove unmounts, and bad
+ * labels or a registry that stops answering never hang a call. Against the real registry and kernel FUSE.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { readMountInfo } from "../../src/fuse/mount.ts";
+import { SnapshotsClient } from "../../src/grpc/snapshots_client.ts";
+import type { Mount } from "../../src/grpc/snapshots_types.ts";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError } from "../../src/util/errors.ts";
+import { runCli } from "../_harness/cli.ts";
+import { needs } from "../_harness/env.ts";
+import { Rand } from "../_harness/rand.ts";
+import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import { startServeProcess, type ServeProcess } from "../_harness/serve.ts";
+
+const run = needs("serve snapshots", "root", "fuse", "tool:docker-registry", "tool:mount", "tool:setpriv");
+
+const REF_LABEL = "containerd.io/snapshot.ref";
+const sha = (s: string) => "sha256:" + createHash("sha256").update(s).digest("hex");
+
+/** containerd's chain ids of an image's layers. */
+function chainIds(img: PushedImage): string[] {
+  const out: string[] = [];
+  for (const d of img.config.rootfs.diff_ids) out.push(out.length === 0 ? d : sha(`${out[out.length - 1]} ${d}`));
+  return out;
+}
+
+/** The labels containerd's CRI (and `soci image rpull`) put on the unpack Prepare of layer `i`. */
+function criLabels(img: PushedImage, name: string, i: number): Record<string, string> {
+  return {
+    [REF_LABEL]: chainIds(img)[i]!,
+    "containerd.io/snapshot/cri.image-ref": name,
+    "containerd.io/snapshot/cri.layer-digest": img.layers[i]!.descriptor.digest,
+    "containerd.io/snapshot/cri.manifest-digest": img.manifestDescriptor.digest,
+    "containerd.io/snapshot/cri.image-layers": img.layers.map((l) => l.descriptor.digest).join(","),
+  };
+}
+
+/** Mounts (as containerd would perform them) at `dir`; returns the unmount. */
+function performMounts(mounts: Mount[], dir: string): () => void {
+  expect(mounts.length).toBe(1);
+  const m = mounts[0]!;
+  const r = spawnSync("mount", ["-t", m.type, m.source, dir, "-o", m.options.join(",")], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`mount ${JSON.stringify(m)} failed: ${r.stderr}`);
+  return () => {
+    spawnSync("umount", [dir]);
+  };
+}
+
+/**
+ * What `p` rejects with (it must reject). Bun's `expect(p).rejects` never settled for these errors (a gRPC
+ * status as `cause`), so tests take the reason themselves.
+ */
+async function failure(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => new Error("expected a rejection"),
+    (e) => e,
+  );
+}
+
+/** FUSE mounts of soci-ts under `root`, live or stale, from the mount table. */
+function fuseMountsUnder(root: string): string[] {
+  return readMountInfo()
+    .filter((m) => m.fstype.startsWith("fuse") && m.mountpoint.startsWith(root + "/"))
+    .map((m) => m.mountpoint);
+}
+
+describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let img: PushedImage;
+  let plain: PushedImage;
+  let cold: PushedImage;
+  let name: string;
+  let coldName: string;
+  let root: string;
+  let sock: string;
+  let daemon: ServeProcess | undefined;
+  let client: SnapshotsClient;
+  const big = new Rand("serve").bytes(600_000);
+
+  const start = async () => {
+    daemon = await startServeProcess(["--root", root, "--config", join(tmp, "config.toml"), ...(process.env.SERVE_DEBUG ? ["--log-level", "debug"] : []), "serve", "--address", sock]);
+  };
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    tmp = mkdtempSync(join(tmpdir(), "soci-serve-"));
+    img = await pushImage(reg, "test/serve", "v1", {
+      layers: [
+        { "etc/os-release": "ID=serve\n", "usr/share/big.bin": big },
+        { "etc/motd": "from the second layer\n", "etc/.wh.os-release": "" },
+      ],
+    });
+    plain = await pushImage(reg, "test/serve-plain", "v1", { layers: [{ "plain.txt": "no index\n" }] });
+    // Never read by the tests: its spans stay in the registry.
+    cold = await pushImage(reg, "test/serve-cold", "v1", { layers: [{ "cold.bin": new Rand("cold").bytes(300_000) }] });
+    name = `${reg.host}/test/serve:v1`;
+    coldName = `${reg.host}/test/serve-cold:v1`;
+    // The index is built on another "machine" (its own root) and pushed: serve finds it in the registry.
+    const build = join(tmp, "builder");
+    for (const image of [name, coldName]) {
+      for (const args of [["index", "create", image, "--min-layer-size", "0", "--span-size", "65536"], ["index", "push", image]]) {
+        const r = runCli(["--root", build, ...args], { timeoutMs: 120_000 });
+        expect(r.stderr + r.stdout).not.toContain("Cannot");
+        expect(r.code).toBe(0);
+      }
+    }
+    // Short timeouts so that a registry that stops answering fails calls quickly.
+    writeFileSync(join(tmp, "config.toml"), "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\n[background_fetch]\ndisable = true\n");
+    root = join(tmp, "root");
+    sock = join(tmp, "run", "soci-ts.sock");
+    await start();
+    client = new SnapshotsClient(`unix://${sock}`, { timeoutMs: 60_000 });
+  }, 300_000);
+
+  afterAll(async () => {
+    if (process.env.SERVE_LOG) writeFileSync(process.env.SERVE_LOG, daemon?.stderr() ?? "");
+    client?.close();
+    await daemon?.stop("SIGKILL").catch(() => {});
+    for (const mp of readMountInfo().map((m) => m.mountpoint).filter((p) => tmp && p.startsWith(tmp)).reverse()) spawnSync("umount", ["-l", mp]);
+    await reg?.stop();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test("a layer named by CRI labels is mounted lazily and committed under its chain id (AlreadyExists)", async () => {
+    const chains = chainIds(img);
+    for (let i = 0; i < img.layers.length; i++) {
+      const parent = i === 0 ? "" : `default/${i}/${chains[i - 1]}`;
+      const err = await client
+        .prepare({ key: `default/${10 + i}/extract-${i} ${chains[i]}`, parent: i === 0 ? "" : chains[i - 1]!, labels: criLabels(img, name, i) })
+        .catch((e) => e);
+      expect(err).toBeInstanceOf(AlreadyExistsError);
+      expect(String(err.message)).toContain(`target snapshot "${chains[i]}"`);
+      void parent;
+    }
+    // containerd's own lookup finds it: committed, with the ref label and the parent asked for.
+    const found = await Array.fromAsync(client.list({ filters: [`labels."${REF_LABEL}"==${chains[1]},parent=="${chains[0]}"`] }));
+    expect(found.map((f) => [f.name, f.kind, f.labels["containerd.io/snapshot/remote"]])).toEqual([[chains[1], "COMMITTED", "remote snapshot"]]);
+    expect((await client.stat({ key: chains[0]! })).labels["containerd.io/snapshot/cri.layer-digest"]).toBe(img.layers[0]!.descriptor.digest);
+    expect(fuseMountsUnder(root).length).toBe(2);
+  }, 120_000);
+
+  test("a container's rootfs over the lazy layers reads the image's files, whiteouts applied", async () => {
+    const chains = chainIds(img);
+    const mounts = await client.prepare({ key: "default/20/container-1", parent: chains[1]!, labels: {} });
+    expect(mounts[0]!.type).toBe("overlay");
+    const dir = join(tmp, "rootfs-1");
+    mkdirSync(dir);
+    const umount = performMounts(mounts, dir);
+    try {
+      expect(readFileSync(join(dir, "etc/motd"), "utf8")).toBe("from the second layer\n");
+      expect(existsSync(join(dir, "etc/os-release"))).toBe(false);
+      const got = readFileSync(join(dir, "usr/share/big.bin"));
+      expect(sha(got.toString("latin1")) === sha(Buffer.from(big).toString("latin1"))).toBe(true);
+      writeFileSync(join(dir, "written"), "upper\n");
+    } finally {
+      umount();
+    }
+    const usage = await client.usage({ key: "default/20/container-1" });
+    expect(usage.inodes).toBeGreaterThan(0);
+  }, 120_000);
+
+  test("an image without an index gets a normal snapshot for containerd to fill", async () => {
+    const mounts = await client.prepare({ key: "default/30/extract-plain", parent: "", labels: criLabels(plain, `${reg.host}/test/serve-plain:v1`, 0) });
+    expect(mounts[0]!.type).toBe("bind");
+    expect(mounts[0]!.options).toContain("rw");
+    await client.commit({ name: "plain-committed", key: "default/30/extract-plain", labels: {} });
+    expect((await client.stat({ key: "plain-committed" })).kind).toBe("COMMITTED");
+  }, 60_000);
+
+  test("labels naming a missing image or a malformed digest give a normal snapshot at once", async () => {
+    const labels = { ...criLabels(img, `${reg.host}/test/nothing:v1`, 0), [REF_LABEL]: sha("other") };
+    const mounts = await client.prepare({ key: "default/31/extract-missing", parent: "", labels });
+    expect(mounts[0]!.type).toBe("bind");
+    const bad = { ...labels, [REF_LABEL]: sha("other2"), "containerd.io/snapshot/cri.layer-digest": "sha256:../../etc" };
+    expect((await client.prepare({ key: "default/32/extract-bad", parent: "", labels: bad }))[0]!.type).toBe("bind");
+    expect(await failure(client.stat({ key: "no/such/key" }))).toBeInstanceOf(NotFoundError);
+  }, 60_000);
+
+  test("SIGTERM, then a new daemon: remote snapshots are mounted again from their labels", async () => {
+    expect(await daemon!.stop("SIGTERM")).toBe(0);
+    expect(fuseMountsUnder(root)).toEqual([]);
+    await start();
+    expect(fuseMountsUnder(root).length).toBe(2);
+    const view = await client.view({ key: "default/40/view", parent: chainIds(img)[1]!, labels: {} });
+    const dir = join(tmp, "view-1");
+    mkdirSync(dir);
+    const umount = performMounts(view, dir);
+    try {
+      expect(readFileSync(join(dir, "etc/motd"), "utf8")).toBe("from the second layer\n");
+    } finally {
+      umount();
+    }
+    await client.remove({ key: "default/40/view" });
+  }, 120_000);
+
+  test("SIGKILL, then a new daemon: the dead mounts are detached and the layers mounted again", async () => {
+    await daemon!.stop("SIGKILL");
+    const stale = fuseMountsUnder(root);
+    expect(stale.length).toBe(2);
+    await start();
+    const now = fuseMountsUnder(root);
+    expect(now.length).toBe(2);
+    // Each mount point holds exactly one mount again (the stale one was detached, not stacked under).
+    expect(new Set(now).size).toBe(now.length);
+    const mounts = await client.mounts({ key: "default/20/container-1" });
+    const dir = join(tmp, "rootfs-2");
+    mkdirSync(dir);
+    const umount = performMounts(mounts, dir);
+    try {
+      expect(readFileSync(join(dir, "written"), "utf8")).toBe("upper\n");
+      expect(readFileSync(join(dir, "etc/motd"), "utf8")).toBe("from the second layer\n");
+    } finally {
+      umount();
+    }
+  }, 120_000);
+
+  test("Remove: a parent with children is refused; removing bottom-up unmounts the layers", async () => {
+    const chains = chainIds(img);
+    expect(await failure(client.remove({ key: chains[0]! }))).toBeInstanceOf(FailedPreconditionError);
+    await client.remove({ key: "default/20/container-1" });
+    await client.remove({ key: chains[1]! });
+    await client.remove({ key: chains[0]! });
+    expect(fuseMountsUnder(root)).toEqual([]);
+    // containerd's GC calls Cleanup: the active extraction snapshots left by the handshake go too.
+    for (const i of [0, 1]) await client.remove({ key: `default/${10 + i}/extract-${i} ${chains[i]}` }).catch(() => {});
+    await client.cleanup();
+    const left = readdirSync(join(root, "snapshots", "snapshots"));
+    const listed = await Array.fromAsync(client.list({ filters: [] }));
+    expect(left.length).toBe(listed.length);
+  }, 120_000);
+
+  test("a registry that stops answering: Mounts of a child of a lazy layer answers Unavailable, never hangs", async () => {
+    const chain = chainIds(cold)[0]!;
+    const err = await failure(client.prepare({ key: `default/50/extract-0 ${chain}`, parent: "", labels: criLabels(cold, coldName, 0) }));
+    expect(err).toBeInstanceOf(AlreadyExistsError);
+    await client.prepare({ key: "default/60/container-2", parent: chain, labels: {} });
+    // A stopped registry process: connections are refused.
+    await reg.stop();
+    const started = Date.now();
+    expect(await failure(client.mounts({ key: "default/60/container-2" }))).toBeInstanceOf(UnavailableError);
+    expect(Date.now() - started).toBeLessThan(60_000);
+    // A layer of an image not resolved before: a normal snapshot, within the mount timeout (5 s here).
+    const labels = { ...criLabels(img, `${reg.host}/test/never:v1`, 0), [REF_LABEL]: sha("fresh") };
+    const t0 = Date.now();
+    const mounts = await client.prepare({ key: "default/61/extract-fresh", parent: "", labels });
+    expect(mounts[0]!.type).toBe("bind");
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  }, 120_000);
+});
