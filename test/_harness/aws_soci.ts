@@ -174,6 +174,7 @@ export interface AwsSociSnapshotterOptions {
 export interface AwsSociSnapshotter {
   /** Its `--root` (metadata and snapshot dirs, FUSE mount points under snapshotter/snapshots). */
   root: string;
+  /** The soci-snapshotter-grpc process inside the namespace. */
   process: NsProcess;
   /** Its log so far (JSON lines). */
   log(): Promise<string>;

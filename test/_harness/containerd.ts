@@ -59,8 +59,11 @@ export interface Containerd {
   address: string;
   /** Temp dir holding config, root, state, sockets and the log. */
   dir: string;
+  /** containerd's `root` (content, metadata, overlayfs snapshots). */
   root: string;
+  /** containerd's `state` (task bundles, with the containers' rootfs mount points). */
   state: string;
+  /** The config.toml it runs with. */
   configFile: string;
   /** The namespace containerd, its shims and `ctr()` run in. */
   ns: MountNamespace;

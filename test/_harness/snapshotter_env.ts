@@ -50,7 +50,9 @@ export interface SnapshotterEnv {
   registryHost: string;
   /** A registry client for the test process that trusts the registry's CA (for `pushImage`). */
   client: HttpRegistryClient;
+  /** The namespace everything runs in; start the snapshotter with `ns.spawn(argv, log, { env })`. */
   ns: MountNamespace;
+  /** containerd, its proxy plugin `snapshotterName` pointing at `socket`. */
   containerd: Containerd;
   /** The proxy plugin name. */
   snapshotterName: string;
