@@ -16,8 +16,10 @@
  *   PYTHON_IMAGE_TAG, PYTHON_LAYER2_FILES (what layer 2 adds, removes and links)
  */
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { acquireCacheLock, releaseCacheLock } from "./cache_lock.ts";
+import { debianMirror } from "./debian_mirror.ts";
 
 /** Tag of the image inside the layout. */
 export const PYTHON_IMAGE_TAG = "python";
@@ -39,8 +41,6 @@ export const PYTHON_LAYER2_FILES = {
 };
 
 const FIXTURE_VERSION = "v2";
-const LOCK_WAIT_MS = 20 * 60_000;
-const STALE_LOCK_MS = 30 * 60_000;
 
 function fixturesRoot(): string {
   return process.env.SOCI_TS_FIXTURES ?? "/var/cache/soci-ts/fixtures";
@@ -60,7 +60,7 @@ export async function ensurePythonImage(): Promise<string> {
   if (isComplete(dest)) return dest;
   mkdirSync(fixturesRoot(), { recursive: true });
   const lock = `${dest}.lock`;
-  await acquireLock(lock);
+  await acquireCacheLock(lock, "the python image");
   try {
     if (isComplete(dest)) return dest;
     const tmp = `${dest}.build-${process.pid}`;
@@ -75,7 +75,7 @@ export async function ensurePythonImage(): Promise<string> {
     }
     return dest;
   } finally {
-    rmSync(lock, { force: true });
+    releaseCacheLock(lock);
   }
 }
 
@@ -96,62 +96,6 @@ export async function pushPythonImage(
 
 function isComplete(dir: string): boolean {
   return existsSync(join(dir, "index.json")) && existsSync(join(dir, ".complete"));
-}
-
-async function acquireLock(lock: string): Promise<void> {
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      const fd = openSync(lock, "wx");
-      writeFileSync(fd, String(process.pid));
-      closeSync(fd);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-    if (lockIsStale(lock)) {
-      rmSync(lock, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) throw new Error(`Cannot build the python image: lock "${lock}" held too long`);
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-}
-
-function lockIsStale(lock: string): boolean {
-  try {
-    const pid = Number(readFileSync(lock, "utf8"));
-    if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) return true;
-    if (!Number.isInteger(pid) || pid <= 0) return false;
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch {
-      return true;
-    }
-  } catch {
-    return false;
-  }
-}
-
-function debianMirror(): string {
-  const dir = "/etc/apt/sources.list.d";
-  const texts: string[] = [];
-  try {
-    for (const f of readdirSync(dir)) texts.push(readFileSync(join(dir, f), "utf8"));
-  } catch {
-    // no sources.list.d
-  }
-  try {
-    texts.push(readFileSync("/etc/apt/sources.list", "utf8"));
-  } catch {
-    // none
-  }
-  for (const t of texts) {
-    const m = /^URIs:\s*(\S+\/debian)\s*$/m.exec(t) ?? /^deb\s+(?:\[[^\]]*\]\s+)?(\S+\/debian)\s+/m.exec(t);
-    if (m) return m[1]!;
-  }
-  return "http://deb.debian.org/debian";
 }
 
 function buildInto(tmp: string): void {

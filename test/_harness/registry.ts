@@ -5,7 +5,10 @@
  * `startRegistry()` writes a config.yml into a temp dir (filesystem storage there, `http.addr`
  * 127.0.0.1:<free port>, delete enabled), spawns `docker-registry serve`, and waits until `/v2/` answers.
  * With `auth: "htpasswd"` it writes a bcrypt htpasswd file (Bun.password); with `auth: "token"` it starts
- * the token issuer of token_server.ts in front of it. `stop()` kills the registry and removes the temp dir.
+ * the token issuer of token_server.ts in front of it. With `tls` it serves HTTPS with a fresh self-signed
+ * certificate (for 127.0.0.1, and for a made-up `tlsHostName` too); with `accessLog` it keeps Distribution's
+ * access log, parsed by `accessLog()` (what was served, in bytes). `stop()` kills the registry and removes the
+ * temp dir.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -28,6 +31,13 @@ export interface StartRegistryOptions {
   allowAnonymous?: boolean;
   /** Serve HTTPS with a fresh self-signed certificate for 127.0.0.1 (`caFile` of the result). */
   tls?: boolean;
+  /**
+   * With `tls`: a made-up host name the certificate names too (e.g. "registry.soci-ts.test"), for clients
+   * that treat loopback addresses as plain HTTP; they resolve it through a private /etc/hosts (namespace.ts).
+   */
+  tlsHostName?: string;
+  /** Keep the registry's access log (Apache combined format, in the log file) for `accessLog()`. */
+  accessLog?: boolean;
   /** Token issuer: token lifetime in seconds (default 300). */
   tokenExpiresInSec?: number;
   /** Token issuer: OAuth2 refresh tokens (docker `identitytoken`) → username. */
@@ -46,9 +56,24 @@ export interface TestRegistry {
   dir: string;
   users: Record<string, string>;
   tokenServer?: TokenServer;
+  /** With `tlsHostName`: "NAME:PORT", the registry part of references for clients resolving NAME. */
+  nameHost?: string;
   /** The registry's log so far (for failure messages). */
   log(): Promise<string>;
+  /** With `accessLog`: the requests served so far, oldest first. */
+  accessLog(): Promise<AccessLogEntry[]>;
   stop(): Promise<void>;
+}
+
+/** One request in the registry's access log. */
+export interface AccessLogEntry {
+  method: string;
+  /** Request path and query, e.g. "/v2/app/blobs/sha256:…". */
+  path: string;
+  status: number;
+  /** Response body bytes written. */
+  bytes: number;
+  userAgent: string;
 }
 
 /**
@@ -88,15 +113,17 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
   if (opts.tls) {
     caFile = join(dir, "tls.crt");
     const key = join(dir, "tls.key");
+    const cn = opts.tlsHostName ?? "127.0.0.1";
+    const san = opts.tlsHostName ? `DNS:${opts.tlsHostName},IP:127.0.0.1` : "IP:127.0.0.1";
     const r = Bun.spawnSync(
-      ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", caFile, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+      ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", caFile, "-days", "2", "-subj", `/CN=${cn}`, "-addext", `subjectAltName=${san}`],
       { stdout: "pipe", stderr: "pipe" },
     );
     if (r.exitCode !== 0) throw new Error(`Cannot make a TLS certificate: ${r.stderr.toString()}`);
     tlsYaml = `  tls:\n    certificate: ${caFile}\n    key: ${key}\n`;
   }
   const config =
-    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n` +
+    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: ${opts.accessLog ? "false" : "true"}\n` +
     `storage:\n  filesystem:\n    rootdirectory: ${join(dir, "data")}\n  delete:\n    enabled: true\n` +
     `http:\n  addr: 127.0.0.1:${port}\n  secret: soci-ts-test-secret\n` +
     tlsYaml +
@@ -141,9 +168,20 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
     dir,
     users,
     tokenServer,
+    nameHost: opts.tls && opts.tlsHostName ? `${opts.tlsHostName}:${port}` : undefined,
     log: () => Bun.file(logFile).text(),
+    accessLog: async () => parseAccessLog(await Bun.file(logFile).text()),
     stop,
   };
+}
+
+/** The access log lines of a registry log: `ADDR - - [TIME] "METHOD PATH PROTO" STATUS BYTES "REFERER" "AGENT"`. */
+function parseAccessLog(log: string): AccessLogEntry[] {
+  const out: AccessLogEntry[] = [];
+  for (const m of log.matchAll(/^\S+ \S+ \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+|-) "[^"]*" "([^"]*)"$/gm)) {
+    out.push({ method: m[1]!, path: m[2]!, status: Number(m[3]), bytes: m[4] === "-" ? 0 : Number(m[4]), userAgent: m[5]! });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------- images
