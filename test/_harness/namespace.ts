@@ -20,7 +20,7 @@
  * `mountinfo()` reads /proc/PID/mountinfo; `newMounts()` lists the mounts made since the namespace was ready
  * (the leaks, once everything is stopped); `processes()` lists the processes still inside.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 
@@ -293,8 +293,11 @@ async function runIn(argv: string[], env: Record<string, string>, timeoutMs: num
 }
 
 async function spawnIn(argv: string[], logFile: string, env: Record<string, string>): Promise<NsProcess> {
-  const file = Bun.file(logFile);
-  const p = Bun.spawn(argv, { stdin: "ignore", stdout: file, stderr: file, env: { ...process.env, ...env } });
+  // One descriptor in append mode for both streams: two (Bun.file twice) would each write from offset 0 and
+  // overwrite each other's lines.
+  const fd = openSync(logFile, "a");
+  const p = Bun.spawn(argv, { stdin: "ignore", stdout: fd, stderr: fd, env: { ...process.env, ...env } });
+  closeSync(fd);
   // nsenter forks into the PID namespace and waits; signals go to its child, the process itself.
   let pid: number | undefined;
   const until = Date.now() + 10_000;

@@ -108,6 +108,7 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
     ns = await startNamespace({ privatePaths, hosts: { [hostName]: "127.0.0.1" } });
     containerd = await startContainerd({ ns, proxySnapshotters: { [snapshotterName]: socket }, namespace: opts.containerdNamespace, env });
     let stopped: Promise<void> | undefined;
+    let probes = 0;
     return {
       dir,
       registry,
@@ -119,10 +120,15 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
       socket,
       env,
       privateDirs,
+      // `ctr snapshots ls` is answered from containerd's own metadata without the snapshotter: probe with a
+      // Prepare, which containerd must pass on, and remove the probe again (containerd's GC removes it there).
       snapshotterReachable: (timeoutMs = 30_000) =>
         waitFor(`containerd's connection to snapshotter "${snapshotterName}"`, async () => {
-          const r = await containerd!.ctr(["snapshots", "--snapshotter", snapshotterName, "ls"], { check: false, timeoutMs: 10_000 });
-          return r.code === 0;
+          const key = `soci-ts-probe-${probes++}`;
+          const r = await containerd!.ctr(["snapshots", "--snapshotter", snapshotterName, "prepare", key], { check: false, timeoutMs: 10_000 });
+          if (r.code !== 0) return false;
+          await containerd!.ctr(["snapshots", "--snapshotter", snapshotterName, "rm", key], { timeoutMs: 10_000 });
+          return true;
         }, timeoutMs),
       stop: () => (stopped ??= stopAll()),
     };

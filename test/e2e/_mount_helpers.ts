@@ -1,13 +1,16 @@
 /**
  * Helpers of the mount end-to-end suites: run `soci-ts mount` as a child process (the way users run it),
- * wait until it has mounted, stop it with SIGINT; and describe a directory tree for comparison.
+ * wait until it has mounted, stop it with SIGINT; describe a directory tree for comparison, and build the
+ * expected tree of an image by `tar -x` of its layers.
  */
 import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
-import { createReadStream } from "node:fs";
+import { createReadStream, readdirSync, readFileSync, rmSync } from "node:fs";
 import { lstat, readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
+import type { Manifest } from "../../src/oci/types.ts";
 import { BUN, MAIN, REPO } from "../_harness/cli.ts";
+import { PYTHON_IMAGE_TAG } from "../_harness/python_image.ts";
 
 export interface MountProcess {
   proc: ReturnType<typeof Bun.spawn>;
@@ -102,4 +105,41 @@ function sha256File(p: string): Promise<string> {
     const h = createHash("sha256");
     createReadStream(p).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
   });
+}
+
+/** The manifest of the python image in its OCI layout. */
+export function layoutManifest(layout: string): Manifest {
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
+  const d = index.manifests.find((m: { annotations?: Record<string, string> }) => m.annotations?.["org.opencontainers.image.ref.name"] === PYTHON_IMAGE_TAG);
+  return JSON.parse(readFileSync(join(layout, "blobs", "sha256", d.digest.slice(7)), "utf8"));
+}
+
+/** `tar -x` of each layer in order into `dest`, applying OCI whiteouts first, as a container runtime does. */
+export function applyLayers(layout: string, manifest: Manifest, dest: string): void {
+  for (const l of manifest.layers) {
+    const blob = join(layout, "blobs", "sha256", l.digest.slice(7));
+    const z = l.mediaType.endsWith("gzip") ? ["-z"] : [];
+    const names = spawnSync("tar", ["-t", ...z, "-f", blob], { encoding: "utf8", maxBuffer: 1 << 28 }).stdout.split("\n").filter(Boolean);
+    for (const name of names) {
+      const clean = name.replace(/^\.\//, "").replace(/\/$/, "");
+      const slash = clean.lastIndexOf("/");
+      const dir = slash < 0 ? "" : clean.slice(0, slash);
+      const base = clean.slice(slash + 1);
+      if (base === ".wh..wh..opq") {
+        for (const c of readdirSafe(join(dest, dir))) rmSync(join(dest, dir, c), { recursive: true, force: true });
+      } else if (base.startsWith(".wh.")) {
+        rmSync(join(dest, dir, base.slice(4)), { recursive: true, force: true });
+      }
+    }
+    const r = spawnSync("tar", ["-x", ...z, "-f", blob, "-C", dest, "-p", "--numeric-owner", "--same-owner", "--xattrs", "--xattrs-include=*", "--exclude=.wh.*"], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`tar -x of ${l.digest} failed: ${r.stderr}`);
+  }
+}
+
+function readdirSafe(p: string): string[] {
+  try {
+    return readdirSync(p);
+  } catch {
+    return [];
+  }
 }

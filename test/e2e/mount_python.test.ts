@@ -19,47 +19,10 @@ import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import { ensurePythonImage, PYTHON_IMAGE_TAG, pushPythonImage } from "../_harness/python_image.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
-import { describeTree, startMount, type MountProcess } from "./_mount_helpers.ts";
+import { applyLayers, describeTree, layoutManifest, startMount, type MountProcess } from "./_mount_helpers.ts";
 
 const run = needs("mount e2e (python image)", "root", "fuse", "tool:docker-registry", "tool:skopeo", "tool:umoci", "tool:debootstrap", "tool:tar", "tool:chroot", "tool:getfattr", "tool:mount");
 const MINUTES = 60_000;
-
-/** The manifest of the python image in its OCI layout. */
-function layoutManifest(layout: string): Manifest {
-  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
-  const d = index.manifests.find((m: { annotations?: Record<string, string> }) => m.annotations?.["org.opencontainers.image.ref.name"] === PYTHON_IMAGE_TAG);
-  return JSON.parse(readFileSync(join(layout, "blobs", "sha256", d.digest.slice(7)), "utf8"));
-}
-
-/** `tar -x` of each layer in order into `dest`, applying OCI whiteouts first, as a container runtime does. */
-function applyLayers(layout: string, manifest: Manifest, dest: string): void {
-  for (const l of manifest.layers) {
-    const blob = join(layout, "blobs", "sha256", l.digest.slice(7));
-    const z = l.mediaType.endsWith("gzip") ? ["-z"] : [];
-    const names = spawnSync("tar", ["-t", ...z, "-f", blob], { encoding: "utf8", maxBuffer: 1 << 28 }).stdout.split("\n").filter(Boolean);
-    for (const name of names) {
-      const clean = name.replace(/^\.\//, "").replace(/\/$/, "");
-      const slash = clean.lastIndexOf("/");
-      const dir = slash < 0 ? "" : clean.slice(0, slash);
-      const base = clean.slice(slash + 1);
-      if (base === ".wh..wh..opq") {
-        for (const c of readdirSafe(join(dest, dir))) rmSync(join(dest, dir, c), { recursive: true, force: true });
-      } else if (base.startsWith(".wh.")) {
-        rmSync(join(dest, dir, base.slice(4)), { recursive: true, force: true });
-      }
-    }
-    const r = spawnSync("tar", ["-x", ...z, "-f", blob, "-C", dest, "-p", "--numeric-owner", "--same-owner", "--xattrs", "--xattrs-include=*", "--exclude=.wh.*"], { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`tar -x of ${l.digest} failed: ${r.stderr}`);
-  }
-}
-
-function readdirSafe(p: string): string[] {
-  try {
-    return readdirSync(p);
-  } catch {
-    return [];
-  }
-}
 
 describe.skipIf(!run)("soci-ts mount on the python image", () => {
   let registry: TestRegistry;
