@@ -184,7 +184,7 @@ export async function cleanStaleFuseMounts(
   const mounts = fuseMountsUnder(root).sort((a, b) => b.mountpoint.length - a.mountpoint.length);
   for (const m of mounts) {
     if (opts.keep?.has(m.mountpoint)) continue;
-    const state = await probe(m.mountpoint, opts.timeoutMs ?? 2000);
+    const state = await probeFuseMount(m.mountpoint, opts.timeoutMs ?? 2000);
     if (state !== "stale") continue;
     try {
       if (unmountFuse(m.mountpoint)) cleaned.push(m.mountpoint);
@@ -195,7 +195,11 @@ export async function cleanStaleFuseMounts(
   return cleaned;
 }
 
-async function probe(path: string, timeoutMs: number): Promise<"stale" | "live" | "unknown"> {
+/**
+ * Whether the FUSE mount at `path` is stale (stat(2) fails with ENOTCONN or ECONNABORTED: its server is
+ * gone), live (stat answers), or unknown (another error, or no answer within `timeoutMs`). Never throws.
+ */
+export async function probeFuseMount(path: string, timeoutMs: number): Promise<"stale" | "live" | "unknown"> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<"unknown">((res) => {
     timer = setTimeout(() => res("unknown"), timeoutMs);
