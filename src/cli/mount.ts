@@ -6,20 +6,26 @@
  *   --stats          on exit (and on SIGUSR1), print per layer: bytes fetched against layer size
  *   --work-dir DIR   where the per-layer mounts live (default <root>/mounts/<pid>)
  *   --readahead-spans N  after a read misses, also fetch the next N spans (default [blob] readahead_spans)
+ *   --cleanup        (no REF, DIR) unmount what killed `soci-ts mount` processes left behind, and exit
+ *
+ * Each process records what it mounts in <root>/mounts/<pid>.json before mounting (mount_records.ts); every
+ * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL).
  */
 import { defineCommand } from "citty";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, realpath, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { inflateFromCheckpoint } from "../compress/resume.ts";
 import { READAHEAD_SPANS_MAX } from "../config/defaults.ts";
 import { mountImage, type MountedImage } from "../layerfs/image_mount.ts";
 import type { OpaqueXattrMode } from "../layerfs/metadata.ts";
+import { MountRecords, type MountRecord } from "../layerfs/mount_records.ts";
 import { LayerFs } from "../layerfs/remote_fs.ts";
 import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
-import { InvalidArgumentError, errorMessage } from "../util/errors.ts";
+import { FailedPreconditionError, InvalidArgumentError, errorMessage } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
-import { cliContext, usableRoot } from "./context.ts";
+import { cliContext, type CliContext, usableRoot } from "./context.ts";
 import { artifactStore, parseCount, registryClient } from "./index_shared.ts";
 
 /** One line per layer: "<digest>  fetched <n> of <size> bytes (<p>%) [over the network: <m>]". */
@@ -31,17 +37,54 @@ export function statsLines(img: MountedImage): string[] {
   });
 }
 
+/**
+ * Detaches what dead `soci-ts mount` processes left under `<root>/mounts` (by their records, then any stale
+ * FUSE mount there) and returns one line per mount detached, "Unmounted <path> (<what>)", and the problems
+ * ("Cannot …" messages: what is left, and why). Never throws for one mount.
+ */
+export async function cleanDeadMounts(root: string): Promise<{ lines: string[]; problems: string[] }> {
+  const mountsDir = join(root, "mounts");
+  const { cleaned, problems } = await new MountRecords(mountsDir).cleanDead();
+  const lines: string[] = [];
+  for (const c of cleaned) {
+    for (const u of c.unmounted) lines.push(`Unmounted ${u.path} (${u.what} of dead process ${c.pid})`);
+    problems.push(...c.problems);
+  }
+  // Stale FUSE mounts without a record (left by soci-ts before records existed, or a record lost).
+  for (const mp of await cleanStaleMounts(mountsDir, { logger: { error: (m) => problems.push(m) } })) lines.push(`Unmounted ${mp} (stale FUSE mount)`);
+  return { lines, problems };
+}
+
+/** Removes this process's work dir and record once nothing of it is mounted; says so when something is left. */
+async function release(records: MountRecords, rec: MountRecord, log: Logger): Promise<void> {
+  const left = await records.release(rec).catch((err) => {
+    log.error("Cannot remove the work dir or mount record", { workDir: rec.workDir, record: records.path(rec.pid), cause: errorMessage(err) });
+    return [];
+  });
+  if (left.length > 0) log.warn("Still mounted; `soci-ts mount --cleanup` unmounts it once this process has exited", { mountpoints: left });
+}
+
 export default defineCommand({
   meta: { name: "mount", description: "Mount an image read-only, lazily, until interrupted" },
   args: {
-    ref: { type: "positional", required: true, description: "Image reference (HOST/REPO:TAG or @DIGEST)" },
-    dir: { type: "positional", required: true, description: "Mount point (an existing directory)" },
+    ref: { type: "positional", required: false, description: "Image reference (HOST/REPO:TAG or @DIGEST); required unless --cleanup" },
+    dir: { type: "positional", required: false, description: "Mount point (an existing directory); required unless --cleanup" },
     layer: { type: "string", description: "Mount only this layer digest" },
     stats: { type: "boolean", description: "Print bytes fetched per layer on exit (and on SIGUSR1)" },
     "work-dir": { type: "string", description: "Directory for per-layer mounts (default <root>/mounts/<pid>)" },
     "readahead-spans": { type: "string", description: "After a read misses, also fetch the next N spans (default: [blob] readahead_spans)" },
+    cleanup: { type: "boolean", description: "Unmount what killed mount processes left under --root (no REF, DIR), and exit" },
   },
   async run({ args }) {
+    if (args.cleanup) {
+      if (args.ref !== undefined || args.dir !== undefined) {
+        throw new InvalidArgumentError(`Cannot clean up: --cleanup takes no REF or DIR, got "${String(args.ref)}"`);
+      }
+      return cleanup(cliContext());
+    }
+    if (args.ref === undefined || args.dir === undefined) {
+      throw new InvalidArgumentError(`Cannot mount: missing ${args.ref === undefined ? "REF and DIR" : "DIR"} (or --cleanup)`);
+    }
     const ctx = cliContext();
     usableRoot(ctx);
     const c = ctx.config;
@@ -55,14 +98,33 @@ export default defineCommand({
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
     const readaheadSpans = parseCount(args["readahead-spans"], "readahead-spans", { min: 0, max: READAHEAD_SPANS_MAX }) ?? c.blob.readaheadSpans;
-    const mountpoint = resolve(String(args.dir));
     const ref = parseReference(String(args.ref));
-    const workDir = resolve(args["work-dir"] ? String(args["work-dir"]) : join(ctx.root, "mounts", String(process.pid)));
+    // 1. What dead mount processes left behind (SIGKILL) goes first: it may sit at DIR.
+    const stale = await cleanDeadMounts(ctx.root);
+    for (const line of stale.lines) log.info(line);
+    for (const p of stale.problems) log.warn(p);
+    // 2. The record of what this process mounts, written before it mounts anything. Real paths: the mount
+    //    table shows those, and the record is matched against it.
+    let mountpoint: string;
+    try {
+      mountpoint = await realpath(resolve(String(args.dir)));
+    } catch (err) {
+      throw new FailedPreconditionError(`Cannot mount at "${resolve(String(args.dir))}": ${errorMessage(err)}`, { cause: err });
+    }
+    const records = new MountRecords(join(ctx.root, "mounts"));
+    let workDir = resolve(args["work-dir"] ? String(args["work-dir"]) : join(ctx.root, "mounts", String(process.pid)));
     await mkdir(workDir, { recursive: true });
-    // 1. The process-wide layer file system (the work dir goes again when this fails).
+    let rec: MountRecord;
+    try {
+      workDir = await realpath(workDir);
+      rec = await records.write(mountpoint, workDir);
+    } catch (err) {
+      await rm(workDir, { recursive: true, force: true });
+      throw err;
+    }
+    // 3. The process-wide layer file system (the work dir and the record go again when this fails).
     let fs: LayerFs;
     try {
-      await cleanStaleMounts(join(ctx.root, "mounts"));
       fs = await LayerFs.create({
         root: ctx.root,
         inflate: inflateFromCheckpoint,
@@ -81,10 +143,10 @@ export default defineCommand({
         logger: log,
       });
     } catch (err) {
-      await rm(workDir, { recursive: true, force: true });
+      await release(records, rec, log);
       throw err;
     }
-    // 2. The image.
+    // 4. The image.
     let img: MountedImage;
     try {
       img = await mountImage(fs, mountpoint, {
@@ -102,20 +164,27 @@ export default defineCommand({
       });
     } catch (err) {
       await fs.close();
-      await rm(workDir, { recursive: true, force: true });
+      await release(records, rec, log);
       throw err;
     }
     process.stderr.write(`Mounted ${String(args.ref)} at ${mountpoint} (${img.layers.length} layer${img.layers.length === 1 ? "" : "s"}, index: ${img.indexFoundBy ?? "none"}); Ctrl-C to unmount\n`);
-    // 3. Until interrupted.
+    // 5. Until interrupted.
     const printStats = () => process.stdout.write(statsLines(img).join("\n") + "\n");
     if (args.stats) process.on("SIGUSR1", printStats);
     if (!interrupted.signal.aborted) {
       await new Promise<void>((done) => interrupted.signal.addEventListener("abort", () => done(), { once: true }));
     }
-    // 4. Unmount everything.
+    // 6. Unmount everything.
     if (args.stats) printStats();
     await img.unmount();
     await fs.close().catch((err) => log.error("Cannot close layer file system", { cause: errorMessage(err) }));
-    await rm(workDir, { recursive: true, force: true });
+    await release(records, rec, log);
   },
 });
+
+/** `mount --cleanup`: print each mount detached; fail (exit 1) naming what is left. */
+async function cleanup(ctx: CliContext): Promise<void> {
+  const { lines, problems } = await cleanDeadMounts(ctx.root);
+  process.stdout.write(lines.length > 0 ? lines.join("\n") + "\n" : `Nothing to clean up under ${join(ctx.root, "mounts")}\n`);
+  if (problems.length > 0) throw new FailedPreconditionError(problems.join("; "));
+}

@@ -12,7 +12,7 @@ import { resolve } from "node:path";
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
 import { LibcError, MNT_DETACH, MNT_FORCE, MS_NODEV, MS_NOSUID, MS_RDONLY, mount, O_CLOEXEC, umount2 } from "../platform/libc.ts";
 
-/** How to mount; every field has a default. */
+/** How to mount; every field has a default. nosuid and nodev are always set (see `mountFuse`). */
 export interface FuseMountOptions {
   /** Source shown in mount tables (`fsname`). Default "soci-ts". */
   fsName?: string;
@@ -36,12 +36,20 @@ export interface FuseMount {
   dev: string;
 }
 
-/** One line of /proc/self/mountinfo, the fields used here. */
+/** One line of /proc/self/mountinfo, the fields used here (proc(5)). */
 export interface MountInfo {
+  /** Mount ID (field 1), unique while mounted. */
+  id: number;
+  /** Mount ID of the parent mount (field 2); a mount stacked on another at the same path has it as parent. */
+  parentId: number;
   dev: string;
   mountpoint: string;
+  /** Per-mount options (field 6), e.g. "ro,nosuid,nodev,relatime". */
+  mountOptions: string;
   fstype: string;
   source: string;
+  /** Per-superblock options after the source, e.g. "ro,lowerdir=/a:/b" for overlayfs, escaped as the kernel shows them (`superOption` decodes one). */
+  superOptions: string;
 }
 
 /**
@@ -75,6 +83,11 @@ export function mountFuse(mountpoint: string, opts: FuseMountOptions = {}): Fuse
     ...(opts.allowOther ?? true ? ["allow_other"] : []),
     ...(opts.defaultPermissions ?? true ? ["default_permissions"] : []),
   ].join(",");
+  // Always nosuid,nodev, with no option to lift them: the mount is allow_other (every local user reaches it)
+  // and serves an untrusted image, so its setuid bits and device nodes must not take effect here. A
+  // containerd snapshotter would hand such layer dirs to containerd, which mounts the container's overlay
+  // over them itself, with setuid allowed (containers need setuid inside them): that overlay is
+  // containerd's mount with containerd's flags, not one of ours, and overlayfs applies its own mount's flags.
   const flags = MS_NOSUID | MS_NODEV | ((opts.readOnly ?? true) ? MS_RDONLY : 0);
   try {
     mount(opts.fsName ?? "soci-ts", mp, `fuse.${opts.subtype ?? "soci-ts"}`, flags, data);
@@ -121,9 +134,24 @@ export function readMountInfo(): MountInfo[] {
     if (sep < 0) continue;
     const left = line.slice(0, sep).split(" ");
     const right = line.slice(sep + 3).split(" ");
-    out.push({ dev: left[2] ?? "", mountpoint: unescapeMountinfo(left[4] ?? ""), fstype: right[0] ?? "", source: unescapeMountinfo(right[1] ?? "") });
+    out.push({
+      id: Number(left[0]),
+      parentId: Number(left[1]),
+      dev: left[2] ?? "",
+      mountpoint: unescapeMountinfo(left[4] ?? ""),
+      mountOptions: left[5] ?? "",
+      fstype: right[0] ?? "",
+      source: unescapeMountinfo(right[1] ?? ""),
+      superOptions: right[2] ?? "",
+    });
   }
   return out;
+}
+
+/** The value of the per-superblock option `name` of a mount (octal escapes decoded), or undefined when absent. */
+export function superOption(m: MountInfo, name: string): string | undefined {
+  const opt = m.superOptions.split(",").find((o) => o.startsWith(name + "="));
+  return opt === undefined ? undefined : unescapeMountinfo(opt.slice(name.length + 1));
 }
 
 function unescapeMountinfo(s: string): string {
@@ -156,7 +184,7 @@ export async function cleanStaleFuseMounts(
   const mounts = fuseMountsUnder(root).sort((a, b) => b.mountpoint.length - a.mountpoint.length);
   for (const m of mounts) {
     if (opts.keep?.has(m.mountpoint)) continue;
-    const state = await probe(m.mountpoint, opts.timeoutMs ?? 2000);
+    const state = await probeFuseMount(m.mountpoint, opts.timeoutMs ?? 2000);
     if (state !== "stale") continue;
     try {
       if (unmountFuse(m.mountpoint)) cleaned.push(m.mountpoint);
@@ -167,7 +195,11 @@ export async function cleanStaleFuseMounts(
   return cleaned;
 }
 
-async function probe(path: string, timeoutMs: number): Promise<"stale" | "live" | "unknown"> {
+/**
+ * Whether the FUSE mount at `path` is stale (stat(2) fails with ENOTCONN or ECONNABORTED: its server is
+ * gone), live (stat answers), or unknown (another error, or no answer within `timeoutMs`). Never throws.
+ */
+export async function probeFuseMount(path: string, timeoutMs: number): Promise<"stale" | "live" | "unknown"> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<"unknown">((res) => {
     timer = setTimeout(() => res("unknown"), timeoutMs);

@@ -8,7 +8,8 @@
  *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`, up to `maxConcurrency` at a time
  *      (SOCI resolves an image's layers in parallel too); when one fails, the others are unmounted.
  *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
- *      lowerdir = top layer first. overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the
+ *      lowerdir = top layer first, `ro,nosuid,nodev` (an inspection mount: no setuid or device file of the
+ *      image takes effect through it). overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the
  *      lower dirs, which are served by this very process, so it must not block our event loop.
  * `unmount()` undoes 5 then 4, and never throws for a mount already gone.
  */
@@ -136,7 +137,10 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     if (!single) {
       const lower = mounted.map((x) => x.mountpoint).reverse().join(":");
       try {
-        await run("mount", ["-t", "overlay", "overlay", "-o", `ro,lowerdir=${lower}`, mountpoint]);
+        // nosuid,nodev: the layers are allow_other, so every local user reaches this overlay; a setuid-root
+        // program or a device node in an untrusted image must not take effect through it. The layer mounts
+        // below are nosuid,nodev too (src/fuse/mount.ts), but overlayfs applies the flags of its own mount.
+        await run("mount", ["-t", "overlay", "overlay", "-o", `ro,nosuid,nodev,lowerdir=${lower}`, mountpoint]);
       } catch (err) {
         throw new FailedPreconditionError(`Cannot mount overlay at "${mountpoint}": ${errorMessage(err)}`, { cause: err });
       }

@@ -105,7 +105,8 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
   const bridge = new VfsBridge(root, opts);
   const readOnly = opts.readOnly ?? true;
   const server = new ProtocolServer(bridge, { readOnly, debug: logDebug, onError: logError, passthrough: opts.passthrough });
-  // 2. Mount, and serve at once: mount(2) does not wait for INIT.
+  // 2. Mount, and serve at once: mount(2) does not wait for INIT. Always nosuid,nodev (mountFuse says why);
+  //    read-only unless asked otherwise.
   const m = mountFuse(mountpoint, {
     fsName: opts.fsName, subtype: opts.subtype, readOnly, allowOther: opts.allowOther,
     maxReadBytes: server.opts.maxReadBytes,

@@ -16,6 +16,8 @@ export interface MountProcess {
   proc: ReturnType<typeof Bun.spawn>;
   /** Stop with SIGINT and wait; returns stdout (the --stats lines) and stderr. */
   stop(): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Its stderr so far. */
+  stderr(): string;
 }
 
 /** Start `soci-ts ARGS` (a mount) and resolve once it printed "Mounted"; rejects if it exits first or after `timeoutMs`. */
@@ -42,6 +44,7 @@ export async function startMount(args: string[], opts: { timeoutMs?: number } = 
   }
   return {
     proc,
+    stderr: () => stderr,
     async stop() {
       proc.kill("SIGINT");
       const [stdout, code] = await Promise.all([new Response(proc.stdout as ReadableStream).text(), proc.exited]);
