@@ -16,12 +16,12 @@
  *   3. When nothing of the process is mounted any more, remove the work dir and the record; otherwise both
  *      stay for the next try, and the result says what is left.
  */
-import { readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cleanStaleFuseMounts, type MountInfo, probeFuseMount, readMountInfo, superOption } from "../fuse/mount.ts";
 import { LibcError, MNT_DETACH, umount2 } from "../platform/libc.ts";
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
+import { processStartTime } from "../platform/proc.ts";
 
 /** The contents of `<dir>/<pid>.json`. */
 export interface MountRecord {
@@ -46,24 +46,6 @@ export interface CleanedRecord {
   problems: string[];
 }
 
-/**
- * Start time of process `pid` in clock ticks after boot (/proc/<pid>/stat field 22), or undefined when it
- * does not exist or is a zombie (a zombie holds no file descriptors: its FUSE connections are gone).
- */
-export function processStartTime(pid: number): number | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return undefined;
-  }
-  // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ")".
-  const fields = stat.slice(stat.lastIndexOf(")") + 1).trim().split(" ");
-  if (fields[0] === "Z" || fields[0] === "X") return undefined;
-  const t = Number(fields[22 - 3]);
-  return Number.isSafeInteger(t) ? t : undefined;
-}
-
 /** True when the process a record names still runs: signal 0 reaches it and its start time is the recorded one. */
 export function recordAlive(rec: Pick<MountRecord, "pid" | "startTime">): boolean {
   try {
@@ -71,7 +53,7 @@ export function recordAlive(rec: Pick<MountRecord, "pid" | "startTime">): boolea
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
   }
-  return processStartTime(rec.pid) === rec.startTime;
+  return Number(processStartTime(rec.pid)) === rec.startTime;
 }
 
 /** The mount records in one directory (`<root>/mounts`). */
@@ -90,8 +72,8 @@ export class MountRecords {
    * file system's error when the record cannot be written.
    */
   async write(mountpoint: string, workDir: string): Promise<MountRecord> {
-    const startTime = processStartTime(process.pid);
-    if (startTime === undefined) throw new FailedPreconditionError(`Cannot write mount record "${this.path(process.pid)}": "/proc/${process.pid}/stat" is unreadable`);
+    const startTime = Number(processStartTime(process.pid));
+    if (!Number.isSafeInteger(startTime)) throw new FailedPreconditionError(`Cannot write mount record "${this.path(process.pid)}": "/proc/${process.pid}/stat" is unreadable`);
     const rec: MountRecord = { version: 1, pid: process.pid, startTime, mountpoint, workDir };
     await mkdir(this.dir, { recursive: true });
     const tmp = join(this.dir, `.${process.pid}.json.tmp`);

@@ -5,7 +5,10 @@
  */
 import { readFileSync } from "node:fs";
 
-/** The start time of process `pid` (clock ticks since boot, as text), or undefined when it does not exist. */
+/**
+ * The start time of process `pid` (clock ticks since boot, as digits), or undefined when it does not exist or is
+ * a zombie (a zombie holds no file descriptors any more: its locks, temp files and FUSE connections are gone).
+ */
 export function processStartTime(pid: number): string | undefined {
   if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
   let stat: string;
@@ -17,7 +20,9 @@ export function processStartTime(pid: number): string | undefined {
   // "pid (comm) state ppid …": comm may hold spaces and parentheses, so count fields after the last ")".
   const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // rest[0] is field 3 (state); field 22 is rest[19].
-  return rest[19];
+  if (rest[0] === "Z" || rest[0] === "X") return undefined;
+  const start = rest[19];
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
 }
 
 /** This process's owner token, "<pid>:<start time>". */

@@ -26,6 +26,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, r
 import { readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Platform } from "../oci/types.ts";
+import { processStartTime } from "../platform/proc.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import type { SociIndexVersion } from "./index.ts";
 
@@ -305,18 +306,6 @@ function pidNamespace(): string {
   }
 }
 
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); undefined when it cannot be read. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name (field 2) is in parentheses and may hold spaces and ")": fields 3.. follow the last ")".
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const start = fields[22 - 3];
-    return start !== undefined && /^\d+$/.test(start) ? start : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 let thisWriter: WriterId | undefined;
 

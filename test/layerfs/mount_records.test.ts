@@ -8,7 +8,8 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { MountRecords, processStartTime, recordAlive } from "../../src/layerfs/mount_records.ts";
+import { MountRecords, recordAlive } from "../../src/layerfs/mount_records.ts";
+import { processStartTime } from "../../src/platform/proc.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "soci-mount-records-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -38,7 +39,7 @@ describe("mount records", () => {
   test("the start time of this process is field 22 of /proc/self/stat; a gone pid has none", () => {
     const stat = readFileSync("/proc/self/stat", "utf8");
     const field22 = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-    expect(processStartTime(process.pid)).toBe(field22);
+    expect(Number(processStartTime(process.pid))).toBe(field22);
     expect(processStartTime(deadPid())).toBeUndefined();
   });
 
@@ -49,7 +50,7 @@ describe("mount records", () => {
     const rec = await records.write(mnt, workDir);
     expect(readdirSync(dir).sort()).toEqual([String(process.pid), `${process.pid}.json`]);
     expect(JSON.parse(readFileSync(records.path(process.pid), "utf8"))).toEqual(rec);
-    expect(rec.startTime).toBe(processStartTime(process.pid)!);
+    expect(rec.startTime).toBe(Number(processStartTime(process.pid)));
     expect(recordAlive(rec)).toBe(true);
     expect(await records.release(rec)).toEqual([]);
     expect(readdirSync(dir)).toEqual([]);
@@ -69,7 +70,7 @@ describe("mount records", () => {
   test("a reused pid (live, but started at another time) is dead; the same pid and start time is alive", async () => {
     const { dir, records, mnt } = setup("reuse");
     mkdirSync(dir, { recursive: true });
-    const now = processStartTime(process.pid)!;
+    const now = Number(processStartTime(process.pid));
     const reused = { pid: process.pid, startTime: now - 1, mountpoint: mnt, workDir: join(dir, "reused") };
     expect(recordAlive(reused)).toBe(false);
     plant(dir, reused);

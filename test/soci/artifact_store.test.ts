@@ -6,10 +6,10 @@ import {
   ArtifactStore,
   currentWriter,
   type IndexRecord,
-  processStartTime,
   sha256Digest,
   temporaryName,
 } from "../../src/soci/artifact_store.ts";
+import { processStartTime } from "../../src/platform/proc.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
 
 let root: string;
