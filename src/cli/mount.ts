@@ -14,16 +14,15 @@
 import { defineCommand } from "citty";
 import { mkdir, realpath, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { inflateFromCheckpoint } from "../compress/resume.ts";
 import { READAHEAD_SPANS_MAX } from "../config/defaults.ts";
 import { mountImage, type MountedImage } from "../layerfs/image_mount.ts";
-import type { OpaqueXattrMode } from "../layerfs/metadata.ts";
 import { MountRecords, type MountRecord } from "../layerfs/mount_records.ts";
 import { LayerFs } from "../layerfs/remote_fs.ts";
 import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
 import { FailedPreconditionError, InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import { layerFsFuseOptions, layerManagerOptions } from "../service/layer_stack.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
 import { cliContext, type CliContext, usableRoot } from "./context.ts";
 import { artifactStore, parseCount, registryClient } from "./index_shared.ts";
@@ -125,23 +124,7 @@ export default defineCommand({
     // 3. The process-wide layer file system (the work dir and the record go again when this fails).
     let fs: LayerFs;
     try {
-      fs = await LayerFs.create({
-        root: ctx.root,
-        inflate: inflateFromCheckpoint,
-        spanCache: c.spanCache,
-        backgroundFetch: c.backgroundFetch,
-        fetchTimeoutMs: c.blob.fetchingTimeoutSec * 1000,
-        verificationRetries: c.blob.maxSpanVerificationRetries,
-        disableVerification: c.disableVerification,
-        readaheadSpans,
-        opaqueXattr: c.fuse.opaqueXattr as OpaqueXattrMode,
-        fuse: { ...c.fuse, debug: c.debug || c.fuse.logFuseOperations },
-        transport: c.fuse.transport as "workers" | "async",
-        fetchOnOpenMaxBytes: c.blob.fetchOnOpenMaxBytes,
-        prefetchTimeoutMs: c.prefetch.timeoutMsec,
-        prefetchMaxConcurrency: c.prefetch.maxConcurrency,
-        logger: log,
-      });
+      fs = await LayerFs.create({ ...layerManagerOptions(c, ctx.root, log, { readaheadSpans }), ...layerFsFuseOptions(c, log) });
     } catch (err) {
       await release(records, rec, log);
       throw err;
