@@ -186,6 +186,31 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     expect(await failure(client.stat({ key: "no/such/key" }))).toBeInstanceOf(NotFoundError);
   }, 60_000);
 
+  test("2,000 concurrent Prepare and Stat calls (200 in flight) are all answered", async () => {
+    const calls: Array<() => Promise<unknown>> = [];
+    for (let i = 0; i < 1000; i++) {
+      calls.push(() => client.prepare({ key: `default/70/load-${i}`, parent: "", labels: { "containerd.io/snapshot/test": String(i) } }));
+      calls.push(() => client.stat({ key: `default/70/load-${i}` }).catch((e) => e));
+    }
+    let next = 0;
+    const results: unknown[] = [];
+    await Promise.all(
+      Array.from({ length: 200 }, async () => {
+        while (next < calls.length) {
+          const i = next++;
+          results[i] = await calls[i]!();
+        }
+      }),
+    );
+    const prepared = results.filter((r, i) => i % 2 === 0 && Array.isArray(r));
+    expect(prepared.length).toBe(1000);
+    // A Stat may run before its Prepare: it is answered either way (NotFound or the snapshot).
+    const stats = results.filter((_, i) => i % 2 === 1);
+    expect(stats.every((r) => r instanceof NotFoundError || (r as { kind?: string }).kind === "ACTIVE")).toBe(true);
+    for (let i = 0; i < 1000; i += 100) expect((await client.stat({ key: `default/70/load-${i}` })).labels["containerd.io/snapshot/test"]).toBe(String(i));
+    for (let i = 0; i < 1000; i++) await client.remove({ key: `default/70/load-${i}` });
+  }, 300_000);
+
   test("SIGTERM, then a new daemon: remote snapshots are mounted again from their labels", async () => {
     expect(await daemon!.stop("SIGTERM")).toBe(0);
     expect(fuseMountsUnder(root)).toEqual([]);
