@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { getStoredIndex } from "../soci/create.ts";
+import { getStoredIndex } from "../soci/stored_indexes.ts";
 import { cliContext } from "./context.ts";
 import { artifactStore, writeOut } from "./index_shared.ts";
 

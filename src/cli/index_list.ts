@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { listIndexes } from "../soci/create.ts";
+import { listIndexes } from "../soci/stored_indexes.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
 import { artifactStore, printJson, printTable, writeOut } from "./index_shared.ts";

@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { rebuildDatabase } from "../soci/create.ts";
+import { rebuildDatabase } from "../soci/stored_indexes.ts";
 import { cliContext } from "./context.ts";
 import { artifactStore, writeOut } from "./index_shared.ts";
 

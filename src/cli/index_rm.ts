@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { removeIndex } from "../soci/create.ts";
+import { removeIndex } from "../soci/stored_indexes.ts";
 import { cliContext } from "./context.ts";
 import { artifactStore, writeOut } from "./index_shared.ts";
 
