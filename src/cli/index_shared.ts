@@ -1,41 +1,14 @@
 /**
- * What the `index`, `ztoc` and `convert` commands share: opening an image location (registry reference or
- * `oci:DIR[:TAG]`) with a registry client configured from the config tree, the local artifact store under
- * `--root`, platform flags, output helpers and a per-layer progress line on a TTY.
+ * What the `index`, `ztoc` and `convert` commands share: the local artifact store under `--root`, platform and
+ * size flags, output helpers and a per-layer progress line on a TTY. Opening an image location (and the
+ * registry client) is in open_location.ts, so that the commands that only read the local store load neither.
  */
 import type { Platform } from "../oci/types.ts";
-import type { Config } from "../config/schema.ts";
-import { HttpRegistryClient } from "../registry/client.ts";
-import { parseReference } from "../registry/reference.ts";
-import type { RegistryClient } from "../registry/types.ts";
 import { ArtifactStore } from "../soci/artifact_store.ts";
 import type { LayerProgress } from "../soci/builder.ts";
-import { OciLayout } from "../registry/oci_layout.ts";
-import { parseLayoutSpec } from "../registry/open_image_source.ts";
-import { type ImageLocation, RegistryLocation } from "../soci/image_location.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
-import { registryClientOptions } from "../service/layer_stack.ts";
 import type { CliContext } from "./context.ts";
-
-let client: RegistryClient | undefined;
-
-/** The registry client of this process, configured from `[http]`, `[resolver.host]` and `docker_config`. */
-export function registryClient(ctx: CliContext): RegistryClient {
-  client ??= new HttpRegistryClient(registryClientOptions(ctx.config, { logger: ctx.logger, env: process.env }));
-  return client;
-}
-
-/**
- * Open `oci:DIR[:TAG]` or a registry reference.
- * @throws InvalidArgumentError when the reference cannot be parsed
- */
-export function openLocation(spec: string, ctx: CliContext): ImageLocation {
-  const layout = parseLayoutSpec(spec);
-  if (layout) return new OciLayout(layout.dir, layout.tag);
-  const ref = parseReference(spec);
-  return new RegistryLocation(registryClient(ctx), ref, spec);
-}
 
 /** The artifact store under `--root`. */
 export function artifactStore(ctx: CliContext): ArtifactStore {

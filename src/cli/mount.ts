@@ -19,7 +19,8 @@ import { RegistryLocation } from "../soci/image_location.ts";
 import { InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, registryClient } from "./index_shared.ts";
+import { artifactStore } from "./index_shared.ts";
+import { registryClient } from "./open_location.ts";
 
 /** One line per layer: "<digest>  fetched <n> of <size> bytes (<p>%) [over the network: <m>]". */
 export function statsLines(img: MountedImage): string[] {
