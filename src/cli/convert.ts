@@ -2,7 +2,8 @@ import { defineCommand } from "citty";
 import { convertImage } from "../soci/convert.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
-import { buildOptionsFrom, printJson, progressReporter, writeOut } from "./index_shared.ts";
+import { buildOptionsFrom, printJson, progressReporter } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 import { openLocation } from "./open_location.ts";
 
 /**

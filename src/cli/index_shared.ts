@@ -9,6 +9,7 @@ import type { LayerProgress } from "../soci/builder.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { CliContext } from "./context.ts";
+import { writeOut } from "./output.ts";
 
 /** The artifact store under `--root`. */
 export function artifactStore(ctx: CliContext): ArtifactStore {
@@ -59,11 +60,6 @@ export function buildOptionsFrom(
     allPlatforms: Boolean(args.allPlatforms),
     hostPlatform: hostPlatform(),
   };
-}
-
-/** Write to stdout and wait until it is flushed (the process may exit right after a command returns). */
-export function writeOut(data: string | Uint8Array): Promise<void> {
-  return new Promise((resolve, reject) => process.stdout.write(data, (err) => (err ? reject(err) : resolve())));
 }
 
 /** Write one JSON document to stdout. */

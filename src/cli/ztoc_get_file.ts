@@ -3,7 +3,8 @@ import { defineCommand } from "citty";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { getFile, loadZtoc, ztocOwner } from "../soci/ztoc_store.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, writeOut } from "./index_shared.ts";
+import { artifactStore } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 import { openLocation } from "./open_location.ts";
 
 /**
