@@ -1,7 +1,8 @@
 /**
  * Start-up loads what the command line needs, nothing more (speed itself lives in bench/cli.ts): `--version`
- * loads neither citty nor the config, logger or any command; help lists every verb without loading one.
- * Each case runs the CLI in a process of its own and lists the modules it loaded.
+ * loads neither citty nor the config, logger or any command; help lists every verb without loading one;
+ * `index list` loads no registry client, builder, inflater or FUSE code, and no consola while nothing is
+ * logged. Each case runs the CLI in a process of its own and lists the modules it loaded.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
@@ -57,5 +58,17 @@ describe("modules loaded at start", () => {
     const { code, loaded } = loadedBy(["index", "list", "--help"]);
     expect(code).toBe(0);
     expect(loaded.filter((p) => COMMAND_FILE.test(p))).toEqual(["src/cli/index_list.ts"]);
+  });
+
+  test("index list on an empty root loads no registry client, builder, inflater, FUSE code, or consola", () => {
+    const { code, loaded } = loadedBy(["--root", join(tmp, "empty-root"), "index", "list"]);
+    expect(code).toBe(0);
+    expect(loaded).toContain("src/cli/index_list.ts");
+    const unneeded = loaded.filter((p) =>
+      /^src\/(registry|compress|ztoc|fuse|layerfs|vfs|platform|service)\//.test(p) ||
+      p === "src/soci/builder.ts" ||
+      p.includes("node_modules/consola/"),
+    );
+    expect(unneeded).toEqual([]);
   });
 });
