@@ -10,13 +10,14 @@
  * time. A musl target that cannot be built is reported and skipped (they are optional); a glibc one fails the build.
  * What cannot be embedded: nothing is read from disk next to the sources at run time (worker modules are extra
  * entry points, WORKER_ENTRIES, loaded from the bundle with `new URL(…, import.meta.url)`; protobuf descriptors
- * are imported as text).
+ * are imported as text). The compile flags (COMPILE_FLAGS: code splitting and bytecode, for start-up time) are
+ * in release/entries.ts, with what each is measured to bring.
  */
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { arch } from "node:os";
 import { basename, join } from "node:path";
-import { MAIN_ENTRY, WORKER_ENTRIES } from "./entries.ts";
+import { COMPILE_FLAGS, MAIN_ENTRY, WORKER_ENTRIES } from "./entries.ts";
 
 interface Target {
   name: string;
@@ -51,7 +52,7 @@ for (const t of targets) {
   rmSync(outfile, { force: true });
   const started = performance.now();
   const proc = Bun.spawnSync(
-    [process.execPath, "build", "--compile", "--minify-syntax", `--target=${t.bunTarget}`, join(repo, MAIN_ENTRY), ...WORKER_ENTRIES.map((e) => join(repo, e)), "--outfile", outfile],
+    [process.execPath, "build", "--compile", ...COMPILE_FLAGS, `--target=${t.bunTarget}`, join(repo, MAIN_ENTRY), ...WORKER_ENTRIES.map((e) => join(repo, e)), "--outfile", outfile],
     { cwd: repo, stdout: "pipe", stderr: "pipe" },
   );
   if (proc.exitCode !== 0) {

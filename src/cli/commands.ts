@@ -1,44 +1,65 @@
 /**
- * The command tree: nouns with verbs, one file per command (`<noun>_<verb>.ts`), loaded lazily so that
- * `soci-ts --help` doesn't load the FUSE server. To add a command: write its file (exporting a citty
- * `defineCommand` as default) and add one line below.
+ * The command tree: nouns with verbs, one file per command (`<noun>_<verb>.ts`), each loaded only when it runs
+ * or its own help is shown. The tree holds each verb's name and one-line description, so that `soci-ts --help`
+ * and `soci-ts index --help` list the verbs without loading any of them (citty's usage resolves every
+ * subcommand to read its description); test/cli/run.test.ts checks that these descriptions match the files'.
+ * No citty at run time here: `soci-ts --version` needs nothing but this tree.
+ * To add a command: write its file (exporting a citty `defineCommand` as default) and add one line below.
  */
-import { type ArgsDef, type CommandDef, defineCommand } from "citty";
+import type { ArgsDef, CommandContext, CommandDef } from "citty";
 import pkg from "../../package.json" with { type: "json" };
 
-/** A command loaded on first use. Each command has its own args type; the tree only needs the common shape. */
-type Lazy = () => Promise<CommandDef<any>>;
+/** A command file's module. Each command has its own args type; the tree only needs the common shape. */
+type CommandModule = { default: CommandDef<any> };
 
-function group(name: string, description: string, subCommands: Record<string, Lazy>): CommandDef<ArgsDef> {
-  return defineCommand({ meta: { name, description }, subCommands });
+/**
+ * A verb whose file is imported on first use: `args` and `run` load it (once); `meta` is known up front.
+ * Only `args` and `run` are forwarded: no command file uses citty's `setup`, `cleanup` or `subCommands`.
+ */
+export function lazyCommand(name: string, description: string, load: () => Promise<CommandModule>): CommandDef<ArgsDef> {
+  let loaded: Promise<CommandDef<ArgsDef>> | undefined;
+  const def = () => (loaded ??= load().then((m) => m.default as CommandDef<ArgsDef>));
+  return {
+    meta: { name, description },
+    args: async () => {
+      const args = (await def()).args;
+      return (typeof args === "function" ? await args() : await args) ?? {};
+    },
+    run: async (ctx: CommandContext<ArgsDef>) => (await def()).run?.(ctx),
+  };
+}
+
+function group(name: string, description: string, subCommands: Record<string, CommandDef<ArgsDef>>): CommandDef<ArgsDef> {
+  return { meta: { name, description }, subCommands };
 }
 
 const configCommands = group("config", "Print the configuration", {
-  default: () => import("./config_default.ts").then((m) => m.default),
-  dump: () => import("./config_dump.ts").then((m) => m.default),
+  default: lazyCommand("default", "Print the default configuration as TOML, with a comment per key", () => import("./config_default.ts")),
+  dump: lazyCommand("dump", "Print the effective configuration (defaults, config file and flags) as TOML", () => import("./config_dump.ts")),
 });
 
-const indexCommands: Record<string, Lazy> = {
-  create: () => import("./index_create.ts").then((m) => m.default),
-  push: () => import("./index_push.ts").then((m) => m.default),
-  list: () => import("./index_list.ts").then((m) => m.default),
-  info: () => import("./index_info.ts").then((m) => m.default),
-  rm: () => import("./index_rm.ts").then((m) => m.default),
-  "rebuild-db": () => import("./index_rebuild_db.ts").then((m) => m.default),
+const indexCommands = {
+  create: lazyCommand("create", "Build a SOCI index (v1) of an image and store it locally (REF: registry reference or oci:DIR[:TAG])", () => import("./index_create.ts")),
+  push: lazyCommand("push", "Push the locally stored v1 SOCI index of an image to its registry (Referrers API or fallback tag)", () => import("./index_push.ts")),
+  list: lazyCommand("list", "List SOCI indexes in the local artifact store", () => import("./index_list.ts")),
+  info: lazyCommand("info", "Print a stored SOCI index manifest", () => import("./index_info.ts")),
+  rm: lazyCommand("rm", "Remove SOCI indexes from the local store, with zTOCs no other index uses", () => import("./index_rm.ts")),
+  "rebuild-db": lazyCommand("rebuild-db", "Rebuild the local index database from the artifact store's content", () => import("./index_rebuild_db.ts")),
 };
-const ztocCommands: Record<string, Lazy> = {
-  list: () => import("./ztoc_list.ts").then((m) => m.default),
-  info: () => import("./ztoc_info.ts").then((m) => m.default),
-  "get-file": () => import("./ztoc_get_file.ts").then((m) => m.default),
+const ztocCommands = {
+  list: lazyCommand("list", "List the zTOCs of the SOCI indexes in the local store", () => import("./ztoc_list.ts")),
+  info: lazyCommand("info", "Show a zTOC: version, build tool, spans and files (JSON fields as soci ztoc info)", () => import("./ztoc_info.ts")),
+  "get-file": lazyCommand("get-file", "Extract one file of a layer through its zTOC, fetching only the spans it needs", () => import("./ztoc_get_file.ts")),
 };
 /** Commands without a noun. `pull` will join these. */
-const topLevel: Record<string, Lazy> = {
-  convert: () => import("./convert.ts").then((m) => m.default),
-  mount: () => import("./mount.ts").then((m) => m.default),
-  serve: () => import("./serve.ts").then((m) => m.default),
+const topLevel = {
+  convert: lazyCommand("convert", "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)", () => import("./convert.ts")),
+  mount: lazyCommand("mount", "Mount an image read-only, lazily, until interrupted", () => import("./mount.ts")),
+  serve: lazyCommand("serve", "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket", () => import("./serve.ts")),
 };
 
-export const rootCommand: CommandDef<ArgsDef> = defineCommand({
+/** The root of the tree, as citty runs it. */
+export const rootCommand: CommandDef<ArgsDef> = {
   meta: {
     name: "soci-ts",
     version: pkg.version,
@@ -50,4 +71,4 @@ export const rootCommand: CommandDef<ArgsDef> = defineCommand({
     ztoc: group("ztoc", "Inspect zTOCs and read files through them", ztocCommands),
     ...topLevel,
   },
-});
+};

@@ -1,6 +1,7 @@
 import { defineCommand } from "citty";
 import { renderToml } from "../config/load.ts";
 import { cliContext } from "./context.ts";
+import { writeOut } from "./output.ts";
 
 /** `soci-ts config dump`: the effective configuration (file + defaults + flags) as TOML. */
 export default defineCommand({
@@ -8,13 +9,12 @@ export default defineCommand({
   args: {
     json: { type: "boolean", description: "Print JSON instead of TOML" },
   },
-  run({ args }) {
+  async run({ args }) {
     const ctx = cliContext();
     if (args.json) {
-      process.stdout.write(JSON.stringify({ configPath: ctx.configPath, root: ctx.root, config: ctx.config }, null, 2) + "\n");
+      await writeOut(JSON.stringify({ configPath: ctx.configPath, root: ctx.root, config: ctx.config }, null, 2) + "\n");
       return;
     }
-    if (ctx.configPath) process.stdout.write(`# loaded from ${ctx.configPath}\n`);
-    process.stdout.write(renderToml(ctx.config));
+    await writeOut((ctx.configPath ? `# loaded from ${ctx.configPath}\n` : "") + renderToml(ctx.config));
   },
 });

@@ -2,7 +2,9 @@ import { defineCommand } from "citty";
 import { convertImage } from "../soci/convert.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
-import { buildOptionsFrom, openLocation, printJson, progressReporter, writeOut } from "./index_shared.ts";
+import { buildOptionsFrom, printJson, progressReporter } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
+import { openLocation } from "./open_location.ts";
 
 /**
  * `soci-ts convert SRC DST`: write the SOCI-enabled image (index manifest v2) of SRC to DST, a registry

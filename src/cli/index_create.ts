@@ -5,7 +5,9 @@ import { InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import { createIndexes } from "../soci/create.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
-import { buildOptionsFrom, openLocation, printJson, progressReporter, writeOut } from "./index_shared.ts";
+import { buildOptionsFrom, printJson, progressReporter } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
+import { openLocation } from "./open_location.ts";
 
 /** `soci-ts index create REF`: build a v1 SOCI index per platform and keep it in the local artifact store. */
 export default defineCommand({

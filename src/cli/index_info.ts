@@ -1,7 +1,8 @@
 import { defineCommand } from "citty";
-import { getStoredIndex } from "../soci/create.ts";
+import { getStoredIndex } from "../soci/stored_indexes.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, writeOut } from "./index_shared.ts";
+import { artifactStore } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 
 /** `soci-ts index info DIGEST`: the index manifest as stored, pretty-printed (like `soci index info`). */
 export default defineCommand({

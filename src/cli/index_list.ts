@@ -1,8 +1,9 @@
 import { defineCommand } from "citty";
-import { listIndexes } from "../soci/create.ts";
+import { listIndexes } from "../soci/stored_indexes.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, printJson, printTable, writeOut } from "./index_shared.ts";
+import { artifactStore, printJson, printTable } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 
 /** `soci-ts index list`: the indexes in the local store, newest first. */
 export default defineCommand({

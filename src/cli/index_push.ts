@@ -3,7 +3,9 @@ import { pushIndexes } from "../soci/push.ts";
 import { formatPlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, hostPlatform, openLocation, platformsFrom, printJson, writeOut } from "./index_shared.ts";
+import { artifactStore, hostPlatform, platformsFrom, printJson } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
+import { openLocation } from "./open_location.ts";
 
 /** `soci-ts index push REF`: push the stored v1 index of each platform as a referrer of the image manifest. */
 export default defineCommand({

@@ -1,7 +1,8 @@
 import { defineCommand } from "citty";
-import { rebuildDatabase } from "../soci/create.ts";
+import { rebuildDatabase } from "../soci/stored_indexes.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, writeOut } from "./index_shared.ts";
+import { artifactStore } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 
 /** `soci-ts index rebuild-db`: rebuild the index database from the blobs of the local store. */
 export default defineCommand({

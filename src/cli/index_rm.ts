@@ -1,7 +1,8 @@
 import { defineCommand } from "citty";
-import { removeIndex } from "../soci/create.ts";
+import { removeIndex } from "../soci/stored_indexes.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, writeOut } from "./index_shared.ts";
+import { artifactStore } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 
 /** `soci-ts index rm DIGEST…`: remove indexes (and zTOCs no other index uses) from the local store. */
 export default defineCommand({

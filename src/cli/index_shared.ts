@@ -1,42 +1,16 @@
 /**
- * What the `index`, `ztoc` and `convert` commands share: opening an image location (registry reference or
- * `oci:DIR[:TAG]`) with a registry client configured from the config tree, the local artifact store under
- * `--root`, platform flags, output helpers and a per-layer progress line on a TTY.
+ * What the `index`, `ztoc` and `convert` commands share: the local artifact store under `--root`, platform and
+ * size flags, output helpers and a per-layer progress line on a TTY. Opening an image location (and the
+ * registry client) is in open_location.ts, so that the commands that only read the local store load neither.
  */
 import type { Platform } from "../oci/types.ts";
-import type { Config } from "../config/schema.ts";
-import { MIN_LAYER_SIZE_MAX_BYTES, SPAN_SIZE_MAX_BYTES, SPAN_SIZE_MIN_BYTES } from "../config/defaults.ts";
-import { HttpRegistryClient } from "../registry/client.ts";
-import { parseReference } from "../registry/reference.ts";
-import type { RegistryClient } from "../registry/types.ts";
 import { ArtifactStore } from "../soci/artifact_store.ts";
 import type { LayerProgress } from "../soci/builder.ts";
-import { OciLayout } from "../registry/oci_layout.ts";
-import { parseLayoutSpec } from "../registry/open_image_source.ts";
-import { type ImageLocation, RegistryLocation } from "../soci/image_location.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
-import { registryClientOptions } from "../service/layer_stack.ts";
+import { MIN_LAYER_SIZE_MAX_BYTES, SPAN_SIZE_MAX_BYTES, SPAN_SIZE_MIN_BYTES } from "../config/defaults.ts";
 import { type CliContext, usableRoot } from "./context.ts";
-
-let client: RegistryClient | undefined;
-
-/** The registry client of this process, configured from `[http]`, `[resolver.host]` and `docker_config`. */
-export function registryClient(ctx: CliContext): RegistryClient {
-  client ??= new HttpRegistryClient(registryClientOptions(ctx.config, { logger: ctx.logger, env: process.env }));
-  return client;
-}
-
-/**
- * Open `oci:DIR[:TAG]` or a registry reference.
- * @throws InvalidArgumentError when the reference cannot be parsed
- */
-export function openLocation(spec: string, ctx: CliContext): ImageLocation {
-  const layout = parseLayoutSpec(spec);
-  if (layout) return new OciLayout(layout.dir, layout.tag);
-  const ref = parseReference(spec);
-  return new RegistryLocation(registryClient(ctx), ref, spec);
-}
+import { writeOut } from "./output.ts";
 
 /**
  * The artifact store under `--root`.
@@ -120,11 +94,6 @@ export function buildOptionsFrom(
     allPlatforms: Boolean(args.allPlatforms),
     hostPlatform: hostPlatform(),
   };
-}
-
-/** Write to stdout and wait until it is flushed (the process may exit right after a command returns). */
-export function writeOut(data: string | Uint8Array): Promise<void> {
-  return new Promise((resolve, reject) => process.stdout.write(data, (err) => (err ? reject(err) : resolve())));
 }
 
 /** Write one JSON document to stdout. */

@@ -1,8 +1,13 @@
 /**
  * The CLI's and daemon's logger: consola for people (text on stderr, with progress on a TTY), or one JSON object
  * per line for daemons (`--log-format json`). Implements util/log's Logger so every area can take it.
+ *
+ * consola is loaded when the first line at or above the level is logged, not before: importing it builds the
+ * default consola instance, and with it Node's `process.stdout` and `process.stderr` streams (about 20 ms of
+ * CPU at start, more than the rest of a command like `index list` costs). It is loaded with Bun's synchronous
+ * `require`, because logging is synchronous.
  */
-import { createConsola, type ConsolaInstance, type LogObject } from "consola";
+import type { ConsolaInstance, LogObject } from "consola";
 import type { LogFields, Logger } from "../util/log.ts";
 
 export type LogFormat = "text" | "json";
@@ -10,26 +15,37 @@ export type LogFormat = "text" | "json";
 /** consola levels: 0 error, 1 warn, 3 info, 4 debug, 5 trace. */
 const LEVELS: Record<string, number> = { error: 0, warn: 1, info: 3, debug: 4, trace: 5 };
 
+/** The logger of the CLI; `consola` is the instance behind it, created on first access. */
 export interface CliLogger extends Logger {
   readonly consola: ConsolaInstance;
 }
 
+/** A logger at `level` (error, warn, info, debug or trace; unknown levels mean info) writing `format` to stderr. */
 export function createLogger(opts: { level: string; format: LogFormat }): CliLogger {
   const level = LEVELS[opts.level] ?? 3;
-  // Leave `reporters` out for text: consola takes an explicit `undefined` as "no reporters" and prints nothing.
-  const consola = createConsola({
-    level,
-    stdout: process.stderr,
-    stderr: process.stderr,
-    ...(opts.format === "json" ? { reporters: [{ log: writeJson }] } : {}),
-  });
+  let instance: ConsolaInstance | undefined;
+  const consola = (): ConsolaInstance => {
+    if (instance) return instance;
+    const { createConsola } = require("consola") as typeof import("consola");
+    // Leave `reporters` out for text: consola takes an explicit `undefined` as "no reporters" and prints nothing.
+    instance = createConsola({
+      level,
+      stdout: process.stderr,
+      stderr: process.stderr,
+      ...(opts.format === "json" ? { reporters: [{ log: writeJson }] } : {}),
+    });
+    return instance;
+  };
   const emit = (kind: "error" | "warn" | "info" | "debug", msg: string, fields?: LogFields) => {
-    if (opts.format === "json") consola[kind]({ message: msg, fields });
-    else if (fields && Object.keys(fields).length > 0) consola[kind](`${msg} ${formatFields(fields)}`);
-    else consola[kind](msg);
+    if (LEVELS[kind]! > level) return; // what consola would drop, without loading it
+    if (opts.format === "json") consola()[kind]({ message: msg, fields });
+    else if (fields && Object.keys(fields).length > 0) consola()[kind](`${msg} ${formatFields(fields)}`);
+    else consola()[kind](msg);
   };
   return {
-    consola,
+    get consola() {
+      return consola();
+    },
     debugEnabled: level >= 4,
     error: (m, f) => emit("error", m, f),
     warn: (m, f) => emit("warn", m, f),

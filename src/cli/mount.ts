@@ -25,7 +25,8 @@ import type { Logger } from "../util/log.ts";
 import { layerFsFuseOptions, layerManagerOptions } from "../service/layer_stack.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
 import { cliContext, type CliContext, usableRoot } from "./context.ts";
-import { artifactStore, parseCount, registryClient } from "./index_shared.ts";
+import { artifactStore, parseCount } from "./index_shared.ts";
+import { registryClient } from "./open_location.ts";
 
 /** One line per layer: "<digest>  fetched <n> of <size> bytes (<p>%) [over the network: <m>]". */
 export function statsLines(img: MountedImage): string[] {

@@ -7,12 +7,16 @@
  *  2. `--version` prints the version; `--help`/`-h` prints the help of the command it follows;
  *  3. find the command named by argv and refuse flags it does not declare (a usage error, exit 2);
  *  4. run it with citty; map what it throws to an exit code: 0 success, 1 failure, 2 usage error.
+ *
+ * What this module imports up front is all `--version` loads: citty (usage, parsing) and the command context
+ * (config, logger) are imported when help is shown or a command runs, each command's file when it runs.
  */
-import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
+import type { ArgsDef, CommandDef } from "citty";
 import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, errorMessage, InvalidArgumentError } from "../util/errors.ts";
 import { rootCommand } from "./commands.ts";
-import { cliContext, type GlobalFlags, getGlobalFlags, setGlobalFlags } from "./context.ts";
+import type { GlobalFlags } from "./context.ts";
+import { writeOut } from "./output.ts";
 import { LOG_LEVELS } from "../config/defaults.ts";
 
 export const VERSION: string = pkg.version;
@@ -172,8 +176,11 @@ async function checkFlags(cmd: CommandDef<ArgsDef>, args: string[], path: string
 async function usage(chain: CommandDef<ArgsDef>[]): Promise<string> {
   const cmd = chain[chain.length - 1]!;
   const parent = chain.length > 1 ? chain[chain.length - 2] : undefined;
+  const [{ renderUsage }, { fstatSync }] = await Promise.all([import("citty"), import("node:fs")]);
   let text = await renderUsage(cmd, parent);
-  if (!process.stdout.isTTY) text = stripAnsi(text);
+  // Colours only on a terminal. fstat rather than node:tty's isatty, which costs ~12 ms to load (node:fs ~3 ms):
+  // a character device is a terminal, or /dev/null, where colour codes do no harm.
+  if (!fstatSync(1).isCharacterDevice()) text = stripAnsi(text);
   return `${text}\n\n${GLOBAL_FLAGS_HELP}\n`;
 }
 
@@ -182,14 +189,16 @@ async function usage(chain: CommandDef<ArgsDef>[]): Promise<string> {
  */
 export async function main(argv: string[]): Promise<number> {
   let chain: CommandDef<ArgsDef>[] = [rootCommand];
+  let flags: GlobalFlags = { debug: false };
   try {
-    // 1. Global flags, wherever they stand.
-    const { flags, rest } = extractGlobalFlags(argv);
-    setGlobalFlags(flags);
+    // 1. Global flags, wherever they stand (stored in the context once a command runs: step 4).
+    const extracted = extractGlobalFlags(argv);
+    flags = extracted.flags;
+    const rest = extracted.rest;
 
     // 2. Version and help.
     if (rest.length === 1 && (rest[0] === "--version" || rest[0] === "-v")) {
-      process.stdout.write(`soci-ts ${VERSION}\n`);
+      await writeOut(`soci-ts ${VERSION}\n`);
       return EXIT_OK;
     }
     const helpAt = rest.findIndex((a) => a === "--help" || a === "-h");
@@ -197,22 +206,24 @@ export async function main(argv: string[]): Promise<number> {
     chain = resolved.chain;
     const leaf = chain[chain.length - 1]!;
     if (helpAt >= 0 || (leaf.run === undefined && resolved.args.length === 0)) {
-      process.stdout.write(await usage(chain));
+      await writeOut(await usage(chain));
       return helpAt >= 0 || chain.length === 1 ? EXIT_OK : EXIT_USAGE;
     }
 
     // 3. Strict flags for the command named.
     await checkFlags(leaf, resolved.args, commandPath(chain) || "soci-ts");
 
-    // 4. Run it.
+    // 4. Run it, with the global flags in its context.
+    const [{ runCommand }, { setGlobalFlags }] = await Promise.all([import("citty"), import("./context.ts")]);
+    setGlobalFlags(flags);
     await runCommand(rootCommand, { rawArgs: rest });
     return EXIT_OK;
   } catch (err) {
-    return report(err, chain);
+    return report(err, chain, flags);
   }
 }
 
-async function report(err: unknown, chain: CommandDef<ArgsDef>[]): Promise<number> {
+async function report(err: unknown, chain: CommandDef<ArgsDef>[], flags: GlobalFlags): Promise<number> {
   const isCitty = err instanceof Error && err.name === "CLIError";
   const isUsage = err instanceof UsageError || err instanceof InvalidArgumentError || isCitty;
   const msg = stripAnsi(errorMessage(err));
@@ -220,11 +231,14 @@ async function report(err: unknown, chain: CommandDef<ArgsDef>[]): Promise<numbe
     process.stderr.write(`soci-ts: ${msg}\nRun "${commandPath(chain)} --help" for usage.\n`);
     return EXIT_USAGE;
   }
-  const debug = getGlobalFlags().debug;
+  const debug = flags.debug;
   let logged = false;
   if (!(err instanceof ConfigError)) {
     try {
-      cliContext().logger.error(msg);
+      const context = await import("./context.ts");
+      // The failure may come before step 4 stored the flags: the logger still honours --log-format and --log-level.
+      if (context.getGlobalFlags() !== flags) context.setGlobalFlags(flags);
+      context.cliContext().logger.error(msg);
       logged = true;
     } catch {
       // the context itself failed (bad config): fall through to plain stderr

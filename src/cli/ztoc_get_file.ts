@@ -3,7 +3,9 @@ import { defineCommand } from "citty";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { getFile, loadZtoc, ztocOwner } from "../soci/ztoc_store.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, openLocation, writeOut } from "./index_shared.ts";
+import { artifactStore } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
+import { openLocation } from "./open_location.ts";
 
 /**
  * `soci-ts ztoc get-file DIGEST PATH`: one file of the zTOC's layer, fetched from the image's registry (or

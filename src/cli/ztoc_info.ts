@@ -2,7 +2,8 @@ import { defineCommand } from "citty";
 import { loadZtoc } from "../soci/ztoc_store.ts";
 import { formatZtocInfoJson, ztocInfo } from "../ztoc/info.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, printTable, writeOut } from "./index_shared.ts";
+import { artifactStore, printTable } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 
 /** `soci-ts ztoc info DIGEST`: the zTOC's summary and files, with the JSON fields of `soci ztoc info`. */
 export default defineCommand({

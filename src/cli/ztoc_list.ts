@@ -1,7 +1,8 @@
 import { defineCommand } from "citty";
 import { listZtocs } from "../soci/ztoc_store.ts";
 import { cliContext } from "./context.ts";
-import { artifactStore, printJson, printTable, writeOut } from "./index_shared.ts";
+import { artifactStore, printJson, printTable } from "./index_shared.ts";
+import { writeOut } from "./output.ts";
 
 /** `soci-ts ztoc list`: the zTOCs of the stored indexes. */
 export default defineCommand({

@@ -34,23 +34,31 @@ describe("soci-ts CLI", () => {
     expect(r.stdout.trim()).toBe(`soci-ts ${pkg.version}`);
   });
 
-  test("--help works on the root and on every command, with the global options", async () => {
-    const paths: string[][] = [];
-    async function walk(cmd: CommandDef<ArgsDef>, path: string[]): Promise<void> {
-      paths.push(path);
-      const subs = typeof cmd.subCommands === "function" ? await cmd.subCommands() : await cmd.subCommands;
-      for (const [name, sub] of Object.entries(subs ?? {})) {
-        const def = (typeof sub === "function" ? await (sub as () => Promise<CommandDef<ArgsDef>>)() : await sub) as CommandDef<ArgsDef>;
-        await walk(def, [...path, name]);
-      }
-    }
-    await walk(rootCommand, []);
-    expect(paths.length).toBeGreaterThan(3);
-    for (const args of [...paths.map((p) => [...p, "--help"]), ["--root", "/x", "config", "default", "-h"]]) {
-      const r = runCli(args);
+  test("--help works on the root and on every command, with the global options; a noun's lists its verbs", async () => {
+    const tree = await commandTree();
+    expect(tree.length).toBeGreaterThan(3);
+    for (const { path, subs } of tree) {
+      const r = runCli([...path, "--help"]);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("USAGE");
       expect(r.stdout).toContain("--log-format");
+      for (const [name, description] of subs) {
+        expect(r.stdout).toContain(name);
+        expect(r.stdout).toContain(description);
+      }
+    }
+    const r = runCli(["--root", "/x", "config", "default", "-h"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("USAGE");
+  });
+
+  test("the tree's verb descriptions are those of the command files (<noun>_<verb>.ts)", async () => {
+    const verbs = (await commandTree()).filter((c) => c.subs.length === 0);
+    expect(verbs.length).toBeGreaterThan(10);
+    for (const { path, cmd } of verbs) {
+      const file = `../../src/cli/${path.join("_").replaceAll("-", "_")}.ts`;
+      const loaded = ((await import(file)) as { default: CommandDef<ArgsDef> }).default;
+      expect({ path, meta: cmd.meta }).toEqual({ path, meta: loaded.meta });
     }
   });
 
@@ -113,3 +121,20 @@ describe("soci-ts CLI", () => {
     expect(missing.stderr).toContain("nope.toml");
   });
 });
+
+/** Every command of the tree, root first, with the names and descriptions of its subcommands. */
+async function commandTree(): Promise<Array<{ path: string[]; cmd: CommandDef<ArgsDef>; subs: Array<[string, string]> }>> {
+  const out: Array<{ path: string[]; cmd: CommandDef<ArgsDef>; subs: Array<[string, string]> }> = [];
+  async function walk(cmd: CommandDef<ArgsDef>, path: string[]): Promise<void> {
+    const entry = { path, cmd, subs: [] as Array<[string, string]> };
+    out.push(entry);
+    const subs = typeof cmd.subCommands === "function" ? await cmd.subCommands() : await cmd.subCommands;
+    for (const [name, sub] of Object.entries(subs ?? {})) {
+      const def = (typeof sub === "function" ? await (sub as () => Promise<CommandDef<ArgsDef>>)() : await sub) as CommandDef<ArgsDef>;
+      entry.subs.push([name, String((def.meta as { description?: string } | undefined)?.description)]);
+      await walk(def, [...path, name]);
+    }
+  }
+  await walk(rootCommand, []);
+  return out;
+}

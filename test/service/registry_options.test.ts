@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { registryClientOptions } from "../../src/service/layer_stack.ts";
+import { registryClientOptions } from "../../src/service/registry_options.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";

@@ -7,7 +7,8 @@ import { MediaType } from "../../src/oci/media_types.ts";
 import type { Manifest } from "../../src/oci/types.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { buildIndex } from "../../src/soci/builder.ts";
-import { createIndexes, getStoredIndex, listIndexes, rebuildDatabase, removeIndex } from "../../src/soci/create.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { getStoredIndex, listIndexes, rebuildDatabase, removeIndex } from "../../src/soci/stored_indexes.ts";
 import {
   ANNOTATION_IMAGE_LAYER_DIGEST,
   ANNOTATION_IMAGE_LAYER_MEDIA_TYPE,

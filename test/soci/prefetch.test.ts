@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
-import { createIndexes, getStoredIndex, removeIndex } from "../../src/soci/create.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { getStoredIndex, removeIndex } from "../../src/soci/stored_indexes.ts";
 import { discoverIndex } from "../../src/soci/discover.ts";
 import {
   ANNOTATION_IMAGE_LAYER_DIGEST,

@@ -1,0 +1,43 @@
+/**
+ * From the configuration tree to the registry client's options: credentials, plain-HTTP hosts, mirrors, CAs,
+ * timeouts and retries, and the docker config file. Apart from layer_stack.ts so that the CLI commands that
+ * only talk to a registry (`index create`, `push`, `convert`) load no layer manager or FUSE code.
+ */
+import { join } from "node:path";
+import type { Config } from "../config/schema.ts";
+import type { RegistryClientOptions } from "../registry/client.ts";
+import type { Credential } from "../registry/credentials.ts";
+import type { Logger } from "../util/log.ts";
+
+/**
+ * The registry client options a config tree asks for. `env` supplies DOCKER_CONFIG (docker's directory of
+ * config.json) when `docker_config` is empty.
+ */
+export function registryClientOptions(c: Config, opts: { logger?: Logger; env?: Record<string, string | undefined> } = {}): RegistryClientOptions {
+  const credentials: Record<string, Credential> = {};
+  const plainHttpHosts: string[] = [];
+  const mirrors: Record<string, Array<{ host: string; insecure: boolean; requestTimeoutSec: number }>> = {};
+  // Each host's CA is trusted for that host only (besides the public roots).
+  const caFiles: Record<string, string> = {};
+  for (const [host, h] of Object.entries(c.resolver.host)) {
+    if (h.username) credentials[host] = { username: h.username, password: h.password };
+    if (h.plainHttp) plainHttpHosts.push(host);
+    if (h.mirrors.length) mirrors[host] = h.mirrors;
+    if (h.caFile) caFiles[host] = h.caFile;
+  }
+  // docker_config, else $DOCKER_CONFIG/config.json, else the client's default ~/.docker/config.json.
+  const dockerDir = opts.env?.DOCKER_CONFIG;
+  const dockerConfigPath = c.dockerConfig || (dockerDir ? join(dockerDir, "config.json") : undefined);
+  return {
+    // The idle timeout between body bytes stays the client's default (30 s); DialTimeoutMsec has no knob.
+    responseHeaderTimeoutMs: c.http.responseHeaderTimeoutMsec,
+    requestTimeoutMs: c.http.requestTimeoutMsec,
+    retries: { max: c.http.maxRetries, minWaitMs: c.http.minWaitMsec, maxWaitMs: Math.min(c.http.maxWaitMsec, 30_000) },
+    plainHttpHosts,
+    credentials,
+    mirrors,
+    caFiles,
+    ...(dockerConfigPath ? { dockerConfigPath } : {}),
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  };
+}
