@@ -82,7 +82,7 @@ export const SCHEMA: readonly SectionSpec[] = [
     doc: "Lazy reads of layer blobs",
     fields: [
       int("valid_interval", "validIntervalSec", 60, "Accepted for SOCI configs, not used yet (no periodic blob check; a failed read reports the error)"),
-      int("fetching_timeout_sec", "fetchingTimeoutSec", 300, "Seconds one span fetch may take, retries included", 1),
+      int("fetching_timeout_sec", "fetchingTimeoutSec", 300, "Seconds a read waits for span data, and one span fetch may take, retries included", 1),
       int("max_retries", "maxRetries", 8, "Accepted for SOCI configs, not used yet: span fetches retry as [http] MaxRetries says"),
       int("min_wait_msec", "minWaitMsec", 30, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MinWaitMsec says"),
       int("max_wait_msec", "maxWaitMsec", 300000, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MaxWaitMsec says"),
