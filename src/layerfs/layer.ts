@@ -48,6 +48,7 @@ export interface OpenLayerOptions {
   inflate: CheckpointInflater;
   /** Directory for layers fetched whole. */
   unpackDir: string;
+  /** SpanManagerOptions.fetchTimeoutMs: how long a read waits and a fetch may take (default 30 000). */
   fetchTimeoutMs?: number;
   verificationRetries?: number;
   disableVerification?: boolean;
@@ -146,7 +147,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
     };
     const backing = spanCacheBacking(cache, layer.digest, layout);
     const materializer = opts.materialize && backing ? new FileMaterializer({ cache, layerDigest: layer.digest, stream: backing.stream, logger }) : undefined;
-    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, s) => manager.read(o, n, s), state, onOpen, backing: backing?.stream, materializer });
+    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, r) => manager.read(o, n, r), state, onOpen, backing: backing?.stream, materializer });
     return {
       digest: layer.digest,
       size,

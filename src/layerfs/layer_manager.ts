@@ -39,7 +39,10 @@ export interface LayerManagerOptions {
   inflate: CheckpointInflater;
   spanCache?: { memoryMaxBytes?: number; diskMaxBytes?: number; dir?: string };
   backgroundFetch?: { disable?: boolean; silencePeriodMsec?: number; fetchPeriodMsec?: number; maxQueueSize?: number };
-  /** Milliseconds one span fetch may take (default 30 000). */
+  /**
+   * Milliseconds a read waits for span data, whoever fetches it, and one span fetch may take, retries included
+   * (default 30 000; the deadlines in span_manager.ts).
+   */
   fetchTimeoutMs?: number;
   verificationRetries?: number;
   disableVerification?: boolean;

@@ -16,8 +16,11 @@ export const STATE_DIR = ".soci-ts";
 /** The state file is padded with spaces to this many bytes so its size never changes under the kernel. */
 export const STATE_FILE_BYTES = 1024;
 
-/** Reads bytes [offset, offset + length) of the layer's uncompressed tar stream. */
-export type TarByteSource = (offset: number, length: number, signal: AbortSignal) => Promise<Uint8Array>;
+/**
+ * Reads bytes [offset, offset + length) of the layer's uncompressed tar stream, for a read that began at
+ * `startedMs` (`performance.now()` ms; the read's time limit counts from there) and ends with `signal`.
+ */
+export type TarByteSource = (offset: number, length: number, opts: { signal: AbortSignal; startedMs?: number }) => Promise<Uint8Array>;
 
 /** What the state file reports (SOCI's `{error?, digest, size, fetchedSize, fetchedPercent}`). */
 export interface LayerState {
@@ -133,7 +136,7 @@ class EntryNode implements Node {
     const e = this.entry;
     if ((e.mode & S_IFMT) !== S_IFREG || offset >= e.size) return new Uint8Array(0);
     const n = Math.min(length, e.size - offset);
-    return this.opts.read(e.dataOffset + offset, n, ctx.signal);
+    return this.opts.read(e.dataOffset + offset, n, { signal: ctx.signal, startedMs: ctx.readStartedMs });
   }
 
   readlink(): Uint8Array {

@@ -21,21 +21,28 @@ export interface SpanLayout {
   /** The span holding uncompressed offset `offset` (0 ≤ offset < uncompressedSize). */
   spanOf(offset: number): number;
   /**
-   * Uncompressed bytes of span `spanId` from exactly its compressed range's bytes. `previous`, when given, returns
-   * span `spanId − 1`'s uncompressed bytes if they are at hand (being inflated beside this one, or cached), else
-   * undefined: a zTOC loaded without its checkpoint windows takes the window from their end instead of fetching it.
+   * Uncompressed bytes of span `spanId` from exactly its compressed range's bytes. Rejects once `opts.signal`
+   * aborts while it waits on the network (see InflateOptions).
    */
-  inflate(
-    spanId: number,
-    compressed: Uint8Array,
-    previous?: () => Promise<Uint8Array | undefined> | undefined,
-  ): Uint8Array | Promise<Uint8Array>;
+  inflate(spanId: number, compressed: Uint8Array, opts?: InflateOptions): Uint8Array | Promise<Uint8Array>;
   /**
    * Called as the compressed bytes of `spanIds` start downloading, so whatever else inflating them needs (the
-   * checkpoint windows of a zTOC loaded without them) downloads beside them; `previousAtHand(id)` tells whether
-   * span id − 1 will be at hand for `inflate`'s `previous`. Optional; never throws.
+   * checkpoint windows of a zTOC loaded without them) downloads beside them, under the same `signal` (the fetch's
+   * deadline); `previousAtHand(id)` tells whether span id − 1 will be at hand for `inflate`'s `previous`.
+   * Optional; never throws.
    */
-  prepare?(spanIds: readonly number[], previousAtHand: (spanId: number) => boolean): void;
+  prepare?(spanIds: readonly number[], opts: { previousAtHand: (spanId: number) => boolean; signal?: AbortSignal }): void;
+}
+
+/** What inflating one span may use and wait for. */
+export interface InflateOptions {
+  /**
+   * Span `spanId − 1`'s uncompressed bytes if they are at hand (being inflated beside this one, or cached), else
+   * undefined: a zTOC loaded without its checkpoint windows takes the window from their end instead of fetching it.
+   */
+  previous?: () => Promise<Uint8Array | undefined> | undefined;
+  /** The span fetch's deadline (and the layer's close): whatever inflating waits for ends with it. */
+  signal?: AbortSignal;
 }
 
 /** The span holding `offset`: the last start ≤ offset in non-decreasing `starts` (never an empty span of a run of equal starts). */

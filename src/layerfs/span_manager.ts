@@ -11,6 +11,20 @@
  *      from its checkpoint, cached, and only then used. Wrong bytes are never returned.
  *   5. Any failure moves the span back to "unrequested", logs one line naming layer, span and cause, and
  *      rejects the read with UnavailableError (EIO at the FUSE bridge); the next read tries again.
+ *
+ * Deadlines (`fetchTimeoutMs`, config `[blob] fetching_timeout_sec`): one limit per read, whoever fetches.
+ *   - A read's deadline is `fetchTimeoutMs` after it began (`startedMs`: for a FUSE READ its arrival, or the
+ *     start of the READ the kernel is retrying, see vfs/bridge.ts; for `fetchSpans` the call). It waits for
+ *     its spans until then and no longer, also when it joined a fetch already in flight (started by an
+ *     OPEN's fetch-on-open, prefetch, read-ahead, the background fetcher or another read): it then fails and
+ *     the fetch goes on for its other waiters. A read whose deadline has passed starts no fetch; it gets the
+ *     spans present and fails for the rest.
+ *   - A fetch (step 3's request, the registry client's retries of it, step 4's refetches and the checkpoint
+ *     windows inflating waits for) ends by the deadline of the read that started it; a fetch started by no
+ *     read (fetch-on-open, prefetch, read-ahead, and finishing a span the background fetcher hands over, whose
+ *     own download has its own step timeout) by `fetchTimeoutMs` after it started. Retries never restart the
+ *     clock.
+ *   - A span whose fetch failed or ran out of time is "unrequested" again (step 5), never failed for good.
  */
 import { createHash } from "node:crypto";
 import type { SpanCache } from "../cache/span_cache.ts";
@@ -23,6 +37,22 @@ import type { TaskGate } from "./task_gate.ts";
 /** Fetches byte ranges [start, end) of the layer blob; one request for all of them where possible. */
 export type RangeFetcher = (ranges: Array<[number, number]>, signal: AbortSignal) => Promise<Uint8Array[]>;
 
+/** How one read waits (see the deadlines in the file comment). */
+export interface SpanReadOptions {
+  /** Ends the wait (the fetches go on for other waiters). */
+  signal?: AbortSignal;
+  /** When the read began, in `performance.now()` milliseconds (default: now); its deadline counts from here. */
+  startedMs?: number;
+}
+
+/** One wait for spans: its cancellation, its deadline (`performance.now()` ms) and what it is, for messages. */
+interface Wait {
+  signal?: AbortSignal;
+  deadlineMs: number;
+  foreground: boolean;
+  what: string;
+}
+
 export interface SpanManagerOptions {
   /** "sha256:<hex>" of the layer blob (cache key and log field). */
   layerDigest: string;
@@ -31,7 +61,10 @@ export interface SpanManagerOptions {
   spanDigests: readonly string[];
   fetchRanges: RangeFetcher;
   cache: SpanCache;
-  /** Milliseconds one span fetch may take before it fails (default 30 000). */
+  /**
+   * Milliseconds a read may wait for its spans, and a fetch may take, retries included (default 30 000; see the
+   * deadlines in the file comment).
+   */
   fetchTimeoutMs?: number;
   /** Refetches of a span whose bytes did not match its digest (default 0). */
   verificationRetries?: number;
@@ -133,9 +166,10 @@ export class SpanManager {
 
   /**
    * Bytes [offset, offset + length) of the uncompressed tar stream (fewer only at its end).
-   * Rejects with UnavailableError when a span cannot be fetched or verified, or when `signal` aborts.
+   * Rejects with UnavailableError when a span cannot be fetched or verified, when the read's deadline
+   * (`fetchTimeoutMs` after `startedMs`) passes first, or when `signal` aborts.
    */
-  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  async read(offset: number, length: number, opts: SpanReadOptions = {}): Promise<Uint8Array> {
     const end = Math.min(offset + length, this.layout.uncompressedSize);
     if (length <= 0 || offset >= end) return new Uint8Array(0);
     // 1. Spans covering the range.
@@ -143,8 +177,9 @@ export class SpanManager {
     const last = this.layout.spanOf(end - 1);
     const ids: number[] = [];
     for (let i = first; i <= last; i++) ids.push(i);
-    // 2-4. Get every span (cache, in flight, or fetched now, coalesced).
-    const spans = await this.#getSpans(ids, signal, true);
+    // 2-4. Get every span (cache, in flight, or fetched now, coalesced) by the read's deadline.
+    const deadlineMs = (opts.startedMs ?? performance.now()) + this.#o.fetchTimeoutMs;
+    const spans = await this.#getSpans(ids, { signal: opts.signal, deadlineMs, foreground: true, what: `bytes ${offset}-${end}` });
     // Assemble.
     if (spans.length === 1) {
       const [us] = this.layout.uncompressedRange(first);
@@ -162,9 +197,14 @@ export class SpanManager {
     return out;
   }
 
-  /** Make spans present (fetching the missing ones, coalesced) without returning them; for prefetch. */
+  /**
+   * Make spans present (fetching the missing ones, coalesced) without returning them; for prefetch and the
+   * fetch on open. Waits at most `fetchTimeoutMs`; rejects like `read`.
+   */
   async fetchSpans(ids: number[], signal?: AbortSignal): Promise<void> {
-    await this.#getSpans(ids, signal, false);
+    if (ids.length === 0) return;
+    const what = `spans ${ids[0]}-${ids[ids.length - 1]}`;
+    await this.#getSpans(ids, { signal, deadlineMs: performance.now() + this.#o.fetchTimeoutMs, foreground: false, what });
   }
 
   /**
@@ -174,7 +214,7 @@ export class SpanManager {
   async offerCompressed(spanId: number, compressed: Uint8Array): Promise<void> {
     if (this.#state[spanId] !== "unrequested" || this.#inflight.has(spanId)) return;
     this.#setState(spanId, "requested");
-    const p = this.#finishSpan(spanId, compressed);
+    const p = this.#finishSpan(spanId, compressed, this.#fetchSignal(performance.now() + this.#o.fetchTimeoutMs));
     this.#inflight.set(spanId, p);
     p.catch(() => {}).finally(() => this.#inflight.delete(spanId));
     await p;
@@ -182,14 +222,16 @@ export class SpanManager {
 
   // --- helpers ---
 
-  async #getSpans(ids: number[], signal: AbortSignal | undefined, foreground: boolean): Promise<Uint8Array[]> {
+  async #getSpans(ids: number[], w: Wait): Promise<Uint8Array[]> {
     const results: Array<Promise<Uint8Array>> = [];
     const missing: number[] = [];
     const slot = new Map<number, number>();
+    let network = false;
     for (const id of ids) {
       const inflight = this.#inflight.get(id);
       if (inflight) {
         results.push(inflight);
+        network = true;
         continue;
       }
       if (this.#state[id] === "uncompressed") {
@@ -201,7 +243,7 @@ export class SpanManager {
             if (b) this.#o.logger.warn("Cached span has the wrong length, refetching", { layer: this.layerDigest, span: id, bytes: b.byteLength, expected: ue - us });
             // Evicted (or unusable) since: refetch it alone.
             if (this.#state[id] === "uncompressed") this.#setState(id, "unrequested");
-            return this.#inflight.get(id) ?? this.#startRun([id])[0]!;
+            return this.#inflight.get(id) ?? this.#startRun([id], w.deadlineMs)[0]!;
           }),
         );
         continue;
@@ -210,17 +252,37 @@ export class SpanManager {
       results.push(Promise.resolve(new Uint8Array(0))); // placeholder
       missing.push(id);
     }
+    if (missing.length > 0 && performance.now() >= w.deadlineMs) {
+      // Out of time already (the kernel retrying a READ that failed at its deadline): start nothing.
+      for (const p of results) p.catch(() => {});
+      throw this.#lateError(w, missing[0]!);
+    }
     for (const run of this.#runs(missing)) {
-      const ps = this.#startRun(run);
+      const ps = this.#startRun(run, w.deadlineMs);
       run.forEach((id, k) => (results[slot.get(id)!] = ps[k]!));
     }
     if (missing.length > 0 && this.#o.readaheadSpans > 0) this.#readahead(missing[missing.length - 1]!);
-    const release = foreground && missing.length > 0 ? this.#o.gate?.enter() : undefined;
+    const release = w.foreground && missing.length > 0 ? this.#o.gate?.enter() : undefined;
     try {
-      return await raceSignal(Promise.all(results), signal, this.layerDigest);
+      // A fetch this wait joined may end after its deadline (another's clock): wait for it only until then.
+      // Fetches started here end by the deadline themselves, with their own error; cached spans are local reads.
+      const late = network ? () => this.#lateError(w, ids.find((id) => this.#state[id] !== "uncompressed") ?? ids[0]!) : undefined;
+      return await settle(Promise.all(results), w, late, this.layerDigest);
     } finally {
       release?.();
     }
+  }
+
+  /** The error of a wait whose deadline passed before span `spanId` was there. */
+  #lateError(w: Wait, spanId: number): UnavailableError {
+    return new UnavailableError(
+      `Cannot read ${w.what} of layer "${this.layerDigest}": span ${spanId} did not arrive within ${this.#o.fetchTimeoutMs} ms`,
+    );
+  }
+
+  /** The signal of a fetch that must end by `deadlineMs` (`performance.now()` ms) or when the manager closes. */
+  #fetchSignal(deadlineMs: number): AbortSignal {
+    return AbortSignal.any([this.#closed.signal, AbortSignal.timeout(Math.max(0, deadlineMs - performance.now()))]);
   }
 
   /** Start fetching the unrequested spans among the `readaheadSpans` after `last` (not waited for). */
@@ -229,7 +291,8 @@ export class SpanManager {
     for (let i = last + 1; i <= Math.min(last + this.#o.readaheadSpans, this.layout.spanCount - 1); i++) {
       if (this.#state[i] === "unrequested" && !this.#inflight.has(i)) ids.push(i);
     }
-    for (const run of this.#runs(ids)) for (const p of this.#startRun(run)) p.catch(() => {});
+    const deadlineMs = performance.now() + this.#o.fetchTimeoutMs;
+    for (const run of this.#runs(ids)) for (const p of this.#startRun(run, deadlineMs)) p.catch(() => {});
   }
 
   /** Split sorted span ids into runs of adjacent ids within the coalescing bound. */
@@ -252,15 +315,22 @@ export class SpanManager {
     return runs;
   }
 
-  /** Start fetching a run of adjacent spans with one request; one promise per span, registered as in flight. */
-  #startRun(run: number[]): Array<Promise<Uint8Array>> {
+  /**
+   * Start fetching a run of adjacent spans with one request, to be done (verified and inflated) by `deadlineMs`
+   * (`performance.now()` ms); one promise per span, registered as in flight.
+   */
+  #startRun(run: number[], deadlineMs: number): Array<Promise<Uint8Array>> {
     for (const id of run) this.#setState(id, "requested");
     const [first, last] = [run[0]!, run[run.length - 1]!];
-    this.layout.prepare?.(run, (id) => (id - 1 >= first && id - 1 <= last) || this.#inflight.has(id - 1) || this.#state[id - 1] === "uncompressed");
-    const fetched = this.#fetchRun(run);
+    const signal = this.#fetchSignal(deadlineMs);
+    this.layout.prepare?.(run, {
+      previousAtHand: (id) => (id - 1 >= first && id - 1 <= last) || this.#inflight.has(id - 1) || this.#state[id - 1] === "uncompressed",
+      signal,
+    });
+    const fetched = this.#fetchRun(run, signal);
     const ps = run.map((id, k) => {
       const p = fetched.then(
-        (all) => this.#finishSpan(id, all[k]!),
+        (all) => this.#finishSpan(id, all[k]!, signal),
         (err) => {
           this.#fail(id, err);
           throw this.#readError(id, err);
@@ -275,11 +345,10 @@ export class SpanManager {
     return ps;
   }
 
-  /** One ranged request for the run, split into each span's compressed bytes. */
-  async #fetchRun(run: number[]): Promise<Uint8Array[]> {
+  /** One ranged request for the run under the fetch's `signal`, split into each span's compressed bytes. */
+  async #fetchRun(run: number[], signal: AbortSignal): Promise<Uint8Array[]> {
     const start = this.layout.compressedRange(run[0]!)[0];
     const end = this.layout.compressedRange(run[run.length - 1]!)[1];
-    const signal = AbortSignal.any([this.#closed.signal, AbortSignal.timeout(this.#o.fetchTimeoutMs)]);
     this.#requests++;
     let bytes: Uint8Array;
     try {
@@ -312,8 +381,8 @@ export class SpanManager {
     return this.#inflight.get(id - 1) ?? (this.#state[id - 1] === "uncompressed" ? this.#o.cache.get(this.layerDigest, id - 1) : undefined);
   }
 
-  /** Verify (refetching on mismatch), inflate and cache one span. */
-  async #finishSpan(id: number, compressed: Uint8Array): Promise<Uint8Array> {
+  /** Verify (refetching on mismatch), inflate and cache one span, all under the fetch's `signal`. */
+  async #finishSpan(id: number, compressed: Uint8Array, signal: AbortSignal): Promise<Uint8Array> {
     try {
       let bytes = compressed;
       for (let attempt = 0; ; attempt++) {
@@ -321,11 +390,12 @@ export class SpanManager {
         if (!err) break;
         if (attempt >= this.#o.verificationRetries) throw err;
         this.#o.logger.warn("Span digest mismatch, refetching", { layer: this.layerDigest, span: id, attempt });
-        bytes = (await this.#fetchRun([id]))[0]!;
+        bytes = (await this.#fetchRun([id], signal))[0]!;
       }
       this.#setState(id, "fetched");
       const [us, ue] = this.layout.uncompressedRange(id);
-      let out = await this.layout.inflate(id, bytes, () => this.#previous(id));
+      // Inflating may wait for a checkpoint window from the registry: under the same deadline.
+      let out = await this.layout.inflate(id, bytes, { previous: () => this.#previous(id), signal });
       // Own the bytes: a view into the coalesced run buffer (uncompressed layers) would keep all of it alive
       // in the cache while the cache counts only this span.
       if (out.byteLength !== out.buffer.byteLength) out = out.slice();
@@ -383,22 +453,34 @@ export class SpanManager {
   }
 }
 
-/** `p`, or a rejection as soon as `signal` aborts (the work behind `p` carries on for other waiters). */
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined, layer: string): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(new UnavailableError(`Cannot read layer "${layer}": the read was interrupted`));
+/**
+ * `p`, or a rejection as soon as the wait's signal aborts or, with `late`, its deadline passes (`late()` is the
+ * error then); the work behind `p` carries on for other waiters.
+ */
+function settle<T>(p: Promise<T>, w: Wait, late: (() => Error) | undefined, layer: string): Promise<T> {
+  const interrupted = () => new UnavailableError(`Cannot read layer "${layer}": the read was interrupted`);
+  if (w.signal?.aborted) {
+    p.catch(() => {});
+    return Promise.reject(interrupted());
+  }
+  if (!w.signal && !late) return p;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new UnavailableError(`Cannot read layer "${layer}": the read was interrupted`));
-    signal.addEventListener("abort", onAbort, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => stop(interrupted());
+    const stop = (err: Error) => {
+      clearTimeout(timer);
+      w.signal?.removeEventListener("abort", onAbort);
+      reject(err);
+    };
+    w.signal?.addEventListener("abort", onAbort, { once: true });
+    if (late) timer = setTimeout(() => stop(late()), Math.max(0, w.deadlineMs - performance.now()));
     p.then(
       (v) => {
-        signal.removeEventListener("abort", onAbort);
+        clearTimeout(timer);
+        w.signal?.removeEventListener("abort", onAbort);
         resolve(v);
       },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
+      (e) => stop(e),
     );
   });
 }

@@ -16,7 +16,8 @@
  * 32 KiB of uncompressed data before checkpoint i, so when span i − 1 is at hand (inflated beside span i, or
  * cached) and holds at least 32 KiB, its end is window i, offered to `windows` (kept when it matches the record's
  * digest); otherwise inflating span i waits for window i to be fetched, which `prepare` starts as span i's bytes
- * start downloading.
+ * start downloading. Both waits end with the span fetch's signal (its deadline): a window fetched for a span is
+ * fetched under the span's deadline.
  */
 import { createHash } from "node:crypto";
 import { type Checkpoint, WINDOW_SIZE } from "../compress/types.ts";
@@ -25,7 +26,7 @@ import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { decodeGzipZinfo } from "../ztoc/zinfo_gzip.ts";
 import { decodeTarZinfo, tarMaxSpanId } from "../ztoc/zinfo_tar.ts";
-import { identityLayout, spanIndexOf, type SpanLayout } from "./span_layout.ts";
+import { identityLayout, spanIndexOf, type InflateOptions, type SpanLayout } from "./span_layout.ts";
 
 /**
  * Inflates raw DEFLATE resuming at checkpoint `cp`: `compressed` starts at byte `cp.in − (cp.bits ? 1 : 0)` of
@@ -88,20 +89,20 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: Ch
     compressedRange: cRange,
     uncompressedRange: uRange,
     spanOf: (offset) => spanIndexOf(outs, offset),
-    inflate: (i, compressed, previous) => {
+    inflate: (i, compressed, opts: InflateOptions = {}) => {
       const [us, ue] = uRange(i);
       const run = () => inflate(compressed, cps[i]!, { skip: 0, length: ue - us });
       if (!windows || windows.has(i)) return run();
       return (async () => {
-        const w = await windowFromPrevious(i, previous);
-        if (!(w && windows.offer(i, w))) await windows.ensure(i);
+        const w = await windowFromPrevious(i, opts);
+        if (!(w && windows.offer(i, w))) await windows.ensure(i, opts.signal);
         return run();
       })();
     },
     ...(windows
       ? {
-        prepare: (ids: readonly number[], previousAtHand: (id: number) => boolean) =>
-          windows.prefetch(ids.filter((i) => !(tailIsWindow(i) && previousAtHand(i)))),
+        prepare: (ids: readonly number[], opts: { previousAtHand: (id: number) => boolean; signal?: AbortSignal }) =>
+          windows.prefetch(ids.filter((i) => !(tailIsWindow(i) && opts.previousAtHand(i))), opts.signal),
       }
       : {}),
   };
@@ -111,12 +112,15 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: Ch
     return i > 0 && cps[i]!.out <= ztoc.uncompressedArchiveSize && outs[i]! - outs[i - 1]! >= WINDOW_SIZE;
   }
 
-  /** Window i from what is at hand: zeros before the stream start, or the end of span i − 1. */
-  async function windowFromPrevious(i: number, previous?: () => Promise<Uint8Array | undefined> | undefined): Promise<Uint8Array | undefined> {
+  /**
+   * Window i from what is at hand: zeros before the stream start, or the end of span i − 1 (undefined when that
+   * is not at hand, fails, or is not there before `signal` aborts).
+   */
+  async function windowFromPrevious(i: number, { previous, signal }: InflateOptions): Promise<Uint8Array | undefined> {
     if (i === 0 && cps[0]!.out === 0) return new Uint8Array(WINDOW_SIZE);
     if (!tailIsWindow(i)) return undefined;
     try {
-      const prev = await previous?.();
+      const prev = await untilAborted(previous?.(), signal);
       return prev?.length === outs[i]! - outs[i - 1]! ? prev.subarray(prev.length - WINDOW_SIZE) : undefined;
     } catch {
       return undefined; // span i − 1 failed: fetch window i instead
@@ -149,4 +153,24 @@ export function spanLayoutDigest(ztoc: Ztoc): string {
   h.update(`${z.spanSizeBytes}\n`);
   for (const c of z.checkpoints) h.update(`${c.in} ${c.out} ${c.bits}\n`);
   return h.digest("hex");
+}
+
+/** `p`'s value, or undefined as soon as `signal` aborts (or at once when it has). */
+function untilAborted<T>(p: Promise<T | undefined> | undefined, signal: AbortSignal | undefined): Promise<T | undefined> {
+  if (!p || !signal) return Promise.resolve(p);
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
 }

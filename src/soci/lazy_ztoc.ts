@@ -35,7 +35,10 @@ import { WINDOW_SIZE } from "../compress/types.ts";
 export interface LazyZtocOptions {
   /** Aborts the skeleton fetch (window fetches end with `LazyWindows.close` or their timeout). */
   signal?: AbortSignal;
-  /** Longest one record fetch may take, in ms (default 60 s); the fetch then fails and a later read retries. */
+  /**
+   * Longest one record fetch may take, in ms (default 60 s), also when the span fetch it is for allows longer;
+   * the fetch then fails and a later read retries.
+   */
   recordTimeoutMs?: number;
   /** Called once with the complete, verified zTOC bytes. */
   onComplete?: (bytes: Uint8Array) => void | Promise<void>;
@@ -72,7 +75,8 @@ export async function loadZtocLazily(
 export class LazyWindows implements CheckpointWindows {
   readonly #present: Uint8Array;
   #missing: number;
-  readonly #inflight = new Map<number, Promise<void>>();
+  /** Record fetches in flight by record, with the signal they were started for. */
+  readonly #inflight = new Map<number, { p: Promise<void>; signal?: AbortSignal }>();
   readonly #closed = new AbortController();
   /** The skeleton, kept until the zTOC is complete and handed on. */
   #head: Uint8Array | undefined;
@@ -97,9 +101,12 @@ export class LazyWindows implements CheckpointWindows {
     return this.#present[i] === 1;
   }
 
-  ensure(i: number): Promise<void> {
+  ensure(i: number, signal?: AbortSignal): Promise<void> {
     if (this.has(i)) return Promise.resolve();
-    return this.#inflight.get(i) ?? this.#fetch(i, i);
+    const f = this.#inflight.get(i);
+    if (!f) return this.#fetch(i, i, signal);
+    // A fetch started for this signal ends with it; one started for another is waited for until this one aborts.
+    return !signal || f.signal === signal ? f.p : this.#until(i, f.p, signal);
   }
 
   offer(i: number, window: Uint8Array): boolean {
@@ -115,23 +122,23 @@ export class LazyWindows implements CheckpointWindows {
     return true;
   }
 
-  prefetch(ids: readonly number[]): void {
+  prefetch(ids: readonly number[], signal?: AbortSignal): void {
     const want = [...new Set(ids)].filter((i) => i >= 0 && i < this.table.count && !this.has(i) && !this.#inflight.has(i)).sort((x, y) => x - y);
     for (let k = 0; k < want.length;) {
       let j = k;
       while (j + 1 < want.length && want[j + 1] === want[j]! + 1) j++;
       // A failed prefetch is forgotten: the read that needs the window fetches it again and reports the error.
-      this.#fetch(want[k]!, want[j]!).catch(() => {});
+      this.#fetch(want[k]!, want[j]!, signal).catch(() => {});
       k = j + 1;
     }
   }
 
-  /** Fetch records first..last in one range read, check and place them. */
-  #fetch(first: number, last: number): Promise<void> {
+  /** Fetch records first..last in one range read, check and place them; ends by `deadline` too when given. */
+  #fetch(first: number, last: number, deadline?: AbortSignal): Promise<void> {
     const p = (async () => {
       const [s, e] = recordRange(this.table, first, last);
-      const timeoutMs = this.opts.recordTimeoutMs ?? 60_000;
-      const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#closed.signal]);
+      const timeoutMs = this.#timeoutMs;
+      const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#closed.signal, ...(deadline ? [deadline] : [])]);
       let bytes: Uint8Array;
       try {
         this.#closed.signal.throwIfAborted();
@@ -148,12 +155,38 @@ export class LazyWindows implements CheckpointWindows {
       }
       this.#place(first, last, bytes);
     })();
-    for (let i = first; i <= last; i++) this.#inflight.set(i, p);
+    for (let i = first; i <= last; i++) this.#inflight.set(i, { p, signal: deadline });
     const forget = () => {
-      for (let i = first; i <= last; i++) if (this.#inflight.get(i) === p) this.#inflight.delete(i);
+      for (let i = first; i <= last; i++) if (this.#inflight.get(i)?.p === p) this.#inflight.delete(i);
     };
     p.then(forget, forget);
     return p;
+  }
+
+  get #timeoutMs(): number {
+    return this.opts.recordTimeoutMs ?? 60_000;
+  }
+
+  /** `p`, or an UnavailableError naming window `i` once `signal` aborts (the fetch behind `p` goes on). */
+  #until(i: number, p: Promise<void>, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const why = this.#closed.signal.aborted ? "the layer is closed" : `no answer within ${this.#timeoutMs} ms`;
+        reject(new UnavailableError(`Cannot fetch checkpoint window ${i} of zTOC "${this.descriptor.digest}": ${why}`));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      p.then(
+        () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        (err) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(err);
+        },
+      );
+    });
   }
 
   /** Write verified records first..last into the zTOC's checkpoints bytes and mark them present. */

@@ -7,7 +7,13 @@
  *     ids are never reused, so `generation` stays 0;
  *   - file and directory handles: a directory's entries are read once at OPENDIR, so READDIR cookies
  *     (index + 1 into that list) stay valid while the handle is open;
- *   - cache lifetimes: entry, attribute and negative-lookup timeouts from the options.
+ *   - cache lifetimes: entry, attribute and negative-lookup timeouts from the options;
+ *   - when a read began (`RequestContext.readStartedMs`, for nodes whose reads have a time limit): a READ's
+ *     arrival, but when a READ fails the kernel reads its first page again within the same read(2) (a failed
+ *     readahead is retried page by page): the next READ on the same handle inside a failed READ's range is
+ *     taken as that retry and carries the failed READ's start. Once: a retry's own failure is not remembered,
+ *     so the READ after it starts afresh. (A program repeating a read(2) the kernel did not retry is taken for
+ *     a retry too: that one READ keeps the old start.)
  * Capability fallbacks are those documented on `Node`. Errors thrown by nodes are translated once, by
  * the protocol server (`toErrno`).
  */
@@ -16,7 +22,7 @@ import { utf8 } from "../fuse/codec.ts";
 import { FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_ROOT_ID } from "../fuse/abi.ts";
 import { EBADF, EINVAL, EIO, ENODATA, ENOENT, ENOSYS, ENOTDIR, FuseErrno } from "../fuse/errno.ts";
 import type { RawContext, RawFileSystem } from "../fuse/raw_fs.ts";
-import type { Attr, DirEntry, Node } from "./node.ts";
+import type { Attr, DirEntry, Node, RequestContext } from "./node.ts";
 
 /** Cache lifetimes and open behaviour; every field has a default. */
 export interface BridgeOptions {
@@ -40,6 +46,22 @@ interface Known {
   node: Node;
   lookups: number;
 }
+
+/** An open file: its node, and its READs that failed and may be retried by the kernel (newest last). */
+interface FileHandle {
+  node: Node;
+  failed: FailedRead[];
+}
+
+/** A failed READ: bytes [offset, end) of the file, and when the read behind it began. */
+interface FailedRead {
+  offset: number;
+  end: number;
+  startedMs: number;
+}
+
+/** Failed READs remembered per handle (the kernel retries one per read(2); concurrent readahead may fail a few). */
+const MAX_FAILED_READS = 8;
 
 interface DirHandle {
   node: Node;
@@ -79,7 +101,7 @@ export function toFuseAttr(a: Attr): FuseAttr {
 export class VfsBridge implements RawFileSystem {
   readonly #byId = new Map<number, Known>();
   readonly #idOf = new Map<Node, number>();
-  readonly #files = new Map<number, Node>();
+  readonly #files = new Map<number, FileHandle>();
   readonly #dirs = new Map<number, DirHandle>();
   #nextId = FUSE_ROOT_ID + 1;
   #nextFh = 1;
@@ -174,7 +196,7 @@ export class VfsBridge implements RawFileSystem {
     const n = this.#node(nodeid);
     const done = (): OpenOut => {
       const fh = this.#nextFh++;
-      this.#files.set(fh, n);
+      this.#files.set(fh, { node: n, failed: [] });
       const direct = n.directRead?.();
       return { fh, openFlags: this.#keepCache ? FOPEN_KEEP_CACHE : 0, ...(direct ? { direct } : {}) };
     };
@@ -183,9 +205,35 @@ export class VfsBridge implements RawFileSystem {
   }
 
   read(nodeid: number, fh: number, offset: number, size: number, ctx: RawContext): Uint8Array | Promise<Uint8Array> {
-    const n = this.#files.get(fh) ?? this.#node(nodeid);
+    const f = this.#files.get(fh);
+    const n = f?.node ?? this.#node(nodeid);
     if (!n.read) throw new FuseErrno(EIO, `Node ${nodeid} cannot be read`);
-    return n.read(offset, size, ctx);
+    // The kernel's retry of a failed READ keeps that READ's start (see the file comment).
+    const retried = f ? takeRetried(f.failed, offset, offset + size) : undefined;
+    const startedMs = retried ?? performance.now();
+    const readCtx: RequestContext = {
+      get signal() {
+        return ctx.signal;
+      },
+      uid: ctx.uid,
+      gid: ctx.gid,
+      pid: ctx.pid,
+      readStartedMs: startedMs,
+    };
+    const failed = (err: unknown): never => {
+      if (f && retried === undefined && !ctx.signal.aborted) {
+        f.failed.push({ offset, end: offset + size, startedMs });
+        if (f.failed.length > MAX_FAILED_READS) f.failed.shift();
+      }
+      throw err;
+    };
+    let r: Uint8Array | Promise<Uint8Array>;
+    try {
+      r = n.read(offset, size, readCtx);
+    } catch (err) {
+      return failed(err);
+    }
+    return r instanceof Promise ? r.catch(failed) : r;
   }
 
   release(_nodeid: number, fh: number): void {
@@ -296,3 +344,18 @@ const NO_DATA = new FuseErrno(ENODATA);
 const NO_ENTRY = new FuseErrno(ENOENT);
 const NO_XATTRS = new FuseErrno(ENOSYS, "The tree has no extended attributes");
 const DOTDOT = utf8("..");
+
+/**
+ * The earliest start among the failed READs holding bytes [offset, end), which are forgotten (the READ asking
+ * is their retry); undefined when none holds them.
+ */
+function takeRetried(failed: FailedRead[], offset: number, end: number): number | undefined {
+  let startedMs: number | undefined;
+  for (let i = failed.length - 1; i >= 0; i--) {
+    const f = failed[i]!;
+    if (offset < f.offset || end > f.end) continue;
+    startedMs = startedMs === undefined ? f.startedMs : Math.min(startedMs, f.startedMs);
+    failed.splice(i, 1);
+  }
+  return startedMs;
+}

@@ -64,6 +64,12 @@ export interface RequestContext {
   uid: number;
   gid: number;
   pid: number;
+  /**
+   * READ only: when the read behind this READ began, in `performance.now()` milliseconds, for reads bounded by
+   * a time limit. The READ's arrival, except for the kernel's retry of a READ that failed on the same open file
+   * (bridge.ts): that one is part of the same read(2), so it carries the failed READ's start.
+   */
+  readStartedMs?: number;
 }
 
 export interface Node {

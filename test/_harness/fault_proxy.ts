@@ -7,6 +7,8 @@
  *   { kind: "stall", ms }           wait `ms` before forwarding (no bytes at all meanwhile)
  *   { kind: "stallBody", ms, afterBytes }  send headers and `afterBytes` body bytes, then nothing for `ms`
  *   { kind: "cut", afterBytes }     send headers and `afterBytes` body bytes, then drop the connection
+ *   { kind: "trickle", bytesPerSec } send headers at once, then the body `bytesPerSec` bytes a second (a slow
+ *                                   link that never stalls long enough for an idle timeout)
  *   { kind: "corrupt", from? }      flip bits in the body of range answers (206) only: every 997th byte from
  *                                   byte `from` (default 0) on
  *   { kind: "redirect" }            answer blob GETs with 307 to a "real blob URL" on this proxy
@@ -21,6 +23,7 @@ export type Fault = (
   | { kind: "stall"; ms: number }
   | { kind: "stallBody"; ms: number; afterBytes: number }
   | { kind: "cut"; afterBytes: number }
+  | { kind: "trickle"; bytesPerSec: number }
   | { kind: "corrupt"; from?: number }
   | { kind: "redirect" }
 ) & { times?: number; match?: { method?: string; path?: RegExp } };
@@ -153,6 +156,31 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
             return reader.cancel().catch(() => {});
           },
         });
+        return new Response(body, { status: up.status, headers: outHeaders });
+      }
+      if (f?.kind === "trickle") {
+        const reader = up.body.getReader();
+        const stepMs = 1000 / f.bytesPerSec;
+        let held = new Uint8Array(0);
+        let stopped = false;
+        const body = new ReadableStream<Uint8Array>({
+          async pull(c) {
+            if (held.length === 0) {
+              const { done: end, value } = await reader.read();
+              if (end) return (done(), c.close());
+              held = value;
+            }
+            await sleep(stepMs);
+            if (stopped) return;
+            c.enqueue(held.slice(0, 1));
+            held = held.subarray(1);
+          },
+          cancel() {
+            stopped = true;
+            done();
+            return reader.cancel().catch(() => {});
+          },
+        }, { highWaterMark: 0 });
         return new Response(body, { status: up.status, headers: outHeaders });
       }
       if (f?.kind === "corrupt" && up.status === 206) {

@@ -1,11 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { SpanCache } from "../../src/cache/span_cache.ts";
-import { identityLayout } from "../../src/layerfs/span_layout.ts";
+import { identityLayout, type SpanLayout } from "../../src/layerfs/span_layout.ts";
 import { SpanManager, type RangeFetcher } from "../../src/layerfs/span_manager.ts";
 import { SPAN_TRANSITIONS, checkTransition } from "../../src/layerfs/span_state.ts";
 import { FailedPreconditionError, UnavailableError } from "../../src/util/errors.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
+import { within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 
 const LAYER = "sha256:" + "c".repeat(64);
@@ -161,5 +162,67 @@ describe("SpanManager", () => {
     expect(sm2.complete()).toBe(true);
     expect(await sm2.read(10, 3000)).toEqual(blob.subarray(10, 3010));
     expect(requests.length).toBe(0);
+  });
+});
+
+describe("SpanManager deadlines", () => {
+  /** A fetcher that never answers: it rejects when its signal aborts. */
+  const never: RangeFetcher = (_r, signal) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
+
+  test("refetches after a digest mismatch count inside the fetch limit", async () => {
+    const limitMs = 1500;
+    const { layout, digests, blob } = await setup(2);
+    let calls = 0;
+    // The first answer comes late and wrong; the refetch never answers.
+    const fetchRanges: RangeFetcher = (ranges, signal) => {
+      if (calls++ > 0) return never(ranges, signal);
+      return Bun.sleep(limitMs * 0.6).then(() => ranges.map(([s, e]) => blob.slice(s, e).map((b) => b ^ 0xff)));
+    };
+    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache: await SpanCache.open(), fetchTimeoutMs: limitMs, verificationRetries: 3 });
+    const err = await within(limitMs + 500, "the read", sm.read(0, 10).then(() => undefined, (e: Error) => e));
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect(calls).toBe(2);
+    expect(sm.state(0)).toBe("unrequested");
+  });
+
+  test("inflating that waits on the network (a checkpoint window) waits under the fetch's deadline", async () => {
+    const limitMs = 1000;
+    const { layout, digests, fetchRanges } = await setup(2);
+    // The window a span needs never arrives: inflating ends only when the signal it was given aborts.
+    const waiting: SpanLayout = {
+      ...layout,
+      inflate: (_id, _bytes, opts) =>
+        new Promise<Uint8Array>((_, reject) => opts?.signal?.addEventListener("abort", () => reject(new Error("checkpoint window 0 did not arrive")))),
+    };
+    const sm = new SpanManager({ layerDigest: LAYER, layout: waiting, spanDigests: digests, fetchRanges, cache: await SpanCache.open(), fetchTimeoutMs: limitMs });
+    const err = await within(limitMs + 500, "the read", sm.read(0, 10).then(() => undefined, (e: Error) => e));
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect(err?.message).toContain("checkpoint window 0 did not arrive");
+    expect(sm.state(0)).toBe("unrequested");
+  });
+
+  test("a read joining a fetch in flight waits only until its own deadline; the fetch goes on", async () => {
+    const limitMs = 3000;
+    const { layout, digests } = await setup(2);
+    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges: never, cache: await SpanCache.open(), fetchTimeoutMs: limitMs });
+    const prefetch = sm.fetchSpans([0]).catch((e: Error) => e); // its own clock: limitMs from now
+    // A read that began limitMs − 300 ms ago (the kernel's retry of a READ that failed) joins it.
+    const err = await within(300 + 700, "the read", sm.read(0, 10, { startedMs: performance.now() - limitMs + 300 }).then(() => undefined, (e: Error) => e));
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect(err!.message).toContain(`span 0 did not arrive within ${limitMs} ms`);
+    expect(sm.state(0)).toBe("requested");
+    sm.close();
+    expect(await prefetch).toBeInstanceOf(Error);
+  });
+
+  test("a read whose deadline has passed fetches nothing but still gets cached spans", async () => {
+    const { sm, requests, blob } = await setup(4);
+    expect(await sm.read(0, 10)).toEqual(blob.subarray(0, 10));
+    expect(requests.length).toBe(1);
+    const long = performance.now() - 31_000; // more than the default 30 s limit ago
+    expect(await sm.read(5, 10, { startedMs: long })).toEqual(blob.subarray(5, 15));
+    await expect(sm.read(2500, 10, { startedMs: long })).rejects.toThrow(/span 2 did not arrive within 30000 ms/);
+    expect(requests.length).toBe(1);
+    expect(sm.state(2)).toBe("unrequested");
   });
 });
