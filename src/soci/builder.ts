@@ -161,24 +161,15 @@ export async function buildLayerZtoc(
   if (format === undefined) {
     throw new FailedPreconditionError(`Cannot build zTOC of layer "${layer.digest}": media type "${layer.mediaType}" is not supported`);
   }
-  let done = 0;
-  const counted = opts.onProgress
-    ? stream.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, c) {
-          done += chunk.length;
-          opts.onProgress!({ layerDigest: layer.digest, layerIndex: opts.layerIndex ?? 0, doneBytes: done, totalBytes: layer.size });
-          c.enqueue(chunk);
-        },
-      }),
-    )
-    : stream;
+  const onProgress = opts.onProgress;
   let built;
   try {
-    built = await buildZtoc(counted, {
+    built = await buildZtoc(stream, {
       algorithm: format,
       spanSizeBytes: settings.spanSizeBytes,
       buildToolIdentifier: settings.buildToolIdentifier,
+      onProgress: onProgress &&
+        ((doneBytes) => onProgress({ layerDigest: layer.digest, layerIndex: opts.layerIndex ?? 0, doneBytes, totalBytes: layer.size })),
       signal: opts.signal,
     });
   } catch (cause) {

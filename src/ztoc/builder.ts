@@ -41,6 +41,8 @@ export interface BuildZtocOptions {
   algorithm: string;
   /** Default "soci-ts v0.1.0"; pass "AWS SOCI CLI v0.2" for SOCI-identical bytes. */
   buildToolIdentifier?: string;
+  /** Called after each chunk of the blob is consumed, with the compressed bytes consumed so far. */
+  onProgress?: (doneBytes: number) => void;
   signal?: AbortSignal;
 }
 
@@ -106,11 +108,14 @@ export async function buildZtoc(
   };
 
   // 1–3. One pass: blob → backend → tar reader → TOC.
-  for await (const chunk of source as AsyncIterable<Uint8Array>) {
+  let done = 0;
+  for await (const chunk of chunksOf(source)) {
     options.signal?.throwIfAborted();
     for (const out of backend.push(chunk)) {
       if (!tar.done) onEntries(tar.push(out));
     }
+    done += chunk.length;
+    options.onProgress?.(done);
   }
   options.signal?.throwIfAborted();
   const layer = backend.end();
@@ -128,6 +133,46 @@ export async function buildZtoc(
   const bytes = encodeZtoc(ztoc);
   const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
   return { ztoc, bytes, digest, warnings };
+}
+
+/** Size of the one buffer a byte stream is read into (see `chunksOf`). */
+const READ_CHUNK_BYTES = 1 << 20;
+
+/**
+ * The chunks of `source`. A byte stream (a ReadableStream of type "bytes", such as an OCI layout's blob) is read
+ * with a BYOB reader into one buffer, reused for every chunk: each chunk is valid until the next is asked for,
+ * which is enough since the layer backends and the tar reader keep nothing of it. Other sources are iterated as
+ * they are. An abandoned byte stream is cancelled, as `for await` cancels other streams.
+ */
+async function* chunksOf(source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let reader: ReadableStreamBYOBReader | undefined;
+  if (source instanceof ReadableStream) {
+    try {
+      reader = source.getReader({ mode: "byob" });
+    } catch {
+      // not a byte stream
+    }
+  }
+  if (!reader) {
+    yield* source as AsyncIterable<Uint8Array>;
+    return;
+  }
+  let buf: Uint8Array<ArrayBuffer> = new Uint8Array(READ_CHUNK_BYTES);
+  let finished = false;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read(buf);
+      if (done) {
+        finished = true;
+        return;
+      }
+      yield value as Uint8Array;
+      buf = new Uint8Array(value.buffer as ArrayBuffer);
+    }
+  } finally {
+    if (!finished) await reader.cancel().catch(() => {});
+    reader.releaseLock();
+  }
 }
 
 /** A tar entry as SOCI's metadataFromTarReader records it. Throws TarFormatError for unsupported types. */
