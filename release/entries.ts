@@ -4,4 +4,4 @@
  * `bun build --compile` to embed them. Imported by release/build.ts and by tests that compile a server.
  */
 export const MAIN_ENTRY = "src/main.ts";
-export const WORKER_ENTRIES = ["src/fuse/reader_worker.ts"];
+export const WORKER_ENTRIES = ["src/fuse/reader_worker.ts", "src/compress/inflate_worker.ts"];
