@@ -6,11 +6,15 @@
  * - "gzip": the gzip indexer (src/compress) inflates and finds checkpoints; spans are hashed over
  *   [S(i), E(i)) of the blob (see src/ztoc/spans.ts) as the bytes stream by.
  * Neither keeps a chunk after `push` returns, so a source may refill the same buffer for the next chunk.
+ * The builder drives a backend as a `LayerPipeline`: `inlinePipeline(backend)`, or for large gzip layers
+ * `gzipWorkerPipeline`, the same work with the inflating on a thread of its own.
  * zstd has no backend, as in SOCI.
  */
 import { createHash, type Hash } from "node:crypto";
 import { createGzipIndexer, type GzipIndexResult } from "../compress/gzip_indexer.ts";
+import { inflateBackend } from "../compress/registry.ts";
 import type { Checkpoint } from "../compress/types.ts";
+import { WorkerGzipIndexer } from "../compress/worker_gzip_indexer.ts";
 import type { CompressionInfo } from "./types.ts";
 import { encodeGzipZinfo } from "./zinfo_gzip.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo } from "./zinfo_tar.ts";
@@ -158,3 +162,71 @@ export const LAYER_BACKENDS: Readonly<Record<string, LayerBackendFactory>> = {
   gzip: gzipBackend,
   uncompressed: uncompressedBackend,
 };
+
+/** What a pipeline gives back for one chunk. */
+export interface LayerChunkResult {
+  /** The chunk that was submitted, back to its owner. */
+  input: Uint8Array;
+  /** Its tar bytes, in order; valid until `done()`. */
+  tar: Uint8Array[];
+  /** The tar bytes were read. */
+  done(): void;
+}
+
+/**
+ * A layer backend as the zTOC builder drives it: up to `depth` chunks submitted before the oldest result is
+ * taken with `next()` (results come in submission order), then `end()`; `close()` on any early exit.
+ */
+export interface LayerPipeline {
+  /** Chunks in flight at most. */
+  readonly depth: number;
+  /** True when a submitted chunk's whole ArrayBuffer is taken over until its result hands it back. */
+  readonly takesBuffers: boolean;
+  submit(chunk: Uint8Array): void;
+  next(): Promise<LayerChunkResult>;
+  end(): Promise<LayerEnd>;
+  close(): void;
+}
+
+/** A synchronous backend as a pipeline of depth 1 (each chunk is done when submitted). */
+export function inlinePipeline(backend: LayerBackend): LayerPipeline {
+  let result: LayerChunkResult | undefined;
+  return {
+    depth: 1,
+    takesBuffers: false,
+    submit(chunk) {
+      result = { input: chunk, tar: backend.push(chunk), done() {} };
+    },
+    next: async () => result!,
+    end: async () => backend.end(),
+    close() {},
+  };
+}
+
+/**
+ * Gzip with inflating on a thread of its own (src/compress/worker_gzip_indexer.ts): chunks (whole buffers) go to
+ * the worker; each comes back with its output and checkpoints, and is digested here while the worker inflates
+ * the next ones. Same results as the "gzip" backend. Only where the default inflate backend can hand off its
+ * output (zlib, under Bun): see `workerGzipAvailable()`.
+ */
+export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number }): LayerPipeline {
+  const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name });
+  const spans = new GzipSpanHasher();
+  return {
+    depth: 3,
+    takesBuffers: true,
+    submit: (chunk) => indexer.push(chunk),
+    async next() {
+      const r = await indexer.next();
+      spans.feed(r.input, r.checkpoints);
+      return { input: r.input, tar: r.output, done: r.release };
+    },
+    end: async () => gzipInfo(await indexer.end(), spans.finish(), spanSizeBytes),
+    close: () => indexer.terminate(),
+  };
+}
+
+/** Whether `gzipWorkerPipeline` can run here: workers exist and the default inflate backend hands output off. */
+export function workerGzipAvailable(): boolean {
+  return typeof Worker !== "undefined" && inflateBackend().name === "zlib";
+}
