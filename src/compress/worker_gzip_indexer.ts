@@ -9,7 +9,8 @@
  *  2. `next()` resolves, in push order, with what each chunk gave: the chunk itself (back to its owner), the
  *     output (views into buffers lent by the worker) and the checkpoints found; `release()` lends the output
  *     buffers back once read;
- *  3. `end()` after the last result, for the sizes; `terminate()` on any early exit (idempotent).
+ *  3. `end()` after the last result, for the sizes (`endInput()` as soon as the last chunk is pushed saves it a
+ *     round trip: the worker then ends right after that chunk); `terminate()` on any early exit (idempotent).
  * Only backends that can hand their output off (zlib) run here; errors come back with their class and offset.
  */
 import { workerModuleUrl } from "../platform/worker_url.ts";
@@ -39,6 +40,7 @@ export class WorkerGzipIndexer {
   #waiter: Waiter<OutMessage> | undefined;
   #error: Error | undefined;
   #pending = 0;
+  #inputEnded = false;
   #terminated = false;
 
   /** Starts the worker with the backend `backend` (default "zlib"). */
@@ -64,6 +66,7 @@ export class WorkerGzipIndexer {
   /** Hands `chunk` to the worker; its ArrayBuffer is transferred (detached here) until `next()` returns it. */
   push(chunk: Uint8Array): void {
     this.#check();
+    if (this.#inputEnded) throw new InvalidArgumentError("Cannot push to gzip indexer: its input has ended");
     if (chunk.byteOffset !== 0) throw new InvalidArgumentError("Cannot push to gzip indexer: the chunk must start its buffer");
     const buf = chunk.buffer as ArrayBuffer;
     this.#pending++;
@@ -95,11 +98,19 @@ export class WorkerGzipIndexer {
     };
   }
 
+  /** No more chunks: the worker ends the stream after the pending ones, so that `end()` finds its answer there. */
+  endInput(): void {
+    this.#check();
+    if (this.#inputEnded) return;
+    this.#inputEnded = true;
+    this.#post({ type: "end" });
+  }
+
   /** Ends the input (after every result was taken) and stops the worker; throws as the synchronous `end()`. */
   async end(): Promise<GzipIndexResult> {
     this.#check();
     if (this.#pending !== 0) throw new InvalidArgumentError(`Cannot end gzip indexer: ${this.#pending} chunks not taken`);
-    this.#post({ type: "end" });
+    this.endInput();
     try {
       const m = await this.#receive();
       if (m.type !== "ended") throw new Error(`Inflate worker bug: "${m.type}" instead of the end`);

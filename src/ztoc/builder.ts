@@ -140,6 +140,7 @@ export async function buildZtoc(
       pipeline.submit(chunk);
       if (++inFlight >= pipeline.depth) await takeResult();
     }
+    pipeline.inputEnded();
     while (inFlight > 0) await takeResult();
     options.signal?.throwIfAborted();
     layer = await pipeline.end();

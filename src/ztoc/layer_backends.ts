@@ -175,7 +175,8 @@ export interface LayerChunkResult {
 
 /**
  * A layer backend as the zTOC builder drives it: up to `depth` chunks submitted before the oldest result is
- * taken with `next()` (results come in submission order), then `end()`; `close()` on any early exit.
+ * taken with `next()` (results come in submission order), `inputEnded()` after the last chunk, then `end()`
+ * once every result was taken; `close()` on any early exit.
  */
 export interface LayerPipeline {
   /** Chunks in flight at most. */
@@ -183,6 +184,7 @@ export interface LayerPipeline {
   /** True when a submitted chunk's whole ArrayBuffer is taken over until its result hands it back. */
   readonly takesBuffers: boolean;
   submit(chunk: Uint8Array): void;
+  inputEnded(): void;
   next(): Promise<LayerChunkResult>;
   end(): Promise<LayerEnd>;
   close(): void;
@@ -197,6 +199,7 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
     submit(chunk) {
       result = { input: chunk, tar: backend.push(chunk), done() {} };
     },
+    inputEnded() {},
     next: async () => result!,
     end: async () => backend.end(),
     close() {},
@@ -216,6 +219,7 @@ export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number })
     depth: 3,
     takesBuffers: true,
     submit: (chunk) => indexer.push(chunk),
+    inputEnded: () => indexer.endInput(),
     async next() {
       const r = await indexer.next();
       spans.feed(r.input, r.checkpoints);

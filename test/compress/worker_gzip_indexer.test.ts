@@ -1,6 +1,6 @@
 /**
  * WorkerGzipIndexer (inflating on a thread of its own) gives the synchronous zlib indexer's output, checkpoints
- * and errors, chunks in flight or not, and hands each chunk back; output buffers handed off by the worker are
+ * and errors, chunks in flight or not, its input ended early or not, and hands each chunk back; output buffers handed off by the worker are
  * never written again (OutputWindow.handOff).
  */
 import { describe, expect, test } from "bun:test";
@@ -16,7 +16,7 @@ import { concat, indexAll, mixed } from "./fixtures.ts";
 const haveZlib = backendNames().includes("zlib");
 
 /** Pushes `gz` in `chunk`-byte buffers of its own, up to `depth` in flight; returns result, output, chunks back. */
-async function indexOnWorker(gz: Uint8Array, spanSize: number, chunk: number, depth: number) {
+async function indexOnWorker(gz: Uint8Array, spanSize: number, chunk: number, depth: number, endEarly = false) {
   const ix = new WorkerGzipIndexer({ spanSize });
   const outs: Uint8Array[] = [];
   const back: Uint8Array[] = [];
@@ -28,6 +28,10 @@ async function indexOnWorker(gz: Uint8Array, spanSize: number, chunk: number, de
         off += piece.length;
         ix.push(piece);
         expect(piece.buffer.byteLength).toBe(0); // detached here while the worker has it
+        if (endEarly && off >= gz.length) {
+          ix.endInput();
+          expect(() => ix.push(new Uint8Array(1))).toThrow("its input has ended");
+        }
       }
       const r = await ix.next();
       for (const o of r.output) outs.push(o.slice());
@@ -60,9 +64,9 @@ describe.skipIf(!haveZlib)("gzip indexer on a worker", () => {
 
   for (const [name, gz] of Object.entries(inputs)) {
     test(`${name}: the synchronous indexer's output and checkpoints, chunks handed back whole`, async () => {
-      for (const [spanSize, chunk, depth] of [[1 << 20, 1 << 20, 3], [65536, 100_003, 1], [0, 777_777, 5]] as const) {
+      for (const [spanSize, chunk, depth, endEarly] of [[1 << 20, 1 << 20, 3, true], [65536, 100_003, 1, false], [0, 777_777, 5, true]] as const) {
         const sync = indexAll(gz, { spanSize, backend: "zlib", chunk });
-        const w = await indexOnWorker(gz, spanSize, chunk, depth);
+        const w = await indexOnWorker(gz, spanSize, chunk, depth, endEarly);
         expectSame(sync.result, w.result);
         expect(Buffer.compare(w.output, sync.output)).toBe(0);
         expect(Buffer.compare(concat(w.back), gz)).toBe(0);
@@ -81,7 +85,7 @@ describe.skipIf(!haveZlib)("gzip indexer on a worker", () => {
       } catch (e) {
         expected = e;
       }
-      const got = await indexOnWorker(bad, 1 << 20, 1 << 20, 3).catch((e: unknown) => e);
+      const got = await indexOnWorker(bad, 1 << 20, 1 << 20, 3, true).catch((e: unknown) => e);
       expect(expected).toBeInstanceOf(GzipFormatError);
       expect(got).toBeInstanceOf(GzipFormatError);
       expect((got as GzipFormatError).message).toBe((expected as GzipFormatError).message);
