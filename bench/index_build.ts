@@ -12,7 +12,7 @@
  * gzip -dc (bash's `time`, process included). Also shown, once: the same build under Deno (pure TypeScript
  * inflater), for information.
  * Last line: `index build vs gzip -dc: <ratio>x` (lower is better; goal ≤ 0.7, AWS SOCI's zlib loop measures
- * 0.57–0.62 here).
+ * 0.57–0.62 here). Layers of 16 MiB and more inflate on a thread of their own (INFLATE_THREAD_MIN_LAYER_BYTES).
  *
  * Where the time went (2-core VM shared with other engineers' tests, Bun 1.4.5, zlib 1.2.13; layer 80.4 MB
  * gzip, 217.5 MB tar, 8240 files, 52 spans of 4 MiB):
@@ -31,7 +31,28 @@
  *     the rest at load 10: libz 35% (the floor), encodeZtoc 8% (flatbuffers growing its buffer, a TextEncoder
  *     call per string, BigInts), tar headers 4% (a subarray per field), span hashing 4%, JIT threads ~14%.
  *   - The floor: zlib's inflate(Z_BLOCK) alone, in C over the file in 1 MiB reads (what SOCI's zinfo loop
- *     does), takes 0.70–0.80 s CPU: 0.6x gzip -dc, whose own inflate is slower than zlib's.
+ *     does), takes 0.66–0.80 s CPU: 0.55–0.6x gzip -dc, whose own inflate is slower than zlib's.
+ *
+ * What changed (3 bench runs each, interleaved, load ~1): the old bench on 24d62eb 0.92–0.97x wall, 1.24–1.30x
+ * CPU; this bench on 24d62eb's code 0.86–0.88x, 1.14–1.15x; now 0.72–0.74x wall (0.84–0.86 s against gzip -dc's
+ * 1.16–1.17 s), 1.03–1.04x CPU, peak RSS ~90 MiB (was 105–117). In steps: span digests as the bytes stream by
+ * and the blob read BYOB into one reused buffer (no page faults per chunk), tar header fields read in place,
+ * a FlatBuffers writer of our own (cold encode 200 -> 32 ms), and gzip inflated on a thread of its own
+ * (src/compress/worker_gzip_indexer.ts) while this one reads, verifies, digests spans and parses tar headers.
+ *
+ * Where the 0.85 s go now (timestamps on both threads): the inflate thread is up and inflating ~20 ms after the
+ * start (thread, module load, dlopen); it inflates for ~745 ms and waits ~40 ms for chunks in all; after the
+ * last chunk this thread spends ~50 ms: packing the gzip zinfo blob (~10 ms), the FlatBuffers encode (~30 ms
+ * with a cold JIT, 6 ms warm) and the checkpoint table (~5 ms). The reading thread is busy about half the time.
+ *
+ * What limits it: zlib's inflate is sequential and is ~0.55–0.6x gzip -dc by itself on this data (650–690 ms in
+ * one process), so the rest must hide behind it. On the inflate thread it costs ~60–90 ms more than inline: the
+ * output buffers handed back and forth are more memory for zlib's writes to miss in cache (a local test
+ * cycling 12 buffers instead of 3 costs the same ~50 ms); deeper pipelines or bigger chunks measured worse,
+ * smaller ones no better. The encode cannot start before the last tar entry is known (FlatBuffers build the
+ * TOC from its last entry), and that entry is in the last chunk. On this 2-core VM a page fault costs 10–15 us
+ * and other engineers' load moves every number by 10–20%: the CPU ratio above 1 is the second thread's own
+ * JIT and messages, which buy the wall time.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
