@@ -32,6 +32,7 @@ export interface InflatedChunk {
 
 type Waiter<T> = { resolve: (v: T) => void; reject: (e: unknown) => void };
 
+/** A gzip indexer on a worker thread (see the steps at the top of this file). */
 export class WorkerGzipIndexer {
   readonly #worker: Worker;
   /** Checkpoints of all results delivered so far (what `end()` returns). */

@@ -21,6 +21,11 @@
 const ABSENT = 0;
 const TWO32 = 4294967296;
 
+/**
+ * Builds one FlatBuffer from its end: strings, byte vectors, vectors of references and tables (field slots
+ * added between `startTable` and `endTable`), then `finish(root)`. Offsets returned are the builders' (distance
+ * from the end). Throws RangeError past 2 GiB.
+ */
 export class FbWriter {
   #buf: Uint8Array;
   #view: DataView;
