@@ -91,6 +91,24 @@ export class OutputWindow {
     return shift;
   }
 
+  /**
+   * `reuse` mode, between pushes: hands every buffer written since the last hand-off over to the caller, the
+   * current one included (its last 32 KiB move to a fresh buffer first, as `slide()` does), and never touches
+   * them again; views emitted so far stay valid in them. Emits pending output first.
+   */
+  handOff(): Uint8Array[] {
+    if (!this.reuse) throw new Error("OutputWindow bug: handOff() needs reuse mode");
+    this.slide();
+    const out = this.#used;
+    this.#used = [];
+    return out;
+  }
+
+  /** Takes back a buffer `handOff()` gave away, for reuse (kept only while few are spare). */
+  recycle(buf: Uint8Array): void {
+    if (buf.length === this.buf.length && this.#spare.length < MAX_SPARE_BUFFERS) this.#spare.push(buf);
+  }
+
   /** A copy of the 32 KiB before `pos`, oldest first (zeros before the start of the stream). */
   window(): Uint8Array {
     return this.buf.slice(this.pos - WINDOW_SIZE, this.pos);

@@ -63,6 +63,13 @@ export interface GzipIndexer {
    */
   readonly checkpoints: readonly Checkpoint[];
   /**
+   * With `reuseOutput`, between pushes (zlib backend only): gives away the buffers behind every array returned
+   * since the last call, never to be written again (so they can be transferred to another thread).
+   */
+  handOffOutput?(): Uint8Array[];
+  /** Takes back a buffer `handOffOutput()` gave away, to write into again. */
+  recycleOutput?(buf: Uint8Array): void;
+  /**
    * Declares the end of the input and returns the checkpoints and sizes. Throws GzipFormatError if the input is
    * empty, truncated (inside a member), or followed by bytes that are not a gzip member.
    */

@@ -62,9 +62,10 @@
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
  */
-import { closeSync, constants, existsSync, fstatSync, openSync, read, writevSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, read, writevSync } from "node:fs";
 import { errorMessage } from "../util/errors.ts";
 import { ioctl, O_CLOEXEC } from "../platform/libc.ts";
+import { workerModuleUrl } from "../platform/worker_url.ts";
 import { BACKING_MAP_SIZE, FUSE_DEV_IOC_BACKING_CLOSE, FUSE_DEV_IOC_BACKING_OPEN, FUSE_DEV_IOC_CLONE } from "./abi.ts";
 import { DirectReadTable, type DirectReadStats } from "./direct_reads.ts";
 import type { BackingFiles } from "./passthrough.ts";
@@ -96,18 +97,9 @@ const waitAsync = (Atomics as unknown as {
   waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
 }).waitAsync;
 
-/**
- * The reader thread's module: next to this file when running from source. A `bun build --compile` executable
- * embeds it when it is an entry point of its own (release/build.ts, release/entries.ts), as a .js file at its
- * path relative to the entry points' common directory, under /$bunfs/root/; `import.meta.url` then names the
- * executable, so the embedded copy is looked for by path.
- */
+/** The reader thread's module (next to this file from source, embedded in a compiled executable). */
 function readerWorkerUrl(): string {
-  if (!import.meta.url.includes("/$bunfs/")) return new URL("./reader_worker.ts", import.meta.url).href;
-  for (const rel of ["src/fuse/reader_worker.js", "fuse/reader_worker.js", "reader_worker.js"]) {
-    if (existsSync(`/$bunfs/root/${rel}`)) return `file:///$bunfs/root/${rel}`;
-  }
-  throw new Error("Cannot start FUSE reader threads: this executable does not embed src/fuse/reader_worker.ts (build it with release/build.ts)");
+  return workerModuleUrl(new URL("./reader_worker.ts", import.meta.url), "src/fuse/reader_worker.ts", "FUSE reader threads");
 }
 let readerUrl: string | undefined;
 

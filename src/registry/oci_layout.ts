@@ -16,7 +16,7 @@ import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manif
 import { isIndexMediaType, isManifestMediaType, MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
-import { parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
+import { Digester, parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
 import { DigestMismatchError, FailedPreconditionError, fsErrorReason, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { checkRanges } from "./ranges.ts";
 import type { FetchedManifest, ImageStore, RequestOptions } from "./types.ts";
@@ -157,7 +157,15 @@ export class OciLayout implements ImageStore {
     return bytes;
   }
 
+  /**
+   * The blob as a byte stream (`type: "bytes"`): a BYOB reader's buffer is filled straight from the file, so a
+   * consumer that reads into the same buffer again and again (the zTOC builder) costs no allocation per chunk;
+   * a default reader gets chunks of up to 1 MiB. The bytes are hashed as they are read, and the stream errors
+   * with DigestMismatchError at its end when they do not hash to `digest`.
+   */
   async getBlobStream(digest: string, _opts?: RequestOptions): Promise<ReadableStream<Uint8Array>> {
+    const what = `blob "${digest}" of OCI layout "${this.dir}"`;
+    const digester = new Digester(parseDigest(digest).algorithm);
     const path = this.blobPath(digest);
     const fh = await open(path, "r").catch((err) => {
       throw this.#missing(digest, err);
@@ -177,18 +185,31 @@ export class OciLayout implements ImageStore {
       throw err;
     }
     let pos = 0;
-    const raw = new ReadableStream<Uint8Array>({
-      async pull(c) {
+    return new ReadableStream({
+      type: "bytes",
+      autoAllocateChunkSize: 1 << 20,
+      async pull(c: ReadableByteStreamController) {
+        // With autoAllocateChunkSize there is always a request, default readers included.
+        const req = c.byobRequest!;
         try {
-          const buf = new Uint8Array(Math.min(1 << 20, size - pos));
-          const { bytesRead } = buf.length === 0 ? { bytesRead: 0 } : await fh.read(buf, 0, buf.length, pos);
+          const v = req.view!;
+          const view = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+          const want = Math.min(view.length, size - pos);
+          const { bytesRead } = want === 0 ? { bytesRead: 0 } : await fh.read(view, 0, want, pos);
           if (bytesRead === 0) {
             await close();
+            const actual = digester.digest();
+            if (actual !== digest) {
+              c.error(new DigestMismatchError(`Cannot verify ${what}: content hashes to "${actual}" (${digester.size} bytes)`, digest, actual));
+              return;
+            }
             c.close();
+            req.respond(0);
             return;
           }
           pos += bytesRead;
-          c.enqueue(buf.subarray(0, bytesRead));
+          digester.update(view.subarray(0, bytesRead));
+          req.respond(bytesRead);
         } catch (err) {
           await close();
           c.error(err);
@@ -196,7 +217,6 @@ export class OciLayout implements ImageStore {
       },
       cancel: close,
     });
-    return raw.pipeThrough(verifyingStream(digest, { what: `blob "${digest}" of OCI layout "${this.dir}"`, expectedSize: size }));
   }
 
   async headBlob(digest: string, _opts?: RequestOptions): Promise<{ size: number }> {

@@ -91,6 +91,12 @@ export interface BuildOptions {
    * (SOCI's `--prefetch-file`). A path no indexed layer has fails the build. Default none.
    */
   prefetchPaths?: readonly string[];
+  /**
+   * Inflate gzip layers on a thread of their own while the builder digests and parses (see buildZtoc's
+   * `inflateThread`). Default: for layers of at least INFLATE_THREAD_MIN_LAYER_BYTES, where the overlap pays for
+   * starting the thread.
+   */
+  inflateThread?: boolean;
   /** Called as layer bytes are consumed. */
   onProgress?: (p: LayerProgress) => void;
   signal?: AbortSignal;
@@ -112,6 +118,9 @@ export interface SkippedLayer {
   reason: string;
 }
 
+/** Compressed size from which a gzip layer is inflated on a thread of its own by default (16 MiB). */
+export const INFLATE_THREAD_MIN_LAYER_BYTES = 16 << 20;
+
 /** Default BuildOptions.maxCheckpointTableBytes. */
 export const DEFAULT_MAX_CHECKPOINT_TABLE_BYTES = 2 * 1024 * 1024;
 
@@ -129,7 +138,7 @@ export interface BuiltIndex {
 }
 
 /** Check and default the build options. */
-export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "onProgress" | "signal" | "prefetchPaths">> {
+export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "onProgress" | "signal" | "prefetchPaths" | "inflateThread">> {
   const spanSizeBytes = opts.spanSizeBytes ?? DEFAULT_SPAN_SIZE_BYTES;
   const minLayerSizeBytes = opts.minLayerSizeBytes ?? DEFAULT_MIN_LAYER_SIZE_BYTES;
   if (!Number.isSafeInteger(spanSizeBytes) || spanSizeBytes <= 0) {
@@ -161,24 +170,16 @@ export async function buildLayerZtoc(
   if (format === undefined) {
     throw new FailedPreconditionError(`Cannot build zTOC of layer "${layer.digest}": media type "${layer.mediaType}" is not supported`);
   }
-  let done = 0;
-  const counted = opts.onProgress
-    ? stream.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, c) {
-          done += chunk.length;
-          opts.onProgress!({ layerDigest: layer.digest, layerIndex: opts.layerIndex ?? 0, doneBytes: done, totalBytes: layer.size });
-          c.enqueue(chunk);
-        },
-      }),
-    )
-    : stream;
+  const onProgress = opts.onProgress;
   let built;
   try {
-    built = await buildZtoc(counted, {
+    built = await buildZtoc(stream, {
       algorithm: format,
       spanSizeBytes: settings.spanSizeBytes,
       buildToolIdentifier: settings.buildToolIdentifier,
+      inflateThread: opts.inflateThread ?? layer.size >= INFLATE_THREAD_MIN_LAYER_BYTES,
+      onProgress: onProgress &&
+        ((doneBytes) => onProgress({ layerDigest: layer.digest, layerIndex: opts.layerIndex ?? 0, doneBytes, totalBytes: layer.size })),
       signal: opts.signal,
     });
   } catch (cause) {

@@ -124,12 +124,17 @@ export function escapeBytes(b: Uint8Array): string {
  * a valid number or does not fit in a safe JS integer (the caller names the field in its error).
  */
 export function parseNumeric(b: Uint8Array): number | undefined {
-  if (b.length > 0 && (b[0]! & 0x80) !== 0) {
+  return parseNumericAt(b, 0, b.length);
+}
+
+/** `parseNumeric` of the field `block[off, off + len)`, read in place (header parsing calls it per field). */
+export function parseNumericAt(block: Uint8Array, off: number, len: number): number | undefined {
+  if (len > 0 && (block[off]! & 0x80) !== 0) {
     // Base-256: big-endian, the first byte's top bit is the marker, bit 0x40 the sign.
-    const inv = (b[0]! & 0x40) !== 0 ? 0xff : 0;
+    const inv = (block[off]! & 0x40) !== 0 ? 0xff : 0;
     let x = 0n;
-    for (let i = 0; i < b.length; i++) {
-      let c = b[i]! ^ inv;
+    for (let i = 0; i < len; i++) {
+      let c = block[off + i]! ^ inv;
       if (i === 0) c &= 0x7f;
       if (x >> 56n > 0n) return undefined;
       x = (x << 8n) | BigInt(c);
@@ -139,24 +144,55 @@ export function parseNumeric(b: Uint8Array): number | undefined {
     if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) return undefined;
     return Number(v);
   }
-  return parseOctal(b);
+  return parseOctalAt(block, off, len);
 }
 
 /** An octal field, trimmed of spaces and NULs on both ends; empty is 0. */
 export function parseOctal(b: Uint8Array): number | undefined {
-  let s = 0;
-  let e = b.length;
-  while (s < e && (b[s] === 0x20 || b[s] === 0)) s++;
-  while (e > s && (b[e - 1] === 0x20 || b[e - 1] === 0)) e--;
+  return parseOctalAt(b, 0, b.length);
+}
+
+/** `parseOctal` of the field `block[off, off + len)`, read in place. */
+export function parseOctalAt(block: Uint8Array, off: number, len: number): number | undefined {
+  let s = off;
+  let e = off + len;
+  while (s < e && (block[s] === 0x20 || block[s] === 0)) s++;
+  while (e > s && (block[e - 1] === 0x20 || block[e - 1] === 0)) e--;
   if (s === e) return 0;
   let v = 0;
   for (let i = s; i < e; i++) {
-    const c = b[i]! - 0x30;
+    const c = block[i]! - 0x30;
     if (c < 0 || c > 7) return undefined;
     v = v * 8 + c;
     if (v > Number.MAX_SAFE_INTEGER) return undefined;
   }
   return v;
+}
+
+/**
+ * The text of the field `block[off, off + len)` up to its first NUL when every byte before it is ASCII (then
+ * `parseString` and `parseUtf8String` would both return it); undefined otherwise, for the caller to decode the
+ * field as UTF-8. The common case costs a byte scan and, for a non-empty field, one decode.
+ */
+export function asciiFieldAt(block: Uint8Array, off: number, len: number): string | undefined {
+  const end = off + len;
+  let e = off;
+  for (; e < end; e++) {
+    const c = block[e]!;
+    if (c === 0) break;
+    if (c >= 0x80) return undefined;
+  }
+  return e === off ? "" : latin1.decode(block.subarray(off, e));
+}
+
+/** True when the field `block[off, off + len)` is ASCII up to its first NUL (see `asciiFieldAt`). */
+export function isAsciiFieldAt(block: Uint8Array, off: number, len: number): boolean {
+  for (let i = off; i < off + len; i++) {
+    const c = block[i]!;
+    if (c === 0) return true;
+    if (c >= 0x80) return false;
+  }
+  return true;
 }
 
 /** The unsigned and signed sums of a header block, with the checksum field counted as spaces. */
@@ -173,13 +209,18 @@ export function computeChecksum(block: Uint8Array): { unsigned: number; signed: 
 
 /** The format of a header block, from its magic and version. */
 export function detectFormat(block: Uint8Array): TarFormat {
-  const magic = latin1.decode(block.subarray(257, 265));
-  if (magic === MAGIC_USTAR) {
+  if (bytesEqualAt(block, 257, MAGIC_USTAR)) {
     // star puts "tar\0" at offset 508 in its trailer.
-    return latin1.decode(block.subarray(508, 512)) === "tar\u0000" ? "star" : "ustar";
+    return bytesEqualAt(block, 508, "tar\u0000") ? "star" : "ustar";
   }
-  if (magic === MAGIC_GNU) return "gnu";
+  if (bytesEqualAt(block, 257, MAGIC_GNU)) return "gnu";
   return "v7";
+}
+
+/** True when `block[off, off + text.length)` holds the (Latin-1) characters of `text`. */
+function bytesEqualAt(block: Uint8Array, off: number, text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (block[off + i] !== text.charCodeAt(i)) return false;
+  return true;
 }
 
 /** True when all 512 bytes are zero. */

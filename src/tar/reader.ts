@@ -16,10 +16,13 @@ import {
   type TarFormat,
   computeChecksum,
   detectFormat,
+  FIELD,
+  asciiFieldAt,
   fieldBytes,
+  isAsciiFieldAt,
   isZeroBlock,
   escapeBytes,
-  parseNumeric,
+  parseNumericAt,
   parseString,
   parseUtf8String,
 } from "./header.ts";
@@ -285,9 +288,9 @@ export class TarReader {
     if (this.#firstHeaderAt < 0) this.#firstHeaderAt = at;
 
     // 1a. Checksum and format.
-    const stored = parseNumeric(fieldBytes(block, "chksum"));
+    const stored = parseNumericAt(block, FIELD.chksum[0], FIELD.chksum[1]);
     const sum = computeChecksum(block);
-    const rawName = parseString(fieldBytes(block, "name"));
+    const rawName = asciiFieldAt(block, FIELD.name[0], FIELD.name[1]) ?? parseString(fieldBytes(block, "name"));
     if (stored === undefined || (stored !== sum.unsigned && stored !== sum.signed)) {
       this.#fail(
         `Cannot read tar header "${rawName}" at offset ${at}: checksum ${stored ?? "(invalid)"} does not match ${sum.unsigned}`,
@@ -296,7 +299,7 @@ export class TarReader {
     }
     const format = detectFormat(block);
     const num = (field: FieldName): number => {
-      const v = parseNumeric(fieldBytes(block, field));
+      const v = parseNumericAt(block, FIELD[field][0], FIELD[field][1]);
       if (v === undefined) {
         this.#fail(`Cannot read tar header "${rawName}" at offset ${at}: field ${field} is not a valid number`, at + FIELD_OFF[field]);
       }
@@ -428,18 +431,27 @@ export class TarReader {
     at: number,
     notUtf8: Map<string, Uint8Array>,
   ): TarEntry {
-    // Text fields are decoded leniently here; the raw bytes of any that is not UTF-8 go to `notUtf8`.
-    const text = (field: string, b: Uint8Array): string => {
+    // Text fields are decoded leniently here; the raw bytes of any that is not UTF-8 go to `notUtf8`. ASCII
+    // fields (nearly all) are read in place.
+    const text = (field: FieldName): string => {
+      const ascii = asciiFieldAt(block, FIELD[field][0], FIELD[field][1]);
+      if (ascii !== undefined) return ascii;
+      const b = fieldBytes(block, field);
       if (parseUtf8String(b) === undefined) notUtf8.set(field, untilNul(b));
       return parseString(b);
     };
     let name = rawName;
-    if (parseUtf8String(fieldBytes(block, "name")) === undefined) notUtf8.set("name", untilNul(fieldBytes(block, "name")));
+    if (!isAsciiFieldAt(block, FIELD.name[0], FIELD.name[1]) && parseUtf8String(fieldBytes(block, "name")) === undefined) {
+      notUtf8.set("name", untilNul(fieldBytes(block, "name")));
+    }
     if (format === "ustar" || format === "star") {
-      const prefixBytes = untilNul(fieldBytes(block, "prefix").subarray(0, format === "star" ? 131 : 155));
-      const prefix = parseString(prefixBytes);
+      const prefixLength = format === "star" ? 131 : 155;
+      const prefixField = () => untilNul(fieldBytes(block, "prefix").subarray(0, prefixLength));
+      const asciiPrefix = asciiFieldAt(block, FIELD.prefix[0], prefixLength);
+      const prefix = asciiPrefix ?? parseString(prefixField());
       if (prefix.length > 0) {
-        if (notUtf8.has("name") || parseUtf8String(prefixBytes) === undefined) {
+        if (notUtf8.has("name") || (asciiPrefix === undefined && parseUtf8String(prefixField()) === undefined)) {
+          const prefixBytes = prefixField();
           const nameBytes = untilNul(fieldBytes(block, "name"));
           const joined = new Uint8Array(prefixBytes.length + 1 + nameBytes.length);
           joined.set(prefixBytes);
@@ -458,9 +470,9 @@ export class TarReader {
       mode: num("mode"),
       uid: num("uid"),
       gid: num("gid"),
-      uname: modern ? text("uname", fieldBytes(block, "uname")) : "",
-      gname: modern ? text("gname", fieldBytes(block, "gname")) : "",
-      linkname: text("linkname", fieldBytes(block, "linkname")),
+      uname: modern ? text("uname") : "",
+      gname: modern ? text("gname") : "",
+      linkname: text("linkname"),
       mtimeSec: num("mtime"),
       mtimeNsec: 0,
       devmajor: modern ? num("devmajor") : 0,

@@ -8,6 +8,9 @@
  *  2. the tar reader reads headers only (data is skipped, never buffered);
  *  3. each entry becomes a FileMetadata exactly as SOCI fills it.
  * At the end: the backend's CompressionInfo, the archive sizes, the FlatBuffer and its digest.
+ * With `inflateThread`, gzip is inflated on a thread of its own (layer_backends.ts, gzipWorkerPipeline) while
+ * this one reads the next chunks, hashes spans and does 2–3 for the chunks already inflated: a few chunks are in
+ * flight, and results come back in order, so the zTOC is the same.
  */
 import { createHash } from "node:crypto";
 import { TarReader, type TarEntry } from "../tar/reader.ts";
@@ -15,7 +18,7 @@ import { TYPEFLAG } from "../tar/header.ts";
 import { FailedPreconditionError, InvalidArgumentError, TarFormatError } from "../util/errors.ts";
 import { ZTOC_VERSION, compareUtf8, encodeZtoc } from "./codec.ts";
 import { formatGoTime } from "./go_time.ts";
-import { LAYER_BACKENDS } from "./layer_backends.ts";
+import { LAYER_BACKENDS, type LayerEnd, gzipWorkerPipeline, inlinePipeline, workerGzipAvailable } from "./layer_backends.ts";
 import type { EntryType, FileMetadata, Ztoc } from "./types.ts";
 
 /** Build tool identifier written when none is given. */
@@ -41,6 +44,14 @@ export interface BuildZtocOptions {
   algorithm: string;
   /** Default "soci-ts v0.1.0"; pass "AWS SOCI CLI v0.2" for SOCI-identical bytes. */
   buildToolIdentifier?: string;
+  /**
+   * Inflate gzip on a thread of its own, while this one digests spans and reads tar headers (default false: a
+   * thread costs some milliseconds to start; the SOCI index builder turns it on for large layers). Ignored where
+   * that is unavailable (not under Bun with zlib).
+   */
+  inflateThread?: boolean;
+  /** Called after each chunk of the blob is consumed, with the compressed bytes consumed so far. */
+  onProgress?: (doneBytes: number) => void;
   signal?: AbortSignal;
 }
 
@@ -93,7 +104,9 @@ export async function buildZtoc(
       options.algorithm,
     );
   }
-  const backend = makeBackend({ spanSizeBytes });
+  const pipeline = options.algorithm === "gzip" && options.inflateThread && workerGzipAvailable()
+    ? gzipWorkerPipeline({ spanSizeBytes })
+    : inlinePipeline(makeBackend({ spanSizeBytes }));
   const tar = new TarReader();
   const toc: FileMetadata[] = [];
   const warnings: BuildWarning[] = [];
@@ -105,15 +118,35 @@ export async function buildZtoc(
     }
   };
 
-  // 1–3. One pass: blob → backend → tar reader → TOC.
-  for await (const chunk of source as AsyncIterable<Uint8Array>) {
-    options.signal?.throwIfAborted();
-    for (const out of backend.push(chunk)) {
+  // 1–3. One pass: blob → backend → tar reader → TOC, up to `pipeline.depth` chunks in flight.
+  const reader = new ChunkReader(source, pipeline.takesBuffers);
+  let done = 0;
+  let inFlight = 0;
+  const takeResult = async () => {
+    const r = await pipeline.next();
+    inFlight--;
+    for (const out of r.tar) {
       if (!tar.done) onEntries(tar.push(out));
     }
+    r.done();
+    reader.giveBack(r.input);
+    done += r.input.length;
+    options.onProgress?.(done);
+  };
+  let layer: LayerEnd;
+  try {
+    for await (const chunk of reader.chunks()) {
+      options.signal?.throwIfAborted();
+      pipeline.submit(chunk);
+      if (++inFlight >= pipeline.depth) await takeResult();
+    }
+    pipeline.inputEnded();
+    while (inFlight > 0) await takeResult();
+    options.signal?.throwIfAborted();
+    layer = await pipeline.end();
+  } finally {
+    pipeline.close();
   }
-  options.signal?.throwIfAborted();
-  const layer = backend.end();
   const tarEnd = tar.end();
 
   // 4. Assemble and serialize.
@@ -128,6 +161,79 @@ export async function buildZtoc(
   const bytes = encodeZtoc(ztoc);
   const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
   return { ztoc, bytes, digest, warnings };
+}
+
+/** Size of the buffers a byte stream is read into (see `ChunkReader`). */
+const READ_CHUNK_BYTES = 1 << 20;
+
+/**
+ * The chunks of a blob source, in buffers of our own where that is free or needed:
+ *  - a byte stream (a ReadableStream of type "bytes", such as an OCI layout's blob) is read with a BYOB reader into
+ *    buffers that are reused once given back (no allocation per chunk);
+ *  - other sources' chunks are copied into such buffers when the pipeline takes buffers over (`ownBuffers`, so
+ *    that the source's own buffers are never transferred), else passed on as they are.
+ * An abandoned byte stream is cancelled, as `for await` cancels other streams.
+ */
+class ChunkReader {
+  readonly #spare: Uint8Array[] = [];
+  #pooled = false;
+
+  constructor(
+    readonly source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>,
+    readonly ownBuffers: boolean,
+  ) {}
+
+  /** A chunk's buffer is free again (a no-op for chunks that are the source's own). */
+  giveBack(chunk: Uint8Array): void {
+    if (this.#pooled && chunk.buffer.byteLength === READ_CHUNK_BYTES) this.#spare.push(new Uint8Array(chunk.buffer));
+  }
+
+  #take(): Uint8Array<ArrayBuffer> {
+    return (this.#spare.pop() as Uint8Array<ArrayBuffer> | undefined) ?? new Uint8Array(READ_CHUNK_BYTES);
+  }
+
+  async *chunks(): AsyncGenerator<Uint8Array> {
+    let byob: ReadableStreamBYOBReader | undefined;
+    if (this.source instanceof ReadableStream) {
+      try {
+        byob = this.source.getReader({ mode: "byob" });
+      } catch {
+        // not a byte stream
+      }
+    }
+    this.#pooled = byob !== undefined || this.ownBuffers;
+    if (byob) {
+      yield* this.#readByob(byob);
+    } else if (this.ownBuffers) {
+      for await (const chunk of this.source as AsyncIterable<Uint8Array>) {
+        for (let off = 0; off < chunk.length; off += READ_CHUNK_BYTES) {
+          const piece = chunk.subarray(off, off + READ_CHUNK_BYTES);
+          const buf = this.#take();
+          buf.set(piece);
+          yield buf.subarray(0, piece.length);
+        }
+      }
+    } else {
+      yield* this.source as AsyncIterable<Uint8Array>;
+    }
+  }
+
+  async *#readByob(reader: ReadableStreamBYOBReader): AsyncGenerator<Uint8Array> {
+    let finished = false;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read(this.#take());
+        if (done) {
+          finished = true;
+          return;
+        }
+        yield value as Uint8Array;
+      }
+    } finally {
+      if (!finished) await reader.cancel().catch(() => {});
+      reader.releaseLock();
+    }
+  }
 }
 
 /** A tar entry as SOCI's metadataFromTarReader records it. Throws TarFormatError for unsupported types. */

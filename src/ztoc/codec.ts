@@ -1,8 +1,9 @@
 /**
  * zTOC FlatBuffers codec (schema: src/ztoc/ztoc.fbs).
  *
- * Encoding uses the `flatbuffers` Builder in exactly SOCI's call order (ztocToFlatbuffer), so the same Ztoc
- * gives the same bytes and therefore the same zTOC digest as SOCI:
+ * Encoding makes exactly SOCI's builder calls in SOCI's order (ztocToFlatbuffer) on a FlatBuffers builder that
+ * writes what Go's and the `flatbuffers` package's builders write (fb_writer.ts), so the same Ztoc gives the same
+ * bytes and therefore the same zTOC digest as SOCI:
  *  1. strings version, build tool identifier;
  *  2. the TOC: FileMetadata tables built from the last entry to the first; per entry the strings name, type,
  *     linkname, uname, gname, mod_time, then each xattr (key, value strings, Xattr table) in key order (the
@@ -16,9 +17,9 @@
  *
  * Decoding checks the buffer structurally (src/ztoc/fb_reader.ts) and then semantically (validateZtoc).
  */
-import { Builder } from "flatbuffers";
 import { ZtocFormatError } from "../util/errors.ts";
 import { FbBuffer, type FbTable } from "./fb_reader.ts";
+import { FbWriter } from "./fb_writer.ts";
 import type { CompressionAlgorithm, EntryType, FileMetadata, Xattr, Ztoc } from "./types.ts";
 import { decodeGzipZinfo } from "./zinfo_gzip.ts";
 import { decodeTarZinfo, tarMaxSpanId } from "./zinfo_tar.ts";
@@ -67,48 +68,54 @@ const SLOT = {
  * Throws RangeError for an unknown algorithm.
  */
 export function encodeZtoc(ztoc: Ztoc): Uint8Array {
-  const b = new Builder(1024);
+  const b = new FbWriter(encodedSizeEstimate(ztoc));
   // 1. Header strings.
-  const version = b.createString(ztoc.version);
-  const buildTool = b.createString(ztoc.buildToolIdentifier);
+  const version = b.string(ztoc.version);
+  const buildTool = b.string(ztoc.buildToolIdentifier);
   // 2. TOC, last entry first.
   const metaOffsets = new Array<number>(ztoc.toc.length);
   for (let i = ztoc.toc.length - 1; i >= 0; i--) metaOffsets[i] = encodeFileMetadata(b, ztoc.toc[i]!);
-  b.startVector(4, metaOffsets.length, 4);
-  for (let i = metaOffsets.length - 1; i >= 0; i--) b.addOffset(metaOffsets[i]!);
-  const metadata = b.endVector();
-  b.startObject(SLOT.toc.count);
-  b.addFieldOffset(SLOT.toc.metadata, metadata, 0);
-  const toc = b.endObject();
+  const metadata = b.offsets(metaOffsets);
+  b.startTable(SLOT.toc.count);
+  b.ref(SLOT.toc.metadata, metadata);
+  const toc = b.endTable();
   // 3. Checkpoints and span digests.
   const ci = ztoc.compressionInfo;
-  const checkpoints = b.createByteVector(ci.checkpoints);
-  const digestOffsets = ci.spanDigests.map((d) => b.createString(d));
-  b.startVector(4, digestOffsets.length, 4);
-  for (let i = digestOffsets.length - 1; i >= 0; i--) b.addOffset(digestOffsets[i]!);
-  const spanDigests = b.endVector();
+  const checkpoints = b.bytes(ci.checkpoints);
+  const spanDigests = b.offsets(ci.spanDigests.map((d) => b.string(d)));
   // 4. CompressionInfo.
-  b.startObject(SLOT.ci.count);
-  b.addFieldInt32(SLOT.ci.maxSpanId, ci.maxSpanId, 0);
-  b.addFieldOffset(SLOT.ci.spanDigests, spanDigests, 0);
-  b.addFieldOffset(SLOT.ci.checkpoints, checkpoints, 0);
+  b.startTable(SLOT.ci.count);
+  b.int32(SLOT.ci.maxSpanId, ci.maxSpanId, 0);
+  b.ref(SLOT.ci.spanDigests, spanDigests);
+  b.ref(SLOT.ci.checkpoints, checkpoints);
   if ((ci.algorithm as string) !== "") {
     const v = COMPRESSION_ALGORITHM_ENUM[ci.algorithm];
     if (v === undefined) throw new RangeError(`Cannot encode zTOC: unknown compression algorithm "${ci.algorithm}"`);
-    b.addFieldInt8(SLOT.ci.algorithm, v, 1);
+    b.int8(SLOT.ci.algorithm, v, 1);
   }
-  const compressionInfo = b.endObject();
+  const compressionInfo = b.endTable();
   // 5. Root table.
-  b.startObject(SLOT.ztoc.count);
-  b.addFieldOffset(SLOT.ztoc.version, version, 0);
-  b.addFieldOffset(SLOT.ztoc.buildTool, buildTool, 0);
-  b.addFieldOffset(SLOT.ztoc.toc, toc, 0);
-  b.addFieldInt64(SLOT.ztoc.compressedSize, BigInt(ztoc.compressedArchiveSize), 0n);
-  b.addFieldInt64(SLOT.ztoc.uncompressedSize, BigInt(ztoc.uncompressedArchiveSize), 0n);
-  b.addFieldOffset(SLOT.ztoc.compressionInfo, compressionInfo, 0);
-  const root = b.endObject();
-  b.finish(root);
-  return b.asUint8Array().slice();
+  b.startTable(SLOT.ztoc.count);
+  b.ref(SLOT.ztoc.version, version);
+  b.ref(SLOT.ztoc.buildTool, buildTool);
+  b.ref(SLOT.ztoc.toc, toc);
+  b.int64(SLOT.ztoc.compressedSize, ztoc.compressedArchiveSize, 0);
+  b.int64(SLOT.ztoc.uncompressedSize, ztoc.uncompressedArchiveSize, 0);
+  b.ref(SLOT.ztoc.compressionInfo, compressionInfo);
+  return b.finish(b.endTable());
+}
+
+/**
+ * About the encoded size of `ztoc` in bytes (a little over for ASCII text), so the writer's buffer is sized once:
+ * each string counts its length plus a length field, NUL and padding; each entry its table and vtable.
+ */
+function encodedSizeEstimate(ztoc: Ztoc): number {
+  let n = 1024 + ztoc.compressionInfo.checkpoints.length + ztoc.compressionInfo.spanDigests.length * 84;
+  for (const m of ztoc.toc) {
+    n += 200 + m.name.length + m.linkname.length + m.uname.length + m.gname.length + m.modTime.length;
+    for (const x of m.xattrs) n += 40 + x.key.length + x.value.length;
+  }
+  return n;
 }
 
 const utf8 = new TextEncoder();
@@ -122,45 +129,44 @@ export function compareUtf8(a: string, b: string): number {
   return x.length - y.length;
 }
 
-function encodeFileMetadata(b: Builder, m: FileMetadata): number {
-  const name = b.createString(m.name);
-  const type = b.createString(m.type);
-  const linkname = b.createString(m.linkname);
-  const uname = b.createString(m.uname);
-  const gname = b.createString(m.gname);
-  const modTime = b.createString(m.modTime);
-  const xattrs = [...m.xattrs].sort((p, q) => compareUtf8(p.key, q.key));
+function encodeFileMetadata(b: FbWriter, m: FileMetadata): number {
+  const name = b.string(m.name);
+  const type = b.string(m.type);
+  const linkname = b.string(m.linkname);
+  const uname = b.string(m.uname);
+  const gname = b.string(m.gname);
+  const modTime = b.string(m.modTime);
   const xattrOffsets: number[] = [];
-  for (const x of xattrs) {
-    const key = b.createString(x.key);
-    // A Uint8Array goes in byte for byte (plus the NUL terminator), as Go's CreateString does with a string.
-    const value = b.createString(x.value);
-    b.startObject(SLOT.xattr.count);
-    b.addFieldOffset(SLOT.xattr.key, key, 0);
-    b.addFieldOffset(SLOT.xattr.value, value, 0);
-    xattrOffsets.push(b.endObject());
+  if (m.xattrs.length > 0) {
+    for (const x of [...m.xattrs].sort((p, q) => compareUtf8(p.key, q.key))) {
+      const key = b.string(x.key);
+      // A Uint8Array goes in byte for byte (plus the NUL terminator), as Go's CreateString does with a string.
+      const value = b.string(x.value);
+      b.startTable(SLOT.xattr.count);
+      b.ref(SLOT.xattr.key, key);
+      b.ref(SLOT.xattr.value, value);
+      xattrOffsets.push(b.endTable());
+    }
   }
-  b.startVector(4, xattrOffsets.length, 4);
-  for (let j = xattrOffsets.length - 1; j >= 0; j--) b.addOffset(xattrOffsets[j]!);
-  const xattrVec = b.endVector();
+  const xattrVec = b.offsets(xattrOffsets);
 
   const f = SLOT.fm;
-  b.startObject(f.count);
-  b.addFieldOffset(f.name, name, 0);
-  b.addFieldOffset(f.type, type, 0);
-  b.addFieldInt64(f.uncompressedOffset, BigInt(m.uncompressedOffset), 0n);
-  b.addFieldInt64(f.uncompressedSize, BigInt(m.uncompressedSize), 0n);
-  b.addFieldOffset(f.linkname, linkname, 0);
-  b.addFieldInt64(f.mode, BigInt(m.mode), 0n);
-  b.addFieldInt32(f.uid, m.uid | 0, 0);
-  b.addFieldInt32(f.gid, m.gid | 0, 0);
-  b.addFieldOffset(f.uname, uname, 0);
-  b.addFieldOffset(f.gname, gname, 0);
-  b.addFieldOffset(f.modTime, modTime, 0);
-  b.addFieldInt64(f.devmajor, BigInt(m.devmajor), 0n);
-  b.addFieldInt64(f.devminor, BigInt(m.devminor), 0n);
-  b.addFieldOffset(f.xattrs, xattrVec, 0);
-  return b.endObject();
+  b.startTable(f.count);
+  b.ref(f.name, name);
+  b.ref(f.type, type);
+  b.int64(f.uncompressedOffset, m.uncompressedOffset, 0);
+  b.int64(f.uncompressedSize, m.uncompressedSize, 0);
+  b.ref(f.linkname, linkname);
+  b.int64(f.mode, m.mode, 0);
+  b.int32(f.uid, m.uid | 0, 0);
+  b.int32(f.gid, m.gid | 0, 0);
+  b.ref(f.uname, uname);
+  b.ref(f.gname, gname);
+  b.ref(f.modTime, modTime);
+  b.int64(f.devmajor, m.devmajor, 0);
+  b.int64(f.devminor, m.devminor, 0);
+  b.ref(f.xattrs, xattrVec);
+  return b.endTable();
 }
 
 export interface DecodeOptions {

@@ -4,20 +4,32 @@
  *
  * - "uncompressed": fixed spans of `spanSizeBytes`, hashed as bytes stream by; zinfo = TarZinfo.
  * - "gzip": the gzip indexer (src/compress) inflates and finds checkpoints; spans are hashed over
- *   [S(i), E(i)) of the blob (see src/ztoc/spans.ts).
+ *   [S(i), E(i)) of the blob (see src/ztoc/spans.ts) as the bytes stream by.
+ * Neither keeps a chunk after `push` returns, so a source may refill the same buffer for the next chunk.
+ * The builder drives a backend as a `LayerPipeline`: `inlinePipeline(backend)`, or for large gzip layers
+ * `gzipWorkerPipeline`, the same work with the inflating on a thread of its own.
  * zstd has no backend, as in SOCI.
  */
 import { createHash, type Hash } from "node:crypto";
-import { createGzipIndexer } from "../compress/gzip_indexer.ts";
+import { createGzipIndexer, type GzipIndexResult } from "../compress/gzip_indexer.ts";
+import { inflateBackend } from "../compress/registry.ts";
+import type { Checkpoint } from "../compress/types.ts";
+import { WorkerGzipIndexer } from "../compress/worker_gzip_indexer.ts";
 import type { CompressionInfo } from "./types.ts";
 import { encodeGzipZinfo } from "./zinfo_gzip.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo } from "./zinfo_tar.ts";
+
+/** What a layer backend reports at the end of the blob. */
+export interface LayerEnd {
+  compressedSize: number;
+  compressionInfo: CompressionInfo;
+}
 
 export interface LayerBackend {
   /** Consumes blob bytes; returns the tar bytes they decode to. */
   push(chunk: Uint8Array): Uint8Array[];
   /** Ends the blob. */
-  end(): { compressedSize: number; compressionInfo: CompressionInfo };
+  end(): LayerEnd;
 }
 
 export type LayerBackendFactory = (options: { spanSizeBytes: number }) => LayerBackend;
@@ -58,110 +70,90 @@ function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): Laye
   };
 }
 
-/**
- * Compressed bytes kept from some absolute offset on, as the chunks that arrived (by reference, no copies).
- * The gzip backend keeps only what the current span still needs.
- */
-class ChunkWindow {
-  #chunks: Uint8Array[] = [];
-  /** Absolute offset of the first kept byte. */
-  #start = 0;
-  /** Absolute offset one past the last kept byte. */
-  #end = 0;
-
-  push(chunk: Uint8Array): void {
-    if (chunk.length === 0) return;
-    this.#chunks.push(chunk);
-    this.#end += chunk.length;
-  }
-
-  /** Bytes kept right now (for tests and the benchmark's memory accounting). */
-  get keptBytes(): number {
-    return this.#end - this.#start;
-  }
-
-  /** sha256 of the absolute range [start, end), which must lie within the kept bytes. */
-  hash(start: number, end: number): string {
-    if (start < this.#start || end > this.#end || start > end) {
-      throw new RangeError(`Cannot hash compressed range [${start}, ${end}): only [${this.#start}, ${this.#end}) is kept`);
-    }
-    const h = createHash("sha256");
-    let off = this.#start;
-    for (const c of this.#chunks) {
-      const a = Math.max(start, off);
-      const b = Math.min(end, off + c.length);
-      if (b > a) h.update(c.subarray(a - off, b - off));
-      off += c.length;
-      if (off >= end) break;
-    }
-    return hex(h);
-  }
-
-  /** Forget whole chunks that end at or before `offset`. */
-  dropBefore(offset: number): void {
-    while (this.#chunks.length > 0 && this.#start + this.#chunks[0]!.length <= offset) {
-      this.#start += this.#chunks.shift()!.length;
-    }
-  }
-}
-
 /** Compressed start of the span beginning at `cp`: the byte holding its first bits when `bits != 0`. */
 function spanStart(cp: { in: number; bits: number }): number {
   return cp.in - (cp.bits ? 1 : 0);
 }
 
 /**
- * Gzip: span i covers the compressed bytes [S(i), E(i)) with S(i) = in_i - (bits_i ? 1 : 0) and E(i) = in_{i+1}
- * (the last span ends at the end of the blob; see src/ztoc/spans.ts). The indexer publishes checkpoints as it
- * finds them, so span i is hashed as soon as checkpoint i + 1 exists, and only the bytes from S(i + 1) on are kept:
- * memory is about one span of compressed bytes, however large the layer.
+ * Gzip span digests, computed as the blob streams by, keeping no chunk. Span i covers the compressed bytes
+ * [S(i), E(i)) with S(i) = in_i - (bits_i ? 1 : 0) and E(i) = in_{i+1} (the last span ends at the end of the
+ * blob; see src/ztoc/spans.ts). Each chunk comes with the checkpoints found while inflating it, which lie at or
+ * after its start (all earlier input was consumed by then); per chunk:
+ *  1. for each of its checkpoints i + 1, in order: feed span i's hash the bytes up to in_{i+1} and finish it, then
+ *     start span i + 1's hash at S(i + 1), which is the chunk's byte in_{i+1} - 1 or, when that is the chunk's
+ *     first byte minus one, the last byte of the previous chunk (kept as a copy);
+ *  2. feed the rest of the chunk to the current span's hash (nothing before checkpoint 0: the gzip header).
  */
-function gzipBackend({ spanSizeBytes }: { spanSizeBytes: number }): LayerBackend & { readonly keptBytes: number } {
-  // reuseOutput: the tar reader copies what it keeps, so views into the indexer's buffers are enough.
-  const indexer = createGzipIndexer({ spanSize: spanSizeBytes, reuseOutput: true });
-  const kept = new ChunkWindow();
-  const digests: string[] = [];
+class GzipSpanHasher {
+  readonly digests: string[] = [];
+  /** Hash of the current span (the one starting at the last checkpoint seen), once checkpoint 0 exists. */
+  #span: Hash | undefined;
+  /** Absolute offset of the first byte of the next chunk. */
+  #chunkStart = 0;
+  /** Last byte of the previous chunk (S(i) may be it). */
+  #lastByte = 0;
 
-  /** Hash every span whose end is known; with `blobSize`, the last span too. */
-  function finishSpans(blobSize?: number): void {
-    const cps = indexer.checkpoints;
-    for (;;) {
-      const i = digests.length;
-      if (i + 1 < cps.length) {
-        digests.push(kept.hash(spanStart(cps[i]!), cps[i + 1]!.in));
-        kept.dropBefore(spanStart(cps[i + 1]!));
-      } else if (blobSize !== undefined && i < cps.length) {
-        digests.push(kept.hash(spanStart(cps[i]!), blobSize));
-      } else {
-        return;
+  /** The next chunk of the blob and the checkpoints found while inflating it. */
+  feed(chunk: Uint8Array, found: readonly Checkpoint[]): void {
+    const chunkStart = this.#chunkStart;
+    let fed = chunkStart;
+    // 1. Spans that ended in this chunk.
+    for (const cp of found) {
+      if (this.#span) {
+        this.#span.update(chunk.subarray(fed - chunkStart, cp.in - chunkStart));
+        this.digests.push(hex(this.#span));
       }
+      const span = (this.#span = createHash("sha256"));
+      const start = spanStart(cp);
+      if (start < chunkStart) span.update(Uint8Array.of(this.#lastByte));
+      fed = Math.max(start, chunkStart);
+      span.update(chunk.subarray(fed - chunkStart, cp.in - chunkStart));
+      fed = cp.in;
     }
+    // 2. The rest of the chunk belongs to the current span.
+    this.#span?.update(chunk.subarray(fed - chunkStart));
+    this.#chunkStart += chunk.length;
+    if (chunk.length > 0) this.#lastByte = chunk[chunk.length - 1]!;
   }
 
+  /** Ends the last span at the end of the blob; returns all digests. */
+  finish(): string[] {
+    if (this.#span) this.digests.push(hex(this.#span));
+    this.#span = undefined;
+    return this.digests;
+  }
+}
+
+/** The gzip CompressionInfo from the indexer's result and the span digests. */
+function gzipInfo(r: GzipIndexResult, digests: string[], spanSizeBytes: number): LayerEnd {
   return {
-    get keptBytes() {
-      return kept.keptBytes;
+    compressedSize: r.compressedSize,
+    compressionInfo: {
+      algorithm: "gzip",
+      maxSpanId: digests.length - 1,
+      spanDigests: digests,
+      checkpoints: encodeGzipZinfo(r.checkpoints, spanSizeBytes),
     },
+  };
+}
+
+/**
+ * Gzip: the gzip indexer inflates each chunk on this thread and finds checkpoints; the span hasher digests the
+ * chunk right away, so a source may reuse its buffer for the next chunk as soon as `push` returns.
+ */
+function gzipBackend({ spanSizeBytes }: { spanSizeBytes: number }): LayerBackend {
+  // reuseOutput: the tar reader copies what it keeps, so views into the indexer's buffers are enough.
+  const indexer = createGzipIndexer({ spanSize: spanSizeBytes, reuseOutput: true });
+  const spans = new GzipSpanHasher();
+  return {
     push(chunk) {
-      kept.push(chunk);
+      const seen = indexer.checkpoints.length;
       const out = indexer.push(chunk);
-      if (indexer.checkpoints.length === 1 && digests.length === 0) kept.dropBefore(spanStart(indexer.checkpoints[0]!));
-      finishSpans();
+      spans.feed(chunk, indexer.checkpoints.slice(seen));
       return out;
     },
-    end() {
-      const r = indexer.end();
-      finishSpans(r.compressedSize);
-      return {
-        compressedSize: r.compressedSize,
-        compressionInfo: {
-          algorithm: "gzip",
-          maxSpanId: digests.length - 1,
-          spanDigests: digests,
-          checkpoints: encodeGzipZinfo(r.checkpoints, spanSizeBytes),
-        },
-      };
-    },
+    end: () => gzipInfo(indexer.end(), spans.finish(), spanSizeBytes),
   };
 }
 
@@ -170,3 +162,75 @@ export const LAYER_BACKENDS: Readonly<Record<string, LayerBackendFactory>> = {
   gzip: gzipBackend,
   uncompressed: uncompressedBackend,
 };
+
+/** What a pipeline gives back for one chunk. */
+export interface LayerChunkResult {
+  /** The chunk that was submitted, back to its owner. */
+  input: Uint8Array;
+  /** Its tar bytes, in order; valid until `done()`. */
+  tar: Uint8Array[];
+  /** The tar bytes were read. */
+  done(): void;
+}
+
+/**
+ * A layer backend as the zTOC builder drives it: up to `depth` chunks submitted before the oldest result is
+ * taken with `next()` (results come in submission order), `inputEnded()` after the last chunk, then `end()`
+ * once every result was taken; `close()` on any early exit.
+ */
+export interface LayerPipeline {
+  /** Chunks in flight at most. */
+  readonly depth: number;
+  /** True when a submitted chunk's whole ArrayBuffer is taken over until its result hands it back. */
+  readonly takesBuffers: boolean;
+  submit(chunk: Uint8Array): void;
+  inputEnded(): void;
+  next(): Promise<LayerChunkResult>;
+  end(): Promise<LayerEnd>;
+  close(): void;
+}
+
+/** A synchronous backend as a pipeline of depth 1 (each chunk is done when submitted). */
+export function inlinePipeline(backend: LayerBackend): LayerPipeline {
+  let result: LayerChunkResult | undefined;
+  return {
+    depth: 1,
+    takesBuffers: false,
+    submit(chunk) {
+      result = { input: chunk, tar: backend.push(chunk), done() {} };
+    },
+    inputEnded() {},
+    next: async () => result!,
+    end: async () => backend.end(),
+    close() {},
+  };
+}
+
+/**
+ * Gzip with inflating on a thread of its own (src/compress/worker_gzip_indexer.ts): chunks (whole buffers) go to
+ * the worker; each comes back with its output and checkpoints, and is digested here while the worker inflates
+ * the next ones. Same results as the "gzip" backend. Only where the default inflate backend can hand off its
+ * output (zlib, under Bun): see `workerGzipAvailable()`.
+ */
+export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number }): LayerPipeline {
+  const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name });
+  const spans = new GzipSpanHasher();
+  return {
+    depth: 3,
+    takesBuffers: true,
+    submit: (chunk) => indexer.push(chunk),
+    inputEnded: () => indexer.endInput(),
+    async next() {
+      const r = await indexer.next();
+      spans.feed(r.input, r.checkpoints);
+      return { input: r.input, tar: r.output, done: r.release };
+    },
+    end: async () => gzipInfo(await indexer.end(), spans.finish(), spanSizeBytes),
+    close: () => indexer.terminate(),
+  };
+}
+
+/** Whether `gzipWorkerPipeline` can run here: workers exist and the default inflate backend hands output off. */
+export function workerGzipAvailable(): boolean {
+  return typeof Worker !== "undefined" && inflateBackend().name === "zlib";
+}

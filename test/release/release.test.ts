@@ -9,6 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { BUN, REPO } from "../_harness/cli.ts";
+import { Rand } from "../_harness/rand.ts";
+import { compressLayer, writeImage, writeTar } from "../soci/_layers.ts";
+import { sha256Digest } from "../../src/soci/artifact_store.ts";
+import { INFLATE_THREAD_MIN_LAYER_BYTES } from "../../src/soci/builder.ts";
+import { buildZtoc } from "../../src/ztoc/builder.ts";
 
 const work = mkdtempSync(join(tmpdir(), "soci-ts-release-"));
 const dist = join(work, "dist");
@@ -60,6 +65,27 @@ describe("npm run release", () => {
     const bad = spawnSync(bin, ["nope"], { cwd: outside, encoding: "utf8" });
     expect(bad.status).toBe(2);
   });
+});
+
+describe("the compiled binary's inflate thread", () => {
+  test("index create of a gzip layer big enough for the inflate thread gives the zTOC the library builds", async () => {
+    // One 17 MiB gzip layer (random bytes compress to about their size), over INFLATE_THREAD_MIN_LAYER_BYTES.
+    const layer = compressLayer(writeTar([{ name: "big.bin", data: new Rand("release inflate thread").bytes(17 << 20) }]), "gzip");
+    expect(layer.blob.length).toBeGreaterThanOrEqual(INFLATE_THREAD_MIN_LAYER_BYTES);
+    const img = join(work, "img");
+    await writeImage(img, "v1", [layer]);
+    const bin = join(outside, "soci-ts-index");
+    copyFileSync(join(dist, "soci-ts-linux-x64"), bin);
+    spawnSync("chmod", ["+x", bin]);
+    const root = join(work, "root");
+    const created = spawnSync(bin, ["--root", root, "index", "create", `oci:${img}:v1`, "--min-layer-size", "0"], { cwd: outside, encoding: "utf8", timeout: 120_000 });
+    expect(created.stderr).toBe("");
+    expect(created.status).toBe(0);
+    const listed = spawnSync(bin, ["--root", root, "ztoc", "list", "--quiet"], { cwd: outside, encoding: "utf8" });
+    // The config's default build tool identifier is the zTOC builder's default.
+    const expected = await buildZtoc(new Blob([layer.blob as Uint8Array<ArrayBuffer>]).stream(), { algorithm: "gzip" });
+    expect(listed.stdout.trim()).toBe(sha256Digest(expected.bytes));
+  }, 180_000);
 });
 
 describe("release/install.sh", () => {

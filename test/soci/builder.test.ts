@@ -19,6 +19,9 @@ import {
 import { resolveImages } from "../../src/soci/resolve_images.ts";
 import { getFile, listZtocs, loadZtoc } from "../../src/soci/ztoc_store.ts";
 import { ztocInfo } from "../../src/ztoc/info.ts";
+import { buildZtoc } from "../../src/ztoc/builder.ts";
+import { DEFAULT_BUILD_TOOL_IDENTIFIER } from "../../src/soci/index.ts";
+import { sha256Digest } from "../../src/soci/artifact_store.ts";
 import { FailedPreconditionError, GzipFormatError } from "../../src/util/errors.ts";
 import { type Compression, compressLayer, generateEntries, regularFiles, writeImage, writeTar } from "./_layers.ts";
 
@@ -134,6 +137,30 @@ describe("index create on generated layers", () => {
       const err = await createIndexes(location, { store: new ArtifactStore(join(dir, `root-${name}`)), minLayerSizeBytes: 0 }).catch((e) => e);
       expect(err).toBeInstanceOf(GzipFormatError);
       expect((err as Error).message).toStartWith(`Cannot build zTOC of layer "${manifest.layers[0]!.digest}": `);
+    }
+  });
+
+  test("an OCI layout's layers stream as byte streams: same zTOCs as from chunks, progress up to each layer's size", async () => {
+    const layers = [compressLayer(writeTar(generateEntries("byob-a", 60)), "gzip"), compressLayer(writeTar(generateEntries("byob-b", 30)), "multi-gzip")];
+    const { location, manifest } = await writeImage(join(dir, "byob"), "t", layers);
+    const progress: Array<[number, number, number]> = [];
+    const built = await buildIndex(location, (await resolveImages(location)).images[0]!, {
+      version: "v1",
+      spanSizeBytes: SPAN,
+      minLayerSizeBytes: 0,
+      onProgress: (p) => progress.push([p.layerIndex, p.doneBytes, p.totalBytes]),
+    });
+    for (const [i, layer] of layers.entries()) {
+      const stream = await location.getBlobStream(manifest.layers[i]!.digest);
+      await stream.getReader({ mode: "byob" }).cancel(); // a byte stream (this throws for others); closes the file
+      const pieces = (async function* () {
+        for (let o = 0; o < layer.blob.length; o += 777) yield layer.blob.subarray(o, o + 777);
+      })();
+      const fromChunks = await buildZtoc(pieces, { algorithm: "gzip", spanSizeBytes: SPAN, buildToolIdentifier: DEFAULT_BUILD_TOOL_IDENTIFIER });
+      expect(built.ztocs[i]!.descriptor.digest).toBe(sha256Digest(fromChunks.bytes));
+      const mine = progress.filter(([l]) => l === i);
+      expect(mine.at(-1)).toEqual([i, layer.blob.length, layer.blob.length]);
+      expect(mine.map(([, d]) => d)).toEqual([...mine.map(([, d]) => d)].sort((a, b) => a - b));
     }
   });
 

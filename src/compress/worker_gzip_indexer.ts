@@ -1,0 +1,175 @@
+/**
+ * A gzip indexer whose inflating runs on a thread of its own (inflate_worker.ts), so that the caller's thread
+ * hashes, parses tar headers and reads the next chunks while zlib works: the zTOC builder's pipeline for large
+ * layers. Same checkpoints and output as the synchronous indexer (it is the same indexer, elsewhere).
+ *
+ * Use:
+ *  1. `push(chunk)` hands a chunk over (its ArrayBuffer is transferred: the caller must own all of it and not
+ *     touch it until it comes back); several may be in flight;
+ *  2. `next()` resolves, in push order, with what each chunk gave: the chunk itself (back to its owner), the
+ *     output (views into buffers lent by the worker) and the checkpoints found; `release()` lends the output
+ *     buffers back once read;
+ *  3. `end()` after the last result, for the sizes (`endInput()` as soon as the last chunk is pushed saves it a
+ *     round trip: the worker then ends right after that chunk); `terminate()` on any early exit (idempotent).
+ * Only backends that can hand their output off (zlib) run here; errors come back with their class and offset.
+ */
+import { workerModuleUrl } from "../platform/worker_url.ts";
+import { GzipFormatError, InvalidArgumentError } from "../util/errors.ts";
+import type { InMessage, OutMessage } from "./inflate_worker.ts";
+import type { Checkpoint, GzipIndexResult } from "./types.ts";
+
+/** What one pushed chunk gave. */
+export interface InflatedChunk {
+  /** The chunk that was pushed, handed back. */
+  input: Uint8Array;
+  /** Its output in stream order; valid until `release()`. */
+  output: Uint8Array[];
+  /** Checkpoints found while inflating it, in order. */
+  checkpoints: Checkpoint[];
+  /** Gives the output buffers back to the worker (call once, after reading `output`). */
+  release(): void;
+}
+
+type Waiter<T> = { resolve: (v: T) => void; reject: (e: unknown) => void };
+
+/** A gzip indexer on a worker thread (see the steps at the top of this file). */
+export class WorkerGzipIndexer {
+  readonly #worker: Worker;
+  /** Checkpoints of all results delivered so far (what `end()` returns). */
+  readonly #checkpoints: Checkpoint[] = [];
+  readonly #results: OutMessage[] = [];
+  #waiter: Waiter<OutMessage> | undefined;
+  #error: Error | undefined;
+  #pending = 0;
+  #inputEnded = false;
+  #terminated = false;
+
+  /** Starts the worker with the backend `backend` (default "zlib"). */
+  constructor(opts: { spanSize: number; backend?: string }) {
+    if (!Number.isSafeInteger(opts.spanSize) || opts.spanSize < 0) {
+      throw new InvalidArgumentError(`Cannot create gzip indexer: span size ${opts.spanSize} is not a non-negative integer`);
+    }
+    const url = workerModuleUrl(new URL("./inflate_worker.ts", import.meta.url), "src/compress/inflate_worker.ts", "the inflate thread");
+    this.#worker = new Worker(url, { type: "module" });
+    this.#worker.onmessage = (e: MessageEvent<OutMessage>) => this.#deliver(e.data);
+    this.#worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault?.();
+      this.#fail(new Error(`Cannot inflate on a worker: ${e.message}`));
+    };
+    this.#post({ type: "init", spanSize: opts.spanSize, backend: opts.backend ?? "zlib" });
+  }
+
+  /** Chunks pushed whose result was not taken yet. */
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /** Hands `chunk` to the worker; its ArrayBuffer is transferred (detached here) until `next()` returns it. */
+  push(chunk: Uint8Array): void {
+    this.#check();
+    if (this.#inputEnded) throw new InvalidArgumentError("Cannot push to gzip indexer: its input has ended");
+    if (chunk.byteOffset !== 0) throw new InvalidArgumentError("Cannot push to gzip indexer: the chunk must start its buffer");
+    const buf = chunk.buffer as ArrayBuffer;
+    this.#pending++;
+    this.#post({ type: "push", buf, length: chunk.length }, [buf]);
+  }
+
+  /** The result of the oldest chunk not taken yet. Rejects with the inflate error (GzipFormatError, ...). */
+  async next(): Promise<InflatedChunk> {
+    if (this.#pending === 0) throw new InvalidArgumentError("Cannot take inflated chunk: none is pending");
+    const m = await this.#receive();
+    if (m.type !== "pushed") throw new Error(`Inflate worker bug: "${m.type}" instead of a chunk`);
+    this.#pending--;
+    const output: Uint8Array[] = [];
+    for (let i = 0; i < m.outputs.length; i += 3) {
+      const [b, start, end] = [m.outputs[i]!, m.outputs[i + 1]!, m.outputs[i + 2]!];
+      output.push(new Uint8Array(m.buffers[b]!, start, end - start));
+    }
+    for (const c of m.checkpoints) this.#checkpoints.push(c);
+    let released = false;
+    return {
+      input: new Uint8Array(m.input, 0, m.length),
+      output,
+      checkpoints: m.checkpoints,
+      release: () => {
+        if (released || this.#terminated || m.buffers.length === 0) return;
+        released = true;
+        this.#post({ type: "recycle", bufs: m.buffers }, m.buffers);
+      },
+    };
+  }
+
+  /** No more chunks: the worker ends the stream after the pending ones, so that `end()` finds its answer there. */
+  endInput(): void {
+    this.#check();
+    if (this.#inputEnded) return;
+    this.#inputEnded = true;
+    this.#post({ type: "end" });
+  }
+
+  /** Ends the input (after every result was taken) and stops the worker; throws as the synchronous `end()`. */
+  async end(): Promise<GzipIndexResult> {
+    this.#check();
+    if (this.#pending !== 0) throw new InvalidArgumentError(`Cannot end gzip indexer: ${this.#pending} chunks not taken`);
+    this.endInput();
+    try {
+      const m = await this.#receive();
+      if (m.type !== "ended") throw new Error(`Inflate worker bug: "${m.type}" instead of the end`);
+      return { checkpoints: this.#checkpoints, compressedSize: m.compressedSize, uncompressedSize: m.uncompressedSize };
+    } finally {
+      this.terminate();
+    }
+  }
+
+  /** Stops the worker now; later calls fail. Idempotent. */
+  terminate(): void {
+    if (this.#terminated) return;
+    this.#terminated = true;
+    this.#worker.terminate();
+    this.#fail(new InvalidArgumentError("Cannot use gzip indexer: it was terminated"));
+  }
+
+  #check(): void {
+    if (this.#error) throw this.#error;
+  }
+
+  #post(m: InMessage, transfer: ArrayBuffer[] = []): void {
+    this.#worker.postMessage(m, transfer);
+  }
+
+  #receive(): Promise<OutMessage> {
+    const m = this.#results.shift();
+    if (m) return m.type === "error" ? Promise.reject(this.#error) : Promise.resolve(m);
+    if (this.#error) return Promise.reject(this.#error);
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  #deliver(m: OutMessage): void {
+    if (m.type === "error") {
+      this.#fail(
+        m.name === "GzipFormatError" && m.offset !== undefined
+          ? new GzipFormatError(m.message, m.offset)
+          : m.name === "InvalidArgumentError"
+          ? new InvalidArgumentError(m.message)
+          : new Error(m.message),
+      );
+      return;
+    }
+    const w = this.#waiter;
+    if (w) {
+      this.#waiter = undefined;
+      w.resolve(m);
+    } else {
+      this.#results.push(m);
+    }
+  }
+
+  #fail(err: Error): void {
+    this.#error ??= err;
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.reject(this.#error);
+  }
+}

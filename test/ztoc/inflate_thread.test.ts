@@ -1,0 +1,125 @@
+/**
+ * The zTOC builder with gzip inflated on a thread of its own (`inflateThread`) gives the same zTOC bytes and the
+ * same errors as inflating inline, from every kind of source, never takes over a source's own buffers, and ends
+ * its thread when the build stops early.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { workerGzipAvailable } from "../../src/ztoc/layer_backends.ts";
+import { OciLayout } from "../../src/registry/oci_layout.ts";
+import { type TarWriteEntry, writeTar } from "../../src/tar/writer.ts";
+import { GzipFormatError, TarFormatError } from "../../src/util/errors.ts";
+import { buildZtoc } from "../../src/ztoc/builder.ts";
+import { Rand } from "../_harness/rand.ts";
+
+const root = mkdtempSync(join(tmpdir(), "soci-inflate-thread-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** A seeded tar of `files` files (text and random bytes, some spanning several 1 MiB chunks once compressed). */
+function tarOf(seed: string, files: number): Uint8Array {
+  const r = new Rand(seed);
+  const entries: TarWriteEntry[] = [{ name: "d/", type: "dir" }];
+  for (let i = 0; i < files; i++) {
+    const size = r.int(8) === 0 ? r.int(3_000_000) : r.int(60_000);
+    entries.push({ name: `d/f${i}`, data: r.int(2) ? r.text(size) : r.bytes(size), mode: 0o644, uid: r.int(3), gid: 0 });
+  }
+  return writeTar(entries);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** The blob in uneven chunks, all views into the blob's own buffer (as some sources hand them out). */
+async function* chunks(blob: Uint8Array, seed: string): AsyncGenerator<Uint8Array> {
+  const rand = new Rand(seed);
+  for (let i = 0; i < blob.length; ) {
+    const n = 1 + rand.int(3_000_000);
+    yield blob.subarray(i, i + n);
+    i += n;
+  }
+}
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", () => {
+  const big = tarOf("inflate thread big", 120);
+  const blobs: Record<string, Uint8Array> = {
+    "one member, several MiB": new Uint8Array(gzipSync(big, { level: 6 })),
+    "members cut anywhere": concat([0, 1, 2, 3].map((k) => new Uint8Array(gzipSync(big.subarray(k * 1_234_567, k === 3 ? undefined : (k + 1) * 1_234_567), { level: 1 })))),
+    "smaller than a chunk": new Uint8Array(gzipSync(tarOf("inflate thread small", 3), { level: 9 })),
+  };
+
+  for (const [name, blob] of Object.entries(blobs)) {
+    test(`${name}: the same zTOC bytes from uneven chunks, a Blob stream and an OCI layout byte stream`, async () => {
+      const expected = (await buildZtoc(chunks(blob, name), { algorithm: "gzip", spanSizeBytes: 1 << 20 })).bytes;
+      const layout = new OciLayout(join(root, "layout"));
+      const { digest } = await layout.putBlob(blob);
+      const sources = [chunks(blob, `${name} 2`), new Blob([blob as Uint8Array<ArrayBuffer>]).stream(), await layout.getBlobStream(digest)];
+      for (const source of sources) {
+        const built = await buildZtoc(source, { algorithm: "gzip", spanSizeBytes: 1 << 20, inflateThread: true });
+        expect(sha(built.bytes)).toBe(sha(expected));
+      }
+    }, 60_000);
+  }
+
+  test("a source's own buffers are never taken over (its chunks are copied before they go to the thread)", async () => {
+    const blob = blobs["one member, several MiB"]!;
+    const before = sha(blob);
+    await buildZtoc(chunks(blob, "own buffers"), { algorithm: "gzip", inflateThread: true });
+    expect(blob.buffer.byteLength).toBeGreaterThan(0); // not detached
+    expect(sha(blob)).toBe(before);
+  });
+
+  test("bad gzip data fails with the error of the inline build (class, message, offset)", async () => {
+    const good = blobs["one member, several MiB"]!;
+    const corrupt = good.slice();
+    for (let i = 2_000_000; i < 2_000_100; i++) corrupt[i] = 0xff;
+    for (const blob of [good.subarray(0, 3_000_000), corrupt]) {
+      const inline = await buildZtoc(chunks(blob, "bad"), { algorithm: "gzip" }).catch((e: unknown) => e);
+      const threaded = await buildZtoc(chunks(blob, "bad"), { algorithm: "gzip", inflateThread: true }).catch((e: unknown) => e);
+      expect(inline).toBeInstanceOf(GzipFormatError);
+      expect(threaded).toBeInstanceOf(GzipFormatError);
+      expect((threaded as GzipFormatError).message).toBe((inline as GzipFormatError).message);
+      expect((threaded as GzipFormatError).offset).toBe((inline as GzipFormatError).offset);
+    }
+  });
+
+  test("a tar error or an abort mid-way ends the build (and its thread) within the limit", async () => {
+    // A FIFO entry with a bad typeflag ('Z') halfway through.
+    const entries: TarWriteEntry[] = [];
+    const r = new Rand("tar error");
+    for (let i = 0; i < 20; i++) entries.push({ name: `f${i}`, data: r.bytes(200_000) });
+    const tar = writeTar(entries);
+    const at = 10 * (512 + 200_192);
+    tar[at + 156] = "Z".charCodeAt(0);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : tar[at + i]!;
+    tar.set(new TextEncoder().encode(`${sum.toString(8).padStart(6, "0")}\0 `), at + 148);
+    const bad = new Uint8Array(gzipSync(tar, { level: 1 }));
+    const t0 = performance.now();
+    await expect(buildZtoc(chunks(bad, "tar error"), { algorithm: "gzip", inflateThread: true })).rejects.toBeInstanceOf(TarFormatError);
+
+    const ac = new AbortController();
+    const blob = blobs["one member, several MiB"]!;
+    async function* abortingSource() {
+      let n = 0;
+      for await (const c of chunks(blob, "abort")) {
+        if (++n === 3) ac.abort(new Error("stop here"));
+        yield c;
+      }
+    }
+    await expect(buildZtoc(abortingSource(), { algorithm: "gzip", inflateThread: true, signal: ac.signal })).rejects.toThrow("stop here");
+    expect(performance.now() - t0).toBeLessThan(20_000);
+  });
+});
