@@ -16,7 +16,7 @@ import { mkdir, realpath, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { READAHEAD_SPANS_MAX } from "../config/defaults.ts";
 import { mountImage, type MountedImage } from "../layerfs/image_mount.ts";
-import { MountRecords, type MountRecord } from "../layerfs/mount_records.ts";
+import { MountRecords, removeWorkDir, type MountRecord } from "../layerfs/mount_records.ts";
 import { LayerFs } from "../layerfs/remote_fs.ts";
 import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
@@ -112,14 +112,16 @@ export default defineCommand({
       throw new FailedPreconditionError(`Cannot mount at "${resolve(String(args.dir))}": ${errorMessage(err)}`, { cause: err });
     }
     const records = new MountRecords(join(ctx.root, "mounts"));
+    // A --work-dir the user names is theirs: only its layers/ is ever removed (removeWorkDir).
+    const ownsWorkDir = !args["work-dir"];
     let workDir = resolve(args["work-dir"] ? String(args["work-dir"]) : join(ctx.root, "mounts", String(process.pid)));
     await mkdir(workDir, { recursive: true });
     let rec: MountRecord;
     try {
       workDir = await realpath(workDir);
-      rec = await records.write(mountpoint, workDir);
+      rec = await records.write(mountpoint, workDir, { ownsWorkDir });
     } catch (err) {
-      await rm(workDir, { recursive: true, force: true });
+      await removeWorkDir({ workDir, ownsWorkDir });
       throw err;
     }
     // 3. The process-wide layer file system (the work dir and the record go again when this fails).

@@ -33,6 +33,11 @@ export interface MountRecord {
   mountpoint: string;
   /** The work dir (a real path); the layer mounts are under it. */
   workDir: string;
+  /**
+   * True when soci-ts made the work dir (the default `<root>/mounts/<pid>`) and may remove it whole; a dir the
+   * user named with `--work-dir` keeps everything but its `layers/` (absent in older records: false).
+   */
+  ownsWorkDir?: boolean;
 }
 
 /** What `cleanDead()` did for one dead process. */
@@ -71,10 +76,10 @@ export class MountRecords {
    * rename). Call it before mounting anything. Throws `FailedPreconditionError` without /proc, or the
    * file system's error when the record cannot be written.
    */
-  async write(mountpoint: string, workDir: string): Promise<MountRecord> {
+  async write(mountpoint: string, workDir: string, opts: { ownsWorkDir?: boolean } = {}): Promise<MountRecord> {
     const startTime = Number(processStartTime(process.pid));
     if (!Number.isSafeInteger(startTime)) throw new FailedPreconditionError(`Cannot write mount record "${this.path(process.pid)}": "/proc/${process.pid}/stat" is unreadable`);
-    const rec: MountRecord = { version: 1, pid: process.pid, startTime, mountpoint, workDir };
+    const rec: MountRecord = { version: 1, pid: process.pid, startTime, mountpoint, workDir, ownsWorkDir: opts.ownsWorkDir ?? false };
     await mkdir(this.dir, { recursive: true });
     const tmp = join(this.dir, `.${process.pid}.json.tmp`);
     await writeFile(tmp, JSON.stringify(rec) + "\n");
@@ -121,6 +126,11 @@ export class MountRecords {
     return table.filter((m) => (m.mountpoint === rec.mountpoint && overlayOf(m, rec.workDir)) || under(m.mountpoint, rec.workDir));
   }
 
+  /** A record without `ownsWorkDir` (written before it existed) owns its work dir when it is the default one. */
+  #withOwnership(rec: MountRecord): MountRecord {
+    return rec.ownsWorkDir !== undefined ? rec : { ...rec, ownsWorkDir: rec.workDir === join(this.dir, String(rec.pid)) };
+  }
+
   /**
    * Removes the work dir and the record of `rec` (this process's) when nothing of it is mounted any more, and
    * returns []; otherwise leaves both (for `cleanDead`) and returns what is still mounted. Throws when the
@@ -129,7 +139,7 @@ export class MountRecords {
   async release(rec: MountRecord): Promise<string[]> {
     const left = this.owned(rec).map((m) => m.mountpoint);
     if (left.length > 0) return left;
-    await rm(rec.workDir, { recursive: true, force: true });
+    await removeWorkDir(this.#withOwnership(rec));
     await rm(this.path(rec.pid), { force: true });
     return [];
   }
@@ -173,7 +183,7 @@ export class MountRecords {
         const left = this.owned(rec);
         for (const m of left) out.problems.push(`Cannot unmount "${m.mountpoint}" (${m.fstype}) of dead process ${rec.pid}: it is still mounted${m.mountpoint === rec.mountpoint ? ", under another mount" : ""}`);
         if (left.length === 0 && out.problems.length === 0) {
-          await rm(rec.workDir, { recursive: true, force: true });
+          await removeWorkDir(this.#withOwnership(rec));
           await rm(this.path(rec.pid), { force: true });
         }
       } catch (err) {
@@ -192,6 +202,11 @@ export class MountRecords {
 /** True when `path` is `root` or lies under it. */
 function under(path: string, root: string): boolean {
   return path === root || path.startsWith(root.endsWith("/") ? root : root + "/");
+}
+
+/** What soci-ts put in a work dir: the whole dir when it made it, else only `layers/` (the user's `--work-dir`). */
+export async function removeWorkDir(rec: Pick<MountRecord, "workDir" | "ownsWorkDir">): Promise<void> {
+  await rm(rec.ownsWorkDir ? rec.workDir : join(rec.workDir, "layers"), { recursive: true, force: true });
 }
 
 /** True when `m` is an overlay whose every lower dir lies under `workDir`. */

@@ -29,7 +29,7 @@ function setup(name: string) {
 }
 
 /** Writes a record as another process would have, with its work dir (holding a file). */
-function plant(dir: string, rec: { pid: number; startTime: number; mountpoint: string; workDir: string }): void {
+function plant(dir: string, rec: { pid: number; startTime: number; mountpoint: string; workDir: string; ownsWorkDir?: boolean }): void {
   mkdirSync(join(rec.workDir, "layers", "0"), { recursive: true });
   writeFileSync(join(rec.workDir, "layers", "0", "f"), "x");
   writeFileSync(join(dir, `${rec.pid}.json`), JSON.stringify({ version: 1, ...rec }));
@@ -47,13 +47,29 @@ describe("mount records", () => {
     const { dir, records, mnt } = setup("write");
     const workDir = join(dir, String(process.pid));
     mkdirSync(workDir, { recursive: true });
-    const rec = await records.write(mnt, workDir);
+    const rec = await records.write(mnt, workDir, { ownsWorkDir: true });
     expect(readdirSync(dir).sort()).toEqual([String(process.pid), `${process.pid}.json`]);
     expect(JSON.parse(readFileSync(records.path(process.pid), "utf8"))).toEqual(rec);
     expect(rec.startTime).toBe(Number(processStartTime(process.pid)));
     expect(recordAlive(rec)).toBe(true);
     expect(await records.release(rec)).toEqual([]);
     expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test("a --work-dir the user named is kept, with everything in it but layers/; a dead process's too", async () => {
+    const { dir, records, mnt } = setup("userdir");
+    const workDir = join(dir, "..", "scratch-userdir");
+    mkdirSync(join(workDir, "layers", "0"), { recursive: true });
+    writeFileSync(join(workDir, "notes.txt"), "mine\n");
+    const rec = await records.write(mnt, workDir);
+    expect(await records.release(rec)).toEqual([]);
+    expect(readdirSync(workDir)).toEqual(["notes.txt"]);
+    const pid = deadPid();
+    mkdirSync(join(workDir, "layers", "1"), { recursive: true });
+    plant(dir, { pid, startTime: 1, mountpoint: mnt, workDir });
+    expect((await records.cleanDead()).problems).toEqual([]);
+    expect(readdirSync(workDir)).toEqual(["notes.txt"]);
+    rmSync(workDir, { recursive: true, force: true });
   });
 
   test("a record whose pid is gone is dead: cleanDead removes it and its work dir", async () => {
@@ -71,7 +87,7 @@ describe("mount records", () => {
     const { dir, records, mnt } = setup("reuse");
     mkdirSync(dir, { recursive: true });
     const now = Number(processStartTime(process.pid));
-    const reused = { pid: process.pid, startTime: now - 1, mountpoint: mnt, workDir: join(dir, "reused") };
+    const reused = { pid: process.pid, startTime: now - 1, mountpoint: mnt, workDir: join(dir, "reused"), ownsWorkDir: true };
     expect(recordAlive(reused)).toBe(false);
     plant(dir, reused);
     expect((await records.cleanDead()).cleaned.map((c) => c.pid)).toEqual([process.pid]);
