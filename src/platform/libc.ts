@@ -23,6 +23,9 @@ export const MS_NOEXEC = 8;
 export const O_CLOEXEC = 0o2000000;
 /** preadv2(2) flag: fail with EAGAIN instead of waiting for the disk (the bytes are not in the page cache). */
 export const RWF_NOWAIT = 0x8;
+/** flock(2) operations. */
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
 /** umount2(2) flags. */
 export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
@@ -53,6 +56,7 @@ function openLibc() {
     umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     preadv2: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64 },
+    flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
@@ -94,6 +98,19 @@ export function umount2(target: string, flags: number): void {
 }
 
 /** ioctl(2) with a pointer argument (`arg` is passed by address). Returns the call's result. */
+/**
+ * flock(fd, LOCK_EX | LOCK_NB): an exclusive lock on the open file, held until the descriptor (every copy of it)
+ * is closed, which the kernel does when the process dies, however it dies. Returns false when another open file
+ * description holds it; throws `LibcError` otherwise.
+ */
+export function tryLockExclusive(fd: number): boolean {
+  const rc = libc().symbols.flock(fd, LOCK_EX | LOCK_NB);
+  if (rc === 0) return true;
+  const e = errno();
+  if (e === EAGAIN) return false;
+  return fail(`lock fd ${fd}`, e);
+}
+
 export function ioctl(fd: number, request: number, arg: Uint8Array): number {
   const rc = libc().symbols.ioctl(fd, BigInt(request), ptr(arg));
   if (rc < 0) fail(`ioctl 0x${request.toString(16)} on fd ${fd}`, errno());
