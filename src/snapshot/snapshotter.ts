@@ -85,6 +85,17 @@ export interface SnapshotterOptions {
   cleanStaleMounts?: (dir: string) => Promise<void>;
 }
 
+/**
+ * `labels` without `containerd.io/snapshot/remote`: only the snapshotter marks a snapshot remote (when it mounted
+ * its layer itself). From a caller (an image's layer annotations reach Prepare and Commit labels) it would make
+ * a plainly unpacked layer look remote: its children would be checked against a RemoteFs that never mounted it,
+ * and a restart would try to mount it lazily.
+ */
+function withoutRemoteFlag(labels: Readonly<Record<string, string>>): Record<string, string> {
+  const { [REMOTE_LABEL]: _dropped, ...rest } = labels;
+  return rest;
+}
+
 /** Per-call options: containerd's namespace (for logs only; GC calls carry none) and cancellation. */
 export interface CallOptions {
   namespace?: string;
@@ -143,10 +154,11 @@ export class Snapshotter {
    * Throws AlreadyExistsError for an existing key, NotFoundError for a missing parent, InvalidArgumentError
    * for an uncommitted parent or a label too large, UnavailableError when a remote ancestor cannot be read.
    */
-  prepare(key: string, parent: string, labels: Record<string, string> = {}, call: CallOptions = {}): Promise<Mount[]> {
+  prepare(key: string, parent: string, given: Record<string, string> = {}, call: CallOptions = {}): Promise<Mount[]> {
     return this.#op("prepare", async () => {
       // 1.
-      validateLabels(labels);
+      validateLabels(given);
+      const labels = withoutRemoteFlag(given);
       const target = labels[TARGET_SNAPSHOT_LABEL] || undefined;
       return this.#locks.run(target ? [key, target] : [key], async () => {
         call.signal?.throwIfAborted();
@@ -179,9 +191,10 @@ export class Snapshotter {
    * View: a read-only snapshot `key` of the committed `parent`, and its mounts. Throws as `prepare` does
    * (without the remote handshake).
    */
-  view(key: string, parent: string, labels: Record<string, string> = {}, call: CallOptions = {}): Promise<Mount[]> {
+  view(key: string, parent: string, given: Record<string, string> = {}, call: CallOptions = {}): Promise<Mount[]> {
     return this.#op("view", async () => {
-      validateLabels(labels);
+      validateLabels(given);
+      const labels = withoutRemoteFlag(given);
       return this.#locks.run([key], async () => {
         call.signal?.throwIfAborted();
         const rec = await this.#create("view", key, parent, labels);
@@ -216,9 +229,10 @@ export class Snapshotter {
    * active snapshot's), its disk usage recorded. Throws NotFoundError, AlreadyExistsError for an existing
    * name, FailedPreconditionError when `key` is not active, InvalidArgumentError for a label too large.
    */
-  commit(name: string, key: string, labels: Record<string, string> = {}, _call: CallOptions = {}): Promise<void> {
+  commit(name: string, key: string, given: Record<string, string> = {}, _call: CallOptions = {}): Promise<void> {
     return this.#op("commit", async () => {
-      validateLabels(labels);
+      validateLabels(given);
+      const labels = withoutRemoteFlag(given);
       await this.#locks.run([key, name], async () => {
         const rec = this.#store.getSnapshot(key);
         if (rec.kind !== "active") {
@@ -272,7 +286,19 @@ export class Snapshotter {
    * zero times). Throws NotFoundError, InvalidArgumentError for another path or a label too large.
    */
   update(info: { name: string; labels?: Record<string, string> }, paths: readonly string[] = [], _call: CallOptions = {}): Promise<SnapshotInfo> {
-    return this.#op("update", async () => this.#locks.run([info.name], async () => this.#store.updateInfo(info, paths)));
+    return this.#op("update", async () =>
+      this.#locks.run([info.name], async () => {
+        // The remote flag is ours: a caller neither sets, changes nor drops it (a full replace keeps it).
+        const flag = this.#store.getInfo(info.name).info.labels[REMOTE_LABEL];
+        const labels = withoutRemoteFlag(info.labels ?? {});
+        const replacesAll = paths.length === 0 || paths.includes("labels");
+        if (flag !== undefined && replacesAll) labels[REMOTE_LABEL] = flag;
+        const kept = paths.filter((p) => p !== `labels.${REMOTE_LABEL}`);
+        // Only the flag was named: nothing to change (an empty list would mean "replace all").
+        if (paths.length > 0 && kept.length === 0) return this.#store.getInfo(info.name).info;
+        return this.#store.updateInfo({ ...info, labels }, kept);
+      }),
+    );
   }
 
   /**

@@ -520,3 +520,33 @@ describe("Snapshotter: concurrency", () => {
     expect(existsSync(join(root, "snapshots", "1"))).toBe(false);
   });
 });
+
+describe("Snapshotter: the remote flag is the snapshotter's own", () => {
+  test("a caller's containerd.io/snapshot/remote label is dropped on Prepare, View, Commit and Update", async () => {
+    const { sn, fake } = await rig();
+    const flag = { [REMOTE_LABEL]: "remote snapshot", "containerd.io/snapshot/keep": "yes" };
+    // An image's layer annotation reaching Prepare and Commit labels of a plainly unpacked layer.
+    await sn.prepare("default/1/extract a", "", flag);
+    await sn.commit("a", "default/1/extract a", flag);
+    expect((await sn.stat("a")).labels).toEqual({ "containerd.io/snapshot/keep": "yes" });
+    // Its children are not checked against the RemoteFs, and a restart does not try to mount it.
+    await sn.prepare("default/2/c", "a");
+    expect(fake.ops("check")).toEqual([]);
+    expect((await sn.restore()).restored).toEqual([]);
+    await sn.view("default/3/v", "a", flag);
+    expect((await sn.stat("default/3/v")).labels[REMOTE_LABEL]).toBeUndefined();
+    await sn.update({ name: "a", labels: flag }, [`labels.${REMOTE_LABEL}`]);
+    await sn.update({ name: "a", labels: flag }, []);
+    expect((await sn.stat("a")).labels[REMOTE_LABEL]).toBeUndefined();
+  });
+
+  test("an Update that replaces every label of a remote snapshot keeps its flag", async () => {
+    const { sn } = await rig();
+    const err = await sn.prepare("default/1/extract", "", layerLabels(1)).catch((e) => e);
+    expect(err).toBeInstanceOf(AlreadyExistsError);
+    await sn.update({ name: "sha256:chain1", labels: { "containerd.io/snapshot/other": "x" } }, ["labels"]);
+    expect((await sn.stat("sha256:chain1")).labels).toEqual({ "containerd.io/snapshot/other": "x", [REMOTE_LABEL]: "remote snapshot" });
+    await sn.update({ name: "sha256:chain1", labels: {} }, [`labels.${REMOTE_LABEL}`]);
+    expect((await sn.stat("sha256:chain1")).labels[REMOTE_LABEL]).toBe("remote snapshot");
+  });
+});
