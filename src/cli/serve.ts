@@ -5,6 +5,7 @@
  *   --address PATH   unix socket to listen on (default: config `address`, /run/soci-ts/soci-ts.sock)
  */
 import { defineCommand } from "citty";
+import { mkdir, realpath } from "node:fs/promises";
 import { resolve } from "node:path";
 import { startServe } from "../service/serve.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
@@ -18,11 +19,14 @@ export default defineCommand({
   async run({ args }) {
     const ctx = cliContext();
     const c = ctx.config;
-    const root = resolve(usableRoot(ctx));
+    await mkdir(resolve(usableRoot(ctx)), { recursive: true });
+    // The real path: mount tables show real paths, and restart finds a crashed daemon's mounts by comparing them.
+    const root = await realpath(resolve(usableRoot(ctx))).catch(() => resolve(usableRoot(ctx)));
     if (!c.snapshotter.enable) {
       throw new InvalidArgumentError("Cannot serve: [snapshotter] enable is false and there is nothing else to serve yet");
     }
-    const address = String(args.address ?? c.address);
+    // containerd's spelling "unix:///path" is accepted too.
+    const address = String(args.address ?? c.address).replace(/^unix:\/\//, "");
     if (!address) throw new InvalidArgumentError('Cannot serve: option "--address" is empty');
     // Signals are taken from the start: one while starting stops right after start (or its failure).
     let stopAsked = false;

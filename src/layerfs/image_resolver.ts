@@ -137,8 +137,9 @@ export class ImageResolver {
     const now = Date.now();
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
-      this.#cache.delete(key);
-      entry = undefined;
+      // Another caller may have replaced it while we looked: drop only the entry judged stale.
+      if (this.#cache.get(key) === entry) this.#cache.delete(key);
+      entry = this.#cache.get(key);
     }
     if (!entry) {
       for (const [k, e] of this.#cache) if (e.expiresAt <= now) this.#cache.delete(k);

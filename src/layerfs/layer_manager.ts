@@ -7,9 +7,9 @@
  * mount).
  *
  * `acquire` steps:
- *   1. A layer already open (or being opened) under the same digest is shared: count the handle and wait for
- *      it. Layers are keyed by their digest alone: the same bytes, whichever image or zTOC names them; the first
- *      opener's zTOC (or its absence) decides how the layer is served.
+ *   1. A layer already open (or being opened) under the same key is shared: count the handle and wait for it.
+ *      The key is the digest, the repository and the zTOC's span layout (`layerKey`): images of one repository
+ *      share their common layers, and no image is served through another repository's index.
  *   2. Otherwise open it (layer.ts): lazy through its zTOC, or fetched whole and unpacked.
  *   3. Prefetch the spans a SOCI prefetch artifact lists (started right after step 2; `handle.prefetched`
  *      resolves when they are in, so a front end can mount its tree meanwhile): runs of adjacent spans, one
@@ -30,7 +30,7 @@ import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource } from "./layer.ts";
 import type { OpaqueXattrMode } from "./metadata.ts";
 import { TaskGate, sleep } from "./task_gate.ts";
-import type { CheckpointInflater } from "./ztoc_layout.ts";
+import { spanLayoutDigest, type CheckpointInflater } from "./ztoc_layout.ts";
 
 /** What a LayerManager is built with; every field but `root` and `inflate` has a default. */
 export interface LayerManagerOptions {
@@ -87,7 +87,19 @@ export interface LayerHandle {
 
 interface Entry {
   opening: Promise<{ layer: Layer; prefetched: Promise<void> }>;
+  /** The layer once opened. */
+  layer?: Layer;
   refs: number;
+}
+
+/**
+ * What makes two acquires share one open layer: the same blob (digest), from the same repository, served through
+ * the same span layout (or fetched whole). Sharing across repositories would let the index of one image (its TOC:
+ * names, modes, setuid bits) and its registry serve another image's layer of the same digest.
+ */
+function layerKey(opts: AcquireLayerOptions): string {
+  const { registry, repository } = opts.source.ref;
+  return `${opts.layer.digest} ${registry}/${repository} ${opts.ztoc ? spanLayoutDigest(opts.ztoc) : "whole"}`;
 }
 
 export class LayerManager {
@@ -133,12 +145,13 @@ export class LayerManager {
   async acquire(opts: AcquireLayerOptions): Promise<LayerHandle> {
     if (this.#closed) throw new Error(`Cannot open layer "${opts.layer.digest}": the layer manager is closed`);
     this.gate.touch();
-    const digest = opts.layer.digest;
+    const digest = layerKey(opts);
     // 1.
     let entry = this.#layers.get(digest);
     if (!entry) {
       entry = { opening: this.#open(opts), refs: 0 };
       const mine = entry;
+      mine.opening.then((o) => (mine.layer = o.layer), () => {});
       this.#layers.set(digest, mine);
       mine.opening.catch(() => {
         if (this.#layers.get(digest) === mine) this.#layers.delete(digest);
@@ -167,7 +180,7 @@ export class LayerManager {
     };
   }
 
-  /** Open layers by digest, with the number of handles on each. */
+  /** Open layers by key ("<digest> <registry>/<repository> <span layout digest | whole>"), with their handle counts. */
   layers(): Map<string, { layer: Promise<Layer>; refs: number }> {
     return new Map([...this.#layers].map(([k, e]) => [k, { layer: e.opening.then((o) => o.layer), refs: e.refs }]));
   }
@@ -225,8 +238,10 @@ export class LayerManager {
     return { layer, prefetched };
   }
 
+  /** True while `layer` itself (not a later opening of the same digest) is open. */
   #isOpen(layer: Layer): boolean {
-    return this.#layers.has(layer.digest);
+    for (const e of this.#layers.values()) if (e.layer === layer) return true;
+    return false;
   }
 
   async #close(layer: Layer, prefetched: Promise<void>): Promise<void> {

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -87,8 +87,11 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
   let client: SnapshotsClient;
   const big = new Rand("serve").bytes(600_000);
 
-  const start = async () => {
-    daemon = await startServeProcess(["--root", root, "--config", join(tmp, "config.toml"), ...(process.env.SERVE_DEBUG ? ["--log-level", "debug"] : []), "serve", "--address", sock]);
+  /** `via`: the root through a symlink and the address as containerd spells it (unix://), as operators may. */
+  const start = async (via?: { rootLink: string }) => {
+    const r = via ? via.rootLink : root;
+    const a = via ? `unix://${sock}` : sock;
+    daemon = await startServeProcess(["--root", r, "--config", join(tmp, "config.toml"), ...(process.env.SERVE_DEBUG ? ["--log-level", "debug"] : []), "serve", "--address", a]);
   };
 
   beforeAll(async () => {
@@ -228,11 +231,13 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     await client.remove({ key: "default/40/view" });
   }, 120_000);
 
-  test("SIGKILL, then a new daemon: the dead mounts are detached and the layers mounted again", async () => {
+  test("SIGKILL, then a new daemon (root through a symlink): the dead mounts are detached and the layers mounted again", async () => {
     await daemon!.stop("SIGKILL");
     const stale = fuseMountsUnder(root);
     expect(stale.length).toBe(2);
-    await start();
+    const rootLink = join(tmp, "root-link");
+    symlinkSync(root, rootLink);
+    await start({ rootLink });
     const now = fuseMountsUnder(root);
     expect(now.length).toBe(2);
     // Each mount point holds exactly one mount again (the stale one was detached, not stacked under).

@@ -34,6 +34,12 @@ function counting(inner: RegistryClient): { client: RegistryClient; calls: Map<s
   return { client, calls };
 }
 
+/** Handles on the open layers of `digest` (every repository and layout), or undefined when none is open. */
+function refsOf(mgr: LayerManager, digest: string): number | undefined {
+  const e = [...mgr.layers()].filter(([k]) => k.startsWith(`${digest} `));
+  return e.length ? e.reduce((n, [, v]) => n + v.refs, 0) : undefined;
+}
+
 describe.skipIf(!run)("LayerManager", () => {
   let reg: TestRegistry;
   let tmp: string;
@@ -60,18 +66,18 @@ describe.skipIf(!run)("LayerManager", () => {
       const opts = { source: { client, ref: img.ref }, layer: l.descriptor, ztoc: tarZtoc(l.tar, 512) };
       const [h1, h2] = await Promise.all([mgr.acquire(opts), mgr.acquire(opts)]);
       expect(h1.layer).toBe(h2.layer);
-      expect(mgr.layers().get(l.descriptor.digest)?.refs).toBe(2);
+      expect(refsOf(mgr, l.descriptor.digest)).toBe(2);
       const a = h1.layer.root;
       expect(a).toBeDefined();
       await h1.done();
       await h1.done(); // idempotent: does not release h2's count
-      expect(mgr.layers().get(l.descriptor.digest)?.refs).toBe(1);
+      expect(refsOf(mgr, l.descriptor.digest)).toBe(1);
       // Still open: a read works through the remaining handle.
       const bytes = await h2.layer.manager!.read(0, 512);
       expect(bytes.byteLength).toBe(512);
       expect(mgr.cache.stats().memoryBytes).toBeGreaterThan(0);
       await h2.done();
-      expect(mgr.layers().has(l.descriptor.digest)).toBe(false);
+      expect(refsOf(mgr, l.descriptor.digest)).toBeUndefined();
       // Its spans left the memory tier (and stay on disk, the first to be evicted).
       expect(mgr.cache.stats().memoryBytes).toBe(0);
       // Closed: its span manager refuses to fetch (the last span was never read).
@@ -86,6 +92,22 @@ describe.skipIf(!run)("LayerManager", () => {
     }
   });
 
+  test("the same layer from another repository (another index) is opened apart, not shared", async () => {
+    const mgr = await LayerManager.create({ root: join(tmp, "m3"), inflate: noInflate, backgroundFetch: { disable: true } });
+    try {
+      const l = img.layers[0]!;
+      const ztoc = tarZtoc(l.tar, 512);
+      const a = await mgr.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor, ztoc });
+      const b = await mgr.acquire({ source: { client: http, ref: { ...img.ref, repository: "test/other" } }, layer: l.descriptor, ztoc });
+      expect(b.layer).not.toBe(a.layer);
+      expect(refsOf(mgr, l.descriptor.digest)).toBe(2);
+      await a.done();
+      await b.done();
+    } finally {
+      await mgr.close();
+    }
+  });
+
   test("a failed open reaches every waiter and the next acquire tries again", async () => {
     const mgr = await LayerManager.create({ root: join(tmp, "m2"), inflate: noInflate, backgroundFetch: { disable: true } });
     try {
@@ -95,7 +117,7 @@ describe.skipIf(!run)("LayerManager", () => {
       const bad = { source: { client: http, ref: img.ref }, layer: missing };
       const results = await Promise.allSettled([mgr.acquire(bad), mgr.acquire(bad)]);
       expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
-      expect(mgr.layers().has(missing.digest)).toBe(false);
+      expect(refsOf(mgr, missing.digest)).toBeUndefined();
       const good = await mgr.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor });
       expect(good.layer.manager).toBeUndefined(); // fetched whole
       await good.done();
