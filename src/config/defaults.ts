@@ -117,7 +117,7 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "blob",
     doc: "Lazy reads of layer blobs",
     fields: [
-      int("valid_interval", "validIntervalSec", 60, "Accepted for SOCI configs, not used yet (no periodic blob check; a failed read reports the error)", 0, DAY_SEC),
+      int("valid_interval", "validIntervalSec", 60, "Seconds a check that reached a lazy layer's blob stays good: the snapshotter checks remote layers before handing out mounts, and asks the registry again only after this; 0 checks every time", 0, DAY_SEC),
       int("fetching_timeout_sec", "fetchingTimeoutSec", 300, "Seconds a read waits for span data, and one span fetch may take, retries included", 1, DAY_SEC),
       int("max_retries", "maxRetries", 8, "Accepted for SOCI configs, not used yet: span fetches retry as [http] MaxRetries says", 0, MAX_RETRIES),
       int("min_wait_msec", "minWaitMsec", 30, "Accepted for SOCI configs, not used yet: span fetches back off as [http] MinWaitMsec says", 0, HOUR_MSEC),

@@ -53,6 +53,11 @@ export interface LayerFsFuseOptions {
    * process) would wait forever.
    */
   transport?: "workers" | "async";
+  /**
+   * Milliseconds a `check` that reached the blob stays good: checks within it answer at once (config `[blob]
+   * valid_interval`, SOCI's; default 60 000; 0 checks every time).
+   */
+  checkValidMs?: number;
   logger?: Logger;
 }
 
@@ -67,6 +72,8 @@ export interface MountLayerOptions extends AcquireLayerOptions {
 interface Mounted {
   handle: LayerHandle;
   served: MountHandle;
+  /** Date.now() of the last check that reached the blob. */
+  checkedOkAt?: number;
 }
 
 export class LayerFs {
@@ -187,9 +194,15 @@ export class LayerFs {
     if (m.served.ended()) throw new UnavailableError(`Cannot check layer mount "${mountpoint}": its FUSE connection has ended`);
     const layer = m.handle.layer;
     if (!layer.manager || layer.manager.complete()) return;
+    // A blob reached within the valid interval is not asked again: containerd checks every remote ancestor on
+    // each Prepare, View and Mounts, which would be a request per layer per container start.
+    const validMs = this.#o.checkValidMs ?? 60_000;
+    if (m.checkedOkAt !== undefined && Date.now() - m.checkedOkAt < validMs) return;
     try {
       await layer.fetchRanges!([[0, 1]], AbortSignal.timeout(this.fetchTimeoutMs));
+      m.checkedOkAt = Date.now();
     } catch (err) {
+      m.checkedOkAt = undefined;
       throw new UnavailableError(`Cannot reach layer "${layer.digest}" of mount "${mountpoint}": ${errorMessage(err)}`, { cause: err });
     }
   }

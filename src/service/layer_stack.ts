@@ -41,6 +41,7 @@ export function layerFsFuseOptions(c: Config, logger: Logger): LayerFsFuseOption
   return {
     fuse: { ...c.fuse, debug: c.debug || c.fuse.logFuseOperations },
     transport: c.fuse.transport as "workers" | "async",
+    checkValidMs: c.blob.validIntervalSec * 1000,
     logger,
   };
 }

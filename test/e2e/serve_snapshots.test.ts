@@ -118,7 +118,7 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
       }
     }
     // Short timeouts so that a registry that stops answering fails calls quickly.
-    writeFileSync(join(tmp, "config.toml"), "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\n[background_fetch]\ndisable = true\n");
+    writeFileSync(join(tmp, "config.toml"), "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\nvalid_interval = 0\n[background_fetch]\ndisable = true\n");
     root = join(tmp, "root");
     sock = join(tmp, "run", "soci-ts.sock");
     await start();
