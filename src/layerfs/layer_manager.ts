@@ -149,9 +149,10 @@ export class LayerManager {
     // 1.
     let entry = this.#layers.get(digest);
     if (!entry) {
-      entry = { opening: this.#open(opts), refs: 0 };
+      const created: Entry = { opening: Promise.resolve() as unknown as Entry["opening"], refs: 0 };
+      created.opening = this.#open(opts, created);
+      entry = created;
       const mine = entry;
-      mine.opening.then((o) => (mine.layer = o.layer), () => {});
       this.#layers.set(digest, mine);
       mine.opening.catch(() => {
         if (this.#layers.get(digest) === mine) this.#layers.delete(digest);
@@ -199,7 +200,7 @@ export class LayerManager {
   }
 
   // Steps 2-4.
-  async #open(opts: AcquireLayerOptions): Promise<{ layer: Layer; prefetched: Promise<void> }> {
+  async #open(opts: AcquireLayerOptions, entry: Entry): Promise<{ layer: Layer; prefetched: Promise<void> }> {
     // 2.
     const layer = await openLayer({
       source: opts.source,
@@ -220,6 +221,7 @@ export class LayerManager {
       logger: this.#logger,
       signal: opts.signal,
     });
+    entry.layer = layer;
     // 3. Started now, waited for by whoever needs it.
     const prefetched = layer.manager && opts.prefetchSpans?.length ? this.#prefetch(layer, opts.prefetchSpans) : Promise.resolve();
     // 4.
