@@ -278,14 +278,14 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     await reg.stop();
     // Each call answers within the bound; polled, since a request the registry took before it stopped may
     // still have been answered.
-    let err: unknown;
-    for (let i = 0; i < 50 && !(err instanceof UnavailableError); i++) {
+    let answer: unknown;
+    for (let i = 0; i < 50 && !(answer instanceof UnavailableError); i++) {
       if (i > 0) await Bun.sleep(200);
       const started = Date.now();
-      err = await failure(client.mounts({ key: "default/60/container-2" }));
+      answer = await failure(client.mounts({ key: "default/60/container-2" }));
       expect(Date.now() - started).toBeLessThan(60_000);
     }
-    expect(err).toBeInstanceOf(UnavailableError);
+    expect(answer).toBeInstanceOf(UnavailableError);
     // A layer of an image not resolved before: a normal snapshot, within the mount timeout (5 s here).
     const labels = { ...criLabels(img, `${reg.host}/test/never:v1`, 0), [REF_LABEL]: sha("fresh") };
     const t0 = Date.now();
