@@ -7,7 +7,7 @@
  * stat(2) of the mount point would deadlock. Device numbers come from /proc/self/mountinfo instead.
  */
 import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { stat } from "node:fs/promises";
+import { statfs } from "node:fs/promises";
 import { resolve } from "node:path";
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
 import { LibcError, MNT_DETACH, MNT_FORCE, MS_NODEV, MS_NOSUID, MS_RDONLY, mount, O_CLOEXEC, umount2 } from "../platform/libc.ts";
@@ -204,7 +204,9 @@ export async function probeFuseMount(path: string, timeoutMs: number): Promise<"
   const timeout = new Promise<"unknown">((res) => {
     timer = setTimeout(() => res("unknown"), timeoutMs);
   });
-  const check = stat(path).then(
+  // statfs, not stat: the kernel answers stat of a FUSE root from its attribute cache (attr_timeout) without
+  // asking the server, so a mount whose server died a moment ago looked live; STATFS always goes to the server.
+  const check = statfs(path).then(
     () => "live" as const,
     (err: NodeJS.ErrnoException) => (err.code === "ENOTCONN" || err.code === "ECONNABORTED" ? ("stale" as const) : ("unknown" as const)),
   );

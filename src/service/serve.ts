@@ -22,7 +22,8 @@ import { Snapshotter } from "../snapshot/snapshotter.ts";
 import type { RegistryClient } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { cleanStaleMounts } from "../vfs/serve.ts";
+import { fuseMountsUnder, unmountFuse } from "../fuse/mount.ts";
+import type { LayerFs } from "../layerfs/remote_fs.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
@@ -70,8 +71,11 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
       logger: log,
       restoreConcurrency: opts.config.maxConcurrency,
       allowInvalidMountsOnRestart: opts.config.snapshotter.allowInvalidMountsOnRestart,
+      // Every FUSE mount under our snapshots directory that this process did not make is a dead daemon's: we hold
+      // the root's lock, so no other daemon serves this root. Detached without asking them (a probe can be fooled
+      // by the kernel's caches).
       cleanStaleMounts: async (dir) => {
-        const cleaned = await cleanStaleMounts(dir, { logger: { error: (line) => log.warn(line) } });
+        const cleaned = detachForeignFuseMounts(dir, stack.layerFs, (line) => log.warn(line));
         if (cleaned.length > 0) log.info("Detached mounts a previous daemon left", { count: cleaned.length, dir });
       },
     });
@@ -93,4 +97,19 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     await unwind();
     throw err;
   }
+}
+
+/** Detaches the FUSE mounts at or under `dir` that `layerFs` does not serve, deepest first; returns them. */
+function detachForeignFuseMounts(dir: string, layerFs: LayerFs, warn: (line: string) => void): string[] {
+  const ours = layerFs.layers();
+  const cleaned: string[] = [];
+  for (const m of fuseMountsUnder(dir).sort((a, b) => b.mountpoint.length - a.mountpoint.length)) {
+    if (ours.has(m.mountpoint)) continue;
+    try {
+      if (unmountFuse(m.mountpoint)) cleaned.push(m.mountpoint);
+    } catch (err) {
+      warn(`Cannot detach FUSE mount "${m.mountpoint}" a previous daemon left: ${errorMessage(err)}`);
+    }
+  }
+  return cleaned;
 }
