@@ -28,10 +28,11 @@ export default defineCommand({
     // containerd's spelling "unix:///path" is accepted too.
     const address = String(args.address ?? c.address).replace(/^unix:\/\//, "");
     if (!address) throw new InvalidArgumentError('Cannot serve: option "--address" is empty');
-    // Signals are taken from the start: one while starting stops right after start (or its failure).
+    // Signals are taken from the start: one while starting ends the start (restore included) and undoes it.
     let stopAsked = false;
     let wake: () => void = () => {};
     const stopped = new Promise<void>((res) => (wake = res));
+    const starting = new AbortController();
     const onSignal = (sig: string) => {
       if (stopAsked) {
         ctx.logger.warn("Second signal: exiting now", { signal: sig });
@@ -39,11 +40,19 @@ export default defineCommand({
       }
       stopAsked = true;
       ctx.logger.info("Stopping", { signal: sig });
+      starting.abort(new Error(`stopped by ${sig} while starting`));
       wake();
     };
     process.on("SIGINT", () => onSignal("SIGINT"));
     process.on("SIGTERM", () => onSignal("SIGTERM"));
-    const daemon = await startServe({ config: c, root, address: resolve(address), logger: ctx.logger, env: process.env });
+    let daemon;
+    try {
+      daemon = await startServe({ config: c, root, address: resolve(address), logger: ctx.logger, env: process.env, signal: starting.signal });
+    } catch (err) {
+      // A signal while starting: what started was undone; that is a clean stop.
+      if (starting.signal.aborted) return;
+      throw err;
+    }
     process.stderr.write(`soci-ts serve: containerd snapshots on ${daemon.address} (root ${root}); SIGTERM to stop\n`);
     await stopped;
     await daemon.stop();

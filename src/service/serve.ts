@@ -39,6 +39,8 @@ export interface ServeOptions {
   logger: Logger;
   env?: Record<string, string | undefined>;
   client?: RegistryClient;
+  /** Ends a start in progress (a signal while restoring): what started is undone and the reason thrown. */
+  signal?: AbortSignal;
 }
 
 /** A running daemon. */
@@ -81,7 +83,8 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     });
     undo.push(() => snapshotter.close());
     // 4.
-    await snapshotter.restore();
+    await snapshotter.restore({ signal: opts.signal });
+    opts.signal?.throwIfAborted();
     // 5.
     const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
     undo.push(() => server.close());
