@@ -86,7 +86,8 @@ export async function resolveImageLayers(location: RegistryLocation, opts: Resol
     store: modes.localStore ? opts.store : undefined,
     modes: { v1: modes.v1, v2: modes.v2 },
     signal: bounded(),
-    onMiss: (step, why) => logger.debug("SOCI index not found", { step, why }),
+    onMiss: (step, why, failed) =>
+      failed ? logger.warn("Cannot use a SOCI index; looking further", { step, why }) : logger.debug("SOCI index not found", { step, why }),
     onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
     lazyCheckpoints: opts.lazyCheckpoints ?? true,
     windowTimeoutMs: opts.windowTimeoutMs ?? 30_000,

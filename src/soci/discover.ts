@@ -44,8 +44,11 @@ export interface DiscoverOptions {
   /** Remote discovery modes (SOCI's pull_modes.soci_v1 / soci_v2). */
   modes: { v1: boolean; v2: boolean };
   signal?: AbortSignal;
-  /** Called with one line per step that found nothing or failed (for debug logs). */
-  onMiss?: (step: "store" | "v2" | "v1", why: string) => void;
+  /**
+   * Called with one line per step that found nothing or failed; `failed` when an index was found but could not
+   * be used (corrupt, or a zTOC that does not match its digest), which an operator should hear of.
+   */
+  onMiss?: (step: "store" | "v2" | "v1", why: string, failed?: boolean) => void;
   /** Called for a prefetch artifact that cannot be fetched or parsed (it is left out). */
   onPrefetchError?: (digest: string, why: string) => void;
   /** Fetch zTOCs that carry a checkpoint table without their windows (default false). */
@@ -100,7 +103,7 @@ export async function discoverIndex(
         const descriptor = { mediaType: MediaType.OCI_MANIFEST, digest: r.indexDigest, size: bytes.length };
         return await withZtocs(source, index, descriptor, "store", opts);
       } catch (err) {
-        miss("store", `index "${r.indexDigest}": ${errorMessage(err)}`);
+        miss("store", `index "${r.indexDigest}": ${errorMessage(err)}`, true);
       }
     }
     if (records.length === 0) miss("store", `no index recorded for "${manifestDigest}"`);

@@ -79,6 +79,9 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
   let img: PushedImage;
   let plain: PushedImage;
   let cold: PushedImage;
+  let corrupt: PushedImage;
+  let corruptName: string;
+  let corruptZtocs: string[] = [];
   let name: string;
   let coldName: string;
   let root: string;
@@ -106,8 +109,10 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     plain = await pushImage(reg, "test/serve-plain", "v1", { layers: [{ "plain.txt": "no index\n" }] });
     // Never read by the tests: its spans stay in the registry.
     cold = await pushImage(reg, "test/serve-cold", "v1", { layers: [{ "cold.bin": new Rand("cold").bytes(300_000) }] });
+    corrupt = await pushImage(reg, "test/serve-corrupt", "v1", { layers: [{ "c.bin": new Rand("corrupt").bytes(200_000) }] });
     name = `${reg.host}/test/serve:v1`;
     coldName = `${reg.host}/test/serve-cold:v1`;
+    corruptName = `${reg.host}/test/serve-corrupt:v1`;
     // The index is built on another "machine" (its own root) and pushed: serve finds it in the registry.
     const build = join(tmp, "builder");
     for (const image of [name, coldName]) {
@@ -121,6 +126,13 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     writeFileSync(join(tmp, "config.toml"), "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\nvalid_interval = 0\n[background_fetch]\ndisable = true\n");
     root = join(tmp, "root");
     sock = join(tmp, "run", "soci-ts.sock");
+    // An index kept only in the daemon's own store (never pushed), whose zTOC is then damaged on disk.
+    const made = runCli(["--root", root, "index", "create", corruptName, "--min-layer-size", "0", "--span-size", "65536"], { timeoutMs: 120_000 });
+    expect(made.code).toBe(0);
+    corruptZtocs = runCli(["--root", root, "ztoc", "list", "--quiet"]).stdout.split("\n").filter(Boolean);
+    expect(corruptZtocs.length).toBe(1);
+    const blob = join(root, "content", "blobs", "sha256", corruptZtocs[0]!.slice(7));
+    writeFileSync(blob, Buffer.from(readFileSync(blob)).map((b, i) => (i === 100 ? b ^ 0xff : b)));
     await start();
     client = new SnapshotsClient(`unix://${sock}`, { timeoutMs: 60_000 });
   }, 300_000);
@@ -187,6 +199,15 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     const bad = { ...labels, [REF_LABEL]: sha("other2"), "containerd.io/snapshot/cri.layer-digest": "sha256:../../etc" };
     expect((await client.prepare({ key: "default/32/extract-bad", parent: "", labels: bad }))[0]!.type).toBe("bind");
     expect(await failure(client.stat({ key: "no/such/key" }))).toBeInstanceOf(NotFoundError);
+  }, 60_000);
+
+  test("an index whose zTOC is corrupt gives a normal snapshot and a log line naming the zTOC, not a hang", async () => {
+    const labels = { ...criLabels(corrupt, corruptName, 0) };
+    const t0 = Date.now();
+    const mounts = await client.prepare({ key: "default/33/extract-corrupt", parent: "", labels });
+    expect(mounts[0]!.type).toBe("bind");
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(daemon!.stderr()).toContain(corruptZtocs[0]!);
   }, 60_000);
 
   test("2,000 concurrent Prepare and Stat calls (200 in flight) are all answered", async () => {
