@@ -23,6 +23,7 @@ import { RegistryLocation } from "../soci/image_location.ts";
 import { InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { AcquireLayerOptions } from "./layer_manager.ts";
+import { raceSignal } from "../util/abort.ts";
 
 /** How images are resolved; every field but `client` has a default. */
 export interface ResolveOptions {
@@ -172,24 +173,4 @@ async function isStale(entry: CacheEntry): Promise<boolean> {
   if (!image?.found) return false;
   for (const w of image.found.windows.values()) if (w.closed) return true;
   return false;
-}
-
-/** `p`, or the reason `signal` aborts with, whichever comes first. */
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }

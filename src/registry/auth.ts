@@ -6,6 +6,7 @@
 import { UnavailableError } from "../util/errors.ts";
 import { UnauthorizedError, errorDetail } from "./errors.ts";
 import type { Credential, CredentialStore, FoundCredential } from "./credentials.ts";
+import { raceSignal } from "../util/abort.ts";
 
 /** One challenge of a `WWW-Authenticate` header. */
 export interface Challenge {
@@ -213,15 +214,4 @@ export function basicOrBearer(c: Credential): string | undefined {
     return `Basic ${btoa(String.fromCharCode(...bytes))}`;
   }
   return undefined;
-}
-
-/** `p`, or the signal's reason as soon as it aborts (`p` itself goes on). */
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }

@@ -1,0 +1,12 @@
+/** Helpers for AbortSignal-bounded waits (web-standard; no I/O). */
+
+/** `p`, or the signal's reason as soon as it aborts (`p` itself goes on: the wait ends, not the work). */
+export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
