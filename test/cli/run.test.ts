@@ -96,6 +96,20 @@ describe("soci-ts CLI", () => {
     expect(withRoot.root).toBe(dir);
   });
 
+  test("config dump never prints a configured password, as TOML or JSON", () => {
+    const dir = mkdtempSync(join(tmpdir(), "soci-ts-cli-"));
+    const file = join(dir, "config.toml");
+    writeFileSync(file, '[resolver.host."registry.example"]\nusername = "alice"\npassword = "hunter2-secret"\n');
+    const toml = runCli(["--config", file, "config", "dump"]);
+    const json = runCli(["--config", file, "config", "dump", "--json"]);
+    for (const r of [toml, json]) {
+      expect(r.code).toBe(0);
+      expect(r.stdout).not.toContain("hunter2-secret");
+      expect(r.stdout).toContain("<redacted>");
+      expect(r.stdout).toContain("alice");
+    }
+  });
+
   test("a failing command exits 1 with its error on stderr, as text or as a JSON line", () => {
     const root = mkdtempSync(join(tmpdir(), "soci-ts-cli-"));
     const digest = `sha256:${"0".repeat(64)}`;
