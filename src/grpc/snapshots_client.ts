@@ -12,16 +12,9 @@
  * thousands of calls started at once.
  */
 import * as grpc from "@grpc/grpc-js";
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-  UnavailableError,
-  UnimplementedError,
-} from "../util/errors.ts";
+import { UnavailableError } from "../util/errors.ts";
 import { SNAPSHOTS_SERVICE_NAME, snapshotsServiceDefinition, type SnapshotsMethod } from "./snapshots_definition.ts";
-import { MAX_MESSAGE_BYTES } from "./snapshots_server.ts";
+import { MAX_MESSAGE_BYTES, STATUS_BY_CLASS } from "./snapshots_server.ts";
 import type { Info, KeyRequest, CommitRequest, ListRequest, Mount, PrepareRequest, UpdateRequest, Usage } from "./snapshots_types.ts";
 import { infoFromWire, infoToWire, mountsFromWire, usageFromWire, type WireInfo, type WireMount, type WireUsage } from "./snapshots_wire.ts";
 
@@ -48,13 +41,8 @@ export interface SnapshotsCallOptions {
 
 /** Error classes by status code; codes not listed throw a plain Error. */
 const CLASS_BY_STATUS: Partial<Record<grpc.status, new (message: string, options?: ErrorOptions) => Error>> = {
-  [grpc.status.NOT_FOUND]: NotFoundError,
-  [grpc.status.ALREADY_EXISTS]: AlreadyExistsError,
-  [grpc.status.INVALID_ARGUMENT]: InvalidArgumentError,
-  [grpc.status.FAILED_PRECONDITION]: FailedPreconditionError,
-  [grpc.status.UNAVAILABLE]: UnavailableError,
+  ...Object.fromEntries(STATUS_BY_CLASS.map(([cls, code]) => [code, cls])),
   [grpc.status.DEADLINE_EXCEEDED]: UnavailableError,
-  [grpc.status.UNIMPLEMENTED]: UnimplementedError,
 };
 
 type Callback = (err: grpc.ServiceError | null, reply?: unknown) => void;

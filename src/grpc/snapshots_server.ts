@@ -190,8 +190,11 @@ async function removeOwnSocket(path: string, ino: number): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------------
 // Errors → status codes
 
-/** Status codes by error class: only codes containerd 1.6/1.7 map to errdefs classes (errdefs.FromGRPC). */
-const STATUS_BY_CLASS: ReadonlyArray<readonly [abstract new (...args: never[]) => Error, grpc.status]> = [
+/**
+ * Status codes by error class: only codes containerd 1.6/1.7 map to errdefs classes (errdefs.FromGRPC). The
+ * client (snapshots_client.ts) reads the same table the other way.
+ */
+export const STATUS_BY_CLASS: ReadonlyArray<readonly [abstract new (...args: never[]) => Error, grpc.status]> = [
   [NotFoundError, grpc.status.NOT_FOUND],
   [AlreadyExistsError, grpc.status.ALREADY_EXISTS],
   [InvalidArgumentError, grpc.status.INVALID_ARGUMENT],
