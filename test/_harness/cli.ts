@@ -23,3 +23,51 @@ export function runCli(args: string[], opts: { env?: Record<string, string>; cwd
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** A CLI child process started by `startCliUntil`, its stderr collected as it comes. */
+export interface StartedCli {
+  proc: ReturnType<typeof Bun.spawn>;
+  /** Everything it wrote on stderr so far. */
+  stderr(): string;
+  /** Resolves when its stderr has ended (after the process exits). */
+  drained: Promise<void>;
+}
+
+/**
+ * Start `argv` (a long-running soci-ts command, with the CLI from source somewhere in it) and resolve once its
+ * stderr contains `marker`; rejects with what it wrote when it exits first or `timeoutMs` passes (it is killed).
+ */
+export async function startCliUntil(
+  argv: string[],
+  marker: string,
+  opts: { timeoutMs: number; stdout: "pipe" | "ignore"; env?: Record<string, string> },
+): Promise<StartedCli> {
+  const proc = Bun.spawn(argv, { cwd: REPO, stdout: opts.stdout, stderr: "pipe", env: { ...process.env, NO_COLOR: "1", ...opts.env } });
+  let log = "";
+  let seen: () => void = () => {};
+  const ready = new Promise<void>((res) => (seen = res));
+  const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
+  const dec = new TextDecoder();
+  const drained = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      log += dec.decode(value);
+      if (log.includes(marker)) seen();
+    }
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    ready.then(() => "ready" as const),
+    proc.exited.then(() => "exited" as const),
+    new Promise<"timeout">((res) => (timer = setTimeout(() => res("timeout"), opts.timeoutMs))),
+  ]);
+  clearTimeout(timer);
+  if (outcome !== "ready") {
+    proc.kill("SIGKILL");
+    await proc.exited;
+    await drained.catch(() => {});
+    throw new Error(`${argv.join(" ")} did not print "${marker}" (${outcome}, exit ${proc.exitCode}):\n${log}`);
+  }
+  return { proc, stderr: () => log, drained };
+}

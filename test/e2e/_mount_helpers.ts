@@ -9,7 +9,7 @@ import { createReadStream, readdirSync, readFileSync, rmSync } from "node:fs";
 import { lstat, readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
-import { BUN, MAIN, REPO } from "../_harness/cli.ts";
+import { BUN, MAIN, startCliUntil } from "../_harness/cli.ts";
 import { PYTHON_IMAGE_TAG } from "../_harness/python_image.ts";
 
 export interface MountProcess {
@@ -22,34 +22,15 @@ export interface MountProcess {
 
 /** Start `soci-ts ARGS` (a mount) and resolve once it printed "Mounted"; rejects if it exits first or after `timeoutMs`. */
 export async function startMount(args: string[], opts: { timeoutMs?: number } = {}): Promise<MountProcess> {
-  const proc = Bun.spawn([BUN, MAIN, ...args], { cwd: REPO, stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
-  let stderr = "";
-  const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
-  const dec = new TextDecoder();
-  const pump = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      stderr += dec.decode(value);
-    }
-  })();
-  const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
-  while (!stderr.includes("Mounted ")) {
-    if (proc.exitCode !== null || Date.now() > deadline) {
-      proc.kill("SIGKILL");
-      await pump.catch(() => {});
-      throw new Error(`soci-ts ${args.join(" ")} did not mount (exit ${proc.exitCode}):\n${stderr}`);
-    }
-    await Bun.sleep(100);
-  }
+  const { proc, stderr, drained } = await startCliUntil([BUN, MAIN, ...args], "Mounted ", { timeoutMs: opts.timeoutMs ?? 300_000, stdout: "pipe" });
   return {
     proc,
-    stderr: () => stderr,
+    stderr,
     async stop() {
       proc.kill("SIGINT");
       const [stdout, code] = await Promise.all([new Response(proc.stdout as ReadableStream).text(), proc.exited]);
-      await pump.catch(() => {});
-      return { code, stdout, stderr };
+      await drained.catch(() => {});
+      return { code, stdout, stderr: stderr() };
     },
   };
 }
