@@ -19,9 +19,10 @@ export default defineCommand({
   async run({ args }) {
     const ctx = cliContext();
     const c = ctx.config;
-    await mkdir(resolve(usableRoot(ctx)), { recursive: true });
+    const given = resolve(usableRoot(ctx));
+    await mkdir(given, { recursive: true });
     // The real path: mount tables show real paths, and restart finds a crashed daemon's mounts by comparing them.
-    const root = await realpath(resolve(usableRoot(ctx))).catch(() => resolve(usableRoot(ctx)));
+    const root = await realpath(given);
     if (!c.snapshotter.enable) {
       throw new InvalidArgumentError("Cannot serve: [snapshotter] enable is false and there is nothing else to serve yet");
     }

@@ -25,6 +25,7 @@ import { silentLogger, type Logger } from "../util/log.ts";
 import { acquireOptionsFor, resolveImageLayers } from "./image_resolver.ts";
 import type { Layer } from "./layer.ts";
 import type { LayerFs } from "./remote_fs.ts";
+import { withTimeout } from "../util/abort.ts";
 
 const run = promisify(execFile);
 
@@ -69,11 +70,7 @@ export interface MountedImage {
 export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountImageOptions): Promise<MountedImage> {
   const logger = opts.logger ?? silentLogger;
   const loc = opts.location;
-  const bounded = (): AbortSignal | undefined => {
-    if (!opts.timeoutMs) return opts.signal;
-    const t = AbortSignal.timeout(opts.timeoutMs);
-    return opts.signal ? AbortSignal.any([opts.signal, t]) : t;
-  };
+  const bounded = () => withTimeout(opts.signal, opts.timeoutMs);
   // 1-3.
   const image = await resolveImageLayers(loc, {
     modes: opts.modes,

@@ -23,7 +23,7 @@ import { RegistryLocation } from "../soci/image_location.ts";
 import { InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { AcquireLayerOptions } from "./layer_manager.ts";
-import { raceSignal } from "../util/abort.ts";
+import { raceSignal, withTimeout } from "../util/abort.ts";
 
 /** How images are resolved; every field but `client` has a default. */
 export interface ResolveOptions {
@@ -73,11 +73,7 @@ export function acquireOptionsFor(image: ResolvedImage, layerDigest: string, sig
 export async function resolveImageLayers(location: RegistryLocation, opts: ResolveOptions & { signal?: AbortSignal }): Promise<ResolvedImage> {
   const logger = opts.logger ?? silentLogger;
   const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
-  const bounded = (): AbortSignal | undefined => {
-    if (!opts.stepTimeoutMs) return opts.signal;
-    const t = AbortSignal.timeout(opts.stepTimeoutMs);
-    return opts.signal ? AbortSignal.any([opts.signal, t]) : t;
-  };
+  const bounded = () => withTimeout(opts.signal, opts.stepTimeoutMs);
   // 1.
   const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
   const layers = (manifest.manifest as Manifest).layers;

@@ -145,17 +145,16 @@ export class LayerManager {
   async acquire(opts: AcquireLayerOptions): Promise<LayerHandle> {
     if (this.#closed) throw new Error(`Cannot open layer "${opts.layer.digest}": the layer manager is closed`);
     this.gate.touch();
-    const digest = layerKey(opts);
+    const key = layerKey(opts);
     // 1.
-    let entry = this.#layers.get(digest);
+    let entry = this.#layers.get(key);
     if (!entry) {
-      const created: Entry = { opening: Promise.resolve() as unknown as Entry["opening"], refs: 0 };
-      created.opening = this.#open(opts, created);
-      entry = created;
-      const mine = entry;
-      this.#layers.set(digest, mine);
+      // The entry learns its layer as soon as it is open, before the prefetch and background steps look for it.
+      const mine: Entry = { opening: this.#open(opts, (layer) => (mine.layer = layer)), refs: 0 };
+      entry = mine;
+      this.#layers.set(key, mine);
       mine.opening.catch(() => {
-        if (this.#layers.get(digest) === mine) this.#layers.delete(digest);
+        if (this.#layers.get(key) === mine) this.#layers.delete(key);
       });
     }
     entry.refs++;
@@ -175,7 +174,7 @@ export class LayerManager {
         if (released) return;
         released = true;
         if (--owner.refs > 0) return;
-        if (this.#layers.get(digest) === owner) this.#layers.delete(digest);
+        if (this.#layers.get(key) === owner) this.#layers.delete(key);
         await this.#close(opened.layer, opened.prefetched);
       },
     };
@@ -200,7 +199,7 @@ export class LayerManager {
   }
 
   // Steps 2-4.
-  async #open(opts: AcquireLayerOptions, entry: Entry): Promise<{ layer: Layer; prefetched: Promise<void> }> {
+  async #open(opts: AcquireLayerOptions, opened: (layer: Layer) => void): Promise<{ layer: Layer; prefetched: Promise<void> }> {
     // 2.
     const layer = await openLayer({
       source: opts.source,
@@ -221,7 +220,7 @@ export class LayerManager {
       logger: this.#logger,
       signal: opts.signal,
     });
-    entry.layer = layer;
+    opened(layer);
     // 3. Started now, waited for by whoever needs it.
     const prefetched = layer.manager && opts.prefetchSpans?.length ? this.#prefetch(layer, opts.prefetchSpans) : Promise.resolve();
     // 4.

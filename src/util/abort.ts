@@ -10,3 +10,10 @@ export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): P
     p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
 }
+
+/** `signal` bounded by a fresh timeout of `timeoutMs` (none when 0 or undefined): aborts at whichever comes first. */
+export function withTimeout(signal: AbortSignal | undefined, timeoutMs: number | undefined): AbortSignal | undefined {
+  if (!timeoutMs) return signal;
+  const t = AbortSignal.timeout(timeoutMs);
+  return signal ? AbortSignal.any([signal, t]) : t;
+}
