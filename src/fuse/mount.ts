@@ -170,22 +170,23 @@ export function fuseMountsUnder(root: string): MountInfo[] {
 }
 
 /**
- * Finds FUSE mounts under `root` whose server is gone (stat(2) fails with ENOTCONN) and detaches them.
- * Mounts in `keep` (live mounts of this process) are left alone, as is any mount whose stat does not
- * answer within `timeoutMs` (default 2000: a live but slow server is not stale). Returns the mount points
- * it unmounted. Never throws for a single mount; failures go to `onError`.
+ * Finds FUSE mounts under `root` whose server is gone (statfs(2) fails with ENOTCONN) and detaches them.
+ * Mounts in `keep` (live mounts of this process) are left alone, as is any mount whose statfs does not
+ * answer within `timeoutMs` (default 2000: a live but slow server is not stale). With `unprobed`, every
+ * mount not in `keep` is taken as stale without asking it: for a caller that knows no other live server
+ * can be there (a daemon holding its state root's lock). Returns the mount points it unmounted. Never
+ * throws for a single mount; failures go to `onError`.
  */
 export async function cleanStaleFuseMounts(
   root: string,
-  opts: { keep?: ReadonlySet<string>; timeoutMs?: number; onError?: (msg: string) => void } = {},
+  opts: { keep?: ReadonlySet<string>; timeoutMs?: number; unprobed?: boolean; onError?: (msg: string) => void } = {},
 ): Promise<string[]> {
   const cleaned: string[] = [];
   // Deepest first, so nested stale mounts go before their parents.
   const mounts = fuseMountsUnder(root).sort((a, b) => b.mountpoint.length - a.mountpoint.length);
   for (const m of mounts) {
     if (opts.keep?.has(m.mountpoint)) continue;
-    const state = await probeFuseMount(m.mountpoint, opts.timeoutMs ?? 2000);
-    if (state !== "stale") continue;
+    if (!opts.unprobed && (await probeFuseMount(m.mountpoint, opts.timeoutMs ?? 2000)) !== "stale") continue;
     try {
       if (unmountFuse(m.mountpoint)) cleaned.push(m.mountpoint);
     } catch (err) {

@@ -22,8 +22,7 @@ import { Snapshotter } from "../snapshot/snapshotter.ts";
 import type { RegistryClient } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { fuseMountsUnder, unmountFuse } from "../fuse/mount.ts";
-import type { LayerFs } from "../layerfs/remote_fs.ts";
+import { cleanStaleMounts } from "../vfs/serve.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
@@ -77,7 +76,7 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
       // the root's lock, so no other daemon serves this root. Detached without asking them (a probe can be fooled
       // by the kernel's caches).
       cleanStaleMounts: async (dir) => {
-        const cleaned = detachForeignFuseMounts(dir, stack.layerFs, (line) => log.warn(line));
+        const cleaned = await cleanStaleMounts(dir, { unprobed: true, logger: { error: (line) => log.warn(line) } });
         if (cleaned.length > 0) log.info("Detached mounts a previous daemon left", { count: cleaned.length, dir });
       },
     });
@@ -100,19 +99,4 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     await unwind();
     throw err;
   }
-}
-
-/** Detaches the FUSE mounts at or under `dir` that `layerFs` does not serve, deepest first; returns them. */
-function detachForeignFuseMounts(dir: string, layerFs: LayerFs, warn: (line: string) => void): string[] {
-  const ours = layerFs.layers();
-  const cleaned: string[] = [];
-  for (const m of fuseMountsUnder(dir).sort((a, b) => b.mountpoint.length - a.mountpoint.length)) {
-    if (ours.has(m.mountpoint)) continue;
-    try {
-      if (unmountFuse(m.mountpoint)) cleaned.push(m.mountpoint);
-    } catch (err) {
-      warn(`Cannot detach FUSE mount "${m.mountpoint}" a previous daemon left: ${errorMessage(err)}`);
-    }
-  }
-  return cleaned;
 }

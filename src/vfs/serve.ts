@@ -87,10 +87,11 @@ export async function unmountAll(opts: { force?: boolean; timeoutMs?: number } =
 
 /**
  * Finds FUSE mounts under `root` left by a crashed process (their server is gone) and lazily unmounts
- * them; this process's own live mounts are kept. Returns the mount points cleaned.
+ * them; this process's own live mounts are kept. With `unprobed`, every other FUSE mount there counts as
+ * left by a crashed process (see cleanStaleFuseMounts). Returns the mount points cleaned.
  */
-export function cleanStaleMounts(root: string, opts: { logger?: MountLogger } = {}): Promise<string[]> {
-  return cleanStaleFuseMounts(root, { keep: new Set(live.keys()), onError: opts.logger?.error });
+export function cleanStaleMounts(root: string, opts: { logger?: MountLogger; unprobed?: boolean } = {}): Promise<string[]> {
+  return cleanStaleFuseMounts(root, { keep: new Set(live.keys()), unprobed: opts.unprobed, onError: opts.logger?.error });
 }
 
 /**
