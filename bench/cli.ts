@@ -111,9 +111,18 @@ try {
   // 3. Report: absolute figures, then ratios to the bare program.
   const stats = cases.map((c) => ({
     name: c.name,
-    median: quantile(c.samples.map((s) => s.wallMs), 0.5),
-    p90: quantile(c.samples.map((s) => s.wallMs), 0.9),
-    cpu: quantile(c.samples.map((s) => s.cpuMs), 0.5),
+    median: quantile(
+      c.samples.map((s) => s.wallMs),
+      0.5,
+    ),
+    p90: quantile(
+      c.samples.map((s) => s.wallMs),
+      0.9,
+    ),
+    cpu: quantile(
+      c.samples.map((s) => s.cpuMs),
+      0.5,
+    ),
   }));
   const base = stats[0]!;
   console.log(`${N} runs each, interleaved; ${bin}; flags ${COMPILE_FLAGS.join(" ")}`);
@@ -124,7 +133,9 @@ try {
     );
   }
   const version = stats[1]!;
-  console.log(`soci-ts --version: ${version.median.toFixed(1)} ms (${(version.median / base.median).toFixed(2)}x a bare Bun program)`);
+  console.log(
+    `soci-ts --version: ${version.median.toFixed(1)} ms (${(version.median / base.median).toFixed(2)}x a bare Bun program)`,
+  );
   console.log(`cli start vs bare bun: ${(version.median / base.median).toFixed(3)}x`);
 } finally {
   rmSync(tmp, { recursive: true, force: true });

@@ -78,18 +78,33 @@ print(n / (time.perf_counter() - t))
 `;
 
 /** The workloads; each returns one sample (higher is better for rates, lower for seconds). */
-function workloads(work: string): Array<{ key: keyof Result & string; pauseMs: number; run: (t: Target) => Promise<number | undefined> }> {
+function workloads(
+  work: string,
+): Array<{ key: keyof Result & string; pauseMs: number; run: (t: Target) => Promise<number | undefined> }> {
   return [
     // 1. Sequential 1 MiB reads, MB/s.
-    { key: "seq", pauseMs: 0, run: async (t) => BYTES / MB / (await timed(`dd if=${t.dir}/big of=/dev/null bs=1M status=none`)) },
+    {
+      key: "seq",
+      pauseMs: 0,
+      run: async (t) => BYTES / MB / (await timed(`dd if=${t.dir}/big of=/dev/null bs=1M status=none`)),
+    },
     // 2. Two parallel readers of the whole file, aggregate MB/s.
     {
       key: "par2",
       pauseMs: 0,
-      run: async (t) => (2 * BYTES) / MB / (await timed(`dd if=${t.dir}/big of=/dev/null bs=1M status=none & dd if=${t.dir}/big of=/dev/null bs=1M status=none & wait`)),
+      run: async (t) =>
+        (2 * BYTES) /
+        MB /
+        (await timed(
+          `dd if=${t.dir}/big of=/dev/null bs=1M status=none & dd if=${t.dir}/big of=/dev/null bs=1M status=none & wait`,
+        )),
     },
     // 3. 4 KiB O_DIRECT random reads per second (undefined where O_DIRECT is refused).
-    { key: "rand", pauseMs: 0, run: (t) => sh(`python3 ${work}/rand.py ${t.dir}/big 20000`).then(Number, () => undefined) },
+    {
+      key: "rand",
+      pauseMs: 0,
+      run: (t) => sh(`python3 ${work}/rand.py ${t.dir}/big 20000`).then(Number, () => undefined),
+    },
     // 4. ls -l of 10,000 entries, seconds; the pause lets the 1 s attribute caches expire.
     { key: "ls", pauseMs: 1100, run: (t) => timed(`ls -l ${t.dir}/ls > /dev/null`) },
     // 5. find over 100,000 files, seconds.
@@ -169,7 +184,15 @@ async function startOurs(work: string, mode: "workers" | "async"): Promise<Targe
   const p = Bun.spawn([process.execPath, join(REPO, "test/fuse/fixtures/serve_tree.ts"), "bench", mp], {
     stdout: "pipe",
     stderr: "inherit",
-    env: { ...process.env, BENCH_BYTES: String(BYTES), BENCH_LS: String(LS), BENCH_FIND: String(FIND), FUSE_TRANSPORT: mode, FUSE_KEEP_CACHE: "0", FUSE_XATTRS: "0" },
+    env: {
+      ...process.env,
+      BENCH_BYTES: String(BYTES),
+      BENCH_LS: String(LS),
+      BENCH_FIND: String(FIND),
+      FUSE_TRANSPORT: mode,
+      FUSE_KEEP_CACHE: "0",
+      FUSE_XATTRS: "0",
+    },
   });
   await waitReady(p, `soci-ts FUSE (${mode})`);
   return { name: `soci-ts (${mode})`, dir: mp, stop: async () => void (p.kill("SIGTERM"), await p.exited) };
@@ -179,10 +202,13 @@ async function startOurs(work: string, mode: "workers" | "async"): Promise<Targe
 async function startLayer(work: string, tar: string, mode: "lazy" | "passthrough" | "whole"): Promise<Target> {
   const mp = join(work, `ours-layer-${mode}`);
   mkdirSync(mp);
-  const p = Bun.spawn([process.execPath, join(REPO, "bench/fuse_layer_server.ts"), tar, mp, join(work, `root-${mode}`), mode], {
-    stdout: "pipe",
-    stderr: "inherit",
-  });
+  const p = Bun.spawn(
+    [process.execPath, join(REPO, "bench/fuse_layer_server.ts"), tar, mp, join(work, `root-${mode}`), mode],
+    {
+      stdout: "pipe",
+      stderr: "inherit",
+    },
+  );
   await waitReady(p, `soci-ts FUSE (layer, ${mode})`);
   return {
     name: mode === "lazy" ? "soci-ts (layer)" : mode === "passthrough" ? "soci-ts (passthru)" : "soci-ts (whole)",
@@ -202,11 +228,14 @@ async function startFuseNative(work: string): Promise<Target | string> {
   symlinkSync(lib, join(work, "lib/libfuse.so.2"));
   const mp = join(work, "fuse-native");
   mkdirSync(mp);
-  const p = Bun.spawn(["node", join(REPO, "bench/fuse_native_server.cjs"), mp, String(BYTES), String(LS), String(FIND)], {
-    stdout: "pipe",
-    stderr: "inherit",
-    env: { ...process.env, LD_LIBRARY_PATH: join(work, "lib") },
-  });
+  const p = Bun.spawn(
+    ["node", join(REPO, "bench/fuse_native_server.cjs"), mp, String(BYTES), String(LS), String(FIND)],
+    {
+      stdout: "pipe",
+      stderr: "inherit",
+      env: { ...process.env, LD_LIBRARY_PATH: join(work, "lib") },
+    },
+  );
   try {
     await waitReady(p, "fuse-native");
   } catch (err) {
@@ -230,7 +259,8 @@ function tmpfsTree(): Target {
   const dir = mkdtempSync("/dev/shm/soci-bench-fuse-");
   const chunk = new Uint8Array(1 << 20).map((_, i) => (i * 2654435761) >>> 24);
   const big = new Uint8Array(BYTES);
-  for (let off = 0; off < BYTES; off += chunk.length) big.set(chunk.subarray(0, Math.min(chunk.length, BYTES - off)), off);
+  for (let off = 0; off < BYTES; off += chunk.length)
+    big.set(chunk.subarray(0, Math.min(chunk.length, BYTES - off)), off);
   writeFileSync(join(dir, "big"), big);
   const small = new Uint8Array(100).fill(120);
   mkdirSync(join(dir, "ls"));
@@ -258,7 +288,8 @@ try {
   // The layer targets serve the same tree, packed as one layer tar (kept outside tmpfs: it is a fetched blob).
   const tar = join(work, "layer.tar");
   try {
-    if (TARGETS.has("layer") || TARGETS.has("passthrough") || TARGETS.has("whole")) await sh(`tar -c --sort=name -C ${tmpfs.dir} big ls find > ${tar}`);
+    if (TARGETS.has("layer") || TARGETS.has("passthrough") || TARGETS.has("whole"))
+      await sh(`tar -c --sort=name -C ${tmpfs.dir} big ls find > ${tar}`);
     if (TARGETS.has("layer")) targets.push(await startLayer(work, tar, "lazy"));
     if (TARGETS.has("passthrough")) targets.push(await startLayer(work, tar, "passthrough"));
     if (TARGETS.has("whole")) targets.push(await startLayer(work, tar, "whole"));
@@ -277,10 +308,14 @@ try {
 
 // 2. The table and the ratios.
 const results = medians(samples);
-console.log(`FUSE benchmark: ${BYTES / 2 ** 20} MiB file, ${LS} entries for ls -l, ${FIND} files for find; medians of ${RUNS} rounds`);
+console.log(
+  `FUSE benchmark: ${BYTES / 2 ** 20} MiB file, ${LS} entries for ls -l, ${FIND} files for find; medians of ${RUNS} rounds`,
+);
 console.log("target              seq MB/s  2 readers MB/s  4K rand/s   ls -l s   find s");
 for (const [name, r] of results) {
-  console.log(`${name.padEnd(18)} ${fmt(r.seq).padStart(9)} ${fmt(r.par2).padStart(15)} ${fmt(r.rand).padStart(10)} ${fmt(r.ls, 3).padStart(9)} ${fmt(r.find, 3).padStart(8)}`);
+  console.log(
+    `${name.padEnd(18)} ${fmt(r.seq).padStart(9)} ${fmt(r.par2).padStart(15)} ${fmt(r.rand).padStart(10)} ${fmt(r.ls, 3).padStart(9)} ${fmt(r.find, 3).padStart(8)}`,
+  );
 }
 if (nativeProblem) console.log(`fuse-native baseline unavailable: ${nativeProblem}`);
 const x = (v: number | undefined) => (v === undefined ? "n/a" : `${v.toFixed(2)}x`);
@@ -289,17 +324,29 @@ const line = (a: string, b: string) =>
   `seq ${x(roundRatio(samples, a, b, "seq"))}, 2 readers ${x(roundRatio(samples, a, b, "par2"))}, 4K random ${x(roundRatio(samples, a, b, "rand"))}, ` +
   `ls -l ${x(roundRatio(samples, a, b, "ls", true))}, find ${x(roundRatio(samples, a, b, "find", true))}`;
 console.log("ratios (median over rounds of the ratio within a round; ls and find as speed-ups):");
-for (const name of ["soci-ts (layer)", "soci-ts (passthru)", "soci-ts (whole)", "soci-ts (workers)", "soci-ts (async)"]) {
+for (const name of [
+  "soci-ts (layer)",
+  "soci-ts (passthru)",
+  "soci-ts (whole)",
+  "soci-ts (workers)",
+  "soci-ts (async)",
+]) {
   if (!samples.has(name)) continue;
   console.log(`  ${name} vs tmpfs: ${line(name, "tmpfs")}`);
   if (samples.has("fuse-native")) console.log(`  ${name} vs fuse-native: ${line(name, "fuse-native")}`);
 }
 const main = samples.has("soci-ts (layer)") ? "soci-ts (layer)" : "soci-ts (workers)";
 if (samples.has("soci-ts (passthru)")) {
-  console.log(`sequential read vs tmpfs, lazy layer with passthrough: ${x(roundRatio(samples, "soci-ts (passthru)", "tmpfs", "seq"))}`);
-  console.log(`sequential read vs fuse-native, lazy layer with passthrough: ${x(roundRatio(samples, "soci-ts (passthru)", "fuse-native", "seq"))}`);
+  console.log(
+    `sequential read vs tmpfs, lazy layer with passthrough: ${x(roundRatio(samples, "soci-ts (passthru)", "tmpfs", "seq"))}`,
+  );
+  console.log(
+    `sequential read vs fuse-native, lazy layer with passthrough: ${x(roundRatio(samples, "soci-ts (passthru)", "fuse-native", "seq"))}`,
+  );
 }
 console.log(`sequential read vs tmpfs: ${x(roundRatio(samples, main, "tmpfs", "seq"))}`);
 console.log(`4 KiB O_DIRECT random reads vs fuse-native: ${x(roundRatio(samples, main, "fuse-native", "rand"))}`);
-console.log(`ls -l of ${LS} entries vs fuse-native (speed-up): ${x(roundRatio(samples, main, "fuse-native", "ls", true))}`);
+console.log(
+  `ls -l of ${LS} entries vs fuse-native (speed-up): ${x(roundRatio(samples, main, "fuse-native", "ls", true))}`,
+);
 console.log(`sequential read vs fuse-native: ${x(roundRatio(samples, main, "fuse-native", "seq"))}`);

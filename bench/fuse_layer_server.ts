@@ -60,7 +60,9 @@ const fs = await LayerFs.create({
 const layer = { mediaType: MediaType.OCI_LAYER, digest, size };
 const ref = { registry: "local", repository: "bench/fuse", tag: "v1" };
 if (mode === "lazy" || mode === "passthrough") {
-  const { ztoc } = await buildZtoc(Readable.toWeb(createReadStream(tarPath)) as unknown as ReadableStream<Uint8Array>, { algorithm: "uncompressed" });
+  const { ztoc } = await buildZtoc(Readable.toWeb(createReadStream(tarPath)) as unknown as ReadableStream<Uint8Array>, {
+    algorithm: "uncompressed",
+  });
   const mounted = await fs.mountLayer({ source: { client, ref }, layer, mountpoint, ztoc });
   await mounted.manager!.fetchSpans(Array.from({ length: mounted.manager!.layout.spanCount }, (_, i) => i));
   await fs.cache.flush();
@@ -68,7 +70,8 @@ if (mode === "lazy" || mode === "passthrough") {
     // One open of `big` (from a child: this process serves the mount) queues its copy; wait for it.
     await Bun.spawn(["head", "-c", "1", `${mountpoint}/big`], { stdout: "ignore" }).exited;
     for (let i = 0; mounted.materializer!.stats().copied === 0; i++) {
-      if (i > 6000 || mounted.materializer!.stats().dropped > 0) throw new Error("the copy of big for passthrough was not made");
+      if (i > 6000 || mounted.materializer!.stats().dropped > 0)
+        throw new Error("the copy of big for passthrough was not made");
       await Bun.sleep(50);
     }
   }
@@ -79,7 +82,10 @@ for (const sig of ["SIGTERM", "SIGINT"] as const) {
   process.on(sig, () => {
     const s = fs.directReads(mountpoint);
     const p = fs.passthrough(mountpoint);
-    if (s) console.error(`layer server (${mode}): ${s.direct} READs answered by reader threads, ${s.handedOver} handed over${p ? `, ${p.opens} opens passed through` : ""}`);
+    if (s)
+      console.error(
+        `layer server (${mode}): ${s.direct} READs answered by reader threads, ${s.handedOver} handed over${p ? `, ${p.opens} opens passed through` : ""}`,
+      );
     void fs.close().then(() => process.exit(0));
   });
 }

@@ -44,8 +44,14 @@ const ops = {
     const n = nodes.get(path);
     if (!n) return cb(Fuse.ENOENT);
     cb(0, {
-      mtime: now, atime: now, ctime: now, uid: 0, gid: 0,
-      nlink: n.dir ? 2 : 1, size: n.dir ? 4096 : n.data.length, mode: n.dir ? 0o40755 : 0o100644,
+      mtime: now,
+      atime: now,
+      ctime: now,
+      uid: 0,
+      gid: 0,
+      nlink: n.dir ? 2 : 1,
+      size: n.dir ? 4096 : n.data.length,
+      mode: n.dir ? 0o40755 : 0o100644,
     });
   },
   readdir(path, cb) {

@@ -77,22 +77,28 @@ if (process.argv[2] === "--worker") {
   const t0 = performance.now();
   // The blob stream `index create oci:DIR` reads (its digest verified as it streams).
   const stream = await new OciLayout(layout).getBlobStream(digest);
-  const z = await buildLayerZtoc(stream, { mediaType: MediaType.OCI_LAYER_GZIP, digest, size }, {
-    spanSizeBytes: SPAN,
-    minLayerSizeBytes: 0,
-  });
+  const z = await buildLayerZtoc(
+    stream,
+    { mediaType: MediaType.OCI_LAYER_GZIP, digest, size },
+    {
+      spanSizeBytes: SPAN,
+      minLayerSizeBytes: 0,
+    },
+  );
   const ms = performance.now() - t0;
   const cpu = process.cpuUsage(c0);
-  console.log(JSON.stringify({
-    ms,
-    cpuMs: (cpu.user + cpu.system) / 1000,
-    maxRssKiB: peakRssKiB(),
-    spans: z.ztoc.compressionInfo.maxSpanId + 1,
-    files: z.ztoc.toc.length,
-    ztocBytes: z.bytes.length,
-    ztocDigest: z.descriptor.digest,
-    inflate: inflateBackend().name,
-  }));
+  console.log(
+    JSON.stringify({
+      ms,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      maxRssKiB: peakRssKiB(),
+      spans: z.ztoc.compressionInfo.maxSpanId + 1,
+      files: z.ztoc.toc.length,
+      ztocBytes: z.bytes.length,
+      ztocDigest: z.descriptor.digest,
+      inflate: inflateBackend().name,
+    }),
+  );
   process.exit(0);
 }
 
@@ -130,8 +136,9 @@ async function largestLayer(): Promise<{ layout: string; digest: string; file: s
   const { ensurePythonImage, PYTHON_IMAGE_TAG } = await import("../test/_harness/python_image.ts");
   const layout = await ensurePythonImage();
   const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
-  const entry = index.manifests.find((d: { annotations?: Record<string, string> }) =>
-    d.annotations?.["org.opencontainers.image.ref.name"] === PYTHON_IMAGE_TAG
+  const entry = index.manifests.find(
+    (d: { annotations?: Record<string, string> }) =>
+      d.annotations?.["org.opencontainers.image.ref.name"] === PYTHON_IMAGE_TAG,
   );
   const blob = (d: string) => join(layout, "blobs", "sha256", d.slice("sha256:".length));
   const manifest = JSON.parse(readFileSync(blob(entry.digest), "utf8")) as Manifest;
@@ -156,7 +163,10 @@ function gzipRun(file: string): Run {
 }
 
 function buildRun(layout: string, digest: string): Run & Record<string, unknown> {
-  const r = spawnSync(process.execPath, [join(REPO, "bench", "index_build.ts"), "--worker", layout, digest], { encoding: "utf8", cwd: REPO });
+  const r = spawnSync(process.execPath, [join(REPO, "bench", "index_build.ts"), "--worker", layout, digest], {
+    encoding: "utf8",
+    cwd: REPO,
+  });
   if (r.status !== 0) throw new Error(`index build failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
@@ -164,11 +174,15 @@ function buildRun(layout: string, digest: string): Run & Record<string, unknown>
 function denoRun(layout: string, digest: string): Run | undefined {
   const deno = join(REPO, "node_modules", ".bin", "deno");
   if (!existsSync(deno)) return undefined;
-  const r = spawnSync(deno, ["run", "-A", "--quiet", join(REPO, "bench", "index_build.ts"), "--worker", layout, digest], {
-    encoding: "utf8",
-    cwd: REPO,
-    env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
-  });
+  const r = spawnSync(
+    deno,
+    ["run", "-A", "--quiet", join(REPO, "bench", "index_build.ts"), "--worker", layout, digest],
+    {
+      encoding: "utf8",
+      cwd: REPO,
+      env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+    },
+  );
   if (r.status !== 0) return undefined;
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
@@ -193,6 +207,9 @@ console.log(
   `index build (${b.inflate}): ${fmt(b)} ${spread(built)}, peak RSS ${(b.maxRssKiB / 1024).toFixed(0)} MiB; ${b.spans} spans, ${b.files} files, zTOC ${b.ztocBytes} bytes ${b.ztocDigest}`,
 );
 const d = denoRun(layout, digest);
-if (d) console.log(`index build under Deno (${(d as unknown as { inflate: string }).inflate}): ${fmt(d)} (${(d.ms / g.ms).toFixed(2)}x gzip -dc)`);
+if (d)
+  console.log(
+    `index build under Deno (${(d as unknown as { inflate: string }).inflate}): ${fmt(d)} (${(d.ms / g.ms).toFixed(2)}x gzip -dc)`,
+  );
 console.log(`index build vs gzip -dc (cpu time): ${(b.cpuMs / g.cpuMs).toFixed(2)}x`);
 console.log(`index build vs gzip -dc: ${(b.ms / g.ms).toFixed(2)}x`);

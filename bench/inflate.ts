@@ -57,7 +57,24 @@ if (process.argv[2] === "--worker") {
 function generate(size: number): Uint8Array {
   let s = 0x9e3779b9;
   const rnd = () => ((s ^= s << 13), (s ^= s >>> 17), (s ^= s << 5), s >>> 0);
-  const words = ["usr/", "lib/", "python3", ".so", "import ", "def ", "return ", "self", "\n", "    ", "=", "(", ")", "0x", "ELF", "__init__"];
+  const words = [
+    "usr/",
+    "lib/",
+    "python3",
+    ".so",
+    "import ",
+    "def ",
+    "return ",
+    "self",
+    "\n",
+    "    ",
+    "=",
+    "(",
+    ")",
+    "0x",
+    "ELF",
+    "__init__",
+  ];
   const out = new Uint8Array(size);
   let i = 0;
   while (i < size) {
@@ -96,7 +113,9 @@ interface Run {
 }
 
 function worker(backend: string, file: string, reuse: boolean): Run {
-  const r = spawnSync(process.execPath, ["run", import.meta.path, "--worker", backend, file, reuse ? "1" : "0"], { encoding: "utf8" });
+  const r = spawnSync(process.execPath, ["run", import.meta.path, "--worker", backend, file, reuse ? "1" : "0"], {
+    encoding: "utf8",
+  });
   if (r.status !== 0) throw new Error(`worker ${backend} failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
@@ -125,9 +144,12 @@ try {
   const size = readFileSync(file).length;
   console.log(`file ${file}: ${(size / 1e6).toFixed(1)} MB compressed; best of ${RUNS} runs each, interleaved`);
   // Interleave the runs so that load from other processes spreads over all candidates alike.
-  const candidates: { name: string; backend?: string; reuse?: boolean; runs: Run[] }[] = [{ name: "gzip -dc > /dev/null", runs: [] }];
+  const candidates: { name: string; backend?: string; reuse?: boolean; runs: Run[] }[] = [
+    { name: "gzip -dc > /dev/null", runs: [] },
+  ];
   for (const backend of backendNames()) {
-    for (const reuse of [true, false]) candidates.push({ name: `${backend} ${reuse ? "views" : "copies"}`, backend, reuse, runs: [] });
+    for (const reuse of [true, false])
+      candidates.push({ name: `${backend} ${reuse ? "views" : "copies"}`, backend, reuse, runs: [] });
   }
   for (let i = 0; i < RUNS; i++) {
     for (const c of candidates) {
@@ -152,14 +174,18 @@ try {
       : "";
     // Bun's spawnSync maxRSS for gzip is the maximum over all children so far (RUSAGE_CHILDREN): not shown.
     const rss = c.backend ? `${b.rss.toFixed(0)} MiB` : "-";
-    console.log(`${c.name.padEnd(22)} ${b.ms.toFixed(0).padStart(6)} ms wall, ${b.cpuMs.toFixed(0).padStart(6)} ms CPU, peak RSS ${rss}${extra}`);
+    console.log(
+      `${c.name.padEnd(22)} ${b.ms.toFixed(0).padStart(6)} ms wall, ${b.cpuMs.toFixed(0).padStart(6)} ms CPU, peak RSS ${rss}${extra}`,
+    );
     if (c.backend && c.reuse && b.cpuMs < bestCpu) {
       bestCpu = b.cpuMs;
       bestWall = b.ms;
       bestName = c.backend;
     }
   }
-  console.log(`best: ${bestName} (views, as the zTOC builder uses it); wall-clock ratio ${(bestWall / base.ms).toFixed(2)}x`);
+  console.log(
+    `best: ${bestName} (views, as the zTOC builder uses it); wall-clock ratio ${(bestWall / base.ms).toFixed(2)}x`,
+  );
   console.log(`inflate with checkpoints vs gzip -dc: ${(bestCpu / base.cpuMs).toFixed(2)}x`);
 } finally {
   if (tmp) rmSync(tmp, { recursive: true });

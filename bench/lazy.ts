@@ -30,7 +30,17 @@
  * `npm run bench:lazy`.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import { inflateFromCheckpoint } from "../src/compress/resume.ts";
@@ -96,11 +106,19 @@ function setupNetwork(): void {
 async function startNsRegistry(): Promise<void> {
   const dir = join(tmp, "registry");
   mkdirSync(dir);
-  writeFileSync(join(dir, "config.yml"), `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: ${nsIp}:5000\n`);
-  const p = spawn("ip", ["netns", "exec", ns, "docker-registry", "serve", join(dir, "config.yml")], { stdio: "ignore" });
+  writeFileSync(
+    join(dir, "config.yml"),
+    `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: ${nsIp}:5000\n`,
+  );
+  const p = spawn("ip", ["netns", "exec", ns, "docker-registry", "serve", join(dir, "config.yml")], {
+    stdio: "ignore",
+  });
   cleanups.push(() => void p.kill("SIGTERM"));
   for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`http://${nsIp}:5000/v2/`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://${nsIp}:5000/v2/`, { signal: AbortSignal.timeout(1000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return;
     await Bun.sleep(100);
   }
@@ -176,7 +194,10 @@ function cli(root: string, args: string[]): string {
 }
 
 /** 4a. Lazy: `soci-ts mount` from an empty root (named `name`), then the command in a chroot. */
-async function lazyRun(ref: string, name: string): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string; overLink: number }> {
+async function lazyRun(
+  ref: string,
+  name: string,
+): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string; overLink: number }> {
   const root = join(tmp, `${name}-root`);
   const mnt = join(tmp, `${name}-mnt`);
   mkdirSync(mnt);
@@ -185,7 +206,10 @@ async function lazyRun(ref: string, name: string): Promise<{ seconds: number; mo
   const t0 = performance.now();
   const logs = MOUNT_LOG_DIR ? ["--log-level", "debug", "--log-format", "json"] : [];
   linkBytes = 0;
-  const proc = Bun.spawn([bin, "--root", root, "--config", cfg, ...logs, "mount", ref, mnt, "--stats", "--readahead-spans", READAHEAD], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn(
+    [bin, "--root", root, "--config", cfg, ...logs, "mount", ref, mnt, "--stats", "--readahead-spans", READAHEAD],
+    { cwd: REPO, stdout: "pipe", stderr: "pipe" },
+  );
   cleanups.push(() => {
     proc.kill("SIGINT");
     spawnSync("umount", ["-l", mnt]);
@@ -238,7 +262,10 @@ async function extractImage(ref: string, dir: string): Promise<void> {
   const image = await client.resolveImage(r);
   for (const l of (image.manifest as Manifest).layers) {
     const stream = await client.getBlobStream(r, l.digest);
-    const tar = Bun.spawn(["tar", "-x", ...(l.mediaType.endsWith("gzip") ? ["-z"] : []), "-C", dir, "-p", "--numeric-owner"], { stdin: "pipe" });
+    const tar = Bun.spawn(
+      ["tar", "-x", ...(l.mediaType.endsWith("gzip") ? ["-z"] : []), "-C", dir, "-p", "--numeric-owner"],
+      { stdin: "pipe" },
+    );
     for await (const chunk of stream as unknown as AsyncIterable<Uint8Array>) tar.stdin.write(chunk);
     await tar.stdin.end();
     if ((await tar.exited) !== 0) throw new Error(`tar -x of ${l.digest} failed`);
@@ -270,7 +297,11 @@ function applyWhiteouts(dir: string): void {
  */
 function tracedFiles(rootfs: string): string[] {
   const log = join(tmp, `strace-${Math.random().toString(36).slice(2)}.log`);
-  const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=open,openat,execve,chroot", "-o", log, "chroot", rootfs, ...COMMAND], { encoding: "utf8" });
+  const r = spawnSync(
+    "strace",
+    ["-f", "-qq", "-e", "trace=open,openat,execve,chroot", "-o", log, "chroot", rootfs, ...COMMAND],
+    { encoding: "utf8" },
+  );
   if (r.status !== 0 || r.stdout !== "42\n") throw new Error(`strace of the command failed (${r.status}): ${r.stderr}`);
   const opened = new Set<string>();
   let inside = false;
@@ -280,7 +311,11 @@ function tracedFiles(rootfs: string): string[] {
     const m = /(?:\bopen\(|openat\(AT_FDCWD, |execve\()"([^"]+)".* = (\d+)/.exec(line);
     if (m) opened.add(m[1]!);
   }
-  const interp = spawnSync("sh", ["-c", `readelf -l ${join(rootfs, "usr/bin/python3")} 2>/dev/null | sed -n 's/.*interpreter: \\(.*\\)]/\\1/p'`], { encoding: "utf8" }).stdout.trim();
+  const interp = spawnSync(
+    "sh",
+    ["-c", `readelf -l ${join(rootfs, "usr/bin/python3")} 2>/dev/null | sed -n 's/.*interpreter: \\(.*\\)]/\\1/p'`],
+    { encoding: "utf8" },
+  ).stdout.trim();
   if (interp) opened.add(interp);
   const files = new Set<string>();
   for (const p of opened) {
@@ -296,7 +331,10 @@ async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): 
   const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000 });
   const loc = new RegistryLocation(client, parseReference(ref), ref);
   const manifest = await client.resolveImage(loc.ref);
-  const found = await discoverIndex(loc, manifest, { store: new ArtifactStore(storeRoot), modes: { v1: false, v2: false } });
+  const found = await discoverIndex(loc, manifest, {
+    store: new ArtifactStore(storeRoot),
+    modes: { v1: false, v2: false },
+  });
   if (!found) throw new Error("no index in the bench store");
   let total = 0;
   const layers = [...(manifest.manifest as Manifest).layers].reverse();
@@ -304,7 +342,13 @@ async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): 
   for (const f of files) {
     for (const l of layers) {
       const z = found.ztocs.get(l.digest);
-      const e = z?.toc.find((m) => posix.normalize(m.name).replace(/^\.?\//, "").replace(/\/$/, "") === f);
+      const e = z?.toc.find(
+        (m) =>
+          posix
+            .normalize(m.name)
+            .replace(/^\.?\//, "")
+            .replace(/\/$/, "") === f,
+      );
       if (!z || !e) continue;
       const layout = ztocLayout(z, inflateFromCheckpoint);
       if (e.uncompressedSize > 0) {
@@ -385,7 +429,19 @@ async function main(): Promise<void> {
   const directPfRef = await pushPythonImage(direct, { repository: "bench/python-prefetch", tag: "v1" });
   const pfRef = directPfRef.replace(direct, proxy);
   const pfRoot = join(tmp, "publisher-prefetch-root");
-  cli(pfRoot, ["--config", pubCfg, "index", "create", directPfRef, "--minLayerSize", "0", "--spanSize", SPAN_SIZE, "--prefetch-files-json", prefetchJson]);
+  cli(pfRoot, [
+    "--config",
+    pubCfg,
+    "index",
+    "create",
+    directPfRef,
+    "--minLayerSize",
+    "0",
+    "--spanSize",
+    SPAN_SIZE,
+    "--prefetch-files-json",
+    prefetchJson,
+  ]);
   cli(pfRoot, ["--config", pubCfg, "index", "push", directPfRef]);
   sync();
   // 4. The three paths, cold.
@@ -394,7 +450,11 @@ async function main(): Promise<void> {
   const lazyPf = await lazyRun(pfRef, "lazy-prefetch");
   sync();
   const full = await fullRun(ref);
-  for (const [what, out] of [["lazy", lazy.output], ["lazy with prefetch", lazyPf.output], ["full", full.output]]) {
+  for (const [what, out] of [
+    ["lazy", lazy.output],
+    ["lazy with prefetch", lazyPf.output],
+    ["full", full.output],
+  ]) {
     if (out !== "42\n") throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
   }
   // 5. What the command needs, rounded up to spans.
@@ -402,12 +462,16 @@ async function main(): Promise<void> {
   const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
   const lazyLine = (r: typeof lazy) =>
     `${r.seconds.toFixed(2)} s (mounted after ${r.mountedAt.toFixed(2)} s), fetched ${mb(r.fetched)} of ${mb(r.size)} image (${((r.fetched / r.size) * 100).toFixed(1)}%); ${mb(r.overLink)} over the link in all (index, zTOCs, spans)`;
-  console.log(`link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`);
+  console.log(
+    `link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`,
+  );
   console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; span read-ahead ${READAHEAD}`);
   console.log(`lazy (soci-ts mount + chroot): ${lazyLine(lazy)}`);
   console.log(`lazy with a prefetch artifact (${prefetchFiles.length} traced files listed): ${lazyLine(lazyPf)}`);
   console.log(`full pull (fetch all layers + tar -x + chroot): ${full.seconds.toFixed(2)} s, fetched ${mb(lazy.size)}`);
-  console.log(`bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x); with prefetch ${mb(lazyPf.fetched)} = ${(lazyPf.fetched / needed).toFixed(2)}x`);
+  console.log(
+    `bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x); with prefetch ${mb(lazyPf.fetched)} = ${(lazyPf.fetched / needed).toFixed(2)}x`,
+  );
   console.log(`lazy start with prefetch artifact vs full pull: ${(lazyPf.seconds / full.seconds).toFixed(3)}x`);
   console.log(`lazy start vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
 }

@@ -59,7 +59,10 @@ try {
   };
   function curl(ranges: Array<[number, number]>): number {
     const cfg = join(tmp, "curl.cfg");
-    writeFileSync(cfg, ranges.map(([s, e]) => `url = "${url}"\nrange = "${s}-${e - 1}"\noutput = "/dev/null"\n`).join("next\n"));
+    writeFileSync(
+      cfg,
+      ranges.map(([s, e]) => `url = "${url}"\nrange = "${s}-${e - 1}"\noutput = "/dev/null"\n`).join("next\n"),
+    );
     const t0 = performance.now();
     const r = Bun.spawnSync(["curl", "-sS", "--fail", "-K", cfg], { stdout: "ignore", stderr: "pipe" });
     const ms = performance.now() - t0;
@@ -78,9 +81,15 @@ try {
   }
   const lat = (ms: number) => (ms / LAT_N).toFixed(3);
   const tp = (ms: number) => (BLOB_MIB / (ms / 1000)).toFixed(0);
-  console.log(`blob ${BLOB_MIB} MiB on ${reg.host}; ${LAT_N} random 64 KiB ranges; ${BLOB_MIB} sequential 1 MiB ranges`);
-  console.log(`latency  soci-ts ${lat(best.oursLat)} ms/request   curl ${lat(best.curlLat)} ms/request   ratio ${(best.curlLat / best.oursLat).toFixed(2)}x`);
-  console.log(`through  soci-ts ${tp(best.oursTp)} MiB/s   curl ${tp(best.curlTp)} MiB/s   bare runtime fetch ${tp(best.rawTp)} MiB/s`);
+  console.log(
+    `blob ${BLOB_MIB} MiB on ${reg.host}; ${LAT_N} random 64 KiB ranges; ${BLOB_MIB} sequential 1 MiB ranges`,
+  );
+  console.log(
+    `latency  soci-ts ${lat(best.oursLat)} ms/request   curl ${lat(best.curlLat)} ms/request   ratio ${(best.curlLat / best.oursLat).toFixed(2)}x`,
+  );
+  console.log(
+    `through  soci-ts ${tp(best.oursTp)} MiB/s   curl ${tp(best.curlTp)} MiB/s   bare runtime fetch ${tp(best.rawTp)} MiB/s`,
+  );
   console.log(`client overhead: ${(best.rawTp / best.oursTp).toFixed(2)}x bare fetch`);
   console.log(`64 KiB range latency vs curl: ${(best.curlLat / best.oursLat).toFixed(2)}x`);
   console.log(`range reads vs curl: ${(best.curlTp / best.oursTp).toFixed(2)}x`);

@@ -52,7 +52,17 @@ for (const t of targets) {
   rmSync(outfile, { force: true });
   const started = performance.now();
   const proc = Bun.spawnSync(
-    [process.execPath, "build", "--compile", ...COMPILE_FLAGS, `--target=${t.bunTarget}`, join(repo, MAIN_ENTRY), ...WORKER_ENTRIES.map((e) => join(repo, e)), "--outfile", outfile],
+    [
+      process.execPath,
+      "build",
+      "--compile",
+      ...COMPILE_FLAGS,
+      `--target=${t.bunTarget}`,
+      join(repo, MAIN_ENTRY),
+      ...WORKER_ENTRIES.map((e) => join(repo, e)),
+      "--outfile",
+      outfile,
+    ],
     { cwd: repo, stdout: "pipe", stderr: "pipe" },
   );
   if (proc.exitCode !== 0) {

@@ -51,7 +51,9 @@ function need(): void {
   }
   if (missing.length > 0) {
     console.error(`The demo needs: ${missing.join(", ")}.`);
-    console.error("On Debian: apt-get install docker-registry skopeo umoci debootstrap fuse3 (as root), or run bash .ci/run.");
+    console.error(
+      "On Debian: apt-get install docker-registry skopeo umoci debootstrap fuse3 (as root), or run bash .ci/run.",
+    );
     process.exit(1);
   }
 }
@@ -69,7 +71,9 @@ async function main(): Promise<void> {
   registry = await startRegistry();
   console.log(`registry at ${registry.url}`);
 
-  step("4. Building a Debian + python3 image (debootstrap; about 3 minutes the first time, then cached) and pushing it");
+  step(
+    "4. Building a Debian + python3 image (debootstrap; about 3 minutes the first time, then cached) and pushing it",
+  );
   await ensurePythonImage();
   const ref = await pushPythonImage(registry.host, { repository: "demo/python", tag: "latest" });
   console.log(`pushed ${ref}`);
@@ -88,7 +92,9 @@ async function main(): Promise<void> {
   mkdirSync(mnt);
   const started = performance.now();
   const mountOut: string[] = [];
-  mountProc = spawn(bin, ["--config", config, "--root", nodeRoot, "mount", ref, mnt, "--stats"], { stdio: ["ignore", "pipe", "pipe"] });
+  mountProc = spawn(bin, ["--config", config, "--root", nodeRoot, "mount", ref, mnt, "--stats"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   mountProc.stdout!.on("data", (d: Buffer) => mountOut.push(d.toString()));
   await new Promise<void>((ready, fail) => {
     let err = "";
@@ -101,10 +107,13 @@ async function main(): Promise<void> {
     setTimeout(() => fail(new Error(`soci-ts mount did not report "Mounted" within 120 s: ${err}`)), 120_000).unref();
   });
   const mounted = performance.now();
-  const cmd = "import json, sqlite3, http.client; print('hello from a lazily loaded python3:', json.dumps({'answer': 42}))";
+  const cmd =
+    "import json, sqlite3, http.client; print('hello from a lazily loaded python3:', json.dumps({'answer': 42}))";
   sh("chroot", [mnt, "/usr/bin/python3", "-c", cmd]);
   const ran = performance.now();
-  console.log(`mount: ${((mounted - started) / 1000).toFixed(2)} s; python3 output after ${((ran - started) / 1000).toFixed(2)} s`);
+  console.log(
+    `mount: ${((mounted - started) / 1000).toFixed(2)} s; python3 output after ${((ran - started) / 1000).toFixed(2)} s`,
+  );
 
   step("7. Bytes fetched against the image size, then unmounting");
   mountProc.kill("SIGUSR1");
@@ -117,7 +126,10 @@ async function main(): Promise<void> {
     fetched += Number(m[1]);
     size += Number(m[2]);
   }
-  if (size > 0) console.log(`\nfetched ${(fetched / 1e6).toFixed(1)} MB of a ${(size / 1e6).toFixed(1)} MB image (${((100 * fetched) / size).toFixed(1)}%) to run python3`);
+  if (size > 0)
+    console.log(
+      `\nfetched ${(fetched / 1e6).toFixed(1)} MB of a ${(size / 1e6).toFixed(1)} MB image (${((100 * fetched) / size).toFixed(1)}%) to run python3`,
+    );
 }
 
 async function cleanup(): Promise<void> {

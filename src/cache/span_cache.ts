@@ -57,7 +57,8 @@ export function spanKey(layerDigest: string, spanId: number, opts: { scope?: str
     throw new InvalidArgumentError(`Cannot key span cache entry: span id "${spanId}" is not a non-negative integer`);
   }
   if (opts.scope === undefined) return `${m[1]}-${m[2]}-${spanId}`;
-  if (!SCOPE_RE.test(opts.scope)) throw new InvalidArgumentError(`Cannot key span cache entry: scope "${opts.scope}" is not 16-128 hex digits`);
+  if (!SCOPE_RE.test(opts.scope))
+    throw new InvalidArgumentError(`Cannot key span cache entry: scope "${opts.scope}" is not 16-128 hex digits`);
   return `${m[1]}-${m[2]}@${opts.scope}-${spanId}`;
 }
 
@@ -100,7 +101,10 @@ export class SpanCache {
     this.#dir = opts.dir;
     this.#memoryLimit = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES;
     this.#diskLimit = opts.diskBytes ?? DEFAULT_DISK_BYTES;
-    for (const [k, v] of [["memoryBytes", this.#memoryLimit], ["diskBytes", this.#diskLimit]] as const) {
+    for (const [k, v] of [
+      ["memoryBytes", this.#memoryLimit],
+      ["diskBytes", this.#diskLimit],
+    ] as const) {
       if (!Number.isSafeInteger(v) || v < 0) {
         throw new InvalidArgumentError(`Cannot open span cache: ${k} "${v}" is not a non-negative integer`);
       }
@@ -124,7 +128,8 @@ export class SpanCache {
    * bad scope.
    */
   scoped(scope: string): SpanCache {
-    if (!SCOPE_RE.test(scope)) throw new InvalidArgumentError(`Cannot scope span cache: scope "${scope}" is not 16-128 hex digits`);
+    if (!SCOPE_RE.test(scope))
+      throw new InvalidArgumentError(`Cannot scope span cache: scope "${scope}" is not 16-128 hex digits`);
     const view = new SpanCache({ memoryBytes: 0, diskBytes: 0 });
     view.#base = this.#base ?? this;
     view.#scope = scope;
@@ -253,10 +258,17 @@ export class SpanCache {
    * not add up to `size`, or the disk fails (nothing is left behind). Throws InvalidArgumentError without a
    * disk tier.
    */
-  async putFile(layerDigest: string, offset: number, size: number, chunks: AsyncIterable<Uint8Array>, opts: { keepSpans?: [number, number] } = {}): Promise<boolean> {
+  async putFile(
+    layerDigest: string,
+    offset: number,
+    size: number,
+    chunks: AsyncIterable<Uint8Array>,
+    opts: { keepSpans?: [number, number] } = {},
+  ): Promise<boolean> {
     const base = this.#base ?? this;
     const key = fileKey(layerDigest, offset, this.#scope);
-    if (base.#dir === undefined) throw new InvalidArgumentError(`Cannot store file "${key}": the span cache has no disk tier`);
+    if (base.#dir === undefined)
+      throw new InvalidArgumentError(`Cannot store file "${key}": the span cache has no disk tier`);
     if (base.#disk.has(key)) return true;
     const prefix = keyPrefix(key);
     const [first, last] = opts.keepSpans ?? [0, -1];
@@ -265,15 +277,21 @@ export class SpanCache {
       const id = Number(k.slice(prefix.length));
       return id >= first && id <= last;
     };
-    return base.#writeDisk(base.#dir, key, size, async (fh) => {
-      let n = 0;
-      for await (const c of chunks) {
-        n += c.byteLength;
-        if (n > size) break;
-        await fh.write(c);
-      }
-      if (n !== size) throw new Error(`got ${n} bytes, expected ${size}`);
-    }, keep);
+    return base.#writeDisk(
+      base.#dir,
+      key,
+      size,
+      async (fh) => {
+        let n = 0;
+        for await (const c of chunks) {
+          n += c.byteLength;
+          if (n > size) break;
+          await fh.write(c);
+        }
+        if (n !== size) throw new Error(`got ${n} bytes, expected ${size}`);
+      },
+      keep,
+    );
   }
 
   /** Where the file entry is (`putFile`), when it is on disk; else undefined. */
@@ -290,7 +308,9 @@ export class SpanCache {
    */
   touch(layerDigest: string, spanId: number, opts: { file?: boolean } = {}): void {
     const base = this.#base ?? this;
-    const key = opts.file ? fileKey(layerDigest, spanId, this.#scope) : spanKey(layerDigest, spanId, { scope: this.#scope });
+    const key = opts.file
+      ? fileKey(layerDigest, spanId, this.#scope)
+      : spanKey(layerDigest, spanId, { scope: this.#scope });
     if (base.#dir === undefined || !base.#disk.has(key)) return;
     base.#touchDisk(key);
     base.#hits++;
@@ -317,7 +337,8 @@ export class SpanCache {
   demote(layerDigest: string): number {
     const base = this.#base ?? this;
     const m = DIGEST_RE.exec(layerDigest);
-    if (!m) throw new InvalidArgumentError(`Cannot demote span cache entries: layer digest "${layerDigest}" is malformed`);
+    if (!m)
+      throw new InvalidArgumentError(`Cannot demote span cache entries: layer digest "${layerDigest}" is malformed`);
     const ofLayer = (k: string) => k.startsWith(`${m[1]}-${m[2]}-`) || k.startsWith(`${m[1]}-${m[2]}@`);
     for (const [k, v] of base.#memory) {
       if (!ofLayer(k)) continue;
@@ -374,7 +395,13 @@ export class SpanCache {
    * Write an entry of `size` bytes with `fill`; false when it does not fit next to the writes in flight (then
    * nothing is evicted or written).
    */
-  async #writeDisk(dir: string, key: string, size: number, fill: (fh: FileHandle) => Promise<void>, keep?: (key: string) => boolean): Promise<boolean> {
+  async #writeDisk(
+    dir: string,
+    key: string,
+    size: number,
+    fill: (fh: FileHandle) => Promise<void>,
+    keep?: (key: string) => boolean,
+  ): Promise<boolean> {
     // 1. Make room first (counting writes in flight) so the directory never exceeds its bound; when writes in
     //    flight (or the entries `keep` protects) leave too little room, the entry is not written and nothing is
     //    evicted (deciding that before evicting, so every victim taken from the index is also deleted).

@@ -16,7 +16,11 @@ type CommandModule = { default: CommandDef<any> };
  * A verb whose file is imported on first use: `args` and `run` load it (once); `meta` is known up front.
  * Only `args` and `run` are forwarded: no command file uses citty's `setup`, `cleanup` or `subCommands`.
  */
-export function lazyCommand(name: string, description: string, load: () => Promise<CommandModule>): CommandDef<ArgsDef> {
+export function lazyCommand(
+  name: string,
+  description: string,
+  load: () => Promise<CommandModule>,
+): CommandDef<ArgsDef> {
   let loaded: Promise<CommandDef<ArgsDef>> | undefined;
   const def = () => (loaded ??= load().then((m) => m.default as CommandDef<ArgsDef>));
   return {
@@ -29,33 +33,77 @@ export function lazyCommand(name: string, description: string, load: () => Promi
   };
 }
 
-function group(name: string, description: string, subCommands: Record<string, CommandDef<ArgsDef>>): CommandDef<ArgsDef> {
+function group(
+  name: string,
+  description: string,
+  subCommands: Record<string, CommandDef<ArgsDef>>,
+): CommandDef<ArgsDef> {
   return { meta: { name, description }, subCommands };
 }
 
 const configCommands = group("config", "Print the configuration", {
-  default: lazyCommand("default", "Print the default configuration as TOML, with a comment per key", () => import("./config_default.ts")),
-  dump: lazyCommand("dump", "Print the effective configuration (defaults, config file and flags) as TOML", () => import("./config_dump.ts")),
+  default: lazyCommand(
+    "default",
+    "Print the default configuration as TOML, with a comment per key",
+    () => import("./config_default.ts"),
+  ),
+  dump: lazyCommand(
+    "dump",
+    "Print the effective configuration (defaults, config file and flags) as TOML",
+    () => import("./config_dump.ts"),
+  ),
 });
 
 const indexCommands = {
-  create: lazyCommand("create", "Build a SOCI index (v1) of an image and store it locally (REF: registry reference or oci:DIR[:TAG])", () => import("./index_create.ts")),
-  push: lazyCommand("push", "Push the locally stored v1 SOCI index of an image to its registry (Referrers API or fallback tag)", () => import("./index_push.ts")),
+  create: lazyCommand(
+    "create",
+    "Build a SOCI index (v1) of an image and store it locally (REF: registry reference or oci:DIR[:TAG])",
+    () => import("./index_create.ts"),
+  ),
+  push: lazyCommand(
+    "push",
+    "Push the locally stored v1 SOCI index of an image to its registry (Referrers API or fallback tag)",
+    () => import("./index_push.ts"),
+  ),
   list: lazyCommand("list", "List SOCI indexes in the local artifact store", () => import("./index_list.ts")),
   info: lazyCommand("info", "Print a stored SOCI index manifest", () => import("./index_info.ts")),
-  rm: lazyCommand("rm", "Remove SOCI indexes from the local store, with zTOCs no other index uses", () => import("./index_rm.ts")),
-  "rebuild-db": lazyCommand("rebuild-db", "Rebuild the local index database from the artifact store's content", () => import("./index_rebuild_db.ts")),
+  rm: lazyCommand(
+    "rm",
+    "Remove SOCI indexes from the local store, with zTOCs no other index uses",
+    () => import("./index_rm.ts"),
+  ),
+  "rebuild-db": lazyCommand(
+    "rebuild-db",
+    "Rebuild the local index database from the artifact store's content",
+    () => import("./index_rebuild_db.ts"),
+  ),
 };
 const ztocCommands = {
   list: lazyCommand("list", "List the zTOCs of the SOCI indexes in the local store", () => import("./ztoc_list.ts")),
-  info: lazyCommand("info", "Show a zTOC: version, build tool, spans and files (JSON fields as soci ztoc info)", () => import("./ztoc_info.ts")),
-  "get-file": lazyCommand("get-file", "Extract one file of a layer through its zTOC, fetching only the spans it needs", () => import("./ztoc_get_file.ts")),
+  info: lazyCommand(
+    "info",
+    "Show a zTOC: version, build tool, spans and files (JSON fields as soci ztoc info)",
+    () => import("./ztoc_info.ts"),
+  ),
+  "get-file": lazyCommand(
+    "get-file",
+    "Extract one file of a layer through its zTOC, fetching only the spans it needs",
+    () => import("./ztoc_get_file.ts"),
+  ),
 };
 /** Commands without a noun. `pull` will join these. */
 const topLevel = {
-  convert: lazyCommand("convert", "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)", () => import("./convert.ts")),
+  convert: lazyCommand(
+    "convert",
+    "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)",
+    () => import("./convert.ts"),
+  ),
   mount: lazyCommand("mount", "Mount an image read-only, lazily, until interrupted", () => import("./mount.ts")),
-  serve: lazyCommand("serve", "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket", () => import("./serve.ts")),
+  serve: lazyCommand(
+    "serve",
+    "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket",
+    () => import("./serve.ts"),
+  ),
 };
 
 /** The root of the tree, as citty runs it. */
@@ -63,7 +111,8 @@ export const rootCommand: CommandDef<ArgsDef> = {
   meta: {
     name: "soci-ts",
     version: pkg.version,
-    description: "Lazy loading for unmodified OCI images: SOCI indexes, a FUSE lazy loader, containerd and podman integration",
+    description:
+      "Lazy loading for unmodified OCI images: SOCI indexes, a FUSE lazy loader, containerd and podman integration",
   },
   subCommands: {
     config: configCommands,

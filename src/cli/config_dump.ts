@@ -9,7 +9,9 @@ export const REDACTED = "<redacted>";
 
 /** `config` with every `[resolver.host."<host>"] password` that is set replaced by REDACTED. */
 export function redacted(config: Config): Config {
-  const host = Object.fromEntries(Object.entries(config.resolver.host).map(([k, h]) => [k, h.password ? { ...h, password: REDACTED } : h]));
+  const host = Object.fromEntries(
+    Object.entries(config.resolver.host).map(([k, h]) => [k, h.password ? { ...h, password: REDACTED } : h]),
+  );
   return { ...config, resolver: { ...config.resolver, host } };
 }
 
@@ -22,7 +24,9 @@ export default defineCommand({
   async run({ args }) {
     const ctx = cliContext();
     if (args.json) {
-      await writeOut(JSON.stringify({ configPath: ctx.configPath, root: ctx.root, config: redacted(ctx.config) }, null, 2) + "\n");
+      await writeOut(
+        JSON.stringify({ configPath: ctx.configPath, root: ctx.root, config: redacted(ctx.config) }, null, 2) + "\n",
+      );
       return;
     }
     await writeOut((ctx.configPath ? `# loaded from ${ctx.configPath}\n` : "") + renderToml(redacted(ctx.config)));

@@ -12,13 +12,23 @@ import { openLocation } from "./open_location.ts";
  * the `com.amazon.soci.index-digest` annotation.
  */
 export default defineCommand({
-  meta: { name: "convert", description: "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)" },
+  meta: {
+    name: "convert",
+    description: "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)",
+  },
   args: {
     src: { type: "positional", description: "Source image: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]", required: true },
     dst: { type: "positional", description: "Destination, with a tag: HOST/REPO:TAG or oci:DIR:TAG", required: true },
     spanSize: { type: "string", description: "Uncompressed bytes per span (default from config: 4MiB)" },
-    minLayerSize: { type: "string", description: "Skip layers smaller than this, compressed (default from config: 10MiB)" },
-    platform: { type: "string", alias: "p", description: "Platform(s) to convert, comma-separated (default: the host's)" },
+    minLayerSize: {
+      type: "string",
+      description: "Skip layers smaller than this, compressed (default from config: 10MiB)",
+    },
+    platform: {
+      type: "string",
+      alias: "p",
+      description: "Platform(s) to convert, comma-separated (default: the host's)",
+    },
     allPlatforms: { type: "boolean", description: "Convert every platform" },
     json: { type: "boolean", description: "Print the result as JSON" },
   },

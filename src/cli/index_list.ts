@@ -23,7 +23,14 @@ export default defineCommand({
     }
     await printTable(
       ["DIGEST", "VERSION", "IMAGE REF", "PLATFORM", "MANIFEST DIGEST", "CREATED"],
-      records.map((r) => [r.indexDigest, r.version, r.imageRef, formatPlatform(r.platform), r.manifestDigest, r.createdAt]),
+      records.map((r) => [
+        r.indexDigest,
+        r.version,
+        r.imageRef,
+        formatPlatform(r.platform),
+        r.manifestDigest,
+        r.createdAt,
+      ]),
     );
   },
 });

@@ -9,12 +9,22 @@ import { openLocation } from "./open_location.ts";
 
 /** `soci-ts index push REF`: push the stored v1 index of each platform as a referrer of the image manifest. */
 export default defineCommand({
-  meta: { name: "push", description: "Push the locally stored v1 SOCI index of an image to its registry (Referrers API or fallback tag)" },
+  meta: {
+    name: "push",
+    description: "Push the locally stored v1 SOCI index of an image to its registry (Referrers API or fallback tag)",
+  },
   args: {
     ref: { type: "positional", description: "Image: HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]", required: true },
-    platform: { type: "string", alias: "p", description: "Platform(s), os/arch[/variant], comma-separated (default: the host's)" },
+    platform: {
+      type: "string",
+      alias: "p",
+      description: "Platform(s), os/arch[/variant], comma-separated (default: the host's)",
+    },
     allPlatforms: { type: "boolean", description: "Push the index of every platform" },
-    existingIndex: { type: "string", description: "When the registry already lists a v1 index: skip or allow (default allow)" },
+    existingIndex: {
+      type: "string",
+      description: "When the registry already lists a v1 index: skip or allow (default allow)",
+    },
     json: { type: "boolean", description: "Print the result as JSON" },
   },
   async run({ args }) {
@@ -31,13 +41,15 @@ export default defineCommand({
       existing,
     });
     if (args.json) {
-      await printJson(pushed.map((p) => ({
-        indexDigest: p.indexDescriptor.digest,
-        manifestDigest: p.image.descriptor.digest,
-        platform: formatPlatform(p.image.platform),
-        pushed: p.pushed,
-        blobs: p.blobs,
-      })));
+      await printJson(
+        pushed.map((p) => ({
+          indexDigest: p.indexDescriptor.digest,
+          manifestDigest: p.image.descriptor.digest,
+          platform: formatPlatform(p.image.platform),
+          pushed: p.pushed,
+          blobs: p.blobs,
+        })),
+      );
       return;
     }
     for (const p of pushed) {

@@ -24,12 +24,16 @@ export function artifactStore(ctx: CliContext): ArtifactStore {
 export function platformsFrom(value: unknown): Platform[] {
   if (value === undefined || value === false || value === "") return [];
   const list = (Array.isArray(value) ? value : [value]).flatMap((v) => String(v).split(","));
-  return list.map((s) => s.trim()).filter(Boolean).map(parsePlatform);
+  return list
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(parsePlatform);
 }
 
 /** The host's platform (linux/<arch>). */
 export function hostPlatform(): Platform {
-  const arch = ({ x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" } as Record<string, string>)[process.arch] ?? process.arch;
+  const arch =
+    ({ x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" } as Record<string, string>)[process.arch] ?? process.arch;
   return arch === "arm" ? { os: "linux", architecture: arch, variant: "v7" } : { os: "linux", architecture: arch };
 }
 
@@ -38,24 +42,36 @@ export function hostPlatform(): Platform {
  * `min`..`max` bytes (inclusive). Errors quote the value as given.
  * @throws InvalidArgumentError naming the flag
  */
-export function parseSize(value: unknown, flag: string, bounds: { min?: number; max?: number } = {}): number | undefined {
+export function parseSize(
+  value: unknown,
+  flag: string,
+  bounds: { min?: number; max?: number } = {},
+): number | undefined {
   if (value === undefined || value === "") return undefined;
   const text = String(value);
   const m = /^(\d+)\s*([kmg](?:i?b)?)?$/i.exec(text.trim());
-  if (!m) throw new InvalidArgumentError(`Option "--${flag}" must be a size in bytes (e.g. 4194304 or 4MiB), got "${text}"`);
+  if (!m)
+    throw new InvalidArgumentError(`Option "--${flag}" must be a size in bytes (e.g. 4194304 or 4MiB), got "${text}"`);
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? "").charAt(0).toLowerCase()]!;
   // Past 2^53 the product is rounded, but then it is far over any `max` anyway.
   const bytes = Number(m[1]) * mult;
   const { min = 0, max = Number.MAX_SAFE_INTEGER } = bounds;
   if (bytes < min || bytes > max) {
-    throw new InvalidArgumentError(`Option "--${flag}" must be a size from ${formatSize(min)} to ${formatSize(max)}, got "${text}"`);
+    throw new InvalidArgumentError(
+      `Option "--${flag}" must be a size from ${formatSize(min)} to ${formatSize(max)}, got "${text}"`,
+    );
   }
   return bytes;
 }
 
 /** Bytes as the largest binary unit that divides them exactly ("4KiB", "1GiB", "1000"). */
 export function formatSize(bytes: number): string {
-  for (const [unit, n] of [["TiB", 1024 ** 4], ["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+  for (const [unit, n] of [
+    ["TiB", 1024 ** 4],
+    ["GiB", 1024 ** 3],
+    ["MiB", 1024 ** 2],
+    ["KiB", 1024],
+  ] as const) {
     if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
   }
   return String(bytes);
@@ -86,8 +102,12 @@ export function buildOptionsFrom(
 ) {
   return {
     store: artifactStore(ctx),
-    spanSizeBytes: parseSize(args.spanSize, "span-size", { min: SPAN_SIZE_MIN_BYTES, max: SPAN_SIZE_MAX_BYTES }) ?? ctx.config.index.spanSize,
-    minLayerSizeBytes: parseSize(args.minLayerSize, "min-layer-size", { max: MIN_LAYER_SIZE_MAX_BYTES }) ?? ctx.config.index.minLayerSize,
+    spanSizeBytes:
+      parseSize(args.spanSize, "span-size", { min: SPAN_SIZE_MIN_BYTES, max: SPAN_SIZE_MAX_BYTES }) ??
+      ctx.config.index.spanSize,
+    minLayerSizeBytes:
+      parseSize(args.minLayerSize, "min-layer-size", { max: MIN_LAYER_SIZE_MAX_BYTES }) ??
+      ctx.config.index.minLayerSize,
     buildToolIdentifier: ctx.config.index.buildToolIdentifier,
     checkpointTable: ctx.config.index.checkpointTable,
     platforms: platformsFrom(args.platform),
@@ -104,7 +124,11 @@ export function printJson(value: unknown): Promise<void> {
 /** Write aligned columns to stdout. */
 export function printTable(header: string[], rows: string[][]): Promise<void> {
   const widths = header.map((h, i) => rows.reduce((w, r) => Math.max(w, (r[i] ?? "").length), h.length));
-  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return writeOut(`${[line(header), ...rows.map(line)].join("\n")}\n`);
 }
 

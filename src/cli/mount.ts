@@ -51,29 +51,51 @@ export async function cleanDeadMounts(root: string): Promise<{ lines: string[]; 
     problems.push(...c.problems);
   }
   // Stale FUSE mounts without a record (left by soci-ts before records existed, or a record lost).
-  for (const mp of await cleanStaleMounts(mountsDir, { logger: { error: (m) => problems.push(m) } })) lines.push(`Unmounted ${mp} (stale FUSE mount)`);
+  for (const mp of await cleanStaleMounts(mountsDir, { logger: { error: (m) => problems.push(m) } }))
+    lines.push(`Unmounted ${mp} (stale FUSE mount)`);
   return { lines, problems };
 }
 
 /** Removes this process's work dir and record once nothing of it is mounted; says so when something is left. */
 async function release(records: MountRecords, rec: MountRecord, log: Logger): Promise<void> {
   const left = await records.release(rec).catch((err) => {
-    log.error("Cannot remove the work dir or mount record", { workDir: rec.workDir, record: records.path(rec.pid), cause: errorMessage(err) });
+    log.error("Cannot remove the work dir or mount record", {
+      workDir: rec.workDir,
+      record: records.path(rec.pid),
+      cause: errorMessage(err),
+    });
     return [];
   });
-  if (left.length > 0) log.warn("Still mounted; `soci-ts mount --cleanup` unmounts it once this process has exited", { mountpoints: left });
+  if (left.length > 0)
+    log.warn("Still mounted; `soci-ts mount --cleanup` unmounts it once this process has exited", {
+      mountpoints: left,
+    });
 }
 
 export default defineCommand({
   meta: { name: "mount", description: "Mount an image read-only, lazily, until interrupted" },
   args: {
-    ref: { type: "positional", required: false, description: "Image reference (HOST/REPO:TAG or @DIGEST); required unless --cleanup" },
-    dir: { type: "positional", required: false, description: "Mount point (an existing directory); required unless --cleanup" },
+    ref: {
+      type: "positional",
+      required: false,
+      description: "Image reference (HOST/REPO:TAG or @DIGEST); required unless --cleanup",
+    },
+    dir: {
+      type: "positional",
+      required: false,
+      description: "Mount point (an existing directory); required unless --cleanup",
+    },
     layer: { type: "string", description: "Mount only this layer digest" },
     stats: { type: "boolean", description: "Print bytes fetched per layer on exit (and on SIGUSR1)" },
     "work-dir": { type: "string", description: "Directory for per-layer mounts (default <root>/mounts/<pid>)" },
-    "readahead-spans": { type: "string", description: "After a read misses, also fetch the next N spans (default: [blob] readahead_spans)" },
-    cleanup: { type: "boolean", description: "Unmount what killed mount processes left under --root (no REF, DIR), and exit" },
+    "readahead-spans": {
+      type: "string",
+      description: "After a read misses, also fetch the next N spans (default: [blob] readahead_spans)",
+    },
+    cleanup: {
+      type: "boolean",
+      description: "Unmount what killed mount processes left under --root (no REF, DIR), and exit",
+    },
   },
   async run({ args }) {
     if (args.cleanup) {
@@ -83,21 +105,27 @@ export default defineCommand({
       return cleanup(cliContext());
     }
     if (args.ref === undefined || args.dir === undefined) {
-      throw new InvalidArgumentError(`Cannot mount: missing ${args.ref === undefined ? "REF and DIR" : "DIR"} (or --cleanup)`);
+      throw new InvalidArgumentError(
+        `Cannot mount: missing ${args.ref === undefined ? "REF and DIR" : "DIR"} (or --cleanup)`,
+      );
     }
     const ctx = cliContext();
     usableRoot(ctx);
     const c = ctx.config;
     const log = ctx.logger;
     if (c.fuse.opaqueXattr !== "trusted" && c.fuse.opaqueXattr !== "user") {
-      throw new InvalidArgumentError(`Cannot mount: fuse.opaque_xattr "${c.fuse.opaqueXattr}" is not "trusted" or "user"`);
+      throw new InvalidArgumentError(
+        `Cannot mount: fuse.opaque_xattr "${c.fuse.opaqueXattr}" is not "trusted" or "user"`,
+      );
     }
     // Interrupts are handled from the start: a SIGINT while mounting aborts the mount and cleans up.
     const interrupted = new AbortController();
     const onSignal = () => interrupted.abort(new Error("interrupted"));
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
-    const readaheadSpans = parseCount(args["readahead-spans"], "readahead-spans", { min: 0, max: READAHEAD_SPANS_MAX }) ?? c.blob.readaheadSpans;
+    const readaheadSpans =
+      parseCount(args["readahead-spans"], "readahead-spans", { min: 0, max: READAHEAD_SPANS_MAX }) ??
+      c.blob.readaheadSpans;
     const ref = parseReference(String(args.ref));
     // 1. What dead mount processes left behind (SIGKILL) goes first: it may sit at DIR.
     const stale = await cleanDeadMounts(ctx.root);
@@ -109,7 +137,9 @@ export default defineCommand({
     try {
       mountpoint = await realpath(resolve(String(args.dir)));
     } catch (err) {
-      throw new FailedPreconditionError(`Cannot mount at "${resolve(String(args.dir))}": ${errorMessage(err)}`, { cause: err });
+      throw new FailedPreconditionError(`Cannot mount at "${resolve(String(args.dir))}": ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
     const records = new MountRecords(join(ctx.root, "mounts"));
     // A --work-dir the user names is theirs: only its layers/ is ever removed (removeWorkDir).
@@ -127,7 +157,10 @@ export default defineCommand({
     // 3. The process-wide layer file system (the work dir and the record go again when this fails).
     let fs: LayerFs;
     try {
-      fs = await LayerFs.create({ ...layerManagerOptions(c, ctx.root, log, { readaheadSpans }), ...layerFsFuseOptions(c, log) });
+      fs = await LayerFs.create({
+        ...layerManagerOptions(c, ctx.root, log, { readaheadSpans }),
+        ...layerFsFuseOptions(c, log),
+      });
     } catch (err) {
       await release(records, rec, log);
       throw err;
@@ -139,7 +172,11 @@ export default defineCommand({
         location: new RegistryLocation(registryClient(ctx), ref, String(args.ref)),
         workDir,
         store: artifactStore(ctx),
-        modes: { localStore: c.pullModes.localStore.enable, v1: c.pullModes.sociV1.enable, v2: c.pullModes.sociV2.enable },
+        modes: {
+          localStore: c.pullModes.localStore.enable,
+          v1: c.pullModes.sociV1.enable,
+          v2: c.pullModes.sociV2.enable,
+        },
         layerDigest: args.layer ? String(args.layer) : undefined,
         prefetch: c.prefetch.enable,
         lazyCheckpoints: c.blob.lazyCheckpoints,
@@ -153,7 +190,9 @@ export default defineCommand({
       await release(records, rec, log);
       throw err;
     }
-    process.stderr.write(`Mounted ${String(args.ref)} at ${mountpoint} (${img.layers.length} layer${img.layers.length === 1 ? "" : "s"}, index: ${img.indexFoundBy ?? "none"}); Ctrl-C to unmount\n`);
+    process.stderr.write(
+      `Mounted ${String(args.ref)} at ${mountpoint} (${img.layers.length} layer${img.layers.length === 1 ? "" : "s"}, index: ${img.indexFoundBy ?? "none"}); Ctrl-C to unmount\n`,
+    );
     // 5. Until interrupted.
     const printStats = () => process.stdout.write(statsLines(img).join("\n") + "\n");
     if (args.stats) process.on("SIGUSR1", printStats);
@@ -171,6 +210,8 @@ export default defineCommand({
 /** `mount --cleanup`: print each mount detached; fail (exit 1) naming what is left. */
 async function cleanup(ctx: CliContext): Promise<void> {
   const { lines, problems } = await cleanDeadMounts(ctx.root);
-  process.stdout.write(lines.length > 0 ? lines.join("\n") + "\n" : `Nothing to clean up under ${join(ctx.root, "mounts")}\n`);
+  process.stdout.write(
+    lines.length > 0 ? lines.join("\n") + "\n" : `Nothing to clean up under ${join(ctx.root, "mounts")}\n`,
+  );
   if (problems.length > 0) throw new FailedPreconditionError(problems.join("; "));
 }

@@ -87,7 +87,8 @@ export function extractGlobalFlags(argv: string[]): { flags: GlobalFlags; rest: 
         flags.logLevel = value;
         break;
       case "--log-format":
-        if (value !== "text" && value !== "json") throw new UsageError(`Option "--log-format" must be text or json, got "${value}"`);
+        if (value !== "text" && value !== "json")
+          throw new UsageError(`Option "--log-format" must be text or json, got "${value}"`);
         flags.logFormat = value;
         break;
     }
@@ -120,7 +121,9 @@ async function resolveChain(argv: string[]): Promise<Resolved> {
     const sub = (await resolve(subs[name])) as CommandDef<ArgsDef> | undefined;
     if (!sub) {
       const names = Object.keys(subs).join(", ");
-      throw new UsageError(`Unknown command "${name}"${chain.length > 1 ? ` for "${commandPath(chain)}"` : ""} (commands: ${names})`);
+      throw new UsageError(
+        `Unknown command "${name}"${chain.length > 1 ? ` for "${commandPath(chain)}"` : ""} (commands: ${names})`,
+      );
     }
     chain.push(sub);
     cmd = sub;

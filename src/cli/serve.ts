@@ -24,7 +24,9 @@ export default defineCommand({
     // The real path: mount tables show real paths, and restart finds a crashed daemon's mounts by comparing them.
     const root = await realpath(given);
     if (!c.snapshotter.enable) {
-      throw new InvalidArgumentError("Cannot serve: [snapshotter] enable is false and there is nothing else to serve yet");
+      throw new InvalidArgumentError(
+        "Cannot serve: [snapshotter] enable is false and there is nothing else to serve yet",
+      );
     }
     // containerd's spelling "unix:///path" is accepted too.
     const address = String(args.address ?? c.address).replace(/^unix:\/\//, "");
@@ -48,7 +50,14 @@ export default defineCommand({
     process.on("SIGTERM", () => onSignal("SIGTERM"));
     let daemon;
     try {
-      daemon = await startServe({ config: c, root, address: resolve(address), logger: ctx.logger, env: process.env, signal: starting.signal });
+      daemon = await startServe({
+        config: c,
+        root,
+        address: resolve(address),
+        logger: ctx.logger,
+        env: process.env,
+        signal: starting.signal,
+      });
     } catch (err) {
       // A signal while starting: what started was undone; that is a clean stop.
       if (starting.signal.aborted) return;

@@ -12,12 +12,18 @@ import { openLocation } from "./open_location.ts";
  * layout) span by span: only the spans holding the file, verified and inflated from their checkpoint.
  */
 export default defineCommand({
-  meta: { name: "get-file", description: "Extract one file of a layer through its zTOC, fetching only the spans it needs" },
+  meta: {
+    name: "get-file",
+    description: "Extract one file of a layer through its zTOC, fetching only the spans it needs",
+  },
   args: {
     digest: { type: "positional", description: "zTOC digest (sha256:…)", required: true },
     path: { type: "positional", description: "Path of the file in the layer", required: true },
     output: { type: "string", alias: "o", description: "Write the file here instead of stdout" },
-    ref: { type: "string", description: "Read the layer from this image location instead of the one the index was built from" },
+    ref: {
+      type: "string",
+      description: "Read the layer from this image location instead of the one the index was built from",
+    },
     stats: { type: "boolean", description: "Print the compressed bytes fetched (and spans) on stderr" },
   },
   async run({ args }) {
@@ -37,7 +43,9 @@ export default defineCommand({
     if (args.output !== undefined) writeFileSync(String(args.output), res.data);
     else await writeOut(res.data);
     if (args.stats) {
-      const spans = res.spans ? `spans ${res.spans.first}-${res.spans.last} of ${ztoc.compressionInfo.maxSpanId + 1}` : "no spans";
+      const spans = res.spans
+        ? `spans ${res.spans.first}-${res.spans.last} of ${ztoc.compressionInfo.maxSpanId + 1}`
+        : "no spans";
       process.stderr.write(
         `fetched ${res.fetchedBytes} bytes of ${ztoc.compressedArchiveSize} (${spans}) for ${res.data.length} bytes of "${res.entry.name}"\n`,
       );

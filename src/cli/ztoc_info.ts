@@ -7,7 +7,10 @@ import { writeOut } from "./output.ts";
 
 /** `soci-ts ztoc info DIGEST`: the zTOC's summary and files, with the JSON fields of `soci ztoc info`. */
 export default defineCommand({
-  meta: { name: "info", description: "Show a zTOC: version, build tool, spans and files (JSON fields as soci ztoc info)" },
+  meta: {
+    name: "info",
+    description: "Show a zTOC: version, build tool, spans and files (JSON fields as soci ztoc info)",
+  },
   args: {
     digest: { type: "positional", description: "zTOC digest (sha256:…)", required: true },
     json: { type: "boolean", description: "Print JSON (the same fields as `soci ztoc info`)" },
@@ -22,7 +25,13 @@ export default defineCommand({
     );
     await printTable(
       ["FILENAME", "OFFSET", "SIZE", "TYPE", "SPANS"],
-      (info.files ?? []).map((f) => [f.filename, String(f.offset), String(f.size), f.type, `${f.start_span}-${f.end_span}`]),
+      (info.files ?? []).map((f) => [
+        f.filename,
+        String(f.offset),
+        String(f.size),
+        f.type,
+        `${f.start_span}-${f.end_span}`,
+      ]),
     );
   },
 });

@@ -40,7 +40,9 @@ export type { GzipIndexer, GzipIndexerOptions, GzipIndexResult } from "./types.t
  */
 export function createGzipIndexer(opts: GzipIndexerOptions): GzipIndexer {
   if (!Number.isSafeInteger(opts.spanSize) || opts.spanSize < 0) {
-    throw new InvalidArgumentError(`Cannot create gzip indexer: span size ${opts.spanSize} is not a non-negative integer`);
+    throw new InvalidArgumentError(
+      `Cannot create gzip indexer: span size ${opts.spanSize} is not a non-negative integer`,
+    );
   }
   return inflateBackend(opts.backend).createIndexer(opts);
 }

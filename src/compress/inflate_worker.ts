@@ -25,17 +25,17 @@ export type InMessage =
 /** What the worker sends back. */
 export type OutMessage =
   | {
-    type: "pushed";
-    /** The chunk's buffer, handed back, and the chunk's length in it. */
-    input: ArrayBuffer;
-    length: number;
-    /** Output buffers (transferred), each handed over once. */
-    buffers: ArrayBuffer[];
-    /** The output in stream order, as triples (index into `buffers`, start, end). */
-    outputs: number[];
-    /** Checkpoints found while inflating this chunk. */
-    checkpoints: Checkpoint[];
-  }
+      type: "pushed";
+      /** The chunk's buffer, handed back, and the chunk's length in it. */
+      input: ArrayBuffer;
+      length: number;
+      /** Output buffers (transferred), each handed over once. */
+      buffers: ArrayBuffer[];
+      /** The output in stream order, as triples (index into `buffers`, start, end). */
+      outputs: number[];
+      /** Checkpoints found while inflating this chunk. */
+      checkpoints: Checkpoint[];
+    }
   | { type: "ended"; compressedSize: number; uncompressedSize: number }
   | { type: "error"; name: string; message: string; offset?: number };
 
@@ -62,7 +62,8 @@ function handle(m: InMessage): void {
     switch (m.type) {
       case "init":
         indexer = createGzipIndexer({ spanSize: m.spanSize, backend: m.backend, reuseOutput: true });
-        if (!indexer.handOffOutput) throw new Error(`Cannot inflate on a worker: backend "${m.backend}" cannot hand its output off`);
+        if (!indexer.handOffOutput)
+          throw new Error(`Cannot inflate on a worker: backend "${m.backend}" cannot hand its output off`);
         return;
       case "push": {
         const ix = indexer!;
@@ -71,8 +72,12 @@ function handle(m: InMessage): void {
         const handed = ix.handOffOutput!();
         const buffers = handed.map((b) => b.buffer as ArrayBuffer);
         const outputs: number[] = [];
-        for (const o of out) outputs.push(buffers.indexOf(o.buffer as ArrayBuffer), o.byteOffset, o.byteOffset + o.length);
-        post({ type: "pushed", input: m.buf, length: m.length, buffers, outputs, checkpoints: ix.checkpoints.slice(seen) }, [m.buf, ...buffers]);
+        for (const o of out)
+          outputs.push(buffers.indexOf(o.buffer as ArrayBuffer), o.byteOffset, o.byteOffset + o.length);
+        post(
+          { type: "pushed", input: m.buf, length: m.length, buffers, outputs, checkpoints: ix.checkpoints.slice(seen) },
+          [m.buf, ...buffers],
+        );
         return;
       }
       case "recycle":

@@ -43,7 +43,11 @@ export class OutputWindow {
     dictionary?: Uint8Array,
   ) {
     this.buf = new Uint8Array(WINDOW_SIZE + segmentBytes);
-    if (dictionary) this.buf.set(dictionary.subarray(dictionary.length - Math.min(dictionary.length, WINDOW_SIZE)), WINDOW_SIZE - Math.min(dictionary.length, WINDOW_SIZE));
+    if (dictionary)
+      this.buf.set(
+        dictionary.subarray(dictionary.length - Math.min(dictionary.length, WINDOW_SIZE)),
+        WINDOW_SIZE - Math.min(dictionary.length, WINDOW_SIZE),
+      );
   }
 
   /** Total uncompressed bytes written so far. */

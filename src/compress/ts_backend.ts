@@ -4,7 +4,14 @@
  */
 import { GzipFormatError, InvalidArgumentError } from "../util/errors.ts";
 import { TsInflater } from "./ts_inflate.ts";
-import type { Checkpoint, GzipIndexer, GzipIndexerOptions, GzipIndexResult, InflateBackend, ResumeOptions } from "./types.ts";
+import type {
+  Checkpoint,
+  GzipIndexer,
+  GzipIndexerOptions,
+  GzipIndexResult,
+  InflateBackend,
+  ResumeOptions,
+} from "./types.ts";
 import { WINDOW_SIZE } from "./types.ts";
 
 class TsGzipIndexer implements GzipIndexer {
@@ -40,7 +47,8 @@ class TsGzipIndexer implements GzipIndexer {
     if (this.#ended) throw new InvalidArgumentError("Cannot end gzip indexer: end() was called already");
     this.#ended = true;
     this.#out = [];
-    if (this.#inBytes === 0) throw new GzipFormatError("Cannot index gzip data: input is empty at compressed offset 0", 0);
+    if (this.#inBytes === 0)
+      throw new GzipFormatError("Cannot index gzip data: input is empty at compressed offset 0", 0);
     this.#inf.write(new Uint8Array(0), true);
     if (!this.#inf.complete) {
       throw new GzipFormatError(
@@ -98,10 +106,14 @@ function inflateFromCheckpoint(compressed: Uint8Array, cp: Checkpoint, opts: Res
 /** Validates a checkpoint and a requested range (shared by the backends). */
 export function checkResumeArgs(cp: Checkpoint, skip: number, length: number): void {
   if (!(cp.bits >= 0 && cp.bits <= 7) || cp.window.length !== WINDOW_SIZE) {
-    throw new InvalidArgumentError(`Cannot inflate from checkpoint at compressed offset ${cp.in}: bits ${cp.bits} or window size ${cp.window.length} invalid`);
+    throw new InvalidArgumentError(
+      `Cannot inflate from checkpoint at compressed offset ${cp.in}: bits ${cp.bits} or window size ${cp.window.length} invalid`,
+    );
   }
   if (!Number.isSafeInteger(skip) || skip < 0 || !Number.isSafeInteger(length) || length < 0) {
-    throw new InvalidArgumentError(`Cannot inflate from checkpoint at compressed offset ${cp.in}: skip ${skip} or length ${length} invalid`);
+    throw new InvalidArgumentError(
+      `Cannot inflate from checkpoint at compressed offset ${cp.in}: skip ${skip} or length ${length} invalid`,
+    );
   }
 }
 

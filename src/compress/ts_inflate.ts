@@ -74,9 +74,14 @@ const TABLE_SIZE = (1 << LIT_ROOT) + (1 << 15);
 const OP_EOB = 96;
 const OP_INVALID = 64;
 
-const LBASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
+const LBASE = [
+  3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258,
+];
 const LEXT = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
-const DBASE = [1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577];
+const DBASE = [
+  1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145,
+  8193, 12289, 16385, 24577,
+];
 const DEXT = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
 /** Order of the code length code lengths (RFC 1951 §3.2.7). */
 const CL_ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
@@ -117,7 +122,14 @@ function reverse(code: number, len: number): number {
  * Builds a decoding table for the code lengths `lens[start, start + n)`; returns the root bits used, or -1 for
  * an over-subscribed set, -2 for an incomplete one (allowed only for a single code of length 1, as in zlib).
  */
-function buildTable(lens: Uint8Array, start: number, n: number, kind: number, table: Int32Array, rootMax: number): number {
+function buildTable(
+  lens: Uint8Array,
+  start: number,
+  n: number,
+  kind: number,
+  table: Int32Array,
+  rootMax: number,
+): number {
   count.fill(0);
   for (let s = 0; s < n; s++) count[lens[start + s]!]!++;
   let max = 15;
@@ -361,7 +373,10 @@ export class TsInflater {
 
   #truncated(): never {
     const off = this.#ibBase + this.#ibLen;
-    throw new GzipFormatError(`Cannot inflate gzip data: input ends inside a member (truncated) at compressed offset ${off}`, off);
+    throw new GzipFormatError(
+      `Cannot inflate gzip data: input ends inside a member (truncated) at compressed offset ${off}`,
+      off,
+    );
   }
 
   // ---- driver ------------------------------------------------------------------------------------------------
@@ -536,7 +551,8 @@ export class TsInflater {
       const crc = (ib[i0]! | (ib[i0 + 1]! << 8) | (ib[i0 + 2]! << 16) | (ib[i0 + 3]! << 24)) >>> 0;
       if (crc !== this.#crc) this.#fail("incorrect data check (CRC32 mismatch)", i0 * 8);
       const isize = (ib[i0 + 4]! | (ib[i0 + 5]! << 8) | (ib[i0 + 6]! << 16) | (ib[i0 + 7]! << 24)) >>> 0;
-      if (isize !== (ow.total - this.#memberStart) % 4294967296) this.#fail("incorrect length check (ISIZE mismatch)", (i0 + 4) * 8);
+      if (isize !== (ow.total - this.#memberStart) % 4294967296)
+        this.#fail("incorrect length check (ISIZE mismatch)", (i0 + 4) * 8);
     }
     this.#bp = (i0 + 8) * 8;
     this.#mode = M_AFTER;

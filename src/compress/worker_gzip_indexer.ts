@@ -47,9 +47,15 @@ export class WorkerGzipIndexer {
   /** Starts the worker with the backend `backend` (default "zlib"). */
   constructor(opts: { spanSize: number; backend?: string }) {
     if (!Number.isSafeInteger(opts.spanSize) || opts.spanSize < 0) {
-      throw new InvalidArgumentError(`Cannot create gzip indexer: span size ${opts.spanSize} is not a non-negative integer`);
+      throw new InvalidArgumentError(
+        `Cannot create gzip indexer: span size ${opts.spanSize} is not a non-negative integer`,
+      );
     }
-    const url = workerModuleUrl(new URL("./inflate_worker.ts", import.meta.url), "src/compress/inflate_worker.ts", "the inflate thread");
+    const url = workerModuleUrl(
+      new URL("./inflate_worker.ts", import.meta.url),
+      "src/compress/inflate_worker.ts",
+      "the inflate thread",
+    );
     this.#worker = new Worker(url, { type: "module" });
     this.#worker.onmessage = (e: MessageEvent<OutMessage>) => this.#deliver(e.data);
     this.#worker.onerror = (e: ErrorEvent) => {
@@ -68,7 +74,8 @@ export class WorkerGzipIndexer {
   push(chunk: Uint8Array): void {
     this.#check();
     if (this.#inputEnded) throw new InvalidArgumentError("Cannot push to gzip indexer: its input has ended");
-    if (chunk.byteOffset !== 0) throw new InvalidArgumentError("Cannot push to gzip indexer: the chunk must start its buffer");
+    if (chunk.byteOffset !== 0)
+      throw new InvalidArgumentError("Cannot push to gzip indexer: the chunk must start its buffer");
     const buf = chunk.buffer as ArrayBuffer;
     this.#pending++;
     this.#post({ type: "push", buf, length: chunk.length }, [buf]);
@@ -110,7 +117,8 @@ export class WorkerGzipIndexer {
   /** Ends the input (after every result was taken) and stops the worker; throws as the synchronous `end()`. */
   async end(): Promise<GzipIndexResult> {
     this.#check();
-    if (this.#pending !== 0) throw new InvalidArgumentError(`Cannot end gzip indexer: ${this.#pending} chunks not taken`);
+    if (this.#pending !== 0)
+      throw new InvalidArgumentError(`Cannot end gzip indexer: ${this.#pending} chunks not taken`);
     this.endInput();
     try {
       const m = await this.#receive();
@@ -152,8 +160,8 @@ export class WorkerGzipIndexer {
         m.name === "GzipFormatError" && m.offset !== undefined
           ? new GzipFormatError(m.message, m.offset)
           : m.name === "InvalidArgumentError"
-          ? new InvalidArgumentError(m.message)
-          : new Error(m.message),
+            ? new InvalidArgumentError(m.message)
+            : new Error(m.message),
       );
       return;
     }

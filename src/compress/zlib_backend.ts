@@ -19,7 +19,14 @@
 import { GzipFormatError, InvalidArgumentError } from "../util/errors.ts";
 import { OutputWindow } from "./output_window.ts";
 import { checkResumeArgs } from "./ts_backend.ts";
-import type { Checkpoint, GzipIndexer, GzipIndexerOptions, GzipIndexResult, InflateBackend, ResumeOptions } from "./types.ts";
+import type {
+  Checkpoint,
+  GzipIndexer,
+  GzipIndexerOptions,
+  GzipIndexResult,
+  InflateBackend,
+  ResumeOptions,
+} from "./types.ts";
 import { WINDOW_SIZE } from "./types.ts";
 
 /** One zlib inflate stream (z_stream + zlib's state). */
@@ -104,7 +111,8 @@ class ZlibGzipIndexer implements GzipIndexer {
     if (this.#ended) throw new InvalidArgumentError("Cannot push to gzip indexer: end() was called");
     this.#out = [];
     this.#ow.startBatch();
-    for (let off = 0; off < chunk.length; off += MAX_PIECE) this.#inflate(chunk, off, Math.min(chunk.length - off, MAX_PIECE));
+    for (let off = 0; off < chunk.length; off += MAX_PIECE)
+      this.#inflate(chunk, off, Math.min(chunk.length - off, MAX_PIECE));
     this.#ow.emit();
     return this.#out;
   }
@@ -169,7 +177,8 @@ class ZlibGzipIndexer implements GzipIndexer {
   end(): GzipIndexResult {
     if (this.#ended) throw new InvalidArgumentError("Cannot end gzip indexer: it has ended already");
     this.#release();
-    if (this.#totIn === 0) throw new GzipFormatError("Cannot index gzip data: input is empty at compressed offset 0", 0);
+    if (this.#totIn === 0)
+      throw new GzipFormatError("Cannot index gzip data: input is empty at compressed offset 0", 0);
     if (!this.#memberDone) {
       throw new GzipFormatError(
         `Cannot index gzip data: input ends inside a member (truncated) at compressed offset ${this.#totIn}`,
@@ -184,7 +193,12 @@ class ZlibGzipIndexer implements GzipIndexer {
  * SOCI's extract_data_from_buffer: raw inflate primed with the checkpoint's leftover bits and its window;
  * after the first member's final block its trailer is skipped and later members are inflated as gzip.
  */
-function inflateFromCheckpoint(binding: ZlibBinding, compressed: Uint8Array, cp: Checkpoint, opts: ResumeOptions): Uint8Array {
+function inflateFromCheckpoint(
+  binding: ZlibBinding,
+  compressed: Uint8Array,
+  cp: Checkpoint,
+  opts: ResumeOptions,
+): Uint8Array {
   const skip = opts.skip ?? 0;
   const length = opts.length;
   checkResumeArgs(cp, skip, length);

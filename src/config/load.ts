@@ -191,15 +191,16 @@ export function renderToml(config: Config = defaultConfig()): string {
     lines.push("");
   }
   lines.push(
-    "# Per-registry settings: [resolver.host.\"<host>\"] with plain_http, ca_file, username, password, and",
-    "# mirrors = [{ host = \"mirror:5000\", insecure = false, request_timeout_sec = 0 }] tried before the origin.",
+    '# Per-registry settings: [resolver.host."<host>"] with plain_http, ca_file, username, password, and',
+    '# mirrors = [{ host = "mirror:5000", insecure = false, request_timeout_sec = 0 }] tried before the origin.',
   );
   for (const [host, hc] of Object.entries(config.resolver.host)) {
     lines.push(`[resolver.host.${JSON.stringify(host)}]`);
     const values = hc as unknown as Table;
     for (const f of HOST_FIELDS) lines.push(...renderField(f, values[f.ts]));
     const mirrors = hc.mirrors.map(
-      (m) => `{ host = ${JSON.stringify(m.host)}, insecure = ${m.insecure}, request_timeout_sec = ${m.requestTimeoutSec} }`,
+      (m) =>
+        `{ host = ${JSON.stringify(m.host)}, insecure = ${m.insecure}, request_timeout_sec = ${m.requestTimeoutSec} }`,
     );
     lines.push(`mirrors = [${mirrors.join(", ")}]`, "");
   }

@@ -7,7 +7,13 @@
 import type { DirectSource } from "./direct_reads.ts";
 import { FormatError } from "../util/errors.ts";
 import {
-  ATTR_OUT_SIZE, ATTR_SIZE, DIRENT_SIZE, ENTRY_OUT_SIZE, IN_HEADER_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE,
+  ATTR_OUT_SIZE,
+  ATTR_SIZE,
+  DIRENT_SIZE,
+  ENTRY_OUT_SIZE,
+  IN_HEADER_SIZE,
+  OPEN_OUT_SIZE,
+  OUT_HEADER_SIZE,
   STATFS_OUT_SIZE,
 } from "./abi.ts";
 

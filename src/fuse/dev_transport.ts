@@ -93,13 +93,23 @@ export interface DevTransportOptions {
 const { SLOTS, HEAD, TAIL, LEN, CTL_BYTES } = SLOT_LAYOUT;
 
 /** Atomics.waitAsync (ES2024; in Bun, not yet in this project's TypeScript lib). */
-const waitAsync = (Atomics as unknown as {
-  waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
-}).waitAsync;
+const waitAsync = (
+  Atomics as unknown as {
+    waitAsync(
+      a: Int32Array,
+      index: number,
+      value: number,
+    ): { async: false; value: string } | { async: true; value: Promise<string> };
+  }
+).waitAsync;
 
 /** The reader thread's module (next to this file from source, embedded in a compiled executable). */
 function readerWorkerUrl(): string {
-  return workerModuleUrl(new URL("./reader_worker.ts", import.meta.url), "src/fuse/reader_worker.ts", "FUSE reader threads");
+  return workerModuleUrl(
+    new URL("./reader_worker.ts", import.meta.url),
+    "src/fuse/reader_worker.ts",
+    "FUSE reader threads",
+  );
 }
 let readerUrl: string | undefined;
 
@@ -176,7 +186,12 @@ export class DevTransport {
       if (this.#direct) {
         const { port1, port2 } = new MessageChannel();
         ports.push(port1);
-        const direct = { handles: this.#direct.handles, fdSlots: this.#direct.addReader(), port: port2, maxReadBytes: this.server.opts.maxReadBytes };
+        const direct = {
+          handles: this.#direct.handles,
+          fdSlots: this.#direct.addReader(),
+          port: port2,
+          maxReadBytes: this.server.opts.maxReadBytes,
+        };
         w.postMessage({ fd, bytes, sab, direct }, [port2]);
       } else {
         w.postMessage({ fd, bytes, sab });

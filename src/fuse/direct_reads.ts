@@ -119,12 +119,15 @@ export class BackingStream {
     const count = bounds.length - 1;
     const indexed = opts.indexed ?? true;
     if (count < 1) throw new RangeError(`Cannot describe stream "${pathPrefix}": it needs at least one segment`);
-    if (!indexed && count !== 1) throw new RangeError(`Cannot describe stream "${pathPrefix}": ${count} segments in one file`);
+    if (!indexed && count !== 1)
+      throw new RangeError(`Cannot describe stream "${pathPrefix}": ${count} segments in one file`);
     const b = new Float64Array(new SharedArrayBuffer((count + 1) * 8));
     for (let i = 0; i <= count; i++) {
       const v = bounds[i]!;
       if (!Number.isSafeInteger(v) || v < 0 || (i > 0 && v < b[i - 1]!)) {
-        throw new RangeError(`Cannot describe stream "${pathPrefix}": bound ${i} (${v}) is not a non-decreasing offset`);
+        throw new RangeError(
+          `Cannot describe stream "${pathPrefix}": bound ${i} (${v}) is not a non-decreasing offset`,
+        );
       }
       b[i] = v;
     }
@@ -133,7 +136,13 @@ export class BackingStream {
     this.size = b[count]!;
     this.#bounds = b;
     this.#flags = new Uint8Array(new SharedArrayBuffer(count));
-    this.descriptor = { id: this.id, pathPrefix, indexed, bounds: b.buffer as SharedArrayBuffer, flags: this.#flags.buffer as SharedArrayBuffer };
+    this.descriptor = {
+      id: this.id,
+      pathPrefix,
+      indexed,
+      bounds: b.buffer as SharedArrayBuffer,
+      flags: this.#flags.buffer as SharedArrayBuffer,
+    };
   }
 
   /** Mark segment `i` present (its file is in place) or absent (before its file goes away). */
@@ -162,7 +171,10 @@ export class BackingStream {
 
   /** The segments holding stream bytes [offset, offset + length) (length > 0, within the stream). */
   segmentsOf(offset: number, length: number): [first: number, last: number] {
-    return [lastAtOrBefore(this.#bounds, offset, this.segmentCount), lastAtOrBefore(this.#bounds, offset + length - 1, this.segmentCount)];
+    return [
+      lastAtOrBefore(this.#bounds, offset, this.segmentCount),
+      lastAtOrBefore(this.#bounds, offset + length - 1, this.segmentCount),
+    ];
   }
 
   /** Segments read by reader threads since the last call (their USED bits are cleared). */
@@ -211,9 +223,7 @@ export class DirectReadTable {
    * that needs it is visible. `closeFd`: close an fd a reader thread opened (the main thread does it when a
    * segment leaves while the reader is idle).
    */
-  constructor(
-    readonly io: { onStream: (d: StreamDescriptor) => void; closeFd: (fd: number) => void },
-  ) {}
+  constructor(readonly io: { onStream: (d: StreamDescriptor) => void; closeFd: (fd: number) => void }) {}
 
   /** A new reader thread's fd slots (pass the buffer to the thread). */
   addReader(): SharedArrayBuffer {
@@ -228,7 +238,8 @@ export class DirectReadTable {
    */
   register(fh: number, src: DirectSource): boolean {
     if (this.#closed || !Number.isInteger(fh) || fh < 1 || fh > MAX_FH) return false;
-    if (!Number.isSafeInteger(src.offset) || !Number.isSafeInteger(src.size) || src.offset < 0 || src.size < 0) return false;
+    if (!Number.isSafeInteger(src.offset) || !Number.isSafeInteger(src.size) || src.offset < 0 || src.size < 0)
+      return false;
     if (src.offset + src.size > src.stream.size) return false;
     const base = CTL_WORDS + (fh & (HANDLE_SLOTS - 1)) * SLOT_WORDS;
     if (Atomics.load(this.#words, base) !== 0) return false;
@@ -241,9 +252,9 @@ export class DirectReadTable {
     // 2. Fields, then the fh word that publishes them.
     const w = this.#words;
     w[base + 1] = src.stream.id;
-    w[base + 2] = src.offset % TWO_32 | 0;
+    w[base + 2] = (src.offset % TWO_32) | 0;
     w[base + 3] = Math.floor(src.offset / TWO_32);
-    w[base + 4] = src.size % TWO_32 | 0;
+    w[base + 4] = (src.size % TWO_32) | 0;
     w[base + 5] = Math.floor(src.size / TWO_32);
     Atomics.store(w, base, fh);
     this.#registered++;
@@ -372,13 +383,27 @@ export class DirectReader {
     const w = this.#words;
     if (Atomics.load(w, base) !== fh) return -1;
     this.#cold = false;
-    const n = this.#readHandle(w[base + 1]!, (w[base + 2]! >>> 0) + w[base + 3]! * TWO_32, (w[base + 4]! >>> 0) + w[base + 5]! * TWO_32, offset, size, out);
+    const n = this.#readHandle(
+      w[base + 1]!,
+      (w[base + 2]! >>> 0) + w[base + 3]! * TWO_32,
+      (w[base + 4]! >>> 0) + w[base + 5]! * TWO_32,
+      offset,
+      size,
+      out,
+    );
     Atomics.add(w, n < 0 ? CTL_HANDED : CTL_DIRECT, 1);
     if (n < 0 && this.#cold) Atomics.add(w, CTL_COLD, 1);
     return n;
   }
 
-  #readHandle(streamId: number, fileOffset: number, fileSize: number, offset: number, size: number, out: Uint8Array): number {
+  #readHandle(
+    streamId: number,
+    fileOffset: number,
+    fileSize: number,
+    offset: number,
+    size: number,
+    out: Uint8Array,
+  ): number {
     // 2. The range, clamped to the file; an empty one is the end of file.
     if (offset >= fileSize) return 0;
     const len = Math.min(size, fileSize - offset);
@@ -407,7 +432,15 @@ export class DirectReader {
   }
 
   /** pread of `length` bytes of a segment through a cached fd; false when it cannot be done here. */
-  #preadSegment(s: ReaderStream, seg: number, segBytes: number, out: Uint8Array, at: number, length: number, position: number): boolean {
+  #preadSegment(
+    s: ReaderStream,
+    seg: number,
+    segBytes: number,
+    out: Uint8Array,
+    at: number,
+    length: number,
+    position: number,
+  ): boolean {
     const slot = this.#acquire(s, seg, segBytes);
     if (slot < 0) return false;
     const fd = this.#slots[slot * FD_WORDS + 3]!;
@@ -539,4 +572,3 @@ export class DirectReader {
     return s;
   }
 }
-

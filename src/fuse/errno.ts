@@ -28,11 +28,27 @@ export const EROFS = 30;
 export const ENOTCONN = 107;
 
 const NAMES: Record<number, string> = {
-  [EPERM]: "EPERM", [ENOENT]: "ENOENT", [EINTR]: "EINTR", [EIO]: "EIO", [EBADF]: "EBADF",
-  [EAGAIN]: "EAGAIN", [ENOMEM]: "ENOMEM", [EACCES]: "EACCES", [EEXIST]: "EEXIST", [ENODEV]: "ENODEV",
-  [ENOTDIR]: "ENOTDIR", [EISDIR]: "EISDIR", [EINVAL]: "EINVAL", [ERANGE]: "ERANGE", [ENOSYS]: "ENOSYS",
-  [ENOTEMPTY]: "ENOTEMPTY", [ENODATA]: "ENODATA", [EPROTO]: "EPROTO", [EOVERFLOW]: "EOVERFLOW",
-  [EROFS]: "EROFS", [ENOTCONN]: "ENOTCONN",
+  [EPERM]: "EPERM",
+  [ENOENT]: "ENOENT",
+  [EINTR]: "EINTR",
+  [EIO]: "EIO",
+  [EBADF]: "EBADF",
+  [EAGAIN]: "EAGAIN",
+  [ENOMEM]: "ENOMEM",
+  [EACCES]: "EACCES",
+  [EEXIST]: "EEXIST",
+  [ENODEV]: "ENODEV",
+  [ENOTDIR]: "ENOTDIR",
+  [EISDIR]: "EISDIR",
+  [EINVAL]: "EINVAL",
+  [ERANGE]: "ERANGE",
+  [ENOSYS]: "ENOSYS",
+  [ENOTEMPTY]: "ENOTEMPTY",
+  [ENODATA]: "ENODATA",
+  [EPROTO]: "EPROTO",
+  [EOVERFLOW]: "EOVERFLOW",
+  [EROFS]: "EROFS",
+  [ENOTCONN]: "ENOTCONN",
 };
 
 /** The symbolic name of an errno (`ENOENT`), or `errno <n>` for ones not listed here. */

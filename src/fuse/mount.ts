@@ -10,7 +10,17 @@ import { closeSync, constants, openSync, readFileSync, statSync, writeFileSync }
 import { statfs } from "node:fs/promises";
 import { resolve } from "node:path";
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
-import { LibcError, MNT_DETACH, MNT_FORCE, MS_NODEV, MS_NOSUID, MS_RDONLY, mount, O_CLOEXEC, umount2 } from "../platform/libc.ts";
+import {
+  LibcError,
+  MNT_DETACH,
+  MNT_FORCE,
+  MS_NODEV,
+  MS_NOSUID,
+  MS_RDONLY,
+  mount,
+  O_CLOEXEC,
+  umount2,
+} from "../platform/libc.ts";
 
 /** How to mount; every field has a default. nosuid and nodev are always set (see `mountFuse`). */
 export interface FuseMountOptions {
@@ -71,7 +81,9 @@ export function mountFuse(mountpoint: string, opts: FuseMountOptions = {}): Fuse
   try {
     fd = openSync("/dev/fuse", constants.O_RDWR | O_CLOEXEC);
   } catch (err) {
-    throw new FailedPreconditionError(`Cannot mount FUSE at "${mp}": cannot open /dev/fuse: ${errorMessage(err)}`, { cause: err });
+    throw new FailedPreconditionError(`Cannot mount FUSE at "${mp}": cannot open /dev/fuse: ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
   // 3. mount(2) with the fd in the options. It does not wait for INIT: the caller must serve at once.
   const data = [
@@ -80,8 +92,8 @@ export function mountFuse(mountpoint: string, opts: FuseMountOptions = {}): Fuse
     `user_id=${process.getuid?.() ?? 0}`,
     `group_id=${process.getgid?.() ?? 0}`,
     `max_read=${opts.maxReadBytes ?? 1 << 20}`,
-    ...(opts.allowOther ?? true ? ["allow_other"] : []),
-    ...(opts.defaultPermissions ?? true ? ["default_permissions"] : []),
+    ...((opts.allowOther ?? true) ? ["allow_other"] : []),
+    ...((opts.defaultPermissions ?? true) ? ["default_permissions"] : []),
   ].join(",");
   // Always nosuid,nodev, with no option to lift them: the mount is allow_other (every local user reaches it)
   // and serves an untrusted image, so its setuid bits and device nodes must not take effect here. A
@@ -209,7 +221,8 @@ export async function probeFuseMount(path: string, timeoutMs: number): Promise<"
   // asking the server, so a mount whose server died a moment ago looked live; STATFS always goes to the server.
   const check = statfs(path).then(
     () => "live" as const,
-    (err: NodeJS.ErrnoException) => (err.code === "ENOTCONN" || err.code === "ECONNABORTED" ? ("stale" as const) : ("unknown" as const)),
+    (err: NodeJS.ErrnoException) =>
+      err.code === "ENOTCONN" || err.code === "ECONNABORTED" ? ("stale" as const) : ("unknown" as const),
   );
   try {
     return await Promise.race([check, timeout]);

@@ -110,7 +110,12 @@ export class PassthroughOpens {
   stats(): PassthroughStats {
     let ids = 0;
     for (const n of this.#nodes.values()) if (n.backingId) ids++;
-    return { opens: this.#opens, backingIds: ids, handles: this.#handles.size, ...(this.#off ? { off: this.#off } : {}) };
+    return {
+      opens: this.#opens,
+      backingIds: ids,
+      handles: this.#handles.size,
+      ...(this.#off ? { off: this.#off } : {}),
+    };
   }
 }
 

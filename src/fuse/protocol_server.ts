@@ -20,24 +20,80 @@
  */
 import { errorMessage, FormatError } from "../util/errors.ts";
 import {
-  ACCESS_IN_SIZE, BATCH_FORGET_IN_SIZE, FLUSH_IN_SIZE, FOPEN_PASSTHROUGH, FORGET_IN_SIZE, FORGET_ONE_SIZE,
-  FUSE_ACCESS, FUSE_ASYNC_DIO, FUSE_ASYNC_READ, FUSE_BATCH_FORGET, FUSE_BIG_WRITES, FUSE_CACHE_SYMLINKS,
-  FUSE_DESTROY, FUSE_DO_READDIRPLUS, FUSE_FLUSH, FUSE_FORGET, FUSE_GETATTR, FUSE_GETATTR_FH, FUSE_GETXATTR,
-  FUSE_INIT, FUSE_INIT_EXT, FUSE_INTERRUPT, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LISTXATTR,
-  FUSE_LOOKUP, FUSE_MAX_PAGES, FUSE_MIN_MINOR_VERSION, FUSE_OPEN, FUSE_OPENDIR, FUSE_PAGE_SIZE,
-  FUSE_PARALLEL_DIROPS, FUSE_PASSTHROUGH_FLAGS2, FUSE_PASSTHROUGH_MINOR_VERSION, FUSE_READ, FUSE_READDIR,
-  FUSE_READDIRPLUS, FUSE_READDIRPLUS_AUTO, FUSE_READLINK, FUSE_RELEASE, FUSE_RELEASEDIR, FUSE_STATFS,
-  GETATTR_IN_SIZE, GETXATTR_IN_SIZE, INIT_FLAG2_NAMES, INIT_FLAG_NAMES, INIT_IN_SIZE, INIT_OUT_SIZE,
-  INTERRUPT_IN_SIZE, IN_HEADER_SIZE, OPCODE_NAMES, OPEN_IN_SIZE, OUT_HEADER_SIZE, PASSTHROUGH_MAX_STACK_DEPTH,
-  READ_IN_SIZE, RELEASE_IN_SIZE, WRITE_OPCODES,
+  ACCESS_IN_SIZE,
+  BATCH_FORGET_IN_SIZE,
+  FLUSH_IN_SIZE,
+  FOPEN_PASSTHROUGH,
+  FORGET_IN_SIZE,
+  FORGET_ONE_SIZE,
+  FUSE_ACCESS,
+  FUSE_ASYNC_DIO,
+  FUSE_ASYNC_READ,
+  FUSE_BATCH_FORGET,
+  FUSE_BIG_WRITES,
+  FUSE_CACHE_SYMLINKS,
+  FUSE_DESTROY,
+  FUSE_DO_READDIRPLUS,
+  FUSE_FLUSH,
+  FUSE_FORGET,
+  FUSE_GETATTR,
+  FUSE_GETATTR_FH,
+  FUSE_GETXATTR,
+  FUSE_INIT,
+  FUSE_INIT_EXT,
+  FUSE_INTERRUPT,
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  FUSE_LISTXATTR,
+  FUSE_LOOKUP,
+  FUSE_MAX_PAGES,
+  FUSE_MIN_MINOR_VERSION,
+  FUSE_OPEN,
+  FUSE_OPENDIR,
+  FUSE_PAGE_SIZE,
+  FUSE_PARALLEL_DIROPS,
+  FUSE_PASSTHROUGH_FLAGS2,
+  FUSE_PASSTHROUGH_MINOR_VERSION,
+  FUSE_READ,
+  FUSE_READDIR,
+  FUSE_READDIRPLUS,
+  FUSE_READDIRPLUS_AUTO,
+  FUSE_READLINK,
+  FUSE_RELEASE,
+  FUSE_RELEASEDIR,
+  FUSE_STATFS,
+  GETATTR_IN_SIZE,
+  GETXATTR_IN_SIZE,
+  INIT_FLAG2_NAMES,
+  INIT_FLAG_NAMES,
+  INIT_IN_SIZE,
+  INIT_OUT_SIZE,
+  INTERRUPT_IN_SIZE,
+  IN_HEADER_SIZE,
+  OPCODE_NAMES,
+  OPEN_IN_SIZE,
+  OUT_HEADER_SIZE,
+  PASSTHROUGH_MAX_STACK_DEPTH,
+  READ_IN_SIZE,
+  RELEASE_IN_SIZE,
+  WRITE_OPCODES,
 } from "./abi.ts";
 import {
-  attrReply, dataHeader, DirentBuffer, decodeInHeader, entryReply, errorReply, newReply, openReply, RequestReader,
-  statfsReply, utf8, xattrSizeReply, type InHeader,
+  attrReply,
+  dataHeader,
+  DirentBuffer,
+  decodeInHeader,
+  entryReply,
+  errorReply,
+  newReply,
+  openReply,
+  RequestReader,
+  statfsReply,
+  utf8,
+  xattrSizeReply,
+  type InHeader,
 } from "./codec.ts";
-import {
-  EINTR, EINVAL, EIO, ENODATA, ENOSYS, EPROTO, ERANGE, EROFS, errnoName, FuseErrno, toErrno,
-} from "./errno.ts";
+import { EINTR, EINVAL, EIO, ENODATA, ENOSYS, EPROTO, ERANGE, EROFS, errnoName, FuseErrno, toErrno } from "./errno.ts";
 import type { DirectReadTable } from "./direct_reads.ts";
 import { PassthroughOpens, type BackingFiles } from "./passthrough.ts";
 import type { RawContext, RawFileSystem } from "./raw_fs.ts";
@@ -355,7 +411,10 @@ function name0(req: Request, what: string, off = BODY): string {
   return n;
 }
 
-function then<T>(v: T | Promise<T>, f: (v: T) => ReplyIov | undefined): ReplyIov | undefined | Promise<ReplyIov | undefined> {
+function then<T>(
+  v: T | Promise<T>,
+  f: (v: T) => ReplyIov | undefined,
+): ReplyIov | undefined | Promise<ReplyIov | undefined> {
   return v instanceof Promise ? v.then(f) : f(v);
 }
 
@@ -378,14 +437,23 @@ row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
     throw new FuseErrno(EPROTO);
   }
   const wanted =
-    FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS |
-    FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS | FUSE_ASYNC_DIO;
+    FUSE_ASYNC_READ |
+    FUSE_BIG_WRITES |
+    FUSE_DO_READDIRPLUS |
+    FUSE_READDIRPLUS_AUTO |
+    FUSE_PARALLEL_DIROPS |
+    FUSE_MAX_PAGES |
+    FUSE_CACHE_SYMLINKS |
+    FUSE_ASYNC_DIO;
   let flags = (kernelFlags & wanted) >>> 0;
   const maxPages = Math.max(1, Math.floor(s.opts.maxReadBytes / FUSE_PAGE_SIZE));
   // Passthrough (7.40): asked for, a transport to do it, and offered in flags2 (present with FUSE_INIT_EXT).
   const kernelFlags2 = kernelFlags & FUSE_INIT_EXT && r.bytes.length >= BODY + 20 ? r.u32(BODY + 16) : 0;
   const passthrough =
-    s.wantsPassthrough && s.backingFiles !== undefined && minor >= FUSE_PASSTHROUGH_MINOR_VERSION && (kernelFlags2 & FUSE_PASSTHROUGH_FLAGS2) !== 0;
+    s.wantsPassthrough &&
+    s.backingFiles !== undefined &&
+    minor >= FUSE_PASSTHROUGH_MINOR_VERSION &&
+    (kernelFlags2 & FUSE_PASSTHROUGH_FLAGS2) !== 0;
   const flags2 = passthrough ? FUSE_PASSTHROUGH_FLAGS2 : 0;
   if (passthrough) flags |= FUSE_INIT_EXT;
   const ourMinor = passthrough ? FUSE_PASSTHROUGH_MINOR_VERSION : Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
@@ -403,11 +471,20 @@ row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
     v.setUint32(36, PASSTHROUGH_MAX_STACK_DEPTH, true);
     s.passthrough = new PassthroughOpens(s.backingFiles!, s.onError);
   } else if (s.wantsPassthrough) {
-    s.onError(`FUSE passthrough is not available (kernel protocol 7.${minor}${minor >= FUSE_PASSTHROUGH_MINOR_VERSION ? ", not offered" : ""}); files are served instead`);
+    s.onError(
+      `FUSE passthrough is not available (kernel protocol 7.${minor}${minor >= FUSE_PASSTHROUGH_MINOR_VERSION ? ", not offered" : ""}); files are served instead`,
+    );
   }
   s.settle({
-    major: FUSE_KERNEL_VERSION, minor: ourMinor, kernelMinor: minor, flags, maxReadahead,
-    maxWrite: s.opts.maxWriteBytes, maxPages, flags2, passthrough,
+    major: FUSE_KERNEL_VERSION,
+    minor: ourMinor,
+    kernelMinor: minor,
+    flags,
+    maxReadahead,
+    maxWrite: s.opts.maxWriteBytes,
+    maxPages,
+    flags2,
+    passthrough,
   });
   return one(out);
 });
@@ -422,20 +499,30 @@ row(FUSE_LOOKUP, 0, (s, req) => {
   return then(fsMethod(s, "lookup")(req.h.nodeid, name, req.ctx), (e) => one(entryReply(req.h.unique, e)));
 });
 
-row(FUSE_FORGET, FORGET_IN_SIZE, (s, { h, r }) => {
-  s.fs.forget?.(h.nodeid, r.u64(BODY));
-  return undefined;
-}, true);
+row(
+  FUSE_FORGET,
+  FORGET_IN_SIZE,
+  (s, { h, r }) => {
+    s.fs.forget?.(h.nodeid, r.u64(BODY));
+    return undefined;
+  },
+  true,
+);
 
-row(FUSE_BATCH_FORGET, BATCH_FORGET_IN_SIZE, (s, { r }) => {
-  const count = r.u32(BODY);
-  r.need(BODY + BATCH_FORGET_IN_SIZE, count * FORGET_ONE_SIZE, "BATCH_FORGET entries");
-  for (let i = 0; i < count; i++) {
-    const off = BODY + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE;
-    s.fs.forget?.(r.u64(off), r.u64(off + 8));
-  }
-  return undefined;
-}, true);
+row(
+  FUSE_BATCH_FORGET,
+  BATCH_FORGET_IN_SIZE,
+  (s, { r }) => {
+    const count = r.u32(BODY);
+    r.need(BODY + BATCH_FORGET_IN_SIZE, count * FORGET_ONE_SIZE, "BATCH_FORGET entries");
+    for (let i = 0; i < count; i++) {
+      const off = BODY + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE;
+      s.fs.forget?.(r.u64(off), r.u64(off + 8));
+    }
+    return undefined;
+  },
+  true,
+);
 
 row(FUSE_GETATTR, GETATTR_IN_SIZE, (s, { h, r, ctx }) => {
   const fh = r.u32(BODY) & FUSE_GETATTR_FH ? r.u64(BODY + 8) : undefined;
@@ -443,7 +530,8 @@ row(FUSE_GETATTR, GETATTR_IN_SIZE, (s, { h, r, ctx }) => {
 });
 
 row(FUSE_READLINK, 0, (s, { h, ctx }) =>
-  then(fsMethod(s, "readlink")(h.nodeid, ctx), (t) => [dataHeader(h.unique, t.length), t]));
+  then(fsMethod(s, "readlink")(h.nodeid, ctx), (t) => [dataHeader(h.unique, t.length), t]),
+);
 
 row(FUSE_OPEN, OPEN_IN_SIZE, (s, { h, r, ctx }) => {
   const flags = r.u32(BODY);
@@ -478,7 +566,8 @@ row(FUSE_RELEASE, RELEASE_IN_SIZE, (s, { h, r }) => {
 row(FUSE_FLUSH, FLUSH_IN_SIZE, (_s, { h }) => one(newReply(h.unique, 0)));
 
 row(FUSE_OPENDIR, OPEN_IN_SIZE, (s, { h, r, ctx }) =>
-  then(fsMethod(s, "opendir")(h.nodeid, r.u32(BODY), ctx), (o) => one(openReply(h.unique, o))));
+  then(fsMethod(s, "opendir")(h.nodeid, r.u32(BODY), ctx), (o) => one(openReply(h.unique, o))),
+);
 
 function readdir(plus: boolean): Handler {
   return (s, { h, r, ctx }) => {
@@ -499,7 +588,14 @@ row(FUSE_RELEASEDIR, RELEASE_IN_SIZE, (s, { h, r }) => {
 
 row(FUSE_STATFS, 0, (s, { h }) => {
   const st = s.fs.statfs?.(h.nodeid) ?? {
-    blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096,
+    blocks: 0,
+    bfree: 0,
+    bavail: 0,
+    files: 0,
+    ffree: 0,
+    bsize: 4096,
+    namelen: 255,
+    frsize: 4096,
   };
   return then(st, (v) => one(statfsReply(h.unique, v)));
 });
@@ -530,10 +626,15 @@ row(FUSE_ACCESS, ACCESS_IN_SIZE, (s, { h, r, ctx }) => {
   return then(s.fs.access?.(h.nodeid, mask, ctx), () => one(newReply(h.unique, 0)));
 });
 
-row(FUSE_INTERRUPT, INTERRUPT_IN_SIZE, (s, { r }) => {
-  s.interrupt(r.u64n(BODY));
-  return undefined;
-}, true);
+row(
+  FUSE_INTERRUPT,
+  INTERRUPT_IN_SIZE,
+  (s, { r }) => {
+    s.interrupt(r.u64n(BODY));
+    return undefined;
+  },
+  true,
+);
 
 // ---- debug descriptions ----
 

@@ -106,7 +106,8 @@ function serve({ fd, bytes, sab, direct }: InitMessage): void {
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
           // ENOENT: the request was interrupted; ENODEV: the mount is gone (the next read ends the loop).
-          if (code !== "ENOENT" && code !== "ENODEV" && code !== "EBADF") postMessage({ error: `Cannot write FUSE reply on fd ${fd}: ${String(code ?? err)}` });
+          if (code !== "ENOENT" && code !== "ENODEV" && code !== "EBADF")
+            postMessage({ error: `Cannot write FUSE reply on fd ${fd}: ${String(code ?? err)}` });
         }
         continue;
       }

@@ -15,8 +15,25 @@ import * as grpc from "@grpc/grpc-js";
 import { UnavailableError } from "../util/errors.ts";
 import { SNAPSHOTS_SERVICE_NAME, snapshotsServiceDefinition, type SnapshotsMethod } from "./snapshots_definition.ts";
 import { MAX_MESSAGE_BYTES, STATUS_BY_CLASS } from "./snapshots_server.ts";
-import type { Info, KeyRequest, CommitRequest, ListRequest, Mount, PrepareRequest, UpdateRequest, Usage } from "./snapshots_types.ts";
-import { infoFromWire, infoToWire, mountsFromWire, usageFromWire, type WireInfo, type WireMount, type WireUsage } from "./snapshots_wire.ts";
+import type {
+  Info,
+  KeyRequest,
+  CommitRequest,
+  ListRequest,
+  Mount,
+  PrepareRequest,
+  UpdateRequest,
+  Usage,
+} from "./snapshots_types.ts";
+import {
+  infoFromWire,
+  infoToWire,
+  mountsFromWire,
+  usageFromWire,
+  type WireInfo,
+  type WireMount,
+  type WireUsage,
+} from "./snapshots_wire.ts";
 
 /** Default deadline of one call. */
 export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
@@ -70,13 +87,21 @@ export class SnapshotsClient {
 
   /** Creates an active snapshot `key` on `parent` ("" for none); returns its mounts. */
   async prepare(req: PrepareRequest, opts?: SnapshotsCallOptions): Promise<Mount[]> {
-    const r = await this.#unary<{ mounts: WireMount[] }>("Prepare", { key: req.key, parent: req.parent, labels: req.labels }, opts);
+    const r = await this.#unary<{ mounts: WireMount[] }>(
+      "Prepare",
+      { key: req.key, parent: req.parent, labels: req.labels },
+      opts,
+    );
     return mountsFromWire(r.mounts);
   }
 
   /** Creates a read-only view `key` of `parent`; returns its mounts. */
   async view(req: PrepareRequest, opts?: SnapshotsCallOptions): Promise<Mount[]> {
-    const r = await this.#unary<{ mounts: WireMount[] }>("View", { key: req.key, parent: req.parent, labels: req.labels }, opts);
+    const r = await this.#unary<{ mounts: WireMount[] }>(
+      "View",
+      { key: req.key, parent: req.parent, labels: req.labels },
+      opts,
+    );
     return mountsFromWire(r.mounts);
   }
 
@@ -122,7 +147,9 @@ export class SnapshotsClient {
   /** Every snapshot a filter matches (all without filters), as the stream delivers them; the deadline covers the whole stream. */
   async *list(req: ListRequest = { filters: [] }, opts?: SnapshotsCallOptions): AsyncGenerator<Info> {
     const fn = this.#method<StreamFn>("List");
-    const stream = fn({ snapshotter: this.#opts.snapshotter ?? "", filters: req.filters }, this.#metadata(), { deadline: this.#deadline(opts) });
+    const stream = fn({ snapshotter: this.#opts.snapshotter ?? "", filters: req.filters }, this.#metadata(), {
+      deadline: this.#deadline(opts),
+    });
     const onAbort = () => stream.cancel();
     opts?.signal?.addEventListener("abort", onAbort, { once: true });
     if (opts?.signal?.aborted) stream.cancel();
@@ -147,11 +174,16 @@ export class SnapshotsClient {
     return new Promise<T>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
       const onAbort = () => call.cancel();
-      const call = fn({ snapshotter: this.#opts.snapshotter ?? "", ...req }, this.#metadata(), { deadline: this.#deadline(opts) }, (err, reply) => {
-        signal?.removeEventListener("abort", onAbort);
-        if (err) reject(this.#error(method, err, signal));
-        else resolve(reply as T);
-      });
+      const call = fn(
+        { snapshotter: this.#opts.snapshotter ?? "", ...req },
+        this.#metadata(),
+        { deadline: this.#deadline(opts) },
+        (err, reply) => {
+          signal?.removeEventListener("abort", onAbort);
+          if (err) reject(this.#error(method, err, signal));
+          else resolve(reply as T);
+        },
+      );
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }

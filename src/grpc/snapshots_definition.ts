@@ -23,7 +23,17 @@ import snapshotsProto from "./proto/containerd/services/snapshots/v1/snapshots.p
 export const SNAPSHOTS_SERVICE_NAME = "containerd.services.snapshots.v1.Snapshots";
 
 /** The service's methods, in the order the .proto declares them. */
-export type SnapshotsMethod = "Prepare" | "View" | "Mounts" | "Commit" | "Remove" | "Stat" | "Update" | "List" | "Usage" | "Cleanup";
+export type SnapshotsMethod =
+  | "Prepare"
+  | "View"
+  | "Mounts"
+  | "Commit"
+  | "Remove"
+  | "Stat"
+  | "Update"
+  | "List"
+  | "Usage"
+  | "Cleanup";
 
 /** The .proto texts, dependencies first (protobufjs resolves types once all are parsed, so order is cosmetic). */
 const PROTO_TEXTS = [emptyProto, fieldMaskProto, timestampProto, mountProto, snapshotsProto];
@@ -42,7 +52,10 @@ export function snapshotsServiceDefinition(): ServiceDefinition {
   // 2. Resolve types and build the package definition (proto-loader's loadSync would read files from disk).
   const pkg = fromJSON(root.toJSON(), { keepCase: true, longs: String, enums: String, defaults: true });
   const service = pkg[SNAPSHOTS_SERVICE_NAME];
-  if (!service || !("Prepare" in service)) throw new Error(`Cannot load the snapshots service: "${SNAPSHOTS_SERVICE_NAME}" is not in the embedded .proto files`);
+  if (!service || !("Prepare" in service))
+    throw new Error(
+      `Cannot load the snapshots service: "${SNAPSHOTS_SERVICE_NAME}" is not in the embedded .proto files`,
+    );
   cached = service as ServiceDefinition;
   return cached;
 }

@@ -71,13 +71,20 @@ export interface SnapshotsServer {
  * Throws InvalidArgumentError for a relative or too long path or a path that exists and is not a socket,
  * FailedPreconditionError when another process listens on the socket, and the bind's error otherwise.
  */
-export async function serveSnapshots(socketPath: string, handlers: SnapshotsHandlers, opts: ServeSnapshotsOptions = {}): Promise<SnapshotsServer> {
+export async function serveSnapshots(
+  socketPath: string,
+  handlers: SnapshotsHandlers,
+  opts: ServeSnapshotsOptions = {},
+): Promise<SnapshotsServer> {
   const logger = opts.logger ?? silentLogger;
   const path = socketPath.startsWith("unix://") ? socketPath.slice("unix://".length) : socketPath;
   // 1. The path must be one the kernel can bind.
-  if (!isAbsolute(path)) throw new InvalidArgumentError(`Cannot serve snapshots on "${socketPath}": the socket path must be absolute`);
+  if (!isAbsolute(path))
+    throw new InvalidArgumentError(`Cannot serve snapshots on "${socketPath}": the socket path must be absolute`);
   if (new TextEncoder().encode(path).length > MAX_SOCKET_PATH_BYTES) {
-    throw new InvalidArgumentError(`Cannot serve snapshots on "${path}": a socket path is at most ${MAX_SOCKET_PATH_BYTES} bytes`);
+    throw new InvalidArgumentError(
+      `Cannot serve snapshots on "${path}": a socket path is at most ${MAX_SOCKET_PATH_BYTES} bytes`,
+    );
   }
   // 2. Its directory exists, and what is left of an earlier server is gone.
   await ensureSocketDir(dirname(path));
@@ -94,7 +101,9 @@ export async function serveSnapshots(socketPath: string, handlers: SnapshotsHand
   // 4. Bind, then open the socket to the group only.
   const address = `unix://${path}`;
   await new Promise<void>((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(new Error(`Cannot serve snapshots on "${path}": ${err.message}`, { cause: err })) : resolve()));
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err) =>
+      err ? reject(new Error(`Cannot serve snapshots on "${path}": ${err.message}`, { cause: err })) : resolve(),
+    );
   });
   let ino: number;
   try {
@@ -152,8 +161,10 @@ async function removeStaleSocket(path: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
   }
-  if (!st.isSocket()) throw new InvalidArgumentError(`Cannot serve snapshots on "${path}": the path exists and is not a socket`);
-  if (await listening(path)) throw new FailedPreconditionError(`Cannot serve snapshots on "${path}": another process listens on the socket`);
+  if (!st.isSocket())
+    throw new InvalidArgumentError(`Cannot serve snapshots on "${path}": the path exists and is not a socket`);
+  if (await listening(path))
+    throw new FailedPreconditionError(`Cannot serve snapshots on "${path}": another process listens on the socket`);
   await unlink(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== "ENOENT") throw err;
   });
@@ -260,9 +271,16 @@ function callContext(call: Call, inflight: Set<AbortController>): { ctx: CallCon
 }
 
 /** The grpc-js implementation object: one adapter per method. */
-function implementation(h: SnapshotsHandlers, inflight: Set<AbortController>, logger: Logger): grpc.UntypedServiceImplementation {
+function implementation(
+  h: SnapshotsHandlers,
+  inflight: Set<AbortController>,
+  logger: Logger,
+): grpc.UntypedServiceImplementation {
   /** A unary method: decode → handler → encode, errors through statusOf. */
-  function unary<M extends Exclude<SnapshotsMethod, "List">>(method: M, run: (req: WireRequests[M], ctx: CallContext) => Promise<object>): grpc.handleUnaryCall<WireRequests[M], object> {
+  function unary<M extends Exclude<SnapshotsMethod, "List">>(
+    method: M,
+    run: (req: WireRequests[M], ctx: CallContext) => Promise<object>,
+  ): grpc.handleUnaryCall<WireRequests[M], object> {
     return (call, callback) => {
       const { ctx, end } = callContext(call, inflight);
       const started = performance.now();
@@ -272,7 +290,11 @@ function implementation(h: SnapshotsHandlers, inflight: Set<AbortController>, lo
           (reply) => {
             end();
             if (call.cancelled) return;
-            if (logger.debugEnabled) logger.debug(`snapshots ${method}`, { ...keyOf(call.request), ms: Math.round(performance.now() - started) });
+            if (logger.debugEnabled)
+              logger.debug(`snapshots ${method}`, {
+                ...keyOf(call.request),
+                ms: Math.round(performance.now() - started),
+              });
             callback(null, reply);
           },
           (err: unknown) => {
@@ -287,15 +309,25 @@ function implementation(h: SnapshotsHandlers, inflight: Set<AbortController>, lo
   /** A status for a failed call, logged at warn when it is not one of the known classes. */
   function failed(method: SnapshotsMethod, req: object, err: unknown, signal: AbortSignal): Partial<grpc.StatusObject> {
     const status = statusOf(err, signal);
-    if (status.code === grpc.status.UNKNOWN) logger.warn(`snapshots ${method} failed`, { ...keyOf(req), error: status.details });
-    else if (logger.debugEnabled) logger.debug(`snapshots ${method} failed`, { ...keyOf(req), code: grpc.status[status.code], error: status.details });
+    if (status.code === grpc.status.UNKNOWN)
+      logger.warn(`snapshots ${method} failed`, { ...keyOf(req), error: status.details });
+    else if (logger.debugEnabled)
+      logger.debug(`snapshots ${method} failed`, {
+        ...keyOf(req),
+        code: grpc.status[status.code],
+        error: status.details,
+      });
     return status;
   }
 
   const mounts = (m: Mount[]) => ({ mounts: mountsToWire(m) });
   return {
-    Prepare: unary("Prepare", async (r, ctx) => mounts(await h.prepare({ key: r.key, parent: r.parent, labels: labelsCopy(r.labels) }, ctx))),
-    View: unary("View", async (r, ctx) => mounts(await h.view({ key: r.key, parent: r.parent, labels: labelsCopy(r.labels) }, ctx))),
+    Prepare: unary("Prepare", async (r, ctx) =>
+      mounts(await h.prepare({ key: r.key, parent: r.parent, labels: labelsCopy(r.labels) }, ctx)),
+    ),
+    View: unary("View", async (r, ctx) =>
+      mounts(await h.view({ key: r.key, parent: r.parent, labels: labelsCopy(r.labels) }, ctx)),
+    ),
     Mounts: unary("Mounts", async (r, ctx) => mounts(await h.mounts({ key: r.key }, ctx))),
     Commit: unary("Commit", async (r, ctx) => {
       await h.commit({ name: r.name, key: r.key, labels: labelsCopy(r.labels) }, ctx);
@@ -309,7 +341,10 @@ function implementation(h: SnapshotsHandlers, inflight: Set<AbortController>, lo
     Update: unary("Update", async (r, ctx) => {
       // Times are the snapshotter's own: containerd sends zeros here.
       const { name, parent, kind, labels } = infoFromWire(r.info);
-      const info = await h.update({ info: { name, parent, kind, labels }, paths: [...(r.update_mask?.paths ?? [])] }, ctx);
+      const info = await h.update(
+        { info: { name, parent, kind, labels }, paths: [...(r.update_mask?.paths ?? [])] },
+        ctx,
+      );
       return { info: infoToWire(info) };
     }),
     Usage: unary("Usage", async (r, ctx) => usageToWire(await h.usage({ key: r.key }, ctx))),
@@ -333,7 +368,11 @@ function implementation(h: SnapshotsHandlers, inflight: Set<AbortController>, lo
 }
 
 /** Sends the handler's Info as ListSnapshotsResponse messages of at most LIST_BATCH_SIZE, honouring backpressure. */
-async function streamList(call: grpc.ServerWritableStream<WireRequests["List"], object>, h: SnapshotsHandlers, ctx: CallContext): Promise<void> {
+async function streamList(
+  call: grpc.ServerWritableStream<WireRequests["List"], object>,
+  h: SnapshotsHandlers,
+  ctx: CallContext,
+): Promise<void> {
   const source = await h.list({ filters: [...(call.request.filters ?? [])] }, ctx);
   let batch: WireInfo[] = [];
   for await (const info of source) {

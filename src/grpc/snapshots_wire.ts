@@ -83,18 +83,32 @@ export function infoFromWire(info: WireInfo | null | undefined): Info {
 
 /** Mounts for the wire (copies: the handler's objects are not handed to the encoder). */
 export function mountsToWire(mounts: readonly Mount[]): WireMount[] {
-  return mounts.map((m) => ({ type: m.type, source: m.source, target: m.target ?? "", options: [...(m.options ?? [])] }));
+  return mounts.map((m) => ({
+    type: m.type,
+    source: m.source,
+    target: m.target ?? "",
+    options: [...(m.options ?? [])],
+  }));
 }
 
 /** Mounts from the wire. */
 export function mountsFromWire(mounts: readonly WireMount[] | null | undefined): Mount[] {
-  return (mounts ?? []).map((m) => ({ type: m.type ?? "", source: m.source ?? "", target: m.target ?? "", options: [...(m.options ?? [])] }));
+  return (mounts ?? []).map((m) => ({
+    type: m.type ?? "",
+    source: m.source ?? "",
+    target: m.target ?? "",
+    options: [...(m.options ?? [])],
+  }));
 }
 
 /** Usage for the wire. Throws when a count is not a non-negative safe integer (a handler defect). */
 export function usageToWire(usage: Usage): WireUsage {
-  for (const [field, v] of [["size", usage.size], ["inodes", usage.inodes]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0) throw new Error(`Cannot encode usage: ${field} ${String(v)} is not a non-negative integer`);
+  for (const [field, v] of [
+    ["size", usage.size],
+    ["inodes", usage.inodes],
+  ] as const) {
+    if (!Number.isSafeInteger(v) || v < 0)
+      throw new Error(`Cannot encode usage: ${field} ${String(v)} is not a non-negative integer`);
   }
   return { size: String(usage.size), inodes: String(usage.inodes) };
 }

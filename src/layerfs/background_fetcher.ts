@@ -119,7 +119,8 @@ export class BackgroundFetcher {
     let prev: Uint8Array = new Uint8Array(0);
     const steps: Array<[number, number]> = [];
     for (let i = 0; i < layout.spanCount; i++) steps.push([i, layout.compressedRange(i)[1]]);
-    if (layout.compressedSize > pos && (steps.at(-1)?.[1] ?? 0) < layout.compressedSize) steps.push([-1, layout.compressedSize]);
+    if (layout.compressedSize > pos && (steps.at(-1)?.[1] ?? 0) < layout.compressedSize)
+      steps.push([-1, layout.compressedSize]);
     for (const [spanId, end] of steps) {
       const start = pos;
       const chunk = await this.#step(job, start, end);
@@ -127,9 +128,16 @@ export class BackgroundFetcher {
       pos = end;
       if (spanId >= 0 && manager.state(spanId) === "unrequested") {
         const [s, e] = layout.compressedRange(spanId);
-        const bytes = s >= start ? chunk.subarray(s - start, e - start) : concatBytes([prev.subarray(prev.byteLength - (start - s)), chunk]);
+        const bytes =
+          s >= start
+            ? chunk.subarray(s - start, e - start)
+            : concatBytes([prev.subarray(prev.byteLength - (start - s)), chunk]);
         await manager.offerCompressed(spanId, bytes).catch((err) => {
-          this.#o.logger.warn("Background span rejected", { layer: manager.layerDigest, span: spanId, cause: errorMessage(err) });
+          this.#o.logger.warn("Background span rejected", {
+            layer: manager.layerDigest,
+            span: spanId,
+            cause: errorMessage(err),
+          });
         });
       }
       prev = chunk;

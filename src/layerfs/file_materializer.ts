@@ -118,12 +118,23 @@ export class FileMaterializer {
       for (let job = this.#queue.shift(); job && !this.#closed; job = this.#queue.shift()) {
         try {
           // The spans being copied are not evicted to make room for their copy.
-          const keepSpans = this.#o.stream.descriptor.indexed ? this.#o.stream.segmentsOf(job.offset, job.size) : undefined;
-          if (await this.#o.cache.putFile(this.#o.layerDigest, job.offset, job.size, this.#chunks(job.offset, job.size), { keepSpans })) this.#copied++;
+          const keepSpans = this.#o.stream.descriptor.indexed
+            ? this.#o.stream.segmentsOf(job.offset, job.size)
+            : undefined;
+          if (
+            await this.#o.cache.putFile(this.#o.layerDigest, job.offset, job.size, this.#chunks(job.offset, job.size), {
+              keepSpans,
+            })
+          )
+            this.#copied++;
           else this.#dropped++;
         } catch (err) {
           this.#dropped++;
-          this.#o.logger.debug("Cannot copy a file of the layer for passthrough", { layer: this.#o.layerDigest, offset: job.offset, cause: errorMessage(err) });
+          this.#o.logger.debug("Cannot copy a file of the layer for passthrough", {
+            layer: this.#o.layerDigest,
+            offset: job.offset,
+            cause: errorMessage(err),
+          });
         } finally {
           this.#queued.delete(job.offset);
         }

@@ -94,16 +94,23 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
   const mounted: MountedImage["layers"] = [];
   let overlay = false;
   const unmount = async () => {
-    if (overlay) await run("umount", [mountpoint]).catch((err) => logger.warn("Cannot unmount overlay", { mountpoint, cause: errorMessage(err) }));
+    if (overlay)
+      await run("umount", [mountpoint]).catch((err) =>
+        logger.warn("Cannot unmount overlay", { mountpoint, cause: errorMessage(err) }),
+      );
     overlay = false;
     for (const { mountpoint: mp } of mounted.splice(0).reverse()) {
-      await fs.unmount(mp).catch((err) => logger.warn("Cannot unmount layer", { mountpoint: mp, cause: errorMessage(err) }));
+      await fs
+        .unmount(mp)
+        .catch((err) => logger.warn("Cannot unmount layer", { mountpoint: mp, cause: errorMessage(err) }));
     }
     await rm(join(opts.workDir, "layers"), { recursive: true, force: true }).catch(() => {});
   };
   try {
     const single = layers.length === 1;
-    const results: Array<PromiseSettledResult<MountedImage["layers"][number]> | undefined> = layers.map(() => undefined);
+    const results: Array<PromiseSettledResult<MountedImage["layers"][number]> | undefined> = layers.map(
+      () => undefined,
+    );
     let next = 0;
     const mountNext = async (): Promise<void> => {
       for (let i = next++; i < layers.length; i = next++) {
@@ -124,7 +131,9 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.maxConcurrency ?? 100, layers.length)) }, mountNext));
+    await Promise.all(
+      Array.from({ length: Math.max(1, Math.min(opts.maxConcurrency ?? 100, layers.length)) }, mountNext),
+    );
     // Bottom first, as the image lists them; the first failure (in that order) fails the mount.
     for (const r of results) if (r?.status === "fulfilled") mounted.push(r.value);
     const failed = results.find((r) => r?.status === "rejected") as PromiseRejectedResult | undefined;
@@ -132,14 +141,19 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     // 5.
     opts.signal?.throwIfAborted();
     if (!single) {
-      const lower = mounted.map((x) => x.mountpoint).reverse().join(":");
+      const lower = mounted
+        .map((x) => x.mountpoint)
+        .reverse()
+        .join(":");
       try {
         // nosuid,nodev: the layers are allow_other, so every local user reaches this overlay; a setuid-root
         // program or a device node in an untrusted image must not take effect through it. The layer mounts
         // below are nosuid,nodev too (src/fuse/mount.ts), but overlayfs applies the flags of its own mount.
         await run("mount", ["-t", "overlay", "overlay", "-o", `ro,nosuid,nodev,lowerdir=${lower}`, mountpoint]);
       } catch (err) {
-        throw new FailedPreconditionError(`Cannot mount overlay at "${mountpoint}": ${errorMessage(err)}`, { cause: err });
+        throw new FailedPreconditionError(`Cannot mount overlay at "${mountpoint}": ${errorMessage(err)}`, {
+          cause: err,
+        });
       }
       overlay = true;
     }

@@ -55,9 +55,14 @@ export interface ResolvedImage {
 }
 
 /** The options a LayerManager needs to open layer `layerDigest` of `image`; NotFoundError for a foreign digest. */
-export function acquireOptionsFor(image: ResolvedImage, layerDigest: string, signal?: AbortSignal): AcquireLayerOptions {
+export function acquireOptionsFor(
+  image: ResolvedImage,
+  layerDigest: string,
+  signal?: AbortSignal,
+): AcquireLayerOptions {
   const layer = image.layers.find((l) => l.digest === layerDigest);
-  if (!layer) throw new NotFoundError(`Cannot find layer "${layerDigest}": image "${image.location.name}" has no such layer`);
+  if (!layer)
+    throw new NotFoundError(`Cannot find layer "${layerDigest}": image "${image.location.name}" has no such layer`);
   return {
     source: { client: image.location.client, ref: image.location.ref },
     imageManifest: image.manifest,
@@ -70,33 +75,49 @@ export function acquireOptionsFor(image: ResolvedImage, layerDigest: string, sig
 }
 
 /** Resolve one image (steps 1-3). Throws what the registry or discovery throws (NotFoundError, UnavailableError, …). */
-export async function resolveImageLayers(location: RegistryLocation, opts: ResolveOptions & { signal?: AbortSignal }): Promise<ResolvedImage> {
+export async function resolveImageLayers(
+  location: RegistryLocation,
+  opts: ResolveOptions & { signal?: AbortSignal },
+): Promise<ResolvedImage> {
   const logger = opts.logger ?? silentLogger;
   const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
   const bounded = () => withTimeout(opts.signal, opts.stepTimeoutMs);
   // 1.
   const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
   const layers = (manifest.manifest as Manifest).layers;
-  if (!Array.isArray(layers)) throw new NotFoundError(`Cannot resolve image "${location.name}": "${manifest.descriptor.digest}" is not an image manifest`);
+  if (!Array.isArray(layers))
+    throw new NotFoundError(
+      `Cannot resolve image "${location.name}": "${manifest.descriptor.digest}" is not an image manifest`,
+    );
   // 2.
   const found = await discoverIndex(location, manifest, {
     store: modes.localStore ? opts.store : undefined,
     modes: { v1: modes.v1, v2: modes.v2 },
     signal: bounded(),
     onMiss: (step, why, failed) =>
-      failed ? logger.warn("Cannot use a SOCI index; looking further", { step, why }) : logger.debug("SOCI index not found", { step, why }),
+      failed
+        ? logger.warn("Cannot use a SOCI index; looking further", { step, why })
+        : logger.debug("SOCI index not found", { step, why }),
     onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
     lazyCheckpoints: opts.lazyCheckpoints ?? true,
     windowTimeoutMs: opts.windowTimeoutMs ?? 30_000,
     onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
   });
   if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: location.name });
-  else logger.info("SOCI index found", { image: location.name, index: found.indexDescriptor.digest, foundBy: found.foundBy });
+  else
+    logger.info("SOCI index found", {
+      image: location.name,
+      index: found.indexDescriptor.digest,
+      foundBy: found.foundBy,
+    });
   // 3.
   const prefetch = new Map<string, Array<[number, number]>>();
   if (found && opts.prefetch !== false) {
     for (const [layerDigest, p] of found.prefetch) {
-      prefetch.set(layerDigest, p.artifact.prefetchSpans.map((s) => [s.startSpan, s.endSpan]));
+      prefetch.set(
+        layerDigest,
+        p.artifact.prefetchSpans.map((s) => [s.startSpan, s.endSpan]),
+      );
     }
   }
   return { location, manifest, layers, found, prefetch };
@@ -126,10 +147,15 @@ export class ImageResolver {
    * not the shared resolution (bounded by `stepTimeoutMs` per step).
    * @throws InvalidArgumentError for a reference or digest that cannot be parsed; what resolveImageLayers throws
    */
-  async resolve(imageRef: string, opts: { manifestDigest?: string; signal?: AbortSignal } = {}): Promise<ResolvedImage> {
+  async resolve(
+    imageRef: string,
+    opts: { manifestDigest?: string; signal?: AbortSignal } = {},
+  ): Promise<ResolvedImage> {
     const { manifestDigest } = opts;
     if (manifestDigest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(manifestDigest)) {
-      throw new InvalidArgumentError(`Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`);
+      throw new InvalidArgumentError(
+        `Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`,
+      );
     }
     const key = `${imageRef}\u0000${manifestDigest ?? ""}`;
     const now = Date.now();
@@ -142,7 +168,11 @@ export class ImageResolver {
     if (!entry) {
       for (const [k, e] of this.#cache) if (e.expiresAt <= now) this.#cache.delete(k);
       const ref = parseReference(imageRef);
-      const location = new RegistryLocation(this.#client, manifestDigest ? { ...ref, digest: manifestDigest } : ref, imageRef);
+      const location = new RegistryLocation(
+        this.#client,
+        manifestDigest ? { ...ref, digest: manifestDigest } : ref,
+        imageRef,
+      );
       const created: CacheEntry = { resolving: resolveImageLayers(location, this.#o), expiresAt: Infinity };
       entry = created;
       this.#cache.set(key, created);

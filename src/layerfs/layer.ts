@@ -146,8 +146,18 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
     };
     const backing = spanCacheBacking(cache, layer.digest, layout);
-    const materializer = opts.materialize && backing ? new FileMaterializer({ cache, layerDigest: layer.digest, stream: backing.stream, logger }) : undefined;
-    const root = layerRoot(tree, { digest: layer.digest, read: (o, n, r) => manager.read(o, n, r), state, onOpen, backing: backing?.stream, materializer });
+    const materializer =
+      opts.materialize && backing
+        ? new FileMaterializer({ cache, layerDigest: layer.digest, stream: backing.stream, logger })
+        : undefined;
+    const root = layerRoot(tree, {
+      digest: layer.digest,
+      read: (o, n, r) => manager.read(o, n, r),
+      state,
+      onOpen,
+      backing: backing?.stream,
+      materializer,
+    });
     return {
       digest: layer.digest,
       size,
@@ -167,7 +177,12 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
   }
 
   // 2. Whole.
-  const local = await openLocalLayer(layer, { client: source.client, ref: source.ref, dir: opts.unpackDir, signal: opts.signal });
+  const local = await openLocalLayer(layer, {
+    client: source.client,
+    ref: source.ref,
+    dir: opts.unpackDir,
+    signal: opts.signal,
+  });
   const tree = buildLayerTree(local.toc, { opaqueXattr: opts.opaqueXattr, warn });
   const state = (): LayerState => ({
     digest: layer.digest,
@@ -215,7 +230,11 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
  * hits before the cache evicts. Undefined when the cache has no disk tier. `close` stops following the cache and
  * marks every span absent.
  */
-function spanCacheBacking(cache: SpanCache, digest: string, layout: SpanLayout): { stream: BackingStream; close(): void } | undefined {
+function spanCacheBacking(
+  cache: SpanCache,
+  digest: string,
+  layout: SpanLayout,
+): { stream: BackingStream; close(): void } | undefined {
   const prefix = cache.diskPathPrefix(digest);
   if (prefix === undefined || layout.spanCount === 0) return undefined;
   // 1. Segment bounds are the spans' uncompressed ranges.

@@ -124,7 +124,12 @@ export class LayerManager {
     this.gate = new TaskGate({ silenceMs: bg.silencePeriodMsec ?? 30_000 });
     this.background = bg.disable
       ? undefined
-      : new BackgroundFetcher({ gate: this.gate, fetchPeriodMs: bg.fetchPeriodMsec, maxQueueSize: bg.maxQueueSize, logger: this.#logger });
+      : new BackgroundFetcher({
+          gate: this.gate,
+          fetchPeriodMs: bg.fetchPeriodMsec,
+          maxQueueSize: bg.maxQueueSize,
+          logger: this.#logger,
+        });
   }
 
   /** Open the shared span cache and return a LayerManager. */
@@ -199,7 +204,10 @@ export class LayerManager {
   }
 
   // Steps 2-4.
-  async #open(opts: AcquireLayerOptions, opened: (layer: Layer) => void): Promise<{ layer: Layer; prefetched: Promise<void> }> {
+  async #open(
+    opts: AcquireLayerOptions,
+    opened: (layer: Layer) => void,
+  ): Promise<{ layer: Layer; prefetched: Promise<void> }> {
     // 2.
     const layer = await openLayer({
       source: opts.source,
@@ -222,7 +230,8 @@ export class LayerManager {
     });
     opened(layer);
     // 3. Started now, waited for by whoever needs it.
-    const prefetched = layer.manager && opts.prefetchSpans?.length ? this.#prefetch(layer, opts.prefetchSpans) : Promise.resolve();
+    const prefetched =
+      layer.manager && opts.prefetchSpans?.length ? this.#prefetch(layer, opts.prefetchSpans) : Promise.resolve();
     // 4.
     void prefetched.then(() => {
       if (!layer.manager || !this.background || layer.manager.complete() || this.#closed) return;
@@ -258,7 +267,8 @@ export class LayerManager {
     const manager = layer.manager!;
     // Span ids, deduplicated and sorted, cut into runs of adjacent ids: one request each.
     const wanted = new Set<number>();
-    for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, manager.layout.spanCount - 1); i++) wanted.add(i);
+    for (const [a, b] of ranges)
+      for (let i = Math.max(0, a); i <= Math.min(b, manager.layout.spanCount - 1); i++) wanted.add(i);
     const runs: number[][] = [];
     for (const id of [...wanted].sort((x, y) => x - y)) {
       const last = runs[runs.length - 1];
@@ -278,10 +288,19 @@ export class LayerManager {
         Promise.all(Array.from({ length: workers }, worker)).then(() => true),
         sleep(timeoutMs, ctl.signal).then(() => false),
       ]);
-      if (done) this.#logger.debug("Prefetched spans", { layer: layer.digest, spans: wanted.size, runs: runs.length, ms: Date.now() - started });
+      if (done)
+        this.#logger.debug("Prefetched spans", {
+          layer: layer.digest,
+          spans: wanted.size,
+          runs: runs.length,
+          ms: Date.now() - started,
+        });
       else this.#logger.warn("Prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
     } catch (err) {
-      this.#logger.warn("Prefetch failed; spans will be fetched on demand", { layer: layer.digest, cause: errorMessage(err) });
+      this.#logger.warn("Prefetch failed; spans will be fetched on demand", {
+        layer: layer.digest,
+        cause: errorMessage(err),
+      });
     } finally {
       ctl.abort();
     }

@@ -51,7 +51,9 @@ export async function openLocalLayer(layer: Descriptor, opts: OpenLocalLayerOpti
     const tmp = join(opts.dir, `.tmp-${crypto.randomUUID()}`);
     try {
       const blob = await opts.client.getBlobStream(opts.ref, layer.digest, { signal: opts.signal });
-      const stream = gz ? blob.pipeThrough(new DecompressionStream("gzip") as unknown as ReadableWritablePair<Uint8Array, Uint8Array>) : blob;
+      const stream = gz
+        ? blob.pipeThrough(new DecompressionStream("gzip") as unknown as ReadableWritablePair<Uint8Array, Uint8Array>)
+        : blob;
       const fh = await open(tmp, "w", 0o600);
       try {
         for await (const chunk of stream as unknown as AsyncIterable<Uint8Array>) await fh.write(chunk);
@@ -102,7 +104,16 @@ function isGzip(mediaType: string): boolean {
   throw new InvalidArgumentError(`Cannot unpack layer: media type "${mediaType}" is not supported`);
 }
 
-const TYPES: Record<string, EntryType> = { "0": "reg", "7": "reg", "1": "hardlink", "2": "symlink", "3": "char", "4": "block", "5": "dir", "6": "fifo" };
+const TYPES: Record<string, EntryType> = {
+  "0": "reg",
+  "7": "reg",
+  "1": "hardlink",
+  "2": "symlink",
+  "3": "char",
+  "4": "block",
+  "5": "dir",
+  "6": "fifo",
+};
 
 /**
  * A tar entry as the zTOC builder records it (src/ztoc/builder.ts), or undefined for types a layer cannot hold.

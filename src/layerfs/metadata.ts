@@ -158,7 +158,8 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
   // Listed in its directory, a too-long name could not be looked up, opened or copied up: skip it.
   let longNames = 0;
   const skipLongName = (meta: FileMetadata, why: string): void => {
-    if (longNames++ < LONG_NAME_WARNINGS) warn(`Skipped ${meta.type === "hardlink" ? "hardlink" : "entry"} "${meta.name}": ${why}`);
+    if (longNames++ < LONG_NAME_WARNINGS)
+      warn(`Skipped ${meta.type === "hardlink" ? "hardlink" : "entry"} "${meta.name}": ${why}`);
   };
 
   // 1. Entries in TOC order (a later entry of one path replaces an earlier one, hardlinks included).
@@ -228,7 +229,9 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
   };
   countDirs(root);
   if (longNames > LONG_NAME_WARNINGS) {
-    warn(`Skipped ${longNames - LONG_NAME_WARNINGS} more entries whose names are too long (NAME_MAX ${NAME_MAX_BYTES} bytes, PATH_MAX ${PATH_MAX_BYTES} bytes)`);
+    warn(
+      `Skipped ${longNames - LONG_NAME_WARNINGS} more entries whose names are too long (NAME_MAX ${NAME_MAX_BYTES} bytes, PATH_MAX ${PATH_MAX_BYTES} bytes)`,
+    );
   }
   if (badTimes > 0) {
     warn(`Used modification time 0 for ${badTimes} entries with an unparsable mod_time (first: ${firstBadTime})`);

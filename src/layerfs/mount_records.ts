@@ -78,8 +78,18 @@ export class MountRecords {
    */
   async write(mountpoint: string, workDir: string, opts: { ownsWorkDir?: boolean } = {}): Promise<MountRecord> {
     const startTime = Number(processStartTime(process.pid));
-    if (!Number.isSafeInteger(startTime)) throw new FailedPreconditionError(`Cannot write mount record "${this.path(process.pid)}": "/proc/${process.pid}/stat" is unreadable`);
-    const rec: MountRecord = { version: 1, pid: process.pid, startTime, mountpoint, workDir, ownsWorkDir: opts.ownsWorkDir ?? false };
+    if (!Number.isSafeInteger(startTime))
+      throw new FailedPreconditionError(
+        `Cannot write mount record "${this.path(process.pid)}": "/proc/${process.pid}/stat" is unreadable`,
+      );
+    const rec: MountRecord = {
+      version: 1,
+      pid: process.pid,
+      startTime,
+      mountpoint,
+      workDir,
+      ownsWorkDir: opts.ownsWorkDir ?? false,
+    };
     await mkdir(this.dir, { recursive: true });
     const tmp = join(this.dir, `.${process.pid}.json.tmp`);
     await writeFile(tmp, JSON.stringify(rec) + "\n");
@@ -106,8 +116,14 @@ export class MountRecords {
       const p = join(this.dir, name);
       try {
         const rec = JSON.parse(await readFile(p, "utf8")) as MountRecord;
-        const ok = rec.version === 1 && Number.isSafeInteger(rec.pid) && Number.isSafeInteger(rec.startTime) &&
-          typeof rec.mountpoint === "string" && rec.mountpoint.startsWith("/") && typeof rec.workDir === "string" && rec.workDir.startsWith("/");
+        const ok =
+          rec.version === 1 &&
+          Number.isSafeInteger(rec.pid) &&
+          Number.isSafeInteger(rec.startTime) &&
+          typeof rec.mountpoint === "string" &&
+          rec.mountpoint.startsWith("/") &&
+          typeof rec.workDir === "string" &&
+          rec.workDir.startsWith("/");
         if (!ok || `${rec.pid}.json` !== name) throw new Error("not a mount record of version 1");
         records.push(rec);
       } catch (err) {
@@ -123,12 +139,16 @@ export class MountRecords {
    * another soci-ts mount there while it is live, so it is not listed.)
    */
   owned(rec: MountRecord, table: MountInfo[] = readMountInfo()): MountInfo[] {
-    return table.filter((m) => (m.mountpoint === rec.mountpoint && overlayOf(m, rec.workDir)) || under(m.mountpoint, rec.workDir));
+    return table.filter(
+      (m) => (m.mountpoint === rec.mountpoint && overlayOf(m, rec.workDir)) || under(m.mountpoint, rec.workDir),
+    );
   }
 
   /** A record without `ownsWorkDir` (written before it existed) owns its work dir when it is the default one. */
   #withOwnership(rec: MountRecord): MountRecord {
-    return rec.ownsWorkDir !== undefined ? rec : { ...rec, ownsWorkDir: rec.workDir === join(this.dir, String(rec.pid)) };
+    return rec.ownsWorkDir !== undefined
+      ? rec
+      : { ...rec, ownsWorkDir: rec.workDir === join(this.dir, String(rec.pid)) };
   }
 
   /**
@@ -156,14 +176,21 @@ export class MountRecords {
     const cleaned: CleanedRecord[] = [];
     for (const rec of records) {
       if (recordAlive(rec)) continue;
-      const out: CleanedRecord = { pid: rec.pid, mountpoint: rec.mountpoint, workDir: rec.workDir, unmounted: [], problems: [] };
+      const out: CleanedRecord = {
+        pid: rec.pid,
+        mountpoint: rec.mountpoint,
+        workDir: rec.workDir,
+        unmounted: [],
+        problems: [],
+      };
       cleaned.push(out);
       try {
         // 1. DIR, when the topmost mount there is the dead process's.
         const top = topmostAt(readMountInfo(), rec.mountpoint);
         let what: "overlay" | "layer" | undefined;
         if (top && overlayOf(top, rec.workDir)) what = "overlay";
-        else if (top?.fstype === "fuse.soci-ts" && (await probeFuseMount(rec.mountpoint, probeTimeoutMs)) === "stale") what = "layer";
+        else if (top?.fstype === "fuse.soci-ts" && (await probeFuseMount(rec.mountpoint, probeTimeoutMs)) === "stale")
+          what = "layer";
         if (what) {
           try {
             umount2(rec.mountpoint, MNT_DETACH);
@@ -181,19 +208,25 @@ export class MountRecords {
         for (const path of layers) out.unmounted.push({ path, what: "layer" });
         // 3. The work dir and the record, once nothing of the process is mounted.
         const left = this.owned(rec);
-        for (const m of left) out.problems.push(`Cannot unmount "${m.mountpoint}" (${m.fstype}) of dead process ${rec.pid}: it is still mounted${m.mountpoint === rec.mountpoint ? ", under another mount" : ""}`);
+        for (const m of left)
+          out.problems.push(
+            `Cannot unmount "${m.mountpoint}" (${m.fstype}) of dead process ${rec.pid}: it is still mounted${m.mountpoint === rec.mountpoint ? ", under another mount" : ""}`,
+          );
         if (left.length === 0 && out.problems.length === 0) {
           await removeWorkDir(this.#withOwnership(rec));
           await rm(this.path(rec.pid), { force: true });
         }
       } catch (err) {
-        out.problems.push(`Cannot clean up the mounts of dead process ${rec.pid} at "${rec.mountpoint}": ${errorMessage(err)}`);
+        out.problems.push(
+          `Cannot clean up the mounts of dead process ${rec.pid} at "${rec.mountpoint}": ${errorMessage(err)}`,
+        );
       }
     }
     // Temp files of records whose writer died before the rename.
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       const m = /^\.(\d+)\.json\.tmp$/.exec(name);
-      if (m && processStartTime(Number(m[1])) === undefined) await rm(join(this.dir, name), { force: true }).catch(() => {});
+      if (m && processStartTime(Number(m[1])) === undefined)
+        await rm(join(this.dir, name), { force: true }).catch(() => {});
     }
     return { cleaned, problems };
   }
@@ -215,7 +248,10 @@ function overlayOf(m: MountInfo, workDir: string): boolean {
   const lower = superOption(m, "lowerdir");
   if (!lower) return false;
   // Layers are separated by ":" (a ":" inside a path is escaped as "\:").
-  const dirs = lower.split(/(?<!\\):+/).filter(Boolean).map((d) => d.replace(/\\(.)/g, "$1"));
+  const dirs = lower
+    .split(/(?<!\\):+/)
+    .filter(Boolean)
+    .map((d) => d.replace(/\\(.)/g, "$1"));
   return dirs.length > 0 && dirs.every((d) => d.startsWith(workDir.endsWith("/") ? workDir : workDir + "/"));
 }
 

@@ -20,7 +20,11 @@ export const STATE_FILE_BYTES = 1024;
  * Reads bytes [offset, offset + length) of the layer's uncompressed tar stream, for a read that began at
  * `startedMs` (`performance.now()` ms; the read's time limit counts from there) and ends with `signal`.
  */
-export type TarByteSource = (offset: number, length: number, opts: { signal: AbortSignal; startedMs?: number }) => Promise<Uint8Array>;
+export type TarByteSource = (
+  offset: number,
+  length: number,
+  opts: { signal: AbortSignal; startedMs?: number },
+) => Promise<Uint8Array>;
 
 /** What the state file reports (SOCI's `{error?, digest, size, fetchedSize, fetchedPercent}`). */
 export interface LayerState {
@@ -169,7 +173,17 @@ class StateDirNode implements Node {
     return `${this.opts.digest}.json`;
   }
   getattr(): Attr {
-    return { ino: this.ino, mode: S_IFDIR | 0o555, nlink: 2, uid: 0, gid: 0, size: 4096, rdev: 0, mtimeNs: this.mtimeNs, blksize: 4096 };
+    return {
+      ino: this.ino,
+      mode: S_IFDIR | 0o555,
+      nlink: 2,
+      uid: 0,
+      gid: 0,
+      size: 4096,
+      rdev: 0,
+      mtimeNs: this.mtimeNs,
+      blksize: 4096,
+    };
   }
   lookup(name: string): Node | undefined {
     return name === this.fileName ? this.file : undefined;
@@ -186,7 +200,17 @@ class StateFileNode implements Node {
     readonly opts: LayerNodeOptions,
   ) {}
   getattr(): Attr {
-    return { ino: this.ino, mode: S_IFREG | 0o444, nlink: 1, uid: 0, gid: 0, size: STATE_FILE_BYTES, rdev: 0, mtimeNs: this.mtimeNs, blksize: 4096 };
+    return {
+      ino: this.ino,
+      mode: S_IFREG | 0o444,
+      nlink: 1,
+      uid: 0,
+      gid: 0,
+      size: STATE_FILE_BYTES,
+      rdev: 0,
+      mtimeNs: this.mtimeNs,
+      blksize: 4096,
+    };
   }
   read(offset: number, length: number): Uint8Array {
     return renderState(this.opts.state()).subarray(offset, offset + length);

@@ -144,7 +144,10 @@ export class LayerFs {
           fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
           transport: this.#o.transport ?? "workers",
           debug: this.#o.fuse?.debug ?? false,
-          logger: { debug: (line) => this.#logger.debug(`fuse ${opts.layer.digest.slice(7, 19)} ${line}`), error: (line) => this.#logger.error(line) },
+          logger: {
+            debug: (line) => this.#logger.debug(`fuse ${opts.layer.digest.slice(7, 19)} ${line}`),
+            error: (line) => this.#logger.error(line),
+          },
         });
       } catch (err) {
         await handle.done();
@@ -191,7 +194,8 @@ export class LayerFs {
    */
   async check(mountpoint: string): Promise<void> {
     const m = this.#mounted(mountpoint, "check");
-    if (m.served.ended()) throw new UnavailableError(`Cannot check layer mount "${mountpoint}": its FUSE connection has ended`);
+    if (m.served.ended())
+      throw new UnavailableError(`Cannot check layer mount "${mountpoint}": its FUSE connection has ended`);
     const layer = m.handle.layer;
     if (!layer.manager || layer.manager.complete()) return;
     // A blob reached within the valid interval is not asked again: containerd checks every remote ancestor on
@@ -203,7 +207,10 @@ export class LayerFs {
       m.checkedOkAt = Date.now();
     } catch (err) {
       m.checkedOkAt = undefined;
-      throw new UnavailableError(`Cannot reach layer "${layer.digest}" of mount "${mountpoint}": ${errorMessage(err)}`, { cause: err });
+      throw new UnavailableError(
+        `Cannot reach layer "${layer.digest}" of mount "${mountpoint}": ${errorMessage(err)}`,
+        { cause: err },
+      );
     }
   }
 
@@ -223,7 +230,9 @@ export class LayerFs {
     // overlay uses the layer; one after the other, a daemon with many layers in use would take minutes to stop.
     await Promise.all(
       [...this.#mounts.keys()].map((mp) =>
-        this.unmount(mp).catch((err) => this.#logger.error("Cannot unmount layer", { mountpoint: mp, cause: errorMessage(err) })),
+        this.unmount(mp).catch((err) =>
+          this.#logger.error("Cannot unmount layer", { mountpoint: mp, cause: errorMessage(err) }),
+        ),
       ),
     );
     if (this.#ownsManager) await this.manager.close();

@@ -31,7 +31,10 @@ export interface SpanLayout {
    * deadline); `previousAtHand(id)` tells whether span id − 1 will be at hand for `inflate`'s `previous`.
    * Optional; never throws.
    */
-  prepare?(spanIds: readonly number[], opts: { previousAtHand: (spanId: number) => boolean; signal?: AbortSignal }): void;
+  prepare?(
+    spanIds: readonly number[],
+    opts: { previousAtHand: (spanId: number) => boolean; signal?: AbortSignal },
+  ): void;
 }
 
 /** What inflating one span may use and wait for. */
@@ -56,7 +59,8 @@ export function spanIndexOf(starts: ArrayLike<number>, offset: number): number {
  * Throws RangeError when the starts are not ascending from 0 within `size`.
  */
 export function identityLayout(spanStarts: readonly number[], size: number): SpanLayout {
-  if (spanStarts.length === 0 || spanStarts[0] !== 0) throw new RangeError("Cannot lay out spans: first span must start at 0");
+  if (spanStarts.length === 0 || spanStarts[0] !== 0)
+    throw new RangeError("Cannot lay out spans: first span must start at 0");
   for (let i = 1; i < spanStarts.length; i++) {
     if (!(spanStarts[i]! > spanStarts[i - 1]! && spanStarts[i]! < size)) {
       throw new RangeError(`Cannot lay out spans: span ${i} start "${spanStarts[i]}" is out of order`);

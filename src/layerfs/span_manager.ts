@@ -179,7 +179,12 @@ export class SpanManager {
     for (let i = first; i <= last; i++) ids.push(i);
     // 2-4. Get every span (cache, in flight, or fetched now, coalesced) by the read's deadline.
     const deadlineMs = (opts.startedMs ?? performance.now()) + this.#o.fetchTimeoutMs;
-    const spans = await this.#getSpans(ids, { signal: opts.signal, deadlineMs, foreground: true, what: `bytes ${offset}-${end}` });
+    const spans = await this.#getSpans(ids, {
+      signal: opts.signal,
+      deadlineMs,
+      foreground: true,
+      what: `bytes ${offset}-${end}`,
+    });
     // Assemble.
     if (spans.length === 1) {
       const [us] = this.layout.uncompressedRange(first);
@@ -204,7 +209,12 @@ export class SpanManager {
   async fetchSpans(ids: number[], signal?: AbortSignal): Promise<void> {
     if (ids.length === 0) return;
     const what = `spans ${ids[0]}-${ids[ids.length - 1]}`;
-    await this.#getSpans(ids, { signal, deadlineMs: performance.now() + this.#o.fetchTimeoutMs, foreground: false, what });
+    await this.#getSpans(ids, {
+      signal,
+      deadlineMs: performance.now() + this.#o.fetchTimeoutMs,
+      foreground: false,
+      what,
+    });
   }
 
   /**
@@ -240,7 +250,13 @@ export class SpanManager {
           this.#o.cache.get(this.layerDigest, id).then((b) => {
             // A cached span must be exactly the span: anything else (a torn or foreign entry) is a miss.
             if (b && b.byteLength === ue - us) return b;
-            if (b) this.#o.logger.warn("Cached span has the wrong length, refetching", { layer: this.layerDigest, span: id, bytes: b.byteLength, expected: ue - us });
+            if (b)
+              this.#o.logger.warn("Cached span has the wrong length, refetching", {
+                layer: this.layerDigest,
+                span: id,
+                bytes: b.byteLength,
+                expected: ue - us,
+              });
             // Evicted (or unusable) since: refetch it alone.
             if (this.#state[id] === "uncompressed") this.#setState(id, "unrequested");
             return this.#inflight.get(id) ?? this.#startRun([id], w.deadlineMs)[0]!;
@@ -266,7 +282,9 @@ export class SpanManager {
     try {
       // A fetch this wait joined may end after its deadline (another's clock): wait for it only until then.
       // Fetches started here end by the deadline themselves, with their own error; cached spans are local reads.
-      const late = network ? () => this.#lateError(w, ids.find((id) => this.#state[id] !== "uncompressed") ?? ids[0]!) : undefined;
+      const late = network
+        ? () => this.#lateError(w, ids.find((id) => this.#state[id] !== "uncompressed") ?? ids[0]!)
+        : undefined;
       return await settle(Promise.all(results), w, late, this.layerDigest);
     } finally {
       release?.();
@@ -324,7 +342,8 @@ export class SpanManager {
     const [first, last] = [run[0]!, run[run.length - 1]!];
     const signal = this.#fetchSignal(deadlineMs);
     this.layout.prepare?.(run, {
-      previousAtHand: (id) => (id - 1 >= first && id - 1 <= last) || this.#inflight.has(id - 1) || this.#state[id - 1] === "uncompressed",
+      previousAtHand: (id) =>
+        (id - 1 >= first && id - 1 <= last) || this.#inflight.has(id - 1) || this.#state[id - 1] === "uncompressed",
       signal,
     });
     const fetched = this.#fetchRun(run, signal);
@@ -378,7 +397,10 @@ export class SpanManager {
   /** Span id − 1's uncompressed bytes if at hand: being inflated, or cached; else undefined. */
   #previous(id: number): Promise<Uint8Array | undefined> | undefined {
     if (id === 0) return undefined;
-    return this.#inflight.get(id - 1) ?? (this.#state[id - 1] === "uncompressed" ? this.#o.cache.get(this.layerDigest, id - 1) : undefined);
+    return (
+      this.#inflight.get(id - 1) ??
+      (this.#state[id - 1] === "uncompressed" ? this.#o.cache.get(this.layerDigest, id - 1) : undefined)
+    );
   }
 
   /** Verify (refetching on mismatch), inflate and cache one span, all under the fetch's `signal`. */

@@ -42,19 +42,28 @@ export type CheckpointInflater = (
 export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: CheckpointWindows): SpanLayout {
   const ci = ztoc.compressionInfo;
   if (ci.spanDigests.length !== ci.maxSpanId + 1) {
-    throw new ZtocFormatError(`Cannot lay out spans: ${ci.spanDigests.length} span digests for max span id ${ci.maxSpanId}`, 0);
+    throw new ZtocFormatError(
+      `Cannot lay out spans: ${ci.spanDigests.length} span digests for max span id ${ci.maxSpanId}`,
+      0,
+    );
   }
   if (ci.algorithm === "uncompressed") {
     const z = decodeTarZinfo(ci.checkpoints);
     if (tarMaxSpanId(z) !== ci.maxSpanId) {
-      throw new ZtocFormatError(`Cannot lay out spans: zinfo max span id ${tarMaxSpanId(z)} differs from the zTOC's ${ci.maxSpanId}`, 0);
+      throw new ZtocFormatError(
+        `Cannot lay out spans: zinfo max span id ${tarMaxSpanId(z)} differs from the zTOC's ${ci.maxSpanId}`,
+        0,
+      );
     }
     const starts = Array.from({ length: ci.maxSpanId + 1 }, (_, i) => i * z.spanSizeBytes);
     return identityLayout(starts, z.sizeBytes);
   }
   const { checkpoints: cps, spanSizeBytes } = decodeGzipZinfo(ci.checkpoints);
   if (cps.length !== ci.maxSpanId + 1) {
-    throw new ZtocFormatError(`Cannot lay out spans: zinfo has ${cps.length} checkpoints, the zTOC max span id is ${ci.maxSpanId}`, 0);
+    throw new ZtocFormatError(
+      `Cannot lay out spans: zinfo has ${cps.length} checkpoints, the zTOC max span id is ${ci.maxSpanId}`,
+      0,
+    );
   }
   for (let i = 1; i < cps.length; i++) {
     // `out` may repeat: a blob starting with an empty gzip member has two checkpoints at out 0 (SOCI allows
@@ -81,7 +90,10 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: Ch
     const c = cps[i]!;
     return [c.in - (c.bits ? 1 : 0), i + 1 < cps.length ? cps[i + 1]!.in : ztoc.compressedArchiveSize];
   };
-  const uRange = (i: number): [number, number] => [outs[i]!, i + 1 < cps.length ? outs[i + 1]! : ztoc.uncompressedArchiveSize];
+  const uRange = (i: number): [number, number] => [
+    outs[i]!,
+    i + 1 < cps.length ? outs[i + 1]! : ztoc.uncompressedArchiveSize,
+  ];
   return {
     spanCount: cps.length,
     compressedSize: ztoc.compressedArchiveSize,
@@ -101,9 +113,12 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: Ch
     },
     ...(windows
       ? {
-        prepare: (ids: readonly number[], opts: { previousAtHand: (id: number) => boolean; signal?: AbortSignal }) =>
-          windows.prefetch(ids.filter((i) => !(tailIsWindow(i) && opts.previousAtHand(i))), opts.signal),
-      }
+          prepare: (ids: readonly number[], opts: { previousAtHand: (id: number) => boolean; signal?: AbortSignal }) =>
+            windows.prefetch(
+              ids.filter((i) => !(tailIsWindow(i) && opts.previousAtHand(i))),
+              opts.signal,
+            ),
+        }
       : {}),
   };
 
@@ -156,7 +171,10 @@ export function spanLayoutDigest(ztoc: Ztoc): string {
 }
 
 /** `p`'s value, or undefined as soon as `signal` aborts (or at once when it has). */
-function untilAborted<T>(p: Promise<T | undefined> | undefined, signal: AbortSignal | undefined): Promise<T | undefined> {
+function untilAborted<T>(
+  p: Promise<T | undefined> | undefined,
+  signal: AbortSignal | undefined,
+): Promise<T | undefined> {
   if (!p || !signal) return Promise.resolve(p);
   if (signal.aborted) return Promise.resolve(undefined);
   return new Promise((resolve, reject) => {

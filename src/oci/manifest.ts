@@ -42,7 +42,8 @@ export function parseManifest(
   const isMan = typeof obj.config === "object" && obj.config !== null && Array.isArray(obj.layers);
   if (!isIdx && !isMan) throw new FormatError(`Cannot parse ${what}: neither "layers" and "config" nor "manifests"`, 0);
   let mediaType = typeof obj.mediaType === "string" ? obj.mediaType : undefined;
-  if (mediaType === undefined && ct && (INDEX_MEDIA_TYPES.includes(ct) || MANIFEST_MEDIA_TYPES.includes(ct))) mediaType = ct;
+  if (mediaType === undefined && ct && (INDEX_MEDIA_TYPES.includes(ct) || MANIFEST_MEDIA_TYPES.includes(ct)))
+    mediaType = ct;
   mediaType ??= isIdx ? MediaType.OCI_INDEX : MediaType.OCI_MANIFEST;
   const list = isIdx ? (obj.manifests as unknown[]) : [obj.config, ...(obj.layers as unknown[])];
   list.forEach((d, i) => checkDescriptor(d, `${what} ${isIdx ? "manifests" : "descriptors"}[${i}]`));
@@ -56,7 +57,8 @@ function checkDescriptor(d: unknown, what: string): asserts d is Descriptor {
   if (typeof o.mediaType !== "string") throw new FormatError(`Cannot parse ${what}: "mediaType" is missing`, 0);
   if (typeof o.digest !== "string") throw new FormatError(`Cannot parse ${what}: "digest" is missing`, 0);
   // The digest names files on disk (blob stores, unpacked layers): only the image-spec grammar passes.
-  if (!isDigest(o.digest)) throw new FormatError(`Cannot parse ${what}: digest "${o.digest}" is not a sha256/sha512 digest`, 0);
+  if (!isDigest(o.digest))
+    throw new FormatError(`Cannot parse ${what}: digest "${o.digest}" is not a sha256/sha512 digest`, 0);
   if (typeof o.size !== "number" || !Number.isSafeInteger(o.size) || o.size < 0) {
     throw new FormatError(`Cannot parse ${what}: "size" is not a non-negative integer`, 0);
   }

@@ -6,7 +6,15 @@ import { InvalidArgumentError } from "../util/errors.ts";
 import type { Descriptor, Platform } from "./types.ts";
 
 /** Maps Node/Bun `process.arch` names to OCI architectures. */
-const NODE_ARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
+const NODE_ARCH: Record<string, string> = {
+  x64: "amd64",
+  arm64: "arm64",
+  arm: "arm",
+  ia32: "386",
+  ppc64: "ppc64le",
+  s390x: "s390x",
+  riscv64: "riscv64",
+};
 
 /** The OCI platform of a Node-style `arch` (as `process.arch` spells it), on linux. */
 export function platformForArch(nodeArch: string, os = "linux"): Platform {

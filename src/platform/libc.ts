@@ -43,8 +43,20 @@ export class LibcError extends Error {
 }
 
 const CODES: Record<number, string> = {
-  1: "EPERM", 2: "ENOENT", 4: "EINTR", 5: "EIO", 9: "EBADF", 13: "EACCES", 16: "EBUSY", 19: "ENODEV",
-  11: "EAGAIN", 20: "ENOTDIR", 22: "EINVAL", 25: "ENOTTY", 95: "EOPNOTSUPP", 107: "ENOTCONN",
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  13: "EACCES",
+  16: "EBUSY",
+  19: "ENODEV",
+  11: "EAGAIN",
+  20: "ENOTDIR",
+  22: "EINVAL",
+  25: "ENOTTY",
+  95: "EOPNOTSUPP",
+  107: "ENOTCONN",
 };
 
 type Lib = ReturnType<typeof openLibc>;

@@ -111,7 +111,13 @@ export class AuthManager {
    * more can be tried (no credentials for Basic, unknown scheme). Throws UnauthorizedError when the token
    * realm refuses the credentials.
    */
-  async handleChallenge(host: string, authHost: string, header: string | null, scope: string, signal?: AbortSignal): Promise<boolean> {
+  async handleChallenge(
+    host: string,
+    authHost: string,
+    header: string | null,
+    scope: string,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
     const challenges = header ? parseWwwAuthenticate(header) : [];
     const bearer = challenges.find((c) => c.scheme === "bearer");
     const found = await this.#opts.credentials.get(authHost);
@@ -140,7 +146,8 @@ export class AuthManager {
   async describe(authHost: string): Promise<string | undefined> {
     const found = await this.#opts.credentials.get(authHost).catch(() => undefined);
     if (!found) return undefined;
-    const user = "username" in found.credential && found.credential.username ? ` of user "${found.credential.username}"` : "";
+    const user =
+      "username" in found.credential && found.credential.username ? ` of user "${found.credential.username}"` : "";
     return `the credentials${user} from ${found.source}`;
   }
 
@@ -149,7 +156,13 @@ export class AuthManager {
     this.#tokens.delete(`${host}|${scope}`);
   }
 
-  async #fetchToken(host: string, ch: Challenge, scope: string, found: FoundCredential | undefined, authHost: string): Promise<string> {
+  async #fetchToken(
+    host: string,
+    ch: Challenge,
+    scope: string,
+    found: FoundCredential | undefined,
+    authHost: string,
+  ): Promise<string> {
     const realm = ch.params.realm!;
     const service = ch.params.service;
     const scopes = [scope];
@@ -162,7 +175,11 @@ export class AuthManager {
     try {
       if (cred && "identityToken" in cred) {
         // OAuth2 refresh-token grant (POST form).
-        const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: cred.identityToken, client_id: "soci-ts" });
+        const form = new URLSearchParams({
+          grant_type: "refresh_token",
+          refresh_token: cred.identityToken,
+          client_id: "soci-ts",
+        });
         if (service) form.set("service", service);
         form.set("scope", scopes.join(" "));
         res = await this.#opts.fetch(realm, {
@@ -186,14 +203,24 @@ export class AuthManager {
     }
     if (res.status === 401 || res.status === 403) {
       const detail = await errorDetail(res);
-      const who = found ? `credentials${"username" in found.credential && found.credential.username ? ` of user "${found.credential.username}"` : ""} from ${found.source} were refused` : "anonymous access was refused";
-      throw new UnauthorizedError(`Cannot get ${what}: HTTP ${res.status}${detail ? ` (${detail})` : ""}; ${who}`, res.status);
+      const who = found
+        ? `credentials${"username" in found.credential && found.credential.username ? ` of user "${found.credential.username}"` : ""} from ${found.source} were refused`
+        : "anonymous access was refused";
+      throw new UnauthorizedError(
+        `Cannot get ${what}: HTTP ${res.status}${detail ? ` (${detail})` : ""}; ${who}`,
+        res.status,
+      );
     }
     if (!res.ok) {
       const detail = await errorDetail(res);
       throw new UnavailableError(`Cannot get ${what}: HTTP ${res.status}${detail ? ` (${detail})` : ""}`);
     }
-    const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number; issued_at?: string };
+    const body = (await res.json()) as {
+      token?: string;
+      access_token?: string;
+      expires_in?: number;
+      issued_at?: string;
+    };
     const token = body.token ?? body.access_token;
     if (!token) throw new UnavailableError(`Cannot get ${what}: the answer has no "token"`);
     const lifetimeSec = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : 60;

@@ -17,7 +17,13 @@ import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manif
 import { MANIFEST_ACCEPT, MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
-import { DigestMismatchError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from "../util/errors.ts";
+import {
+  DigestMismatchError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+} from "../util/errors.ts";
 import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
 import type { Logger } from "../util/log.ts";
 import { AuthManager } from "./auth.ts";
@@ -167,7 +173,16 @@ export class HttpRegistryClient implements RegistryClient {
     const action = `head manifest "${target}" of "${repoName(ref)}"`;
     const got = await this.#read(ref, opts.signal, (ep) =>
       this.#send(
-        { ep, ref, url: `/v2/${ref.repository}/manifests/${target}`, method: "HEAD", headers: { accept: MANIFEST_ACCEPT }, scope: "pull", action, signal: opts.signal },
+        {
+          ep,
+          ref,
+          url: `/v2/${ref.repository}/manifests/${target}`,
+          method: "HEAD",
+          headers: { accept: MANIFEST_ACCEPT },
+          scope: "pull",
+          action,
+          signal: opts.signal,
+        },
         async (res) => {
           if (!res.ok) throw httpError({ action, status: res.status });
           const digest = res.headers.get("docker-content-digest") ?? undefined;
@@ -179,7 +194,11 @@ export class HttpRegistryClient implements RegistryClient {
     );
     if (got) {
       if (ref.digest && got.digest !== ref.digest) {
-        throw new DigestMismatchError(`Cannot ${action}: the registry answered with digest "${got.digest}"`, ref.digest, got.digest);
+        throw new DigestMismatchError(
+          `Cannot ${action}: the registry answered with digest "${got.digest}"`,
+          ref.digest,
+          got.digest,
+        );
       }
       return got;
     }
@@ -192,7 +211,16 @@ export class HttpRegistryClient implements RegistryClient {
     const action = `get manifest "${target}" of "${repoName(ref)}"`;
     return this.#read(ref, opts.signal, (ep) =>
       this.#send(
-        { ep, ref, url: `/v2/${ref.repository}/manifests/${target}`, method: "GET", headers: { accept: MANIFEST_ACCEPT }, scope: "pull", action, signal: opts.signal },
+        {
+          ep,
+          ref,
+          url: `/v2/${ref.repository}/manifests/${target}`,
+          method: "GET",
+          headers: { accept: MANIFEST_ACCEPT },
+          scope: "pull",
+          action,
+          signal: opts.signal,
+        },
         async (res, deadline) => {
           if (!res.ok) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
           const bytes = await readBody(res, deadline, (4 << 20) + 1);
@@ -201,7 +229,10 @@ export class HttpRegistryClient implements RegistryClient {
           const expected = ref.digest ?? (announced?.startsWith("sha256:") ? announced : undefined);
           if (expected) verifyDigest(bytes, expected, { what: `manifest "${target}" of "${repoName(ref)}"` });
           const digest = ref.digest ?? sha256Digest(bytes);
-          const { manifest, mediaType } = parseManifest(bytes, { contentType: res.headers.get("content-type") ?? undefined, what: `manifest "${target}" of "${repoName(ref)}"` });
+          const { manifest, mediaType } = parseManifest(bytes, {
+            contentType: res.headers.get("content-type") ?? undefined,
+            what: `manifest "${target}" of "${repoName(ref)}"`,
+          });
           return { descriptor: { mediaType, digest, size: bytes.length }, bytes, manifest };
         },
       ),
@@ -219,34 +250,69 @@ export class HttpRegistryClient implements RegistryClient {
     const pick = selectPlatform(top.manifest.manifests, want);
     if (!pick) {
       const have = top.manifest.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : "?")).join(", ");
-      throw new NotFoundError(`Cannot resolve "${repoName(ref)}:${manifestTarget(ref)}" for platform "${formatPlatform(want)}": the index offers ${have || "nothing"}`);
+      throw new NotFoundError(
+        `Cannot resolve "${repoName(ref)}:${manifestTarget(ref)}" for platform "${formatPlatform(want)}": the index offers ${have || "nothing"}`,
+      );
     }
-    const one = await this.getManifest({ registry: ref.registry, repository: ref.repository, digest: pick.digest }, opts);
-    if (isIndex(one.manifest)) return this.resolveImage({ registry: ref.registry, repository: ref.repository, digest: pick.digest }, opts);
+    const one = await this.getManifest(
+      { registry: ref.registry, repository: ref.repository, digest: pick.digest },
+      opts,
+    );
+    if (isIndex(one.manifest))
+      return this.resolveImage({ registry: ref.registry, repository: ref.repository, digest: pick.digest }, opts);
     return one;
   }
 
   /** PUT a manifest under the reference's tag, else its digest; returns its descriptor. */
-  async putManifest(ref: Reference, bytes: Uint8Array, mediaType: string, opts: RequestOptions = {}): Promise<Descriptor> {
+  async putManifest(
+    ref: Reference,
+    bytes: Uint8Array,
+    mediaType: string,
+    opts: RequestOptions = {},
+  ): Promise<Descriptor> {
     return (await this.#putManifest(ref, bytes, mediaType, opts)).descriptor;
   }
 
-  async #putManifest(ref: Reference, bytes: Uint8Array, mediaType: string, opts: RequestOptions): Promise<{ descriptor: Descriptor; subjectHeader?: string }> {
+  async #putManifest(
+    ref: Reference,
+    bytes: Uint8Array,
+    mediaType: string,
+    opts: RequestOptions,
+  ): Promise<{ descriptor: Descriptor; subjectHeader?: string }> {
     const digest = sha256Digest(bytes);
     if (ref.digest && ref.digest !== digest) {
-      throw new DigestMismatchError(`Cannot put manifest "${ref.digest}" of "${repoName(ref)}": its bytes hash to "${digest}"`, ref.digest, digest);
+      throw new DigestMismatchError(
+        `Cannot put manifest "${ref.digest}" of "${repoName(ref)}": its bytes hash to "${digest}"`,
+        ref.digest,
+        digest,
+      );
     }
     const target = ref.tag ?? digest;
     const action = `put manifest "${target}" of "${repoName(ref)}"`;
     const ep = this.#origin(ref);
     return this.#send(
-      { ep, ref, url: `/v2/${ref.repository}/manifests/${target}`, method: "PUT", headers: { "content-type": mediaType }, body: bytes, scope: "pull,push", action, signal: opts.signal },
+      {
+        ep,
+        ref,
+        url: `/v2/${ref.repository}/manifests/${target}`,
+        method: "PUT",
+        headers: { "content-type": mediaType },
+        body: bytes,
+        scope: "pull,push",
+        action,
+        signal: opts.signal,
+      },
       async (res) => {
-        if (res.status !== 201 && res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+        if (res.status !== 201 && res.status !== 200)
+          throw httpError({ action, status: res.status, detail: await errorDetail(res) });
         await res.body?.cancel().catch(() => {});
         const got = res.headers.get("docker-content-digest");
-        if (got && got !== digest) throw new DigestMismatchError(`Cannot ${action}: the registry stored it as "${got}"`, digest, got);
-        return { descriptor: { mediaType, digest, size: bytes.length }, subjectHeader: res.headers.get("oci-subject") ?? undefined };
+        if (got && got !== digest)
+          throw new DigestMismatchError(`Cannot ${action}: the registry stored it as "${got}"`, digest, got);
+        return {
+          descriptor: { mediaType, digest, size: bytes.length },
+          subjectHeader: res.headers.get("oci-subject") ?? undefined,
+        };
       },
     );
   }
@@ -264,7 +330,8 @@ export class HttpRegistryClient implements RegistryClient {
       if (res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
       const bytes = await readBody(res, deadline, opts.size);
       const len = Math.min(Number(res.headers.get("content-length") ?? NaN), opts.size ?? Infinity);
-      if (Number.isFinite(len) && bytes.length < len) throw new RetryableError(`Cannot ${action}: body cut after ${bytes.length} of ${len} bytes`);
+      if (Number.isFinite(len) && bytes.length < len)
+        throw new RetryableError(`Cannot ${action}: body cut after ${bytes.length} of ${len} bytes`);
       verifyDigest(bytes, digest, { what: `blob "${digest}" of "${repoName(ref)}"` });
       return bytes;
     });
@@ -284,21 +351,32 @@ export class HttpRegistryClient implements RegistryClient {
     let total: number | undefined;
     // 1. open the body at `from`: a 206 must start there; a 200 (range ignored) is skipped up to it
     const openAt = (from: number) =>
-      this.#blob(ref, digest, from > 0 ? { range: `bytes=${from}-` } : {}, action, opts.signal, async (res, deadline) => {
-        let skip = 0;
-        if (res.status === 206 && from > 0) {
-          const cr = parseContentRange(res.headers.get("content-range"));
-          if (!cr || cr.start !== from) throw new RetryableError(`Cannot ${action}: asked to resume at ${from}, got "${res.headers.get("content-range")}"`);
-        } else if (res.status === 200) {
-          skip = from;
-          const len = Number(res.headers.get("content-length") ?? NaN);
-          if (Number.isSafeInteger(len)) total = len;
-        } else {
-          throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-        }
-        if (!res.body) throw new RetryableError(`Cannot ${action}: the answer has no body`);
-        return { reader: res.body.getReader(), deadline, skip };
-      }, true);
+      this.#blob(
+        ref,
+        digest,
+        from > 0 ? { range: `bytes=${from}-` } : {},
+        action,
+        opts.signal,
+        async (res, deadline) => {
+          let skip = 0;
+          if (res.status === 206 && from > 0) {
+            const cr = parseContentRange(res.headers.get("content-range"));
+            if (!cr || cr.start !== from)
+              throw new RetryableError(
+                `Cannot ${action}: asked to resume at ${from}, got "${res.headers.get("content-range")}"`,
+              );
+          } else if (res.status === 200) {
+            skip = from;
+            const len = Number(res.headers.get("content-length") ?? NaN);
+            if (Number.isSafeInteger(len)) total = len;
+          } else {
+            throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+          }
+          if (!res.body) throw new RetryableError(`Cannot ${action}: the answer has no body`);
+          return { reader: res.body.getReader(), deadline, skip };
+        },
+        true,
+      );
     let cur = await openAt(0);
     let retries = 0;
     const fail = (err: unknown, c: ReadableStreamDefaultController<Uint8Array>) => {
@@ -316,8 +394,14 @@ export class HttpRegistryClient implements RegistryClient {
           } catch (err) {
             cur.deadline.clear();
             if (opts.signal?.aborted) return fail(abortedError(action, opts.signal), c);
-            const why = cur.deadline.timedOut ? `no bytes within ${cur.deadline.timeoutMs} ms` : `connection lost: ${(err as Error).message}`;
-            if (retries++ >= this.#retry.max) return fail(new UnavailableError(`Cannot ${action}: ${why} after ${digester.size} bytes`, { cause: err }), c);
+            const why = cur.deadline.timedOut
+              ? `no bytes within ${cur.deadline.timeoutMs} ms`
+              : `connection lost: ${(err as Error).message}`;
+            if (retries++ >= this.#retry.max)
+              return fail(
+                new UnavailableError(`Cannot ${action}: ${why} after ${digester.size} bytes`, { cause: err }),
+                c,
+              );
             try {
               await sleep(backoffMs(retries - 1, this.#retry), opts.signal);
               cur = await openAt(digester.size);
@@ -330,7 +414,13 @@ export class HttpRegistryClient implements RegistryClient {
             cur.deadline.clear();
             const actual = digester.digest();
             if (actual !== digest) {
-              return c.error(new DigestMismatchError(`Cannot verify ${what}: content hashes to "${actual}" (${digester.size} bytes)`, digest, actual));
+              return c.error(
+                new DigestMismatchError(
+                  `Cannot verify ${what}: content hashes to "${actual}" (${digester.size} bytes)`,
+                  digest,
+                  actual,
+                ),
+              );
             }
             return c.close();
           }
@@ -343,7 +433,14 @@ export class HttpRegistryClient implements RegistryClient {
           }
           digester.update(bytes);
           if (total !== undefined && digester.size > total) {
-            return fail(new DigestMismatchError(`Cannot verify ${what}: more than the announced ${total} bytes`, digest, "unknown"), c);
+            return fail(
+              new DigestMismatchError(
+                `Cannot verify ${what}: more than the announced ${total} bytes`,
+                digest,
+                "unknown",
+              ),
+              c,
+            );
           }
           c.enqueue(bytes);
           return;
@@ -361,12 +458,24 @@ export class HttpRegistryClient implements RegistryClient {
     parseDigest(digest);
     const action = `head blob "${digest}" of "${repoName(ref)}"`;
     return this.#read(ref, opts.signal, (ep) =>
-      this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/${digest}`, method: "HEAD", scope: "pull", action, signal: opts.signal }, async (res) => {
-        if (!res.ok) throw httpError({ action, status: res.status });
-        const size = Number(res.headers.get("content-length") ?? NaN);
-        if (!Number.isSafeInteger(size)) throw new UnavailableError(`Cannot ${action}: the answer has no Content-Length`);
-        return { size };
-      }),
+      this.#send(
+        {
+          ep,
+          ref,
+          url: `/v2/${ref.repository}/blobs/${digest}`,
+          method: "HEAD",
+          scope: "pull",
+          action,
+          signal: opts.signal,
+        },
+        async (res) => {
+          if (!res.ok) throw httpError({ action, status: res.status });
+          const size = Number(res.headers.get("content-length") ?? NaN);
+          if (!Number.isSafeInteger(size))
+            throw new UnavailableError(`Cannot ${action}: the answer has no Content-Length`);
+          return { size };
+        },
+      ),
     );
   }
 
@@ -375,37 +484,52 @@ export class HttpRegistryClient implements RegistryClient {
    * asked for; a 200 (no range support) is read only up to `end`. Ranges are not digest-verified (the
    * caller verifies spans); a short answer is retried.
    */
-  async readRange(ref: Reference, digest: string, start: number, end: number, opts: RequestOptions = {}): Promise<Uint8Array> {
+  async readRange(
+    ref: Reference,
+    digest: string,
+    start: number,
+    end: number,
+    opts: RequestOptions = {},
+  ): Promise<Uint8Array> {
     parseDigest(digest);
     const what = `blob "${digest}" of "${repoName(ref)}"`;
     checkRanges([[start, end]], what);
     const action = `read range [${start}, ${end}) of ${what}`;
-    return this.#blob(ref, digest, { range: rangeHeader([[start, end]]) }, action, opts.signal, async (res, deadline) => {
-      if (res.status === 416) throw new InvalidArgumentError(`Cannot ${action}: the range is beyond the blob's end (HTTP 416)`);
-      if (res.status === 206) {
-        // Read only up to `end` (never what the Content-Length or Content-Range claims beyond it).
-        const cr = parseContentRange(res.headers.get("content-range"));
-        if (cr && (cr.start > start || cr.end < end)) {
-          await res.body?.cancel().catch(() => {});
-          throw new RetryableError(`Cannot ${action}: the server sent bytes [${cr.start}, ${cr.end})`);
+    return this.#blob(
+      ref,
+      digest,
+      { range: rangeHeader([[start, end]]) },
+      action,
+      opts.signal,
+      async (res, deadline) => {
+        if (res.status === 416)
+          throw new InvalidArgumentError(`Cannot ${action}: the range is beyond the blob's end (HTTP 416)`);
+        if (res.status === 206) {
+          // Read only up to `end` (never what the Content-Length or Content-Range claims beyond it).
+          const cr = parseContentRange(res.headers.get("content-range"));
+          if (cr && (cr.start > start || cr.end < end)) {
+            await res.body?.cancel().catch(() => {});
+            throw new RetryableError(`Cannot ${action}: the server sent bytes [${cr.start}, ${cr.end})`);
+          }
+          const from = cr ? cr.start : start;
+          const need = end - from;
+          const body = await readBody(res, deadline, need);
+          if (body.length < need) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+          return from === start && body.length === need ? body : body.slice(start - from, end - from);
         }
-        const from = cr ? cr.start : start;
-        const need = end - from;
-        const body = await readBody(res, deadline, need);
-        if (body.length < need) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
-        return from === start && body.length === need ? body : body.slice(start - from, end - from);
-      }
-      if (res.status === 200) {
-        const body = await readBody(res, deadline, end);
-        if (body.length < end) {
-          const len = Number(res.headers.get("content-length") ?? NaN);
-          if (Number.isFinite(len) && len < end) throw new InvalidArgumentError(`Cannot ${action}: the blob has only ${len} bytes`);
-          throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+        if (res.status === 200) {
+          const body = await readBody(res, deadline, end);
+          if (body.length < end) {
+            const len = Number(res.headers.get("content-length") ?? NaN);
+            if (Number.isFinite(len) && len < end)
+              throw new InvalidArgumentError(`Cannot ${action}: the blob has only ${len} bytes`);
+            throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+          }
+          return body.slice(start, end);
         }
-        return body.slice(start, end);
-      }
-      throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-    });
+        throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+      },
+    );
   }
 
   /**
@@ -414,7 +538,12 @@ export class HttpRegistryClient implements RegistryClient {
    * registry is remembered as not serving multi-range requests and each range is read on its own.
    * Returns the bytes of each range in the order asked.
    */
-  async readRanges(ref: Reference, digest: string, ranges: ByteRange[], opts: RequestOptions = {}): Promise<Uint8Array[]> {
+  async readRanges(
+    ref: Reference,
+    digest: string,
+    ranges: ByteRange[],
+    opts: RequestOptions = {},
+  ): Promise<Uint8Array[]> {
     parseDigest(digest);
     const what = `blob "${digest}" of "${repoName(ref)}"`;
     checkRanges(ranges, what);
@@ -425,36 +554,45 @@ export class HttpRegistryClient implements RegistryClient {
     if (this.#noMultiRange.has(ref.registry)) return one();
     const maxEnd = Math.max(...ranges.map((r) => r[1]));
     const wanted = ranges.reduce((n, [s, e]) => n + e - s, 0);
-    const got = await this.#blob(ref, digest, { range: rangeHeader(ranges) }, action, opts.signal, async (res, deadline): Promise<Uint8Array[] | undefined> => {
-      if (res.status === 416) throw new InvalidArgumentError(`Cannot ${action}: a range is beyond the blob's end (HTTP 416)`);
-      if (res.status === 206) {
-        const boundary = multipartBoundary(res.headers.get("content-type"));
-        const body = await readBody(res, deadline);
-        if (boundary) {
-          try {
-            return sliceFromParts(parseMultipartByteranges(body, boundary), ranges);
-          } catch (err) {
-            throw new RetryableError(`Cannot ${action}: ${(err as Error).message}`, { cause: err });
+    const got = await this.#blob(
+      ref,
+      digest,
+      { range: rangeHeader(ranges) },
+      action,
+      opts.signal,
+      async (res, deadline): Promise<Uint8Array[] | undefined> => {
+        if (res.status === 416)
+          throw new InvalidArgumentError(`Cannot ${action}: a range is beyond the blob's end (HTTP 416)`);
+        if (res.status === 206) {
+          const boundary = multipartBoundary(res.headers.get("content-type"));
+          const body = await readBody(res, deadline);
+          if (boundary) {
+            try {
+              return sliceFromParts(parseMultipartByteranges(body, boundary), ranges);
+            } catch (err) {
+              throw new RetryableError(`Cannot ${action}: ${(err as Error).message}`, { cause: err });
+            }
           }
+          const cr = parseContentRange(res.headers.get("content-range"));
+          if (!cr || body.length !== cr.end - cr.start)
+            throw new RetryableError(`Cannot ${action}: bad single-range answer`);
+          return sliceFromParts([{ start: cr.start, end: cr.end, bytes: body }], ranges);
         }
-        const cr = parseContentRange(res.headers.get("content-range"));
-        if (!cr || body.length !== cr.end - cr.start) throw new RetryableError(`Cannot ${action}: bad single-range answer`);
-        return sliceFromParts([{ start: cr.start, end: cr.end, bytes: body }], ranges);
-      }
-      if (res.status === 200) {
-        // The whole blob: fine when the ranges cover most of it (servers answer so when they overlap or
-        // sum past the size); otherwise the server ignores multi-range requests: one request per range.
-        if (maxEnd > 2 * wanted) {
-          await res.body?.cancel().catch(() => {});
-          this.#noMultiRange.add(ref.registry);
-          return undefined;
+        if (res.status === 200) {
+          // The whole blob: fine when the ranges cover most of it (servers answer so when they overlap or
+          // sum past the size); otherwise the server ignores multi-range requests: one request per range.
+          if (maxEnd > 2 * wanted) {
+            await res.body?.cancel().catch(() => {});
+            this.#noMultiRange.add(ref.registry);
+            return undefined;
+          }
+          const body = await readBody(res, deadline, maxEnd);
+          if (body.length < maxEnd) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
+          return ranges.map(([s, e]) => body.slice(s, e));
         }
-        const body = await readBody(res, deadline, maxEnd);
-        if (body.length < maxEnd) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
-        return ranges.map(([s, e]) => body.slice(s, e));
-      }
-      throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-    });
+        throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+      },
+    );
     return got ?? one();
   }
 
@@ -462,26 +600,56 @@ export class HttpRegistryClient implements RegistryClient {
    * Uploads a blob unless the registry has it: one PUT (monolithic), or PATCH chunks of `chunkSize` bytes
    * then a closing PUT. `digest`, when given, must match the bytes.
    */
-  async pushBlob(ref: Reference, bytes: Uint8Array, opts: RequestOptions & { digest?: string; chunkSize?: number; mediaType?: string } = {}): Promise<Descriptor> {
+  async pushBlob(
+    ref: Reference,
+    bytes: Uint8Array,
+    opts: RequestOptions & { digest?: string; chunkSize?: number; mediaType?: string } = {},
+  ): Promise<Descriptor> {
     const digest = sha256Digest(bytes);
     if (opts.digest && opts.digest !== digest) {
-      throw new DigestMismatchError(`Cannot push blob "${opts.digest}" to "${repoName(ref)}": its bytes hash to "${digest}"`, opts.digest, digest);
+      throw new DigestMismatchError(
+        `Cannot push blob "${opts.digest}" to "${repoName(ref)}": its bytes hash to "${digest}"`,
+        opts.digest,
+        digest,
+      );
     }
     const desc: Descriptor = { mediaType: opts.mediaType ?? MediaType.OCTET_STREAM, digest, size: bytes.length };
     const ep = this.#origin(ref);
     const action = `push blob "${digest}" to "${repoName(ref)}"`;
     // 1. skip what is there
-    const exists = await this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/${digest}`, method: "HEAD", scope: "pull,push", action, signal: opts.signal }, async (res) => {
-      if (res.status === 404) return false;
-      if (res.ok) return true;
-      throw httpError({ action, status: res.status });
-    });
+    const exists = await this.#send(
+      {
+        ep,
+        ref,
+        url: `/v2/${ref.repository}/blobs/${digest}`,
+        method: "HEAD",
+        scope: "pull,push",
+        action,
+        signal: opts.signal,
+      },
+      async (res) => {
+        if (res.status === 404) return false;
+        if (res.ok) return true;
+        throw httpError({ action, status: res.status });
+      },
+    );
     if (exists) return desc;
     // 2. open an upload session
-    let location = await this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/uploads/`, method: "POST", scope: "pull,push", action, signal: opts.signal }, async (res) => {
-      if (res.status !== 202) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-      return uploadLocation(res, ep, action);
-    });
+    let location = await this.#send(
+      {
+        ep,
+        ref,
+        url: `/v2/${ref.repository}/blobs/uploads/`,
+        method: "POST",
+        scope: "pull,push",
+        action,
+        signal: opts.signal,
+      },
+      async (res) => {
+        if (res.status !== 202) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
+        return uploadLocation(res, ep, action);
+      },
+    );
     // 3. send chunks (PATCH), then close with PUT ?digest=
     const chunk = opts.chunkSize && opts.chunkSize > 0 ? opts.chunkSize : 0;
     let body: Uint8Array | undefined = bytes;
@@ -490,11 +658,24 @@ export class HttpRegistryClient implements RegistryClient {
         const part = bytes.subarray(off, Math.min(bytes.length, off + chunk));
         location = await this.#send(
           {
-            ep, ref, url: location, method: "PATCH", body: part, scope: "pull,push", action, signal: opts.signal, retries: 0,
+            ep,
+            ref,
+            url: location,
+            method: "PATCH",
+            body: part,
+            scope: "pull,push",
+            action,
+            signal: opts.signal,
+            retries: 0,
             headers: { "content-type": "application/octet-stream", "content-range": `${off}-${off + part.length - 1}` },
           },
           async (res) => {
-            if (res.status !== 202) throw httpError({ action: `${action} (chunk at ${off})`, status: res.status, detail: await errorDetail(res) });
+            if (res.status !== 202)
+              throw httpError({
+                action: `${action} (chunk at ${off})`,
+                status: res.status,
+                detail: await errorDetail(res),
+              });
             return uploadLocation(res, ep, action);
           },
         );
@@ -504,12 +685,24 @@ export class HttpRegistryClient implements RegistryClient {
     const put = new URL(location);
     put.searchParams.set("digest", digest);
     await this.#send(
-      { ep, ref, url: put.href, method: "PUT", body: body ?? new Uint8Array(0), scope: "pull,push", action, signal: opts.signal, retries: 0, headers: { "content-type": "application/octet-stream" } },
+      {
+        ep,
+        ref,
+        url: put.href,
+        method: "PUT",
+        body: body ?? new Uint8Array(0),
+        scope: "pull,push",
+        action,
+        signal: opts.signal,
+        retries: 0,
+        headers: { "content-type": "application/octet-stream" },
+      },
       async (res) => {
         if (res.status !== 201) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
         await res.body?.cancel().catch(() => {});
         const got = res.headers.get("docker-content-digest");
-        if (got && got !== digest) throw new DigestMismatchError(`Cannot ${action}: the registry stored it as "${got}"`, digest, got);
+        if (got && got !== digest)
+          throw new DigestMismatchError(`Cannot ${action}: the registry stored it as "${got}"`, digest, got);
       },
     );
     return desc;
@@ -521,9 +714,14 @@ export class HttpRegistryClient implements RegistryClient {
    * Referrers of `digest`: `GET /v2/<name>/referrers/<digest>` where the registry has the API, else the
    * fallback tag `<alg>-<hex>` holding an index of them. Filtered by `artifactType` (server or client side).
    */
-  async referrers(ref: Reference, digest: string, opts: RequestOptions & { artifactType?: string } = {}): Promise<Descriptor[]> {
+  async referrers(
+    ref: Reference,
+    digest: string,
+    opts: RequestOptions & { artifactType?: string } = {},
+  ): Promise<Descriptor[]> {
     const { algorithm, hex } = parseDigest(digest);
-    const filter = (list: Descriptor[]) => (opts.artifactType ? list.filter((d) => d.artifactType === opts.artifactType) : list);
+    const filter = (list: Descriptor[]) =>
+      opts.artifactType ? list.filter((d) => d.artifactType === opts.artifactType) : list;
     const action = `list referrers of "${digest}" in "${repoName(ref)}"`;
     // 1. the Referrers API at each endpoint (mirrors, then the origin) not known to lack it; a 404/405/400
     //    means this endpoint has no API (a registry with it answers an empty index): try the next one
@@ -533,7 +731,16 @@ export class HttpRegistryClient implements RegistryClient {
       let viaApi: Descriptor[] | undefined;
       try {
         viaApi = await this.#send(
-          { ep, ref, url: `/v2/${ref.repository}/referrers/${digest}${q}`, method: "GET", headers: { accept: MediaType.OCI_INDEX }, scope: "pull", action, signal: opts.signal },
+          {
+            ep,
+            ref,
+            url: `/v2/${ref.repository}/referrers/${digest}${q}`,
+            method: "GET",
+            headers: { accept: MediaType.OCI_INDEX },
+            scope: "pull",
+            action,
+            signal: opts.signal,
+          },
           async (res, deadline) => {
             if (res.status === 404 || res.status === 405 || res.status === 400) {
               await res.body?.cancel().catch(() => {});
@@ -541,7 +748,8 @@ export class HttpRegistryClient implements RegistryClient {
             }
             if (!res.ok) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
             const body = await readBody(res, deadline, (4 << 20) + 1);
-            if (body.length > 4 << 20) throw new UnavailableError(`Cannot ${action}: the referrers index is larger than 4 MiB`);
+            if (body.length > 4 << 20)
+              throw new UnavailableError(`Cannot ${action}: the referrers index is larger than 4 MiB`);
             const { manifest } = parseManifest(body, { what: `referrers index of "${digest}"` });
             if (!isIndex(manifest)) throw new UnavailableError(`Cannot ${action}: the answer is not an image index`);
             return manifest.manifests;
@@ -556,7 +764,10 @@ export class HttpRegistryClient implements RegistryClient {
     }
     // 2. the fallback tag
     try {
-      const fetched = await this.getManifest({ registry: ref.registry, repository: ref.repository, tag: `${algorithm}-${hex}` }, opts);
+      const fetched = await this.getManifest(
+        { registry: ref.registry, repository: ref.repository, tag: `${algorithm}-${hex}` },
+        opts,
+      );
       return isIndex(fetched.manifest) ? filter(fetched.manifest.manifests) : [];
     } catch (err) {
       if (err instanceof NotFoundError) return [];
@@ -569,10 +780,16 @@ export class HttpRegistryClient implements RegistryClient {
    * passing the image's own reference never moves its tag). When the registry does not confirm the subject
    * (`OCI-Subject` header), adds it to the fallback tag's index.
    */
-  async pushReferrer(ref: Reference, bytes: Uint8Array, mediaType: string, opts: RequestOptions = {}): Promise<Descriptor> {
+  async pushReferrer(
+    ref: Reference,
+    bytes: Uint8Array,
+    mediaType: string,
+    opts: RequestOptions = {},
+  ): Promise<Descriptor> {
     const { manifest } = parseManifest(bytes, { what: "referrer manifest" });
     const subject = manifest.subject;
-    if (!subject) throw new InvalidArgumentError(`Cannot push referrer to "${repoName(ref)}": the manifest has no "subject"`);
+    if (!subject)
+      throw new InvalidArgumentError(`Cannot push referrer to "${repoName(ref)}": the manifest has no "subject"`);
     const { algorithm, hex } = parseDigest(subject.digest);
     // 1. the manifest itself, by digest
     const base = { registry: ref.registry, repository: ref.repository };
@@ -638,37 +855,74 @@ export class HttpRegistryClient implements RegistryClient {
     const origin = this.#origin(ref);
     if (cached && cached.expiresAt > Date.now()) {
       try {
-        return await this.#send({ ep: origin, ref, url: cached.url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "manual" }, async (res, d) => {
-          if (res.status === 401 || res.status === 403 || res.status === 404 || res.status === 410 || (res.status >= 300 && res.status < 400)) {
-            await res.body?.cancel().catch(() => {});
-            throw new StaleRedirect();
-          }
-          return consume(res, d);
-        }, keepDeadline);
+        return await this.#send(
+          {
+            ep: origin,
+            ref,
+            url: cached.url,
+            method: "GET",
+            headers,
+            scope: "pull",
+            action,
+            noAuth: true,
+            signal,
+            redirect: "manual",
+          },
+          async (res, d) => {
+            if (
+              res.status === 401 ||
+              res.status === 403 ||
+              res.status === 404 ||
+              res.status === 410 ||
+              (res.status >= 300 && res.status < 400)
+            ) {
+              await res.body?.cancel().catch(() => {});
+              throw new StaleRedirect();
+            }
+            return consume(res, d);
+          },
+          keepDeadline,
+        );
       } catch (err) {
         if (!(err instanceof StaleRedirect)) throw err;
         this.#redirects.delete(key);
       }
     }
     return this.#read(ref, signal, (ep) =>
-      this.#send({ ep, ref, url: `/v2/${ref.repository}/blobs/${digest}`, method: "GET", headers, scope: "pull", action, signal, redirect: "manual" }, async (res, d) => {
-        const loc = res.headers.get("location");
-        if (res.status >= 300 && res.status < 400 && loc) {
-          await res.body?.cancel().catch(() => {});
-          d.clear();
-          const url = new URL(loc, `${ep.base}/v2/${ref.repository}/blobs/${digest}`).href;
-          this.#redirects.set(key, { url, expiresAt: Date.now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
-          // The target's request retries on its own; when it gives up, the origin's request must not retry
-          // the whole redirect again (retries would multiply: (max+1)² requests).
-          // The target may redirect again (a CDN in front of storage): fetch follows those (no credentials).
-          return this.#send({ ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "follow" }, consume, keepDeadline).catch(
-            (err: unknown) => {
+      this.#send(
+        {
+          ep,
+          ref,
+          url: `/v2/${ref.repository}/blobs/${digest}`,
+          method: "GET",
+          headers,
+          scope: "pull",
+          action,
+          signal,
+          redirect: "manual",
+        },
+        async (res, d) => {
+          const loc = res.headers.get("location");
+          if (res.status >= 300 && res.status < 400 && loc) {
+            await res.body?.cancel().catch(() => {});
+            d.clear();
+            const url = new URL(loc, `${ep.base}/v2/${ref.repository}/blobs/${digest}`).href;
+            this.#redirects.set(key, { url, expiresAt: Date.now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
+            // The target's request retries on its own; when it gives up, the origin's request must not retry
+            // the whole redirect again (retries would multiply: (max+1)² requests).
+            // The target may redirect again (a CDN in front of storage): fetch follows those (no credentials).
+            return this.#send(
+              { ep, ref, url, method: "GET", headers, scope: "pull", action, noAuth: true, signal, redirect: "follow" },
+              consume,
+              keepDeadline,
+            ).catch((err: unknown) => {
               throw new GaveUp(err);
-            },
-          );
-        }
-        return consume(res, d);
-      }, keepDeadline),
+            });
+          }
+          return consume(res, d);
+        },
+        keepDeadline,
+      ),
     );
   }
 
@@ -681,7 +935,9 @@ export class HttpRegistryClient implements RegistryClient {
     if (u.protocol !== "https:" || (!this.#caPem && this.#caPemByHost.size === 0)) return {};
     let init = this.#tlsByHost.get(u.host);
     if (!init) {
-      const pems = [this.#caPemByHost.get(u.host) ?? this.#caPemByHost.get(u.hostname), this.#caPem].filter((p): p is string => !!p);
+      const pems = [this.#caPemByHost.get(u.host) ?? this.#caPemByHost.get(u.hostname), this.#caPem].filter(
+        (p): p is string => !!p,
+      );
       init = pems.length ? { tls: { ca: [...rootCertificates, ...pems] } } : {};
       this.#tlsByHost.set(u.host, init);
     }
@@ -689,7 +945,14 @@ export class HttpRegistryClient implements RegistryClient {
   }
 
   /** The one-line debug form of a request and its answer (or failure). */
-  #logRequest(method: string, url: string, headers: Record<string, string>, started: number, answer: Response | unknown, attempt: number): void {
+  #logRequest(
+    method: string,
+    url: string,
+    headers: Record<string, string>,
+    started: number,
+    answer: Response | unknown,
+    attempt: number,
+  ): void {
     const ms = Math.round(performance.now() - started);
     const range = headers.range ? ` range=${headers.range}` : "";
     const retry = attempt > 0 ? ` (retry ${attempt})` : "";
@@ -701,7 +964,11 @@ export class HttpRegistryClient implements RegistryClient {
   }
 
   /** One request with auth, deadline and retries (see the file comment). */
-  async #send<T>(req: SendRequest, consume: (res: Response, deadline: IdleDeadline) => Promise<T>, keepDeadline = false): Promise<T> {
+  async #send<T>(
+    req: SendRequest,
+    consume: (res: Response, deadline: IdleDeadline) => Promise<T>,
+    keepDeadline = false,
+  ): Promise<T> {
     const url = /^https?:\/\//.test(req.url) ? req.url : `${req.ep.base}${req.url}`;
     /** The host asked, for messages (a redirect target's, not the registry's). */
     const host = /^https?:\/\//.test(req.url) ? new URL(req.url).host : req.ep.host;
@@ -739,7 +1006,9 @@ export class HttpRegistryClient implements RegistryClient {
         deadline.clear();
         if (this.#opts.logger?.debugEnabled) this.#logRequest(req.method, url, headers, started, err, attempt);
         if (req.signal?.aborted) throw abortedError(req.action, req.signal);
-        const why = deadline.timedOut ? timedOutText(deadline, host, "no answer") : `cannot reach "${host}": ${(err as Error).message}`;
+        const why = deadline.timedOut
+          ? timedOutText(deadline, host, "no answer")
+          : `cannot reach "${host}": ${(err as Error).message}`;
         lastErr = new UnavailableError(`Cannot ${req.action}: ${why}`, { cause: err });
         if (attempt++ < maxRetries) {
           await pause(backoffMs(attempt - 1, this.#retry), req);
@@ -755,9 +1024,11 @@ export class HttpRegistryClient implements RegistryClient {
         this.#auth.invalidate(req.ep.host, scope);
         if (!challenged) {
           challenged = true;
-          const answered = await this.#auth.handleChallenge(req.ep.host, authHost, challenge, scope, req.signal).catch((err: unknown) => {
-            throw req.signal?.aborted ? abortedError(req.action, req.signal) : err;
-          });
+          const answered = await this.#auth
+            .handleChallenge(req.ep.host, authHost, challenge, scope, req.signal)
+            .catch((err: unknown) => {
+              throw req.signal?.aborted ? abortedError(req.action, req.signal) : err;
+            });
           if (answered) continue;
         }
         const who = await this.#auth.describe(authHost);
@@ -782,8 +1053,14 @@ export class HttpRegistryClient implements RegistryClient {
         if (req.signal?.aborted) throw abortedError(req.action, req.signal);
         if (err instanceof GaveUp) throw err.error;
         let e = err;
-        if (deadline.timedOut) e = new RetryableError(`Cannot ${req.action}: ${timedOutText(deadline, host, "no bytes")}`, { cause: err });
-        else if (err instanceof TypeError || (err instanceof Error && /ECONNRESET|socket|closed|terminated/i.test(err.message) && !(err instanceof DigestMismatchError)))
+        if (deadline.timedOut)
+          e = new RetryableError(`Cannot ${req.action}: ${timedOutText(deadline, host, "no bytes")}`, { cause: err });
+        else if (
+          err instanceof TypeError ||
+          (err instanceof Error &&
+            /ECONNRESET|socket|closed|terminated/i.test(err.message) &&
+            !(err instanceof DigestMismatchError))
+        )
           e = new RetryableError(`Cannot ${req.action}: connection to "${host}" lost: ${err.message}`, { cause: err });
         if (e instanceof RetryableError && attempt < maxRetries) {
           await pause(backoffMs(attempt++, this.#retry), req);
@@ -802,7 +1079,9 @@ function readCaFile(path: string, forWhat: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch (err) {
-    throw new FailedPreconditionError(`Cannot read CA file "${path}" for ${forWhat}: ${(err as Error).message}`, { cause: err });
+    throw new FailedPreconditionError(`Cannot read CA file "${path}" for ${forWhat}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -827,7 +1106,9 @@ class GaveUp extends Error {
 function abortedError(action: string, signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
   const text = reason instanceof Error ? reason.message.replace(/\.$/, "") : String(reason ?? "aborted");
-  const err = new Error(`Cannot ${action}: ${text ? text[0]!.toLowerCase() + text.slice(1) : "aborted"}`, { cause: reason });
+  const err = new Error(`Cannot ${action}: ${text ? text[0]!.toLowerCase() + text.slice(1) : "aborted"}`, {
+    cause: reason,
+  });
   err.name = reason instanceof Error ? reason.name : "AbortError";
   return err;
 }

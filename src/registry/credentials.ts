@@ -27,7 +27,10 @@ export interface FoundCredential {
 }
 
 interface DockerConfig {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }>;
+  auths?: Record<
+    string,
+    { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }
+  >;
   credsStore?: string;
   credHelpers?: Record<string, string>;
 }
@@ -102,10 +105,15 @@ export class CredentialStore {
       if (entry.auth) {
         const decoded = new TextDecoder().decode(Uint8Array.from(atob(entry.auth), (c) => c.charCodeAt(0)));
         const i = decoded.indexOf(":");
-        if (i < 0) throw new ConfigError(`Cannot read credentials for "${host}" from ${source}: "auth" is not base64 "user:password"`, `auths.${host}.auth`);
+        if (i < 0)
+          throw new ConfigError(
+            `Cannot read credentials for "${host}" from ${source}: "auth" is not base64 "user:password"`,
+            `auths.${host}.auth`,
+          );
         return { credential: { username: decoded.slice(0, i), password: decoded.slice(i + 1) }, source };
       }
-      if (entry.username && entry.password) return { credential: { username: entry.username, password: entry.password }, source };
+      if (entry.username && entry.password)
+        return { credential: { username: entry.username, password: entry.password }, source };
     }
     if (cfg.credsStore) return this.#fromHelper(cfg.credsStore, host, path);
     return undefined;
@@ -120,7 +128,9 @@ export class CredentialStore {
     try {
       json = JSON.parse(out);
     } catch (err) {
-      throw new FailedPreconditionError(`Cannot read credentials for "${host}" from ${source}: output is not JSON`, { cause: err });
+      throw new FailedPreconditionError(`Cannot read credentials for "${host}" from ${source}: output is not JSON`, {
+        cause: err,
+      });
     }
     if (!json.Secret) return undefined;
     if (json.Username === "<token>") return { credential: { identityToken: json.Secret }, source };
@@ -140,7 +150,9 @@ async function readDockerConfig(path: string): Promise<DockerConfig | undefined>
     text = await readFile(path, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new ConfigError(`Cannot read docker config "${path}": ${(err as Error).message}`, "dockerConfigPath", { cause: err });
+    throw new ConfigError(`Cannot read docker config "${path}": ${(err as Error).message}`, "dockerConfigPath", {
+      cause: err,
+    });
   }
   try {
     return JSON.parse(text) as DockerConfig;
@@ -156,7 +168,9 @@ function runHelper(cmd: string, serverUrl: string, timeoutMs: number): Promise<s
     try {
       child = spawn(cmd, ["get"], { stdio: ["pipe", "pipe", "pipe"], timeout: timeoutMs });
     } catch (err) {
-      reject(new FailedPreconditionError(`Cannot run credential helper "${cmd}": ${(err as Error).message}`, { cause: err }));
+      reject(
+        new FailedPreconditionError(`Cannot run credential helper "${cmd}": ${(err as Error).message}`, { cause: err }),
+      );
       return;
     }
     let out = "";

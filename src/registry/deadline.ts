@@ -106,7 +106,8 @@ export async function readBody(res: Response, deadline: IdleDeadline, limit?: nu
   const reader = res.body.getReader();
   // Preallocate from the Content-Length only up to PREALLOCATE_MAX_BYTES: a lying server must not make us
   // allocate gigabytes before sending a byte; beyond it, chunks are collected as they arrive.
-  const want = Number.isSafeInteger(declared) && declared >= 0 ? (limit !== undefined ? Math.min(limit, declared) : declared) : -1;
+  const want =
+    Number.isSafeInteger(declared) && declared >= 0 ? (limit !== undefined ? Math.min(limit, declared) : declared) : -1;
   let buf: Uint8Array | undefined = want >= 0 && want <= PREALLOCATE_MAX_BYTES ? new Uint8Array(want) : undefined;
   const chunks: Uint8Array[] = [];
   let n = 0;

@@ -3,11 +3,7 @@
  * the registry host, the repository, the object (tag or digest) and the HTTP status with the OCI error
  * code, e.g. `Cannot get manifest "v1" of "127.0.0.1:5000/app": HTTP 404 (MANIFEST_UNKNOWN: manifest unknown)`.
  */
-import {
-  FailedPreconditionError,
-  NotFoundError,
-  UnavailableError,
-} from "../util/errors.ts";
+import { FailedPreconditionError, NotFoundError, UnavailableError } from "../util/errors.ts";
 
 /** Authentication or authorization failed (HTTP 401/403): wrong or missing credentials. */
 export class UnauthorizedError extends FailedPreconditionError {

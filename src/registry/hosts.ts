@@ -31,7 +31,10 @@ const LOOPBACK = /^(localhost|127(?:\.\d+){3}|\[::1\])(?::\d+)?$/;
  * True when `host` ("host[:port]") should be spoken to over plain HTTP: loopback hosts and hosts in
  * `plainHttpHosts` (with or without port), unless named in `httpsHosts`.
  */
-export function isPlainHttp(host: string, opts: { plainHttpHosts?: readonly string[]; httpsHosts?: readonly string[] } = {}): boolean {
+export function isPlainHttp(
+  host: string,
+  opts: { plainHttpHosts?: readonly string[]; httpsHosts?: readonly string[] } = {},
+): boolean {
   const { plainHttpHosts = [], httpsHosts = [] } = opts;
   const bare = host.replace(/:\d+$/, "");
   if (httpsHosts.includes(host) || httpsHosts.includes(bare)) return false;
@@ -56,7 +59,8 @@ export function endpointsFor(
   const withMirrors = opts.withMirrors;
   const out: Endpoint[] = [];
   if (withMirrors) {
-    const mirrors = opts.mirrors?.[registry] ?? (registry === DOCKER_HUB ? opts.mirrors?.[DOCKER_HUB_API_HOST] : undefined) ?? [];
+    const mirrors =
+      opts.mirrors?.[registry] ?? (registry === DOCKER_HUB ? opts.mirrors?.[DOCKER_HUB_API_HOST] : undefined) ?? [];
     for (const m of mirrors) {
       const url = /^[a-z]+:\/\//i.exec(m.host) ? new URL(m.host) : undefined;
       const host = url ? url.host : m.host.replace(/\/+$/, "");

@@ -17,7 +17,13 @@ import { isIndexMediaType, isManifestMediaType, MediaType } from "../oci/media_t
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
 import { Digester, parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
-import { DigestMismatchError, FailedPreconditionError, fsErrorReason, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import {
+  DigestMismatchError,
+  FailedPreconditionError,
+  fsErrorReason,
+  InvalidArgumentError,
+  NotFoundError,
+} from "../util/errors.ts";
 import { checkRanges } from "./ranges.ts";
 import type { FetchedManifest, ImageStore, RequestOptions } from "./types.ts";
 
@@ -63,7 +69,8 @@ export class OciLayout implements ImageStore {
       marker = await readFile(join(dir, "oci-layout"), "utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw layoutError(dir, "oci-layout", err);
-      if (!opts.create) throw new NotFoundError(`Cannot open OCI layout "${dir}": it has no "oci-layout" file`, { cause: err });
+      if (!opts.create)
+        throw new NotFoundError(`Cannot open OCI layout "${dir}": it has no "oci-layout" file`, { cause: err });
       await layout.#create();
       return layout;
     }
@@ -73,7 +80,10 @@ export class OciLayout implements ImageStore {
     } catch (err) {
       throw new FailedPreconditionError(`Cannot open OCI layout "${dir}": "oci-layout" is not JSON`, { cause: err });
     }
-    if (version !== "1.0.0") throw new FailedPreconditionError(`Cannot open OCI layout "${dir}": imageLayoutVersion is "${String(version)}", expected "1.0.0"`);
+    if (version !== "1.0.0")
+      throw new FailedPreconditionError(
+        `Cannot open OCI layout "${dir}": imageLayoutVersion is "${String(version)}", expected "1.0.0"`,
+      );
     return layout;
   }
 
@@ -86,18 +96,24 @@ export class OciLayout implements ImageStore {
   /** index.json, parsed. NotFoundError when the layout has none. */
   async readIndex(): Promise<ImageIndex> {
     const path = join(this.dir, "index.json");
-    const bytes = await readFile(path).then((b) => new Uint8Array(b), (err) => {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw layoutError(this.dir, "index.json", err);
-      throw new NotFoundError(`Cannot open OCI layout "${this.dir}": it has no index.json`, { cause: err });
-    });
+    const bytes = await readFile(path).then(
+      (b) => new Uint8Array(b),
+      (err) => {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw layoutError(this.dir, "index.json", err);
+        throw new NotFoundError(`Cannot open OCI layout "${this.dir}": it has no index.json`, { cause: err });
+      },
+    );
     const { manifest } = parseManifest(bytes, { what: `index "${path}"` });
-    if (!isIndex(manifest)) throw new FailedPreconditionError(`Cannot read OCI layout "${this.dir}": index.json has no "manifests"`);
+    if (!isIndex(manifest))
+      throw new FailedPreconditionError(`Cannot read OCI layout "${this.dir}": index.json has no "manifests"`);
     return manifest;
   }
 
   /** Tags of index.json, in order. */
   async tags(): Promise<string[]> {
-    return (await this.readIndex()).manifests.map((d) => d.annotations?.[REF_NAME_ANNOTATION]).filter((t): t is string => !!t);
+    return (await this.readIndex()).manifests
+      .map((d) => d.annotations?.[REF_NAME_ANNOTATION])
+      .filter((t): t is string => !!t);
   }
 
   // ------------------------------------------------------------------------------------------------- reads
@@ -106,13 +122,20 @@ export class OciLayout implements ImageStore {
     const top = await this.getRoot();
     if (!isIndex(top.manifest)) return top;
     const want = opts.platform ?? this.#platform;
-    const pick = selectPlatform(top.manifest.manifests, want) ?? (top.manifest.manifests.length === 1 && !top.manifest.manifests[0]!.platform ? top.manifest.manifests[0] : undefined);
+    const pick =
+      selectPlatform(top.manifest.manifests, want) ??
+      (top.manifest.manifests.length === 1 && !top.manifest.manifests[0]!.platform
+        ? top.manifest.manifests[0]
+        : undefined);
     if (!pick) {
       const have = top.manifest.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : "?")).join(", ");
-      throw new NotFoundError(`Cannot resolve "${this.name}" for platform "${formatPlatform(want)}": the index offers ${have || "nothing"}`);
+      throw new NotFoundError(
+        `Cannot resolve "${this.name}" for platform "${formatPlatform(want)}": the index offers ${have || "nothing"}`,
+      );
     }
     const one = await this.getManifest(pick.digest, opts);
-    if (isIndex(one.manifest)) throw new FailedPreconditionError(`Cannot resolve "${this.name}": nested index "${pick.digest}"`);
+    if (isIndex(one.manifest))
+      throw new FailedPreconditionError(`Cannot resolve "${this.name}": nested index "${pick.digest}"`);
     return one;
   }
 
@@ -124,10 +147,13 @@ export class OciLayout implements ImageStore {
   async getRoot(_opts?: RequestOptions): Promise<FetchedManifest> {
     if (this.tagName) return this.getManifest(this.tagName);
     const index = await this.readIndex();
-    if (index.manifests.length === 0) throw new NotFoundError(`Cannot find an image in OCI layout "${this.dir}": index.json lists no manifests`);
+    if (index.manifests.length === 0)
+      throw new NotFoundError(`Cannot find an image in OCI layout "${this.dir}": index.json lists no manifests`);
     if (index.manifests.length > 1) {
       const tags = index.manifests.map((d) => d.annotations?.[REF_NAME_ANNOTATION] ?? d.digest).join(", ");
-      throw new InvalidArgumentError(`Cannot choose an image in "${this.name}": index.json lists ${index.manifests.length} manifests (${tags}); name a tag ("oci:DIR:TAG")`);
+      throw new InvalidArgumentError(
+        `Cannot choose an image in "${this.name}": index.json lists ${index.manifests.length} manifests (${tags}); name a tag ("oci:DIR:TAG")`,
+      );
     }
     return this.getManifest(index.manifests[0]!.digest);
   }
@@ -142,12 +168,17 @@ export class OciLayout implements ImageStore {
       desc = [...index.manifests].reverse().find((d) => d.annotations?.[REF_NAME_ANNOTATION] === target);
       if (!desc) {
         const tags = (await this.tags()).join(", ");
-        throw new NotFoundError(`Cannot find tag "${target}" in OCI layout "${this.dir}": it has ${tags ? `tags ${tags}` : "no tags"}`);
+        throw new NotFoundError(
+          `Cannot find tag "${target}" in OCI layout "${this.dir}": it has ${tags ? `tags ${tags}` : "no tags"}`,
+        );
       }
     }
     const digest = desc?.digest ?? target;
     const bytes = await this.getBlob(digest);
-    const { manifest, mediaType } = parseManifest(bytes, { contentType: desc?.mediaType, what: `manifest "${digest}" of "${this.name}"` });
+    const { manifest, mediaType } = parseManifest(bytes, {
+      contentType: desc?.mediaType,
+      what: `manifest "${digest}" of "${this.name}"`,
+    });
     return { descriptor: { mediaType, digest, size: bytes.length }, bytes, manifest };
   }
 
@@ -200,7 +231,13 @@ export class OciLayout implements ImageStore {
             await close();
             const actual = digester.digest();
             if (actual !== digest) {
-              c.error(new DigestMismatchError(`Cannot verify ${what}: content hashes to "${actual}" (${digester.size} bytes)`, digest, actual));
+              c.error(
+                new DigestMismatchError(
+                  `Cannot verify ${what}: content hashes to "${actual}" (${digester.size} bytes)`,
+                  digest,
+                  actual,
+                ),
+              );
               return;
             }
             c.close();
@@ -241,12 +278,14 @@ export class OciLayout implements ImageStore {
       const size = (await fh.stat()).size;
       const out: Uint8Array[] = [];
       for (const [s, e] of ranges) {
-        if (e > size) throw new InvalidArgumentError(`Cannot read range [${s}, ${e}) of ${what}: the blob has only ${size} bytes`);
+        if (e > size)
+          throw new InvalidArgumentError(`Cannot read range [${s}, ${e}) of ${what}: the blob has only ${size} bytes`);
         const buf = new Uint8Array(e - s);
         let got = 0;
         while (got < buf.length) {
           const { bytesRead } = await fh.read(buf, got, buf.length - got, s + got);
-          if (bytesRead === 0) throw new FailedPreconditionError(`Cannot read range [${s}, ${e}) of ${what}: file ended early`);
+          if (bytesRead === 0)
+            throw new FailedPreconditionError(`Cannot read range [${s}, ${e}) of ${what}: file ended early`);
           got += bytesRead;
         }
         out.push(buf);
@@ -278,13 +317,23 @@ export class OciLayout implements ImageStore {
 
   // ------------------------------------------------------------------------------------------------ writes
 
-  async putBlob(bytes: Uint8Array, opts: RequestOptions & { mediaType?: string; digest?: string } = {}): Promise<Descriptor> {
+  async putBlob(
+    bytes: Uint8Array,
+    opts: RequestOptions & { mediaType?: string; digest?: string } = {},
+  ): Promise<Descriptor> {
     const digest = sha256Digest(bytes);
     if (opts.digest && opts.digest !== digest) {
-      throw new DigestMismatchError(`Cannot put blob "${opts.digest}" into OCI layout "${this.dir}": its bytes hash to "${digest}"`, opts.digest, digest);
+      throw new DigestMismatchError(
+        `Cannot put blob "${opts.digest}" into OCI layout "${this.dir}": its bytes hash to "${digest}"`,
+        opts.digest,
+        digest,
+      );
     }
     const path = this.blobPath(digest);
-    const exists = await stat(path).then((s) => s.size === bytes.length, () => false);
+    const exists = await stat(path).then(
+      (s) => s.size === bytes.length,
+      () => false,
+    );
     if (!exists) {
       await (this.#created ??= this.#create());
       await atomicWrite(path, bytes);
@@ -293,7 +342,11 @@ export class OciLayout implements ImageStore {
   }
 
   /** Stores a manifest as a blob, and lists it in index.json under `tag` when given (replacing the tag's old entry). */
-  async putManifest(bytes: Uint8Array, mediaType: string, opts: RequestOptions & { tag?: string } = {}): Promise<Descriptor> {
+  async putManifest(
+    bytes: Uint8Array,
+    mediaType: string,
+    opts: RequestOptions & { tag?: string } = {},
+  ): Promise<Descriptor> {
     parseManifest(bytes, { contentType: mediaType, what: `manifest for OCI layout "${this.dir}"` });
     const { digest, size } = await this.putBlob(bytes, { mediaType });
     const desc: Descriptor = { mediaType, digest, size };
@@ -302,14 +355,22 @@ export class OciLayout implements ImageStore {
   }
 
   async tag(tag: string, descriptor: Descriptor, _opts?: RequestOptions): Promise<void> {
-    if (!/^[\w][\w.-]{0,127}$/.test(tag)) throw new InvalidArgumentError(`Cannot tag "${descriptor.digest}" in OCI layout "${this.dir}": tag "${tag}" is not valid`);
+    if (!/^[\w][\w.-]{0,127}$/.test(tag))
+      throw new InvalidArgumentError(
+        `Cannot tag "${descriptor.digest}" in OCI layout "${this.dir}": tag "${tag}" is not valid`,
+      );
     await this.headBlob(descriptor.digest);
-    await this.#updateIndex((index) => addToIndex(index, { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size }, tag));
+    await this.#updateIndex((index) =>
+      addToIndex(index, { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size }, tag),
+    );
   }
 
   async pushReferrer(bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor> {
     const { manifest } = parseManifest(bytes, { contentType: mediaType });
-    if (!manifest.subject) throw new InvalidArgumentError(`Cannot put referrer into OCI layout "${this.dir}": the manifest has no "subject"`);
+    if (!manifest.subject)
+      throw new InvalidArgumentError(
+        `Cannot put referrer into OCI layout "${this.dir}": the manifest has no "subject"`,
+      );
     const desc = await this.putManifest(bytes, mediaType, opts);
     await this.#updateIndex((index) => addToIndex(index, desc));
     return desc;
@@ -326,9 +387,12 @@ export class OciLayout implements ImageStore {
   }
 
   #missing(digest: string, err: unknown): Error {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return new NotFoundError(`Cannot find blob "${digest}" in OCI layout "${this.dir}"`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      return new NotFoundError(`Cannot find blob "${digest}" in OCI layout "${this.dir}"`, { cause: err });
     if ((err as NodeJS.ErrnoException).code === "ENOTDIR") return layoutError(this.dir, "", err);
-    return new FailedPreconditionError(`Cannot read blob "${digest}" of OCI layout "${this.dir}": ${fsErrorReason(err)}`);
+    return new FailedPreconditionError(
+      `Cannot read blob "${digest}" of OCI layout "${this.dir}": ${fsErrorReason(err)}`,
+    );
   }
 
   /** Creates DIR/blobs/sha256, oci-layout and an empty index.json where missing. */
@@ -342,10 +406,19 @@ export class OciLayout implements ImageStore {
     }
     const files: Array<[string, Uint8Array]> = [
       ["oci-layout", encodeJson({ imageLayoutVersion: "1.0.0" })],
-      ["index.json", new TextEncoder().encode(goIndex({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] }))],
+      [
+        "index.json",
+        new TextEncoder().encode(goIndex({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] })),
+      ],
     ];
     for (const [name, bytes] of files) {
-      if (!(await stat(join(this.dir, name)).then(() => true, () => false))) await atomicWrite(join(this.dir, name), bytes);
+      if (
+        !(await stat(join(this.dir, name)).then(
+          () => true,
+          () => false,
+        ))
+      )
+        await atomicWrite(join(this.dir, name), bytes);
     }
   }
 
@@ -370,7 +443,9 @@ function layoutError(dir: string, file: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === "ENOTDIR") return new FailedPreconditionError(`Cannot open OCI layout "${dir}": not a directory`);
   if (code === "EISDIR") return new FailedPreconditionError(`Cannot open OCI layout "${dir}": ${file} is a directory`);
-  return new FailedPreconditionError(`Cannot open OCI layout "${dir}": cannot read ${file || "it"}: ${fsErrorReason(err)}`);
+  return new FailedPreconditionError(
+    `Cannot open OCI layout "${dir}": cannot read ${file || "it"}: ${fsErrorReason(err)}`,
+  );
 }
 
 /** index.json with `desc` added: a tag moves to it; an untagged descriptor is added once. */
@@ -405,5 +480,7 @@ async function atomicWrite(path: string, bytes: Uint8Array): Promise<void> {
     throw err;
   }
   // Some file systems refuse fsync on a directory; the rename is atomic all the same.
-  await open(dirname(path), "r").then((dh) => dh.sync().finally(() => dh.close())).catch(() => {});
+  await open(dirname(path), "r")
+    .then((dh) => dh.sync().finally(() => dh.close()))
+    .catch(() => {});
 }

@@ -30,7 +30,8 @@ export function parseLayoutSpec(spec: string): { dir: string; tag: string | unde
   const dir = tagged ? rest.slice(0, colon) : rest;
   const tag = (tagged && rest.slice(colon + 1)) || undefined;
   if (!dir) throw new InvalidArgumentError(`Cannot open "${spec}": the OCI layout directory is empty`);
-  if (tag !== undefined && !/^[\w][\w.-]{0,127}$/.test(tag)) throw new InvalidArgumentError(`Cannot open "${spec}": tag "${tag}" is not valid`);
+  if (tag !== undefined && !/^[\w][\w.-]{0,127}$/.test(tag))
+    throw new InvalidArgumentError(`Cannot open "${spec}": tag "${tag}" is not valid`);
   return { dir, tag };
 }
 
@@ -42,7 +43,8 @@ export function parseLayoutSpec(spec: string): { dir: string; tag: string | unde
  */
 export async function openImageSource(refString: string, opts: OpenImageSourceOptions = {}): Promise<ImageStore> {
   const layout = parseLayoutSpec(refString);
-  if (layout) return OciLayout.open(layout.dir, layout.tag, { create: opts.create, defaultPlatform: opts.defaultPlatform });
+  if (layout)
+    return OciLayout.open(layout.dir, layout.tag, { create: opts.create, defaultPlatform: opts.defaultPlatform });
   const ref = parseReference(refString.startsWith("docker://") ? refString.slice(9) : refString);
   return new RegistryImageStore(opts.client ?? new HttpRegistryClient(opts), ref);
 }

@@ -70,7 +70,8 @@ export function parseMultipartByteranges(body: Uint8Array, boundary: string): Ra
     if (!range) throw new FormatError("Cannot parse multipart/byteranges body: part has no valid Content-Range", pos);
     const dataStart = headEnd + 4;
     const dataEnd = dataStart + (range.end - range.start);
-    if (dataEnd > body.length) throw new FormatError("Cannot parse multipart/byteranges body: part is truncated", dataStart);
+    if (dataEnd > body.length)
+      throw new FormatError("Cannot parse multipart/byteranges body: part is truncated", dataStart);
     parts.push({ start: range.start, end: range.end, bytes: body.subarray(dataStart, dataEnd) });
     pos = indexOf(body, delim, dataEnd);
     if (pos < 0) throw new FormatError("Cannot parse multipart/byteranges body: closing boundary missing", dataEnd);
@@ -91,7 +92,11 @@ export function sliceFromParts(parts: RangePart[], ranges: ByteRange[]): Uint8Ar
 
 function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
   const first = needle[0]!;
-  outer: for (let i = hay.indexOf(first, from); i >= 0 && i <= hay.length - needle.length; i = hay.indexOf(first, i + 1)) {
+  outer: for (
+    let i = hay.indexOf(first, from);
+    i >= 0 && i <= hay.length - needle.length;
+    i = hay.indexOf(first, i + 1)
+  ) {
     for (let j = 1; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
     return i;
   }

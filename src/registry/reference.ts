@@ -13,7 +13,8 @@ export const DOCKER_HUB_API_HOST = "registry-1.docker.io";
 
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
-const HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$/;
+const HOST =
+  /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$/;
 
 /**
  * Parses an image reference. Defaults: registry "docker.io", "library/" for one-component Docker Hub names.
@@ -45,7 +46,10 @@ export function parseReference(s: string): Reference {
   let path = rest;
   const slash = rest.indexOf("/");
   const first = slash >= 0 ? rest.slice(0, slash) : "";
-  if (slash >= 0 && (first.includes(".") || first.includes(":") || first === "localhost" || first !== first.toLowerCase())) {
+  if (
+    slash >= 0 &&
+    (first.includes(".") || first.includes(":") || first === "localhost" || first !== first.toLowerCase())
+  ) {
     registry = first;
     path = rest.slice(slash + 1);
     if (!HOST.test(registry)) fail(`registry host "${registry}" is not valid`);

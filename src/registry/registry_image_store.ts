@@ -52,7 +52,12 @@ export class RegistryImageStore implements ImageStore {
     return this.#client.pushBlob(this.#repo(), bytes, opts);
   }
   putManifest(bytes: Uint8Array, mediaType: string, opts: RequestOptions & { tag?: string } = {}): Promise<Descriptor> {
-    return this.#client.putManifest(opts.tag ? { ...this.#repo(), tag: opts.tag } : this.#repo(), bytes, mediaType, opts);
+    return this.#client.putManifest(
+      opts.tag ? { ...this.#repo(), tag: opts.tag } : this.#repo(),
+      bytes,
+      mediaType,
+      opts,
+    );
   }
   async tag(tag: string, descriptor: Descriptor, opts?: RequestOptions): Promise<void> {
     const m = await this.#client.getManifest({ ...this.#repo(), digest: descriptor.digest }, opts);

@@ -35,16 +35,24 @@ export class LayerRemoteFs implements RemoteFs {
     this.#timeoutMs = opts.mountTimeoutMs;
   }
 
-  async mount(mountpoint: string, labels: Readonly<Record<string, string>>, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  async mount(
+    mountpoint: string,
+    labels: Readonly<Record<string, string>>,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<void> {
     // 1.
     const imageRef = labels[CRI_IMAGE_REF_LABEL];
     const layerDigest = labels[CRI_LAYER_DIGEST_LABEL];
     const manifestDigest = labels[CRI_MANIFEST_DIGEST_LABEL] || undefined;
     if (!imageRef || !layerDigest) {
-      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": labels "${CRI_IMAGE_REF_LABEL}" and "${CRI_LAYER_DIGEST_LABEL}" are required`);
+      throw new InvalidArgumentError(
+        `Cannot mount a remote layer at "${mountpoint}": labels "${CRI_IMAGE_REF_LABEL}" and "${CRI_LAYER_DIGEST_LABEL}" are required`,
+      );
     }
     if (!DIGEST.test(layerDigest)) {
-      throw new InvalidArgumentError(`Cannot mount a remote layer at "${mountpoint}": label "${CRI_LAYER_DIGEST_LABEL}" value "${layerDigest}" is not a sha256 digest`);
+      throw new InvalidArgumentError(
+        `Cannot mount a remote layer at "${mountpoint}": label "${CRI_LAYER_DIGEST_LABEL}" value "${layerDigest}" is not a sha256 digest`,
+      );
     }
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
@@ -52,15 +60,21 @@ export class LayerRemoteFs implements RemoteFs {
       // 2.
       const image = await this.#resolver.resolve(imageRef, { manifestDigest, signal });
       // 3.
-      if (!image.found) throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);
+      if (!image.found)
+        throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);
       if (!image.found.ztocs.has(layerDigest)) {
-        throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: the SOCI index of "${imageRef}" has no zTOC for it`);
+        throw new NotFoundError(
+          `Cannot mount layer "${layerDigest}" lazily: the SOCI index of "${imageRef}" has no zTOC for it`,
+        );
       }
       // 4.
       await this.#layerFs.mountLayer({ ...acquireOptionsFor(image, layerDigest, signal), mountpoint });
     } catch (err) {
       if (timeout.aborted && !(err instanceof NotFoundError) && !(err instanceof InvalidArgumentError)) {
-        throw new UnavailableError(`Cannot mount layer "${layerDigest}" of "${imageRef}": no answer within ${this.#timeoutMs} ms (${errorMessage(err)})`, { cause: err });
+        throw new UnavailableError(
+          `Cannot mount layer "${layerDigest}" of "${imageRef}": no answer within ${this.#timeoutMs} ms (${errorMessage(err)})`,
+          { cause: err },
+        );
       }
       throw err;
     }

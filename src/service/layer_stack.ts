@@ -17,7 +17,12 @@ import type { Logger } from "../util/log.ts";
 import { registryClientOptions } from "./registry_options.ts";
 
 /** What the layer manager is built with, from the config tree (`readaheadSpans` may be overridden by a flag). */
-export function layerManagerOptions(c: Config, root: string, logger: Logger, over: { readaheadSpans?: number } = {}): LayerManagerOptions {
+export function layerManagerOptions(
+  c: Config,
+  root: string,
+  logger: Logger,
+  over: { readaheadSpans?: number } = {},
+): LayerManagerOptions {
   return {
     root,
     inflate: inflateFromCheckpoint,
@@ -67,9 +72,12 @@ export async function buildLayerStack(
   root: string,
   opts: { logger: Logger; env?: Record<string, string | undefined>; client?: RegistryClient; readaheadSpans?: number },
 ): Promise<LayerStack> {
-  const client = opts.client ?? new HttpRegistryClient(registryClientOptions(c, { logger: opts.logger, env: opts.env }));
+  const client =
+    opts.client ?? new HttpRegistryClient(registryClientOptions(c, { logger: opts.logger, env: opts.env }));
   const store = new ArtifactStore(root);
-  const manager = await LayerManager.create(layerManagerOptions(c, root, opts.logger, { readaheadSpans: opts.readaheadSpans }));
+  const manager = await LayerManager.create(
+    layerManagerOptions(c, root, opts.logger, { readaheadSpans: opts.readaheadSpans }),
+  );
   const layerFs = new LayerFs(manager, layerFsFuseOptions(c, opts.logger));
   const resolver = new ImageResolver(client, {
     modes: { localStore: c.pullModes.localStore.enable, v1: c.pullModes.sociV1.enable, v2: c.pullModes.sociV2.enable },

@@ -13,7 +13,10 @@ import type { Logger } from "../util/log.ts";
  * The registry client options a config tree asks for. `env` supplies DOCKER_CONFIG (docker's directory of
  * config.json) when `docker_config` is empty.
  */
-export function registryClientOptions(c: Config, opts: { logger?: Logger; env?: Record<string, string | undefined> } = {}): RegistryClientOptions {
+export function registryClientOptions(
+  c: Config,
+  opts: { logger?: Logger; env?: Record<string, string | undefined> } = {},
+): RegistryClientOptions {
   const credentials: Record<string, Credential> = {};
   const plainHttpHosts: string[] = [];
   const mirrors: Record<string, Array<{ host: string; insecure: boolean; requestTimeoutSec: number }>> = {};

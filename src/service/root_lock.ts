@@ -32,7 +32,9 @@ export async function lockRoot(root: string): Promise<RootLock> {
   try {
     fd = openSync(path, constants.O_RDWR | constants.O_CREAT | O_CLOEXEC, 0o644);
   } catch (err) {
-    throw new FailedPreconditionError(`Cannot lock state root "${root}": cannot open "${path}": ${errorMessage(err)}`, { cause: err });
+    throw new FailedPreconditionError(`Cannot lock state root "${root}": cannot open "${path}": ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
   let locked: boolean;
   try {
@@ -44,7 +46,9 @@ export async function lockRoot(root: string): Promise<RootLock> {
   if (!locked) {
     closeSync(fd);
     const owner = readFileSync(path, "utf8").trim().split(":")[0];
-    throw new FailedPreconditionError(`Cannot lock state root "${root}": soci-ts serve${owner ? ` (pid ${owner})` : ""} is using it`);
+    throw new FailedPreconditionError(
+      `Cannot lock state root "${root}": soci-ts serve${owner ? ` (pid ${owner})` : ""} is using it`,
+    );
   }
   ftruncateSync(fd, 0);
   writeSync(fd, `${selfOwner()}\n`, 0);

@@ -56,7 +56,8 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
   const log = opts.logger;
   const undo: Array<() => Promise<void>> = [];
   const unwind = async () => {
-    for (const f of undo.splice(0).reverse()) await f().catch((err) => log.error("Cannot stop cleanly", { cause: errorMessage(err) }));
+    for (const f of undo.splice(0).reverse())
+      await f().catch((err) => log.error("Cannot stop cleanly", { cause: errorMessage(err) }));
   };
   try {
     // 1.
@@ -66,7 +67,9 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     const stack = await buildLayerStack(opts.config, opts.root, { logger: log, env: opts.env, client: opts.client });
     undo.push(() => stack.close());
     // 3.
-    const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, { mountTimeoutMs: opts.config.mountTimeoutSec * 1000 });
+    const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
+      mountTimeoutMs: opts.config.mountTimeoutSec * 1000,
+    });
     const snapshotter = await Snapshotter.open(join(opts.root, "snapshots"), {
       remoteFs,
       logger: log,

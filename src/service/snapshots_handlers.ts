@@ -10,7 +10,14 @@ import type { Kind, Mount, SnapshotInfo } from "../snapshot/types.ts";
 const KIND: Record<Kind, SnapshotKind> = { active: "ACTIVE", view: "VIEW", committed: "COMMITTED" };
 
 function info(i: SnapshotInfo): Info {
-  return { name: i.name, parent: i.parent, kind: KIND[i.kind], createdAt: i.created, updatedAt: i.updated, labels: i.labels };
+  return {
+    name: i.name,
+    parent: i.parent,
+    kind: KIND[i.kind],
+    createdAt: i.created,
+    updatedAt: i.updated,
+    labels: i.labels,
+  };
 }
 
 function mounts(ms: Mount[]): WireMount[] {
@@ -26,7 +33,8 @@ export function snapshotsHandlers(snapshotter: Snapshotter): SnapshotsHandlers {
     commit: (req, ctx) => snapshotter.commit(req.name, req.key, req.labels, ctx),
     remove: (req, ctx) => snapshotter.remove(req.key, ctx),
     stat: async (req, ctx) => info(await snapshotter.stat(req.key, ctx)),
-    update: async (req, ctx) => info(await snapshotter.update({ name: req.info.name, labels: req.info.labels }, req.paths, ctx)),
+    update: async (req, ctx) =>
+      info(await snapshotter.update({ name: req.info.name, labels: req.info.labels }, req.paths, ctx)),
     list: async (req, ctx) => (await snapshotter.list(req.filters, ctx)).map(info),
     usage: (req, ctx) => snapshotter.usage(req.key, ctx),
     cleanup: (ctx) => snapshotter.cleanup(ctx),

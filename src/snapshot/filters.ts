@@ -158,14 +158,17 @@ class Parser {
       this.#unscan(t);
       return { fieldpath, operator: "present", value: "" };
     }
-    if (t.kind !== "operator") throw this.#error(t.pos, `expected an operator ("==", "!=" or "~=") instead of ${tokenText(t)}`);
-    if (t.text !== "==" && t.text !== "!=" && t.text !== "~=") throw this.#error(t.pos, `unsupported operator "${t.text}"`);
+    if (t.kind !== "operator")
+      throw this.#error(t.pos, `expected an operator ("==", "!=" or "~=") instead of ${tokenText(t)}`);
+    if (t.text !== "==" && t.text !== "!=" && t.text !== "~=")
+      throw this.#error(t.pos, `unsupported operator "${t.text}"`);
     const operator = t.text;
     const v = this.#scan();
     let value: string;
     if (v.kind === "value") value = v.text;
     else if (v.kind === "quoted" && (v.quote === '"' || operator === "~=")) value = v.text;
-    else if (v.kind === "quoted") throw this.#error(v.pos, `a value quoted with "${v.quote}" is only allowed after "~="`);
+    else if (v.kind === "quoted")
+      throw this.#error(v.pos, `a value quoted with "${v.quote}" is only allowed after "~="`);
     else throw this.#error(v.pos, `expected a value or a quoted string instead of ${tokenText(v)}`);
     if (operator !== "~=") return { fieldpath, operator, value };
     return { fieldpath, operator, value, re: this.#regexp(value, v.pos) };
@@ -226,7 +229,8 @@ class Parser {
       return { kind: "operator", pos, text: s.slice(pos, this.#pos) };
     }
     if (this.#valueNext && !CONTROL.test(c)) {
-      while (this.#pos < s.length && s[this.#pos] !== "," && !SPACE.test(s[this.#pos]!) && !CONTROL.test(s[this.#pos]!)) this.#pos++;
+      while (this.#pos < s.length && s[this.#pos] !== "," && !SPACE.test(s[this.#pos]!) && !CONTROL.test(s[this.#pos]!))
+        this.#pos++;
       this.#valueNext = false;
       return { kind: "value", pos, text: s.slice(pos, this.#pos) };
     }

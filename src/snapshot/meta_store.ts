@@ -173,7 +173,8 @@ export class MetaStore {
     opts: { parent?: string; labels?: Record<string, string>; place?: (id: number) => void } = {},
   ): SnapshotRecord {
     const what = `Cannot create ${kind} snapshot "${key}"`;
-    if (kind !== "active" && kind !== "view") throw new InvalidArgumentError(`${what}: only active and view snapshots are created`);
+    if (kind !== "active" && kind !== "view")
+      throw new InvalidArgumentError(`${what}: only active and view snapshots are created`);
     const labels = opts.labels ?? {};
     validateLabels(labels);
     const parent = opts.parent || null;
@@ -182,10 +183,13 @@ export class MetaStore {
       if (parent !== null) {
         const p = this.#q.byKey.get(parent);
         if (!p) throw new NotFoundError(`${what}: parent "${parent}" does not exist`);
-        if (p.kind !== "committed") throw new InvalidArgumentError(`${what}: parent "${parent}" is ${p.kind}, not committed`);
+        if (p.kind !== "committed")
+          throw new InvalidArgumentError(`${what}: parent "${parent}" is ${p.kind}, not committed`);
       }
       const now = Date.now();
-      const id = Number(this.#q.insert.run(key, kind, parent, JSON.stringify(nonEmpty(labels)), now, now).lastInsertRowid);
+      const id = Number(
+        this.#q.insert.run(key, kind, parent, JSON.stringify(nonEmpty(labels)), now, now).lastInsertRowid,
+      );
       opts.place?.(id);
       const ancestors = this.#ancestors(key);
       return { id, kind, parentIds: ancestors.map((a) => a.id), ancestors };
@@ -241,7 +245,9 @@ export class MetaStore {
       if (!row) throw notFound(key);
       const children = this.#q.children.get(key)!.n;
       if (children > 0) {
-        throw new FailedPreconditionError(`Cannot remove snapshot "${key}": it is the parent of ${children} snapshot${children === 1 ? "" : "s"}`);
+        throw new FailedPreconditionError(
+          `Cannot remove snapshot "${key}": it is the parent of ${children} snapshot${children === 1 ? "" : "s"}`,
+        );
       }
       this.#q.remove.run(key);
       opts.place?.(row.id);
@@ -259,7 +265,9 @@ export class MetaStore {
     const given = info.labels ?? {};
     for (const p of paths) {
       if (p !== "labels" && !(p.startsWith("labels.") && p.length > "labels.".length)) {
-        throw new InvalidArgumentError(`Cannot update snapshot "${info.name}": field "${p}" cannot be updated (only "labels" and "labels.<key>")`);
+        throw new InvalidArgumentError(
+          `Cannot update snapshot "${info.name}": field "${p}" cannot be updated (only "labels" and "labels.<key>")`,
+        );
       }
     }
     validateLabels(given);
@@ -307,7 +315,9 @@ export class MetaStore {
   }
 
   #ancestors(key: string): Ancestor[] {
-    return this.#q.chain.all(key).map((r) => ({ id: r.id, name: r.key, remote: isRemoteSnapshot(JSON.parse(r.labels)) }));
+    return this.#q.chain
+      .all(key)
+      .map((r) => ({ id: r.id, name: r.key, remote: isRemoteSnapshot(JSON.parse(r.labels)) }));
   }
 
   #read<T>(fn: () => T): T {

@@ -217,7 +217,9 @@ export class Snapshotter {
     return this.#op("get mounts of", async () => {
       const rec = this.#store.getSnapshot(key);
       if (rec.kind === "committed") {
-        throw new FailedPreconditionError(`Cannot get mounts of snapshot "${key}": it is committed; only active and view snapshots have mounts`);
+        throw new FailedPreconditionError(
+          `Cannot get mounts of snapshot "${key}": it is committed; only active and view snapshots have mounts`,
+        );
       }
       await this.#checkAncestors(key, rec);
       return this.#mounts(rec);
@@ -236,7 +238,9 @@ export class Snapshotter {
       await this.#locks.run([key, name], async () => {
         const rec = this.#store.getSnapshot(key);
         if (rec.kind !== "active") {
-          throw new FailedPreconditionError(`Cannot commit snapshot "${key}" as "${name}": it is a ${rec.kind} snapshot, not active`);
+          throw new FailedPreconditionError(
+            `Cannot commit snapshot "${key}" as "${name}": it is a ${rec.kind} snapshot, not active`,
+          );
         }
         const usage = await diskUsage(this.#fsDir(rec.id));
         this.#store.commitActive(key, name, { labels, usage });
@@ -285,7 +289,11 @@ export class Snapshotter {
    * an empty value deletes) and returns the result. Other fields of `info` are ignored (containerd sends
    * zero times). Throws NotFoundError, InvalidArgumentError for another path or a label too large.
    */
-  update(info: { name: string; labels?: Record<string, string> }, paths: readonly string[] = [], _call: CallOptions = {}): Promise<SnapshotInfo> {
+  update(
+    info: { name: string; labels?: Record<string, string> },
+    paths: readonly string[] = [],
+    _call: CallOptions = {},
+  ): Promise<SnapshotInfo> {
     return this.#op("update", async () =>
       this.#locks.run([info.name], async () => {
         // The remote flag is ours: a caller neither sets, changes nor drops it (a full replace keeps it).
@@ -341,7 +349,10 @@ export class Snapshotter {
           try {
             await this.#remoteFs.unmount(join(dir, "fs"));
           } catch (err) {
-            this.#logger.warn("Cannot unmount an orphan snapshot directory; it is kept", { dir, error: errorMessage(err) });
+            this.#logger.warn("Cannot unmount an orphan snapshot directory; it is kept", {
+              dir,
+              error: errorMessage(err),
+            });
             continue;
           }
         }
@@ -363,7 +374,10 @@ export class Snapshotter {
         try {
           await this.#opts.cleanStaleMounts(this.snapshotsDir);
         } catch (err) {
-          this.#logger.warn("Cannot clean stale mounts before restoring remote snapshots", { dir: this.snapshotsDir, error: errorMessage(err) });
+          this.#logger.warn("Cannot clean stale mounts before restoring remote snapshots", {
+            dir: this.snapshotsDir,
+            error: errorMessage(err),
+          });
         }
       }
       // 2. Mount each remote snapshot again, a bounded number at a time.
@@ -392,19 +406,29 @@ export class Snapshotter {
       // 3. Report.
       const allow = this.#opts.allowInvalidMountsOnRestart ?? false;
       for (const f of failed) {
-        const fields = { ...logFields(f.name, remote.find((i) => i.name === f.name)!.labels, call), error: errorMessage(f.error) };
-        if (allow) this.#logger.warn("Cannot restore remote snapshot; it stays unmounted (allow_invalid_mounts_on_restart)", fields);
+        const fields = {
+          ...logFields(f.name, remote.find((i) => i.name === f.name)!.labels, call),
+          error: errorMessage(f.error),
+        };
+        if (allow)
+          this.#logger.warn(
+            "Cannot restore remote snapshot; it stays unmounted (allow_invalid_mounts_on_restart)",
+            fields,
+          );
         else this.#logger.error("Cannot restore remote snapshot", fields);
       }
       if (failed.length > 0 && !allow) {
-        await Promise.all(restored.map((name) => this.#remoteFs.unmount(this.#fsDir(this.#store.getInfo(name).id)).catch(() => {})));
+        await Promise.all(
+          restored.map((name) => this.#remoteFs.unmount(this.#fsDir(this.#store.getInfo(name).id)).catch(() => {})),
+        );
         const more = failed.length > 1 ? ` (and ${failed.length - 1} more)` : "";
         throw new UnavailableError(
           `Cannot restore remote snapshot "${failed[0]!.name}"${more}: its layer cannot be mounted (set allow_invalid_mounts_on_restart to start anyway)`,
           { cause: failed[0]!.error },
         );
       }
-      if (remote.length > 0) this.#logger.info("Restored remote snapshots", { restored: restored.length, failed: failed.length });
+      if (remote.length > 0)
+        this.#logger.info("Restored remote snapshots", { restored: restored.length, failed: failed.length });
       return { restored, failed };
     });
   }
@@ -424,7 +448,8 @@ export class Snapshotter {
 
   /** Runs one public call: refused once closed, tracked so close() can wait for it. */
   #op<T>(action: string, fn: () => Promise<T>): Promise<T> {
-    if (this.#closed) return Promise.reject(new FailedPreconditionError(`Cannot ${action} snapshot: the snapshotter is closed`));
+    if (this.#closed)
+      return Promise.reject(new FailedPreconditionError(`Cannot ${action} snapshot: the snapshotter is closed`));
     const p = fn();
     this.#inflight.add(p);
     const forget = () => this.#inflight.delete(p);
@@ -457,7 +482,8 @@ export class Snapshotter {
           } catch (err) {
             // A crash between an earlier rename and its transaction's commit leaves a directory with an id
             // that was never recorded, so it comes round again: move that orphan aside (Cleanup deletes it).
-            if ((err as NodeJS.ErrnoException).code !== "ENOTEMPTY" && (err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+            if ((err as NodeJS.ErrnoException).code !== "ENOTEMPTY" && (err as NodeJS.ErrnoException).code !== "EEXIST")
+              throw err;
             renameSync(dir, join(this.snapshotsDir, `stale-${id}-${Date.now()}`));
             renameSync(tmp, dir);
           }
@@ -491,7 +517,8 @@ export class Snapshotter {
         if (err instanceof NotFoundError) continue;
         throw err;
       }
-      if (info.kind === "committed" && info.parent === parent && info.labels[TARGET_SNAPSHOT_LABEL] === target) return name;
+      if (info.kind === "committed" && info.parent === parent && info.labels[TARGET_SNAPSHOT_LABEL] === target)
+        return name;
     }
     return undefined;
   }
@@ -515,7 +542,10 @@ export class Snapshotter {
         throw call.signal.reason;
       }
       const level = err instanceof NotFoundError ? "info" : "warn";
-      this.#logger[level]("Cannot prepare layer remotely; containerd will download it", { ...fields, error: errorMessage(err) });
+      this.#logger[level]("Cannot prepare layer remotely; containerd will download it", {
+        ...fields,
+        error: errorMessage(err),
+      });
       return false;
     }
     // The target's name holds a snapshot on another parent (a layer reached through another chain): use
@@ -527,10 +557,16 @@ export class Snapshotter {
         usage: { size: 0, inodes: 0 },
       });
     } catch (err) {
-      this.#logger.warn("Cannot commit a remote snapshot; containerd will download the layer", { ...fields, name, error: errorMessage(err) });
-      await this.#remoteFs.unmount(mountpoint).catch((e: unknown) =>
-        this.#logger.warn("Cannot unmount a remote layer", { ...fields, mountpoint, error: errorMessage(e) }),
-      );
+      this.#logger.warn("Cannot commit a remote snapshot; containerd will download the layer", {
+        ...fields,
+        name,
+        error: errorMessage(err),
+      });
+      await this.#remoteFs
+        .unmount(mountpoint)
+        .catch((e: unknown) =>
+          this.#logger.warn("Cannot unmount a remote layer", { ...fields, mountpoint, error: errorMessage(e) }),
+        );
       return false;
     }
     this.#logger.info("Prepared layer remotely", { ...fields, name });
@@ -556,7 +592,10 @@ export class Snapshotter {
           try {
             await this.#remoteFs.check(this.#fsDir(a.id));
           } catch (err) {
-            throw new UnavailableError(`Cannot mount snapshot "${key}": the layer of its remote parent "${a.name}" is unavailable`, { cause: err });
+            throw new UnavailableError(
+              `Cannot mount snapshot "${key}": the layer of its remote parent "${a.name}" is unavailable`,
+              { cause: err },
+            );
           }
         }),
     );

@@ -22,7 +22,19 @@
  * Uses node:fs and node:crypto only, which Deno supports.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Platform } from "../oci/types.ts";
@@ -52,7 +64,8 @@ const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
 /** The hex part of a sha256 digest; InvalidArgumentError when it is not one. */
 export function digestHex(digest: string): string {
   const m = DIGEST_RE.exec(digest);
-  if (!m) throw new InvalidArgumentError(`Cannot use digest "${digest}": expected "sha256:" and 64 lowercase hex digits`);
+  if (!m)
+    throw new InvalidArgumentError(`Cannot use digest "${digest}": expected "sha256:" and 64 lowercase hex digits`);
   return m[1]!;
 }
 
@@ -146,7 +159,10 @@ export class ArtifactStore {
   async listBlobs(): Promise<string[]> {
     try {
       const names = await readdir(join(this.contentDir, "blobs", "sha256"));
-      return names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`).sort();
+      return names
+        .filter((n) => /^[0-9a-f]{64}$/.test(n))
+        .map((n) => `sha256:${n}`)
+        .sort();
     } catch {
       return [];
     }
@@ -188,10 +204,11 @@ export class ArtifactStore {
     opts: { version?: SociIndexVersion } = {},
   ): Promise<IndexRecord[]> {
     const all = await this.listRecords();
-    return all.filter((r) =>
-      (opts.version === undefined || r.version === opts.version) &&
-      ((image.manifestDigest !== undefined && r.manifestDigest === image.manifestDigest) ||
-        (image.configDigest !== undefined && r.configDigest === image.configDigest))
+    return all.filter(
+      (r) =>
+        (opts.version === undefined || r.version === opts.version) &&
+        ((image.manifestDigest !== undefined && r.manifestDigest === image.manifestDigest) ||
+          (image.configDigest !== undefined && r.configDigest === image.configDigest)),
     );
   }
 
@@ -306,7 +323,6 @@ function pidNamespace(): string {
   }
 }
 
-
 let thisWriter: WriterId | undefined;
 
 /** This process as a writer of temporary files. */
@@ -384,4 +400,3 @@ export function atomicWrite(path: string, bytes: Uint8Array): void {
     // some file systems refuse fsync on a directory; the rename is still atomic
   }
 }
-

@@ -138,14 +138,20 @@ export interface BuiltIndex {
 }
 
 /** Check and default the build options. */
-export function buildSettings(opts: BuildOptions): Required<Omit<BuildOptions, "onProgress" | "signal" | "prefetchPaths" | "inflateThread">> {
+export function buildSettings(
+  opts: BuildOptions,
+): Required<Omit<BuildOptions, "onProgress" | "signal" | "prefetchPaths" | "inflateThread">> {
   const spanSizeBytes = opts.spanSizeBytes ?? DEFAULT_SPAN_SIZE_BYTES;
   const minLayerSizeBytes = opts.minLayerSizeBytes ?? DEFAULT_MIN_LAYER_SIZE_BYTES;
   if (!Number.isSafeInteger(spanSizeBytes) || spanSizeBytes <= 0) {
-    throw new InvalidArgumentError(`Cannot build SOCI index: span size "${opts.spanSizeBytes}" is not a positive integer`);
+    throw new InvalidArgumentError(
+      `Cannot build SOCI index: span size "${opts.spanSizeBytes}" is not a positive integer`,
+    );
   }
   if (!Number.isSafeInteger(minLayerSizeBytes) || minLayerSizeBytes < 0) {
-    throw new InvalidArgumentError(`Cannot build SOCI index: minimum layer size "${opts.minLayerSizeBytes}" is not a non-negative integer`);
+    throw new InvalidArgumentError(
+      `Cannot build SOCI index: minimum layer size "${opts.minLayerSizeBytes}" is not a non-negative integer`,
+    );
   }
   return {
     spanSizeBytes,
@@ -168,7 +174,9 @@ export async function buildLayerZtoc(
   const settings = buildSettings(opts);
   const format = layerFormat(layer.mediaType);
   if (format === undefined) {
-    throw new FailedPreconditionError(`Cannot build zTOC of layer "${layer.digest}": media type "${layer.mediaType}" is not supported`);
+    throw new FailedPreconditionError(
+      `Cannot build zTOC of layer "${layer.digest}": media type "${layer.mediaType}" is not supported`,
+    );
   }
   const onProgress = opts.onProgress;
   let built;
@@ -178,8 +186,15 @@ export async function buildLayerZtoc(
       spanSizeBytes: settings.spanSizeBytes,
       buildToolIdentifier: settings.buildToolIdentifier,
       inflateThread: opts.inflateThread ?? layer.size >= INFLATE_THREAD_MIN_LAYER_BYTES,
-      onProgress: onProgress &&
-        ((doneBytes) => onProgress({ layerDigest: layer.digest, layerIndex: opts.layerIndex ?? 0, doneBytes, totalBytes: layer.size })),
+      onProgress:
+        onProgress &&
+        ((doneBytes) =>
+          onProgress({
+            layerDigest: layer.digest,
+            layerIndex: opts.layerIndex ?? 0,
+            doneBytes,
+            totalBytes: layer.size,
+          })),
       signal: opts.signal,
     });
   } catch (cause) {
@@ -212,7 +227,10 @@ export async function buildIndex(
   for (const [i, layer] of image.manifest.layers.entries()) {
     opts.signal?.throwIfAborted();
     if (layer.size < settings.minLayerSizeBytes) {
-      skipped.push({ layer, reason: `smaller than the minimum layer size (${layer.size} < ${settings.minLayerSizeBytes} bytes)` });
+      skipped.push({
+        layer,
+        reason: `smaller than the minimum layer size (${layer.size} < ${settings.minLayerSizeBytes} bytes)`,
+      });
       continue;
     }
     if (layerFormat(layer.mediaType) === undefined) {
@@ -227,17 +245,18 @@ export async function buildIndex(
   // 5. An index without zTOCs is refused, as SOCI does.
   if (ztocs.length === 0) {
     throw new FailedPreconditionError(
-      `Cannot build SOCI index of "${location.name}" (${image.descriptor.digest}): every layer was skipped (${
-        skipped.map((s) => `${s.layer.digest}: ${s.reason}`).join("; ")
-      }); lower --min-layer-size`,
+      `Cannot build SOCI index of "${location.name}" (${image.descriptor.digest}): every layer was skipped (${skipped
+        .map((s) => `${s.layer.digest}: ${s.reason}`)
+        .join("; ")}); lower --min-layer-size`,
     );
   }
   // 3. Prefetch artifacts.
   const prefetch = opts.prefetchPaths?.length ? buildPrefetchArtifacts(ztocs, opts.prefetchPaths) : [];
   // 4. The index manifest.
-  const subject = opts.version === "v1"
-    ? { mediaType: image.descriptor.mediaType, digest: image.descriptor.digest, size: image.descriptor.size }
-    : undefined;
+  const subject =
+    opts.version === "v1"
+      ? { mediaType: image.descriptor.mediaType, digest: image.descriptor.digest, size: image.descriptor.size }
+      : undefined;
   const index = createIndex(opts.version, [...ztocs.map((z) => z.descriptor), ...prefetch.map((p) => p.descriptor)], {
     ...(subject ? { subject } : {}),
     buildToolIdentifier: settings.buildToolIdentifier,

@@ -56,7 +56,11 @@ export interface ConvertResult {
  * Convert (see the steps above).
  * @throws InvalidArgumentError when DST has no tag
  */
-export async function convertImage(src: ImageLocation, dst: ImageLocation, opts: ConvertOptions = {}): Promise<ConvertResult> {
+export async function convertImage(
+  src: ImageLocation,
+  dst: ImageLocation,
+  opts: ConvertOptions = {},
+): Promise<ConvertResult> {
   if (!dst.tagName) throw new InvalidArgumentError(`Cannot convert to "${dst.name}": the destination needs a tag`);
   const signal = opts.signal;
   // 1.
@@ -109,7 +113,8 @@ export async function convertImage(src: ImageLocation, dst: ImageLocation, opts:
         manifests.push({ ...mine.imageDescriptor, platform: d.platform ?? mine.imageDescriptor.platform! });
         continue;
       }
-      const staleSoci = d.artifactType === SOCI_INDEX_V2_ARTIFACT_TYPE &&
+      const staleSoci =
+        d.artifactType === SOCI_INDEX_V2_ARTIFACT_TYPE &&
         converted.some((c) => d.platform && platformMatches(c.built.image.platform, d.platform));
       if (staleSoci) continue;
       await copyManifestTree(src, dst, d, signal);
@@ -139,7 +144,12 @@ export function annotateManifest(manifest: Manifest, indexDigest: string): Manif
   };
 }
 
-async function copyBlobs(src: ImageLocation, dst: ImageLocation, descs: Descriptor[], signal?: AbortSignal): Promise<void> {
+async function copyBlobs(
+  src: ImageLocation,
+  dst: ImageLocation,
+  descs: Descriptor[],
+  signal?: AbortSignal,
+): Promise<void> {
   if (src === dst) return;
   for (const d of descs) {
     if (await hasBlob(dst, d.digest, { signal })) continue;
@@ -148,7 +158,12 @@ async function copyBlobs(src: ImageLocation, dst: ImageLocation, descs: Descript
 }
 
 /** Copy a manifest (or nested index) the output index keeps unchanged, with everything it references. */
-async function copyManifestTree(src: ImageLocation, dst: ImageLocation, d: Descriptor, signal?: AbortSignal): Promise<void> {
+async function copyManifestTree(
+  src: ImageLocation,
+  dst: ImageLocation,
+  d: Descriptor,
+  signal?: AbortSignal,
+): Promise<void> {
   if (src === dst) return;
   const fetched = await src.getManifest(d.digest, { signal });
   if (isIndex(fetched.manifest)) {

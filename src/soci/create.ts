@@ -7,7 +7,14 @@ import type { Descriptor } from "../oci/types.ts";
 import { type ArtifactStore, type IndexRecord } from "./artifact_store.ts";
 import { type BuildOptions, type BuiltIndex, buildIndex, buildSettings, type SkippedLayer } from "./builder.ts";
 import type { ImageLocation } from "./image_location.ts";
-import { ANNOTATION_SPAN_SIZE, decodeIndex, EMPTY_CONFIG_BYTES, prefetchDescriptors, type SociIndex, ztocDescriptors } from "./index.ts";
+import {
+  ANNOTATION_SPAN_SIZE,
+  decodeIndex,
+  EMPTY_CONFIG_BYTES,
+  prefetchDescriptors,
+  type SociIndex,
+  ztocDescriptors,
+} from "./index.ts";
 import { type ResolveOptions, type ResolvedImage, resolveImages } from "./resolve_images.ts";
 
 export interface CreateOptions extends BuildOptions, ResolveOptions {
@@ -66,7 +73,11 @@ export async function createIndexes(location: ImageLocation, opts: CreateOptions
   return out;
 }
 
-async function findReusable(store: ArtifactStore, image: ResolvedImage, spanSizeBytes: number): Promise<CreatedIndex | undefined> {
+async function findReusable(
+  store: ArtifactStore,
+  image: ResolvedImage,
+  spanSizeBytes: number,
+): Promise<CreatedIndex | undefined> {
   const records = await store.findRecords({ manifestDigest: image.descriptor.digest }, { version: "v1" });
   for (const record of records) {
     let index: SociIndex;

@@ -173,20 +173,28 @@ async function withZtocs(
   const prefetching = prefetchArtifacts(source, index, opts);
   prefetching.catch(() => {}); // rejects only when aborted; awaited below unless a zTOC failed first
   const windows = new Map<string, LazyWindows>();
-  const decoded = await Promise.all(descs.map(async (d) => {
-    const lazy = await loadLazily(source, d, opts);
-    if (lazy) {
-      windows.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, lazy.windows);
-      return lazy.ztoc;
-    }
-    const bytes = await getZtocBytes(source, d, opts);
-    try {
-      return decodeZtoc(bytes);
-    } catch (cause) {
-      throw new FormatError(`Cannot load zTOC "${d.digest}" of SOCI index "${indexDescriptor.digest}": ${errorMessage(cause)}`, 0, { cause });
-    }
-  }));
-  const ztocs = new Map<string, Ztoc>(descs.map((d, i) => [d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, decoded[i]!]));
+  const decoded = await Promise.all(
+    descs.map(async (d) => {
+      const lazy = await loadLazily(source, d, opts);
+      if (lazy) {
+        windows.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, lazy.windows);
+        return lazy.ztoc;
+      }
+      const bytes = await getZtocBytes(source, d, opts);
+      try {
+        return decodeZtoc(bytes);
+      } catch (cause) {
+        throw new FormatError(
+          `Cannot load zTOC "${d.digest}" of SOCI index "${indexDescriptor.digest}": ${errorMessage(cause)}`,
+          0,
+          { cause },
+        );
+      }
+    }),
+  );
+  const ztocs = new Map<string, Ztoc>(
+    descs.map((d, i) => [d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, decoded[i]!]),
+  );
   const prefetch = await prefetching;
   return { index, indexDescriptor, ztocs, windows, prefetch, foundBy, version: indexVersion(index) };
 }
@@ -195,7 +203,11 @@ async function withZtocs(
  * A zTOC without its windows, when asked for, not in the store, and the descriptor has a usable checkpoint
  * table; else undefined (a table that fails is reported and the caller fetches the zTOC whole).
  */
-async function loadLazily(source: ImageLocation, d: Descriptor, opts: DiscoverOptions): Promise<Awaited<ReturnType<typeof loadZtocLazily>> | undefined> {
+async function loadLazily(
+  source: ImageLocation,
+  d: Descriptor,
+  opts: DiscoverOptions,
+): Promise<Awaited<ReturnType<typeof loadZtocLazily>> | undefined> {
   if (!opts.lazyCheckpoints || !hasCheckpointTable(d)) return undefined;
   if (opts.store && (await opts.store.hasBlob(d.digest))) return undefined;
   try {
@@ -218,15 +230,17 @@ async function prefetchArtifacts(
   opts: DiscoverOptions,
 ): Promise<DiscoveredIndex["prefetch"]> {
   const descs = prefetchDescriptors(index);
-  const loaded = await Promise.all(descs.map(async (descriptor) => {
-    try {
-      return { descriptor, artifact: decodePrefetchArtifact(await getZtocBytes(source, descriptor, opts)) };
-    } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      opts.onPrefetchError?.(descriptor.digest, errorMessage(err));
-      return undefined;
-    }
-  }));
+  const loaded = await Promise.all(
+    descs.map(async (descriptor) => {
+      try {
+        return { descriptor, artifact: decodePrefetchArtifact(await getZtocBytes(source, descriptor, opts)) };
+      } catch (err) {
+        if (opts.signal?.aborted) throw err;
+        opts.onPrefetchError?.(descriptor.digest, errorMessage(err));
+        return undefined;
+      }
+    }),
+  );
   const out: DiscoveredIndex["prefetch"] = new Map();
   for (const p of loaded) {
     const layer = p?.descriptor.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;

@@ -9,7 +9,14 @@
  */
 import { manifestTarget } from "../registry/reference.ts";
 import { RegistryImageStore } from "../registry/registry_image_store.ts";
-import type { FetchedManifest, ImageSource, ImageStore, Reference, RegistryClient, RequestOptions } from "../registry/types.ts";
+import type {
+  FetchedManifest,
+  ImageSource,
+  ImageStore,
+  Reference,
+  RegistryClient,
+  RequestOptions,
+} from "../registry/types.ts";
 import { NotFoundError } from "../util/errors.ts";
 
 /** An image store bound to an image: what `oci:DIR[:TAG]` or `HOST/REPO[:TAG|@DIGEST]` names. */

@@ -79,8 +79,10 @@ export function createIndex(
   ztocs: Descriptor[],
   opts: { subject?: Descriptor; buildToolIdentifier?: string } = {},
 ): SociIndex {
-  if (version === "v1" && !opts.subject) throw new InvalidArgumentError("Cannot create SOCI index: a v1 index needs a subject");
-  if (version === "v2" && opts.subject) throw new InvalidArgumentError("Cannot create SOCI index: a v2 index has no subject");
+  if (version === "v1" && !opts.subject)
+    throw new InvalidArgumentError("Cannot create SOCI index: a v1 index needs a subject");
+  if (version === "v2" && opts.subject)
+    throw new InvalidArgumentError("Cannot create SOCI index: a v2 index has no subject");
   const index: SociIndex = {
     schemaVersion: 2,
     mediaType: MediaType.OCI_MANIFEST,
@@ -135,7 +137,10 @@ export function decodeIndex(bytes: Uint8Array): SociIndex {
   }
   const m = json as Partial<Manifest> | null;
   if (
-    typeof m !== "object" || m === null || m.schemaVersion !== 2 || typeof m.config?.mediaType !== "string" ||
+    typeof m !== "object" ||
+    m === null ||
+    m.schemaVersion !== 2 ||
+    typeof m.config?.mediaType !== "string" ||
     !Array.isArray(m.layers)
   ) {
     throw new FormatError("Cannot parse SOCI index: not an OCI image manifest", 0);
@@ -160,5 +165,7 @@ export function ztocDescriptorForLayer(index: Manifest, layerDigest: string): De
 
 /** The prefetch artifact descriptors of an index (those naming the layer they serve), in index order. */
 export function prefetchDescriptors(index: Manifest): Descriptor[] {
-  return index.layers.filter((d) => d.mediaType === PREFETCH_ARTIFACT_MEDIA_TYPE && d.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST]);
+  return index.layers.filter(
+    (d) => d.mediaType === PREFETCH_ARTIFACT_MEDIA_TYPE && d.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST],
+  );
 }

@@ -64,7 +64,8 @@ export async function loadZtocLazily(
   const table = decodeCheckpointTable(d.annotations?.[ANNOTATION_CHECKPOINT_TABLE] ?? "", d.size);
   // 2.
   const [a, b] = skeletonRanges(table, d.size);
-  const read = ([s, e]: [number, number]) => s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
+  const read = ([s, e]: [number, number]) =>
+    s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
   const ztoc = decodeZtoc(assembleSkeleton(table, d.size, head, tail));
   // 3.
@@ -123,8 +124,10 @@ export class LazyWindows implements CheckpointWindows {
   }
 
   prefetch(ids: readonly number[], signal?: AbortSignal): void {
-    const want = [...new Set(ids)].filter((i) => i >= 0 && i < this.table.count && !this.has(i) && !this.#inflight.has(i)).sort((x, y) => x - y);
-    for (let k = 0; k < want.length;) {
+    const want = [...new Set(ids)]
+      .filter((i) => i >= 0 && i < this.table.count && !this.has(i) && !this.#inflight.has(i))
+      .sort((x, y) => x - y);
+    for (let k = 0; k < want.length; ) {
       let j = k;
       while (j + 1 < want.length && want[j + 1] === want[j]! + 1) j++;
       // A failed prefetch is forgotten: the read that needs the window fetches it again and reports the error.
@@ -138,12 +141,17 @@ export class LazyWindows implements CheckpointWindows {
     const p = (async () => {
       const [s, e] = recordRange(this.table, first, last);
       const timeoutMs = this.#timeoutMs;
-      const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#closed.signal, ...(deadline ? [deadline] : [])]);
+      const signal = AbortSignal.any([
+        AbortSignal.timeout(timeoutMs),
+        this.#closed.signal,
+        ...(deadline ? [deadline] : []),
+      ]);
       let bytes: Uint8Array;
       try {
         this.#closed.signal.throwIfAborted();
         bytes = await this.source.readRange(this.descriptor.digest, s, e, { signal }).catch((err) => {
-          if (signal.aborted && !this.#closed.signal.aborted) throw new Error(`no answer within ${timeoutMs} ms`, { cause: err });
+          if (signal.aborted && !this.#closed.signal.aborted)
+            throw new Error(`no answer within ${timeoutMs} ms`, { cause: err });
           throw err;
         });
         if (bytes.length !== e - s) throw new ZtocFormatError(`got ${bytes.length} bytes for a ${e - s}-byte range`, 0);
@@ -151,7 +159,9 @@ export class LazyWindows implements CheckpointWindows {
       } catch (cause) {
         const which = first === last ? `checkpoint window ${first}` : `checkpoint windows ${first}-${last}`;
         const msg = `Cannot fetch ${which} of zTOC "${this.descriptor.digest}": ${errorMessage(cause)}`;
-        throw cause instanceof ZtocFormatError ? new ZtocFormatError(msg, cause.offset, { cause }) : new UnavailableError(msg, { cause });
+        throw cause instanceof ZtocFormatError
+          ? new ZtocFormatError(msg, cause.offset, { cause })
+          : new UnavailableError(msg, { cause });
       }
       this.#place(first, last, bytes);
     })();

@@ -71,11 +71,18 @@ export function encodePrefetchArtifact(artifact: PrefetchArtifact): Uint8Array {
     throw new InvalidArgumentError("Cannot encode prefetch artifact: it has no spans");
   }
   const spans = artifact.prefetchSpans.map((s, i) => {
-    checkSpan(s.startSpan, s.endSpan, s.priority, (why) => new InvalidArgumentError(`Cannot encode prefetch artifact: span ${i} ${why}`));
+    checkSpan(
+      s.startSpan,
+      s.endSpan,
+      s.priority,
+      (why) => new InvalidArgumentError(`Cannot encode prefetch artifact: span ${i} ${why}`),
+    );
     const prio = s.priority ? `,"priority":${s.priority}` : "";
     return `{"start_span":${s.startSpan},"end_span":${s.endSpan}${prio}}`;
   });
-  return new TextEncoder().encode(`{"version":${JSON.stringify(artifact.version)},"prefetch_spans":[${spans.join(",")}]}`);
+  return new TextEncoder().encode(
+    `{"version":${JSON.stringify(artifact.version)},"prefetch_spans":[${spans.join(",")}]}`,
+  );
 }
 
 /**
@@ -98,7 +105,8 @@ export function decodePrefetchArtifact(bytes: Uint8Array): PrefetchArtifact {
   if (doc.version !== PREFETCH_ARTIFACT_VERSION) {
     throw fail(`unsupported version ${JSON.stringify(doc.version ?? null)} (expected "${PREFETCH_ARTIFACT_VERSION}")`);
   }
-  if (!Array.isArray(doc.prefetch_spans)) throw fail(`"prefetch_spans" is ${doc.prefetch_spans === undefined ? "missing" : "not an array"}`);
+  if (!Array.isArray(doc.prefetch_spans))
+    throw fail(`"prefetch_spans" is ${doc.prefetch_spans === undefined ? "missing" : "not an array"}`);
   if (doc.prefetch_spans.length === 0) throw fail('"prefetch_spans" is empty');
   const prefetchSpans = doc.prefetch_spans.map((raw, i): PrefetchSpan => {
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw fail(`span ${i} is not a JSON object`);
@@ -169,7 +177,10 @@ function spanFinder(ztoc: Ztoc): (offset: number) => number {
 }
 
 /** The inclusive span range of a file's data (step 3 at the top). */
-export function fileSpanRange(ztoc: Ztoc, file: Pick<FileMetadata, "uncompressedOffset" | "uncompressedSize">): PrefetchSpan {
+export function fileSpanRange(
+  ztoc: Ztoc,
+  file: Pick<FileMetadata, "uncompressedOffset" | "uncompressedSize">,
+): PrefetchSpan {
   const spanOf = spanFinder(ztoc);
   const startSpan = spanOf(file.uncompressedOffset);
   const endSpan = Math.max(startSpan, spanOf(file.uncompressedOffset + file.uncompressedSize));
@@ -236,18 +247,24 @@ function resolvePath(views: LayerView[], path: string, given: string): { view: L
     const found = lookIn(view, path);
     if (found === undefined) continue;
     if (found === "hidden") {
-      throw new NotFoundError(`Cannot prefetch "${given}": it is deleted by a whiteout in layer "${view.layer.digest}"`);
+      throw new NotFoundError(
+        `Cannot prefetch "${given}": it is deleted by a whiteout in layer "${view.layer.digest}"`,
+      );
     }
     let file = found;
     for (let hops = 0; file.type === "hardlink"; hops++) {
       const target = view.entries.get(cleanPrefetchPath(file.linkname));
       if (!target || hops > 32) {
-        throw new NotFoundError(`Cannot prefetch "${given}": its hardlink target "${file.linkname}" is not in layer "${view.layer.digest}"`);
+        throw new NotFoundError(
+          `Cannot prefetch "${given}": its hardlink target "${file.linkname}" is not in layer "${view.layer.digest}"`,
+        );
       }
       file = target;
     }
     if (file.type !== "reg") {
-      throw new InvalidArgumentError(`Cannot prefetch "${given}": it is a ${file.type === "dir" ? "directory" : file.type}, not a regular file`);
+      throw new InvalidArgumentError(
+        `Cannot prefetch "${given}": it is a ${file.type === "dir" ? "directory" : file.type}, not a regular file`,
+      );
     }
     return { view, file };
   }
@@ -259,7 +276,10 @@ function resolvePath(views: LayerView[], path: string, given: string): { view: L
  * indexed layers, bottom first (image order); the result keeps that order.
  * @throws NotFoundError / InvalidArgumentError naming the first path that cannot be prefetched
  */
-export function buildPrefetchArtifacts(layers: readonly IndexedLayer[], paths: readonly string[]): LayerPrefetchArtifact[] {
+export function buildPrefetchArtifacts(
+  layers: readonly IndexedLayer[],
+  paths: readonly string[],
+): LayerPrefetchArtifact[] {
   const views = layers.map(layerView);
   const spans = new Map<LayerView, PrefetchSpan[]>();
   // 1-3.

@@ -8,7 +8,13 @@ import type { Descriptor } from "../oci/types.ts";
 import { NotFoundError } from "../util/errors.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
 import { hasBlob, type ImageLocation } from "./image_location.ts";
-import { decodeIndex, EMPTY_CONFIG_BYTES, prefetchDescriptors, SOCI_INDEX_V1_ARTIFACT_TYPE, ztocDescriptors } from "./index.ts";
+import {
+  decodeIndex,
+  EMPTY_CONFIG_BYTES,
+  prefetchDescriptors,
+  SOCI_INDEX_V1_ARTIFACT_TYPE,
+  ztocDescriptors,
+} from "./index.ts";
 import { type ResolveOptions, type ResolvedImage, resolveImages } from "./resolve_images.ts";
 
 export interface PushOptions extends ResolveOptions {

@@ -50,22 +50,32 @@ export async function resolveImages(location: ImageLocation, opts: ResolveOption
     return { root, images: [await loadImage(location, root, undefined, signal)] };
   }
   const index = root.manifest as ImageIndex;
-  const candidates = index.manifests.filter((d) =>
-    d.mediaType !== MediaType.OCI_INDEX && d.mediaType !== MediaType.DOCKER_MANIFEST_LIST &&
-    d.platform !== undefined && d.platform.os !== "unknown" && d.artifactType === undefined
+  const candidates = index.manifests.filter(
+    (d) =>
+      d.mediaType !== MediaType.OCI_INDEX &&
+      d.mediaType !== MediaType.DOCKER_MANIFEST_LIST &&
+      d.platform !== undefined &&
+      d.platform.os !== "unknown" &&
+      d.artifactType === undefined,
   );
   let chosen: Descriptor[];
   if (opts.allPlatforms) {
     chosen = candidates;
-    if (chosen.length === 0) throw new NotFoundError(`Cannot find an image in "${location.name}": the index lists no platforms`);
+    if (chosen.length === 0)
+      throw new NotFoundError(`Cannot find an image in "${location.name}": the index lists no platforms`);
   } else {
-    const wanted = opts.platforms?.length ? opts.platforms : [opts.hostPlatform ?? { os: "linux", architecture: "amd64" }];
+    const wanted = opts.platforms?.length
+      ? opts.platforms
+      : [opts.hostPlatform ?? { os: "linux", architecture: "amd64" }];
     chosen = [];
     for (const want of wanted) {
       const d = candidates.find((c) => platformMatches(want, c.platform!));
       if (!d) {
-        throw new NotFoundError(`Cannot find platform "${formatPlatform(want)}" in "${location.name}" (it has ${
-          candidates.map((c) => `"${formatPlatform(c.platform!)}"`).join(", ") || "none"})`);
+        throw new NotFoundError(
+          `Cannot find platform "${formatPlatform(want)}" in "${location.name}" (it has ${
+            candidates.map((c) => `"${formatPlatform(c.platform!)}"`).join(", ") || "none"
+          })`,
+        );
       }
       if (!chosen.includes(d)) chosen.push(d);
     }
@@ -86,17 +96,26 @@ async function loadImage(
 ): Promise<ResolvedImage> {
   const manifest = fetched.manifest as Manifest;
   if (isIndex(fetched.manifest) || !manifest.config || !Array.isArray(manifest.layers)) {
-    throw new FormatError(`Cannot index "${location.name}": "${fetched.descriptor.digest}" is not an image manifest`, 0);
+    throw new FormatError(
+      `Cannot index "${location.name}": "${fetched.descriptor.digest}" is not an image manifest`,
+      0,
+    );
   }
   const configBytes = await location.getBlob(manifest.config.digest, { signal });
   let config: ImageConfig;
   try {
     config = JSON.parse(new TextDecoder().decode(configBytes)) as ImageConfig;
   } catch (cause) {
-    throw new FormatError(`Cannot parse image config "${manifest.config.digest}" of "${location.name}": not JSON`, 0, { cause });
+    throw new FormatError(`Cannot parse image config "${manifest.config.digest}" of "${location.name}": not JSON`, 0, {
+      cause,
+    });
   }
   const p: Platform = platform
     ? { ...platform }
-    : { architecture: config.architecture ?? "amd64", os: config.os ?? "linux", ...(config.variant ? { variant: config.variant } : {}) };
+    : {
+        architecture: config.architecture ?? "amd64",
+        os: config.os ?? "linux",
+        ...(config.variant ? { variant: config.variant } : {}),
+      };
   return { descriptor: { ...fetched.descriptor }, manifest, bytes: fetched.bytes, config, configBytes, platform: p };
 }

@@ -26,7 +26,9 @@ export async function listIndexes(store: ArtifactStore, opts: { ref?: string } =
   const want = withImpliedTag(opts.ref);
   const at = opts.ref.lastIndexOf("@");
   const digest = at >= 0 ? opts.ref.slice(at + 1) : undefined;
-  return all.filter((r) => withImpliedTag(r.imageRef) === want || (digest !== undefined && r.manifestDigest === digest));
+  return all.filter(
+    (r) => withImpliedTag(r.imageRef) === want || (digest !== undefined && r.manifestDigest === digest),
+  );
 }
 
 /** A registry reference without tag or digest gets ":latest"; layouts and everything else are kept as is. */
@@ -37,7 +39,10 @@ function withImpliedTag(ref: string): string {
 }
 
 /** The stored index of a digest, parsed; NotFoundError when absent. */
-export async function getStoredIndex(store: ArtifactStore, digest: string): Promise<{ index: SociIndex; bytes: Uint8Array }> {
+export async function getStoredIndex(
+  store: ArtifactStore,
+  digest: string,
+): Promise<{ index: SociIndex; bytes: Uint8Array }> {
   const bytes = await store.getBlob(digest).catch((cause) => {
     throw new NotFoundError(`Cannot find SOCI index "${digest}" in the local store`, { cause });
   });
@@ -115,9 +120,12 @@ export async function rebuildDatabase(store: ArtifactStore, opts: { now?: () => 
   await store.clearRecords();
   const written: IndexRecord[] = [];
   for (const { digest, index, version } of indexes) {
-    const imageDigests = version === "v1"
-      ? (index.subject ? [index.subject.digest] : [])
-      : [...manifests].filter(([, m]) => m.annotations?.[ANNOTATION_INDEX_DIGEST] === digest).map(([d]) => d);
+    const imageDigests =
+      version === "v1"
+        ? index.subject
+          ? [index.subject.digest]
+          : []
+        : [...manifests].filter(([, m]) => m.annotations?.[ANNOTATION_INDEX_DIGEST] === digest).map(([d]) => d);
     for (const manifestDigest of imageDigests) {
       const manifest = manifests.get(manifestDigest);
       const prev = old.get(`${manifestDigest} ${digest}`);
@@ -148,7 +156,11 @@ async function imageFacts(
   if (manifest) {
     try {
       const config = JSON.parse(new TextDecoder().decode(await store.getBlob(manifest.config.digest))) as ImageConfig;
-      platform = { architecture: config.architecture, os: config.os, ...(config.variant ? { variant: config.variant } : {}) };
+      platform = {
+        architecture: config.architecture,
+        os: config.os,
+        ...(config.variant ? { variant: config.variant } : {}),
+      };
     } catch {
       // config not stored: keep what the old record said
     }

@@ -8,7 +8,13 @@ import { type ExtractResult, extractFile } from "../ztoc/extract.ts";
 import { NotFoundError } from "../util/errors.ts";
 import type { ArtifactStore, IndexRecord } from "./artifact_store.ts";
 import type { ImageLocation } from "./image_location.ts";
-import { ANNOTATION_IMAGE_LAYER_DIGEST, ANNOTATION_IMAGE_LAYER_MEDIA_TYPE, ANNOTATION_SPAN_SIZE, decodeIndex, ztocDescriptors } from "./index.ts";
+import {
+  ANNOTATION_IMAGE_LAYER_DIGEST,
+  ANNOTATION_IMAGE_LAYER_MEDIA_TYPE,
+  ANNOTATION_SPAN_SIZE,
+  decodeIndex,
+  ztocDescriptors,
+} from "./index.ts";
 
 /** One zTOC of a stored index. */
 export interface StoredZtoc {
@@ -23,7 +29,10 @@ export interface StoredZtoc {
 }
 
 /** Every zTOC listed by a recorded index (one row per zTOC and index), optionally one digest only. */
-export async function listZtocs(store: ArtifactStore, opts: { digest?: string; imageRef?: string } = {}): Promise<StoredZtoc[]> {
+export async function listZtocs(
+  store: ArtifactStore,
+  opts: { digest?: string; imageRef?: string } = {},
+): Promise<StoredZtoc[]> {
   const out: StoredZtoc[] = [];
   const seen = new Set<string>();
   for (const r of await store.listRecords()) {
@@ -60,7 +69,8 @@ export async function listZtocs(store: ArtifactStore, opts: { digest?: string; i
  */
 export async function loadZtoc(store: ArtifactStore, digest: string): Promise<{ ztoc: Ztoc; bytes: Uint8Array }> {
   const bytes = await store.getBlob(digest).catch((cause) => {
-    if (cause instanceof NotFoundError) throw new NotFoundError(`Cannot find zTOC "${digest}" in the local store`, { cause });
+    if (cause instanceof NotFoundError)
+      throw new NotFoundError(`Cannot find zTOC "${digest}" in the local store`, { cause });
     throw cause;
   });
   return { ztoc: decodeZtoc(bytes), bytes };
@@ -70,11 +80,16 @@ export async function loadZtoc(store: ArtifactStore, digest: string): Promise<{ 
  * Where a stored zTOC's layer can be read: the layer digest and the record of an index listing it.
  * @throws NotFoundError when no recorded index lists the zTOC
  */
-export async function ztocOwner(store: ArtifactStore, digest: string): Promise<{ layerDigest: string; record: IndexRecord }> {
+export async function ztocOwner(
+  store: ArtifactStore,
+  digest: string,
+): Promise<{ layerDigest: string; record: IndexRecord }> {
   const rows = await listZtocs(store, { digest });
   const row = rows.find((r) => r.imageRef !== "") ?? rows[0];
   if (!row) throw new NotFoundError(`Cannot find zTOC "${digest}" in any stored SOCI index`);
-  const record = (await store.listRecords()).find((r) => r.indexDigest === row.indexDigest && r.manifestDigest === row.manifestDigest)!;
+  const record = (await store.listRecords()).find(
+    (r) => r.indexDigest === row.indexDigest && r.manifestDigest === row.manifestDigest,
+  )!;
   return { layerDigest: row.layerDigest, record };
 }
 

@@ -114,7 +114,10 @@ export function parseUtf8String(b: Uint8Array): string | undefined {
 export function escapeBytes(b: Uint8Array): string {
   let out = "";
   for (const c of b) {
-    out += c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).toUpperCase().padStart(2, "0")}`;
+    out +=
+      c >= 0x20 && c < 0x7f && c !== 0x5c
+        ? String.fromCharCode(c)
+        : `\\x${c.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   return out;
 }

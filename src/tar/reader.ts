@@ -28,7 +28,12 @@ import {
 } from "./header.ts";
 
 /** How errors name the text fields that must be UTF-8. */
-const TEXT_FIELD_LABEL: Record<string, string> = { name: "name", linkname: "link name", uname: "user name", gname: "group name" };
+const TEXT_FIELD_LABEL: Record<string, string> = {
+  name: "name",
+  linkname: "link name",
+  uname: "user name",
+  gname: "group name",
+};
 
 /** `b` up to its first NUL. */
 function untilNul(b: Uint8Array): Uint8Array {
@@ -266,7 +271,8 @@ export class TarReader {
 
   /** Moves to `next`, checking the transition table (a violation is a bug in this reader, not bad input). */
   #to(next: State): void {
-    if (!TRANSITIONS[this.#state].includes(next)) throw new Error(`Tar reader bug: no transition from ${this.#state} to ${next}`);
+    if (!TRANSITIONS[this.#state].includes(next))
+      throw new Error(`Tar reader bug: no transition from ${this.#state} to ${next}`);
     this.#state = next;
   }
 
@@ -280,7 +286,10 @@ export class TarReader {
     const block = this.#block;
     if (isZeroBlock(block)) {
       if (this.#firstHeaderAt >= 0) {
-        this.#fail(`Cannot read tar entry at offset ${this.#firstHeaderAt}: extended header is followed by the end of archive`, at);
+        this.#fail(
+          `Cannot read tar entry at offset ${this.#firstHeaderAt}: extended header is followed by the end of archive`,
+          at,
+        );
       }
       this.#to("second_zero");
       return;
@@ -301,13 +310,17 @@ export class TarReader {
     const num = (field: FieldName): number => {
       const v = parseNumericAt(block, FIELD[field][0], FIELD[field][1]);
       if (v === undefined) {
-        this.#fail(`Cannot read tar header "${rawName}" at offset ${at}: field ${field} is not a valid number`, at + FIELD_OFF[field]);
+        this.#fail(
+          `Cannot read tar header "${rawName}" at offset ${at}: field ${field} is not a valid number`,
+          at + FIELD_OFF[field],
+        );
       }
       return v;
     };
     let typeflag = String.fromCharCode(block[156]!);
     const size = num("size");
-    if (size < 0) this.#fail(`Cannot read tar header "${rawName}" at offset ${at}: negative size ${size}`, at + FIELD_OFF.size);
+    if (size < 0)
+      this.#fail(`Cannot read tar header "${rawName}" at offset ${at}: negative size ${size}`, at + FIELD_OFF.size);
 
     // 1b. Special headers: their payload is collected, then applied to the next header.
     if (
@@ -345,13 +358,17 @@ export class TarReader {
         continue;
       }
       const v = textDecoder.decode(raw);
-      const textField = k === "path" ? "name" : k === "linkpath" ? "linkname" : k === "uname" || k === "gname" ? k : undefined;
+      const textField =
+        k === "path" ? "name" : k === "linkpath" ? "linkname" : k === "uname" || k === "gname" ? k : undefined;
       if (textField) {
         if (parseUtf8String(raw) === undefined) notUtf8.set(textField, raw);
         else notUtf8.delete(textField);
       }
       const bad = (): never =>
-        this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: PAX record ${k}="${v}" is invalid`, at);
+        this.#fail(
+          `Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: PAX record ${k}="${v}" is invalid`,
+          at,
+        );
       switch (k) {
         case "path":
           entry.name = v;
@@ -382,7 +399,10 @@ export class TarReader {
           break;
         default:
           if (k.startsWith("GNU.sparse.")) {
-            this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`, at);
+            this.#fail(
+              `Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`,
+              at,
+            );
           }
       }
     }
@@ -391,7 +411,10 @@ export class TarReader {
     // As in Go, an empty GNU long name or link leaves the header's own field in place.
     if (this.#gnuLongName) entry.name = this.#gnuLongName;
     if (this.#gnuLongLink) entry.linkname = this.#gnuLongLink;
-    for (const [field, set] of [["name", this.#gnuLongName], ["linkname", this.#gnuLongLink]] as const) {
+    for (const [field, set] of [
+      ["name", this.#gnuLongName],
+      ["linkname", this.#gnuLongLink],
+    ] as const) {
       if (!set) continue;
       const raw = this.#gnuNotUtf8.get(field);
       if (raw) notUtf8.set(field, raw);
@@ -406,9 +429,16 @@ export class TarReader {
     }
     if (entry.typeflag === TYPEFLAG.REG_A) entry.typeflag = entry.name.endsWith("/") ? TYPEFLAG.DIR : TYPEFLAG.REG;
     if (entry.typeflag === TYPEFLAG.GNU_SPARSE) {
-      this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`, at);
+      this.#fail(
+        `Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: GNU sparse files are not supported`,
+        at,
+      );
     }
-    if (entry.size < 0) this.#fail(`Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: negative size ${entry.size}`, at);
+    if (entry.size < 0)
+      this.#fail(
+        `Cannot read tar entry "${entry.name}" at offset ${entry.headerOffset}: negative size ${entry.size}`,
+        at,
+      );
     if (entry.name.includes("\0") || entry.linkname.includes("\0")) {
       this.#fail(`Cannot read tar entry at offset ${entry.headerOffset}: name or link name contains a NUL byte`, at);
     }
@@ -441,7 +471,10 @@ export class TarReader {
       return parseString(b);
     };
     let name = rawName;
-    if (!isAsciiFieldAt(block, FIELD.name[0], FIELD.name[1]) && parseUtf8String(fieldBytes(block, "name")) === undefined) {
+    if (
+      !isAsciiFieldAt(block, FIELD.name[0], FIELD.name[1]) &&
+      parseUtf8String(fieldBytes(block, "name")) === undefined
+    ) {
       notUtf8.set("name", untilNul(fieldBytes(block, "name")));
     }
     if (format === "ustar" || format === "star") {
@@ -563,7 +596,10 @@ export class TarReader {
   /** 5. After one zero block: a second one ends the archive; anything else is an error (as in Go). */
   #onSecondZero(): void {
     if (!isZeroBlock(this.#block)) {
-      this.#fail(`Cannot read tar stream: a zero block at offset ${this.#pos - 2 * BLOCK_SIZE} is followed by a non-zero block`, this.#pos - BLOCK_SIZE);
+      this.#fail(
+        `Cannot read tar stream: a zero block at offset ${this.#pos - 2 * BLOCK_SIZE} is followed by a non-zero block`,
+        this.#pos - BLOCK_SIZE,
+      );
     }
     this.#to("done");
     this.#archiveSize = this.#pos;

@@ -105,7 +105,8 @@ export function setChecksum(b: Uint8Array): void {
 function putString(b: Uint8Array, field: FieldName, s: string): void {
   const [off, len] = FIELD[field];
   const bytes = enc.encode(s);
-  if (bytes.length > len) throw new InvalidArgumentError(`Cannot write tar field ${field}: "${s}" is longer than ${len} bytes`);
+  if (bytes.length > len)
+    throw new InvalidArgumentError(`Cannot write tar field ${field}: "${s}" is longer than ${len} bytes`);
   b.set(bytes, off);
 }
 
@@ -187,7 +188,12 @@ export function entryBlocks(e: TarWriteEntry): Uint8Array[] {
   if (pax.length > 0) {
     const payload = encodePaxRecords(pax);
     out.push(
-      encodeHeader({ name: truncateUtf8(`PaxHeaders.0/${e.name}`, 100), typeflag: TYPEFLAG.PAX, size: payload.length, mtime: Math.floor(mtime) }),
+      encodeHeader({
+        name: truncateUtf8(`PaxHeaders.0/${e.name}`, 100),
+        typeflag: TYPEFLAG.PAX,
+        size: payload.length,
+        mtime: Math.floor(mtime),
+      }),
       payload,
       new Uint8Array(padding(payload.length)),
     );

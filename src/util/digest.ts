@@ -106,7 +106,11 @@ export function verifyingStream(
       d.update(chunk);
       if (expectedSize !== undefined && d.size > expectedSize) {
         controller.error(
-          new DigestMismatchError(`Cannot verify ${what}: more than the expected ${expectedSize} bytes`, expected, "unknown"),
+          new DigestMismatchError(
+            `Cannot verify ${what}: more than the expected ${expectedSize} bytes`,
+            expected,
+            "unknown",
+          ),
         );
         return;
       }
@@ -116,7 +120,11 @@ export function verifyingStream(
       const actual = d.digest();
       if (actual !== expected) {
         controller.error(
-          new DigestMismatchError(`Cannot verify ${what}: content hashes to "${actual}" (${d.size} bytes)`, expected, actual),
+          new DigestMismatchError(
+            `Cannot verify ${what}: content hashes to "${actual}" (${d.size} bytes)`,
+            expected,
+            actual,
+          ),
         );
       }
     },

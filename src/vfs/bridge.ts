@@ -167,7 +167,19 @@ export class VfsBridge implements RawFileSystem {
       entryValidNsec: this.#negative[1],
       attrValidSec: 0,
       attrValidNsec: 0,
-      attr: { ino: 0, size: 0, blocks: 0, mtimeSec: 0, mtimeNsec: 0, mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0, blksize: 0 },
+      attr: {
+        ino: 0,
+        size: 0,
+        blocks: 0,
+        mtimeSec: 0,
+        mtimeNsec: 0,
+        mode: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+      },
     };
   }
 
@@ -183,7 +195,11 @@ export class VfsBridge implements RawFileSystem {
   }
 
   getattr(nodeid: number): AttrOut {
-    return { attrValidSec: this.#attr[0], attrValidNsec: this.#attr[1], attr: toFuseAttr(this.#node(nodeid).getattr()) };
+    return {
+      attrValidSec: this.#attr[0],
+      attrValidNsec: this.#attr[1],
+      attr: toFuseAttr(this.#node(nodeid).getattr()),
+    };
   }
 
   readlink(nodeid: number): Uint8Array {
@@ -311,7 +327,15 @@ export class VfsBridge implements RawFileSystem {
   }
 
   #dotEntry(a: Attr): EntryOut {
-    return { nodeid: 0, generation: 0, entryValidSec: 0, entryValidNsec: 0, attrValidSec: 0, attrValidNsec: 0, attr: toFuseAttr(a) };
+    return {
+      nodeid: 0,
+      generation: 0,
+      entryValidSec: 0,
+      entryValidNsec: 0,
+      attrValidSec: 0,
+      attrValidNsec: 0,
+      attr: toFuseAttr(a),
+    };
   }
 
   releasedir(_nodeid: number, fh: number): void {

@@ -41,8 +41,14 @@ export abstract class MemNode implements Node {
   rdev = 0;
   getattr(): Attr {
     return {
-      ino: this.ino, mode: this.mode, nlink: this.nlink, uid: this.uid, gid: this.gid, size: this.size,
-      rdev: this.rdev, mtimeNs: this.mtimeNs,
+      ino: this.ino,
+      mode: this.mode,
+      nlink: this.nlink,
+      uid: this.uid,
+      gid: this.gid,
+      size: this.size,
+      rdev: this.rdev,
+      mtimeNs: this.mtimeNs,
     };
   }
   getxattr(name: string): Uint8Array | undefined {
@@ -168,14 +174,32 @@ export class MemoryTree {
   #nextIno = 2;
 
   constructor(rootOpts: MemAttrOptions = {}) {
-    this.root = this.#init(new MemDir(1, S_IFDIR | (rootOpts.perm ?? 0o755), rootOpts.uid ?? 0, rootOpts.gid ?? 0, rootOpts.mtimeNs ?? DEFAULT_MTIME_NS), rootOpts);
+    this.root = this.#init(
+      new MemDir(
+        1,
+        S_IFDIR | (rootOpts.perm ?? 0o755),
+        rootOpts.uid ?? 0,
+        rootOpts.gid ?? 0,
+        rootOpts.mtimeNs ?? DEFAULT_MTIME_NS,
+      ),
+      rootOpts,
+    );
     this.root.nlink = 2;
     this.root.statfs = () => this.statfs();
   }
 
   /** Statistics reported by STATFS: one block per 4 KiB of file data, no free space. */
   statfs(): StatFs {
-    return { blocks: 0, bfree: 0, bavail: 0, files: this.#nextIno - 1, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+    return {
+      blocks: 0,
+      bfree: 0,
+      bavail: 0,
+      files: this.#nextIno - 1,
+      ffree: 0,
+      bsize: 4096,
+      namelen: 255,
+      frsize: 4096,
+    };
   }
 
   #init<T extends MemNode>(n: T, o: MemAttrOptions): T {
@@ -193,7 +217,8 @@ export class MemoryTree {
     for (const p of parts) {
       let next = dir.children.get(p);
       if (!next) next = this.#attach(dir, p, this.#newDir({}));
-      if (!(next instanceof MemDir)) throw new FuseErrno(ENOTDIR, `Cannot add "${path}" to memory tree: "${p}" is not a directory`);
+      if (!(next instanceof MemDir))
+        throw new FuseErrno(ENOTDIR, `Cannot add "${path}" to memory tree: "${p}" is not a directory`);
       dir = next;
     }
     return [dir, name];
@@ -207,7 +232,10 @@ export class MemoryTree {
   }
 
   #newDir(o: MemAttrOptions): MemDir {
-    const d = this.#init(new MemDir(this.#nextIno++, S_IFDIR | (o.perm ?? 0o755), o.uid ?? 0, o.gid ?? 0, o.mtimeNs ?? DEFAULT_MTIME_NS), o);
+    const d = this.#init(
+      new MemDir(this.#nextIno++, S_IFDIR | (o.perm ?? 0o755), o.uid ?? 0, o.gid ?? 0, o.mtimeNs ?? DEFAULT_MTIME_NS),
+      o,
+    );
     d.nlink = 2;
     return d;
   }
@@ -228,28 +256,54 @@ export class MemoryTree {
   }
 
   /** Adds a regular file with `content` (kept by reference: share one buffer among many files). */
-  file(path: string, content: Uint8Array | string, o: MemAttrOptions & { beforeRead?: MemFile["beforeRead"] } = {}): MemFile {
+  file(
+    path: string,
+    content: Uint8Array | string,
+    o: MemAttrOptions & { beforeRead?: MemFile["beforeRead"] } = {},
+  ): MemFile {
     const data = typeof content === "string" ? encoder.encode(content) : content;
     return this.sparseFile(path, data.length, [{ offset: 0, data }], o);
   }
 
   /** Adds a regular file of `size` bytes that is zero except for `extents`. */
-  sparseFile(path: string, size: number, extents: Extent[], o: MemAttrOptions & { beforeRead?: MemFile["beforeRead"] } = {}): MemFile {
+  sparseFile(
+    path: string,
+    size: number,
+    extents: Extent[],
+    o: MemAttrOptions & { beforeRead?: MemFile["beforeRead"] } = {},
+  ): MemFile {
     const sorted = [...extents].sort((a, b) => a.offset - b.offset);
     for (const e of sorted) {
       if (e.offset < 0 || e.offset + e.data.length > size) {
-        throw new InvalidArgumentError(`Cannot add file "${path}": extent at ${e.offset} lies outside its ${size} bytes`);
+        throw new InvalidArgumentError(
+          `Cannot add file "${path}": extent at ${e.offset} lies outside its ${size} bytes`,
+        );
       }
     }
     const [dir, name] = this.#split(path);
-    const f = new MemFile(this.#nextIno++, S_IFREG | (o.perm ?? 0o644), o.uid ?? 0, o.gid ?? 0, o.mtimeNs ?? DEFAULT_MTIME_NS, size, sorted, o.beforeRead);
+    const f = new MemFile(
+      this.#nextIno++,
+      S_IFREG | (o.perm ?? 0o644),
+      o.uid ?? 0,
+      o.gid ?? 0,
+      o.mtimeNs ?? DEFAULT_MTIME_NS,
+      size,
+      sorted,
+      o.beforeRead,
+    );
     return this.#attach(dir, name, this.#init(f, o));
   }
 
   /** Adds a symbolic link to `target`. */
   symlink(path: string, target: string, o: MemAttrOptions = {}): MemSymlink {
     const [dir, name] = this.#split(path);
-    const l = new MemSymlink(this.#nextIno++, o.uid ?? 0, o.gid ?? 0, o.mtimeNs ?? DEFAULT_MTIME_NS, encoder.encode(target));
+    const l = new MemSymlink(
+      this.#nextIno++,
+      o.uid ?? 0,
+      o.gid ?? 0,
+      o.mtimeNs ?? DEFAULT_MTIME_NS,
+      encoder.encode(target),
+    );
     return this.#attach(dir, name, this.#init(l, o));
   }
 
@@ -266,7 +320,12 @@ export class MemoryTree {
 
   /** Adds a device node, FIFO or socket; `mode` includes the type bits (e.g. S_IFCHR | 0o600). */
   mknod(path: string, mode: number, rdev: number, o: MemAttrOptions = {}): MemSpecial {
-    if ((mode & S_IFMT) === 0 || (mode & S_IFMT) === S_IFDIR || (mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === S_IFLNK) {
+    if (
+      (mode & S_IFMT) === 0 ||
+      (mode & S_IFMT) === S_IFDIR ||
+      (mode & S_IFMT) === S_IFREG ||
+      (mode & S_IFMT) === S_IFLNK
+    ) {
       throw new InvalidArgumentError(`Cannot add node "${path}": mode 0${mode.toString(8)} is not a special file`);
     }
     const [dir, name] = this.#split(path);

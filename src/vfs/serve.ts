@@ -90,8 +90,15 @@ export async function unmountAll(opts: { force?: boolean; timeoutMs?: number } =
  * them; this process's own live mounts are kept. With `unprobed`, every other FUSE mount there counts as
  * left by a crashed process (see cleanStaleFuseMounts). Returns the mount points cleaned.
  */
-export function cleanStaleMounts(root: string, opts: { logger?: MountLogger; unprobed?: boolean } = {}): Promise<string[]> {
-  return cleanStaleFuseMounts(root, { keep: new Set(live.keys()), unprobed: opts.unprobed, onError: opts.logger?.error });
+export function cleanStaleMounts(
+  root: string,
+  opts: { logger?: MountLogger; unprobed?: boolean } = {},
+): Promise<string[]> {
+  return cleanStaleFuseMounts(root, {
+    keep: new Set(live.keys()),
+    unprobed: opts.unprobed,
+    onError: opts.logger?.error,
+  });
 }
 
 /**
@@ -101,15 +108,25 @@ export function cleanStaleMounts(root: string, opts: { logger?: MountLogger; unp
  */
 export async function mountTree(root: Node, mountpoint: string, opts: MountTreeOptions = {}): Promise<MountHandle> {
   const logError = opts.logger?.error?.bind(opts.logger) ?? ((m: string) => console.error(m));
-  const logDebug = opts.debug ? (opts.logger?.debug?.bind(opts.logger) ?? ((m: string) => console.error(m))) : undefined;
+  const logDebug = opts.debug
+    ? (opts.logger?.debug?.bind(opts.logger) ?? ((m: string) => console.error(m)))
+    : undefined;
   // 1. The protocol server over the node tree.
   const bridge = new VfsBridge(root, opts);
   const readOnly = opts.readOnly ?? true;
-  const server = new ProtocolServer(bridge, { readOnly, debug: logDebug, onError: logError, passthrough: opts.passthrough });
+  const server = new ProtocolServer(bridge, {
+    readOnly,
+    debug: logDebug,
+    onError: logError,
+    passthrough: opts.passthrough,
+  });
   // 2. Mount, and serve at once: mount(2) does not wait for INIT. Always nosuid,nodev (mountFuse says why);
   //    read-only unless asked otherwise.
   const m = mountFuse(mountpoint, {
-    fsName: opts.fsName, subtype: opts.subtype, readOnly, allowOther: opts.allowOther,
+    fsName: opts.fsName,
+    subtype: opts.subtype,
+    readOnly,
+    allowOther: opts.allowOther,
     maxReadBytes: server.opts.maxReadBytes,
   });
   installExitHook();
@@ -118,7 +135,9 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     transport.start();
   } catch (err) {
     unmountFuse(m.mountpoint, { force: true });
-    throw new FailedPreconditionError(`Cannot serve FUSE mount "${m.mountpoint}": ${errorMessage(err)}`, { cause: err });
+    throw new FailedPreconditionError(`Cannot serve FUSE mount "${m.mountpoint}": ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
   // 3. Wait for INIT, so the mount is usable when we return.
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -131,7 +150,9 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
   clearTimeout(timer);
   if (!negotiated) {
     unmountFuse(m.mountpoint, { force: true });
-    throw new FailedPreconditionError(`Cannot mount FUSE at "${m.mountpoint}": the kernel sent no INIT within ${opts.initTimeoutMs ?? 10_000} ms`);
+    throw new FailedPreconditionError(
+      `Cannot mount FUSE at "${m.mountpoint}": the kernel sent no INIT within ${opts.initTimeoutMs ?? 10_000} ms`,
+    );
   }
   // 4. Raise read-ahead (INIT can only lower it) for 1 MiB sequential READs.
   if ((opts.readAheadKb ?? 1024) > 0) setReadAheadKb(m.dev, opts.readAheadKb ?? 1024);

@@ -18,7 +18,13 @@ import { TYPEFLAG } from "../tar/header.ts";
 import { FailedPreconditionError, InvalidArgumentError, TarFormatError } from "../util/errors.ts";
 import { ZTOC_VERSION, compareUtf8, encodeZtoc } from "./codec.ts";
 import { formatGoTime } from "./go_time.ts";
-import { LAYER_BACKENDS, type LayerEnd, gzipWorkerPipeline, inlinePipeline, workerGzipAvailable } from "./layer_backends.ts";
+import {
+  LAYER_BACKENDS,
+  type LayerEnd,
+  gzipWorkerPipeline,
+  inlinePipeline,
+  workerGzipAvailable,
+} from "./layer_backends.ts";
 import type { EntryType, FileMetadata, Ztoc } from "./types.ts";
 
 /** Build tool identifier written when none is given. */
@@ -104,9 +110,10 @@ export async function buildZtoc(
       options.algorithm,
     );
   }
-  const pipeline = options.algorithm === "gzip" && options.inflateThread && workerGzipAvailable()
-    ? gzipWorkerPipeline({ spanSizeBytes })
-    : inlinePipeline(makeBackend({ spanSizeBytes }));
+  const pipeline =
+    options.algorithm === "gzip" && options.inflateThread && workerGzipAvailable()
+      ? gzipWorkerPipeline({ spanSizeBytes })
+      : inlinePipeline(makeBackend({ spanSizeBytes }));
   const tar = new TarReader();
   const toc: FileMetadata[] = [];
   const warnings: BuildWarning[] = [];

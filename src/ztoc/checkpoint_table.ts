@@ -83,7 +83,10 @@ export function buildCheckpointTable(ztocBytes: Uint8Array): CheckpointTable | u
   const headers = new Uint8Array(count * RECORD_HEADER_SIZE);
   const recordDigests = new Uint8Array(count * 32);
   for (let i = 0; i < count; i++) {
-    const rec = ztocBytes.subarray(recordsOffset + i * PACKED_CHECKPOINT_SIZE, recordsOffset + (i + 1) * PACKED_CHECKPOINT_SIZE);
+    const rec = ztocBytes.subarray(
+      recordsOffset + i * PACKED_CHECKPOINT_SIZE,
+      recordsOffset + (i + 1) * PACKED_CHECKPOINT_SIZE,
+    );
     headers.set(rec.subarray(0, RECORD_HEADER_SIZE), i * RECORD_HEADER_SIZE);
     recordDigests.set(sha256(rec), i * 32);
   }
@@ -119,13 +122,16 @@ export function decodeCheckpointTable(value: string, ztocSize: number): Checkpoi
   };
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(value) || value.length % 4 !== 0) fail("the annotation is not base64");
   const bytes = new Uint8Array(Buffer.from(value, "base64"));
-  if (bytes.length < TABLE_HEADER_SIZE) fail(`${bytes.length} bytes is shorter than its ${TABLE_HEADER_SIZE}-byte header`);
+  if (bytes.length < TABLE_HEADER_SIZE)
+    fail(`${bytes.length} bytes is shorter than its ${TABLE_HEADER_SIZE}-byte header`);
   if (bytes[0] !== CHECKPOINT_TABLE_VERSION) fail(`version ${bytes[0]} is not ${CHECKPOINT_TABLE_VERSION}`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = view.getBigUint64(1, true);
   const count = view.getUint32(9, true);
   if (bytes.length !== TABLE_HEADER_SIZE + count * TABLE_RECORD_SIZE) {
-    fail(`${bytes.length} bytes do not hold ${count} records (${TABLE_HEADER_SIZE + count * TABLE_RECORD_SIZE} expected)`);
+    fail(
+      `${bytes.length} bytes do not hold ${count} records (${TABLE_HEADER_SIZE + count * TABLE_RECORD_SIZE} expected)`,
+    );
   }
   if (count === 0) fail("it lists no records");
   if (r < BigInt(BLOB_HEADER_SIZE) || r + BigInt(count * PACKED_CHECKPOINT_SIZE) > BigInt(ztocSize)) {
@@ -143,7 +149,10 @@ export function decodeCheckpointTable(value: string, ztocSize: number): Checkpoi
 
 /** The two byte ranges of the skeleton in a zTOC of `ztocSize` bytes (either may be empty). */
 export function skeletonRanges(t: CheckpointTable, ztocSize: number): [[number, number], [number, number]] {
-  return [[0, t.recordsOffset], [t.recordsOffset + t.count * PACKED_CHECKPOINT_SIZE, ztocSize]];
+  return [
+    [0, t.recordsOffset],
+    [t.recordsOffset + t.count * PACKED_CHECKPOINT_SIZE, ztocSize],
+  ];
 }
 
 /** Record `i` (header from the table) with `window`; check it with verifyRecords. */
@@ -167,7 +176,10 @@ export function recordRange(t: CheckpointTable, first: number, last = first): [n
 export function assembleSkeleton(t: CheckpointTable, ztocSize: number, head: Uint8Array, tail: Uint8Array): Uint8Array {
   const [a, b] = skeletonRanges(t, ztocSize);
   if (head.length !== a[1] - a[0] || tail.length !== b[1] - b[0]) {
-    throw new ZtocFormatError(`Cannot assemble zTOC skeleton: got ${head.length} + ${tail.length} bytes, expected ${a[1] - a[0]} + ${b[1] - b[0]}`, 0);
+    throw new ZtocFormatError(
+      `Cannot assemble zTOC skeleton: got ${head.length} + ${tail.length} bytes, expected ${a[1] - a[0]} + ${b[1] - b[0]}`,
+      0,
+    );
   }
   if (!equalBytes(sha256(head, tail), t.skeletonDigest)) {
     throw new ZtocFormatError("Cannot assemble zTOC skeleton: its bytes do not match the checkpoint table's digest", 0);
@@ -176,10 +188,16 @@ export function assembleSkeleton(t: CheckpointTable, ztocSize: number, head: Uin
   out.set(head, 0);
   out.set(tail, b[0]);
   for (let i = 0; i < t.count; i++) {
-    out.set(t.headers.subarray(i * RECORD_HEADER_SIZE, (i + 1) * RECORD_HEADER_SIZE), t.recordsOffset + i * PACKED_CHECKPOINT_SIZE);
+    out.set(
+      t.headers.subarray(i * RECORD_HEADER_SIZE, (i + 1) * RECORD_HEADER_SIZE),
+      t.recordsOffset + i * PACKED_CHECKPOINT_SIZE,
+    );
   }
   const loc = locateCheckpoints(out);
-  if (loc?.start !== t.recordsOffset - BLOB_HEADER_SIZE || loc.length !== BLOB_HEADER_SIZE + t.count * PACKED_CHECKPOINT_SIZE) {
+  if (
+    loc?.start !== t.recordsOffset - BLOB_HEADER_SIZE ||
+    loc.length !== BLOB_HEADER_SIZE + t.count * PACKED_CHECKPOINT_SIZE
+  ) {
     throw new ZtocFormatError(
       `Cannot assemble zTOC skeleton: its checkpoints are at [${loc?.start}, +${loc?.length}), the checkpoint table says [${t.recordsOffset - BLOB_HEADER_SIZE}, +${BLOB_HEADER_SIZE + t.count * PACKED_CHECKPOINT_SIZE})`,
       0,
@@ -189,7 +207,10 @@ export function assembleSkeleton(t: CheckpointTable, ztocSize: number, head: Uin
   // where record i is checkpoint i + 1.
   const n = new DataView(out.buffer, loc.start, 4).getInt32(0, true);
   if (n !== t.count) {
-    throw new ZtocFormatError(`Cannot assemble zTOC skeleton: its zinfo counts ${n} checkpoints, the checkpoint table ${t.count}`, loc.start);
+    throw new ZtocFormatError(
+      `Cannot assemble zTOC skeleton: its zinfo counts ${n} checkpoints, the checkpoint table ${t.count}`,
+      loc.start,
+    );
   }
   return out;
 }
@@ -200,16 +221,26 @@ export function assembleSkeleton(t: CheckpointTable, ztocSize: number, head: Uin
  */
 export function verifyRecords(t: CheckpointTable, first: number, bytes: Uint8Array): void {
   if (bytes.length % PACKED_CHECKPOINT_SIZE !== 0) {
-    throw new ZtocFormatError(`Cannot verify checkpoint records: ${bytes.length} bytes is not a whole number of ${PACKED_CHECKPOINT_SIZE}-byte records`, 0);
+    throw new ZtocFormatError(
+      `Cannot verify checkpoint records: ${bytes.length} bytes is not a whole number of ${PACKED_CHECKPOINT_SIZE}-byte records`,
+      0,
+    );
   }
   for (let k = 0; k * PACKED_CHECKPOINT_SIZE < bytes.length; k++) {
     const i = first + k;
     const rec = bytes.subarray(k * PACKED_CHECKPOINT_SIZE, (k + 1) * PACKED_CHECKPOINT_SIZE);
     if (
-      i >= t.count || !equalBytes(rec.subarray(0, RECORD_HEADER_SIZE), t.headers.subarray(i * RECORD_HEADER_SIZE, (i + 1) * RECORD_HEADER_SIZE)) ||
+      i >= t.count ||
+      !equalBytes(
+        rec.subarray(0, RECORD_HEADER_SIZE),
+        t.headers.subarray(i * RECORD_HEADER_SIZE, (i + 1) * RECORD_HEADER_SIZE),
+      ) ||
       !equalBytes(sha256(rec), t.recordDigests.subarray(i * 32, (i + 1) * 32))
     ) {
-      throw new ZtocFormatError(`Cannot verify checkpoint record ${i}: its bytes do not match the checkpoint table's digest`, 0);
+      throw new ZtocFormatError(
+        `Cannot verify checkpoint record ${i}: its bytes do not match the checkpoint table's digest`,
+        0,
+      );
     }
   }
 }

@@ -195,7 +195,8 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
   const tocTable = root.table(z.toc, "toc", "TOC");
   if (tocTable) {
     const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
-    for (let i = 0; i < vec.length; i++) toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, `FileMetadata[${i}]`)));
+    for (let i = 0; i < vec.length; i++)
+      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, `FileMetadata[${i}]`)));
   }
 
   const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
@@ -280,16 +281,22 @@ export function validateZtoc(ztoc: Ztoc, at = 0): void {
   if (ztoc.uncompressedArchiveSize < 0) fail(`negative uncompressed archive size ${ztoc.uncompressedArchiveSize}`);
 
   // TOC entries.
-  const order = ztoc.toc.map((_, i) => i).sort((a, b) => ztoc.toc[a]!.uncompressedOffset - ztoc.toc[b]!.uncompressedOffset || a - b);
+  const order = ztoc.toc
+    .map((_, i) => i)
+    .sort((a, b) => ztoc.toc[a]!.uncompressedOffset - ztoc.toc[b]!.uncompressedOffset || a - b);
   let nextHeader = 0;
   for (const i of order) {
     const e = ztoc.toc[i]!;
     if (!ENTRY_TYPES.includes(e.type)) fail(`entry ${i} "${e.name}" has unknown type "${e.type}"`);
-    if (e.uncompressedOffset < 0 || e.uncompressedSize < 0) fail(`entry ${i} "${e.name}" has a negative offset or size`);
+    if (e.uncompressedOffset < 0 || e.uncompressedSize < 0)
+      fail(`entry ${i} "${e.name}" has a negative offset or size`);
     if (e.uncompressedOffset + e.uncompressedSize > ztoc.uncompressedArchiveSize) {
-      fail(`entry ${i} "${e.name}" ends at ${e.uncompressedOffset + e.uncompressedSize}, beyond the uncompressed archive size ${ztoc.uncompressedArchiveSize}`);
+      fail(
+        `entry ${i} "${e.name}" ends at ${e.uncompressedOffset + e.uncompressedSize}, beyond the uncompressed archive size ${ztoc.uncompressedArchiveSize}`,
+      );
     }
-    if (nextHeader > e.uncompressedOffset) fail(`entry ${i} "${e.name}" at offset ${e.uncompressedOffset} overlaps the previous entry`);
+    if (nextHeader > e.uncompressedOffset)
+      fail(`entry ${i} "${e.name}" at offset ${e.uncompressedOffset} overlaps the previous entry`);
     nextHeader = Math.ceil((e.uncompressedOffset + e.uncompressedSize) / 512) * 512;
   }
 
@@ -305,7 +312,8 @@ export function validateZtoc(ztoc: Ztoc, at = 0): void {
   // Checkpoints.
   if (ci.algorithm === "gzip") {
     const zinfo = decodeGzipZinfo(ci.checkpoints);
-    if (zinfo.checkpoints.length !== spans) fail(`${zinfo.checkpoints.length} checkpoints for max_span_id ${ci.maxSpanId}`);
+    if (zinfo.checkpoints.length !== spans)
+      fail(`${zinfo.checkpoints.length} checkpoints for max_span_id ${ci.maxSpanId}`);
     let prev: { in: number; out: number } | undefined;
     for (const [i, cp] of zinfo.checkpoints.entries()) {
       // Only `in` is bounded: checkpoints cover all gzip output, and tar padding after the end-of-archive
@@ -320,7 +328,8 @@ export function validateZtoc(ztoc: Ztoc, at = 0): void {
     }
   } else {
     const tz = decodeTarZinfo(ci.checkpoints);
-    if (tz.sizeBytes !== ztoc.compressedArchiveSize) fail(`TarZinfo size ${tz.sizeBytes} is not the archive size ${ztoc.compressedArchiveSize}`);
+    if (tz.sizeBytes !== ztoc.compressedArchiveSize)
+      fail(`TarZinfo size ${tz.sizeBytes} is not the archive size ${ztoc.compressedArchiveSize}`);
     if (tarMaxSpanId(tz) !== ci.maxSpanId) fail(`TarZinfo gives max span id ${tarMaxSpanId(tz)}, not ${ci.maxSpanId}`);
   }
 }

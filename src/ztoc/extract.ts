@@ -54,9 +54,11 @@ export function findFileEntry(ztoc: Ztoc, path: string): FileMetadata {
   const byName = new Map<string, FileMetadata>();
   for (const e of ztoc.toc) byName.set(normalizeEntryName(e.name), e);
   let entry = byName.get(want);
-  for (let hops = 0; entry?.type === "hardlink" && hops < 64; hops++) entry = byName.get(normalizeEntryName(entry.linkname));
+  for (let hops = 0; entry?.type === "hardlink" && hops < 64; hops++)
+    entry = byName.get(normalizeEntryName(entry.linkname));
   if (!entry) throw new NotFoundError(`Cannot extract "${path}": no such file in the zTOC`);
-  if (entry.type !== "reg") throw new FailedPreconditionError(`Cannot extract "${path}": it is a ${entry.type}, not a regular file`);
+  if (entry.type !== "reg")
+    throw new FailedPreconditionError(`Cannot extract "${path}": it is a ${entry.type}, not a regular file`);
   return entry;
 }
 
@@ -65,7 +67,12 @@ export function findFileEntry(ztoc: Ztoc, path: string): FileMetadata {
  * DigestMismatchError when a fetched span does not match its digest (nothing is inflated then),
  * UnavailableError when `readRange` returns the wrong number of bytes, and inflater errors for corrupt data.
  */
-export async function extractFile(ztoc: Ztoc, path: string, readRange: ReadRange, options: ExtractOptions = {}): Promise<ExtractResult> {
+export async function extractFile(
+  ztoc: Ztoc,
+  path: string,
+  readRange: ReadRange,
+  options: ExtractOptions = {},
+): Promise<ExtractResult> {
   // 1. The entry.
   const entry = findFileEntry(ztoc, path);
   if (entry.uncompressedSize === 0) return { entry, data: new Uint8Array(0), fetchedBytes: 0 };
@@ -82,13 +89,17 @@ export async function extractFile(ztoc: Ztoc, path: string, readRange: ReadRange
   options.signal?.throwIfAborted();
   const buf = await readRange(from, to, { signal: options.signal });
   if (buf.length !== to - from) {
-    throw new UnavailableError(`Cannot extract "${path}": asked for ${to - from} bytes at offset ${from}, got ${buf.length}`);
+    throw new UnavailableError(
+      `Cannot extract "${path}": asked for ${to - from} bytes at offset ${from}, got ${buf.length}`,
+    );
   }
 
   // 4. Verify each span.
   for (let id = ids.first; id <= ids.last; id++) {
     const r = spans.compressedRange(id);
-    const actual = `sha256:${createHash("sha256").update(buf.subarray(r.start - from, r.end - from)).digest("hex")}`;
+    const actual = `sha256:${createHash("sha256")
+      .update(buf.subarray(r.start - from, r.end - from))
+      .digest("hex")}`;
     const expected = ztoc.compressionInfo.spanDigests[id]!;
     if (actual !== expected) {
       throw new DigestMismatchError(
@@ -108,7 +119,9 @@ export async function extractFile(ztoc: Ztoc, path: string, readRange: ReadRange
     data = inflateFromCheckpoint(buf, cp, { skip: start - cp.out, length: entry.uncompressedSize });
   }
   if (data.length !== entry.uncompressedSize) {
-    throw new UnavailableError(`Cannot extract "${path}": decoded ${data.length} bytes, expected ${entry.uncompressedSize}`);
+    throw new UnavailableError(
+      `Cannot extract "${path}": decoded ${data.length} bytes, expected ${entry.uncompressedSize}`,
+    );
   }
   return { entry, data, fetchedBytes: to - from, spans: ids };
 }

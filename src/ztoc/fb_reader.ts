@@ -93,7 +93,10 @@ export class FbTable {
     const fo = this.buf.view.getUint16(this.#vt + voff, true);
     if (fo === 0) return undefined;
     if (fo < 4 || fo + size > this.#tableSize) {
-      this.buf.fail(`field ${this.name}.${field} at table offset ${fo} lies outside its ${this.#tableSize}-byte table`, this.pos);
+      this.buf.fail(
+        `field ${this.name}.${field} at table offset ${fo} lies outside its ${this.#tableSize}-byte table`,
+        this.pos,
+      );
     }
     return this.pos + fo;
   }

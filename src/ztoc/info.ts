@@ -39,7 +39,14 @@ export function ztocInfo(ztoc: Ztoc, options: { sizeBytes: number }): ZtocInfo {
     const start = spans.sociSpanId(e.uncompressedOffset);
     const end = spans.sociSpanId(e.uncompressedOffset + e.uncompressedSize);
     if (start !== end) multi++;
-    files.push({ filename: e.name, offset: e.uncompressedOffset, size: e.uncompressedSize, type: e.type, start_span: start, end_span: end });
+    files.push({
+      filename: e.name,
+      offset: e.uncompressedOffset,
+      size: e.uncompressedSize,
+      type: e.type,
+      start_span: start,
+      end_span: end,
+    });
   }
   return {
     version: ztoc.version,
@@ -58,5 +65,8 @@ export function ztocInfo(ztoc: Ztoc, options: { sizeBytes: number }): ZtocInfo {
  * escaped inside strings.
  */
 export function formatZtocInfoJson(info: ZtocInfo): string {
-  return JSON.stringify(info, null, 2).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return JSON.stringify(info, null, 2).replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }

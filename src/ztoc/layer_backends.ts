@@ -64,7 +64,12 @@ function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): Laye
       const checkpoints = encodeTarZinfo({ version: TAR_ZINFO_VERSION, spanSizeBytes, sizeBytes: size });
       return {
         compressedSize: size,
-        compressionInfo: { algorithm: "uncompressed", maxSpanId: digests.length - 1, spanDigests: digests, checkpoints },
+        compressionInfo: {
+          algorithm: "uncompressed",
+          maxSpanId: digests.length - 1,
+          spanDigests: digests,
+          checkpoints,
+        },
       };
     },
   };

@@ -50,14 +50,25 @@ export class SpanTable {
     const ci = ztoc.compressionInfo;
     if (ci.algorithm === "gzip") {
       const z = decodeGzipZinfo(ci.checkpoints);
-      return new SpanTable("gzip", ztoc.compressedArchiveSize, ztoc.uncompressedArchiveSize, z.checkpoints, z.spanSizeBytes, z.checkpoints.length);
+      return new SpanTable(
+        "gzip",
+        ztoc.compressedArchiveSize,
+        ztoc.uncompressedArchiveSize,
+        z.checkpoints,
+        z.spanSizeBytes,
+        z.checkpoints.length,
+      );
     }
     const t = decodeTarZinfo(ci.checkpoints);
     return new SpanTable("uncompressed", t.sizeBytes, t.sizeBytes, [], t.spanSizeBytes, tarMaxSpanId(t) + 1);
   }
 
   /** Gzip geometry straight from checkpoints (used by the builder before the zTOC exists). */
-  static fromCheckpoints(checkpoints: Checkpoint[], spanSizeBytes: number, sizes: { compressed: number; uncompressed: number }): SpanTable {
+  static fromCheckpoints(
+    checkpoints: Checkpoint[],
+    spanSizeBytes: number,
+    sizes: { compressed: number; uncompressed: number },
+  ): SpanTable {
     return new SpanTable("gzip", sizes.compressed, sizes.uncompressed, checkpoints, spanSizeBytes, checkpoints.length);
   }
 
@@ -99,7 +110,9 @@ export class SpanTable {
    */
   spanIdForOffset(offset: number): number {
     if (!(offset >= 0 && offset < this.uncompressedSize) || this.spanCount === 0) {
-      throw new InvalidArgumentError(`Cannot locate uncompressed offset ${offset}: the stream has ${this.uncompressedSize} bytes`);
+      throw new InvalidArgumentError(
+        `Cannot locate uncompressed offset ${offset}: the stream has ${this.uncompressedSize} bytes`,
+      );
     }
     return this.sociSpanId(offset);
   }

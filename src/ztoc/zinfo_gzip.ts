@@ -44,7 +44,10 @@ export interface GzipZinfo {
  */
 export function decodeGzipZinfo(blob: Uint8Array): GzipZinfo {
   if (blob.length < BLOB_HEADER_SIZE) {
-    throw new ZtocFormatError(`Cannot decode gzip zinfo: blob of ${blob.length} bytes is shorter than its ${BLOB_HEADER_SIZE}-byte header`, 0);
+    throw new ZtocFormatError(
+      `Cannot decode gzip zinfo: blob of ${blob.length} bytes is shorter than its ${BLOB_HEADER_SIZE}-byte header`,
+      0,
+    );
   }
   const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
   const n = view.getInt32(0, true);
@@ -67,8 +70,13 @@ export function decodeGzipZinfo(blob: Uint8Array): GzipZinfo {
     const cin = safe(view.getBigInt64(p, true), p, "checkpoint in");
     const out = safe(view.getBigInt64(p + 8, true), p + 8, "checkpoint out");
     const bits = blob[p + 16]!;
-    if (cin < 0 || out < 0) throw new ZtocFormatError(`Cannot decode gzip zinfo: negative checkpoint offset at offset ${p}`, p);
-    if (bits > 7) throw new ZtocFormatError(`Cannot decode gzip zinfo: checkpoint bits ${bits} is above 7 at offset ${p + 16}`, p + 16);
+    if (cin < 0 || out < 0)
+      throw new ZtocFormatError(`Cannot decode gzip zinfo: negative checkpoint offset at offset ${p}`, p);
+    if (bits > 7)
+      throw new ZtocFormatError(
+        `Cannot decode gzip zinfo: checkpoint bits ${bits} is above 7 at offset ${p + 16}`,
+        p + 16,
+      );
     checkpoints.push({ in: cin, out, bits, window: blob.subarray(p + 17, p + 17 + WINDOW_SIZE) });
   }
   return { version, spanSizeBytes, checkpoints };

@@ -113,7 +113,8 @@ function describe(dir: string): AwsSoci {
 /** apt-get update + download through a private trixie source list, then dpkg -x into `tmp`/root. */
 function fetchInto(tmp: string): void {
   // 1. A private apt configuration: trixie only, lists and cache in `tmp`, no update hooks.
-  for (const d of ["lists/partial", "cache/archives/partial", "parts", "debs"]) mkdirSync(join(tmp, d), { recursive: true });
+  for (const d of ["lists/partial", "cache/archives/partial", "parts", "debs"])
+    mkdirSync(join(tmp, d), { recursive: true });
   const keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
   writeFileSync(
     join(tmp, "trixie.sources"),
@@ -139,7 +140,8 @@ function fetchInto(tmp: string): void {
   run("apt-get", [...apt, "update"], tmp);
   run("apt-get", [...apt, "download", "soci-snapshotter"], join(tmp, "debs"));
   const deb = spawnSync("sh", ["-c", "ls debs/soci-snapshotter_*.deb"], { cwd: tmp, encoding: "utf8" }).stdout.trim();
-  if (!deb) throw new Error(`Cannot fetch AWS SOCI: apt-get download left no soci-snapshotter .deb in "${join(tmp, "debs")}"`);
+  if (!deb)
+    throw new Error(`Cannot fetch AWS SOCI: apt-get download left no soci-snapshotter .deb in "${join(tmp, "debs")}"`);
   const version = run("dpkg-deb", ["-f", join(tmp, deb), "Version"], tmp).trim();
   if (!version.startsWith(`${AWS_SOCI_VERSION}-`)) {
     throw new Error(`Cannot fetch AWS SOCI ${AWS_SOCI_VERSION}: trixie has soci-snapshotter "${version}"`);
@@ -152,10 +154,18 @@ function fetchInto(tmp: string): void {
 }
 
 function run(cmd: string, args: string[], cwd: string): string {
-  const r = spawnSync(cmd, args, { cwd, encoding: "utf8", timeout: 10 * 60_000, maxBuffer: 64 << 20, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  const r = spawnSync(cmd, args, {
+    cwd,
+    encoding: "utf8",
+    timeout: 10 * 60_000,
+    maxBuffer: 64 << 20,
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
   if (r.status !== 0) {
     const out = `${r.stderr ?? ""}${r.stdout ?? ""}`.trim().split("\n").slice(-15).join("\n");
-    throw new Error(`Cannot fetch AWS SOCI: "${cmd} ${args.join(" ")}" failed (${r.error?.message ?? `exit ${r.status}`})\n${out}`);
+    throw new Error(
+      `Cannot fetch AWS SOCI: "${cmd} ${args.join(" ")}" failed (${r.error?.message ?? `exit ${r.status}`})\n${out}`,
+    );
   }
   return r.stdout;
 }
@@ -187,24 +197,42 @@ export interface AwsSociSnapshotter {
  * env; resolves once containerd reaches it (at most 30 s for the socket, 30 s more for containerd). `env`
  * must cover `AWS_SOCI_LIB` (`privateDirs`).
  */
-export async function startAwsSociSnapshotter(env: SnapshotterEnv, soci: AwsSoci, opts: AwsSociSnapshotterOptions = {}): Promise<AwsSociSnapshotter> {
-  if (!(AWS_SOCI_LIB in env.privateDirs)) throw new Error(`Cannot start soci-snapshotter-grpc: the env does not cover "${AWS_SOCI_LIB}" (privateDirs)`);
+export async function startAwsSociSnapshotter(
+  env: SnapshotterEnv,
+  soci: AwsSoci,
+  opts: AwsSociSnapshotterOptions = {},
+): Promise<AwsSociSnapshotter> {
+  if (!(AWS_SOCI_LIB in env.privateDirs))
+    throw new Error(`Cannot start soci-snapshotter-grpc: the env does not cover "${AWS_SOCI_LIB}" (privateDirs)`);
   const dir = join(env.dir, "aws-soci");
   const root = join(dir, "root");
   mkdirSync(root, { recursive: true });
   const configFile = join(dir, "config.toml");
   writeFileSync(configFile, opts.config ?? "[background_fetch]\ndisable = true\n");
   const logFile = join(dir, "snapshotter.log");
-  const args = ["--address", env.socket, "--root", root, "--config", configFile, "--log-level", opts.logLevel ?? "info"];
+  const args = [
+    "--address",
+    env.socket,
+    "--root",
+    root,
+    "--config",
+    configFile,
+    "--log-level",
+    opts.logLevel ?? "info",
+  ];
   const proc = await env.ns.spawn([soci.snapshotter, ...args], logFile, { env: env.env });
   let exitCode: number | undefined;
   void proc.exited.then((c) => (exitCode = c));
   const log = () => Bun.file(logFile).text();
   try {
-    await waitFor("soci-snapshotter-grpc", async () => {
-      if (exitCode !== undefined) throw new GiveUp(`Cannot start soci-snapshotter-grpc: it exited with ${exitCode}`);
-      return existsSync(env.socket);
-    }, 30_000);
+    await waitFor(
+      "soci-snapshotter-grpc",
+      async () => {
+        if (exitCode !== undefined) throw new GiveUp(`Cannot start soci-snapshotter-grpc: it exited with ${exitCode}`);
+        return existsSync(env.socket);
+      },
+      30_000,
+    );
     await env.snapshotterReachable();
   } catch (err) {
     await proc.stop("SIGKILL");
@@ -218,9 +246,22 @@ export async function startAwsSociSnapshotter(env: SnapshotterEnv, soci: AwsSoci
  * defaults to containerd's. Throws on a non-zero exit unless `check: false`; kills it after `timeoutMs`
  * (default 120 000).
  */
-export async function sociCli(env: SnapshotterEnv, soci: AwsSoci, args: string[], opts: { namespace?: string; check?: boolean; timeoutMs?: number } = {}): Promise<NsResult> {
-  const argv = [soci.soci, "--address", env.containerd.address, "--namespace", opts.namespace ?? env.containerd.namespace, ...args];
+export async function sociCli(
+  env: SnapshotterEnv,
+  soci: AwsSoci,
+  args: string[],
+  opts: { namespace?: string; check?: boolean; timeoutMs?: number } = {},
+): Promise<NsResult> {
+  const argv = [
+    soci.soci,
+    "--address",
+    env.containerd.address,
+    "--namespace",
+    opts.namespace ?? env.containerd.namespace,
+    ...args,
+  ];
   const r = await env.ns.run(argv, { env: env.env, timeoutMs: opts.timeoutMs ?? 120_000 });
-  if (r.code !== 0 && opts.check !== false) throw new Error(`Cannot run "soci ${args.join(" ")}": exit ${r.code}\n${r.stderr}${r.stdout}`);
+  if (r.code !== 0 && opts.check !== false)
+    throw new Error(`Cannot run "soci ${args.join(" ")}": exit ${r.code}\n${r.stderr}${r.stdout}`);
   return r;
 }

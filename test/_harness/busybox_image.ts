@@ -16,7 +16,8 @@ export const BUSYBOX_PATH = "/bin/busybox";
  */
 export function busyboxLayer(): Record<string, TestFile> {
   const data = new Uint8Array(readFileSync(BUSYBOX_PATH));
-  if (hasInterpreter(data)) throw new Error(`Cannot use "${BUSYBOX_PATH}" in a test image: it is dynamically linked (install busybox-static)`);
+  if (hasInterpreter(data))
+    throw new Error(`Cannot use "${BUSYBOX_PATH}" in a test image: it is dynamically linked (install busybox-static)`);
   return {
     bin: { dir: true, mode: 0o755 },
     "bin/busybox": { data, mode: 0o755 },
@@ -29,7 +30,8 @@ function hasInterpreter(elf: Uint8Array): boolean {
   const v = new DataView(elf.buffer, elf.byteOffset, elf.byteLength);
   // ELF header: magic 7f 'E' 'L' 'F', EI_CLASS (2 = 64-bit) at 4, EI_DATA (1 = little-endian) at 5,
   // e_phoff u64 at 32, e_phentsize u16 at 54, e_phnum u16 at 56; each program header starts with p_type u32.
-  if (v.getUint32(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1) throw new Error(`Cannot use "${BUSYBOX_PATH}" in a test image: not a 64-bit little-endian ELF file`);
+  if (v.getUint32(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1)
+    throw new Error(`Cannot use "${BUSYBOX_PATH}" in a test image: not a 64-bit little-endian ELF file`);
   const phoff = Number(v.getBigUint64(32, true));
   const phentsize = v.getUint16(54, true);
   const phnum = v.getUint16(56, true);

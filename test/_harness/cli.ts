@@ -13,7 +13,10 @@ export interface CliResult {
 }
 
 /** Run `soci-ts ARGS` (from source) and wait for it. */
-export function runCli(args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): CliResult {
+export function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+): CliResult {
   const r = spawnSync(BUN, [MAIN, ...args], {
     cwd: opts.cwd ?? REPO,
     env: { ...process.env, NO_COLOR: "1", ...opts.env },
@@ -42,7 +45,12 @@ export async function startCliUntil(
   marker: string,
   opts: { timeoutMs: number; stdout: "pipe" | "ignore"; env?: Record<string, string> },
 ): Promise<StartedCli> {
-  const proc = Bun.spawn(argv, { cwd: REPO, stdout: opts.stdout, stderr: "pipe", env: { ...process.env, NO_COLOR: "1", ...opts.env } });
+  const proc = Bun.spawn(argv, {
+    cwd: REPO,
+    stdout: opts.stdout,
+    stderr: "pipe",
+    env: { ...process.env, NO_COLOR: "1", ...opts.env },
+  });
   let log = "";
   let seen: () => void = () => {};
   const ready = new Promise<void>((res) => (seen = res));

@@ -15,7 +15,16 @@
  * test process that dies kills it all anyway: the namespace's processes die with it (see namespace.ts); only
  * empty cgroup directories stay, until the next `startContainerd` removes them.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type MountNamespace, type NsProcess, type NsResult, parseMountinfo, startNamespace } from "./namespace.ts";
@@ -94,7 +103,12 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
   }
 }
 
-async function startIn(dir: string, ns: MountNamespace, ownNs: boolean, opts: StartContainerdOptions): Promise<Containerd> {
+async function startIn(
+  dir: string,
+  ns: MountNamespace,
+  ownNs: boolean,
+  opts: StartContainerdOptions,
+): Promise<Containerd> {
   // 1. Config: everything under the temp dir.
   const root = join(dir, "root");
   const state = join(dir, "state");
@@ -121,8 +135,12 @@ async function startIn(dir: string, ns: MountNamespace, ownNs: boolean, opts: St
   // 2. containerd, then wait until it answers.
   const proc = await ns.spawn(["containerd", "--config", configFile], logFile, { env });
   const ctr = async (args: string[], o: CtrOptions = {}): Promise<NsResult> => {
-    const r = await ns.run(["ctr", "--address", address, "--namespace", o.namespace ?? namespace, ...args], { env: { ...env, ...o.env }, timeoutMs: o.timeoutMs ?? 120_000 });
-    if (r.code !== 0 && o.check !== false) throw new Error(`Cannot run "ctr ${args.join(" ")}": exit ${r.code}\n${r.stderr}${r.stdout}`);
+    const r = await ns.run(["ctr", "--address", address, "--namespace", o.namespace ?? namespace, ...args], {
+      env: { ...env, ...o.env },
+      timeoutMs: o.timeoutMs ?? 120_000,
+    });
+    if (r.code !== 0 && o.check !== false)
+      throw new Error(`Cannot run "ctr ${args.join(" ")}": exit ${r.code}\n${r.stderr}${r.stdout}`);
     return r;
   };
   let exitCode: number | undefined;
@@ -144,16 +162,34 @@ async function startIn(dir: string, ns: MountNamespace, ownNs: boolean, opts: St
       }
     })());
   try {
-    await waitFor("containerd", async () => {
-      if (exitCode !== undefined) throw new GiveUp(`Cannot start containerd: it exited with ${exitCode}`);
-      return (await ctr(["version"], { check: false, timeoutMs: 5000 })).code === 0;
-    }, 30_000);
+    await waitFor(
+      "containerd",
+      async () => {
+        if (exitCode !== undefined) throw new GiveUp(`Cannot start containerd: it exited with ${exitCode}`);
+        return (await ctr(["version"], { check: false, timeoutMs: 5000 })).code === 0;
+      },
+      30_000,
+    );
   } catch (err) {
-    const log = await Bun.file(logFile).text().catch(() => "");
+    const log = await Bun.file(logFile)
+      .text()
+      .catch(() => "");
     await stop();
     throw new Error(`${(err as Error).message}\n${log.split("\n").slice(-30).join("\n")}`, { cause: err });
   }
-  return { address, dir, root, state, configFile, ns, namespace, process: proc, ctr, log: () => Bun.file(logFile).text(), stop };
+  return {
+    address,
+    dir,
+    root,
+    state,
+    configFile,
+    ns,
+    namespace,
+    process: proc,
+    ctr,
+    log: () => Bun.file(logFile).text(),
+    stop,
+  };
 }
 
 let instances = 0;
@@ -163,8 +199,15 @@ const NAMESPACE_PREFIX = "soci-ts-e2e-";
  * Kills and deletes every task, and deletes every container, in every containerd namespace (bounded by ctr's
  * timeouts); adds the namespaces to `namespaces`.
  */
-async function removeTasks(ctr: (args: string[], o?: CtrOptions) => Promise<NsResult>, namespaces: Set<string>): Promise<void> {
-  const lines = (r: NsResult) => r.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+async function removeTasks(
+  ctr: (args: string[], o?: CtrOptions) => Promise<NsResult>,
+  namespaces: Set<string>,
+): Promise<void> {
+  const lines = (r: NsResult) =>
+    r.stdout
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean);
   const quick = { check: false, timeoutMs: 15_000 };
   for (const namespace of lines(await ctr(["namespaces", "ls", "-q"], quick))) {
     namespaces.add(namespace);
@@ -172,7 +215,8 @@ async function removeTasks(ctr: (args: string[], o?: CtrOptions) => Promise<NsRe
       await ctr(["tasks", "kill", "--all", "--signal", "SIGKILL", task], { ...quick, namespace });
       await ctr(["tasks", "delete", "--force", task], { ...quick, namespace });
     }
-    for (const c of lines(await ctr(["containers", "ls", "-q"], { ...quick, namespace }))) await ctr(["containers", "delete", c], { ...quick, namespace });
+    for (const c of lines(await ctr(["containers", "ls", "-q"], { ...quick, namespace })))
+      await ctr(["containers", "delete", c], { ...quick, namespace });
   }
 }
 
@@ -184,7 +228,9 @@ async function killShims(ns: MountNamespace, address: string): Promise<void> {
   const ours = () => {
     const all = ns.processes();
     const parent = new Map(all.map((p) => [p, ppidOf(p)]));
-    const mine = new Set(all.filter((p) => cmdlineOf(p).includes(`\0${address}\0`) && cmdlineOf(p).includes("containerd-shim")));
+    const mine = new Set(
+      all.filter((p) => cmdlineOf(p).includes(`\0${address}\0`) && cmdlineOf(p).includes("containerd-shim")),
+    );
     for (let grew = true; grew; ) {
       grew = false;
       for (const p of all) {
@@ -198,7 +244,8 @@ async function killShims(ns: MountNamespace, address: string): Promise<void> {
   };
   const until = Date.now() + 10_000;
   for (let left = ours(); left.length > 0; left = ours()) {
-    if (Date.now() > until) throw new Error(`Cannot stop the shims of containerd "${address}": ${left.join(", ")} still running`);
+    if (Date.now() > until)
+      throw new Error(`Cannot stop the shims of containerd "${address}": ${left.join(", ")} still running`);
     for (const p of left) {
       try {
         process.kill(p, "SIGKILL");
@@ -222,7 +269,14 @@ function cgroupChildren(): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
   for (const h of cgroupHierarchies()) {
     try {
-      out.set(h, new Set(readdirSync(h, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)));
+      out.set(
+        h,
+        new Set(
+          readdirSync(h, { withFileTypes: true })
+            .filter((e) => e.isDirectory())
+            .map((e) => e.name),
+        ),
+      );
     } catch {
       // unreadable hierarchy
     }
@@ -244,7 +298,8 @@ function removeCgroups(namespaces: Set<string>, before: Map<string, Set<string>>
       // busy (a process left) or gone
     }
   };
-  for (const [h, existed] of before) for (const n of namespaces) if (!existed.has(n) && existsSync(join(h, n))) rmdirTree(join(h, n));
+  for (const [h, existed] of before)
+    for (const n of namespaces) if (!existed.has(n) && existsSync(join(h, n))) rmdirTree(join(h, n));
 }
 
 /**

@@ -79,13 +79,19 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         entry.status = f.status;
         const headers: Record<string, string> = { "content-type": "application/json" };
         if (f.retryAfterSec !== undefined) headers["retry-after"] = String(f.retryAfterSec);
-        return new Response(JSON.stringify({ errors: [{ code: "INJECTED", message: `injected HTTP ${f.status}` }] }), { status: f.status, headers });
+        return new Response(JSON.stringify({ errors: [{ code: "INJECTED", message: `injected HTTP ${f.status}` }] }), {
+          status: f.status,
+          headers,
+        });
       }
       if (f?.kind === "redirect") {
         const m = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/.exec(url.pathname);
         if (m) {
           entry.status = 307;
-          return new Response(null, { status: 307, headers: { location: `http://${url.host}/_real/${m[1]}/${m[2]}?sig=test` } });
+          return new Response(null, {
+            status: 307,
+            headers: { location: `http://${url.host}/_real/${m[1]}/${m[2]}?sig=test` },
+          });
         }
       }
       if (f?.kind === "stall") await sleep(f.ms);
@@ -163,24 +169,27 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         const stepMs = 1000 / f.bytesPerSec;
         let held = new Uint8Array(0);
         let stopped = false;
-        const body = new ReadableStream<Uint8Array>({
-          async pull(c) {
-            if (held.length === 0) {
-              const { done: end, value } = await reader.read();
-              if (end) return (done(), c.close());
-              held = value;
-            }
-            await sleep(stepMs);
-            if (stopped) return;
-            c.enqueue(held.slice(0, 1));
-            held = held.subarray(1);
+        const body = new ReadableStream<Uint8Array>(
+          {
+            async pull(c) {
+              if (held.length === 0) {
+                const { done: end, value } = await reader.read();
+                if (end) return (done(), c.close());
+                held = value;
+              }
+              await sleep(stepMs);
+              if (stopped) return;
+              c.enqueue(held.slice(0, 1));
+              held = held.subarray(1);
+            },
+            cancel() {
+              stopped = true;
+              done();
+              return reader.cancel().catch(() => {});
+            },
           },
-          cancel() {
-            stopped = true;
-            done();
-            return reader.cancel().catch(() => {});
-          },
-        }, { highWaterMark: 0 });
+          { highWaterMark: 0 },
+        );
         return new Response(body, { status: up.status, headers: outHeaders });
       }
       if (f?.kind === "corrupt" && up.status === 206) {
@@ -193,10 +202,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         done();
         return new Response(up.body, { status: up.status, headers: outHeaders });
       }
-      return new Response(
-        up.body.pipeThrough(new TransformStream({ flush: () => void done() })),
-        { status: up.status, headers: outHeaders },
-      );
+      return new Response(up.body.pipeThrough(new TransformStream({ flush: () => void done() })), {
+        status: up.status,
+        headers: outHeaders,
+      });
     },
   });
 

@@ -20,7 +20,19 @@
  * `mountinfo()` reads /proc/PID/mountinfo; `newMounts()` lists the mounts made since the namespace was ready
  * (the leaks, once everything is stopped); `processes()` lists the processes still inside.
  */
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 
@@ -129,19 +141,25 @@ async function startIn(dir: string, opts: StartNamespaceOptions): Promise<MountN
       const layer = join(dir, `overlay-${overlaid.length}`);
       mkdirSync(join(layer, "upper"), { recursive: true });
       mkdirSync(join(layer, "work"));
-      lines.push(`mount -t overlay overlay -o ${q(`lowerdir=${parent},upperdir=${layer}/upper,workdir=${layer}/work`)} ${q(parent)}`);
+      lines.push(
+        `mount -t overlay overlay -o ${q(`lowerdir=${parent},upperdir=${layer}/upper,workdir=${layer}/work`)} ${q(parent)}`,
+      );
       overlaid.push(parent);
     }
     const what = opts.privatePaths![path]!;
     if (what === "tmpfs") lines.push(`mkdir -p ${q(path)}`, `mount -t tmpfs -o mode=0755 tmpfs ${q(path)}`);
     else {
-      lines.push(existsSync(what.bind) && !isDir(what.bind) ? `[ -e ${q(path)} ] || touch ${q(path)}` : `mkdir -p ${q(path)}`);
+      lines.push(
+        existsSync(what.bind) && !isDir(what.bind) ? `[ -e ${q(path)} ] || touch ${q(path)}` : `mkdir -p ${q(path)}`,
+      );
       lines.push(`mount --bind ${q(what.bind)} ${q(path)}`);
     }
   }
   if (opts.hosts && Object.keys(opts.hosts).length > 0) {
     const hostsFile = join(dir, "hosts");
-    const extra = Object.entries(opts.hosts).map(([name, addr]) => `${addr} ${name}\n`).join("");
+    const extra = Object.entries(opts.hosts)
+      .map(([name, addr]) => `${addr} ${name}\n`)
+      .join("");
     writeFileSync(hostsFile, `${readFileSync("/etc/hosts", "utf8").replace(/\n?$/, "\n")}${extra}`);
     lines.push(`mount --bind ${q(hostsFile)} /etc/hosts`);
   }
@@ -151,7 +169,21 @@ async function startIn(dir: string, opts: StartNamespaceOptions): Promise<MountN
   writeFileSync(join(dir, "setup.sh"), lines.join("\n") + "\n");
   const logFile = join(dir, "holder.log");
   const holder = Bun.spawn(
-    ["setpriv", "--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "bash", join(dir, "setup.sh")],
+    [
+      "setpriv",
+      "--pdeathsig",
+      "KILL",
+      "unshare",
+      "--mount",
+      "--propagation",
+      "private",
+      "--pid",
+      "--fork",
+      "--kill-child=KILL",
+      "--mount-proc",
+      "bash",
+      join(dir, "setup.sh"),
+    ],
     // LIBMOUNT_UTAB: mount(8) keeps its lock and utab there, not in the host's /run/mount.
     { stdout: "pipe", stderr: Bun.file(logFile), env: { ...process.env, LIBMOUNT_UTAB: join(dir, "utab") } },
   );
@@ -163,11 +195,14 @@ async function startIn(dir: string, opts: StartNamespaceOptions): Promise<MountN
     holder.kill("SIGKILL");
     await holder.exited;
     process.off("exit", killOnExit);
-    const log = await Bun.file(logFile).text().catch(() => "");
+    const log = await Bun.file(logFile)
+      .text()
+      .catch(() => "");
     throw new Error(`Cannot start a private namespace: ${why}\n${log}`);
   };
   const ready = await readLine(holder.stdout, opts.readyTimeoutMs ?? 30_000);
-  if (ready !== "ready") await fail(ready === undefined ? `the holder exited with ${await holder.exited}` : `the holder said "${ready}"`);
+  if (ready !== "ready")
+    await fail(ready === undefined ? `the holder exited with ${await holder.exited}` : `the holder said "${ready}"`);
   const pid = childOf(holder.pid);
   if (pid === undefined) return fail(`no PID 1 under unshare ${holder.pid}`);
   const pidNs = readlinkSync(`/proc/${pid}/ns/pid`);
@@ -184,7 +219,10 @@ async function startIn(dir: string, opts: StartNamespaceOptions): Promise<MountN
     for (;;) {
       const left = processes();
       if (left.length === 0) return;
-      if (Date.now() > until) throw new Error(`Cannot stop the processes of namespace ${pid}: ${left.map(describePid).join(", ")} still running`);
+      if (Date.now() > until)
+        throw new Error(
+          `Cannot stop the processes of namespace ${pid}: ${left.map(describePid).join(", ")} still running`,
+        );
       for (const p of left) signal(p, "SIGKILL");
       await Bun.sleep(50);
     }
@@ -192,14 +230,18 @@ async function startIn(dir: string, opts: StartNamespaceOptions): Promise<MountN
   const utab = { LIBMOUNT_UTAB: join(dir, "utab") };
   const unmountNew = async (under?: string) => {
     const done = new Set<string>();
-    const wanted = (m: MountEntry) => under === undefined || m.mountPoint === under || m.mountPoint.startsWith(`${under.replace(/\/+$/, "")}/`);
+    const wanted = (m: MountEntry) =>
+      under === undefined || m.mountPoint === under || m.mountPoint.startsWith(`${under.replace(/\/+$/, "")}/`);
     for (let round = 0; round < 5; round++) {
       // Deepest mount points first: children before their parents.
-      const todo = newMounts().filter(wanted).sort((a, b) => b.mountPoint.split("/").length - a.mountPoint.split("/").length);
+      const todo = newMounts()
+        .filter(wanted)
+        .sort((a, b) => b.mountPoint.split("/").length - a.mountPoint.split("/").length);
       if (todo.length === 0) break;
       for (const m of todo) {
         const r = await runIn(["nsenter", "-t", String(pid), "-m", "--", "umount", m.mountPoint], utab, 30_000);
-        if (r.code !== 0) await runIn(["nsenter", "-t", String(pid), "-m", "--", "umount", "-l", m.mountPoint], utab, 30_000);
+        if (r.code !== 0)
+          await runIn(["nsenter", "-t", String(pid), "-m", "--", "umount", "-l", m.mountPoint], utab, 30_000);
         done.add(m.mountPoint);
       }
     }
@@ -285,7 +327,11 @@ async function runIn(argv: string[], env: Record<string, string>, timeoutMs: num
   const p = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
   const timer = setTimeout(() => killTree(p.pid), timeoutMs);
   try {
-    const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    const [stdout, stderr, code] = await Promise.all([
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+      p.exited,
+    ]);
     return { code, stdout, stderr };
   } finally {
     clearTimeout(timer);
@@ -409,7 +455,13 @@ export function parseMountinfo(text: string): MountEntry[] {
     if (!line) continue;
     const f = line.split(" ");
     const dash = f.indexOf("-", 6);
-    out.push({ id: Number(f[0]), parentId: Number(f[1]), mountPoint: unescape(f[4]!), fsType: f[dash + 1]!, source: unescape(f[dash + 2]!) });
+    out.push({
+      id: Number(f[0]),
+      parentId: Number(f[1]),
+      mountPoint: unescape(f[4]!),
+      fsType: f[dash + 1]!,
+      source: unescape(f[dash + 2]!),
+    });
   }
   return out;
 }

@@ -90,7 +90,14 @@ export async function pushPythonImage(
   const layout = await ensurePythonImage();
   const host = registry.replace(/^https?:\/\//, "").replace(/\/+$/, "");
   const ref = `${host}/${opts.repository ?? "soci-ts/python"}:${opts.tag ?? "latest"}`;
-  run("skopeo", ["copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false", `oci:${layout}:${PYTHON_IMAGE_TAG}`, `docker://${ref}`]);
+  run("skopeo", [
+    "copy",
+    "--quiet",
+    "--preserve-digests",
+    "--dest-tls-verify=false",
+    `oci:${layout}:${PYTHON_IMAGE_TAG}`,
+    `docker://${ref}`,
+  ]);
   return ref;
 }
 
@@ -125,7 +132,17 @@ function buildInto(tmp: string): void {
   run("ln", ["-s", PYTHON_LAYER2_FILES.symlink[1], join(root, PYTHON_LAYER2_FILES.symlink[0])]);
   rmSync(join(root, PYTHON_LAYER2_FILES.removed));
   run("umoci", ["repack", "--image", image, bundle]);
-  run("umoci", ["config", "--image", image, "--config.cmd", "python3", "--config.cmd", "-c", "--config.cmd", "print('ok')"]);
+  run("umoci", [
+    "config",
+    "--image",
+    image,
+    "--config.cmd",
+    "python3",
+    "--config.cmd",
+    "-c",
+    "--config.cmd",
+    "print('ok')",
+  ]);
   run("umoci", ["gc", "--layout", layout]);
   writeFileSync(join(layout, ".complete"), new Date().toISOString());
 }
@@ -134,6 +151,8 @@ function run(cmd: string, args: string[], timeoutMs = 5 * 60_000): void {
   const r = spawnSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs, maxBuffer: 64 << 20 });
   if (r.status !== 0) {
     const out = `${r.stderr?.toString() ?? ""}${r.stdout?.toString() ?? ""}`.trim().split("\n").slice(-15).join("\n");
-    throw new Error(`Cannot build the python image: "${cmd} ${args.join(" ")}" failed (${r.error?.message ?? `exit ${r.status}`})\n${out}`);
+    throw new Error(
+      `Cannot build the python image: "${cmd} ${args.join(" ")}" failed (${r.error?.message ?? `exit ${r.status}`})\n${out}`,
+    );
   }
 }

@@ -98,12 +98,19 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
   let authYaml = "";
   if (opts.auth === "htpasswd") {
     const lines = await Promise.all(
-      Object.entries(users).map(async ([u, p]) => `${u}:${await Bun.password.hash(p, { algorithm: "bcrypt", cost: 4 })}`),
+      Object.entries(users).map(
+        async ([u, p]) => `${u}:${await Bun.password.hash(p, { algorithm: "bcrypt", cost: 4 })}`,
+      ),
     );
     writeFileSync(join(dir, "htpasswd"), lines.join("\n") + "\n");
     authYaml = `auth:\n  htpasswd:\n    realm: soci-ts-test\n    path: ${join(dir, "htpasswd")}\n`;
   } else if (opts.auth === "token") {
-    tokenServer = await startTokenServer({ users, allowAnonymous: opts.allowAnonymous ?? false, expiresInSec: opts.tokenExpiresInSec, refreshTokens: opts.refreshTokens });
+    tokenServer = await startTokenServer({
+      users,
+      allowAnonymous: opts.allowAnonymous ?? false,
+      expiresInSec: opts.tokenExpiresInSec,
+      refreshTokens: opts.refreshTokens,
+    });
     authYaml =
       `auth:\n  token:\n    realm: ${tokenServer.realm}\n    service: ${tokenServer.service}\n` +
       `    issuer: ${tokenServer.issuer}\n    rootcertbundle: ${tokenServer.certFile}\n`;
@@ -116,7 +123,26 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
     const cn = opts.tlsHostName ?? "127.0.0.1";
     const san = opts.tlsHostName ? `DNS:${opts.tlsHostName},IP:127.0.0.1` : "IP:127.0.0.1";
     const r = Bun.spawnSync(
-      ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", caFile, "-days", "2", "-subj", `/CN=${cn}`, "-addext", `subjectAltName=${san}`],
+      [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        caFile,
+        "-days",
+        "2",
+        "-subj",
+        `/CN=${cn}`,
+        "-addext",
+        `subjectAltName=${san}`,
+      ],
       { stdout: "pipe", stderr: "pipe" },
     );
     if (r.exitCode !== 0) throw new Error(`Cannot make a TLS certificate: ${r.stderr.toString()}`);
@@ -149,14 +175,24 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor(`docker-registry on ${url}`, async () => {
-      if (proc.exitCode !== null) throw new GiveUp(`Cannot start docker-registry on ${url}: docker-registry exited with ${proc.exitCode}`);
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000), tls: { rejectUnauthorized: false } } as RequestInit);
-      await res.body?.cancel();
-      return res.status === 200 || res.status === 401;
-    }, 30_000); // generous: the machine is shared and may be busy
+    await waitFor(
+      `docker-registry on ${url}`,
+      async () => {
+        if (proc.exitCode !== null)
+          throw new GiveUp(`Cannot start docker-registry on ${url}: docker-registry exited with ${proc.exitCode}`);
+        const res = await fetch(`${url}/v2/`, {
+          signal: AbortSignal.timeout(1000),
+          tls: { rejectUnauthorized: false },
+        } as RequestInit);
+        await res.body?.cancel();
+        return res.status === 200 || res.status === 401;
+      },
+      30_000,
+    ); // generous: the machine is shared and may be busy
   } catch (err) {
-    const log = await Bun.file(logFile).text().catch(() => "");
+    const log = await Bun.file(logFile)
+      .text()
+      .catch(() => "");
     await stop();
     throw new Error(`${(err as Error).message}\n${log}`, { cause: err });
   }
@@ -179,7 +215,13 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
 function parseAccessLog(log: string): AccessLogEntry[] {
   const out: AccessLogEntry[] = [];
   for (const m of log.matchAll(/^\S+ \S+ \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+|-) "[^"]*" "([^"]*)"$/gm)) {
-    out.push({ method: m[1]!, path: m[2]!, status: Number(m[3]), bytes: m[4] === "-" ? 0 : Number(m[4]), userAgent: m[5]! });
+    out.push({
+      method: m[1]!,
+      path: m[2]!,
+      status: Number(m[3]),
+      bytes: m[4] === "-" ? 0 : Number(m[4]),
+      userAgent: m[5]!,
+    });
   }
   return out;
 }
@@ -187,7 +229,12 @@ function parseAccessLog(log: string): AccessLogEntry[] {
 // ---------------------------------------------------------------------------------------------- images
 
 /** A file of a test layer: contents, or a directory / symlink entry. */
-export type TestFile = string | Uint8Array | { dir: true; mode?: number } | { symlink: string } | { data: string | Uint8Array; mode: number };
+export type TestFile =
+  | string
+  | Uint8Array
+  | { dir: true; mode?: number }
+  | { symlink: string }
+  | { data: string | Uint8Array; mode: number };
 
 export interface PushImageOptions {
   /** Layers, bottom first, each a map path → file (default one layer with "hello.txt"). */
@@ -219,7 +266,12 @@ export interface PushedImage {
  * Builds an image from files (ustar layers, gzip by default, an OCI config and manifest) and pushes it to
  * `registry` as `repository:tag` with our own client.
  */
-export async function pushImage(registry: { host: string }, repository: string, tag: string, opts: PushImageOptions = {}): Promise<PushedImage> {
+export async function pushImage(
+  registry: { host: string },
+  repository: string,
+  tag: string,
+  opts: PushImageOptions = {},
+): Promise<PushedImage> {
   const client = opts.client ?? new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 10_000 });
   const ref: Reference = { registry: registry.host, repository, tag };
   const platform = opts.platform ?? { os: "linux", architecture: "amd64" };
@@ -229,8 +281,19 @@ export async function pushImage(registry: { host: string }, repository: string, 
     const tar = makeTar(files);
     const gz = opts.compression !== "none";
     const blob = gz ? new Uint8Array(gzipSync(tar)) : tar;
-    const descriptor = await client.pushBlob(ref, blob, { mediaType: gz ? MediaType.OCI_LAYER_GZIP : MediaType.OCI_LAYER, chunkSize: opts.chunkSize });
-    layers.push({ descriptor: { mediaType: gz ? MediaType.OCI_LAYER_GZIP : MediaType.OCI_LAYER, digest: descriptor.digest, size: descriptor.size }, blob, tar });
+    const descriptor = await client.pushBlob(ref, blob, {
+      mediaType: gz ? MediaType.OCI_LAYER_GZIP : MediaType.OCI_LAYER,
+      chunkSize: opts.chunkSize,
+    });
+    layers.push({
+      descriptor: {
+        mediaType: gz ? MediaType.OCI_LAYER_GZIP : MediaType.OCI_LAYER,
+        digest: descriptor.digest,
+        size: descriptor.size,
+      },
+      blob,
+      tar,
+    });
   }
   const config: ImageConfig = {
     architecture: platform.architecture,
@@ -251,17 +314,32 @@ export async function pushImage(registry: { host: string }, repository: string, 
   let manifestDescriptor: Descriptor;
   let indexDescriptor: Descriptor | undefined;
   if (opts.index) {
-    manifestDescriptor = await client.putManifest({ ...ref, tag: undefined, digest: sha256Digest(manifestBytes) }, manifestBytes, MediaType.OCI_MANIFEST);
+    manifestDescriptor = await client.putManifest(
+      { ...ref, tag: undefined, digest: sha256Digest(manifestBytes) },
+      manifestBytes,
+      MediaType.OCI_MANIFEST,
+    );
     const index: ImageIndex = {
       schemaVersion: 2,
       mediaType: MediaType.OCI_INDEX,
       manifests: [{ ...manifestDescriptor, platform }],
     };
-    indexDescriptor = await client.putManifest(ref, new TextEncoder().encode(JSON.stringify(index)), MediaType.OCI_INDEX);
+    indexDescriptor = await client.putManifest(
+      ref,
+      new TextEncoder().encode(JSON.stringify(index)),
+      MediaType.OCI_INDEX,
+    );
   } else {
     manifestDescriptor = await client.putManifest(ref, manifestBytes, MediaType.OCI_MANIFEST);
   }
-  return { ref: { ...ref, digest: manifestDescriptor.digest }, manifest, manifestDescriptor, indexDescriptor, config, layers };
+  return {
+    ref: { ...ref, digest: manifestDescriptor.digest },
+    manifest,
+    manifestDescriptor,
+    indexDescriptor,
+    config,
+    layers,
+  };
 }
 
 /** A ustar archive of `files` (sorted by path; mtime 0, uid/gid 0), ending with two zero blocks. */
@@ -280,7 +358,8 @@ export function makeTar(files: Record<string, TestFile>): Uint8Array {
     else if ("symlink" in f) [type, mode, link] = ["2", 0o777, f.symlink];
     else [data, mode] = [typeof f.data === "string" ? enc.encode(f.data) : f.data, f.mode];
     const name = type === "5" && !path.endsWith("/") ? `${path}/` : path;
-    if (enc.encode(name).length > 100) throw new Error(`Cannot put "${name}" in a test tar: path longer than 100 bytes`);
+    if (enc.encode(name).length > 100)
+      throw new Error(`Cannot put "${name}" in a test tar: path longer than 100 bytes`);
     const h = new Uint8Array(512);
     const put = (off: number, len: number, s: string) => h.set(enc.encode(s).subarray(0, len), off);
     const oct = (off: number, len: number, n: number) => put(off, len, n.toString(8).padStart(len - 1, "0") + "\0");

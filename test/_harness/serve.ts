@@ -17,12 +17,19 @@ export interface ServeProcess {
  * Start `soci-ts ARGS` (a `serve`) and resolve once it is serving; rejects with its log if it exits first or
  * does not serve within `timeoutMs` (default 60 000).
  */
-export async function startServeProcess(args: string[], opts: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<ServeProcess> {
-  const { proc, stderr, drained } = await startCliUntil(["setpriv", "--pdeathsig", "SIGKILL", BUN, MAIN, ...args], "soci-ts serve: containerd snapshots on", {
-    timeoutMs: opts.timeoutMs ?? 60_000,
-    stdout: "ignore",
-    env: opts.env,
-  });
+export async function startServeProcess(
+  args: string[],
+  opts: { timeoutMs?: number; env?: Record<string, string> } = {},
+): Promise<ServeProcess> {
+  const { proc, stderr, drained } = await startCliUntil(
+    ["setpriv", "--pdeathsig", "SIGKILL", BUN, MAIN, ...args],
+    "soci-ts serve: containerd snapshots on",
+    {
+      timeoutMs: opts.timeoutMs ?? 60_000,
+      stdout: "ignore",
+      env: opts.env,
+    },
+  );
   return {
     proc,
     stderr,

@@ -106,14 +106,24 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
     registry = await startRegistry({ tls: true, tlsHostName: hostName, accessLog: true });
     const env = { SSL_CERT_FILE: registry.caFile! };
     ns = await startNamespace({ privatePaths, hosts: { [hostName]: "127.0.0.1" } });
-    containerd = await startContainerd({ ns, proxySnapshotters: { [snapshotterName]: socket }, namespace: opts.containerdNamespace, env });
+    containerd = await startContainerd({
+      ns,
+      proxySnapshotters: { [snapshotterName]: socket },
+      namespace: opts.containerdNamespace,
+      env,
+    });
     let stopped: Promise<void> | undefined;
     let probes = 0;
     return {
       dir,
       registry,
       registryHost: registry.nameHost!,
-      client: new HttpRegistryClient({ dockerConfigPath: null, httpsHosts: [registry.host], caFile: registry.caFile, timeoutMs: 30_000 }),
+      client: new HttpRegistryClient({
+        dockerConfigPath: null,
+        httpsHosts: [registry.host],
+        caFile: registry.caFile,
+        timeoutMs: 30_000,
+      }),
       ns,
       containerd,
       snapshotterName,
@@ -123,13 +133,20 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
       // `ctr snapshots ls` is answered from containerd's own metadata without the snapshotter: probe with a
       // Prepare, which containerd must pass on, and remove the probe again (containerd's GC removes it there).
       snapshotterReachable: (timeoutMs = 30_000) =>
-        waitFor(`containerd's connection to snapshotter "${snapshotterName}"`, async () => {
-          const key = `soci-ts-probe-${probes++}`;
-          const r = await containerd!.ctr(["snapshots", "--snapshotter", snapshotterName, "prepare", key], { check: false, timeoutMs: 10_000 });
-          if (r.code !== 0) return false;
-          await containerd!.ctr(["snapshots", "--snapshotter", snapshotterName, "rm", key], { timeoutMs: 10_000 });
-          return true;
-        }, timeoutMs),
+        waitFor(
+          `containerd's connection to snapshotter "${snapshotterName}"`,
+          async () => {
+            const key = `soci-ts-probe-${probes++}`;
+            const r = await containerd!.ctr(["snapshots", "--snapshotter", snapshotterName, "prepare", key], {
+              check: false,
+              timeoutMs: 10_000,
+            });
+            if (r.code !== 0) return false;
+            await containerd!.ctr(["snapshots", "--snapshotter", snapshotterName, "rm", key], { timeoutMs: 10_000 });
+            return true;
+          },
+          timeoutMs,
+        ),
       stop: () => (stopped ??= stopAll()),
     };
   } catch (err) {

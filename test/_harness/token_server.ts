@@ -58,7 +58,20 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
   const keyFile = join(dir, "key.pem");
   const certFile = join(dir, "cert.pem");
   run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", keyFile]);
-  run(["openssl", "req", "-new", "-x509", "-key", keyFile, "-out", certFile, "-days", "2", "-subj", "/CN=soci-ts test token issuer"]);
+  run([
+    "openssl",
+    "req",
+    "-new",
+    "-x509",
+    "-key",
+    keyFile,
+    "-out",
+    certFile,
+    "-days",
+    "2",
+    "-subj",
+    "/CN=soci-ts test token issuer",
+  ]);
   const key: KeyObject = createPrivateKey(readFileSync(keyFile));
   const certDer = readFileSync(certFile, "utf8").replace(/-----[^-]+-----|\s/g, "");
   const issuer = opts.issuer ?? "soci-ts-test-issuer";
@@ -79,26 +92,43 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
       const auth = req.headers.get("authorization");
       if (req.method === "POST") {
         const form = new URLSearchParams(await req.text());
-        const user = form.get("grant_type") === "refresh_token" ? opts.refreshTokens?.[form.get("refresh_token") ?? ""] : undefined;
-        if (!user) return Response.json({ errors: [{ code: "UNAUTHORIZED", message: "invalid refresh token" }] }, { status: 401 });
+        const user =
+          form.get("grant_type") === "refresh_token"
+            ? opts.refreshTokens?.[form.get("refresh_token") ?? ""]
+            : undefined;
+        if (!user)
+          return Response.json(
+            { errors: [{ code: "UNAUTHORIZED", message: "invalid refresh token" }] },
+            { status: 401 },
+          );
         subject = user;
         for (const k of ["service", "scope"]) for (const v of form.getAll(k)) url.searchParams.append(k, v);
       } else if (auth?.startsWith("Basic ")) {
         const [user, ...rest] = Buffer.from(auth.slice(6), "base64").toString().split(":");
         if (!opts.users || opts.users[user!] !== rest.join(":")) {
-          return Response.json({ errors: [{ code: "UNAUTHORIZED", message: "invalid username or password" }] }, { status: 401 });
+          return Response.json(
+            { errors: [{ code: "UNAUTHORIZED", message: "invalid username or password" }] },
+            { status: 401 },
+          );
         }
         subject = user!;
       } else if (!allowAnonymous) {
-        return Response.json({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }, { status: 401 });
+        return Response.json(
+          { errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] },
+          { status: 401 },
+        );
       }
       // 2. what it may do: everything asked, for these tests
-      const access = url.searchParams.getAll("scope").flatMap((s) => s.split(" ")).filter(Boolean).map((s) => {
-        scopes.push(s);
-        const [type, ...mid] = s.split(":");
-        const actions = mid.pop() ?? "";
-        return { type, name: mid.join(":"), actions: actions.split(",").filter(Boolean) };
-      });
+      const access = url.searchParams
+        .getAll("scope")
+        .flatMap((s) => s.split(" "))
+        .filter(Boolean)
+        .map((s) => {
+          scopes.push(s);
+          const [type, ...mid] = s.split(":");
+          const actions = mid.pop() ?? "";
+          return { type, name: mid.join(":"), actions: actions.split(",").filter(Boolean) };
+        });
       // 3. sign
       const now = Math.floor(Date.now() / 1000);
       const header = { typ: "JWT", alg: "ES256", x5c: [certDer] };
@@ -116,7 +146,12 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
       const sig = sign("sha256", Buffer.from(signingInput), { key, dsaEncoding: "ieee-p1363" });
       issued++;
       const token = `${signingInput}.${b64url(sig)}`;
-      return Response.json({ token, access_token: token, expires_in: expiresIn, issued_at: new Date(now * 1000).toISOString() });
+      return Response.json({
+        token,
+        access_token: token,
+        expires_in: expiresIn,
+        issued_at: new Date(now * 1000).toISOString(),
+      });
     },
   });
 

@@ -211,7 +211,9 @@ describe("SpanCache", () => {
     expect(landed).toEqual([512]);
     expect(Buffer.compare(new Uint8Array(await Bun.file(c.filePath(L1, 512)!).arrayBuffer()), file)).toBe(0);
     // Chunks that do not add up fail and leave nothing behind.
-    await expect(c.putFile(L1, 4096, 300, chunks(file.subarray(0, 100)))).rejects.toThrow(/got 100 bytes, expected 300/);
+    await expect(c.putFile(L1, 4096, 300, chunks(file.subarray(0, 100)))).rejects.toThrow(
+      /got 100 bytes, expected 300/,
+    );
     expect((await readdir(dir)).filter((n) => n.startsWith(".tmp-"))).toEqual([]);
     // A restart finds the file entry, counted in the bound (the failed copy had made room: two spans are left).
     const again = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 1000 });

@@ -56,7 +56,9 @@ describe("soci-ts index", () => {
     expect(c.ztocs[1].layerDigest).toBe(smallLayerDigest);
     expect(c.platform).toBe("linux/amd64");
     // again: kept; --force rebuilds the same bytes
-    expect(cli("index", "create", image, "--min-layer-size", "0", "--span-size", "64KiB").stdout).toStartWith("kept existing index");
+    expect(cli("index", "create", image, "--min-layer-size", "0", "--span-size", "64KiB").stdout).toStartWith(
+      "kept existing index",
+    );
     expect(cli("index", "create", image, "--min-layer-size", "0", "--span-size", "65536", "-f").stdout).toStartWith(
       `created index ${c.indexDigest}`,
     );
@@ -64,7 +66,12 @@ describe("soci-ts index", () => {
     // list / info
     const list = JSON.parse(cli("index", "list", "--json").stdout);
     expect(list).toHaveLength(1);
-    expect(list[0]).toMatchObject({ indexDigest: c.indexDigest, imageRef: image, version: "v1", manifestDigest: c.manifestDigest });
+    expect(list[0]).toMatchObject({
+      indexDigest: c.indexDigest,
+      imageRef: image,
+      version: "v1",
+      manifestDigest: c.manifestDigest,
+    });
     expect(cli("index", "list", "-q").stdout.trim()).toBe(c.indexDigest);
     expect(cli("index", "list").stdout).toContain("DIGEST");
     const info = JSON.parse(cli("index", "info", c.indexDigest).stdout) as Manifest;
@@ -76,7 +83,16 @@ describe("soci-ts index", () => {
     const ztocs = JSON.parse(cli("ztoc", "list", "--json").stdout) as Array<{ digest: string; layerDigest: string }>;
     expect(ztocs.map((z) => z.digest)).toEqual(c.ztocs.map((z: { digest: string }) => z.digest));
     const zi = JSON.parse(cli("ztoc", "info", ztocs[0]!.digest, "--json").stdout);
-    expect(Object.keys(zi)).toEqual(["version", "build_tool", "size", "span_size", "num_spans", "num_files", "num_multi_span_files", "files"]);
+    expect(Object.keys(zi)).toEqual([
+      "version",
+      "build_tool",
+      "size",
+      "span_size",
+      "num_spans",
+      "num_files",
+      "num_multi_span_files",
+      "files",
+    ]);
     expect(zi.version).toBe("0.9");
     expect(zi.span_size).toBe(65536);
     const [name, want] = [...files].find(([, d]) => d.length > 100_000)!;
@@ -109,7 +125,9 @@ describe("soci-ts index", () => {
     const res = JSON.parse(r.stdout);
     const layoutIndex = JSON.parse(readFileSync(join(dir, "converted", "index.json"), "utf8")) as ImageIndex;
     expect(layoutIndex.manifests[0]!.digest).toBe(res.indexDigest);
-    const ix = JSON.parse(readFileSync(join(dir, "converted", "blobs", "sha256", res.indexDigest.slice(7)), "utf8")) as ImageIndex;
+    const ix = JSON.parse(
+      readFileSync(join(dir, "converted", "blobs", "sha256", res.indexDigest.slice(7)), "utf8"),
+    ) as ImageIndex;
     expect(ix.manifests.map((d) => d.artifactType ?? "image")).toEqual(["image", SOCI_INDEX_V2_ARTIFACT_TYPE]);
     expect(cli("convert", image, `oci:${join(dir, "untagged")}`).code).toBe(2);
     // the v2 index is recorded locally under the converted manifest

@@ -1,5 +1,12 @@
 import { describe, expect, test } from "bun:test";
-import { formatSize, humanBytes, parseCount, parseSize, platformsFrom, progressReporter } from "../../src/cli/index_shared.ts";
+import {
+  formatSize,
+  humanBytes,
+  parseCount,
+  parseSize,
+  platformsFrom,
+  progressReporter,
+} from "../../src/cli/index_shared.ts";
 import { InvalidArgumentError } from "../../src/util/errors.ts";
 
 describe("index command helpers", () => {
@@ -17,14 +24,24 @@ describe("index command helpers", () => {
     const span = { min: 4096, max: 1 << 30 };
     expect(parseSize("4k", "span-size", span)).toBe(4096);
     expect(parseSize("1G", "span-size", span)).toBe(1 << 30);
-    expect(() => parseSize("4095", "span-size", span)).toThrow('Option "--span-size" must be a size from 4KiB to 1GiB, got "4095"');
+    expect(() => parseSize("4095", "span-size", span)).toThrow(
+      'Option "--span-size" must be a size from 4KiB to 1GiB, got "4095"',
+    );
     expect(() => parseSize("99999999999999999999", "span-size", span)).toThrow('got "99999999999999999999"');
     expect(() => parseSize("9007199254740993", "span-size", span)).toThrow('got "9007199254740993"');
-    expect([formatSize(0), formatSize(1000), formatSize(4096), formatSize(3 << 20), formatSize(2 ** 40)]).toEqual(["0", "1000", "4KiB", "3MiB", "1TiB"]);
+    expect([formatSize(0), formatSize(1000), formatSize(4096), formatSize(3 << 20), formatSize(2 ** 40)]).toEqual([
+      "0",
+      "1000",
+      "4KiB",
+      "3MiB",
+      "1TiB",
+    ]);
     expect(parseCount("256", "readahead-spans", { min: 0, max: 256 })).toBe(256);
     expect(parseCount(undefined, "readahead-spans", { min: 0, max: 256 })).toBeUndefined();
     for (const bad of ["257", "1e2", "-0", " ", "12abc", "99999999999999999999"]) {
-      expect(() => parseCount(bad, "readahead-spans", { min: 0, max: 256 })).toThrow(`Option --readahead-spans "${bad}" is not an integer from 0 to 256`);
+      expect(() => parseCount(bad, "readahead-spans", { min: 0, max: 256 })).toThrow(
+        `Option --readahead-spans "${bad}" is not an integer from 0 to 256`,
+      );
     }
   });
 

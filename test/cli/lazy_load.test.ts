@@ -65,10 +65,12 @@ describe("modules loaded at start", () => {
     expect(code).toBe(0);
     expect(loaded).toContain("src/cli/index_list.ts");
     // platform/proc.ts (/proc reads, no FFI) is the store's: it tells a dead writer's temp files apart.
-    const unneeded = loaded.filter((p) =>
-      (/^src\/(registry|compress|ztoc|fuse|layerfs|vfs|platform|service)\//.test(p) && p !== "src/platform/proc.ts") ||
-      p === "src/soci/builder.ts" ||
-      p.includes("node_modules/consola/"),
+    const unneeded = loaded.filter(
+      (p) =>
+        (/^src\/(registry|compress|ztoc|fuse|layerfs|vfs|platform|service)\//.test(p) &&
+          p !== "src/platform/proc.ts") ||
+        p === "src/soci/builder.ts" ||
+        p.includes("node_modules/consola/"),
     );
     expect(unneeded).toEqual([]);
   });

@@ -38,12 +38,15 @@ describe.skipIf(!run)("soci-ts index create against a registry answering 400", (
   test("exits 1 with the registry's message and no usage hint", async () => {
     await pushImage(reg, "app", "v1");
     proxy.set({ kind: "status", status: 400, match: { path: /\/manifests\// } });
-    const p = Bun.spawn([BUN, MAIN, "index", "create", `${proxy.host}/app:v1`, "--root", root, "--config", "/dev/null"], {
-      cwd: REPO,
-      env: { ...process.env, NO_COLOR: "1" },
-      stdout: "pipe",
-      stderr: "pipe",
-    });
+    const p = Bun.spawn(
+      [BUN, MAIN, "index", "create", `${proxy.host}/app:v1`, "--root", root, "--config", "/dev/null"],
+      {
+        cwd: REPO,
+        env: { ...process.env, NO_COLOR: "1" },
+        stdout: "pipe",
+        stderr: "pipe",
+      },
+    );
     const [code, stderr] = await Promise.all([p.exited, new Response(p.stderr).text()]);
     expect(stderr).toContain("HTTP 400 (INJECTED: injected HTTP 400)");
     expect(stderr).not.toContain("--help");

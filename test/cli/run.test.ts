@@ -137,14 +137,18 @@ describe("soci-ts CLI", () => {
 });
 
 /** Every command of the tree, root first, with the names and descriptions of its subcommands. */
-async function commandTree(): Promise<Array<{ path: string[]; cmd: CommandDef<ArgsDef>; subs: Array<[string, string]> }>> {
+async function commandTree(): Promise<
+  Array<{ path: string[]; cmd: CommandDef<ArgsDef>; subs: Array<[string, string]> }>
+> {
   const out: Array<{ path: string[]; cmd: CommandDef<ArgsDef>; subs: Array<[string, string]> }> = [];
   async function walk(cmd: CommandDef<ArgsDef>, path: string[]): Promise<void> {
     const entry = { path, cmd, subs: [] as Array<[string, string]> };
     out.push(entry);
     const subs = typeof cmd.subCommands === "function" ? await cmd.subCommands() : await cmd.subCommands;
     for (const [name, sub] of Object.entries(subs ?? {})) {
-      const def = (typeof sub === "function" ? await (sub as () => Promise<CommandDef<ArgsDef>>)() : await sub) as CommandDef<ArgsDef>;
+      const def = (
+        typeof sub === "function" ? await (sub as () => Promise<CommandDef<ArgsDef>>)() : await sub
+      ) as CommandDef<ArgsDef>;
       entry.subs.push([name, String((def.meta as { description?: string } | undefined)?.description)]);
       await walk(def, [...path, name]);
     }

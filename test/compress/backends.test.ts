@@ -29,7 +29,16 @@ describe.skipIf(!haveTools)("backends agree", () => {
   }
   inputs.push(["text gzip -9", gzip(r.text(2_000_000), "-9")]);
   inputs.push(["random gzip", gzip(r.bytes(500_000))]);
-  inputs.push(["members with empty ones", concat([gzip(new Uint8Array(0)), gzip(new Uint8Array(0)), gzip(r.text(300_000)), gzip(new Uint8Array(0)), pigz(r.text(500_000), "-b", "128")])]);
+  inputs.push([
+    "members with empty ones",
+    concat([
+      gzip(new Uint8Array(0)),
+      gzip(new Uint8Array(0)),
+      gzip(r.text(300_000)),
+      gzip(new Uint8Array(0)),
+      pigz(r.text(500_000), "-b", "128"),
+    ]),
+  ]);
   inputs.push(["empty", gzip(new Uint8Array(0))]);
 
   for (const [name, gz] of inputs) {

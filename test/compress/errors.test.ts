@@ -54,7 +54,8 @@ describe.skipIf(!haveTools)("malformed gzip", () => {
     const r = new Rand("truncate");
     const cuts = [1, 5, 10, 11, 20, gz.length - 8, gz.length - 4, gz.length - 1];
     for (let i = 0; i < 12; i++) cuts.push(1 + r.int(gz.length - 1));
-    for (const cut of cuts) expectError(gz.subarray(0, cut), /truncated/, (o) => o <= cut && o >= Math.min(cut, 10) - 8);
+    for (const cut of cuts)
+      expectError(gz.subarray(0, cut), /truncated/, (o) => o <= cut && o >= Math.min(cut, 10) - 8);
   });
 
   test("empty input", () => {
@@ -83,7 +84,11 @@ describe.skipIf(!haveTools)("malformed gzip", () => {
   });
 
   test("garbage after a complete member", () => {
-    expectError(concat([gz, new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])]), /header check/, (o) => o >= gz.length && o <= gz.length + 12);
+    expectError(
+      concat([gz, new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])]),
+      /header check/,
+      (o) => o >= gz.length && o <= gz.length + 12,
+    );
   });
 
   test("invalid code lengths (over-subscribed code length code)", () => {

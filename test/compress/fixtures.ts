@@ -107,7 +107,11 @@ export class BitWriter {
 }
 
 /** A minimal gzip member around a raw deflate body, with the trailer for `data`. */
-export function wrapGzip(deflate: Uint8Array, data: Uint8Array, header = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])): Uint8Array {
+export function wrapGzip(
+  deflate: Uint8Array,
+  data: Uint8Array,
+  header = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]),
+): Uint8Array {
   const trailer = new Uint8Array(8);
   const dv = new DataView(trailer.buffer);
   dv.setUint32(0, crc32(data, 0, data.length, 0), true);

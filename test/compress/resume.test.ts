@@ -22,7 +22,11 @@ describe.skipIf(!haveTools)("inflateFromCheckpoint", () => {
   const inputs: [string, Uint8Array, Uint8Array][] = [
     ["gzip -6 mixed 3 MB", gzip(a, "-6"), a],
     ["gzip -1 mixed 3 MB", gzip(a, "-1"), a],
-    ["multi-member gzip -9 + pigz -b 128", concat([gzip(b, "-9"), pigz(a, "-b", "128"), gzip(b.subarray(0, 70_000))]), concat([b, a, b.subarray(0, 70_000)])],
+    [
+      "multi-member gzip -9 + pigz -b 128",
+      concat([gzip(b, "-9"), pigz(a, "-b", "128"), gzip(b.subarray(0, 70_000))]),
+      concat([b, a, b.subarray(0, 70_000)]),
+    ],
   ];
 
   for (const [name, gz, original] of inputs) {
@@ -41,16 +45,26 @@ describe.skipIf(!haveTools)("inflateFromCheckpoint", () => {
             const s = cp.in - (cp.bits ? 1 : 0);
             // The span: [S, E) → [out_i, out_i+1).
             const end = next ? next.out : original.length;
-            const span = inflateFromCheckpoint(gz.subarray(s, next ? next.in : gz.length), cp, { length: end - cp.out, backend });
+            const span = inflateFromCheckpoint(gz.subarray(s, next ? next.in : gz.length), cp, {
+              length: end - cp.out,
+              backend,
+            });
             expect(Buffer.compare(span, original.subarray(cp.out, end))).toBe(0);
             // To the end of the data (crossing later members), asking for more than there is.
-            const rest = inflateFromCheckpoint(gz.subarray(s), cp, { length: original.length - cp.out + 1000, backend });
+            const rest = inflateFromCheckpoint(gz.subarray(s), cp, {
+              length: original.length - cp.out + 1000,
+              backend,
+            });
             expect(rest.length).toBe(original.length - cp.out);
             expect(Buffer.compare(rest, original.subarray(cp.out))).toBe(0);
             // A sub-range of the span.
             const skip = rand.int(end - cp.out + 1);
             const length = rand.int(end - cp.out - skip + 1);
-            const part = inflateFromCheckpoint(gz.subarray(s, next ? next.in : gz.length), cp, { skip, length, backend });
+            const part = inflateFromCheckpoint(gz.subarray(s, next ? next.in : gz.length), cp, {
+              skip,
+              length,
+              backend,
+            });
             expect(Buffer.compare(part, original.subarray(cp.out + skip, cp.out + skip + length))).toBe(0);
           }
         }

@@ -50,7 +50,13 @@ describe.skipIf(!haveTools)("gzip round trips", () => {
     ["pigz -b 128", pigz(mix, "-b", "128"), mix],
     [
       "multi-member: gzip + pigz -b 128 + empty + one byte + gzip -1",
-      concat([gzip(text.subarray(0, 100_000)), pigz(mix, "-b", "128"), gzip(new Uint8Array(0)), gzip(new Uint8Array([65])), gzip(random, "-1")]),
+      concat([
+        gzip(text.subarray(0, 100_000)),
+        pigz(mix, "-b", "128"),
+        gzip(new Uint8Array(0)),
+        gzip(new Uint8Array([65])),
+        gzip(random, "-1"),
+      ]),
       concat([text.subarray(0, 100_000), mix, new Uint8Array([65]), random]),
     ],
     ["empty input", gzip(new Uint8Array(0)), new Uint8Array(0)],

@@ -18,7 +18,14 @@ describe.skipIf(!haveTools)("checkpoints equal SOCI's", () => {
     ["random (stored)", gzip(r.bytes(300_000))],
     [
       "members, some empty, some tiny",
-      concat([gzip(new Uint8Array(0)), gzip(a.subarray(0, 400_000)), gzip(new Uint8Array([1])), gzip(new Uint8Array(0)), pigz(a.subarray(0, 900_000), "-b", "64"), gzip(r.text(70_000), "-1")]),
+      concat([
+        gzip(new Uint8Array(0)),
+        gzip(a.subarray(0, 400_000)),
+        gzip(new Uint8Array([1])),
+        gzip(new Uint8Array(0)),
+        pigz(a.subarray(0, 900_000), "-b", "64"),
+        gzip(r.text(70_000), "-1"),
+      ]),
     ],
     ["empty", gzip(new Uint8Array(0))],
   ];

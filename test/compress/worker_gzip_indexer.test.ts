@@ -46,7 +46,11 @@ async function indexOnWorker(gz: Uint8Array, spanSize: number, chunk: number, de
 }
 
 function expectSame(a: GzipIndexResult, b: GzipIndexResult): void {
-  expect([b.compressedSize, b.uncompressedSize, b.checkpoints.length]).toEqual([a.compressedSize, a.uncompressedSize, a.checkpoints.length]);
+  expect([b.compressedSize, b.uncompressedSize, b.checkpoints.length]).toEqual([
+    a.compressedSize,
+    a.uncompressedSize,
+    a.checkpoints.length,
+  ]);
   for (let i = 0; i < a.checkpoints.length; i++) {
     const [x, y] = [a.checkpoints[i]!, b.checkpoints[i]!];
     expect([y.in, y.out, y.bits]).toEqual([x.in, x.out, x.bits]);
@@ -59,12 +63,23 @@ describe.skipIf(!haveZlib)("gzip indexer on a worker", () => {
   const data = mixed("worker indexer", 6_000_000);
   const inputs: Record<string, Uint8Array> = {
     "one member": new Uint8Array(gzipSync(data, { level: 6 })),
-    "members, some empty": concat([gzipSync(new Uint8Array(0)), gzipSync(data.subarray(0, 2_500_000)), gzipSync(new Uint8Array(0)), gzipSync(r.text(700_000), { level: 1 })].map((b) => new Uint8Array(b))),
+    "members, some empty": concat(
+      [
+        gzipSync(new Uint8Array(0)),
+        gzipSync(data.subarray(0, 2_500_000)),
+        gzipSync(new Uint8Array(0)),
+        gzipSync(r.text(700_000), { level: 1 }),
+      ].map((b) => new Uint8Array(b)),
+    ),
   };
 
   for (const [name, gz] of Object.entries(inputs)) {
     test(`${name}: the synchronous indexer's output and checkpoints, chunks handed back whole`, async () => {
-      for (const [spanSize, chunk, depth, endEarly] of [[1 << 20, 1 << 20, 3, true], [65536, 100_003, 1, false], [0, 777_777, 5, true]] as const) {
+      for (const [spanSize, chunk, depth, endEarly] of [
+        [1 << 20, 1 << 20, 3, true],
+        [65536, 100_003, 1, false],
+        [0, 777_777, 5, true],
+      ] as const) {
         const sync = indexAll(gz, { spanSize, backend: "zlib", chunk });
         const w = await indexOnWorker(gz, spanSize, chunk, depth, endEarly);
         expectSame(sync.result, w.result);

@@ -46,7 +46,9 @@ describe("parseConfig()", () => {
     expect(c.http.dialTimeoutMsec).toBe(3000);
     expect(c.backgroundFetch.disable).toBe(true);
     expect(c.pullModes.sociV1.enable).toBe(false);
-    expect(c.resolver.host["docker.io"]!.mirrors).toEqual([{ host: "mirror.local:5000", insecure: true, requestTimeoutSec: 0 }]);
+    expect(c.resolver.host["docker.io"]!.mirrors).toEqual([
+      { host: "mirror.local:5000", insecure: true, requestTimeoutSec: 0 },
+    ]);
     expect(c.resolver.host["127.0.0.1:5000"]!.username).toBe("u");
   });
 
@@ -58,7 +60,9 @@ describe("parseConfig()", () => {
   });
 
   test("wrong types and bad values are named", () => {
-    expect(expectKeyError('[fuse]\nattr_timeout = "1"', "fuse.attr_timeout").message).toContain('expected an integer, got "1"');
+    expect(expectKeyError('[fuse]\nattr_timeout = "1"', "fuse.attr_timeout").message).toContain(
+      'expected an integer, got "1"',
+    );
     expectKeyError("debug = 1", "debug");
     expectKeyError('log_level = "loud"', "log_level");
     expectKeyError("[index]\nspan_size = 0", "index.span_size");
@@ -76,18 +80,22 @@ describe("parseConfig()", () => {
         return e as Error;
       }
     })();
-    expect(err?.message).toBe('Cannot parse config "/etc/c.toml": integer value cannot be represented losslessly (line 2: "MaxRetries = 99999999999999999999")');
+    expect(err?.message).toBe(
+      'Cannot parse config "/etc/c.toml": integer value cannot be represented losslessly (line 2: "MaxRetries = 99999999999999999999")',
+    );
     expect(err?.cause).toBeUndefined(); // smol-toml's message draws the line over several more
   });
 
   test("every integer key has bounds; a value past them is refused naming the key, the file and the bound", () => {
     const ints: Array<{ f: FieldSpec; dotted: string; toml: (v: number) => string }> = [
       ...SCHEMA.flatMap((sec) =>
-        sec.fields.filter((f) => f.kind === "int").map((f) => ({
-          f,
-          dotted: sec.toml ? `${sec.toml}.${f.toml}` : f.toml,
-          toml: (v: number) => `${sec.toml ? `[${sec.toml}]\n` : ""}${f.toml} = ${v}\n`,
-        }))
+        sec.fields
+          .filter((f) => f.kind === "int")
+          .map((f) => ({
+            f,
+            dotted: sec.toml ? `${sec.toml}.${f.toml}` : f.toml,
+            toml: (v: number) => `${sec.toml ? `[${sec.toml}]\n` : ""}${f.toml} = ${v}\n`,
+          })),
       ),
       ...MIRROR_FIELDS.filter((f) => f.kind === "int").map((f) => ({
         f,
@@ -97,13 +105,20 @@ describe("parseConfig()", () => {
     ];
     expect(ints.length).toBeGreaterThan(25);
     for (const { f, dotted, toml } of ints) {
-      expect([f.toml, f.min !== undefined && f.max !== undefined && f.min <= (f.default as number) && (f.default as number) <= f.max]).toEqual([f.toml, true]);
+      expect([
+        f.toml,
+        f.min !== undefined && f.max !== undefined && f.min <= (f.default as number) && (f.default as number) <= f.max,
+      ]).toEqual([f.toml, true]);
       expect(() => parseConfig(toml(f.min!), "/c.toml")).not.toThrow();
       expect(() => parseConfig(toml(f.max!), "/c.toml")).not.toThrow();
       const over = expectKeyError(toml(f.max! + 1), dotted, "/c.toml");
-      expect(over.message).toBe(`Cannot load config key "${dotted}" from "/c.toml": ${f.max! + 1} is over its maximum ${f.max}`);
+      expect(over.message).toBe(
+        `Cannot load config key "${dotted}" from "/c.toml": ${f.max! + 1} is over its maximum ${f.max}`,
+      );
       const under = expectKeyError(toml(f.min! - 1), dotted, "/c.toml");
-      expect(under.message).toBe(`Cannot load config key "${dotted}" from "/c.toml": ${f.min! - 1} is under its minimum ${f.min}`);
+      expect(under.message).toBe(
+        `Cannot load config key "${dotted}" from "/c.toml": ${f.min! - 1} is under its minimum ${f.min}`,
+      );
     }
     // TOML's float syntax for an integral value is taken at its value, and bounded like any other
     expect(expectKeyError("[http]\nMaxRetries = 1e9", "http.MaxRetries").message).toBe(
@@ -123,7 +138,9 @@ describe("renderToml()", () => {
   });
 
   test("a dump of a loaded config round-trips, hosts included", () => {
-    const c = parseConfig('[fuse]\nentry_timeout = 7\n[resolver.host."r:1"]\nplain_http = true\nmirrors = [{ host = "m:2" }]');
+    const c = parseConfig(
+      '[fuse]\nentry_timeout = 7\n[resolver.host."r:1"]\nplain_http = true\nmirrors = [{ host = "m:2" }]',
+    );
     expect(parseConfig(renderToml(c))).toEqual(c);
   });
 });

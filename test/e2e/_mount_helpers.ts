@@ -22,7 +22,10 @@ export interface MountProcess {
 
 /** Start `soci-ts ARGS` (a mount) and resolve once it printed "Mounted"; rejects if it exits first or after `timeoutMs`. */
 export async function startMount(args: string[], opts: { timeoutMs?: number } = {}): Promise<MountProcess> {
-  const { proc, stderr, drained } = await startCliUntil([BUN, MAIN, ...args], "Mounted ", { timeoutMs: opts.timeoutMs ?? 300_000, stdout: "pipe" });
+  const { proc, stderr, drained } = await startCliUntil([BUN, MAIN, ...args], "Mounted ", {
+    timeoutMs: opts.timeoutMs ?? 300_000,
+    stdout: "pipe",
+  });
   return {
     proc,
     stderr,
@@ -47,7 +50,10 @@ export interface TreeEntry {
 }
 
 /** Every path below `root` (relative, sorted) with type, mode, owner, content digest or link target, and xattrs. */
-export async function describeTree(root: string, opts: { skip?: (rel: string) => boolean } = {}): Promise<{ entries: Map<string, TreeEntry>; hardlinks: string[][] }> {
+export async function describeTree(
+  root: string,
+  opts: { skip?: (rel: string) => boolean } = {},
+): Promise<{ entries: Map<string, TreeEntry>; hardlinks: string[][] }> {
   const entries = new Map<string, TreeEntry>();
   const byIno = new Map<string, string[]>();
   const walk = async (rel: string) => {
@@ -57,7 +63,19 @@ export async function describeTree(root: string, opts: { skip?: (rel: string) =>
       if (opts.skip?.(r)) continue;
       const p = join(root, r);
       const st = await lstat(p);
-      const type: TreeEntry["type"] = st.isFile() ? "file" : st.isDirectory() ? "dir" : st.isSymbolicLink() ? "symlink" : st.isCharacterDevice() ? "char" : st.isBlockDevice() ? "block" : st.isFIFO() ? "fifo" : "socket";
+      const type: TreeEntry["type"] = st.isFile()
+        ? "file"
+        : st.isDirectory()
+          ? "dir"
+          : st.isSymbolicLink()
+            ? "symlink"
+            : st.isCharacterDevice()
+              ? "char"
+              : st.isBlockDevice()
+                ? "block"
+                : st.isFIFO()
+                  ? "fifo"
+                  : "socket";
       const e: TreeEntry = { type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, xattrs: "" };
       if (type === "file") {
         e.sha256 = await sha256File(p);
@@ -74,27 +92,40 @@ export async function describeTree(root: string, opts: { skip?: (rel: string) =>
   };
   await walk("");
   // xattrs of everything, in one getfattr run (not following symlinks).
-  const out = spawnSync("getfattr", ["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "."], { cwd: root, encoding: "utf8", maxBuffer: 1 << 28 });
+  const out = spawnSync("getfattr", ["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "."], {
+    cwd: root,
+    encoding: "utf8",
+    maxBuffer: 1 << 28,
+  });
   let cur = "";
   for (const line of out.stdout.split("\n")) {
     if (line.startsWith("# file: ")) cur = line.slice(8).replace(/^\.\//, "");
     else if (line && entries.has(cur)) entries.get(cur)!.xattrs += line + "\n";
   }
-  const hardlinks = [...byIno.values()].filter((g) => g.length > 1).map((g) => g.sort()).sort((a, b) => (a[0]! < b[0]! ? -1 : 1));
+  const hardlinks = [...byIno.values()]
+    .filter((g) => g.length > 1)
+    .map((g) => g.sort())
+    .sort((a, b) => (a[0]! < b[0]! ? -1 : 1));
   return { entries, hardlinks };
 }
 
 function sha256File(p: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash("sha256");
-    createReadStream(p).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
+    createReadStream(p)
+      .on("data", (d) => h.update(d))
+      .on("end", () => resolve(h.digest("hex")))
+      .on("error", reject);
   });
 }
 
 /** The manifest of the python image in its OCI layout. */
 export function layoutManifest(layout: string): Manifest {
   const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
-  const d = index.manifests.find((m: { annotations?: Record<string, string> }) => m.annotations?.["org.opencontainers.image.ref.name"] === PYTHON_IMAGE_TAG);
+  const d = index.manifests.find(
+    (m: { annotations?: Record<string, string> }) =>
+      m.annotations?.["org.opencontainers.image.ref.name"] === PYTHON_IMAGE_TAG,
+  );
   return JSON.parse(readFileSync(join(layout, "blobs", "sha256", d.digest.slice(7)), "utf8"));
 }
 
@@ -103,7 +134,9 @@ export function applyLayers(layout: string, manifest: Manifest, dest: string): v
   for (const l of manifest.layers) {
     const blob = join(layout, "blobs", "sha256", l.digest.slice(7));
     const z = l.mediaType.endsWith("gzip") ? ["-z"] : [];
-    const names = spawnSync("tar", ["-t", ...z, "-f", blob], { encoding: "utf8", maxBuffer: 1 << 28 }).stdout.split("\n").filter(Boolean);
+    const names = spawnSync("tar", ["-t", ...z, "-f", blob], { encoding: "utf8", maxBuffer: 1 << 28 })
+      .stdout.split("\n")
+      .filter(Boolean);
     for (const name of names) {
       const clean = name.replace(/^\.\//, "").replace(/\/$/, "");
       const slash = clean.lastIndexOf("/");
@@ -115,7 +148,24 @@ export function applyLayers(layout: string, manifest: Manifest, dest: string): v
         rmSync(join(dest, dir, base.slice(4)), { recursive: true, force: true });
       }
     }
-    const r = spawnSync("tar", ["-x", ...z, "-f", blob, "-C", dest, "-p", "--numeric-owner", "--same-owner", "--xattrs", "--xattrs-include=*", "--exclude=.wh.*"], { encoding: "utf8" });
+    const r = spawnSync(
+      "tar",
+      [
+        "-x",
+        ...z,
+        "-f",
+        blob,
+        "-C",
+        dest,
+        "-p",
+        "--numeric-owner",
+        "--same-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--exclude=.wh.*",
+      ],
+      { encoding: "utf8" },
+    );
     if (r.status !== 0) throw new Error(`tar -x of ${l.digest} failed: ${r.stderr}`);
   }
 }

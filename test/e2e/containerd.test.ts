@@ -39,7 +39,10 @@ describe.skipIf(!run)("containerd 1.6 with its overlayfs snapshotter", () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    await pushImage(registry, "e2e/busybox", "v1", { layers: [busyboxLayer(), { etc: { dir: true }, "etc/greeting": GREETING }], platform: HOST_PLATFORM });
+    await pushImage(registry, "e2e/busybox", "v1", {
+      layers: [busyboxLayer(), { etc: { dir: true }, "etc/greeting": GREETING }],
+      platform: HOST_PLATFORM,
+    });
     ref = `${registry.host}/e2e/busybox:v1`;
     containerd = await startContainerd();
   }, 60_000);
@@ -54,7 +57,15 @@ describe.skipIf(!run)("containerd 1.6 with its overlayfs snapshotter", () => {
     await c.ctr(["image", "pull", "--plain-http", ref]);
     const r = await c.ctr(["run", "--rm", ref, "e2e-cat", "/bin/busybox", "cat", "/etc/greeting"]);
     expect(r.stdout).toBe(GREETING);
-    const sh = await c.ctr(["run", "--rm", ref, "e2e-sh", "/bin/sh", "-c", "echo $((6 * 7)) from $(busybox basename $0)"]);
+    const sh = await c.ctr([
+      "run",
+      "--rm",
+      ref,
+      "e2e-sh",
+      "/bin/sh",
+      "-c",
+      "echo $((6 * 7)) from $(busybox basename $0)",
+    ]);
     expect(sh.stdout).toBe("42 from sh\n");
     // --rm deleted task, container and its snapshot: nothing mounted, only containerd itself running.
     expect((await c.ctr(["containers", "ls", "-q"])).stdout).toBe("");
@@ -71,10 +82,15 @@ describe.skipIf(!run)("containerd 1.6 with its overlayfs snapshotter", () => {
   test("stop() after containerd itself was killed still kills the shim and container and unmounts the rootfs", async () => {
     const c = await startContainerd();
     await c.ctr(["image", "pull", "--plain-http", ref]);
-    await stopWithSleeper(c, ref, async () => {
-      c.process.kill("SIGKILL");
-      await c.process.exited;
-    }, hostRunContainerd);
+    await stopWithSleeper(
+      c,
+      ref,
+      async () => {
+        c.process.kill("SIGKILL");
+        await c.process.exited;
+      },
+      hostRunContainerd,
+    );
   }, 60_000);
 
   test("a test process killed outright leaves no process and no mount; the next start removes its cgroups", async () => {
@@ -99,11 +115,14 @@ describe.skipIf(!run)("containerd 1.6 with its overlayfs snapshotter", () => {
     expect(seen.pids.length).toBe(3); // containerd, shim, busybox
     child.kill("SIGKILL");
     await child.exited;
-    for (const until = Date.now() + 10_000; [seen.holder, ...seen.pids].some(isRunning) && Date.now() < until; ) await Bun.sleep(20);
+    for (const until = Date.now() + 10_000; [seen.holder, ...seen.pids].some(isRunning) && Date.now() < until; )
+      await Bun.sleep(20);
     expect([seen.holder, ...seen.pids].filter(isRunning)).toEqual([]);
     // Its mount namespace went with its last process: the host never saw the container's rootfs.
     for (const d of seen.dirs) expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(d);
-    const stale = readdirSync("/sys/fs/cgroup").map((h) => `/sys/fs/cgroup/${h}/${seen.namespace}`).filter((d) => existsSync(d));
+    const stale = readdirSync("/sys/fs/cgroup")
+      .map((h) => `/sys/fs/cgroup/${h}/${seen.namespace}`)
+      .filter((d) => existsSync(d));
     expect(stale.length).toBeGreaterThan(0);
     const next = await startContainerd();
     await next.stop();
@@ -117,13 +136,22 @@ describe.skipIf(!run)("containerd 1.6 with its overlayfs snapshotter", () => {
  * things), then `stop()`, and checks that nothing is left: processes, mounts, temp dirs, cgroups, and the
  * host's /run/containerd as it was (`hostRunContainerd`: its entries, undefined when absent).
  */
-async function stopWithSleeper(c: Containerd, ref: string, before: () => Promise<void>, hostRunContainerd: string[] | undefined): Promise<void> {
+async function stopWithSleeper(
+  c: Containerd,
+  ref: string,
+  before: () => Promise<void>,
+  hostRunContainerd: string[] | undefined,
+): Promise<void> {
   await c.ctr(["run", "--detach", ref, "e2e-sleeper", "/bin/busybox", "sleep", "600"]);
-  expect(c.ns.newMounts().map((m) => m.mountPoint)).toEqual([`${c.state}/io.containerd.runtime.v2.task/${c.namespace}/e2e-sleeper/rootfs`]);
+  expect(c.ns.newMounts().map((m) => m.mountPoint)).toEqual([
+    `${c.state}/io.containerd.runtime.v2.task/${c.namespace}/e2e-sleeper/rootfs`,
+  ]);
   const pids = c.ns.processes();
   const names = pids.map((p) => readFileSync(`/proc/${p}/comm`, "utf8").trim()).sort();
   expect(names).toEqual(["busybox", "containerd", "containerd-shim"].sort());
-  const cgroups = readdirSync("/sys/fs/cgroup").map((h) => `/sys/fs/cgroup/${h}/${c.namespace}`).filter((d) => existsSync(d));
+  const cgroups = readdirSync("/sys/fs/cgroup")
+    .map((h) => `/sys/fs/cgroup/${h}/${c.namespace}`)
+    .filter((d) => existsSync(d));
   expect(cgroups.length).toBeGreaterThan(0);
   const holder = c.ns.pid;
   await before();

@@ -7,7 +7,19 @@
  * block the thread that answers the kernel).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, lchownSync, linkSync, lutimesSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  lchownSync,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { fuseMountsUnder } from "../../src/fuse/mount.ts";
@@ -110,7 +122,9 @@ describe.if(enabled)("a mounted 100,000-file tree", () => {
 
   test("stat: hardlinks share an inode, times to the nanosecond, device numbers, sizes > 4 GiB", async () => {
     const fmt = `stat -c '%i %h %s %a %u %g %F %t %T %Y.%y'`;
-    const [a, b, c] = (await sh(`${fmt} ${mp}/data/original ${mp}/data/hardlink ${mp}/etc/hardlink-to-data`)).trim().split("\n");
+    const [a, b, c] = (await sh(`${fmt} ${mp}/data/original ${mp}/data/hardlink ${mp}/etc/hardlink-to-data`))
+      .trim()
+      .split("\n");
     expect(a!.split(" ")[0]).toBe(b!.split(" ")[0]!);
     expect(a!.split(" ")[0]).toBe(c!.split(" ")[0]!);
     expect(a!.split(" ")[1]).toBe("3");
@@ -119,11 +133,9 @@ describe.if(enabled)("a mounted 100,000-file tree", () => {
       "character special file 1 3",
       "character special file 0 0",
     ]);
-    expect((await sh(`stat -c '%s %u %g %a' ${mp}/sparse/big ${mp}/home/user ${mp}/etc/shadow`)).trim().split("\n")).toEqual([
-      `${5 * GiB} 0 0 644`,
-      "4096 1000 1000 700",
-      "26 0 42 640",
-    ]);
+    expect(
+      (await sh(`stat -c '%s %u %g %a' ${mp}/sparse/big ${mp}/home/user ${mp}/etc/shadow`)).trim().split("\n"),
+    ).toEqual([`${5 * GiB} 0 0 644`, "4096 1000 1000 700", "26 0 42 640"]);
     expect(await sh(`stat -f -c '%T' ${mp}`)).toContain("fuse");
   });
 
@@ -139,17 +151,31 @@ describe.if(enabled)("a mounted 100,000-file tree", () => {
     for (let i = 0; i < 64; i++) deep += `/level${i}`;
     expect(await sh(`cat ${deep}/bottom.txt`)).toBe("at the bottom\n");
     expect(await sh(`cat ${mp}/bin/sh | sha256sum`)).toBe(await sh(`cat ${mp}/bin/tool | sha256sum`));
-    const want = new Bun.CryptoHasher("sha256").update((tree.get("data/seven-mib") as MemFile).read(0, 8 << 20, { signal: new AbortController().signal, uid: 0, gid: 0, pid: 0 }) as Uint8Array).digest("hex");
+    const want = new Bun.CryptoHasher("sha256")
+      .update(
+        (tree.get("data/seven-mib") as MemFile).read(0, 8 << 20, {
+          signal: new AbortController().signal,
+          uid: 0,
+          gid: 0,
+          pid: 0,
+        }) as Uint8Array,
+      )
+      .digest("hex");
     expect((await sh(`sha256sum < ${mp}/data/seven-mib`)).split(" ")[0]).toBe(want);
     await expect(sh(`cat ${mp}/dangling`)).rejects.toThrow();
   });
 
   test("the sparse 5 GiB file reads right across the 4 GiB boundary and at its end", async () => {
-    const dd = (skip: number, count: number) => sh(`dd if=${mp}/sparse/big iflag=skip_bytes,count_bytes skip=${skip} count=${count} status=none`);
+    const dd = (skip: number, count: number) =>
+      sh(`dd if=${mp}/sparse/big iflag=skip_bytes,count_bytes skip=${skip} count=${count} status=none`);
     expect(await dd(0, 5)).toBe("start");
     expect(await dd(4 * GiB - 3, 11)).toBe("across-4GiB");
     expect(await sh(`tail -c 3 ${mp}/sparse/big`)).toBe("end");
-    expect(await sh(`dd if=${mp}/sparse/big iflag=skip_bytes skip=${2 * GiB} bs=1M count=4 status=none | tr -d '\\0' | wc -c`)).toBe("0\n");
+    expect(
+      await sh(
+        `dd if=${mp}/sparse/big iflag=skip_bytes skip=${2 * GiB} bs=1M count=4 status=none | tr -d '\\0' | wc -c`,
+      ),
+    ).toBe("0\n");
   });
 
   test("getfattr shows xattrs, including trusted.overlay.opaque", async () => {
@@ -176,7 +202,9 @@ describe.if(enabled)("a mounted 100,000-file tree", () => {
       expect(a).toBe(b);
       // And the listing is what the tree says (guards against both sides being empty): "./" plus every
       // entry but sparse/ and sparse/big.
-      expect(Number((await sh(`tar -c --exclude=./sparse -C ${ref} . | tar -t | wc -l`)).trim())).toBe(countEntries(tree.root) - 1);
+      expect(Number((await sh(`tar -c --exclude=./sparse -C ${ref} . | tar -t | wc -l`)).trim())).toBe(
+        countEntries(tree.root) - 1,
+      );
     } finally {
       rmSync(ref, { recursive: true, force: true });
     }

@@ -92,7 +92,9 @@ describe.if(enabled)("FUSE passthrough", () => {
     expect(m.negotiated.passthrough).toBe(true);
     expect(m.negotiated.minor).toBe(40);
     expect((await sh(`sha256sum < ${mp}/whole`)).split(" ")[0]).toBe(sha(whole));
-    const mapped = await sh(`python3 -c 'import mmap,hashlib,sys; f=open(sys.argv[1],"rb"); print(hashlib.sha256(mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)).hexdigest())' ${mp}/whole`);
+    const mapped = await sh(
+      `python3 -c 'import mmap,hashlib,sys; f=open(sys.argv[1],"rb"); print(hashlib.sha256(mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)).hexdigest())' ${mp}/whole`,
+    );
     expect(mapped.trim()).toBe(sha(whole));
     expect(files.whole!.reads).toBe(0);
     expect(m.passthrough()!.opens).toBeGreaterThanOrEqual(2);
@@ -173,7 +175,11 @@ print(h.hexdigest())`;
   test("a backing file that cannot be used leaves that open ordinary", async () => {
     await released();
     unlinkSync(join(dir, "pt-whole"));
-    files.whole!.direct = { stream: oneFile(join(dir, "pt-whole"), whole.byteLength), offset: 0, size: whole.byteLength };
+    files.whole!.direct = {
+      stream: oneFile(join(dir, "pt-whole"), whole.byteLength),
+      offset: 0,
+      size: whole.byteLength,
+    };
     const opens = m.passthrough()!.opens;
     const reads = files.whole!.reads;
     expect((await sh(`sha256sum < ${mp}/whole`)).split(" ")[0]).toBe(sha(whole));

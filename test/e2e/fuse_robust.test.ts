@@ -51,7 +51,10 @@ function startServer(cmd: string[], env: Record<string, string> = {}): Server {
       const seen = lines.find((l) => re.test(l));
       if (seen) return Promise.resolve(seen);
       return new Promise((res, rej) => {
-        const t = setTimeout(() => rej(new Error(`Timed out waiting for ${re} from ${cmd.join(" ")}; got ${JSON.stringify(lines)}`)), 20_000);
+        const t = setTimeout(
+          () => rej(new Error(`Timed out waiting for ${re} from ${cmd.join(" ")}; got ${JSON.stringify(lines)}`)),
+          20_000,
+        );
         waiters.push([re, (l) => (clearTimeout(t), res(l))]);
       });
     },
@@ -112,7 +115,9 @@ describe.if(enabled)("FUSE server robustness", () => {
       const n = tree.get(f) as MemFile;
       return new Bun.CryptoHasher("sha256").update(n.read(0, n.size, ctx) as Uint8Array).digest("hex");
     });
-    const script = Array.from({ length: 64 }, (_, i) => `sha256sum < ${mp}/${files[i % 4]} > ${root}/sum${i} &`).join("\n");
+    const script = Array.from({ length: 64 }, (_, i) => `sha256sum < ${mp}/${files[i % 4]} > ${root}/sum${i} &`).join(
+      "\n",
+    );
     await sh(`${script}\nwait`);
     for (let i = 0; i < 64; i++) expect((await Bun.file(`${root}/sum${i}`).text()).split(" ")[0]).toBe(want[i % 4]!);
     s.proc.kill("SIGTERM");
@@ -140,10 +145,13 @@ describe.if(enabled)("FUSE server robustness", () => {
     const mp = newMp();
     const s = startServer([BUN, FIXTURE, "everything", mp]);
     await s.waitFor(/^ready$/);
-    const holder = Bun.spawn(["bash", "-c", `exec 3<${mp}/data/one-mib; echo open; read -t 20 go; head -c 1000 <&3 | wc -c`], {
-      stdout: "pipe",
-      stdin: "pipe",
-    });
+    const holder = Bun.spawn(
+      ["bash", "-c", `exec 3<${mp}/data/one-mib; echo open; read -t 20 go; head -c 1000 <&3 | wc -c`],
+      {
+        stdout: "pipe",
+        stdin: "pipe",
+      },
+    );
     const out = new Response(holder.stdout).text();
     await Bun.sleep(300);
     s.proc.kill("SIGUSR1");
@@ -165,7 +173,10 @@ describe.if(enabled)("FUSE server robustness", () => {
     s.proc.kill("SIGKILL");
     await s.proc.exited;
     expect(mounted(mp)).toBe(true);
-    const err = await stat(mp).then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
+    const err = await stat(mp).then(
+      () => undefined,
+      (e: NodeJS.ErrnoException) => e.code,
+    );
     expect(err).toBe("ENOTCONN");
     const mp2 = newMp();
     const s2 = startServer([BUN, FIXTURE, "everything", mp2, "--clean-root", root]);
@@ -181,7 +192,9 @@ describe.if(enabled)("FUSE server robustness", () => {
   test("the same mount served by the compiled binary (bun build --compile)", async () => {
     const bin = join(root, "serve-tree-bin");
     // The reader threads' module is an entry point of its own, as in release/build.ts.
-    await sh(`${BUN} build --compile ${FIXTURE} ${WORKER_ENTRIES.map((e) => join(REPO, e)).join(" ")} --outfile ${bin} 2>&1`);
+    await sh(
+      `${BUN} build --compile ${FIXTURE} ${WORKER_ENTRIES.map((e) => join(REPO, e)).join(" ")} --outfile ${bin} 2>&1`,
+    );
     const mp = newMp();
     const s = startServer([bin, "overlay", mp]);
     await s.waitFor(/^ready$/);

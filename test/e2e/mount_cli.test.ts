@@ -18,7 +18,9 @@ describe.skipIf(!run)("soci-ts mount CLI", () => {
   beforeAll(async () => {
     reg = await startRegistry();
     tmp = mkdtempSync(join(tmpdir(), "soci-mount-cli-"));
-    const img = await pushImage(reg, "test/cli", "v1", { layers: [{ "etc/os-release": "ID=test\n" }, { "etc/motd": "hi\n" }] });
+    const img = await pushImage(reg, "test/cli", "v1", {
+      layers: [{ "etc/os-release": "ID=test\n" }, { "etc/motd": "hi\n" }],
+    });
     ref = `${reg.host}/test/cli:v1`;
     layers = img.layers.map((l) => l.descriptor.digest);
   });

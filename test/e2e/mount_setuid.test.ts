@@ -14,7 +14,16 @@ import { needs } from "../_harness/env.ts";
 import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { startMount, type MountProcess } from "./_mount_helpers.ts";
 
-const run = needs("mount setuid e2e", "root", "fuse", "tool:docker-registry", "tool:mount", "tool:umount", "tool:setpriv", "tool:id");
+const run = needs(
+  "mount setuid e2e",
+  "root",
+  "fuse",
+  "tool:docker-registry",
+  "tool:mount",
+  "tool:umount",
+  "tool:setpriv",
+  "tool:id",
+);
 const NOBODY = 65534;
 
 /** The per-mount options (ro, nosuid, nodev, …) of the topmost mount at exactly `path`. */
@@ -25,7 +34,11 @@ function mountOptionsAt(path: string): { fstype: string; options: string[] } | u
 
 /** `DIR/suid-id -u` as user nobody (no groups): the effective uid the program runs with. */
 function euidAsNobody(mnt: string): string {
-  const r = spawnSync("setpriv", [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", join(mnt, "suid-id"), "-u"], { encoding: "utf8", timeout: 60_000 });
+  const r = spawnSync(
+    "setpriv",
+    [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", join(mnt, "suid-id"), "-u"],
+    { encoding: "utf8", timeout: 60_000 },
+  );
   if (r.status !== 0) throw new Error(`Cannot run ${join(mnt, "suid-id")} as nobody: exit ${r.status}: ${r.stderr}`);
   return r.stdout.trim();
 }
@@ -43,7 +56,9 @@ describe.skipIf(!run)("soci-ts mount of a setuid-root program", () => {
     tmp = mkdtempSync(join(tmpdir(), "soci-e2e-setuid-"));
     chmodSync(tmp, 0o755); // nobody must reach DIR
     root = join(tmp, "root");
-    const id = new Uint8Array(readFileSync(spawnSync("sh", ["-c", "command -v id"], { encoding: "utf8" }).stdout.trim()));
+    const id = new Uint8Array(
+      readFileSync(spawnSync("sh", ["-c", "command -v id"], { encoding: "utf8" }).stdout.trim()),
+    );
     const img = await pushImage(reg, "test/setuid", "v1", {
       layers: [{ "etc/os-release": "ID=test\n" }, { "suid-id": { data: id, mode: 0o4755 } }],
     });
@@ -56,7 +71,10 @@ describe.skipIf(!run)("soci-ts mount of a setuid-root program", () => {
   afterAll(async () => {
     for (const m of mounts) await m.stop().catch(() => {});
     if (tmp) {
-      for (const m of readMountInfo().filter((x) => x.mountpoint.startsWith(tmp)).reverse()) spawnSync("umount", ["-l", m.mountpoint]);
+      for (const m of readMountInfo()
+        .filter((x) => x.mountpoint.startsWith(tmp))
+        .reverse())
+        spawnSync("umount", ["-l", m.mountpoint]);
       rmSync(tmp, { recursive: true, force: true });
     }
     await reg?.stop();

@@ -55,7 +55,9 @@ describe.skipIf(!run)("soci-ts mount after SIGKILL", () => {
   beforeAll(async () => {
     reg = await startRegistry();
     tmp = mkdtempSync(join(tmpdir(), "soci-e2e-stale-"));
-    const img = await pushImage(reg, "test/stale", "v1", { layers: [{ "etc/os-release": "ID=test\n" }, { "etc/motd": "hi\n" }] });
+    const img = await pushImage(reg, "test/stale", "v1", {
+      layers: [{ "etc/os-release": "ID=test\n" }, { "etc/motd": "hi\n" }],
+    });
     upper = img.layers[1]!.descriptor.digest;
     ref = `${reg.host}/test/stale:v1`;
   }, 120_000);
@@ -63,7 +65,10 @@ describe.skipIf(!run)("soci-ts mount after SIGKILL", () => {
   afterAll(async () => {
     for (const m of mounts) await m.stop().catch(() => {});
     if (tmp) {
-      for (const m of readMountInfo().filter((x) => x.mountpoint.startsWith(tmp + "/")).reverse()) spawnSync("umount", ["-l", m.mountpoint]);
+      for (const m of readMountInfo()
+        .filter((x) => x.mountpoint.startsWith(tmp + "/"))
+        .reverse())
+        spawnSync("umount", ["-l", m.mountpoint]);
       rmSync(tmp, { recursive: true, force: true });
     }
     await reg?.stop();
@@ -125,7 +130,9 @@ describe.skipIf(!run)("soci-ts mount after SIGKILL", () => {
     for (const d of own) mkdirSync(d);
     await mountAndKill(root, mnt);
     spawnSync("umount", ["-l", mnt]);
-    expect(spawnSync("mount", ["-t", "overlay", "users-own", "-o", `ro,lowerdir=${own.join(":")}`, mnt]).status).toBe(0);
+    expect(spawnSync("mount", ["-t", "overlay", "users-own", "-o", `ro,lowerdir=${own.join(":")}`, mnt]).status).toBe(
+      0,
+    );
     const r = runCli(["--root", root, "mount", "--cleanup"]);
     expect(r.code).toBe(0);
     expect(r.stdout).not.toContain(`Unmounted ${mnt}`);
@@ -144,7 +151,9 @@ describe.skipIf(!run)("soci-ts mount after SIGKILL", () => {
     expect(spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "users-own", mnt]).status).toBe(0);
     const r = runCli(["--root", root, "mount", "--cleanup"]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`Cannot unmount "${mnt}" (overlay) of dead process ${pid}: it is still mounted, under another mount`);
+    expect(r.stderr).toContain(
+      `Cannot unmount "${mnt}" (overlay) of dead process ${pid}: it is still mounted, under another mount`,
+    );
     expect(mountsUnder(mnt)).toEqual([`overlay ${mnt}`, `tmpfs ${mnt}`]);
     expect(readdirSync(join(root, "mounts")).sort()).toEqual([String(pid), `${pid}.json`]);
     spawnSync("umount", [mnt]);

@@ -78,11 +78,16 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   const startServe = async () => {
     const log = join(dir, `serve-${logs.length}.log`);
     logs.push(log);
-    serve = await env!.ns.spawn([BUN, MAIN, "--root", root, "--config", config, "serve", "--address", env!.socket], log, { env: env!.env });
+    serve = await env!.ns.spawn(
+      [BUN, MAIN, "--root", root, "--config", config, "serve", "--address", env!.socket],
+      log,
+      { env: env!.env },
+    );
     await env!.snapshotterReachable(60_000);
   };
   /** FUSE mounts of serve (one per lazily mounted layer) in the namespace. */
-  const layerMounts = () => env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(root));
+  const layerMounts = () =>
+    env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(root));
   const ctr = (args: string[], timeoutMs = 5 * MINUTES) => env!.containerd.ctr(args, { timeoutMs });
 
   beforeAll(async () => {
@@ -95,16 +100,31 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
     config = join(dir, "config.toml");
     writeFileSync(
       config,
-      [`[resolver.host."${env.registryHost}"]`, `ca_file = "${env.env.SSL_CERT_FILE}"`, "[background_fetch]", "disable = true", ""].join("\n"),
+      [
+        `[resolver.host."${env.registryHost}"]`,
+        `ca_file = "${env.env.SSL_CERT_FILE}"`,
+        "[background_fetch]",
+        "disable = true",
+        "",
+      ].join("\n"),
     );
     // Images: python (two layers), busybox without an index, busybox whose index covers only its big layer.
     await pushPythonImage(env.registry.host, { repository: "e2e/python", tag: "v1" });
     python = `${env.registryHost}/e2e/python:v1`;
     // Different random data: layers shared with the plain image would already be unpacked when it is pulled.
-    const big = (seed: string) => ({ ...busyboxLayer(), data: { dir: true }, "data/random.bin": new Rand(seed).bytes(4 << 20) }) as const;
+    const big = (seed: string) =>
+      ({ ...busyboxLayer(), data: { dir: true }, "data/random.bin": new Rand(seed).bytes(4 << 20) }) as const;
     const small = { etc: { dir: true }, "etc/greeting": GREETING } as const;
-    await pushImage(env.registry, "e2e/plain", "v1", { client: env.client, platform: HOST_PLATFORM, layers: [big("plain"), small] });
-    const p = await pushImage(env.registry, "e2e/partial", "v1", { client: env.client, platform: HOST_PLATFORM, layers: [big("partial"), small] });
+    await pushImage(env.registry, "e2e/plain", "v1", {
+      client: env.client,
+      platform: HOST_PLATFORM,
+      layers: [big("plain"), small],
+    });
+    const p = await pushImage(env.registry, "e2e/partial", "v1", {
+      client: env.client,
+      platform: HOST_PLATFORM,
+      layers: [big("partial"), small],
+    });
     partialLayers = p.layers.map((l) => l.descriptor.digest);
     plain = `${env.registryHost}/e2e/plain:v1`;
     partial = `${env.registryHost}/e2e/partial:v1`;
@@ -123,95 +143,164 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
     await env?.stop();
   });
 
-  test("rpull, then ctr run --snapshotter soci runs python from lazy layers; the registry sent a small part", async () => {
-    const e = env!;
-    const before = (await e.registry.accessLog()).length;
-    await sociCli(e, soci, ["image", "rpull", python], { timeoutMs: 5 * MINUTES });
-    expect(layerMounts().length).toBe(2);
-    const r = await ctr(["run", "--snapshotter", "soci", "--rm", python, "py-1", "python3", "/opt/soci-test/hello.py"]);
-    expect(r.stdout).toBe(HELLO_PY);
-    const served = (await e.registry.accessLog()).slice(before);
-    const layerBytes = pythonManifest.layers.reduce((n, l) => n + l.size, 0);
-    const sent = served.filter((a) => pythonManifest.layers.some((l) => a.path.endsWith(`/blobs/${l.digest}`))).reduce((n, a) => n + a.bytes, 0);
-    console.log(`serve + containerd, python: the registry sent ${sent} of ${layerBytes} layer bytes (${((sent / layerBytes) * 100).toFixed(1)}%)`);
-    expect(sent).toBeGreaterThan(0);
-    expect(sent).toBeLessThan(layerBytes * 0.3);
-    expect(serveLog()).toContain("Prepared layer remotely");
-  }, 10 * MINUTES);
+  test(
+    "rpull, then ctr run --snapshotter soci runs python from lazy layers; the registry sent a small part",
+    async () => {
+      const e = env!;
+      const before = (await e.registry.accessLog()).length;
+      await sociCli(e, soci, ["image", "rpull", python], { timeoutMs: 5 * MINUTES });
+      expect(layerMounts().length).toBe(2);
+      const r = await ctr([
+        "run",
+        "--snapshotter",
+        "soci",
+        "--rm",
+        python,
+        "py-1",
+        "python3",
+        "/opt/soci-test/hello.py",
+      ]);
+      expect(r.stdout).toBe(HELLO_PY);
+      const served = (await e.registry.accessLog()).slice(before);
+      const layerBytes = pythonManifest.layers.reduce((n, l) => n + l.size, 0);
+      const sent = served
+        .filter((a) => pythonManifest.layers.some((l) => a.path.endsWith(`/blobs/${l.digest}`)))
+        .reduce((n, a) => n + a.bytes, 0);
+      console.log(
+        `serve + containerd, python: the registry sent ${sent} of ${layerBytes} layer bytes (${((sent / layerBytes) * 100).toFixed(1)}%)`,
+      );
+      expect(sent).toBeGreaterThan(0);
+      expect(sent).toBeLessThan(layerBytes * 0.3);
+      expect(serveLog()).toContain("Prepared layer remotely");
+    },
+    10 * MINUTES,
+  );
 
-  test("the container's root file system equals tar -x of the layers (a ctr snapshots view)", async () => {
-    const e = env!;
-    const top = (await ctr(["snapshots", "--snapshotter", "soci", "ls"])).stdout;
-    // The chain id of the top layer: the committed snapshot whose parent is the other committed one.
-    const rows = top.split("\n").slice(1).filter(Boolean).map((l) => l.trim().split(/\s+/));
-    const committed = rows.filter((r) => r[2] === "Committed");
-    const topChain = committed.find((r) => committed.some((o) => o[1] === r[0]) === false && r[1] !== "")![0]!;
-    const mnt = join(dir, "view");
-    mkdirSync(mnt);
-    await ctr(["snapshots", "--snapshotter", "soci", "view", "py-view", topChain]);
-    const mounted = await ctr(["snapshots", "--snapshotter", "soci", "mount", mnt, "py-view"]);
-    const m = await e.ns.run(["sh", "-c", mounted.stdout], { timeoutMs: 60_000 });
-    expect(m.code).toBe(0);
-    try {
-      // Read it through the namespace's root (the mount is there, not in this process's namespace).
-      const inside = `/proc/${e.ns.pid}/root${mnt}`;
-      const expected = join(dir, "expected");
-      mkdirSync(expected);
-      applyLayers(layout, pythonManifest, expected);
-      // Each lazy layer shows its state file under /.soci-ts (as SOCI's /.soci-snapshotter): not an image file.
-      const [a, b] = await Promise.all([describeTree(inside, { skip: (rel) => rel === ".soci-ts" }), describeTree(expected)]);
-      expect(a.entries.size).toBe(b.entries.size);
-      const diff: string[] = [];
-      for (const [k, v] of b.entries) if (JSON.stringify(a.entries.get(k)) !== JSON.stringify(v)) diff.push(k);
-      expect(diff).toEqual([]);
-      expect(a.hardlinks).toEqual(b.hardlinks);
-    } finally {
-      await e.ns.run(["umount", mnt]);
-      await ctr(["snapshots", "--snapshotter", "soci", "rm", "py-view"]);
-    }
-  }, 15 * MINUTES);
+  test(
+    "the container's root file system equals tar -x of the layers (a ctr snapshots view)",
+    async () => {
+      const e = env!;
+      const top = (await ctr(["snapshots", "--snapshotter", "soci", "ls"])).stdout;
+      // The chain id of the top layer: the committed snapshot whose parent is the other committed one.
+      const rows = top
+        .split("\n")
+        .slice(1)
+        .filter(Boolean)
+        .map((l) => l.trim().split(/\s+/));
+      const committed = rows.filter((r) => r[2] === "Committed");
+      const topChain = committed.find((r) => committed.some((o) => o[1] === r[0]) === false && r[1] !== "")![0]!;
+      const mnt = join(dir, "view");
+      mkdirSync(mnt);
+      await ctr(["snapshots", "--snapshotter", "soci", "view", "py-view", topChain]);
+      const mounted = await ctr(["snapshots", "--snapshotter", "soci", "mount", mnt, "py-view"]);
+      const m = await e.ns.run(["sh", "-c", mounted.stdout], { timeoutMs: 60_000 });
+      expect(m.code).toBe(0);
+      try {
+        // Read it through the namespace's root (the mount is there, not in this process's namespace).
+        const inside = `/proc/${e.ns.pid}/root${mnt}`;
+        const expected = join(dir, "expected");
+        mkdirSync(expected);
+        applyLayers(layout, pythonManifest, expected);
+        // Each lazy layer shows its state file under /.soci-ts (as SOCI's /.soci-snapshotter): not an image file.
+        const [a, b] = await Promise.all([
+          describeTree(inside, { skip: (rel) => rel === ".soci-ts" }),
+          describeTree(expected),
+        ]);
+        expect(a.entries.size).toBe(b.entries.size);
+        const diff: string[] = [];
+        for (const [k, v] of b.entries) if (JSON.stringify(a.entries.get(k)) !== JSON.stringify(v)) diff.push(k);
+        expect(diff).toEqual([]);
+        expect(a.hardlinks).toEqual(b.hardlinks);
+      } finally {
+        await e.ns.run(["umount", mnt]);
+        await ctr(["snapshots", "--snapshotter", "soci", "rm", "py-view"]);
+      }
+    },
+    15 * MINUTES,
+  );
 
-  test("an image without an index, and one whose index covers only some layers, run through soci", async () => {
-    const e = env!;
-    for (const ref of [plain, partial]) {
-      await sociCli(e, soci, ["image", "rpull", ref], { timeoutMs: 5 * MINUTES });
-      const r = await ctr(["run", "--snapshotter", "soci", "--rm", ref, `bb-${ref.includes("plain") ? "plain" : "partial"}`, "/bin/busybox", "cat", "/etc/greeting"]);
-      expect(r.stdout).toBe(GREETING);
-    }
-    // The partial image's big layer is lazy (a FUSE mount), its small one was applied by containerd.
-    const lazy = (serveLog().match(/Prepared layer remotely[^\n]*/g) ?? []).filter((l) => l.includes(partialLayers[0]!));
-    expect(lazy.length).toBe(1);
-    expect(serveLog()).not.toMatch(new RegExp(`Prepared layer remotely[^\\n]*${partialLayers[1]}`));
-  }, 10 * MINUTES);
+  test(
+    "an image without an index, and one whose index covers only some layers, run through soci",
+    async () => {
+      const e = env!;
+      for (const ref of [plain, partial]) {
+        await sociCli(e, soci, ["image", "rpull", ref], { timeoutMs: 5 * MINUTES });
+        const r = await ctr([
+          "run",
+          "--snapshotter",
+          "soci",
+          "--rm",
+          ref,
+          `bb-${ref.includes("plain") ? "plain" : "partial"}`,
+          "/bin/busybox",
+          "cat",
+          "/etc/greeting",
+        ]);
+        expect(r.stdout).toBe(GREETING);
+      }
+      // The partial image's big layer is lazy (a FUSE mount), its small one was applied by containerd.
+      const lazy = (serveLog().match(/Prepared layer remotely[^\n]*/g) ?? []).filter((l) =>
+        l.includes(partialLayers[0]!),
+      );
+      expect(lazy.length).toBe(1);
+      expect(serveLog()).not.toMatch(new RegExp(`Prepared layer remotely[^\\n]*${partialLayers[1]}`));
+    },
+    10 * MINUTES,
+  );
 
-  test("20 containers started at once from one lazily pulled image all print their output", async () => {
-    const runs = Array.from({ length: 20 }, (_, i) => ctr(["run", "--snapshotter", "soci", "--rm", partial, `par-${i}`, "/bin/busybox", "cat", "/etc/greeting"], 5 * MINUTES));
-    const out = await Promise.all(runs);
-    expect(out.map((r) => r.stdout)).toEqual(out.map(() => GREETING));
-  }, 10 * MINUTES);
+  test(
+    "20 containers started at once from one lazily pulled image all print their output",
+    async () => {
+      const runs = Array.from({ length: 20 }, (_, i) =>
+        ctr(
+          ["run", "--snapshotter", "soci", "--rm", partial, `par-${i}`, "/bin/busybox", "cat", "/etc/greeting"],
+          5 * MINUTES,
+        ),
+      );
+      const out = await Promise.all(runs);
+      expect(out.map((r) => r.stdout)).toEqual(out.map(() => GREETING));
+    },
+    10 * MINUTES,
+  );
 
-  test("serve stopped with SIGTERM, then SIGKILL, and started again: the image still runs, nothing stale", async () => {
-    const e = env!;
-    const lazyBefore = layerMounts().length;
-    expect(await serve!.stop("SIGTERM", 20_000)).toBe(0);
-    expect(layerMounts()).toEqual([]);
-    await startServe();
-    expect(layerMounts().length).toBe(lazyBefore);
-    expect((await ctr(["run", "--snapshotter", "soci", "--rm", python, "py-2", "python3", "/opt/soci-test/hello.py"])).stdout).toBe(HELLO_PY);
-    await serve!.stop("SIGKILL");
-    expect(layerMounts().length).toBe(lazyBefore); // dead mounts, until the next start
-    await startServe();
-    const now = layerMounts();
-    expect(now.length).toBe(lazyBefore);
-    expect(new Set(now.map((m) => m.mountPoint)).size).toBe(now.length);
-    expect((await ctr(["run", "--snapshotter", "soci", "--rm", python, "py-3", "python3", "/opt/soci-test/hello.py"])).stdout).toBe(HELLO_PY);
-    void e;
-  }, 10 * MINUTES);
+  test(
+    "serve stopped with SIGTERM, then SIGKILL, and started again: the image still runs, nothing stale",
+    async () => {
+      const e = env!;
+      const lazyBefore = layerMounts().length;
+      expect(await serve!.stop("SIGTERM", 20_000)).toBe(0);
+      expect(layerMounts()).toEqual([]);
+      await startServe();
+      expect(layerMounts().length).toBe(lazyBefore);
+      expect(
+        (await ctr(["run", "--snapshotter", "soci", "--rm", python, "py-2", "python3", "/opt/soci-test/hello.py"]))
+          .stdout,
+      ).toBe(HELLO_PY);
+      await serve!.stop("SIGKILL");
+      expect(layerMounts().length).toBe(lazyBefore); // dead mounts, until the next start
+      await startServe();
+      const now = layerMounts();
+      expect(now.length).toBe(lazyBefore);
+      expect(new Set(now.map((m) => m.mountPoint)).size).toBe(now.length);
+      expect(
+        (await ctr(["run", "--snapshotter", "soci", "--rm", python, "py-3", "python3", "/opt/soci-test/hello.py"]))
+          .stdout,
+      ).toBe(HELLO_PY);
+      void e;
+    },
+    10 * MINUTES,
+  );
 
-  test("ctr image rm --sync: containerd's GC removes the snapshots; the layer mounts and directories go", async () => {
-    for (const ref of [python, plain, partial]) await ctr(["image", "rm", "--sync", ref]);
-    expect(layerMounts()).toEqual([]);
-    expect((await ctr(["snapshots", "--snapshotter", "soci", "ls"])).stdout.split("\n").filter(Boolean).length).toBe(1); // the header
-    expect(readdirSync(join(root, "snapshots", "snapshots"))).toEqual([]);
-  }, 5 * MINUTES);
+  test(
+    "ctr image rm --sync: containerd's GC removes the snapshots; the layer mounts and directories go",
+    async () => {
+      for (const ref of [python, plain, partial]) await ctr(["image", "rm", "--sync", ref]);
+      expect(layerMounts()).toEqual([]);
+      expect((await ctr(["snapshots", "--snapshotter", "soci", "ls"])).stdout.split("\n").filter(Boolean).length).toBe(
+        1,
+      ); // the header
+      expect(readdirSync(join(root, "snapshots", "snapshots"))).toEqual([]);
+    },
+    5 * MINUTES,
+  );
 });

@@ -7,7 +7,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -94,7 +103,16 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
   const start = async (via?: { rootLink: string }) => {
     const r = via ? via.rootLink : root;
     const a = via ? `unix://${sock}` : sock;
-    daemon = await startServeProcess(["--root", r, "--config", join(tmp, "config.toml"), ...(process.env.SERVE_DEBUG ? ["--log-level", "debug"] : []), "serve", "--address", a]);
+    daemon = await startServeProcess([
+      "--root",
+      r,
+      "--config",
+      join(tmp, "config.toml"),
+      ...(process.env.SERVE_DEBUG ? ["--log-level", "debug"] : []),
+      "serve",
+      "--address",
+      a,
+    ]);
   };
 
   beforeAll(async () => {
@@ -109,30 +127,44 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     plain = await pushImage(reg, "test/serve-plain", "v1", { layers: [{ "plain.txt": "no index\n" }] });
     // Never read by the tests: its spans stay in the registry.
     cold = await pushImage(reg, "test/serve-cold", "v1", { layers: [{ "cold.bin": new Rand("cold").bytes(300_000) }] });
-    corrupt = await pushImage(reg, "test/serve-corrupt", "v1", { layers: [{ "c.bin": new Rand("corrupt").bytes(200_000) }] });
+    corrupt = await pushImage(reg, "test/serve-corrupt", "v1", {
+      layers: [{ "c.bin": new Rand("corrupt").bytes(200_000) }],
+    });
     name = `${reg.host}/test/serve:v1`;
     coldName = `${reg.host}/test/serve-cold:v1`;
     corruptName = `${reg.host}/test/serve-corrupt:v1`;
     // The index is built on another "machine" (its own root) and pushed: serve finds it in the registry.
     const build = join(tmp, "builder");
     for (const image of [name, coldName]) {
-      for (const args of [["index", "create", image, "--min-layer-size", "0", "--span-size", "65536"], ["index", "push", image]]) {
+      for (const args of [
+        ["index", "create", image, "--min-layer-size", "0", "--span-size", "65536"],
+        ["index", "push", image],
+      ]) {
         const r = runCli(["--root", build, ...args], { timeoutMs: 120_000 });
         expect(r.stderr + r.stdout).not.toContain("Cannot");
         expect(r.code).toBe(0);
       }
     }
     // Short timeouts so that a registry that stops answering fails calls quickly.
-    writeFileSync(join(tmp, "config.toml"), "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\nvalid_interval = 0\n[background_fetch]\ndisable = true\n");
+    writeFileSync(
+      join(tmp, "config.toml"),
+      "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\nvalid_interval = 0\n[background_fetch]\ndisable = true\n",
+    );
     root = join(tmp, "root");
     sock = join(tmp, "run", "soci-ts.sock");
     // An index kept only in the daemon's own store (never pushed), whose zTOC is then damaged on disk.
-    const made = runCli(["--root", root, "index", "create", corruptName, "--min-layer-size", "0", "--span-size", "65536"], { timeoutMs: 120_000 });
+    const made = runCli(
+      ["--root", root, "index", "create", corruptName, "--min-layer-size", "0", "--span-size", "65536"],
+      { timeoutMs: 120_000 },
+    );
     expect(made.code).toBe(0);
     corruptZtocs = runCli(["--root", root, "ztoc", "list", "--quiet"]).stdout.split("\n").filter(Boolean);
     expect(corruptZtocs.length).toBe(1);
     const blob = join(root, "content", "blobs", "sha256", corruptZtocs[0]!.slice(7));
-    writeFileSync(blob, Buffer.from(readFileSync(blob)).map((b, i) => (i === 100 ? b ^ 0xff : b)));
+    writeFileSync(
+      blob,
+      Buffer.from(readFileSync(blob)).map((b, i) => (i === 100 ? b ^ 0xff : b)),
+    );
     await start();
     client = new SnapshotsClient(`unix://${sock}`, { timeoutMs: 60_000 });
   }, 300_000);
@@ -141,7 +173,11 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     if (process.env.SERVE_LOG) writeFileSync(process.env.SERVE_LOG, daemon?.stderr() ?? "");
     client?.close();
     await daemon?.stop("SIGKILL").catch(() => {});
-    for (const mp of readMountInfo().map((m) => m.mountpoint).filter((p) => tmp && p.startsWith(tmp)).reverse()) spawnSync("umount", ["-l", mp]);
+    for (const mp of readMountInfo()
+      .map((m) => m.mountpoint)
+      .filter((p) => tmp && p.startsWith(tmp))
+      .reverse())
+      spawnSync("umount", ["-l", mp]);
     await reg?.stop();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
@@ -151,16 +187,26 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     for (let i = 0; i < img.layers.length; i++) {
       const parent = i === 0 ? "" : `default/${i}/${chains[i - 1]}`;
       const err = await client
-        .prepare({ key: `default/${10 + i}/extract-${i} ${chains[i]}`, parent: i === 0 ? "" : chains[i - 1]!, labels: criLabels(img, name, i) })
+        .prepare({
+          key: `default/${10 + i}/extract-${i} ${chains[i]}`,
+          parent: i === 0 ? "" : chains[i - 1]!,
+          labels: criLabels(img, name, i),
+        })
         .catch((e) => e);
       expect(err).toBeInstanceOf(AlreadyExistsError);
       expect(String(err.message)).toContain(`target snapshot "${chains[i]}"`);
       void parent;
     }
     // containerd's own lookup finds it: committed, with the ref label and the parent asked for.
-    const found = await Array.fromAsync(client.list({ filters: [`labels."${REF_LABEL}"==${chains[1]},parent=="${chains[0]}"`] }));
-    expect(found.map((f) => [f.name, f.kind, f.labels["containerd.io/snapshot/remote"]])).toEqual([[chains[1], "COMMITTED", "remote snapshot"]]);
-    expect((await client.stat({ key: chains[0]! })).labels["containerd.io/snapshot/cri.layer-digest"]).toBe(img.layers[0]!.descriptor.digest);
+    const found = await Array.fromAsync(
+      client.list({ filters: [`labels."${REF_LABEL}"==${chains[1]},parent=="${chains[0]}"`] }),
+    );
+    expect(found.map((f) => [f.name, f.kind, f.labels["containerd.io/snapshot/remote"]])).toEqual([
+      [chains[1], "COMMITTED", "remote snapshot"],
+    ]);
+    expect((await client.stat({ key: chains[0]! })).labels["containerd.io/snapshot/cri.layer-digest"]).toBe(
+      img.layers[0]!.descriptor.digest,
+    );
     expect(fuseMountsUnder(root).length).toBe(2);
   }, 120_000);
 
@@ -185,7 +231,11 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
   }, 120_000);
 
   test("an image without an index gets a normal snapshot for containerd to fill", async () => {
-    const mounts = await client.prepare({ key: "default/30/extract-plain", parent: "", labels: criLabels(plain, `${reg.host}/test/serve-plain:v1`, 0) });
+    const mounts = await client.prepare({
+      key: "default/30/extract-plain",
+      parent: "",
+      labels: criLabels(plain, `${reg.host}/test/serve-plain:v1`, 0),
+    });
     expect(mounts[0]!.type).toBe("bind");
     expect(mounts[0]!.options).toContain("rw");
     await client.commit({ name: "plain-committed", key: "default/30/extract-plain", labels: {} });
@@ -196,7 +246,11 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     const labels = { ...criLabels(img, `${reg.host}/test/nothing:v1`, 0), [REF_LABEL]: sha("other") };
     const mounts = await client.prepare({ key: "default/31/extract-missing", parent: "", labels });
     expect(mounts[0]!.type).toBe("bind");
-    const bad = { ...labels, [REF_LABEL]: sha("other2"), "containerd.io/snapshot/cri.layer-digest": "sha256:../../etc" };
+    const bad = {
+      ...labels,
+      [REF_LABEL]: sha("other2"),
+      "containerd.io/snapshot/cri.layer-digest": "sha256:../../etc",
+    };
     expect((await client.prepare({ key: "default/32/extract-bad", parent: "", labels: bad }))[0]!.type).toBe("bind");
     expect(await failure(client.stat({ key: "no/such/key" }))).toBeInstanceOf(NotFoundError);
   }, 60_000);
@@ -213,7 +267,13 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
   test("2,000 concurrent Prepare and Stat calls (200 in flight) are all answered", async () => {
     const calls: Array<() => Promise<unknown>> = [];
     for (let i = 0; i < 1000; i++) {
-      calls.push(() => client.prepare({ key: `default/70/load-${i}`, parent: "", labels: { "containerd.io/snapshot/test": String(i) } }));
+      calls.push(() =>
+        client.prepare({
+          key: `default/70/load-${i}`,
+          parent: "",
+          labels: { "containerd.io/snapshot/test": String(i) },
+        }),
+      );
       calls.push(() => client.stat({ key: `default/70/load-${i}` }).catch((e) => e));
     }
     let next = 0;
@@ -231,7 +291,10 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     // A Stat may run before its Prepare: it is answered either way (NotFound or the snapshot).
     const stats = results.filter((_, i) => i % 2 === 1);
     expect(stats.every((r) => r instanceof NotFoundError || (r as { kind?: string }).kind === "ACTIVE")).toBe(true);
-    for (let i = 0; i < 1000; i += 100) expect((await client.stat({ key: `default/70/load-${i}` })).labels["containerd.io/snapshot/test"]).toBe(String(i));
+    for (let i = 0; i < 1000; i += 100)
+      expect((await client.stat({ key: `default/70/load-${i}` })).labels["containerd.io/snapshot/test"]).toBe(
+        String(i),
+      );
     for (let i = 0; i < 1000; i++) await client.remove({ key: `default/70/load-${i}` });
   }, 300_000);
 
@@ -292,7 +355,9 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
 
   test("a registry that stops answering: Mounts of a child of a lazy layer answers Unavailable, never hangs", async () => {
     const chain = chainIds(cold)[0]!;
-    const err = await failure(client.prepare({ key: `default/50/extract-0 ${chain}`, parent: "", labels: criLabels(cold, coldName, 0) }));
+    const err = await failure(
+      client.prepare({ key: `default/50/extract-0 ${chain}`, parent: "", labels: criLabels(cold, coldName, 0) }),
+    );
     expect(err).toBeInstanceOf(AlreadyExistsError);
     await client.prepare({ key: "default/60/container-2", parent: chain, labels: {} });
     // A stopped registry process: connections are refused.

@@ -21,7 +21,10 @@ const dirs: string[] = [];
 /** Mounts as containerd does: type bind becomes a bind mount with the options, the rest `mount -t`. */
 function mountAll(mounts: Mount[], target: string): void {
   for (const m of mounts) {
-    const args = m.type === "bind" ? ["-o", m.options.join(","), m.source, target] : ["-t", m.type, "-o", m.options.join(","), m.source, target];
+    const args =
+      m.type === "bind"
+        ? ["-o", m.options.join(","), m.source, target]
+        : ["-t", m.type, "-o", m.options.join(","), m.source, target];
     const r = spawnSync("mount", args, { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`mount ${args.join(" ")}: ${r.stderr}`);
     mounted.push(target);

@@ -60,7 +60,11 @@ async function listTree(root: string, rel = ""): Promise<string[]> {
     const r = rel ? `${rel}/${name}` : name;
     if (r === ".soci-ts") continue;
     const st = await lstat(join(root, r));
-    const data = st.isFile() ? createHash("sha256").update(await readFile(join(root, r))).digest("hex") : "";
+    const data = st.isFile()
+      ? createHash("sha256")
+          .update(await readFile(join(root, r)))
+          .digest("hex")
+      : "";
     out.push(`${r} ${st.mode.toString(8)} ${st.uid}:${st.gid} ${data}`);
     if (st.isDirectory()) out.push(...(await listTree(root, r)));
   }
@@ -78,7 +82,11 @@ describe.skipIf(!run)("binary xattrs from GNU tar through a lazily mounted layer
     reg = await startRegistry();
     // A disk directory, not tmpfs: user.* xattrs on tmpfs need Linux 6.6.
     tmp = mkdtempSync(join(tmpdir(), "xattr-binary-"));
-    fs = await LayerFs.create({ root: join(tmp, "root"), inflate: inflateFromCheckpoint, backgroundFetch: { disable: true } });
+    fs = await LayerFs.create({
+      root: join(tmp, "root"),
+      inflate: inflateFromCheckpoint,
+      backgroundFetch: { disable: true },
+    });
   });
   afterAll(async () => {
     await fs?.close();
@@ -118,9 +126,9 @@ describe.skipIf(!run)("binary xattrs from GNU tar through a lazily mounted layer
     const built = await buildZtoc(new Blob([blob]).stream(), { algorithm: "gzip", spanSizeBytes: 16 * 1024 });
     const ztoc = decodeZtoc(built.bytes);
     const ping = ztoc.toc.find((e) => e.name === "./bin/ping")!;
-    expect(Buffer.from(ping.xattrs.find((x) => x.key === "SCHILY.xattr.security.capability")!.value).toString("hex")).toBe(
-      "0100000200200000000000000000000000000000",
-    );
+    expect(
+      Buffer.from(ping.xattrs.find((x) => x.key === "SCHILY.xattr.security.capability")!.value).toString("hex"),
+    ).toBe("0100000200200000000000000000000000000000");
 
     // 4. Mount lazily and compare.
     const mp = join(tmp, "mnt");

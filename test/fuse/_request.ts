@@ -4,7 +4,12 @@ import { IN_HEADER_SIZE, OUT_HEADER_SIZE } from "../../src/fuse/abi.ts";
 let nextUnique = 100n;
 
 /** A request: in-header (len, opcode, unique, nodeid, uid 0, gid 0, pid 42) then `body`. */
-export function request(opcode: number, nodeid: number, body: Uint8Array = new Uint8Array(0), unique = nextUnique++): Uint8Array {
+export function request(
+  opcode: number,
+  nodeid: number,
+  body: Uint8Array = new Uint8Array(0),
+  unique = nextUnique++,
+): Uint8Array {
   const out = new Uint8Array(IN_HEADER_SIZE + body.length);
   const v = new DataView(out.buffer);
   v.setUint32(0, out.length, true);

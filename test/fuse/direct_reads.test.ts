@@ -3,7 +3,15 @@
  * interleavings, over an in-memory file system that records every fd opened, read and closed.
  */
 import { describe, expect, test } from "bun:test";
-import { BackingStream, DirectReadTable, DirectReader, FD_SLOTS, HANDLE_SLOTS, type DirectIo, type StreamDescriptor } from "../../src/fuse/direct_reads.ts";
+import {
+  BackingStream,
+  DirectReadTable,
+  DirectReader,
+  FD_SLOTS,
+  HANDLE_SLOTS,
+  type DirectIo,
+  type StreamDescriptor,
+} from "../../src/fuse/direct_reads.ts";
 import { Rand } from "../_harness/rand.ts";
 
 /** An in-memory file system with fd bookkeeping; hooks run inside open/pread to interleave main-thread steps. */

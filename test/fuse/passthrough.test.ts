@@ -16,7 +16,9 @@ const O_DIRECT = 0o40000;
 /** init_in of 7.36+: 64 bytes with flags2. */
 function initBody(minor: number, flags2: number): Uint8Array {
   const b = new Uint8Array(64);
-  b.set(struct(["u32", 7], ["u32", minor], ["u32", 128 * 1024], ["u32", 0x3fffffff | abi.FUSE_INIT_EXT], ["u32", flags2]));
+  b.set(
+    struct(["u32", 7], ["u32", minor], ["u32", 128 * 1024], ["u32", 0x3fffffff | abi.FUSE_INIT_EXT], ["u32", flags2]),
+  );
   return b;
 }
 
@@ -53,11 +55,18 @@ async function setup(opts: { passthrough?: boolean; minor?: number; flags2?: num
   b.direct.stream.setPresent(0, true);
   const errors: string[] = [];
   const backing = new FakeBacking();
-  const s = new ProtocolServer(new VfsBridge(t.root), { passthrough: opts.passthrough ?? true, onError: (m) => errors.push(m) });
+  const s = new ProtocolServer(new VfsBridge(t.root), {
+    passthrough: opts.passthrough ?? true,
+    onError: (m) => errors.push(m),
+  });
   if (opts.attach ?? true) s.attachBackingFiles(backing);
-  const init = parseReply(await s.handle(request(abi.FUSE_INIT, 0, initBody(opts.minor ?? 45, opts.flags2 ?? abi.FUSE_PASSTHROUGH_FLAGS2))));
-  const call = async (op: number, node: number, body?: Uint8Array) => parseReply(await s.handle(request(op, node, body)));
-  const lookup = async (name: string) => Number((await call(abi.FUSE_LOOKUP, 1, struct(["str", name]))).v.getBigUint64(0, true));
+  const init = parseReply(
+    await s.handle(request(abi.FUSE_INIT, 0, initBody(opts.minor ?? 45, opts.flags2 ?? abi.FUSE_PASSTHROUGH_FLAGS2))),
+  );
+  const call = async (op: number, node: number, body?: Uint8Array) =>
+    parseReply(await s.handle(request(op, node, body)));
+  const lookup = async (name: string) =>
+    Number((await call(abi.FUSE_LOOKUP, 1, struct(["str", name]))).v.getBigUint64(0, true));
   const open = async (node: number, flags = 0) => {
     const r = await call(abi.FUSE_OPEN, node, struct(["u32", flags], ["u32", 0]));
     expect(r.error).toBe(0);
@@ -132,7 +141,7 @@ describe("passthrough opens", () => {
     expect(o1.flags & abi.FOPEN_PASSTHROUGH).toBe(0);
     await release(o1.fh);
     backing.unusable.clear();
-    backing.fail = "Cannot pass reads of \"/cache/a\" through to the kernel: EPERM";
+    backing.fail = 'Cannot pass reads of "/cache/a" through to the kernel: EPERM';
     const o2 = await open(a);
     expect(o2.flags & abi.FOPEN_PASSTHROUGH).toBe(0);
     await release(o2.fh);

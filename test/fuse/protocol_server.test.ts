@@ -79,7 +79,11 @@ beforeEach(async () => {
 describe("INIT", () => {
   test("negotiates 7.31 and takes the capabilities the kernel offers", async () => {
     const s = new ProtocolServer(bridge);
-    const r = parseReply(await s.handle(request(abi.FUSE_INIT, 0, initBody(45, abi.FUSE_ASYNC_READ | abi.FUSE_MAX_PAGES | abi.FUSE_POSIX_LOCKS))));
+    const r = parseReply(
+      await s.handle(
+        request(abi.FUSE_INIT, 0, initBody(45, abi.FUSE_ASYNC_READ | abi.FUSE_MAX_PAGES | abi.FUSE_POSIX_LOCKS)),
+      ),
+    );
     expect(r.error).toBe(0);
     expect(r.len).toBe(16 + abi.INIT_OUT_SIZE);
     expect(r.v.getUint32(0, true)).toBe(7);
@@ -95,7 +99,14 @@ describe("INIT", () => {
 
   test("offers readdirplus, parallel dirops and async reads when the kernel has them", async () => {
     const flags = server.negotiated!.flags;
-    for (const f of [abi.FUSE_ASYNC_READ, abi.FUSE_DO_READDIRPLUS, abi.FUSE_READDIRPLUS_AUTO, abi.FUSE_PARALLEL_DIROPS, abi.FUSE_MAX_PAGES, abi.FUSE_BIG_WRITES]) {
+    for (const f of [
+      abi.FUSE_ASYNC_READ,
+      abi.FUSE_DO_READDIRPLUS,
+      abi.FUSE_READDIRPLUS_AUTO,
+      abi.FUSE_PARALLEL_DIROPS,
+      abi.FUSE_MAX_PAGES,
+      abi.FUSE_BIG_WRITES,
+    ]) {
       expect(flags & f).toBe(f);
     }
     expect(flags & abi.FUSE_WRITEBACK_CACHE).toBe(0);
@@ -216,7 +227,15 @@ describe("files", () => {
     const f = await lookup(1, "hello.txt");
     expect((await call(abi.FUSE_OPEN, f, struct(["u32", 2], ["u32", 0]))).error).toBe(-EROFS);
     expect((await call(abi.FUSE_OPEN, f, struct(["u32", 0o1000], ["u32", 0]))).error).toBe(-EROFS);
-    for (const op of [abi.FUSE_MKDIR, abi.FUSE_WRITE, abi.FUSE_SETATTR, abi.FUSE_UNLINK, abi.FUSE_CREATE, abi.FUSE_SETXATTR, abi.FUSE_RENAME2]) {
+    for (const op of [
+      abi.FUSE_MKDIR,
+      abi.FUSE_WRITE,
+      abi.FUSE_SETATTR,
+      abi.FUSE_UNLINK,
+      abi.FUSE_CREATE,
+      abi.FUSE_SETXATTR,
+      abi.FUSE_RENAME2,
+    ]) {
       expect((await call(op, 1, new Uint8Array(64))).error).toBe(-EROFS);
     }
     for (const op of [abi.FUSE_GETLK, abi.FUSE_IOCTL, abi.FUSE_LSEEK, abi.FUSE_STATX, abi.FUSE_BMAP, 9999]) {
@@ -310,7 +329,8 @@ describe("statfs, xattrs, access, destroy", () => {
 
   test("GETXATTR: size query, value, ERANGE, ENODATA", async () => {
     const f = await lookup(1, "hello.txt");
-    const q = (size: number, name: string) => call(abi.FUSE_GETXATTR, f, struct(["u32", size], ["u32", 0], ["str", name]));
+    const q = (size: number, name: string) =>
+      call(abi.FUSE_GETXATTR, f, struct(["u32", size], ["u32", 0], ["str", name]));
     let r = await q(0, "trusted.overlay.opaque");
     expect(r.len).toBe(16 + 8);
     expect(r.v.getUint32(0, true)).toBe(1);
@@ -366,7 +386,21 @@ describe("malformed requests", () => {
   });
 
   test("truncated bodies: EINVAL for each opcode with a fixed input", async () => {
-    for (const op of [abi.FUSE_GETATTR, abi.FUSE_OPEN, abi.FUSE_READ, abi.FUSE_READDIR, abi.FUSE_READDIRPLUS, abi.FUSE_RELEASE, abi.FUSE_RELEASEDIR, abi.FUSE_OPENDIR, abi.FUSE_GETXATTR, abi.FUSE_LISTXATTR, abi.FUSE_ACCESS, abi.FUSE_FLUSH, abi.FUSE_INIT]) {
+    for (const op of [
+      abi.FUSE_GETATTR,
+      abi.FUSE_OPEN,
+      abi.FUSE_READ,
+      abi.FUSE_READDIR,
+      abi.FUSE_READDIRPLUS,
+      abi.FUSE_RELEASE,
+      abi.FUSE_RELEASEDIR,
+      abi.FUSE_OPENDIR,
+      abi.FUSE_GETXATTR,
+      abi.FUSE_LISTXATTR,
+      abi.FUSE_ACCESS,
+      abi.FUSE_FLUSH,
+      abi.FUSE_INIT,
+    ]) {
       const r = await call(op, 1, new Uint8Array(3));
       expect({ op, error: r.error }).toEqual({ op, error: -EINVAL });
     }

@@ -53,7 +53,14 @@ export class FakeSnapshots implements SnapshotsHandlers {
   #create(kind: "ACTIVE" | "VIEW", req: PrepareRequest): Mount[] {
     if (this.infos.has(req.key)) throw new AlreadyExistsError(`Cannot create snapshot "${req.key}": the key exists`);
     if (req.parent) this.#get(req.parent);
-    this.infos.set(req.key, { name: req.key, parent: req.parent, kind, createdAt: this.now, updatedAt: this.now, labels: { ...req.labels } });
+    this.infos.set(req.key, {
+      name: req.key,
+      parent: req.parent,
+      kind,
+      createdAt: this.now,
+      updatedAt: this.now,
+      labels: { ...req.labels },
+    });
     return this.#mountsOf(req.key);
   }
 
@@ -61,7 +68,19 @@ export class FakeSnapshots implements SnapshotsHandlers {
     const info = this.#get(key);
     const ro = info.kind === "VIEW" ? ["ro"] : ["rw"];
     if (!info.parent) return [{ type: "bind", source: `/fake/${key}/fs`, target: "", options: [...ro, "rbind"] }];
-    return [{ type: "overlay", source: "overlay", target: "", options: ["index=off", `lowerdir=/fake/${info.parent}/fs`, `upperdir=/fake/${key}/fs`, `workdir=/fake/${key}/work`] }];
+    return [
+      {
+        type: "overlay",
+        source: "overlay",
+        target: "",
+        options: [
+          "index=off",
+          `lowerdir=/fake/${info.parent}/fs`,
+          `upperdir=/fake/${key}/fs`,
+          `workdir=/fake/${key}/work`,
+        ],
+      },
+    ];
   }
 
   async prepare(req: PrepareRequest, ctx: CallContext): Promise<Mount[]> {
@@ -82,15 +101,23 @@ export class FakeSnapshots implements SnapshotsHandlers {
   async commit(req: CommitRequest, ctx: CallContext): Promise<void> {
     this.#record("commit", req, ctx);
     const active = this.#get(req.key);
-    if (this.infos.has(req.name)) throw new AlreadyExistsError(`Cannot commit snapshot "${req.key}": name "${req.name}" exists`);
+    if (this.infos.has(req.name))
+      throw new AlreadyExistsError(`Cannot commit snapshot "${req.key}": name "${req.name}" exists`);
     this.infos.delete(req.key);
-    this.infos.set(req.name, { ...active, name: req.name, kind: "COMMITTED", updatedAt: this.now, labels: { ...active.labels, ...req.labels } });
+    this.infos.set(req.name, {
+      ...active,
+      name: req.name,
+      kind: "COMMITTED",
+      updatedAt: this.now,
+      labels: { ...active.labels, ...req.labels },
+    });
   }
 
   async remove(req: KeyRequest, ctx: CallContext): Promise<void> {
     this.#record("remove", req, ctx);
     this.#get(req.key);
-    if ([...this.infos.values()].some((i) => i.parent === req.key)) throw new FailedPreconditionError(`Cannot remove snapshot "${req.key}": it has children`);
+    if ([...this.infos.values()].some((i) => i.parent === req.key))
+      throw new FailedPreconditionError(`Cannot remove snapshot "${req.key}": it has children`);
     this.infos.delete(req.key);
   }
 
@@ -160,7 +187,11 @@ export async function startServer(
 }
 
 /** `fn` over `items` with at most `limit` calls in flight; results in input order. */
-export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+export async function mapBounded<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {

@@ -44,40 +44,104 @@ describe("round trips", () => {
   test("Prepare, View, Mounts, Commit, Stat, Update, Usage, Remove, Cleanup carry every field", async () => {
     const fake = new FakeSnapshots();
     const { client } = await serve(fake);
-    const ref = { "containerd.io/snapshot.ref": "sha256:aaa", "containerd.io/snapshot/cri.layer-digest": "sha256:bbb", "": "empty key", "ünï": "välue=x,y" };
+    const ref = {
+      "containerd.io/snapshot.ref": "sha256:aaa",
+      "containerd.io/snapshot/cri.layer-digest": "sha256:bbb",
+      "": "empty key",
+      ünï: "välue=x,y",
+    };
 
     // Prepare without parent: labels map and mount options arrive intact.
     const m1 = await client.prepare({ key: "default/1/extract-1 sha256:aaa", parent: "", labels: ref });
-    expect(m1).toEqual([{ type: "bind", source: "/fake/default/1/extract-1 sha256:aaa/fs", target: "", options: ["rw", "rbind"] }]);
+    expect(m1).toEqual([
+      { type: "bind", source: "/fake/default/1/extract-1 sha256:aaa/fs", target: "", options: ["rw", "rbind"] },
+    ]);
     expect(fake.calls[0]!.req).toEqual({ key: "default/1/extract-1 sha256:aaa", parent: "", labels: ref });
 
-    await client.commit({ name: "default/2/sha256:aaa", key: "default/1/extract-1 sha256:aaa", labels: { "containerd.io/snapshot.ref": "sha256:aaa" } });
-    expect(fake.calls[1]).toMatchObject({ method: "commit", req: { name: "default/2/sha256:aaa", key: "default/1/extract-1 sha256:aaa", labels: { "containerd.io/snapshot.ref": "sha256:aaa" } } });
+    await client.commit({
+      name: "default/2/sha256:aaa",
+      key: "default/1/extract-1 sha256:aaa",
+      labels: { "containerd.io/snapshot.ref": "sha256:aaa" },
+    });
+    expect(fake.calls[1]).toMatchObject({
+      method: "commit",
+      req: {
+        name: "default/2/sha256:aaa",
+        key: "default/1/extract-1 sha256:aaa",
+        labels: { "containerd.io/snapshot.ref": "sha256:aaa" },
+      },
+    });
 
     // Prepare on a parent: an overlay with four options; View: read-only.
     const m2 = await client.prepare({ key: "k8s.io/3/ctr", parent: "default/2/sha256:aaa", labels: {} });
     expect(m2[0]!.type).toBe("overlay");
-    expect(m2[0]!.options).toEqual(["index=off", "lowerdir=/fake/default/2/sha256:aaa/fs", "upperdir=/fake/k8s.io/3/ctr/fs", "workdir=/fake/k8s.io/3/ctr/work"]);
+    expect(m2[0]!.options).toEqual([
+      "index=off",
+      "lowerdir=/fake/default/2/sha256:aaa/fs",
+      "upperdir=/fake/k8s.io/3/ctr/fs",
+      "workdir=/fake/k8s.io/3/ctr/work",
+    ]);
     expect(await client.mounts({ key: "k8s.io/3/ctr" })).toEqual(m2);
     await client.view({ key: "v", parent: "", labels: {} });
     expect((await client.mounts({ key: "v" }))[0]!.options).toEqual(["ro", "rbind"]);
 
     // Stat: kinds, timestamps to the millisecond (also before 1970), labels.
     const committed = await client.stat({ key: "default/2/sha256:aaa" });
-    expect(committed).toEqual({ name: "default/2/sha256:aaa", parent: "", kind: "COMMITTED", createdAt: fake.now, updatedAt: fake.now, labels: ref });
+    expect(committed).toEqual({
+      name: "default/2/sha256:aaa",
+      parent: "",
+      kind: "COMMITTED",
+      createdAt: fake.now,
+      updatedAt: fake.now,
+      labels: ref,
+    });
     expect((await client.stat({ key: "k8s.io/3/ctr" })).kind).toBe("ACTIVE");
     expect((await client.stat({ key: "v" })).kind).toBe("VIEW");
-    fake.infos.set("old", { name: "old", parent: "p", kind: "UNKNOWN", createdAt: new Date(-1_500), updatedAt: new Date(1_700_000_000_999), labels: {} });
-    expect(await client.stat({ key: "old" })).toEqual({ name: "old", parent: "p", kind: "UNKNOWN", createdAt: new Date(-1_500), updatedAt: new Date(1_700_000_000_999), labels: {} });
+    fake.infos.set("old", {
+      name: "old",
+      parent: "p",
+      kind: "UNKNOWN",
+      createdAt: new Date(-1_500),
+      updatedAt: new Date(1_700_000_000_999),
+      labels: {},
+    });
+    expect(await client.stat({ key: "old" })).toEqual({
+      name: "old",
+      parent: "p",
+      kind: "UNKNOWN",
+      createdAt: new Date(-1_500),
+      updatedAt: new Date(1_700_000_000_999),
+      labels: {},
+    });
 
     // Update: the handler sees name, labels and the mask, and no times (the client sends zeros, as containerd).
     fake.now = new Date("2025-01-01T00:00:00.001Z");
-    const updated = await client.update({ info: { name: "default/2/sha256:aaa", parent: "", kind: "COMMITTED", labels: { "containerd.io/snapshot/x": "1" } }, paths: ["labels.containerd.io/snapshot/x", "labels.ünï"] });
+    const updated = await client.update({
+      info: {
+        name: "default/2/sha256:aaa",
+        parent: "",
+        kind: "COMMITTED",
+        labels: { "containerd.io/snapshot/x": "1" },
+      },
+      paths: ["labels.containerd.io/snapshot/x", "labels.ünï"],
+    });
     const upd = fake.calls.at(-1)!;
     expect(upd.method).toBe("update");
-    expect(upd.req).toEqual({ info: { name: "default/2/sha256:aaa", parent: "", kind: "COMMITTED", labels: { "containerd.io/snapshot/x": "1" } }, paths: ["labels.containerd.io/snapshot/x", "labels.ünï"] });
+    expect(upd.req).toEqual({
+      info: {
+        name: "default/2/sha256:aaa",
+        parent: "",
+        kind: "COMMITTED",
+        labels: { "containerd.io/snapshot/x": "1" },
+      },
+      paths: ["labels.containerd.io/snapshot/x", "labels.ünï"],
+    });
     const { ünï: _gone, ...kept } = ref;
-    expect(updated).toEqual({ ...committed, updatedAt: fake.now, labels: { ...kept, "containerd.io/snapshot/x": "1" } });
+    expect(updated).toEqual({
+      ...committed,
+      updatedAt: fake.now,
+      labels: { ...kept, "containerd.io/snapshot/x": "1" },
+    });
 
     // Usage: int64 values past 2^32 survive.
     fake.usageOf = { size: 2 ** 40 + 123, inodes: 2 ** 33 + 1 };
@@ -96,7 +160,14 @@ describe("round trips", () => {
     const fake = new FakeSnapshots();
     for (let i = 0; i < 250; i++) {
       const name = `default/${i}/sha256:${i.toString(16).padStart(64, "0")}`;
-      fake.infos.set(name, { name, parent: i ? `p${i - 1}` : "", kind: "COMMITTED", createdAt: new Date(i * 1_001), updatedAt: new Date(i * 2_003), labels: { i: String(i) } });
+      fake.infos.set(name, {
+        name,
+        parent: i ? `p${i - 1}` : "",
+        kind: "COMMITTED",
+        createdAt: new Date(i * 1_001),
+        updatedAt: new Date(i * 2_003),
+        labels: { i: String(i) },
+      });
     }
     const { server, client } = await serve(fake);
     const all: Info[] = [];
@@ -106,7 +177,9 @@ describe("round trips", () => {
 
     // The stream messages themselves, with a plain grpc-js client.
     const Ctor = grpc.makeGenericClientConstructor(snapshotsServiceDefinition(), SNAPSHOTS_SERVICE_NAME);
-    const raw = new Ctor(server.address, grpc.credentials.createInsecure()) as unknown as { List(req: object): grpc.ClientReadableStream<{ info: unknown[] }> } & grpc.Client;
+    const raw = new Ctor(server.address, grpc.credentials.createInsecure()) as unknown as {
+      List(req: object): grpc.ClientReadableStream<{ info: unknown[] }>;
+    } & grpc.Client;
     try {
       const sizes: number[] = [];
       for await (const msg of raw.List({ filters: [] })) sizes.push((msg as { info: unknown[] }).info.length);
@@ -126,7 +199,15 @@ describe("round trips", () => {
 
   test("2,000 concurrent Stat calls (200 in flight) are all answered", async () => {
     const fake = new FakeSnapshots();
-    for (let i = 0; i < 2_000; i++) fake.infos.set(`k${i}`, { name: `k${i}`, parent: "", kind: "COMMITTED", createdAt: new Date(i), updatedAt: new Date(i), labels: { n: String(i) } });
+    for (let i = 0; i < 2_000; i++)
+      fake.infos.set(`k${i}`, {
+        name: `k${i}`,
+        parent: "",
+        kind: "COMMITTED",
+        createdAt: new Date(i),
+        updatedAt: new Date(i),
+        labels: { n: String(i) },
+      });
     const { client } = await serve(fake);
     const keys = Array.from({ length: 2_000 }, (_, i) => `k${i}`);
     const infos = await mapBounded(keys, 200, (key) => client.stat({ key }));
@@ -153,10 +234,26 @@ function bind(fake: FakeSnapshots): SnapshotsHandlers {
 describe("errors", () => {
   const cases = [
     [new NotFoundError('Cannot stat snapshot "x": no such key'), grpc.status.NOT_FOUND, NotFoundError],
-    [new AlreadyExistsError('Cannot prepare snapshot "x": the key exists'), grpc.status.ALREADY_EXISTS, AlreadyExistsError],
-    [new InvalidArgumentError('Cannot update snapshot "x": field "parent" cannot be updated'), grpc.status.INVALID_ARGUMENT, InvalidArgumentError],
-    [new FailedPreconditionError('Cannot remove snapshot "x": it has children'), grpc.status.FAILED_PRECONDITION, FailedPreconditionError],
-    [new UnavailableError('Cannot mount layer "sha256:1": registry unreachable'), grpc.status.UNAVAILABLE, UnavailableError],
+    [
+      new AlreadyExistsError('Cannot prepare snapshot "x": the key exists'),
+      grpc.status.ALREADY_EXISTS,
+      AlreadyExistsError,
+    ],
+    [
+      new InvalidArgumentError('Cannot update snapshot "x": field "parent" cannot be updated'),
+      grpc.status.INVALID_ARGUMENT,
+      InvalidArgumentError,
+    ],
+    [
+      new FailedPreconditionError('Cannot remove snapshot "x": it has children'),
+      grpc.status.FAILED_PRECONDITION,
+      FailedPreconditionError,
+    ],
+    [
+      new UnavailableError('Cannot mount layer "sha256:1": registry unreachable'),
+      grpc.status.UNAVAILABLE,
+      UnavailableError,
+    ],
     [new UnimplementedError("Cannot clean up: not supported"), grpc.status.UNIMPLEMENTED, UnimplementedError],
     [new TypeError("Cannot read properties of undefined (reading 'x')"), grpc.status.UNKNOWN, Error],
   ] as const;
@@ -167,14 +264,33 @@ describe("errors", () => {
       throw current;
     };
     const h: SnapshotsHandlers = {
-      prepare: fail, view: fail, mounts: fail, commit: fail, remove: fail, stat: fail, update: fail, usage: fail, cleanup: fail,
-      list: () => ({ async *[Symbol.asyncIterator]() { throw current; } }),
+      prepare: fail,
+      view: fail,
+      mounts: fail,
+      commit: fail,
+      remove: fail,
+      stat: fail,
+      update: fail,
+      usage: fail,
+      cleanup: fail,
+      list: () => ({
+        async *[Symbol.asyncIterator]() {
+          throw current;
+        },
+      }),
     };
     const { client } = await serve(h);
     for (const [err, code, cls] of cases) {
       current = err;
-      for (const call of [() => client.stat({ key: "x" }), () => client.cleanup(), () => Array.fromAsync(client.list())]) {
-        const e = (await call().then(() => undefined, (x: unknown) => x)) as Error & { cause: grpc.ServiceError };
+      for (const call of [
+        () => client.stat({ key: "x" }),
+        () => client.cleanup(),
+        () => Array.fromAsync(client.list()),
+      ]) {
+        const e = (await call().then(
+          () => undefined,
+          (x: unknown) => x,
+        )) as Error & { cause: grpc.ServiceError };
         expect(e).toBeInstanceOf(cls);
         expect(e.cause.code).toBe(code);
         expect(e.cause.details).toBe(err.message);
@@ -198,7 +314,14 @@ describe("errors", () => {
   test("a handler's defective reply (negative usage) is UNKNOWN, not a crash", async () => {
     const fake = new FakeSnapshots();
     fake.usageOf = { size: -1, inodes: 0 };
-    fake.infos.set("k", { name: "k", parent: "", kind: "ACTIVE", createdAt: fake.now, updatedAt: fake.now, labels: {} });
+    fake.infos.set("k", {
+      name: "k",
+      parent: "",
+      kind: "ACTIVE",
+      createdAt: fake.now,
+      updatedAt: fake.now,
+      labels: {},
+    });
     const { client } = await serve(fake);
     const e = (await client.usage({ key: "k" }).catch((x: unknown) => x)) as Error & { cause: grpc.ServiceError };
     expect(e.cause.code).toBe(grpc.status.UNKNOWN);
@@ -210,7 +333,14 @@ describe("errors", () => {
 describe("call context", () => {
   test("the containerd-namespace metadata reaches ctx.namespace; without it, none", async () => {
     const fake = new FakeSnapshots();
-    fake.infos.set("k", { name: "k", parent: "", kind: "ACTIVE", createdAt: fake.now, updatedAt: fake.now, labels: {} });
+    fake.infos.set("k", {
+      name: "k",
+      parent: "",
+      kind: "ACTIVE",
+      createdAt: fake.now,
+      updatedAt: fake.now,
+      labels: {},
+    });
     const { server, client } = await serve(fake, { namespace: "k8s.io" });
     await client.stat({ key: "k" });
     await Array.fromAsync(client.list());
@@ -236,7 +366,14 @@ describe("call context", () => {
       },
       list: (_req, ctx) => ({
         async *[Symbol.asyncIterator]() {
-          yield { name: "first", parent: "", kind: "COMMITTED", createdAt: new Date(0), updatedAt: new Date(0), labels: {} } satisfies Info;
+          yield {
+            name: "first",
+            parent: "",
+            kind: "COMMITTED",
+            createdAt: new Date(0),
+            updatedAt: new Date(0),
+            labels: {},
+          } satisfies Info;
           listStarted.resolve(ctx);
           await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
         },
@@ -272,7 +409,9 @@ describe("call context", () => {
     });
     const call = client.stat({ key: "k" }, { timeoutMs: 200 }).catch((e: unknown) => e);
     const ctx = await started.promise;
-    await new Promise((resolve) => (ctx.signal.aborted ? resolve(undefined) : ctx.signal.addEventListener("abort", resolve)));
+    await new Promise((resolve) =>
+      ctx.signal.aborted ? resolve(undefined) : ctx.signal.addEventListener("abort", resolve),
+    );
     const e = (await call) as Error & { cause: grpc.ServiceError };
     expect(e).toBeInstanceOf(UnavailableError);
     expect(e.cause.code).toBe(grpc.status.DEADLINE_EXCEEDED);
@@ -302,7 +441,10 @@ describe("socket", () => {
     const sock = join(dir, "snap.sock");
     mkdirSync(dir, { recursive: true });
     // A process that binds the socket and is killed leaves the file behind with nothing listening.
-    const holder = Bun.spawn([BUN, "-e", "require('node:net').createServer().listen(process.argv[1], () => console.log('up'))", sock], { stdout: "pipe" });
+    const holder = Bun.spawn(
+      [BUN, "-e", "require('node:net').createServer().listen(process.argv[1], () => console.log('up'))", sock],
+      { stdout: "pipe" },
+    );
     const reader = holder.stdout.getReader();
     expect(new TextDecoder().decode((await reader.read()).value)).toContain("up");
     holder.kill("SIGKILL");

@@ -28,7 +28,8 @@ export function tarZtoc(tar: Uint8Array, spanSizeBytes: number): Ztoc {
   const zinfo = { version: TAR_ZINFO_VERSION, spanSizeBytes, sizeBytes: tar.byteLength };
   const maxSpanId = tarMaxSpanId(zinfo);
   const spanDigests: string[] = [];
-  for (let i = 0; i <= maxSpanId; i++) spanDigests.push(sha(tar.subarray(i * spanSizeBytes, Math.min(tar.byteLength, (i + 1) * spanSizeBytes))));
+  for (let i = 0; i <= maxSpanId; i++)
+    spanDigests.push(sha(tar.subarray(i * spanSizeBytes, Math.min(tar.byteLength, (i + 1) * spanSizeBytes))));
   return {
     version: "0.9",
     buildToolIdentifier: "soci-ts test",
@@ -52,15 +53,32 @@ export async function mountFirstLayer(
   dir: string,
   name: string,
   img: PushedImage,
-  opts: { client: RegistryClient; spanSizeBytes: number; ztoc?: boolean; spanCache?: LayerFsOptions["spanCache"]; fuse?: LayerFsOptions["fuse"] },
+  opts: {
+    client: RegistryClient;
+    spanSizeBytes: number;
+    ztoc?: boolean;
+    spanCache?: LayerFsOptions["spanCache"];
+    fuse?: LayerFsOptions["fuse"];
+  },
 ): Promise<{ fs: LayerFs; mp: string; root: string; layer: Layer }> {
   const root = join(dir, `root-${name}`);
-  const fs = await LayerFs.create({ root, inflate: noInflate, backgroundFetch: { disable: true }, spanCache: opts.spanCache, fuse: opts.fuse });
+  const fs = await LayerFs.create({
+    root,
+    inflate: noInflate,
+    backgroundFetch: { disable: true },
+    spanCache: opts.spanCache,
+    fuse: opts.fuse,
+  });
   const mp = join(dir, `mnt-${name}`);
   await mkdir(mp);
   const l = img.layers[0]!;
   const ztoc = opts.ztoc === false ? undefined : tarZtoc(l.tar, opts.spanSizeBytes);
-  const layer = await fs.mountLayer({ source: { client: opts.client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc });
+  const layer = await fs.mountLayer({
+    source: { client: opts.client, ref: img.ref },
+    layer: l.descriptor,
+    mountpoint: mp,
+    ztoc,
+  });
   return { fs, mp, root, layer };
 }
 

@@ -34,7 +34,10 @@ describe("BackgroundFetcher", () => {
       bg.add({
         manager: a.manager,
         fetchRanges: a.fetchRanges,
-        onDone: () => queueMicrotask(() => expect(bg.add({ manager: b.manager, fetchRanges: b.fetchRanges, onDone: resolve })).toBe(true)),
+        onDone: () =>
+          queueMicrotask(() =>
+            expect(bg.add({ manager: b.manager, fetchRanges: b.fetchRanges, onDone: resolve })).toBe(true),
+          ),
       });
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -55,7 +58,13 @@ describe("BackgroundFetcher", () => {
     expect(manager.complete()).toBe(true);
     expect(await manager.read(0, 10_000)).toEqual(blob);
     // Foreground read of span 1, then the sequential walk.
-    expect(requests).toEqual([[2500, 5000], [0, 2500], [2500, 5000], [5000, 7500], [7500, 10_000]]);
+    expect(requests).toEqual([
+      [2500, 5000],
+      [0, 2500],
+      [2500, 5000],
+      [5000, 7500],
+      [7500, 10_000],
+    ]);
     await bg.close();
   });
 

@@ -25,7 +25,10 @@ describe.skipIf(!run)("LayerFs.check", () => {
   beforeAll(async () => {
     reg = await startRegistry();
     tmp = await mkdtemp(join(tmpdir(), "layerfs-check-"));
-    img = await pushImage(reg, "test/check", "v1", { layers: [{ "big.bin": new Rand("check").bytes(600_000) }], compression: "none" });
+    img = await pushImage(reg, "test/check", "v1", {
+      layers: [{ "big.bin": new Rand("check").bytes(600_000) }],
+      compression: "none",
+    });
   });
   afterAll(async () => {
     await reg?.stop();
@@ -35,10 +38,21 @@ describe.skipIf(!run)("LayerFs.check", () => {
   test("a good check stays good for the interval; with 0 a registry gone away is Unavailable at once", async () => {
     const l = img.layers[0]!;
     const mount = async (name: string, checkValidMs: number) => {
-      const fs = await LayerFs.create({ root: join(tmp, `root-${name}`), inflate: noInflate, backgroundFetch: { disable: true }, checkValidMs, fetchTimeoutMs: 3000 });
+      const fs = await LayerFs.create({
+        root: join(tmp, `root-${name}`),
+        inflate: noInflate,
+        backgroundFetch: { disable: true },
+        checkValidMs,
+        fetchTimeoutMs: 3000,
+      });
       const mp = join(tmp, `mnt-${name}`);
       await mkdir(mp);
-      await fs.mountLayer({ source: { client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc: tarZtoc(l.tar, 64 * 1024) });
+      await fs.mountLayer({
+        source: { client, ref: img.ref },
+        layer: l.descriptor,
+        mountpoint: mp,
+        ztoc: tarZtoc(l.tar, 64 * 1024),
+      });
       await fs.check(mp);
       return { fs, mp };
     };

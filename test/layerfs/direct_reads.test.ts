@@ -24,8 +24,15 @@ const SPAN = 256 * 1024;
  * serves the mount).
  */
 async function readDirect(path: string, bs = "1M"): Promise<Uint8Array> {
-  const p = Bun.spawn(["dd", `if=${path}`, "iflag=direct", `bs=${bs}`, "status=none"], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
+  const p = Bun.spawn(["dd", `if=${path}`, "iflag=direct", `bs=${bs}`, "status=none"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await Promise.all([
+    new Response(p.stdout).arrayBuffer(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
   if (code !== 0) throw new Error(`dd of ${path} failed (${code}): ${err}`);
   return new Uint8Array(out);
 }
@@ -62,7 +69,10 @@ describe.skipIf(!run)("direct reads of a mounted layer", () => {
   beforeAll(async () => {
     reg = await startRegistry();
     tmp = await mkdtemp(join(tmpdir(), "layerfs-direct-"));
-    img = await pushImage(reg, "test/direct", "v1", { compression: "none", layers: [{ "data/big.bin": big, "etc/small": "small\n" }] });
+    img = await pushImage(reg, "test/direct", "v1", {
+      compression: "none",
+      layers: [{ "data/big.bin": big, "etc/small": "small\n" }],
+    });
   });
   afterAll(async () => {
     await reg?.stop();
@@ -114,7 +124,8 @@ describe.skipIf(!run)("direct reads of a mounted layer", () => {
       spawnSync("sync");
       const entries = readdirSync(cacheDir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
       expect(entries.length).toBeGreaterThan(0);
-      for (const e of entries) spawnSync("dd", [`if=${join(e.parentPath, e.name)}`, "iflag=nocache", "count=0", "status=none"]);
+      for (const e of entries)
+        spawnSync("dd", [`if=${join(e.parentPath, e.name)}`, "iflag=nocache", "count=0", "status=none"]);
       expect(await readDirect(join(mp, "data/big.bin"))).toEqual(big);
       const after = fs.directReads(mp)!;
       expect(after.cold).toBeGreaterThan(0);

@@ -29,10 +29,23 @@ describe.skipIf(!run)("lazy layer faults", () => {
   const files: Record<string, Uint8Array> = {};
   const r = new Rand("faults");
   for (let i = 0; i < 16; i++) files[`data/f${i}.bin`] = r.bytes(100_000 + r.int(200_000));
-  const client = () => new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 2000, retries: { max: 1, minWaitMs: 10, maxWaitMs: 20 } });
+  const client = () =>
+    new HttpRegistryClient({
+      dockerConfigPath: null,
+      timeoutMs: 2000,
+      retries: { max: 1, minWaitMs: 10, maxWaitMs: 20 },
+    });
   let n = 0;
 
-  async function mounted(opts: { logger?: MemoryLogger; cacheDir?: string; diskMaxBytes?: number; memoryMaxBytes?: number; fetchOnOpenMaxBytes?: number } = {}) {
+  async function mounted(
+    opts: {
+      logger?: MemoryLogger;
+      cacheDir?: string;
+      diskMaxBytes?: number;
+      memoryMaxBytes?: number;
+      fetchOnOpenMaxBytes?: number;
+    } = {},
+  ) {
     const fs = await LayerFs.create({
       root: join(tmp, `root${n}`),
       inflate: noInflate,
@@ -45,7 +58,12 @@ describe.skipIf(!run)("lazy layer faults", () => {
     const mp = join(tmp, `mnt${n++}`);
     await mkdir(mp);
     const l = img.layers[0]!;
-    const layer = await fs.mountLayer({ source: { client: client(), ref }, layer: l.descriptor, mountpoint: mp, ztoc: tarZtoc(l.tar, SPAN) });
+    const layer = await fs.mountLayer({
+      source: { client: client(), ref },
+      layer: l.descriptor,
+      mountpoint: mp,
+      ztoc: tarZtoc(l.tar, SPAN),
+    });
     return { fs, mp, layer };
   }
 
@@ -68,7 +86,9 @@ describe.skipIf(!run)("lazy layer faults", () => {
     try {
       proxy.set({ kind: "stall", ms: 60_000, match: { path: /\/blobs\// } });
       expect((await cat(join(mp, "data/f3.bin"))).error).toContain("Input/output error");
-      expect(logger.lines.some((l) => l.level === "error" && String(l.fields?.cause).includes("no answer within 1500 ms"))).toBe(true);
+      expect(
+        logger.lines.some((l) => l.level === "error" && String(l.fields?.cause).includes("no answer within 1500 ms")),
+      ).toBe(true);
       proxy.set(null);
       expect((await cat(join(mp, "data/f3.bin"))).bytes).toEqual(files["data/f3.bin"]!);
     } finally {
@@ -86,7 +106,9 @@ describe.skipIf(!run)("lazy layer faults", () => {
       expect(bad.error).toContain("Input/output error");
       // Nothing of the corrupted span's data came out: at most the bytes before it, and those are right.
       expect(bad.bytes).toEqual(files["data/f5.bin"]!.subarray(0, bad.bytes.byteLength));
-      const line = logger.lines.find((l) => l.level === "error" && String(l.fields?.cause).includes("Cannot verify span"))!;
+      const line = logger.lines.find(
+        (l) => l.level === "error" && String(l.fields?.cause).includes("Cannot verify span"),
+      )!;
       expect(line.fields?.layer).toBe(layer.digest);
       expect(typeof line.fields?.span).toBe("number");
       const state = JSON.parse(await readFile(join(mp, ".soci-ts", `${layer.digest}.json`), "utf8"));

@@ -30,7 +30,8 @@ describe("gzip layer from a built zTOC", () => {
     const layout = ztocLayout(ztoc, inflateFromCheckpoint);
     expect(layout.spanCount).toBeGreaterThan(10);
     let overlaps = 0;
-    for (let i = 1; i < layout.spanCount; i++) if (layout.compressedRange(i)[0] < layout.compressedRange(i - 1)[1]) overlaps++;
+    for (let i = 1; i < layout.spanCount; i++)
+      if (layout.compressedRange(i)[0] < layout.compressedRange(i - 1)[1]) overlaps++;
     const fetchRanges: RangeFetcher = async (ranges) => ranges.map(([s, e]) => blob.slice(s, e));
     const sm = new SpanManager({
       layerDigest: "sha256:" + "e".repeat(64),

@@ -33,7 +33,12 @@ describe.skipIf(!run)("mountImage", () => {
   test("layers without an index are fetched whole; overlayfs applies whiteouts and opaque directories", async () => {
     const img = await pushImage(reg, "test/overlay", "v1", {
       layers: [
-        { "etc/issue": "Debian\n", "etc/keep": "keep\n", "var/lib/old": "old\n", "usr/bin/tool": { data: "#!/bin/sh\n", mode: 0o755 } },
+        {
+          "etc/issue": "Debian\n",
+          "etc/keep": "keep\n",
+          "var/lib/old": "old\n",
+          "usr/bin/tool": { data: "#!/bin/sh\n", mode: 0o755 },
+        },
         { "etc/.wh.issue": "", "var/lib/.wh..wh..opq": "", "var/lib/new": "new\n", "etc/added": "added\n" },
       ],
     });
@@ -76,9 +81,12 @@ describe.skipIf(!run)("mountImage", () => {
       const st = await stat(join(mp, "a/file"));
       expect(st.isCharacterDevice()).toBe(true);
       expect(st.rdev).toBe(0);
-      const proc = Bun.spawn(["getfattr", "--absolute-names", "-n", "trusted.overlay.opaque", "--only-values", join(mp, "b")], { stdout: "pipe", stderr: "pipe" });
+      const proc = Bun.spawn(
+        ["getfattr", "--absolute-names", "-n", "trusted.overlay.opaque", "--only-values", join(mp, "b")],
+        { stdout: "pipe", stderr: "pipe" },
+      );
       expect(await new Response(proc.stdout).text()).toBe("y");
-      expect((await readdir(join(mp, "b")))).toEqual(["c"]);
+      expect(await readdir(join(mp, "b"))).toEqual(["c"]);
     } finally {
       await m.unmount();
     }
@@ -91,7 +99,12 @@ describe.skipIf(!run)("mountImage", () => {
     const mp = join(tmp, "mnt-par");
     await mkdir(mp);
     // 1. All five, three at a time: merged as the image orders them.
-    const m = await mountImage(fs, mp, { location: loc, workDir: join(tmp, "work-par"), modes: { localStore: false, v1: false, v2: false }, maxConcurrency: 3 });
+    const m = await mountImage(fs, mp, {
+      location: loc,
+      workDir: join(tmp, "work-par"),
+      modes: { localStore: false, v1: false, v2: false },
+      maxConcurrency: 3,
+    });
     try {
       expect(m.layers.map((l) => l.layer.digest)).toEqual(img.layers.map((l) => l.descriptor.digest));
       expect((await readdir(mp)).filter((n) => n !== ".soci-ts").sort()).toEqual(["l0", "l1", "l2", "l3", "l4"]);
@@ -106,7 +119,14 @@ describe.skipIf(!run)("mountImage", () => {
     const fs2 = await LayerFs.create({ root: root2, inflate: noInflate, backgroundFetch: { disable: true } });
     try {
       const work = join(tmp, "work-par2");
-      await expect(mountImage(fs2, mp, { location: loc, workDir: work, modes: { localStore: false, v1: false, v2: false }, maxConcurrency: 5 })).rejects.toThrow(gone.slice(7, 19));
+      await expect(
+        mountImage(fs2, mp, {
+          location: loc,
+          workDir: work,
+          modes: { localStore: false, v1: false, v2: false },
+          maxConcurrency: 5,
+        }),
+      ).rejects.toThrow(gone.slice(7, 19));
       expect(fs2.layers().size).toBe(0);
       expect(fuseMountsUnder(work)).toEqual([]);
     } finally {

@@ -59,7 +59,11 @@ describe.skipIf(!run)("LayerManager", () => {
   });
 
   test("a layer acquired twice is opened once, and closed with its last handle", async () => {
-    const mgr = await LayerManager.create({ root: join(tmp, "m1"), inflate: noInflate, backgroundFetch: { disable: true } });
+    const mgr = await LayerManager.create({
+      root: join(tmp, "m1"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+    });
     try {
       const { client, calls } = counting(http);
       const l = img.layers[0]!;
@@ -93,12 +97,20 @@ describe.skipIf(!run)("LayerManager", () => {
   });
 
   test("the same layer from another repository (another index) is opened apart, not shared", async () => {
-    const mgr = await LayerManager.create({ root: join(tmp, "m3"), inflate: noInflate, backgroundFetch: { disable: true } });
+    const mgr = await LayerManager.create({
+      root: join(tmp, "m3"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+    });
     try {
       const l = img.layers[0]!;
       const ztoc = tarZtoc(l.tar, 512);
       const a = await mgr.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor, ztoc });
-      const b = await mgr.acquire({ source: { client: http, ref: { ...img.ref, repository: "test/other" } }, layer: l.descriptor, ztoc });
+      const b = await mgr.acquire({
+        source: { client: http, ref: { ...img.ref, repository: "test/other" } },
+        layer: l.descriptor,
+        ztoc,
+      });
       expect(b.layer).not.toBe(a.layer);
       expect(refsOf(mgr, l.descriptor.digest)).toBe(2);
       await a.done();
@@ -109,7 +121,11 @@ describe.skipIf(!run)("LayerManager", () => {
   });
 
   test("a failed open reaches every waiter and the next acquire tries again", async () => {
-    const mgr = await LayerManager.create({ root: join(tmp, "m2"), inflate: noInflate, backgroundFetch: { disable: true } });
+    const mgr = await LayerManager.create({
+      root: join(tmp, "m2"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+    });
     try {
       const l = img.layers[1]!;
       // Without a zTOC the layer is fetched whole; a missing blob fails the open.

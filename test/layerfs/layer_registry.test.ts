@@ -31,7 +31,12 @@ describe.skipIf(!run)("layers from the registry", () => {
   beforeAll(async () => {
     reg = await startRegistry();
     tmp = await mkdtemp(join(tmpdir(), "layerfs-reg-"));
-    const files = { "etc/hello.txt": "hello\n", "data/big.bin": big, "data/small.txt": "small\n", "bin/sh": { symlink: "busybox" } };
+    const files = {
+      "etc/hello.txt": "hello\n",
+      "data/big.bin": big,
+      "data/small.txt": "small\n",
+      "bin/sh": { symlink: "busybox" },
+    };
     plain = await pushImage(reg, "test/plain", "v1", { compression: "none", layers: [files] });
     gz = await pushImage(reg, "test/gz", "v1", { layers: [files] });
   });

@@ -47,7 +47,12 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
   const r = new Rand("lazy-checkpoints");
   // Compressible bytes (runs of a few symbols), so spans and windows differ in size and content.
   for (let i = 0; i < 12; i++) files[`data/f${i}.bin`] = r.bytes(60_000 + r.int(200_000)).map((b) => 97 + (b % 7));
-  const client = () => new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 3000, retries: { max: 1, minWaitMs: 10, maxWaitMs: 20 } });
+  const client = () =>
+    new HttpRegistryClient({
+      dockerConfigPath: null,
+      timeoutMs: 3000,
+      retries: { max: 1, minWaitMs: 10, maxWaitMs: 20 },
+    });
   let n = 0;
 
   beforeAll(async () => {
@@ -85,7 +90,13 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     const location = new RegistryLocation(client(), { ...img.ref, registry: proxy.host }, "test/lazy-cp:v1");
     let m: MountedImage;
     try {
-      m = await mountImage(fs, mp, { location, workDir: join(tmp, `work${k}`), store, modes: { localStore: true, v1: true, v2: false }, logger });
+      m = await mountImage(fs, mp, {
+        location,
+        workDir: join(tmp, `work${k}`),
+        store,
+        modes: { localStore: true, v1: true, v2: false },
+        logger,
+      });
     } catch (err) {
       await fs.close();
       throw err;
@@ -133,7 +144,11 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
       const kept = await store.getBlob(ztocDesc.digest);
       expect(`sha256:${createHash("sha256").update(kept).digest("hex")}`).toBe(ztocDesc.digest);
       // Windows taken from the span before are not downloaded: most records never were.
-      const recordBytes = ztocRequests().reduce((s, q) => s + rangeBytes(q.range)!, 0) - (ztocDesc.size - decodeCheckpointTable(ztocDesc.annotations![ANNOTATION_CHECKPOINT_TABLE]!, ztocDesc.size).count * PACKED_CHECKPOINT_SIZE);
+      const recordBytes =
+        ztocRequests().reduce((s, q) => s + rangeBytes(q.range)!, 0) -
+        (ztocDesc.size -
+          decodeCheckpointTable(ztocDesc.annotations![ANNOTATION_CHECKPOINT_TABLE]!, ztocDesc.size).count *
+            PACKED_CHECKPOINT_SIZE);
       expect(recordBytes).toBeLessThan(ztocDesc.size / 2);
       expect(first.logger.lines.filter((l) => l.level === "warn" || l.level === "error")).toEqual([]);
     } finally {
@@ -158,7 +173,9 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
       const bad = await cat(join(mp, "data/f5.bin"));
       expect(bad.error).toContain("Input/output error");
       expect(bad.bytes).toEqual(files["data/f5.bin"]!.subarray(0, bad.bytes.byteLength));
-      const line = logger.lines.find((l) => l.level === "error" && String(l.fields?.cause).includes("checkpoint window"));
+      const line = logger.lines.find(
+        (l) => l.level === "error" && String(l.fields?.cause).includes("checkpoint window"),
+      );
       expect(String(line?.fields?.cause)).toContain(`of zTOC "${ztocDesc.digest}"`);
       expect(String(line?.fields?.cause)).toContain("do not match the checkpoint table's digest");
       proxy.set(null);
@@ -176,7 +193,9 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
       const t0 = Date.now();
       expect((await cat(join(mp, "data/f3.bin"))).error).toContain("Input/output error");
       expect(Date.now() - t0).toBeLessThan(10_000);
-      const line = logger.lines.find((l) => l.level === "error" && String(l.fields?.cause).includes("checkpoint window"));
+      const line = logger.lines.find(
+        (l) => l.level === "error" && String(l.fields?.cause).includes("checkpoint window"),
+      );
       expect(String(line?.fields?.cause)).toContain("no answer within 2000 ms");
       proxy.set(null);
       expect((await cat(join(mp, "data/f3.bin"))).bytes).toEqual(files["data/f3.bin"]!);

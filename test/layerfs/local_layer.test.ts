@@ -29,7 +29,12 @@ describe("path traversal through a layer digest", () => {
 
   test("parseManifest rejects a descriptor digest outside the grammar", () => {
     expect(() => parseManifest(new TextEncoder().encode(JSON.stringify(manifest)))).toThrow(FormatError);
-    for (const digest of ["sha256:" + "A".repeat(64), "sha256:" + "a".repeat(63), "md5:" + "a".repeat(32), "sha256:../" + "a".repeat(61)]) {
+    for (const digest of [
+      "sha256:" + "A".repeat(64),
+      "sha256:" + "a".repeat(63),
+      "md5:" + "a".repeat(32),
+      "sha256:../" + "a".repeat(61),
+    ]) {
       const m = { ...manifest, layers: [{ ...manifest.layers[0], digest }] };
       expect(() => parseManifest(new TextEncoder().encode(JSON.stringify(m)))).toThrow(FormatError);
     }
@@ -38,20 +43,48 @@ describe("path traversal through a layer digest", () => {
   });
 
   test("openLocalLayer refuses it and never serves the host file", async () => {
-    const client = { getBlobStream: async () => { throw new Error("never fetched"); } } as unknown as RegistryClient;
+    const client = {
+      getBlobStream: async () => {
+        throw new Error("never fetched");
+      },
+    } as unknown as RegistryClient;
     const p = openLocalLayer(manifest.layers[0]!, { client, ref: { registry: "x", repository: "y" }, dir });
     await expect(p).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 });
 
 describe("toFileMetadata mod times", () => {
-  const base = { name: "f", typeflag: "0", dataOffset: 512, size: 0, linkname: "", mode: 0o644, uid: 0, gid: 0, uname: "", gname: "", mtimeNsec: 0, devmajor: 0, devminor: 0, paxRecords: new Map() };
+  const base = {
+    name: "f",
+    typeflag: "0",
+    dataOffset: 512,
+    size: 0,
+    linkname: "",
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    uname: "",
+    gname: "",
+    mtimeNsec: 0,
+    devmajor: 0,
+    devminor: 0,
+    paxRecords: new Map(),
+  };
   test("agree with the zTOC builder, and huge or negative PAX mtimes do not throw", () => {
-    const cases: Array<[number, number]> = [[0, 0], [1700000000, 120000000], [-62200000000, 0], [253402300800, 0], [1e13, 0], [-1e13, 5]];
+    const cases: Array<[number, number]> = [
+      [0, 0],
+      [1700000000, 120000000],
+      [-62200000000, 0],
+      [253402300800, 0],
+      [1e13, 0],
+      [-1e13, 5],
+    ];
     for (const [sec, nsec] of cases) {
       const e = { ...base, mtimeSec: sec, mtimeNsec: nsec } as unknown as Parameters<typeof toFileMetadata>[0];
       expect(toFileMetadata(e)!.modTime).toBe(formatGoTime(sec, nsec));
     }
-    expect(toFileMetadata({ ...base, mtimeSec: 1e13 } as unknown as Parameters<typeof toFileMetadata>[0])!.modTime).toBe("");
+    expect(
+      toFileMetadata({ ...base, mtimeSec: 1e13 } as unknown as Parameters<typeof toFileMetadata>[0])!.modTime,
+    ).toBe("");
   });
 });

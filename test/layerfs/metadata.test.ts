@@ -146,7 +146,7 @@ describe("buildLayerTree", () => {
 });
 
 describe("buildLayerTree: odd modification times", () => {
-  test("an empty or unparsable mod_time (SOCI writes \"\" for years past 9999) is time 0 with one warning", () => {
+  test('an empty or unparsable mod_time (SOCI writes "" for years past 9999) is time 0 with one warning', () => {
     expect(formatGoTime(300_000_000_000)).toBe("");
     const warned: string[] = [];
     const t = buildLayerTree(
@@ -211,7 +211,9 @@ describe("buildLayerTree: names the kernel cannot look up", () => {
     );
     expect([...t.root.children!.keys()]).toEqual(["kept"]);
     expect(warned).toHaveLength(101);
-    expect(warned[100]).toBe(`Skipped 50 more entries whose names are too long (NAME_MAX 255 bytes, PATH_MAX 4096 bytes)`);
+    expect(warned[100]).toBe(
+      `Skipped 50 more entries whose names are too long (NAME_MAX 255 bytes, PATH_MAX 4096 bytes)`,
+    );
   });
 });
 

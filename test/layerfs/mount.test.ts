@@ -24,7 +24,14 @@ describe.skipIf(!run)("a mounted lazy layer", () => {
     tmp = await mkdtemp(join(tmpdir(), "layerfs-mount-"));
     img = await pushImage(reg, "test/mount", "v1", {
       compression: "none",
-      layers: [{ "etc/hello.txt": "hello\n", "data/big.bin": big, "bin/sh": { symlink: "busybox" }, "bin/busybox": { data: "#!", mode: 0o755 } }],
+      layers: [
+        {
+          "etc/hello.txt": "hello\n",
+          "data/big.bin": big,
+          "bin/sh": { symlink: "busybox" },
+          "bin/busybox": { data: "#!", mode: 0o755 },
+        },
+      ],
     });
     fs = await LayerFs.create({ root: join(tmp, "root"), inflate: noInflate, backgroundFetch: { disable: true } });
   });
@@ -38,7 +45,12 @@ describe.skipIf(!run)("a mounted lazy layer", () => {
     const l = img.layers[0]!;
     const mp = join(tmp, "mnt");
     await mkdir(mp);
-    const layer = await fs.mountLayer({ source: { client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc: tarZtoc(l.tar, 128 * 1024) });
+    const layer = await fs.mountLayer({
+      source: { client, ref: img.ref },
+      layer: l.descriptor,
+      mountpoint: mp,
+      ztoc: tarZtoc(l.tar, 128 * 1024),
+    });
     expect(await readFile(join(mp, "etc/hello.txt"), "utf8")).toBe("hello\n");
     expect(layer.manager!.stats().networkBytes).toBeLessThanOrEqual(128 * 1024);
     expect(await readlink(join(mp, "bin/sh"))).toBe("busybox");
@@ -64,7 +76,12 @@ describe.skipIf(!run)("a mounted lazy layer", () => {
     const mp = join(tmp, "mnt-bg");
     await mkdir(mp);
     try {
-      const layer = await bgFs.mountLayer({ source: { client, ref: img.ref }, layer: l.descriptor, mountpoint: mp, ztoc: tarZtoc(l.tar, 128 * 1024) });
+      const layer = await bgFs.mountLayer({
+        source: { client, ref: img.ref },
+        layer: l.descriptor,
+        mountpoint: mp,
+        ztoc: tarZtoc(l.tar, 128 * 1024),
+      });
       for (let i = 0; i < 600 && layer.verified === undefined; i++) await Bun.sleep(50);
       expect(layer.verified).toBe(true);
       expect(layer.manager!.complete()).toBe(true);

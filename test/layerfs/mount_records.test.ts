@@ -29,7 +29,10 @@ function setup(name: string) {
 }
 
 /** Writes a record as another process would have, with its work dir (holding a file). */
-function plant(dir: string, rec: { pid: number; startTime: number; mountpoint: string; workDir: string; ownsWorkDir?: boolean }): void {
+function plant(
+  dir: string,
+  rec: { pid: number; startTime: number; mountpoint: string; workDir: string; ownsWorkDir?: boolean },
+): void {
   mkdirSync(join(rec.workDir, "layers", "0"), { recursive: true });
   writeFileSync(join(rec.workDir, "layers", "0", "f"), "x");
   writeFileSync(join(dir, `${rec.pid}.json`), JSON.stringify({ version: 1, ...rec }));
@@ -87,7 +90,13 @@ describe("mount records", () => {
     const { dir, records, mnt } = setup("reuse");
     mkdirSync(dir, { recursive: true });
     const now = Number(processStartTime(process.pid));
-    const reused = { pid: process.pid, startTime: now - 1, mountpoint: mnt, workDir: join(dir, "reused"), ownsWorkDir: true };
+    const reused = {
+      pid: process.pid,
+      startTime: now - 1,
+      mountpoint: mnt,
+      workDir: join(dir, "reused"),
+      ownsWorkDir: true,
+    };
     expect(recordAlive(reused)).toBe(false);
     plant(dir, reused);
     expect((await records.cleanDead()).cleaned.map((c) => c.pid)).toEqual([process.pid]);

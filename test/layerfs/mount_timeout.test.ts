@@ -38,10 +38,20 @@ describe.skipIf(!run)("mount timeout", () => {
   test("a whole-layer download slower than the mount timeout still mounts", async () => {
     const data = "x".repeat(64 * 1024);
     const img = await pushImage(reg, "test/slow", "v1", { layers: [{ "big.txt": data }], compression: "none" });
-    const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 5000, retries: { max: 3, minWaitMs: 1, maxWaitMs: 2 } });
+    const client = new HttpRegistryClient({
+      dockerConfigPath: null,
+      timeoutMs: 5000,
+      retries: { max: 3, minWaitMs: 1, maxWaitMs: 2 },
+    });
     const ref = { ...img.ref, registry: proxy.host };
     // The layer's body stalls 1.5 s (within the client's 5 s idle timeout), then drops: resumed by range.
-    proxy.set({ kind: "stallBody", ms: 1500, afterBytes: 1000, times: 1, match: { method: "GET", path: new RegExp(img.layers[0]!.descriptor.digest) } });
+    proxy.set({
+      kind: "stallBody",
+      ms: 1500,
+      afterBytes: 1000,
+      times: 1,
+      match: { method: "GET", path: new RegExp(img.layers[0]!.descriptor.digest) },
+    });
     const mp = join(tmp, "mnt");
     await mkdir(mp);
     const m = await mountImage(fs, mp, {
@@ -61,16 +71,27 @@ describe.skipIf(!run)("mount timeout", () => {
 });
 
 describe("aborted requests", () => {
-  test("an abort is reported as \"Cannot <action>: …\", keeping the reason's name", async () => {
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => Bun.sleep(2000).then(() => new Response("late")) });
+  test('an abort is reported as "Cannot <action>: …", keeping the reason\'s name', async () => {
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: () => Bun.sleep(2000).then(() => new Response("late")),
+    });
     try {
       const client = new HttpRegistryClient({ dockerConfigPath: null, retries: { max: 0 } });
       const digest = `sha256:${"a".repeat(64)}`;
       const err = await client
-        .getBlobStream({ registry: `127.0.0.1:${server.port}`, repository: "app" }, digest, { signal: AbortSignal.timeout(100) })
-        .then(() => undefined, (e: Error) => e);
+        .getBlobStream({ registry: `127.0.0.1:${server.port}`, repository: "app" }, digest, {
+          signal: AbortSignal.timeout(100),
+        })
+        .then(
+          () => undefined,
+          (e: Error) => e,
+        );
       expect(err?.name).toBe("TimeoutError");
-      expect(err?.message).toBe(`Cannot get blob "${digest}" of "127.0.0.1:${server.port}/app": the operation timed out`);
+      expect(err?.message).toBe(
+        `Cannot get blob "${digest}" of "127.0.0.1:${server.port}/app": the operation timed out`,
+      );
     } finally {
       server.stop(true);
     }

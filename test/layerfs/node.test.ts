@@ -6,7 +6,23 @@ import type { FileMetadata } from "../../src/ztoc/types.ts";
 
 const DIGEST = "sha256:" + "d".repeat(64);
 function fm(name: string, type: FileMetadata["type"], extra: Partial<FileMetadata> = {}): FileMetadata {
-  return { name, type, uncompressedOffset: 0, uncompressedSize: 0, linkname: "", mode: 0o644, uid: 1, gid: 2, uname: "", gname: "", modTime: "2020-01-01T00:00:00Z", devmajor: 0, devminor: 0, xattrs: [], ...extra };
+  return {
+    name,
+    type,
+    uncompressedOffset: 0,
+    uncompressedSize: 0,
+    linkname: "",
+    mode: 0o644,
+    uid: 1,
+    gid: 2,
+    uname: "",
+    gname: "",
+    modTime: "2020-01-01T00:00:00Z",
+    devmajor: 0,
+    devminor: 0,
+    xattrs: [],
+    ...extra,
+  };
 }
 const ctx: RequestContext = { signal: new AbortController().signal, uid: 0, gid: 0, pid: 1 };
 const tar = new TextEncoder().encode("....hello world....");
@@ -14,7 +30,11 @@ const tar = new TextEncoder().encode("....hello world....");
 function fixture(state: Partial<LayerState> = {}) {
   const tree = buildLayerTree([
     fm("a/", "dir", { mode: 0o755 }),
-    fm("a/f", "reg", { uncompressedOffset: 4, uncompressedSize: 11, xattrs: [{ key: "SCHILY.xattr.user.k", value: new TextEncoder().encode("v") }] }),
+    fm("a/f", "reg", {
+      uncompressedOffset: 4,
+      uncompressedSize: 11,
+      xattrs: [{ key: "SCHILY.xattr.user.k", value: new TextEncoder().encode("v") }],
+    }),
     fm("a/h", "hardlink", { linkname: "a/f" }),
     fm("a/s", "symlink", { linkname: "f" }),
   ]);
@@ -56,7 +76,10 @@ describe("layer nodes", () => {
     expect(new TextDecoder().decode(await f.read!(0, 100, ctx))).toBe("hello world");
     expect(new TextDecoder().decode(await f.read!(6, 3, ctx))).toBe("wor");
     expect((await f.read!(11, 10, ctx)).byteLength).toBe(0);
-    expect(reads).toEqual([[4, 11], [10, 3]]);
+    expect(reads).toEqual([
+      [4, 11],
+      [10, 3],
+    ]);
   });
 
   test("the state file reports digest, sizes, percentage and error as fixed-size JSON", async () => {

@@ -19,7 +19,11 @@ const SPAN = 256 * 1024;
 
 async function cat(path: string): Promise<Uint8Array> {
   const p = Bun.spawn(["cat", path], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
+  const [out, err, code] = await Promise.all([
+    new Response(p.stdout).arrayBuffer(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
   if (code !== 0) throw new Error(`cat ${path} failed (${code}): ${err}`);
   return new Uint8Array(out);
 }
@@ -40,7 +44,10 @@ describe.skipIf(!run)("passthrough of a mounted layer", () => {
   beforeAll(async () => {
     reg = await startRegistry();
     tmp = await mkdtemp(join(tmpdir(), "layerfs-pt-"));
-    img = await pushImage(reg, "test/passthrough", "v1", { compression: "none", layers: [{ "data/big.bin": big, "data/small.bin": small, "data/other.bin": other }] });
+    img = await pushImage(reg, "test/passthrough", "v1", {
+      compression: "none",
+      layers: [{ "data/big.bin": big, "data/small.bin": small, "data/other.bin": other }],
+    });
   });
   afterAll(async () => {
     await reg?.stop();

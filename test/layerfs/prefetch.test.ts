@@ -53,17 +53,28 @@ describe.skipIf(!run)("prefetch artifacts at mount", () => {
     const location = new RegistryLocation(client, img.ref, "test/prefetch:v1");
     const wanted = ["app/l0/f0.bin", "/app/l0/f2.bin", "app/l0/f20.bin", "app/l1/f7.bin", "app/l1/f9.bin"];
     const store = new ArtifactStore(join(tmp, "store"));
-    const [created] = await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0, prefetchPaths: wanted });
+    const [created] = await createIndexes(location, {
+      store,
+      spanSizeBytes: SPAN,
+      minLayerSizeBytes: 0,
+      prefetchPaths: wanted,
+    });
     expect(created!.prefetch).toHaveLength(2);
     const ranges = new Map<string, Array<[number, number]>>();
     for (const d of created!.prefetch) {
       const a = decodePrefetchArtifact(await store.getBlob(d.digest));
-      ranges.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, a.prefetchSpans.map((s) => [s.startSpan, s.endSpan]));
+      ranges.set(
+        d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!,
+        a.prefetchSpans.map((s) => [s.startSpan, s.endSpan]),
+      );
     }
     // The span cache keys a layer's spans by its zTOC's span layout too.
     const layoutOf = new Map<string, string>();
     for (const d of created!.ztocs) {
-      layoutOf.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, spanLayoutDigest(decodeZtoc(await store.getBlob(d.digest))));
+      layoutOf.set(
+        d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!,
+        spanLayoutDigest(decodeZtoc(await store.getBlob(d.digest))),
+      );
     }
 
     const fs = await LayerFs.create({
@@ -90,7 +101,11 @@ describe.skipIf(!run)("prefetch artifacts at mount", () => {
         const listed = new Set<number>();
         for (const [a, b] of ranges.get(layer.digest)!) for (let i = a; i <= b; i++) listed.add(i);
         for (let i = 0; i < mgr.layout.spanCount; i++) {
-          expect([layer.digest, i, mgr.state(i)]).toEqual([layer.digest, i, listed.has(i) ? "uncompressed" : "unrequested"]);
+          expect([layer.digest, i, mgr.state(i)]).toEqual([
+            layer.digest,
+            i,
+            listed.has(i) ? "uncompressed" : "unrequested",
+          ]);
           if (listed.has(i)) expect(fs.cache.scoped(layoutOf.get(layer.digest)!).has(layer.digest, i)).toBe(true);
         }
         const stats = mgr.stats();
@@ -107,7 +122,8 @@ describe.skipIf(!run)("prefetch artifacts at mount", () => {
         const want = new Bun.CryptoHasher("sha256").update(contents.get(path.replace(/^\//, ""))!).digest("hex");
         expect(out.split(" ")[0]).toBe(want);
       }
-      for (const { layer } of m.layers) expect(layer.manager!.stats().requests).toBe(requestsAfterMount.get(layer.digest)!);
+      for (const { layer } of m.layers)
+        expect(layer.manager!.stats().requests).toBe(requestsAfterMount.get(layer.digest)!);
       // A file not listed is fetched on demand.
       expect(await readFile(join(mp, "app/l1/f5.bin"))).toEqual(Buffer.from(contents.get("app/l1/f5.bin")!));
       const total = m.layers.reduce((n, { layer }) => n + layer.manager!.stats().requests, 0);
@@ -123,7 +139,11 @@ describe.skipIf(!run)("prefetch artifacts at mount", () => {
     const location = new RegistryLocation(client, img.ref, "test/prefetch-off:v1");
     const store = new ArtifactStore(join(tmp, "store-off"));
     await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0, prefetchPaths: ["a/x"] });
-    const fs = await LayerFs.create({ root: join(tmp, "root-off"), inflate: inflateFromCheckpoint, backgroundFetch: { disable: true } });
+    const fs = await LayerFs.create({
+      root: join(tmp, "root-off"),
+      inflate: inflateFromCheckpoint,
+      backgroundFetch: { disable: true },
+    });
     const mp = join(tmp, "mnt-off");
     await mkdir(mp);
     const m = await mountImage(fs, mp, { location, workDir: join(tmp, "work-off"), store, prefetch: false });

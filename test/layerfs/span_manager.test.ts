@@ -13,7 +13,11 @@ const LAYER = "sha256:" + "c".repeat(64);
 const sha = (b: Uint8Array) => "sha256:" + createHash("sha256").update(b).digest("hex");
 
 /** A layer of `n` spans of `spanBytes` random bytes, served from memory through a recording fetcher. */
-async function setup(n = 8, spanBytes = 1000, opts: { corrupt?: Set<number>; fail?: () => boolean; hold?: Promise<void> } = {}) {
+async function setup(
+  n = 8,
+  spanBytes = 1000,
+  opts: { corrupt?: Set<number>; fail?: () => boolean; hold?: Promise<void> } = {},
+) {
   const blob = new Rand(`blob${n}`).bytes(n * spanBytes - 123);
   const starts = Array.from({ length: n }, (_, i) => i * spanBytes);
   const layout = identityLayout(starts, blob.byteLength);
@@ -94,7 +98,14 @@ describe("SpanManager", () => {
 
   test("span read-ahead fetches the following spans in their own request, once", async () => {
     const { layout, digests, fetchRanges, requests, blob } = await setup();
-    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache: await SpanCache.open(), readaheadSpans: 2 });
+    const sm = new SpanManager({
+      layerDigest: LAYER,
+      layout,
+      spanDigests: digests,
+      fetchRanges,
+      cache: await SpanCache.open(),
+      readaheadSpans: 2,
+    });
     expect(await sm.read(10, 10)).toEqual(blob.subarray(10, 20));
     expect(requests).toEqual([[[0, 1000]], [[1000, 3000]]]);
     await Bun.sleep(1);
@@ -140,7 +151,14 @@ describe("SpanManager", () => {
     const { layout, digests, cache } = await setup(2);
     const never: RangeFetcher = (_r, signal) =>
       new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
-    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges: never, cache: await SpanCache.open(), fetchTimeoutMs: 50 });
+    const sm = new SpanManager({
+      layerDigest: LAYER,
+      layout,
+      spanDigests: digests,
+      fetchRanges: never,
+      cache: await SpanCache.open(),
+      fetchTimeoutMs: 50,
+    });
     void cache;
     await expect(sm.read(0, 1)).rejects.toThrow(/no answer within 50 ms/);
   });
@@ -167,7 +185,8 @@ describe("SpanManager", () => {
 
 describe("SpanManager deadlines", () => {
   /** A fetcher that never answers: it rejects when its signal aborts. */
-  const never: RangeFetcher = (_r, signal) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
+  const never: RangeFetcher = (_r, signal) =>
+    new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
 
   test("refetches after a digest mismatch count inside the fetch limit", async () => {
     const limitMs = 1500;
@@ -178,8 +197,23 @@ describe("SpanManager deadlines", () => {
       if (calls++ > 0) return never(ranges, signal);
       return Bun.sleep(limitMs * 0.6).then(() => ranges.map(([s, e]) => blob.slice(s, e).map((b) => b ^ 0xff)));
     };
-    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache: await SpanCache.open(), fetchTimeoutMs: limitMs, verificationRetries: 3 });
-    const err = await within(limitMs + 500, "the read", sm.read(0, 10).then(() => undefined, (e: Error) => e));
+    const sm = new SpanManager({
+      layerDigest: LAYER,
+      layout,
+      spanDigests: digests,
+      fetchRanges,
+      cache: await SpanCache.open(),
+      fetchTimeoutMs: limitMs,
+      verificationRetries: 3,
+    });
+    const err = await within(
+      limitMs + 500,
+      "the read",
+      sm.read(0, 10).then(
+        () => undefined,
+        (e: Error) => e,
+      ),
+    );
     expect(err).toBeInstanceOf(UnavailableError);
     expect(calls).toBe(2);
     expect(sm.state(0)).toBe("unrequested");
@@ -192,10 +226,26 @@ describe("SpanManager deadlines", () => {
     const waiting: SpanLayout = {
       ...layout,
       inflate: (_id, _bytes, opts) =>
-        new Promise<Uint8Array>((_, reject) => opts?.signal?.addEventListener("abort", () => reject(new Error("checkpoint window 0 did not arrive")))),
+        new Promise<Uint8Array>((_, reject) =>
+          opts?.signal?.addEventListener("abort", () => reject(new Error("checkpoint window 0 did not arrive"))),
+        ),
     };
-    const sm = new SpanManager({ layerDigest: LAYER, layout: waiting, spanDigests: digests, fetchRanges, cache: await SpanCache.open(), fetchTimeoutMs: limitMs });
-    const err = await within(limitMs + 500, "the read", sm.read(0, 10).then(() => undefined, (e: Error) => e));
+    const sm = new SpanManager({
+      layerDigest: LAYER,
+      layout: waiting,
+      spanDigests: digests,
+      fetchRanges,
+      cache: await SpanCache.open(),
+      fetchTimeoutMs: limitMs,
+    });
+    const err = await within(
+      limitMs + 500,
+      "the read",
+      sm.read(0, 10).then(
+        () => undefined,
+        (e: Error) => e,
+      ),
+    );
     expect(err).toBeInstanceOf(UnavailableError);
     expect(err?.message).toContain("checkpoint window 0 did not arrive");
     expect(sm.state(0)).toBe("unrequested");
@@ -204,10 +254,24 @@ describe("SpanManager deadlines", () => {
   test("a read joining a fetch in flight waits only until its own deadline; the fetch goes on", async () => {
     const limitMs = 3000;
     const { layout, digests } = await setup(2);
-    const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges: never, cache: await SpanCache.open(), fetchTimeoutMs: limitMs });
+    const sm = new SpanManager({
+      layerDigest: LAYER,
+      layout,
+      spanDigests: digests,
+      fetchRanges: never,
+      cache: await SpanCache.open(),
+      fetchTimeoutMs: limitMs,
+    });
     const prefetch = sm.fetchSpans([0]).catch((e: Error) => e); // its own clock: limitMs from now
     // A read that began limitMs − 300 ms ago (the kernel's retry of a READ that failed) joins it.
-    const err = await within(300 + 700, "the read", sm.read(0, 10, { startedMs: performance.now() - limitMs + 300 }).then(() => undefined, (e: Error) => e));
+    const err = await within(
+      300 + 700,
+      "the read",
+      sm.read(0, 10, { startedMs: performance.now() - limitMs + 300 }).then(
+        () => undefined,
+        (e: Error) => e,
+      ),
+    );
     expect(err).toBeInstanceOf(UnavailableError);
     expect(err!.message).toContain(`span 0 did not arrive within ${limitMs} ms`);
     expect(sm.state(0)).toBe("requested");

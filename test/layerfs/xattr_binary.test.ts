@@ -15,12 +15,26 @@ import { decodeZtoc } from "../../src/ztoc/codec.ts";
 import type { FileMetadata } from "../../src/ztoc/types.ts";
 
 const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
-const CAP_NET_RAW = new Uint8Array([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-const ACL = new Uint8Array([2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff, 0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff]);
+const CAP_NET_RAW = new Uint8Array([
+  0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+const ACL = new Uint8Array([
+  2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff, 0x20, 0, 4, 0, 0xff, 0xff, 0xff,
+  0xff,
+]);
 
 const tar = writeTar([
-  { name: "usr/bin/ping", data: "elf", mode: 0o755, xattrs: { "security.capability": CAP_NET_RAW, "user.all": ALL_BYTES } },
-  { name: "srv/", type: "dir", xattrs: { "system.posix_acl_access": ACL, "trusted.overlay.origin": new Uint8Array([0x00, 0xfb, 0x21, 0x80]) } },
+  {
+    name: "usr/bin/ping",
+    data: "elf",
+    mode: 0o755,
+    xattrs: { "security.capability": CAP_NET_RAW, "user.all": ALL_BYTES },
+  },
+  {
+    name: "srv/",
+    type: "dir",
+    xattrs: { "system.posix_acl_access": ACL, "trusted.overlay.origin": new Uint8Array([0x00, 0xfb, 0x21, 0x80]) },
+  },
   { name: "srv/.wh..wh..opq", data: "" },
 ]);
 
@@ -45,7 +59,11 @@ async function expectBinaryXattrs(r: Node): Promise<void> {
   expect(ping.getxattr!("security.capability")).toEqual(CAP_NET_RAW);
   expect(ping.getxattr!("user.all")).toEqual(ALL_BYTES);
   const srv = await at(r, "srv");
-  expect(srv.listxattr!().sort()).toEqual(["system.posix_acl_access", "trusted.overlay.opaque", "trusted.overlay.origin"]);
+  expect(srv.listxattr!().sort()).toEqual([
+    "system.posix_acl_access",
+    "trusted.overlay.opaque",
+    "trusted.overlay.origin",
+  ]);
   expect(srv.getxattr!("system.posix_acl_access")).toEqual(ACL);
   expect(srv.getxattr!("trusted.overlay.origin")).toEqual(new Uint8Array([0x00, 0xfb, 0x21, 0x80]));
   expect(srv.getxattr!("trusted.overlay.opaque")).toEqual(new Uint8Array([0x79]));

@@ -60,7 +60,9 @@ describe("ztocLayout", () => {
     bomb.compressionInfo.checkpoints = encodeGzipZinfo(cps, zinfo.spanSizeBytes);
     bomb.uncompressedArchiveSize += GiB4;
     expect(() => ztocLayout(bomb, inflate)).toThrow(ZtocFormatError);
-    expect(() => ztocLayout(bomb, inflate)).toThrow(/span 1 declares \d+ uncompressed bytes, more than the limit 67174400 for span size 65536/);
+    expect(() => ztocLayout(bomb, inflate)).toThrow(
+      /span 1 declares \d+ uncompressed bytes, more than the limit 67174400 for span size 65536/,
+    );
 
     // The last span's end is the archive size.
     const last = structuredClone(z);

@@ -12,13 +12,31 @@ const SRC = resolve(import.meta.dir, "../../src");
 /** Rank of an area (src/<area>/…); src/main.ts is "main". */
 const RANK: Record<string, number> = {
   util: 0,
-  compress: 1, tar: 1, oci: 1, ztoc: 1, config: 1, fuse: 1, platform: 1,
-  registry: 2, cache: 2, grpc: 2,
-  vfs: 3, soci: 3, layerfs: 3, snapshot: 3, store: 3,
-  service: 4, cli: 4, main: 4,
+  compress: 1,
+  tar: 1,
+  oci: 1,
+  ztoc: 1,
+  config: 1,
+  fuse: 1,
+  platform: 1,
+  registry: 2,
+  cache: 2,
+  grpc: 2,
+  vfs: 3,
+  soci: 3,
+  layerfs: 3,
+  snapshot: 3,
+  store: 3,
+  service: 4,
+  cli: 4,
+  main: 4,
 };
 /** Files that sit in a rank-1 area but belong to rank 2 (the FUSE transport). */
-const RANK_OVERRIDE: Record<string, number> = { "fuse/dev_transport.ts": 2, "fuse/mount.ts": 2, "fuse/reader_worker.ts": 2 };
+const RANK_OVERRIDE: Record<string, number> = {
+  "fuse/dev_transport.ts": 2,
+  "fuse/mount.ts": 2,
+  "fuse/reader_worker.ts": 2,
+};
 /** Areas that may use Bun-only APIs. */
 const BUN_OK = new Set(["platform", "service", "cli", "main", "vfs", "layerfs", "store", "snapshot"]);
 const BUN_OK_FILES = new Set(Object.keys(RANK_OVERRIDE));
@@ -43,7 +61,9 @@ function rankOf(file: string): number {
 function importsOf(file: string): string[] {
   const text = readFileSync(file, "utf8");
   const specs: string[] = [];
-  for (const m of text.matchAll(/(?:import|export)\s[^'"]*?from\s+["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)|^import\s+["']([^"']+)["']/gm)) {
+  for (const m of text.matchAll(
+    /(?:import|export)\s[^'"]*?from\s+["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)|^import\s+["']([^"']+)["']/gm,
+  )) {
     specs.push(m[1] ?? m[2] ?? m[3]!);
   }
   return specs;
@@ -63,7 +83,8 @@ describe("src/ layout", () => {
         if (!spec.startsWith(".")) continue;
         const target = resolve(dirname(f), spec);
         if (!target.startsWith(SRC)) continue;
-        if (rankOf(target) > rankOf(f)) bad.push(`${relative(SRC, f)} (rank ${rankOf(f)}) imports ${relative(SRC, target)} (rank ${rankOf(target)})`);
+        if (rankOf(target) > rankOf(f))
+          bad.push(`${relative(SRC, f)} (rank ${rankOf(f)}) imports ${relative(SRC, target)} (rank ${rankOf(target)})`);
         if (areaOf(f) === "snapshot" && ["vfs", "fuse", "layerfs", "store"].includes(areaOf(target))) {
           bad.push(`${relative(SRC, f)} imports ${relative(SRC, target)}: snapshot consumes RemoteFs only`);
         }
@@ -79,7 +100,10 @@ describe("src/ layout", () => {
       const text = readFileSync(f, "utf8");
       if (/from\s+["']bun:ffi["']/.test(text) && areaOf(f) !== "platform") bad.push(`${rel} imports bun:ffi`);
       const neutral = !BUN_OK.has(areaOf(f)) && !BUN_OK_FILES.has(rel);
-      if (neutral && (/\bBun\.\w+/.test(text.replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, "")) || /from\s+["']bun(:\w+)?["']/.test(text))) {
+      if (
+        neutral &&
+        (/\bBun\.\w+/.test(text.replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, "")) || /from\s+["']bun(:\w+)?["']/.test(text))
+      ) {
         bad.push(`${rel} uses a Bun-only API`);
       }
     }
@@ -89,7 +113,13 @@ describe("src/ layout", () => {
   test("no import cycles", () => {
     const graph = new Map<string, string[]>();
     for (const f of files) {
-      graph.set(f, importsOf(f).filter((s) => s.startsWith(".")).map((s) => resolve(dirname(f), s)).filter((t) => t.startsWith(SRC)));
+      graph.set(
+        f,
+        importsOf(f)
+          .filter((s) => s.startsWith("."))
+          .map((s) => resolve(dirname(f), s))
+          .filter((t) => t.startsWith(SRC)),
+      );
     }
     const state = new Map<string, "visiting" | "done">();
     const cycles: string[] = [];

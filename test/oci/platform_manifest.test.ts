@@ -20,7 +20,12 @@ describe("platforms", () => {
     expect(platformForArch("arm64")).toEqual({ os: "linux", architecture: "arm64" });
   });
   test("select skips attestations and honours variants", () => {
-    const m = (platform: Descriptor["platform"], c: string): Descriptor => ({ mediaType: MediaType.OCI_MANIFEST, digest: D(c), size: 1, platform });
+    const m = (platform: Descriptor["platform"], c: string): Descriptor => ({
+      mediaType: MediaType.OCI_MANIFEST,
+      digest: D(c),
+      size: 1,
+      platform,
+    });
     const list = [
       m({ os: "linux", architecture: "arm", variant: "v6" }, "1"),
       m({ os: "linux", architecture: "arm", variant: "v7" }, "2"),
@@ -37,10 +42,16 @@ describe("platforms", () => {
 });
 
 describe("manifests", () => {
-  const manifest = { schemaVersion: 2, config: { mediaType: MediaType.OCI_CONFIG, digest: D("a"), size: 2 }, layers: [{ mediaType: MediaType.OCI_LAYER_GZIP, digest: D("b"), size: 3 }] };
+  const manifest = {
+    schemaVersion: 2,
+    config: { mediaType: MediaType.OCI_CONFIG, digest: D("a"), size: 2 },
+    layers: [{ mediaType: MediaType.OCI_LAYER_GZIP, digest: D("b"), size: 3 }],
+  };
   test("media type from JSON, else Content-Type, else the shape", () => {
     expect(parseManifest(enc(manifest)).mediaType).toBe(MediaType.OCI_MANIFEST);
-    expect(parseManifest(enc(manifest), { contentType: `${MediaType.DOCKER_MANIFEST}; charset=utf-8` }).mediaType).toBe(MediaType.DOCKER_MANIFEST);
+    expect(parseManifest(enc(manifest), { contentType: `${MediaType.DOCKER_MANIFEST}; charset=utf-8` }).mediaType).toBe(
+      MediaType.DOCKER_MANIFEST,
+    );
     const idx = parseManifest(enc({ schemaVersion: 2, manifests: [] }));
     expect(idx.mediaType).toBe(MediaType.OCI_INDEX);
     expect(isIndex(idx.manifest)).toBe(true);
@@ -69,7 +80,9 @@ describe("digests", () => {
     expect(dg.digest()).toBe(d);
     const good = new Response(new Response(bytes).body!.pipeThrough(verifyingStream(d, { what: "greeting" })));
     expect(new Uint8Array(await good.arrayBuffer())).toEqual(bytes);
-    const bad = new Response(new Response(enc("hellO")).body!.pipeThrough(verifyingStream(d, { what: "greeting", expectedSize: 5 })));
+    const bad = new Response(
+      new Response(enc("hellO")).body!.pipeThrough(verifyingStream(d, { what: "greeting", expectedSize: 5 })),
+    );
     await expect(bad.arrayBuffer()).rejects.toBeInstanceOf(DigestMismatchError);
   });
 });

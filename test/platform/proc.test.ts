@@ -30,7 +30,8 @@ describe("process owners", () => {
     symlinkSync("/bin/sleep", link);
     const p = Bun.spawn([link, "5"]);
     try {
-      for (let i = 0; i < 100 && !readFileSync(`/proc/${p.pid}/stat`, "utf8").includes("(a) b (c)"); i++) await Bun.sleep(10);
+      for (let i = 0; i < 100 && !readFileSync(`/proc/${p.pid}/stat`, "utf8").includes("(a) b (c)"); i++)
+        await Bun.sleep(10);
       expect(readFileSync(`/proc/${p.pid}/stat`, "utf8")).toContain("(a) b (c)");
       let start: string | undefined;
       for (let i = 0; i < 100 && !start?.match(/^\d+$/); i++) start = processStartTime(p.pid);

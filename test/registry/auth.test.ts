@@ -42,7 +42,9 @@ describe.skipIf(!ok)("htpasswd registry", () => {
     const got = await client.getManifest({ registry: reg.host, repository: "private/app", tag: "v1" });
     expect(got.descriptor.digest).toBe(img.manifestDescriptor.digest);
     const layer = img.layers[0]!;
-    expect(await client.readRange({ registry: reg.host, repository: "private/app" }, layer.descriptor.digest, 1, 11)).toEqual(layer.blob.subarray(1, 11));
+    expect(
+      await client.readRange({ registry: reg.host, repository: "private/app" }, layer.descriptor.digest, 1, 11),
+    ).toEqual(layer.blob.subarray(1, 11));
   });
 
   test("credentials from a docker-credential helper (credHelpers)", async () => {
@@ -60,7 +62,9 @@ describe.skipIf(!ok)("htpasswd registry", () => {
     try {
       const client = new HttpRegistryClient({ dockerConfigPath: cfg, timeoutMs: 10_000 });
       const img = await pushImage(reg, "private/helper", "v1", { client });
-      expect((await client.headManifest({ registry: reg.host, repository: "private/helper", tag: "v1" })).digest).toBe(img.manifestDescriptor.digest);
+      expect((await client.headManifest({ registry: reg.host, repository: "private/helper", tag: "v1" })).digest).toBe(
+        img.manifestDescriptor.digest,
+      );
     } finally {
       process.env.PATH = oldPath;
     }
@@ -69,7 +73,10 @@ describe.skipIf(!ok)("htpasswd registry", () => {
   test("credentials from the default store (credsStore)", async () => {
     const bin = join(dir, "bin2");
     require("node:fs").mkdirSync(bin, { recursive: true });
-    writeFileSync(join(bin, "docker-credential-store"), `#!/bin/sh\nread host\necho '{"ServerURL":"'$host'","Username":"alice","Secret":"wonderland-secret"}'\n`);
+    writeFileSync(
+      join(bin, "docker-credential-store"),
+      `#!/bin/sh\nread host\necho '{"ServerURL":"'$host'","Username":"alice","Secret":"wonderland-secret"}'\n`,
+    );
     chmodSync(join(bin, "docker-credential-store"), 0o755);
     const cfg = dockerConfig(dir, { auths: {}, credsStore: "store" });
     const oldPath = process.env.PATH;
@@ -84,7 +91,10 @@ describe.skipIf(!ok)("htpasswd registry", () => {
 
   test("credentials from options win over docker config", async () => {
     const cfg = dockerConfig(dir, { auths: { [reg.host]: { auth: b64("alice:wrong") } } });
-    const client = new HttpRegistryClient({ dockerConfigPath: cfg, credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } } });
+    const client = new HttpRegistryClient({
+      dockerConfigPath: cfg,
+      credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } },
+    });
     await client.pushBlob({ registry: reg.host, repository: "private/opts" }, new Uint8Array([1, 2, 3]));
   });
 
@@ -101,7 +111,9 @@ describe.skipIf(!ok)("htpasswd registry", () => {
 
   test("no credentials at all says so", async () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 10_000 });
-    const err = await client.headBlob({ registry: reg.host, repository: "private/app" }, sha256Digest(new Uint8Array([1]))).catch((e) => e);
+    const err = await client
+      .headBlob({ registry: reg.host, repository: "private/app" }, sha256Digest(new Uint8Array([1])))
+      .catch((e) => e);
     expect(err).toBeInstanceOf(UnauthorizedError);
     expect(err.message).toContain(`no credentials for "${reg.host}" were found`);
   });
@@ -128,7 +140,9 @@ describe.skipIf(!ok)("token-auth registry", () => {
     const r = { registry: reg.host, repository: "tok/app" };
     for (let i = 0; i < 5; i++) {
       expect((await client.getManifest({ ...r, tag: "v1" })).descriptor.digest).toBe(img.manifestDescriptor.digest);
-      expect(await client.readRange(r, img.layers[0]!.descriptor.digest, 0, 10)).toEqual(img.layers[0]!.blob.subarray(0, 10));
+      expect(await client.readRange(r, img.layers[0]!.descriptor.digest, 0, 10)).toEqual(
+        img.layers[0]!.blob.subarray(0, 10),
+      );
     }
     // One more token for the pull scope, then the cache serves all ten reads.
     expect(reg.tokenServer!.issued).toBe(issuedAfterPush + 1);
@@ -139,15 +153,24 @@ describe.skipIf(!ok)("token-auth registry", () => {
     const cfg = dockerConfig(dir, { auths: { [reg.host]: { identitytoken: "refresh-123" } } });
     const client = new HttpRegistryClient({ dockerConfigPath: cfg });
     const img = await pushImage(reg, "tok/oauth", "v1", { client });
-    expect((await client.headManifest({ registry: reg.host, repository: "tok/oauth", tag: "v1" })).digest).toBe(img.manifestDescriptor.digest);
-    const bad = new HttpRegistryClient({ dockerConfigPath: dockerConfig(dir, { auths: { [reg.host]: { identitytoken: "wrong" } } }) });
-    await expect(bad.getManifest({ registry: reg.host, repository: "tok/oauth", tag: "v1" })).rejects.toBeInstanceOf(UnauthorizedError);
+    expect((await client.headManifest({ registry: reg.host, repository: "tok/oauth", tag: "v1" })).digest).toBe(
+      img.manifestDescriptor.digest,
+    );
+    const bad = new HttpRegistryClient({
+      dockerConfigPath: dockerConfig(dir, { auths: { [reg.host]: { identitytoken: "wrong" } } }),
+    });
+    await expect(bad.getManifest({ registry: reg.host, repository: "tok/oauth", tag: "v1" })).rejects.toBeInstanceOf(
+      UnauthorizedError,
+    );
   });
 
   test("an expired token is renewed", async () => {
     const short = await startRegistry({ auth: "token", tokenExpiresInSec: 2 });
     try {
-      const client = new HttpRegistryClient({ dockerConfigPath: null, credentials: { [short.host]: { username: "alice", password: "wonderland-secret" } } });
+      const client = new HttpRegistryClient({
+        dockerConfigPath: null,
+        credentials: { [short.host]: { username: "alice", password: "wonderland-secret" } },
+      });
       const img = await pushImage(short, "exp/app", "v1", { client });
       const r = { registry: short.host, repository: "exp/app", tag: "v1" };
       await client.getManifest(r);
@@ -163,7 +186,10 @@ describe.skipIf(!ok)("token-auth registry", () => {
   });
 
   test("the token issuer refusing the password is a clear UnauthorizedError", async () => {
-    const client = new HttpRegistryClient({ dockerConfigPath: null, credentials: { [reg.host]: { username: "alice", password: "bad" } } });
+    const client = new HttpRegistryClient({
+      dockerConfigPath: null,
+      credentials: { [reg.host]: { username: "alice", password: "bad" } },
+    });
     const err = await client.getManifest({ registry: reg.host, repository: "tok/app", tag: "v1" }).catch((e) => e);
     expect(err).toBeInstanceOf(UnauthorizedError);
     expect(err.message).toContain(reg.tokenServer!.realm);
@@ -173,6 +199,8 @@ describe.skipIf(!ok)("token-auth registry", () => {
 
   test("anonymous clients are refused by the issuer", async () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null });
-    await expect(client.getManifest({ registry: reg.host, repository: "tok/app", tag: "v1" })).rejects.toBeInstanceOf(UnauthorizedError);
+    await expect(client.getManifest({ registry: reg.host, repository: "tok/app", tag: "v1" })).rejects.toBeInstanceOf(
+      UnauthorizedError,
+    );
   });
 });

@@ -19,7 +19,9 @@ describe.skipIf(!run)("shared token fetch", () => {
   });
 
   test("the first caller cancels while the token is fetched; the second still gets the manifest", async () => {
-    const img = await pushImage(reg, "shared/app", "v1", { client: new HttpRegistryClient({ dockerConfigPath: null }) });
+    const img = await pushImage(reg, "shared/app", "v1", {
+      client: new HttpRegistryClient({ dockerConfigPath: null }),
+    });
     const realm = reg.tokenServer!.realm;
     let tokenRequests = 0;
     const slowTokens = (async (input: string | URL | Request, init?: RequestInit) => {
@@ -32,10 +34,16 @@ describe.skipIf(!run)("shared token fetch", () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null, fetch: slowTokens });
     const ref = { registry: reg.host, repository: "shared/app", tag: "v1" };
     const a = new AbortController();
-    const pa = client.getManifest(ref, { signal: a.signal }).then(() => "ok", (e: Error) => e.message);
+    const pa = client.getManifest(ref, { signal: a.signal }).then(
+      () => "ok",
+      (e: Error) => e.message,
+    );
     // A's 401 starts the token fetch; B joins it; then A cancels.
     while (tokenRequests === 0) await Bun.sleep(5);
-    const pb = client.getManifest(ref).then((m) => m.descriptor.digest, (e: Error) => `failed: ${e.message}`);
+    const pb = client.getManifest(ref).then(
+      (m) => m.descriptor.digest,
+      (e: Error) => `failed: ${e.message}`,
+    );
     await Bun.sleep(100);
     a.abort(new Error("caller A cancelled"));
     expect(await pa).toBe(`Cannot get manifest "v1" of "${reg.host}/shared/app": caller A cancelled`);

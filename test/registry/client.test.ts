@@ -69,32 +69,50 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
   test("range reads at the start, middle and end are byte-exact", async () => {
     await client.pushBlob(ref("ranges/a"), blob);
     const n = blob.length;
-    const cases: Array<[number, number]> = [[0, 1], [0, 4096], [n / 2 - 1000, n / 2 + 70_000], [n - 1, n], [n - 5000, n], [0, n]];
+    const cases: Array<[number, number]> = [
+      [0, 1],
+      [0, 4096],
+      [n / 2 - 1000, n / 2 + 70_000],
+      [n - 1, n],
+      [n - 5000, n],
+      [0, n],
+    ];
     for (const [s, e] of cases.map(([s, e]) => [Math.floor(s), Math.floor(e)] as [number, number])) {
       const got = await client.readRange(ref("ranges/a"), blobDigest, s, e);
       expect(got.length).toBe(e - s);
       expect(got).toEqual(blob.subarray(s, e));
     }
-    await expect(client.readRange(ref("ranges/a"), blobDigest, n + 10, n + 20)).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(client.readRange(ref("ranges/a"), blobDigest, n + 10, n + 20)).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
     await expect(client.readRange(ref("ranges/a"), blobDigest, 5, 5)).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
   test("several ranges in one request (multipart/byteranges)", async () => {
     await client.pushBlob(ref("ranges/multi"), blob);
     const n = blob.length;
-    const ranges: Array<[number, number]> = [[10, 20], [1_000_000, 1_065_536], [n - 100, n], [0, 3]];
+    const ranges: Array<[number, number]> = [
+      [10, 20],
+      [1_000_000, 1_065_536],
+      [n - 100, n],
+      [0, 3],
+    ];
     const got = await client.readRanges(ref("ranges/multi"), blobDigest, ranges);
     expect(got.length).toBe(ranges.length);
     ranges.forEach(([s, e], i) => expect(got[i]).toEqual(blob.subarray(s, e)));
   });
 
   test("manifest round trip by tag and digest, HEAD and GET", async () => {
-    const img = await pushImage(reg, "apps/hello", "v1", { layers: [{ "a.txt": "a\n" }, { "b/c.txt": "c\n", b: { dir: true } }] });
+    const img = await pushImage(reg, "apps/hello", "v1", {
+      layers: [{ "a.txt": "a\n" }, { "b/c.txt": "c\n", b: { dir: true } }],
+    });
     const byTag = await client.getManifest(ref("apps/hello", "v1"));
     expect(byTag.descriptor.digest).toBe(img.manifestDescriptor.digest);
     expect(byTag.descriptor.mediaType).toBe(MediaType.OCI_MANIFEST);
     expect<string>(sha256Digest(byTag.bytes)).toBe(byTag.descriptor.digest);
-    expect((byTag.manifest as Manifest).layers.map((l) => l.digest)).toEqual(img.layers.map((l) => l.descriptor.digest));
+    expect((byTag.manifest as Manifest).layers.map((l) => l.digest)).toEqual(
+      img.layers.map((l) => l.descriptor.digest),
+    );
     const byDigest = await client.getManifest({ ...ref("apps/hello"), digest: img.manifestDescriptor.digest });
     expect(byDigest.bytes).toEqual(byTag.bytes);
     expect(await client.headManifest(ref("apps/hello", "v1"))).toEqual(byTag.descriptor);
@@ -103,7 +121,11 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
 
   test("Docker schema 2 manifests are read with their media type", async () => {
     const img = await pushImage(reg, "apps/docker", "v1");
-    const docker = { ...img.manifest, mediaType: MediaType.DOCKER_MANIFEST, config: { ...img.manifest.config, mediaType: MediaType.DOCKER_CONFIG } };
+    const docker = {
+      ...img.manifest,
+      mediaType: MediaType.DOCKER_MANIFEST,
+      config: { ...img.manifest.config, mediaType: MediaType.DOCKER_CONFIG },
+    };
     const bytes = new TextEncoder().encode(JSON.stringify(docker));
     const d = await client.putManifest(ref("apps/docker", "schema2"), bytes, MediaType.DOCKER_MANIFEST);
     const got = await client.getManifest(ref("apps/docker", "schema2"));
@@ -112,8 +134,14 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
   });
 
   test("resolveImage narrows an index to the platform", async () => {
-    const amd = await pushImage(reg, "apps/multi", "amd", { platform: { os: "linux", architecture: "amd64" }, layers: [{ "x": "amd64\n" }] });
-    const arm = await pushImage(reg, "apps/multi", "arm", { platform: { os: "linux", architecture: "arm64" }, layers: [{ "x": "arm64\n" }] });
+    const amd = await pushImage(reg, "apps/multi", "amd", {
+      platform: { os: "linux", architecture: "amd64" },
+      layers: [{ x: "amd64\n" }],
+    });
+    const arm = await pushImage(reg, "apps/multi", "arm", {
+      platform: { os: "linux", architecture: "arm64" },
+      layers: [{ x: "arm64\n" }],
+    });
     const index = {
       schemaVersion: 2,
       mediaType: MediaType.OCI_INDEX,
@@ -122,12 +150,22 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
         { ...arm.manifestDescriptor, platform: { os: "linux", architecture: "arm64", variant: "v8" } },
       ],
     };
-    await client.putManifest(ref("apps/multi", "latest"), new TextEncoder().encode(JSON.stringify(index)), MediaType.OCI_INDEX);
-    const a = await client.resolveImage(ref("apps/multi", "latest"), { platform: { os: "linux", architecture: "arm64" } });
+    await client.putManifest(
+      ref("apps/multi", "latest"),
+      new TextEncoder().encode(JSON.stringify(index)),
+      MediaType.OCI_INDEX,
+    );
+    const a = await client.resolveImage(ref("apps/multi", "latest"), {
+      platform: { os: "linux", architecture: "arm64" },
+    });
     expect(a.descriptor.digest).toBe(arm.manifestDescriptor.digest);
-    const b = await client.resolveImage(ref("apps/multi", "latest"), { platform: { os: "linux", architecture: "amd64" } });
+    const b = await client.resolveImage(ref("apps/multi", "latest"), {
+      platform: { os: "linux", architecture: "amd64" },
+    });
     expect(b.descriptor.digest).toBe(amd.manifestDescriptor.digest);
-    const err = await client.resolveImage(ref("apps/multi", "latest"), { platform: { os: "linux", architecture: "s390x" } }).catch((e) => e);
+    const err = await client
+      .resolveImage(ref("apps/multi", "latest"), { platform: { os: "linux", architecture: "s390x" } })
+      .catch((e) => e);
     expect(err).toBeInstanceOf(NotFoundError);
     expect(err.message).toContain("linux/amd64, linux/arm64/v8");
   });
@@ -136,7 +174,11 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
     const img = await pushImage(reg, "apps/verify", "v1");
     const bytes = new TextEncoder().encode(JSON.stringify(img.manifest) + " ");
     await expect(
-      client.putManifest({ ...ref("apps/verify"), digest: img.manifestDescriptor.digest }, bytes, MediaType.OCI_MANIFEST),
+      client.putManifest(
+        { ...ref("apps/verify"), digest: img.manifestDescriptor.digest },
+        bytes,
+        MediaType.OCI_MANIFEST,
+      ),
     ).rejects.toBeInstanceOf(DigestMismatchError);
   });
 
@@ -144,7 +186,9 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
     const img = await pushImage(reg, "apps/ref", "v1");
     const subject = img.manifestDescriptor;
     const mk = async (artifactType: string, note: string) => {
-      const emptyDesc = await client.pushBlob(ref("apps/ref"), new TextEncoder().encode("{}"), { mediaType: MediaType.OCI_EMPTY });
+      const emptyDesc = await client.pushBlob(ref("apps/ref"), new TextEncoder().encode("{}"), {
+        mediaType: MediaType.OCI_EMPTY,
+      });
       const payload = await client.pushBlob(ref("apps/ref"), new TextEncoder().encode(note));
       const m: Manifest = {
         schemaVersion: 2,
@@ -156,7 +200,11 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
         annotations: { note },
       };
       // The image's own reference, tag included: the tag must not move.
-      return client.pushReferrer(ref("apps/ref", "v1"), new TextEncoder().encode(JSON.stringify(m)), MediaType.OCI_MANIFEST);
+      return client.pushReferrer(
+        ref("apps/ref", "v1"),
+        new TextEncoder().encode(JSON.stringify(m)),
+        MediaType.OCI_MANIFEST,
+      );
     };
     expect(await client.referrers(ref("apps/ref"), subject.digest)).toEqual([]);
     const soci = await mk("application/vnd.amazon.soci.index.v1+json", "soci");
@@ -165,7 +213,9 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
     expect(all.map((d) => d.digest)).toEqual([soci.digest, sig.digest]);
     expect(all[0]!.artifactType).toBe("application/vnd.amazon.soci.index.v1+json");
     expect(all[0]!.annotations).toEqual({ note: "soci" });
-    const only = await client.referrers(ref("apps/ref"), subject.digest, { artifactType: "application/vnd.amazon.soci.index.v1+json" });
+    const only = await client.referrers(ref("apps/ref"), subject.digest, {
+      artifactType: "application/vnd.amazon.soci.index.v1+json",
+    });
     expect(only.map((d) => d.digest)).toEqual([soci.digest]);
     // The fallback tag is an OCI index any client can read.
     const tag = `sha256-${subject.digest.slice(7)}`;

@@ -25,15 +25,29 @@ describe.skipIf(!run)("HttpRegistryClient with a debug logger", () => {
     expect(new TextDecoder().decode(part)).toBe("4567");
     const lines = log.lines.filter((l) => l.level === "debug").map((l) => l.msg);
     const range = lines.find((l) => l.includes("range=bytes=4-7"));
-    expect(range).toMatch(new RegExp(`^http GET http://${reg.host}/v2/debug/log/blobs/sha256:[0-9a-f]{64} range=bytes=4-7 → 20[06] \\d+ B \\d+ ms$`));
+    expect(range).toMatch(
+      new RegExp(
+        `^http GET http://${reg.host}/v2/debug/log/blobs/sha256:[0-9a-f]{64} range=bytes=4-7 → 20[06] \\d+ B \\d+ ms$`,
+      ),
+    );
     expect(lines.some((l) => /^http (PUT|POST) .* → 20[12] /.test(l))).toBe(true);
   });
 
   test("logs nothing when debug is off", async () => {
     const log = new MemoryLogger();
-    const quiet = { ...log, debugEnabled: false, debug: (m: string) => log.debug(m), info: () => {}, warn: () => {}, error: () => {} };
+    const quiet = {
+      ...log,
+      debugEnabled: false,
+      debug: (m: string) => log.debug(m),
+      info: () => {},
+      warn: () => {},
+      error: () => {},
+    };
     const client = new HttpRegistryClient({ logger: quiet, dockerConfigPath: null });
-    await client.headBlob(parseReference(`${reg.host}/debug/log:latest`), sha256Digest(new TextEncoder().encode("0123456789abcdef")));
+    await client.headBlob(
+      parseReference(`${reg.host}/debug/log:latest`),
+      sha256Digest(new TextEncoder().encode("0123456789abcdef")),
+    );
     expect(log.lines).toEqual([]);
   });
 });

@@ -22,7 +22,10 @@ describe.skipIf(!ok)("registry client under Deno", () => {
     reg = await startRegistry();
     dir = mkdtempSync(join(tmpdir(), "soci-deno-registry-"));
     img = await pushImage(reg, "deno/app", "v1");
-    const r = Bun.spawnSync(["skopeo", "copy", "--src-tls-verify=false", `docker://${reg.host}/deno/app:v1`, `oci:${dir}/lay:v1`], { stderr: "pipe" });
+    const r = Bun.spawnSync(
+      ["skopeo", "copy", "--src-tls-verify=false", `docker://${reg.host}/deno/app:v1`, `oci:${dir}/lay:v1`],
+      { stderr: "pipe" },
+    );
     if (r.exitCode !== 0) throw new Error(`skopeo copy failed: ${r.stderr.toString()}`);
   });
   afterAll(async () => {
@@ -31,12 +34,15 @@ describe.skipIf(!ok)("registry client under Deno", () => {
   });
 
   test("manifests, verified blobs, multi-range reads, chunked push and layouts", () => {
-    const r = Bun.spawnSync([DENO, "run", "-A", "--quiet", join(import.meta.dir, "deno_client.ts"), reg.host, `${dir}/lay`], {
-      stdout: "pipe",
-      stderr: "pipe",
-      env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
-      timeout: 120_000,
-    });
+    const r = Bun.spawnSync(
+      [DENO, "run", "-A", "--quiet", join(import.meta.dir, "deno_client.ts"), reg.host, `${dir}/lay`],
+      {
+        stdout: "pipe",
+        stderr: "pipe",
+        env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+        timeout: 120_000,
+      },
+    );
     if (r.exitCode !== 0) throw new Error(`deno failed (${r.exitCode}): ${r.stderr.toString()}`);
     const out = JSON.parse(r.stdout.toString());
     const layer = img.layers[0]!;

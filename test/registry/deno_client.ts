@@ -15,15 +15,20 @@ const ref = { registry: host, repository: "deno/app" };
 const m = await client.getManifest({ ...ref, tag: "v1" });
 const layer = (m.manifest as Manifest).layers[0]!;
 const blob = await client.getBlob(ref, layer.digest);
-const [a, b] = await client.readRanges(ref, layer.digest, [[0, 10], [layer.size - 10, layer.size]]);
+const [a, b] = await client.readRanges(ref, layer.digest, [
+  [0, 10],
+  [layer.size - 10, layer.size],
+]);
 const pushed = await client.pushBlob(ref, new TextEncoder().encode("pushed from deno"), { chunkSize: 5 });
 const layout = await openImageSource(`oci:${layoutDir}:v1`);
 const lm = await layout.resolve();
-console.log(JSON.stringify({
-  manifest: m.descriptor.digest,
-  blobDigest: sha256Digest(blob),
-  head: Array.from(a!),
-  tail: Array.from(b!),
-  pushed: pushed.digest,
-  layoutManifest: lm.descriptor.digest,
-}));
+console.log(
+  JSON.stringify({
+    manifest: m.descriptor.digest,
+    blobDigest: sha256Digest(blob),
+    head: Array.from(a!),
+    tail: Array.from(b!),
+    pushed: pushed.digest,
+    layoutManifest: lm.descriptor.digest,
+  }),
+);

@@ -23,7 +23,12 @@ describe.skipIf(!ok)("registry client under faults", () => {
   let viaProxy: Reference;
 
   const client = (opts: RegistryClientOptions = {}) =>
-    new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 2000, retries: { max: 3, minWaitMs: 5, maxWaitMs: 20 }, ...opts });
+    new HttpRegistryClient({
+      dockerConfigPath: null,
+      timeoutMs: 2000,
+      retries: { max: 3, minWaitMs: 5, maxWaitMs: 20 },
+      ...opts,
+    });
 
   beforeAll(async () => {
     reg = await startRegistry();
@@ -53,9 +58,13 @@ describe.skipIf(!ok)("registry client under faults", () => {
 
   test("persistent 500 gives UnavailableError naming registry, repository, digest and status", async () => {
     proxy.set({ kind: "status", status: 500 });
-    const err = await client().getBlob(viaProxy, digest).catch((e) => e);
+    const err = await client()
+      .getBlob(viaProxy, digest)
+      .catch((e) => e);
     expect(err).toBeInstanceOf(UnavailableError);
-    expect(err.message).toBe(`Cannot get blob "${digest}" of "${proxy.host}/f/app": HTTP 500 (INJECTED: injected HTTP 500)`);
+    expect(err.message).toBe(
+      `Cannot get blob "${digest}" of "${proxy.host}/f/app": HTTP 500 (INJECTED: injected HTTP 500)`,
+    );
     expect(proxy.requests.length).toBe(4); // 1 + 3 retries
   });
 
@@ -85,15 +94,22 @@ describe.skipIf(!ok)("registry client under faults", () => {
 
   test("a blob stream that keeps stalling ends with UnavailableError", async () => {
     proxy.set({ kind: "stallBody", ms: 1000, afterBytes: 1000 });
-    const stream = await client({ timeoutMs: 150, retries: { max: 1, minWaitMs: 5, maxWaitMs: 10 } }).getBlobStream(viaProxy, digest);
+    const stream = await client({ timeoutMs: 150, retries: { max: 1, minWaitMs: 5, maxWaitMs: 10 } }).getBlobStream(
+      viaProxy,
+      digest,
+    );
     const err = await new Response(stream).arrayBuffer().catch((e) => e);
     expect(err).toBeInstanceOf(UnavailableError);
-    expect(err.message).toContain(`Cannot get blob "${digest}" of "${proxy.host}/f/app": no bytes within 150 ms after 2000 bytes`);
+    expect(err.message).toContain(
+      `Cannot get blob "${digest}" of "${proxy.host}/f/app": no bytes within 150 ms after 2000 bytes`,
+    );
   });
 
   test("a stalled answer times out with a clear error", async () => {
     proxy.set({ kind: "stall", ms: 1500 });
-    const err = await client({ timeoutMs: 200, retries: { max: 1 } }).readRange(viaProxy, digest, 0, 10).catch((e) => e);
+    const err = await client({ timeoutMs: 200, retries: { max: 1 } })
+      .readRange(viaProxy, digest, 0, 10)
+      .catch((e) => e);
     expect(err).toBeInstanceOf(UnavailableError);
     expect(err.message).toContain(`no answer from "${proxy.host}" within 200 ms`);
     expect(err.message).toContain(digest);
@@ -101,19 +117,23 @@ describe.skipIf(!ok)("registry client under faults", () => {
 
   test("a body that stalls mid-way times out", async () => {
     proxy.set({ kind: "stallBody", ms: 1500, afterBytes: 100 });
-    const err = await client({ timeoutMs: 200, retries: { max: 0 } }).getBlob(viaProxy, digest).catch((e) => e);
+    const err = await client({ timeoutMs: 200, retries: { max: 0 } })
+      .getBlob(viaProxy, digest)
+      .catch((e) => e);
     expect(err).toBeInstanceOf(UnavailableError);
     expect(err.message).toContain("within 200 ms");
   });
 
-  test("cancellation aborts a stalled request with the caller's reason, as \"Cannot <action>: <reason>\"", async () => {
+  test('cancellation aborts a stalled request with the caller\'s reason, as "Cannot <action>: <reason>"', async () => {
     proxy.set({ kind: "stall", ms: 1500 });
     const ac = new AbortController();
     const p = client({ timeoutMs: 10_000 }).getBlob(viaProxy, digest, { signal: ac.signal });
     const reason = new Error("user gave up");
     setTimeout(() => ac.abort(reason), 50);
     const err = await p.catch((e) => e);
-    expect(err.message).toBe(`Cannot get blob "${digest}" of "${viaProxy.registry}/${viaProxy.repository}": user gave up`);
+    expect(err.message).toBe(
+      `Cannot get blob "${digest}" of "${viaProxy.registry}/${viaProxy.repository}": user gave up`,
+    );
     expect(err.cause).toBe(reason);
   });
 
@@ -133,7 +153,9 @@ describe.skipIf(!ok)("registry client under faults", () => {
       },
       { preconnect: fetch.preconnect },
     );
-    const err = await client({ fetch: lying }).getBlob({ registry: reg.host, repository: "f/app" }, digest).catch((e) => e);
+    const err = await client({ fetch: lying })
+      .getBlob({ registry: reg.host, repository: "f/app" }, digest)
+      .catch((e) => e);
     expect(err).toBeInstanceOf(DigestMismatchError);
     expect(err.expected).toBe(digest);
     expect(err.message).toContain(`blob "${digest}" of "${reg.host}/f/app"`);
@@ -146,7 +168,11 @@ describe.skipIf(!ok)("registry client under faults", () => {
   test("a redirect to the real blob URL is followed once and cached", async () => {
     proxy.set({ kind: "redirect" });
     const c = client();
-    for (const [s, e] of [[0, 10], [5000, 9000], [blob.length - 3, blob.length]] as const) {
+    for (const [s, e] of [
+      [0, 10],
+      [5000, 9000],
+      [blob.length - 3, blob.length],
+    ] as const) {
       expect(await c.readRange(viaProxy, digest, s, e)).toEqual(blob.subarray(s, e));
     }
     const paths = proxy.requests.map((r) => r.path.split("?")[0]!.replace(/sha256:[a-f0-9]+/, "D"));
@@ -165,10 +191,16 @@ describe.skipIf(!ok)("registry client under faults", () => {
   });
 
   test("several ranges go out as one multi-range request", async () => {
-    const ranges: Array<[number, number]> = [[0, 10], [500_000, 500_100], [blob.length - 10, blob.length]];
+    const ranges: Array<[number, number]> = [
+      [0, 10],
+      [500_000, 500_100],
+      [blob.length - 10, blob.length],
+    ];
     const got = await client().readRanges(viaProxy, digest, ranges);
     ranges.forEach(([s, e], i) => expect(got[i]).toEqual(blob.subarray(s, e)));
-    expect(proxy.requests.map((r) => [r.range, r.status])).toEqual([[`bytes=0-9,500000-500099,${blob.length - 10}-${blob.length - 1}`, 206]]);
+    expect(proxy.requests.map((r) => [r.range, r.status])).toEqual([
+      [`bytes=0-9,500000-500099,${blob.length - 10}-${blob.length - 1}`, 206],
+    ]);
   });
 
   test("a registry ignoring multi-range requests is read one range at a time", async () => {
@@ -182,7 +214,10 @@ describe.skipIf(!ok)("registry client under faults", () => {
       { preconnect: fetch.preconnect },
     );
     const c = client({ fetch: noMulti });
-    const ranges: Array<[number, number]> = [[0, 10], [blob.length - 10, blob.length]];
+    const ranges: Array<[number, number]> = [
+      [0, 10],
+      [blob.length - 10, blob.length],
+    ];
     for (let i = 0; i < 2; i++) {
       const got = await c.readRanges(viaProxy, digest, ranges);
       ranges.forEach(([s, e], j) => expect(got[j]).toEqual(blob.subarray(s, e)));

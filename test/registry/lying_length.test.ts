@@ -45,7 +45,9 @@ describe("a lying Content-Length", () => {
 
   test("getBlob with the descriptor's size reads that much and verifies it", async () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null, retries: { max: 0 }, timeoutMs: 5000 });
-    const got = await client.getBlob({ registry: `127.0.0.1:${port}`, repository: "app" }, sha256Digest(DATA), { size: DATA.length });
+    const got = await client.getBlob({ registry: `127.0.0.1:${port}`, repository: "app" }, sha256Digest(DATA), {
+      size: DATA.length,
+    });
     expect(got).toEqual(DATA);
   });
 });

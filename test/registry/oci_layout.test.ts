@@ -50,7 +50,10 @@ describe.skipIf(!needs("oci layout (umoci)", "tool:umoci"))("layouts written by 
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "soci-umoci-"));
     const file = join(dir, "payload.txt");
-    writeFileSync(file, Buffer.concat([Buffer.from("payload from umoci\n"), Buffer.from(new Rand("umoci").bytes(100_000))]));
+    writeFileSync(
+      file,
+      Buffer.concat([Buffer.from("payload from umoci\n"), Buffer.from(new Rand("umoci").bytes(100_000))]),
+    );
     sh(["umoci", "init", "--layout", join(dir, "lay")]);
     sh(["umoci", "new", "--image", `${join(dir, "lay")}:v1`]);
     sh(["umoci", "insert", "--image", `${join(dir, "lay")}:v1`, file, "/data/payload.txt"]);
@@ -70,13 +73,20 @@ describe.skipIf(!needs("oci layout (umoci)", "tool:umoci"))("layouts written by 
     expect(tar).toContain("data/payload.txt");
     expect(tar).toContain("payload from umoci");
     expect(await src.readRange(layer.digest, 3, 300)).toEqual(blob.subarray(3, 300));
-    expect(await src.readRanges(layer.digest, [[layer.size - 2, layer.size], [0, 2]])).toEqual([blob.subarray(layer.size - 2), blob.subarray(0, 2)]);
+    expect(
+      await src.readRanges(layer.digest, [
+        [layer.size - 2, layer.size],
+        [0, 2],
+      ]),
+    ).toEqual([blob.subarray(layer.size - 2), blob.subarray(0, 2)]);
     const streamed = new Uint8Array(await new Response(await src.getBlobStream(layer.digest)).arrayBuffer());
     expect<Uint8Array>(streamed).toEqual(blob);
     expect(await src.headBlob(layer.digest)).toEqual({ size: layer.size });
     await expect(src.readRange(layer.digest, 0, layer.size + 1)).rejects.toBeInstanceOf(InvalidArgumentError);
     // Without a tag the only manifest is used; a missing tag names what exists.
-    expect((await (await openImageSource(`oci:${join(dir, "lay")}`)).resolve()).descriptor.digest).toBe(m.descriptor.digest);
+    expect((await (await openImageSource(`oci:${join(dir, "lay")}`)).resolve()).descriptor.digest).toBe(
+      m.descriptor.digest,
+    );
     const err = await (await openImageSource(`oci:${join(dir, "lay")}:nope`)).resolve().catch((e) => e);
     expect(err).toBeInstanceOf(NotFoundError);
     expect(err.message).toContain("tags v1");
@@ -108,14 +118,25 @@ describe.skipIf(!needs("oci layout (skopeo)", "tool:skopeo", "tool:docker-regist
     const out = await openImageSource(`oci:${join(dir, "ours")}`, { create: true });
     const tar = makeTar({ "etc/hello": "hello\n" });
     const layer = await out.putBlob(tar, { mediaType: MediaType.OCI_LAYER });
-    const config = new TextEncoder().encode(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] } }));
+    const config = new TextEncoder().encode(
+      JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] } }),
+    );
     const cfg = await out.putBlob(config, { mediaType: MediaType.OCI_CONFIG });
     const manifest: Manifest = { schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, config: cfg, layers: [layer] };
-    const md = await out.putManifest(new TextEncoder().encode(JSON.stringify(manifest)), MediaType.OCI_MANIFEST, { tag: "v1" });
+    const md = await out.putManifest(new TextEncoder().encode(JSON.stringify(manifest)), MediaType.OCI_MANIFEST, {
+      tag: "v1",
+    });
     await out.tag("also", md);
     const inspected = JSON.parse(sh(["skopeo", "inspect", "--raw", `oci:${join(dir, "ours")}:also`]));
     expect(inspected.layers[0].digest).toBe(layer.digest);
-    sh(["skopeo", "copy", "--preserve-digests", "--dest-tls-verify=false", `oci:${join(dir, "ours")}:v1`, `docker://${reg.host}/copied:v1`]);
+    sh([
+      "skopeo",
+      "copy",
+      "--preserve-digests",
+      "--dest-tls-verify=false",
+      `oci:${join(dir, "ours")}:v1`,
+      `docker://${reg.host}/copied:v1`,
+    ]);
     const remote = await openImageSource(`${reg.host}/copied:v1`, { dockerConfigPath: null });
     expect((await remote.resolve()).descriptor.digest).toBe(md.digest);
     expect(await remote.getBlob(layer.digest)).toEqual(tar);
@@ -123,12 +144,19 @@ describe.skipIf(!needs("oci layout (skopeo)", "tool:skopeo", "tool:docker-regist
 
   test("skopeo's copy of a registry image reads like the registry", async () => {
     const img = await pushImage(reg, "app/src", "v2", { layers: [{ a: "1" }, { b: "2" }] });
-    sh(["skopeo", "copy", "--src-tls-verify=false", `docker://${reg.host}/app/src:v2`, `oci:${join(dir, "theirs")}:v2`]);
+    sh([
+      "skopeo",
+      "copy",
+      "--src-tls-verify=false",
+      `docker://${reg.host}/app/src:v2`,
+      `oci:${join(dir, "theirs")}:v2`,
+    ]);
     const local = await openImageSource(`oci:${join(dir, "theirs")}:v2`);
     const remote = await openImageSource(`${reg.host}/app/src:v2`, { dockerConfigPath: null });
     const [l, r] = [await local.resolve(), await remote.resolve()];
     expect(l.descriptor.digest).toBe(r.descriptor.digest);
-    for (const layer of img.layers) expect(await local.getBlob(layer.descriptor.digest)).toEqual(await remote.getBlob(layer.descriptor.digest));
+    for (const layer of img.layers)
+      expect(await local.getBlob(layer.descriptor.digest)).toEqual(await remote.getBlob(layer.descriptor.digest));
   });
 
   test("referrers in a layout", async () => {

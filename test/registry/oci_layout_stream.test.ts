@@ -39,7 +39,9 @@ describe("OciLayout.getBlobStream as a byte stream", () => {
     const { bytes, sizes } = await readByob(await layout.getBlobStream(digest));
     expect(Buffer.compare(bytes, blob)).toBe(0);
     expect(new Set(sizes)).toEqual(new Set([64 * 1024]));
-    expect(Buffer.compare(new Uint8Array(await new Response(await layout.getBlobStream(digest)).arrayBuffer()), blob)).toBe(0);
+    expect(
+      Buffer.compare(new Uint8Array(await new Response(await layout.getBlobStream(digest)).arrayBuffer()), blob),
+    ).toBe(0);
   });
 
   test("bytes that do not hash to the digest error the stream at its end, for both readers", async () => {
@@ -49,7 +51,9 @@ describe("OciLayout.getBlobStream as a byte stream", () => {
     other[999_999] = other[999_999]! ^ 1;
     writeFileSync(layout.blobPath(digest), other);
     await expect(readByob(await layout.getBlobStream(digest))).rejects.toBeInstanceOf(DigestMismatchError);
-    await expect(new Response(await layout.getBlobStream(digest)).arrayBuffer()).rejects.toBeInstanceOf(DigestMismatchError);
+    await expect(new Response(await layout.getBlobStream(digest)).arrayBuffer()).rejects.toBeInstanceOf(
+      DigestMismatchError,
+    );
   });
 });
 

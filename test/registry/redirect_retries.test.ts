@@ -39,9 +39,13 @@ describe("blob redirect whose target keeps failing", () => {
   test("retries.max = 3: one registry request, 4 target requests, the target named in the error", async () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null, retries: { max: 3, minWaitMs: 1, maxWaitMs: 2 } });
     const digest = `sha256:${"a".repeat(64)}`;
-    const err = await client.readRange({ registry: `127.0.0.1:${origin.port}`, repository: "app" }, digest, 0, 10).catch((e: Error) => e);
+    const err = await client
+      .readRange({ registry: `127.0.0.1:${origin.port}`, repository: "app" }, digest, 0, 10)
+      .catch((e: Error) => e);
     expect(err).toBeInstanceOf(UnavailableError);
-    expect((err as Error).message).toStartWith(`Cannot read range [0, 10) of blob "${digest}" of "127.0.0.1:${origin.port}/app": cannot reach "127.0.0.1:${targetPort}"`);
+    expect((err as Error).message).toStartWith(
+      `Cannot read range [0, 10) of blob "${digest}" of "127.0.0.1:${origin.port}/app": cannot reach "127.0.0.1:${targetPort}"`,
+    );
     expect(originRequests).toBe(1);
     expect(targetConnections).toBe(4);
   });
@@ -60,7 +64,10 @@ describe("blob redirect whose target redirects again", () => {
         const m = /bytes=(\d+)-(\d+)/.exec(req.headers.get("range") ?? "");
         if (!m) return new Response(blob);
         const [s, e] = [Number(m[1]), Number(m[2]) + 1];
-        return new Response(blob.subarray(s, e), { status: 206, headers: { "content-range": `bytes ${s}-${e - 1}/${blob.length}` } });
+        return new Response(blob.subarray(s, e), {
+          status: 206,
+          headers: { "content-range": `bytes ${s}-${e - 1}/${blob.length}` },
+        });
       },
     });
     const cdn = Bun.serve({
@@ -74,10 +81,14 @@ describe("blob redirect whose target redirects again", () => {
     const registry = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
-      fetch: () => new Response(null, { status: 307, headers: { location: `http://127.0.0.1:${cdn.port}/blob?sig=x` } }),
+      fetch: () =>
+        new Response(null, { status: 307, headers: { location: `http://127.0.0.1:${cdn.port}/blob?sig=x` } }),
     });
     try {
-      const client = new HttpRegistryClient({ dockerConfigPath: null, credentials: { [`127.0.0.1:${registry.port}`]: { username: "u", password: "p" } } });
+      const client = new HttpRegistryClient({
+        dockerConfigPath: null,
+        credentials: { [`127.0.0.1:${registry.port}`]: { username: "u", password: "p" } },
+      });
       const ref = { registry: `127.0.0.1:${registry.port}`, repository: "app" };
       expect(await client.readRange(ref, digest, 6, 12)).toEqual(blob.subarray(6, 12));
       expect(await client.getBlob(ref, digest)).toEqual(blob);

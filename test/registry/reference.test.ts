@@ -30,7 +30,18 @@ describe("parseReference", () => {
       expect(r).toEqual({ registry, repository, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) });
     });
   }
-  for (const bad of ["", "UPPER", "app:", "app@sha256:123", "a//b", "-a/b", "app:-tag", "host:port:x/app", "a_b.c/x", `app:${"t".repeat(129)}`]) {
+  for (const bad of [
+    "",
+    "UPPER",
+    "app:",
+    "app@sha256:123",
+    "a//b",
+    "-a/b",
+    "app:-tag",
+    "host:port:x/app",
+    "a_b.c/x",
+    `app:${"t".repeat(129)}`,
+  ]) {
     test(`rejects "${bad}"`, () => {
       expect(() => parseReference(bad)).toThrow(InvalidArgumentError);
       try {
@@ -57,16 +68,24 @@ describe("endpoints", () => {
     expect(isPlainHttp("127.0.0.1:5000", { httpsHosts: ["127.0.0.1:5000"] })).toBe(false);
   });
   test("mirrors in order, then the origin; docker.io is registry-1.docker.io", () => {
-    const eps = endpointsFor(
-      "docker.io",
-      { timeoutMs: 1000, withMirrors: true, mirrors: { "docker.io": [{ host: "mirror.local:5000", insecure: true, requestTimeoutSec: 2 }, { host: "https://p2p.local" }] } },
-    );
+    const eps = endpointsFor("docker.io", {
+      timeoutMs: 1000,
+      withMirrors: true,
+      mirrors: {
+        "docker.io": [
+          { host: "mirror.local:5000", insecure: true, requestTimeoutSec: 2 },
+          { host: "https://p2p.local" },
+        ],
+      },
+    });
     expect(eps.map((e) => [e.base, e.mirror, e.timeoutMs])).toEqual([
       ["http://mirror.local:5000", true, 2000],
       ["https://p2p.local", true, 1000],
       ["https://registry-1.docker.io", false, 1000],
     ]);
-    expect(endpointsFor("docker.io", { timeoutMs: 1, withMirrors: false, mirrors: { "docker.io": [{ host: "m" }] } }).length).toBe(1);
+    expect(
+      endpointsFor("docker.io", { timeoutMs: 1, withMirrors: false, mirrors: { "docker.io": [{ host: "m" }] } }).length,
+    ).toBe(1);
   });
   test("docker config keys", () => {
     expect(normalizeAuthKey("https://index.docker.io/v1/")).toBe("docker.io");
@@ -77,8 +96,19 @@ describe("endpoints", () => {
 
 describe("WWW-Authenticate", () => {
   test("Bearer with realm, service, scope", () => {
-    expect(parseWwwAuthenticate('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/debian:pull"')).toEqual([
-      { scheme: "bearer", params: { realm: "https://auth.docker.io/token", service: "registry.docker.io", scope: "repository:library/debian:pull" } },
+    expect(
+      parseWwwAuthenticate(
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/debian:pull"',
+      ),
+    ).toEqual([
+      {
+        scheme: "bearer",
+        params: {
+          realm: "https://auth.docker.io/token",
+          service: "registry.docker.io",
+          scope: "repository:library/debian:pull",
+        },
+      },
     ]);
   });
   test("Basic, quoted commas and escapes, several challenges", () => {

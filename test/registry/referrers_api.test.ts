@@ -31,10 +31,17 @@ describe.skipIf(!ok)("Referrers API", () => {
           list = list.filter((d) => d.artifactType === at);
           headers["oci-filters-applied"] = "artifactType";
         }
-        return new Response(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: list }), { headers });
+        return new Response(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: list }), {
+          headers,
+        });
       }
       const res = await fetch(input, init);
-      if (init?.method === "PUT" && /\/manifests\//.test(url.pathname) && res.status === 201 && init.body instanceof Uint8Array) {
+      if (
+        init?.method === "PUT" &&
+        /\/manifests\//.test(url.pathname) &&
+        res.status === 201 &&
+        init.body instanceof Uint8Array
+      ) {
         const man = JSON.parse(new TextDecoder().decode(init.body)) as Manifest;
         if (man.subject) {
           const digest = res.headers.get("docker-content-digest")!;
@@ -62,7 +69,9 @@ describe.skipIf(!ok)("Referrers API", () => {
     const client = new HttpRegistryClient({ dockerConfigPath: null, fetch: withApi });
     const img = await pushImage(reg, "api/app", "v1", { client });
     const subject = img.manifestDescriptor;
-    const empty = await client.pushBlob({ registry: reg.host, repository: "api/app" }, new TextEncoder().encode("{}"), { mediaType: MediaType.OCI_EMPTY });
+    const empty = await client.pushBlob({ registry: reg.host, repository: "api/app" }, new TextEncoder().encode("{}"), {
+      mediaType: MediaType.OCI_EMPTY,
+    });
     const pushed: Descriptor[] = [];
     for (const artifactType of ["application/vnd.amazon.soci.index.v1+json", "application/vnd.example.sbom"]) {
       const m: Manifest = {
@@ -73,17 +82,27 @@ describe.skipIf(!ok)("Referrers API", () => {
         layers: [],
         subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
       };
-      pushed.push(await client.pushReferrer({ registry: reg.host, repository: "api/app" }, new TextEncoder().encode(JSON.stringify(m)), MediaType.OCI_MANIFEST));
+      pushed.push(
+        await client.pushReferrer(
+          { registry: reg.host, repository: "api/app" },
+          new TextEncoder().encode(JSON.stringify(m)),
+          MediaType.OCI_MANIFEST,
+        ),
+      );
     }
     const tag = `sha256-${subject.digest.slice(7)}`;
     expect(seen.some((s) => s.endsWith(`/manifests/${tag}`))).toBe(false);
     seen.length = 0;
-    const soci = await client.referrers({ registry: reg.host, repository: "api/app" }, subject.digest, { artifactType: "application/vnd.amazon.soci.index.v1+json" });
+    const soci = await client.referrers({ registry: reg.host, repository: "api/app" }, subject.digest, {
+      artifactType: "application/vnd.amazon.soci.index.v1+json",
+    });
     expect(soci.map((d) => d.digest)).toEqual([pushed[0]!.digest]);
     expect(seen).toEqual([`GET /v2/api/app/referrers/${subject.digest}`]);
     // A registry that ignores the filter: filtered on our side.
     applyFilter = false;
-    const sbom = await client.referrers({ registry: reg.host, repository: "api/app" }, subject.digest, { artifactType: "application/vnd.example.sbom" });
+    const sbom = await client.referrers({ registry: reg.host, repository: "api/app" }, subject.digest, {
+      artifactType: "application/vnd.example.sbom",
+    });
     expect(sbom.map((d) => d.digest)).toEqual([pushed[1]!.digest]);
     expect((await client.referrers({ registry: reg.host, repository: "api/app" }, subject.digest)).length).toBe(2);
   });

@@ -29,17 +29,29 @@ describe.skipIf(!ok)("Referrers API behind a mirror without it", () => {
   test("a mirror's 404 falls through to the origin's API, and only the mirror is remembered as lacking it", async () => {
     const img = await pushImage(origin, "app", "v1");
     await pushImage(mirror, "app", "v1");
-    const listed: Descriptor = { mediaType: MediaType.OCI_MANIFEST, digest: `sha256:${"b".repeat(64)}`, size: 3, artifactType: SOCI_V1 };
+    const listed: Descriptor = {
+      mediaType: MediaType.OCI_MANIFEST,
+      digest: `sha256:${"b".repeat(64)}`,
+      size: 3,
+      artifactType: SOCI_V1,
+    };
     const originApi: string[] = [];
     const transport = (async (input: RequestInfo | URL, init?: RequestInit) => {
       const url = new URL(String(input instanceof Request ? input.url : input));
       if (url.host === origin.host && /\/referrers\//.test(url.pathname)) {
         originApi.push(url.pathname);
-        return Response.json({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [listed] }, { headers: { "content-type": MediaType.OCI_INDEX } });
+        return Response.json(
+          { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [listed] },
+          { headers: { "content-type": MediaType.OCI_INDEX } },
+        );
       }
       return fetch(input, init);
     }) as typeof fetch;
-    const client = new HttpRegistryClient({ dockerConfigPath: null, fetch: transport, mirrors: { [origin.host]: [{ host: mirrorProxy.host, insecure: true }] } });
+    const client = new HttpRegistryClient({
+      dockerConfigPath: null,
+      fetch: transport,
+      mirrors: { [origin.host]: [{ host: mirrorProxy.host, insecure: true }] },
+    });
     const ref = { registry: origin.host, repository: "app" };
     const digest = img.manifestDescriptor.digest;
     expect(await client.referrers(ref, digest, { artifactType: SOCI_V1 })).toEqual([listed]);

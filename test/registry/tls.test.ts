@@ -28,7 +28,9 @@ describe.skipIf(!ok)("TLS registry", () => {
     const got = await client.getManifest({ registry: reg.host, repository: "tls/app", tag: "v1" });
     expect(got.descriptor.digest).toBe(img.manifestDescriptor.digest);
     const l = img.layers[0]!;
-    expect(await client.readRange({ registry: reg.host, repository: "tls/app" }, l.descriptor.digest, 2, 20)).toEqual(l.blob.subarray(2, 20));
+    expect(await client.readRange({ registry: reg.host, repository: "tls/app" }, l.descriptor.digest, 2, 20)).toEqual(
+      l.blob.subarray(2, 20),
+    );
   });
 
   test("a made-up host name: the certificate names it and 127.0.0.1; the access log shows what was served", async () => {
@@ -41,8 +43,12 @@ describe.skipIf(!ok)("TLS registry", () => {
       const client = new HttpRegistryClient({ dockerConfigPath: null, httpsHosts: [named.host], caFile: named.caFile });
       const img = await pushImage(named, "tls/named", "v1", { client });
       const l = img.layers[0]!;
-      expect(await client.readRange({ registry: named.host, repository: "tls/named" }, l.descriptor.digest, 2, 20)).toEqual(l.blob.subarray(2, 20));
-      const got = (await named.accessLog()).filter((a) => a.method === "GET" && a.path === `/v2/tls/named/blobs/${l.descriptor.digest}`);
+      expect(
+        await client.readRange({ registry: named.host, repository: "tls/named" }, l.descriptor.digest, 2, 20),
+      ).toEqual(l.blob.subarray(2, 20));
+      const got = (await named.accessLog()).filter(
+        (a) => a.method === "GET" && a.path === `/v2/tls/named/blobs/${l.descriptor.digest}`,
+      );
       expect(got.map((a) => [a.status, a.bytes])).toEqual([[206, 18]]);
     } finally {
       await named.stop();

@@ -36,11 +36,23 @@ function closure(chunk: string): { chunks: string[]; external: string[] } {
 
 test("the entry chunk imports no runtime module and no command; index list's chunk no registry client", () => {
   const flags = COMPILE_FLAGS.filter((f) => f !== "--bytecode");
-  const r = spawnSync(BUN, ["build", "--target=bun", ...flags, join(REPO, MAIN_ENTRY), ...WORKER_ENTRIES.map((e) => join(REPO, e)), "--outdir", out], {
-    cwd: REPO,
-    encoding: "utf8",
-    timeout: 120_000,
-  });
+  const r = spawnSync(
+    BUN,
+    [
+      "build",
+      "--target=bun",
+      ...flags,
+      join(REPO, MAIN_ENTRY),
+      ...WORKER_ENTRIES.map((e) => join(REPO, e)),
+      "--outdir",
+      out,
+    ],
+    {
+      cwd: REPO,
+      encoding: "utf8",
+      timeout: 120_000,
+    },
+  );
   expect(r.status).toBe(0);
   const files = readdirSync(out, { recursive: true }).map(String);
   const entry = closure("main.js");
@@ -50,5 +62,7 @@ test("the entry chunk imports no runtime module and no command; index list's chu
   const indexList = files.find((f) => f.startsWith("index_list-"));
   expect(indexList).toBeDefined();
   const list = closure(indexList!);
-  expect(list.external.filter((m) => ["tls", "node:tls", "child_process", "node:child_process", "bun:ffi"].includes(m))).toEqual([]);
+  expect(
+    list.external.filter((m) => ["tls", "node:tls", "child_process", "node:child_process", "bun:ffi"].includes(m)),
+  ).toEqual([]);
 }, 150_000);

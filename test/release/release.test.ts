@@ -4,7 +4,18 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { appendFileSync, copyFileSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, existsSync, mkdirSync } from "node:fs";
+import {
+  appendFileSync,
+  copyFileSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  closeSync,
+  rmSync,
+  existsSync,
+  mkdirSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
@@ -30,11 +41,18 @@ function elfMachine(path: string): number {
 }
 
 function sh(script: string, args: string[], env: Record<string, string>) {
-  return spawnSync("sh", [script, ...args], { env: { PATH: process.env.PATH ?? "", ...env }, encoding: "utf8", timeout: 120_000 });
+  return spawnSync("sh", [script, ...args], {
+    env: { PATH: process.env.PATH ?? "", ...env },
+    encoding: "utf8",
+    timeout: 120_000,
+  });
 }
 
 beforeAll(() => {
-  const r = spawnSync(BUN, ["run", join(REPO, "release/build.ts"), "--out", dist], { encoding: "utf8", timeout: 300_000 });
+  const r = spawnSync(BUN, ["run", join(REPO, "release/build.ts"), "--out", dist], {
+    encoding: "utf8",
+    timeout: 300_000,
+  });
   if (r.status !== 0) throw new Error(`release build failed: ${r.stderr}${r.stdout}`);
   mkdirSync(outside);
 }, 300_000);
@@ -47,7 +65,8 @@ describe("npm run release", () => {
     for (const name of ["soci-ts-linux-x64", "soci-ts-linux-arm64"]) expect(sums).toContain(`  ${name}\n`);
     expect(elfMachine(join(dist, "soci-ts-linux-x64"))).toBe(0x3e);
     expect(elfMachine(join(dist, "soci-ts-linux-arm64"))).toBe(0xb7);
-    if (existsSync(join(dist, "soci-ts-linux-arm64-musl"))) expect(elfMachine(join(dist, "soci-ts-linux-arm64-musl"))).toBe(0xb7);
+    if (existsSync(join(dist, "soci-ts-linux-arm64-musl")))
+      expect(elfMachine(join(dist, "soci-ts-linux-arm64-musl"))).toBe(0xb7);
     const check = spawnSync("sha256sum", ["-c", "SHA256SUMS"], { cwd: dist, encoding: "utf8" });
     expect(check.status).toBe(0);
   });
@@ -59,7 +78,11 @@ describe("npm run release", () => {
     const version = spawnSync(bin, ["--version"], { cwd: outside, encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
     expect(version.status).toBe(0);
     expect(version.stdout.trim()).toBe(`soci-ts ${pkg.version}`);
-    const help = spawnSync(bin, ["config", "--help"], { cwd: outside, encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
+    const help = spawnSync(bin, ["config", "--help"], {
+      cwd: outside,
+      encoding: "utf8",
+      env: { PATH: "/usr/bin:/bin" },
+    });
     expect(help.status).toBe(0);
     expect(help.stdout).toContain("default");
     const bad = spawnSync(bin, ["nope"], { cwd: outside, encoding: "utf8" });
@@ -70,7 +93,10 @@ describe("npm run release", () => {
 describe("the compiled binary's inflate thread", () => {
   test("index create of a gzip layer big enough for the inflate thread gives the zTOC the library builds", async () => {
     // One 17 MiB gzip layer (random bytes compress to about their size), over INFLATE_THREAD_MIN_LAYER_BYTES.
-    const layer = compressLayer(writeTar([{ name: "big.bin", data: new Rand("release inflate thread").bytes(17 << 20) }]), "gzip");
+    const layer = compressLayer(
+      writeTar([{ name: "big.bin", data: new Rand("release inflate thread").bytes(17 << 20) }]),
+      "gzip",
+    );
     expect(layer.blob.length).toBeGreaterThanOrEqual(INFLATE_THREAD_MIN_LAYER_BYTES);
     const img = join(work, "img");
     await writeImage(img, "v1", [layer]);
@@ -78,7 +104,11 @@ describe("the compiled binary's inflate thread", () => {
     copyFileSync(join(dist, "soci-ts-linux-x64"), bin);
     spawnSync("chmod", ["+x", bin]);
     const root = join(work, "root");
-    const created = spawnSync(bin, ["--root", root, "index", "create", `oci:${img}:v1`, "--min-layer-size", "0"], { cwd: outside, encoding: "utf8", timeout: 120_000 });
+    const created = spawnSync(bin, ["--root", root, "index", "create", `oci:${img}:v1`, "--min-layer-size", "0"], {
+      cwd: outside,
+      encoding: "utf8",
+      timeout: 120_000,
+    });
     expect(created.stderr).toBe("");
     expect(created.status).toBe(0);
     const listed = spawnSync(bin, ["--root", root, "ztoc", "list", "--quiet"], { cwd: outside, encoding: "utf8" });
@@ -127,7 +157,8 @@ describe("release/install.sh", () => {
   test("refuses a binary whose checksum does not match, installing nothing", () => {
     const bad = join(work, "tampered");
     mkdirSync(bad);
-    for (const f of ["SHA256SUMS", "install.sh", "soci-ts-linux-x64", "soci-ts-linux-arm64"]) copyFileSync(join(dist, f), join(bad, f));
+    for (const f of ["SHA256SUMS", "install.sh", "soci-ts-linux-x64", "soci-ts-linux-arm64"])
+      copyFileSync(join(dist, f), join(bad, f));
     appendFileSync(join(bad, "soci-ts-linux-x64"), "tampered");
     appendFileSync(join(bad, "soci-ts-linux-arm64"), "tampered");
     const prefix = join(work, "prefix-bad");

@@ -28,7 +28,12 @@ describe.skipIf(!tls)("[resolver.host.X] ca_file", () => {
     );
     const opts = registryClientOptions(config);
     expect(opts.caFiles).toEqual({ [a.host]: a.caFile!, [b.host]: b.caFile! });
-    const client = new HttpRegistryClient({ ...opts, dockerConfigPath: null, httpsHosts: [a.host, b.host], retries: { max: 0 } });
+    const client = new HttpRegistryClient({
+      ...opts,
+      dockerConfigPath: null,
+      httpsHosts: [a.host, b.host],
+      retries: { max: 0 },
+    });
     for (const reg of [a, b]) {
       const img = await pushImage(reg, "tls/app", "v1", { client });
       const got = await client.getManifest({ registry: reg.host, repository: "tls/app", tag: "v1" });
@@ -37,8 +42,15 @@ describe.skipIf(!tls)("[resolver.host.X] ca_file", () => {
   });
 
   test("a host's CA is not trusted for another host", async () => {
-    const client = new HttpRegistryClient({ dockerConfigPath: null, httpsHosts: [a.host, b.host], caFiles: { [a.host]: a.caFile! }, retries: { max: 0 } });
-    const err = await client.getManifest({ registry: b.host, repository: "tls/none", tag: "v1" }).catch((e: Error) => e);
+    const client = new HttpRegistryClient({
+      dockerConfigPath: null,
+      httpsHosts: [a.host, b.host],
+      caFiles: { [a.host]: a.caFile! },
+      retries: { max: 0 },
+    });
+    const err = await client
+      .getManifest({ registry: b.host, repository: "tls/none", tag: "v1" })
+      .catch((e: Error) => e);
     expect(String((err as Error).message).toLowerCase()).toContain("certificate");
   });
 });
@@ -69,17 +81,31 @@ describe.skipIf(!reg4)("docker_config and [http] timeouts", () => {
     expect(opts.dockerConfigPath).toBe(join(dockerDir, "config.json"));
     const client = new HttpRegistryClient(opts);
     const img = await pushImage(reg, "creds/app", "v1", { client });
-    expect((await client.getManifest({ registry: reg.host, repository: "creds/app", tag: "v1" })).descriptor.digest).toBe(img.manifestDescriptor.digest);
+    expect(
+      (await client.getManifest({ registry: reg.host, repository: "creds/app", tag: "v1" })).descriptor.digest,
+    ).toBe(img.manifestDescriptor.digest);
     // An explicit docker_config wins; without DOCKER_CONFIG the client's default (~/.docker/config.json) applies.
-    expect(registryClientOptions(parseConfig('docker_config = "/x/c.json"'), { env: { DOCKER_CONFIG: dockerDir } }).dockerConfigPath).toBe("/x/c.json");
+    expect(
+      registryClientOptions(parseConfig('docker_config = "/x/c.json"'), { env: { DOCKER_CONFIG: dockerDir } })
+        .dockerConfigPath,
+    ).toBe("/x/c.json");
     expect(registryClientOptions(parseConfig(""), { env: {} }).dockerConfigPath).toBeUndefined();
   });
 
   test("[http] ResponseHeaderTimeoutMsec bounds the wait for an answer, RequestTimeoutMsec the whole request", async () => {
     const c = parseConfig("[http]\nResponseHeaderTimeoutMsec = 200\nRequestTimeoutMsec = 600\nMaxRetries = 0\n");
     const opts = registryClientOptions(c);
-    const client = new HttpRegistryClient({ ...opts, dockerConfigPath: null, credentials: { [proxy.host]: { username: "alice", password: "wonderland-secret" } } });
-    const img = await pushImage(reg, "slow/app", "v1", { client: new HttpRegistryClient({ dockerConfigPath: null, credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } } }) });
+    const client = new HttpRegistryClient({
+      ...opts,
+      dockerConfigPath: null,
+      credentials: { [proxy.host]: { username: "alice", password: "wonderland-secret" } },
+    });
+    const img = await pushImage(reg, "slow/app", "v1", {
+      client: new HttpRegistryClient({
+        dockerConfigPath: null,
+        credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } },
+      }),
+    });
     const ref = { registry: proxy.host, repository: "slow/app", tag: "v1" };
     await client.getManifest(ref); // learns that the registry wants Basic auth (no 401 round trips below)
     proxy.set({ kind: "stall", ms: 1500, times: 1 });
@@ -87,7 +113,9 @@ describe.skipIf(!reg4)("docker_config and [http] timeouts", () => {
     expect((slowHead as Error).message).toContain(`no answer from "${proxy.host}" within 200 ms`);
     // Headers at once, then the body stalls 1.5 s: within the 30 s idle limit, past the 600 ms total.
     proxy.set({ kind: "stallBody", ms: 1500, afterBytes: 10, times: 1, match: { path: /\/blobs\// } });
-    const slowBody = await client.getBlob({ registry: proxy.host, repository: "slow/app" }, img.layers[0]!.descriptor.digest).catch((e: Error) => e);
+    const slowBody = await client
+      .getBlob({ registry: proxy.host, repository: "slow/app" }, img.layers[0]!.descriptor.digest)
+      .catch((e: Error) => e);
     expect((slowBody as Error).message).toContain(`"${proxy.host}" took longer than 600 ms`);
     proxy.set(null);
   });

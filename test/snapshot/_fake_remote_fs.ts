@@ -28,7 +28,11 @@ export class FakeRemoteFs implements RemoteFs {
   maxConcurrentMounts = 0;
   #mounting = 0;
 
-  async mount(mountpoint: string, labels: Readonly<Record<string, string>>, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  async mount(
+    mountpoint: string,
+    labels: Readonly<Record<string, string>>,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<void> {
     this.calls.push({ op: "mount", mountpoint, labels: { ...labels } });
     this.#mounting++;
     this.maxConcurrentMounts = Math.max(this.maxConcurrentMounts, this.#mounting);

@@ -3,13 +3,27 @@ import { parseFilter, parseFilters } from "../../src/snapshot/filters.ts";
 import type { SnapshotInfo } from "../../src/snapshot/types.ts";
 import { InvalidArgumentError } from "../../src/util/errors.ts";
 
-function info(name: string, parent: string, kind: SnapshotInfo["kind"], labels: Record<string, string> = {}): SnapshotInfo {
+function info(
+  name: string,
+  parent: string,
+  kind: SnapshotInfo["kind"],
+  labels: Record<string, string> = {},
+): SnapshotInfo {
   return { name, parent, kind, labels, created: new Date(0), updated: new Date(0) };
 }
 
-const L1 = info("sha256:l1", "", "committed", { "containerd.io/snapshot.ref": "sha256:l1", "containerd.io/snapshot/remote": "remote snapshot" });
-const L2 = info("default/4/sha256:l2", "sha256:l1", "committed", { "containerd.io/snapshot.ref": "sha256:l2", a: "1", "a.b": "2" });
-const ACT = info("default/5/extract-1 sha256:l3", "default/4/sha256:l2", "active", { "containerd.io/snapshot.ref": "sha256:l3" });
+const L1 = info("sha256:l1", "", "committed", {
+  "containerd.io/snapshot.ref": "sha256:l1",
+  "containerd.io/snapshot/remote": "remote snapshot",
+});
+const L2 = info("default/4/sha256:l2", "sha256:l1", "committed", {
+  "containerd.io/snapshot.ref": "sha256:l2",
+  a: "1",
+  "a.b": "2",
+});
+const ACT = info("default/5/extract-1 sha256:l3", "default/4/sha256:l2", "active", {
+  "containerd.io/snapshot.ref": "sha256:l3",
+});
 const VIEW = info("k8s.io/9/view", "", "view");
 const ALL = [L1, L2, ACT, VIEW];
 

@@ -15,7 +15,9 @@ describe("snapshot labels", () => {
   test("key + value up to 4096 UTF-8 bytes pass, one byte more is refused naming the key", () => {
     const key = "containerd.io/snapshot/cri.image-layers";
     validateLabels({ [key]: "x".repeat(MAX_LABEL_BYTES - key.length) });
-    expect(() => validateLabels({ ok: "1", [key]: "x".repeat(MAX_LABEL_BYTES - key.length + 1) })).toThrow(InvalidArgumentError);
+    expect(() => validateLabels({ ok: "1", [key]: "x".repeat(MAX_LABEL_BYTES - key.length + 1) })).toThrow(
+      InvalidArgumentError,
+    );
     expect(() => validateLabels({ [key]: "x".repeat(MAX_LABEL_BYTES) })).toThrow(`Cannot accept label "${key}"`);
   });
 

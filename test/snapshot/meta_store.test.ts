@@ -6,7 +6,12 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseFilters } from "../../src/snapshot/filters.ts";
 import { MetaStore } from "../../src/snapshot/meta_store.ts";
-import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from "../../src/util/errors.ts";
 
 const dirs: string[] = [];
 const stores: MetaStore[] = [];
@@ -28,7 +33,10 @@ describe("MetaStore", () => {
     const { store } = await open();
     const a = store.createSnapshot("active", "ns/1/extract a", { labels: { x: "1" } });
     expect(a).toEqual({ id: 1, kind: "active", parentIds: [], ancestors: [] });
-    const c = store.commitActive("ns/1/extract a", "ns/2/sha256:a", { labels: { y: "2" }, usage: { size: 4096, inodes: 3 } });
+    const c = store.commitActive("ns/1/extract a", "ns/2/sha256:a", {
+      labels: { y: "2" },
+      usage: { size: 4096, inodes: 3 },
+    });
     expect(c.id).toBe(1);
     expect(c.info).toMatchObject({ name: "ns/2/sha256:a", parent: "", kind: "committed", labels: { y: "2" } });
     expect(c.usage).toEqual({ size: 4096, inodes: 3 });
@@ -78,7 +86,13 @@ describe("MetaStore", () => {
     store.remove("a");
     store.createSnapshot("active", "b", { place: (id) => seen.push(id) });
     expect(seen[1]).toBeGreaterThan(seen[0]!);
-    expect(() => store.remove("b", { place: () => { throw new Error("no"); } })).toThrow("no");
+    expect(() =>
+      store.remove("b", {
+        place: () => {
+          throw new Error("no");
+        },
+      }),
+    ).toThrow("no");
     expect(store.getInfo("b").id).toBe(seen[1]!);
   });
 
@@ -97,10 +111,19 @@ describe("MetaStore", () => {
   test("update: labels, labels.<key>, empty value deletes, no paths replaces, other paths are refused", async () => {
     const { store } = await open();
     store.createSnapshot("active", "a", { labels: { a: "1", b: "2", "c.d/e": "3" } });
-    expect(store.updateInfo({ name: "a", labels: { b: "20", z: "ignored" } }, ["labels.b"]).labels).toEqual({ a: "1", b: "20", "c.d/e": "3" });
-    expect(store.updateInfo({ name: "a", labels: { "c.d/e": "" } }, ["labels.c.d/e"]).labels).toEqual({ a: "1", b: "20" });
+    expect(store.updateInfo({ name: "a", labels: { b: "20", z: "ignored" } }, ["labels.b"]).labels).toEqual({
+      a: "1",
+      b: "20",
+      "c.d/e": "3",
+    });
+    expect(store.updateInfo({ name: "a", labels: { "c.d/e": "" } }, ["labels.c.d/e"]).labels).toEqual({
+      a: "1",
+      b: "20",
+    });
     // A path whose label containerd filtered out arrives without a value: a delete (or a no-op).
-    expect(store.updateInfo({ name: "a", labels: {} }, ["labels.containerd.io/gc.root", "labels.a"]).labels).toEqual({ b: "20" });
+    expect(store.updateInfo({ name: "a", labels: {} }, ["labels.containerd.io/gc.root", "labels.a"]).labels).toEqual({
+      b: "20",
+    });
     expect(store.updateInfo({ name: "a", labels: { n: "1", e: "" } }, ["labels"]).labels).toEqual({ n: "1" });
     expect(store.updateInfo({ name: "a", labels: { m: "2" } }).labels).toEqual({ m: "2" });
     expect(() => store.updateInfo({ name: "a", labels: {} }, ["labels.m", "parent"])).toThrow(InvalidArgumentError);
@@ -117,7 +140,9 @@ describe("MetaStore", () => {
     store.commitActive("a", "sha256:1", { labels: { "containerd.io/snapshot.ref": "sha256:1" } });
     store.createSnapshot("view", "v", { parent: "sha256:1" });
     expect(store.list().map((i) => i.name)).toEqual(["sha256:1", "v"]);
-    expect(store.list(parseFilters([`labels."containerd.io/snapshot.ref"==sha256:1,parent==""`])).map((i) => i.name)).toEqual(["sha256:1"]);
+    expect(
+      store.list(parseFilters([`labels."containerd.io/snapshot.ref"==sha256:1,parent==""`])).map((i) => i.name),
+    ).toEqual(["sha256:1"]);
     expect(store.list(parseFilters(["kind==view"])).map((i) => i.name)).toEqual(["v"]);
   });
 

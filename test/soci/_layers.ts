@@ -17,7 +17,10 @@ export type Compression = "gzip" | "multi-gzip" | "uncompressed" | "zstd-labelle
 /** Seeded entries: `files` regular files plus links, devices and directories. */
 export function generateEntries(seed: string, files: number, opts: { bigBytes?: number } = {}): TarWriteEntry[] {
   const r = new Rand(seed);
-  const entries: TarWriteEntry[] = [{ name: "d/", type: "dir" }, { name: "d/sub/", type: "dir", mode: 0o750 }];
+  const entries: TarWriteEntry[] = [
+    { name: "d/", type: "dir" },
+    { name: "d/sub/", type: "dir", mode: 0o750 },
+  ];
   for (let i = 0; i < files; i++) {
     const kind = r.int(10);
     const size = kind === 0 ? 0 : kind < 6 ? r.int(4096) : kind < 9 ? r.int(200_000) : r.int(opts.bigBytes ?? 700_000);
@@ -46,7 +49,8 @@ export function regularFiles(entries: TarWriteEntry[]): Map<string, Uint8Array> 
   const out = new Map<string, Uint8Array>();
   const enc = new TextEncoder();
   for (const e of entries) {
-    if ((e.type ?? "file") === "file") out.set(e.name, typeof e.data === "string" ? enc.encode(e.data) : (e.data ?? new Uint8Array()));
+    if ((e.type ?? "file") === "file")
+      out.set(e.name, typeof e.data === "string" ? enc.encode(e.data) : (e.data ?? new Uint8Array()));
   }
   for (const e of entries) if (e.type === "hardlink") out.set(e.name, out.get(e.linkname!)!);
   return out;
@@ -61,7 +65,8 @@ export function compressLayer(tar: Uint8Array, how: Compression): { blob: Uint8A
       // Several members, cut at arbitrary points, as parallel compressors write them.
       const parts: Uint8Array[] = [];
       const step = Math.max(1, Math.floor(tar.length / 3) + 77);
-      for (let i = 0; i < tar.length; i += step) parts.push(new Uint8Array(gzipSync(tar.subarray(i, i + step), { level: 1 })));
+      for (let i = 0; i < tar.length; i += step)
+        parts.push(new Uint8Array(gzipSync(tar.subarray(i, i + step), { level: 1 })));
       const blob = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
       let o = 0;
       for (const p of parts) {
@@ -90,12 +95,14 @@ export async function writeImage(
     await location.putBlob(l.blob);
     descs.push({ mediaType: l.mediaType, digest: sha256Digest(l.blob), size: l.blob.length });
   }
-  const config = new TextEncoder().encode(JSON.stringify({
-    architecture: opts.architecture ?? "amd64",
-    os: "linux",
-    rootfs: { type: "layers", diff_ids: descs.map((d) => d.digest) },
-    config: { Cmd: ["/bin/true"] },
-  }));
+  const config = new TextEncoder().encode(
+    JSON.stringify({
+      architecture: opts.architecture ?? "amd64",
+      os: "linux",
+      rootfs: { type: "layers", diff_ids: descs.map((d) => d.digest) },
+      config: { Cmd: ["/bin/true"] },
+    }),
+  );
   await location.putBlob(config);
   const manifest: Manifest = {
     schemaVersion: 2,
@@ -103,7 +110,11 @@ export async function writeImage(
     config: { mediaType: MediaType.OCI_CONFIG, digest: sha256Digest(config), size: config.length },
     layers: descs,
   };
-  const manifestDescriptor = await location.putManifest(new TextEncoder().encode(JSON.stringify(manifest)), MediaType.OCI_MANIFEST, { tag });
+  const manifestDescriptor = await location.putManifest(
+    new TextEncoder().encode(JSON.stringify(manifest)),
+    MediaType.OCI_MANIFEST,
+    { tag },
+  );
   return { location, manifest, manifestDescriptor };
 }
 

@@ -1,5 +1,14 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -78,7 +87,9 @@ describe("ArtifactStore", () => {
   });
 
   test("a process killed while writing leaves only whole blobs and records", async () => {
-    const child = Bun.spawn([process.execPath, join(import.meta.dir, "store_writer_child.ts"), root], { stdout: "pipe" });
+    const child = Bun.spawn([process.execPath, join(import.meta.dir, "store_writer_child.ts"), root], {
+      stdout: "pipe",
+    });
     const reader = child.stdout.getReader();
     await reader.read(); // "writing": several blobs are done, more are under way
     await new Promise((r) => setTimeout(r, 150));
@@ -105,7 +116,8 @@ describe("ArtifactStore", () => {
     const live = Bun.spawn(["sleep", "600"]);
     const exited = Bun.spawn(["true"]);
     await exited.exited;
-    const hoursAgo = (path: string) => utimesSync(path, new Date(Date.now() - 2 * 3600_000), new Date(Date.now() - 2 * 3600_000));
+    const hoursAgo = (path: string) =>
+      utimesSync(path, new Date(Date.now() - 2 * 3600_000), new Date(Date.now() - 2 * 3600_000));
     const put = (dir: string, name: string, old = false) => {
       writeFileSync(join(dir, name), "half");
       if (old) hoursAgo(join(dir, name));
@@ -131,14 +143,19 @@ describe("ArtifactStore", () => {
       const s = new ArtifactStore(root);
       expect(readdirSync(blobs).sort()).toEqual([...kept].sort());
       expect(readdirSync(join(root, "index-db"))).toEqual(keptDb);
-      for (const n of [...removed, ...removedDb]) expect(existsSync(join(blobs, n)) || existsSync(join(root, "index-db", n))).toBe(false);
+      for (const n of [...removed, ...removedDb])
+        expect(existsSync(join(blobs, n)) || existsSync(join(root, "index-db", n))).toBe(false);
       // writing goes on next to the live writer's files
       expect(await s.getBlob(await s.putBlob(new Uint8Array([7])))).toEqual(new Uint8Array([7]));
       // once the writer is gone, its files go at the next opening
       live.kill("SIGKILL");
       await live.exited;
       expect(await new ArtifactStore(root).sweepTemporaryFiles()).toBe(0);
-      expect(readdirSync(blobs).filter((n) => n.startsWith(".")).sort()).toEqual(kept.slice(1).sort());
+      expect(
+        readdirSync(blobs)
+          .filter((n) => n.startsWith("."))
+          .sort(),
+      ).toEqual(kept.slice(1).sort());
       expect(readdirSync(join(root, "index-db"))).toEqual([]);
     } finally {
       live.kill("SIGKILL");

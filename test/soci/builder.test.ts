@@ -1,4 +1,8 @@
-import { ANNOTATION_CHECKPOINT_TABLE, buildCheckpointTable, encodeCheckpointTable } from "../../src/ztoc/checkpoint_table.ts";
+import {
+  ANNOTATION_CHECKPOINT_TABLE,
+  buildCheckpointTable,
+  encodeCheckpointTable,
+} from "../../src/ztoc/checkpoint_table.ts";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -48,7 +52,11 @@ describe("index create on generated layers", () => {
       // The index as SOCI writes it.
       const { index } = await getStoredIndex(store, created!.record.indexDigest);
       expect(index.config).toEqual({ mediaType: SOCI_INDEX_V1_ARTIFACT_TYPE, digest: EMPTY_CONFIG_DIGEST, size: 2 });
-      expect(index.subject).toEqual({ mediaType: MediaType.OCI_MANIFEST, digest: manifestDescriptor.digest, size: manifestDescriptor.size });
+      expect(index.subject).toEqual({
+        mediaType: MediaType.OCI_MANIFEST,
+        digest: manifestDescriptor.digest,
+        size: manifestDescriptor.size,
+      });
       expect(index.layers).toHaveLength(1);
       const z = index.layers[0]!;
       expect(z.mediaType).toBe("application/octet-stream");
@@ -59,7 +67,11 @@ describe("index create on generated layers", () => {
         // soci-ts's checkpoint table: gzip zTOCs only, and it describes the stored zTOC.
         ...(how === "uncompressed"
           ? {}
-          : { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(buildCheckpointTable(await store.getBlob(z.digest))!) }),
+          : {
+              [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(
+                buildCheckpointTable(await store.getBlob(z.digest))!,
+              ),
+            }),
       });
 
       // Every file, through the spans it needs only.
@@ -79,7 +91,16 @@ describe("index create on generated layers", () => {
 
       // ztoc info: SOCI's fields, consistent with the TOC.
       const info = ztocInfo(ztoc, { sizeBytes: (await store.getBlob(z.digest)).length });
-      expect(Object.keys(info)).toEqual(["version", "build_tool", "size", "span_size", "num_spans", "num_files", "num_multi_span_files", "files"]);
+      expect(Object.keys(info)).toEqual([
+        "version",
+        "build_tool",
+        "size",
+        "span_size",
+        "num_spans",
+        "num_files",
+        "num_multi_span_files",
+        "files",
+      ]);
       expect(info.span_size).toBe(SPAN);
       expect(info.num_spans).toBe(ztoc.compressionInfo.maxSpanId + 1);
       expect(info.num_files).toBe(ztoc.toc.length);
@@ -124,24 +145,41 @@ describe("index create on generated layers", () => {
     expect(ta).toBeGreaterThan(0);
     expect(tb).toBeGreaterThan(0);
     expect(tables(await buildIndex(location, image, { ...opts, checkpointTable: false }))).toEqual([0, 0]);
-    expect(tables(await buildIndex(location, image, { ...opts, maxCheckpointTableBytes: ta! + tb! }))).toEqual([ta!, tb!]);
-    expect(tables(await buildIndex(location, image, { ...opts, maxCheckpointTableBytes: ta! + tb! - 1 }))).toEqual([0, 0]);
+    expect(tables(await buildIndex(location, image, { ...opts, maxCheckpointTableBytes: ta! + tb! }))).toEqual([
+      ta!,
+      tb!,
+    ]);
+    expect(tables(await buildIndex(location, image, { ...opts, maxCheckpointTableBytes: ta! + tb! - 1 }))).toEqual([
+      0, 0,
+    ]);
   });
 
   test("a corrupt or truncated layer fails naming the layer", async () => {
     const good = compressLayer(writeTar(generateEntries("corrupt", 20)), "gzip");
     const cut = { blob: good.blob.subarray(0, good.blob.length >> 1), mediaType: good.mediaType };
-    const garbage = { blob: new TextEncoder().encode("this is not gzip at all, not even close"), mediaType: good.mediaType };
-    for (const [name, layer] of [["cut", cut], ["garbage", garbage]] as const) {
+    const garbage = {
+      blob: new TextEncoder().encode("this is not gzip at all, not even close"),
+      mediaType: good.mediaType,
+    };
+    for (const [name, layer] of [
+      ["cut", cut],
+      ["garbage", garbage],
+    ] as const) {
       const { location, manifest } = await writeImage(join(dir, name), "t", [layer]);
-      const err = await createIndexes(location, { store: new ArtifactStore(join(dir, `root-${name}`)), minLayerSizeBytes: 0 }).catch((e) => e);
+      const err = await createIndexes(location, {
+        store: new ArtifactStore(join(dir, `root-${name}`)),
+        minLayerSizeBytes: 0,
+      }).catch((e) => e);
       expect(err).toBeInstanceOf(GzipFormatError);
       expect((err as Error).message).toStartWith(`Cannot build zTOC of layer "${manifest.layers[0]!.digest}": `);
     }
   });
 
   test("an OCI layout's layers stream as byte streams: same zTOCs as from chunks, progress up to each layer's size", async () => {
-    const layers = [compressLayer(writeTar(generateEntries("byob-a", 60)), "gzip"), compressLayer(writeTar(generateEntries("byob-b", 30)), "multi-gzip")];
+    const layers = [
+      compressLayer(writeTar(generateEntries("byob-a", 60)), "gzip"),
+      compressLayer(writeTar(generateEntries("byob-b", 30)), "multi-gzip"),
+    ];
     const { location, manifest } = await writeImage(join(dir, "byob"), "t", layers);
     const progress: Array<[number, number, number]> = [];
     const built = await buildIndex(location, (await resolveImages(location)).images[0]!, {
@@ -156,7 +194,11 @@ describe("index create on generated layers", () => {
       const pieces = (async function* () {
         for (let o = 0; o < layer.blob.length; o += 777) yield layer.blob.subarray(o, o + 777);
       })();
-      const fromChunks = await buildZtoc(pieces, { algorithm: "gzip", spanSizeBytes: SPAN, buildToolIdentifier: DEFAULT_BUILD_TOOL_IDENTIFIER });
+      const fromChunks = await buildZtoc(pieces, {
+        algorithm: "gzip",
+        spanSizeBytes: SPAN,
+        buildToolIdentifier: DEFAULT_BUILD_TOOL_IDENTIFIER,
+      });
       expect(built.ztocs[i]!.descriptor.digest).toBe(sha256Digest(fromChunks.bytes));
       const mine = progress.filter(([l]) => l === i);
       expect(mine.at(-1)).toEqual([i, layer.blob.length, layer.blob.length]);
@@ -183,7 +225,11 @@ describe("index create on generated layers", () => {
     const [again] = await createIndexes(location, opts);
     expect(again!.reused).toBe(true);
     expect(again!.record.indexDigest).toBe(first!.record.indexDigest);
-    const [forced] = await createIndexes(location, { ...opts, force: true, now: () => new Date("2030-01-01T00:00:00Z") });
+    const [forced] = await createIndexes(location, {
+      ...opts,
+      force: true,
+      now: () => new Date("2030-01-01T00:00:00Z"),
+    });
     expect(forced!.reused).toBe(false);
     // Building is deterministic: same layer, same span size → same zTOC and index bytes.
     expect(forced!.record.indexDigest).toBe(first!.record.indexDigest);
@@ -198,7 +244,9 @@ describe("index create on generated layers", () => {
     rmSync(join(dir, "root", "index-db"), { recursive: true });
     expect(await store.listRecords()).toEqual([]);
     const rebuilt = await rebuildDatabase(store);
-    expect(rebuilt.map((r) => r.indexDigest).sort()).toEqual([first!.record.indexDigest, other!.record.indexDigest].sort());
+    expect(rebuilt.map((r) => r.indexDigest).sort()).toEqual(
+      [first!.record.indexDigest, other!.record.indexDigest].sort(),
+    );
     for (const r of rebuilt) {
       expect(r.manifestDigest).toBe(first!.record.manifestDigest);
       expect(r.configDigest).toBe(manifest.config.digest);

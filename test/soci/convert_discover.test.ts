@@ -67,7 +67,9 @@ describe("convert (SOCI index v2)", () => {
       artifactType: SOCI_INDEX_V2_ARTIFACT_TYPE,
     });
     // Go field order in the written index: mediaType, digest, size, annotations, platform, artifactType.
-    expect(new TextDecoder().decode(res.bytes)).toContain(`"annotations":{"${ANNOTATION_IMAGE_MANIFEST_DIGEST}":"${img!.digest}"},"platform":{"architecture":"amd64","os":"linux"},"artifactType":"${SOCI_INDEX_V2_ARTIFACT_TYPE}"}`);
+    expect(new TextDecoder().decode(res.bytes)).toContain(
+      `"annotations":{"${ANNOTATION_IMAGE_MANIFEST_DIGEST}":"${img!.digest}"},"platform":{"architecture":"amd64","os":"linux"},"artifactType":"${SOCI_INDEX_V2_ARTIFACT_TYPE}"}`,
+    );
 
     // The rewritten manifest: same layers and config blob, OCI media types, the index annotation.
     const rewritten = (await dst.getManifest(img!.digest)).manifest as Manifest;
@@ -100,7 +102,8 @@ describe("convert (SOCI index v2)", () => {
     const arm = await image("arm", "arm64");
     const src = new OciLayout(join(dir, "multi"), "m");
     for (const im of [amd, arm]) {
-      for (const d of [im.manifest.config, ...im.manifest.layers]) await src.putBlob(await im.location.getBlob(d.digest));
+      for (const d of [im.manifest.config, ...im.manifest.layers])
+        await src.putBlob(await im.location.getBlob(d.digest));
       await src.putManifest((await im.location.getRoot()).bytes, MediaType.OCI_MANIFEST);
     }
     const list: ImageIndex = {
@@ -156,7 +159,9 @@ describe("convert (SOCI index v2)", () => {
 
   test("the destination needs a tag", async () => {
     const { location } = await image("t");
-    await expect(convertImage(location, new OciLayout(join(dir, "o")), build)).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(convertImage(location, new OciLayout(join(dir, "o")), build)).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
   });
 });
 
@@ -200,11 +205,15 @@ describe("discovery (v1) and push", () => {
     const other: Manifest = { ...manifest, layers: manifest.layers.slice(1) };
     const bytes = new TextEncoder().encode(JSON.stringify(other));
     const misses: string[] = [];
-    const found = await discoverIndex(location, {
-      descriptor: { mediaType: MediaType.OCI_MANIFEST, digest: sha256Digest(bytes), size: bytes.length },
-      bytes,
-      manifest: other,
-    }, { store, modes: { v1: false, v2: false }, onMiss: (_s, why) => misses.push(why) });
+    const found = await discoverIndex(
+      location,
+      {
+        descriptor: { mediaType: MediaType.OCI_MANIFEST, digest: sha256Digest(bytes), size: bytes.length },
+        bytes,
+        manifest: other,
+      },
+      { store, modes: { v1: false, v2: false }, onMiss: (_s, why) => misses.push(why) },
+    );
     expect(found).toBeUndefined();
     expect(misses.join("\n")).toContain("lists layers this image does not have");
     expect(manifest.layers[0]!.digest).toBeDefined();

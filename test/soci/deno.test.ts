@@ -58,19 +58,25 @@ describe("index builder under Deno", () => {
   }, 300_000);
 
   const withRegistry = needs("deno index builder over the registry", "tool:docker-registry", "tool:skopeo");
-  test.skipIf(!withRegistry)("reads the image from the real registry under Deno too", async () => {
-    let registry: TestRegistry | undefined;
-    try {
-      registry = await startRegistry();
-      const ref = `${registry.host}/deno/img:t`;
-      const copy = spawnSync("skopeo", ["copy", "--quiet", "--dest-tls-verify=false", layout, `docker://${ref}`], { encoding: "utf8" });
-      expect(copy.status).toBe(0);
-      const bun = JSON.parse(await buildForComparison(ref, SPAN));
-      const deno = underDeno(ref);
-      expect(deno.bytes).toEqual(bun.bytes);
-      expect(deno.index).toBe(bun.index);
-    } finally {
-      await registry?.stop();
-    }
-  }, 300_000);
+  test.skipIf(!withRegistry)(
+    "reads the image from the real registry under Deno too",
+    async () => {
+      let registry: TestRegistry | undefined;
+      try {
+        registry = await startRegistry();
+        const ref = `${registry.host}/deno/img:t`;
+        const copy = spawnSync("skopeo", ["copy", "--quiet", "--dest-tls-verify=false", layout, `docker://${ref}`], {
+          encoding: "utf8",
+        });
+        expect(copy.status).toBe(0);
+        const bun = JSON.parse(await buildForComparison(ref, SPAN));
+        const deno = underDeno(ref);
+        expect(deno.bytes).toEqual(bun.bytes);
+        expect(deno.index).toBe(bun.index);
+      } finally {
+        await registry?.stop();
+      }
+    },
+    300_000,
+  );
 });

@@ -19,7 +19,11 @@ export async function buildForComparison(src: string, spanSizeBytes: number): Pr
   const layout = parseLayoutSpec(src);
   const location: ImageLocation = layout
     ? new OciLayout(layout.dir, layout.tag)
-    : new RegistryLocation(new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 30_000 }), parseReference(src), src);
+    : new RegistryLocation(
+        new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 30_000 }),
+        parseReference(src),
+        src,
+      );
   const { images } = await resolveImages(location, { platforms: [{ os: "linux", architecture: "amd64" }] });
   const built = await buildIndex(location, images[0]!, { version: "v1", spanSizeBytes, minLayerSizeBytes: 0 });
   const b64 = (u: Uint8Array) => btoa(Array.from(u, (c) => String.fromCharCode(c)).join(""));

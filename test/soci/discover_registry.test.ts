@@ -31,10 +31,14 @@ describe.skipIf(!run)("discoverIndex, v2 annotation", () => {
     const img = await pushImage(reg, "test/noindex", "v1");
     const missing = `sha256:${"e".repeat(64)}`;
     const misses: string[] = [];
-    const found = await discoverIndex(new RegistryLocation(client, img.ref, "test/noindex:v1"), annotated(img, missing), {
-      modes: { v1: true, v2: true },
-      onMiss: (step, why) => misses.push(`${step}: ${why}`),
-    });
+    const found = await discoverIndex(
+      new RegistryLocation(client, img.ref, "test/noindex:v1"),
+      annotated(img, missing),
+      {
+        modes: { v1: true, v2: true },
+        onMiss: (step, why) => misses.push(`${step}: ${why}`),
+      },
+    );
     expect(found).toBeUndefined();
     expect(misses.length).toBe(2);
     expect(misses[0]).toContain(`v2: index "${missing}"`);
@@ -44,9 +48,13 @@ describe.skipIf(!run)("discoverIndex, v2 annotation", () => {
   test("an index that is there but corrupt still fails", async () => {
     const img = await pushImage(reg, "test/badindex", "v1");
     // The image's own manifest is no SOCI index.
-    const p = discoverIndex(new RegistryLocation(client, img.ref, "test/badindex:v1"), annotated(img, img.manifestDescriptor.digest), {
-      modes: { v1: false, v2: true },
-    });
+    const p = discoverIndex(
+      new RegistryLocation(client, img.ref, "test/badindex:v1"),
+      annotated(img, img.manifestDescriptor.digest),
+      {
+        modes: { v1: false, v2: true },
+      },
+    );
     await expect(p).rejects.toThrow();
   });
 });

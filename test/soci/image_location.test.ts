@@ -22,7 +22,11 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 const enc = (s: string) => new TextEncoder().encode(s);
 
 const writeImage = async (loc: OciLayout, arch: string, tag?: string) =>
-  (await writeLayersImage(loc.dir, tag, [{ blob: enc(`layer for ${arch}`), mediaType: MediaType.OCI_LAYER }], { architecture: arch })).manifestDescriptor;
+  (
+    await writeLayersImage(loc.dir, tag, [{ blob: enc(`layer for ${arch}`), mediaType: MediaType.OCI_LAYER }], {
+      architecture: arch,
+    })
+  ).manifestDescriptor;
 
 describe("OciLayout", () => {
   test("parseLayoutSpec() splits DIR and TAG", () => {
@@ -56,10 +60,16 @@ describe("OciLayout", () => {
     await expect(loc.getRoot()).rejects.toThrow(`OCI layout "${dir}"`);
     const d1 = await writeImage(loc, "amd64");
     expect(JSON.parse(readFileSync(join(dir, "index.json"), "utf8")).manifests).toEqual([]); // untagged: blob only
-    await loc.putManifest(enc(JSON.stringify((await loc.getManifest(d1.digest)).manifest)), MediaType.OCI_MANIFEST, { tag: "a" });
+    await loc.putManifest(enc(JSON.stringify((await loc.getManifest(d1.digest)).manifest)), MediaType.OCI_MANIFEST, {
+      tag: "a",
+    });
     expect((await loc.getRoot()).descriptor.digest).toBe(d1.digest);
     expect(readFileSync(join(dir, "index.json"), "utf8")).toBe(
-      goIndex({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [{ ...d1, annotations: { [REF_NAME_ANNOTATION]: "a" } }] }),
+      goIndex({
+        schemaVersion: 2,
+        mediaType: MediaType.OCI_INDEX,
+        manifests: [{ ...d1, annotations: { [REF_NAME_ANNOTATION]: "a" } }],
+      }),
     );
     const d2 = await writeImage(loc, "arm64", "b");
     await expect(loc.getRoot()).rejects.toThrow("name a tag");

@@ -18,7 +18,12 @@ import {
 import { FormatError, InvalidArgumentError } from "../../src/util/errors.ts";
 
 const layer = { mediaType: MediaType.OCI_LAYER_GZIP, digest: `sha256:${"a".repeat(64)}`, size: 12345678 };
-const subject = { mediaType: MediaType.OCI_MANIFEST, digest: `sha256:${"b".repeat(64)}`, size: 999, annotations: { x: "y" } };
+const subject = {
+  mediaType: MediaType.OCI_MANIFEST,
+  digest: `sha256:${"b".repeat(64)}`,
+  size: 999,
+  annotations: { x: "y" },
+};
 
 describe("SOCI index", () => {
   test("the empty config digest is the sha256 of {}", () => {
@@ -68,7 +73,9 @@ describe("SOCI index", () => {
     expect(() => decodeIndex(enc("{"))).toThrow(FormatError);
     expect(() => decodeIndex(enc(`{"schemaVersion":2}`))).toThrow("not an OCI image manifest");
     expect(() =>
-      decodeIndex(enc(`{"schemaVersion":2,"config":{"mediaType":"${MediaType.OCI_CONFIG}","digest":"x","size":1},"layers":[]}`))
+      decodeIndex(
+        enc(`{"schemaVersion":2,"config":{"mediaType":"${MediaType.OCI_CONFIG}","digest":"x","size":1},"layers":[]}`),
+      ),
     ).toThrow(`unknown index version "${MediaType.OCI_CONFIG}"`);
   });
 
@@ -77,14 +84,16 @@ describe("SOCI index", () => {
     const text = goIndex({
       schemaVersion: 2,
       mediaType: MediaType.OCI_INDEX,
-      manifests: [{
-        artifactType: "t",
-        platform: { variant: "v8", os: "linux", architecture: "arm64" },
-        annotations: { b: "2", a: "1" },
-        size: 1,
-        digest: "sha256:x",
-        mediaType: "m",
-      }],
+      manifests: [
+        {
+          artifactType: "t",
+          platform: { variant: "v8", os: "linux", architecture: "arm64" },
+          annotations: { b: "2", a: "1" },
+          size: 1,
+          digest: "sha256:x",
+          mediaType: "m",
+        },
+      ],
     });
     expect(text).toBe(
       `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"m",` +

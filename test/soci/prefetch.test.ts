@@ -47,7 +47,11 @@ describe("prefetch artifact wire form", () => {
   test("encodes as Go does: field order, compact, priority omitted when 0", () => {
     const a: PrefetchArtifact = {
       version: "1.0",
-      prefetchSpans: [{ startSpan: 0, endSpan: 3 }, { startSpan: 7, endSpan: 7, priority: 0 }, { startSpan: 9, endSpan: 12, priority: 2 }],
+      prefetchSpans: [
+        { startSpan: 0, endSpan: 3 },
+        { startSpan: 7, endSpan: 7, priority: 0 },
+        { startSpan: 9, endSpan: 12, priority: 2 },
+      ],
     };
     expect(dec(encodePrefetchArtifact(a))).toBe(
       '{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":3},{"start_span":7,"end_span":7},{"start_span":9,"end_span":12,"priority":2}]}',
@@ -55,10 +59,15 @@ describe("prefetch artifact wire form", () => {
   });
 
   test("decode is the inverse of encode and ignores unknown fields", () => {
-    const bytes = enc('{"prefetch_spans":[{"end_span":4,"start_span":1,"x":true},{"start_span":6,"end_span":6,"priority":-1}],"version":"1.0","extra":1}');
+    const bytes = enc(
+      '{"prefetch_spans":[{"end_span":4,"start_span":1,"x":true},{"start_span":6,"end_span":6,"priority":-1}],"version":"1.0","extra":1}',
+    );
     expect(decodePrefetchArtifact(bytes)).toEqual({
       version: "1.0",
-      prefetchSpans: [{ startSpan: 1, endSpan: 4 }, { startSpan: 6, endSpan: 6, priority: -1 }],
+      prefetchSpans: [
+        { startSpan: 1, endSpan: 4 },
+        { startSpan: 6, endSpan: 6, priority: -1 },
+      ],
     });
     const a: PrefetchArtifact = { version: "1.0", prefetchSpans: [{ startSpan: 2, endSpan: 5, priority: 1 }] };
     expect(decodePrefetchArtifact(encodePrefetchArtifact(a))).toEqual(a);
@@ -67,18 +76,27 @@ describe("prefetch artifact wire form", () => {
   const bad: Array<[string, string]> = [
     ["{", "not UTF-8 JSON"],
     ["[]", "not a JSON object"],
-    ['{"version":"2.0","prefetch_spans":[{"start_span":0,"end_span":0}]}', 'unsupported version "2.0" (expected "1.0")'],
+    [
+      '{"version":"2.0","prefetch_spans":[{"start_span":0,"end_span":0}]}',
+      'unsupported version "2.0" (expected "1.0")',
+    ],
     ['{"prefetch_spans":[{"start_span":0,"end_span":0}]}', "unsupported version null"],
     ['{"version":"1.0"}', '"prefetch_spans" is missing'],
     ['{"version":"1.0","prefetch_spans":{}}', '"prefetch_spans" is not an array'],
     ['{"version":"1.0","prefetch_spans":[]}', '"prefetch_spans" is empty'],
     ['{"version":"1.0","prefetch_spans":[7]}', "span 0 is not a JSON object"],
     ['{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":1},{"end_span":1}]}', 'span 1 has no "start_span"'],
-    ['{"version":"1.0","prefetch_spans":[{"start_span":-1,"end_span":1}]}', 'span 0 has "start_span" -1, expected a non-negative integer'],
+    [
+      '{"version":"1.0","prefetch_spans":[{"start_span":-1,"end_span":1}]}',
+      'span 0 has "start_span" -1, expected a non-negative integer',
+    ],
     ['{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":1.5}]}', 'span 0 has "end_span" 1.5'],
     ['{"version":"1.0","prefetch_spans":[{"start_span":"0","end_span":1}]}', 'span 0 has "start_span" "0"'],
     ['{"version":"1.0","prefetch_spans":[{"start_span":5,"end_span":4}]}', "span 0 ends before it starts (5 > 4)"],
-    ['{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":4,"priority":"high"}]}', 'span 0 has "priority" "high"'],
+    [
+      '{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":4,"priority":"high"}]}',
+      'span 0 has "priority" "high"',
+    ],
   ];
   for (const [json, why] of bad) {
     test(`decode refuses ${json.slice(0, 60)}`, () => {
@@ -102,15 +120,21 @@ describe("prefetch artifact wire form", () => {
   });
 
   test("merge: sorted, joined when start <= prevEnd + 1, gaps kept", () => {
-    expect(mergePrefetchSpans([
-      { startSpan: 9, endSpan: 9 },
-      { startSpan: 0, endSpan: 2 },
-      { startSpan: 3, endSpan: 3 },
-      { startSpan: 1, endSpan: 1 },
-      { startSpan: 5, endSpan: 6 },
-      { startSpan: 6, endSpan: 8 },
+    expect(
+      mergePrefetchSpans([
+        { startSpan: 9, endSpan: 9 },
+        { startSpan: 0, endSpan: 2 },
+        { startSpan: 3, endSpan: 3 },
+        { startSpan: 1, endSpan: 1 },
+        { startSpan: 5, endSpan: 6 },
+        { startSpan: 6, endSpan: 8 },
+        { startSpan: 11, endSpan: 11 },
+      ]),
+    ).toEqual([
+      { startSpan: 0, endSpan: 3 },
+      { startSpan: 5, endSpan: 9 },
       { startSpan: 11, endSpan: 11 },
-    ])).toEqual([{ startSpan: 0, endSpan: 3 }, { startSpan: 5, endSpan: 9 }, { startSpan: 11, endSpan: 11 }]);
+    ]);
   });
 
   test("paths are cleaned as SOCI cleans them", () => {
@@ -137,7 +161,10 @@ describe("span rules (SOCI's UncompressedOffsetToSpanID of offset and offset + s
   for (const how of ["uncompressed", "gzip"] as Compression[]) {
     test(`${how}: a file ending on a span boundary lists the next span too; size 0 lists its offset's span`, async () => {
       const { blob } = compressLayer(writeTar(boundaryEntries()), how);
-      const { ztoc } = await buildZtoc(new Blob([blob as Uint8Array<ArrayBuffer>]).stream(), { algorithm: how === "gzip" ? "gzip" : "uncompressed", spanSizeBytes: SPAN });
+      const { ztoc } = await buildZtoc(new Blob([blob as Uint8Array<ArrayBuffer>]).stream(), {
+        algorithm: how === "gzip" ? "gzip" : "uncompressed",
+        spanSizeBytes: SPAN,
+      });
       const byName = new Map(ztoc.toc.map((m) => [m.name, m]));
       const exact = byName.get("a/exact")!;
       expect(exact.uncompressedOffset).toBe(512);
@@ -145,7 +172,9 @@ describe("span rules (SOCI's UncompressedOffsetToSpanID of offset and offset + s
         expect(fileSpanRange(ztoc, exact)).toEqual({ startSpan: 0, endSpan: 1 });
         expect(fileSpanRange(ztoc, byName.get("a/empty")!)).toEqual({ startSpan: 1, endSpan: 1 });
         expect(fileSpanRange(ztoc, byName.get("a/big")!)).toEqual({ startSpan: 1, endSpan: 4 });
-        expect(spanOfOffset(ztoc, ztoc.uncompressedArchiveSize + 10 * SPAN)).toBe(Math.floor((ztoc.uncompressedArchiveSize + 10 * SPAN) / SPAN));
+        expect(spanOfOffset(ztoc, ztoc.uncompressedArchiveSize + 10 * SPAN)).toBe(
+          Math.floor((ztoc.uncompressedArchiveSize + 10 * SPAN) / SPAN),
+        );
       } else {
         // gzip checkpoints fall at block boundaries at or after each span size: compare with the zinfo directly.
         for (const m of ztoc.toc.filter((m) => m.type === "reg")) {
@@ -200,7 +229,12 @@ describe("building prefetch artifacts into an index", () => {
     });
     const { index } = await getStoredIndex(store, c!.record.indexDigest);
     // zTOCs first in image order, then the artifacts in image order.
-    expect(index.layers.map((d) => d.mediaType)).toEqual([ZTOC_MEDIA_TYPE, ZTOC_MEDIA_TYPE, PREFETCH_ARTIFACT_MEDIA_TYPE, PREFETCH_ARTIFACT_MEDIA_TYPE]);
+    expect(index.layers.map((d) => d.mediaType)).toEqual([
+      ZTOC_MEDIA_TYPE,
+      ZTOC_MEDIA_TYPE,
+      PREFETCH_ARTIFACT_MEDIA_TYPE,
+      PREFETCH_ARTIFACT_MEDIA_TYPE,
+    ]);
     const [pl, pu] = prefetchDescriptors(index);
     expect(pl!.annotations).toEqual({ [ANNOTATION_IMAGE_LAYER_DIGEST]: lowerDigest! });
     expect(pu!.annotations).toEqual({ [ANNOTATION_IMAGE_LAYER_DIGEST]: upperDigest! });
@@ -221,9 +255,13 @@ describe("building prefetch artifacts into an index", () => {
     expect(lower.prefetchSpans).toEqual(expected);
     expect(lower.prefetchSpans[0]!.startSpan).toBe(0);
     expect(meta("hl/link").uncompressedSize).toBe(0); // the link itself has no data; its target's spans are listed
-    expect(fileSpanRange(zl, meta("hl/target")).endSpan).toBeGreaterThan(fileSpanRange(zl, meta("hl/target")).startSpan);
+    expect(fileSpanRange(zl, meta("hl/target")).endSpan).toBeGreaterThan(
+      fileSpanRange(zl, meta("hl/target")).startSpan,
+    );
     // Upper: a/tail and opq/new, both in span 0.
-    expect(decodePrefetchArtifact(await store.getBlob(pu!.digest)).prefetchSpans).toEqual([{ startSpan: 0, endSpan: 0 }]);
+    expect(decodePrefetchArtifact(await store.getBlob(pu!.digest)).prefetchSpans).toEqual([
+      { startSpan: 0, endSpan: 0 },
+    ]);
 
     // Removing the index removes the artifacts no other index lists.
     await removeIndex(store, c!.record.indexDigest);
@@ -234,10 +272,17 @@ describe("building prefetch artifacts into an index", () => {
   test("only layers with listed files get an artifact; same paths → same bytes as before", async () => {
     const { location, manifest } = await twoLayerImage();
     const store = new ArtifactStore(join(dir, "root"));
-    const [c] = await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0, prefetchPaths: ["a/big"] });
+    const [c] = await createIndexes(location, {
+      store,
+      spanSizeBytes: SPAN,
+      minLayerSizeBytes: 0,
+      prefetchPaths: ["a/big"],
+    });
     expect(c!.prefetch).toHaveLength(1);
     expect(c!.prefetch[0]!.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]).toBe(manifest.layers[0]!.digest);
-    expect(dec(await store.getBlob(c!.prefetch[0]!.digest))).toBe('{"version":"1.0","prefetch_spans":[{"start_span":1,"end_span":4}]}');
+    expect(dec(await store.getBlob(c!.prefetch[0]!.digest))).toBe(
+      '{"version":"1.0","prefetch_spans":[{"start_span":1,"end_span":4}]}',
+    );
     // Without paths an index with prefetch artifacts is not reused; a new one without them is built.
     const [again] = await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
     expect(again!.reused).toBe(false);
@@ -254,7 +299,12 @@ describe("building prefetch artifacts into an index", () => {
     test(`refuses ${path}: ${msg.slice(msg.indexOf(":") + 2)}`, async () => {
       const { location } = await twoLayerImage();
       const store = new ArtifactStore(join(dir, "root"));
-      const p = createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0, prefetchPaths: ["a/big", path] });
+      const p = createIndexes(location, {
+        store,
+        spanSizeBytes: SPAN,
+        minLayerSizeBytes: 0,
+        prefetchPaths: ["a/big", path],
+      });
       await expect(p).rejects.toBeInstanceOf(cls);
       await expect(p).rejects.toThrow(msg);
       expect(await store.listRecords()).toEqual([]);
@@ -264,7 +314,12 @@ describe("building prefetch artifacts into an index", () => {
   test("push copies the artifacts; discovery (v1, no store) returns them per layer digest", async () => {
     const { location, manifest, manifestDescriptor } = await twoLayerImage();
     const store = new ArtifactStore(join(dir, "root"));
-    const [c] = await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0, prefetchPaths: ["a/big", "opq/new"] });
+    const [c] = await createIndexes(location, {
+      store,
+      spanSizeBytes: SPAN,
+      minLayerSizeBytes: 0,
+      prefetchPaths: ["a/big", "opq/new"],
+    });
     const [pushed] = await pushIndexes(location, { store });
     expect(pushed!.pushed).toBe(true);
     expect(pushed!.blobs).toBe(2 + 2 + 1); // two zTOCs, two artifacts, `{}`
@@ -272,7 +327,9 @@ describe("building prefetch artifacts into an index", () => {
     const found = await discoverIndex(location, fetched, { modes: { v1: true, v2: false } });
     expect(found?.foundBy).toBe("v1");
     expect([...found!.prefetch.keys()]).toEqual(manifest.layers.map((l) => l.digest));
-    expect(found!.prefetch.get(manifest.layers[0]!.digest)!.artifact.prefetchSpans).toEqual([{ startSpan: 1, endSpan: 4 }]);
+    expect(found!.prefetch.get(manifest.layers[0]!.digest)!.artifact.prefetchSpans).toEqual([
+      { startSpan: 1, endSpan: 4 },
+    ]);
     expect(found!.prefetch.get(manifest.layers[1]!.digest)!.descriptor).toEqual(c!.prefetch[1]!);
     // From the store too, and a corrupt artifact is reported and left out.
     const errors: string[] = [];
@@ -303,7 +360,16 @@ describe("soci-ts index create --prefetch-file / --prefetch-files-json", () => {
     writeFileSync(json, JSON.stringify(["/opq/new", " "]));
     const cli = (...args: string[]) => runCli(["--root", root, ...args], { timeoutMs: 120_000 });
     const base = ["index", "create", image, "--min-layer-size", "0", "--span-size", String(SPAN)];
-    const r = cli(...base, "--prefetch-file", "/a/big", "--prefetch-file", "a/exact", "--prefetch-files-json", json, "--json");
+    const r = cli(
+      ...base,
+      "--prefetch-file",
+      "/a/big",
+      "--prefetch-file",
+      "a/exact",
+      "--prefetch-files-json",
+      json,
+      "--json",
+    );
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     const [c] = JSON.parse(r.stdout);

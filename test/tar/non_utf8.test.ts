@@ -56,15 +56,43 @@ describe("tar names that are not UTF-8", () => {
   });
 
   const cases: [string, Uint8Array, RegExp][] = [
-    ["ustar name", tar(header({ name: "caf~", typeflag: "0" }, "name"), header({ name: "ok", typeflag: "0" })), /offset 0: name "caf\\xE9"/],
-    ["ustar prefix", tar(header({ name: "f", prefix: "dir~", typeflag: "0" }, "prefix")), /offset 0: name "dir\\xE9\/f"/],
-    ["link name", tar(header({ name: "a", typeflag: "0" }), header({ name: "b", typeflag: "1", linkname: "caf~" }, "linkname")), /offset 512: link name "caf\\xE9"/],
+    [
+      "ustar name",
+      tar(header({ name: "caf~", typeflag: "0" }, "name"), header({ name: "ok", typeflag: "0" })),
+      /offset 0: name "caf\\xE9"/,
+    ],
+    [
+      "ustar prefix",
+      tar(header({ name: "f", prefix: "dir~", typeflag: "0" }, "prefix")),
+      /offset 0: name "dir\\xE9\/f"/,
+    ],
+    [
+      "link name",
+      tar(header({ name: "a", typeflag: "0" }), header({ name: "b", typeflag: "1", linkname: "caf~" }, "linkname")),
+      /offset 512: link name "caf\\xE9"/,
+    ],
     ["user name", tar(header({ name: "a", typeflag: "0", uname: "us~r" }, "uname")), /user name "us\\xE9r"/],
     ["group name", tar(header({ name: "a", typeflag: "0", gname: "gr~p" }, "gname")), /group name "gr\\xE9p"/],
-    ["PAX path", tar(...pax([["path", new Uint8Array([0x63, 0x61, 0x66, 0xe8])]]), header({ name: "x", typeflag: "0" })), /offset 0: name "caf\\xE8"/],
-    ["PAX linkpath", tar(...pax([["linkpath", new Uint8Array([0xff])]]), header({ name: "x", typeflag: "2" })), /link name "\\xFF"/],
-    ["GNU long name", tar(...gnu("L", new Uint8Array([0x63, 0xe9])), header({ name: "x", typeflag: "0", magic: "gnu" })), /name "c\\xE9"/],
-    ["GNU long link", tar(...gnu("K", new Uint8Array([0xc3])), header({ name: "x", typeflag: "2", magic: "gnu" })), /link name "\\xC3"/],
+    [
+      "PAX path",
+      tar(...pax([["path", new Uint8Array([0x63, 0x61, 0x66, 0xe8])]]), header({ name: "x", typeflag: "0" })),
+      /offset 0: name "caf\\xE8"/,
+    ],
+    [
+      "PAX linkpath",
+      tar(...pax([["linkpath", new Uint8Array([0xff])]]), header({ name: "x", typeflag: "2" })),
+      /link name "\\xFF"/,
+    ],
+    [
+      "GNU long name",
+      tar(...gnu("L", new Uint8Array([0x63, 0xe9])), header({ name: "x", typeflag: "0", magic: "gnu" })),
+      /name "c\\xE9"/,
+    ],
+    [
+      "GNU long link",
+      tar(...gnu("K", new Uint8Array([0xc3])), header({ name: "x", typeflag: "2", magic: "gnu" })),
+      /link name "\\xC3"/,
+    ],
   ];
   for (const [what, bytes, msg] of cases) {
     test(`${what}: refused with a TarFormatError naming the entry offset`, () => {
@@ -77,15 +105,22 @@ describe("tar names that are not UTF-8", () => {
   test("a valid PAX path or GNU long name overriding a non-UTF-8 header name is fine", () => {
     const [a] = read(tar(...pax([["path", "café"]]), header({ name: "caf~", typeflag: "0" }, "name")));
     expect(a!.name).toBe("café");
-    const [b] = read(tar(...gnu("L", enc.encode("café")), header({ name: "caf~", typeflag: "0", magic: "gnu" }, "name")));
+    const [b] = read(
+      tar(...gnu("L", enc.encode("café")), header({ name: "caf~", typeflag: "0", magic: "gnu" }, "name")),
+    );
     expect(b!.name).toBe("café");
   });
 
   test("the zTOC builder fails on such a layer instead of merging caf\\xE9 and caf\\xE8", async () => {
-    const layer = tar(header({ name: "caf~", typeflag: "0" }, "name", 0xe9), header({ name: "caf~", typeflag: "0" }, "name", 0xe8));
+    const layer = tar(
+      header({ name: "caf~", typeflag: "0" }, "name", 0xe9),
+      header({ name: "caf~", typeflag: "0" }, "name", 0xe8),
+    );
     const once = async function* () {
       yield layer;
     };
-    await expect(buildZtoc(once(), { algorithm: "uncompressed" })).rejects.toThrow(/name "caf\\xE9" is not valid UTF-8/);
+    await expect(buildZtoc(once(), { algorithm: "uncompressed" })).rejects.toThrow(
+      /name "caf\\xE9" is not valid UTF-8/,
+    );
   });
 });

@@ -15,7 +15,9 @@ import { concatBytes } from "../../src/util/bytes.ts";
 /** Every byte value once: NUL, newline, '=', 0x80–0xFF (never valid UTF-8 on their own). */
 const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
 /** vfs_cap_data v2 with cap_net_raw (bit 13) permitted, effective flag set: what `setcap cap_net_raw+ep` writes. */
-const CAP_NET_RAW = new Uint8Array([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+const CAP_NET_RAW = new Uint8Array([
+  0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
 const utf8 = (s: string) => new TextEncoder().encode(s);
 const concat = (...parts: Uint8Array[]) => concatBytes(parts);
 
@@ -33,7 +35,12 @@ describe("binary PAX record values", () => {
       {
         name: "usr/bin/ping",
         data: "elf",
-        xattrs: { "security.capability": CAP_NET_RAW, "user.all": ALL_BYTES, "user.text": "héllo", "user.empty": new Uint8Array(0) },
+        xattrs: {
+          "security.capability": CAP_NET_RAW,
+          "user.all": ALL_BYTES,
+          "user.text": "héllo",
+          "user.empty": new Uint8Array(0),
+        },
       },
       { name: "after", data: "x" },
     ]);
@@ -66,7 +73,12 @@ describe("binary PAX record values", () => {
     expect(rec4.length).toBe(16);
     const payload = concat(rec1, rec2, rec3, rec4);
     const records = parsePaxRecords(payload, "PaxHeaders/x", 512);
-    expect([...records.keys()]).toEqual(["SCHILY.xattr.user.b", "SCHILY.xattr.user.ключ", "SCHILY.xattr.user.c", "path"]);
+    expect([...records.keys()]).toEqual([
+      "SCHILY.xattr.user.b",
+      "SCHILY.xattr.user.ключ",
+      "SCHILY.xattr.user.c",
+      "path",
+    ]);
     expect(records.get("SCHILY.xattr.user.b")).toEqual(new Uint8Array([0xff, 0x00, 0x0a]));
     expect(records.get("SCHILY.xattr.user.ключ")).toEqual(utf8("значение"));
     expect(records.get("SCHILY.xattr.user.c")).toEqual(new Uint8Array([0x80, 0xe2, 0x82, 0x3d]));
@@ -102,13 +114,17 @@ describe("binary PAX record values", () => {
         writeFileSync(join(dir, "f"), "data");
         // 0s = base64: 00 ff 80 80; trusted.* needs root.
         expect(spawnSync("setfattr", ["-n", "user.bin", "-v", "0sAP+AgA==", join(dir, "f")]).status).toBe(0);
-        expect(spawnSync("setfattr", ["-n", "trusted.bin", "-v", "0x00010203fffefd0a3d", join(dir, "f")]).status).toBe(0);
+        expect(spawnSync("setfattr", ["-n", "trusted.bin", "-v", "0x00010203fffefd0a3d", join(dir, "f")]).status).toBe(
+          0,
+        );
         const out = join(dir, "a.tar");
         const r = spawnSync("tar", ["--xattrs", "--xattrs-include=*", "--format=pax", "-cf", out, "-C", dir, "f"]);
         expect(r.status).toBe(0);
         const [f] = readAll(new Uint8Array(readFileSync(out)));
         expect(f!.xattrs.get("user.bin")).toEqual(new Uint8Array([0x00, 0xff, 0x80, 0x80]));
-        expect(f!.xattrs.get("trusted.bin")).toEqual(new Uint8Array([0x00, 0x01, 0x02, 0x03, 0xff, 0xfe, 0xfd, 0x0a, 0x3d]));
+        expect(f!.xattrs.get("trusted.bin")).toEqual(
+          new Uint8Array([0x00, 0x01, 0x02, 0x03, 0xff, 0xfe, 0xfd, 0x0a, 0x3d]),
+        );
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }

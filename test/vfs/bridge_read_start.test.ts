@@ -36,7 +36,8 @@ describe("READ start", () => {
     const bridge = new VfsBridge(file);
     const { fh } = await bridge.open(FUSE_ROOT_ID, 0, ctx);
     const { fh: other } = await bridge.open(FUSE_ROOT_ID, 0, ctx);
-    const read = (h: number, offset: number, size: number) => Promise.resolve(bridge.read(FUSE_ROOT_ID, h, offset, size, ctx)).catch((e: Error) => e);
+    const read = (h: number, offset: number, size: number) =>
+      Promise.resolve(bridge.read(FUSE_ROOT_ID, h, offset, size, ctx)).catch((e: Error) => e);
 
     expect(await read(fh, 0, 128 * 1024)).toBeInstanceOf(Error); // readahead
     const first = file.starts[0]!;

@@ -86,10 +86,11 @@ describe("MemoryTree", () => {
   test("async reads can wait and honour the signal", async () => {
     const t = new MemoryTree();
     const f = t.file("slow", "abc", {
-      beforeRead: (_o, _l, c) => new Promise((res, rej) => {
-        c.signal.addEventListener("abort", () => rej(c.signal.reason));
-        setTimeout(res, 5);
-      }),
+      beforeRead: (_o, _l, c) =>
+        new Promise((res, rej) => {
+          c.signal.addEventListener("abort", () => rej(c.signal.reason));
+          setTimeout(res, 5);
+        }),
     });
     expect(text(await (f as MemFile).read(0, 3, ctx))).toBe("abc");
     const ac = new AbortController();
@@ -101,7 +102,16 @@ describe("MemoryTree", () => {
 
 describe("toFuseAttr", () => {
   test("splits nanosecond times, counts 512-byte blocks, defaults blksize", () => {
-    const a = toFuseAttr({ ino: 7, mode: S_IFREG | 0o600, nlink: 1, uid: 1, gid: 2, size: 1025, rdev: 0, mtimeNs: 1_600_000_000_123_456_789n });
+    const a = toFuseAttr({
+      ino: 7,
+      mode: S_IFREG | 0o600,
+      nlink: 1,
+      uid: 1,
+      gid: 2,
+      size: 1025,
+      rdev: 0,
+      mtimeNs: 1_600_000_000_123_456_789n,
+    });
     expect(a).toMatchObject({ ino: 7, mtimeSec: 1_600_000_000, mtimeNsec: 123_456_789, blocks: 3, blksize: 4096 });
     const b = toFuseAttr({ ino: 8, mode: S_IFREG, nlink: 1, uid: 0, gid: 0, size: 0, rdev: 0, mtimeNs: -1n });
     expect(b).toMatchObject({ mtimeSec: -1, mtimeNsec: 999_999_999 });

@@ -33,7 +33,17 @@ import { parseGoTime } from "../../src/ztoc/go_time.ts";
 import { SpanTable } from "../../src/ztoc/spans.ts";
 import type { Ztoc } from "../../src/ztoc/types.ts";
 
-const enabled = needs("ztoc builder e2e", "root", "tool:tar", "tool:gzip", "tool:pigz", "tool:setfattr", "tool:getfattr", "tool:mknod", "tool:mkfifo");
+const enabled = needs(
+  "ztoc builder e2e",
+  "root",
+  "tool:tar",
+  "tool:gzip",
+  "tool:pigz",
+  "tool:setfattr",
+  "tool:getfattr",
+  "tool:mknod",
+  "tool:mkfifo",
+);
 
 function run(cmd: string, args: string[], opts: { input?: Uint8Array; cwd?: string } = {}): Buffer {
   const r = spawnSync(cmd, args, { input: opts.input, cwd: opts.cwd, maxBuffer: 1 << 30 });
@@ -91,7 +101,20 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     chownSync(join(src, "mixed.bin"), 1234, 5678);
     chownSync(join(src, "dev", "fifo"), 4321, 8765);
     utimesSync(join(src, "small.txt"), 1700000000.5, 1700000000.5);
-    tarBytes = new Uint8Array(run("tar", ["--sort=name", "--format=pax", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", src, "-cf", "-", "."]));
+    tarBytes = new Uint8Array(
+      run("tar", [
+        "--sort=name",
+        "--format=pax",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--numeric-owner",
+        "-C",
+        src,
+        "-cf",
+        "-",
+        ".",
+      ]),
+    );
     extracted = join(dir, "x");
     mkdirSync(extracted);
     run("tar", ["--xattrs", "--xattrs-include=*", "--same-owner", "-xpf", "-", "-C", extracted], { input: tarBytes });
@@ -104,7 +127,11 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     layers["pigz-b128"] = new Uint8Array(run("pigz", ["-b", "128", "-p", "2", "-c"], { input: tarBytes }));
     const third = Math.floor(tarBytes.length / 3);
     layers["multi-member"] = new Uint8Array(
-      Buffer.concat([0, 1, 2].map((k) => run("gzip", ["-c"], { input: tarBytes.subarray(k * third, k === 2 ? undefined : (k + 1) * third) }))),
+      Buffer.concat(
+        [0, 1, 2].map((k) =>
+          run("gzip", ["-c"], { input: tarBytes.subarray(k * third, k === 2 ? undefined : (k + 1) * third) }),
+        ),
+      ),
     );
   }, 120_000);
 
@@ -132,7 +159,9 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
       expect(ztoc.compressedArchiveSize).toBe(blob.length);
       // GNU tar pads to 10 KiB records; Go's reader stops after the two zero blocks.
       expect(ztoc.uncompressedArchiveSize).toBeLessThanOrEqual(tarBytes.length);
-      expect(tarBytes.subarray(ztoc.uncompressedArchiveSize - 1024, ztoc.uncompressedArchiveSize).every((b) => b === 0)).toBe(true);
+      expect(
+        tarBytes.subarray(ztoc.uncompressedArchiveSize - 1024, ztoc.uncompressedArchiveSize).every((b) => b === 0),
+      ).toBe(true);
       const spans = SpanTable.fromZtoc(ztoc);
       expect(spans.spanCount).toBeGreaterThan(spanSizeBytes < 1e6 ? 4 : 0);
 
@@ -152,7 +181,10 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
         if (entry.type === "char" || entry.type === "block") {
           expect(entry.type === "char" ? st.isCharacterDevice() : st.isBlockDevice()).toBe(true);
           // Linux dev_t: major in bits 8..19, minor in bits 0..7 and 20..31.
-          expect([entry.devmajor, entry.devminor]).toEqual([(st.rdev >> 8) & 0xfff, (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)]);
+          expect([entry.devmajor, entry.devminor]).toEqual([
+            (st.rdev >> 8) & 0xfff,
+            (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00),
+          ]);
         }
         if (entry.type !== "reg") continue;
         const r = await extractFile(ztoc, entry.name, readRange, { spans });
@@ -161,7 +193,11 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
         files++;
       }
       expect(files).toBeGreaterThan(45);
-      expect(ztoc.toc.filter((e) => ["char", "block", "fifo"].includes(e.type)).map((e) => [e.name, e.type, e.devmajor, e.devminor])).toEqual([
+      expect(
+        ztoc.toc
+          .filter((e) => ["char", "block", "fifo"].includes(e.type))
+          .map((e) => [e.name, e.type, e.devmajor, e.devminor]),
+      ).toEqual([
         ["./dev/fifo", "fifo", 0, 0],
         ["./dev/loop9", "block", 7, 9],
         ["./dev/null", "char", 1, 3],
@@ -186,7 +222,9 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
       expect(keys).toEqual([...keys].sort());
       const opq = ztoc.toc.find((e) => e.name === "./opq/")!;
       expect(opq.xattrs.find((x) => x.key === "SCHILY.xattr.trusted.overlay.opaque")?.value).toEqual(utf8("y"));
-      expect(run("getfattr", ["--only-values", "-n", "trusted.overlay.opaque", join(extracted, "opq")]).toString()).toBe("y");
+      expect(
+        run("getfattr", ["--only-values", "-n", "trusted.overlay.opaque", join(extracted, "opq")]).toString(),
+      ).toBe("y");
 
       // A small file from a many-span layer fetches a fraction of the blob.
       if (spans.spanCount > 4) {
@@ -222,7 +260,10 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
 
   test("empty gzip members in front: repeated checkpoints at out 0 decode, validate and extract", async () => {
     const empty = new Uint8Array(run("gzip", ["-c"], { input: new Uint8Array(0) }));
-    const tar = writeTar([{ name: "a.txt", data: "after empty members\n" }, { name: "b.bin", data: new Rand("e").bytes(5000) }]);
+    const tar = writeTar([
+      { name: "a.txt", data: "after empty members\n" },
+      { name: "b.bin", data: new Rand("e").bytes(5000) },
+    ]);
     const blob = new Uint8Array(Buffer.concat([empty, empty, run("gzip", ["-c"], { input: tar })]));
     const built = await buildZtoc(chunks(blob, "empty"), { spanSizeBytes: 1024, algorithm: "gzip" });
     const ztoc = decodeZtoc(built.bytes);
@@ -231,12 +272,17 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     if (needs("zran reference", "tool:python3")) {
       const file = join(dir, "empty-members.gz");
       writeFileSync(file, blob);
-      const reference = new Uint8Array(run("python3", [join(import.meta.dir, "fixtures", "zran_reference.py"), file, "1024"]));
+      const reference = new Uint8Array(
+        run("python3", [join(import.meta.dir, "fixtures", "zran_reference.py"), file, "1024"]),
+      );
       expect(sha(ztoc.compressionInfo.checkpoints)).toBe(sha(reference));
     }
     for (const name of ["a.txt", "b.bin"]) {
       const got = await extractFile(ztoc, name, async (s, e) => blob.slice(s, e));
-      const want = tar.subarray(got.entry.uncompressedOffset, got.entry.uncompressedOffset + got.entry.uncompressedSize);
+      const want = tar.subarray(
+        got.entry.uncompressedOffset,
+        got.entry.uncompressedOffset + got.entry.uncompressedSize,
+      );
       expect(sha(got.data)).toBe(sha(want));
     }
   });
@@ -255,7 +301,11 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     );
     expect(b.digest).toBe(a.digest);
     expect(a.ztoc.buildToolIdentifier).toBe("soci-ts v0.1.0");
-    const soci = await buildZtoc(chunks(blob, "a"), { spanSizeBytes: 65536, algorithm: "gzip", buildToolIdentifier: "AWS SOCI CLI v0.2" });
+    const soci = await buildZtoc(chunks(blob, "a"), {
+      spanSizeBytes: 65536,
+      algorithm: "gzip",
+      buildToolIdentifier: "AWS SOCI CLI v0.2",
+    });
     expect(soci.ztoc.buildToolIdentifier).toBe("AWS SOCI CLI v0.2");
     expect({ ...soci.ztoc, buildToolIdentifier: "" }).toEqual({ ...a.ztoc, buildToolIdentifier: "" });
   });
@@ -277,7 +327,9 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
     expect((err as Error).message).toContain(`span ${id}`);
     const forged: Ztoc = structuredClone(ztoc);
     forged.compressionInfo.spanDigests[id] = `sha256:${"0".repeat(64)}`;
-    expect(extractFile(forged, "big.txt", async (s, e) => blob.slice(s, e))).rejects.toBeInstanceOf(DigestMismatchError);
+    expect(extractFile(forged, "big.txt", async (s, e) => blob.slice(s, e))).rejects.toBeInstanceOf(
+      DigestMismatchError,
+    );
   });
 
   test("a truncated gzip layer fails with a format error", async () => {
@@ -295,13 +347,21 @@ describe("zTOC builder: inputs SOCI refuses or flags", () => {
     })();
 
   test("zstd is not supported (callers skip the layer)", async () => {
-    const err = await buildZtoc(one(new Uint8Array(10)), { algorithm: "zstd", spanSizeBytes: 1024 }).catch((e: unknown) => e);
+    const err = await buildZtoc(one(new Uint8Array(10)), { algorithm: "zstd", spanSizeBytes: 1024 }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(UnsupportedCompressionError);
-    expect((err as Error).message).toBe('Cannot build zTOC: compression "zstd" is not supported (expected one of gzip, uncompressed)');
+    expect((err as Error).message).toBe(
+      'Cannot build zTOC: compression "zstd" is not supported (expected one of gzip, uncompressed)',
+    );
   });
 
   test("an entry named ../x is kept raw in the TOC and reported", async () => {
-    const tar = writeTar([{ name: "ok", data: "1" }, { name: "../x", data: "evil" }, { name: "/abs", data: "" }]);
+    const tar = writeTar([
+      { name: "ok", data: "1" },
+      { name: "../x", data: "evil" },
+      { name: "/abs", data: "" },
+    ]);
     const r = await buildZtoc(one(tar), { algorithm: "uncompressed", spanSizeBytes: 1024 });
     expect(r.ztoc.toc.map((e) => e.name)).toEqual(["ok", "../x", "/abs"]);
     expect(r.warnings.map((w) => [w.name, w.reason])).toEqual([
@@ -319,7 +379,9 @@ describe("zTOC builder: inputs SOCI refuses or flags", () => {
     setChecksum(g.subarray(0, 512));
     const err = await buildZtoc(one(g), { algorithm: "uncompressed", spanSizeBytes: 1024 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TarFormatError);
-    expect((err as Error).message).toMatch(/unsupported input tar entry "pax_global_header" with typeflag "g" at offset 0/);
+    expect((err as Error).message).toMatch(
+      /unsupported input tar entry "pax_global_header" with typeflag "g" at offset 0/,
+    );
   });
 
   test("uncompressed layers: fixed spans, TarZinfo, the last span short", async () => {

@@ -87,7 +87,9 @@ describe("checkpoint table", () => {
     const [head, tail] = skeletonOf(bytes, table);
     const badTail = tail.slice();
     badTail[10]! ^= 0x40;
-    expect(() => assembleSkeleton(table, bytes.length, head, badTail)).toThrow("do not match the checkpoint table's digest");
+    expect(() => assembleSkeleton(table, bytes.length, head, badTail)).toThrow(
+      "do not match the checkpoint table's digest",
+    );
     expect(() => assembleSkeleton(table, bytes.length, head, tail.subarray(1))).toThrow(ZtocFormatError);
     // A table whose digests hold but whose records are not where the zTOC's checkpoints are: record 0 left in
     // the skeleton, the rest described from record 1 on.
@@ -106,8 +108,13 @@ describe("checkpoint table", () => {
     const counted = hs.slice();
     const at = table.recordsOffset - 12;
     new DataView(counted.buffer).setInt32(at, table.count + 1, true);
-    const recounted = { ...table, skeletonDigest: new Uint8Array(createHash("sha256").update(counted).update(ts).digest()) };
-    expect(() => assembleSkeleton(recounted, bytes.length, counted, ts)).toThrow(`its zinfo counts ${table.count + 1} checkpoints`);
+    const recounted = {
+      ...table,
+      skeletonDigest: new Uint8Array(createHash("sha256").update(counted).update(ts).digest()),
+    };
+    expect(() => assembleSkeleton(recounted, bytes.length, counted, ts)).toThrow(
+      `its zinfo counts ${table.count + 1} checkpoints`,
+    );
   });
 
   test("malformed annotations are refused with what is wrong", async () => {

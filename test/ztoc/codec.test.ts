@@ -53,7 +53,9 @@ describe("zTOC codec", () => {
     expect(bytes.length).toBe(65928);
     expect(sha256(bytes)).toBe("eba28fdf50b1b57543f57dd051b2468c1d4f57b64d2006c75aa4de1d03e6c7ec");
     // "gzip" is the schema default: writing it explicitly gives the same bytes.
-    expect(sha256(encodeZtoc({ ...ztoc, compressionInfo: { ...ztoc.compressionInfo, algorithm: "gzip" } }))).toBe(sha256(bytes));
+    expect(sha256(encodeZtoc({ ...ztoc, compressionInfo: { ...ztoc.compressionInfo, algorithm: "gzip" } }))).toBe(
+      sha256(bytes),
+    );
     const back = decodeZtoc(bytes, { validate: false });
     expect(back.toc).toEqual([zeroMetadata(), zeroMetadata()]);
     expect(back.compressionInfo.algorithm).toBe("gzip");
@@ -141,7 +143,9 @@ describe("zTOC codec round trip and validation", () => {
   test("uncompressed zTOCs store the algorithm; gzip ones do not", () => {
     expect(encodeZtoc(sampleZtoc("uncompressed")).length).toBeGreaterThan(0);
     const g = sampleZtoc("gzip");
-    expect(encodeZtoc({ ...g, compressionInfo: { ...g.compressionInfo, algorithm: "" as "gzip" } })).toEqual(encodeZtoc(g));
+    expect(encodeZtoc({ ...g, compressionInfo: { ...g.compressionInfo, algorithm: "" as "gzip" } })).toEqual(
+      encodeZtoc(g),
+    );
   });
 
   test("semantic checks: digest count, digest syntax, overlapping entries, entries beyond the archive, checkpoints", () => {
@@ -157,15 +161,29 @@ describe("zTOC codec round trip and validation", () => {
       ["overlap", bad((z) => (z.toc[2]!.uncompressedOffset = 1100)), /overlaps the previous entry/],
       ["beyond archive", bad((z) => (z.toc[1]!.uncompressedSize = 1e6)), /beyond the uncompressed archive size/],
       ["unknown type", bad((z) => (z.toc[0]!.type = "sock" as "reg")), /unknown type "sock"/],
-      ["checkpoint count", bad((z) => (z.compressionInfo.maxSpanId = 0, z.compressionInfo.spanDigests.pop())), /2 checkpoints for max_span_id 0/],
-      ["blob length", bad((z) => (z.compressionInfo.checkpoints = z.compressionInfo.checkpoints.subarray(0, 100))), /fits neither version/],
-      ["checkpoint beyond archive", bad((z) => (z.compressedArchiveSize = 800)), /checkpoint 1 .* lies beyond the archive/],
+      [
+        "checkpoint count",
+        bad((z) => ((z.compressionInfo.maxSpanId = 0), z.compressionInfo.spanDigests.pop())),
+        /2 checkpoints for max_span_id 0/,
+      ],
+      [
+        "blob length",
+        bad((z) => (z.compressionInfo.checkpoints = z.compressionInfo.checkpoints.subarray(0, 100))),
+        /fits neither version/,
+      ],
+      [
+        "checkpoint beyond archive",
+        bad((z) => (z.compressedArchiveSize = 800)),
+        /checkpoint 1 .* lies beyond the archive/,
+      ],
     ];
     for (const [what, bytes, msg] of cases) {
       expect(() => decodeZtoc(bytes), what).toThrow(msg);
     }
     const u = sampleZtoc("uncompressed");
-    expect(() => decodeZtoc(encodeZtoc({ ...u, compressedArchiveSize: 9000 }))).toThrow(/TarZinfo size 6144 is not the archive size 9000/);
+    expect(() => decodeZtoc(encodeZtoc({ ...u, compressedArchiveSize: 9000 }))).toThrow(
+      /TarZinfo size 6144 is not the archive size 9000/,
+    );
   });
 
   test("a name that is not valid UTF-8 is refused with a ZtocFormatError at its offset, not lossy-decoded", () => {
@@ -178,7 +196,9 @@ describe("zTOC codec round trip and validation", () => {
     const bad = good.slice();
     bad[at + 3] = 0xe9; // "caf\xE9MARK": Latin-1, not UTF-8
     expect(() => decodeZtoc(bad)).toThrow(ZtocFormatError);
-    expect(() => decodeZtoc(bad)).toThrow(`string FileMetadata[3].name "caf\\xE9MARK" is not valid UTF-8 (non-UTF-8 names are not supported yet) at offset ${at}`);
+    expect(() => decodeZtoc(bad)).toThrow(
+      `string FileMetadata[3].name "caf\\xE9MARK" is not valid UTF-8 (non-UTF-8 names are not supported yet) at offset ${at}`,
+    );
     const badLink = good.slice();
     badLink[Buffer.from(good).indexOf("t\u{1F}LINK") + 1] = 0xff;
     expect(() => decodeZtoc(badLink)).toThrow(/FileMetadata\[3\]\.linkname "t\\xFFLINK" is not valid UTF-8/);

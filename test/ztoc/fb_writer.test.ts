@@ -15,7 +15,23 @@ const SLOT = {
   ztoc: { version: 0, buildTool: 1, compressedSize: 2, uncompressedSize: 3, toc: 4, compressionInfo: 5, count: 6 },
   toc: { metadata: 0, count: 1 },
   ci: { algorithm: 0, maxSpanId: 1, spanDigests: 2, checkpoints: 3, count: 4 },
-  fm: { name: 0, type: 1, uncompressedOffset: 2, uncompressedSize: 3, linkname: 4, mode: 5, uid: 6, gid: 7, uname: 8, gname: 9, modTime: 10, devmajor: 11, devminor: 12, xattrs: 13, count: 14 },
+  fm: {
+    name: 0,
+    type: 1,
+    uncompressedOffset: 2,
+    uncompressedSize: 3,
+    linkname: 4,
+    mode: 5,
+    uid: 6,
+    gid: 7,
+    uname: 8,
+    gname: 9,
+    modTime: 10,
+    devmajor: 11,
+    devminor: 12,
+    xattrs: 13,
+    count: 14,
+  },
   xattr: { key: 0, value: 1, count: 2 },
 } as const;
 
@@ -122,7 +138,17 @@ function text(r: Rand, max: number): string {
 
 function number(r: Rand): number {
   const k = r.int(6);
-  return k === 0 ? 0 : k === 1 ? r.int(8) : k === 2 ? r.int(2 ** 31) : k === 3 ? 2 ** 32 + r.int(2 ** 20) : k === 4 ? Number.MAX_SAFE_INTEGER - r.int(1000) : r.int(1 << 20);
+  return k === 0
+    ? 0
+    : k === 1
+      ? r.int(8)
+      : k === 2
+        ? r.int(2 ** 31)
+        : k === 3
+          ? 2 ** 32 + r.int(2 ** 20)
+          : k === 4
+            ? Number.MAX_SAFE_INTEGER - r.int(1000)
+            : r.int(1 << 20);
 }
 
 function entry(r: Rand): FileMetadata {

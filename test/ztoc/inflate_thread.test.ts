@@ -25,7 +25,13 @@ function tarOf(seed: string, files: number): Uint8Array {
   const entries: TarWriteEntry[] = [{ name: "d/", type: "dir" }];
   for (let i = 0; i < files; i++) {
     const size = r.int(8) === 0 ? r.int(3_000_000) : r.int(60_000);
-    entries.push({ name: `d/f${i}`, data: r.int(2) ? r.text(size) : r.bytes(size), mode: 0o644, uid: r.int(3), gid: 0 });
+    entries.push({
+      name: `d/f${i}`,
+      data: r.int(2) ? r.text(size) : r.bytes(size),
+      mode: 0o644,
+      uid: r.int(3),
+      gid: 0,
+    });
   }
   return writeTar(entries);
 }
@@ -56,7 +62,14 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
   const big = tarOf("inflate thread big", 120);
   const blobs: Record<string, Uint8Array> = {
     "one member, several MiB": new Uint8Array(gzipSync(big, { level: 6 })),
-    "members cut anywhere": concat([0, 1, 2, 3].map((k) => new Uint8Array(gzipSync(big.subarray(k * 1_234_567, k === 3 ? undefined : (k + 1) * 1_234_567), { level: 1 })))),
+    "members cut anywhere": concat(
+      [0, 1, 2, 3].map(
+        (k) =>
+          new Uint8Array(
+            gzipSync(big.subarray(k * 1_234_567, k === 3 ? undefined : (k + 1) * 1_234_567), { level: 1 }),
+          ),
+      ),
+    ),
     "smaller than a chunk": new Uint8Array(gzipSync(tarOf("inflate thread small", 3), { level: 9 })),
   };
 
@@ -65,7 +78,11 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
       const expected = (await buildZtoc(chunks(blob, name), { algorithm: "gzip", spanSizeBytes: 1 << 20 })).bytes;
       const layout = new OciLayout(join(root, "layout"));
       const { digest } = await layout.putBlob(blob);
-      const sources = [chunks(blob, `${name} 2`), new Blob([blob as Uint8Array<ArrayBuffer>]).stream(), await layout.getBlobStream(digest)];
+      const sources = [
+        chunks(blob, `${name} 2`),
+        new Blob([blob as Uint8Array<ArrayBuffer>]).stream(),
+        await layout.getBlobStream(digest),
+      ];
       for (const source of sources) {
         const built = await buildZtoc(source, { algorithm: "gzip", spanSizeBytes: 1 << 20, inflateThread: true });
         expect(sha(built.bytes)).toBe(sha(expected));
@@ -87,7 +104,9 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
     for (let i = 2_000_000; i < 2_000_100; i++) corrupt[i] = 0xff;
     for (const blob of [good.subarray(0, 3_000_000), corrupt]) {
       const inline = await buildZtoc(chunks(blob, "bad"), { algorithm: "gzip" }).catch((e: unknown) => e);
-      const threaded = await buildZtoc(chunks(blob, "bad"), { algorithm: "gzip", inflateThread: true }).catch((e: unknown) => e);
+      const threaded = await buildZtoc(chunks(blob, "bad"), { algorithm: "gzip", inflateThread: true }).catch(
+        (e: unknown) => e,
+      );
       expect(inline).toBeInstanceOf(GzipFormatError);
       expect(threaded).toBeInstanceOf(GzipFormatError);
       expect((threaded as GzipFormatError).message).toBe((inline as GzipFormatError).message);
@@ -108,7 +127,9 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
     tar.set(new TextEncoder().encode(`${sum.toString(8).padStart(6, "0")}\0 `), at + 148);
     const bad = new Uint8Array(gzipSync(tar, { level: 1 }));
     const t0 = performance.now();
-    await expect(buildZtoc(chunks(bad, "tar error"), { algorithm: "gzip", inflateThread: true })).rejects.toBeInstanceOf(TarFormatError);
+    await expect(
+      buildZtoc(chunks(bad, "tar error"), { algorithm: "gzip", inflateThread: true }),
+    ).rejects.toBeInstanceOf(TarFormatError);
 
     const ac = new AbortController();
     const blob = blobs["one member, several MiB"]!;
@@ -119,7 +140,9 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
         yield c;
       }
     }
-    await expect(buildZtoc(abortingSource(), { algorithm: "gzip", inflateThread: true, signal: ac.signal })).rejects.toThrow("stop here");
+    await expect(
+      buildZtoc(abortingSource(), { algorithm: "gzip", inflateThread: true, signal: ac.signal }),
+    ).rejects.toThrow("stop here");
     expect(performance.now() - t0).toBeLessThan(20_000);
   });
 });

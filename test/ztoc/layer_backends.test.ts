@@ -44,7 +44,10 @@ describe("gzip layer backend", () => {
     expect(compressedSize).toBe(blob.length);
 
     const { checkpoints } = decodeGzipZinfo(compressionInfo.checkpoints);
-    const spans = SpanTable.fromCheckpoints(checkpoints, spanSizeBytes, { compressed: blob.length, uncompressed: raw.length });
+    const spans = SpanTable.fromCheckpoints(checkpoints, spanSizeBytes, {
+      compressed: blob.length,
+      uncompressed: raw.length,
+    });
     expect(spans.spanCount).toBeGreaterThan(50);
     expect(compressionInfo.maxSpanId).toBe(spans.spanCount - 1);
     // The same digests as hashing the whole blob at once.
@@ -56,15 +59,25 @@ describe("gzip layer backend", () => {
     const { raw, blob } = sample();
     const whole = runReusingBuffer(blob, [], spanSizeBytes).compressionInfo;
     const { checkpoints } = decodeGzipZinfo(whole.checkpoints);
-    const spans = SpanTable.fromCheckpoints(checkpoints, spanSizeBytes, { compressed: blob.length, uncompressed: raw.length });
-    const expected = hashRanges([blob], Array.from({ length: spans.spanCount }, (_, i) => spans.compressedRange(i)));
+    const spans = SpanTable.fromCheckpoints(checkpoints, spanSizeBytes, {
+      compressed: blob.length,
+      uncompressed: raw.length,
+    });
+    const expected = hashRanges(
+      [blob],
+      Array.from({ length: spans.spanCount }, (_, i) => spans.compressedRange(i)),
+    );
     expect(whole.spanDigests).toEqual(expected);
     const shared = checkpoints.filter((c) => c.bits !== 0);
     expect(shared.length).toBeGreaterThan(10);
     // Chunks ending at in (the next chunk starts with the checkpoint's first full byte, the shared byte is the
     // previous chunk's last), at in - 1 and at in + 1; and tiny chunks around each.
-    for (const at of [(c: { in: number }) => [c.in], (c: { in: number }) => [c.in - 1], (c: { in: number }) => [c.in + 1],
-      (c: { in: number }) => [c.in - 2, c.in - 1, c.in, c.in + 1]]) {
+    for (const at of [
+      (c: { in: number }) => [c.in],
+      (c: { in: number }) => [c.in - 1],
+      (c: { in: number }) => [c.in + 1],
+      (c: { in: number }) => [c.in - 2, c.in - 1, c.in, c.in + 1],
+    ]) {
       const r = runReusingBuffer(blob, checkpoints.flatMap(at), spanSizeBytes).compressionInfo;
       expect(r.spanDigests).toEqual(expected);
       expect(r.checkpoints).toEqual(whole.checkpoints);

@@ -52,6 +52,8 @@ describe("zTOC of a tar padded past its end", () => {
     }
     const all = Buffer.concat(parts);
     const f = z.toc.find((e) => e.name === "f")!;
-    expect(Buffer.from(all.subarray(f.uncompressedOffset, f.uncompressedOffset + f.uncompressedSize)).equals(data)).toBe(true);
+    expect(
+      Buffer.from(all.subarray(f.uncompressedOffset, f.uncompressedOffset + f.uncompressedSize)).equals(data),
+    ).toBe(true);
   });
 });

@@ -12,7 +12,9 @@ import { formatZtocInfoJson, ztocInfo } from "../../src/ztoc/info.ts";
 import type { Ztoc } from "../../src/ztoc/types.ts";
 
 const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
-const CAP_NET_RAW = new Uint8Array([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+const CAP_NET_RAW = new Uint8Array([
+  0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
 const utf8 = (s: string) => new TextEncoder().encode(s);
 
 /** Index of `needle` in `hay`, or -1. */
@@ -35,8 +37,17 @@ function fbString(bytes: Uint8Array): Uint8Array {
 const layer = () =>
   writeTar([
     { name: "usr/", type: "dir" },
-    { name: "usr/bin/ping", data: "elf", mode: 0o755, xattrs: { "security.capability": CAP_NET_RAW, "user.all": ALL_BYTES, "user.text": "héllo" } },
-    { name: "etc/acl", type: "dir", xattrs: { "system.posix_acl_default": new Uint8Array([2, 0, 0, 0, 1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff]) } },
+    {
+      name: "usr/bin/ping",
+      data: "elf",
+      mode: 0o755,
+      xattrs: { "security.capability": CAP_NET_RAW, "user.all": ALL_BYTES, "user.text": "héllo" },
+    },
+    {
+      name: "etc/acl",
+      type: "dir",
+      xattrs: { "system.posix_acl_default": new Uint8Array([2, 0, 0, 0, 1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff]) },
+    },
   ]);
 
 describe("binary xattr values in the zTOC", () => {
@@ -57,7 +68,10 @@ describe("binary xattr values in the zTOC", () => {
       expect(back.toc).toEqual(ztoc.toc);
       const acl = back.toc.find((e) => e.name === "etc/acl")!;
       expect(acl.xattrs).toEqual([
-        { key: "SCHILY.xattr.system.posix_acl_default", value: new Uint8Array([2, 0, 0, 0, 1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff]) },
+        {
+          key: "SCHILY.xattr.system.posix_acl_default",
+          value: new Uint8Array([2, 0, 0, 0, 1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff]),
+        },
       ]);
       // Deterministic: the decoded zTOC encodes to the same bytes (and digest).
       expect(encodeZtoc(back)).toEqual(bytes);

@@ -37,7 +37,9 @@ describe("gzip zinfo blob", () => {
     expect(view.getInt32(0, true)).toBe(3);
     expect(Number(view.getBigInt64(4, true))).toBe(65536);
     const r1 = BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE;
-    expect([Number(view.getBigInt64(r1, true)), Number(view.getBigInt64(r1 + 8, true)), blob[r1 + 16]]).toEqual([5000, 70000, 3]);
+    expect([Number(view.getBigInt64(r1, true)), Number(view.getBigInt64(r1 + 8, true)), blob[r1 + 16]]).toEqual([
+      5000, 70000, 3,
+    ]);
     expect(blob.subarray(r1 + 17, r1 + 17 + WINDOW_SIZE)).toEqual(c[1]!.window);
     const back = decodeGzipZinfo(blob);
     expect(back.version).toBe(2);
@@ -121,7 +123,9 @@ describe("span digests over chunks", () => {
       { start: 20_000, end: 49_000 },
       { start: 48_999, end: 50_000 },
     ];
-    const expected = ranges.map((r) => `sha256:${createHash("sha256").update(blob.subarray(r.start, r.end)).digest("hex")}`);
+    const expected = ranges.map(
+      (r) => `sha256:${createHash("sha256").update(blob.subarray(r.start, r.end)).digest("hex")}`,
+    );
     for (let trial = 0; trial < 50; trial++) {
       const chunks: Uint8Array[] = [];
       for (let i = 0; i < blob.length; ) {
