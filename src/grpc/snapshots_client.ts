@@ -3,18 +3,16 @@
  * to `serveSnapshots` or to any proxy snapshotter (containerd's own snapshots service has the same API).
  *
  * Every call has a deadline (`timeoutMs`, default 60 s) and may be cancelled with a signal. Failures throw the
- * classes of src/util/errors.ts by status code (NOT_FOUND → NotFoundError, ALREADY_EXISTS → AlreadyExistsError,
- * INVALID_ARGUMENT → InvalidArgumentError, FAILED_PRECONDITION → FailedPreconditionError, UNAVAILABLE and
- * DEADLINE_EXCEEDED → UnavailableError, UNIMPLEMENTED → UnimplementedError, CANCELLED → the signal's reason when
- * it fired, else Error). The message is the server's details when they read "Cannot …" (as soci-ts's do), else
- * "Cannot call <Method>: <details>" (containerd's read "snapshot x: not found"); the cause is the grpc-js
+ * classes of src/util/errors.ts by status code (status_error.ts: NOT_FOUND → NotFoundError, ALREADY_EXISTS →
+ * AlreadyExistsError, …, CANCELLED → the signal's reason when it fired). The message is the server's details when
+ * they read "Cannot …" (as soci-ts's do), else "Cannot call <Method>: <details>"; the cause is the grpc-js
  * ServiceError, with its `code` and `details`. Keeping concurrency bounded is the caller's job: Bun's HTTP/2 client overflows its stack with
  * thousands of calls started at once.
  */
 import * as grpc from "@grpc/grpc-js";
-import { UnavailableError } from "../util/errors.ts";
 import { SNAPSHOTS_SERVICE_NAME, snapshotsServiceDefinition, type SnapshotsMethod } from "./snapshots_definition.ts";
-import { MAX_MESSAGE_BYTES, STATUS_BY_CLASS } from "./snapshots_server.ts";
+import { MAX_MESSAGE_BYTES } from "./snapshots_server.ts";
+import { statusError } from "./status_error.ts";
 import type {
   Info,
   KeyRequest,
@@ -46,6 +44,8 @@ export interface SnapshotsClientOptions {
   timeoutMs?: number;
   /** The `snapshotter` field of every request (containerd fills it with the proxy plugin's name); "" by default. */
   snapshotter?: string;
+  /** Sent as `containerd-lease` metadata on every call (containerd keeps what the calls create under it). */
+  lease?: string;
 }
 
 /** Options of one call. */
@@ -55,12 +55,6 @@ export interface SnapshotsCallOptions {
   /** Deadline of this call, in milliseconds (the client's `timeoutMs` by default). */
   timeoutMs?: number;
 }
-
-/** Error classes by status code; codes not listed throw a plain Error. */
-const CLASS_BY_STATUS: Partial<Record<grpc.status, new (message: string, options?: ErrorOptions) => Error>> = {
-  ...Object.fromEntries(STATUS_BY_CLASS.map(([cls, code]) => [code, cls])),
-  [grpc.status.DEADLINE_EXCEEDED]: UnavailableError,
-};
 
 type Callback = (err: grpc.ServiceError | null, reply?: unknown) => void;
 type UnaryFn = (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
@@ -195,6 +189,7 @@ export class SnapshotsClient {
   #metadata(): grpc.Metadata {
     const md = new grpc.Metadata();
     if (this.#opts.namespace) md.set("containerd-namespace", this.#opts.namespace);
+    if (this.#opts.lease) md.set("containerd-lease", this.#opts.lease);
     return md;
   }
 
@@ -202,13 +197,8 @@ export class SnapshotsClient {
     return new Date(Date.now() + (opts?.timeoutMs ?? this.#opts.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS));
   }
 
-  /** A status as one of our error classes (see the file's doc comment). */
+  /** A status as one of our error classes (see status_error.ts). */
   #error(method: SnapshotsMethod, err: unknown, signal?: AbortSignal): unknown {
-    const e = err as Partial<grpc.ServiceError>;
-    if (typeof e.code !== "number") return err;
-    if (e.code === grpc.status.CANCELLED && signal?.aborted) return signal.reason;
-    const Cls = CLASS_BY_STATUS[e.code as grpc.status] ?? Error;
-    const details = e.details || grpc.status[e.code] || String(e.code);
-    return new Cls(details.startsWith("Cannot ") ? details : `Cannot call ${method}: ${details}`, { cause: err });
+    return statusError(method, err, signal);
   }
 }
