@@ -91,12 +91,17 @@ const ztocCommands = {
     () => import("./ztoc_get_file.ts"),
   ),
 };
-/** Commands without a noun. `pull` will join these. */
+/** Commands without a noun. */
 const topLevel = {
   convert: lazyCommand(
     "convert",
     "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)",
     () => import("./convert.ts"),
+  ),
+  pull: lazyCommand(
+    "pull",
+    "Pull an image into containerd lazily, through the soci snapshotter (REF: registry reference)",
+    () => import("./pull.ts"),
   ),
   mount: lazyCommand("mount", "Mount an image read-only, lazily, until interrupted", () => import("./mount.ts")),
   serve: lazyCommand(

@@ -23,7 +23,7 @@ export const CRI_MANIFEST_DIGEST_LABEL = "containerd.io/snapshot/cri.manifest-di
 export const CRI_IMAGE_LAYERS_LABEL = "containerd.io/snapshot/cri.image-layers";
 /** AWS SOCI: the SOCI index digest to use (may be present and empty). */
 export const SOCI_INDEX_DIGEST_LABEL = "containerd.io/snapshot/remote/soci.index.digest";
-/** AWS SOCI: the size of the SOCI index. */
+/** AWS SOCI: the compressed size of the layer (its `soci image rpull` sets the layer descriptor's size). */
 export const SOCI_SIZE_LABEL = "containerd.io/snapshot/remote/soci.size";
 /** AWS SOCI: comma-separated sizes of the layers in `CRI_IMAGE_LAYERS_LABEL`. */
 export const IMAGE_LAYERS_SIZE_LABEL = "containerd.io/snapshot/remote/image.layers.size";

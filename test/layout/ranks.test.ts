@@ -27,6 +27,7 @@ const RANK: Record<string, number> = {
   layerfs: 3,
   snapshot: 3,
   store: 3,
+  pull: 3,
   service: 4,
   cli: 4,
   main: 4,

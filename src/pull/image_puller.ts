@@ -1,0 +1,485 @@
+/**
+ * `pullImage`: a lazy pull through containerd's own gRPC API, as `soci image rpull` and `ctr-remote rpull` do
+ * it: what `ctr image pull` does, plus the labels that let a remote snapshotter (soci-ts `serve`, AWS SOCI, …)
+ * take layers without downloading them.
+ *
+ * Steps:
+ *   1. Connect and take a lease: what the pull writes stays out of containerd's garbage collection until the
+ *      image record holds it (the lease also expires by itself after `leaseExpireMs`, should the process die).
+ *      A containerd that does not answer, or a namespace it refuses, fails here.
+ *   2. Resolve the reference: the root manifest or index, the platform's manifest, its config (diffIDs).
+ *   3. Look for a SOCI index (the v2 annotation, else v1 referrers): its digest goes into AWS SOCI's label, and
+ *      the layers it covers are the ones a remote snapshotter will likely take (not downloaded ahead).
+ *   4. Write the index, manifest and config to the content store with the labels a real pull leaves.
+ *   5. Unpack each layer in order through the snapshotter:
+ *      a. a committed snapshot of its chain ID exists already: nothing to do;
+ *      b. Prepare with the remote-snapshot labels: ALREADY_EXISTS means the snapshotter took it remotely;
+ *      c. else download it (several range requests in flight, started ahead for the next layers while this one
+ *         is applied), write it to the content store, Apply it through the mounts Prepare returned, Commit it
+ *         as its chain ID (a failed apply removes the active snapshot).
+ *   6. Create (or replace) the image record.
+ *   7. Release the lease, whether the pull succeeded or not.
+ * Every call to containerd and the registry is bounded by a deadline; `signal` cancels the whole pull.
+ */
+import { ContainerdClient } from "../grpc/containerd_client.ts";
+import { uploadContent } from "../grpc/content_upload.ts";
+import { SnapshotsClient } from "../grpc/snapshots_client.ts";
+import type { Mount } from "../grpc/snapshots_types.ts";
+import { isIndexMediaType } from "../oci/media_types.ts";
+import { formatPlatform, selectPlatform } from "../oci/platform.ts";
+import type { Descriptor, ImageConfig, ImageIndex, Manifest, Platform } from "../oci/types.ts";
+import { formatReference } from "../registry/reference.ts";
+import type { FetchedManifest, Reference } from "../registry/types.ts";
+import type { ImageLocation } from "../soci/image_location.ts";
+import {
+  ANNOTATION_IMAGE_LAYER_DIGEST,
+  ANNOTATION_INDEX_DIGEST,
+  decodeIndex,
+  SOCI_INDEX_V1_ARTIFACT_TYPE,
+  ztocDescriptors,
+} from "../soci/index.ts";
+import {
+  AlreadyExistsError,
+  errorMessage,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+} from "../util/errors.ts";
+import { TARGET_SNAPSHOT_LABEL } from "../snapshot/labels.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import { chainIds } from "./chain_ids.ts";
+import { configLabels, GC_EXPIRE_LABEL, indexLabels, layerContentLabels, manifestLabels } from "./content_labels.ts";
+import { layerLabels } from "./layer_labels.ts";
+import { DEFAULT_PARALLEL_RANGES, DEFAULT_RANGE_BYTES, rangeDownload } from "./range_download.ts";
+
+/** Snapshotters that never take a layer remotely: every layer is downloaded ahead with them. */
+export const LOCAL_SNAPSHOTTERS: ReadonlySet<string> = new Set([
+  "overlayfs",
+  "native",
+  "btrfs",
+  "zfs",
+  "devmapper",
+  "aufs",
+  "blockfile",
+]);
+
+/** Default deadline of one unary call to containerd. */
+export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
+/** Default deadline of a Prepare (a remote snapshotter mounts the layer before it answers). */
+export const DEFAULT_PREPARE_TIMEOUT_MS = 5 * 60_000;
+/** Default deadline of one diff Apply (unpacking a big layer takes a while). */
+export const DEFAULT_APPLY_TIMEOUT_MS = 30 * 60_000;
+/** Default life of the pull's lease should the process die before releasing it. */
+export const DEFAULT_LEASE_EXPIRE_MS = 60 * 60_000;
+/** Default number of layers downloaded at once. */
+export const DEFAULT_PARALLEL_LAYERS = 3;
+
+/** How each layer ended up. */
+export type LayerOutcome = "remote" | "downloaded" | "present";
+
+/** A layer's progress, for a progress display. */
+export interface LayerProgress {
+  index: number;
+  digest: string;
+  size: number;
+  /** What is happening to it now. */
+  state: "preparing" | "remote" | "present" | "downloading" | "applying" | "downloaded";
+  /** Bytes downloaded so far (downloading). */
+  doneBytes: number;
+}
+
+/** Options of `pullImage`. */
+export interface PullOptions {
+  /** containerd's socket: an absolute path or `unix:///path`. */
+  address: string;
+  /** containerd namespace. */
+  namespace: string;
+  /** Snapshotter to unpack with (a proxy plugin name such as "soci", or "overlayfs"). */
+  snapshotter: string;
+  /** The platform to pull from an index. */
+  platform: Platform;
+  /** The image in its registry (a RegistryLocation: its reference names the image record). */
+  location: ImageLocation & { readonly ref: Reference };
+  signal?: AbortSignal;
+  logger?: Logger;
+  onProgress?: (p: LayerProgress) => void;
+  /** Deadline of unary calls (default 60 s); Prepare and Apply have their own below. */
+  callTimeoutMs?: number;
+  prepareTimeoutMs?: number;
+  applyTimeoutMs?: number;
+  leaseExpireMs?: number;
+  /** Bytes per range request (default 4 MiB) and range requests in flight per layer (default 4). */
+  rangeBytes?: number;
+  parallelRanges?: number;
+  /** Layers downloaded at once (default 3). */
+  parallelLayers?: number;
+}
+
+/** What `pullImage` did. */
+export interface PullResult {
+  /** The image record's name. */
+  name: string;
+  /** Digest of the platform's image manifest. */
+  manifestDigest: string;
+  /** The SOCI index found, if any. */
+  sociIndexDigest?: string;
+  layers: Array<{ digest: string; size: number; outcome: LayerOutcome }>;
+  /** Layer bytes downloaded from the registry. */
+  downloadedBytes: number;
+}
+
+/** The resolved image (step 2). */
+interface Resolved {
+  root: FetchedManifest;
+  manifest: FetchedManifest;
+  config: { descriptor: Descriptor; bytes: Uint8Array; parsed: ImageConfig };
+}
+
+/**
+ * Pulls `opts.location` into containerd (see the file comment).
+ * @throws UnavailableError "Cannot pull …: containerd does not answer at …" when containerd is not there;
+ *   InvalidArgumentError when containerd refuses the namespace; the registry's errors (NotFoundError,
+ *   UnavailableError, …) as "Cannot pull <ref>: …"; the signal's reason when it fires
+ */
+export async function pullImage(opts: PullOptions): Promise<PullResult> {
+  const ref = opts.location.ref;
+  const name = formatReference(ref);
+  const log = opts.logger ?? silentLogger;
+  const callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  const signal = opts.signal;
+  const call = { signal, timeoutMs: callTimeoutMs };
+  const containerd = new ContainerdClient(opts.address, { namespace: opts.namespace, timeoutMs: callTimeoutMs });
+  const leaseId = `soci-ts-pull-${crypto.randomUUID()}`;
+  let leased = false;
+  try {
+    // 1.
+    const expires = new Date(Date.now() + (opts.leaseExpireMs ?? DEFAULT_LEASE_EXPIRE_MS)).toISOString();
+    try {
+      await containerd.createLease(leaseId, { [GC_EXPIRE_LABEL]: expires }, call);
+    } catch (err) {
+      throw containerdError(name, opts, err);
+    }
+    leased = true;
+    containerd.useLease(leaseId);
+    const snapshots = new SnapshotsClient(opts.address, {
+      namespace: opts.namespace,
+      snapshotter: opts.snapshotter,
+      lease: leaseId,
+      timeoutMs: callTimeoutMs,
+    });
+    try {
+      // 2.
+      const image = await registryStep(name, () => resolve(opts, signal));
+      const manifest = image.manifest.manifest as Manifest;
+      const diffIds = image.config.parsed.rootfs?.diff_ids ?? [];
+      if (diffIds.length !== manifest.layers.length) {
+        throw new InvalidArgumentError(
+          `Cannot pull "${name}": its config lists ${diffIds.length} diff IDs for ${manifest.layers.length} layers`,
+        );
+      }
+      const chains = chainIds(diffIds);
+      // 3.
+      const local = LOCAL_SNAPSHOTTERS.has(opts.snapshotter);
+      const soci = local ? undefined : await findSociIndex(opts, image.manifest, log, signal);
+      // 4.
+      const put = (d: Descriptor, bytes: Uint8Array, labels: Record<string, string>) =>
+        putBlob(containerd, d, [bytes], labels, signal);
+      if (image.root !== image.manifest)
+        await put(image.root.descriptor, image.root.bytes, indexLabels(ref, [image.manifest.descriptor.digest]));
+      await put(image.manifest.descriptor, image.manifest.bytes, manifestLabels(ref, manifest));
+      await put(
+        image.config.descriptor,
+        image.config.bytes,
+        configLabels(ref, opts.snapshotter, chains[chains.length - 1] ?? ""),
+      );
+      // 5.
+      const result: PullResult = {
+        name,
+        manifestDigest: image.manifest.descriptor.digest,
+        sociIndexDigest: soci?.digest,
+        layers: [],
+        downloadedBytes: 0,
+      };
+      const downloads = new Map<number, Promise<void>>();
+      const download = (i: number): Promise<void> => {
+        let d = downloads.get(i);
+        if (!d) {
+          d = downloadLayer(containerd, opts, manifest.layers[i]!, i, layerContentLabels(ref, diffIds[i]!), (n) => {
+            result.downloadedBytes += n;
+          });
+          d.catch(() => {}); // awaited when the layer is applied
+          downloads.set(i, d);
+        }
+        return d;
+      };
+      const parallelLayers = Math.max(1, opts.parallelLayers ?? DEFAULT_PARALLEL_LAYERS);
+      // Layers likely taken remotely are not downloaded ahead: only once their Prepare says otherwise.
+      const likelyRemote = (i: number) => !local && (soci?.layers.has(manifest.layers[i]!.digest) ?? false);
+      const labelInput = {
+        imageRef: name,
+        manifestDigest: image.manifest.descriptor.digest,
+        layers: manifest.layers,
+        chainIds: chains,
+        sociIndexDigest: soci?.digest,
+      };
+      for (const [i, layer] of manifest.layers.entries()) {
+        const progress = (state: LayerProgress["state"], doneBytes = 0) =>
+          opts.onProgress?.({ index: i, digest: layer.digest, size: layer.size, state, doneBytes });
+        const outcome = await unpackLayer({
+          snapshots,
+          containerd,
+          opts,
+          layer,
+          chainId: chains[i]!,
+          parent: i === 0 ? "" : chains[i - 1]!,
+          labels: layerLabels(labelInput, i),
+          expectedDiffId: diffIds[i]!,
+          progress,
+          fetch: () => {
+            for (let j = i + 1; j < manifest.layers.length && j < i + parallelLayers; j++)
+              if (!likelyRemote(j)) void download(j);
+            return download(i);
+          },
+        });
+        result.layers.push({ digest: layer.digest, size: layer.size, outcome });
+        log.debug("Layer unpacked", { layer: layer.digest, outcome });
+      }
+      // 6.
+      const record = {
+        name,
+        labels: {},
+        target: {
+          mediaType: image.root.descriptor.mediaType,
+          digest: image.root.descriptor.digest,
+          size: image.root.descriptor.size,
+        },
+      };
+      try {
+        await containerd.createImage(record, call);
+      } catch (err) {
+        if (!(err instanceof AlreadyExistsError)) throw err;
+        await containerd.updateImage(record, call);
+      }
+      return result;
+    } finally {
+      snapshots.close();
+    }
+  } finally {
+    // 7.
+    if (leased) {
+      await containerd.deleteLease(leaseId, { timeoutMs: callTimeoutMs }).catch((err) => {
+        log.warn("Cannot release the pull's lease; containerd drops it when it expires", {
+          lease: leaseId,
+          expires: opts.leaseExpireMs ?? DEFAULT_LEASE_EXPIRE_MS,
+          cause: errorMessage(err),
+        });
+      });
+    }
+    containerd.close();
+  }
+}
+
+/**
+ * A failure of step 1, named: containerd not there, or the namespace refused. The reason is containerd's (or
+ * grpc-js's) own words, shortened to the connect error for an absent containerd; the cause keeps the status.
+ */
+function containerdError(name: string, opts: PullOptions, err: unknown): unknown {
+  const status = (err as { cause?: { code?: number; details?: string } }).cause;
+  const details = status?.details ?? errorMessage(err);
+  const cause = status ? { code: status.code, details } : err;
+  if (err instanceof UnavailableError) {
+    const reason = /connect E[A-Z]+/.exec(details)?.[0] ?? details;
+    return new UnavailableError(
+      `Cannot pull "${name}": containerd does not answer at "${opts.address}" (--address): ${reason}`,
+      { cause },
+    );
+  }
+  if (err instanceof InvalidArgumentError || /namespace/.test(details)) {
+    return new InvalidArgumentError(
+      `Cannot pull "${name}": containerd refuses namespace "${opts.namespace}" (--namespace): ${details}`,
+      { cause },
+    );
+  }
+  return err;
+}
+
+/** Runs a registry step; its failure reads "Cannot pull <name>: <why>", with the same class. */
+async function registryStep<T>(name: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (!(err instanceof Error) || err.message.startsWith(`Cannot pull "${name}"`)) throw err;
+    const Cls = (err.constructor as new (m: string, o?: ErrorOptions) => Error) ?? Error;
+    let wrapped: Error;
+    try {
+      wrapped = new Cls(`Cannot pull "${name}": ${errorMessage(err)}`, { cause: err });
+    } catch {
+      wrapped = new Error(`Cannot pull "${name}": ${errorMessage(err)}`, { cause: err });
+    }
+    throw wrapped;
+  }
+}
+
+/** Step 2: root, platform manifest, config. */
+async function resolve(opts: PullOptions, signal?: AbortSignal): Promise<Resolved> {
+  const loc = opts.location;
+  const root = await loc.getRoot({ signal });
+  let manifest = root;
+  if (isIndexMediaType(root.descriptor.mediaType) || "manifests" in root.manifest) {
+    const index = root.manifest as ImageIndex;
+    const pick = selectPlatform(index.manifests, opts.platform);
+    if (!pick) {
+      throw new NotFoundError(
+        `the index has no manifest for platform ${formatPlatform(opts.platform)} (--platform); it has ${index.manifests
+          .map((m) => (m.platform ? formatPlatform(m.platform) : "?"))
+          .join(", ")}`,
+      );
+    }
+    manifest = await loc.getManifest(pick.digest, { signal });
+  }
+  const m = manifest.manifest as Manifest;
+  const bytes = await loc.getBlob(m.config.digest, { signal, size: m.config.size });
+  const parsed = JSON.parse(new TextDecoder().decode(bytes)) as ImageConfig;
+  return { root, manifest, config: { descriptor: m.config, bytes, parsed } };
+}
+
+/** Step 3: the SOCI index's digest and the layers it covers; undefined when there is none (or it cannot be read). */
+async function findSociIndex(
+  opts: PullOptions,
+  manifest: FetchedManifest,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<{ digest: string; layers: Set<string> } | undefined> {
+  const loc = opts.location;
+  try {
+    let digest = (manifest.manifest as Manifest).annotations?.[ANNOTATION_INDEX_DIGEST];
+    if (!digest) {
+      const found = await loc.referrers(manifest.descriptor.digest, {
+        signal,
+        artifactType: SOCI_INDEX_V1_ARTIFACT_TYPE,
+      });
+      digest = found[0]?.digest;
+    }
+    if (!digest) return undefined;
+    const index = decodeIndex((await loc.getManifest(digest, { signal })).bytes);
+    const layers = new Set(ztocDescriptors(index).map((d) => d.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST] ?? ""));
+    return { digest, layers };
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    log.debug("No usable SOCI index found; the snapshotter looks for one itself", { cause: errorMessage(err) });
+    return undefined;
+  }
+}
+
+/** Writes a blob to the content store (labels set also when it was there already). */
+async function putBlob(
+  containerd: ContainerdClient,
+  d: Descriptor,
+  data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  labels: Record<string, string>,
+  signal?: AbortSignal,
+  onProgress?: (acked: number) => void,
+): Promise<void> {
+  const r = await uploadContent(
+    () => containerd.openWrite(signal),
+    { ref: `soci-ts-${d.digest}`, expected: d.digest, total: d.size, labels, data },
+    { signal, onProgress },
+  );
+  if (r.existed) await containerd.setContentLabels(d.digest, labels, { signal });
+}
+
+/** Step 5c's download: the layer's blob into the content store (skipped when it is there). */
+async function downloadLayer(
+  containerd: ContainerdClient,
+  opts: PullOptions,
+  layer: Descriptor,
+  index: number,
+  labels: Record<string, string>,
+  onBytes: (n: number) => void,
+): Promise<void> {
+  const signal = opts.signal;
+  try {
+    await containerd.contentInfo(layer.digest, { signal });
+    await containerd.setContentLabels(layer.digest, labels, { signal });
+    return;
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+  }
+  let done = 0;
+  const data = rangeDownload(opts.location, layer.digest, layer.size, {
+    rangeBytes: opts.rangeBytes ?? DEFAULT_RANGE_BYTES,
+    parallel: opts.parallelRanges ?? DEFAULT_PARALLEL_RANGES,
+    signal,
+    onBytes: (n) => {
+      done += n;
+      onBytes(n);
+      opts.onProgress?.({ index, digest: layer.digest, size: layer.size, state: "downloading", doneBytes: done });
+    },
+  });
+  await registryStep(formatReference(opts.location.ref), () => putBlob(containerd, layer, data, labels, signal));
+}
+
+/** Step 5 for one layer. */
+async function unpackLayer(a: {
+  snapshots: SnapshotsClient;
+  containerd: ContainerdClient;
+  opts: PullOptions;
+  layer: Descriptor;
+  chainId: string;
+  parent: string;
+  labels: Record<string, string>;
+  expectedDiffId: string;
+  progress: (state: LayerProgress["state"], doneBytes?: number) => void;
+  fetch: () => Promise<void>;
+}): Promise<LayerOutcome> {
+  const { snapshots, opts, layer, chainId } = a;
+  const signal = opts.signal;
+  // a.
+  try {
+    await snapshots.stat({ key: chainId }, { signal });
+    a.progress("present");
+    return "present";
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+  }
+  // b.
+  a.progress("preparing");
+  const key = `extract-${crypto.randomUUID()} ${chainId}`;
+  let mounts: Mount[];
+  try {
+    mounts = await snapshots.prepare(
+      { key, parent: a.parent, labels: a.labels },
+      { signal, timeoutMs: opts.prepareTimeoutMs ?? DEFAULT_PREPARE_TIMEOUT_MS },
+    );
+  } catch (err) {
+    if (!(err instanceof AlreadyExistsError)) throw err;
+    a.progress("remote");
+    return "remote";
+  }
+  // c.
+  try {
+    await a.fetch();
+    a.progress("applying", layer.size);
+    const applied = await a.containerd.applyDiff(
+      { mediaType: layer.mediaType, digest: layer.digest, size: layer.size, annotations: layer.annotations },
+      mounts,
+      { signal, timeoutMs: opts.applyTimeoutMs ?? DEFAULT_APPLY_TIMEOUT_MS },
+    );
+    if (applied.digest !== a.expectedDiffId) {
+      throw new InvalidArgumentError(
+        `Cannot unpack layer "${layer.digest}": it unpacked to "${applied.digest}", the config says "${a.expectedDiffId}"`,
+      );
+    }
+    try {
+      await snapshots.commit({ name: chainId, key, labels: { [TARGET_SNAPSHOT_LABEL]: chainId } }, { signal });
+    } catch (err) {
+      if (!(err instanceof AlreadyExistsError)) throw err;
+      await snapshots.remove({ key }).catch(() => {});
+    }
+  } catch (err) {
+    await snapshots.remove({ key }, { timeoutMs: opts.callTimeoutMs }).catch(() => {});
+    throw err;
+  }
+  a.progress("downloaded", layer.size);
+  return "downloaded";
+}
