@@ -150,7 +150,7 @@ describe.skipIf(!run)("soci-ts pull through containerd's API", () => {
     await serve?.stop("SIGTERM", 20_000).catch(() => {});
     if (process.env.SERVE_LOG && serveLogFile) writeFileSync(process.env.SERVE_LOG, readFileSync(serveLogFile));
     await env?.stop();
-  });
+  }, 2 * MINUTES);
 
   test(
     "pull + ctr run --snapshotter soci runs python from lazy layers; the registry sent a small part",

@@ -1,10 +1,10 @@
 /**
  * `soci-ts serve` as containerd 1.6's proxy snapshotter `soci`, end to end, in the world of
  * test/_harness/snapshotter_env.ts (the Distribution registry over TLS under a made-up name, a private containerd,
- * all in a private namespace). Until `soci-ts pull` exists, the lazy pull is made by a real client: AWS SOCI
- * 0.4.1's `soci image rpull`, which passes the CRI labels.
+ * all in a private namespace). The lazy pull is `soci-ts pull`, which passes the remote-snapshot labels
+ * (test/e2e/pull.test.ts covers the command itself).
  *  1. A publisher indexes the images with `soci-ts index create` and pushes the indexes (`index push`).
- *  2. python: rpull, then `ctr run --snapshotter soci` prints the script's output while the registry has sent
+ *  2. python: `soci-ts pull`, then `ctr run --snapshotter soci` prints the script's output while the registry has sent
  *     a small part of the layers (background fetch off); the container's root file system, seen through a
  *     `ctr snapshots view`, equals `tar -x` of the layers.
  *  3. busybox images: one without an index and one whose index covers only its big layer run through the same
@@ -16,7 +16,6 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
-import { AWS_SOCI_LIB, type AwsSoci, ensureAwsSoci, sociCli } from "../_harness/aws_soci.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
@@ -41,8 +40,6 @@ const run = needs(
   "tool:unshare",
   "tool:nsenter",
   "tool:setpriv",
-  "tool:apt-get",
-  "tool:dpkg",
   "tool:skopeo",
   "tool:umoci",
   "tool:debootstrap",
@@ -54,7 +51,6 @@ const HELLO_PY = PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.
 
 describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   let env: SnapshotterEnv | undefined;
-  let soci: AwsSoci;
   let serve: NsProcess | undefined;
   let dir: string;
   let root: string;
@@ -89,11 +85,14 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   const layerMounts = () =>
     env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(root));
   const ctr = (args: string[], timeoutMs = 5 * MINUTES) => env!.containerd.ctr(args, { timeoutMs });
+  /** `soci-ts pull REF` into the env's containerd, through the `soci` snapshotter. */
+  const pull = (ref: string) =>
+    cli(["pull", "--address", env!.containerd.address, "--namespace", env!.containerd.namespace, ref], 5 * MINUTES);
 
   beforeAll(async () => {
-    [soci, layout] = await Promise.all([ensureAwsSoci(), ensurePythonImage()]);
+    layout = await ensurePythonImage();
     pythonManifest = layoutManifest(layout);
-    env = await startSnapshotterEnv({ privateDirs: [AWS_SOCI_LIB] });
+    env = await startSnapshotterEnv();
     dir = join(env.dir, "soci-ts");
     root = join(dir, "root");
     mkdirSync(root, { recursive: true });
@@ -144,11 +143,11 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   });
 
   test(
-    "rpull, then ctr run --snapshotter soci runs python from lazy layers; the registry sent a small part",
+    "soci-ts pull, then ctr run --snapshotter soci runs python from lazy layers; the registry sent a small part",
     async () => {
       const e = env!;
       const before = (await e.registry.accessLog()).length;
-      await sociCli(e, soci, ["image", "rpull", python], { timeoutMs: 5 * MINUTES });
+      await pull(python);
       expect(layerMounts().length).toBe(2);
       const r = await ctr([
         "run",
@@ -224,7 +223,7 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
     async () => {
       const e = env!;
       for (const ref of [plain, partial]) {
-        await sociCli(e, soci, ["image", "rpull", ref], { timeoutMs: 5 * MINUTES });
+        await pull(ref);
         const r = await ctr([
           "run",
           "--snapshotter",
