@@ -105,7 +105,7 @@ describe.skipIf(!run)(
     afterAll(async () => {
       await snapshotter?.stop().catch(() => {});
       await env?.stop();
-    });
+    }, 120_000);
 
     test(
       "rpull, then ctr run --snapshotter soci prints the output, the registry serving only ranges of the layers",

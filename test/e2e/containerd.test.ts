@@ -50,7 +50,7 @@ describe.skipIf(!run)("containerd 1.6 with its overlayfs snapshotter", () => {
   afterAll(async () => {
     await containerd?.stop();
     await registry?.stop();
-  });
+  }, 120_000);
 
   test("pulls from the registry and ctr run --rm prints the command's output, leaving no mount", async () => {
     const c = containerd!;

@@ -140,7 +140,7 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
     await serve?.stop("SIGTERM", 20_000).catch(() => {});
     if (process.env.SERVE_LOG && dir) writeFileSync(process.env.SERVE_LOG, serveLog());
     await env?.stop();
-  });
+  }, 120_000);
 
   test(
     "soci-ts pull, then ctr run --snapshotter soci runs python from lazy layers; the registry sent a small part",
