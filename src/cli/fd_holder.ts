@@ -30,7 +30,7 @@ export default defineCommand({
       throw new InvalidArgumentError(
         `Cannot hold descriptors: option "--orphan-timeout-sec" must be a positive integer`,
       );
-    const logger = createLogger({ level: "info", format: "json" });
+    const logger = createLogger({ level: "info", format: "text" });
     const why = runFdHolder({ socketPath: String(args.socket), orphanTimeoutMs: timeoutSec * 1000, logger });
     logger.info("FUSE descriptor holder exits", { why });
   },

@@ -207,8 +207,6 @@ async function connectHolder(opts: FdHandoverOptions): Promise<FdHolderClient> {
       ...pre,
       "--root",
       opts.root,
-      "--log-format",
-      "json",
       "fd-holder",
       "--socket",
       path,
