@@ -332,7 +332,10 @@ export async function fdHandoverFor(
   config: { snapshotter: { keepMountsOnRestart: boolean; fdHolderTimeoutSec: number } },
   opts: Omit<FdHandoverOptions, "holderTimeoutSec" | "selfArgv"> & { selfArgv?: readonly string[] },
 ): Promise<FdHandover | undefined> {
-  if (!config.snapshotter.keepMountsOnRestart) return undefined;
+  if (!config.snapshotter.keepMountsOnRestart) {
+    releaseHolder(opts.root, opts.logger);
+    return undefined;
+  }
   if (!opts.selfArgv && !opts.env.NOTIFY_SOCKET) {
     opts.logger.warn("Cannot keep layer mounts across restarts: no command to start the descriptor holder with");
     return undefined;
@@ -348,5 +351,26 @@ export async function fdHandoverFor(
       cause: errorMessage(err),
     });
     return undefined;
+  }
+}
+
+/**
+ * With the switch off: a holder a previous serve (with it on) left is told to let go of everything, so its
+ * connections end now (their mounts are detached and made again by restore) rather than at its timeout.
+ */
+function releaseHolder(root: string, log: Logger): void {
+  let client: FdHolderClient;
+  try {
+    client = FdHolderClient.connect(holderSocketPath(root));
+  } catch {
+    return; // none there
+  }
+  try {
+    for (const e of client.hello().kept) client.release(e.key);
+    log.info("Released the connections a descriptor holder kept (keep_mounts_on_restart is off)");
+  } catch (err) {
+    log.warn("Cannot release what the descriptor holder keeps", { cause: errorMessage(err) });
+  } finally {
+    client.close();
   }
 }
