@@ -1,5 +1,6 @@
 /**
- * Release build: one self-contained `soci-ts` executable per target with `bun build --compile`, and SHA256SUMS.
+ * Release build: one self-contained `soci-ts` executable per target with `bun build --compile`, SHA256SUMS, the
+ * install script and the systemd unit (soci-ts.service).
  *
  *   bun run release/build.ts            all targets: linux x64 and arm64, glibc and musl
  *   bun run release/build.ts --host     only the host's target (dist/soci-ts-linux-<arch>), for tests and the demo
@@ -14,7 +15,7 @@
  * in release/entries.ts, with what each is measured to bring.
  */
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { arch } from "node:os";
 import { basename, join } from "node:path";
 import { COMPILE_FLAGS, MAIN_ENTRY, WORKER_ENTRIES } from "./entries.ts";
@@ -87,3 +88,7 @@ console.log(`wrote ${join(outDir, "SHA256SUMS")} (${built.length} binaries)`);
 let installer = readFileSync(join(repo, "release/install.sh"), "utf8");
 if (baseUrl) installer = installer.replace("@BASE_URL@", baseUrl.replace(/\/+$/, ""));
 writeFileSync(join(outDir, "install.sh"), installer, { mode: 0o755 });
+
+// 5. The systemd unit `install.sh --systemd` installs.
+copyFileSync(join(repo, "release/soci-ts.service"), join(outDir, "soci-ts.service"));
+console.log(`wrote ${join(outDir, "soci-ts.service")}`);

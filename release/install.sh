@@ -3,14 +3,25 @@
 #
 #   curl -fsSL <release-url>/install.sh | sh
 #   curl -fsSL <release-url>/install.sh | SOCI_TS_BASE_URL=<release-url> PREFIX=$HOME/.local sh
-#   sh install.sh [BASE_URL]
+#   sh install.sh [--systemd] [BASE_URL]
 #
 # BASE_URL is where the release's files are (http(s):// or file://); a release build stamps its own URL in.
 # PREFIX defaults to /usr/local (the binary goes to $PREFIX/bin/soci-ts).
+# --systemd also installs the daemon as a systemd service: the release's soci-ts.service (ExecStart pointing at
+# the binary installed) in $SYSTEMD_UNIT_DIR (default /etc/systemd/system), and a default config in
+# $CONFIG_DIR/config.toml (default /etc/soci-ts; an existing one is kept), then enables the unit when systemctl is
+# there. It does not start it: configure containerd first (README "Running it as a node service").
 set -eu
 
+SYSTEMD=""
+if [ "${1:-}" = "--systemd" ]; then
+  SYSTEMD=1
+  shift
+fi
 BASE_URL="${1:-${SOCI_TS_BASE_URL:-@BASE_URL@}}"
 PREFIX="${PREFIX:-/usr/local}"
+SYSTEMD_UNIT_DIR="${SYSTEMD_UNIT_DIR:-/etc/systemd/system}"
+CONFIG_DIR="${CONFIG_DIR:-/etc/soci-ts}"
 
 fail() {
   echo "soci-ts install: $*" >&2
@@ -74,3 +85,24 @@ mkdir -p "$PREFIX/bin" || fail "cannot create $PREFIX/bin"
 install -m 0755 "$tmp/$name" "$PREFIX/bin/soci-ts.new" || fail "cannot write to $PREFIX/bin (run as root or set PREFIX)"
 mv -f "$PREFIX/bin/soci-ts.new" "$PREFIX/bin/soci-ts"
 echo "Installed $("$PREFIX/bin/soci-ts" --version) to $PREFIX/bin/soci-ts"
+
+[ -n "$SYSTEMD" ] || exit 0
+fetch "$BASE_URL/soci-ts.service" "$tmp/soci-ts.service" || fail "cannot download $BASE_URL/soci-ts.service"
+mkdir -p "$SYSTEMD_UNIT_DIR" || fail "cannot create $SYSTEMD_UNIT_DIR"
+sed "s#^ExecStart=/usr/local/bin/soci-ts #ExecStart=$PREFIX/bin/soci-ts #; s#--config /etc/soci-ts/config.toml#--config $CONFIG_DIR/config.toml#" \
+  "$tmp/soci-ts.service" >"$SYSTEMD_UNIT_DIR/soci-ts.service" || fail "cannot write $SYSTEMD_UNIT_DIR/soci-ts.service"
+echo "Installed $SYSTEMD_UNIT_DIR/soci-ts.service"
+mkdir -p "$CONFIG_DIR" || fail "cannot create $CONFIG_DIR"
+if [ -e "$CONFIG_DIR/config.toml" ]; then
+  echo "Kept the existing $CONFIG_DIR/config.toml"
+else
+  "$PREFIX/bin/soci-ts" config default >"$CONFIG_DIR/config.toml.new" || fail "cannot write $CONFIG_DIR/config.toml"
+  mv -f "$CONFIG_DIR/config.toml.new" "$CONFIG_DIR/config.toml"
+  echo "Wrote the default configuration to $CONFIG_DIR/config.toml"
+fi
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload && systemctl enable soci-ts.service || fail "cannot enable soci-ts.service"
+  echo "Enabled soci-ts.service; start it with: systemctl start soci-ts"
+else
+  echo "systemd is not running here: enable the unit with systemctl enable soci-ts.service where it is"
+fi

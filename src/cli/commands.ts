@@ -109,7 +109,20 @@ const topLevel = {
     "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket",
     () => import("./serve.ts"),
   ),
+  // Hidden: started by serve (service/fd_handover.ts), not by people.
+  "fd-holder": hidden(
+    lazyCommand(
+      "fd-holder",
+      "Keep the FUSE descriptors of serve's lazy layers across its restarts",
+      () => import("./fd_holder.ts"),
+    ),
+  ),
 };
+
+/** `def` left out of the help listings (citty `meta.hidden`). */
+function hidden(def: CommandDef<ArgsDef>): CommandDef<ArgsDef> {
+  return { ...def, meta: { ...(def.meta as object), hidden: true } };
+}
 
 /** The root of the tree, as citty runs it. */
 export const rootCommand: CommandDef<ArgsDef> = {

@@ -1,6 +1,9 @@
 /**
- * `soci-ts serve`: the daemon. containerd's proxy snapshotter on a unix socket, in the foreground until SIGINT or
- * SIGTERM (both stop serving, detach every layer mount and keep the metadata for the next start).
+ * `soci-ts serve`: the daemon. containerd's proxy snapshotter on a unix socket, in the foreground until SIGTERM or
+ * SIGINT. Both stop serving and keep the metadata for the next start. SIGTERM leaves the lazy layer mounts to the
+ * keeper of their FUSE connections (systemd's descriptor store or the holder process, service/fd_handover.ts) for
+ * the next serve to take over, unless `[snapshotter] keep_mounts_on_restart = false`; SIGINT detaches every layer
+ * mount (a full stop).
  *
  *   --address PATH   unix socket to listen on (default: config `address`, /run/soci-ts/soci-ts.sock)
  */
@@ -33,6 +36,7 @@ export default defineCommand({
     if (!address) throw new InvalidArgumentError('Cannot serve: option "--address" is empty');
     // Signals are taken from the start: one while starting ends the start (restore included) and undoes it.
     let stopAsked = false;
+    let keepMounts = false;
     let wake: () => void = () => {};
     const stopped = new Promise<void>((res) => (wake = res));
     const starting = new AbortController();
@@ -42,6 +46,7 @@ export default defineCommand({
         process.exit(1);
       }
       stopAsked = true;
+      keepMounts = sig === "SIGTERM";
       ctx.logger.info("Stopping", { signal: sig });
       starting.abort(new Error(`stopped by ${sig} while starting`));
       wake();
@@ -57,6 +62,7 @@ export default defineCommand({
         logger: ctx.logger,
         env: process.env,
         signal: starting.signal,
+        selfArgv: selfCommand(),
       });
     } catch (err) {
       // A signal while starting: what started was undone; that is a clean stop.
@@ -65,6 +71,16 @@ export default defineCommand({
     }
     process.stderr.write(`soci-ts serve: containerd snapshots on ${daemon.address} (root ${root}); SIGTERM to stop\n`);
     await stopped;
-    await daemon.stop();
+    await daemon.stop({ keepMounts });
   },
 });
+
+/**
+ * The command that runs this soci-ts again: the executable alone when compiled (its argv[1] is the embedded entry
+ * point, under /$bunfs), else the runtime and the entry script.
+ */
+function selfCommand(): string[] {
+  const script = process.argv[1];
+  if (!script || script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/")) return [process.execPath];
+  return [process.execPath, resolve(script)];
+}

@@ -114,6 +114,20 @@ export const SCHEMA: readonly SectionSpec[] = [
         true,
         "At start, a remote snapshot that cannot be mounted again is logged and kept (its containers fail until it is removed) instead of stopping the daemon; SOCI defaults this to false",
       ),
+      bool(
+        "keep_mounts_on_restart",
+        "keepMountsOnRestart",
+        true,
+        "Lazy layer mounts outlive serve: their FUSE connections are kept by systemd's file descriptor store (under systemd) or a holder process, and the next serve (after SIGTERM, a crash or an upgrade) goes on answering them, so running containers keep reading; false: they end with serve and are mounted again at start",
+      ),
+      int(
+        "fd_holder_timeout_sec",
+        "fdHolderTimeoutSec",
+        600,
+        "Seconds the holder process keeps the connections of a serve that is gone before it detaches them and exits",
+        1,
+        DAY_SEC,
+      ),
     ],
   },
   {

@@ -46,6 +46,10 @@ export interface Config {
   snapshotter: {
     enable: boolean;
     allowInvalidMountsOnRestart: boolean;
+    /** Lazy layer mounts outlive serve (their FUSE connections are kept for the next one; fd_handover.ts). */
+    keepMountsOnRestart: boolean;
+    /** Seconds the descriptor holder waits for a serve to come back before it lets the connections go. */
+    fdHolderTimeoutSec: number;
   };
   http: {
     dialTimeoutMsec: number;

@@ -346,3 +346,13 @@ export const FUSE_DEV_IOC_BACKING_CLOSE = 0x4004e502;
 export const FUSE_PAGE_SIZE = 4096;
 /** Smallest buffer the kernel accepts for reading a request (FUSE_MIN_READ_BUFFER). */
 export const FUSE_MIN_READ_BUFFER = 8192;
+
+/**
+ * Notification (enum fuse_notify_code, written to /dev/fuse as a bare fuse_out_header with `unique` 0 and `error` =
+ * the code): 7.40, Linux 6.9+. The kernel moves every request a server has read and not answered, on every fd of
+ * the connection, back to the pending queue, marked with FUSE_UNIQUE_RESEND. A new server taking over a connection
+ * sends it so the requests its predecessor died holding are read again. Older kernels answer the write EINVAL.
+ */
+export const FUSE_NOTIFY_RESEND = 7;
+/** Bit 63 of fuse_in_header.unique on a re-sent request; the reply carries the unique as read, bit included. */
+export const FUSE_UNIQUE_RESEND = 1n << 63n;

@@ -66,7 +66,14 @@ import { closeSync, constants, fstatSync, openSync, read, writevSync } from "nod
 import { errorMessage } from "../util/errors.ts";
 import { ioctl, O_CLOEXEC } from "../platform/libc.ts";
 import { workerModuleUrl } from "../platform/worker_url.ts";
-import { BACKING_MAP_SIZE, FUSE_DEV_IOC_BACKING_CLOSE, FUSE_DEV_IOC_BACKING_OPEN, FUSE_DEV_IOC_CLONE } from "./abi.ts";
+import {
+  BACKING_MAP_SIZE,
+  FUSE_DEV_IOC_BACKING_CLOSE,
+  FUSE_DEV_IOC_BACKING_OPEN,
+  FUSE_DEV_IOC_CLONE,
+  FUSE_NOTIFY_RESEND,
+  OUT_HEADER_SIZE,
+} from "./abi.ts";
 import { DirectReadTable, type DirectReadStats } from "./direct_reads.ts";
 import type { BackingFiles } from "./passthrough.ts";
 import type { ProtocolServer, ReplyIov } from "./protocol_server.ts";
@@ -88,6 +95,13 @@ export interface DevTransportOptions {
    * Off while the server logs every request (`debug`), so each one still gets its lines. Default true.
    */
   directReads?: boolean;
+  /**
+   * The reader fds of a connection taken over from another server (the mount's fd first, then its clones):
+   * used as they are instead of cloning `fd`, so the descriptors a holder keeps are the ones requests are read
+   * from (a request read from an fd nobody holds any more is lost with it; see service/fd_handover.ts). Default:
+   * `fd` plus `readers - 1` fresh clones.
+   */
+  readerFds?: readonly number[];
 }
 
 const { SLOTS, HEAD, TAIL, LEN, CTL_BYTES } = SLOT_LAYOUT;
@@ -144,17 +158,22 @@ export class DevTransport {
   start(): void {
     const mode = this.opts.mode ?? "workers";
     const bytes = this.server.readBufferBytes;
-    if (this.server.wantsPassthrough) this.server.attachBackingFiles(backingFilesOf(this.fd));
+    if (this.server.wantsPassthrough && !this.server.backingFiles)
+      this.server.attachBackingFiles(backingFilesFor(this.fd));
     if (mode === "async") {
       const n = this.opts.readers ?? 4;
-      this.#fds.push(this.fd);
+      this.#fds.push(...(this.opts.readerFds ?? [this.fd]));
       for (let i = 0; i < n; i++) this.#asyncReader(bytes);
       return;
     }
     // 1. One fd per worker: the mount's own, then clones bound to the same connection.
-    const n = Math.max(1, this.opts.readers ?? 2);
-    this.#fds.push(this.fd);
-    for (let i = 1; i < n; i++) this.#fds.push(cloneFuseFd(this.fd));
+    if (this.opts.readerFds) {
+      this.#fds.push(...this.opts.readerFds);
+    } else {
+      const n = Math.max(1, this.opts.readers ?? 2);
+      this.#fds.push(this.fd);
+      for (let i = 1; i < n; i++) this.#fds.push(cloneFuseFd(this.fd));
+    }
     // 2. Direct reads, unless every request must be logged on the main thread: the handle table the protocol
     //    server fills at OPEN, and a port per worker for stream descriptors.
     const ports = this.#ports;
@@ -200,6 +219,11 @@ export class DevTransport {
       this.#ctls.push(ctl);
       this.#take(fd, ctl, new Uint8Array(sab), bytes);
     }
+  }
+
+  /** The fds requests are read from (the mount's fd, then its clones); empty before `start`. */
+  readerFds(): readonly number[] {
+    return this.#fds;
   }
 
   /** Direct-read counters of this mount (undefined when direct reads are off). */
@@ -303,7 +327,7 @@ export class DevTransport {
  * Backing files of the connection of /dev/fuse fd `devFd` (passthrough.ts): the file is opened, checked to be
  * `size` bytes, registered (FUSE_DEV_IOC_BACKING_OPEN, which keeps its own reference) and closed again.
  */
-function backingFilesOf(devFd: number): BackingFiles {
+export function backingFilesFor(devFd: number): BackingFiles {
   return {
     directFlag: constants.O_DIRECT,
     open(path, size) {
@@ -332,6 +356,26 @@ function backingFilesOf(devFd: number): BackingFiles {
       ioctl(devFd, FUSE_DEV_IOC_BACKING_CLOSE, arg);
     },
   };
+}
+
+/**
+ * Asks the kernel to send again every request of the connection of /dev/fuse fd `fd` that was read and not answered
+ * (FUSE_NOTIFY_RESEND, Linux 6.9+): what a server that died was holding. Returns false when the kernel does not
+ * know the notification (EINVAL: before 6.9; those requests then stay unanswered, see service/fd_handover.ts).
+ * Throws for other errors.
+ */
+export function notifyResend(fd: number): boolean {
+  const h = new Uint8Array(OUT_HEADER_SIZE);
+  const v = new DataView(h.buffer);
+  v.setUint32(0, OUT_HEADER_SIZE, true);
+  v.setInt32(4, FUSE_NOTIFY_RESEND, true);
+  try {
+    writevSync(fd, [h]);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EINVAL") return false;
+    throw err;
+  }
 }
 
 /** A new /dev/fuse fd bound to the connection of `fd` (FUSE_DEV_IOC_CLONE). */

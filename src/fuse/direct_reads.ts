@@ -26,7 +26,9 @@
  *     ctl[2] COLD    of those, READs handed over because their bytes were not in the page cache (counter)
  *     slot s = fh mod HANDLE_SLOTS:
  *       +0 fh (1 .. 2^31-1; 0 = empty; stored last, with Atomics.store)  +1 stream id
- *       +2 offset low 32 bits  +3 offset high bits  +4 size low 32 bits  +5 size high bits  +6, +7 reserved
+ *       +2 offset low 32 bits  +3 offset high bits  +4 size low 32 bits  +5 size high bits
+ *       +6 node id low 32 bits  +7 node id high bits (0: not checked): a READ naming another node is handed over,
+ *          so a handle number a previous server gave out (a connection taken over, bridge.ts) never reads this one
  *     Two open handles with the same slot: the later one is not registered (its READs are handed over).
  *
  *   stream flags (one byte per segment, Uint8Array; Atomics.or/and): bit 0 PRESENT (the segment file is in
@@ -236,7 +238,7 @@ export class DirectReadTable {
    * Let reader threads answer READs of `fh` from `src`. Returns false (READs of `fh` then go to the main
    * thread) when `fh` is out of range or its slot holds another open handle.
    */
-  register(fh: number, src: DirectSource): boolean {
+  register(fh: number, src: DirectSource, nodeid = 0): boolean {
     if (this.#closed || !Number.isInteger(fh) || fh < 1 || fh > MAX_FH) return false;
     if (!Number.isSafeInteger(src.offset) || !Number.isSafeInteger(src.size) || src.offset < 0 || src.size < 0)
       return false;
@@ -256,6 +258,8 @@ export class DirectReadTable {
     w[base + 3] = Math.floor(src.offset / TWO_32);
     w[base + 4] = (src.size % TWO_32) | 0;
     w[base + 5] = Math.floor(src.size / TWO_32);
+    w[base + 6] = (nodeid % TWO_32) | 0;
+    w[base + 7] = Math.floor(nodeid / TWO_32);
     Atomics.store(w, base, fh);
     this.#registered++;
     return true;
@@ -375,13 +379,19 @@ export class DirectReader {
     this.#slots = new Int32Array(fdSlots);
   }
 
-  /** Bytes of `fh` at `offset`, at most `size` (fewer only at its end), into `out`; -1: hand the READ over. */
-  read(fh: number, offset: number, size: number, out: Uint8Array): number {
+  /**
+   * Bytes of `fh` at `offset`, at most `size` (fewer only at its end), into `out`; -1: hand the READ over. With
+   * `nodeid` (the READ's, as two 32-bit halves), a handle registered for another node is handed over too.
+   */
+  read(fh: number, offset: number, size: number, out: Uint8Array, nodeid?: readonly [number, number]): number {
     // 1. The handle.
     if (!Number.isInteger(fh) || fh < 1 || fh > MAX_FH) return -1;
     const base = CTL_WORDS + (fh & (HANDLE_SLOTS - 1)) * SLOT_WORDS;
     const w = this.#words;
     if (Atomics.load(w, base) !== fh) return -1;
+    if (nodeid && (w[base + 6] !== 0 || w[base + 7] !== 0)) {
+      if (w[base + 6]! >>> 0 !== nodeid[0] || w[base + 7]! >>> 0 !== nodeid[1]) return -1;
+    }
     this.#cold = false;
     const n = this.#readHandle(
       w[base + 1]!,

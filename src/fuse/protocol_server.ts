@@ -248,6 +248,19 @@ export class ProtocolServer {
     this.backingFiles = b;
   }
 
+  /**
+   * Take over a connection another server negotiated: `n` is what its INIT settled (the kernel sends INIT once per
+   * connection, never to a successor). Call after `attachBackingFiles` when `n.passthrough`; throws when passthrough
+   * was negotiated and no backing files are attached.
+   */
+  resume(n: Negotiated): void {
+    if (n.passthrough) {
+      if (!this.backingFiles) throw new Error("Cannot resume a FUSE connection with passthrough: no backing files");
+      this.passthrough = new PassthroughOpens(this.backingFiles, this.onError);
+    }
+    this.settle(n);
+  }
+
   /** Called by the INIT handler. */
   settle(n: Negotiated): void {
     this.negotiated = n;
@@ -541,7 +554,7 @@ row(FUSE_OPEN, OPEN_IN_SIZE, (s, { h, r, ctx }) => {
     const backingId = s.passthrough?.open(h.nodeid, o.fh, flags, o.direct) ?? 0;
     if (backingId > 0) return one(openReply(h.unique, { ...o, openFlags: o.openFlags | FOPEN_PASSTHROUGH, backingId }));
     // 2. Direct reads, registered before the reply goes out: no READ of the handle comes before it.
-    if (o.direct && s.direct) s.direct.register(o.fh, o.direct);
+    if (o.direct && s.direct) s.direct.register(o.fh, o.direct, h.nodeid);
     return one(openReply(h.unique, o));
   });
 });

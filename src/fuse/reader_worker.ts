@@ -20,7 +20,7 @@ import { FUSE_READ, IN_HEADER_SIZE, OUT_HEADER_SIZE, READ_IN_SIZE } from "./abi.
 import { DirectReader, type DirectIo, type StreamDescriptor } from "./direct_reads.ts";
 import { SLOT_LAYOUT } from "./slot_layout.ts";
 
-/** Request bytes: opcode at 4, unique at 8; READ's fh at 40 (u64), offset at 48 (u64), size at 56 (u32). */
+/** Request bytes: opcode at 4, unique at 8, nodeid at 16; READ's fh at 40 (u64), offset at 48 (u64), size at 56 (u32). */
 const READ_REQUEST_BYTES = IN_HEADER_SIZE + READ_IN_SIZE;
 
 interface InitMessage {
@@ -91,7 +91,10 @@ function serve({ fd, bytes, sab, direct }: InitMessage): void {
       let got = -1;
       if (fhHigh === 0) {
         try {
-          got = reader.read(v.getUint32(40, true), v.getUint32(48, true) + v.getUint32(52, true) * 2 ** 32, size, out);
+          got = reader.read(v.getUint32(40, true), v.getUint32(48, true) + v.getUint32(52, true) * 2 ** 32, size, out, [
+            v.getUint32(16, true),
+            v.getUint32(20, true),
+          ]);
         } catch {
           got = -1;
         }

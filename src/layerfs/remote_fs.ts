@@ -11,16 +11,25 @@
  *
  * `mountLayer` steps:
  *   1. Acquire the layer from the manager (opened once however many mounts use it; its prefetch starts there).
- *   2. Serve its node tree with FUSE at `mountpoint` (vfs `mountTree`), while the prefetch spans download.
- *   3. Wait for the prefetch spans before returning (SOCI prefetches before a mount completes); the manager then
- *      queues the layer for background fetching.
+ *   2. Serve its node tree with FUSE at `mountpoint` (vfs `mountTree`), while the prefetch spans download. With a
+ *      keeper (`LayerFs.keeper`, service/fd_handover.ts) that holds a connection a previous process left at
+ *      `mountpoint` for this very layer, that connection is taken over instead (no mount, no INIT; the kernel
+ *      sends again what the old server left unanswered); one for another layer is detached first.
+ *   3. Hand the connection's fds to the keeper (so a restart can take it over), then wait for the prefetch spans
+ *      before returning (SOCI prefetches before a mount completes); the manager then queues the layer for
+ *      background fetching.
+ * Node ids are the layer's inode numbers (vfs bridge `stableNodeIds`), the same in every process that opens the
+ * layer from its zTOC: what a successor needs to answer for the kernel's inodes.
  */
+import { closeSync } from "node:fs";
 import type { SpanCache } from "../cache/span_cache.ts";
 import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
-import { mountTree, type MountHandle } from "../vfs/serve.ts";
+import type { Negotiated } from "../fuse/protocol_server.ts";
+import { unmountFuse } from "../fuse/mount.ts";
+import { mountTree, type MountHandle, type ResumeFuse } from "../vfs/serve.ts";
 import type { BackgroundFetcher } from "./background_fetcher.ts";
 import type { Layer } from "./layer.ts";
 import { LayerManager, type AcquireLayerOptions, type LayerHandle, type LayerManagerOptions } from "./layer_manager.ts";
@@ -61,6 +70,37 @@ export interface LayerFsFuseOptions {
   logger?: Logger;
 }
 
+/** What a successor needs, besides the fds, to serve a layer's FUSE connection (JSON, kept with the fds). */
+export interface KeptConnectionMeta {
+  version: 1;
+  mountpoint: string;
+  /** "major:minor" of the mount (mountinfo), to tell the same mount from a later one at the same place. */
+  dev: string;
+  /** The layer served there. */
+  layerDigest: string;
+  /** What INIT settled. */
+  negotiated: Negotiated;
+}
+
+/** A connection kept by a previous process, taken back: its fds are the caller's now. */
+export interface KeptConnection {
+  meta: KeptConnectionMeta;
+  fds: number[];
+}
+
+/**
+ * Where a LayerFs keeps its mounts' FUSE connections so they outlive the process (service/fd_handover.ts: a holder
+ * process of ours, or systemd's file descriptor store). Failures are logged by the keeper, never thrown.
+ */
+export interface ConnectionKeeper {
+  /** Keep copies of `fds` (the connection at `meta.mountpoint`) with `meta`, replacing what was kept there. */
+  keep(meta: KeptConnectionMeta, fds: readonly number[]): Promise<void>;
+  /** Let go of what is kept for `mountpoint` (it was unmounted). */
+  release(mountpoint: string): Promise<void>;
+  /** What a previous process kept for `mountpoint` (fds are the caller's to use or close), or undefined. */
+  take(mountpoint: string): KeptConnection | undefined;
+}
+
 /** A LayerManager's options and the FUSE options, for `LayerFs.create` (which builds its own manager). */
 export type LayerFsOptions = Omit<LayerManagerOptions, "materialize"> & LayerFsFuseOptions;
 
@@ -84,6 +124,8 @@ export class LayerFs {
   readonly #mounts = new Map<string, Mounted>();
   /** Mount points being mounted, so a second mount at the same place fails at once. */
   readonly #mounting = new Set<string>();
+  /** Keeps each mount's connection for a successor (set by the service); none: mounts end with the process. */
+  keeper: ConnectionKeeper | undefined;
 
   /** A FUSE front end over `manager` (which the caller keeps and closes). */
   constructor(manager: LayerManager, opts: LayerFsFuseOptions = {}, ownsManager = false) {
@@ -131,6 +173,7 @@ export class LayerFs {
       const handle = await this.manager.acquire(opts);
       const layer = handle.layer;
       // 2.
+      const resume = this.#resumable(mp, layer.digest);
       let served: MountHandle;
       try {
         served = await mountTree(layer.root, mp, {
@@ -141,9 +184,11 @@ export class LayerFs {
           keepCache: this.#o.fuse?.keepCache,
           xattrs: this.#o.fuse?.xattrs,
           passthrough: this.#o.fuse?.passthrough,
+          stableNodeIds: true,
           fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
           transport: this.#o.transport ?? "workers",
           debug: this.#o.fuse?.debug ?? false,
+          resume,
           logger: {
             debug: (line) => this.#logger.debug(`fuse ${opts.layer.digest.slice(7, 19)} ${line}`),
             error: (line) => this.#logger.error(line),
@@ -156,8 +201,27 @@ export class LayerFs {
       // Copies for passthrough are of no use when the kernel did not take it.
       if (!served.negotiated.passthrough) layer.materializer?.close();
       this.#mounts.set(mp, { handle, served });
-      this.#logger.info("Layer mounted", { layer: layer.digest, mountpoint: mp, lazy: layer.manager !== undefined });
+      if (resume) {
+        this.#logger.info("Layer connection taken over", {
+          layer: layer.digest,
+          mountpoint: mp,
+          resent: served.resent,
+          ...(served.resent
+            ? {}
+            : {
+                note: "the kernel cannot resend (before Linux 6.9): requests in flight at the restart stay unanswered",
+              }),
+        });
+      } else {
+        this.#logger.info("Layer mounted", { layer: layer.digest, mountpoint: mp, lazy: layer.manager !== undefined });
+      }
       // 3.
+      if (this.keeper && !resume) {
+        await this.keeper.keep(
+          { version: 1, mountpoint: mp, dev: served.dev, layerDigest: layer.digest, negotiated: served.negotiated },
+          served.readerFds(),
+        );
+      }
       await handle.prefetched;
       return layer;
     } finally {
@@ -214,17 +278,53 @@ export class LayerFs {
     }
   }
 
+  /**
+   * The connection a previous process left at `mp` for layer `digest`, to take over; undefined when none is kept
+   * (or the keeper's is another layer's: that mount is detached and its fds closed, so nothing is mounted twice).
+   */
+  #resumable(mp: string, digest: string): ResumeFuse | undefined {
+    const kept = this.keeper?.take(mp);
+    if (!kept) return undefined;
+    if (kept.meta.layerDigest === digest && kept.fds.length > 0)
+      return { readerFds: kept.fds, negotiated: kept.meta.negotiated, dev: kept.meta.dev };
+    this.#logger.warn("A kept connection serves another layer; it is detached and the layer mounted afresh", {
+      mountpoint: mp,
+      kept: kept.meta.layerDigest,
+      layer: digest,
+    });
+    for (const fd of kept.fds) closeSync(fd);
+    try {
+      unmountFuse(mp);
+    } catch (err) {
+      this.#logger.warn("Cannot detach a kept mount", { mountpoint: mp, cause: errorMessage(err) });
+    }
+    void this.keeper?.release(mp);
+    return undefined;
+  }
+
   /** Unmount one layer and release it; NotFoundError when `mountpoint` is not ours. */
   async unmount(mountpoint: string): Promise<void> {
     const m = this.#mounted(mountpoint, "unmount");
     this.#mounts.delete(mountpoint);
     await m.served.unmount();
+    await this.keeper?.release(mountpoint);
     await m.handle.done();
     this.#logger.info("Layer unmounted", { layer: m.handle.layer.digest, mountpoint });
   }
 
-  /** Unmount every layer; then close the manager (background fetching stopped, cache flushed) if it is ours. */
-  async close(): Promise<void> {
+  /**
+   * Unmount every layer; then close the manager (background fetching stopped, cache flushed) if it is ours. With
+   * `keepMounts` (a restart that hands the connections over), nothing is unmounted and no layer closed: the mounts
+   * are disowned (kept mounted when the process exits) and keep being served until it does; only background
+   * fetching stops and the cache is flushed.
+   */
+  async close(opts: { keepMounts?: boolean } = {}): Promise<void> {
+    if (opts.keepMounts) {
+      for (const m of this.#mounts.values()) m.served.disown();
+      await this.manager.background?.close();
+      await this.manager.cache.flush();
+      return;
+    }
     if (this.#ownsManager) await this.manager.background?.close();
     // All at once: each detach waits (up to its bound) for a connection that stays open while a container's
     // overlay uses the layer; one after the other, a daemon with many layers in use would take minutes to stop.

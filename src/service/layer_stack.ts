@@ -59,8 +59,11 @@ export interface LayerStack {
   /** One FUSE mount per layer, over `manager`. */
   layerFs: LayerFs;
   resolver: ImageResolver;
-  /** Unmounts every layer, stops background fetching, flushes the span cache. */
-  close(): Promise<void>;
+  /**
+   * Unmounts every layer, stops background fetching, flushes the span cache. With `keepMounts`, the layer mounts
+   * stay (disowned, served until the process exits) for a successor to take over (LayerFs.close).
+   */
+  close(opts?: { keepMounts?: boolean }): Promise<void>;
 }
 
 /**
@@ -94,10 +97,10 @@ export async function buildLayerStack(
     manager,
     layerFs,
     resolver,
-    async close() {
+    async close(o = {}) {
       await manager.background?.close();
-      await layerFs.close();
-      await manager.close();
+      await layerFs.close(o);
+      if (!o.keepMounts) await manager.close();
     },
   };
 }

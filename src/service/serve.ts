@@ -2,18 +2,23 @@
  * `soci-ts serve`, the daemon: containerd's proxy snapshotter over gRPC on a unix socket, on one lazy loader.
  *
  * `startServe` steps:
- *   1. Hold the state root (`<root>/serve.lock`): one daemon per root.
+ *   1. Hold the state root (`<root>/serve.lock`): one daemon per root. Then find the keeper of the lazy layers'
+ *      FUSE connections and take back what the previous daemon left with it (fd_handover.ts; unless
+ *      `[snapshotter] keep_mounts_on_restart = false`).
  *   2. Build the lazy loader from the config (layer_stack.ts): registry client, layer manager, FUSE front end,
  *      image resolver.
  *   3. Open the snapshotter under `<root>/snapshots` (metadata, one directory per snapshot) with a RemoteFs on
  *      that loader.
- *   4. Restore: FUSE mounts a crashed daemon left under `<root>/snapshots` are detached, then every remote
- *      snapshot is mounted again from the labels stored with it (`max_concurrency` at a time). One that cannot
- *      be is logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails).
- *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory).
+ *   4. Restore: FUSE mounts a crashed daemon left under `<root>/snapshots` are detached (but those whose
+ *      connection was kept), then every remote snapshot is mounted again from the labels stored with it
+ *      (`max_concurrency` at a time), taking over its kept connection when there is one. One that cannot be is
+ *      logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails). Kept
+ *      connections no snapshot took are let go.
+ *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory); tell systemd READY=1.
  * `stop()` undoes them in reverse: stop serving (calls in flight are cancelled after a bound), close the
- * snapshotter (metadata kept for the next start), detach every layer mount, flush the span cache, release the
- * root. Whatever fails to start is undone the same way, so nothing is left mounted or listening.
+ * snapshotter (metadata kept for the next start), detach every layer mount (with `keepMounts`: leave them to the
+ * keeper for the next daemon), flush the span cache, release the root. Whatever fails to start is undone the same
+ * way, so nothing is left mounted or listening.
  */
 import { join } from "node:path";
 import type { Config } from "../config/schema.ts";
@@ -23,6 +28,7 @@ import type { RegistryClient } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
+import { fdHandoverFor, notifySystemd } from "./fd_handover.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
@@ -40,6 +46,8 @@ export interface ServeOptions {
   client?: RegistryClient;
   /** Ends a start in progress (a signal while restoring): what started is undone and the reason thrown. */
   signal?: AbortSignal;
+  /** The command that runs this soci-ts, to start the FUSE descriptor holder (fd_handover.ts). */
+  selfArgv?: readonly string[];
 }
 
 /** A running daemon. */
@@ -47,14 +55,18 @@ export interface RunningServe {
   readonly address: string;
   readonly stack: LayerStack;
   readonly snapshotter: Snapshotter;
-  /** Stop serving and unmount; metadata is kept. Idempotent. */
-  stop(): Promise<void>;
+  /**
+   * Stop serving and unmount; metadata is kept. With `keepMounts` (SIGTERM, when the connections are kept), the
+   * layer mounts stay for the next daemon to take over. Idempotent (the first call decides).
+   */
+  stop(opts?: { keepMounts?: boolean }): Promise<void>;
 }
 
 /** Start the daemon (steps 1-5). Throws what a step throws, after undoing the steps before it. */
 export async function startServe(opts: ServeOptions): Promise<RunningServe> {
   const log = opts.logger;
   const undo: Array<() => Promise<void>> = [];
+  let keepMountsOnFailure = () => {};
   const unwind = async () => {
     for (const f of undo.splice(0).reverse())
       await f().catch((err) => log.error("Cannot stop cleanly", { cause: errorMessage(err) }));
@@ -63,9 +75,15 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     // 1.
     const lock: RootLock = await lockRoot(opts.root);
     undo.push(() => lock.release());
+    const env = opts.env ?? {};
+    const handover = await fdHandoverFor(opts.config, { root: opts.root, logger: log, env, selfArgv: opts.selfArgv });
+    if (handover) undo.push(() => handover.close());
+    let keepMounts = false;
+    keepMountsOnFailure = () => (keepMounts = handover !== undefined);
     // 2.
     const stack = await buildLayerStack(opts.config, opts.root, { logger: log, env: opts.env, client: opts.client });
-    undo.push(() => stack.close());
+    undo.push(() => stack.close({ keepMounts }));
+    stack.layerFs.keeper = handover;
     // 3.
     const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
       mountTimeoutMs: opts.config.mountTimeoutSec * 1000,
@@ -79,26 +97,44 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
       // the root's lock, so no other daemon serves this root. Detached without asking them (a probe can be fooled
       // by the kernel's caches).
       cleanStaleMounts: async (dir) => {
-        const cleaned = await cleanStaleMounts(dir, { unprobed: true, logger: { error: (line) => log.warn(line) } });
+        const cleaned = await cleanStaleMounts(dir, {
+          unprobed: true,
+          keep: handover?.keptMountpoints(),
+          logger: { error: (line) => log.warn(line) },
+        });
         if (cleaned.length > 0) log.info("Detached mounts a previous daemon left", { count: cleaned.length, dir });
       },
     });
     undo.push(() => snapshotter.close());
     // 4.
     await snapshotter.restore({ signal: opts.signal });
+    await handover?.settle();
     opts.signal?.throwIfAborted();
     // 5.
     const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
     undo.push(() => server.close());
-    log.info("Serving containerd snapshots", { address: opts.address, root: opts.root });
+    log.info("Serving containerd snapshots", {
+      address: opts.address,
+      root: opts.root,
+      keepMountsOnRestart: handover?.kind ?? false,
+    });
+    notifySystemd(env, "READY=1", log);
     let stopping: Promise<void> | undefined;
     return {
       address: opts.address,
       stack,
       snapshotter,
-      stop: () => (stopping ??= unwind().then(() => log.info("Stopped", { address: opts.address }))),
+      stop: (o = {}) =>
+        (stopping ??= (async () => {
+          keepMounts = (o.keepMounts ?? false) && handover !== undefined;
+          notifySystemd(env, "STOPPING=1", log);
+          await unwind();
+          log.info("Stopped", { address: opts.address, mountsKept: keepMounts });
+        })()),
     };
   } catch (err) {
+    // Connections taken over stay with the keeper: a daemon that cannot start must not break running containers.
+    keepMountsOnFailure();
     await unwind();
     throw err;
   }

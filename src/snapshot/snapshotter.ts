@@ -36,7 +36,7 @@
 import { createHash } from "node:crypto";
 import { renameSync } from "node:fs";
 import { chown, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   AlreadyExistsError,
   FailedPreconditionError,
@@ -393,7 +393,7 @@ export class Snapshotter {
             const fs = this.#fsDir(this.#store.getInfo(info.name).id);
             try {
               call.signal?.throwIfAborted();
-              await mkdir(fs, { recursive: true });
+              await ensureMountpoint(fs);
               await this.#remoteFs.mount(fs, info.labels, { signal: call.signal });
               restored.push(info.name);
             } catch (error) {
@@ -662,4 +662,18 @@ function logFields(key: string, labels: Record<string, string>, call: CallOption
   if (labels[CRI_LAYER_DIGEST_LABEL]) fields.layer = labels[CRI_LAYER_DIGEST_LABEL];
   if (labels[CRI_IMAGE_REF_LABEL]) fields.image = labels[CRI_IMAGE_REF_LABEL];
   return fields;
+}
+
+/**
+ * Makes the directory `dir` (and its parents) unless it is there, without looking inside it: `dir` may be the root
+ * of a FUSE mount kept from the previous process that nobody serves until the RemoteFs takes it over, and a stat of
+ * it (what a recursive mkdir does) would wait for that server, which is us.
+ */
+async function ensureMountpoint(dir: string): Promise<void> {
+  await mkdir(dirname(dir), { recursive: true });
+  try {
+    await mkdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
 }

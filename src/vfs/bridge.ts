@@ -14,6 +14,13 @@
  *     taken as that retry and carries the failed READ's start. Once: a retry's own failure is not remembered,
  *     so the READ after it starts afresh. (A program repeating a read(2) the kernel did not retry is taken for
  *     a retry too: that one READ keeps the old start.)
+ * With `stableNodeIds`, a node's id is its inode number (the root's is FUSE_ROOT_ID), so a server that takes over a
+ * connection another server negotiated (service/fd_handover.ts) over the same tree knows every node id the kernel
+ * holds: an id it has not handed out itself is found by walking the tree once (`#findByIno`). The old server's file
+ * and directory handles are unknown to the new one: a READ with an unknown handle reads its node, a READDIR rebuilds
+ * the directory's list (the tree lists children in a stable order, so cookies stay valid), and a handle number
+ * that a predecessor may also have given out is never trusted for another node (handles start at a random base,
+ * and a handle whose node is not the request's is ignored).
  * Capability fallbacks are those documented on `Node`. Errors thrown by nodes are translated once, by
  * the protocol server (`toErrno`).
  */
@@ -40,6 +47,12 @@ export interface BridgeOptions {
    * For layers known to carry no xattrs. Default true.
    */
   xattrs?: boolean;
+  /**
+   * Node ids are the tree's inode numbers (`Attr.ino`, unique per node; the root is always FUSE_ROOT_ID), so that
+   * another server over the same tree can take the connection over (see the file comment). Default false: ids are
+   * handed out in order.
+   */
+  stableNodeIds?: boolean;
 }
 
 interface Known {
@@ -104,7 +117,10 @@ export class VfsBridge implements RawFileSystem {
   readonly #files = new Map<number, FileHandle>();
   readonly #dirs = new Map<number, DirHandle>();
   #nextId = FUSE_ROOT_ID + 1;
-  #nextFh = 1;
+  #nextFh: number;
+  readonly #stable: boolean;
+  /** Inode number → node, built on the first id the kernel names that this bridge did not hand out. */
+  #byIno: Map<number, Node> | undefined;
   readonly #entry: [number, number];
   readonly #attr: [number, number];
   readonly #negative: [number, number];
@@ -120,6 +136,10 @@ export class VfsBridge implements RawFileSystem {
     this.#negative = splitTime(opts.negativeTimeoutSec ?? 1);
     this.#keepCache = opts.keepCache ?? true;
     this.#xattrs = opts.xattrs ?? true;
+    this.#stable = opts.stableNodeIds ?? false;
+    // Handles below 2^31 (direct_reads.ts keeps those); with stable ids from a random base, so that the handles a
+    // predecessor gave out on the same connection are unlikely to be given out again.
+    this.#nextFh = this.#stable ? 1 + Math.floor(Math.random() * 2 ** 30) : 1;
     this.#byId.set(FUSE_ROOT_ID, { node: root, lookups: 1 });
     this.#idOf.set(root, FUSE_ROOT_ID);
   }
@@ -136,8 +156,38 @@ export class VfsBridge implements RawFileSystem {
 
   #node(nodeid: number): Node {
     const k = this.#byId.get(nodeid);
-    if (!k) throw new FuseErrno(EINVAL, `Unknown node id ${nodeid}`);
-    return k.node;
+    if (k) return k.node;
+    const found = this.#stable ? this.#findByIno(nodeid) : undefined;
+    if (!found) throw new FuseErrno(EINVAL, `Unknown node id ${nodeid}`);
+    // Known to the kernel through a predecessor: counted from 0 here; its FORGETs drop it again.
+    this.#byId.set(nodeid, { node: found, lookups: 0 });
+    this.#idOf.set(found, nodeid);
+    return found;
+  }
+
+  /** The node whose inode number is `ino`, from a walk of the tree (directories listed synchronously). */
+  #findByIno(ino: number): Node | undefined {
+    if (!this.#byIno) {
+      const index = new Map<number, Node>();
+      const stack: Node[] = [this.root];
+      while (stack.length > 0) {
+        const n = stack.pop()!;
+        const a = n.getattr();
+        if (index.has(a.ino)) continue; // a hardlink (the same node) or a directory seen before
+        index.set(a.ino, n);
+        const children = n.readdir?.();
+        if (Array.isArray(children)) for (const c of children) stack.push(c.node);
+      }
+      this.#byIno = index;
+    }
+    return this.#byIno.get(ino);
+  }
+
+  /** The open file `fh`, unless a predecessor's handle of that number names another node (stable ids only). */
+  #file(fh: number, nodeid: number): FileHandle | undefined {
+    const f = this.#files.get(fh);
+    if (!f || !this.#stable) return f;
+    return this.#byId.get(nodeid)?.node === f.node ? f : undefined;
   }
 
   /**
@@ -221,7 +271,7 @@ export class VfsBridge implements RawFileSystem {
   }
 
   read(nodeid: number, fh: number, offset: number, size: number, ctx: RawContext): Uint8Array | Promise<Uint8Array> {
-    const f = this.#files.get(fh);
+    const f = this.#file(fh, nodeid);
     const n = f?.node ?? this.#node(nodeid);
     if (!n.read) throw new FuseErrno(EIO, `Node ${nodeid} cannot be read`);
     // The kernel's retry of a failed READ keeps that READ's start (see the file comment).
@@ -252,8 +302,8 @@ export class VfsBridge implements RawFileSystem {
     return r instanceof Promise ? r.catch(failed) : r;
   }
 
-  release(_nodeid: number, fh: number): void {
-    this.#files.delete(fh);
+  release(nodeid: number, fh: number): void {
+    if (this.#file(fh, nodeid)) this.#files.delete(fh);
   }
 
   opendir(nodeid: number): OpenOut | Promise<OpenOut> {
@@ -274,7 +324,10 @@ export class VfsBridge implements RawFileSystem {
   }
 
   readdir(nodeid: number, fh: number, offset: number, out: DirentBuffer): void {
-    const d = this.#dirs.get(fh);
+    let d = this.#dirs.get(fh);
+    if (d && this.#stable && this.#node(nodeid) !== d.node) d = undefined;
+    // A predecessor's handle: list the directory again (children come in a stable order, so cookies hold).
+    if (!d && this.#stable) d = this.#reopenDir(nodeid);
     if (!d) throw new FuseErrno(EBADF, `Unknown directory handle ${fh} on node ${nodeid}`);
     const self = d.node.getattr();
     for (let i = offset; i < d.entries.length; i++) {
@@ -299,11 +352,26 @@ export class VfsBridge implements RawFileSystem {
     }
   }
 
+  /** A directory handle for `nodeid` made without OPENDIR (not kept); undefined when its listing is asynchronous. */
+  #reopenDir(nodeid: number): DirHandle | undefined {
+    const n = this.#node(nodeid);
+    const list = n.readdir?.();
+    if (!Array.isArray(list)) return undefined;
+    return {
+      node: n,
+      entries: [
+        { name: DOT, node: undefined },
+        { name: DOTDOT, node: undefined },
+        ...list.map((c) => ({ name: utf8(c.name), node: c.node })),
+      ],
+    };
+  }
+
   /** The entry `#entryFor` would return, without counting a lookup or allocating an id twice. */
   #peekEntry(node: Node, a: Attr): EntryOut {
     let id = this.#idOf.get(node);
     if (id === undefined) {
-      id = this.#nextId++;
+      id = this.#stable ? a.ino : this.#nextId++;
       this.#idOf.set(node, id);
       this.#byId.set(id, { node, lookups: 0 });
     }
@@ -338,8 +406,9 @@ export class VfsBridge implements RawFileSystem {
     };
   }
 
-  releasedir(_nodeid: number, fh: number): void {
-    this.#dirs.delete(fh);
+  releasedir(nodeid: number, fh: number): void {
+    const d = this.#dirs.get(fh);
+    if (d && (!this.#stable || this.#byId.get(nodeid)?.node === d.node)) this.#dirs.delete(fh);
   }
 
   statfs(nodeid: number): Kstatfs {

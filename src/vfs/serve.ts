@@ -2,12 +2,16 @@
  * `mountTree`: serve a `Node` tree at a mount point in one call (bridge + protocol server + /dev/fuse
  * transport + mount), plus the registry of this process's live mounts and stale-mount cleanup.
  *
+ * A mount can also be taken over rather than made (`resume`): the /dev/fuse fds of a connection another process
+ * mounted and negotiated (kept across its exit by a holder, service/fd_handover.ts) are served as they are, with no
+ * mount(2) and no INIT, after asking the kernel to send again what the old server left unanswered.
+ *
  * Rank 3. The service (rank 4) owns signals: on SIGINT/SIGTERM it calls `unmountAll()`. Normal exit is
  * covered here: the first mount installs a `process.on("exit")` hook that force-unmounts whatever is
  * still mounted, so a process that returns from main never leaves a dead mount behind.
  */
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
-import { DevTransport, type TransportMode } from "../fuse/dev_transport.ts";
+import { backingFilesFor, DevTransport, notifyResend, type TransportMode } from "../fuse/dev_transport.ts";
 import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { cleanStaleFuseMounts, mountFuse, setReadAheadKb, unmountFuse } from "../fuse/mount.ts";
@@ -47,6 +51,18 @@ export interface MountTreeOptions extends BridgeOptions {
    * from that file (src/fuse/passthrough.ts). The mount then counts as a stacked file system. Default false.
    */
   passthrough?: boolean;
+  /** Take over an existing connection instead of mounting (see the file comment). */
+  resume?: ResumeFuse;
+}
+
+/** A FUSE connection to take over: what its previous server handed to the holder. */
+export interface ResumeFuse {
+  /** The reader fds, the mount's own first (each one a /dev/fuse fd of the connection; this mount owns them now). */
+  readerFds: readonly number[];
+  /** What INIT settled for the connection. */
+  negotiated: Negotiated;
+  /** "major:minor" of the mount. */
+  dev: string;
 }
 
 /** A live mount. */
@@ -68,6 +84,18 @@ export interface MountHandle {
   unmount(opts?: { force?: boolean; timeoutMs?: number }): Promise<void>;
   /** Resolves when the kernel connection has ended and the server stopped. */
   readonly closed: Promise<void>;
+  /** The /dev/fuse fds requests are read from (the mount's own first): what a holder must keep to take it over. */
+  readerFds(): readonly number[];
+  /**
+   * The kernel's requests left unanswered by a previous server were asked for again (FUSE_NOTIFY_RESEND), for a
+   * mount taken over: false when the kernel cannot (before Linux 6.9); undefined for a mount made here.
+   */
+  readonly resent?: boolean;
+  /**
+   * This process stops owning the mount: `unmountAll` and the exit hook leave it mounted (its fds are held
+   * elsewhere, for the next server). Serving goes on until the process exits.
+   */
+  disown(): void;
   /** True once the kernel connection has ended (unmounted, aborted, or the server stopped). */
   ended(): boolean;
 }
@@ -88,14 +116,15 @@ export async function unmountAll(opts: { force?: boolean; timeoutMs?: number } =
 /**
  * Finds FUSE mounts under `root` left by a crashed process (their server is gone) and lazily unmounts
  * them; this process's own live mounts are kept. With `unprobed`, every other FUSE mount there counts as
- * left by a crashed process (see cleanStaleFuseMounts). Returns the mount points cleaned.
+ * left by a crashed process (see cleanStaleFuseMounts); mounts in `keep` (connections kept for this process to take
+ * over) are left alone too. Returns the mount points cleaned.
  */
 export function cleanStaleMounts(
   root: string,
-  opts: { logger?: MountLogger; unprobed?: boolean } = {},
+  opts: { logger?: MountLogger; unprobed?: boolean; keep?: ReadonlySet<string> } = {},
 ): Promise<string[]> {
   return cleanStaleFuseMounts(root, {
-    keep: new Set(live.keys()),
+    keep: new Set([...live.keys(), ...(opts.keep ?? [])]),
     unprobed: opts.unprobed,
     onError: opts.logger?.error,
   });
@@ -120,26 +149,45 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     onError: logError,
     passthrough: opts.passthrough,
   });
-  // 2. Mount, and serve at once: mount(2) does not wait for INIT. Always nosuid,nodev (mountFuse says why);
-  //    read-only unless asked otherwise.
-  const m = mountFuse(mountpoint, {
-    fsName: opts.fsName,
-    subtype: opts.subtype,
-    readOnly,
-    allowOther: opts.allowOther,
-    maxReadBytes: server.opts.maxReadBytes,
-  });
+  // 2. Mount and serve at once (mount(2) does not wait for INIT), or take over a connection: its fds are served
+  //    as they are, after the kernel is asked to send again what the previous server left unanswered.
+  let m: { fd: number; mountpoint: string; dev: string };
+  let resent: boolean | undefined;
+  if (opts.resume) {
+    const fd = opts.resume.readerFds[0];
+    if (fd === undefined) throw new FailedPreconditionError(`Cannot take over FUSE mount "${mountpoint}": no fds`);
+    m = { fd, mountpoint, dev: opts.resume.dev };
+  } else {
+    // Always nosuid,nodev (mountFuse says why); read-only unless asked otherwise.
+    m = mountFuse(mountpoint, {
+      fsName: opts.fsName,
+      subtype: opts.subtype,
+      readOnly,
+      allowOther: opts.allowOther,
+      maxReadBytes: server.opts.maxReadBytes,
+    });
+  }
   installExitHook();
-  const transport = new DevTransport(m.fd, server, { mode: opts.transport, readers: opts.readers, onError: logError });
+  const transport = new DevTransport(m.fd, server, {
+    mode: opts.transport,
+    readers: opts.readers,
+    onError: logError,
+    readerFds: opts.resume?.readerFds,
+  });
   try {
+    if (opts.resume) {
+      if (opts.resume.negotiated.passthrough) server.attachBackingFiles(backingFilesFor(m.fd));
+      server.resume(opts.resume.negotiated);
+      resent = notifyResend(m.fd);
+    }
     transport.start();
   } catch (err) {
-    unmountFuse(m.mountpoint, { force: true });
+    if (!opts.resume) unmountFuse(m.mountpoint, { force: true });
     throw new FailedPreconditionError(`Cannot serve FUSE mount "${m.mountpoint}": ${errorMessage(err)}`, {
       cause: err,
     });
   }
-  // 3. Wait for INIT, so the mount is usable when we return.
+  // 3. Wait for INIT, so the mount is usable when we return (settled already for a connection taken over).
   let timer: ReturnType<typeof setTimeout> | undefined;
   const negotiated = await Promise.race([
     server.initialized,
@@ -155,7 +203,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     );
   }
   // 4. Raise read-ahead (INIT can only lower it) for 1 MiB sequential READs.
-  if ((opts.readAheadKb ?? 1024) > 0) setReadAheadKb(m.dev, opts.readAheadKb ?? 1024);
+  if ((opts.readAheadKb ?? 1024) > 0 && !opts.resume) setReadAheadKb(m.dev, opts.readAheadKb ?? 1024);
   // 5. Register, so unmountAll() and the exit hook find it.
   let unmounting: Promise<void> | undefined;
   let ended = false;
@@ -169,6 +217,11 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     passthrough: () => server.passthrough?.stats(),
     closed: transport.closed,
     ended: () => ended,
+    readerFds: () => transport.readerFds(),
+    resent,
+    disown() {
+      if (live.get(m.mountpoint) === handle) live.delete(m.mountpoint);
+    },
     unmount(u = {}) {
       unmounting ??= (async () => {
         try {

@@ -34,6 +34,13 @@ describe("soci-ts CLI", () => {
     expect(r.stdout.trim()).toBe(`soci-ts ${pkg.version}`);
   });
 
+  test("the hidden fd-holder command is runnable but not listed", () => {
+    expect(runCli(["--help"]).stdout).not.toContain("fd-holder");
+    const r = runCli(["fd-holder", "--help"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("--orphan-timeout-sec");
+  });
+
   test("--help works on the root and on every command, with the global options; a noun's lists its verbs", async () => {
     const tree = await commandTree();
     expect(tree.length).toBeGreaterThan(3);
@@ -149,7 +156,9 @@ async function commandTree(): Promise<
       const def = (
         typeof sub === "function" ? await (sub as () => Promise<CommandDef<ArgsDef>>)() : await sub
       ) as CommandDef<ArgsDef>;
-      entry.subs.push([name, String((def.meta as { description?: string } | undefined)?.description)]);
+      const meta = def.meta as { description?: string; hidden?: boolean } | undefined;
+      // A hidden command (fd-holder, started by serve) is left out of its parent's help listing.
+      if (!meta?.hidden) entry.subs.push([name, String(meta?.description)]);
       await walk(def, [...path, name]);
     }
   }

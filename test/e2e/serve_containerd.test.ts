@@ -104,6 +104,10 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
         `ca_file = "${env.env.SSL_CERT_FILE}"`,
         "[background_fetch]",
         "disable = true",
+        // Layer mounts end with serve (step 4 checks they are mounted again); serve_restart.test.ts checks the
+        // connections kept across restarts.
+        "[snapshotter]",
+        "keep_mounts_on_restart = false",
         "",
       ].join("\n"),
     );

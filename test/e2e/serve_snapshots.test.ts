@@ -145,10 +145,13 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
         expect(r.code).toBe(0);
       }
     }
-    // Short timeouts so that a registry that stops answering fails calls quickly.
+    // Short timeouts so that a registry that stops answering fails calls quickly. Mounts end with the daemon
+    // (keep_mounts_on_restart off): this suite checks restarts that mount the layers again; serve_restart.test.ts
+    // checks the connections kept across restarts.
     writeFileSync(
       join(tmp, "config.toml"),
-      "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\nvalid_interval = 0\n[background_fetch]\ndisable = true\n",
+      "mount_timeout_sec = 5\n[blob]\nfetching_timeout_sec = 5\nvalid_interval = 0\n[background_fetch]\ndisable = true\n" +
+        "[snapshotter]\nkeep_mounts_on_restart = false\n",
     );
     root = join(tmp, "root");
     sock = join(tmp, "run", "soci-ts.sock");

@@ -1,0 +1,132 @@
+/**
+ * The FUSE descriptor holder (`soci-ts fd-holder`, run from source as serve starts it): its protocol (keep, hello,
+ * take, release) with real descriptors (a FIFO's write end: whether the holder still has a copy shows at the read
+ * end, which sees end-of-file only once every write end is closed), and its exit rules: it exits once its clients
+ * are gone and it holds nothing, and, holding something, once no client came back within its orphan timeout,
+ * closing what it held.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { FdHolderClient } from "../../src/service/fd_holder.ts";
+import { BUN, MAIN } from "../_harness/cli.ts";
+import { waitFor } from "../_harness/ports.ts";
+
+const cleanup: Array<() => void> = [];
+afterEach(() => {
+  for (const f of cleanup.splice(0).reverse()) f();
+});
+
+function startHolder(orphanTimeoutSec: number): { socket: string; proc: ChildProcess; exited: Promise<number | null> } {
+  const dir = mkdtempSync(join(tmpdir(), "fd-holder-"));
+  const socket = join(dir, "fd-holder.sock");
+  const proc = spawn(
+    BUN,
+    [MAIN, "--root", dir, "fd-holder", "--socket", socket, "--orphan-timeout-sec", String(orphanTimeoutSec)],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+  const exited = new Promise<number | null>((res) => proc.on("exit", (code) => res(code)));
+  cleanup.push(() => {
+    proc.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { socket, proc, exited };
+}
+
+async function connect(socket: string): Promise<FdHolderClient> {
+  let c: FdHolderClient | undefined;
+  await waitFor(
+    "the holder's socket",
+    async () => {
+      try {
+        c = FdHolderClient.connect(socket);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    20_000,
+  );
+  return c!;
+}
+
+/** A FIFO: its read end (non-blocking) and a write end. */
+function fifo(): { readFd: number; writeFd: number } {
+  const dir = mkdtempSync(join(tmpdir(), "fd-holder-fifo-"));
+  execFileSync("mkfifo", [join(dir, "p")]);
+  const readFd = openSync(join(dir, "p"), constants.O_RDONLY | constants.O_NONBLOCK);
+  const writeFd = openSync(join(dir, "p"), constants.O_WRONLY);
+  rmSync(dir, { recursive: true });
+  cleanup.push(() => closeSync(readFd));
+  return { readFd, writeFd };
+}
+
+/** What the read end shows: the bytes waiting, "EOF" when no write end is open anywhere, "" when one is. */
+function readEnd(fd: number): string {
+  const buf = new Uint8Array(4096);
+  try {
+    const n = readSync(fd, buf, 0, buf.length, null);
+    return n === 0 ? "EOF" : new TextDecoder().decode(buf.subarray(0, n));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EAGAIN") return "";
+    throw err;
+  }
+}
+
+describe("soci-ts fd-holder", () => {
+  test("keep, hello, take and release with real descriptors; it exits once alone and empty", async () => {
+    const h = startHolder(600);
+    const a = await connect(h.socket);
+    const { readFd, writeFd } = fifo();
+    a.keep("k1", { mountpoint: "/nowhere", dev: "0:0" }, [writeFd]);
+    closeSync(writeFd);
+    // The holder's copy keeps the write end open.
+    expect(readEnd(readFd)).toBe("");
+    // A second client (a new serve) sees it and takes a copy that writes into the same FIFO.
+    const b = await connect(h.socket);
+    const hello = b.hello();
+    expect(hello.kept).toEqual([{ key: "k1", meta: { mountpoint: "/nowhere", dev: "0:0" }, fds: 1 }]);
+    const taken = b.take("k1");
+    expect(taken.meta).toEqual({ mountpoint: "/nowhere", dev: "0:0" });
+    writeSync(taken.fds[0]!, "through the copy");
+    closeSync(taken.fds[0]!);
+    expect(readEnd(readFd)).toBe("through the copy");
+    // Still held after a take; a release closes the holder's copy: the read end ends.
+    expect(readEnd(readFd)).toBe("");
+    expect(b.release("k1")).toBe(true);
+    expect(b.release("k1")).toBe(false);
+    expect(readEnd(readFd)).toBe("EOF");
+    expect(() => b.take("k1")).toThrow(/nothing is held/);
+    // Rule 1: every client gone, nothing held: it exits by itself.
+    a.close();
+    b.close();
+    expect(await h.exited).toBe(0);
+  }, 60_000);
+
+  test("holding something, it waits for a serve; none comes back within the timeout: it lets go and exits", async () => {
+    const h = startHolder(1);
+    const a = await connect(h.socket);
+    const { readFd, writeFd } = fifo();
+    a.keep("k1", { mountpoint: "/nowhere", dev: "0:0" }, [writeFd]);
+    closeSync(writeFd);
+    a.close();
+    // Within the timeout a serve could come back and find it (here one does, and leaves again at once).
+    const b = await connect(h.socket);
+    expect(b.hello().kept.map((e) => e.key)).toEqual(["k1"]);
+    b.close();
+    // Rule 2: no one comes back; the holder closes its copy (the read end ends) and exits.
+    expect(await h.exited).toBe(0);
+    expect(readEnd(readFd)).toBe("EOF");
+  }, 60_000);
+
+  test("a request it does not know is refused with a Cannot message, and the client stays connected", async () => {
+    const h = startHolder(600);
+    const a = await connect(h.socket);
+    expect(() => a.take("nothing")).toThrow(/Cannot take "nothing"/);
+    expect(a.hello().kept).toEqual([]);
+    a.close();
+    expect(await h.exited).toBe(0);
+  }, 60_000);
+});
