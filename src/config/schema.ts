@@ -47,6 +47,11 @@ export interface Config {
     enable: boolean;
     allowInvalidMountsOnRestart: boolean;
   };
+  store: {
+    enable: boolean;
+    /** Mount point of podman's additional layer store. */
+    mountpoint: string;
+  };
   http: {
     dialTimeoutMsec: number;
     responseHeaderTimeoutMsec: number;

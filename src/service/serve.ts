@@ -11,6 +11,8 @@
  *      snapshot is mounted again from the labels stored with it (`max_concurrency` at a time). One that cannot
  *      be is logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails).
  *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory).
+ *   Steps 3-5 only with `[snapshotter] enable`; then, with `[store] enable`, mount podman's additional layer
+ *   store on the same loader (start_store.ts).
  * `stop()` undoes them in reverse: stop serving (calls in flight are cancelled after a bound), close the
  * snapshotter (metadata kept for the next start), detach every layer mount, flush the span cache, release the
  * root. Whatever fails to start is undone the same way, so nothing is left mounted or listening.
@@ -27,6 +29,8 @@ import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
 import { snapshotsHandlers } from "./snapshots_handlers.ts";
+import { startStore } from "./start_store.ts";
+import type { PodmanStore } from "../store/podman_store.ts";
 
 /** What `startServe` needs; `client` replaces the registry client built from the config (tests). */
 export interface ServeOptions {
@@ -46,7 +50,10 @@ export interface ServeOptions {
 export interface RunningServe {
   readonly address: string;
   readonly stack: LayerStack;
-  readonly snapshotter: Snapshotter;
+  /** Undefined with `[snapshotter] enable = false`. */
+  readonly snapshotter: Snapshotter | undefined;
+  /** podman's additional layer store, with `[store] enable`. */
+  readonly store: PodmanStore | undefined;
   /** Stop serving and unmount; metadata is kept. Idempotent. */
   stop(): Promise<void>;
 }
@@ -66,6 +73,35 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     // 2.
     const stack = await buildLayerStack(opts.config, opts.root, { logger: log, env: opts.env, client: opts.client });
     undo.push(() => stack.close());
+    const snapshotter = opts.config.snapshotter.enable ? await startSnapshotter(opts, stack, undo) : undefined;
+    let store: PodmanStore | undefined;
+    if (opts.config.store.enable) {
+      store = await startStore(opts.config, opts.root, stack, log);
+      undo.push(() => store!.stop());
+    }
+    let stopping: Promise<void> | undefined;
+    return {
+      address: opts.address,
+      stack,
+      snapshotter,
+      store,
+      stop: () => (stopping ??= unwind().then(() => log.info("Stopped", { address: opts.address }))),
+    };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
+
+/** Steps 3-5. */
+async function startSnapshotter(
+  opts: ServeOptions,
+  stack: LayerStack,
+  undo: Array<() => Promise<void>>,
+): Promise<Snapshotter> {
+  const log = opts.logger;
+  // (A block, so that steps 3-5 read as they did when they were inline.)
+  {
     // 3.
     const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
       mountTimeoutMs: opts.config.mountTimeoutSec * 1000,
@@ -91,15 +127,6 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
     undo.push(() => server.close());
     log.info("Serving containerd snapshots", { address: opts.address, root: opts.root });
-    let stopping: Promise<void> | undefined;
-    return {
-      address: opts.address,
-      stack,
-      snapshotter,
-      stop: () => (stopping ??= unwind().then(() => log.info("Stopped", { address: opts.address }))),
-    };
-  } catch (err) {
-    await unwind();
-    throw err;
+    return snapshotter;
   }
 }
