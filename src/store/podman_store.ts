@@ -68,9 +68,7 @@ export class PodmanStore {
   static async start(opts: PodmanStoreOptions): Promise<PodmanStore> {
     const logger = opts.logger ?? silentLogger;
     const mp = resolve(opts.mountpoint);
-    // 1.
-    await mkdir(mp, { recursive: true, mode: 0o700 });
-    // 2.
+    // 2. (first: a dead mount at the mount point cannot even be stat'ed, so step 1 would fail on it)
     const cleaned = await cleanStaleMounts(mp, { logger: { error: (line) => logger.warn(line) } });
     if (cleaned.length > 0) logger.info("Detached the store mount a previous daemon left", { mountpoint: mp });
     if (fuseMountsUnder(mp).some((m) => m.mountpoint === mp)) {
@@ -78,6 +76,8 @@ export class PodmanStore {
         `Cannot mount the podman store at "${mp}": a live FUSE mount is there (another daemon serves it?)`,
       );
     }
+    // 1.
+    await mkdir(mp, { recursive: true, mode: 0o700 });
     // 3.
     const layers = await StoreLayers.open({
       manager: opts.manager,
