@@ -1,9 +1,10 @@
 /**
- * `soci-ts serve`: the daemon. containerd's proxy snapshotter on a unix socket, in the foreground until SIGTERM or
- * SIGINT. Both stop serving and keep the metadata for the next start. SIGTERM leaves the lazy layer mounts to the
- * keeper of their FUSE connections (systemd's descriptor store or the holder process, service/fd_handover.ts) for
- * the next serve to take over, unless `[snapshotter] keep_mounts_on_restart = false`; SIGINT detaches every layer
- * mount (a full stop).
+ * `soci-ts serve`: the daemon. containerd's proxy snapshotter on a unix socket and, with `[store] enable`, podman's
+ * additional layer store at `[store] mountpoint`, in the foreground until SIGTERM or SIGINT. Both stop serving and
+ * keep the metadata for the next start. SIGTERM leaves the containerd snapshots' lazy layer mounts to the keeper of
+ * their FUSE connections (systemd's descriptor store or the holder process, service/fd_handover.ts) for the next
+ * serve to take over, unless `[snapshotter] keep_mounts_on_restart = false`; SIGINT detaches every layer mount (a
+ * full stop). The podman store's mount is detached either way (podman finds its mount point empty meanwhile).
  *
  *   --address PATH   unix socket to listen on (default: config `address`, /run/soci-ts/soci-ts.sock)
  */
@@ -26,10 +27,8 @@ export default defineCommand({
     await mkdir(given, { recursive: true });
     // The real path: mount tables show real paths, and restart finds a crashed daemon's mounts by comparing them.
     const root = await realpath(given);
-    if (!c.snapshotter.enable) {
-      throw new InvalidArgumentError(
-        "Cannot serve: [snapshotter] enable is false and there is nothing else to serve yet",
-      );
+    if (!c.snapshotter.enable && !c.store.enable) {
+      throw new InvalidArgumentError("Cannot serve: [snapshotter] enable and [store] enable are both false");
     }
     // containerd's spelling "unix:///path" is accepted too.
     const address = String(args.address ?? c.address).replace(/^unix:\/\//, "");
@@ -69,7 +68,11 @@ export default defineCommand({
       if (starting.signal.aborted) return;
       throw err;
     }
-    process.stderr.write(`soci-ts serve: containerd snapshots on ${daemon.address} (root ${root}); SIGTERM to stop\n`);
+    const serving = [
+      ...(daemon.snapshotter ? [`containerd snapshots on ${daemon.address}`] : []),
+      ...(daemon.store ? [`podman store at ${daemon.store.mountpoint}`] : []),
+    ];
+    process.stderr.write(`soci-ts serve: ${serving.join(", ")} (root ${root}); SIGTERM to stop\n`);
     await stopped;
     await daemon.stop({ keepMounts });
   },

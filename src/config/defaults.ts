@@ -131,6 +131,20 @@ export const SCHEMA: readonly SectionSpec[] = [
     ],
   },
   {
+    toml: "store",
+    ts: "store",
+    doc: 'Podman\'s additional layer store in `soci-ts serve` (storage.conf `additionallayerstores = ["<mountpoint>:ref"]`); use counts in <root>/store_uses.json',
+    fields: [
+      bool("enable", "enable", false, "Serve the store: one FUSE mount with the lazy layers of SOCI-indexed images"),
+      str(
+        "mountpoint",
+        "mountpoint",
+        "/var/lib/soci-ts/store",
+        "Where the store is mounted (made if missing; it stays, empty, while the daemon is down)",
+      ),
+    ],
+  },
+  {
     toml: "http",
     ts: "http",
     doc: "Registry HTTP client (SOCI's key names)",

@@ -51,6 +51,11 @@ export interface Config {
     /** Seconds the descriptor holder waits for a serve to come back before it lets the connections go. */
     fdHolderTimeoutSec: number;
   };
+  store: {
+    enable: boolean;
+    /** Mount point of podman's additional layer store. */
+    mountpoint: string;
+  };
   http: {
     dialTimeoutMsec: number;
     responseHeaderTimeoutMsec: number;

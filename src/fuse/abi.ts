@@ -190,6 +190,12 @@ export const OPEN_IN_SIZE = 8;
 /** fuse_open_out, 16 bytes: 0 u64 fh, 8 u32 open_flags (FOPEN_*), 12 i32 backing_id/padding. */
 export const OPEN_OUT_SIZE = 16;
 /**
+ * fuse_create_in, 16 bytes (then the NUL-terminated name):
+ *   0 u32 flags (open(2) flags), 4 u32 mode, 8 u32 umask, 12 u32 open_flags (FUSE_OPEN_KILL_SUIDGID)
+ * The reply is fuse_entry_out followed by fuse_open_out.
+ */
+export const CREATE_IN_SIZE = 16;
+/**
  * fuse_read_in, 40 bytes (READ, READDIR, READDIRPLUS):
  *   0 u64 fh, 8 u64 offset, 16 u32 size, 20 u32 read_flags, 24 u64 lock_owner, 32 u32 flags, 36 u32 padding
  */

@@ -256,6 +256,18 @@ export function openReply(unique: bigint, o: OpenOut): Uint8Array {
   return out;
 }
 
+/** Reply to CREATE: fuse_entry_out, then fuse_open_out. */
+export function createReply(unique: bigint, e: EntryOut, o: OpenOut): Uint8Array {
+  const out = newReply(unique, ENTRY_OUT_SIZE + OPEN_OUT_SIZE);
+  const v = viewOf(out);
+  writeEntryOut(v, OUT_HEADER_SIZE, e);
+  const at = OUT_HEADER_SIZE + ENTRY_OUT_SIZE;
+  v.setBigUint64(at, BigInt(o.fh), true);
+  v.setUint32(at + 8, o.openFlags, true);
+  v.setInt32(at + 12, o.backingId ?? 0, true);
+  return out;
+}
+
 /** Reply with fuse_statfs_out. */
 export function statfsReply(unique: bigint, s: Kstatfs): Uint8Array {
   const out = newReply(unique, STATFS_OUT_SIZE);

@@ -22,6 +22,7 @@ import { errorMessage, FormatError } from "../util/errors.ts";
 import {
   ACCESS_IN_SIZE,
   BATCH_FORGET_IN_SIZE,
+  CREATE_IN_SIZE,
   FLUSH_IN_SIZE,
   FOPEN_PASSTHROUGH,
   FORGET_IN_SIZE,
@@ -31,6 +32,7 @@ import {
   FUSE_ASYNC_READ,
   FUSE_BATCH_FORGET,
   FUSE_BIG_WRITES,
+  FUSE_CREATE,
   FUSE_CACHE_SYMLINKS,
   FUSE_DESTROY,
   FUSE_DO_READDIRPLUS,
@@ -61,6 +63,7 @@ import {
   FUSE_READLINK,
   FUSE_RELEASE,
   FUSE_RELEASEDIR,
+  FUSE_RMDIR,
   FUSE_STATFS,
   GETATTR_IN_SIZE,
   GETXATTR_IN_SIZE,
@@ -80,6 +83,7 @@ import {
 } from "./abi.ts";
 import {
   attrReply,
+  createReply,
   dataHeader,
   DirentBuffer,
   decodeInHeader,
@@ -639,6 +643,25 @@ row(FUSE_ACCESS, ACCESS_IN_SIZE, (s, { h, r, ctx }) => {
   return then(s.fs.access?.(h.nodeid, mask, ctx), () => one(newReply(h.unique, 0)));
 });
 
+/**
+ * CREATE and RMDIR reach the tree only when it takes them (a read-only server answers EROFS otherwise, never
+ * ENOSYS: the kernel would stop sending CREATE for good). The mount must be writable for the kernel to send them.
+ */
+row(FUSE_CREATE, CREATE_IN_SIZE, (s, req) => {
+  const { h, r, ctx } = req;
+  const flags = r.u32(BODY);
+  const mode = r.u32(BODY + 4);
+  if (!s.fs.create) throw new FuseErrno(s.readOnly ? EROFS : ENOSYS);
+  const name = name0(req, "CREATE name", BODY + CREATE_IN_SIZE);
+  return then(s.fs.create(h.nodeid, name, flags, mode, ctx), (c) => one(createReply(h.unique, c.entry, c.open)));
+});
+
+row(FUSE_RMDIR, 0, (s, req) => {
+  if (!s.fs.rmdir) throw new FuseErrno(s.readOnly ? EROFS : ENOSYS);
+  const name = name0(req, "RMDIR name");
+  return then(s.fs.rmdir(req.h.nodeid, name, req.ctx), () => one(newReply(req.h.unique, 0)));
+});
+
 row(
   FUSE_INTERRUPT,
   INTERRUPT_IN_SIZE,
@@ -655,7 +678,10 @@ function describeIn({ h, r }: Request): string {
   try {
     switch (h.opcode) {
       case FUSE_LOOKUP:
+      case FUSE_RMDIR:
         return ` ${JSON.stringify(r.cstring(BODY, "name")[0])}`;
+      case FUSE_CREATE:
+        return ` ${JSON.stringify(r.cstring(BODY + CREATE_IN_SIZE, "name")[0])} flags=0${r.u32(BODY).toString(8)}`;
       case FUSE_READ:
       case FUSE_READDIR:
       case FUSE_READDIRPLUS:

@@ -53,6 +53,20 @@ export interface RawFileSystem {
   getxattr?(nodeid: number, name: string, ctx: RawContext): Maybe<Uint8Array>;
   /** Names of the node's extended attributes. Absent → an empty list. */
   listxattr?(nodeid: number, ctx: RawContext): Maybe<string[]>;
+  /**
+   * Creates and opens file `name` in directory `parent` (CREATE: open(2) with O_CREAT of a missing name; `flags`
+   * as given to open(2), `mode` with the umask applied by the kernel). Absent → EROFS on a read-only server, else
+   * ENOSYS (after which the kernel stops sending CREATE). A tree may take CREATE as a notification and fail it.
+   */
+  create?(
+    parent: number,
+    name: string,
+    flags: number,
+    mode: number,
+    ctx: RawContext,
+  ): Maybe<{ entry: EntryOut; open: OpenOut }>;
+  /** Removes directory `name` of `parent` (RMDIR). Absent → EROFS on a read-only server, else ENOSYS. */
+  rmdir?(parent: number, name: string, ctx: RawContext): Maybe<void>;
   /** access(2) check; with `default_permissions` the kernel rarely asks. Absent → allowed. */
   access?(nodeid: number, mask: number, ctx: RawContext): Maybe<void>;
   /** The connection is going away (DESTROY, or the server stops). Absent → ignored. */

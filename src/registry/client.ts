@@ -82,6 +82,8 @@ export interface RegistryClientOptions {
   credentials?: Record<string, Credential>;
   /** docker config.json for credentials; `null` for none; default `~/.docker/config.json`. */
   dockerConfigPath?: string | null;
+  /** containers auth.json files (podman's), read before the docker config; default none. */
+  authFilePaths?: string[];
   /** The transport (default global fetch); tests inject faults here. */
   fetch?: typeof fetch;
   /** User-Agent header (default "soci-ts/0.1"). */
@@ -155,7 +157,11 @@ export class HttpRegistryClient implements RegistryClient {
       this.#caPemByHost.set(DOCKER_HUB_API_HOST, this.#caPemByHost.get(DOCKER_HUB)!);
     }
     this.#platform = opts.defaultPlatform ?? platformForArch(process.arch);
-    const credentials = new CredentialStore({ credentials: opts.credentials, dockerConfigPath: opts.dockerConfigPath });
+    const credentials = new CredentialStore({
+      credentials: opts.credentials,
+      dockerConfigPath: opts.dockerConfigPath,
+      authFilePaths: opts.authFilePaths,
+    });
     this.#auth = new AuthManager({
       credentials,
       fetch: this.#fetch,

@@ -1,6 +1,6 @@
 /**
- * Where registry credentials come from, in order: the `credentials` option (from config), then docker's
- * `config.json`: `auths.<host>.auth` (base64 "user:password") or identity/registry tokens, `credHelpers.<host>`,
+ * Where registry credentials come from, in order: the `credentials` option (from config), then containers'
+ * `auth.json` files (podman's, `authFilePaths`, same format), then docker's `config.json`: `auths.<host>.auth` (base64 "user:password") or identity/registry tokens, `credHelpers.<host>`,
  * and `credsStore`, the last two through `docker-credential-<name> get` (host on stdin, JSON on stdout).
  */
 import { spawn } from "node:child_process";
@@ -55,6 +55,11 @@ export function normalizeAuthKey(key: string): string {
 export interface CredentialStoreOptions {
   /** Credentials from config, keyed by host[:port] (highest priority). */
   credentials?: Record<string, Credential>;
+  /**
+   * containers auth.json files (podman's `podman login`: $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json),
+   * read before docker's config.json, first match wins; missing files are skipped. Default none.
+   */
+  authFilePaths?: string[];
   /** docker config.json to read; `null` reads none; default `~/.docker/config.json`. */
   dockerConfigPath?: string | null;
   /** Timeout of one credential helper run (default 10000 ms). */
@@ -65,7 +70,7 @@ export interface CredentialStoreOptions {
 export class CredentialStore {
   readonly #opts: CredentialStoreOptions;
   readonly #cache = new Map<string, Promise<FoundCredential | undefined>>();
-  #config?: Promise<DockerConfig | undefined>;
+  readonly #configs = new Map<string, Promise<DockerConfig | undefined>>();
 
   constructor(opts: CredentialStoreOptions = {}) {
     this.#opts = opts;
@@ -87,17 +92,32 @@ export class CredentialStore {
     // 1. config
     const fromOpts = this.#opts.credentials?.[host];
     if (fromOpts) return { credential: fromOpts, source: "config" };
-    // 2. docker config.json
-    const path = this.#opts.dockerConfigPath === undefined ? defaultDockerConfigPath() : this.#opts.dockerConfigPath;
-    if (path === null) return undefined;
-    this.#config ??= readDockerConfig(path);
-    const cfg = await this.#config;
+    // 2. containers auth.json files, then docker config.json
+    const docker = this.#opts.dockerConfigPath === undefined ? defaultDockerConfigPath() : this.#opts.dockerConfigPath;
+    const files = [
+      ...(this.#opts.authFilePaths ?? []).map((path) => ({ path, what: "containers auth file" })),
+      ...(docker === null ? [] : [{ path: docker, what: "docker config" }]),
+    ];
+    for (const { path, what } of files) {
+      const found = await this.#fromFile(host, path, what);
+      if (found) return found;
+    }
+    return undefined;
+  }
+
+  async #fromFile(host: string, path: string, what: string): Promise<FoundCredential | undefined> {
+    let config = this.#configs.get(path);
+    if (!config) {
+      config = readDockerConfig(path, what);
+      this.#configs.set(path, config);
+    }
+    const cfg = await config;
     if (!cfg) return undefined;
-    const source = `docker config "${path}"`;
-    // 2a. a credential helper for this host, else the default store
+    const source = `${what} "${path}"`;
+    // a. a credential helper for this host, else the default store
     const helper = cfg.credHelpers?.[host] ?? findByHost(cfg.credHelpers, host);
     if (helper) return this.#fromHelper(helper, host, path);
-    // 2b. auths
+    // b. auths
     const entry = cfg.auths?.[host] ?? findByHost(cfg.auths, host);
     if (entry) {
       if (entry.identitytoken) return { credential: { identityToken: entry.identitytoken }, source };
@@ -144,20 +164,20 @@ function findByHost<T>(map: Record<string, T> | undefined, host: string): T | un
   return undefined;
 }
 
-async function readDockerConfig(path: string): Promise<DockerConfig | undefined> {
+async function readDockerConfig(path: string, what: string): Promise<DockerConfig | undefined> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new ConfigError(`Cannot read docker config "${path}": ${(err as Error).message}`, "dockerConfigPath", {
+    throw new ConfigError(`Cannot read ${what} "${path}": ${(err as Error).message}`, "dockerConfigPath", {
       cause: err,
     });
   }
   try {
     return JSON.parse(text) as DockerConfig;
   } catch (err) {
-    throw new ConfigError(`Cannot parse docker config "${path}": not JSON`, "dockerConfigPath", { cause: err });
+    throw new ConfigError(`Cannot parse ${what} "${path}": not JSON`, "dockerConfigPath", { cause: err });
   }
 }
 

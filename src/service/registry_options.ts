@@ -28,6 +28,9 @@ export function registryClientOptions(
     if (h.mirrors.length) mirrors[host] = h.mirrors;
     if (h.caFile) caFiles[host] = h.caFile;
   }
+  // podman's auth.json (what `podman login` writes), before docker's: $REGISTRY_AUTH_FILE, else
+  // ${XDG_RUNTIME_DIR}/containers/auth.json, else /run/containers/<uid>/auth.json (rootful podman's default).
+  const authFilePaths = containersAuthFiles(opts.env ?? {});
   // docker_config, else $DOCKER_CONFIG/config.json, else the client's default ~/.docker/config.json.
   const dockerDir = opts.env?.DOCKER_CONFIG;
   const dockerConfigPath = c.dockerConfig || (dockerDir ? join(dockerDir, "config.json") : undefined);
@@ -40,7 +43,23 @@ export function registryClientOptions(
     credentials,
     mirrors,
     caFiles,
+    authFilePaths,
     ...(dockerConfigPath ? { dockerConfigPath } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
   };
+}
+
+/**
+ * The containers auth.json files podman reads credentials from, in its order: $REGISTRY_AUTH_FILE when set, then
+ * ${XDG_RUNTIME_DIR}/containers/auth.json, or /run/containers/<uid>/auth.json without XDG_RUNTIME_DIR.
+ */
+export function containersAuthFiles(env: Record<string, string | undefined>): string[] {
+  const files: string[] = [];
+  if (env.REGISTRY_AUTH_FILE) files.push(env.REGISTRY_AUTH_FILE);
+  files.push(
+    env.XDG_RUNTIME_DIR
+      ? join(env.XDG_RUNTIME_DIR, "containers", "auth.json")
+      : `/run/containers/${process.getuid?.() ?? 0}/auth.json`,
+  );
+  return files;
 }

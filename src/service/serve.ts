@@ -12,9 +12,11 @@
  *   4. Restore: FUSE mounts a crashed daemon left under `<root>/snapshots` are detached (but those whose
  *      connection was kept), then every remote snapshot is mounted again from the labels stored with it
  *      (`max_concurrency` at a time), taking over its kept connection when there is one. One that cannot be is
- *      logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails). Kept
- *      connections no snapshot took are let go.
- *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory); tell systemd READY=1.
+ *      logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails).
+ *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory).
+ *   Steps 3-5 only with `[snapshotter] enable`.
+ *   6. With `[store] enable`, mount podman's additional layer store on the same loader (start_store.ts).
+ *   7. Let go of kept connections no snapshot took; tell systemd READY=1.
  * `stop()` undoes them in reverse: stop serving (calls in flight are cancelled after a bound), close the
  * snapshotter (metadata kept for the next start), detach every layer mount (with `keepMounts`: leave them to the
  * keeper for the next daemon), flush the span cache, release the root. Whatever fails to start is undone the same
@@ -28,11 +30,13 @@ import type { RegistryClient } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
-import { fdHandoverFor, notifySystemd } from "./fd_handover.ts";
+import { type FdHandover, fdHandoverFor, notifySystemd } from "./fd_handover.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
 import { snapshotsHandlers } from "./snapshots_handlers.ts";
+import { startStore } from "./start_store.ts";
+import type { PodmanStore } from "../store/podman_store.ts";
 
 /** What `startServe` needs; `client` replaces the registry client built from the config (tests). */
 export interface ServeOptions {
@@ -54,15 +58,18 @@ export interface ServeOptions {
 export interface RunningServe {
   readonly address: string;
   readonly stack: LayerStack;
-  readonly snapshotter: Snapshotter;
+  /** Undefined with `[snapshotter] enable = false`. */
+  readonly snapshotter: Snapshotter | undefined;
+  /** podman's additional layer store, with `[store] enable`. */
+  readonly store: PodmanStore | undefined;
   /**
    * Stop serving and unmount; metadata is kept. With `keepMounts` (SIGTERM, when the connections are kept), the
-   * layer mounts stay for the next daemon to take over. Idempotent (the first call decides).
+   * snapshots' layer mounts stay for the next daemon to take over. Idempotent (the first call decides).
    */
   stop(opts?: { keepMounts?: boolean }): Promise<void>;
 }
 
-/** Start the daemon (steps 1-5). Throws what a step throws, after undoing the steps before it. */
+/** Start the daemon (steps 1-7). Throws what a step throws, after undoing the steps before it. */
 export async function startServe(opts: ServeOptions): Promise<RunningServe> {
   const log = opts.logger;
   const undo: Array<() => Promise<void>> = [];
@@ -84,46 +91,25 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     const stack = await buildLayerStack(opts.config, opts.root, { logger: log, env: opts.env, client: opts.client });
     undo.push(() => stack.close({ keepMounts }));
     stack.layerFs.keeper = handover;
-    // 3.
-    const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
-      mountTimeoutMs: opts.config.mountTimeoutSec * 1000,
-    });
-    const snapshotter = await Snapshotter.open(join(opts.root, "snapshots"), {
-      remoteFs,
-      logger: log,
-      restoreConcurrency: opts.config.maxConcurrency,
-      allowInvalidMountsOnRestart: opts.config.snapshotter.allowInvalidMountsOnRestart,
-      // Every FUSE mount under our snapshots directory that this process did not make is a dead daemon's: we hold
-      // the root's lock, so no other daemon serves this root. Detached without asking them (a probe can be fooled
-      // by the kernel's caches).
-      cleanStaleMounts: async (dir) => {
-        const cleaned = await cleanStaleMounts(dir, {
-          unprobed: true,
-          keep: handover?.keptMountpoints(),
-          logger: { error: (line) => log.warn(line) },
-        });
-        if (cleaned.length > 0) log.info("Detached mounts a previous daemon left", { count: cleaned.length, dir });
-      },
-    });
-    undo.push(() => snapshotter.close());
-    // 4.
-    await snapshotter.restore({ signal: opts.signal });
+    // 3-5.
+    const snapshotter = opts.config.snapshotter.enable
+      ? await startSnapshotter(opts, { stack, handover, undo })
+      : undefined;
+    // 6.
+    let store: PodmanStore | undefined;
+    if (opts.config.store.enable) {
+      store = await startStore(opts.config, opts.root, stack, log);
+      undo.push(() => store!.stop());
+    }
+    // 7.
     await handover?.settle();
-    opts.signal?.throwIfAborted();
-    // 5.
-    const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
-    undo.push(() => server.close());
-    log.info("Serving containerd snapshots", {
-      address: opts.address,
-      root: opts.root,
-      keepMountsOnRestart: handover?.kind ?? false,
-    });
     notifySystemd(env, "READY=1", log);
     let stopping: Promise<void> | undefined;
     return {
       address: opts.address,
       stack,
       snapshotter,
+      store,
       stop: (o = {}) =>
         (stopping ??= (async () => {
           keepMounts = (o.keepMounts ?? false) && handover !== undefined;
@@ -138,4 +124,47 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     await unwind();
     throw err;
   }
+}
+
+/** Steps 3-5. */
+async function startSnapshotter(
+  opts: ServeOptions,
+  ctx: { stack: LayerStack; handover: FdHandover | undefined; undo: Array<() => Promise<void>> },
+): Promise<Snapshotter> {
+  const { stack, handover, undo } = ctx;
+  const log = opts.logger;
+  // 3.
+  const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
+    mountTimeoutMs: opts.config.mountTimeoutSec * 1000,
+  });
+  const snapshotter = await Snapshotter.open(join(opts.root, "snapshots"), {
+    remoteFs,
+    logger: log,
+    restoreConcurrency: opts.config.maxConcurrency,
+    allowInvalidMountsOnRestart: opts.config.snapshotter.allowInvalidMountsOnRestart,
+    // Every FUSE mount under our snapshots directory that this process did not make is a dead daemon's: we hold
+    // the root's lock, so no other daemon serves this root. Detached without asking them (a probe can be fooled
+    // by the kernel's caches).
+    cleanStaleMounts: async (dir) => {
+      const cleaned = await cleanStaleMounts(dir, {
+        unprobed: true,
+        keep: handover?.keptMountpoints(),
+        logger: { error: (line) => log.warn(line) },
+      });
+      if (cleaned.length > 0) log.info("Detached mounts a previous daemon left", { count: cleaned.length, dir });
+    },
+  });
+  undo.push(() => snapshotter.close());
+  // 4.
+  await snapshotter.restore({ signal: opts.signal });
+  opts.signal?.throwIfAborted();
+  // 5.
+  const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
+  undo.push(() => server.close());
+  log.info("Serving containerd snapshots", {
+    address: opts.address,
+    root: opts.root,
+    keepMountsOnRestart: handover?.kind ?? false,
+  });
+  return snapshotter;
 }

@@ -27,7 +27,7 @@
 import type { AttrOut, DirentBuffer, EntryOut, FuseAttr, Kstatfs, OpenOut } from "../fuse/codec.ts";
 import { utf8 } from "../fuse/codec.ts";
 import { FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_ROOT_ID } from "../fuse/abi.ts";
-import { EBADF, EINVAL, EIO, ENODATA, ENOENT, ENOSYS, ENOTDIR, FuseErrno } from "../fuse/errno.ts";
+import { EBADF, EINVAL, EIO, ENODATA, ENOENT, ENOSYS, ENOTDIR, EROFS, FuseErrno } from "../fuse/errno.ts";
 import type { RawContext, RawFileSystem } from "../fuse/raw_fs.ts";
 import type { Attr, DirEntry, Node, RequestContext } from "./node.ts";
 
@@ -231,6 +231,24 @@ export class VfsBridge implements RawFileSystem {
         blksize: 0,
       },
     };
+  }
+
+  create(parent: number, name: string, flags: number, _mode: number, ctx: RawContext) {
+    const dir = this.#node(parent);
+    if (!dir.create) throw new FuseErrno(EROFS);
+    const made = dir.create(name, { signal: ctx.signal, uid: ctx.uid, gid: ctx.gid, pid: ctx.pid });
+    const done = (n: Node) => {
+      const entry = this.#entryFor(n);
+      const open = this.open(entry.nodeid, flags, ctx);
+      return open instanceof Promise ? open.then((o) => ({ entry, open: o })) : { entry, open };
+    };
+    return made instanceof Promise ? made.then(done) : done(made);
+  }
+
+  rmdir(parent: number, name: string, ctx: RawContext): void | Promise<void> {
+    const dir = this.#node(parent);
+    if (!dir.rmdir) throw new FuseErrno(EROFS);
+    return dir.rmdir(name, { signal: ctx.signal, uid: ctx.uid, gid: ctx.gid, pid: ctx.pid });
   }
 
   forget(nodeid: number, nlookup: number): void {

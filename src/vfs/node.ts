@@ -98,6 +98,14 @@ export interface Node {
   directRead?(): DirectSource | undefined;
   /** Called on OPEN of a file; may throw (e.g. the layer is broken). Absent → open always succeeds. */
   open?(flags: number, ctx: RequestContext): void | Promise<void>;
+  /**
+   * CREATE of the missing name `name` in this directory (open(2) with O_CREAT on a mount made writable, see
+   * MountTreeOptions.kernelWritable): the new file, opened. Absent → EROFS. A tree may count the request and throw
+   * (the podman store's `use` notification answers ENOENT).
+   */
+  create?(name: string, ctx: RequestContext): Node | Promise<Node>;
+  /** RMDIR of child directory `name` (on a writable mount). Absent → EROFS. */
+  rmdir?(name: string, ctx: RequestContext): void | Promise<void>;
   /** File system statistics; absent → the bridge answers zeros with bsize 4096 and namelen 255. */
   statfs?(): StatFs;
 }

@@ -29,6 +29,12 @@ export interface MountLogger {
 export interface MountTreeOptions extends BridgeOptions {
   /** Mount read-only and answer writes EROFS. Default true. */
   readOnly?: boolean;
+  /**
+   * Mount without MS_RDONLY while the server stays read-only (with `readOnly`): the kernel then passes CREATE and
+   * RMDIR on, which reach the tree's `create`/`rmdir` (node.ts), and every other write is answered EROFS. For
+   * trees that take those requests as notifications (the podman store). Default false.
+   */
+  kernelWritable?: boolean;
   /** `allow_other`. Default true. */
   allowOther?: boolean;
   /** One debug line per FUSE request and reply (to `logger.debug`, else stderr). Default false. */
@@ -162,7 +168,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     m = mountFuse(mountpoint, {
       fsName: opts.fsName,
       subtype: opts.subtype,
-      readOnly,
+      readOnly: readOnly && !opts.kernelWritable,
       allowOther: opts.allowOther,
       maxReadBytes: server.opts.maxReadBytes,
     });

@@ -14,16 +14,17 @@ export interface ServeProcess {
 }
 
 /**
- * Start `soci-ts ARGS` (a `serve`) and resolve once it is serving; rejects with its log if it exits first or
+ * Start `soci-ts ARGS` (a `serve`) and resolve once it is serving (once its stderr shows `ready`, by default the
+ * snapshotter's line; the store alone prints "soci-ts serve: podman store at"); rejects with its log if it exits first or
  * does not serve within `timeoutMs` (default 60 000).
  */
 export async function startServeProcess(
   args: string[],
-  opts: { timeoutMs?: number; env?: Record<string, string> } = {},
+  opts: { timeoutMs?: number; env?: Record<string, string>; ready?: string } = {},
 ): Promise<ServeProcess> {
   const { proc, stderr, drained } = await startCliUntil(
     ["setpriv", "--pdeathsig", "SIGKILL", BUN, MAIN, ...args],
-    "soci-ts serve: containerd snapshots on",
+    opts.ready ?? "soci-ts serve: containerd snapshots on",
     {
       timeoutMs: opts.timeoutMs ?? 60_000,
       stdout: "ignore",

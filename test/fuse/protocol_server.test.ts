@@ -4,7 +4,19 @@
  */
 import { beforeEach, describe, expect, test } from "bun:test";
 import * as abi from "../../src/fuse/abi.ts";
-import { EINTR, EINVAL, EIO, ENODATA, ENOENT, ENOSYS, ENOTDIR, EPROTO, ERANGE, EROFS } from "../../src/fuse/errno.ts";
+import {
+  EINTR,
+  EINVAL,
+  EIO,
+  ENODATA,
+  ENOENT,
+  ENOSYS,
+  ENOTDIR,
+  EPROTO,
+  ERANGE,
+  EROFS,
+  FuseErrno,
+} from "../../src/fuse/errno.ts";
 import { ProtocolServer } from "../../src/fuse/protocol_server.ts";
 import { VfsBridge } from "../../src/vfs/bridge.ts";
 import { MemoryTree } from "../../src/vfs/memory_tree.ts";
@@ -232,7 +244,6 @@ describe("files", () => {
       abi.FUSE_WRITE,
       abi.FUSE_SETATTR,
       abi.FUSE_UNLINK,
-      abi.FUSE_CREATE,
       abi.FUSE_SETXATTR,
       abi.FUSE_RENAME2,
     ]) {
@@ -241,6 +252,48 @@ describe("files", () => {
     for (const op of [abi.FUSE_GETLK, abi.FUSE_IOCTL, abi.FUSE_LSEEK, abi.FUSE_STATX, abi.FUSE_BMAP, 9999]) {
       expect((await call(op, 1, new Uint8Array(64))).error).toBe(-ENOSYS);
     }
+  });
+
+  test("CREATE and RMDIR: EROFS unless the directory takes them; a directory that does sees the name", async () => {
+    const create = (parent: number, name: string) =>
+      call(
+        abi.FUSE_CREATE,
+        parent,
+        new Uint8Array([
+          ...struct(["u32", 0o101], ["u32", 0o644], ["u32", 0o22], ["u32", 0]),
+          ...struct(["str", name]),
+        ]),
+      );
+    expect((await create(1, "new")).error).toBe(-EROFS);
+    expect((await call(abi.FUSE_RMDIR, 1, struct(["str", "dir"]))).error).toBe(-EROFS);
+    // A root that counts the requests and fails CREATE, as the podman store does for "use".
+    const seen: string[] = [];
+    const file = tree.t.root.lookup!("hello.txt") as import("../../src/vfs/node.ts").Node;
+    const root: import("../../src/vfs/node.ts").Node = {
+      getattr: () => tree.t.root.getattr(),
+      lookup: () => undefined,
+      create: (name) => {
+        seen.push(`create ${name}`);
+        if (name === "use") throw new FuseErrno(ENOENT);
+        return file;
+      },
+      rmdir: (name) => {
+        seen.push(`rmdir ${name}`);
+        throw new FuseErrno(ENOENT);
+      },
+    };
+    server = new ProtocolServer(new VfsBridge(root), { onError: (l) => lines.push(`error: ${l}`) });
+    expect((await call(abi.FUSE_INIT, 0, initBody())).error).toBe(0);
+    expect((await create(1, "use")).error).toBe(-ENOENT);
+    expect((await call(abi.FUSE_RMDIR, 1, struct(["str", "sha256:x"]))).error).toBe(-ENOENT);
+    const made = await create(1, "other");
+    expect(made.error).toBe(0);
+    expect(made.body.length).toBe(abi.ENTRY_OUT_SIZE + abi.OPEN_OUT_SIZE);
+    expect(Number(made.v.getBigUint64(40, true))).toBe(file.getattr().ino);
+    expect(made.v.getBigUint64(abi.ENTRY_OUT_SIZE, true)).toBeGreaterThan(0n); // the open handle
+    expect((await call(abi.FUSE_RMDIR, 1, struct(["str", ""]))).error).toBe(-EINVAL);
+    expect(seen).toEqual(["create use", "rmdir sha256:x", "create other"]);
+    expect(lines.filter((l) => l.startsWith("error:"))).toEqual([]);
   });
 
   test("INTERRUPT aborts a pending read's signal and it is answered EINTR", async () => {

@@ -92,6 +92,45 @@ describe.skipIf(!reg4)("docker_config and [http] timeouts", () => {
     expect(registryClientOptions(parseConfig(""), { env: {} }).dockerConfigPath).toBeUndefined();
   });
 
+  test("podman's auth.json ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers) wins over docker config.json", async () => {
+    const auth = (p: string) => ({ auths: { [reg.host]: { auth: Buffer.from(`alice:${p}`).toString("base64") } } });
+    const dockerDir = join(dir, "docker-wrong");
+    mkdirSync(dockerDir);
+    writeFileSync(join(dockerDir, "config.json"), JSON.stringify(auth("wrong-password")));
+    const runtime = join(dir, "xdg");
+    mkdirSync(join(runtime, "containers"), { recursive: true });
+    writeFileSync(join(runtime, "containers", "auth.json"), JSON.stringify(auth("wonderland-secret")));
+    const pusher = new HttpRegistryClient({
+      dockerConfigPath: null,
+      credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } },
+    });
+    const img = await pushImage(reg, "podman/app", "v1", { client: pusher });
+    const ref = { registry: reg.host, repository: "podman/app", tag: "v1" };
+    // ${XDG_RUNTIME_DIR}/containers/auth.json, before the docker config's wrong password.
+    const xdg = registryClientOptions(parseConfig(""), { env: { DOCKER_CONFIG: dockerDir, XDG_RUNTIME_DIR: runtime } });
+    expect(xdg.authFilePaths).toEqual([join(runtime, "containers", "auth.json")]);
+    expect((await new HttpRegistryClient(xdg).getManifest(ref)).descriptor.digest).toBe(img.manifestDescriptor.digest);
+    // $REGISTRY_AUTH_FILE first; a file that does not exist is skipped.
+    const authFile = join(dir, "auth-file.json");
+    writeFileSync(authFile, JSON.stringify(auth("wonderland-secret")));
+    const env = { DOCKER_CONFIG: dockerDir, REGISTRY_AUTH_FILE: authFile, XDG_RUNTIME_DIR: join(dir, "none") };
+    const both = registryClientOptions(parseConfig(""), { env });
+    expect(both.authFilePaths).toEqual([authFile, join(dir, "none", "containers", "auth.json")]);
+    expect((await new HttpRegistryClient(both).getManifest(ref)).descriptor.digest).toBe(img.manifestDescriptor.digest);
+    // Without them, the docker config's wrong password is what is sent.
+    const dockerOnly = registryClientOptions(parseConfig(""), {
+      env: { DOCKER_CONFIG: dockerDir, XDG_RUNTIME_DIR: join(dir, "none") },
+    });
+    const err = await new HttpRegistryClient({ ...dockerOnly, retries: { max: 0 } })
+      .getManifest(ref)
+      .catch((e: Error) => e);
+    expect(String((err as Error).message)).toContain("docker config");
+    // Without XDG_RUNTIME_DIR: rootful podman's /run/containers/<uid>/auth.json.
+    expect(registryClientOptions(parseConfig(""), { env: {} }).authFilePaths).toEqual([
+      `/run/containers/${process.getuid!()}/auth.json`,
+    ]);
+  });
+
   test("[http] ResponseHeaderTimeoutMsec bounds the wait for an answer, RequestTimeoutMsec the whole request", async () => {
     const c = parseConfig("[http]\nResponseHeaderTimeoutMsec = 200\nRequestTimeoutMsec = 600\nMaxRetries = 0\n");
     const opts = registryClientOptions(c);

@@ -1,0 +1,32 @@
+/**
+ * The podman store of `soci-ts serve`, from the config tree (`[store]`, `mount_timeout_sec`, `[fuse]`), on the
+ * process's lazy loader (layer_stack.ts): the same layer manager, span cache and image resolver as the
+ * containerd snapshotter. Its use counts are kept in `<root>/store_uses.json`.
+ */
+import { join } from "node:path";
+import type { Config } from "../config/schema.ts";
+import { PodmanStore } from "../store/podman_store.ts";
+import type { Logger } from "../util/log.ts";
+import type { LayerStack } from "./layer_stack.ts";
+
+/**
+ * Mount the podman store at `[store] mountpoint`.
+ * @throws what PodmanStore.start throws (a live mount there already, a mount that fails)
+ */
+export function startStore(c: Config, root: string, stack: LayerStack, logger: Logger): Promise<PodmanStore> {
+  return PodmanStore.start({
+    manager: stack.manager,
+    resolver: stack.resolver,
+    mountpoint: c.store.mountpoint,
+    usesFile: join(root, "store_uses.json"),
+    timeoutMs: c.mountTimeoutSec * 1000,
+    fuse: {
+      attrTimeoutSec: c.fuse.attrTimeoutSec,
+      entryTimeoutSec: c.fuse.entryTimeoutSec,
+      negativeTimeoutSec: c.fuse.negativeTimeoutSec,
+      allowOther: c.fuse.allowOther,
+      debug: c.debug || c.fuse.logFuseOperations,
+    },
+    logger,
+  });
+}

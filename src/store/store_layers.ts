@@ -1,0 +1,348 @@
+/**
+ * `StoreLayers`: the podman store's layers without FUSE: which layers it offers, their `info`, their lazy trees,
+ * and podman's use counts.
+ *
+ * A layer is named by (image reference, compressed layer digest), as podman names it. `layer(ref, digest)` steps:
+ *   1. A layer already open under that name answers at once (no registry request: containers started later look
+ *      `diff` up again).
+ *   2. Resolve the image through the shared ImageResolver (manifest for the host platform, SOCI index discovery:
+ *      local store first, then v2, then v1, as configured; cached and single-flight) and read its config for the
+ *      layers' diff ids.
+ *   3. Decline (undefined, so podman pulls the layer itself) an image without an index, a digest that is not
+ *      one of its layers, a layer without a zTOC, or an image config without its diff id.
+ *   4. On the image's first resolution, open every layer it offers at once, in parallel: podman 4 looks its
+ *      layers up one after the other under one lock, so each would otherwise wait for the one before.
+ *   5. Open the layer through the shared LayerManager (span cache, background fetch; shared with the containerd
+ *      snapshotter by digest and repository) and wait for its prefetch spans.
+ * Steps 2-5 are bounded by `timeoutMs`.
+ *
+ * Use counts (c/storage 1.43): CREATE of `<layer>/use` is +1 (at lookup and when the layer is stored),
+ * RMDIR of `<layer>` is −1 (end of the pull, and when podman deletes its layer). They are kept in `usesFile`
+ * across restarts: a layer podman holds stays open however long a container runs on it. A count back at 0 closes
+ * the layer at once (its span cache entries become the first evicted); a layer opened but never used (a lookup
+ * without a pull, or a layer opened ahead in step 4 that podman did not take) is closed `lingerMs` after its
+ * last lookup.
+ */
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { acquireOptionsFor, type ImageResolver, type ResolvedImage } from "../layerfs/image_resolver.ts";
+import type { LayerHandle, LayerManager } from "../layerfs/layer_manager.ts";
+import { MediaType } from "../oci/media_types.ts";
+import type { ImageConfig } from "../oci/types.ts";
+import { raceSignal } from "../util/abort.ts";
+import { errorMessage, UnavailableError } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
+import type { Node } from "../vfs/node.ts";
+import { InodeSlots, viewTree } from "./layer_view.ts";
+
+/** What c/storage reads from `info` (its `Layer` JSON; id, parent and created are its own). */
+export interface LayerInfo {
+  "compressed-diff-digest": string;
+  "compressed-size": number;
+  "diff-digest": string;
+  "diff-size"?: number;
+  /** c/storage's archive.Compression: 0 none, 2 gzip, 4 zstd. */
+  compression: number;
+}
+
+/** A layer the store offers, open. */
+export interface StoreLayer {
+  readonly info: LayerInfo;
+  /** The layer's tree, inode numbers moved into a range of its own (layer_view.ts). */
+  readonly diff: Node;
+  /** Bytes [start, end) of the compressed blob, from the registry. */
+  readBlob(start: number, end: number, signal: AbortSignal): Promise<Uint8Array>;
+}
+
+/** One layer of the store, as podman names it. */
+export interface StoreLayerStatus {
+  ref: string;
+  digest: string;
+  /** podman's use count. */
+  uses: number;
+  /** True while the layer is open (or opening). */
+  open: boolean;
+}
+
+/** What StoreLayers is built with; `usesFile`, `timeoutMs`, `lingerMs` and `logger` have defaults. */
+export interface StoreLayersOptions {
+  manager: LayerManager;
+  resolver: ImageResolver;
+  /** JSON file keeping the use counts across restarts; absent → kept in memory only. */
+  usesFile?: string;
+  /** Milliseconds steps 2-5 may take for one lookup (default 30 000; config `mount_timeout_sec`). */
+  timeoutMs?: number;
+  /** Milliseconds a layer nobody uses stays open after its last lookup (default 120 000). */
+  lingerMs?: number;
+  logger?: Logger;
+}
+
+interface Entry {
+  ref: string;
+  digest: string;
+  uses: number;
+  opening?: Promise<StoreLayer & { handle: LayerHandle }>;
+  linger?: ReturnType<typeof setTimeout>;
+}
+
+/** c/storage's compression of a layer media type: 2 gzip, 4 zstd, 0 none. */
+function compressionOf(mediaType: string): number {
+  if (mediaType.endsWith("gzip")) return 2;
+  if (mediaType === MediaType.OCI_LAYER_ZSTD) return 4;
+  return 0;
+}
+
+export class StoreLayers {
+  readonly #o: Required<Omit<StoreLayersOptions, "usesFile">> & { usesFile?: string };
+  readonly #entries = new Map<string, Entry>();
+  readonly #slots = new InodeSlots();
+  /** One inode range per open layer object (shared by the references that name it). */
+  readonly #bases = new WeakMap<object, number>();
+  /** Diff ids of a resolution's image config, once per resolution. */
+  readonly #diffIds = new WeakMap<ResolvedImage, Promise<string[]>>();
+  #saving: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  private constructor(opts: StoreLayersOptions) {
+    this.#o = {
+      ...opts,
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      lingerMs: opts.lingerMs ?? 120_000,
+      logger: opts.logger ?? silentLogger,
+    };
+  }
+
+  /**
+   * StoreLayers with the use counts of `usesFile` (a missing file is no counts; an unreadable one is logged and
+   * taken as none).
+   */
+  static async open(opts: StoreLayersOptions): Promise<StoreLayers> {
+    const s = new StoreLayers(opts);
+    if (opts.usesFile) {
+      try {
+        const saved = JSON.parse(await readFile(opts.usesFile, "utf8")) as Array<[string, string, number]>;
+        for (const [ref, digest, uses] of saved) {
+          if (typeof ref === "string" && typeof digest === "string" && Number.isSafeInteger(uses) && uses > 0)
+            s.#entries.set(key(ref, digest), { ref, digest, uses });
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+          s.#o.logger.warn("Cannot read the store's use counts; starting from none", {
+            file: opts.usesFile,
+            cause: errorMessage(err),
+          });
+      }
+    }
+    return s;
+  }
+
+  /**
+   * The layer `digest` of image `ref` (steps 1-5), or undefined when the store declines it.
+   * @throws UnavailableError when the registry does not answer within the timeout; what resolving throws
+   */
+  async layer(ref: string, digest: string, signal?: AbortSignal): Promise<StoreLayer | undefined> {
+    if (this.#closed) return undefined;
+    // 1.
+    const known = this.#entries.get(key(ref, digest));
+    if (known?.opening) {
+      this.#touch(known);
+      return known.opening;
+    }
+    const timeout = AbortSignal.timeout(this.#o.timeoutMs);
+    const bounded = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    try {
+      // 2.
+      const image = await this.#o.resolver.resolve(ref, { signal: bounded });
+      const diffIds = await this.#diffIdsOf(image, bounded);
+      // 3.
+      const offered = (d: string) => offeredLayer(image, diffIds, d);
+      if (!offered(digest)) {
+        this.#o.logger.debug("Store declines layer", { ref, layer: digest, index: image.found !== undefined });
+        return undefined;
+      }
+      // 4. (the wanted layer first)
+      const entry = this.#entry(ref, digest);
+      const mine = this.#open(entry, image, diffIds);
+      for (const l of image.layers) {
+        if (l.digest === digest || !offered(l.digest)) continue;
+        const other = this.#entry(ref, l.digest);
+        if (!other.opening) this.#open(other, image, diffIds).catch(() => {});
+      }
+      // 5.
+      return await raceSignal(mine, bounded);
+    } catch (err) {
+      if (timeout.aborted) {
+        throw new UnavailableError(
+          `Cannot open layer "${digest}" of "${ref}" for the store: no answer within ${this.#o.timeoutMs} ms (${errorMessage(err)})`,
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+  }
+
+  /** Count one use (CREATE of `use`). */
+  use(ref: string, digest: string): void {
+    const e = this.#entry(ref, digest);
+    e.uses++;
+    this.#touch(e);
+    this.#save();
+  }
+
+  /** Count one release (RMDIR of the layer directory); the last one closes the layer. */
+  async release(ref: string, digest: string): Promise<void> {
+    const e = this.#entries.get(key(ref, digest));
+    if (!e) return;
+    if (e.uses > 0) e.uses--;
+    this.#save();
+    if (e.uses === 0) await this.#close(e, "released by podman");
+  }
+
+  /** Every layer with a use count or open, for status and tests. */
+  status(): StoreLayerStatus[] {
+    return [...this.#entries.values()].map((e) => ({
+      ref: e.ref,
+      digest: e.digest,
+      uses: e.uses,
+      open: e.opening !== undefined,
+    }));
+  }
+
+  /** Close every open layer (the counts are kept for the next start) and wait for the counts to be saved. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([...this.#entries.values()].map((e) => this.#close(e, "store stopping", true)));
+    await this.#saving;
+  }
+
+  #entry(ref: string, digest: string): Entry {
+    const k = key(ref, digest);
+    let e = this.#entries.get(k);
+    if (!e) {
+      e = { ref, digest, uses: 0 };
+      this.#entries.set(k, e);
+    }
+    return e;
+  }
+
+  #open(entry: Entry, image: ResolvedImage, diffIds: string[]): Promise<StoreLayer & { handle: LayerHandle }> {
+    const opening = (async () => {
+      const handle = await this.#o.manager.acquire(acquireOptionsFor(image, entry.digest));
+      await handle.prefetched;
+      const layer = handle.layer;
+      let base = this.#bases.get(layer);
+      if (base === undefined) {
+        base = this.#slots.take();
+        this.#bases.set(layer, base);
+      }
+      const desc = image.layers.find((l) => l.digest === entry.digest)!;
+      const ztoc = image.found!.ztocs.get(entry.digest)!;
+      const info: LayerInfo = {
+        "compressed-diff-digest": desc.digest,
+        "compressed-size": desc.size,
+        "diff-digest": diffIds[image.layers.indexOf(desc)]!,
+        ...(ztoc.uncompressedArchiveSize > 0 ? { "diff-size": ztoc.uncompressedArchiveSize } : {}),
+        compression: compressionOf(desc.mediaType),
+      };
+      const { client, ref } = image.location;
+      this.#o.logger.info("Store layer open", { ref: entry.ref, layer: entry.digest, uses: entry.uses });
+      return {
+        handle,
+        info,
+        diff: viewTree(layer.root, base),
+        readBlob: (start: number, end: number, signal: AbortSignal) =>
+          client.readRange(ref, desc.digest, start, end, { signal }),
+      };
+    })();
+    entry.opening = opening;
+    this.#touch(entry);
+    opening.catch((err) => {
+      if (entry.opening !== opening) return;
+      entry.opening = undefined;
+      this.#o.logger.warn("Cannot open store layer", { ref: entry.ref, layer: entry.digest, cause: errorMessage(err) });
+      this.#forgetIfIdle(entry);
+    });
+    return opening;
+  }
+
+  /** A lookup or use: an open layer nobody uses is closed `lingerMs` after the last one. */
+  #touch(e: Entry): void {
+    clearTimeout(e.linger);
+    e.linger = undefined;
+    if (e.uses > 0 || !e.opening || this.#closed) return;
+    e.linger = setTimeout(() => {
+      e.linger = undefined;
+      if (e.uses === 0) void this.#close(e, "not used");
+    }, this.#o.lingerMs);
+    e.linger.unref?.();
+  }
+
+  async #close(e: Entry, why: string, keepEntry = false): Promise<void> {
+    clearTimeout(e.linger);
+    e.linger = undefined;
+    const opening = e.opening;
+    e.opening = undefined;
+    if (!keepEntry) this.#forgetIfIdle(e);
+    if (!opening) return;
+    const opened = await opening.catch(() => undefined);
+    if (!opened) return;
+    await opened.handle.done();
+    this.#o.logger.info("Store layer closed", { ref: e.ref, layer: e.digest, why });
+  }
+
+  #forgetIfIdle(e: Entry): void {
+    if (e.uses === 0 && !e.opening && this.#entries.get(key(e.ref, e.digest)) === e)
+      this.#entries.delete(key(e.ref, e.digest));
+  }
+
+  #diffIdsOf(image: ResolvedImage, signal: AbortSignal): Promise<string[]> {
+    let p = this.#diffIds.get(image);
+    if (!p) {
+      const config = (image.manifest.manifest as { config?: { digest?: string; size?: number } }).config;
+      p = (async () => {
+        if (!image.found || !config?.digest) return [];
+        const bytes = await image.location.getBlob(config.digest, { signal, size: config.size });
+        const parsed = JSON.parse(new TextDecoder().decode(bytes)) as ImageConfig;
+        const ids = parsed.rootfs?.diff_ids;
+        return Array.isArray(ids) ? ids.map(String) : [];
+      })();
+      this.#diffIds.set(image, p);
+      p.catch(() => {
+        if (this.#diffIds.get(image) === p) this.#diffIds.delete(image);
+      });
+    }
+    return raceSignal(p, signal);
+  }
+
+  /** Write the counts (in order, each write replacing the file whole). */
+  #save(): void {
+    const file = this.#o.usesFile;
+    if (!file) return;
+    const counts = [...this.#entries.values()].filter((e) => e.uses > 0).map((e) => [e.ref, e.digest, e.uses]);
+    this.#saving = this.#saving.then(async () => {
+      try {
+        await mkdir(dirname(file), { recursive: true });
+        const tmp = `${file}.tmp`;
+        await writeFile(tmp, JSON.stringify(counts));
+        await rename(tmp, file);
+      } catch (err) {
+        this.#o.logger.warn("Cannot save the store's use counts", { file, cause: errorMessage(err) });
+      }
+    });
+  }
+}
+
+function key(ref: string, digest: string): string {
+  return `${ref}\n${digest}`;
+}
+
+/** True when the store offers layer `digest` of the image: indexed, with a zTOC and a diff id. */
+function offeredLayer(image: ResolvedImage, diffIds: string[], digest: string): boolean {
+  const i = image.layers.findIndex((l) => l.digest === digest);
+  return (
+    i >= 0 &&
+    image.found?.ztocs.has(digest) === true &&
+    diffIds.length === image.layers.length &&
+    /^sha256:[0-9a-f]{64}$/.test(diffIds[i] ?? "")
+  );
+}
