@@ -10,7 +10,8 @@
  *   4. Restore: FUSE mounts a crashed daemon left under `<root>/snapshots` are detached, then every remote
  *      snapshot is mounted again from the labels stored with it (`max_concurrency` at a time). One that cannot
  *      be is logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails).
- *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory).
+ *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory), and with `[cri_keychain]` the CRI
+ *      image service on the same socket (cri_keychain.ts).
  * `stop()` undoes them in reverse: stop serving (calls in flight are cancelled after a bound), close the
  * snapshotter (metadata kept for the next start), detach every layer mount, flush the span cache, release the
  * root. Whatever fails to start is undone the same way, so nothing is left mounted or listening.
@@ -23,6 +24,7 @@ import type { RegistryClient } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
+import { criKeychain } from "./cri_keychain.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
@@ -63,8 +65,15 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     // 1.
     const lock: RootLock = await lockRoot(opts.root);
     undo.push(() => lock.release());
-    // 2.
-    const stack = await buildLayerStack(opts.config, opts.root, { logger: log, env: opts.env, client: opts.client });
+    // 2. (With [cri_keychain], the CRI pulls' credentials feed the registry client.)
+    const keychain = criKeychain(opts.config, opts.address, log);
+    if (keychain) undo.push(async () => keychain.proxy.close());
+    const stack = await buildLayerStack(opts.config, opts.root, {
+      logger: log,
+      env: opts.env,
+      client: opts.client,
+      pulledCredentials: keychain?.credentials,
+    });
     undo.push(() => stack.close());
     // 3.
     const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
@@ -88,9 +97,13 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     await snapshotter.restore({ signal: opts.signal });
     opts.signal?.throwIfAborted();
     // 5.
-    const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
+    const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), {
+      logger: log,
+      services: keychain ? [keychain.proxy] : [],
+    });
     undo.push(() => server.close());
     log.info("Serving containerd snapshots", { address: opts.address, root: opts.root });
+    if (keychain) log.info("Serving the CRI image service", { address: opts.address, backend: keychain.proxy.backend });
     let stopping: Promise<void> | undefined;
     return {
       address: opts.address,
