@@ -145,6 +145,33 @@ export const SCHEMA: readonly SectionSpec[] = [
     ],
   },
   {
+    toml: "cri_keychain",
+    ts: "criKeychain",
+    doc: "Kubernetes: serve the CRI image service (runtime.v1) on `address` in front of containerd's, and use the credentials of each PullImage for the lazy reads of that image (SOCI's key names); kubelet's --image-service-endpoint points at `address`",
+    fields: [
+      bool(
+        "enable_keychain",
+        "enableKeychain",
+        false,
+        "Serve the CRI image service, pass every call on to image_service_path, and remember each pull's credentials in memory",
+      ),
+      str(
+        "image_service_path",
+        "imageServicePath",
+        "/run/containerd/containerd.sock",
+        "containerd's socket, whose CRI image service the calls are passed on to",
+      ),
+      int(
+        "credential_ttl_sec",
+        "credentialTtlSec",
+        12 * HOUR_SEC,
+        "Seconds a pull's credentials are used for the lazy reads of its repository (a new pull renews them); reads after that use config and docker credentials only",
+        60,
+        365 * DAY_SEC,
+      ),
+    ],
+  },
+  {
     toml: "http",
     ts: "http",
     doc: "Registry HTTP client (SOCI's key names)",

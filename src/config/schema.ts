@@ -56,6 +56,14 @@ export interface Config {
     /** Mount point of podman's additional layer store. */
     mountpoint: string;
   };
+  criKeychain: {
+    /** Serve the CRI image service on `address` and remember the credentials of each PullImage. */
+    enableKeychain: boolean;
+    /** containerd's socket, whose CRI image service the calls go on to. */
+    imageServicePath: string;
+    /** Seconds a pull's credentials are used for the lazy reads of its repository. */
+    credentialTtlSec: number;
+  };
   http: {
     dialTimeoutMsec: number;
     responseHeaderTimeoutMsec: number;

@@ -47,6 +47,11 @@ const NAMESPACE_HEADER = "containerd-namespace";
 export interface ServeSnapshotsOptions {
   /** Where call failures that are not the caller's (UNKNOWN) go, at warn, and every call at debug. */
   logger?: Logger;
+  /**
+   * More services served on the same socket (the CRI image service of cri_image_proxy.ts). Their handlers are
+   * their own: `close()` cancels their calls too, but they get no CallContext.
+   */
+  services?: ReadonlyArray<{ definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation }>;
 }
 
 /** A running snapshots server. */
@@ -97,6 +102,7 @@ export async function serveSnapshots(
   });
   const inflight = new Set<AbortController>();
   server.addService(snapshotsServiceDefinition(), implementation(handlers, inflight, logger));
+  for (const s of opts.services ?? []) server.addService(s.definition, s.implementation);
 
   // 4. Bind, then open the socket to the group only.
   const address = `unix://${path}`;

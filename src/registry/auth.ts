@@ -98,10 +98,10 @@ export class AuthManager {
     const t = this.#tokens.get(`${host}|${scope}`);
     if (t && t.expiresAt > Date.now()) return t.header;
     if (this.#basicHosts.has(host)) {
-      const found = await this.#opts.credentials.get(authHost);
+      const found = await this.#opts.credentials.get(authHost, repositoryOf(scope));
       return found ? basicOrBearer(found.credential) : undefined;
     }
-    const found = await this.#opts.credentials.get(authHost);
+    const found = await this.#opts.credentials.get(authHost, repositoryOf(scope));
     if (found && "token" in found.credential) return `Bearer ${found.credential.token}`;
     return undefined;
   }
@@ -120,7 +120,7 @@ export class AuthManager {
   ): Promise<boolean> {
     const challenges = header ? parseWwwAuthenticate(header) : [];
     const bearer = challenges.find((c) => c.scheme === "bearer");
-    const found = await this.#opts.credentials.get(authHost);
+    const found = await this.#opts.credentials.get(authHost, repositoryOf(scope));
     if (bearer?.params.realm) {
       const key = `${host}|${scope}`;
       // One fetch per host and scope, shared by concurrent 401s: it runs under its own timeout only, so one
@@ -142,9 +142,14 @@ export class AuthManager {
     return false;
   }
 
-  /** "credentials of user "u" from <source>" for messages; undefined when there are none. */
-  async describe(authHost: string): Promise<string | undefined> {
-    const found = await this.#opts.credentials.get(authHost).catch(() => undefined);
+  /**
+   * "credentials of user "u" from <source>" for messages (those for `scope`'s repository when given); undefined
+   * when there are none.
+   */
+  async describe(authHost: string, scope?: string): Promise<string | undefined> {
+    const found = await this.#opts.credentials
+      .get(authHost, scope === undefined ? undefined : repositoryOf(scope))
+      .catch(() => undefined);
     if (!found) return undefined;
     const user =
       "username" in found.credential && found.credential.username ? ` of user "${found.credential.username}"` : "";
@@ -231,6 +236,12 @@ export class AuthManager {
     this.#tokens.set(`${host}|${scope}`, { header, expiresAt });
     return header;
   }
+}
+
+/** The repository of a scope "repository:<name>:<actions>"; undefined for another kind of scope. */
+function repositoryOf(scope: string): string | undefined {
+  const m = /^repository:([^:]+):/.exec(scope);
+  return m?.[1];
 }
 
 /** `Basic base64(user:password)`, or `Bearer` for a plain token; undefined for refresh tokens. */

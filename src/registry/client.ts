@@ -27,7 +27,7 @@ import {
 import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
 import type { Logger } from "../util/log.ts";
 import { AuthManager } from "./auth.ts";
-import { CredentialStore, type Credential } from "./credentials.ts";
+import { CredentialStore, type Credential, type CredentialStoreOptions } from "./credentials.ts";
 import { IdleDeadline, readBody } from "./deadline.ts";
 import { errorDetail, httpError } from "./errors.ts";
 import { endpointsFor, type Endpoint, type MirrorConfig } from "./hosts.ts";
@@ -84,6 +84,11 @@ export interface RegistryClientOptions {
   dockerConfigPath?: string | null;
   /** containers auth.json files (podman's), read before the docker config; default none. */
   authFilePaths?: string[];
+  /**
+   * Credentials of the pulls of a container runtime, per repository (pull_credentials.ts, the CRI keychain):
+   * asked before `credentials` and docker config for every request to a repository's origin host.
+   */
+  pulledCredentials?: CredentialStoreOptions["pulled"];
   /** The transport (default global fetch); tests inject faults here. */
   fetch?: typeof fetch;
   /** User-Agent header (default "soci-ts/0.1"). */
@@ -161,6 +166,7 @@ export class HttpRegistryClient implements RegistryClient {
       credentials: opts.credentials,
       dockerConfigPath: opts.dockerConfigPath,
       authFilePaths: opts.authFilePaths,
+      pulled: opts.pulledCredentials,
     });
     this.#auth = new AuthManager({
       credentials,
@@ -1037,7 +1043,7 @@ export class HttpRegistryClient implements RegistryClient {
             });
           if (answered) continue;
         }
-        const who = await this.#auth.describe(authHost);
+        const who = await this.#auth.describe(authHost, scope);
         const why = who ? `${who} were refused` : `no credentials for "${authHost}" were found`;
         throw httpError({ action: req.action, status: 401, detail: `${detail ? `${detail}; ` : ""}${why}` });
       }

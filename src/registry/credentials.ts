@@ -1,6 +1,8 @@
 /**
- * Where registry credentials come from, in order: the `credentials` option (from config), then containers'
- * `auth.json` files (podman's, `authFilePaths`, same format), then docker's `config.json`: `auths.<host>.auth` (base64 "user:password") or identity/registry tokens, `credHelpers.<host>`,
+ * Where registry credentials come from, in order: the credentials of the image's own pull (`pulled`, the CRI
+ * keychain, per repository and uncached: they change with every pull), the `credentials` option (from config),
+ * then containers' `auth.json` files (podman's, `authFilePaths`, same format), then docker's `config.json`:
+ * `auths.<host>.auth` (base64 "user:password") or identity/registry tokens, `credHelpers.<host>`,
  * and `credsStore`, the last two through `docker-credential-<name> get` (host on stdin, JSON on stdout).
  */
 import { spawn } from "node:child_process";
@@ -64,6 +66,11 @@ export interface CredentialStoreOptions {
   dockerConfigPath?: string | null;
   /** Timeout of one credential helper run (default 10000 ms). */
   helperTimeoutMs?: number;
+  /**
+   * Credentials remembered per repository from the pulls of a container runtime (pull_credentials.ts), asked
+   * first, on every lookup that names a repository.
+   */
+  pulled?: { lookup(host: string, repository: string): FoundCredential | undefined };
 }
 
 /** Looks credentials up per host, caching each answer (including "none"). */
@@ -76,8 +83,15 @@ export class CredentialStore {
     this.#opts = opts;
   }
 
-  /** Credentials for `host` (as in a reference: "docker.io", "127.0.0.1:5000"), or undefined for anonymous. */
-  get(host: string): Promise<FoundCredential | undefined> {
+  /**
+   * Credentials for `host` (as in a reference: "docker.io", "127.0.0.1:5000"), or undefined for anonymous. With
+   * `repository`, the credentials a pull of that repository carried (option `pulled`) come first.
+   */
+  get(host: string, repository?: string): Promise<FoundCredential | undefined> {
+    if (repository !== undefined && this.#opts.pulled) {
+      const pulled = this.#opts.pulled.lookup(host, repository);
+      if (pulled) return Promise.resolve(pulled);
+    }
     const key = normalizeAuthKey(host);
     let p = this.#cache.get(key);
     if (!p) {

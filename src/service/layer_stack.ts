@@ -10,7 +10,7 @@ import { ImageResolver } from "../layerfs/image_resolver.ts";
 import { LayerManager, type LayerManagerOptions } from "../layerfs/layer_manager.ts";
 import type { OpaqueXattrMode } from "../layerfs/metadata.ts";
 import { LayerFs, type LayerFsFuseOptions } from "../layerfs/remote_fs.ts";
-import { HttpRegistryClient } from "../registry/client.ts";
+import { HttpRegistryClient, type RegistryClientOptions } from "../registry/client.ts";
 import type { RegistryClient } from "../registry/types.ts";
 import { ArtifactStore } from "../soci/artifact_store.ts";
 import type { Logger } from "../util/log.ts";
@@ -73,10 +73,20 @@ export interface LayerStack {
 export async function buildLayerStack(
   c: Config,
   root: string,
-  opts: { logger: Logger; env?: Record<string, string | undefined>; client?: RegistryClient; readaheadSpans?: number },
+  opts: {
+    logger: Logger;
+    env?: Record<string, string | undefined>;
+    client?: RegistryClient;
+    readaheadSpans?: number;
+    /** The CRI keychain's credentials, for the registry client built here. */
+    pulledCredentials?: RegistryClientOptions["pulledCredentials"];
+  },
 ): Promise<LayerStack> {
   const client =
-    opts.client ?? new HttpRegistryClient(registryClientOptions(c, { logger: opts.logger, env: opts.env }));
+    opts.client ??
+    new HttpRegistryClient(
+      registryClientOptions(c, { logger: opts.logger, env: opts.env, pulledCredentials: opts.pulledCredentials }),
+    );
   const store = new ArtifactStore(root);
   const manager = await LayerManager.create(
     layerManagerOptions(c, root, opts.logger, { readaheadSpans: opts.readaheadSpans }),

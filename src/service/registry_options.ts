@@ -15,7 +15,12 @@ import type { Logger } from "../util/log.ts";
  */
 export function registryClientOptions(
   c: Config,
-  opts: { logger?: Logger; env?: Record<string, string | undefined> } = {},
+  opts: {
+    logger?: Logger;
+    env?: Record<string, string | undefined>;
+    /** The CRI keychain's credentials (cri_keychain.ts), asked first. */
+    pulledCredentials?: RegistryClientOptions["pulledCredentials"];
+  } = {},
 ): RegistryClientOptions {
   const credentials: Record<string, Credential> = {};
   const plainHttpHosts: string[] = [];
@@ -46,6 +51,7 @@ export function registryClientOptions(
     authFilePaths,
     ...(dockerConfigPath ? { dockerConfigPath } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.pulledCredentials ? { pulledCredentials: opts.pulledCredentials } : {}),
   };
 }
 

@@ -13,7 +13,8 @@
  *      connection was kept), then every remote snapshot is mounted again from the labels stored with it
  *      (`max_concurrency` at a time), taking over its kept connection when there is one. One that cannot be is
  *      logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails).
- *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory).
+ *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory), and with `[cri_keychain]` the CRI
+ *      image service on the same socket (cri_keychain.ts).
  *   Steps 3-5 only with `[snapshotter] enable`.
  *   6. With `[store] enable`, mount podman's additional layer store on the same loader (start_store.ts).
  *   7. Let go of kept connections no snapshot took; tell systemd READY=1.
@@ -31,6 +32,7 @@ import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
 import { type FdHandover, fdHandoverFor, notifySystemd } from "./fd_handover.ts";
+import { type CriKeychain, criKeychain } from "./cri_keychain.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
@@ -87,13 +89,20 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     if (handover) undo.push(() => handover.close());
     let keepMounts = false;
     keepMountsOnFailure = () => (keepMounts = handover !== undefined);
-    // 2.
-    const stack = await buildLayerStack(opts.config, opts.root, { logger: log, env: opts.env, client: opts.client });
+    // 2. (With [cri_keychain], the CRI pulls' credentials feed the registry client.)
+    const keychain = criKeychain(opts.config, opts.address, log);
+    if (keychain) undo.push(async () => keychain.proxy.close());
+    const stack = await buildLayerStack(opts.config, opts.root, {
+      logger: log,
+      env: opts.env,
+      client: opts.client,
+      pulledCredentials: keychain?.credentials,
+    });
     undo.push(() => stack.close({ keepMounts }));
     stack.layerFs.keeper = handover;
     // 3-5.
     const snapshotter = opts.config.snapshotter.enable
-      ? await startSnapshotter(opts, { stack, handover, undo })
+      ? await startSnapshotter(opts, { stack, handover, keychain, undo })
       : undefined;
     // 6.
     let store: PodmanStore | undefined;
@@ -129,9 +138,14 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
 /** Steps 3-5. */
 async function startSnapshotter(
   opts: ServeOptions,
-  ctx: { stack: LayerStack; handover: FdHandover | undefined; undo: Array<() => Promise<void>> },
+  ctx: {
+    stack: LayerStack;
+    handover: FdHandover | undefined;
+    keychain: CriKeychain | undefined;
+    undo: Array<() => Promise<void>>;
+  },
 ): Promise<Snapshotter> {
-  const { stack, handover, undo } = ctx;
+  const { stack, handover, keychain, undo } = ctx;
   const log = opts.logger;
   // 3.
   const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
@@ -159,8 +173,12 @@ async function startSnapshotter(
   await snapshotter.restore({ signal: opts.signal });
   opts.signal?.throwIfAborted();
   // 5.
-  const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
+  const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), {
+    logger: log,
+    services: keychain ? [keychain.proxy] : [],
+  });
   undo.push(() => server.close());
+  if (keychain) log.info("Serving the CRI image service", { address: opts.address, backend: keychain.proxy.backend });
   log.info("Serving containerd snapshots", {
     address: opts.address,
     root: opts.root,

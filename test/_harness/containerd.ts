@@ -36,8 +36,12 @@ export interface StartContainerdOptions {
   ns?: MountNamespace;
   /** Proxy snapshotters: plugin name → gRPC socket path. containerd dials lazily: the socket may come later. */
   proxySnapshotters?: Record<string, string>;
-  /** Keep the CRI plugin (default false: `disabled_plugins = ["io.containerd.grpc.v1.cri"]`). */
-  cri?: boolean;
+  /**
+   * Keep the CRI plugin (default false: `disabled_plugins = ["io.containerd.grpc.v1.cri"]`); with options, also
+   * configure it (see CriConfig). CRI's own state goes under `root` and `state`; its CNI directories are empty
+   * temp dirs (pods on the host network need none).
+   */
+  cri?: boolean | CriConfig;
   /**
    * containerd namespace `ctr()` uses by default (default "soci-ts-e2e-PID-N", unique: the cgroups of its
    * containers, /sys/fs/cgroup/<hierarchy>/<namespace>/<id>, are then this instance's alone and `stop()`
@@ -48,6 +52,16 @@ export interface StartContainerdOptions {
   env?: Record<string, string>;
   /** containerd's log level (default "info"). */
   logLevel?: "debug" | "info" | "warn" | "error";
+}
+
+/** How the CRI plugin is configured (`[plugins."io.containerd.grpc.v1.cri"]`). */
+export interface CriConfig {
+  /** `containerd.snapshotter`: the snapshotter CRI pulls and runs with (default "overlayfs"). */
+  snapshotter?: string;
+  /** `containerd.disable_snapshot_annotations` (default true, containerd's: no cri.* labels for snapshotters). */
+  disableSnapshotAnnotations?: boolean;
+  /** `sandbox_image`: the pause image of every pod (default containerd's, "registry.k8s.io/pause:3.6"). */
+  sandboxImage?: string;
 }
 
 /** Options of `Containerd.ctr`. */
@@ -121,6 +135,7 @@ async function startIn(
     `[grpc]\n  address = ${toml(address)}\n[ttrpc]\n  address = ${toml(`${address}.ttrpc`)}\n` +
     `[debug]\n  level = ${toml(opts.logLevel ?? "info")}\n` +
     `[plugins."io.containerd.internal.v1.opt"]\n  path = ${toml(join(dir, "opt"))}\n`;
+  if (typeof opts.cri === "object") config += criConfig(dir, opts.cri);
   for (const [name, socket] of Object.entries(opts.proxySnapshotters ?? {})) {
     config += `[proxy_plugins.${toml(name)}]\n  type = "snapshot"\n  address = ${toml(socket)}\n`;
   }
@@ -190,6 +205,32 @@ async function startIn(
     log: () => Bun.file(logFile).text(),
     stop,
   };
+}
+
+/**
+ * The CRI plugin's section: cgroupfs (no systemd here), empty CNI directories under `dir`, and
+ * `restrict_oom_score_adj` (CRI gives a pod's sandbox oom_score_adj -998, which needs CAP_SYS_RESOURCE: a test
+ * machine may run without it, and runc's child then dies with "can't get final child's PID from pipe").
+ */
+function criConfig(dir: string, c: CriConfig): string {
+  const toml = (s: string) => JSON.stringify(s);
+  const cni = join(dir, "cni");
+  mkdirSync(join(cni, "bin"), { recursive: true });
+  mkdirSync(join(cni, "net.d"), { recursive: true });
+  const cri = `[plugins."io.containerd.grpc.v1.cri"]`;
+  return (
+    `${cri}\n  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n` +
+    `  systemd_cgroup = false\n  restrict_oom_score_adj = true\n` +
+    (c.sandboxImage ? `  sandbox_image = ${toml(c.sandboxImage)}\n` : "") +
+    `${cri.slice(0, -1)}.cni]\n  bin_dir = ${toml(join(cni, "bin"))}\n  conf_dir = ${toml(join(cni, "net.d"))}\n` +
+    `${cri.slice(0, -1)}.containerd]\n` +
+    (c.snapshotter ? `  snapshotter = ${toml(c.snapshotter)}\n` : "") +
+    (c.disableSnapshotAnnotations !== undefined
+      ? `  disable_snapshot_annotations = ${c.disableSnapshotAnnotations}\n`
+      : "") +
+    `${cri.slice(0, -1)}.containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n` +
+    `${cri.slice(0, -1)}.containerd.runtimes.runc.options]\n  SystemdCgroup = false\n`
+  );
 }
 
 let instances = 0;

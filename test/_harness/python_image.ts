@@ -85,7 +85,7 @@ export async function ensurePythonImage(): Promise<string> {
  */
 export async function pushPythonImage(
   registry: string,
-  opts: { repository?: string; tag?: string } = {},
+  opts: { repository?: string; tag?: string /** "user:password" for a registry that asks */; creds?: string } = {},
 ): Promise<string> {
   const layout = await ensurePythonImage();
   const host = registry.replace(/^https?:\/\//, "").replace(/\/+$/, "");
@@ -95,6 +95,7 @@ export async function pushPythonImage(
     "--quiet",
     "--preserve-digests",
     "--dest-tls-verify=false",
+    ...(opts.creds ? ["--dest-creds", opts.creds] : []),
     `oci:${layout}:${PYTHON_IMAGE_TAG}`,
     `docker://${ref}`,
   ]);

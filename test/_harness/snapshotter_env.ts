@@ -20,7 +20,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
-import { type Containerd, startContainerd } from "./containerd.ts";
+import { type Containerd, type CriConfig, startContainerd } from "./containerd.ts";
 import { type MountNamespace, type PrivatePath, startNamespace } from "./namespace.ts";
 import { waitFor } from "./ports.ts";
 import { startRegistry, type TestRegistry } from "./registry.ts";
@@ -38,6 +38,13 @@ export interface StartSnapshotterEnvOptions {
   privateDirs?: string[];
   /** containerd namespace `containerd.ctr()` uses (default "default"). */
   containerdNamespace?: string;
+  /**
+   * "htpasswd": the registry asks for Basic credentials (its `users`, default alice); the env's `client` has
+   * them, nothing inside the namespace does.
+   */
+  registryAuth?: "htpasswd";
+  /** Keep containerd's CRI plugin, configured so (containerd.ts). */
+  cri?: CriConfig;
 }
 
 /** A running env; see the file comment. */
@@ -103,7 +110,7 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
     }
   };
   try {
-    registry = await startRegistry({ tls: true, tlsHostName: hostName, accessLog: true });
+    registry = await startRegistry({ tls: true, tlsHostName: hostName, accessLog: true, auth: opts.registryAuth });
     const env = { SSL_CERT_FILE: registry.caFile! };
     ns = await startNamespace({ privatePaths, hosts: { [hostName]: "127.0.0.1" } });
     containerd = await startContainerd({
@@ -111,6 +118,7 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
       proxySnapshotters: { [snapshotterName]: socket },
       namespace: opts.containerdNamespace,
       env,
+      ...(opts.cri ? { cri: opts.cri } : {}),
     });
     let stopped: Promise<void> | undefined;
     let probes = 0;
@@ -120,6 +128,11 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
       registryHost: registry.nameHost!,
       client: new HttpRegistryClient({
         dockerConfigPath: null,
+        credentials: opts.registryAuth
+          ? Object.fromEntries(
+              Object.entries(registry.users).map(([username, password]) => [registry!.host, { username, password }]),
+            )
+          : {},
         httpsHosts: [registry.host],
         caFile: registry.caFile,
         timeoutMs: 30_000,

@@ -31,7 +31,7 @@ test("a compiled executable loads the embedded .proto files and serves Stat", ()
   });
   expect(run.stderr).toBe("");
   expect(run.status).toBe(0);
-  const [methods, info] = run.stdout
+  const [methods, criMethods, info] = run.stdout
     .trim()
     .split("\n")
     .map((l) => JSON.parse(l));
@@ -47,6 +47,7 @@ test("a compiled executable loads the embedded .proto files and serves Stat", ()
     "Usage",
     "Cleanup",
   ]);
+  expect(criMethods).toEqual(["ListImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo"]);
   expect(info).toEqual({
     name: "k",
     parent: "",
