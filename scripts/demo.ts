@@ -1,9 +1,10 @@
 #!/usr/bin/env bun
 /**
- * `npm run demo`: soci-ts's main job, end to end, on an image built locally. Needs root and /dev/fuse, and the
- * tools `.ci/run` installs (docker-registry, skopeo, umoci, debootstrap).
+ * `npm run demo`: soci-ts's main job, end to end, on an image built locally. Needs root and /dev/fuse; installs
+ * the Debian packages it needs when missing (docker-registry, skopeo, umoci, debootstrap: group "demo" of
+ * .ci/install-packages, with apt-get, non-interactively), and says at the end what it installed.
  *
- *  1. check the machine;
+ *  1. check the machine, install what is missing;
  *  2. build the single `soci-ts` executable (bun build --compile);
  *  3. start a registry (CNCF Distribution) on loopback, with its own temporary root;
  *  4. build a Debian + python3 image (debootstrap + umoci, cached in /var/cache/soci-ts) and push it;
@@ -38,29 +39,58 @@ function sh(cmd: string, args: string[], opts: { quiet?: boolean } = {}): string
   return r.stdout;
 }
 
-function need(): void {
-  const missing: string[] = [];
-  if (process.getuid?.() !== 0) missing.push("root (FUSE mounts and chroot)");
+/** The tools the demo runs, from the packages of group "demo" of .ci/install-packages. */
+const TOOLS = ["docker-registry", "skopeo", "umoci", "debootstrap"];
+
+/**
+ * Root, /dev/fuse, and the demo's Debian packages: when a tool is missing, .ci/install-packages installs the
+ * missing packages with apt-get (as root; otherwise it says what to run as root). Returns the packages it
+ * installed; exits when the machine cannot run the demo.
+ */
+async function need(): Promise<string[]> {
+  const problems: string[] = [];
+  let installed: string[] = [];
+  const missingTools = () => TOOLS.filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
+  if (missingTools().length > 0) {
+    const r = await runLive("bash", [join(repo, ".ci/install-packages"), "demo"]);
+    installed = /^install-packages: installed (.*)$/m.exec(r.stdout)?.[1]?.split(" ") ?? [];
+    if (r.code !== 0) problems.push("its Debian packages (see above)");
+    else if (missingTools().length > 0) problems.push(`${missingTools().join(", ")} (not on PATH)`);
+  }
+  if (process.getuid?.() !== 0) problems.push("root (FUSE mounts and chroot)");
   try {
     accessSync("/dev/fuse", constants.R_OK | constants.W_OK);
   } catch {
-    missing.push("/dev/fuse");
+    problems.push("/dev/fuse");
   }
-  for (const tool of ["docker-registry", "skopeo", "umoci", "debootstrap"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) missing.push(tool);
-  }
-  if (missing.length > 0) {
-    console.error(`The demo needs: ${missing.join(", ")}.`);
-    console.error(
-      "On Debian: apt-get install docker-registry skopeo umoci debootstrap fuse3 (as root), or run bash .ci/run.",
-    );
+  if (problems.length > 0) {
+    console.error(`The demo needs: ${problems.join(", ")}.`);
     process.exit(1);
   }
+  return installed;
 }
+
+/** Runs `cmd ARGS`, its output shown as it comes; resolves with its exit code and what it wrote on stdout. */
+function runLive(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
+  console.log(`$ ${[cmd, ...args].join(" ")}`);
+  return new Promise((done, fail) => {
+    const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"] });
+    let stdout = "";
+    p.stdout!.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      process.stdout.write(d);
+    });
+    p.on("error", fail);
+    p.on("close", (code) => done({ code: code ?? 1, stdout }));
+  });
+}
+
+/** Packages the demo installed (said again at the end). */
+let installedPackages: string[] = [];
 
 async function main(): Promise<void> {
   step("1. Checking the machine");
-  need();
+  installedPackages = await need();
 
   step("2. Building the soci-ts executable");
   sh(process.execPath, ["run", join(repo, "release/build.ts"), "--host", "--out", join(work, "bin")]);
@@ -154,5 +184,7 @@ try {
   code = 1;
 } finally {
   await cleanup();
+  if (installedPackages.length > 0)
+    console.log(`\nInstalled for the demo with apt-get: ${installedPackages.join(" ")}`);
 }
 process.exit(code);

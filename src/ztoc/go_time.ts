@@ -1,7 +1,9 @@
 /**
  * Go's `time.Time.MarshalText` for a UTC instant: RFC 3339 with nanoseconds, trailing fractional zeros
- * trimmed ("2006-01-02T15:04:05.999999999Z07:00"). SOCI writes tar mtimes this way into `mod_time` (as built
- * in UTC, the zone is always "Z").
+ * trimmed ("2006-01-02T15:04:05.999999999Z07:00"). SOCI writes tar mtimes this way into `mod_time`, in the
+ * local time zone of the machine that builds the index (Go's archive/tar gives local times): "Z" where that is
+ * UTC, "2023-11-14T23:13:20.5+01:00" with TZ=Europe/Paris (measured with AWS SOCI 0.4.1). soci-ts always
+ * writes UTC, so its zTOCs equal SOCI's built in UTC; readers take any offset (layerfs's parseModTime).
  */
 
 /** Go's zero `time.Time` as MarshalText writes it. */

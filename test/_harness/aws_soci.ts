@@ -242,15 +242,15 @@ export async function startAwsSociSnapshotter(
 }
 
 /**
- * Runs `soci --address <containerd> --namespace <ns> ARGS` inside `env`'s namespace (CA trusted); `namespace`
- * defaults to containerd's. Throws on a non-zero exit unless `check: false`; kills it after `timeoutMs`
- * (default 120 000).
+ * Runs `soci --address <containerd> --namespace <ns> ARGS` inside `env`'s namespace (CA trusted, `opts.env`
+ * added, e.g. TZ: `soci create` writes mtimes in the local time zone); `namespace` defaults to containerd's.
+ * Throws on a non-zero exit unless `check: false`; kills it after `timeoutMs` (default 120 000).
  */
 export async function sociCli(
   env: SnapshotterEnv,
   soci: AwsSoci,
   args: string[],
-  opts: { namespace?: string; check?: boolean; timeoutMs?: number } = {},
+  opts: { namespace?: string; check?: boolean; timeoutMs?: number; env?: Record<string, string> } = {},
 ): Promise<NsResult> {
   const argv = [
     soci.soci,
@@ -260,7 +260,7 @@ export async function sociCli(
     opts.namespace ?? env.containerd.namespace,
     ...args,
   ];
-  const r = await env.ns.run(argv, { env: env.env, timeoutMs: opts.timeoutMs ?? 120_000 });
+  const r = await env.ns.run(argv, { env: { ...env.env, ...opts.env }, timeoutMs: opts.timeoutMs ?? 120_000 });
   if (r.code !== 0 && opts.check !== false)
     throw new Error(`Cannot run "soci ${args.join(" ")}": exit ${r.code}\n${r.stderr}${r.stdout}`);
   return r;

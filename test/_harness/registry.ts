@@ -236,9 +236,18 @@ export type TestFile =
   | { symlink: string }
   | { data: string | Uint8Array; mode: number };
 
+/** A layer built elsewhere (by tar and gzip, say): the blob as pushed, its uncompressed tar, its media type. */
+export interface PrebuiltLayer {
+  blob: Uint8Array;
+  tar: Uint8Array;
+  mediaType: string;
+}
+
 export interface PushImageOptions {
   /** Layers, bottom first, each a map path → file (default one layer with "hello.txt"). */
   layers?: Array<Record<string, TestFile>>;
+  /** Layers pushed as they are, instead of `layers` (`compression` does not apply). */
+  prebuiltLayers?: PrebuiltLayer[];
   /** Layer compression (default gzip). */
   compression?: "gzip" | "none";
   /** The client to push with (default a plain one with no docker config). */
@@ -275,25 +284,21 @@ export async function pushImage(
   const client = opts.client ?? new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 10_000 });
   const ref: Reference = { registry: registry.host, repository, tag };
   const platform = opts.platform ?? { os: "linux", architecture: "amd64" };
-  const layerSpecs = opts.layers ?? [{ "hello.txt": "hello from soci-ts\n" }];
-  const layers: PushedImage["layers"] = [];
-  for (const files of layerSpecs) {
-    const tar = makeTar(files);
-    const gz = opts.compression !== "none";
-    const blob = gz ? new Uint8Array(gzipSync(tar)) : tar;
-    const descriptor = await client.pushBlob(ref, blob, {
-      mediaType: gz ? MediaType.OCI_LAYER_GZIP : MediaType.OCI_LAYER,
-      chunkSize: opts.chunkSize,
-    });
-    layers.push({
-      descriptor: {
+  const gz = opts.compression !== "none";
+  const built: PrebuiltLayer[] =
+    opts.prebuiltLayers ??
+    (opts.layers ?? [{ "hello.txt": "hello from soci-ts\n" }]).map((files) => {
+      const tar = makeTar(files);
+      return {
+        blob: gz ? new Uint8Array(gzipSync(tar)) : tar,
+        tar,
         mediaType: gz ? MediaType.OCI_LAYER_GZIP : MediaType.OCI_LAYER,
-        digest: descriptor.digest,
-        size: descriptor.size,
-      },
-      blob,
-      tar,
+      };
     });
+  const layers: PushedImage["layers"] = [];
+  for (const { blob, tar, mediaType } of built) {
+    const descriptor = await client.pushBlob(ref, blob, { mediaType, chunkSize: opts.chunkSize });
+    layers.push({ descriptor: { mediaType, digest: descriptor.digest, size: descriptor.size }, blob, tar });
   }
   const config: ImageConfig = {
     architecture: platform.architecture,
