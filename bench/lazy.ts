@@ -16,6 +16,10 @@
  *     is unpacked, the command is run in a chroot of it under `strace -f -e trace=open,openat,execve,chroot`,
  *     and every regular file it opened (after its chroot, symlinks resolved inside the tree, plus the ELF
  *     interpreter, which the kernel opens) is listed;
+ *   - lazy with a load order document: the same as plain lazy, with `mount --lod python`; the LOD was recorded
+ *     once in the (untimed) setup by `mount --record-lod python` while the command ran, and pushed with
+ *     `lod push` next to the image; the timed mount fetches it from the registry and its spans, in first-touch
+ *     order, before it returns;
  *   - full pull: fetch every layer, `tar -x`, the command.
  *
  * Also printed: span bytes the lazy path fetched against the image size, and against the bytes the command needs
@@ -24,6 +28,7 @@
  * Span size 256 KiB unless SPAN_SIZE says otherwise; READAHEAD_SPANS (default 0); MOUNT_LOG_DIR keeps each
  * mount's debug log (one line per registry request, timestamped).
  *
+ * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then
  * `lazy start vs full pull: <ratio>x` (plain lazy time / full pull time; lower is better; kept last so runs stay
  * comparable). Needs root, iproute2, docker-registry, skopeo, tar, chroot, strace, readelf (binutils); run with
@@ -175,16 +180,28 @@ async function startDelayProxy(): Promise<string> {
   return `127.0.0.1:${port}`;
 }
 
-/** Write all of `b`, queueing what the socket did not take until it drains (simple, for a benchmark). */
+/** What is still to be written to each socket, in order. */
+const backlog = new WeakMap<object, Uint8Array[]>();
+
+/**
+ * Write all of `b` after what is queued for `sock` already, queueing what the socket did not take until it
+ * drains (simple, for a benchmark). One queue per socket: a chunk never overtakes the rest of an earlier one.
+ */
 function writeAll(sock: { write(b: Uint8Array): number }, b: Uint8Array): void {
-  let off = 0;
+  let q = backlog.get(sock);
+  if (q) return void q.push(b);
+  q = [b];
+  backlog.set(sock, q);
   const step = () => {
-    while (off < b.byteLength) {
-      const n = sock.write(b.subarray(off));
-      if (n < 0) return; // closed: drop the rest (a retry loop here kept the process alive after cleanup)
+    while (q.length > 0) {
+      const head = q[0]!;
+      const n = sock.write(head);
+      if (n < 0) return void backlog.delete(sock); // closed: drop the rest
       if (n === 0) return void setTimeout(step, 1);
-      off += n;
+      if (n < head.byteLength) q[0] = head.subarray(n);
+      else q.shift();
     }
+    backlog.delete(sock);
   };
   step();
 }
@@ -197,6 +214,7 @@ function cli(root: string, args: string[]): string {
 async function lazyRun(
   ref: string,
   name: string,
+  extra: string[] = [],
 ): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string; overLink: number }> {
   const root = join(tmp, `${name}-root`);
   const mnt = join(tmp, `${name}-mnt`);
@@ -207,7 +225,21 @@ async function lazyRun(
   const logs = MOUNT_LOG_DIR ? ["--log-level", "debug", "--log-format", "json"] : [];
   linkBytes = 0;
   const proc = Bun.spawn(
-    [bin, "--root", root, "--config", cfg, ...logs, "mount", ref, mnt, "--stats", "--readahead-spans", READAHEAD],
+    [
+      bin,
+      "--root",
+      root,
+      "--config",
+      cfg,
+      ...logs,
+      "mount",
+      ref,
+      mnt,
+      "--stats",
+      "--readahead-spans",
+      READAHEAD,
+      ...extra,
+    ],
     { cwd: REPO, stdout: "pipe", stderr: "pipe" },
   );
   cleanups.push(() => {
@@ -243,6 +275,51 @@ async function lazyRun(
   }
   rd.releaseLock();
   return { seconds, mountedAt, fetched, size, output, overLink };
+}
+
+/**
+ * The load order document of the command: `soci-ts mount --record-lod python` of `directRef` (the registry
+ * without the proxy) from the publisher's root, the command in a chroot of it, unmount; then `lod push`.
+ */
+async function recordLod(root: string, cfg: string, directRef: string): Promise<void> {
+  const mnt = join(tmp, "record-mnt");
+  mkdirSync(mnt);
+  const proc = Bun.spawn(
+    [
+      BUN,
+      MAIN,
+      "--root",
+      root,
+      "--config",
+      cfg,
+      "mount",
+      directRef,
+      mnt,
+      "--record-lod",
+      "python",
+      "--record-quiet",
+      "0",
+    ],
+    { cwd: REPO, stdout: "ignore", stderr: "pipe" },
+  );
+  cleanups.push(() => {
+    proc.kill("SIGINT");
+    spawnSync("umount", ["-l", mnt]);
+  });
+  let err = "";
+  const rd = (proc.stderr as ReadableStream<Uint8Array>).getReader();
+  while (!err.includes("Mounted ")) {
+    const { value, done } = await rd.read();
+    if (done) throw new Error(`soci-ts mount --record-lod exited: ${err}`);
+    err += new TextDecoder().decode(value);
+  }
+  const py = spawnSync("chroot", [mnt, ...COMMAND], { encoding: "utf8" });
+  if (py.stdout !== "42\n") throw new Error(`the command failed while recording: ${py.stderr}`);
+  proc.kill("SIGINT");
+  for (let r = await rd.read(); !r.done; r = await rd.read()) err += new TextDecoder().decode(r.value);
+  if ((await proc.exited) !== 0 || !err.includes("Recorded load order document"))
+    throw new Error(`recording the load order document failed: ${err}`);
+  cli(root, ["--config", cfg, "lod", "push", "python", directRef]);
 }
 
 /** 4b. Full pull: stream every layer through the same link into `tar -x`, then the command in a chroot. */
@@ -443,16 +520,20 @@ async function main(): Promise<void> {
     prefetchJson,
   ]);
   cli(pfRoot, ["--config", pubCfg, "index", "push", directPfRef]);
+  await recordLod(pubRoot, pubCfg, directRef);
   sync();
   // 4. The three paths, cold.
   const lazy = await lazyRun(ref, "lazy");
   sync();
   const lazyPf = await lazyRun(pfRef, "lazy-prefetch");
   sync();
+  const lazyLod = await lazyRun(ref, "lazy-lod", ["--lod", "python"]);
+  sync();
   const full = await fullRun(ref);
   for (const [what, out] of [
     ["lazy", lazy.output],
     ["lazy with prefetch", lazyPf.output],
+    ["lazy with LOD", lazyLod.output],
     ["full", full.output],
   ]) {
     if (out !== "42\n") throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
@@ -468,10 +549,13 @@ async function main(): Promise<void> {
   console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; span read-ahead ${READAHEAD}`);
   console.log(`lazy (soci-ts mount + chroot): ${lazyLine(lazy)}`);
   console.log(`lazy with a prefetch artifact (${prefetchFiles.length} traced files listed): ${lazyLine(lazyPf)}`);
+  console.log(`lazy with a load order document (recorded once, pushed, fetched at mount): ${lazyLine(lazyLod)}`);
   console.log(`full pull (fetch all layers + tar -x + chroot): ${full.seconds.toFixed(2)} s, fetched ${mb(lazy.size)}`);
   console.log(
     `bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x); with prefetch ${mb(lazyPf.fetched)} = ${(lazyPf.fetched / needed).toFixed(2)}x`,
   );
+  console.log(`lazy with LOD vs full pull: ${(lazyLod.seconds / full.seconds).toFixed(3)}x`);
+  console.log(`lazy with LOD vs without: ${(lazyLod.seconds / lazy.seconds).toFixed(3)}x`);
   console.log(`lazy start with prefetch artifact vs full pull: ${(lazyPf.seconds / full.seconds).toFixed(3)}x`);
   console.log(`lazy start vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
 }

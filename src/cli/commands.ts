@@ -91,6 +91,29 @@ const ztocCommands = {
     () => import("./ztoc_get_file.ts"),
   ),
 };
+const lodCommands = {
+  list: lazyCommand(
+    "list",
+    "List load order documents (LODs) in the local artifact store",
+    () => import("./lod_list.ts"),
+  ),
+  info: lazyCommand(
+    "info",
+    "Show a stored load order document: its ranges per layer, in order",
+    () => import("./lod_info.ts"),
+  ),
+  push: lazyCommand(
+    "push",
+    "Push a stored load order document to the image's registry (Referrers API or fallback tag)",
+    () => import("./lod_push.ts"),
+  ),
+  rm: lazyCommand("rm", "Remove a load order document from the local store", () => import("./lod_rm.ts")),
+  export: lazyCommand(
+    "export",
+    "Turn a load order document into SOCI prefetch artifacts (a new v1 index in the local store)",
+    () => import("./lod_export.ts"),
+  ),
+};
 /** Commands without a noun. */
 const topLevel = {
   convert: lazyCommand(
@@ -136,6 +159,7 @@ export const rootCommand: CommandDef<ArgsDef> = {
     config: configCommands,
     index: group("index", "Build, inspect and push SOCI indexes", indexCommands),
     ztoc: group("ztoc", "Inspect zTOCs and read files through them", ztocCommands),
+    lod: group("lod", "Load order documents: what a workload reads, replayed at its next start", lodCommands),
     ...topLevel,
   },
 };

@@ -7,6 +7,9 @@
  *   --work-dir DIR   where the per-layer mounts live (default <root>/mounts/<pid>)
  *   --readahead-spans N  after a read misses, also fetch the next N spans (default [blob] readahead_spans)
  *   --cleanup        (no REF, DIR) unmount what killed `soci-ts mount` processes left behind, and exit
+ *   --lod NAME       replay workload NAME's load order document: its ranges are prefetched first, in order
+ *   --record-lod NAME  record what is read into NAME's load order document in the local store, until the mount
+ *                    ends, --record-duration SEC passes, or nothing new is read for --record-quiet SEC (default 10)
  *
  * Each process records what it mounts in <root>/mounts/<pid>.json before mounting (mount_records.ts); every
  * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL).
@@ -26,6 +29,10 @@ import { layerFsFuseOptions, layerManagerOptions } from "../service/layer_stack.
 import { cleanStaleMounts } from "../vfs/serve.ts";
 import { cliContext, type CliContext, usableRoot } from "./context.ts";
 import { artifactStore, parseCount } from "./index_shared.ts";
+import { LodRecorder } from "../layerfs/lod_recorder.ts";
+import type { ArtifactStore } from "../soci/artifact_store.ts";
+import { checkWorkloadName } from "../soci/lod.ts";
+import { lodLine, saveRecording } from "./lod_shared.ts";
 import { registryClient } from "./open_location.ts";
 
 /** One line per layer: "<digest>  fetched <n> of <size> bytes (<p>%) [over the network: <m>]". */
@@ -96,6 +103,16 @@ export default defineCommand({
       type: "boolean",
       description: "Unmount what killed mount processes left under --root (no REF, DIR), and exit",
     },
+    lod: { type: "string", description: "Replay this workload's load order document (local store, then registry)" },
+    "record-lod": {
+      type: "string",
+      description: "Record what is read into this workload's load order document in the local store",
+    },
+    "record-duration": { type: "string", description: "Stop recording after SEC seconds (default: at unmount)" },
+    "record-quiet": {
+      type: "string",
+      description: "Stop recording after SEC seconds without a new first read (default 10; 0: never)",
+    },
   },
   async run({ args }) {
     if (args.cleanup) {
@@ -127,6 +144,7 @@ export default defineCommand({
       parseCount(args["readahead-spans"], "readahead-spans", { min: 0, max: READAHEAD_SPANS_MAX }) ??
       c.blob.readaheadSpans;
     const ref = parseReference(String(args.ref));
+    const recording = recordingFrom(args, log);
     // 1. What dead mount processes left behind (SIGKILL) goes first: it may sit at DIR.
     const stale = await cleanDeadMounts(ctx.root);
     for (const line of stale.lines) log.info(line);
@@ -160,6 +178,7 @@ export default defineCommand({
       fs = await LayerFs.create({
         ...layerManagerOptions(c, ctx.root, log, { readaheadSpans }),
         ...layerFsFuseOptions(c, log),
+        recorder: recording?.recorder,
       });
     } catch (err) {
       await release(records, rec, log);
@@ -184,6 +203,7 @@ export default defineCommand({
         signal: interrupted.signal,
         timeoutMs: c.mountTimeoutSec * 1000,
         maxConcurrency: c.maxConcurrency,
+        lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
       });
     } catch (err) {
       await fs.close();
@@ -193,19 +213,78 @@ export default defineCommand({
     process.stderr.write(
       `Mounted ${String(args.ref)} at ${mountpoint} (${img.layers.length} layer${img.layers.length === 1 ? "" : "s"}, index: ${img.indexFoundBy ?? "none"}); Ctrl-C to unmount\n`,
     );
+    recording?.begin(img, artifactStore(ctx), String(args.ref));
     // 5. Until interrupted.
     const printStats = () => process.stdout.write(statsLines(img).join("\n") + "\n");
     if (args.stats) process.on("SIGUSR1", printStats);
     if (!interrupted.signal.aborted) {
       await new Promise<void>((done) => interrupted.signal.addEventListener("abort", () => done(), { once: true }));
     }
-    // 6. Unmount everything.
+    // 6. Unmount everything (a recording still running is saved first).
+    await recording?.finish();
     if (args.stats) printStats();
     await img.unmount();
     await fs.close().catch((err) => log.error("Cannot close layer file system", { cause: errorMessage(err) }));
     await release(records, rec, log);
   },
 });
+
+/**
+ * `--record-lod` and its limits: a recorder for the layer manager, started once the image is mounted and saved
+ * to the local store when it stops (limit reached, or `finish()` at unmount). Undefined without the flag.
+ * @throws InvalidArgumentError for a bad workload name or limit
+ */
+function recordingFrom(
+  args: { "record-lod"?: unknown; "record-duration"?: unknown; "record-quiet"?: unknown },
+  log: Logger,
+):
+  | {
+      recorder: LodRecorder;
+      begin(img: MountedImage, store: ArtifactStore, imageRef: string): void;
+      finish(): Promise<void>;
+    }
+  | undefined {
+  if (args["record-lod"] === undefined) {
+    if (args["record-duration"] !== undefined || args["record-quiet"] !== undefined)
+      throw new InvalidArgumentError("Cannot mount: --record-duration and --record-quiet need --record-lod");
+    return undefined;
+  }
+  const workload = checkWorkloadName(String(args["record-lod"]));
+  const durationSec = parseCount(args["record-duration"], "record-duration", { min: 1, max: 86_400 });
+  const quietSec = parseCount(args["record-quiet"], "record-quiet", { min: 0, max: 86_400 }) ?? 10;
+  let saving: Promise<void> | undefined;
+  let save: () => Promise<void> = async () => {};
+  const recorder = new LodRecorder({
+    durationMs: durationSec === undefined ? undefined : durationSec * 1000,
+    quietMs: quietSec === 0 ? undefined : quietSec * 1000,
+    onStop: (why) => {
+      log.info("Recording stopped", { workload, why });
+      saving = save();
+    },
+  });
+  return {
+    recorder,
+    begin(img, store, imageRef) {
+      save = async () => {
+        try {
+          const saved = await saveRecording(store, recorder, img, { workload, imageRef });
+          if (!saved) log.warn("Nothing was read from a lazy layer; no load order document stored", { workload });
+          else
+            process.stderr.write(
+              `Recorded load order document ${lodLine(saved.record, saved.doc)} (${saved.record.lodDigest})\n`,
+            );
+        } catch (err) {
+          log.error("Cannot store the load order document", { workload, cause: errorMessage(err) });
+        }
+      };
+      recorder.begin();
+    },
+    async finish() {
+      recorder.stop();
+      await saving;
+    },
+  };
+}
 
 /** `mount --cleanup`: print each mount detached; fail (exit 1) naming what is left. */
 async function cleanup(ctx: CliContext): Promise<void> {

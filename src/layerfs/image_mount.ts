@@ -22,7 +22,8 @@ import type { ArtifactStore } from "../soci/artifact_store.ts";
 import type { RegistryLocation } from "../soci/image_location.ts";
 import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
-import { acquireOptionsFor, resolveImageLayers } from "./image_resolver.ts";
+import type { Ztoc } from "../ztoc/types.ts";
+import { acquireOptionsFor, type ReplayedLod, resolveImageLayers } from "./image_resolver.ts";
 import type { Layer } from "./layer.ts";
 import type { LayerFs } from "./remote_fs.ts";
 import { withTimeout } from "../util/abort.ts";
@@ -55,10 +56,16 @@ export interface MountImageOptions {
    * under `signal` and the registry client's idle timeout only, so big images are not cut off. Default none.
    */
   timeoutMs?: number;
+  /** Replay this workload's load order document (image_resolver.ts step 4). */
+  lod?: string;
 }
 
 export interface MountedImage {
   manifest: FetchedManifest;
+  /** The zTOC of each lazy layer, by layer digest (empty without an index). */
+  ztocs: ReadonlyMap<string, Ztoc>;
+  /** The load order document replayed, if any. */
+  lod?: ReplayedLod;
   /** How the index was found, or undefined when the image has none. */
   indexFoundBy: "store" | "v1" | "v2" | undefined;
   /** Layers bottom first, with where each is mounted. */
@@ -81,6 +88,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     stepTimeoutMs: opts.timeoutMs,
     logger,
     signal: opts.signal,
+    lod: opts.lod,
   });
   const { manifest, found } = image;
   let layers = image.layers;
@@ -161,5 +169,12 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     await unmount();
     throw err;
   }
-  return { manifest, indexFoundBy: found?.foundBy, layers: mounted, unmount };
+  return {
+    manifest,
+    ztocs: found?.ztocs ?? new Map(),
+    ...(image.lod ? { lod: image.lod } : {}),
+    indexFoundBy: found?.foundBy,
+    layers: mounted,
+    unmount,
+  };
 }

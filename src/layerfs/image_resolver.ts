@@ -7,6 +7,8 @@
  *      every layer is fetched whole.
  *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
  *      registry), per layer.
+ *   4. With `lod`, choose that workload's load order document (soci/lod_store.ts `findLod`) and map its ranges
+ *      to the spans of each lazy layer, in first-touch order: they are prefetched before the artifact's.
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
@@ -20,7 +22,9 @@ import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex, type DiscoveredIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
-import { InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { errorMessage, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
+import { lodLayerSpans } from "../soci/lod.ts";
+import { findLod, type FoundLod } from "../soci/lod_store.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { AcquireLayerOptions } from "./layer_manager.ts";
 import { raceSignal, withTimeout } from "../util/abort.ts";
@@ -39,7 +43,24 @@ export interface ResolveOptions {
   windowTimeoutMs?: number;
   /** Milliseconds each step (manifest, discovery) may take (config `mount_timeout_sec`); default none. */
   stepTimeoutMs?: number;
+  /**
+   * The workload whose load order document to replay (step 4): looked up in `store`, then in the registry. A
+   * missing, stale (another image digest), corrupt or unusable one is ignored with one log line.
+   */
+  lod?: string;
   logger?: Logger;
+}
+
+/** A load order document chosen for an image, as the layers use it. */
+export interface ReplayedLod {
+  workload: string;
+  /** Digest of the document blob. */
+  digest: string;
+  foundBy: "store" | "registry";
+  /** Span ids holding the recorded ranges, in first-touch order, by layer digest (lazy layers only). */
+  spans: Map<string, number[]>;
+  /** Data offsets of the files it lists, by layer digest (their opening fetches nothing). */
+  files: Map<string, Set<number>>;
 }
 
 /** An image ready for its layers to be acquired. */
@@ -52,6 +73,8 @@ export interface ResolvedImage {
   found: DiscoveredIndex | undefined;
   /** Inclusive span id ranges to prefetch, by layer digest. */
   prefetch: Map<string, Array<[number, number]>>;
+  /** The load order document replayed, when one was asked for and is usable. */
+  lod?: ReplayedLod;
 }
 
 /** The options a LayerManager needs to open layer `layerDigest` of `image`; NotFoundError for a foreign digest. */
@@ -69,9 +92,18 @@ export function acquireOptionsFor(
     layer,
     ztoc: image.found?.ztocs.get(layerDigest),
     checkpoints: image.found?.windows.get(layerDigest),
-    prefetchSpans: image.prefetch.get(layerDigest),
+    prefetchSpans: prefetchSpansOf(image, layerDigest),
+    noFetchOnOpen: image.lod?.files.get(layerDigest),
     signal,
   };
+}
+
+/** A layer's spans to prefetch: the load order document's first, in its order, then the prefetch artifact's. */
+function prefetchSpansOf(image: ResolvedImage, layerDigest: string): Array<[number, number]> | undefined {
+  const lod = image.lod?.spans.get(layerDigest);
+  const artifact = image.prefetch.get(layerDigest);
+  if (!lod?.length) return artifact;
+  return [...lod.map((s): [number, number] => [s, s]), ...(artifact ?? [])];
 }
 
 /** Resolve one image (steps 1-3). Throws what the registry or discovery throws (NotFoundError, UnavailableError, …). */
@@ -120,7 +152,65 @@ export async function resolveImageLayers(
       );
     }
   }
-  return { location, manifest, layers, found, prefetch };
+  // 4.
+  const lod = opts.lod === undefined ? undefined : await chooseLod(opts.lod, location, manifest, layers, found, opts);
+  return { location, manifest, layers, found, prefetch, ...(lod ? { lod } : {}) };
+}
+
+/**
+ * Step 4: the load order document of `workload` for this image (local store, then registry), checked against
+ * the image's layers and zTOCs; undefined, after one log line, when there is none or it cannot be used.
+ */
+async function chooseLod(
+  workload: string,
+  location: RegistryLocation,
+  manifest: FetchedManifest,
+  layers: Descriptor[],
+  found: DiscoveredIndex | undefined,
+  opts: ResolveOptions & { signal?: AbortSignal },
+): Promise<ReplayedLod | undefined> {
+  const logger = opts.logger ?? silentLogger;
+  const ignore = (why: string) => {
+    logger.warn("Load order document ignored; mounting without it", { workload, image: location.name, why });
+    return undefined;
+  };
+  if (!found) return ignore("the image has no SOCI index, so its layers are fetched whole");
+  let got: FoundLod | undefined;
+  try {
+    got = await findLod(workload, manifest.descriptor, {
+      store: opts.store,
+      location,
+      imageRef: location.name,
+      signal: withTimeout(opts.signal, opts.stepTimeoutMs),
+    });
+  } catch (err) {
+    if (opts.signal?.aborted) throw err;
+    return ignore(errorMessage(err));
+  }
+  if (!got) return ignore(`no load order document "${workload}" for "${manifest.descriptor.digest}"`);
+  const imageLayers = new Set(layers.map((l) => l.digest));
+  const spans = new Map<string, number[]>();
+  const files = new Map<string, Set<number>>();
+  try {
+    for (const l of got.doc.layers) {
+      if (!imageLayers.has(l.digest)) return ignore(`it lists layer "${l.digest}", which the image does not have`);
+      const ztoc = found.ztocs.get(l.digest);
+      if (!ztoc) continue; // fetched whole: nothing to prefetch
+      spans.set(l.digest, lodLayerSpans(l, ztoc));
+      files.set(l.digest, new Set(l.ranges.map((r) => r.layerOffset - r.offset)));
+    }
+  } catch (err) {
+    return ignore(errorMessage(err));
+  }
+  const lod: ReplayedLod = { workload, digest: got.record.lodDigest, foundBy: got.foundBy, spans, files };
+  logger.info("Load order document found", {
+    workload,
+    image: location.name,
+    digest: lod.digest,
+    foundBy: lod.foundBy,
+    spans: [...spans.values()].reduce((n, s) => n + s.length, 0),
+  });
+  return lod;
 }
 
 interface CacheEntry {

@@ -21,6 +21,7 @@ import type { Ztoc } from "../ztoc/types.ts";
 import { FileMaterializer } from "./file_materializer.ts";
 import { openLocalLayer } from "./local_layer.ts";
 import { buildLayerTree, type OpaqueXattrMode } from "./metadata.ts";
+import type { ReadRecorder } from "./lod_recorder.ts";
 import { layerRoot, type LayerState } from "./node.ts";
 import type { SpanLayout } from "./span_layout.ts";
 import { SpanManager, type RangeFetcher } from "./span_manager.ts";
@@ -65,6 +66,16 @@ export interface OpenLayerOptions {
    * passthrough (file_materializer.ts). Needs the cache's disk tier. Default false.
    */
   materialize?: boolean;
+  /**
+   * Report every read of file data here (a load order recording, lod_recorder.ts). The layer then serves no
+   * read from the FUSE reader threads, so that each first read reaches the recorder. Lazy layers only.
+   */
+  recorder?: ReadRecorder;
+  /**
+   * Data offsets (in the tar stream) of files whose opening fetches nothing: a load order document lists the
+   * ranges of them the workload reads, which are prefetched instead of the whole file.
+   */
+  noFetchOnOpen?: ReadonlySet<number>;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -136,8 +147,9 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
     };
     // 3.
     const onOpenMax = opts.fetchOnOpenMaxBytes ?? 32 * 1024 * 1024;
+    const noFetchOnOpen = opts.noFetchOnOpen;
     const onOpen = (offset: number, length: number) => {
-      if (length > onOpenMax) return;
+      if (length > onOpenMax || noFetchOnOpen?.has(offset)) return;
       const first = layout.spanOf(offset);
       const last = layout.spanOf(offset + length - 1);
       const ids: number[] = [];
@@ -145,14 +157,20 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       // Errors are logged by the span manager; the reads themselves will retry and report them.
       if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
     };
-    const backing = spanCacheBacking(cache, layer.digest, layout);
+    const recorder = opts.recorder;
+    const backing = recorder ? undefined : spanCacheBacking(cache, layer.digest, layout);
     const materializer =
       opts.materialize && backing
         ? new FileMaterializer({ cache, layerDigest: layer.digest, stream: backing.stream, logger })
         : undefined;
     const root = layerRoot(tree, {
       digest: layer.digest,
-      read: (o, n, r) => manager.read(o, n, r),
+      read: recorder
+        ? (o, n, r) => {
+            recorder.touch(layer.digest, o, n);
+            return manager.read(o, n, r);
+          }
+        : (o, n, r) => manager.read(o, n, r),
       state,
       onOpen,
       backing: backing?.stream,

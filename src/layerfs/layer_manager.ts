@@ -28,6 +28,7 @@ import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource } from "./layer.ts";
+import type { ReadRecorder } from "./lod_recorder.ts";
 import type { OpaqueXattrMode } from "./metadata.ts";
 import { TaskGate, sleep } from "./task_gate.ts";
 import { spanLayoutDigest, type CheckpointInflater } from "./ztoc_layout.ts";
@@ -57,6 +58,8 @@ export interface LayerManagerOptions {
   opaqueXattr?: OpaqueXattrMode;
   /** Copy large opened files whose bytes are on disk into the span cache, for FUSE passthrough (default false). */
   materialize?: boolean;
+  /** Record what is read of every lazy layer this manager opens (`soci-ts mount --record-lod`). */
+  recorder?: ReadRecorder;
   logger?: Logger;
 }
 
@@ -70,8 +73,13 @@ export interface AcquireLayerOptions {
   ztoc?: Ztoc;
   /** The zTOC's checkpoint windows when it was loaded without them (soci/lazy_ztoc.ts); closed with the layer. */
   checkpoints?: CheckpointWindows;
-  /** Inclusive span id ranges from the index's prefetch artifact. */
+  /**
+   * Inclusive span id ranges to prefetch, in the order given: a load order document's spans in first-touch
+   * order, then the index's prefetch artifact.
+   */
   prefetchSpans?: Array<[number, number]>;
+  /** See OpenLayerOptions.noFetchOnOpen (files a load order document lists). */
+  noFetchOnOpen?: ReadonlySet<number>;
   /** Cancels opening (a whole layer's download included); a layer shared with an earlier opener ignores it. */
   signal?: AbortSignal;
 }
@@ -225,6 +233,8 @@ export class LayerManager {
       fetchOnOpenMaxBytes: this.#o.fetchOnOpenMaxBytes,
       readaheadSpans: this.#o.readaheadSpans,
       materialize: this.#o.materialize ?? false,
+      recorder: this.#o.recorder,
+      noFetchOnOpen: opts.noFetchOnOpen,
       logger: this.#logger,
       signal: opts.signal,
     });
@@ -265,15 +275,31 @@ export class LayerManager {
 
   async #prefetch(layer: Layer, ranges: Array<[number, number]>): Promise<void> {
     const manager = layer.manager!;
-    // Span ids, deduplicated and sorted, cut into runs of adjacent ids: one request each.
+    // Span ids in the order given, each once; each id not taken yet starts a run with the wanted ids adjacent
+    // to it (below and above), fetched with one request at the place of its first id. Sorted input (prefetch
+    // artifacts) thus gives runs in span order; a load order document's first-touch order is kept.
+    const order: number[] = [];
     const wanted = new Set<number>();
     for (const [a, b] of ranges)
-      for (let i = Math.max(0, a); i <= Math.min(b, manager.layout.spanCount - 1); i++) wanted.add(i);
+      for (let i = Math.max(0, a); i <= Math.min(b, manager.layout.spanCount - 1); i++) {
+        if (wanted.has(i)) continue;
+        wanted.add(i);
+        order.push(i);
+      }
+    const taken = new Set<number>();
     const runs: number[][] = [];
-    for (const id of [...wanted].sort((x, y) => x - y)) {
-      const last = runs[runs.length - 1];
-      if (last && last[last.length - 1] === id - 1) last.push(id);
-      else runs.push([id]);
+    for (const id of order) {
+      if (taken.has(id)) continue;
+      let lo = id;
+      let hi = id;
+      while (wanted.has(lo - 1) && !taken.has(lo - 1)) lo--;
+      while (wanted.has(hi + 1) && !taken.has(hi + 1)) hi++;
+      const run: number[] = [];
+      for (let i = lo; i <= hi; i++) {
+        taken.add(i);
+        run.push(i);
+      }
+      runs.push(run);
     }
     const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
     const workers = Math.max(1, Math.min(this.#o.prefetchMaxConcurrency ?? 4, runs.length));

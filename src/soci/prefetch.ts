@@ -157,7 +157,12 @@ export function spanOfOffset(ztoc: Ztoc, offset: number): number {
   return spanFinder(ztoc)(offset);
 }
 
-function spanFinder(ztoc: Ztoc): (offset: number) => number {
+/**
+ * A span id lookup for one zTOC (`spanOfOffset` without decoding the zinfo blob on every call), for callers
+ * that map many offsets.
+ * @throws ZtocFormatError when the zinfo blob cannot be parsed
+ */
+export function spanFinder(ztoc: Ztoc): (offset: number) => number {
   const ci = ztoc.compressionInfo;
   if (ci.algorithm === "uncompressed") {
     const { spanSizeBytes } = decodeTarZinfo(ci.checkpoints);

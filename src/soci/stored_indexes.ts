@@ -32,7 +32,7 @@ export async function listIndexes(store: ArtifactStore, opts: { ref?: string } =
 }
 
 /** A registry reference without tag or digest gets ":latest"; layouts and everything else are kept as is. */
-function withImpliedTag(ref: string): string {
+export function withImpliedTag(ref: string): string {
   if (ref.startsWith("oci:") || ref.includes("@")) return ref;
   const lastSlash = ref.lastIndexOf("/");
   return ref.slice(lastSlash + 1).includes(":") ? ref : `${ref}:latest`;

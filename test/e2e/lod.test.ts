@@ -1,0 +1,218 @@
+/**
+ * Load order documents end to end, on the real Distribution registry and the kernel's FUSE and overlayfs: a
+ * busybox image with an app layer of large files of which the workload reads only a small header each.
+ *  - `mount --record-lod web` records the workload's first reads; `lod info` lists the files it touched in
+ *    order, and only the headers of the large files;
+ *  - `lod push` publishes it as a referrer of the image; from a cold root with background fetching off,
+ *    `mount --lod web` finds it in the registry, prefetches its spans before the mount is up, and the
+ *    workload then runs with no registry request at all, its output unchanged, and fetches a small part of
+ *    the app layer (a file-level prefetch of the same files would fetch all of them);
+ *  - a missing or corrupt LOD is ignored with one log line and the mount works;
+ *  - `lod export --soci-prefetch` stores an index whose prefetch artifacts `mount` accepts: their spans are
+ *    fetched before the mount is up.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
+import { runCli } from "../_harness/cli.ts";
+import { needs } from "../_harness/env.ts";
+import { Rand } from "../_harness/rand.ts";
+import { type AccessLogEntry, pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
+import { startMount } from "./_mount_helpers.ts";
+
+const run = needs("LOD e2e", "root", "fuse", "tool:docker-registry", "tool:mount", "tool:chroot", "tool:busybox");
+const MINUTES = 60_000;
+const BIG_FILES = 6;
+const BIG_BYTES = 2 << 20;
+const WORKLOAD = [
+  "busybox cat /app/conf.txt",
+  ...Array.from({ length: 4 }, (_, i) => `busybox head -c 4096 /data/big${i} | busybox md5sum`),
+].join("; ");
+
+describe.skipIf(!run)("load order documents", () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let ref: string;
+  let cfg: string;
+  let appLayer: string;
+  let appLayerSize: number;
+  let expected: string;
+
+  const workload = (mnt: string) => {
+    const r = spawnSync("chroot", [mnt, "/bin/sh", "-c", WORKLOAD], { encoding: "utf8", timeout: 5 * MINUTES });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    return r.stdout;
+  };
+  const layerState = (mnt: string, digest: string) =>
+    JSON.parse(readFileSync(join(mnt, ".soci-ts", `${digest}.json`), "utf8")) as { fetchedSize: number; size: number };
+  const blobGets = (log: AccessLogEntry[]) => log.filter((e) => e.method === "GET" && e.path.includes("/blobs/"));
+
+  beforeAll(async () => {
+    reg = await startRegistry({ accessLog: true });
+    tmp = mkdtempSync(join(tmpdir(), "soci-e2e-lod-"));
+    const rand = new Rand("lod-e2e");
+    const app: Record<string, Uint8Array | string> = { "app/conf.txt": "name=demo\n" };
+    for (let i = 0; i < BIG_FILES; i++) app[`data/big${i}`] = rand.bytes(BIG_BYTES);
+    const img = await pushImage(reg, "test/lod", "v1", { layers: [busyboxLayer(), app], platform: HOST_PLATFORM });
+    appLayer = img.layers[1]!.descriptor.digest;
+    appLayerSize = img.layers[1]!.descriptor.size;
+    ref = `${reg.host}/test/lod:v1`;
+    const publisher = join(tmp, "publisher");
+    for (const args of [
+      ["index", "create", ref, "--minLayerSize", "0", "--spanSize", "256KiB"],
+      ["index", "push", ref],
+    ]) {
+      const r = runCli(["--root", publisher, ...args], { timeoutMs: 5 * MINUTES });
+      if (r.code !== 0) throw new Error(`${args.join(" ")} failed: ${r.stderr}`);
+    }
+    cfg = join(tmp, "config.toml");
+    writeFileSync(cfg, "[background_fetch]\ndisable = true\n");
+    expected = [
+      "name=demo\n",
+      ...Array.from({ length: 4 }, (_, i) => {
+        const md5 = createHash("md5")
+          .update((app[`data/big${i}`] as Uint8Array).subarray(0, 4096))
+          .digest("hex");
+        return `${md5}  -\n`;
+      }),
+    ].join("");
+  }, 10 * MINUTES);
+
+  afterAll(async () => {
+    await reg?.stop();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test(
+    "record, push, replay from a cold root: the workload's reads need no registry request",
+    async () => {
+      // 1. Record.
+      const recRoot = join(tmp, "rec");
+      const mnt = join(tmp, "mnt-rec");
+      mkdirSync(mnt);
+      const rec = await startMount([
+        "--root",
+        recRoot,
+        "--config",
+        cfg,
+        "mount",
+        ref,
+        mnt,
+        "--record-lod",
+        "web",
+        "--record-quiet",
+        "0",
+      ]);
+      expect(workload(mnt)).toBe(expected);
+      const recordedFetch = layerState(mnt, appLayer).fetchedSize;
+      const stopped = await rec.stop();
+      expect(stopped.code).toBe(0);
+      expect(stopped.stderr).toContain("Recorded load order document web");
+
+      // 2. What it says: the files in first-touch order, only headers of the big files.
+      const info = runCli(["--root", recRoot, "lod", "info", "web", "--json"]);
+      expect(info.code).toBe(0);
+      const doc = JSON.parse(info.stdout);
+      expect(doc.image.reference).toBe(ref);
+      const app = doc.layers.find((l: { digest: string }) => l.digest === appLayer);
+      const files: string[] = [...new Set<string>(app.ranges.map((r: { path: string }) => r.path))];
+      expect(files).toEqual(["app/conf.txt", "data/big0", "data/big1", "data/big2", "data/big3"]);
+      const bytes = app.ranges.reduce((n: number, r: { length: number }) => n + r.length, 0);
+      console.log(`LOD of the app layer: ${app.ranges.length} ranges, ${bytes} bytes of ${4 * BIG_BYTES}`);
+      expect(bytes).toBeLessThan(4 * 256 * 1024);
+      const bin = doc.layers.find((l: { digest: string }) => l.digest !== appLayer);
+      expect(bin.ranges[0].path).toBe("bin/busybox");
+      const listed = runCli(["--root", recRoot, "lod", "list"]);
+      expect(listed.stdout).toContain("web");
+      expect(listed.stdout).toContain(ref);
+
+      // 3. Publish it next to the image.
+      const pushed = runCli(["--root", recRoot, "lod", "push", "web", ref]);
+      expect(pushed.stderr).toBe("");
+      expect(pushed.stdout).toContain("pushed load order document web");
+      expect(runCli(["--root", recRoot, "lod", "push", "web", ref]).stdout).toContain("already present");
+
+      // 4. Replay from a cold root: the LOD comes from the registry, its spans before the mount is up.
+      const coldRoot = join(tmp, "cold");
+      const mnt2 = join(tmp, "mnt-cold");
+      mkdirSync(mnt2);
+      const replay = await startMount(["--root", coldRoot, "--config", cfg, "mount", ref, mnt2, "--lod", "web"]);
+      try {
+        expect(replay.stderr()).toContain("Load order document found");
+        const before = (await reg.accessLog()).length;
+        expect(workload(mnt2)).toBe(expected);
+        const during = blobGets((await reg.accessLog()).slice(before));
+        expect(during.map((e) => e.path)).toEqual([]);
+        const replayFetch = layerState(mnt2, appLayer).fetchedSize;
+        console.log(
+          `app layer fetched (of ${appLayerSize} bytes): recording (fetch on open, whole files) ${recordedFetch}, replay with the LOD ${replayFetch}`,
+        );
+        // The spans holding the headers (256 KiB spans; a header and the kernel's read-ahead sit in one or two).
+        expect(replayFetch).toBeLessThanOrEqual(2 * 4 * 2 * 256 * 1024);
+        expect(recordedFetch).toBeGreaterThanOrEqual(4 * BIG_BYTES);
+      } finally {
+        expect((await replay.stop()).code).toBe(0);
+      }
+
+      // 5. A missing and a corrupt LOD are ignored with a log line.
+      const missing = await startMount(["--root", coldRoot, "--config", cfg, "mount", ref, mnt2, "--lod", "batch"]);
+      expect(workload(mnt2)).toBe(expected);
+      const m = await missing.stop();
+      expect(m.stderr).toContain("Load order document ignored");
+      expect(m.stderr).toContain("workload=batch");
+      expect(m.stderr).toContain("no load order document");
+      const stored = JSON.parse(runCli(["--root", coldRoot, "lod", "list", "--json"]).stdout);
+      expect(stored.map((r: { workload: string }) => r.workload)).toEqual(["web"]);
+      const blob = join(coldRoot, "content/blobs/sha256", stored[0].lodDigest.slice(7));
+      writeFileSync(blob, "{not json");
+      const corrupt = await startMount(["--root", coldRoot, "--config", cfg, "mount", ref, mnt2, "--lod", "web"]);
+      expect(workload(mnt2)).toBe(expected);
+      const c = await corrupt.stop();
+      expect(c.code).toBe(0);
+      expect(c.stderr).toContain("Load order document ignored");
+      expect(c.stderr).toContain("Cannot read blob");
+      expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);
+    },
+    20 * MINUTES,
+  );
+
+  test(
+    "lod export --soci-prefetch stores prefetch artifacts that mount fetches before it is up",
+    async () => {
+      const root = join(tmp, "rec");
+      const out = runCli(["--root", root, "lod", "export", "web", "--soci-prefetch", "--json"], {
+        timeoutMs: 5 * MINUTES,
+      });
+      expect(out.stderr).toBe("");
+      expect(out.code).toBe(0);
+      const exported = JSON.parse(out.stdout);
+      expect(exported.artifacts.map((a: { layerDigest: string }) => a.layerDigest)).toContain(appLayer);
+      // `index info` shows the artifacts in the new index.
+      const index = JSON.parse(runCli(["--root", root, "index", "info", exported.indexDigest]).stdout);
+      expect(
+        index.layers.filter(
+          (l: { mediaType: string }) => l.mediaType === "application/vnd.amazon.soci.prefetch.v1+json",
+        ),
+      ).toHaveLength(exported.artifacts.length);
+      // A cold cache, then a mount that finds that index in the local store.
+      rmSync(join(root, "spancache"), { recursive: true, force: true });
+      const mnt = join(tmp, "mnt-export");
+      mkdirSync(mnt);
+      const m = await startMount(["--root", root, "--config", cfg, "mount", ref, mnt]);
+      try {
+        // Before any read of file data: the artifact's spans are in.
+        expect(layerState(mnt, appLayer).fetchedSize).toBeGreaterThan(0);
+        expect(workload(mnt)).toBe(expected);
+      } finally {
+        expect((await m.stop()).code).toBe(0);
+      }
+      expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);
+    },
+    10 * MINUTES,
+  );
+});
