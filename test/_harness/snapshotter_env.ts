@@ -14,7 +14,8 @@
  * (127.0.0.1:PORT) with `client`, which trusts the CA.
  *
  * `stop()` stops containerd (and its shims, containers and mounts), then the namespace (every process still
- * inside, every mount made since it started), then the registry, and removes every temp dir.
+ * inside, every mount made since it started), then the registry (unless the caller passed it in), and removes
+ * every temp dir.
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,6 +39,12 @@ export interface StartSnapshotterEnvOptions {
   privateDirs?: string[];
   /** containerd namespace `containerd.ctr()` uses (default "default"). */
   containerdNamespace?: string;
+  /**
+   * A running registry to use instead of starting one (the benches' registry behind a shaped link): it must
+   * serve TLS under a made-up name (`tlsHostName`, `caFile`) reached at 127.0.0.1:PORT from the host (its
+   * `nameHost`); `stop()` leaves it running.
+   */
+  registry?: TestRegistry;
 }
 
 /** A running env; see the file comment. */
@@ -77,7 +84,10 @@ export interface SnapshotterEnv {
 export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {}): Promise<SnapshotterEnv> {
   const dir = mkdtempSync(join(tmpdir(), "soci-env-"));
   const snapshotterName = opts.snapshotterName ?? "soci";
-  const hostName = opts.registryHostName ?? "registry.soci-ts.test";
+  const given = opts.registry;
+  if (given && (!given.nameHost || !given.caFile))
+    throw new Error("Cannot start a snapshotter env: the given registry serves no TLS under a made-up name");
+  const hostName = given ? given.nameHost!.replace(/:\d+$/, "") : (opts.registryHostName ?? "registry.soci-ts.test");
   const socket = join(dir, "snapshotter", "snapshotter.sock");
   mkdirSync(join(dir, "snapshotter"));
   const privateDirs: Record<string, string> = {};
@@ -97,13 +107,13 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
       try {
         await ns?.stop();
       } finally {
-        await registry?.stop();
+        if (!given) await registry?.stop();
         rmSync(dir, { recursive: true, force: true });
       }
     }
   };
   try {
-    registry = await startRegistry({ tls: true, tlsHostName: hostName, accessLog: true });
+    registry = given ?? (await startRegistry({ tls: true, tlsHostName: hostName, accessLog: true }));
     const env = { SSL_CERT_FILE: registry.caFile! };
     ns = await startNamespace({ privatePaths, hosts: { [hostName]: "127.0.0.1" } });
     containerd = await startContainerd({
