@@ -89,6 +89,11 @@ interface PathResult {
   layerBytes: number;
   /** Bytes the proxy passed from the registry (TLS included). */
   linkBytes: number;
+  /**
+   * CPU seconds (user + system) during the path of the pull command, containerd, the snapshotter (0 when none) and
+   * this process (mostly the link's proxy).
+   */
+  cpu: { pull: number; containerd: number; snapshotter: number; proxy: number };
 }
 
 // ---------------------------------------------------------------------------------------------- the paths
@@ -110,22 +115,46 @@ async function measure(
   ref: string,
   pull: string[],
   runFlags: string[],
+  snapshotterPid?: number,
 ): Promise<PathResult> {
   const layerDigests = new Set(await layerDigestsOf(ref));
+  const cpuFile = join(tmp, `cpu-${runs}.txt`);
+  const containerdPid = env.containerd.process.pid;
   dropCaches(warm);
   const logBefore = (await link.registry.accessLog()).length;
   const linkBefore = link.linkBytes();
+  const cpuBefore = [cpuSeconds(containerdPid), snapshotterPid ? cpuSeconds(snapshotterPid) : 0];
+  const selfBefore = process.cpuUsage();
   const t0 = performance.now();
-  const pulled = await env.ns.run(pull, { env: env.env, timeoutMs: 15 * MINUTES });
+  const started = new Date().toISOString();
+  const timed = ["/usr/bin/time", "-f", "%U %S", "-o", cpuFile, ...pull];
+  const pulled = await env.ns.run(timed, { env: env.env, timeoutMs: 15 * MINUTES });
   if (pulled.code !== 0) throw new Error(`${name}: "${pull.join(" ")}" failed: exit ${pulled.code}\n${pulled.stderr}`);
   const pullSeconds = (performance.now() - t0) / 1000;
+  const pulledAt = new Date().toISOString();
   const run = startCtrRun(env, [...runFlags, "--rm", ref, `bench-${++runs}`, ...COMMAND]);
   await run.output;
   const seconds = (performance.now() - t0) / 1000;
+  const outputAt = new Date().toISOString();
+  const cpu = {
+    pull: readFileSync(cpuFile, "utf8")
+      .trim()
+      .split(/\s+/)
+      .reduce((n, v) => n + Number(v), 0),
+    containerd: cpuSeconds(containerdPid) - cpuBefore[0]!,
+    snapshotter: snapshotterPid ? cpuSeconds(snapshotterPid) - cpuBefore[1]! : 0,
+    proxy: ((u) => (u.user + u.system) / 1e6)(process.cpuUsage(selfBefore)),
+  };
   const code = await run.exited;
   if (code !== 0) throw new Error(`${name}: ctr run exited with ${code}\n${run.stderr()}`);
   const served = (await link.registry.accessLog()).slice(logBefore);
+  if (PROFILE_DIR)
+    writeFileSync(
+      join(PROFILE_DIR, `timeline-${runs}.json`),
+      JSON.stringify({ name, started, pulledAt, outputAt, pullSeconds, seconds, cpu }, null, 2),
+    );
   return {
+    cpu,
     name,
     seconds,
     pullSeconds,
@@ -201,6 +230,7 @@ async function awsSoci(ref: string): Promise<PathResult> {
     ref,
     [soci.soci, "--address", c.address, "--namespace", c.namespace, "image", "rpull", ref],
     ["--snapshotter", "soci"],
+    snapshotter.process.pid,
   );
   if (PROFILE_DIR) writeFileSync(join(PROFILE_DIR, "aws-soci-snapshotter.log"), await snapshotter.log());
   await keepLogs("aws", env);
@@ -271,7 +301,7 @@ function sociTsPull(env: SnapshotterEnv, serve: Serve, ref: string): string[] {
 async function sociTs(ref: string, name: string, label: string): Promise<PathResult> {
   const env = await freshEnv();
   const serve = await startServe(env, name);
-  const r = await measure(label, env, ref, sociTsPull(env, serve, ref), ["--snapshotter", "soci"]);
+  const r = await measure(label, env, ref, sociTsPull(env, serve, ref), ["--snapshotter", "soci"], serve.process.pid);
   if (PROFILE_DIR) copyFileSync(serve.logFile, join(PROFILE_DIR, `serve-${name}.log`));
   await keepLogs(name, env);
   await serve.process.stop("SIGTERM", 20_000);
@@ -281,11 +311,12 @@ async function sociTs(ref: string, name: string, label: string): Promise<PathRes
 
 /**
  * 5. serve's peak RSS: `soci-ts pull` + `ctr run` of each image (containers kept running), then VmHWM. Returns
- * the peak and the VmRSS after each image, in bytes.
+ * the peak, the VmRSS before the first pull and after each image, in bytes.
  */
-async function serveRss(refs: string[]): Promise<{ peak: number; after: number[] }> {
+async function serveRss(refs: string[]): Promise<{ peak: number; idle: number; after: number[] }> {
   const env = await freshEnv();
   const serve = await startServe(env, "rss");
+  const idle = procStatus(serve.process.pid, "VmRSS");
   const after: number[] = [];
   const running: Array<ReturnType<typeof startCtrRun>> = [];
   const c = env.containerd;
@@ -303,7 +334,14 @@ async function serveRss(refs: string[]): Promise<{ peak: number; after: number[]
   if (PROFILE_DIR) copyFileSync(serve.logFile, join(PROFILE_DIR, "serve-rss.log"));
   await serve.process.stop("SIGTERM", 20_000);
   await env.stop();
-  return { peak, after };
+  return { peak, idle, after };
+}
+
+/** User + system CPU seconds of a live process (fields 14 and 15 of /proc/PID/stat, in clock ticks of 1/100 s). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 /** A field of /proc/PID/status in bytes (the kernel writes kB). */
@@ -498,6 +536,14 @@ async function main(): Promise<void> {
   console.log(`load: before ${loadBefore}; after ${loadAfter}`);
   console.log(fmt(rows[0]!));
   for (const r of rows.slice(1)) console.log(fmt(r));
+  console.log(
+    `CPU seconds (user + system) per path, pull command / containerd / snapshotter / bench process (proxy): ${results
+      .map(
+        (r) =>
+          `${r.name.split(" (")[0]} ${[r.cpu.pull, r.cpu.containerd, r.cpu.snapshotter, r.cpu.proxy].map((n) => n.toFixed(2)).join(" / ")}`,
+      )
+      .join("; ")}`,
+  );
   const ratio = (a: number, b: number) => (a / b).toFixed(3);
   console.log(
     `soci-ts / full pull: ${ratio(tsR.seconds, fullR.seconds)} (target <= 0.25); with prefetch artifact ${ratio(pfR.seconds, fullR.seconds)}`,
@@ -507,7 +553,7 @@ async function main(): Promise<void> {
   );
   console.log(
     `serve peak RSS (VmHWM) with ${RSS_IMAGES} images pulled and started: ${mb(rss.peak)} MB (target <= 256 MB); ` +
-      `VmRSS after each image: ${rss.after.map(mb).join(", ")} MB`,
+      `VmRSS idle ${mb(rss.idle)} MB, after each image: ${rss.after.map(mb).join(", ")} MB`,
   );
   console.log(`containerd lazy vs full pull: ${ratio(tsR.seconds, fullR.seconds)}x`);
 }
