@@ -28,12 +28,16 @@
  *   5. `settle`: entries no snapshot took (their snapshot is gone) are detached, closed and released.
  *   6. Each new mount hands copies of its reader fds to the keeper (`keep`); an unmount (snapshot removed, full
  *      stop) releases them there (`release`).
- *   7. SIGTERM: serve stops without unmounting (LayerFs.close keepMounts), disconnects and exits; the keeper keeps
- *      the connections, requests wait in the kernel. SIGKILL or a crash: the same without the goodbye. SIGINT: a
- *      full stop, every layer unmounted and released (the holder, holding nothing, exits).
+ *   7. SIGTERM: serve stops without unmounting (LayerFs.close keepMounts): each mount first stops taking requests
+ *      and answers those it took (bounded by fetching_timeout_sec + 1 s; dev_transport.ts `pause`), then serve
+ *      disconnects and exits; the keeper keeps the connections, new requests wait in the kernel. SIGKILL or a
+ *      crash: the same without the drain and the goodbye. SIGINT: a full stop, every layer unmounted and released
+ *      (the holder, holding nothing, exits).
  * On kernels before 6.9 there is no resend: a request the old serve had read but not answered when it stopped
- * stays unanswered, and the process waiting for it blocks until killed (SIGKILL works: FUSE waits are killable);
- * requests not yet read when it stopped are served by the new serve as usual.
+ * stays unanswered, and the process waiting for it blocks until killed (SIGKILL works: FUSE waits are killable).
+ * After a SIGTERM that is only a request still unanswered at the drain's bound (logged "Requests still
+ * unanswered"); after SIGKILL or a crash, whatever was in flight. Requests not yet read are served by the new
+ * serve as usual.
  * What the new serve does not know: the old one's open file handles (READs with them read by node; see vfs
  * bridge.ts) and, with `[fuse] passthrough`, which files are open in passthrough mode (the kernel keeps one I/O
  * mode per inode: an open of such a file may then fail until its other opens are closed).
