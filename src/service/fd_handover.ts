@@ -391,6 +391,7 @@ export async function fdHandoverFor(
 ): Promise<FdHandover | undefined> {
   if (!config.snapshotter.keepMountsOnRestart) {
     releaseHolder(opts.root, opts.logger);
+    if (opts.env.NOTIFY_SOCKET) releaseSystemdStore(opts.env.NOTIFY_SOCKET, opts.env, opts.logger);
     return undefined;
   }
   if (!opts.selfArgv && !opts.env.NOTIFY_SOCKET) {
@@ -409,6 +410,27 @@ export async function fdHandoverFor(
     });
     return undefined;
   }
+}
+
+/**
+ * With the switch off under systemd: what a previous serve (with it on) stored is taken out of the store and
+ * closed (else the metas would stay stored, and the connections alive, until the unit stops for good), and the
+ * descriptors passed are not left open in this process.
+ */
+function releaseSystemdStore(notifySocket: string, env: Record<string, string | undefined>, log: Logger): void {
+  let released = 0;
+  for (const { fd, name } of takeListenFds(env)) {
+    closeFd(fd);
+    if (!/^soci-ts-[0-9a-f]{32}-(meta|\d+)$/.test(name)) continue;
+    try {
+      sdNotify(notifySocket, `FDSTOREREMOVE=1\nFDNAME=${name}`);
+      released++;
+    } catch (err) {
+      log.warn("Cannot release a kept FUSE connection", { name, cause: errorMessage(err) });
+    }
+  }
+  if (released > 0)
+    log.info("Released the descriptors systemd kept (keep_mounts_on_restart is off)", { descriptors: released });
 }
 
 /**

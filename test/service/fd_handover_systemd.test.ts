@@ -12,8 +12,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { KeptConnectionMeta } from "../../src/layerfs/remote_fs.ts";
 import { dupFd } from "../../src/platform/unix_socket.ts";
+import { sdNotify } from "../../src/platform/sd_notify.ts";
 import { startFdHandover } from "../../src/service/fd_handover.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
+import { BUN } from "../_harness/cli.ts";
 import { FakeSystemd, sameFd } from "../_harness/fake_systemd.ts";
 
 const cleanup: Array<() => void> = [];
@@ -163,4 +165,32 @@ describe("serve's keeper on systemd's file descriptor store", () => {
     expect(own.LISTEN_FDNAMES).toBeUndefined();
     expect(log.lines.some((l) => l.level === "warn" && l.msg.includes("$FDSTORE is unset"))).toBe(true);
   });
+
+  test("with keep_mounts_on_restart off, a start takes what a previous serve stored out of the store", async () => {
+    const dir = tempDir();
+    const fake = new FakeSystemd(dir);
+    cleanup.push(() => fake.close());
+    // What a previous serve (switch on) stored, and something not ours.
+    const before = await start(fake, { FDSTORE: "4096" });
+    const { readFd, writeFds } = fifo(dir, 2);
+    await before.keep(meta("/mnt/a"), writeFds);
+    const other = fifo(dir, 1);
+    sdNotify(fake.notifySocket, "FDSTORE=1\nFDNAME=other", other.writeFds);
+    for (const fd of [...writeFds, ...other.writeFds]) closeSync(fd);
+    fake.pump();
+    expect(fake.names().length).toBe(4);
+    // The next start, with the switch off: systemd passes the four at 3..6.
+    const child = Bun.spawn(fake.spawnArgv([BUN, join(import.meta.dir, "fixtures", "handover_off.ts"), dir]), {
+      stdio: ["ignore", "pipe", "inherit", ...fake.spawnFds()],
+      env: { ...process.env, ...fake.spawnEnv() },
+    });
+    const [out, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+    expect(code).toBe(0);
+    expect(JSON.parse(out)).toEqual({ handover: false, listenLeft: false, open: [] });
+    fake.pump();
+    expect(fake.names()).toEqual(["other"]);
+    // Nothing holds the connection's fds any more (the stand-in FIFO's read end ends); the foreign one is kept.
+    expect(readEnd(readFd)).toBe("EOF");
+    expect(readEnd(other.readFd)).toBe("");
+  }, 60_000);
 });
