@@ -11,6 +11,9 @@
 # the binary installed) in $SYSTEMD_UNIT_DIR (default /etc/systemd/system), and a default config in
 # $CONFIG_DIR/config.toml (default /etc/soci-ts; an existing one is kept), then enables the unit when systemctl is
 # there. It does not start it: configure containerd first (README "Running it as a node service").
+# DESTDIR installs into another root (an image being built, a package's staging tree): every file goes under
+# $DESTDIR, the paths written into the unit are those of the target, and the unit is enabled there with
+# `systemctl --root=$DESTDIR enable` (no running systemd needed).
 set -eu
 
 SYSTEMD=""
@@ -22,6 +25,8 @@ BASE_URL="${1:-${SOCI_TS_BASE_URL:-@BASE_URL@}}"
 PREFIX="${PREFIX:-/usr/local}"
 SYSTEMD_UNIT_DIR="${SYSTEMD_UNIT_DIR:-/etc/systemd/system}"
 CONFIG_DIR="${CONFIG_DIR:-/etc/soci-ts}"
+DESTDIR="${DESTDIR:-}"
+DESTDIR="${DESTDIR%/}"
 
 fail() {
   echo "soci-ts install: $*" >&2
@@ -81,26 +86,33 @@ else
   fail "sha256sum is needed to check the download"
 fi
 
-mkdir -p "$PREFIX/bin" || fail "cannot create $PREFIX/bin"
-install -m 0755 "$tmp/$name" "$PREFIX/bin/soci-ts.new" || fail "cannot write to $PREFIX/bin (run as root or set PREFIX)"
-mv -f "$PREFIX/bin/soci-ts.new" "$PREFIX/bin/soci-ts"
-echo "Installed $("$PREFIX/bin/soci-ts" --version) to $PREFIX/bin/soci-ts"
+bin="$DESTDIR$PREFIX/bin"
+mkdir -p "$bin" || fail "cannot create $bin"
+install -m 0755 "$tmp/$name" "$bin/soci-ts.new" || fail "cannot write to $bin (run as root or set PREFIX)"
+mv -f "$bin/soci-ts.new" "$bin/soci-ts"
+echo "Installed $("$bin/soci-ts" --version) to $bin/soci-ts"
 
 [ -n "$SYSTEMD" ] || exit 0
 fetch "$BASE_URL/soci-ts.service" "$tmp/soci-ts.service" || fail "cannot download $BASE_URL/soci-ts.service"
-mkdir -p "$SYSTEMD_UNIT_DIR" || fail "cannot create $SYSTEMD_UNIT_DIR"
+units="$DESTDIR$SYSTEMD_UNIT_DIR"
+mkdir -p "$units" || fail "cannot create $units"
 sed "s#^ExecStart=/usr/local/bin/soci-ts #ExecStart=$PREFIX/bin/soci-ts #; s#--config /etc/soci-ts/config.toml#--config $CONFIG_DIR/config.toml#" \
-  "$tmp/soci-ts.service" >"$SYSTEMD_UNIT_DIR/soci-ts.service" || fail "cannot write $SYSTEMD_UNIT_DIR/soci-ts.service"
-echo "Installed $SYSTEMD_UNIT_DIR/soci-ts.service"
-mkdir -p "$CONFIG_DIR" || fail "cannot create $CONFIG_DIR"
-if [ -e "$CONFIG_DIR/config.toml" ]; then
-  echo "Kept the existing $CONFIG_DIR/config.toml"
+  "$tmp/soci-ts.service" >"$units/soci-ts.service" || fail "cannot write $units/soci-ts.service"
+echo "Installed $units/soci-ts.service"
+config="$DESTDIR$CONFIG_DIR"
+mkdir -p "$config" || fail "cannot create $config"
+if [ -e "$config/config.toml" ]; then
+  echo "Kept the existing $config/config.toml"
 else
-  "$PREFIX/bin/soci-ts" config default >"$CONFIG_DIR/config.toml.new" || fail "cannot write $CONFIG_DIR/config.toml"
-  mv -f "$CONFIG_DIR/config.toml.new" "$CONFIG_DIR/config.toml"
-  echo "Wrote the default configuration to $CONFIG_DIR/config.toml"
+  "$bin/soci-ts" config default >"$config/config.toml.new" || fail "cannot write $config/config.toml"
+  mv -f "$config/config.toml.new" "$config/config.toml"
+  echo "Wrote the default configuration to $config/config.toml"
 fi
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+if [ -n "$DESTDIR" ]; then
+  command -v systemctl >/dev/null 2>&1 || fail "systemctl is needed to enable soci-ts.service under $DESTDIR"
+  systemctl --root="$DESTDIR" enable soci-ts.service || fail "cannot enable soci-ts.service under $DESTDIR"
+  echo "Enabled soci-ts.service under $DESTDIR"
+elif command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl daemon-reload && systemctl enable soci-ts.service || fail "cannot enable soci-ts.service"
   echo "Enabled soci-ts.service; start it with: systemctl start soci-ts"
 else

@@ -1,6 +1,7 @@
 /**
  * `soci-ts fd-holder` (hidden): the FUSE descriptor holder `serve` starts in its own session (service/fd_holder.ts
- * has the protocol and its exit rules). Not for people: serve passes the socket and the timeout.
+ * has the protocol and its exit rules). Not for people: serve passes the socket and the timeout, and its own
+ * `--log-format`, so the holder's log (`<root>/fd-holder.log`) is in the format serve's is.
  *
  *   --socket PATH              unix socket to listen on (<root>/fd-holder.sock)
  *   --orphan-timeout-sec N     seconds to keep connections once no serve is connected
@@ -8,6 +9,7 @@
 import { defineCommand } from "citty";
 import { runFdHolder } from "../service/fd_holder.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
+import { getGlobalFlags } from "./context.ts";
 import { createLogger } from "./logger.ts";
 
 export default defineCommand({
@@ -30,7 +32,7 @@ export default defineCommand({
       throw new InvalidArgumentError(
         `Cannot hold descriptors: option "--orphan-timeout-sec" must be a positive integer`,
       );
-    const logger = createLogger({ level: "info", format: "text" });
+    const logger = createLogger({ level: "info", format: getGlobalFlags().logFormat ?? "text" });
     const why = runFdHolder({ socketPath: String(args.socket), orphanTimeoutMs: timeoutSec * 1000, logger });
     logger.info("FUSE descriptor holder exits", { why });
   },

@@ -6,6 +6,11 @@
  * default consola instance, and with it Node's `process.stdout` and `process.stderr` streams (about 20 ms of
  * CPU at start, more than the rest of a command like `index list` costs). It is loaded with Bun's synchronous
  * `require`, because logging is synchronous.
+ *
+ * JSON lines are written here, not through consola: consola takes an object argument with a `message` for a log
+ * object of its own (the message moves into its args, the rest is not passed on) and folds a message logged again
+ * within a second into "(repeated N times)" when only the fields differ, so the fields were lost. consola's JSON
+ * reporter is left for what logs through `consola` directly.
  */
 import type { ConsolaInstance, LogObject } from "consola";
 import type { LogFields, Logger } from "../util/log.ts";
@@ -38,7 +43,7 @@ export function createLogger(opts: { level: string; format: LogFormat }): CliLog
   };
   const emit = (kind: "error" | "warn" | "info" | "debug", msg: string, fields?: LogFields) => {
     if (LEVELS[kind]! > level) return; // what consola would drop, without loading it
-    if (opts.format === "json") consola()[kind]({ message: msg, fields });
+    if (opts.format === "json") writeJsonLine(kind, msg, fields);
     else if (fields && Object.keys(fields).length > 0) consola()[kind](`${msg} ${formatFields(fields)}`);
     else consola()[kind](msg);
   };
@@ -54,16 +59,16 @@ export function createLogger(opts: { level: string; format: LogFormat }): CliLog
   };
 }
 
+/** One JSON line: time, level, msg, then the fields (which cannot replace those three). */
+function writeJsonLine(level: string, msg: string, fields?: LogFields): void {
+  const line: Record<string, unknown> = { time: new Date().toISOString(), level, msg };
+  for (const [k, v] of Object.entries(fields ?? {})) if (!(k in line)) line[k] = v;
+  process.stderr.write(JSON.stringify(line, (_k, v) => (v instanceof Error ? v.message : v)) + "\n");
+}
+
+/** consola's reporter for what is logged through `consola` directly (its args joined as the message). */
 function writeJson(obj: LogObject): void {
-  const first = obj.args[0] as { message?: string; fields?: LogFields } | string | undefined;
-  const line: Record<string, unknown> = { time: obj.date.toISOString(), level: obj.type };
-  if (typeof first === "object" && first !== null && "message" in first) {
-    line.msg = first.message;
-    Object.assign(line, first.fields ?? {});
-  } else {
-    line.msg = obj.args.map((a) => (a instanceof Error ? a.message : String(a))).join(" ");
-  }
-  process.stderr.write(JSON.stringify(line) + "\n");
+  writeJsonLine(obj.type, obj.args.map((a) => (a instanceof Error ? a.message : String(a))).join(" "));
 }
 
 function formatFields(fields: LogFields): string {

@@ -61,7 +61,8 @@ export default defineCommand({
         logger: ctx.logger,
         env: process.env,
         signal: starting.signal,
-        selfArgv: selfCommand(),
+        // The holder logs in serve's format.
+        selfArgv: [...selfCommand(), ...(ctx.flags.logFormat ? ["--log-format", ctx.flags.logFormat] : [])],
       });
     } catch (err) {
       // A signal while starting: what started was undone; that is a clean stop.

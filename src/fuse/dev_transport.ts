@@ -61,10 +61,15 @@
  *
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
  * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
+ *
+ * `pause` (a restart that leaves the connection to the next server, service/fd_handover.ts): the readers stop
+ * taking requests (reader_worker.ts: they wait in poll(2), never inside read(2), so stopping takes none), and the
+ * requests already taken are answered, within a bound. What was not taken stays queued in the kernel for the next
+ * server; what was taken is answered here, so it is not lost on kernels that cannot resend it (before 6.9).
  */
-import { closeSync, constants, fstatSync, openSync, read, writevSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, read, writeSync, writevSync } from "node:fs";
 import { errorMessage } from "../util/errors.ts";
-import { ioctl, O_CLOEXEC } from "../platform/libc.ts";
+import { eventFd, ioctl, O_CLOEXEC, setNonBlocking } from "../platform/libc.ts";
 import { workerModuleUrl } from "../platform/worker_url.ts";
 import {
   BACKING_MAP_SIZE,
@@ -104,7 +109,7 @@ export interface DevTransportOptions {
   readerFds?: readonly number[];
 }
 
-const { SLOTS, HEAD, TAIL, LEN, CTL_BYTES } = SLOT_LAYOUT;
+const { SLOTS, HEAD, TAIL, PAUSE, PAUSED, LEN, CTL_BYTES } = SLOT_LAYOUT;
 
 /** Atomics.waitAsync (ES2024; in Bun, not yet in this project's TypeScript lib). */
 const waitAsync = (
@@ -142,6 +147,14 @@ export class DevTransport {
   #running = 0;
   #resolveClosed!: () => void;
   #closed = false;
+  /** Requests taken out of each worker's slots (its TAIL, as the main thread counts it). */
+  readonly #taken: number[] = [];
+  /** Workers whose loop has ended. */
+  readonly #ended = new Set<Worker>();
+  /** Requests being answered on the main thread (an async reply not yet written). */
+  #pending = 0;
+  /** Written to wake every reader waiting in poll(2) (workers mode). */
+  #wakeFd = -1;
 
   constructor(
     readonly fd: number,
@@ -186,7 +199,8 @@ export class DevTransport {
       });
       this.server.attachDirectReads(this.#direct);
     }
-    // 3. One worker per fd, blocked in read(2), handing requests over through shared slots.
+    // 3. One worker per fd, waiting for requests in poll(2), handing them over through shared slots.
+    this.#wakeFd = eventFd();
     for (const fd of this.#fds) {
       const sab = new SharedArrayBuffer(CTL_BYTES + SLOTS * bytes);
       const ctl = new Int32Array(sab, 0, CTL_BYTES / 4);
@@ -211,13 +225,14 @@ export class DevTransport {
           port: port2,
           maxReadBytes: this.server.opts.maxReadBytes,
         };
-        w.postMessage({ fd, bytes, sab, direct }, [port2]);
+        w.postMessage({ fd, bytes, sab, wakeFd: this.#wakeFd, direct }, [port2]);
       } else {
-        w.postMessage({ fd, bytes, sab });
+        w.postMessage({ fd, bytes, sab, wakeFd: this.#wakeFd });
       }
       this.#workers.push(w);
       this.#ctls.push(ctl);
-      this.#take(fd, ctl, new Uint8Array(sab), bytes);
+      this.#taken.push(0);
+      this.#take(this.#workers.length - 1, fd, ctl, new Uint8Array(sab), bytes);
     }
   }
 
@@ -232,10 +247,57 @@ export class DevTransport {
   }
 
   /**
+   * Stops taking requests and answers those taken, for at most `timeoutMs` (see the file comment); the readers
+   * then stay parked (the fds stay open, for the process's end or another server in it). Resolves with the
+   * number of requests still unanswered at the bound (0: all answered). The fds are left blocking again, as an
+   * older server taking them over expects. Workers mode only ("async" resolves at once with 0).
+   */
+  async pause(timeoutMs: number): Promise<number> {
+    if (this.#closed || this.#wakeFd < 0) return 0;
+    for (const ctl of this.#ctls) Atomics.store(ctl, PAUSE, 1);
+    const one = new Uint8Array(8);
+    one[0] = 1;
+    writeSync(this.#wakeFd, one);
+    // Settled: every reader parked (or ended), every request it published taken, every reply written. A
+    // shutdown-only wait, checked every few milliseconds up to the bound.
+    const unanswered = () =>
+      this.#pending + this.#ctls.reduce((n, ctl, i) => n + ((Atomics.load(ctl, HEAD) - this.#taken[i]!) | 0), 0);
+    const parked = () =>
+      this.#ctls.every((ctl, i) => Atomics.load(ctl, PAUSED) === 1 || this.#ended.has(this.#workers[i]!));
+    const deadline = performance.now() + timeoutMs;
+    while (!this.#closed && !(parked() && unanswered() === 0) && performance.now() < deadline)
+      await new Promise((r) => setTimeout(r, 5));
+    if (this.#closed) return 0;
+    for (const fd of this.#fds) {
+      try {
+        setNonBlocking(fd, false);
+      } catch {
+        // the connection is gone: nothing to hand over
+      }
+    }
+    return unanswered() + (parked() ? 0 : 1);
+  }
+
+  /**
+   * After `pause`: this server is done with the connection without ending it. The readers' loops end and this
+   * process's fds close (`closed` resolves); the connection lives on through the copies held elsewhere.
+   */
+  leave(): void {
+    if (this.#closed || this.#wakeFd < 0) return;
+    for (const ctl of this.#ctls) {
+      Atomics.store(ctl, PAUSE, 2);
+      Atomics.notify(ctl, PAUSE);
+    }
+    const one = new Uint8Array(8);
+    one[0] = 1;
+    writeSync(this.#wakeFd, one);
+  }
+
+  /**
    * The main thread's side of one worker's slots: take every published request out of its slot, free
    * the slot, serve it; then sleep in Atomics.waitAsync until the worker publishes the next.
    */
-  #take(fd: number, ctl: Int32Array, all: Uint8Array, bytes: number): void {
+  #take(worker: number, fd: number, ctl: Int32Array, all: Uint8Array, bytes: number): void {
     let tail = 0;
     const drain = (): void => {
       for (;;) {
@@ -246,6 +308,7 @@ export class DevTransport {
           const at = CTL_BYTES + slot * bytes;
           const req = all.slice(at, at + ctl[LEN + slot]!);
           tail = (tail + 1) | 0;
+          this.#taken[worker] = tail;
           Atomics.store(ctl, TAIL, tail);
           Atomics.notify(ctl, TAIL);
           this.#serve(fd, req);
@@ -280,8 +343,10 @@ export class DevTransport {
 
   #serve(fd: number, req: Uint8Array): void {
     const r = this.server.handleIov(req);
-    if (r instanceof Promise) r.then((iov) => this.#write(fd, iov));
-    else this.#write(fd, r);
+    if (r instanceof Promise) {
+      this.#pending++;
+      r.then((iov) => this.#write(fd, iov)).finally(() => this.#pending--);
+    } else this.#write(fd, r);
   }
 
   #write(fd: number, iov: ReplyIov | undefined): void {
@@ -297,7 +362,9 @@ export class DevTransport {
   }
 
   #readerEnded(why: string, w?: Worker): void {
-    if (why !== "ENODEV" && why !== "EOF" && why !== "EBADF") this.#onError(`FUSE reader stopped: ${why}`);
+    if (why !== "ENODEV" && why !== "EOF" && why !== "EBADF" && why !== "left")
+      this.#onError(`FUSE reader stopped: ${why}`);
+    if (w) this.#ended.add(w);
     w?.terminate();
     if (--this.#running > 0) return;
     this.#finish();
@@ -312,6 +379,8 @@ export class DevTransport {
     // Every reader has returned: close the segment fds they left open, and their channels.
     this.#direct?.close();
     for (const p of this.#ports) p.close();
+    if (this.#wakeFd >= 0) closeSync(this.#wakeFd);
+    this.#wakeFd = -1;
     for (const fd of this.#fds) {
       try {
         closeSync(fd);

@@ -265,11 +265,18 @@ export class DirectReadTable {
     return true;
   }
 
-  /** Forget `fh` (RELEASE: the kernel sends no READ of it any more). */
-  unregister(fh: number): void {
+  /**
+   * Forget `fh` (RELEASE: the kernel sends no READ of it any more). With `nodeid` (the RELEASE's), a handle
+   * registered for another node stays: that RELEASE is of a predecessor's handle of the same number.
+   */
+  unregister(fh: number, nodeid = 0): void {
     if (!Number.isInteger(fh) || fh < 1 || fh > MAX_FH) return;
     const base = CTL_WORDS + (fh & (HANDLE_SLOTS - 1)) * SLOT_WORDS;
-    if (Atomics.compareExchange(this.#words, base, fh, 0) === fh) this.#registered--;
+    const w = this.#words;
+    // The node words are the main thread's own (written before the handle is published), so no race here.
+    const registered = (w[base + 6]! >>> 0) + w[base + 7]! * TWO_32;
+    if (nodeid !== 0 && registered !== 0 && registered !== nodeid && Atomics.load(w, base) === fh) return;
+    if (Atomics.compareExchange(w, base, fh, 0) === fh) this.#registered--;
   }
 
   stats(): DirectReadStats {

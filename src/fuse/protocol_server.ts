@@ -574,7 +574,7 @@ row(FUSE_READ, READ_IN_SIZE, (s, { h, r, ctx }) => {
 });
 
 row(FUSE_RELEASE, RELEASE_IN_SIZE, (s, { h, r }) => {
-  s.direct?.unregister(r.u64(BODY));
+  s.direct?.unregister(r.u64(BODY), h.nodeid);
   s.passthrough?.release(r.u64(BODY));
   s.fs.release?.(h.nodeid, r.u64(BODY));
   return one(newReply(h.unique, 0));

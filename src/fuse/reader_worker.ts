@@ -7,15 +7,23 @@
  * Rank 2 (FUSE transport). Started by `new Worker(new URL("./reader_worker.ts", import.meta.url))`; release
  * builds list this file as an entry point so the compiled binary embeds it.
  *
- * Init message: `{ fd, bytes, sab, direct? }`: the fd to read, the slot size, the slot buffer (layout in
- * dev_transport.ts, SLOT_LAYOUT), and for direct reads `{ handles, fdSlots, port, maxReadBytes }`: the
- * mount's handle table, this thread's fd slots, and the port on which the main thread posts stream
- * descriptors (received synchronously with receiveMessageOnPort, as a handle names them).
+ * Init message: `{ fd, bytes, sab, wakeFd, direct? }`: the fd to read, the slot size, the slot buffer (layout in
+ * dev_transport.ts, SLOT_LAYOUT), an eventfd the main thread writes to wake every reader, and for direct reads
+ * `{ handles, fdSlots, port, maxReadBytes }`: the mount's handle table, this thread's fd slots, and the port on
+ * which the main thread posts stream descriptors (received synchronously with receiveMessageOnPort, as a handle
+ * names them).
  * Messages back: `{ end: reason }` when the loop stops, `{ error: message }` for a failed reply write.
+ *
+ * Pausing (a restart that hands the connection over, dev_transport.ts `pause`): the fd is non-blocking, and the
+ * reader waits for requests in poll(2) on it and on the wake eventfd, never inside read(2). So when the main
+ * thread sets PAUSE and writes the eventfd, the reader wakes, reads nothing more and parks (PAUSED), and no
+ * request is taken from the kernel that this process would not answer: what was not read stays queued for the
+ * next server. (A read(2) blocked in the kernel could only be ended by a request, which it would then take.)
  */
 import { closeSync, constants, fstatSync, openSync, readSync, writevSync } from "node:fs";
 import { receiveMessageOnPort } from "node:worker_threads";
-import { LibcError, O_CLOEXEC, preadNoWait } from "../platform/libc.ts";
+import { LibcError, O_CLOEXEC, preadNoWait, setNonBlocking } from "../platform/libc.ts";
+import { pollReadable } from "../platform/unix_socket.ts";
 import { FUSE_READ, IN_HEADER_SIZE, OUT_HEADER_SIZE, READ_IN_SIZE } from "./abi.ts";
 import { DirectReader, type DirectIo, type StreamDescriptor } from "./direct_reads.ts";
 import { SLOT_LAYOUT } from "./slot_layout.ts";
@@ -27,6 +35,7 @@ interface InitMessage {
   fd: number;
   bytes: number;
   sab: SharedArrayBuffer;
+  wakeFd: number;
   direct?: { handles: SharedArrayBuffer; fdSlots: SharedArrayBuffer; port: MessagePort; maxReadBytes: number };
 }
 
@@ -52,9 +61,14 @@ const nodeIo: DirectIo = {
 
 self.onmessage = (e: MessageEvent<InitMessage>) => serve(e.data);
 
-function serve({ fd, bytes, sab, direct }: InitMessage): void {
-  const { SLOTS, HEAD, TAIL, LEN, CTL_BYTES } = SLOT_LAYOUT;
+function serve({ fd, bytes, sab, wakeFd, direct }: InitMessage): void {
+  const { SLOTS, HEAD, TAIL, PAUSE, PAUSED, LEN, CTL_BYTES } = SLOT_LAYOUT;
   const ctl = new Int32Array(sab, 0, CTL_BYTES / 4);
+  try {
+    setNonBlocking(fd, true);
+  } catch (err) {
+    postMessage({ error: `Cannot make FUSE fd ${fd} non-blocking (a pause may then take one request more): ${err}` });
+  }
   const reader = direct ? directReader(direct) : undefined;
   const out = new Uint8Array(direct?.maxReadBytes ?? 0);
   const header = new Uint8Array(OUT_HEADER_SIZE);
@@ -67,15 +81,27 @@ function serve({ fd, bytes, sab, direct }: InitMessage): void {
       if (((head - tail) | 0) < SLOTS) break;
       Atomics.wait(ctl, TAIL, tail);
     }
+    // 1b. Paused (PAUSE 1): park until told to leave (PAUSE 2: the loop ends, nothing more is read).
+    if (Atomics.load(ctl, PAUSE) !== 0) {
+      Atomics.store(ctl, PAUSED, 1);
+      Atomics.notify(ctl, PAUSED);
+      while (Atomics.load(ctl, PAUSE) === 1) Atomics.wait(ctl, PAUSE, 1);
+      postMessage({ end: "left" });
+      return;
+    }
     const slot = (head >>> 0) % SLOTS;
     const buf = new Uint8Array(sab, CTL_BYTES + slot * bytes, bytes);
-    // 2. The next request.
+    // 2. The next request; none waiting (EAGAIN): wait in poll(2) for one, or for the wake eventfd.
     let n: number;
     try {
       n = readSync(fd, buf, 0, bytes, null);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EINTR" || code === "EAGAIN" || code === "ENOENT") continue;
+      if (code === "EAGAIN") {
+        pollReadable([fd, wakeFd], -1);
+        continue;
+      }
+      if (code === "EINTR" || code === "ENOENT") continue;
       postMessage({ end: String(code ?? err) });
       return;
     }

@@ -5,7 +5,9 @@
  * Rank 1, pure: constants only. Byte layout (Int32 words, little-endian):
  *   0  HEAD  requests the reader has published (wraps at 2^32; the slot is HEAD mod SLOTS)
  *   4  TAIL  requests the main thread has taken out of their slots
- *   8  reserved (2 words)
+ *   8  PAUSE  set by the main thread: 1 read no more requests (the reader parks once it is not in read(2)),
+ *             2 leave (the reader's loop ends)
+ *   12 PAUSED set by the reader while parked: it will read nothing until PAUSE is cleared
  *   16 LEN[SLOTS]  length of the request in each slot
  * then, at CTL_BYTES, the slots. The reader waits (Atomics.wait) while all slots are full, reads into the
  * next slot, stores its length, bumps HEAD and notifies; the main thread sleeps in Atomics.waitAsync on
@@ -21,6 +23,10 @@ export const SLOT_LAYOUT = {
   HEAD: 0,
   /** Word index of TAIL. */
   TAIL: 1,
+  /** Word index of PAUSE (main thread → reader). */
+  PAUSE: 2,
+  /** Word index of PAUSED (reader → main thread). */
+  PAUSED: 3,
   /** Word index of LEN[0]. */
   LEN: 4,
   /** Bytes before the first slot. */

@@ -314,12 +314,25 @@ export class LayerFs {
 
   /**
    * Unmount every layer; then close the manager (background fetching stopped, cache flushed) if it is ours. With
-   * `keepMounts` (a restart that hands the connections over), nothing is unmounted and no layer closed: the mounts
-   * are disowned (kept mounted when the process exits) and keep being served until it does; only background
-   * fetching stops and the cache is flushed.
+   * `keepMounts` (a restart that hands the connections over), nothing is unmounted and no layer closed: each
+   * mount stops taking the kernel's requests and answers those it took (bounded by the fetch timeout, plus a
+   * second), so none is lost on kernels that cannot resend it (before Linux 6.9); then the mounts are disowned
+   * (kept mounted when the process exits); only background fetching stops and the cache is flushed.
    */
   async close(opts: { keepMounts?: boolean } = {}): Promise<void> {
     if (opts.keepMounts) {
+      const boundMs = this.fetchTimeoutMs + 1000;
+      await Promise.all(
+        [...this.#mounts].map(async ([mp, m]) => {
+          const left = await m.served.drain(boundMs);
+          if (left > 0)
+            this.#logger.warn("Requests still unanswered when the layer was left to the next serve", {
+              mountpoint: mp,
+              requests: left,
+              boundMs,
+            });
+        }),
+      );
       for (const m of this.#mounts.values()) m.served.disown();
       await this.manager.background?.close();
       await this.manager.cache.flush();

@@ -1,6 +1,6 @@
 /**
- * libc bindings through `bun:ffi`: mount(2), umount2(2), ioctl(2) and preadv2(2) with flags, which neither Node
- * nor Bun expose.
+ * libc bindings through `bun:ffi`: mount(2), umount2(2), ioctl(2), preadv2(2) with flags, fcntl(2)'s file status
+ * flags and eventfd(2), which neither Node nor Bun expose.
  *
  * This is the only file in soci-ts that imports `bun:ffi` (CONTRIBUTING.md, ranks): everything else
  * stays runtime-agnostic. The library is opened lazily on first use, so importing this module costs
@@ -69,6 +69,8 @@ function openLibc() {
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     preadv2: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64 },
     flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    eventfd: { args: [FFIType.u32, FFIType.i32], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
@@ -148,4 +150,30 @@ export function preadNoWait(fd: number, buf: Uint8Array, at: number, length: num
   const e = errno();
   if (e === EAGAIN) return -1;
   fail(`read fd ${fd} without waiting`, e);
+}
+
+const F_GETFL = 3;
+const F_SETFL = 4;
+/** open(2)/fcntl(2) flag: reads and writes that would wait fail with EAGAIN instead. */
+export const O_NONBLOCK = 0o4000;
+
+/**
+ * Sets or clears O_NONBLOCK on the open file `fd` refers to (fcntl F_SETFL): every descriptor of that open file,
+ * in any process, sees the change. Throws `LibcError`.
+ */
+export function setNonBlocking(fd: number, on: boolean): void {
+  const flags = libc().symbols.fcntl(fd, F_GETFL, 0);
+  if (flags < 0) fail(`read the flags of fd ${fd}`, errno());
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (next !== flags && libc().symbols.fcntl(fd, F_SETFL, next) < 0) fail(`set the flags of fd ${fd}`, errno());
+}
+
+/**
+ * A new eventfd(2) (counter 0, close-on-exec, non-blocking): readable, for poll(2), once anything is written to it
+ * (an 8-byte count), which wakes every thread polling it at once. Throws `LibcError`.
+ */
+export function eventFd(): number {
+  const fd = libc().symbols.eventfd(0, O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) fail("create an eventfd", errno());
+  return fd;
 }

@@ -28,15 +28,48 @@
  *   5. `settle`: entries no snapshot took (their snapshot is gone) are detached, closed and released.
  *   6. Each new mount hands copies of its reader fds to the keeper (`keep`); an unmount (snapshot removed, full
  *      stop) releases them there (`release`).
- *   7. SIGTERM: serve stops without unmounting (LayerFs.close keepMounts), disconnects and exits; the keeper keeps
- *      the connections, requests wait in the kernel. SIGKILL or a crash: the same without the goodbye. SIGINT: a
- *      full stop, every layer unmounted and released (the holder, holding nothing, exits).
+ *   7. SIGTERM: serve stops without unmounting (LayerFs.close keepMounts): each mount first stops taking requests
+ *      and answers those it took (bounded by fetching_timeout_sec + 1 s; dev_transport.ts `pause`), then serve
+ *      disconnects and exits; the keeper keeps the connections, new requests wait in the kernel. SIGKILL or a
+ *      crash: the same without the drain and the goodbye. SIGINT: a full stop, every layer unmounted and released
+ *      (the holder, holding nothing, exits).
  * On kernels before 6.9 there is no resend: a request the old serve had read but not answered when it stopped
- * stays unanswered, and the process waiting for it blocks until killed (SIGKILL works: FUSE waits are killable);
- * requests not yet read when it stopped are served by the new serve as usual.
+ * stays unanswered, and the process waiting for it blocks until killed (SIGKILL works: FUSE waits are killable).
+ * After a SIGTERM that is only a request still unanswered at the drain's bound (logged "Requests still
+ * unanswered"); after SIGKILL or a crash, whatever was in flight. Requests not yet read are served by the new
+ * serve as usual.
  * What the new serve does not know: the old one's open file handles (READs with them read by node; see vfs
  * bridge.ts) and, with `[fuse] passthrough`, which files are open in passthrough mode (the kernel keeps one I/O
  * mode per inode: an open of such a file may then fail until its other opens are closed).
+ *
+ * systemd's store, by its rules (systemd's src/core/service.c and src/basic/fd-util.c, read for these facts):
+ *   - Duplicates: a stored fd is dropped when systemd's same_fd() finds it equal to one already stored. same_fd()
+ *     asks the kernel whether two fds are the same open file description (fcntl F_DUPFD_QUERY, Linux 6.10+, else
+ *     kcmp(KCMP_FILE)); only where neither exists does it compare fstat's device and inode, and then never calls
+ *     two character or block device fds the same ("two device fds might refer to quite different device
+ *     contexts"). So /dev/fuse fds, which all share one inode, are told apart exactly: each reader fd of ours is an
+ *     open(2) of its own (the mount's fd, then FUSE_DEV_IOC_CLONE'd opens), so none of a connection's fds, nor two
+ *     connections' fds, is ever dropped as a duplicate. What would be dropped is an fd systemd holds already (the
+ *     same open file sent again, e.g. one it passed back at start): serve never sends those (a connection taken
+ *     over stays stored as it is), and `keep` sends FDSTOREREMOVE for a key's old names before storing the new
+ *     fds, in that order (datagrams on the socket are read in order), so a replacement is never taken for a
+ *     duplicate of what it replaces. The fake systemd of test/e2e/serve_restart.test.ts applies the same rule.
+ *   - Names: all fds of one FDSTORE=1 message get its FDNAME, so each reader fd goes in a message of its own;
+ *     FDSTOREREMOVE=1 closes every fd of that name. Names here are `soci-ts-<32 hex>-<meta|i>`: valid FDNAMEs.
+ *   - Hung-up fds leave the store by themselves: systemd watches each stored fd for EPOLLHUP/EPOLLERR (FDPOLL=0
+ *     not given), and a /dev/fuse fd reports EPOLLERR once its connection has ended (unmounted, aborted). The meta
+ *     memfd cannot be polled (epoll says EPERM, which systemd accepts) and stays until removed: step 2 releases a
+ *     meta whose reader fds are gone.
+ *   - Room: fds beyond FileDescriptorStoreMax= are closed by systemd (logged by it, not told to us). systemd 254+
+ *     tells the service the limit in $FDSTORE; with it, `keep` refuses (and logs) a connection that would not fit
+ *     rather than storing part of it. Without $FDSTORE (older systemd, or a unit without FileDescriptorStoreMax=,
+ *     where every stored fd is dropped) the store is used as is, with a warning at start.
+ *   - Lifetime: the store outlives the process (Restart=, `systemctl restart`) but, with the default
+ *     FileDescriptorStorePreserve=restart, not a `systemctl stop`: the connections then end with the store, and the
+ *     next start detaches the dead mounts and mounts again. release/soci-ts.service sets the store up.
+ *   - Hand-back: the fds come as 3, 4, … with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID; they are taken by name
+ *     (their order is systemd's list order, newest first) and LISTEN_* are dropped from the environment so that
+ *     no child takes them for its own.
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -85,7 +118,7 @@ export async function startFdHandover(opts: FdHandoverOptions): Promise<FdHandov
   // 1.
   const backend =
     opts.env.NOTIFY_SOCKET !== undefined && opts.env.NOTIFY_SOCKET !== ""
-      ? systemdStore(opts.env.NOTIFY_SOCKET, listenFds(opts.env, process.pid), log)
+      ? systemdStore(opts.env.NOTIFY_SOCKET, takeListenFds(opts.env), storeRoom(opts.env, log), log)
       : await holderBackend(opts);
   // 2.
   const table = readMountInfo();
@@ -234,7 +267,24 @@ async function connectHolder(opts: FdHandoverOptions): Promise<FdHolderClient> {
 
 // ---- systemd's file descriptor store ----
 
-function systemdStore(notifySocket: string, passed: ListenFd[], log: Logger): Backend {
+/** The fds systemd passed this process; LISTEN_* are then dropped from `env` (children must not take them). */
+function takeListenFds(env: Record<string, string | undefined>): ListenFd[] {
+  const passed = listenFds(env, process.pid);
+  for (const k of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]) delete env[k];
+  return passed;
+}
+
+/** FileDescriptorStoreMax= as systemd 254+ tells it ($FDSTORE); undefined when not told (logged). */
+function storeRoom(env: Record<string, string | undefined>, log: Logger): number | undefined {
+  const max = Number(env.FDSTORE);
+  if (env.FDSTORE !== undefined && Number.isSafeInteger(max) && max > 0) return max;
+  log.warn(
+    "Cannot tell whether systemd's file descriptor store is enabled: $FDSTORE is unset (systemd before 254, or a unit without FileDescriptorStoreMax=, where layer mounts end at a restart)",
+  );
+  return undefined;
+}
+
+function systemdStore(notifySocket: string, passed: ListenFd[], room: number | undefined, log: Logger): Backend {
   // The fds systemd passed: `<key>-meta` (a memfd of JSON) and `<key>-<i>` (reader fd i), grouped by key.
   const groups = new Map<string, { meta?: number; fds: Array<[number, number]> }>();
   for (const { fd, name } of passed) {
@@ -278,6 +328,13 @@ function systemdStore(notifySocket: string, passed: ListenFd[], log: Logger): Ba
     initial: () => initial,
     keep(meta, fds) {
       const key = keyOf(meta.mountpoint);
+      if (room !== undefined) {
+        const used = [...names.values()].reduce((n, v) => n + v.length, 0) - (names.get(key)?.length ?? 0);
+        if (used + 1 + fds.length > room)
+          throw new Error(
+            `Cannot keep ${1 + fds.length} descriptors in systemd's store: ${used} of FileDescriptorStoreMax=${room} are used`,
+          );
+      }
       remove(key);
       const m = memfd(`${key}-meta`);
       try {
@@ -334,6 +391,7 @@ export async function fdHandoverFor(
 ): Promise<FdHandover | undefined> {
   if (!config.snapshotter.keepMountsOnRestart) {
     releaseHolder(opts.root, opts.logger);
+    if (opts.env.NOTIFY_SOCKET) releaseSystemdStore(opts.env.NOTIFY_SOCKET, opts.env, opts.logger);
     return undefined;
   }
   if (!opts.selfArgv && !opts.env.NOTIFY_SOCKET) {
@@ -352,6 +410,27 @@ export async function fdHandoverFor(
     });
     return undefined;
   }
+}
+
+/**
+ * With the switch off under systemd: what a previous serve (with it on) stored is taken out of the store and
+ * closed (else the metas would stay stored, and the connections alive, until the unit stops for good), and the
+ * descriptors passed are not left open in this process.
+ */
+function releaseSystemdStore(notifySocket: string, env: Record<string, string | undefined>, log: Logger): void {
+  let released = 0;
+  for (const { fd, name } of takeListenFds(env)) {
+    closeFd(fd);
+    if (!/^soci-ts-[0-9a-f]{32}-(meta|\d+)$/.test(name)) continue;
+    try {
+      sdNotify(notifySocket, `FDSTOREREMOVE=1\nFDNAME=${name}`);
+      released++;
+    } catch (err) {
+      log.warn("Cannot release a kept FUSE connection", { name, cause: errorMessage(err) });
+    }
+  }
+  if (released > 0)
+    log.info("Released the descriptors systemd kept (keep_mounts_on_restart is off)", { descriptors: released });
 }
 
 /**

@@ -102,6 +102,17 @@ export interface MountHandle {
    * elsewhere, for the next server). Serving goes on until the process exits.
    */
   disown(): void;
+  /**
+   * Before leaving the mount to the next server: stop taking the kernel's requests and answer those taken, for
+   * at most `timeoutMs` (dev_transport.ts `pause`). Resolves with how many were still unanswered at the bound.
+   * Nothing is read afterwards; what was not read waits in the kernel for the next server.
+   */
+  drain(timeoutMs: number): Promise<number>;
+  /**
+   * After `drain`: stop serving for good without unmounting (another server takes the connection over through
+   * copies of its fds): the readers end, this process's fds close, `closed` resolves. The mount is disowned.
+   */
+  leave(): void;
   /** True once the kernel connection has ended (unmounted, aborted, or the server stopped). */
   ended(): boolean;
 }
@@ -227,6 +238,11 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     resent,
     disown() {
       if (live.get(m.mountpoint) === handle) live.delete(m.mountpoint);
+    },
+    drain: (timeoutMs) => transport.pause(timeoutMs),
+    leave() {
+      handle.disown();
+      transport.leave();
     },
     unmount(u = {}) {
       unmounting ??= (async () => {

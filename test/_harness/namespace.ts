@@ -72,6 +72,8 @@ export interface NsCommandOptions {
   env?: Record<string, string>;
   /** Working directory inside (default "/"). */
   cwd?: string;
+  /** `spawn` only: descriptors of this process passed to the command as its fds 3, 4, … (nsenter keeps them). */
+  extraFds?: readonly number[];
 }
 
 /** A long-running process inside the namespace, started by `spawn`. */
@@ -269,7 +271,7 @@ async function startIn(dir: string, opts: StartNamespaceOptions): Promise<MountN
     dir,
     enter,
     run: (argv, o = {}) => runIn([...enter(o.cwd), ...argv], o.env ?? {}, o.timeoutMs ?? 60_000),
-    spawn: (argv, log, o = {}) => spawnIn([...enter(o.cwd), ...argv], log, o.env ?? {}),
+    spawn: (argv, log, o = {}) => spawnIn([...enter(o.cwd), ...argv], log, o.env ?? {}, o.extraFds ?? []),
     mountinfo,
     mounts,
     newMounts,
@@ -338,11 +340,16 @@ async function runIn(argv: string[], env: Record<string, string>, timeoutMs: num
   }
 }
 
-async function spawnIn(argv: string[], logFile: string, env: Record<string, string>): Promise<NsProcess> {
+async function spawnIn(
+  argv: string[],
+  logFile: string,
+  env: Record<string, string>,
+  extraFds: readonly number[],
+): Promise<NsProcess> {
   // One descriptor in append mode for both streams: two (Bun.file twice) would each write from offset 0 and
   // overwrite each other's lines.
   const fd = openSync(logFile, "a");
-  const p = Bun.spawn(argv, { stdin: "ignore", stdout: fd, stderr: fd, env: { ...process.env, ...env } });
+  const p = Bun.spawn(argv, { stdio: ["ignore", fd, fd, ...extraFds], env: { ...process.env, ...env } });
   closeSync(fd);
   // nsenter forks into the PID namespace and waits; signals go to its child, the process itself.
   let pid: number | undefined;

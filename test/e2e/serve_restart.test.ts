@@ -13,6 +13,13 @@
  *     copy of the program, (c) killed with SIGKILL and started again. The loop sees no error, every checksum is
  *     right, each restart took the connections over (the log says so, and that the kernel resent what was in
  *     flight), and the layer stays mounted exactly once.
+ *  3. Under systemd: serve started the way systemd starts a `Type=notify` unit with `FileDescriptorStoreMax=`
+ *     (NOTIFY_SOCKET; at a restart the stored fds at 3, 4, … with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID). There is
+ *     no systemd as PID 1 here, so its part is played by a fake (test/_harness/fake_systemd.ts: its notify socket
+ *     and descriptor store, with systemd's rules for names, duplicates, removal and hung-up fds), a fault-injection
+ *     style stand-in for a system component absent from the machine. serve keeps each layer's connection in that
+ *     store (no holder process), is restarted with SIGTERM and then after SIGKILL, and the container reads on with
+ *     every byte right; a final SIGINT empties the store.
  * For (b), "another copy" is a copy of the source tree run with the same Bun, not a binary compiled by
  * release/build.ts: both are a different program on disk, started fresh, sharing nothing with the old one but the
  * root and the holder the old one started; a compile would add minutes and ~100 MB to the test for nothing the
@@ -31,6 +38,7 @@ import { waitFor } from "../_harness/ports.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage } from "../_harness/registry.ts";
 import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import { FakeSystemd } from "../_harness/fake_systemd.ts";
 
 const run = needs(
   "serve restarts under running containers",
@@ -89,18 +97,19 @@ describe.skipIf(!run)("serve restarts and upgrades under running containers", ()
   let configOn: string;
   let configOff: string;
   let copyMain: string;
-  const images: Record<"on" | "off", { ref: string; sums: Map<string, string> }> = {} as never;
+  const images: Record<"on" | "off" | "sd", { ref: string; sums: Map<string, string> }> = {} as never;
   const logs: string[] = [];
   const serveLog = () => logs.map((f) => readFileSync(f, "utf8")).join("");
 
-  const startServe = async (config: string, main = MAIN) => {
+  /** Starts serve; under `systemd` the way it starts a service (its env, its stored fds at 3, 4, …). */
+  const startServe = async (config: string, main = MAIN, systemd?: FakeSystemd) => {
     const log = join(dir, `serve-${logs.length}.log`);
     logs.push(log);
-    serve = await env!.ns.spawn(
-      [BUN, main, "--root", root, "--config", config, "serve", "--address", env!.socket],
-      log,
-      { env: env!.env },
-    );
+    const argv = [BUN, main, "--root", root, "--config", config, "serve", "--address", env!.socket];
+    serve = await env!.ns.spawn(systemd ? systemd.spawnArgv(argv) : argv, log, {
+      env: { ...env!.env, ...systemd?.spawnEnv() },
+      extraFds: systemd?.spawnFds(),
+    });
     await env!.snapshotterReachable(60_000);
   };
   const layerMounts = () =>
@@ -175,7 +184,7 @@ describe.skipIf(!run)("serve restarts and upgrades under running containers", ()
     copyMain = join(copy, "src", "main.ts");
     // Images, indexed and pushed by a publisher with its own root.
     const publisher = join(dir, "publisher");
-    for (const which of ["on", "off"] as const) {
+    for (const which of ["on", "off", "sd"] as const) {
       const { files, sums } = dataFiles(`restart-${which}`);
       await pushImage(env.registry, `e2e/restart-${which}`, "v1", {
         client: env.client,
@@ -216,7 +225,9 @@ describe.skipIf(!run)("serve restarts and upgrades under running containers", ()
       const errors = out.split("\n").filter((l) => l.startsWith("ERR "));
       console.log(`keep_mounts_on_restart = false: ${errors.length} of ${FILES} reads failed after the restart`);
       expect(errors.length).toBeGreaterThan(0);
-      expect(errors[0]).toMatch(/Transport endpoint is not connected|I\/O error|Software caused connection abort/);
+      expect(errors[0]).toMatch(
+        /Transport endpoint is not connected|I\/O error|Software caused connection abort|Stale file handle/,
+      );
       // Every file read before the restart was right.
       for (const l of out.split("\n").filter((x) => x.startsWith("SUM "))) {
         const [, sum, path] = l.split(/\s+/);
@@ -230,6 +241,7 @@ describe.skipIf(!run)("serve restarts and upgrades under running containers", ()
   test(
     "restarted with SIGTERM, replaced by another copy, killed with SIGKILL: the container reads on, every byte right",
     async () => {
+      await serve?.stop("SIGINT", 20_000); // what an earlier test may have left running (a failure midway)
       await startServe(configOn);
       await sociCli(env!, soci, ["image", "rpull", images.on.ref], { timeoutMs: 5 * MINUTES });
       const loop = await startLoop(images.on.ref, "loop-on");
@@ -271,6 +283,89 @@ describe.skipIf(!run)("serve restarts and upgrades under running containers", ()
       }
       expect(out).toContain(`DONE ${FILES} 0`);
       onceEach();
+    },
+    30 * MINUTES,
+  );
+  test(
+    "under systemd's descriptor store (a fake systemd): SIGTERM and SIGKILL restarts keep the container reading",
+    async () => {
+      // What an earlier test left: a full stop (every layer unmounted, the holder lets go).
+      await serve?.stop("SIGINT", 20_000);
+      const firstLog = logs.length;
+      const fake = new FakeSystemd(dir).start();
+      try {
+        const startUnderSystemd = async () => {
+          const from = fake.messages.length;
+          await startServe(configOn, MAIN, fake);
+          await waitFor("serve to notify READY=1", async () => fake.received("READY=1", from), 60_000);
+        };
+        const ourLog = () =>
+          logs
+            .slice(firstLog)
+            .map((f) => readFileSync(f, "utf8"))
+            .join("");
+        await startUnderSystemd();
+        expect(ourLog()).toContain("keepMountsOnRestart=systemd");
+        await sociCli(env!, soci, ["image", "rpull", images.sd.ref], { timeoutMs: 5 * MINUTES });
+        const loop = await startLoop(images.sd.ref, "loop-systemd");
+        await loop.advance(15);
+        const mounted = layerMounts().map((m) => m.mountPoint);
+        expect(mounted.length).toBeGreaterThan(0);
+        const onceEach = () => {
+          const now = layerMounts().map((m) => m.mountPoint);
+          expect(new Set(now).size).toBe(now.length);
+          expect(new Set(now)).toEqual(new Set(mounted));
+        };
+        // The store holds each mount's meta and reader fds, under one key per mount; no fd was a duplicate (each
+        // reader is its own open of /dev/fuse, which systemd's same_fd() never takes for another).
+        fake.pump();
+        const stored = fake.names().sort();
+        const keys = new Set(stored.map((n) => n.replace(/-(meta|\d+)$/, "")));
+        expect(keys.size).toBe(mounted.length);
+        for (const k of keys) expect(stored).toEqual(expect.arrayContaining([`${k}-meta`, `${k}-0`]));
+        expect(fake.duplicates).toEqual([]);
+        const takenOver = () => (ourLog().match(/Layer connection taken over[^\n]*/g) ?? []).length;
+        // (a) SIGTERM, then a start with the stored fds.
+        expect(await serve!.stop("SIGTERM", 20_000)).toBe(0);
+        fake.pump();
+        expect(fake.received("STOPPING=1")).toBe(true);
+        expect(fake.names().sort()).toEqual(stored);
+        onceEach();
+        await startUnderSystemd();
+        onceEach();
+        expect(takenOver()).toBe(mounted.length);
+        await loop.advance(15);
+        // (b) SIGKILL, then a start with the stored fds.
+        await serve!.stop("SIGKILL");
+        fake.pump();
+        expect(fake.names().sort()).toEqual(stored);
+        onceEach();
+        await startUnderSystemd();
+        onceEach();
+        expect(takenOver()).toBe(2 * mounted.length);
+        expect(ourLog()).toMatch(/Layer connection taken over[^\n]*resent=true/);
+        expect(ourLog()).not.toContain("Started the FUSE descriptor holder");
+        const out = await loop.done();
+        expect(out.split("\n").filter((l) => l.startsWith("ERR "))).toEqual([]);
+        const sums = out.split("\n").filter((l) => l.startsWith("SUM "));
+        expect(sums.length).toBe(FILES);
+        for (const l of sums) {
+          const [, sum, path] = l.split(/\s+/);
+          expect(images.sd.sums.get(path!)).toBe(sum!);
+        }
+        onceEach();
+        fake.pump();
+        expect(fake.names().sort()).toEqual(stored);
+        expect(fake.duplicates).toEqual([]);
+        // A full stop (SIGINT) unmounts and takes everything out of the store.
+        expect(await serve!.stop("SIGINT", 20_000)).toBe(0);
+        serve = undefined;
+        fake.pump();
+        expect(fake.names()).toEqual([]);
+        expect(layerMounts()).toEqual([]);
+      } finally {
+        fake.close();
+      }
     },
     30 * MINUTES,
   );

@@ -146,6 +146,30 @@ describe("direct reads", () => {
     expect(table.register(9, { stream, offset: -1, size: 1 })).toBe(false);
   });
 
+  test("a handle registered for one node never reads for another (a predecessor's handle of the same number)", () => {
+    const { data, stream, table, reader } = setup([4096]);
+    const out = new Uint8Array(4096);
+    const readAs = (fh: number, nodeid: number): Uint8Array | undefined => {
+      const n = reader.read(fh, 0, 100, out, [nodeid % 2 ** 32, Math.floor(nodeid / 2 ** 32)]);
+      return n < 0 ? undefined : new Uint8Array(out.slice(0, n));
+    };
+    // This server opened node 2^32 + 7 as handle 9 (node ids above 32 bits included).
+    const node = 2 ** 32 + 7;
+    expect(table.register(9, { stream, offset: 1000, size: 3000 }, node)).toBe(true);
+    expect(readAs(9, node)).toEqual(data.subarray(1000, 1100));
+    // The kernel's READ with handle 9 from the predecessor, for node 7 or 2^33 + 7: handed over, not answered
+    // with this handle's bytes (the main thread reads the node it names).
+    expect(readAs(9, 7)).toBeUndefined();
+    expect(readAs(9, 2 ** 33 + 7)).toBeUndefined();
+    // The predecessor's RELEASE of handle 9 (node 7) leaves this server's registration; its own RELEASE ends it.
+    table.unregister(9, 7);
+    expect(readAs(9, node)).toEqual(data.subarray(1000, 1100));
+    expect(table.stats().handles).toBe(1);
+    table.unregister(9, node);
+    expect(readAs(9, node)).toBeUndefined();
+    expect(table.stats().handles).toBe(0);
+  });
+
   test("a stream is posted once, before the first handle naming it", () => {
     const { stream, table, posted } = setup([10]);
     expect(posted.size).toBe(0);

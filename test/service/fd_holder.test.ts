@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FdHolderClient } from "../../src/service/fd_holder.ts";
@@ -19,20 +19,36 @@ afterEach(() => {
   for (const f of cleanup.splice(0).reverse()) f();
 });
 
-function startHolder(orphanTimeoutSec: number): { socket: string; proc: ChildProcess; exited: Promise<number | null> } {
+function startHolder(
+  orphanTimeoutSec: number,
+  globalFlags: string[] = [],
+): { socket: string; proc: ChildProcess; exited: Promise<number | null>; log: () => string } {
   const dir = mkdtempSync(join(tmpdir(), "fd-holder-"));
   const socket = join(dir, "fd-holder.sock");
+  const logFile = join(dir, "fd-holder.log");
+  const logFd = openSync(logFile, "a");
   const proc = spawn(
     BUN,
-    [MAIN, "--root", dir, "fd-holder", "--socket", socket, "--orphan-timeout-sec", String(orphanTimeoutSec)],
-    { stdio: ["ignore", "ignore", "inherit"] },
+    [
+      MAIN,
+      ...globalFlags,
+      "--root",
+      dir,
+      "fd-holder",
+      "--socket",
+      socket,
+      "--orphan-timeout-sec",
+      String(orphanTimeoutSec),
+    ],
+    { stdio: ["ignore", "ignore", logFd] },
   );
+  closeSync(logFd);
   const exited = new Promise<number | null>((res) => proc.on("exit", (code) => res(code)));
   cleanup.push(() => {
     proc.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   });
-  return { socket, proc, exited };
+  return { socket, proc, exited, log: () => readFileSync(logFile, "utf8") };
 }
 
 async function connect(socket: string): Promise<FdHolderClient> {
@@ -128,5 +144,20 @@ describe("soci-ts fd-holder", () => {
     expect(a.hello().kept).toEqual([]);
     a.close();
     expect(await h.exited).toBe(0);
+  }, 60_000);
+
+  test("started as serve starts it with --log-format json, it logs JSON lines with their fields", async () => {
+    const h = startHolder(600, ["--log-format", "json"]);
+    const a = await connect(h.socket);
+    a.close();
+    expect(await h.exited).toBe(0);
+    const lines = h
+      .log()
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const exit = lines.find((l) => l.msg === "FUSE descriptor holder exits");
+    expect(exit).toMatchObject({ level: "info" });
+    expect(typeof exit!.why).toBe("string");
   }, 60_000);
 });
