@@ -60,17 +60,26 @@ import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
 import { pushPythonImage } from "../test/_harness/python_image.ts";
 import { freePort } from "../test/_harness/ports.ts";
 
-const COMMAND = ["python3", "-c", "import json, sqlite3; print(42)"];
-const RATE = "100mbit";
-const ONE_WAY_DELAY_MS = 10;
+/** The command both paths run (python starting, importing two modules, printing 42). */
+export const COMMAND = ["python3", "-c", "import json, sqlite3; print(42)"];
+/** The link's rate both ways (tc tbf). */
+export const RATE = "100mbit";
+/** The delaying proxy's delay per chunk, each way. */
+export const ONE_WAY_DELAY_MS = 10;
 // 256 KiB spans: the zTOC's size no longer grows with the span count at mount (its checkpoint table lets the
 // mount skip windows it does not need), so smaller spans mean fewer bytes fetched (8.3 MB against 13.7 MB at 1 MiB).
-const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
+/** The span size indexes are built with (SPAN_SIZE, default 256 KiB). */
+export const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
 const READAHEAD = process.env.READAHEAD_SPANS ?? "0";
 /** When set, each lazy mount runs with debug JSON logs (one line per registry request), kept in this directory. */
 const MOUNT_LOG_DIR = process.env.MOUNT_LOG_DIR;
 /** Bytes the delaying proxy passed from the registry to its clients (reset by each lazy run). */
-let linkBytes = 0;
+export let linkBytes = 0;
+
+/** Start counting `linkBytes` from zero again (for bench/podman.ts, which imports the link from here). */
+export function resetLinkBytes(): void {
+  linkBytes = 0;
+}
 
 const id = process.pid % 100000;
 const ns = `socib${id}`;
@@ -78,20 +87,24 @@ const vh = `sb${id}h`;
 const vn = `sb${id}n`;
 const net = `10.${200 + (id % 50)}.${id % 250}`;
 const hostIp = `${net}.1`;
-const nsIp = `${net}.2`;
-const tmp = mkdtempSync(join(tmpdir(), "soci-bench-lazy-"));
-const cleanups: Array<() => void | Promise<void>> = [];
+/** The registry's address inside the namespace (port 5000). */
+export const nsIp = `${net}.2`;
+/** This run's scratch directory (removed when the run ends). */
+export const tmp = mkdtempSync(join(tmpdir(), "soci-bench-lazy-"));
+/** Undone in reverse order when the run ends. */
+export const cleanups: Array<() => void | Promise<void>> = [];
 /** The soci-ts executable the lazy paths run (built in main). */
 let bin = "";
 
-function sh(cmd: string, args: string[], opts: { input?: string } = {}): string {
+/** Run `cmd` synchronously; its stdout, or throws with its stderr. */
+export function sh(cmd: string, args: string[], opts: { input?: string } = {}): string {
   const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 1 << 28, input: opts.input });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.status}): ${r.stderr}`);
   return r.stdout;
 }
 
 /** 1. The shaped link: namespace, veth pair, addresses, tbf on both ends. */
-function setupNetwork(): void {
+export function setupNetwork(): void {
   sh("ip", ["netns", "add", ns]);
   cleanups.push(() => void spawnSync("ip", ["netns", "del", ns]));
   sh("ip", ["link", "add", vh, "type", "veth", "peer", "name", vn]);
@@ -108,7 +121,7 @@ function setupNetwork(): void {
 }
 
 /** 2. The registry inside the namespace. */
-async function startNsRegistry(): Promise<void> {
+export async function startNsRegistry(): Promise<void> {
   const dir = join(tmp, "registry");
   mkdirSync(dir);
   writeFileSync(
@@ -131,7 +144,7 @@ async function startNsRegistry(): Promise<void> {
 }
 
 /** 3. A TCP proxy adding ONE_WAY_DELAY_MS to every chunk in each direction (order kept). */
-async function startDelayProxy(): Promise<string> {
+export async function startDelayProxy(): Promise<string> {
   const port = await freePort();
   type Sock = { write(b: Uint8Array): number; end(): void; data?: { peer?: Sock; q?: Uint8Array[]; closed?: boolean } };
   const later = (fn: () => void) => setTimeout(fn, ONE_WAY_DELAY_MS);
@@ -151,7 +164,7 @@ async function startDelayProxy(): Promise<string> {
               later(() => writeAll(client, copy));
             },
             close() {
-              later(() => client.end());
+              later(() => endAfterBacklog(client));
             },
             error() {
               client.end();
@@ -171,7 +184,7 @@ async function startDelayProxy(): Promise<string> {
       },
       close(client) {
         const peer = client.data.peer;
-        if (peer) later(() => peer.end());
+        if (peer) later(() => endAfterBacklog(peer));
       },
       drain() {},
     },
@@ -182,6 +195,17 @@ async function startDelayProxy(): Promise<string> {
 
 /** What is still to be written to each socket, in order. */
 const backlog = new WeakMap<object, Uint8Array[]>();
+/** Sockets to end once their backlog is written. */
+const ending = new WeakSet<object>();
+
+/**
+ * End `sock` once what is queued for it is written: ending it at once would cut off a response the reader has
+ * not taken in yet (podman's full pull read a truncated layer: "unexpected EOF").
+ */
+function endAfterBacklog(sock: { end(): void }): void {
+  if (backlog.has(sock)) ending.add(sock);
+  else sock.end();
+}
 
 /**
  * Write all of `b` after what is queued for `sock` already, queueing what the socket did not take until it
@@ -202,6 +226,7 @@ function writeAll(sock: { write(b: Uint8Array): number }, b: Uint8Array): void {
       else q.shift();
     }
     backlog.delete(sock);
+    if (ending.delete(sock)) (sock as unknown as { end(): void }).end();
   };
   step();
 }
@@ -561,7 +586,7 @@ async function main(): Promise<void> {
 }
 
 /** Cold caches for the registry's blobs and the roots; the soci-ts executable read back in (see the header). */
-function sync(): void {
+export function sync(): void {
   spawnSync("sync");
   try {
     writeFileSync("/proc/sys/vm/drop_caches", "3");
@@ -572,17 +597,22 @@ function sync(): void {
   if (bin) spawnSync("sh", ["-c", `cat '${bin}' > /dev/null`]);
 }
 
-try {
-  await main();
-} finally {
-  for (const c of cleanups.reverse()) {
-    try {
-      await c();
-    } catch {
-      // keep cleaning
+/** Run `main` with the link, then undo everything (`cleanups`, `tmp`) and exit (shared with bench/podman.ts). */
+export async function runBench(main: () => Promise<void>): Promise<never> {
+  try {
+    await main();
+  } finally {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch {
+        // keep cleaning
+      }
     }
+    rmSync(tmp, { recursive: true, force: true });
   }
-  rmSync(tmp, { recursive: true, force: true });
+  // Proxy sockets still draining must not keep the process alive once everything is cleaned up.
+  process.exit(process.exitCode ?? 0);
 }
-// Proxy sockets still draining must not keep the process alive once everything is cleaned up.
-process.exit(process.exitCode ?? 0);
+
+if (import.meta.main) await runBench(main);

@@ -1,0 +1,197 @@
+/**
+ * bench:podman — `podman run` of the python command of bench:lazy with `soci-ts serve` as podman's additional
+ * layer store (lazy), against the same `podman run` without it (podman pulls every layer, then runs), on the
+ * shaped link of bench:lazy (bench/lazy.ts: the registry in a network namespace behind a 100 Mbit/s veth, plus a
+ * proxy in this process adding 10 ms each way). Debian's podman 4.3.1 with runc, each run with its own
+ * CONTAINERS_CONF / CONTAINERS_REGISTRIES_CONF / CONTAINERS_STORAGE_CONF, a fresh graph root and run root.
+ *   - lazy: a fresh `soci-ts serve` (the store alone, fresh root, background fetch off) is started before the
+ *     clock starts, as the daemon a podman user keeps running; the SOCI index (zTOCs only) was built and pushed
+ *     beforehand by a publisher, as in bench:lazy; serve discovers it in the registry on podman's first lookup;
+ *   - full pull: the same `podman run` with no additional layer store.
+ * Both cold: page cache dropped before each, nothing of the image on the host. Measured: time from spawning
+ * `podman run` to the command's output, and every byte the registry sent through the link (manifests, config,
+ * index, zTOCs, spans or whole layers) from then to the end of `podman run`.
+ * PODMAN_LOG_DIR keeps serve's debug log (JSON, timestamped, one line per registry request) and podman's
+ * `--log-level=debug` output of each run.
+ *
+ * Last line: `podman lazy vs full pull: <ratio>x` (lazy time to output / full; lower is better; target <= 0.3).
+ * Needs root, /dev/fuse, podman, runc, iproute2, docker-registry, skopeo; run with `npm run bench:podman`.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Manifest } from "../src/oci/types.ts";
+import { BUN, MAIN } from "../test/_harness/cli.ts";
+import { pushPythonImage, pythonImagePath } from "../test/_harness/python_image.ts";
+import { startServeProcess } from "../test/_harness/serve.ts";
+import {
+  COMMAND,
+  cleanups,
+  linkBytes,
+  nsIp,
+  ONE_WAY_DELAY_MS,
+  RATE,
+  resetLinkBytes,
+  runBench,
+  SPAN_SIZE,
+  setupNetwork,
+  sh,
+  startDelayProxy,
+  startNsRegistry,
+  sync,
+  tmp,
+} from "./lazy.ts";
+
+const LOG_DIR = process.env.PODMAN_LOG_DIR;
+const READY = "soci-ts serve: podman store at";
+
+/** One `podman run`: seconds to the output, the output, bytes over the link. */
+interface Run {
+  seconds: number;
+  output: string;
+  overLink: number;
+}
+
+/** podman's configuration files for a run named `name`, with a fresh graph root and run root. */
+function podmanEnv(name: string, registry: string, store?: string): Record<string, string> {
+  const dir = join(tmp, `podman-${name}`);
+  mkdirSync(dir);
+  writeFileSync(
+    join(dir, "containers.conf"),
+    `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\n`,
+  );
+  writeFileSync(join(dir, "registries.conf"), `[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
+  writeFileSync(
+    join(dir, "storage.conf"),
+    [
+      "[storage]",
+      'driver = "overlay"',
+      `graphroot = "${dir}/graph"`,
+      `runroot = "${dir}/run"`,
+      ...(store ? ["[storage.options]", `additionallayerstores = ["${store}:ref"]`] : []),
+      "",
+    ].join("\n"),
+  );
+  const env = {
+    ...(process.env as Record<string, string>),
+    CONTAINERS_CONF: join(dir, "containers.conf"),
+    CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf"),
+    CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"),
+  };
+  // Removed before the store goes away (podman tells the store it released the layers).
+  cleanups.push(() => {
+    spawnSync("podman", ["rm", "--all", "--force"], { env });
+    spawnSync("podman", ["rmi", "--all", "--force"], { env });
+    spawnSync("sh", ["-c", `grep -o ' ${dir}/[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`]);
+  });
+  return env;
+}
+
+/**
+ * `podman run --rm` of the command, timed from the spawn to its output (asynchronously: the delaying proxy runs
+ * on this event loop).
+ */
+async function podmanRun(name: string, env: Record<string, string>, ref: string): Promise<Run> {
+  const debug = LOG_DIR ? ["--log-level=debug"] : [];
+  sync();
+  resetLinkBytes();
+  const t0 = performance.now();
+  const p = Bun.spawn(["podman", ...debug, "run", "--rm", "--network", "none", ref, ...COMMAND], {
+    env,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const errText = new Response(p.stderr).text();
+  let output = "";
+  let seconds = 0;
+  const rd = (p.stdout as ReadableStream<Uint8Array>).getReader();
+  for (let r = await rd.read(); !r.done; r = await rd.read()) {
+    output += new TextDecoder().decode(r.value);
+    if (!seconds && output.includes("\n")) seconds = (performance.now() - t0) / 1000;
+  }
+  const code = await p.exited;
+  const err = await errText;
+  if (LOG_DIR) writeFileSync(join(LOG_DIR, `podman-${name}.log`), err);
+  if (code !== 0 || output !== "42\n")
+    throw new Error(
+      `podman run (${name}) failed (exit ${code}, output ${JSON.stringify(output)}): ${err.slice(-3000)}`,
+    );
+  return { seconds, output, overLink: linkBytes };
+}
+
+async function main(): Promise<void> {
+  // 1. Link, registry, delay proxy; the image and its index pushed by a publisher (not timed).
+  setupNetwork();
+  await startNsRegistry();
+  const proxy = await startDelayProxy();
+  const direct = `${nsIp}:5000`;
+  const directRef = await pushPythonImage(direct, { repository: "bench/python", tag: "v1" });
+  const ref = directRef.replace(direct, proxy);
+  const pubRoot = join(tmp, "publisher-root");
+  const pubCfg = join(tmp, "publisher.toml");
+  writeFileSync(pubCfg, `[resolver.host."${direct}"]\nplain_http = true\n`);
+  const cli = (args: string[]) => sh(BUN, [MAIN, "--root", pubRoot, "--config", pubCfg, ...args]);
+  cli(["index", "create", directRef, "--min-layer-size", "0", "--span-size", SPAN_SIZE]);
+  cli(["index", "push", directRef]);
+  const layout = pythonImagePath();
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
+  const manifest: Manifest = JSON.parse(
+    readFileSync(join(layout, "blobs", ...index.manifests[0].digest.split(":")), "utf8"),
+  );
+  const imageBytes = manifest.layers.reduce((n, l) => n + l.size, 0);
+  if (LOG_DIR) mkdirSync(LOG_DIR, { recursive: true });
+
+  // 2. Lazy: a fresh serve (store alone, fresh root), then `podman run` with the store.
+  const serveRoot = join(tmp, "serve-root");
+  const store = join(tmp, "store");
+  const serveCfg = join(tmp, "serve.toml");
+  writeFileSync(
+    serveCfg,
+    [
+      "[snapshotter]",
+      "enable = false",
+      "[store]",
+      "enable = true",
+      `mountpoint = "${store}"`,
+      "[background_fetch]",
+      "disable = true",
+      "",
+    ].join("\n"),
+  );
+  const logs = LOG_DIR ? ["--log-level", "debug", "--log-format", "json"] : [];
+  const serve = await startServeProcess(["--root", serveRoot, "--config", serveCfg, ...logs, "serve"], {
+    ready: READY,
+  });
+  cleanups.push(async () => {
+    await serve.stop("SIGTERM");
+    if (LOG_DIR) writeFileSync(join(LOG_DIR, "serve.log"), serve.stderr());
+    spawnSync("umount", ["-l", store]);
+  });
+  const lazyEnv = podmanEnv("lazy", proxy, store);
+  const lazy = await podmanRun("lazy", lazyEnv, ref);
+
+  // 3. Full pull: `podman run` without the store.
+  const fullEnv = podmanEnv("full", proxy);
+  const full = await podmanRun("full", fullEnv, ref);
+
+  // 4. The table.
+  const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+  const rows: Array<[string, Run]> = [
+    ["podman run, lazy (soci-ts serve store)", lazy],
+    ["podman run, full pull", full],
+  ];
+  console.log(
+    `link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`,
+  );
+  console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; image layers ${mb(imageBytes)} compressed`);
+  const w = Math.max(...rows.map(([n]) => n.length));
+  console.log(`${"path".padEnd(w)}  time to output  over the link`);
+  for (const [n, r] of rows)
+    console.log(
+      `${n.padEnd(w)}  ${`${r.seconds.toFixed(2)} s`.padStart(14)}  ${mb(r.overLink).padStart(13)} (${((r.overLink / imageBytes) * 100).toFixed(1)}% of the layers)`,
+    );
+  console.log(`bytes lazy vs full pull: ${(lazy.overLink / full.overLink).toFixed(3)}x`);
+  console.log(`podman lazy vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
+}
+
+await runBench(main);
