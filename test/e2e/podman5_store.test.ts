@@ -9,6 +9,8 @@
  *     digest): `podman run` prints the script's output while the registry sent a small part of the layers,
  *     through the store (one use of each layer, by its zTOC digest); `podman rmi` releases them.
  *  2. the same image converted without the annotation: podman 5 never asks the store, pulls every layer, runs.
+ *  3. serve stopped (its mount point left empty): podman 5 finds no annotated layer in the store, its partial
+ *     pull of an eStargz-annotated gzip layer falls back to an ordinary download, and the image runs.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -197,6 +199,23 @@ describe.skipIf(!run)("podman 5 (Debian trixie) and soci-ts serve's store", () =
       expect(await layerBytesSent(manifest.layers, before)).toBe(total);
       expect(uses().filter(([r]) => r === plain)).toEqual([]);
       expect(serve!.stderr().slice(logBefore)).not.toContain("Store layer open");
+    },
+    15 * MINUTES,
+  );
+
+  test(
+    "serve stopped: podman 5 pulls the annotated image itself and runs it",
+    async () => {
+      const manifest = await imageManifest(annotated);
+      // Nothing of the image left to reuse: test 2 pulled the same layer blobs.
+      podmanOk(["rmi", "--all", "--force"]);
+      await serve!.stop("SIGTERM");
+      serve = undefined;
+      const before = (await registry.accessLog()).length;
+      const out = podmanOk(["run", "--rm", "--network", "none", annotated, "python3", "/opt/soci-test/hello.py"]);
+      expect(out).toBe(HELLO_PY);
+      const total = manifest.layers.reduce((n, l) => n + l.size, 0);
+      expect(await layerBytesSent(manifest.layers, before)).toBe(total);
     },
     15 * MINUTES,
   );
