@@ -18,7 +18,7 @@
  * Needs root, /dev/fuse, podman, runc, iproute2, docker-registry, skopeo; run with `npm run bench:podman`.
  *
  * Measured (2026-12-03, 2 shared cores, load average 8-15, span size 256 KiB, python image 80.4 MB):
- *   run 1: lazy 8.19 s, 10.7 MB over the link; full 13.83 s, 80.4 MB: 0.592x (load 15, 14.5, 13.3 at start)
+ *   run 1: lazy 8.19 s, 10.7 MB over the link; full 13.83 s, 80.4 MB: 0.592x (load 12.1, 13.5, 13.2 during the run)
  *   run 2: lazy 4.43 s, 10.7 MB over the link; full 11.87 s, 80.4 MB: 0.373x (load 8.3, 11.9, 12.6 at start)
  * The target (0.3x) is missed. Where the lazy time goes (PODMAN_LOG_DIR: serve's JSON log, ms timestamps, one line
  * per registry request; podman --log-level=debug, second timestamps), run 2:
