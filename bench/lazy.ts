@@ -5,6 +5,7 @@
  *     both ways), and
  *   - through a TCP proxy on the host that delays every chunk by 10 ms each way (20 ms round trip; this kernel
  *     has no netem).
+ * (bench/_shaped_link.ts, shared with bench:containerd; publishing runs before the link is shaped.)
  * Three paths run in the same process run, same link, cold caches (page cache dropped before each; the
  * soci-ts executable, built here with release/build.ts as users install it, is then read back in, as the code
  * of the full pull path is already loaded in this process: startup from a cold disk is not what is measured):
@@ -34,18 +35,8 @@
  * comparable). Needs root, iproute2, docker-registry, skopeo, tar, chroot, strace, readelf (binutils); run with
  * `npm run bench:lazy`.
  */
-import { spawn, spawnSync } from "node:child_process";
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readlinkSync,
-  readdirSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import { inflateFromCheckpoint } from "../src/compress/resume.ts";
@@ -58,178 +49,24 @@ import { discoverIndex } from "../src/soci/discover.ts";
 import { RegistryLocation } from "../src/soci/image_location.ts";
 import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
 import { pushPythonImage } from "../test/_harness/python_image.ts";
-import { freePort } from "../test/_harness/ports.ts";
+import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
+import { COMMAND, COMMAND_OUTPUT, extractImage, tracedFiles } from "./_traced_files.ts";
 
-/** The command both paths run (python starting, importing two modules, printing 42). */
-export const COMMAND = ["python3", "-c", "import json, sqlite3; print(42)"];
-/** The link's rate both ways (tc tbf). */
-export const RATE = "100mbit";
-/** The delaying proxy's delay per chunk, each way. */
-export const ONE_WAY_DELAY_MS = 10;
 // 256 KiB spans: the zTOC's size no longer grows with the span count at mount (its checkpoint table lets the
 // mount skip windows it does not need), so smaller spans mean fewer bytes fetched (8.3 MB against 13.7 MB at 1 MiB).
-/** The span size indexes are built with (SPAN_SIZE, default 256 KiB). */
-export const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
+const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
 const READAHEAD = process.env.READAHEAD_SPANS ?? "0";
 /** When set, each lazy mount runs with debug JSON logs (one line per registry request), kept in this directory. */
 const MOUNT_LOG_DIR = process.env.MOUNT_LOG_DIR;
-/** Bytes the delaying proxy passed from the registry to its clients (reset by each lazy run). */
-export let linkBytes = 0;
 
-/** Start counting `linkBytes` from zero again (for bench/podman.ts, which imports the link from here). */
-export function resetLinkBytes(): void {
-  linkBytes = 0;
-}
-
-const id = process.pid % 100000;
-const ns = `socib${id}`;
-const vh = `sb${id}h`;
-const vn = `sb${id}n`;
-const net = `10.${200 + (id % 50)}.${id % 250}`;
-const hostIp = `${net}.1`;
-/** The registry's address inside the namespace (port 5000). */
-export const nsIp = `${net}.2`;
-/** This run's scratch directory (removed when the run ends). */
-export const tmp = mkdtempSync(join(tmpdir(), "soci-bench-lazy-"));
-/** Undone in reverse order when the run ends. */
-export const cleanups: Array<() => void | Promise<void>> = [];
+const tmp = mkdtempSync(join(tmpdir(), "soci-bench-lazy-"));
+const cleanups: Array<() => void | Promise<void>> = [];
 /** The soci-ts executable the lazy paths run (built in main). */
 let bin = "";
-
-/** Run `cmd` synchronously; its stdout, or throws with its stderr. */
-export function sh(cmd: string, args: string[], opts: { input?: string } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 1 << 28, input: opts.input });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.status}): ${r.stderr}`);
-  return r.stdout;
-}
-
-/** 1. The shaped link: namespace, veth pair, addresses, tbf on both ends. */
-export function setupNetwork(): void {
-  sh("ip", ["netns", "add", ns]);
-  cleanups.push(() => void spawnSync("ip", ["netns", "del", ns]));
-  sh("ip", ["link", "add", vh, "type", "veth", "peer", "name", vn]);
-  cleanups.push(() => void spawnSync("ip", ["link", "del", vh]));
-  sh("ip", ["link", "set", vn, "netns", ns]);
-  sh("ip", ["addr", "add", `${hostIp}/30`, "dev", vh]);
-  sh("ip", ["link", "set", vh, "up"]);
-  sh("ip", ["netns", "exec", ns, "ip", "addr", "add", `${nsIp}/30`, "dev", vn]);
-  sh("ip", ["netns", "exec", ns, "ip", "link", "set", vn, "up"]);
-  sh("ip", ["netns", "exec", ns, "ip", "link", "set", "lo", "up"]);
-  const tbf = ["root", "tbf", "rate", RATE, "burst", "64kb", "latency", "100ms"];
-  sh("tc", ["qdisc", "add", "dev", vh, ...tbf]);
-  sh("ip", ["netns", "exec", ns, "tc", "qdisc", "add", "dev", vn, ...tbf]);
-}
-
-/** 2. The registry inside the namespace. */
-export async function startNsRegistry(): Promise<void> {
-  const dir = join(tmp, "registry");
-  mkdirSync(dir);
-  writeFileSync(
-    join(dir, "config.yml"),
-    `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: ${nsIp}:5000\n`,
-  );
-  const p = spawn("ip", ["netns", "exec", ns, "docker-registry", "serve", join(dir, "config.yml")], {
-    stdio: "ignore",
-  });
-  cleanups.push(() => void p.kill("SIGTERM"));
-  for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`http://${nsIp}:5000/v2/`, { signal: AbortSignal.timeout(1000) }).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    await Bun.sleep(100);
-  }
-  throw new Error("registry in the namespace did not come up");
-}
-
-/** 3. A TCP proxy adding ONE_WAY_DELAY_MS to every chunk in each direction (order kept). */
-export async function startDelayProxy(): Promise<string> {
-  const port = await freePort();
-  type Sock = { write(b: Uint8Array): number; end(): void; data?: { peer?: Sock; q?: Uint8Array[]; closed?: boolean } };
-  const later = (fn: () => void) => setTimeout(fn, ONE_WAY_DELAY_MS);
-  const server = Bun.listen<{ peer?: Sock; pending: Uint8Array[]; up: boolean }>({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      async open(client) {
-        client.data = { pending: [], up: false };
-        const upstream = await Bun.connect<{ peer: typeof client }>({
-          hostname: nsIp,
-          port: 5000,
-          socket: {
-            data(_s, chunk) {
-              linkBytes += chunk.byteLength;
-              const copy = new Uint8Array(chunk);
-              later(() => writeAll(client, copy));
-            },
-            close() {
-              later(() => endAfterBacklog(client));
-            },
-            error() {
-              client.end();
-            },
-          },
-          data: { peer: client },
-        });
-        client.data.peer = upstream as unknown as Sock;
-        client.data.up = true;
-        for (const b of client.data.pending) later(() => writeAll(upstream, b));
-        client.data.pending = [];
-      },
-      data(client, chunk) {
-        const copy = new Uint8Array(chunk);
-        if (!client.data.up) client.data.pending.push(copy);
-        else later(() => writeAll(client.data.peer!, copy));
-      },
-      close(client) {
-        const peer = client.data.peer;
-        if (peer) later(() => endAfterBacklog(peer));
-      },
-      drain() {},
-    },
-  });
-  cleanups.push(() => server.stop(true));
-  return `127.0.0.1:${port}`;
-}
-
-/** What is still to be written to each socket, in order. */
-const backlog = new WeakMap<object, Uint8Array[]>();
-/** Sockets to end once their backlog is written. */
-const ending = new WeakSet<object>();
-
-/**
- * End `sock` once what is queued for it is written: ending it at once would cut off a response the reader has
- * not taken in yet (podman's full pull read a truncated layer: "unexpected EOF").
- */
-function endAfterBacklog(sock: { end(): void }): void {
-  if (backlog.has(sock)) ending.add(sock);
-  else sock.end();
-}
-
-/**
- * Write all of `b` after what is queued for `sock` already, queueing what the socket did not take until it
- * drains (simple, for a benchmark). One queue per socket: a chunk never overtakes the rest of an earlier one.
- */
-function writeAll(sock: { write(b: Uint8Array): number }, b: Uint8Array): void {
-  let q = backlog.get(sock);
-  if (q) return void q.push(b);
-  q = [b];
-  backlog.set(sock, q);
-  const step = () => {
-    while (q.length > 0) {
-      const head = q[0]!;
-      const n = sock.write(head);
-      if (n < 0) return void backlog.delete(sock); // closed: drop the rest
-      if (n === 0) return void setTimeout(step, 1);
-      if (n < head.byteLength) q[0] = head.subarray(n);
-      else q.shift();
-    }
-    backlog.delete(sock);
-    if (ending.delete(sock)) (sock as unknown as { end(): void }).end();
-  };
-  step();
-}
+/** The registry behind the shaped link (started in main). */
+let link: ShapedRegistry;
+/** A client of the registry (plain HTTP), direct or through the link. */
+let client: HttpRegistryClient;
 
 function cli(root: string, args: string[]): string {
   return sh(BUN, [MAIN, "--root", root, ...args]);
@@ -248,7 +85,7 @@ async function lazyRun(
   writeFileSync(cfg, "[pull_modes.soci_v1]\nenable = true\n");
   const t0 = performance.now();
   const logs = MOUNT_LOG_DIR ? ["--log-level", "debug", "--log-format", "json"] : [];
-  linkBytes = 0;
+  const linkBefore = link.linkBytes();
   const proc = Bun.spawn(
     [
       bin,
@@ -284,7 +121,7 @@ async function lazyRun(
   const output = await new Response(py.stdout).text();
   await py.exited;
   const seconds = (performance.now() - t0) / 1000;
-  const overLink = linkBytes;
+  const overLink = link.linkBytes() - linkBefore;
   let fetched = 0;
   let size = 0;
   for (const f of readdirSync(join(mnt, ".soci-ts"))) {
@@ -351,86 +188,14 @@ async function recordLod(root: string, cfg: string, directRef: string): Promise<
 async function fullRun(ref: string): Promise<{ seconds: number; output: string; dir: string }> {
   const dir = join(tmp, "full-rootfs");
   const t0 = performance.now();
-  await extractImage(ref, dir);
+  await extractImage(client, ref, dir);
   const out = spawnSync("chroot", [dir, ...COMMAND], { encoding: "utf8" });
   return { seconds: (performance.now() - t0) / 1000, output: out.stdout, dir };
 }
 
-/** Fetch every layer of `ref` into `tar -x` in a new directory `dir`, whiteouts applied. */
-async function extractImage(ref: string, dir: string): Promise<void> {
-  mkdirSync(dir);
-  const r = parseReference(ref);
-  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000, plainHttpHosts: [r.registry] });
-  const image = await client.resolveImage(r);
-  for (const l of (image.manifest as Manifest).layers) {
-    const stream = await client.getBlobStream(r, l.digest);
-    const tar = Bun.spawn(
-      ["tar", "-x", ...(l.mediaType.endsWith("gzip") ? ["-z"] : []), "-C", dir, "-p", "--numeric-owner"],
-      { stdin: "pipe" },
-    );
-    for await (const chunk of stream as unknown as AsyncIterable<Uint8Array>) tar.stdin.write(chunk);
-    await tar.stdin.end();
-    if ((await tar.exited) !== 0) throw new Error(`tar -x of ${l.digest} failed`);
-    applyWhiteouts(dir);
-  }
-}
-
-/** Apply (and remove) the `.wh.` entries `tar -x` left in `dir`. */
-function applyWhiteouts(dir: string): void {
-  const walk = (rel: string) => {
-    for (const name of readdirSync(join(dir, rel))) {
-      const p = join(dir, rel, name);
-      if (name === ".wh..wh..opq") {
-        rmSync(p);
-      } else if (name.startsWith(".wh.")) {
-        rmSync(join(dir, rel, name.slice(4)), { recursive: true, force: true });
-        rmSync(p);
-      } else if (lstatSync(p).isDirectory()) walk(join(rel, name));
-    }
-  };
-  walk("");
-}
-
-/**
- * The regular files (paths relative to the root, symlinks resolved inside it) the command opens when run in a
- * chroot of `rootfs`: strace of open/openat/execve after the chroot(2) call (the host's `chroot` binary and
- * its libraries come before it), successful calls only, plus the ELF interpreter (opened by the kernel, not by
- * a traced call).
- */
-function tracedFiles(rootfs: string): string[] {
-  const log = join(tmp, `strace-${Math.random().toString(36).slice(2)}.log`);
-  const r = spawnSync(
-    "strace",
-    ["-f", "-qq", "-e", "trace=open,openat,execve,chroot", "-o", log, "chroot", rootfs, ...COMMAND],
-    { encoding: "utf8" },
-  );
-  if (r.status !== 0 || r.stdout !== "42\n") throw new Error(`strace of the command failed (${r.status}): ${r.stderr}`);
-  const opened = new Set<string>();
-  let inside = false;
-  for (const line of readFileSync(log, "utf8").split("\n")) {
-    if (/\bchroot\(".*\) = 0/.test(line)) inside = true;
-    if (!inside) continue;
-    const m = /(?:\bopen\(|openat\(AT_FDCWD, |execve\()"([^"]+)".* = (\d+)/.exec(line);
-    if (m) opened.add(m[1]!);
-  }
-  const interp = spawnSync(
-    "sh",
-    ["-c", `readelf -l ${join(rootfs, "usr/bin/python3")} 2>/dev/null | sed -n 's/.*interpreter: \\(.*\\)]/\\1/p'`],
-    { encoding: "utf8" },
-  ).stdout.trim();
-  if (interp) opened.add(interp);
-  const files = new Set<string>();
-  for (const p of opened) {
-    const real = resolveIn(rootfs, p);
-    if (real && lstatSync(join(rootfs, real)).isFile()) files.add(real);
-  }
-  return [...files].sort();
-}
-
 /** 5. Compressed bytes of the spans holding every file the command opens (traced on the unpacked tree). */
 async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): Promise<number> {
-  const files = tracedFiles(rootfs);
-  const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000 });
+  const files = tracedFiles(rootfs, tmp);
   const loc = new RegistryLocation(client, parseReference(ref), ref);
   const manifest = await client.resolveImage(loc.ref);
   const found = await discoverIndex(loc, manifest, {
@@ -470,50 +235,17 @@ async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): 
   return total;
 }
 
-/** A path as the chroot sees it, with symlinks resolved inside `root`; relative to root, or undefined. */
-function resolveIn(root: string, path: string): string | undefined {
-  let parts = posix.normalize(path).split("/").filter(Boolean);
-  let out: string[] = [];
-  for (let hops = 0; parts.length > 0 && hops < 64; ) {
-    const p = parts.shift()!;
-    if (p === "..") {
-      out.pop();
-      continue;
-    }
-    const cur = [...out, p].join("/");
-    const full = join(root, cur);
-    if (!existsSync(full) && !lstatIs(full)) return undefined;
-    if (lstatSync(full).isSymbolicLink()) {
-      const t = readlinkSync(full);
-      hops++;
-      parts = [...t.split("/").filter(Boolean), ...parts];
-      if (t.startsWith("/")) out = [];
-      continue;
-    }
-    out.push(p);
-  }
-  return out.join("/");
-}
-
-function lstatIs(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function main(): Promise<void> {
   // 0. The executable, as a release builds it.
   sh(BUN, ["run", join(REPO, "release/build.ts"), "--host", "--out", join(tmp, "bin")]);
   bin = join(tmp, "bin", `soci-ts-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
-  // 1-3. Link, registry, delay proxy; push the image and its index (not timed).
-  setupNetwork();
-  await startNsRegistry();
-  const proxy = await startDelayProxy();
+  // 1-3. Link, registry, delay proxy; push the image and its index (not timed, link not shaped yet).
+  link = await startShapedRegistry();
+  cleanups.push(() => link.stop());
+  const proxy = link.proxyHost;
   // Publishing talks to the registry directly (these tools run synchronously, the proxy lives in this process).
-  const direct = `${nsIp}:5000`;
+  const direct = link.registry.host;
+  client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000, plainHttpHosts: [direct, proxy] });
   const directRef = await pushPythonImage(direct, { repository: "bench/python", tag: "v1" });
   const ref = directRef.replace(direct, proxy);
   const pubRoot = join(tmp, "publisher-root");
@@ -523,8 +255,8 @@ async function main(): Promise<void> {
   cli(pubRoot, ["--config", pubCfg, "index", "push", directRef]);
   // The prefetch list, traced once on an unpacked copy, and a second repository whose index lists it.
   const setupRootfs = join(tmp, "setup-rootfs");
-  await extractImage(directRef, setupRootfs);
-  const prefetchFiles = tracedFiles(setupRootfs);
+  await extractImage(client, directRef, setupRootfs);
+  const prefetchFiles = tracedFiles(setupRootfs, tmp);
   rmSync(setupRootfs, { recursive: true, force: true });
   const prefetchJson = join(tmp, "prefetch-files.json");
   writeFileSync(prefetchJson, JSON.stringify(prefetchFiles.map((f) => `/${f}`)));
@@ -546,6 +278,7 @@ async function main(): Promise<void> {
   ]);
   cli(pfRoot, ["--config", pubCfg, "index", "push", directPfRef]);
   await recordLod(pubRoot, pubCfg, directRef);
+  link.shape();
   sync();
   // 4. The three paths, cold.
   const lazy = await lazyRun(ref, "lazy");
@@ -561,16 +294,14 @@ async function main(): Promise<void> {
     ["lazy with LOD", lazyLod.output],
     ["full", full.output],
   ]) {
-    if (out !== "42\n") throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
+    if (out !== COMMAND_OUTPUT) throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
   }
   // 5. What the command needs, rounded up to spans.
   const needed = await neededSpanBytes(ref, full.dir, pubRoot);
   const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
   const lazyLine = (r: typeof lazy) =>
     `${r.seconds.toFixed(2)} s (mounted after ${r.mountedAt.toFixed(2)} s), fetched ${mb(r.fetched)} of ${mb(r.size)} image (${((r.fetched / r.size) * 100).toFixed(1)}%); ${mb(r.overLink)} over the link in all (index, zTOCs, spans)`;
-  console.log(
-    `link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`,
-  );
+  console.log(link.describe());
   console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; span read-ahead ${READAHEAD}`);
   console.log(`lazy (soci-ts mount + chroot): ${lazyLine(lazy)}`);
   console.log(`lazy with a prefetch artifact (${prefetchFiles.length} traced files listed): ${lazyLine(lazyPf)}`);
@@ -586,33 +317,21 @@ async function main(): Promise<void> {
 }
 
 /** Cold caches for the registry's blobs and the roots; the soci-ts executable read back in (see the header). */
-export function sync(): void {
-  spawnSync("sync");
-  try {
-    writeFileSync("/proc/sys/vm/drop_caches", "3");
-  } catch {
-    // not fatal: caches of both runs are cold anyway (fresh roots, fresh dirs)
-  }
-  // Read by a child: 110 MB read into this process would make the delay proxy (on this event loop) pause for GC.
-  if (bin) spawnSync("sh", ["-c", `cat '${bin}' > /dev/null`]);
+function sync(): void {
+  dropCaches(bin ? [bin] : []);
 }
 
-/** Run `main` with the link, then undo everything (`cleanups`, `tmp`) and exit (shared with bench/podman.ts). */
-export async function runBench(main: () => Promise<void>): Promise<never> {
-  try {
-    await main();
-  } finally {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch {
-        // keep cleaning
-      }
+try {
+  await main();
+} finally {
+  for (const c of cleanups.reverse()) {
+    try {
+      await c();
+    } catch {
+      // keep cleaning
     }
-    rmSync(tmp, { recursive: true, force: true });
   }
-  // Proxy sockets still draining must not keep the process alive once everything is cleaned up.
-  process.exit(process.exitCode ?? 0);
+  rmSync(tmp, { recursive: true, force: true });
 }
-
-if (import.meta.main) await runBench(main);
+// Proxy sockets still draining must not keep the process alive once everything is cleaned up.
+process.exit(process.exitCode ?? 0);

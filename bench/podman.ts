@@ -1,8 +1,8 @@
 /**
  * bench:podman — `podman run` of the python command of bench:lazy with `soci-ts serve` as podman's additional
  * layer store (lazy), against the same `podman run` without it (podman pulls every layer, then runs), on the
- * shaped link of bench:lazy (bench/lazy.ts: the registry in a network namespace behind a 100 Mbit/s veth, plus a
- * proxy in this process adding 10 ms each way). Debian's podman 4.3.1 with runc, each run with its own
+ * shaped link of bench:lazy (bench/_shaped_link.ts: the registry in a network namespace behind a 100 Mbit/s veth,
+ * plus a proxy in this process adding 10 ms each way; set up unshaped, shaped for the measured part). Debian's podman 4.3.1 with runc, each run with its own
  * CONTAINERS_CONF / CONTAINERS_REGISTRIES_CONF / CONTAINERS_STORAGE_CONF, a fresh graph root and run root.
  *   - lazy: a fresh `soci-ts serve` (the store alone, fresh root, background fetch off) is started before the
  *     clock starts, as the daemon a podman user keeps running; the SOCI index (zTOCs only) was built and pushed
@@ -20,6 +20,8 @@
  * Measured (2026-12-03, 2 shared cores, load average 8-15, span size 256 KiB, python image 80.4 MB):
  *   run 1: lazy 8.19 s, 10.7 MB over the link; full 13.83 s, 80.4 MB: 0.592x (load 12.1, 13.5, 13.2 during the run)
  *   run 2: lazy 4.43 s, 10.7 MB over the link; full 11.87 s, 80.4 MB: 0.373x (load 8.3, 11.9, 12.6 at start)
+ *   run 3 (on bench/_shaped_link.ts after main's refactor): lazy 6.55 s, 10.7 MB; full 15.07 s, 80.4 MB: 0.435x
+ *     (load 11.2, 11.9, 12.0 at start)
  * The target (0.3x) is missed. Where the lazy time goes (PODMAN_LOG_DIR: serve's JSON log, ms timestamps, one line
  * per registry request; podman --log-level=debug, second timestamps), run 2:
  *   - 0.0-1.3 s: podman's pull. podman GETs the manifest, asks the store for `diff` of its first layer; serve
@@ -38,30 +40,22 @@
  *   to exit", a conmon/sandbox matter outside the time to output.)
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Manifest } from "../src/oci/types.ts";
 import { BUN, MAIN } from "../test/_harness/cli.ts";
 import { pushPythonImage, pythonImagePath } from "../test/_harness/python_image.ts";
 import { startServeProcess } from "../test/_harness/serve.ts";
-import {
-  COMMAND,
-  cleanups,
-  linkBytes,
-  nsIp,
-  ONE_WAY_DELAY_MS,
-  RATE,
-  resetLinkBytes,
-  runBench,
-  SPAN_SIZE,
-  setupNetwork,
-  sh,
-  startDelayProxy,
-  startNsRegistry,
-  sync,
-  tmp,
-} from "./lazy.ts";
+import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
+import { COMMAND, COMMAND_OUTPUT } from "./_traced_files.ts";
 
+/** Span size of the index (SPAN_SIZE, default 256 KiB, as bench:lazy). */
+const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
+const tmp = mkdtempSync(join(tmpdir(), "soci-bench-podman-"));
+/** Undone in reverse order when the run ends. */
+const cleanups: Array<() => void | Promise<void>> = [];
+let link: ShapedRegistry;
 const LOG_DIR = process.env.PODMAN_LOG_DIR;
 const READY = "soci-ts serve: podman store at";
 
@@ -113,8 +107,8 @@ function podmanEnv(name: string, registry: string, store?: string): Record<strin
  */
 async function podmanRun(name: string, env: Record<string, string>, ref: string): Promise<Run> {
   const debug = LOG_DIR ? ["--log-level=debug"] : [];
-  sync();
-  resetLinkBytes();
+  dropCaches();
+  const linkBefore = link.linkBytes();
   const t0 = performance.now();
   const p = Bun.spawn(["podman", ...debug, "run", "--rm", "--network", "none", ref, ...COMMAND], {
     env,
@@ -132,19 +126,19 @@ async function podmanRun(name: string, env: Record<string, string>, ref: string)
   const code = await p.exited;
   const err = await errText;
   if (LOG_DIR) writeFileSync(join(LOG_DIR, `podman-${name}.log`), err);
-  if (code !== 0 || output !== "42\n")
+  if (code !== 0 || output !== COMMAND_OUTPUT)
     throw new Error(
       `podman run (${name}) failed (exit ${code}, output ${JSON.stringify(output)}): ${err.slice(-3000)}`,
     );
-  return { seconds, output, overLink: linkBytes };
+  return { seconds, output, overLink: link.linkBytes() - linkBefore };
 }
 
 async function main(): Promise<void> {
-  // 1. Link, registry, delay proxy; the image and its index pushed by a publisher (not timed).
-  setupNetwork();
-  await startNsRegistry();
-  const proxy = await startDelayProxy();
-  const direct = `${nsIp}:5000`;
+  // 1. Link, registry, delay proxy; the image and its index pushed by a publisher (not timed, unshaped).
+  link = await startShapedRegistry();
+  cleanups.push(() => link.stop());
+  const proxy = link.proxyHost;
+  const direct = link.registry.host;
   const directRef = await pushPythonImage(direct, { repository: "bench/python", tag: "v1" });
   const ref = directRef.replace(direct, proxy);
   const pubRoot = join(tmp, "publisher-root");
@@ -187,6 +181,7 @@ async function main(): Promise<void> {
     if (LOG_DIR) writeFileSync(join(LOG_DIR, "serve.log"), serve.stderr());
     spawnSync("umount", ["-l", store]);
   });
+  link.shape();
   const lazyEnv = podmanEnv("lazy", proxy, store);
   const lazy = await podmanRun("lazy", lazyEnv, ref);
 
@@ -200,9 +195,7 @@ async function main(): Promise<void> {
     ["podman run, lazy (soci-ts serve store)", lazy],
     ["podman run, full pull", full],
   ];
-  console.log(
-    `link: ${RATE} (tc tbf, veth into a network namespace) + ${2 * ONE_WAY_DELAY_MS} ms round trip (delaying proxy)`,
-  );
+  console.log(link.describe());
   console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; image layers ${mb(imageBytes)} compressed`);
   const w = Math.max(...rows.map(([n]) => n.length));
   console.log(`${"path".padEnd(w)}  time to output  over the link`);
@@ -214,4 +207,17 @@ async function main(): Promise<void> {
   console.log(`podman lazy vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
 }
 
-await runBench(main);
+try {
+  await main();
+} finally {
+  for (const c of cleanups.reverse()) {
+    try {
+      await c();
+    } catch {
+      // keep cleaning
+    }
+  }
+  rmSync(tmp, { recursive: true, force: true });
+}
+// Proxy sockets still draining must not keep the process alive once everything is cleaned up.
+process.exit(process.exitCode ?? 0);

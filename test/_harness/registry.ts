@@ -7,8 +7,9 @@
  * With `auth: "htpasswd"` it writes a bcrypt htpasswd file (Bun.password); with `auth: "token"` it starts
  * the token issuer of token_server.ts in front of it. With `tls` it serves HTTPS with a fresh self-signed
  * certificate (for 127.0.0.1, and for a made-up `tlsHostName` too); with `accessLog` it keeps Distribution's
- * access log, parsed by `accessLog()` (what was served, in bytes). `stop()` kills the registry and removes the
- * temp dir.
+ * access log, parsed by `accessLog()` (what was served, in bytes). With `netns` it runs inside that network
+ * namespace (`ip netns exec`), listening on `address`:`port` there (the benches put it behind a shaped link).
+ * `stop()` kills the registry and removes the temp dir.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -42,6 +43,12 @@ export interface StartRegistryOptions {
   tokenExpiresInSec?: number;
   /** Token issuer: OAuth2 refresh tokens (docker `identitytoken`) → username. */
   refreshTokens?: Record<string, string>;
+  /** Run inside this network namespace (`ip netns exec NAME`; it must exist). Default: the host's. */
+  netns?: string;
+  /** IPv4 address to listen on (default 127.0.0.1); with `tls` the certificate names it too. */
+  address?: string;
+  /** Port to listen on (default a free loopback port; no retry on another port when it is taken). */
+  port?: number;
 }
 
 export interface TestRegistry {
@@ -49,7 +56,7 @@ export interface TestRegistry {
   url: string;
   /** With `tls`: the PEM certificate clients must trust. */
   caFile?: string;
-  /** "127.0.0.1:PORT", the registry part of references. */
+  /** "127.0.0.1:PORT" (ADDRESS:PORT with `address`), the registry part of references. */
   host: string;
   port: number;
   /** The temp dir holding config, storage and the log. */
@@ -85,14 +92,16 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     try {
       return await startRegistryOnce(opts);
     } catch (err) {
-      if (attempt >= 3 || !(err as Error).message.includes("docker-registry exited")) throw err;
+      if (attempt >= 3 || opts.port !== undefined || !(err as Error).message.includes("docker-registry exited"))
+        throw err;
     }
   }
 }
 
 async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegistry> {
   const dir = mkdtempSync(join(tmpdir(), "soci-registry-"));
-  const port = await freePort();
+  const address = opts.address ?? "127.0.0.1";
+  const port = opts.port ?? (await freePort());
   const users = opts.users ?? { alice: "wonderland-secret" };
   let tokenServer: TokenServer | undefined;
   let authYaml = "";
@@ -120,8 +129,9 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
   if (opts.tls) {
     caFile = join(dir, "tls.crt");
     const key = join(dir, "tls.key");
-    const cn = opts.tlsHostName ?? "127.0.0.1";
-    const san = opts.tlsHostName ? `DNS:${opts.tlsHostName},IP:127.0.0.1` : "IP:127.0.0.1";
+    const cn = opts.tlsHostName ?? address;
+    const ips = [...new Set(["127.0.0.1", address])].map((ip) => `IP:${ip}`).join(",");
+    const san = opts.tlsHostName ? `DNS:${opts.tlsHostName},${ips}` : ips;
     const r = Bun.spawnSync(
       [
         "openssl",
@@ -151,7 +161,7 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
   const config =
     `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: ${opts.accessLog ? "false" : "true"}\n` +
     `storage:\n  filesystem:\n    rootdirectory: ${join(dir, "data")}\n  delete:\n    enabled: true\n` +
-    `http:\n  addr: 127.0.0.1:${port}\n  secret: soci-ts-test-secret\n` +
+    `http:\n  addr: ${address}:${port}\n  secret: soci-ts-test-secret\n` +
     tlsYaml +
     authYaml;
   writeFileSync(join(dir, "config.yml"), config);
@@ -159,11 +169,12 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
   // setpriv --pdeathsig: the kernel kills the registry when this process dies, even by SIGTERM or SIGKILL (a
   // timed-out or interrupted test run), where the "exit" hook below never runs.
   const diesWithUs = Bun.which("setpriv") ? ["setpriv", "--pdeathsig", "KILL"] : [];
-  const proc = Bun.spawn([...diesWithUs, "docker-registry", "serve", join(dir, "config.yml")], {
+  const inNetns = opts.netns ? ["ip", "netns", "exec", opts.netns] : [];
+  const proc = Bun.spawn([...diesWithUs, ...inNetns, "docker-registry", "serve", join(dir, "config.yml")], {
     stdout: Bun.file(logFile),
     stderr: Bun.file(logFile),
   });
-  const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
+  const url = `${opts.tls ? "https" : "http"}://${address}:${port}`;
   // Never outlive the test process, even when a suite forgets stop() or throws.
   const killOnExit = () => proc.kill("SIGKILL");
   process.on("exit", killOnExit);
@@ -199,7 +210,7 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
   return {
     url,
     caFile,
-    host: `127.0.0.1:${port}`,
+    host: `${address}:${port}`,
     port,
     dir,
     users,

@@ -14,7 +14,8 @@
  * (127.0.0.1:PORT) with `client`, which trusts the CA.
  *
  * `stop()` stops containerd (and its shims, containers and mounts), then the namespace (every process still
- * inside, every mount made since it started), then the registry, and removes every temp dir.
+ * inside, every mount made since it started), then the registry (unless the caller passed it in), and removes
+ * every temp dir.
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -45,6 +46,12 @@ export interface StartSnapshotterEnvOptions {
   registryAuth?: "htpasswd";
   /** Keep containerd's CRI plugin, configured so (containerd.ts). */
   cri?: CriConfig;
+  /**
+   * A running registry to use instead of starting one (the benches' registry behind a shaped link): it must
+   * serve TLS under a made-up name (`tlsHostName`, `caFile`) reached at 127.0.0.1:PORT from the host (its
+   * `nameHost`); `stop()` leaves it running.
+   */
+  registry?: TestRegistry;
 }
 
 /** A running env; see the file comment. */
@@ -84,7 +91,10 @@ export interface SnapshotterEnv {
 export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {}): Promise<SnapshotterEnv> {
   const dir = mkdtempSync(join(tmpdir(), "soci-env-"));
   const snapshotterName = opts.snapshotterName ?? "soci";
-  const hostName = opts.registryHostName ?? "registry.soci-ts.test";
+  const given = opts.registry;
+  if (given && (!given.nameHost || !given.caFile))
+    throw new Error("Cannot start a snapshotter env: the given registry serves no TLS under a made-up name");
+  const hostName = given ? given.nameHost!.replace(/:\d+$/, "") : (opts.registryHostName ?? "registry.soci-ts.test");
   const socket = join(dir, "snapshotter", "snapshotter.sock");
   mkdirSync(join(dir, "snapshotter"));
   const privateDirs: Record<string, string> = {};
@@ -104,13 +114,14 @@ export async function startSnapshotterEnv(opts: StartSnapshotterEnvOptions = {})
       try {
         await ns?.stop();
       } finally {
-        await registry?.stop();
+        if (!given) await registry?.stop();
         rmSync(dir, { recursive: true, force: true });
       }
     }
   };
   try {
-    registry = await startRegistry({ tls: true, tlsHostName: hostName, accessLog: true, auth: opts.registryAuth });
+    registry =
+      given ?? (await startRegistry({ tls: true, tlsHostName: hostName, accessLog: true, auth: opts.registryAuth }));
     const env = { SSL_CERT_FILE: registry.caFile! };
     ns = await startNamespace({ privatePaths, hosts: { [hostName]: "127.0.0.1" } });
     containerd = await startContainerd({

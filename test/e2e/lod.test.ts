@@ -154,7 +154,8 @@ describe.skipIf(!run)("load order documents", () => {
         );
         // The spans holding the headers (256 KiB spans; a header and the kernel's read-ahead sit in one or two).
         expect(replayFetch).toBeLessThanOrEqual(2 * 4 * 2 * 256 * 1024);
-        expect(recordedFetch).toBeGreaterThanOrEqual(4 * BIG_BYTES);
+        // (How much of the opened files the recording run fetched depends on how far its background fetch-on-open
+        // got before the unmount: printed above, not asserted.)
       } finally {
         expect((await replay.stop()).code).toBe(0);
       }
