@@ -30,6 +30,11 @@ export default defineCommand({
       description: "Platform(s) to convert, comma-separated (default: the host's)",
     },
     allPlatforms: { type: "boolean", description: "Convert every platform" },
+    tocAnnotation: {
+      type: "boolean",
+      description:
+        "Also put each indexed layer's zTOC digest in its eStargz TOC annotation, so podman 5 asks the store for it",
+    },
     json: { type: "boolean", description: "Print the result as JSON" },
   },
   async run({ args }) {
@@ -40,6 +45,7 @@ export default defineCommand({
       res = await convertImage(openLocation(String(args.src), ctx), openLocation(String(args.dst), ctx), {
         ...buildOptionsFrom(args, ctx),
         onProgress: progress.onProgress,
+        tocAnnotation: args.tocAnnotation === true,
       });
     } finally {
       progress.done();

@@ -4,7 +4,8 @@
  *  1. resolve SRC's platform images (the host's, those asked for, or all);
  *  2. for each, build a v2 index (no subject) and rewrite the image manifest: mediaType → OCI manifest,
  *     config.mediaType → OCI config, annotation `com.amazon.soci.index-digest` = index digest (layers
- *     untouched), re-encoded as Go writes ocispec.Manifest;
+ *     untouched, but with `tocAnnotation` each indexed layer's descriptor gets its zTOC's digest under eStargz's
+ *     TOC annotation, for podman 5: see ANNOTATION_TOC_DIGEST), re-encoded as Go writes ocispec.Manifest;
  *  3. copy to DST everything those manifests reference (layers, configs, zTOCs, the `{}` config), then the
  *     SOCI indexes and the rewritten manifests;
  *  4. write an OCI image index tagged DST: the source's index (a Docker manifest list re-labelled as an OCI
@@ -26,6 +27,7 @@ import { hasBlob, type ImageLocation } from "./image_location.ts";
 import {
   ANNOTATION_IMAGE_MANIFEST_DIGEST,
   ANNOTATION_INDEX_DIGEST,
+  ANNOTATION_TOC_DIGEST,
   EMPTY_CONFIG_BYTES,
   SOCI_INDEX_V2_ARTIFACT_TYPE,
 } from "./index.ts";
@@ -35,6 +37,8 @@ import { type ResolveOptions, resolveImages } from "./resolve_images.ts";
 export interface ConvertOptions extends BuildOptions, ResolveOptions {
   /** Local store to record the indexes in (optional). */
   store?: ArtifactStore;
+  /** Annotate each indexed layer with its zTOC digest as a TOC digest (ANNOTATION_TOC_DIGEST; default false). */
+  tocAnnotation?: boolean;
 }
 
 export interface ConvertedImage {
@@ -69,7 +73,10 @@ export async function convertImage(
   for (const image of images) {
     // 2.
     const built = await buildIndex(src, image, { ...opts, version: "v2" });
-    const rewritten = annotateManifest(image.manifest, built.descriptor.digest);
+    const tocDigests = opts.tocAnnotation
+      ? new Map(built.ztocs.map((z) => [z.layer.digest, z.descriptor.digest]))
+      : undefined;
+    const rewritten = annotateManifest(image.manifest, built.descriptor.digest, tocDigests);
     const bytes = new TextEncoder().encode(goManifest(rewritten));
     const imageDescriptor: Descriptor = {
       mediaType: MediaType.OCI_MANIFEST,
@@ -131,14 +138,27 @@ export async function convertImage(
   return { descriptor, bytes, images: converted };
 }
 
-/** The image manifest as SOCI rewrites it for a v2 index (see step 2). */
-export function annotateManifest(manifest: Manifest, indexDigest: string): Manifest {
+/**
+ * The image manifest as SOCI rewrites it for a v2 index (see step 2); with `tocDigests` (zTOC digest by layer
+ * digest), those layers also carry ANNOTATION_TOC_DIGEST.
+ */
+export function annotateManifest(
+  manifest: Manifest,
+  indexDigest: string,
+  tocDigests?: ReadonlyMap<string, string>,
+): Manifest {
+  const layers = tocDigests
+    ? manifest.layers.map((l) => {
+        const toc = tocDigests.get(l.digest);
+        return toc ? { ...l, annotations: { ...l.annotations, [ANNOTATION_TOC_DIGEST]: toc } } : l;
+      })
+    : manifest.layers;
   return {
     schemaVersion: 2,
     mediaType: MediaType.OCI_MANIFEST,
     ...(manifest.artifactType ? { artifactType: manifest.artifactType } : {}),
     config: { ...manifest.config, mediaType: MediaType.OCI_CONFIG },
-    layers: manifest.layers,
+    layers,
     ...(manifest.subject ? { subject: manifest.subject } : {}),
     annotations: { ...manifest.annotations, [ANNOTATION_INDEX_DIGEST]: indexDigest },
   };

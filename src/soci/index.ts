@@ -37,6 +37,13 @@ export const ANNOTATION_BUILD_TOOL_IDENTIFIER = "com.amazon.soci.build-tool-iden
 export const ANNOTATION_INDEX_DIGEST = "com.amazon.soci.index-digest";
 /** v2: on the SOCI index descriptor in the OCI index, the digest of the image manifest it serves. */
 export const ANNOTATION_IMAGE_MANIFEST_DIGEST = "com.amazon.soci.image-manifest-digest";
+/**
+ * On an image layer descriptor (written by `convert --toc-annotation`): the digest of the layer's zTOC, under
+ * eStargz's TOC annotation key. containers/image 5.31+ (podman 5.1+) offers an additional layer store only the
+ * layers carrying a TOC digest, and looks them up as `<store>/<base64(ref)>/<TOC digest>/`; the same key and
+ * value as awslabs/soci-snapshotter#2034 proposes.
+ */
+export const ANNOTATION_TOC_DIGEST = "containerd.io/snapshot/stargz/toc.digest";
 
 /** Build tool identifier written into zTOCs and indexes, the value SOCI's CLI writes. */
 export const DEFAULT_BUILD_TOOL_IDENTIFIER = "AWS SOCI CLI v0.2";

@@ -2,14 +2,19 @@
  * `StoreLayers`: the podman store's layers without FUSE: which layers it offers, their `info`, their lazy trees,
  * and podman's use counts.
  *
- * A layer is named by (image reference, compressed layer digest), as podman names it. `layer(ref, digest)` steps:
+ * A layer is named by (image reference, digest), as podman names it: podman 4 (containers/storage 1.43) names a
+ * layer by its compressed digest; podman 5.1+ (containers/image 5.31+) by the TOC digest of its descriptor's
+ * annotation, and only for layers that carry one: `convert --toc-annotation` writes the layer's zTOC digest there
+ * (ANNOTATION_TOC_DIGEST), which this store takes when it is the digest of that layer's zTOC in the image's index,
+ * and reports back as `toc-digest` in `info` (c/image compares the two). `layer(ref, digest)` steps:
  *   1. A layer already open under that name answers at once (no registry request: containers started later look
  *      `diff` up again).
  *   2. Resolve the image through the shared ImageResolver (manifest for the host platform, SOCI index discovery:
  *      local store first, then v2, then v1, as configured; cached and single-flight) and read its config for the
  *      layers' diff ids.
  *   3. Decline (undefined, so podman pulls the layer itself) an image without an index, a digest that is not
- *      one of its layers, a layer without a zTOC, or an image config without its diff id.
+ *      one of its layers nor the annotated zTOC digest of one, a layer without a zTOC, or an image config
+ *      without its diff id.
  *   4. On the image's first resolution, open every layer it offers at once, in parallel: podman 4 looks its
  *      layers up one after the other under one lock, so each would otherwise wait for the one before.
  *   5. Open the layer through the shared LayerManager (span cache, background fetch; shared with the containerd
@@ -29,6 +34,7 @@ import { acquireOptionsFor, type ImageResolver, type ResolvedImage } from "../la
 import type { LayerHandle, LayerManager } from "../layerfs/layer_manager.ts";
 import { MediaType } from "../oci/media_types.ts";
 import type { ImageConfig } from "../oci/types.ts";
+import { ANNOTATION_IMAGE_LAYER_DIGEST, ANNOTATION_TOC_DIGEST } from "../soci/index.ts";
 import { raceSignal } from "../util/abort.ts";
 import { errorMessage, UnavailableError } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
@@ -43,6 +49,8 @@ export interface LayerInfo {
   "diff-size"?: number;
   /** c/storage's archive.Compression: 0 none, 2 gzip, 4 zstd. */
   compression: number;
+  /** The TOC digest podman 5 looked the layer up by (its zTOC's digest); absent for podman 4's lookups. */
+  "toc-digest"?: string;
 }
 
 /** A layer the store offers, open. */
@@ -156,17 +164,22 @@ export class StoreLayers {
       const diffIds = await this.#diffIdsOf(image, bounded);
       // 3.
       const offered = (d: string) => offeredLayer(image, diffIds, d);
-      if (!offered(digest)) {
+      const byToc = tocNames(image);
+      const wanted = byToc.get(digest) ?? digest;
+      if (!offered(wanted)) {
         this.#o.logger.debug("Store declines layer", { ref, layer: digest, index: image.found !== undefined });
         return undefined;
       }
-      // 4. (the wanted layer first)
+      // 4. (the wanted layer first; the others by the name the wanted one was asked by)
       const entry = this.#entry(ref, digest);
-      const mine = this.#open(entry, image, diffIds);
+      const mine = this.#open(entry, image, diffIds, wanted);
+      const names = new Map([...byToc].map(([toc, layer]) => [layer, toc]));
       for (const l of image.layers) {
-        if (l.digest === digest || !offered(l.digest)) continue;
-        const other = this.#entry(ref, l.digest);
-        if (!other.opening) this.#open(other, image, diffIds).catch(() => {});
+        if (l.digest === wanted || !offered(l.digest)) continue;
+        const name = wanted !== digest ? names.get(l.digest) : l.digest;
+        if (!name) continue;
+        const other = this.#entry(ref, name);
+        if (!other.opening) this.#open(other, image, diffIds, l.digest).catch(() => {});
       }
       // 5.
       return await raceSignal(mine, bounded);
@@ -225,9 +238,15 @@ export class StoreLayers {
     return e;
   }
 
-  #open(entry: Entry, image: ResolvedImage, diffIds: string[]): Promise<StoreLayer & { handle: LayerHandle }> {
+  /** Open layer `layerDigest` of `image` for `entry` (named by that digest, or by its zTOC's for podman 5). */
+  #open(
+    entry: Entry,
+    image: ResolvedImage,
+    diffIds: string[],
+    layerDigest: string,
+  ): Promise<StoreLayer & { handle: LayerHandle }> {
     const opening = (async () => {
-      const handle = await this.#o.manager.acquire(acquireOptionsFor(image, entry.digest));
+      const handle = await this.#o.manager.acquire(acquireOptionsFor(image, layerDigest));
       await handle.prefetched;
       const layer = handle.layer;
       let base = this.#bases.get(layer);
@@ -235,14 +254,15 @@ export class StoreLayers {
         base = this.#slots.take();
         this.#bases.set(layer, base);
       }
-      const desc = image.layers.find((l) => l.digest === entry.digest)!;
-      const ztoc = image.found!.ztocs.get(entry.digest)!;
+      const desc = image.layers.find((l) => l.digest === layerDigest)!;
+      const ztoc = image.found!.ztocs.get(layerDigest)!;
       const info: LayerInfo = {
         "compressed-diff-digest": desc.digest,
         "compressed-size": desc.size,
         "diff-digest": diffIds[image.layers.indexOf(desc)]!,
         ...(ztoc.uncompressedArchiveSize > 0 ? { "diff-size": ztoc.uncompressedArchiveSize } : {}),
         compression: compressionOf(desc.mediaType),
+        ...(entry.digest !== layerDigest ? { "toc-digest": entry.digest } : {}),
       };
       const { client, ref } = image.location;
       this.#o.logger.info("Store layer open", { ref: entry.ref, layer: entry.digest, uses: entry.uses });
@@ -334,6 +354,22 @@ export class StoreLayers {
 
 function key(ref: string, digest: string): string {
   return `${ref}\n${digest}`;
+}
+
+/**
+ * Layer digests by TOC digest: each layer whose descriptor's TOC annotation is the digest of its zTOC in the
+ * image's index (a TOC annotation naming anything else is not this store's to answer).
+ */
+function tocNames(image: ResolvedImage): Map<string, string> {
+  const out = new Map<string, string>();
+  const ztocDigests = new Map(
+    (image.found?.index.layers ?? []).map((d) => [d.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST], d.digest]),
+  );
+  for (const l of image.layers) {
+    const toc = l.annotations?.[ANNOTATION_TOC_DIGEST];
+    if (toc && ztocDigests.get(l.digest) === toc) out.set(toc, l.digest);
+  }
+  return out;
 }
 
 /** True when the store offers layer `digest` of the image: indexed, with a zTOC and a diff id. */

@@ -14,6 +14,7 @@ import {
   ANNOTATION_IMAGE_LAYER_DIGEST,
   ANNOTATION_IMAGE_MANIFEST_DIGEST,
   ANNOTATION_INDEX_DIGEST,
+  ANNOTATION_TOC_DIGEST,
   SOCI_INDEX_V2_ARTIFACT_TYPE,
 } from "../../src/soci/index.ts";
 import { pushIndexes } from "../../src/soci/push.ts";
@@ -95,6 +96,29 @@ describe("convert (SOCI index v2)", () => {
     const viaStore = await discoverIndex(dst, imageManifest, { store, modes: { v1: false, v2: false } });
     expect(viaStore?.foundBy).toBe("store");
     expect(viaStore?.version).toBe("v2");
+  });
+
+  test("--toc-annotation: each indexed layer carries its zTOC digest as a TOC digest, nothing else changes", async () => {
+    const { location: src, manifest } = await image("t");
+    const dst = new OciLayout(join(dir, "out"), "soci");
+    const res = await convertImage(src, dst, { ...build, tocAnnotation: true });
+    const img = res.images[0]!;
+    const rewritten = (await dst.getManifest(img.imageDescriptor.digest)).manifest as Manifest;
+    const sociIndex = (await dst.getManifest(img.indexDescriptor.digest)).manifest as Manifest;
+    const ztocOf = (layer: string) =>
+      sociIndex.layers.find((z) => z.annotations?.[ANNOTATION_IMAGE_LAYER_DIGEST] === layer)!.digest;
+    expect(rewritten.layers).toEqual(
+      manifest.layers.map((l) => ({ ...l, annotations: { [ANNOTATION_TOC_DIGEST]: ztocOf(l.digest) } })),
+    );
+    // Without the option the layers are untouched; the index is the same either way.
+    const plain = await convertImage(src, new OciLayout(join(dir, "out2"), "soci"), build);
+    expect(plain.images[0]!.indexDescriptor.digest).toBe(img.indexDescriptor.digest);
+    expect(plain.images[0]!.imageDescriptor.digest).not.toBe(img.imageDescriptor.digest);
+    // Discovery is unchanged.
+    const found = await discoverIndex(dst, await dst.getManifest(img.imageDescriptor.digest), {
+      modes: { v1: false, v2: true },
+    });
+    expect(found?.indexDescriptor.digest).toBe(img.indexDescriptor.digest);
   });
 
   test("multi-platform: --all-platforms converts each platform; --platform converts one and keeps the rest", async () => {

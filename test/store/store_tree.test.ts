@@ -13,9 +13,10 @@ import { EINVAL, ENOENT, EROFS, FuseErrno } from "../../src/fuse/errno.ts";
 import { ImageResolver } from "../../src/layerfs/image_resolver.ts";
 import { LayerManager } from "../../src/layerfs/layer_manager.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
-import { formatReference } from "../../src/registry/reference.ts";
+import { formatReference, parseReference } from "../../src/registry/reference.ts";
 import type { RegistryClient } from "../../src/registry/types.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { convertImage } from "../../src/soci/convert.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { LAYER_INO_SPAN } from "../../src/store/layer_view.ts";
@@ -208,6 +209,46 @@ describe.skipIf(!run)("podman store tree", () => {
       full.layers[0]!.descriptor.digest,
     )) as Node;
     expect(await foreign.lookup!("diff")).toBeUndefined();
+  });
+
+  test("podman 5 names: a layer by the zTOC digest of its TOC annotation, toc-digest in info; others declined", async () => {
+    // The full image converted with --toc-annotation into another repository (its index found by the v2 annotation).
+    const name = `${reg.host}/store/toc:v1`;
+    const converted = await convertImage(
+      new RegistryLocation(http, full.ref, formatReference(full.ref)),
+      new RegistryLocation(http, parseReference(name), name),
+      { spanSizeBytes: 64 << 10, minLayerSizeBytes: 0, tocAnnotation: true },
+    );
+    const ztocs = converted.images[0]!.built.ztocs;
+    layers = await StoreLayers.open({
+      manager,
+      resolver: new ImageResolver(client, { modes: { localStore: false, v1: false, v2: true }, store: artifacts() }),
+      lingerMs: 60_000,
+    });
+    const tree = new StoreTree(layers);
+    const ref = (await tree.root.lookup!(encodeStoreRef(name))) as Node;
+    for (const [i, z] of ztocs.entries()) {
+      const dir = (await ref.lookup!(z.descriptor.digest)) as Node;
+      const info = (await dir.lookup!("info")) as Node;
+      expect(JSON.parse(text((await info.read!(0, 4096, ctx)) as Uint8Array))).toEqual({
+        "compressed-diff-digest": full.layers[i]!.descriptor.digest,
+        "compressed-size": full.layers[i]!.descriptor.size,
+        "diff-digest": full.config.rootfs.diff_ids[i],
+        "diff-size": full.layers[i]!.tar.length,
+        compression: 2,
+        "toc-digest": z.descriptor.digest,
+      });
+      const diff = (await dir.lookup!("diff")) as Node;
+      const f = (await ((await diff.lookup!("data")) as Node).lookup!("hello.txt")) as Node;
+      expect(text(await f.read!(0, 100, ctx))).toBe(`hello from full-${i + 1}\n`);
+    }
+    // podman 4's name for the same layer still answers, without toc-digest.
+    const byLayer = (await ref.lookup!(full.layers[0]!.descriptor.digest)) as Node;
+    const info = (await byLayer.lookup!("info")) as Node;
+    expect(JSON.parse(text((await info.read!(0, 4096, ctx)) as Uint8Array))["toc-digest"]).toBeUndefined();
+    // A digest that is neither a layer nor the zTOC its annotation names: declined.
+    const other = (await ref.lookup!(converted.images[0]!.indexDescriptor.digest)) as Node;
+    expect(await other.lookup!("diff")).toBeUndefined();
   });
 
   test("use and RMDIR count podman's uses; counts survive a restart; the last release closes the layer", async () => {

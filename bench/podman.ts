@@ -1,0 +1,223 @@
+/**
+ * bench:podman — `podman run` of the python command of bench:lazy with `soci-ts serve` as podman's additional
+ * layer store (lazy), against the same `podman run` without it (podman pulls every layer, then runs), on the
+ * shaped link of bench:lazy (bench/_shaped_link.ts: the registry in a network namespace behind a 100 Mbit/s veth,
+ * plus a proxy in this process adding 10 ms each way; set up unshaped, shaped for the measured part). Debian's podman 4.3.1 with runc, each run with its own
+ * CONTAINERS_CONF / CONTAINERS_REGISTRIES_CONF / CONTAINERS_STORAGE_CONF, a fresh graph root and run root.
+ *   - lazy: a fresh `soci-ts serve` (the store alone, fresh root, background fetch off) is started before the
+ *     clock starts, as the daemon a podman user keeps running; the SOCI index (zTOCs only) was built and pushed
+ *     beforehand by a publisher, as in bench:lazy; serve discovers it in the registry on podman's first lookup;
+ *   - full pull: the same `podman run` with no additional layer store.
+ * Both cold: page cache dropped before each, nothing of the image on the host. Measured: time from spawning
+ * `podman run` to the command's output, and every byte the registry sent through the link (manifests, config,
+ * index, zTOCs, spans or whole layers) from then to the end of `podman run`.
+ * PODMAN_LOG_DIR keeps serve's debug log (JSON, timestamped, one line per registry request) and podman's
+ * `--log-level=debug` output of each run.
+ *
+ * Last line: `podman lazy vs full pull: <ratio>x` (lazy time to output / full; lower is better; target <= 0.3).
+ * Needs root, /dev/fuse, podman, runc, iproute2, docker-registry, skopeo; run with `npm run bench:podman`.
+ *
+ * Measured (2026-12-03, 2 shared cores, load average 8-15, span size 256 KiB, python image 80.4 MB):
+ *   run 1: lazy 8.19 s, 10.7 MB over the link; full 13.83 s, 80.4 MB: 0.592x (load 12.1, 13.5, 13.2 during the run)
+ *   run 2: lazy 4.43 s, 10.7 MB over the link; full 11.87 s, 80.4 MB: 0.373x (load 8.3, 11.9, 12.6 at start)
+ *   run 3 (on bench/_shaped_link.ts after main's refactor): lazy 6.55 s, 10.7 MB; full 15.07 s, 80.4 MB: 0.435x
+ *     (load 11.2, 11.9, 12.0 at start)
+ * The target (0.3x) is missed. Where the lazy time goes (PODMAN_LOG_DIR: serve's JSON log, ms timestamps, one line
+ * per registry request; podman --log-level=debug, second timestamps), run 2:
+ *   - 0.0-1.3 s: podman's pull. podman GETs the manifest, asks the store for `diff` of its first layer; serve
+ *     resolves the image (manifest 26 ms, referrers + index manifest ~80 ms, zTOCs: the first and last windows of
+ *     each, 0.6 s in all), opens both layers (1.3 s); podman takes them ("Skipping blob … already present") and
+ *     commits the image within the same second;
+ *   - 1.3-1.6 s: container created and started (runc);
+ *   - 1.6-4.4 s: python starting: 56 ranged GETs for ~28 cold spans, one span after the other (python opens its
+ *     modules one by one), each span with the 32 KiB checkpoint window of the zTOC it needs (lazy checkpoints),
+ *     mostly fetched alongside it; each request 30-90 ms (a 20 ms round trip plus queueing on the loaded machine).
+ *   Run 1 spent the same requests over 5 s (8.2 s in all) on a busier machine: the serial on-demand phase is what
+ *   scales with load and latency. The full pull is 6.4 s of transfer at 100 Mbit/s plus gunzip and overlay apply
+ *   under load. Reaching 0.3x needs the spans fetched before python asks: a load order document or prefetch
+ *   artifact (bench:lazy's other rows) resolved by the store, or the serial span misses made cheaper.
+ *   (podman itself returns ~23 s after the output in both paths, "Exceeded conmon timeout waiting for container
+ *   to exit", a conmon/sandbox matter outside the time to output.)
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Manifest } from "../src/oci/types.ts";
+import { BUN, MAIN } from "../test/_harness/cli.ts";
+import { pushPythonImage, pythonImagePath } from "../test/_harness/python_image.ts";
+import { startServeProcess } from "../test/_harness/serve.ts";
+import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
+import { COMMAND, COMMAND_OUTPUT } from "./_traced_files.ts";
+
+/** Span size of the index (SPAN_SIZE, default 256 KiB, as bench:lazy). */
+const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
+const tmp = mkdtempSync(join(tmpdir(), "soci-bench-podman-"));
+/** Undone in reverse order when the run ends. */
+const cleanups: Array<() => void | Promise<void>> = [];
+let link: ShapedRegistry;
+const LOG_DIR = process.env.PODMAN_LOG_DIR;
+const READY = "soci-ts serve: podman store at";
+
+/** One `podman run`: seconds to the output, the output, bytes over the link. */
+interface Run {
+  seconds: number;
+  output: string;
+  overLink: number;
+}
+
+/** podman's configuration files for a run named `name`, with a fresh graph root and run root. */
+function podmanEnv(name: string, registry: string, store?: string): Record<string, string> {
+  const dir = join(tmp, `podman-${name}`);
+  mkdirSync(dir);
+  writeFileSync(
+    join(dir, "containers.conf"),
+    `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\n`,
+  );
+  writeFileSync(join(dir, "registries.conf"), `[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
+  writeFileSync(
+    join(dir, "storage.conf"),
+    [
+      "[storage]",
+      'driver = "overlay"',
+      `graphroot = "${dir}/graph"`,
+      `runroot = "${dir}/run"`,
+      ...(store ? ["[storage.options]", `additionallayerstores = ["${store}:ref"]`] : []),
+      "",
+    ].join("\n"),
+  );
+  const env = {
+    ...(process.env as Record<string, string>),
+    CONTAINERS_CONF: join(dir, "containers.conf"),
+    CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf"),
+    CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"),
+  };
+  // Removed before the store goes away (podman tells the store it released the layers).
+  cleanups.push(() => {
+    spawnSync("podman", ["rm", "--all", "--force"], { env });
+    spawnSync("podman", ["rmi", "--all", "--force"], { env });
+    spawnSync("sh", ["-c", `grep -o ' ${dir}/[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`]);
+  });
+  return env;
+}
+
+/**
+ * `podman run --rm` of the command, timed from the spawn to its output (asynchronously: the delaying proxy runs
+ * on this event loop).
+ */
+async function podmanRun(name: string, env: Record<string, string>, ref: string): Promise<Run> {
+  const debug = LOG_DIR ? ["--log-level=debug"] : [];
+  dropCaches();
+  const linkBefore = link.linkBytes();
+  const t0 = performance.now();
+  const p = Bun.spawn(["podman", ...debug, "run", "--rm", "--network", "none", ref, ...COMMAND], {
+    env,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const errText = new Response(p.stderr).text();
+  let output = "";
+  let seconds = 0;
+  const rd = (p.stdout as ReadableStream<Uint8Array>).getReader();
+  for (let r = await rd.read(); !r.done; r = await rd.read()) {
+    output += new TextDecoder().decode(r.value);
+    if (!seconds && output.includes("\n")) seconds = (performance.now() - t0) / 1000;
+  }
+  const code = await p.exited;
+  const err = await errText;
+  if (LOG_DIR) writeFileSync(join(LOG_DIR, `podman-${name}.log`), err);
+  if (code !== 0 || output !== COMMAND_OUTPUT)
+    throw new Error(
+      `podman run (${name}) failed (exit ${code}, output ${JSON.stringify(output)}): ${err.slice(-3000)}`,
+    );
+  return { seconds, output, overLink: link.linkBytes() - linkBefore };
+}
+
+async function main(): Promise<void> {
+  // 1. Link, registry, delay proxy; the image and its index pushed by a publisher (not timed, unshaped).
+  link = await startShapedRegistry();
+  cleanups.push(() => link.stop());
+  const proxy = link.proxyHost;
+  const direct = link.registry.host;
+  const directRef = await pushPythonImage(direct, { repository: "bench/python", tag: "v1" });
+  const ref = directRef.replace(direct, proxy);
+  const pubRoot = join(tmp, "publisher-root");
+  const pubCfg = join(tmp, "publisher.toml");
+  writeFileSync(pubCfg, `[resolver.host."${direct}"]\nplain_http = true\n`);
+  const cli = (args: string[]) => sh(BUN, [MAIN, "--root", pubRoot, "--config", pubCfg, ...args]);
+  cli(["index", "create", directRef, "--min-layer-size", "0", "--span-size", SPAN_SIZE]);
+  cli(["index", "push", directRef]);
+  const layout = pythonImagePath();
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
+  const manifest: Manifest = JSON.parse(
+    readFileSync(join(layout, "blobs", ...index.manifests[0].digest.split(":")), "utf8"),
+  );
+  const imageBytes = manifest.layers.reduce((n, l) => n + l.size, 0);
+  if (LOG_DIR) mkdirSync(LOG_DIR, { recursive: true });
+
+  // 2. Lazy: a fresh serve (store alone, fresh root), then `podman run` with the store.
+  const serveRoot = join(tmp, "serve-root");
+  const store = join(tmp, "store");
+  const serveCfg = join(tmp, "serve.toml");
+  writeFileSync(
+    serveCfg,
+    [
+      "[snapshotter]",
+      "enable = false",
+      "[store]",
+      "enable = true",
+      `mountpoint = "${store}"`,
+      "[background_fetch]",
+      "disable = true",
+      "",
+    ].join("\n"),
+  );
+  const logs = LOG_DIR ? ["--log-level", "debug", "--log-format", "json"] : [];
+  const serve = await startServeProcess(["--root", serveRoot, "--config", serveCfg, ...logs, "serve"], {
+    ready: READY,
+  });
+  cleanups.push(async () => {
+    await serve.stop("SIGTERM");
+    if (LOG_DIR) writeFileSync(join(LOG_DIR, "serve.log"), serve.stderr());
+    spawnSync("umount", ["-l", store]);
+  });
+  link.shape();
+  const lazyEnv = podmanEnv("lazy", proxy, store);
+  const lazy = await podmanRun("lazy", lazyEnv, ref);
+
+  // 3. Full pull: `podman run` without the store.
+  const fullEnv = podmanEnv("full", proxy);
+  const full = await podmanRun("full", fullEnv, ref);
+
+  // 4. The table.
+  const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+  const rows: Array<[string, Run]> = [
+    ["podman run, lazy (soci-ts serve store)", lazy],
+    ["podman run, full pull", full],
+  ];
+  console.log(link.describe());
+  console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; image layers ${mb(imageBytes)} compressed`);
+  const w = Math.max(...rows.map(([n]) => n.length));
+  console.log(`${"path".padEnd(w)}  time to output  over the link`);
+  for (const [n, r] of rows)
+    console.log(
+      `${n.padEnd(w)}  ${`${r.seconds.toFixed(2)} s`.padStart(14)}  ${mb(r.overLink).padStart(13)} (${((r.overLink / imageBytes) * 100).toFixed(1)}% of the layers)`,
+    );
+  console.log(`bytes lazy vs full pull: ${(lazy.overLink / full.overLink).toFixed(3)}x`);
+  console.log(`podman lazy vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
+}
+
+try {
+  await main();
+} finally {
+  for (const c of cleanups.reverse()) {
+    try {
+      await c();
+    } catch {
+      // keep cleaning
+    }
+  }
+  rmSync(tmp, { recursive: true, force: true });
+}
+// Proxy sockets still draining must not keep the process alive once everything is cleaned up.
+process.exit(process.exitCode ?? 0);
