@@ -57,7 +57,7 @@ describe("soci-ts CLI", () => {
     const r = runCli(["--root", "/x", "config", "default", "-h"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("USAGE");
-  });
+  }, 120_000); // One process per command (about 30), one after another: seconds each on a loaded machine.
 
   test("the tree's verb descriptions are those of the command files (<noun>_<verb>.ts)", async () => {
     const verbs = (await commandTree()).filter((c) => c.subs.length === 0);
