@@ -20,6 +20,7 @@ import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import { Op, operationCount, operationDurationMs } from "../util/metrics.ts";
 import { mountTree, type MountHandle } from "../vfs/serve.ts";
 import type { BackgroundFetcher } from "./background_fetcher.ts";
 import type { Layer } from "./layer.ts";
@@ -72,6 +73,8 @@ export interface MountLayerOptions extends AcquireLayerOptions {
 interface Mounted {
   handle: LayerHandle;
   served: MountHandle;
+  /** The image the layer was mounted for ("registry/repository:tag@digest"), when known. */
+  image?: string;
   /** Date.now() of the last check that reached the blob. */
   checkedOkAt?: number;
 }
@@ -132,6 +135,7 @@ export class LayerFs {
       const layer = handle.layer;
       // 2.
       let served: MountHandle;
+      const t0 = performance.now();
       try {
         served = await mountTree(layer.root, mp, {
           attrTimeoutSec: this.#o.fuse?.attrTimeoutSec,
@@ -153,13 +157,18 @@ export class LayerFs {
         await handle.done();
         throw err;
       }
+      operationDurationMs.labels(Op.fuseMount, layer.digest).observe(performance.now() - t0);
       // Copies for passthrough are of no use when the kernel did not take it.
       if (!served.negotiated.passthrough) layer.materializer?.close();
-      this.#mounts.set(mp, { handle, served });
+      this.#mounts.set(mp, { handle, served, image: imageName(opts) });
       this.#logger.info("Layer mounted", { layer: layer.digest, mountpoint: mp, lazy: layer.manager !== undefined });
       // 3.
       await handle.prefetched;
       return layer;
+    } catch (err) {
+      // SOCI's count of mounts that failed (opening the layer or its FUSE mount), per layer.
+      operationCount.labels(Op.fuseMountFailureCount, opts.layer.digest).inc();
+      throw err;
     } finally {
       this.#mounting.delete(mp);
     }
@@ -186,6 +195,11 @@ export class LayerFs {
   /** Every mounted layer by mount point. */
   layers(): Map<string, Layer> {
     return new Map([...this.#mounts].map(([k, v]) => [k, v.handle.layer]));
+  }
+
+  /** Every mount: its mount point, layer and the image it was mounted for (when known). */
+  mounts(): Array<{ mountpoint: string; layer: Layer; image?: string }> {
+    return [...this.#mounts].map(([mountpoint, m]) => ({ mountpoint, layer: m.handle.layer, image: m.image }));
   }
 
   /**
@@ -243,4 +257,11 @@ export class LayerFs {
     if (!m) throw new NotFoundError(`Cannot ${action} layer mount "${mountpoint}": not mounted by this process`);
     return m;
   }
+}
+
+/** "registry/repository[:tag][@manifest digest]" of the image a layer is mounted for. */
+function imageName(opts: MountLayerOptions): string {
+  const { registry, repository, tag } = opts.source.ref;
+  const digest = opts.imageManifest?.descriptor.digest ?? opts.source.ref.digest;
+  return `${registry}/${repository}${tag ? `:${tag}` : ""}${digest ? `@${digest}` : ""}`;
 }
