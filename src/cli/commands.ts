@@ -104,6 +104,11 @@ const topLevel = {
     "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket",
     () => import("./serve.ts"),
   ),
+  status: lazyCommand(
+    "status",
+    "Show what the running soci-ts serve of this root is doing",
+    () => import("./status.ts"),
+  ),
 };
 
 /** The root of the tree, as citty runs it. */

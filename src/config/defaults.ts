@@ -100,6 +100,19 @@ export const SCHEMA: readonly SectionSpec[] = [
         "/run/soci-ts/soci-ts.sock",
         "Unix socket `soci-ts serve` answers containerd's snapshots API on (containerd's proxy_plugins address)",
       ),
+      str(
+        "metrics_address",
+        "metricsAddress",
+        "",
+        "Where `soci-ts serve` serves Prometheus metrics (/metrics) and its layer list (/debug/layers): host:port for tcp (e.g. 127.0.0.1:9110), a socket path for unix; empty: off",
+      ),
+      oneOf(
+        "metrics_network",
+        "metricsNetwork",
+        "tcp",
+        ["tcp", "unix"],
+        "How metrics_address is read: tcp (host:port) or unix (a socket path)",
+      ),
     ],
   },
   {

@@ -43,6 +43,10 @@ export interface Config {
   dockerConfig: string;
   /** Unix socket of `soci-ts serve` (containerd's snapshots API). */
   address: string;
+  /** Where `soci-ts serve` serves metrics and its layer list: "host:port" or a socket path; "" is off. */
+  metricsAddress: string;
+  /** "tcp" or "unix": how `metricsAddress` is read. */
+  metricsNetwork: string;
   snapshotter: {
     enable: boolean;
     allowInvalidMountsOnRestart: boolean;

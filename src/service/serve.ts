@@ -11,6 +11,7 @@
  *      snapshot is mounted again from the labels stored with it (`max_concurrency` at a time). One that cannot
  *      be is logged and kept unless `[snapshotter] allow_invalid_mounts_on_restart = false` (then start fails).
  *   5. Serve the snapshots API at `address` (socket 0660 in a 0711 directory).
+ *   6. Serve metrics and the layer list (status_server.ts): `<root>/status.sock`, and `metrics_address` if set.
  * `stop()` undoes them in reverse: stop serving (calls in flight are cancelled after a bound), close the
  * snapshotter (metadata kept for the next start), detach every layer mount, flush the span cache, release the
  * root. Whatever fails to start is undone the same way, so nothing is left mounted or listening.
@@ -27,6 +28,7 @@ import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
 import { snapshotsHandlers } from "./snapshots_handlers.ts";
+import { startStatusServer } from "./status_server.ts";
 
 /** What `startServe` needs; `client` replaces the registry client built from the config (tests). */
 export interface ServeOptions {
@@ -91,6 +93,14 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     const server: SnapshotsServer = await serveSnapshots(opts.address, snapshotsHandlers(snapshotter), { logger: log });
     undo.push(() => server.close());
     log.info("Serving containerd snapshots", { address: opts.address, root: opts.root });
+    // 6.
+    const status = await startStatusServer(stack, {
+      config: opts.config,
+      root: opts.root,
+      address: opts.address,
+      logger: log,
+    });
+    undo.push(() => status.close());
     let stopping: Promise<void> | undefined;
     return {
       address: opts.address,
