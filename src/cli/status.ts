@@ -56,7 +56,7 @@ export function describeStatus(s: ServeStatus): string {
   out.push(`soci-ts serve ${s.version}, pid ${s.pid}, up ${duration(up)}; root ${s.root}, socket ${s.address}`);
   const m = s.memory;
   out.push(
-    `memory      ${mb(m.residentBytes)} resident; JavaScript heap ${mb(m.heapUsedBytes)} used of ${mb(m.heapSizeBytes)}, ${mb(m.externalBytes)} outside it`,
+    `memory      ${mb(m.residentBytes)} resident; JavaScript heap ${mb(m.heapUsedBytes)} in use, of which ${mb(m.externalBytes)} in buffers`,
   );
   const c = s.spanCache;
   const lookups = c.hits + c.misses;
