@@ -6,6 +6,7 @@
  * Process figures are read from /proc/self (Linux): `status` for resident and virtual memory, `fd` for open
  * descriptors, `limits` for their bound; CPU time from `process.cpuUsage()`.
  */
+import { heapStats } from "bun:jsc";
 import { readdirSync, readFileSync } from "node:fs";
 import pkg from "../../package.json" with { type: "json" };
 import type { SpanCacheStats } from "../cache/span_cache.ts";
@@ -29,6 +30,8 @@ export interface LayerStatus {
   lazy: boolean;
   /** Compressed size in bytes. */
   sizeBytes: number;
+  /** Uncompressed size (the tar stream) of a lazy layer. */
+  unpackedBytes?: number;
   /** Compressed bytes present locally (SOCI's fetchedSize). */
   presentBytes: number;
   /** presentBytes / sizeBytes × 100. */
@@ -107,6 +110,7 @@ function layerStatus(
     ...(m.image ? { image: m.image } : {}),
     lazy: manager !== undefined,
     sizeBytes: state.size,
+    ...(manager ? { unpackedBytes: manager.layout.uncompressedSize } : {}),
     presentBytes: state.fetchedSize,
     presentPercent: state.fetchedPercent,
     fetchedBytes: { onDemand: stats?.networkBytes ?? 0, background: stats?.backgroundBytes ?? 0 },
@@ -206,4 +210,36 @@ function readProc(path: string): string {
   } catch {
     return "";
   }
+}
+
+/** What `/debug/memory` answers: where the daemon's memory is, as far as it can tell. */
+export interface MemoryStatus {
+  residentBytes: number;
+  /** JavaScriptCore's heap: objects, and the memory they hold outside it (array buffers: spans, zTOCs). */
+  heap: { sizeBytes: number; capacityBytes: number; extraMemoryBytes: number; objects: number };
+  /** The 25 most numerous object types on the heap. */
+  objectTypes: Array<[string, number]>;
+  spanCacheMemoryBytes: number;
+  layersOpen: number;
+  mounts: number;
+}
+
+/** Memory figures of the daemon now (walks the heap's type counts: a few milliseconds). */
+export function memoryStatus(stack: LayerStack): MemoryStatus {
+  const h = heapStats();
+  return {
+    residentBytes: process.memoryUsage.rss(),
+    heap: {
+      sizeBytes: h.heapSize,
+      capacityBytes: h.heapCapacity,
+      extraMemoryBytes: h.extraMemorySize,
+      objects: h.objectCount,
+    },
+    objectTypes: Object.entries(h.objectTypeCounts)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 25),
+    spanCacheMemoryBytes: stack.manager.cache.stats().memoryBytes,
+    layersOpen: stack.manager.layers().size,
+    mounts: stack.layerFs.mounts().length,
+  };
 }

@@ -1,6 +1,6 @@
 /**
- * The daemon's HTTP endpoints for operators: `/metrics` (Prometheus text, util/metrics.ts) and `/debug/layers`
- * (JSON, status.ts), served on
+ * The daemon's HTTP endpoints for operators: `/metrics` (Prometheus text, util/metrics.ts), `/debug/layers`
+ * and `/debug/memory` (JSON, status.ts), served on
  *   - the status socket `<root>/status.sock`, always (mode 0600: whoever may read the root may ask). `soci-ts
  *     status --root R` reads it: it needs no configuration, works whether metrics are on or not, and reaches only
  *     the daemon of that root (several daemons on one node each have their own);
@@ -22,7 +22,7 @@ import type { Logger } from "../util/log.ts";
 import { metrics } from "../util/metrics.ts";
 import { EXPOSITION_CONTENT_TYPE } from "../util/prometheus.ts";
 import type { LayerStack } from "./layer_stack.ts";
-import { addProcessCollector, addStackCollector, serveStatus } from "./status.ts";
+import { addProcessCollector, addStackCollector, memoryStatus, serveStatus } from "./status.ts";
 
 /** File name of the status socket under the state root. */
 export const STATUS_SOCKET_NAME = "status.sock";
@@ -62,7 +62,8 @@ export async function startStatusServer(stack: LayerStack, opts: StatusServerOpt
     if (path === "/metrics")
       return new Response(metrics.expose(), { headers: { "content-type": EXPOSITION_CONTENT_TYPE } });
     if (path === "/debug/layers") return Response.json(serveStatus(stack, { root: opts.root, address: opts.address }));
-    return new Response("not found: try /metrics or /debug/layers\n", { status: 404 });
+    if (path === "/debug/memory") return Response.json(memoryStatus(stack));
+    return new Response("not found: try /metrics, /debug/layers or /debug/memory\n", { status: 404 });
   };
   let closed: Promise<void> | undefined;
   const close = () =>

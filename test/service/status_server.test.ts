@@ -1,6 +1,6 @@
 /**
- * The daemon's operator endpoints (service/status_server.ts) on a real lazy loader without mounts: `/metrics` and
- * `/debug/layers` on the status socket under the root and on `metrics_address` (tcp and unix), `soci-ts status`
+ * The daemon's operator endpoints (service/status_server.ts) on a real lazy loader without mounts: `/metrics`,
+ * `/debug/layers` and `/debug/memory` on the status socket under the root and on `metrics_address` (tcp and unix), `soci-ts status`
  * reading the socket, and what a bad address or a path in the way does. Listing mounted layers needs FUSE and
  * containerd: test/e2e/serve_metrics.test.ts.
  */
@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultConfig } from "../../src/config/load.ts";
 import { buildLayerStack, type LayerStack } from "../../src/service/layer_stack.ts";
-import type { ServeStatus } from "../../src/service/status.ts";
+import type { MemoryStatus, ServeStatus } from "../../src/service/status.ts";
 import { parseHostPort, startStatusServer, type StatusServer } from "../../src/service/status_server.ts";
 import { InvalidArgumentError, UnavailableError } from "../../src/util/errors.ts";
 import { silentLogger } from "../../src/util/log.ts";
@@ -81,6 +81,13 @@ describe("status server", () => {
     expect(status).toMatchObject({ pid: process.pid, root, address: "/run/x.sock", layers: [] });
     expect(status.spanCache.memoryLimitBytes).toBe(12345678);
     expect(status.background).toEqual({ enabled: true, queued: 0 });
+    const memory = (await (
+      await fetch("http://localhost/debug/memory", { unix: s.statusSocket })
+    ).json()) as MemoryStatus;
+    expect(memory.residentBytes).toBeGreaterThan(1 << 20);
+    expect(memory.heap.objects).toBeGreaterThan(0);
+    expect(memory.objectTypes.length).toBeGreaterThan(0);
+    expect(memory).toMatchObject({ spanCacheMemoryBytes: 0, layersOpen: 0, mounts: 0 });
     // The CLI, as an operator runs it (a child process: the server answers from this one's event loop).
     const cli = async (args: string[]) => {
       const p = Bun.spawn([BUN, MAIN, "--root", root, "status", ...args], { stdout: "pipe", stderr: "pipe" });
