@@ -325,7 +325,14 @@ export const SCHEMA: readonly SectionSpec[] = [
     ts: "spanCache",
     doc: "One span cache for the process, shared by every mounted layer",
     fields: [
-      int("memory_max_bytes", "memoryMaxBytes", 256 * MiB, "Bytes of uncompressed spans kept in memory", 0, TiB),
+      int(
+        "memory_max_bytes",
+        "memoryMaxBytes",
+        64 * MiB,
+        "Bytes of uncompressed spans kept in memory (a hot set in front of the disk tier, whose files the page cache holds and FUSE reader threads read directly); the largest part of the daemon's memory",
+        0,
+        TiB,
+      ),
       int("disk_max_bytes", "diskMaxBytes", 10 * GiB, "Bytes of spans kept on disk", 0, 1024 * TiB),
       str("dir", "dir", "", "Disk cache directory; empty: <root>/spancache"),
     ],

@@ -200,6 +200,14 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
         expect(g("soci_fs_layer_size_bytes")).toBe(l.sizeBytes);
         expect(l.presentBytes).toBeGreaterThan(l.sizeBytes - 64);
       }
+      // The memory tier of the span cache filled up to its ceiling (the default, 64 MiB: less than the layers'
+      // uncompressed bytes, which all went through it) and no further.
+      const memoryTier = m.get('soci_ts_span_cache_bytes{tier="memory"}')!;
+      const ceiling = m.get('soci_ts_span_cache_limit_bytes{tier="memory"}')!;
+      const unpacked = status.layers.reduce((n, l) => n + (l.unpackedBytes ?? 0), 0);
+      expect(unpacked).toBeGreaterThan(ceiling);
+      expect(memoryTier).toBeLessThanOrEqual(ceiling);
+      expect(memoryTier).toBeGreaterThan(ceiling / 2);
       const bgSpans = [...m]
         .filter(([k]) => k.startsWith('soci_fs_operation_count{operation_type="background_span_fetch_count"'))
         .reduce((n, [, v]) => n + v, 0);
