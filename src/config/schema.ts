@@ -79,6 +79,8 @@ export interface Config {
     allowOther: boolean;
     /** "trusted" (trusted.overlay.opaque) or "user" (user.overlay.opaque, for overlay's userxattr). */
     opaqueXattr: string;
+    /** Reader threads per layer mount (transport "workers"). */
+    readerThreads: number;
     /** "workers" (threads on cloned /dev/fuse fds) or "async" (outstanding reads on the main thread). */
     transport: string;
     /** FUSE passthrough for large files whose bytes are all on disk (Linux 6.9+, root). */

@@ -47,6 +47,8 @@ export interface LayerFsFuseOptions {
      * disk are copied into the span cache (file_materializer.ts) and read by the kernel from there.
      */
     passthrough?: boolean;
+    /** Threads reading /dev/fuse per mount with the "workers" transport (config `[fuse] reader_threads`; default 2). */
+    readerThreads?: number;
   };
   /**
    * FUSE transport (default "workers"). Not "async": its reads of /dev/fuse sit in the runtime's I/O thread
@@ -147,6 +149,8 @@ export class LayerFs {
           passthrough: this.#o.fuse?.passthrough,
           fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
           transport: this.#o.transport ?? "workers",
+          // With "async", `readers` would be outstanding reads, which this key is not about.
+          readers: (this.#o.transport ?? "workers") === "workers" ? this.#o.fuse?.readerThreads : undefined,
           debug: this.#o.fuse?.debug ?? false,
           logger: {
             debug: (line) => this.#logger.debug(`fuse ${opts.layer.digest.slice(7, 19)} ${line}`),
