@@ -19,7 +19,10 @@
  *   images   peak RSS   settled RSS   JS heap (of it buffers)   span cache memory   target
  *   10       345 MB     337 MB        84 MB (72 MB)             58 MB               256 MB   missed
  *   50       1125 MB    1063 MB       141 MB (104 MB)           67 MB (64 MiB cap)  512 MB   missed
- *   (serve alone, before any image: 81 MB.)
+ *   with `[fuse] reader_threads = 1` (BENCH_READER_THREADS=1):
+ *   10       273 MB     268 MB        83 MB (71 MB)             58 MB               256 MB   missed
+ *   50       750 MB     700 MB        137 MB (101 MB)           67 MB (64 MiB cap)  512 MB   missed
+ *   (serve alone, before any image: 78-81 MB.)
  *   - The FUSE reader threads are most of it: every layer mount has 2 (dev_transport.ts "workers"), each a Bun
  *     Worker with its own JavaScriptCore VM, about 3.6 MB resident; with what else a mount holds, 8.0 MB per
  *     mount with 2 readers and 4.4 MB with 1 (20 mounts of an empty tree measured alone). 100 mounts ≈ 800 MB
@@ -39,7 +42,8 @@
  *   - gRPC buffers: not visible (a few hundred Uint8Arrays on the heap in all).
  *
  * Needs root, FUSE, containerd, runc, docker-registry, AWS SOCI (fetched and cached by the harness).
- * Env: BENCH_IMAGES ("10,50" by default: the counts measured, cumulative).
+ * Env: BENCH_IMAGES ("10,50" by default: the counts measured, cumulative); BENCH_READER_THREADS sets
+ * `[fuse] reader_threads` (default: the config's default, 2).
  * Last line: `serve RSS with 50 images: <MB> MB` (settled RSS with the last count).
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -88,7 +92,12 @@ async function main(): Promise<void> {
     const root = join(dir, "root");
     mkdirSync(root, { recursive: true });
     const config = join(dir, "config.toml");
-    writeFileSync(config, `[resolver.host."${env.registryHost}"]\nca_file = "${env.env.SSL_CERT_FILE}"\n`);
+    const readers = process.env.BENCH_READER_THREADS;
+    writeFileSync(
+      config,
+      `[resolver.host."${env.registryHost}"]\nca_file = "${env.env.SSL_CERT_FILE}"\n` +
+        (readers ? `[fuse]\nreader_threads = ${Number(readers)}\n` : ""),
+    );
     // 1. Images, indexed and pushed as a publisher would (in this process: 2 CLI runs per image cost minutes).
     const max = Math.max(...COUNTS);
     const store = new ArtifactStore(join(dir, "publisher"));
