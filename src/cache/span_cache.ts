@@ -367,6 +367,12 @@ export class SpanCache {
     };
   }
 
+  /** The configured bounds of the tiers, in bytes. */
+  limits(): { memoryLimitBytes: number; diskLimitBytes: number } {
+    if (this.#base) return this.#base.limits();
+    return { memoryLimitBytes: this.#memoryLimit, diskLimitBytes: this.#diskLimit };
+  }
+
   /** Wait for disk writes in flight. */
   async flush(): Promise<void> {
     if (this.#base) return this.#base.flush();

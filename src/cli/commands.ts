@@ -140,6 +140,11 @@ const topLevel = {
       () => import("./fd_holder.ts"),
     ),
   ),
+  status: lazyCommand(
+    "status",
+    "Show what the running soci-ts serve of this root is doing",
+    () => import("./status.ts"),
+  ),
 };
 
 /** `def` left out of the help listings (citty `meta.hidden`). */

@@ -43,6 +43,10 @@ export interface Config {
   dockerConfig: string;
   /** Unix socket of `soci-ts serve` (containerd's snapshots API). */
   address: string;
+  /** Where `soci-ts serve` serves metrics and its layer list: "host:port" or a socket path; "" is off. */
+  metricsAddress: string;
+  /** "tcp" or "unix": how `metricsAddress` is read. */
+  metricsNetwork: string;
   snapshotter: {
     enable: boolean;
     allowInvalidMountsOnRestart: boolean;
@@ -92,6 +96,8 @@ export interface Config {
     allowOther: boolean;
     /** "trusted" (trusted.overlay.opaque) or "user" (user.overlay.opaque, for overlay's userxattr). */
     opaqueXattr: string;
+    /** Reader threads per layer mount (transport "workers"). */
+    readerThreads: number;
     /** "workers" (threads on cloned /dev/fuse fds) or "async" (outstanding reads on the main thread). */
     transport: string;
     /** FUSE passthrough for large files whose bytes are all on disk (Linux 6.9+, root). */

@@ -102,13 +102,22 @@ import type { DirectReadTable } from "./direct_reads.ts";
 import { PassthroughOpens, type BackingFiles } from "./passthrough.ts";
 import type { RawContext, RawFileSystem } from "./raw_fs.ts";
 
+/** max_write of a read-only mount: the least the kernel takes (it raises anything lower to this). */
+export const READ_ONLY_MAX_WRITE_BYTES = 4096;
+
 /** Options of a protocol server; every field has a default. */
 export interface ProtocolServerOptions {
   /** Answer EROFS to every modifying opcode and to opens for writing. Default true. */
   readOnly?: boolean;
   /** Largest READ the kernel may send, in bytes (sets max_pages); capped at 1 MiB. Default 1 MiB. */
   maxReadBytes?: number;
-  /** Largest WRITE, in bytes (max_write); sizes the transport's read buffer. Default 1 MiB. */
+  /**
+   * Largest WRITE, in bytes (max_write); sizes the transport's read buffer. Default 1 MiB, but 4 KiB (the kernel's
+   * least) when `readOnly`: a read-only mount gets no WRITE, and every other request of it fits in 8 KiB (a
+   * larger one, which only a SETXATTR could be and the kernel refuses on a read-only mount anyway, is answered
+   * EIO or E2BIG by the kernel itself). The transport keeps 4 request slots per reader thread, so this is 16 KiB
+   * instead of 4 MiB per reader, 8 MiB less per mount.
+   */
   maxWriteBytes?: number;
   /** Kernel read-ahead, in bytes; the kernel only lets INIT lower it. Default 1 MiB. */
   maxReadaheadBytes?: number;
@@ -228,7 +237,7 @@ export class ProtocolServer {
     this.wantsPassthrough = opts.passthrough ?? false;
     this.opts = {
       maxReadBytes: Math.min(opts.maxReadBytes ?? 1 << 20, 1 << 20),
-      maxWriteBytes: opts.maxWriteBytes ?? 1 << 20,
+      maxWriteBytes: opts.maxWriteBytes ?? (this.readOnly ? READ_ONLY_MAX_WRITE_BYTES : 1 << 20),
       maxReadaheadBytes: opts.maxReadaheadBytes ?? 1 << 20,
       maxBackground: opts.maxBackground ?? 64,
     };

@@ -17,9 +17,13 @@
 import { createHash } from "node:crypto";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import { layerFetchedBytes, Op, operationCount } from "../util/metrics.ts";
 import type { RangeFetcher, SpanManager } from "./span_manager.ts";
 import { sleep, type TaskGate } from "./task_gate.ts";
 import { concatBytes } from "../util/bytes.ts";
+
+/** Bytes downloaded by background steps, all layers. */
+const backgroundBytes = layerFetchedBytes.labels("background");
 
 export interface BackgroundJob {
   manager: SpanManager;
@@ -66,6 +70,7 @@ export class BackgroundFetcher {
     if (this.#stop.signal.aborted) return false;
     if (this.#queue.length >= this.#o.maxQueueSize) {
       this.#o.logger.warn("Background fetch queue full, layer dropped", { layer: job.manager.layerDigest });
+      operationCount.labels(Op.backgroundQueueEvicted, "").inc();
       return false;
     }
     this.#queue.push(job);
@@ -80,6 +85,17 @@ export class BackgroundFetcher {
       this.#running = undefined;
       if (this.#queue.length > 0 && !this.#stop.signal.aborted) this.#start();
     });
+  }
+
+  /** Layers waiting (not counting the one being fetched). */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Where `manager`'s layer is: "running" (being fetched now), "queued", or undefined (neither). */
+  stateOf(manager: SpanManager): "running" | "queued" | undefined {
+    if (this.#current?.manager === manager) return "running";
+    return this.#queue.some((j) => j.manager === manager) ? "queued" : undefined;
   }
 
   /** Drop a queued or running layer (e.g. it was unmounted). */
@@ -158,14 +174,21 @@ export class BackgroundFetcher {
       await sleep(this.#o.fetchPeriodMs, this.#stop.signal);
       if (this.#current !== job) throw new Error("layer removed");
       if (end <= start) return new Uint8Array(0);
+      const m = job.manager.metrics;
       try {
         const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.#o.stepTimeoutMs)]);
+        const t0 = performance.now();
         const [bytes] = await job.fetchRanges([[start, end]], signal);
         if (bytes!.byteLength !== end - start) throw new Error(`got ${bytes!.byteLength} of ${end - start} bytes`);
+        m.backgroundFetchMs.observe(performance.now() - t0);
+        m.backgroundSpanFetches.inc();
         this.networkBytes += bytes!.byteLength;
+        job.manager.addBackgroundBytes(bytes!.byteLength);
+        backgroundBytes.inc(bytes!.byteLength);
         return bytes!;
       } catch (err) {
         if (this.#stop.signal.aborted) throw err;
+        m.backgroundSpanFetchFailures.inc();
         this.#o.logger.warn("Background fetch failed", {
           layer: job.manager.layerDigest,
           range: `${start}-${end}`,

@@ -24,6 +24,7 @@ import type { Descriptor } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import { forgetLayer } from "../util/metrics.ts";
 import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
@@ -268,6 +269,8 @@ export class LayerManager {
     if (layer.manager) this.background?.remove(layer.manager);
     await layer.close();
     this.cache.demote(layer.digest);
+    // Its metric series go with it, unless the digest is open through another repository or span layout.
+    if (![...this.#layers.values()].some((e) => e.layer?.digest === layer.digest)) forgetLayer(layer.digest);
     // The prefetch ends with the layer (its span manager refuses new work); wait so nothing outlives the close.
     await prefetched;
     this.#logger.debug("Layer closed", { layer: layer.digest });

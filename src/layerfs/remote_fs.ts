@@ -30,6 +30,7 @@ import { silentLogger, type Logger } from "../util/log.ts";
 import type { Negotiated } from "../fuse/protocol_server.ts";
 import { unmountFuse } from "../fuse/mount.ts";
 import { mountTree, type MountHandle, type ResumeFuse } from "../vfs/serve.ts";
+import { Op, operationCount, operationDurationMs } from "../util/metrics.ts";
 import type { BackgroundFetcher } from "./background_fetcher.ts";
 import type { Layer } from "./layer.ts";
 import { LayerManager, type AcquireLayerOptions, type LayerHandle, type LayerManagerOptions } from "./layer_manager.ts";
@@ -55,6 +56,8 @@ export interface LayerFsFuseOptions {
      * disk are copied into the span cache (file_materializer.ts) and read by the kernel from there.
      */
     passthrough?: boolean;
+    /** Threads reading /dev/fuse per mount with the "workers" transport (config `[fuse] reader_threads`; default 2). */
+    readerThreads?: number;
   };
   /**
    * FUSE transport (default "workers"). Not "async": its reads of /dev/fuse sit in the runtime's I/O thread
@@ -112,6 +115,8 @@ export interface MountLayerOptions extends AcquireLayerOptions {
 interface Mounted {
   handle: LayerHandle;
   served: MountHandle;
+  /** The image the layer was mounted for ("registry/repository:tag@digest"), when known. */
+  image?: string;
   /** Date.now() of the last check that reached the blob. */
   checkedOkAt?: number;
 }
@@ -175,6 +180,7 @@ export class LayerFs {
       // 2.
       const resume = this.#resumable(mp, layer.digest);
       let served: MountHandle;
+      const t0 = performance.now();
       try {
         served = await mountTree(layer.root, mp, {
           attrTimeoutSec: this.#o.fuse?.attrTimeoutSec,
@@ -187,6 +193,8 @@ export class LayerFs {
           stableNodeIds: true,
           fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
           transport: this.#o.transport ?? "workers",
+          // With "async", `readers` would be outstanding reads, which this key is not about.
+          readers: (this.#o.transport ?? "workers") === "workers" ? this.#o.fuse?.readerThreads : undefined,
           debug: this.#o.fuse?.debug ?? false,
           resume,
           logger: {
@@ -198,9 +206,10 @@ export class LayerFs {
         await handle.done();
         throw err;
       }
+      operationDurationMs.labels(Op.fuseMount, layer.digest).observe(performance.now() - t0);
       // Copies for passthrough are of no use when the kernel did not take it.
       if (!served.negotiated.passthrough) layer.materializer?.close();
-      this.#mounts.set(mp, { handle, served });
+      this.#mounts.set(mp, { handle, served, image: imageName(opts) });
       if (resume) {
         this.#logger.info("Layer connection taken over", {
           layer: layer.digest,
@@ -224,6 +233,10 @@ export class LayerFs {
       }
       await handle.prefetched;
       return layer;
+    } catch (err) {
+      // SOCI's count of mounts that failed (opening the layer or its FUSE mount), per layer.
+      operationCount.labels(Op.fuseMountFailureCount, opts.layer.digest).inc();
+      throw err;
     } finally {
       this.#mounting.delete(mp);
     }
@@ -250,6 +263,11 @@ export class LayerFs {
   /** Every mounted layer by mount point. */
   layers(): Map<string, Layer> {
     return new Map([...this.#mounts].map(([k, v]) => [k, v.handle.layer]));
+  }
+
+  /** Every mount: its mount point, layer and the image it was mounted for (when known). */
+  mounts(): Array<{ mountpoint: string; layer: Layer; image?: string }> {
+    return [...this.#mounts].map(([mountpoint, m]) => ({ mountpoint, layer: m.handle.layer, image: m.image }));
   }
 
   /**
@@ -356,4 +374,11 @@ export class LayerFs {
     if (!m) throw new NotFoundError(`Cannot ${action} layer mount "${mountpoint}": not mounted by this process`);
     return m;
   }
+}
+
+/** "registry/repository[:tag][@manifest digest]" of the image a layer is mounted for. */
+function imageName(opts: MountLayerOptions): string {
+  const { registry, repository, tag } = opts.source.ref;
+  const digest = opts.imageManifest?.descriptor.digest ?? opts.source.ref.digest;
+  return `${registry}/${repository}${tag ? `:${tag}` : ""}${digest ? `@${digest}` : ""}`;
 }

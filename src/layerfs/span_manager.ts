@@ -30,9 +30,13 @@ import { createHash } from "node:crypto";
 import type { SpanCache } from "../cache/span_cache.ts";
 import { DigestMismatchError, InvalidArgumentError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import { layerFetchedBytes, layerMetrics, type LayerMetrics } from "../util/metrics.ts";
 import type { SpanLayout } from "./span_layout.ts";
 import { checkTransition, type SpanState } from "./span_state.ts";
 import type { TaskGate } from "./task_gate.ts";
+
+/** Bytes downloaded on demand, all layers (kept: counted once per request). */
+const onDemandBytes = layerFetchedBytes.labels("on_demand");
 
 /** Fetches byte ranges [start, end) of the layer blob; one request for all of them where possible. */
 export type RangeFetcher = (ranges: Array<[number, number]>, signal: AbortSignal) => Promise<Uint8Array[]>;
@@ -94,7 +98,12 @@ export interface SpanStats {
   networkBytes: number;
   /** Ranged requests made. */
   requests: number;
+  /** Compressed bytes the background fetcher downloaded for this layer (`addBackgroundBytes`). */
+  backgroundBytes: number;
 }
+
+/** How many spans are in each state. */
+export type SpanStateCounts = Record<SpanState, number>;
 
 export class SpanManager {
   readonly layerDigest: string;
@@ -104,7 +113,10 @@ export class SpanManager {
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
   readonly #closed = new AbortController();
   #networkBytes = 0;
+  #backgroundBytes = 0;
   #requests = 0;
+  /** The layer's metric series (util/metrics.ts), counted on the read path. */
+  readonly #m: LayerMetrics;
   /** The last fetch error of any span (for the state file); cleared never, so an operator sees it. */
   lastError: string | undefined;
 
@@ -129,6 +141,24 @@ export class SpanManager {
     this.#state = Array.from({ length: opts.layout.spanCount }, (_, i) =>
       opts.cache.has(opts.layerDigest, i) ? "uncompressed" : "unrequested",
     );
+    this.#m = layerMetrics(opts.layerDigest);
+  }
+
+  /** The layer's metric series (the background fetcher counts its steps into them too). */
+  get metrics(): LayerMetrics {
+    return this.#m;
+  }
+
+  /** How many spans are in each state now. */
+  stateCounts(): SpanStateCounts {
+    const out: SpanStateCounts = { unrequested: 0, requested: 0, fetched: 0, uncompressed: 0 };
+    for (const s of this.#state) out[s]++;
+    return out;
+  }
+
+  /** Count `n` compressed bytes the background fetcher downloaded for this layer (stats and debug output). */
+  addBackgroundBytes(n: number): void {
+    this.#backgroundBytes += n;
   }
 
   /** State of span `spanId`. */
@@ -156,6 +186,7 @@ export class SpanManager {
       presentCompressedBytes: bytes,
       networkBytes: this.#networkBytes,
       requests: this.#requests,
+      backgroundBytes: this.#backgroundBytes,
     };
   }
 
@@ -172,6 +203,9 @@ export class SpanManager {
   async read(offset: number, length: number, opts: SpanReadOptions = {}): Promise<Uint8Array> {
     const end = Math.min(offset + length, this.layout.uncompressedSize);
     if (length <= 0 || offset >= end) return new Uint8Array(0);
+    const t0 = performance.now();
+    const m = this.#m;
+    m.reads.inc();
     // 1. Spans covering the range.
     const first = this.layout.spanOf(offset);
     const last = this.layout.spanOf(end - 1);
@@ -185,6 +219,8 @@ export class SpanManager {
       foreground: true,
       what: `bytes ${offset}-${end}`,
     });
+    m.bytesServed.inc(end - offset);
+    m.readUs.observe((performance.now() - t0) * 1000);
     // Assemble.
     if (spans.length === 1) {
       const [us] = this.layout.uncompressedRange(first);
@@ -278,6 +314,7 @@ export class SpanManager {
       run.forEach((id, k) => (results[slot.get(id)!] = ps[k]!));
     }
     if (missing.length > 0 && this.#o.readaheadSpans > 0) this.#readahead(missing[missing.length - 1]!);
+    if (w.foreground && (network || missing.length > 0)) this.#m.remoteReads.inc();
     const release = w.foreground && missing.length > 0 ? this.#o.gate?.enter() : undefined;
     try {
       // A fetch this wait joined may end after its deadline (another's clock): wait for it only until then.
@@ -370,9 +407,11 @@ export class SpanManager {
     const end = this.layout.compressedRange(run[run.length - 1]!)[1];
     this.#requests++;
     let bytes: Uint8Array;
+    const t0 = performance.now();
     try {
       const [b] = await this.#o.fetchRanges([[start, end]], signal);
       bytes = b!;
+      this.#m.registryGetMs.observe(performance.now() - t0);
     } catch (err) {
       if (signal.aborted && !this.#closed.signal.aborted) {
         throw new UnavailableError(
@@ -388,6 +427,8 @@ export class SpanManager {
       );
     }
     this.#networkBytes += bytes.byteLength;
+    onDemandBytes.inc(bytes.byteLength);
+    this.#m.spanFetches.inc(run.length);
     return run.map((id) => {
       const [s, e] = this.layout.compressedRange(id);
       return bytes.subarray(s - start, e - start);
@@ -410,6 +451,7 @@ export class SpanManager {
       for (let attempt = 0; ; attempt++) {
         const err = this.#verify(id, bytes);
         if (!err) break;
+        this.#m.spanVerificationFailures.inc();
         if (attempt >= this.#o.verificationRetries) throw err;
         this.#o.logger.warn("Span digest mismatch, refetching", { layer: this.layerDigest, span: id, attempt });
         bytes = (await this.#fetchRun([id], signal))[0]!;
@@ -456,6 +498,7 @@ export class SpanManager {
   #fail(id: number, err: unknown): void {
     const s = this.#state[id]!;
     if (s === "requested" || s === "fetched") {
+      this.#m.spanFetchFailures.inc();
       this.#setState(id, "unrequested");
       this.lastError = errorMessage(err);
       this.#o.logger.error("Cannot fetch span", { layer: this.layerDigest, span: id, cause: errorMessage(err) });

@@ -29,6 +29,7 @@ import type { Logger } from "../util/log.ts";
 import { AuthManager } from "./auth.ts";
 import { CredentialStore, type Credential, type CredentialStoreOptions } from "./credentials.ts";
 import { IdleDeadline, readBody } from "./deadline.ts";
+import { registryReceivedBytes } from "../util/metrics.ts";
 import { errorDetail, httpError } from "./errors.ts";
 import { endpointsFor, type Endpoint, type MirrorConfig } from "./hosts.ts";
 import {
@@ -123,6 +124,25 @@ interface SendRequest {
   signal?: AbortSignal;
   /** Retries for this request (mirrors get none). */
   retries?: number;
+}
+
+/** Body bytes received, by kind of request (util/metrics.ts). */
+const received = {
+  range: registryReceivedBytes.labels("range"),
+  blob: registryReceivedBytes.labels("blob"),
+  manifest: registryReceivedBytes.labels("manifest"),
+};
+
+/** `readBody`, counting what was received as `kind`. */
+async function countedBody(
+  kind: keyof typeof received,
+  res: Response,
+  deadline: IdleDeadline,
+  limit?: number,
+): Promise<Uint8Array> {
+  const body = await readBody(res, deadline, limit);
+  received[kind].inc(body.byteLength);
+  return body;
 }
 
 /** Marks an error as worth another attempt (connection lost, timeout, body cut). */
@@ -235,7 +255,7 @@ export class HttpRegistryClient implements RegistryClient {
         },
         async (res, deadline) => {
           if (!res.ok) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-          const bytes = await readBody(res, deadline, (4 << 20) + 1);
+          const bytes = await countedBody("manifest", res, deadline, (4 << 20) + 1);
           if (bytes.length > 4 << 20) throw new InvalidArgumentError(`Cannot ${action}: manifest is larger than 4 MiB`);
           const announced = res.headers.get("docker-content-digest") ?? undefined;
           const expected = ref.digest ?? (announced?.startsWith("sha256:") ? announced : undefined);
@@ -340,7 +360,7 @@ export class HttpRegistryClient implements RegistryClient {
     const action = `get blob "${digest}" of "${repoName(ref)}"`;
     return this.#blob(ref, digest, {}, action, opts.signal, async (res, deadline) => {
       if (res.status !== 200) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-      const bytes = await readBody(res, deadline, opts.size);
+      const bytes = await countedBody("blob", res, deadline, opts.size);
       const len = Math.min(Number(res.headers.get("content-length") ?? NaN), opts.size ?? Infinity);
       if (Number.isFinite(len) && bytes.length < len)
         throw new RetryableError(`Cannot ${action}: body cut after ${bytes.length} of ${len} bytes`);
@@ -437,6 +457,7 @@ export class HttpRegistryClient implements RegistryClient {
             return c.close();
           }
           let bytes = chunk.value;
+          received.blob.inc(bytes.byteLength);
           if (cur.skip > 0) {
             const drop = Math.min(cur.skip, bytes.length);
             cur.skip -= drop;
@@ -525,12 +546,12 @@ export class HttpRegistryClient implements RegistryClient {
           }
           const from = cr ? cr.start : start;
           const need = end - from;
-          const body = await readBody(res, deadline, need);
+          const body = await countedBody("range", res, deadline, need);
           if (body.length < need) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
           return from === start && body.length === need ? body : body.slice(start - from, end - from);
         }
         if (res.status === 200) {
-          const body = await readBody(res, deadline, end);
+          const body = await countedBody("range", res, deadline, end);
           if (body.length < end) {
             const len = Number(res.headers.get("content-length") ?? NaN);
             if (Number.isFinite(len) && len < end)
@@ -577,7 +598,7 @@ export class HttpRegistryClient implements RegistryClient {
           throw new InvalidArgumentError(`Cannot ${action}: a range is beyond the blob's end (HTTP 416)`);
         if (res.status === 206) {
           const boundary = multipartBoundary(res.headers.get("content-type"));
-          const body = await readBody(res, deadline);
+          const body = await countedBody("range", res, deadline);
           if (boundary) {
             try {
               return sliceFromParts(parseMultipartByteranges(body, boundary), ranges);
@@ -598,7 +619,7 @@ export class HttpRegistryClient implements RegistryClient {
             this.#noMultiRange.add(ref.registry);
             return undefined;
           }
-          const body = await readBody(res, deadline, maxEnd);
+          const body = await countedBody("range", res, deadline, maxEnd);
           if (body.length < maxEnd) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
           return ranges.map(([s, e]) => body.slice(s, e));
         }
@@ -759,7 +780,7 @@ export class HttpRegistryClient implements RegistryClient {
               return undefined;
             }
             if (!res.ok) throw httpError({ action, status: res.status, detail: await errorDetail(res) });
-            const body = await readBody(res, deadline, (4 << 20) + 1);
+            const body = await countedBody("manifest", res, deadline, (4 << 20) + 1);
             if (body.length > 4 << 20)
               throw new UnavailableError(`Cannot ${action}: the referrers index is larger than 4 MiB`);
             const { manifest } = parseManifest(body, { what: `referrers index of "${digest}"` });

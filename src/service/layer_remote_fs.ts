@@ -19,6 +19,7 @@ import type { LayerFs } from "../layerfs/remote_fs.ts";
 import { CRI_IMAGE_REF_LABEL, CRI_LAYER_DIGEST_LABEL, CRI_MANIFEST_DIGEST_LABEL } from "../snapshot/labels.ts";
 import type { RemoteFs } from "../snapshot/remote_fs.ts";
 import { InvalidArgumentError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
+import { Op, operationDurationMs } from "../util/metrics.ts";
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
@@ -56,6 +57,7 @@ export class LayerRemoteFs implements RemoteFs {
     }
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    const t0 = performance.now();
     try {
       // 2.
       const image = await this.#resolver.resolve(imageRef, { manifestDigest, signal });
@@ -69,6 +71,7 @@ export class LayerRemoteFs implements RemoteFs {
       }
       // 4.
       await this.#layerFs.mountLayer({ ...acquireOptionsFor(image, layerDigest, signal), mountpoint });
+      operationDurationMs.labels(Op.mount, layerDigest).observe(performance.now() - t0);
     } catch (err) {
       if (timeout.aborted && !(err instanceof NotFoundError) && !(err instanceof InvalidArgumentError)) {
         throw new UnavailableError(

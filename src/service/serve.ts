@@ -17,7 +17,8 @@
  *      image service on the same socket (cri_keychain.ts).
  *   Steps 3-5 only with `[snapshotter] enable`.
  *   6. With `[store] enable`, mount podman's additional layer store on the same loader (start_store.ts).
- *   7. Let go of kept connections no snapshot took; tell systemd READY=1.
+ *   7. Serve metrics and the layer list (status_server.ts): `<root>/status.sock`, and `metrics_address` if set.
+ *   8. Let go of kept connections no snapshot took; tell systemd READY=1.
  * `stop()` undoes them in reverse: stop serving (calls in flight are cancelled after a bound), close the
  * snapshotter (metadata kept for the next start), detach every layer mount (with `keepMounts`: leave them to the
  * keeper for the next daemon), flush the span cache, release the root. Whatever fails to start is undone the same
@@ -39,6 +40,7 @@ import { lockRoot, type RootLock } from "./root_lock.ts";
 import { snapshotsHandlers } from "./snapshots_handlers.ts";
 import { startStore } from "./start_store.ts";
 import type { PodmanStore } from "../store/podman_store.ts";
+import { startStatusServer } from "./status_server.ts";
 
 /** What `startServe` needs; `client` replaces the registry client built from the config (tests). */
 export interface ServeOptions {
@@ -71,7 +73,7 @@ export interface RunningServe {
   stop(opts?: { keepMounts?: boolean }): Promise<void>;
 }
 
-/** Start the daemon (steps 1-7). Throws what a step throws, after undoing the steps before it. */
+/** Start the daemon (steps 1-8). Throws what a step throws, after undoing the steps before it. */
 export async function startServe(opts: ServeOptions): Promise<RunningServe> {
   const log = opts.logger;
   const undo: Array<() => Promise<void>> = [];
@@ -111,6 +113,14 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
       undo.push(() => store!.stop());
     }
     // 7.
+    const status = await startStatusServer(stack, {
+      config: opts.config,
+      root: opts.root,
+      address: opts.address,
+      logger: log,
+    });
+    undo.push(() => status.close());
+    // 8.
     await handover?.settle();
     notifySystemd(env, "READY=1", log);
     let stopping: Promise<void> | undefined;

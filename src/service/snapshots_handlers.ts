@@ -4,8 +4,10 @@
  * maps them to status codes once.
  */
 import type { Info, Mount as WireMount, SnapshotKind, SnapshotsHandlers } from "../grpc/snapshots_types.ts";
+import { AlreadyExistsError } from "../util/errors.ts";
 import type { Snapshotter } from "../snapshot/snapshotter.ts";
 import type { Kind, Mount, SnapshotInfo } from "../snapshot/types.ts";
+import { snapshotOperationDurationMs, snapshotOperationFailures } from "../util/metrics.ts";
 
 const KIND: Record<Kind, SnapshotKind> = { active: "ACTIVE", view: "VIEW", committed: "COMMITTED" };
 
@@ -24,8 +26,36 @@ function mounts(ms: Mount[]): WireMount[] {
   return ms.map((m) => ({ type: m.type, source: m.source, target: "", options: m.options }));
 }
 
-/** Handlers that serve `snapshotter` to containerd. */
+/**
+ * `f` with its calls timed into `soci_ts_snapshot_operation_duration_milliseconds{operation}` and its failures
+ * counted in `soci_ts_snapshot_operation_failures_total{operation}` (but a Prepare's AlreadyExists: that is the
+ * remote-snapshot handshake succeeding).
+ */
+function timed<A extends unknown[], R>(operation: string, f: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  const duration = snapshotOperationDurationMs.labels(operation);
+  const failures = snapshotOperationFailures.labels(operation);
+  return async (...args) => {
+    const t0 = performance.now();
+    try {
+      return await f(...args);
+    } catch (err) {
+      if (!(operation === "prepare" && err instanceof AlreadyExistsError)) failures.inc();
+      throw err;
+    } finally {
+      duration.observe(performance.now() - t0);
+    }
+  };
+}
+
+/** Handlers that serve `snapshotter` to containerd, each timed (see `timed`). */
 export function snapshotsHandlers(snapshotter: Snapshotter): SnapshotsHandlers {
+  const h = plainHandlers(snapshotter);
+  return Object.fromEntries(
+    Object.entries(h).map(([op, f]) => [op, timed(op, f as (...a: unknown[]) => Promise<unknown>)]),
+  ) as unknown as SnapshotsHandlers;
+}
+
+function plainHandlers(snapshotter: Snapshotter): SnapshotsHandlers {
   return {
     prepare: async (req, ctx) => mounts(await snapshotter.prepare(req.key, req.parent, req.labels, ctx)),
     view: async (req, ctx) => mounts(await snapshotter.view(req.key, req.parent, req.labels, ctx)),

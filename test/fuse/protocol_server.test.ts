@@ -104,9 +104,21 @@ describe("INIT", () => {
     const flags = r.v.getUint32(12, true);
     expect(flags).toBe(abi.FUSE_ASYNC_READ | abi.FUSE_MAX_PAGES); // never more than offered
     expect(r.v.getUint16(16, true)).toBe(64); // max_background
-    expect(r.v.getUint32(20, true)).toBe(1 << 20); // max_write
+    expect(r.v.getUint32(20, true)).toBe(4096); // max_write: read-only, no WRITE comes
     expect(r.v.getUint16(28, true)).toBe(256); // max_pages → 1 MiB reads
     expect(s.negotiated?.kernelMinor).toBe(45);
+  });
+
+  test("a read-only server asks for the least max_write, so the transport's buffers are 8 KiB", async () => {
+    const ro = new ProtocolServer(bridge);
+    const r = parseReply(await ro.handle(request(abi.FUSE_INIT, 0, initBody())));
+    expect(r.v.getUint32(20, true)).toBe(4096); // max_write
+    expect(ro.readBufferBytes).toBe(8192); // FUSE_MIN_READ_BUFFER
+    // Writable: room for a 1 MiB WRITE and its headers.
+    const rw = new ProtocolServer(bridge, { readOnly: false });
+    const w = parseReply(await rw.handle(request(abi.FUSE_INIT, 0, initBody())));
+    expect(w.v.getUint32(20, true)).toBe(1 << 20);
+    expect(rw.readBufferBytes).toBe((1 << 20) + 4096);
   });
 
   test("offers readdirplus, parallel dirops and async reads when the kernel has them", async () => {

@@ -93,4 +93,39 @@ describe.skipIf(!run)("a mounted lazy layer", () => {
       await bgFs.close();
     }
   }, 60_000);
+  test("[fuse] reader_threads: a mount reads /dev/fuse with that many readers", async () => {
+    // Each reader has its own /dev/fuse descriptor: the mount's, then clones of it.
+    const fuseFds = async () => {
+      let n = 0;
+      for (const fd of await readdir("/proc/self/fd"))
+        if ((await readlink(`/proc/self/fd/${fd}`).catch(() => "")) === "/dev/fuse") n++;
+      return n;
+    };
+    const started: number[] = [];
+    for (const readerThreads of [1, 3]) {
+      const one = await LayerFs.create({
+        root: join(tmp, `root-readers-${readerThreads}`),
+        inflate: noInflate,
+        backgroundFetch: { disable: true },
+        fuse: { readerThreads },
+      });
+      try {
+        const mp = join(tmp, `mnt-readers-${readerThreads}`);
+        await mkdir(mp);
+        const before = await fuseFds();
+        const l = img.layers[0]!;
+        await one.mountLayer({
+          source: { client, ref: img.ref },
+          layer: l.descriptor,
+          mountpoint: mp,
+          ztoc: tarZtoc(l.tar, 64 * 1024),
+        });
+        started.push((await fuseFds()) - before);
+        expect(await readFile(join(mp, "etc/hello.txt"), "utf8")).toBe("hello\n");
+      } finally {
+        await one.close();
+      }
+    }
+    expect(started).toEqual([1, 3]);
+  });
 });
