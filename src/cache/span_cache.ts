@@ -148,7 +148,7 @@ export class SpanCache {
     let mem = this.#memory.get(key);
     if (!mem) {
       const pending = this.#pending.get(key);
-      if (pending) await pending.catch(() => {});
+      if (pending !== undefined) await pending.catch(() => {});
       mem = this.#memory.get(key);
     }
     if (mem) {
@@ -242,7 +242,10 @@ export class SpanCache {
     const base = this.#base ?? this;
     const prefix = keyPrefix(spanKey(layerDigest, 0, { scope: this.#scope }));
     let set = base.#watchers.get(prefix);
-    if (!set) base.#watchers.set(prefix, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      base.#watchers.set(prefix, set);
+    }
     set.add(f);
     return () => {
       set.delete(f);

@@ -63,7 +63,7 @@ function writeJson(obj: LogObject): void {
   } else {
     line.msg = obj.args.map((a) => (a instanceof Error ? a.message : String(a))).join(" ");
   }
-  process.stderr.write(JSON.stringify(line) + "\n");
+  process.stderr.write(`${JSON.stringify(line)}\n`);
 }
 
 function formatFields(fields: LogFields): string {

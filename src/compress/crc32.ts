@@ -27,7 +27,8 @@ function buildTables(): Int32Array {
  * value. `crc32(data, 0, data.length, 0)` is the CRC-32 of `data`.
  */
 export function crc32(buf: Uint8Array, start: number, end: number, crc: number): number {
-  const t = (tables ??= buildTables());
+  tables ??= buildTables();
+  const t = tables;
   let c = ~crc;
   let i = start;
   const end8 = end - 8;

@@ -256,7 +256,11 @@ export class DevTransport {
 
   #serve(fd: number, req: Uint8Array): void {
     const r = this.server.handleIov(req);
-    if (r instanceof Promise) r.then((iov) => this.#write(fd, iov));
+    if (r instanceof Promise)
+      r.then(
+        (iov) => this.#write(fd, iov),
+        (err) => this.#onError(`Cannot serve FUSE request on fd ${fd}: ${errorMessage(err)}`),
+      );
     else this.#write(fd, r);
   }
 

@@ -617,7 +617,7 @@ row(FUSE_GETXATTR, GETXATTR_IN_SIZE, (s, req) => {
 row(FUSE_LISTXATTR, GETXATTR_IN_SIZE, (s, { h, r, ctx }) => {
   const size = r.u32(BODY);
   const names = s.fs.listxattr?.(h.nodeid, ctx) ?? [];
-  return then(names, (list) => sized(h.unique, size, utf8(list.map((n) => n + "\0").join(""))));
+  return then(names, (list) => sized(h.unique, size, utf8(list.map((n) => `${n}\0`).join(""))));
 });
 
 row(FUSE_ACCESS, ACCESS_IN_SIZE, (s, { h, r, ctx }) => {

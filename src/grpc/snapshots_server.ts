@@ -154,7 +154,7 @@ async function ensureSocketDir(dir: string): Promise<void> {
 
 /** Removes a socket file at `path` that nothing listens on; refuses a live socket or a file of another type. */
 async function removeStaleSocket(path: string): Promise<void> {
-  let st;
+  let st: Awaited<ReturnType<typeof lstat>>;
   try {
     st = await lstat(path);
   } catch (err) {

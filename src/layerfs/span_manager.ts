@@ -239,7 +239,7 @@ export class SpanManager {
     let network = false;
     for (const id of ids) {
       const inflight = this.#inflight.get(id);
-      if (inflight) {
+      if (inflight !== undefined) {
         results.push(inflight);
         network = true;
         continue;
@@ -275,7 +275,7 @@ export class SpanManager {
     }
     for (const run of this.#runs(missing)) {
       const ps = this.#startRun(run, w.deadlineMs);
-      run.forEach((id, k) => (results[slot.get(id)!] = ps[k]!));
+      for (const [k, id] of run.entries()) results[slot.get(id)!] = ps[k]!;
     }
     if (missing.length > 0 && this.#o.readaheadSpans > 0) this.#readahead(missing[missing.length - 1]!);
     const release = w.foreground && missing.length > 0 ? this.#o.gate?.enter() : undefined;
@@ -444,7 +444,7 @@ export class SpanManager {
   #verify(id: number, bytes: Uint8Array): DigestMismatchError | undefined {
     if (this.#o.disableVerification) return undefined;
     const expected = this.#o.spanDigests[id]!;
-    const actual = "sha256:" + createHash("sha256").update(bytes).digest("hex");
+    const actual = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
     if (actual === expected) return undefined;
     return new DigestMismatchError(
       `Cannot verify span ${id} of layer "${this.layerDigest}": digest is "${actual}", expected "${expected}"`,

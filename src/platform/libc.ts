@@ -79,7 +79,7 @@ function libc(): Lib {
 }
 
 function cstr(s: string): Buffer {
-  return Buffer.from(s + "\0", "utf8");
+  return Buffer.from(`${s}\0`, "utf8");
 }
 
 function errno(): number {

@@ -179,7 +179,7 @@ export async function buildLayerZtoc(
     );
   }
   const onProgress = opts.onProgress;
-  let built;
+  let built: Awaited<ReturnType<typeof buildZtoc>>;
   try {
     built = await buildZtoc(stream, {
       algorithm: format,

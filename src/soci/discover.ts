@@ -243,8 +243,9 @@ async function prefetchArtifacts(
   );
   const out: DiscoveredIndex["prefetch"] = new Map();
   for (const p of loaded) {
-    const layer = p?.descriptor.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
-    if (p && !out.has(layer)) out.set(layer, p);
+    if (!p) continue;
+    const layer = p.descriptor.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
+    if (!out.has(layer)) out.set(layer, p);
   }
   return out;
 }

@@ -37,7 +37,7 @@ export async function listZtocs(
   const seen = new Set<string>();
   for (const r of await store.listRecords()) {
     if (opts.imageRef !== undefined && r.imageRef !== opts.imageRef) continue;
-    let descs;
+    let descs: ReturnType<typeof ztocDescriptors>;
     try {
       descs = ztocDescriptors(decodeIndex(await store.getBlob(r.indexDigest)));
     } catch {

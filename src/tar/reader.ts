@@ -317,7 +317,7 @@ export class TarReader {
       }
       return v;
     };
-    let typeflag = String.fromCharCode(block[156]!);
+    const typeflag = String.fromCharCode(block[156]!);
     const size = num("size");
     if (size < 0)
       this.#fail(`Cannot read tar header "${rawName}" at offset ${at}: negative size ${size}`, at + FIELD_OFF.size);
