@@ -261,6 +261,7 @@ export class SpanCache {
    * not add up to `size`, or the disk fails (nothing is left behind). Throws InvalidArgumentError without a
    * disk tier.
    */
+  // biome-ignore lint/complexity/useMaxParams: layer, file path, bytes and mode describe one entry; the only caller is the layer
   async putFile(
     layerDigest: string,
     offset: number,
@@ -398,6 +399,7 @@ export class SpanCache {
    * Write an entry of `size` bytes with `fill`; false when it does not fit next to the writes in flight (then
    * nothing is evicted or written).
    */
+  // biome-ignore lint/complexity/useMaxParams: private helper
   async #writeDisk(
     dir: string,
     key: string,

@@ -158,7 +158,7 @@ export default defineCommand({
     let fs: LayerFs;
     try {
       fs = await LayerFs.create({
-        ...layerManagerOptions(c, ctx.root, log, { readaheadSpans }),
+        ...layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans }),
         ...layerFsFuseOptions(c, log),
       });
     } catch (err) {

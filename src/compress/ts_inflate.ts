@@ -122,6 +122,7 @@ function reverse(code: number, len: number): number {
  * Builds a decoding table for the code lengths `lens[start, start + n)`; returns the root bits used, or -1 for
  * an over-subscribed set, -2 for an incomplete one (allowed only for a single code of length 1, as in zlib).
  */
+// biome-ignore lint/complexity/useMaxParams: module-private helper of the hot Huffman table build
 function buildTable(
   lens: Uint8Array,
   start: number,

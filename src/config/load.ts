@@ -66,6 +66,7 @@ for (const s of SCHEMA) {
   for (let i = 1; i < parts.length; i++) groupTables.add(parts.slice(0, i).join("."));
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function applyTable(config: Table, table: Table, prefix: string, bad: KeyError): void {
   const section = sectionsByToml.get(prefix);
   for (const [key, value] of Object.entries(table)) {
@@ -130,6 +131,7 @@ function parseMirror(value: unknown, at: string, bad: KeyError): MirrorConfig {
   return mirror as unknown as MirrorConfig;
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: KeyError): unknown {
   const bad = (why: string) => badKey(dotted, why);
   switch (field.kind) {

@@ -211,6 +211,7 @@ export class DevTransport {
    * The main thread's side of one worker's slots: take every published request out of its slot, free
    * the slot, serve it; then sleep in Atomics.waitAsync until the worker publishes the next.
    */
+  // biome-ignore lint/complexity/useMaxParams: private helper on the request path
   #take(fd: number, ctl: Int32Array, all: Uint8Array, bytes: number): void {
     let tail = 0;
     const drain = (): void => {

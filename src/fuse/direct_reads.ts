@@ -365,6 +365,7 @@ export class DirectReader {
    * `handles`: the mount's handle table; `fdSlots`: this thread's (DirectReadTable.addReader);
    * `streamFor(id)`: a stream descriptor posted by the main thread, received synchronously, or undefined.
    */
+  // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of an internal class
   constructor(
     handles: SharedArrayBuffer,
     fdSlots: SharedArrayBuffer,
@@ -376,6 +377,7 @@ export class DirectReader {
   }
 
   /** Bytes of `fh` at `offset`, at most `size` (fewer only at its end), into `out`; -1: hand the READ over. */
+  // biome-ignore lint/complexity/useMaxParams: the FUSE READ arguments plus the output buffer, on the hot read path
   read(fh: number, offset: number, size: number, out: Uint8Array): number {
     // 1. The handle.
     if (!Number.isInteger(fh) || fh < 1 || fh > MAX_FH) return -1;
@@ -396,6 +398,7 @@ export class DirectReader {
     return n;
   }
 
+  // biome-ignore lint/complexity/useMaxParams: private helper on the hot read path
   #readHandle(
     streamId: number,
     fileOffset: number,
@@ -432,6 +435,7 @@ export class DirectReader {
   }
 
   /** pread of `length` bytes of a segment through a cached fd; false when it cannot be done here. */
+  // biome-ignore lint/complexity/useMaxParams: private helper on the hot read path
   #preadSegment(
     s: ReaderStream,
     seg: number,

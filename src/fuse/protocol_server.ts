@@ -157,6 +157,7 @@ interface OpcodeRow {
 }
 
 const HANDLERS = new Map<number, OpcodeRow>();
+// biome-ignore lint/complexity/useMaxParams: module-private table row: one line per opcode reads as a table
 function row(opcode: number, inSize: number, handler: Handler, noReply = false): void {
   HANDLERS.set(opcode, { name: OPCODE_NAMES[opcode] ?? `OP${opcode}`, inSize, handler, noReply });
 }

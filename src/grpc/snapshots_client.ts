@@ -63,6 +63,7 @@ const CLASS_BY_STATUS: Partial<Record<grpc.status, new (message: string, options
 };
 
 type Callback = (err: grpc.ServiceError | null, reply?: unknown) => void;
+// biome-ignore lint/complexity/useMaxParams: grpc-js's unary method signature
 type UnaryFn = (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
 type StreamFn = (req: object, md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>;
 

@@ -307,6 +307,7 @@ function implementation(
   }
 
   /** A status for a failed call, logged at warn when it is not one of the known classes. */
+  // biome-ignore lint/complexity/useMaxParams: module-private helper
   function failed(method: SnapshotsMethod, req: object, err: unknown, signal: AbortSignal): Partial<grpc.StatusObject> {
     const status = statusOf(err, signal);
     if (status.code === grpc.status.UNKNOWN)

@@ -479,6 +479,7 @@ export class SpanManager {
  * `p`, or a rejection as soon as the wait's signal aborts or, with `late`, its deadline passes (`late()` is the
  * error then); the work behind `p` carries on for other waiters.
  */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function settle<T>(p: Promise<T>, w: Wait, late: (() => Error) | undefined, layer: string): Promise<T> {
   const interrupted = () => new UnavailableError(`Cannot read layer "${layer}": the read was interrupted`);
   if (w.signal?.aborted) {

@@ -264,6 +264,7 @@ export class OciLayout implements ImageStore {
     }
   }
 
+  // biome-ignore lint/complexity/useMaxParams: the ImageStore readRange shape (digest, start, end, options) every backend implements
   async readRange(digest: string, start: number, end: number, _opts?: RequestOptions): Promise<Uint8Array> {
     return (await this.readRanges(digest, [[start, end]]))[0]!;
   }

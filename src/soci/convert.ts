@@ -144,6 +144,7 @@ export function annotateManifest(manifest: Manifest, indexDigest: string): Manif
   };
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function copyBlobs(
   src: ImageLocation,
   dst: ImageLocation,
@@ -158,6 +159,7 @@ async function copyBlobs(
 }
 
 /** Copy a manifest (or nested index) the output index keeps unchanged, with everything it references. */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function copyManifestTree(
   src: ImageLocation,
   dst: ImageLocation,

@@ -160,6 +160,7 @@ async function fetchIndex(
   return { index, descriptor: { mediaType: MediaType.OCI_MANIFEST, digest, size: bytes.length } };
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function withZtocs(
   source: ImageLocation,
   index: SociIndex,

@@ -452,6 +452,7 @@ export class TarReader {
   }
 
   /** The fields of one header block, before PAX/GNU overrides. */
+  // biome-ignore lint/complexity/useMaxParams: private helper
   #headerFields(
     block: Uint8Array,
     format: TarFormat,

@@ -42,6 +42,7 @@ export class UnimplementedError extends Error {
 /** Bytes did not hash to the digest that was expected of them. */
 export class DigestMismatchError extends Error {
   override name = "DigestMismatchError";
+  // biome-ignore lint/complexity/useMaxParams: the Error constructor shape (message, then options) with the two digests it reports
   constructor(
     message: string,
     readonly expected: string,
