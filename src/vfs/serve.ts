@@ -2,9 +2,10 @@
  * `mountTree`: serve a `Node` tree at a mount point in one call (bridge + protocol server + /dev/fuse
  * transport + mount), plus the registry of this process's live mounts and stale-mount cleanup.
  *
- * Rank 3. The service (rank 4) owns signals: on SIGINT/SIGTERM it calls `unmountAll()`. Normal exit is
- * covered here: the first mount installs a `process.on("exit")` hook that force-unmounts whatever is
- * still mounted, so a process that returns from main never leaves a dead mount behind.
+ * Rank 3. Signals belong to rank 4 (the `mount` and `serve` commands), which unmount what they mounted on
+ * SIGINT/SIGTERM; `unmountAll()` detaches every mount of this process. Normal exit is covered here: the first
+ * mount installs a `process.on("exit")` hook that force-unmounts whatever is still mounted, so a process that
+ * returns from main never leaves a dead mount behind.
  */
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
 import { DevTransport, type TransportMode } from "../fuse/dev_transport.ts";
