@@ -195,7 +195,14 @@ async function startOurs(work: string, mode: "workers" | "async"): Promise<Targe
     },
   });
   await waitReady(p, `soci-ts FUSE (${mode})`);
-  return { name: `soci-ts (${mode})`, dir: mp, stop: async () => void (p.kill("SIGTERM"), await p.exited) };
+  return {
+    name: `soci-ts (${mode})`,
+    dir: mp,
+    stop: async () => {
+      p.kill("SIGTERM");
+      await p.exited;
+    },
+  };
 }
 
 /** The lazy loader's real path (mode "lazy", "passthrough") or a layer fetched whole ("whole"), over `tar`. */

@@ -28,7 +28,7 @@ import { buildZtoc } from "../src/ztoc/builder.ts";
 const [tarPath, mountpoint, root, mode = "lazy"] = process.argv.slice(2) as [string, string, string, string?];
 const size = (await stat(tarPath)).size;
 const fh = await open(tarPath, "r");
-const digest = "sha256:" + "0".repeat(64);
+const digest = `sha256:${"0".repeat(64)}`;
 
 /** The blob reads a layer makes, from the local tar. */
 const client = {

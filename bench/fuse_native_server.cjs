@@ -56,7 +56,7 @@ const ops = {
   },
   readdir(path, cb) {
     const n = nodes.get(path);
-    if (!n || !n.dir) return cb(Fuse.ENOENT);
+    if (!n?.dir) return cb(Fuse.ENOENT);
     cb(0, n.children);
   },
   open(_path, _flags, cb) {

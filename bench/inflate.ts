@@ -56,7 +56,12 @@ if (process.argv[2] === "--worker") {
 /** xorshift32 data generator (bench-local; tests use test/_harness/rand.ts). */
 function generate(size: number): Uint8Array {
   let s = 0x9e3779b9;
-  const rnd = () => ((s ^= s << 13), (s ^= s >>> 17), (s ^= s << 5), s >>> 0);
+  const rnd = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return s >>> 0;
+  };
   const words = [
     "usr/",
     "lib/",

@@ -81,7 +81,7 @@ for (const t of targets) {
 
 // 3. SHA256SUMS, in the format `sha256sum -c` reads.
 const sums = built.map((f) => `${createHash("sha256").update(readFileSync(f)).digest("hex")}  ${basename(f)}`);
-writeFileSync(join(outDir, "SHA256SUMS"), sums.join("\n") + "\n");
+writeFileSync(join(outDir, "SHA256SUMS"), `${sums.join("\n")}\n`);
 console.log(`wrote ${join(outDir, "SHA256SUMS")} (${built.length} binaries)`);
 
 // 4. The install script, with the release URL stamped in when given.

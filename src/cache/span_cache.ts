@@ -148,7 +148,7 @@ export class SpanCache {
     let mem = this.#memory.get(key);
     if (!mem) {
       const pending = this.#pending.get(key);
-      if (pending) await pending.catch(() => {});
+      if (pending !== undefined) await pending.catch(() => {});
       mem = this.#memory.get(key);
     }
     if (mem) {
@@ -242,7 +242,10 @@ export class SpanCache {
     const base = this.#base ?? this;
     const prefix = keyPrefix(spanKey(layerDigest, 0, { scope: this.#scope }));
     let set = base.#watchers.get(prefix);
-    if (!set) base.#watchers.set(prefix, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      base.#watchers.set(prefix, set);
+    }
     set.add(f);
     return () => {
       set.delete(f);
@@ -258,6 +261,7 @@ export class SpanCache {
    * not add up to `size`, or the disk fails (nothing is left behind). Throws InvalidArgumentError without a
    * disk tier.
    */
+  // biome-ignore lint/complexity/useMaxParams: layer, file path, bytes and mode describe one entry; the only caller is the layer
   async putFile(
     layerDigest: string,
     offset: number,
@@ -401,6 +405,7 @@ export class SpanCache {
    * Write an entry of `size` bytes with `fill`; false when it does not fit next to the writes in flight (then
    * nothing is evicted or written).
    */
+  // biome-ignore lint/complexity/useMaxParams: private helper
   async #writeDisk(
     dir: string,
     key: string,

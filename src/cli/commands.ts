@@ -10,6 +10,7 @@ import type { ArgsDef, CommandContext, CommandDef } from "citty";
 import pkg from "../../package.json" with { type: "json" };
 
 /** A command file's module. Each command has its own args type; the tree only needs the common shape. */
+// biome-ignore lint/suspicious/noExplicitAny: citty's CommandDef is contravariant in its args; only `any` fits all
 type CommandModule = { default: CommandDef<any> };
 
 /**

@@ -25,7 +25,7 @@ export default defineCommand({
     const ctx = cliContext();
     if (args.json) {
       await writeOut(
-        JSON.stringify({ configPath: ctx.configPath, root: ctx.root, config: redacted(ctx.config) }, null, 2) + "\n",
+        `${JSON.stringify({ configPath: ctx.configPath, root: ctx.root, config: redacted(ctx.config) }, null, 2)}\n`,
       );
       return;
     }

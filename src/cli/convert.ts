@@ -40,7 +40,7 @@ export default defineCommand({
   async run({ args }) {
     const ctx = cliContext();
     const progress = progressReporter();
-    let res;
+    let res: Awaited<ReturnType<typeof convertImage>>;
     try {
       res = await convertImage(openLocation(String(args.src), ctx), openLocation(String(args.dst), ctx), {
         ...buildOptionsFrom(args, ctx),

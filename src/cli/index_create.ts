@@ -44,7 +44,7 @@ export default defineCommand({
     const location = openLocation(String(args.ref), ctx);
     const prefetchPaths = await prefetchPathsFrom(args.prefetchFile, args.prefetchFilesJson);
     const progress = progressReporter();
-    let created;
+    let created: Awaited<ReturnType<typeof createIndexes>>;
     try {
       created = await createIndexes(location, {
         ...buildOptionsFrom(args, ctx),

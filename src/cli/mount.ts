@@ -15,7 +15,7 @@
  * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL).
  */
 import { defineCommand } from "citty";
-import { mkdir, realpath, rm } from "node:fs/promises";
+import { mkdir, realpath } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { READAHEAD_SPANS_MAX } from "../config/defaults.ts";
 import { mountImage, type MountedImage } from "../layerfs/image_mount.ts";
@@ -176,7 +176,7 @@ export default defineCommand({
     let fs: LayerFs;
     try {
       fs = await LayerFs.create({
-        ...layerManagerOptions(c, ctx.root, log, { readaheadSpans }),
+        ...layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans }),
         ...layerFsFuseOptions(c, log),
         recorder: recording?.recorder,
       });
@@ -215,7 +215,7 @@ export default defineCommand({
     );
     recording?.begin(img, artifactStore(ctx), String(args.ref));
     // 5. Until interrupted.
-    const printStats = () => process.stdout.write(statsLines(img).join("\n") + "\n");
+    const printStats = () => process.stdout.write(`${statsLines(img).join("\n")}\n`);
     if (args.stats) process.on("SIGUSR1", printStats);
     if (!interrupted.signal.aborted) {
       await new Promise<void>((done) => interrupted.signal.addEventListener("abort", () => done(), { once: true }));
@@ -290,7 +290,7 @@ function recordingFrom(
 async function cleanup(ctx: CliContext): Promise<void> {
   const { lines, problems } = await cleanDeadMounts(ctx.root);
   process.stdout.write(
-    lines.length > 0 ? lines.join("\n") + "\n" : `Nothing to clean up under ${join(ctx.root, "mounts")}\n`,
+    lines.length > 0 ? `${lines.join("\n")}\n` : `Nothing to clean up under ${join(ctx.root, "mounts")}\n`,
   );
   if (problems.length > 0) throw new FailedPreconditionError(problems.join("; "));
 }

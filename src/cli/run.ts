@@ -140,6 +140,7 @@ function commandPath(chain: CommandDef<ArgsDef>[]): string {
 }
 
 function stripAnsi(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts the ANSI colour sequences this removes
   return text.replace(/\x1b\[[0-9;]*m/g, "");
 }
 

@@ -52,7 +52,7 @@ export default defineCommand({
     };
     process.on("SIGINT", () => onSignal("SIGINT"));
     process.on("SIGTERM", () => onSignal("SIGTERM"));
-    let daemon;
+    let daemon: Awaited<ReturnType<typeof startServe>>;
     try {
       daemon = await startServe({
         config: c,

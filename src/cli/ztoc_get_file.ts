@@ -39,7 +39,7 @@ export default defineCommand({
       );
     }
     const location = openLocation(from, ctx);
-    const res = await getFile(location, ztoc, layerDigest, String(args.path));
+    const res = await getFile(location, { ztoc, layerDigest, path: String(args.path) });
     if (args.output !== undefined) writeFileSync(String(args.output), res.data);
     else await writeOut(res.data);
     if (args.stats) {

@@ -26,8 +26,10 @@ function buildTables(): Int32Array {
  * Updates `crc` (an unsigned CRC-32 value, 0 for a new stream) with `buf[start, end)`; returns the new unsigned
  * value. `crc32(data, 0, data.length, 0)` is the CRC-32 of `data`.
  */
+// biome-ignore lint/complexity/useMaxParams: hot path (every inflated byte); an options object would allocate per call
 export function crc32(buf: Uint8Array, start: number, end: number, crc: number): number {
-  const t = (tables ??= buildTables());
+  tables ??= buildTables();
+  const t = tables;
   let c = ~crc;
   let i = start;
   const end8 = end - 8;

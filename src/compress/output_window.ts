@@ -36,6 +36,7 @@ export class OutputWindow {
    * @param reuse when true, `slide()` never overwrites bytes emitted since the last `startBatch()`
    * @param dictionary the 32 KiB before the first output byte (default zeros)
    */
+  // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of an internal buffer
   constructor(
     readonly sink: OutputSink,
     readonly reuse: boolean,

@@ -24,7 +24,7 @@
 import { GzipFormatError } from "../util/errors.ts";
 import { crc32 } from "./crc32.ts";
 import { OutputWindow, type OutputSink } from "./output_window.ts";
-import { type Checkpoint, WINDOW_SIZE } from "./types.ts";
+import type { Checkpoint } from "./types.ts";
 
 // ---- modes -------------------------------------------------------------------------------------------------
 const M_HEADER = 0;
@@ -122,6 +122,7 @@ function reverse(code: number, len: number): number {
  * Builds a decoding table for the code lengths `lens[start, start + n)`; returns the root bits used, or -1 for
  * an over-subscribed set, -2 for an incomplete one (allowed only for a single code of length 1, as in zlib).
  */
+// biome-ignore lint/complexity/useMaxParams: module-private helper of the hot Huffman table build
 function buildTable(
   lens: Uint8Array,
   start: number,
@@ -507,8 +508,8 @@ export class TsInflater {
           this.#hdrStage++;
           break;
         }
-        default: {
-          // H_HCRC: the header ends.
+        case H_HCRC: {
+          // The header ends.
           if (flg & 2) {
             if (p + 2 > end) return short();
             const want = ib[p]! | (ib[p + 1]! << 8);
@@ -753,7 +754,7 @@ export class TsInflater {
       const winStart = this.#winStart;
       // 0: input or output limit, 1: end of block, 2..4: errors
       let status = 0;
-      outer: while (ip < ipLimit && op < opLimit) {
+      while (ip < ipLimit && op < opLimit) {
         if (bits < 15) {
           hold |= ib[ip++]! << bits;
           bits += 8;
@@ -851,7 +852,7 @@ export class TsInflater {
             const end = op + len;
             while (op < end) ob[op++] = ob[from++]!;
           }
-          continue outer;
+          continue;
         }
         if (kind & 32) {
           status = 1;

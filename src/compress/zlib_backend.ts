@@ -74,6 +74,7 @@ const GZIP_TRAILER_BYTES = 8;
 /** Largest input handed to zlib at once (avail_in is 32-bit). */
 const MAX_PIECE = 1 << 30;
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function zlibError(z: ZStream, ret: number, offset: number, what: string): GzipFormatError {
   const reason = ret === Z_NEED_DICT ? "preset dictionary not supported" : (z.message() ?? `zlib error ${ret}`);
   return new GzipFormatError(`Cannot ${what}: ${reason} at compressed offset ${offset}`, offset);
@@ -193,6 +194,7 @@ class ZlibGzipIndexer implements GzipIndexer {
  * SOCI's extract_data_from_buffer: raw inflate primed with the checkpoint's leftover bits and its window;
  * after the first member's final block its trailer is skipped and later members are inflated as gzip.
  */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function inflateFromCheckpoint(
   binding: ZlibBinding,
   compressed: Uint8Array,

@@ -53,16 +53,20 @@ export const MIN_LAYER_SIZE_MAX_BYTES = TiB;
 /** Largest read-ahead (`[blob] readahead_spans`, `--readahead-spans`), in spans. */
 export const READAHEAD_SPANS_MAX = 256;
 
+// biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
 function bool(toml: string, ts: string, dflt: boolean, doc: string): FieldSpec {
   return { toml, ts, kind: "bool", default: dflt, doc };
 }
 /** An integer key; every one has bounds (`min`..`max`, inclusive). */
+// biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
 function int(toml: string, ts: string, dflt: number, doc: string, min: number, max: number): FieldSpec {
   return { toml, ts, kind: "int", default: dflt, doc, min, max };
 }
+// biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
 function str(toml: string, ts: string, dflt: string, doc: string): FieldSpec {
   return { toml, ts, kind: "string", default: dflt, doc };
 }
+// biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
 function oneOf(toml: string, ts: string, dflt: string, values: readonly string[], doc: string): FieldSpec {
   return { toml, ts, kind: "enum", default: dflt, doc, values };
 }

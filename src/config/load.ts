@@ -66,6 +66,7 @@ for (const s of SCHEMA) {
   for (let i = 1; i < parts.length; i++) groupTables.add(parts.slice(0, i).join("."));
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function applyTable(config: Table, table: Table, prefix: string, bad: KeyError): void {
   const section = sectionsByToml.get(prefix);
   for (const [key, value] of Object.entries(table)) {
@@ -86,7 +87,9 @@ function applyTable(config: Table, table: Table, prefix: string, bad: KeyError):
 }
 
 function applyResolver(config: Table, resolver: Table, bad: KeyError): void {
-  const hosts = (ensurePath(config, "resolver").host ??= {}) as Record<string, HostConfig>;
+  const resolverTable = ensurePath(config, "resolver");
+  resolverTable.host ??= {};
+  const hosts = resolverTable.host as Record<string, HostConfig>;
   for (const [key, value] of Object.entries(resolver)) {
     if (key !== "host") throw bad(`resolver.${key}`, "unknown key");
     if (!isTable(value)) throw bad("resolver.host", "expected a table");
@@ -128,6 +131,7 @@ function parseMirror(value: unknown, at: string, bad: KeyError): MirrorConfig {
   return mirror as unknown as MirrorConfig;
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: KeyError): unknown {
   const bad = (why: string) => badKey(dotted, why);
   switch (field.kind) {
@@ -166,7 +170,10 @@ function isTable(value: unknown): value is Table {
 function ensurePath(root: Table, dotted: string): Table {
   let node = root;
   if (dotted === "") return node;
-  for (const part of dotted.split(".")) node = (node[part] ??= {}) as Table;
+  for (const part of dotted.split(".")) {
+    node[part] ??= {};
+    node = node[part] as Table;
+  }
   return node;
 }
 
@@ -204,7 +211,7 @@ export function renderToml(config: Config = defaultConfig()): string {
     );
     lines.push(`mirrors = [${mirrors.join(", ")}]`, "");
   }
-  return lines.join("\n").trimEnd() + "\n";
+  return `${lines.join("\n").trimEnd()}\n`;
 }
 
 function renderField(f: FieldSpec, value: unknown): string[] {

@@ -12,7 +12,7 @@ export interface MirrorConfig {
   host: string;
   /** Talk plain HTTP to the mirror. */
   insecure: boolean;
-  /** Per-request timeout for this mirror, in seconds; 0 uses `[http] RequestTimeoutMsec`. */
+  /** Seconds without bytes from this mirror before a request to it fails; 0: the client's default, 30. */
   requestTimeoutSec: number;
 }
 
@@ -35,7 +35,7 @@ export interface Config {
   debug: boolean;
   /** Skip span digest verification (not recommended). */
   disableVerification: boolean;
-  /** Maximum concurrent registry requests per image while resolving layers. */
+  /** Layers of an image mounted (resolved, indexed, prefetched) at the same time. */
   maxConcurrency: number;
   /** How long a mount may take before it fails, in seconds. */
   mountTimeoutSec: number;

@@ -318,6 +318,7 @@ export class DirentBuffer {
    * Appends one entry. `nextOff` is the cookie the kernel passes back to continue after it; `type` is
    * `mode >> 12`; `entry` is required for READDIRPLUS (nodeid 0 for "." and "..": no lookup counted).
    */
+  // biome-ignore lint/complexity/useMaxParams: the fields of fuse_dirent, in the kernel's order
   add(name: Uint8Array, ino: number, nextOff: number, type: number, entry?: EntryOut): boolean {
     const direntLen = DIRENT_SIZE + name.length;
     const recLen = (this.plus ? ENTRY_OUT_SIZE : 0) + ((direntLen + 7) & ~7);

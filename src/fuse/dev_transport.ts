@@ -297,6 +297,7 @@ export class DevTransport {
    * The main thread's side of one worker's slots: take every published request out of its slot, free
    * the slot, serve it; then sleep in Atomics.waitAsync until the worker publishes the next.
    */
+  // biome-ignore lint/complexity/useMaxParams: private helper on the request path
   #take(worker: number, fd: number, ctl: Int32Array, all: Uint8Array, bytes: number): void {
     let tail = 0;
     const drain = (): void => {
@@ -345,7 +346,10 @@ export class DevTransport {
     const r = this.server.handleIov(req);
     if (r instanceof Promise) {
       this.#pending++;
-      r.then((iov) => this.#write(fd, iov)).finally(() => this.#pending--);
+      r.then(
+        (iov) => this.#write(fd, iov),
+        (err) => this.#onError(`Cannot serve FUSE request on fd ${fd}: ${errorMessage(err)}`),
+      ).finally(() => this.#pending--);
     } else this.#write(fd, r);
   }
 

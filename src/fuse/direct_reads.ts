@@ -376,6 +376,7 @@ export class DirectReader {
    * `handles`: the mount's handle table; `fdSlots`: this thread's (DirectReadTable.addReader);
    * `streamFor(id)`: a stream descriptor posted by the main thread, received synchronously, or undefined.
    */
+  // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of an internal class
   constructor(
     handles: SharedArrayBuffer,
     fdSlots: SharedArrayBuffer,
@@ -390,6 +391,7 @@ export class DirectReader {
    * Bytes of `fh` at `offset`, at most `size` (fewer only at its end), into `out`; -1: hand the READ over. With
    * `nodeid` (the READ's, as two 32-bit halves), a handle registered for another node is handed over too.
    */
+  // biome-ignore lint/complexity/useMaxParams: the FUSE READ arguments plus the output buffer, on the hot read path
   read(fh: number, offset: number, size: number, out: Uint8Array, nodeid?: readonly [number, number]): number {
     // 1. The handle.
     if (!Number.isInteger(fh) || fh < 1 || fh > MAX_FH) return -1;
@@ -413,6 +415,7 @@ export class DirectReader {
     return n;
   }
 
+  // biome-ignore lint/complexity/useMaxParams: private helper on the hot read path
   #readHandle(
     streamId: number,
     fileOffset: number,
@@ -449,6 +452,7 @@ export class DirectReader {
   }
 
   /** pread of `length` bytes of a segment through a cached fd; false when it cannot be done here. */
+  // biome-ignore lint/complexity/useMaxParams: private helper on the hot read path
   #preadSegment(
     s: ReaderStream,
     seg: number,

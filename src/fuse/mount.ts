@@ -162,7 +162,7 @@ export function readMountInfo(): MountInfo[] {
 
 /** The value of the per-superblock option `name` of a mount (octal escapes decoded), or undefined when absent. */
 export function superOption(m: MountInfo, name: string): string | undefined {
-  const opt = m.superOptions.split(",").find((o) => o.startsWith(name + "="));
+  const opt = m.superOptions.split(",").find((o) => o.startsWith(`${name}=`));
   return opt === undefined ? undefined : unescapeMountinfo(opt.slice(name.length + 1));
 }
 
@@ -172,7 +172,7 @@ function unescapeMountinfo(s: string): string {
 
 /** True when `path` is `root` or lies under it. */
 function under(path: string, root: string): boolean {
-  return path === root || path.startsWith(root.endsWith("/") ? root : root + "/");
+  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
 }
 
 /** FUSE mounts (type `fuse` or `fuse.*`) at or under `root`. */

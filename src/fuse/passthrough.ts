@@ -64,6 +64,7 @@ export class PassthroughOpens {
    * The backing id to answer OPEN of `nodeid` (handle `fh`, open(2) `flags`) with, or 0 for an ordinary open.
    * Records the handle either way; `release(fh)` must follow when the kernel releases it.
    */
+  // biome-ignore lint/complexity/useMaxParams: the FUSE OPEN arguments
   open(nodeid: number, fh: number, flags: number, src: DirectSource | undefined): number {
     // 1. A node with open handles keeps its mode.
     let n = this.#nodes.get(nodeid);

@@ -170,6 +170,7 @@ interface OpcodeRow {
 }
 
 const HANDLERS = new Map<number, OpcodeRow>();
+// biome-ignore lint/complexity/useMaxParams: module-private table row: one line per opcode reads as a table
 function row(opcode: number, inSize: number, handler: Handler, noReply = false): void {
   HANDLERS.set(opcode, { name: OPCODE_NAMES[opcode] ?? `OP${opcode}`, inSize, handler, noReply });
 }
@@ -643,7 +644,7 @@ row(FUSE_GETXATTR, GETXATTR_IN_SIZE, (s, req) => {
 row(FUSE_LISTXATTR, GETXATTR_IN_SIZE, (s, { h, r, ctx }) => {
   const size = r.u32(BODY);
   const names = s.fs.listxattr?.(h.nodeid, ctx) ?? [];
-  return then(names, (list) => sized(h.unique, size, utf8(list.map((n) => n + "\0").join(""))));
+  return then(names, (list) => sized(h.unique, size, utf8(list.map((n) => `${n}\0`).join(""))));
 });
 
 row(FUSE_ACCESS, ACCESS_IN_SIZE, (s, { h, r, ctx }) => {

@@ -45,6 +45,7 @@ let noWait = true;
 const nodeIo: DirectIo = {
   open: (path) => openSync(path, constants.O_RDONLY | O_CLOEXEC),
   size: (fd) => fstatSync(fd).size,
+  // biome-ignore lint/complexity/useMaxParams: pread(2)'s arguments, as platform/libc.ts declares them
   pread: (fd, buf, at, length, position) => {
     if (noWait) {
       try {

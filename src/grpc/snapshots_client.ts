@@ -57,6 +57,7 @@ export interface SnapshotsCallOptions {
 }
 
 type Callback = (err: grpc.ServiceError | null, reply?: unknown) => void;
+// biome-ignore lint/complexity/useMaxParams: grpc-js's unary method signature
 type UnaryFn = (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
 type StreamFn = (req: object, md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>;
 

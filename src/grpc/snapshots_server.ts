@@ -160,7 +160,7 @@ async function ensureSocketDir(dir: string): Promise<void> {
 
 /** Removes a socket file at `path` that nothing listens on; refuses a live socket or a file of another type. */
 async function removeStaleSocket(path: string): Promise<void> {
-  let st;
+  let st: Awaited<ReturnType<typeof lstat>>;
   try {
     st = await lstat(path);
   } catch (err) {
@@ -313,6 +313,7 @@ function implementation(
   }
 
   /** A status for a failed call, logged at warn when it is not one of the known classes. */
+  // biome-ignore lint/complexity/useMaxParams: module-private helper
   function failed(method: SnapshotsMethod, req: object, err: unknown, signal: AbortSignal): Partial<grpc.StatusObject> {
     const status = statusOf(err, signal);
     if (status.code === grpc.status.UNKNOWN)

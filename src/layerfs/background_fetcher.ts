@@ -158,7 +158,7 @@ export class BackgroundFetcher {
       }
       prev = chunk;
     }
-    const actual = "sha256:" + hash.digest("hex");
+    const actual = `sha256:${hash.digest("hex")}`;
     if (actual !== manager.layerDigest) {
       const msg = `Cannot verify layer "${manager.layerDigest}": its bytes hash to "${actual}"`;
       this.#o.logger.error(msg, { layer: manager.layerDigest });

@@ -92,7 +92,7 @@ export class MountRecords {
     };
     await mkdir(this.dir, { recursive: true });
     const tmp = join(this.dir, `.${process.pid}.json.tmp`);
-    await writeFile(tmp, JSON.stringify(rec) + "\n");
+    await writeFile(tmp, `${JSON.stringify(rec)}\n`);
     await rename(tmp, this.path(process.pid));
     return rec;
   }
@@ -234,7 +234,7 @@ export class MountRecords {
 
 /** True when `path` is `root` or lies under it. */
 function under(path: string, root: string): boolean {
-  return path === root || path.startsWith(root.endsWith("/") ? root : root + "/");
+  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
 }
 
 /** What soci-ts put in a work dir: the whole dir when it made it, else only `layers/` (the user's `--work-dir`). */
@@ -252,7 +252,7 @@ function overlayOf(m: MountInfo, workDir: string): boolean {
     .split(/(?<!\\):+/)
     .filter(Boolean)
     .map((d) => d.replace(/\\(.)/g, "$1"));
-  return dirs.length > 0 && dirs.every((d) => d.startsWith(workDir.endsWith("/") ? workDir : workDir + "/"));
+  return dirs.length > 0 && dirs.every((d) => d.startsWith(workDir.endsWith("/") ? workDir : `${workDir}/`));
 }
 
 /** The mount at exactly `path` that nothing else is stacked on (umount2 acts on it), if any. */

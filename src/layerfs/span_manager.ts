@@ -275,7 +275,7 @@ export class SpanManager {
     let network = false;
     for (const id of ids) {
       const inflight = this.#inflight.get(id);
-      if (inflight) {
+      if (inflight !== undefined) {
         results.push(inflight);
         network = true;
         continue;
@@ -311,7 +311,7 @@ export class SpanManager {
     }
     for (const run of this.#runs(missing)) {
       const ps = this.#startRun(run, w.deadlineMs);
-      run.forEach((id, k) => (results[slot.get(id)!] = ps[k]!));
+      for (const [k, id] of run.entries()) results[slot.get(id)!] = ps[k]!;
     }
     if (missing.length > 0 && this.#o.readaheadSpans > 0) this.#readahead(missing[missing.length - 1]!);
     if (w.foreground && (network || missing.length > 0)) this.#m.remoteReads.inc();
@@ -486,7 +486,7 @@ export class SpanManager {
   #verify(id: number, bytes: Uint8Array): DigestMismatchError | undefined {
     if (this.#o.disableVerification) return undefined;
     const expected = this.#o.spanDigests[id]!;
-    const actual = "sha256:" + createHash("sha256").update(bytes).digest("hex");
+    const actual = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
     if (actual === expected) return undefined;
     return new DigestMismatchError(
       `Cannot verify span ${id} of layer "${this.layerDigest}": digest is "${actual}", expected "${expected}"`,
@@ -522,6 +522,7 @@ export class SpanManager {
  * `p`, or a rejection as soon as the wait's signal aborts or, with `late`, its deadline passes (`late()` is the
  * error then); the work behind `p` carries on for other waiters.
  */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function settle<T>(p: Promise<T>, w: Wait, late: (() => Error) | undefined, layer: string): Promise<T> {
   const interrupted = () => new UnavailableError(`Cannot read layer "${layer}": the read was interrupted`);
   if (w.signal?.aborted) {

@@ -46,7 +46,7 @@ export function parseManifest(
     mediaType = ct;
   mediaType ??= isIdx ? MediaType.OCI_INDEX : MediaType.OCI_MANIFEST;
   const list = isIdx ? (obj.manifests as unknown[]) : [obj.config, ...(obj.layers as unknown[])];
-  list.forEach((d, i) => checkDescriptor(d, `${what} ${isIdx ? "manifests" : "descriptors"}[${i}]`));
+  for (const [i, d] of list.entries()) checkDescriptor(d, `${what} ${isIdx ? "manifests" : "descriptors"}[${i}]`);
   if (obj.subject !== undefined) checkDescriptor(obj.subject, `${what} subject`);
   return { manifest: obj as unknown as Manifest | ImageIndex, mediaType };
 }

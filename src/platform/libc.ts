@@ -81,7 +81,7 @@ function libc(): Lib {
 }
 
 function cstr(s: string): Buffer {
-  return Buffer.from(s + "\0", "utf8");
+  return Buffer.from(`${s}\0`, "utf8");
 }
 
 function errno(): number {
@@ -95,6 +95,7 @@ function fail(what: string, e: number): never {
 }
 
 /** mount(2). Throws `LibcError` on failure. `data` is the file system's option string. */
+// biome-ignore lint/complexity/useMaxParams: mount(2)'s arguments, in its order
 export function mount(source: string, target: string, fstype: string, flags: number, data: string): void {
   const s = cstr(source);
   const t = cstr(target);
@@ -141,6 +142,7 @@ const iovec = new BigUint64Array(2);
  * offset `position` and returns the byte count (possibly short, when only part is cached), or -1 when none of
  * the bytes are in the page cache. Throws `LibcError` otherwise; EOPNOTSUPP when the file system cannot.
  */
+// biome-ignore lint/complexity/useMaxParams: pread(2)'s arguments, on the hot read path
 export function preadNoWait(fd: number, buf: Uint8Array, at: number, length: number, position: number): number {
   if (length === 0) return 0;
   iovec[0] = BigInt(ptr(buf, at));

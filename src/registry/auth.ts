@@ -111,6 +111,7 @@ export class AuthManager {
    * more can be tried (no credentials for Basic, unknown scheme). Throws UnauthorizedError when the token
    * realm refuses the credentials.
    */
+  // biome-ignore lint/complexity/useMaxParams: one caller (the registry client); the challenge, the request it answers and its scope
   async handleChallenge(
     host: string,
     authHost: string,
@@ -161,6 +162,7 @@ export class AuthManager {
     this.#tokens.delete(`${host}|${scope}`);
   }
 
+  // biome-ignore lint/complexity/useMaxParams: private helper
   async #fetchToken(
     host: string,
     ch: Challenge,

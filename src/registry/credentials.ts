@@ -198,7 +198,7 @@ async function readDockerConfig(path: string, what: string): Promise<DockerConfi
 /** Runs `<helper> get` with the server URL on stdin; undefined when the helper says it has no credentials. */
 function runHelper(cmd: string, serverUrl: string, timeoutMs: number): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
-    let child;
+    let child: ReturnType<typeof spawn>;
     try {
       child = spawn(cmd, ["get"], { stdio: ["pipe", "pipe", "pipe"], timeout: timeoutMs });
     } catch (err) {

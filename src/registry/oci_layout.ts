@@ -16,7 +16,7 @@ import { isIndex, parseManifest, artifactTypeOf, encodeJson } from "../oci/manif
 import { isIndexMediaType, isManifestMediaType, MediaType } from "../oci/media_types.ts";
 import { formatPlatform, platformForArch, selectPlatform } from "../oci/platform.ts";
 import type { Descriptor, ImageIndex, Platform } from "../oci/types.ts";
-import { Digester, parseDigest, sha256Digest, verifyDigest, verifyingStream } from "../util/digest.ts";
+import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
 import {
   DigestMismatchError,
   FailedPreconditionError,
@@ -264,6 +264,7 @@ export class OciLayout implements ImageStore {
     }
   }
 
+  // biome-ignore lint/complexity/useMaxParams: the ImageStore readRange shape (digest, start, end, options) every backend implements
   async readRange(digest: string, start: number, end: number, _opts?: RequestOptions): Promise<Uint8Array> {
     return (await this.readRanges(digest, [[start, end]]))[0]!;
   }
@@ -335,7 +336,8 @@ export class OciLayout implements ImageStore {
       () => false,
     );
     if (!exists) {
-      await (this.#created ??= this.#create());
+      this.#created ??= this.#create();
+      await this.#created;
       await atomicWrite(path, bytes);
     }
     return { mediaType: opts.mediaType ?? MediaType.OCTET_STREAM, digest, size: bytes.length };
@@ -425,7 +427,8 @@ export class OciLayout implements ImageStore {
   /** Read-modify-write of index.json, one at a time within this process, replaced atomically. */
   #updateIndex(change: (index: ImageIndex) => ImageIndex): Promise<void> {
     const next = this.#indexLock.then(async () => {
-      await (this.#created ??= this.#create());
+      this.#created ??= this.#create();
+      await this.#created;
       const index = change(await this.readIndex());
       await atomicWrite(join(this.dir, "index.json"), new TextEncoder().encode(goIndex(index)));
     });

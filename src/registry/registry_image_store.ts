@@ -39,6 +39,7 @@ export class RegistryImageStore implements ImageStore {
   headBlob(digest: string, opts?: RequestOptions): Promise<{ size: number }> {
     return this.#client.headBlob(this.#repo(), digest, opts);
   }
+  // biome-ignore lint/complexity/useMaxParams: the ImageStore readRange shape (digest, start, end, options) every backend implements
   readRange(digest: string, start: number, end: number, opts?: RequestOptions): Promise<Uint8Array> {
     return this.#client.readRange(this.#repo(), digest, start, end, opts);
   }

@@ -16,13 +16,15 @@ import { ArtifactStore } from "../soci/artifact_store.ts";
 import type { Logger } from "../util/log.ts";
 import { registryClientOptions } from "./registry_options.ts";
 
-/** What the layer manager is built with, from the config tree (`readaheadSpans` may be overridden by a flag). */
+/**
+ * What the layer manager is built with, from the config tree: under `root`, logging to `logger`;
+ * `readaheadSpans` overrides `blob.readahead_spans` (a flag).
+ */
 export function layerManagerOptions(
   c: Config,
-  root: string,
-  logger: Logger,
-  over: { readaheadSpans?: number } = {},
+  over: { root: string; logger: Logger; readaheadSpans?: number },
 ): LayerManagerOptions {
+  const { root, logger } = over;
   return {
     root,
     inflate: inflateFromCheckpoint,
@@ -89,7 +91,7 @@ export async function buildLayerStack(
     );
   const store = new ArtifactStore(root);
   const manager = await LayerManager.create(
-    layerManagerOptions(c, root, opts.logger, { readaheadSpans: opts.readaheadSpans }),
+    layerManagerOptions(c, { root, logger: opts.logger, readaheadSpans: opts.readaheadSpans }),
   );
   const layerFs = new LayerFs(manager, layerFsFuseOptions(c, opts.logger));
   const resolver = new ImageResolver(client, {

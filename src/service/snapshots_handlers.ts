@@ -57,10 +57,10 @@ export function snapshotsHandlers(snapshotter: Snapshotter): SnapshotsHandlers {
 
 function plainHandlers(snapshotter: Snapshotter): SnapshotsHandlers {
   return {
-    prepare: async (req, ctx) => mounts(await snapshotter.prepare(req.key, req.parent, req.labels, ctx)),
-    view: async (req, ctx) => mounts(await snapshotter.view(req.key, req.parent, req.labels, ctx)),
+    prepare: async (req, ctx) => mounts(await snapshotter.prepare(req, ctx)),
+    view: async (req, ctx) => mounts(await snapshotter.view(req, ctx)),
     mounts: async (req, ctx) => mounts(await snapshotter.mounts(req.key, ctx)),
-    commit: (req, ctx) => snapshotter.commit(req.name, req.key, req.labels, ctx),
+    commit: (req, ctx) => snapshotter.commit(req, ctx),
     remove: (req, ctx) => snapshotter.remove(req.key, ctx),
     stat: async (req, ctx) => info(await snapshotter.stat(req.key, ctx)),
     update: async (req, ctx) =>

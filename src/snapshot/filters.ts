@@ -125,6 +125,7 @@ const OPERATOR_CHAR = /[=!~]/;
 const QUOTE_CHAR = /["/|]/;
 const SPACE = /\s/;
 // Control characters end a value (Go's scanner only takes graphic, letter, digit and punctuation runes).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is this pattern's job
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 class Parser {

@@ -31,9 +31,9 @@ export class KeyedMutex {
     const previous = this.#tails.get(key);
     let release!: () => void;
     const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous ? previous.then(() => mine) : mine;
+    const tail = previous !== undefined ? previous.then(() => mine) : mine;
     this.#tails.set(key, tail);
-    if (previous) await previous;
+    if (previous !== undefined) await previous;
     return () => {
       if (this.#tails.get(key) === tail) this.#tails.delete(key);
       release();

@@ -102,6 +102,21 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+/** What `prepare` and `view` create: snapshot `key` on the committed `parent` ("" for none), with `labels`. */
+export interface SnapshotRequest {
+  key: string;
+  parent: string;
+  /** containerd's labels (the remote-layer handshake reads them); default none. */
+  labels?: Record<string, string>;
+}
+
+/** What `commit` does: the active snapshot `key` becomes the committed `name`, with `labels` (default none). */
+export interface CommitRequest {
+  name: string;
+  key: string;
+  labels?: Record<string, string>;
+}
+
 /** What `restore()` did. */
 export interface RestoreResult {
   /** Names of the remote snapshots mounted again. */
@@ -154,7 +169,8 @@ export class Snapshotter {
    * Throws AlreadyExistsError for an existing key, NotFoundError for a missing parent, InvalidArgumentError
    * for an uncommitted parent or a label too large, UnavailableError when a remote ancestor cannot be read.
    */
-  prepare(key: string, parent: string, given: Record<string, string> = {}, call: CallOptions = {}): Promise<Mount[]> {
+  prepare(req: SnapshotRequest, call: CallOptions = {}): Promise<Mount[]> {
+    const { key, parent, labels: given = {} } = req;
     return this.#op("prepare", async () => {
       // 1.
       validateLabels(given);
@@ -191,7 +207,8 @@ export class Snapshotter {
    * View: a read-only snapshot `key` of the committed `parent`, and its mounts. Throws as `prepare` does
    * (without the remote handshake).
    */
-  view(key: string, parent: string, given: Record<string, string> = {}, call: CallOptions = {}): Promise<Mount[]> {
+  view(req: SnapshotRequest, call: CallOptions = {}): Promise<Mount[]> {
+    const { key, parent, labels: given = {} } = req;
     return this.#op("view", async () => {
       validateLabels(given);
       const labels = withoutRemoteFlag(given);
@@ -231,7 +248,8 @@ export class Snapshotter {
    * active snapshot's), its disk usage recorded. Throws NotFoundError, AlreadyExistsError for an existing
    * name, FailedPreconditionError when `key` is not active, InvalidArgumentError for a label too large.
    */
-  commit(name: string, key: string, given: Record<string, string> = {}, _call: CallOptions = {}): Promise<void> {
+  commit(req: CommitRequest, _call: CallOptions = {}): Promise<void> {
+    const { name, key, labels: given = {} } = req;
     return this.#op("commit", async () => {
       validateLabels(given);
       const labels = withoutRemoteFlag(given);
@@ -466,6 +484,7 @@ export class Snapshotter {
   }
 
   /** Step 3: directories under a temporary name, renamed to `<id>` inside the metadata transaction. */
+  // biome-ignore lint/complexity/useMaxParams: private helper
   async #create(kind: Kind, key: string, parent: string, labels: Record<string, string>): Promise<SnapshotRecord> {
     const tmp = await mkdtemp(join(this.snapshotsDir, "new-"));
     this.#pending.add(tmp);
@@ -524,6 +543,7 @@ export class Snapshotter {
   }
 
   /** Step 4: mount the layer on the active snapshot and commit it as the target; false to fall back. */
+  // biome-ignore lint/complexity/useMaxParams: private helper
   async #prepareRemote(
     key: string,
     target: string,

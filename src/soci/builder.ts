@@ -179,7 +179,7 @@ export async function buildLayerZtoc(
     );
   }
   const onProgress = opts.onProgress;
-  let built;
+  let built: Awaited<ReturnType<typeof buildZtoc>>;
   try {
     built = await buildZtoc(stream, {
       algorithm: format,
@@ -208,9 +208,16 @@ export async function buildLayerZtoc(
     );
   }
   const table = settings.checkpointTable ? buildCheckpointTable(bytes) : undefined;
-  const descriptor = ztocDescriptor({ digest, size: bytes.length }, layer, settings.spanSizeBytes, {
-    ...(table ? { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(table) } : {}),
-  });
+  const descriptor = ztocDescriptor(
+    { digest, size: bytes.length },
+    {
+      layer,
+      spanSizeBytes: settings.spanSizeBytes,
+      extra: {
+        ...(table ? { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(table) } : {}),
+      },
+    },
+  );
   return { layer, ztoc, bytes, descriptor };
 }
 

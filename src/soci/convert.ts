@@ -164,6 +164,7 @@ export function annotateManifest(
   };
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function copyBlobs(
   src: ImageLocation,
   dst: ImageLocation,
@@ -178,6 +179,7 @@ async function copyBlobs(
 }
 
 /** Copy a manifest (or nested index) the output index keeps unchanged, with everything it references. */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function copyManifestTree(
   src: ImageLocation,
   dst: ImageLocation,

@@ -4,7 +4,7 @@
  * removing and rebuilding the database need no builder: they are in stored_indexes.ts.
  */
 import type { Descriptor } from "../oci/types.ts";
-import { type ArtifactStore, type IndexRecord } from "./artifact_store.ts";
+import type { ArtifactStore, IndexRecord } from "./artifact_store.ts";
 import { type BuildOptions, type BuiltIndex, buildIndex, buildSettings, type SkippedLayer } from "./builder.ts";
 import type { ImageLocation } from "./image_location.ts";
 import {

@@ -160,6 +160,7 @@ async function fetchIndex(
   return { index, descriptor: { mediaType: MediaType.OCI_MANIFEST, digest, size: bytes.length } };
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function withZtocs(
   source: ImageLocation,
   index: SociIndex,
@@ -243,8 +244,9 @@ async function prefetchArtifacts(
   );
   const out: DiscoveredIndex["prefetch"] = new Map();
   for (const p of loaded) {
-    const layer = p?.descriptor.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
-    if (p && !out.has(layer)) out.set(layer, p);
+    if (!p) continue;
+    const layer = p.descriptor.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
+    if (!out.has(layer)) out.set(layer, p);
   }
   return out;
 }

@@ -109,10 +109,9 @@ export function createIndex(
  */
 export function ztocDescriptor(
   ztoc: { digest: string; size: number },
-  layer: Descriptor,
-  spanSizeBytes: number,
-  extra: Record<string, string> = {},
+  of: { layer: Descriptor; spanSizeBytes: number; extra?: Record<string, string> },
 ): Descriptor {
+  const { layer, spanSizeBytes, extra = {} } = of;
   return {
     mediaType: ZTOC_MEDIA_TYPE,
     digest: ztoc.digest,

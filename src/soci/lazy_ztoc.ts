@@ -67,7 +67,7 @@ export async function loadZtocLazily(
   const read = ([s, e]: [number, number]) =>
     s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
-  const ztoc = decodeZtoc(assembleSkeleton(table, d.size, head, tail));
+  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }));
   // 3.
   return { ztoc, windows: new LazyWindows(source, d, table, ztoc, head, tail, opts) };
 }
@@ -83,6 +83,7 @@ export class LazyWindows implements CheckpointWindows {
   #head: Uint8Array | undefined;
   #tail: Uint8Array | undefined;
 
+  // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of an internal class
   constructor(
     private readonly source: ImageSource,
     private readonly descriptor: Descriptor,

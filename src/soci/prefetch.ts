@@ -122,6 +122,7 @@ export function decodePrefetchArtifact(bytes: Uint8Array): PrefetchArtifact {
   return { version: PREFETCH_ARTIFACT_VERSION, prefetchSpans };
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function checkSpan(start: unknown, end: unknown, priority: unknown, err: (why: string) => Error): void {
   const isId = (v: unknown) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
   if (!isId(start)) throw err(`has "start_span" ${JSON.stringify(start)}, expected a non-negative integer`);

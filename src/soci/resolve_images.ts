@@ -88,6 +88,7 @@ export async function resolveImages(location: ImageLocation, opts: ResolveOption
   return { root, images };
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function loadImage(
   location: ImageLocation,
   fetched: FetchedManifest,

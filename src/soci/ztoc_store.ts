@@ -37,7 +37,7 @@ export async function listZtocs(
   const seen = new Set<string>();
   for (const r of await store.listRecords()) {
     if (opts.imageRef !== undefined && r.imageRef !== opts.imageRef) continue;
-    let descs;
+    let descs: ReturnType<typeof ztocDescriptors>;
     try {
       descs = ztocDescriptors(decodeIndex(await store.getBlob(r.indexDigest)));
     } catch {
@@ -99,10 +99,11 @@ export async function ztocOwner(
  */
 export function getFile(
   location: ImageLocation,
-  ztoc: Ztoc,
-  layerDigest: string,
-  path: string,
-  opts: { signal?: AbortSignal } = {},
+  file: { ztoc: Ztoc; layerDigest: string; path: string; signal?: AbortSignal },
 ): Promise<ExtractResult> {
-  return extractFile(ztoc, path, (start, end, o) => location.readRange(layerDigest, start, end, o), opts);
+  const { ztoc, layerDigest, path, ...opts } = file;
+  return extractFile(ztoc, path, {
+    ...opts,
+    readRange: (start, end, o) => location.readRange(layerDigest, start, end, o),
+  });
 }

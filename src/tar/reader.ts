@@ -317,7 +317,7 @@ export class TarReader {
       }
       return v;
     };
-    let typeflag = String.fromCharCode(block[156]!);
+    const typeflag = String.fromCharCode(block[156]!);
     const size = num("size");
     if (size < 0)
       this.#fail(`Cannot read tar header "${rawName}" at offset ${at}: negative size ${size}`, at + FIELD_OFF.size);
@@ -452,6 +452,7 @@ export class TarReader {
   }
 
   /** The fields of one header block, before PAX/GNU overrides. */
+  // biome-ignore lint/complexity/useMaxParams: private helper
   #headerFields(
     block: Uint8Array,
     format: TarFormat,

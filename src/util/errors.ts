@@ -1,11 +1,11 @@
 /**
  * Error classes shared by every area.
  *
- * Conventions (see README "Errors"):
+ * Conventions (see CONTRIBUTING.md, "Errors"):
  * - Messages read "Cannot <action> <object>: <reason>", sentence case, no trailing period,
  *   values quoted, and the digest/path/offset that was wrong included.
  * - Lower-level errors are wrapped with `{ cause }`, never concatenated.
- * - Parse failures of binary formats subclass `SyntaxError` and carry the byte `offset`.
+ * - Parse failures of binary formats throw `FormatError` subclasses (a `SyntaxError`) with the byte `offset`.
  * - Errors are translated exactly once at each boundary (FUSE errno, gRPC status, CLI exit code).
  */
 
@@ -42,6 +42,7 @@ export class UnimplementedError extends Error {
 /** Bytes did not hash to the digest that was expected of them. */
 export class DigestMismatchError extends Error {
   override name = "DigestMismatchError";
+  // biome-ignore lint/complexity/useMaxParams: the Error constructor shape (message, then options) with the two digests it reports
   constructor(
     message: string,
     readonly expected: string,

@@ -288,6 +288,7 @@ export class VfsBridge implements RawFileSystem {
     return r instanceof Promise ? r.then(done) : done();
   }
 
+  // biome-ignore lint/complexity/useMaxParams: the FUSE READ arguments, on the hot read path
   read(nodeid: number, fh: number, offset: number, size: number, ctx: RawContext): Uint8Array | Promise<Uint8Array> {
     const f = this.#file(fh, nodeid);
     const n = f?.node ?? this.#node(nodeid);
@@ -341,6 +342,7 @@ export class VfsBridge implements RawFileSystem {
     return list instanceof Promise ? list.then(done) : done(list);
   }
 
+  // biome-ignore lint/complexity/useMaxParams: the FUSE READDIR arguments plus the output buffer
   readdir(nodeid: number, fh: number, offset: number, out: DirentBuffer): void {
     let d = this.#dirs.get(fh);
     if (d && this.#stable && this.#node(nodeid) !== d.node) d = undefined;

@@ -30,6 +30,7 @@ const encoder = new TextEncoder();
 export abstract class MemNode implements Node {
   nlink = 1;
   readonly xattrs = new Map<string, Uint8Array>();
+  // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of a tree node
   constructor(
     readonly ino: number,
     public mode: number,
@@ -96,6 +97,7 @@ export class MemFile extends MemNode {
   direct: DirectSource | undefined;
   /** READs that reached `read` (for tests: those not answered by reader threads or passed through). */
   reads = 0;
+  // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of a tree node
   constructor(
     ino: number,
     mode: number,
@@ -144,6 +146,7 @@ export class MemFile extends MemNode {
 
 /** A symbolic link. */
 export class MemSymlink extends MemNode {
+  // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of a tree node
   constructor(
     ino: number,
     uid: number,
@@ -266,6 +269,7 @@ export class MemoryTree {
   }
 
   /** Adds a regular file of `size` bytes that is zero except for `extents`. */
+  // biome-ignore lint/complexity/useMaxParams: path, size and data runs describe the file; then options
   sparseFile(
     path: string,
     size: number,
@@ -319,6 +323,7 @@ export class MemoryTree {
   }
 
   /** Adds a device node, FIFO or socket; `mode` includes the type bits (e.g. S_IFCHR | 0o600). */
+  // biome-ignore lint/complexity/useMaxParams: mknod(2)'s path, mode and rdev; then options
   mknod(path: string, mode: number, rdev: number, o: MemAttrOptions = {}): MemSpecial {
     if (
       (mode & S_IFMT) === 0 ||

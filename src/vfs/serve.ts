@@ -6,9 +6,10 @@
  * mounted and negotiated (kept across its exit by a holder, service/fd_handover.ts) are served as they are, with no
  * mount(2) and no INIT, after asking the kernel to send again what the old server left unanswered.
  *
- * Rank 3. The service (rank 4) owns signals: on SIGINT/SIGTERM it calls `unmountAll()`. Normal exit is
- * covered here: the first mount installs a `process.on("exit")` hook that force-unmounts whatever is
- * still mounted, so a process that returns from main never leaves a dead mount behind.
+ * Rank 3. Signals belong to rank 4 (the `mount` and `serve` commands), which unmount what they mounted on
+ * SIGINT/SIGTERM; `unmountAll()` detaches every mount of this process. Normal exit is covered here: the first
+ * mount installs a `process.on("exit")` hook that force-unmounts whatever is still mounted, so a process that
+ * returns from main never leaves a dead mount behind.
  */
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
 import { backingFilesFor, DevTransport, notifyResend, type TransportMode } from "../fuse/dev_transport.ts";

@@ -173,7 +173,11 @@ export function recordRange(t: CheckpointTable, first: number, last = first): [n
  * header from the table and a zero window. Decodable as a zTOC (its span geometry is exact); its windows are
  * filled as records arrive. Throws ZtocFormatError when the skeleton does not match the table's digest.
  */
-export function assembleSkeleton(t: CheckpointTable, ztocSize: number, head: Uint8Array, tail: Uint8Array): Uint8Array {
+export function assembleSkeleton(
+  t: CheckpointTable,
+  parts: { ztocSize: number; head: Uint8Array; tail: Uint8Array },
+): Uint8Array {
+  const { ztocSize, head, tail } = parts;
   const [a, b] = skeletonRanges(t, ztocSize);
   if (head.length !== a[1] - a[0] || tail.length !== b[1] - b[0]) {
     throw new ZtocFormatError(

@@ -19,6 +19,8 @@ import type { FileMetadata, Ztoc } from "./types.ts";
 export type ReadRange = (start: number, end: number, options: { signal?: AbortSignal }) => Promise<Uint8Array>;
 
 export interface ExtractOptions {
+  /** Reads compressed bytes [start, end) of the layer. */
+  readRange: ReadRange;
   signal?: AbortSignal;
   /** A span table already built for this zTOC (saves decoding the zinfo blob again). */
   spans?: SpanTable;
@@ -65,14 +67,10 @@ export function findFileEntry(ztoc: Ztoc, path: string): FileMetadata {
 /**
  * Extracts one regular file. Throws NotFoundError / FailedPreconditionError (see findFileEntry),
  * DigestMismatchError when a fetched span does not match its digest (nothing is inflated then),
- * UnavailableError when `readRange` returns the wrong number of bytes, and inflater errors for corrupt data.
+ * UnavailableError when `options.readRange` returns the wrong number of bytes, and inflater errors for corrupt data.
  */
-export async function extractFile(
-  ztoc: Ztoc,
-  path: string,
-  readRange: ReadRange,
-  options: ExtractOptions = {},
-): Promise<ExtractResult> {
+export async function extractFile(ztoc: Ztoc, path: string, options: ExtractOptions): Promise<ExtractResult> {
+  const { readRange } = options;
   // 1. The entry.
   const entry = findFileEntry(ztoc, path);
   if (entry.uncompressedSize === 0) return { entry, data: new Uint8Array(0), fetchedBytes: 0 };

@@ -73,19 +73,22 @@ export class FbWriter {
 
   #int16(v: number): void {
     this.#prep(2, 0);
-    this.#view.setInt16((this.#space -= 2), v, true);
+    this.#space -= 2;
+    this.#view.setInt16(this.#space, v, true);
   }
 
   #int32(v: number): void {
     this.#prep(4, 0);
-    this.#view.setInt32((this.#space -= 4), v, true);
+    this.#space -= 4;
+    this.#view.setInt32(this.#space, v, true);
   }
 
   /** A reference to `target` (an offset returned earlier), relative to where it is written. */
   #uoffset(target: number): void {
     this.#prep(4, 0);
     const rel = this.offset() - target + 4;
-    this.#view.setInt32((this.#space -= 4), rel, true);
+    this.#space -= 4;
+    this.#view.setInt32(this.#space, rel, true);
   }
 
   /** Reserves `n` bytes for a vector's elements (with its length after them); returns where they start. */
@@ -97,7 +100,8 @@ export class FbWriter {
 
   /** Writes a vector's element count; returns the vector's offset. */
   #endVector(count: number): number {
-    this.#view.setInt32((this.#space -= 4), count, true);
+    this.#space -= 4;
+    this.#view.setInt32(this.#space, count, true);
     return this.offset();
   }
 

@@ -109,7 +109,8 @@ class GzipSpanHasher {
         this.#span.update(chunk.subarray(fed - chunkStart, cp.in - chunkStart));
         this.digests.push(hex(this.#span));
       }
-      const span = (this.#span = createHash("sha256"));
+      const span = createHash("sha256");
+      this.#span = span;
       const start = spanStart(cp);
       if (start < chunkStart) span.update(Uint8Array.of(this.#lastByte));
       fed = Math.max(start, chunkStart);

@@ -31,6 +31,7 @@ export class SpanTable {
   readonly spanSizeBytes: number;
   readonly #starts: number[];
 
+  // biome-ignore lint/complexity/useMaxParams: private constructor behind the static factories
   private constructor(
     readonly algorithm: "gzip" | "uncompressed",
     readonly compressedSize: number,

@@ -141,7 +141,11 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
         const body = new ReadableStream<Uint8Array>({
           async pull(c) {
             const { done: end, value } = await reader.read();
-            if (end) return (done(), c.close());
+            if (end) {
+              done();
+              c.close();
+              return;
+            }
             const room = limit - sent;
             if (value.length <= room) {
               sent += value.length;
@@ -174,7 +178,11 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
             async pull(c) {
               if (held.length === 0) {
                 const { done: end, value } = await reader.read();
-                if (end) return (done(), c.close());
+                if (end) {
+                  done();
+                  c.close();
+                  return;
+                }
                 held = value;
               }
               await sleep(stepMs);

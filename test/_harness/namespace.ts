@@ -168,7 +168,7 @@ async function startIn(dir: string, opts: StartNamespaceOptions): Promise<MountN
   // 2. Ready, then idle as PID 1: `wait` reaps the orphans the namespace adopts; the idle child has its own
   //    argv[0] so that `processes()` can leave it out.
   lines.push("echo ready", `while :; do (exec -a ${IDLE_ARGV0} sleep 3600) & wait $! || true; done`);
-  writeFileSync(join(dir, "setup.sh"), lines.join("\n") + "\n");
+  writeFileSync(join(dir, "setup.sh"), `${lines.join("\n")}\n`);
   const logFile = join(dir, "holder.log");
   const holder = Bun.spawn(
     [
@@ -354,7 +354,11 @@ async function spawnIn(
   // nsenter forks into the PID namespace and waits; signals go to its child, the process itself.
   let pid: number | undefined;
   const until = Date.now() + 10_000;
-  while ((pid = childOf(p.pid)) === undefined && p.exitCode === null && Date.now() < until) await Bun.sleep(5);
+  for (;;) {
+    pid = childOf(p.pid);
+    if (pid !== undefined || p.exitCode !== null || Date.now() >= until) break;
+    await Bun.sleep(5);
+  }
   const self = pid ?? p.pid;
   const kill = (sig: NodeJS.Signals = "SIGTERM") => {
     if (p.exitCode === null) signal(self, sig);
@@ -456,7 +460,8 @@ function mountKey(m: MountEntry): string {
 
 /** Parses /proc/PID/mountinfo (proc(5)): "id parent major:minor root mountpoint options [optional...] - fstype source superopts". */
 export function parseMountinfo(text: string): MountEntry[] {
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const unescapeOctal = (s: string) =>
+    s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   const out: MountEntry[] = [];
   for (const line of text.split("\n")) {
     if (!line) continue;
@@ -465,9 +470,9 @@ export function parseMountinfo(text: string): MountEntry[] {
     out.push({
       id: Number(f[0]),
       parentId: Number(f[1]),
-      mountPoint: unescape(f[4]!),
+      mountPoint: unescapeOctal(f[4]!),
       fsType: f[dash + 1]!,
-      source: unescape(f[dash + 2]!),
+      source: unescapeOctal(f[dash + 2]!),
     });
   }
   return out;

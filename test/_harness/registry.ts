@@ -111,7 +111,7 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
         async ([u, p]) => `${u}:${await Bun.password.hash(p, { algorithm: "bcrypt", cost: 4 })}`,
       ),
     );
-    writeFileSync(join(dir, "htpasswd"), lines.join("\n") + "\n");
+    writeFileSync(join(dir, "htpasswd"), `${lines.join("\n")}\n`);
     authYaml = `auth:\n  htpasswd:\n    realm: soci-ts-test\n    path: ${join(dir, "htpasswd")}\n`;
   } else if (opts.auth === "token") {
     tokenServer = await startTokenServer({
@@ -378,7 +378,7 @@ export function makeTar(files: Record<string, TestFile>): Uint8Array {
       throw new Error(`Cannot put "${name}" in a test tar: path longer than 100 bytes`);
     const h = new Uint8Array(512);
     const put = (off: number, len: number, s: string) => h.set(enc.encode(s).subarray(0, len), off);
-    const oct = (off: number, len: number, n: number) => put(off, len, n.toString(8).padStart(len - 1, "0") + "\0");
+    const oct = (off: number, len: number, n: number) => put(off, len, `${n.toString(8).padStart(len - 1, "0")}\0`);
     put(0, 100, name);
     oct(100, 8, mode);
     oct(108, 8, 0);
@@ -392,7 +392,7 @@ export function makeTar(files: Record<string, TestFile>): Uint8Array {
     put(263, 2, "00");
     let sum = 0;
     for (const b of h) sum += b;
-    put(148, 8, sum.toString(8).padStart(6, "0") + "\0 ");
+    put(148, 8, `${sum.toString(8).padStart(6, "0")}\0 `);
     blocks.push(h);
     if (data.length) {
       const padded = new Uint8Array(Math.ceil(data.length / 512) * 512);

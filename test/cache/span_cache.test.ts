@@ -6,8 +6,8 @@ import { SpanCache, spanKey } from "../../src/cache/span_cache.ts";
 import { InvalidArgumentError } from "../../src/util/errors.ts";
 import { Rand } from "../_harness/rand.ts";
 
-const L1 = "sha256:" + "a".repeat(64);
-const L2 = "sha256:" + "b".repeat(64);
+const L1 = `sha256:${"a".repeat(64)}`;
+const L2 = `sha256:${"b".repeat(64)}`;
 const dirs: string[] = [];
 async function tempDir(): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), "span-cache-"));

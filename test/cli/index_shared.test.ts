@@ -66,7 +66,10 @@ describe("index command helpers", () => {
       stderr.isTTY = false;
       expect(progressReporter().onProgress).toBeUndefined();
       stderr.isTTY = true;
-      stderr.write = (s: string) => (out.push(s), true);
+      stderr.write = (s: string) => {
+        out.push(s);
+        return true;
+      };
       const p = progressReporter();
       const a = `sha256:${"a".repeat(64)}`;
       const b = `sha256:${"b".repeat(64)}`;

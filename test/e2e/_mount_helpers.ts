@@ -100,7 +100,7 @@ export async function describeTree(
   let cur = "";
   for (const line of out.stdout.split("\n")) {
     if (line.startsWith("# file: ")) cur = line.slice(8).replace(/^\.\//, "");
-    else if (line && entries.has(cur)) entries.get(cur)!.xattrs += line + "\n";
+    else if (line && entries.has(cur)) entries.get(cur)!.xattrs += `${line}\n`;
   }
   const hardlinks = [...byIno.values()]
     .filter((g) => g.length > 1)

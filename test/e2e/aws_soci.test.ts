@@ -111,7 +111,8 @@ describe.skipIf(!run)(
       "rpull, then ctr run --snapshotter soci prints the output, the registry serving only ranges of the layers",
       async () => {
         const e = env!;
-        const s = (snapshotter = await startAwsSociSnapshotter(e, soci));
+        const s = await startAwsSociSnapshotter(e, soci);
+        snapshotter = s;
         const before = (await e.registry.accessLog()).length;
 
         const pulled = await sociCli(e, soci, ["image", "rpull", ref]);

@@ -23,7 +23,7 @@ import {
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { fuseMountsUnder } from "../../src/fuse/mount.ts";
-import { MemDir, MemFile, MemNode, MemSpecial, MemSymlink, type MemoryTree } from "../../src/vfs/memory_tree.ts";
+import { MemDir, MemFile, type MemNode, MemSpecial, MemSymlink, type MemoryTree } from "../../src/vfs/memory_tree.ts";
 import { mountTree, unmountAll, type MountHandle } from "../../src/vfs/serve.ts";
 import { S_IFCHR, S_IFMT } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";

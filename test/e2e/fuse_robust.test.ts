@@ -35,8 +35,7 @@ function startServer(cmd: string[], env: Record<string, string> = {}): Server {
     let buf = "";
     for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
       buf += new TextDecoder().decode(chunk);
-      let i: number;
-      while ((i = buf.indexOf("\n")) >= 0) {
+      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         lines.push(line);
@@ -55,7 +54,13 @@ function startServer(cmd: string[], env: Record<string, string> = {}): Server {
           () => rej(new Error(`Timed out waiting for ${re} from ${cmd.join(" ")}; got ${JSON.stringify(lines)}`)),
           20_000,
         );
-        waiters.push([re, (l) => (clearTimeout(t), res(l))]);
+        waiters.push([
+          re,
+          (l) => {
+            clearTimeout(t);
+            res(l);
+          },
+        ]);
       });
     },
   };

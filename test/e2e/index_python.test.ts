@@ -161,7 +161,7 @@ describe.skipIf(!run)("index commands on the python image", () => {
         expect(tar.stderr).toBe("");
         expect(tar.status).toBe(0);
         for (const name of names) {
-          const got = await getFile(location, ztoc, layer.digest, name);
+          const got = await getFile(location, { ztoc, layerDigest: layer.digest, path: name });
           const want = readFileSync(join(out, name));
           if (Buffer.compare(got.data, want) !== 0)
             throw new Error(`"${name}" of layer ${layer.digest} differs from tar -x`);
@@ -171,7 +171,11 @@ describe.skipIf(!run)("index commands on the python image", () => {
       // Layer 2's hardlink reads as its target.
       const row2 = list.find((r) => r.layerDigest === manifest.layers[1]!.digest)!;
       const { ztoc: z2 } = await loadZtoc(store, row2.digest);
-      const viaLink = await getFile(location, z2, manifest.layers[1]!.digest, PYTHON_LAYER2_FILES.hardlink[0]);
+      const viaLink = await getFile(location, {
+        ztoc: z2,
+        layerDigest: manifest.layers[1]!.digest,
+        path: PYTHON_LAYER2_FILES.hardlink[0],
+      });
       expect(new TextDecoder().decode(viaLink.data)).toBe(PYTHON_LAYER2_FILES.added[PYTHON_LAYER2_FILES.hardlink[1]]!);
     },
     15 * MINUTES,

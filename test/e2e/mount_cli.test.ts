@@ -43,7 +43,7 @@ describe.skipIf(!run)("soci-ts mount CLI", () => {
   test("an unknown --layer fails (exit 1) and leaves nothing mounted", () => {
     const mnt = join(tmp, "m2");
     mkdirSync(mnt);
-    const r = runCli(["--root", join(tmp, "r2"), "mount", ref, mnt, "--layer", "sha256:" + "0".repeat(64)]);
+    const r = runCli(["--root", join(tmp, "r2"), "mount", ref, mnt, "--layer", `sha256:${"0".repeat(64)}`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("has no such layer");
     expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);

@@ -17,7 +17,7 @@ import type { Manifest } from "../../src/oci/types.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { ensurePythonImage, PYTHON_IMAGE_TAG, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, pushPythonImage } from "../_harness/python_image.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { applyLayers, describeTree, layoutManifest, startMount, type MountProcess } from "./_mount_helpers.ts";
 

@@ -22,7 +22,7 @@ const run = needs("mount stale-overlay e2e", "root", "fuse", "tool:docker-regist
 /** Mounts at or under `dir`, per /proc/self/mountinfo. */
 function mountsUnder(dir: string): string[] {
   return readMountInfo()
-    .filter((m) => m.mountpoint === dir || m.mountpoint.startsWith(dir + "/"))
+    .filter((m) => m.mountpoint === dir || m.mountpoint.startsWith(`${dir}/`))
     .map((m) => `${m.fstype} ${m.mountpoint}`);
 }
 
@@ -66,7 +66,7 @@ describe.skipIf(!run)("soci-ts mount after SIGKILL", () => {
     for (const m of mounts) await m.stop().catch(() => {});
     if (tmp) {
       for (const m of readMountInfo()
-        .filter((x) => x.mountpoint.startsWith(tmp + "/"))
+        .filter((x) => x.mountpoint.startsWith(`${tmp}/`))
         .reverse())
         spawnSync("umount", ["-l", m.mountpoint]);
       rmSync(tmp, { recursive: true, force: true });

@@ -33,7 +33,7 @@ import { startServeProcess, type ServeProcess } from "../_harness/serve.ts";
 const run = needs("serve snapshots", "root", "fuse", "tool:docker-registry", "tool:mount", "tool:setpriv");
 
 const REF_LABEL = "containerd.io/snapshot.ref";
-const sha = (s: string) => "sha256:" + createHash("sha256").update(s).digest("hex");
+const sha = (s: string) => `sha256:${createHash("sha256").update(s).digest("hex")}`;
 
 /** containerd's chain ids of an image's layers. */
 function chainIds(img: PushedImage): string[] {
@@ -78,7 +78,7 @@ async function failure(p: Promise<unknown>): Promise<unknown> {
 /** FUSE mounts of soci-ts under `root`, live or stale, from the mount table. */
 function fuseMountsUnder(root: string): string[] {
   return readMountInfo()
-    .filter((m) => m.fstype.startsWith("fuse") && m.mountpoint.startsWith(root + "/"))
+    .filter((m) => m.fstype.startsWith("fuse") && m.mountpoint.startsWith(`${root}/`))
     .map((m) => m.mountpoint);
 }
 

@@ -57,17 +57,17 @@ describe.skipIf(!run)("snapshot mounts under the kernel", () => {
         [3, { "e.txt": "e3" }],
       ] as const) {
         const key = `default/${i}/extract sha256:${i}`;
-        mountAll(await sn.prepare(key, parent), target);
+        mountAll(await sn.prepare({ key, parent }), target);
         for (const [name, text] of Object.entries(files)) {
           await mkdir(join(target, name, ".."), { recursive: true });
           await writeFile(join(target, name), text);
         }
         unmount(target);
-        await sn.commit(`L${i}`, key);
+        await sn.commit({ name: `L${i}`, key });
         parent = `L${i}`;
       }
 
-      mountAll(await sn.prepare("k8s.io/9/container", "L3"), target);
+      mountAll(await sn.prepare({ key: "k8s.io/9/container", parent: "L3" }), target);
       expect(await readFile(join(target, "a.txt"), "utf8")).toBe("a1");
       expect(await readFile(join(target, "b.txt"), "utf8")).toBe("b2"); // the nearest layer wins
       expect(await readFile(join(target, "c/d.txt"), "utf8")).toBe("d2");
@@ -79,13 +79,13 @@ describe.skipIf(!run)("snapshot mounts under the kernel", () => {
       expect(await readFile(join(upper, "new.txt"), "utf8")).toBe("written");
       expect((await sn.usage("k8s.io/9/container")).inodes).toBeGreaterThanOrEqual(2);
 
-      mountAll(await sn.view("view-2", "L2"), target);
+      mountAll(await sn.view({ key: "view-2", parent: "L2" }), target);
       expect(await readFile(join(target, "b.txt"), "utf8")).toBe("b2");
       expect(existsSync(join(target, "e.txt"))).toBe(false);
       await expect(writeFile(join(target, "x"), "no")).rejects.toThrow(/EROFS|read-only/i);
       unmount(target);
 
-      mountAll(await sn.view("view-1", "L1"), target);
+      mountAll(await sn.view({ key: "view-1", parent: "L1" }), target);
       expect(await readFile(join(target, "b.txt"), "utf8")).toBe("b1");
       await expect(writeFile(join(target, "x"), "no")).rejects.toThrow(/EROFS|read-only/i);
       unmount(target);

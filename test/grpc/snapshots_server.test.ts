@@ -3,7 +3,7 @@
  * fields round-trip, List arrives in batches of at most 100, each error class arrives as its status code, the
  * namespace and cancellation reach the handler's context, and the socket file and close() behave.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -274,9 +274,7 @@ describe("errors", () => {
       usage: fail,
       cleanup: fail,
       list: () => ({
-        async *[Symbol.asyncIterator]() {
-          throw current;
-        },
+        [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(current) }),
       }),
     };
     const { client } = await serve(h);

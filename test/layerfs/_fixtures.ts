@@ -14,7 +14,7 @@ import { TarReader } from "../../src/tar/reader.ts";
 import type { FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo, tarMaxSpanId } from "../../src/ztoc/zinfo_tar.ts";
 
-const sha = (b: Uint8Array) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 /** The zTOC of an uncompressed tar layer with spans of `spanSizeBytes`. */
 export function tarZtoc(tar: Uint8Array, spanSizeBytes: number): Ztoc {

@@ -8,7 +8,7 @@ import { TaskGate } from "../../src/layerfs/task_gate.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import { Rand } from "../_harness/rand.ts";
 
-const sha = (b: Uint8Array) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 async function layer(seed: string, layerDigest?: string) {
   const blob = new Rand(seed).bytes(10_000);
@@ -70,7 +70,7 @@ describe("BackgroundFetcher", () => {
 
   test("a layer whose bytes do not hash to its digest is reported", async () => {
     const logger = new MemoryLogger();
-    const { manager, fetchRanges } = await layer("bg2", "sha256:" + "0".repeat(64));
+    const { manager, fetchRanges } = await layer("bg2", `sha256:${"0".repeat(64)}`);
     const bg = new BackgroundFetcher({ gate: new TaskGate(), fetchPeriodMs: 0, logger });
     const err = await new Promise<string | undefined>((resolve) => bg.add({ manager, fetchRanges, onDone: resolve }));
     expect(err).toContain("Cannot verify layer");

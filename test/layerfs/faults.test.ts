@@ -127,7 +127,7 @@ describe.skipIf(!run)("lazy layer faults", () => {
       const names = Object.keys(files);
       const jobs = Array.from({ length: 32 }, (_, i) => (i % 2 === 0 ? "data/f0.bin" : names[i % names.length]!));
       const got = await Promise.all(jobs.map((p) => cat(join(mp, p))));
-      got.forEach((b, i) => expect(b.bytes).toEqual(files[jobs[i]!]!));
+      for (const [i, b] of got.entries()) expect(b.bytes).toEqual(files[jobs[i]!]!);
       // Every span was fetched at most once.
       const s = layer.manager!.stats();
       expect(s.networkBytes).toBeLessThanOrEqual(img.layers[0]!.descriptor.size);

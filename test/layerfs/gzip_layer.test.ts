@@ -34,7 +34,7 @@ describe("gzip layer from a built zTOC", () => {
       if (layout.compressedRange(i)[0] < layout.compressedRange(i - 1)[1]) overlaps++;
     const fetchRanges: RangeFetcher = async (ranges) => ranges.map(([s, e]) => blob.slice(s, e));
     const sm = new SpanManager({
-      layerDigest: "sha256:" + "e".repeat(64),
+      layerDigest: `sha256:${"e".repeat(64)}`,
       layout,
       spanDigests: ztoc.compressionInfo.spanDigests,
       fetchRanges,

@@ -101,7 +101,17 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
       await fs.close();
       throw err;
     }
-    return { fs, m, mp, store, logger, close: async () => (await m.unmount(), await fs.close()) };
+    return {
+      fs,
+      m,
+      mp,
+      store,
+      logger,
+      close: async () => {
+        await m.unmount();
+        await fs.close();
+      },
+    };
   }
 
   const ztocRequests = () => proxy.requests.filter((q) => q.path.includes(`/blobs/${ztocDesc.digest}`));

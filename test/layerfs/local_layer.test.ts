@@ -30,10 +30,10 @@ describe("path traversal through a layer digest", () => {
   test("parseManifest rejects a descriptor digest outside the grammar", () => {
     expect(() => parseManifest(new TextEncoder().encode(JSON.stringify(manifest)))).toThrow(FormatError);
     for (const digest of [
-      "sha256:" + "A".repeat(64),
-      "sha256:" + "a".repeat(63),
-      "md5:" + "a".repeat(32),
-      "sha256:../" + "a".repeat(61),
+      `sha256:${"A".repeat(64)}`,
+      `sha256:${"a".repeat(63)}`,
+      `md5:${"a".repeat(32)}`,
+      `sha256:../${"a".repeat(61)}`,
     ]) {
       const m = { ...manifest, layers: [{ ...manifest.layers[0], digest }] };
       expect(() => parseManifest(new TextEncoder().encode(JSON.stringify(m)))).toThrow(FormatError);

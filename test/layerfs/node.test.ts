@@ -4,7 +4,7 @@ import { STATE_DIR, STATE_FILE_BYTES, layerRoot, type LayerState } from "../../s
 import { S_IFDIR, S_IFMT, S_IFREG, type Node, type RequestContext } from "../../src/vfs/node.ts";
 import type { FileMetadata } from "../../src/ztoc/types.ts";
 
-const DIGEST = "sha256:" + "d".repeat(64);
+const DIGEST = `sha256:${"d".repeat(64)}`;
 function fm(name: string, type: FileMetadata["type"], extra: Partial<FileMetadata> = {}): FileMetadata {
   return {
     name,

@@ -9,8 +9,8 @@ import { MemoryLogger } from "../../src/util/log.ts";
 import { within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 
-const LAYER = "sha256:" + "c".repeat(64);
-const sha = (b: Uint8Array) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const LAYER = `sha256:${"c".repeat(64)}`;
+const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 /** A layer of `n` spans of `spanBytes` random bytes, served from memory through a recording fetcher. */
 async function setup(
@@ -25,7 +25,7 @@ async function setup(
   const requests: Array<Array<[number, number]>> = [];
   const fetchRanges: RangeFetcher = async (ranges) => {
     requests.push(ranges);
-    if (opts.hold) await opts.hold;
+    if (opts.hold !== undefined) await opts.hold;
     if (opts.fail?.()) throw new Error("connection reset");
     return ranges.map(([s, e]) => {
       const out = blob.slice(s, e);
@@ -121,7 +121,7 @@ describe("SpanManager", () => {
     await Bun.sleep(5);
     release();
     const got = await Promise.all(reads);
-    got.forEach((b, i) => expect(b).toEqual(blob.subarray(4000 + i * 10, 4100 + i * 10)));
+    for (const [i, b] of got.entries()) expect(b).toEqual(blob.subarray(4000 + i * 10, 4100 + i * 10));
     expect(requests.length).toBe(1);
   });
 

@@ -41,9 +41,9 @@ const tar = writeTar([
 function root(toc: FileMetadata[]): Node {
   const tree = buildLayerTree(toc);
   return layerRoot(tree, {
-    digest: "sha256:" + "b".repeat(64),
+    digest: `sha256:${"b".repeat(64)}`,
     read: async () => new Uint8Array(0),
-    state: () => ({ digest: "sha256:" + "b".repeat(64), size: 0, fetchedSize: 0, fetchedPercent: 100 }),
+    state: () => ({ digest: `sha256:${"b".repeat(64)}`, size: 0, fetchedSize: 0, fetchedPercent: 100 }),
   });
 }
 

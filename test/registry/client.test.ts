@@ -99,7 +99,7 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
     ];
     const got = await client.readRanges(ref("ranges/multi"), blobDigest, ranges);
     expect(got.length).toBe(ranges.length);
-    ranges.forEach(([s, e], i) => expect(got[i]).toEqual(blob.subarray(s, e)));
+    for (const [i, [s, e]] of ranges.entries()) expect(got[i]).toEqual(blob.subarray(s, e));
   });
 
   test("manifest round trip by tag and digest, HEAD and GET", async () => {
@@ -172,7 +172,7 @@ describe.skipIf(!ok)("registry client against docker-registry", () => {
 
   test("putManifest refuses bytes that do not match the digest asked for", async () => {
     const img = await pushImage(reg, "apps/verify", "v1");
-    const bytes = new TextEncoder().encode(JSON.stringify(img.manifest) + " ");
+    const bytes = new TextEncoder().encode(`${JSON.stringify(img.manifest)} `);
     await expect(
       client.putManifest(
         { ...ref("apps/verify"), digest: img.manifestDescriptor.digest },

@@ -197,7 +197,7 @@ describe.skipIf(!ok)("registry client under faults", () => {
       [blob.length - 10, blob.length],
     ];
     const got = await client().readRanges(viaProxy, digest, ranges);
-    ranges.forEach(([s, e], i) => expect(got[i]).toEqual(blob.subarray(s, e)));
+    for (const [i, [s, e]] of ranges.entries()) expect(got[i]).toEqual(blob.subarray(s, e));
     expect(proxy.requests.map((r) => [r.range, r.status])).toEqual([
       [`bytes=0-9,500000-500099,${blob.length - 10}-${blob.length - 1}`, 206],
     ]);
@@ -220,7 +220,7 @@ describe.skipIf(!ok)("registry client under faults", () => {
     ];
     for (let i = 0; i < 2; i++) {
       const got = await c.readRanges(viaProxy, digest, ranges);
-      ranges.forEach(([s, e], j) => expect(got[j]).toEqual(blob.subarray(s, e)));
+      for (const [j, [s, e]] of ranges.entries()) expect(got[j]).toEqual(blob.subarray(s, e));
     }
     // First call: one multi-range attempt answered 200, then one request per range; second call: per range only.
     const seen = proxy.requests.map((r) => r.range ?? "whole");

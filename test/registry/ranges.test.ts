@@ -50,7 +50,10 @@ describe("ranges", () => {
     chunks.push(enc.encode(`\r\n--${boundary}--\r\n`));
     const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
     let off = 0;
-    for (const c of chunks) body.set(c, off), (off += c.length);
+    for (const c of chunks) {
+      body.set(c, off);
+      off += c.length;
+    }
     expect(multipartBoundary(`multipart/byteranges; boundary=${boundary}`)).toBe(boundary);
     expect(multipartBoundary("application/octet-stream")).toBeUndefined();
     const parts = parseMultipartByteranges(body, boundary);

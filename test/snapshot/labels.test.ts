@@ -24,7 +24,7 @@ describe("snapshot labels", () => {
   test("bytes are counted in UTF-8, not UTF-16 units", () => {
     // "é" is 2 bytes (1 UTF-16 unit): 2,048 of them and the 1-byte key make 4,097 bytes.
     expect(() => validateLabels({ k: "é".repeat(2048) })).toThrow(/4097 bytes/);
-    validateLabels({ k: "é".repeat(2047) + "x" });
+    validateLabels({ k: `${"é".repeat(2047)}x` });
   });
 
   test("a huge key is cut in the message", () => {

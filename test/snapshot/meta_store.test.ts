@@ -157,7 +157,7 @@ describe("MetaStore", () => {
     const { path } = await open();
     const script = `
       import { MetaStore } from ${JSON.stringify(resolve(import.meta.dir, "../../src/snapshot/meta_store.ts"))};
-      const s = MetaStore.open(${JSON.stringify(path + "-crash")});
+      const s = MetaStore.open(${JSON.stringify(`${path}-crash`)});
       for (let i = 0; i < 50; i++) s.createSnapshot("active", "k" + i, { labels: { i: String(i) } });
       s.commitActive("k0", "K0");
       s.remove("k1");
@@ -166,8 +166,8 @@ describe("MetaStore", () => {
     const r = spawnSync(process.execPath, ["-e", script], { encoding: "utf8" });
     expect(r.signal).toBe("SIGKILL");
     // The writes are still in the write-ahead log: reopening recovers them from there.
-    expect(statSync(path + "-crash-wal").size).toBeGreaterThan(0);
-    const s = MetaStore.open(path + "-crash");
+    expect(statSync(`${path}-crash-wal`).size).toBeGreaterThan(0);
+    const s = MetaStore.open(`${path}-crash`);
     stores.push(s);
     expect(s.ids().size).toBe(49);
     expect(s.getInfo("K0").info).toMatchObject({ kind: "committed", labels: {} });
@@ -181,9 +181,9 @@ describe("MetaStore", () => {
   test("refuses a database written by a newer format", async () => {
     const { path } = await open();
     const { Database } = await import("bun:sqlite");
-    const db = new Database(path + "-new", { create: true });
+    const db = new Database(`${path}-new`, { create: true });
     db.run("PRAGMA user_version = 99");
     db.close();
-    expect(() => MetaStore.open(path + "-new")).toThrow(/format 99 is newer/);
+    expect(() => MetaStore.open(`${path}-new`)).toThrow(/format 99 is newer/);
   });
 });

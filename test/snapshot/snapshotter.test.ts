@@ -63,17 +63,17 @@ function layerLabels(n: number, extra: Record<string, string> = {}): Record<stri
 
 /** Commits a normal (downloaded) layer `name` on `parent`. */
 async function committed(sn: Snapshotter, name: string, parent = ""): Promise<void> {
-  await sn.prepare(`extract ${name}`, parent);
-  await sn.commit(name, `extract ${name}`);
+  await sn.prepare({ key: `extract ${name}`, parent });
+  await sn.commit({ name, key: `extract ${name}` });
 }
 
 describe("Snapshotter: mounts and kinds", () => {
   test("no parent: a bind mount of fs, rw for active and ro for a view; dirs and kinds", async () => {
     const { root, sn } = await rig();
-    const a = await sn.prepare("default/1/a", "");
+    const a = await sn.prepare({ key: "default/1/a", parent: "" });
     expect(a).toEqual([{ type: "bind", source: snaps(root, 1), options: ["rw", "rbind"] }]);
     expect(existsSync(snaps(root, 1, "work"))).toBe(true);
-    const v = await sn.view("default/2/v", "");
+    const v = await sn.view({ key: "default/2/v", parent: "" });
     expect(v).toEqual([{ type: "bind", source: snaps(root, 2), options: ["ro", "rbind"] }]);
     expect(existsSync(snaps(root, 2, "work"))).toBe(false);
     expect((await sn.stat("default/1/a")).kind).toBe("active");
@@ -91,7 +91,7 @@ describe("Snapshotter: mounts and kinds", () => {
     expect((await sn.stat("L3")).kind).toBe("committed");
     expect((await sn.stat("L3")).parent).toBe("L2");
 
-    const active = await sn.prepare("rootfs", "L3");
+    const active = await sn.prepare({ key: "rootfs", parent: "L3" });
     expect(active).toEqual([
       {
         type: "overlay",
@@ -103,8 +103,10 @@ describe("Snapshotter: mounts and kinds", () => {
         ],
       },
     ]);
-    expect(await sn.view("v1", "L1")).toEqual([{ type: "bind", source: snaps(root, 1), options: ["ro", "rbind"] }]);
-    expect(await sn.view("v2", "L2")).toEqual([
+    expect(await sn.view({ key: "v1", parent: "L1" })).toEqual([
+      { type: "bind", source: snaps(root, 1), options: ["ro", "rbind"] },
+    ]);
+    expect(await sn.view({ key: "v2", parent: "L2" })).toEqual([
       { type: "overlay", source: "overlay", options: [`lowerdir=${snaps(root, 2)}:${snaps(root, 1)}`] },
     ]);
     await expect(sn.mounts("L2")).rejects.toBeInstanceOf(FailedPreconditionError);
@@ -113,25 +115,25 @@ describe("Snapshotter: mounts and kinds", () => {
   test("extra overlay options come first; bind mounts do not take them", async () => {
     const { sn } = await rig({ overlayOptions: ["userxattr", "index=off"] });
     await committed(sn, "L1");
-    expect((await sn.view("v", ""))[0]!.options).toEqual(["ro", "rbind"]);
-    const [m] = await sn.prepare("a", "L1");
+    expect((await sn.view({ key: "v", parent: "" }))[0]!.options).toEqual(["ro", "rbind"]);
+    const [m] = await sn.prepare({ key: "a", parent: "L1" });
     expect(m!.options.slice(0, 2)).toEqual(["userxattr", "index=off"]);
     expect(m!.options[2]).toStartWith("workdir=");
   });
 
   test("refusals: existing key, missing or uncommitted parent, commit of a view, commit onto a taken name", async () => {
     const { root, sn } = await rig();
-    await sn.prepare("a", "");
-    await expect(sn.prepare("a", "")).rejects.toBeInstanceOf(AlreadyExistsError);
-    await expect(sn.view("b", "nope")).rejects.toBeInstanceOf(NotFoundError);
-    await expect(sn.prepare("b", "a")).rejects.toBeInstanceOf(InvalidArgumentError);
-    await sn.view("v", "");
-    await expect(sn.commit("V", "v")).rejects.toBeInstanceOf(FailedPreconditionError);
-    await sn.prepare("c", "");
-    await sn.commit("C", "c");
-    await expect(sn.commit("C", "a")).rejects.toBeInstanceOf(AlreadyExistsError);
-    await expect(sn.commit("X", "gone")).rejects.toBeInstanceOf(NotFoundError);
-    await expect(sn.prepare("big", "", { k: "v".repeat(5000) })).rejects.toThrow(/label "k"/);
+    await sn.prepare({ key: "a", parent: "" });
+    await expect(sn.prepare({ key: "a", parent: "" })).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expect(sn.view({ key: "b", parent: "nope" })).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sn.prepare({ key: "b", parent: "a" })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await sn.view({ key: "v", parent: "" });
+    await expect(sn.commit({ name: "V", key: "v" })).rejects.toBeInstanceOf(FailedPreconditionError);
+    await sn.prepare({ key: "c", parent: "" });
+    await sn.commit({ name: "C", key: "c" });
+    await expect(sn.commit({ name: "C", key: "a" })).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expect(sn.commit({ name: "X", key: "gone" })).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sn.prepare({ key: "big", parent: "", labels: { k: "v".repeat(5000) } })).rejects.toThrow(/label "k"/);
     await expect(sn.stat("nope")).rejects.toBeInstanceOf(NotFoundError);
     // Refused creations leave no directory behind.
     expect((await readdir(join(root, "snapshots"))).sort()).toEqual(["1", "2", "3"]);
@@ -139,12 +141,12 @@ describe("Snapshotter: mounts and kinds", () => {
 
   test("the namespace is optional; commit keeps the directory (same id)", async () => {
     const { root, sn } = await rig();
-    await sn.prepare("ns-less", "");
-    await sn.prepare("with-ns", "", {}, { namespace: "k8s.io" });
+    await sn.prepare({ key: "ns-less", parent: "" });
+    await sn.prepare({ key: "with-ns", parent: "" }, { namespace: "k8s.io" });
     await writeFile(join(snaps(root, 1), "f"), "x");
-    await sn.commit("committed", "ns-less");
+    await sn.commit({ name: "committed", key: "ns-less" });
     expect(await readFile(join(snaps(root, 1), "f"), "utf8")).toBe("x");
-    const [m] = await sn.view("v", "committed");
+    const [m] = await sn.view({ key: "v", parent: "committed" });
     expect(m!.source).toBe(snaps(root, 1));
   });
 });
@@ -152,7 +154,7 @@ describe("Snapshotter: mounts and kinds", () => {
 describe("Snapshotter: usage", () => {
   test("commit records du of fs (hard links once); an active snapshot is measured live; views are 0", async () => {
     const { root, sn } = await rig();
-    const [m] = await sn.prepare("a", "");
+    const [m] = await sn.prepare({ key: "a", parent: "" });
     const fs = m!.source;
     const empty = await sn.usage("a");
     expect(empty.inodes).toBe(1); // the fs directory itself
@@ -163,11 +165,11 @@ describe("Snapshotter: usage", () => {
     const live = await sn.usage("a");
     expect(live.inodes).toBe(4); // fs, f1 (= hard), d, d/f2
     expect(live.size).toBeGreaterThanOrEqual(empty.size + 12_288); // 10,000 bytes take at least three 4 KiB blocks
-    await sn.commit("A", "a");
+    await sn.commit({ name: "A", key: "a" });
     expect(await sn.usage("A")).toEqual(live);
     await writeFile(join(snaps(root, 1), "after"), "z"); // committed usage is what was recorded
     expect(await sn.usage("A")).toEqual(live);
-    await sn.view("v", "A");
+    await sn.view({ key: "v", parent: "A" });
     expect(await sn.usage("v")).toEqual({ size: 0, inodes: 0 });
   });
 });
@@ -178,7 +180,10 @@ describe("Snapshotter: remote snapshots", () => {
     await committed(sn, "default/3/sha256:chain0");
     const labels = layerLabels(1);
     const err = await sn
-      .prepare("default/5/extract-1 sha256:chain1", "default/3/sha256:chain0", labels, { namespace: "default" })
+      .prepare(
+        { key: "default/5/extract-1 sha256:chain1", parent: "default/3/sha256:chain0", labels },
+        { namespace: "default" },
+      )
       .catch((e) => e);
     expect(err).toBeInstanceOf(AlreadyExistsError);
     expect(err.message).toBe(`target snapshot "sha256:chain1": already exists`);
@@ -206,18 +211,18 @@ describe("Snapshotter: remote snapshots", () => {
     expect(found.map((i) => [i.name, i.kind])).toEqual([["sha256:chain1", "committed"]]);
 
     // A container on top: overlay whose lower is the remote mount point; the remote parent is checked.
-    const [m] = await sn.prepare("k8s.io/9/container", "sha256:chain1");
+    const [m] = await sn.prepare({ key: "k8s.io/9/container", parent: "sha256:chain1" });
     expect(m!.options.at(-1)).toBe(`lowerdir=${snaps(root, 2)}:${snaps(root, 1)}`);
     expect(fake.ops("check")).toEqual([{ op: "check", mountpoint: snaps(root, 2) }]);
   });
 
   test("the target prepared already (another namespace): AlreadyExists at once, nothing mounted, no key left", async () => {
     const { sn, fake } = await rig();
-    await expect(sn.prepare("default/1/extract sha256:chain1", "", layerLabels(1))).rejects.toBeInstanceOf(
-      AlreadyExistsError,
-    );
+    await expect(
+      sn.prepare({ key: "default/1/extract sha256:chain1", parent: "", labels: layerLabels(1) }),
+    ).rejects.toBeInstanceOf(AlreadyExistsError);
     const err = await sn
-      .prepare("k8s.io/7/extract sha256:chain1", "", layerLabels(1), { namespace: "k8s.io" })
+      .prepare({ key: "k8s.io/7/extract sha256:chain1", parent: "", labels: layerLabels(1) }, { namespace: "k8s.io" })
       .catch((e) => e);
     expect(err).toBeInstanceOf(AlreadyExistsError);
     expect(err.message).toBe(`target snapshot "sha256:chain1": already exists`);
@@ -225,7 +230,7 @@ describe("Snapshotter: remote snapshots", () => {
     await expect(sn.stat("k8s.io/7/extract sha256:chain1")).rejects.toBeInstanceOf(NotFoundError);
     // Even without CRI labels (a plain pull in another namespace) the layer is reused.
     await expect(
-      sn.prepare("other/1/extract", "", { [TARGET_SNAPSHOT_LABEL]: "sha256:chain1" }),
+      sn.prepare({ key: "other/1/extract", parent: "", labels: { [TARGET_SNAPSHOT_LABEL]: "sha256:chain1" } }),
     ).rejects.toBeInstanceOf(AlreadyExistsError);
   });
 
@@ -233,12 +238,12 @@ describe("Snapshotter: remote snapshots", () => {
     const { sn } = await rig();
     await committed(sn, "ns-a/2/sha256:chain0");
     await committed(sn, "ns-b/2/sha256:chain0");
-    await expect(sn.prepare("ns-a/3/extract", "ns-a/2/sha256:chain0", layerLabels(1))).rejects.toBeInstanceOf(
-      AlreadyExistsError,
-    );
-    await expect(sn.prepare("ns-b/3/extract", "ns-b/2/sha256:chain0", layerLabels(1))).rejects.toBeInstanceOf(
-      AlreadyExistsError,
-    );
+    await expect(
+      sn.prepare({ key: "ns-a/3/extract", parent: "ns-a/2/sha256:chain0", labels: layerLabels(1) }),
+    ).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expect(
+      sn.prepare({ key: "ns-b/3/extract", parent: "ns-b/2/sha256:chain0", labels: layerLabels(1) }),
+    ).rejects.toBeInstanceOf(AlreadyExistsError);
     for (const ns of ["ns-a", "ns-b"]) {
       const found = await sn.list([
         `labels."containerd.io/snapshot.ref"==sha256:chain1,parent=="${ns}/2/sha256:chain0"`,
@@ -247,9 +252,9 @@ describe("Snapshotter: remote snapshots", () => {
       expect(found[0]!.kind).toBe("committed");
     }
     // And a third Prepare on ns-b's parent finds ns-b's without mounting again.
-    await expect(sn.prepare("ns-b/4/extract", "ns-b/2/sha256:chain0", layerLabels(1))).rejects.toBeInstanceOf(
-      AlreadyExistsError,
-    );
+    await expect(
+      sn.prepare({ key: "ns-b/4/extract", parent: "ns-b/2/sha256:chain0", labels: layerLabels(1) }),
+    ).rejects.toBeInstanceOf(AlreadyExistsError);
     expect((await sn.list(["kind==committed"])).length).toBe(4);
   });
 
@@ -259,13 +264,21 @@ describe("Snapshotter: remote snapshots", () => {
       labels[CRI_LAYER_DIGEST_LABEL] === "sha256:layer1"
         ? new NotFoundError("no SOCI index for the image")
         : new UnavailableError("registry down");
-    const m1 = await sn.prepare("default/1/extract sha256:chain1", "", layerLabels(1));
+    const m1 = await sn.prepare({ key: "default/1/extract sha256:chain1", parent: "", labels: layerLabels(1) });
     expect(m1).toEqual([{ type: "bind", source: snaps(root, 1), options: ["rw", "rbind"] }]);
     expect((await sn.stat("default/1/extract sha256:chain1")).kind).toBe("active");
-    await sn.commit("default/2/sha256:chain1", "default/1/extract sha256:chain1", {
-      [TARGET_SNAPSHOT_LABEL]: "sha256:chain1",
+    await sn.commit({
+      name: "default/2/sha256:chain1",
+      key: "default/1/extract sha256:chain1",
+      labels: {
+        [TARGET_SNAPSHOT_LABEL]: "sha256:chain1",
+      },
     });
-    const m2 = await sn.prepare("default/3/extract sha256:chain2", "default/2/sha256:chain1", layerLabels(2));
+    const m2 = await sn.prepare({
+      key: "default/3/extract sha256:chain2",
+      parent: "default/2/sha256:chain1",
+      labels: layerLabels(2),
+    });
     expect(m2[0]!.type).toBe("overlay");
     expect(fake.ops("mount")).toHaveLength(2);
     const lines = logger.lines.filter((l) => l.msg.startsWith("Cannot prepare layer remotely"));
@@ -278,25 +291,31 @@ describe("Snapshotter: remote snapshots", () => {
 
   test("without CRI labels nothing is tried remotely", async () => {
     const { sn, fake } = await rig();
-    const m = await sn.prepare("default/1/extract sha256:x", "", { [TARGET_SNAPSHOT_LABEL]: "sha256:x" });
+    const m = await sn.prepare({
+      key: "default/1/extract sha256:x",
+      parent: "",
+      labels: { [TARGET_SNAPSHOT_LABEL]: "sha256:x" },
+    });
     expect(m[0]!.type).toBe("bind");
     expect(fake.calls).toEqual([]);
   });
 
   test("an unavailable remote ancestor: Prepare, View and Mounts throw Unavailable and leave no snapshot", async () => {
     const { sn, fake } = await rig();
-    await expect(sn.prepare("x/extract1", "", layerLabels(1))).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expect(sn.prepare({ key: "x/extract1", parent: "", labels: layerLabels(1) })).rejects.toBeInstanceOf(
+      AlreadyExistsError,
+    );
     await committed(sn, "L2", "sha256:chain1");
-    await sn.prepare("ok", "L2");
+    await sn.prepare({ key: "ok", parent: "L2" });
     fake.failCheck = () => new UnavailableError("registry unreachable");
-    const err = await sn.prepare("c", "L2").catch((e) => e);
+    const err = await sn.prepare({ key: "c", parent: "L2" }).catch((e) => e);
     expect(err).toBeInstanceOf(UnavailableError);
     expect(err.message).toBe(
       `Cannot mount snapshot "c": the layer of its remote parent "sha256:chain1" is unavailable`,
     );
     expect(err.cause.message).toBe("registry unreachable");
     await expect(sn.stat("c")).rejects.toBeInstanceOf(NotFoundError);
-    await expect(sn.view("v", "L2")).rejects.toBeInstanceOf(UnavailableError);
+    await expect(sn.view({ key: "v", parent: "L2" })).rejects.toBeInstanceOf(UnavailableError);
     await expect(sn.stat("v")).rejects.toBeInstanceOf(NotFoundError);
     await expect(sn.mounts("ok")).rejects.toBeInstanceOf(UnavailableError);
     // Not a remote failure (RemoteFs lost the mount): also Unavailable.
@@ -315,7 +334,7 @@ describe("Snapshotter: remote snapshots", () => {
         entered();
         signal?.addEventListener("abort", () => reject(signal.reason));
       });
-    const p = sn.prepare("k", "", layerLabels(1), { signal: ac.signal });
+    const p = sn.prepare({ key: "k", parent: "", labels: layerLabels(1) }, { signal: ac.signal });
     await inMount;
     ac.abort(new Error("client went away"));
     await expect(p).rejects.toThrow("client went away");
@@ -327,8 +346,10 @@ describe("Snapshotter: remote snapshots", () => {
 describe("Snapshotter: remove, update, list, cleanup", () => {
   test("remove: FailedPrecondition with children; a remote snapshot is unmounted and its directory deleted", async () => {
     const { root, sn, fake } = await rig();
-    await expect(sn.prepare("x/1", "", layerLabels(1))).rejects.toBeInstanceOf(AlreadyExistsError);
-    await sn.prepare("child", "sha256:chain1");
+    await expect(sn.prepare({ key: "x/1", parent: "", labels: layerLabels(1) })).rejects.toBeInstanceOf(
+      AlreadyExistsError,
+    );
+    await sn.prepare({ key: "child", parent: "sha256:chain1" });
     const err = await sn.remove("sha256:chain1").catch((e) => e);
     expect(err).toBeInstanceOf(FailedPreconditionError);
     expect(existsSync(join(snaps(root, 1), MARKER))).toBe(true);
@@ -342,7 +363,9 @@ describe("Snapshotter: remove, update, list, cleanup", () => {
 
   test("a remote snapshot whose unmount fails is forgotten; its directory waits for cleanup", async () => {
     const { root, sn, fake, logger } = await rig();
-    await expect(sn.prepare("x/1", "", layerLabels(1))).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expect(sn.prepare({ key: "x/1", parent: "", labels: layerLabels(1) })).rejects.toBeInstanceOf(
+      AlreadyExistsError,
+    );
     fake.failUnmount = () => new Error("device busy");
     await sn.remove("sha256:chain1");
     await expect(sn.stat("sha256:chain1")).rejects.toBeInstanceOf(NotFoundError);
@@ -357,7 +380,11 @@ describe("Snapshotter: remove, update, list, cleanup", () => {
 
   test("update with field masks", async () => {
     const { sn } = await rig();
-    await sn.prepare("a", "", { "containerd.io/snapshot/x": "1", "containerd.io/snapshot/y": "2" });
+    await sn.prepare({
+      key: "a",
+      parent: "",
+      labels: { "containerd.io/snapshot/x": "1", "containerd.io/snapshot/y": "2" },
+    });
     const u1 = await sn.update({ name: "a", labels: { "containerd.io/snapshot/y": "3" } }, [
       "labels.containerd.io/snapshot/y",
     ]);
@@ -380,8 +407,8 @@ describe("Snapshotter: remove, update, list, cleanup", () => {
     await expect(sn.list(['labels."x==1'])).rejects.toBeInstanceOf(InvalidArgumentError);
     expect(await sn.list()).toEqual([]);
     await committed(sn, "L1");
-    await sn.prepare("a", "L1", { "containerd.io/snapshot/x": "1" });
-    await sn.view("v", "");
+    await sn.prepare({ key: "a", parent: "L1", labels: { "containerd.io/snapshot/x": "1" } });
+    await sn.view({ key: "v", parent: "" });
     expect((await sn.list()).map((i) => i.name)).toEqual(["L1", "a", "v"]);
     expect((await sn.list(["kind==active", "kind==view"])).map((i) => i.name)).toEqual(["a", "v"]);
     expect((await sn.list([`parent==L1,labels."containerd.io/snapshot/x"==1`])).map((i) => i.name)).toEqual(["a"]);
@@ -390,7 +417,7 @@ describe("Snapshotter: remove, update, list, cleanup", () => {
 
   test("cleanup deletes directories no snapshot owns, and keeps the others", async () => {
     const { root, sn, fake } = await rig();
-    await sn.prepare("a", "");
+    await sn.prepare({ key: "a", parent: "" });
     await mkdir(join(root, "snapshots", "77", "fs", "deep"), { recursive: true });
     await writeFile(join(root, "snapshots", "77", "fs", "deep", "file"), "orphan");
     await mkdir(join(root, "snapshots", "new-crashed", "fs"), { recursive: true });
@@ -405,7 +432,7 @@ describe("Snapshotter: remove, update, list, cleanup", () => {
     const { root, sn } = await rig();
     await mkdir(join(root, "snapshots", "1", "fs"), { recursive: true });
     await writeFile(join(root, "snapshots", "1", "fs", "stale"), "x");
-    const [m] = await sn.prepare("a", "");
+    const [m] = await sn.prepare({ key: "a", parent: "" });
     expect(m!.source).toBe(snaps(root, 1));
     expect(existsSync(join(snaps(root, 1), "stale"))).toBe(false);
     expect((await readdir(join(root, "snapshots"))).length).toBe(2);
@@ -418,9 +445,13 @@ describe("Snapshotter: restart", () => {
   async function twoRemoteLayers(): Promise<{ root: string; labels: Array<Record<string, string>> }> {
     const { root, sn } = await rig();
     const labels = [layerLabels(1), layerLabels(2)];
-    await expect(sn.prepare("d/1/extract", "", labels[0])).rejects.toBeInstanceOf(AlreadyExistsError);
-    await expect(sn.prepare("d/2/extract", "sha256:chain1", labels[1])).rejects.toBeInstanceOf(AlreadyExistsError);
-    await sn.prepare("d/3/container", "sha256:chain2");
+    await expect(sn.prepare({ key: "d/1/extract", parent: "", labels: labels[0] })).rejects.toBeInstanceOf(
+      AlreadyExistsError,
+    );
+    await expect(sn.prepare({ key: "d/2/extract", parent: "sha256:chain1", labels: labels[1] })).rejects.toBeInstanceOf(
+      AlreadyExistsError,
+    );
+    await sn.prepare({ key: "d/3/container", parent: "sha256:chain2" });
     await sn.close(); // SIGTERM: everything kept
     return { root, labels };
   }
@@ -490,7 +521,9 @@ describe("Snapshotter: restart", () => {
   test("restore mounts at most restoreConcurrency at a time", async () => {
     const { root, sn } = await rig();
     for (let i = 1; i <= 12; i++) {
-      await expect(sn.prepare(`d/${i}/extract`, "", layerLabels(i))).rejects.toBeInstanceOf(AlreadyExistsError);
+      await expect(sn.prepare({ key: `d/${i}/extract`, parent: "", labels: layerLabels(i) })).rejects.toBeInstanceOf(
+        AlreadyExistsError,
+      );
     }
     await sn.close();
     const fake = new FakeRemoteFs();
@@ -504,7 +537,9 @@ describe("Snapshotter: restart", () => {
     const { sn } = await rig();
     await sn.close();
     await expect(sn.stat("a")).rejects.toBeInstanceOf(FailedPreconditionError);
-    await expect(sn.prepare("a", "")).rejects.toThrow("Cannot prepare snapshot: the snapshotter is closed");
+    await expect(sn.prepare({ key: "a", parent: "" })).rejects.toThrow(
+      "Cannot prepare snapshot: the snapshotter is closed",
+    );
     await sn.close();
   });
 });
@@ -517,7 +552,7 @@ describe("Snapshotter: concurrency", () => {
     const results = await Promise.all(
       Array.from({ length: n }, async (_, i) => {
         const key = `k8s.io/${i}/extract-${i}`;
-        const [m] = await sn.prepare(key, "base", { "containerd.io/snapshot/i": String(i) });
+        const [m] = await sn.prepare({ key, parent: "base", labels: { "containerd.io/snapshot/i": String(i) } });
         const info = await sn.stat(key);
         return { m: m!, info };
       }),
@@ -543,9 +578,9 @@ describe("Snapshotter: concurrency", () => {
       entered();
       return held;
     };
-    const a = sn.prepare("default/1/extract", "", layerLabels(1), { namespace: "default" });
+    const a = sn.prepare({ key: "default/1/extract", parent: "", labels: layerLabels(1) }, { namespace: "default" });
     await inMount;
-    const b = sn.prepare("k8s.io/1/extract", "", layerLabels(1), { namespace: "k8s.io" });
+    const b = sn.prepare({ key: "k8s.io/1/extract", parent: "", labels: layerLabels(1) }, { namespace: "k8s.io" });
     release();
     await expect(a).rejects.toBeInstanceOf(AlreadyExistsError);
     await expect(b).rejects.toBeInstanceOf(AlreadyExistsError);
@@ -564,10 +599,10 @@ describe("Snapshotter: concurrency", () => {
       return held;
     };
     fake.failMount = () => new NotFoundError("no index");
-    const prepare = sn.prepare("k", "", layerLabels(1));
+    const prepare = sn.prepare({ key: "k", parent: "", labels: layerLabels(1) });
     await inMount;
     const remove = sn.remove("k");
-    const twin = sn.prepare("k", "");
+    const twin = sn.prepare({ key: "k", parent: "" });
     release();
     expect((await prepare)[0]!.type).toBe("bind");
     await remove;
@@ -582,14 +617,14 @@ describe("Snapshotter: the remote flag is the snapshotter's own", () => {
     const { sn, fake } = await rig();
     const flag = { [REMOTE_LABEL]: "remote snapshot", "containerd.io/snapshot/keep": "yes" };
     // An image's layer annotation reaching Prepare and Commit labels of a plainly unpacked layer.
-    await sn.prepare("default/1/extract a", "", flag);
-    await sn.commit("a", "default/1/extract a", flag);
+    await sn.prepare({ key: "default/1/extract a", parent: "", labels: flag });
+    await sn.commit({ name: "a", key: "default/1/extract a", labels: flag });
     expect((await sn.stat("a")).labels).toEqual({ "containerd.io/snapshot/keep": "yes" });
     // Its children are not checked against the RemoteFs, and a restart does not try to mount it.
-    await sn.prepare("default/2/c", "a");
+    await sn.prepare({ key: "default/2/c", parent: "a" });
     expect(fake.ops("check")).toEqual([]);
     expect((await sn.restore()).restored).toEqual([]);
-    await sn.view("default/3/v", "a", flag);
+    await sn.view({ key: "default/3/v", parent: "a", labels: flag });
     expect((await sn.stat("default/3/v")).labels[REMOTE_LABEL]).toBeUndefined();
     await sn.update({ name: "a", labels: flag }, [`labels.${REMOTE_LABEL}`]);
     await sn.update({ name: "a", labels: flag }, []);
@@ -598,7 +633,7 @@ describe("Snapshotter: the remote flag is the snapshotter's own", () => {
 
   test("an Update that replaces every label of a remote snapshot keeps its flag", async () => {
     const { sn } = await rig();
-    const err = await sn.prepare("default/1/extract", "", layerLabels(1)).catch((e) => e);
+    const err = await sn.prepare({ key: "default/1/extract", parent: "", labels: layerLabels(1) }).catch((e) => e);
     expect(err).toBeInstanceOf(AlreadyExistsError);
     await sn.update({ name: "sha256:chain1", labels: { "containerd.io/snapshot/other": "x" } }, ["labels"]);
     expect((await sn.stat("sha256:chain1")).labels).toEqual({

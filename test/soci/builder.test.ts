@@ -81,7 +81,7 @@ describe("index create on generated layers", () => {
       const layerDigest = z.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
       let smallFetchMax = 0;
       for (const [name, want] of files) {
-        const got = await getFile(location, ztoc, layerDigest, name);
+        const got = await getFile(location, { ztoc, layerDigest, path: name });
         expect(got.data.length).toBe(want.length);
         expect(Buffer.compare(got.data, want)).toBe(0);
         if (want.length > 0 && want.length < 1000) smallFetchMax = Math.max(smallFetchMax, got.fetchedBytes);

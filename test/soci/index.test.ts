@@ -31,7 +31,7 @@ describe("SOCI index", () => {
   });
 
   test("encodeIndex() writes Go's field order, compact, sorted annotation keys (v1)", () => {
-    const z = ztocDescriptor({ digest: `sha256:${"c".repeat(64)}`, size: 1229704 }, layer, 4194304);
+    const z = ztocDescriptor({ digest: `sha256:${"c".repeat(64)}`, size: 1229704 }, { layer, spanSizeBytes: 4194304 });
     const ix = createIndex("v1", [z], { subject });
     const text = new TextDecoder().decode(encodeIndex(ix));
     expect(text).toBe(
@@ -58,7 +58,7 @@ describe("SOCI index", () => {
   });
 
   test("decodeIndex() round-trips and finds zTOCs by layer", () => {
-    const z = ztocDescriptor({ digest: `sha256:${"c".repeat(64)}`, size: 10 }, layer, 65536);
+    const z = ztocDescriptor({ digest: `sha256:${"c".repeat(64)}`, size: 10 }, { layer, spanSizeBytes: 65536 });
     const ix = createIndex("v1", [z], { subject, buildToolIdentifier: "t" });
     const back = decodeIndex(encodeIndex(ix));
     expect(indexVersion(back)).toBe("v1");

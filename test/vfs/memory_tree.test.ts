@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { FuseErrno } from "../../src/fuse/errno.ts";
 import { toFuseAttr } from "../../src/vfs/bridge.ts";
-import { MemDir, MemFile, MemoryTree } from "../../src/vfs/memory_tree.ts";
+import { MemDir, type MemFile, MemoryTree } from "../../src/vfs/memory_tree.ts";
 import { S_IFCHR, S_IFDIR, S_IFREG } from "../../src/vfs/node.ts";
 import { InvalidArgumentError } from "../../src/util/errors.ts";
 

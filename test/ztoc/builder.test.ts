@@ -187,7 +187,7 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
           ]);
         }
         if (entry.type !== "reg") continue;
-        const r = await extractFile(ztoc, entry.name, readRange, { spans });
+        const r = await extractFile(ztoc, entry.name, { readRange, spans });
         expect([entry.name, sha(r.data)]).toEqual([entry.name, sha(readFileSync(path))]);
         if (entry.uncompressedSize > 0) expect(r.fetchedBytes).toBeLessThanOrEqual(blob.length);
         files++;
@@ -210,7 +210,7 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
       const hard = pair.find((e) => e.type === "hardlink")!;
       const small = pair.find((e) => e.type === "reg")!;
       expect(hard.linkname).toBe(small.name);
-      expect(new TextDecoder().decode((await extractFile(ztoc, hard.name, readRange)).data)).toBe("hello\n");
+      expect(new TextDecoder().decode((await extractFile(ztoc, hard.name, { readRange })).data)).toBe("hello\n");
       // Long names, whiteouts, empty files, xattrs and sub-second mtimes.
       expect(ztoc.toc.some((e) => e.name === `./${longName}`)).toBe(true);
       expect(ztoc.toc.some((e) => e.name === `./${"n".repeat(150)}`)).toBe(true);
@@ -228,7 +228,7 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
 
       // A small file from a many-span layer fetches a fraction of the blob.
       if (spans.spanCount > 4) {
-        const r = await extractFile(ztoc, small.name, readRange);
+        const r = await extractFile(ztoc, small.name, { readRange });
         expect(r.fetchedBytes).toBeLessThan(blob.length / 2);
       }
     }, 120_000);
@@ -278,7 +278,7 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
       expect(sha(ztoc.compressionInfo.checkpoints)).toBe(sha(reference));
     }
     for (const name of ["a.txt", "b.bin"]) {
-      const got = await extractFile(ztoc, name, async (s, e) => blob.slice(s, e));
+      const got = await extractFile(ztoc, name, { readRange: async (s, e) => blob.slice(s, e) });
       const want = tar.subarray(
         got.entry.uncompressedOffset,
         got.entry.uncompressedOffset + got.entry.uncompressedSize,
@@ -322,12 +322,12 @@ describe.skipIf(!enabled)("zTOC builder over real layers", () => {
       b[at] = b[at]! ^ 0xff;
       return b;
     };
-    const err = await extractFile(ztoc, "big.txt", corrupt).catch((e: unknown) => e);
+    const err = await extractFile(ztoc, "big.txt", { readRange: corrupt }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DigestMismatchError);
     expect((err as Error).message).toContain(`span ${id}`);
     const forged: Ztoc = structuredClone(ztoc);
     forged.compressionInfo.spanDigests[id] = `sha256:${"0".repeat(64)}`;
-    expect(extractFile(forged, "big.txt", async (s, e) => blob.slice(s, e))).rejects.toBeInstanceOf(
+    expect(extractFile(forged, "big.txt", { readRange: async (s, e) => blob.slice(s, e) })).rejects.toBeInstanceOf(
       DigestMismatchError,
     );
   });
@@ -368,7 +368,7 @@ describe("zTOC builder: inputs SOCI refuses or flags", () => {
       ["../x", "path escapes the layer root with '..'"],
       ["/abs", "absolute path"],
     ]);
-    const x = await extractFile(r.ztoc, "../x", async (s, e) => tar.slice(s, e));
+    const x = await extractFile(r.ztoc, "../x", { readRange: async (s, e) => tar.slice(s, e) });
     expect(new TextDecoder().decode(x.data)).toBe("evil");
   });
 

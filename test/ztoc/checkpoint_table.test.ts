@@ -55,7 +55,7 @@ describe("checkpoint table", () => {
     const full = decodeZtoc(bytes);
     const [head, tail] = skeletonOf(bytes, table);
     expect(head.length + tail.length).toBe(bytes.length - table.count * PACKED_CHECKPOINT_SIZE);
-    const partial = decodeZtoc(assembleSkeleton(table, bytes.length, head, tail));
+    const partial = decodeZtoc(assembleSkeleton(table, { ztocSize: bytes.length, head, tail }));
     expect(partial.toc).toEqual(full.toc);
     expect(partial.compressionInfo.spanDigests).toEqual(full.compressionInfo.spanDigests);
     expect(spanLayoutDigest(partial)).toBe(spanLayoutDigest(full));
@@ -87,10 +87,12 @@ describe("checkpoint table", () => {
     const [head, tail] = skeletonOf(bytes, table);
     const badTail = tail.slice();
     badTail[10]! ^= 0x40;
-    expect(() => assembleSkeleton(table, bytes.length, head, badTail)).toThrow(
+    expect(() => assembleSkeleton(table, { ztocSize: bytes.length, head, tail: badTail })).toThrow(
       "do not match the checkpoint table's digest",
     );
-    expect(() => assembleSkeleton(table, bytes.length, head, tail.subarray(1))).toThrow(ZtocFormatError);
+    expect(() => assembleSkeleton(table, { ztocSize: bytes.length, head, tail: tail.subarray(1) })).toThrow(
+      ZtocFormatError,
+    );
     // A table whose digests hold but whose records are not where the zTOC's checkpoints are: record 0 left in
     // the skeleton, the rest described from record 1 on.
     const shifted: CheckpointTable = {
@@ -102,7 +104,9 @@ describe("checkpoint table", () => {
     };
     const [h2, t2] = skeletonOf(bytes, shifted);
     shifted.skeletonDigest = new Uint8Array(createHash("sha256").update(h2).update(t2).digest());
-    expect(() => assembleSkeleton(shifted, bytes.length, h2, t2)).toThrow("the checkpoint table says");
+    expect(() => assembleSkeleton(shifted, { ztocSize: bytes.length, head: h2, tail: t2 })).toThrow(
+      "the checkpoint table says",
+    );
     // A zinfo count one higher than the records (read as the version 1 layout, records shifted by one).
     const [hs, ts] = skeletonOf(bytes, table);
     const counted = hs.slice();
@@ -112,7 +116,7 @@ describe("checkpoint table", () => {
       ...table,
       skeletonDigest: new Uint8Array(createHash("sha256").update(counted).update(ts).digest()),
     };
-    expect(() => assembleSkeleton(recounted, bytes.length, counted, ts)).toThrow(
+    expect(() => assembleSkeleton(recounted, { ztocSize: bytes.length, head: counted, tail: ts })).toThrow(
       `its zinfo counts ${table.count + 1} checkpoints`,
     );
   });

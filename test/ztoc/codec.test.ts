@@ -163,7 +163,10 @@ describe("zTOC codec round trip and validation", () => {
       ["unknown type", bad((z) => (z.toc[0]!.type = "sock" as "reg")), /unknown type "sock"/],
       [
         "checkpoint count",
-        bad((z) => ((z.compressionInfo.maxSpanId = 0), z.compressionInfo.spanDigests.pop())),
+        bad((z) => {
+          z.compressionInfo.maxSpanId = 0;
+          z.compressionInfo.spanDigests.pop();
+        }),
         /2 checkpoints for max_span_id 0/,
       ],
       [
