@@ -92,7 +92,7 @@ export interface Config {
     allowOther: boolean;
     /** "trusted" (trusted.overlay.opaque) or "user" (user.overlay.opaque, for overlay's userxattr). */
     opaqueXattr: string;
-    /** "workers" (threads on cloned /dev/fuse fds) or "async" (outstanding reads on the main thread). */
+    /** "workers" (threads on cloned /dev/fuse fds); "async" is refused (see defaults.ts). */
     transport: string;
     /** FUSE passthrough for large files whose bytes are all on disk (Linux 6.9+, root). */
     passthrough: boolean;
