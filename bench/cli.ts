@@ -99,14 +99,21 @@ try {
   mkdirSync(emptyRoot);
 
   // 2. The commands, interleaved, after a few untimed runs each (page cache, CPU frequency).
-  const cases: Array<{ name: string; cmd: string[]; samples: Sample[] }> = [
+  const cases: Array<{ name: string; cmd: string[]; code?: number; samples: Sample[] }> = [
     { name: "bare Bun program", cmd: [bare], samples: [] },
     { name: "soci-ts --version", cmd: [bin, "--version"], samples: [] },
     { name: "soci-ts --help", cmd: [bin, "--help"], samples: [] },
     { name: "soci-ts index list --root <empty>", cmd: [bin, "index", "list", "--root", emptyRoot], samples: [] },
+    // Everything a pull loads and builds before its first call to containerd, which fails at once (exit 1).
+    {
+      name: "soci-ts pull --address <missing>",
+      cmd: [bin, "--root", emptyRoot, "pull", "--address", join(tmp, "missing.sock"), "localhost:1/none:v1"],
+      code: 1,
+      samples: [],
+    },
   ];
-  for (let i = 0; i < WARMUP; i++) for (const c of cases) runOnce(c.cmd);
-  for (let i = 0; i < N; i++) for (const c of cases) c.samples.push(runOnce(c.cmd));
+  for (let i = 0; i < WARMUP; i++) for (const c of cases) runOnce(c.cmd, c.code);
+  for (let i = 0; i < N; i++) for (const c of cases) c.samples.push(runOnce(c.cmd, c.code));
 
   // 3. Report: absolute figures, then ratios to the bare program.
   const stats = cases.map((c) => ({
