@@ -47,6 +47,21 @@
  *   - Left for --version: the Bun runtime's own start, as the bare program's.
  *   - Left for index list (~18 ms over bare): node:crypto (~11 ms; the artifact store hashes with Node's Hash,
  *     a stream class), Bun's dynamic import of ~10 chunks, node:fs, citty's argument parser, the work itself.
+ *
+ * `soci-ts pull --address <missing socket>` (everything a pull loads and builds before its first containerd call,
+ * which then fails at once; 2026-12-03, load 9-15, so every wall figure is ~3x its CPU; 20 interleaved runs):
+ *   before (770fbae)   cpu median 284 ms (9.2x bare)   wall 596 ms    bench:containerd: `pull` with a missing
+ *                                                                     socket 0.25 s CPU, `--version` 0.03 s
+ *   after              cpu median 202 ms (6.1x bare)   wall 621 ms (load)
+ *   - Gone (~85 ms): @grpc/proto-loader's package definition (every method's request and response type and every
+ *     file turned into descriptor.proto messages for server reflection: protobufjs's descriptor extension loaded,
+ *     code generated and run for its types) and protobufjs parsing the 9 .proto texts (~35 ms). Definitions are
+ *     now made from a descriptor parsed at build (src/grpc/proto_services.ts, proto_json.ts).
+ *   - Left, measured in a compiled program doing only that: importing @grpc/grpc-js 40-115 ms (node:http2, http,
+ *     zlib, tls, its channel and load-balancer modules), its first call to a missing socket 30-50 ms, of which
+ *     ~20 ms is ICU's time zone set-up on the first local-time Date operation (grpc-js's backoff timer calls
+ *     Date.setMilliseconds); then Bun's own start (the bare program, ~30 ms) and the CLI. A lighter gRPC client
+ *     (node:http2 directly, unary calls and the content Write stream) is what would cut most of the rest.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -99,14 +114,21 @@ try {
   mkdirSync(emptyRoot);
 
   // 2. The commands, interleaved, after a few untimed runs each (page cache, CPU frequency).
-  const cases: Array<{ name: string; cmd: string[]; samples: Sample[] }> = [
+  const cases: Array<{ name: string; cmd: string[]; code?: number; samples: Sample[] }> = [
     { name: "bare Bun program", cmd: [bare], samples: [] },
     { name: "soci-ts --version", cmd: [bin, "--version"], samples: [] },
     { name: "soci-ts --help", cmd: [bin, "--help"], samples: [] },
     { name: "soci-ts index list --root <empty>", cmd: [bin, "index", "list", "--root", emptyRoot], samples: [] },
+    // Everything a pull loads and builds before its first call to containerd, which fails at once (exit 1).
+    {
+      name: "soci-ts pull --address <missing>",
+      cmd: [bin, "--root", emptyRoot, "pull", "--address", join(tmp, "missing.sock"), "localhost:1/none:v1"],
+      code: 1,
+      samples: [],
+    },
   ];
-  for (let i = 0; i < WARMUP; i++) for (const c of cases) runOnce(c.cmd);
-  for (let i = 0; i < N; i++) for (const c of cases) c.samples.push(runOnce(c.cmd));
+  for (let i = 0; i < WARMUP; i++) for (const c of cases) runOnce(c.cmd, c.code);
+  for (let i = 0; i < N; i++) for (const c of cases) c.samples.push(runOnce(c.cmd, c.code));
 
   // 3. Report: absolute figures, then ratios to the bare program.
   const stats = cases.map((c) => ({

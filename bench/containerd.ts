@@ -59,7 +59,8 @@
  * prefetching beat on-demand reads in run 3 only, and its zTOC decoding gap was 1.5-4 s.
  * RSS: +75 MB per image (2 FUSE mounts each, every mount with its own reader worker threads, each a Bun VM, and
  * every layer's zTOC skeleton assembled at full size: 24 MB for the python layer); not confirmed: serve with
- * `[fuse] transport = "async"` (no workers) hung in Prepare under containerd (300 s deadline), see the report.
+ * `[fuse] transport = "async"` (no workers) hung in Prepare under containerd (300 s deadline): its blocked reads of
+ * /dev/fuse took all 4 of the runtime's I/O threads; the config now refuses it (test/e2e/serve_transport.test.ts).
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -87,7 +88,7 @@ import { COMMAND, COMMAND_OUTPUT, extractImage, tracedFiles } from "./_traced_fi
 const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
 const AWS_SPAN_SIZE = process.env.AWS_SPAN_SIZE;
 const PROFILE_DIR = process.env.PROFILE_DIR;
-/** TOML appended to serve's config (e.g. `[fuse]\ntransport = "async"`), to compare settings. */
+/** TOML appended to serve's config (e.g. `[fuse]\npassthrough = true`), to compare settings. */
 const SERVE_CONFIG = process.env.SERVE_CONFIG ?? "";
 const RSS_IMAGES = 10;
 const HOST_NAME = "registry.soci-ts.test";

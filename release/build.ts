@@ -10,8 +10,8 @@
  * Cross targets need Bun's runtime for that target, which `bun build` fetches from the npm registry the first
  * time. A musl target that cannot be built is reported and skipped (they are optional); a glibc one fails the build.
  * What cannot be embedded: nothing is read from disk next to the sources at run time (worker modules are extra
- * entry points, WORKER_ENTRIES, loaded from the bundle with `new URL(…, import.meta.url)`; protobuf descriptors
- * are imported as text). The compile flags (COMPILE_FLAGS: code splitting and bytecode, for start-up time) are
+ * entry points, WORKER_ENTRIES, loaded from the bundle with `new URL(…, import.meta.url)`; the .proto files are
+ * parsed at build by a Bun macro, src/grpc/proto_json.ts, and their descriptors inlined). The compile flags (COMPILE_FLAGS: code splitting and bytecode, for start-up time) are
  * in release/entries.ts, with what each is measured to bring.
  */
 import { createHash } from "node:crypto";

@@ -16,6 +16,8 @@ export interface FieldSpec {
   doc: string;
   /** Allowed values for "enum". */
   values?: readonly string[];
+  /** Values an "enum" once had or might be expected to have, refused with the reason given here. */
+  refused?: Readonly<Record<string, string>>;
   /** Smallest allowed value for "int" (inclusive). */
   min?: number;
   /** Largest allowed value for "int" (inclusive). */
@@ -67,8 +69,15 @@ function str(toml: string, ts: string, dflt: string, doc: string): FieldSpec {
   return { toml, ts, kind: "string", default: dflt, doc };
 }
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
-function oneOf(toml: string, ts: string, dflt: string, values: readonly string[], doc: string): FieldSpec {
-  return { toml, ts, kind: "enum", default: dflt, doc, values };
+function oneOf(
+  toml: string,
+  ts: string,
+  dflt: string,
+  values: readonly string[],
+  doc: string,
+  refused?: Record<string, string>,
+): FieldSpec {
+  return { toml, ts, kind: "enum", default: dflt, doc, values, ...(refused ? { refused } : {}) };
 }
 
 export const LOG_LEVELS = ["error", "warn", "info", "debug", "trace"] as const;
@@ -334,8 +343,16 @@ export const SCHEMA: readonly SectionSpec[] = [
         "transport",
         "transport",
         "workers",
-        ["workers", "async"],
-        "Serve /dev/fuse from worker threads on cloned fds, or with async reads on the main thread",
+        ["workers"],
+        'How /dev/fuse is served: "workers", reader threads on cloned fds (the only transport serve can use)',
+        {
+          // Measured: serve with it hung in containerd's Prepare (300 s deadline) and in View
+          // (test/e2e/serve_transport.test.ts, before this value was refused).
+          async:
+            'the "async" transport keeps 4 reads of /dev/fuse per mount blocked in the runtime\'s I/O thread pool ' +
+            "(4 threads), so the first lazy layer's mount takes every thread and the daemon's other file I/O waits " +
+            'forever; use "workers"',
+        },
       ),
       bool(
         "passthrough",

@@ -149,6 +149,7 @@ function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: Ke
       if (typeof value !== "string") throw bad(`expected a string, got ${describe(value)}`);
       return value;
     case "enum":
+      if (typeof value === "string" && field.refused?.[value] !== undefined) throw bad(field.refused[value]);
       if (typeof value !== "string" || !field.values!.includes(value)) {
         throw bad(`expected one of ${field.values!.map((v) => `"${v}"`).join(", ")}, got ${describe(value)}`);
       }

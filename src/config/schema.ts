@@ -98,7 +98,7 @@ export interface Config {
     opaqueXattr: string;
     /** Reader threads per layer mount (transport "workers"). */
     readerThreads: number;
-    /** "workers" (threads on cloned /dev/fuse fds) or "async" (outstanding reads on the main thread). */
+    /** "workers" (threads on cloned /dev/fuse fds); "async" is refused (see defaults.ts). */
     transport: string;
     /** FUSE passthrough for large files whose bytes are all on disk (Linux 6.9+, root). */
     passthrough: boolean;

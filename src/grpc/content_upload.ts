@@ -37,7 +37,7 @@ export const DEFAULT_WINDOW_MESSAGES = 16;
 const LOCKED_RETRIES = 20;
 const LOCKED_RETRY_MS = 100;
 
-/** A WriteContentRequest as sent (proto-loader's field names). */
+/** A WriteContentRequest as sent (field names as in the .proto). */
 export interface WireWriteRequest {
   action: "STAT" | "WRITE" | "COMMIT";
   ref: string;

@@ -243,7 +243,7 @@ interface Call {
   removeListener(event: "cancelled", listener: () => void): unknown;
 }
 
-/** The wire requests, as proto-loader decodes them (defaults on: strings "", maps {}, messages null). */
+/** The wire requests, as proto_services.ts decodes them (defaults on: strings "", maps {}, messages null). */
 interface WireRequests {
   Prepare: { key: string; parent: string; labels: Record<string, string> };
   View: WireRequests["Prepare"];

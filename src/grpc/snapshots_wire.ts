@@ -1,17 +1,17 @@
 /**
- * Conversions between the objects proto-loader encodes and decodes (snake_case fields, int64 as decimal strings,
+ * Conversions between the objects proto_services.ts encodes and decodes (snake_case fields, int64 as decimal strings,
  * enums as names, Timestamp as {seconds, nanos}; see snapshots_definition.ts) and the plain types of
  * snapshots_types.ts. Used by both the server and the client, so both sides agree on every field.
  */
 import { SNAPSHOT_KINDS, type Info, type Mount, type SnapshotKind, type Usage } from "./snapshots_types.ts";
 
-/** google.protobuf.Timestamp as proto-loader decodes it (seconds is an int64: a string on decode). */
+/** google.protobuf.Timestamp as proto_services.ts decodes it (seconds is an int64: a string on decode). */
 export interface WireTimestamp {
   seconds: string | number;
   nanos: number;
 }
 
-/** containerd's Info as proto-loader decodes it. */
+/** containerd's Info as proto_services.ts decodes it. */
 export interface WireInfo {
   name: string;
   parent: string;
@@ -44,7 +44,7 @@ export function timestampFromWire(ts: WireTimestamp | null | undefined): Date {
   return new Date(Number(ts.seconds) * 1000 + Math.floor((ts.nanos ?? 0) / 1_000_000));
 }
 
-/** A plain copy of a string map (proto-loader's decoded maps, handlers' label objects). */
+/** A plain copy of a string map (decoded maps, handlers' label objects). */
 export function labelsCopy(labels: Record<string, string> | null | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(labels ?? {})) out[k] = String(v);

@@ -47,7 +47,7 @@ export function layerManagerOptions(
 export function layerFsFuseOptions(c: Config, logger: Logger): LayerFsFuseOptions {
   return {
     fuse: { ...c.fuse, debug: c.debug || c.fuse.logFuseOperations },
-    transport: c.fuse.transport as "workers" | "async",
+    transport: c.fuse.transport as "workers", // the config refuses "async" (src/config/defaults.ts)
     checkValidMs: c.blob.validIntervalSec * 1000,
     logger,
   };

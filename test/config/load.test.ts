@@ -71,6 +71,14 @@ describe("parseConfig()", () => {
     expectKeyError('[resolver.host."h"]\nmirrors = [{ insecure = true }]', 'resolver.host."h".mirrors[0].host');
   });
 
+  test('[fuse] transport "async" is refused, naming the key and why (it hung serve; only "workers" serves)', () => {
+    const err = expectKeyError('[fuse]\ntransport = "async"', "fuse.transport");
+    expect(err.message).toContain('"async" transport');
+    expect(err.message).toContain("thread pool");
+    expect(err.message).toContain('use "workers"');
+    expect(parseConfig('[fuse]\ntransport = "workers"').fuse.transport).toBe("workers");
+  });
+
   test("TOML syntax errors say so, on one line naming the file, the line and its text", () => {
     expect(() => parseConfig("[http\n")).toThrow(/Cannot parse config/);
     const err = (() => {
