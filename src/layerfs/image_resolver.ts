@@ -8,7 +8,8 @@
  *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
  *      registry), per layer.
  *   4. With `lod`, choose that workload's load order document (soci/lod_store.ts `findLod`) and map its ranges
- *      to the spans of each lazy layer, in first-touch order: they are prefetched before the artifact's.
+ *      to the spans of each lazy layer, in first-touch order: they are replayed before the artifact's spans, and
+ *      the mount waits only for the first of them (layer_manager.ts step 3).
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
@@ -92,18 +93,11 @@ export function acquireOptionsFor(
     layer,
     ztoc: image.found?.ztocs.get(layerDigest),
     checkpoints: image.found?.windows.get(layerDigest),
-    prefetchSpans: prefetchSpansOf(image, layerDigest),
+    prefetchSpans: image.prefetch.get(layerDigest),
+    lodSpans: image.lod?.spans.get(layerDigest),
     noFetchOnOpen: image.lod?.files.get(layerDigest),
     signal,
   };
-}
-
-/** A layer's spans to prefetch: the load order document's first, in its order, then the prefetch artifact's. */
-function prefetchSpansOf(image: ResolvedImage, layerDigest: string): Array<[number, number]> | undefined {
-  const lod = image.lod?.spans.get(layerDigest);
-  const artifact = image.prefetch.get(layerDigest);
-  if (!lod?.length) return artifact;
-  return [...lod.map((s): [number, number] => [s, s]), ...(artifact ?? [])];
 }
 
 /** Resolve one image (steps 1-3). Throws what the registry or discovery throws (NotFoundError, UnavailableError, …). */
