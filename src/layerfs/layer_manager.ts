@@ -321,28 +321,40 @@ export class LayerManager {
     const runs = [...lodRuns, ...spanRuns(listed, manager.layout, { gapBytes: 0, taken })];
     if (runs.length === 0) return { head: Promise.resolve(), all: Promise.resolve() };
     const ctl = new AbortController();
-    // The checkpoint windows every replayed run starts with, requested in one batch now (adjacent records in one
-    // request each), rather than each beside its run: they are in before the runs that need them arrive.
-    if (lodRuns.length > 0)
+    // The checkpoint windows replayed runs start with are requested ahead of their runs: as run i starts, those
+    // of the runs up to i + 2 × concurrency (adjacent records in one request each; a window asked for already is
+    // not asked again), so they are in when their runs arrive, without a burst of requests ahead of the first run.
+    const ahead = 2 * Math.max(1, this.#o.prefetchMaxConcurrency ?? 4);
+    const windowsAhead = (i: number) =>
       manager.layout.prepare?.(
-        lodRuns.map((r) => r[0]!),
-        { previousAtHand: () => false, signal: ctl.signal },
+        lodRuns.slice(i + 1, i + 1 + ahead).map((r) => r[0]!),
+        { previousAtHand: (id) => manager.state(id - 1) === "uncompressed", signal: ctl.signal },
       );
     let headDone: () => void = () => {};
     const head = lodRuns.length > 0 ? new Promise<void>((resolve) => (headDone = resolve)) : undefined;
-    const all = this.#runAll(layer, runs, { replay: lodRuns.length > 0, ctl, onFirst: headDone }).finally(headDone);
+    const all = this.#runAll(layer, runs, {
+      replay: lodRuns.length > 0,
+      ctl,
+      onFirst: headDone,
+      onStart: (i) => i < lodRuns.length && windowsAhead(i),
+    }).finally(headDone);
     return { head: head ?? all, all };
   }
 
   /**
    * Fetch `runs` in order, at most `prefetchMaxConcurrency` at a time, within `prefetchTimeoutMs`; logs, never
    * rejects. In a replay (`replay`), every worker but the first waits while foreground reads wait on the
-   * network, so reads that arrive go first. `onFirst` is called when run 0 is in.
+   * network, so reads that arrive go first. `onStart(i)` is called as run i starts, `onFirst` when run 0 is in.
    */
   async #runAll(
     layer: Layer,
     runs: number[][],
-    { replay, ctl, onFirst }: { replay: boolean; ctl: AbortController; onFirst: () => void },
+    {
+      replay,
+      ctl,
+      onFirst,
+      onStart,
+    }: { replay: boolean; ctl: AbortController; onFirst: () => void; onStart: (i: number) => void },
   ): Promise<void> {
     const manager = layer.manager!;
     const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
@@ -353,7 +365,9 @@ export class LayerManager {
         if (replay && k > 0) await this.gate.waitNoForeground(ctl.signal);
         if (next >= runs.length) break;
         const i = next++;
-        await manager.fetchSpans(runs[i]!, ctl.signal);
+        const fetched = manager.fetchSpans(runs[i]!, ctl.signal);
+        onStart(i);
+        await fetched;
         if (i === 0) onFirst();
       }
     };
