@@ -227,21 +227,23 @@ export class ImageResolver {
 
   /**
    * The image `imageRef` names (`HOST/REPO[:TAG][@DIGEST]`), at `manifestDigest` when given (the platform
-   * manifest containerd resolved, which a tag may no longer point to). The caller's `signal` ends its own wait,
-   * not the shared resolution (bounded by `stepTimeoutMs` per step).
+   * manifest containerd resolved, which a tag may no longer point to), with workload `lod`'s load order
+   * document when given (else the resolver's `lod` option; resolutions are cached per workload). The caller's
+   * `signal` ends its own wait, not the shared resolution (bounded by `stepTimeoutMs` per step).
    * @throws InvalidArgumentError for a reference or digest that cannot be parsed; what resolveImageLayers throws
    */
   async resolve(
     imageRef: string,
-    opts: { manifestDigest?: string; signal?: AbortSignal } = {},
+    opts: { manifestDigest?: string; lod?: string; signal?: AbortSignal } = {},
   ): Promise<ResolvedImage> {
     const { manifestDigest } = opts;
+    const lod = opts.lod ?? this.#o.lod;
     if (manifestDigest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(manifestDigest)) {
       throw new InvalidArgumentError(
         `Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`,
       );
     }
-    const key = `${imageRef}\u0000${manifestDigest ?? ""}`;
+    const key = `${imageRef}\u0000${manifestDigest ?? ""}\u0000${lod ?? ""}`;
     const now = Date.now();
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
@@ -257,7 +259,7 @@ export class ImageResolver {
         manifestDigest ? { ...ref, digest: manifestDigest } : ref,
         imageRef,
       );
-      const created: CacheEntry = { resolving: resolveImageLayers(location, this.#o), expiresAt: Infinity };
+      const created: CacheEntry = { resolving: resolveImageLayers(location, { ...this.#o, lod }), expiresAt: Infinity };
       entry = created;
       this.#cache.set(key, created);
       created.resolving.then(

@@ -13,7 +13,12 @@ import { LayerManager } from "../../src/layerfs/layer_manager.ts";
 import { LodRecorder } from "../../src/layerfs/lod_recorder.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { RegistryClient } from "../../src/registry/types.ts";
-import { buildLod } from "../../src/soci/lod.ts";
+import { ImageResolver, acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { RegistryLocation } from "../../src/soci/image_location.ts";
+import { buildLod, TouchLog } from "../../src/soci/lod.ts";
+import { putLod } from "../../src/soci/lod_store.ts";
 import { LOD_JOIN_GAP_BYTES } from "../../src/layerfs/layer_manager.ts";
 import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
@@ -255,5 +260,36 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
       releaseAll();
       await mgr.close();
     }
+  });
+
+  test("a resolver replays the workload a caller names (a snapshot label), cached apart from resolutions without", async () => {
+    const store = new ArtifactStore(join(tmp, "resolver-store"));
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const location = new RegistryLocation(http, img.ref, name);
+    await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+    const resolver = new ImageResolver(http, { store, modes: { localStore: true, v1: false, v2: false } });
+    const plain = await resolver.resolve(name);
+    const l = img.layers[0]!.descriptor;
+    const ztoc = plain.found!.ztocs.get(l.digest)!;
+    const f2 = ztoc.toc.find((m) => m.name === "data/f2")!.uncompressedOffset;
+    const log = new TouchLog();
+    log.touch(f2 + 3 * SPAN, 100, 0);
+    log.touch(f2, 100, 1);
+    const doc = buildLod({
+      workload: "w",
+      manifestDigest: img.manifestDescriptor.digest,
+      createdAt: new Date().toISOString(),
+      durationMs: 2,
+      layers: [{ digest: l.digest, ztoc, log }],
+    });
+    await putLod(store, doc, { subject: plain.manifest.descriptor });
+    const withLod = await resolver.resolve(name, { lod: "w" });
+    expect(withLod).not.toBe(plain);
+    expect(withLod.lod?.workload).toBe("w");
+    const spanOf = (offset: number) => Math.floor(offset / SPAN);
+    expect(acquireOptionsFor(withLod, l.digest).lodSpans).toEqual([spanOf(f2 + 3 * SPAN), spanOf(f2)]);
+    expect(await resolver.resolve(name, { lod: "w" })).toBe(withLod);
+    expect(plain.lod).toBeUndefined();
+    expect(acquireOptionsFor(await resolver.resolve(name), l.digest).lodSpans).toBeUndefined();
   });
 });
