@@ -8,6 +8,8 @@
  *   --namespace NAME     containerd namespace (default "default")
  *   --snapshotter NAME   snapshotter to unpack with (default "soci"; "overlayfs" makes it a plain full pull)
  *   --platform P         os/arch[/variant] to pull from a multi-platform image (default the host's)
+ *   --lod NAME           the soci snapshotter (`serve`) replays workload NAME's load order document as it mounts
+ *                        the layers (label `containerd.io/snapshot/soci-ts.lod`); a missing one is ignored
  * Registry credentials come from the configuration, as for every command (`[resolver.host]`, docker_config).
  * On a TTY one stderr line per layer shows its progress; the summary line goes to stdout.
  */

@@ -331,7 +331,24 @@ export class LayerManager {
         { previousAtHand: (id) => manager.state(id - 1) === "uncompressed", signal: ctl.signal },
       );
     let headDone: () => void = () => {};
-    const head = lodRuns.length > 0 ? new Promise<void>((resolve) => (headDone = resolve)) : undefined;
+    let headIn = false;
+    const started = Date.now();
+    const head =
+      lodRuns.length > 0
+        ? new Promise<void>(
+            (resolve) =>
+              (headDone = () => {
+                if (headIn) return;
+                headIn = true;
+                resolve();
+                this.#logger.debug("First run of the load order document in", {
+                  layer: layer.digest,
+                  spans: `${lodRuns[0]![0]}-${lodRuns[0]!.at(-1)}`,
+                  ms: Date.now() - started,
+                });
+              }),
+          )
+        : undefined;
     const all = this.#runAll(layer, runs, {
       replay: lodRuns.length > 0,
       ctl,
