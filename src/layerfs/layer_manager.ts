@@ -395,7 +395,7 @@ export class LayerManager {
         sleep(timeoutMs, ctl.signal).then(() => false),
       ]);
       if (done)
-        this.#logger.debug(replay ? "Replayed load order document" : "Prefetched spans", {
+        this.#logger[replay ? "info" : "debug"](replay ? "Load order document replayed" : "Prefetched spans", {
           layer: layer.digest,
           spans: runs.reduce((n, r) => n + r.length, 0),
           runs: runs.length,
