@@ -403,7 +403,9 @@ export class LayerManager {
         });
       else this.#logger.warn("Prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
     } catch (err) {
-      this.#logger.warn("Prefetch failed; spans will be fetched on demand", {
+      // A replay still running when its layer is closed (unmounted) ends with it: nothing to warn about.
+      const level = this.#isOpen(layer) ? "warn" : "debug";
+      this.#logger[level]("Prefetch failed; spans will be fetched on demand", {
         layer: layer.digest,
         cause: errorMessage(err),
       });

@@ -20,6 +20,7 @@ import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { buildLod, TouchLog } from "../../src/soci/lod.ts";
 import { putLod } from "../../src/soci/lod_store.ts";
 import { LOD_JOIN_GAP_BYTES } from "../../src/layerfs/layer_manager.ts";
+import { MemoryLogger } from "../../src/util/log.ts";
 import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
@@ -291,5 +292,34 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
     expect(await resolver.resolve(name, { lod: "w" })).toBe(withLod);
     expect(plain.lod).toBeUndefined();
     expect(acquireOptionsFor(await resolver.resolve(name), l.digest).lodSpans).toBeUndefined();
+  });
+
+  test("a layer closed while its replay runs ends the replay without a warning", async () => {
+    const { client, seen, releaseAll } = heldClient(http);
+    const logger = new MemoryLogger();
+    const mgr = await LayerManager.create({
+      root: join(tmp, "replay-close"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+      logger,
+    });
+    const l = img.layers[0]!;
+    try {
+      const h = await mgr.acquire({
+        source: { client, ref: img.ref },
+        layer: l.descriptor,
+        ztoc: tarZtoc(l.tar, SPAN),
+        lodSpans: [20, 5],
+      });
+      await seen(1);
+      const closing = h.done();
+      releaseAll();
+      await closing;
+      await h.replayed;
+      expect(logger.lines.filter((x) => x.level === "warn")).toEqual([]);
+    } finally {
+      releaseAll();
+      await mgr.close();
+    }
   });
 });
