@@ -15,8 +15,8 @@
  *      resolves when they are in, so a front end can mount its tree meanwhile): runs of adjacent spans, one
  *      ranged request each (split at the span manager's coalescing bound), at most `prefetchMaxConcurrency` at a
  *      time, the whole bounded by `prefetchTimeoutMs`; a failure or timeout only logs (reads fetch on demand).
- *      A load order document's spans (`lodSpans`) come first, replayed in first-touch order (`#replay`), and
- *      the mount does not wait for them: `handle.prefetched` resolves once the first run of them is in, the
+ *      A load order document's spans (`lodSpans`) come first, replayed in first-touch order (`spanRuns`), and
+ *      the mount does not wait for them: `handle.prefetched` resolves once the first of them is in, the
  *      rest (then the artifact's spans) arriving in the background, `handle.replayed` when all are in.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
  * The last `done()` of a layer takes it out of the background fetcher and closes it; its span cache entries stay
@@ -81,7 +81,7 @@ export interface AcquireLayerOptions {
   prefetchSpans?: Array<[number, number]>;
   /**
    * Span ids a load order document lists, in first-touch order: replayed before `prefetchSpans`, the mount
-   * waiting only for the first run of them (see step 3).
+   * waiting only for the first of them (see step 3).
    */
   lodSpans?: readonly number[];
   /** See OpenLayerOptions.noFetchOnOpen (files a load order document lists). */
@@ -95,7 +95,7 @@ export interface LayerHandle {
   readonly layer: Layer;
   /**
    * Resolves when the layer's prefetch spans are in, or prefetching gave up (it never rejects); with a load
-   * order document, once the first run of its spans is in.
+   * order document, once the first of its spans is in.
    */
   readonly prefetched: Promise<void>;
   /** Resolves when every span to prefetch, a load order document's included, is in or prefetching gave up. */
@@ -301,7 +301,8 @@ export class LayerManager {
   /**
    * Step 3: the load order document's runs (`lodSpans` in first-touch order, `#replay`), then the artifact's
    * (`ranges`, runs of adjacent spans), `prefetchMaxConcurrency` requests in flight, all within
-   * `prefetchTimeoutMs`. `head` resolves when the first LOD run is in (without a LOD, with `all`); neither rejects.
+   * `prefetchTimeoutMs`. `head` resolves when the document's first span is in (it comes with the first run, whose
+   * other spans may still be inflating) or the replay ended; without a LOD, with `all`. Neither rejects.
    */
   #prefetch(
     layer: Layer,
@@ -311,11 +312,8 @@ export class LayerManager {
     const manager = layer.manager!;
     const count = manager.layout.spanCount;
     const taken = new Set<number>();
-    const lodRuns = spanRuns(
-      lodSpans.filter((i) => i >= 0 && i < count),
-      manager.layout,
-      { gapBytes: LOD_JOIN_GAP_BYTES, taken },
-    );
+    const lodOrder = lodSpans.filter((i) => i >= 0 && i < count);
+    const lodRuns = spanRuns(lodOrder, manager.layout, { gapBytes: LOD_JOIN_GAP_BYTES, taken });
     const listed: number[] = [];
     for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, count - 1); i++) listed.push(i);
     const runs = [...lodRuns, ...spanRuns(listed, manager.layout, { gapBytes: 0, taken })];
@@ -341,9 +339,9 @@ export class LayerManager {
                 if (headIn) return;
                 headIn = true;
                 resolve();
-                this.#logger.debug("First run of the load order document in", {
+                this.#logger.debug("First span of the load order document in", {
                   layer: layer.digest,
-                  spans: `${lodRuns[0]![0]}-${lodRuns[0]!.at(-1)}`,
+                  span: lodOrder[0],
                   ms: Date.now() - started,
                 });
               }),
@@ -352,8 +350,12 @@ export class LayerManager {
     const all = this.#runAll(layer, runs, {
       replay: lodRuns.length > 0,
       ctl,
-      onFirst: headDone,
-      onStart: (i) => i < lodRuns.length && windowsAhead(i),
+      onStart: (i) => {
+        if (i >= lodRuns.length) return;
+        // Run 0 holds the first span and is in flight now: this joins it.
+        if (i === 0) manager.fetchSpans([lodOrder[0]!], ctl.signal).then(headDone, headDone);
+        windowsAhead(i);
+      },
     }).finally(headDone);
     return { head: head ?? all, all };
   }
@@ -361,17 +363,12 @@ export class LayerManager {
   /**
    * Fetch `runs` in order, at most `prefetchMaxConcurrency` at a time, within `prefetchTimeoutMs`; logs, never
    * rejects. In a replay (`replay`), every worker but the first waits while foreground reads wait on the
-   * network, so reads that arrive go first. `onStart(i)` is called as run i starts, `onFirst` when run 0 is in.
+   * network, so reads that arrive go first. `onStart(i)` is called as run i starts.
    */
   async #runAll(
     layer: Layer,
     runs: number[][],
-    {
-      replay,
-      ctl,
-      onFirst,
-      onStart,
-    }: { replay: boolean; ctl: AbortController; onFirst: () => void; onStart: (i: number) => void },
+    { replay, ctl, onStart }: { replay: boolean; ctl: AbortController; onStart: (i: number) => void },
   ): Promise<void> {
     const manager = layer.manager!;
     const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
@@ -385,7 +382,6 @@ export class LayerManager {
         const fetched = manager.fetchSpans(runs[i]!, ctl.signal);
         onStart(i);
         await fetched;
-        if (i === 0) onFirst();
       }
     };
     const started = Date.now();

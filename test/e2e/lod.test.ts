@@ -139,7 +139,7 @@ describe.skipIf(!run)("load order documents", () => {
       expect(pushed.stdout).toContain("pushed load order document web");
       expect(runCli(["--root", recRoot, "lod", "push", "web", ref]).stdout).toContain("already present");
 
-      // 4. Replay from a cold root: the LOD comes from the registry; the mount is up after the first run of its
+      // 4. Replay from a cold root: the LOD comes from the registry; the mount is up after the first of its
       //    spans, the rest follow in the background. Once replayed, the workload needs no registry request.
       const coldRoot = join(tmp, "cold");
       const mnt2 = join(tmp, "mnt-cold");

@@ -203,7 +203,7 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
     }
   });
 
-  test("a replay keeps its requests bounded, joins small gaps, mounts after its first run and lets reads go first", async () => {
+  test("a replay keeps its requests bounded, joins small gaps, mounts after its first span and lets reads go first", async () => {
     const { client, held, seen, releaseAll } = heldClient(http);
     const mgr = await LayerManager.create({
       root: join(tmp, "replay-order"),
@@ -246,7 +246,7 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
       expect(await read).toEqual(l.tar.subarray(45 * SPAN + 100, 45 * SPAN + 1100));
       await seen(4);
       expect(held[3]!.range).toEqual(span(30));
-      // 4. The first run in: the mount is up while the rest (span 30) is still on its way.
+      // 4. The first span in (its run, one request): the mount is up while the rest (span 30) is on its way.
       expect(mounted).toBe(false);
       held[0]!.release();
       await h.prefetched;
