@@ -19,8 +19,8 @@
  *     interpreter, which the kernel opens) is listed;
  *   - lazy with a load order document: the same as plain lazy, with `mount --lod python`; the LOD was recorded
  *     once in the (untimed) setup by `mount --record-lod python` while the command ran, and pushed with
- *     `lod push` next to the image; the timed mount fetches it from the registry and its spans, in first-touch
- *     order, before it returns;
+ *     `lod push` next to the image; the timed mount fetches it from the registry and returns once the first of
+ *     its spans is in, the rest following in first-touch order in the background (layer_manager.ts step 3);
  *   - full pull: fetch every layer, `tar -x`, the command.
  *
  * Also printed: span bytes the lazy path fetched against the image size, and against the bytes the command needs
@@ -28,6 +28,26 @@
  * unpacked tree), and every byte the registry sent through the link during the run (manifests, index, zTOCs).
  * Span size 256 KiB unless SPAN_SIZE says otherwise; READAHEAD_SPANS (default 0); MOUNT_LOG_DIR keeps each
  * mount's debug log (one line per registry request, timestamped).
+ *
+ * Where the LOD mount's time went (MOUNT_LOG_DIR logs, 2026-12-03, load average 9-18 on 2 shared cores): the
+ * LOD and prefetch-artifact paths sent the same requests, 22 span runs of the python layer and one 32 KiB
+ * checkpoint-window request beside each (44 range requests, 4 in flight, the same 8.3 MB), and both mounts
+ * waited for all of them (1.4-2.6 s) before "Mounted"; the LOD added 3 sequential requests to find the document
+ * (fallback tag, artifact manifest, blob: ~0.15 s). Windows came beside their runs, not before them: no chain of
+ * round trips. The rest of every path's mount is CPU, inflated by the load: decoding the 1.4 MB zTOC skeleton
+ * (0.5-3 s from its arrival to "SOCI index found") and opening the layers (0.1-0.9 s). The earlier
+ * `lazy with LOD vs without: 1.100x` was load: the same code gave LOD 4.20 s, artifact 5.32 s, plain 10.08 s
+ * (0.417x) in the next run. What the replay changed: the mount waits only for the document's first span (it
+ * comes with the first run, 2.97 MB here, whose spans inflate one after another: 0.4-0.7 s of CPU under this
+ * load); runs take in listed spans across gaps up to 128 KiB (22 runs -> 19); windows are asked for
+ * 2 x concurrency runs ahead rather than in one burst (a burst of ~20 window requests slowed the first run from
+ * 0.15 s to 1.4 s); workers but the first pause while reads wait on the network. After, three runs (plain /
+ * artifact / LOD / full pull, seconds; LOD vs without, vs full pull), the first two still waiting for the whole
+ * first run: load 8->6: 5.42 / 2.53 / 2.36 / 8.08, 0.436x, 0.292x; load 12->11: 4.44 / 3.67 / 4.04 / 7.75,
+ * 0.909x, 0.521x; load 5: 3.57 / 2.75 / 2.63 / 7.24, 0.736x, 0.363x. The LOD path is now within 10% of the
+ * hand-made artifact or faster (it was 1.1-1.3x slower); against plain lazy the ratio swings
+ * with the load (plain lazy alone ranged 3.6-14.4 s), and the full-pull target (0.15x) is not met: discovery's
+ * CPU (0.5-3 s) and serial inflating are most of what is left.
  *
  * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then

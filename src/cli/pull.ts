@@ -8,6 +8,8 @@
  *   --namespace NAME     containerd namespace (default "default")
  *   --snapshotter NAME   snapshotter to unpack with (default "soci"; "overlayfs" makes it a plain full pull)
  *   --platform P         os/arch[/variant] to pull from a multi-platform image (default the host's)
+ *   --lod NAME           the soci snapshotter (`serve`) replays workload NAME's load order document as it mounts
+ *                        the layers (label `containerd.io/snapshot/soci-ts.lod`); a missing one is ignored
  * Registry credentials come from the configuration, as for every command (`[resolver.host]`, docker_config).
  * On a TTY one stderr line per layer shows its progress; the summary line goes to stdout.
  */
@@ -17,6 +19,7 @@ import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import { cliContext } from "./context.ts";
+import { checkWorkloadName } from "../soci/lod.ts";
 import { hostPlatform, humanBytes, platformsFrom } from "./index_shared.ts";
 import { registryClient } from "./open_location.ts";
 import { writeOut } from "./output.ts";
@@ -35,6 +38,10 @@ export default defineCommand({
     namespace: { type: "string", alias: "n", description: 'containerd namespace (default "default")' },
     snapshotter: { type: "string", description: 'Snapshotter to unpack with (default "soci")' },
     platform: { type: "string", alias: "p", description: "Platform, os/arch[/variant] (default: the host's)" },
+    lod: {
+      type: "string",
+      description: "Workload whose load order document the soci snapshotter replays when it mounts the layers",
+    },
   },
   async run({ args }) {
     const ctx = cliContext();
@@ -49,6 +56,7 @@ export default defineCommand({
     const address = option(args.address, "address", DEFAULT_CONTAINERD_ADDRESS).replace(/^unix:\/\//, "");
     const namespace = option(args.namespace, "namespace", "default");
     const snapshotter = option(args.snapshotter, "snapshotter", "soci");
+    const lod = args.lod === undefined ? undefined : checkWorkloadName(option(args.lod, "lod", ""));
     const platforms = platformsFrom(args.platform);
     if (platforms.length > 1)
       throw new InvalidArgumentError(`Cannot pull "${spec}": option "--platform" takes one platform`);
@@ -72,6 +80,7 @@ export default defineCommand({
         signal: abort.signal,
         logger: ctx.logger,
         onProgress: progress.onProgress,
+        ...(lod ? { lod } : {}),
       });
     } finally {
       progress.done();

@@ -8,7 +8,8 @@
  *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
  *      registry), per layer.
  *   4. With `lod`, choose that workload's load order document (soci/lod_store.ts `findLod`) and map its ranges
- *      to the spans of each lazy layer, in first-touch order: they are prefetched before the artifact's.
+ *      to the spans of each lazy layer, in first-touch order: they are replayed before the artifact's spans, and
+ *      the mount waits only for the first of them (layer_manager.ts step 3).
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
@@ -92,18 +93,11 @@ export function acquireOptionsFor(
     layer,
     ztoc: image.found?.ztocs.get(layerDigest),
     checkpoints: image.found?.windows.get(layerDigest),
-    prefetchSpans: prefetchSpansOf(image, layerDigest),
+    prefetchSpans: image.prefetch.get(layerDigest),
+    lodSpans: image.lod?.spans.get(layerDigest),
     noFetchOnOpen: image.lod?.files.get(layerDigest),
     signal,
   };
-}
-
-/** A layer's spans to prefetch: the load order document's first, in its order, then the prefetch artifact's. */
-function prefetchSpansOf(image: ResolvedImage, layerDigest: string): Array<[number, number]> | undefined {
-  const lod = image.lod?.spans.get(layerDigest);
-  const artifact = image.prefetch.get(layerDigest);
-  if (!lod?.length) return artifact;
-  return [...lod.map((s): [number, number] => [s, s]), ...(artifact ?? [])];
 }
 
 /** Resolve one image (steps 1-3). Throws what the registry or discovery throws (NotFoundError, UnavailableError, …). */
@@ -233,21 +227,23 @@ export class ImageResolver {
 
   /**
    * The image `imageRef` names (`HOST/REPO[:TAG][@DIGEST]`), at `manifestDigest` when given (the platform
-   * manifest containerd resolved, which a tag may no longer point to). The caller's `signal` ends its own wait,
-   * not the shared resolution (bounded by `stepTimeoutMs` per step).
+   * manifest containerd resolved, which a tag may no longer point to), with workload `lod`'s load order
+   * document when given (else the resolver's `lod` option; resolutions are cached per workload). The caller's
+   * `signal` ends its own wait, not the shared resolution (bounded by `stepTimeoutMs` per step).
    * @throws InvalidArgumentError for a reference or digest that cannot be parsed; what resolveImageLayers throws
    */
   async resolve(
     imageRef: string,
-    opts: { manifestDigest?: string; signal?: AbortSignal } = {},
+    opts: { manifestDigest?: string; lod?: string; signal?: AbortSignal } = {},
   ): Promise<ResolvedImage> {
     const { manifestDigest } = opts;
+    const lod = opts.lod ?? this.#o.lod;
     if (manifestDigest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(manifestDigest)) {
       throw new InvalidArgumentError(
         `Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`,
       );
     }
-    const key = `${imageRef}\u0000${manifestDigest ?? ""}`;
+    const key = `${imageRef}\u0000${manifestDigest ?? ""}\u0000${lod ?? ""}`;
     const now = Date.now();
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
@@ -263,7 +259,7 @@ export class ImageResolver {
         manifestDigest ? { ...ref, digest: manifestDigest } : ref,
         imageRef,
       );
-      const created: CacheEntry = { resolving: resolveImageLayers(location, this.#o), expiresAt: Infinity };
+      const created: CacheEntry = { resolving: resolveImageLayers(location, { ...this.#o, lod }), expiresAt: Infinity };
       entry = created;
       this.#cache.set(key, created);
       created.resolving.then(

@@ -15,6 +15,9 @@
  *      resolves when they are in, so a front end can mount its tree meanwhile): runs of adjacent spans, one
  *      ranged request each (split at the span manager's coalescing bound), at most `prefetchMaxConcurrency` at a
  *      time, the whole bounded by `prefetchTimeoutMs`; a failure or timeout only logs (reads fetch on demand).
+ *      A load order document's spans (`lodSpans`) come first, replayed in first-touch order (`spanRuns`), and
+ *      the mount does not wait for them: `handle.prefetched` resolves once the first of them is in, the
+ *      rest (then the artifact's spans) arriving in the background, `handle.replayed` when all are in.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
  * The last `done()` of a layer takes it out of the background fetcher and closes it; its span cache entries stay
  * on disk (another image may bring the layer back) but leave memory and become the first the disk bound evicts.
@@ -31,6 +34,7 @@ import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource } from "./layer.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import type { OpaqueXattrMode } from "./metadata.ts";
+import type { SpanLayout } from "./span_layout.ts";
 import { TaskGate, sleep } from "./task_gate.ts";
 import { spanLayoutDigest, type CheckpointInflater } from "./ztoc_layout.ts";
 
@@ -74,11 +78,13 @@ export interface AcquireLayerOptions {
   ztoc?: Ztoc;
   /** The zTOC's checkpoint windows when it was loaded without them (soci/lazy_ztoc.ts); closed with the layer. */
   checkpoints?: CheckpointWindows;
-  /**
-   * Inclusive span id ranges to prefetch, in the order given: a load order document's spans in first-touch
-   * order, then the index's prefetch artifact.
-   */
+  /** Inclusive span id ranges to prefetch (the index's prefetch artifact), fetched before the mount is up. */
   prefetchSpans?: Array<[number, number]>;
+  /**
+   * Span ids a load order document lists, in first-touch order: replayed before `prefetchSpans`, the mount
+   * waiting only for the first of them (see step 3).
+   */
+  lodSpans?: readonly number[];
   /** See OpenLayerOptions.noFetchOnOpen (files a load order document lists). */
   noFetchOnOpen?: ReadonlySet<number>;
   /** Cancels opening (a whole layer's download included); a layer shared with an earlier opener ignores it. */
@@ -88,14 +94,33 @@ export interface AcquireLayerOptions {
 /** A counted use of an open layer. */
 export interface LayerHandle {
   readonly layer: Layer;
-  /** Resolves when the layer's prefetch spans are in, or prefetching gave up (it never rejects). */
+  /**
+   * Resolves when the layer's prefetch spans are in, or prefetching gave up (it never rejects); with a load
+   * order document, once the first of its spans is in.
+   */
   readonly prefetched: Promise<void>;
+  /** Resolves when every span to prefetch, a load order document's included, is in or prefetching gave up. */
+  readonly replayed: Promise<void>;
   /** Gives the handle back; the last one closes the layer. Idempotent. */
   done(): Promise<void>;
 }
 
+/** An opened layer with its prefetch: `prefetched` (what a mount waits for) and `replayed` (all of it). */
+interface Opened {
+  layer: Layer;
+  prefetched: Promise<void>;
+  replayed: Promise<void>;
+}
+
+/**
+ * Compressed bytes of spans no document lists that a replayed run takes in to reach the next listed span: at
+ * 100 Mbit/s 128 KiB take 10 ms, less than one round trip, and the joined run also needs one checkpoint window
+ * (32 KiB) fewer.
+ */
+export const LOD_JOIN_GAP_BYTES = 128 * 1024;
+
 interface Entry {
-  opening: Promise<{ layer: Layer; prefetched: Promise<void> }>;
+  opening: Promise<Opened>;
   /** The layer once opened. */
   layer?: Layer;
   refs: number;
@@ -172,7 +197,7 @@ export class LayerManager {
       });
     }
     entry.refs++;
-    let opened: { layer: Layer; prefetched: Promise<void> };
+    let opened: Opened;
     try {
       opened = await entry.opening;
     } catch (err) {
@@ -184,12 +209,13 @@ export class LayerManager {
     return {
       layer: opened.layer,
       prefetched: opened.prefetched,
+      replayed: opened.replayed,
       done: async () => {
         if (released) return;
         released = true;
         if (--owner.refs > 0) return;
         if (this.#layers.get(key) === owner) this.#layers.delete(key);
-        await this.#close(opened.layer, opened.prefetched);
+        await this.#close(opened.layer, opened.replayed);
       },
     };
   }
@@ -207,16 +233,13 @@ export class LayerManager {
     this.#layers.clear();
     for (const e of entries) {
       const opened = await e.opening.catch(() => undefined);
-      if (opened) await this.#close(opened.layer, opened.prefetched);
+      if (opened) await this.#close(opened.layer, opened.replayed);
     }
     await this.cache.flush();
   }
 
   // Steps 2-4.
-  async #open(
-    opts: AcquireLayerOptions,
-    opened: (layer: Layer) => void,
-  ): Promise<{ layer: Layer; prefetched: Promise<void> }> {
+  async #open(opts: AcquireLayerOptions, opened: (layer: Layer) => void): Promise<Opened> {
     // 2.
     const layer = await openLayer({
       source: opts.source,
@@ -241,10 +264,12 @@ export class LayerManager {
     });
     opened(layer);
     // 3. Started now, waited for by whoever needs it.
-    const prefetched =
-      layer.manager && opts.prefetchSpans?.length ? this.#prefetch(layer, opts.prefetchSpans) : Promise.resolve();
+    const { head: prefetched, all: replayed } =
+      layer.manager && (opts.prefetchSpans?.length || opts.lodSpans?.length)
+        ? this.#prefetch(layer, opts.prefetchSpans ?? [], opts.lodSpans ?? [])
+        : { head: Promise.resolve(), all: Promise.resolve() };
     // 4.
-    void prefetched.then(() => {
+    void replayed.then(() => {
       if (!layer.manager || !this.background || layer.manager.complete() || this.#closed) return;
       if (!this.#isOpen(layer)) return;
       this.background.add({
@@ -256,7 +281,7 @@ export class LayerManager {
         },
       });
     });
-    return { layer, prefetched };
+    return { layer, prefetched, replayed };
   }
 
   /** True while `layer` itself (not a later opening of the same digest) is open. */
@@ -265,68 +290,121 @@ export class LayerManager {
     return false;
   }
 
-  async #close(layer: Layer, prefetched: Promise<void>): Promise<void> {
+  async #close(layer: Layer, replayed: Promise<void>): Promise<void> {
     if (layer.manager) this.background?.remove(layer.manager);
     await layer.close();
     this.cache.demote(layer.digest);
     // Its metric series go with it, unless the digest is open through another repository or span layout.
     if (![...this.#layers.values()].some((e) => e.layer?.digest === layer.digest)) forgetLayer(layer.digest);
     // The prefetch ends with the layer (its span manager refuses new work); wait so nothing outlives the close.
-    await prefetched;
+    await replayed;
     this.#logger.debug("Layer closed", { layer: layer.digest });
   }
 
-  async #prefetch(layer: Layer, ranges: Array<[number, number]>): Promise<void> {
+  /**
+   * Step 3: the load order document's runs (`lodSpans` in first-touch order, `#replay`), then the artifact's
+   * (`ranges`, runs of adjacent spans), `prefetchMaxConcurrency` requests in flight, all within
+   * `prefetchTimeoutMs`. `head` resolves when the document's first span is in (it comes with the first run, whose
+   * other spans may still be inflating) or the replay ended; without a LOD, with `all`. Neither rejects.
+   */
+  #prefetch(
+    layer: Layer,
+    ranges: Array<[number, number]>,
+    lodSpans: readonly number[],
+  ): { head: Promise<void>; all: Promise<void> } {
     const manager = layer.manager!;
-    // Span ids in the order given, each once; each id not taken yet starts a run with the wanted ids adjacent
-    // to it (below and above), fetched with one request at the place of its first id. Sorted input (prefetch
-    // artifacts) thus gives runs in span order; a load order document's first-touch order is kept.
-    const order: number[] = [];
-    const wanted = new Set<number>();
-    for (const [a, b] of ranges)
-      for (let i = Math.max(0, a); i <= Math.min(b, manager.layout.spanCount - 1); i++) {
-        if (wanted.has(i)) continue;
-        wanted.add(i);
-        order.push(i);
-      }
+    const count = manager.layout.spanCount;
     const taken = new Set<number>();
-    const runs: number[][] = [];
-    for (const id of order) {
-      if (taken.has(id)) continue;
-      let lo = id;
-      let hi = id;
-      while (wanted.has(lo - 1) && !taken.has(lo - 1)) lo--;
-      while (wanted.has(hi + 1) && !taken.has(hi + 1)) hi++;
-      const run: number[] = [];
-      for (let i = lo; i <= hi; i++) {
-        taken.add(i);
-        run.push(i);
-      }
-      runs.push(run);
-    }
+    const lodOrder = lodSpans.filter((i) => i >= 0 && i < count);
+    const lodRuns = spanRuns(lodOrder, manager.layout, { gapBytes: LOD_JOIN_GAP_BYTES, taken });
+    const listed: number[] = [];
+    for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, count - 1); i++) listed.push(i);
+    const runs = [...lodRuns, ...spanRuns(listed, manager.layout, { gapBytes: 0, taken })];
+    if (runs.length === 0) return { head: Promise.resolve(), all: Promise.resolve() };
+    const ctl = new AbortController();
+    // The checkpoint windows replayed runs start with are requested ahead of their runs: as run i starts, those
+    // of the runs up to i + 2 × concurrency (adjacent records in one request each; a window asked for already is
+    // not asked again), so they are in when their runs arrive, without a burst of requests ahead of the first run.
+    const ahead = 2 * Math.max(1, this.#o.prefetchMaxConcurrency ?? 4);
+    const windowsAhead = (i: number) =>
+      manager.layout.prepare?.(
+        lodRuns.slice(i + 1, i + 1 + ahead).map((r) => r[0]!),
+        { previousAtHand: (id) => manager.state(id - 1) === "uncompressed", signal: ctl.signal },
+      );
+    let headDone: () => void = () => {};
+    let headIn = false;
+    const started = Date.now();
+    const head =
+      lodRuns.length > 0
+        ? new Promise<void>(
+            (resolve) =>
+              (headDone = () => {
+                if (headIn) return;
+                headIn = true;
+                resolve();
+                this.#logger.debug("First span of the load order document in", {
+                  layer: layer.digest,
+                  span: lodOrder[0],
+                  ms: Date.now() - started,
+                });
+              }),
+          )
+        : undefined;
+    const all = this.#runAll(layer, runs, {
+      replay: lodRuns.length > 0,
+      ctl,
+      onStart: (i) => {
+        if (i >= lodRuns.length) return;
+        // Run 0 holds the first span and is in flight now: this joins it.
+        if (i === 0) manager.fetchSpans([lodOrder[0]!], ctl.signal).then(headDone, headDone);
+        windowsAhead(i);
+      },
+    }).finally(headDone);
+    return { head: head ?? all, all };
+  }
+
+  /**
+   * Fetch `runs` in order, at most `prefetchMaxConcurrency` at a time, within `prefetchTimeoutMs`; logs, never
+   * rejects. In a replay (`replay`), every worker but the first waits while foreground reads wait on the
+   * network, so reads that arrive go first. `onStart(i)` is called as run i starts.
+   */
+  async #runAll(
+    layer: Layer,
+    runs: number[][],
+    { replay, ctl, onStart }: { replay: boolean; ctl: AbortController; onStart: (i: number) => void },
+  ): Promise<void> {
+    const manager = layer.manager!;
     const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
     const workers = Math.max(1, Math.min(this.#o.prefetchMaxConcurrency ?? 4, runs.length));
-    const ctl = new AbortController();
     let next = 0;
-    const worker = async () => {
-      while (next < runs.length && !ctl.signal.aborted) await manager.fetchSpans(runs[next++]!, ctl.signal);
+    const worker = async (k: number) => {
+      while (next < runs.length && !ctl.signal.aborted) {
+        if (replay && k > 0) await this.gate.waitNoForeground(ctl.signal);
+        if (next >= runs.length) break;
+        const i = next++;
+        const fetched = manager.fetchSpans(runs[i]!, ctl.signal);
+        onStart(i);
+        await fetched;
+      }
     };
     const started = Date.now();
     try {
       const done = await Promise.race([
-        Promise.all(Array.from({ length: workers }, worker)).then(() => true),
+        Promise.all(Array.from({ length: workers }, (_, k) => worker(k))).then(() => true),
         sleep(timeoutMs, ctl.signal).then(() => false),
       ]);
       if (done)
-        this.#logger.debug("Prefetched spans", {
+        this.#logger[replay ? "info" : "debug"](replay ? "Load order document replayed" : "Prefetched spans", {
           layer: layer.digest,
-          spans: wanted.size,
+          spans: runs.reduce((n, r) => n + r.length, 0),
           runs: runs.length,
           ms: Date.now() - started,
         });
       else this.#logger.warn("Prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
     } catch (err) {
-      this.#logger.warn("Prefetch failed; spans will be fetched on demand", {
+      // A replay still running when its layer is closed (unmounted) ends with it: nothing to warn about.
+      const level = this.#isOpen(layer) ? "warn" : "debug";
+      this.#logger[level]("Prefetch failed; spans will be fetched on demand", {
         layer: layer.digest,
         cause: errorMessage(err),
       });
@@ -334,4 +412,46 @@ export class LayerManager {
       ctl.abort();
     }
   }
+}
+
+/**
+ * Span ids in the order given (each once, ids in `taken` skipped) as runs to fetch with one request each: each
+ * id not taken yet starts a run that takes in the listed ids below and above it while the spans between them
+ * hold at most `gapBytes` compressed bytes (0: adjacent ids only), unlisted spans in between included. The run
+ * goes at the place of its first id, so sorted input gives runs in span order and first-touch order is kept.
+ * Every id of a run is added to `taken`.
+ */
+export function spanRuns(
+  order: readonly number[],
+  layout: SpanLayout,
+  opts: { gapBytes: number; taken?: Set<number> },
+): number[][] {
+  const taken = opts.taken ?? new Set<number>();
+  const listed = new Set(order);
+  const free = (i: number) => listed.has(i) && !taken.has(i);
+  // The listed, free span reached from `from` going by `step` with at most gapBytes between, or undefined.
+  const reach = (from: number, step: 1 | -1): number | undefined => {
+    const edge = step === 1 ? layout.compressedRange(from)[1] : layout.compressedRange(from)[0];
+    for (let j = from + step; j >= 0 && j < layout.spanCount && !taken.has(j); j += step) {
+      if (free(j)) return j;
+      const [a, b] = layout.compressedRange(j);
+      if ((step === 1 ? b - edge : edge - a) > opts.gapBytes) return undefined;
+    }
+    return undefined;
+  };
+  const runs: number[][] = [];
+  for (const id of order) {
+    if (taken.has(id)) continue;
+    let lo = id;
+    let hi = id;
+    for (let j = reach(lo, -1); j !== undefined; j = reach(lo, -1)) lo = j;
+    for (let j = reach(hi, 1); j !== undefined; j = reach(hi, 1)) hi = j;
+    const run: number[] = [];
+    for (let i = lo; i <= hi; i++) {
+      taken.add(i);
+      run.push(i);
+    }
+    runs.push(run);
+  }
+  return runs;
 }

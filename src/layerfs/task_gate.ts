@@ -38,6 +38,25 @@ export class TaskGate {
     return this.#active;
   }
 
+  /**
+   * Resolves as soon as no foreground work is in flight (no silence period): for work that only yields to
+   * reads waiting on the network, such as a load order document's replay. Rejects when `signal` aborts.
+   */
+  async waitNoForeground(signal?: AbortSignal): Promise<void> {
+    while (this.#active > 0) {
+      signal?.throwIfAborted();
+      await new Promise<void>((resolve) => {
+        const onAbort = () => resolve();
+        this.#waiters.push(() => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        });
+        signal?.addEventListener("abort", onAbort, { once: true });
+      });
+    }
+    signal?.throwIfAborted();
+  }
+
   /** Resolves when background work may run: no foreground work and the silence period over. */
   async waitIdle(signal?: AbortSignal): Promise<void> {
     for (;;) {

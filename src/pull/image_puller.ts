@@ -113,6 +113,8 @@ export interface PullOptions {
   parallelRanges?: number;
   /** Layers downloaded at once (default 3). */
   parallelLayers?: number;
+  /** The workload whose load order document the snapshotter replays (label `containerd.io/snapshot/soci-ts.lod`). */
+  lod?: string;
 }
 
 /** What `pullImage` did. */
@@ -221,6 +223,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
         layers: manifest.layers,
         chainIds: chains,
         sociIndexDigest: soci?.digest,
+        lod: opts.lod,
       };
       for (const [i, layer] of manifest.layers.entries()) {
         const progress = (state: LayerProgress["state"], doneBytes = 0) =>

@@ -8,6 +8,8 @@
  *  - AWS SOCI's `containerd.io/snapshot/remote/soci.index.digest` (the index, "" to let it discover one),
  *    `…/soci.size` (the layer's compressed size) and `…/image.layers.size` (the sizes of `cri.image-layers`),
  *    as its `soci image rpull` sets them (read from AWS SOCI 0.4.1's binary and source).
+ *  - soci-ts's `containerd.io/snapshot/soci-ts.lod` = the workload whose load order document `serve` replays,
+ *    when one was chosen (`soci-ts pull --lod NAME`).
  * `cri.image-layers` lists this layer and the ones above it, as many as fit in containerd's label limit
  * (key + value ≤ 4096 bytes), as containerd's AppendInfoHandlerWrapper does; `image.layers.size` follows it.
  */
@@ -18,6 +20,7 @@ import {
   CRI_LAYER_DIGEST_LABEL,
   CRI_MANIFEST_DIGEST_LABEL,
   IMAGE_LAYERS_SIZE_LABEL,
+  LOD_LABEL,
   MAX_LABEL_BYTES,
   SOCI_INDEX_DIGEST_LABEL,
   SOCI_SIZE_LABEL,
@@ -36,6 +39,8 @@ export interface LayerLabelsInput {
   chainIds: readonly string[];
   /** The SOCI index found for the image ("" or absent: none, the snapshotter looks itself). */
   sociIndexDigest?: string;
+  /** The workload whose load order document to replay (absent: no label, none). */
+  lod?: string;
 }
 
 const utf8 = new TextEncoder();
@@ -62,5 +67,6 @@ export function layerLabels(input: LayerLabelsInput, index: number): Record<stri
     [SOCI_INDEX_DIGEST_LABEL]: input.sociIndexDigest ?? "",
     [SOCI_SIZE_LABEL]: String(layer.size),
     [IMAGE_LAYERS_SIZE_LABEL]: sizes.join(","),
+    ...(input.lod ? { [LOD_LABEL]: input.lod } : {}),
   };
 }

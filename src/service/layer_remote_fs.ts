@@ -5,7 +5,8 @@
  *
  * `mount` steps:
  *   1. Read the labels: `containerd.io/snapshot/cri.image-ref` and `…/cri.layer-digest` (required),
- *      `…/cri.manifest-digest` (optional: the platform manifest containerd resolved, fetched by digest).
+ *      `…/cri.manifest-digest` (optional: the platform manifest containerd resolved, fetched by digest),
+ *      `containerd.io/snapshot/soci-ts.lod` (optional: the workload whose load order document to replay).
  *   2. Resolve the image through the shared resolver (one discovery for all its layers, cached).
  *   3. No SOCI index, or no zTOC for this layer: NotFoundError, so the snapshotter makes a normal snapshot and
  *      containerd downloads the layer, as SOCI does.
@@ -16,7 +17,12 @@
 import type { ImageResolver } from "../layerfs/image_resolver.ts";
 import { acquireOptionsFor } from "../layerfs/image_resolver.ts";
 import type { LayerFs } from "../layerfs/remote_fs.ts";
-import { CRI_IMAGE_REF_LABEL, CRI_LAYER_DIGEST_LABEL, CRI_MANIFEST_DIGEST_LABEL } from "../snapshot/labels.ts";
+import {
+  CRI_IMAGE_REF_LABEL,
+  CRI_LAYER_DIGEST_LABEL,
+  CRI_MANIFEST_DIGEST_LABEL,
+  LOD_LABEL,
+} from "../snapshot/labels.ts";
 import type { RemoteFs } from "../snapshot/remote_fs.ts";
 import { InvalidArgumentError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { Op, operationDurationMs } from "../util/metrics.ts";
@@ -45,6 +51,7 @@ export class LayerRemoteFs implements RemoteFs {
     const imageRef = labels[CRI_IMAGE_REF_LABEL];
     const layerDigest = labels[CRI_LAYER_DIGEST_LABEL];
     const manifestDigest = labels[CRI_MANIFEST_DIGEST_LABEL] || undefined;
+    const lod = labels[LOD_LABEL] || undefined;
     if (!imageRef || !layerDigest) {
       throw new InvalidArgumentError(
         `Cannot mount a remote layer at "${mountpoint}": labels "${CRI_IMAGE_REF_LABEL}" and "${CRI_LAYER_DIGEST_LABEL}" are required`,
@@ -60,7 +67,7 @@ export class LayerRemoteFs implements RemoteFs {
     const t0 = performance.now();
     try {
       // 2.
-      const image = await this.#resolver.resolve(imageRef, { manifestDigest, signal });
+      const image = await this.#resolver.resolve(imageRef, { manifestDigest, lod, signal });
       // 3.
       if (!image.found)
         throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);

@@ -28,6 +28,12 @@ export const SOCI_SIZE_LABEL = "containerd.io/snapshot/remote/soci.size";
 /** AWS SOCI: comma-separated sizes of the layers in `CRI_IMAGE_LAYERS_LABEL`. */
 export const IMAGE_LAYERS_SIZE_LABEL = "containerd.io/snapshot/remote/image.layers.size";
 
+/**
+ * soci-ts: the workload whose load order document to replay when the layer is mounted lazily (set by
+ * `soci-ts pull --lod NAME`, or on a pod's snapshots); absent → none.
+ */
+export const LOD_LABEL = "containerd.io/snapshot/soci-ts.lod";
+
 /** Largest size of one label, key plus value, in UTF-8 bytes (containerd's labels.Validate). */
 export const MAX_LABEL_BYTES = 4096;
 

@@ -20,6 +20,18 @@ export interface MountProcess {
   stderr(): string;
 }
 
+/**
+ * Resolves once `ready()` is true, checking every 20 ms; rejects with `what` after `timeoutMs` (a liveness bound
+ * for state another process reaches in its own time, such as a mount's background replay).
+ */
+export async function until(ready: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!ready()) {
+    if (performance.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
 /** Start `soci-ts ARGS` (a mount) and resolve once it printed "Mounted"; rejects if it exits first or after `timeoutMs`. */
 export async function startMount(args: string[], opts: { timeoutMs?: number } = {}): Promise<MountProcess> {
   const { proc, stderr, drained } = await startCliUntil([BUN, MAIN, ...args], "Mounted ", {

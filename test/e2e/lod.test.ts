@@ -22,7 +22,7 @@ import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { type AccessLogEntry, pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
-import { startMount } from "./_mount_helpers.ts";
+import { startMount, until } from "./_mount_helpers.ts";
 
 const run = needs("LOD e2e", "root", "fuse", "tool:docker-registry", "tool:mount", "tool:chroot", "tool:busybox");
 const MINUTES = 60_000;
@@ -109,6 +109,8 @@ describe.skipIf(!run)("load order documents", () => {
         "0",
       ]);
       expect(workload(mnt)).toBe(expected);
+      // Opening a file starts fetching it whole in the background (fetch on open): wait for it.
+      await until(() => layerState(mnt, appLayer).fetchedSize >= 4 * BIG_BYTES, "the fetch on open").catch(() => {});
       const recordedFetch = layerState(mnt, appLayer).fetchedSize;
       const stopped = await rec.stop();
       expect(stopped.code).toBe(0);
@@ -137,13 +139,16 @@ describe.skipIf(!run)("load order documents", () => {
       expect(pushed.stdout).toContain("pushed load order document web");
       expect(runCli(["--root", recRoot, "lod", "push", "web", ref]).stdout).toContain("already present");
 
-      // 4. Replay from a cold root: the LOD comes from the registry, its spans before the mount is up.
+      // 4. Replay from a cold root: the LOD comes from the registry; the mount is up after the first of its
+      //    spans, the rest follow in the background. Once replayed, the workload needs no registry request.
       const coldRoot = join(tmp, "cold");
       const mnt2 = join(tmp, "mnt-cold");
       mkdirSync(mnt2);
       const replay = await startMount(["--root", coldRoot, "--config", cfg, "mount", ref, mnt2, "--lod", "web"]);
       try {
         expect(replay.stderr()).toContain("Load order document found");
+        const replayed = new RegExp(`Load order document replayed layer=${appLayer}`);
+        await until(() => replayed.test(replay.stderr()), "the replay of the app layer");
         const before = (await reg.accessLog()).length;
         expect(workload(mnt2)).toBe(expected);
         const during = blobGets((await reg.accessLog()).slice(before));

@@ -267,6 +267,25 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     expect(daemon!.stderr()).toContain(corruptZtocs[0]!);
   }, 60_000);
 
+  test("a snapshot label naming a workload makes the mount look for its load order document", async () => {
+    const lodImg = await pushImage(reg, "test/serve-lod", "v1", { layers: [{ "lod.txt": "replayed\n" }] });
+    const lodName = `${reg.host}/test/serve-lod:v1`;
+    for (const args of [
+      ["index", "create", lodName, "--min-layer-size", "0", "--span-size", "65536"],
+      ["index", "push", lodName],
+    ]) {
+      expect(runCli(["--root", join(tmp, "builder"), ...args], { timeoutMs: 120_000 }).code).toBe(0);
+    }
+    const labels = { ...criLabels(lodImg, lodName, 0), "containerd.io/snapshot/soci-ts.lod": "web" };
+    const err = await failure(client.prepare({ key: "default/34/extract-lod", parent: "", labels }));
+    // Mounted lazily all the same: the document is missing, which only logs.
+    expect(err).toBeInstanceOf(AlreadyExistsError);
+    expect(daemon!.stderr()).toMatch(/Load order document ignored.*workload=web/);
+    // Gone again, so the restart tests below count the other image's layers only.
+    await client.remove({ key: chainIds(lodImg)[0]! });
+    expect(fuseMountsUnder(root).length).toBe(2);
+  }, 180_000);
+
   test("2,000 concurrent Prepare and Stat calls (200 in flight) are all answered", async () => {
     const calls: Array<() => Promise<unknown>> = [];
     for (let i = 0; i < 1000; i++) {

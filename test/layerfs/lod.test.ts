@@ -1,7 +1,9 @@
 /**
  * Load order documents in the lazy layers, against the real registry (no FUSE: the layer's nodes are read
  * directly): a recorder sees every read of file data and turns off direct reads, a layer without one keeps them;
- * a LOD's spans are fetched in first-touch order, neighbours coalesced; files a LOD lists fetch nothing on open.
+ * a LOD's spans are fetched in first-touch order, neighbours coalesced; files a LOD lists fetch nothing on open;
+ * the replay keeps a bounded number of requests in flight, joins runs across small gaps, lets the mount up after
+ * its first run and yields to reads that arrive.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -11,7 +13,14 @@ import { LayerManager } from "../../src/layerfs/layer_manager.ts";
 import { LodRecorder } from "../../src/layerfs/lod_recorder.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { RegistryClient } from "../../src/registry/types.ts";
-import { buildLod } from "../../src/soci/lod.ts";
+import { ImageResolver, acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { RegistryLocation } from "../../src/soci/image_location.ts";
+import { buildLod, TouchLog } from "../../src/soci/lod.ts";
+import { putLod } from "../../src/soci/lod_store.ts";
+import { LOD_JOIN_GAP_BYTES } from "../../src/layerfs/layer_manager.ts";
+import { MemoryLogger } from "../../src/util/log.ts";
 import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
@@ -36,6 +45,48 @@ function rangeSpy(inner: RegistryClient): { client: RegistryClient; ranges: Arra
     },
   });
   return { client, ranges };
+}
+
+/** One held range request: its range, and what lets it go on to the registry. */
+interface Held {
+  range: [number, number];
+  release(): void;
+}
+
+/**
+ * A client whose range requests wait until the test releases them (fault injection: ordering made visible), in
+ * front of the real registry. `seen(n)` resolves once `n` requests were made; `releaseAll()` lets every request
+ * through from then on.
+ */
+function heldClient(inner: RegistryClient) {
+  const held: Held[] = [];
+  let free = false;
+  let waiters: Array<() => void> = [];
+  const client = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (prop === "readRange")
+        return async (ref: unknown, digest: string, start: number, end: number, opts: unknown) => {
+          let release = () => {};
+          const go = new Promise<void>((resolve) => (release = resolve));
+          held.push({ range: [start, end], release });
+          for (const w of waiters) w();
+          waiters = [];
+          if (free) release();
+          await go;
+          return (v as RegistryClient["readRange"]).call(target, ref as never, digest, start, end, opts as never);
+        };
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const seen = async (n: number) => {
+    while (held.length < n) await new Promise<void>((resolve) => waiters.push(resolve));
+  };
+  const releaseAll = () => {
+    free = true;
+    for (const h of held) h.release();
+  };
+  return { client, held, seen, releaseAll };
 }
 
 const ctx = (): RequestContext => ({ signal: new AbortController().signal, uid: 0, gid: 0, pid: 0 });
@@ -131,15 +182,10 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
         layer: l.descriptor,
         ztoc,
         // First touches: span 20, then 5, then 21 (next to 20), then 4 (next to 5).
-        prefetchSpans: [
-          [20, 20],
-          [5, 5],
-          [21, 21],
-          [4, 4],
-        ],
+        lodSpans: [20, 5, 21, 4],
         noFetchOnOpen: new Set([f("data/f0")]),
       });
-      await h.prefetched;
+      await h.replayed;
       expect(ranges).toEqual([
         [20 * SPAN, 22 * SPAN],
         [4 * SPAN, 6 * SPAN],
@@ -153,6 +199,126 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
       expect(ranges.length).toBeGreaterThan(2);
       await h.done();
     } finally {
+      await mgr.close();
+    }
+  });
+
+  test("a replay keeps its requests bounded, joins small gaps, mounts after its first span and lets reads go first", async () => {
+    const { client, held, seen, releaseAll } = heldClient(http);
+    const mgr = await LayerManager.create({
+      root: join(tmp, "replay-order"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+      prefetchMaxConcurrency: 2,
+    });
+    const r = new Rand("layerfs-lod-replay");
+    const files: Record<string, Uint8Array> = {};
+    for (let i = 0; i < 12; i++) files[`data/g${i}`] = r.bytes(5 * SPAN);
+    const big = await pushImage(reg, "test/lod-replay", "v1", { layers: [files], compression: "none" });
+    const l = big.layers[0]!;
+    const ztoc = tarZtoc(l.tar, SPAN);
+    expect(LOD_JOIN_GAP_BYTES).toBe(8 * SPAN); // the gaps below are chosen around it
+    const span = (i: number): [number, number] => [i * SPAN, (i + 1) * SPAN];
+    try {
+      let mounted = false;
+      const h = await mgr.acquire({
+        source: { client, ref: big.ref },
+        layer: l.descriptor,
+        ztoc,
+        // Spans 1-2 (32 KiB) lie between 0 and 3: one run 0-3. 15 is 11 spans from 3 and from 30, 45 15 spans on.
+        lodSpans: [0, 15, 3, 30, 45],
+      });
+      void h.prefetched.then(() => (mounted = true));
+      const manager = h.layer.manager!;
+      // 1. Two requests in flight (the bound), in first-touch order; the mount waits for the first.
+      await seen(2);
+      expect(held.map((x) => x.range)).toEqual([[0, 4 * SPAN], span(15)]);
+      // 2. A read of span 45, which the replay has not reached, is served by its own request at once.
+      const read = manager.read(45 * SPAN + 100, 1000);
+      await seen(3);
+      expect(held[2]!.range).toEqual(span(45));
+      // 3. The second run done while that read waits: its worker does not start the next run before the read is in.
+      held[1]!.release();
+      await manager.fetchSpans([15]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(held).toHaveLength(3);
+      held[2]!.release();
+      expect(await read).toEqual(l.tar.subarray(45 * SPAN + 100, 45 * SPAN + 1100));
+      await seen(4);
+      expect(held[3]!.range).toEqual(span(30));
+      // 4. The first span in (its run, one request): the mount is up while the rest (span 30) is on its way.
+      expect(mounted).toBe(false);
+      held[0]!.release();
+      await h.prefetched;
+      expect(manager.state(30)).not.toBe("uncompressed");
+      // 5. The rest in; span 45, fetched by the read, is not fetched again.
+      releaseAll();
+      await h.replayed;
+      expect(held.map((x) => x.range)).toEqual([[0, 4 * SPAN], span(15), span(45), span(30)]);
+      for (const id of [0, 1, 2, 3, 15, 30, 45]) expect(manager.state(id)).toBe("uncompressed");
+      await h.done();
+    } finally {
+      releaseAll();
+      await mgr.close();
+    }
+  });
+
+  test("a resolver replays the workload a caller names (a snapshot label), cached apart from resolutions without", async () => {
+    const store = new ArtifactStore(join(tmp, "resolver-store"));
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const location = new RegistryLocation(http, img.ref, name);
+    await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+    const resolver = new ImageResolver(http, { store, modes: { localStore: true, v1: false, v2: false } });
+    const plain = await resolver.resolve(name);
+    const l = img.layers[0]!.descriptor;
+    const ztoc = plain.found!.ztocs.get(l.digest)!;
+    const f2 = ztoc.toc.find((m) => m.name === "data/f2")!.uncompressedOffset;
+    const log = new TouchLog();
+    log.touch(f2 + 3 * SPAN, 100, 0);
+    log.touch(f2, 100, 1);
+    const doc = buildLod({
+      workload: "w",
+      manifestDigest: img.manifestDescriptor.digest,
+      createdAt: new Date().toISOString(),
+      durationMs: 2,
+      layers: [{ digest: l.digest, ztoc, log }],
+    });
+    await putLod(store, doc, { subject: plain.manifest.descriptor });
+    const withLod = await resolver.resolve(name, { lod: "w" });
+    expect(withLod).not.toBe(plain);
+    expect(withLod.lod?.workload).toBe("w");
+    const spanOf = (offset: number) => Math.floor(offset / SPAN);
+    expect(acquireOptionsFor(withLod, l.digest).lodSpans).toEqual([spanOf(f2 + 3 * SPAN), spanOf(f2)]);
+    expect(await resolver.resolve(name, { lod: "w" })).toBe(withLod);
+    expect(plain.lod).toBeUndefined();
+    expect(acquireOptionsFor(await resolver.resolve(name), l.digest).lodSpans).toBeUndefined();
+  });
+
+  test("a layer closed while its replay runs ends the replay without a warning", async () => {
+    const { client, seen, releaseAll } = heldClient(http);
+    const logger = new MemoryLogger();
+    const mgr = await LayerManager.create({
+      root: join(tmp, "replay-close"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+      logger,
+    });
+    const l = img.layers[0]!;
+    try {
+      const h = await mgr.acquire({
+        source: { client, ref: img.ref },
+        layer: l.descriptor,
+        ztoc: tarZtoc(l.tar, SPAN),
+        lodSpans: [20, 5],
+      });
+      await seen(1);
+      const closing = h.done();
+      releaseAll();
+      await closing;
+      await h.replayed;
+      expect(logger.lines.filter((x) => x.level === "warn")).toEqual([]);
+    } finally {
+      releaseAll();
       await mgr.close();
     }
   });

@@ -19,6 +19,17 @@ const layers = (n: number) =>
   }));
 
 describe("layerLabels", () => {
+  test("a chosen workload adds soci-ts's load order document label; none adds nothing", () => {
+    const input = {
+      imageRef: "reg.test:5000/app:v1",
+      manifestDigest: digest(99),
+      layers: layers(2),
+      chainIds: [digest(11), digest(12)],
+    };
+    expect(layerLabels({ ...input, lod: "web" }, 0)["containerd.io/snapshot/soci-ts.lod"]).toBe("web");
+    expect(Object.keys(layerLabels(input, 0)).filter((k) => k.includes("soci-ts"))).toEqual([]);
+  });
+
   test("remote-snapshot labels of CRI and AWS SOCI for one layer", () => {
     const input = {
       imageRef: "reg.test:5000/app:v1",
