@@ -198,7 +198,7 @@ interface Backend {
 
 /** A key for a mount point, usable as a systemd FDNAME (and as a holder key). */
 function keyOf(mountpoint: string): string {
-  return "soci-ts-" + createHash("sha256").update(mountpoint).digest("hex").slice(0, 32);
+  return `soci-ts-${createHash("sha256").update(mountpoint).digest("hex").slice(0, 32)}`;
 }
 
 // ---- the holder ----
@@ -343,7 +343,7 @@ function systemdStore(notifySocket: string, passed: ListenFd[], room: number | u
       } finally {
         closeFd(m);
       }
-      fds.forEach((fd, i) => sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]));
+      for (const [i, fd] of fds.entries()) sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]);
       names.set(key, [`${key}-meta`, ...fds.map((_, i) => `${key}-${i}`)]);
     },
     release: (mp) => remove(keyOf(mp)),

@@ -138,7 +138,7 @@ export abstract class Family<C extends Child> {
     if (this.#children.size === 0) return "";
     const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} ${this.type}`];
     for (const { values, child } of this.#children.values()) this.exposeChild(lines, values, child);
-    return lines.join("\n") + "\n";
+    return `${lines.join("\n")}\n`;
   }
 
   protected exposeChild(lines: string[], values: readonly string[], child: C): void {
