@@ -188,11 +188,12 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
 }
 
 /**
- * Sends one message: `data` plus the descriptors `fds` (SCM_RIGHTS; the receiver gets its own copies, ours stay
- * open). `to` addresses an unconnected datagram socket (a path, or "@name" for an abstract one). Returns the bytes
+ * Sends one message: `data` plus the descriptors `opts.fds` (SCM_RIGHTS; the receiver gets its own copies, ours
+ * stay open). `opts.to` addresses an unconnected datagram socket (a path, or "@name" for an abstract one). Returns the bytes
  * sent. Never raises SIGPIPE (MSG_NOSIGNAL): a closed peer is EPIPE.
  */
-export function sendWithFds(fd: number, data: Uint8Array, fds: readonly number[] = [], to?: string): number {
+export function sendWithFds(fd: number, data: Uint8Array, opts: { fds?: readonly number[]; to?: string } = {}): number {
+  const { fds = [], to } = opts;
   if (fds.length > MAX_FDS_PER_MESSAGE) fail(`send ${fds.length} descriptors in one message`, 22);
   const body = data.length > 0 ? data : new Uint8Array(1);
   const iov = new BigUint64Array([BigInt(ptr(body)), BigInt(data.length)]);

@@ -284,6 +284,7 @@ function storeRoom(env: Record<string, string | undefined>, log: Logger): number
   return undefined;
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function systemdStore(notifySocket: string, passed: ListenFd[], room: number | undefined, log: Logger): Backend {
   // The fds systemd passed: `<key>-meta` (a memfd of JSON) and `<key>-<i>` (reader fd i), grouped by key.
   const groups = new Map<string, { meta?: number; fds: Array<[number, number]> }>();
