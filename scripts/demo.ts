@@ -139,7 +139,7 @@ async function main(): Promise<void> {
   console.log(`registry at ${env.registryHost} (TLS), containerd at ${containerd.address}`);
   console.log(
     readFileSync(containerd.configFile, "utf8")
-      .match(/\[proxy_plugins[^]*?address = .*\n/)![0]
+      .match(/\[proxy_plugins[\s\S]*?address = .*\n/)![0]
       .trimEnd(),
   );
 

@@ -43,7 +43,7 @@ export default defineCommand({
     // The image the document was recorded on, whatever the tag points to now.
     const location = new RegistryLocation(registryClient(ctx), { ...ref, digest: record.subject.digest }, refText);
     const image = await location.client.resolveImage(location.ref);
-    const out = await exportLodPrefetch(location, image, doc, { store, imageRef: refText });
+    const out = await exportLodPrefetch(location, image, { doc, store, imageRef: refText });
     if (args.json) {
       return printJson({
         indexDigest: out.record.indexDigest,

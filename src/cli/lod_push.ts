@@ -35,7 +35,7 @@ export default defineCommand({
         `Cannot push load order document "${workload}": none for image "${image.descriptor.digest}" ("${String(args.ref)}") in the local store; record one with "soci-ts mount --record-lod ${workload}"`,
       );
     }
-    const { descriptor, pushed } = await pushLod(location, store, record);
+    const { descriptor, pushed } = await pushLod(location, record, { store });
     if (args.json)
       return printJson({ workload, manifestDigest: record.subject.digest, artifactDigest: descriptor.digest, pushed });
     await writeOut(

@@ -10,15 +10,15 @@ import { listLods, type LodRecord, putLod } from "../soci/lod_store.ts";
 import { InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 
 /**
- * Store what `recorder` saw on the lazy layers of `img` as workload `workload`'s LOD of the image. Returns the
+ * Store (in `opts.store`) what `recorder` saw on the lazy layers of `img` as workload `workload`'s LOD of the image. Returns the
  * record and document, or undefined when the workload read nothing of a lazy layer (nothing is stored then).
  */
 export async function saveRecording(
-  store: ArtifactStore,
   recorder: LodRecorder,
   img: MountedImage,
-  opts: { workload: string; imageRef: string; now?: () => Date },
+  opts: { store: ArtifactStore; workload: string; imageRef: string; now?: () => Date },
 ): Promise<{ record: LodRecord; doc: LoadOrderDocument } | undefined> {
+  const { store } = opts;
   const logs = recorder.logs();
   const layers: RecordedLayer[] = [];
   for (const { layer } of img.layers) {

@@ -63,7 +63,7 @@ export function createLogger(opts: { level: string; format: LogFormat }): CliLog
 function writeJsonLine(level: string, msg: string, fields?: LogFields): void {
   const line: Record<string, unknown> = { time: new Date().toISOString(), level, msg };
   for (const [k, v] of Object.entries(fields ?? {})) if (!(k in line)) line[k] = v;
-  process.stderr.write(JSON.stringify(line, (_k, v) => (v instanceof Error ? v.message : v)) + "\n");
+  process.stderr.write(`${JSON.stringify(line, (_k, v) => (v instanceof Error ? v.message : v))}\n`);
 }
 
 /** consola's reporter for what is logged through `consola` directly (its args joined as the message). */

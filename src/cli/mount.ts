@@ -267,7 +267,7 @@ function recordingFrom(
     begin(img, store, imageRef) {
       save = async () => {
         try {
-          const saved = await saveRecording(store, recorder, img, { workload, imageRef });
+          const saved = await saveRecording(recorder, img, { store, workload, imageRef });
           if (!saved) log.warn("Nothing was read from a lazy layer; no load order document stored", { workload });
           else
             process.stderr.write(

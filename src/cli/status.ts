@@ -67,7 +67,7 @@ export function describeStatus(s: ServeStatus): string {
   out.push(`background  ${s.background.enabled ? `on, ${s.background.queued} layers queued` : "off"}`);
   out.push(`${s.layers.length} layer${s.layers.length === 1 ? "" : "s"} mounted`);
   for (const l of s.layers) out.push("", ...describeLayer(l));
-  return out.join("\n") + "\n";
+  return `${out.join("\n")}\n`;
 }
 
 function describeLayer(l: LayerStatus): string[] {

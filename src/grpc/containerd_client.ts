@@ -71,6 +71,7 @@ interface WireDescriptor {
 }
 
 type Callback = (err: grpc.ServiceError | null, reply?: unknown) => void;
+// biome-ignore lint/complexity/useMaxParams: grpc-js's unary method signature
 type UnaryFn = (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
 type DuplexFn = (md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, unknown>;
 
@@ -272,6 +273,7 @@ export class ContainerdClient {
     return md;
   }
 
+  // biome-ignore lint/complexity/useMaxParams: private helper
   #unary<T = unknown>(
     service: ContainerdService,
     method: string,

@@ -155,6 +155,7 @@ export async function resolveImageLayers(
  * Step 4: the load order document of `workload` for this image (local store, then registry), checked against
  * the image's layers and zTOCs; undefined, after one log line, when there is none or it cannot be used.
  */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function chooseLod(
   workload: string,
   location: RegistryLocation,

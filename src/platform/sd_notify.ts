@@ -30,7 +30,7 @@ export interface ListenFd {
 export function sdNotify(notifySocket: string, state: string, fds: readonly number[] = []): void {
   const s = unixSocket(SOCK_DGRAM);
   try {
-    sendWithFds(s, Buffer.from(state, "utf8"), fds, notifySocket);
+    sendWithFds(s, Buffer.from(state, "utf8"), { fds, to: notifySocket });
   } finally {
     closeFd(s);
   }

@@ -104,7 +104,7 @@ function fail(what: string, e: number): never {
 
 /** A sockaddr_un for `path`; "@name" is an abstract name (a leading NUL, as systemd writes NOTIFY_SOCKET). */
 function sockaddr(path: string): { addr: Uint8Array; len: number } {
-  const name = Buffer.from(path.startsWith("@") ? "\0" + path.slice(1) : path, "utf8");
+  const name = Buffer.from(path.startsWith("@") ? `\0${path.slice(1)}` : path, "utf8");
   if (name.length >= SUN_PATH_BYTES) fail(`use socket path "${path}" (longer than ${SUN_PATH_BYTES - 1} bytes)`, 22);
   const addr = new Uint8Array(2 + SUN_PATH_BYTES);
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
@@ -188,11 +188,12 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
 }
 
 /**
- * Sends one message: `data` plus the descriptors `fds` (SCM_RIGHTS; the receiver gets its own copies, ours stay
- * open). `to` addresses an unconnected datagram socket (a path, or "@name" for an abstract one). Returns the bytes
+ * Sends one message: `data` plus the descriptors `opts.fds` (SCM_RIGHTS; the receiver gets its own copies, ours
+ * stay open). `opts.to` addresses an unconnected datagram socket (a path, or "@name" for an abstract one). Returns the bytes
  * sent. Never raises SIGPIPE (MSG_NOSIGNAL): a closed peer is EPIPE.
  */
-export function sendWithFds(fd: number, data: Uint8Array, fds: readonly number[] = [], to?: string): number {
+export function sendWithFds(fd: number, data: Uint8Array, opts: { fds?: readonly number[]; to?: string } = {}): number {
+  const { fds = [], to } = opts;
   if (fds.length > MAX_FDS_PER_MESSAGE) fail(`send ${fds.length} descriptors in one message`, 22);
   const body = data.length > 0 ? data : new Uint8Array(1);
   const iov = new BigUint64Array([BigInt(ptr(body)), BigInt(data.length)]);
@@ -215,7 +216,7 @@ export function sendWithFds(fd: number, data: Uint8Array, fds: readonly number[]
     cv.setBigUint64(0, BigInt(16 + dataBytes), true);
     cv.setInt32(8, SOL_SOCKET, true);
     cv.setInt32(12, SCM_RIGHTS, true);
-    fds.forEach((f, i) => cv.setInt32(16 + i * 4, f, true));
+    for (const [i, f] of fds.entries()) cv.setInt32(16 + i * 4, f, true);
     mv.setBigUint64(32, BigInt(ptr(control)), true);
     mv.setBigUint64(40, BigInt(control.length), true);
   }
@@ -314,7 +315,7 @@ export function setCloexec(fd: number): void {
 
 /** An anonymous memory file (memfd_create(2)), close-on-exec; `name` shows in /proc/self/fd. */
 export function memfd(name: string): number {
-  const fd = libc().symbols.memfd_create(ptr(Buffer.from(name + "\0", "utf8")), MFD_CLOEXEC);
+  const fd = libc().symbols.memfd_create(ptr(Buffer.from(`${name}\0`, "utf8")), MFD_CLOEXEC);
   if (fd < 0) fail(`create memory file "${name}"`, errno());
   return fd;
 }

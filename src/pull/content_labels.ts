@@ -32,7 +32,7 @@ export function distributionSourceLabel(ref: Reference): Record<string, string> 
 /** An index's labels: the platform manifests pulled (`gc.ref.content.m.<i>`) and the source. */
 export function indexLabels(ref: Reference, manifestDigests: readonly string[]): Record<string, string> {
   const out = distributionSourceLabel(ref);
-  manifestDigests.forEach((d, i) => (out[`${GC_REF_CONTENT_PREFIX}.m.${i}`] = d));
+  for (const [i, d] of manifestDigests.entries()) out[`${GC_REF_CONTENT_PREFIX}.m.${i}`] = d;
   return out;
 }
 
@@ -40,7 +40,7 @@ export function indexLabels(ref: Reference, manifestDigests: readonly string[]):
 export function manifestLabels(ref: Reference, manifest: Manifest): Record<string, string> {
   const out = distributionSourceLabel(ref);
   out[`${GC_REF_CONTENT_PREFIX}.config`] = manifest.config.digest;
-  manifest.layers.forEach((l, i) => (out[`${GC_REF_CONTENT_PREFIX}.l.${i}`] = l.digest));
+  for (const [i, l] of manifest.layers.entries()) out[`${GC_REF_CONTENT_PREFIX}.l.${i}`] = l.digest;
   return out;
 }
 

@@ -347,6 +347,7 @@ async function resolve(opts: PullOptions, signal?: AbortSignal): Promise<Resolve
 }
 
 /** Step 3: the SOCI index's digest and the layers it covers; undefined when there is none (or it cannot be read). */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function findSociIndex(
   opts: PullOptions,
   manifest: FetchedManifest,
@@ -375,6 +376,7 @@ async function findSociIndex(
 }
 
 /** Writes a blob to the content store (labels set also when it was there already). */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function putBlob(
   containerd: ContainerdClient,
   d: Descriptor,
@@ -392,6 +394,7 @@ async function putBlob(
 }
 
 /** Step 5c's download: the layer's blob into the content store (skipped when it is there). */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function downloadLayer(
   containerd: ContainerdClient,
   opts: PullOptions,
@@ -409,7 +412,7 @@ async function downloadLayer(
     if (!(err instanceof NotFoundError)) throw err;
   }
   let done = 0;
-  const data = rangeDownload(opts.location, layer.digest, layer.size, {
+  const data = rangeDownload(opts.location, layer, {
     rangeBytes: opts.rangeBytes ?? DEFAULT_RANGE_BYTES,
     parallel: opts.parallelRanges ?? DEFAULT_PARALLEL_RANGES,
     signal,

@@ -24,16 +24,16 @@ export interface RangeDownloadOptions {
 }
 
 /**
- * The bytes [0, size) of blob `digest`, in order, in blocks of `rangeBytes`. Stopping the iteration early
+ * The bytes [0, size) of `blob` (its digest and size), in order, in blocks of `rangeBytes`. Stopping the iteration early
  * cancels the requests in flight.
  * @throws the source's errors (NotFoundError, UnavailableError, …); Error when a range comes back short
  */
 export async function* rangeDownload(
   source: Pick<ImageSource, "readRange">,
-  digest: string,
-  size: number,
+  blob: { digest: string; size: number },
   opts: RangeDownloadOptions = {},
 ): AsyncGenerator<Uint8Array> {
+  const { digest, size } = blob;
   const rangeBytes = Math.max(1, opts.rangeBytes ?? DEFAULT_RANGE_BYTES);
   const parallel = Math.max(1, opts.parallel ?? DEFAULT_PARALLEL_RANGES);
   const stop = new AbortController();

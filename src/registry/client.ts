@@ -134,6 +134,7 @@ const received = {
 };
 
 /** `readBody`, counting what was received as `kind`. */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function countedBody(
   kind: keyof typeof received,
   res: Response,

@@ -198,7 +198,7 @@ interface Backend {
 
 /** A key for a mount point, usable as a systemd FDNAME (and as a holder key). */
 function keyOf(mountpoint: string): string {
-  return "soci-ts-" + createHash("sha256").update(mountpoint).digest("hex").slice(0, 32);
+  return `soci-ts-${createHash("sha256").update(mountpoint).digest("hex").slice(0, 32)}`;
 }
 
 // ---- the holder ----
@@ -284,6 +284,7 @@ function storeRoom(env: Record<string, string | undefined>, log: Logger): number
   return undefined;
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function systemdStore(notifySocket: string, passed: ListenFd[], room: number | undefined, log: Logger): Backend {
   // The fds systemd passed: `<key>-meta` (a memfd of JSON) and `<key>-<i>` (reader fd i), grouped by key.
   const groups = new Map<string, { meta?: number; fds: Array<[number, number]> }>();
@@ -343,7 +344,7 @@ function systemdStore(notifySocket: string, passed: ListenFd[], room: number | u
       } finally {
         closeFd(m);
       }
-      fds.forEach((fd, i) => sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]));
+      for (const [i, fd] of fds.entries()) sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]);
       names.set(key, [`${key}-meta`, ...fds.map((_, i) => `${key}-${i}`)]);
     },
     release: (mp) => remove(keyOf(mp)),

@@ -151,6 +151,7 @@ export function runFdHolder(opts: FdHolderOptions): string {
   }
 }
 
+// biome-ignore lint/complexity/useMaxParams: module-private helper
 function answer(
   c: number,
   msg: { data: Uint8Array; fds: number[] },
@@ -159,7 +160,7 @@ function answer(
   log: Logger,
 ): void {
   const reply = (body: Record<string, unknown>, fds: number[] = []) =>
-    sendWithFds(c, new TextEncoder().encode(JSON.stringify(body)), fds);
+    sendWithFds(c, new TextEncoder().encode(JSON.stringify(body)), { fds });
   let req: { op?: string; key?: string; meta?: Record<string, unknown>; version?: number };
   try {
     req = JSON.parse(new TextDecoder().decode(msg.data));
@@ -271,7 +272,7 @@ export class FdHolderClient {
 
   #call(req: Record<string, unknown>, fds: readonly number[] = []): { body: Record<string, unknown>; fds: number[] } {
     if (this.#fd === undefined) throw new Error("Cannot call the FUSE descriptor holder: disconnected");
-    sendWithFds(this.#fd, new TextEncoder().encode(JSON.stringify(req)), fds);
+    sendWithFds(this.#fd, new TextEncoder().encode(JSON.stringify(req)), { fds });
     const msg = recvWithFds(this.#fd, MAX_MESSAGE_BYTES);
     if (!msg) throw new Error("Cannot call the FUSE descriptor holder: it closed the connection");
     const body = JSON.parse(new TextDecoder().decode(msg.data)) as Record<string, unknown>;

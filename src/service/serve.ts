@@ -109,7 +109,7 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     // 6.
     let store: PodmanStore | undefined;
     if (opts.config.store.enable) {
-      store = await startStore(opts.config, opts.root, stack, log);
+      store = await startStore(opts.config, { root: opts.root, stack, logger: log });
       undo.push(() => store!.stop());
     }
     // 7.

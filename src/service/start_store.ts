@@ -13,7 +13,8 @@ import type { LayerStack } from "./layer_stack.ts";
  * Mount the podman store at `[store] mountpoint`.
  * @throws what PodmanStore.start throws (a live mount there already, a mount that fails)
  */
-export function startStore(c: Config, root: string, stack: LayerStack, logger: Logger): Promise<PodmanStore> {
+export function startStore(c: Config, opts: { root: string; stack: LayerStack; logger: Logger }): Promise<PodmanStore> {
+  const { root, stack, logger } = opts;
   return PodmanStore.start({
     manager: stack.manager,
     resolver: stack.resolver,

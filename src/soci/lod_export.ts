@@ -33,16 +33,16 @@ export interface ExportedPrefetch {
 }
 
 /**
- * Steps 1-3 for `doc`, whose image `image` (fetched from `location`) is.
+ * Steps 1-3 for `opts.doc`, whose image `image` (fetched from `location`) is.
  * @throws FailedPreconditionError when the image has no SOCI index, or the document maps to no indexed layer;
  *   NotFoundError as lod.ts `lodLayerSpans` for a range the layer does not have
  */
 export async function exportLodPrefetch(
   location: ImageLocation,
   image: FetchedManifest,
-  doc: LoadOrderDocument,
-  opts: { store: ArtifactStore; imageRef: string; signal?: AbortSignal; now?: () => Date },
+  opts: { doc: LoadOrderDocument; store: ArtifactStore; imageRef: string; signal?: AbortSignal; now?: () => Date },
 ): Promise<ExportedPrefetch> {
+  const { doc } = opts;
   // 1.
   const found = await discoverIndex(location, image, {
     store: opts.store,

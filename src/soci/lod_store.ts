@@ -57,13 +57,12 @@ export interface LodRecord {
   createdAt: string;
 }
 
-/** The artifact manifest of a LOD (see the file comment); its exact bytes. */
+/** The artifact manifest of LOD `doc` (see the file comment), whose blob is `lodBytes`; its exact bytes. */
 export function lodArtifactManifest(
-  lodBytes: Uint8Array,
-  lodDigest: string,
-  subject: Descriptor,
   doc: LoadOrderDocument,
+  opts: { lodBytes: Uint8Array; lodDigest: string; subject: Descriptor },
 ): Uint8Array {
+  const { lodBytes, lodDigest, subject } = opts;
   const manifest = {
     schemaVersion: 2,
     mediaType: MediaType.OCI_MANIFEST,
@@ -104,7 +103,9 @@ export async function putLod(
   const bytes = opts.bytes ?? encodeLod(doc);
   const lodDigest = await store.putBlob(bytes);
   await store.putBlob(EMPTY_CONFIG_BYTES);
-  const artifactDigest = await store.putBlob(lodArtifactManifest(bytes, lodDigest, opts.subject, doc));
+  const artifactDigest = await store.putBlob(
+    lodArtifactManifest(doc, { lodBytes: bytes, lodDigest, subject: opts.subject }),
+  );
   const record: LodRecord = {
     workload: doc.workload,
     subject: { mediaType: opts.subject.mediaType, digest: opts.subject.digest, size: opts.subject.size },
@@ -183,16 +184,16 @@ export async function removeLod(store: ArtifactStore, record: LodRecord): Promis
 }
 
 /**
- * Push a local LOD to `location` (the image's repository): the LOD blob and `{}` config unless there, then the
+ * Push local LOD `record` (from `opts.store`) to `location` (the image's repository): the LOD blob and `{}` config unless there, then the
  * artifact manifest as a referrer of the image manifest. Returns the artifact's descriptor and whether the
  * registry listed it already (then nothing is pushed).
  */
 export async function pushLod(
   location: ImageLocation,
-  store: ArtifactStore,
   record: LodRecord,
-  opts: { signal?: AbortSignal } = {},
+  opts: { store: ArtifactStore; signal?: AbortSignal },
 ): Promise<{ descriptor: Descriptor; pushed: boolean }> {
+  const { store } = opts;
   const manifestBytes = await store.getBlob(record.artifactDigest);
   const descriptor: Descriptor = {
     mediaType: MediaType.OCI_MANIFEST,

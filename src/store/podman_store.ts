@@ -54,6 +54,7 @@ export class PodmanStore {
   readonly #logger: Logger;
   #stopping?: Promise<void>;
 
+  // biome-ignore lint/complexity/useMaxParams: private constructor, called by start() only
   private constructor(mountpoint: string, layers: StoreLayers, served: MountHandle, logger: Logger) {
     this.mountpoint = mountpoint;
     this.layers = layers;

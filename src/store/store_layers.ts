@@ -239,6 +239,7 @@ export class StoreLayers {
   }
 
   /** Open layer `layerDigest` of `image` for `entry` (named by that digest, or by its zTOC's for podman 5). */
+  // biome-ignore lint/complexity/useMaxParams: private helper
   #open(
     entry: Entry,
     image: ResolvedImage,

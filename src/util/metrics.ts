@@ -43,16 +43,14 @@ export const metrics = new MetricRegistry();
 export const operationDurationMs = metrics.histogram(
   "soci_fs_operation_duration_milliseconds",
   "Duration of operations, in milliseconds",
-  ["operation_type", "layer"],
-  exponentialBuckets(1, 2, 15),
+  { labelNames: ["operation_type", "layer"], bounds: exponentialBuckets(1, 2, 15) },
 );
 
 /** SOCI's microsecond operation durations. */
 export const operationDurationUs = metrics.histogram(
   "soci_fs_operation_duration_microseconds",
   "Duration of fast operations, in microseconds",
-  ["operation_type", "layer"],
-  exponentialBuckets(1, 2, 11),
+  { labelNames: ["operation_type", "layer"], bounds: exponentialBuckets(1, 2, 11) },
 );
 
 /** SOCI's operation counts. */
@@ -105,8 +103,7 @@ export const layerFetchedBytes = metrics.counter(
 export const snapshotOperationDurationMs = metrics.histogram(
   "soci_ts_snapshot_operation_duration_milliseconds",
   "Duration of containerd snapshots API calls, in milliseconds",
-  ["operation"],
-  exponentialBuckets(1, 2, 15),
+  { labelNames: ["operation"], bounds: exponentialBuckets(1, 2, 15) },
 );
 
 /** Failed calls of the snapshots API. */

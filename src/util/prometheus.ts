@@ -138,7 +138,7 @@ export abstract class Family<C extends Child> {
     if (this.#children.size === 0) return "";
     const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} ${this.type}`];
     for (const { values, child } of this.#children.values()) this.exposeChild(lines, values, child);
-    return lines.join("\n") + "\n";
+    return `${lines.join("\n")}\n`;
   }
 
   protected exposeChild(lines: string[], values: readonly string[], child: C): void {
@@ -175,8 +175,9 @@ export class Histogram extends Family<HistogramChild> {
   readonly type = "histogram";
   readonly bounds: readonly number[];
 
-  constructor(name: string, help: string, labelNames: readonly string[], bounds: readonly number[]) {
-    super(name, help, labelNames);
+  constructor(name: string, help: string, opts: { labelNames?: readonly string[]; bounds: readonly number[] }) {
+    super(name, help, opts.labelNames ?? []);
+    const { bounds } = opts;
     for (let i = 0; i < bounds.length; i++) {
       if (!Number.isFinite(bounds[i]!) || (i > 0 && bounds[i]! <= bounds[i - 1]!))
         throw new InvalidArgumentError(`Cannot define histogram "${name}": bounds must be finite and ascending`);
@@ -225,9 +226,13 @@ export class MetricRegistry {
     return this.#add(new Gauge(name, help, labelNames));
   }
 
-  /** A new histogram family with upper bounds `bounds`. Throws like `counter`. */
-  histogram(name: string, help: string, labelNames: readonly string[], bounds: readonly number[]): Histogram {
-    return this.#add(new Histogram(name, help, labelNames, bounds));
+  /** A new histogram family with upper bounds `opts.bounds`. Throws like `counter`. */
+  histogram(
+    name: string,
+    help: string,
+    opts: { labelNames?: readonly string[]; bounds: readonly number[] },
+  ): Histogram {
+    return this.#add(new Histogram(name, help, opts));
   }
 
   /** Run `collect` before every exposition (until the returned function is called). */

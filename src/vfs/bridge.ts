@@ -233,6 +233,7 @@ export class VfsBridge implements RawFileSystem {
     };
   }
 
+  // biome-ignore lint/complexity/useMaxParams: the fields of the kernel's FUSE_CREATE request, as the other operations take theirs
   create(parent: number, name: string, flags: number, _mode: number, ctx: RawContext) {
     const dir = this.#node(parent);
     if (!dir.create) throw new FuseErrno(EROFS);

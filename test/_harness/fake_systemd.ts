@@ -149,6 +149,7 @@ export class FakeSystemd {
     return [
       "sh",
       "-c",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: sh's parameter expansion, not a template
       'if [ -n "${LISTEN_FDS:-}" ]; then LISTEN_PID=$$; export LISTEN_PID; fi; exec "$@"',
       "fake-systemd",
       ...argv,

@@ -30,6 +30,7 @@ function script(args: string[], opts: { asNobody?: boolean; env?: Record<string,
 }
 
 const installed = (p: string) =>
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's --showformat field, not a template
   spawnSync("dpkg-query", ["-W", "-f=${Status}", p], { encoding: "utf8" }).stdout === "install ok installed";
 /** Those of `ps` apt's lists have a candidate for (one apt-cache run: each may take seconds). */
 function known(ps: string[]): string[] {

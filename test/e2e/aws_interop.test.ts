@@ -485,7 +485,8 @@ describe.skipIf(!run)(`soci-ts and AWS SOCI ${AWS_SOCI_VERSION} read each other'
     "AWS's snapshotter takes the soci-ts-indexed image lazily and runs it, fetching only ranges",
     async () => {
       const e = env!;
-      const s = (awsSnapshotter = await startAwsSociSnapshotter(e, soci));
+      awsSnapshotter = await startAwsSociSnapshotter(e, soci);
+      const s = awsSnapshotter;
       const before = (await e.registry.accessLog()).length;
       await sociCli(e, soci, ["image", "rpull", ref.tsPy], { timeoutMs: 5 * MINUTES });
       const r = await ctr([

@@ -45,7 +45,7 @@ class TestFile implements Node {
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.reads.push(offset);
     this.started();
-    if (this.gate) await this.gate;
+    if (this.gate !== undefined) await this.gate;
     return this.data.subarray(offset, offset + length);
   }
 }

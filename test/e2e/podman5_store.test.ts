@@ -39,7 +39,7 @@ const run = needs(
   "tool:setpriv",
 );
 const MINUTES = 60_000;
-const HELLO_PY = PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]! + "\n";
+const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
 
 describe.skipIf(!run)("podman 5 (Debian trixie) and soci-ts serve's store", () => {
   let registry: TestRegistry;

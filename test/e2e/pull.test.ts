@@ -44,7 +44,7 @@ const run = needs(
 );
 const MINUTES = 60_000;
 const GREETING = "hello from the second layer\n";
-const HELLO_PY = PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]! + "\n";
+const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
 
 describe.skipIf(!run)("soci-ts pull through containerd's API", () => {
   let env: SnapshotterEnv | undefined;

@@ -218,7 +218,6 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   test(
     "an image without an index, and one whose index covers only some layers, run through soci",
     async () => {
-      const e = env!;
       for (const ref of [plain, partial]) {
         await pull(ref);
         const r = await ctr([

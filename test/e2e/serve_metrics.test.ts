@@ -48,7 +48,7 @@ const run = needs(
   "tool:tar",
 );
 const MINUTES = 60_000;
-const HELLO_PY = PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]! + "\n";
+const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
 
 describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status", () => {
   let env: SnapshotterEnv | undefined;

@@ -144,7 +144,7 @@ describe.skipIf(!run)("soci-ts serve: SIGTERM while a lazy read is in flight", (
       .prepare({ key: `default/1/extract-0 ${chain}`, parent: "", labels: criLabels(img, name) })
       .catch((e) => e);
     expect(err).toBeInstanceOf(AlreadyExistsError);
-    const mounts = readMountInfo().filter((m) => m.fstype.startsWith("fuse") && m.mountpoint.startsWith(root + "/"));
+    const mounts = readMountInfo().filter((m) => m.fstype.startsWith("fuse") && m.mountpoint.startsWith(`${root}/`));
     expect(mounts.length).toBe(1);
     const mp = mounts[0]!.mountpoint;
     // 1. The registry holds the span's bytes back; dd's read waits for serve, serve for the registry.

@@ -33,7 +33,7 @@ const run = needs(
 
 /** Liveness bound of one transport's Prepare + read (a working one takes a few seconds). */
 const LIMIT_MS = 60_000;
-const sha = (b: string | Uint8Array) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const sha = (b: string | Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 const TRANSPORTS = SCHEMA.find((s) => s.toml === "fuse")!.fields.find((f) => f.toml === "transport")!.values!;
 
 describe.skipIf(!run)("soci-ts serve: every [fuse] transport it accepts", () => {

@@ -58,7 +58,10 @@ async function startBackend(
       const cancelled = deferred();
       call.once("cancelled", () => cancelled.resolve());
       calls.push({ method, bytes: call.request, metadata: call.metadata.getMap(), cancelled: cancelled.promise });
-      answer(method, call.request).then((r) => (Buffer.isBuffer(r) ? cb(null, r) : cb(r)));
+      answer(method, call.request).then(
+        (r) => (Buffer.isBuffer(r) ? cb(null, r) : cb(r)),
+        (e: unknown) => cb({ code: grpc.status.INTERNAL, details: e instanceof Error ? e.message : String(e) }),
+      );
     }) as grpc.handleUnaryCall<Buffer, Buffer>;
   }
   server.addService(criImagePassThroughDefinition() as grpc.ServiceDefinition, impl);

@@ -193,9 +193,9 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
       const mgrSpans = h.layer.manager!;
       for (const id of [4, 5, 20, 21]) expect(mgrSpans.state(id)).toBe("uncompressed");
       // Opening a listed file fetches nothing; another file's open fetches it whole.
-      lookup(h.layer.root, "data/f0").open?.(0, ctx());
+      await lookup(h.layer.root, "data/f0").open?.(0, ctx());
       expect(ranges).toHaveLength(2);
-      lookup(h.layer.root, "data/f5").open?.(0, ctx());
+      await lookup(h.layer.root, "data/f5").open?.(0, ctx());
       expect(ranges.length).toBeGreaterThan(2);
       await h.done();
     } finally {

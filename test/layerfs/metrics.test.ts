@@ -15,7 +15,7 @@ import { forgetLayer, metrics } from "../../src/util/metrics.ts";
 import { parseExposition } from "../../src/util/prometheus.ts";
 import { Rand } from "../_harness/rand.ts";
 
-const sha = (b: Uint8Array) => "sha256:" + createHash("sha256").update(b).digest("hex");
+const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 /** A layer of 8 spans of 1000 bytes; `corrupt` spans come back damaged, `fail()` fails a request. */
 async function setup(seed: string, opts: { corrupt?: Set<number>; fail?: () => boolean } = {}) {

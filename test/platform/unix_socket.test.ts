@@ -60,7 +60,7 @@ describe("SCM_RIGHTS over a unix socket", () => {
       expect(pollReadable([listener], 30_000)[0]).not.toBe(0);
       const conn = acceptUnix(listener);
       setSocketTimeouts(conn, 30_000);
-      sendWithFds(conn, new TextEncoder().encode("hello through a passed fd"), [writeFd]);
+      sendWithFds(conn, new TextEncoder().encode("hello through a passed fd"), { fds: [writeFd] });
       // Our copy of the write end closes; the child's copy is what it writes through.
       closeSync(writeFd);
       const back = recvWithFds(conn)!;

@@ -36,7 +36,12 @@ describe("rangeDownload", () => {
     const blob = new Rand("ranges").bytes(10_500);
     const src = reorderingSource(blob);
     const parts: Uint8Array[] = [];
-    for await (const p of rangeDownload(src, "sha256:x", blob.length, { rangeBytes: 1000, parallel: 3 })) parts.push(p);
+    for await (const p of rangeDownload(
+      src,
+      { digest: "sha256:x", size: blob.length },
+      { rangeBytes: 1000, parallel: 3 },
+    ))
+      parts.push(p);
     expect(Buffer.concat(parts).equals(Buffer.from(blob))).toBe(true);
     expect(src.requests.length).toBe(11);
     expect(src.peak()).toBe(3);
@@ -45,7 +50,12 @@ describe("rangeDownload", () => {
   test("stopping early cancels the requests in flight", async () => {
     const blob = new Rand("ranges").bytes(10_000);
     const src = reorderingSource(blob);
-    for await (const _ of rangeDownload(src, "sha256:x", blob.length, { rangeBytes: 1000, parallel: 4 })) break;
+    for await (const _ of rangeDownload(
+      src,
+      { digest: "sha256:x", size: blob.length },
+      { rangeBytes: 1000, parallel: 4 },
+    ))
+      break;
     expect(src.requests.length).toBe(5);
   });
 });

@@ -19,7 +19,7 @@ describe("PullCredentials", () => {
     const k = new PullCredentials({ ttlMs: 60_000 });
     expect(k.remember("reg.example:5000/team/app:v1", { username: "u", password: "p" })).toBe(true);
     expect(k.remember("python:3", { auth: b64("hub-user:hub:pass") })).toBe(true);
-    expect(k.remember("ghcr.io/o/a@sha256:" + "a".repeat(64), { identityToken: "refresh", username: "x" })).toBe(true);
+    expect(k.remember(`ghcr.io/o/a@sha256:${"a".repeat(64)}`, { identityToken: "refresh", username: "x" })).toBe(true);
     expect(k.remember("quay.io/o/b", { registryToken: "bearer-t", username: "ignored" })).toBe(true);
     expect(k.lookup("reg.example:5000", "team/app")).toEqual({
       credential: { username: "u", password: "p" },

@@ -119,7 +119,9 @@ describe("serve's keeper on systemd's file descriptor store", () => {
     cleanup.push(() => fake.close());
     const h = await start(fake, { FDSTORE: "4096" });
     const { writeFds } = fifo(dir, 2);
-    cleanup.push(() => writeFds.forEach((fd) => closeSync(fd)));
+    cleanup.push(() => {
+      for (const fd of writeFds) closeSync(fd);
+    });
     await h.keep(meta("/mnt/a"), writeFds);
     fake.pump();
     const first = fake.names().sort();
@@ -137,7 +139,9 @@ describe("serve's keeper on systemd's file descriptor store", () => {
     const h = await start(fake, { FDSTORE: "5" }, log);
     const a = fifo(dir, 2);
     const b = fifo(dir, 2);
-    cleanup.push(() => [...a.writeFds, ...b.writeFds].forEach((fd) => closeSync(fd)));
+    cleanup.push(() => {
+      for (const fd of [...a.writeFds, ...b.writeFds]) closeSync(fd);
+    });
     await h.keep(meta("/mnt/a"), a.writeFds);
     await h.keep(meta("/mnt/b"), b.writeFds);
     fake.pump();

@@ -29,6 +29,12 @@ import { writeTar } from "./_layers.ts";
 const D = (c: string) => `sha256:${c.repeat(64)}`;
 const enc = (s: string) => new TextEncoder().encode(s);
 
+/** A JSON object the cases below break: any field may be set to any value or deleted. */
+type JsonObject = Record<string, unknown>;
+/** The object at `path` (keys and array indexes) inside `j`. */
+const at = (j: JsonObject, ...path: Array<string | number>): JsonObject =>
+  path.reduce<unknown>((v, k) => (v as Record<string | number, unknown>)[k], j) as JsonObject;
+
 describe("TouchLog: first touches merged into ranges", () => {
   test("a file read front to back in pieces is one range, timed by its first read", () => {
     const log = new TouchLog();
@@ -121,36 +127,44 @@ describe("LOD wire form", () => {
     expect(decodeLod(enc(JSON.stringify(json)))).toEqual(sampleDoc());
   });
 
-  const cases: Array<[string, (j: any) => void, string]> = [
+  const cases: Array<[string, (j: JsonObject) => void, string]> = [
     ["not JSON", () => {}, "not UTF-8 JSON"],
     ["an array", () => {}, '"$" is not a JSON object'],
     ["another media type", (j) => (j.mediaType = "application/json"), 'unsupported "mediaType" "application/json"'],
     ["no workload", (j) => delete j.workload, '"workload" is missing'],
     ["a bad workload name", (j) => (j.workload = "../x"), '"workload" is "../x", not a workload name'],
     ["no image", (j) => delete j.image, '"image" is missing'],
-    ["a bad image digest", (j) => (j.image.manifestDigest = "sha256:AB"), '"image.manifestDigest" is "sha256:AB"'],
+    [
+      "a bad image digest",
+      (j) => (at(j, "image").manifestDigest = "sha256:AB"),
+      '"image.manifestDigest" is "sha256:AB"',
+    ],
     ["a bad createdAt", (j) => (j.createdAt = "yesterday"), '"createdAt" is "yesterday", not an RFC 3339 time'],
     ["a negative duration", (j) => (j.durationMs = -1), '"durationMs" is -1, expected an integer of at least 0'],
     ["layers not an array", (j) => (j.layers = {}), '"layers" is not an array'],
-    ["a layer listed twice", (j) => (j.layers[1].digest = D("b")), `"layers[1].digest" "${D("b")}" is listed twice`],
-    ["ranges missing", (j) => delete j.layers[0].ranges, '"layers[0].ranges" is missing'],
-    ["an empty path", (j) => (j.layers[0].ranges[1].path = ""), '"layers[0].ranges[1].path" is empty'],
+    [
+      "a layer listed twice",
+      (j) => (at(j, "layers", 1).digest = D("b")),
+      `"layers[1].digest" "${D("b")}" is listed twice`,
+    ],
+    ["ranges missing", (j) => delete at(j, "layers", 0).ranges, '"layers[0].ranges" is missing'],
+    ["an empty path", (j) => (at(j, "layers", 0, "ranges", 1).path = ""), '"layers[0].ranges[1].path" is empty'],
     [
       "a zero length",
-      (j) => (j.layers[0].ranges[1].length = 0),
+      (j) => (at(j, "layers", 0, "ranges", 1).length = 0),
       '"layers[0].ranges[1].length" is 0, expected an integer of at least 1',
     ],
     [
       "a fractional offset",
-      (j) => (j.layers[0].ranges[0].offset = 1.5),
+      (j) => (at(j, "layers", 0, "ranges", 0).offset = 1.5),
       '"layers[0].ranges[0].offset" is 1.5, expected an integer',
     ],
     [
       "a string layerOffset",
-      (j) => (j.layers[0].ranges[0].layerOffset = "7"),
+      (j) => (at(j, "layers", 0, "ranges", 0).layerOffset = "7"),
       '"layers[0].ranges[0].layerOffset" is "7"',
     ],
-    ["a negative atMs", (j) => (j.layers[0].ranges[0].atMs = -2), '"layers[0].ranges[0].atMs" is -2'],
+    ["a negative atMs", (j) => (at(j, "layers", 0, "ranges", 0).atMs = -2), '"layers[0].ranges[0].atMs" is -2'],
   ];
   for (const [what, mutate, message] of cases) {
     test(`a document with ${what} is refused, naming the field`, () => {
@@ -180,15 +194,15 @@ describe("LOD wire form", () => {
     expect(schema.properties.workload.pattern).toBe(WORKLOAD_NAME_RE.source);
     // Every key the schema requires, the decoder requires (and names).
     const base = () => JSON.parse(new TextDecoder().decode(encodeLod(sampleDoc())));
-    const requires = (mutate: (j: any) => void, field: string) => {
+    const requires = (mutate: (j: JsonObject) => void, field: string) => {
       const j = base();
       mutate(j);
       expect(() => decodeLod(enc(JSON.stringify(j)))).toThrow(`"${field}" is missing`);
     };
     for (const k of schema.required) requires((j) => delete j[k], k);
-    for (const k of schema.properties.image.required) requires((j) => delete j.image[k], `image.${k}`);
+    for (const k of schema.properties.image.required) requires((j) => delete at(j, "image")[k], `image.${k}`);
     const layer = schema.properties.layers.items;
-    for (const k of layer.required) requires((j) => delete j.layers[0][k], `layers[0].${k}`);
+    for (const k of layer.required) requires((j) => delete at(j, "layers", 0)[k], `layers[0].${k}`);
     const range = layer.properties.ranges.items;
     expect(range.required.sort()).toEqual(["atMs", "layerOffset", "length", "offset", "path"]);
     for (const k of range.required)

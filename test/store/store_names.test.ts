@@ -10,7 +10,7 @@ describe("store names", () => {
     for (const ref of [
       "docker.io/library/alpine:3.18",
       "127.0.0.1:5000/soci-ts/python:latest",
-      "registry.example.com/a/b/c@sha256:" + "a".repeat(64),
+      `registry.example.com/a/b/c@sha256:${"a".repeat(64)}`,
       "localhost/x:1", // one byte short of a multiple of 3: one "="
     ]) {
       const name = encodeStoreRef(ref);
@@ -36,23 +36,23 @@ describe("store names", () => {
       b64("127.0.0.1:5000/a:v1\n"),
       b64("127.0.0.1:5000/a\u0000b:v1"),
       b64(new Uint8Array([0xff, 0xfe, 0x2f, 0x61])), // not UTF-8
-      b64("registry.example.com/" + "a".repeat(300) + ":v1"), // too long a reference
+      b64(`registry.example.com/${"a".repeat(300)}:v1`), // too long a reference
       "A".repeat(4000), // far past NAME_MAX
     ];
     for (const name of refused) expect(() => decodeStoreRef(name)).toThrow(InvalidArgumentError);
   });
 
   test("a layer directory is a sha256 digest in lower-case hex", () => {
-    expect(isLayerDigest("sha256:" + "0123456789abcdef".repeat(4))).toBe(true);
+    expect(isLayerDigest(`sha256:${"0123456789abcdef".repeat(4)}`)).toBe(true);
     for (const name of [
-      "sha256:" + "A".repeat(64),
-      "sha256:" + "a".repeat(63),
-      "sha256:" + "a".repeat(65),
-      "sha512:" + "a".repeat(128),
+      `sha256:${"A".repeat(64)}`,
+      `sha256:${"a".repeat(63)}`,
+      `sha256:${"a".repeat(65)}`,
+      `sha512:${"a".repeat(128)}`,
       "a".repeat(64),
       "diff",
       "..",
-      "sha256:../" + "a".repeat(61),
+      `sha256:../${"a".repeat(61)}`,
     ])
       expect(isLayerDigest(name)).toBe(false);
   });

@@ -146,10 +146,10 @@ describe.skipIf(!run)("podman store tree", () => {
       expect(await errnoOf(() => tree.root.lookup!(name))).toBe(EINVAL);
     const ref = (await tree.root.lookup!(encodeStoreRef(refOf(full)))) as Node;
     expect(ref.getattr().mode & 0o777).toBe(0o500);
-    for (const name of ["..", "diff", "sha256:" + "A".repeat(64), "sha256:" + "a".repeat(63)])
+    for (const name of ["..", "diff", `sha256:${"A".repeat(64)}`, `sha256:${"a".repeat(63)}`])
       expect(await errnoOf(() => ref.lookup!(name))).toBe(EINVAL);
     // Any digest is a directory; what is in it is decided on lookup of its files.
-    const nowhere = (await ref.lookup!("sha256:" + "0".repeat(64))) as Node;
+    const nowhere = (await ref.lookup!(`sha256:${"0".repeat(64)}`)) as Node;
     expect(nowhere.getattr().mode & 0o170000).toBe(0o040000);
     // Probes of names a layer directory never has: absent at once.
     for (const name of ["diff1", "diff2", "use", "lower", "link", "..."])

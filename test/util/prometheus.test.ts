@@ -7,7 +7,7 @@ describe("Prometheus text exposition", () => {
     const r = new MetricRegistry();
     const c = r.counter("app_requests_total", "Requests served", ["code"]);
     const g = r.gauge("app_temperature", "Degrees");
-    const h = r.histogram("app_latency_ms", "Latency", ["op"], [1, 2, 4]);
+    const h = r.histogram("app_latency_ms", "Latency", { labelNames: ["op"], bounds: [1, 2, 4] });
     c.labels("200").inc();
     c.labels("200").inc(2);
     c.labels("500").inc();
@@ -90,7 +90,7 @@ describe("Prometheus text exposition", () => {
     expect(() => r.gauge("dup", "x")).toThrow(/name is taken/);
     const c = r.counter("two", "x", ["a", "b"]);
     expect(() => c.labels("only one")).toThrow(/1 values for labels \["a","b"\]/);
-    expect(() => r.histogram("h", "x", [], [2, 1])).toThrow(/ascending/);
+    expect(() => r.histogram("h", "x", { bounds: [2, 1] })).toThrow(/ascending/);
   });
 
   test("exponential buckets are SOCI's 1, 2, 4 … 16384", () => {
