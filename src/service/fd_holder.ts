@@ -49,6 +49,8 @@ import { chmodSync, rmSync } from "node:fs";
 export const FD_HOLDER_PROTOCOL = 1;
 /** Largest message, in bytes. */
 const MAX_MESSAGE_BYTES = 65536;
+/** Milliseconds the holder stops accepting after an accept failed. */
+const ACCEPT_RETRY_MS = 200;
 
 /** One entry a holder keeps, as `hello` lists it (its meta comes with `take`). */
 export interface HeldEntry {
@@ -82,6 +84,7 @@ export function runFdHolder(opts: FdHolderOptions): string {
   const clients: number[] = [];
   let everConnected = false;
   let aloneSince = Date.now();
+  let acceptPausedUntil = 0;
   log.info("FUSE descriptor holder started", { socket: opts.socketPath, pid: process.pid });
   const closeEntry = (key: string) => {
     const e = held.get(key);
@@ -109,19 +112,30 @@ export function runFdHolder(opts: FdHolderOptions): string {
           waitMs = opts.orphanTimeoutMs - alone;
         }
       }
-      // 2. Wait for a connection or a request.
-      const ready = pollReadable([listener, ...clients], waitMs);
+      // 2. Wait for a connection or a request (not for connections for a while after accepting one failed: the
+      //    connection waiting would wake poll again at once).
+      const acceptPausedMs = acceptPausedUntil - Date.now();
+      if (acceptPausedMs > 0) waitMs = waitMs < 0 ? acceptPausedMs : Math.min(waitMs, acceptPausedMs);
+      const ready = pollReadable([acceptPausedMs > 0 ? -1 : listener, ...clients], waitMs);
       if (ready[0]) {
-        const c = acceptUnix(listener);
-        const peer = peerCredentials(c);
-        if (peer.uid !== uid) {
-          log.warn("Refused a client of another user", { uid: peer.uid, pid: peer.pid });
-          closeFd(c);
-        } else {
-          setSocketTimeouts(c, 10_000);
-          clients.push(c);
-          everConnected = true;
-          log.info("Client connected", { pid: peer.pid, held: held.size });
+        // A failure here (EMFILE, …) concerns that client only: what is held stays held.
+        let c: number | undefined;
+        try {
+          c = acceptUnix(listener);
+          const peer = peerCredentials(c);
+          if (peer.uid !== uid) {
+            log.warn("Refused a client of another user", { uid: peer.uid, pid: peer.pid });
+            closeFd(c);
+          } else {
+            setSocketTimeouts(c, 10_000);
+            clients.push(c);
+            everConnected = true;
+            log.info("Client connected", { pid: peer.pid, held: held.size });
+          }
+        } catch (err) {
+          if (c !== undefined) closeFd(c);
+          acceptPausedUntil = Date.now() + ACCEPT_RETRY_MS;
+          log.warn("Cannot accept a client", { cause: errorMessage(err), held: held.size });
         }
       }
       // 3. Serve each client with a message waiting; a client that hung up is dropped.

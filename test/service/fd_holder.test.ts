@@ -8,7 +8,17 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  mkdtempSync,
+  readdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { startFdHandover } from "../../src/service/fd_handover.ts";
@@ -199,6 +209,41 @@ describe("soci-ts fd-holder", () => {
     await handover.close();
     expect(await h.exited).toBe(0);
   }, 120_000);
+
+  test("a client it cannot accept (EMFILE) is refused alone: what it holds stays held", async () => {
+    const h = startHolder(600);
+    let exited = false;
+    void h.exited.then(() => (exited = true));
+    const a = await connect(h.socket);
+    const { readFd, writeFd } = fifo();
+    a.keep("k1", { mountpoint: "/nowhere", dev: "0:0" }, [writeFd]);
+    closeSync(writeFd);
+    // The fault: the holder's descriptor limit set to its lowest free descriptor, so its next accept fails.
+    const pid = h.proc.pid!;
+    const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+    let lowestFree = 0;
+    while (open.has(lowestFree)) lowestFree++;
+    const soft = execFileSync("prlimit", [`--pid=${pid}`, "--nofile", "--raw", "--noheadings", "-o", "SOFT"])
+      .toString()
+      .trim();
+    execFileSync("prlimit", [`--pid=${pid}`, `--nofile=${lowestFree}:`]);
+    const b = FdHolderClient.connect(h.socket); // queued in its backlog
+    await waitFor(
+      "the holder to fail an accept",
+      async () => exited || h.log().includes("Cannot accept a client"),
+      20_000,
+    );
+    expect(exited).toBe(false);
+    expect(readEnd(readFd)).toBe("");
+    // With room again, the client waiting is accepted and served.
+    execFileSync("prlimit", [`--pid=${pid}`, `--nofile=${soft}:`]);
+    expect(b.hello().kept.map((e) => e.key)).toEqual(["k1"]);
+    expect(b.release("k1")).toBe(true);
+    expect(readEnd(readFd)).toBe("EOF");
+    a.close();
+    b.close();
+    expect(await h.exited).toBe(0);
+  }, 60_000);
 
   test("a request it does not know is refused with a Cannot message, and the client stays connected", async () => {
     const h = startHolder(600);
