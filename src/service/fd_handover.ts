@@ -351,15 +351,31 @@ function systemdStore(notifySocket: string, passed: ListenFd[], room: number | u
           );
       }
       remove(key);
-      const m = memfd(`${key}-meta`);
+      // Each name is recorded before it is sent (a send that fails may still have stored it), so that a failure
+      // midway leaves nothing in PID 1's store that no release would remove: what was sent is removed again.
+      const sent: string[] = [];
+      names.set(key, sent);
       try {
-        writeSync(m, JSON.stringify(meta));
-        sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-meta`, [m]);
-      } finally {
-        closeFd(m);
+        const m = memfd(`${key}-meta`);
+        try {
+          writeSync(m, JSON.stringify(meta));
+          sent.push(`${key}-meta`);
+          sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-meta`, [m]);
+        } finally {
+          closeFd(m);
+        }
+        fds.forEach((fd, i) => {
+          sent.push(`${key}-${i}`);
+          sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]);
+        });
+      } catch (err) {
+        try {
+          remove(key);
+        } catch {
+          // the names stay recorded: a later release tries again
+        }
+        throw err;
       }
-      fds.forEach((fd, i) => sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]));
-      names.set(key, [`${key}-meta`, ...fds.map((_, i) => `${key}-${i}`)]);
     },
     release: (mp) => remove(keyOf(mp)),
     close: () => {},
