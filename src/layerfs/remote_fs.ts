@@ -203,6 +203,9 @@ export class LayerFs {
           },
         });
       } catch (err) {
+        // A takeover that failed ended the connection (mountTree closed its fds and detached the mount): the
+        // keeper's copies go too.
+        if (resume) await this.keeper?.release(mp);
         await handle.done();
         throw err;
       }

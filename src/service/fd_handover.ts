@@ -205,16 +205,31 @@ function keyOf(mountpoint: string): string {
 
 async function holderBackend(opts: FdHandoverOptions): Promise<Backend> {
   const client = await connectHolder(opts);
-  const { pid, kept } = client.hello();
-  opts.logger.info("FUSE descriptor holder", { pid, kept: kept.length });
   const initial: KeptConnection[] = [];
-  for (const e of kept) {
-    try {
-      const t = client.take(e.key);
-      initial.push({ meta: t.meta as unknown as KeptConnectionMeta, fds: t.fds });
-    } catch (err) {
-      opts.logger.warn("Cannot take a kept FUSE connection back", { key: e.key, cause: errorMessage(err) });
+  try {
+    const { pid, kept } = client.hello();
+    opts.logger.info("FUSE descriptor holder", { pid, kept: kept.length });
+    for (const e of kept) {
+      try {
+        const t = client.take(e.key);
+        initial.push({ meta: t.meta as unknown as KeptConnectionMeta, fds: t.fds });
+      } catch (err) {
+        if (err instanceof LibcError) throw err; // the connection itself failed
+        opts.logger.warn("Cannot take a kept FUSE connection back", { key: e.key, cause: errorMessage(err) });
+      }
     }
+  } catch (err) {
+    // The holder answered but the handover failed: serve goes on without a keeper and its stale-mount cleanup
+    // detaches the kept mounts. Have the holder let go first, so their connections end (readers get an error)
+    // rather than hang with nobody reading them; and disconnect, so that it applies its exit rules.
+    for (const k of initial) for (const fd of k.fds) closeFd(fd);
+    try {
+      client.releaseAll();
+    } catch (e) {
+      opts.logger.warn("Cannot have the FUSE descriptor holder let go", { cause: errorMessage(e) });
+    }
+    client.close();
+    throw err;
   }
   return {
     kind: "holder",
@@ -337,15 +352,31 @@ function systemdStore(notifySocket: string, passed: ListenFd[], room: number | u
           );
       }
       remove(key);
-      const m = memfd(`${key}-meta`);
+      // Each name is recorded before it is sent (a send that fails may still have stored it), so that a failure
+      // midway leaves nothing in PID 1's store that no release would remove: what was sent is removed again.
+      const sent: string[] = [];
+      names.set(key, sent);
       try {
-        writeSync(m, JSON.stringify(meta));
-        sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-meta`, [m]);
-      } finally {
-        closeFd(m);
+        const m = memfd(`${key}-meta`);
+        try {
+          writeSync(m, JSON.stringify(meta));
+          sent.push(`${key}-meta`);
+          sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-meta`, [m]);
+        } finally {
+          closeFd(m);
+        }
+        for (const [i, fd] of fds.entries()) {
+          sent.push(`${key}-${i}`);
+          sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]);
+        }
+      } catch (err) {
+        try {
+          remove(key);
+        } catch {
+          // the names stay recorded: a later release tries again
+        }
+        throw err;
       }
-      for (const [i, fd] of fds.entries()) sdNotify(notifySocket, `FDSTORE=1\nFDNAME=${key}-${i}`, [fd]);
-      names.set(key, [`${key}-meta`, ...fds.map((_, i) => `${key}-${i}`)]);
     },
     release: (mp) => remove(keyOf(mp)),
     close: () => {},

@@ -10,7 +10,10 @@
  *
  * Protocol (version 1): each request and reply is one message, UTF-8 JSON (at most 64 KiB), descriptors attached
  * with SCM_RIGHTS where said. Errors are `{"ok":false,"error":"Cannot …"}`.
- *   {"op":"hello","version":1}                 → {"ok":true,"version":1,"pid":N,"kept":[{"key","meta","fds":n}]}
+ *   {"op":"hello","version":1,"from":i}        → {"ok":true,"version":1,"pid":N,"total":T,"kept":[{"key","fds":n}]}
+ *                                                (keys only, a page of them from index i (default 0) that fits in one
+ *                                                message; the client asks again from i + page length until it has T)
+ *   {"op":"release-all"}                       → {"ok":true,"released":n}   (closes every entry's fds)
  *   {"op":"keep","key":K,"meta":{…}} + fds      → {"ok":true}          (replaces what K held; closes the old fds)
  *   {"op":"take","key":K}                      → {"ok":true,"meta":{…}} + copies of K's fds (the holder keeps its own)
  *   {"op":"release","key":K}                   → {"ok":true,"released":bool}   (closes K's fds)
@@ -46,11 +49,12 @@ import { chmodSync, rmSync } from "node:fs";
 export const FD_HOLDER_PROTOCOL = 1;
 /** Largest message, in bytes. */
 const MAX_MESSAGE_BYTES = 65536;
+/** Milliseconds the holder stops accepting after an accept failed. */
+const ACCEPT_RETRY_MS = 200;
 
-/** One entry a holder keeps, as `hello` lists it. */
+/** One entry a holder keeps, as `hello` lists it (its meta comes with `take`). */
 export interface HeldEntry {
   key: string;
-  meta: Record<string, unknown>;
   /** How many descriptors it holds. */
   fds: number;
 }
@@ -80,6 +84,7 @@ export function runFdHolder(opts: FdHolderOptions): string {
   const clients: number[] = [];
   let everConnected = false;
   let aloneSince = Date.now();
+  let acceptPausedUntil = 0;
   log.info("FUSE descriptor holder started", { socket: opts.socketPath, pid: process.pid });
   const closeEntry = (key: string) => {
     const e = held.get(key);
@@ -107,19 +112,30 @@ export function runFdHolder(opts: FdHolderOptions): string {
           waitMs = opts.orphanTimeoutMs - alone;
         }
       }
-      // 2. Wait for a connection or a request.
-      const ready = pollReadable([listener, ...clients], waitMs);
+      // 2. Wait for a connection or a request (not for connections for a while after accepting one failed: the
+      //    connection waiting would wake poll again at once).
+      const acceptPausedMs = acceptPausedUntil - Date.now();
+      if (acceptPausedMs > 0) waitMs = waitMs < 0 ? acceptPausedMs : Math.min(waitMs, acceptPausedMs);
+      const ready = pollReadable([acceptPausedMs > 0 ? -1 : listener, ...clients], waitMs);
       if (ready[0]) {
-        const c = acceptUnix(listener);
-        const peer = peerCredentials(c);
-        if (peer.uid !== uid) {
-          log.warn("Refused a client of another user", { uid: peer.uid, pid: peer.pid });
-          closeFd(c);
-        } else {
-          setSocketTimeouts(c, 10_000);
-          clients.push(c);
-          everConnected = true;
-          log.info("Client connected", { pid: peer.pid, held: held.size });
+        // A failure here (EMFILE, …) concerns that client only: what is held stays held.
+        let c: number | undefined;
+        try {
+          c = acceptUnix(listener);
+          const peer = peerCredentials(c);
+          if (peer.uid !== uid) {
+            log.warn("Refused a client of another user", { uid: peer.uid, pid: peer.pid });
+            closeFd(c);
+          } else {
+            setSocketTimeouts(c, 10_000);
+            clients.push(c);
+            everConnected = true;
+            log.info("Client connected", { pid: peer.pid, held: held.size });
+          }
+        } catch (err) {
+          if (c !== undefined) closeFd(c);
+          acceptPausedUntil = Date.now() + ACCEPT_RETRY_MS;
+          log.warn("Cannot accept a client", { cause: errorMessage(err), held: held.size });
         }
       }
       // 3. Serve each client with a message waiting; a client that hung up is dropped.
@@ -161,7 +177,7 @@ function answer(
 ): void {
   const reply = (body: Record<string, unknown>, fds: number[] = []) =>
     sendWithFds(c, new TextEncoder().encode(JSON.stringify(body)), { fds });
-  let req: { op?: string; key?: string; meta?: Record<string, unknown>; version?: number };
+  let req: { op?: string; key?: string; meta?: Record<string, unknown>; version?: number; from?: number };
   try {
     req = JSON.parse(new TextDecoder().decode(msg.data));
   } catch (err) {
@@ -171,14 +187,28 @@ function answer(
   }
   if (req.op !== "keep") for (const fd of msg.fds) closeFd(fd);
   switch (req.op) {
-    case "hello":
-      reply({
-        ok: true,
-        version: FD_HOLDER_PROTOCOL,
-        pid: process.pid,
-        kept: [...held].map(([key, e]) => ({ key, meta: e.meta, fds: e.fds.length })),
-      });
+    case "hello": {
+      // Keys only, paged: one message holds at most MAX_MESSAGE_BYTES, and a meta is ~400 bytes (a reply with
+      // every meta failed from ~160 entries).
+      const from = Number.isSafeInteger(req.from) && (req.from as number) > 0 ? (req.from as number) : 0;
+      const kept: HeldEntry[] = [];
+      let bytes = 200;
+      for (const [key, e] of [...held].slice(from)) {
+        const entry = { key, fds: e.fds.length };
+        bytes += new TextEncoder().encode(JSON.stringify(entry)).length + 1;
+        if (bytes > MAX_MESSAGE_BYTES && kept.length > 0) break;
+        kept.push(entry);
+      }
+      reply({ ok: true, version: FD_HOLDER_PROTOCOL, pid: process.pid, total: held.size, kept });
       return;
+    }
+    case "release-all": {
+      const keys = [...held.keys()];
+      for (const key of keys) closeEntry(key);
+      log.info("Released everything", { released: keys.length });
+      reply({ ok: true, released: keys.length });
+      return;
+    }
     case "keep":
       if (typeof req.key !== "string" || typeof req.meta !== "object" || req.meta === null) {
         for (const fd of msg.fds) closeFd(fd);
@@ -240,12 +270,18 @@ export class FdHolderClient {
     return new FdHolderClient(fd);
   }
 
-  /** The holder's pid and what it holds. */
+  /** The holder's pid and the keys it holds (asked page by page; `take` gives each one's meta). */
   hello(): { pid: number; kept: HeldEntry[] } {
-    const r = this.#call({ op: "hello", version: FD_HOLDER_PROTOCOL });
-    if (r.body.version !== FD_HOLDER_PROTOCOL)
-      throw new Error(`Cannot use the FUSE descriptor holder: it speaks protocol ${String(r.body.version)}`);
-    return { pid: r.body.pid as number, kept: r.body.kept as HeldEntry[] };
+    const kept: HeldEntry[] = [];
+    for (;;) {
+      const r = this.#call({ op: "hello", version: FD_HOLDER_PROTOCOL, from: kept.length });
+      if (r.body.version !== FD_HOLDER_PROTOCOL)
+        throw new Error(`Cannot use the FUSE descriptor holder: it speaks protocol ${String(r.body.version)}`);
+      const page = Array.isArray(r.body.kept) ? (r.body.kept as HeldEntry[]) : [];
+      kept.push(...page);
+      if (page.length === 0 || typeof r.body.total !== "number" || kept.length >= r.body.total)
+        return { pid: r.body.pid as number, kept };
+    }
   }
 
   /** Has the holder keep copies of `fds` under `key` with `meta`. */
@@ -262,6 +298,11 @@ export class FdHolderClient {
   /** Has the holder close what it holds under `key`; false when it held nothing there. */
   release(key: string): boolean {
     return this.#call({ op: "release", key }).body.released === true;
+  }
+
+  /** Has the holder close everything it holds (their connections end); how many entries it held. */
+  releaseAll(): number {
+    return Number(this.#call({ op: "release-all" }).body.released ?? 0);
   }
 
   /** Disconnects (the holder then applies its exit rules). Idempotent. */

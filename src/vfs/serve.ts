@@ -19,6 +19,7 @@ import { cleanStaleFuseMounts, mountFuse, setReadAheadKb, unmountFuse } from "..
 import { ProtocolServer, type Negotiated } from "../fuse/protocol_server.ts";
 import { VfsBridge, type BridgeOptions } from "./bridge.ts";
 import type { Node } from "./node.ts";
+import { closeSync } from "node:fs";
 
 /** Where a mount's log lines go. */
 export interface MountLogger {
@@ -200,7 +201,11 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     }
     transport.start();
   } catch (err) {
-    if (!opts.resume) unmountFuse(m.mountpoint, { force: true });
+    // Nobody serves it then: a mount made here is undone; a connection taken over is ended too (its fds here
+    // closed, the mount detached and aborted: readers get an error rather than wait), else it would stay mounted
+    // with the keeper's copies and no reader. The caller releases the keeper's copies.
+    if (opts.resume) for (const fd of opts.resume.readerFds) closeQuietly(fd);
+    unmountFuse(m.mountpoint, { force: true });
     throw new FailedPreconditionError(`Cannot serve FUSE mount "${m.mountpoint}": ${errorMessage(err)}`, {
       cause: err,
     });
@@ -278,4 +283,12 @@ function installExitHook(): void {
       }
     }
   });
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // closed already
+  }
 }

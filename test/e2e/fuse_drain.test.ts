@@ -13,7 +13,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { fstatSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readMountInfo, unmountFuse } from "../../src/fuse/mount.ts";
@@ -149,5 +149,33 @@ describe.skipIf(!enabled)("a FUSE server leaving its connection to the next", ()
     expect(await cat(join(dir, "slow"))).toEqual({ sum: sha(SLOW), code: 0 });
     await h2.unmount();
     expect(readMountInfo().some((m) => m.mountpoint === dir)).toBe(false);
+  }, 60_000);
+
+  test("a takeover that fails ends the connection: its fds closed, the mount detached", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fuse-drain-"));
+    dirs.push(dir);
+    const root1 = new TestRoot({ slow: new TestFile(2, SLOW), fast: new TestFile(3, FAST) });
+    const opts = { transport: "workers" as const, stableNodeIds: true, keepCache: false, readers: 2 };
+    const h1 = await mountTree(root1, dir, opts);
+    const fds = h1.readerFds().map((fd) => dupFd(fd));
+    expect(await h1.drain(30_000)).toBe(0);
+    h1.leave();
+    await h1.closed;
+    // The fault: the first fd cannot be written (FUSE_NOTIFY_RESEND fails with EBADF), so the takeover throws
+    // after it was handed the fds.
+    const readOnly = openSync("/dev/null", "r");
+    const given = [readOnly, ...fds];
+    const root2 = new TestRoot({ slow: new TestFile(2, SLOW), fast: new TestFile(3, FAST) });
+    const err = await mountTree(root2, dir, {
+      ...opts,
+      resume: { readerFds: given, negotiated: h1.negotiated, dev: h1.dev },
+    }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/Cannot serve FUSE mount/);
+    // Nobody would serve it: it is not left mounted, and the fds it was given are closed.
+    expect(readMountInfo().some((m) => m.mountpoint === dir)).toBe(false);
+    for (const fd of given) expect(() => fstatSync(fd)).toThrow(/EBADF/);
   }, 60_000);
 });

@@ -113,6 +113,24 @@ describe("serve's keeper on systemd's file descriptor store", () => {
     expect(readEnd(readFd)).toBe("EOF");
   });
 
+  test("a keep that fails midway takes back what it had stored", async () => {
+    const dir = tempDir();
+    const fake = new FakeSystemd(dir);
+    cleanup.push(() => fake.close());
+    const log = new MemoryLogger();
+    const h = await start(fake, { FDSTORE: "4096" }, log);
+    const { readFd, writeFds } = fifo(dir, 1);
+    // The fault: the second reader fd is not open (above the descriptor limit), so its message cannot be sent
+    // (EBADF) after the meta and the first reader fd were stored.
+    const notOpen = 1_000_000;
+    await h.keep(meta("/mnt/a"), [writeFds[0]!, notOpen]);
+    closeSync(writeFds[0]!);
+    expect(log.lines.some((l) => l.msg.startsWith("Cannot keep a layer's FUSE connection"))).toBe(true);
+    fake.pump();
+    expect(fake.names()).toEqual([]);
+    expect(readEnd(readFd)).toBe("EOF");
+  });
+
   test("keeping a mount again with the same open files replaces them: removed first, so none is a duplicate", async () => {
     const dir = tempDir();
     const fake = new FakeSystemd(dir);

@@ -6,11 +6,24 @@
  * closing what it held.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  mkdtempSync,
+  readdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { startFdHandover } from "../../src/service/fd_handover.ts";
 import { FdHolderClient } from "../../src/service/fd_holder.ts";
+import { MemoryLogger } from "../../src/util/log.ts";
 import { BUN, MAIN } from "../_harness/cli.ts";
 import { waitFor } from "../_harness/ports.ts";
 
@@ -91,6 +104,32 @@ function readEnd(fd: number): string {
   }
 }
 
+/** A meta the size of serve's (layerfs KeptConnectionMeta): ~410 bytes of JSON. */
+function bigMeta(i: number): Record<string, unknown> {
+  return {
+    version: 1,
+    mountpoint: `/var/lib/soci-ts/snapshotter/snapshots/${1000 + i}/fs`,
+    dev: `0:${100 + i}`,
+    layerDigest: `sha256:${"a".repeat(64)}`,
+    negotiated: {
+      major: 7,
+      minor: 39,
+      maxReadahead: 131072,
+      flags: 1234567,
+      maxWrite: 1048576,
+      maxPages: 256,
+      timeGran: 1,
+      congestionThreshold: 12,
+      maxBackground: 16,
+      passthrough: false,
+      writebackCache: false,
+      noOpenSupport: false,
+      noOpendirSupport: false,
+      padding: "x".repeat(60),
+    },
+  };
+}
+
 describe("soci-ts fd-holder", () => {
   test("keep, hello, take and release with real descriptors; it exits once alone and empty", async () => {
     const h = startHolder(600);
@@ -103,7 +142,7 @@ describe("soci-ts fd-holder", () => {
     // A second client (a new serve) sees it and takes a copy that writes into the same FIFO.
     const b = await connect(h.socket);
     const hello = b.hello();
-    expect(hello.kept).toEqual([{ key: "k1", meta: { mountpoint: "/nowhere", dev: "0:0" }, fds: 1 }]);
+    expect(hello.kept).toEqual([{ key: "k1", fds: 1 }]);
     const taken = b.take("k1");
     expect(taken.meta).toEqual({ mountpoint: "/nowhere", dev: "0:0" });
     writeSync(taken.fds[0]!, "through the copy");
@@ -135,6 +174,75 @@ describe("soci-ts fd-holder", () => {
     // Rule 2: no one comes back; the holder closes its copy (the read end ends) and exits.
     expect(await h.exited).toBe(0);
     expect(readEnd(readFd)).toBe("EOF");
+  }, 60_000);
+
+  test("a new serve takes back 1500 kept entries (their metas, and even their keys, exceed one 64 KiB message)", async () => {
+    const h = startHolder(600);
+    const a = await connect(h.socket);
+    // One FIFO, one write end per entry: the read end ends once every copy of every entry is closed.
+    const { readFd, writeFd } = fifo();
+    const path = `/proc/self/fd/${writeFd}`;
+    const n = 1500;
+    for (let i = 0; i < n; i++) {
+      const w = openSync(path, constants.O_WRONLY);
+      // A meta as large as serve's (~410 bytes); these mounts are not in the mount table.
+      const meta = bigMeta(i);
+      a.keep(`soci-ts-${createHash("sha256").update(String(meta.mountpoint)).digest("hex").slice(0, 32)}`, meta, [w]);
+      closeSync(w);
+    }
+    closeSync(writeFd);
+    a.close();
+    expect(readEnd(readFd)).toBe("");
+    const log = new MemoryLogger();
+    const handover = await startFdHandover({
+      root: dirname(h.socket),
+      logger: log,
+      env: {},
+      selfArgv: [],
+      holderTimeoutSec: 600,
+    });
+    // Every entry was taken (no mount is live, so each was closed and released), none left held.
+    expect(handover.kind).toBe("holder");
+    expect(handover.keptMountpoints().size).toBe(0);
+    expect(log.lines.filter((e) => e.msg.startsWith("A kept FUSE connection's mount is gone")).length).toBe(n);
+    expect(readEnd(readFd)).toBe("EOF");
+    await handover.close();
+    expect(await h.exited).toBe(0);
+  }, 120_000);
+
+  test("a client it cannot accept (EMFILE) is refused alone: what it holds stays held", async () => {
+    const h = startHolder(600);
+    let exited = false;
+    void h.exited.then(() => (exited = true));
+    const a = await connect(h.socket);
+    const { readFd, writeFd } = fifo();
+    a.keep("k1", { mountpoint: "/nowhere", dev: "0:0" }, [writeFd]);
+    closeSync(writeFd);
+    // The fault: the holder's descriptor limit set to its lowest free descriptor, so its next accept fails.
+    const pid = h.proc.pid!;
+    const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+    let lowestFree = 0;
+    while (open.has(lowestFree)) lowestFree++;
+    const soft = execFileSync("prlimit", [`--pid=${pid}`, "--nofile", "--raw", "--noheadings", "-o", "SOFT"])
+      .toString()
+      .trim();
+    execFileSync("prlimit", [`--pid=${pid}`, `--nofile=${lowestFree}:`]);
+    const b = FdHolderClient.connect(h.socket); // queued in its backlog
+    await waitFor(
+      "the holder to fail an accept",
+      async () => exited || h.log().includes("Cannot accept a client"),
+      20_000,
+    );
+    expect(exited).toBe(false);
+    expect(readEnd(readFd)).toBe("");
+    // With room again, the client waiting is accepted and served.
+    execFileSync("prlimit", [`--pid=${pid}`, `--nofile=${soft}:`]);
+    expect(b.hello().kept.map((e) => e.key)).toEqual(["k1"]);
+    expect(b.release("k1")).toBe(true);
+    expect(readEnd(readFd)).toBe("EOF");
+    a.close();
+    b.close();
+    expect(await h.exited).toBe(0);
   }, 60_000);
 
   test("a request it does not know is refused with a Cannot message, and the client stays connected", async () => {
