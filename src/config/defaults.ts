@@ -117,7 +117,7 @@ export const SCHEMA: readonly SectionSpec[] = [
         "metrics_address",
         "metricsAddress",
         "",
-        "Where `soci-ts serve` serves Prometheus metrics (/metrics) and its layer list (/debug/layers): host:port for tcp (e.g. 127.0.0.1:9110), a socket path for unix; empty: off",
+        "Where `soci-ts serve` serves Prometheus metrics (/metrics; its layer list is on the status socket only): host:port for tcp (e.g. 127.0.0.1:9110), a socket path for unix; empty: off",
       ),
       oneOf(
         "metrics_network",

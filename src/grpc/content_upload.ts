@@ -14,7 +14,9 @@
  * when the blob is committed: nothing to do); WRITE (1) carries `offset` and `data` (an offset of 0 while the
  * server holds data would truncate it); COMMIT (2) with `offset` = `total`, `total`, `expected` and `labels`
  * checks size and digest and commits. A second writer on the same ref gets UNAVAILABLE "ref … locked" until the
- * first stream is gone.
+ * first stream is gone: another pull of the same blob, or the cancelled stream of a resume. STAT is then tried
+ * again with a capped backoff for up to `lockedWaitMs` (or until the signal fires), asking `committed` in between:
+ * the other writer may commit the blob, and then there is nothing to do.
  *
  * Steps:
  *   1. Open a stream and STAT: committed already → done; else the server's offset is where the data resumes.
@@ -33,9 +35,11 @@ export const DEFAULT_STALL_MS = 5_000;
 export const DEFAULT_MAX_RESUMES = 5;
 /** Default number of WRITE messages in flight without an answer (16 × 64 KiB = 1 MiB). */
 export const DEFAULT_WINDOW_MESSAGES = 16;
-/** How often a resume retries a STAT that finds the ref still locked by the cancelled stream. */
-const LOCKED_RETRIES = 20;
-const LOCKED_RETRY_MS = 100;
+/** Default time a STAT waits for a ref locked by another writer (containerd's client waits for its context). */
+export const DEFAULT_LOCKED_WAIT_MS = 10 * 60_000;
+/** First and largest pause between STATs of a locked ref (doubling in between). */
+const LOCKED_RETRY_FIRST_MS = 50;
+const LOCKED_RETRY_MAX_MS = 2_000;
 
 /** A WriteContentRequest as sent (field names as in the .proto). */
 export interface WireWriteRequest {
@@ -97,6 +101,10 @@ export interface UploadOptions {
   messageBytes?: number;
   /** Called with the byte count the server acknowledged, after each answer. */
   onProgress?: (ackedBytes: number) => void;
+  /** Time STAT keeps retrying a ref locked by another writer before failing (default 10 minutes). */
+  lockedWaitMs?: number;
+  /** Asked while the ref is locked: true when the blob is committed now (another writer finished it). */
+  committed?: () => Promise<boolean>;
 }
 
 /** What `uploadContent` did. */
@@ -165,7 +173,9 @@ export async function uploadContent(
   };
   /** Opens a stream and STATs it; returns the server's offset, or "committed". */
   const stat = async (): Promise<number | "committed"> => {
-    for (let attempt = 0; ; attempt++) {
+    const lockedWaitMs = opts.lockedWaitMs ?? DEFAULT_LOCKED_WAIT_MS;
+    let lockedSince: number | undefined;
+    for (let pause = LOCKED_RETRY_FIRST_MS; ; pause = Math.min(pause * 2, LOCKED_RETRY_MAX_MS)) {
       ch = open();
       ch.send({ action: "STAT", ref: req.ref, expected: req.expected, total: req.total });
       try {
@@ -178,12 +188,18 @@ export async function uploadContent(
       } catch (err) {
         ch.cancel();
         if (err instanceof AlreadyExistsError) return "committed";
-        // The cancelled stream of a resume may hold the ref's lock a little longer.
-        if (err instanceof UnavailableError && /locked/.test(err.message) && attempt < LOCKED_RETRIES) {
-          await new Promise((r) => setTimeout(r, LOCKED_RETRY_MS));
-          continue;
+        if (!(err instanceof UnavailableError && /locked/.test(err.message))) throw err;
+        // Another writer holds the ref: wait for it to finish or go away.
+        lockedSince ??= Date.now();
+        const left = lockedSince + lockedWaitMs - Date.now();
+        if (left <= 0) {
+          throw new UnavailableError(
+            `Cannot write "${req.expected}" to containerd's content store: ref "${req.ref}" still locked by another writer after ${lockedWaitMs} ms`,
+            { cause: err },
+          );
         }
-        throw err;
+        if (opts.committed && (await opts.committed())) return "committed";
+        await pauseFor(Math.min(pause, left), signal);
       }
     }
   };
@@ -275,4 +291,20 @@ export async function uploadContent(
   } finally {
     ch?.cancel();
   }
+}
+
+/** Resolves after `ms`; rejects with the signal's reason when it fires first. */
+function pauseFor(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }

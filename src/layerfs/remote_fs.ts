@@ -30,7 +30,7 @@ import { silentLogger, type Logger } from "../util/log.ts";
 import type { Negotiated } from "../fuse/protocol_server.ts";
 import { unmountFuse } from "../fuse/mount.ts";
 import { mountTree, type MountHandle, type ResumeFuse } from "../vfs/serve.ts";
-import { Op, operationCount, operationDurationMs } from "../util/metrics.ts";
+import { countMountFailure, Op, operationDurationMs } from "../util/metrics.ts";
 import type { BackgroundFetcher } from "./background_fetcher.ts";
 import type { Layer } from "./layer.ts";
 import { LayerManager, type AcquireLayerOptions, type LayerHandle, type LayerManagerOptions } from "./layer_manager.ts";
@@ -238,7 +238,7 @@ export class LayerFs {
       return layer;
     } catch (err) {
       // SOCI's count of mounts that failed (opening the layer or its FUSE mount), per layer.
-      operationCount.labels(Op.fuseMountFailureCount, opts.layer.digest).inc();
+      countMountFailure(opts.layer.digest);
       throw err;
     } finally {
       this.#mounting.delete(mp);

@@ -388,7 +388,19 @@ async function putBlob(
   const r = await uploadContent(
     () => containerd.openWrite(signal),
     { ref: `soci-ts-${d.digest}`, expected: d.digest, total: d.size, labels, data },
-    { signal, onProgress },
+    {
+      signal,
+      onProgress,
+      // Another pull writing the same blob holds the ref; when it commits, the blob is there.
+      committed: () =>
+        containerd.contentInfo(d.digest, { signal }).then(
+          () => true,
+          (err) => {
+            if (err instanceof NotFoundError) return false;
+            throw err;
+          },
+        ),
+    },
   );
   if (r.existed) await containerd.setContentLabels(d.digest, labels, { signal });
 }

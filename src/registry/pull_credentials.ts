@@ -7,6 +7,12 @@
  * forgotten `ttlMs` after that pull. Only reads of that repository on that host use them: never a mirror, never
  * another repository of the same host. Nothing is written to disk; a restarted daemon knows none until the next
  * pull. At most `maxEntries` repositories are kept (the least recently pulled go first).
+ *
+ * AuthConfig's `server_address`, when set, names the registry the credentials are for: as containerd's CRI
+ * (pkg/cri/server/image_pull.go ParseAuth, 1.5+) uses none whose server address is another host than the one it
+ * contacts, a pull whose `server_address` host is not its image's registry host counts as a pull without
+ * credentials. (The host is compared as registry keys are, so "https://index.docker.io/v1/" is Docker Hub's; a
+ * bare "host:port" is read as that host, where containerd's URL parsing would find no host and drop it.)
  */
 import type { Credential, FoundCredential } from "./credentials.ts";
 import { normalizeAuthKey } from "./credentials.ts";
@@ -21,6 +27,8 @@ export interface PullAuth {
   auth?: string;
   identityToken?: string;
   registryToken?: string;
+  /** The registry the credentials are for ("https://host/…", "host:port"); empty or absent: the image's. */
+  serverAddress?: string;
 }
 
 /** Options of PullCredentials. */
@@ -61,15 +69,15 @@ export class PullCredentials {
   /**
    * Remembers the credentials of a pull of `image` (a reference as kubelet passes it: "python:3",
    * "registry:5000/app@sha256:…"). A pull without credentials forgets what an earlier one left for the same
-   * repository: the pull shows the repository needs none, or that the node has its own. Returns false when
-   * nothing was remembered. Throws InvalidArgumentError for a reference that does not parse, or an `auth` that
+   * repository: the pull shows the repository needs none, or that the node has its own; so does a pull whose
+   * `serverAddress` names another host than the image's. Returns false when nothing was remembered. Throws InvalidArgumentError for a reference that does not parse, or an `auth` that
    * is not base64 "username:password".
    */
   remember(image: string, auth: PullAuth | null | undefined): boolean {
     const ref = parseReference(image);
     const key = keyOf(ref.registry, ref.repository);
     this.#entries.delete(key);
-    const credential = auth ? credentialOf(auth, image) : undefined;
+    const credential = auth && forHost(auth, ref.registry) ? credentialOf(auth, image) : undefined;
     if (!credential) return false;
     this.#entries.set(key, { credential, image, expiresAt: this.#now() + this.#ttlMs });
     while (this.#entries.size > this.#max) this.#entries.delete(this.#entries.keys().next().value!);
@@ -96,6 +104,12 @@ export class PullCredentials {
       this.#entries.delete(k);
     }
   }
+}
+
+/** True when `auth` has no server address, or one whose host is `host` (as registry keys compare). */
+function forHost(auth: PullAuth, host: string): boolean {
+  if (!auth.serverAddress) return true;
+  return normalizeAuthKey(auth.serverAddress).toLowerCase() === normalizeAuthKey(host).toLowerCase();
 }
 
 function keyOf(host: string, repository: string): string {

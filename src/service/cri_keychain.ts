@@ -47,9 +47,16 @@ export function criKeychain(c: Config, address: string, logger: Logger): CriKeyc
           auth: auth.auth,
           identityToken: auth.identity_token,
           registryToken: auth.registry_token,
+          serverAddress: auth.server_address,
         },
       );
-      logger.info(kept ? "Remembered the credentials of a CRI pull" : "CRI pull without credentials", { image });
+      if (kept) logger.info("Remembered the credentials of a CRI pull", { image });
+      else if (auth)
+        logger.info("Not remembering the credentials of a CRI pull: none usable, or server_address is another host", {
+          image,
+          serverAddress: auth.server_address,
+        });
+      else logger.info("CRI pull without credentials", { image });
     },
   });
   return { proxy, credentials };

@@ -1,11 +1,12 @@
 /**
  * The daemon's HTTP endpoints for operators: `/metrics` (Prometheus text, util/metrics.ts), `/debug/layers`
  * and `/debug/memory` (JSON, status.ts), served on
- *   - the status socket `<root>/status.sock`, always (mode 0600: whoever may read the root may ask). `soci-ts
- *     status --root R` reads it: it needs no configuration, works whether metrics are on or not, and reaches only
- *     the daemon of that root (several daemons on one node each have their own);
- *   - config `metrics_address`, when set: "host:port" with `metrics_network = "tcp"` (":port" listens on every
- *     address), or a socket path (mode 0660) with "unix", as SOCI's.
+ *   - the status socket `<root>/status.sock`, always, all three (mode 0600: whoever may read the root may ask).
+ *     `soci-ts status --root R` reads it: it needs no configuration, works whether metrics are on or not, and
+ *     reaches only the daemon of that root (several daemons on one node each have their own);
+ *   - config `metrics_address`, when set, `/metrics` only: "host:port" with `metrics_network = "tcp"` (":port"
+ *     listens on every address), or a socket path (mode 0660) with "unix", as SOCI's. The `/debug/*` answers name
+ *     images, registries, repositories and mount points: not for whoever reaches a network port.
  *
  * `startStatusServer` steps:
  *   1. Register the collectors (per-layer gauges, span cache, process figures) with the metrics registry.
@@ -56,15 +57,24 @@ export async function startStatusServer(stack: LayerStack, opts: StatusServerOpt
   const sockets: string[] = [];
   // 1.
   const collectors = [addStackCollector(stack), addProcessCollector()];
-  const fetch = (req: Request): Response => {
-    const path = new URL(req.url).pathname;
+  const serveMetrics = (req: Request): Response | undefined => {
     if (req.method !== "GET" && req.method !== "HEAD") return new Response("method not allowed\n", { status: 405 });
-    if (path === "/metrics")
+    if (new URL(req.url).pathname === "/metrics")
       return new Response(metrics.expose(), { headers: { "content-type": EXPOSITION_CONTENT_TYPE } });
+    return undefined;
+  };
+  /** The status socket: metrics and the debug answers. */
+  const fetch = (req: Request): Response => {
+    const answer = serveMetrics(req);
+    if (answer) return answer;
+    const path = new URL(req.url).pathname;
     if (path === "/debug/layers") return Response.json(serveStatus(stack, { root: opts.root, address: opts.address }));
     if (path === "/debug/memory") return Response.json(memoryStatus(stack));
     return new Response("not found: try /metrics, /debug/layers or /debug/memory\n", { status: 404 });
   };
+  /** `metrics_address`: metrics only. */
+  const fetchMetrics = (req: Request): Response =>
+    serveMetrics(req) ?? new Response("not found: try /metrics\n", { status: 404 });
   let closed: Promise<void> | undefined;
   const close = () =>
     (closed ??= (async () => {
@@ -83,7 +93,7 @@ export async function startStatusServer(stack: LayerStack, opts: StatusServerOpt
     const { metricsAddress: addr, metricsNetwork: network } = opts.config;
     if (addr !== "") {
       if (network === "unix") {
-        servers.push(await listenUnix(addr, fetch, "metrics"));
+        servers.push(await listenUnix(addr, fetchMetrics, "metrics"));
         sockets.push(addr);
         await chmod(addr, 0o660);
         metricsUrl = `unix:${addr}`;
@@ -91,7 +101,7 @@ export async function startStatusServer(stack: LayerStack, opts: StatusServerOpt
         const { hostname, port } = parseHostPort(addr);
         let s: Server<undefined>;
         try {
-          s = Bun.serve({ hostname, port, fetch });
+          s = Bun.serve({ hostname, port, fetch: fetchMetrics });
         } catch (err) {
           throw new UnavailableError(`Cannot serve metrics at "${addr}": ${errorMessage(err)}`, { cause: err });
         }

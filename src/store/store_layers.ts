@@ -170,7 +170,8 @@ export class StoreLayers {
         this.#o.logger.debug("Store declines layer", { ref, layer: digest, index: image.found !== undefined });
         return undefined;
       }
-      // 4. (the wanted layer first; the others by the name the wanted one was asked by)
+      // 4. (the wanted layer first; the others by the name the wanted one was asked by). Another lookup may have
+      // opened it while this one waited in the resolution: #open then answers with that opening.
       const entry = this.#entry(ref, digest);
       const mine = this.#open(entry, image, diffIds, wanted);
       const names = new Map([...byToc].map(([toc, layer]) => [layer, toc]));
@@ -178,8 +179,7 @@ export class StoreLayers {
         if (l.digest === wanted || !offered(l.digest)) continue;
         const name = wanted !== digest ? names.get(l.digest) : l.digest;
         if (!name) continue;
-        const other = this.#entry(ref, name);
-        if (!other.opening) this.#open(other, image, diffIds, l.digest).catch(() => {});
+        this.#open(this.#entry(ref, name), image, diffIds, l.digest).catch(() => {});
       }
       // 5.
       return await raceSignal(mine, bounded);
@@ -238,7 +238,10 @@ export class StoreLayers {
     return e;
   }
 
-  /** Open layer `layerDigest` of `image` for `entry` (named by that digest, or by its zTOC's for podman 5). */
+  /**
+   * Open layer `layerDigest` of `image` for `entry` (named by that digest, or by its zTOC's for podman 5); an entry
+   * already opening answers with that opening (a second acquire would never be released).
+   */
   // biome-ignore lint/complexity/useMaxParams: private helper
   #open(
     entry: Entry,
@@ -246,6 +249,10 @@ export class StoreLayers {
     diffIds: string[],
     layerDigest: string,
   ): Promise<StoreLayer & { handle: LayerHandle }> {
+    if (entry.opening) {
+      this.#touch(entry);
+      return entry.opening;
+    }
     const opening = (async () => {
       const handle = await this.#o.manager.acquire(acquireOptionsFor(image, layerDigest));
       await handle.prefetched;

@@ -26,7 +26,8 @@
  *   soci_fs_layer_fetched_size_bytes{digest,mountpoint}, soci_fs_layer_size_bytes{digest,mountpoint}  gauges
  *
  * Per-layer series are dropped when the layer closes (`forgetLayer`), so a node that pulls images for months
- * does not keep a series per layer it ever served.
+ * does not keep a series per layer it ever served. A layer whose mount failed may never open (nor close): its
+ * fuse_mount_failure_count series are kept for the last MOUNT_FAILURE_LAYERS such layers only.
  */
 import {
   exponentialBuckets,
@@ -165,8 +166,26 @@ export function layerMetrics(digest: string): LayerMetrics {
   };
 }
 
+/** Most layers with a fuse_mount_failure_count series; past it the one counted longest ago is dropped. */
+export const MOUNT_FAILURE_LAYERS = 256;
+/** Layers with a fuse_mount_failure_count series, the least recently failed first. */
+const mountFailureLayers = new Set<string>();
+
+/** Count a failed mount of layer `digest` (SOCI's fuse_mount_failure_count), keeping MOUNT_FAILURE_LAYERS series. */
+export function countMountFailure(digest: string): void {
+  mountFailureLayers.delete(digest);
+  mountFailureLayers.add(digest);
+  operationCount.labels(Op.fuseMountFailureCount, digest).inc();
+  for (const oldest of mountFailureLayers) {
+    if (mountFailureLayers.size <= MOUNT_FAILURE_LAYERS) break;
+    mountFailureLayers.delete(oldest);
+    operationCount.remove(Op.fuseMountFailureCount, oldest);
+  }
+}
+
 /** Drop every series labelled with layer `digest` (it closed). */
 export function forgetLayer(digest: string): void {
+  mountFailureLayers.delete(digest);
   for (const f of [operationCount, bytesServed, operationDurationMs, operationDurationUs])
     f.removeWhere("layer", digest);
 }

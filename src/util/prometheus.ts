@@ -116,6 +116,11 @@ export abstract class Family<C extends Child> {
     return child;
   }
 
+  /** Drop the child of these label values, if any. */
+  remove(...values: string[]): void {
+    this.#children.delete(values.join(KEY_SEP));
+  }
+
   /** Drop every child whose label `labelName` has value `value` (a layer that closed). */
   removeWhere(labelName: string, value: string): void {
     const i = this.labelNames.indexOf(labelName);

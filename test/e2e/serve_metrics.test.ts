@@ -15,6 +15,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
 import type { ServeStatus } from "../../src/service/status.ts";
+import { STATUS_SOCKET_NAME } from "../../src/service/status_server.ts";
 import { parseExposition } from "../../src/util/prometheus.ts";
 import { AWS_SOCI_LIB, type AwsSoci, ensureAwsSoci, sociCli } from "../_harness/aws_soci.ts";
 import { BUN, MAIN } from "../_harness/cli.ts";
@@ -76,7 +77,11 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
       (n, k) => n + (m.get(`soci_ts_registry_received_bytes_total{kind="${k}"}`) ?? 0),
       0,
     );
-  const debugLayers = async () => (await (await fetch(`${metricsUrl}/debug/layers`)).json()) as ServeStatus;
+  // On the status socket only (metrics_address serves /metrics alone).
+  const debugLayers = async () =>
+    (await (
+      await fetch("http://localhost/debug/layers", { unix: join(root, STATUS_SOCKET_NAME) })
+    ).json()) as ServeStatus;
   const layerMounts = () =>
     env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(root));
   const ctr = (args: string[], timeoutMs = 5 * MINUTES) => env!.containerd.ctr(args, { timeoutMs });

@@ -58,7 +58,12 @@ class FakeContent {
     };
   };
 
+  /** While set, a STAT answers "locked" (another writer holds the ref); called with each such STAT. */
+  lockedBy?: () => boolean;
+
   handle(req: WireWriteRequest): WireWriteResponse | Error {
+    if (req.action === "STAT" && this.lockedBy?.())
+      return new UnavailableError(`ref ${req.ref} locked for 3s (since now): unavailable`);
     if (this.committed && req.action === "STAT") return new AlreadyExistsError("content already exists");
     if (req.action === "STAT") return { action: "STAT", offset: String(this.held.length) };
     if (req.action === "WRITE") {
@@ -143,6 +148,42 @@ describe("uploadContent", () => {
     const r = await uploadContent(partial.open, { ref: "r", expected: digest, total: data.length, data: [data] });
     expect(r.sentBytes).toBe(200_000);
     expect(partial.committed?.digest).toBe(digest);
+  });
+
+  test("a ref locked by another writer for longer than 2 s: waits, then skips the blob that writer committed", async () => {
+    const { data, digest } = blob(300_000);
+    const fake = new FakeContent();
+    let first: number | undefined;
+    // The other writer holds the ref for 2.5 s (counted from the first STAT it refuses), then commits.
+    fake.lockedBy = () => {
+      first ??= Date.now();
+      if (Date.now() - first < 2_500) return true;
+      fake.committed = { digest, labels: {} };
+      return false;
+    };
+    let asked = 0;
+    const r = await uploadContent(
+      fake.open,
+      { ref: "r", expected: digest, total: data.length, data: [data] },
+      { committed: async () => (asked++, fake.committed !== undefined) },
+    );
+    expect(r.existed).toBe(true);
+    expect(asked).toBeGreaterThan(0);
+    expect(fake.requests.filter((q) => q.action === "WRITE")).toEqual([]);
+  });
+
+  test("a ref locked past lockedWaitMs fails with UnavailableError; the signal ends the wait", async () => {
+    const { data, digest } = blob(1000);
+    const locked = new FakeContent();
+    locked.lockedBy = () => true;
+    const req = { ref: "r", expected: digest, total: data.length, data: [data] };
+    const err = await uploadContent(locked.open, req, { lockedWaitMs: 300 }).catch((e) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect(err.message).toMatch(/ref "r" still locked by another writer after 300 ms/);
+    const stop = new AbortController();
+    const waiting = uploadContent(locked.open, req, { signal: stop.signal }).catch((e) => e);
+    stop.abort(new Error("stopped"));
+    expect(((await waiting) as Error).message).toBe("stopped");
   });
 
   test("a digest mismatch at COMMIT fails with the server's error", async () => {

@@ -2,16 +2,22 @@
  * The layer metrics (util/metrics.ts) counted by the span manager and the background fetcher, read back from the
  * process registry's exposition as a scrape would: reads, bytes served, reads that waited on the network, span
  * fetches and their failures, background steps and their bytes, the span states a status shows; and a closed
- * layer's series are dropped.
+ * layer's series are dropped, and the failed mounts of layers that never open keep a bounded number of series.
  */
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { SpanCache } from "../../src/cache/span_cache.ts";
+import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
 import { BackgroundFetcher } from "../../src/layerfs/background_fetcher.ts";
+import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { identityLayout } from "../../src/layerfs/span_layout.ts";
 import { type RangeFetcher, SpanManager } from "../../src/layerfs/span_manager.ts";
 import { TaskGate } from "../../src/layerfs/task_gate.ts";
-import { forgetLayer, metrics } from "../../src/util/metrics.ts";
+import type { RegistryClient } from "../../src/registry/types.ts";
+import { forgetLayer, metrics, MOUNT_FAILURE_LAYERS } from "../../src/util/metrics.ts";
 import { parseExposition } from "../../src/util/prometheus.ts";
 import { Rand } from "../_harness/rand.ts";
 
@@ -124,5 +130,40 @@ describe("layer metrics", () => {
     expect(bg.add({ manager: sm, fetchRanges })).toBe(false);
     expect(evicted() - before).toBe(1);
     await bg.close();
+  });
+
+  test("mounts that fail before the layer opens keep fuse_mount_failure_count for the last layers only", async () => {
+    const root = await mkdtemp(join(tmpdir(), "mount-failures-"));
+    const fs = await LayerFs.create({ root, inflate: inflateFromCheckpoint, backgroundFetch: { disable: true } });
+    // A registry that refuses every request (fault injection): the layer never opens, nor closes.
+    const refusing = new Proxy({} as RegistryClient, {
+      get: () => async () => {
+        throw new Error("connection refused");
+      },
+    });
+    const failures = () =>
+      [...parseExposition(metrics.expose()).keys()].filter((k) =>
+        k.startsWith('soci_fs_operation_count{operation_type="fuse_mount_failure_count"'),
+      );
+    const digests = [...Array(MOUNT_FAILURE_LAYERS + 10).keys()].map((i) => sha(new TextEncoder().encode(`gone-${i}`)));
+    try {
+      for (const [i, digest] of digests.entries()) {
+        const err = await fs
+          .mountLayer({
+            source: { client: refusing, ref: { registry: "reg.invalid", repository: "r", tag: "v" } },
+            layer: { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest, size: 10 },
+            mountpoint: join(root, `m${i}`),
+          })
+          .catch((e) => e);
+        expect(err).toBeInstanceOf(Error);
+      }
+      const kept = failures();
+      expect(kept.length).toBe(MOUNT_FAILURE_LAYERS);
+      expect(kept.some((k) => k.includes(digests[0]!))).toBe(false);
+      expect(parseExposition(metrics.expose()).get(kept.find((k) => k.includes(digests.at(-1)!))!)).toBe(1);
+    } finally {
+      await fs.close();
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

@@ -39,6 +39,27 @@ describe("PullCredentials", () => {
     expect(k.size).toBe(4);
   });
 
+  test("credentials whose server_address is another host are not remembered (as containerd's CRI uses none)", () => {
+    const k = new PullCredentials({ ttlMs: 60_000 });
+    const alice = { username: "alice", password: "secret" };
+    // The image's own host, with a scheme and path, bare, or Docker Hub under another of its names: kept.
+    expect(
+      k.remember("reg.example:5000/team/app:v1", { ...alice, serverAddress: "https://reg.example:5000/v2/" }),
+    ).toBe(true);
+    expect(k.remember("reg.example:5000/team/bare", { ...alice, serverAddress: "reg.example:5000" })).toBe(true);
+    expect(k.remember("python:3", { ...alice, serverAddress: "https://index.docker.io/v1/" })).toBe(true);
+    expect(k.lookup("reg.example:5000", "team/app")?.credential).toEqual(alice);
+    // Another host (or another port): not remembered, and what the repository had is forgotten.
+    expect(k.remember("reg.example:5000/team/app:v2", { ...alice, serverAddress: "https://other.example" })).toBe(
+      false,
+    );
+    expect(k.lookup("reg.example:5000", "team/app")).toBeUndefined();
+    expect(k.remember("reg.example:5000/team/bare", { ...alice, serverAddress: "reg.example:6000" })).toBe(false);
+    expect(k.lookup("reg.example:5000", "team/bare")).toBeUndefined();
+    expect(k.remember("ghcr.io/o/a", { registryToken: "t", serverAddress: "https://quay.io" })).toBe(false);
+    expect(k.size).toBe(1);
+  });
+
   test("a pull without credentials forgets the repository's; a later pull replaces them", () => {
     const k = new PullCredentials({ ttlMs: 60_000 });
     k.remember("r.example/app:v1", { username: "a", password: "1" });

@@ -1,7 +1,7 @@
 /**
  * The daemon's operator endpoints (service/status_server.ts) on a real lazy loader without mounts: `/metrics`,
- * `/debug/layers` and `/debug/memory` on the status socket under the root and on `metrics_address` (tcp and unix), `soci-ts status`
- * reading the socket, and what a bad address or a path in the way does. Listing mounted layers needs FUSE and
+ * `/debug/layers` and `/debug/memory` on the status socket under the root, only `/metrics` on `metrics_address` (tcp
+ * and unix: the debug answers name images and mount points), `soci-ts status` reading the socket, and what a bad address or a path in the way does. Listing mounted layers needs FUSE and
  * containerd: test/e2e/serve_metrics.test.ts.
  */
 import { afterEach, describe, expect, test } from "bun:test";
@@ -67,6 +67,24 @@ describe("status server", () => {
       0,
     );
     expect((await fetch(`${s.metricsUrl}/nothing`)).status).toBe(404);
+  });
+
+  test("metrics_address serves /metrics only: /debug/* answer 404 there, on tcp and unix, and stay on the socket", async () => {
+    const { root, config, stack } = await setup({ metricsAddress: "127.0.0.1:0", metricsNetwork: "tcp" });
+    const s = await start(stack, root, config);
+    for (const path of ["/debug/layers", "/debug/memory"]) {
+      const res = await fetch(`${s.metricsUrl}${path}`);
+      expect(res.status).toBe(404);
+      expect(await res.text()).toBe("not found: try /metrics\n");
+      expect((await fetch(`http://localhost${path}`, { unix: s.statusSocket })).status).toBe(200);
+    }
+    await s.close();
+    config.metricsAddress = join(root, "metrics.sock");
+    config.metricsNetwork = "unix";
+    const u = await start(stack, root, config);
+    expect((await fetch("http://localhost/metrics", { unix: config.metricsAddress })).status).toBe(200);
+    for (const path of ["/debug/layers", "/debug/memory"])
+      expect((await fetch(`http://localhost${path}`, { unix: config.metricsAddress })).status).toBe(404);
   });
 
   test("/debug/layers on the status socket, and soci-ts status reading it", async () => {

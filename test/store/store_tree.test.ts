@@ -279,6 +279,22 @@ describe.skipIf(!run)("podman store tree", () => {
     await eventually(async () => (await readFile(join(tmp, "uses.json"), "utf8")) === "[]", 5000, "counts saved");
   });
 
+  test("two lookups of one layer at once open it once; the last release closes it", async () => {
+    const { tree, layers: l } = await open();
+    const digest = partial.layers[0]!.descriptor.digest;
+    // Both lookups wait in the (single-flight) resolution at the same time.
+    const [a, b] = await Promise.all([l.layer(refOf(partial), digest), l.layer(refOf(partial), digest)]);
+    expect(a).toBeDefined();
+    expect(b).toBe(a!);
+    expect(openLayers()).toBe(1);
+    const dir = await dirOf(tree, partial, 0);
+    expect(await errnoOf(() => dir.create!("use", ctx))).toBe(ENOENT);
+    const refDir = (await tree.root.lookup!(encodeStoreRef(refOf(partial)))) as Node;
+    expect(await errnoOf(() => refDir.rmdir!(digest, ctx))).toBe(ENOENT);
+    expect(l.status()).toEqual([]);
+    expect(openLayers()).toBe(0);
+  });
+
   test("a layer opened by a lookup and never used closes after the linger time", async () => {
     const { tree, layers: l } = await open({ lingerMs: 200 });
     expect(await (await dirOf(tree, full, 0)).lookup!("diff")).toBeDefined();
