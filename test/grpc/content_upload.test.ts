@@ -165,7 +165,12 @@ describe("uploadContent", () => {
     const r = await uploadContent(
       fake.open,
       { ref: "r", expected: digest, total: data.length, data: [data] },
-      { committed: async () => (asked++, fake.committed !== undefined) },
+      {
+        committed: async () => {
+          asked++;
+          return fake.committed !== undefined;
+        },
+      },
     );
     expect(r.existed).toBe(true);
     expect(asked).toBeGreaterThan(0);

@@ -85,6 +85,7 @@ describe("status server", () => {
     expect((await fetch("http://localhost/metrics", { unix: config.metricsAddress })).status).toBe(200);
     for (const path of ["/debug/layers", "/debug/memory"])
       expect((await fetch(`http://localhost${path}`, { unix: config.metricsAddress })).status).toBe(404);
+    await u.close();
   });
 
   test("/debug/layers on the status socket, and soci-ts status reading it", async () => {
