@@ -38,6 +38,11 @@ export class TaskGate {
     return this.#active;
   }
 
+  /** Number of background tasks waiting for the foreground work in flight to end (tests observe it). */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
   /**
    * Resolves as soon as no foreground work is in flight (no silence period): for work that only yields to
    * reads waiting on the network, such as a load order document's replay. Rejects when `signal` aborts.

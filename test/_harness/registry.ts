@@ -98,10 +98,17 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   }
 }
 
+/** Response header each harness registry sends with its own random value (Distribution's `http.headers`). */
+const IDENTITY_HEADER = "X-Soci-Test-Registry";
+
 async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegistry> {
   const dir = mkdtempSync(join(tmpdir(), "soci-registry-"));
   const address = opts.address ?? "127.0.0.1";
   const port = opts.port ?? (await freePort());
+  // The port was free a moment ago; another process (a parallel test run) may have taken it since, in which case
+  // ours exits but theirs answers the probe, and the suite later finds it gone (ECONNREFUSED, or a fault proxy's
+  // 502). Every answer of ours carries this identity, and the probe accepts no other.
+  const identity = crypto.randomUUID();
   const users = opts.users ?? { alice: "wonderland-secret" };
   let tokenServer: TokenServer | undefined;
   let authYaml = "";
@@ -162,6 +169,7 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
     `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: ${opts.accessLog ? "false" : "true"}\n` +
     `storage:\n  filesystem:\n    rootdirectory: ${join(dir, "data")}\n  delete:\n    enabled: true\n` +
     `http:\n  addr: ${address}:${port}\n  secret: soci-ts-test-secret\n` +
+    `  headers:\n    ${IDENTITY_HEADER}: [${identity}]\n` +
     tlsYaml +
     authYaml;
   writeFileSync(join(dir, "config.yml"), config);
@@ -196,6 +204,8 @@ async function startRegistryOnce(opts: StartRegistryOptions): Promise<TestRegist
           tls: { rejectUnauthorized: false },
         } as RequestInit);
         await res.body?.cancel();
+        if (res.headers.get(IDENTITY_HEADER) !== identity)
+          throw new Error(`Another server answers on ${url} (no ${IDENTITY_HEADER}: ${identity})`);
         return res.status === 200 || res.status === 401;
       },
       30_000,

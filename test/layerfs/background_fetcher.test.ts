@@ -6,6 +6,7 @@ import { identityLayout } from "../../src/layerfs/span_layout.ts";
 import { SpanManager, type RangeFetcher } from "../../src/layerfs/span_manager.ts";
 import { TaskGate } from "../../src/layerfs/task_gate.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
+import { within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 
 const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
@@ -22,6 +23,11 @@ async function layer(seed: string, layerDigest?: string) {
   const cache = await SpanCache.open();
   const manager = new SpanManager({ layerDigest: layerDigest ?? sha(blob), layout, spanDigests, fetchRanges, cache });
   return { blob, manager, fetchRanges, requests };
+}
+
+/** Resolves once `ready()` is true, checked after each turn of the event loop. */
+async function until(ready: () => boolean): Promise<void> {
+  while (!ready()) await new Promise((r) => setImmediate(r));
 }
 
 describe("BackgroundFetcher", () => {
@@ -84,7 +90,12 @@ describe("BackgroundFetcher", () => {
     const release = gate.enter();
     const bg = new BackgroundFetcher({ gate, fetchPeriodMs: 0 });
     const done = new Promise<string | undefined>((resolve) => bg.add({ manager, fetchRanges, onDone: resolve }));
-    await Bun.sleep(30);
+    // The fetcher parked at the gate (an event, not a guess at how long it needs to get there) has fetched nothing.
+    await within(
+      10_000,
+      "the fetcher waiting at the gate",
+      until(() => gate.waiting > 0),
+    );
     expect(requests.length).toBe(0);
     release();
     expect(await done).toBeUndefined();

@@ -29,10 +29,13 @@ describe.skipIf(!run)("lazy layer faults", () => {
   const files: Record<string, Uint8Array> = {};
   const r = new Rand("faults");
   for (let i = 0; i < 16; i++) files[`data/f${i}.bin`] = r.bytes(100_000 + r.int(200_000));
-  const client = () =>
+  // Only the stall test is about timeouts and sets a short one; the others get limits a loaded machine cannot reach
+  // by being slow (a 1.5 s span fetch on a busy machine must not turn into an EIO in a cache or concurrency test).
+  const GENEROUS_MS = 60_000;
+  const client = (timeoutMs: number) =>
     new HttpRegistryClient({
       dockerConfigPath: null,
-      timeoutMs: 2000,
+      timeoutMs,
       retries: { max: 1, minWaitMs: 10, maxWaitMs: 20 },
     });
   let n = 0;
@@ -44,13 +47,14 @@ describe.skipIf(!run)("lazy layer faults", () => {
       diskMaxBytes?: number;
       memoryMaxBytes?: number;
       fetchOnOpenMaxBytes?: number;
+      fetchTimeoutMs?: number;
     } = {},
   ) {
     const fs = await LayerFs.create({
       root: join(tmp, `root${n}`),
       inflate: noInflate,
       backgroundFetch: { disable: true },
-      fetchTimeoutMs: 1500,
+      fetchTimeoutMs: opts.fetchTimeoutMs ?? GENEROUS_MS,
       fetchOnOpenMaxBytes: opts.fetchOnOpenMaxBytes,
       logger: opts.logger,
       spanCache: { dir: opts.cacheDir, diskMaxBytes: opts.diskMaxBytes, memoryMaxBytes: opts.memoryMaxBytes },
@@ -59,7 +63,7 @@ describe.skipIf(!run)("lazy layer faults", () => {
     await mkdir(mp);
     const l = img.layers[0]!;
     const layer = await fs.mountLayer({
-      source: { client: client(), ref },
+      source: { client: client(opts.fetchTimeoutMs ? opts.fetchTimeoutMs + 500 : GENEROUS_MS), ref },
       layer: l.descriptor,
       mountpoint: mp,
       ztoc: tarZtoc(l.tar, SPAN),
@@ -82,7 +86,7 @@ describe.skipIf(!run)("lazy layer faults", () => {
 
   test("a registry that stops answering gives EIO within the timeout, and reads work once it is back", async () => {
     const logger = new MemoryLogger();
-    const { fs, mp } = await mounted({ logger });
+    const { fs, mp } = await mounted({ logger, fetchTimeoutMs: 1500 });
     try {
       proxy.set({ kind: "stall", ms: 60_000, match: { path: /\/blobs\// } });
       expect((await cat(join(mp, "data/f3.bin"))).error).toContain("Input/output error");
