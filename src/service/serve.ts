@@ -1,5 +1,6 @@
 /**
- * `soci-ts serve`, the daemon: containerd's proxy snapshotter over gRPC on a unix socket, on one lazy loader.
+ * `soci-ts serve`, the daemon: containerd's proxy snapshotter (and CRI's image service, with the keychain) over
+ * gRPC on a unix socket and podman's additional layer store, on one lazy loader, with a status socket.
  *
  * `startServe` steps:
  *   1. Hold the state root (`<root>/serve.lock`): one daemon per root. Then find the keeper of the lazy layers'
