@@ -335,7 +335,7 @@ export const SCHEMA: readonly SectionSpec[] = [
         "reader_threads",
         "readerThreads",
         2,
-        'Threads reading /dev/fuse per layer mount with transport "workers"; each costs about 3.6 MB resident (a mount with 2: 8 MB, with 1: 4.4 MB), so a node with hundreds of lazy layers may want 1, at the cost of parallel reads of one layer',
+        'Threads reading /dev/fuse with transport "workers", shared by every FUSE mount of the process (each layer mount and the podman store); each costs about 3.6 MB resident whatever the number of mounts',
         1,
         16,
       ),

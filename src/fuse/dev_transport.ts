@@ -7,14 +7,16 @@
  * asynchronously: a slow read is just a pending promise and never blocks other requests. The blocking
  * read(2) on /dev/fuse runs off the main thread (a blocking read loop there would starve signal handlers
  * and timers), and so do the READs whose bytes are already in files on disk. Two modes:
- *   - "workers" (default): N reader threads (reader_worker.ts), each blocked in readSync on its own fd
- *     (FUSE_DEV_IOC_CLONE'd from the mount's fd, so the kernel spreads requests over them). A READ of an
- *     open file whose bytes the main thread registered as present on disk (direct_reads.ts: a lazy layer's
- *     span cache entries, a whole layer's unpacked tar) is answered by the reader itself, pread + writev,
- *     on its own fd. Every other request goes into a slot of a SharedArrayBuffer (slot_layout.ts) and wakes
- *     the main thread (Atomics.notify → Atomics.waitAsync), which writes the reply with one writev(2) to the
- *     fd the request came from (replies must go to the same clone). With `debug`, every READ takes the main
- *     thread's path, so each request gets its log lines.
+ *   - "workers" (default): reader threads (reader_worker.ts) of a pool (reader_pool.ts): the process's shared
+ *     pool for every mount made by vfs/serve.ts, or a pool of this connection's own. The connection gets one fd
+ *     per thread (FUSE_DEV_IOC_CLONE'd from the mount's fd, so the kernel spreads requests over them); each thread
+ *     waits in poll(2) on the fds of every connection it reads. A READ of an open file whose bytes the main
+ *     thread registered as present on disk (direct_reads.ts: a lazy layer's span cache entries, a whole layer's
+ *     unpacked tar) is answered by the reader itself, pread + writev, on the fd it came from. Every other request
+ *     goes into a slot of a SharedArrayBuffer (slot_layout.ts) and wakes the main thread (Atomics.notify →
+ *     Atomics.waitAsync), which writes the reply with one writev(2) to the fd the request came from (replies
+ *     must go to the same clone). With `debug`, every READ takes the main thread's path, so each request gets
+ *     its log lines.
  *   - "async": several `fs.read` calls outstanding on the mount fd. Each one BLOCKS a thread of the
  *     runtime's I/O pool until a request arrives, so a tree whose reads do async file I/O themselves
  *     (a local layer's preads, the disk span cache) can starve the pool and deadlock: measured here,
@@ -60,17 +62,17 @@
  * Only "workers" is safe with trees that do file I/O (above), so it is the default.
  *
  * Errors: a reply to an interrupted request fails with ENOENT (ignored); ENODEV on read means the
- * mount is gone and ends that reader; when every reader has ended, `closed` resolves.
+ * mount is gone and ends that fd's reading; when every fd of the connection has ended, `closed` resolves.
  *
- * `pause` (a restart that leaves the connection to the next server, service/fd_handover.ts): the readers stop
- * taking requests (reader_worker.ts: they wait in poll(2), never inside read(2), so stopping takes none), and the
- * requests already taken are answered, within a bound. What was not taken stays queued in the kernel for the next
- * server; what was taken is answered here, so it is not lost on kernels that cannot resend it (before 6.9).
+ * `pause` (a restart that leaves the connection to the next server, service/fd_handover.ts): the threads stop
+ * reading this connection's fds (reader_worker.ts: they wait in poll(2), never inside read(2), so stopping takes
+ * none; the other connections they read go on), and the requests already taken are answered, within a bound.
+ * What was not taken stays queued in the kernel for the next server; what was taken is answered here, so it is not
+ * lost on kernels that cannot resend it (before 6.9).
  */
-import { closeSync, constants, fstatSync, openSync, read, writeSync, writevSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, read, writevSync } from "node:fs";
 import { errorMessage } from "../util/errors.ts";
-import { eventFd, ioctl, O_CLOEXEC, setNonBlocking } from "../platform/libc.ts";
-import { workerModuleUrl } from "../platform/worker_url.ts";
+import { ioctl, O_CLOEXEC, setNonBlocking } from "../platform/libc.ts";
 import {
   BACKING_MAP_SIZE,
   FUSE_DEV_IOC_BACKING_CLOSE,
@@ -82,7 +84,7 @@ import {
 import { DirectReadTable, type DirectReadStats } from "./direct_reads.ts";
 import type { BackingFiles } from "./passthrough.ts";
 import type { ProtocolServer, ReplyIov } from "./protocol_server.ts";
-import { SLOT_LAYOUT } from "./slot_layout.ts";
+import { ReaderPool, type PoolMember } from "./reader_pool.ts";
 
 /** How requests are read; see the header comment. */
 export type TransportMode = "workers" | "async";
@@ -91,8 +93,17 @@ export type TransportMode = "workers" | "async";
 export interface DevTransportOptions {
   /** Default "workers" ("async" deadlocks trees that do async file I/O; see the header). */
   mode?: TransportMode;
-  /** Reader threads ("workers") or outstanding reads ("async"). Default 2 workers / 4 reads. */
+  /**
+   * Reader threads of a pool of this connection's own ("workers", when no `pool` is given) or outstanding reads
+   * ("async"). Default 2 workers / 4 reads.
+   */
   readers?: number;
+  /**
+   * Reader threads shared with other connections (reader_pool.ts; "workers" mode): this connection gets one fd
+   * per thread of the pool. Its slots must hold this server's largest request (`readBufferBytes`). Default: a
+   * pool of `readers` threads of its own, stopped when the connection ends.
+   */
+  pool?: ReaderPool;
   /** Where transport errors go. Default console.error. */
   onError?: (message: string) => void;
   /**
@@ -104,57 +115,25 @@ export interface DevTransportOptions {
    * The reader fds of a connection taken over from another server (the mount's fd first, then its clones):
    * used as they are instead of cloning `fd`, so the descriptors a holder keeps are the ones requests are read
    * from (a request read from an fd nobody holds any more is lost with it; see service/fd_handover.ts). Default:
-   * `fd` plus `readers - 1` fresh clones.
+   * `fd` plus one fresh clone per reader thread but the first.
    */
   readerFds?: readonly number[];
 }
-
-const { SLOTS, HEAD, TAIL, PAUSE, PAUSED, LEN, CTL_BYTES } = SLOT_LAYOUT;
-
-/** Atomics.waitAsync (ES2024; in Bun, not yet in this project's TypeScript lib). */
-const waitAsync = (
-  Atomics as unknown as {
-    waitAsync(
-      a: Int32Array,
-      index: number,
-      value: number,
-    ): { async: false; value: string } | { async: true; value: Promise<string> };
-  }
-).waitAsync;
-
-/** The reader thread's module (next to this file from source, embedded in a compiled executable). */
-function readerWorkerUrl(): string {
-  return workerModuleUrl(
-    new URL("./reader_worker.ts", import.meta.url),
-    "src/fuse/reader_worker.ts",
-    "FUSE reader threads",
-  );
-}
-let readerUrl: string | undefined;
 
 /** Serves one mount's /dev/fuse fd until the kernel ends the connection. */
 export class DevTransport {
   /** Resolves when every reader has stopped (the mount is gone) and the fds are closed. */
   readonly closed: Promise<void>;
   readonly #fds: number[] = [];
-  readonly #workers: Worker[] = [];
-  /** Control words of each worker's slots (see CTL_BYTES). */
-  readonly #ctls: Int32Array[] = [];
   readonly #onError: (m: string) => void;
   #direct: DirectReadTable | undefined;
-  /** The main thread's ends of the readers' stream-descriptor channels. */
-  readonly #ports: MessagePort[] = [];
+  #member: PoolMember | undefined;
+  /** Fds still read (workers mode) or reads outstanding ("async"). */
   #running = 0;
   #resolveClosed!: () => void;
   #closed = false;
-  /** Requests taken out of each worker's slots (its TAIL, as the main thread counts it). */
-  readonly #taken: number[] = [];
-  /** Workers whose loop has ended. */
-  readonly #ended = new Set<Worker>();
   /** Requests being answered on the main thread (an async reply not yet written). */
   #pending = 0;
-  /** Written to wake every reader waiting in poll(2) (workers mode). */
-  #wakeFd = -1;
 
   constructor(
     readonly fd: number,
@@ -179,61 +158,44 @@ export class DevTransport {
       for (let i = 0; i < n; i++) this.#asyncReader(bytes);
       return;
     }
-    // 1. One fd per worker: the mount's own, then clones bound to the same connection.
+    const pool = this.opts.pool ?? new ReaderPool({ threads: this.opts.readers ?? 2, slotBytes: bytes });
+    if (pool.slotBytes < bytes)
+      throw new Error(`the reader pool's ${pool.slotBytes}-byte slots cannot hold this mount's ${bytes}-byte requests`);
+    // 1. One fd per reader thread: the mount's own, then clones bound to the same connection; all non-blocking
+    //    (threads wait in poll(2), never in read(2): see reader_worker.ts).
     if (this.opts.readerFds) {
       this.#fds.push(...this.opts.readerFds);
     } else {
-      const n = Math.max(1, this.opts.readers ?? 2);
       this.#fds.push(this.fd);
-      for (let i = 1; i < n; i++) this.#fds.push(cloneFuseFd(this.fd));
+      for (let i = 1; i < pool.threads; i++) this.#fds.push(cloneFuseFd(this.fd));
+    }
+    for (const fd of this.#fds) {
+      try {
+        setNonBlocking(fd, true);
+      } catch (err) {
+        this.#onError(`Cannot make FUSE fd ${fd} non-blocking (a pause may then take one request more): ${err}`);
+      }
     }
     // 2. Direct reads, unless every request must be logged on the main thread: the handle table the protocol
-    //    server fills at OPEN, and a port per worker for stream descriptors.
-    const ports = this.#ports;
+    //    server fills at OPEN, whose stream descriptors go to the threads reading this connection.
     if (this.opts.directReads !== false && !this.server.debug) {
       this.#direct = new DirectReadTable({
-        onStream: (d) => {
-          for (const p of ports) p.postMessage(d);
-        },
+        onStream: (d) => this.#member?.postStream(d),
         closeFd: (fd) => closeSync(fd),
       });
       this.server.attachDirectReads(this.#direct);
     }
-    // 3. One worker per fd, waiting for requests in poll(2), handing them over through shared slots.
-    this.#wakeFd = eventFd();
-    for (const fd of this.#fds) {
-      const sab = new SharedArrayBuffer(CTL_BYTES + SLOTS * bytes);
-      const ctl = new Int32Array(sab, 0, CTL_BYTES / 4);
-      readerUrl ??= readerWorkerUrl();
-      const w = new Worker(readerUrl);
-      this.#running++;
-      w.onmessage = (e: MessageEvent) => {
-        const m = e.data as { end?: string; error?: string };
-        if (m.error !== undefined) this.#onError(m.error);
-        else this.#readerEnded(m.end ?? "unknown", w);
-      };
-      w.onerror = (e) => {
-        this.#onError(`FUSE reader on fd ${fd} failed: ${e.message}`);
-        this.#readerEnded("error", w);
-      };
-      if (this.#direct) {
-        const { port1, port2 } = new MessageChannel();
-        ports.push(port1);
-        const direct = {
-          handles: this.#direct.handles,
-          fdSlots: this.#direct.addReader(),
-          port: port2,
-          maxReadBytes: this.server.opts.maxReadBytes,
-        };
-        w.postMessage({ fd, bytes, sab, wakeFd: this.#wakeFd, direct }, [port2]);
-      } else {
-        w.postMessage({ fd, bytes, sab, wakeFd: this.#wakeFd });
-      }
-      this.#workers.push(w);
-      this.#ctls.push(ctl);
-      this.#taken.push(0);
-      this.#take(this.#workers.length - 1, fd, ctl, new Uint8Array(sab), bytes);
-    }
+    // 3. The pool's threads read the fds and hand requests over (reader_pool.ts).
+    this.#running = this.#fds.length;
+    this.#member = pool.attach(
+      {
+        serve: (fd, req) => this.#serve(fd, req),
+        fdEnded: (_fd, why) => this.#readerEnded(why),
+        onError: (m) => this.#onError(m),
+      },
+      this.#fds,
+      this.#direct && { table: this.#direct, maxReadBytes: this.server.opts.maxReadBytes },
+    );
   }
 
   /** The fds requests are read from (the mount's fd, then its clones); empty before `start`. */
@@ -247,25 +209,21 @@ export class DevTransport {
   }
 
   /**
-   * Stops taking requests and answers those taken, for at most `timeoutMs` (see the file comment); the readers
-   * then stay parked (the fds stay open, for the process's end or another server in it). Resolves with the
-   * number of requests still unanswered at the bound (0: all answered). The fds are left blocking again, as an
-   * older server taking them over expects. Workers mode only ("async" resolves at once with 0).
+   * Stops taking requests and answers those taken, for at most `timeoutMs` (see the file comment); the fds then
+   * stay open and unread (for the process's end or another server in it). Resolves with the number of requests
+   * still unanswered at the bound (0: all answered). The fds are left blocking again, as an older server taking
+   * them over expects. Workers mode only ("async" resolves at once with 0).
    */
   async pause(timeoutMs: number): Promise<number> {
-    if (this.#closed || this.#wakeFd < 0) return 0;
-    for (const ctl of this.#ctls) Atomics.store(ctl, PAUSE, 1);
-    const one = new Uint8Array(8);
-    one[0] = 1;
-    writeSync(this.#wakeFd, one);
-    // Settled: every reader parked (or ended), every request it published taken, every reply written. A
+    const member = this.#member;
+    if (this.#closed || !member) return 0;
+    let parked = false;
+    void member.pause().then(() => (parked = true));
+    // Settled: no thread reads this connection any more, every request read taken, every reply written. A
     // shutdown-only wait, checked every few milliseconds up to the bound.
-    const unanswered = () =>
-      this.#pending + this.#ctls.reduce((n, ctl, i) => n + ((Atomics.load(ctl, HEAD) - this.#taken[i]!) | 0), 0);
-    const parked = () =>
-      this.#ctls.every((ctl, i) => Atomics.load(ctl, PAUSED) === 1 || this.#ended.has(this.#workers[i]!));
+    const unanswered = () => this.#pending + member.untaken();
     const deadline = performance.now() + timeoutMs;
-    while (!this.#closed && !(parked() && unanswered() === 0) && performance.now() < deadline)
+    while (!this.#closed && !(parked && unanswered() === 0) && performance.now() < deadline)
       await new Promise((r) => setTimeout(r, 5));
     if (this.#closed) return 0;
     for (const fd of this.#fds) {
@@ -275,53 +233,16 @@ export class DevTransport {
         // the connection is gone: nothing to hand over
       }
     }
-    return unanswered() + (parked() ? 0 : 1);
+    return unanswered() + (parked ? 0 : 1);
   }
 
   /**
-   * After `pause`: this server is done with the connection without ending it. The readers' loops end and this
-   * process's fds close (`closed` resolves); the connection lives on through the copies held elsewhere.
+   * After `pause`: this server is done with the connection without ending it. The threads forget its fds, and
+   * this process's fds close (`closed` resolves); the connection lives on through the copies held elsewhere.
    */
   leave(): void {
-    if (this.#closed || this.#wakeFd < 0) return;
-    for (const ctl of this.#ctls) {
-      Atomics.store(ctl, PAUSE, 2);
-      Atomics.notify(ctl, PAUSE);
-    }
-    const one = new Uint8Array(8);
-    one[0] = 1;
-    writeSync(this.#wakeFd, one);
-  }
-
-  /**
-   * The main thread's side of one worker's slots: take every published request out of its slot, free
-   * the slot, serve it; then sleep in Atomics.waitAsync until the worker publishes the next.
-   */
-  // biome-ignore lint/complexity/useMaxParams: private helper on the request path
-  #take(worker: number, fd: number, ctl: Int32Array, all: Uint8Array, bytes: number): void {
-    let tail = 0;
-    const drain = (): void => {
-      for (;;) {
-        if (this.#closed) return;
-        const head = Atomics.load(ctl, HEAD);
-        while (tail !== head) {
-          const slot = (tail >>> 0) % SLOTS;
-          const at = CTL_BYTES + slot * bytes;
-          const req = all.slice(at, at + ctl[LEN + slot]!);
-          tail = (tail + 1) | 0;
-          this.#taken[worker] = tail;
-          Atomics.store(ctl, TAIL, tail);
-          Atomics.notify(ctl, TAIL);
-          this.#serve(fd, req);
-          if (this.#closed) return;
-        }
-        const w = waitAsync(ctl, HEAD, tail);
-        if (!w.async) continue; // published meanwhile
-        void w.value.then(drain);
-        return;
-      }
-    };
-    drain();
+    if (this.#closed) return;
+    this.#member?.drop();
   }
 
   #asyncReader(bytes: number): void {
@@ -343,6 +264,7 @@ export class DevTransport {
   }
 
   #serve(fd: number, req: Uint8Array): void {
+    if (this.#closed) return;
     const r = this.server.handleIov(req);
     if (r instanceof Promise) {
       this.#pending++;
@@ -365,11 +287,9 @@ export class DevTransport {
     }
   }
 
-  #readerEnded(why: string, w?: Worker): void {
+  #readerEnded(why: string): void {
     if (why !== "ENODEV" && why !== "EOF" && why !== "EBADF" && why !== "left")
       this.#onError(`FUSE reader stopped: ${why}`);
-    if (w) this.#ended.add(w);
-    w?.terminate();
     if (--this.#running > 0) return;
     this.#finish();
   }
@@ -377,14 +297,9 @@ export class DevTransport {
   #finish(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // Wake the main thread's pending waits on the slots, so nothing stays parked.
-    for (const ctl of this.#ctls) Atomics.notify(ctl, HEAD);
     this.server.destroy();
-    // Every reader has returned: close the segment fds they left open, and their channels.
+    // No thread reads the fds any more: close the segment fds they left open, and the fds.
     this.#direct?.close();
-    for (const p of this.#ports) p.close();
-    if (this.#wakeFd >= 0) closeSync(this.#wakeFd);
-    this.#wakeFd = -1;
     for (const fd of this.#fds) {
       try {
         closeSync(fd);

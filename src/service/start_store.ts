@@ -27,6 +27,7 @@ export function startStore(c: Config, opts: { root: string; stack: LayerStack; l
       negativeTimeoutSec: c.fuse.negativeTimeoutSec,
       allowOther: c.fuse.allowOther,
       debug: c.debug || c.fuse.logFuseOperations,
+      readerThreads: c.fuse.readerThreads,
     },
     logger,
   });

@@ -42,6 +42,8 @@ export interface PodmanStoreOptions {
     allowOther?: boolean;
     xattrs?: boolean;
     debug?: boolean;
+    /** Reader threads of the process's pool, shared with its other mounts (src/fuse/reader_pool.ts). Default 2. */
+    readerThreads?: number;
   };
   logger?: Logger;
 }
@@ -101,8 +103,8 @@ export class PodmanStore {
         xattrs: opts.fuse?.xattrs,
         fsName: "soci-ts-store",
         transport: "workers",
-        // Every layer of every container reads through this one mount.
-        readers: 4,
+        // The process's reader threads (shared with the snapshotter's layer mounts), not threads of its own.
+        readers: opts.fuse?.readerThreads,
         debug: opts.fuse?.debug ?? false,
         logger: {
           debug: (line) => logger.debug(`fuse store ${line}`),

@@ -17,6 +17,7 @@ import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { cleanStaleFuseMounts, mountFuse, setReadAheadKb, unmountFuse } from "../fuse/mount.ts";
 import { ProtocolServer, type Negotiated } from "../fuse/protocol_server.ts";
+import { sharedReaderPool } from "../fuse/reader_pool.ts";
 import { VfsBridge, type BridgeOptions } from "./bridge.ts";
 import type { Node } from "./node.ts";
 import { closeSync } from "node:fs";
@@ -48,7 +49,10 @@ export interface MountTreeOptions extends BridgeOptions {
   logger?: MountLogger;
   /** Transport mode (see dev_transport.ts). Default "workers"; "async" is unsafe for trees doing file I/O. */
   transport?: TransportMode;
-  /** Reader threads ("workers") or outstanding reads ("async"). Default 2 / 4. */
+  /**
+   * Reader threads ("workers": of the process's pool, shared by every mount asking for the same number:
+   * reader_pool.ts) or outstanding reads ("async"). Default 2 / 4.
+   */
   readers?: number;
   /** Kernel read-ahead in KiB, set through sysfs after mounting; 0 = leave it. Default 1024. */
   readAheadKb?: number;
@@ -190,6 +194,10 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
   const transport = new DevTransport(m.fd, server, {
     mode: opts.transport,
     readers: opts.readers,
+    pool:
+      (opts.transport ?? "workers") === "workers"
+        ? sharedReaderPool(opts.readers ?? 2, server.readBufferBytes)
+        : undefined,
     onError: logError,
     readerFds: opts.resume?.readerFds,
   });

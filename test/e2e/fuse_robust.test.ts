@@ -157,8 +157,21 @@ describe.if(enabled)("FUSE server robustness", () => {
         stdin: "pipe",
       },
     );
-    const out = new Response(holder.stdout).text();
-    await Bun.sleep(300);
+    // The file is open once the holder says so (not after some time: under load bash may not have opened it yet).
+    const reader = (holder.stdout as ReadableStream<Uint8Array>).getReader();
+    let text = "";
+    while (!text.includes("open\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the holder exited before opening the file: ${JSON.stringify(text)}`);
+      text += new TextDecoder().decode(value);
+    }
+    const out = (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return text;
+        text += new TextDecoder().decode(value);
+      }
+    })();
     s.proc.kill("SIGUSR1");
     await until(() => !mounted(mp), "the mount is detached");
     expect(s.lines).not.toContain("closed"); // still serving the open file
