@@ -67,7 +67,9 @@ export async function loadZtocLazily(
   const read = ([s, e]: [number, number]) =>
     s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
-  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }));
+  // The assembled bytes are this zTOC's own: its checkpoints stay a view of them, so the zero windows are pages never
+  // touched (only each record's 17-byte header is written) until their record arrives.
+  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }), { borrowCheckpoints: true });
   // 3.
   return { ztoc, windows: new LazyWindows(source, d, table, ztoc, head, tail, opts) };
 }

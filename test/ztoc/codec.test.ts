@@ -140,6 +140,20 @@ describe("zTOC codec round trip and validation", () => {
     });
   }
 
+  test("checkpoints are a copy by default, a view of the bytes with borrowCheckpoints (lazy zTOCs write into it)", () => {
+    const bytes = encodeZtoc(sampleZtoc("gzip"));
+    const copied = decodeZtoc(bytes).compressionInfo.checkpoints;
+    const borrowed = decodeZtoc(bytes, { borrowCheckpoints: true }).compressionInfo.checkpoints;
+    expect(borrowed).toEqual(copied);
+    expect(copied.buffer).not.toBe(bytes.buffer);
+    expect(borrowed.buffer).toBe(bytes.buffer);
+    // A record written into the borrowed view is in the bytes the caller owns, and not in the copy.
+    const at = borrowed.byteOffset - bytes.byteOffset + 20;
+    borrowed[20] = (borrowed[20]! + 1) & 0xff;
+    expect(bytes[at]).toBe(borrowed[20]!);
+    expect(copied[20]).not.toBe(borrowed[20]!);
+  });
+
   test("uncompressed zTOCs store the algorithm; gzip ones do not", () => {
     expect(encodeZtoc(sampleZtoc("uncompressed")).length).toBeGreaterThan(0);
     const g = sampleZtoc("gzip");
