@@ -35,7 +35,7 @@ export type FieldsObject<Fs extends readonly FieldSpec[]> = {
 export type SectionsTree<S extends SectionSpec> = {
   [K in TopFields<S>["ts"] | Head<Exclude<S["ts"], "">>]: K extends TopFields<S>["ts"]
     ? FieldValue<Extract<TopFields<S>, { ts: K }>>
-    : SectionsTree<Under<S, K>>;
+    : Expand<SectionsTree<Under<S, K>>>;
 };
 
 /** The fields of the section of `S` at "". */
@@ -56,14 +56,17 @@ type Under<S extends SectionSpec, H extends string> = S extends SectionSpec
 /** Section `S` moved to path `P`. */
 type AtPath<S extends SectionSpec, P extends string> = { toml: S["toml"]; ts: P; doc: string; fields: S["fields"] };
 
-/** An intersection of object types as one object type (what editors show, and what errors name). */
-type Flat<T> = { [K in keyof T]: T[K] } & {};
+/**
+ * `T` (an intersection, or an instance of SectionsTree) as one object type written out property by property: what
+ * editors and error messages then show instead of the aliases that made it.
+ */
+type Expand<T> = T extends infer O ? { [K in keyof O]: O[K] } : never;
 
 /** One `mirrors = [{ … }]` entry of a `[resolver.host."<host>"]`: a pull-through cache tried before the origin. */
 export type MirrorConfig = FieldsObject<typeof MIRROR_FIELDS>;
 
 /** The settings of one registry host, `[resolver.host."<host>"]`: HOST_FIELDS and its mirrors, in order. */
-export type HostConfig = Flat<FieldsObject<typeof HOST_FIELDS> & { mirrors: MirrorConfig[] }>;
+export type HostConfig = Expand<FieldsObject<typeof HOST_FIELDS> & { mirrors: MirrorConfig[] }>;
 
 /** The whole configuration: SCHEMA's tree, plus `resolver.host`, a map of host name to HostConfig. */
-export type Config = Flat<SectionsTree<(typeof SCHEMA)[number]> & { resolver: { host: Record<string, HostConfig> } }>;
+export type Config = Expand<SectionsTree<(typeof SCHEMA)[number]> & { resolver: { host: Record<string, HostConfig> } }>;
