@@ -130,7 +130,7 @@ const topLevel = {
   mount: lazyCommand("mount", "Mount an image read-only, lazily, until interrupted", () => import("./mount.ts")),
   serve: lazyCommand(
     "serve",
-    "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket",
+    "Run the daemon: lazy layers for containerd (snapshotter, CRI image service) and podman (layer store)",
     () => import("./serve.ts"),
   ),
   // Hidden: started by serve (service/fd_handover.ts), not by people.

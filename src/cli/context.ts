@@ -5,7 +5,7 @@
  * subcommand: run.ts takes them out of argv before citty parses the rest, and stores them here.
  */
 import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statSync } from "node:fs";
-import { DEFAULT_CONFIG_PATH, DEFAULT_ROOT } from "../config/defaults.ts";
+import { DEFAULT_CONFIG_PATH, DEFAULT_ROOT, type LogLevel } from "../config/defaults.ts";
 import { defaultConfig, parseConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { ConfigError, fsErrorReason, InvalidArgumentError } from "../util/errors.ts";
@@ -14,7 +14,7 @@ import { type CliLogger, createLogger, type LogFormat } from "./logger.ts";
 export interface GlobalFlags {
   config?: string;
   root?: string;
-  logLevel?: string;
+  logLevel?: LogLevel;
   logFormat?: LogFormat;
   debug: boolean;
 }

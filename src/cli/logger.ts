@@ -13,21 +13,22 @@
  * reporter is left for what logs through `consola` directly.
  */
 import type { ConsolaInstance, LogObject } from "consola";
+import type { LogLevel } from "../config/defaults.ts";
 import type { LogFields, Logger } from "../util/log.ts";
 
 export type LogFormat = "text" | "json";
 
 /** consola levels: 0 error, 1 warn, 3 info, 4 debug, 5 trace. */
-const LEVELS: Record<string, number> = { error: 0, warn: 1, info: 3, debug: 4, trace: 5 };
+const LEVELS: Record<LogLevel, number> = { error: 0, warn: 1, info: 3, debug: 4, trace: 5 };
 
 /** The logger of the CLI; `consola` is the instance behind it, created on first access. */
 export interface CliLogger extends Logger {
   readonly consola: ConsolaInstance;
 }
 
-/** A logger at `level` (error, warn, info, debug or trace; unknown levels mean info) writing `format` to stderr. */
-export function createLogger(opts: { level: string; format: LogFormat }): CliLogger {
-  const level = LEVELS[opts.level] ?? 3;
+/** A logger at `level` (error, warn, info, debug or trace) writing `format` to stderr. */
+export function createLogger(opts: { level: LogLevel; format: LogFormat }): CliLogger {
+  const level = LEVELS[opts.level];
   let instance: ConsolaInstance | undefined;
   const consola = (): ConsolaInstance => {
     if (instance) return instance;
@@ -42,7 +43,7 @@ export function createLogger(opts: { level: string; format: LogFormat }): CliLog
     return instance;
   };
   const emit = (kind: "error" | "warn" | "info" | "debug", msg: string, fields?: LogFields) => {
-    if (LEVELS[kind]! > level) return; // what consola would drop, without loading it
+    if (LEVELS[kind] > level) return; // what consola would drop, without loading it
     if (opts.format === "json") writeJsonLine(kind, msg, fields);
     else if (fields && Object.keys(fields).length > 0) consola()[kind](`${msg} ${formatFields(fields)}`);
     else consola()[kind](msg);

@@ -130,11 +130,6 @@ export default defineCommand({
     usableRoot(ctx);
     const c = ctx.config;
     const log = ctx.logger;
-    if (c.fuse.opaqueXattr !== "trusted" && c.fuse.opaqueXattr !== "user") {
-      throw new InvalidArgumentError(
-        `Cannot mount: fuse.opaque_xattr "${c.fuse.opaqueXattr}" is not "trusted" or "user"`,
-      );
-    }
     // Interrupts are handled from the start: a SIGINT while mounting aborts the mount and cleans up.
     const interrupted = new AbortController();
     const onSignal = () => interrupted.abort(new Error("interrupted"));

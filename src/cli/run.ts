@@ -80,12 +80,14 @@ export function extractGlobalFlags(argv: string[]): { flags: GlobalFlags; rest: 
       case "--root":
         flags.root = value;
         break;
-      case "--log-level":
-        if (!(LOG_LEVELS as readonly string[]).includes(value)) {
+      case "--log-level": {
+        const level = LOG_LEVELS.find((l) => l === value);
+        if (level === undefined) {
           throw new UsageError(`Option "--log-level" must be one of ${LOG_LEVELS.join(", ")}, got "${value}"`);
         }
-        flags.logLevel = value;
+        flags.logLevel = level;
         break;
+      }
       case "--log-format":
         if (value !== "text" && value !== "json")
           throw new UsageError(`Option "--log-format" must be text or json, got "${value}"`);

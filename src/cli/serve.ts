@@ -1,10 +1,12 @@
 /**
- * `soci-ts serve`: the daemon. containerd's proxy snapshotter on a unix socket and, with `[store] enable`, podman's
- * additional layer store at `[store] mountpoint`, in the foreground until SIGTERM or SIGINT. Both stop serving and
- * keep the metadata for the next start. SIGTERM leaves the containerd snapshots' lazy layer mounts to the keeper of
- * their FUSE connections (systemd's descriptor store or the holder process, service/fd_handover.ts) for the next
- * serve to take over, unless `[snapshotter] keep_mounts_on_restart = false`; SIGINT detaches every layer mount (a
- * full stop). The podman store's mount is detached either way (podman finds its mount point empty meanwhile).
+ * `soci-ts serve`: the daemon. containerd's proxy snapshotter on a unix socket (with `[cri_keychain]
+ * enable_keychain`, CRI's image service on the same socket), with `[store] enable` podman's additional layer store
+ * at `[store] mountpoint`, and the status socket `<root>/status.sock` (service/serve.ts has the steps), in the
+ * foreground until SIGTERM or SIGINT. Both stop serving and keep the metadata for the next start. SIGTERM leaves
+ * the containerd snapshots' lazy layer mounts to the keeper of their FUSE connections (systemd's descriptor store
+ * or the holder process, service/fd_handover.ts) for the next serve to take over, unless `[snapshotter]
+ * keep_mounts_on_restart = false`; SIGINT detaches every layer mount (a full stop). The podman store's mount is
+ * detached either way (podman finds its mount point empty meanwhile).
  *
  *   --address PATH   unix socket to listen on (default: config `address`, /run/soci-ts/soci-ts.sock)
  */
@@ -16,7 +18,10 @@ import { InvalidArgumentError } from "../util/errors.ts";
 import { cliContext, usableRoot } from "./context.ts";
 
 export default defineCommand({
-  meta: { name: "serve", description: "Run the daemon: containerd's proxy snapshotter (lazy layers) on a unix socket" },
+  meta: {
+    name: "serve",
+    description: "Run the daemon: lazy layers for containerd (snapshotter, CRI image service) and podman (layer store)",
+  },
   args: {
     address: { type: "string", description: "Unix socket to listen on (default: config address)" },
   },

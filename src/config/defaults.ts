@@ -1,34 +1,73 @@
 /**
- * Every configuration key with its TOML name, TypeScript name, default, and meaning: the single place where
- * defaults live. `soci-ts config default` prints this table as TOML, one comment per key.
+ * Every configuration key with its TOML name, TypeScript name, kind, default, and meaning: the single place where
+ * keys and defaults live. The `Config` type is computed from this table (src/config/schema.ts), the loader checks
+ * values against it (load.ts), and `soci-ts config default` prints it as TOML, one comment per key.
  */
 
-export type FieldKind = "bool" | "int" | "string" | "enum";
+/**
+ * One key: its TOML and TypeScript names, its kind, default and meaning. A union on `kind`, so each kind carries
+ * exactly what it needs (an int its bounds, an enum its values) and its default has the value's type. `K` is the
+ * TypeScript name and `V` an enum's values, kept as literal types by the constructors below: src/config/schema.ts
+ * computes the `Config` type from them.
+ */
+export type FieldSpec<K extends string = string, V extends string = string> =
+  | BoolField<K>
+  | IntField<K>
+  | StringField<K>
+  | EnumField<K, V>;
 
-export interface FieldSpec {
+/** The kinds of key: "bool", "int", "string" or "enum" (a string from a fixed list). */
+export type FieldKind = FieldSpec["kind"];
+
+/** What every kind of key has. */
+interface FieldBase<K extends string> {
   /** Key as written in TOML. */
   toml: string;
   /** Property name in the TypeScript tree (camelCase). */
-  ts: string;
-  kind: FieldKind;
-  default: boolean | number | string;
+  ts: K;
   /** One-line meaning, with the unit. */
   doc: string;
-  /** Allowed values for "enum". */
-  values?: readonly string[];
-  /** Values an "enum" once had or might be expected to have, refused with the reason given here. */
-  refused?: Readonly<Record<string, string>>;
-  /** Smallest allowed value for "int" (inclusive). */
-  min?: number;
-  /** Largest allowed value for "int" (inclusive). */
-  max?: number;
 }
 
+/** A true/false key. */
+export interface BoolField<K extends string = string> extends FieldBase<K> {
+  kind: "bool";
+  default: boolean;
+}
+
+/** An integer key; every one has bounds. */
+export interface IntField<K extends string = string> extends FieldBase<K> {
+  kind: "int";
+  default: number;
+  /** Smallest allowed value (inclusive). */
+  min: number;
+  /** Largest allowed value (inclusive). */
+  max: number;
+}
+
+/** A free-form string key. */
+export interface StringField<K extends string = string> extends FieldBase<K> {
+  kind: "string";
+  default: string;
+}
+
+/** A string key that takes one of `values`; its TypeScript type is their union. */
+export interface EnumField<K extends string = string, V extends string = string> extends FieldBase<K> {
+  kind: "enum";
+  default: V;
+  /** Allowed values. */
+  values: readonly V[];
+  /** Values the key once had or might be expected to have, refused with the reason given here. */
+  refused?: Readonly<Record<string, string>>;
+}
+
+/** One TOML table of keys. */
 export interface SectionSpec {
   /** Dotted TOML table name; "" for the top level. */
   toml: string;
   /** Dotted path in the TypeScript tree; "" for the top level. */
   ts: string;
+  /** What the table is for, printed above it by `config default`. */
   doc: string;
   fields: readonly FieldSpec[];
 }
@@ -55,35 +94,51 @@ export const MIN_LAYER_SIZE_MAX_BYTES = TiB;
 /** Largest read-ahead (`[blob] readahead_spans`, `--readahead-spans`), in spans. */
 export const READAHEAD_SPANS_MAX = 256;
 
+// The constructors keep `ts` (and an enum's values) as literal types, for the Config type (schema.ts).
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
-function bool(toml: string, ts: string, dflt: boolean, doc: string): FieldSpec {
+function bool<const K extends string>(toml: string, ts: K, dflt: boolean, doc: string): BoolField<K> {
   return { toml, ts, kind: "bool", default: dflt, doc };
 }
 /** An integer key; every one has bounds (`min`..`max`, inclusive). */
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
-function int(toml: string, ts: string, dflt: number, doc: string, min: number, max: number): FieldSpec {
+function int<const K extends string>(
+  toml: string,
+  ts: K,
+  dflt: number,
+  doc: string,
+  min: number,
+  max: number,
+): IntField<K> {
   return { toml, ts, kind: "int", default: dflt, doc, min, max };
 }
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
-function str(toml: string, ts: string, dflt: string, doc: string): FieldSpec {
+function str<const K extends string>(toml: string, ts: K, dflt: string, doc: string): StringField<K> {
   return { toml, ts, kind: "string", default: dflt, doc };
 }
+/** An enum key: its type is the union of `values`, and its default must be one of them (checked by tsc). */
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
-function oneOf(
+function oneOf<const K extends string, const V extends string>(
   toml: string,
-  ts: string,
-  dflt: string,
-  values: readonly string[],
+  ts: K,
+  dflt: NoInfer<V>,
+  values: readonly V[],
   doc: string,
   refused?: Record<string, string>,
-): FieldSpec {
+): EnumField<K, V> {
   return { toml, ts, kind: "enum", default: dflt, doc, values, ...(refused ? { refused } : {}) };
 }
 
+/** Values of `log_level` and `--log-level`, least verbose first. */
 export const LOG_LEVELS = ["error", "warn", "info", "debug", "trace"] as const;
+/** One of LOG_LEVELS. */
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** The whole tree but `[resolver.host."<host>"]`, which is a map (see HOST_FIELDS). */
-export const SCHEMA: readonly SectionSpec[] = [
+/**
+ * The whole tree but `[resolver.host."<host>"]`, which is a map (see HOST_FIELDS). Declared `as const`: the
+ * `Config` type (src/config/schema.ts) is computed from it, so a key added, removed or renamed here is one in the
+ * type, and an enum's values are its type.
+ */
+export const SCHEMA = [
   {
     toml: "",
     ts: "",
@@ -469,18 +524,18 @@ export const SCHEMA: readonly SectionSpec[] = [
       ),
     ],
   },
-] as const;
+] as const satisfies readonly SectionSpec[];
 
 /** Keys of `[resolver.host."<host>"]`. Mirrors are an array of tables (see MIRROR_FIELDS). */
-export const HOST_FIELDS: readonly FieldSpec[] = [
+export const HOST_FIELDS = [
   bool("plain_http", "plainHttp", false, "Talk plain HTTP (always on for localhost and 127.0.0.1)"),
   str("ca_file", "caFile", "", "PEM file of CA certificates trusted, besides the public roots, for this host only"),
   str("username", "username", "", "User name for this registry"),
   str("password", "password", "", "Password or token for this registry"),
-];
+] as const satisfies readonly FieldSpec[];
 
 /** Keys of each `mirrors = [{ … }]` entry. */
-export const MIRROR_FIELDS: readonly FieldSpec[] = [
+export const MIRROR_FIELDS = [
   str("host", "host", "", "Mirror host and port"),
   bool("insecure", "insecure", false, "Plain HTTP to the mirror"),
   int(
@@ -491,9 +546,11 @@ export const MIRROR_FIELDS: readonly FieldSpec[] = [
     0,
     DAY_SEC,
   ),
-];
+] as const satisfies readonly FieldSpec[];
 
+/** State root when neither `--root` nor $SOCI_TS_ROOT names one: content store, span cache, mounts, snapshots. */
 export const DEFAULT_ROOT = "/var/lib/soci-ts";
+/** Config file read when neither `--config` nor $SOCI_TS_CONFIG names one, if it exists. */
 export const DEFAULT_CONFIG_PATH = "/etc/soci-ts/config.toml";
 
 export { KiB, MiB, GiB, TiB };

@@ -20,6 +20,8 @@ export function defaultConfig(): Config {
     for (const f of section.fields) target[f.ts] = f.default;
   }
   ensurePath(out, "resolver").host = {};
+  // Built by walking SCHEMA, the table `Config` is computed from (schema.ts): the one place the tree is typed.
+  // test/config/schema.test.ts checks that it has exactly the keys of the type, at the same paths.
   return out as unknown as Config;
 }
 
@@ -141,8 +143,8 @@ function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: Ke
     case "int": {
       const n = typeof value === "bigint" ? Number(value) : value;
       if (typeof n !== "number" || !Number.isSafeInteger(n)) throw bad(`expected an integer, got ${describe(value)}`);
-      if (field.min !== undefined && n < field.min) throw bad(`${n} is under its minimum ${field.min}`);
-      if (field.max !== undefined && n > field.max) throw bad(`${n} is over its maximum ${field.max}`);
+      if (n < field.min) throw bad(`${n} is under its minimum ${field.min}`);
+      if (n > field.max) throw bad(`${n} is over its maximum ${field.max}`);
       return n;
     }
     case "string":
@@ -150,8 +152,8 @@ function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: Ke
       return value;
     case "enum":
       if (typeof value === "string" && field.refused?.[value] !== undefined) throw bad(field.refused[value]);
-      if (typeof value !== "string" || !field.values!.includes(value)) {
-        throw bad(`expected one of ${field.values!.map((v) => `"${v}"`).join(", ")}, got ${describe(value)}`);
+      if (typeof value !== "string" || !field.values.includes(value)) {
+        throw bad(`expected one of ${field.values.map((v) => `"${v}"`).join(", ")}, got ${describe(value)}`);
       }
       return value;
   }
@@ -218,6 +220,6 @@ export function renderToml(config: Config = defaultConfig()): string {
 function renderField(f: FieldSpec, value: unknown): string[] {
   const dflt = f.kind === "string" || f.kind === "enum" ? JSON.stringify(f.default) : String(f.default);
   const val = typeof value === "string" ? JSON.stringify(value) : String(value);
-  const range = f.kind === "int" && f.min !== undefined && f.max !== undefined ? `; ${f.min} to ${f.max}` : "";
+  const range = f.kind === "int" ? `; ${f.min} to ${f.max}` : "";
   return [`# ${f.doc} (default ${dflt}${range})`, `${f.toml} = ${val}`];
 }

@@ -8,7 +8,6 @@ import { inflateFromCheckpoint } from "../compress/resume.ts";
 import type { Config } from "../config/schema.ts";
 import { ImageResolver } from "../layerfs/image_resolver.ts";
 import { LayerManager, type LayerManagerOptions } from "../layerfs/layer_manager.ts";
-import type { OpaqueXattrMode } from "../layerfs/metadata.ts";
 import { LayerFs, type LayerFsFuseOptions } from "../layerfs/remote_fs.ts";
 import { HttpRegistryClient, type RegistryClientOptions } from "../registry/client.ts";
 import type { RegistryClient } from "../registry/types.ts";
@@ -34,7 +33,7 @@ export function layerManagerOptions(
     verificationRetries: c.blob.maxSpanVerificationRetries,
     disableVerification: c.disableVerification,
     readaheadSpans: over.readaheadSpans ?? c.blob.readaheadSpans,
-    opaqueXattr: c.fuse.opaqueXattr as OpaqueXattrMode,
+    opaqueXattr: c.fuse.opaqueXattr,
     fetchOnOpenMaxBytes: c.blob.fetchOnOpenMaxBytes,
     prefetchTimeoutMs: c.prefetch.timeoutMsec,
     prefetchMaxConcurrency: c.prefetch.maxConcurrency,
@@ -47,7 +46,7 @@ export function layerManagerOptions(
 export function layerFsFuseOptions(c: Config, logger: Logger): LayerFsFuseOptions {
   return {
     fuse: { ...c.fuse, debug: c.debug || c.fuse.logFuseOperations },
-    transport: c.fuse.transport as "workers", // the config refuses "async" (src/config/defaults.ts)
+    transport: c.fuse.transport,
     checkValidMs: c.blob.validIntervalSec * 1000,
     logger,
   };

@@ -53,7 +53,12 @@ export class DigestMismatchError extends Error {
   }
 }
 
-/** A configuration value is unknown, of the wrong type, or out of range; names the key. */
+/**
+ * A configuration file or value cannot be used: a key unknown, of the wrong type, out of range or in conflict,
+ * or a config file (soci-ts's TOML, docker's config.json) unreadable or malformed. `key` names the key at fault
+ * as the file spells it (`fuse.attr_timeout`, `auths.<host>.auth`); for a file that cannot be read or parsed, the
+ * option that named it (`dockerConfigPath`) or "".
+ */
 export class ConfigError extends Error {
   override name = "ConfigError";
   constructor(

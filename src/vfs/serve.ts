@@ -6,10 +6,11 @@
  * mounted and negotiated (kept across its exit by a holder, service/fd_handover.ts) are served as they are, with no
  * mount(2) and no INIT, after asking the kernel to send again what the old server left unanswered.
  *
- * Rank 3. Signals belong to rank 4 (the `mount` and `serve` commands), which unmount what they mounted on
- * SIGINT/SIGTERM; `unmountAll()` detaches every mount of this process. Normal exit is covered here: the first
- * mount installs a `process.on("exit")` hook that force-unmounts whatever is still mounted, so a process that
- * returns from main never leaves a dead mount behind.
+ * Rank 3. Signals belong to rank 4 (the `mount` and `serve` commands), which end their mounts through the handles
+ * returned here (by way of layerfs): `unmount`, or at serve's SIGTERM `drain` then `disown`, which leaves a layer
+ * mounted for the next serve. Normal exit is covered here: the first mount installs a `process.on("exit")` hook
+ * that force-unmounts whatever is still mounted and not disowned, so a process that returns from main never leaves
+ * a dead mount behind.
  */
 import { errorMessage, FailedPreconditionError } from "../util/errors.ts";
 import { backingFilesFor, DevTransport, notifyResend, type TransportMode } from "../fuse/dev_transport.ts";
@@ -126,12 +127,12 @@ export interface MountHandle {
 const live = new Map<string, MountHandle>();
 let exitHookInstalled = false;
 
-/** This process's live mounts, by mount point. */
+/** This process's live (not disowned) mounts, by mount point. */
 export function liveMounts(): ReadonlyMap<string, MountHandle> {
   return live;
 }
 
-/** Unmounts every live mount of this process (what the service calls on SIGINT/SIGTERM). */
+/** Unmounts every live mount of this process (how the FUSE tests stop; the commands unmount through layerfs). */
 export async function unmountAll(opts: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
   await Promise.all([...live.values()].map((m) => m.unmount(opts)));
 }
@@ -235,7 +236,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
   }
   // 4. Raise read-ahead (INIT can only lower it) for 1 MiB sequential READs.
   if ((opts.readAheadKb ?? 1024) > 0 && !opts.resume) setReadAheadKb(m.dev, opts.readAheadKb ?? 1024);
-  // 5. Register, so unmountAll() and the exit hook find it.
+  // 5. Register, so stale-mount cleanup spares it and unmountAll() and the exit hook find it.
   let unmounting: Promise<void> | undefined;
   let ended = false;
   void transport.closed.then(() => (ended = true));

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { type FieldSpec, MIRROR_FIELDS, SCHEMA } from "../../src/config/defaults.ts";
+import { type FieldSpec, type IntField, MIRROR_FIELDS, SCHEMA } from "../../src/config/defaults.ts";
 import { defaultConfig, parseConfig, renderToml } from "../../src/config/load.ts";
 import { ConfigError } from "../../src/util/errors.ts";
 
@@ -95,17 +95,16 @@ describe("parseConfig()", () => {
   });
 
   test("every integer key has bounds; a value past them is refused naming the key, the file and the bound", () => {
-    const ints: Array<{ f: FieldSpec; dotted: string; toml: (v: number) => string }> = [
+    const isInt = <F extends FieldSpec>(f: F): f is Extract<F, IntField> => f.kind === "int";
+    const ints: Array<{ f: IntField; dotted: string; toml: (v: number) => string }> = [
       ...SCHEMA.flatMap((sec) =>
-        sec.fields
-          .filter((f) => f.kind === "int")
-          .map((f) => ({
-            f,
-            dotted: sec.toml ? `${sec.toml}.${f.toml}` : f.toml,
-            toml: (v: number) => `${sec.toml ? `[${sec.toml}]\n` : ""}${f.toml} = ${v}\n`,
-          })),
+        sec.fields.filter(isInt).map((f) => ({
+          f,
+          dotted: sec.toml ? `${sec.toml}.${f.toml}` : f.toml,
+          toml: (v: number) => `${sec.toml ? `[${sec.toml}]\n` : ""}${f.toml} = ${v}\n`,
+        })),
       ),
-      ...MIRROR_FIELDS.filter((f) => f.kind === "int").map((f) => ({
+      ...MIRROR_FIELDS.filter(isInt).map((f) => ({
         f,
         dotted: `resolver.host."h".mirrors[0].${f.toml}`,
         toml: (v: number) => `[resolver.host."h"]\nmirrors = [{ host = "m", ${f.toml} = ${v} }]\n`,
@@ -113,19 +112,16 @@ describe("parseConfig()", () => {
     ];
     expect(ints.length).toBeGreaterThan(25);
     for (const { f, dotted, toml } of ints) {
-      expect([
-        f.toml,
-        f.min !== undefined && f.max !== undefined && f.min <= (f.default as number) && (f.default as number) <= f.max,
-      ]).toEqual([f.toml, true]);
-      expect(() => parseConfig(toml(f.min!), "/c.toml")).not.toThrow();
-      expect(() => parseConfig(toml(f.max!), "/c.toml")).not.toThrow();
-      const over = expectKeyError(toml(f.max! + 1), dotted, "/c.toml");
+      expect([f.toml, f.min <= f.default && f.default <= f.max]).toEqual([f.toml, true]);
+      expect(() => parseConfig(toml(f.min), "/c.toml")).not.toThrow();
+      expect(() => parseConfig(toml(f.max), "/c.toml")).not.toThrow();
+      const over = expectKeyError(toml(f.max + 1), dotted, "/c.toml");
       expect(over.message).toBe(
-        `Cannot load config key "${dotted}" from "/c.toml": ${f.max! + 1} is over its maximum ${f.max}`,
+        `Cannot load config key "${dotted}" from "/c.toml": ${f.max + 1} is over its maximum ${f.max}`,
       );
-      const under = expectKeyError(toml(f.min! - 1), dotted, "/c.toml");
+      const under = expectKeyError(toml(f.min - 1), dotted, "/c.toml");
       expect(under.message).toBe(
-        `Cannot load config key "${dotted}" from "/c.toml": ${f.min! - 1} is under its minimum ${f.min}`,
+        `Cannot load config key "${dotted}" from "/c.toml": ${f.min - 1} is under its minimum ${f.min}`,
       );
     }
     // TOML's float syntax for an integral value is taken at its value, and bounded like any other

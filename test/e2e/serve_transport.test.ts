@@ -34,7 +34,9 @@ const run = needs(
 /** Liveness bound of one transport's Prepare + read (a working one takes a few seconds). */
 const LIMIT_MS = 60_000;
 const sha = (b: string | Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
-const TRANSPORTS = SCHEMA.find((s) => s.toml === "fuse")!.fields.find((f) => f.toml === "transport")!.values!;
+const transportKey = SCHEMA.find((s) => s.toml === "fuse")!.fields.find((f) => f.toml === "transport")!;
+if (transportKey.kind !== "enum") throw new Error("[fuse] transport is not an enum key");
+const TRANSPORTS = transportKey.values;
 
 describe.skipIf(!run)("soci-ts serve: every [fuse] transport it accepts", () => {
   let reg: TestRegistry;

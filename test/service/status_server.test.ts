@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultConfig } from "../../src/config/load.ts";
+import type { Config } from "../../src/config/schema.ts";
 import { buildLayerStack, type LayerStack } from "../../src/service/layer_stack.ts";
 import type { MemoryStatus, ServeStatus } from "../../src/service/status.ts";
 import { parseHostPort, startStatusServer, type StatusServer } from "../../src/service/status_server.ts";
@@ -23,7 +24,7 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-async function setup(metrics: { metricsAddress: string; metricsNetwork: string }) {
+async function setup(metrics: Pick<Config, "metricsAddress" | "metricsNetwork">) {
   const root = await mkdtemp(join(tmpdir(), "soci-status-"));
   cleanup.push(() => rm(root, { recursive: true, force: true }));
   const config = { ...defaultConfig(), ...metrics };
