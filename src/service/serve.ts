@@ -18,7 +18,8 @@
  *      image service on the same socket (cri_keychain.ts).
  *   Steps 3-5 only with `[snapshotter] enable`.
  *   6. With `[store] enable`, mount podman's additional layer store on the same loader (start_store.ts).
- *   7. Serve metrics and the layer list (status_server.ts): `<root>/status.sock`, and `metrics_address` if set.
+ *   7. Serve status (status_server.ts): `<root>/status.sock` (metrics, layer list, memory), and `metrics_address`
+ *      if set (`/metrics` only).
  *   8. Let go of kept connections no snapshot took; tell systemd READY=1.
  * `stop()` undoes them in reverse: stop serving (calls in flight are cancelled after a bound), close the
  * snapshotter (metadata kept for the next start), detach every layer mount (with `keepMounts`: leave them to the
