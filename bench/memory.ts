@@ -23,12 +23,19 @@
  *   10       273 MB     268 MB        83 MB (71 MB)             58 MB               256 MB   missed
  *   50       750 MB     700 MB        137 MB (101 MB)           67 MB (64 MiB cap)  512 MB   missed
  *   (serve alone, before any image: 78-81 MB.)
- *   - The FUSE reader threads are most of it: every layer mount has 2 (dev_transport.ts "workers"), each a Bun
+ *   - The FUSE reader threads were most of it: every layer mount had 2 (dev_transport.ts "workers"), each a Bun
  *     Worker with its own JavaScriptCore VM, about 3.6 MB resident; with what else a mount holds, 8.0 MB per
  *     mount with 2 readers and 4.4 MB with 1 (20 mounts of an empty tree measured alone). 100 mounts ≈ 800 MB
- *     of the 1063. Bounding this needs reader threads shared between mounts (one thread polling several
- *     /dev/fuse fds) or fewer mounts (one FUSE mount holding every layer, snapshots bind-mounting its
- *     subdirectories, as the podman store does); neither is done yet.
+ *     of the 1063.
+ *   - Now (src/fuse/reader_pool.ts): the process's `[fuse] reader_threads` threads read every mount's fds, 2 in
+ *     all whatever the number of mounts. Same machine, load 15-17 (other engineers' tests), default config:
+ *       images   peak RSS   settled RSS   JS heap (of it buffers)   span cache memory   target
+ *       10       226 MB     214 MB        83 MB (71 MB)             58 MB               256 MB   met
+ *       50       403 MB     307 MB        146 MB (105 MB)           67 MB (64 MiB cap)  512 MB   met
+ *     Settled RSS over serve alone (83 MB): ~13 MB per image at 10, ~4.5 MB per image from 10 to 50 (2 layer
+ *     mounts each: trees, zTOCs, bridge and protocol server state, slot buffers). The peak at 50 is the
+ *     background fetcher's burst (spans in flight and their buffers before the memory tier evicts); it falls
+ *     back within seconds.
  *   - Span cache memory tier: bounded by `[span_cache] memory_max_bytes`, and the bound holds (67 MB with a
  *     64 MiB cap after 50 images whose layers all passed through it). It was 256 MiB by default, the whole
  *     10-image budget; now 64 MiB.
@@ -38,7 +45,8 @@
  *     were never resident.
  *   - Layer trees and zTOCs: the JS objects (strings, Objects, Maps: one entry, name and children map per file)
  *     are ~35 MB for 100 layers of ~1400 entries each (0.35 MB per layer). Dropping them for idle layers and
- *     loading them again on demand (issue 14 item 5) is not done yet: it pays once threads are shared.
+ *     loading them again on demand (issue 14 item 5) is not done: with shared threads they are what grows
+ *     per mount, but 50 images stay well under the target.
  *   - gRPC buffers: not visible (a few hundred Uint8Arrays on the heap in all).
  *
  * Needs root, FUSE, containerd, runc, docker-registry, AWS SOCI (fetched and cached by the harness).
