@@ -7,7 +7,7 @@
  * Rank 2 (FUSE transport), Bun-specific: Worker, SharedArrayBuffer slots (slot_layout.ts), Atomics.waitAsync.
  *
  * How a connection joins (`attach`): its fds (the mount's own and its FUSE_DEV_IOC_CLONE'd copies, made
- * non-blocking by the caller) are spread over the threads, fd i to thread i mod threads, each under a key of
+ * non-blocking by the caller) are spread over the threads, one per thread in turn, each under a key of
  * its own (a number never reused, so a request left in a slot by a connection that has ended is dropped rather
  * than served by a newer one that got the same fd number). A thread reads every fd it has in turn, waiting in
  * poll(2) on all of them; requests it cannot answer itself go through its slots to the main thread, which takes
@@ -126,6 +126,8 @@ export class ReaderPool {
   readonly #onError: (message: string) => void;
   readonly #slots: Array<PoolThread | undefined>;
   readonly #keys = new Map<number, FdEntry>();
+  /** Thread of the next connection's first fd: connections with fewer fds than threads take turns. */
+  #turn = 0;
 
   constructor(opts: ReaderPoolOptions) {
     this.threads = Math.max(1, Math.floor(opts.threads));
@@ -145,15 +147,17 @@ export class ReaderPool {
   }
 
   /**
-   * Starts reading `fds` (one connection's; non-blocking already) for `client`: fd i on thread i mod `threads`.
-   * Throws when a thread cannot be started (nothing is attached then).
+   * Starts reading `fds` (one connection's; non-blocking already) for `client`: fd i on thread (t + i) mod
+   * `threads`, t taking turns between connections. Throws when a thread cannot be started (nothing is attached
+   * then).
    */
   attach(client: PoolClient, fds: readonly number[], direct?: PoolDirect): PoolMember {
     const id = nextMember++;
     const threads = new Set<PoolThread>();
     const keys: number[] = [];
     // 1. The threads first (the only step that can fail), then the fds.
-    const targets = fds.map((_, i) => this.#thread(i % this.threads));
+    const first = this.#turn++ % this.threads;
+    const targets = fds.map((_, i) => this.#thread((first + i) % this.threads));
     fds.forEach((fd, i) => {
       const thread = targets[i]!;
       const key = nextKey++;
