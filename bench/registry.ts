@@ -30,7 +30,7 @@
  *     growing buffer of fresh pages and then into the ArrayBuffer handed to JS; futex wake-ups between that
  *     thread and the JS thread per request. curl writes its 16 KiB buffer to /dev/null and never faults.
  *   - Our client over bare fetch: 1.6–2x the CPU (3.3–5.9 ms per 1 MiB request against 1.9–3.4). Its own
- *     JavaScript is ~25 us per request (auth header, endpoints, deadline timers: measured with a fake fetch);
+ *     JavaScript is 6–25 us per request (auth header, endpoints, deadline timers: measured with a fake fetch);
  *     the rest is readBody asking for `res.body` before `arrayBuffer()`: under Bun that turns the buffered body
  *     into a ReadableStream, and arrayBuffer() then drains the stream (perf: other memmove call paths, twice
  *     the copies). A bare fetch that touches `res.body` costs the same as our client.
@@ -40,7 +40,18 @@
  *
  *   readBody no longer asks for `res.body` before a one-call read (3 runs interleaved with the old code, load
  *   15–24): soci-ts vs bare fetch 0.43–0.62x → 0.93–0.98x, CPU per 1 MiB request 7.9–9.1 ms → 6.3–6.9 ms
- *   (bare fetch 5.4–6.2, curl 1.6–1.8 at that load); range reads vs curl 0.30–0.55x → 0.42–0.66x.
+ *   (bare fetch 5.4–6.2, curl 1.6–1.8 at that load); range reads vs curl 0.30–0.55x → 0.42–0.66x. Three more
+ *   runs at load 17–20: CPU soci-ts 6.1–6.2 ms, bare fetch 5.4–6.0, curl 1.6–1.7 per 1 MiB request; wall
+ *   ratios at that load scatter (vs curl 0.42–0.97x, vs bare fetch 0.78–0.90x), CPU is the steadier figure.
+ *
+ *   What limits it now: Bun's fetch itself. Our client costs what a bare fetch costs (CPU within 2–15%, its own
+ *   JavaScript ~0.1% of a request), and bare fetch reached 0.60–0.64x curl at load 1.4–3 (101–106 against
+ *   166–170 MiB/s): 0.26–0.3 below the goal of 0.9x. Per request it spends ~1–2 ms more CPU than curl (two
+ *   copies of the body into fresh pages) and hands each request and answer between the JS thread and its HTTP
+ *   thread. strace -tt of 192 requests at load 17: from the last body read to the next request 1.9 ms median,
+ *   10.8 ms p90 (curl, one thread: 1.3 and 3.4 ms), and the registry answers slower while Bun's two threads
+ *   hold the 2 CPUs (request to headers 10.3 ms median, 8.4 ms under curl). No stack measured faster under Bun
+ *   (see above), and rank 2 (src/registry) may not use Bun-only socket APIs.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
