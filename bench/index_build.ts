@@ -53,6 +53,17 @@
  * TOC from its last entry), and that entry is in the last chunk. On this 2-core VM a page fault costs 10–15 us
  * and other engineers' load moves every number by 10–20%: the CPU ratio above 1 is the second thread's own
  * JIT and messages, which buy the wall time.
+ *
+ * Re-measured for issue 16 (no quiet hour that day: load 11–19 throughout): 0.82–0.87x wall, 1.23–1.27x CPU
+ * (gzip -dc 5.2–6.8 s wall for 1.31–1.41 s CPU: the machine was ~4x oversubscribed; the quiet figures above
+ * stand). The tail after the last chunk (timestamps, 8 runs at load 11–13): last results back +27–153 ms, the
+ * worker's end (zinfo) +5–46 ms, encodeZtoc 60–530 ms, its digest 2–26 ms, the checkpoint table 6–490 ms; all
+ * of it CPU-bound work starved by the load (30 ms, 6 ms warm, and 5 ms for encode and table when quiet). A JIT
+ * warm-up of the encoder (a 2000-entry made-up zTOC encoded on this thread while the inflate thread works) did
+ * not shorten the encode under load (100–270 ms after it, warm-up 60–140 ms): not done. Page faults (perf,
+ * one build): ~17k against gzip -dc's 136: JIT threads ~5.6k, the inflate thread's zlib writing into its pooled
+ * output buffers ~2.8k (each buffer faults once), zero-filled new buffers ~4k on both threads, start-up and
+ * module loading ~2.4k; no per-chunk allocation left to remove. No change to the build: no clear win found.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
