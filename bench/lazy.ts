@@ -97,14 +97,23 @@ async function lazyRun(
   ref: string,
   name: string,
   extra: string[] = [],
-): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string; overLink: number }> {
+): Promise<{
+  seconds: number;
+  mountedAt: number;
+  phases: string;
+  fetched: number;
+  size: number;
+  output: string;
+  overLink: number;
+}> {
   const root = join(tmp, `${name}-root`);
   const mnt = join(tmp, `${name}-mnt`);
   mkdirSync(mnt);
   const cfg = join(tmp, `${name}.toml`);
   writeFileSync(cfg, "[pull_modes.soci_v1]\nenable = true\n");
   const t0 = performance.now();
-  const logs = MOUNT_LOG_DIR ? ["--log-level", "debug", "--log-format", "json"] : [];
+  // JSON lines: the "Mount ready" line gives the phases; debug adds one line per registry request.
+  const logs = ["--log-format", "json", ...(MOUNT_LOG_DIR ? ["--log-level", "debug"] : [])];
   const linkBefore = link.linkBytes();
   const proc = Bun.spawn(
     [
@@ -136,6 +145,7 @@ async function lazyRun(
     err += new TextDecoder().decode(value);
   }
   const mountedAt = (performance.now() - t0) / 1000;
+  const phases = mountPhases(err);
   // Asynchronously: the delay proxy serving the mount's registry reads runs on this event loop.
   const py = Bun.spawn(["chroot", mnt, ...COMMAND], { stdout: "pipe", stderr: "inherit" });
   const output = await new Response(py.stdout).text();
@@ -156,7 +166,19 @@ async function lazyRun(
     writeFileSync(join(MOUNT_LOG_DIR, `mount-${name}.log`), err);
   }
   rd.releaseLock();
-  return { seconds, mountedAt, fetched, size, output, overLink };
+  return { seconds, mountedAt, phases, fetched, size, output, overLink };
+}
+
+/** The phases of the mount's "Mount ready" log line (ms since its process started), as "name ms, …". */
+function mountPhases(stderr: string): string {
+  for (const line of stderr.split("\n")) {
+    if (!line.includes('"Mount ready"')) continue;
+    const phases = JSON.parse(line).phases as Record<string, number>;
+    return Object.entries(phases)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ");
+  }
+  return "(no Mount ready line)";
 }
 
 /**
@@ -326,6 +348,10 @@ async function main(): Promise<void> {
   console.log(`lazy (soci-ts mount + chroot): ${lazyLine(lazy)}`);
   console.log(`lazy with a prefetch artifact (${prefetchFiles.length} traced files listed): ${lazyLine(lazyPf)}`);
   console.log(`lazy with a load order document (recorded once, pushed, fetched at mount): ${lazyLine(lazyLod)}`);
+  console.log(`mount phases, ms since the mount process started (src/cli/mount.ts):`);
+  console.log(`  lazy: ${lazy.phases}`);
+  console.log(`  prefetch artifact: ${lazyPf.phases}`);
+  console.log(`  load order document: ${lazyLod.phases}`);
   console.log(`full pull (fetch all layers + tar -x + chroot): ${full.seconds.toFixed(2)} s, fetched ${mb(lazy.size)}`);
   console.log(
     `bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x); with prefetch ${mb(lazyPf.fetched)} = ${(lazyPf.fetched / needed).toFixed(2)}x`,

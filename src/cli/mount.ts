@@ -13,6 +13,10 @@
  *
  * Each process records what it mounts in <root>/mounts/<pid>.json before mounting (mount_records.ts); every
  * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL).
+ *
+ * Once mounted it logs "Mount ready" (info) with the instant each phase ended, in ms since the process started:
+ * start (the command runs), setup (dead mounts, record, layer file system), manifest, index, ztocs (bytes in),
+ * decoded, lod, opened (layer trees), fuse, prefetched, overlay, ready (see image_mount.ts).
  */
 import { defineCommand } from "citty";
 import { mkdir, realpath } from "node:fs/promises";
@@ -25,6 +29,7 @@ import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
 import { FailedPreconditionError, InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import { Phases } from "../util/phases.ts";
 import { layerFsFuseOptions, layerManagerOptions } from "../service/layer_stack.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
 import { cliContext, type CliContext, usableRoot } from "./context.ts";
@@ -126,6 +131,9 @@ export default defineCommand({
         `Cannot mount: missing ${args.ref === undefined ? "REF and DIR" : "DIR"} (or --cleanup)`,
       );
     }
+    // Where the mount's time goes, logged once it is ready (ms since the process started).
+    const phases = new Phases();
+    phases.mark("start");
     const ctx = cliContext();
     usableRoot(ctx);
     const c = ctx.config;
@@ -184,6 +192,7 @@ export default defineCommand({
       await release(records, rec, log);
       throw err;
     }
+    phases.mark("setup");
     // 4. The image.
     let img: MountedImage;
     try {
@@ -204,12 +213,15 @@ export default defineCommand({
         timeoutMs: c.mountTimeoutSec * 1000,
         maxConcurrency: c.maxConcurrency,
         lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
+        onPhase: (name) => phases.mark(name),
       });
     } catch (err) {
       await fs.close();
       await release(records, rec, log);
       throw err;
     }
+    phases.mark("ready");
+    log.info("Mount ready", { ms: Math.round(phases.at("ready")!), phases: Object.fromEntries(phases.list()) });
     process.stderr.write(
       `Mounted ${String(args.ref)} at ${mountpoint} (${img.layers.length} layer${img.layers.length === 1 ? "" : "s"}, index: ${img.indexFoundBy ?? "none"}); Ctrl-C to unmount\n`,
     );

@@ -22,6 +22,7 @@ import type { ArtifactStore } from "../soci/artifact_store.ts";
 import type { RegistryLocation } from "../soci/image_location.ts";
 import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import type { PhaseMark } from "../util/phases.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { acquireOptionsFor, type ReplayedLod, resolveImageLayers } from "./image_resolver.ts";
 import type { Layer } from "./layer.ts";
@@ -58,6 +59,11 @@ export interface MountImageOptions {
   timeoutMs?: number;
   /** Replay this workload's load order document (image_resolver.ts step 4). */
   lod?: string;
+  /**
+   * Marks the steps as they end: resolving's (image_resolver.ts), each layer's "opened" and "fuse" (remote_fs.ts;
+   * the last layer counts), "prefetched" (what each layer's mount waits for is in) and "overlay".
+   */
+  onPhase?: PhaseMark;
 }
 
 export interface MountedImage {
@@ -89,6 +95,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     logger,
     signal: opts.signal,
     lod: opts.lod,
+    onPhase: opts.onPhase,
   });
   const { manifest, found } = image;
   let layers = image.layers;
@@ -132,7 +139,9 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
             mountpoint: mp,
             // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
             signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
+            onPhase: opts.onPhase,
           });
+          opts.onPhase?.("prefetched");
           results[i] = { status: "fulfilled", value: { layer, mountpoint: mp } };
         } catch (reason) {
           results[i] = { status: "rejected", reason };
@@ -164,6 +173,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
         });
       }
       overlay = true;
+      opts.onPhase?.("overlay");
     }
   } catch (err) {
     await unmount();

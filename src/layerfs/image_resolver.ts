@@ -27,6 +27,7 @@ import { errorMessage, InvalidArgumentError, NotFoundError } from "../util/error
 import { lodLayerSpans } from "../soci/lod.ts";
 import { findLod, type FoundLod } from "../soci/lod_store.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import type { PhaseMark } from "../util/phases.ts";
 import type { AcquireLayerOptions } from "./layer_manager.ts";
 import { raceSignal, withTimeout } from "../util/abort.ts";
 
@@ -100,16 +101,20 @@ export function acquireOptionsFor(
   };
 }
 
-/** Resolve one image (steps 1-3). Throws what the registry or discovery throws (NotFoundError, UnavailableError, …). */
+/**
+ * Resolve one image (steps 1-4). `onPhase` marks "manifest", discovery's phases (soci/discover.ts) and "lod" as
+ * they end. Throws what the registry or discovery throws (NotFoundError, UnavailableError, …).
+ */
 export async function resolveImageLayers(
   location: RegistryLocation,
-  opts: ResolveOptions & { signal?: AbortSignal },
+  opts: ResolveOptions & { signal?: AbortSignal; onPhase?: PhaseMark },
 ): Promise<ResolvedImage> {
   const logger = opts.logger ?? silentLogger;
   const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
   const bounded = () => withTimeout(opts.signal, opts.stepTimeoutMs);
   // 1.
   const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
+  opts.onPhase?.("manifest");
   const layers = (manifest.manifest as Manifest).layers;
   if (!Array.isArray(layers))
     throw new NotFoundError(
@@ -128,6 +133,7 @@ export async function resolveImageLayers(
     lazyCheckpoints: opts.lazyCheckpoints ?? true,
     windowTimeoutMs: opts.windowTimeoutMs ?? 30_000,
     onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
+    onPhase: opts.onPhase,
   });
   if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: location.name });
   else
@@ -148,6 +154,7 @@ export async function resolveImageLayers(
   }
   // 4.
   const lod = opts.lod === undefined ? undefined : await chooseLod(opts.lod, location, manifest, layers, found, opts);
+  if (opts.lod !== undefined) opts.onPhase?.("lod");
   return { location, manifest, layers, found, prefetch, ...(lod ? { lod } : {}) };
 }
 

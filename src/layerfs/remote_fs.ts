@@ -27,6 +27,7 @@ import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import type { PhaseMark } from "../util/phases.ts";
 import type { Negotiated } from "../fuse/protocol_server.ts";
 import { unmountFuse } from "../fuse/mount.ts";
 import { mountTree, type MountHandle, type ResumeFuse } from "../vfs/serve.ts";
@@ -110,6 +111,8 @@ export type LayerFsOptions = Omit<LayerManagerOptions, "materialize"> & LayerFsF
 /** One layer to mount: the manager's acquire options and where to serve it. */
 export interface MountLayerOptions extends AcquireLayerOptions {
   mountpoint: string;
+  /** Marks "opened" (the layer's tree is built) and "fuse" (it is served at `mountpoint`) as they end. */
+  onPhase?: PhaseMark;
 }
 
 interface Mounted {
@@ -177,6 +180,7 @@ export class LayerFs {
       // 1.
       const handle = await this.manager.acquire(opts);
       const layer = handle.layer;
+      opts.onPhase?.("opened");
       // 2.
       const resume = this.#resumable(mp, layer.digest);
       let served: MountHandle;
@@ -210,6 +214,7 @@ export class LayerFs {
         throw err;
       }
       operationDurationMs.labels(Op.fuseMount, layer.digest).observe(performance.now() - t0);
+      opts.onPhase?.("fuse");
       // Copies for passthrough are of no use when the kernel did not take it.
       if (!served.negotiated.passthrough) layer.materializer?.close();
       this.#mounts.set(mp, { handle, served, image: imageName(opts) });

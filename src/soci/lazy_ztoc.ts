@@ -44,6 +44,8 @@ export interface LazyZtocOptions {
   onComplete?: (bytes: Uint8Array) => void | Promise<void>;
   /** Called when the complete zTOC does not match its descriptor digest, or `onComplete` fails. */
   onError?: (why: string) => void;
+  /** Called once the skeleton's bytes are in, before they are checked and decoded (for phase timings). */
+  onFetched?: () => void;
 }
 
 /** True when the descriptor carries a checkpoint table (it may still be malformed). */
@@ -67,6 +69,7 @@ export async function loadZtocLazily(
   const read = ([s, e]: [number, number]) =>
     s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
+  opts.onFetched?.();
   const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }));
   // 3.
   return { ztoc, windows: new LazyWindows(source, d, table, ztoc, head, tail, opts) };
