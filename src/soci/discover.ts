@@ -191,7 +191,8 @@ async function withZtocs(
       const bytes = await getZtocBytes(source, d, opts);
       opts.onPhase?.("ztocs");
       try {
-        return decodeZtoc(bytes);
+        // The bytes are this call's alone (read or fetched for it): no copy of the checkpoints.
+        return decodeZtoc(bytes, { shareCheckpoints: true });
       } catch (cause) {
         throw new FormatError(
           `Cannot load zTOC "${d.digest}" of SOCI index "${indexDescriptor.digest}": ${errorMessage(cause)}`,

@@ -70,7 +70,8 @@ export async function loadZtocLazily(
     s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
   opts.onFetched?.();
-  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }));
+  // The assembled buffer is ours alone: the zTOC's checkpoints stay a view into it, where the windows are written.
+  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }), { shareCheckpoints: true });
   // 3.
   return { ztoc, windows: new LazyWindows(source, d, table, ztoc, head, tail, opts) };
 }

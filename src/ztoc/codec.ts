@@ -175,6 +175,12 @@ export interface DecodeOptions {
    * for inspecting vectors such as SOCI's golden test zTOC, which has no span digests.
    */
   validate?: boolean;
+  /**
+   * Make `compressionInfo.checkpoints` a view into `bytes` instead of a copy (default false): for a buffer the
+   * caller hands over and no longer uses (a zTOC's checkpoints are most of its bytes; copying them costs as much
+   * as decoding the rest).
+   */
+  shareCheckpoints?: boolean;
 }
 
 /**
@@ -196,22 +202,24 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
   if (tocTable) {
     const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
     for (let i = 0; i < vec.length; i++)
-      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, `FileMetadata[${i}]`)));
+      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i)));
   }
 
   const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
   let algorithm: CompressionAlgorithm = "gzip";
   let maxSpanId = 0;
   const spanDigests: string[] = [];
-  let checkpoints = new Uint8Array(0);
+  let checkpoints: Uint8Array = new Uint8Array(0);
   if (ciTable) {
     const enumValue = ciTable.int8(SLOT.ci.algorithm, "compression_algorithm", 1);
     algorithm = ALGORITHM_BY_ENUM.get(enumValue) ?? buf.fail(`unknown compression algorithm ${enumValue}`, ciTable.pos);
     maxSpanId = ciTable.int32(SLOT.ci.maxSpanId, "max_span_id", 0);
     const dv = ciTable.vector(SLOT.ci.spanDigests, "span_digests", 4);
-    for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, `span_digests[${i}]`));
+    for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, "span_digests", i));
     const cv = ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1);
-    checkpoints = bytes.slice(cv.start, cv.start + cv.length);
+    checkpoints = options.shareCheckpoints
+      ? bytes.subarray(cv.start, cv.start + cv.length)
+      : bytes.slice(cv.start, cv.start + cv.length);
   }
   const ztoc: Ztoc = {
     version,
@@ -240,7 +248,7 @@ function decodeFileMetadata(t: FbTable): FileMetadata {
   const xattrs: Xattr[] = [];
   const xv = t.vector(f.xattrs, "xattrs", 4);
   for (let i = 0; i < xv.length; i++) {
-    const x = t.tableAt(xv.start + 4 * i, `Xattr[${i}]`);
+    const x = t.tableAt(xv.start + 4 * i, "Xattr", i);
     // The value's bytes as written (not UTF-8-decoded), copied so the model does not pin the zTOC buffer.
     xattrs.push({ key: x.string(SLOT.xattr.key, "key"), value: x.stringBytes(SLOT.xattr.value, "value").slice() });
   }
