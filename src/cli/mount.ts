@@ -8,6 +8,9 @@
  *   --readahead-spans N  after a read misses, also fetch the next N spans (default [blob] readahead_spans)
  *   --cleanup        (no REF, DIR) unmount what killed `soci-ts mount` processes left behind, and exit
  *   --lod NAME       replay workload NAME's load order document: its ranges are prefetched first, in order
+ *   --wait-prefetch  return only once the prefetch spans (or a load order document's first) are in, as SOCI does;
+ *                    by default the mount is up as soon as its layers are served, prefetching behind it (a
+ *                    read of a span being prefetched joins that fetch)
  *   --record-lod NAME  record what is read into NAME's load order document in the local store, until the mount
  *                    ends, --record-duration SEC passes, or nothing new is read for --record-quiet SEC (default 10)
  *
@@ -16,7 +19,8 @@
  *
  * Once mounted it logs "Mount ready" (info) with the instant each phase ended, in ms since the process started:
  * start (the command runs), setup (dead mounts, record, layer file system), manifest, index, ztocs (bytes in),
- * decoded, lod, opened (layer trees), fuse, prefetched, overlay, ready (see image_mount.ts).
+ * decoded, lod, opened (layer trees), fuse, prefetched (with --wait-prefetch), overlay, ready (see
+ * image_mount.ts).
  */
 import { defineCommand } from "citty";
 import { mkdir, realpath } from "node:fs/promises";
@@ -109,6 +113,10 @@ export default defineCommand({
       description: "Unmount what killed mount processes left under --root (no REF, DIR), and exit",
     },
     lod: { type: "string", description: "Replay this workload's load order document (local store, then registry)" },
+    "wait-prefetch": {
+      type: "boolean",
+      description: "Be up only once the prefetch spans (or a load order document's first) are in, as SOCI",
+    },
     "record-lod": {
       type: "string",
       description: "Record what is read into this workload's load order document in the local store",
@@ -214,6 +222,7 @@ export default defineCommand({
         maxConcurrency: c.maxConcurrency,
         lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
         onPhase: (name) => phases.mark(name),
+        waitForPrefetch: args["wait-prefetch"] === true,
       });
     } catch (err) {
       await fs.close();

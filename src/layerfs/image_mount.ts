@@ -4,7 +4,7 @@
  * `mountImage` steps:
  *   1-3. Resolve the image (image_resolver.ts `resolveImageLayers`): its manifest for the host platform, its SOCI
  *      index and zTOCs, and the prefetch spans per layer; each layer's spans are fetched before its mount
- *      returns (remote_fs.ts).
+ *      returns (remote_fs.ts), unless `waitForPrefetch` is false.
  *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`, up to `maxConcurrency` at a time
  *      (SOCI resolves an image's layers in parallel too); when one fails, the others are unmounted.
  *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
@@ -64,6 +64,12 @@ export interface MountImageOptions {
    * the last layer counts), "prefetched" (what each layer's mount waits for is in) and "overlay".
    */
   onPhase?: PhaseMark;
+  /**
+   * Return only once each layer's prefetch spans are in, or a load order document's first (default true, as
+   * SOCI). False: the mount is up as soon as its layers are served and merged; the prefetch and the replay go
+   * on behind it, and reads of spans they are fetching join those fetches.
+   */
+  waitForPrefetch?: boolean;
 }
 
 export interface MountedImage {
@@ -140,8 +146,9 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
             // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
             signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
             onPhase: opts.onPhase,
+            waitForPrefetch: opts.waitForPrefetch ?? true,
           });
-          opts.onPhase?.("prefetched");
+          if (opts.waitForPrefetch ?? true) opts.onPhase?.("prefetched");
           results[i] = { status: "fulfilled", value: { layer, mountpoint: mp } };
         } catch (reason) {
           results[i] = { status: "rejected", reason };

@@ -16,8 +16,8 @@
  *      `mountpoint` for this very layer, that connection is taken over instead (no mount, no INIT; the kernel
  *      sends again what the old server left unanswered); one for another layer is detached first.
  *   3. Hand the connection's fds to the keeper (so a restart can take it over), then wait for the prefetch spans
- *      before returning (SOCI prefetches before a mount completes); the manager then queues the layer for
- *      background fetching.
+ *      before returning (SOCI prefetches before a mount completes; `waitForPrefetch: false` returns at once, the
+ *      prefetch going on); the manager then queues the layer for background fetching.
  * Node ids are the layer's inode numbers (vfs bridge `stableNodeIds`), the same in every process that opens the
  * layer from its zTOC: what a successor needs to answer for the kernel's inodes.
  */
@@ -113,6 +113,12 @@ export interface MountLayerOptions extends AcquireLayerOptions {
   mountpoint: string;
   /** Marks "opened" (the layer's tree is built) and "fuse" (it is served at `mountpoint`) as they end. */
   onPhase?: PhaseMark;
+  /**
+   * Return only once the layer's prefetch spans are in, or a load order document's first (default true, as SOCI
+   * does). False: return once the layer is served; the prefetch goes on, and a read of a span it is fetching
+   * joins that fetch.
+   */
+  waitForPrefetch?: boolean;
 }
 
 interface Mounted {
@@ -239,7 +245,7 @@ export class LayerFs {
           served.readerFds(),
         );
       }
-      await handle.prefetched;
+      if (opts.waitForPrefetch ?? true) await handle.prefetched;
       return layer;
     } catch (err) {
       // SOCI's count of mounts that failed (opening the layer or its FUSE mount), per layer.
