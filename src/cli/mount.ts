@@ -15,7 +15,8 @@
  *                    ends, --record-duration SEC passes, or nothing new is read for --record-quiet SEC (default 10)
  *
  * Each process records what it mounts in <root>/mounts/<pid>.json before mounting (mount_records.ts); every
- * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL).
+ * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL). The image's
+ * manifest, index and zTOCs are requested first, while that local setup runs.
  *
  * Once mounted it logs "Mount ready" (info) with the instant each phase ended, in ms since the process started:
  * start (the command runs), setup (dead mounts, record, layer file system), manifest, index, ztocs (bytes in),
@@ -26,7 +27,7 @@ import { defineCommand } from "citty";
 import { mkdir, realpath } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { READAHEAD_SPANS_MAX } from "../config/defaults.ts";
-import { mountImage, type MountedImage } from "../layerfs/image_mount.ts";
+import { mountImage, type MountedImage, resolveForMount } from "../layerfs/image_mount.ts";
 import { MountRecords, removeWorkDir, type MountRecord } from "../layerfs/mount_records.ts";
 import { LayerFs } from "../layerfs/remote_fs.ts";
 import { parseReference } from "../registry/reference.ts";
@@ -161,6 +162,27 @@ export default defineCommand({
       c.blob.readaheadSpans;
     const ref = parseReference(String(args.ref));
     const recording = recordingFrom(args, log);
+    const managerOpts = layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans });
+    // 0. The image (manifest, index, zTOCs, load order document) is asked for now: its round trips overlap steps
+    //    1-3, which need none of it. mountImage awaits it (and reports its failure).
+    const resolveOpts = {
+      location: new RegistryLocation(registryClient(ctx), ref, String(args.ref)),
+      store: artifactStore(ctx),
+      modes: {
+        localStore: c.pullModes.localStore.enable,
+        v1: c.pullModes.sociV1.enable,
+        v2: c.pullModes.sociV2.enable,
+      },
+      prefetch: c.prefetch.enable,
+      lazyCheckpoints: c.blob.lazyCheckpoints,
+      logger: log,
+      signal: interrupted.signal,
+      timeoutMs: c.mountTimeoutSec * 1000,
+      lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
+      onPhase: (name: string) => phases.mark(name),
+    };
+    const resolved = resolveForMount({ ...resolveOpts, windowTimeoutMs: managerOpts.fetchTimeoutMs ?? 30_000 });
+    resolved.catch(() => {}); // a failure is reported by mountImage, after the setup
     // 1. What dead mount processes left behind (SIGKILL) goes first: it may sit at DIR.
     const stale = await cleanDeadMounts(ctx.root);
     for (const line of stale.lines) log.info(line);
@@ -192,7 +214,7 @@ export default defineCommand({
     let fs: LayerFs;
     try {
       fs = await LayerFs.create({
-        ...layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans }),
+        ...managerOpts,
         ...layerFsFuseOptions(c, log),
         recorder: recording?.recorder,
       });
@@ -205,23 +227,11 @@ export default defineCommand({
     let img: MountedImage;
     try {
       img = await mountImage(fs, mountpoint, {
-        location: new RegistryLocation(registryClient(ctx), ref, String(args.ref)),
+        ...resolveOpts,
+        resolved,
         workDir,
-        store: artifactStore(ctx),
-        modes: {
-          localStore: c.pullModes.localStore.enable,
-          v1: c.pullModes.sociV1.enable,
-          v2: c.pullModes.sociV2.enable,
-        },
         layerDigest: args.layer ? String(args.layer) : undefined,
-        prefetch: c.prefetch.enable,
-        lazyCheckpoints: c.blob.lazyCheckpoints,
-        logger: log,
-        signal: interrupted.signal,
-        timeoutMs: c.mountTimeoutSec * 1000,
         maxConcurrency: c.maxConcurrency,
-        lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
-        onPhase: (name) => phases.mark(name),
         waitForPrefetch: args["wait-prefetch"] === true,
       });
     } catch (err) {

@@ -24,7 +24,7 @@ import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/er
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { PhaseMark } from "../util/phases.ts";
 import type { Ztoc } from "../ztoc/types.ts";
-import { acquireOptionsFor, type ReplayedLod, resolveImageLayers } from "./image_resolver.ts";
+import { acquireOptionsFor, type ReplayedLod, type ResolvedImage, resolveImageLayers } from "./image_resolver.ts";
 import type { Layer } from "./layer.ts";
 import type { LayerFs } from "./remote_fs.ts";
 import { withTimeout } from "../util/abort.ts";
@@ -70,6 +70,48 @@ export interface MountImageOptions {
    * on behind it, and reads of spans they are fetching join those fetches.
    */
   waitForPrefetch?: boolean;
+  /**
+   * Steps 1-3 started already (`resolveForMount` with these options), so their requests overlap the caller's
+   * setup; default: resolved here.
+   */
+  resolved?: Promise<ResolvedImage>;
+}
+
+/** What resolving an image for a mount takes: mountImage's own options, and the window fetch timeout. */
+export type MountResolveOptions = Pick<
+  MountImageOptions,
+  | "location"
+  | "store"
+  | "modes"
+  | "prefetch"
+  | "lazyCheckpoints"
+  | "logger"
+  | "signal"
+  | "timeoutMs"
+  | "lod"
+  | "onPhase"
+> & {
+  /** Milliseconds one fetch of checkpoint windows may take: the layer file system's `fetchTimeoutMs`. */
+  windowTimeoutMs: number;
+};
+
+/**
+ * Steps 1-3 alone: what `mountImage` resolves first, for a caller that starts it early (before its own setup)
+ * and hands the promise over as `resolved`. Throws what resolveImageLayers throws.
+ */
+export function resolveForMount(opts: MountResolveOptions): Promise<ResolvedImage> {
+  return resolveImageLayers(opts.location, {
+    modes: opts.modes,
+    store: opts.store,
+    prefetch: opts.prefetch,
+    lazyCheckpoints: opts.lazyCheckpoints,
+    windowTimeoutMs: opts.windowTimeoutMs,
+    stepTimeoutMs: opts.timeoutMs,
+    logger: opts.logger,
+    signal: opts.signal,
+    lod: opts.lod,
+    onPhase: opts.onPhase,
+  });
 }
 
 export interface MountedImage {
@@ -91,18 +133,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
   const loc = opts.location;
   const bounded = () => withTimeout(opts.signal, opts.timeoutMs);
   // 1-3.
-  const image = await resolveImageLayers(loc, {
-    modes: opts.modes,
-    store: opts.store,
-    prefetch: opts.prefetch,
-    lazyCheckpoints: opts.lazyCheckpoints,
-    windowTimeoutMs: fs.fetchTimeoutMs,
-    stepTimeoutMs: opts.timeoutMs,
-    logger,
-    signal: opts.signal,
-    lod: opts.lod,
-    onPhase: opts.onPhase,
-  });
+  const image = await (opts.resolved ?? resolveForMount({ ...opts, windowTimeoutMs: fs.fetchTimeoutMs }));
   const { manifest, found } = image;
   let layers = image.layers;
   if (opts.layerDigest) {
