@@ -13,14 +13,15 @@
  *     publisher would; the mount starts from an empty root and discovers it in the registry;
  *   - lazy with a prefetch artifact: the same, from a second repository of the same image whose index was built
  *     with `--prefetch-files-json` listing the files the command opens, so `soci-ts mount` fetches their spans
- *     (few large range requests) before it returns. The list is derived once in the (untimed) setup: the image
+ *     (few large range requests) first, behind the mount (it is up once its layers are served; a read of a span
+ *     being prefetched joins that fetch). The list is derived once in the (untimed) setup: the image
  *     is unpacked, the command is run in a chroot of it under `strace -f -e trace=open,openat,execve,chroot`,
  *     and every regular file it opened (after its chroot, symlinks resolved inside the tree, plus the ELF
  *     interpreter, which the kernel opens) is listed;
  *   - lazy with a load order document: the same as plain lazy, with `mount --lod python`; the LOD was recorded
  *     once in the (untimed) setup by `mount --record-lod python` while the command ran, and pushed with
- *     `lod push` next to the image; the timed mount fetches it from the registry and returns once the first of
- *     its spans is in, the rest following in first-touch order in the background (layer_manager.ts step 3);
+ *     `lod push` next to the image; the timed mount looks it up in the registry beside the index, and its spans
+ *     follow in first-touch order behind the mount (layer_manager.ts step 3);
  *   - full pull: fetch every layer, `tar -x`, the command.
  *
  * Also printed: span bytes the lazy path fetched against the image size, and against the bytes the command needs
@@ -48,6 +49,33 @@
  * hand-made artifact or faster (it was 1.1-1.3x slower); against plain lazy the ratio swings
  * with the load (plain lazy alone ranged 3.6-14.4 s), and the full-pull target (0.15x) is not met: discovery's
  * CPU (0.5-3 s) and serial inflating are most of what is left.
+ *
+ * Where the mount-ready time goes (issue 16; the "Mount ready" phases printed per path, ms since the mount
+ * process started; 2026-12-03, load average 17-24 on 2 shared cores, so every figure is 3-6x what a quiet
+ * machine gives: compare within a run). Before (fa37b45), with MOUNT_LOG_DIR logs: process start 0.2-0.7 s;
+ * local setup (dead mounts, record, span cache) 0.04-0.13 s before the first request; manifest, referrers API
+ * (404), fallback tag, index manifest and the zTOC skeleton (55 KB head and 1.4 MB tail together; 0.12 s of
+ * it is the tail's transfer at 100 Mbit/s) one after another, 0.5-1.0 s; decoding the skeleton 1.5-3.7 s (the
+ * largest phase: copying its 22.5 MB of zero windows, then per entry a dozen unused message strings, a view
+ * per string, BigInts); layer trees 0.45-0.9 s; FUSE mounts 0.2-0.9 s (reader worker threads starting); overlay
+ * 0.2-0.9 s. The prefetch and LOD paths then waited for the prefetch (the artifact's spans: 3 s here; the
+ * LOD's first run, 2.97 MB: 1 s), and the LOD path looked its document up only after discovery (fallback
+ * tag, artifact, blob: 0.15 s quiet, 0.6 s here). On the quiet machine of the issue: plain 0.73 s, LOD 1.68 s.
+ * What changed: decoding without the copy or the garbage (4-6x less CPU: 380-430 -> 50-110 ms in a fresh
+ * process), tree building with half the CPU (90-130 -> 47-66 ms), the image asked for while the local setup
+ * runs, the LOD looked up beside discovery, and the mount up once its layers are served (`--wait-prefetch`
+ * keeps SOCI's wait). Same session, alternating runs (base / this), seconds to "Mounted" and ratios to the
+ * full pull (plain, prefetch artifact, LOD):
+ *   base:  load 18: 4.13 / 6.50 / 6.19, 0.768x / 0.647x / 0.719x; load 24: 5.08 / 11.82 / 11.67, 0.977x /
+ *          0.972x / 1.010x; load 21: 4.88 / 6.50 / 7.70, 0.760x / 0.552x / 0.730x; load 20 (one more):
+ *          5.30 / 7.92 / 9.75, 0.715x / 0.365x / 0.558x
+ *   this:  load 18 (before the tree change): 2.10 / 3.66 / 3.29, 0.517x / 0.570x / 0.483x; load 19: 3.26 /
+ *          3.07 / 2.64, 0.490x / 0.308x / 0.473x; load 24: 2.37 / 3.77 / 3.59, 0.510x / 0.477x / 0.521x
+ * Phases of the last plain run (this): start 155, setup 253, manifest 361, index 539, ztocs 1219, decoded
+ * 1775, opened 2043, fuse 2107, overlay 2339. What is left, by size: the process start; zTOC decoding and tree
+ * building (CPU, the JIT still cold); the FUSE mounts' reader threads (dev_transport.ts); the 1.4 MB tail; the
+ * referrers API probe before the fallback tag (one round trip); with a prefetch or LOD, its span inflating
+ * now competes with the FUSE and overlay mounts for the CPU (the layer manager starts it as the layer opens).
  *
  * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then
@@ -97,14 +125,23 @@ async function lazyRun(
   ref: string,
   name: string,
   extra: string[] = [],
-): Promise<{ seconds: number; mountedAt: number; fetched: number; size: number; output: string; overLink: number }> {
+): Promise<{
+  seconds: number;
+  mountedAt: number;
+  phases: string;
+  fetched: number;
+  size: number;
+  output: string;
+  overLink: number;
+}> {
   const root = join(tmp, `${name}-root`);
   const mnt = join(tmp, `${name}-mnt`);
   mkdirSync(mnt);
   const cfg = join(tmp, `${name}.toml`);
   writeFileSync(cfg, "[pull_modes.soci_v1]\nenable = true\n");
   const t0 = performance.now();
-  const logs = MOUNT_LOG_DIR ? ["--log-level", "debug", "--log-format", "json"] : [];
+  // JSON lines: the "Mount ready" line gives the phases; debug adds one line per registry request.
+  const logs = ["--log-format", "json", ...(MOUNT_LOG_DIR ? ["--log-level", "debug"] : [])];
   const linkBefore = link.linkBytes();
   const proc = Bun.spawn(
     [
@@ -136,6 +173,7 @@ async function lazyRun(
     err += new TextDecoder().decode(value);
   }
   const mountedAt = (performance.now() - t0) / 1000;
+  const phases = mountPhases(err);
   // Asynchronously: the delay proxy serving the mount's registry reads runs on this event loop.
   const py = Bun.spawn(["chroot", mnt, ...COMMAND], { stdout: "pipe", stderr: "inherit" });
   const output = await new Response(py.stdout).text();
@@ -156,7 +194,19 @@ async function lazyRun(
     writeFileSync(join(MOUNT_LOG_DIR, `mount-${name}.log`), err);
   }
   rd.releaseLock();
-  return { seconds, mountedAt, fetched, size, output, overLink };
+  return { seconds, mountedAt, phases, fetched, size, output, overLink };
+}
+
+/** The phases of the mount's "Mount ready" log line (ms since its process started), as "name ms, …". */
+function mountPhases(stderr: string): string {
+  for (const line of stderr.split("\n")) {
+    if (!line.includes('"Mount ready"')) continue;
+    const phases = JSON.parse(line).phases as Record<string, number>;
+    return Object.entries(phases)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ");
+  }
+  return "(no Mount ready line)";
 }
 
 /**
@@ -326,6 +376,10 @@ async function main(): Promise<void> {
   console.log(`lazy (soci-ts mount + chroot): ${lazyLine(lazy)}`);
   console.log(`lazy with a prefetch artifact (${prefetchFiles.length} traced files listed): ${lazyLine(lazyPf)}`);
   console.log(`lazy with a load order document (recorded once, pushed, fetched at mount): ${lazyLine(lazyLod)}`);
+  console.log(`mount phases, ms since the mount process started (src/cli/mount.ts):`);
+  console.log(`  lazy: ${lazy.phases}`);
+  console.log(`  prefetch artifact: ${lazyPf.phases}`);
+  console.log(`  load order document: ${lazyLod.phases}`);
   console.log(`full pull (fetch all layers + tar -x + chroot): ${full.seconds.toFixed(2)} s, fetched ${mb(lazy.size)}`);
   console.log(
     `bytes fetched vs spans holding the files the command opens: ${mb(lazy.fetched)} / ${mb(needed)} = ${(lazy.fetched / needed).toFixed(2)}x (target <= 2x); with prefetch ${mb(lazyPf.fetched)} = ${(lazyPf.fetched / needed).toFixed(2)}x`,

@@ -8,23 +8,33 @@
  *   --readahead-spans N  after a read misses, also fetch the next N spans (default [blob] readahead_spans)
  *   --cleanup        (no REF, DIR) unmount what killed `soci-ts mount` processes left behind, and exit
  *   --lod NAME       replay workload NAME's load order document: its ranges are prefetched first, in order
+ *   --wait-prefetch  return only once the prefetch spans (or a load order document's first) are in, as SOCI does;
+ *                    by default the mount is up as soon as its layers are served, prefetching behind it (a
+ *                    read of a span being prefetched joins that fetch)
  *   --record-lod NAME  record what is read into NAME's load order document in the local store, until the mount
  *                    ends, --record-duration SEC passes, or nothing new is read for --record-quiet SEC (default 10)
  *
  * Each process records what it mounts in <root>/mounts/<pid>.json before mounting (mount_records.ts); every
- * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL).
+ * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL). The image's
+ * manifest, index and zTOCs are requested first, while that local setup runs.
+ *
+ * Once mounted it logs "Mount ready" (info) with the instant each phase ended, in ms since the process started:
+ * start (the command runs), setup (dead mounts, record, layer file system), manifest, index, ztocs (bytes in),
+ * decoded, lod, opened (layer trees), fuse, prefetched (with --wait-prefetch), overlay, ready (see
+ * image_mount.ts).
  */
 import { defineCommand } from "citty";
 import { mkdir, realpath } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { READAHEAD_SPANS_MAX } from "../config/defaults.ts";
-import { mountImage, type MountedImage } from "../layerfs/image_mount.ts";
+import { mountImage, type MountedImage, resolveForMount } from "../layerfs/image_mount.ts";
 import { MountRecords, removeWorkDir, type MountRecord } from "../layerfs/mount_records.ts";
 import { LayerFs } from "../layerfs/remote_fs.ts";
 import { parseReference } from "../registry/reference.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
 import { FailedPreconditionError, InvalidArgumentError, errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import { Phases } from "../util/phases.ts";
 import { layerFsFuseOptions, layerManagerOptions } from "../service/layer_stack.ts";
 import { cleanStaleMounts } from "../vfs/serve.ts";
 import { cliContext, type CliContext, usableRoot } from "./context.ts";
@@ -104,6 +114,10 @@ export default defineCommand({
       description: "Unmount what killed mount processes left under --root (no REF, DIR), and exit",
     },
     lod: { type: "string", description: "Replay this workload's load order document (local store, then registry)" },
+    "wait-prefetch": {
+      type: "boolean",
+      description: "Be up only once the prefetch spans (or a load order document's first) are in, as SOCI",
+    },
     "record-lod": {
       type: "string",
       description: "Record what is read into this workload's load order document in the local store",
@@ -126,6 +140,9 @@ export default defineCommand({
         `Cannot mount: missing ${args.ref === undefined ? "REF and DIR" : "DIR"} (or --cleanup)`,
       );
     }
+    // Where the mount's time goes, logged once it is ready (ms since the process started).
+    const phases = new Phases();
+    phases.mark("start");
     const ctx = cliContext();
     usableRoot(ctx);
     const c = ctx.config;
@@ -140,6 +157,27 @@ export default defineCommand({
       c.blob.readaheadSpans;
     const ref = parseReference(String(args.ref));
     const recording = recordingFrom(args, log);
+    const managerOpts = layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans });
+    // 0. The image (manifest, index, zTOCs, load order document) is asked for now: its round trips overlap steps
+    //    1-3, which need none of it. mountImage awaits it (and reports its failure).
+    const resolveOpts = {
+      location: new RegistryLocation(registryClient(ctx), ref, String(args.ref)),
+      store: artifactStore(ctx),
+      modes: {
+        localStore: c.pullModes.localStore.enable,
+        v1: c.pullModes.sociV1.enable,
+        v2: c.pullModes.sociV2.enable,
+      },
+      prefetch: c.prefetch.enable,
+      lazyCheckpoints: c.blob.lazyCheckpoints,
+      logger: log,
+      signal: interrupted.signal,
+      timeoutMs: c.mountTimeoutSec * 1000,
+      lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
+      onPhase: (name: string) => phases.mark(name),
+    };
+    const resolved = resolveForMount({ ...resolveOpts, windowTimeoutMs: managerOpts.fetchTimeoutMs ?? 30_000 });
+    resolved.catch(() => {}); // a failure is reported by mountImage, after the setup
     // 1. What dead mount processes left behind (SIGKILL) goes first: it may sit at DIR.
     const stale = await cleanDeadMounts(ctx.root);
     for (const line of stale.lines) log.info(line);
@@ -171,7 +209,7 @@ export default defineCommand({
     let fs: LayerFs;
     try {
       fs = await LayerFs.create({
-        ...layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans }),
+        ...managerOpts,
         ...layerFsFuseOptions(c, log),
         recorder: recording?.recorder,
       });
@@ -179,32 +217,25 @@ export default defineCommand({
       await release(records, rec, log);
       throw err;
     }
+    phases.mark("setup");
     // 4. The image.
     let img: MountedImage;
     try {
       img = await mountImage(fs, mountpoint, {
-        location: new RegistryLocation(registryClient(ctx), ref, String(args.ref)),
+        ...resolveOpts,
+        resolved,
         workDir,
-        store: artifactStore(ctx),
-        modes: {
-          localStore: c.pullModes.localStore.enable,
-          v1: c.pullModes.sociV1.enable,
-          v2: c.pullModes.sociV2.enable,
-        },
         layerDigest: args.layer ? String(args.layer) : undefined,
-        prefetch: c.prefetch.enable,
-        lazyCheckpoints: c.blob.lazyCheckpoints,
-        logger: log,
-        signal: interrupted.signal,
-        timeoutMs: c.mountTimeoutSec * 1000,
         maxConcurrency: c.maxConcurrency,
-        lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
+        waitForPrefetch: args["wait-prefetch"] === true,
       });
     } catch (err) {
       await fs.close();
       await release(records, rec, log);
       throw err;
     }
+    phases.mark("ready");
+    log.info("Mount ready", { ms: Math.round(phases.at("ready")!), phases: Object.fromEntries(phases.list()) });
     process.stderr.write(
       `Mounted ${String(args.ref)} at ${mountpoint} (${img.layers.length} layer${img.layers.length === 1 ? "" : "s"}, index: ${img.indexFoundBy ?? "none"}); Ctrl-C to unmount\n`,
     );

@@ -4,7 +4,7 @@
  * `mountImage` steps:
  *   1-3. Resolve the image (image_resolver.ts `resolveImageLayers`): its manifest for the host platform, its SOCI
  *      index and zTOCs, and the prefetch spans per layer; each layer's spans are fetched before its mount
- *      returns (remote_fs.ts).
+ *      returns (remote_fs.ts), unless `waitForPrefetch` is false.
  *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`, up to `maxConcurrency` at a time
  *      (SOCI resolves an image's layers in parallel too); when one fails, the others are unmounted.
  *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
@@ -22,8 +22,9 @@ import type { ArtifactStore } from "../soci/artifact_store.ts";
 import type { RegistryLocation } from "../soci/image_location.ts";
 import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import type { PhaseMark } from "../util/phases.ts";
 import type { Ztoc } from "../ztoc/types.ts";
-import { acquireOptionsFor, type ReplayedLod, resolveImageLayers } from "./image_resolver.ts";
+import { acquireOptionsFor, type ReplayedLod, type ResolvedImage, resolveImageLayers } from "./image_resolver.ts";
 import type { Layer } from "./layer.ts";
 import type { LayerFs } from "./remote_fs.ts";
 import { withTimeout } from "../util/abort.ts";
@@ -58,6 +59,59 @@ export interface MountImageOptions {
   timeoutMs?: number;
   /** Replay this workload's load order document (image_resolver.ts step 4). */
   lod?: string;
+  /**
+   * Marks the steps as they end: resolving's (image_resolver.ts), each layer's "opened" and "fuse" (remote_fs.ts;
+   * the last layer counts), "prefetched" (what each layer's mount waits for is in) and "overlay".
+   */
+  onPhase?: PhaseMark;
+  /**
+   * Return only once each layer's prefetch spans are in, or a load order document's first (default true, as
+   * SOCI). False: the mount is up as soon as its layers are served and merged; the prefetch and the replay go
+   * on behind it, and reads of spans they are fetching join those fetches.
+   */
+  waitForPrefetch?: boolean;
+  /**
+   * Steps 1-3 started already (`resolveForMount` with these options), so their requests overlap the caller's
+   * setup; default: resolved here.
+   */
+  resolved?: Promise<ResolvedImage>;
+}
+
+/** What resolving an image for a mount takes: mountImage's own options, and the window fetch timeout. */
+export type MountResolveOptions = Pick<
+  MountImageOptions,
+  | "location"
+  | "store"
+  | "modes"
+  | "prefetch"
+  | "lazyCheckpoints"
+  | "logger"
+  | "signal"
+  | "timeoutMs"
+  | "lod"
+  | "onPhase"
+> & {
+  /** Milliseconds one fetch of checkpoint windows may take: the layer file system's `fetchTimeoutMs`. */
+  windowTimeoutMs: number;
+};
+
+/**
+ * Steps 1-3 alone: what `mountImage` resolves first, for a caller that starts it early (before its own setup)
+ * and hands the promise over as `resolved`. Throws what resolveImageLayers throws.
+ */
+export function resolveForMount(opts: MountResolveOptions): Promise<ResolvedImage> {
+  return resolveImageLayers(opts.location, {
+    modes: opts.modes,
+    store: opts.store,
+    prefetch: opts.prefetch,
+    lazyCheckpoints: opts.lazyCheckpoints,
+    windowTimeoutMs: opts.windowTimeoutMs,
+    stepTimeoutMs: opts.timeoutMs,
+    logger: opts.logger,
+    signal: opts.signal,
+    lod: opts.lod,
+    onPhase: opts.onPhase,
+  });
 }
 
 export interface MountedImage {
@@ -79,17 +133,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
   const loc = opts.location;
   const bounded = () => withTimeout(opts.signal, opts.timeoutMs);
   // 1-3.
-  const image = await resolveImageLayers(loc, {
-    modes: opts.modes,
-    store: opts.store,
-    prefetch: opts.prefetch,
-    lazyCheckpoints: opts.lazyCheckpoints,
-    windowTimeoutMs: fs.fetchTimeoutMs,
-    stepTimeoutMs: opts.timeoutMs,
-    logger,
-    signal: opts.signal,
-    lod: opts.lod,
-  });
+  const image = await (opts.resolved ?? resolveForMount({ ...opts, windowTimeoutMs: fs.fetchTimeoutMs }));
   const { manifest, found } = image;
   let layers = image.layers;
   if (opts.layerDigest) {
@@ -132,7 +176,10 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
             mountpoint: mp,
             // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
             signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
+            onPhase: opts.onPhase,
+            waitForPrefetch: opts.waitForPrefetch ?? true,
           });
+          if (opts.waitForPrefetch ?? true) opts.onPhase?.("prefetched");
           results[i] = { status: "fulfilled", value: { layer, mountpoint: mp } };
         } catch (reason) {
           results[i] = { status: "rejected", reason };
@@ -164,6 +211,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
         });
       }
       overlay = true;
+      opts.onPhase?.("overlay");
     }
   } catch (err) {
     await unmount();

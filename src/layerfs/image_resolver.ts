@@ -7,9 +7,10 @@
  *      every layer is fetched whole.
  *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
  *      registry), per layer.
- *   4. With `lod`, choose that workload's load order document (soci/lod_store.ts `findLod`) and map its ranges
- *      to the spans of each lazy layer, in first-touch order: they are replayed before the artifact's spans, and
- *      the mount waits only for the first of them (layer_manager.ts step 3).
+ *   4. With `lod`, choose that workload's load order document (soci/lod_store.ts `findLod`, looked up beside
+ *      step 2, as it needs only the manifest digest) and map its ranges to the spans of each lazy layer, in
+ *      first-touch order: they are replayed before the artifact's spans, and a mount that waits for its prefetch
+ *      waits only for the first of them (layer_manager.ts step 3).
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
@@ -27,6 +28,7 @@ import { errorMessage, InvalidArgumentError, NotFoundError } from "../util/error
 import { lodLayerSpans } from "../soci/lod.ts";
 import { findLod, type FoundLod } from "../soci/lod_store.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import type { PhaseMark } from "../util/phases.ts";
 import type { AcquireLayerOptions } from "./layer_manager.ts";
 import { raceSignal, withTimeout } from "../util/abort.ts";
 
@@ -100,21 +102,27 @@ export function acquireOptionsFor(
   };
 }
 
-/** Resolve one image (steps 1-3). Throws what the registry or discovery throws (NotFoundError, UnavailableError, …). */
+/**
+ * Resolve one image (steps 1-4). `onPhase` marks "manifest", discovery's phases (soci/discover.ts) and "lod" as
+ * they end. Throws what the registry or discovery throws (NotFoundError, UnavailableError, …).
+ */
 export async function resolveImageLayers(
   location: RegistryLocation,
-  opts: ResolveOptions & { signal?: AbortSignal },
+  opts: ResolveOptions & { signal?: AbortSignal; onPhase?: PhaseMark },
 ): Promise<ResolvedImage> {
   const logger = opts.logger ?? silentLogger;
   const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
   const bounded = () => withTimeout(opts.signal, opts.stepTimeoutMs);
   // 1.
   const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
+  opts.onPhase?.("manifest");
   const layers = (manifest.manifest as Manifest).layers;
   if (!Array.isArray(layers))
     throw new NotFoundError(
       `Cannot resolve image "${location.name}": "${manifest.descriptor.digest}" is not an image manifest`,
     );
+  // 4 starts here: the document's lookup needs only the manifest digest, so its requests go beside discovery's.
+  const lookup = opts.lod === undefined ? undefined : lookupLod(opts.lod, { location, manifest }, opts);
   // 2.
   const found = await discoverIndex(location, manifest, {
     store: modes.localStore ? opts.store : undefined,
@@ -128,6 +136,7 @@ export async function resolveImageLayers(
     lazyCheckpoints: opts.lazyCheckpoints ?? true,
     windowTimeoutMs: opts.windowTimeoutMs ?? 30_000,
     onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
+    onPhase: opts.onPhase,
   });
   if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: location.name });
   else
@@ -147,40 +156,62 @@ export async function resolveImageLayers(
     }
   }
   // 4.
-  const lod = opts.lod === undefined ? undefined : await chooseLod(opts.lod, location, manifest, layers, found, opts);
+  const lod =
+    opts.lod === undefined || !lookup
+      ? undefined
+      : await chooseLod(opts.lod, { location, manifest, layers, found, lookup }, opts);
+  if (opts.lod !== undefined) opts.onPhase?.("lod");
   return { location, manifest, layers, found, prefetch, ...(lod ? { lod } : {}) };
 }
 
 /**
- * Step 4: the load order document of `workload` for this image (local store, then registry), checked against
+ * Step 4's lookup of the load order document of `workload` (local store, then registry), started beside
+ * discovery; never rejects: a failure is returned as `error` (and rethrown by chooseLod when the mount was
+ * aborted).
+ */
+function lookupLod(
+  workload: string,
+  image: { location: RegistryLocation; manifest: FetchedManifest },
+  opts: ResolveOptions & { signal?: AbortSignal },
+): Promise<{ got?: FoundLod; error?: unknown }> {
+  const { location, manifest } = image;
+  return findLod(workload, manifest.descriptor, {
+    store: opts.store,
+    location,
+    imageRef: location.name,
+    signal: withTimeout(opts.signal, opts.stepTimeoutMs),
+  }).then(
+    (got) => (got ? { got } : {}),
+    (error: unknown) => ({ error }),
+  );
+}
+
+/**
+ * Step 4: the load order document of `workload` for this image (`lookup`, from lookupLod), checked against
  * the image's layers and zTOCs; undefined, after one log line, when there is none or it cannot be used.
  */
-// biome-ignore lint/complexity/useMaxParams: module-private helper
 async function chooseLod(
   workload: string,
-  location: RegistryLocation,
-  manifest: FetchedManifest,
-  layers: Descriptor[],
-  found: DiscoveredIndex | undefined,
+  image: {
+    location: RegistryLocation;
+    manifest: FetchedManifest;
+    layers: Descriptor[];
+    found: DiscoveredIndex | undefined;
+    lookup: Promise<{ got?: FoundLod; error?: unknown }>;
+  },
   opts: ResolveOptions & { signal?: AbortSignal },
 ): Promise<ReplayedLod | undefined> {
+  const { location, manifest, layers, found } = image;
   const logger = opts.logger ?? silentLogger;
   const ignore = (why: string) => {
     logger.warn("Load order document ignored; mounting without it", { workload, image: location.name, why });
     return undefined;
   };
   if (!found) return ignore("the image has no SOCI index, so its layers are fetched whole");
-  let got: FoundLod | undefined;
-  try {
-    got = await findLod(workload, manifest.descriptor, {
-      store: opts.store,
-      location,
-      imageRef: location.name,
-      signal: withTimeout(opts.signal, opts.stepTimeoutMs),
-    });
-  } catch (err) {
-    if (opts.signal?.aborted) throw err;
-    return ignore(errorMessage(err));
+  const { got, error } = await image.lookup;
+  if (error !== undefined) {
+    if (opts.signal?.aborted) throw error;
+    return ignore(errorMessage(error));
   }
   if (!got) return ignore(`no load order document "${workload}" for "${manifest.descriptor.digest}"`);
   const imageLayers = new Set(layers.map((l) => l.digest));

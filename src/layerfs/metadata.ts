@@ -85,13 +85,20 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
   // An unparsable mod_time (SOCI writes "" for years outside 0..9999) is time 0, as in SOCI; one warning per layer.
   let badTimes = 0;
   let firstBadTime = "";
+  // Entries share few distinct times (a package's files, a build's): each is parsed once.
+  const mtimes = new Map<string, bigint>();
   const mtimeOf = (meta: FileMetadata): bigint => {
+    const known = mtimes.get(meta.modTime);
+    if (known !== undefined) return known;
+    let t: bigint;
     try {
-      return parseModTime(meta.modTime);
+      t = parseModTime(meta.modTime);
     } catch {
       if (badTimes++ === 0) firstBadTime = `"${meta.name}" has "${meta.modTime}"`;
       return 0n;
     }
+    mtimes.set(meta.modTime, t);
+    return t;
   };
   let nextIno = 1;
   const newEntry = (mode: number, meta?: FileMetadata): LayerEntry => ({
@@ -109,10 +116,11 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
   });
   const root: LayerEntry = { ...newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
 
-  // The directory for `parts` (creating implicit parents), or undefined if a non-directory is in the way.
-  const dirOf = (parts: string[]): LayerEntry | undefined => {
+  // The directory for `parts` up to `end` (creating implicit parents), or undefined if a non-directory is in the way.
+  const dirOf = (parts: string[], end = parts.length): LayerEntry | undefined => {
     let dir = root;
-    for (const p of parts) {
+    for (let i = 0; i < end; i++) {
+      const p = parts[i]!;
       let child = dir.children!.get(p);
       if (!child) {
         child = { ...newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
@@ -144,7 +152,7 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
       warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is a directory`);
       return;
     }
-    const dir = dirOf(parts.slice(0, -1));
+    const dir = dirOf(parts, parts.length - 1);
     const base = parts[parts.length - 1]!;
     if (!dir || base.startsWith(WHITEOUT_PREFIX)) {
       warn(`Skipped hardlink "${meta.name}": bad location`);
@@ -183,7 +191,7 @@ export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTre
       continue;
     }
     const base = parts[parts.length - 1]!;
-    const dir = dirOf(parts.slice(0, -1));
+    const dir = dirOf(parts, parts.length - 1);
     if (!dir) {
       warn(`Skipped entry "${meta.name}": a parent is not a directory`);
       continue;
@@ -282,12 +290,21 @@ export function lookupPath(root: LayerEntry, parts: readonly string[]): LayerEnt
   return e;
 }
 
+/** A "." or ".." component, or an empty one before the end ("a//b"): what only posix.normalize cleans. */
+const NOT_CLEAN_RE = /(^|\/)\.\.?(\/|$)|\/\/|^$/;
+
 /**
  * A tar entry name as path components below the root ("./a//b/" → ["a", "b"]); undefined when it is absolute
  * or its ".." components climb above the root.
  */
 export function cleanPath(name: string): string[] | undefined {
   if (name.startsWith("/")) return undefined;
+  // Most names are clean already ("usr/lib/x", "usr/lib/" for a directory): no ".", ".." or empty component.
+  if (!NOT_CLEAN_RE.test(name)) {
+    const parts = name.split("/");
+    if (parts[parts.length - 1] === "") parts.pop();
+    return parts;
+  }
   const norm = posix.normalize(name);
   if (norm === ".." || norm.startsWith("../")) return undefined;
   return norm.split("/").filter((p) => p !== "" && p !== ".");

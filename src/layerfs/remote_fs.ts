@@ -16,8 +16,8 @@
  *      `mountpoint` for this very layer, that connection is taken over instead (no mount, no INIT; the kernel
  *      sends again what the old server left unanswered); one for another layer is detached first.
  *   3. Hand the connection's fds to the keeper (so a restart can take it over), then wait for the prefetch spans
- *      before returning (SOCI prefetches before a mount completes); the manager then queues the layer for
- *      background fetching.
+ *      before returning (SOCI prefetches before a mount completes; `waitForPrefetch: false` returns at once, the
+ *      prefetch going on); the manager then queues the layer for background fetching.
  * Node ids are the layer's inode numbers (vfs bridge `stableNodeIds`), the same in every process that opens the
  * layer from its zTOC: what a successor needs to answer for the kernel's inodes.
  */
@@ -27,6 +27,7 @@ import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
 import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import type { PhaseMark } from "../util/phases.ts";
 import type { Negotiated } from "../fuse/protocol_server.ts";
 import { unmountFuse } from "../fuse/mount.ts";
 import { mountTree, type MountHandle, type ResumeFuse } from "../vfs/serve.ts";
@@ -110,6 +111,14 @@ export type LayerFsOptions = Omit<LayerManagerOptions, "materialize"> & LayerFsF
 /** One layer to mount: the manager's acquire options and where to serve it. */
 export interface MountLayerOptions extends AcquireLayerOptions {
   mountpoint: string;
+  /** Marks "opened" (the layer's tree is built) and "fuse" (it is served at `mountpoint`) as they end. */
+  onPhase?: PhaseMark;
+  /**
+   * Return only once the layer's prefetch spans are in, or a load order document's first (default true, as SOCI
+   * does). False: return once the layer is served; the prefetch goes on, and a read of a span it is fetching
+   * joins that fetch.
+   */
+  waitForPrefetch?: boolean;
 }
 
 interface Mounted {
@@ -177,6 +186,7 @@ export class LayerFs {
       // 1.
       const handle = await this.manager.acquire(opts);
       const layer = handle.layer;
+      opts.onPhase?.("opened");
       // 2.
       const resume = this.#resumable(mp, layer.digest);
       let served: MountHandle;
@@ -210,6 +220,7 @@ export class LayerFs {
         throw err;
       }
       operationDurationMs.labels(Op.fuseMount, layer.digest).observe(performance.now() - t0);
+      opts.onPhase?.("fuse");
       // Copies for passthrough are of no use when the kernel did not take it.
       if (!served.negotiated.passthrough) layer.materializer?.close();
       this.#mounts.set(mp, { handle, served, image: imageName(opts) });
@@ -234,7 +245,7 @@ export class LayerFs {
           served.readerFds(),
         );
       }
-      await handle.prefetched;
+      if (opts.waitForPrefetch ?? true) await handle.prefetched;
       return layer;
     } catch (err) {
       // SOCI's count of mounts that failed (opening the layer or its FUSE mount), per layer.

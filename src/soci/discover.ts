@@ -19,6 +19,7 @@
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import { errorMessage, FormatError, NotFoundError } from "../util/errors.ts";
+import type { PhaseMark } from "../util/phases.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
@@ -57,6 +58,11 @@ export interface DiscoverOptions {
   windowTimeoutMs?: number;
   /** Called when a zTOC's checkpoint table cannot be used (it is then fetched whole) or its completion fails. */
   onLazyError?: (digest: string, why: string) => void;
+  /**
+   * Marks the steps as they end: "index" (the index manifest is in), "ztocs" (each zTOC's bytes are in; the last
+   * one counts) and "decoded" (every zTOC decoded).
+   */
+  onPhase?: PhaseMark;
 }
 
 export interface DiscoveredIndex {
@@ -168,6 +174,7 @@ async function withZtocs(
   foundBy: DiscoveredIndex["foundBy"],
   opts: DiscoverOptions,
 ): Promise<DiscoveredIndex> {
+  opts.onPhase?.("index");
   const descs = ztocDescriptors(index);
   // All zTOCs concurrently, as SOCI fetches them, and the prefetch artifacts beside them (their failures are
   // reported, never thrown); the map keeps the index's (image layer) order.
@@ -182,8 +189,10 @@ async function withZtocs(
         return lazy.ztoc;
       }
       const bytes = await getZtocBytes(source, d, opts);
+      opts.onPhase?.("ztocs");
       try {
-        return decodeZtoc(bytes);
+        // The bytes are this call's alone (read or fetched for it): no copy of the checkpoints.
+        return decodeZtoc(bytes, { shareCheckpoints: true });
       } catch (cause) {
         throw new FormatError(
           `Cannot load zTOC "${d.digest}" of SOCI index "${indexDescriptor.digest}": ${errorMessage(cause)}`,
@@ -196,6 +205,7 @@ async function withZtocs(
   const ztocs = new Map<string, Ztoc>(
     descs.map((d, i) => [d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, decoded[i]!]),
   );
+  opts.onPhase?.("decoded");
   const prefetch = await prefetching;
   return { index, indexDescriptor, ztocs, windows, prefetch, foundBy, version: indexVersion(index) };
 }
@@ -217,6 +227,7 @@ async function loadLazily(
       recordTimeoutMs: opts.windowTimeoutMs,
       onComplete: async (bytes) => void (await opts.store?.putBlob(bytes, d.digest)),
       onError: (why) => opts.onLazyError?.(d.digest, why),
+      onFetched: () => opts.onPhase?.("ztocs"),
     });
   } catch (err) {
     if (opts.signal?.aborted) throw err;

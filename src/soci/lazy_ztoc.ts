@@ -44,6 +44,8 @@ export interface LazyZtocOptions {
   onComplete?: (bytes: Uint8Array) => void | Promise<void>;
   /** Called when the complete zTOC does not match its descriptor digest, or `onComplete` fails. */
   onError?: (why: string) => void;
+  /** Called once the skeleton's bytes are in, before they are checked and decoded (for phase timings). */
+  onFetched?: () => void;
 }
 
 /** True when the descriptor carries a checkpoint table (it may still be malformed). */
@@ -67,9 +69,9 @@ export async function loadZtocLazily(
   const read = ([s, e]: [number, number]) =>
     s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
-  // The assembled bytes are this zTOC's own: its checkpoints stay a view of them, so the zero windows are pages never
-  // touched (only each record's 17-byte header is written) until their record arrives.
-  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }), { borrowCheckpoints: true });
+  opts.onFetched?.();
+  // The assembled buffer is ours alone: the zTOC's checkpoints stay a view into it, where the windows are written.
+  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }), { shareCheckpoints: true });
   // 3.
   return { ztoc, windows: new LazyWindows(source, d, table, ztoc, head, tail, opts) };
 }

@@ -176,12 +176,13 @@ export interface DecodeOptions {
    */
   validate?: boolean;
   /**
-   * Let `compressionInfo.checkpoints` be a view of `bytes` instead of a copy (default false: a copy, so the zTOC
-   * keeps nothing else of `bytes` alive). For a caller that owns `bytes` and writes into the checkpoints later: a
-   * zTOC assembled without its windows (soci/lazy_ztoc.ts), whose zeroed windows then stay untouched pages, not
-   * a resident copy (24 MB for the python image's largest layer at 256 KiB spans).
+   * Make `compressionInfo.checkpoints` a view into `bytes` instead of a copy (default false): for a buffer the
+   * caller hands over and no longer uses (a zTOC's checkpoints are most of its bytes; copying them costs as much
+   * as decoding the rest). A zTOC assembled without its windows (soci/lazy_ztoc.ts) then keeps its zeroed windows
+   * as pages never touched until their record arrives, not a resident copy (24 MB for the python image's largest
+   * layer at 256 KiB spans).
    */
-  borrowCheckpoints?: boolean;
+  shareCheckpoints?: boolean;
 }
 
 /**
@@ -203,7 +204,7 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
   if (tocTable) {
     const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
     for (let i = 0; i < vec.length; i++)
-      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, `FileMetadata[${i}]`)));
+      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i)));
   }
 
   const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
@@ -216,9 +217,9 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
     algorithm = ALGORITHM_BY_ENUM.get(enumValue) ?? buf.fail(`unknown compression algorithm ${enumValue}`, ciTable.pos);
     maxSpanId = ciTable.int32(SLOT.ci.maxSpanId, "max_span_id", 0);
     const dv = ciTable.vector(SLOT.ci.spanDigests, "span_digests", 4);
-    for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, `span_digests[${i}]`));
+    for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, "span_digests", i));
     const cv = ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1);
-    checkpoints = options.borrowCheckpoints
+    checkpoints = options.shareCheckpoints
       ? bytes.subarray(cv.start, cv.start + cv.length)
       : bytes.slice(cv.start, cv.start + cv.length);
   }
@@ -249,7 +250,7 @@ function decodeFileMetadata(t: FbTable): FileMetadata {
   const xattrs: Xattr[] = [];
   const xv = t.vector(f.xattrs, "xattrs", 4);
   for (let i = 0; i < xv.length; i++) {
-    const x = t.tableAt(xv.start + 4 * i, `Xattr[${i}]`);
+    const x = t.tableAt(xv.start + 4 * i, "Xattr", i);
     // The value's bytes as written (not UTF-8-decoded), copied so the model does not pin the zTOC buffer.
     xattrs.push({ key: x.string(SLOT.xattr.key, "key"), value: x.stringBytes(SLOT.xattr.value, "value").slice() });
   }

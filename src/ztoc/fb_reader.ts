@@ -9,21 +9,30 @@
  * - vtable at V: u16 vtable size in bytes, u16 table size in bytes, then one u16 per field slot: the field's
  *   offset from T, or 0 when absent (the reader then uses the schema default).
  * - a reference field at F holds a u32 offset relative to F; strings and vectors start with a u32 count.
+ *
+ * A mount decodes a zTOC of thousands of entries once, in a fresh process, before its code is compiled: the
+ * accessors check bounds inline and build their error messages only when a check fails, strings take one native
+ * decode each (no view object), and 64-bit integers are read as two 32-bit halves (no BigInt).
  */
+import { Buffer } from "node:buffer";
 import { escapeBytes } from "../tar/header.ts";
 import { ZtocFormatError } from "../util/errors.ts";
 
 /** Strings are decoded strictly: lossy U+FFFD would make names like "caf\xE9" and "caf\xE8" collide. */
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+const TWO_32 = 4294967296;
 
 /** The buffer plus a name for error messages ("zTOC", "TarZinfo"). */
 export class FbBuffer {
   readonly view: DataView;
+  /** The same bytes as a Buffer, for decoding strings without a view per string. */
+  readonly #text: Buffer;
   constructor(
     readonly bytes: Uint8Array,
     readonly what: string,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.#text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   fail(reason: string, offset: number): never {
@@ -49,8 +58,18 @@ export class FbBuffer {
     }
   }
 
+  /**
+   * Bytes [at, at + n) (checked by the caller) as UTF-8, strictly: a lossy decode first, and only when it holds
+   * U+FFFD (invalid bytes, or a U+FFFD written as such) the strict one, which fails naming `what()`.
+   */
+  text(at: number, n: number, what: () => string): string {
+    if (n === 0) return "";
+    const s = this.#text.toString("utf8", at, at + n);
+    return s.includes("\uFFFD") ? this.utf8(this.bytes.subarray(at, at + n), what()) : s;
+  }
+
   u32(at: number, what: string): number {
-    this.need(at, 4, what);
+    if (at < 0 || at + 4 > this.bytes.length) this.need(at, 4, what);
     return this.view.getUint32(at, true);
   }
 
@@ -66,24 +85,38 @@ export class FbTable {
   readonly #vt: number;
   readonly #vtSize: number;
   readonly #tableSize: number;
+  readonly #name: string;
+  readonly #index: number;
 
+  /** `index` ≥ 0: the table is element `index` of a vector, named "`name`[`index`]" in messages. */
+  // biome-ignore lint/complexity/useMaxParams: constructor of a reader class, called on the decoding hot path
   constructor(
     readonly buf: FbBuffer,
     readonly pos: number,
-    readonly name: string,
+    name: string,
+    index = -1,
   ) {
-    buf.need(pos, 4, `table ${name}`);
-    const vt = pos - buf.view.getInt32(pos, true);
-    buf.need(vt, 4, `vtable of ${name}`);
-    const vtSize = buf.view.getUint16(vt, true);
-    const tableSize = buf.view.getUint16(vt + 2, true);
-    if (vtSize < 4 || vtSize % 2 !== 0) buf.fail(`vtable of ${name} has invalid size ${vtSize}`, vt);
-    buf.need(vt, vtSize, `vtable of ${name}`);
-    if (tableSize < 4) buf.fail(`table ${name} has invalid size ${tableSize}`, vt + 2);
-    buf.need(pos, tableSize, `table ${name}`);
+    this.#name = name;
+    this.#index = index;
+    const len = buf.bytes.length;
+    const view = buf.view;
+    if (pos < 0 || pos + 4 > len) buf.need(pos, 4, `table ${this.name}`);
+    const vt = pos - view.getInt32(pos, true);
+    if (vt < 0 || vt + 4 > len) buf.need(vt, 4, `vtable of ${this.name}`);
+    const vtSize = view.getUint16(vt, true);
+    const tableSize = view.getUint16(vt + 2, true);
+    if (vtSize < 4 || vtSize % 2 !== 0) buf.fail(`vtable of ${this.name} has invalid size ${vtSize}`, vt);
+    if (vt + vtSize > len) buf.need(vt, vtSize, `vtable of ${this.name}`);
+    if (tableSize < 4) buf.fail(`table ${this.name} has invalid size ${tableSize}`, vt + 2);
+    if (pos + tableSize > len) buf.need(pos, tableSize, `table ${this.name}`);
     this.#vt = vt;
     this.#vtSize = vtSize;
     this.#tableSize = tableSize;
+  }
+
+  /** The table's name in messages ("Ztoc", "FileMetadata[3]"). */
+  get name(): string {
+    return this.#index < 0 ? this.#name : `${this.#name}[${this.#index}]`;
   }
 
   /** Absolute position of a field of `size` bytes, or undefined when absent. */
@@ -120,49 +153,66 @@ export class FbTable {
   int64(slot: number, field: string, def: number): number {
     const at = this.field(slot, 8, field);
     if (at === undefined) return def;
-    const v = this.buf.view.getBigInt64(at, true);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
-      this.buf.fail(`field ${this.name}.${field} value ${v} is beyond 2^53`, at);
+    const view = this.buf.view;
+    const v = view.getInt32(at + 4, true) * TWO_32 + view.getUint32(at, true);
+    if (!Number.isSafeInteger(v)) {
+      this.buf.fail(`field ${this.name}.${field} value ${view.getBigInt64(at, true)} is beyond 2^53`, at);
     }
-    return Number(v);
+    return v;
   }
 
   /** Target of a reference field, or undefined when absent. */
   #ref(slot: number, field: string): number | undefined {
     const at = this.field(slot, 4, field);
     if (at === undefined) return undefined;
-    const target = at + this.buf.u32(at, `${this.name}.${field}`);
-    this.buf.need(target, 4, `${this.name}.${field}`);
+    const len = this.buf.bytes.length;
+    if (at + 4 > len) this.buf.need(at, 4, `${this.name}.${field}`);
+    const target = at + this.buf.view.getUint32(at, true);
+    if (target + 4 > len) this.buf.need(target, 4, `${this.name}.${field}`);
     return target;
+  }
+
+  /** Start and length of a string field's bytes, checked (undefined when absent). */
+  #stringAt(slot: number, field: string): number | undefined {
+    const at = this.#ref(slot, field);
+    if (at === undefined) return undefined;
+    const n = this.buf.view.getUint32(at, true);
+    if (at + 4 + n > this.buf.bytes.length) this.buf.need(at + 4, n, `string ${this.name}.${field}`);
+    return at;
   }
 
   /** Raw bytes of a string field (empty when absent). */
   stringBytes(slot: number, field: string): Uint8Array {
-    const at = this.#ref(slot, field);
+    const at = this.#stringAt(slot, field);
     if (at === undefined) return new Uint8Array(0);
-    const n = this.buf.u32(at, `${this.name}.${field}`);
-    this.buf.need(at + 4, n, `string ${this.name}.${field}`);
-    return this.buf.bytes.subarray(at + 4, at + 4 + n);
+    return this.buf.bytes.subarray(at + 4, at + 4 + this.buf.view.getUint32(at, true));
   }
 
   /** A string field decoded as UTF-8 ("" when absent). Throws ZtocFormatError when it is not valid UTF-8. */
   string(slot: number, field: string): string {
-    const b = this.stringBytes(slot, field);
-    return this.buf.utf8(b, `${this.name}.${field}`);
+    const at = this.#stringAt(slot, field);
+    if (at === undefined) return "";
+    return this.buf.text(at + 4, this.buf.view.getUint32(at, true), () => `${this.name}.${field}`);
   }
 
   /** A vector field: position of element 0 and the count (elements of `elemSize` bytes are bounds-checked). */
   vector(slot: number, field: string, elemSize: number): { start: number; length: number } {
     const at = this.#ref(slot, field);
     if (at === undefined) return { start: 0, length: 0 };
-    const n = this.buf.u32(at, `${this.name}.${field}`);
-    this.buf.need(at + 4, n * elemSize, `vector ${this.name}.${field} of ${n} elements`);
+    const n = this.buf.view.getUint32(at, true);
+    if (at + 4 + n * elemSize > this.buf.bytes.length)
+      this.buf.need(at + 4, n * elemSize, `vector ${this.name}.${field} of ${n} elements`);
     return { start: at + 4, length: n };
   }
 
-  /** A table referenced from element `i` of a vector of tables (or from a table field when i is omitted). */
-  tableAt(refPos: number, name: string): FbTable {
-    return new FbTable(this.buf, refPos + this.buf.u32(refPos, name), name);
+  /**
+   * A table referenced from element `i` of a vector of tables (or from a table field when i is omitted), named
+   * `name` in messages, or "`name`[`index`]" with an index.
+   */
+  tableAt(refPos: number, name: string, index = -1): FbTable {
+    const len = this.buf.bytes.length;
+    if (refPos < 0 || refPos + 4 > len) this.buf.need(refPos, 4, index < 0 ? name : `${name}[${index}]`);
+    return new FbTable(this.buf, refPos + this.buf.view.getUint32(refPos, true), name, index);
   }
 
   /** A sub-table field, or undefined when absent. */
@@ -172,11 +222,15 @@ export class FbTable {
     return this.tableAt(at, name);
   }
 
-  /** String element of a vector of strings. */
-  stringAt(refPos: number, what: string): string {
-    const at = refPos + this.buf.u32(refPos, what);
-    const n = this.buf.u32(at, what);
-    this.buf.need(at + 4, n, what);
-    return this.buf.utf8(this.buf.bytes.subarray(at + 4, at + 4 + n), what);
+  /** String element of a vector of strings (named `what`, or "`what`[`index`]" with an index, in messages). */
+  stringAt(refPos: number, what: string, index = -1): string {
+    const len = this.buf.bytes.length;
+    const label = () => (index < 0 ? what : `${what}[${index}]`);
+    if (refPos < 0 || refPos + 4 > len) this.buf.need(refPos, 4, label());
+    const at = refPos + this.buf.view.getUint32(refPos, true);
+    if (at + 4 > len) this.buf.need(at, 4, label());
+    const n = this.buf.view.getUint32(at, true);
+    if (at + 4 + n > len) this.buf.need(at + 4, n, label());
+    return this.buf.text(at + 4, n, label);
   }
 }

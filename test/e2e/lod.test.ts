@@ -4,12 +4,12 @@
  *  - `mount --record-lod web` records the workload's first reads; `lod info` lists the files it touched in
  *    order, and only the headers of the large files;
  *  - `lod push` publishes it as a referrer of the image; from a cold root with background fetching off,
- *    `mount --lod web` finds it in the registry, prefetches its spans before the mount is up, and the
+ *    `mount --lod web` finds it in the registry, prefetches its spans (the mount up before they are in), and the
  *    workload then runs with no registry request at all, its output unchanged, and fetches a small part of
  *    the app layer (a file-level prefetch of the same files would fetch all of them);
  *  - a missing or corrupt LOD is ignored with one log line and the mount works;
- *  - `lod export --soci-prefetch` stores an index whose prefetch artifacts `mount` accepts: their spans are
- *    fetched before the mount is up.
+ *  - `lod export --soci-prefetch` stores an index whose prefetch artifacts `mount` accepts: with
+ *    `--wait-prefetch`, their spans are fetched before the mount is up.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
@@ -139,8 +139,8 @@ describe.skipIf(!run)("load order documents", () => {
       expect(pushed.stdout).toContain("pushed load order document web");
       expect(runCli(["--root", recRoot, "lod", "push", "web", ref]).stdout).toContain("already present");
 
-      // 4. Replay from a cold root: the LOD comes from the registry; the mount is up after the first of its
-      //    spans, the rest follow in the background. Once replayed, the workload needs no registry request.
+      // 4. Replay from a cold root: the LOD comes from the registry; the mount is up at once, its spans
+      //    following in the background. Once replayed, the workload needs no registry request.
       const coldRoot = join(tmp, "cold");
       const mnt2 = join(tmp, "mnt-cold");
       mkdirSync(mnt2);
@@ -188,7 +188,7 @@ describe.skipIf(!run)("load order documents", () => {
   );
 
   test(
-    "lod export --soci-prefetch stores prefetch artifacts that mount fetches before it is up",
+    "lod export --soci-prefetch stores prefetch artifacts that mount --wait-prefetch fetches before it is up",
     async () => {
       const root = join(tmp, "rec");
       const out = runCli(["--root", root, "lod", "export", "web", "--soci-prefetch", "--json"], {
@@ -209,9 +209,9 @@ describe.skipIf(!run)("load order documents", () => {
       rmSync(join(root, "spancache"), { recursive: true, force: true });
       const mnt = join(tmp, "mnt-export");
       mkdirSync(mnt);
-      const m = await startMount(["--root", root, "--config", cfg, "mount", ref, mnt]);
+      const m = await startMount(["--root", root, "--config", cfg, "mount", ref, mnt, "--wait-prefetch"]);
       try {
-        // Before any read of file data: the artifact's spans are in.
+        // Before any read of file data (--wait-prefetch: up once they are in): the artifact's spans are in.
         expect(layerState(mnt, appLayer).fetchedSize).toBeGreaterThan(0);
         expect(workload(mnt)).toBe(expected);
       } finally {

@@ -67,6 +67,14 @@ describe.skipIf(!run)("soci-ts mount CLI", () => {
     const r = await m.stop();
     expect(r.code).toBe(0);
     expect(r.stderr).toContain("index: none");
+    // The "Mount ready" line: when each phase ended, ms since the process started (the image is asked for
+    // while the local setup runs: "manifest" may end before "setup").
+    const phases = JSON.parse(/Mount ready ms=\d+ phases=(\{[^\n]*\})/.exec(r.stderr)![1]!) as Record<string, number>;
+    const names = Object.keys(phases);
+    expect([...names].sort()).toEqual(["fuse", "manifest", "opened", "overlay", "ready", "setup", "start"]);
+    expect([names[0], names.at(-1)]).toEqual(["start", "ready"]);
+    expect(names.indexOf("manifest")).toBeLessThan(names.indexOf("opened"));
+    expect(Object.values(phases)).toEqual(Object.values(phases).sort((a, b) => a - b));
     const one = await startMount(["--root", join(tmp, "r4"), "mount", ref, mnt, "--layer", layers[1]!]);
     expect(readdirSync(join(mnt, "etc"))).toEqual(["motd"]);
     expect((await one.stop()).code).toBe(0);

@@ -1,8 +1,10 @@
 import { describe, expect, test } from "bun:test";
+import { posix } from "node:path";
 import { buildLayerTree, cleanPath, lookupPath, makedev, parseModTime } from "../../src/layerfs/metadata.ts";
 import { S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFBLK } from "../../src/vfs/node.ts";
 import type { FileMetadata } from "../../src/ztoc/types.ts";
 import { formatGoTime } from "../../src/ztoc/go_time.ts";
+import { Rand } from "../_harness/rand.ts";
 
 function fm(name: string, type: FileMetadata["type"], extra: Partial<FileMetadata> = {}): FileMetadata {
   return {
@@ -223,6 +225,21 @@ describe("helpers", () => {
     expect(cleanPath(".")).toEqual([]);
     expect(cleanPath("..")).toBeUndefined();
     expect(cleanPath("/etc")).toBeUndefined();
+  });
+  test("cleanPath cleans every name as posix.normalize does (clean names skip it), on seeded names", () => {
+    const viaNormalize = (name: string) => {
+      if (name.startsWith("/")) return undefined;
+      const norm = posix.normalize(name);
+      if (norm === ".." || norm.startsWith("../")) return undefined;
+      return norm.split("/").filter((p) => p !== "" && p !== ".");
+    };
+    const r = new Rand("clean-path");
+    const pieces = ["a", "b.c", ".", "..", "...", ".wh.x", "", "/"];
+    for (let i = 0; i < 5000; i++) {
+      let name = "";
+      for (let k = r.int(7); k >= 0; k--) name += pieces[r.int(pieces.length)]! + (r.int(3) === 0 ? "" : "/");
+      expect([name, cleanPath(name)]).toEqual([name, viaNormalize(name)]);
+    }
   });
   test("parseModTime", () => {
     expect(parseModTime("1970-01-01T00:00:01Z")).toBe(1_000_000_000n);

@@ -140,20 +140,6 @@ describe("zTOC codec round trip and validation", () => {
     });
   }
 
-  test("checkpoints are a copy by default, a view of the bytes with borrowCheckpoints (lazy zTOCs write into it)", () => {
-    const bytes = encodeZtoc(sampleZtoc("gzip"));
-    const copied = decodeZtoc(bytes).compressionInfo.checkpoints;
-    const borrowed = decodeZtoc(bytes, { borrowCheckpoints: true }).compressionInfo.checkpoints;
-    expect(borrowed).toEqual(copied);
-    expect(copied.buffer).not.toBe(bytes.buffer);
-    expect(borrowed.buffer).toBe(bytes.buffer);
-    // A record written into the borrowed view is in the bytes the caller owns, and not in the copy.
-    const at = borrowed.byteOffset - bytes.byteOffset + 20;
-    borrowed[20] = (borrowed[20]! + 1) & 0xff;
-    expect(bytes[at]).toBe(borrowed[20]!);
-    expect(copied[20]).not.toBe(borrowed[20]!);
-  });
-
   test("uncompressed zTOCs store the algorithm; gzip ones do not", () => {
     expect(encodeZtoc(sampleZtoc("uncompressed")).length).toBeGreaterThan(0);
     const g = sampleZtoc("gzip");
@@ -220,6 +206,49 @@ describe("zTOC codec round trip and validation", () => {
     badLink[Buffer.from(good).indexOf("t\u{1F}LINK") + 1] = 0xff;
     expect(() => decodeZtoc(badLink)).toThrow(/FileMetadata\[3\]\.linkname "t\\xFFLINK" is not valid UTF-8/);
     expect(decodeZtoc(good).toc[3]!.name).toBe("caf\u{1F}MARK");
+  });
+
+  test("names with non-ASCII text, a U+FFFD written as such included, decode exactly", () => {
+    const z = sampleZtoc("gzip");
+    z.toc[1]!.name = "r\u00E9sum\u00E9/\u65E5\u672C/\u{1F600}";
+    z.toc[2]!.name = "kept\uFFFDas-is";
+    z.toc[3]!.uname = "\u00FCser";
+    const back = decodeZtoc(encodeZtoc(z));
+    expect(back.toc[1]!.name).toBe(z.toc[1]!.name);
+    expect(back.toc[2]!.name).toBe("kept\uFFFDas-is");
+    expect(back.toc[3]!.uname).toBe("\u00FCser");
+  });
+
+  test("64-bit fields: negative values and 2^53 - 1 decode exactly; beyond 2^53 is refused naming the value", () => {
+    const z = sampleZtoc("gzip");
+    z.toc[0]!.devmajor = -5;
+    z.toc[0]!.devminor = Number.MAX_SAFE_INTEGER;
+    z.toc[1]!.mode = -(2 ** 40) - 7;
+    const back = decodeZtoc(encodeZtoc(z), { validate: false });
+    expect([back.toc[0]!.devmajor, back.toc[0]!.devminor, back.toc[1]!.mode]).toEqual([
+      -5,
+      Number.MAX_SAFE_INTEGER,
+      -(2 ** 40) - 7,
+    ]);
+    const bytes = encodeZtoc({ ...z, toc: z.toc.map((m, i) => (i === 0 ? { ...m, devminor: 12345 } : m)) });
+    // Patch devminor's 8 bytes (found by value) to 2^53.
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let at = -1;
+    for (let i = 0; i + 8 <= bytes.length; i += 4) if (view.getBigInt64(i, true) === 12345n) at = i;
+    expect(at).toBeGreaterThan(0);
+    view.setBigInt64(at, 2n ** 53n, true);
+    expect(() => decodeZtoc(bytes, { validate: false })).toThrow(
+      `field FileMetadata[0].devminor value ${2n ** 53n} is beyond 2^53 at offset ${at}`,
+    );
+  });
+
+  test("shareCheckpoints: the checkpoints are a view into the buffer handed over; by default a copy", () => {
+    const bytes = encodeZtoc(sampleZtoc("gzip"));
+    const shared = decodeZtoc(bytes, { shareCheckpoints: true }).compressionInfo.checkpoints;
+    const copied = decodeZtoc(bytes).compressionInfo.checkpoints;
+    expect(shared).toEqual(copied);
+    expect(shared.buffer).toBe(bytes.buffer);
+    expect(copied.buffer).not.toBe(bytes.buffer);
   });
 
   test("structural checks: empty, truncated and pointer-corrupted buffers", () => {
