@@ -12,7 +12,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { createGzipIndexer, type GzipIndexResult } from "../compress/gzip_indexer.ts";
-import { inflateBackend } from "../compress/registry.ts";
+import { inflateBackend, inflateWorkerUrl } from "../compress/registry.ts";
 import type { Checkpoint } from "../compress/types.ts";
 import { WorkerGzipIndexer } from "../compress/worker_gzip_indexer.ts";
 import type { CompressionInfo } from "./types.ts";
@@ -215,8 +215,8 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
 /**
  * Gzip with inflating on a thread of its own (src/compress/worker_gzip_indexer.ts): chunks (whole buffers) go to
  * the worker; each comes back with its output and checkpoints, and is digested here while the worker inflates
- * the next ones. Same results as the "gzip" backend. Only where the default inflate backend can hand off its
- * output (zlib, under Bun): see `workerGzipAvailable()`.
+ * the next ones. Same results as the "gzip" backend. Only where the default inflate backend was registered with
+ * its worker module (zlib, under Bun, by the entry point): see `workerGzipAvailable()`.
  */
 export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number }): LayerPipeline {
   const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name });
@@ -236,7 +236,7 @@ export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number })
   };
 }
 
-/** Whether `gzipWorkerPipeline` can run here: workers exist and the default inflate backend hands output off. */
+/** Whether `gzipWorkerPipeline` can run here: workers exist and the default inflate backend has a worker module. */
 export function workerGzipAvailable(): boolean {
-  return typeof Worker !== "undefined" && inflateBackend().name === "zlib";
+  return typeof Worker !== "undefined" && inflateWorkerUrl(inflateBackend().name) !== undefined;
 }

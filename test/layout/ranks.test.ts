@@ -1,7 +1,8 @@
 /**
  * The import graph of src/ follows the ranks in CONTRIBUTING.md: a file imports only from its own rank or lower,
- * `snapshot` never imports FUSE, `bun:ffi` appears only in src/platform, Bun-only APIs stay out of the
- * runtime-neutral ranks, and there are no cycles.
+ * `snapshot` never imports FUSE, `platform` imports only `util` and `compress` never imports `platform` (the
+ * entry points join them), `bun:ffi` appears only in src/platform, Bun-only APIs stay out of the runtime-neutral
+ * ranks, and there are no cycles.
  */
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -9,7 +10,7 @@ import { dirname, join, relative, resolve } from "node:path";
 
 const SRC = resolve(import.meta.dir, "../../src");
 
-/** Rank of an area (src/<area>/…); src/main.ts is "main". */
+/** Rank of an area (src/<area>/…); the files at the top of src/ (entry points, src/main.ts) are "main". */
 const RANK: Record<string, number> = {
   util: 0,
   compress: 1,
@@ -89,6 +90,20 @@ describe("src/ layout", () => {
         if (areaOf(f) === "snapshot" && ["vfs", "fuse", "layerfs", "store"].includes(areaOf(target))) {
           bad.push(`${relative(SRC, f)} imports ${relative(SRC, target)}: snapshot consumes RemoteFs only`);
         }
+      }
+    }
+    expect(bad).toEqual([]);
+  });
+
+  test("platform imports only util; compress never imports platform", () => {
+    const bad: string[] = [];
+    for (const f of files) {
+      for (const spec of importsOf(f)) {
+        if (!spec.startsWith(".")) continue;
+        const target = resolve(dirname(f), spec);
+        const [from, to] = [areaOf(f), target.startsWith(SRC) ? areaOf(target) : "outside src"];
+        if ((from === "platform" && to !== "platform" && to !== "util") || (from === "compress" && to === "platform"))
+          bad.push(`${relative(SRC, f)} imports ${target.startsWith(SRC) ? relative(SRC, target) : spec}`);
       }
     }
     expect(bad).toEqual([]);
