@@ -15,11 +15,12 @@
  * layer is given up (reads still fetch on demand).
  */
 import { createHash } from "node:crypto";
+import { sleep } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { layerFetchedBytes, Op, operationCount } from "../util/metrics.ts";
 import type { RangeFetcher, SpanManager } from "./span_manager.ts";
-import { sleep, type TaskGate } from "./task_gate.ts";
+import type { TaskGate } from "./task_gate.ts";
 import { concatBytes } from "../util/bytes.ts";
 
 /** Bytes downloaded by background steps, all layers. */

@@ -25,6 +25,7 @@
 import { SpanCache } from "../cache/span_cache.ts";
 import type { Descriptor } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
+import { sleep } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { forgetLayer } from "../util/metrics.ts";
@@ -35,7 +36,7 @@ import { openLayer, type Layer, type LayerSource } from "./layer.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import type { OpaqueXattrMode } from "./metadata.ts";
 import type { SpanLayout } from "./span_layout.ts";
-import { TaskGate, sleep } from "./task_gate.ts";
+import { TaskGate } from "./task_gate.ts";
 import { spanLayoutDigest, type CheckpointInflater } from "./ztoc_layout.ts";
 
 /** What a LayerManager is built with; every field but `root` and `inflate` has a default. */

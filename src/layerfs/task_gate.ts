@@ -3,6 +3,8 @@
  * network, new mounts) holds it; background fetching waits until nothing foreground is in flight and a silence
  * period has passed since the last foreground activity.
  */
+import { sleep } from "../util/abort.ts";
+
 export class TaskGate {
   #active = 0;
   #lastActivityMs = 0;
@@ -89,20 +91,4 @@ export class TaskGate {
     this.#waiters = [];
     for (const w of ws) w();
   }
-}
-
-/** Sleep `ms` milliseconds; rejects with the signal's reason when aborted. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

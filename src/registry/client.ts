@@ -24,6 +24,7 @@ import {
   NotFoundError,
   UnavailableError,
 } from "../util/errors.ts";
+import { sleep } from "../util/abort.ts";
 import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
 import type { Logger } from "../util/log.ts";
 import { AuthManager } from "./auth.ts";
@@ -42,7 +43,7 @@ import {
   sliceFromParts,
 } from "./ranges.ts";
 import { DOCKER_HUB, DOCKER_HUB_API_HOST, manifestTarget, repoName } from "./reference.ts";
-import { DEFAULT_RETRY, backoffMs, isRetryableStatus, sleep, type RetryOptions } from "./retry.ts";
+import { DEFAULT_RETRY, backoffMs, isRetryableStatus, type RetryOptions } from "./retry.ts";
 import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from "./types.ts";
 
 /** Options of the registry client; every field has a default. */
