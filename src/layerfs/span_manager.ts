@@ -26,8 +26,8 @@
  *     clock.
  *   - A span whose fetch failed or ran out of time is "unrequested" again (step 5), never failed for good.
  */
-import { createHash } from "node:crypto";
 import type { SpanCache } from "../cache/span_cache.ts";
+import { sha256Digest } from "../util/digest.ts";
 import { DigestMismatchError, InvalidArgumentError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { layerFetchedBytes, layerMetrics, type LayerMetrics } from "../util/metrics.ts";
@@ -486,7 +486,7 @@ export class SpanManager {
   #verify(id: number, bytes: Uint8Array): DigestMismatchError | undefined {
     if (this.#o.disableVerification) return undefined;
     const expected = this.#o.spanDigests[id]!;
-    const actual = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    const actual = sha256Digest(bytes);
     if (actual === expected) return undefined;
     return new DigestMismatchError(
       `Cannot verify span ${id} of layer "${this.layerDigest}": digest is "${actual}", expected "${expected}"`,
