@@ -32,7 +32,7 @@ import { CredentialStore, type Credential, type CredentialStoreOptions } from ".
 import { IdleDeadline, readBody } from "./deadline.ts";
 import { registryReceivedBytes } from "../util/metrics.ts";
 import { errorDetail, httpError } from "./errors.ts";
-import { endpointsFor, type Endpoint, type MirrorConfig } from "./hosts.ts";
+import { endpointsFor, type Endpoint, type RegistryMirror } from "./hosts.ts";
 import {
   type ByteRange,
   checkRanges,
@@ -79,7 +79,7 @@ export interface RegistryClientOptions {
    */
   caFiles?: Record<string, string>;
   /** Mirrors per registry host, tried in order before the origin for reads. */
-  mirrors?: Record<string, MirrorConfig[]>;
+  mirrors?: Record<string, RegistryMirror[]>;
   /** Credentials per registry host ("docker.io", "127.0.0.1:5000"); win over docker config. */
   credentials?: Record<string, Credential>;
   /** docker config.json for credentials; `null` for none; default `~/.docker/config.json`. */
