@@ -31,7 +31,7 @@ import { sha256Digest } from "../util/digest.ts";
 import { DigestMismatchError, InvalidArgumentError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { layerFetchedBytes, layerMetrics, type LayerMetrics } from "../util/metrics.ts";
-import type { SpanLayout } from "./span_layout.ts";
+import { spanRuns, type SpanLayout } from "./span_layout.ts";
 import { checkTransition, type SpanState } from "./span_state.ts";
 import type { TaskGate } from "./task_gate.ts";
 
@@ -352,22 +352,7 @@ export class SpanManager {
 
   /** Split sorted span ids into runs of adjacent ids within the coalescing bound. */
   #runs(ids: number[]): number[][] {
-    const runs: number[][] = [];
-    let cur: number[] = [];
-    let curStart = 0;
-    for (const id of ids) {
-      const [s, e] = this.layout.compressedRange(id);
-      const prev = cur[cur.length - 1];
-      if (prev !== undefined && prev + 1 === id && e - curStart <= this.#o.maxCoalesceBytes) {
-        cur.push(id);
-      } else {
-        if (cur.length) runs.push(cur);
-        cur = [id];
-        curStart = s;
-      }
-    }
-    if (cur.length) runs.push(cur);
-    return runs;
+    return spanRuns(ids, this.layout, { gapBytes: 0, maxRunBytes: this.#o.maxCoalesceBytes });
   }
 
   /**
