@@ -52,14 +52,7 @@ export class TaskGate {
   async waitNoForeground(signal?: AbortSignal): Promise<void> {
     while (this.#active > 0) {
       signal?.throwIfAborted();
-      await new Promise<void>((resolve) => {
-        const onAbort = () => resolve();
-        this.#waiters.push(() => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        });
-        signal?.addEventListener("abort", onAbort, { once: true });
-      });
+      await this.#woken(signal);
     }
     signal?.throwIfAborted();
   }
@@ -69,21 +62,26 @@ export class TaskGate {
     for (;;) {
       signal?.throwIfAborted();
       if (this.#active > 0) {
-        await new Promise<void>((resolve) => {
-          // The signal may live for the whole process (the background fetcher's): drop the listener on wake.
-          const onAbort = () => resolve();
-          this.#waiters.push(() => {
-            signal?.removeEventListener("abort", onAbort);
-            resolve();
-          });
-          signal?.addEventListener("abort", onAbort, { once: true });
-        });
+        await this.#woken(signal);
         continue;
       }
       const left = this.#lastActivityMs + this.#silenceMs - Date.now();
       if (left <= 0) return;
       await sleep(left, signal);
     }
+  }
+
+  /** Resolves at the next wake (no foreground work left) or when `signal` aborts, whichever comes first. */
+  #woken(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      // The signal may live for the whole process (the background fetcher's): drop the listener on wake.
+      const onAbort = () => resolve();
+      this.#waiters.push(() => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   #wake(): void {
