@@ -72,6 +72,12 @@ function importsOf(file: string): string[] {
 }
 
 const files = walk(SRC);
+/** Every relative import: the importing file, the file imported (absolute), and the specifier as written. */
+const edges = files.flatMap((from) =>
+  importsOf(from)
+    .filter((spec) => spec.startsWith("."))
+    .map((spec) => ({ from, to: resolve(dirname(from), spec), spec })),
+);
 
 describe("src/ layout", () => {
   test("every file is in a known area", () => {
@@ -80,16 +86,12 @@ describe("src/ layout", () => {
 
   test("imports go to the same rank or lower, and snapshot never imports FUSE", () => {
     const bad: string[] = [];
-    for (const f of files) {
-      for (const spec of importsOf(f)) {
-        if (!spec.startsWith(".")) continue;
-        const target = resolve(dirname(f), spec);
-        if (!target.startsWith(SRC)) continue;
-        if (rankOf(target) > rankOf(f))
-          bad.push(`${relative(SRC, f)} (rank ${rankOf(f)}) imports ${relative(SRC, target)} (rank ${rankOf(target)})`);
-        if (areaOf(f) === "snapshot" && ["vfs", "fuse", "layerfs", "store"].includes(areaOf(target))) {
-          bad.push(`${relative(SRC, f)} imports ${relative(SRC, target)}: snapshot consumes RemoteFs only`);
-        }
+    for (const { from: f, to: target } of edges) {
+      if (!target.startsWith(SRC)) continue;
+      if (rankOf(target) > rankOf(f))
+        bad.push(`${relative(SRC, f)} (rank ${rankOf(f)}) imports ${relative(SRC, target)} (rank ${rankOf(target)})`);
+      if (areaOf(f) === "snapshot" && ["vfs", "fuse", "layerfs", "store"].includes(areaOf(target))) {
+        bad.push(`${relative(SRC, f)} imports ${relative(SRC, target)}: snapshot consumes RemoteFs only`);
       }
     }
     expect(bad).toEqual([]);
@@ -97,14 +99,10 @@ describe("src/ layout", () => {
 
   test("platform imports only util; compress never imports platform", () => {
     const bad: string[] = [];
-    for (const f of files) {
-      for (const spec of importsOf(f)) {
-        if (!spec.startsWith(".")) continue;
-        const target = resolve(dirname(f), spec);
-        const [from, to] = [areaOf(f), target.startsWith(SRC) ? areaOf(target) : "outside src"];
-        if ((from === "platform" && to !== "platform" && to !== "util") || (from === "compress" && to === "platform"))
-          bad.push(`${relative(SRC, f)} imports ${target.startsWith(SRC) ? relative(SRC, target) : spec}`);
-      }
+    for (const { from: f, to: target, spec } of edges) {
+      const [from, to] = [areaOf(f), target.startsWith(SRC) ? areaOf(target) : "outside src"];
+      if ((from === "platform" && to !== "platform" && to !== "util") || (from === "compress" && to === "platform"))
+        bad.push(`${relative(SRC, f)} imports ${target.startsWith(SRC) ? relative(SRC, target) : spec}`);
     }
     expect(bad).toEqual([]);
   });
@@ -127,16 +125,8 @@ describe("src/ layout", () => {
   });
 
   test("no import cycles", () => {
-    const graph = new Map<string, string[]>();
-    for (const f of files) {
-      graph.set(
-        f,
-        importsOf(f)
-          .filter((s) => s.startsWith("."))
-          .map((s) => resolve(dirname(f), s))
-          .filter((t) => t.startsWith(SRC)),
-      );
-    }
+    const graph = new Map<string, string[]>(files.map((f) => [f, []]));
+    for (const { from, to } of edges) if (to.startsWith(SRC)) graph.get(from)!.push(to);
     const state = new Map<string, "visiting" | "done">();
     const cycles: string[] = [];
     const visit = (f: string, stack: string[]) => {
