@@ -96,13 +96,7 @@ export function unixSocket(type: number): number {
 
 /** A socket of `type` bound to `path` and listening (`backlog` default 16). The caller removes a stale file first. */
 export function listenUnix(path: string, type: number, backlog = 16): number {
-  const fd = unixSocket(type);
-  const { addr, len } = sockaddr(path);
-  if (libc().symbols.bind(fd, ptr(addr), len) !== 0) {
-    const e = lastErrno();
-    closeFd(fd);
-    failWithErrno(`bind unix socket "${path}"`, e);
-  }
+  const fd = boundSocket(type, path);
   if (libc().symbols.listen(fd, backlog) !== 0) {
     const e = lastErrno();
     closeFd(fd);
@@ -113,7 +107,12 @@ export function listenUnix(path: string, type: number, backlog = 16): number {
 
 /** A datagram socket bound to `path` (the receiving end of a datagram protocol, e.g. a fake NOTIFY_SOCKET). */
 export function bindUnixDatagram(path: string): number {
-  const fd = unixSocket(SOCK_DGRAM);
+  return boundSocket(SOCK_DGRAM, path);
+}
+
+/** A unix socket of `type` bound to `path`; closed again when bind fails (LibcError). */
+function boundSocket(type: number, path: string): number {
+  const fd = unixSocket(type);
   const { addr, len } = sockaddr(path);
   if (libc().symbols.bind(fd, ptr(addr), len) !== 0) {
     const e = lastErrno();
