@@ -21,7 +21,7 @@ import { CriClient, pauseImageArchive } from "../_harness/cri.ts";
 import { needs } from "../_harness/env.ts";
 import { waitFor } from "../_harness/ports.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, PYTHON_HELLO_LINE, pushPythonImage } from "../_harness/python_image.ts";
 import { type AccessLogEntry, pushImage } from "../_harness/registry.ts";
 import { Rand } from "../_harness/rand.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
@@ -31,7 +31,7 @@ import { layoutManifest } from "./_mount_helpers.ts";
 
 const run = needs("Kubernetes CRI with soci-ts serve", ...SNAPSHOTTER_ENV_NEEDS);
 const MINUTES = 60_000;
-const HELLO_PY = PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!;
+const HELLO_PY = PYTHON_HELLO_LINE;
 const PAUSE = "soci-ts.test/pause:e2e";
 const USER = "alice";
 const PASSWORD = "wonderland-secret";

@@ -19,7 +19,7 @@ import type { Manifest } from "../../src/oci/types.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, PYTHON_HELLO_LINE, pushPythonImage } from "../_harness/python_image.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage } from "../_harness/registry.ts";
 import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
@@ -36,7 +36,7 @@ import { applyLayers, describeTree, layoutManifest } from "./_mount_helpers.ts";
 const run = needs("serve with containerd", ...SNAPSHOTTER_ENV_NEEDS, "tool:tar");
 const MINUTES = 60_000;
 const GREETING = "hello from the second layer\n";
-const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
+const HELLO_PY = `${PYTHON_HELLO_LINE}\n`;
 
 describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   let env: SnapshotterEnv | undefined;

@@ -22,7 +22,7 @@ import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
 import { freePort, waitFor } from "../_harness/ports.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, PYTHON_HELLO_LINE, pushPythonImage } from "../_harness/python_image.ts";
 import type { AccessLogEntry } from "../_harness/registry.ts";
 import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
 import {
@@ -36,7 +36,7 @@ import { layoutManifest } from "./_mount_helpers.ts";
 
 const run = needs("serve metrics with containerd", ...SNAPSHOTTER_ENV_NEEDS, "tool:apt-get", "tool:dpkg", "tool:tar");
 const MINUTES = 60_000;
-const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
+const HELLO_PY = `${PYTHON_HELLO_LINE}\n`;
 
 describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status", () => {
   let env: SnapshotterEnv | undefined;
