@@ -22,8 +22,11 @@ import { Readable } from "node:stream";
 import { inflateFromCheckpoint } from "../src/compress/resume.ts";
 import { MediaType } from "../src/oci/media_types.ts";
 import { LayerFs } from "../src/layerfs/remote_fs.ts";
+import { registerNativeBackends } from "../src/native_backends.ts";
 import type { Reference, RegistryClient } from "../src/registry/types.ts";
 import { buildZtoc } from "../src/ztoc/builder.ts";
+
+registerNativeBackends();
 
 const [tarPath, mountpoint, root, mode = "lazy"] = process.argv.slice(2) as [string, string, string, string?];
 const size = (await stat(tarPath)).size;

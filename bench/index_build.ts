@@ -80,6 +80,8 @@ const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 // ---- worker: build the zTOC of one layer of an OCI layout once; prints JSON ---------------------------------
 if (process.argv[2] === "--worker") {
   const [layout, digest] = [process.argv[3]!, process.argv[4]!];
+  // The entry point's set-up: the native backends under Bun; Deno (denoRun) keeps the pure TypeScript inflater.
+  if ("Bun" in globalThis) (await import("../src/native_backends.ts")).registerNativeBackends();
   const { buildLayerZtoc } = await import("../src/soci/builder.ts");
   const { inflateBackend } = await import("../src/compress/registry.ts");
   const { OciLayout } = await import("../src/registry/oci_layout.ts");

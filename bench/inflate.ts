@@ -16,6 +16,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createGzipIndexer } from "../src/compress/gzip_indexer.ts";
 import { backendNames } from "../src/compress/registry.ts";
+import { registerNativeBackends } from "../src/native_backends.ts";
+
+registerNativeBackends();
 
 const RUNS = 3;
 const CHUNK = 1 << 20;

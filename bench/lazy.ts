@@ -89,6 +89,7 @@ import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import { inflateFromCheckpoint } from "../src/compress/resume.ts";
 import { ztocLayout } from "../src/layerfs/ztoc_layout.ts";
+import { registerNativeBackends } from "../src/native_backends.ts";
 import type { Manifest } from "../src/oci/types.ts";
 import { HttpRegistryClient } from "../src/registry/client.ts";
 import { parseReference } from "../src/registry/reference.ts";
@@ -99,6 +100,8 @@ import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
 import { pushPythonImage } from "../test/_harness/python_image.ts";
 import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
 import { COMMAND, COMMAND_OUTPUT, extractImage, tracedFiles } from "./_traced_files.ts";
+
+registerNativeBackends();
 
 // 256 KiB spans: the zTOC's size no longer grows with the span count at mount (its checkpoint table lets the
 // mount skip windows it does not need), so smaller spans mean fewer bytes fetched (8.3 MB against 13.7 MB at 1 MiB).

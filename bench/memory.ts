@@ -57,6 +57,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseReference } from "../src/registry/reference.ts";
+import { registerNativeBackends } from "../src/native_backends.ts";
 import { ArtifactStore } from "../src/soci/artifact_store.ts";
 import { createIndexes } from "../src/soci/create.ts";
 import { RegistryLocation } from "../src/soci/image_location.ts";
@@ -69,6 +70,8 @@ import { waitFor } from "../test/_harness/ports.ts";
 import { Rand } from "../test/_harness/rand.ts";
 import { pushImage, type TestFile } from "../test/_harness/registry.ts";
 import { startSnapshotterEnv } from "../test/_harness/snapshotter_env.ts";
+
+registerNativeBackends();
 
 const COUNTS = (process.env.BENCH_IMAGES ?? "10,50").split(",").map(Number);
 const MB = 1e6;

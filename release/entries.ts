@@ -5,7 +5,7 @@
  * server.
  */
 export const MAIN_ENTRY = "src/main.ts";
-export const WORKER_ENTRIES = ["src/fuse/reader_worker.ts", "src/compress/inflate_worker.ts"];
+export const WORKER_ENTRIES = ["src/fuse/reader_worker.ts", "src/inflate_worker.ts"];
 
 /**
  * `bun build --compile` flags of the release executable, besides the target and the entry points. Measured with

@@ -4,7 +4,8 @@
  * and `soci-ts index --help` list the verbs without loading any of them (citty's usage resolves every
  * subcommand to read its description); test/cli/run.test.ts checks that these descriptions match the files'.
  * No citty at run time here: `soci-ts --version` needs nothing but this tree.
- * To add a command: write its file (exporting a citty `defineCommand` as default) and add one line below.
+ * To add a command: write its file (exporting a citty `defineCommand` as default) and add one line below; a
+ * command that inflates gzip (builds indexes, reads spans) loads its file through `inflating()`.
  */
 import type { ArgsDef, CommandContext, CommandDef } from "citty";
 import pkg from "../../package.json" with { type: "json" };
@@ -34,6 +35,19 @@ export function lazyCommand(
   };
 }
 
+/**
+ * `load` for a command that inflates gzip (builds indexes, reads spans): with its file, loads and registers the
+ * native backends (src/native_backends.ts: the system zlib, and the inflate thread), so that it inflates as fast
+ * as this machine can; the other commands never load bun:ffi (test/release/bundle_graph.test.ts).
+ */
+function inflating(load: () => Promise<CommandModule>): () => Promise<CommandModule> {
+  return async () => {
+    const [command, native] = await Promise.all([load(), import("../native_backends.ts")]);
+    native.registerNativeBackends();
+    return command;
+  };
+}
+
 function group(
   name: string,
   description: string,
@@ -59,7 +73,7 @@ const indexCommands = {
   create: lazyCommand(
     "create",
     "Build a SOCI index (v1) of an image and store it locally (REF: registry reference or oci:DIR[:TAG])",
-    () => import("./index_create.ts"),
+    inflating(() => import("./index_create.ts")),
   ),
   push: lazyCommand(
     "push",
@@ -89,7 +103,7 @@ const ztocCommands = {
   "get-file": lazyCommand(
     "get-file",
     "Extract one file of a layer through its zTOC, fetching only the spans it needs",
-    () => import("./ztoc_get_file.ts"),
+    inflating(() => import("./ztoc_get_file.ts")),
   ),
 };
 const lodCommands = {
@@ -120,18 +134,22 @@ const topLevel = {
   convert: lazyCommand(
     "convert",
     "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)",
-    () => import("./convert.ts"),
+    inflating(() => import("./convert.ts")),
   ),
   pull: lazyCommand(
     "pull",
     "Pull an image into containerd lazily, through the soci snapshotter (REF: registry reference)",
     () => import("./pull.ts"),
   ),
-  mount: lazyCommand("mount", "Mount an image read-only, lazily, until interrupted", () => import("./mount.ts")),
+  mount: lazyCommand(
+    "mount",
+    "Mount an image read-only, lazily, until interrupted",
+    inflating(() => import("./mount.ts")),
+  ),
   serve: lazyCommand(
     "serve",
     "Run the daemon: lazy layers for containerd (snapshotter, CRI image service) and podman (layer store)",
-    () => import("./serve.ts"),
+    inflating(() => import("./serve.ts")),
   ),
   // Hidden: started by serve (service/fd_handover.ts), not by people.
   "fd-holder": hidden(

@@ -1,5 +1,5 @@
 /**
- * A gzip indexer whose inflating runs on a thread of its own (inflate_worker.ts), so that the caller's thread
+ * A gzip indexer whose inflating runs on a thread of its own (inflate_thread.ts), so that the caller's thread
  * hashes, parses tar headers and reads the next chunks while zlib works: the zTOC builder's pipeline for large
  * layers. Same checkpoints and output as the synchronous indexer (it is the same indexer, elsewhere).
  *
@@ -11,11 +11,12 @@
  *     buffers back once read;
  *  3. `end()` after the last result, for the sizes (`endInput()` as soon as the last chunk is pushed saves it a
  *     round trip: the worker then ends right after that chunk); `terminate()` on any early exit (idempotent).
- * Only backends that can hand their output off (zlib) run here; errors come back with their class and offset.
+ * Only backends registered with a worker module (src/compress/registry.ts; the entry points register zlib so) and
+ * that can hand their output off run here; errors come back with their class and offset.
  */
-import { workerModuleUrl } from "../platform/worker_url.ts";
 import { GzipFormatError, InvalidArgumentError } from "../util/errors.ts";
-import type { InMessage, OutMessage } from "./inflate_worker.ts";
+import type { InMessage, OutMessage } from "./inflate_thread.ts";
+import { inflateBackend, inflateWorkerUrl } from "./registry.ts";
 import type { Checkpoint, GzipIndexResult } from "./types.ts";
 
 /** What one pushed chunk gave. */
@@ -44,25 +45,30 @@ export class WorkerGzipIndexer {
   #inputEnded = false;
   #terminated = false;
 
-  /** Starts the worker with the backend `backend` (default "zlib"). */
+  /**
+   * Starts the worker with the backend `backend` (default: the registry's default). Throws InvalidArgumentError
+   * for a bad span size or a backend registered without a worker module.
+   */
   constructor(opts: { spanSize: number; backend?: string }) {
     if (!Number.isSafeInteger(opts.spanSize) || opts.spanSize < 0) {
       throw new InvalidArgumentError(
         `Cannot create gzip indexer: span size ${opts.spanSize} is not a non-negative integer`,
       );
     }
-    const url = workerModuleUrl(
-      new URL("./inflate_worker.ts", import.meta.url),
-      "src/compress/inflate_worker.ts",
-      "the inflate thread",
-    );
+    const backend = opts.backend ?? inflateBackend().name;
+    const url = inflateWorkerUrl(backend);
+    if (url === undefined) {
+      throw new InvalidArgumentError(
+        `Cannot start the inflate thread: inflate backend "${backend}" has no worker module registered`,
+      );
+    }
     this.#worker = new Worker(url, { type: "module" });
     this.#worker.onmessage = (e: MessageEvent<OutMessage>) => this.#deliver(e.data);
     this.#worker.onerror = (e: ErrorEvent) => {
       e.preventDefault?.();
       this.#fail(new Error(`Cannot inflate on a worker: ${e.message}`));
     };
-    this.#post({ type: "init", spanSize: opts.spanSize, backend: opts.backend ?? "zlib" });
+    this.#post({ type: "init", spanSize: opts.spanSize, backend });
   }
 
   /** Chunks pushed whose result was not taken yet. */

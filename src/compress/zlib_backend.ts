@@ -1,7 +1,7 @@
 /**
  * The "zlib" inflate backend: zlib's inflate with Z_BLOCK, the way SOCI's gzip_zinfo.c (from zlib's zran.c)
- * builds its checkpoints, over an injected binding (src/platform/zlib.ts provides it under Bun through bun:ffi),
- * so this file stays pure.
+ * builds its checkpoints, over an injected binding (src/util/zlib_binding.ts; src/platform/zlib.ts provides one
+ * under Bun through bun:ffi, and the entry points register the backend made from it), so this file stays pure.
  *
  * Index build (per push):
  *   1. point zlib at the chunk; loop:
@@ -17,6 +17,7 @@
  * "ts" backend accepts exactly the same inputs (gzip members only), so the two never disagree.
  */
 import { GzipFormatError, InvalidArgumentError } from "../util/errors.ts";
+import type { ZlibBinding, ZStream } from "../util/zlib_binding.ts";
 import { OutputWindow } from "./output_window.ts";
 import { checkResumeArgs } from "./ts_backend.ts";
 import type {
@@ -28,39 +29,6 @@ import type {
   ResumeOptions,
 } from "./types.ts";
 import { WINDOW_SIZE } from "./types.ts";
-
-/** One zlib inflate stream (z_stream + zlib's state). */
-export interface ZStream {
-  /** Sets next_in/avail_in to `buf[offset, offset + length)`. */
-  setInput(buf: Uint8Array, offset: number, length: number): void;
-  /** Sets next_out/avail_out to `buf[offset, offset + length)`. */
-  setOutput(buf: Uint8Array, offset: number, length: number): void;
-  readonly availIn: number;
-  readonly availOut: number;
-  /** z_stream.data_type after inflate: bits left (0..7) | 64 if last block | 128 at a block boundary. */
-  readonly dataType: number;
-  /** z_stream.msg, if set. */
-  message(): string | undefined;
-  inflate(flush: number): number;
-  /** inflatePrime(bits, value). */
-  prime(bits: number, value: number): number;
-  /** inflateSetDictionary(dict, dict.length). */
-  setDictionary(dict: Uint8Array): number;
-  /** inflateGetDictionary into `out` (≥ 32 KiB); returns its length (or a negative zlib error). */
-  getDictionary(out: Uint8Array): number;
-  /** inflateReset2(windowBits). */
-  reset2(windowBits: number): number;
-  /** inflateEnd; idempotent. */
-  end(): void;
-}
-
-/** The zlib library. */
-export interface ZlibBinding {
-  /** zlibVersion(). */
-  readonly version: string;
-  /** inflateInit2_(windowBits); throws if zlib refuses. */
-  inflateInit2(windowBits: number): ZStream;
-}
 
 const Z_OK = 0;
 const Z_STREAM_END = 1;

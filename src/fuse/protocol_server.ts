@@ -18,6 +18,7 @@
  *   rx 10: READ n3 fh=1 [0 +131072)
  *   tx 10: OK 4096 bytes
  */
+import { concatBytes } from "../util/bytes.ts";
 import { errorMessage, FormatError } from "../util/errors.ts";
 import {
   ACCESS_IN_SIZE,
@@ -293,15 +294,7 @@ export class ProtocolServer {
   async handle(request: Uint8Array): Promise<Uint8Array | undefined> {
     const iov = await this.handleIov(request);
     if (!iov) return undefined;
-    if (iov.length === 1) return iov[0];
-    const total = iov.reduce((n, b) => n + b.length, 0);
-    const out = new Uint8Array(total);
-    let p = 0;
-    for (const b of iov) {
-      out.set(b, p);
-      p += b.length;
-    }
-    return out;
+    return iov.length === 1 ? iov[0] : concatBytes(iov);
   }
 
   /** Like `handle`, but the reply stays in pieces (header, data) for writev(2). */

@@ -25,6 +25,7 @@
  *   (Any wait past `stallMs`: cancel, reopen, STAT, drop what the server holds, send the rest again; at most
  *   `maxResumes` times.)
  */
+import { sleep } from "../util/abort.ts";
 import { AlreadyExistsError, UnavailableError } from "../util/errors.ts";
 
 /** Largest data per WRITE message (see the file comment for why). */
@@ -199,7 +200,7 @@ export async function uploadContent(
           );
         }
         if (opts.committed && (await opts.committed())) return "committed";
-        await pauseFor(Math.min(pause, left), signal);
+        await sleep(Math.min(pause, left), signal);
       }
     }
   };
@@ -291,20 +292,4 @@ export async function uploadContent(
   } finally {
     ch?.cancel();
   }
-}
-
-/** Resolves after `ms`; rejects with the signal's reason when it fires first. */
-function pauseFor(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

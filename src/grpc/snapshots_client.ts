@@ -82,18 +82,18 @@ export class SnapshotsClient {
 
   /** Creates an active snapshot `key` on `parent` ("" for none); returns its mounts. */
   async prepare(req: PrepareRequest, opts?: SnapshotsCallOptions): Promise<Mount[]> {
-    const r = await this.#unary<{ mounts: WireMount[] }>(
-      "Prepare",
-      { key: req.key, parent: req.parent, labels: req.labels },
-      opts,
-    );
-    return mountsFromWire(r.mounts);
+    return this.#create("Prepare", req, opts);
   }
 
   /** Creates a read-only view `key` of `parent`; returns its mounts. */
   async view(req: PrepareRequest, opts?: SnapshotsCallOptions): Promise<Mount[]> {
+    return this.#create("View", req, opts);
+  }
+
+  /** Prepare or View: both take a key, a parent and labels and answer with mounts. */
+  async #create(method: "Prepare" | "View", req: PrepareRequest, opts?: SnapshotsCallOptions): Promise<Mount[]> {
     const r = await this.#unary<{ mounts: WireMount[] }>(
-      "View",
+      method,
       { key: req.key, parent: req.parent, labels: req.labels },
       opts,
     );

@@ -14,13 +14,14 @@
  * Failures of a step are logged and retried after `fetchPeriodMs` up to `maxStepRetries` times, then the
  * layer is given up (reads still fetch on demand).
  */
-import { createHash } from "node:crypto";
+import { sleep } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { layerFetchedBytes, Op, operationCount } from "../util/metrics.ts";
 import type { RangeFetcher, SpanManager } from "./span_manager.ts";
-import { sleep, type TaskGate } from "./task_gate.ts";
+import type { TaskGate } from "./task_gate.ts";
 import { concatBytes } from "../util/bytes.ts";
+import { Digester } from "../util/digest.ts";
 
 /** Bytes downloaded by background steps, all layers. */
 const backgroundBytes = layerFetchedBytes.labels("background");
@@ -130,7 +131,7 @@ export class BackgroundFetcher {
   async #walk(job: BackgroundJob): Promise<string | undefined> {
     const { manager } = job;
     const layout = manager.layout;
-    const hash = createHash("sha256");
+    const hash = new Digester();
     let pos = 0;
     let prev: Uint8Array = new Uint8Array(0);
     const steps: Array<[number, number]> = [];
@@ -158,7 +159,7 @@ export class BackgroundFetcher {
       }
       prev = chunk;
     }
-    const actual = `sha256:${hash.digest("hex")}`;
+    const actual = hash.digest();
     if (actual !== manager.layerDigest) {
       const msg = `Cannot verify layer "${manager.layerDigest}": its bytes hash to "${actual}"`;
       this.#o.logger.error(msg, { layer: manager.layerDigest });

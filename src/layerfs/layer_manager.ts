@@ -25,6 +25,7 @@
 import { SpanCache } from "../cache/span_cache.ts";
 import type { Descriptor } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
+import { sleep } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { forgetLayer } from "../util/metrics.ts";
@@ -34,8 +35,8 @@ import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource } from "./layer.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import type { OpaqueXattrMode } from "./metadata.ts";
-import type { SpanLayout } from "./span_layout.ts";
-import { TaskGate, sleep } from "./task_gate.ts";
+import { spanRuns } from "./span_layout.ts";
+import { TaskGate } from "./task_gate.ts";
 import { spanLayoutDigest, type CheckpointInflater } from "./ztoc_layout.ts";
 
 /** What a LayerManager is built with; every field but `root` and `inflate` has a default. */
@@ -412,46 +413,4 @@ export class LayerManager {
       ctl.abort();
     }
   }
-}
-
-/**
- * Span ids in the order given (each once, ids in `taken` skipped) as runs to fetch with one request each: each
- * id not taken yet starts a run that takes in the listed ids below and above it while the spans between them
- * hold at most `gapBytes` compressed bytes (0: adjacent ids only), unlisted spans in between included. The run
- * goes at the place of its first id, so sorted input gives runs in span order and first-touch order is kept.
- * Every id of a run is added to `taken`.
- */
-export function spanRuns(
-  order: readonly number[],
-  layout: SpanLayout,
-  opts: { gapBytes: number; taken?: Set<number> },
-): number[][] {
-  const taken = opts.taken ?? new Set<number>();
-  const listed = new Set(order);
-  const free = (i: number) => listed.has(i) && !taken.has(i);
-  // The listed, free span reached from `from` going by `step` with at most gapBytes between, or undefined.
-  const reach = (from: number, step: 1 | -1): number | undefined => {
-    const edge = step === 1 ? layout.compressedRange(from)[1] : layout.compressedRange(from)[0];
-    for (let j = from + step; j >= 0 && j < layout.spanCount && !taken.has(j); j += step) {
-      if (free(j)) return j;
-      const [a, b] = layout.compressedRange(j);
-      if ((step === 1 ? b - edge : edge - a) > opts.gapBytes) return undefined;
-    }
-    return undefined;
-  };
-  const runs: number[][] = [];
-  for (const id of order) {
-    if (taken.has(id)) continue;
-    let lo = id;
-    let hi = id;
-    for (let j = reach(lo, -1); j !== undefined; j = reach(lo, -1)) lo = j;
-    for (let j = reach(hi, 1); j !== undefined; j = reach(hi, 1)) hi = j;
-    const run: number[] = [];
-    for (let i = lo; i <= hi; i++) {
-      taken.add(i);
-      run.push(i);
-    }
-    runs.push(run);
-  }
-  return runs;
 }

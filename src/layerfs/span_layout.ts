@@ -78,3 +78,49 @@ export function identityLayout(spanStarts: readonly number[], size: number): Spa
     inflate: (_id, compressed) => compressed,
   };
 }
+
+/**
+ * Span ids in the order given (each once, ids in `taken` skipped) as runs to fetch with one request each: each
+ * id not taken yet starts a run that takes in the listed ids below and above it while the spans between them
+ * hold at most `gapBytes` compressed bytes (0: adjacent ids only), unlisted spans in between included. The run
+ * goes at the place of its first id, so sorted input gives runs in span order and first-touch order is kept.
+ * A run stops growing where its compressed bytes would exceed `maxRunBytes` (default: no bound; one span alone
+ * may exceed it). Every id of a run is added to `taken`. Sorted ids with `gapBytes` 0 give the runs of adjacent
+ * ids, each within `maxRunBytes`, that the span manager fetches with one request each.
+ */
+export function spanRuns(
+  order: readonly number[],
+  layout: SpanLayout,
+  opts: { gapBytes: number; maxRunBytes?: number; taken?: Set<number> },
+): number[][] {
+  const taken = opts.taken ?? new Set<number>();
+  const maxRunBytes = opts.maxRunBytes ?? Number.POSITIVE_INFINITY;
+  const fits = (lo: number, hi: number) => layout.compressedRange(hi)[1] - layout.compressedRange(lo)[0] <= maxRunBytes;
+  const listed = new Set(order);
+  const free = (i: number) => listed.has(i) && !taken.has(i);
+  // The listed, free span reached from `from` going by `step` with at most gapBytes between, or undefined.
+  const reach = (from: number, step: 1 | -1): number | undefined => {
+    const edge = step === 1 ? layout.compressedRange(from)[1] : layout.compressedRange(from)[0];
+    for (let j = from + step; j >= 0 && j < layout.spanCount && !taken.has(j); j += step) {
+      if (free(j)) return j;
+      const [a, b] = layout.compressedRange(j);
+      if ((step === 1 ? b - edge : edge - a) > opts.gapBytes) return undefined;
+    }
+    return undefined;
+  };
+  const runs: number[][] = [];
+  for (const id of order) {
+    if (taken.has(id)) continue;
+    let lo = id;
+    let hi = id;
+    for (let j = reach(lo, -1); j !== undefined && fits(j, hi); j = reach(lo, -1)) lo = j;
+    for (let j = reach(hi, 1); j !== undefined && fits(lo, j); j = reach(hi, 1)) hi = j;
+    const run: number[] = [];
+    for (let i = lo; i <= hi; i++) {
+      taken.add(i);
+      run.push(i);
+    }
+    runs.push(run);
+  }
+  return runs;
+}

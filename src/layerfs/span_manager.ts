@@ -26,12 +26,12 @@
  *     clock.
  *   - A span whose fetch failed or ran out of time is "unrequested" again (step 5), never failed for good.
  */
-import { createHash } from "node:crypto";
 import type { SpanCache } from "../cache/span_cache.ts";
+import { sha256Digest } from "../util/digest.ts";
 import { DigestMismatchError, InvalidArgumentError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { layerFetchedBytes, layerMetrics, type LayerMetrics } from "../util/metrics.ts";
-import type { SpanLayout } from "./span_layout.ts";
+import { spanRuns, type SpanLayout } from "./span_layout.ts";
 import { checkTransition, type SpanState } from "./span_state.ts";
 import type { TaskGate } from "./task_gate.ts";
 
@@ -352,22 +352,7 @@ export class SpanManager {
 
   /** Split sorted span ids into runs of adjacent ids within the coalescing bound. */
   #runs(ids: number[]): number[][] {
-    const runs: number[][] = [];
-    let cur: number[] = [];
-    let curStart = 0;
-    for (const id of ids) {
-      const [s, e] = this.layout.compressedRange(id);
-      const prev = cur[cur.length - 1];
-      if (prev !== undefined && prev + 1 === id && e - curStart <= this.#o.maxCoalesceBytes) {
-        cur.push(id);
-      } else {
-        if (cur.length) runs.push(cur);
-        cur = [id];
-        curStart = s;
-      }
-    }
-    if (cur.length) runs.push(cur);
-    return runs;
+    return spanRuns(ids, this.layout, { gapBytes: 0, maxRunBytes: this.#o.maxCoalesceBytes });
   }
 
   /**
@@ -486,7 +471,7 @@ export class SpanManager {
   #verify(id: number, bytes: Uint8Array): DigestMismatchError | undefined {
     if (this.#o.disableVerification) return undefined;
     const expected = this.#o.spanDigests[id]!;
-    const actual = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    const actual = sha256Digest(bytes);
     if (actual === expected) return undefined;
     return new DigestMismatchError(
       `Cannot verify span ${id} of layer "${this.layerDigest}": digest is "${actual}", expected "${expected}"`,

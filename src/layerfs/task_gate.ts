@@ -3,6 +3,8 @@
  * network, new mounts) holds it; background fetching waits until nothing foreground is in flight and a silence
  * period has passed since the last foreground activity.
  */
+import { sleep } from "../util/abort.ts";
+
 export class TaskGate {
   #active = 0;
   #lastActivityMs = 0;
@@ -50,14 +52,7 @@ export class TaskGate {
   async waitNoForeground(signal?: AbortSignal): Promise<void> {
     while (this.#active > 0) {
       signal?.throwIfAborted();
-      await new Promise<void>((resolve) => {
-        const onAbort = () => resolve();
-        this.#waiters.push(() => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        });
-        signal?.addEventListener("abort", onAbort, { once: true });
-      });
+      await this.#woken(signal);
     }
     signal?.throwIfAborted();
   }
@@ -67,15 +62,7 @@ export class TaskGate {
     for (;;) {
       signal?.throwIfAborted();
       if (this.#active > 0) {
-        await new Promise<void>((resolve) => {
-          // The signal may live for the whole process (the background fetcher's): drop the listener on wake.
-          const onAbort = () => resolve();
-          this.#waiters.push(() => {
-            signal?.removeEventListener("abort", onAbort);
-            resolve();
-          });
-          signal?.addEventListener("abort", onAbort, { once: true });
-        });
+        await this.#woken(signal);
         continue;
       }
       const left = this.#lastActivityMs + this.#silenceMs - Date.now();
@@ -84,25 +71,22 @@ export class TaskGate {
     }
   }
 
+  /** Resolves at the next wake (no foreground work left) or when `signal` aborts, whichever comes first. */
+  #woken(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      // The signal may live for the whole process (the background fetcher's): drop the listener on wake.
+      const onAbort = () => resolve();
+      this.#waiters.push(() => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
   #wake(): void {
     const ws = this.#waiters;
     this.#waiters = [];
     for (const w of ws) w();
   }
-}
-
-/** Sleep `ms` milliseconds; rejects with the signal's reason when aborted. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

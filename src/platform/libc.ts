@@ -42,21 +42,28 @@ export class LibcError extends Error {
   }
 }
 
+/** Symbolic names of the errno values the platform calls report (libc.ts and unix_socket.ts). */
 const CODES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
   4: "EINTR",
   5: "EIO",
   9: "EBADF",
+  11: "EAGAIN",
   13: "EACCES",
   16: "EBUSY",
   19: "ENODEV",
-  11: "EAGAIN",
   20: "ENOTDIR",
   22: "EINVAL",
   25: "ENOTTY",
+  32: "EPIPE",
+  90: "EMSGSIZE",
   95: "EOPNOTSUPP",
+  98: "EADDRINUSE",
+  104: "ECONNRESET",
   107: "ENOTCONN",
+  110: "ETIMEDOUT",
+  111: "ECONNREFUSED",
 };
 
 type Lib = ReturnType<typeof openLibc>;
@@ -84,12 +91,14 @@ function cstr(s: string): Buffer {
   return Buffer.from(`${s}\0`, "utf8");
 }
 
-function errno(): number {
+/** This thread's errno, as the libc call just made left it (read before any other call can change it). */
+export function lastErrno(): number {
   const p = libc().symbols.__errno_location();
   return p ? ffiRead.i32(p, 0) : 0;
 }
 
-function fail(what: string, e: number): never {
+/** Throws the `LibcError` "Cannot <what>: <code>" of errno `e` (its symbolic name when known, else "errno <e>"). */
+export function failWithErrno(what: string, e: number): never {
   const code = CODES[e] ?? `errno ${e}`;
   throw new LibcError(`Cannot ${what}: ${code}`, e, code);
 }
@@ -102,14 +111,14 @@ export function mount(source: string, target: string, fstype: string, flags: num
   const f = cstr(fstype);
   const d = cstr(data);
   const rc = libc().symbols.mount(ptr(s), ptr(t), ptr(f), BigInt(flags), ptr(d));
-  if (rc !== 0) fail(`mount "${target}" (${fstype})`, errno());
+  if (rc !== 0) failWithErrno(`mount "${target}" (${fstype})`, lastErrno());
 }
 
 /** umount2(2). Throws `LibcError` on failure (EINVAL when `target` is no longer a mount point). */
 export function umount2(target: string, flags: number): void {
   const t = cstr(target);
   const rc = libc().symbols.umount2(ptr(t), flags);
-  if (rc !== 0) fail(`unmount "${target}"`, errno());
+  if (rc !== 0) failWithErrno(`unmount "${target}"`, lastErrno());
 }
 
 /** ioctl(2) with a pointer argument (`arg` is passed by address). Returns the call's result. */
@@ -121,14 +130,14 @@ export function umount2(target: string, flags: number): void {
 export function tryLockExclusive(fd: number): boolean {
   const rc = libc().symbols.flock(fd, LOCK_EX | LOCK_NB);
   if (rc === 0) return true;
-  const e = errno();
+  const e = lastErrno();
   if (e === EAGAIN) return false;
-  return fail(`lock fd ${fd}`, e);
+  return failWithErrno(`lock fd ${fd}`, e);
 }
 
 export function ioctl(fd: number, request: number, arg: Uint8Array): number {
   const rc = libc().symbols.ioctl(fd, BigInt(request), ptr(arg));
-  if (rc < 0) fail(`ioctl 0x${request.toString(16)} on fd ${fd}`, errno());
+  if (rc < 0) failWithErrno(`ioctl 0x${request.toString(16)} on fd ${fd}`, lastErrno());
   return rc;
 }
 
@@ -149,9 +158,9 @@ export function preadNoWait(fd: number, buf: Uint8Array, at: number, length: num
   iovec[1] = BigInt(length);
   const n = Number(libc().symbols.preadv2(fd, ptr(iovec), 1, BigInt(position), RWF_NOWAIT));
   if (n >= 0) return n;
-  const e = errno();
+  const e = lastErrno();
   if (e === EAGAIN) return -1;
-  fail(`read fd ${fd} without waiting`, e);
+  failWithErrno(`read fd ${fd} without waiting`, e);
 }
 
 const F_GETFL = 3;
@@ -165,9 +174,10 @@ export const O_NONBLOCK = 0o4000;
  */
 export function setNonBlocking(fd: number, on: boolean): void {
   const flags = libc().symbols.fcntl(fd, F_GETFL, 0);
-  if (flags < 0) fail(`read the flags of fd ${fd}`, errno());
+  if (flags < 0) failWithErrno(`read the flags of fd ${fd}`, lastErrno());
   const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
-  if (next !== flags && libc().symbols.fcntl(fd, F_SETFL, next) < 0) fail(`set the flags of fd ${fd}`, errno());
+  if (next !== flags && libc().symbols.fcntl(fd, F_SETFL, next) < 0)
+    failWithErrno(`set the flags of fd ${fd}`, lastErrno());
 }
 
 /**
@@ -176,6 +186,6 @@ export function setNonBlocking(fd: number, on: boolean): void {
  */
 export function eventFd(): number {
   const fd = libc().symbols.eventfd(0, O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) fail("create an eventfd", errno());
+  if (fd < 0) failWithErrno("create an eventfd", lastErrno());
   return fd;
 }

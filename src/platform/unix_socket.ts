@@ -18,8 +18,8 @@
  *   ucred        i32 pid | u32 uid | u32 gid                             (SO_PEERCRED, 12 bytes)
  *   timeval      i64 tv_sec | i64 tv_usec                                (16 bytes)
  */
-import { dlopen, FFIType, ptr, read as ffiRead } from "bun:ffi";
-import { LibcError } from "./libc.ts";
+import { dlopen, FFIType, ptr } from "bun:ffi";
+import { failWithErrno, lastErrno } from "./libc.ts";
 
 /** Socket types. */
 export const SOCK_STREAM = 1;
@@ -47,22 +47,6 @@ export const POLLHUP = 0x10;
 export const MAX_FDS_PER_MESSAGE = 64;
 const SUN_PATH_BYTES = 108;
 
-const CODES: Record<number, string> = {
-  2: "ENOENT",
-  4: "EINTR",
-  9: "EBADF",
-  11: "EAGAIN",
-  13: "EACCES",
-  22: "EINVAL",
-  32: "EPIPE",
-  90: "EMSGSIZE",
-  98: "EADDRINUSE",
-  104: "ECONNRESET",
-  107: "ENOTCONN",
-  110: "ETIMEDOUT",
-  111: "ECONNREFUSED",
-};
-
 type Lib = ReturnType<typeof openLib>;
 let lib: Lib | undefined;
 
@@ -83,7 +67,6 @@ function openLib() {
     memfd_create: { args: [FFIType.ptr, FFIType.u32], returns: i32 },
     fcntl: { args: [i32, i32, i32], returns: i32 },
     dup: { args: [i32], returns: i32 },
-    __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
 
@@ -92,20 +75,11 @@ function libc(): Lib {
   return lib;
 }
 
-function errno(): number {
-  const p = libc().symbols.__errno_location();
-  return p ? ffiRead.i32(p, 0) : 0;
-}
-
-function fail(what: string, e: number): never {
-  const code = CODES[e] ?? `errno ${e}`;
-  throw new LibcError(`Cannot ${what}: ${code}`, e, code);
-}
-
 /** A sockaddr_un for `path`; "@name" is an abstract name (a leading NUL, as systemd writes NOTIFY_SOCKET). */
 function sockaddr(path: string): { addr: Uint8Array; len: number } {
   const name = Buffer.from(path.startsWith("@") ? `\0${path.slice(1)}` : path, "utf8");
-  if (name.length >= SUN_PATH_BYTES) fail(`use socket path "${path}" (longer than ${SUN_PATH_BYTES - 1} bytes)`, 22);
+  if (name.length >= SUN_PATH_BYTES)
+    failWithErrno(`use socket path "${path}" (longer than ${SUN_PATH_BYTES - 1} bytes)`, 22);
   const addr = new Uint8Array(2 + SUN_PATH_BYTES);
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
   addr.set(name, 2);
@@ -116,35 +90,34 @@ function sockaddr(path: string): { addr: Uint8Array; len: number } {
 /** A new unix socket of `type` (SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET), close-on-exec. */
 export function unixSocket(type: number): number {
   const fd = libc().symbols.socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-  if (fd < 0) fail("create a unix socket", errno());
+  if (fd < 0) failWithErrno("create a unix socket", lastErrno());
   return fd;
 }
 
 /** A socket of `type` bound to `path` and listening (`backlog` default 16). The caller removes a stale file first. */
 export function listenUnix(path: string, type: number, backlog = 16): number {
-  const fd = unixSocket(type);
-  const { addr, len } = sockaddr(path);
-  if (libc().symbols.bind(fd, ptr(addr), len) !== 0) {
-    const e = errno();
-    closeFd(fd);
-    fail(`bind unix socket "${path}"`, e);
-  }
+  const fd = boundSocket(type, path);
   if (libc().symbols.listen(fd, backlog) !== 0) {
-    const e = errno();
+    const e = lastErrno();
     closeFd(fd);
-    fail(`listen on unix socket "${path}"`, e);
+    failWithErrno(`listen on unix socket "${path}"`, e);
   }
   return fd;
 }
 
 /** A datagram socket bound to `path` (the receiving end of a datagram protocol, e.g. a fake NOTIFY_SOCKET). */
 export function bindUnixDatagram(path: string): number {
-  const fd = unixSocket(SOCK_DGRAM);
+  return boundSocket(SOCK_DGRAM, path);
+}
+
+/** A unix socket of `type` bound to `path`; closed again when bind fails (LibcError). */
+function boundSocket(type: number, path: string): number {
+  const fd = unixSocket(type);
   const { addr, len } = sockaddr(path);
   if (libc().symbols.bind(fd, ptr(addr), len) !== 0) {
-    const e = errno();
+    const e = lastErrno();
     closeFd(fd);
-    fail(`bind unix socket "${path}"`, e);
+    failWithErrno(`bind unix socket "${path}"`, e);
   }
   return fd;
 }
@@ -152,7 +125,7 @@ export function bindUnixDatagram(path: string): number {
 /** Accepts one connection on listening socket `fd` (blocks unless poll said it is ready). */
 export function acceptUnix(fd: number): number {
   const c = libc().symbols.accept4(fd, null, null, SOCK_CLOEXEC);
-  if (c < 0) fail(`accept on socket fd ${fd}`, errno());
+  if (c < 0) failWithErrno(`accept on socket fd ${fd}`, lastErrno());
   return c;
 }
 
@@ -161,9 +134,9 @@ export function connectUnix(path: string, type: number): number {
   const fd = unixSocket(type);
   const { addr, len } = sockaddr(path);
   if (libc().symbols.connect(fd, ptr(addr), len) !== 0) {
-    const e = errno();
+    const e = lastErrno();
     closeFd(fd);
-    fail(`connect to unix socket "${path}"`, e);
+    failWithErrno(`connect to unix socket "${path}"`, e);
   }
   return fd;
 }
@@ -173,7 +146,7 @@ export function setSocketTimeouts(fd: number, ms: number): void {
   const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
   for (const opt of [SO_RCVTIMEO, SO_SNDTIMEO]) {
     if (libc().symbols.setsockopt(fd, SOL_SOCKET, opt, ptr(tv), 16) !== 0)
-      fail(`set timeouts of socket fd ${fd}`, errno());
+      failWithErrno(`set timeouts of socket fd ${fd}`, lastErrno());
   }
 }
 
@@ -182,7 +155,7 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
   const buf = new Uint8Array(12);
   const len = new Uint32Array([12]);
   if (libc().symbols.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ptr(buf), ptr(len)) !== 0)
-    fail(`read the peer of socket fd ${fd}`, errno());
+    failWithErrno(`read the peer of socket fd ${fd}`, lastErrno());
   const v = new DataView(buf.buffer);
   return { pid: v.getInt32(0, true), uid: v.getUint32(4, true), gid: v.getUint32(8, true) };
 }
@@ -194,7 +167,7 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
  */
 export function sendWithFds(fd: number, data: Uint8Array, opts: { fds?: readonly number[]; to?: string } = {}): number {
   const { fds = [], to } = opts;
-  if (fds.length > MAX_FDS_PER_MESSAGE) fail(`send ${fds.length} descriptors in one message`, 22);
+  if (fds.length > MAX_FDS_PER_MESSAGE) failWithErrno(`send ${fds.length} descriptors in one message`, 22);
   const body = data.length > 0 ? data : new Uint8Array(1);
   const iov = new BigUint64Array([BigInt(ptr(body)), BigInt(data.length)]);
   const msg = new Uint8Array(56);
@@ -227,8 +200,8 @@ export function sendWithFds(fd: number, data: Uint8Array, opts: { fds?: readonly
       void control;
       return n;
     }
-    const e = errno();
-    if (e !== 4) fail(`send a message on socket fd ${fd}`, e);
+    const e = lastErrno();
+    if (e !== 4) failWithErrno(`send a message on socket fd ${fd}`, e);
   }
 }
 
@@ -251,8 +224,8 @@ export function recvWithFds(fd: number, maxBytes = 65536): { data: Uint8Array; f
   for (;;) {
     n = Number(libc().symbols.recvmsg(fd, ptr(msg), MSG_CMSG_CLOEXEC));
     if (n >= 0) break;
-    const e = errno();
-    if (e !== 4) fail(`receive a message on socket fd ${fd}`, e);
+    const e = lastErrno();
+    if (e !== 4) failWithErrno(`receive a message on socket fd ${fd}`, e);
   }
   // Descriptors: walk the control messages the kernel filled in.
   const fds: number[] = [];
@@ -269,7 +242,10 @@ export function recvWithFds(fd: number, maxBytes = 65536): { data: Uint8Array; f
   const flags = mv.getInt32(48, true);
   if (flags & (MSG_TRUNC | MSG_CTRUNC)) {
     for (const f of fds) closeFd(f);
-    fail(`receive a message on socket fd ${fd} (cut short: more than ${maxBytes} bytes or too many descriptors)`, 90);
+    failWithErrno(
+      `receive a message on socket fd ${fd} (cut short: more than ${maxBytes} bytes or too many descriptors)`,
+      90,
+    );
   }
   if (n === 0 && fds.length === 0) return undefined;
   return { data: buf.slice(0, n), fds };
@@ -289,8 +265,8 @@ export function pollReadable(fds: readonly number[], timeoutMs: number): number[
   for (;;) {
     const rc = libc().symbols.poll(ptr(pfd), BigInt(fds.length), Math.floor(timeoutMs));
     if (rc >= 0) break;
-    const e = errno();
-    if (e !== 4) fail("poll sockets", e);
+    const e = lastErrno();
+    if (e !== 4) failWithErrno("poll sockets", e);
   }
   return fds.map((_, i) => v.getUint16(i * 8 + 6, true));
 }
@@ -303,20 +279,20 @@ export function closeFd(fd: number): void {
 /** A copy of descriptor `fd` (dup(2)), close-on-exec. */
 export function dupFd(fd: number): number {
   const d = libc().symbols.dup(fd);
-  if (d < 0) fail(`duplicate fd ${fd}`, errno());
+  if (d < 0) failWithErrno(`duplicate fd ${fd}`, lastErrno());
   setCloexec(d);
   return d;
 }
 
 /** Marks `fd` close-on-exec (descriptors inherited at start, e.g. systemd's LISTEN_FDS, are not). */
 export function setCloexec(fd: number): void {
-  if (libc().symbols.fcntl(fd, F_SETFD, FD_CLOEXEC) !== 0) fail(`mark fd ${fd} close-on-exec`, errno());
+  if (libc().symbols.fcntl(fd, F_SETFD, FD_CLOEXEC) !== 0) failWithErrno(`mark fd ${fd} close-on-exec`, lastErrno());
 }
 
 /** An anonymous memory file (memfd_create(2)), close-on-exec; `name` shows in /proc/self/fd. */
 export function memfd(name: string): number {
   const fd = libc().symbols.memfd_create(ptr(Buffer.from(`${name}\0`, "utf8")), MFD_CLOEXEC);
-  if (fd < 0) fail(`create memory file "${name}"`, errno());
+  if (fd < 0) failWithErrno(`create memory file "${name}"`, lastErrno());
   return fd;
 }
 

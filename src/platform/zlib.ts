@@ -1,6 +1,7 @@
 /**
  * The system zlib (libz.so.1) through bun:ffi: just the inflate calls the "zlib" inflate backend needs
- * (src/compress/zlib_backend.ts), behind the small `ZlibBinding` interface so that src/compress stays pure.
+ * (src/compress/zlib_backend.ts), behind the small `ZlibBinding` interface (src/util/zlib_binding.ts) so that
+ * src/compress stays pure and neither area imports the other: the entry points join them (src/native_backends.ts).
  * Bun only.
  *
  * z_stream on LP64 (zlib.h; 112 bytes, 8-byte aligned), kept in a Uint8Array we own so its address is stable
@@ -16,7 +17,7 @@
  *   48   8     msg       (char*)               104  8     reserved
  */
 import { CString, dlopen, type Pointer, ptr } from "bun:ffi";
-import type { ZlibBinding, ZStream } from "../compress/zlib_backend.ts";
+import type { ZlibBinding, ZStream } from "../util/zlib_binding.ts";
 
 const Z_STREAM_SIZE = 112;
 const OFF_NEXT_IN = 0;

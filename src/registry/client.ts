@@ -24,6 +24,7 @@ import {
   NotFoundError,
   UnavailableError,
 } from "../util/errors.ts";
+import { sleep } from "../util/abort.ts";
 import { Digester, parseDigest, sha256Digest, verifyDigest } from "../util/digest.ts";
 import type { Logger } from "../util/log.ts";
 import { AuthManager } from "./auth.ts";
@@ -31,7 +32,7 @@ import { CredentialStore, type Credential, type CredentialStoreOptions } from ".
 import { IdleDeadline, readBody } from "./deadline.ts";
 import { registryReceivedBytes } from "../util/metrics.ts";
 import { errorDetail, httpError } from "./errors.ts";
-import { endpointsFor, type Endpoint, type MirrorConfig } from "./hosts.ts";
+import { endpointsFor, type Endpoint, type RegistryMirror } from "./hosts.ts";
 import {
   type ByteRange,
   checkRanges,
@@ -42,7 +43,7 @@ import {
   sliceFromParts,
 } from "./ranges.ts";
 import { DOCKER_HUB, DOCKER_HUB_API_HOST, manifestTarget, repoName } from "./reference.ts";
-import { DEFAULT_RETRY, backoffMs, isRetryableStatus, sleep, type RetryOptions } from "./retry.ts";
+import { DEFAULT_RETRY, backoffMs, isRetryableStatus, type RetryOptions } from "./retry.ts";
 import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from "./types.ts";
 
 /** Options of the registry client; every field has a default. */
@@ -78,7 +79,7 @@ export interface RegistryClientOptions {
    */
   caFiles?: Record<string, string>;
   /** Mirrors per registry host, tried in order before the origin for reads. */
-  mirrors?: Record<string, MirrorConfig[]>;
+  mirrors?: Record<string, RegistryMirror[]>;
   /** Credentials per registry host ("docker.io", "127.0.0.1:5000"); win over docker config. */
   credentials?: Record<string, Credential>;
   /** docker config.json for credentials; `null` for none; default `~/.docker/config.json`. */

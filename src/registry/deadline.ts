@@ -1,3 +1,5 @@
+import { concatBytes } from "../util/bytes.ts";
+
 /** The limit that aborted an exchange: before the answer, between body bytes, or the whole exchange. */
 export interface DeadlineExpiry {
   limit: "first" | "idle" | "total";
@@ -138,12 +140,5 @@ export async function readBody(res: Response, deadline: IdleDeadline, limit?: nu
     reader.releaseLock();
   }
   if (buf) return n === buf.length ? buf : buf.subarray(0, n);
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.byteLength;
-  }
-  return out;
+  return chunks.length === 1 ? chunks[0]! : concatBytes(chunks);
 }

@@ -5,13 +5,19 @@
  */
 import { DOCKER_HUB, DOCKER_HUB_API_HOST } from "./reference.ts";
 
-/** A mirror of one registry host. */
-export interface MirrorConfig {
+/**
+ * A mirror of one registry host, as the registry client takes it. The config's `[resolver.host."<host>"] mirrors`
+ * entries (src/config/schema.ts `MirrorConfig`, every key filled in) are passed as they are.
+ */
+export interface RegistryMirror {
   /** "host[:port]", or a URL "http(s)://host[:port]". */
   host: string;
   /** Plain HTTP (default false). */
   insecure?: boolean;
-  /** Timeout of one request to this mirror, in seconds (default: the client's timeout). */
+  /**
+   * Seconds without bytes from this mirror before a request to it fails (the idle timeout of each request to it);
+   * 0 or absent: the client's idle timeout.
+   */
   requestTimeoutSec?: number;
 }
 
@@ -51,7 +57,7 @@ export function endpointsFor(
   opts: {
     plainHttpHosts?: readonly string[];
     httpsHosts?: readonly string[];
-    mirrors?: Record<string, MirrorConfig[]>;
+    mirrors?: Record<string, RegistryMirror[]>;
     timeoutMs: number;
     withMirrors: boolean;
   },

@@ -229,15 +229,9 @@ export class OciLayout implements ImageStore {
           const { bytesRead } = want === 0 ? { bytesRead: 0 } : await fh.read(view, 0, want, pos);
           if (bytesRead === 0) {
             await close();
-            const actual = digester.digest();
-            if (actual !== digest) {
-              c.error(
-                new DigestMismatchError(
-                  `Cannot verify ${what}: content hashes to "${actual}" (${digester.size} bytes)`,
-                  digest,
-                  actual,
-                ),
-              );
+            const mismatch = digester.mismatch(digest, what);
+            if (mismatch) {
+              c.error(mismatch);
               return;
             }
             c.close();

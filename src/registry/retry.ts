@@ -29,19 +29,3 @@ export function backoffMs(attempt: number, opts: RetryOptions & { retryAfter?: s
   const ceil = Math.min(opts.maxWaitMs, opts.minWaitMs * 2 ** attempt);
   return ceil / 2 + Math.random() * (ceil / 2);
 }
-
-/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}

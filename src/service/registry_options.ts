@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { Config } from "../config/schema.ts";
 import type { RegistryClientOptions } from "../registry/client.ts";
 import type { Credential } from "../registry/credentials.ts";
+import type { RegistryMirror } from "../registry/hosts.ts";
 import type { Logger } from "../util/log.ts";
 
 /**
@@ -24,7 +25,7 @@ export function registryClientOptions(
 ): RegistryClientOptions {
   const credentials: Record<string, Credential> = {};
   const plainHttpHosts: string[] = [];
-  const mirrors: Record<string, Array<{ host: string; insecure: boolean; requestTimeoutSec: number }>> = {};
+  const mirrors: Record<string, RegistryMirror[]> = {};
   // Each host's CA is trusted for that host only (besides the public roots).
   const caFiles: Record<string, string> = {};
   for (const [host, h] of Object.entries(c.resolver.host)) {

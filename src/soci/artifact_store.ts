@@ -21,7 +21,7 @@
  *
  * Uses node:fs and node:crypto only, which Deno supports.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import {
   closeSync,
   fsyncSync,
@@ -38,6 +38,7 @@ import { readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Platform } from "../oci/types.ts";
 import { processStartTime } from "../platform/proc.ts";
+import { sha256Digest } from "../util/digest.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import type { SociIndexVersion } from "./index.ts";
 
@@ -66,11 +67,6 @@ export function digestHex(digest: string): string {
   if (!m)
     throw new InvalidArgumentError(`Cannot use digest "${digest}": expected "sha256:" and 64 lowercase hex digits`);
   return m[1]!;
-}
-
-/** "sha256:<hex>" of some bytes. */
-export function sha256Digest(bytes: Uint8Array): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 }
 
 /** The artifact store rooted at `<root>` (created on first write). */

@@ -21,7 +21,7 @@ import { FailedPreconditionError, FormatError, InvalidArgumentError } from "../u
 import type { Ztoc } from "../ztoc/types.ts";
 import { buildZtoc } from "../ztoc/builder.ts";
 import { ANNOTATION_CHECKPOINT_TABLE, buildCheckpointTable, encodeCheckpointTable } from "../ztoc/checkpoint_table.ts";
-import { sha256Digest } from "./artifact_store.ts";
+import { sha256Digest } from "../util/digest.ts";
 import type { ImageLocation } from "./image_location.ts";
 import {
   createIndex,

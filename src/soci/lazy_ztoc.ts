@@ -12,9 +12,9 @@
  * When the last record has arrived, the whole zTOC is rebuilt, checked against its descriptor digest and handed
  * to `onComplete` (discovery stores it, so the next mount reads it locally).
  */
-import { createHash } from "node:crypto";
 import type { Descriptor } from "../oci/types.ts";
 import type { ImageSource } from "../registry/types.ts";
+import { sha256Digest } from "../util/digest.ts";
 import { errorMessage, UnavailableError, ZtocFormatError } from "../util/errors.ts";
 import {
   ANNOTATION_CHECKPOINT_TABLE,
@@ -235,7 +235,7 @@ export class LazyWindows implements CheckpointWindows {
     bytes.set(head, 0);
     bytes.set(this.ztoc.compressionInfo.checkpoints.subarray(BLOB_HEADER_SIZE), this.table.recordsOffset);
     bytes.set(tail, skeletonRanges(this.table, this.descriptor.size)[1][0]);
-    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    const digest = sha256Digest(bytes);
     if (digest !== this.descriptor.digest) {
       this.opts.onError?.(`zTOC "${this.descriptor.digest}" rebuilt from its checkpoint table has digest "${digest}"`);
       return;

@@ -29,7 +29,7 @@ import { FormatError, InvalidArgumentError, NotFoundError } from "../util/errors
 import type { FileMetadata, Ztoc } from "../ztoc/types.ts";
 import { decodeGzipZinfo } from "../ztoc/zinfo_gzip.ts";
 import { decodeTarZinfo } from "../ztoc/zinfo_tar.ts";
-import { sha256Digest } from "./artifact_store.ts";
+import { sha256Digest } from "../util/digest.ts";
 import { ANNOTATION_IMAGE_LAYER_DIGEST, PREFETCH_ARTIFACT_MEDIA_TYPE } from "./index.ts";
 
 /** The only prefetch artifact version SOCI writes and reads. */

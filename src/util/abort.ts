@@ -17,3 +17,19 @@ export function withTimeout(signal: AbortSignal | undefined, timeoutMs: number |
   const t = AbortSignal.timeout(timeoutMs);
   return signal ? AbortSignal.any([signal, t]) : t;
 }
+
+/** Resolves after `ms` milliseconds, or rejects with the signal's reason as soon as it aborts (timer cleared). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

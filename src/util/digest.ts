@@ -86,6 +86,20 @@ export class Digester {
   digest(): Digest {
     return `${this.algorithm}:${this.#hash.digest("hex")}` as Digest;
   }
+
+  /**
+   * Instead of `digest()`: undefined when the bytes fed hash to `expected`, else the DigestMismatchError
+   * "Cannot verify <what>: content hashes to "<actual>" (<size> bytes)" to throw or report.
+   */
+  mismatch(expected: string, what: string): DigestMismatchError | undefined {
+    const actual = this.digest();
+    if (actual === expected) return undefined;
+    return new DigestMismatchError(
+      `Cannot verify ${what}: content hashes to "${actual}" (${this.#size} bytes)`,
+      expected,
+      actual,
+    );
+  }
 }
 
 /**
@@ -117,16 +131,8 @@ export function verifyingStream(
       controller.enqueue(chunk);
     },
     flush(controller) {
-      const actual = d.digest();
-      if (actual !== expected) {
-        controller.error(
-          new DigestMismatchError(
-            `Cannot verify ${what}: content hashes to "${actual}" (${d.size} bytes)`,
-            expected,
-            actual,
-          ),
-        );
-      }
+      const err = d.mismatch(expected, what);
+      if (err) controller.error(err);
     },
   });
 }

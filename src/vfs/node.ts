@@ -12,6 +12,7 @@
  * forget anything unless the node implements `forget`.
  */
 
+import type { Kstatfs } from "../fuse/codec.ts";
 import type { DirectSource } from "../fuse/direct_reads.ts";
 
 /** File type bits of st_mode (S_IFMT and friends). */
@@ -46,16 +47,8 @@ export interface DirEntry {
   node: Node;
 }
 
-export interface StatFs {
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  bsize: number;
-  namelen: number;
-  frsize: number;
-}
+/** What a tree reports for statfs(2): the kernel's fuse_kstatfs, which the bridge passes through as it is. */
+export type StatFs = Kstatfs;
 
 /** Per-request context handed to async capabilities. */
 export interface RequestContext {

@@ -12,9 +12,9 @@
  * this one reads the next chunks, hashes spans and does 2–3 for the chunks already inflated: a few chunks are in
  * flight, and results come back in order, so the zTOC is the same.
  */
-import { createHash } from "node:crypto";
 import { TarReader, type TarEntry } from "../tar/reader.ts";
 import { TYPEFLAG } from "../tar/header.ts";
+import { sha256Digest } from "../util/digest.ts";
 import { FailedPreconditionError, InvalidArgumentError, TarFormatError } from "../util/errors.ts";
 import { ZTOC_VERSION, compareUtf8, encodeZtoc } from "./codec.ts";
 import { formatGoTime } from "./go_time.ts";
@@ -166,7 +166,7 @@ export async function buildZtoc(
     compressionInfo: layer.compressionInfo,
   };
   const bytes = encodeZtoc(ztoc);
-  const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+  const digest = sha256Digest(bytes);
   return { ztoc, bytes, digest, warnings };
 }
 

@@ -9,8 +9,8 @@
  *  4. verify every span against its digest;
  *  5. inflate from the first span's checkpoint (gzip) or slice (uncompressed).
  */
-import { createHash } from "node:crypto";
 import { inflateFromCheckpoint } from "../compress/resume.ts";
+import { sha256Digest } from "../util/digest.ts";
 import { DigestMismatchError, FailedPreconditionError, NotFoundError, UnavailableError } from "../util/errors.ts";
 import { SpanTable } from "./spans.ts";
 import type { FileMetadata, Ztoc } from "./types.ts";
@@ -95,9 +95,7 @@ export async function extractFile(ztoc: Ztoc, path: string, options: ExtractOpti
   // 4. Verify each span.
   for (let id = ids.first; id <= ids.last; id++) {
     const r = spans.compressedRange(id);
-    const actual = `sha256:${createHash("sha256")
-      .update(buf.subarray(r.start - from, r.end - from))
-      .digest("hex")}`;
+    const actual = sha256Digest(buf.subarray(r.start - from, r.end - from));
     const expected = ztoc.compressionInfo.spanDigests[id]!;
     if (actual !== expected) {
       throw new DigestMismatchError(

@@ -10,11 +10,11 @@
  * `gzipWorkerPipeline`, the same work with the inflating on a thread of its own.
  * zstd has no backend, as in SOCI.
  */
-import { createHash, type Hash } from "node:crypto";
 import { createGzipIndexer, type GzipIndexResult } from "../compress/gzip_indexer.ts";
-import { inflateBackend } from "../compress/registry.ts";
+import { inflateBackend, inflateWorkerUrl } from "../compress/registry.ts";
 import type { Checkpoint } from "../compress/types.ts";
 import { WorkerGzipIndexer } from "../compress/worker_gzip_indexer.ts";
+import { Digester } from "../util/digest.ts";
 import type { CompressionInfo } from "./types.ts";
 import { encodeGzipZinfo } from "./zinfo_gzip.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo } from "./zinfo_tar.ts";
@@ -34,12 +34,10 @@ export interface LayerBackend {
 
 export type LayerBackendFactory = (options: { spanSizeBytes: number }) => LayerBackend;
 
-const hex = (h: Hash) => `sha256:${h.digest("hex")}`;
-
 /** Plain tar: spans are fixed slices of the blob, digests computed while streaming. */
 function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): LayerBackend {
   let size = 0;
-  let hash = createHash("sha256");
+  let hash = new Digester();
   let inSpan = 0;
   const digests: string[] = [];
   return {
@@ -51,8 +49,8 @@ function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): Laye
         inSpan += n;
         i += n;
         if (inSpan === spanSizeBytes) {
-          digests.push(hex(hash));
-          hash = createHash("sha256");
+          digests.push(hash.digest());
+          hash = new Digester();
           inSpan = 0;
         }
       }
@@ -60,7 +58,7 @@ function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): Laye
       return [chunk];
     },
     end() {
-      if (inSpan > 0) digests.push(hex(hash));
+      if (inSpan > 0) digests.push(hash.digest());
       const checkpoints = encodeTarZinfo({ version: TAR_ZINFO_VERSION, spanSizeBytes, sizeBytes: size });
       return {
         compressedSize: size,
@@ -93,7 +91,7 @@ function spanStart(cp: { in: number; bits: number }): number {
 class GzipSpanHasher {
   readonly digests: string[] = [];
   /** Hash of the current span (the one starting at the last checkpoint seen), once checkpoint 0 exists. */
-  #span: Hash | undefined;
+  #span: Digester | undefined;
   /** Absolute offset of the first byte of the next chunk. */
   #chunkStart = 0;
   /** Last byte of the previous chunk (S(i) may be it). */
@@ -107,9 +105,9 @@ class GzipSpanHasher {
     for (const cp of found) {
       if (this.#span) {
         this.#span.update(chunk.subarray(fed - chunkStart, cp.in - chunkStart));
-        this.digests.push(hex(this.#span));
+        this.digests.push(this.#span.digest());
       }
-      const span = createHash("sha256");
+      const span = new Digester();
       this.#span = span;
       const start = spanStart(cp);
       if (start < chunkStart) span.update(Uint8Array.of(this.#lastByte));
@@ -125,7 +123,7 @@ class GzipSpanHasher {
 
   /** Ends the last span at the end of the blob; returns all digests. */
   finish(): string[] {
-    if (this.#span) this.digests.push(hex(this.#span));
+    if (this.#span) this.digests.push(this.#span.digest());
     this.#span = undefined;
     return this.digests;
   }
@@ -215,8 +213,8 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
 /**
  * Gzip with inflating on a thread of its own (src/compress/worker_gzip_indexer.ts): chunks (whole buffers) go to
  * the worker; each comes back with its output and checkpoints, and is digested here while the worker inflates
- * the next ones. Same results as the "gzip" backend. Only where the default inflate backend can hand off its
- * output (zlib, under Bun): see `workerGzipAvailable()`.
+ * the next ones. Same results as the "gzip" backend. Only where the default inflate backend was registered with
+ * its worker module (zlib, under Bun, by the entry point): see `workerGzipAvailable()`.
  */
 export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number }): LayerPipeline {
   const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name });
@@ -236,7 +234,7 @@ export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number })
   };
 }
 
-/** Whether `gzipWorkerPipeline` can run here: workers exist and the default inflate backend hands output off. */
+/** Whether `gzipWorkerPipeline` can run here: workers exist and the default inflate backend has a worker module. */
 export function workerGzipAvailable(): boolean {
-  return typeof Worker !== "undefined" && inflateBackend().name === "zlib";
+  return typeof Worker !== "undefined" && inflateWorkerUrl(inflateBackend().name) !== undefined;
 }

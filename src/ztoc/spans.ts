@@ -9,8 +9,8 @@
  * Uncompressed (SOCI tar_zinfo.go): span i is [i·span_size, min((i+1)·span_size, size)) in both streams.
  * Span digests cover [S(i), E(i)) of the blob.
  */
-import { createHash } from "node:crypto";
 import type { Checkpoint } from "../compress/types.ts";
+import { Digester } from "../util/digest.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 import type { Ztoc } from "./types.ts";
 import { decodeGzipZinfo } from "./zinfo_gzip.ts";
@@ -158,13 +158,13 @@ export function hashRanges(chunks: readonly Uint8Array[], ranges: readonly { sta
   for (const r of ranges) {
     while (ci > 0 && starts[ci]! > r.start) ci--;
     while (ci + 1 < chunks.length && starts[ci + 1]! <= r.start) ci++;
-    const h = createHash("sha256");
+    const h = new Digester();
     for (let i = ci; i < chunks.length && starts[i]! < r.end; i++) {
       const a = Math.max(r.start, starts[i]!);
       const b = Math.min(r.end, starts[i]! + chunks[i]!.length);
       if (b > a) h.update(chunks[i]!.subarray(a - starts[i]!, b - starts[i]!));
     }
-    out.push(`sha256:${h.digest("hex")}`);
+    out.push(h.digest());
   }
   return out;
 }

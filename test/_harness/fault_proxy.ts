@@ -16,7 +16,7 @@
  * Each fault may carry `times` (how many matching requests it hits, default all) and `match`
  * (`{ method?, path?: RegExp }`). `requests` logs every request: method, path, Range, status.
  */
-import { sleep } from "../../src/registry/retry.ts";
+import { sleep } from "../../src/util/abort.ts";
 
 export type Fault = (
   | { kind: "status"; status: number; retryAfterSec?: number }

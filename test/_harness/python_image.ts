@@ -40,6 +40,9 @@ export const PYTHON_LAYER2_FILES = {
   removed: "etc/issue.net",
 };
 
+/** The line /opt/soci-test/hello.py prints (without its newline). */
+export const PYTHON_HELLO_LINE = PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!;
+
 const FIXTURE_VERSION = "v2";
 
 function fixturesRoot(): string {

@@ -8,7 +8,7 @@ import { createGzipIndexer } from "../../src/compress/gzip_indexer.ts";
 import { backendNames } from "../../src/compress/registry.ts";
 import type { GzipIndexResult } from "../../src/compress/types.ts";
 import { WorkerGzipIndexer } from "../../src/compress/worker_gzip_indexer.ts";
-import { GzipFormatError } from "../../src/util/errors.ts";
+import { GzipFormatError, InvalidArgumentError } from "../../src/util/errors.ts";
 import { gzipSync } from "node:zlib";
 import { Rand } from "../_harness/rand.ts";
 import { concat, indexAll, mixed } from "./fixtures.ts";
@@ -106,6 +106,13 @@ describe.skipIf(!haveZlib)("gzip indexer on a worker", () => {
       expect((got as GzipFormatError).message).toBe((expected as GzipFormatError).message);
       expect((got as GzipFormatError).offset).toBe((expected as GzipFormatError).offset);
     }
+  });
+
+  test("a backend registered without a worker module cannot run on a thread", () => {
+    // "ts" is registered by the registry itself, with no worker module: only the entry points give one (zlib's).
+    expect(() => new WorkerGzipIndexer({ spanSize: 1 << 20, backend: "ts" })).toThrow(
+      new InvalidArgumentError('Cannot start the inflate thread: inflate backend "ts" has no worker module registered'),
+    );
   });
 
   test("a handed-off output buffer is never written again", () => {

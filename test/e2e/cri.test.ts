@@ -17,38 +17,21 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
-import { BUN, MAIN } from "../_harness/cli.ts";
 import { CriClient, pauseImageArchive } from "../_harness/cri.ts";
 import { needs } from "../_harness/env.ts";
 import { waitFor } from "../_harness/ports.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, PYTHON_HELLO_LINE, pushPythonImage } from "../_harness/python_image.ts";
 import { type AccessLogEntry, pushImage } from "../_harness/registry.ts";
 import { Rand } from "../_harness/rand.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import { publishIndex, SNAPSHOTTER_ENV_NEEDS, serveLayerMounts, startServe } from "../_harness/soci_ts_env.ts";
 import { layoutManifest } from "./_mount_helpers.ts";
 
-const run = needs(
-  "Kubernetes CRI with soci-ts serve",
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:busybox",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
-);
+const run = needs("Kubernetes CRI with soci-ts serve", ...SNAPSHOTTER_ENV_NEEDS);
 const MINUTES = 60_000;
-const HELLO_PY = PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!;
+const HELLO_PY = PYTHON_HELLO_LINE;
 const PAUSE = "soci-ts.test/pause:e2e";
 const USER = "alice";
 const PASSWORD = "wonderland-secret";
@@ -69,12 +52,6 @@ describe.skipIf(!run)("Kubernetes through CRI: containerd's CRI plugin pulls laz
   const serveLogFile = () => join(dir, "serve.log");
   const serveLog = () => readFileSync(serveLogFile(), "utf8");
 
-  /** `soci-ts ARGS` inside the namespace (the made-up registry name resolves there), checked. */
-  const cli = async (args: string[], timeoutMs = 10 * MINUTES) => {
-    const r = await env!.ns.run([BUN, MAIN, ...args], { env: env!.env, timeoutMs });
-    if (r.code !== 0) throw new Error(`soci-ts ${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
-    return r;
-  };
   /** The layer bytes of `manifest` the registry sent since entry `from` of its access log. */
   const layerBytesSent = (manifest: Manifest, log: AccessLogEntry[], from: number) =>
     log
@@ -83,8 +60,7 @@ describe.skipIf(!run)("Kubernetes through CRI: containerd's CRI plugin pulls laz
       .reduce((n, a) => n + a.bytes, 0);
   const layerBytes = (manifest: Manifest) => manifest.layers.reduce((n, l) => n + l.size, 0);
   /** serve's FUSE mounts (one per lazy layer). */
-  const layerMounts = () =>
-    env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(join(dir, "root")));
+  const layerMounts = () => serveLayerMounts(env!, join(dir, "root"));
 
   beforeAll(async () => {
     const layout = await ensurePythonImage();
@@ -113,11 +89,9 @@ describe.skipIf(!run)("Kubernetes through CRI: containerd's CRI plugin pulls laz
     });
     busybox = `${env.registryHost}/e2e/busybox:v1`;
     busyboxManifest = bb.manifest;
-    const publisher = ["--root", join(dir, "publisher"), "--config", publisherConfig];
-    await cli([...publisher, "index", "create", python, "--min-layer-size", "0", "--span-size", "1MiB"]);
-    await cli([...publisher, "index", "push", python]);
-    await cli([...publisher, "index", "create", busybox, "--min-layer-size", "0", "--span-size", "1MiB"]);
-    await cli([...publisher, "index", "push", busybox]);
+    const publisher = { root: join(dir, "publisher"), config: publisherConfig };
+    await publishIndex(env, python, publisher);
+    await publishIndex(env, busybox, publisher);
     // The pause image, imported into CRI's namespace and unpacked in soci (CRI runs every pod on it).
     const pause = join(dir, "pause.tar");
     writeFileSync(pause, pauseImageArchive(PAUSE));
@@ -137,12 +111,7 @@ describe.skipIf(!run)("Kubernetes through CRI: containerd's CRI plugin pulls laz
         "",
       ].join("\n"),
     );
-    serve = await env.ns.spawn(
-      [BUN, MAIN, "--root", join(dir, "root"), "--config", config, "serve", "--address", env.socket],
-      serveLogFile(),
-      { env: env.env },
-    );
-    await env.snapshotterReachable(60_000);
+    serve = await startServe(env, { dir, root: join(dir, "root"), config }, serveLogFile());
     await env.containerd.ctr(["images", "import", "--snapshotter", "soci", pause], {
       namespace: "k8s.io",
     });

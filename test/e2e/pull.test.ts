@@ -11,40 +11,30 @@
  *     an unreachable registry (after the lease was taken).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, PYTHON_HELLO_LINE, pushPythonImage } from "../_harness/python_image.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage } from "../_harness/registry.ts";
 import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import {
+  publishIndex,
+  SNAPSHOTTER_ENV_NEEDS,
+  serveLayerMounts,
+  sociTsDirs,
+  startServe,
+} from "../_harness/soci_ts_env.ts";
 import { layoutManifest } from "./_mount_helpers.ts";
 
-const run = needs(
-  "soci-ts pull with containerd",
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:busybox",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
-);
+const run = needs("soci-ts pull with containerd", ...SNAPSHOTTER_ENV_NEEDS);
 const MINUTES = 60_000;
 const GREETING = "hello from the second layer\n";
-const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
+const HELLO_PY = `${PYTHON_HELLO_LINE}\n`;
 
 describe.skipIf(!run)("soci-ts pull through containerd's API", () => {
   let env: SnapshotterEnv | undefined;
@@ -87,8 +77,7 @@ describe.skipIf(!run)("soci-ts pull through containerd's API", () => {
       .split("\n")
       .map((l) => l.trim())
       .filter(Boolean);
-  const layerMounts = () =>
-    env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(root));
+  const layerMounts = () => serveLayerMounts(env!, root);
   /** Bytes of the image's layer blobs the registry sent since access-log entry `from`. */
   const layerBytesSent = async (manifest: Manifest, from: number) =>
     (await env!.registry.accessLog())
@@ -100,20 +89,8 @@ describe.skipIf(!run)("soci-ts pull through containerd's API", () => {
     const layout = await ensurePythonImage();
     pythonManifest = layoutManifest(layout);
     env = await startSnapshotterEnv();
-    dir = join(env.dir, "soci-ts");
-    root = join(dir, "root");
-    mkdirSync(root, { recursive: true });
-    config = join(dir, "config.toml");
-    writeFileSync(
-      config,
-      [
-        `[resolver.host."${env.registryHost}"]`,
-        `ca_file = "${env.env.SSL_CERT_FILE}"`,
-        "[background_fetch]",
-        "disable = true",
-        "",
-      ].join("\n"),
-    );
+    const dirs = sociTsDirs(env, { tables: ["[background_fetch]", "disable = true"] });
+    ({ dir, root, config } = dirs);
     await pushPythonImage(env.registry.host, { repository: "e2e/python", tag: "v1" });
     python = `${env.registryHost}/e2e/python:v1`;
     await pushImage(env.registry, "e2e/plain", "v1", {
@@ -126,24 +103,9 @@ describe.skipIf(!run)("soci-ts pull through containerd's API", () => {
     });
     plain = `${env.registryHost}/e2e/plain:v1`;
     // A publisher (its own root) indexes python and pushes the index.
-    const publisher = join(dir, "publisher");
-    for (const args of [
-      ["index", "create", python, "--min-layer-size", "0", "--span-size", "1MiB"],
-      ["index", "push", python],
-    ]) {
-      const r = await env.ns.run([BUN, MAIN, "--root", publisher, "--config", config, ...args], {
-        env: env.env,
-        timeoutMs: 10 * MINUTES,
-      });
-      if (r.code !== 0) throw new Error(`soci-ts ${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
-    }
+    await publishIndex(env, python, { root: join(dir, "publisher"), config });
     serveLogFile = join(dir, "serve.log");
-    serve = await env.ns.spawn(
-      [BUN, MAIN, "--root", root, "--config", config, "serve", "--address", env.socket],
-      serveLogFile,
-      { env: env.env },
-    );
-    await env.snapshotterReachable(60_000);
+    serve = await startServe(env, dirs, serveLogFile);
   }, 30 * MINUTES);
 
   afterAll(async () => {

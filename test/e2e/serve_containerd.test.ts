@@ -17,37 +17,26 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
-import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, PYTHON_HELLO_LINE, pushPythonImage } from "../_harness/python_image.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage } from "../_harness/registry.ts";
 import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import {
+  publishIndex,
+  runSociTs,
+  SNAPSHOTTER_ENV_NEEDS,
+  serveLayerMounts,
+  sociTsDirs,
+  startServe as startServeIn,
+} from "../_harness/soci_ts_env.ts";
 import { applyLayers, describeTree, layoutManifest } from "./_mount_helpers.ts";
 
-const run = needs(
-  "serve with containerd",
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:busybox",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
-  "tool:tar",
-);
+const run = needs("serve with containerd", ...SNAPSHOTTER_ENV_NEEDS, "tool:tar");
 const MINUTES = 60_000;
 const GREETING = "hello from the second layer\n";
-const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
+const HELLO_PY = `${PYTHON_HELLO_LINE}\n`;
 
 describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   let env: SnapshotterEnv | undefined;
@@ -66,24 +55,14 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
   const serveLog = () => logs.map((f) => readFileSync(f, "utf8")).join("");
 
   /** `soci-ts ARGS` inside the namespace (the made-up registry name resolves there), checked. */
-  const cli = async (args: string[], timeoutMs = 10 * MINUTES) => {
-    const r = await env!.ns.run([BUN, MAIN, "--config", config, ...args], { env: env!.env, timeoutMs });
-    if (r.code !== 0) throw new Error(`soci-ts ${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
-    return r;
-  };
+  const cli = (args: string[], timeoutMs = 10 * MINUTES) => runSociTs(env!, ["--config", config, ...args], timeoutMs);
   const startServe = async () => {
     const log = join(dir, `serve-${logs.length}.log`);
     logs.push(log);
-    serve = await env!.ns.spawn(
-      [BUN, MAIN, "--root", root, "--config", config, "serve", "--address", env!.socket],
-      log,
-      { env: env!.env },
-    );
-    await env!.snapshotterReachable(60_000);
+    serve = await startServeIn(env!, { dir, root, config }, log);
   };
   /** FUSE mounts of serve (one per lazily mounted layer) in the namespace. */
-  const layerMounts = () =>
-    env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(root));
+  const layerMounts = () => serveLayerMounts(env!, root);
   const ctr = (args: string[], timeoutMs = 5 * MINUTES) => env!.containerd.ctr(args, { timeoutMs });
   /** `soci-ts pull REF` into the env's containerd, through the `soci` snapshotter. */
   const pull = (ref: string) =>
@@ -93,24 +72,16 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
     layout = await ensurePythonImage();
     pythonManifest = layoutManifest(layout);
     env = await startSnapshotterEnv();
-    dir = join(env.dir, "soci-ts");
-    root = join(dir, "root");
-    mkdirSync(root, { recursive: true });
-    config = join(dir, "config.toml");
-    writeFileSync(
-      config,
-      [
-        `[resolver.host."${env.registryHost}"]`,
-        `ca_file = "${env.env.SSL_CERT_FILE}"`,
+    ({ dir, root, config } = sociTsDirs(env, {
+      tables: [
         "[background_fetch]",
         "disable = true",
         // Layer mounts end with serve (step 4 checks they are mounted again); serve_restart.test.ts checks the
         // connections kept across restarts.
         "[snapshotter]",
         "keep_mounts_on_restart = false",
-        "",
-      ].join("\n"),
-    );
+      ],
+    }));
     // Images: python (two layers), busybox without an index, busybox whose index covers only its big layer.
     await pushPythonImage(env.registry.host, { repository: "e2e/python", tag: "v1" });
     python = `${env.registryHost}/e2e/python:v1`;
@@ -133,10 +104,8 @@ describe.skipIf(!run)("soci-ts serve as containerd's proxy snapshotter", () => {
     partial = `${env.registryHost}/e2e/partial:v1`;
     // 1. The publisher (its own root): index and push.
     const publisher = join(dir, "publisher");
-    await cli(["--root", publisher, "index", "create", python, "--min-layer-size", "0", "--span-size", "1MiB"]);
-    await cli(["--root", publisher, "index", "push", python]);
-    await cli(["--root", publisher, "index", "create", partial, "--min-layer-size", "1MiB", "--span-size", "1MiB"]);
-    await cli(["--root", publisher, "index", "push", partial]);
+    await publishIndex(env, python, { root: publisher, config });
+    await publishIndex(env, partial, { root: publisher, config, minLayerSize: "1MiB" });
     await startServe();
   }, 30 * MINUTES);
 

@@ -11,7 +11,7 @@
  *     image, bytes and span states.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../../src/oci/types.ts";
 import type { ServeStatus } from "../../src/service/status.ts";
@@ -22,34 +22,21 @@ import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
 import { freePort, waitFor } from "../_harness/ports.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, PYTHON_HELLO_LINE, pushPythonImage } from "../_harness/python_image.ts";
 import type { AccessLogEntry } from "../_harness/registry.ts";
 import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import {
+  publishIndex,
+  SNAPSHOTTER_ENV_NEEDS,
+  serveLayerMounts,
+  sociTsDirs,
+  startServe,
+} from "../_harness/soci_ts_env.ts";
 import { layoutManifest } from "./_mount_helpers.ts";
 
-const run = needs(
-  "serve metrics with containerd",
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:busybox",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:apt-get",
-  "tool:dpkg",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
-  "tool:tar",
-);
+const run = needs("serve metrics with containerd", ...SNAPSHOTTER_ENV_NEEDS, "tool:apt-get", "tool:dpkg", "tool:tar");
 const MINUTES = 60_000;
-const HELLO_PY = `${PYTHON_LAYER2_FILES.added["opt/soci-test/hello.py"]!.match(/'(.*)'/)![1]!}\n`;
+const HELLO_PY = `${PYTHON_HELLO_LINE}\n`;
 
 describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status", () => {
   let env: SnapshotterEnv | undefined;
@@ -66,11 +53,6 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
   let logAtStart: number;
   let receivedAtStart: number;
 
-  const cli = async (args: string[], timeoutMs = 10 * MINUTES) => {
-    const r = await env!.ns.run([BUN, MAIN, "--config", config, ...args], { env: env!.env, timeoutMs });
-    if (r.code !== 0) throw new Error(`soci-ts ${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
-    return r;
-  };
   const scrape = async () => parseExposition(await (await fetch(`${metricsUrl}/metrics`)).text());
   const received = (m: Map<string, number>) =>
     ["range", "blob", "manifest"].reduce(
@@ -82,8 +64,7 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
     (await (
       await fetch("http://localhost/debug/layers", { unix: join(root, STATUS_SOCKET_NAME) })
     ).json()) as ServeStatus;
-  const layerMounts = () =>
-    env!.ns.mounts().filter((m) => m.fsType === "fuse.soci-ts" && m.mountPoint.startsWith(root));
+  const layerMounts = () => serveLayerMounts(env!, root);
   const ctr = (args: string[], timeoutMs = 5 * MINUTES) => env!.containerd.ctr(args, { timeoutMs });
   const sentToSociTs = (log: AccessLogEntry[]) => log.filter((a) => a.userAgent.startsWith("soci-ts/"));
 
@@ -92,39 +73,20 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
     [soci, layout] = await Promise.all([ensureAwsSoci(), ensurePythonImage()]);
     pythonManifest = layoutManifest(layout);
     env = await startSnapshotterEnv({ privateDirs: [AWS_SOCI_LIB] });
-    dir = join(env.dir, "soci-ts");
-    root = join(dir, "root");
-    mkdirSync(root, { recursive: true });
-    config = join(dir, "config.toml");
     const port = await freePort();
     metricsUrl = `http://127.0.0.1:${port}`;
-    writeFileSync(
-      config,
-      [
-        `metrics_address = "127.0.0.1:${port}"`,
-        `metrics_network = "tcp"`,
-        `[resolver.host."${env.registryHost}"]`,
-        `ca_file = "${env.env.SSL_CERT_FILE}"`,
-        // Background fetching on, quickly: step 2 waits until every layer is whole and verified.
-        "[background_fetch]",
-        "silence_period_msec = 500",
-        "fetch_period_msec = 0",
-        "",
-      ].join("\n"),
-    );
+    const dirs = sociTsDirs(env, {
+      topLevel: [`metrics_address = "127.0.0.1:${port}"`, `metrics_network = "tcp"`],
+      // Background fetching on, quickly: step 2 waits until every layer is whole and verified.
+      tables: ["[background_fetch]", "silence_period_msec = 500", "fetch_period_msec = 0"],
+    });
+    ({ dir, root, config } = dirs);
     await pushPythonImage(env.registry.host, { repository: "e2e/python", tag: "v1" });
     python = `${env.registryHost}/e2e/python:v1`;
-    const publisher = join(dir, "publisher");
-    await cli(["--root", publisher, "index", "create", python, "--min-layer-size", "0", "--span-size", "1MiB"]);
-    await cli(["--root", publisher, "index", "push", python]);
+    await publishIndex(env, python, { root: join(dir, "publisher"), config });
     // serve; nothing asks the registry for serve before containerd prepares a snapshot.
     serveLog = join(dir, "serve.log");
-    serve = await env.ns.spawn(
-      [BUN, MAIN, "--root", root, "--config", config, "serve", "--address", env.socket],
-      serveLog,
-      { env: env.env },
-    );
-    await env.snapshotterReachable(60_000);
+    serve = await startServe(env, dirs, serveLog);
     logAtStart = (await env.registry.accessLog()).length;
     receivedAtStart = received(await scrape());
   }, 30 * MINUTES);

@@ -90,7 +90,8 @@ describe("ReaderPool on socket pairs", () => {
     const members = conns.map(({ p, c }) => pool.attach(c, [p.pool]));
     expect(pool.running).toBe(2);
     expect(pool.fds).toBe(6);
-    for (let r = 0; r < 20; r++) conns.forEach(({ p }, i) => writeSync(p.kernel, enc.encode(`c${i}-r${r}`)));
+    for (let r = 0; r < 20; r++)
+      for (const [i, { p }] of conns.entries()) writeSync(p.kernel, enc.encode(`c${i}-r${r}`));
     await Promise.all(conns.map(({ c }) => c.next(20)));
     conns.forEach(({ p, c }, i) => {
       expect(c.got).toEqual(Array.from({ length: 20 }, (_, r) => `c${i}-r${r}`));

@@ -22,7 +22,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { BUN, REPO } from "../_harness/cli.ts";
 import { Rand } from "../_harness/rand.ts";
 import { compressLayer, writeImage, writeTar } from "../soci/_layers.ts";
-import { sha256Digest } from "../../src/soci/artifact_store.ts";
+import { sha256Digest } from "../../src/util/digest.ts";
 import { INFLATE_THREAD_MIN_LAYER_BYTES } from "../../src/soci/builder.ts";
 import { buildZtoc } from "../../src/ztoc/builder.ts";
 

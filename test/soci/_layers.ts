@@ -7,7 +7,7 @@
 import { gzipSync } from "node:zlib";
 import { MediaType } from "../../src/oci/media_types.ts";
 import type { Descriptor, Manifest } from "../../src/oci/types.ts";
-import { sha256Digest } from "../../src/soci/artifact_store.ts";
+import { sha256Digest } from "../../src/util/digest.ts";
 import { OciLayout } from "../../src/registry/oci_layout.ts";
 import { type TarWriteEntry, writeTar } from "../../src/tar/writer.ts";
 import { Rand } from "../_harness/rand.ts";

@@ -11,13 +11,8 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  ArtifactStore,
-  currentWriter,
-  type IndexRecord,
-  sha256Digest,
-  temporaryName,
-} from "../../src/soci/artifact_store.ts";
+import { ArtifactStore, currentWriter, type IndexRecord, temporaryName } from "../../src/soci/artifact_store.ts";
+import { sha256Digest } from "../../src/util/digest.ts";
 import { processStartTime } from "../../src/platform/proc.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
 
@@ -98,7 +93,7 @@ describe("ArtifactStore", () => {
     const s = new ArtifactStore(root);
     const blobs = await s.listBlobs();
     expect(blobs.length).toBeGreaterThan(3);
-    for (const d of blobs) expect(sha256Digest(await s.getBlob(d))).toBe(d);
+    for (const d of blobs) expect<string>(sha256Digest(await s.getBlob(d))).toBe(d);
     const records = await s.listRecords();
     expect(records.length).toBeGreaterThan(3);
     for (const r of records) expect(r.imageRef.length).toBeGreaterThan(1000);

@@ -25,7 +25,7 @@ import { getFile, listZtocs, loadZtoc } from "../../src/soci/ztoc_store.ts";
 import { ztocInfo } from "../../src/ztoc/info.ts";
 import { buildZtoc } from "../../src/ztoc/builder.ts";
 import { DEFAULT_BUILD_TOOL_IDENTIFIER } from "../../src/soci/index.ts";
-import { sha256Digest } from "../../src/soci/artifact_store.ts";
+import { sha256Digest } from "../../src/util/digest.ts";
 import { FailedPreconditionError, GzipFormatError } from "../../src/util/errors.ts";
 import { type Compression, compressLayer, generateEntries, regularFiles, writeImage, writeTar } from "./_layers.ts";
 

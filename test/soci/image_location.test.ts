@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { goIndex } from "../../src/oci/go_json.ts";
 import { MediaType } from "../../src/oci/media_types.ts";
 import type { Manifest } from "../../src/oci/types.ts";
-import { sha256Digest } from "../../src/soci/artifact_store.ts";
+import { sha256Digest } from "../../src/util/digest.ts";
 import { OciLayout, REF_NAME_ANNOTATION } from "../../src/registry/oci_layout.ts";
 import { parseLayoutSpec } from "../../src/registry/open_image_source.ts";
 import { parsePlatform } from "../../src/oci/platform.ts";

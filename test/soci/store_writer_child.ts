@@ -1,6 +1,7 @@
 /** Child of the artifact store crash test: writes blobs and records until it is killed. */
 import process from "node:process";
-import { ArtifactStore, sha256Digest } from "../../src/soci/artifact_store.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { sha256Digest } from "../../src/util/digest.ts";
 
 const store = new ArtifactStore(process.argv[2]!);
 let i = 0;

@@ -3,14 +3,15 @@
  * output in buffers handed off after each push), fed compressed chunks, answering each with its output and the
  * checkpoints found, all by transfer (no copies but the checkpoint windows).
  *
- * Rank 1 (compress). Started by `new Worker(new URL("./inflate_worker.ts", import.meta.url))`; release builds list
- * this file as an entry point so the compiled binary embeds it.
+ * Rank 1 (compress), runtime-neutral: the thread's entry module (src/inflate_worker.ts, which release builds list
+ * so that the compiled binary embeds it) registers the backends of its thread and then calls
+ * {@link runInflateThread}; the backend registration names that module (`workerUrl`, src/compress/registry.ts).
  *
  * Messages in (InMessage), in this order: `init`, then `push`/`recycle` in any mix, then `end`.
  * Messages out (OutMessage): one `pushed` per `push`, in order; `ended` after `end`; or one `error`, after which
  * nothing else is answered.
  */
-import type { GzipIndexer } from "./gzip_indexer.ts";
+import { createGzipIndexer, type GzipIndexer } from "./gzip_indexer.ts";
 import type { Checkpoint } from "./types.ts";
 
 /** What the main thread sends. */
@@ -44,17 +45,14 @@ let failed = false;
 
 const post = (m: OutMessage, transfer: ArrayBuffer[] = []) => postMessage(m, { transfer });
 
-// The backends load with a top-level await (src/compress/registry.ts), and messages that arrive while a module
-// is still evaluating find no handler: listen first, load, then handle what queued up meanwhile.
-const queued: InMessage[] = [];
-let ready = false;
-self.onmessage = (e: MessageEvent<InMessage>) => {
-  if (ready) handle(e.data);
-  else queued.push(e.data);
-};
-const { createGzipIndexer } = await import("./gzip_indexer.ts");
-ready = true;
-for (const m of queued.splice(0)) handle(m);
+/**
+ * Answers the messages of this worker thread (see the top of this file). Call it once, from the thread's entry
+ * module, after registering the backends the main thread may name in `init`, and before that module's
+ * evaluation ends (with no await before it), so that no message arrives while nobody listens.
+ */
+export function runInflateThread(): void {
+  self.onmessage = (e: MessageEvent<InMessage>) => handle(e.data);
+}
 
 function handle(m: InMessage): void {
   if (failed) return;
