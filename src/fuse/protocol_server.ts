@@ -70,7 +70,6 @@ import {
   INIT_FLAG2_NAMES,
   INIT_FLAG_NAMES,
   INIT_IN_SIZE,
-  INIT_OUT_SIZE,
   INTERRUPT_IN_SIZE,
   IN_HEADER_SIZE,
   OPCODE_NAMES,
@@ -87,8 +86,12 @@ import {
   dataHeader,
   DirentBuffer,
   decodeInHeader,
+  decodeInitIn,
+  decodeInitOut,
   entryReply,
   errorReply,
+  initReply,
+  type InitOut,
   newReply,
   openReply,
   RequestReader,
@@ -179,6 +182,20 @@ const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
 const W_OK = 2;
 const BODY = IN_HEADER_SIZE;
+/** An INIT reply with nothing set (the one to a newer major sets only `major`). */
+const NO_INIT_OUT: InitOut = {
+  major: 0,
+  minor: 0,
+  maxReadahead: 0,
+  flags: 0,
+  maxBackground: 0,
+  congestionThreshold: 0,
+  maxWrite: 0,
+  timeGran: 0,
+  maxPages: 0,
+  flags2: 0,
+  maxStackDepth: 0,
+};
 
 /** Per-request context; the AbortController is made only when someone looks at the signal. */
 class RequestCtx implements RawContext {
@@ -447,20 +464,15 @@ function then<T>(
 
 // 1. INIT: take what the kernel offers of what we want; refuse kernels older than 7.31.
 row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
-  const major = r.u32(BODY);
-  const minor = r.u32(BODY + 4);
-  const kernelReadahead = r.u32(BODY + 8);
-  const kernelFlags = r.u32(BODY + 12);
-  if (major < FUSE_KERNEL_VERSION) {
-    s.onError(`Cannot serve FUSE: kernel speaks protocol ${major}.${minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
+  const k = decodeInitIn(r);
+  if (k.major < FUSE_KERNEL_VERSION) {
+    s.onError(`Cannot serve FUSE: kernel speaks protocol ${k.major}.${k.minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
     throw new FuseErrno(EPROTO);
   }
-  const out = newReply(h.unique, INIT_OUT_SIZE);
-  const v = new DataView(out.buffer, out.byteOffset + OUT_HEADER_SIZE, INIT_OUT_SIZE);
-  v.setUint32(0, FUSE_KERNEL_VERSION, true);
-  if (major > FUSE_KERNEL_VERSION) return one(out); // the kernel retries INIT with our major
-  if (minor < FUSE_MIN_MINOR_VERSION) {
-    s.onError(`Cannot serve FUSE: kernel speaks protocol 7.${minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
+  // A newer major: answer ours alone, and the kernel retries INIT with it.
+  if (k.major > FUSE_KERNEL_VERSION) return one(initReply(h.unique, { ...NO_INIT_OUT, major: FUSE_KERNEL_VERSION }));
+  if (k.minor < FUSE_MIN_MINOR_VERSION) {
+    s.onError(`Cannot serve FUSE: kernel speaks protocol 7.${k.minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
     throw new FuseErrno(EPROTO);
   }
   const wanted =
@@ -472,40 +484,42 @@ row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
     FUSE_MAX_PAGES |
     FUSE_CACHE_SYMLINKS |
     FUSE_ASYNC_DIO;
-  let flags = (kernelFlags & wanted) >>> 0;
+  let flags = (k.flags & wanted) >>> 0;
   const maxPages = Math.max(1, Math.floor(s.opts.maxReadBytes / FUSE_PAGE_SIZE));
   // Passthrough (7.40): asked for, a transport to do it, and offered in flags2 (present with FUSE_INIT_EXT).
-  const kernelFlags2 = kernelFlags & FUSE_INIT_EXT && r.bytes.length >= BODY + 20 ? r.u32(BODY + 16) : 0;
   const passthrough =
     s.wantsPassthrough &&
     s.backingFiles !== undefined &&
-    minor >= FUSE_PASSTHROUGH_MINOR_VERSION &&
-    (kernelFlags2 & FUSE_PASSTHROUGH_FLAGS2) !== 0;
+    k.minor >= FUSE_PASSTHROUGH_MINOR_VERSION &&
+    (k.flags2 & FUSE_PASSTHROUGH_FLAGS2) !== 0;
   const flags2 = passthrough ? FUSE_PASSTHROUGH_FLAGS2 : 0;
   if (passthrough) flags |= FUSE_INIT_EXT;
-  const ourMinor = passthrough ? FUSE_PASSTHROUGH_MINOR_VERSION : Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
-  const maxReadahead = Math.min(kernelReadahead, s.opts.maxReadaheadBytes);
-  v.setUint32(4, ourMinor, true);
-  v.setUint32(8, maxReadahead, true);
-  v.setUint32(12, flags, true);
-  v.setUint16(16, s.opts.maxBackground, true);
-  v.setUint16(18, Math.max(1, Math.floor((s.opts.maxBackground * 3) / 4)), true);
-  v.setUint32(20, s.opts.maxWriteBytes, true);
-  v.setUint32(24, 1, true); // time_gran: nanoseconds
-  v.setUint16(28, maxPages, true);
-  v.setUint32(32, flags2, true);
+  const ourMinor = passthrough ? FUSE_PASSTHROUGH_MINOR_VERSION : Math.min(k.minor, FUSE_KERNEL_MINOR_VERSION);
+  const maxReadahead = Math.min(k.maxReadahead, s.opts.maxReadaheadBytes);
+  const out = initReply(h.unique, {
+    major: FUSE_KERNEL_VERSION,
+    minor: ourMinor,
+    maxReadahead,
+    flags,
+    maxBackground: s.opts.maxBackground,
+    congestionThreshold: Math.max(1, Math.floor((s.opts.maxBackground * 3) / 4)),
+    maxWrite: s.opts.maxWriteBytes,
+    timeGran: 1,
+    maxPages,
+    flags2,
+    maxStackDepth: passthrough ? PASSTHROUGH_MAX_STACK_DEPTH : 0,
+  });
   if (passthrough) {
-    v.setUint32(36, PASSTHROUGH_MAX_STACK_DEPTH, true);
     s.passthrough = new PassthroughOpens(s.backingFiles!, s.onError);
   } else if (s.wantsPassthrough) {
     s.onError(
-      `FUSE passthrough is not available (kernel protocol 7.${minor}${minor >= FUSE_PASSTHROUGH_MINOR_VERSION ? ", not offered" : ""}); files are served instead`,
+      `FUSE passthrough is not available (kernel protocol 7.${k.minor}${k.minor >= FUSE_PASSTHROUGH_MINOR_VERSION ? ", not offered" : ""}); files are served instead`,
     );
   }
   s.settle({
     major: FUSE_KERNEL_VERSION,
     minor: ourMinor,
-    kernelMinor: minor,
+    kernelMinor: k.minor,
     flags,
     maxReadahead,
     maxWrite: s.opts.maxWriteBytes,
@@ -709,8 +723,10 @@ function describeIn({ h, r }: Request): string {
         return ` size=${r.u32(BODY)}`;
       case FUSE_INTERRUPT:
         return ` unique=${r.u64n(BODY)}`;
-      case FUSE_INIT:
-        return ` ${r.u32(BODY)}.${r.u32(BODY + 4)} ra=${r.u32(BODY + 8)} ${flagNames(r.u32(BODY + 12))}`;
+      case FUSE_INIT: {
+        const k = decodeInitIn(r);
+        return ` ${k.major}.${k.minor} ra=${k.maxReadahead} ${flagNames(k.flags)}`;
+      }
       case FUSE_RELEASE:
       case FUSE_RELEASEDIR:
         return ` fh=${r.u64(BODY)}`;
@@ -741,11 +757,10 @@ function describeOut(opcode: number, iov: ReplyIov): string {
     case FUSE_OPENDIR:
       return `OK fh=${v.getBigUint64(OUT_HEADER_SIZE, true)} flags=${v.getUint32(OUT_HEADER_SIZE + 8, true)}`;
     case FUSE_INIT: {
-      const flags2 = v.getUint32(OUT_HEADER_SIZE + 32, true);
-      const names2 = INIT_FLAG2_NAMES.filter(([bit]) => flags2 & bit).map(([, n]) => n);
-      return `OK 7.${v.getUint32(OUT_HEADER_SIZE + 4, true)} ra=${v.getUint32(OUT_HEADER_SIZE + 8, true)} ${flagNames(
-        v.getUint32(OUT_HEADER_SIZE + 12, true),
-      )}${names2.length ? ` flags2={${names2.join(",")}}` : ""} max_pages=${v.getUint16(OUT_HEADER_SIZE + 28, true)}`;
+      const o = decodeInitOut(head);
+      const names2 = INIT_FLAG2_NAMES.filter(([bit]) => o.flags2 & bit).map(([, n]) => n);
+      const flags2 = names2.length ? ` flags2={${names2.join(",")}}` : "";
+      return `OK 7.${o.minor} ra=${o.maxReadahead} ${flagNames(o.flags)}${flags2} max_pages=${o.maxPages}`;
     }
     case FUSE_OPEN: {
       const openFlags = v.getUint32(OUT_HEADER_SIZE + 8, true);
