@@ -158,6 +158,19 @@ describe("INIT", () => {
     expect(decodeInitOut(reply!)).toMatchObject({ major: 7, minor: 0, flags: 0, maxWrite: 0, maxPages: 0 });
     expect(s.negotiated).toBeUndefined();
   });
+
+  test("what INIT settled can be read but not changed from outside, and the connection's state is not reachable", async () => {
+    const s = new ProtocolServer(bridge);
+    await s.handle(request(abi.FUSE_INIT, 0, initBody()));
+    const settled = s.negotiated;
+    expect(settled).toMatchObject({ major: 7, minor: 31, kernelMinor: 45 });
+    expect(await s.initialized).toBe(settled!);
+    expect(Reflect.set(s, "negotiated", { ...settled, minor: 40 })).toBe(false);
+    expect(s.negotiated).toBe(settled);
+    for (const k of ["settle", "inFlight", "boundFs", "direct", "passthrough", "fs", "readOnly", "interrupt"]) {
+      expect(k in s).toBe(false);
+    }
+  });
 });
 
 describe("lookups and attributes", () => {
