@@ -218,17 +218,9 @@ export const GETXATTR_OUT_SIZE = 8;
 export const ACCESS_IN_SIZE = 8;
 /** fuse_interrupt_in, 8 bytes: 0 u64 unique of the request to interrupt. */
 export const INTERRUPT_IN_SIZE = 8;
-/**
- * fuse_init_in, 16 bytes up to 7.35, 64 from 7.36:
- *   0 u32 major, 4 u32 minor, 8 u32 max_readahead, 12 u32 flags, 16 u32 flags2 (7.36), 20 u32 unused[11]
- */
+/** fuse_init_in, 16 bytes up to 7.35, 64 from 7.36 (byte by byte beside its decoder, codec.ts `decodeInitIn`). */
 export const INIT_IN_SIZE = 16;
-/**
- * fuse_init_out, 64 bytes:
- *   0 u32 major, 4 u32 minor, 8 u32 max_readahead, 12 u32 flags, 16 u16 max_background,
- *  18 u16 congestion_threshold, 20 u32 max_write, 24 u32 time_gran (ns), 28 u16 max_pages,
- *  30 u16 map_alignment, 32 u32 flags2, 36 u32 max_stack_depth, 40 u16 request_timeout, 42 u16 unused[11]
- */
+/** fuse_init_out, 64 bytes (byte by byte beside its encoder, codec.ts `initReply`). */
 export const INIT_OUT_SIZE = 64;
 /**
  * fuse_kstatfs (the whole fuse_statfs_out), 80 bytes:

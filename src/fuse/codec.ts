@@ -11,7 +11,10 @@ import {
   ATTR_SIZE,
   DIRENT_SIZE,
   ENTRY_OUT_SIZE,
+  FUSE_INIT_EXT,
   IN_HEADER_SIZE,
+  INIT_IN_SIZE,
+  INIT_OUT_SIZE,
   OPEN_OUT_SIZE,
   OUT_HEADER_SIZE,
   STATFS_OUT_SIZE,
@@ -152,6 +155,146 @@ export function decodeInHeader(r: RequestReader): InHeader {
     );
   }
   return h;
+}
+
+/**
+ * fuse_init_in, the body of INIT: INIT_IN_SIZE (16) bytes up to protocol 7.35, 64 from 7.36. Little-endian:
+ * ```
+ * off 0    u32      major          protocol major the kernel speaks (7)
+ * off 4    u32      minor          protocol minor the kernel speaks
+ * off 8    u32      max_readahead  the kernel's read-ahead in bytes; the reply may only lower it
+ * off 12   u32      flags          capabilities offered, bits 0-31 (FUSE_ASYNC_READ, ... FUSE_INIT_EXT)
+ * off 16   u32      flags2         capabilities offered, bits 32-63 (7.36+; only read with FUSE_INIT_EXT set)
+ * off 20   u32[11]  unused
+ * ```
+ */
+const INIT_IN_MAJOR = 0;
+const INIT_IN_MINOR = 4;
+const INIT_IN_MAX_READAHEAD = 8;
+const INIT_IN_FLAGS = 12;
+const INIT_IN_FLAGS2 = 16;
+
+/** fuse_init_in, decoded. */
+export interface InitIn {
+  major: number;
+  minor: number;
+  /** Bytes. */
+  maxReadahead: number;
+  flags: number;
+  /** 0 unless the kernel set FUSE_INIT_EXT and sent the 64-byte struct. */
+  flags2: number;
+}
+
+/**
+ * Decodes fuse_init_in after the in-header. Throws `FormatError` when the 16 bytes every protocol minor sends are
+ * not all there.
+ */
+export function decodeInitIn(r: RequestReader): InitIn {
+  const at = IN_HEADER_SIZE;
+  r.need(at, INIT_IN_SIZE, "init_in");
+  const flags = r.u32(at + INIT_IN_FLAGS);
+  const hasFlags2 = (flags & FUSE_INIT_EXT) !== 0 && r.bytes.length >= at + INIT_IN_FLAGS2 + 4;
+  return {
+    major: r.u32(at + INIT_IN_MAJOR),
+    minor: r.u32(at + INIT_IN_MINOR),
+    maxReadahead: r.u32(at + INIT_IN_MAX_READAHEAD),
+    flags,
+    flags2: hasFlags2 ? r.u32(at + INIT_IN_FLAGS2) : 0,
+  };
+}
+
+/**
+ * fuse_init_out, the body of the INIT reply: INIT_OUT_SIZE (64) bytes. Little-endian:
+ * ```
+ * off 0    u32      major                 protocol major (7; another major than the kernel's asks it to retry)
+ * off 4    u32      minor                 protocol minor this server speaks (at most the kernel's)
+ * off 8    u32      max_readahead         read-ahead in bytes (at most the kernel's)
+ * off 12   u32      flags                 capabilities taken, bits 0-31 (a subset of those offered)
+ * off 16   u16      max_background        background requests (async reads) the kernel may queue
+ * off 18   u16      congestion_threshold  queued background requests at which the kernel reports congestion
+ * off 20   u32      max_write             largest WRITE in bytes
+ * off 24   u32      time_gran             timestamp granularity in ns (1: nanoseconds)
+ * off 28   u16      max_pages             largest request in pages (with FUSE_MAX_PAGES)
+ * off 30   u16      map_alignment         DAX only: left 0
+ * off 32   u32      flags2                capabilities taken, bits 32-63 (with FUSE_INIT_EXT in flags)
+ * off 36   u32      max_stack_depth       stacking depth of backing files (7.40, with FUSE_PASSTHROUGH)
+ * off 40   u16      request_timeout       left 0 (no timeout)
+ * off 42   u16[11]  unused
+ * ```
+ */
+const INIT_OUT_MAJOR = 0;
+const INIT_OUT_MINOR = 4;
+const INIT_OUT_MAX_READAHEAD = 8;
+const INIT_OUT_FLAGS = 12;
+const INIT_OUT_MAX_BACKGROUND = 16;
+const INIT_OUT_CONGESTION_THRESHOLD = 18;
+const INIT_OUT_MAX_WRITE = 20;
+const INIT_OUT_TIME_GRAN = 24;
+const INIT_OUT_MAX_PAGES = 28;
+const INIT_OUT_FLAGS2 = 32;
+const INIT_OUT_MAX_STACK_DEPTH = 36;
+
+/** fuse_init_out as this server fills it (map_alignment and request_timeout are 0). */
+export interface InitOut {
+  major: number;
+  minor: number;
+  /** Bytes. */
+  maxReadahead: number;
+  flags: number;
+  maxBackground: number;
+  congestionThreshold: number;
+  /** Bytes. */
+  maxWrite: number;
+  /** Nanoseconds. */
+  timeGran: number;
+  maxPages: number;
+  flags2: number;
+  maxStackDepth: number;
+}
+
+/** The INIT reply: the out-header, then fuse_init_out. */
+export function initReply(unique: bigint, o: InitOut): Uint8Array {
+  const out = newReply(unique, INIT_OUT_SIZE);
+  const v = new DataView(out.buffer, out.byteOffset + OUT_HEADER_SIZE, INIT_OUT_SIZE);
+  v.setUint32(INIT_OUT_MAJOR, o.major, true);
+  v.setUint32(INIT_OUT_MINOR, o.minor, true);
+  v.setUint32(INIT_OUT_MAX_READAHEAD, o.maxReadahead, true);
+  v.setUint32(INIT_OUT_FLAGS, o.flags, true);
+  v.setUint16(INIT_OUT_MAX_BACKGROUND, o.maxBackground, true);
+  v.setUint16(INIT_OUT_CONGESTION_THRESHOLD, o.congestionThreshold, true);
+  v.setUint32(INIT_OUT_MAX_WRITE, o.maxWrite, true);
+  v.setUint32(INIT_OUT_TIME_GRAN, o.timeGran, true);
+  v.setUint16(INIT_OUT_MAX_PAGES, o.maxPages, true);
+  v.setUint32(INIT_OUT_FLAGS2, o.flags2, true);
+  v.setUint32(INIT_OUT_MAX_STACK_DEPTH, o.maxStackDepth, true);
+  return out;
+}
+
+/**
+ * Decodes the fuse_init_out of an INIT reply (header included), for debug lines and tests. Throws `FormatError`
+ * when the reply is shorter than the header and the struct.
+ */
+export function decodeInitOut(reply: Uint8Array): InitOut {
+  if (reply.length < OUT_HEADER_SIZE + INIT_OUT_SIZE) {
+    throw new FormatError(
+      `Cannot decode FUSE init_out: reply has ${reply.length} bytes, needs ${OUT_HEADER_SIZE + INIT_OUT_SIZE}`,
+      reply.length,
+    );
+  }
+  const v = new DataView(reply.buffer, reply.byteOffset + OUT_HEADER_SIZE, INIT_OUT_SIZE);
+  return {
+    major: v.getUint32(INIT_OUT_MAJOR, true),
+    minor: v.getUint32(INIT_OUT_MINOR, true),
+    maxReadahead: v.getUint32(INIT_OUT_MAX_READAHEAD, true),
+    flags: v.getUint32(INIT_OUT_FLAGS, true),
+    maxBackground: v.getUint16(INIT_OUT_MAX_BACKGROUND, true),
+    congestionThreshold: v.getUint16(INIT_OUT_CONGESTION_THRESHOLD, true),
+    maxWrite: v.getUint32(INIT_OUT_MAX_WRITE, true),
+    timeGran: v.getUint32(INIT_OUT_TIME_GRAN, true),
+    maxPages: v.getUint16(INIT_OUT_MAX_PAGES, true),
+    flags2: v.getUint32(INIT_OUT_FLAGS2, true),
+    maxStackDepth: v.getUint32(INIT_OUT_MAX_STACK_DEPTH, true),
+  };
 }
 
 /** Writes fuse_out_header at 0 of `out`. `errno` is positive (0 = success). */

@@ -71,7 +71,6 @@ import {
   INIT_FLAG2_NAMES,
   INIT_FLAG_NAMES,
   INIT_IN_SIZE,
-  INIT_OUT_SIZE,
   INTERRUPT_IN_SIZE,
   IN_HEADER_SIZE,
   OPCODE_NAMES,
@@ -88,8 +87,12 @@ import {
   dataHeader,
   DirentBuffer,
   decodeInHeader,
+  decodeInitIn,
+  decodeInitOut,
   entryReply,
   errorReply,
+  initReply,
+  type InitOut,
   newReply,
   openReply,
   RequestReader,
@@ -100,7 +103,7 @@ import {
 } from "./codec.ts";
 import { EINTR, EINVAL, EIO, ENODATA, ENOSYS, EPROTO, ERANGE, EROFS, errnoName, FuseErrno, toErrno } from "./errno.ts";
 import type { DirectReadTable } from "./direct_reads.ts";
-import { PassthroughOpens, type BackingFiles } from "./passthrough.ts";
+import { PassthroughOpens, type BackingFiles, type PassthroughStats } from "./passthrough.ts";
 import type { RawContext, RawFileSystem } from "./raw_fs.ts";
 
 /** max_write of a read-only mount: the least the kernel takes (it raises anything lower to this). */
@@ -154,7 +157,7 @@ export interface Negotiated {
 /** The reply to one request, as one buffer or as pieces to write with one writev(2). */
 export type ReplyIov = Uint8Array[];
 
-type Handler = (s: ProtocolServer, req: Request) => ReplyIov | undefined | Promise<ReplyIov | undefined>;
+type Handler = (s: ServerState, req: Request) => ReplyIov | undefined | Promise<ReplyIov | undefined>;
 
 interface Request {
   h: InHeader;
@@ -180,6 +183,20 @@ const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
 const W_OK = 2;
 const BODY = IN_HEADER_SIZE;
+/** An INIT reply with nothing set (the one to a newer major sets only `major`). */
+const NO_INIT_OUT: InitOut = {
+  major: 0,
+  minor: 0,
+  maxReadahead: 0,
+  flags: 0,
+  maxBackground: 0,
+  congestionThreshold: 0,
+  maxWrite: 0,
+  timeGran: 0,
+  maxPages: 0,
+  flags2: 0,
+  maxStackDepth: 0,
+};
 
 /** Per-request context; the AbortController is made only when someone looks at the signal. */
 class RequestCtx implements RawContext {
@@ -204,21 +221,34 @@ class RequestCtx implements RawContext {
   }
 }
 
-/** Bridges FUSE request bytes to a `RawFileSystem`. One instance per mount. */
-export class ProtocolServer {
+/** The limits a server answers INIT with (ProtocolServerOptions, defaults filled in). */
+export interface ServerLimits {
+  maxReadBytes: number;
+  maxWriteBytes: number;
+  maxReadaheadBytes: number;
+  maxBackground: number;
+}
+
+/**
+ * What a server's opcode handlers share with it: the file system, the settings, and the connection's state
+ * (INIT's outcome, requests in flight, open handles served elsewhere). One per server, never handed out.
+ */
+class ServerState {
   readonly readOnly: boolean;
-  readonly opts: Required<Omit<ProtocolServerOptions, "debug" | "onError" | "readOnly" | "passthrough">>;
+  readonly opts: ServerLimits;
   /** Passthrough was asked for (ProtocolServerOptions.passthrough). */
   readonly wantsPassthrough: boolean;
   readonly debug?: (line: string) => void;
   readonly onError: (message: string) => void;
-  /** Set once INIT has been answered. */
+  /** Set once INIT has been answered (or a connection taken over). */
   negotiated?: Negotiated;
-  /** Resolves with the negotiated settings once INIT has been answered. */
+  /** Resolves with `negotiated` once it is set. */
   readonly initialized: Promise<Negotiated>;
   #resolveInit!: (n: Negotiated) => void;
   /** Requests being served, by unique, for INTERRUPT. */
   readonly inFlight = new Map<bigint, RequestCtx>();
+  /** INTERRUPTs that arrived before their request (several readers race); bounded. */
+  readonly earlyInterrupts = new Set<bigint>();
   /** The file system's methods, bound once (see `fsMethod`). */
   readonly boundFs: Partial<RawFileSystem> = {};
   /** Open handles reader threads may answer READs of (set by the transport; see direct_reads.ts). */
@@ -227,13 +257,11 @@ export class ProtocolServer {
   passthrough: PassthroughOpens | undefined;
   /** The transport's backing files, attached before INIT when passthrough is wanted. */
   backingFiles: BackingFiles | undefined;
-  /** INTERRUPTs that arrived before their request (several readers race); bounded. */
-  readonly #earlyInterrupts = new Set<bigint>();
   #destroyed = false;
 
   constructor(
     readonly fs: RawFileSystem,
-    opts: ProtocolServerOptions = {},
+    opts: ProtocolServerOptions,
   ) {
     this.readOnly = opts.readOnly ?? true;
     this.wantsPassthrough = opts.passthrough ?? false;
@@ -250,17 +278,94 @@ export class ProtocolServer {
     });
   }
 
+  /** INIT settled `n` (the INIT handler, or a connection taken over). */
+  settle(n: Negotiated): void {
+    this.negotiated = n;
+    this.#resolveInit(n);
+  }
+
+  /** INTERRUPT: abort the target request's signal (or remember it if it has not been read yet). */
+  interrupt(unique: bigint): void {
+    const ctx = this.inFlight.get(unique);
+    if (ctx) {
+      ctx.interrupt();
+      return;
+    }
+    if (this.earlyInterrupts.size > 1024) this.earlyInterrupts.clear();
+    this.earlyInterrupts.add(unique);
+  }
+
+  abortAll(): void {
+    for (const ctx of this.inFlight.values()) ctx.interrupt();
+  }
+
+  /** Calls the file system's `destroy` once. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.abortAll();
+    try {
+      this.fs.destroy?.();
+    } catch (err) {
+      this.onError(`Cannot destroy file system: ${errorMessage(err)}`);
+    }
+  }
+}
+
+/** Bridges FUSE request bytes to a `RawFileSystem`. One instance per mount. */
+export class ProtocolServer {
+  readonly #s: ServerState;
+
+  constructor(fs: RawFileSystem, opts: ProtocolServerOptions = {}) {
+    this.#s = new ServerState(fs, opts);
+  }
+
+  /** The limits INIT answers with (a transport sizes its reads by them; mount(2) takes max_read). */
+  get opts(): Readonly<ServerLimits> {
+    return this.#s.opts;
+  }
+
+  /** Passthrough was asked for: the transport attaches its backing files (`attachBackingFiles`) before INIT. */
+  get wantsPassthrough(): boolean {
+    return this.#s.wantsPassthrough;
+  }
+
+  /** The backing files attached (`attachBackingFiles`), if any. */
+  get backingFiles(): BackingFiles | undefined {
+    return this.#s.backingFiles;
+  }
+
+  /** The debug line sink: set when every request is logged. */
+  get debug(): ((line: string) => void) | undefined {
+    return this.#s.debug;
+  }
+
+  /** What INIT settled, once it has been answered (or the connection taken over, `resume`); else undefined. */
+  get negotiated(): Readonly<Negotiated> | undefined {
+    return this.#s.negotiated;
+  }
+
+  /** Resolves with the negotiated settings once INIT has been answered (or the connection taken over). */
+  get initialized(): Promise<Negotiated> {
+    return this.#s.initialized;
+  }
+
+  /** OPENs passed through to backing files so far; undefined while passthrough is off. */
+  passthroughStats(): PassthroughStats | undefined {
+    return this.#s.passthrough?.stats();
+  }
+
   /**
    * Let the transport's reader threads answer READs: from now on OPEN registers, and RELEASE unregisters, the
    * handles whose file system says where their bytes are on disk (`OpenOut.direct`).
    */
   attachDirectReads(table: DirectReadTable): void {
-    this.direct = table;
+    this.#s.direct = table;
   }
 
   /** Where OPENs may find backing files (the transport; before INIT). Used only with `passthrough`. */
   attachBackingFiles(b: BackingFiles): void {
-    this.backingFiles = b;
+    this.#s.backingFiles = b;
   }
 
   /**
@@ -269,22 +374,17 @@ export class ProtocolServer {
    * was negotiated and no backing files are attached.
    */
   resume(n: Negotiated): void {
+    const s = this.#s;
     if (n.passthrough) {
-      if (!this.backingFiles) throw new Error("Cannot resume a FUSE connection with passthrough: no backing files");
-      this.passthrough = new PassthroughOpens(this.backingFiles, this.onError);
+      if (!s.backingFiles) throw new Error("Cannot resume a FUSE connection with passthrough: no backing files");
+      s.passthrough = new PassthroughOpens(s.backingFiles, s.onError);
     }
-    this.settle(n);
-  }
-
-  /** Called by the INIT handler. */
-  settle(n: Negotiated): void {
-    this.negotiated = n;
-    this.#resolveInit(n);
+    s.settle(n);
   }
 
   /** Bytes a transport's read buffer needs: max(8192, 80 + max_write), page aligned. */
   get readBufferBytes(): number {
-    return Math.max(8192, this.opts.maxWriteBytes + FUSE_PAGE_SIZE);
+    return Math.max(8192, this.#s.opts.maxWriteBytes + FUSE_PAGE_SIZE);
   }
 
   /**
@@ -299,6 +399,7 @@ export class ProtocolServer {
 
   /** Like `handle`, but the reply stays in pieces (header, data) for writev(2). */
   handleIov(request: Uint8Array): ReplyIov | undefined | Promise<ReplyIov | undefined> {
+    const s = this.#s;
     // 1. Decode the header; garbage gets EINVAL if it at least names its unique.
     const r = new RequestReader(request);
     let h: InHeader;
@@ -306,49 +407,49 @@ export class ProtocolServer {
       h = decodeInHeader(r);
     } catch (err) {
       if (request.length < 16) {
-        this.onError(`Cannot serve FUSE request: ${errorMessage(err)}; dropped`);
+        s.onError(`Cannot serve FUSE request: ${errorMessage(err)}; dropped`);
         return undefined;
       }
       const unique = r.u64n(8);
-      this.debug?.(`rx ${unique}: malformed (${errorMessage(err)})`);
+      s.debug?.(`rx ${unique}: malformed (${errorMessage(err)})`);
       return this.#fail(unique, EINVAL);
     }
     // 2. Find the opcode's row.
     const rowFor = HANDLERS.get(h.opcode);
     const name = rowFor?.name ?? OPCODE_NAMES[h.opcode] ?? `OP${h.opcode}`;
     if (!rowFor) {
-      this.debug?.(`rx ${h.unique}: ${name} n${h.nodeid}`);
-      return this.#fail(h.unique, this.readOnly && WRITE_OPCODES.has(h.opcode) ? EROFS : ENOSYS);
+      s.debug?.(`rx ${h.unique}: ${name} n${h.nodeid}`);
+      return this.#fail(h.unique, s.readOnly && WRITE_OPCODES.has(h.opcode) ? EROFS : ENOSYS);
     }
-    if (!this.negotiated && h.opcode !== FUSE_INIT) {
-      this.debug?.(`rx ${h.unique}: ${name} n${h.nodeid} before INIT`);
+    if (!s.negotiated && h.opcode !== FUSE_INIT) {
+      s.debug?.(`rx ${h.unique}: ${name} n${h.nodeid} before INIT`);
       return this.#fail(h.unique, EIO);
     }
     // 3. The fixed input struct must be there.
     if (request.length < BODY + rowFor.inSize) {
-      this.debug?.(`rx ${h.unique}: ${name} n${h.nodeid} truncated (${request.length} bytes)`);
+      s.debug?.(`rx ${h.unique}: ${name} n${h.nodeid} truncated (${request.length} bytes)`);
       return rowFor.noReply ? undefined : this.#fail(h.unique, EINVAL);
     }
     // 4. Run it, tracking the request for INTERRUPT.
     const ctx = new RequestCtx(h.uid, h.gid, h.pid);
-    if (this.#earlyInterrupts.delete(h.unique)) ctx.interrupted = true;
+    if (s.earlyInterrupts.delete(h.unique)) ctx.interrupted = true;
     const req: Request = { h, r, ctx };
-    if (this.debug) this.debug(`rx ${h.unique}: ${name} n${h.nodeid}${describeIn(req)}`);
+    if (s.debug) s.debug(`rx ${h.unique}: ${name} n${h.nodeid}${describeIn(req)}`);
     let result: ReplyIov | undefined | Promise<ReplyIov | undefined>;
     try {
-      result = rowFor.handler(this, req);
+      result = rowFor.handler(s, req);
     } catch (err) {
       return this.#failFrom(h, name, err);
     }
     if (result instanceof Promise) {
-      this.inFlight.set(h.unique, ctx);
+      s.inFlight.set(h.unique, ctx);
       return result.then(
         (iov) => {
-          this.inFlight.delete(h.unique);
+          s.inFlight.delete(h.unique);
           return this.#done(h, iov, ctx);
         },
         (err) => {
-          this.inFlight.delete(h.unique);
+          s.inFlight.delete(h.unique);
           return this.#failFrom(h, name, err);
         },
       );
@@ -358,30 +459,23 @@ export class ProtocolServer {
 
   /** Aborts every request in flight (the mount is going away). */
   abortAll(): void {
-    for (const ctx of this.inFlight.values()) ctx.interrupt();
+    this.#s.abortAll();
   }
 
   /** Calls the file system's `destroy` once (DESTROY, or the transport closed). */
   destroy(): void {
-    if (this.#destroyed) return;
-    this.#destroyed = true;
-    this.abortAll();
-    try {
-      this.fs.destroy?.();
-    } catch (err) {
-      this.onError(`Cannot destroy file system: ${errorMessage(err)}`);
-    }
+    this.#s.destroy();
   }
 
   #done(h: InHeader, iov: ReplyIov | undefined, ctx: RequestCtx): ReplyIov | undefined {
     if (!iov) return undefined;
     void ctx; // an interrupted request may still succeed: the kernel accepts either answer
-    if (this.debug) this.debug(`tx ${h.unique}: ${describeOut(h.opcode, iov)}`);
+    if (this.#s.debug) this.#s.debug(`tx ${h.unique}: ${describeOut(h.opcode, iov)}`);
     return iov;
   }
 
   #fail(unique: bigint, errno: number): ReplyIov {
-    this.debug?.(`tx ${unique}: ${errnoName(errno)}`);
+    this.#s.debug?.(`tx ${unique}: ${errnoName(errno)}`);
     return [errorReply(unique, errno)];
   }
 
@@ -389,28 +483,17 @@ export class ProtocolServer {
     // A request whose arguments cannot be decoded is the caller's fault: EINVAL, not EIO.
     const errno = err instanceof FormatError ? EINVAL : toErrno(err);
     if (errno === EIO && !(err instanceof FuseErrno)) {
-      this.onError(`Cannot serve FUSE ${name} of node ${h.nodeid}: ${errorMessage(err)}`);
+      this.#s.onError(`Cannot serve FUSE ${name} of node ${h.nodeid}: ${errorMessage(err)}`);
     }
     if (HANDLERS.get(h.opcode)?.noReply) return undefined;
     return this.#fail(h.unique, errno);
-  }
-
-  /** INTERRUPT: abort the target request's signal (or remember it if it has not been read yet). */
-  interrupt(unique: bigint): void {
-    const ctx = this.inFlight.get(unique);
-    if (ctx) {
-      ctx.interrupt();
-      return;
-    }
-    if (this.#earlyInterrupts.size > 1024) this.#earlyInterrupts.clear();
-    this.#earlyInterrupts.add(unique);
   }
 }
 
 // ---- handlers, one per opcode ----
 
 /** `s.fs[k]` bound to `s.fs` (bound once per server, not per request); ENOSYS when the file system lacks it. */
-function fsMethod<K extends keyof RawFileSystem>(s: ProtocolServer, k: K): NonNullable<RawFileSystem[K]> {
+function fsMethod<K extends keyof RawFileSystem>(s: ServerState, k: K): NonNullable<RawFileSystem[K]> {
   let m = s.boundFs[k];
   if (!m) {
     const f = s.fs[k];
@@ -440,20 +523,15 @@ function then<T>(
 
 // 1. INIT: take what the kernel offers of what we want; refuse kernels older than 7.31.
 row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
-  const major = r.u32(BODY);
-  const minor = r.u32(BODY + 4);
-  const kernelReadahead = r.u32(BODY + 8);
-  const kernelFlags = r.u32(BODY + 12);
-  if (major < FUSE_KERNEL_VERSION) {
-    s.onError(`Cannot serve FUSE: kernel speaks protocol ${major}.${minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
+  const k = decodeInitIn(r);
+  if (k.major < FUSE_KERNEL_VERSION) {
+    s.onError(`Cannot serve FUSE: kernel speaks protocol ${k.major}.${k.minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
     throw new FuseErrno(EPROTO);
   }
-  const out = newReply(h.unique, INIT_OUT_SIZE);
-  const v = new DataView(out.buffer, out.byteOffset + OUT_HEADER_SIZE, INIT_OUT_SIZE);
-  v.setUint32(0, FUSE_KERNEL_VERSION, true);
-  if (major > FUSE_KERNEL_VERSION) return one(out); // the kernel retries INIT with our major
-  if (minor < FUSE_MIN_MINOR_VERSION) {
-    s.onError(`Cannot serve FUSE: kernel speaks protocol 7.${minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
+  // A newer major: answer ours alone, and the kernel retries INIT with it.
+  if (k.major > FUSE_KERNEL_VERSION) return one(initReply(h.unique, { ...NO_INIT_OUT, major: FUSE_KERNEL_VERSION }));
+  if (k.minor < FUSE_MIN_MINOR_VERSION) {
+    s.onError(`Cannot serve FUSE: kernel speaks protocol 7.${k.minor}, 7.${FUSE_MIN_MINOR_VERSION} is needed`);
     throw new FuseErrno(EPROTO);
   }
   const wanted =
@@ -465,40 +543,42 @@ row(FUSE_INIT, INIT_IN_SIZE, (s, { h, r }) => {
     FUSE_MAX_PAGES |
     FUSE_CACHE_SYMLINKS |
     FUSE_ASYNC_DIO;
-  let flags = (kernelFlags & wanted) >>> 0;
+  let flags = (k.flags & wanted) >>> 0;
   const maxPages = Math.max(1, Math.floor(s.opts.maxReadBytes / FUSE_PAGE_SIZE));
   // Passthrough (7.40): asked for, a transport to do it, and offered in flags2 (present with FUSE_INIT_EXT).
-  const kernelFlags2 = kernelFlags & FUSE_INIT_EXT && r.bytes.length >= BODY + 20 ? r.u32(BODY + 16) : 0;
   const passthrough =
     s.wantsPassthrough &&
     s.backingFiles !== undefined &&
-    minor >= FUSE_PASSTHROUGH_MINOR_VERSION &&
-    (kernelFlags2 & FUSE_PASSTHROUGH_FLAGS2) !== 0;
+    k.minor >= FUSE_PASSTHROUGH_MINOR_VERSION &&
+    (k.flags2 & FUSE_PASSTHROUGH_FLAGS2) !== 0;
   const flags2 = passthrough ? FUSE_PASSTHROUGH_FLAGS2 : 0;
   if (passthrough) flags |= FUSE_INIT_EXT;
-  const ourMinor = passthrough ? FUSE_PASSTHROUGH_MINOR_VERSION : Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
-  const maxReadahead = Math.min(kernelReadahead, s.opts.maxReadaheadBytes);
-  v.setUint32(4, ourMinor, true);
-  v.setUint32(8, maxReadahead, true);
-  v.setUint32(12, flags, true);
-  v.setUint16(16, s.opts.maxBackground, true);
-  v.setUint16(18, Math.max(1, Math.floor((s.opts.maxBackground * 3) / 4)), true);
-  v.setUint32(20, s.opts.maxWriteBytes, true);
-  v.setUint32(24, 1, true); // time_gran: nanoseconds
-  v.setUint16(28, maxPages, true);
-  v.setUint32(32, flags2, true);
+  const ourMinor = passthrough ? FUSE_PASSTHROUGH_MINOR_VERSION : Math.min(k.minor, FUSE_KERNEL_MINOR_VERSION);
+  const maxReadahead = Math.min(k.maxReadahead, s.opts.maxReadaheadBytes);
+  const out = initReply(h.unique, {
+    major: FUSE_KERNEL_VERSION,
+    minor: ourMinor,
+    maxReadahead,
+    flags,
+    maxBackground: s.opts.maxBackground,
+    congestionThreshold: Math.max(1, Math.floor((s.opts.maxBackground * 3) / 4)),
+    maxWrite: s.opts.maxWriteBytes,
+    timeGran: 1,
+    maxPages,
+    flags2,
+    maxStackDepth: passthrough ? PASSTHROUGH_MAX_STACK_DEPTH : 0,
+  });
   if (passthrough) {
-    v.setUint32(36, PASSTHROUGH_MAX_STACK_DEPTH, true);
     s.passthrough = new PassthroughOpens(s.backingFiles!, s.onError);
   } else if (s.wantsPassthrough) {
     s.onError(
-      `FUSE passthrough is not available (kernel protocol 7.${minor}${minor >= FUSE_PASSTHROUGH_MINOR_VERSION ? ", not offered" : ""}); files are served instead`,
+      `FUSE passthrough is not available (kernel protocol 7.${k.minor}${k.minor >= FUSE_PASSTHROUGH_MINOR_VERSION ? ", not offered" : ""}); files are served instead`,
     );
   }
   s.settle({
     major: FUSE_KERNEL_VERSION,
     minor: ourMinor,
-    kernelMinor: minor,
+    kernelMinor: k.minor,
     flags,
     maxReadahead,
     maxWrite: s.opts.maxWriteBytes,
@@ -702,8 +782,10 @@ function describeIn({ h, r }: Request): string {
         return ` size=${r.u32(BODY)}`;
       case FUSE_INTERRUPT:
         return ` unique=${r.u64n(BODY)}`;
-      case FUSE_INIT:
-        return ` ${r.u32(BODY)}.${r.u32(BODY + 4)} ra=${r.u32(BODY + 8)} ${flagNames(r.u32(BODY + 12))}`;
+      case FUSE_INIT: {
+        const k = decodeInitIn(r);
+        return ` ${k.major}.${k.minor} ra=${k.maxReadahead} ${flagNames(k.flags)}`;
+      }
       case FUSE_RELEASE:
       case FUSE_RELEASEDIR:
         return ` fh=${r.u64(BODY)}`;
@@ -734,11 +816,10 @@ function describeOut(opcode: number, iov: ReplyIov): string {
     case FUSE_OPENDIR:
       return `OK fh=${v.getBigUint64(OUT_HEADER_SIZE, true)} flags=${v.getUint32(OUT_HEADER_SIZE + 8, true)}`;
     case FUSE_INIT: {
-      const flags2 = v.getUint32(OUT_HEADER_SIZE + 32, true);
-      const names2 = INIT_FLAG2_NAMES.filter(([bit]) => flags2 & bit).map(([, n]) => n);
-      return `OK 7.${v.getUint32(OUT_HEADER_SIZE + 4, true)} ra=${v.getUint32(OUT_HEADER_SIZE + 8, true)} ${flagNames(
-        v.getUint32(OUT_HEADER_SIZE + 12, true),
-      )}${names2.length ? ` flags2={${names2.join(",")}}` : ""} max_pages=${v.getUint16(OUT_HEADER_SIZE + 28, true)}`;
+      const o = decodeInitOut(head);
+      const names2 = INIT_FLAG2_NAMES.filter(([bit]) => o.flags2 & bit).map(([, n]) => n);
+      const flags2 = names2.length ? ` flags2={${names2.join(",")}}` : "";
+      return `OK 7.${o.minor} ra=${o.maxReadahead} ${flagNames(o.flags)}${flags2} max_pages=${o.maxPages}`;
     }
     case FUSE_OPEN: {
       const openFlags = v.getUint32(OUT_HEADER_SIZE + 8, true);

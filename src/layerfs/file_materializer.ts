@@ -3,7 +3,7 @@
  * only pass reads through to a file that holds exactly the file's bytes, while a layer keeps them inside its
  * span cache entries (or its unpacked tar). When a regular file of at least `minBytes` is opened and all of
  * its bytes are on disk, it is copied in the background into a whole-file entry of the span cache
- * (`SpanCache.putFile`); from then on its OPENs hand the kernel that file, and its reads never reach the
+ * (src/cache/file_entries.ts); from then on its OPENs hand the kernel that file, and its reads never reach the
  * server. The entries share the span cache's disk bound and LRU; one evicted while a file is open keeps
  * serving that file (the kernel holds it).
  *
@@ -12,11 +12,11 @@
  *      a later open tries again);
  *   2. the bytes are read segment by segment from the segment files (not through the span cache's memory
  *      tier, which keeps the spans reads need), each checked to have its size;
- *   3. `putFile` writes them atomically; a segment that leaves meanwhile fails the copy, which is dropped.
+ *   3. `FileEntries.put` writes them atomically; a segment that leaves meanwhile fails the copy, which is dropped.
  * Copies run one at a time per layer, in the order the files were opened.
  */
 import { open } from "node:fs/promises";
-import type { SpanCache } from "../cache/span_cache.ts";
+import type { FileEntries } from "../cache/file_entries.ts";
 import { BackingStream } from "../fuse/direct_reads.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
@@ -27,8 +27,8 @@ export const MATERIALIZE_MIN_BYTES = 1 << 20;
 const CHUNK_BYTES = 4 << 20;
 
 export interface FileMaterializerOptions {
-  /** The span cache view of the layer (scoped like its spans). */
-  cache: SpanCache;
+  /** The whole-file entries of the layer's span cache view (scoped like its spans). */
+  files: FileEntries;
   layerDigest: string;
   /** The layer's uncompressed tar stream as files on disk. */
   stream: BackingStream;
@@ -62,7 +62,7 @@ export class FileMaterializer {
   constructor(opts: FileMaterializerOptions) {
     this.#o = { ...opts, minBytes: opts.minBytes ?? MATERIALIZE_MIN_BYTES, logger: opts.logger ?? silentLogger };
     // An entry that leaves the disk is no longer offered (open files keep theirs).
-    this.#unwatch = opts.cache.watchFiles(opts.layerDigest, (offset, onDisk) => {
+    this.#unwatch = opts.files.watch(opts.layerDigest, (offset, onDisk) => {
       if (onDisk) return;
       this.#files.get(offset)?.setPresent(0, false);
       this.#files.delete(offset);
@@ -77,7 +77,7 @@ export class FileMaterializer {
     if (this.#closed || size === 0) return undefined;
     const have = this.#files.get(offset);
     if (have) return have.size === size ? have : undefined;
-    const path = this.#o.cache.filePath(this.#o.layerDigest, offset);
+    const path = this.#o.files.path(this.#o.layerDigest, offset);
     if (path === undefined) return undefined;
     const s = new BackingStream(path, [0, size], { indexed: false });
     s.setPresent(0, true);
@@ -89,7 +89,7 @@ export class FileMaterializer {
   opened(offset: number, size: number): void {
     if (this.#closed || size < this.#o.minBytes || this.#queued.has(offset)) return;
     if (this.wholeFile(offset, size)) {
-      this.#o.cache.touch(this.#o.layerDigest, offset, { file: true });
+      this.#o.files.touch(this.#o.layerDigest, offset);
       return;
     }
     if (!this.#allPresent(offset, size)) return;
@@ -121,11 +121,8 @@ export class FileMaterializer {
           const keepSpans = this.#o.stream.descriptor.indexed
             ? this.#o.stream.segmentsOf(job.offset, job.size)
             : undefined;
-          if (
-            await this.#o.cache.putFile(this.#o.layerDigest, job.offset, job.size, this.#chunks(job.offset, job.size), {
-              keepSpans,
-            })
-          )
+          const chunks = this.#chunks(job.offset, job.size);
+          if (await this.#o.files.put(this.#o.layerDigest, { offset: job.offset, size: job.size, chunks, keepSpans }))
             this.#copied++;
           else this.#dropped++;
         } catch (err) {

@@ -10,6 +10,7 @@
  *   3. Wrap the tree in vfs Nodes with the `.soci-ts/<digest>.json` state file.
  */
 import type { SpanCache } from "../cache/span_cache.ts";
+import type { SpanCacheView } from "../cache/span_cache_view.ts";
 import { BackingStream } from "../fuse/direct_reads.ts";
 import type { Descriptor } from "../oci/types.ts";
 import type { Reference, RegistryClient } from "../registry/types.ts";
@@ -161,7 +162,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
     const backing = recorder ? undefined : spanCacheBacking(cache, layer.digest, layout);
     const materializer =
       opts.materialize && backing
-        ? new FileMaterializer({ cache, layerDigest: layer.digest, stream: backing.stream, logger })
+        ? new FileMaterializer({ files: cache.files, layerDigest: layer.digest, stream: backing.stream, logger })
         : undefined;
     const root = layerRoot(tree, {
       digest: layer.digest,
@@ -212,9 +213,10 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
   // The unpacked tar is one segment, present until the layer closes.
   const stream = new BackingStream(local.tarPath, [0, local.size], { indexed: false });
   stream.setPresent(0, true);
+  const unscoped = opts.cache.unscoped();
   const materializer =
-    opts.materialize && opts.cache.diskPathPrefix(layer.digest) !== undefined && local.size > 0
-      ? new FileMaterializer({ cache: opts.cache, layerDigest: layer.digest, stream, logger })
+    opts.materialize && unscoped.diskPathPrefix(layer.digest) !== undefined && local.size > 0
+      ? new FileMaterializer({ files: unscoped.files, layerDigest: layer.digest, stream, logger })
       : undefined;
   const root = layerRoot(tree, {
     digest: layer.digest,
@@ -249,7 +251,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
  * marks every span absent.
  */
 function spanCacheBacking(
-  cache: SpanCache,
+  cache: SpanCacheView,
   digest: string,
   layout: SpanLayout,
 ): { stream: BackingStream; close(): void } | undefined {

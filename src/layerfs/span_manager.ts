@@ -26,7 +26,7 @@
  *     clock.
  *   - A span whose fetch failed or ran out of time is "unrequested" again (step 5), never failed for good.
  */
-import type { SpanCache } from "../cache/span_cache.ts";
+import type { SpanCacheView } from "../cache/span_cache_view.ts";
 import { sha256Digest } from "../util/digest.ts";
 import { DigestMismatchError, InvalidArgumentError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
@@ -64,7 +64,8 @@ export interface SpanManagerOptions {
   /** "sha256:<hex>" of each span's compressed bytes; length must equal layout.spanCount. */
   spanDigests: readonly string[];
   fetchRanges: RangeFetcher;
-  cache: SpanCache;
+  /** The layer's view of the span cache (scoped by its span layout). */
+  cache: SpanCacheView;
   /**
    * Milliseconds a read may wait for its spans, and a fetch may take, retries included (default 30 000; see the
    * deadlines in the file comment).

@@ -246,7 +246,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     negotiated,
     bridge,
     directReads: () => transport.directStats(),
-    passthrough: () => server.passthrough?.stats(),
+    passthrough: () => server.passthroughStats(),
     closed: transport.closed,
     ended: () => ended,
     readerFds: () => transport.readerFds(),

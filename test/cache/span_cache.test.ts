@@ -2,7 +2,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SpanCache, spanKey } from "../../src/cache/span_cache.ts";
+import { SpanCache } from "../../src/cache/span_cache.ts";
+import { spanKey } from "../../src/cache/span_key.ts";
 import { InvalidArgumentError } from "../../src/util/errors.ts";
 import { Rand } from "../_harness/rand.ts";
 
@@ -41,11 +42,10 @@ describe("SpanCache", () => {
     expect(await a.get(L1, 0)).toEqual(spanA);
     expect(a.has(L1, 0)).toBe(true);
     expect(b.has(L1, 0)).toBe(false);
-    expect(c.has(L1, 0)).toBe(false);
+    expect(c.unscoped().has(L1, 0)).toBe(false);
     expect(await b.get(L1, 0)).toBeUndefined();
-    expect(c.stats()).toEqual(a.stats());
     expect(c.stats().memoryBytes).toBe(100);
-    await b.flush();
+    await c.flush();
     expect(await readdir(dir)).toEqual([`sha256-${"a".repeat(64)}@${S1}-0`]);
     const reopened = await SpanCache.open({ dir, memoryBytes: 0 });
     expect(await reopened.scoped(S1).get(L1, 0)).toEqual(spanA);
@@ -55,66 +55,70 @@ describe("SpanCache", () => {
     const dir = await tempDir();
     // Room for four 100-byte entries on disk.
     const c = await SpanCache.open({ dir, memoryBytes: 10_000, diskBytes: 400 });
+    const u = c.unscoped();
     const r = new Rand("demote");
     const scoped = c.scoped("3".repeat(64));
-    await c.put(L2, 0, r.bytes(100)); // oldest: would be evicted first without demote
+    await u.put(L2, 0, r.bytes(100)); // oldest: would be evicted first without demote
     await scoped.put(L1, 0, r.bytes(100));
-    await c.put(L1, 1, r.bytes(100));
+    await u.put(L1, 1, r.bytes(100));
     await c.flush();
     expect(c.stats().memoryBytes).toBe(300);
     expect(c.demote(L1)).toBe(2);
     expect(c.stats().memoryBytes).toBe(100);
     // Still there: a layer acquired again finds them.
-    expect(c.has(L1, 1)).toBe(true);
+    expect(u.has(L1, 1)).toBe(true);
     expect(scoped.has(L1, 0)).toBe(true);
-    for (let i = 1; i <= 3; i++) await c.put(L2, i, r.bytes(100));
+    for (let i = 1; i <= 3; i++) await u.put(L2, i, r.bytes(100));
     await c.flush();
     // Two had to go: L1's (demoted), not L2's older one.
-    expect(c.onDisk(L2, 0)).toBe(true);
+    expect(u.onDisk(L2, 0)).toBe(true);
     expect(scoped.onDisk(L1, 0)).toBe(false);
-    expect(c.onDisk(L1, 1)).toBe(false);
+    expect(u.onDisk(L1, 1)).toBe(false);
     expect(() => c.demote("sha256:xyz")).toThrow(InvalidArgumentError);
   });
 
   test("memory-only cache returns what was put, per layer and span", async () => {
     const c = await SpanCache.open({ memoryBytes: 1000 });
+    const u = c.unscoped();
     const r = new Rand(1);
     const a = r.bytes(100);
     const b = r.bytes(100);
-    await c.put(L1, 0, a);
-    await c.put(L2, 0, b);
-    expect(await c.get(L1, 0)).toEqual(a);
-    expect(await c.get(L2, 0)).toEqual(b);
-    expect(await c.get(L1, 1)).toBeUndefined();
+    await u.put(L1, 0, a);
+    await u.put(L2, 0, b);
+    expect(await u.get(L1, 0)).toEqual(a);
+    expect(await u.get(L2, 0)).toEqual(b);
+    expect(await u.get(L1, 1)).toBeUndefined();
   });
 
   test("memory tier evicts least recently used first", async () => {
     const c = await SpanCache.open({ memoryBytes: 300 });
+    const u = c.unscoped();
     const r = new Rand(2);
-    await c.put(L1, 0, r.bytes(100));
-    await c.put(L1, 1, r.bytes(100));
-    await c.put(L1, 2, r.bytes(100));
-    await c.get(L1, 0); // 0 is now most recent; 1 is the oldest
-    await c.put(L1, 3, r.bytes(100));
-    expect(c.has(L1, 1)).toBe(false);
-    expect(c.has(L1, 0)).toBe(true);
+    await u.put(L1, 0, r.bytes(100));
+    await u.put(L1, 1, r.bytes(100));
+    await u.put(L1, 2, r.bytes(100));
+    await u.get(L1, 0); // 0 is now most recent; 1 is the oldest
+    await u.put(L1, 3, r.bytes(100));
+    expect(u.has(L1, 1)).toBe(false);
+    expect(u.has(L1, 0)).toBe(true);
     expect(c.stats().memoryBytes).toBe(300);
   });
 
   test("disk tier is bounded, evicts LRU and keeps serving", async () => {
     const dir = await tempDir();
     const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 250 });
+    const u = c.unscoped();
     const r = new Rand(3);
     const spans = [r.bytes(100), r.bytes(100), r.bytes(100), r.bytes(100)];
-    await c.put(L1, 0, spans[0]!);
-    await c.put(L1, 1, spans[1]!);
-    expect(await c.get(L1, 0)).toEqual(spans[0]!); // refresh 0
-    await c.put(L1, 2, spans[2]!); // evicts 1
-    expect(c.has(L1, 1)).toBe(false);
-    expect(await c.get(L1, 0)).toEqual(spans[0]!);
-    expect(await c.get(L1, 2)).toEqual(spans[2]!);
-    await c.put(L1, 3, spans[3]!); // evicts 0 (2 was read after 0)
-    expect(await c.get(L1, 3)).toEqual(spans[3]!);
+    await u.put(L1, 0, spans[0]!);
+    await u.put(L1, 1, spans[1]!);
+    expect(await u.get(L1, 0)).toEqual(spans[0]!); // refresh 0
+    await u.put(L1, 2, spans[2]!); // evicts 1
+    expect(u.has(L1, 1)).toBe(false);
+    expect(await u.get(L1, 0)).toEqual(spans[0]!);
+    expect(await u.get(L1, 2)).toEqual(spans[2]!);
+    await u.put(L1, 3, spans[3]!); // evicts 0 (2 was read after 0)
+    expect(await u.get(L1, 3)).toEqual(spans[3]!);
     const files = (await readdir(dir)).sort();
     expect(files.length).toBe(2);
     expect(c.stats().diskBytes).toBeLessThanOrEqual(250);
@@ -124,10 +128,11 @@ describe("SpanCache", () => {
   test("a put that cannot fit beside writes in flight evicts nothing, so the disk holds only indexed entries", async () => {
     const dir = await tempDir();
     const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 10 });
-    await c.put(L1, 0, new Uint8Array(4));
+    const u = c.unscoped();
+    await u.put(L1, 0, new Uint8Array(4));
     // Two 6-byte puts at once: the second finds the first in flight and must not drop span 0 from the index
     // while leaving its file behind.
-    await Promise.allSettled([c.put(L1, 1, new Uint8Array(6)), c.put(L1, 2, new Uint8Array(6))]);
+    await Promise.allSettled([u.put(L1, 1, new Uint8Array(6)), u.put(L1, 2, new Uint8Array(6))]);
     await c.flush();
     const files = await readdir(dir);
     expect(files.length).toBe(c.stats().diskEntries);
@@ -141,11 +146,11 @@ describe("SpanCache", () => {
     const r = new Rand(4);
     const a = r.bytes(5000);
     const c1 = await SpanCache.open({ dir });
-    await c1.put(L1, 9, a);
+    await c1.unscoped().put(L1, 9, a);
     await writeFile(join(dir, ".tmp-leftover"), "partial");
     const c2 = await SpanCache.open({ dir });
-    expect(c2.has(L1, 9)).toBe(true);
-    expect(await c2.get(L1, 9)).toEqual(a);
+    expect(c2.unscoped().has(L1, 9)).toBe(true);
+    expect(await c2.unscoped().get(L1, 9)).toEqual(a);
     expect(await readdir(dir)).toEqual([spanKey(L1, 9)]);
   });
 
@@ -153,7 +158,7 @@ describe("SpanCache", () => {
     const dir = await tempDir();
     const r = new Rand(5);
     const c1 = await SpanCache.open({ dir });
-    for (let i = 0; i < 5; i++) await c1.put(L1, i, r.bytes(100));
+    for (let i = 0; i < 5; i++) await c1.unscoped().put(L1, i, r.bytes(100));
     const c2 = await SpanCache.open({ dir, diskBytes: 200 });
     expect(c2.stats().diskEntries).toBe(2);
     expect((await readdir(dir)).length).toBe(2);
@@ -162,25 +167,27 @@ describe("SpanCache", () => {
   test("a disk entry deleted underneath is a miss, not an error", async () => {
     const dir = await tempDir();
     const c = await SpanCache.open({ dir, memoryBytes: 0 });
-    await c.put(L2, 1, new Uint8Array([1, 2, 3]));
+    const u = c.unscoped();
+    await u.put(L2, 1, new Uint8Array([1, 2, 3]));
     await rm(join(dir, spanKey(L2, 1)));
-    expect(await c.get(L2, 1)).toBeUndefined();
-    expect(c.has(L2, 1)).toBe(false);
+    expect(await u.get(L2, 1)).toBeUndefined();
+    expect(u.has(L2, 1)).toBe(false);
   });
 
   test("disk entries landing and leaving are announced per layer and view; touch refreshes the LRU", async () => {
     const dir = await tempDir();
     const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 300 });
+    const u = c.unscoped();
     const S1 = "1".repeat(64);
     const view = c.scoped(S1);
     const seen: string[] = [];
     const stop = view.watchDisk(L1, (id, on) => seen.push(`${id}:${on}`));
-    c.watchDisk(L1, (id, on) => seen.push(`unscoped ${id}:${on}`));
+    u.watchDisk(L1, (id, on) => seen.push(`unscoped ${id}:${on}`));
     expect(view.diskPathPrefix(L1)).toBe(join(dir, `sha256-${"a".repeat(64)}@${S1}-`));
     const r = new Rand("watch");
     await view.put(L1, 0, r.bytes(100));
     await view.put(L1, 1, r.bytes(100));
-    await c.put(L1, 5, r.bytes(100));
+    await u.put(L1, 5, r.bytes(100));
     expect(view.onDisk(L1, 0)).toBe(true);
     view.touch(L1, 0); // 0 is now the most recently used: 1 goes first
     await view.put(L1, 2, r.bytes(100));
@@ -194,33 +201,36 @@ describe("SpanCache", () => {
   test("whole-file entries: written from chunks, found again after a restart, never made by evicting kept spans", async () => {
     const dir = await tempDir();
     const c = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 1000 });
+    const u = c.unscoped();
     const r = new Rand("files");
-    for (let i = 0; i < 4; i++) await c.put(L1, i, r.bytes(200));
+    for (let i = 0; i < 4; i++) await u.put(L1, i, r.bytes(200));
     const landed: number[] = [];
-    c.watchFiles(L1, (off, on) => on && landed.push(off));
+    u.files.watch(L1, (off, on) => on && landed.push(off));
     const file = r.bytes(300);
     async function* chunks(b: Uint8Array): AsyncGenerator<Uint8Array> {
       for (let i = 0; i < b.byteLength; i += 64) yield b.slice(i, i + 64);
     }
     // Needs 300 of the 200 free: one span must go, but spans 0-3 are kept → not written.
-    expect(await c.putFile(L1, 512, 300, chunks(file), { keepSpans: [0, 3] })).toBe(false);
-    expect(c.filePath(L1, 512)).toBeUndefined();
+    expect(await u.files.put(L1, { offset: 512, size: 300, chunks: chunks(file), keepSpans: [0, 3] })).toBe(false);
+    expect(u.files.path(L1, 512)).toBeUndefined();
     // Keeping 1-3 only: span 0 is evicted for it.
-    expect(await c.putFile(L1, 512, 300, chunks(file), { keepSpans: [1, 3] })).toBe(true);
-    expect(c.onDisk(L1, 0)).toBe(false);
+    expect(await u.files.put(L1, { offset: 512, size: 300, chunks: chunks(file), keepSpans: [1, 3] })).toBe(true);
+    expect(u.onDisk(L1, 0)).toBe(false);
     expect(landed).toEqual([512]);
-    expect(Buffer.compare(new Uint8Array(await Bun.file(c.filePath(L1, 512)!).arrayBuffer()), file)).toBe(0);
+    expect(Buffer.compare(new Uint8Array(await Bun.file(u.files.path(L1, 512)!).arrayBuffer()), file)).toBe(0);
     // Chunks that do not add up fail and leave nothing behind.
-    await expect(c.putFile(L1, 4096, 300, chunks(file.subarray(0, 100)))).rejects.toThrow(
+    await expect(u.files.put(L1, { offset: 4096, size: 300, chunks: chunks(file.subarray(0, 100)) })).rejects.toThrow(
       /got 100 bytes, expected 300/,
     );
     expect((await readdir(dir)).filter((n) => n.startsWith(".tmp-"))).toEqual([]);
     // A restart finds the file entry, counted in the bound (the failed copy had made room: two spans are left).
     const again = await SpanCache.open({ dir, memoryBytes: 0, diskBytes: 1000 });
-    expect(again.filePath(L1, 512)).toBe(join(dir, `sha256-${"a".repeat(64)}-f512`));
+    expect(again.unscoped().files.path(L1, 512)).toBe(join(dir, `sha256-${"a".repeat(64)}-f512`));
     expect(again.stats()).toMatchObject({ diskEntries: 3, diskBytes: 2 * 200 + 300 });
     // Without a disk tier there is nowhere to put one.
     const mem = await SpanCache.open({});
-    await expect(mem.putFile(L1, 0, 1, chunks(file))).rejects.toThrow(InvalidArgumentError);
+    await expect(mem.unscoped().files.put(L1, { offset: 0, size: 1, chunks: chunks(file) })).rejects.toThrow(
+      InvalidArgumentError,
+    );
   });
 });

@@ -17,6 +17,7 @@ import {
   EROFS,
   FuseErrno,
 } from "../../src/fuse/errno.ts";
+import { decodeInitOut } from "../../src/fuse/codec.ts";
 import { ProtocolServer } from "../../src/fuse/protocol_server.ts";
 import { VfsBridge } from "../../src/vfs/bridge.ts";
 import { MemoryTree } from "../../src/vfs/memory_tree.ts";
@@ -148,6 +149,27 @@ describe("INIT", () => {
   test("a request before INIT is answered EIO", async () => {
     const s = new ProtocolServer(bridge);
     expect(parseReply(await s.handle(request(abi.FUSE_GETATTR, 1, new Uint8Array(16)))).error).toBe(-EIO);
+  });
+
+  test("a kernel of a newer major gets our major alone, to retry INIT with, and nothing is settled", async () => {
+    const s = new ProtocolServer(bridge);
+    const reply = await s.handle(request(abi.FUSE_INIT, 0, struct(["u32", 8], ["u32", 1], ["u32", 4096], ["u32", 1])));
+    expect(parseReply(reply).error).toBe(0);
+    expect(decodeInitOut(reply!)).toMatchObject({ major: 7, minor: 0, flags: 0, maxWrite: 0, maxPages: 0 });
+    expect(s.negotiated).toBeUndefined();
+  });
+
+  test("what INIT settled can be read but not changed from outside, and the connection's state is not reachable", async () => {
+    const s = new ProtocolServer(bridge);
+    await s.handle(request(abi.FUSE_INIT, 0, initBody()));
+    const settled = s.negotiated;
+    expect(settled).toMatchObject({ major: 7, minor: 31, kernelMinor: 45 });
+    expect(await s.initialized).toBe(settled!);
+    expect(Reflect.set(s, "negotiated", { ...settled, minor: 40 })).toBe(false);
+    expect(s.negotiated).toBe(settled);
+    for (const k of ["settle", "inFlight", "boundFs", "direct", "passthrough", "fs", "readOnly", "interrupt"]) {
+      expect(k in s).toBe(false);
+    }
   });
 });
 
@@ -426,6 +448,16 @@ describe("statfs, xattrs, access, destroy", () => {
     expect((await call(abi.FUSE_DESTROY, 0)).error).toBe(0);
     server.destroy();
     expect(destroyed).toBe(1);
+  });
+
+  test("INIT's debug lines name the versions, read-ahead, flags and max_pages each way", async () => {
+    const seen: string[] = [];
+    const s = new ProtocolServer(bridge, { debug: (l) => seen.push(l) });
+    await s.handle(request(abi.FUSE_INIT, 0, initBody(33, abi.FUSE_ASYNC_READ | abi.FUSE_POSIX_LOCKS), 9n));
+    expect(seen).toEqual([
+      "rx 9: INIT n0 7.33 ra=131072 {ASYNC_READ,POSIX_LOCKS}",
+      "tx 9: OK 7.31 ra=131072 {ASYNC_READ} max_pages=256",
+    ]);
   });
 
   test("one rx and one tx debug line per request", async () => {

@@ -20,7 +20,7 @@ async function layer(seed: string, layerDigest?: string) {
     requests.push(...ranges);
     return ranges.map(([s, e]) => blob.slice(s, e));
   };
-  const cache = await SpanCache.open();
+  const cache = (await SpanCache.open()).unscoped();
   const manager = new SpanManager({ layerDigest: layerDigest ?? sha(blob), layout, spanDigests, fetchRanges, cache });
   return { blob, manager, fetchRanges, requests };
 }

@@ -38,7 +38,7 @@ describe("gzip layer from a built zTOC", () => {
       layout,
       spanDigests: ztoc.compressionInfo.spanDigests,
       fetchRanges,
-      cache: await SpanCache.open(),
+      cache: (await SpanCache.open()).unscoped(),
     });
     const tree = buildLayerTree(ztoc.toc);
     for (const [path, data] of contents) {

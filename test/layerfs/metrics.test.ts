@@ -43,7 +43,7 @@ async function setup(seed: string, opts: { corrupt?: Set<number>; fail?: () => b
     layout,
     spanDigests,
     fetchRanges,
-    cache: await SpanCache.open({ memoryBytes: 1 << 20 }),
+    cache: (await SpanCache.open({ memoryBytes: 1 << 20 })).unscoped(),
   });
   return { blob, sm, layerDigest, fetchRanges };
 }

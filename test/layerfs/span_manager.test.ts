@@ -36,7 +36,7 @@ async function setup(
       return out;
     });
   };
-  const cache = await SpanCache.open({ memoryBytes: 1 << 20 });
+  const cache = (await SpanCache.open({ memoryBytes: 1 << 20 })).unscoped();
   const logger = new MemoryLogger();
   const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache, logger });
   return { blob, sm, requests, cache, logger, layout, digests, fetchRanges };
@@ -103,7 +103,7 @@ describe("SpanManager", () => {
       layout,
       spanDigests: digests,
       fetchRanges,
-      cache: await SpanCache.open(),
+      cache: (await SpanCache.open()).unscoped(),
       readaheadSpans: 2,
     });
     expect(await sm.read(10, 10)).toEqual(blob.subarray(10, 20));
@@ -156,7 +156,7 @@ describe("SpanManager", () => {
       layout,
       spanDigests: digests,
       fetchRanges: never,
-      cache: await SpanCache.open(),
+      cache: (await SpanCache.open()).unscoped(),
       fetchTimeoutMs: 50,
     });
     void cache;
@@ -202,7 +202,7 @@ describe("SpanManager deadlines", () => {
       layout,
       spanDigests: digests,
       fetchRanges,
-      cache: await SpanCache.open(),
+      cache: (await SpanCache.open()).unscoped(),
       fetchTimeoutMs: limitMs,
       verificationRetries: 3,
     });
@@ -235,7 +235,7 @@ describe("SpanManager deadlines", () => {
       layout: waiting,
       spanDigests: digests,
       fetchRanges,
-      cache: await SpanCache.open(),
+      cache: (await SpanCache.open()).unscoped(),
       fetchTimeoutMs: limitMs,
     });
     const err = await within(
@@ -259,7 +259,7 @@ describe("SpanManager deadlines", () => {
       layout,
       spanDigests: digests,
       fetchRanges: never,
-      cache: await SpanCache.open(),
+      cache: (await SpanCache.open()).unscoped(),
       fetchTimeoutMs: limitMs,
     });
     const prefetch = sm.fetchSpans([0]).catch((e: Error) => e); // its own clock: limitMs from now
