@@ -37,6 +37,8 @@ import { SLOT_LAYOUT } from "./slot_layout.ts";
 
 /** Request bytes: opcode at 4, unique at 8, nodeid at 16; READ's fh at 40 (u64), offset at 48 (u64), size at 56 (u32). */
 const READ_REQUEST_BYTES = IN_HEADER_SIZE + READ_IN_SIZE;
+/** Longest wait for a stream descriptor a published handle names (it was posted first, and is on its way), ms. */
+const STREAM_WAIT_MS = 20;
 /** Rounds of reading fds that had requests before a poll(2) that does not wait looks at the others. */
 const ROUNDS_BEFORE_POLL = 8;
 
@@ -112,7 +114,7 @@ enum Read {
 }
 
 function serve({ bytes, sab, wakeFd, port }: InitMessage): void {
-  const { SLOTS, HEAD, TAIL, CONTROL, LEN, KEY, CTL_BYTES } = SLOT_LAYOUT;
+  const { SLOTS, HEAD, TAIL, CONTROL, SPARE, LEN, KEY, CTL_BYTES } = SLOT_LAYOUT;
   const ctl = new Int32Array(sab, 0, CTL_BYTES / 4);
   const nodePort = port as unknown as import("node:worker_threads").MessagePort;
   const entries = new Map<number, Entry>();
@@ -126,6 +128,8 @@ function serve({ bytes, sab, wakeFd, port }: InitMessage): void {
   let head = 0;
   /** Control messages received (stream descriptors not counted): CONTROL says how many were sent. */
   let received = 0;
+  /** An fd was added outside the top of the loop: the poll set is rebuilt there. */
+  let changed = false;
   let stopping = false;
   /** The fds poll(2) watches (this thread's eventfd last) and their entries; rebuilt when the set changes. */
   let watched: Entry[] = [];
@@ -136,32 +140,37 @@ function serve({ bytes, sab, wakeFd, port }: InitMessage): void {
     watched = [...entries.values()].filter((e) => e.reading);
     pollFds = [...watched.map((e) => e.fd), wakeFd];
   };
-  /** Takes every message waiting in the port: stream descriptors at once, the rest queued. */
-  const drainPort = (): void => {
-    for (;;) {
-      const m = receiveMessageOnPort(nodePort);
-      if (!m) return;
-      const c = m.message as Control;
-      if (c.op === "stream") conns.get(c.conn)?.known.set(c.d.id, c.d);
-      else {
-        received++;
-        queued.push(c);
-      }
+  /**
+   * One message from the port: a stream descriptor or an added fd at once (so descriptors that follow an fd's
+   * add in the port find its connection), pause, drop and stop queued for the top of the loop (never applied in the
+   * middle of a request).
+   */
+  const take = (c: Control): void => {
+    if (c.op === "stream") {
+      conns.get(c.conn)?.known.set(c.d.id, c.d);
+      return;
     }
+    received++;
+    if (c.op === "add") {
+      apply(c);
+      changed = true;
+    } else queued.push(c);
+  };
+  /** Takes every message waiting in the port. */
+  const drainPort = (): void => {
+    for (let m = receiveMessageOnPort(nodePort); m; m = receiveMessageOnPort(nodePort)) take(m.message as Control);
   };
   const streamFor = (conn: Conn, id: number): StreamDescriptor | undefined => {
-    // Descriptors are posted before the handle naming them is published: drain the port until it shows.
+    // Descriptors are posted before the handle naming them is published, but a message takes a moment to cross
+    // threads: drain the port until it shows, waiting a little (it is on its way), at most STREAM_WAIT_MS.
+    const deadline = performance.now() + STREAM_WAIT_MS;
     for (;;) {
       const have = conn.known.get(id);
       if (have) return have;
       const m = receiveMessageOnPort(nodePort);
-      if (!m) return undefined;
-      const c = m.message as Control;
-      if (c.op === "stream") conns.get(c.conn)?.known.set(c.d.id, c.d);
-      else {
-        received++;
-        queued.push(c);
-      }
+      if (m) take(m.message as Control);
+      else if (performance.now() >= deadline) return undefined;
+      else Atomics.wait(ctl, SPARE, 0, 0.1);
     }
   };
   const forget = (e: Entry): void => {
@@ -235,12 +244,18 @@ function serve({ bytes, sab, wakeFd, port }: InitMessage): void {
       const fhHigh = v.getUint32(44, true);
       const size = v.getUint32(56, true);
       let got = -1;
-      if (fhHigh === 0 && size <= out.length) {
+      // This request's buffer: an fd added while it is read (a message taken while waiting for a stream) may
+      // replace `out` with a bigger one.
+      const into = out;
+      if (fhHigh === 0 && size <= into.length) {
         try {
-          got = reader.read(v.getUint32(40, true), v.getUint32(48, true) + v.getUint32(52, true) * 2 ** 32, size, out, [
-            v.getUint32(16, true),
-            v.getUint32(20, true),
-          ]);
+          got = reader.read(
+            v.getUint32(40, true),
+            v.getUint32(48, true) + v.getUint32(52, true) * 2 ** 32,
+            size,
+            into,
+            [v.getUint32(16, true), v.getUint32(20, true)],
+          );
         } catch {
           got = -1;
         }
@@ -251,7 +266,7 @@ function serve({ bytes, sab, wakeFd, port }: InitMessage): void {
         hv.setUint32(8, v.getUint32(8, true), true);
         hv.setUint32(12, v.getUint32(12, true), true);
         try {
-          writevSync(e.fd, got > 0 ? [header, out.subarray(0, got)] : [header]);
+          writevSync(e.fd, got > 0 ? [header, into.subarray(0, got)] : [header]);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
           // ENOENT: the request was interrupted; ENODEV: the mount is gone (the next read ends the fd).
@@ -288,7 +303,8 @@ function serve({ bytes, sab, wakeFd, port }: InitMessage): void {
   let rounds = 0;
   for (;;) {
     // 1. Control messages: applied between requests, never in the middle of one.
-    if (Atomics.load(ctl, CONTROL) !== received || queued.length > 0) {
+    if (Atomics.load(ctl, CONTROL) !== received || queued.length > 0 || changed) {
+      changed = false;
       drainPort();
       while (queued.length > 0) apply(queued.shift()!);
       if (stopping) {

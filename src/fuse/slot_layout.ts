@@ -9,7 +9,7 @@
  *   4  TAIL  requests the main thread has taken out of their slots
  *   8  CONTROL  bumped by the main thread after it posts control messages (add, pause, drop, stop an fd) to the
  *              thread's port: the reader drains its port when the word differs from what it last saw
- *   12 (unused)
+ *   12 SPARE  never written: the reader sleeps on it (Atomics.wait with a timeout) while a message is on its way
  *   16 LEN[SLOTS]  length of the request in each slot
  *   16 + 4·SLOTS KEY[SLOTS]  key of the fd each slot's request was read from (never reused within a process, so a
  *              request left in a slot by a connection that has ended is never served by a newer one on the same fd
@@ -30,6 +30,8 @@ export const SLOT_LAYOUT = {
   TAIL: 1,
   /** Word index of CONTROL (main thread → reader: control messages are waiting in the port). */
   CONTROL: 2,
+  /** Word index of SPARE (never written; a word to sleep on). */
+  SPARE: 3,
   /** Word index of LEN[0]. */
   LEN: 4,
   /** Word index of KEY[0]. */
