@@ -23,6 +23,7 @@
  */
 import { closeSync, writeSync } from "node:fs";
 import { eventFd } from "../platform/libc.ts";
+import { errorMessage } from "../util/errors.ts";
 import { workerModuleUrl } from "../platform/worker_url.ts";
 import type { DirectReadTable, StreamDescriptor } from "./direct_reads.ts";
 import { SLOT_LAYOUT } from "./slot_layout.ts";
@@ -84,6 +85,8 @@ export interface ReaderPoolOptions {
 interface FdEntry {
   key: number;
   fd: number;
+  /** The connection (member) it belongs to. */
+  member: number;
   client: PoolClient;
   thread: PoolThread;
   /** Resolvers waiting for this fd's `paused`. */
@@ -161,7 +164,7 @@ export class ReaderPool {
     fds.forEach((fd, i) => {
       const thread = targets[i]!;
       const key = nextKey++;
-      const entry: FdEntry = { key, fd, client, thread };
+      const entry: FdEntry = { key, fd, member: id, client, thread };
       this.#keys.set(key, entry);
       thread.keys.add(key);
       keys.push(key);
@@ -274,6 +277,7 @@ export class ReaderPool {
     if (!e) return;
     this.#keys.delete(key);
     e.thread.keys.delete(key);
+    if (![...e.thread.keys].some((k) => this.#keys.get(k)?.member === e.member)) e.thread.directFor.delete(e.member);
     const paused = e.onPaused;
     e.onPaused = undefined;
     paused?.();
@@ -298,6 +302,9 @@ export class ReaderPool {
     t.worker.terminate();
     t.port.close();
     closeQuietly(t.wakeFd);
+    // Requests it read and published are served: the kernel waits for their replies, and their connections may
+    // still be read through fds on other threads.
+    this.#takePublished(t);
     Atomics.notify(t.ctl, HEAD);
     for (const key of [...t.keys]) this.#fdGone(key, why === "stopped" ? "left" : why);
   }
@@ -321,31 +328,48 @@ export class ReaderPool {
    * hand it to the connection its key names; then sleep in Atomics.waitAsync until the thread publishes the next.
    */
   #take(t: PoolThread): void {
-    const { ctl, all } = t;
-    const bytes = this.slotBytes;
     const drain = (): void => {
       for (;;) {
         if (t.stopping && t.keys.size === 0) return;
-        const head = Atomics.load(ctl, HEAD);
-        while (t.taken !== head) {
-          const slot = (t.taken >>> 0) % SLOTS;
-          const at = CTL_BYTES + slot * bytes;
-          const req = all.slice(at, at + ctl[LEN + slot]!);
-          const e = this.#keys.get(ctl[KEY + slot]!);
-          t.taken = (t.taken + 1) | 0;
-          Atomics.store(ctl, TAIL, t.taken);
-          Atomics.notify(ctl, TAIL);
-          // A request of an fd gone already (its connection ended) is dropped: nobody waits for its reply.
-          e?.client.serve(e.fd, req);
-        }
+        this.#takePublished(t);
         if (t.stopping && t.keys.size === 0) return;
-        const w = waitAsync(ctl, HEAD, t.taken);
+        const w = waitAsync(t.ctl, HEAD, t.taken);
         if (!w.async) continue; // published meanwhile
         void w.value.then(drain);
         return;
       }
     };
     drain();
+  }
+
+  /**
+   * Takes every request thread `t` has published out of its slot and hands it to its connection. A connection's
+   * `serve` that throws is that connection's error, not the thread's: the others on the thread go on.
+   */
+  #takePublished(t: PoolThread): void {
+    const { ctl, all } = t;
+    const bytes = this.slotBytes;
+    const head = Atomics.load(ctl, HEAD);
+    while (t.taken !== head) {
+      const slot = (t.taken >>> 0) % SLOTS;
+      const at = CTL_BYTES + slot * bytes;
+      const req = all.slice(at, at + ctl[LEN + slot]!);
+      const e = this.#keys.get(ctl[KEY + slot]!);
+      t.taken = (t.taken + 1) | 0;
+      Atomics.store(ctl, TAIL, t.taken);
+      Atomics.notify(ctl, TAIL);
+      // A request of an fd gone already (its connection ended) is dropped: nobody waits for its reply.
+      if (!e) continue;
+      try {
+        e.client.serve(e.fd, req);
+      } catch (err) {
+        try {
+          e.client.onError(`Cannot serve a FUSE request read from fd ${e.fd}: ${errorMessage(err)}`);
+        } catch {
+          // the connection's error report failed too: nothing more to tell
+        }
+      }
+    }
   }
 }
 

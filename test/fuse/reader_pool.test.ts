@@ -9,10 +9,11 @@
  *   - dropped fds end as "left", an fd whose peer is gone ends as "EOF"; threads stop with the last fd.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type PoolClient, ReaderPool } from "../../src/fuse/reader_pool.ts";
+import { BackingStream, DirectReadTable } from "../../src/fuse/direct_reads.ts";
+import { type PoolClient, type PoolMember, ReaderPool } from "../../src/fuse/reader_pool.ts";
 import { setNonBlocking } from "../../src/platform/libc.ts";
 import {
   acceptUnix,
@@ -160,5 +161,69 @@ describe("ReaderPool on socket pairs", () => {
     mc.drop();
     await c.c.next(-1);
     for (const fd of [a.p.pool, b.p.pool, c.p.pool]) closeFd(fd);
+  });
+
+  test("a handle registered before the thread took its connection's add is still read by the thread", async () => {
+    // The stream descriptor follows the add in the thread's port: it must not be dropped for want of a connection.
+    const pool = new ReaderPool({ threads: 1, slotBytes: 8192 });
+    const p = pair();
+    const file = join(dir, "direct-file");
+    writeFileSync(file, "abcdefgh");
+    const c = client();
+    let member: PoolMember | undefined;
+    const table = new DirectReadTable({ onStream: (d) => member?.postStream(d), closeFd: (fd) => closeSync(fd) });
+    member = pool.attach(c, [p.pool], { table, maxReadBytes: 4096 });
+    const stream = new BackingStream(file, [0, 8], { indexed: false });
+    stream.setPresent(0, true);
+    expect(table.register(7, { stream, offset: 0, size: 8 })).toBe(true);
+    // A FUSE READ of fh 7: 40-byte header (len, opcode 15, unique 99, nodeid 0), then fh, offset 0, size 4.
+    const req = new Uint8Array(80);
+    const v = new DataView(req.buffer);
+    v.setUint32(0, 80, true);
+    v.setUint32(4, 15, true);
+    v.setUint32(8, 99, true);
+    v.setUint32(40, 7, true);
+    v.setUint32(56, 4, true);
+    writeSync(p.kernel, req);
+    const [ready] = pollReadable([p.kernel], 10_000);
+    expect(ready).toBeGreaterThan(0);
+    const reply = new Uint8Array(64);
+    const n = readSync(p.kernel, reply, 0, 64, null);
+    expect(dec.decode(reply.subarray(16, n))).toBe("abcd");
+    expect(new DataView(reply.buffer).getUint32(8, true)).toBe(99);
+    expect(table.stats()).toMatchObject({ direct: 1, handedOver: 0 });
+    expect(c.got).toEqual([]);
+    member.drop();
+    await c.next(-1);
+    table.close();
+    closeFd(p.pool);
+  });
+
+  test("a connection whose serve throws gets the error; another connection on the same thread is still served", async () => {
+    const pool = new ReaderPool({ threads: 1, slotBytes: 8192 });
+    const a = { p: pair(), errors: [] as string[] };
+    const b = { p: pair(), c: client() };
+    const ma = pool.attach(
+      {
+        serve: () => {
+          throw new Error("tree failed");
+        },
+        fdEnded: () => {},
+        onError: (m) => void a.errors.push(m),
+      },
+      [a.p.pool],
+    );
+    const mb = pool.attach(b.c, [b.p.pool]);
+    writeSync(a.p.kernel, enc.encode("boom"));
+    writeSync(b.p.kernel, enc.encode("b-1"));
+    await b.c.next(1);
+    for (let i = 0; i < 6; i++) writeSync(b.p.kernel, enc.encode(`b-${i + 2}`));
+    await b.c.next(7);
+    expect(b.c.got).toEqual(["b-1", "b-2", "b-3", "b-4", "b-5", "b-6", "b-7"]);
+    expect(a.errors).toEqual([`Cannot serve a FUSE request read from fd ${a.p.pool}: tree failed`]);
+    ma.drop();
+    mb.drop();
+    await b.c.next(-1);
+    for (const fd of [a.p.pool, b.p.pool]) closeFd(fd);
   });
 });
