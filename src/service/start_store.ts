@@ -21,6 +21,8 @@ export function startStore(c: Config, opts: { root: string; stack: LayerStack; l
     mountpoint: c.store.mountpoint,
     usesFile: join(root, "store_uses.json"),
     timeoutMs: c.mountTimeoutSec * 1000,
+    // "" (the default): none.
+    lod: c.store.lod || undefined,
     prefetch: { maxConcurrency: c.prefetch.maxConcurrency, timeoutMs: c.prefetch.timeoutMsec },
     fuse: {
       attrTimeoutSec: c.fuse.attrTimeoutSec,

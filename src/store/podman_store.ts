@@ -35,6 +35,8 @@ export interface PodmanStoreOptions {
   timeoutMs?: number;
   /** Milliseconds a layer nobody uses stays open after its last lookup (default 120 000). */
   lingerMs?: number;
+  /** See StoreLayersOptions.lod (config `[store] lod`). */
+  lod?: string;
   /** See StoreLayersOptions.prefetch (config `[prefetch]`). */
   prefetch?: StoreLayersOptions["prefetch"];
   fuse?: {
@@ -90,6 +92,7 @@ export class PodmanStore {
       usesFile: opts.usesFile,
       timeoutMs: opts.timeoutMs,
       lingerMs: opts.lingerMs,
+      lod: opts.lod,
       prefetch: opts.prefetch,
       logger,
     });

@@ -10,8 +10,9 @@
  *   1. A layer already open under that name answers at once (no registry request: containers started later look
  *      `diff` up again).
  *   2. Resolve the image through the shared ImageResolver (manifest for the host platform, SOCI index discovery:
- *      local store first, then v2, then v1, as configured; cached and single-flight) and read its config for the
- *      layers' diff ids.
+ *      local store first, then v2, then v1, as configured; cached and single-flight; with `lod`, that workload's
+ *      load order document, config `[store] lod`: podman passes no labels, so the store names one workload for
+ *      every image) and read its config for the layers' diff ids.
  *   3. Decline (undefined, so podman pulls the layer itself) an image without an index, a digest that is not
  *      one of its layers nor the annotated zTOC digest of one, a layer without a zTOC, or an image config
  *      without its diff id.
@@ -85,6 +86,11 @@ export interface StoreLayersOptions {
   timeoutMs?: number;
   /** Milliseconds a layer nobody uses stays open after its last lookup (default 120 000). */
   lingerMs?: number;
+  /**
+   * Workload whose load order document to replay for every image that has one (config `[store] lod`); absent:
+   * the resolver's own choice (none in serve).
+   */
+  lod?: string;
   /** Background prefetch of prefetch artifacts (config `[prefetch]`; defaults as StorePrefetchOptions). */
   prefetch?: { maxConcurrency?: number; timeoutMs?: number };
   logger?: Logger;
@@ -109,7 +115,8 @@ function compressionOf(mediaType: string): number {
 }
 
 export class StoreLayers {
-  readonly #o: Required<Omit<StoreLayersOptions, "usesFile" | "prefetch">> & Pick<StoreLayersOptions, "usesFile">;
+  readonly #o: Required<Omit<StoreLayersOptions, "usesFile" | "lod" | "prefetch">> &
+    Pick<StoreLayersOptions, "usesFile" | "lod">;
   readonly #prefetch: StorePrefetch;
   readonly #entries = new Map<string, Entry>();
   readonly #slots = new InodeSlots();
@@ -170,7 +177,7 @@ export class StoreLayers {
     const bounded = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
       // 2.
-      const image = await this.#o.resolver.resolve(ref, { signal: bounded });
+      const image = await this.#o.resolver.resolve(ref, { signal: bounded, lod: this.#o.lod });
       const diffIds = await this.#diffIdsOf(image, bounded);
       // 3.
       const offered = (d: string) => offeredLayer(image, diffIds, d);

@@ -7,7 +7,9 @@
  *    nothing; reads of other files do;
  *  - reads go first: while a read waits on the network, the prefetch keeps one run in flight and its other
  *    workers wait; when the read is answered they go on;
- *  - closing the store stops a prefetch that is still held.
+ *  - closing the store stops a prefetch that is still held;
+ *  - `[store] lod` (`lod`): the workload's load order document is replayed for an image that has one, and the
+ *    reads it recorded then ask nothing; an image without one is served without it, after one log line.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -23,6 +25,8 @@ import type { RegistryClient } from "../../src/registry/types.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
+import { LOD_MEDIA_TYPE } from "../../src/soci/lod.ts";
+import { putLod } from "../../src/soci/lod_store.ts";
 import { StoreLayers } from "../../src/store/store_layers.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import type { Node } from "../../src/vfs/node.ts";
@@ -111,6 +115,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
   let reg: TestRegistry;
   let tmp: string;
   let artifact: PushedImage; // one layer, an index with a prefetch artifact listing LISTED
+  let withLod: PushedImage; // one layer, a plain index, and a load order document "web"
   let contents: Map<string, Uint8Array>;
   const http = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 10_000 });
   const artifacts = () => new ArtifactStore(join(tmp, "root"));
@@ -131,6 +136,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
       return out;
     };
     artifact = await pushImage(reg, "store/artifact", "v1", { client: http, layers: [files("f")] });
+    withLod = await pushImage(reg, "store/lod", "v1", { client: http, layers: [files("g")] });
     const store = artifacts();
     const index = (img: PushedImage, prefetchPaths?: string[]) =>
       createIndexes(new RegistryLocation(http, img.ref, refOf(img)), {
@@ -144,6 +150,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
       LISTED.map((i) => `/${name("f", i)}`),
     );
     expect(created!.prefetch.length).toBe(1);
+    await index(withLod);
   }, 120_000);
   afterAll(async () => {
     await reg?.stop();
@@ -151,10 +158,10 @@ describe.skipIf(!run)("podman store prefetch", () => {
   });
 
   /** A cold store: its own layer manager and span cache, the holding client, a resolver of its own. */
-  const openStore = async (o: { maxConcurrency?: number } = {}) => {
+  const openStore = async (o: { lod?: string; maxConcurrency?: number } = {}) => {
     const root = await mkdtemp(join(tmp, "manager-"));
     const logger = new MemoryLogger();
-    const h = holding(http, () => new Set([layerOf(artifact)]));
+    const h = holding(http, () => new Set([layerOf(artifact), layerOf(withLod)]));
     const manager = await LayerManager.create({
       root,
       inflate: inflateFromCheckpoint,
@@ -170,6 +177,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
       manager,
       resolver,
       timeoutMs: 20_000,
+      lod: o.lod,
       prefetch: { maxConcurrency: o.maxConcurrency ?? 4 },
       logger,
     });
@@ -289,6 +297,55 @@ describe.skipIf(!run)("podman store prefetch", () => {
       await s.layers.close(); // would wait forever for the held fetches if the prefetch went on
       expect(s.logged("Store prefetch done")).toBe(false);
       expect(s.logger.lines.filter((l) => l.level === "warn" && l.msg.startsWith("Store prefetch"))).toEqual([]);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
+  test("lod: the workload's load order document is replayed for an image that has one; one without it is served as usual", async () => {
+    // "web" read the first 4 KiB of three files of withLod's layer.
+    const recorded = [5, 10, 15].map((i) => name("g", i));
+    const resolved = await new ImageResolver(http, {
+      modes: { localStore: true, v1: false, v2: false },
+      store: artifacts(),
+    }).resolve(refOf(withLod));
+    const toc = resolved.found!.ztocs.get(layerOf(withLod))!.toc;
+    await putLod(
+      artifacts(),
+      {
+        mediaType: LOD_MEDIA_TYPE,
+        workload: "web",
+        image: { manifestDigest: withLod.manifestDescriptor.digest, reference: refOf(withLod) },
+        createdAt: new Date(0).toISOString(),
+        durationMs: 100,
+        layers: [
+          {
+            digest: layerOf(withLod),
+            ranges: recorded.map((path, k) => ({
+              path,
+              offset: 0,
+              length: 4096,
+              layerOffset: toc.find((m) => m.name === path)!.uncompressedOffset,
+              atMs: k,
+            })),
+          },
+        ],
+      },
+      { subject: withLod.manifestDescriptor },
+    );
+    const s = await openStore({ lod: "web" });
+    try {
+      const got = (await s.layers.layer(refOf(withLod), layerOf(withLod)))!;
+      await eventually(() => s.logged("Load order document replayed"), 20_000, "the replay");
+      const mark = s.h.calls.length;
+      expect(mark).toBeGreaterThan(0);
+      for (const path of recorded)
+        expect(await readFile(got.diff, path, 0, 4096)).toEqual(contents.get(path)!.subarray(0, 4096));
+      expect(s.h.calls.slice(mark)).toEqual([]);
+      // The other image has no "web" document: served without one, after one log line.
+      expect(await s.layers.layer(refOf(artifact), layerOf(artifact))).toBeDefined();
+      const ignored = s.logger.lines.filter((l) => l.msg === "Load order document ignored; mounting without it");
+      expect(ignored.map((l) => [l.fields?.workload, l.fields?.image])).toEqual([["web", refOf(artifact)]]);
     } finally {
       await s.close();
     }
