@@ -9,15 +9,18 @@
  *   1. One prefetch per open layer: a layer that several image references name (the layer manager shares it) is
  *      prefetched once; each `start` counts a user, and its `stop()` ends the prefetch with the last one.
  *   2. Wait for `after` (the layer's load order document replay: its spans come first, as in a mount).
- *   3. The listed spans not cached yet, in span order, as runs of adjacent spans (layer_manager.ts `spanRuns`),
- *      one ranged request each (the span manager splits longer ones at its coalescing bound).
- *   4. `maxConcurrency` runs in flight. Reads go first: before each run, every worker but the first waits while
- *      a read waits on the network (TaskGate.waitNoForeground); the first keeps one run moving. A read of a span
- *      that a run is fetching joins that fetch.
+ *   3. The listed spans not cached yet, in span order, as runs (layer_manager.ts `spanRuns`), joined across
+ *      unlisted spans of up to LOD_JOIN_GAP_BYTES as a load order document's replay is (fewer round trips, fewer
+ *      checkpoint windows), one ranged request each (the span manager splits longer ones at its bound).
+ *   4. `maxConcurrency` runs in flight; as each starts, the checkpoint windows of the next 2 × `maxConcurrency`
+ *      runs are asked for (a zTOC loaded without them; SpanLayout.prepare), so they are in when their runs
+ *      arrive. Reads go first: before each run, every worker but the first waits while a read waits on the
+ *      network (TaskGate.waitNoForeground); the first keeps one run moving. A read of a span that a run is
+ *      fetching joins that fetch.
  *   5. The whole bounded by `timeoutMs`; a failure or the timeout only logs (reads fetch on demand).
  */
 import type { Layer } from "../layerfs/layer.ts";
-import { spanRuns } from "../layerfs/layer_manager.ts";
+import { LOD_JOIN_GAP_BYTES, spanRuns } from "../layerfs/layer_manager.ts";
 import { sleep, type TaskGate } from "../layerfs/task_gate.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
@@ -108,7 +111,7 @@ export class StorePrefetch {
       runs = spanRuns(
         [...new Set(listed)].sort((x, y) => x - y),
         manager.layout,
-        { gapBytes: 0 },
+        { gapBytes: LOD_JOIN_GAP_BYTES },
       );
       spans = runs.reduce((n, r) => n + r.length, 0);
       if (runs.length === 0) return;
@@ -116,15 +119,24 @@ export class StorePrefetch {
       const ctl = new AbortController();
       const stop = () => ctl.abort();
       signal.addEventListener("abort", stop, { once: true });
+      const concurrency = Math.max(1, this.#o.maxConcurrency ?? 4);
+      const windowsAhead = (i: number) =>
+        manager.layout.prepare?.(
+          runs.slice(i + 1, i + 1 + 2 * concurrency).map((r) => r[0]!),
+          { previousAtHand: (id) => manager.state(id - 1) === "uncompressed", signal: ctl.signal },
+        );
       let next = 0;
       const worker = async (k: number) => {
         while (next < runs.length) {
           if (k > 0) await this.#o.gate.waitNoForeground(ctl.signal);
           if (next >= runs.length) break;
-          await manager.fetchSpans(runs[next++]!, ctl.signal);
+          const i = next++;
+          const fetched = manager.fetchSpans(runs[i]!, ctl.signal);
+          windowsAhead(i);
+          await fetched;
         }
       };
-      const workers = Math.max(1, Math.min(this.#o.maxConcurrency ?? 4, runs.length));
+      const workers = Math.min(concurrency, runs.length);
       try {
         // 5.
         const all = Promise.all(Array.from({ length: workers }, (_, k) => worker(k)));
