@@ -29,28 +29,40 @@
  * kept last so runs stay comparable). Needs root, /dev/fuse, podman, runc, iproute2, docker-registry, skopeo,
  * tar, chroot, strace, readelf; run with `npm run bench:podman`.
  *
- * Measured before the prefetch and LOD rows existed (plain lazy and full pull only):
- *   (2026-12-03, 2 shared cores, load average 8-15, span size 256 KiB, python image 80.4 MB)
- *   run 1: lazy 8.19 s, 10.7 MB over the link; full 13.83 s, 80.4 MB: 0.592x (load 12.1, 13.5, 13.2 during the run)
- *   run 2: lazy 4.43 s, 10.7 MB over the link; full 11.87 s, 80.4 MB: 0.373x (load 8.3, 11.9, 12.6 at start)
- *   run 3 (on bench/_shaped_link.ts after main's refactor): lazy 6.55 s, 10.7 MB; full 15.07 s, 80.4 MB: 0.435x
- *     (load 11.2, 11.9, 12.0 at start)
- * The target (0.3x) is missed. Where the lazy time goes (PODMAN_LOG_DIR: serve's JSON log, ms timestamps, one line
- * per registry request; podman --log-level=debug, second timestamps), run 2:
- *   - 0.0-1.3 s: podman's pull. podman GETs the manifest, asks the store for `diff` of its first layer; serve
- *     resolves the image (manifest 26 ms, referrers + index manifest ~80 ms, zTOCs: the first and last windows of
- *     each, 0.6 s in all), opens both layers (1.3 s); podman takes them ("Skipping blob … already present") and
- *     commits the image within the same second;
- *   - 1.3-1.6 s: container created and started (runc);
- *   - 1.6-4.4 s: python starting: 56 ranged GETs for ~28 cold spans, one span after the other (python opens its
- *     modules one by one), each span with the 32 KiB checkpoint window of the zTOC it needs (lazy checkpoints),
- *     mostly fetched alongside it; each request 30-90 ms (a 20 ms round trip plus queueing on the loaded machine).
- *   Run 1 spent the same requests over 5 s (8.2 s in all) on a busier machine: the serial on-demand phase is what
- *   scales with load and latency. The full pull is 6.4 s of transfer at 100 Mbit/s plus gunzip and overlay apply
- *   under load. Reaching 0.3x needs the spans fetched before python asks: a load order document or prefetch
- *   artifact (bench:lazy's other rows) resolved by the store, or the serial span misses made cheaper.
- *   (podman itself returns ~23 s after the output in both paths, "Exceeded conmon timeout waiting for container
- *   to exit", a conmon/sandbox matter outside the time to output.)
+ * Measured (2026-12-03, 2 shared cores running other sessions' suites and benches throughout, span size 256 KiB,
+ * python image 80.4 MB; each lazy row 10.6-10.7 MB over the link, the full pull 80.4 MB; time to output in
+ * seconds, ratio to the full pull of the same run; load: `uptime` before -> after the run):
+ *                                  run 4 (load 6.2 -> 8.8)     run 5 (load 8.8 -> 11.3)
+ *   lazy                           6.07   0.468x               6.19   0.392x
+ *   lazy, prefetch artifact        4.40   0.340x               5.55   0.351x
+ *   lazy, [store] lod = "python"   4.20   0.324x               5.14   0.326x
+ *   full pull                     12.95                       15.80
+ * Runs 1-3, before the store's prefetch joined runs across small gaps and asked for windows ahead (22 requests
+ * instead of 19, done 2.5-4.0 s after the layers opened instead of 1.6-2.1 s), on a busier machine: plain lazy
+ * 0.384x / 0.269x / 0.495x, prefetch artifact 0.292x / 0.284x / 0.312x, LOD 0.337x / 0.425x / 0.180x (load 21
+ * -> 18, 16 -> 18, 11 -> 7; full pull 23.7 / 28.7 / 15.3 s). Earlier still, plain lazy alone: 0.37-0.59x.
+ * Both fetched-ahead rows beat plain lazy in 4 of the 5 runs (not in run 2, load 16-18); the target (0.3x) was
+ * met in 3 of their 10 measurements (and by plain lazy once, run 2), in none of the last two runs (0.32-0.35x). Where the time goes (PODMAN_LOG_DIR: serve's JSON log in
+ * ms, podman's debug log in whole seconds), run 4:
+ *   - podman's own start, before serve sees a request: ~0.5-1 s;
+ *   - resolution: "SOCI index found" 0.6-0.8 s after serve's first request (index, zTOC skeleton and its
+ *     decoding), the LOD row's three sequential requests for the document after it (+0.2-0.4 s: the resolver
+ *     looks it up after discovery, not beside it); both layers open at 1.0-1.2 s and podman takes them
+ *     ("Skipping blob … already present");
+ *   - the fetch ahead starts there, in the background: 8.3 MB (the same bytes python's start needs) in 19 ranged
+ *     requests, done 1.6 s (artifact) and 1.9 s (LOD; its first run is 2.97 MB, libpython whole) after the
+ *     layers opened, while podman commits the image and creates the container (1-2 s; 1 s in the plain row:
+ *     podman reads the lower layers meanwhile and shares the CPU with the prefetch's inflating);
+ *   - python then starts with its spans in the cache (0 requests after the fetch ahead in
+ *     test/e2e/podman_prefetch.test.ts); in the plain row it fetches ~28 spans one after the other instead (~50
+ *     ranged requests with their checkpoint windows, 30-300 ms each on this load), 1-2 s more.
+ * So on this machine ~2.5-3 s of the 4.2 s is podman and resolution, and 0.3x of a 13-16 s full pull is 3.9-4.7
+ * s. What would still help, outside the store: the document looked up beside index discovery
+ * (src/layerfs/image_resolver.ts), a cheaper zTOC skeleton decode, and inflating prefetched spans off the main
+ * thread that also answers podman's lookups. Under heavy load (runs 1-2) the fetched-ahead rows pay the same CPU
+ * as the plain row, earlier, during podman's container creation (4-6 s there instead of 1-2 s), and gain less.
+ * (podman itself returns ~21-23 s after the output in every path, "Exceeded conmon timeout waiting for container
+ * to exit", a conmon/sandbox matter outside the time to output.)
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
