@@ -45,10 +45,12 @@ export interface IntField<K extends string = string> extends FieldBase<K> {
   max: number;
 }
 
-/** A free-form string key. */
+/** A string key: any string, or with `pattern` only the strings it matches. */
 export interface StringField<K extends string = string> extends FieldBase<K> {
   kind: "string";
   default: string;
+  /** What a value must match (the default included), and how the loader's error says so. */
+  pattern?: { re: RegExp; expected: string };
 }
 
 /** A string key that takes one of `values`; its TypeScript type is their union. */
@@ -93,6 +95,12 @@ export const SPAN_SIZE_MAX_BYTES = GiB;
 export const MIN_LAYER_SIZE_MAX_BYTES = TiB;
 /** Largest read-ahead (`[blob] readahead_spans`, `--readahead-spans`), in spans. */
 export const READAHEAD_SPANS_MAX = 256;
+/**
+ * A workload name (`[store] lod`), or empty for none: soci/lod.ts's WORKLOAD_NAME_RE (1-128 of A-Z a-z 0-9 . _ -,
+ * starting with a letter or digit; it is also a file name part in the local store), spelled here as config may
+ * not import soci (test/config/load.test.ts checks that the two agree).
+ */
+export const WORKLOAD_NAME_OR_EMPTY_RE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$/;
 
 // The constructors keep `ts` (and an enum's values) as literal types, for the Config type (schema.ts).
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
@@ -112,8 +120,14 @@ function int<const K extends string>(
   return { toml, ts, kind: "int", default: dflt, doc, min, max };
 }
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
-function str<const K extends string>(toml: string, ts: K, dflt: string, doc: string): StringField<K> {
-  return { toml, ts, kind: "string", default: dflt, doc };
+function str<const K extends string>(
+  toml: string,
+  ts: K,
+  dflt: string,
+  doc: string,
+  pattern?: StringField["pattern"],
+): StringField<K> {
+  return { toml, ts, kind: "string", default: dflt, doc, ...(pattern ? { pattern } : {}) };
 }
 /** An enum key: its type is the union of `values`, and its default must be one of them (checked by tsc). */
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
@@ -222,6 +236,16 @@ export const SCHEMA = [
         "mountpoint",
         "/var/lib/soci-ts/store",
         "Where the store is mounted (made if missing; it stays, empty, while the daemon is down)",
+      ),
+      str(
+        "lod",
+        "lod",
+        "",
+        'Workload whose load order document the store replays for every image that has one of that name (recorded with `soci-ts mount --record-lod NAME`, published with `soci-ts lod push`; found in the local store, then in the registry): its spans are fetched in the background from the first lookup, in recorded order, reads first; an image without one is served without it (one log line); "" replays none (podman passes no labels, so this is how the store chooses one)',
+        {
+          re: WORKLOAD_NAME_OR_EMPTY_RE,
+          expected: 'a workload name (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit) or "" for none',
+        },
       ),
     ],
   },

@@ -149,6 +149,8 @@ function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: Ke
     }
     case "string":
       if (typeof value !== "string") throw bad(`expected a string, got ${describe(value)}`);
+      if (field.pattern && !field.pattern.re.test(value))
+        throw bad(`expected ${field.pattern.expected}, got ${shown(value)}`);
       return value;
     case "enum":
       if (typeof value === "string" && field.refused?.[value] !== undefined) throw bad(field.refused[value]);
@@ -157,6 +159,11 @@ function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: Ke
       }
       return value;
   }
+}
+
+/** A string value as an error message quotes it: JSON-escaped (one line whatever it holds), at most 80 characters. */
+function shown(value: string): string {
+  return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
 }
 
 function describe(value: unknown): string {

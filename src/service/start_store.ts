@@ -1,7 +1,7 @@
 /**
- * The podman store of `soci-ts serve`, from the config tree (`[store]`, `mount_timeout_sec`, `[fuse]`), on the
- * process's lazy loader (layer_stack.ts): the same layer manager, span cache and image resolver as the
- * containerd snapshotter. Its use counts are kept in `<root>/store_uses.json`.
+ * The podman store of `soci-ts serve`, from the config tree (`[store]`, `mount_timeout_sec`, `[prefetch]`,
+ * `[fuse]`), on the process's lazy loader (layer_stack.ts): the same layer manager, span cache and image resolver
+ * as the containerd snapshotter. Its use counts are kept in `<root>/store_uses.json`.
  */
 import { join } from "node:path";
 import type { Config } from "../config/schema.ts";
@@ -21,6 +21,9 @@ export function startStore(c: Config, opts: { root: string; stack: LayerStack; l
     mountpoint: c.store.mountpoint,
     usesFile: join(root, "store_uses.json"),
     timeoutMs: c.mountTimeoutSec * 1000,
+    // "" (the default): none.
+    lod: c.store.lod || undefined,
+    prefetch: { maxConcurrency: c.prefetch.maxConcurrency, timeoutMs: c.prefetch.timeoutMsec },
     fuse: {
       attrTimeoutSec: c.fuse.attrTimeoutSec,
       entryTimeoutSec: c.fuse.entryTimeoutSec,

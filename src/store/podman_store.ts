@@ -20,7 +20,7 @@ import type { LayerManager } from "../layerfs/layer_manager.ts";
 import { FailedPreconditionError } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { cleanStaleMounts, mountTree, type MountHandle } from "../vfs/serve.ts";
-import { StoreLayers } from "./store_layers.ts";
+import { StoreLayers, type StoreLayersOptions } from "./store_layers.ts";
 import { StoreTree } from "./store_tree.ts";
 
 /** What a store is started with; the FUSE settings and timeouts have defaults. */
@@ -35,6 +35,10 @@ export interface PodmanStoreOptions {
   timeoutMs?: number;
   /** Milliseconds a layer nobody uses stays open after its last lookup (default 120 000). */
   lingerMs?: number;
+  /** See StoreLayersOptions.lod (config `[store] lod`). */
+  lod?: string;
+  /** See StoreLayersOptions.prefetch (config `[prefetch]`). */
+  prefetch?: StoreLayersOptions["prefetch"];
   fuse?: {
     attrTimeoutSec?: number;
     entryTimeoutSec?: number;
@@ -88,6 +92,8 @@ export class PodmanStore {
       usesFile: opts.usesFile,
       timeoutMs: opts.timeoutMs,
       lingerMs: opts.lingerMs,
+      lod: opts.lod,
+      prefetch: opts.prefetch,
       logger,
     });
     // 4.

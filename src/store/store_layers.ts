@@ -10,15 +10,18 @@
  *   1. A layer already open under that name answers at once (no registry request: containers started later look
  *      `diff` up again).
  *   2. Resolve the image through the shared ImageResolver (manifest for the host platform, SOCI index discovery:
- *      local store first, then v2, then v1, as configured; cached and single-flight) and read its config for the
- *      layers' diff ids.
+ *      local store first, then v2, then v1, as configured; cached and single-flight; with `lod`, that workload's
+ *      load order document, config `[store] lod`: podman passes no labels, so the store names one workload for
+ *      every image) and read its config for the layers' diff ids.
  *   3. Decline (undefined, so podman pulls the layer itself) an image without an index, a digest that is not
  *      one of its layers nor the annotated zTOC digest of one, a layer without a zTOC, or an image config
  *      without its diff id.
  *   4. On the image's first resolution, open every layer it offers at once, in parallel: podman 4 looks its
  *      layers up one after the other under one lock, so each would otherwise wait for the one before.
  *   5. Open the layer through the shared LayerManager (span cache, background fetch; shared with the containerd
- *      snapshotter by digest and repository) and wait for its prefetch spans.
+ *      snapshotter by digest and repository) and answer at once: its load order document's spans (the layer
+ *      manager's replay) and then its prefetch artifact's (store_prefetch.ts) are fetched in the background, reads
+ *      first, while podman commits the image and starts the container. (A mount waits for them instead.)
  * Steps 2-5 are bounded by `timeoutMs`.
  *
  * Use counts (c/storage 1.43): CREATE of `<layer>/use` is +1 (at lookup and when the layer is stored),
@@ -40,6 +43,7 @@ import { errorMessage, UnavailableError } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { Node } from "../vfs/node.ts";
 import { InodeSlots, viewTree } from "./layer_view.ts";
+import { StorePrefetch } from "./store_prefetch.ts";
 
 /** What c/storage reads from `info` (its `Layer` JSON; id, parent and created are its own). */
 export interface LayerInfo {
@@ -82,14 +86,24 @@ export interface StoreLayersOptions {
   timeoutMs?: number;
   /** Milliseconds a layer nobody uses stays open after its last lookup (default 120 000). */
   lingerMs?: number;
+  /**
+   * Workload whose load order document to replay for every image that has one (config `[store] lod`); absent:
+   * the resolver's own choice (none in serve).
+   */
+  lod?: string;
+  /** Background prefetch of prefetch artifacts (config `[prefetch]`; defaults as StorePrefetchOptions). */
+  prefetch?: { maxConcurrency?: number; timeoutMs?: number };
   logger?: Logger;
 }
+
+/** An open layer as the store holds it: what podman sees, the layer manager's handle, its prefetch's stop. */
+type Opened = StoreLayer & { handle: LayerHandle; stopPrefetch: () => Promise<void> };
 
 interface Entry {
   ref: string;
   digest: string;
   uses: number;
-  opening?: Promise<StoreLayer & { handle: LayerHandle }>;
+  opening?: Promise<Opened>;
   linger?: ReturnType<typeof setTimeout>;
 }
 
@@ -101,7 +115,9 @@ function compressionOf(mediaType: string): number {
 }
 
 export class StoreLayers {
-  readonly #o: Required<Omit<StoreLayersOptions, "usesFile">> & { usesFile?: string };
+  readonly #o: Required<Omit<StoreLayersOptions, "usesFile" | "lod" | "prefetch">> &
+    Pick<StoreLayersOptions, "usesFile" | "lod">;
+  readonly #prefetch: StorePrefetch;
   readonly #entries = new Map<string, Entry>();
   readonly #slots = new InodeSlots();
   /** One inode range per open layer object (shared by the references that name it). */
@@ -118,6 +134,7 @@ export class StoreLayers {
       lingerMs: opts.lingerMs ?? 120_000,
       logger: opts.logger ?? silentLogger,
     };
+    this.#prefetch = new StorePrefetch({ gate: opts.manager.gate, ...opts.prefetch, logger: this.#o.logger });
   }
 
   /**
@@ -160,7 +177,7 @@ export class StoreLayers {
     const bounded = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
       // 2.
-      const image = await this.#o.resolver.resolve(ref, { signal: bounded });
+      const image = await this.#o.resolver.resolve(ref, { signal: bounded, lod: this.#o.lod });
       const diffIds = await this.#diffIdsOf(image, bounded);
       // 3.
       const offered = (d: string) => offeredLayer(image, diffIds, d);
@@ -243,19 +260,16 @@ export class StoreLayers {
    * already opening answers with that opening (a second acquire would never be released).
    */
   // biome-ignore lint/complexity/useMaxParams: private helper
-  #open(
-    entry: Entry,
-    image: ResolvedImage,
-    diffIds: string[],
-    layerDigest: string,
-  ): Promise<StoreLayer & { handle: LayerHandle }> {
+  #open(entry: Entry, image: ResolvedImage, diffIds: string[], layerDigest: string): Promise<Opened> {
     if (entry.opening) {
       this.#touch(entry);
       return entry.opening;
     }
-    const opening = (async () => {
-      const handle = await this.#o.manager.acquire(acquireOptionsFor(image, layerDigest));
-      await handle.prefetched;
+    const opening = (async (): Promise<Opened> => {
+      // The artifact's spans are the store's to prefetch (in the background); the document's, the manager's.
+      const { prefetchSpans, ...acquire } = acquireOptionsFor(image, layerDigest);
+      const handle = await this.#o.manager.acquire(acquire);
+      const stopPrefetch = this.#prefetch.start(handle.layer, prefetchSpans ?? [], handle.replayed);
       const layer = handle.layer;
       let base = this.#bases.get(layer);
       if (base === undefined) {
@@ -276,6 +290,7 @@ export class StoreLayers {
       this.#o.logger.info("Store layer open", { ref: entry.ref, layer: entry.digest, uses: entry.uses });
       return {
         handle,
+        stopPrefetch,
         info,
         diff: viewTree(layer.root, base),
         readBlob: (start: number, end: number, signal: AbortSignal) =>
@@ -314,6 +329,7 @@ export class StoreLayers {
     if (!opening) return;
     const opened = await opening.catch(() => undefined);
     if (!opened) return;
+    await opened.stopPrefetch();
     await opened.handle.done();
     this.#o.logger.info("Store layer closed", { ref: e.ref, layer: e.digest, why });
   }

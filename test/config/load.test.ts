@@ -1,6 +1,13 @@
 import { describe, expect, test } from "bun:test";
-import { type FieldSpec, type IntField, MIRROR_FIELDS, SCHEMA } from "../../src/config/defaults.ts";
+import {
+  type FieldSpec,
+  type IntField,
+  MIRROR_FIELDS,
+  SCHEMA,
+  WORKLOAD_NAME_OR_EMPTY_RE,
+} from "../../src/config/defaults.ts";
 import { defaultConfig, parseConfig, renderToml } from "../../src/config/load.ts";
+import { WORKLOAD_NAME_RE } from "../../src/soci/lod.ts";
 import { ConfigError } from "../../src/util/errors.ts";
 
 function expectKeyError(text: string, key: string, source?: string): ConfigError {
@@ -77,6 +84,25 @@ describe("parseConfig()", () => {
     expect(err.message).toContain("thread pool");
     expect(err.message).toContain('use "workers"');
     expect(parseConfig('[fuse]\ntransport = "workers"').fuse.transport).toBe("workers");
+  });
+
+  test('[store] lod takes a workload name or "" (none); anything else is refused naming the key, on one line', () => {
+    expect(defaultConfig().store.lod).toBe("");
+    for (const name of ["python", "web-1.2_x", "A", "a".repeat(128)])
+      expect(parseConfig(`[store]\nlod = "${name}"`).store.lod).toBe(name);
+    const hostile = ["../etc", "a/b", ".hidden", "-x", "a b", "a".repeat(129), "x\n[store]", "é", "a:b", "*"];
+    for (const name of hostile) {
+      const err = expectKeyError(`[store]\nlod = ${JSON.stringify(name)}`, "store.lod", "/etc/soci-ts/config.toml");
+      expect(err.message).toStartWith(
+        'Cannot load config key "store.lod" from "/etc/soci-ts/config.toml": expected a workload name',
+      );
+      expect(err.message).not.toContain("\n");
+      expect(err.message.length).toBeLessThan(300);
+    }
+    expectKeyError("[store]\nlod = 1", "store.lod");
+    // The same names as soci-ts's workload names (soci/lod.ts, which config may not import), "" aside.
+    for (const name of ["python", ...hostile])
+      expect(WORKLOAD_NAME_OR_EMPTY_RE.test(name)).toBe(WORKLOAD_NAME_RE.test(name));
   });
 
   test("TOML syntax errors say so, on one line naming the file, the line and its text", () => {
