@@ -9,7 +9,7 @@
  *   1. One prefetch per open layer: a layer that several image references name (the layer manager shares it) is
  *      prefetched once; each `start` counts a user, and its `stop()` ends the prefetch with the last one.
  *   2. Wait for `after` (the layer's load order document replay: its spans come first, as in a mount).
- *   3. The listed spans not cached yet, in span order, as runs (layer_manager.ts `spanRuns`), joined across
+ *   3. The listed spans not cached yet, in span order, as runs (span_layout.ts `spanRuns`), joined across
  *      unlisted spans of up to LOD_JOIN_GAP_BYTES as a load order document's replay is (fewer round trips, fewer
  *      checkpoint windows), one ranged request each (the span manager splits longer ones at its bound).
  *   4. `maxConcurrency` runs in flight; as each starts, the checkpoint windows of the next 2 × `maxConcurrency`
@@ -20,8 +20,10 @@
  *   5. The whole bounded by `timeoutMs`; a failure or the timeout only logs (reads fetch on demand).
  */
 import type { Layer } from "../layerfs/layer.ts";
-import { LOD_JOIN_GAP_BYTES, spanRuns } from "../layerfs/layer_manager.ts";
-import { sleep, type TaskGate } from "../layerfs/task_gate.ts";
+import { LOD_JOIN_GAP_BYTES } from "../layerfs/layer_manager.ts";
+import { spanRuns } from "../layerfs/span_layout.ts";
+import type { TaskGate } from "../layerfs/task_gate.ts";
+import { sleep } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 
