@@ -9,7 +9,7 @@ import { needs } from "../_harness/env.ts";
 import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate, tarZtoc } from "./_fixtures.ts";
+import { noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs mount", "root", "fuse", "tool:docker-registry");
 

@@ -27,7 +27,7 @@ import { until, within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import type { Descriptor } from "../../src/oci/types.ts";
-import { cat } from "./_fixtures.ts";
+import { cat } from "../layerfs/_fixtures.ts";
 
 const run = needs("lazy checkpoint windows", "root", "fuse", "tool:docker-registry", "tool:cat");
 const SPAN = 64 * 1024;
