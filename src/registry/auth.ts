@@ -75,6 +75,8 @@ export interface AuthManagerOptions {
   userAgent: string;
   /** Extra fetch init (e.g. TLS trust) for a token request to `url`. */
   fetchInit?: (url: string) => Record<string, unknown>;
+  /** The clock token lifetimes are counted on, in milliseconds since the epoch (default `Date.now`). */
+  now?: () => number;
 }
 
 interface CachedToken {
@@ -88,15 +90,17 @@ export class AuthManager {
   readonly #basicHosts = new Set<string>();
   readonly #tokens = new Map<string, CachedToken>();
   readonly #inflight = new Map<string, Promise<string>>();
+  readonly #now: () => number;
 
   constructor(opts: AuthManagerOptions) {
     this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
   }
 
   /** The Authorization header to send to `host` for `scope`, when one is known already. */
   async headerFor(host: string, authHost: string, scope: string): Promise<string | undefined> {
     const t = this.#tokens.get(`${host}|${scope}`);
-    if (t && t.expiresAt > Date.now()) return t.header;
+    if (t && t.expiresAt > this.#now()) return t.header;
     if (this.#basicHosts.has(host)) {
       const found = await this.#opts.credentials.get(authHost, repositoryOf(scope));
       return found ? basicOrBearer(found.credential) : undefined;
@@ -233,7 +237,7 @@ export class AuthManager {
     const lifetimeSec = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : 60;
     // Counted from when we received it (the issuer's clock may differ from ours), renewed a little early:
     // 10% of the lifetime, at most 30 s. A registry refusing it sooner gets a 401, answered with a new one.
-    const expiresAt = Date.now() + lifetimeSec * 1000 - Math.min(30_000, lifetimeSec * 100);
+    const expiresAt = this.#now() + lifetimeSec * 1000 - Math.min(30_000, lifetimeSec * 100);
     const header = `Bearer ${token}`;
     this.#tokens.set(`${host}|${scope}`, { header, expiresAt });
     return header;

@@ -97,6 +97,8 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** How long a blob's redirect target (e.g. a presigned URL) is reused (default 600000 ms). */
   redirectCacheTtlMs?: number;
+  /** The clock Bearer token lifetimes are counted on, in milliseconds since the epoch (default `Date.now`). */
+  now?: () => number;
   /** The platform `resolveImage` picks from an index by default (default linux/<host arch>). */
   defaultPlatform?: Platform;
   /**
@@ -196,6 +198,7 @@ export class HttpRegistryClient implements RegistryClient {
       timeoutMs: this.#timeoutMs,
       userAgent: this.#userAgent,
       fetchInit: (url) => this.#fetchInit(url),
+      now: opts.now,
     });
   }
 

@@ -12,3 +12,22 @@ export async function within<T>(ms: number, what: string, p: Promise<T>): Promis
     clearTimeout(timer);
   }
 }
+
+/**
+ * Resolves once `cond()` holds, checking every `everyMs` (default 20); rejects naming `what` when it still does
+ * not after `ms`. For states with no event to wait on (a file written, a counter moved); the poll interval only
+ * sets how soon the change is seen, never whether the test passes.
+ */
+export async function until(
+  ms: number,
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  opts: { everyMs?: number } = {},
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    if (await cond()) return;
+    if (performance.now() > deadline) throw new Error(`Timed out after ${ms} ms waiting until ${what}`);
+    await Bun.sleep(opts.everyMs ?? 20);
+  }
+}

@@ -4,7 +4,7 @@
  * stale mount cleaned by the next start, and the same server built with `bun build --compile`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fuseMountsUnder, readMountInfo, unmountFuse } from "../../src/fuse/mount.ts";
@@ -79,6 +79,50 @@ function mounted(mp: string): boolean {
   return readMountInfo().some((m) => m.mountpoint === mp);
 }
 
+/** The file offset of `pid`'s descriptor open on `path` (from /proc), or undefined when it has none. */
+function readOffset(pid: number, path: string): number | undefined {
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    if (target !== path) continue;
+    const pos = /^pos:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"));
+    return pos ? Number(pos[1]) : undefined;
+  }
+  return undefined;
+}
+
+/** A process's stdout as lines: `next()` waits for the next one, `rest()` for those left until it ends. */
+function lines(stream: ReadableStream<Uint8Array>) {
+  const reader = stream.getReader();
+  const decoder = new TextDecoder();
+  const ready: string[] = [];
+  let buf = "";
+  let done = false;
+  const fill = async () => {
+    const r = await reader.read();
+    if (r.done) done = true;
+    else buf += decoder.decode(r.value, { stream: true });
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+      ready.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  };
+  return {
+    async next(): Promise<string | undefined> {
+      while (ready.length === 0 && !done) await fill();
+      return ready.shift();
+    },
+    async rest(): Promise<string[]> {
+      while (!done) await fill();
+      return ready.splice(0);
+    },
+  };
+}
+
 async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -135,7 +179,8 @@ describe.if(enabled)("FUSE server robustness", () => {
     const s = startServer([BUN, FIXTURE, "slow", mp]);
     await s.waitFor(/^ready$/);
     const reader = Bun.spawn(["cat", `${mp}/slow/file`], { stdout: "ignore" });
-    await Bun.sleep(300);
+    // Mid-read: cat has read some of the 64 MiB file (its offset moved), far from all of it (20 ms per READ).
+    await until(() => (readOffset(reader.pid, `${mp}/slow/file`) ?? 0) > 0, "cat has read part of the slow file");
     reader.kill("SIGKILL");
     expect(await reader.exited).not.toBe(0);
     expect(await sh(`cat ${mp}/fast.txt`)).toBe("still serving\n");
@@ -157,28 +202,15 @@ describe.if(enabled)("FUSE server robustness", () => {
         stdin: "pipe",
       },
     );
-    // The file is open once the holder says so (not after some time: under load bash may not have opened it yet).
-    const reader = (holder.stdout as ReadableStream<Uint8Array>).getReader();
-    let text = "";
-    while (!text.includes("open\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`the holder exited before opening the file: ${JSON.stringify(text)}`);
-      text += new TextDecoder().decode(value);
-    }
-    const out = (async () => {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return text;
-        text += new TextDecoder().decode(value);
-      }
-    })();
+    const out = lines(holder.stdout);
+    expect(await out.next()).toBe("open"); // the file is open
     s.proc.kill("SIGUSR1");
     await until(() => !mounted(mp), "the mount is detached");
     expect(s.lines).not.toContain("closed"); // still serving the open file
     holder.stdin!.write("go\n");
     await holder.stdin!.end();
     expect(await holder.exited).toBe(0);
-    expect((await out).trim().split("\n")).toEqual(["open", "1000"]);
+    expect(await out.rest()).toEqual(["1000"]);
     await s.waitFor(/^closed$/);
     expect(await s.proc.exited).toBe(0);
   });

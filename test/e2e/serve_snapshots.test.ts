@@ -26,6 +26,7 @@ import type { Mount } from "../../src/grpc/snapshots_types.ts";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError } from "../../src/util/errors.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
+import { until, within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import { startServeProcess, type ServeProcess } from "../_harness/serve.ts";
@@ -260,10 +261,12 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
 
   test("an index whose zTOC is corrupt gives a normal snapshot and a log line naming the zTOC, not a hang", async () => {
     const labels = { ...criLabels(corrupt, corruptName, 0) };
-    const t0 = Date.now();
-    const mounts = await client.prepare({ key: "default/33/extract-corrupt", parent: "", labels });
+    const mounts = await within(
+      30_000,
+      "prepare of a layer whose zTOC is corrupt",
+      client.prepare({ key: "default/33/extract-corrupt", parent: "", labels }),
+    );
     expect(mounts[0]!.type).toBe("bind");
-    expect(Date.now() - t0).toBeLessThan(30_000);
     expect(daemon!.stderr()).toContain(corruptZtocs[0]!);
   }, 60_000);
 
@@ -387,18 +390,24 @@ describe.skipIf(!run)("soci-ts serve: containerd's snapshots API", () => {
     // Each call answers within the bound; polled, since a request the registry took before it stopped may
     // still have been answered.
     let answer: unknown;
-    for (let i = 0; i < 50 && !(answer instanceof UnavailableError); i++) {
-      if (i > 0) await Bun.sleep(200);
-      const started = Date.now();
-      answer = await failure(client.mounts({ key: "default/60/container-2" }));
-      expect(Date.now() - started).toBeLessThan(60_000);
-    }
+    await until(
+      30_000,
+      "a call fails with UnavailableError",
+      async () => {
+        const call = failure(client.mounts({ key: "default/60/container-2" }));
+        answer = await within(60_000, "a call with the registry stopped", call);
+        return answer instanceof UnavailableError;
+      },
+      { everyMs: 200 },
+    );
     expect(answer).toBeInstanceOf(UnavailableError);
     // A layer of an image not resolved before: a normal snapshot, within the mount timeout (5 s here).
     const labels = { ...criLabels(img, `${reg.host}/test/never:v1`, 0), [REF_LABEL]: sha("fresh") };
-    const t0 = Date.now();
-    const mounts = await client.prepare({ key: "default/61/extract-fresh", parent: "", labels });
+    const mounts = await within(
+      30_000,
+      "prepare of a layer of an image not resolved before",
+      client.prepare({ key: "default/61/extract-fresh", parent: "", labels }),
+    );
     expect(mounts[0]!.type).toBe("bind");
-    expect(Date.now() - t0).toBeLessThan(30_000);
   }, 120_000);
 });

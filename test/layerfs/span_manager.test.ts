@@ -16,7 +16,7 @@ const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("
 async function setup(
   n = 8,
   spanBytes = 1000,
-  opts: { corrupt?: Set<number>; fail?: () => boolean; hold?: Promise<void> } = {},
+  opts: { corrupt?: Set<number>; fail?: () => boolean; hold?: Promise<void>; onFetch?: () => void } = {},
 ) {
   const blob = new Rand(`blob${n}`).bytes(n * spanBytes - 123);
   const starts = Array.from({ length: n }, (_, i) => i * spanBytes);
@@ -25,6 +25,7 @@ async function setup(
   const requests: Array<Array<[number, number]>> = [];
   const fetchRanges: RangeFetcher = async (ranges) => {
     requests.push(ranges);
+    opts.onFetch?.();
     if (opts.hold !== undefined) await opts.hold;
     if (opts.fail?.()) throw new Error("connection reset");
     return ranges.map(([s, e]) => {
@@ -97,7 +98,16 @@ describe("SpanManager", () => {
   });
 
   test("span read-ahead fetches the following spans in their own request, once", async () => {
-    const { layout, digests, fetchRanges, requests, blob } = await setup();
+    const { layout, digests, fetchRanges: serve, blob } = await setup();
+    // The read-ahead's request is held until released: a read of its spans meanwhile joins it.
+    const requests: Array<Array<[number, number]>> = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const fetchRanges: RangeFetcher = async (ranges, signal) => {
+      requests.push(ranges);
+      if (requests.length > 1) await held;
+      return serve(ranges, signal);
+    };
     const sm = new SpanManager({
       layerDigest: LAYER,
       layout,
@@ -106,19 +116,29 @@ describe("SpanManager", () => {
       cache: (await SpanCache.open()).unscoped(),
       readaheadSpans: 2,
     });
-    expect(await sm.read(10, 10)).toEqual(blob.subarray(10, 20));
+    expect(await sm.read(10, 10)).toEqual(blob.subarray(10, 20)); // not held up by the read-ahead
     expect(requests).toEqual([[[0, 1000]], [[1000, 3000]]]);
-    await Bun.sleep(1);
-    expect(await sm.read(1500, 1000)).toEqual(blob.subarray(1500, 2500));
+    expect([sm.state(1), sm.state(2), sm.state(3)]).toEqual(["requested", "requested", "unrequested"]);
+    const joining = sm.read(1500, 1000);
+    release();
+    expect(await joining).toEqual(blob.subarray(1500, 2500));
+    expect([sm.state(1), sm.state(2)]).toEqual(["uncompressed", "uncompressed"]);
+    // Once there, the read-ahead spans are read from the cache.
+    expect(await sm.read(1000, 2000)).toEqual(blob.subarray(1000, 3000));
     expect(requests.length).toBe(2);
   });
 
   test("concurrent reads of one span share one fetch", async () => {
     let release!: () => void;
     const hold = new Promise<void>((r) => (release = r));
-    const { sm, requests, blob } = await setup(8, 1000, { hold });
+    let fetching!: () => void;
+    const fetched = new Promise<void>((r) => (fetching = r));
+    const { sm, requests, blob } = await setup(8, 1000, { hold, onFetch: () => fetching() });
     const reads = Array.from({ length: 32 }, (_, i) => sm.read(4000 + i * 10, 100));
-    await Bun.sleep(5);
+    // Every read has been started and the fetch cannot end before `release`: all of them wait on it.
+    await fetched;
+    expect(requests).toEqual([[[4000, 5000]]]);
+    expect(sm.state(4)).toBe("requested");
     release();
     const got = await Promise.all(reads);
     for (const [i, b] of got.entries()) expect(b).toEqual(blob.subarray(4000 + i * 10, 4100 + i * 10));

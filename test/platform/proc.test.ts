@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ownerAlive, processStartTime, selfOwner } from "../../src/platform/proc.ts";
+import { until } from "../_harness/liveness.ts";
 
 describe("process owners", () => {
   test("this process is alive under its token; a reused pid with another start time is not", () => {
@@ -30,9 +31,10 @@ describe("process owners", () => {
     symlinkSync("/bin/sleep", link);
     const p = Bun.spawn([link, "5"]);
     try {
-      for (let i = 0; i < 100 && !readFileSync(`/proc/${p.pid}/stat`, "utf8").includes("(a) b (c)"); i++)
-        await Bun.sleep(10);
-      expect(readFileSync(`/proc/${p.pid}/stat`, "utf8")).toContain("(a) b (c)");
+      // The child runs Bun's spawn helper until it execs the link: wait until /proc shows the new name.
+      await until(5000, "the child has exec'd the link", () =>
+        readFileSync(`/proc/${p.pid}/stat`, "utf8").includes("(a) b (c)"),
+      );
       let start: string | undefined;
       for (let i = 0; i < 100 && !start?.match(/^\d+$/); i++) start = processStartTime(p.pid);
       expect(start).toMatch(/^\d+$/);

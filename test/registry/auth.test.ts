@@ -164,25 +164,26 @@ describe.skipIf(!ok)("token-auth registry", () => {
     );
   });
 
-  test("an expired token is renewed", async () => {
-    const short = await startRegistry({ auth: "token", tokenExpiresInSec: 2 });
-    try {
-      const client = new HttpRegistryClient({
-        dockerConfigPath: null,
-        credentials: { [short.host]: { username: "alice", password: "wonderland-secret" } },
-      });
-      const img = await pushImage(short, "exp/app", "v1", { client });
-      const r = { registry: short.host, repository: "exp/app", tag: "v1" };
-      await client.getManifest(r);
-      const before = short.tokenServer!.issued;
-      await client.getManifest(r);
-      expect(short.tokenServer!.issued).toBe(before); // still valid: cached
-      await Bun.sleep(2100);
-      expect((await client.getManifest(r)).descriptor.digest).toBe(img.manifestDescriptor.digest);
-      expect(short.tokenServer!.issued).toBe(before + 1); // expired: a new one
-    } finally {
-      await short.stop();
-    }
+  test("a token is reused until 90% of its lifetime has passed, then renewed", async () => {
+    // The client's clock, moved forward by hand: the issuer's tokens live 300 s, renewed 30 s early.
+    let aheadMs = 0;
+    const client = new HttpRegistryClient({
+      dockerConfigPath: null,
+      credentials: { [reg.host]: { username: "alice", password: "wonderland-secret" } },
+      now: () => Date.now() + aheadMs,
+    });
+    const img = await pushImage(reg, "exp/app", "v1", { client });
+    const r = { registry: reg.host, repository: "exp/app", tag: "v1" };
+    await client.getManifest(r);
+    const before = reg.tokenServer!.issued;
+    aheadMs = 260_000; // 10 s before the renewal point (however slow the machine, far less real time passed)
+    await client.getManifest(r);
+    expect(reg.tokenServer!.issued).toBe(before); // still valid: cached
+    aheadMs = 270_000; // at the renewal point (plus the real time passed since the token came)
+    expect((await client.getManifest(r)).descriptor.digest).toBe(img.manifestDescriptor.digest);
+    expect(reg.tokenServer!.issued).toBe(before + 1); // expired: a new one
+    await client.getManifest(r);
+    expect(reg.tokenServer!.issued).toBe(before + 1); // the new one is cached from the client's now on
   });
 
   test("the token issuer refusing the password is a clear UnauthorizedError", async () => {

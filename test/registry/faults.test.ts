@@ -10,6 +10,7 @@ import { sha256Digest } from "../../src/util/digest.ts";
 import { DigestMismatchError, UnavailableError } from "../../src/util/errors.ts";
 import { needs } from "../_harness/env.ts";
 import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import { until, within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 
@@ -125,12 +126,18 @@ describe.skipIf(!ok)("registry client under faults", () => {
   });
 
   test('cancellation aborts a stalled request with the caller\'s reason, as "Cannot <action>: <reason>"', async () => {
-    proxy.set({ kind: "stall", ms: 1500 });
+    proxy.set({ kind: "stall", ms: 10_000 });
     const ac = new AbortController();
     const p = client({ timeoutMs: 10_000 }).getBlob(viaProxy, digest, { signal: ac.signal });
     const reason = new Error("user gave up");
-    setTimeout(() => ac.abort(reason), 50);
-    const err = await p.catch((e) => e);
+    // Cancel once the request is stalled at the proxy (it logs each request before applying the fault).
+    await until(5000, "the request reaches the stalling proxy", () => proxy.requests.some((r) => r.fault === "stall"));
+    ac.abort(reason);
+    const err = await within(
+      5000,
+      "the cancelled request",
+      p.catch((e) => e),
+    );
     expect(err.message).toBe(
       `Cannot get blob "${digest}" of "${viaProxy.registry}/${viaProxy.repository}": user gave up`,
     );

@@ -7,6 +7,7 @@ import {
   readFileSync,
   rmSync,
   utimesSync,
+  watch,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +16,7 @@ import { ArtifactStore, currentWriter, type IndexRecord, temporaryName } from ".
 import { sha256Digest } from "../../src/util/digest.ts";
 import { processStartTime } from "../../src/platform/proc.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
+import { within } from "../_harness/liveness.ts";
 
 let root: string;
 beforeEach(() => {
@@ -33,6 +35,43 @@ function record(over: Partial<IndexRecord>): IndexRecord {
     version: "v1",
     ...over,
   };
+}
+
+/** Process `pid`'s state letter from /proc (R running, S sleeping, D disk wait, T stopped, …). */
+function procState(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return stat.slice(stat.lastIndexOf(")") + 2)[0]!;
+}
+
+/**
+ * Stop the writer `pid` (SIGSTOP, left stopped) at a moment one of its temporary files exists under `store`:
+ * stop it, wait until /proc shows it stopped, look; if none, let it go on until the next change in the blob
+ * directory and try again. Returns the temporary files seen. The bound is a liveness bound.
+ */
+async function stopWhileWriting(pid: number, store: string): Promise<string[]> {
+  const dirs = [join(store, "content/blobs/sha256"), join(store, "index-db")];
+  const temporaries = () => dirs.flatMap((d) => readdirSync(d).filter((n) => n.startsWith(".tmp-")));
+  let changed: () => void = () => {};
+  const watcher = watch(dirs[0]!, () => changed());
+  try {
+    return await within(
+      15_000,
+      "a write under way",
+      (async () => {
+        for (;;) {
+          process.kill(pid, "SIGSTOP");
+          while (procState(pid) !== "T") await new Promise((r) => setImmediate(r));
+          const seen = temporaries();
+          if (seen.length > 0) return seen;
+          const next = new Promise<void>((r) => (changed = r));
+          process.kill(pid, "SIGCONT");
+          await next;
+        }
+      })(),
+    );
+  } finally {
+    watcher.close();
+  }
 }
 
 describe("ArtifactStore", () => {
@@ -87,7 +126,9 @@ describe("ArtifactStore", () => {
     });
     const reader = child.stdout.getReader();
     await reader.read(); // "writing": several blobs are done, more are under way
-    await new Promise((r) => setTimeout(r, 150));
+    // Kill it in the middle of a write: stopped (SIGSTOP) at a moment its temporary file is there.
+    const partial = await stopWhileWriting(child.pid, root);
+    expect(partial.length).toBeGreaterThan(0);
     child.kill("SIGKILL");
     await child.exited;
     const s = new ArtifactStore(root);
@@ -100,7 +141,7 @@ describe("ArtifactStore", () => {
     // opening the store removed what the killed writer left
     expect(readdirSync(join(root, "content/blobs/sha256")).filter((n) => n.startsWith("."))).toEqual([]);
     expect(readdirSync(join(root, "index-db")).filter((n) => n.startsWith("."))).toEqual([]);
-  });
+  }, 30_000);
 
   test("opening the store removes the temporary files of writers that are gone, never a live writer's", async () => {
     const blobs = join(root, "content/blobs/sha256");

@@ -37,76 +37,87 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const SPAN = 64 * 1024;
 
+/**
+ * A liveness bound for the generated-layer tests: CPU work only (compressing, indexing, then every file through
+ * its spans), nothing waits on a clock. The multi-gzip one takes 15 s at load 19 on two cores and ran past the
+ * 20 s default with a busy loop beside it; a hang would still end here.
+ */
+const GENERATED_LAYER_LIMIT_MS = 120_000;
+
 describe("index create on generated layers", () => {
   for (const how of ["gzip", "multi-gzip", "uncompressed"] as Compression[]) {
-    test(`${how}: get-file of every regular file equals the file put in the layer`, async () => {
-      const entries = generateEntries(`layer-${how}`, 120);
-      const files = regularFiles(entries);
-      const layer = compressLayer(writeTar(entries), how);
-      const { location, manifestDescriptor } = await writeImage(join(dir, "img"), "v1", [layer]);
-      const store = new ArtifactStore(join(dir, "root"));
-      const [created] = await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
-      expect(created!.reused).toBe(false);
-      expect(created!.record.manifestDigest).toBe(manifestDescriptor.digest);
+    test(
+      `${how}: get-file of every regular file equals the file put in the layer`,
+      async () => {
+        const entries = generateEntries(`layer-${how}`, 120);
+        const files = regularFiles(entries);
+        const layer = compressLayer(writeTar(entries), how);
+        const { location, manifestDescriptor } = await writeImage(join(dir, "img"), "v1", [layer]);
+        const store = new ArtifactStore(join(dir, "root"));
+        const [created] = await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+        expect(created!.reused).toBe(false);
+        expect(created!.record.manifestDigest).toBe(manifestDescriptor.digest);
 
-      // The index as SOCI writes it.
-      const { index } = await getStoredIndex(store, created!.record.indexDigest);
-      expect(index.config).toEqual({ mediaType: SOCI_INDEX_V1_ARTIFACT_TYPE, digest: EMPTY_CONFIG_DIGEST, size: 2 });
-      expect(index.subject).toEqual({
-        mediaType: MediaType.OCI_MANIFEST,
-        digest: manifestDescriptor.digest,
-        size: manifestDescriptor.size,
-      });
-      expect(index.layers).toHaveLength(1);
-      const z = index.layers[0]!;
-      expect(z.mediaType).toBe("application/octet-stream");
-      expect(z.annotations).toEqual({
-        [ANNOTATION_IMAGE_LAYER_DIGEST]: ((await location.getRoot()).manifest as Manifest).layers[0]!.digest,
-        [ANNOTATION_IMAGE_LAYER_MEDIA_TYPE]: layer.mediaType,
-        [ANNOTATION_SPAN_SIZE]: String(SPAN),
-        // soci-ts's checkpoint table: gzip zTOCs only, and it describes the stored zTOC.
-        ...(how === "uncompressed"
-          ? {}
-          : {
-              [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(
-                buildCheckpointTable(await store.getBlob(z.digest))!,
-              ),
-            }),
-      });
+        // The index as SOCI writes it.
+        const { index } = await getStoredIndex(store, created!.record.indexDigest);
+        expect(index.config).toEqual({ mediaType: SOCI_INDEX_V1_ARTIFACT_TYPE, digest: EMPTY_CONFIG_DIGEST, size: 2 });
+        expect(index.subject).toEqual({
+          mediaType: MediaType.OCI_MANIFEST,
+          digest: manifestDescriptor.digest,
+          size: manifestDescriptor.size,
+        });
+        expect(index.layers).toHaveLength(1);
+        const z = index.layers[0]!;
+        expect(z.mediaType).toBe("application/octet-stream");
+        expect(z.annotations).toEqual({
+          [ANNOTATION_IMAGE_LAYER_DIGEST]: ((await location.getRoot()).manifest as Manifest).layers[0]!.digest,
+          [ANNOTATION_IMAGE_LAYER_MEDIA_TYPE]: layer.mediaType,
+          [ANNOTATION_SPAN_SIZE]: String(SPAN),
+          // soci-ts's checkpoint table: gzip zTOCs only, and it describes the stored zTOC.
+          ...(how === "uncompressed"
+            ? {}
+            : {
+                [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(
+                  buildCheckpointTable(await store.getBlob(z.digest))!,
+                ),
+              }),
+        });
 
-      // Every file, through the spans it needs only.
-      const { ztoc } = await loadZtoc(store, z.digest);
-      expect(ztoc.compressionInfo.algorithm).toBe(how === "uncompressed" ? "uncompressed" : "gzip");
-      expect(ztoc.compressionInfo.maxSpanId).toBeGreaterThan(1);
-      const layerDigest = z.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
-      let smallFetchMax = 0;
-      for (const [name, want] of files) {
-        const got = await getFile(location, { ztoc, layerDigest, path: name });
-        expect(got.data.length).toBe(want.length);
-        expect(Buffer.compare(got.data, want)).toBe(0);
-        if (want.length > 0 && want.length < 1000) smallFetchMax = Math.max(smallFetchMax, got.fetchedBytes);
-      }
-      // A small file costs at most two spans, never the layer.
-      expect(smallFetchMax).toBeLessThan(layer.blob.length / 2);
+        // Every file, through the spans it needs only.
+        const { ztoc } = await loadZtoc(store, z.digest);
+        expect(ztoc.compressionInfo.algorithm).toBe(how === "uncompressed" ? "uncompressed" : "gzip");
+        expect(ztoc.compressionInfo.maxSpanId).toBeGreaterThan(1);
+        const layerDigest = z.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
+        let smallFetchMax = 0;
+        for (const [name, want] of files) {
+          const got = await getFile(location, { ztoc, layerDigest, path: name });
+          expect(got.data.length).toBe(want.length);
+          expect(Buffer.compare(got.data, want)).toBe(0);
+          if (want.length > 0 && want.length < 1000) smallFetchMax = Math.max(smallFetchMax, got.fetchedBytes);
+        }
+        // A small file costs at most two spans, never the layer.
+        expect(smallFetchMax).toBeLessThan(layer.blob.length / 2);
 
-      // ztoc info: SOCI's fields, consistent with the TOC.
-      const info = ztocInfo(ztoc, { sizeBytes: (await store.getBlob(z.digest)).length });
-      expect(Object.keys(info)).toEqual([
-        "version",
-        "build_tool",
-        "size",
-        "span_size",
-        "num_spans",
-        "num_files",
-        "num_multi_span_files",
-        "files",
-      ]);
-      expect(info.span_size).toBe(SPAN);
-      expect(info.num_spans).toBe(ztoc.compressionInfo.maxSpanId + 1);
-      expect(info.num_files).toBe(ztoc.toc.length);
-      expect(info.num_multi_span_files).toBeGreaterThan(0);
-      expect(Object.keys(info.files![0]!)).toEqual(["filename", "offset", "size", "type", "start_span", "end_span"]);
-    });
+        // ztoc info: SOCI's fields, consistent with the TOC.
+        const info = ztocInfo(ztoc, { sizeBytes: (await store.getBlob(z.digest)).length });
+        expect(Object.keys(info)).toEqual([
+          "version",
+          "build_tool",
+          "size",
+          "span_size",
+          "num_spans",
+          "num_files",
+          "num_multi_span_files",
+          "files",
+        ]);
+        expect(info.span_size).toBe(SPAN);
+        expect(info.num_spans).toBe(ztoc.compressionInfo.maxSpanId + 1);
+        expect(info.num_files).toBe(ztoc.toc.length);
+        expect(info.num_multi_span_files).toBeGreaterThan(0);
+        expect(Object.keys(info.files![0]!)).toEqual(["filename", "offset", "size", "type", "start_span", "end_span"]);
+      },
+      GENERATED_LAYER_LIMIT_MS,
+    );
   }
 
   test("--min-layer-size: default skips small layers and refuses an empty index; 0 indexes every layer", async () => {

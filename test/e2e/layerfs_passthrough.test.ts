@@ -12,7 +12,7 @@ import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { mountFirstLayer } from "./_fixtures.ts";
+import { mountFirstLayer } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs passthrough", "root", "fuse", "tool:docker-registry");
 const SPAN = 256 * 1024;

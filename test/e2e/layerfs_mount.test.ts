@@ -6,9 +6,10 @@ import { join } from "node:path";
 import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";
+import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate, tarZtoc } from "./_fixtures.ts";
+import { noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs mount", "root", "fuse", "tool:docker-registry");
 
@@ -82,7 +83,7 @@ describe.skipIf(!run)("a mounted lazy layer", () => {
         mountpoint: mp,
         ztoc: tarZtoc(l.tar, 128 * 1024),
       });
-      for (let i = 0; i < 600 && layer.verified === undefined; i++) await Bun.sleep(50);
+      await until(30_000, "the background fetch verified the layer", () => layer.verified !== undefined);
       expect(layer.verified).toBe(true);
       expect(layer.manager!.complete()).toBe(true);
       const state = JSON.parse(await readFile(join(mp, ".soci-ts", `${l.descriptor.digest}.json`), "utf8"));

@@ -13,7 +13,7 @@ import { UnavailableError } from "../../src/util/errors.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate, tarZtoc } from "./_fixtures.ts";
+import { noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs check interval", "root", "fuse", "tool:docker-registry");
 

@@ -14,7 +14,7 @@ import { needs } from "../_harness/env.ts";
 import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { cat, noInflate, tarZtoc } from "./_fixtures.ts";
+import { cat, noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs faults", "root", "fuse", "tool:docker-registry", "tool:cat");
 

@@ -14,7 +14,7 @@ import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { mountFirstLayer } from "./_fixtures.ts";
+import { mountFirstLayer } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs direct reads", "root", "fuse", "tool:docker-registry");
 const SPAN = 256 * 1024;
@@ -23,16 +23,20 @@ const SPAN = 256 * 1024;
  * The file's bytes read with O_DIRECT, `bs` at a time, in a child process (never a sync read: this process
  * serves the mount).
  */
-async function readDirect(path: string, bs = "1M"): Promise<Uint8Array> {
+async function readDirect(path: string, bs = "1M", opts: { onFirstBytes?: () => void } = {}): Promise<Uint8Array> {
   const p = Bun.spawn(["dd", `if=${path}`, "iflag=direct", `bs=${bs}`, "status=none"], {
     stdout: "pipe",
     stderr: "pipe",
   });
-  const [out, err, code] = await Promise.all([
-    new Response(p.stdout).arrayBuffer(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
+  const read = async () => {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of p.stdout) {
+      if (chunks.length === 0) opts.onFirstBytes?.();
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks);
+  };
+  const [out, err, code] = await Promise.all([read(), new Response(p.stderr).text(), p.exited]);
   if (code !== 0) throw new Error(`dd of ${path} failed (${code}): ${err}`);
   return new Uint8Array(out);
 }
@@ -144,9 +148,14 @@ describe.skipIf(!run)("direct reads of a mounted layer", () => {
     try {
       for (let round = 0; round < 4; round++) {
         // 64 KiB reads: most fit in one span, so those whose span is on disk are answered directly.
-        const reads = Array.from({ length: 6 }, () => readDirect(join(mp, "data/big.bin"), "64k"));
-        // Meanwhile, damage what is on disk: one entry deleted, one truncated (the cache checks sizes).
-        await Bun.sleep(5);
+        let reading!: () => void;
+        const started = new Promise<void>((r) => (reading = r));
+        const reads = Array.from({ length: 6 }, () =>
+          readDirect(join(mp, "data/big.bin"), "64k", { onFirstBytes: () => reading() }),
+        );
+        // Meanwhile (once a reader has its first bytes), damage what is on disk: one entry deleted, one truncated
+        // (the cache checks sizes).
+        await started;
         // (The cache may evict an entry between the listing and the damage: that one is simply left alone.)
         const entries = readdirSync(cacheDir).filter((n) => !n.startsWith("."));
         ignoreGone(() => entries[0] && unlinkSync(join(cacheDir, entries[0])));

@@ -13,7 +13,7 @@ import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { needs } from "../_harness/env.ts";
 import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
 import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate } from "./_fixtures.ts";
+import { noInflate } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs mount timeout", "root", "fuse", "tool:docker-registry");
 

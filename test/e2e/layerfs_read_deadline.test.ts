@@ -16,7 +16,7 @@ import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
 import { within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { cat, noInflate, tarZtoc } from "./_fixtures.ts";
+import { cat, noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs read deadline", "root", "fuse", "tool:docker-registry", "tool:cat");
 

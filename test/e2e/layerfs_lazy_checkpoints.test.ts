@@ -23,10 +23,11 @@ import { ANNOTATION_CHECKPOINT_TABLE, decodeCheckpointTable } from "../../src/zt
 import { PACKED_CHECKPOINT_SIZE } from "../../src/ztoc/zinfo_gzip.ts";
 import { needs } from "../_harness/env.ts";
 import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import { until, within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import type { Descriptor } from "../../src/oci/types.ts";
-import { cat } from "./_fixtures.ts";
+import { cat } from "../layerfs/_fixtures.ts";
 
 const run = needs("lazy checkpoint windows", "root", "fuse", "tool:docker-registry", "tool:cat");
 const SPAN = 64 * 1024;
@@ -153,8 +154,7 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     const first = await mounted({ store, background: true });
     try {
       for (const [name, data] of Object.entries(files)) expect((await cat(join(first.mp, name))).bytes).toEqual(data);
-      const deadline = Date.now() + 20_000;
-      while (!(await store.hasBlob(ztocDesc.digest)) && Date.now() < deadline) await Bun.sleep(50);
+      await until(20_000, "the completed zTOC is in the store", () => store.hasBlob(ztocDesc.digest));
       const kept = await store.getBlob(ztocDesc.digest);
       expect(`sha256:${createHash("sha256").update(kept).digest("hex")}`).toBe(ztocDesc.digest);
       // Windows taken from the span before are not downloaded: most records never were.
@@ -177,7 +177,7 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     } finally {
       await second.close();
     }
-  });
+  }, 60_000);
 
   test("a window that does not match its digest gives EIO and a log line, never wrong data; reads work once it is right", async () => {
     const { mp, logger, close } = await mounted();
@@ -206,9 +206,10 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
       const { mp, logger, close } = await mounted();
       try {
         proxy.set({ kind: "stall", ms: STALL_MS, match: ztocPaths() });
-        const t0 = Date.now();
-        expect((await cat(join(mp, "data/f3.bin"))).error).toContain("Input/output error");
-        expect(Date.now() - t0).toBeLessThan(STALL_MS / 2); // liveness: the fetch timeout, not the stall, ended it
+        // A liveness bound: the stalled request answers after STALL_MS, so failing within half of it shows the
+        // fetch timeout (2 s per window), not the stall, ended the read, however slow the machine.
+        const read = await within(STALL_MS / 2, "the read of a file whose window stalls", cat(join(mp, "data/f3.bin")));
+        expect(read.error).toContain("Input/output error");
         const line = logger.lines.find(
           (l) => l.level === "error" && String(l.fields?.cause).includes("checkpoint window"),
         );
@@ -231,16 +232,12 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
         proxy.requests.length = 0;
         proxy.set({ kind: "stall", ms: STALL_MS, match: ztocPaths() });
         const reading = cat(join(mp, "data/f8.bin"));
-        const deadline = Date.now() + STALL_MS / 2;
-        while (ztocRequests().length === 0 && Date.now() < deadline) await Bun.sleep(10);
-        expect(ztocRequests().length).toBeGreaterThan(0);
-        const t0 = Date.now();
-        await close();
+        await until(STALL_MS / 2, "the read asks for a checkpoint window", () => ztocRequests().length > 0);
         // Open files are served until closed or the unmount's 5 s wait ends: here the hung read fails at the fetch
         // timeout (2 s per window), and nothing waits on the stalled request beyond that. A liveness bound: the
         // stalled request answers after STALL_MS, so ending in under half of it shows nothing waited for it, however
         // slow the machine.
-        expect(Date.now() - t0).toBeLessThan(STALL_MS / 2);
+        await within(STALL_MS / 2, "unmounting while a window fetch hangs", close());
         expect((await reading).error).not.toBe("");
         expect(fuseMountsUnder(tmp)).toEqual([]);
       } finally {
