@@ -57,8 +57,13 @@
  * RTT + 256 KiB at 100 Mbit/s; AWS SOCI: 6.6-7.5 s for 4 MiB spans). With the prefetch artifact the same spans
  * come before the pull returns, 4 at a time, but at 2 MB/s (requests of 32 KiB took 0.3-1 s behind 3 MB ones):
  * prefetching beat on-demand reads in run 3 only, and its zTOC decoding gap was 1.5-4 s.
- * RSS: +75 MB per image (2 FUSE mounts each, every mount with its own reader worker threads, each a Bun VM, and
- * every layer's zTOC skeleton assembled at full size: 24 MB for the python layer); not confirmed: serve with
+ * RSS: +75 MB per image (every layer mount with its own reader worker threads, each a Bun VM, and every layer's
+ * zTOC skeleton copied at full size: 24 MB for the python layer). 2026-12-03, quiet (load 1.4-2.0), after the
+ * reader threads were shared by all mounts (src/fuse/reader_pool.ts) and the skeleton no longer copied: peak
+ * 452 MB with 10 images (idle 78 MB, ~+40 MB per image; target 256 MB: missed); same run soci-ts 0.316x the full
+ * pull, 0.557x AWS SOCI, with the prefetch artifact 0.219x. What grows per image now is not confirmed: the
+ * suspect is the checkpoint windows at 256 KiB spans (22.5 MB for the python layer once the background fetcher
+ * has fetched every span: windows stay in memory with their zTOC), then trees and TOCs. Not confirmed: serve with
  * `[fuse] transport = "async"` (no workers) hung in Prepare under containerd (300 s deadline): its blocked reads of
  * /dev/fuse took all 4 of the runtime's I/O threads; the config now refuses it (test/e2e/serve_transport.test.ts).
  */
