@@ -21,8 +21,9 @@
  * its poll(2); the thread receives them synchronously (receiveMessageOnPort) between requests, and answers
  * pause, drop and stop by postMessage.
  */
-import { closeSync, writeSync } from "node:fs";
+import { writeSync } from "node:fs";
 import { eventFd } from "../platform/libc.ts";
+import { closeFd } from "../platform/unix_socket.ts";
 import { errorMessage } from "../util/errors.ts";
 import { workerModuleUrl } from "../platform/worker_url.ts";
 import type { DirectReadTable, StreamDescriptor } from "./direct_reads.ts";
@@ -225,7 +226,7 @@ export class ReaderPool {
       worker = new Worker(readerWorkerUrl());
     } catch (err) {
       port1.close();
-      closeQuietly(wakeFd);
+      closeFd(wakeFd);
       throw err;
     }
     const t: PoolThread = {
@@ -301,7 +302,7 @@ export class ReaderPool {
     if (i >= 0) this.#slots[i] = undefined;
     t.worker.terminate();
     t.port.close();
-    closeQuietly(t.wakeFd);
+    closeFd(t.wakeFd);
     // Requests it read and published are served: the kernel waits for their replies, and their connections may
     // still be read through fds on other threads.
     this.#takePublished(t);
@@ -397,12 +398,4 @@ export function sharedReaderPools(): Array<{ threads: number; slotBytes: number;
     running: p.running,
     fds: p.fds,
   }));
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // closed already
-  }
 }

@@ -21,7 +21,7 @@ import { ProtocolServer, type Negotiated } from "../fuse/protocol_server.ts";
 import { sharedReaderPool } from "../fuse/reader_pool.ts";
 import { VfsBridge, type BridgeOptions } from "./bridge.ts";
 import type { Node } from "./node.ts";
-import { closeSync } from "node:fs";
+import { closeFd } from "../platform/unix_socket.ts";
 
 /** Where a mount's log lines go. */
 export interface MountLogger {
@@ -213,7 +213,7 @@ export async function mountTree(root: Node, mountpoint: string, opts: MountTreeO
     // Nobody serves it then: a mount made here is undone; a connection taken over is ended too (its fds here
     // closed, the mount detached and aborted: readers get an error rather than wait), else it would stay mounted
     // with the keeper's copies and no reader. The caller releases the keeper's copies.
-    if (opts.resume) for (const fd of opts.resume.readerFds) closeQuietly(fd);
+    if (opts.resume) for (const fd of opts.resume.readerFds) closeFd(fd);
     unmountFuse(m.mountpoint, { force: true });
     throw new FailedPreconditionError(`Cannot serve FUSE mount "${m.mountpoint}": ${errorMessage(err)}`, {
       cause: err,
@@ -292,12 +292,4 @@ function installExitHook(): void {
       }
     }
   });
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // closed already
-  }
 }
