@@ -75,6 +75,7 @@ import { pushPythonImage, pythonImagePath } from "../test/_harness/python_image.
 import { startServeProcess } from "../test/_harness/serve.ts";
 import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
 import { COMMAND, COMMAND_OUTPUT, extractImage, tracedFiles } from "./_traced_files.ts";
+import { writePodmanConfig } from "../test/_harness/podman_config.ts";
 
 /** Span size of the index (SPAN_SIZE, default 256 KiB, as bench:lazy). */
 const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
@@ -98,29 +99,7 @@ interface Run {
 /** podman's configuration files for a run named `name`, with a fresh graph root and run root. */
 function podmanEnv(name: string, registry: string, store?: string): Record<string, string> {
   const dir = join(tmp, `podman-${name}`);
-  mkdirSync(dir);
-  writeFileSync(
-    join(dir, "containers.conf"),
-    `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\n`,
-  );
-  writeFileSync(join(dir, "registries.conf"), `[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
-  writeFileSync(
-    join(dir, "storage.conf"),
-    [
-      "[storage]",
-      'driver = "overlay"',
-      `graphroot = "${dir}/graph"`,
-      `runroot = "${dir}/run"`,
-      ...(store ? ["[storage.options]", `additionallayerstores = ["${store}:ref"]`] : []),
-      "",
-    ].join("\n"),
-  );
-  const env = {
-    ...(process.env as Record<string, string>),
-    CONTAINERS_CONF: join(dir, "containers.conf"),
-    CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf"),
-    CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"),
-  };
+  const env = { ...(process.env as Record<string, string>), ...writePodmanConfig(dir, { registry, store }) };
   // Removed before the store goes away (podman tells the store it released the layers).
   cleanups.push(() => {
     spawnSync("podman", ["rm", "--all", "--force"], { env });

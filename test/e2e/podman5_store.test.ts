@@ -13,7 +13,7 @@
  *     pull of an eStargz-annotated gzip layer falls back to an ordinary download, and the image runs.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,6 +26,7 @@ import { PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.t
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { type ServeProcess, startServeProcess } from "../_harness/serve.ts";
 import { ensureTrixiePodman, openTrixieView, type TrixieView } from "../_harness/trixie_podman.ts";
+import { writePodmanConfig } from "../_harness/podman_config.ts";
 
 const run = needs(
   "podman 5 and the store",
@@ -110,30 +111,11 @@ describe.skipIf(!run)("podman 5 (Debian trixie) and soci-ts serve's store", () =
         "",
       ].join("\n"),
     );
-    const pm = join(view.root, "tmp/podman");
-    mkdirSync(pm);
-    writeFileSync(
-      join(pm, "containers.conf"),
-      `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\n`,
-    );
-    writeFileSync(join(pm, "registries.conf"), `[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`);
-    writeFileSync(
-      join(pm, "storage.conf"),
-      [
-        "[storage]",
-        'driver = "overlay"',
-        'graphroot = "/tmp/podman/graph"',
-        'runroot = "/tmp/podman/run"',
-        "[storage.options]",
-        'additionallayerstores = ["/tmp/store:ref"]',
-        "",
-      ].join("\n"),
-    );
-    env = {
-      CONTAINERS_CONF: "/tmp/podman/containers.conf",
-      CONTAINERS_REGISTRIES_CONF: "/tmp/podman/registries.conf",
-      CONTAINERS_STORAGE_CONF: "/tmp/podman/storage.conf",
-    };
+    env = writePodmanConfig(join(view.root, "tmp/podman"), {
+      registry: registry.host,
+      store: "/tmp/store",
+      seenAs: "/tmp/podman",
+    });
     // python, converted twice by a publisher: with the TOC annotation and without.
     const src = await pushPythonImage(registry.host, { repository: "e2e/python-src", tag: "v1" });
     annotated = `${registry.host}/e2e/python5:v1`;

@@ -32,6 +32,7 @@ import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_har
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { type ServeProcess, startServeProcess } from "../_harness/serve.ts";
 import { startMount } from "./_mount_helpers.ts";
+import { writePodmanConfig } from "../_harness/podman_config.ts";
 
 const run = needs(
   "podman store prefetch",
@@ -179,30 +180,9 @@ describe.skipIf(!run)("the podman store prefetches in the background", () => {
     dir = await mkdtemp(join(tmpdir(), "soci-podman-prefetch-"));
     store = join(dir, "store");
     publisher = join(dir, "publisher");
-    const pm = join(dir, "podman");
-    mkdirSync(pm);
-    writeFileSync(
-      join(pm, "containers.conf"),
-      `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\n`,
-    );
-    writeFileSync(join(pm, "registries.conf"), `[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`);
-    writeFileSync(
-      join(pm, "storage.conf"),
-      [
-        "[storage]",
-        'driver = "overlay"',
-        `graphroot = "${pm}/graph"`,
-        `runroot = "${pm}/run"`,
-        "[storage.options]",
-        `additionallayerstores = ["${store}:ref"]`,
-        "",
-      ].join("\n"),
-    );
     podmanEnv = {
       ...(process.env as Record<string, string>),
-      CONTAINERS_CONF: join(pm, "containers.conf"),
-      CONTAINERS_REGISTRIES_CONF: join(pm, "registries.conf"),
-      CONTAINERS_STORAGE_CONF: join(pm, "storage.conf"),
+      ...writePodmanConfig(join(dir, "podman"), { registry: registry.host, store }),
     };
     // The publisher: an index for python, the script's load order document recorded and pushed next to it.
     python = await pushPythonImage(registry.host, { repository: "e2e/python", tag: "v1" });

@@ -29,6 +29,7 @@ import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { type ServeProcess, startServeProcess } from "../_harness/serve.ts";
 import { applyLayers, describeTree, layoutManifest } from "./_mount_helpers.ts";
+import { writePodmanConfig } from "../_harness/podman_config.ts";
 
 const run = needs(
   "podman additional layer store",
@@ -134,30 +135,9 @@ describe.skipIf(!run)("soci-ts serve as podman's additional layer store", () => 
       ].join("\n"),
     );
     // podman: its own configuration, graph root and run root; the store as its only additional layer store.
-    const pm = join(dir, "podman");
-    mkdirSync(pm);
-    writeFileSync(
-      join(pm, "containers.conf"),
-      `[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\n`,
-    );
-    writeFileSync(join(pm, "registries.conf"), `[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`);
-    writeFileSync(
-      join(pm, "storage.conf"),
-      [
-        "[storage]",
-        'driver = "overlay"',
-        `graphroot = "${pm}/graph"`,
-        `runroot = "${pm}/run"`,
-        "[storage.options]",
-        `additionallayerstores = ["${store}:ref"]`,
-        "",
-      ].join("\n"),
-    );
     podmanEnv = {
       ...(process.env as Record<string, string>),
-      CONTAINERS_CONF: join(pm, "containers.conf"),
-      CONTAINERS_REGISTRIES_CONF: join(pm, "registries.conf"),
-      CONTAINERS_STORAGE_CONF: join(pm, "storage.conf"),
+      ...writePodmanConfig(join(dir, "podman"), { registry: registry.host, store }),
     };
     // Images: python twice (the second indexed only locally), busybox without an index and with a partial one.
     python = await pushPythonImage(registry.host, { repository: "e2e/python", tag: "v1" });
