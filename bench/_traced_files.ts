@@ -5,7 +5,8 @@
  *   - `tracedFiles`: the command run in a chroot of an unpacked tree under
  *     `strace -f -e trace=open,openat,execve,chroot`; every regular file it opened after its chroot (symlinks
  *     resolved inside the tree), plus the ELF interpreter, which the kernel opens. This is the list a prefetch
- *     artifact (`index create --prefetch-files-json`) is built from.
+ *     artifact (`index create --prefetch-files-json`) is built from;
+ *   - `recordCommandLod`: the command's load order document, recorded on a `soci-ts mount --record-lod`.
  * Needs tar, chroot, strace and readelf (binutils).
  */
 import { spawnSync } from "node:child_process";
@@ -14,6 +15,7 @@ import { join, posix } from "node:path";
 import type { Manifest } from "../src/oci/types.ts";
 import { parseReference } from "../src/registry/reference.ts";
 import type { RegistryClient } from "../src/registry/types.ts";
+import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
 
 /** The command the lazy benches time: python's start and two imports; prints "42". */
 export const COMMAND = ["python3", "-c", "import json, sqlite3; print(42)"];
@@ -124,4 +126,58 @@ function lstatIs(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The load order document of the command under `workload`: `soci-ts mount --record-lod` of `directRef` (the
+ * registry without a proxy) from the publisher's `root` and `cfg` at `mountpoint` (made here), the command in a
+ * chroot of the mount, unmount (SIGINT); then `push(["lod", "push", workload, directRef])`, next to the image.
+ * `onCleanup` gets what stops the mount if the run ends first. Throws with the mount's output when a step fails.
+ */
+export async function recordCommandLod(o: {
+  root: string;
+  cfg: string;
+  directRef: string;
+  workload: string;
+  mountpoint: string;
+  onCleanup: (f: () => void) => void;
+  push: (args: string[]) => void;
+}): Promise<void> {
+  mkdirSync(o.mountpoint);
+  const proc = Bun.spawn(
+    [
+      BUN,
+      MAIN,
+      "--root",
+      o.root,
+      "--config",
+      o.cfg,
+      "mount",
+      o.directRef,
+      o.mountpoint,
+      "--record-lod",
+      o.workload,
+      "--record-quiet",
+      "0",
+    ],
+    { cwd: REPO, stdout: "ignore", stderr: "pipe" },
+  );
+  o.onCleanup(() => {
+    proc.kill("SIGINT");
+    spawnSync("umount", ["-l", o.mountpoint]);
+  });
+  let err = "";
+  const rd = (proc.stderr as ReadableStream<Uint8Array>).getReader();
+  while (!err.includes("Mounted ")) {
+    const { value, done } = await rd.read();
+    if (done) throw new Error(`soci-ts mount --record-lod exited: ${err}`);
+    err += new TextDecoder().decode(value);
+  }
+  const py = spawnSync("chroot", [o.mountpoint, ...COMMAND], { encoding: "utf8" });
+  if (py.stdout !== COMMAND_OUTPUT) throw new Error(`the command failed while recording: ${py.stderr}`);
+  proc.kill("SIGINT");
+  for (let r = await rd.read(); !r.done; r = await rd.read()) err += new TextDecoder().decode(r.value);
+  if ((await proc.exited) !== 0 || !err.includes("Recorded load order document"))
+    throw new Error(`recording the load order document failed: ${err}`);
+  o.push(["lod", "push", o.workload, o.directRef]);
 }

@@ -99,7 +99,7 @@ import { RegistryLocation } from "../src/soci/image_location.ts";
 import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
 import { pushPythonImage } from "../test/_harness/python_image.ts";
 import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
-import { COMMAND, COMMAND_OUTPUT, extractImage, tracedFiles } from "./_traced_files.ts";
+import { COMMAND, COMMAND_OUTPUT, extractImage, recordCommandLod, tracedFiles } from "./_traced_files.ts";
 
 registerNativeBackends();
 
@@ -212,51 +212,6 @@ function mountPhases(stderr: string): string {
   return "(no Mount ready line)";
 }
 
-/**
- * The load order document of the command: `soci-ts mount --record-lod python` of `directRef` (the registry
- * without the proxy) from the publisher's root, the command in a chroot of it, unmount; then `lod push`.
- */
-async function recordLod(root: string, cfg: string, directRef: string): Promise<void> {
-  const mnt = join(tmp, "record-mnt");
-  mkdirSync(mnt);
-  const proc = Bun.spawn(
-    [
-      BUN,
-      MAIN,
-      "--root",
-      root,
-      "--config",
-      cfg,
-      "mount",
-      directRef,
-      mnt,
-      "--record-lod",
-      "python",
-      "--record-quiet",
-      "0",
-    ],
-    { cwd: REPO, stdout: "ignore", stderr: "pipe" },
-  );
-  cleanups.push(() => {
-    proc.kill("SIGINT");
-    spawnSync("umount", ["-l", mnt]);
-  });
-  let err = "";
-  const rd = (proc.stderr as ReadableStream<Uint8Array>).getReader();
-  while (!err.includes("Mounted ")) {
-    const { value, done } = await rd.read();
-    if (done) throw new Error(`soci-ts mount --record-lod exited: ${err}`);
-    err += new TextDecoder().decode(value);
-  }
-  const py = spawnSync("chroot", [mnt, ...COMMAND], { encoding: "utf8" });
-  if (py.stdout !== "42\n") throw new Error(`the command failed while recording: ${py.stderr}`);
-  proc.kill("SIGINT");
-  for (let r = await rd.read(); !r.done; r = await rd.read()) err += new TextDecoder().decode(r.value);
-  if ((await proc.exited) !== 0 || !err.includes("Recorded load order document"))
-    throw new Error(`recording the load order document failed: ${err}`);
-  cli(root, ["--config", cfg, "lod", "push", "python", directRef]);
-}
-
 /** 4b. Full pull: stream every layer through the same link into `tar -x`, then the command in a chroot. */
 async function fullRun(ref: string): Promise<{ seconds: number; output: string; dir: string }> {
   const dir = join(tmp, "full-rootfs");
@@ -350,7 +305,15 @@ async function main(): Promise<void> {
     prefetchJson,
   ]);
   cli(pfRoot, ["--config", pubCfg, "index", "push", directPfRef]);
-  await recordLod(pubRoot, pubCfg, directRef);
+  await recordCommandLod({
+    root: pubRoot,
+    cfg: pubCfg,
+    directRef,
+    workload: "python",
+    mountpoint: join(tmp, "record-mnt"),
+    onCleanup: (f) => cleanups.push(f),
+    push: (args) => cli(pubRoot, ["--config", pubCfg, ...args]),
+  });
   link.shape();
   sync();
   // 4. The three paths, cold.

@@ -70,11 +70,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Manifest } from "../src/oci/types.ts";
 import { HttpRegistryClient } from "../src/registry/client.ts";
-import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
+import { BUN, MAIN } from "../test/_harness/cli.ts";
 import { pushPythonImage, pythonImagePath } from "../test/_harness/python_image.ts";
 import { startServeProcess } from "../test/_harness/serve.ts";
 import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
-import { COMMAND, COMMAND_OUTPUT, extractImage, tracedFiles } from "./_traced_files.ts";
+import { COMMAND, COMMAND_OUTPUT, extractImage, recordCommandLod, tracedFiles } from "./_traced_files.ts";
 import { writePodmanConfig } from "../test/_harness/podman_config.ts";
 
 /** Span size of the index (SPAN_SIZE, default 256 KiB, as bench:lazy). */
@@ -139,52 +139,6 @@ async function podmanRun(name: string, env: Record<string, string>, ref: string)
       `podman run (${name}) failed (exit ${code}, output ${JSON.stringify(output)}): ${err.slice(-3000)}`,
     );
   return { seconds, output, overLink: link.linkBytes() - linkBefore };
-}
-
-/**
- * The load order document of the command, as bench:lazy records it: `soci-ts mount --record-lod python` of
- * `directRef` (the registry without the proxy) from the publisher's root, the command in a chroot of the mount,
- * unmount; then `lod push`, next to the image.
- */
-async function recordLod(cli: (args: string[]) => void, root: string, cfg: string, directRef: string): Promise<void> {
-  const mnt = join(tmp, "record-mnt");
-  mkdirSync(mnt);
-  const proc = Bun.spawn(
-    [
-      BUN,
-      MAIN,
-      "--root",
-      root,
-      "--config",
-      cfg,
-      "mount",
-      directRef,
-      mnt,
-      "--record-lod",
-      WORKLOAD,
-      "--record-quiet",
-      "0",
-    ],
-    { cwd: REPO, stdout: "ignore", stderr: "pipe" },
-  );
-  cleanups.push(() => {
-    proc.kill("SIGINT");
-    spawnSync("umount", ["-l", mnt]);
-  });
-  let err = "";
-  const rd = (proc.stderr as ReadableStream<Uint8Array>).getReader();
-  while (!err.includes("Mounted ")) {
-    const { value, done } = await rd.read();
-    if (done) throw new Error(`soci-ts mount --record-lod exited: ${err}`);
-    err += new TextDecoder().decode(value);
-  }
-  const py = spawnSync("chroot", [mnt, ...COMMAND], { encoding: "utf8" });
-  if (py.stdout !== COMMAND_OUTPUT) throw new Error(`the command failed while recording: ${py.stderr}`);
-  proc.kill("SIGINT");
-  for (let r = await rd.read(); !r.done; r = await rd.read()) err += new TextDecoder().decode(r.value);
-  if ((await proc.exited) !== 0 || !err.includes("Recorded load order document"))
-    throw new Error(`recording the load order document failed: ${err}`);
-  cli(["lod", "push", WORKLOAD, directRef]);
 }
 
 /**
@@ -272,7 +226,15 @@ async function main(): Promise<void> {
   ]);
   pfCli(["index", "push", directPfRef]);
   // The load order document, recorded and pushed next to the first repository's image.
-  await recordLod(cli, pubRoot, pubCfg, directRef);
+  await recordCommandLod({
+    root: pubRoot,
+    cfg: pubCfg,
+    directRef,
+    workload: WORKLOAD,
+    mountpoint: join(tmp, "record-mnt"),
+    onCleanup: (f) => cleanups.push(f),
+    push: cli,
+  });
   const layout = pythonImagePath();
   const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
   const manifest: Manifest = JSON.parse(
