@@ -79,6 +79,20 @@ export interface AuthManagerOptions {
   now?: () => number;
 }
 
+/** The request a 401 answered, for `AuthManager.handleChallenge`. */
+export interface ChallengedRequest {
+  /** The registry endpoint's host ("host:port"), which tokens are kept for. */
+  host: string;
+  /** The host whose credentials apply (the registry's, or a mirror's own). */
+  authHost: string;
+  /** The token scope, "repository:<name>:<actions>". */
+  scope: string;
+  /** The Authorization header the request was sent with; undefined when it had none. */
+  sent?: string;
+  /** Cancels the wait for a token (the shared fetch itself goes on). */
+  signal?: AbortSignal;
+}
+
 interface CachedToken {
   header: string;
   expiresAt: number;
@@ -111,24 +125,27 @@ export class AuthManager {
   }
 
   /**
-   * Reacts to a 401: remembers Basic, or fetches a Bearer token for `scope`. Returns false when nothing
-   * more can be tried (no credentials for Basic, unknown scheme). Throws UnauthorizedError when the token
-   * realm refuses the credentials.
+   * Reacts to a 401 answering a request sent with the Authorization header `req.sent` (undefined: none):
+   * remembers Basic, or makes sure a Bearer token for `req.scope` is known. A 401 drops the stored token only
+   * when the request carried it (or it has expired); a request sent before it came, without a token or with an
+   * older one, is simply repeated with it. Concurrent 401s share one token fetch. Returns false when nothing
+   * more can be tried (no credentials for Basic, unknown scheme). Throws UnauthorizedError when the token realm
+   * refuses the credentials, UnavailableError when it cannot be reached.
    */
-  // biome-ignore lint/complexity/useMaxParams: one caller (the registry client); the challenge, the request it answers and its scope
-  async handleChallenge(
-    host: string,
-    authHost: string,
-    header: string | null,
-    scope: string,
-    signal?: AbortSignal,
-  ): Promise<boolean> {
+  async handleChallenge(header: string | null, req: ChallengedRequest): Promise<boolean> {
+    const { host, authHost, scope } = req;
     const challenges = header ? parseWwwAuthenticate(header) : [];
     const bearer = challenges.find((c) => c.scheme === "bearer");
     const found = await this.#opts.credentials.get(authHost, repositoryOf(scope));
     if (bearer?.params.realm) {
       const key = `${host}|${scope}`;
-      // One fetch per host and scope, shared by concurrent 401s: it runs under its own timeout only, so one
+      // 1. The token the request carried goes (refused), as does an expired one.
+      this.invalidate(req);
+      // 2. One it did not carry (it came after the request left) was not refused: use it.
+      const current = this.#tokens.get(key);
+      if (current && current.expiresAt > this.#now()) return true;
+      this.#tokens.delete(key);
+      // 3. One fetch per host and scope, shared by concurrent 401s: it runs under its own timeout only, so one
       // caller's cancel does not fail the others; each caller waits for it under its own signal.
       let p = this.#inflight.get(key);
       if (!p) {
@@ -136,7 +153,7 @@ export class AuthManager {
         p.catch(() => {}); // a waiter that gave up leaves no unhandled rejection behind
         this.#inflight.set(key, p);
       }
-      await raceSignal(p, signal);
+      await raceSignal(p, req.signal);
       return true;
     }
     if (challenges.some((c) => c.scheme === "basic") || challenges.length === 0) {
@@ -161,9 +178,13 @@ export class AuthManager {
     return `the credentials${user} from ${found.source}`;
   }
 
-  /** Forgets the token for `host`/`scope` (after the registry refused it). */
-  invalidate(host: string, scope: string): void {
-    this.#tokens.delete(`${host}|${scope}`);
+  /**
+   * Forgets the token stored for `req.host`/`req.scope` when it is `req.sent`, the header of a request the
+   * registry refused; a token that came after that request left stays.
+   */
+  invalidate(req: Pick<ChallengedRequest, "host" | "scope" | "sent">): void {
+    const key = `${req.host}|${req.scope}`;
+    if (req.sent !== undefined && this.#tokens.get(key)?.header === req.sent) this.#tokens.delete(key);
   }
 
   // biome-ignore lint/complexity/useMaxParams: private helper

@@ -1020,7 +1020,7 @@ export class HttpRegistryClient implements RegistryClient {
     const scope = `repository:${req.ref.repository}:${req.scope}`;
     const authHost = req.ep.mirror ? req.ep.host : req.ref.registry;
     const maxRetries = req.retries ?? (req.ep.mirror ? 0 : this.#retry.max);
-    let challenged = false;
+    let answeredChallenge = false;
     let lastErr: unknown;
     for (let attempt = 0; ; ) {
       // 1. auth header known for this scope
@@ -1066,16 +1066,16 @@ export class HttpRegistryClient implements RegistryClient {
         const challenge = res.headers.get("www-authenticate");
         const detail = await errorDetail(res);
         deadline.clear();
-        this.#auth.invalidate(req.ep.host, scope);
-        if (!challenged) {
-          challenged = true;
-          const answered = await this.#auth
-            .handleChallenge(req.ep.host, authHost, challenge, scope, req.signal)
-            .catch((err: unknown) => {
-              throw req.signal?.aborted ? abortedError(req.action, req.signal) : err;
-            });
+        // The token this request carried (if any) is dropped; one that came after it left is kept and used.
+        const asked = { host: req.ep.host, authHost, scope, sent: headers.authorization, signal: req.signal };
+        if (!answeredChallenge) {
+          answeredChallenge = true;
+          const answered = await this.#auth.handleChallenge(challenge, asked).catch((err: unknown) => {
+            throw req.signal?.aborted ? abortedError(req.action, req.signal) : err;
+          });
           if (answered) continue;
         }
+        this.#auth.invalidate(asked);
         const who = await this.#auth.describe(authHost, scope);
         const why = who ? `${who} were refused` : `no credentials for "${authHost}" were found`;
         throw httpError({ action: req.action, status: 401, detail: `${detail ? `${detail}; ` : ""}${why}` });

@@ -80,8 +80,9 @@ describe.skipIf(!run)("shared token fetch", () => {
     // No token yet; the credential lookup is answered (and cached) before the challenges come.
     expect(await auth.headerFor(reg.host, reg.host, scope)).toBeUndefined();
     const a = new AbortController();
-    const pa = failure(auth.handleChallenge(reg.host, reg.host, challenge, scope, a.signal));
-    const pb = auth.handleChallenge(reg.host, reg.host, challenge, scope);
+    const asked = { host: reg.host, authHost: reg.host, scope };
+    const pa = failure(auth.handleChallenge(challenge, { ...asked, signal: a.signal }));
+    const pb = auth.handleChallenge(challenge, asked);
     // A's challenge started the fetch. B's joined it before the test runs again: both continued from the same
     // answered lookup, in order, and a macrotask runs only after every microtask.
     const tokenSignal = await tokens.requested;
@@ -108,11 +109,116 @@ describe.skipIf(!run)("shared token fetch", () => {
     expect(tokenSignal?.aborted).toBe(false);
     tokens.release();
     // Once the answer was read, the token is stored before the next macrotask (parsing and storing it are
-    // microtasks). B must start after that: a request sent before it gets a 401, which drops the token stored
-    // meanwhile and fetches another (client.ts, step 3).
+    // microtasks). B starts after that, so it goes out with the token (one sent before would get a 401 and be
+    // repeated with it).
     await tokens.answered;
     await new Promise((r) => setImmediate(r));
     expect((await client.getManifest(ref)).descriptor.digest).toBe(digest);
     expect(tokens.requests()).toBe(1);
+  });
+});
+
+/**
+ * A transport that holds every 401 answer from `registryUrl` while `holding` is on, until the test lets it go:
+ * `held(n)` settles once n are held, `letGo(i)` hands the i-th one on. `authorized()` settles at the next answer
+ * other than 401 to a request that carried an Authorization header (its token is stored by then). Requests
+ * carrying the header in `refuse` are answered 401 with the registry's challenge (a revoked token, the fault).
+ */
+function heldChallenges(registryUrl: string, challenge: string) {
+  const releases: (() => void)[] = [];
+  const waits: { n: number; resolve: () => void }[] = [];
+  let onAuthorized: (() => void) | undefined;
+  const state = { holding: true, refuse: undefined as string | undefined, lastSent: undefined as string | undefined };
+  const transport = (async (input: string | URL | Request, init?: RequestInit) => {
+    if (!String(input instanceof Request ? input.url : input).startsWith(registryUrl)) return fetch(input, init);
+    const sent = new Headers(init?.headers).get("authorization") ?? undefined;
+    state.lastSent = sent;
+    const res =
+      sent !== undefined && sent === state.refuse
+        ? Response.json(
+            { errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] },
+            { status: 401, headers: { "www-authenticate": challenge } },
+          )
+        : await fetch(input, init);
+    if (res.status !== 401) {
+      if (sent !== undefined) onAuthorized?.();
+      return res;
+    }
+    if (!state.holding) return res;
+    await new Promise<void>((release) => {
+      releases.push(release);
+      for (const w of waits) if (releases.length >= w.n) w.resolve();
+    });
+    return res;
+  }) as typeof fetch;
+  return {
+    fetch: transport,
+    state,
+    authorized: () => new Promise<void>((r) => (onAuthorized = r)),
+    held: (n: number) =>
+      new Promise<void>((resolve) => (releases.length >= n ? resolve() : waits.push({ n, resolve }))),
+    letGo: (i: number) => releases[i]!(),
+  };
+}
+
+describe.skipIf(!run)("401s answering requests sent before the current token", () => {
+  const N = 4;
+  let reg: TestRegistry;
+  let digest: string;
+  let challenge: string;
+  beforeAll(async () => {
+    reg = await startRegistry({ auth: "token", allowAnonymous: true });
+    const img = await pushImage(reg, "race/app", "v1", { client: new HttpRegistryClient({ dockerConfigPath: null }) });
+    digest = img.manifestDescriptor.digest;
+    challenge = (await fetch(`${reg.url}/v2/race/app/manifests/v1`)).headers.get("www-authenticate")!;
+  });
+  afterAll(async () => {
+    await reg?.stop();
+  });
+
+  /**
+   * Sends N manifest requests at once, each answered 401 (held); lets the first 401 go, waits until its retry
+   * was served with the token it fetched, then lets the other 401s go. Returns how many tokens were issued.
+   */
+  async function concurrentChallenges(client: HttpRegistryClient, t: ReturnType<typeof heldChallenges>) {
+    const ref = { registry: reg.host, repository: "race/app", tag: "v1" };
+    const before = reg.tokenServer!.issued;
+    t.state.holding = true;
+    const authorized = t.authorized();
+    const all = Array.from({ length: N }, () => client.getManifest(ref));
+    await t.held(N);
+    t.state.holding = false;
+    t.letGo(0);
+    await authorized;
+    for (let i = 1; i < N; i++) t.letGo(i);
+    for (const got of await Promise.all(all)) expect(got.descriptor.digest).toBe(digest);
+    return reg.tokenServer!.issued - before;
+  }
+
+  test("no token yet: N concurrent 401s cost one token fetch", async () => {
+    const t = heldChallenges(reg.url, challenge);
+    const client = new HttpRegistryClient({ dockerConfigPath: null, fetch: t.fetch });
+    expect(await concurrentChallenges(client, t)).toBe(1);
+  });
+
+  test("an expired token is renewed once for N concurrent requests", async () => {
+    const t = heldChallenges(reg.url, challenge);
+    t.state.holding = false;
+    let aheadMs = 0;
+    const client = new HttpRegistryClient({ dockerConfigPath: null, fetch: t.fetch, now: () => Date.now() + aheadMs });
+    const ref = { registry: reg.host, repository: "race/app", tag: "v1" };
+    await client.getManifest(ref); // a token, living 300 s
+    aheadMs = 600_000; // expired on the client's clock
+    expect(await concurrentChallenges(client, t)).toBe(1);
+  });
+
+  test("a refused token is dropped once; 401s to requests sent with it retry with its successor", async () => {
+    const t = heldChallenges(reg.url, challenge);
+    t.state.holding = false;
+    const client = new HttpRegistryClient({ dockerConfigPath: null, fetch: t.fetch });
+    await client.getManifest({ registry: reg.host, repository: "race/app", tag: "v1" });
+    t.state.refuse = t.state.lastSent; // the registry now refuses the token every request carries
+    expect(t.state.refuse).toStartWith("Bearer ");
+    expect(await concurrentChallenges(client, t)).toBe(1);
   });
 });
