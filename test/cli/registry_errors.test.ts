@@ -1,14 +1,12 @@
 /** A registry refusing a request (HTTP 4xx) is a failure (exit 1), not a usage error (exit 2, "Run --help"). */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { httpError } from "../../src/registry/errors.ts";
 import { FailedPreconditionError, InvalidArgumentError } from "../../src/util/errors.ts";
 import { BUN, MAIN, REPO } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
-import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
+import { type ProxiedRegistry, startProxiedRegistry } from "../_harness/proxied_registry.ts";
+import { pushImage, type TestRegistry } from "../_harness/registry.ts";
 
 test("httpError: 400, 405, 413 and 416 are FailedPreconditionError, never InvalidArgumentError", () => {
   for (const status of [400, 405, 413, 416, 422]) {
@@ -21,19 +19,15 @@ test("httpError: 400, 405, 413 and 416 are FailedPreconditionError, never Invali
 const run = needs("CLI exit code of registry errors", "tool:docker-registry");
 
 describe.skipIf(!run)("soci-ts index create against a registry answering 400", () => {
+  let env: ProxiedRegistry | undefined;
   let reg: TestRegistry;
   let proxy: FaultProxy;
   let root: string;
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    root = mkdtempSync(join(tmpdir(), "soci-cli-4xx-"));
+    env = await startProxiedRegistry({ tmpPrefix: "soci-cli-4xx-" });
+    ({ reg, proxy, tmp: root } = env);
   });
-  afterAll(async () => {
-    await proxy?.stop();
-    await reg?.stop();
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
+  afterAll(() => env?.stop());
 
   test("exits 1 with the registry's message and no usage hint", async () => {
     await pushImage(reg, "app", "v1");

@@ -3,17 +3,17 @@
  * registry stalling, corrupted span bytes, many concurrent readers, and a disk cache at its bound.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdir, mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile, readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { Reference } from "../../src/registry/types.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
+import { type ProxiedRegistryWithImage, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { Rand } from "../_harness/rand.ts";
-import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import type { PushedImage } from "../_harness/registry.ts";
 import { cat, noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs faults", "root", "fuse", "tool:docker-registry", "tool:cat");
@@ -21,7 +21,7 @@ const run = needs("layerfs faults", "root", "fuse", "tool:docker-registry", "too
 const SPAN = 64 * 1024;
 
 describe.skipIf(!run)("lazy layer faults", () => {
-  let reg: TestRegistry;
+  let env: ProxiedRegistryWithImage | undefined;
   let proxy: FaultProxy;
   let tmp: string;
   let img: PushedImage;
@@ -72,17 +72,14 @@ describe.skipIf(!run)("lazy layer faults", () => {
   }
 
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    tmp = await mkdtemp(join(tmpdir(), "layerfs-faults-"));
-    img = await pushImage(reg, "test/faults", "v1", { compression: "none", layers: [files] });
-    ref = { ...img.ref, registry: proxy.host };
+    env = await startProxiedRegistry(
+      { tmpPrefix: "layerfs-faults-" },
+      { repository: "test/faults", tag: "v1", compression: "none", layers: [files] },
+    );
+    ({ proxy, tmp, img } = env);
+    ref = env.viaProxy(img.ref);
   });
-  afterAll(async () => {
-    await proxy?.stop();
-    await reg?.stop();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
-  });
+  afterAll(() => env?.stop());
 
   test("a registry that stops answering gives EIO within the timeout, and reads work once it is back", async () => {
     const logger = new MemoryLogger();

@@ -6,8 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
 import { fuseMountsUnder } from "../../src/fuse/mount.ts";
@@ -22,10 +21,11 @@ import { MemoryLogger } from "../../src/util/log.ts";
 import { ANNOTATION_CHECKPOINT_TABLE, decodeCheckpointTable } from "../../src/ztoc/checkpoint_table.ts";
 import { PACKED_CHECKPOINT_SIZE } from "../../src/ztoc/zinfo_gzip.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
 import { until, within } from "../_harness/liveness.ts";
+import { type ProxiedRegistryWithImage, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { Rand } from "../_harness/rand.ts";
-import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import type { PushedImage } from "../_harness/registry.ts";
 import type { Descriptor } from "../../src/oci/types.ts";
 import { cat } from "../layerfs/_fixtures.ts";
 
@@ -43,7 +43,7 @@ function rangeBytes(range: string | undefined): number | undefined {
 }
 
 describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
-  let reg: TestRegistry;
+  let env: ProxiedRegistryWithImage | undefined;
   let proxy: FaultProxy;
   let tmp: string;
   let img: PushedImage;
@@ -61,10 +61,11 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
   let n = 0;
 
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    tmp = await mkdtemp(join(tmpdir(), "layerfs-lazy-cp-"));
-    img = await pushImage(reg, "test/lazy-cp", "v1", { layers: [files] });
+    env = await startProxiedRegistry(
+      { tmpPrefix: "layerfs-lazy-cp-" },
+      { repository: "test/lazy-cp", tag: "v1", layers: [files] },
+    );
+    ({ proxy, tmp, img } = env);
     // The publisher: build the index (with its checkpoint tables) and push it next to the image.
     const direct = new RegistryLocation(client(), img.ref, "test/lazy-cp:v1");
     const pub = new ArtifactStore(join(tmp, "publisher"));
@@ -72,11 +73,7 @@ describe.skipIf(!run)("zTOCs loaded by their checkpoint table", () => {
     await pushIndexes(direct, { store: pub });
     ztocDesc = created!.ztocs[0]!;
   });
-  afterAll(async () => {
-    await proxy?.stop();
-    await reg?.stop();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
-  });
+  afterAll(() => env?.stop());
 
   /** A fresh LayerFs and store, the image mounted through the proxy. */
   async function mounted(opts: { logger?: MemoryLogger; store?: ArtifactStore; background?: boolean } = {}) {

@@ -3,36 +3,34 @@
  * layer without a zTOC: that one is bounded by the client's idle timeout only (and the caller's cancel).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mountImage } from "../../src/layerfs/image_mount.ts";
 import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
-import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
+import { type ProxiedRegistry, startProxiedRegistry } from "../_harness/proxied_registry.ts";
+import { pushImage, type TestRegistry } from "../_harness/registry.ts";
 import { noInflate } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs mount timeout", "root", "fuse", "tool:docker-registry");
 
 describe.skipIf(!run)("mount timeout", () => {
+  let env: ProxiedRegistry | undefined;
   let reg: TestRegistry;
   let proxy: FaultProxy;
   let tmp: string;
   let fs: LayerFs;
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    tmp = await mkdtemp(join(tmpdir(), "layerfs-timeout-"));
+    env = await startProxiedRegistry({ tmpPrefix: "layerfs-timeout-" });
+    ({ reg, proxy, tmp } = env);
     fs = await LayerFs.create({ root: join(tmp, "root"), inflate: noInflate, backgroundFetch: { disable: true } });
   });
   afterAll(async () => {
     await fs?.close();
-    await proxy?.stop();
-    await reg?.stop();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
+    await env?.stop();
   });
 
   test("a whole-layer download slower than the mount timeout still mounts", async () => {

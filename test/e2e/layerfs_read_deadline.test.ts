@@ -5,17 +5,17 @@
  * margin, raced against a timer.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { LayerFs } from "../../src/layerfs/remote_fs.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { Reference } from "../../src/registry/types.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
 import { within } from "../_harness/liveness.ts";
+import { type ProxiedRegistryWithImage, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { Rand } from "../_harness/rand.ts";
-import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import type { PushedImage } from "../_harness/registry.ts";
 import { cat, noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
 const run = needs("layerfs read deadline", "root", "fuse", "tool:docker-registry", "tool:cat");
@@ -25,7 +25,7 @@ const LIMIT_MS = 2500;
 const MARGIN_MS = 1500;
 
 describe.skipIf(!run)("read deadline", () => {
-  let reg: TestRegistry;
+  let env: ProxiedRegistryWithImage | undefined;
   let proxy: FaultProxy;
   let tmp: string;
   let img: PushedImage;
@@ -53,17 +53,14 @@ describe.skipIf(!run)("read deadline", () => {
   }
 
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    tmp = await mkdtemp(join(tmpdir(), "layerfs-deadline-"));
-    img = await pushImage(reg, "test/deadline", "v1", { compression: "none", layers: [files] });
-    ref = { ...img.ref, registry: proxy.host };
+    env = await startProxiedRegistry(
+      { tmpPrefix: "layerfs-deadline-" },
+      { repository: "test/deadline", tag: "v1", compression: "none", layers: [files] },
+    );
+    ({ proxy, tmp, img } = env);
+    ref = env.viaProxy(img.ref);
   });
-  afterAll(async () => {
-    await proxy?.stop();
-    await reg?.stop();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
-  });
+  afterAll(() => env?.stop());
 
   test("a read the registry trickles gets EIO within the limit, twice in a row, then succeeds once it is back", async () => {
     // Spans are fetched by the READs alone (no fetch on open): the kernel's readahead READ fails, and the

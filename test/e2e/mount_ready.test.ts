@@ -4,8 +4,7 @@
  * (fault proxy); the prefetch goes on behind it, and files read meanwhile have the right bytes, fetched once.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
 import { mountImage } from "../../src/layerfs/image_mount.ts";
@@ -17,10 +16,11 @@ import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { ANNOTATION_IMAGE_LAYER_DIGEST } from "../../src/soci/index.ts";
 import { decodePrefetchArtifact } from "../../src/soci/prefetch.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
 import { within } from "../_harness/liveness.ts";
+import { type ProxiedRegistry, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { Rand } from "../_harness/rand.ts";
-import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
+import { pushImage, type TestRegistry } from "../_harness/registry.ts";
 
 const run = needs("mount ready before prefetch", "root", "fuse", "tool:docker-registry");
 const SPAN = 64 * 1024;
@@ -29,19 +29,15 @@ const STALL_MS = 50_000;
 const MOUNT_BOUND_MS = STALL_MS / 2;
 
 describe.skipIf(!run)("a mount that does not wait for its prefetch", () => {
+  let env: ProxiedRegistry | undefined;
   let reg: TestRegistry;
   let proxy: FaultProxy;
   let tmp: string;
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    tmp = await mkdtemp(join(tmpdir(), "e2e-mount-ready-"));
+    env = await startProxiedRegistry({ tmpPrefix: "e2e-mount-ready-" });
+    ({ reg, proxy, tmp } = env);
   });
-  afterAll(async () => {
-    await proxy?.stop();
-    await reg?.stop();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
-  });
+  afterAll(() => env?.stop());
 
   test(
     "is up while a prefetch run is stalled; files read meanwhile are right and fetched once",

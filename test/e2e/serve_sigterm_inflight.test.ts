@@ -11,8 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { readMountInfo } from "../../src/fuse/mount.ts";
@@ -20,10 +19,11 @@ import { SnapshotsClient } from "../../src/grpc/snapshots_client.ts";
 import { AlreadyExistsError } from "../../src/util/errors.ts";
 import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { type FaultProxy, startFaultProxy } from "../_harness/fault_proxy.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
 import { waitFor } from "../_harness/ports.ts";
+import { type ProxiedRegistryWithImage, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { Rand } from "../_harness/rand.ts";
-import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import type { PushedImage } from "../_harness/registry.ts";
 import { startServeProcess, type ServeProcess } from "../_harness/serve.ts";
 
 const run = needs(
@@ -72,7 +72,7 @@ function readOnce(path: string, bytes: number): { got: Promise<Uint8Array>; exit
 }
 
 describe.skipIf(!run)("soci-ts serve: SIGTERM while a lazy read is in flight", () => {
-  let reg: TestRegistry;
+  let env: ProxiedRegistryWithImage | undefined;
   let proxy: FaultProxy;
   let tmp: string;
   let root: string;
@@ -95,10 +95,11 @@ describe.skipIf(!run)("soci-ts serve: SIGTERM while a lazy read is in flight", (
   };
 
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    tmp = mkdtempSync(join(tmpdir(), "soci-sigterm-"));
-    img = await pushImage(reg, "test/inflight", "v1", { layers: [{ "big.bin": BIG }] });
+    env = await startProxiedRegistry(
+      { tmpPrefix: "soci-sigterm-" },
+      { repository: "test/inflight", tag: "v1", layers: [{ "big.bin": BIG }] },
+    );
+    ({ proxy, tmp, img } = env);
     // Everything goes through the proxy, which forwards to the registry.
     name = `${proxy.host}/test/inflight:v1`;
     const build = join(tmp, "builder");
@@ -133,9 +134,7 @@ describe.skipIf(!run)("soci-ts serve: SIGTERM while a lazy read is in flight", (
       .filter((p) => tmp && p.startsWith(tmp))
       .reverse())
       spawnSync("umount", ["-l", mp]);
-    await proxy?.stop();
-    await reg?.stop();
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    await env?.stop();
   }, 120_000);
 
   test("the read in flight is answered by the stopping serve, with the right bytes; the next serve goes on", async () => {

@@ -4,8 +4,6 @@
  * zTOC (stalled here), not after it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resolveImageLayers } from "../../src/layerfs/image_resolver.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
@@ -16,9 +14,10 @@ import { buildLod, TouchLog } from "../../src/soci/lod.ts";
 import { pushLod, putLod } from "../../src/soci/lod_store.ts";
 import { pushIndexes } from "../../src/soci/push.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
+import { type ProxiedRegistry, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { Rand } from "../_harness/rand.ts";
-import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
+import { pushImage, type TestRegistry } from "../_harness/registry.ts";
 
 const run = needs("image resolver with a load order document", "tool:docker-registry");
 const SPAN = 64 * 1024;
@@ -26,19 +25,15 @@ const SPAN = 64 * 1024;
 const STALL_MS = 20_000;
 
 describe.skipIf(!run)("resolving an image with a load order document", () => {
+  let env: ProxiedRegistry | undefined;
   let reg: TestRegistry;
   let proxy: FaultProxy;
   let tmp: string;
   beforeAll(async () => {
-    reg = await startRegistry();
-    proxy = await startFaultProxy(reg.url);
-    tmp = await mkdtemp(join(tmpdir(), "layerfs-resolver-"));
+    env = await startProxiedRegistry({ tmpPrefix: "layerfs-resolver-" });
+    ({ reg, proxy, tmp } = env);
   });
-  afterAll(async () => {
-    await proxy?.stop();
-    await reg?.stop();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
-  });
+  afterAll(() => env?.stop());
 
   test(
     "looks the document up beside discovery: its blob is asked for while the zTOC is still held",

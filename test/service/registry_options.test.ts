@@ -1,13 +1,13 @@
 /** The registry client the CLI builds from the config tree, against real (TLS) registries. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { registryClientOptions } from "../../src/service/registry_options.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { needs } from "../_harness/env.ts";
-import { startFaultProxy, type FaultProxy } from "../_harness/fault_proxy.ts";
+import type { FaultProxy } from "../_harness/fault_proxy.ts";
+import { type ProxiedRegistry, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
 
 const tls = needs("CLI registry options over TLS", "tool:docker-registry", "tool:openssl");
@@ -58,19 +58,18 @@ describe.skipIf(!tls)("[resolver.host.X] ca_file", () => {
 const reg4 = needs("CLI registry options", "tool:docker-registry");
 
 describe.skipIf(!reg4)("docker_config and [http] timeouts", () => {
+  let env: ProxiedRegistry | undefined;
   let reg: TestRegistry;
   let proxy: FaultProxy;
   let dir: string;
   beforeAll(async () => {
-    reg = await startRegistry({ auth: "htpasswd", users: { alice: "wonderland-secret" } });
-    proxy = await startFaultProxy(reg.url);
-    dir = mkdtempSync(join(tmpdir(), "soci-cli-opts-"));
+    env = await startProxiedRegistry({
+      tmpPrefix: "soci-cli-opts-",
+      registry: { auth: "htpasswd", users: { alice: "wonderland-secret" } },
+    });
+    ({ reg, proxy, tmp: dir } = env);
   });
-  afterAll(async () => {
-    await proxy?.stop();
-    await reg?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => env?.stop());
 
   test('docker_config = "" reads $DOCKER_CONFIG/config.json', async () => {
     const dockerDir = join(dir, "docker");
