@@ -41,6 +41,9 @@ import type { NsProcess, NsResult } from "./namespace.ts";
 import type { SnapshotterEnv } from "./snapshotter_env.ts";
 import { GiveUp, waitFor } from "./ports.ts";
 
+/** What `ensureAwsSoci` runs to fetch and unpack the package, for `needs()`. */
+export const AWS_SOCI_NEEDS = ["tool:apt-get", "tool:dpkg", "tool:dpkg-deb"] as const;
+
 /** The upstream version this harness fetches; the Debian revision may differ. */
 export const AWS_SOCI_VERSION = "0.4.1";
 

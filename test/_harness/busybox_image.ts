@@ -6,6 +6,9 @@
 import { readFileSync } from "node:fs";
 import type { TestFile } from "./registry.ts";
 
+/** What `busyboxLayer` needs, for `needs()`: busybox (busybox-static's, checked by `busyboxLayer`). */
+export const BUSYBOX_IMAGE_NEEDS = ["tool:busybox"] as const;
+
 /** Where busybox-static installs busybox. */
 export const BUSYBOX_PATH = "/bin/busybox";
 

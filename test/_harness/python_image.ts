@@ -21,6 +21,9 @@ import { join } from "node:path";
 import { acquireCacheLock, releaseCacheLock } from "./cache_lock.ts";
 import { debianMirror } from "./debian_mirror.ts";
 
+/** What `ensurePythonImage` (debootstrap, umoci) and `pushPythonImage` (skopeo) need, for `needs()`. */
+export const PYTHON_IMAGE_NEEDS = ["tool:skopeo", "tool:umoci", "tool:debootstrap"] as const;
+
 /** Tag of the image inside the layout. */
 export const PYTHON_IMAGE_TAG = "python";
 

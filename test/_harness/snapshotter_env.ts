@@ -26,6 +26,24 @@ import { type MountNamespace, type PrivatePath, startNamespace } from "./namespa
 import { waitFor } from "./ports.ts";
 import { startRegistry, type TestRegistry } from "./registry.ts";
 
+/**
+ * What an env needs, for `needs()`: root, containerd with its runc shim and `ctr`, the Distribution registry and
+ * `openssl` for its TLS certificate, the namespace tools (namespace.ts), and FUSE for the snapshotter run in it.
+ */
+export const SNAPSHOTTER_ENV_BASE_NEEDS = [
+  "root",
+  "fuse",
+  "tool:containerd",
+  "tool:containerd-shim-runc-v2",
+  "tool:ctr",
+  "tool:runc",
+  "tool:docker-registry",
+  "tool:openssl",
+  "tool:unshare",
+  "tool:nsenter",
+  "tool:setpriv",
+] as const;
+
 /** Options of `startSnapshotterEnv`. */
 export interface StartSnapshotterEnvOptions {
   /** containerd's proxy plugin name, used with `--snapshotter` (default "soci"). */

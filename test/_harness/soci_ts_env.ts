@@ -8,28 +8,19 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BUN, MAIN } from "./cli.ts";
 import type { MountEntry, NsProcess, NsResult } from "./namespace.ts";
-import type { SnapshotterEnv } from "./snapshotter_env.ts";
+import { BUSYBOX_IMAGE_NEEDS } from "./busybox_image.ts";
+import { PYTHON_IMAGE_NEEDS } from "./python_image.ts";
+import { SNAPSHOTTER_ENV_BASE_NEEDS, type SnapshotterEnv } from "./snapshotter_env.ts";
 
 /**
- * What a snapshotter env with soci-ts in it needs, for `needs()`: root, FUSE, containerd and runc, the TLS
- * registry, the namespace tools, and what builds the python image (python_image.ts). Suites add their own.
+ * What a snapshotter env with soci-ts in it needs, for `needs()`: the env's own (root, FUSE, containerd and runc,
+ * the TLS registry, the namespace tools), busybox for the busybox image and what builds the python image
+ * (python_image.ts). Suites add their own.
  */
 export const SNAPSHOTTER_ENV_NEEDS = [
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:busybox",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
+  ...SNAPSHOTTER_ENV_BASE_NEEDS,
+  ...BUSYBOX_IMAGE_NEEDS,
+  ...PYTHON_IMAGE_NEEDS,
 ] as const;
 
 const MINUTES = 60_000;

@@ -33,6 +33,7 @@ import { decodeZtoc } from "../../src/ztoc/codec.ts";
 import { parseModTime } from "../../src/layerfs/metadata.ts";
 import {
   AWS_SOCI_LIB,
+  AWS_SOCI_NEEDS,
   AWS_SOCI_VERSION,
   type AwsSoci,
   type AwsSociSnapshotter,
@@ -45,31 +46,22 @@ import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
 import { waitFor } from "../_harness/ports.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import {
+  ensurePythonImage,
+  PYTHON_IMAGE_NEEDS,
+  PYTHON_LAYER2_FILES,
+  pushPythonImage,
+} from "../_harness/python_image.ts";
 import { type AccessLogEntry, type PushedImage, pushImage } from "../_harness/registry.ts";
-import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import { SNAPSHOTTER_ENV_BASE_NEEDS, type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
 import { asFirstMemberOnly, buildEdgeLayers, ztocDifferences } from "./_interop_layers.ts";
 import { applyLayers, describeTree, layoutManifest } from "./_mount_helpers.ts";
 
 const run = needs(
   "AWS SOCI interop",
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:apt-get",
-  "tool:dpkg",
-  "tool:dpkg-deb",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
+  ...SNAPSHOTTER_ENV_BASE_NEEDS,
+  ...AWS_SOCI_NEEDS,
+  ...PYTHON_IMAGE_NEEDS,
   "tool:tar",
   "tool:gzip",
   "tool:pigz",

@@ -17,6 +17,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import {
   AWS_SOCI_LIB,
+  AWS_SOCI_NEEDS,
   AWS_SOCI_VERSION,
   type AwsSoci,
   type AwsSociSnapshotter,
@@ -24,31 +25,14 @@ import {
   sociCli,
   startAwsSociSnapshotter,
 } from "../_harness/aws_soci.ts";
-import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
+import { BUSYBOX_IMAGE_NEEDS, busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { needs } from "../_harness/env.ts";
 import { isRunning } from "../_harness/namespace.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, type PushedImage } from "../_harness/registry.ts";
-import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import { SNAPSHOTTER_ENV_BASE_NEEDS, type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
 
-const run = needs(
-  "AWS SOCI e2e",
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:busybox",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:apt-get",
-  "tool:dpkg",
-  "tool:dpkg-deb",
-);
+const run = needs("AWS SOCI e2e", ...SNAPSHOTTER_ENV_BASE_NEEDS, ...BUSYBOX_IMAGE_NEEDS, ...AWS_SOCI_NEEDS);
 
 const GREETING = "hello from a lazily loaded layer\n";
 const RANDOM_BYTES = 8 << 20;

@@ -17,7 +17,7 @@ import type { Manifest } from "../../src/oci/types.ts";
 import type { ServeStatus } from "../../src/service/status.ts";
 import { STATUS_SOCKET_NAME } from "../../src/service/status_server.ts";
 import { parseExposition } from "../../src/util/prometheus.ts";
-import { AWS_SOCI_LIB, type AwsSoci, ensureAwsSoci, sociCli } from "../_harness/aws_soci.ts";
+import { AWS_SOCI_LIB, AWS_SOCI_NEEDS, type AwsSoci, ensureAwsSoci, sociCli } from "../_harness/aws_soci.ts";
 import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
@@ -34,7 +34,7 @@ import {
 } from "../_harness/soci_ts_env.ts";
 import { layoutManifest } from "./_mount_helpers.ts";
 
-const run = needs("serve metrics with containerd", ...SNAPSHOTTER_ENV_NEEDS, "tool:apt-get", "tool:dpkg", "tool:tar");
+const run = needs("serve metrics with containerd", ...SNAPSHOTTER_ENV_NEEDS, ...AWS_SOCI_NEEDS, "tool:tar");
 const MINUTES = 60_000;
 const HELLO_PY = `${PYTHON_HELLO_LINE}\n`;
 

@@ -29,33 +29,22 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { AWS_SOCI_LIB, type AwsSoci, ensureAwsSoci, sociCli } from "../_harness/aws_soci.ts";
-import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
+import { AWS_SOCI_LIB, AWS_SOCI_NEEDS, type AwsSoci, ensureAwsSoci, sociCli } from "../_harness/aws_soci.ts";
+import { BUSYBOX_IMAGE_NEEDS, busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { BUN, MAIN, REPO } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
 import { waitFor } from "../_harness/ports.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage } from "../_harness/registry.ts";
-import { type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
+import { SNAPSHOTTER_ENV_BASE_NEEDS, type SnapshotterEnv, startSnapshotterEnv } from "../_harness/snapshotter_env.ts";
 import { FakeSystemd } from "../_harness/fake_systemd.ts";
 
 const run = needs(
   "serve restarts under running containers",
-  "root",
-  "fuse",
-  "tool:containerd",
-  "tool:containerd-shim-runc-v2",
-  "tool:ctr",
-  "tool:runc",
-  "tool:docker-registry",
-  "tool:openssl",
-  "tool:busybox",
-  "tool:unshare",
-  "tool:nsenter",
-  "tool:setpriv",
-  "tool:apt-get",
-  "tool:dpkg",
+  ...SNAPSHOTTER_ENV_BASE_NEEDS,
+  ...BUSYBOX_IMAGE_NEEDS,
+  ...AWS_SOCI_NEEDS,
 );
 const MINUTES = 60_000;
 /** Files per image, and their size: 240 × 24 KiB of random bytes, over about 24 spans of 256 KiB. */
