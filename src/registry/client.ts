@@ -97,7 +97,10 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** How long a blob's redirect target (e.g. a presigned URL) is reused (default 600000 ms). */
   redirectCacheTtlMs?: number;
-  /** The clock Bearer token lifetimes are counted on, in milliseconds since the epoch (default `Date.now`). */
+  /**
+   * The clock Bearer token lifetimes and the redirect cache's `redirectCacheTtlMs` are counted on, in
+   * milliseconds since the epoch (default `Date.now`).
+   */
   now?: () => number;
   /** The platform `resolveImage` picks from an index by default (default linux/<host arch>). */
   defaultPlatform?: Platform;
@@ -172,9 +175,11 @@ export class HttpRegistryClient implements RegistryClient {
   /** Registries that answered a multi-range request with the whole blob. */
   readonly #noMultiRange = new Set<string>();
   readonly #platform: Platform;
+  readonly #now: () => number;
 
   constructor(opts: RegistryClientOptions = {}) {
     this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
     this.#retry = { ...DEFAULT_RETRY, ...opts.retries };
     this.#fetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
@@ -897,7 +902,7 @@ export class HttpRegistryClient implements RegistryClient {
     const key = `${ref.registry}/${ref.repository}@${digest}`;
     const cached = this.#redirects.get(key);
     const origin = this.#origin(ref);
-    if (cached && cached.expiresAt > Date.now()) {
+    if (cached && cached.expiresAt > this.#now()) {
       try {
         return await this.#send(
           {
@@ -951,7 +956,7 @@ export class HttpRegistryClient implements RegistryClient {
             await res.body?.cancel().catch(() => {});
             d.clear();
             const url = new URL(loc, `${ep.base}/v2/${ref.repository}/blobs/${digest}`).href;
-            this.#redirects.set(key, { url, expiresAt: Date.now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
+            this.#redirects.set(key, { url, expiresAt: this.#now() + (this.#opts.redirectCacheTtlMs ?? 600_000) });
             // The target's request retries on its own; when it gives up, the origin's request must not retry
             // the whole redirect again (retries would multiply: (max+1)² requests).
             // The target may redirect again (a CDN in front of storage): fetch follows those (no credentials).

@@ -187,6 +187,20 @@ describe.skipIf(!ok)("registry client under faults", () => {
     expect(proxy.requests[1]!.range).toBe("bytes=0-9");
   });
 
+  test("a cached redirect target is used until redirectCacheTtlMs has passed on the client's clock", async () => {
+    proxy.set({ kind: "redirect" });
+    let now = 1_000_000;
+    const c = client({ now: () => now, redirectCacheTtlMs: 60_000 });
+    const paths = () => proxy.requests.map((r) => r.path.split("?")[0]!.replace(/sha256:[a-f0-9]+/, "D"));
+    expect(await c.readRange(viaProxy, digest, 0, 10)).toEqual(blob.subarray(0, 10));
+    now += 59_999;
+    expect(await c.readRange(viaProxy, digest, 10, 20)).toEqual(blob.subarray(10, 20));
+    expect(paths()).toEqual(["/v2/f/app/blobs/D", "/_real/f/app/D", "/_real/f/app/D"]);
+    now += 1; // the TTL has passed: the registry is asked again where the blob is
+    expect(await c.readRange(viaProxy, digest, 20, 30)).toEqual(blob.subarray(20, 30));
+    expect(paths().slice(3)).toEqual(["/v2/f/app/blobs/D", "/_real/f/app/D"]);
+  });
+
   test("mirrors serve reads before the origin, and a failing mirror falls back to the origin", async () => {
     const c = client({ mirrors: { [reg.host]: [{ host: proxy.host, insecure: true }] } });
     const origin = { registry: reg.host, repository: "f/app" };
