@@ -20,6 +20,7 @@ import { readMountInfo, unmountFuse } from "../../src/fuse/mount.ts";
 import { dupFd } from "../../src/platform/unix_socket.ts";
 import { S_IFDIR, S_IFREG, type Attr, type DirEntry, type Node } from "../../src/vfs/node.ts";
 import { mountTree } from "../../src/vfs/serve.ts";
+import { readOnce } from "../_harness/child_read.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 
@@ -92,31 +93,6 @@ function cat(path: string): Promise<{ sum: string; code: number }> {
     sum: sha(new Uint8Array(out)),
     code,
   }));
-}
-
-/**
- * One read(2) of the first `bytes` of `path` (dd), in a child process: `got` resolves with them as soon as dd
- * writes them out, `exited` once dd has also closed the file (its FLUSH is a request of its own).
- */
-function readOnce(path: string, bytes: number): { got: Promise<Uint8Array>; exited: Promise<number> } {
-  const p = Bun.spawn(["dd", `if=${path}`, `bs=${bytes}`, "count=1", "status=none"], {
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  const got = (async () => {
-    const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
-    const parts: Uint8Array[] = [];
-    let n = 0;
-    while (n < bytes) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      parts.push(value);
-      n += value.length;
-    }
-    reader.releaseLock();
-    return new Uint8Array(Buffer.concat(parts));
-  })();
-  return { got, exited: p.exited };
 }
 
 describe.skipIf(!enabled)("a FUSE server leaving its connection to the next", () => {

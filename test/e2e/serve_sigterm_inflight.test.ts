@@ -18,6 +18,7 @@ import { readMountInfo } from "../../src/fuse/mount.ts";
 import { SnapshotsClient } from "../../src/grpc/snapshots_client.ts";
 import { AlreadyExistsError } from "../../src/util/errors.ts";
 import { BUN, MAIN } from "../_harness/cli.ts";
+import { readOnce } from "../_harness/child_read.ts";
 import { needs } from "../_harness/env.ts";
 import type { FaultProxy } from "../_harness/fault_proxy.ts";
 import { waitFor } from "../_harness/ports.ts";
@@ -47,28 +48,6 @@ function criLabels(img: PushedImage, name: string): Record<string, string> {
     "containerd.io/snapshot/cri.manifest-digest": img.manifestDescriptor.digest,
     "containerd.io/snapshot/cri.image-layers": img.layers[0]!.descriptor.digest,
   };
-}
-
-/** One read(2) of the first `bytes` of `path` by dd: `got` resolves with them, `exited` once dd closed the file. */
-function readOnce(path: string, bytes: number): { got: Promise<Uint8Array>; exited: Promise<number> } {
-  const p = Bun.spawn(["dd", `if=${path}`, `bs=${bytes}`, "count=1", "status=none"], {
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  const got = (async () => {
-    const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
-    const parts: Uint8Array[] = [];
-    let n = 0;
-    while (n < bytes) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      parts.push(value);
-      n += value.length;
-    }
-    reader.releaseLock();
-    return new Uint8Array(Buffer.concat(parts));
-  })();
-  return { got, exited: p.exited };
 }
 
 describe.skipIf(!run)("soci-ts serve: SIGTERM while a lazy read is in flight", () => {
