@@ -5,7 +5,7 @@
  *  - the plan keeps first-touch order, joins runs across small gaps (not larger ones), cuts a long run into
  *    requests of a bounded size with the one holding its first-touched span first, and leaves present spans out;
  *  - requests start in plan order, at most `maxConcurrency` at a time; all but one wait while a read waits on
- *    the network; the checkpoint windows of the next requests are asked for as a request starts, except where the
+ *    the network, also when it joined a fetch in flight; the checkpoint windows of the next requests are asked for as a request starts, except where the
  *    span before is planned earlier;
  *  - `head` resolves with the first span of the order while later requests are held;
  *  - a stalled prefetch ends at its timeout, a failed one is only reported (the span is then read on demand),
@@ -65,8 +65,8 @@ async function setup(count = 40, opts: { layout?: (l: SpanLayout) => SpanLayout 
   const cache = (await SpanCache.open({ memoryBytes: 64 << 20 })).unscoped();
   const digests = spans(0, count - 1).map((i) => sha(blob.subarray(i * SPAN, (i + 1) * SPAN)));
   const logger = new MemoryLogger();
-  const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache, logger });
   const gate = new TaskGate();
+  const sm = new SpanManager({ layerDigest: LAYER, layout, spanDigests: digests, fetchRanges, cache, logger, gate });
   /** Resolves once `n` requests were made (a liveness bound names what was late). */
   const seen = (n: number) => until(5000, `${n} requests made`, () => held.length >= n, { everyMs: 1 });
   return { blob, layout, sm, gate, held, seen };
@@ -151,6 +151,32 @@ describe("prefetchSpans", () => {
     expect(held).toHaveLength(1);
     read();
     await seen(3);
+    for (const h of held) h.release();
+    expect((await within(5000, "the prefetch", p.done)).status).toBe("done");
+  });
+
+  test("a read that joined a fetch in flight (an OPEN's) counts as waiting: the other workers wait for it too", async () => {
+    const { blob, sm, gate, held, seen } = await setup();
+    void sm.fetchSpans([30]).catch(() => {}); // an OPEN's fetch of the file's spans, not waited for
+    await seen(1);
+    const reading = sm.read(30 * SPAN, 100); // joins it
+    const p = prefetchSpans(
+      sm,
+      {
+        ranges: [
+          [0, 0],
+          [10, 10],
+          [20, 20],
+        ],
+      },
+      { gate, maxConcurrency: 3 },
+    );
+    await seen(2);
+    await until(5000, "two workers waiting for the read", () => gate.waiting === 2, { everyMs: 1 });
+    expect(held).toHaveLength(2);
+    held[0]!.release();
+    expect(await reading).toEqual(blob.subarray(30 * SPAN, 30 * SPAN + 100));
+    await seen(4);
     for (const h of held) h.release();
     expect((await within(5000, "the prefetch", p.done)).status).toBe("done");
   });
