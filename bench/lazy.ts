@@ -77,6 +77,42 @@
  * referrers API probe before the fallback tag (one round trip); with a prefetch or LOD, its span inflating
  * now competes with the FUSE and overlay mounts for the CPU (the layer manager starts it as the layer opens).
  *
+ * Where the prefetch and LOD runs wait (2026-12-03, load average 1.2-7 on 2 shared cores; MOUNT_LOG_DIR logs
+ * plus a throw-away patch logging each span request's start and end, each span's inflate, each span manager
+ * read with its wait, and event-loop stalls over 25 ms; three bench runs). Both paths fetch the same 8.3-8.5 MB
+ * of the python layer in 19 (LOD) or 22 (artifact) runs, 4 in flight, plus a 32 KiB checkpoint-window request
+ * per run (on the LOD path the windows of the next 8 runs asked at once as the first run starts). The prefetch
+ * takes 0.9-1.6 s, 52-75 Mbit/s of the 100 Mbit/s link, and the command ends 0.1-0.2 s after it: the workload
+ * waits for the prefetch, not on its own requests (the LOD run made none; 1-4 reads waited, the rest found their
+ * spans in). What it waits for is the first run: the command's first read (span 52, python's shared library)
+ * lies in the first run, 2.97 MB (spans 52-73), and a run's spans come only when its whole response is in. Alone
+ * (plain lazy, fetched on open) that response takes 0.33 s; in the replay it shares the link with the next three
+ * runs and eight window requests and takes 0.77-0.90 s, arriving after every other run of the first 1.1 s: the
+ * read of span 52 waited 0.41-0.42 s, the LOD's first-touch order undone by four requests in flight of very
+ * different sizes. On the artifact path the runs go in span order (0, 52-73, 92-93, ...), so that read waits the
+ * same (0.30 s) and two later reads (spans 202, 266) wait 0.13 s each for runs the prefetch has not reached.
+ * Second, the main thread stalls 40-290 ms at a time while a run's spans inflate (synchronous zlib, one span
+ * after the other as each needs the end of the one before: 0.43-0.47 s of inflating in all), and meanwhile no
+ * socket is read: the link idles under the other runs. Windows were not fetched serially (each in flight beside
+ * or ahead of its run, 50-180 ms) and no span waited for one.
+ * What changed (layerfs/span_prefetch.ts, one loop for the layer manager and the podman store): requests of at
+ * most 512 KiB, the one holding a run's first touch first (30 requests where there were 19 or 22 runs), the
+ * artifact's spans joined across gaps of up to 128 KiB as the LOD's were (8.3 -> 8.5 MB, 1.03x the spans the
+ * command needs), windows asked ahead and reads first on the artifact path too, and a read that joins a fetch in
+ * flight (an OPEN's) holding the foreground gate as one that starts a fetch does (in the profile six prefetch
+ * requests started while such a read waited; now one). Profiled again (same patch, load 7.5-15): the read of
+ * span 52 waited 15 ms (was 0.41 s): its 344 KB request shares the link with the next three of the same run and
+ * all four end together, 0.33 s after the start; on the LOD path 1-3 reads wait, 0.04-0.13 s each, and the
+ * command ends 0.1-0.4 s after the replay. Still there: main-thread stalls of 30-400 ms (inflating, and under
+ * load everything), so the replay runs at 25-50 Mbit/s of the 100; on the artifact path reads of spans the
+ * span-ordered prefetch has not reached (202, 266, 314) wait 0.2-0.7 s. Whole-run figures, base (97558dd) and
+ * this alternating in one sitting, LOD vs full / artifact vs full / LOD vs plain: load 6-9: base 0.355 / 0.382
+ * / 0.752, 0.488 / 0.602 / 1.056; this 0.677 / 0.398 / 1.444 (the loop alone), 0.224 / 0.203 / 0.491; load
+ * 7-13: base 0.400 / 0.398 / 0.754, 0.479 / 0.361 / 1.049; this 0.691 / 0.406 / 1.385, 0.318 / 0.387 / 0.627;
+ * load 5-17 (nice -5): base 0.459 / 0.340 / 1.624, 0.366 / 0.268 / 1.254; this 0.520 / 0.452 / 0.967, 0.528 /
+ * 0.567 / 1.123. At that load (plain lazy, unchanged, ranged 3.0-6.1 s) the whole-run ratios do not separate
+ * the two; a quiet machine has to tell whether the 0.15x goals are met.
+ *
  * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then
  * `lazy start vs full pull: <ratio>x` (plain lazy time / full pull time; lower is better; kept last so runs stay

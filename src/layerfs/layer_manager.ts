@@ -12,12 +12,13 @@
  *      share their common layers, and no image is served through another repository's index.
  *   2. Otherwise open it (layer.ts): lazy through its zTOC, or fetched whole and unpacked.
  *   3. Prefetch the spans a SOCI prefetch artifact lists (started right after step 2; `handle.prefetched`
- *      resolves when they are in, so a front end can mount its tree meanwhile): runs of adjacent spans, one
- *      ranged request each (split at the span manager's coalescing bound), at most `prefetchMaxConcurrency` at a
- *      time, the whole bounded by `prefetchTimeoutMs`; a failure or timeout only logs (reads fetch on demand).
- *      A load order document's spans (`lodSpans`) come first, replayed in first-touch order (`spanRuns`), and
- *      the mount does not wait for them: `handle.prefetched` resolves once the first of them is in, the
- *      rest (then the artifact's spans) arriving in the background, `handle.replayed` when all are in.
+ *      resolves when they are in, so a front end can mount its tree meanwhile) with span_prefetch.ts: runs
+ *      joined across small gaps, requests of a bounded size, at most `prefetchMaxConcurrency` in flight, reads
+ *      first, checkpoint windows asked ahead, the whole bounded by `prefetchTimeoutMs`; a failure or timeout
+ *      only logs (reads fetch on demand). A load order document's spans (`lodSpans`) come first, replayed in
+ *      first-touch order, and the mount does not wait for them: `handle.prefetched` resolves once the first of
+ *      them is in, the rest (then the artifact's spans) arriving in the background, `handle.replayed` when all
+ *      are in.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
  * The last `done()` of a layer takes it out of the background fetcher and closes it; its span cache entries stay
  * on disk (another image may bring the layer back) but leave memory and become the first the disk bound evicts.
@@ -25,8 +26,6 @@
 import { SpanCache } from "../cache/span_cache.ts";
 import type { Descriptor } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
-import { sleep } from "../util/abort.ts";
-import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { forgetLayer } from "../util/metrics.ts";
 import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
@@ -35,7 +34,7 @@ import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource } from "./layer.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import type { OpaqueXattrMode } from "./metadata.ts";
-import { spanRuns } from "./span_layout.ts";
+import { prefetchSpans } from "./span_prefetch.ts";
 import { TaskGate } from "./task_gate.ts";
 import { spanLayoutDigest, type CheckpointInflater } from "./ztoc_layout.ts";
 
@@ -112,13 +111,6 @@ interface Opened {
   prefetched: Promise<void>;
   replayed: Promise<void>;
 }
-
-/**
- * Compressed bytes of spans no document lists that a replayed run takes in to reach the next listed span: at
- * 100 Mbit/s 128 KiB take 10 ms, less than one round trip, and the joined run also needs one checkpoint window
- * (32 KiB) fewer.
- */
-export const LOD_JOIN_GAP_BYTES = 128 * 1024;
 
 interface Entry {
   opening: Promise<Opened>;
@@ -303,114 +295,40 @@ export class LayerManager {
   }
 
   /**
-   * Step 3: the load order document's runs (`lodSpans` in first-touch order, `#replay`), then the artifact's
-   * (`ranges`, runs of adjacent spans), `prefetchMaxConcurrency` requests in flight, all within
-   * `prefetchTimeoutMs`. `head` resolves when the document's first span is in (it comes with the first run, whose
-   * other spans may still be inflating) or the replay ended; without a LOD, with `all`. Neither rejects.
+   * Step 3 (span_prefetch.ts): the load order document's spans (`lodSpans`, first-touch order), then the
+   * artifact's (`ranges`), `prefetchMaxConcurrency` requests in flight, all within `prefetchTimeoutMs`. `head`
+   * resolves when the document's first span is in or the prefetch ended; without a LOD, with `all`. Neither
+   * rejects: how the prefetch ended is logged.
    */
   #prefetch(
     layer: Layer,
     ranges: Array<[number, number]>,
     lodSpans: readonly number[],
   ): { head: Promise<void>; all: Promise<void> } {
-    const manager = layer.manager!;
-    const count = manager.layout.spanCount;
-    const taken = new Set<number>();
-    const lodOrder = lodSpans.filter((i) => i >= 0 && i < count);
-    const lodRuns = spanRuns(lodOrder, manager.layout, { gapBytes: LOD_JOIN_GAP_BYTES, taken });
-    const listed: number[] = [];
-    for (const [a, b] of ranges) for (let i = Math.max(0, a); i <= Math.min(b, count - 1); i++) listed.push(i);
-    const runs = [...lodRuns, ...spanRuns(listed, manager.layout, { gapBytes: 0, taken })];
-    if (runs.length === 0) return { head: Promise.resolve(), all: Promise.resolve() };
-    const ctl = new AbortController();
-    // The checkpoint windows replayed runs start with are requested ahead of their runs: as run i starts, those
-    // of the runs up to i + 2 × concurrency (adjacent records in one request each; a window asked for already is
-    // not asked again), so they are in when their runs arrive, without a burst of requests ahead of the first run.
-    const ahead = 2 * Math.max(1, this.#o.prefetchMaxConcurrency ?? 4);
-    const windowsAhead = (i: number) =>
-      manager.layout.prepare?.(
-        lodRuns.slice(i + 1, i + 1 + ahead).map((r) => r[0]!),
-        { previousAtHand: (id) => manager.state(id - 1) === "uncompressed", signal: ctl.signal },
-      );
-    let headDone: () => void = () => {};
-    let headIn = false;
-    const started = Date.now();
-    const head =
-      lodRuns.length > 0
-        ? new Promise<void>(
-            (resolve) =>
-              (headDone = () => {
-                if (headIn) return;
-                headIn = true;
-                resolve();
-                this.#logger.debug("First span of the load order document in", {
-                  layer: layer.digest,
-                  span: lodOrder[0],
-                  ms: Date.now() - started,
-                });
-              }),
-          )
-        : undefined;
-    const all = this.#runAll(layer, runs, {
-      replay: lodRuns.length > 0,
-      ctl,
-      onStart: (i) => {
-        if (i >= lodRuns.length) return;
-        // Run 0 holds the first span and is in flight now: this joins it.
-        if (i === 0) manager.fetchSpans([lodOrder[0]!], ctl.signal).then(headDone, headDone);
-        windowsAhead(i);
-      },
-    }).finally(headDone);
-    return { head: head ?? all, all };
-  }
-
-  /**
-   * Fetch `runs` in order, at most `prefetchMaxConcurrency` at a time, within `prefetchTimeoutMs`; logs, never
-   * rejects. In a replay (`replay`), every worker but the first waits while foreground reads wait on the
-   * network, so reads that arrive go first. `onStart(i)` is called as run i starts.
-   */
-  async #runAll(
-    layer: Layer,
-    runs: number[][],
-    { replay, ctl, onStart }: { replay: boolean; ctl: AbortController; onStart: (i: number) => void },
-  ): Promise<void> {
-    const manager = layer.manager!;
+    const replay = lodSpans.length > 0;
     const timeoutMs = this.#o.prefetchTimeoutMs ?? 30_000;
-    const workers = Math.max(1, Math.min(this.#o.prefetchMaxConcurrency ?? 4, runs.length));
-    let next = 0;
-    const worker = async (k: number) => {
-      while (next < runs.length && !ctl.signal.aborted) {
-        if (replay && k > 0) await this.gate.waitNoForeground(ctl.signal);
-        if (next >= runs.length) break;
-        const i = next++;
-        const fetched = manager.fetchSpans(runs[i]!, ctl.signal);
-        onStart(i);
-        await fetched;
-      }
-    };
-    const started = Date.now();
-    try {
-      const done = await Promise.race([
-        Promise.all(Array.from({ length: workers }, (_, k) => worker(k))).then(() => true),
-        sleep(timeoutMs, ctl.signal).then(() => false),
-      ]);
-      if (done)
-        this.#logger[replay ? "info" : "debug"](replay ? "Load order document replayed" : "Prefetched spans", {
+    const p = prefetchSpans(
+      layer.manager!,
+      { order: lodSpans, ranges },
+      { gate: this.gate, maxConcurrency: this.#o.prefetchMaxConcurrency, timeoutMs },
+    );
+    if (replay)
+      void p.head.then(() =>
+        this.#logger.debug("First span of the load order document in", { layer: layer.digest, span: lodSpans[0] }),
+      );
+    const all = p.done.then((o) => {
+      const fields = { layer: layer.digest, spans: o.spans, requests: o.requests, ms: o.ms };
+      if (o.status === "done")
+        this.#logger[replay ? "info" : "debug"](replay ? "Load order document replayed" : "Prefetched spans", fields);
+      else if (o.status === "timeout")
+        this.#logger.warn("Prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
+      // A prefetch still running when its layer is closed (unmounted) ends with it: nothing to warn about.
+      else
+        this.#logger[this.#isOpen(layer) ? "warn" : "debug"]("Prefetch failed; spans will be fetched on demand", {
           layer: layer.digest,
-          spans: runs.reduce((n, r) => n + r.length, 0),
-          runs: runs.length,
-          ms: Date.now() - started,
+          cause: o.cause,
         });
-      else this.#logger.warn("Prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
-    } catch (err) {
-      // A replay still running when its layer is closed (unmounted) ends with it: nothing to warn about.
-      const level = this.#isOpen(layer) ? "warn" : "debug";
-      this.#logger[level]("Prefetch failed; spans will be fetched on demand", {
-        layer: layer.digest,
-        cause: errorMessage(err),
-      });
-    } finally {
-      ctl.abort();
-    }
+    });
+    return { head: replay ? p.head : all, all };
   }
 }

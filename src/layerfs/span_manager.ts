@@ -315,8 +315,11 @@ export class SpanManager {
       for (const [k, id] of run.entries()) results[slot.get(id)!] = ps[k]!;
     }
     if (missing.length > 0 && this.#o.readaheadSpans > 0) this.#readahead(missing[missing.length - 1]!);
-    if (w.foreground && (network || missing.length > 0)) this.#m.remoteReads.inc();
-    const release = w.foreground && missing.length > 0 ? this.#o.gate?.enter() : undefined;
+    // A read waiting on the network holds the gate, also when it joined a fetch in flight (an OPEN's, a
+    // prefetch's): background work and all but one prefetch worker start nothing new until it is in.
+    const remote = w.foreground && (network || missing.length > 0);
+    if (remote) this.#m.remoteReads.inc();
+    const release = remote ? this.#o.gate?.enter() : undefined;
     try {
       // A fetch this wait joined may end after its deadline (another's clock): wait for it only until then.
       // Fetches started here end by the deadline themselves, with their own error; cached spans are local reads.

@@ -9,21 +9,14 @@
  *   1. One prefetch per open layer: a layer that several image references name (the layer manager shares it) is
  *      prefetched once; each `start` counts a user, and its `stop()` ends the prefetch with the last one.
  *   2. Wait for `after` (the layer's load order document replay: its spans come first, as in a mount).
- *   3. The listed spans not cached yet, in span order, as runs (span_layout.ts `spanRuns`), joined across
- *      unlisted spans of up to LOD_JOIN_GAP_BYTES as a load order document's replay is (fewer round trips, fewer
- *      checkpoint windows), one ranged request each (the span manager splits longer ones at its bound).
- *   4. `maxConcurrency` runs in flight; as each starts, the checkpoint windows of the next 2 × `maxConcurrency`
- *      runs are asked for (a zTOC loaded without them; SpanLayout.prepare), so they are in when their runs
- *      arrive. Reads go first: before each run, every worker but the first waits while a read waits on the
- *      network (TaskGate.waitNoForeground); the first keeps one run moving. A read of a span that a run is
- *      fetching joins that fetch.
- *   5. The whole bounded by `timeoutMs`; a failure or the timeout only logs (reads fetch on demand).
+ *   3. The listed spans not cached yet, fetched by the layer manager's prefetch loop (layerfs/span_prefetch.ts):
+ *      runs joined across small gaps, requests of a bounded size, `maxConcurrency` in flight, reads first,
+ *      checkpoint windows asked ahead, the whole bounded by `timeoutMs`; a failure or the timeout only logs
+ *      (reads fetch on demand).
  */
 import type { Layer } from "../layerfs/layer.ts";
-import { LOD_JOIN_GAP_BYTES } from "../layerfs/layer_manager.ts";
-import { spanRuns } from "../layerfs/span_layout.ts";
+import { prefetchSpans } from "../layerfs/span_prefetch.ts";
 import type { TaskGate } from "../layerfs/task_gate.ts";
-import { sleep } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 
@@ -89,85 +82,42 @@ export class StorePrefetch {
     return this.#running.size;
   }
 
-  // Steps 2-5.
+  // Steps 2-3.
   async #prefetch(
     layer: Layer,
     job: { ranges: ReadonlyArray<readonly [number, number]>; after: Promise<void>; signal: AbortSignal },
   ): Promise<void> {
     const { ranges, after, signal } = job;
-    const manager = layer.manager!;
-    const timeoutMs = this.#o.timeoutMs ?? 30_000;
-    const started = Date.now();
-    let spans = 0;
-    let runs: number[][] = [];
     try {
       // 2.
       await after;
       signal.throwIfAborted();
-      // 3.
-      const count = manager.layout.spanCount;
-      const listed: number[] = [];
-      for (const [a, b] of ranges)
-        for (let i = Math.max(0, a); i <= Math.min(b, count - 1); i++)
-          if (manager.state(i) !== "uncompressed") listed.push(i);
-      runs = spanRuns(
-        [...new Set(listed)].sort((x, y) => x - y),
-        manager.layout,
-        { gapBytes: LOD_JOIN_GAP_BYTES },
-      );
-      spans = runs.reduce((n, r) => n + r.length, 0);
-      if (runs.length === 0) return;
-      // 4.
-      const ctl = new AbortController();
-      const stop = () => ctl.abort();
-      signal.addEventListener("abort", stop, { once: true });
-      const concurrency = Math.max(1, this.#o.maxConcurrency ?? 4);
-      const windowsAhead = (i: number) =>
-        manager.layout.prepare?.(
-          runs.slice(i + 1, i + 1 + 2 * concurrency).map((r) => r[0]!),
-          { previousAtHand: (id) => manager.state(id - 1) === "uncompressed", signal: ctl.signal },
-        );
-      let next = 0;
-      const worker = async (k: number) => {
-        while (next < runs.length) {
-          if (k > 0) await this.#o.gate.waitNoForeground(ctl.signal);
-          if (next >= runs.length) break;
-          const i = next++;
-          const fetched = manager.fetchSpans(runs[i]!, ctl.signal);
-          windowsAhead(i);
-          await fetched;
-        }
-      };
-      const workers = Math.min(concurrency, runs.length);
-      try {
-        // 5.
-        const all = Promise.all(Array.from({ length: workers }, (_, k) => worker(k)));
-        all.catch(() => {}); // after a timeout, the aborted workers' failure is no one's
-        const done = await Promise.race([all.then(() => true), sleep(timeoutMs, ctl.signal).then(() => false)]);
-        if (done)
-          this.#logger.info("Store prefetch done", {
-            layer: layer.digest,
-            spans,
-            runs: runs.length,
-            ms: Date.now() - started,
-          });
-        else
-          this.#logger.warn("Store prefetch timed out; the rest is fetched on demand", {
-            layer: layer.digest,
-            timeoutMs,
-          });
-      } finally {
-        signal.removeEventListener("abort", stop);
-        ctl.abort();
-      }
     } catch (err) {
-      // Stopped (the store released the layer) or the layer closed under it: nothing to warn about.
-      const level = signal.aborted ? "debug" : "warn";
-      this.#logger[level]("Store prefetch ended early; spans will be fetched on demand", {
-        layer: layer.digest,
-        spans,
-        cause: errorMessage(err),
-      });
+      this.#ended(layer, signal, { spans: 0, cause: err });
+      return;
     }
+    // 3.
+    const timeoutMs = this.#o.timeoutMs ?? 30_000;
+    const o = await prefetchSpans(
+      layer.manager!,
+      { ranges },
+      { gate: this.#o.gate, maxConcurrency: this.#o.maxConcurrency, timeoutMs, signal },
+    ).done;
+    if (o.status === "done")
+      this.#logger.info("Store prefetch done", { layer: layer.digest, spans: o.spans, requests: o.requests, ms: o.ms });
+    else if (o.status === "timeout")
+      this.#logger.warn("Store prefetch timed out; the rest is fetched on demand", { layer: layer.digest, timeoutMs });
+    else this.#ended(layer, signal, { spans: o.spans, cause: o.cause });
+  }
+
+  /** Log a prefetch that ended early: stopped (the store released the layer) or failed. */
+  #ended(layer: Layer, signal: AbortSignal, { spans, cause }: { spans: number; cause: unknown }): void {
+    // Stopped (the store released the layer, which closes it): nothing to warn about.
+    const level = signal.aborted ? "debug" : "warn";
+    this.#logger[level]("Store prefetch ended early; spans will be fetched on demand", {
+      layer: layer.digest,
+      spans,
+      cause: cause === undefined ? "stopped" : errorMessage(cause),
+    });
   }
 }

@@ -19,7 +19,7 @@ import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { buildLod, TouchLog } from "../../src/soci/lod.ts";
 import { putLod } from "../../src/soci/lod_store.ts";
-import { LOD_JOIN_GAP_BYTES } from "../../src/layerfs/layer_manager.ts";
+import { PREFETCH_GAP_BYTES, PREFETCH_REQUEST_MAX_BYTES } from "../../src/layerfs/span_prefetch.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
@@ -217,7 +217,7 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
     const big = await pushImage(reg, "test/lod-replay", "v1", { layers: [files], compression: "none" });
     const l = big.layers[0]!;
     const ztoc = tarZtoc(l.tar, SPAN);
-    expect(LOD_JOIN_GAP_BYTES).toBe(8 * SPAN); // the gaps below are chosen around it
+    expect(PREFETCH_GAP_BYTES).toBe(8 * SPAN); // the gaps below are chosen around it
     const span = (i: number): [number, number] => [i * SPAN, (i + 1) * SPAN];
     try {
       let mounted = false;
@@ -259,6 +259,46 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
       await h.done();
     } finally {
       releaseAll();
+      await mgr.close();
+    }
+  });
+
+  test("a long replayed run comes in bounded requests, its first touch first; the artifact's spans join small gaps", async () => {
+    const { client, ranges } = rangeSpy(http);
+    const mgr = await LayerManager.create({
+      root: join(tmp, "replay-long"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+      prefetchMaxConcurrency: 1,
+    });
+    const r = new Rand("layerfs-lod-long");
+    const files: Record<string, Uint8Array> = {};
+    for (let i = 0; i < 14; i++) files[`data/h${i}`] = r.bytes(5 * SPAN);
+    const long = await pushImage(reg, "test/lod-long", "v1", { layers: [files], compression: "none" });
+    const l = long.layers[0]!;
+    expect(PREFETCH_REQUEST_MAX_BYTES).toBe(32 * SPAN);
+    try {
+      const h = await mgr.acquire({
+        source: { client, ref: long.ref },
+        layer: l.descriptor,
+        ztoc: tarZtoc(l.tar, SPAN),
+        // Spans 10-50 (41 spans, 656 KiB), touched first at 45: requests 42-50, then 10-41.
+        lodSpans: [45, ...Array.from({ length: 41 }, (_, k) => 10 + k).filter((i) => i !== 45)],
+        // Artifact spans 55 and 58: the two spans between (32 KiB) come with them, one request.
+        prefetchSpans: [
+          [55, 55],
+          [58, 58],
+        ],
+      });
+      await h.replayed;
+      expect(ranges).toEqual([
+        [42 * SPAN, 51 * SPAN],
+        [10 * SPAN, 42 * SPAN],
+        [55 * SPAN, 59 * SPAN],
+      ]);
+      for (let i = 10; i <= 58; i++) if (i <= 50 || i >= 55) expect(h.layer.manager!.state(i)).toBe("uncompressed");
+      await h.done();
+    } finally {
       await mgr.close();
     }
   });
