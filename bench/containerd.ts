@@ -65,11 +65,30 @@
  * zTOC skeleton copied at full size: 24 MB for the python layer). 2026-12-03, quiet (load 1.4-2.0), after the
  * reader threads were shared by all mounts (src/fuse/reader_pool.ts) and the skeleton no longer copied: peak
  * 452 MB with 10 images (idle 78 MB, ~+40 MB per image; target 256 MB: missed); same run soci-ts 0.316x the full
- * pull, 0.557x AWS SOCI, with the prefetch artifact 0.219x. What grows per image now is not confirmed: the
- * suspect is the checkpoint windows at 256 KiB spans (22.5 MB for the python layer once the background fetcher
- * has fetched every span: windows stay in memory with their zTOC), then trees and TOCs. Not confirmed: serve with
- * `[fuse] transport = "async"` (no workers) hung in Prepare under containerd (300 s deadline): its blocked reads of
- * /dev/fuse took all 4 of the runtime's I/O threads; the config now refuses it (test/e2e/serve_transport.test.ts).
+ * pull, 0.557x AWS SOCI, with the prefetch artifact 0.219x. Not confirmed: serve with `[fuse] transport =
+ * "async"` (no workers) hung in Prepare under containerd (300 s deadline): its blocked reads of /dev/fuse took all
+ * 4 of the runtime's I/O threads; the config now refuses it (test/e2e/serve_transport.test.ts).
+ * Where the RSS goes, profiled 2026-12-03 (RSS_ONLY=1 PROFILE_DIR=..., load 3-6; /debug/memory, smaps, and a
+ * throwaway build adding a forced GC, a JSC heap snapshot and mincore(2) of each zTOC buffer): peak 395 and 437 MB
+ * in two runs (idle 63-68 MB), VmRSS +40 MB per image, falling 20-80 MB whenever the GC runs (after 10 images 358
+ * MB right after a full GC). Background fetching is off here, so a layer's windows are those of the spans read
+ * only. At 10 images, after a full GC:
+ *   span cache memory tier                          67 MB (its 64 MiB bound, reached at image 4: 20 MB per image)
+ *   lazy zTOC buffers (24 MB each, zero windows)    6.2 MB resident per image: head and tail 1.5 MB, the record
+ *                                                   headers written every 32,785 bytes (a page each, 688 of
+ *                                                   them) 2.8 MB, the windows written (~55 of 32 KiB) 1.9 MB
+ *   the skeleton's head and tail, kept again        1.4 MB per image (until the zTOC completes: never, here)
+ *   JS objects (trees and TOCs, 8,240 entries)      ~5 MB per image (Object 23 MB, strings 14, butterflies 9)
+ *   the rest: garbage not yet collected, freed      ~90 MB; VmHWM swings by ±50 MB from run to run with the
+ *   memory the allocator keeps                      GC's timing
+ * With `[blob] lazy_checkpoints = false` (zTOCs fetched whole, every window resident): 553 MB. So at 256 KiB spans
+ * with background fetching off the windows cost ~2 MB per image, not 22.5 (that is the cost once every span was
+ * fetched, or a zTOC read whole). JavaScriptCore counts each lazy zTOC's 24 MB buffer as extra memory (240 of 339
+ * MB at 10 images) though ~6 MB of it is resident, which may let garbage grow longer between collections (not
+ * confirmed). After windows were kept apart from the zTOC (src/soci/window_cache.ts: 8 MiB for the process;
+ * evicted windows read back from the zTOC's partial copy in the local store, verified) and the duplicate head and
+ * tail dropped, same sitting (load 5-12), before then after: peak 496.5 → 443.7 MB (after the 10th image 355.6 →
+ * 335.7 MB); target still missed.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -633,7 +652,8 @@ async function rssOnly(loadBefore: string): Promise<void> {
   const loadAt = load();
   const rss = await serveRss(rssRefs);
   console.log(link.describe());
-  console.log(`soci-ts spans ${SPAN_SIZE}` + (SERVE_CONFIG ? `; serve config + ${JSON.stringify(SERVE_CONFIG)}` : ""));
+  const config = SERVE_CONFIG ? `; serve config + ${JSON.stringify(SERVE_CONFIG)}` : "";
+  console.log(`soci-ts spans ${SPAN_SIZE}${config}`);
   console.log(`load: before ${loadBefore}; at step 5 ${loadAt}; after ${load()}`);
   console.log(rssLine(rss));
 }
