@@ -26,7 +26,11 @@
  *
  * Setup (pushes, indexes, the AWS publisher's pull + `soci create` + `soci push`) runs before the link is shaped.
  * PROFILE_DIR=<dir> keeps serve's and AWS SOCI's debug logs, the registry's and containerd's logs and a timeline of
- * each path there; SERVE_CONFIG=<toml> is appended to serve's config (to compare settings).
+ * each path there, and after each image of the RSS step serve's /debug/memory, span cache metrics and smaps
+ * (memory-N.json, memory-N.smaps); SERVE_CONFIG=<toml> is appended to serve's config (to compare settings; a
+ * `[background_fetch]` table of its own replaces the bench's `disable = true`). RSS_ONLY=1 publishes the RSS
+ * images and runs the RSS step alone (no timed paths, no AWS SOCI; last line the RSS figure); SOCI_TS_BIN=<file>
+ * runs that soci-ts executable instead of building this checkout (same-sitting before/after comparisons).
  *
  * Targets (issue 11): soci-ts ≤ 0.25× the full pull's time and ≤ 0.7× AWS SOCI's; serve ≤ 256 MB with 10 images.
  * Last line: `containerd lazy vs full pull: <ratio>x` (soci-ts without prefetch artifact / full pull; lower is
@@ -61,11 +65,30 @@
  * zTOC skeleton copied at full size: 24 MB for the python layer). 2026-12-03, quiet (load 1.4-2.0), after the
  * reader threads were shared by all mounts (src/fuse/reader_pool.ts) and the skeleton no longer copied: peak
  * 452 MB with 10 images (idle 78 MB, ~+40 MB per image; target 256 MB: missed); same run soci-ts 0.316x the full
- * pull, 0.557x AWS SOCI, with the prefetch artifact 0.219x. What grows per image now is not confirmed: the
- * suspect is the checkpoint windows at 256 KiB spans (22.5 MB for the python layer once the background fetcher
- * has fetched every span: windows stay in memory with their zTOC), then trees and TOCs. Not confirmed: serve with
- * `[fuse] transport = "async"` (no workers) hung in Prepare under containerd (300 s deadline): its blocked reads of
- * /dev/fuse took all 4 of the runtime's I/O threads; the config now refuses it (test/e2e/serve_transport.test.ts).
+ * pull, 0.557x AWS SOCI, with the prefetch artifact 0.219x. Not confirmed: serve with `[fuse] transport =
+ * "async"` (no workers) hung in Prepare under containerd (300 s deadline): its blocked reads of /dev/fuse took all
+ * 4 of the runtime's I/O threads; the config now refuses it (test/e2e/serve_transport.test.ts).
+ * Where the RSS goes, profiled 2026-12-03 (RSS_ONLY=1 PROFILE_DIR=..., load 3-6; /debug/memory, smaps, and a
+ * throwaway build adding a forced GC, a JSC heap snapshot and mincore(2) of each zTOC buffer): peak 395 and 437 MB
+ * in two runs (idle 63-68 MB), VmRSS +40 MB per image, falling 20-80 MB whenever the GC runs (after 10 images 358
+ * MB right after a full GC). Background fetching is off here, so a layer's windows are those of the spans read
+ * only. At 10 images, after a full GC:
+ *   span cache memory tier                          67 MB (its 64 MiB bound, reached at image 4: 20 MB per image)
+ *   lazy zTOC buffers (24 MB each, zero windows)    6.2 MB resident per image: head and tail 1.5 MB, the record
+ *                                                   headers written every 32,785 bytes (a page each, 688 of
+ *                                                   them) 2.8 MB, the windows written (~55 of 32 KiB) 1.9 MB
+ *   the skeleton's head and tail, kept again        1.4 MB per image (until the zTOC completes: never, here)
+ *   JS objects (trees and TOCs, 8,240 entries)      ~5 MB per image (Object 23 MB, strings 14, butterflies 9)
+ *   the rest: garbage not yet collected, freed      ~90 MB; VmHWM swings by ±50 MB from run to run with the
+ *   memory the allocator keeps                      GC's timing
+ * With `[blob] lazy_checkpoints = false` (zTOCs fetched whole, every window resident): 553 MB. So at 256 KiB spans
+ * with background fetching off the windows cost ~2 MB per image, not 22.5 (that is the cost once every span was
+ * fetched, or a zTOC read whole). JavaScriptCore counts each lazy zTOC's 24 MB buffer as extra memory (240 of 339
+ * MB at 10 images) though ~6 MB of it is resident, which may let garbage grow longer between collections (not
+ * confirmed). After windows were kept apart from the zTOC (src/soci/window_cache.ts: 8 MiB for the process;
+ * evicted windows read back from the zTOC's partial copy in the local store, verified) and the duplicate head and
+ * tail dropped, same sitting (load 5-12), before then after: peak 496.5 → 443.7 MB (after the 10th image 355.6 →
+ * 335.7 MB); target still missed.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -91,6 +114,10 @@ import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_sha
 import { COMMAND, COMMAND_OUTPUT, extractImage, tracedFiles } from "./_traced_files.ts";
 
 const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
+/** RSS_ONLY=1: publish the RSS images and measure serve's peak RSS only (step 5), no timed paths. */
+const RSS_ONLY = process.env.RSS_ONLY === "1";
+/** SOCI_TS_BIN=<executable>: use this soci-ts build (e.g. another branch's) instead of building this checkout. */
+const SOCI_TS_BIN = process.env.SOCI_TS_BIN;
 const AWS_SPAN_SIZE = process.env.AWS_SPAN_SIZE;
 const PROFILE_DIR = process.env.PROFILE_DIR;
 /** TOML appended to serve's config (e.g. `[fuse]\npassthrough = true`), to compare settings. */
@@ -292,8 +319,8 @@ async function startServe(env: SnapshotterEnv, name: string): Promise<Serve> {
     [
       `[resolver.host."${link.registry.nameHost}"]`,
       `ca_file = "${env.env.SSL_CERT_FILE}"`,
-      "[background_fetch]",
-      "disable = true",
+      // SERVE_CONFIG's own [background_fetch] table (e.g. `disable = false`) replaces this one.
+      ...(/^\s*\[background_fetch\]/m.test(SERVE_CONFIG) ? [] : ["[background_fetch]", "disable = true"]),
       SERVE_CONFIG,
       "",
     ].join("\n"),
@@ -362,6 +389,7 @@ async function serveRss(refs: string[]): Promise<{ peak: number; idle: number; a
     running.push(run);
     await run.output;
     after.push(procStatus(serve.process.pid, "VmRSS"));
+    if (PROFILE_DIR) await keepMemory(serve, `memory-${i + 1}.json`);
   }
   const peak = procStatus(serve.process.pid, "VmHWM");
   for (const i of refs.keys()) await c.ctr(["tasks", "kill", "--signal", "SIGKILL", `rss-${i}`], { check: false });
@@ -370,6 +398,26 @@ async function serveRss(refs: string[]): Promise<{ peak: number; idle: number; a
   await serve.process.stop("SIGTERM", 20_000);
   await env.stop();
   return { peak, idle, after };
+}
+
+/**
+ * With PROFILE_DIR: serve's `/debug/memory` answer, its span cache metrics and /proc/PID/smaps_rollup now, and
+ * VmRSS/VmHWM, written to PROFILE_DIR/<name>; its /proc/PID/smaps beside it (<name> with .smaps).
+ */
+async function keepMemory(serve: Serve, name: string): Promise<void> {
+  if (!PROFILE_DIR) return;
+  const unix = join(serve.root, "status.sock");
+  const ask = async (path: string) => await (await fetch(`http://localhost${path}`, { unix })).text();
+  const pid = serve.process.pid;
+  const out = {
+    vmRssBytes: procStatus(pid, "VmRSS"),
+    vmHwmBytes: procStatus(pid, "VmHWM"),
+    memory: JSON.parse(await ask("/debug/memory")),
+    metrics: (await ask("/metrics")).split("\n").filter((l) => /^soci_ts_(span_cache|js_heap|layers)/.test(l)),
+    smapsRollup: readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"),
+  };
+  writeFileSync(join(PROFILE_DIR, name), JSON.stringify(out, null, 2));
+  writeFileSync(join(PROFILE_DIR, name.replace(/\.json$/, ".smaps")), readFileSync(`/proc/${pid}/smaps`));
 }
 
 /** User + system CPU seconds of a live process (fields 14 and 15 of /proc/PID/stat, in clock ticks of 1/100 s). */
@@ -500,15 +548,19 @@ function load(): string {
 
 async function main(): Promise<void> {
   const loadBefore = load();
-  // 0. The executable as a release builds it; AWS SOCI; the image.
-  sh(BUN, ["run", join(REPO, "release/build.ts"), "--host", "--out", join(tmp, "bin")]);
-  bin = join(tmp, "bin", `soci-ts-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
-  soci = await ensureAwsSoci();
+  // 0. The executable as a release builds it (or SOCI_TS_BIN); AWS SOCI; the image.
+  if (SOCI_TS_BIN) bin = SOCI_TS_BIN;
+  else {
+    sh(BUN, ["run", join(REPO, "release/build.ts"), "--host", "--out", join(tmp, "bin")]);
+    bin = join(tmp, "bin", `soci-ts-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
+  }
   await ensurePythonImage();
+  if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
+  if (RSS_ONLY) return await rssOnly(loadBefore);
+  soci = await ensureAwsSoci();
   warm = [bin, soci.soci, soci.snapshotter, "ctr", "containerd", "containerd-shim-runc-v2", "runc"].map(
     (p) => Bun.which(p) ?? p,
   );
-  if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
 
   // 1. The registry behind the link (unshaped while publishing).
   link = await startShapedRegistry({ tlsHostName: HOST_NAME, accessLog: true });
@@ -587,11 +639,32 @@ async function main(): Promise<void> {
   console.log(
     `soci-ts / AWS SOCI: ${ratio(tsR.seconds, awsR.seconds)} (target <= 0.7); with prefetch artifact ${ratio(pfR.seconds, awsR.seconds)}`,
   );
-  console.log(
-    `serve peak RSS (VmHWM) with ${RSS_IMAGES} images pulled and started: ${mb(rss.peak)} MB (target <= 256 MB); ` +
-      `VmRSS idle ${mb(rss.idle)} MB, after each image: ${rss.after.map(mb).join(", ")} MB`,
-  );
+  console.log(rssLine(rss));
   console.log(`containerd lazy vs full pull: ${ratio(tsR.seconds, fullR.seconds)}x`);
+}
+
+/** RSS_ONLY: the registry, the RSS images, step 5 on the shaped link; last line the RSS figure. */
+async function rssOnly(loadBefore: string): Promise<void> {
+  link = await startShapedRegistry({ tlsHostName: HOST_NAME, accessLog: true });
+  cleanups.push(() => link.stop());
+  const rssRefs = await publishRssImages(join(tmp, "publisher-rss"));
+  link.shape();
+  const loadAt = load();
+  const rss = await serveRss(rssRefs);
+  console.log(link.describe());
+  const config = SERVE_CONFIG ? `; serve config + ${JSON.stringify(SERVE_CONFIG)}` : "";
+  console.log(`soci-ts spans ${SPAN_SIZE}${config}`);
+  console.log(`load: before ${loadBefore}; at step 5 ${loadAt}; after ${load()}`);
+  console.log(rssLine(rss));
+}
+
+/** The line of step 5's figures. */
+function rssLine(rss: { peak: number; idle: number; after: number[] }): string {
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  return (
+    `serve peak RSS (VmHWM) with ${RSS_IMAGES} images pulled and started: ${mb(rss.peak)} MB (target <= 256 MB); ` +
+    `VmRSS idle ${mb(rss.idle)} MB, after each image: ${rss.after.map(mb).join(", ")} MB`
+  );
 }
 
 try {

@@ -12,11 +12,12 @@
  * strictly increasing compressed and non-decreasing uncompressed offsets (empty spans exist). Beyond SOCI, it
  * rejects a gzip span declaring more than `maxUncompressedSpanBytes` (a decompression bomb from a hostile zTOC). Throws ZtocFormatError otherwise.
  *
- * A zTOC loaded without its checkpoint windows (soci/lazy_ztoc.ts) comes with its `windows`. Window i is the
- * 32 KiB of uncompressed data before checkpoint i, so when span i − 1 is at hand (inflated beside span i, or
- * cached) and holds at least 32 KiB, its end is window i, offered to `windows` (kept when it matches the record's
- * digest); otherwise inflating span i waits for window i to be fetched, which `prepare` starts as span i's bytes
- * start downloading. Both waits end with the span fetch's signal (its deadline): a window fetched for a span is
+ * A zTOC loaded without its checkpoint windows (soci/lazy_ztoc.ts) comes with its `windows`, which hold them
+ * apart from the zTOC (its own windows stay zero): span i is inflated with the window `windows` hands over.
+ * Window i is the 32 KiB of uncompressed data before checkpoint i, so when span i − 1 is at hand (inflated beside
+ * span i, or cached) and holds at least 32 KiB, its end is window i, offered to `windows` (used when it matches
+ * the record's digest); otherwise inflating span i waits for window i to be read back or fetched, which `prepare`
+ * starts as span i's bytes start downloading. Both waits end with the span fetch's signal (its deadline): a window fetched for a span is
  * fetched under the span's deadline.
  */
 import { createHash } from "node:crypto";
@@ -103,12 +104,14 @@ export function ztocLayout(ztoc: Ztoc, inflate: CheckpointInflater, windows?: Ch
     spanOf: (offset) => spanIndexOf(outs, offset),
     inflate: (i, compressed, opts: InflateOptions = {}) => {
       const [us, ue] = uRange(i);
-      const run = () => inflate(compressed, cps[i]!, { skip: 0, length: ue - us });
-      if (!windows || windows.has(i)) return run();
+      const run = (window?: Uint8Array) =>
+        inflate(compressed, window ? { ...cps[i]!, window } : cps[i]!, { skip: 0, length: ue - us });
+      if (!windows) return run();
       return (async () => {
+        // A window held is used at once; else the span before's end, kept when it verifies; else fetched.
+        if (windows.has(i)) return run(await windows.ensure(i, opts.signal));
         const w = await windowFromPrevious(i, opts);
-        if (!(w && windows.offer(i, w))) await windows.ensure(i, opts.signal);
-        return run();
+        return run(w && windows.offer(i, w) ? w : await windows.ensure(i, opts.signal));
       })();
     },
     ...(windows

@@ -21,14 +21,16 @@
  *
  * Uses node:fs and node:crypto only, which Deno supports.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
   fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
   readlinkSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
@@ -57,6 +59,18 @@ export interface IndexRecord {
   /** RFC 3339 creation time. */
   createdAt: string;
   version: SociIndexVersion;
+}
+
+/** A blob being written piece by piece (`ArtifactStore.partialBlob`); every method is synchronous. */
+export interface PartialBlob {
+  /** Write `bytes` at `offset`. */
+  write(offset: number, bytes: Uint8Array): void;
+  /** `length` bytes at `offset`, as written (zeros where nothing was; fewer past the end). */
+  read(offset: number, length: number): Uint8Array;
+  /** Check the whole blob against its digest and rename it into place; DigestMismatchError (file removed) if not. */
+  commit(): void;
+  /** Remove the file (no-op once committed or discarded). */
+  discard(): void;
 }
 
 const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
@@ -134,6 +148,77 @@ export class ArtifactStore {
     this.#ensureLayout();
     atomicWrite(this.blobPath(actual), bytes);
     return actual;
+  }
+
+  /**
+   * A blob of `size` bytes written piece by piece at its offsets and read back before it is whole (the zTOC
+   * that a lazily loaded one becomes as its windows arrive), in a temporary file of the blob directory (named by
+   * `temporaryName`, so a writer that dies leaves nothing the next store opening keeps). `commit` renames it
+   * into place once it hashes to `digest`. Throws InvalidArgumentError on a malformed digest, and what the
+   * file system throws.
+   */
+  partialBlob(digest: string, size: number): PartialBlob {
+    const path = this.blobPath(digest);
+    this.#ensureLayout();
+    const tmp = join(this.contentDir, "blobs", "sha256", temporaryName());
+    const fd = openSync(tmp, "wx+", 0o644);
+    let open = true;
+    const close = () => {
+      if (!open) return;
+      open = false;
+      closeSync(fd);
+    };
+    try {
+      ftruncateSync(fd, size);
+    } catch (err) {
+      close();
+      rmSync(tmp, { force: true });
+      throw err;
+    }
+    const closedError = () =>
+      new InvalidArgumentError(`Cannot use partial blob "${digest}": it is committed or discarded`);
+    return {
+      write(offset, bytes) {
+        if (!open) throw closedError();
+        let n = 0;
+        while (n < bytes.length) n += writeSync(fd, bytes, n, bytes.length - n, offset + n);
+      },
+      read(offset, length) {
+        if (!open) throw closedError();
+        const out = new Uint8Array(length);
+        let n = 0;
+        while (n < length) {
+          const got = readSync(fd, out, n, length - n, offset + n);
+          if (got === 0) break;
+          n += got;
+        }
+        return n === length ? out : out.subarray(0, n);
+      },
+      commit() {
+        if (!open) throw closedError();
+        const h = createHash("sha256");
+        const chunk = new Uint8Array(1024 * 1024);
+        for (let off = 0; off < size; ) {
+          const got = readSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
+          if (got === 0) break;
+          h.update(chunk.subarray(0, got));
+          off += got;
+        }
+        const actual = `sha256:${h.digest("hex")}`;
+        if (actual !== digest) {
+          close();
+          rmSync(tmp, { force: true });
+          throw new DigestMismatchError(`Cannot store blob "${digest}": bytes hash to "${actual}"`, digest, actual);
+        }
+        fsyncSync(fd);
+        close();
+        renameSync(tmp, path);
+      },
+      discard() {
+        close();
+        rmSync(tmp, { force: true });
+      },
+    };
   }
 
   /** True when the blob is stored with `size` bytes that hash to `digest` (size checked first, cheaply). */

@@ -221,11 +221,13 @@ async function loadLazily(
 ): Promise<Awaited<ReturnType<typeof loadZtocLazily>> | undefined> {
   if (!opts.lazyCheckpoints || !hasCheckpointTable(d)) return undefined;
   if (opts.store && (await opts.store.hasBlob(d.digest))) return undefined;
+  const store = opts.store;
   try {
     return await loadZtocLazily(source, d, {
       signal: opts.signal,
       recordTimeoutMs: opts.windowTimeoutMs,
-      onComplete: async (bytes) => void (await opts.store?.putBlob(bytes, d.digest)),
+      // The zTOC's copy in the store, written as its records arrive (evicted windows are read back from it).
+      spill: store && (() => store.partialBlob(d.digest, d.size)),
       onError: (why) => opts.onLazyError?.(d.digest, why),
       onFetched: () => opts.onPhase?.("ztocs"),
     });

@@ -7,14 +7,18 @@
  *   1. Read the table from the descriptor's annotation.
  *   2. Fetch the skeleton's two byte ranges concurrently, check them, assemble the zTOC with zero windows and
  *      decode it (span geometry, TOC and span digests are exact; only windows are missing).
- *   3. Return it with its LazyWindows, which fetch runs of records (one range read each), check them, and write
- *      them into the zTOC's checkpoints bytes, where the span layout's window views see them.
- * When the last record has arrived, the whole zTOC is rebuilt, checked against its descriptor digest and handed
- * to `onComplete` (discovery stores it, so the next mount reads it locally).
+ *   3. Return it with its LazyWindows, which fetch runs of records (one range read each), check them and hand
+ *      their windows to the span layout (ztoc_layout.ts) that inflates spans with them.
+ * Windows are held in memory only in a WindowCache bounded for the whole process (window_cache.ts), never in
+ * the zTOC (whose windows stay zero pages, never written): a window is needed only to inflate its span. With
+ * `spill` (discovery gives the local store's `partialBlob`), the skeleton and each verified record are written
+ * to the zTOC's copy in the store as they arrive, and an evicted window is read back from there and verified
+ * again; without it, an evicted window is fetched again. When the last record is in the copy, the copy is
+ * checked against the descriptor digest and renamed into the store (`onComplete`), so the next mount reads the
+ * zTOC locally.
  */
 import type { Descriptor } from "../oci/types.ts";
 import type { ImageSource } from "../registry/types.ts";
-import { sha256Digest } from "../util/digest.ts";
 import { errorMessage, UnavailableError, ZtocFormatError } from "../util/errors.ts";
 import {
   ANNOTATION_CHECKPOINT_TABLE,
@@ -23,14 +27,17 @@ import {
   type CheckpointWindows,
   decodeCheckpointTable,
   recordRange,
+  RECORD_HEADER_SIZE,
   recordWithWindow,
   skeletonRanges,
   verifyRecords,
 } from "../ztoc/checkpoint_table.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
 import type { Ztoc } from "../ztoc/types.ts";
-import { BLOB_HEADER_SIZE, PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
+import { PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
 import { WINDOW_SIZE } from "../compress/types.ts";
+import type { PartialBlob } from "./artifact_store.ts";
+import { sharedWindowCache, type WindowCache } from "./window_cache.ts";
 
 export interface LazyZtocOptions {
   /** Aborts the skeleton fetch (window fetches end with `LazyWindows.close` or their timeout). */
@@ -40,10 +47,21 @@ export interface LazyZtocOptions {
    * the fetch then fails and a later read retries.
    */
   recordTimeoutMs?: number;
-  /** Called once with the complete, verified zTOC bytes. */
-  onComplete?: (bytes: Uint8Array) => void | Promise<void>;
-  /** Called when the complete zTOC does not match its descriptor digest, or `onComplete` fails. */
+  /**
+   * Opens where the zTOC is written as it arrives, committed once complete (the local store's `partialBlob`),
+   * called when the first record arrives (a zTOC never used opens nothing); without it the zTOC is never
+   * completed and evicted windows are fetched again.
+   */
+  spill?: () => PartialBlob;
+  /** Called once the complete zTOC, verified, is committed to `spill`. */
+  onComplete?: () => void;
+  /**
+   * Called when `spill` cannot be written (the copy is then dropped), or the complete copy does not match the
+   * descriptor digest.
+   */
   onError?: (why: string) => void;
+  /** Where windows are held (default `sharedWindowCache`, the process's). */
+  windowCache?: WindowCache;
   /** Called once the skeleton's bytes are in, before they are checked and decoded (for phase timings). */
   onFetched?: () => void;
 }
@@ -70,49 +88,56 @@ export async function loadZtocLazily(
     s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
   opts.onFetched?.();
-  // The assembled buffer is ours alone: the zTOC's checkpoints stay a view into it, where the windows are written.
-  const ztoc = decodeZtoc(assembleSkeleton(table, { ztocSize: d.size, head, tail }), { shareCheckpoints: true });
+  // The assembled buffer is ours alone: the zTOC's checkpoints stay a view into it, its zero windows never
+  // written (pages never touched, not resident).
+  const skeleton = assembleSkeleton(table, { ztocSize: d.size, head, tail });
+  const ztoc = decodeZtoc(skeleton, { shareCheckpoints: true });
   // 3.
-  return { ztoc, windows: new LazyWindows(source, d, table, ztoc, head, tail, opts) };
+  return { ztoc, windows: new LazyWindows(source, d, table, skeleton, opts) };
 }
 
 /** The checkpoint windows of a lazily loaded zTOC. */
 export class LazyWindows implements CheckpointWindows {
-  readonly #present: Uint8Array;
+  /** 1 for each record verified at least once (then in `spill`, when there is one). */
+  readonly #seen: Uint8Array;
   #missing: number;
   /** Record fetches in flight by record, with the signal they were started for. */
-  readonly #inflight = new Map<number, { p: Promise<void>; signal?: AbortSignal }>();
+  readonly #inflight = new Map<number, { p: Promise<Map<number, Uint8Array>>; signal?: AbortSignal }>();
   readonly #closed = new AbortController();
-  /** The skeleton, kept until the zTOC is complete and handed on. */
-  #head: Uint8Array | undefined;
-  #tail: Uint8Array | undefined;
+  readonly #cache: WindowCache;
+  readonly #owner: number;
+  /** The zTOC being written to the local store, records as they arrive; undefined once committed or dropped. */
+  #spill: PartialBlob | undefined;
+  /** Opens `#spill` at the first record (undefined once opened, or without one). */
+  #openSpill: (() => PartialBlob) | undefined;
 
   // biome-ignore lint/complexity/useMaxParams: constructor parameter properties of an internal class
   constructor(
     private readonly source: ImageSource,
     private readonly descriptor: Descriptor,
     private readonly table: CheckpointTable,
-    private readonly ztoc: Ztoc,
-    head: Uint8Array,
-    tail: Uint8Array,
+    /** The assembled zTOC (the skeleton's bytes in place), for the local copy's skeleton. */
+    private readonly skeleton: Uint8Array,
     private readonly opts: LazyZtocOptions,
   ) {
-    this.#present = new Uint8Array(table.count);
+    this.#seen = new Uint8Array(table.count);
     this.#missing = table.count;
-    this.#head = head;
-    this.#tail = tail;
+    this.#cache = opts.windowCache ?? sharedWindowCache;
+    this.#owner = this.#cache.newOwner();
+    this.#openSpill = opts.spill;
   }
 
+  /** True while window `i` is held in memory (verified). */
   has(i: number): boolean {
-    return this.#present[i] === 1;
+    return this.#cache.has(this.#owner, i);
   }
 
-  ensure(i: number, signal?: AbortSignal): Promise<void> {
-    if (this.has(i)) return Promise.resolve();
+  ensure(i: number, signal?: AbortSignal): Promise<Uint8Array> {
+    const held = this.#cache.get(this.#owner, i) ?? this.#fromSpill(i);
+    if (held) return Promise.resolve(held);
     const f = this.#inflight.get(i);
-    if (!f) return this.#fetch(i, i, signal);
-    // A fetch started for this signal ends with it; one started for another is waited for until this one aborts.
-    return !signal || f.signal === signal ? f.p : this.#until(i, f.p, signal);
+    const p = !f ? this.#fetch(i, i, signal) : !signal || f.signal === signal ? f.p : this.#until(i, f.p, signal);
+    return p.then((got) => got.get(i)!);
   }
 
   offer(i: number, window: Uint8Array): boolean {
@@ -129,8 +154,10 @@ export class LazyWindows implements CheckpointWindows {
   }
 
   prefetch(ids: readonly number[], signal?: AbortSignal): void {
+    // Records in the local copy are read from there when needed: no request for them.
     const want = [...new Set(ids)]
       .filter((i) => i >= 0 && i < this.table.count && !this.has(i) && !this.#inflight.has(i))
+      .filter((i) => !(this.#spill && this.#seen[i] === 1))
       .sort((x, y) => x - y);
     for (let k = 0; k < want.length; ) {
       let j = k;
@@ -141,8 +168,31 @@ export class LazyWindows implements CheckpointWindows {
     }
   }
 
-  /** Fetch records first..last in one range read, check and place them; ends by `deadline` too when given. */
-  #fetch(first: number, last: number, deadline?: AbortSignal): Promise<void> {
+  /**
+   * Window `i` read back from the local copy and verified again, held again; undefined when it was never
+   * written there, or reads or verifies wrong (then it is fetched again).
+   */
+  #fromSpill(i: number): Uint8Array | undefined {
+    if (!this.#spill || this.#seen[i] !== 1) return undefined;
+    const [s, e] = recordRange(this.table, i);
+    try {
+      const rec = this.#spill.read(s, e - s);
+      verifyRecords(this.table, i, rec);
+      const w = rec.subarray(RECORD_HEADER_SIZE);
+      this.#cache.put(this.#owner, i, w);
+      return w;
+    } catch {
+      this.#seen[i] = 0;
+      this.#missing++;
+      return undefined;
+    }
+  }
+
+  /**
+   * Fetch records first..last in one range read, check and place them; resolves with their windows. Ends by
+   * `deadline` too when given.
+   */
+  #fetch(first: number, last: number, deadline?: AbortSignal): Promise<Map<number, Uint8Array>> {
     const p = (async () => {
       const [s, e] = recordRange(this.table, first, last);
       const timeoutMs = this.#timeoutMs;
@@ -168,7 +218,7 @@ export class LazyWindows implements CheckpointWindows {
           ? new ZtocFormatError(msg, cause.offset, { cause })
           : new UnavailableError(msg, { cause });
       }
-      this.#place(first, last, bytes);
+      return this.#place(first, last, bytes);
     })();
     for (let i = first; i <= last; i++) this.#inflight.set(i, { p, signal: deadline });
     const forget = () => {
@@ -183,7 +233,7 @@ export class LazyWindows implements CheckpointWindows {
   }
 
   /** `p`, or an UnavailableError naming window `i` once `signal` aborts (the fetch behind `p` goes on). */
-  #until(i: number, p: Promise<void>, signal: AbortSignal): Promise<void> {
+  #until<T>(i: number, p: Promise<T>, signal: AbortSignal): Promise<T> {
     return new Promise((resolve, reject) => {
       const onAbort = () => {
         const why = this.#closed.signal.aborted ? "the layer is closed" : `no answer within ${this.#timeoutMs} ms`;
@@ -192,9 +242,9 @@ export class LazyWindows implements CheckpointWindows {
       if (signal.aborted) return onAbort();
       signal.addEventListener("abort", onAbort, { once: true });
       p.then(
-        () => {
+        (v) => {
           signal.removeEventListener("abort", onAbort);
-          resolve();
+          resolve(v);
         },
         (err) => {
           signal.removeEventListener("abort", onAbort);
@@ -204,15 +254,29 @@ export class LazyWindows implements CheckpointWindows {
     });
   }
 
-  /** Write verified records first..last into the zTOC's checkpoints bytes and mark them present. */
-  #place(first: number, last: number, records: Uint8Array): void {
-    this.ztoc.compressionInfo.checkpoints.set(records, BLOB_HEADER_SIZE + first * PACKED_CHECKPOINT_SIZE);
+  /**
+   * Hold verified records first..last's windows (each in its own buffer, not a view pinning the whole read),
+   * write the records never seen to the local copy, and return the windows.
+   */
+  #place(first: number, last: number, records: Uint8Array): Map<number, Uint8Array> {
+    const out = new Map<number, Uint8Array>();
     for (let i = first; i <= last; i++) {
-      if (this.#present[i] === 1) continue;
-      this.#present[i] = 1;
+      const k = i - first;
+      const rec = records.subarray(k * PACKED_CHECKPOINT_SIZE, (k + 1) * PACKED_CHECKPOINT_SIZE);
+      const w = rec.slice(RECORD_HEADER_SIZE);
+      this.#cache.put(this.#owner, i, w);
+      out.set(i, w);
+      if (this.#seen[i] === 1) continue;
+      this.#seen[i] = 1;
       this.#missing--;
+      try {
+        this.#spillOpened()?.write(this.table.recordsOffset + i * PACKED_CHECKPOINT_SIZE, rec);
+      } catch (err) {
+        this.#dropSpill(`Cannot write zTOC "${this.descriptor.digest}" to the local store: ${errorMessage(err)}`);
+      }
     }
-    if (this.#missing === 0) void this.#complete();
+    if (this.#missing === 0) this.#complete();
+    return out;
   }
 
   /** True once `close` was called: the zTOC can no longer be completed through this object. */
@@ -220,30 +284,45 @@ export class LazyWindows implements CheckpointWindows {
     return this.#closed.signal.aborted;
   }
 
-  /** Abort window fetches in flight and refuse new ones (the layer is unmounted). */
+  /** Abort window fetches in flight and refuse new ones (the layer is unmounted); drop its windows and copy. */
   close(): void {
     this.#closed.abort(new Error("the layer is closed"));
+    this.#openSpill = undefined;
+    this.#cache.drop(this.#owner);
+    this.#spill?.discard();
+    this.#spill = undefined;
   }
 
-  /** Rebuild the whole zTOC, check it against its digest and hand it on. */
-  async #complete(): Promise<void> {
-    const head = this.#head;
-    const tail = this.#tail;
-    if (!head || !tail) return;
-    this.#head = this.#tail = undefined;
-    const bytes = new Uint8Array(this.descriptor.size);
-    bytes.set(head, 0);
-    bytes.set(this.ztoc.compressionInfo.checkpoints.subarray(BLOB_HEADER_SIZE), this.table.recordsOffset);
-    bytes.set(tail, skeletonRanges(this.table, this.descriptor.size)[1][0]);
-    const digest = sha256Digest(bytes);
-    if (digest !== this.descriptor.digest) {
-      this.opts.onError?.(`zTOC "${this.descriptor.digest}" rebuilt from its checkpoint table has digest "${digest}"`);
+  /** The local copy, opened with the skeleton's bytes written on first use; undefined without one. */
+  #spillOpened(): PartialBlob | undefined {
+    const open = this.#openSpill;
+    if (!open || this.closed) return this.#spill;
+    this.#openSpill = undefined;
+    const spill = open();
+    this.#spill = spill;
+    for (const [s, e] of skeletonRanges(this.table, this.descriptor.size)) spill.write(s, this.skeleton.subarray(s, e));
+    return spill;
+  }
+
+  /** Stop writing the local copy (it is removed), reporting `why`; windows are then fetched when evicted. */
+  #dropSpill(why: string): void {
+    this.#spill?.discard();
+    this.#spill = undefined;
+    this.opts.onError?.(why);
+  }
+
+  /** Every record is in the local copy: check it against its digest and rename it into the store. */
+  #complete(): void {
+    const spill = this.#spill;
+    if (!spill) return;
+    this.#spill = undefined;
+    try {
+      spill.commit();
+    } catch (err) {
+      spill.discard();
+      this.opts.onError?.(`Cannot keep zTOC "${this.descriptor.digest}": ${errorMessage(err)}`);
       return;
     }
-    try {
-      await this.opts.onComplete?.(bytes);
-    } catch (err) {
-      this.opts.onError?.(`Cannot keep zTOC "${this.descriptor.digest}": ${errorMessage(err)}`);
-    }
+    this.opts.onComplete?.();
   }
 }

@@ -55,15 +55,16 @@ export interface CheckpointTable {
 }
 
 /**
- * A zTOC's checkpoint windows that may not all be here yet (soci/lazy_ztoc.ts). `ensure` resolves once window
- * `i` is in the zTOC's checkpoints bytes, verified; `prefetch` starts fetching windows without waiting; `offer`
- * takes a window computed locally (the last 32 KiB of the span before), kept only when it matches the record's
- * digest. A `signal` (the deadline of the span fetch that needs the windows) ends the fetches started for it and
- * `ensure`'s wait; a fetch started for another signal goes on for its waiters.
+ * A zTOC's checkpoint windows that may not all be here yet (soci/lazy_ztoc.ts), held apart from the zTOC (whose
+ * windows stay zero). `ensure` resolves with window `i`, verified (held, read back or fetched); `has` says
+ * whether it is held now; `prefetch` starts fetching windows without waiting; `offer` takes a window computed
+ * locally (the last 32 KiB of the span before), kept only when it matches the record's digest. A `signal` (the
+ * deadline of the span fetch that needs the windows) ends the fetches started for it and `ensure`'s wait; a
+ * fetch started for another signal goes on for its waiters.
  */
 export interface CheckpointWindows {
   has(i: number): boolean;
-  ensure(i: number, signal?: AbortSignal): Promise<void>;
+  ensure(i: number, signal?: AbortSignal): Promise<Uint8Array>;
   prefetch(ids: readonly number[], signal?: AbortSignal): void;
   offer(i: number, window: Uint8Array): boolean;
   /** Abort fetches in flight; later ensures fail. */

@@ -1,5 +1,12 @@
 /** A zTOC loaded by its checkpoint table (soci/lazy_ztoc.ts), from an OCI layout on disk. */
 import { afterAll, expect, test } from "bun:test";
+import { WINDOW_SIZE } from "../../src/compress/types.ts";
+import type { Descriptor } from "../../src/oci/types.ts";
+import type { ImageSource, RequestOptions } from "../../src/registry/types.ts";
+import { ArtifactStore, type PartialBlob } from "../../src/soci/artifact_store.ts";
+import { WindowCache } from "../../src/soci/window_cache.ts";
+import { ZtocFormatError } from "../../src/util/errors.ts";
+import { PACKED_CHECKPOINT_SIZE } from "../../src/ztoc/zinfo_gzip.ts";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +19,9 @@ import { buildZtoc } from "../../src/ztoc/builder.ts";
 import {
   ANNOTATION_CHECKPOINT_TABLE,
   buildCheckpointTable,
+  type CheckpointTable,
   encodeCheckpointTable,
+  RECORD_HEADER_SIZE,
 } from "../../src/ztoc/checkpoint_table.ts";
 import { decodeZtoc } from "../../src/ztoc/codec.ts";
 import { compressLayer, generateEntries } from "./_layers.ts";
@@ -24,7 +33,8 @@ async function* once(blob: Uint8Array): AsyncGenerator<Uint8Array> {
   yield blob;
 }
 
-test("the skeleton is decoded in place: the checkpoints are a view into the assembled zTOC, not a copy", async () => {
+/** A gzip zTOC of 40 files at 64 KiB spans, stored in the OCI layout at `tmp`, and its descriptor with a table. */
+async function storedZtoc(): Promise<{ bytes: Uint8Array; d: Descriptor; table: CheckpointTable }> {
   const layer = compressLayer(writeTar(generateEntries("lazy-ztoc", 40)), "gzip");
   const { bytes } = await buildZtoc(once(layer.blob), { algorithm: "gzip", spanSizeBytes: 64 * 1024 });
   const digest = sha256Digest(bytes);
@@ -39,19 +49,148 @@ test("the skeleton is decoded in place: the checkpoints are a view into the asse
     size: bytes.length,
     annotations: { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(table) },
   };
+  return { bytes, d, table };
+}
+
+/**
+ * The OCI layout at `tmp` as an image source that counts the records each range read covers, and corrupts the
+ * window bytes of the reads `corrupt` picks (a fault injected beside the real source).
+ */
+function countingSource(table: CheckpointTable, corrupt: (first: number) => boolean = () => false) {
+  const real = new OciLayout(tmp);
+  const fetched: number[] = [];
+  const source = Object.assign(Object.create(real), {
+    readRange: async (digest: string, s: number, e: number, o?: RequestOptions) => {
+      const bytes = await real.readRange(digest, s, e, o);
+      if (s < table.recordsOffset) return bytes;
+      const first = (s - table.recordsOffset) / PACKED_CHECKPOINT_SIZE;
+      for (let i = first; i < (e - table.recordsOffset) / PACKED_CHECKPOINT_SIZE; i++) fetched.push(i);
+      if (!corrupt(first)) return bytes;
+      const bad = bytes.slice();
+      bad[RECORD_HEADER_SIZE + 100]! ^= 0xff;
+      return bad;
+    },
+  }) as ImageSource;
+  return { source, fetched };
+}
+
+/** Window i of the whole zTOC. */
+function windowOf(bytes: Uint8Array, table: CheckpointTable, i: number): Uint8Array {
+  const s = table.recordsOffset + i * PACKED_CHECKPOINT_SIZE + RECORD_HEADER_SIZE;
+  return bytes.subarray(s, s + WINDOW_SIZE);
+}
+
+test("windows are handed over apart from the zTOC, whose checkpoints stay a view of zero windows", async () => {
+  const { bytes, d, table } = await storedZtoc();
   let fetched = 0;
-  const { ztoc, windows } = await loadZtocLazily(new OciLayout(tmp), d, { onFetched: () => fetched++ });
+  const cache = new WindowCache();
+  const { ztoc, windows } = await loadZtocLazily(new OciLayout(tmp), d, {
+    onFetched: () => fetched++,
+    windowCache: cache,
+  });
   expect(fetched).toBe(1);
   const full = decodeZtoc(bytes);
   expect(ztoc.toc).toEqual(full.toc);
   const cps = ztoc.compressionInfo.checkpoints;
-  // One buffer the size of the zTOC holds skeleton and windows: the checkpoints were not copied out of it.
+  // One buffer the size of the zTOC holds the skeleton: the checkpoints were not copied out of it.
   expect(cps.buffer.byteLength).toBe(bytes.length);
   expect(cps.byteOffset).toBe(table.recordsOffset - 12);
-  // Windows fetched later land in the zTOC's checkpoints, as they did.
-  await windows.ensure(1);
-  expect(cps).not.toEqual(full.compressionInfo.checkpoints);
-  for (let i = 0; i < table.count; i++) await windows.ensure(i);
-  expect(cps).toEqual(full.compressionInfo.checkpoints);
+  for (let i = 0; i < table.count; i++) expect(await windows.ensure(i)).toEqual(windowOf(bytes, table, i));
+  // The zTOC's own windows were never written (their pages never touched): the windows live in the cache.
+  const zero = new Uint8Array(WINDOW_SIZE);
+  for (let i = 0; i < table.count; i++) expect(windowOf(new Uint8Array(cps.buffer), table, i)).toEqual(zero);
+  expect(cache.stats().windows).toBe(table.count);
+  windows.close();
+  expect(cache.stats()).toMatchObject({ windows: 0, bytes: 0 });
+});
+
+test("the window cache's bound holds over many windows; an evicted window is fetched again and verified", async () => {
+  const { bytes, d, table } = await storedZtoc();
+  expect(table.count).toBeGreaterThan(8);
+  const cache = new WindowCache(3 * WINDOW_SIZE);
+  const { source, fetched } = countingSource(table);
+  const { windows } = await loadZtocLazily(source, d, { windowCache: cache });
+  for (let i = 0; i < table.count; i++) {
+    expect(await windows.ensure(i)).toEqual(windowOf(bytes, table, i));
+    expect(cache.stats().bytes).toBeLessThanOrEqual(3 * WINDOW_SIZE);
+  }
+  expect(windows.has(0)).toBe(false);
+  expect(fetched.filter((i) => i === 0)).toHaveLength(1);
+  // Window 0 was evicted: it comes from the registry again, verified.
+  expect(await windows.ensure(0)).toEqual(windowOf(bytes, table, 0));
+  expect(fetched.filter((i) => i === 0)).toHaveLength(2);
+  expect(cache.stats().evictions).toBeGreaterThan(0);
+  windows.close();
+});
+
+test("a window fetched again that does not match its digest is refused; a later read gets the right one", async () => {
+  const { bytes, d, table } = await storedZtoc();
+  const cache = new WindowCache(0);
+  let reads = 0;
+  // The first fetch of record 2 is right, the second corrupt, the third right again.
+  const { source } = countingSource(table, (first) => first === 2 && ++reads === 2);
+  const { windows } = await loadZtocLazily(source, d, { windowCache: cache });
+  expect(await windows.ensure(2)).toEqual(windowOf(bytes, table, 2));
+  expect(windows.has(2)).toBe(false);
+  const err = await windows.ensure(2).then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  expect(err).toBeInstanceOf(ZtocFormatError);
+  expect(err?.message).toContain(`Cannot fetch checkpoint window 2 of zTOC "${d.digest}"`);
+  expect(err?.message).toContain("do not match the checkpoint table's digest");
+  expect(await windows.ensure(2)).toEqual(windowOf(bytes, table, 2));
+  windows.close();
+});
+
+test("with the store's copy, evicted windows are read back from it, and the complete copy lands in the store", async () => {
+  const { bytes, d, table } = await storedZtoc();
+  const store = new ArtifactStore(join(tmp, "store"));
+  const cache = new WindowCache(2 * WINDOW_SIZE);
+  const { source, fetched } = countingSource(table);
+  let completed = 0;
+  const errors: string[] = [];
+  const { windows } = await loadZtocLazily(source, d, {
+    windowCache: cache,
+    spill: () => store.partialBlob(d.digest, d.size),
+    onComplete: () => completed++,
+    onError: (why) => errors.push(why),
+  });
+  for (let i = 0; i < table.count - 1; i++) expect(await windows.ensure(i)).toEqual(windowOf(bytes, table, i));
+  expect(await store.hasBlob(d.digest)).toBe(false);
+  // Window 0 was evicted: read back from the store's copy, not fetched.
+  const before = fetched.length;
+  expect(windows.has(0)).toBe(false);
+  expect(await windows.ensure(0)).toEqual(windowOf(bytes, table, 0));
+  expect(fetched.length).toBe(before);
+  // A window offered by the span before counts as arrived: the copy is complete, checked and stored.
+  expect(windows.offer(table.count - 1, windowOf(bytes, table, table.count - 1).slice())).toBe(true);
+  expect(completed).toBe(1);
+  expect(errors).toEqual([]);
+  expect(await store.getBlob(d.digest)).toEqual(bytes);
+  expect(await windows.ensure(1)).toEqual(windowOf(bytes, table, 1));
+  windows.close();
+});
+
+test("a window read back wrong from the store's copy is refused and fetched again", async () => {
+  const { bytes, d, table } = await storedZtoc();
+  const store = new ArtifactStore(join(tmp, "store-bad"));
+  // The copy's reads come back corrupt (a disk fault injected beside the real file).
+  const spill = (): PartialBlob => {
+    const real = store.partialBlob(d.digest, d.size);
+    return {
+      ...real,
+      read: (offset, length) => {
+        const b = real.read(offset, length);
+        b[length - 1]! ^= 0xff;
+        return b;
+      },
+    };
+  };
+  const { source, fetched } = countingSource(table);
+  const { windows } = await loadZtocLazily(source, d, { windowCache: new WindowCache(0), spill });
+  expect(await windows.ensure(3)).toEqual(windowOf(bytes, table, 3));
+  expect(await windows.ensure(3)).toEqual(windowOf(bytes, table, 3));
+  expect(fetched.filter((i) => i === 3)).toHaveLength(2);
   windows.close();
 });
