@@ -101,11 +101,15 @@
  * mount" is the command's part: seconds to output minus seconds to "Mounted"). Paired plain-lazy runs, base /
  * this alternating against one registry and link (this file's plain lazy path, two builds, one process): load 5-8,
  * after mount 3.33-4.12 s (median 3.57) / 2.51-3.64 s (median 2.98); load 13-16, 3.06-5.98 (median 4.32) /
- * 3.22-5.16 (median 4.46), where CPU starvation swamps the network. Whole bench, base / this, plain lazy
- * (seconds, ratio to the full pull): load 7.5-9.5: 3.56 s 0.430x, 4.65 s 0.561x / 4.19 s 0.490x, 2.91 s 0.386x;
- * load 14-16: 6.17 s 0.540x / 5.45 s 0.393x. Earlier the quiet base gave 3.02 s, 0.366x (load 1.3-3.5). No
- * quiet sitting was available for this change, so the goals (plain <= 0.25x, mount ready <= 0.35 s) stay
- * unconfirmed and are most likely not met: the chain of round trips is untouched.
+ * 3.22-5.16 (median 4.46), where CPU starvation swamps the network; load 4, 2.41-2.89 (median 2.72) / 2.39-2.59
+ * (median 2.47), to the output 3.22-3.69 (median 3.61) / 3.09-3.59 (median 3.24). Whole bench, base / this,
+ * plain lazy (seconds, ratio to the full pull): load 7.5-9.5: 3.56 s 0.430x, 4.65 s 0.561x / 4.19 s 0.490x,
+ * 2.91 s 0.386x; load 14-16: 6.17 s 0.540x / 5.45 s 0.393x; load 3.7-5.1: 3.74 s 0.518x / 3.13 s 0.419x (the
+ * full pull itself ranged 7.2-13.9 s). bench:podman, plain lazy: base 3.93 s 0.296x (load 6-4), 4.24 s 0.445x
+ * (load 2.5) / this 3.60 s 0.317x (load 9-6), 3.77 s 0.280x (load 2-4); its full pull ranged 9.5-13.5 s, so
+ * its ratio swings more than the lazy time. Earlier the quiet base gave 3.02 s, 0.366x (load 1.3-3.5). No quiet
+ * sitting was available for this change, so the goals (plain <= 0.25x, mount ready <= 0.35 s) stay unconfirmed
+ * and are most likely not met: the chain of round trips is untouched.
  * What is left, and what was weighed: one round trip per file opened cold (~22 x 45 ms quiet) can only go with
  * speculation, which costs bytes about one for one with time on this link (a 45 ms round trip is 0.56 MB at
  * 100 Mbit/s): span read-ahead 2 (`READAHEAD_SPANS=2`, paired, load 5) fetched 12.75 MB instead of 8.30 (+54%)
