@@ -113,6 +113,50 @@
  * 0.567 / 1.123. At that load (plain lazy, unchanged, ranged 3.0-6.1 s) the whole-run ratios do not separate
  * the two; a quiet machine has to tell whether the 0.15x goals are met.
  *
+ * Where plain lazy's time goes after the mount (issues 12, 16, 13; no prefetch, no LOD; 2026-12-03, MOUNT_LOG_DIR
+ * logs with per-fetch timing lines added for the profile, and the command run under
+ * `strace -f -ttt -T -e trace=%file,read,mmap,pread64,execve`; load 3-6 on 2 shared cores). The command ran
+ * 2.80 s from its chroot's execve to its exit (under strace). It made 27 span requests, 8.30 MB: exactly the
+ * spans of the files it opens (1.00x), one request per file opened cold (the fetch on open coalesces a file's
+ * spans), each beside a 32 KiB checkpoint-window request to the zTOC blob (27, 0.89 MB, concurrent with their
+ * spans; 8 of the 27 windows came after their span, 71-143 ms in all). Bytes per request: median 130 KB (one
+ * 256 KiB span of small .pyc files), 41 KB-2.97 MB; 5 requests of 0.3-3 MB carried 5.8 MB (python3.11's 22
+ * spans, ld.so, libm, libsqlite3, a 1 MB run). All 27 were serial: none started while another span request was
+ * in flight, and every read that waited on the network waited on the one request its file's open had started
+ * (python opens the next file only after reading the last). Reads waited 1.98 s of the 2.80 s: the requests
+ * themselves 1.82 s (the 22 small ones 34-86 ms each, median 45: the 20 ms round trip, the registry reading a
+ * cold disk, ~10 ms of transfer; the 5 large ones 85-300 ms), inflating after the bytes ~0.16 s (the 22 spans
+ * of python3.11 inflated one after another, 77 ms, after the whole 2.97 MB had arrived, before exec could read
+ * its first page: exec waited 300 + 6 ms for that page, and 80 ms more while the rest inflated); the other
+ * 0.8 s is python's own CPU, exec, FUSE and strace. The link carried 8.3 MB in 2.8 s: busy a quarter of the
+ * time. So the cost is one round trip per file, in a chain, plus whole-run waits on the large files.
+ * What changed: a run's spans are handed on as their bytes arrive (span_manager.ts step 3, the registry's
+ * streamed range read): a read waits for its own span, inflating overlaps the download, and the next file's
+ * request no longer waits for the end of a large run. Bytes unchanged (8.30 MB, 10.7 MB over the link).
+ * Figures (same sittings, other sessions' builds, tests and benches loading the machine throughout; "after
+ * mount" is the command's part: seconds to output minus seconds to "Mounted"). Paired plain-lazy runs, base /
+ * this alternating against one registry and link (this file's plain lazy path, two builds, one process): load 5-8,
+ * after mount 3.33-4.12 s (median 3.57) / 2.51-3.64 s (median 2.98); load 13-16, 3.06-5.98 (median 4.32) /
+ * 3.22-5.16 (median 4.46), where CPU starvation swamps the network; load 4, 2.41-2.89 (median 2.72) / 2.39-2.59
+ * (median 2.47), to the output 3.22-3.69 (median 3.61) / 3.09-3.59 (median 3.24). Whole bench, base / this,
+ * plain lazy (seconds, ratio to the full pull): load 7.5-9.5: 3.56 s 0.430x, 4.65 s 0.561x / 4.19 s 0.490x,
+ * 2.91 s 0.386x; load 14-16: 6.17 s 0.540x / 5.45 s 0.393x; load 3.7-5.1: 3.74 s 0.518x / 3.13 s 0.419x (the
+ * full pull itself ranged 7.2-13.9 s). bench:podman, plain lazy: base 3.93 s 0.296x (load 6-4), 4.24 s 0.445x
+ * (load 2.5) / this 3.60 s 0.317x (load 9-6), 3.77 s 0.280x (load 2-4); its full pull ranged 9.5-13.5 s, so
+ * its ratio swings more than the lazy time. Earlier the quiet base gave 3.02 s, 0.366x (load 1.3-3.5). No quiet
+ * sitting was available for this change, so the goals (plain <= 0.25x, mount ready <= 0.35 s) stay unconfirmed
+ * and are most likely not met: the chain of round trips is untouched.
+ * What is left, and what was weighed: one round trip per file opened cold (~22 x 45 ms quiet) can only go with
+ * speculation, which costs bytes about one for one with time on this link (a 45 ms round trip is 0.56 MB at
+ * 100 Mbit/s): span read-ahead 2 (`READAHEAD_SPANS=2`, paired, load 5) fetched 12.75 MB instead of 8.30 (+54%)
+ * for no gain (after mount, median 2.68 s / 2.69 s); fetching the other small files of the opened file's
+ * directory, simulated on the traced opens and this layer's spans, saves 4 of 24 serial requests for +1.3 MB
+ * (0.5 MB budget per directory), 10 for +4.4 MB (2 MB), 6 for +2.4 MB (2 MB, from a directory's second cold
+ * open). Asking the fallback tag beside the Referrers API probe would take one round trip off mount ready on
+ * registries without the API (Distribution 2.8, this bench) but costs a request on every registry with it
+ * (test/registry/referrers_api.test.ts pins one request there): not done. The zTOC skeleton's 1.4 MB tail and
+ * CPU (decoding, trees, process start) remain mount ready's largest parts.
+ *
  * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then
  * `lazy start vs full pull: <ratio>x` (plain lazy time / full pull time; lower is better; kept last so runs stay

@@ -25,7 +25,7 @@ import { buildLayerTree, type OpaqueXattrMode } from "./metadata.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import { layerRoot, type LayerState } from "./node.ts";
 import type { SpanLayout } from "./span_layout.ts";
-import { SpanManager, type RangeFetcher } from "./span_manager.ts";
+import { SpanManager, type RangeFetcher, type StreamingRangeFetcher } from "./span_manager.ts";
 import type { TaskGate } from "./task_gate.ts";
 import { spanLayoutDigest, ztocLayout, type CheckpointInflater } from "./ztoc_layout.ts";
 
@@ -119,6 +119,8 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       ranges.length === 1
         ? source.client.readRange(source.ref, layer.digest, ranges[0]![0], ranges[0]![1], { signal }).then((b) => [b])
         : source.client.readRanges(source.ref, layer.digest, ranges, { signal });
+    const streamRange: StreamingRangeFetcher = ([start, end], o) =>
+      source.client.readRange(source.ref, layer.digest, start, end, o);
     // Span N's bytes depend on the zTOC's span layout: two zTOCs of one layer must not share cache entries.
     const cache = opts.cache.scoped(spanLayoutDigest(ztoc));
     const manager = new SpanManager({
@@ -126,6 +128,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
       layout,
       spanDigests: ztoc.compressionInfo.spanDigests,
       fetchRanges,
+      streamRange,
       cache,
       gate: opts.gate,
       fetchTimeoutMs: opts.fetchTimeoutMs,

@@ -6,7 +6,9 @@
  *   2. Spans cached (state "uncompressed") come from the shared SpanCache; a span being fetched already is
  *      awaited (one fetch per span, shared by every reader).
  *   3. The rest are grouped in runs of adjacent ids; each run is ONE ranged request covering their compressed
- *      ranges (at most `maxCoalesceBytes`), split back into spans.
+ *      ranges (at most `maxCoalesceBytes`), split back into spans. With `streamRange`, a run of several spans
+ *      hands each span on as soon as its bytes are in: a read waits for its own span, not for the whole run
+ *      (the first page of a 3 MB executable comes after one span's transfer, not the run's).
  *   4. Each span is checked against its sha256 digest (refetched up to `verificationRetries` times), inflated
  *      from its checkpoint, cached, and only then used. Wrong bytes are never returned.
  *   5. Any failure moves the span back to "unrequested", logs one line naming layer, span and cause, and
@@ -41,6 +43,16 @@ const onDemandBytes = layerFetchedBytes.labels("on_demand");
 /** Fetches byte ranges [start, end) of the layer blob; one request for all of them where possible. */
 export type RangeFetcher = (ranges: Array<[number, number]>, signal: AbortSignal) => Promise<Uint8Array[]>;
 
+/**
+ * Fetches bytes [start, end) of the layer blob with one request, calling `onProgress` as they arrive with the
+ * bytes received so far from `start` (a view, unchanged by later calls; it may start over when the request is
+ * retried). Resolves with all of them.
+ */
+export type StreamingRangeFetcher = (
+  range: [start: number, end: number],
+  opts: { signal: AbortSignal; onProgress: (prefix: Uint8Array) => void },
+) => Promise<Uint8Array>;
+
 /** How one read waits (see the deadlines in the file comment). */
 export interface SpanReadOptions {
   /** Ends the wait (the fetches go on for other waiters). */
@@ -64,6 +76,11 @@ export interface SpanManagerOptions {
   /** "sha256:<hex>" of each span's compressed bytes; length must equal layout.spanCount. */
   spanDigests: readonly string[];
   fetchRanges: RangeFetcher;
+  /**
+   * Fetches a run of several spans instead of `fetchRanges`, handing each span on as its bytes arrive (step 3).
+   * Optional: without it a run's spans are used once the whole run is in.
+   */
+  streamRange?: StreamingRangeFetcher;
   /** The layer's view of the span cache (scoped by its span layout). */
   cache: SpanCacheView;
   /**
@@ -109,7 +126,8 @@ export type SpanStateCounts = Record<SpanState, number>;
 export class SpanManager {
   readonly layerDigest: string;
   readonly layout: SpanLayout;
-  readonly #o: Required<Omit<SpanManagerOptions, "gate">> & { gate?: TaskGate };
+  readonly #o: Required<Omit<SpanManagerOptions, "gate" | "streamRange">> &
+    Pick<SpanManagerOptions, "gate" | "streamRange">;
   readonly #state: SpanState[];
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
   readonly #closed = new AbortController();
@@ -374,8 +392,8 @@ export class SpanManager {
     });
     const fetched = this.#fetchRun(run, signal);
     const ps = run.map((id, k) => {
-      const p = fetched.then(
-        (all) => this.#finishSpan(id, all[k]!, signal),
+      const p = fetched[k]!.then(
+        (bytes) => this.#finishSpan(id, bytes, signal),
         (err) => {
           this.#fail(id, err);
           throw this.#readError(id, err);
@@ -390,38 +408,69 @@ export class SpanManager {
     return ps;
   }
 
-  /** One ranged request for the run under the fetch's `signal`, split into each span's compressed bytes. */
-  async #fetchRun(run: number[], signal: AbortSignal): Promise<Uint8Array[]> {
+  /**
+   * One ranged request for the run under the fetch's `signal`: a promise of each span's compressed bytes, settled
+   * as soon as they are in (streamed runs) or when the request ends.
+   */
+  #fetchRun(run: number[], signal: AbortSignal): Array<Promise<Uint8Array>> {
     const start = this.layout.compressedRange(run[0]!)[0];
     const end = this.layout.compressedRange(run[run.length - 1]!)[1];
     this.#requests++;
-    let bytes: Uint8Array;
-    const t0 = performance.now();
-    try {
-      const [b] = await this.#o.fetchRanges([[start, end]], signal);
-      bytes = b!;
-      this.#m.registryGetMs.observe(performance.now() - t0);
-    } catch (err) {
-      if (signal.aborted && !this.#closed.signal.aborted) {
-        throw new UnavailableError(
-          `Cannot fetch bytes ${start}-${end} of layer "${this.layerDigest}": no answer within ${this.#o.fetchTimeoutMs} ms`,
-          { cause: err },
-        );
+    const parts = run.map(() => Promise.withResolvers<Uint8Array>());
+    /** Spans handed on so far (a prefix of the run). */
+    let handed = 0;
+    const handOn = (prefix: Uint8Array) => {
+      for (; handed < run.length; handed++) {
+        const [s, e] = this.layout.compressedRange(run[handed]!);
+        if (prefix.byteLength < e - start) break;
+        parts[handed]!.resolve(prefix.subarray(s - start, e - start));
       }
-      throw err;
+    };
+    const t0 = performance.now();
+    const stream = run.length > 1 ? this.#o.streamRange : undefined;
+    let request: Promise<Uint8Array>;
+    try {
+      request = stream
+        ? stream([start, end], { signal, onProgress: handOn })
+        : this.#o.fetchRanges([[start, end]], signal).then(([b]) => b!);
+    } catch (err) {
+      request = Promise.reject(err);
     }
-    if (bytes.byteLength !== end - start) {
-      throw new UnavailableError(
-        `Cannot fetch bytes ${start}-${end} of layer "${this.layerDigest}": got ${bytes.byteLength} bytes`,
-      );
-    }
-    this.#networkBytes += bytes.byteLength;
-    onDemandBytes.inc(bytes.byteLength);
-    this.#m.spanFetches.inc(run.length);
-    return run.map((id) => {
-      const [s, e] = this.layout.compressedRange(id);
-      return bytes.subarray(s - start, e - start);
-    });
+    request
+      .then(
+        (bytes) => {
+          this.#m.registryGetMs.observe(performance.now() - t0);
+          if (bytes.byteLength !== end - start) {
+            throw new UnavailableError(
+              `Cannot fetch bytes ${start}-${end} of layer "${this.layerDigest}": got ${bytes.byteLength} bytes`,
+            );
+          }
+          this.#networkBytes += bytes.byteLength;
+          onDemandBytes.inc(bytes.byteLength);
+          this.#m.spanFetches.inc(run.length);
+          handOn(bytes);
+        },
+        (err) => {
+          if (signal.aborted && !this.#closed.signal.aborted) {
+            throw new UnavailableError(
+              `Cannot fetch bytes ${start}-${end} of layer "${this.layerDigest}": no answer within ${this.#o.fetchTimeoutMs} ms`,
+              { cause: err },
+            );
+          }
+          throw err;
+        },
+      )
+      .catch((err) => {
+        // Spans handed on before the failure stand (each is verified on its own, and counted); the rest fail.
+        if (handed > 0) {
+          const got = this.layout.compressedRange(run[handed - 1]!)[1] - start;
+          this.#networkBytes += got;
+          onDemandBytes.inc(got);
+          this.#m.spanFetches.inc(handed);
+        }
+        for (let k = handed; k < run.length; k++) parts[k]!.reject(err);
+      });
+    return parts.map((p) => p.promise);
   }
 
   /** Span id − 1's uncompressed bytes if at hand: being inflated, or cached; else undefined. */
@@ -443,7 +492,7 @@ export class SpanManager {
         this.#m.spanVerificationFailures.inc();
         if (attempt >= this.#o.verificationRetries) throw err;
         this.#o.logger.warn("Span digest mismatch, refetching", { layer: this.layerDigest, span: id, attempt });
-        bytes = (await this.#fetchRun([id], signal))[0]!;
+        bytes = await this.#fetchRun([id], signal)[0]!;
       }
       this.#setState(id, "fetched");
       const [us, ue] = this.layout.uncompressedRange(id);

@@ -44,7 +44,7 @@ import {
 } from "./ranges.ts";
 import { DOCKER_HUB, DOCKER_HUB_API_HOST, manifestTarget, repoName } from "./reference.ts";
 import { DEFAULT_RETRY, backoffMs, isRetryableStatus, type RetryOptions } from "./retry.ts";
-import type { FetchedManifest, Reference, RegistryClient, RequestOptions } from "./types.ts";
+import type { FetchedManifest, RangeReadOptions, Reference, RegistryClient, RequestOptions } from "./types.ts";
 
 /** Options of the registry client; every field has a default. */
 export interface RegistryClientOptions {
@@ -146,8 +146,9 @@ async function countedBody(
   res: Response,
   deadline: IdleDeadline,
   limit?: number,
+  onProgress?: (prefix: Uint8Array) => void,
 ): Promise<Uint8Array> {
-  const body = await readBody(res, deadline, limit);
+  const body = await readBody(res, deadline, limit, { onProgress });
   received[kind].inc(body.byteLength);
   return body;
 }
@@ -527,7 +528,8 @@ export class HttpRegistryClient implements RegistryClient {
   /**
    * Bytes [start, end) of a blob with `Range: bytes=start-(end-1)`. A 206 is checked against the range
    * asked for; a 200 (no range support) is read only up to `end`. Ranges are not digest-verified (the
-   * caller verifies spans); a short answer is retried.
+   * caller verifies spans); a short answer is retried. `opts.onProgress` sees the bytes of [start, end) as they
+   * arrive (a retry starts them over).
    */
   // biome-ignore lint/complexity/useMaxParams: the ImageStore readRange shape (digest, start, end, options) every backend implements
   async readRange(
@@ -535,11 +537,19 @@ export class HttpRegistryClient implements RegistryClient {
     digest: string,
     start: number,
     end: number,
-    opts: RequestOptions = {},
+    opts: RangeReadOptions = {},
   ): Promise<Uint8Array> {
     parseDigest(digest);
     const what = `blob "${digest}" of "${repoName(ref)}"`;
     checkRanges([[start, end]], what);
+    // The body's bytes from `skip` on are the range's: report those.
+    const progress = (skip: number) =>
+      opts.onProgress
+        ? (prefix: Uint8Array) => {
+            if (prefix.byteLength > skip)
+              opts.onProgress!(prefix.subarray(skip, Math.min(prefix.byteLength, skip + end - start)));
+          }
+        : undefined;
     const action = `read range [${start}, ${end}) of ${what}`;
     return this.#blob(
       ref,
@@ -559,12 +569,12 @@ export class HttpRegistryClient implements RegistryClient {
           }
           const from = cr ? cr.start : start;
           const need = end - from;
-          const body = await countedBody("range", res, deadline, need);
+          const body = await countedBody("range", res, deadline, need, progress(start - from));
           if (body.length < need) throw new RetryableError(`Cannot ${action}: body cut after ${body.length} bytes`);
           return from === start && body.length === need ? body : body.slice(start - from, end - from);
         }
         if (res.status === 200) {
-          const body = await countedBody("range", res, deadline, end);
+          const body = await countedBody("range", res, deadline, end, progress(start));
           if (body.length < end) {
             const len = Number(res.headers.get("content-length") ?? NaN);
             if (Number.isFinite(len) && len < end)

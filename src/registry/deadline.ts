@@ -93,15 +93,37 @@ const PREALLOCATE_MAX_BYTES = 64 << 20;
 /** Bodies up to this size are read in one call, so `timeoutMs` bounds their whole transfer. */
 const ONE_CALL_MAX_BYTES = 4 << 20;
 
+/** How `readBody` reports a body as it arrives. */
+export interface ReadBodyOptions {
+  /**
+   * Called after each chunk with the bytes received so far (a view of them, unchanged by later chunks). The body
+   * is then read chunk by chunk, never in one call; only a body read into one buffer, preallocated from its
+   * Content-Length or (without one) its `limit`, up to 64 MiB, is reported.
+   */
+  onProgress?: (prefix: Uint8Array) => void;
+}
+
 /**
  * Reads a response body to its end, touching `deadline` per chunk. With `limit`, stops (and cancels the
  * body) once that many bytes have arrived. A body with a Content-Length up to 4 MiB (and within `limit`) is
- * read in one native call; other bodies chunk by chunk: with a Content-Length up to 64 MiB (or `limit`)
- * copied once into a buffer of that size, larger ones collected as they arrive.
+ * read in one native call unless `opts.onProgress` is set; other bodies chunk by chunk: with a Content-Length up
+ * to 64 MiB (or `limit`) copied once into a buffer of that size, larger ones collected as they arrive.
  */
-export async function readBody(res: Response, deadline: IdleDeadline, limit?: number): Promise<Uint8Array> {
+// biome-ignore lint/complexity/useMaxParams: limit stays positional for its callers; the options come last
+export async function readBody(
+  res: Response,
+  deadline: IdleDeadline,
+  limit?: number,
+  opts: ReadBodyOptions = {},
+): Promise<Uint8Array> {
   const declared = Number(res.headers.get("content-length") ?? NaN);
-  if (Number.isSafeInteger(declared) && declared <= ONE_CALL_MAX_BYTES && (limit === undefined || limit >= declared)) {
+  const onProgress = opts.onProgress;
+  if (
+    !onProgress &&
+    Number.isSafeInteger(declared) &&
+    declared <= ONE_CALL_MAX_BYTES &&
+    (limit === undefined || limit >= declared)
+  ) {
     // Small bodies in one native call, the deadline still aborts it. `res.body` must not be asked for first:
     // under Bun that turns the buffered body into a stream, and arrayBuffer() then costs 1.6-2x the CPU
     // (bench/registry.ts). A response without a body reads as no bytes.
@@ -110,9 +132,17 @@ export async function readBody(res: Response, deadline: IdleDeadline, limit?: nu
   if (!res.body) return new Uint8Array(0);
   const reader = res.body.getReader();
   // Preallocate from the Content-Length only up to PREALLOCATE_MAX_BYTES: a lying server must not make us
-  // allocate gigabytes before sending a byte; beyond it, chunks are collected as they arrive.
+  // allocate gigabytes before sending a byte; beyond it, chunks are collected as they arrive. A body reported as
+  // it arrives without a Content-Length (a chunked answer) is read into a buffer of `limit`: its prefix must be
+  // one view.
   const want =
-    Number.isSafeInteger(declared) && declared >= 0 ? (limit !== undefined ? Math.min(limit, declared) : declared) : -1;
+    Number.isSafeInteger(declared) && declared >= 0
+      ? limit !== undefined
+        ? Math.min(limit, declared)
+        : declared
+      : onProgress && limit !== undefined
+        ? limit
+        : -1;
   let buf: Uint8Array | undefined = want >= 0 && want <= PREALLOCATE_MAX_BYTES ? new Uint8Array(want) : undefined;
   const chunks: Uint8Array[] = [];
   let n = 0;
@@ -131,6 +161,7 @@ export async function readBody(res: Response, deadline: IdleDeadline, limit?: nu
         chunks.push(value);
       }
       n += value.byteLength;
+      if (buf && onProgress) onProgress(buf.subarray(0, n));
       if (limit !== undefined && n >= limit) {
         await reader.cancel().catch(() => {});
         break;

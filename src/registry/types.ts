@@ -25,6 +25,16 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/** Options of a range read. */
+export interface RangeReadOptions extends RequestOptions {
+  /**
+   * Called as the range's bytes arrive with those received so far, from the range's start (a view, unchanged
+   * by later calls); starts over from fewer bytes when the request is retried. Bytes read in one piece (a
+   * backend that cannot stream) are reported once or not at all: the returned bytes are what counts.
+   */
+  onProgress?: (prefix: Uint8Array) => void;
+}
+
 export interface RegistryClient {
   /** HEAD a manifest by tag or digest; NotFoundError when absent. */
   headManifest(ref: Reference, opts?: RequestOptions): Promise<Descriptor>;
@@ -44,7 +54,7 @@ export interface RegistryClient {
   /** HEAD a blob; NotFoundError when absent. */
   headBlob(ref: Reference, digest: string, opts?: RequestOptions): Promise<{ size: number }>;
   /** Bytes [start, end) of a blob with HTTP Range requests (206 or 200 both handled). */
-  readRange(ref: Reference, digest: string, start: number, end: number, opts?: RequestOptions): Promise<Uint8Array>;
+  readRange(ref: Reference, digest: string, start: number, end: number, opts?: RangeReadOptions): Promise<Uint8Array>;
   /** Several ranges in one request where the server supports multipart/byteranges, else one each. */
   readRanges(
     ref: Reference,

@@ -8,6 +8,8 @@ import { openLayer } from "../../src/layerfs/layer.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
+import { startFaultProxy } from "../_harness/fault_proxy.ts";
+import { within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import { noInflate, tarZtoc } from "./_fixtures.ts";
@@ -95,6 +97,44 @@ describe.skipIf(!run)("layers from the registry", () => {
     expect(a2.manager!.state(1)).toBe("uncompressed");
     await cache.flush();
     await Promise.all([a.close(), b.close(), a2.close()]);
+  });
+
+  test("a file's first span is served while the rest of its spans are still arriving in the same request", async () => {
+    const l = plain.layers[0]!;
+    const ztoc = tarZtoc(l.tar, 65536);
+    const proxy = await startFaultProxy(reg.url);
+    // A client that waits out the held answer (no idle timeout, so no retry, within the test).
+    const slow = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 120_000 });
+    const layer = await openLayer({
+      source: { client: slow, ref: { ...plain.ref, registry: proxy.host } },
+      layer: l.descriptor,
+      ztoc,
+      cache: await SpanCache.open(),
+      inflate: noInflate,
+      unpackDir: join(tmp, "unpack-stream"),
+    });
+    try {
+      const m = layer.manager!;
+      const e = ztoc.toc.find((f) => f.name.endsWith("data/big.bin"))!;
+      const first = m.layout.spanOf(e.uncompressedOffset);
+      const last = m.layout.spanOf(e.uncompressedOffset + e.uncompressedSize - 1);
+      expect(last - first).toBeGreaterThanOrEqual(3);
+      // The registry sends the file's first span (and a little more), then holds the rest of the answer.
+      const runStart = m.layout.compressedRange(first)[0];
+      const afterBytes = m.layout.compressedRange(first)[1] - runStart + 100;
+      proxy.set({ kind: "stallBody", ms: 60_000, afterBytes, times: 1, match: { path: /\/blobs\// } });
+      const node = (await walk(layer.root, "data/big.bin"))!;
+      await node.open!(0, ctx); // fetch on open: one request for every span of the file
+      const head = await within(20_000, "the read of the file's first span", Promise.resolve(node.read!(0, 1000, ctx)));
+      expect(head).toEqual(big.subarray(0, 1000));
+      // Served from the request still held: its last span has not arrived, and no second request was made.
+      expect(m.state(last)).toBe("requested");
+      expect(proxy.requests.filter((r) => r.range !== undefined).length).toBe(1);
+    } finally {
+      await layer.close();
+      proxy.set(null);
+      await proxy.stop();
+    }
   });
 
   test("a layer without a zTOC is fetched whole, unpacked and served from disk", async () => {

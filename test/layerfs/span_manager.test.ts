@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { SpanCache } from "../../src/cache/span_cache.ts";
 import { identityLayout, type SpanLayout } from "../../src/layerfs/span_layout.ts";
-import { SpanManager, type RangeFetcher } from "../../src/layerfs/span_manager.ts";
+import { SpanManager, type RangeFetcher, type StreamingRangeFetcher } from "../../src/layerfs/span_manager.ts";
 import { SPAN_TRANSITIONS, checkTransition } from "../../src/layerfs/span_state.ts";
 import { FailedPreconditionError, UnavailableError } from "../../src/util/errors.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
@@ -308,5 +308,51 @@ describe("SpanManager deadlines", () => {
     await expect(sm.read(2500, 10, { startedMs: long })).rejects.toThrow(/span 2 did not arrive within 30000 ms/);
     expect(requests.length).toBe(1);
     expect(sm.state(2)).toBe("unrequested");
+  });
+});
+
+describe("SpanManager streamed runs", () => {
+  test("a streamed run that fails midway keeps the spans it handed on; the rest are fetched again", async () => {
+    const { blob, layout, digests, fetchRanges, requests, cache } = await setup(6);
+    const streamed: Array<[number, number]> = [];
+    // Fault: the answer breaks 500 bytes before its end, or after 2500 bytes (two spans and half of the third).
+    const streamRange: StreamingRangeFetcher = async ([s, e], { onProgress }) => {
+      streamed.push([s, e]);
+      onProgress(blob.slice(s, s + 500));
+      onProgress(blob.slice(s, s + Math.min(e - s - 500, 2500)));
+      throw new Error("connection reset");
+    };
+    const logger = new MemoryLogger();
+    const sm = new SpanManager({
+      layerDigest: LAYER,
+      layout,
+      spanDigests: digests,
+      fetchRanges,
+      streamRange,
+      cache,
+      logger,
+    });
+    const whole = sm.fetchSpans([0, 1, 2, 3]).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(await sm.read(0, 2000)).toEqual(blob.subarray(0, 2000));
+    expect(await whole).toBeInstanceOf(UnavailableError);
+    expect(streamed).toEqual([[0, 4000]]);
+    expect([0, 1, 2, 3].map((i) => sm.state(i))).toEqual([
+      "uncompressed",
+      "uncompressed",
+      "unrequested",
+      "unrequested",
+    ]);
+    expect(sm.stats().networkBytes).toBe(2000);
+    // The next read asks for the two missing spans only (streamed again: span 2 arrives, span 3 does not) ...
+    await expect(sm.read(2000, 2000)).rejects.toThrow(UnavailableError);
+    expect(streamed[1]).toEqual([2000, 4000]);
+    expect([sm.state(2), sm.state(3)]).toEqual(["uncompressed", "unrequested"]);
+    // ... and the one left goes through `fetchRanges` (a single span is never streamed).
+    expect(await sm.read(2000, 2000)).toEqual(blob.subarray(2000, 4000));
+    expect(requests).toEqual([[[3000, 4000]]]);
+    expect(sm.stats().networkBytes).toBe(4000);
   });
 });

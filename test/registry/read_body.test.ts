@@ -64,6 +64,32 @@ describe("readBody", () => {
     expect(bodyReads()).toBeGreaterThan(0);
   });
 
+  test("onProgress sees each chunk's arrival as a growing prefix of the body, even for a small body", async () => {
+    const chunks = [1000, 4000, 20_000];
+    let at = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        const n = chunks.shift();
+        if (n === undefined) return c.close();
+        c.enqueue(bytes.slice(at, at + n));
+        at += n;
+      },
+    });
+    const res = new Response(stream, { headers: { "content-length": "25000" } });
+    const seen: Uint8Array[] = [];
+    const deadline = new IdleDeadline(5000);
+    let got: Uint8Array;
+    try {
+      got = await readBody(res, deadline, undefined, { onProgress: (p) => seen.push(p) });
+    } finally {
+      deadline.clear();
+    }
+    expect(got).toEqual(bytes.subarray(0, 25_000));
+    expect(seen.map((p) => p.length)).toEqual([1000, 5000, 25_000]);
+    // Each view still holds what it held when reported: later chunks land after it.
+    for (const p of seen) expect(p).toEqual(bytes.subarray(0, p.length));
+  });
+
   test("a body without a Content-Length is collected chunk by chunk", async () => {
     const stream = new ReadableStream<Uint8Array>({
       start(c) {
