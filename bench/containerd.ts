@@ -92,10 +92,12 @@
  * After a zTOC in the local store was loaded without its windows too (src/soci/stored_ztoc.ts: windows read from
  * the file when a span needs them, through the same window cache; it applies to zTOCs fetched whole and stored,
  * e.g. `lazy_checkpoints = false` or AWS SOCI's, and to every mount after a lazy load completed one), same sitting
- * (RSS_ONLY=1, SOCI_TS_BIN = main's build vs this one, load 4.6-7.0), peak main → this branch:
+ * (RSS_ONLY=1, SOCI_TS_BIN = main's build vs this one, load 2.3-7.0), peak main → this branch:
  *   default config (zTOCs loaded lazily from the registry: the new path never runs)   384.7 / 456.7 → 368.8 MB
  *   `[blob] lazy_checkpoints = false` (zTOCs fetched whole, then stored)               531.0 → 443.7 MB
- * The two main runs of the same build differ by 72 MB: GC timing, as above.
+ *   `[background_fetch] disable = false`                                               373.1 → 499.3 MB
+ * The last pair is not a measure of background fetching: serve logged no background fetch (the step ends before
+ * 30 s of silence), so both ran the default path. Same code path, peaks of 369-499 MB: GC timing, as above.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
