@@ -89,6 +89,15 @@
  * evicted windows read back from the zTOC's partial copy in the local store, verified) and the duplicate head and
  * tail dropped, same sitting (load 5-12), before then after: peak 496.5 → 443.7 MB (after the 10th image 355.6 →
  * 335.7 MB); target still missed.
+ * After a zTOC in the local store was loaded without its windows too (src/soci/stored_ztoc.ts: windows read from
+ * the file when a span needs them, through the same window cache; it applies to zTOCs fetched whole and stored,
+ * e.g. `lazy_checkpoints = false` or AWS SOCI's, and to every mount after a lazy load completed one), same sitting
+ * (RSS_ONLY=1, SOCI_TS_BIN = main's build vs this one, load 2.3-7.0), peak main → this branch:
+ *   default config (zTOCs loaded lazily from the registry: the new path never runs)   384.7 / 456.7 → 368.8 MB
+ *   `[blob] lazy_checkpoints = false` (zTOCs fetched whole, then stored)               531.0 → 443.7 MB
+ *   `[background_fetch] disable = false`                                               373.1 → 499.3 MB
+ * The last pair is not a measure of background fetching: serve logged no background fetch (the step ends before
+ * 30 s of silence), so both ran the default path. Same code path, peaks of 369-499 MB: GC timing, as above.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -15,8 +15,8 @@
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
  * manifest digest (ten layers of one image → one discovery), kept `ttlMs` after it completes. A failed resolution
- * is not kept. A resolution whose zTOC windows were closed with a layer (lazy_ztoc.ts) is resolved again, since
- * its zTOCs can no longer be completed.
+ * is not kept. A resolution whose zTOC windows were closed with a layer (lazy_ztoc.ts, stored_ztoc.ts) is
+ * resolved again, since its zTOCs can no longer be completed or read their windows.
  */
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
@@ -134,6 +134,8 @@ export async function resolveImageLayers(
         : logger.debug("SOCI index not found", { step, why }),
     onPrefetchError: (digest, why) => logger.warn("Cannot read prefetch artifact", { digest, cause: why }),
     lazyCheckpoints: opts.lazyCheckpoints ?? true,
+    // A zTOC in the store keeps its windows in the file, read as spans need them (24 MB per python layer).
+    storedWindows: true,
     windowTimeoutMs: opts.windowTimeoutMs ?? 30_000,
     onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
     onPhase: opts.onPhase,
@@ -310,7 +312,7 @@ export class ImageResolver {
   }
 }
 
-/** A completed resolution some of whose lazily loaded zTOCs lost their windows (closed with a layer). */
+/** A completed resolution some of whose zTOCs loaded without windows lost them (closed with a layer). */
 async function isStale(entry: CacheEntry): Promise<boolean> {
   if (entry.expiresAt === Infinity) return false;
   const image = await entry.resolving.catch(() => undefined);

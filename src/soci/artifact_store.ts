@@ -24,6 +24,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
+  fstatSync,
   fsyncSync,
   ftruncateSync,
   mkdirSync,
@@ -71,6 +72,18 @@ export interface PartialBlob {
   commit(): void;
   /** Remove the file (no-op once committed or discarded). */
   discard(): void;
+}
+
+/** A stored blob opened for reading at offsets (`ArtifactStore.openBlob`); every method is synchronous. */
+export interface BlobReader {
+  /** The blob's file. */
+  readonly path: string;
+  /** Its size in bytes when opened. */
+  readonly size: number;
+  /** `length` bytes at `offset` (fewer past the end), read into `into` when given (its first `length` bytes). */
+  read(offset: number, length: number, into?: Uint8Array): Uint8Array;
+  /** Close the file (no-op when closed); later reads throw InvalidArgumentError. */
+  close(): void;
 }
 
 const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
@@ -132,6 +145,51 @@ export class ArtifactStore {
       throw new DigestMismatchError(`Cannot read blob "${digest}": stored bytes hash to "${actual}"`, digest, actual);
     }
     return bytes;
+  }
+
+  /**
+   * A stored blob opened for reads at offsets, not verified (the caller checks what it reads) and not read into
+   * memory. NotFoundError when absent; what the file system throws otherwise.
+   */
+  openBlob(digest: string): BlobReader {
+    const path = this.blobPath(digest);
+    let fd: number;
+    try {
+      fd = openSync(path, "r");
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new NotFoundError(`Cannot open blob "${digest}": not in the local store "${this.contentDir}"`, { cause });
+      }
+      throw cause;
+    }
+    let size: number;
+    try {
+      size = fstatSync(fd).size;
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    let open = true;
+    return {
+      path,
+      size,
+      read(offset, length, into) {
+        if (!open) throw new InvalidArgumentError(`Cannot read blob "${digest}" at "${path}": it is closed`);
+        const out = into ? into.subarray(0, length) : new Uint8Array(length);
+        let n = 0;
+        while (n < length) {
+          const got = readSync(fd, out, n, length - n, offset + n);
+          if (got === 0) break;
+          n += got;
+        }
+        return n === length ? out : out.subarray(0, n);
+      },
+      close() {
+        if (!open) return;
+        open = false;
+        closeSync(fd);
+      },
+    };
   }
 
   /**

@@ -14,7 +14,10 @@
  * left out (the layer is then mounted without prefetch, as SOCI does); the first artifact of a layer wins.
  * With `lazyCheckpoints`, a zTOC the store lacks whose descriptor carries soci-ts's checkpoint table is fetched
  * without its windows (lazy_ztoc.ts) and stored once its windows have all arrived; a table that is malformed or
- * does not match is reported through `onLazyError` and the zTOC is fetched whole.
+ * does not match is reported through `onLazyError` and the zTOC is fetched whole. With `storedWindows` (and a
+ * store), a gzip zTOC the store has, or one fetched whole and stored, is loaded without its windows too
+ * (stored_ztoc.ts: each read from the file when needed); a copy that does not hash to its digest is reported
+ * through `onLazyError` and the zTOC read whole as before (fetched again when corrupt).
  */
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
@@ -24,7 +27,9 @@ import type { Ztoc } from "../ztoc/types.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
 import type { ImageLocation } from "./image_location.ts";
-import { hasCheckpointTable, loadZtocLazily, type LazyWindows } from "./lazy_ztoc.ts";
+import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
+import { hasCheckpointTable, loadZtocLazily } from "./lazy_ztoc.ts";
+import { loadStoredZtoc } from "./stored_ztoc.ts";
 import { decodePrefetchArtifact, type PrefetchArtifact } from "./prefetch.ts";
 import {
   ANNOTATION_IMAGE_LAYER_DIGEST,
@@ -54,6 +59,11 @@ export interface DiscoverOptions {
   onPrefetchError?: (digest: string, why: string) => void;
   /** Fetch zTOCs that carry a checkpoint table without their windows (default false). */
   lazyCheckpoints?: boolean;
+  /**
+   * Load gzip zTOCs found in the store without their windows, each read from the file when a span needs it
+   * (default false: read whole, every window in memory). Their windows must be closed with their layer.
+   */
+  storedWindows?: boolean;
   /** Milliseconds one fetch of checkpoint windows may take (the span fetch timeout; default 60 000). */
   windowTimeoutMs?: number;
   /** Called when a zTOC's checkpoint table cannot be used (it is then fetched whole) or its completion fails. */
@@ -71,12 +81,18 @@ export interface DiscoveredIndex {
   /** zTOC of each indexed layer, by layer digest. */
   ztocs: Map<string, Ztoc>;
   /** The windows of each zTOC loaded without them, by layer digest (the others are complete). */
-  windows: Map<string, LazyWindows>;
+  windows: Map<string, ZtocWindows>;
   /** Prefetch artifact of each layer that has one, by layer digest. */
   prefetch: Map<string, { descriptor: Descriptor; artifact: PrefetchArtifact }>;
   /** Where the index was found. */
   foundBy: "store" | "v2" | "v1";
   version: SociIndexVersion;
+}
+
+/** The windows of a zTOC loaded without them: lazily (lazy_ztoc.ts) or from the store (stored_ztoc.ts). */
+export interface ZtocWindows extends CheckpointWindows {
+  /** True once closed with its layer: the zTOC must be loaded again for another mount. */
+  readonly closed: boolean;
 }
 
 /**
@@ -180,10 +196,18 @@ async function withZtocs(
   // reported, never thrown); the map keeps the index's (image layer) order.
   const prefetching = prefetchArtifacts(source, index, opts);
   prefetching.catch(() => {}); // rejects only when aborted; awaited below unless a zTOC failed first
-  const windows = new Map<string, LazyWindows>();
+  const windows = new Map<string, ZtocWindows>();
   const decoded = await Promise.all(
     descs.map(async (d) => {
-      const lazy = await loadLazily(source, d, opts);
+      let lazy: { ztoc: Ztoc; windows: ZtocWindows } | undefined = await loadStored(d, opts);
+      if (lazy) opts.onPhase?.("ztocs");
+      lazy ??= await loadLazily(source, d, opts);
+      if (!lazy && opts.storedWindows && opts.store) {
+        // Fetched whole and stored, then loaded from the store without its windows: the fetched bytes go.
+        await getZtocBytes(source, d, opts);
+        opts.onPhase?.("ztocs");
+        lazy = await loadStored(d, opts);
+      }
       if (lazy) {
         windows.set(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!, lazy.windows);
         return lazy.ztoc;
@@ -208,6 +232,23 @@ async function withZtocs(
   opts.onPhase?.("decoded");
   const prefetch = await prefetching;
   return { index, indexDescriptor, ztocs, windows, prefetch, foundBy, version: indexVersion(index) };
+}
+
+/**
+ * A zTOC in the store without its windows, when asked for and it has gzip checkpoint records; else undefined
+ * (a copy that cannot be used is reported, and the caller reads or fetches the zTOC whole).
+ */
+async function loadStored(
+  d: Descriptor,
+  opts: DiscoverOptions,
+): Promise<ReturnType<typeof loadStoredZtoc> | undefined> {
+  if (!opts.storedWindows || !opts.store || !(await opts.store.hasBlob(d.digest))) return undefined;
+  try {
+    return loadStoredZtoc(opts.store, d);
+  } catch (err) {
+    opts.onLazyError?.(d.digest, `${errorMessage(err)}; reading it whole`);
+    return undefined;
+  }
 }
 
 /**

@@ -343,3 +343,42 @@ export function validateZtoc(ztoc: Ztoc, at = 0): void {
     if (tarMaxSpanId(tz) !== ci.maxSpanId) fail(`TarZinfo gives max span id ${tarMaxSpanId(tz)}, not ${ci.maxSpanId}`);
   }
 }
+
+/**
+ * `locateCheckpoints` for a zTOC that is not in memory: its `size` bytes are reached through `read(at, n)`
+ * (bytes [at, at + n), in bounds), a few small reads along the root table, the CompressionInfo table and their
+ * vtables (the FlatBuffers rules listed in fb_reader.ts). For a zTOC in a file whose windows should not be read
+ * whole. Throws ZtocFormatError (with the offset) when an offset lies outside the `size` bytes.
+ */
+export function locateCheckpointsIn(
+  size: number,
+  read: (at: number, n: number) => Uint8Array,
+): { start: number; length: number } | undefined {
+  const fail = (what: string, at: number): never => {
+    throw new ZtocFormatError(`Cannot decode zTOC: ${what} is out of bounds of the ${size}-byte buffer`, at);
+  };
+  const bytesAt = (at: number, n: number, what: string): DataView => {
+    if (!Number.isSafeInteger(at) || at < 0 || at + n > size) fail(what, at);
+    const b = read(at, n);
+    return new DataView(b.buffer, b.byteOffset, b.byteLength);
+  };
+  /** Position of the reference field `slot` of the table at `t` resolved (its target), or undefined. */
+  const refField = (t: number, slot: number, what: string): number | undefined => {
+    const vt = t - bytesAt(t, 4, `table ${what}`).getInt32(0, true);
+    const vtSize = bytesAt(vt, 2, `vtable of ${what}`).getUint16(0, true);
+    const voff = 4 + 2 * slot;
+    if (voff + 2 > vtSize) return undefined;
+    const fo = bytesAt(vt + voff, 2, `vtable of ${what}`).getUint16(0, true);
+    if (fo === 0) return undefined;
+    return t + fo + bytesAt(t + fo, 4, `field of ${what}`).getUint32(0, true);
+  };
+  if (size < 8) fail("the root offset", 0);
+  const root = bytesAt(0, 4, "the root offset").getUint32(0, true);
+  const ci = refField(root, SLOT.ztoc.compressionInfo, "Ztoc");
+  if (ci === undefined) return undefined;
+  const vec = refField(ci, SLOT.ci.checkpoints, "CompressionInfo");
+  if (vec === undefined) return { start: 0, length: 0 };
+  const length = bytesAt(vec, 4, "vector CompressionInfo.checkpoints").getUint32(0, true);
+  if (vec + 4 + length > size) fail(`vector CompressionInfo.checkpoints of ${length} elements`, vec + 4);
+  return { start: vec + 4, length };
+}
