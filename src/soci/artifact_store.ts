@@ -66,11 +66,17 @@ export interface IndexRecord {
 export interface PartialBlob {
   /** Write `bytes` at `offset`. */
   write(offset: number, bytes: Uint8Array): void;
-  /** `length` bytes at `offset`, as written (zeros where nothing was; fewer past the end). */
+  /**
+   * `length` bytes at `offset`, as written (zeros where nothing was; fewer past the end); after `commit` too,
+   * from the stored blob, until `discard`.
+   */
   read(offset: number, length: number): Uint8Array;
-  /** Check the whole blob against its digest and rename it into place; DigestMismatchError (file removed) if not. */
+  /**
+   * Check the whole blob against its digest and rename it into place (the file stays open for `read`);
+   * DigestMismatchError (file removed) if not.
+   */
   commit(): void;
-  /** Remove the file (no-op once committed or discarded). */
+  /** Before `commit`, remove the file; after it, close the stored blob (kept). No-op once discarded. */
   discard(): void;
 }
 
@@ -220,10 +226,11 @@ export class ArtifactStore {
     this.#ensureLayout();
     const tmp = join(this.contentDir, "blobs", "sha256", temporaryName());
     const fd = openSync(tmp, "wx+", 0o644);
-    let open = true;
+    /** "open": written and read; "committed": renamed into place, still read; "closed": fd closed. */
+    let state: "open" | "committed" | "closed" = "open";
     const close = () => {
-      if (!open) return;
-      open = false;
+      if (state === "closed") return;
+      state = "closed";
       closeSync(fd);
     };
     try {
@@ -237,12 +244,12 @@ export class ArtifactStore {
       new InvalidArgumentError(`Cannot use partial blob "${digest}": it is committed or discarded`);
     return {
       write(offset, bytes) {
-        if (!open) throw closedError();
+        if (state !== "open") throw closedError();
         let n = 0;
         while (n < bytes.length) n += writeSync(fd, bytes, n, bytes.length - n, offset + n);
       },
       read(offset, length) {
-        if (!open) throw closedError();
+        if (state === "closed") throw closedError();
         const out = new Uint8Array(length);
         let n = 0;
         while (n < length) {
@@ -253,7 +260,7 @@ export class ArtifactStore {
         return n === length ? out : out.subarray(0, n);
       },
       commit() {
-        if (!open) throw closedError();
+        if (state !== "open") throw closedError();
         const h = createHash("sha256");
         const chunk = new Uint8Array(1024 * 1024);
         for (let off = 0; off < size; ) {
@@ -269,12 +276,19 @@ export class ArtifactStore {
           throw new DigestMismatchError(`Cannot store blob "${digest}": bytes hash to "${actual}"`, digest, actual);
         }
         fsyncSync(fd);
-        close();
-        renameSync(tmp, path);
+        try {
+          renameSync(tmp, path);
+        } catch (err) {
+          close();
+          rmSync(tmp, { force: true });
+          throw err;
+        }
+        state = "committed";
       },
       discard() {
+        const committed = state === "committed";
         close();
-        rmSync(tmp, { force: true });
+        if (!committed) rmSync(tmp, { force: true });
       },
     };
   }

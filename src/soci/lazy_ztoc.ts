@@ -15,7 +15,7 @@
  * to the zTOC's copy in the store as they arrive, and an evicted window is read back from there and verified
  * again; without it, an evicted window is fetched again. When the last record is in the copy, the copy is
  * checked against the descriptor digest and renamed into the store (`onComplete`), so the next mount reads the
- * zTOC locally.
+ * zTOC locally; this one goes on reading evicted windows back from the stored zTOC until it is closed.
  */
 import type { Descriptor } from "../oci/types.ts";
 import type { ImageSource } from "../registry/types.ts";
@@ -106,8 +106,13 @@ export class LazyWindows implements CheckpointWindows {
   readonly #closed = new AbortController();
   readonly #cache: WindowCache;
   readonly #owner: number;
-  /** The zTOC being written to the local store, records as they arrive; undefined once committed or dropped. */
+  /**
+   * The zTOC being written to the local store, records as they arrive, then (once `#committed`) the stored zTOC
+   * read back; undefined before the first record, or once dropped.
+   */
   #spill: PartialBlob | undefined;
+  /** True once `#spill` is complete, checked and stored. */
+  #committed = false;
   /** Opens `#spill` at the first record (undefined once opened, or without one). */
   #openSpill: (() => PartialBlob) | undefined;
 
@@ -311,18 +316,22 @@ export class LazyWindows implements CheckpointWindows {
     this.opts.onError?.(why);
   }
 
-  /** Every record is in the local copy: check it against its digest and rename it into the store. */
+  /**
+   * Every record is in the local copy: check it against its digest and rename it into the store. The stored
+   * zTOC stays open: evicted windows are read back from it (and verified again) until `close`.
+   */
   #complete(): void {
     const spill = this.#spill;
-    if (!spill) return;
-    this.#spill = undefined;
+    if (!spill || this.#committed) return;
     try {
       spill.commit();
     } catch (err) {
+      this.#spill = undefined;
       spill.discard();
       this.opts.onError?.(`Cannot keep zTOC "${this.descriptor.digest}": ${errorMessage(err)}`);
       return;
     }
+    this.#committed = true;
     this.opts.onComplete?.();
   }
 }

@@ -88,6 +88,39 @@ describe("ArtifactStore", () => {
     expect(readdirSync(join(root, "content/blobs/sha256")).filter((n) => n.startsWith("."))).toEqual([]);
   });
 
+  test("partialBlob(): written out of order, committed, read after commit, kept by discard", async () => {
+    const s = new ArtifactStore(root);
+    const bytes = new TextEncoder().encode("a blob written piece by piece");
+    const d = sha256Digest(bytes);
+    const p = s.partialBlob(d, bytes.length);
+    p.write(10, bytes.subarray(10));
+    expect(p.read(0, 12)).toEqual(new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...bytes.subarray(10, 12)]));
+    p.write(0, bytes.subarray(0, 10));
+    p.commit();
+    expect(await s.getBlob(d)).toEqual(bytes);
+    expect(p.read(2, 5)).toEqual(bytes.subarray(2, 7));
+    expect(() => p.write(0, bytes)).toThrow(InvalidArgumentError);
+    p.discard();
+    expect(() => p.read(0, 1)).toThrow(InvalidArgumentError);
+    expect(await s.getBlob(d)).toEqual(bytes);
+    expect(readdirSync(join(root, "content/blobs/sha256")).filter((n) => n.startsWith("."))).toEqual([]);
+  });
+
+  test("partialBlob(): a copy that does not hash to its digest is refused and removed; discard removes", async () => {
+    const s = new ArtifactStore(root);
+    const bytes = new TextEncoder().encode("right bytes");
+    const d = sha256Digest(bytes);
+    const bad = s.partialBlob(d, bytes.length);
+    bad.write(0, new TextEncoder().encode("wrong bytes"));
+    expect(() => bad.commit()).toThrow(DigestMismatchError);
+    expect(await s.hasBlob(d)).toBe(false);
+    const dropped = s.partialBlob(d, bytes.length);
+    dropped.write(0, bytes);
+    dropped.discard();
+    expect(await s.hasBlob(d)).toBe(false);
+    expect(readdirSync(join(root, "content/blobs/sha256")).filter((n) => n.startsWith("."))).toEqual([]);
+  });
+
   test("putBlob() refuses bytes that do not match the digest given", async () => {
     const s = new ArtifactStore(root);
     const wrong = `sha256:${"0".repeat(64)}`;

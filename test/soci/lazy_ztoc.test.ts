@@ -168,8 +168,13 @@ test("with the store's copy, evicted windows are read back from it, and the comp
   expect(completed).toBe(1);
   expect(errors).toEqual([]);
   expect(await store.getBlob(d.digest)).toEqual(bytes);
-  expect(await windows.ensure(1)).toEqual(windowOf(bytes, table, 1));
+  // Once stored, evicted windows are read back from the stored zTOC: every window again, no request.
+  const stored = fetched.length;
+  for (let i = 0; i < table.count; i++) expect(await windows.ensure(i)).toEqual(windowOf(bytes, table, i));
+  expect(fetched.length).toBe(stored);
   windows.close();
+  // Closing the layer closes the stored zTOC; it stays in the store.
+  expect(await store.getBlob(d.digest)).toEqual(bytes);
 });
 
 test("a window read back wrong from the store's copy is refused and fetched again", async () => {
