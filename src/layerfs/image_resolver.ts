@@ -95,6 +95,7 @@ export function acquireOptionsFor(
     layer,
     ztoc: image.found?.ztocs.get(layerDigest),
     checkpoints: image.found?.windows.get(layerDigest),
+    ztocSource: image.found?.sources?.get(layerDigest),
     prefetchSpans: image.prefetch.get(layerDigest),
     lodSpans: image.lod?.spans.get(layerDigest),
     noFetchOnOpen: image.lod?.files.get(layerDigest),
