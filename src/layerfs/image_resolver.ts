@@ -14,9 +14,9 @@
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
- * manifest digest (ten layers of one image → one discovery), kept `ttlMs` after it completes. A failed resolution
- * is not kept. A resolution whose zTOC windows were closed with a layer (lazy_ztoc.ts) is resolved again, since
- * its zTOCs can no longer be completed.
+ * manifest digest (ten layers of one image → one discovery), kept `ttlMs` after it completes, then let go with its
+ * zTOCs (the layers opened from it keep what they need). A failed resolution is not kept. A resolution whose zTOC
+ * windows were closed with a layer (lazy_ztoc.ts) is resolved again, since its zTOCs can no longer be completed.
  */
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
@@ -296,7 +296,14 @@ export class ImageResolver {
       entry = created;
       this.#cache.set(key, created);
       created.resolving.then(
-        () => (created.expiresAt = Date.now() + this.#o.ttlMs),
+        () => {
+          created.expiresAt = Date.now() + this.#o.ttlMs;
+          // Let go once expired, even when no other image is resolved after it (which would sweep it).
+          const expire = setTimeout(() => {
+            if (this.#cache.get(key) === created) this.#cache.delete(key);
+          }, this.#o.ttlMs);
+          expire.unref?.();
+        },
         () => {
           if (this.#cache.get(key) === created) this.#cache.delete(key);
         },
