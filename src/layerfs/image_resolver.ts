@@ -244,6 +244,8 @@ interface CacheEntry {
   resolving: Promise<ResolvedImage>;
   /** Date.now() after which the entry is resolved again; Infinity while resolving. */
   expiresAt: number;
+  /** Lets the entry go when it expires (it holds the entry: cleared when the entry goes before). */
+  expiry?: ReturnType<typeof setTimeout>;
 }
 
 /** Cached, single-flight image resolutions by image reference and manifest digest. */
@@ -281,11 +283,11 @@ export class ImageResolver {
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
       // Another caller may have replaced it while we looked: drop only the entry judged stale.
-      if (this.#cache.get(key) === entry) this.#cache.delete(key);
+      if (this.#cache.get(key) === entry) this.#forget(key);
       entry = this.#cache.get(key);
     }
     if (!entry) {
-      for (const [k, e] of this.#cache) if (e.expiresAt <= now) this.#cache.delete(k);
+      for (const [k, e] of this.#cache) if (e.expiresAt <= now) this.#forget(k);
       const ref = parseReference(imageRef);
       const location = new RegistryLocation(
         this.#client,
@@ -299,10 +301,11 @@ export class ImageResolver {
         () => {
           created.expiresAt = Date.now() + this.#o.ttlMs;
           // Let go once expired, even when no other image is resolved after it (which would sweep it).
-          const expire = setTimeout(() => {
-            if (this.#cache.get(key) === created) this.#cache.delete(key);
+          if (this.#cache.get(key) !== created) return;
+          created.expiry = setTimeout(() => {
+            if (this.#cache.get(key) === created) this.#forget(key);
           }, this.#o.ttlMs);
-          expire.unref?.();
+          created.expiry.unref?.();
         },
         () => {
           if (this.#cache.get(key) === created) this.#cache.delete(key);
@@ -312,8 +315,15 @@ export class ImageResolver {
     return raceSignal(entry.resolving, opts.signal);
   }
 
+  /** Forget the resolution cached under `key`, and its expiry timer. */
+  #forget(key: string): void {
+    clearTimeout(this.#cache.get(key)?.expiry);
+    this.#cache.delete(key);
+  }
+
   /** Forget every cached resolution (the next `resolve` of each image asks the registry again). */
   clear(): void {
+    for (const e of this.#cache.values()) clearTimeout(e.expiry);
     this.#cache.clear();
   }
 }

@@ -195,6 +195,19 @@ describe.skipIf(!run)("ImageResolver", () => {
     });
   });
 
+  test("a cleared resolution is let go at once, not when its expiry timer fires", async () => {
+    const resolver = new ImageResolver(http, { modes: { localStore: false, v1: false, v2: true }, ttlMs: 3_600_000 });
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const resolved = async () => new WeakRef(await resolver.resolve(name));
+    const ref = await resolved();
+    resolver.clear();
+    await until(10_000, "the cleared resolution to be collected", async () => {
+      Bun.gc(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      return ref.deref() === undefined;
+    });
+  });
+
   test("a failed resolution is not kept; a caller's abort ends only its own wait", async () => {
     const { client, calls } = counting(http);
     const resolver = new ImageResolver(client, { modes: { localStore: false, v1: false, v2: true } });
