@@ -6,6 +6,7 @@
  *     from the stored zTOC on the first request.
  *   - A file held open by another process keeps the tree: the layer is dropped only after that process is gone
  *     and the kernel has released the file.
+ *   - The mounted layer does not hold the zTOC it was mounted with (only the resolution did, gone with it).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
@@ -24,6 +25,7 @@ import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import { cat } from "../layerfs/_fixtures.ts";
+import type { Ztoc } from "../../src/ztoc/types.ts";
 
 const run = needs("layer tree dropped after idling", "root", "fuse", "tool:docker-registry", "tool:stat", "tool:cat");
 const SPAN = 64 * 1024;
@@ -44,6 +46,7 @@ describe.skipIf(!run)("a mounted lazy layer dropping its tree after idling", () 
   let fs: LayerFs;
   let mp: string;
   let now = 0;
+  let ztoc: WeakRef<Ztoc>;
   const files: Record<string, Uint8Array> = {};
   const r = new Rand("layerfs-idle-drop");
   for (let d = 0; d < 3; d++) for (let f = 0; f < 4; f++) files[`d${d}/f${f}.bin`] = r.bytes(10_000 + r.int(90_000));
@@ -68,6 +71,7 @@ describe.skipIf(!run)("a mounted lazy layer dropping its tree after idling", () 
     mp = join(tmp, "mnt");
     await mkdir(mp);
     await fs.mountLayer({ ...acquireOptionsFor(image, img.layers[0]!.descriptor.digest), mountpoint: mp });
+    ztoc = new WeakRef(image.found!.ztocs.get(img.layers[0]!.descriptor.digest)!);
   });
   afterAll(async () => {
     await fs?.close();
@@ -117,5 +121,14 @@ describe.skipIf(!run)("a mounted lazy layer dropping its tree after idling", () 
     await until(10_000, "the kernel to release the file", () => layer.treeStatus().openFiles === 0);
     expect(fs.manager.dropIdleTrees()).toBe(1);
     expect((await cat(path)).bytes).toEqual(files["d1/f2.bin"]!);
+  });
+
+  test("the mounted layer does not hold the zTOC it was mounted with", async () => {
+    await until(10_000, "the zTOC to be collected", async () => {
+      Bun.gc(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      return ztoc.deref() === undefined;
+    });
+    expect((await cat(join(mp, "d0/f0.bin"))).bytes).toEqual(files["d0/f0.bin"]!);
   });
 });
