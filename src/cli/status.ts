@@ -87,6 +87,12 @@ function describeLayer(l: LayerStatus): string[] {
     row("spans", `${l.spans.uncompressed} of ${l.spans.total} present${busy ? `, ${busy} being fetched` : ""}`);
   }
   row("background", l.background);
+  // An older daemon does not say.
+  if (l.tree) {
+    const t = l.tree;
+    const failed = t.reloadFailures ? `, ${t.reloadFailures} failed` : "";
+    row("tree", `${t.state} (dropped ${t.drops} times after idling, rebuilt ${t.reloads}${failed})`);
+  }
   if (l.directReads) row("reads", `${l.directReads.direct} answered by FUSE reader threads from local files`);
   if (l.lastError) row("last error", l.lastError);
   return lines;

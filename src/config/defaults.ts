@@ -433,6 +433,14 @@ export const SCHEMA = [
             'forever; use "workers"',
         },
       ),
+      int(
+        "idle_drop_sec",
+        "idleDropSec",
+        300,
+        "Seconds after which a lazy layer that served no FUSE request (no file open, no prefetch or background fetch of it running) drops its file tree and TOC from memory; the next request reads its zTOC again (local store, else registry, checked by digest) and rebuilds them, inode numbers unchanged. 0: never",
+        0,
+        YEAR_SEC,
+      ),
       bool(
         "passthrough",
         "passthrough",

@@ -14,9 +14,10 @@
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
- * manifest digest (ten layers of one image → one discovery), kept `ttlMs` after it completes. A failed resolution
- * is not kept. A resolution whose zTOC windows were closed with a layer (lazy_ztoc.ts, stored_ztoc.ts) is
- * resolved again, since its zTOCs can no longer be completed or read their windows.
+ * manifest digest (ten layers of one image → one discovery), kept `ttlMs` after it completes, then let go with its
+ * zTOCs (the layers opened from it keep what they need). A failed resolution is not kept. A resolution whose zTOC
+ * windows were closed with a layer (lazy_ztoc.ts, stored_ztoc.ts) is resolved again, since its zTOCs can no longer
+ * be completed or read their windows.
  */
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
@@ -95,6 +96,7 @@ export function acquireOptionsFor(
     layer,
     ztoc: image.found?.ztocs.get(layerDigest),
     checkpoints: image.found?.windows.get(layerDigest),
+    ztocSource: image.found?.sources?.get(layerDigest),
     prefetchSpans: image.prefetch.get(layerDigest),
     lodSpans: image.lod?.spans.get(layerDigest),
     noFetchOnOpen: image.lod?.files.get(layerDigest),
@@ -245,6 +247,8 @@ interface CacheEntry {
   resolving: Promise<ResolvedImage>;
   /** Date.now() after which the entry is resolved again; Infinity while resolving. */
   expiresAt: number;
+  /** Lets the entry go when it expires (it holds the entry: cleared when the entry goes before). */
+  expiry?: ReturnType<typeof setTimeout>;
 }
 
 /** Cached, single-flight image resolutions by image reference and manifest digest. */
@@ -282,11 +286,11 @@ export class ImageResolver {
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
       // Another caller may have replaced it while we looked: drop only the entry judged stale.
-      if (this.#cache.get(key) === entry) this.#cache.delete(key);
+      if (this.#cache.get(key) === entry) this.#forget(key);
       entry = this.#cache.get(key);
     }
     if (!entry) {
-      for (const [k, e] of this.#cache) if (e.expiresAt <= now) this.#cache.delete(k);
+      for (const [k, e] of this.#cache) if (e.expiresAt <= now) this.#forget(k);
       const ref = parseReference(imageRef);
       const location = new RegistryLocation(
         this.#client,
@@ -297,7 +301,15 @@ export class ImageResolver {
       entry = created;
       this.#cache.set(key, created);
       created.resolving.then(
-        () => (created.expiresAt = Date.now() + this.#o.ttlMs),
+        () => {
+          created.expiresAt = Date.now() + this.#o.ttlMs;
+          // Let go once expired, even when no other image is resolved after it (which would sweep it).
+          if (this.#cache.get(key) !== created) return;
+          created.expiry = setTimeout(() => {
+            if (this.#cache.get(key) === created) this.#forget(key);
+          }, this.#o.ttlMs);
+          created.expiry.unref?.();
+        },
         () => {
           if (this.#cache.get(key) === created) this.#cache.delete(key);
         },
@@ -306,8 +318,15 @@ export class ImageResolver {
     return raceSignal(entry.resolving, opts.signal);
   }
 
+  /** Forget the resolution cached under `key`, and its expiry timer. */
+  #forget(key: string): void {
+    clearTimeout(this.#cache.get(key)?.expiry);
+    this.#cache.delete(key);
+  }
+
   /** Forget every cached resolution (the next `resolve` of each image asks the registry again). */
   clear(): void {
+    for (const e of this.#cache.values()) clearTimeout(e.expiry);
     this.#cache.clear();
   }
 }

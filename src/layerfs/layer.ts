@@ -7,23 +7,29 @@
  *      and whose span cache entries are scoped by the span layout's digest, and build the inode tree from its
  *      TOC.
  *   2. Without one: fetch the whole layer, unpack it to `unpackDir`, and build the tree from the tar.
- *   3. Wrap the tree in vfs Nodes with the `.soci-ts/<digest>.json` state file.
+ *   3. Wrap the tree in vfs Nodes with the `.soci-ts/<digest>.json` state file (node.ts `LayerTreeHolder`).
+ * A lazy layer keeps neither its zTOC nor its TOC after step 1: the span manager keeps the span layout (built from
+ * the zTOC without its TOC), the nodes the tree. With a `ztocSource`, the tree itself may be dropped after idling
+ * (`dropTreeIfIdle`): the next request reads the zTOC again from there, checks it against its digest and its span
+ * layout, and builds the same tree again (same inode numbers: they follow the TOC's order).
  */
 import type { SpanCache } from "../cache/span_cache.ts";
 import type { SpanCacheView } from "../cache/span_cache_view.ts";
 import { BackingStream } from "../fuse/direct_reads.ts";
 import type { Descriptor } from "../oci/types.ts";
 import type { Reference, RegistryClient } from "../registry/types.ts";
-import { errorMessage } from "../util/errors.ts";
+import { sha256Digest } from "../util/digest.ts";
+import { DigestMismatchError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { Node } from "../vfs/node.ts";
 import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
+import { decodeZtoc } from "../ztoc/codec.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { FileMaterializer } from "./file_materializer.ts";
 import { openLocalLayer } from "./local_layer.ts";
-import { buildLayerTree, type OpaqueXattrMode } from "./metadata.ts";
+import { buildLayerTree, type LayerTree, type OpaqueXattrMode } from "./metadata.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
-import { layerRoot, type LayerState } from "./node.ts";
+import { LayerTreeHolder, type LayerState, type TreeStatus } from "./node.ts";
 import type { SpanLayout } from "./span_layout.ts";
 import { SpanManager, type RangeFetcher, type StreamingRangeFetcher } from "./span_manager.ts";
 import type { TaskGate } from "./task_gate.ts";
@@ -36,6 +42,15 @@ export interface LayerSource {
   ref: Reference;
 }
 
+/** Where a layer's zTOC blob can be read again (the local artifact store, else the registry). */
+export interface ZtocSource {
+  /** The zTOC blob's digest: what is read must hash to it. */
+  digest: string;
+  /** The blob's bytes; rejects with what the store or the registry throws. */
+  read(signal: AbortSignal): Promise<Uint8Array>;
+}
+
+/** What `openLayer` is given. */
 export interface OpenLayerOptions {
   source: LayerSource;
   /** The layer's descriptor from the image manifest. */
@@ -44,6 +59,13 @@ export interface OpenLayerOptions {
   ztoc?: Ztoc;
   /** The zTOC's checkpoint windows when it was loaded without them; closed with the layer. */
   checkpoints?: CheckpointWindows;
+  /**
+   * Where `ztoc` can be read again: with it, a lazy layer can drop its tree after idling (`dropTreeIfIdle`) and
+   * build it again on the next request. Without it, the tree is kept while the layer is open.
+   */
+  ztocSource?: ZtocSource;
+  /** The clock idleness is measured by, in milliseconds (default `performance.now`). */
+  nowMs?: () => number;
   cache: SpanCache;
   gate?: TaskGate;
   /** Inflater for gzip spans (src/compress/resume.ts `inflateFromCheckpoint`). */
@@ -100,103 +122,27 @@ export interface Layer {
   /** Record a layer-level error (shown in the state file). */
   setError(message: string | undefined): void;
   state(): LayerState;
+  /** Where the layer's tree is (in memory, dropped, being built again) and how often it was dropped and rebuilt. */
+  treeStatus(): TreeStatus;
+  /**
+   * Drop the tree when it can be built again (a lazy layer with a `ztocSource`), no file is open through it, and it
+   * served no request for `idleMs` milliseconds; true when it was dropped. The caller knows what else uses the
+   * layer (a prefetch, the background fetcher) and does not ask then.
+   */
+  dropTreeIfIdle(idleMs: number): boolean;
   close(): Promise<void>;
 }
 
 /** Open a layer (steps 1-3). Throws what the registry, the zTOC layout or the unpacking throw. */
 export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
+  // 1. In a function of its own, not this async one: a closure made in an async function holds every variable of
+  // it (the zTOC, TOC included) for as long as it lives, and a lazy layer's closures live as long as the layer.
+  if (opts.ztoc) return openLazyLayer(opts, opts.ztoc);
   const logger = opts.logger ?? silentLogger;
   const { layer, source } = opts;
-  const size = layer.size || opts.ztoc?.compressedArchiveSize || 0;
+  const size = layer.size || 0;
   let error: string | undefined;
   const warn = (m: string) => logger.warn(m, { layer: layer.digest });
-
-  if (opts.ztoc) {
-    // 1. Lazy.
-    const ztoc = opts.ztoc;
-    const layout = ztocLayout(ztoc, opts.inflate, opts.checkpoints);
-    const fetchRanges: RangeFetcher = (ranges, signal) =>
-      ranges.length === 1
-        ? source.client.readRange(source.ref, layer.digest, ranges[0]![0], ranges[0]![1], { signal }).then((b) => [b])
-        : source.client.readRanges(source.ref, layer.digest, ranges, { signal });
-    const streamRange: StreamingRangeFetcher = ([start, end], o) =>
-      source.client.readRange(source.ref, layer.digest, start, end, o);
-    // Span N's bytes depend on the zTOC's span layout: two zTOCs of one layer must not share cache entries.
-    const cache = opts.cache.scoped(spanLayoutDigest(ztoc));
-    const manager = new SpanManager({
-      layerDigest: layer.digest,
-      layout,
-      spanDigests: ztoc.compressionInfo.spanDigests,
-      fetchRanges,
-      streamRange,
-      cache,
-      gate: opts.gate,
-      fetchTimeoutMs: opts.fetchTimeoutMs,
-      verificationRetries: opts.verificationRetries,
-      disableVerification: opts.disableVerification,
-      readaheadSpans: opts.readaheadSpans,
-      logger,
-    });
-    const tree = buildLayerTree(ztoc.toc, { opaqueXattr: opts.opaqueXattr, warn });
-    const state = (): LayerState => {
-      const fetched = Math.min(size, manager.stats().presentCompressedBytes);
-      const err = error ?? manager.lastError;
-      return {
-        digest: layer.digest,
-        size,
-        fetchedSize: fetched,
-        fetchedPercent: size ? Math.round((fetched / size) * 10000) / 100 : 100,
-        ...(err ? { error: err } : {}),
-      };
-    };
-    // 3.
-    const onOpenMax = opts.fetchOnOpenMaxBytes ?? 32 * 1024 * 1024;
-    const noFetchOnOpen = opts.noFetchOnOpen;
-    const onOpen = (offset: number, length: number) => {
-      if (length > onOpenMax || noFetchOnOpen?.has(offset)) return;
-      const first = layout.spanOf(offset);
-      const last = layout.spanOf(offset + length - 1);
-      const ids: number[] = [];
-      for (let i = first; i <= last; i++) if (manager.state(i) === "unrequested") ids.push(i);
-      // Errors are logged by the span manager; the reads themselves will retry and report them.
-      if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
-    };
-    const recorder = opts.recorder;
-    const backing = recorder ? undefined : spanCacheBacking(cache, layer.digest, layout);
-    const materializer =
-      opts.materialize && backing
-        ? new FileMaterializer({ files: cache.files, layerDigest: layer.digest, stream: backing.stream, logger })
-        : undefined;
-    const root = layerRoot(tree, {
-      digest: layer.digest,
-      read: recorder
-        ? (o, n, r) => {
-            recorder.touch(layer.digest, o, n);
-            return manager.read(o, n, r);
-          }
-        : (o, n, r) => manager.read(o, n, r),
-      state,
-      onOpen,
-      backing: backing?.stream,
-      materializer,
-    });
-    return {
-      digest: layer.digest,
-      size,
-      root,
-      manager,
-      fetchRanges,
-      materializer,
-      setError: (m) => (error = m),
-      state,
-      async close() {
-        materializer?.close();
-        backing?.close();
-        manager.close();
-        opts.checkpoints?.close();
-      },
-    };
-  }
 
   // 2. Whole.
   const local = await openLocalLayer(layer, {
@@ -221,7 +167,7 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
     opts.materialize && unscoped.diskPathPrefix(layer.digest) !== undefined && local.size > 0
       ? new FileMaterializer({ files: unscoped.files, layerDigest: layer.digest, stream, logger })
       : undefined;
-  const root = layerRoot(tree, {
+  const holder = new LayerTreeHolder(tree, {
     digest: layer.digest,
     backing: stream,
     materializer,
@@ -235,16 +181,158 @@ export async function openLayer(opts: OpenLayerOptions): Promise<Layer> {
   return {
     digest: layer.digest,
     size,
-    root,
+    root: holder.root,
     materializer,
     setError: (m) => (error = m),
     state,
+    treeStatus: () => holder.status(),
+    // The tree of an unpacked layer is built from the tar it read once: kept while the layer is open.
+    dropTreeIfIdle: () => false,
     close: () => {
       materializer?.close();
       stream.setPresent(0, false);
       return local.close();
     },
   };
+}
+
+/** Step 1 (and 3): a layer served through its zTOC. */
+function openLazyLayer(opts: OpenLayerOptions, ztoc: Ztoc): Layer {
+  const logger = opts.logger ?? silentLogger;
+  const { layer, source } = opts;
+  const size = layer.size || ztoc.compressedArchiveSize || 0;
+  let error: string | undefined;
+  const warn = (m: string) => logger.warn(m, { layer: layer.digest });
+  const checkpoints = opts.checkpoints;
+  // The layout is built from the zTOC without its TOC, which it does not need: it lives as long as the layer,
+  // and the TOC is the zTOC's largest part (the tree holds what the layer needs of it).
+  const layout = ztocLayout({ ...ztoc, toc: [] }, opts.inflate, checkpoints);
+  const layoutDigest = spanLayoutDigest(ztoc);
+  const fetchRanges: RangeFetcher = (ranges, signal) =>
+    ranges.length === 1
+      ? source.client.readRange(source.ref, layer.digest, ranges[0]![0], ranges[0]![1], { signal }).then((b) => [b])
+      : source.client.readRanges(source.ref, layer.digest, ranges, { signal });
+  const streamRange: StreamingRangeFetcher = ([start, end], o) =>
+    source.client.readRange(source.ref, layer.digest, start, end, o);
+  // Span N's bytes depend on the zTOC's span layout: two zTOCs of one layer must not share cache entries.
+  const cache = opts.cache.scoped(layoutDigest);
+  const manager = new SpanManager({
+    layerDigest: layer.digest,
+    layout,
+    spanDigests: ztoc.compressionInfo.spanDigests,
+    fetchRanges,
+    streamRange,
+    cache,
+    gate: opts.gate,
+    fetchTimeoutMs: opts.fetchTimeoutMs,
+    verificationRetries: opts.verificationRetries,
+    disableVerification: opts.disableVerification,
+    readaheadSpans: opts.readaheadSpans,
+    logger,
+  });
+  const tree = buildLayerTree(ztoc.toc, { opaqueXattr: opts.opaqueXattr, warn });
+  const state = (): LayerState => {
+    const fetched = Math.min(size, manager.stats().presentCompressedBytes);
+    const err = error ?? manager.lastError;
+    return {
+      digest: layer.digest,
+      size,
+      fetchedSize: fetched,
+      fetchedPercent: size ? Math.round((fetched / size) * 10000) / 100 : 100,
+      ...(err ? { error: err } : {}),
+    };
+  };
+  // 3.
+  const onOpenMax = opts.fetchOnOpenMaxBytes ?? 32 * 1024 * 1024;
+  const noFetchOnOpen = opts.noFetchOnOpen;
+  const onOpen = (offset: number, length: number) => {
+    if (length > onOpenMax || noFetchOnOpen?.has(offset)) return;
+    const first = layout.spanOf(offset);
+    const last = layout.spanOf(offset + length - 1);
+    const ids: number[] = [];
+    for (let i = first; i <= last; i++) if (manager.state(i) === "unrequested") ids.push(i);
+    // Errors are logged by the span manager; the reads themselves will retry and report them.
+    if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
+  };
+  const recorder = opts.recorder;
+  const backing = recorder ? undefined : spanCacheBacking(cache, layer.digest, layout);
+  const materializer =
+    opts.materialize && backing
+      ? new FileMaterializer({ files: cache.files, layerDigest: layer.digest, stream: backing.stream, logger })
+      : undefined;
+  const ztocSource = opts.ztocSource;
+  const opaqueXattr = opts.opaqueXattr;
+  // A build again waits on the store or the registry: bounded like a span fetch.
+  const reloadTimeoutMs = opts.fetchTimeoutMs ?? 30_000;
+  const reload = ztocSource
+    ? (closed: AbortSignal) =>
+        reloadTree(ztocSource, {
+          digest: layer.digest,
+          layoutDigest,
+          opaqueXattr,
+          signal: AbortSignal.any([closed, AbortSignal.timeout(reloadTimeoutMs)]),
+        })
+    : undefined;
+  const holder = new LayerTreeHolder(tree, {
+    reload,
+    nowMs: opts.nowMs,
+    digest: layer.digest,
+    read: recorder
+      ? (o, n, r) => {
+          recorder.touch(layer.digest, o, n);
+          return manager.read(o, n, r);
+        }
+      : (o, n, r) => manager.read(o, n, r),
+    state,
+    onOpen,
+    backing: backing?.stream,
+    materializer,
+  });
+  return {
+    digest: layer.digest,
+    size,
+    root: holder.root,
+    manager,
+    fetchRanges,
+    materializer,
+    setError: (m) => (error = m),
+    state,
+    treeStatus: () => holder.status(),
+    dropTreeIfIdle: (idleMs) => holder.dropIfIdle(idleMs),
+    async close() {
+      holder.close();
+      materializer?.close();
+      backing?.close();
+      manager.close();
+      checkpoints?.close();
+    },
+  };
+}
+
+/**
+ * The tree of a lazy layer built again from its zTOC, read from `source`: the bytes must hash to the zTOC's digest
+ * and give the span layout the layer serves (`layoutDigest`), so the tree is the one built when the layer opened.
+ * Throws DigestMismatchError, a ZtocFormatError, or what `source` throws.
+ */
+async function reloadTree(
+  source: ZtocSource,
+  opts: { digest: string; layoutDigest: string; opaqueXattr?: OpaqueXattrMode; signal: AbortSignal },
+): Promise<LayerTree> {
+  const bytes = await source.read(opts.signal);
+  const actual = sha256Digest(bytes);
+  if (actual !== source.digest) {
+    throw new DigestMismatchError(
+      `Cannot use zTOC "${source.digest}" of layer "${opts.digest}": its bytes hash to "${actual}"`,
+      source.digest,
+      actual,
+    );
+  }
+  const ztoc = decodeZtoc(bytes);
+  if (spanLayoutDigest(ztoc) !== opts.layoutDigest) {
+    throw new Error(`Cannot use zTOC "${source.digest}" of layer "${opts.digest}": its span layout is not the layer's`);
+  }
+  // Its warnings were logged when the layer opened.
+  return buildLayerTree(ztoc.toc, { opaqueXattr: opts.opaqueXattr });
 }
 
 /**

@@ -20,6 +20,9 @@
  *      them is in, the rest (then the artifact's spans) arriving in the background, `handle.replayed` when all
  *      are in.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
+ * A lazy layer opened with a `ztocSource` that served no request for `idleDropMs` drops its tree (layer.ts
+ * `dropTreeIfIdle`), unless its prefetch is under way or the background fetcher is fetching it: `dropIdleTrees`, run
+ * every `idleDropMs / 4` (at most every minute, at least every second).
  * The last `done()` of a layer takes it out of the background fetcher and closes it; its span cache entries stay
  * on disk (another image may bring the layer back) but leave memory and become the first the disk bound evicts.
  */
@@ -31,7 +34,7 @@ import { forgetLayer } from "../util/metrics.ts";
 import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
-import { openLayer, type Layer, type LayerSource } from "./layer.ts";
+import { openLayer, type Layer, type LayerSource, type ZtocSource } from "./layer.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import type { OpaqueXattrMode } from "./metadata.ts";
 import { prefetchSpans } from "./span_prefetch.ts";
@@ -65,6 +68,13 @@ export interface LayerManagerOptions {
   materialize?: boolean;
   /** Record what is read of every lazy layer this manager opens (`soci-ts mount --record-lod`). */
   recorder?: ReadRecorder;
+  /**
+   * Milliseconds after which a lazy layer that served no request drops its tree, to build it again on the next
+   * (config `[fuse] idle_drop_sec`; default 300 000; 0: never). Only layers acquired with a `ztocSource`.
+   */
+  idleDropMs?: number;
+  /** The clock idleness is measured by, in milliseconds (default `performance.now`); tests inject one. */
+  nowMs?: () => number;
   logger?: Logger;
 }
 
@@ -76,6 +86,8 @@ export interface AcquireLayerOptions {
   layer: Descriptor;
   /** The layer's zTOC; absent → fetched whole. */
   ztoc?: Ztoc;
+  /** Where the zTOC can be read again (see OpenLayerOptions.ztocSource); absent → the tree is never dropped. */
+  ztocSource?: ZtocSource;
   /** The zTOC's checkpoint windows when it was loaded without them (soci/lazy_ztoc.ts); closed with the layer. */
   checkpoints?: CheckpointWindows;
   /** Inclusive span id ranges to prefetch (the index's prefetch artifact), fetched before the mount is up. */
@@ -136,6 +148,9 @@ export class LayerManager {
   readonly #o: LayerManagerOptions;
   readonly #logger: Logger;
   readonly #layers = new Map<string, Entry>();
+  /** Layers whose prefetch (or load order replay) is under way. */
+  readonly #prefetching = new Set<Layer>();
+  readonly #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
   /** Milliseconds one fetch of layer data may take: a run of spans, or of checkpoint windows. */
@@ -157,6 +172,37 @@ export class LayerManager {
           maxQueueSize: bg.maxQueueSize,
           logger: this.#logger,
         });
+    const idleMs = this.idleDropMs;
+    if (idleMs > 0) {
+      this.#idleTimer = setInterval(() => this.dropIdleTrees(), Math.min(60_000, Math.max(1000, idleMs / 4)));
+      this.#idleTimer.unref?.();
+    }
+  }
+
+  /** Milliseconds after which an unused lazy layer drops its tree (0: never). */
+  get idleDropMs(): number {
+    return this.#o.idleDropMs ?? 300_000;
+  }
+
+  /**
+   * Drop the tree of every open layer that served no request for `idleDropMs` (layer.ts `dropTreeIfIdle`), but
+   * those being prefetched or fetched by the background fetcher; returns how many were dropped. Run by a timer;
+   * tests call it with their own clock.
+   */
+  dropIdleTrees(): number {
+    const idleMs = this.idleDropMs;
+    if (idleMs <= 0 || this.#closed) return 0;
+    let dropped = 0;
+    for (const e of this.#layers.values()) {
+      const layer = e.layer;
+      if (!layer || this.#prefetching.has(layer)) continue;
+      if (layer.manager && this.background?.stateOf(layer.manager) === "running") continue;
+      if (layer.dropTreeIfIdle(idleMs)) {
+        dropped++;
+        this.#logger.debug("Layer tree dropped after idling", { layer: layer.digest, idleMs });
+      }
+    }
+    return dropped;
   }
 
   /** Open the shared span cache and return a LayerManager. */
@@ -197,8 +243,15 @@ export class LayerManager {
       entry.refs--;
       throw err;
     }
+    return this.#handle(key, entry, opened);
+  }
+
+  /**
+   * A handle counted in `owner`. Made outside the async `acquire`, whose closures would hold all of its variables
+   * (the zTOC the layer was opened with among them) for as long as the handle lives.
+   */
+  #handle(key: string, owner: Entry, opened: Opened): LayerHandle {
     let released = false;
-    const owner = entry;
     return {
       layer: opened.layer,
       prefetched: opened.prefetched,
@@ -221,6 +274,7 @@ export class LayerManager {
   /** Stop background fetching, close every open layer (handles still out become stale) and flush the cache. */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#idleTimer) clearInterval(this.#idleTimer);
     await this.background?.close();
     const entries = [...this.#layers.values()];
     this.#layers.clear();
@@ -239,6 +293,8 @@ export class LayerManager {
       layer: opts.layer,
       ztoc: opts.ztoc,
       checkpoints: opts.checkpoints,
+      ztocSource: opts.ztocSource,
+      nowMs: this.#o.nowMs,
       cache: this.cache,
       gate: this.gate,
       inflate: this.#o.inflate,
@@ -256,11 +312,18 @@ export class LayerManager {
       signal: opts.signal,
     });
     opened(layer);
+    return this.#start(layer, opts.prefetchSpans ?? [], opts.lodSpans ?? []);
+  }
+
+  /** Steps 3-4, outside the async `#open` for the reason `#handle` says. */
+  #start(layer: Layer, prefetchSpans: Array<[number, number]>, lodSpans: readonly number[]): Opened {
     // 3. Started now, waited for by whoever needs it.
     const { head: prefetched, all: replayed } =
-      layer.manager && (opts.prefetchSpans?.length || opts.lodSpans?.length)
-        ? this.#prefetch(layer, opts.prefetchSpans ?? [], opts.lodSpans ?? [])
+      layer.manager && (prefetchSpans.length || lodSpans.length)
+        ? this.#prefetch(layer, prefetchSpans, lodSpans)
         : { head: Promise.resolve(), all: Promise.resolve() };
+    this.#prefetching.add(layer);
+    void replayed.finally(() => this.#prefetching.delete(layer));
     // 4.
     void replayed.then(() => {
       if (!layer.manager || !this.background || layer.manager.complete() || this.#closed) return;

@@ -207,10 +207,7 @@ export class LayerFs {
           readers: (this.#o.transport ?? "workers") === "workers" ? this.#o.fuse?.readerThreads : undefined,
           debug: this.#o.fuse?.debug ?? false,
           resume,
-          logger: {
-            debug: (line) => this.#logger.debug(`fuse ${opts.layer.digest.slice(7, 19)} ${line}`),
-            error: (line) => this.#logger.error(line),
-          },
+          logger: fuseLogger(this.#logger, opts.layer.digest),
         });
       } catch (err) {
         // A takeover that failed ended the connection (mountTree closed its fds and detached the mount): the
@@ -388,6 +385,15 @@ export class LayerFs {
     if (!m) throw new NotFoundError(`Cannot ${action} layer mount "${mountpoint}": not mounted by this process`);
     return m;
   }
+}
+
+/**
+ * The FUSE server's log lines for layer `digest`, made apart from the async `mountLayer`: a closure made there
+ * would hold every variable of it (the zTOC among them) for as long as the mount is served.
+ */
+function fuseLogger(logger: Logger, digest: string): { debug(line: string): void; error(line: string): void } {
+  const short = digest.slice(7, 19);
+  return { debug: (line) => logger.debug(`fuse ${short} ${line}`), error: (line) => logger.error(line) };
 }
 
 /** "registry/repository[:tag][@manifest digest]" of the image a layer is mounted for. */

@@ -38,6 +38,7 @@ export function layerManagerOptions(
     prefetchTimeoutMs: c.prefetch.timeoutMsec,
     prefetchMaxConcurrency: c.prefetch.maxConcurrency,
     materialize: c.fuse.passthrough,
+    idleDropMs: c.fuse.idleDropSec * 1000,
     logger,
   };
 }

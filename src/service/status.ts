@@ -12,6 +12,7 @@ import pkg from "../../package.json" with { type: "json" };
 import type { SpanCacheStats } from "../cache/span_cache.ts";
 import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { Layer } from "../layerfs/layer.ts";
+import type { TreeStatus } from "../layerfs/node.ts";
 import type { SpanStateCounts } from "../layerfs/span_manager.ts";
 import { collected, imageOperationCount, layerFetchedSizeBytes, layerSizeBytes, metrics, Op } from "../util/metrics.ts";
 import type { LayerStack } from "./layer_stack.ts";
@@ -47,6 +48,11 @@ export interface LayerStatus {
   lastError?: string;
   /** FUSE READs its reader threads answered themselves, and those handed to the main thread. */
   directReads?: DirectReadStats;
+  /**
+   * Its file tree: "loaded" (in memory), "dropped" (after `[fuse] idle_drop_sec` without a request) or "loading"
+   * (being rebuilt for a request), with how often it was dropped, rebuilt, and failed to rebuild.
+   */
+  tree: TreeStatus;
 }
 
 /** What `/debug/layers` answers. */
@@ -119,6 +125,7 @@ function layerStatus(
     background: backgroundState(stack, layer),
     ...(state.error ? { lastError: state.error } : {}),
     ...(m.directReads ? { directReads: m.directReads } : {}),
+    tree: layer.treeStatus(),
   };
   return out;
 }

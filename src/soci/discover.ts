@@ -18,6 +18,8 @@
  * store), a gzip zTOC the store has, or one fetched whole and stored, is loaded without its windows too
  * (stored_ztoc.ts: each read from the file when needed); a copy that does not hash to its digest is reported
  * through `onLazyError` and the zTOC read whole as before (fetched again when corrupt).
+ * Each zTOC comes with where it can be read again (`sources`: the store, else the image's location), for a layer
+ * that drops its tree after idling and builds it again (layerfs/layer.ts).
  */
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
@@ -82,6 +84,11 @@ export interface DiscoveredIndex {
   ztocs: Map<string, Ztoc>;
   /** The windows of each zTOC loaded without them, by layer digest (the others are complete). */
   windows: Map<string, ZtocWindows>;
+  /**
+   * Where each zTOC's blob can be read again, by layer digest: the store when it has the blob, else the image's
+   * location (stored then). The caller checks the bytes against `digest`.
+   */
+  sources?: Map<string, { digest: string; read(signal: AbortSignal): Promise<Uint8Array> }>;
   /** Prefetch artifact of each layer that has one, by layer digest. */
   prefetch: Map<string, { descriptor: Descriptor; artifact: PrefetchArtifact }>;
   /** Where the index was found. */
@@ -231,7 +238,8 @@ async function withZtocs(
   );
   opts.onPhase?.("decoded");
   const prefetch = await prefetching;
-  return { index, indexDescriptor, ztocs, windows, prefetch, foundBy, version: indexVersion(index) };
+  const sources = ztocSources(source, descs, opts.store);
+  return { index, indexDescriptor, ztocs, windows, sources, prefetch, foundBy, version: indexVersion(index) };
 }
 
 /**
@@ -305,8 +313,29 @@ async function prefetchArtifacts(
   return out;
 }
 
+/**
+ * Where each zTOC of `descs` can be read again, by layer digest (made apart from discovery's closures, so that what
+ * they hold, the zTOCs among it, is not kept with these).
+ */
+function ztocSources(
+  source: ImageLocation,
+  descs: readonly Descriptor[],
+  store: ArtifactStore | undefined,
+): NonNullable<DiscoveredIndex["sources"]> {
+  return new Map(
+    descs.map((d) => [
+      d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!,
+      { digest: d.digest, read: (signal: AbortSignal) => getZtocBytes(source, d, { store, signal }) },
+    ]),
+  );
+}
+
 /** A blob the index lists (zTOC or prefetch artifact): from the store, else fetched, verified and stored. */
-async function getZtocBytes(source: ImageLocation, d: Descriptor, opts: DiscoverOptions): Promise<Uint8Array> {
+async function getZtocBytes(
+  source: ImageLocation,
+  d: Descriptor,
+  opts: Pick<DiscoverOptions, "store" | "signal">,
+): Promise<Uint8Array> {
   if (opts.store && (await opts.store.hasBlob(d.digest))) {
     try {
       return await opts.store.getBlob(d.digest);

@@ -6,7 +6,8 @@
  * hardlinks (tar, cp -a, du). stargz-store does the same (layer id << 32 | inode).
  *
  * A view node has exactly the capabilities of the node it wraps (the bridge tells files from directories by
- * them), and each wrapped node has one view node (hardlinks stay one node, one inode).
+ * them), and each wrapped node has one view node (hardlinks stay one node, one inode). Its `ready` and `release`
+ * are the wrapped node's, so a layer that dropped its tree after idling builds it again for the store's requests.
  */
 import type { Attr, DirEntry, Node } from "../vfs/node.ts";
 
@@ -69,6 +70,8 @@ function viewNode(inner: Node, base: number, wrap: (n: Node) => Node): Node {
   if (inner.listxattr) v.listxattr = inner.listxattr.bind(inner);
   if (inner.directRead) v.directRead = inner.directRead.bind(inner);
   if (inner.open) v.open = inner.open.bind(inner);
+  if (inner.release) v.release = inner.release.bind(inner);
+  if (inner.ready) v.ready = inner.ready.bind(inner);
   if (inner.statfs) v.statfs = inner.statfs.bind(inner);
   return v;
 }

@@ -37,6 +37,7 @@ import { acquireOptionsFor, type ImageResolver, type ResolvedImage } from "../la
 import type { LayerHandle, LayerManager } from "../layerfs/layer_manager.ts";
 import { MediaType } from "../oci/media_types.ts";
 import type { ImageConfig } from "../oci/types.ts";
+import type { Reference, RegistryClient } from "../registry/types.ts";
 import { ANNOTATION_IMAGE_LAYER_DIGEST, ANNOTATION_TOC_DIGEST } from "../soci/index.ts";
 import { raceSignal } from "../util/abort.ts";
 import { errorMessage, UnavailableError } from "../util/errors.ts";
@@ -293,8 +294,7 @@ export class StoreLayers {
         stopPrefetch,
         info,
         diff: viewTree(layer.root, base),
-        readBlob: (start: number, end: number, signal: AbortSignal) =>
-          client.readRange(ref, desc.digest, start, end, { signal }),
+        readBlob: blobReader(client, ref, desc.digest),
       };
     })();
     entry.opening = opening;
@@ -374,6 +374,14 @@ export class StoreLayers {
       }
     });
   }
+}
+
+/**
+ * Range reads of blob `digest`: made apart from `#open`'s async function, whose closures would hold every variable
+ * of it (the image's zTOCs among them) for as long as the layer is open.
+ */
+function blobReader(client: RegistryClient, ref: Reference, digest: string): Opened["readBlob"] {
+  return (start, end, signal) => client.readRange(ref, digest, start, end, { signal });
 }
 
 function key(ref: string, digest: string): string {

@@ -21,6 +21,9 @@
  * the directory's list (the tree lists children in a stable order, so cookies stay valid), and a handle number
  * that a predecessor may also have given out is never trusted for another node (handles start at a random base,
  * and a handle whose node is not the request's is ignored).
+ * Before a request uses a node, the node is asked to be `ready` (a lazy layer whose tree was dropped after idling
+ * builds it again; the request waits, or fails with the error); the request then starts over, so what it sees is
+ * the tree as it is once ready. A RELEASE of a handle OPEN gave out is passed on to its node (`Node.release`).
  * Capability fallbacks are those documented on `Node`. Errors thrown by nodes are translated once, by
  * the protocol server (`toErrno`).
  */
@@ -54,6 +57,9 @@ export interface BridgeOptions {
    */
   stableNodeIds?: boolean;
 }
+
+/** What CREATE answers: the new node's entry and its open file. */
+type Created = { entry: EntryOut; open: OpenOut } | Promise<{ entry: EntryOut; open: OpenOut }>;
 
 interface Known {
   node: Node;
@@ -165,6 +171,19 @@ export class VfsBridge implements RawFileSystem {
     return found;
   }
 
+  /**
+   * The node `nodeid` once it is ready (`Node.ready`): the node, or a promise of it. An id only a predecessor gave
+   * out (stable ids) waits for the root to be ready first, as finding it walks the tree.
+   */
+  #ready(nodeid: number): Node | Promise<Node> {
+    const known = this.#byId.get(nodeid)?.node;
+    const wait = known ? known.ready?.() : this.#stable ? this.root.ready?.() : undefined;
+    if (wait !== undefined) return wait.then(() => this.#ready(nodeid));
+    const n = known ?? this.#node(nodeid);
+    const own = known ? undefined : n.ready?.();
+    return own !== undefined ? own.then(() => this.#ready(nodeid)) : n;
+  }
+
   /** The node whose inode number is `ino`, from a walk of the tree (directories listed synchronously). */
   #findByIno(ino: number): Node | undefined {
     if (!this.#byIno) {
@@ -201,13 +220,16 @@ export class VfsBridge implements RawFileSystem {
   }
 
   lookup(parent: number, name: string): EntryOut | Promise<EntryOut> {
-    const dir = this.#node(parent);
+    const dir = this.#ready(parent);
+    if (dir instanceof Promise) return dir.then(() => this.lookup(parent, name));
     if (!dir.lookup) throw NO_ENTRY;
     const child = dir.lookup(name);
     return child instanceof Promise ? child.then((c) => this.#lookupDone(c)) : this.#lookupDone(child);
   }
 
-  #lookupDone(child: Node | undefined): EntryOut {
+  #lookupDone(child: Node | undefined): EntryOut | Promise<EntryOut> {
+    const wait = child?.ready?.();
+    if (wait !== undefined) return wait.then(() => this.#lookupDone(child));
     if (child) return this.#entryFor(child);
     if (this.#negative[0] === 0 && this.#negative[1] === 0) throw NO_ENTRY;
     return {
@@ -234,11 +256,14 @@ export class VfsBridge implements RawFileSystem {
   }
 
   // biome-ignore lint/complexity/useMaxParams: the fields of the kernel's FUSE_CREATE request, as the other operations take theirs
-  create(parent: number, name: string, flags: number, _mode: number, ctx: RawContext) {
-    const dir = this.#node(parent);
+  create(parent: number, name: string, flags: number, mode: number, ctx: RawContext): Created {
+    const dir = this.#ready(parent);
+    if (dir instanceof Promise) return dir.then((): Created => this.create(parent, name, flags, mode, ctx));
     if (!dir.create) throw new FuseErrno(EROFS);
     const made = dir.create(name, { signal: ctx.signal, uid: ctx.uid, gid: ctx.gid, pid: ctx.pid });
-    const done = (n: Node) => {
+    const done = (n: Node): Created => {
+      const wait = n.ready?.();
+      if (wait !== undefined) return wait.then(() => done(n));
       const entry = this.#entryFor(n);
       const open = this.open(entry.nodeid, flags, ctx);
       return open instanceof Promise ? open.then((o) => ({ entry, open: o })) : { entry, open };
@@ -247,7 +272,8 @@ export class VfsBridge implements RawFileSystem {
   }
 
   rmdir(parent: number, name: string, ctx: RawContext): void | Promise<void> {
-    const dir = this.#node(parent);
+    const dir = this.#ready(parent);
+    if (dir instanceof Promise) return dir.then(() => this.rmdir(parent, name, ctx));
     if (!dir.rmdir) throw new FuseErrno(EROFS);
     return dir.rmdir(name, { signal: ctx.signal, uid: ctx.uid, gid: ctx.gid, pid: ctx.pid });
   }
@@ -263,22 +289,26 @@ export class VfsBridge implements RawFileSystem {
     }
   }
 
-  getattr(nodeid: number): AttrOut {
+  getattr(nodeid: number): AttrOut | Promise<AttrOut> {
+    const n = this.#ready(nodeid);
+    if (n instanceof Promise) return n.then(() => this.getattr(nodeid));
     return {
       attrValidSec: this.#attr[0],
       attrValidNsec: this.#attr[1],
-      attr: toFuseAttr(this.#node(nodeid).getattr()),
+      attr: toFuseAttr(n.getattr()),
     };
   }
 
-  readlink(nodeid: number): Uint8Array {
-    const n = this.#node(nodeid);
+  readlink(nodeid: number): Uint8Array | Promise<Uint8Array> {
+    const n = this.#ready(nodeid);
+    if (n instanceof Promise) return n.then(() => this.readlink(nodeid));
     if (!n.readlink) throw new FuseErrno(EINVAL);
     return n.readlink();
   }
 
   open(nodeid: number, flags: number, ctx: RawContext): OpenOut | Promise<OpenOut> {
-    const n = this.#node(nodeid);
+    const n = this.#ready(nodeid);
+    if (n instanceof Promise) return n.then(() => this.open(nodeid, flags, ctx));
     const done = (): OpenOut => {
       const fh = this.#nextFh++;
       this.#files.set(fh, { node: n, failed: [] });
@@ -292,7 +322,10 @@ export class VfsBridge implements RawFileSystem {
   // biome-ignore lint/complexity/useMaxParams: the FUSE READ arguments, on the hot read path
   read(nodeid: number, fh: number, offset: number, size: number, ctx: RawContext): Uint8Array | Promise<Uint8Array> {
     const f = this.#file(fh, nodeid);
-    const n = f?.node ?? this.#node(nodeid);
+    const n = f?.node ?? this.#ready(nodeid);
+    if (n instanceof Promise) return n.then(() => this.read(nodeid, fh, offset, size, ctx));
+    const wait = f ? n.ready?.() : undefined;
+    if (wait !== undefined) return wait.then(() => this.read(nodeid, fh, offset, size, ctx));
     if (!n.read) throw new FuseErrno(EIO, `Node ${nodeid} cannot be read`);
     // The kernel's retry of a failed READ keeps that READ's start (see the file comment).
     const retried = f ? takeRetried(f.failed, offset, offset + size) : undefined;
@@ -323,11 +356,15 @@ export class VfsBridge implements RawFileSystem {
   }
 
   release(nodeid: number, fh: number): void {
-    if (this.#file(fh, nodeid)) this.#files.delete(fh);
+    const f = this.#file(fh, nodeid);
+    if (!f) return;
+    this.#files.delete(fh);
+    f.node.release?.();
   }
 
   opendir(nodeid: number): OpenOut | Promise<OpenOut> {
-    const n = this.#node(nodeid);
+    const n = this.#ready(nodeid);
+    if (n instanceof Promise) return n.then(() => this.opendir(nodeid));
     if (!n.readdir) throw new FuseErrno(ENOTDIR);
     const list = n.readdir();
     const done = (children: DirEntry[]): OpenOut => {
@@ -344,9 +381,11 @@ export class VfsBridge implements RawFileSystem {
   }
 
   // biome-ignore lint/complexity/useMaxParams: the FUSE READDIR arguments plus the output buffer
-  readdir(nodeid: number, fh: number, offset: number, out: DirentBuffer): void {
+  readdir(nodeid: number, fh: number, offset: number, out: DirentBuffer): void | Promise<void> {
+    const dir = this.#ready(nodeid);
+    if (dir instanceof Promise) return dir.then(() => this.readdir(nodeid, fh, offset, out));
     let d = this.#dirs.get(fh);
-    if (d && this.#stable && this.#node(nodeid) !== d.node) d = undefined;
+    if (d && this.#stable && dir !== d.node) d = undefined;
     // A predecessor's handle: list the directory again (children come in a stable order, so cookies hold).
     if (!d && this.#stable) d = this.#reopenDir(nodeid);
     if (!d) throw new FuseErrno(EBADF, `Unknown directory handle ${fh} on node ${nodeid}`);
@@ -358,6 +397,9 @@ export class VfsBridge implements RawFileSystem {
         if (!out.add(e.name, self.ino, i + 1, self.mode >>> 12, dotEntry)) return;
         continue;
       }
+      // An entry of another tree (the podman store's layer roots) may have to be ready first: go on from it then.
+      const wait = e.node.ready?.();
+      if (wait !== undefined) return wait.then(() => this.readdir(nodeid, fh, i, out));
       const a = e.node.getattr();
       if (out.plus) {
         // Count the lookup only once the kernel is sure to receive the entry.
@@ -438,17 +480,21 @@ export class VfsBridge implements RawFileSystem {
     return s ?? { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
   }
 
-  getxattr(nodeid: number, name: string): Uint8Array {
+  getxattr(nodeid: number, name: string): Uint8Array | Promise<Uint8Array> {
     if (!this.#xattrs) throw NO_XATTRS;
-    const v = this.#node(nodeid).getxattr?.(name);
+    const n = this.#ready(nodeid);
+    if (n instanceof Promise) return n.then(() => this.getxattr(nodeid, name));
+    const v = n.getxattr?.(name);
     // `ls -l` asks every file for two xattrs it rarely has: throw one shared error, no stack capture.
     if (v === undefined) throw NO_DATA;
     return v;
   }
 
-  listxattr(nodeid: number): string[] {
+  listxattr(nodeid: number): string[] | Promise<string[]> {
     if (!this.#xattrs) throw NO_XATTRS;
-    return this.#node(nodeid).listxattr?.() ?? [];
+    const n = this.#ready(nodeid);
+    if (n instanceof Promise) return n.then(() => this.listxattr(nodeid));
+    return n.listxattr?.() ?? [];
   }
 }
 

@@ -91,6 +91,14 @@ export interface Node {
   directRead?(): DirectSource | undefined;
   /** Called on OPEN of a file; may throw (e.g. the layer is broken). Absent → open always succeeds. */
   open?(flags: number, ctx: RequestContext): void | Promise<void>;
+  /** Called on RELEASE of a file handle an OPEN of this node gave out (once per such handle). Absent → ignored. */
+  release?(): void;
+  /**
+   * Called before any other capability of this node is used for a request (the node's own request, or one whose
+   * answer carries its attributes: LOOKUP, READDIRPLUS). Undefined: go on at once; a promise: the request waits
+   * for it (a tree that dropped its data after idling builds it again), and fails with its error. Absent → ready.
+   */
+  ready?(): Promise<void> | undefined;
   /**
    * CREATE of the missing name `name` in this directory (open(2) with O_CREAT on a mount made writable, see
    * MountTreeOptions.kernelWritable): the new file, opened. Absent → EROFS. A tree may count the request and throw

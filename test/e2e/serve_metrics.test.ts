@@ -8,7 +8,7 @@
  *     counted since serve started equal, within 1%, what the registry's access log shows it sent to soci-ts
  *     (user agent "soci-ts/…"), in total and per layer.
  *  3. /debug/layers and `soci-ts status` list every layer mounted (the FUSE mounts of the namespace), with the
- *     image, bytes and span states.
+ *     image, bytes, span states and whether its tree is in memory.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -195,6 +195,9 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
         expect(l.lazy).toBe(true);
         expect(l.spans!.uncompressed).toBe(l.spans!.total);
         expect(l.lastError).toBeUndefined();
+        // Its tree: in memory, or dropped if the layer idled (5 minutes by default); never a failed rebuild.
+        expect(["loaded", "dropped"]).toContain(l.tree.state);
+        expect(l.tree.reloadFailures).toBe(0);
       }
       const r = await env!.ns.run([BUN, MAIN, "--root", root, "status"], { env: env!.env, timeoutMs: 60_000 });
       expect(r.code).toBe(0);
@@ -204,6 +207,8 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
         expect(r.stdout).toContain(`mountpoint  ${l.mountpoint}`);
         expect(r.stdout).toContain(`spans       ${l.spans!.total} of ${l.spans!.total} present`);
       }
+      const trees = r.stdout.match(/^ {2}tree {8}(loaded|dropped) \(dropped \d+ times after idling, rebuilt \d+\)$/gm);
+      expect(trees?.length).toBe(status.layers.length);
       console.log(r.stdout);
     },
     5 * MINUTES,

@@ -1,7 +1,7 @@
 /**
  * The layer manager without FUSE: a layer shared by several users is opened once and closed with its last
  * handle; a failed open is retried by the next acquire. And the image resolver: one resolution in flight per
- * image, cached, not cached when it failed. Against the real registry.
+ * image, cached, not cached when it failed, let go once expired. Against the real registry.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -13,6 +13,7 @@ import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { RegistryClient } from "../../src/registry/types.ts";
 import { NotFoundError } from "../../src/util/errors.ts";
 import { needs } from "../_harness/env.ts";
+import { until } from "../_harness/liveness.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import { noInflate, tarZtoc } from "./_fixtures.ts";
 
@@ -179,6 +180,32 @@ describe.skipIf(!run)("ImageResolver", () => {
     await short.resolve(name);
     await short.resolve(name);
     expect(calls.get("resolveImage")).toBe(4);
+  });
+
+  test("an expired resolution is let go (its zTOCs with it) even when no other image is resolved after it", async () => {
+    const resolver = new ImageResolver(http, { modes: { localStore: false, v1: false, v2: true }, ttlMs: 50 });
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    // Named only from this function's frame, which is gone when the collector looks.
+    const resolved = async () => new WeakRef(await resolver.resolve(name));
+    const ref = await resolved();
+    await until(10_000, "the expired resolution to be collected", async () => {
+      Bun.gc(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      return ref.deref() === undefined;
+    });
+  });
+
+  test("a cleared resolution is let go at once, not when its expiry timer fires", async () => {
+    const resolver = new ImageResolver(http, { modes: { localStore: false, v1: false, v2: true }, ttlMs: 3_600_000 });
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const resolved = async () => new WeakRef(await resolver.resolve(name));
+    const ref = await resolved();
+    resolver.clear();
+    await until(10_000, "the cleared resolution to be collected", async () => {
+      Bun.gc(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      return ref.deref() === undefined;
+    });
   });
 
   test("a failed resolution is not kept; a caller's abort ends only its own wait", async () => {

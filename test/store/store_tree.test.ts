@@ -119,14 +119,16 @@ describe.skipIf(!run)("podman store tree", () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  const open = async (o: { lingerMs?: number } = {}) => {
+  const open = async (o: { lingerMs?: number; resolver?: ImageResolver } = {}) => {
     layers = await StoreLayers.open({
       manager,
       // A resolver of its own each time: no resolution is kept from one test to the next.
-      resolver: new ImageResolver(client, {
-        modes: { localStore: true, v1: false, v2: false },
-        store: artifacts(),
-      }),
+      resolver:
+        o.resolver ??
+        new ImageResolver(client, {
+          modes: { localStore: true, v1: false, v2: false },
+          store: artifacts(),
+        }),
       usesFile: join(tmp, "uses.json"),
       lingerMs: o.lingerMs ?? 60_000,
     });
@@ -293,6 +295,33 @@ describe.skipIf(!run)("podman store tree", () => {
     expect(await errnoOf(() => refDir.rmdir!(digest, ctx))).toBe(ENOENT);
     expect(l.status()).toEqual([]);
     expect(openLayers()).toBe(0);
+  });
+
+  test("an open layer does not hold its image's zTOCs once the resolver lets go of them", async () => {
+    const resolver = new ImageResolver(client, {
+      modes: { localStore: true, v1: false, v2: false },
+      store: artifacts(),
+    });
+    const { tree } = await open({ resolver });
+    const diff = (await (await dirOf(tree, full, 0)).lookup!("diff")) as Node;
+    await eventually(() => openLayers() === 2, 10_000, "both layers open");
+    // The zTOC the store opened the layer with (the resolution is cached), named from this function's frame only.
+    const ztocOf = async () =>
+      new WeakRef((await resolver.resolve(refOf(full))).found!.ztocs.get(full.layers[0]!.descriptor.digest)!);
+    const ztoc = await ztocOf();
+    resolver.clear();
+    await eventually(
+      async () => {
+        Bun.gc(true);
+        await new Promise((resolve) => setImmediate(resolve));
+        return ztoc.deref() === undefined;
+      },
+      10_000,
+      "the zTOC collected",
+    );
+    // The layer serves on.
+    const data = (await diff.lookup!("data")) as Node;
+    expect(text(await ((await data.lookup!("hello.txt")) as Node).read!(0, 100, ctx))).toBe("hello from full-1\n");
   });
 
   test("a layer opened by a lookup and never used closes after the linger time", async () => {

@@ -217,7 +217,7 @@ describe("VfsBridge directory handles", () => {
     const seen: string[] = [];
     for (let cookie = 0; ; ) {
       const out = new DirentBuffer(1n, 80, false); // two records at most
-      b.readdir(d, fh, cookie, out);
+      await b.readdir(d, fh, cookie, out);
       const got = records(out.finish(), false);
       if (got.length === 0) break;
       expect(got.length).toBeLessThanOrEqual(2);
@@ -229,7 +229,7 @@ describe("VfsBridge directory handles", () => {
     // A new OPENDIR lists the directory as it is now.
     const again = await b.opendir(d);
     const out = new DirentBuffer(1n, 4096, false);
-    b.readdir(d, again.fh, 0, out);
+    await b.readdir(d, again.fh, 0, out);
     expect(records(out.finish(), false).map((r) => r.name)).toContain("late");
   });
 
@@ -239,7 +239,7 @@ describe("VfsBridge directory handles", () => {
     const { fh } = await b.opendir(d);
     // Room for ".", ".." and "f0" only.
     const small = new DirentBuffer(1n, plusRecordBytes(1) + plusRecordBytes(2) + plusRecordBytes(2), true);
-    b.readdir(d, fh, 0, small);
+    await b.readdir(d, fh, 0, small);
     const head = records(small.finish(), true);
     expect(head.map((r) => [r.name, r.nodeid === 0])).toEqual([
       [".", true],
@@ -248,7 +248,7 @@ describe("VfsBridge directory handles", () => {
     ]);
     expect(b.knownNodes).toBe(3); // the root, d, f0
     const rest = new DirentBuffer(1n, 4096, true);
-    b.readdir(d, fh, head.at(-1)!.off, rest);
+    await b.readdir(d, fh, head.at(-1)!.off, rest);
     const tail = records(rest.finish(), true);
     expect(tail.map((r) => r.name)).toEqual(["f1", "f2"]);
     expect(b.knownNodes).toBe(5);
@@ -282,8 +282,8 @@ describe("VfsBridge capabilities a node lacks", () => {
     expect(await errnoOf(() => b.create(d, "x", 0, 0o644, ctx))).toBe(EROFS);
     expect(await errnoOf(() => b.rmdir(FUSE_ROOT_ID, "d", ctx))).toBe(EROFS);
     expect(await errnoOf(() => b.getxattr(a, "user.none"))).toBe(ENODATA);
-    expect(new TextDecoder().decode(b.getxattr(a, "user.k"))).toBe("v");
-    expect(b.listxattr(a)).toEqual(["user.k"]);
+    expect(new TextDecoder().decode(await b.getxattr(a, "user.k"))).toBe("v");
+    expect(await b.listxattr(a)).toEqual(["user.k"]);
     // A node without xattr support: no names, ENODATA for each.
     const plain = new VfsBridge(bare(1));
     expect(plain.listxattr(FUSE_ROOT_ID)).toEqual([]);

@@ -102,7 +102,7 @@ describe("VfsBridge with stable node ids, taken over by another bridge", () => {
       await (tree.get("d3/sub/f5") as MemFile).read(0, 1 << 16, ctx),
     );
     after.release(f, fh);
-    expect(new TextDecoder().decode(after.readlink(ids.get("lnk")!))).toBe("top");
+    expect(new TextDecoder().decode(await after.readlink(ids.get("lnk")!))).toBe("top");
     // A LOOKUP in the successor answers the predecessor's id; under a directory only the predecessor looked up.
     expect(await walk(after, "d0/again")).toBe(ids.get("top")!);
     expect((await after.lookup(ids.get("d1/sub")!, "f2")).nodeid).toBe(
@@ -112,7 +112,7 @@ describe("VfsBridge with stable node ids, taken over by another bridge", () => {
     const dir = ids.get("d1/sub")!;
     const { fh: dh } = await after.opendir(dir);
     const plus = new DirentBuffer(1n, 1 << 16, true);
-    after.readdir(dir, dh, 0, plus);
+    await after.readdir(dir, dh, 0, plus);
     after.releasedir(dir, dh);
     const listed = plusEntries(plus.finish()).filter(([n]) => n.startsWith("f"));
     expect(listed.length).toBe(6);
@@ -160,19 +160,19 @@ describe("VfsBridge with stable node ids, taken over by another bridge", () => {
     const { fh: old } = await before.opendir(d1);
     const { fh: mine } = await after.opendir(d2);
     expect(mine).toBe(old);
-    const list = (b: VfsBridge, id: number, fh: number, offset = 0) => {
+    const list = async (b: VfsBridge, id: number, fh: number, offset = 0) => {
       const out = new DirentBuffer(1n, 1 << 16, false);
-      b.readdir(id, fh, offset, out);
+      await b.readdir(id, fh, offset, out);
       return entries(out.finish());
     };
-    const want = list(before, d1, old);
+    const want = await list(before, d1, old);
     expect(want.map(([n]) => n)).toEqual([".", "..", "f0", "f1", "f2", "f3", "f4", "f5"]);
-    expect(list(after, d1, old)).toEqual(want);
+    expect(await list(after, d1, old)).toEqual(want);
     // Cookies from the predecessor's listing continue in the successor's.
-    expect(list(after, d1, old, 4)).toEqual(want.slice(4));
+    expect(await list(after, d1, old, 4)).toEqual(want.slice(4));
     // The successor's own handle lists its own directory; the predecessor's RELEASEDIR does not close it.
     after.releasedir(d1, old);
-    expect(list(after, d2, mine).map(([n]) => n)).toEqual([".", "..", "sub"]);
+    expect((await list(after, d2, mine)).map(([n]) => n)).toEqual([".", "..", "sub"]);
     expect(after.openHandles).toBe(1);
     after.releasedir(d2, mine);
     expect(after.openHandles).toBe(0);
