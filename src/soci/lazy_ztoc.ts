@@ -38,6 +38,7 @@ import { PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
 import { WINDOW_SIZE } from "../compress/types.ts";
 import type { PartialBlob } from "./artifact_store.ts";
 import { sharedWindowCache, type WindowCache } from "./window_cache.ts";
+import { equalBytes } from "../util/bytes.ts";
 
 export interface LazyZtocOptions {
   /** Aborts the skeleton fetch (window fetches end with `LazyWindows.close` or their timeout). */
@@ -146,7 +147,9 @@ export class LazyWindows implements CheckpointWindows {
   }
 
   offer(i: number, window: Uint8Array): boolean {
-    if (this.has(i)) return true;
+    // A window held is verified: the one offered is good only when it is the same (it is what gets used).
+    const held = this.#cache.get(this.#owner, i);
+    if (held) return equalBytes(held, window);
     if (!(i >= 0 && i < this.table.count) || window.length !== WINDOW_SIZE) return false;
     const rec = recordWithWindow(this.table, i, window);
     try {

@@ -35,6 +35,7 @@ import type { Ztoc } from "../ztoc/types.ts";
 import { BLOB_HEADER_SIZE, PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
 import type { ArtifactStore, BlobReader } from "./artifact_store.ts";
 import { sharedWindowCache, type WindowCache } from "./window_cache.ts";
+import { equalBytes } from "../util/bytes.ts";
 
 /** Options of `loadStoredZtoc`. */
 export interface StoredZtocOptions {
@@ -167,7 +168,9 @@ export class StoredWindows implements CheckpointWindows {
 
   offer(i: number, window: Uint8Array): boolean {
     const { table, cache } = this.#zt;
-    if (this.has(i)) return true;
+    // A window held is verified: the one offered is good only when it is the same (it is what gets used).
+    const held = cache.get(this.#owner, i);
+    if (held) return equalBytes(held, window);
     if (!(i >= 0 && i < table.count) || window.length !== WINDOW_SIZE) return false;
     try {
       verifyRecords(table, i, recordWithWindow(table, i, window));

@@ -20,13 +20,17 @@ export class WindowCache {
   #bytes = 0;
   #evictions = 0;
   #nextOwner = 0;
+  /** Owners not dropped yet: a window put for a dropped owner (a fetch ending after its layer closed) is ignored. */
+  readonly #live = new Set<number>();
 
   /** `maxBytes`: bytes of windows held at most (0 holds none: every window is read again when needed). */
   constructor(readonly maxBytes: number = DEFAULT_WINDOW_CACHE_BYTES) {}
 
   /** A new owner id (one per zTOC), to key its windows by. */
   newOwner(): number {
-    return this.#nextOwner++;
+    const owner = this.#nextOwner++;
+    this.#live.add(owner);
+    return owner;
   }
 
   /** Window `i` of `owner`, or undefined when it is not held; a hit makes it the most recently used. */
@@ -45,8 +49,12 @@ export class WindowCache {
     return this.#entries.has(`${owner}:${i}`);
   }
 
-  /** Hold `window` (its own buffer: the cache pins it) as window `i` of `owner`, evicting the oldest beyond the bound. */
+  /**
+   * Hold `window` (its own buffer: the cache pins it) as window `i` of `owner`, evicting the oldest beyond the
+   * bound; ignored once `owner` was dropped.
+   */
   put(owner: number, i: number, window: Uint8Array): void {
+    if (!this.#live.has(owner)) return;
     const key = `${owner}:${i}`;
     const old = this.#entries.get(key);
     if (old) {
@@ -63,8 +71,9 @@ export class WindowCache {
     }
   }
 
-  /** Drop every window of `owner` (its layer is closed). */
+  /** Drop every window of `owner` (its layer is closed); later `put`s for it are ignored. */
   drop(owner: number): void {
+    this.#live.delete(owner);
     const prefix = `${owner}:`;
     for (const [k, w] of this.#entries) {
       if (!k.startsWith(prefix)) continue;

@@ -13,6 +13,8 @@ import { join } from "node:path";
 import { MediaType } from "../../src/oci/media_types.ts";
 import { OciLayout } from "../../src/registry/oci_layout.ts";
 import { loadZtocLazily } from "../../src/soci/lazy_ztoc.ts";
+import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
+import { ztocLayout } from "../../src/layerfs/ztoc_layout.ts";
 import { writeTar } from "../../src/tar/writer.ts";
 import { sha256Digest } from "../../src/util/digest.ts";
 import { buildZtoc } from "../../src/ztoc/builder.ts";
@@ -34,8 +36,15 @@ async function* once(blob: Uint8Array): AsyncGenerator<Uint8Array> {
 }
 
 /** A gzip zTOC of 40 files at 64 KiB spans, stored in the OCI layout at `tmp`, and its descriptor with a table. */
-async function storedZtoc(): Promise<{ bytes: Uint8Array; d: Descriptor; table: CheckpointTable }> {
-  const layer = compressLayer(writeTar(generateEntries("lazy-ztoc", 40)), "gzip");
+async function storedZtoc(): Promise<{
+  bytes: Uint8Array;
+  d: Descriptor;
+  table: CheckpointTable;
+  tar: Uint8Array;
+  blob: Uint8Array;
+}> {
+  const tar = writeTar(generateEntries("lazy-ztoc", 40));
+  const layer = compressLayer(tar, "gzip");
   const { bytes } = await buildZtoc(once(layer.blob), { algorithm: "gzip", spanSizeBytes: 64 * 1024 });
   const digest = sha256Digest(bytes);
   mkdirSync(join(tmp, "blobs", "sha256"), { recursive: true });
@@ -49,7 +58,7 @@ async function storedZtoc(): Promise<{ bytes: Uint8Array; d: Descriptor; table: 
     size: bytes.length,
     annotations: { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(table) },
   };
-  return { bytes, d, table };
+  return { bytes, d, table, tar, blob: layer.blob };
 }
 
 /**
@@ -198,4 +207,38 @@ test("a window read back wrong from the store's copy is refused and fetched agai
   expect(await windows.ensure(3)).toEqual(windowOf(bytes, table, 3));
   expect(fetched.filter((i) => i === 3)).toHaveLength(2);
   windows.close();
+});
+
+test("a window offered while one is held counts only when it is the same: a wrong span before is not used", async () => {
+  const { bytes, d, table, tar, blob } = await storedZtoc();
+  const { ztoc, windows } = await loadZtocLazily(new OciLayout(tmp), d, { windowCache: new WindowCache(1 << 20) });
+  const layout = ztocLayout(ztoc, inflateFromCheckpoint, windows);
+  const i = 3;
+  const [cs, ce] = layout.compressedRange(i);
+  const [us, ue] = layout.uncompressedRange(i);
+  const [ps, pe] = layout.uncompressedRange(i - 1);
+  // Span i waits for span i - 1; meanwhile window i arrives (a prefetch, another span's fetch).
+  const previous = Promise.withResolvers<Uint8Array>();
+  const inflated = layout.inflate(i, blob.subarray(cs, ce), { previous: () => previous.promise });
+  expect(await windows.ensure(i)).toEqual(windowOf(bytes, table, i));
+  // Span i - 1 comes back wrong at its end (a torn disk cache entry): its tail is not window i.
+  const wrong = tar.slice(ps, pe);
+  wrong.fill(0x41, wrong.length - WINDOW_SIZE);
+  previous.resolve(wrong);
+  expect(await inflated).toEqual(tar.subarray(us, ue));
+  // Directly: a held window is kept, a different one offered is refused, the same one accepted.
+  expect(windows.offer(i, wrong.subarray(wrong.length - WINDOW_SIZE))).toBe(false);
+  expect(windows.offer(i, windowOf(bytes, table, i).slice())).toBe(true);
+  windows.close();
+});
+
+test("windows arriving after the layer closed are not held", async () => {
+  const { bytes, d, table } = await storedZtoc();
+  const cache = new WindowCache(1 << 20);
+  const { windows } = await loadZtocLazily(new OciLayout(tmp), d, { windowCache: cache });
+  const pending = windows.ensure(2);
+  windows.close();
+  await pending.catch(() => {});
+  windows.offer(5, windowOf(bytes, table, 5).slice());
+  expect(cache.stats()).toMatchObject({ windows: 0, bytes: 0 });
 });

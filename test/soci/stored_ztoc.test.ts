@@ -160,3 +160,14 @@ test("discovery loads a zTOC found in the store without its windows, given store
   expect(z.compressionInfo.checkpoints).not.toEqual(decodeZtoc(bytes).compressionInfo.checkpoints);
   windows.close();
 });
+
+test("a window offered while one is held counts only when it is the same", async () => {
+  const { bytes, d, store, table } = await storedZtoc("offer");
+  const { windows } = loadStoredZtoc(store, d, { windowCache: new WindowCache(1 << 20) })!;
+  const s = table.recordsOffset + 3 * PACKED_CHECKPOINT_SIZE + RECORD_HEADER_SIZE;
+  const right = bytes.slice(s, s + WINDOW_SIZE);
+  expect(await windows.ensure(3)).toEqual(right);
+  expect(windows.offer(3, new Uint8Array(WINDOW_SIZE).fill(0x41))).toBe(false);
+  expect(windows.offer(3, right)).toBe(true);
+  windows.close();
+});
