@@ -142,8 +142,19 @@ export class LazyWindows implements CheckpointWindows {
     const held = this.#cache.get(this.#owner, i) ?? this.#fromSpill(i);
     if (held) return Promise.resolve(held);
     const f = this.#inflight.get(i);
-    const p = !f ? this.#fetch(i, i, signal) : !signal || f.signal === signal ? f.p : this.#until(i, f.p, signal);
-    return p.then((got) => got.get(i)!);
+    if (!f) return this.#fetch(i, i, signal).then((got) => got.get(i)!);
+    const joined = !signal || f.signal === signal ? f.p : this.#until(i, f.p, signal);
+    return joined.then(
+      (got) => got.get(i)!,
+      (err) => {
+        // The fetch joined was started for someone else (a prefetch) and ended with them: not this caller's
+        // failure while its own signal is live and the layer open, so it fetches the window for itself.
+        const endedByOther = f.signal !== undefined && f.signal !== signal && f.signal.aborted;
+        if (endedByOther && !signal?.aborted && !this.closed)
+          return this.#fetch(i, i, signal).then((got) => got.get(i)!);
+        throw err;
+      },
+    );
   }
 
   offer(i: number, window: Uint8Array): boolean {
@@ -213,6 +224,8 @@ export class LazyWindows implements CheckpointWindows {
       try {
         this.#closed.signal.throwIfAborted();
         bytes = await this.source.readRange(this.descriptor.digest, s, e, { signal }).catch((err) => {
+          if (deadline?.aborted && !this.#closed.signal.aborted)
+            throw new Error("the fetch it was asked for ended first", { cause: err });
           if (signal.aborted && !this.#closed.signal.aborted)
             throw new Error(`no answer within ${timeoutMs} ms`, { cause: err });
           throw err;

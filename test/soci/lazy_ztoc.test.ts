@@ -242,3 +242,35 @@ test("windows arriving after the layer closed are not held", async () => {
   windows.offer(5, windowOf(bytes, table, 5).slice());
   expect(cache.stats()).toMatchObject({ windows: 0, bytes: 0 });
 });
+
+test("a window fetch joined from a prefetch that ends is fetched again for the read still waiting", async () => {
+  const { bytes, d, table } = await storedZtoc();
+  const real = new OciLayout(tmp);
+  // Record reads wait until the test lets them go or their signal aborts (a slow registry, injected).
+  const held = Promise.withResolvers<void>();
+  let recordReads = 0;
+  const source = Object.assign(Object.create(real), {
+    readRange: async (digest: string, s: number, e: number, o?: RequestOptions) => {
+      const records = table.recordsOffset + table.count * PACKED_CHECKPOINT_SIZE;
+      if (s >= table.recordsOffset && s < records) {
+        recordReads++;
+        await new Promise<void>((res, rej) => {
+          held.promise.then(res);
+          o?.signal?.addEventListener("abort", () => rej(o.signal!.reason), { once: true });
+        });
+      }
+      return real.readRange(digest, s, e, o);
+    },
+  }) as ImageSource;
+  const { windows } = await loadZtocLazily(source, d, { windowCache: new WindowCache(1 << 20) });
+  const prefetch = new AbortController();
+  windows.prefetch([3], prefetch.signal);
+  const withDeadline = windows.ensure(3, AbortSignal.timeout(60_000));
+  const withoutSignal = windows.ensure(3);
+  prefetch.abort(new Error("the prefetch ended"));
+  held.resolve();
+  expect(await withDeadline).toEqual(windowOf(bytes, table, 3));
+  expect(await withoutSignal).toEqual(windowOf(bytes, table, 3));
+  expect(recordReads).toBeGreaterThanOrEqual(2);
+  windows.close();
+});
