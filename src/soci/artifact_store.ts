@@ -25,12 +25,14 @@ import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
   fstatSync,
+  fsync,
   fsyncSync,
   ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
   readlinkSync,
+  read,
   readSync,
   renameSync,
   rmSync,
@@ -72,11 +74,15 @@ export interface PartialBlob {
    */
   read(offset: number, length: number): Uint8Array;
   /**
-   * Check the whole blob against its digest and rename it into place (the file stays open for `read`);
-   * DigestMismatchError (file removed) if not.
+   * Check the whole blob against its digest and rename it into place (the file stays open for `read`); rejects
+   * with DigestMismatchError (file removed) if not. Reads the file in chunks without blocking the event loop;
+   * `write` is refused from the call on.
    */
-  commit(): void;
-  /** Before `commit`, remove the file; after it, close the stored blob (kept). No-op once discarded. */
+  commit(): Promise<void>;
+  /**
+   * Before `commit`, remove the file; during it, have it stop and remove the file (it rejects); after it, close
+   * the stored blob (kept). No-op once discarded.
+   */
   discard(): void;
 }
 
@@ -226,8 +232,13 @@ export class ArtifactStore {
     this.#ensureLayout();
     const tmp = join(this.contentDir, "blobs", "sha256", temporaryName());
     const fd = openSync(tmp, "wx+", 0o644);
-    /** "open": written and read; "committed": renamed into place, still read; "closed": fd closed. */
-    let state: "open" | "committed" | "closed" = "open";
+    /**
+     * "open": written and read; "committing": hashed, still read; "committed": renamed into place, still read;
+     * "closed": fd closed.
+     */
+    let state: "open" | "committing" | "committed" | "closed" = "open";
+    /** `discard` was called during `commit`: it stops at its next step and removes the file. */
+    let discardAsked = false;
     const close = () => {
       if (state === "closed") return;
       state = "closed";
@@ -259,12 +270,20 @@ export class ArtifactStore {
         }
         return n === length ? out : out.subarray(0, n);
       },
-      commit() {
+      async commit() {
         if (state !== "open") throw closedError();
+        state = "committing";
+        const stopIfDiscarded = () => {
+          if (!discardAsked) return;
+          close();
+          rmSync(tmp, { force: true });
+          throw closedError();
+        };
         const h = createHash("sha256");
         const chunk = new Uint8Array(1024 * 1024);
         for (let off = 0; off < size; ) {
-          const got = readSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
+          const got = await readAt(fd, chunk.subarray(0, Math.min(chunk.length, size - off)), off);
+          stopIfDiscarded();
           if (got === 0) break;
           h.update(chunk.subarray(0, got));
           off += got;
@@ -275,7 +294,8 @@ export class ArtifactStore {
           rmSync(tmp, { force: true });
           throw new DigestMismatchError(`Cannot store blob "${digest}": bytes hash to "${actual}"`, digest, actual);
         }
-        fsyncSync(fd);
+        await new Promise<void>((res, rej) => fsync(fd, (err) => (err ? rej(err) : res())));
+        stopIfDiscarded();
         try {
           renameSync(tmp, path);
         } catch (err) {
@@ -286,6 +306,10 @@ export class ArtifactStore {
         state = "committed";
       },
       discard() {
+        if (state === "committing") {
+          discardAsked = true;
+          return;
+        }
         const committed = state === "committed";
         close();
         if (!committed) rmSync(tmp, { force: true });
@@ -551,4 +575,9 @@ export function atomicWrite(path: string, bytes: Uint8Array): void {
   } catch {
     // some file systems refuse fsync on a directory; the rename is still atomic
   }
+}
+
+/** Up to `into.length` bytes read at `position` of `fd` into `into`, without blocking the event loop. */
+function readAt(fd: number, into: Uint8Array, position: number): Promise<number> {
+  return new Promise((res, rej) => read(fd, into, 0, into.length, position, (err, n) => (err ? rej(err) : res(n))));
 }

@@ -114,6 +114,8 @@ export class LazyWindows implements CheckpointWindows {
   #spill: PartialBlob | undefined;
   /** True once `#spill` is complete, checked and stored. */
   #committed = false;
+  /** True while `#spill` is being checked and renamed into the store. */
+  #committing = false;
   /** Opens `#spill` at the first record (undefined once opened, or without one). */
   #openSpill: (() => PartialBlob) | undefined;
 
@@ -224,7 +226,9 @@ export class LazyWindows implements CheckpointWindows {
       try {
         this.#closed.signal.throwIfAborted();
         bytes = await this.source.readRange(this.descriptor.digest, s, e, { signal }).catch((err) => {
-          if (deadline?.aborted && !this.#closed.signal.aborted)
+          // Ended by the caller's signal without its deadline passing (a prefetch stopped): say so.
+          const stopped = deadline?.aborted && (deadline.reason as Error | undefined)?.name !== "TimeoutError";
+          if (stopped && !this.#closed.signal.aborted)
             throw new Error("the fetch it was asked for ended first", { cause: err });
           if (signal.aborted && !this.#closed.signal.aborted)
             throw new Error(`no answer within ${timeoutMs} ms`, { cause: err });
@@ -333,21 +337,27 @@ export class LazyWindows implements CheckpointWindows {
   }
 
   /**
-   * Every record is in the local copy: check it against its digest and rename it into the store. The stored
-   * zTOC stays open: evicted windows are read back from it (and verified again) until `close`.
+   * Every record is in the local copy: check it against its digest and rename it into the store (off the event
+   * loop's critical path: the hash of a large zTOC is read in chunks). The stored zTOC stays open: evicted
+   * windows are read back from it (and verified again) until `close`.
    */
   #complete(): void {
     const spill = this.#spill;
-    if (!spill || this.#committed) return;
-    try {
-      spill.commit();
-    } catch (err) {
-      this.#spill = undefined;
-      spill.discard();
-      this.opts.onError?.(`Cannot keep zTOC "${this.descriptor.digest}": ${errorMessage(err)}`);
-      return;
-    }
-    this.#committed = true;
-    this.opts.onComplete?.();
+    if (!spill || this.#committed || this.#committing) return;
+    this.#committing = true;
+    spill.commit().then(
+      () => {
+        this.#committing = false;
+        this.#committed = true;
+        this.opts.onComplete?.();
+      },
+      (err) => {
+        this.#committing = false;
+        if (this.#spill === spill) this.#spill = undefined;
+        spill.discard();
+        // Closed meanwhile: the copy was let go on purpose, nothing to report.
+        if (!this.closed) this.opts.onError?.(`Cannot keep zTOC "${this.descriptor.digest}": ${errorMessage(err)}`);
+      },
+    );
   }
 }

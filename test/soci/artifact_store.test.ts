@@ -96,7 +96,10 @@ describe("ArtifactStore", () => {
     p.write(10, bytes.subarray(10));
     expect(p.read(0, 12)).toEqual(new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...bytes.subarray(10, 12)]));
     p.write(0, bytes.subarray(0, 10));
-    p.commit();
+    const committing = p.commit();
+    expect(() => p.write(0, bytes)).toThrow(InvalidArgumentError);
+    expect(p.read(0, 3)).toEqual(bytes.subarray(0, 3));
+    await committing;
     expect(await s.getBlob(d)).toEqual(bytes);
     expect(p.read(2, 5)).toEqual(bytes.subarray(2, 7));
     expect(() => p.write(0, bytes)).toThrow(InvalidArgumentError);
@@ -112,11 +115,18 @@ describe("ArtifactStore", () => {
     const d = sha256Digest(bytes);
     const bad = s.partialBlob(d, bytes.length);
     bad.write(0, new TextEncoder().encode("wrong bytes"));
-    expect(() => bad.commit()).toThrow(DigestMismatchError);
+    await expect(bad.commit()).rejects.toBeInstanceOf(DigestMismatchError);
     expect(await s.hasBlob(d)).toBe(false);
     const dropped = s.partialBlob(d, bytes.length);
     dropped.write(0, bytes);
     dropped.discard();
+    expect(await s.hasBlob(d)).toBe(false);
+    // Discarded while it commits: the commit stops, nothing is stored, the file is removed.
+    const racing = s.partialBlob(d, bytes.length);
+    racing.write(0, bytes);
+    const committing = racing.commit();
+    racing.discard();
+    await expect(committing).rejects.toBeInstanceOf(InvalidArgumentError);
     expect(await s.hasBlob(d)).toBe(false);
     expect(readdirSync(join(root, "content/blobs/sha256")).filter((n) => n.startsWith("."))).toEqual([]);
   });

@@ -158,11 +158,15 @@ test("with the store's copy, evicted windows are read back from it, and the comp
   const cache = new WindowCache(2 * WINDOW_SIZE);
   const { source, fetched } = countingSource(table);
   let completed = 0;
+  const stored = Promise.withResolvers<void>();
   const errors: string[] = [];
   const { windows } = await loadZtocLazily(source, d, {
     windowCache: cache,
     spill: () => store.partialBlob(d.digest, d.size),
-    onComplete: () => completed++,
+    onComplete: () => {
+      completed++;
+      stored.resolve();
+    },
     onError: (why) => errors.push(why),
   });
   for (let i = 0; i < table.count - 1; i++) expect(await windows.ensure(i)).toEqual(windowOf(bytes, table, i));
@@ -174,13 +178,14 @@ test("with the store's copy, evicted windows are read back from it, and the comp
   expect(fetched.length).toBe(before);
   // A window offered by the span before counts as arrived: the copy is complete, checked and stored.
   expect(windows.offer(table.count - 1, windowOf(bytes, table, table.count - 1).slice())).toBe(true);
+  await stored.promise;
   expect(completed).toBe(1);
   expect(errors).toEqual([]);
   expect(await store.getBlob(d.digest)).toEqual(bytes);
   // Once stored, evicted windows are read back from the stored zTOC: every window again, no request.
-  const stored = fetched.length;
+  const fetchedBefore = fetched.length;
   for (let i = 0; i < table.count; i++) expect(await windows.ensure(i)).toEqual(windowOf(bytes, table, i));
-  expect(fetched.length).toBe(stored);
+  expect(fetched.length).toBe(fetchedBefore);
   windows.close();
   // Closing the layer closes the stored zTOC; it stays in the store.
   expect(await store.getBlob(d.digest)).toEqual(bytes);
