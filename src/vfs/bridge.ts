@@ -449,12 +449,21 @@ export class VfsBridge implements RawFileSystem {
     };
   }
 
+  /**
+   * Forget `nodeid` when the kernel holds no lookup of it and no file is open on it (a node a predecessor gave
+   * out is counted from 0 here while a file opened through it stays open: its RELEASE must still find it).
+   */
   #dropUnreferenced(nodeid: number): void {
     const k = this.#byId.get(nodeid);
-    if (k && k.lookups === 0) {
+    if (k && k.lookups === 0 && !this.#hasOpenFile(k.node)) {
       this.#byId.delete(nodeid);
       this.#idOf.delete(k.node);
     }
+  }
+
+  #hasOpenFile(node: Node): boolean {
+    for (const f of this.#files.values()) if (f.node === node) return true;
+    return false;
   }
 
   #dotEntry(a: Attr): EntryOut {
