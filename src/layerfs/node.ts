@@ -121,7 +121,14 @@ export class LayerTreeHolder {
   #tree: LayerTree | undefined;
   /** Entries by inode number, while the tree is in memory. */
   #byIno: LayerEntry[] | undefined;
-  readonly #nodes = new Map<number, EntryNode>();
+  /**
+   * The node handed out for each inode number, held weakly: a node nobody holds (the bridge holds those the kernel
+   * keeps or has open) is collected, and made again, alike, when asked for; its entry goes with it.
+   */
+  readonly #nodes = new Map<number, WeakRef<EntryNode>>();
+  readonly #collected = new FinalizationRegistry<number>((ino) => {
+    if (this.#nodes.get(ino)?.deref() === undefined) this.#nodes.delete(ino);
+  });
   #loading: Promise<void> | undefined;
   readonly #closed = new AbortController();
   #lastUsedMs: number;
@@ -150,10 +157,11 @@ export class LayerTreeHolder {
 
   /** The node of inode `ino` (one object per inode number for the holder's lifetime). */
   node(ino: number): EntryNode {
-    let n = this.#nodes.get(ino);
+    let n = this.#nodes.get(ino)?.deref();
     if (!n) {
       n = new EntryNode(ino, this);
-      this.#nodes.set(ino, n);
+      this.#nodes.set(ino, new WeakRef(n));
+      this.#collected.register(n, ino);
     }
     return n;
   }
@@ -175,6 +183,11 @@ export class LayerTreeHolder {
   ready(): Promise<void> | undefined {
     this.#lastUsedMs = this.#now();
     if (this.#tree) return undefined;
+    if (this.#closed.signal.aborted) {
+      return Promise.reject(
+        new UnavailableError(`Cannot load the tree of layer "${this.#opts.digest}" again: the layer is closed`),
+      );
+    }
     this.#loading ??= this.#reload();
     return this.#loading;
   }
