@@ -66,21 +66,6 @@ test("a file opened through a predecessor's node id stays open across a READDIRP
   expect(holder.dropIfIdle(1000)).toBe(true);
 });
 
-test("nodes nobody holds are not kept by the holder; the same inode gets an equal node again", () => {
-  const holder = new LayerTreeHolder(buildLayerTree(TOC), {
-    digest: "sha256:layer",
-    read: async () => new Uint8Array(0),
-    state: () => ({}) as LayerState,
-  });
-  const ino = buildLayerTree(TOC).root.children!.get("d")!.children!.get("file07")!.ino;
-  const ref = (() => new WeakRef(holder.node(ino)))();
-  Bun.gc(true);
-  expect(ref.deref()).toBeUndefined();
-  const again = holder.node(ino);
-  expect(again.getattr().ino).toBe(ino);
-  expect(holder.node(ino)).toBe(again);
-});
-
 test("a closed layer's dropped tree is not built again, and its status does not stay loading", async () => {
   let now = 0;
   const holder = new LayerTreeHolder(buildLayerTree(TOC), {
