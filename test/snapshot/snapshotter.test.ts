@@ -1,3 +1,4 @@
+import { within } from "../_harness/liveness.ts";
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { link, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -527,9 +528,20 @@ describe("Snapshotter: restart", () => {
     }
     await sn.close();
     const fake = new FakeRemoteFs();
-    fake.mountGate = () => new Promise((r) => setImmediate(r));
+    // Mounts are held until three wait at once, then let go together: restore must have three in flight (a
+    // serial restore never gets there and the bound below fails it), and never a fourth (the maximum says so).
+    let held: Array<() => void> = [];
+    fake.mountGate = () =>
+      new Promise<void>((go) => {
+        held.push(go);
+        if (held.length < 3) return;
+        const batch = held;
+        held = [];
+        for (const g of batch) g();
+      });
     const again = await rig({ root, remoteFs: fake, restoreConcurrency: 3 });
-    expect((await again.sn.restore()).restored).toHaveLength(12);
+    const { restored } = await within(20_000, "a restore of 12 mounts, 3 at a time", again.sn.restore());
+    expect(restored).toHaveLength(12);
     expect(fake.maxConcurrentMounts).toBe(3);
   });
 
