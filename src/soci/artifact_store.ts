@@ -187,14 +187,7 @@ export class ArtifactStore {
       size,
       read(offset, length, into) {
         if (!open) throw new InvalidArgumentError(`Cannot read blob "${digest}" at "${path}": it is closed`);
-        const out = into ? into.subarray(0, length) : new Uint8Array(length);
-        let n = 0;
-        while (n < length) {
-          const got = readSync(fd, out, n, length - n, offset + n);
-          if (got === 0) break;
-          n += got;
-        }
-        return n === length ? out : out.subarray(0, n);
+        return readFully(fd, into ? into.subarray(0, length) : new Uint8Array(length), offset);
       },
       close() {
         if (!open) return;
@@ -261,14 +254,7 @@ export class ArtifactStore {
       },
       read(offset, length) {
         if (state === "closed") throw closedError();
-        const out = new Uint8Array(length);
-        let n = 0;
-        while (n < length) {
-          const got = readSync(fd, out, n, length - n, offset + n);
-          if (got === 0) break;
-          n += got;
-        }
-        return n === length ? out : out.subarray(0, n);
+        return readFully(fd, new Uint8Array(length), offset);
       },
       async commit() {
         if (state !== "open") throw closedError();
@@ -575,6 +561,17 @@ export function atomicWrite(path: string, bytes: Uint8Array): void {
   } catch {
     // some file systems refuse fsync on a directory; the rename is still atomic
   }
+}
+
+/** `out` filled from `position` of `fd` (read until full or end of file); the part read (fewer past the end). */
+function readFully(fd: number, out: Uint8Array, position: number): Uint8Array {
+  let n = 0;
+  while (n < out.length) {
+    const got = readSync(fd, out, n, out.length - n, position + n);
+    if (got === 0) break;
+    n += got;
+  }
+  return n === out.length ? out : out.subarray(0, n);
 }
 
 /** Up to `into.length` bytes read at `position` of `fd` into `into`, without blocking the event loop. */
