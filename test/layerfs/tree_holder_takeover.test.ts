@@ -37,15 +37,20 @@ const TOC = [
   ...Array.from({ length: 40 }, (_, i) => entry(`d/file${String(i).padStart(2, "0")}`, "reg", 512 * (i + 1))),
 ];
 
-test("a file opened through a predecessor's node id stays open across a READDIRPLUS that could not list it", async () => {
-  let now = 0;
-  const holder = new LayerTreeHolder(buildLayerTree(TOC), {
+/** A holder of TOC's tree that can be dropped and built again, on `clock` (milliseconds). */
+function holderOf(clock: { now: number }): LayerTreeHolder {
+  return new LayerTreeHolder(buildLayerTree(TOC), {
     digest: "sha256:layer",
     read: async () => new Uint8Array(0),
     state: () => ({}) as LayerState,
     reload: async () => buildLayerTree(TOC),
-    nowMs: () => now,
+    nowMs: () => clock.now,
   });
+}
+
+test("a file opened through a predecessor's node id stays open across a READDIRPLUS that could not list it", async () => {
+  const clock = { now: 0 };
+  const holder = holderOf(clock);
   const tree = buildLayerTree(TOC);
   const d = tree.root.children!.get("d")!;
   const names = [...d.children!.keys()];
@@ -62,20 +67,14 @@ test("a file opened through a predecessor's node id stays open across a READDIRP
   expect(bridge.openHandles).toBe(0);
   expect(holder.status().openFiles).toBe(0);
   // Nothing open: the tree can be dropped once idle.
-  now = 10_000_000;
+  clock.now = 10_000_000;
   expect(holder.dropIfIdle(1000)).toBe(true);
 });
 
 test("a closed layer's dropped tree is not built again, and its status does not stay loading", async () => {
-  let now = 0;
-  const holder = new LayerTreeHolder(buildLayerTree(TOC), {
-    digest: "sha256:layer",
-    read: async () => new Uint8Array(0),
-    state: () => ({}) as LayerState,
-    reload: async () => buildLayerTree(TOC),
-    nowMs: () => now,
-  });
-  now = 10_000;
+  const clock = { now: 0 };
+  const holder = holderOf(clock);
+  clock.now = 10_000;
   expect(holder.dropIfIdle(1000)).toBe(true);
   holder.close();
   await expect(holder.ready()!).rejects.toThrow(
