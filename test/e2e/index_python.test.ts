@@ -25,7 +25,13 @@ import {
 import { getFile, loadZtoc } from "../../src/soci/ztoc_store.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { ensurePythonImage, PYTHON_IMAGE_TAG, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import {
+  ensurePythonImage,
+  PYTHON_IMAGE_TAG,
+  PYTHON_LAYER2_FILES,
+  pushPythonImage,
+  PYTHON_IMAGE_NEEDS,
+} from "../_harness/python_image.ts";
 import { Rand } from "../_harness/rand.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 
@@ -33,9 +39,7 @@ const run = needs(
   "index e2e (python image)",
   "root",
   "tool:docker-registry",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
+  ...PYTHON_IMAGE_NEEDS,
   "tool:tar",
   "tool:podman",
   "tool:runc",

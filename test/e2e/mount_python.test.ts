@@ -17,7 +17,7 @@ import type { Manifest } from "../../src/oci/types.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { ensurePythonImage, pushPythonImage } from "../_harness/python_image.ts";
+import { ensurePythonImage, pushPythonImage, PYTHON_IMAGE_NEEDS } from "../_harness/python_image.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { applyLayers, describeTree, layoutManifest, startMount, type MountProcess } from "./_mount_helpers.ts";
 
@@ -26,9 +26,7 @@ const run = needs(
   "root",
   "fuse",
   "tool:docker-registry",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
+  ...PYTHON_IMAGE_NEEDS,
   "tool:tar",
   "tool:chroot",
   "tool:getfattr",

@@ -22,7 +22,7 @@ import type { ImageIndex, Manifest } from "../../src/oci/types.ts";
 import { ANNOTATION_TOC_DIGEST } from "../../src/soci/index.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import { PYTHON_LAYER2_FILES, pushPythonImage, PYTHON_IMAGE_NEEDS } from "../_harness/python_image.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { type ServeProcess, startServeProcess } from "../_harness/serve.ts";
 import { ensureTrixiePodman, openTrixieView, type TrixieView } from "../_harness/trixie_podman.ts";
@@ -33,9 +33,7 @@ const run = needs(
   "root",
   "fuse",
   "tool:docker-registry",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
+  ...PYTHON_IMAGE_NEEDS,
   "tool:chroot",
   "tool:setpriv",
 );

@@ -28,7 +28,12 @@ import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { type LoadOrderDocument, lodLayerSpans } from "../../src/soci/lod.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import {
+  ensurePythonImage,
+  PYTHON_LAYER2_FILES,
+  pushPythonImage,
+  PYTHON_IMAGE_NEEDS,
+} from "../_harness/python_image.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { type ServeProcess, startServeProcess } from "../_harness/serve.ts";
 import { startMount } from "./_mount_helpers.ts";
@@ -41,9 +46,7 @@ const run = needs(
   "tool:podman",
   "tool:runc",
   "tool:docker-registry",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
+  ...PYTHON_IMAGE_NEEDS,
   "tool:chroot",
 );
 const MINUTES = 60_000;

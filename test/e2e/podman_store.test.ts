@@ -24,7 +24,12 @@ import { encodeStoreRef } from "../../src/store/store_names.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
-import { ensurePythonImage, PYTHON_LAYER2_FILES, pushPythonImage } from "../_harness/python_image.ts";
+import {
+  ensurePythonImage,
+  PYTHON_LAYER2_FILES,
+  pushPythonImage,
+  PYTHON_IMAGE_NEEDS,
+} from "../_harness/python_image.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { type ServeProcess, startServeProcess } from "../_harness/serve.ts";
@@ -38,9 +43,7 @@ const run = needs(
   "tool:podman",
   "tool:runc",
   "tool:docker-registry",
-  "tool:skopeo",
-  "tool:umoci",
-  "tool:debootstrap",
+  ...PYTHON_IMAGE_NEEDS,
   "tool:busybox",
   "tool:setpriv",
   "tool:tar",
