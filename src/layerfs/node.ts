@@ -126,7 +126,7 @@ export class LayerTreeHolder {
    * leaves these small handles: ~24 MB for 200,000 entries). Held weakly they cost `find` 13-35% more time in
    * bench:fuse (a WeakRef and a finalizer per node), so they are not.
    */
-  readonly #nodes = new Map<number, EntryNode>();
+  readonly #nodes: Array<EntryNode | undefined>;
   #loading: Promise<void> | undefined;
   readonly #closed = new AbortController();
   #lastUsedMs: number;
@@ -140,6 +140,7 @@ export class LayerTreeHolder {
     this.#now = opts.nowMs ?? (() => performance.now());
     this.#lastUsedMs = this.#now();
     this.inodeCount = tree.inodeCount;
+    this.#nodes = new Array(tree.inodeCount + 1);
     this.#keep(tree);
     const root = this.node(tree.root.ino);
     if (opts.stateDir !== false && !tree.root.children!.has(STATE_DIR)) {
@@ -155,10 +156,10 @@ export class LayerTreeHolder {
 
   /** The node of inode `ino` (one object per inode number for the holder's lifetime). */
   node(ino: number): EntryNode {
-    let n = this.#nodes.get(ino);
+    let n = this.#nodes[ino];
     if (!n) {
       n = new EntryNode(ino, this);
-      this.#nodes.set(ino, n);
+      this.#nodes[ino] = n;
     }
     return n;
   }
