@@ -169,8 +169,8 @@ export class HttpRegistryClient implements RegistryClient {
   /** Fetch init (TLS trust) per URL host; see `#fetchInit`. */
   readonly #tlsByHost = new Map<string, Record<string, unknown>>();
   readonly #redirects = new Map<string, { url: string; expiresAt: number }>();
-  /** Endpoint hosts (mirrors or origins) known to lack the Referrers API. */
-  readonly #noReferrersApi = new Set<string>();
+  /** Endpoint hosts (mirrors or origins) known to have (true) or to lack (false) the Referrers API. */
+  readonly #referrersApi = new Map<string, boolean>();
   readonly #caPem: string | undefined;
   readonly #caPemByHost: Map<string, string>;
   /** Registries that answered a multi-range request with the whole blob. */
@@ -780,11 +780,59 @@ export class HttpRegistryClient implements RegistryClient {
     const filter = (list: Descriptor[]) =>
       opts.artifactType ? list.filter((d) => d.artifactType === opts.artifactType) : list;
     const action = `list referrers of "${digest}" in "${repoName(ref)}"`;
-    // 1. the Referrers API at each endpoint (mirrors, then the origin) not known to lack it; a 404/405/400
-    //    means this endpoint has no API (a registry with it answers an empty index): try the next one
+    const endpoints = endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: true });
+    const tagRef = { registry: ref.registry, repository: ref.repository, tag: `${algorithm}-${hex}` };
+    // 0. while no endpoint is known to have the API but one is yet to be asked, the fallback tag is asked for
+    //    beside the probe (a registry without the API then costs one round trip, not two); dropped if the API answers
+    const probing = endpoints.some((ep) => this.#referrersApi.get(ep.host) === undefined);
+    const knownApi = endpoints.some((ep) => this.#referrersApi.get(ep.host) === true);
+    const beside = probing && !knownApi ? new AbortController() : undefined;
+    const tagAsked =
+      beside &&
+      this.#fallbackReferrers(tagRef, {
+        ...opts,
+        signal: opts.signal ? AbortSignal.any([opts.signal, beside.signal]) : beside.signal,
+      });
+    tagAsked?.catch(() => {}); // awaited below unless the API answers
+    try {
+      const viaApi = await this.#referrersViaApi(ref, digest, { ...opts, action, endpoints });
+      if (viaApi) {
+        beside?.abort();
+        return filter(viaApi);
+      }
+    } catch (err) {
+      beside?.abort();
+      throw err;
+    }
+    // 2. the fallback tag
+    return filter(await (tagAsked ?? this.#fallbackReferrers(tagRef, opts)));
+  }
+
+  /** The fallback tag's index of referrers; none when the tag does not exist. */
+  async #fallbackReferrers(tagRef: Reference, opts: RequestOptions): Promise<Descriptor[]> {
+    try {
+      const fetched = await this.getManifest(tagRef, opts);
+      return isIndex(fetched.manifest) ? fetched.manifest.manifests : [];
+    } catch (err) {
+      if (err instanceof NotFoundError) return [];
+      throw err;
+    }
+  }
+
+  /**
+   * 1. The Referrers API at each endpoint (mirrors, then the origin) not known to lack it; a 404/405/400 means
+   *    this endpoint has no API (a registry with it answers an empty index): try the next one. Undefined when no
+   *    endpoint has it.
+   */
+  async #referrersViaApi(
+    ref: Reference,
+    digest: string,
+    opts: RequestOptions & { artifactType?: string; action: string; endpoints: Endpoint[] },
+  ): Promise<Descriptor[] | undefined> {
+    const { action, endpoints } = opts;
     const q = opts.artifactType ? `?artifactType=${encodeURIComponent(opts.artifactType)}` : "";
-    for (const ep of endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: true })) {
-      if (this.#noReferrersApi.has(ep.host)) continue;
+    for (const ep of endpoints) {
+      if (this.#referrersApi.get(ep.host) === false) continue;
       let viaApi: Descriptor[] | undefined;
       try {
         viaApi = await this.#send(
@@ -816,20 +864,10 @@ export class HttpRegistryClient implements RegistryClient {
         if (!ep.mirror || opts.signal?.aborted) throw err;
         continue; // a failing mirror: the next endpoint
       }
-      if (viaApi) return filter(viaApi);
-      this.#noReferrersApi.add(ep.host);
+      this.#referrersApi.set(ep.host, viaApi !== undefined);
+      if (viaApi) return viaApi;
     }
-    // 2. the fallback tag
-    try {
-      const fetched = await this.getManifest(
-        { registry: ref.registry, repository: ref.repository, tag: `${algorithm}-${hex}` },
-        opts,
-      );
-      return isIndex(fetched.manifest) ? filter(fetched.manifest.manifests) : [];
-    } catch (err) {
-      if (err instanceof NotFoundError) return [];
-      throw err;
-    }
+    return undefined;
   }
 
   /**
@@ -852,9 +890,12 @@ export class HttpRegistryClient implements RegistryClient {
     // 1. the manifest itself, by digest
     const base = { registry: ref.registry, repository: ref.repository };
     const { descriptor, subjectHeader } = await this.#putManifest(base, bytes, mediaType, opts);
-    if (subjectHeader === subject.digest) return descriptor;
+    if (subjectHeader === subject.digest) {
+      this.#referrersApi.set(this.#origin(ref).host, true);
+      return descriptor;
+    }
     // 2. maintain the fallback tag (read, add, write back; last writer wins as with oras)
-    this.#noReferrersApi.add(this.#origin(ref).host);
+    this.#referrersApi.set(this.#origin(ref).host, false);
     const tagRef = { ...base, tag: `${algorithm}-${hex}` };
     let index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] };
     try {
