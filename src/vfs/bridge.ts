@@ -398,8 +398,16 @@ export class VfsBridge implements RawFileSystem {
         continue;
       }
       // An entry of another tree (the podman store's layer roots) may have to be ready first: go on from it then.
+      // If it cannot be, the entries already in `out` (their lookups counted) are still sent, as a short reply:
+      // the kernel asks again from this entry's cookie, and that request fails.
       const wait = e.node.ready?.();
-      if (wait !== undefined) return wait.then(() => this.readdir(nodeid, fh, i, out));
+      if (wait !== undefined)
+        return wait.then(
+          () => this.readdir(nodeid, fh, i, out),
+          (err: unknown) => {
+            if (out.empty) throw err;
+          },
+        );
       const a = e.node.getattr();
       if (out.plus) {
         // Count the lookup only once the kernel is sure to receive the entry.

@@ -192,6 +192,39 @@ describe("VfsBridge with nodes that must be ready", () => {
     for (const name of ["x", "layer"]) expect(text.split(name).length - 1).toBe(1);
   });
 
+  test("a READDIRPLUS whose later entry cannot be made ready sends the entries before it, then fails from it", async () => {
+    const gate = new Gate();
+    const inner = gate.wrap(tree().root);
+    const outer = new MemoryTree();
+    outer.file("x", "x\n");
+    const mixed: Node = {
+      getattr: () => outer.root.getattr(),
+      lookup: (name) => (name === "layer" ? inner : outer.root.lookup!(name)),
+      readdir: () => [...(outer.root.readdir!() as DirEntry[]), { name: "layer", node: inner }],
+    };
+    const b = new VfsBridge(mixed);
+    const dh = (await b.opendir(FUSE_ROOT_ID)).fh;
+    gate.drop();
+    const out = new DirentBuffer(1n, 4096, true);
+    const p = b.readdir(FUSE_ROOT_ID, dh, 0, out);
+    gate.finish(new Error("Cannot load the tree again: the store is gone"));
+    // The reply carries ".", ".." and "x" (whose lookup was counted), not "layer"; it is not an error.
+    await p;
+    const text = new TextDecoder().decode(out.finish());
+    expect(text.split("x").length - 1).toBe(1);
+    expect(text.includes("layer")).toBe(false);
+    // The kernel got "x" and will FORGET it: that lookup is the only one, so the node is let go.
+    const x = (await b.lookup(FUSE_ROOT_ID, "x")).nodeid;
+    b.forget(x, 2);
+    expect(() => b.getattr(x)).toThrow();
+    // The next READDIRPLUS starts at "layer" (cookie 3): nothing to send, so its failure is the reply.
+    gate.drop();
+    const next = new DirentBuffer(2n, 4096, true);
+    const q = b.readdir(FUSE_ROOT_ID, dh, 3, next);
+    gate.finish(new Error("Cannot load the tree again: the store is gone"));
+    await expect(Promise.resolve(q)).rejects.toThrow(/store is gone/);
+  });
+
   test("a failed ready fails that request alone; the next request tries again and succeeds", async () => {
     const gate = new Gate();
     const b = new VfsBridge(gate.wrap(tree().root));
