@@ -18,7 +18,7 @@ import type { SpanCacheView } from "../cache/span_cache_view.ts";
 import { BackingStream } from "../fuse/direct_reads.ts";
 import type { Descriptor } from "../oci/types.ts";
 import type { Reference, RegistryClient } from "../registry/types.ts";
-import { sha256Digest } from "../util/digest.ts";
+import { sha256DigestInSlices } from "../util/digest.ts";
 import { DigestMismatchError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { Node } from "../vfs/node.ts";
@@ -319,7 +319,8 @@ async function reloadTree(
   opts: { digest: string; layoutDigest: string; opaqueXattr?: OpaqueXattrMode; signal: AbortSignal },
 ): Promise<LayerTree> {
   const bytes = await source.read(opts.signal);
-  const actual = sha256Digest(bytes);
+  const actual = await sha256DigestInSlices(bytes);
+  opts.signal.throwIfAborted();
   if (actual !== source.digest) {
     throw new DigestMismatchError(
       `Cannot use zTOC "${source.digest}" of layer "${opts.digest}": its bytes hash to "${actual}"`,
@@ -327,7 +328,8 @@ async function reloadTree(
       actual,
     );
   }
-  const ztoc = decodeZtoc(bytes);
+  // The bytes are this call's alone, and only the TOC and span geometry are used: no copy of the windows.
+  const ztoc = decodeZtoc(bytes, { shareCheckpoints: true });
   if (spanLayoutDigest(ztoc) !== opts.layoutDigest) {
     throw new Error(`Cannot use zTOC "${source.digest}" of layer "${opts.digest}": its span layout is not the layer's`);
   }

@@ -39,6 +39,19 @@ export function sha256Digest(bytes: Uint8Array): Digest {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 }
 
+/**
+ * The sha256 digest of `bytes`, hashed `sliceBytes` at a time with a turn of the event loop between slices, so
+ * that hashing a large blob (a 24 MB zTOC) does not hold up the other work of the process meanwhile.
+ */
+export async function sha256DigestInSlices(bytes: Uint8Array, sliceBytes = 4 << 20): Promise<Digest> {
+  const h = createHash("sha256");
+  for (let off = 0; off < bytes.length; off += sliceBytes) {
+    if (off > 0) await new Promise<void>((resolve) => setTimeout(resolve, 0));
+    h.update(bytes.subarray(off, off + sliceBytes));
+  }
+  return `sha256:${h.digest("hex")}`;
+}
+
 /** The sha256 digest of a UTF-8 string. */
 export function sha256OfString(s: string): Digest {
   return sha256Digest(new TextEncoder().encode(s));
