@@ -6,11 +6,13 @@
  * Steps:
  *   1. Connect and take a lease: what the pull writes stays out of containerd's garbage collection until the
  *      image record holds it (the lease also expires by itself after `leaseExpireMs`, should the process die).
- *      A containerd that does not answer, or a namespace it refuses, fails here.
- *   2. Resolve the reference: the root manifest or index, the platform's manifest, its config (diffIDs).
+ *      A containerd that does not answer, or a namespace it refuses, fails here (step 2's requests, already
+ *      sent, are then dropped).
+ *   2. Resolve the reference: the root manifest or index, the platform's manifest; then its config (diffIDs)
+ *      and step 3 at once, as both need only the manifest.
  *   3. Look for a SOCI index (the v2 annotation, else v1 referrers): its digest goes into AWS SOCI's label, and
  *      the layers it covers are the ones a remote snapshotter will likely take (not downloaded ahead).
- *   4. Write the index, manifest and config to the content store with the labels a real pull leaves.
+ *   4. Write the index, manifest and config to the content store with the labels a real pull leaves (at once).
  *   5. Unpack each layer in order through the snapshotter:
  *      a. a committed snapshot of its chain ID exists already: nothing to do;
  *      b. Prepare with the remote-snapshot labels: ALREADY_EXISTS means the snapshotter took it remotely;
@@ -153,12 +155,19 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
   const containerd = new ContainerdClient(opts.address, { namespace: opts.namespace, timeoutMs: callTimeoutMs });
   const leaseId = `soci-ts-pull-${crypto.randomUUID()}`;
   let leased = false;
+  // Step 2's manifest requests go out while step 1 waits for containerd; dropped if step 1 fails.
+  const early = new AbortController();
+  const resolving = registryStep(name, () =>
+    resolveManifest(opts, signal ? AbortSignal.any([signal, early.signal]) : early.signal),
+  );
+  resolving.catch(() => {}); // awaited in step 2
   try {
     // 1.
     const expires = new Date(Date.now() + (opts.leaseExpireMs ?? DEFAULT_LEASE_EXPIRE_MS)).toISOString();
     try {
       await containerd.createLease(leaseId, { [GC_EXPIRE_LABEL]: expires }, call);
     } catch (err) {
+      early.abort();
       throw containerdError(name, opts, err);
     }
     leased = true;
@@ -170,8 +179,16 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       timeoutMs: callTimeoutMs,
     });
     try {
-      // 2.
-      const image = await registryStep(name, () => resolve(opts, signal));
+      // 2. and 3.
+      const resolved = await resolving;
+      const local = LOCAL_SNAPSHOTTERS.has(opts.snapshotter);
+      const finding = local ? Promise.resolve(undefined) : findSociIndex(opts, resolved.manifest, log, signal);
+      finding.catch(() => {}); // rejects only when aborted; awaited below
+      const image: Resolved = {
+        ...resolved,
+        config: await registryStep(name, () => fetchConfig(opts, resolved.manifest, signal)),
+      };
+      const soci = await finding;
       const manifest = image.manifest.manifest as Manifest;
       const diffIds = image.config.parsed.rootfs?.diff_ids ?? [];
       if (diffIds.length !== manifest.layers.length) {
@@ -180,20 +197,16 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
         );
       }
       const chains = chainIds(diffIds);
-      // 3.
-      const local = LOCAL_SNAPSHOTTERS.has(opts.snapshotter);
-      const soci = local ? undefined : await findSociIndex(opts, image.manifest, log, signal);
       // 4.
       const put = (d: Descriptor, bytes: Uint8Array, labels: Record<string, string>) =>
         putBlob(containerd, d, [bytes], labels, signal);
-      if (image.root !== image.manifest)
-        await put(image.root.descriptor, image.root.bytes, indexLabels(ref, [image.manifest.descriptor.digest]));
-      await put(image.manifest.descriptor, image.manifest.bytes, manifestLabels(ref, manifest));
-      await put(
-        image.config.descriptor,
-        image.config.bytes,
-        configLabels(ref, opts.snapshotter, chains[chains.length - 1] ?? ""),
-      );
+      await Promise.all([
+        image.root !== image.manifest
+          ? put(image.root.descriptor, image.root.bytes, indexLabels(ref, [image.manifest.descriptor.digest]))
+          : undefined,
+        put(image.manifest.descriptor, image.manifest.bytes, manifestLabels(ref, manifest)),
+        put(image.config.descriptor, image.config.bytes, configLabels(ref, opts.snapshotter, chains.at(-1) ?? "")),
+      ]);
       // 5.
       const result: PullResult = {
         name,
@@ -323,8 +336,8 @@ async function registryStep<T>(name: string, run: () => Promise<T>): Promise<T> 
   }
 }
 
-/** Step 2: root, platform manifest, config. */
-async function resolve(opts: PullOptions, signal?: AbortSignal): Promise<Resolved> {
+/** Step 2: root and platform manifest. */
+async function resolveManifest(opts: PullOptions, signal?: AbortSignal): Promise<Omit<Resolved, "config">> {
   const loc = opts.location;
   const root = await loc.getRoot({ signal });
   let manifest = root;
@@ -340,10 +353,19 @@ async function resolve(opts: PullOptions, signal?: AbortSignal): Promise<Resolve
     }
     manifest = await loc.getManifest(pick.digest, { signal });
   }
+  return { root, manifest };
+}
+
+/** Step 2: the platform manifest's config. */
+async function fetchConfig(
+  opts: PullOptions,
+  manifest: FetchedManifest,
+  signal?: AbortSignal,
+): Promise<Resolved["config"]> {
   const m = manifest.manifest as Manifest;
-  const bytes = await loc.getBlob(m.config.digest, { signal, size: m.config.size });
+  const bytes = await opts.location.getBlob(m.config.digest, { signal, size: m.config.size });
   const parsed = JSON.parse(new TextDecoder().decode(bytes)) as ImageConfig;
-  return { root, manifest, config: { descriptor: m.config, bytes, parsed } };
+  return { descriptor: m.config, bytes, parsed };
 }
 
 /** Step 3: the SOCI index's digest and the layers it covers; undefined when there is none (or it cannot be read). */
