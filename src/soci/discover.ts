@@ -31,7 +31,7 @@ import type { ArtifactStore } from "./artifact_store.ts";
 import type { ImageLocation } from "./image_location.ts";
 import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import { hasCheckpointTable, loadZtocLazily } from "./lazy_ztoc.ts";
-import { loadStoredZtoc } from "./stored_ztoc.ts";
+import { loadStoredZtoc, StoredWindows } from "./stored_ztoc.ts";
 import { decodePrefetchArtifact, type PrefetchArtifact } from "./prefetch.ts";
 import {
   ANNOTATION_IMAGE_LAYER_DIGEST,
@@ -238,7 +238,7 @@ async function withZtocs(
   );
   opts.onPhase?.("decoded");
   const prefetch = await prefetching;
-  const sources = ztocSources(source, descs, opts.store);
+  const sources = ztocSources(source, descs, { store: opts.store, windows });
   return { index, indexDescriptor, ztocs, windows, sources, prefetch, foundBy, version: indexVersion(index) };
 }
 
@@ -315,18 +315,33 @@ async function prefetchArtifacts(
 
 /**
  * Where each zTOC of `descs` can be read again, by layer digest (made apart from discovery's closures, so that what
- * they hold, the zTOCs among it, is not kept with these).
+ * they hold, the zTOCs among it, is not kept with these): the file a zTOC loaded from the store was read from,
+ * kept open by its StoredWindows while the layer is open (it may have left the store since), else the store, else
+ * the image's location.
  */
 function ztocSources(
   source: ImageLocation,
   descs: readonly Descriptor[],
-  store: ArtifactStore | undefined,
+  at: { store: ArtifactStore | undefined; windows: ReadonlyMap<string, ZtocWindows> },
 ): NonNullable<DiscoveredIndex["sources"]> {
+  const { store } = at;
   return new Map(
-    descs.map((d) => [
-      d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!,
-      { digest: d.digest, read: (signal: AbortSignal) => getZtocBytes(source, d, { store, signal }) },
-    ]),
+    descs.map((d) => {
+      const layer = d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!;
+      const w = at.windows.get(layer);
+      const pinned = w instanceof StoredWindows ? w : undefined;
+      const read = async (signal: AbortSignal) => {
+        if (pinned && !pinned.closed) {
+          try {
+            return pinned.readWhole();
+          } catch {
+            // closed meanwhile, or unreadable: the store, then the registry
+          }
+        }
+        return getZtocBytes(source, d, { store, signal });
+      };
+      return [layer, { digest: d.digest, read }];
+    }),
   );
 }
 

@@ -15,8 +15,10 @@
  *      checkpoint table, as `buildCheckpointTable` does); only the record headers are kept.
  *   3. Check the file against the descriptor digest (a mismatch throws: the caller fetches the zTOC again) and
  *      decode the buffer (windows zero, never written, never resident).
- *   4. Return it with its StoredWindows (the file is closed until the first window is read): a window is read from the file and checked against the record digest
- *      taken in step 2, so a file changed since (or a disk error) is refused naming the zTOC, never used.
+ *   4. Return it with its StoredWindows, which keep the file open until the layer closes (so the zTOC stays
+ *      readable when `soci-ts index rm` removes it from the store meanwhile): a window is read from the file and
+ *      checked against the record digest taken in step 2, so a file changed since (or a disk error) is refused
+ *      naming the zTOC, never used; the whole zTOC is read from it again for a tree dropped after idling.
  */
 import { createHash } from "node:crypto";
 import type { Descriptor } from "../oci/types.ts";
@@ -46,7 +48,8 @@ export interface StoredZtocOptions {
 /**
  * Steps 1-4 for the zTOC `d` in `store`; undefined when it has no gzip version 2 checkpoint records (read it
  * whole then). Throws NotFoundError when the store lacks it, DigestMismatchError when the file does not hash to
- * `d.digest`, ZtocFormatError when it does not decode, and what the file system throws; the file is closed then.
+ * `d.digest`, ZtocFormatError when it does not decode, and what the file system throws; the file is closed then
+ * (and when undefined is returned).
  */
 export function loadStoredZtoc(
   store: ArtifactStore,
@@ -55,6 +58,7 @@ export function loadStoredZtoc(
 ): { ztoc: Ztoc; windows: StoredWindows } | undefined {
   // 1.
   const file = store.openBlob(d.digest);
+  let kept = false;
   try {
     const size = file.size;
     const loc = locateCheckpointsIn(size, (at, n) => file.read(at, n));
@@ -109,40 +113,52 @@ export function loadStoredZtoc(
       recordDigests,
     };
     // 4.
-    const windows = new StoredWindows(() => store.openBlob(d.digest), {
+    const windows = new StoredWindows(file, {
       digest: d.digest,
       path: file.path,
       table,
       cache: opts.windowCache ?? sharedWindowCache,
     });
+    kept = true;
     return { ztoc, windows };
   } finally {
-    file.close();
+    if (!kept) file.close();
   }
 }
 
 /**
- * The checkpoint windows of a zTOC in the local store, read from its file as spans need them (the file opened
- * at the first read and kept open until `close`).
+ * The checkpoint windows of a zTOC in the local store, read from its file as spans need them (the file kept open
+ * until `close`, also when the store removes it meanwhile).
  */
 export class StoredWindows implements CheckpointWindows {
   readonly #owner: number;
-  readonly #open: () => BlobReader;
   readonly #zt: { digest: string; path: string; table: CheckpointTable; cache: WindowCache };
   #file: BlobReader | undefined;
   #closed = false;
 
   /**
-   * `open` opens the zTOC's file; `zt` names the zTOC (digest, file path for messages), holds its checkpoint
-   * table (the record digests windows are checked against) and the cache windows are held in.
+   * `file` is the zTOC's file, open (closed by `close`); `zt` names the zTOC (digest, file path for messages),
+   * holds its checkpoint table (the record digests windows are checked against) and the cache windows are held in.
    */
-  constructor(
-    open: () => BlobReader,
-    zt: { digest: string; path: string; table: CheckpointTable; cache: WindowCache },
-  ) {
-    this.#open = open;
+  constructor(file: BlobReader, zt: { digest: string; path: string; table: CheckpointTable; cache: WindowCache }) {
+    this.#file = file;
     this.#zt = zt;
     this.#owner = zt.cache.newOwner();
+  }
+
+  /**
+   * The whole zTOC as its file holds it (not verified: the caller checks it against its digest). Throws once
+   * closed, and what the file system throws.
+   */
+  readWhole(): Uint8Array {
+    const file = this.#file;
+    if (this.#closed || !file) {
+      throw new ZtocFormatError(
+        `Cannot read zTOC "${this.#zt.digest}" from "${this.#zt.path}": the layer is closed`,
+        0,
+      );
+    }
+    return file.read(0, file.size);
   }
 
   /** True while window `i` is held in memory (verified). */
@@ -208,8 +224,7 @@ export class StoredWindows implements CheckpointWindows {
     const [s, e] = recordRange(table, i);
     let rec: Uint8Array;
     try {
-      this.#file ??= this.#open();
-      rec = this.#file.read(s, e - s);
+      rec = this.#file!.read(s, e - s);
       verifyRecords(table, i, rec);
     } catch (cause) {
       return fail(errorMessage(cause), cause);
