@@ -20,6 +20,7 @@ import { promisify } from "node:util";
 import type { FetchedManifest } from "../registry/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import type { RegistryLocation } from "../soci/image_location.ts";
+import type { DiscoveredIndex } from "../soci/discover.ts";
 import { FailedPreconditionError, NotFoundError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { PhaseMark } from "../util/phases.ts";
@@ -121,7 +122,7 @@ export interface MountedImage {
   /** The load order document replayed, if any. */
   lod?: ReplayedLod;
   /** How the index was found, or undefined when the image has none. */
-  indexFoundBy: "store" | "v1" | "v2" | undefined;
+  indexFoundBy: DiscoveredIndex["foundBy"] | undefined;
   /** Layers bottom first, with where each is mounted. */
   layers: Array<{ layer: Layer; mountpoint: string }>;
   unmount(): Promise<void>;

@@ -1,6 +1,9 @@
 /**
  * Finding an image's SOCI index and its zTOCs at mount time (SOCI's fs.go findSociIndexDesc +
  * FetchSociArtifacts), in this order, each step switchable:
+ *  0. an index digest given by the caller (`indexDigest`: AWS SOCI's snapshot label
+ *     `containerd.io/snapshot/remote/soci.index.digest`, which `soci-ts pull` sets): that index, from the store or
+ *     the image's location, kept only when every zTOC it lists is for a layer of this image; else a miss and on;
  *  1. the local artifact store (`store`): a record for the image manifest digest, else for its config digest
  *     (an index built from the same image under another manifest), kept only when every zTOC it lists is for
  *     a layer of this image;
@@ -47,6 +50,11 @@ import {
 import { MediaType } from "../oci/media_types.ts";
 
 export interface DiscoverOptions {
+  /**
+   * The index to use when it serves this image (step 0): a caller that knows it (a pull that found it, a label)
+   * saves the lookups of steps 1-3. Not a sha256 digest, absent, or for other layers: a miss.
+   */
+  indexDigest?: string;
   /** Local artifact store, consulted first; undefined skips it. */
   store?: ArtifactStore;
   /** Remote discovery modes (SOCI's pull_modes.soci_v1 / soci_v2). */
@@ -56,7 +64,7 @@ export interface DiscoverOptions {
    * Called with one line per step that found nothing or failed; `failed` when an index was found but could not
    * be used (corrupt, or a zTOC that does not match its digest), which an operator should hear of.
    */
-  onMiss?: (step: "store" | "v2" | "v1", why: string, failed?: boolean) => void;
+  onMiss?: (step: "given" | "store" | "v2" | "v1", why: string, failed?: boolean) => void;
   /** Called for a prefetch artifact that cannot be fetched or parsed (it is left out). */
   onPrefetchError?: (digest: string, why: string) => void;
   /** Fetch zTOCs that carry a checkpoint table without their windows (default false). */
@@ -91,8 +99,8 @@ export interface DiscoveredIndex {
   sources?: Map<string, { digest: string; read(signal: AbortSignal): Promise<Uint8Array> }>;
   /** Prefetch artifact of each layer that has one, by layer digest. */
   prefetch: Map<string, { descriptor: Descriptor; artifact: PrefetchArtifact }>;
-  /** Where the index was found. */
-  foundBy: "store" | "v2" | "v1";
+  /** Where the index was found ("given": `indexDigest`). */
+  foundBy: "given" | "store" | "v2" | "v1";
   version: SociIndexVersion;
 }
 
@@ -116,6 +124,29 @@ export async function discoverIndex(
   const manifestDigest = imageManifest.descriptor.digest;
   const layerDigests = new Set(manifest.layers.map((l) => l.digest));
   const miss = opts.onMiss ?? (() => {});
+  const servesThisImage = (index: SociIndex) =>
+    ztocDescriptors(index).every((d) => layerDigests.has(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!));
+
+  // 0. The index the caller names.
+  if (opts.indexDigest) {
+    const digest = opts.indexDigest;
+    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) {
+      miss("given", `index digest "${digest.slice(0, 80)}" is not a sha256 digest`, true);
+    } else {
+      let found: Awaited<ReturnType<typeof fetchIndex>> | undefined;
+      try {
+        found = await fetchIndex(source, digest, opts);
+      } catch (err) {
+        if (opts.signal?.aborted) throw err;
+        miss("given", `index "${digest}": ${errorMessage(err)}`, true);
+      }
+      if (found && !servesThisImage(found.index)) {
+        miss("given", `index "${digest}" lists layers image "${manifestDigest}" does not have`, true);
+        found = undefined;
+      }
+      if (found) return await withZtocs(source, found.index, found.descriptor, "given", opts);
+    }
+  }
 
   // 1. The local store.
   if (opts.store) {
@@ -125,7 +156,7 @@ export async function discoverIndex(
       try {
         const bytes = await opts.store.getBlob(r.indexDigest);
         const index = decodeIndex(bytes);
-        if (!ztocDescriptors(index).every((d) => layerDigests.has(d.annotations![ANNOTATION_IMAGE_LAYER_DIGEST]!))) {
+        if (!servesThisImage(index)) {
           miss("store", `index "${r.indexDigest}" lists layers this image does not have`);
           continue;
         }
