@@ -6,7 +6,8 @@
  * `mount` steps:
  *   1. Read the labels: `containerd.io/snapshot/cri.image-ref` and `…/cri.layer-digest` (required),
  *      `…/cri.manifest-digest` (optional: the platform manifest containerd resolved, fetched by digest),
- *      `containerd.io/snapshot/soci-ts.lod` (optional: the workload whose load order document to replay).
+ *      `containerd.io/snapshot/soci-ts.lod` (optional: the workload whose load order document to replay; without
+ *      it, the first `[lod] replay` rule matching the image reference chooses one, else none).
  *   2. Resolve the image through the shared resolver (one discovery for all its layers, cached).
  *   3. No SOCI index, or no zTOC for this layer: NotFoundError, so the snapshotter makes a normal snapshot and
  *      containerd downloads the layer, as SOCI does.
@@ -24,6 +25,7 @@ import {
   LOD_LABEL,
 } from "../snapshot/labels.ts";
 import type { RemoteFs } from "../snapshot/remote_fs.ts";
+import { chooseLod, type LodRules } from "../soci/lod_rules.ts";
 import { InvalidArgumentError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { Op, operationDurationMs } from "../util/metrics.ts";
 
@@ -34,12 +36,17 @@ export class LayerRemoteFs implements RemoteFs {
   readonly #layerFs: LayerFs;
   readonly #resolver: ImageResolver;
   readonly #timeoutMs: number;
+  readonly #replayRules: LodRules | undefined;
 
-  /** `mountTimeoutMs`: what steps 2-4 may take together (config `mount_timeout_sec`). */
-  constructor(layerFs: LayerFs, resolver: ImageResolver, opts: { mountTimeoutMs: number }) {
+  /**
+   * `mountTimeoutMs`: what steps 2-4 may take together (config `mount_timeout_sec`); `replayRules`: config
+   * `[lod] replay`, for layers whose labels name no load order document.
+   */
+  constructor(layerFs: LayerFs, resolver: ImageResolver, opts: { mountTimeoutMs: number; replayRules?: LodRules }) {
     this.#layerFs = layerFs;
     this.#resolver = resolver;
     this.#timeoutMs = opts.mountTimeoutMs;
+    this.#replayRules = opts.replayRules;
   }
 
   async mount(
@@ -51,7 +58,7 @@ export class LayerRemoteFs implements RemoteFs {
     const imageRef = labels[CRI_IMAGE_REF_LABEL];
     const layerDigest = labels[CRI_LAYER_DIGEST_LABEL];
     const manifestDigest = labels[CRI_MANIFEST_DIGEST_LABEL] || undefined;
-    const lod = labels[LOD_LABEL] || undefined;
+    const lodLabel = labels[LOD_LABEL] || undefined;
     if (!imageRef || !layerDigest) {
       throw new InvalidArgumentError(
         `Cannot mount a remote layer at "${mountpoint}": labels "${CRI_IMAGE_REF_LABEL}" and "${CRI_LAYER_DIGEST_LABEL}" are required`,
@@ -67,7 +74,16 @@ export class LayerRemoteFs implements RemoteFs {
     const t0 = performance.now();
     try {
       // 2.
-      const image = await this.#resolver.resolve(imageRef, { manifestDigest, lod, signal });
+      const lod = chooseLod(imageRef, {
+        explicit: lodLabel === undefined ? undefined : { workload: lodLabel, by: "label" },
+        rules: this.#replayRules,
+      });
+      const image = await this.#resolver.resolve(imageRef, {
+        manifestDigest,
+        lod: lod?.workload,
+        lodBy: lod?.by,
+        signal,
+      });
       // 3.
       if (!image.found)
         throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);

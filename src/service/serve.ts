@@ -39,6 +39,7 @@ import { type CriKeychain, criKeychain } from "./cri_keychain.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
+import { LodRules } from "../soci/lod_rules.ts";
 import { snapshotsHandlers } from "./snapshots_handlers.ts";
 import { startStore } from "./start_store.ts";
 import type { PodmanStore } from "../store/podman_store.ts";
@@ -162,6 +163,7 @@ async function startSnapshotter(
   // 3.
   const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
     mountTimeoutMs: opts.config.mountTimeoutSec * 1000,
+    replayRules: new LodRules(opts.config.lod.replay),
   });
   const snapshotter = await Snapshotter.open(join(opts.root, "snapshots"), {
     remoteFs,

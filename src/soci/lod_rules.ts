@@ -22,7 +22,7 @@ export interface LodRule {
   workload: string;
 }
 
-/** The workload chosen for an image, and what chose it (for log lines: "flag", "label", `rule "<pattern>"`…). */
+/** The workload chosen for an image, and what chose it (for log lines: "flag", "label", `rule <pattern>`…). */
 export interface LodChoice {
   workload: string;
   by: string;
@@ -95,10 +95,10 @@ export class LodRules {
     return r && { image: r.image, workload: r.workload };
   }
 
-  /** `match` as a LodChoice (`by`: `rule "<pattern>"`), or undefined. */
+  /** `match` as a LodChoice (`by`: `rule <pattern>`), or undefined. */
   choose(imageRef: string): LodChoice | undefined {
     const r = this.match(imageRef);
-    return r && { workload: r.workload, by: `rule "${r.image}"` };
+    return r && { workload: r.workload, by: `rule ${r.image}` };
   }
 }
 

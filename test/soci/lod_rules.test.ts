@@ -55,7 +55,7 @@ describe("image patterns", () => {
     expect(rules.match("registry.example/app/web:canary")?.workload).toBe("canary");
     expect(rules.match("registry.example/app/web:1")?.workload).toBe("web");
     expect(rules.match("other.example/x:1")?.workload).toBe("all");
-    expect(rules.choose("other.example/x:1")).toEqual({ workload: "all", by: 'rule "**"' });
+    expect(rules.choose("other.example/x:1")).toEqual({ workload: "all", by: "rule **" });
     expect(rules.match("Not A Reference")).toBeUndefined();
     expect(new LodRules().match("registry.example/app/web:1")).toBeUndefined();
   });
@@ -85,7 +85,7 @@ describe("chooseLod()", () => {
       workload: "cli",
       by: "flag",
     });
-    expect(chooseLod(ref, { rules, fallback })).toEqual({ workload: "web", by: 'rule "registry.example/app/*"' });
+    expect(chooseLod(ref, { rules, fallback })).toEqual({ workload: "web", by: "rule registry.example/app/*" });
     expect(chooseLod("other.example/x:1", { rules, fallback })).toEqual(fallback);
     expect(chooseLod("other.example/x:1", { rules })).toBeUndefined();
     expect(chooseLod(ref, {})).toBeUndefined();
