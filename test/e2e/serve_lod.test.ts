@@ -19,7 +19,6 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { busyboxLayer, BUSYBOX_IMAGE_NEEDS, HOST_PLATFORM } from "../_harness/busybox_image.ts";
-import { BUN, MAIN } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
 import { until } from "../_harness/liveness.ts";
 import type { NsProcess } from "../_harness/namespace.ts";
