@@ -3,40 +3,28 @@
  * document, finding a stored one by name and image, and printing one.
  */
 import type { MountedImage } from "../layerfs/image_mount.ts";
-import type { LodRecorder } from "../layerfs/lod_recorder.ts";
+import { type LodRecorder, storeRecording } from "../layerfs/lod_recorder.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
-import { buildLod, type LoadOrderDocument, lodSummary, type RecordedLayer } from "../soci/lod.ts";
-import { listLods, type LodRecord, putLod } from "../soci/lod_store.ts";
+import { type LoadOrderDocument, lodSummary } from "../soci/lod.ts";
+import { listLods, type LodRecord } from "../soci/lod_store.ts";
 import { InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 
 /**
- * Store (in `opts.store`) what `recorder` saw on the lazy layers of `img` as workload `workload`'s LOD of the image. Returns the
- * record and document, or undefined when the workload read nothing of a lazy layer (nothing is stored then).
+ * Store (in `opts.store`) what `recorder` saw on the lazy layers of `img` as workload `workload`'s LOD of the
+ * image (lod_recorder.ts storeRecording). Returns the record and document, or undefined when the workload read
+ * nothing of a lazy layer (nothing is stored then).
  */
-export async function saveRecording(
+export function saveRecording(
   recorder: LodRecorder,
   img: MountedImage,
   opts: { store: ArtifactStore; workload: string; imageRef: string; now?: () => Date },
 ): Promise<{ record: LodRecord; doc: LoadOrderDocument } | undefined> {
-  const { store } = opts;
-  const logs = recorder.logs();
-  const layers: RecordedLayer[] = [];
-  for (const { layer } of img.layers) {
-    const ztoc = img.ztocs.get(layer.digest);
-    const log = logs.get(layer.digest);
-    if (ztoc && log) layers.push({ digest: layer.digest, ztoc, log });
-  }
-  const doc = buildLod({
-    workload: opts.workload,
-    manifestDigest: img.manifest.descriptor.digest,
-    reference: opts.imageRef,
-    createdAt: (opts.now?.() ?? new Date()).toISOString(),
-    durationMs: recorder.durationMs,
-    layers,
-  });
-  if (doc.layers.length === 0) return undefined;
-  const record = await putLod(store, doc, { subject: img.manifest.descriptor, imageRef: opts.imageRef });
-  return { record, doc };
+  const image = {
+    manifest: img.manifest.descriptor,
+    layers: img.layers.map(({ layer }) => ({ digest: layer.digest })),
+    ztocs: img.ztocs,
+  };
+  return storeRecording(recorder, image, opts);
 }
 
 /**

@@ -7,12 +7,14 @@
  *   --work-dir DIR   where the per-layer mounts live (default <root>/mounts/<pid>)
  *   --readahead-spans N  after a read misses, also fetch the next N spans (default [blob] readahead_spans)
  *   --cleanup        (no REF, DIR) unmount what killed `soci-ts mount` processes left behind, and exit
- *   --lod NAME       replay workload NAME's load order document: its ranges are prefetched first, in order
+ *   --lod NAME       replay workload NAME's load order document: its ranges are prefetched first, in order;
+ *                    without it, the first `[lod] replay` rule whose image pattern matches REF chooses one
  *   --wait-prefetch  return only once the prefetch spans (or a load order document's first) are in, as SOCI does;
  *                    by default the mount is up as soon as its layers are served, prefetching behind it (a
  *                    read of a span being prefetched joins that fetch)
  *   --record-lod NAME  record what is read into NAME's load order document in the local store, until the mount
- *                    ends, --record-duration SEC passes, or nothing new is read for --record-quiet SEC (default 10)
+ *                    ends, --record-duration SEC passes, or nothing new is read for --record-quiet SEC (default
+ *                    [lod] record_quiet_sec, 10)
  *
  * Each process records what it mounts in <root>/mounts/<pid>.json before mounting (mount_records.ts); every
  * start, and `--cleanup`, detaches the mounts of processes that died without unmounting (SIGKILL). The image's
@@ -42,6 +44,7 @@ import { artifactStore, parseCount } from "./index_shared.ts";
 import { LodRecorder } from "../layerfs/lod_recorder.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { checkWorkloadName } from "../soci/lod.ts";
+import { chooseLod, LodRules } from "../soci/lod_rules.ts";
 import { lodLine, saveRecording } from "./lod_shared.ts";
 import { registryClient } from "./open_location.ts";
 
@@ -113,7 +116,11 @@ export default defineCommand({
       type: "boolean",
       description: "Unmount what killed mount processes left under --root (no REF, DIR), and exit",
     },
-    lod: { type: "string", description: "Replay this workload's load order document (local store, then registry)" },
+    lod: {
+      type: "string",
+      description:
+        "Replay this workload's load order document (local store, then registry); default: [lod] replay rules",
+    },
     "wait-prefetch": {
       type: "boolean",
       description: "Be up only once the prefetch spans (or a load order document's first) are in, as SOCI",
@@ -125,7 +132,8 @@ export default defineCommand({
     "record-duration": { type: "string", description: "Stop recording after SEC seconds (default: at unmount)" },
     "record-quiet": {
       type: "string",
-      description: "Stop recording after SEC seconds without a new first read (default 10; 0: never)",
+      description:
+        "Stop recording after SEC seconds without a new first read (default [lod] record_quiet_sec; 0: never)",
     },
   },
   async run({ args }) {
@@ -156,7 +164,12 @@ export default defineCommand({
       parseCount(args["readahead-spans"], "readahead-spans", { min: 0, max: READAHEAD_SPANS_MAX }) ??
       c.blob.readaheadSpans;
     const ref = parseReference(String(args.ref));
-    const recording = recordingFrom(args, log);
+    const recording = recordingFrom(args, log, c.lod.recordQuietSec);
+    // The load order document: --lod, else the first [lod] replay rule matching the reference, else none.
+    const lod = chooseLod(String(args.ref), {
+      explicit: args.lod === undefined ? undefined : { workload: checkWorkloadName(String(args.lod)), by: "flag" },
+      rules: new LodRules(c.lod.replay),
+    });
     const managerOpts = layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans });
     // 0. The image (manifest, index, zTOCs, load order document) is asked for now: its round trips overlap steps
     //    1-3, which need none of it. mountImage awaits it (and reports its failure).
@@ -173,7 +186,8 @@ export default defineCommand({
       logger: log,
       signal: interrupted.signal,
       timeoutMs: c.mountTimeoutSec * 1000,
-      lod: args.lod ? checkWorkloadName(String(args.lod)) : undefined,
+      lod: lod?.workload,
+      lodBy: lod?.by,
       onPhase: (name: string) => phases.mark(name),
     };
     const resolved = resolveForMount({ ...resolveOpts, windowTimeoutMs: managerOpts.fetchTimeoutMs ?? 30_000 });
@@ -258,11 +272,13 @@ export default defineCommand({
 /**
  * `--record-lod` and its limits: a recorder for the layer manager, started once the image is mounted and saved
  * to the local store when it stops (limit reached, or `finish()` at unmount). Undefined without the flag.
+ * `defaultQuietSec`: `--record-quiet`'s default (config `[lod] record_quiet_sec`).
  * @throws InvalidArgumentError for a bad workload name or limit
  */
 function recordingFrom(
   args: { "record-lod"?: unknown; "record-duration"?: unknown; "record-quiet"?: unknown },
   log: Logger,
+  defaultQuietSec: number,
 ):
   | {
       recorder: LodRecorder;
@@ -277,7 +293,7 @@ function recordingFrom(
   }
   const workload = checkWorkloadName(String(args["record-lod"]));
   const durationSec = parseCount(args["record-duration"], "record-duration", { min: 1, max: 86_400 });
-  const quietSec = parseCount(args["record-quiet"], "record-quiet", { min: 0, max: 86_400 }) ?? 10;
+  const quietSec = parseCount(args["record-quiet"], "record-quiet", { min: 0, max: 86_400 }) ?? defaultQuietSec;
   let saving: Promise<void> | undefined;
   let save: () => Promise<void> = async () => {};
   const recorder = new LodRecorder({

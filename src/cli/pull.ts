@@ -10,6 +10,10 @@
  *   --platform P         os/arch[/variant] to pull from a multi-platform image (default the host's)
  *   --lod NAME           the soci snapshotter (`serve`) replays workload NAME's load order document as it mounts
  *                        the layers (label `containerd.io/snapshot/soci-ts.lod`); a missing one is ignored
+ *   --record-lod NAME    `serve` records workload NAME's load order document from what the image's containers read
+ *                        of the layers it mounts now (label `containerd.io/snapshot/soci-ts.record-lod`), into its
+ *                        local store, until reads go quiet ([lod] record_quiet_sec) or [lod] record_max_sec; layers
+ *                        already unpacked are not recorded (a warning names how many)
  * Registry credentials come from the configuration, as for every command (`[resolver.host]`, docker_config).
  * On a TTY one stderr line per layer shows its progress; the summary line goes to stdout.
  */
@@ -42,6 +46,10 @@ export default defineCommand({
       type: "string",
       description: "Workload whose load order document the soci snapshotter replays when it mounts the layers",
     },
+    "record-lod": {
+      type: "string",
+      description: "Workload whose load order document the soci snapshotter records from what containers read",
+    },
   },
   async run({ args }) {
     const ctx = cliContext();
@@ -57,6 +65,8 @@ export default defineCommand({
     const namespace = option(args.namespace, "namespace", "default");
     const snapshotter = option(args.snapshotter, "snapshotter", "soci");
     const lod = args.lod === undefined ? undefined : checkWorkloadName(option(args.lod, "lod", ""));
+    const recordLod =
+      args["record-lod"] === undefined ? undefined : checkWorkloadName(option(args["record-lod"], "record-lod", ""));
     const platforms = platformsFrom(args.platform);
     if (platforms.length > 1)
       throw new InvalidArgumentError(`Cannot pull "${spec}": option "--platform" takes one platform`);
@@ -81,6 +91,7 @@ export default defineCommand({
         logger: ctx.logger,
         onProgress: progress.onProgress,
         ...(lod ? { lod } : {}),
+        ...(recordLod ? { recordLod } : {}),
       });
     } finally {
       progress.done();
@@ -88,6 +99,11 @@ export default defineCommand({
       process.off("SIGTERM", onSignal);
     }
     const count = (o: string) => result.layers.filter((l) => l.outcome === o).length;
+    if (recordLod && count("present") > 0)
+      ctx.logger.warn("Layers already unpacked are not recorded: only the layers mounted now are", {
+        workload: recordLod,
+        present: count("present"),
+      });
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     await writeOut(
       `pulled ${result.name} (${result.manifestDigest}) with ${snapshotter}: ${result.layers.length} layers, ` +

@@ -14,9 +14,16 @@ export type FieldSpec<K extends string = string, V extends string = string> =
   | BoolField<K>
   | IntField<K>
   | StringField<K>
-  | EnumField<K, V>;
+  | EnumField<K, V>
+  | TableListField<K>;
 
-/** The kinds of key: "bool", "int", "string" or "enum" (a string from a fixed list). */
+/** A key that holds one value (not a list of tables): what the entries of a TableListField are made of. */
+export type ScalarFieldSpec<K extends string = string, V extends string = string> = Exclude<
+  FieldSpec<K, V>,
+  TableListField<K>
+>;
+
+/** The kinds of key: "bool", "int", "string", "enum" (a string from a fixed list) or "tables" (a list of tables). */
 export type FieldKind = FieldSpec["kind"];
 
 /** What every kind of key has. */
@@ -63,6 +70,18 @@ export interface EnumField<K extends string = string, V extends string = string>
   refused?: Readonly<Record<string, string>>;
 }
 
+/**
+ * A list of tables, `key = [{ a = 1, b = "x" }, …]`, in the order written (rules, where the first that applies
+ * wins). Each entry has exactly `fields`, every one of them required (their `default` is unused); an entry
+ * value is checked as its field's kind says. Default: the empty list.
+ */
+export interface TableListField<K extends string = string> extends FieldBase<K> {
+  kind: "tables";
+  default: readonly [];
+  /** The keys of one entry. */
+  fields: readonly ScalarFieldSpec[];
+}
+
 /** One TOML table of keys. */
 export interface SectionSpec {
   /** Dotted TOML table name; "" for the top level. */
@@ -101,6 +120,14 @@ export const READAHEAD_SPANS_MAX = 256;
  * not import soci (test/config/load.test.ts checks that the two agree).
  */
 export const WORKLOAD_NAME_OR_EMPTY_RE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$/;
+/** A workload name, not empty (a `[lod]` rule's `workload`): WORKLOAD_NAME_OR_EMPTY_RE without the empty string. */
+export const WORKLOAD_NAME_CONFIG_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/**
+ * An image reference pattern (a `[lod]` rule's `image`, soci/lod_rules.ts): up to 512 of the characters of a
+ * reference and the wildcards `*` and `?`, with a `/` or a `**` somewhere, since the normalized reference it is
+ * matched against always has its registry host before a `/` (a pattern without one could never match).
+ */
+export const IMAGE_PATTERN_RE = /^(?=.*(?:\/|\*\*))[A-Za-z0-9._\-/:@*?]{1,512}$/;
 
 // The constructors keep `ts` (and an enum's values) as literal types, for the Config type (schema.ts).
 // biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
@@ -142,10 +169,34 @@ function oneOf<const K extends string, const V extends string>(
   return { toml, ts, kind: "enum", default: dflt, doc, values, ...(refused ? { refused } : {}) };
 }
 
+/** A list-of-tables key whose entries have `fields` (see TableListField). */
+// biome-ignore lint/complexity/useMaxParams: module-private table constructor: one row per key reads as a table
+function tables<const K extends string, const Fs extends readonly ScalarFieldSpec[]>(
+  toml: string,
+  ts: K,
+  fields: Fs,
+  doc: string,
+): TableListField<K> & { fields: Fs } {
+  return { toml, ts, kind: "tables", default: [], doc, fields };
+}
+
 /** Values of `log_level` and `--log-level`, least verbose first. */
 export const LOG_LEVELS = ["error", "warn", "info", "debug", "trace"] as const;
 /** One of LOG_LEVELS. */
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Keys of each `[lod] replay` and `[lod] record` rule (both required). */
+export const LOD_RULE_FIELDS = [
+  str("image", "image", "", "Pattern of the normalized image reference (see [lod])", {
+    re: IMAGE_PATTERN_RE,
+    expected:
+      'an image reference pattern with its registry host, of A-Z a-z 0-9 . _ - / : @ and the wildcards * ** ? (e.g. "registry.example/app/*")',
+  }),
+  str("workload", "workload", "", "Workload name", {
+    re: WORKLOAD_NAME_CONFIG_RE,
+    expected: "a workload name (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
+  }),
+] as const satisfies readonly ScalarFieldSpec[];
 
 /**
  * The whole tree but `[resolver.host."<host>"]`, which is a map (see HOST_FIELDS). Declared `as const`: the
@@ -241,11 +292,46 @@ export const SCHEMA = [
         "lod",
         "lod",
         "",
-        'Workload whose load order document the store replays for every image that has one of that name (recorded with `soci-ts mount --record-lod NAME`, published with `soci-ts lod push`; found in the local store, then in the registry): its spans are fetched in the background from the first lookup, in recorded order, reads first; an image without one is served without it (one log line); "" replays none (podman passes no labels, so this is how the store chooses one)',
+        'Workload whose load order document the store replays for every image that has one of that name (recorded with `soci-ts mount --record-lod NAME`, published with `soci-ts lod push`; found in the local store, then in the registry): its spans are fetched in the background from the first lookup, in recorded order, reads first; an image without one is served without it (one log line); "" replays none (podman passes no labels, so this is how the store chooses one). `[lod] replay` rules come first: this is the catch-all',
         {
           re: WORKLOAD_NAME_OR_EMPTY_RE,
           expected: 'a workload name (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit) or "" for none',
         },
+      ),
+    ],
+  },
+  {
+    toml: "lod",
+    ts: "lod",
+    doc: 'Load order documents: the workload whose document is replayed, or recorded, for an image that no flag or label gives one. Rules are tried in order and the first whose image pattern matches wins. A pattern is a glob on the normalized reference, host/repository:tag (@digest added when pulled by digest, tag "latest" when it has neither): * matches any run of characters but /, ** any run, ? one character but /; a pattern that matches the repository alone (host/repository) matches every tag of it. Docker Hub images are spelled in full (docker.io/library/python:*)',
+    fields: [
+      tables(
+        "replay",
+        "replay",
+        LOD_RULE_FIELDS,
+        'Rules choosing the workload whose document is replayed when an image is mounted without one named (`mount --lod`, `pull --lod`, snapshot label containerd.io/snapshot/soci-ts.lod): by `soci-ts mount`, serve\'s snapshotter and podman store (before `[store] lod`); a document the image does not have is ignored with one log line. E.g. [{ image = "registry.example/app/*", workload = "web" }]',
+      ),
+      tables(
+        "record",
+        "record",
+        LOD_RULE_FIELDS,
+        "Rules naming the workload to record when serve's snapshotter mounts an image's layers without the label containerd.io/snapshot/soci-ts.record-lod (`soci-ts pull --record-lod NAME`): what the containers read of the layers it mounts is written to serve's local store (under its --root, where `soci-ts lod list --root` finds it), replacing that image's document of the workload",
+      ),
+      int(
+        "record_quiet_sec",
+        "recordQuietSec",
+        10,
+        "Seconds without a new first read after which a recording stops (serve's, and the default of `mount --record-quiet`); 0: never",
+        0,
+        DAY_SEC,
+      ),
+      int(
+        "record_max_sec",
+        "recordMaxSec",
+        600,
+        "Seconds after its first read at which a recording in serve stops at the latest (it also stops when serve does)",
+        1,
+        DAY_SEC,
       ),
     ],
   },

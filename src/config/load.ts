@@ -17,7 +17,8 @@ export function defaultConfig(): Config {
   const out: Table = {};
   for (const section of SCHEMA) {
     const target = ensurePath(out, section.ts);
-    for (const f of section.fields) target[f.ts] = f.default;
+    // A list's default is a fresh empty one: configs never share it.
+    for (const f of section.fields) target[f.ts] = f.kind === "tables" ? [] : f.default;
   }
   ensurePath(out, "resolver").host = {};
   // Built by walking SCHEMA, the table `Config` is computed from (schema.ts): the one place the tree is typed.
@@ -158,7 +159,24 @@ function checkValue(field: FieldSpec, value: unknown, dotted: string, badKey: Ke
         throw bad(`expected one of ${field.values.map((v) => `"${v}"`).join(", ")}, got ${describe(value)}`);
       }
       return value;
+    case "tables":
+      if (!Array.isArray(value)) throw bad(`expected an array of tables, got ${describe(value)}`);
+      return value.map((entry, i) => checkEntry(field.fields, entry, `${dotted}[${i}]`, badKey));
   }
+}
+
+/** One entry of a list of tables: a table with each of `fields` (all required), checked. */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
+function checkEntry(fields: readonly FieldSpec[], entry: unknown, at: string, bad: KeyError): Table {
+  if (!isTable(entry)) throw bad(at, `expected a table, got ${describe(entry)}`);
+  const out: Table = {};
+  for (const [key, v] of Object.entries(entry)) {
+    const field = fields.find((f) => f.toml === key);
+    if (!field) throw bad(`${at}.${key}`, `unknown key (expected ${fields.map((f) => `"${f.toml}"`).join(", ")})`);
+    out[field.ts] = checkValue(field, v, `${at}.${key}`, bad);
+  }
+  for (const f of fields) if (!(f.ts in out)) throw bad(`${at}.${f.toml}`, "missing (every entry needs it)");
+  return out;
 }
 
 /** A string value as an error message quotes it: JSON-escaped (one line whatever it holds), at most 80 characters. */
@@ -225,8 +243,20 @@ export function renderToml(config: Config = defaultConfig()): string {
 }
 
 function renderField(f: FieldSpec, value: unknown): string[] {
-  const dflt = f.kind === "string" || f.kind === "enum" ? JSON.stringify(f.default) : String(f.default);
-  const val = typeof value === "string" ? JSON.stringify(value) : String(value);
+  const dflt = tomlValue(f.default);
+  const val = f.kind === "tables" ? tomlTables(f.fields, value as Table[]) : tomlValue(value);
   const range = f.kind === "int" ? `; ${f.min} to ${f.max}` : "";
   return [`# ${f.doc} (default ${dflt}${range})`, `${f.toml} = ${val}`];
+}
+
+/** A scalar (or the empty list) as TOML writes it. */
+function tomlValue(v: unknown): string {
+  if (Array.isArray(v) && v.length === 0) return "[]";
+  return typeof v === "string" ? JSON.stringify(v) : String(v);
+}
+
+/** A list of tables as one inline TOML array: `[{ a = 1, b = "x" }, …]`, keys in the order of `fields`. */
+function tomlTables(fields: readonly FieldSpec[], entries: readonly Table[]): string {
+  const one = (e: Table) => `{ ${fields.map((f) => `${f.toml} = ${tomlValue(e[f.ts])}`).join(", ")} }`;
+  return `[${entries.map(one).join(", ")}]`;
 }

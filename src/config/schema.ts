@@ -9,7 +9,7 @@
  * including its odd spellings (`[http] DialTimeoutMsec`), so an operator's knowledge carries over. TypeScript uses
  * camelCase; the mapping lives in SCHEMA only. test/config/schema.test.ts checks the type against SCHEMA.
  */
-import type { FieldSpec, HOST_FIELDS, MIRROR_FIELDS, SCHEMA, SectionSpec } from "./defaults.ts";
+import type { FieldSpec, HOST_FIELDS, LOD_RULE_FIELDS, MIRROR_FIELDS, SCHEMA, SectionSpec } from "./defaults.ts";
 
 /** The TypeScript type of a key's value: by its kind, and for an "enum" the union of its values. */
 export type FieldValue<F extends FieldSpec> = F extends { kind: "bool" }
@@ -20,7 +20,9 @@ export type FieldValue<F extends FieldSpec> = F extends { kind: "bool" }
       ? string
       : F extends { kind: "enum"; values: readonly (infer V)[] }
         ? V
-        : never;
+        : F extends { kind: "tables"; fields: infer Es extends readonly FieldSpec[] }
+          ? Array<FieldsObject<Es>>
+          : never;
 
 /** One property per field of `Fs`, named by its `ts` and typed by FieldValue. */
 export type FieldsObject<Fs extends readonly FieldSpec[]> = {
@@ -64,6 +66,9 @@ type Expand<T> = T extends infer O ? { [K in keyof O]: O[K] } : never;
 
 /** One `mirrors = [{ … }]` entry of a `[resolver.host."<host>"]`: a pull-through cache tried before the origin. */
 export type MirrorConfig = FieldsObject<typeof MIRROR_FIELDS>;
+
+/** One `[lod] replay` or `[lod] record` rule: an image reference pattern and a workload name. */
+export type LodRuleConfig = FieldsObject<typeof LOD_RULE_FIELDS>;
 
 /** The settings of one registry host, `[resolver.host."<host>"]`: HOST_FIELDS and its mirrors, in order. */
 export type HostConfig = Expand<FieldsObject<typeof HOST_FIELDS> & { mirrors: MirrorConfig[] }>;

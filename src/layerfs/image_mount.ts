@@ -60,6 +60,8 @@ export interface MountImageOptions {
   timeoutMs?: number;
   /** Replay this workload's load order document (image_resolver.ts step 4). */
   lod?: string;
+  /** What chose `lod` ("flag", `rule <pattern>`), named in its log lines. */
+  lodBy?: string;
   /**
    * Marks the steps as they end: resolving's (image_resolver.ts), each layer's "opened" and "fuse" (remote_fs.ts;
    * the last layer counts), "prefetched" (what each layer's mount waits for is in) and "overlay".
@@ -90,6 +92,7 @@ export type MountResolveOptions = Pick<
   | "signal"
   | "timeoutMs"
   | "lod"
+  | "lodBy"
   | "onPhase"
 > & {
   /** Milliseconds one fetch of checkpoint windows may take: the layer file system's `fetchTimeoutMs`. */
@@ -111,6 +114,7 @@ export function resolveForMount(opts: MountResolveOptions): Promise<ResolvedImag
     logger: opts.logger,
     signal: opts.signal,
     lod: opts.lod,
+    lodBy: opts.lodBy,
     onPhase: opts.onPhase,
   });
 }

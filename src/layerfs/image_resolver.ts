@@ -52,6 +52,8 @@ export interface ResolveOptions {
    * missing, stale (another image digest), corrupt or unusable one is ignored with one log line.
    */
   lod?: string;
+  /** What chose `lod` ("flag", "label", `rule <pattern>`, …), named in its log lines. */
+  lodBy?: string;
   logger?: Logger;
 }
 
@@ -207,8 +209,9 @@ async function chooseLod(
 ): Promise<ReplayedLod | undefined> {
   const { location, manifest, layers, found } = image;
   const logger = opts.logger ?? silentLogger;
+  const by = opts.lodBy === undefined ? {} : { by: opts.lodBy };
   const ignore = (why: string) => {
-    logger.warn("Load order document ignored; mounting without it", { workload, image: location.name, why });
+    logger.warn("Load order document ignored; mounting without it", { workload, ...by, image: location.name, why });
     return undefined;
   };
   if (!found) return ignore("the image has no SOCI index, so its layers are fetched whole");
@@ -235,6 +238,7 @@ async function chooseLod(
   const lod: ReplayedLod = { workload, digest: got.record.lodDigest, foundBy: got.foundBy, spans, files };
   logger.info("Load order document found", {
     workload,
+    ...by,
     image: location.name,
     digest: lod.digest,
     foundBy: lod.foundBy,
@@ -266,16 +270,18 @@ export class ImageResolver {
   /**
    * The image `imageRef` names (`HOST/REPO[:TAG][@DIGEST]`), at `manifestDigest` when given (the platform
    * manifest containerd resolved, which a tag may no longer point to), with workload `lod`'s load order
-   * document when given (else the resolver's `lod` option; resolutions are cached per workload). The caller's
+   * document when given (else the resolver's `lod` option; resolutions are cached per workload; `lodBy`, what
+   * chose it, is named in the log lines of the resolution it starts). The caller's
    * `signal` ends its own wait, not the shared resolution (bounded by `stepTimeoutMs` per step).
    * @throws InvalidArgumentError for a reference or digest that cannot be parsed; what resolveImageLayers throws
    */
   async resolve(
     imageRef: string,
-    opts: { manifestDigest?: string; lod?: string; signal?: AbortSignal } = {},
+    opts: { manifestDigest?: string; lod?: string; lodBy?: string; signal?: AbortSignal } = {},
   ): Promise<ResolvedImage> {
     const { manifestDigest } = opts;
     const lod = opts.lod ?? this.#o.lod;
+    const lodBy = opts.lod === undefined ? this.#o.lodBy : opts.lodBy;
     if (manifestDigest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(manifestDigest)) {
       throw new InvalidArgumentError(
         `Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`,
@@ -297,7 +303,10 @@ export class ImageResolver {
         manifestDigest ? { ...ref, digest: manifestDigest } : ref,
         imageRef,
       );
-      const created: CacheEntry = { resolving: resolveImageLayers(location, { ...this.#o, lod }), expiresAt: Infinity };
+      const created: CacheEntry = {
+        resolving: resolveImageLayers(location, { ...this.#o, lod, lodBy }),
+        expiresAt: Infinity,
+      };
       entry = created;
       this.#cache.set(key, created);
       created.resolving.then(

@@ -9,7 +9,11 @@
  * `acquire` steps:
  *   1. A layer already open (or being opened) under the same key is shared: count the handle and wait for it.
  *      The key is the digest, the repository and the zTOC's span layout (`layerKey`): images of one repository
- *      share their common layers, and no image is served through another repository's index.
+ *      share their common layers, and no image is served through another repository's index. A layer acquired
+ *      with its own `recorder` (a recording in `serve`) is keyed by that recorder too: it is opened apart from
+ *      the same layer opened without one (or with another), so the recording sees every first read (none is
+ *      answered from a cache warmed by others through the shared layer's reader threads), and the layer shared
+ *      by everyone else keeps its direct reads.
  *   2. Otherwise open it (layer.ts): lazy through its zTOC, or fetched whole and unpacked.
  *   3. Prefetch the spans a SOCI prefetch artifact lists (started right after step 2; `handle.prefetched`
  *      resolves when they are in, so a front end can mount its tree meanwhile) with span_prefetch.ts: runs
@@ -99,6 +103,11 @@ export interface AcquireLayerOptions {
   lodSpans?: readonly number[];
   /** See OpenLayerOptions.noFetchOnOpen (files a load order document lists). */
   noFetchOnOpen?: ReadonlySet<number>;
+  /**
+   * Record the reads of this layer here (a recording in `serve`), instead of the manager's `recorder`: the layer
+   * is opened apart for it (step 1), without direct reads (layer.ts `recorder`). Lazy layers only.
+   */
+  recorder?: ReadRecorder;
   /** Cancels opening (a whole layer's download included); a layer shared with an earlier opener ignores it. */
   signal?: AbortSignal;
 }
@@ -138,7 +147,21 @@ interface Entry {
  */
 function layerKey(opts: AcquireLayerOptions): string {
   const { registry, repository } = opts.source.ref;
-  return `${opts.layer.digest} ${registry}/${repository} ${opts.ztoc ? spanLayoutDigest(opts.ztoc) : "whole"}`;
+  const key = `${opts.layer.digest} ${registry}/${repository} ${opts.ztoc ? spanLayoutDigest(opts.ztoc) : "whole"}`;
+  return opts.recorder ? `${key} recorder ${recorderId(opts.recorder)}` : key;
+}
+
+/** A number per recorder, for layer keys (held weakly: a recorder gone takes its number with it). */
+const recorderIds = new WeakMap<ReadRecorder, number>();
+let nextRecorderId = 1;
+
+function recorderId(recorder: ReadRecorder): number {
+  let id = recorderIds.get(recorder);
+  if (id === undefined) {
+    id = nextRecorderId++;
+    recorderIds.set(recorder, id);
+  }
+  return id;
 }
 
 export class LayerManager {
@@ -266,7 +289,10 @@ export class LayerManager {
     };
   }
 
-  /** Open layers by key ("<digest> <registry>/<repository> <span layout digest | whole>"), with their handle counts. */
+  /**
+   * Open layers by key ("<digest> <registry>/<repository> <span layout digest | whole>", then " recorder <n>" for
+   * one opened for a recording), with their handle counts.
+   */
   layers(): Map<string, { layer: Promise<Layer>; refs: number }> {
     return new Map([...this.#layers].map(([k, e]) => [k, { layer: e.opening.then((o) => o.layer), refs: e.refs }]));
   }
@@ -306,7 +332,7 @@ export class LayerManager {
       fetchOnOpenMaxBytes: this.#o.fetchOnOpenMaxBytes,
       readaheadSpans: this.#o.readaheadSpans,
       materialize: this.#o.materialize ?? false,
-      recorder: this.#o.recorder,
+      recorder: opts.recorder ?? this.#o.recorder,
       noFetchOnOpen: opts.noFetchOnOpen,
       logger: this.#logger,
       signal: opts.signal,

@@ -117,6 +117,11 @@ export interface PullOptions {
   parallelLayers?: number;
   /** The workload whose load order document the snapshotter replays (label `containerd.io/snapshot/soci-ts.lod`). */
   lod?: string;
+  /**
+   * The workload whose load order document the snapshotter records from what the image's containers read (label
+   * `containerd.io/snapshot/soci-ts.record-lod`); only the layers it is asked to prepare (not those present).
+   */
+  recordLod?: string;
 }
 
 /** What `pullImage` did. */
@@ -237,6 +242,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
         chainIds: chains,
         sociIndexDigest: soci?.digest,
         lod: opts.lod,
+        recordLod: opts.recordLod,
       };
       for (const [i, layer] of manifest.layers.entries()) {
         const progress = (state: LayerProgress["state"], doneBytes = 0) =>

@@ -9,7 +9,8 @@
  *    `…/soci.size` (the layer's compressed size) and `…/image.layers.size` (the sizes of `cri.image-layers`),
  *    as its `soci image rpull` sets them (read from AWS SOCI 0.4.1's binary and source).
  *  - soci-ts's `containerd.io/snapshot/soci-ts.lod` = the workload whose load order document `serve` replays,
- *    when one was chosen (`soci-ts pull --lod NAME`).
+ *    when one was chosen (`soci-ts pull --lod NAME`), and `containerd.io/snapshot/soci-ts.record-lod` = the
+ *    workload whose document `serve` records from what the image's containers read (`pull --record-lod NAME`).
  * `cri.image-layers` lists this layer and the ones above it, as many as fit in containerd's label limit
  * (key + value ≤ 4096 bytes), as containerd's AppendInfoHandlerWrapper does; `image.layers.size` follows it.
  */
@@ -22,6 +23,7 @@ import {
   IMAGE_LAYERS_SIZE_LABEL,
   LOD_LABEL,
   MAX_LABEL_BYTES,
+  RECORD_LOD_LABEL,
   SOCI_INDEX_DIGEST_LABEL,
   SOCI_SIZE_LABEL,
   TARGET_SNAPSHOT_LABEL,
@@ -41,6 +43,8 @@ export interface LayerLabelsInput {
   sociIndexDigest?: string;
   /** The workload whose load order document to replay (absent: no label, none). */
   lod?: string;
+  /** The workload whose load order document to record (absent: no label). */
+  recordLod?: string;
 }
 
 const utf8 = new TextEncoder();
@@ -68,5 +72,6 @@ export function layerLabels(input: LayerLabelsInput, index: number): Record<stri
     [SOCI_SIZE_LABEL]: String(layer.size),
     [IMAGE_LAYERS_SIZE_LABEL]: sizes.join(","),
     ...(input.lod ? { [LOD_LABEL]: input.lod } : {}),
+    ...(input.recordLod ? { [RECORD_LOD_LABEL]: input.recordLod } : {}),
   };
 }

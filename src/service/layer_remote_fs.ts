@@ -6,11 +6,15 @@
  * `mount` steps:
  *   1. Read the labels: `containerd.io/snapshot/cri.image-ref` and `…/cri.layer-digest` (required),
  *      `…/cri.manifest-digest` (optional: the platform manifest containerd resolved, fetched by digest),
- *      `containerd.io/snapshot/soci-ts.lod` (optional: the workload whose load order document to replay).
+ *      `containerd.io/snapshot/soci-ts.lod` (optional: the workload whose load order document to replay; without
+ *      it, the first `[lod] replay` rule matching the image reference chooses one, else none),
+ *      `containerd.io/snapshot/soci-ts.record-lod` (optional: the workload whose load order document to record;
+ *      without it, the first `[lod] record` rule; never when a restart mounts the layer again).
  *   2. Resolve the image through the shared resolver (one discovery for all its layers, cached).
  *   3. No SOCI index, or no zTOC for this layer: NotFoundError, so the snapshotter makes a normal snapshot and
  *      containerd downloads the layer, as SOCI does.
- *   4. Mount the layer lazily at the directory (prefetch spans in before it returns).
+ *   4. Mount the layer lazily at the directory (prefetch spans in before it returns); when recording, with the
+ *      recorder of that image's recording (lod_recordings.ts), which opens it apart from the shared layer.
  * Steps 2-4 are bounded by the mount timeout (config `mount_timeout_sec`); a layer whose registry does not answer
  * fails with UnavailableError then, never a hang.
  */
@@ -22,10 +26,15 @@ import {
   CRI_LAYER_DIGEST_LABEL,
   CRI_MANIFEST_DIGEST_LABEL,
   LOD_LABEL,
+  RECORD_LOD_LABEL,
 } from "../snapshot/labels.ts";
 import type { RemoteFs } from "../snapshot/remote_fs.ts";
+import { WORKLOAD_NAME_RE } from "../soci/lod.ts";
+import { chooseLod, type LodChoice, type LodRules } from "../soci/lod_rules.ts";
 import { InvalidArgumentError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
+import { silentLogger, type Logger } from "../util/log.ts";
 import { Op, operationDurationMs } from "../util/metrics.ts";
+import type { LodRecordings } from "./lod_recordings.ts";
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
@@ -34,24 +43,46 @@ export class LayerRemoteFs implements RemoteFs {
   readonly #layerFs: LayerFs;
   readonly #resolver: ImageResolver;
   readonly #timeoutMs: number;
+  readonly #replayRules: LodRules | undefined;
+  readonly #recordRules: LodRules | undefined;
+  readonly #recordings: LodRecordings | undefined;
+  readonly #logger: Logger;
 
-  /** `mountTimeoutMs`: what steps 2-4 may take together (config `mount_timeout_sec`). */
-  constructor(layerFs: LayerFs, resolver: ImageResolver, opts: { mountTimeoutMs: number }) {
+  /**
+   * `mountTimeoutMs`: what steps 2-4 may take together (config `mount_timeout_sec`); `replayRules`: config
+   * `[lod] replay`, for layers whose labels name no load order document; `recordings`: where recordings go
+   * (none: nothing is recorded), with `recordRules` (config `[lod] record`) for layers without the label.
+   */
+  constructor(
+    layerFs: LayerFs,
+    resolver: ImageResolver,
+    opts: {
+      mountTimeoutMs: number;
+      replayRules?: LodRules;
+      recordRules?: LodRules;
+      recordings?: LodRecordings;
+      logger?: Logger;
+    },
+  ) {
     this.#layerFs = layerFs;
     this.#resolver = resolver;
     this.#timeoutMs = opts.mountTimeoutMs;
+    this.#replayRules = opts.replayRules;
+    this.#recordRules = opts.recordRules;
+    this.#recordings = opts.recordings;
+    this.#logger = opts.logger ?? silentLogger;
   }
 
   async mount(
     mountpoint: string,
     labels: Readonly<Record<string, string>>,
-    opts: { signal?: AbortSignal } = {},
+    opts: { signal?: AbortSignal; restoring?: boolean } = {},
   ): Promise<void> {
     // 1.
     const imageRef = labels[CRI_IMAGE_REF_LABEL];
     const layerDigest = labels[CRI_LAYER_DIGEST_LABEL];
     const manifestDigest = labels[CRI_MANIFEST_DIGEST_LABEL] || undefined;
-    const lod = labels[LOD_LABEL] || undefined;
+    const lodLabel = labels[LOD_LABEL] || undefined;
     if (!imageRef || !layerDigest) {
       throw new InvalidArgumentError(
         `Cannot mount a remote layer at "${mountpoint}": labels "${CRI_IMAGE_REF_LABEL}" and "${CRI_LAYER_DIGEST_LABEL}" are required`,
@@ -67,7 +98,16 @@ export class LayerRemoteFs implements RemoteFs {
     const t0 = performance.now();
     try {
       // 2.
-      const image = await this.#resolver.resolve(imageRef, { manifestDigest, lod, signal });
+      const lod = chooseLod(imageRef, {
+        explicit: lodLabel === undefined ? undefined : { workload: lodLabel, by: "label" },
+        rules: this.#replayRules,
+      });
+      const image = await this.#resolver.resolve(imageRef, {
+        manifestDigest,
+        lod: lod?.workload,
+        lodBy: lod?.by,
+        signal,
+      });
       // 3.
       if (!image.found)
         throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);
@@ -77,7 +117,14 @@ export class LayerRemoteFs implements RemoteFs {
         );
       }
       // 4.
-      await this.#layerFs.mountLayer({ ...acquireOptionsFor(image, layerDigest, signal), mountpoint });
+      const record = opts.restoring ? undefined : this.#recordingOf(imageRef, labels[RECORD_LOD_LABEL] || undefined);
+      const recorder = record && this.#recordings?.recorderFor(image, record, { mountpoint, layerDigest: layerDigest });
+      try {
+        await this.#layerFs.mountLayer({ ...acquireOptionsFor(image, layerDigest, signal), recorder, mountpoint });
+      } catch (err) {
+        if (recorder) this.#recordings?.unmounted(mountpoint);
+        throw err;
+      }
       operationDurationMs.labels(Op.mount, layerDigest).observe(performance.now() - t0);
     } catch (err) {
       if (timeout.aborted && !(err instanceof NotFoundError) && !(err instanceof InvalidArgumentError)) {
@@ -100,5 +147,27 @@ export class LayerRemoteFs implements RemoteFs {
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
     }
+    this.#recordings?.unmounted(mountpoint);
+  }
+
+  /**
+   * The workload to record for a layer of `imageRef`: the label's (`label`), else the first `[lod] record` rule
+   * matching it, else none (and none without recordings). A label that is not a workload name is logged and
+   * ignored: the layer is mounted, not recorded.
+   */
+  #recordingOf(imageRef: string, label: string | undefined): LodChoice | undefined {
+    if (!this.#recordings) return undefined;
+    if (label !== undefined && !WORKLOAD_NAME_RE.test(label)) {
+      this.#logger.warn("Not recording: the label's workload name is not one", {
+        label: RECORD_LOD_LABEL,
+        value: label,
+        image: imageRef,
+      });
+      return undefined;
+    }
+    return chooseLod(imageRef, {
+      explicit: label === undefined ? undefined : { workload: label, by: "label" },
+      rules: this.#recordRules,
+    });
   }
 }

@@ -9,7 +9,8 @@
  *   2. Build the lazy loader from the config (layer_stack.ts): registry client, layer manager, FUSE front end,
  *      image resolver.
  *   3. Open the snapshotter under `<root>/snapshots` (metadata, one directory per snapshot) with a RemoteFs on
- *      that loader.
+ *      that loader, which replays and records load order documents as labels and `[lod]` rules say
+ *      (lod_recordings.ts: recordings are written to the local store at the latest when serve stops).
  *   4. Restore: FUSE mounts a crashed daemon left under `<root>/snapshots` are detached (but those whose
  *      connection was kept), then every remote snapshot is mounted again from the labels stored with it
  *      (`max_concurrency` at a time), taking over its kept connection when there is one. One that cannot be is
@@ -39,6 +40,8 @@ import { type CriKeychain, criKeychain } from "./cri_keychain.ts";
 import { buildLayerStack, type LayerStack } from "./layer_stack.ts";
 import { LayerRemoteFs } from "./layer_remote_fs.ts";
 import { lockRoot, type RootLock } from "./root_lock.ts";
+import { LodRules } from "../soci/lod_rules.ts";
+import { LodRecordings } from "./lod_recordings.ts";
 import { snapshotsHandlers } from "./snapshots_handlers.ts";
 import { startStore } from "./start_store.ts";
 import type { PodmanStore } from "../store/podman_store.ts";
@@ -159,9 +162,21 @@ async function startSnapshotter(
 ): Promise<Snapshotter> {
   const { stack, handover, keychain, undo } = ctx;
   const log = opts.logger;
-  // 3.
+  // 3. (Recordings are written when serve stops: after the snapshotter, before the layers close.)
+  const c = opts.config;
+  const recordings = new LodRecordings({
+    store: stack.store,
+    quietMs: c.lod.recordQuietSec * 1000,
+    maxMs: c.lod.recordMaxSec * 1000,
+    logger: log,
+  });
+  undo.push(() => recordings.close());
   const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
-    mountTimeoutMs: opts.config.mountTimeoutSec * 1000,
+    mountTimeoutMs: c.mountTimeoutSec * 1000,
+    replayRules: new LodRules(c.lod.replay),
+    recordRules: new LodRules(c.lod.record),
+    recordings,
+    logger: log,
   });
   const snapshotter = await Snapshotter.open(join(opts.root, "snapshots"), {
     remoteFs,

@@ -34,6 +34,13 @@ export const IMAGE_LAYERS_SIZE_LABEL = "containerd.io/snapshot/remote/image.laye
  */
 export const LOD_LABEL = "containerd.io/snapshot/soci-ts.lod";
 
+/**
+ * soci-ts: the workload whose load order document `serve` records from the reads of the layer, with the other
+ * layers of the image mounted for the same recording (set by `soci-ts pull --record-lod NAME`); absent → the
+ * first `[lod] record` rule matching the image, else none. Not acted on when a restart mounts the layer again.
+ */
+export const RECORD_LOD_LABEL = "containerd.io/snapshot/soci-ts.record-lod";
+
 /** Largest size of one label, key plus value, in UTF-8 bytes (containerd's labels.Validate). */
 export const MAX_LABEL_BYTES = 4096;
 

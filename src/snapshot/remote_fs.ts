@@ -16,9 +16,15 @@ export interface RemoteFs {
    * resolves once it can be read. Throws when the layer cannot be served remotely: NotFoundError when the image
    * has no SOCI index or the layer has no zTOC (the snapshotter then makes a normal snapshot and containerd
    * downloads the layer), InvalidArgumentError for labels that do not name a layer, UnavailableError when the
-   * registry cannot be reached within the mount timeout. Nothing is left mounted when it throws.
+   * registry cannot be reached within the mount timeout. Nothing is left mounted when it throws. `restoring`:
+   * the layer was mounted before and is mounted again at a restart (what its labels ask to begin once, a
+   * recording, is not begun again).
    */
-  mount(mountpoint: string, labels: Readonly<Record<string, string>>, opts?: { signal?: AbortSignal }): Promise<void>;
+  mount(
+    mountpoint: string,
+    labels: Readonly<Record<string, string>>,
+    opts?: { signal?: AbortSignal; restoring?: boolean },
+  ): Promise<void>;
   /**
    * Checks a mount made by `mount`: resolves when it is served and its blob can still be reached; throws
    * NotFoundError when nothing is mounted there by this RemoteFs, UnavailableError when the registry cannot be

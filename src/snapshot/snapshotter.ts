@@ -412,7 +412,7 @@ export class Snapshotter {
             try {
               call.signal?.throwIfAborted();
               await ensureMountpoint(fs);
-              await this.#remoteFs.mount(fs, info.labels, { signal: call.signal });
+              await this.#remoteFs.mount(fs, info.labels, { signal: call.signal, restoring: true });
               restored.push(info.name);
             } catch (error) {
               failed.push({ name: info.name, error });

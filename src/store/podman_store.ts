@@ -37,6 +37,8 @@ export interface PodmanStoreOptions {
   lingerMs?: number;
   /** See StoreLayersOptions.lod (config `[store] lod`). */
   lod?: string;
+  /** See StoreLayersOptions.lodRules (config `[lod] replay`). */
+  lodRules?: StoreLayersOptions["lodRules"];
   /** See StoreLayersOptions.prefetch (config `[prefetch]`). */
   prefetch?: StoreLayersOptions["prefetch"];
   fuse?: {
@@ -93,6 +95,7 @@ export class PodmanStore {
       timeoutMs: opts.timeoutMs,
       lingerMs: opts.lingerMs,
       lod: opts.lod,
+      lodRules: opts.lodRules,
       prefetch: opts.prefetch,
       logger,
     });

@@ -11,8 +11,9 @@
  *      `diff` up again).
  *   2. Resolve the image through the shared ImageResolver (manifest for the host platform, SOCI index discovery:
  *      local store first, then v2, then v1, as configured; cached and single-flight; with `lod`, that workload's
- *      load order document, config `[store] lod`: podman passes no labels, so the store names one workload for
- *      every image) and read its config for the layers' diff ids.
+ *      load order document: podman passes no labels, so the store chooses by config, the first `[lod] replay`
+ *      rule matching the reference, else `[store] lod` for every image) and read its config for the layers'
+ *      diff ids.
  *   3. Decline (undefined, so podman pulls the layer itself) an image without an index, a digest that is not
  *      one of its layers nor the annotated zTOC digest of one, a layer without a zTOC, or an image config
  *      without its diff id.
@@ -39,6 +40,7 @@ import { MediaType } from "../oci/media_types.ts";
 import type { ImageConfig } from "../oci/types.ts";
 import type { Reference, RegistryClient } from "../registry/types.ts";
 import { ANNOTATION_IMAGE_LAYER_DIGEST, ANNOTATION_TOC_DIGEST } from "../soci/index.ts";
+import { chooseLod, type LodRules } from "../soci/lod_rules.ts";
 import { raceSignal } from "../util/abort.ts";
 import { errorMessage, UnavailableError } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
@@ -92,6 +94,8 @@ export interface StoreLayersOptions {
    * the resolver's own choice (none in serve).
    */
   lod?: string;
+  /** Rules choosing the workload by image reference (config `[lod] replay`), tried before `lod`. */
+  lodRules?: LodRules;
   /** Background prefetch of prefetch artifacts (config `[prefetch]`; defaults as StorePrefetchOptions). */
   prefetch?: { maxConcurrency?: number; timeoutMs?: number };
   logger?: Logger;
@@ -116,8 +120,8 @@ function compressionOf(mediaType: string): number {
 }
 
 export class StoreLayers {
-  readonly #o: Required<Omit<StoreLayersOptions, "usesFile" | "lod" | "prefetch">> &
-    Pick<StoreLayersOptions, "usesFile" | "lod">;
+  readonly #o: Required<Omit<StoreLayersOptions, "usesFile" | "lod" | "lodRules" | "prefetch">> &
+    Pick<StoreLayersOptions, "usesFile" | "lod" | "lodRules">;
   readonly #prefetch: StorePrefetch;
   readonly #entries = new Map<string, Entry>();
   readonly #slots = new InodeSlots();
@@ -178,7 +182,11 @@ export class StoreLayers {
     const bounded = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
       // 2.
-      const image = await this.#o.resolver.resolve(ref, { signal: bounded, lod: this.#o.lod });
+      const lod = chooseLod(ref, {
+        rules: this.#o.lodRules,
+        fallback: this.#o.lod === undefined ? undefined : { workload: this.#o.lod, by: "[store] lod" },
+      });
+      const image = await this.#o.resolver.resolve(ref, { signal: bounded, lod: lod?.workload, lodBy: lod?.by });
       const diffIds = await this.#diffIdsOf(image, bounded);
       // 3.
       const offered = (d: string) => offeredLayer(image, diffIds, d);

@@ -4,6 +4,7 @@ import {
   type IntField,
   MIRROR_FIELDS,
   SCHEMA,
+  WORKLOAD_NAME_CONFIG_RE,
   WORKLOAD_NAME_OR_EMPTY_RE,
 } from "../../src/config/defaults.ts";
 import { defaultConfig, parseConfig, renderToml } from "../../src/config/load.ts";
@@ -103,6 +104,48 @@ describe("parseConfig()", () => {
     // The same names as soci-ts's workload names (soci/lod.ts, which config may not import), "" aside.
     for (const name of ["python", ...hostile])
       expect(WORKLOAD_NAME_OR_EMPTY_RE.test(name)).toBe(WORKLOAD_NAME_RE.test(name));
+  });
+
+  test("[lod] replay and record are ordered lists of { image, workload } rules; each bad entry names its key", () => {
+    const c = parseConfig(`
+      [lod]
+      replay = [{ image = "registry.example/app/*", workload = "web" }, { workload = "py", image = "docker.io/library/python:**" }]
+      record = [{ image = "**", workload = "all" }]
+      record_quiet_sec = 2
+    `);
+    expect(c.lod.replay).toEqual([
+      { image: "registry.example/app/*", workload: "web" },
+      { image: "docker.io/library/python:**", workload: "py" },
+    ]);
+    expect(c.lod.record).toEqual([{ image: "**", workload: "all" }]);
+    expect(c.lod.recordQuietSec).toBe(2);
+    expect(c.lod.recordMaxSec).toBe(600);
+    // Defaults are fresh lists, never shared between configs.
+    const d = defaultConfig();
+    d.lod.replay.push({ image: "a/b", workload: "w" });
+    expect(defaultConfig().lod.replay).toEqual([]);
+    // A dump loads back to the same rules.
+    expect(parseConfig(renderToml(c)).lod).toEqual(c.lod);
+    const bad: Array<[string, string, string]> = [
+      ['replay = [{ image = "python:*", workload = "web" }]', "lod.replay[0].image", "with its registry host"],
+      ['replay = [{ image = "a/b c", workload = "web" }]', "lod.replay[0].image", "image reference pattern"],
+      ['replay = [{ image = "", workload = "web" }]', "lod.replay[0].image", "image reference pattern"],
+      ['replay = [{ image = "a/b", workload = "w" }, { image = "a/b" }]', "lod.replay[1].workload", "missing"],
+      ['record = [{ image = "a/b", workload = "../x" }]', "lod.record[0].workload", "expected a workload name"],
+      ['record = [{ image = "a/b", workload = "" }]', "lod.record[0].workload", "expected a workload name"],
+      ['replay = [{ image = "a/b", workload = "w", lod = "x" }]', "lod.replay[0].lod", "unknown key"],
+      ['replay = { image = "a/b", workload = "w" }', "lod.replay", "expected an array of tables"],
+      ['replay = ["a/b"]', "lod.replay[0]", "expected a table"],
+      ["record_quiet_sec = -1", "lod.record_quiet_sec", "under its minimum"],
+    ];
+    for (const [line, key, why] of bad) {
+      const err = expectKeyError(`[lod]\n${line}`, key, "/etc/soci-ts/config.toml");
+      expect(err.message).toContain(why);
+      expect(err.message).not.toContain("\n");
+    }
+    // A rule's workload is a workload name as soci/lod.ts spells it.
+    for (const name of ["python", "", "../etc", "-x", "a".repeat(128), "a".repeat(129), "é"])
+      expect(WORKLOAD_NAME_CONFIG_RE.test(name)).toBe(WORKLOAD_NAME_RE.test(name));
   });
 
   test("TOML syntax errors say so, on one line naming the file, the line and its text", () => {

@@ -12,13 +12,21 @@ import {
   type EnumField,
   type FieldSpec,
   HOST_FIELDS,
+  LOD_RULE_FIELDS,
   type LogLevel,
   MIRROR_FIELDS,
   SCHEMA,
   type SectionSpec,
 } from "../../src/config/defaults.ts";
 import { defaultConfig, parseConfig, renderToml } from "../../src/config/load.ts";
-import type { Config, FieldsObject, HostConfig, MirrorConfig, SectionsTree } from "../../src/config/schema.ts";
+import type {
+  Config,
+  FieldsObject,
+  HostConfig,
+  LodRuleConfig,
+  MirrorConfig,
+  SectionsTree,
+} from "../../src/config/schema.ts";
 
 /** True when A and B are the same type (not merely assignable either way). */
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -66,6 +74,8 @@ describe("Config type", () => {
     assertType<Equal<Config["fuse"]["transport"], "workers">>();
     assertType<Equal<Config["backgroundFetch"]["dropPolicy"], "newest">>();
     assertType<Equal<HostConfig["mirrors"], MirrorConfig[]>>();
+    assertType<Equal<Config["lod"]["replay"], Array<{ image: string; workload: string }>>>();
+    assertType<Equal<Config["lod"]["record"], LodRuleConfig[]>>();
     const c: Config = defaultConfig();
     // Each line below is an error only while the key is an enum: typed `string`, the line would compile, and
     // tsc would report the unused @ts-expect-error.
@@ -123,7 +133,7 @@ describe("the configuration object", () => {
 
   test("names are unique: per table in TOML and TypeScript; no key shares a name with a table", () => {
     const sections: readonly SectionSpec[] = SCHEMA;
-    for (const fields of [...sections.map((s) => s.fields), HOST_FIELDS, MIRROR_FIELDS]) {
+    for (const fields of [...sections.map((s) => s.fields), HOST_FIELDS, MIRROR_FIELDS, LOD_RULE_FIELDS]) {
       expect(new Set(fields.map((f) => f.toml)).size).toBe(fields.length);
       expect(new Set(fields.map((f) => f.ts)).size).toBe(fields.length);
     }
@@ -152,7 +162,8 @@ describe("the configuration object", () => {
 
   test("`config default` prints every key with its default; `config dump` every key with its value", () => {
     const sections: readonly SectionSpec[] = SCHEMA;
-    const tomlValue = (v: unknown) => (typeof v === "string" ? JSON.stringify(v) : String(v));
+    const tomlValue = (v: unknown) =>
+      Array.isArray(v) && v.length === 0 ? "[]" : typeof v === "string" ? JSON.stringify(v) : String(v);
     const tableLines = (text: string, table: string) => {
       const lines = text.split("\n");
       const start = table === "" ? 0 : lines.indexOf(`[${table}]`) + 1;

@@ -7,7 +7,8 @@
  *    `mount --lod web` finds it in the registry, prefetches its spans (the mount up before they are in), and the
  *    workload then runs with no registry request at all, its output unchanged, and fetches a small part of
  *    the app layer (a file-level prefetch of the same files would fetch all of them);
- *  - a missing or corrupt LOD is ignored with one log line and the mount works;
+ *  - without `--lod`, a `[lod] replay` rule matching the reference chooses the document; one the image lacks,
+ *    and a missing or corrupt LOD named by the flag, are ignored with one log line and the mount works;
  *  - `lod export --soci-prefetch` stores an index whose prefetch artifacts `mount` accepts: with
  *    `--wait-prefetch`, their spans are fetched before the mount is up.
  */
@@ -164,6 +165,29 @@ describe.skipIf(!run)("load order documents", () => {
       } finally {
         expect((await replay.stop()).code).toBe(0);
       }
+
+      // 4b. Without --lod, the first [lod] replay rule matching the reference chooses the document; a rule naming
+      //     one the image lacks is ignored with one log line.
+      const host = ref.slice(0, ref.indexOf("/"));
+      const rulesCfg = join(tmp, "rules.toml");
+      const rule = (image: string, workload: string) => `{ image = "${image}", workload = "${workload}" }`;
+      writeFileSync(
+        rulesCfg,
+        `[background_fetch]\ndisable = true\n[lod]\nreplay = [${rule(`${host}/other/*`, "nope")}, ${rule(`${host}/test/lod:*`, "web")}]\n`,
+      );
+      const byRule = await startMount(["--root", coldRoot, "--config", rulesCfg, "mount", ref, mnt2]);
+      expect(workload(mnt2)).toBe(expected);
+      const r = await byRule.stop();
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain(`Load order document found workload=web by="rule ${host}/test/lod:*"`);
+      writeFileSync(rulesCfg, `[lod]\nreplay = [${rule("**", "batch")}]\n`);
+      const missingByRule = await startMount(["--root", coldRoot, "--config", rulesCfg, "mount", ref, mnt2]);
+      expect(workload(mnt2)).toBe(expected);
+      const mr = await missingByRule.stop();
+      expect(mr.code).toBe(0);
+      expect(mr.stderr.split("\n").filter((l) => l.includes("Load order document ignored"))).toEqual([
+        expect.stringContaining('workload=batch by="rule **"'),
+      ]);
 
       // 5. A missing and a corrupt LOD are ignored with a log line.
       const missing = await startMount(["--root", coldRoot, "--config", cfg, "mount", ref, mnt2, "--lod", "batch"]);

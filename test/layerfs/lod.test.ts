@@ -165,6 +165,50 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
     }
   });
 
+  test("a layer acquired with its own recorder is opened apart: the shared one keeps direct reads, the recording sees its reads only, timed from the first", async () => {
+    const mgr = await LayerManager.create({
+      root: join(tmp, "apart"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+      fetchOnOpenMaxBytes: 0,
+    });
+    let nowMs = 5000;
+    const recorder = new LodRecorder({ beginOnFirstTouch: true, now: () => nowMs });
+    const l = img.layers[0]!;
+    const ztoc = tarZtoc(l.tar, SPAN);
+    const opts = { source: { client: http, ref: img.ref }, layer: l.descriptor, ztoc };
+    try {
+      const shared = await mgr.acquire(opts);
+      const recorded = await mgr.acquire({ ...opts, recorder });
+      const again = await mgr.acquire({ ...opts, recorder });
+      expect(recorded.layer).not.toBe(shared.layer);
+      expect(again.layer).toBe(recorded.layer);
+      expect(mgr.layers().size).toBe(2);
+      expect(lookup(shared.layer.root, "data/f3").directRead?.()).toBeDefined();
+      expect(lookup(recorded.layer.root, "data/f3").directRead?.()).toBeUndefined();
+      await lookup(shared.layer.root, "data/f1").read!(0, 4096, ctx()); // another image's read: not recorded
+      expect(recorder.begun).toBe(false);
+      nowMs = 6000;
+      await lookup(recorded.layer.root, "data/f3").read!(0, 4096, ctx());
+      expect(recorder.begun).toBe(true);
+      nowMs = 6250;
+      await lookup(recorded.layer.root, "data/f2").read!(10, 20, ctx());
+      const f = (name: string) => ztoc.toc.find((m) => m.name === name)!.uncompressedOffset;
+      expect(recorder.logs().get(l.descriptor.digest)!.ranges).toEqual([
+        { offset: f("data/f3"), length: 4096, atMs: 0 },
+        { offset: f("data/f2") + 10, length: 20, atMs: 250 },
+      ]);
+      recorder.stop();
+      expect(recorder.durationMs).toBe(250);
+      await again.done();
+      await recorded.done();
+      expect(mgr.layers().size).toBe(1);
+      await shared.done();
+    } finally {
+      await mgr.close();
+    }
+  });
+
   test("a LOD's spans are fetched in the order given, adjacent ones in one request; its files fetch nothing on open", async () => {
     const { client, ranges } = rangeSpy(http);
     const mgr = await LayerManager.create({

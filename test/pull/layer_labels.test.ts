@@ -19,7 +19,7 @@ const layers = (n: number) =>
   }));
 
 describe("layerLabels", () => {
-  test("a chosen workload adds soci-ts's load order document label; none adds nothing", () => {
+  test("a chosen workload adds soci-ts's load order document labels (replay, record); none adds nothing", () => {
     const input = {
       imageRef: "reg.test:5000/app:v1",
       manifestDigest: digest(99),
@@ -27,6 +27,10 @@ describe("layerLabels", () => {
       chainIds: [digest(11), digest(12)],
     };
     expect(layerLabels({ ...input, lod: "web" }, 0)["containerd.io/snapshot/soci-ts.lod"]).toBe("web");
+    const both = layerLabels({ ...input, lod: "web", recordLod: "batch" }, 1);
+    expect(both["containerd.io/snapshot/soci-ts.lod"]).toBe("web");
+    expect(both["containerd.io/snapshot/soci-ts.record-lod"]).toBe("batch");
+    expect(layerLabels({ ...input, recordLod: "batch" }, 0)["containerd.io/snapshot/soci-ts.lod"]).toBeUndefined();
     expect(Object.keys(layerLabels(input, 0)).filter((k) => k.includes("soci-ts"))).toEqual([]);
   });
 

@@ -10,6 +10,8 @@ export interface FakeCall {
   op: "mount" | "check" | "unmount";
   mountpoint: string;
   labels?: Record<string, string>;
+  /** A mount's `restoring` option (a restart mounting it again). */
+  restoring?: boolean;
 }
 
 export const MARKER = ".fake-remote-layer";
@@ -31,9 +33,14 @@ export class FakeRemoteFs implements RemoteFs {
   async mount(
     mountpoint: string,
     labels: Readonly<Record<string, string>>,
-    opts: { signal?: AbortSignal } = {},
+    opts: { signal?: AbortSignal; restoring?: boolean } = {},
   ): Promise<void> {
-    this.calls.push({ op: "mount", mountpoint, labels: { ...labels } });
+    this.calls.push({
+      op: "mount",
+      mountpoint,
+      labels: { ...labels },
+      ...(opts.restoring === undefined ? {} : { restoring: opts.restoring }),
+    });
     this.#mounting++;
     this.maxConcurrentMounts = Math.max(this.maxConcurrentMounts, this.#mounting);
     try {

@@ -443,8 +443,12 @@ describe("Snapshotter: remove, update, list, cleanup", () => {
 });
 
 describe("Snapshotter: restart", () => {
-  async function twoRemoteLayers(): Promise<{ root: string; labels: Array<Record<string, string>> }> {
-    const { root, sn } = await rig();
+  async function twoRemoteLayers(): Promise<{
+    root: string;
+    labels: Array<Record<string, string>>;
+    prepared: FakeRemoteFs;
+  }> {
+    const { root, sn, fake } = await rig();
     const labels = [layerLabels(1), layerLabels(2)];
     await expect(sn.prepare({ key: "d/1/extract", parent: "", labels: labels[0] })).rejects.toBeInstanceOf(
       AlreadyExistsError,
@@ -454,11 +458,11 @@ describe("Snapshotter: restart", () => {
     );
     await sn.prepare({ key: "d/3/container", parent: "sha256:chain2" });
     await sn.close(); // SIGTERM: everything kept
-    return { root, labels };
+    return { root, labels, prepared: fake };
   }
 
   test("close keeps everything; restore cleans stale mounts first, then mounts each remote snapshot from its stored labels", async () => {
-    const { root, labels } = await twoRemoteLayers();
+    const { root, labels, prepared } = await twoRemoteLayers();
     const order: string[] = [];
     const fake = new FakeRemoteFs();
     fake.mountGate = async (mp) => void order.push(`mount ${mp}`);
@@ -487,6 +491,9 @@ describe("Snapshotter: restart", () => {
     ]);
     // The container's snapshot is usable again.
     expect((await sn.mounts("d/3/container"))[0]!.type).toBe("overlay");
+    // Mounts again say so (what a Prepare's labels begin once, a recording, is not begun again); Prepares do not.
+    expect(fake.ops("mount").map((c) => c.restoring)).toEqual([true, true]);
+    expect(prepared.ops("mount").map((c) => c.restoring)).toEqual([undefined, undefined]);
   });
 
   test("a snapshot that cannot be mounted again: restore throws (SOCI's default) and unmounts the others", async () => {

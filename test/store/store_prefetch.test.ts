@@ -26,6 +26,7 @@ import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { LOD_MEDIA_TYPE } from "../../src/soci/lod.ts";
+import { LodRules } from "../../src/soci/lod_rules.ts";
 import { putLod } from "../../src/soci/lod_store.ts";
 import { StoreLayers } from "../../src/store/store_layers.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
@@ -158,7 +159,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
   });
 
   /** A cold store: its own layer manager and span cache, the holding client, a resolver of its own. */
-  const openStore = async (o: { lod?: string; maxConcurrency?: number } = {}) => {
+  const openStore = async (o: { lod?: string; lodRules?: LodRules; maxConcurrency?: number } = {}) => {
     const root = await mkdtemp(join(tmp, "manager-"));
     const logger = new MemoryLogger();
     const h = holding(http, () => new Set([layerOf(artifact), layerOf(withLod)]));
@@ -178,6 +179,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
       resolver,
       timeoutMs: 20_000,
       lod: o.lod,
+      lodRules: o.lodRules,
       prefetch: { maxConcurrency: o.maxConcurrency ?? 4 },
       logger,
     });
@@ -302,8 +304,8 @@ describe.skipIf(!run)("podman store prefetch", () => {
     }
   }, 60_000);
 
-  test("lod: the workload's load order document is replayed for an image that has one; one without it is served as usual", async () => {
-    // "web" read the first 4 KiB of three files of withLod's layer.
+  /** Stores load order document "web" of withLod (the first 4 KiB of three files); returns those files. */
+  const storeWebLod = async () => {
     const recorded = [5, 10, 15].map((i) => name("g", i));
     const resolved = await new ImageResolver(http, {
       modes: { localStore: true, v1: false, v2: false },
@@ -333,6 +335,12 @@ describe.skipIf(!run)("podman store prefetch", () => {
       },
       { subject: withLod.manifestDescriptor },
     );
+    return recorded;
+  };
+
+  test("lod: the workload's load order document is replayed for an image that has one; one without it is served as usual", async () => {
+    // "web" read the first 4 KiB of three files of withLod's layer.
+    const recorded = await storeWebLod();
     const s = await openStore({ lod: "web" });
     try {
       const got = (await s.layers.layer(refOf(withLod), layerOf(withLod)))!;
@@ -346,6 +354,38 @@ describe.skipIf(!run)("podman store prefetch", () => {
       expect(await s.layers.layer(refOf(artifact), layerOf(artifact))).toBeDefined();
       const ignored = s.logger.lines.filter((l) => l.msg === "Load order document ignored; mounting without it");
       expect(ignored.map((l) => [l.fields?.workload, l.fields?.image])).toEqual([["web", refOf(artifact)]]);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
+  test("[lod] replay rules choose by reference before [store] lod; a rule naming a missing document costs one log line", async () => {
+    const recorded = await storeWebLod();
+    const host = withLod.ref.registry;
+    // withLod matches the first rule ("web", which it has); artifact the second ("missing", which it lacks).
+    // [store] lod names "other", which neither has: rules come first, so it is never looked up.
+    const lodRules = new LodRules([
+      { image: `${host}/store/lod:*`, workload: "web" },
+      { image: `${host}/store/artifact`, workload: "missing" },
+    ]);
+    const s = await openStore({ lod: "other", lodRules });
+    try {
+      const got = (await s.layers.layer(refOf(withLod), layerOf(withLod)))!;
+      await eventually(() => s.logged("Load order document replayed"), 20_000, "the replay");
+      const found = s.logger.lines.filter((l) => l.msg === "Load order document found");
+      expect(found.map((l) => [l.fields?.workload, l.fields?.by])).toEqual([["web", `rule ${host}/store/lod:*`]]);
+      const mark = s.h.calls.length;
+      for (const path of recorded)
+        expect(await readFile(got.diff, path, 0, 4096)).toEqual(contents.get(path)!.subarray(0, 4096));
+      expect(s.h.calls.slice(mark)).toEqual([]);
+      // The rule's document is missing: the layer is served, after one log line however often it is looked up.
+      expect(await s.layers.layer(refOf(artifact), layerOf(artifact))).toBeDefined();
+      expect(await s.layers.layer(refOf(artifact), layerOf(artifact))).toBeDefined();
+      const ignored = s.logger.lines.filter((l) => l.msg === "Load order document ignored; mounting without it");
+      expect(ignored.map((l) => [l.fields?.workload, l.fields?.by, l.fields?.image])).toEqual([
+        ["missing", `rule ${host}/store/artifact`, refOf(artifact)],
+      ]);
+      expect(s.logger.lines.some((l) => l.fields?.workload === "other")).toBe(false);
     } finally {
       await s.close();
     }
