@@ -52,6 +52,11 @@ export interface ResolveOptions {
    * missing, stale (another image digest), corrupt or unusable one is ignored with one log line.
    */
   lod?: string;
+  /**
+   * The SOCI index to use when it serves the image (discover.ts step 0: AWS SOCI's snapshot label
+   * `containerd.io/snapshot/remote/soci.index.digest`); else discovery searches as usual.
+   */
+  indexDigest?: string;
   /** What chose `lod` ("flag", "label", `rule <pattern>`, …), named in its log lines. */
   lodBy?: string;
   logger?: Logger;
@@ -129,6 +134,7 @@ export async function resolveImageLayers(
   const lookup = opts.lod === undefined ? undefined : lookupLod(opts.lod, { location, manifest }, opts);
   // 2.
   const found = await discoverIndex(location, manifest, {
+    indexDigest: opts.indexDigest,
     store: modes.localStore ? opts.store : undefined,
     modes: { v1: modes.v1, v2: modes.v2 },
     signal: bounded(),
@@ -277,9 +283,9 @@ export class ImageResolver {
    */
   async resolve(
     imageRef: string,
-    opts: { manifestDigest?: string; lod?: string; lodBy?: string; signal?: AbortSignal } = {},
+    opts: { manifestDigest?: string; indexDigest?: string; lod?: string; lodBy?: string; signal?: AbortSignal } = {},
   ): Promise<ResolvedImage> {
-    const { manifestDigest } = opts;
+    const { manifestDigest, indexDigest } = opts;
     const lod = opts.lod ?? this.#o.lod;
     const lodBy = opts.lod === undefined ? this.#o.lodBy : opts.lodBy;
     if (manifestDigest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(manifestDigest)) {
@@ -287,7 +293,7 @@ export class ImageResolver {
         `Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`,
       );
     }
-    const key = `${imageRef}\u0000${manifestDigest ?? ""}\u0000${lod ?? ""}`;
+    const key = `${imageRef}\u0000${manifestDigest ?? ""}\u0000${lod ?? ""}\u0000${indexDigest ?? ""}`;
     const now = Date.now();
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
@@ -304,7 +310,7 @@ export class ImageResolver {
         imageRef,
       );
       const created: CacheEntry = {
-        resolving: resolveImageLayers(location, { ...this.#o, lod, lodBy }),
+        resolving: resolveImageLayers(location, { ...this.#o, lod, lodBy, indexDigest }),
         expiresAt: Infinity,
       };
       entry = created;

@@ -6,6 +6,8 @@
  * `mount` steps:
  *   1. Read the labels: `containerd.io/snapshot/cri.image-ref` and `…/cri.layer-digest` (required),
  *      `…/cri.manifest-digest` (optional: the platform manifest containerd resolved, fetched by digest),
+ *      `containerd.io/snapshot/remote/soci.index.digest` (optional, AWS SOCI's: the index `soci-ts pull` found,
+ *      used without searching when it serves the image),
  *      `containerd.io/snapshot/soci-ts.lod` (optional: the workload whose load order document to replay; without
  *      it, the first `[lod] replay` rule matching the image reference chooses one, else none),
  *      `containerd.io/snapshot/soci-ts.record-lod` (optional: the workload whose load order document to record;
@@ -26,6 +28,7 @@ import {
   CRI_LAYER_DIGEST_LABEL,
   CRI_MANIFEST_DIGEST_LABEL,
   LOD_LABEL,
+  SOCI_INDEX_DIGEST_LABEL,
   RECORD_LOD_LABEL,
 } from "../snapshot/labels.ts";
 import type { RemoteFs } from "../snapshot/remote_fs.ts";
@@ -104,6 +107,7 @@ export class LayerRemoteFs implements RemoteFs {
       });
       const image = await this.#resolver.resolve(imageRef, {
         manifestDigest,
+        indexDigest: labels[SOCI_INDEX_DIGEST_LABEL] || undefined,
         lod: lod?.workload,
         lodBy: lod?.by,
         signal,

@@ -140,6 +140,10 @@ describe.skipIf(!run)("soci-ts pull through containerd's API", () => {
       );
       expect(sent).toBeGreaterThan(0);
       expect(sent).toBeLessThan(layerBytes * 0.3);
+      // The index is looked up once, by the pull: serve takes it from the AWS SOCI label the pull sets.
+      const log = (await env!.registry.accessLog()).slice(before);
+      const tagLookups = log.filter((a) => /\/manifests\/sha256-[0-9a-f]{64}$/.test(a.path));
+      expect(tagLookups.length).toBe(1);
       expect(await leases()).toEqual([]);
       // The image record and the labels a real pull leaves.
       expect((await ctr(["image", "ls", "-q"])).stdout.split("\n")).toContain(python);
