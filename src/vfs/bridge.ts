@@ -66,6 +66,39 @@ interface Known {
   lookups: number;
 }
 
+/** Known nodes by id: what `VfsBridge` needs of a Map. */
+interface KnownTable {
+  get(id: number): Known | undefined;
+  set(id: number, k: Known): void;
+  delete(id: number): void;
+  readonly size: number;
+}
+
+/**
+ * Known nodes in an array indexed by id, for stable ids (inode numbers, dense from 1): a `find` sets and deletes
+ * one entry per file it meets (READDIRPLUS, then FORGET), which a Map of 100,000 entries made a quarter of the
+ * bridge's time. An id far past the others (an inode number a hostile tree made up) only makes the array sparse.
+ */
+class DenseKnownTable implements KnownTable {
+  readonly #slots: Array<Known | undefined> = [];
+  #size = 0;
+  get(id: number): Known | undefined {
+    return this.#slots[id];
+  }
+  set(id: number, k: Known): void {
+    if (this.#slots[id] === undefined) this.#size++;
+    this.#slots[id] = k;
+  }
+  delete(id: number): void {
+    if (this.#slots[id] === undefined) return;
+    this.#slots[id] = undefined;
+    this.#size--;
+  }
+  get size(): number {
+    return this.#size;
+  }
+}
+
 /** An open file: its node, and its READs that failed and may be retried by the kernel (newest last). */
 interface FileHandle {
   node: Node;
@@ -118,7 +151,8 @@ export function toFuseAttr(a: Attr): FuseAttr {
 
 /** A `RawFileSystem` over a `Node` tree. */
 export class VfsBridge implements RawFileSystem {
-  readonly #byId = new Map<number, Known>();
+  readonly #byId: KnownTable;
+  /** Node ids of nodes, without stable ids only (a stable id is the node's inode number). */
   readonly #idOf = new Map<Node, number>();
   readonly #files = new Map<number, FileHandle>();
   readonly #dirs = new Map<number, DirHandle>();
@@ -143,11 +177,12 @@ export class VfsBridge implements RawFileSystem {
     this.#keepCache = opts.keepCache ?? true;
     this.#xattrs = opts.xattrs ?? true;
     this.#stable = opts.stableNodeIds ?? false;
+    this.#byId = this.#stable ? new DenseKnownTable() : new Map<number, Known>();
     // Handles below 2^31 (direct_reads.ts keeps those); with stable ids from a random base, so that the handles a
     // predecessor gave out on the same connection are unlikely to be given out again.
     this.#nextFh = this.#stable ? 1 + Math.floor(Math.random() * 2 ** 30) : 1;
     this.#byId.set(FUSE_ROOT_ID, { node: root, lookups: 1 });
-    this.#idOf.set(root, FUSE_ROOT_ID);
+    if (!this.#stable) this.#idOf.set(root, FUSE_ROOT_ID);
   }
 
   /** Node ids the kernel currently holds (root included), for tests and metrics. */
@@ -167,7 +202,6 @@ export class VfsBridge implements RawFileSystem {
     if (!found) throw new FuseErrno(EINVAL, `Unknown node id ${nodeid}`);
     // Known to the kernel through a predecessor: counted from 0 here; its FORGETs drop it again.
     this.#byId.set(nodeid, { node: found, lookups: 0 });
-    this.#idOf.set(found, nodeid);
     return found;
   }
 
@@ -285,7 +319,7 @@ export class VfsBridge implements RawFileSystem {
     k.lookups -= nlookup;
     if (k.lookups <= 0) {
       this.#byId.delete(nodeid);
-      this.#idOf.delete(k.node);
+      if (!this.#stable) this.#idOf.delete(k.node);
     }
   }
 
@@ -440,11 +474,18 @@ export class VfsBridge implements RawFileSystem {
 
   /** The entry `#entryFor` would return, without counting a lookup or allocating an id twice. */
   #peekEntry(node: Node, a: Attr): EntryOut {
-    let id = this.#idOf.get(node);
-    if (id === undefined) {
-      id = this.#stable ? a.ino : this.#nextId++;
-      this.#idOf.set(node, id);
-      this.#byId.set(id, { node, lookups: 0 });
+    let id: number | undefined;
+    if (this.#stable) {
+      // The id is the inode number: no second map to keep (READDIRPLUS and FORGET of every entry of a `find`).
+      id = a.ino;
+      if (this.#byId.get(id)?.node !== node) this.#byId.set(id, { node, lookups: 0 });
+    } else {
+      id = this.#idOf.get(node);
+      if (id === undefined) {
+        id = this.#nextId++;
+        this.#idOf.set(node, id);
+        this.#byId.set(id, { node, lookups: 0 });
+      }
     }
     return {
       nodeid: id,
@@ -465,7 +506,7 @@ export class VfsBridge implements RawFileSystem {
     const k = this.#byId.get(nodeid);
     if (k && k.lookups === 0 && !this.#hasOpenFile(k.node)) {
       this.#byId.delete(nodeid);
-      this.#idOf.delete(k.node);
+      if (!this.#stable) this.#idOf.delete(k.node);
     }
   }
 
