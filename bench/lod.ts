@@ -29,6 +29,33 @@
  * docker-registry, busybox-static, tar, chroot; run with `npm run bench:lod`. MOUNT_LOG_DIR keeps each mount's
  * debug log (one line per registry request).
  *
+ * Where the time goes (2026-12-03, load average 3-9 on 2 shared cores, both benches interleaved, sizes in
+ * rotating order, two runs each; seconds, then the run's load average before -> after). Without a LOD, every file
+ * the workload opens is fetched whole (fetch on open, up to 32 MiB), so the link carries the whole image and the
+ * header reads queue behind it: plain lazy is a full pull (1.0-1.3x), and so is the file-level prefetch artifact,
+ * which lists the files whole. With the LOD only the spans holding the recorded reads come (1.00-1.05x the spans
+ * holding the headers); the time is those bytes over the link (~12 MB/s) plus mount (0.3-1.2 s) and the workload's
+ * 100 execs of busybox. So the span size decides it: at 4 MiB every span of these 2-4 MiB files holds a header and
+ * the LOD fetches the whole image; the mount's zTOC bytes (skeleton plus the windows of fetched spans) stay small
+ * at every size as mounts fetch checkpoint windows lazily, while the whole zTOCs (what AWS SOCI fetches) grow.
+ *
+ * | span    | zTOCs   | LOD fetched | with LOD      | without LOD   | full pull     | LOD/without   | load            |
+ * | ------- | ------- | ----------- | ------------- | ------------- | ------------- | ------------- | --------------- |
+ * | 4 MiB   | 2.5 MB  | 311.5 MB    | 28.37 / 28.28 | 34.95 / 34.45 | 27.86 / 27.31 | 0.812 / 0.821 | 4.4-6.7/5.3-5.7 |
+ * | 1 MiB   | 9.8 MB  | 109.2 MB    | 10.29 / 10.75 | 27.73 / 28.63 | 26.76 / 27.65 | 0.371 / 0.376 | 6.4-3.5/4.9-5.7 |
+ * | 512 KiB | 19.3 MB | 54.6 MB     | 6.09 / 6.74   | 28.20 / 29.57 | 27.29 / 27.38 | 0.216 / 0.228 | 2.8-5.0/7.3-6.5 |
+ * | 256 KiB | 37.5 MB | 29.3 MB     | 3.48 / 4.45   | 28.51 / 29.01 | 27.67 / 29.19 | 0.122 / 0.154 | 4.6-4.3/6.5-8.8 |
+ *
+ * bench:lazy in the same sitting (python, 80.4 MB; plain lazy / with LOD seconds, bytes fetched, zTOCs of the
+ * index, the mount's index and zTOC bytes over the link): 4 MiB 9.08, 4.71 / 4.13, 4.18; 33.8 MB; 3.2 MB; 1.8 MB
+ * (load 4.0-4.4, 5.7-5.3) — 1 MiB 3.33, 2.74 / 2.99, 1.80; 13.7 MB; 8.0 MB; 2.0 MB (load 6.7-6.4, 6.5-4.9) —
+ * 512 KiB 3.01, 2.98 / 1.76, 1.93; 10.8 MB; 13.9 MB; 2.3 MB (load 3.5-2.8, 8.8-7.3) — 256 KiB 2.29, 3.58 / 1.72,
+ * 2.65; 8.3 MB; 24.1 MB; 2.4 MB (load 5.0-4.6, 4.3-6.5); full pull 7.0-8.9 s. Mount ready ("mounted after") showed
+ * no trend with the span size (0.3-1.6 s, swinging with the load). 256 KiB fetched the fewest bytes in both and was
+ * the fastest with a LOD; plain lazy python is within the load's noise from 512 KiB on. It became `index create`'s
+ * default (`[index] span_size`); at 256 KiB both targets were met in the first run (0.122x without, 0.126x full)
+ * and the full-pull one just missed in the second (0.154x, load 6.5-8.8).
+ *
  * Last lines: `lazy with LOD vs full pull: <ratio>x` (target <= 0.15x), `lazy with prefetch artifact vs full
  * pull`, `lazy without LOD vs full pull`, then `lazy with LOD vs without: <ratio>x` (target <= 0.6x).
  */
