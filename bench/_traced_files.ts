@@ -6,7 +6,8 @@
  *     `strace -f -e trace=open,openat,execve,chroot`; every regular file it opened after its chroot (symlinks
  *     resolved inside the tree), plus the ELF interpreter, which the kernel opens. This is the list a prefetch
  *     artifact (`index create --prefetch-files-json`) is built from;
- *   - `recordCommandLod`: the command's load order document, recorded on a `soci-ts mount --record-lod`.
+ *   - `recordCommandLod`: the load order document of the command (or of another, bench:lod's), recorded on a
+ *     `soci-ts mount --record-lod`.
  * Needs tar, chroot, strace and readelf (binutils).
  */
 import { spawnSync } from "node:child_process";
@@ -129,10 +130,11 @@ function lstatIs(p: string): boolean {
 }
 
 /**
- * The load order document of the command under `workload`: `soci-ts mount --record-lod` of `directRef` (the
- * registry without a proxy) from the publisher's `root` and `cfg` at `mountpoint` (made here), the command in a
- * chroot of the mount, unmount (SIGINT); then `push(["lod", "push", workload, directRef])`, next to the image.
- * `onCleanup` gets what stops the mount if the run ends first. Throws with the mount's output when a step fails.
+ * The load order document of a command under `workload`: `soci-ts mount --record-lod` of `directRef` (the
+ * registry without a proxy) from the publisher's `root` and `cfg` at `mountpoint` (made here), the command
+ * (`command`, default `COMMAND`, which must print `output`, default `COMMAND_OUTPUT`) in a chroot of the mount,
+ * unmount (SIGINT); then `push(["lod", "push", workload, directRef])`, next to the image. `onCleanup` gets what
+ * stops the mount if the run ends first. Throws with the mount's output when a step fails.
  */
 export async function recordCommandLod(o: {
   root: string;
@@ -142,6 +144,8 @@ export async function recordCommandLod(o: {
   mountpoint: string;
   onCleanup: (f: () => void) => void;
   push: (args: string[]) => void;
+  command?: string[];
+  output?: string;
 }): Promise<void> {
   mkdirSync(o.mountpoint);
   const proc = Bun.spawn(
@@ -173,8 +177,8 @@ export async function recordCommandLod(o: {
     if (done) throw new Error(`soci-ts mount --record-lod exited: ${err}`);
     err += new TextDecoder().decode(value);
   }
-  const py = spawnSync("chroot", [o.mountpoint, ...COMMAND], { encoding: "utf8" });
-  if (py.stdout !== COMMAND_OUTPUT) throw new Error(`the command failed while recording: ${py.stderr}`);
+  const cmd = spawnSync("chroot", [o.mountpoint, ...(o.command ?? COMMAND)], { encoding: "utf8", maxBuffer: 1 << 26 });
+  if (cmd.stdout !== (o.output ?? COMMAND_OUTPUT)) throw new Error(`the command failed while recording: ${cmd.stderr}`);
   proc.kill("SIGINT");
   for (let r = await rd.read(); !r.done; r = await rd.read()) err += new TextDecoder().decode(r.value);
   if ((await proc.exited) !== 0 || !err.includes("Recorded load order document"))

@@ -5,7 +5,8 @@
  *     both ways), and
  *   - through a TCP proxy on the host that delays every chunk by 10 ms each way (20 ms round trip; this kernel
  *     has no netem).
- * (bench/_shaped_link.ts, shared with bench:containerd; publishing runs before the link is shaped.)
+ * (bench/_shaped_link.ts, shared with bench:containerd; publishing runs before the link is shaped; the mount, timing
+ * and full-pull helpers are bench/_lazy_common.ts, shared with bench:lod.)
  * Three paths run in the same process run, same link, cold caches (page cache dropped before each; the
  * soci-ts executable, built here with release/build.ts as users install it, is then read back in, as the code
  * of the full pull path is already loaded in this process: startup from a cold disk is not what is measured):
@@ -163,22 +164,24 @@
  * comparable). Needs root, iproute2, docker-registry, skopeo, tar, chroot, strace, readelf (binutils); run with
  * `npm run bench:lazy`.
  */
-import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, posix } from "node:path";
-import { inflateFromCheckpoint } from "../src/compress/resume.ts";
-import { ztocLayout } from "../src/layerfs/ztoc_layout.ts";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { registerNativeBackends } from "../src/native_backends.ts";
-import type { Manifest } from "../src/oci/types.ts";
 import { HttpRegistryClient } from "../src/registry/client.ts";
-import { parseReference } from "../src/registry/reference.ts";
-import { ArtifactStore } from "../src/soci/artifact_store.ts";
-import { discoverIndex } from "../src/soci/discover.ts";
-import { RegistryLocation } from "../src/soci/image_location.ts";
-import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
 import { pushPythonImage } from "../test/_harness/python_image.ts";
-import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
+import {
+  buildExecutable,
+  cli,
+  coldCaches,
+  fullRun,
+  type LazyBench,
+  lazyLine,
+  lazyRun,
+  mb,
+  runLazyBench,
+  spanBytesOf,
+} from "./_lazy_common.ts";
+import { startShapedRegistry } from "./_shaped_link.ts";
 import { COMMAND, COMMAND_OUTPUT, extractImage, recordCommandLod, tracedFiles } from "./_traced_files.ts";
 
 registerNativeBackends();
@@ -190,170 +193,23 @@ const READAHEAD = process.env.READAHEAD_SPANS ?? "0";
 /** When set, each lazy mount runs with debug JSON logs (one line per registry request), kept in this directory. */
 const MOUNT_LOG_DIR = process.env.MOUNT_LOG_DIR;
 
-const tmp = mkdtempSync(join(tmpdir(), "soci-bench-lazy-"));
-const cleanups: Array<() => void | Promise<void>> = [];
-/** The soci-ts executable the lazy paths run (built in main). */
-let bin = "";
-/** The registry behind the shaped link (started in main). */
-let link: ShapedRegistry;
-/** A client of the registry (plain HTTP), direct or through the link. */
-let client: HttpRegistryClient;
-
-function cli(root: string, args: string[]): string {
-  return sh(BUN, [MAIN, "--root", root, ...args]);
-}
-
-/** 4a. Lazy: `soci-ts mount` from an empty root (named `name`), then the command in a chroot. */
-async function lazyRun(
-  ref: string,
-  name: string,
-  extra: string[] = [],
-): Promise<{
-  seconds: number;
-  mountedAt: number;
-  phases: string;
-  fetched: number;
-  size: number;
-  output: string;
-  overLink: number;
-}> {
-  const root = join(tmp, `${name}-root`);
-  const mnt = join(tmp, `${name}-mnt`);
-  mkdirSync(mnt);
-  const cfg = join(tmp, `${name}.toml`);
-  writeFileSync(cfg, "[pull_modes.soci_v1]\nenable = true\n");
-  const t0 = performance.now();
-  // JSON lines: the "Mount ready" line gives the phases; debug adds one line per registry request.
-  const logs = ["--log-format", "json", ...(MOUNT_LOG_DIR ? ["--log-level", "debug"] : [])];
-  const linkBefore = link.linkBytes();
-  const proc = Bun.spawn(
-    [
-      bin,
-      "--root",
-      root,
-      "--config",
-      cfg,
-      ...logs,
-      "mount",
-      ref,
-      mnt,
-      "--stats",
-      "--readahead-spans",
-      READAHEAD,
-      ...extra,
-    ],
-    { cwd: REPO, stdout: "pipe", stderr: "pipe" },
-  );
-  cleanups.push(() => {
-    proc.kill("SIGINT");
-    spawnSync("umount", ["-l", mnt]);
-  });
-  let err = "";
-  const rd = (proc.stderr as ReadableStream<Uint8Array>).getReader();
-  while (!err.includes("Mounted ")) {
-    const { value, done } = await rd.read();
-    if (done) throw new Error(`soci-ts mount exited: ${err}`);
-    err += new TextDecoder().decode(value);
-  }
-  const mountedAt = (performance.now() - t0) / 1000;
-  const phases = mountPhases(err);
-  // Asynchronously: the delay proxy serving the mount's registry reads runs on this event loop.
-  const py = Bun.spawn(["chroot", mnt, ...COMMAND], { stdout: "pipe", stderr: "inherit" });
-  const output = await new Response(py.stdout).text();
-  await py.exited;
-  const seconds = (performance.now() - t0) / 1000;
-  const overLink = link.linkBytes() - linkBefore;
-  let fetched = 0;
-  let size = 0;
-  for (const f of readdirSync(join(mnt, ".soci-ts"))) {
-    const s = JSON.parse(readFileSync(join(mnt, ".soci-ts", f), "utf8"));
-    fetched += s.fetchedSize;
-    size += s.size;
-  }
-  proc.kill("SIGINT");
-  await proc.exited;
-  if (MOUNT_LOG_DIR) {
-    for (let r = await rd.read(); !r.done; r = await rd.read()) err += new TextDecoder().decode(r.value);
-    writeFileSync(join(MOUNT_LOG_DIR, `mount-${name}.log`), err);
-  }
-  rd.releaseLock();
-  return { seconds, mountedAt, phases, fetched, size, output, overLink };
-}
-
-/** The phases of the mount's "Mount ready" log line (ms since its process started), as "name ms, …". */
-function mountPhases(stderr: string): string {
-  for (const line of stderr.split("\n")) {
-    if (!line.includes('"Mount ready"')) continue;
-    const phases = JSON.parse(line).phases as Record<string, number>;
-    return Object.entries(phases)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(", ");
-  }
-  return "(no Mount ready line)";
-}
-
-/** 4b. Full pull: stream every layer through the same link into `tar -x`, then the command in a chroot. */
-async function fullRun(ref: string): Promise<{ seconds: number; output: string; dir: string }> {
-  const dir = join(tmp, "full-rootfs");
-  const t0 = performance.now();
-  await extractImage(client, ref, dir);
-  const out = spawnSync("chroot", [dir, ...COMMAND], { encoding: "utf8" });
-  return { seconds: (performance.now() - t0) / 1000, output: out.stdout, dir };
-}
-
-/** 5. Compressed bytes of the spans holding every file the command opens (traced on the unpacked tree). */
-async function neededSpanBytes(ref: string, rootfs: string, storeRoot: string): Promise<number> {
-  const files = tracedFiles(rootfs, tmp);
-  const loc = new RegistryLocation(client, parseReference(ref), ref);
-  const manifest = await client.resolveImage(loc.ref);
-  const found = await discoverIndex(loc, manifest, {
-    store: new ArtifactStore(storeRoot),
-    modes: { v1: false, v2: false },
-  });
-  if (!found) throw new Error("no index in the bench store");
-  let total = 0;
-  const layers = [...(manifest.manifest as Manifest).layers].reverse();
-  const spansSeen = new Set<string>();
-  for (const f of files) {
-    for (const l of layers) {
-      const z = found.ztocs.get(l.digest);
-      const e = z?.toc.find(
-        (m) =>
-          posix
-            .normalize(m.name)
-            .replace(/^\.?\//, "")
-            .replace(/\/$/, "") === f,
-      );
-      if (!z || !e) continue;
-      const layout = ztocLayout(z, inflateFromCheckpoint);
-      if (e.uncompressedSize > 0) {
-        const first = layout.spanOf(e.uncompressedOffset);
-        const last = layout.spanOf(e.uncompressedOffset + e.uncompressedSize - 1);
-        for (let i = first; i <= last; i++) {
-          const k = `${l.digest}/${i}`;
-          if (spansSeen.has(k)) continue;
-          spansSeen.add(k);
-          const [a, b] = layout.compressedRange(i);
-          total += b - a;
-        }
-      }
-      break;
-    }
-  }
-  return total;
-}
-
-async function main(): Promise<void> {
+async function main(b: LazyBench): Promise<void> {
+  const { tmp, cleanups } = b;
   // 0. The executable, as a release builds it.
-  sh(BUN, ["run", join(REPO, "release/build.ts"), "--host", "--out", join(tmp, "bin")]);
-  bin = join(tmp, "bin", `soci-ts-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
+  b.bin = buildExecutable(tmp);
   // 1-3. Link, registry, delay proxy; push the image and its index (not timed, link not shaped yet).
-  link = await startShapedRegistry();
+  const link = await startShapedRegistry();
+  b.link = link;
   cleanups.push(() => link.stop());
   const proxy = link.proxyHost;
   // Publishing talks to the registry directly (these tools run synchronously, the proxy lives in this process).
   const direct = link.registry.host;
-  client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 60_000, plainHttpHosts: [direct, proxy] });
+  const client = new HttpRegistryClient({
+    dockerConfigPath: null,
+    timeoutMs: 60_000,
+    plainHttpHosts: [direct, proxy],
+  });
+  b.client = client;
   const directRef = await pushPythonImage(direct, { repository: "bench/python", tag: "v1" });
   const ref = directRef.replace(direct, proxy);
   const pubRoot = join(tmp, "publisher-root");
@@ -395,15 +251,16 @@ async function main(): Promise<void> {
     push: (args) => cli(pubRoot, ["--config", pubCfg, ...args]),
   });
   link.shape();
-  sync();
+  coldCaches(b);
   // 4. The three paths, cold.
-  const lazy = await lazyRun(ref, "lazy");
-  sync();
-  const lazyPf = await lazyRun(pfRef, "lazy-prefetch");
-  sync();
-  const lazyLod = await lazyRun(ref, "lazy-lod", ["--lod", "python"]);
-  sync();
-  const full = await fullRun(ref);
+  const run = { command: COMMAND, readaheadSpans: READAHEAD, logDir: MOUNT_LOG_DIR };
+  const lazy = await lazyRun(b, ref, "lazy", run);
+  coldCaches(b);
+  const lazyPf = await lazyRun(b, pfRef, "lazy-prefetch", run);
+  coldCaches(b);
+  const lazyLod = await lazyRun(b, ref, "lazy-lod", { ...run, extra: ["--lod", "python"] });
+  coldCaches(b);
+  const full = await fullRun(b, ref, COMMAND);
   for (const [what, out] of [
     ["lazy", lazy.output],
     ["lazy with prefetch", lazyPf.output],
@@ -412,11 +269,14 @@ async function main(): Promise<void> {
   ]) {
     if (out !== COMMAND_OUTPUT) throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
   }
-  // 5. What the command needs, rounded up to spans.
-  const needed = await neededSpanBytes(ref, full.dir, pubRoot);
-  const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
-  const lazyLine = (r: typeof lazy) =>
-    `${r.seconds.toFixed(2)} s (mounted after ${r.mountedAt.toFixed(2)} s), fetched ${mb(r.fetched)} of ${mb(r.size)} image (${((r.fetched / r.size) * 100).toFixed(1)}%); ${mb(r.overLink)} over the link in all (index, zTOCs, spans)`;
+  // 5. What the command needs, rounded up to spans: the compressed spans holding every file it opens (traced with
+  //    strace on the unpacked tree).
+  const needed = await spanBytesOf(
+    client,
+    ref,
+    pubRoot,
+    tracedFiles(full.dir, tmp).map((path) => ({ path })),
+  );
   console.log(link.describe());
   console.log(`command: ${COMMAND.join(" ")}; span size ${SPAN_SIZE}; span read-ahead ${READAHEAD}`);
   console.log(`lazy (soci-ts mount + chroot): ${lazyLine(lazy)}`);
@@ -436,22 +296,4 @@ async function main(): Promise<void> {
   console.log(`lazy start vs full pull: ${(lazy.seconds / full.seconds).toFixed(3)}x`);
 }
 
-/** Cold caches for the registry's blobs and the roots; the soci-ts executable read back in (see the header). */
-function sync(): void {
-  dropCaches(bin ? [bin] : []);
-}
-
-try {
-  await main();
-} finally {
-  for (const c of cleanups.reverse()) {
-    try {
-      await c();
-    } catch {
-      // keep cleaning
-    }
-  }
-  rmSync(tmp, { recursive: true, force: true });
-}
-// Proxy sockets still draining must not keep the process alive once everything is cleaned up.
-process.exit(process.exitCode ?? 0);
+await runLazyBench("soci-bench-lazy-", main);

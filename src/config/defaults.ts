@@ -620,8 +620,8 @@ export const SCHEMA = [
       int(
         "span_size",
         "spanSize",
-        4 * MiB,
-        "Uncompressed bytes between two checkpoints",
+        256 * KiB,
+        "Uncompressed bytes between two checkpoints. 256 KiB by measurement (bench:lazy and bench:lod, 2 runs per size, load 3-9 on 2 cores), at 4 MiB / 1 MiB / 512 KiB / 256 KiB: python start fetched 33.8 / 13.7 / 10.8 / 8.3 MB and took 4.7-9.1 / 2.7-3.3 / 3.0 / 2.3-3.6 s; a start reading 4 KiB of 100 files of 2-4 MiB with its LOD fetched 312 / 109 / 55 / 29 MB in 28.3 / 10.3-10.8 / 6.1-6.7 / 3.5-4.5 s (full pull 27-29 s); zTOCs 3.2 / 8.0 / 13.9 / 24.1 MB for the 80 MB python image, of which mounts fetch only the windows they need. Readers that fetch every zTOC whole (AWS SOCI) want 4 MiB, SOCI's default: `--span-size 4MiB`",
         SPAN_SIZE_MIN_BYTES,
         SPAN_SIZE_MAX_BYTES,
       ),

@@ -148,6 +148,26 @@ describe("soci-ts index", () => {
     ]);
   });
 
+  test(
+    "create without --span-size builds 256 KiB spans; --span-size 4MiB (for AWS SOCI readers) is kept",
+    () => {
+      const own = join(dir, "root-span-default");
+      const spanOf = (args: string[]) => {
+        const created = runCli(["--root", own, "index", "create", image, "--min-layer-size", "0", ...args, "--json"], {
+          timeoutMs: 120_000,
+        });
+        expect(created.stderr).toBe("");
+        expect(created.code).toBe(0);
+        const [c] = JSON.parse(created.stdout);
+        const zi = JSON.parse(runCli(["--root", own, "ztoc", "info", c.ztocs[0].digest, "--json"]).stdout);
+        return zi.span_size;
+      };
+      expect(spanOf([])).toBe(256 * 1024);
+      expect(spanOf(["--span-size", "4MiB", "--force"])).toBe(4 * 1024 * 1024);
+    },
+    COMMANDS_LIMIT_MS,
+  );
+
   test("a temporary blob that a killed writer left is removed by the next command; a live writer's is kept", () => {
     const r = join(dir, "root-tmp");
     const blobs = join(r, "content", "blobs", "sha256");

@@ -27,7 +27,7 @@ describe("parseConfig()", () => {
   test("empty text gives the defaults", () => {
     expect(parseConfig("")).toEqual(defaultConfig());
     const c = defaultConfig();
-    expect(c.index.spanSize).toBe(4194304);
+    expect(c.index.spanSize).toBe(262144);
     expect(c.index.minLayerSize).toBe(10485760);
     expect(c.backgroundFetch.fetchPeriodMsec).toBe(500);
     expect(c.http.maxRetries).toBe(8);

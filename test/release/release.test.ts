@@ -111,16 +111,31 @@ describe("the compiled binary's inflate thread", () => {
     copyFileSync(join(dist, "soci-ts-linux-x64"), bin);
     spawnSync("chmod", ["+x", bin]);
     const root = join(work, "root");
-    const created = spawnSync(bin, ["--root", root, "index", "create", `oci:${img}:v1`, "--min-layer-size", "0"], {
-      cwd: outside,
-      encoding: "utf8",
-      timeout: 120_000,
-    });
+    // The span size named on both sides (the config's default is not the library's).
+    const spanSizeBytes = 1 << 20;
+    const created = spawnSync(
+      bin,
+      [
+        "--root",
+        root,
+        "index",
+        "create",
+        `oci:${img}:v1`,
+        "--min-layer-size",
+        "0",
+        "--span-size",
+        String(spanSizeBytes),
+      ],
+      { cwd: outside, encoding: "utf8", timeout: 120_000 },
+    );
     expect(created.stderr).toBe("");
     expect(created.status).toBe(0);
     const listed = spawnSync(bin, ["--root", root, "ztoc", "list", "--quiet"], { cwd: outside, encoding: "utf8" });
     // The config's default build tool identifier is the zTOC builder's default.
-    const expected = await buildZtoc(new Blob([layer.blob as Uint8Array<ArrayBuffer>]).stream(), { algorithm: "gzip" });
+    const expected = await buildZtoc(new Blob([layer.blob as Uint8Array<ArrayBuffer>]).stream(), {
+      algorithm: "gzip",
+      spanSizeBytes,
+    });
     expect(listed.stdout.trim()).toBe(sha256Digest(expected.bytes));
   }, 180_000);
 });
