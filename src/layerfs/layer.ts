@@ -204,6 +204,7 @@ function openLazyLayer(opts: OpenLayerOptions, ztoc: Ztoc): Layer {
   let error: string | undefined;
   const warn = (m: string) => logger.warn(m, { layer: layer.digest });
   const checkpoints = opts.checkpoints;
+  if (checkpoints) useWindows(checkpoints);
   // The layout is built from the zTOC without its TOC, which it does not need: it lives as long as the layer,
   // and the TOC is the zTOC's largest part (the tree holds what the layer needs of it).
   const layout = ztocLayout({ ...ztoc, toc: [] }, opts.inflate, checkpoints);
@@ -304,9 +305,32 @@ function openLazyLayer(opts: OpenLayerOptions, ztoc: Ztoc): Layer {
       materializer?.close();
       backing?.close();
       manager.close();
-      checkpoints?.close();
+      if (checkpoints) releaseWindows(checkpoints);
     },
   };
+}
+
+/**
+ * Open layers on each zTOC's windows: a layer opened a second time from one resolution (a copy recorded for a load
+ * order document, layer_manager.ts) shares its windows, which the last of them to close closes. The first pins
+ * them (a stored zTOC's file stays readable until then).
+ */
+const windowUsers = new WeakMap<CheckpointWindows, number>();
+
+function useWindows(w: CheckpointWindows): void {
+  const n = windowUsers.get(w) ?? 0;
+  windowUsers.set(w, n + 1);
+  if (n === 0) w.pin?.();
+}
+
+function releaseWindows(w: CheckpointWindows): void {
+  const n = (windowUsers.get(w) ?? 1) - 1;
+  if (n > 0) {
+    windowUsers.set(w, n);
+    return;
+  }
+  windowUsers.delete(w);
+  w.close();
 }
 
 /**

@@ -27,6 +27,7 @@
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import { errorMessage, FormatError, NotFoundError } from "../util/errors.ts";
+import { sha256DigestInSlices } from "../util/digest.ts";
 import type { PhaseMark } from "../util/phases.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
@@ -362,12 +363,15 @@ function ztocSources(
       const w = at.windows.get(layer);
       const pinned = w instanceof StoredWindows ? w : undefined;
       const read = async (signal: AbortSignal) => {
-        if (pinned && !pinned.closed) {
+        if (pinned?.pinned) {
           try {
-            return pinned.readWhole();
+            const bytes = await pinned.readWhole();
+            if ((await sha256DigestInSlices(bytes)) === d.digest) return bytes;
+            // changed in place (a disk error): the store's copy, then the registry
           } catch {
             // closed meanwhile, or unreadable: the store, then the registry
           }
+          signal.throwIfAborted();
         }
         return getZtocBytes(source, d, { store, signal });
       };

@@ -15,10 +15,11 @@
  *      checkpoint table, as `buildCheckpointTable` does); only the record headers are kept.
  *   3. Check the file against the descriptor digest (a mismatch throws: the caller fetches the zTOC again) and
  *      decode the buffer (windows zero, never written, never resident).
- *   4. Return it with its StoredWindows, which keep the file open until the layer closes (so the zTOC stays
- *      readable when `soci-ts index rm` removes it from the store meanwhile): a window is read from the file and
- *      checked against the record digest taken in step 2, so a file changed since (or a disk error) is refused
- *      naming the zTOC, never used; the whole zTOC is read from it again for a tree dropped after idling.
+ *   4. Return it with its StoredWindows (the file closed until a layer pins it or reads its first window, then
+ *      kept open until the layer closes, so the zTOC stays readable when `soci-ts index rm` removes it from the
+ *      store meanwhile): a window is read from the file and checked against the record digest taken in step 2,
+ *      so a file changed since (or a disk error) is refused naming the zTOC, never used; the whole zTOC is read
+ *      from it again for a tree dropped after idling.
  */
 import { createHash } from "node:crypto";
 import type { Descriptor } from "../oci/types.ts";
@@ -58,7 +59,6 @@ export function loadStoredZtoc(
 ): { ztoc: Ztoc; windows: StoredWindows } | undefined {
   // 1.
   const file = store.openBlob(d.digest);
-  let kept = false;
   try {
     const size = file.size;
     const loc = locateCheckpointsIn(size, (at, n) => file.read(at, n));
@@ -113,52 +113,81 @@ export function loadStoredZtoc(
       recordDigests,
     };
     // 4.
-    const windows = new StoredWindows(file, {
+    const windows = new StoredWindows(() => store.openBlob(d.digest), {
       digest: d.digest,
       path: file.path,
       table,
       cache: opts.windowCache ?? sharedWindowCache,
     });
-    kept = true;
     return { ztoc, windows };
   } finally {
-    if (!kept) file.close();
+    file.close();
   }
 }
 
 /**
- * The checkpoint windows of a zTOC in the local store, read from its file as spans need them (the file kept open
- * until `close`, also when the store removes it meanwhile).
+ * The checkpoint windows of a zTOC in the local store, read from its file as spans need them (the file opened by
+ * `pin` or the first read, and kept open until `close`, also when the store removes it meanwhile).
  */
 export class StoredWindows implements CheckpointWindows {
   readonly #owner: number;
+  readonly #open: () => BlobReader;
   readonly #zt: { digest: string; path: string; table: CheckpointTable; cache: WindowCache };
   #file: BlobReader | undefined;
   #closed = false;
 
   /**
-   * `file` is the zTOC's file, open (closed by `close`); `zt` names the zTOC (digest, file path for messages),
-   * holds its checkpoint table (the record digests windows are checked against) and the cache windows are held in.
+   * `open` opens the zTOC's file; `zt` names the zTOC (digest, file path for messages), holds its checkpoint
+   * table (the record digests windows are checked against) and the cache windows are held in.
    */
-  constructor(file: BlobReader, zt: { digest: string; path: string; table: CheckpointTable; cache: WindowCache }) {
-    this.#file = file;
+  constructor(
+    open: () => BlobReader,
+    zt: { digest: string; path: string; table: CheckpointTable; cache: WindowCache },
+  ) {
+    this.#open = open;
     this.#zt = zt;
     this.#owner = zt.cache.newOwner();
   }
 
+  /** Open the file now (a layer reads through these windows): it stays readable until `close`. */
+  pin(): void {
+    if (this.#closed) return;
+    try {
+      this.#file ??= this.#open();
+    } catch {
+      // gone already: window reads say so, naming the zTOC
+    }
+  }
+
+  /** True while the file is open (pinned or read from). */
+  get pinned(): boolean {
+    return this.#file !== undefined;
+  }
+
   /**
-   * The whole zTOC as its file holds it (not verified: the caller checks it against its digest). Throws once
-   * closed, and what the file system throws.
+   * The whole zTOC as its open file holds it, read 4 MiB at a time with a turn of the event loop between reads
+   * (not verified: the caller checks it against its digest). Rejects when the file is not open (not pinned, or
+   * closed) and with what the file system throws.
    */
-  readWhole(): Uint8Array {
+  async readWhole(): Promise<Uint8Array> {
     const file = this.#file;
     if (this.#closed || !file) {
-      throw new ZtocFormatError(
-        `Cannot read zTOC "${this.#zt.digest}" from "${this.#zt.path}": the layer is closed`,
-        0,
-      );
+      throw new ZtocFormatError(`Cannot read zTOC "${this.#zt.digest}" from "${this.#zt.path}": it is not open`, 0);
     }
-    return file.read(0, file.size);
+    const out = new Uint8Array(file.size);
+    const step = 4 << 20;
+    for (let at = 0; at < out.length; at += step) {
+      if (at > 0) await new Promise<void>((resolve) => setTimeout(resolve, 0));
+      if (this.#file !== file) {
+        throw new ZtocFormatError(`Cannot read zTOC "${this.#zt.digest}" from "${this.#zt.path}": it was closed`, at);
+      }
+      const want = Math.min(step, out.length - at);
+      const got = file.read(at, want, out.subarray(at, at + want));
+      if (got.length !== want) {
+        throw new ZtocFormatError(`the file "${this.#zt.path}" ends at ${at + got.length} of ${out.length} bytes`, at);
+      }
+    }
+    return out;
   }
 
   /** True while window `i` is held in memory (verified). */
@@ -224,7 +253,8 @@ export class StoredWindows implements CheckpointWindows {
     const [s, e] = recordRange(table, i);
     let rec: Uint8Array;
     try {
-      rec = this.#file!.read(s, e - s);
+      this.#file ??= this.#open();
+      rec = this.#file.read(s, e - s);
       verifyRecords(table, i, rec);
     } catch (cause) {
       return fail(errorMessage(cause), cause);

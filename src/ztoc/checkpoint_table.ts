@@ -67,6 +67,12 @@ export interface CheckpointWindows {
   ensure(i: number, signal?: AbortSignal): Promise<Uint8Array>;
   prefetch(ids: readonly number[], signal?: AbortSignal): void;
   offer(i: number, window: Uint8Array): boolean;
+  /**
+   * A layer now reads through these windows: keep the zTOC readable until `close`, whatever becomes of the place
+   * it was read from (a stored zTOC's file is opened now, so `soci-ts index rm` cannot take it away). Absent:
+   * nothing to keep.
+   */
+  pin?(): void;
   /** Abort fetches in flight; later ensures fail. */
   close(): void;
 }
