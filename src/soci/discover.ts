@@ -3,7 +3,8 @@
  * FetchSociArtifacts), in this order, each step switchable:
  *  0. an index digest given by the caller (`indexDigest`: AWS SOCI's snapshot label
  *     `containerd.io/snapshot/remote/soci.index.digest`, which `soci-ts pull` sets): that index, from the store or
- *     the image's location, kept only when every zTOC it lists is for a layer of this image; else a miss and on;
+ *     the image's location, kept only when every zTOC it lists is for a layer of this image and its version's
+ *     mode (`modes.v1` / `modes.v2`) is on; else a miss and on;
  *  1. the local artifact store (`store`): a record for the image manifest digest, else for its config digest
  *     (an index built from the same image under another manifest), kept only when every zTOC it lists is for
  *     a layer of this image;
@@ -143,6 +144,16 @@ export async function discoverIndex(
       }
       if (found && !servesThisImage(found.index)) {
         miss("given", `index "${digest}" lists layers image "${manifestDigest}" does not have`, true);
+        found = undefined;
+      }
+      // A label names it, not this snapshotter's own discovery: the index versions it is set to use still rule.
+      const version = found && indexVersion(found.index);
+      if (version && !opts.modes[version]) {
+        miss(
+          "given",
+          `index "${digest}" is a SOCI ${version} index and ${version} discovery is off (pull_modes)`,
+          true,
+        );
         found = undefined;
       }
       if (found) return await withZtocs(source, found.index, found.descriptor, "given", opts);

@@ -99,8 +99,8 @@ describe.skipIf(!run)("discoverIndex, index digest given by the caller", () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  /** Discovery of image `i` (v1 on, no store) with `indexDigest`; the misses and the registry requests made. */
-  async function discover(i: number, indexDigest: string) {
+  /** Discovery of image `i` (v1 on unless `v1` says, no store) with `indexDigest`; misses and registry requests. */
+  async function discover(i: number, indexDigest: string, v1 = true) {
     const { img, name } = images[i]!;
     const misses: string[] = [];
     seen.length = 0;
@@ -109,7 +109,7 @@ describe.skipIf(!run)("discoverIndex, index digest given by the caller", () => {
       { descriptor: img.manifestDescriptor, bytes: new Uint8Array(), manifest: img.manifest },
       {
         indexDigest,
-        modes: { v1: true, v2: true },
+        modes: { v1, v2: true },
         onMiss: (step, why, failed) => misses.push(`${step}: ${why}: ${!!failed}`),
       },
     );
@@ -123,6 +123,13 @@ describe.skipIf(!run)("discoverIndex, index digest given by the caller", () => {
     expect(found?.ztocs.has(images[0]!.img.layers[0]!.descriptor.digest)).toBe(true);
     expect(misses).toEqual([]);
     expect(requests.filter((r) => r.includes("/referrers/") || r.includes("/manifests/sha256-"))).toEqual([]);
+  });
+
+  test("a v1 index while v1 discovery is off: a warned miss, and no index", async () => {
+    const { found, misses } = await discover(0, images[0]!.indexDigest, false);
+    expect(found).toBeUndefined();
+    expect(misses[0]).toStartWith("given: ");
+    expect(misses[0]).toContain("v1 discovery is off");
   });
 
   test("another image's index, an absent one, or no digest: a warned miss, then the image's own by referrers", async () => {
