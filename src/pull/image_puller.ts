@@ -160,11 +160,12 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
   const containerd = new ContainerdClient(opts.address, { namespace: opts.namespace, timeoutMs: callTimeoutMs });
   const leaseId = `soci-ts-pull-${crypto.randomUUID()}`;
   let leased = false;
+  // Ends what the steps started and no longer need when the pull ends (a step that failed leaves the others
+  // running: the index search beside the config, content writes beside one that failed, layers fetched ahead).
+  const ended = new AbortController();
+  const steps = signal ? AbortSignal.any([signal, ended.signal]) : ended.signal;
   // Step 2's manifest requests go out while step 1 waits for containerd; dropped if step 1 fails.
-  const early = new AbortController();
-  const resolving = registryStep(name, () =>
-    resolveManifest(opts, signal ? AbortSignal.any([signal, early.signal]) : early.signal),
-  );
+  const resolving = registryStep(name, () => resolveManifest(opts, steps));
   resolving.catch(() => {}); // awaited in step 2
   try {
     // 1.
@@ -172,7 +173,6 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
     try {
       await containerd.createLease(leaseId, { [GC_EXPIRE_LABEL]: expires }, call);
     } catch (err) {
-      early.abort();
       throw containerdError(name, opts, err);
     }
     leased = true;
@@ -187,11 +187,11 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       // 2. and 3.
       const resolved = await resolving;
       const local = LOCAL_SNAPSHOTTERS.has(opts.snapshotter);
-      const finding = local ? Promise.resolve(undefined) : findSociIndex(opts, resolved.manifest, log, signal);
+      const finding = local ? Promise.resolve(undefined) : findSociIndex(opts, resolved.manifest, log, steps);
       finding.catch(() => {}); // rejects only when aborted; awaited below
       const image: Resolved = {
         ...resolved,
-        config: await registryStep(name, () => fetchConfig(opts, resolved.manifest, signal)),
+        config: await registryStep(name, () => fetchConfig(opts, resolved.manifest, steps)),
       };
       const soci = await finding;
       const manifest = image.manifest.manifest as Manifest;
@@ -204,7 +204,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       const chains = chainIds(diffIds);
       // 4.
       const put = (d: Descriptor, bytes: Uint8Array, labels: Record<string, string>) =>
-        putBlob(containerd, d, [bytes], labels, signal);
+        putBlob(containerd, d, [bytes], labels, steps);
       await Promise.all([
         image.root !== image.manifest
           ? put(image.root.descriptor, image.root.bytes, indexLabels(ref, [image.manifest.descriptor.digest]))
@@ -224,7 +224,8 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       const download = (i: number): Promise<void> => {
         let d = downloads.get(i);
         if (!d) {
-          d = downloadLayer(containerd, opts, manifest.layers[i]!, i, layerContentLabels(ref, diffIds[i]!), (n) => {
+          const ahead = { ...opts, signal: steps };
+          d = downloadLayer(containerd, ahead, manifest.layers[i]!, i, layerContentLabels(ref, diffIds[i]!), (n) => {
             result.downloadedBytes += n;
           });
           d.catch(() => {}); // awaited when the layer is applied
@@ -287,6 +288,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       snapshots.close();
     }
   } finally {
+    ended.abort();
     // 7.
     if (leased) {
       await containerd.deleteLease(leaseId, { timeoutMs: callTimeoutMs }).catch((err) => {
