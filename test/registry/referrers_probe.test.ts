@@ -2,7 +2,7 @@
  * The first referrers listing of a registry whose Referrers API is not known yet asks for the fallback tag beside
  * the API probe: against Distribution 2.8 (no API) both requests are in flight together, so discovery pays one
  * round trip there, not two; once the registry is known to lack the API only the tag is asked for. A registry with
- * the API (emulated in front of the real one) answers the listing; the tag request is then dropped, and later
+ * the API (emulated in front of the real one) answers the listing; the tag request is then aborted, and later
  * listings ask the API alone.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -30,6 +30,8 @@ describe.skipIf(!ok)("referrers: API probe and fallback tag together", () => {
   function holdingTransport(api?: (subject: string) => Descriptor[]) {
     const seen: string[] = [];
     const tagSeenDuringProbe: boolean[] = [];
+    /** With the API: each fallback-tag request, held until its signal aborts (true) or HOLD_MS pass (false). */
+    const tagAborted: Array<Promise<boolean>> = [];
     let tagArrived: () => void = () => {};
     let tagSeen = new Promise<void>((r) => {
       tagArrived = r;
@@ -37,7 +39,20 @@ describe.skipIf(!ok)("referrers: API probe and fallback tag together", () => {
     const transport = (async (input: RequestInfo | URL, init?: RequestInit) => {
       const url = new URL(String(input instanceof Request ? input.url : input));
       seen.push(`${init?.method ?? "GET"} ${url.pathname}`);
-      if (/\/manifests\/sha256-[a-f0-9]{64}$/.test(url.pathname)) tagArrived();
+      if (/\/manifests\/sha256-[a-f0-9]{64}$/.test(url.pathname)) {
+        tagArrived();
+        if (api) {
+          const sig = init?.signal ?? (input instanceof Request ? input.signal : undefined);
+          const aborted = new Promise<boolean>((resolve) => {
+            if (sig?.aborted) return resolve(true);
+            sig?.addEventListener("abort", () => resolve(true), { once: true });
+            setTimeout(() => resolve(false), HOLD_MS);
+          });
+          tagAborted.push(aborted);
+          await aborted;
+          return new Response("404 page not found\n", { status: 404 });
+        }
+      }
       const probe = /\/referrers\/(sha256:[a-f0-9]{64})$/.exec(url.pathname);
       if (probe) {
         const held = await Promise.race([tagSeen.then(() => true), Bun.sleep(HOLD_MS).then(() => false)]);
@@ -53,7 +68,7 @@ describe.skipIf(!ok)("referrers: API probe and fallback tag together", () => {
       }
       return fetch(input, init);
     }) as typeof fetch;
-    return { transport, seen, tagSeenDuringProbe };
+    return { transport, seen, tagSeenDuringProbe, tagAborted };
   }
 
   async function pushSociReferrer(client: HttpRegistryClient, repository: string, subject: Descriptor) {
@@ -103,12 +118,15 @@ describe.skipIf(!ok)("referrers: API probe and fallback tag together", () => {
       size: 2,
       artifactType: SOCI_V1,
     };
-    const { transport, seen, tagSeenDuringProbe } = holdingTransport((s) => (s === subject.digest ? [listed] : []));
+    const { transport, seen, tagSeenDuringProbe, tagAborted } = holdingTransport((s) =>
+      s === subject.digest ? [listed] : [],
+    );
     const client = new HttpRegistryClient({ dockerConfigPath: null, fetch: transport });
     const ref = { registry: reg.host, repository: "probe/api" };
-
     expect(await client.referrers(ref, subject.digest, { artifactType: SOCI_V1 })).toEqual([listed]);
     expect(tagSeenDuringProbe).toEqual([true]);
+    // The tag request, no longer needed, was aborted.
+    expect(await Promise.all(tagAborted)).toEqual([true]);
 
     seen.length = 0;
     expect(await client.referrers(ref, subject.digest, { artifactType: SOCI_V1 })).toEqual([listed]);
