@@ -21,7 +21,7 @@ import { ZtocFormatError } from "../util/errors.ts";
 import { FbBuffer, type FbTable } from "./fb_reader.ts";
 import { FbWriter } from "./fb_writer.ts";
 import type { CompressionAlgorithm, EntryType, FileMetadata, Xattr, Ztoc } from "./types.ts";
-import { decodeGzipZinfo } from "./zinfo_gzip.ts";
+import { decodeGzipZinfo, isWindowlessZinfo } from "./zinfo_gzip.ts";
 import { decodeTarZinfo, tarMaxSpanId } from "./zinfo_tar.ts";
 
 /** The only zTOC version ever written. */
@@ -65,9 +65,13 @@ const SLOT = {
 /**
  * Serializes a Ztoc. Gzip is the schema default, so (as in SOCI) a gzip zTOC has no physical
  * compression_algorithm field; an empty algorithm (SOCI's "omitted" case, cast) encodes the same way.
- * Throws RangeError for an unknown algorithm.
+ * Throws RangeError for an unknown algorithm, ZtocFormatError for a zTOC loaded without its checkpoint windows
+ * (its zinfo blob is the in-memory windowless form, zinfo_gzip.ts: no zTOC holds that).
  */
 export function encodeZtoc(ztoc: Ztoc): Uint8Array {
+  if (ztoc.compressionInfo.algorithm !== "uncompressed" && isWindowlessZinfo(ztoc.compressionInfo.checkpoints)) {
+    throw new ZtocFormatError("Cannot encode zTOC: its checkpoints were loaded without their windows", 0);
+  }
   const b = new FbWriter(encodedSizeEstimate(ztoc));
   // 1. Header strings.
   const version = b.string(ztoc.version);
@@ -279,7 +283,7 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
  * - sizes are not negative; every entry type is one SOCI writes; entry offsets and sizes are not negative and
  *   lie within the uncompressed archive; entries, in offset order, do not overlap (SOCI's ErrInvalidTOCEntry);
  * - `max_span_id + 1` span digests, each "sha256:<64 hex>";
- * - gzip: the checkpoint blob parses (v1 or v2), has max_span_id + 1 checkpoints, `in` strictly increases,
+ * - gzip: the checkpoint blob parses (v1, v2 or windowless), has max_span_id + 1 checkpoints, `in` strictly increases,
  *   `out` never decreases, and both stay within the archive sizes;
  * - uncompressed: the TarZinfo parses, its size is the compressed size and its span count matches.
  */
