@@ -207,8 +207,17 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
   const tocTable = root.table(z.toc, "toc", "TOC");
   if (tocTable) {
     const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
+    // Type, owner names and times repeat across entries: one string each, not one per entry (a layer's TOC
+    // stays in memory while its image's resolution is cached; 8,240 entries for the python image).
+    const interned = new Map<string, string>();
+    const intern = (s: string): string => {
+      const known = interned.get(s);
+      if (known !== undefined) return known;
+      interned.set(s, s);
+      return s;
+    };
     for (let i = 0; i < vec.length; i++)
-      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i)));
+      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i), intern));
   }
 
   const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
@@ -249,7 +258,7 @@ export function locateCheckpoints(bytes: Uint8Array): { start: number; length: n
   return ciTable ? ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1) : undefined;
 }
 
-function decodeFileMetadata(t: FbTable): FileMetadata {
+function decodeFileMetadata(t: FbTable, intern: (s: string) => string): FileMetadata {
   const f = SLOT.fm;
   const xattrs: Xattr[] = [];
   const xv = t.vector(f.xattrs, "xattrs", 4);
@@ -260,16 +269,16 @@ function decodeFileMetadata(t: FbTable): FileMetadata {
   }
   return {
     name: t.string(f.name, "name"),
-    type: t.string(f.type, "type") as EntryType,
+    type: intern(t.string(f.type, "type")) as EntryType,
     uncompressedOffset: t.int64(f.uncompressedOffset, "uncompressed_offset", 0),
     uncompressedSize: t.int64(f.uncompressedSize, "uncompressed_size", 0),
     linkname: t.string(f.linkname, "linkname"),
     mode: t.int64(f.mode, "mode", 0),
     uid: t.uint32(f.uid, "uid", 0),
     gid: t.uint32(f.gid, "gid", 0),
-    uname: t.string(f.uname, "uname"),
-    gname: t.string(f.gname, "gname"),
-    modTime: t.string(f.modTime, "mod_time"),
+    uname: intern(t.string(f.uname, "uname")),
+    gname: intern(t.string(f.gname, "gname")),
+    modTime: intern(t.string(f.modTime, "mod_time")),
     devmajor: t.int64(f.devmajor, "devmajor", 0),
     devminor: t.int64(f.devminor, "devminor", 0),
     xattrs,
