@@ -68,36 +68,43 @@
  * pull, 0.557x AWS SOCI, with the prefetch artifact 0.219x. Not confirmed: serve with `[fuse] transport =
  * "async"` (no workers) hung in Prepare under containerd (300 s deadline): its blocked reads of /dev/fuse took all
  * 4 of the runtime's I/O threads; the config now refuses it (test/e2e/serve_transport.test.ts).
- * Where the RSS goes, profiled 2026-12-03 (RSS_ONLY=1 PROFILE_DIR=..., load 3-6; /debug/memory, smaps, and a
- * throwaway build adding a forced GC, a JSC heap snapshot and mincore(2) of each zTOC buffer): peak 395 and 437 MB
- * in two runs (idle 63-68 MB), VmRSS +40 MB per image, falling 20-80 MB whenever the GC runs (after 10 images 358
- * MB right after a full GC). Background fetching is off here, so a layer's windows are those of the spans read
- * only. At 10 images, after a full GC:
- *   span cache memory tier                          67 MB (its 64 MiB bound, reached at image 4: 20 MB per image)
- *   lazy zTOC buffers (24 MB each, zero windows)    6.2 MB resident per image: head and tail 1.5 MB, the record
- *                                                   headers written every 32,785 bytes (a page each, 688 of
- *                                                   them) 2.8 MB, the windows written (~55 of 32 KiB) 1.9 MB
- *   the skeleton's head and tail, kept again        1.4 MB per image (until the zTOC completes: never, here)
- *   JS objects (trees and TOCs, 8,240 entries)      ~5 MB per image (Object 23 MB, strings 14, butterflies 9)
- *   the rest: garbage not yet collected, freed      ~90 MB; VmHWM swings by ±50 MB from run to run with the
- *   memory the allocator keeps                      GC's timing
- * With `[blob] lazy_checkpoints = false` (zTOCs fetched whole, every window resident): 553 MB. So at 256 KiB spans
- * with background fetching off the windows cost ~2 MB per image, not 22.5 (that is the cost once every span was
- * fetched, or a zTOC read whole). JavaScriptCore counts each lazy zTOC's 24 MB buffer as extra memory (240 of 339
- * MB at 10 images) though ~6 MB of it is resident, which may let garbage grow longer between collections (not
- * confirmed). After windows were kept apart from the zTOC (src/soci/window_cache.ts: 8 MiB for the process;
- * evicted windows read back from the zTOC's partial copy in the local store, verified) and the duplicate head and
- * tail dropped, same sitting (load 5-12), before then after: peak 496.5 → 443.7 MB (after the 10th image 355.6 →
- * 335.7 MB); target still missed.
- * After a zTOC in the local store was loaded without its windows too (src/soci/stored_ztoc.ts: windows read from
- * the file when a span needs them, through the same window cache; it applies to zTOCs fetched whole and stored,
- * e.g. `lazy_checkpoints = false` or AWS SOCI's, and to every mount after a lazy load completed one), same sitting
- * (RSS_ONLY=1, SOCI_TS_BIN = main's build vs this one, load 2.3-7.0), peak main → this branch:
- *   default config (zTOCs loaded lazily from the registry: the new path never runs)   384.7 / 456.7 → 368.8 MB
- *   `[blob] lazy_checkpoints = false` (zTOCs fetched whole, then stored)               531.0 → 443.7 MB
- *   `[background_fetch] disable = false`                                               373.1 → 499.3 MB
- * The last pair is not a measure of background fetching: serve logged no background fetch (the step ends before
- * 30 s of silence), so both ran the default path. Same code path, peaks of 369-499 MB: GC timing, as above.
+ * Earlier steps (2026-12-03): windows kept apart from the zTOC in a process-wide cache (src/soci/window_cache.ts,
+ * 8 MiB), zTOCs in the local store loaded without their windows (src/soci/stored_ztoc.ts): peak 496.5 → ~370-440
+ * MB; the figure swings by ±50 MB from run to run with the GC's timing.
+ * Where the RSS went then, profiled 2026-12-03 (RSS_ONLY=1 PROFILE_DIR=..., load 4-7; /debug/memory, smaps, and a
+ * throwaway build whose /debug/memory ran a full GC first and wrote a JSC heap snapshot at image 10), main's
+ * build: peak 380.4 MB, idle 66.5 MB, 2 layers (FUSE mounts) per image; the executable's mapped pages ~54 MB of
+ * the idle figure. After a full GC at each image, VmRSS 133 → 247 MB over images 1-4, then +14.5 MB per image:
+ *   span cache memory tier        67 MB, its 64 MiB bound from image 4 on: a second copy of spans that are on
+ *                                 disk, in the page cache, and read there by the FUSE reader threads
+ *   lazy zTOC buffers             24 MB each (ArrayBuffers 311 MB on the heap at 10 images, reported to the GC as
+ *                                 extra memory), ~4.3 MB resident per image: head and tail 1.5 MB, and each
+ *                                 record's 17-byte header written into its own page (688 pages, 2.8 MB, for the
+ *                                 python layer); pinned by the layout's checkpoint objects (6,890 window views)
+ *   TOCs (FileMetadata)           all 10 images' TOCs live (82,490 entries: 82 k Objects, ~5 strings each, 351 k
+ *                                 strings in all): the image resolver keeps each resolution, zTOCs and TOCs
+ *                                 included, for 60 s, and the 10 images resolved within 43 s
+ *   layer trees                   82 k LayerEntry objects, each with its own (mostly empty) xattrs Map, 9 k
+ *                                 children Maps
+ *   garbage and allocator slack   RSS falls 20-80 MB at each GC; the peak comes between GCs
+ * Changes, by the profile: the span cache's memory tier 8 MiB by default (src/config/defaults.ts, was 64 MiB); a
+ * zTOC loaded without windows keeps its zinfo as the windowless form (src/ztoc/zinfo_gzip.ts: record headers only,
+ * 12 + 17·N bytes) and lets its full-size buffer go (the lazy windows keep the skeleton's two fetched parts for
+ * the local copy); a decoded TOC shares its type, owner and time strings (one per distinct value). Same sitting,
+ * RSS_ONLY=1, SOCI_TS_BIN = main's build (2f12eab) then this branch's, alternating:
+ *   run                      load (before; at step 5)   peak VmHWM   VmRSS after the 10th image
+ *   main, round 1            4.13; 4.22                 404.0 MB     352.6 MB
+ *   this branch, round 1     3.83; 2.62                 295.3 MB     262.8 MB
+ *   main, round 2            1.99; 1.78                 402.4 MB     347.6 MB
+ *   this branch, round 2     3.26; 3.17                 313.4 MB     245.3 MB
+ * Earlier in the same sitting, main's build with `[span_cache] memory_max_bytes = 8388608` alone: 340.8 MB (main
+ * 380.4 MB, load 4-8). This branch at 10 images (no forced GC): span cache 8.1 MB, JS heap 136 MB of which 84 MB
+ * extra memory (main: 388 and 334), VmRSS between 186 and 263 MB from image 4 on, falling 40-70 MB at each GC.
+ * Target (256 MB) still missed by 40-57 MB, the peak being garbage between collections (spans fetched and
+ * inflated, the transient skeleton buffers). Not done, measured as candidates: the TOCs themselves (~2 MB per
+ * image while the resolution is cached; dropping them needs the layer to rebuild its tree from the zTOC when it
+ * is opened again within the TTL), one shared empty xattrs map per tree (82 k Maps, ~3 MB), and GC timing (a
+ * `Bun.gc(false)` after a mount burst settles; not measured).
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

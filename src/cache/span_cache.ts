@@ -16,15 +16,19 @@ import { SpanCacheView } from "./span_cache_view.ts";
 import { ofLayer, SCOPE_RE } from "./span_key.ts";
 import { TierStore, type TierStats } from "./tier_store.ts";
 
-/** Defaults: 64 MiB in memory, 1 GiB on disk. */
-export const DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024;
+/**
+ * Defaults: 8 MiB in memory, 1 GiB on disk. The memory tier is a small hot set: spans on disk are in the page
+ * cache, which FUSE reader threads read directly, so a larger tier mostly holds a second copy of them (serve's
+ * RSS with 10 images: bench/containerd.ts).
+ */
+export const DEFAULT_MEMORY_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_DISK_BYTES = 1024 * 1024 * 1024;
 
 /** Options of `SpanCache.open`. */
 export interface SpanCacheOptions {
   /** Directory of the disk tier (created if missing); absent → memory only. */
   dir?: string;
-  /** Bound of the memory tier in bytes (default 64 MiB; 0 disables it). */
+  /** Bound of the memory tier in bytes (default 8 MiB; 0 disables it). */
   memoryBytes?: number;
   /** Bound of the disk tier in bytes (default 1 GiB). */
   diskBytes?: number;

@@ -585,8 +585,8 @@ export const SCHEMA = [
       int(
         "memory_max_bytes",
         "memoryMaxBytes",
-        64 * MiB,
-        "Bytes of uncompressed spans kept in memory (a hot set in front of the disk tier, whose files the page cache holds and FUSE reader threads read directly); the largest part of the daemon's memory",
+        8 * MiB,
+        "Bytes of uncompressed spans kept in memory (a hot set in front of the disk tier, whose files the page cache holds and FUSE reader threads read directly, so more memory here mostly duplicates the page cache)",
         0,
         TiB,
       ),

@@ -5,12 +5,14 @@
  *
  * `loadZtocLazily` steps:
  *   1. Read the table from the descriptor's annotation.
- *   2. Fetch the skeleton's two byte ranges concurrently, check them, assemble the zTOC with zero windows and
- *      decode it (span geometry, TOC and span digests are exact; only windows are missing).
+ *   2. Fetch the skeleton's two byte ranges concurrently, check them, assemble the zTOC with zero records and
+ *      decode it, its checkpoints' headers from the table (span geometry, TOC and span digests are exact; only
+ *      windows are missing: its zinfo blob is the windowless form of zinfo_gzip.ts, and no buffer of the zTOC's
+ *      size is kept).
  *   3. Return it with its LazyWindows, which fetch runs of records (one range read each), check them and hand
  *      their windows to the span layout (ztoc_layout.ts) that inflates spans with them.
  * Windows are held in memory only in a WindowCache bounded for the whole process (window_cache.ts), never in
- * the zTOC (whose windows stay zero pages, never written): a window is needed only to inflate its span. With
+ * the zTOC (which has none): a window is needed only to inflate its span. With
  * `spill` (discovery gives the local store's `partialBlob`), the skeleton and each verified record are written
  * to the zTOC's copy in the store as they arrive, and an evicted window is read back from there and verified
  * again; without it, an evicted window is fetched again. When the last record is in the copy, the copy is
@@ -26,13 +28,13 @@ import {
   type CheckpointTable,
   type CheckpointWindows,
   decodeCheckpointTable,
+  decodeWithoutWindows,
   recordRange,
   RECORD_HEADER_SIZE,
   recordWithWindow,
   skeletonRanges,
   verifyRecords,
 } from "../ztoc/checkpoint_table.ts";
-import { decodeZtoc } from "../ztoc/codec.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
 import { WINDOW_SIZE } from "../compress/types.ts";
@@ -89,12 +91,11 @@ export async function loadZtocLazily(
     s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   const [head, tail] = await Promise.all([read(a), read(b)]);
   opts.onFetched?.();
-  // The assembled buffer is ours alone: the zTOC's checkpoints stay a view into it, its zero windows never
-  // written (pages never touched, not resident).
-  const skeleton = assembleSkeleton(table, { ztocSize: d.size, head, tail });
-  const ztoc = decodeZtoc(skeleton, { shareCheckpoints: true });
+  // The assembled buffer (the zTOC's size, records never written) is decoded and let go: the zTOC keeps its
+  // checkpoints' headers in the windowless form, the windows keep the skeleton's two parts for the local copy.
+  const ztoc = decodeWithoutWindows(table, assembleSkeleton(table, { ztocSize: d.size, head, tail }));
   // 3.
-  return { ztoc, windows: new LazyWindows(source, d, table, skeleton, opts) };
+  return { ztoc, windows: new LazyWindows(source, d, table, [head, tail], opts) };
 }
 
 /** The checkpoint windows of a lazily loaded zTOC. */
@@ -124,8 +125,8 @@ export class LazyWindows implements CheckpointWindows {
     private readonly source: ImageSource,
     private readonly descriptor: Descriptor,
     private readonly table: CheckpointTable,
-    /** The assembled zTOC (the skeleton's bytes in place), for the local copy's skeleton. */
-    private readonly skeleton: Uint8Array,
+    /** The skeleton's two parts (`skeletonRanges`), for the local copy. */
+    private readonly skeleton: readonly [Uint8Array, Uint8Array],
     private readonly opts: LazyZtocOptions,
   ) {
     this.#seen = new Uint8Array(table.count);
@@ -325,7 +326,8 @@ export class LazyWindows implements CheckpointWindows {
     this.#openSpill = undefined;
     const spill = open();
     this.#spill = spill;
-    for (const [s, e] of skeletonRanges(this.table, this.descriptor.size)) spill.write(s, this.skeleton.subarray(s, e));
+    const ranges = skeletonRanges(this.table, this.descriptor.size);
+    for (const [k, [s]] of ranges.entries()) spill.write(s, this.skeleton[k]!);
     return spill;
   }
 

@@ -14,7 +14,8 @@
  *      each record into a reused buffer, hashing the whole file and each record (its digest and header make the
  *      checkpoint table, as `buildCheckpointTable` does); only the record headers are kept.
  *   3. Check the file against the descriptor digest (a mismatch throws: the caller fetches the zTOC again) and
- *      decode the buffer (windows zero, never written, never resident).
+ *      decode the buffer, the records' headers from the table (checkpoint_table.ts `decodeWithoutWindows`: the
+ *      zTOC's zinfo blob is the windowless form, and the buffer goes).
  *   4. Return it with its StoredWindows (the file closed until a layer pins it or reads its first window, then
  *      kept open until the layer closes, so the zTOC stays readable when `soci-ts index rm` removes it from the
  *      store meanwhile): a window is read from the file and checked against the record digest taken in step 2,
@@ -28,12 +29,13 @@ import { DigestMismatchError, errorMessage, ZtocFormatError } from "../util/erro
 import {
   type CheckpointTable,
   type CheckpointWindows,
+  decodeWithoutWindows,
   RECORD_HEADER_SIZE,
   recordRange,
   recordWithWindow,
   verifyRecords,
 } from "../ztoc/checkpoint_table.ts";
-import { decodeZtoc, locateCheckpointsIn } from "../ztoc/codec.ts";
+import { locateCheckpointsIn } from "../ztoc/codec.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BLOB_HEADER_SIZE, PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
 import type { ArtifactStore, BlobReader } from "./artifact_store.ts";
@@ -90,9 +92,7 @@ export function loadStoredZtoc(
       }
       whole.update(rec);
       recordDigests.set(createHash("sha256").update(rec).digest(), i * 32);
-      const header = rec.subarray(0, RECORD_HEADER_SIZE);
-      headers.set(header, i * RECORD_HEADER_SIZE);
-      bytes.set(header, at);
+      headers.set(rec.subarray(0, RECORD_HEADER_SIZE), i * RECORD_HEADER_SIZE);
     }
     readInto(tailStart, size);
     // 3.
@@ -104,7 +104,6 @@ export function loadStoredZtoc(
         actual,
       );
     }
-    const ztoc = decodeZtoc(bytes, { shareCheckpoints: true });
     const table: CheckpointTable = {
       recordsOffset,
       count,
@@ -112,6 +111,8 @@ export function loadStoredZtoc(
       headers,
       recordDigests,
     };
+    // `bytes` (the zTOC's size, records never written) goes once decoded: the zTOC keeps its own small copy.
+    const ztoc = decodeWithoutWindows(table, bytes);
     // 4.
     const windows = new StoredWindows(() => store.openBlob(d.digest), {
       digest: d.digest,

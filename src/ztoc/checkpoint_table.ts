@@ -28,8 +28,9 @@
 import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { ZtocFormatError } from "../util/errors.ts";
-import { locateCheckpoints } from "./codec.ts";
-import { BLOB_HEADER_SIZE, PACKED_CHECKPOINT_SIZE } from "./zinfo_gzip.ts";
+import { decodeZtoc, locateCheckpoints, validateZtoc } from "./codec.ts";
+import type { Ztoc } from "./types.ts";
+import { BLOB_HEADER_SIZE, PACKED_CHECKPOINT_SIZE, windowlessZinfo } from "./zinfo_gzip.ts";
 
 /** The index annotation carrying a zTOC's checkpoint table (on the zTOC's descriptor). */
 export const ANNOTATION_CHECKPOINT_TABLE = "dev.soci-ts.checkpoint-table";
@@ -176,9 +177,9 @@ export function recordRange(t: CheckpointTable, first: number, last = first): [n
 }
 
 /**
- * The zTOC blob as far as the skeleton and the table tell it: the skeleton's bytes in place, each record's
- * header from the table and a zero window. Decodable as a zTOC (its span geometry is exact); its windows are
- * filled as records arrive. Throws ZtocFormatError when the skeleton does not match the table's digest.
+ * The zTOC blob as far as the skeleton tells it: the skeleton's bytes in place, the records zero (never written,
+ * so the pages between head and tail are never touched). For `decodeWithoutWindows`, which takes the records'
+ * headers from the table. Throws ZtocFormatError when the skeleton does not match the table's digest.
  */
 export function assembleSkeleton(
   t: CheckpointTable,
@@ -198,12 +199,6 @@ export function assembleSkeleton(
   const out = new Uint8Array(ztocSize);
   out.set(head, 0);
   out.set(tail, b[0]);
-  for (let i = 0; i < t.count; i++) {
-    out.set(
-      t.headers.subarray(i * RECORD_HEADER_SIZE, (i + 1) * RECORD_HEADER_SIZE),
-      t.recordsOffset + i * PACKED_CHECKPOINT_SIZE,
-    );
-  }
   const loc = locateCheckpoints(out);
   if (
     loc?.start !== t.recordsOffset - BLOB_HEADER_SIZE ||
@@ -224,6 +219,23 @@ export function assembleSkeleton(
     );
   }
   return out;
+}
+
+/**
+ * The zTOC in `skeleton` (the zTOC's bytes but its checkpoint records, which may be anything: `assembleSkeleton`'s
+ * zeros, or a file's bytes), its records' headers taken from `t`: the whole zTOC but its windows, which come
+ * apart (`CheckpointWindows`). Its `compressionInfo.checkpoints` is the windowless zinfo blob (zinfo_gzip.ts),
+ * 12 + 17·N bytes of its own: the result holds no view of `skeleton`, which can go (a buffer the zTOC's size,
+ * 24 MB for the python image's largest layer at 256 KiB spans). Throws ZtocFormatError when it does not decode
+ * or validate.
+ */
+export function decodeWithoutWindows(t: CheckpointTable, skeleton: Uint8Array): Ztoc {
+  // Validated once the checkpoints are in place: the skeleton's own records carry no headers.
+  const ztoc = decodeZtoc(skeleton, { shareCheckpoints: true, validate: false });
+  const zinfoStart = t.recordsOffset - BLOB_HEADER_SIZE;
+  ztoc.compressionInfo.checkpoints = windowlessZinfo(skeleton.slice(zinfoStart, t.recordsOffset), t.headers);
+  validateZtoc(ztoc);
+  return ztoc;
 }
 
 /**

@@ -21,7 +21,7 @@ import { ZtocFormatError } from "../util/errors.ts";
 import { FbBuffer, type FbTable } from "./fb_reader.ts";
 import { FbWriter } from "./fb_writer.ts";
 import type { CompressionAlgorithm, EntryType, FileMetadata, Xattr, Ztoc } from "./types.ts";
-import { decodeGzipZinfo } from "./zinfo_gzip.ts";
+import { decodeGzipZinfo, isWindowlessZinfo } from "./zinfo_gzip.ts";
 import { decodeTarZinfo, tarMaxSpanId } from "./zinfo_tar.ts";
 
 /** The only zTOC version ever written. */
@@ -65,9 +65,13 @@ const SLOT = {
 /**
  * Serializes a Ztoc. Gzip is the schema default, so (as in SOCI) a gzip zTOC has no physical
  * compression_algorithm field; an empty algorithm (SOCI's "omitted" case, cast) encodes the same way.
- * Throws RangeError for an unknown algorithm.
+ * Throws RangeError for an unknown algorithm, ZtocFormatError for a zTOC loaded without its checkpoint windows
+ * (its zinfo blob is the in-memory windowless form, zinfo_gzip.ts: no zTOC holds that).
  */
 export function encodeZtoc(ztoc: Ztoc): Uint8Array {
+  if (ztoc.compressionInfo.algorithm !== "uncompressed" && isWindowlessZinfo(ztoc.compressionInfo.checkpoints)) {
+    throw new ZtocFormatError("Cannot encode zTOC: its checkpoints were loaded without their windows", 0);
+  }
   const b = new FbWriter(encodedSizeEstimate(ztoc));
   // 1. Header strings.
   const version = b.string(ztoc.version);
@@ -203,8 +207,17 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
   const tocTable = root.table(z.toc, "toc", "TOC");
   if (tocTable) {
     const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
+    // Type, owner names and times repeat across entries: one string each, not one per entry (a layer's TOC
+    // stays in memory while its image's resolution is cached; 8,240 entries for the python image).
+    const interned = new Map<string, string>();
+    const intern = (s: string): string => {
+      const known = interned.get(s);
+      if (known !== undefined) return known;
+      interned.set(s, s);
+      return s;
+    };
     for (let i = 0; i < vec.length; i++)
-      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i)));
+      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i), intern));
   }
 
   const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
@@ -245,7 +258,7 @@ export function locateCheckpoints(bytes: Uint8Array): { start: number; length: n
   return ciTable ? ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1) : undefined;
 }
 
-function decodeFileMetadata(t: FbTable): FileMetadata {
+function decodeFileMetadata(t: FbTable, intern: (s: string) => string): FileMetadata {
   const f = SLOT.fm;
   const xattrs: Xattr[] = [];
   const xv = t.vector(f.xattrs, "xattrs", 4);
@@ -256,16 +269,16 @@ function decodeFileMetadata(t: FbTable): FileMetadata {
   }
   return {
     name: t.string(f.name, "name"),
-    type: t.string(f.type, "type") as EntryType,
+    type: intern(t.string(f.type, "type")) as EntryType,
     uncompressedOffset: t.int64(f.uncompressedOffset, "uncompressed_offset", 0),
     uncompressedSize: t.int64(f.uncompressedSize, "uncompressed_size", 0),
     linkname: t.string(f.linkname, "linkname"),
     mode: t.int64(f.mode, "mode", 0),
     uid: t.uint32(f.uid, "uid", 0),
     gid: t.uint32(f.gid, "gid", 0),
-    uname: t.string(f.uname, "uname"),
-    gname: t.string(f.gname, "gname"),
-    modTime: t.string(f.modTime, "mod_time"),
+    uname: intern(t.string(f.uname, "uname")),
+    gname: intern(t.string(f.gname, "gname")),
+    modTime: intern(t.string(f.modTime, "mod_time")),
     devmajor: t.int64(f.devmajor, "devmajor", 0),
     devminor: t.int64(f.devminor, "devminor", 0),
     xattrs,
@@ -279,7 +292,7 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
  * - sizes are not negative; every entry type is one SOCI writes; entry offsets and sizes are not negative and
  *   lie within the uncompressed archive; entries, in offset order, do not overlap (SOCI's ErrInvalidTOCEntry);
  * - `max_span_id + 1` span digests, each "sha256:<64 hex>";
- * - gzip: the checkpoint blob parses (v1 or v2), has max_span_id + 1 checkpoints, `in` strictly increases,
+ * - gzip: the checkpoint blob parses (v1, v2 or windowless), has max_span_id + 1 checkpoints, `in` strictly increases,
  *   `out` never decreases, and both stay within the archive sizes;
  * - uncompressed: the TarZinfo parses, its size is the compressed size and its span count matches.
  */

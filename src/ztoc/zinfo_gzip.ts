@@ -15,6 +15,16 @@
  * Version 1 (legacy): record 0 was omitted, length = 12 + 32785·(N−1); on reading it is synthesized as
  * `{in: 10, out: 0, bits: 0, window: zeros}`. The version is recognized purely by length; any other length is
  * invalid. Re-encoding a v1 blob keeps the v1 layout.
+ *
+ * Windowless (in memory only, never written to a zTOC): the blob of a zTOC loaded without its checkpoint windows
+ * (soci/lazy_ztoc.ts, soci/stored_ztoc.ts), which come apart from it (checkpoint_table.ts `CheckpointWindows`):
+ * ```
+ * off 0    int32   N, off 4 int64 span_size     as above
+ * off 12   N × 17 bytes: in, out, bits         each record's first 17 bytes (the version 2 records, windows cut)
+ * ```
+ * length = 12 + 17·N. No N ≥ 1 gives a length of another layout (17·N ≠ 32785·N, and 17·N = 32785·(N−1) has no
+ * integer solution), so it is recognized by length as well. Kept instead of a zero-filled version 2 blob, whose
+ * record headers, one every 32785 bytes, would each make a page resident (2.8 MB for a layer of 688 spans).
  */
 import { type Checkpoint, WINDOW_SIZE } from "../compress/types.ts";
 import { ZtocFormatError } from "../util/errors.ts";
@@ -29,13 +39,48 @@ export const ZINFO_VERSION_ONE = 1;
 export const ZINFO_VERSION_TWO = 2;
 /** The `in` of the synthesized first checkpoint of a v1 blob: a minimal 10-byte gzip header. */
 export const V1_FIRST_CHECKPOINT_IN = 10;
+/** Version 2 without windows, in memory only (see above). */
+export const ZINFO_WINDOWLESS = 0;
+/** Bytes of one windowless record: int64 in + int64 out + uint8 bits. */
+export const WINDOWLESS_RECORD_SIZE = 8 + 8 + 1;
 
 /** A decoded gzip zinfo blob. */
 export interface GzipZinfo {
-  version: typeof ZINFO_VERSION_ONE | typeof ZINFO_VERSION_TWO;
+  version: typeof ZINFO_VERSION_ONE | typeof ZINFO_VERSION_TWO | typeof ZINFO_WINDOWLESS;
   spanSizeBytes: number;
-  /** All checkpoints, the synthesized one of a v1 blob included; `window`s are views into the blob. */
+  /**
+   * All checkpoints, the synthesized one of a v1 blob included; `window`s are views into the blob (of a
+   * windowless blob: one zero window shared by all, the real ones being held apart).
+   */
   checkpoints: Checkpoint[];
+}
+
+/**
+ * The windowless blob of a version 2 zinfo blob whose header (its first 12 bytes) is `header` and whose records'
+ * first 17 bytes are `records` (N × 17 bytes, record order). Throws ZtocFormatError when the sizes or the count
+ * in the header do not match.
+ */
+export function windowlessZinfo(header: Uint8Array, records: Uint8Array): Uint8Array {
+  const n = records.length / WINDOWLESS_RECORD_SIZE;
+  const count =
+    header.length === BLOB_HEADER_SIZE ? new DataView(header.buffer, header.byteOffset, 4).getInt32(0, true) : -1;
+  if (!Number.isInteger(n) || count !== n) {
+    throw new ZtocFormatError(
+      `Cannot make windowless gzip zinfo: a ${header.length}-byte header counting ${count} checkpoints and ${records.length} bytes of records`,
+      0,
+    );
+  }
+  const blob = new Uint8Array(BLOB_HEADER_SIZE + records.length);
+  blob.set(header, 0);
+  blob.set(records, BLOB_HEADER_SIZE);
+  return blob;
+}
+
+/** True when `blob` is a windowless zinfo blob with at least one checkpoint (recognized by its length alone). */
+export function isWindowlessZinfo(blob: Uint8Array): boolean {
+  if (blob.length <= BLOB_HEADER_SIZE) return false;
+  const n = new DataView(blob.buffer, blob.byteOffset, 4).getInt32(0, true);
+  return n >= 1 && blob.length === BLOB_HEADER_SIZE + WINDOWLESS_RECORD_SIZE * n;
 }
 
 /**
@@ -56,6 +101,7 @@ export function decodeGzipZinfo(blob: Uint8Array): GzipZinfo {
   let version: GzipZinfo["version"];
   if (blob.length === BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * n) version = ZINFO_VERSION_TWO;
   else if (n >= 1 && blob.length === BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * (n - 1)) version = ZINFO_VERSION_ONE;
+  else if (n >= 1 && blob.length === BLOB_HEADER_SIZE + WINDOWLESS_RECORD_SIZE * n) version = ZINFO_WINDOWLESS;
   else {
     throw new ZtocFormatError(
       `Cannot decode gzip zinfo: blob length ${blob.length} fits neither version 2 (${BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * n}) nor version 1 for ${n} checkpoints`,
@@ -66,7 +112,9 @@ export function decodeGzipZinfo(blob: Uint8Array): GzipZinfo {
   if (version === ZINFO_VERSION_ONE) {
     checkpoints.push({ in: V1_FIRST_CHECKPOINT_IN, out: 0, bits: 0, window: new Uint8Array(WINDOW_SIZE) });
   }
-  for (let p = BLOB_HEADER_SIZE; p < blob.length; p += PACKED_CHECKPOINT_SIZE) {
+  const stride = version === ZINFO_WINDOWLESS ? WINDOWLESS_RECORD_SIZE : PACKED_CHECKPOINT_SIZE;
+  const zero = version === ZINFO_WINDOWLESS ? new Uint8Array(WINDOW_SIZE) : undefined;
+  for (let p = BLOB_HEADER_SIZE; p < blob.length; p += stride) {
     const cin = safe(view.getBigInt64(p, true), p, "checkpoint in");
     const out = safe(view.getBigInt64(p + 8, true), p + 8, "checkpoint out");
     const bits = blob[p + 16]!;
@@ -77,14 +125,15 @@ export function decodeGzipZinfo(blob: Uint8Array): GzipZinfo {
         `Cannot decode gzip zinfo: checkpoint bits ${bits} is above 7 at offset ${p + 16}`,
         p + 16,
       );
-    checkpoints.push({ in: cin, out, bits, window: blob.subarray(p + 17, p + 17 + WINDOW_SIZE) });
+    checkpoints.push({ in: cin, out, bits, window: zero ?? blob.subarray(p + 17, p + 17 + WINDOW_SIZE) });
   }
   return { version, spanSizeBytes, checkpoints };
 }
 
 /**
- * Packs checkpoints into a blob. Version 2 (default) writes every checkpoint; version 1 drops the first one.
- * Windows shorter than 32 KiB are right-aligned (zeros first), as the history before the stream start is zero.
+ * Packs checkpoints into a blob. Version 2 (default) writes every checkpoint; version 1 drops the first one;
+ * windowless writes every checkpoint without its window. Windows shorter than 32 KiB are right-aligned (zeros
+ * first), as the history before the stream start is zero.
  */
 export function encodeGzipZinfo(
   checkpoints: readonly Checkpoint[],
@@ -93,7 +142,8 @@ export function encodeGzipZinfo(
 ): Uint8Array {
   const version = options.version ?? ZINFO_VERSION_TWO;
   const records = version === ZINFO_VERSION_ONE ? checkpoints.slice(1) : checkpoints;
-  const blob = new Uint8Array(BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * records.length);
+  const stride = version === ZINFO_WINDOWLESS ? WINDOWLESS_RECORD_SIZE : PACKED_CHECKPOINT_SIZE;
+  const blob = new Uint8Array(BLOB_HEADER_SIZE + stride * records.length);
   const view = new DataView(blob.buffer);
   view.setInt32(0, checkpoints.length, true);
   view.setBigInt64(4, BigInt(spanSizeBytes), true);
@@ -102,9 +152,11 @@ export function encodeGzipZinfo(
     view.setBigInt64(p, BigInt(cp.in), true);
     view.setBigInt64(p + 8, BigInt(cp.out), true);
     blob[p + 16] = cp.bits;
-    const w = cp.window.length > WINDOW_SIZE ? cp.window.subarray(cp.window.length - WINDOW_SIZE) : cp.window;
-    blob.set(w, p + 17 + WINDOW_SIZE - w.length);
-    p += PACKED_CHECKPOINT_SIZE;
+    if (version !== ZINFO_WINDOWLESS) {
+      const w = cp.window.length > WINDOW_SIZE ? cp.window.subarray(cp.window.length - WINDOW_SIZE) : cp.window;
+      blob.set(w, p + 17 + WINDOW_SIZE - w.length);
+    }
+    p += stride;
   }
   return blob;
 }

@@ -167,7 +167,7 @@ describe.skipIf(!run)("soci-ts serve: metrics, /debug/layers and soci-ts status"
         expect(g("soci_fs_layer_size_bytes")).toBe(l.sizeBytes);
         expect(l.presentBytes).toBeGreaterThan(l.sizeBytes - 64);
       }
-      // The memory tier of the span cache filled up to its ceiling (the default, 64 MiB: less than the layers'
+      // The memory tier of the span cache filled up to its ceiling (the default, 8 MiB: less than the layers'
       // uncompressed bytes, which all went through it) and no further.
       const memoryTier = m.get('soci_ts_span_cache_bytes{tier="memory"}')!;
       const ceiling = m.get('soci_ts_span_cache_limit_bytes{tier="memory"}')!;

@@ -11,13 +11,22 @@ import {
   buildCheckpointTable,
   type CheckpointTable,
   decodeCheckpointTable,
+  decodeWithoutWindows,
   encodeCheckpointTable,
+  RECORD_HEADER_SIZE,
   recordRange,
   skeletonRanges,
   verifyRecords,
 } from "../../src/ztoc/checkpoint_table.ts";
-import { decodeZtoc, locateCheckpoints } from "../../src/ztoc/codec.ts";
-import { decodeGzipZinfo, PACKED_CHECKPOINT_SIZE } from "../../src/ztoc/zinfo_gzip.ts";
+import { WINDOW_SIZE } from "../../src/compress/types.ts";
+import { decodeZtoc, encodeZtoc, locateCheckpoints } from "../../src/ztoc/codec.ts";
+import {
+  BLOB_HEADER_SIZE,
+  decodeGzipZinfo,
+  PACKED_CHECKPOINT_SIZE,
+  WINDOWLESS_RECORD_SIZE,
+  ZINFO_WINDOWLESS,
+} from "../../src/ztoc/zinfo_gzip.ts";
 import { compressLayer, generateEntries } from "../soci/_layers.ts";
 
 async function* once(blob: Uint8Array): AsyncGenerator<Uint8Array> {
@@ -50,20 +59,44 @@ describe("checkpoint table", () => {
     expect(Buffer.from(encodeCheckpointTable(table), "base64").length).toBe(45 + 49 * table.count);
   });
 
-  test("the skeleton rebuilds a zTOC with the same TOC, span digests and span layout, windows zero", async () => {
+  test("the skeleton rebuilds a zTOC with the same TOC, span digests and span layout, without its windows", async () => {
     const { bytes, table } = await gzipZtoc();
     const full = decodeZtoc(bytes);
     const [head, tail] = skeletonOf(bytes, table);
     expect(head.length + tail.length).toBe(bytes.length - table.count * PACKED_CHECKPOINT_SIZE);
-    const partial = decodeZtoc(assembleSkeleton(table, { ztocSize: bytes.length, head, tail }));
+    const skeleton = assembleSkeleton(table, { ztocSize: bytes.length, head, tail });
+    // The records are never written: the pages between head and tail stay untouched (never resident).
+    const [s, e] = recordRange(table, 0, table.count - 1);
+    expect(skeleton.subarray(s, e).every((b) => b === 0)).toBe(true);
+    const partial = decodeWithoutWindows(table, skeleton);
     expect(partial.toc).toEqual(full.toc);
     expect(partial.compressionInfo.spanDigests).toEqual(full.compressionInfo.spanDigests);
     expect(spanLayoutDigest(partial)).toBe(spanLayoutDigest(full));
+    // Its zinfo blob is the windowless form, its own: nothing of the skeleton's buffer is kept.
+    const cps = partial.compressionInfo.checkpoints;
+    expect(cps.length).toBe(BLOB_HEADER_SIZE + table.count * WINDOWLESS_RECORD_SIZE);
+    expect(cps.buffer).not.toBe(skeleton.buffer);
+    expect(cps.buffer.byteLength).toBe(cps.length);
     const fullCps = decodeGzipZinfo(full.compressionInfo.checkpoints).checkpoints;
-    const partCps = decodeGzipZinfo(partial.compressionInfo.checkpoints).checkpoints;
-    expect(partCps.map((c) => [c.in, c.out, c.bits])).toEqual(fullCps.map((c) => [c.in, c.out, c.bits]));
-    expect(partCps.every((c) => c.window.every((b) => b === 0))).toBe(true);
+    const partZinfo = decodeGzipZinfo(cps);
+    expect(partZinfo.version).toBe(ZINFO_WINDOWLESS);
+    expect(partZinfo.checkpoints.map((c) => [c.in, c.out, c.bits])).toEqual(fullCps.map((c) => [c.in, c.out, c.bits]));
+    expect(partZinfo.checkpoints.every((c) => c.window.length === WINDOW_SIZE && c.window.every((b) => b === 0))).toBe(
+      true,
+    );
     expect(fullCps.some((c) => c.window.some((b) => b !== 0))).toBe(true);
+    // Such a zTOC is not a zTOC SOCI could read: encoding it is refused.
+    expect(() => encodeZtoc(partial)).toThrow("Cannot encode zTOC: its checkpoints were loaded without their windows");
+  });
+
+  test("a skeleton whose records disagree with the table's headers does not decode", async () => {
+    const { bytes, table } = await gzipZtoc();
+    const [head, tail] = skeletonOf(bytes, table);
+    const skeleton = assembleSkeleton(table, { ztocSize: bytes.length, head, tail });
+    // A table whose header of record 2 goes back before record 1 (a table not made from this zTOC).
+    const headers = table.headers.slice();
+    headers.fill(0, 2 * RECORD_HEADER_SIZE, 2 * RECORD_HEADER_SIZE + 8);
+    expect(() => decodeWithoutWindows({ ...table, headers }, skeleton)).toThrow("checkpoint 2 offsets do not increase");
   });
 
   test("records verify; a changed window or header byte is refused naming the record", async () => {

@@ -1,3 +1,4 @@
+import { heapStats } from "bun:jsc";
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { decodeZtoc, encodeZtoc } from "../../src/ztoc/codec.ts";
@@ -243,6 +244,32 @@ describe("zTOC codec round trip and validation", () => {
     expect(() => decodeZtoc(bytes, { validate: false })).toThrow(
       `field FileMetadata[0].devminor value ${2n ** 53n} is beyond 2^53 at offset ${at}`,
     );
+  });
+
+  test("a decoded TOC holds one string per distinct type, owner name and time, not one per entry", () => {
+    // 20,000 entries sharing 2 types, 1 uname, 1 gname and 3 times: what stays live is their names, plus the
+    // few shared strings (before: five strings per entry).
+    const base = sampleZtoc("uncompressed");
+    const n = 20_000;
+    const toc: FileMetadata[] = Array.from({ length: n }, (_, i) => ({
+      ...zeroMetadata(),
+      name: `usr/lib/file-${i}`,
+      type: i % 2 ? "reg" : "symlink",
+      linkname: "",
+      uname: "root",
+      gname: "root",
+      modTime: `2023-11-14T22:13:2${i % 3}Z`,
+      uncompressedOffset: 512 * (i + 1),
+    }));
+    const bytes = encodeZtoc({ ...base, uncompressedArchiveSize: 512 * (n + 1), toc });
+    Bun.gc(true);
+    const before = heapStats().objectTypeCounts.string ?? 0;
+    const back = decodeZtoc(bytes, { validate: false });
+    Bun.gc(true);
+    const added = (heapStats().objectTypeCounts.string ?? 0) - before;
+    expect(back.toc.length).toBe(n);
+    expect(back.toc[5]).toMatchObject({ type: "reg", uname: "root", gname: "root", modTime: "2023-11-14T22:13:22Z" });
+    expect(added).toBeLessThan(1.5 * n);
   });
 
   test("shareCheckpoints: the checkpoints are a view into the buffer handed over; by default a copy", () => {

@@ -5,8 +5,12 @@ import { SpanTable } from "../../src/ztoc/spans.ts";
 import {
   BLOB_HEADER_SIZE,
   PACKED_CHECKPOINT_SIZE,
+  WINDOWLESS_RECORD_SIZE,
+  ZINFO_WINDOWLESS,
   decodeGzipZinfo,
   encodeGzipZinfo,
+  isWindowlessZinfo,
+  windowlessZinfo,
 } from "../../src/ztoc/zinfo_gzip.ts";
 import { decodeTarZinfo, encodeTarZinfo, tarMaxSpanId } from "../../src/ztoc/zinfo_tar.ts";
 import { Rand } from "../_harness/rand.ts";
@@ -52,6 +56,32 @@ describe("gzip zinfo blob", () => {
     expect(d1.version).toBe(1);
     expect(d1.checkpoints.length).toBe(3);
     expect(encodeGzipZinfo(d1.checkpoints, d1.spanSizeBytes, { version: d1.version })).toEqual(v1);
+  });
+
+  test("windowless: the v2 records' headers only, recognized by length, windows zero", () => {
+    const c = cps(new Rand("windowless"));
+    const v2 = encodeGzipZinfo(c, 65536);
+    const records = new Uint8Array(3 * WINDOWLESS_RECORD_SIZE);
+    for (let i = 0; i < 3; i++) {
+      const r = BLOB_HEADER_SIZE + i * PACKED_CHECKPOINT_SIZE;
+      records.set(v2.subarray(r, r + WINDOWLESS_RECORD_SIZE), i * WINDOWLESS_RECORD_SIZE);
+    }
+    const blob = windowlessZinfo(v2.subarray(0, BLOB_HEADER_SIZE), records);
+    expect(blob.length).toBe(BLOB_HEADER_SIZE + 3 * WINDOWLESS_RECORD_SIZE);
+    expect(encodeGzipZinfo(c, 65536, { version: ZINFO_WINDOWLESS })).toEqual(blob);
+    expect([isWindowlessZinfo(blob), isWindowlessZinfo(v2), isWindowlessZinfo(new Uint8Array(12))]).toEqual([
+      true,
+      false,
+      false,
+    ]);
+    const back = decodeGzipZinfo(blob);
+    expect([back.version, back.spanSizeBytes]).toEqual([ZINFO_WINDOWLESS, 65536]);
+    expect(back.checkpoints.map((x) => [x.in, x.out, x.bits])).toEqual(c.map((x) => [x.in, x.out, x.bits]));
+    expect(back.checkpoints.every((x) => x.window.length === WINDOW_SIZE && x.window.every((b) => b === 0))).toBe(true);
+    // A header counting other than the records given is refused.
+    expect(() => windowlessZinfo(v2.subarray(0, BLOB_HEADER_SIZE), records.subarray(WINDOWLESS_RECORD_SIZE))).toThrow(
+      "Cannot make windowless gzip zinfo",
+    );
   });
 
   test("bits above 7 and negative offsets are rejected", () => {
