@@ -33,6 +33,8 @@ const WORKLOAD = [
   "busybox cat /app/conf.txt",
   ...Array.from({ length: 4 }, (_, i) => `busybox head -c 4096 /data/big${i} | busybox md5sum`),
 ].join("; ");
+/** A second workload of the same image: the headers of the two big files the first one leaves alone. */
+const WORKLOAD_B = [4, 5].map((i) => `busybox head -c 4096 /data/big${i} | busybox md5sum`).join("; ");
 
 describe.skipIf(!run)("load order documents", () => {
   let reg: TestRegistry;
@@ -43,8 +45,8 @@ describe.skipIf(!run)("load order documents", () => {
   let appLayerSize: number;
   let expected: string;
 
-  const workload = (mnt: string) => {
-    const r = spawnSync("chroot", [mnt, "/bin/sh", "-c", WORKLOAD], { encoding: "utf8", timeout: 5 * MINUTES });
+  const workload = (mnt: string, script = WORKLOAD) => {
+    const r = spawnSync("chroot", [mnt, "/bin/sh", "-c", script], { encoding: "utf8", timeout: 5 * MINUTES });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     return r.stdout;
@@ -209,6 +211,65 @@ describe.skipIf(!run)("load order documents", () => {
       expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);
     },
     20 * MINUTES,
+  );
+
+  test(
+    "two workloads of one image side by side: each chosen by flag or by rule replays its own reads",
+    async () => {
+      const root = join(tmp, "two");
+      const mnt = join(tmp, "mnt-two");
+      mkdirSync(mnt);
+      // 1. Record both into one local store.
+      for (const [name, script] of [
+        ["heads-a", WORKLOAD],
+        ["heads-b", WORKLOAD_B],
+      ] as const) {
+        const rec = await startMount(["--root", root, "--config", cfg, "mount", ref, mnt, "--record-lod", name]);
+        workload(mnt, script);
+        const stopped = await rec.stop();
+        expect(stopped.stderr).toContain(`Recorded load order document ${name}`);
+      }
+      const stored = JSON.parse(runCli(["--root", root, "lod", "list", "--json"]).stdout) as Array<{
+        workload: string;
+        image: { reference?: string };
+      }>;
+      expect(stored.map((r) => r.workload).sort()).toEqual(["heads-a", "heads-b"]);
+      const filesOf = (name: string) => {
+        const doc = JSON.parse(runCli(["--root", root, "lod", "info", name, "--json"]).stdout);
+        const app = doc.layers.find((l: { digest: string }) => l.digest === appLayer);
+        return [...new Set<string>(app.ranges.map((r: { path: string }) => r.path))];
+      };
+      expect(filesOf("heads-a")).toEqual(["app/conf.txt", "data/big0", "data/big1", "data/big2", "data/big3"]);
+      expect(filesOf("heads-b")).toEqual(["data/big4", "data/big5"]);
+
+      // 2. Each replayed from a cold span cache, chosen by flag, then by rule: its workload then asks nothing.
+      const host = ref.slice(0, ref.indexOf("/"));
+      const rulesCfg = join(tmp, "two-rules.toml");
+      writeFileSync(
+        rulesCfg,
+        `[background_fetch]\ndisable = true\n[lod]\nreplay = [{ image = "${host}/test/lod:*", workload = "heads-a" }]\n`,
+      );
+      for (const [how, args, name, script] of [
+        ["flag", ["--config", cfg, "mount", ref, mnt, "--lod", "heads-b"], "heads-b", WORKLOAD_B],
+        ["rule", ["--config", rulesCfg, "mount", ref, mnt], "heads-a", WORKLOAD],
+        ["flag over rule", ["--config", rulesCfg, "mount", ref, mnt, "--lod", "heads-b"], "heads-b", WORKLOAD_B],
+      ] as const) {
+        rmSync(join(root, "spancache"), { recursive: true, force: true });
+        const m = await startMount(["--root", root, ...args]);
+        try {
+          const replayed = new RegExp(`Load order document replayed layer=${appLayer}`);
+          await until(() => replayed.test(m.stderr()), `the replay of ${name} (${how})`);
+          expect([how, m.stderr().includes(`Load order document found workload=${name}`)]).toEqual([how, true]);
+          const before = (await reg.accessLog()).length;
+          workload(mnt, script);
+          expect([how, blobGets((await reg.accessLog()).slice(before)).map((e) => e.path)]).toEqual([how, []]);
+        } finally {
+          expect((await m.stop()).code).toBe(0);
+        }
+      }
+      expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);
+    },
+    10 * MINUTES,
   );
 
   test(
