@@ -4,7 +4,8 @@
  *  - the layers mounted for one image and workload share one recording; it is written to serve's local store
  *    when serve stops, naming what was read, and a line names the image's lazy layers no mount brought to it;
  *  - reads going quiet stop it and write it; a later mount of that image starts a new recording;
- *  - every layer of a recording unmounted stops it; one that read nothing stores nothing, after one line.
+ *  - every layer of a recording unmounted stops it; one that read nothing stores nothing, after one line;
+ *  - one whose layers are never read ends `maxMs` after its first mount, storing nothing, and lets go of the image.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -180,6 +181,29 @@ describe.skipIf(!run)("LodRecordings", () => {
       const nothing = s.lines("Nothing was read from a lazy layer; no load order document stored");
       expect(nothing.map((l) => [l.fields?.workload, l.fields?.why])).toEqual([["batch", "unmounted"]]);
       expect(await listLods(s.store)).toEqual([]);
+    } finally {
+      await s.manager.close();
+    }
+  });
+
+  test("a recording whose layers are never read ends maxMs after its first mount, storing nothing", async () => {
+    const s = await rig("unread", { quietMs: 0, maxMs: 100 });
+    try {
+      const a = s.mount(top, "/snapshots/1/fs", "idle");
+      const layer = (await a.handle).layer;
+      // An image pulled and never run: nothing reads it; the recording does not wait for a first read for good.
+      await until(10_000, "the unread recording ends and lets go of the image", () => s.recordings.list().length === 0);
+      expect(a.recorder.stopped).toBe(true);
+      const ended = s.lines(
+        "No first read within [lod] record_max_sec of the first mount; no load order document stored",
+      );
+      expect(ended.map((l) => [l.fields?.workload, l.fields?.why])).toEqual([["idle", "unread"]]);
+      // A read afterwards records nothing; closing writes nothing and logs nothing more.
+      await lookup(layer.root, "app/f1").read!(0, 10, ctx());
+      await s.recordings.close();
+      expect(await listLods(s.store)).toEqual([]);
+      expect(s.lines("Nothing was read from a lazy layer; no load order document stored")).toEqual([]);
+      await (await a.handle).done();
     } finally {
       await s.manager.close();
     }
