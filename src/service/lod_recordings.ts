@@ -22,6 +22,10 @@
  *      line, and lets go of its zTOCs);
  *   4. is then written to serve's local artifact store (`soci-ts lod list --root <serve root>` shows it, `lod push`
  *      publishes it), replacing that image's document of the workload; nothing is written when nothing was read.
+ *      One cut short by serve stopping (`close()`: a restart seconds after a container started) does not replace a
+ *      document stored before for that image and workload, which likely saw the whole start: that one is kept,
+ *      with a log line; with none stored before, it is written. One that ended otherwise (quiet, `maxMs`, its
+ *      snapshots removed) replaces it.
  * A later mount for the same image and workload once a recording has stopped starts a new one. Remounts at a
  * restart (restore) record nothing.
  */
@@ -30,6 +34,7 @@ import { LodRecorder, type RecordingStop, storeRecording } from "../layerfs/lod_
 import type { Descriptor } from "../oci/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { lodSummary } from "../soci/lod.ts";
+import { listLods } from "../soci/lod_store.ts";
 import type { LodChoice } from "../soci/lod_rules.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -196,6 +201,19 @@ export class LodRecordings {
       });
     }
     try {
+      // (A recording that read nothing stores nothing anyway: storeRecording says so below.)
+      const read = [...rec.recorder.logs().keys()].some((d) => rec.ztocs.has(d));
+      if (why === "stopped" && read) {
+        const [before] = await listLods(store, { workload: rec.workload, manifestDigest: rec.manifest.digest });
+        if (before) {
+          logger.info("Serve stopped before the recording ended; the load order document stored before is kept", {
+            ...fields,
+            kept: before.lodDigest,
+            durationMs: rec.recorder.durationMs,
+          });
+          return;
+        }
+      }
       const saved = await storeRecording(
         rec.recorder,
         { manifest: rec.manifest, layers: rec.layerDigests.map((digest) => ({ digest })), ztocs: rec.ztocs },
