@@ -8,7 +8,8 @@
  *   --readahead-spans N  after a read misses, also fetch the next N spans (default [blob] readahead_spans)
  *   --cleanup        (no REF, DIR) unmount what killed `soci-ts mount` processes left behind, and exit
  *   --lod NAME       replay workload NAME's load order document: its ranges are prefetched first, in order;
- *                    without it, the first `[lod] replay` rule whose image pattern matches REF chooses one
+ *                    without it, the first `[lod] replay` rule whose image pattern matches REF chooses one;
+ *                    `--lod ""` replays none, whatever the rules say
  *   --wait-prefetch  return only once the prefetch spans (or a load order document's first) are in, as SOCI does;
  *                    by default the mount is up as soon as its layers are served, prefetching behind it (a
  *                    read of a span being prefetched joins that fetch)
@@ -119,7 +120,7 @@ export default defineCommand({
     lod: {
       type: "string",
       description:
-        "Replay this workload's load order document (local store, then registry); default: [lod] replay rules",
+        'Replay this workload\'s load order document (local store, then registry); default: [lod] replay rules; "": none',
     },
     "wait-prefetch": {
       type: "boolean",
@@ -165,11 +166,17 @@ export default defineCommand({
       c.blob.readaheadSpans;
     const ref = parseReference(String(args.ref));
     const recording = recordingFrom(args, log, c.lod.recordQuietSec);
-    // The load order document: --lod, else the first [lod] replay rule matching the reference, else none.
-    const lod = chooseLod(String(args.ref), {
-      explicit: args.lod === undefined ? undefined : { workload: checkWorkloadName(String(args.lod)), by: "flag" },
-      rules: new LodRules(c.lod.replay),
-    });
+    // The load order document: --lod, else the first [lod] replay rule matching the reference, else none;
+    // `--lod ""` is an explicit none, the way to opt one mount out of the rules.
+    const lodFlag = args.lod === undefined ? undefined : String(args.lod);
+    const lod =
+      lodFlag === ""
+        ? undefined
+        : chooseLod(String(args.ref), {
+            explicit: lodFlag === undefined ? undefined : { workload: checkWorkloadName(lodFlag), by: "flag" },
+            rules: new LodRules(c.lod.replay),
+          });
+    if (lodFlag === "") log.info('No load order document replayed: --lod ""');
     const managerOpts = layerManagerOptions(c, { root: ctx.root, logger: log, readaheadSpans });
     // 0. The image (manifest, index, zTOCs, load order document) is asked for now: its round trips overlap steps
     //    1-3, which need none of it. mountImage awaits it (and reports its failure).

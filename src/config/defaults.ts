@@ -329,7 +329,7 @@ export const SCHEMA = [
         "record_max_sec",
         "recordMaxSec",
         600,
-        "Seconds after its first read at which a recording in serve stops at the latest (it also stops when serve does)",
+        "Seconds after its first read at which a recording in serve stops at the latest (it also stops when serve does); a recording with no read this long after its first mount (an image pulled, not run) ends without a document",
         1,
         DAY_SEC,
       ),

@@ -6,9 +6,9 @@
  * touches anyway. Layers opened without one pay nothing: their read path has no recorder check at all.
  *
  * Recording runs from `begin()` (the mount is up; with `beginOnFirstTouch`, the first touch) until the first of:
- * `stop()` (the mount ends, a signal, the daemon stops), `durationMs` after `begin()`, or `quietMs` without a new
- * first touch once the workload has read anything. `onStop` is called once, with the reason. Touches after that
- * are ignored.
+ * `stop()` (the mount ends, a signal, the daemon stops), `durationMs` after `begin()`, `quietMs` without a new
+ * first touch once the workload has read anything, or, with `beginOnFirstTouch`, `firstTouchWithinMs` after the
+ * recorder was made without a touch. `onStop` is called once, with the reason. Touches after that are ignored.
  *
  * `storeRecording` turns what a recorder saw into a load order document in the local artifact store.
  */
@@ -24,8 +24,11 @@ export interface ReadRecorder {
   touch(layerDigest: string, offset: number, length: number): void;
 }
 
-/** Why recording stopped ("unmounted": every layer it recorded was unmounted). */
-export type RecordingStop = "stopped" | "duration" | "quiet" | "unmounted";
+/**
+ * Why recording stopped ("unmounted": every layer it recorded was unmounted; "unread": no first touch within
+ * `firstTouchWithinMs`).
+ */
+export type RecordingStop = "stopped" | "duration" | "quiet" | "unmounted" | "unread";
 
 export interface LodRecorderOptions {
   /** Stop this many ms after `begin()` (default: never). */
@@ -37,6 +40,11 @@ export interface LodRecorderOptions {
    * workload starts whenever a container does), so times and `durationMs` count from the workload's first read.
    */
   beginOnFirstTouch?: boolean;
+  /**
+   * With `beginOnFirstTouch`: stop ("unread") when nothing was touched this many ms after the recorder was made
+   * (default: wait for ever), so that a recorder of layers nothing reads does not hold its caller's state for good.
+   */
+  firstTouchWithinMs?: number;
   /** Called once when recording stops. */
   onStop?: (why: RecordingStop) => void;
   /** Clock in ms (default `performance.now`); tests pass their own. */
@@ -57,6 +65,13 @@ export class LodRecorder implements ReadRecorder {
     this.#o = opts;
     this.#now = opts.now ?? (() => performance.now());
     this.#startedMs = this.#now();
+    if (opts.beginOnFirstTouch && opts.firstTouchWithinMs !== undefined) {
+      const t = setTimeout(() => {
+        if (!this.#begun) this.stop("unread");
+      }, opts.firstTouchWithinMs);
+      t.unref?.();
+      this.#timers.push(t);
+    }
   }
 
   /** Start the clock (first touches are timed from here) and the duration and quiet limits. Idempotent. */
@@ -64,6 +79,9 @@ export class LodRecorder implements ReadRecorder {
     if (this.#begun || this.#stoppedMs !== undefined) return;
     this.#begun = true;
     this.#startedMs = this.#now();
+    // The wait for a first touch (firstTouchWithinMs) is over.
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers = [];
     if (this.#o.durationMs !== undefined) {
       const t = setTimeout(() => this.stop("duration"), this.#o.durationMs);
       t.unref?.();

@@ -6,7 +6,10 @@
  *
  * A recording:
  *   1. starts with the first layer mounted for it (log "Recording load order document"); its clock starts at the
- *      first read of file data (the pull mounts the layers, a container reads them whenever it starts);
+ *      first read of file data (the pull mounts the layers, a container reads them whenever it starts). It keeps
+ *      what writing the document needs: the image's reference, manifest descriptor and layer digests, and the
+ *      zTOCs of the layers mounted for it only (those layers hold them anyway while mounted), not the resolved
+ *      image with every zTOC;
  *   2. records the first reads of the layers mounted for it. Those layers are opened apart from the same layers
  *      opened for others (layer_manager.ts step 1), without direct reads, so every first read is seen; they stay
  *      so for as long as their snapshots exist, the recording stopped or not (a read then costs one check). Layers
@@ -14,19 +17,28 @@
  *      are not recorded: the document covers the layers mounted for it, and a log line names the others;
  *   3. stops at the first of: `quietMs` without a new first read after the first (config `[lod] record_quiet_sec`),
  *      `maxMs` after the first read (`[lod] record_max_sec`), every layer mounted for it unmounted (its snapshots
- *      removed), or `close()` (serve stops);
+ *      removed), `close()` (serve stops), or `maxMs` after its first mount without any read (an image pulled
+ *      and never run, with `record = [{ image = "**", … }]`: the recording ends without a document, one log
+ *      line, and lets go of its zTOCs);
  *   4. is then written to serve's local artifact store (`soci-ts lod list --root <serve root>` shows it, `lod push`
  *      publishes it), replacing that image's document of the workload; nothing is written when nothing was read.
+ *      One cut short by serve stopping (`close()`: a restart seconds after a container started) does not replace a
+ *      document stored before for that image and workload, which likely saw the whole start: that one is kept,
+ *      with a log line; with none stored before, it is written. One that ended otherwise (quiet, `maxMs`, its
+ *      snapshots removed) replaces it.
  * A later mount for the same image and workload once a recording has stopped starts a new one. Remounts at a
  * restart (restore) record nothing.
  */
 import type { ResolvedImage } from "../layerfs/image_resolver.ts";
 import { LodRecorder, type RecordingStop, storeRecording } from "../layerfs/lod_recorder.ts";
+import type { Descriptor } from "../oci/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { lodSummary } from "../soci/lod.ts";
+import { listLods } from "../soci/lod_store.ts";
 import type { LodChoice } from "../soci/lod_rules.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import type { Ztoc } from "../ztoc/types.ts";
 
 /** What LodRecordings is built with. */
 export interface LodRecordingsOptions {
@@ -34,7 +46,10 @@ export interface LodRecordingsOptions {
   store: ArtifactStore;
   /** Milliseconds without a new first read that stop a recording (config `[lod] record_quiet_sec`); 0: never. */
   quietMs: number;
-  /** Milliseconds after its first read at which a recording stops (config `[lod] record_max_sec`). */
+  /**
+   * Milliseconds after its first read at which a recording stops (config `[lod] record_max_sec`); also how long a
+   * recording waits for a first read after its first mount before it ends without a document.
+   */
   maxMs: number;
   logger: Logger;
 }
@@ -43,7 +58,15 @@ export interface LodRecordingsOptions {
 interface Recording {
   workload: string;
   by: string;
-  image: ResolvedImage;
+  /** The image's reference, as resolved. */
+  imageRef: string;
+  manifest: Descriptor;
+  /** The image's layer digests, bottom first. */
+  layerDigests: string[];
+  /** The digests of its lazy layers (those with a zTOC). */
+  lazy: Set<string>;
+  /** The zTOC of each lazy layer mounted for it: what writing the document needs. */
+  ztocs: Map<string, Ztoc>;
   recorder: LodRecorder;
   /** The layer digest mounted at each mount point for it. */
   mounts: Map<string, string>;
@@ -87,6 +110,8 @@ export class LodRecordings {
     }
     rec.mounts.set(opts.mountpoint, opts.layerDigest);
     rec.layers.add(opts.layerDigest);
+    const ztoc = image.found?.ztocs.get(opts.layerDigest);
+    if (ztoc) rec.ztocs.set(opts.layerDigest, ztoc);
     this.#byMount.set(opts.mountpoint, rec);
     return rec.recorder;
   }
@@ -104,8 +129,8 @@ export class LodRecordings {
   list(): RecordingStatus[] {
     return [...this.#recordings.values()].map((r) => ({
       workload: r.workload,
-      image: r.image.location.name,
-      manifestDigest: r.image.manifest.descriptor.digest,
+      image: r.imageRef,
+      manifestDigest: r.manifest.digest,
       layers: r.layers.size,
       recording: !r.recorder.stopped,
     }));
@@ -122,14 +147,19 @@ export class LodRecordings {
     const rec: Recording = {
       workload: choice.workload,
       by: choice.by,
-      image,
+      imageRef: image.location.name,
+      manifest: image.manifest.descriptor,
+      layerDigests: image.layers.map((l) => l.digest),
+      lazy: new Set(image.found?.ztocs.keys() ?? []),
+      ztocs: new Map(),
       mounts: new Map(),
       layers: new Set(),
       recorder: new LodRecorder({
         beginOnFirstTouch: true,
+        firstTouchWithinMs: maxMs,
         quietMs: quietMs > 0 ? quietMs : undefined,
         durationMs: maxMs,
-        // Once written, the recording lets go of the image (its zTOCs) and of its mount points.
+        // Once written, the recording lets go of its zTOCs and of its mount points.
         onStop: (why) => {
           rec.saved = this.#save(rec, why).finally(() => this.#forget(rec));
         },
@@ -147,7 +177,7 @@ export class LodRecordings {
   }
 
   #forget(rec: Recording): void {
-    const key = `${rec.image.manifest.descriptor.digest} ${rec.workload}`;
+    const key = `${rec.manifest.digest} ${rec.workload}`;
     if (this.#recordings.get(key) === rec) this.#recordings.delete(key);
     for (const mp of rec.mounts.keys()) if (this.#byMount.get(mp) === rec) this.#byMount.delete(mp);
   }
@@ -155,10 +185,15 @@ export class LodRecordings {
   /** Step 4: the document, and a line about the lazy layers no mount brought to the recording. */
   async #save(rec: Recording, why: RecordingStop): Promise<void> {
     const { logger, store } = this.#o;
-    const image = rec.image;
-    const ztocs = image.found?.ztocs ?? new Map();
-    const fields = { workload: rec.workload, image: image.location.name, why };
-    const notMounted = image.layers.map((l) => l.digest).filter((d) => ztocs.has(d) && !rec.layers.has(d));
+    const fields = { workload: rec.workload, image: rec.imageRef, why };
+    if (why === "unread") {
+      logger.info("No first read within [lod] record_max_sec of the first mount; no load order document stored", {
+        ...fields,
+        maxMs: this.#o.maxMs,
+      });
+      return;
+    }
+    const notMounted = rec.layerDigests.filter((d) => rec.lazy.has(d) && !rec.layers.has(d));
     if (notMounted.length > 0) {
       logger.warn("The recording covers only the layers mounted for it; the others were mounted before it began", {
         ...fields,
@@ -166,10 +201,23 @@ export class LodRecordings {
       });
     }
     try {
+      // (A recording that read nothing stores nothing anyway: storeRecording says so below.)
+      const read = [...rec.recorder.logs().keys()].some((d) => rec.ztocs.has(d));
+      if (why === "stopped" && read) {
+        const [before] = await listLods(store, { workload: rec.workload, manifestDigest: rec.manifest.digest });
+        if (before) {
+          logger.info("Serve stopped before the recording ended; the load order document stored before is kept", {
+            ...fields,
+            kept: before.lodDigest,
+            durationMs: rec.recorder.durationMs,
+          });
+          return;
+        }
+      }
       const saved = await storeRecording(
         rec.recorder,
-        { manifest: image.manifest.descriptor, layers: image.layers, ztocs },
-        { store, workload: rec.workload, imageRef: image.location.name },
+        { manifest: rec.manifest, layers: rec.layerDigests.map((digest) => ({ digest })), ztocs: rec.ztocs },
+        { store, workload: rec.workload, imageRef: rec.imageRef },
       );
       if (!saved) {
         logger.warn("Nothing was read from a lazy layer; no load order document stored", fields);

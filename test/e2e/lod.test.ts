@@ -9,6 +9,7 @@
  *    the app layer (a file-level prefetch of the same files would fetch all of them);
  *  - without `--lod`, a `[lod] replay` rule matching the reference chooses the document; one the image lacks,
  *    and a missing or corrupt LOD named by the flag, are ignored with one log line and the mount works;
+ *  - `mount --lod ""` replays none, whatever the rules say (one log line), and the mount works;
  *  - `lod export --soci-prefetch` stores an index whose prefetch artifacts `mount` accepts: with
  *    `--wait-prefetch`, their spans are fetched before the mount is up.
  */
@@ -267,6 +268,33 @@ describe.skipIf(!run)("load order documents", () => {
           expect((await m.stop()).code).toBe(0);
         }
       }
+      expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);
+    },
+    10 * MINUTES,
+  );
+
+  test(
+    'mount --lod "" replays no document, though a [lod] replay rule matches the image',
+    async () => {
+      const rulesCfg = join(tmp, "rules-none.toml");
+      writeFileSync(
+        rulesCfg,
+        '[background_fetch]\ndisable = true\n[lod]\nreplay = [{ image = "**", workload = "web" }]\n',
+      );
+      const mnt = join(tmp, "mnt-none");
+      mkdirSync(mnt);
+      const m = await startMount(["--root", join(tmp, "none"), "--config", rulesCfg, "mount", ref, mnt, "--lod", ""]);
+      let r: { code: number; stderr: string };
+      try {
+        expect(workload(mnt)).toBe(expected);
+      } finally {
+        r = await m.stop();
+      }
+      expect(r.code).toBe(0);
+      // The rule is not consulted: no document looked for, found or ignored; one line says why.
+      expect(r.stderr.split("\n").filter((l) => l.includes("oad order document"))).toEqual([
+        expect.stringContaining('No load order document replayed: --lod ""'),
+      ]);
       expect(readFileSync("/proc/mounts", "utf8")).not.toContain(tmp);
     },
     10 * MINUTES,

@@ -4,7 +4,10 @@
  *  - the layers mounted for one image and workload share one recording; it is written to serve's local store
  *    when serve stops, naming what was read, and a line names the image's lazy layers no mount brought to it;
  *  - reads going quiet stop it and write it; a later mount of that image starts a new recording;
- *  - every layer of a recording unmounted stops it; one that read nothing stores nothing, after one line.
+ *  - every layer of a recording unmounted stops it; one that read nothing stores nothing, after one line;
+ *  - one whose layers are never read ends `maxMs` after its first mount, storing nothing, and lets go of the image;
+ *  - one cut short by serve stopping does not replace the document of that image and workload stored before (one
+ *    line); with none stored before, it is written.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -76,6 +79,7 @@ describe.skipIf(!run)("LodRecordings", () => {
 
   /** serve's pieces: a layer manager, the recordings and the local store they write to. */
   const rig = async (sub: string, limits: { quietMs: number; maxMs: number }) => {
+    // (A rig on the `sub` of an earlier one, closed, is serve restarted on the same root.)
     const logger = new MemoryLogger();
     const store = new ArtifactStore(join(tmp, sub, "root"));
     const manager = await LayerManager.create({
@@ -182,6 +186,80 @@ describe.skipIf(!run)("LodRecordings", () => {
       expect(await listLods(s.store)).toEqual([]);
     } finally {
       await s.manager.close();
+    }
+  });
+
+  test("a recording whose layers are never read ends maxMs after its first mount, storing nothing", async () => {
+    const s = await rig("unread", { quietMs: 0, maxMs: 100 });
+    try {
+      const a = s.mount(top, "/snapshots/1/fs", "idle");
+      const layer = (await a.handle).layer;
+      // An image pulled and never run: nothing reads it; the recording does not wait for a first read for good.
+      await until(10_000, "the unread recording ends and lets go of the image", () => s.recordings.list().length === 0);
+      expect(a.recorder.stopped).toBe(true);
+      const ended = s.lines(
+        "No first read within [lod] record_max_sec of the first mount; no load order document stored",
+      );
+      expect(ended.map((l) => [l.fields?.workload, l.fields?.why])).toEqual([["idle", "unread"]]);
+      // A read afterwards records nothing; closing writes nothing and logs nothing more.
+      await lookup(layer.root, "app/f1").read!(0, 10, ctx());
+      await s.recordings.close();
+      expect(await listLods(s.store)).toEqual([]);
+      expect(s.lines("Nothing was read from a lazy layer; no load order document stored")).toEqual([]);
+      await (await a.handle).done();
+    } finally {
+      await s.manager.close();
+    }
+  });
+
+  test("serve stopping mid-recording keeps the document stored before for that image and workload", async () => {
+    // 1. A complete recording (reads went quiet) is written.
+    const first = await rig("restart", { quietMs: 50, maxMs: 600_000 });
+    let complete: string;
+    try {
+      const a = first.mount(top, "/snapshots/2/fs");
+      const root = (await a.handle).layer.root;
+      for (const f of ["app/f0", "app/f1", "app/f2"]) await lookup(root, f).read!(0, 10, ctx());
+      await until(10_000, "the complete recording is written", () => first.recordings.list().length === 0);
+      const [record] = await listLods(first.store, { workload: "web" });
+      complete = record!.lodDigest;
+      await first.recordings.close();
+      await (await a.handle).done();
+    } finally {
+      await first.manager.close();
+    }
+    // 2. serve restarted: a container starts, reads one file, and serve stops (a restart) 2 s later.
+    const second = await rig("restart", { quietMs: 0, maxMs: 600_000 });
+    try {
+      const b = second.mount(top, "/snapshots/2/fs");
+      const c = second.mount(top, "/snapshots/3/fs", "batch");
+      await lookup((await b.handle).layer.root, "app/f3").read!(0, 10, ctx());
+      await lookup((await c.handle).layer.root, "app/f3").read!(0, 10, ctx());
+      await second.recordings.close();
+      // The complete document stays; one line says why the partial one was not written.
+      const [web] = await listLods(second.store, { workload: "web" });
+      expect(web?.lodDigest).toBe(complete!);
+      expect((await readLod(second.store, web!)).layers[0]!.ranges.map((r) => r.path)).toEqual([
+        "app/f0",
+        "app/f1",
+        "app/f2",
+      ]);
+      const kept = second.lines(
+        "Serve stopped before the recording ended; the load order document stored before is kept",
+      );
+      expect(kept.map((l) => [l.fields?.workload, l.fields?.why, l.fields?.kept])).toEqual([
+        ["web", "stopped", complete!],
+      ]);
+      // A workload with no document before gets the partial one: better than none.
+      const [batch] = await listLods(second.store, { workload: "batch" });
+      expect((await readLod(second.store, batch!)).layers[0]!.ranges.map((r) => r.path)).toEqual(["app/f3"]);
+      expect(second.lines("Load order document recorded").map((l) => [l.fields?.workload, l.fields?.why])).toEqual([
+        ["batch", "stopped"],
+      ]);
+      await (await b.handle).done();
+      await (await c.handle).done();
+    } finally {
+      await second.manager.close();
     }
   });
 });

@@ -1,11 +1,13 @@
 /**
  * `[lod]` rules (soci/lod_rules.ts): image patterns are globs on the normalized reference or the repository,
- * the first matching rule wins, an explicit choice beats every rule, and the catch-all comes last.
+ * the first matching rule wins, an explicit choice beats every rule, and the catch-all comes last; matching takes
+ * time linear in the pattern and reference lengths (no backtracking).
  */
 import { describe, expect, test } from "bun:test";
 import { parseConfig } from "../../src/config/load.ts";
-import { chooseLod, imagePatternRegExp, LodRules, matchNames } from "../../src/soci/lod_rules.ts";
+import { chooseLod, compileImagePattern, LodRules, matchNames } from "../../src/soci/lod_rules.ts";
 import { InvalidArgumentError } from "../../src/util/errors.ts";
+import { Rand } from "../_harness/rand.ts";
 
 const DIGEST = `sha256:${"ab".repeat(32)}`;
 
@@ -61,12 +63,48 @@ describe("image patterns", () => {
   });
 
   test("bad patterns and workload names are refused, naming them", () => {
-    expect(() => imagePatternRegExp(`${"a/".repeat(256)}x`)).toThrow("Cannot use image pattern");
+    expect(() => compileImagePattern(`${"a/".repeat(256)}x`)).toThrow("Cannot use image pattern");
     for (const bad of ["python:*", "", "a/b c", "a/[bc]", "a/b\n", `${"a/".repeat(30)}x`.replace("x", " ")]) {
-      expect(() => imagePatternRegExp(bad)).toThrow(InvalidArgumentError);
-      expect(() => imagePatternRegExp(bad)).toThrow(`Cannot use image pattern ${JSON.stringify(bad)}`);
+      expect(() => compileImagePattern(bad)).toThrow(InvalidArgumentError);
+      expect(() => compileImagePattern(bad)).toThrow(`Cannot use image pattern ${JSON.stringify(bad)}`);
     }
     expect(() => new LodRules([{ image: "a/b", workload: "../x" }])).toThrow('Cannot use workload name "../x"');
+  });
+
+  test("agree with the glob's regular expression on seeded random short patterns and names", () => {
+    // The regular expression the matcher replaced ("*" → "[^/]*", "**" → ".*", "?" → "[^/]"): right, but slow on
+    // long inputs; on these short ones it is the specification.
+    const spec = (pattern: string) =>
+      new RegExp(
+        `^${pattern.replace(/\*\*+|\*|\?|\./g, (t) => ({ "*": "[^/]*", "?": "[^/]", ".": "\\." })[t] ?? ".*")}$`,
+      );
+    const r = new Rand("image patterns");
+    const pick = (alphabet: string[], n: number) =>
+      Array.from({ length: n }, () => alphabet[r.int(alphabet.length)]).join("");
+    let matched = 0;
+    for (let i = 0; i < 3000; i++) {
+      const pattern = `${pick(["a", "b", "/", ".", "*", "**", "?"], 1 + r.int(7))}/`;
+      const name = `${pick(["a", "b", "/", "."], r.int(10))}/`;
+      const got = compileImagePattern(pattern).test(name);
+      expect([pattern, name, got]).toEqual([pattern, name, spec(pattern).test(name)]);
+      if (got) matched++;
+    }
+    expect(matched).toBeGreaterThan(200); // both outcomes are exercised
+  });
+
+  test("a pattern of many ** matches or fails a long reference without backtracking (liveness bound)", () => {
+    // Six "a"s between "**"s: a regular expression with ".*" for each "**" took 44 s on a 300-character reference.
+    const pattern = "**a**a**a**a**a**a**/x";
+    const rules = new LodRules([{ image: pattern, workload: "w" }]);
+    // References of the longest length parseReference accepts (319 characters).
+    const miss = `r.example/${"a".repeat(306)}:v1`; // no "/x": every split of the "a"s is tried and fails
+    const hit = `r.example/${"a".repeat(304)}/x:v1`; // its repository "r.example/aaa…/x" matches
+    expect([miss.length, hit.length]).toEqual([319, 319]);
+    const started = performance.now();
+    expect(rules.match(miss)).toBeUndefined();
+    expect(rules.match(hit)?.workload).toBe("w");
+    const tookMs = performance.now() - started;
+    if (tookMs > 1000) throw new Error(`Matching "${pattern}" took ${Math.round(tookMs)} ms, more than 1000 ms`);
   });
 
   test("config's rules compile as they load (config checks the same characters)", () => {
