@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { posix } from "node:path";
-import { buildLayerTree, cleanPath, lookupPath, makedev, parseModTime } from "../../src/layerfs/metadata.ts";
+import { buildLayerTree, cleanPath, lookupPath, makedev, NO_XATTRS, parseModTime } from "../../src/layerfs/metadata.ts";
 import { S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFBLK } from "../../src/vfs/node.ts";
 import type { FileMetadata } from "../../src/ztoc/types.ts";
 import { formatGoTime } from "../../src/ztoc/go_time.ts";
@@ -92,6 +92,27 @@ describe("buildLayerTree", () => {
     const u = buildLayerTree([fm("d/.wh..wh..opq", "reg")], { opaqueXattr: "user" });
     expect(at(u, "d")!.xattrs.has("user.overlay.opaque")).toBe(true);
     expect(at(u, "d")!.xattrs.has("trusted.overlay.opaque")).toBe(false);
+  });
+
+  test("entries without xattrs share one empty map, which markers and PAX records never write to", () => {
+    const cap = new Uint8Array([1, 0, 0, 2]);
+    const t = buildLayerTree([
+      fm("a", "reg"),
+      fm("b/", "dir"),
+      fm("b/.wh..wh..opq", "reg"),
+      fm("c/", "dir"),
+      fm("c/.wh..wh..opq", "reg"),
+      fm("c/", "dir", { xattrs: [{ key: "SCHILY.xattr.user.k", value: cap }] }),
+      fm("d", "reg", { xattrs: [{ key: "SCHILY.xattr.security.capability", value: cap }] }),
+      fm("e/.wh.gone", "reg"),
+    ]);
+    expect(at(t, "a")!.xattrs).toBe(NO_XATTRS);
+    expect(at(t, "e/gone")!.xattrs).toBe(NO_XATTRS);
+    expect([...at(t, "b")!.xattrs.keys()]).toEqual(["trusted.overlay.opaque"]);
+    // A directory's own entry after its opaque marker keeps the marker beside its PAX xattrs.
+    expect([...at(t, "c")!.xattrs.keys()].sort()).toEqual(["trusted.overlay.opaque", "user.k"]);
+    expect(at(t, "d")!.xattrs.get("security.capability")).toBe(cap);
+    expect(NO_XATTRS.size).toBe(0);
   });
 
   test("entries escaping the root are skipped with a warning", () => {
