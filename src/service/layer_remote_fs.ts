@@ -50,6 +50,7 @@ export class LayerRemoteFs implements RemoteFs {
   readonly #recordRules: LodRules | undefined;
   readonly #recordings: LodRecordings | undefined;
   readonly #logger: Logger;
+  readonly #afterMount: (() => void) | undefined;
 
   /**
    * `mountTimeoutMs`: what steps 2-4 may take together (config `mount_timeout_sec`); `replayRules`: config
@@ -64,6 +65,8 @@ export class LayerRemoteFs implements RemoteFs {
       replayRules?: LodRules;
       recordRules?: LodRules;
       recordings?: LodRecordings;
+      /** Called after each layer mounted (serve collects garbage once a burst of them settles: quiet_gc.ts). */
+      afterMount?: () => void;
       logger?: Logger;
     },
   ) {
@@ -74,6 +77,7 @@ export class LayerRemoteFs implements RemoteFs {
     this.#recordRules = opts.recordRules;
     this.#recordings = opts.recordings;
     this.#logger = opts.logger ?? silentLogger;
+    this.#afterMount = opts.afterMount;
   }
 
   async mount(
@@ -130,6 +134,7 @@ export class LayerRemoteFs implements RemoteFs {
         throw err;
       }
       operationDurationMs.labels(Op.mount, layerDigest).observe(performance.now() - t0);
+      this.#afterMount?.();
     } catch (err) {
       if (timeout.aborted && !(err instanceof NotFoundError) && !(err instanceof InvalidArgumentError)) {
         throw new UnavailableError(

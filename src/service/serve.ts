@@ -46,6 +46,10 @@ import { snapshotsHandlers } from "./snapshots_handlers.ts";
 import { startStore } from "./start_store.ts";
 import type { PodmanStore } from "../store/podman_store.ts";
 import { startStatusServer } from "./status_server.ts";
+import { QuietGc } from "./quiet_gc.ts";
+
+/** How long after the last layer mount of a burst serve collects garbage (quiet_gc.ts). */
+const QUIET_GC_MS = 1000;
 
 /** What `startServe` needs; `client` replaces the registry client built from the config (tests). */
 export interface ServeOptions {
@@ -171,7 +175,10 @@ async function startSnapshotter(
     logger: log,
   });
   undo.push(() => recordings.close());
+  const gc = new QuietGc({ quietMs: QUIET_GC_MS });
+  undo.push(async () => gc.close());
   const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
+    afterMount: () => gc.poke(),
     mountTimeoutMs: c.mountTimeoutSec * 1000,
     replayRules: new LodRules(c.lod.replay),
     recordRules: new LodRules(c.lod.record),
