@@ -105,6 +105,24 @@
  * image while the resolution is cached; dropping them needs the layer to rebuild its tree from the zTOC when it
  * is opened again within the TTL), one shared empty xattrs map per tree (82 k Maps, ~3 MB), and GC timing (a
  * `Bun.gc(false)` after a mount burst settles; not measured).
+ * Then (same day, quiet: load 1.4-2.2, RSS_ONLY=1 runs of this checkout): peak 303.8 MB with the above; with a full
+ * collection 1 s after the last mount of a burst (src/service/quiet_gc.ts) 262.1 / 265.2 MB; with entries without
+ * xattrs sharing one empty map 264.0 MB (not separable from the noise); with serve's resolutions kept 10 s instead
+ * of 60 s as well 252.0 / 252.2 / 256.7 MB, as committed 250.4 / 250.0 MB: target met. RSS after each image now
+ * grows ~10 MB per image (139 -> 225 MB at image 10) and the peak is ~25 MB above it (the last image's mount).
+ * Whole bench, quiet, same sitting (load 1.4-2.2), time to the output (s) and ratio to the full pull:
+ *   path                          session start (4a11d50)      now (d23f106), two runs
+ *   containerd full pull          9.95                         9.55 / 9.83
+ *   AWS SOCI 0.4.1                5.48 (0.551x)                5.33 (0.558x) / 5.29 (0.538x)
+ *   soci-ts pull                  2.99 (0.300x)                2.63 (0.276x) / 2.62 (0.266x)
+ *   soci-ts pull, prefetch        2.33 (0.234x)                1.92 (0.201x) / 1.93 (0.196x)
+ *   soci-ts / AWS SOCI            0.545                        0.494 / 0.495 (target <= 0.7: met)
+ *   serve peak RSS, 10 images     420.4 MB                     251.6 / 249.9 MB (target <= 256 MB: met)
+ * What moved the pull: `soci-ts pull` 0.90 -> 0.70-0.76 s (its steps overlapped: manifest with the lease, config
+ * beside the index search, content writes at once; serve takes the index from AWS SOCI's label instead of
+ * searching; the fallback tag asked beside the Referrers API probe). soci-ts / full pull misses 0.25 by 0.016-0.026
+ * (~0.2 s): what is left is `ctr run`'s ~1.9 s, python's ~27 cold files opened one after another, each a round trip
+ * of 34-86 ms on this link (bench/lazy.ts's header has that profile); the prefetch artifact or a LOD removes it.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -153,10 +153,22 @@
  * for no gain (after mount, median 2.68 s / 2.69 s); fetching the other small files of the opened file's
  * directory, simulated on the traced opens and this layer's spans, saves 4 of 24 serial requests for +1.3 MB
  * (0.5 MB budget per directory), 10 for +4.4 MB (2 MB), 6 for +2.4 MB (2 MB, from a directory's second cold
- * open). Asking the fallback tag beside the Referrers API probe would take one round trip off mount ready on
- * registries without the API (Distribution 2.8, this bench) but costs a request on every registry with it
- * (test/registry/referrers_api.test.ts pins one request there): not done. The zTOC skeleton's 1.4 MB tail and
- * CPU (decoding, trees, process start) remain mount ready's largest parts.
+ * open). Asking the fallback tag beside the Referrers API probe takes one round trip off mount ready on
+ * registries without the API (Distribution 2.8, this bench); it costs one request on a registry with it, the first
+ * time only (the client remembers which registries have it): done (src/registry/client.ts `referrers`). The zTOC
+ * skeleton's 1.4 MB tail and CPU (decoding, trees, process start) remain mount ready's largest parts.
+ *
+ * Quiet re-measurement (2026-12-03 afternoon, load 0.2-1.9, three runs, then the session's starting build 4a11d50 in
+ * the same sitting): plain 2.22 / 2.26 / 2.16 s = 0.315x / 0.322x / 0.307x of the full pull (7.04-7.05 s; start
+ * build 2.18 s = 0.310x), mounted after 0.44 / 0.50 / 0.44 s (start build 0.47 s), prefetch artifact 0.218x /
+ * 0.209x / 0.207x, LOD 0.204x / 0.207x / 0.205x, LOD vs plain 0.646x / 0.642x / 0.668x. Mount phases now (ms since
+ * the process started): start 30-33, setup 40-44, manifest 69-72, index 130-139 (start build 157: the tag beside
+ * the probe), zTOCs 298-314, decoded 351-425, opened 394-464, FUSE 410-478, overlay 428-491. Goals (plain <= 0.25x,
+ * prefetch and LOD <= 0.15x, LOD vs plain <= 0.6x, mounted <= 0.35 s) not met; what limits them, from the profiles
+ * above: plain lazy is ~27 serial round trips of 34-86 ms (python opens one file after another); a LOD or
+ * prefetch start cannot be shorter than mount ready (~0.44 s: process, manifest, index, 1.4 MB of zTOC skeleton at
+ * 100 Mbit/s ~0.13 s, decode and trees ~0.1 s of cold-JIT CPU) plus its 8.5 MB at 100 Mbit/s (0.68 s), ~1.1 s =
+ * 0.16x of this full pull, before python's own CPU; the 0.15x goal sits below that floor on this link.
  *
  * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then
