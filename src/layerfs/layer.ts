@@ -204,7 +204,6 @@ function openLazyLayer(opts: OpenLayerOptions, ztoc: Ztoc): Layer {
   let error: string | undefined;
   const warn = (m: string) => logger.warn(m, { layer: layer.digest });
   const checkpoints = opts.checkpoints;
-  if (checkpoints) useWindows(checkpoints);
   // The layout is built from the zTOC without its TOC, which it does not need: it lives as long as the layer,
   // and the TOC is the zTOC's largest part (the tree holds what the layer needs of it).
   const layout = ztocLayout({ ...ztoc, toc: [] }, opts.inflate, checkpoints);
@@ -289,6 +288,8 @@ function openLazyLayer(opts: OpenLayerOptions, ztoc: Ztoc): Layer {
     backing: backing?.stream,
     materializer,
   });
+  // Counted once nothing above can throw (a layer that fails to open must not keep the windows pinned).
+  if (checkpoints) useWindows(checkpoints);
   return {
     digest: layer.digest,
     size,

@@ -244,7 +244,17 @@ export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc
     toc,
     compressionInfo: { algorithm, maxSpanId, spanDigests, checkpoints },
   };
-  if (options.validate ?? true) validateZtoc(ztoc, ciTable?.pos ?? 0);
+  if (options.validate ?? true) {
+    // The windowless form lives in memory only (checkpoint_table.ts decodeWithoutWindows, which decodes unvalidated):
+    // bytes that carry it came from nowhere soci-ts or SOCI writes, and would inflate spans from zero windows.
+    if (algorithm !== "uncompressed" && isWindowlessZinfo(checkpoints)) {
+      throw new ZtocFormatError(
+        "Cannot decode zTOC: its gzip zinfo blob has no checkpoint windows (an in-memory form, never on disk)",
+        ciTable?.pos ?? 0,
+      );
+    }
+    validateZtoc(ztoc, ciTable?.pos ?? 0);
+  }
   return ztoc;
 }
 

@@ -67,7 +67,7 @@ describe("zTOC codec", () => {
 
 import { WINDOW_SIZE } from "../../src/compress/types.ts";
 import { ZtocFormatError } from "../../src/util/errors.ts";
-import { encodeGzipZinfo } from "../../src/ztoc/zinfo_gzip.ts";
+import { encodeGzipZinfo, isWindowlessZinfo, ZINFO_WINDOWLESS } from "../../src/ztoc/zinfo_gzip.ts";
 import { encodeTarZinfo } from "../../src/ztoc/zinfo_tar.ts";
 import { Rand } from "../_harness/rand.ts";
 
@@ -338,4 +338,51 @@ describe("zTOC codec round trip and validation", () => {
     },
     MUTATIONS_LIMIT_MS,
   );
+});
+
+describe("zTOC codec and the windowless zinfo form", () => {
+  test("bytes whose gzip zinfo has no windows (an in-memory form) are refused, never decoded", () => {
+    const windowless = encodeGzipZinfo(
+      [
+        { in: 10, out: 0, bits: 0, window: new Uint8Array(WINDOW_SIZE) },
+        { in: 900, out: 2000, bits: 5, window: new Uint8Array(WINDOW_SIZE).fill(7) },
+      ],
+      1024,
+      { version: ZINFO_WINDOWLESS },
+    );
+    expect(isWindowlessZinfo(windowless)).toBe(true);
+    // The encoder refuses it for gzip; as "uncompressed" it is written, and turning the algorithm byte into gzip
+    // gives what a hostile or broken producer could send.
+    const bytes = encodeZtoc({
+      version: "0.9",
+      buildToolIdentifier: "test",
+      compressedArchiveSize: 4000,
+      uncompressedArchiveSize: 4096,
+      toc: [],
+      compressionInfo: {
+        algorithm: "uncompressed",
+        maxSpanId: 1,
+        spanDigests: [`sha256:${"a".repeat(64)}`, `sha256:${"b".repeat(64)}`],
+        checkpoints: windowless,
+      },
+    });
+    let refused = 0;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] !== 2) continue;
+      const b = bytes.slice();
+      b[i] = 1;
+      let decoded: Ztoc | undefined;
+      try {
+        decoded = decodeZtoc(b);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ZtocFormatError);
+        if ((err as Error).message.includes("has no checkpoint windows")) refused++;
+      }
+      expect(
+        decoded?.compressionInfo.algorithm === "gzip" && isWindowlessZinfo(decoded.compressionInfo.checkpoints),
+      ).toBe(false);
+    }
+    // The flip that makes it gzip was among them, and was refused for that reason.
+    expect(refused).toBe(1);
+  });
 });
