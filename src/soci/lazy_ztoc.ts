@@ -126,7 +126,7 @@ export class LazyWindows implements CheckpointWindows {
     private readonly descriptor: Descriptor,
     private readonly table: CheckpointTable,
     /** The skeleton's two parts (`skeletonRanges`), for the local copy. */
-    private readonly skeleton: readonly [Uint8Array, Uint8Array],
+    skeleton: readonly [Uint8Array, Uint8Array],
     private readonly opts: LazyZtocOptions,
   ) {
     this.#seen = new Uint8Array(table.count);
@@ -134,7 +134,12 @@ export class LazyWindows implements CheckpointWindows {
     this.#cache = opts.windowCache ?? sharedWindowCache;
     this.#owner = this.#cache.newOwner();
     this.#openSpill = opts.spill;
+    // Kept only until the local copy is opened (~1.5 MB per python layer, the TOC's bytes): none without one.
+    this.#skeleton = opts.spill ? skeleton : undefined;
   }
+
+  /** The skeleton's two parts until the local copy has them (undefined after, or without a copy, or closed). */
+  #skeleton: readonly [Uint8Array, Uint8Array] | undefined;
 
   /** True while window `i` is held in memory (verified). */
   has(i: number): boolean {
@@ -314,6 +319,7 @@ export class LazyWindows implements CheckpointWindows {
   close(): void {
     this.#closed.abort(new Error("the layer is closed"));
     this.#openSpill = undefined;
+    this.#skeleton = undefined;
     this.#cache.drop(this.#owner);
     this.#spill?.discard();
     this.#spill = undefined;
@@ -322,12 +328,14 @@ export class LazyWindows implements CheckpointWindows {
   /** The local copy, opened with the skeleton's bytes written on first use; undefined without one. */
   #spillOpened(): PartialBlob | undefined {
     const open = this.#openSpill;
-    if (!open || this.closed) return this.#spill;
+    const skeleton = this.#skeleton;
+    if (!open || !skeleton || this.closed) return this.#spill;
     this.#openSpill = undefined;
+    this.#skeleton = undefined;
     const spill = open();
     this.#spill = spill;
     const ranges = skeletonRanges(this.table, this.descriptor.size);
-    for (const [k, [s]] of ranges.entries()) spill.write(s, this.skeleton[k]!);
+    for (const [k, [s]] of ranges.entries()) spill.write(s, skeleton[k]!);
     return spill;
   }
 
