@@ -267,11 +267,17 @@ export class ImageResolver {
   readonly #o: ResolveOptions & { ttlMs: number };
   readonly #cache = new Map<string, CacheEntry>();
 
-  /** `ttlMs`: how long a resolution is kept after it completes (default 60 000). */
-  constructor(client: RegistryClient, opts: ResolveOptions & { ttlMs?: number } = {}) {
+  /**
+   * `ttlMs`: how long a resolution is kept after it completes or was last used (default 60 000); `nowMs`: the
+   * clock expiry is judged by (default Date.now; tests pass their own).
+   */
+  constructor(client: RegistryClient, opts: ResolveOptions & { ttlMs?: number; nowMs?: () => number } = {}) {
     this.#client = client;
     this.#o = { ...opts, ttlMs: opts.ttlMs ?? 60_000 };
+    this.#now = opts.nowMs ?? Date.now;
   }
+
+  readonly #now: () => number;
 
   /**
    * The image `imageRef` names (`HOST/REPO[:TAG][@DIGEST]`), at `manifestDigest` when given (the platform
@@ -294,7 +300,7 @@ export class ImageResolver {
       );
     }
     const key = `${imageRef}\u0000${manifestDigest ?? ""}\u0000${lod ?? ""}\u0000${indexDigest ?? ""}`;
-    const now = Date.now();
+    const now = this.#now();
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
       // Another caller may have replaced it while we looked: drop only the entry judged stale.
@@ -316,21 +322,27 @@ export class ImageResolver {
       entry = created;
       this.#cache.set(key, created);
       created.resolving.then(
-        () => {
-          created.expiresAt = Date.now() + this.#o.ttlMs;
-          // Let go once expired, even when no other image is resolved after it (which would sweep it).
-          if (this.#cache.get(key) !== created) return;
-          created.expiry = setTimeout(() => {
-            if (this.#cache.get(key) === created) this.#forget(key);
-          }, this.#o.ttlMs);
-          created.expiry.unref?.();
-        },
+        () => this.#keepFor(key, created),
         () => {
           if (this.#cache.get(key) === created) this.#cache.delete(key);
         },
       );
     }
+    // A completed resolution in use is kept `ttlMs` from its last use (an image whose layers come slowly, one after
+    // another, is resolved once); one still resolving gets its time once it completes.
+    else if (entry.expiresAt !== Infinity) this.#keepFor(key, entry);
     return raceSignal(entry.resolving, opts.signal);
+  }
+
+  /** Keep `entry` (cached under `key`) for `ttlMs` from now, then let it go, even when nothing else sweeps it. */
+  #keepFor(key: string, entry: CacheEntry): void {
+    entry.expiresAt = this.#now() + this.#o.ttlMs;
+    clearTimeout(entry.expiry);
+    if (this.#cache.get(key) !== entry) return;
+    entry.expiry = setTimeout(() => {
+      if (this.#cache.get(key) === entry) this.#forget(key);
+    }, this.#o.ttlMs);
+    entry.expiry.unref?.();
   }
 
   /** Forget the resolution cached under `key`, and its expiry timer. */

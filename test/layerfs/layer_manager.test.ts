@@ -195,6 +195,26 @@ describe.skipIf(!run)("ImageResolver", () => {
     });
   });
 
+  test("a resolution in use is kept ttlMs from its last use, not from when it completed", async () => {
+    const { client, calls } = counting(http);
+    let now = 0;
+    const resolver = new ImageResolver(client, {
+      modes: { localStore: false, v1: false, v2: true },
+      ttlMs: 60_000,
+      nowMs: () => now,
+    });
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const first = await resolver.resolve(name);
+    now = 50_000;
+    expect(await resolver.resolve(name)).toBe(first);
+    now = 100_000; // 100 s after it completed, 50 s after its last use
+    expect(await resolver.resolve(name)).toBe(first);
+    now = 160_001; // past ttlMs since the last use
+    expect(await resolver.resolve(name)).not.toBe(first);
+    expect(calls.get("resolveImage")).toBe(2);
+    resolver.clear();
+  });
+
   test("a cleared resolution is let go at once, not when its expiry timer fires", async () => {
     const resolver = new ImageResolver(http, { modes: { localStore: false, v1: false, v2: true }, ttlMs: 3_600_000 });
     const name = `${img.ref.registry}/${img.ref.repository}:v1`;
