@@ -15,29 +15,39 @@
 /** What `QuietGc` runs: a full, synchronous collection (Bun.gc(true)); tests pass their own. */
 export type Collect = () => void;
 
+/** Runs `fn` after `ms` (without keeping the process alive); returns what cancels it. Tests pass their own. */
+export type Schedule = (fn: () => void, ms: number) => () => void;
+
+const realSchedule: Schedule = (fn, ms) => {
+  const t = setTimeout(fn, ms);
+  t.unref?.();
+  return () => clearTimeout(t);
+};
+
 export class QuietGc {
   readonly #quietMs: number;
   readonly #collect: Collect;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #schedule: Schedule;
+  #cancel: (() => void) | undefined;
   #closed = false;
   #runs = 0;
 
   /** `quietMs`: how long after the last `poke` to collect (0: never). */
-  constructor(opts: { quietMs: number; collect?: Collect }) {
+  constructor(opts: { quietMs: number; collect?: Collect; schedule?: Schedule }) {
     this.#quietMs = opts.quietMs;
     this.#collect = opts.collect ?? (() => Bun.gc(true));
+    this.#schedule = opts.schedule ?? realSchedule;
   }
 
   /** A mount ended: collect `quietMs` from now, unless another comes first. */
   poke(): void {
     if (this.#closed || this.#quietMs <= 0) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
+    this.#cancel?.();
+    this.#cancel = this.#schedule(() => {
+      this.#cancel = undefined;
       this.#runs++;
       this.#collect();
     }, this.#quietMs);
-    this.#timer.unref?.();
   }
 
   /** Collections run so far. */
@@ -48,7 +58,7 @@ export class QuietGc {
   /** No collection from now on (one pending is dropped). */
   close(): void {
     this.#closed = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancel?.();
+    this.#cancel = undefined;
   }
 }

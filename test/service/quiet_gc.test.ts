@@ -1,43 +1,64 @@
 /**
- * `QuietGc`: one collection once pokes stop for `quietMs` (each poke pushes it back); none after `close`, none with
- * `quietMs` 0. The collection is the test's own counter, not the engine's GC.
+ * `QuietGc`: one collection once pokes stop for `quietMs` (each poke cancels the one pending and schedules anew);
+ * none after `close`, none with `quietMs` 0. Time is the test's scheduler (pending callbacks it runs), the
+ * collection the test's own counter; one last case runs on real timers.
  */
 import { describe, expect, test } from "bun:test";
-import { QuietGc } from "../../src/service/quiet_gc.ts";
+import { QuietGc, type Schedule } from "../../src/service/quiet_gc.ts";
 import { until } from "../_harness/liveness.ts";
 
-describe("QuietGc", () => {
-  test("a burst of pokes gives one collection after it settles; a later burst another", async () => {
-    const at: number[] = [];
-    const gc = new QuietGc({ quietMs: 30, collect: () => at.push(performance.now()) });
-    let last = 0;
-    for (let i = 0; i < 5; i++) {
-      gc.poke();
-      last = performance.now();
-      await Bun.sleep(5);
+/** A scheduler whose callbacks run when the test says. */
+function manualSchedule() {
+  const pending = new Set<{ fn: () => void; ms: number }>();
+  const schedule: Schedule = (fn, ms) => {
+    const p = { fn, ms };
+    pending.add(p);
+    return () => pending.delete(p);
+  };
+  const runAll = () => {
+    for (const p of [...pending]) {
+      pending.delete(p);
+      p.fn();
     }
-    await until(2000, "the first collection", () => at.length === 1);
-    // Not before the quiet time after the last poke of the burst.
-    expect(at[0]! - last).toBeGreaterThanOrEqual(25);
+  };
+  return { schedule, pending, runAll };
+}
+
+describe("QuietGc", () => {
+  test("a burst of pokes leaves one collection pending, after quietMs; a later burst another", () => {
+    const s = manualSchedule();
+    let runs = 0;
+    const gc = new QuietGc({ quietMs: 1000, collect: () => runs++, schedule: s.schedule });
+    for (let i = 0; i < 5; i++) gc.poke();
+    expect([...s.pending].map((p) => p.ms)).toEqual([1000]);
+    expect(runs).toBe(0);
+    s.runAll();
+    expect([runs, gc.runs]).toEqual([1, 1]);
     gc.poke();
-    await until(2000, "the second collection", () => at.length === 2);
-    expect(gc.runs).toBe(2);
-    gc.close();
+    gc.poke();
+    s.runAll();
+    expect(runs).toBe(2);
   });
 
-  test("close drops a pending collection; quietMs 0 never collects", async () => {
+  test("close drops a pending collection and ignores later pokes; quietMs 0 never schedules", () => {
+    const s = manualSchedule();
     let runs = 0;
-    const closed = new QuietGc({ quietMs: 10, collect: () => runs++ });
-    closed.poke();
-    closed.close();
-    closed.poke();
-    const never = new QuietGc({ quietMs: 0, collect: () => runs++ });
+    const gc = new QuietGc({ quietMs: 10, collect: () => runs++, schedule: s.schedule });
+    gc.poke();
+    gc.close();
+    gc.poke();
+    expect(s.pending.size).toBe(0);
+    const never = new QuietGc({ quietMs: 0, collect: () => runs++, schedule: s.schedule });
     never.poke();
-    // A third one, poked after them, collects: by then the others would have too.
-    const witness = new QuietGc({ quietMs: 20, collect: () => runs++ });
-    witness.poke();
-    await until(2000, "the witness's collection", () => witness.runs === 1);
-    expect(runs).toBe(1);
-    expect([closed.runs, never.runs]).toEqual([0, 0]);
+    expect(s.pending.size).toBe(0);
+    expect(runs).toBe(0);
+  });
+
+  test("on real timers, the collection comes", async () => {
+    let runs = 0;
+    const gc = new QuietGc({ quietMs: 10, collect: () => runs++ });
+    gc.poke();
+    await until(2000, "the collection", () => runs === 1);
+    gc.close();
   });
 });
