@@ -586,7 +586,7 @@ export const SCHEMA = [
         "memory_max_bytes",
         "memoryMaxBytes",
         8 * MiB,
-        "Bytes of uncompressed spans kept in memory (a hot set in front of the disk tier, whose files the page cache holds and FUSE reader threads read directly, so more memory here mostly duplicates the page cache)",
+        "Bytes of uncompressed spans kept in memory (a hot set in front of the disk tier, whose files the page cache holds and FUSE reader threads read directly, so more memory here mostly duplicates the page cache). Reads the main thread answers (layers recorded for a load order document, spans not yet on disk) read a span absent from memory whole from disk: with spans larger than this bound, or more spans read at once than it holds, raise it",
         0,
         TiB,
       ),
