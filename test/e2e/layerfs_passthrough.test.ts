@@ -54,12 +54,12 @@ describe.skipIf(!run)("passthrough of a mounted layer", () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  function mount(name: string, opts: { diskMaxBytes?: number; ztoc?: boolean } = {}) {
+  function mount(name: string, opts: { diskMaxBytes?: number; memoryMaxBytes?: number; ztoc?: boolean } = {}) {
     return mountFirstLayer(tmp, name, img, {
       client,
       spanSizeBytes: SPAN,
       ztoc: opts.ztoc,
-      spanCache: { diskMaxBytes: opts.diskMaxBytes },
+      spanCache: { diskMaxBytes: opts.diskMaxBytes, memoryMaxBytes: opts.memoryMaxBytes },
       fuse: { passthrough: true, keepCache: false },
     });
   }
@@ -103,8 +103,9 @@ describe.skipIf(!run)("passthrough of a mounted layer", () => {
   }, 60_000);
 
   test("a copy is not made at the cost of its own spans, and one evicted is no longer offered", async () => {
-    // 1. Room for big's spans and its copy (6 MB of 6.5), then other's 6 MB evict both.
-    const { fs, mp, layer } = await mount("evict", { diskMaxBytes: 6_500_000 });
+    // 1. Room for big's spans and its copy (6 MB of 6.5), then other's 6 MB evict both. The memory tier holds
+    //    both files' spans (9 MB), so reading big again in 2 fetches nothing and leaves other's spans on disk for 3.
+    const { fs, mp, layer } = await mount("evict", { diskMaxBytes: 6_500_000, memoryMaxBytes: 16 << 20 });
     try {
       expect(await cat(join(mp, "data/big.bin"))).toEqual(big);
       await fs.cache.flush();
