@@ -378,6 +378,37 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
     expect(acquireOptionsFor(await resolver.resolve(name), l.digest).lodSpans).toBeUndefined();
   });
 
+  test("a document naming a file the layer does not have is ignored with one line; the image resolves without it", async () => {
+    const store = new ArtifactStore(join(tmp, "resolver-nopath-store"));
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const location = new RegistryLocation(http, img.ref, name);
+    await createIndexes(location, { store, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+    const logger = new MemoryLogger();
+    const resolver = new ImageResolver(http, { store, modes: { localStore: true, v1: false, v2: false }, logger });
+    const plain = await resolver.resolve(name);
+    const l = img.layers[0]!.descriptor;
+    const ztoc = plain.found!.ztocs.get(l.digest)!;
+    const f2 = ztoc.toc.find((m) => m.name === "data/f2")!.uncompressedOffset;
+    const log = new TouchLog();
+    log.touch(f2, 100, 0);
+    const doc = buildLod({
+      workload: "gone",
+      manifestDigest: img.manifestDescriptor.digest,
+      createdAt: new Date().toISOString(),
+      durationMs: 1,
+      layers: [{ digest: l.digest, ztoc, log }],
+    });
+    // The same document, its range now naming a file the layer does not have.
+    doc.layers[0]!.ranges[0]!.path = "data/nope";
+    await putLod(store, doc, { subject: plain.manifest.descriptor });
+    const withLod = await resolver.resolve(name, { lod: "gone" });
+    expect(withLod.lod).toBeUndefined();
+    expect(withLod.found?.ztocs.has(l.digest)).toBe(true);
+    const ignored = logger.lines.filter((x) => x.msg.startsWith("Load order document ignored"));
+    expect(ignored.length).toBe(1);
+    expect(JSON.stringify(ignored[0])).toContain('has no regular file \\"data/nope\\"');
+  });
+
   test("a layer closed while its replay runs ends the replay without a warning", async () => {
     const { client, seen, releaseAll } = heldClient(http);
     const logger = new MemoryLogger();
