@@ -110,6 +110,8 @@
  * xattrs sharing one empty map 264.0 MB (not separable from the noise); with serve's resolutions kept 10 s instead
  * of 60 s as well 252.0 / 252.2 / 256.7 MB, as committed 250.4 / 250.0 MB: target met. RSS after each image now
  * grows ~10 MB per image (139 -> 225 MB at image 10) and the peak is ~25 MB above it (the last image's mount).
+ * After review fixes (a lazily loaded zTOC no longer keeps its 1.5 MB skeleton once its local copy has it; a
+ * resolution in use kept 10 s from its last use), load 0.3-1.8: 231.1 / 238.0 MB (208 / 216 MB after image 10).
  * Whole bench, quiet, same sitting (load 1.4-2.2), time to the output (s) and ratio to the full pull:
  *   path                          session start (4a11d50)      now (d23f106), two runs
  *   containerd full pull          9.95                         9.55 / 9.83
