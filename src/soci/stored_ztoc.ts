@@ -41,6 +41,7 @@ import { BLOB_HEADER_SIZE, PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts"
 import type { ArtifactStore, BlobReader } from "./artifact_store.ts";
 import { sharedWindowCache, type WindowCache } from "./window_cache.ts";
 import { equalBytes } from "../util/bytes.ts";
+import { sleep } from "../util/abort.ts";
 
 /** Options of `loadStoredZtoc`. */
 export interface StoredZtocOptions {
@@ -178,7 +179,7 @@ export class StoredWindows implements CheckpointWindows {
     const out = new Uint8Array(file.size);
     const step = 4 << 20;
     for (let at = 0; at < out.length; at += step) {
-      if (at > 0) await new Promise<void>((resolve) => setTimeout(resolve, 0));
+      if (at > 0) await sleep(0);
       if (this.#file !== file) {
         throw new ZtocFormatError(`Cannot read zTOC "${this.#zt.digest}" from "${this.#zt.path}": it was closed`, at);
       }

@@ -5,6 +5,7 @@
  * and Deno all provide.
  */
 import { createHash, type Hash } from "node:crypto";
+import { sleep } from "./abort.ts";
 import { DigestMismatchError, InvalidArgumentError } from "./errors.ts";
 
 /** A validated digest string, e.g. "sha256:e3b0…". */
@@ -46,7 +47,7 @@ export function sha256Digest(bytes: Uint8Array): Digest {
 export async function sha256DigestInSlices(bytes: Uint8Array, sliceBytes = 4 << 20): Promise<Digest> {
   const h = createHash("sha256");
   for (let off = 0; off < bytes.length; off += sliceBytes) {
-    if (off > 0) await new Promise<void>((resolve) => setTimeout(resolve, 0));
+    if (off > 0) await sleep(0);
     h.update(bytes.subarray(off, off + sliceBytes));
   }
   return `sha256:${h.digest("hex")}`;
