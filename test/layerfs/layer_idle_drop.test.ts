@@ -122,9 +122,19 @@ describe.skipIf(!run)("lazy layers drop their idle tree and build it again", () 
   });
 
   /** The image resolved through the proxy, its index and zTOC from the store. */
-  function resolve(c: RegistryClient = client): Promise<ResolvedImage> {
+  function resolve(c: RegistryClient = client, from: ArtifactStore = store): Promise<ResolvedImage> {
     const location = new RegistryLocation(c, { ...img.ref, registry: proxy.host }, "test/idle-drop:v1");
-    return resolveImageLayers(location, { store, modes: { localStore: true, v1: false, v2: false } });
+    return resolveImageLayers(location, { store: from, modes: { localStore: true, v1: false, v2: false } });
+  }
+
+  /** A store of its own under `name` with the index (records and blob), and the zTOC only `withZtoc`. */
+  async function ownStore(name: string, withZtoc: boolean): Promise<ArtifactStore> {
+    const own = new ArtifactStore(join(tmp, name));
+    if (withZtoc) await own.putBlob(await store.getBlob(ztocDigest), ztocDigest);
+    for (const r of await store.listRecords()) await own.putRecord(r);
+    const idx = (await store.listRecords())[0]!.indexDigest;
+    await own.putBlob(await store.getBlob(idx), idx);
+    return own;
   }
 
   async function manager(name: string): Promise<LayerManager> {
@@ -228,16 +238,9 @@ describe.skipIf(!run)("lazy layers drop their idle tree and build it again", () 
     const mgr = await manager("m4");
     // A store with the index but not its zTOC: the zTOC is loaded lazily from the registry, and read from there
     // again for a rebuild.
-    const own = new ArtifactStore(join(tmp, "store-m4"));
-    for (const r of await store.listRecords()) await own.putRecord(r);
-    const idx = (await store.listRecords())[0]!.indexDigest;
-    await own.putBlob(await store.getBlob(idx), idx);
+    const own = await ownStore("store-m4", false);
     try {
-      const location = new RegistryLocation(client, { ...img.ref, registry: proxy.host }, "test/idle-drop:v1");
-      const image = await resolveImageLayers(location, {
-        store: own,
-        modes: { localStore: true, v1: false, v2: false },
-      });
+      const image = await resolve(client, own);
       const digest = img.layers[0]!.descriptor.digest;
       const h = await mgr.acquire(acquireOptionsFor(image, digest));
       const b = new VfsBridge(h.layer.root, { stableNodeIds: true });
@@ -266,17 +269,9 @@ describe.skipIf(!run)("lazy layers drop their idle tree and build it again", () 
 
   test("a zTOC removed from the store while its layer is open (index rm) is still read from its open file", async () => {
     const mgr = await manager("m6");
-    const own = new ArtifactStore(join(tmp, "store-m6"));
-    await own.putBlob(await store.getBlob(ztocDigest), ztocDigest);
-    for (const r of await store.listRecords()) await own.putRecord(r);
-    const idx = (await store.listRecords())[0]!.indexDigest;
-    await own.putBlob(await store.getBlob(idx), idx);
+    const own = await ownStore("store-m6", true);
     try {
-      const location = new RegistryLocation(client, { ...img.ref, registry: proxy.host }, "test/idle-drop:v1");
-      const image = await resolveImageLayers(location, {
-        store: own,
-        modes: { localStore: true, v1: false, v2: false },
-      });
+      const image = await resolve(client, own);
       const digest = img.layers[0]!.descriptor.digest;
       const h = await mgr.acquire(acquireOptionsFor(image, digest));
       const b = new VfsBridge(h.layer.root, { stableNodeIds: true });

@@ -108,6 +108,21 @@ function tree(): MemoryTree {
   return t;
 }
 
+/**
+ * A root of an outer tree (one file, "x") whose second entry, "layer", is the root of `gate`'s tree, as the podman
+ * store lists its layers.
+ */
+function mixedRoot(gate: Gate): Node {
+  const inner = gate.wrap(tree().root);
+  const outer = new MemoryTree();
+  outer.file("x", "x\n");
+  return {
+    getattr: () => outer.root.getattr(),
+    lookup: (name) => (name === "layer" ? inner : outer.root.lookup!(name)),
+    readdir: () => [...(outer.root.readdir!() as DirEntry[]), { name: "layer", node: inner }],
+  };
+}
+
 /** True once `p` has settled (checked after the microtasks queued so far have run). */
 async function settled(p: unknown): Promise<boolean> {
   let done = false;
@@ -169,16 +184,7 @@ describe("VfsBridge with nodes that must be ready", () => {
 
   test("a READDIR waits for an entry of another tree to be ready, and goes on from that entry", async () => {
     const gate = new Gate();
-    const inner = gate.wrap(tree().root);
-    const outer = new MemoryTree();
-    outer.file("x", "x\n");
-    // A directory of the outer tree whose second entry is the gated tree's root (as the podman store's layers).
-    const mixed: Node = {
-      getattr: () => outer.root.getattr(),
-      lookup: (name) => (name === "layer" ? inner : outer.root.lookup!(name)),
-      readdir: () => [...(outer.root.readdir!() as DirEntry[]), { name: "layer", node: inner }],
-    };
-    const b = new VfsBridge(mixed);
+    const b = new VfsBridge(mixedRoot(gate));
     const dh = (await b.opendir(FUSE_ROOT_ID)).fh;
     gate.drop();
     const out = new DirentBuffer(1n, 4096, true);
@@ -194,15 +200,7 @@ describe("VfsBridge with nodes that must be ready", () => {
 
   test("a READDIRPLUS whose later entry cannot be made ready sends the entries before it, then fails from it", async () => {
     const gate = new Gate();
-    const inner = gate.wrap(tree().root);
-    const outer = new MemoryTree();
-    outer.file("x", "x\n");
-    const mixed: Node = {
-      getattr: () => outer.root.getattr(),
-      lookup: (name) => (name === "layer" ? inner : outer.root.lookup!(name)),
-      readdir: () => [...(outer.root.readdir!() as DirEntry[]), { name: "layer", node: inner }],
-    };
-    const b = new VfsBridge(mixed);
+    const b = new VfsBridge(mixedRoot(gate));
     const dh = (await b.opendir(FUSE_ROOT_ID)).fh;
     gate.drop();
     const out = new DirentBuffer(1n, 4096, true);
