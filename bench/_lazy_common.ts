@@ -13,13 +13,13 @@ import { join, posix } from "node:path";
 import { inflateFromCheckpoint } from "../src/compress/resume.ts";
 import { ztocLayout } from "../src/layerfs/ztoc_layout.ts";
 import type { Manifest } from "../src/oci/types.ts";
-import type { HttpRegistryClient } from "../src/registry/client.ts";
+import { HttpRegistryClient } from "../src/registry/client.ts";
 import { parseReference } from "../src/registry/reference.ts";
 import { ArtifactStore } from "../src/soci/artifact_store.ts";
 import { discoverIndex } from "../src/soci/discover.ts";
 import { RegistryLocation } from "../src/soci/image_location.ts";
 import { BUN, MAIN, REPO } from "../test/_harness/cli.ts";
-import { dropCaches, type ShapedRegistry, sh } from "./_shaped_link.ts";
+import { dropCaches, type ShapedRegistry, sh, startShapedRegistry } from "./_shaped_link.ts";
 import { extractImage } from "./_traced_files.ts";
 
 /** One bench process: its temp dir, what to undo at the end, and (once set up) the executable, link and client. */
@@ -34,6 +34,31 @@ export interface LazyBench {
   link: ShapedRegistry;
   /** A client of the registry (plain HTTP), direct or through the link. */
   client: HttpRegistryClient;
+}
+
+/**
+ * A lazy bench's first steps: the executable as a release builds it (`b.bin`), the registry behind the shaped link
+ * (`b.link`, unshaped until `link.shape()`, stopped with `b.cleanups`) and a plain-HTTP client of it (`b.client`),
+ * for publishing directly (`direct`, the registry's own address: tools that run synchronously must not go through
+ * the proxy, which lives on this process's event loop) and for measuring through the link (`proxy`).
+ */
+export async function startLinkedRegistry(
+  b: LazyBench,
+  clientTimeoutMs: number,
+): Promise<{ link: ShapedRegistry; proxy: string; direct: string; client: HttpRegistryClient }> {
+  b.bin = buildExecutable(b.tmp);
+  const link = await startShapedRegistry();
+  b.link = link;
+  b.cleanups.push(() => link.stop());
+  const proxy = link.proxyHost;
+  const direct = link.registry.host;
+  const client = new HttpRegistryClient({
+    dockerConfigPath: null,
+    timeoutMs: clientTimeoutMs,
+    plainHttpHosts: [direct, proxy],
+  });
+  b.client = client;
+  return { link, proxy, direct, client };
 }
 
 /** What one timed lazy run measured. */

@@ -179,10 +179,8 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { registerNativeBackends } from "../src/native_backends.ts";
-import { HttpRegistryClient } from "../src/registry/client.ts";
 import { pushPythonImage } from "../test/_harness/python_image.ts";
 import {
-  buildExecutable,
   cli,
   coldCaches,
   fullRun,
@@ -192,8 +190,8 @@ import {
   mb,
   runLazyBench,
   spanBytesOf,
+  startLinkedRegistry,
 } from "./_lazy_common.ts";
-import { startShapedRegistry } from "./_shaped_link.ts";
 import { COMMAND, COMMAND_OUTPUT, extractImage, recordCommandLod, tracedFiles } from "./_traced_files.ts";
 
 registerNativeBackends();
@@ -207,21 +205,9 @@ const MOUNT_LOG_DIR = process.env.MOUNT_LOG_DIR;
 
 async function main(b: LazyBench): Promise<void> {
   const { tmp, cleanups } = b;
-  // 0. The executable, as a release builds it.
-  b.bin = buildExecutable(tmp);
-  // 1-3. Link, registry, delay proxy; push the image and its index (not timed, link not shaped yet).
-  const link = await startShapedRegistry();
-  b.link = link;
-  cleanups.push(() => link.stop());
-  const proxy = link.proxyHost;
-  // Publishing talks to the registry directly (these tools run synchronously, the proxy lives in this process).
-  const direct = link.registry.host;
-  const client = new HttpRegistryClient({
-    dockerConfigPath: null,
-    timeoutMs: 60_000,
-    plainHttpHosts: [direct, proxy],
-  });
-  b.client = client;
+  // 0-3. The executable; link, registry, delay proxy; push the image and its index (not timed, link not shaped
+  //      yet; publishing talks to the registry directly).
+  const { link, proxy, direct, client } = await startLinkedRegistry(b, 60_000);
   const directRef = await pushPythonImage(direct, { repository: "bench/python", tag: "v1" });
   const ref = directRef.replace(direct, proxy);
   const pubRoot = join(tmp, "publisher-root");

@@ -69,12 +69,10 @@ import { gzipSync } from "node:zlib";
 import { defaultConfig } from "../src/config/load.ts";
 import { registerNativeBackends } from "../src/native_backends.ts";
 import { MediaType } from "../src/oci/media_types.ts";
-import { HttpRegistryClient } from "../src/registry/client.ts";
 import { busyboxLayer, HOST_PLATFORM } from "../test/_harness/busybox_image.ts";
 import { Rand } from "../test/_harness/rand.ts";
 import { makeTar, type PrebuiltLayer, pushImage, type TestFile } from "../test/_harness/registry.ts";
 import {
-  buildExecutable,
   cli,
   coldCaches,
   type FileRange,
@@ -85,8 +83,8 @@ import {
   mb,
   runLazyBench,
   spanBytesOf,
+  startLinkedRegistry,
 } from "./_lazy_common.ts";
-import { startShapedRegistry } from "./_shaped_link.ts";
 import { recordCommandLod } from "./_traced_files.ts";
 
 registerNativeBackends();
@@ -138,20 +136,8 @@ function buildLayers(files: Map<string, Uint8Array>): PrebuiltLayer[] {
 
 async function main(b: LazyBench): Promise<void> {
   const { tmp, cleanups } = b;
-  // 0. The executable, as a release builds it.
-  b.bin = buildExecutable(tmp);
-  // 1. Link, registry, delay proxy (unshaped while publishing).
-  const link = await startShapedRegistry();
-  b.link = link;
-  cleanups.push(() => link.stop());
-  const proxy = link.proxyHost;
-  const direct = link.registry.host;
-  const client = new HttpRegistryClient({
-    dockerConfigPath: null,
-    timeoutMs: 120_000,
-    plainHttpHosts: [direct, proxy],
-  });
-  b.client = client;
+  // 0-1. The executable; link, registry, delay proxy (unshaped while publishing).
+  const { link, proxy, direct, client } = await startLinkedRegistry(b, 120_000);
   // 2. The image, pushed twice (the second repository's index gets the prefetch artifact); the big buffers are
   //    dropped before anything is measured (the proxy runs on this process's event loop: no long GC pauses).
   const { files, output: expected } = appFiles();
