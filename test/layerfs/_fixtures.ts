@@ -12,6 +12,7 @@ import type { PushedImage } from "../_harness/registry.ts";
 import { toFileMetadata } from "../../src/layerfs/local_layer.ts";
 import { TarReader } from "../../src/tar/reader.ts";
 import type { FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
+import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo, tarMaxSpanId } from "../../src/ztoc/zinfo_tar.ts";
 
 const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
@@ -90,4 +91,16 @@ export async function cat(path: string): Promise<{ bytes: Uint8Array; error: str
   const p = Bun.spawn(["cat", path], { stdout: "pipe", stderr: "pipe" });
   const [out, err] = await Promise.all([new Response(p.stdout).arrayBuffer(), new Response(p.stderr).text(), p.exited]);
   return { bytes: new Uint8Array(out), error: err };
+}
+
+/** A request context for a node's read, never aborted. */
+export const readCtx = (): RequestContext => ({ signal: new AbortController().signal, uid: 0, gid: 0, pid: 0 });
+
+/** The node at `path` ("a/b/c") under `root`, by lookups; throws naming the path when a part is missing. */
+export function lookupNode(root: Node, path: string): Node {
+  return path.split("/").reduce((n, part) => {
+    const next = n.lookup?.(part);
+    if (!next) throw new Error(`no ${path}`);
+    return next as Node;
+  }, root);
 }

@@ -21,11 +21,10 @@ import { buildLod, TouchLog } from "../../src/soci/lod.ts";
 import { putLod } from "../../src/soci/lod_store.ts";
 import { PREFETCH_GAP_BYTES, PREFETCH_REQUEST_MAX_BYTES } from "../../src/layerfs/span_prefetch.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
-import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate, tarZtoc } from "./_fixtures.ts";
+import { noInflate, tarZtoc, lookupNode, readCtx } from "./_fixtures.ts";
 
 const run = needs("layerfs load order documents", "tool:docker-registry");
 const SPAN = 16 * 1024;
@@ -89,14 +88,6 @@ function heldClient(inner: RegistryClient) {
   return { client, held, seen, releaseAll };
 }
 
-const ctx = (): RequestContext => ({ signal: new AbortController().signal, uid: 0, gid: 0, pid: 0 });
-const lookup = (root: Node, path: string): Node =>
-  path.split("/").reduce((n, part) => {
-    const next = n.lookup?.(part);
-    if (!next) throw new Error(`no ${path}`);
-    return next as Node;
-  }, root);
-
 describe.skipIf(!run)("load order documents in lazy layers", () => {
   let reg: TestRegistry;
   let tmp: string;
@@ -134,18 +125,18 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
     try {
       recorder.begin();
       const h = await mgr.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor, ztoc });
-      const f3 = lookup(h.layer.root, "data/f3");
-      const f1 = lookup(h.layer.root, "data/f1");
-      await f3.read!(0, 4096, ctx());
-      await f1.read!(100, 50, ctx());
-      await f3.read!(4096, 4096, ctx());
-      await f3.read!(0, 8192, ctx()); // seen already
+      const f3 = lookupNode(h.layer.root, "data/f3");
+      const f1 = lookupNode(h.layer.root, "data/f1");
+      await f3.read!(0, 4096, readCtx());
+      await f1.read!(100, 50, readCtx());
+      await f3.read!(4096, 4096, readCtx());
+      await f3.read!(0, 8192, readCtx()); // seen already
       expect(f3.directRead?.()).toBeUndefined();
       const h2 = await plain.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor, ztoc });
       // Without a recorder a layer whose cache has a disk tier serves reads from its files.
-      expect(lookup(h2.layer.root, "data/f3").directRead?.()).toBeDefined();
+      expect(lookupNode(h2.layer.root, "data/f3").directRead?.()).toBeDefined();
       recorder.stop();
-      await f1.read!(0, 10, ctx()); // after the stop: not recorded
+      await f1.read!(0, 10, readCtx()); // after the stop: not recorded
       const doc = buildLod({
         workload: "w",
         manifestDigest: img.manifestDescriptor.digest,
@@ -184,15 +175,15 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
       expect(recorded.layer).not.toBe(shared.layer);
       expect(again.layer).toBe(recorded.layer);
       expect(mgr.layers().size).toBe(2);
-      expect(lookup(shared.layer.root, "data/f3").directRead?.()).toBeDefined();
-      expect(lookup(recorded.layer.root, "data/f3").directRead?.()).toBeUndefined();
-      await lookup(shared.layer.root, "data/f1").read!(0, 4096, ctx()); // another image's read: not recorded
+      expect(lookupNode(shared.layer.root, "data/f3").directRead?.()).toBeDefined();
+      expect(lookupNode(recorded.layer.root, "data/f3").directRead?.()).toBeUndefined();
+      await lookupNode(shared.layer.root, "data/f1").read!(0, 4096, readCtx()); // another image's read: not recorded
       expect(recorder.begun).toBe(false);
       nowMs = 6000;
-      await lookup(recorded.layer.root, "data/f3").read!(0, 4096, ctx());
+      await lookupNode(recorded.layer.root, "data/f3").read!(0, 4096, readCtx());
       expect(recorder.begun).toBe(true);
       nowMs = 6250;
-      await lookup(recorded.layer.root, "data/f2").read!(10, 20, ctx());
+      await lookupNode(recorded.layer.root, "data/f2").read!(10, 20, readCtx());
       const f = (name: string) => ztoc.toc.find((m) => m.name === name)!.uncompressedOffset;
       expect(recorder.logs().get(l.descriptor.digest)!.ranges).toEqual([
         { offset: f("data/f3"), length: 4096, atMs: 0 },
@@ -237,9 +228,9 @@ describe.skipIf(!run)("load order documents in lazy layers", () => {
       const mgrSpans = h.layer.manager!;
       for (const id of [4, 5, 20, 21]) expect(mgrSpans.state(id)).toBe("uncompressed");
       // Opening a listed file fetches nothing; another file's open fetches it whole.
-      await lookup(h.layer.root, "data/f0").open?.(0, ctx());
+      await lookupNode(h.layer.root, "data/f0").open?.(0, readCtx());
       expect(ranges).toHaveLength(2);
-      await lookup(h.layer.root, "data/f5").open?.(0, ctx());
+      await lookupNode(h.layer.root, "data/f5").open?.(0, readCtx());
       expect(ranges.length).toBeGreaterThan(2);
       await h.done();
     } finally {

@@ -20,15 +20,13 @@ import { formatReference } from "../../src/registry/reference.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
-import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { type PushedImage, pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
+import { lookupNode, readCtx } from "./_fixtures.ts";
 
 const run = needs("stored zTOC windows with their layers", "tool:docker-registry");
 const SPAN = 16 * 1024;
-const ctx = (): RequestContext => ({ signal: new AbortController().signal, uid: 0, gid: 0, pid: 0 });
-const lookup = (root: Node, path: string): Node => path.split("/").reduce((n, p) => n.lookup!(p) as Node, root);
 
 /** File descriptors of this process open on files under `dir`. */
 function fdsUnder(dir: string): number {
@@ -110,7 +108,7 @@ describe.skipIf(!run)("stored zTOC windows and the layers on them", () => {
       const recorded = await mgr.acquire({ ...acquireOptionsFor(image, top), recorder: new LodRecorder() });
       expect(recorded.layer).not.toBe(shared.layer);
       await recorded.done();
-      const got = await lookup(shared.layer.root, "d/f7").read!(3 * SPAN, 100, ctx());
+      const got = await lookupNode(shared.layer.root, "d/f7").read!(3 * SPAN, 100, readCtx());
       expect(got).toEqual(files["d/f7"]!.subarray(3 * SPAN, 3 * SPAN + 100));
       await shared.done();
     } finally {
@@ -138,7 +136,7 @@ describe.skipIf(!run)("stored zTOC windows and the layers on them", () => {
       const image = await resolver.resolve(name);
       const top = img.layers[1]!.descriptor.digest;
       const h = await mgr.acquire(acquireOptionsFor(image, top));
-      const f = lookup(h.layer.root, "d/f3");
+      const f = lookupNode(h.layer.root, "d/f3");
       const attr = f.getattr();
       // The stored zTOC of the top layer, damaged in place (the pinned descriptor sees it).
       const ztoc = created!.ztocs.find((d) => d.annotations?.["com.amazon.soci.image-layer-digest"] === top)!;
@@ -150,7 +148,7 @@ describe.skipIf(!run)("stored zTOC windows and the layers on them", () => {
       now += 1000;
       expect(mgr.dropIdleTrees()).toBe(1);
       await h.layer.root.ready?.();
-      expect(lookup(h.layer.root, "d/f3").getattr()).toEqual(attr);
+      expect(lookupNode(h.layer.root, "d/f3").getattr()).toEqual(attr);
       expect(h.layer.treeStatus()).toMatchObject({ state: "loaded", reloads: 1, reloadFailures: 0 });
       await h.done();
     } finally {

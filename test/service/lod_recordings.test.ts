@@ -23,23 +23,14 @@ import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { listLods, readLod } from "../../src/soci/lod_store.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
-import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
 import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { type PushedImage, pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate } from "../layerfs/_fixtures.ts";
+import { noInflate, lookupNode, readCtx } from "../layerfs/_fixtures.ts";
 
 const run = needs("serve's load order document recordings", "tool:docker-registry");
 const SPAN = 16 * 1024;
-
-const ctx = (): RequestContext => ({ signal: new AbortController().signal, uid: 0, gid: 0, pid: 0 });
-const lookup = (root: Node, path: string): Node =>
-  path.split("/").reduce((n, part) => {
-    const next = n.lookup?.(part);
-    if (!next) throw new Error(`no ${path}`);
-    return next as Node;
-  }, root);
 
 describe.skipIf(!run)("LodRecordings", () => {
   let reg: TestRegistry;
@@ -105,8 +96,8 @@ describe.skipIf(!run)("LodRecordings", () => {
       const b = s.mount(top, "/snapshots/3/fs");
       expect(b.recorder).toBe(a.recorder);
       const layer = (await a.handle).layer;
-      await lookup(layer.root, "app/f2").read!(0, 100, ctx());
-      await lookup(layer.root, "app/f0").read!(SPAN, 200, ctx());
+      await lookupNode(layer.root, "app/f2").read!(0, 100, readCtx());
+      await lookupNode(layer.root, "app/f0").read!(SPAN, 200, readCtx());
       expect(s.recordings.list()).toEqual([
         { workload: "web", image: name, manifestDigest: img.manifestDescriptor.digest, layers: 1, recording: true },
       ]);
@@ -145,8 +136,8 @@ describe.skipIf(!run)("LodRecordings", () => {
       const a = s.mount(bottom, "/snapshots/1/fs");
       const b = s.mount(top, "/snapshots/2/fs");
       expect(b.recorder).toBe(a.recorder);
-      await lookup((await a.handle).layer.root, "base/f1").read!(0, 10, ctx());
-      await lookup((await b.handle).layer.root, "app/f3").read!(0, 10, ctx());
+      await lookupNode((await a.handle).layer.root, "base/f1").read!(0, 10, readCtx());
+      await lookupNode((await b.handle).layer.root, "app/f3").read!(0, 10, readCtx());
       await until(10_000, "the quiet recording is written", () => s.lines("Load order document recorded").length > 0);
       expect(s.lines("Load order document recorded")[0]?.fields?.why).toBe("quiet");
       const [first] = await listLods(s.store);
@@ -202,7 +193,7 @@ describe.skipIf(!run)("LodRecordings", () => {
       );
       expect(ended.map((l) => [l.fields?.workload, l.fields?.why])).toEqual([["idle", "unread"]]);
       // A read afterwards records nothing; closing writes nothing and logs nothing more.
-      await lookup(layer.root, "app/f1").read!(0, 10, ctx());
+      await lookupNode(layer.root, "app/f1").read!(0, 10, readCtx());
       await s.recordings.close();
       expect(await listLods(s.store)).toEqual([]);
       expect(s.lines("Nothing was read from a lazy layer; no load order document stored")).toEqual([]);
@@ -219,7 +210,7 @@ describe.skipIf(!run)("LodRecordings", () => {
     try {
       const a = first.mount(top, "/snapshots/2/fs");
       const root = (await a.handle).layer.root;
-      for (const f of ["app/f0", "app/f1", "app/f2"]) await lookup(root, f).read!(0, 10, ctx());
+      for (const f of ["app/f0", "app/f1", "app/f2"]) await lookupNode(root, f).read!(0, 10, readCtx());
       await until(10_000, "the complete recording is written", () => first.recordings.list().length === 0);
       const [record] = await listLods(first.store, { workload: "web" });
       complete = record!.lodDigest;
@@ -233,8 +224,8 @@ describe.skipIf(!run)("LodRecordings", () => {
     try {
       const b = second.mount(top, "/snapshots/2/fs");
       const c = second.mount(top, "/snapshots/3/fs", "batch");
-      await lookup((await b.handle).layer.root, "app/f3").read!(0, 10, ctx());
-      await lookup((await c.handle).layer.root, "app/f3").read!(0, 10, ctx());
+      await lookupNode((await b.handle).layer.root, "app/f3").read!(0, 10, readCtx());
+      await lookupNode((await c.handle).layer.root, "app/f3").read!(0, 10, readCtx());
       await second.recordings.close();
       // The complete document stays; one line says why the partial one was not written.
       const [web] = await listLods(second.store, { workload: "web" });
