@@ -128,6 +128,8 @@ interface Mounted {
   image?: string;
   /** Date.now() of the last check that reached the blob. */
   checkedOkAt?: number;
+  /** The check in flight, which concurrent checks join rather than asking the registry again. */
+  checking?: Promise<void>;
 }
 
 export class LayerFs {
@@ -283,7 +285,8 @@ export class LayerFs {
 
   /**
    * Check a mount: NotFoundError when it is not ours, UnavailableError when its FUSE connection has ended or the
-   * layer is lazy and its blob cannot be reached (a one-byte Range read, bounded by the fetch timeout).
+   * layer is lazy and its blob cannot be reached (a one-byte Range read, bounded by the fetch timeout). A check
+   * made while another is asking the registry shares its answer.
    */
   async check(mountpoint: string): Promise<void> {
     const m = this.#mounted(mountpoint, "check");
@@ -295,16 +298,27 @@ export class LayerFs {
     // each Prepare, View and Mounts, which would be a request per layer per container start.
     const validMs = this.#o.checkValidMs ?? 60_000;
     if (m.checkedOkAt !== undefined && Date.now() - m.checkedOkAt < validMs) return;
-    try {
-      await layer.fetchRanges!([[0, 1]], AbortSignal.timeout(this.fetchTimeoutMs));
-      m.checkedOkAt = Date.now();
-    } catch (err) {
-      m.checkedOkAt = undefined;
-      throw new UnavailableError(
-        `Cannot reach layer "${layer.digest}" of mount "${mountpoint}": ${errorMessage(err)}`,
-        { cause: err },
-      );
+    if (!m.checking) {
+      const probe = (async () => {
+        try {
+          await layer.fetchRanges!([[0, 1]], AbortSignal.timeout(this.fetchTimeoutMs));
+          m.checkedOkAt = Date.now();
+        } catch (err) {
+          m.checkedOkAt = undefined;
+          throw new UnavailableError(
+            `Cannot reach layer "${layer.digest}" of mount "${mountpoint}": ${errorMessage(err)}`,
+            { cause: err },
+          );
+        }
+      })();
+      m.checking = probe;
+      // Settled: the next check past the valid interval asks again.
+      const settled = () => {
+        if (m.checking === probe) m.checking = undefined;
+      };
+      probe.then(settled, settled);
     }
+    await m.checking;
   }
 
   /**

@@ -590,6 +590,12 @@ export class Snapshotter {
       return false;
     }
     this.#logger.info("Prepared layer remotely", { ...fields, name });
+    // A container's Prepare checks the blob of each remote layer below it (step 5): asked now, while the pull goes
+    // on with the next layers, that round trip is off the container's start. A failure here is only logged; the
+    // container's own check asks again.
+    this.#remoteFs.check(mountpoint).catch((err: unknown) => {
+      this.#logger.debug("Cannot check a layer just mounted", { ...fields, mountpoint, error: errorMessage(err) });
+    });
     return true;
   }
 

@@ -15,6 +15,7 @@ import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import { noInflate, tarZtoc } from "../layerfs/_fixtures.ts";
 
+// The test that stops the registry runs last.
 const run = needs("layerfs check interval", "root", "fuse", "tool:docker-registry");
 
 describe.skipIf(!run)("LayerFs.check", () => {
@@ -34,6 +35,45 @@ describe.skipIf(!run)("LayerFs.check", () => {
     await reg?.stop();
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
+
+  test("checks made while one asks the registry share its request", async () => {
+    const probes: string[] = [];
+    const counting = new HttpRegistryClient({
+      dockerConfigPath: null,
+      timeoutMs: 3000,
+      retries: { max: 0 },
+      fetch: ((input: RequestInfo | URL, init?: RequestInit) => {
+        const range = new Headers(init?.headers).get("range");
+        if (range === "bytes=0-0") probes.push(String(input));
+        return fetch(input, init);
+      }) as typeof fetch,
+    });
+    const fs = await LayerFs.create({
+      root: join(tmp, "root-shared"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+      checkValidMs: 0,
+      fetchTimeoutMs: 3000,
+    });
+    const mp = join(tmp, "mnt-shared");
+    await mkdir(mp);
+    try {
+      const l = img.layers[0]!;
+      await fs.mountLayer({
+        source: { client: counting, ref: img.ref },
+        layer: l.descriptor,
+        mountpoint: mp,
+        ztoc: tarZtoc(l.tar, 64 * 1024),
+      });
+      await Promise.all([fs.check(mp), fs.check(mp), fs.check(mp)]);
+      expect(probes).toHaveLength(1);
+      // Settled: the next check (interval 0) asks again.
+      await fs.check(mp);
+      expect(probes).toHaveLength(2);
+    } finally {
+      await fs.close();
+    }
+  }, 60_000);
 
   test("a good check stays good for the interval; with 0 a registry gone away is Unavailable at once", async () => {
     const l = img.layers[0]!;

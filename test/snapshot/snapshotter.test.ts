@@ -190,6 +190,8 @@ describe("Snapshotter: remote snapshots", () => {
     expect(err.message).toBe(`target snapshot "sha256:chain1": already exists`);
     expect(fake.ops("mount")).toEqual([{ op: "mount", mountpoint: snaps(root, 2), labels }]);
     expect(existsSync(join(snaps(root, 2), MARKER))).toBe(true);
+    // Its blob is checked at once, ahead of the first container's Prepare.
+    expect(fake.ops("check")).toEqual([{ op: "check", mountpoint: snaps(root, 2) }]);
 
     const info = await sn.stat("sha256:chain1");
     expect(info.kind).toBe("committed");
@@ -214,7 +216,29 @@ describe("Snapshotter: remote snapshots", () => {
     // A container on top: overlay whose lower is the remote mount point; the remote parent is checked.
     const [m] = await sn.prepare({ key: "k8s.io/9/container", parent: "sha256:chain1" });
     expect(m!.options.at(-1)).toBe(`lowerdir=${snaps(root, 2)}:${snaps(root, 1)}`);
-    expect(fake.ops("check")).toEqual([{ op: "check", mountpoint: snaps(root, 2) }]);
+    expect(fake.ops("check")).toEqual([
+      { op: "check", mountpoint: snaps(root, 2) },
+      { op: "check", mountpoint: snaps(root, 2) },
+    ]);
+  });
+
+  test("a layer whose first check fails is still prepared remotely; the container's Prepare checks again", async () => {
+    const { root, sn, fake, logger } = await rig();
+    let failing = true;
+    fake.failCheck = () => (failing ? new UnavailableError("registry away") : undefined);
+    const err = await sn
+      .prepare({ key: "default/1/extract sha256:chain1", parent: "", labels: layerLabels(1) })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(AlreadyExistsError);
+    expect((await sn.stat("sha256:chain1")).kind).toBe("committed");
+    expect(fake.ops("check")).toHaveLength(1);
+    expect(logger.lines.some((l) => l.msg === "Cannot check a layer just mounted")).toBe(true);
+    failing = false;
+    await sn.prepare({ key: "default/2/container", parent: "sha256:chain1" });
+    expect(fake.ops("check")).toEqual([
+      { op: "check", mountpoint: snaps(root, 1) },
+      { op: "check", mountpoint: snaps(root, 1) },
+    ]);
   });
 
   test("the target prepared already (another namespace): AlreadyExists at once, nothing mounted, no key left", async () => {
