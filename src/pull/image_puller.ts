@@ -12,7 +12,8 @@
  *      and step 3 at once, as both need only the manifest.
  *   3. Look for a SOCI index (the v2 annotation, else v1 referrers): its digest goes into AWS SOCI's label, and
  *      the layers it covers are the ones a remote snapshotter will likely take (not downloaded ahead).
- *   4. Write the index, manifest and config to the content store with the labels a real pull leaves (at once).
+ *   4. Write the index, manifest and config to the content store with the labels a real pull leaves (at once,
+ *      while step 5 runs: the snapshotter needs none of them; a failed write ends the pull before the next layer).
  *   5. Unpack each layer in order through the snapshotter:
  *      a. a committed snapshot of its chain ID exists already: nothing to do;
  *      b. Prepare with the remote-snapshot labels: ALREADY_EXISTS means the snapshotter took it remotely;
@@ -21,11 +22,12 @@
  *         as its chain ID (a failed apply removes the active snapshot).
  *   6. Create (or replace) the image record.
  *   7. Release the lease, whether the pull succeeded or not.
- * Every call to containerd and the registry is bounded by a deadline; `signal` cancels the whole pull.
+ * Every call to containerd and the registry is bounded by a deadline; `signal` cancels the whole pull. The gRPC
+ * clients load while step 2's first requests are on the wire.
  */
-import { ContainerdClient } from "../grpc/containerd_client.ts";
-import { uploadContent } from "../grpc/content_upload.ts";
-import { SnapshotsClient } from "../grpc/snapshots_client.ts";
+import type { ContainerdClient } from "../grpc/containerd_client.ts";
+import type { uploadContent } from "../grpc/content_upload.ts";
+import type { SnapshotsClient } from "../grpc/snapshots_client.ts";
 import type { Mount } from "../grpc/snapshots_types.ts";
 import { isIndexMediaType } from "../oci/media_types.ts";
 import { formatPlatform, selectPlatform } from "../oci/platform.ts";
@@ -75,6 +77,32 @@ export const DEFAULT_APPLY_TIMEOUT_MS = 30 * 60_000;
 export const DEFAULT_LEASE_EXPIRE_MS = 60 * 60_000;
 /** Default number of layers downloaded at once. */
 export const DEFAULT_PARALLEL_LAYERS = 3;
+
+/** containerd's gRPC clients (grpc-js and its protobufs). */
+interface GrpcClients {
+  ContainerdClient: typeof ContainerdClient;
+  SnapshotsClient: typeof SnapshotsClient;
+  uploadContent: typeof uploadContent;
+}
+
+let grpcClients: Promise<GrpcClients> | undefined;
+
+/**
+ * The gRPC clients, loaded on first use: loading grpc-js costs ~0.1 s of CPU at start, which a pull spends while
+ * its first registry requests are on the wire (see pullImage) instead of before them.
+ */
+function loadGrpcClients(): Promise<GrpcClients> {
+  grpcClients ??= Promise.all([
+    import("../grpc/containerd_client.ts"),
+    import("../grpc/snapshots_client.ts"),
+    import("../grpc/content_upload.ts"),
+  ]).then(([c, s, u]) => ({
+    ContainerdClient: c.ContainerdClient,
+    SnapshotsClient: s.SnapshotsClient,
+    uploadContent: u.uploadContent,
+  }));
+  return grpcClients;
+}
 
 /** How each layer ended up. */
 export type LayerOutcome = "remote" | "downloaded" | "present";
@@ -157,16 +185,25 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
   const callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
   const signal = opts.signal;
   const call = { signal, timeoutMs: callTimeoutMs };
-  const containerd = new ContainerdClient(opts.address, { namespace: opts.namespace, timeoutMs: callTimeoutMs });
   const leaseId = `soci-ts-pull-${crypto.randomUUID()}`;
   let leased = false;
   // Ends what the steps started and no longer need when the pull ends (a step that failed leaves the others
-  // running: the index search beside the config, content writes beside one that failed, layers fetched ahead).
+  // running: the index search beside the config, content writes beside one that failed or beside the unpack,
+  // layers fetched ahead).
   const ended = new AbortController();
   const steps = signal ? AbortSignal.any([signal, ended.signal]) : ended.signal;
-  // Step 2's manifest requests go out while step 1 waits for containerd; dropped if step 1 fails.
+  // Step 2's manifest requests go out while the gRPC clients load and step 1 waits for containerd; dropped if
+  // step 1 fails.
   const resolving = registryStep(name, () => resolveManifest(opts, steps));
   resolving.catch(() => {}); // awaited in step 2
+  let grpc: GrpcClients;
+  try {
+    grpc = await loadGrpcClients();
+  } catch (err) {
+    ended.abort();
+    throw err;
+  }
+  const containerd = new grpc.ContainerdClient(opts.address, { namespace: opts.namespace, timeoutMs: callTimeoutMs });
   try {
     // 1.
     const expires = new Date(Date.now() + (opts.leaseExpireMs ?? DEFAULT_LEASE_EXPIRE_MS)).toISOString();
@@ -177,7 +214,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
     }
     leased = true;
     containerd.useLease(leaseId);
-    const snapshots = new SnapshotsClient(opts.address, {
+    const snapshots = new grpc.SnapshotsClient(opts.address, {
       namespace: opts.namespace,
       snapshotter: opts.snapshotter,
       lease: leaseId,
@@ -203,15 +240,20 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       }
       const chains = chainIds(diffIds);
       // 4.
+      // The snapshotter needs none of them: they are written while step 5 runs, and awaited before step 6.
       const put = (d: Descriptor, bytes: Uint8Array, labels: Record<string, string>) =>
         putBlob(containerd, d, [bytes], labels, steps);
-      await Promise.all([
+      const putting = Promise.all([
         image.root !== image.manifest
           ? put(image.root.descriptor, image.root.bytes, indexLabels(ref, [image.manifest.descriptor.digest]))
           : undefined,
         put(image.manifest.descriptor, image.manifest.bytes, manifestLabels(ref, manifest)),
         put(image.config.descriptor, image.config.bytes, configLabels(ref, opts.snapshotter, chains.at(-1) ?? "")),
       ]);
+      let putFailed = false;
+      putting.catch(() => {
+        putFailed = true; // thrown by the await below, before the next layer or step 6
+      });
       // 5.
       const result: PullResult = {
         name,
@@ -246,6 +288,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
         recordLod: opts.recordLod,
       };
       for (const [i, layer] of manifest.layers.entries()) {
+        if (putFailed) await putting;
         const progress = (state: LayerProgress["state"], doneBytes = 0) =>
           opts.onProgress?.({ index: i, digest: layer.digest, size: layer.size, state, doneBytes });
         const outcome = await unpackLayer({
@@ -267,6 +310,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
         result.layers.push({ digest: layer.digest, size: layer.size, outcome });
         log.debug("Layer unpacked", { layer: layer.digest, outcome });
       }
+      await putting;
       // 6.
       const record = {
         name,
@@ -415,6 +459,7 @@ async function putBlob(
   signal?: AbortSignal,
   onProgress?: (acked: number) => void,
 ): Promise<void> {
+  const { uploadContent } = await loadGrpcClients();
   const r = await uploadContent(
     () => containerd.openWrite(signal),
     { ref: `soci-ts-${d.digest}`, expected: d.digest, total: d.size, labels, data },
