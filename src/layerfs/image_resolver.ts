@@ -2,7 +2,8 @@
  * Resolving an image for its layers: what a front end needs before it can acquire any layer of it.
  *
  * `resolveImageLayers` steps (one resolution):
- *   1. Resolve the image manifest for the host platform (a manifest digest, when known, is fetched by digest).
+ *   1. Resolve the image manifest for the host platform (a manifest digest, when known, is fetched by digest);
+ *      an index digest given by the caller is fetched beside it (step 2 checks it against the manifest).
  *   2. Discover its SOCI index and zTOCs (local store, v2 annotation, v1 referrers, as enabled); no index →
  *      every layer is fetched whole.
  *   3. Take the span ranges of the index's prefetch artifacts (read by discovery, from the store or the
@@ -23,7 +24,7 @@ import type { Descriptor, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
-import { discoverIndex, type DiscoveredIndex } from "../soci/discover.ts";
+import { discoverIndex, type DiscoveredIndex, fetchSociIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
 import { errorMessage, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { lodLayerSpans } from "../soci/lod.ts";
@@ -122,7 +123,13 @@ export async function resolveImageLayers(
   const logger = opts.logger ?? silentLogger;
   const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
   const bounded = () => withTimeout(opts.signal, opts.stepTimeoutMs);
-  // 1.
+  // 1. Step 2's index, when given, needs no manifest: its request goes beside the manifest's (checked by step 2).
+  const given = opts.indexDigest;
+  const indexFetch =
+    given && /^sha256:[0-9a-f]{64}$/.test(given) && (modes.v1 || modes.v2)
+      ? fetchSociIndex(location, given, { store: modes.localStore ? opts.store : undefined, signal: bounded() })
+      : undefined;
+  indexFetch?.catch(() => {}); // awaited by discovery, which names a failure
   const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
   opts.onPhase?.("manifest");
   const layers = (manifest.manifest as Manifest).layers;
@@ -135,6 +142,7 @@ export async function resolveImageLayers(
   // 2.
   const found = await discoverIndex(location, manifest, {
     indexDigest: opts.indexDigest,
+    indexFetch,
     store: modes.localStore ? opts.store : undefined,
     modes: { v1: modes.v1, v2: modes.v2 },
     signal: bounded(),

@@ -57,6 +57,11 @@ export interface DiscoverOptions {
    * saves the lookups of steps 1-3. Not a sha256 digest, absent, or for other layers: a miss.
    */
   indexDigest?: string;
+  /**
+   * Step 0's index, its fetch already started by the caller (`fetchSociIndex` with `indexDigest`, beside the image
+   * manifest's request, which it does not need); without it step 0 fetches the index itself.
+   */
+  indexFetch?: Promise<{ index: SociIndex; descriptor: Descriptor }>;
   /** Local artifact store, consulted first; undefined skips it. */
   store?: ArtifactStore;
   /** Remote discovery modes (SOCI's pull_modes.soci_v1 / soci_v2). */
@@ -135,9 +140,9 @@ export async function discoverIndex(
     if (!/^sha256:[0-9a-f]{64}$/.test(digest)) {
       miss("given", `index digest "${digest.slice(0, 80)}" is not a sha256 digest`, true);
     } else {
-      let found: Awaited<ReturnType<typeof fetchIndex>> | undefined;
+      let found: Awaited<ReturnType<typeof fetchSociIndex>> | undefined;
       try {
-        found = await fetchIndex(source, digest, opts);
+        found = await (opts.indexFetch ?? fetchSociIndex(source, digest, opts));
       } catch (err) {
         if (opts.signal?.aborted) throw err;
         miss("given", `index "${digest}": ${errorMessage(err)}`, true);
@@ -184,11 +189,11 @@ export async function discoverIndex(
   // 2. v2: the annotation on the image manifest.
   if (opts.modes.v2) {
     const digest = manifest.annotations?.[ANNOTATION_INDEX_DIGEST];
-    let found: Awaited<ReturnType<typeof fetchIndex>> | undefined;
+    let found: Awaited<ReturnType<typeof fetchSociIndex>> | undefined;
     if (digest) {
       // An index the registry lacks (e.g. the image was copied without it) is a miss, not a failure.
       try {
-        found = await fetchIndex(source, digest, opts);
+        found = await fetchSociIndex(source, digest, opts);
       } catch (err) {
         if (!(err instanceof NotFoundError)) throw err;
         miss("v2", `index "${digest}" named by the image manifest is not found: ${errorMessage(err)}`);
@@ -209,7 +214,7 @@ export async function discoverIndex(
     }
     const first = refs.find((d) => (d.artifactType ?? SOCI_INDEX_V1_ARTIFACT_TYPE) === SOCI_INDEX_V1_ARTIFACT_TYPE);
     if (first) {
-      const found = await fetchIndex(source, first.digest, opts);
+      const found = await fetchSociIndex(source, first.digest, opts);
       return await withZtocs(source, found.index, found.descriptor, "v1", opts);
     }
     miss("v1", `no referrer of "${manifestDigest}" with artifact type "${SOCI_INDEX_V1_ARTIFACT_TYPE}"`);
@@ -217,10 +222,14 @@ export async function discoverIndex(
   return undefined;
 }
 
-async function fetchIndex(
+/**
+ * The SOCI index `digest` from the store, else from `source` (verified by digest, then stored).
+ * @throws NotFoundError when neither has it; ZtocFormatError/FormatError when it does not decode
+ */
+export async function fetchSociIndex(
   source: ImageLocation,
   digest: string,
-  opts: DiscoverOptions,
+  opts: Pick<DiscoverOptions, "store" | "signal">,
 ): Promise<{ index: SociIndex; descriptor: Descriptor }> {
   let bytes: Uint8Array | undefined;
   if (opts.store && (await opts.store.hasBlob(digest))) {

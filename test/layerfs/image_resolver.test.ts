@@ -1,7 +1,7 @@
 /**
- * Resolving an image with a load order document, against the real registry behind a fault proxy: the
- * document's lookup needs only the manifest digest, so its requests go out while discovery still waits for the
- * zTOC (stalled here), not after it.
+ * Resolving an image against the real registry behind a fault proxy: a load order document's lookup needs only the
+ * manifest digest, so its requests go out while discovery still waits for the zTOC (stalled here), not after it;
+ * an index given by digest needs no manifest, so it is asked while the manifest is still held.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
@@ -23,8 +23,10 @@ const run = needs("image resolver with a load order document", "tool:docker-regi
 const SPAN = 64 * 1024;
 /** How long the zTOC's first request is held; the LOD's requests must come within half of it. */
 const STALL_MS = 20_000;
+/** How long the image manifest's request is held; the given index's request must come within half of it. */
+const GIVEN_STALL_MS = 8_000;
 
-describe.skipIf(!run)("resolving an image with a load order document", () => {
+describe.skipIf(!run)("resolving an image", () => {
   let env: ProxiedRegistry | undefined;
   let reg: TestRegistry;
   let proxy: FaultProxy;
@@ -89,5 +91,42 @@ describe.skipIf(!run)("resolving an image with a load order document", () => {
       proxy.set(null);
     },
     3 * STALL_MS,
+  );
+
+  test(
+    "fetches an index given by digest beside the image manifest: asked while the manifest is still held",
+    async () => {
+      const img = await pushImage(reg, "test/resolver-given", "v1", { layers: [{ "app.txt": "app\n" }] });
+      const client = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 4 * STALL_MS });
+      const name = "test/resolver-given:v1";
+      const direct = new RegistryLocation(client, img.ref, name);
+      const pub = new ArtifactStore(join(tmp, "publisher-given"));
+      const [created] = await createIndexes(direct, { store: pub, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+      await pushIndexes(direct, { store: pub });
+      const indexDigest = created!.indexDescriptor.digest;
+
+      const manifestPath = new RegExp(`/manifests/${img.manifestDescriptor.digest}$`);
+      proxy.set({ kind: "stall", ms: GIVEN_STALL_MS, times: 1, match: { path: manifestPath } });
+      proxy.requests.length = 0;
+      const resolving = resolveImageLayers(new RegistryLocation(client, { ...img.ref, registry: proxy.host }, name), {
+        store: new ArtifactStore(join(tmp, "cold-given")),
+        modes: { localStore: true, v1: true, v2: false },
+        indexDigest,
+      });
+      resolving.catch(() => {});
+      const indexAsked = () => proxy.requests.some((q) => q.path.endsWith(`/manifests/${indexDigest}`));
+      const until = Date.now() + GIVEN_STALL_MS / 2;
+      while (!indexAsked() && Date.now() < until) await Bun.sleep(20);
+      expect(indexAsked()).toBe(true);
+      // (Asked after the manifest, as before, it would come only once the held request is answered.)
+      expect(proxy.requests.some((q) => q.fault === "stall" && q.status !== 0)).toBe(false);
+      const image = await resolving;
+      expect(image.found?.foundBy).toBe("given");
+      expect(image.found?.indexDescriptor.digest).toBe(indexDigest);
+      // One request for the index: discovery used the one started beside the manifest.
+      expect(proxy.requests.filter((q) => q.path.endsWith(`/manifests/${indexDigest}`))).toHaveLength(1);
+      proxy.set(null);
+    },
+    3 * GIVEN_STALL_MS,
   );
 });
