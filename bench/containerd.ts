@@ -25,8 +25,8 @@
  * and diff IDs, hence distinct snapshots and mounts; the files are the same), each indexed by soci-ts.
  *
  * Setup (pushes, indexes, the AWS publisher's pull + `soci create` + `soci push`) runs before the link is shaped.
- * PROFILE_DIR=<dir> keeps serve's and AWS SOCI's debug logs, the registry's and containerd's logs and a timeline of
- * each path there, and after each image of the RSS step serve's /debug/memory, span cache metrics and smaps
+ * PROFILE_DIR=<dir> keeps serve's and AWS SOCI's debug logs, the registry's and containerd's logs, a timeline of
+ * each path and `soci-ts pull`'s debug log (pull-N.log, its steps in ms since its start) there, and after each image of the RSS step serve's /debug/memory, span cache metrics and smaps
  * (memory-N.json, memory-N.smaps); SERVE_CONFIG=<toml> is appended to serve's config (to compare settings; a
  * `[background_fetch]` table of its own replaces the bench's `disable = true`). RSS_ONLY=1 publishes the RSS
  * images and runs the RSS step alone (no timed paths, no AWS SOCI; last line the RSS figure); SOCI_TS_BIN=<file>
@@ -228,6 +228,7 @@ async function measure(
   const pulled = await env.ns.run(timed, { env: env.env, timeoutMs: 15 * MINUTES });
   if (pulled.code !== 0) throw new Error(`${name}: "${pull.join(" ")}" failed: exit ${pulled.code}\n${pulled.stderr}`);
   const pullSeconds = (performance.now() - t0) / 1000;
+  if (PROFILE_DIR) writeFileSync(join(PROFILE_DIR, `pull-${runs + 1}.log`), pulled.stderr);
   const pulledAt = new Date().toISOString();
   const run = startCtrRun(env, [...runFlags, "--rm", ref, `bench-${++runs}`, ...COMMAND]);
   await run.output;
@@ -386,6 +387,8 @@ function sociTsPull(env: SnapshotterEnv, serve: Serve, ref: string): string[] {
     serve.root,
     "--config",
     serve.config,
+    // PROFILE_DIR keeps the pull's own timeline (its steps and registry requests) as pull-N.log.
+    ...(PROFILE_DIR ? ["--log-level", "debug", "--log-format", "json"] : []),
     "pull",
     "--address",
     c.address,

@@ -185,6 +185,8 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
   const callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
   const signal = opts.signal;
   const call = { signal, timeoutMs: callTimeoutMs };
+  const t0 = performance.now();
+  const mark = (step: string) => log.debug("Pull step done", { step, ms: Math.round(performance.now() - t0) });
   const leaseId = `soci-ts-pull-${crypto.randomUUID()}`;
   let leased = false;
   // Ends what the steps started and no longer need when the pull ends (a step that failed leaves the others
@@ -199,6 +201,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
   let grpc: GrpcClients;
   try {
     grpc = await loadGrpcClients();
+    mark("grpc loaded");
   } catch (err) {
     ended.abort();
     throw err;
@@ -213,6 +216,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       throw containerdError(name, opts, err);
     }
     leased = true;
+    mark("lease");
     containerd.useLease(leaseId);
     const snapshots = new grpc.SnapshotsClient(opts.address, {
       namespace: opts.namespace,
@@ -223,6 +227,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
     try {
       // 2. and 3.
       const resolved = await resolving;
+      mark("manifest");
       const local = LOCAL_SNAPSHOTTERS.has(opts.snapshotter);
       const finding = local ? Promise.resolve(undefined) : findSociIndex(opts, resolved.manifest, log, steps);
       finding.catch(() => {}); // rejects only when aborted; awaited below
@@ -230,7 +235,9 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
         ...resolved,
         config: await registryStep(name, () => fetchConfig(opts, resolved.manifest, steps)),
       };
+      mark("config");
       const soci = await finding;
+      mark("soci index");
       const manifest = image.manifest.manifest as Manifest;
       const diffIds = image.config.parsed.rootfs?.diff_ids ?? [];
       if (diffIds.length !== manifest.layers.length) {
@@ -308,9 +315,10 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
           },
         });
         result.layers.push({ digest: layer.digest, size: layer.size, outcome });
-        log.debug("Layer unpacked", { layer: layer.digest, outcome });
+        log.debug("Layer unpacked", { layer: layer.digest, outcome, ms: Math.round(performance.now() - t0) });
       }
       await putting;
+      mark("content written");
       // 6.
       const record = {
         name,
