@@ -111,14 +111,17 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     });
     undo.push(() => stack.close({ keepMounts }));
     stack.layerFs.keeper = handover;
+    // Both front ends' layer opens push back one full collection (quiet_gc.ts).
+    const gc = new QuietGc({ quietMs: QUIET_GC_MS });
+    undo.push(async () => gc.close());
     // 3-5.
     const snapshotter = opts.config.snapshotter.enable
-      ? await startSnapshotter(opts, { stack, handover, keychain, undo })
+      ? await startSnapshotter(opts, { stack, handover, keychain, undo, gc })
       : undefined;
     // 6.
     let store: PodmanStore | undefined;
     if (opts.config.store.enable) {
-      store = await startStore(opts.config, { root: opts.root, stack, logger: log });
+      store = await startStore(opts.config, { root: opts.root, stack, logger: log, afterOpen: () => gc.poke() });
       undo.push(() => store!.stop());
     }
     // 7.
@@ -162,9 +165,10 @@ async function startSnapshotter(
     handover: FdHandover | undefined;
     keychain: CriKeychain | undefined;
     undo: Array<() => Promise<void>>;
+    gc: QuietGc;
   },
 ): Promise<Snapshotter> {
-  const { stack, handover, keychain, undo } = ctx;
+  const { stack, handover, keychain, undo, gc } = ctx;
   const log = opts.logger;
   // 3. (Recordings are written when serve stops: after the snapshotter, before the layers close.)
   const c = opts.config;
@@ -175,8 +179,6 @@ async function startSnapshotter(
     logger: log,
   });
   undo.push(() => recordings.close());
-  const gc = new QuietGc({ quietMs: QUIET_GC_MS });
-  undo.push(async () => gc.close());
   const remoteFs = new LayerRemoteFs(stack.layerFs, stack.resolver, {
     afterMount: () => gc.poke(),
     mountTimeoutMs: c.mountTimeoutSec * 1000,

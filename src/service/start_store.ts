@@ -14,7 +14,10 @@ import type { LayerStack } from "./layer_stack.ts";
  * Mount the podman store at `[store] mountpoint`.
  * @throws what PodmanStore.start throws (a live mount there already, a mount that fails)
  */
-export function startStore(c: Config, opts: { root: string; stack: LayerStack; logger: Logger }): Promise<PodmanStore> {
+export function startStore(
+  c: Config,
+  opts: { root: string; stack: LayerStack; logger: Logger; afterOpen?: () => void },
+): Promise<PodmanStore> {
   const { root, stack, logger } = opts;
   return PodmanStore.start({
     manager: stack.manager,
@@ -34,6 +37,7 @@ export function startStore(c: Config, opts: { root: string; stack: LayerStack; l
       debug: c.debug || c.fuse.logFuseOperations,
       readerThreads: c.fuse.readerThreads,
     },
+    afterOpen: opts.afterOpen,
     logger,
   });
 }

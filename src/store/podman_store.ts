@@ -41,6 +41,8 @@ export interface PodmanStoreOptions {
   lodRules?: StoreLayersOptions["lodRules"];
   /** See StoreLayersOptions.prefetch (config `[prefetch]`). */
   prefetch?: StoreLayersOptions["prefetch"];
+  /** See StoreLayersOptions.afterOpen. */
+  afterOpen?: StoreLayersOptions["afterOpen"];
   fuse?: {
     attrTimeoutSec?: number;
     entryTimeoutSec?: number;
@@ -96,6 +98,7 @@ export class PodmanStore {
       lingerMs: opts.lingerMs,
       lod: opts.lod,
       lodRules: opts.lodRules,
+      afterOpen: opts.afterOpen,
       prefetch: opts.prefetch,
       logger,
     });

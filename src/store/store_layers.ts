@@ -98,6 +98,8 @@ export interface StoreLayersOptions {
   lodRules?: LodRules;
   /** Background prefetch of prefetch artifacts (config `[prefetch]`; defaults as StorePrefetchOptions). */
   prefetch?: { maxConcurrency?: number; timeoutMs?: number };
+  /** Called after each layer it opens (serve: a full collection once a burst settles, service/quiet_gc.ts). */
+  afterOpen?: () => void;
   logger?: Logger;
 }
 
@@ -120,8 +122,8 @@ function compressionOf(mediaType: string): number {
 }
 
 export class StoreLayers {
-  readonly #o: Required<Omit<StoreLayersOptions, "usesFile" | "lod" | "lodRules" | "prefetch">> &
-    Pick<StoreLayersOptions, "usesFile" | "lod" | "lodRules">;
+  readonly #o: Required<Omit<StoreLayersOptions, "usesFile" | "lod" | "lodRules" | "prefetch" | "afterOpen">> &
+    Pick<StoreLayersOptions, "usesFile" | "lod" | "lodRules" | "afterOpen">;
   readonly #prefetch: StorePrefetch;
   readonly #entries = new Map<string, Entry>();
   readonly #slots = new InodeSlots();
@@ -278,6 +280,7 @@ export class StoreLayers {
       // The artifact's spans are the store's to prefetch (in the background); the document's, the manager's.
       const { prefetchSpans, ...acquire } = acquireOptionsFor(image, layerDigest);
       const handle = await this.#o.manager.acquire(acquire);
+      this.#o.afterOpen?.();
       const stopPrefetch = this.#prefetch.start(handle.layer, prefetchSpans ?? [], handle.replayed);
       const layer = handle.layer;
       let base = this.#bases.get(layer);

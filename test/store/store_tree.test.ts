@@ -119,7 +119,7 @@ describe.skipIf(!run)("podman store tree", () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  const open = async (o: { lingerMs?: number; resolver?: ImageResolver } = {}) => {
+  const open = async (o: { lingerMs?: number; resolver?: ImageResolver; afterOpen?: () => void } = {}) => {
     layers = await StoreLayers.open({
       manager,
       // A resolver of its own each time: no resolution is kept from one test to the next.
@@ -131,6 +131,7 @@ describe.skipIf(!run)("podman store tree", () => {
         }),
       usesFile: join(tmp, "uses.json"),
       lingerMs: o.lingerMs ?? 60_000,
+      afterOpen: o.afterOpen,
     });
     return { layers, tree: new StoreTree(layers) };
   };
@@ -162,7 +163,8 @@ describe.skipIf(!run)("podman store tree", () => {
   });
 
   test("an indexed image: info, blob and diff of each layer; both layers open on the first lookup", async () => {
-    const { tree } = await open();
+    let opened = 0;
+    const { tree } = await open({ afterOpen: () => opened++ });
     const dir0 = await dirOf(tree, full, 0);
     const info = (await dir0.lookup!("info")) as Node;
     const json = JSON.parse(text((await info.read!(0, 4096, ctx)) as Uint8Array));
@@ -196,6 +198,8 @@ describe.skipIf(!run)("podman store tree", () => {
     expect(ranges[1]).toBeGreaterThan(0);
     expect(ranges[0]).not.toBe(ranges[1]);
     expect((await dir0.lookup!("diff")) as Node).toBe(diffs[0]!); // the same node on every lookup
+    // Each layer opened once, each open told (serve's full collection after a burst of opens).
+    expect(opened).toBe(2);
   });
 
   test("declined: an image without an index, a layer without a zTOC, a digest of another image", async () => {
