@@ -14,6 +14,7 @@ import { buildLod, TouchLog } from "../../src/soci/lod.ts";
 import { pushLod, putLod } from "../../src/soci/lod_store.ts";
 import { pushIndexes } from "../../src/soci/push.ts";
 import { needs } from "../_harness/env.ts";
+import { until } from "../_harness/liveness.ts";
 import type { FaultProxy } from "../_harness/fault_proxy.ts";
 import { type ProxiedRegistry, startProxiedRegistry } from "../_harness/proxied_registry.ts";
 import { Rand } from "../_harness/rand.ts";
@@ -80,9 +81,7 @@ describe.skipIf(!run)("resolving an image", () => {
       });
       resolving.catch(() => {});
       const lodBlob = () => proxy.requests.some((q) => q.path.endsWith(`/blobs/${record.lodDigest}`));
-      const until = Date.now() + STALL_MS / 2;
-      while (!lodBlob() && Date.now() < until) await Bun.sleep(20);
-      expect(lodBlob()).toBe(true);
+      await until(STALL_MS / 2, "the document's blob is asked for", lodBlob);
       // (Looked up after discovery, as before, it would come only once the held request is answered.)
       expect(proxy.requests.some((q) => q.fault === "stall" && q.status !== 0)).toBe(false);
       const image = await resolving;
@@ -115,9 +114,7 @@ describe.skipIf(!run)("resolving an image", () => {
       });
       resolving.catch(() => {});
       const indexAsked = () => proxy.requests.some((q) => q.path.endsWith(`/manifests/${indexDigest}`));
-      const until = Date.now() + GIVEN_STALL_MS / 2;
-      while (!indexAsked() && Date.now() < until) await Bun.sleep(20);
-      expect(indexAsked()).toBe(true);
+      await until(GIVEN_STALL_MS / 2, "the index is asked for", indexAsked);
       // (Asked after the manifest, as before, it would come only once the held request is answered.)
       expect(proxy.requests.some((q) => q.fault === "stall" && q.status !== 0)).toBe(false);
       const image = await resolving;

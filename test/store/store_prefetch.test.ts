@@ -32,6 +32,7 @@ import { StoreLayers } from "../../src/store/store_layers.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import type { Node } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
+import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 
@@ -99,15 +100,6 @@ function holding(inner: RegistryClient, digests: () => Set<string>) {
       for (const c of calls) c.release();
     },
   };
-}
-
-/** Resolves once `probe` holds; fails after `timeoutMs` (a liveness bound, not a timing assertion). */
-async function eventually(probe: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > until) throw new Error(`Not true within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const ctx = { signal: new AbortController().signal, uid: 0, gid: 0, pid: 1 };
@@ -229,7 +221,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
       // 1. podman's lookup is answered while every span fetch of the prefetch is still held.
       const got = await s.layers.layer(refOf(artifact), layerOf(artifact));
       expect(got).toBeDefined();
-      await eventually(() => s.h.calls.length > 0, 10_000, "the prefetch started");
+      await until(10_000, "the prefetch started", () => s.h.calls.length > 0);
       expect(s.h.calls.every((c) => c.held && !c.done)).toBe(true);
       expect(s.logged("Store prefetch done")).toBe(false);
       // Only listed spans are asked for, in span order.
@@ -240,7 +232,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
       expect(asked.every((i) => listed.has(i))).toBe(true);
       // 2. Released: it completes in the background, every listed span in.
       s.h.releaseAll();
-      await eventually(() => s.logged("Store prefetch done"), 20_000, "the prefetch done");
+      await until(20_000, "the prefetch done", () => s.logged("Store prefetch done"));
       const fetched = new Set(s.h.calls.flatMap((c) => spansOfCall(layer, c)));
       expect([...listed].filter((i) => !fetched.has(i))).toEqual([]);
       for (const i of listed) expect(layer.manager!.state(i)).toBe("uncompressed");
@@ -261,22 +253,23 @@ describe.skipIf(!run)("podman store prefetch", () => {
       s.h.state.hold = true;
       const got = (await s.layers.layer(refOf(artifact), layerOf(artifact)))!;
       // Four runs in flight (LISTED gives eight), all held.
-      await eventually(() => s.h.calls.length === 4, 10_000, "four prefetch runs in flight");
+      await until(10_000, "four prefetch runs in flight", () => s.h.calls.length === 4);
       const layer = await openLayer(s.manager);
       const image = await s.resolver.resolve(refOf(artifact));
       const first = s.h.calls.slice();
       // A read of an unlisted file waits on the network (held too).
       const target = spansOf(image, layer, name("f", 1), 80 << 10, 1024);
       const reading = readFile(got.diff, name("f", 1), 80 << 10, 1024);
-      await eventually(() => s.h.calls.length === 5, 10_000, "the read's request");
+      await until(10_000, "the read's request", () => s.h.calls.length === 5);
       const read = s.h.calls[4]!;
       expect(spansOfCall(layer, read)).toEqual(target);
       // The four runs end; while the read waits, one worker goes on (one new run, held) and three wait.
       for (const c of first) c.release();
-      await eventually(
-        () => first.every((c) => c.done) && s.manager.gate.waiting === 3 && s.h.calls.length === 6,
+      await until(
         10_000,
         "one run moving, three workers waiting for the read",
+        () => first.every((c) => c.done) && s.manager.gate.waiting === 3 && s.h.calls.length === 6,
+        { everyMs: 10 },
       );
       expect(read.done).toBe(false);
       expect(s.h.calls.length).toBe(6);
@@ -284,7 +277,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
       read.release();
       expect(await reading).toEqual(contents.get(name("f", 1))!.subarray(80 << 10, (80 << 10) + 1024));
       s.h.releaseAll();
-      await eventually(() => s.logged("Store prefetch done"), 20_000, "the prefetch done");
+      await until(20_000, "the prefetch done", () => s.logged("Store prefetch done"));
     } finally {
       await s.close();
     }
@@ -295,7 +288,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
     try {
       s.h.state.hold = true;
       await s.layers.layer(refOf(artifact), layerOf(artifact));
-      await eventually(() => s.h.calls.length > 0, 10_000, "the prefetch started");
+      await until(10_000, "the prefetch started", () => s.h.calls.length > 0);
       await s.layers.close(); // would wait forever for the held fetches if the prefetch went on
       expect(s.logged("Store prefetch done")).toBe(false);
       expect(s.logger.lines.filter((l) => l.level === "warn" && l.msg.startsWith("Store prefetch"))).toEqual([]);
@@ -344,7 +337,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
     const s = await openStore({ lod: "web" });
     try {
       const got = (await s.layers.layer(refOf(withLod), layerOf(withLod)))!;
-      await eventually(() => s.logged("Load order document replayed"), 20_000, "the replay");
+      await until(20_000, "the replay", () => s.logged("Load order document replayed"));
       const mark = s.h.calls.length;
       expect(mark).toBeGreaterThan(0);
       for (const path of recorded)
@@ -371,7 +364,7 @@ describe.skipIf(!run)("podman store prefetch", () => {
     const s = await openStore({ lod: "other", lodRules });
     try {
       const got = (await s.layers.layer(refOf(withLod), layerOf(withLod)))!;
-      await eventually(() => s.logged("Load order document replayed"), 20_000, "the replay");
+      await until(20_000, "the replay", () => s.logged("Load order document replayed"));
       const found = s.logger.lines.filter((l) => l.msg === "Load order document found");
       expect(found.map((l) => [l.fields?.workload, l.fields?.by])).toEqual([["web", `rule ${host}/store/lod:*`]]);
       const mark = s.h.calls.length;

@@ -25,6 +25,7 @@ import { encodeStoreRef } from "../../src/store/store_names.ts";
 import { StoreTree } from "../../src/store/store_tree.ts";
 import type { Node } from "../../src/vfs/node.ts";
 import { needs } from "../_harness/env.ts";
+import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 
@@ -44,15 +45,6 @@ function counting(inner: RegistryClient): { client: RegistryClient; calls: () =>
     },
   });
   return { client, calls: () => n };
-}
-
-/** Resolves once `probe` holds; fails after `timeoutMs` (a liveness bound, not a timing assertion). */
-async function eventually(probe: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > until) throw new Error(`Not true within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** The errno a lookup fails with, or "ok". */
@@ -177,7 +169,7 @@ describe.skipIf(!run)("podman store tree", () => {
     });
     expect(info.getattr().size).toBe(JSON.stringify(json).length);
     // Both layers of the image were opened by that one lookup.
-    await eventually(() => openLayers() === 2, 10_000, "both layers open");
+    await until(10_000, "both layers open", () => openLayers() === 2);
     const blob = (await dir0.lookup!("blob")) as Node;
     expect(blob.getattr().size).toBe(full.layers[0]!.descriptor.size);
     expect(await blob.read!(10, 1000, ctx)).toEqual(full.layers[0]!.blob.subarray(10, 1010));
@@ -282,7 +274,7 @@ describe.skipIf(!run)("podman store tree", () => {
     expect(await errnoOf(() => again.rmdir!(digest, ctx))).toBe(ENOENT);
     expect(l.status()).toEqual([]);
     expect(openLayers()).toBe(0);
-    await eventually(async () => (await readFile(join(tmp, "uses.json"), "utf8")) === "[]", 5000, "counts saved");
+    await until(5000, "counts saved", async () => (await readFile(join(tmp, "uses.json"), "utf8")) === "[]");
   });
 
   test("two lookups of one layer at once open it once; the last release closes it", async () => {
@@ -308,21 +300,17 @@ describe.skipIf(!run)("podman store tree", () => {
     });
     const { tree } = await open({ resolver });
     const diff = (await (await dirOf(tree, full, 0)).lookup!("diff")) as Node;
-    await eventually(() => openLayers() === 2, 10_000, "both layers open");
+    await until(10_000, "both layers open", () => openLayers() === 2);
     // The zTOC the store opened the layer with (the resolution is cached), named from this function's frame only.
     const ztocOf = async () =>
       new WeakRef((await resolver.resolve(refOf(full))).found!.ztocs.get(full.layers[0]!.descriptor.digest)!);
     const ztoc = await ztocOf();
     resolver.clear();
-    await eventually(
-      async () => {
-        Bun.gc(true);
-        await new Promise((resolve) => setImmediate(resolve));
-        return ztoc.deref() === undefined;
-      },
-      10_000,
-      "the zTOC collected",
-    );
+    await until(10_000, "the zTOC collected", async () => {
+      Bun.gc(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      return ztoc.deref() === undefined;
+    });
     // The layer serves on.
     const data = (await diff.lookup!("data")) as Node;
     expect(text(await ((await data.lookup!("hello.txt")) as Node).read!(0, 100, ctx))).toBe("hello from full-1\n");
@@ -332,7 +320,7 @@ describe.skipIf(!run)("podman store tree", () => {
     const { tree, layers: l } = await open({ lingerMs: 200 });
     expect(await (await dirOf(tree, full, 0)).lookup!("diff")).toBeDefined();
     expect(openLayers()).toBeGreaterThan(0);
-    await eventually(() => openLayers() === 0, 10_000, "unused layers closed");
+    await until(10_000, "unused layers closed", () => openLayers() === 0);
     expect(l.status()).toEqual([]);
   });
 });
