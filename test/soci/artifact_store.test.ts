@@ -12,7 +12,13 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ArtifactStore, currentWriter, type IndexRecord, temporaryName } from "../../src/soci/artifact_store.ts";
+import {
+  ArtifactStore,
+  atomicWriteAsync,
+  currentWriter,
+  type IndexRecord,
+  temporaryName,
+} from "../../src/soci/artifact_store.ts";
 import { sha256Digest } from "../../src/util/digest.ts";
 import { processStartTime } from "../../src/platform/proc.ts";
 import { DigestMismatchError, InvalidArgumentError, NotFoundError } from "../../src/util/errors.ts";
@@ -277,5 +283,29 @@ describe("putBlob over a corrupt copy", () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe("atomicWriteAsync", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "atomic-write-"));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("writes all the bytes under the name, replaces what was there, and leaves no temporary file", async () => {
+    const path = join(dir, "blob");
+    const first = new Uint8Array(300_000).map((_, i) => i % 251);
+    await atomicWriteAsync(path, first);
+    expect(new Uint8Array(readFileSync(path))).toEqual(first);
+    await atomicWriteAsync(path, new TextEncoder().encode("second"));
+    expect(readFileSync(path, "utf8")).toBe("second");
+    expect(readdirSync(dir)).toEqual(["blob"]);
+  });
+
+  test("a directory that is not there: the error, nothing written", async () => {
+    const err = await atomicWriteAsync(join(dir, "missing", "blob"), new Uint8Array(10)).catch((e) => e);
+    expect((err as NodeJS.ErrnoException).code).toBe("ENOENT");
+    expect(readdirSync(dir)).toEqual([]);
   });
 });
