@@ -5,6 +5,8 @@
  * which may be shared with other front ends.
  *
  *   mountLayer({ source, imageManifest, layer, mountpoint, ztoc?, prefetchSpans? }) → serve one layer read-only
+ *   mountAhead({ mountpoint, layerDigest }) → the FUSE mount first, its requests waiting; then `open(opts)` on
+ *                       the result does steps 1 and 3 (the layer's tree answers them), or `abandon` undoes it
  *   check(mountpoint)   → throws when the layer's mount is gone or its blob can no longer be reached
  *   unmount(mountpoint) → stop serving, unmount, release the layer
  *   close()             → unmount everything (and close the manager when this LayerFs created it)
