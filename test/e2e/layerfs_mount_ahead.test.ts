@@ -30,6 +30,8 @@ const run = needs("layers mounted ahead of their trees", "root", "fuse", "tool:d
 const SPAN = 64 * 1024;
 /** Liveness bound of each wait below. */
 const BOUND_MS = 20_000;
+/** Per-test limit: past the bounds, which then fail with their own message. */
+const TEST_LIMIT_MS = 4 * BOUND_MS;
 
 /** A location whose reads of the given blobs wait for the test: released (then read) or failed. */
 class HeldLocation extends RegistryLocation {
@@ -126,60 +128,68 @@ describe.skipIf(!run)("layers mounted ahead of their trees", () => {
     return { fs, mp, workDir, location, logger, mounting };
   }
 
-  test("a request arriving before the tree waits, and is answered from the tree once built", async () => {
-    const { fs, mp, workDir, location, logger, mounting } = await mountingHeld();
-    let m: MountedImage | undefined;
-    try {
-      // A read of a bottom-layer file through its layer mount reaches the server while the tree is not built.
-      const before = received(logger).length;
-      let answered = false;
-      const reading = cat(join(workDir, "layers", "0", "data/f3.bin")).finally(() => (answered = true));
-      await until(BOUND_MS, "the read's request reaches the layer's server", () => received(logger).length > before);
-      expect(answered).toBe(false);
-      // The zTOCs come: the read gets the file's bytes, and the mount (overlay included) completes.
-      location.release();
-      const got = await within(BOUND_MS, "the waiting read", reading);
-      expect(got.error).toBe("");
-      expect(got.bytes).toEqual(bottom["data/f3.bin"]!);
-      m = await within(BOUND_MS, "mountImage", mounting);
-      expect(m.layers).toHaveLength(2);
-      expect((await cat(join(mp, "top/hello.txt"))).bytes).toEqual(top["top/hello.txt"]);
-      expect((await cat(join(mp, "data/f0.bin"))).bytes).toEqual(bottom["data/f0.bin"]!);
-    } finally {
-      location.release();
-      m ??= await mounting.catch(() => undefined);
-      await m?.unmount();
-      await fs.close();
-    }
-    expect(fuseMountsUnder(workDir)).toEqual([]);
-    expect(readMountInfo().filter((x) => x.mountpoint === mp)).toEqual([]);
-  });
-
-  test("when the zTOCs cannot be had, the waiting request fails and nothing is left mounted", async () => {
-    const { fs, mp, workDir, location, logger, mounting } = await mountingHeld();
-    try {
-      const before = received(logger).length;
-      const reading = cat(join(workDir, "layers", "0", "data/f3.bin"));
-      await until(BOUND_MS, "the read's request reaches the layer's server", () => received(logger).length > before);
-      location.fail(new Error("zTOC held back by the test"));
-      const got = await within(BOUND_MS, "the waiting read", reading);
-      expect(got.bytes).toHaveLength(0);
-      expect(got.error).toContain("Input/output error");
-      const err = await within(
-        BOUND_MS,
-        "mountImage",
-        mounting.then(
-          () => undefined,
-          (e: unknown) => e as Error,
-        ),
-      );
-      expect(err?.message).toContain("zTOC held back by the test");
-      expect(fuseMountsUnder(tmp)).toEqual([]);
+  test(
+    "a request arriving before the tree waits, and is answered from the tree once built",
+    async () => {
+      const { fs, mp, workDir, location, logger, mounting } = await mountingHeld();
+      let m: MountedImage | undefined;
+      try {
+        // A read of a bottom-layer file through its layer mount reaches the server while the tree is not built.
+        const before = received(logger).length;
+        let answered = false;
+        const reading = cat(join(workDir, "layers", "0", "data/f3.bin")).finally(() => (answered = true));
+        await until(BOUND_MS, "the read's request reaches the layer's server", () => received(logger).length > before);
+        expect(answered).toBe(false);
+        // The zTOCs come: the read gets the file's bytes, and the mount (overlay included) completes.
+        location.release();
+        const got = await within(BOUND_MS, "the waiting read", reading);
+        expect(got.error).toBe("");
+        expect(got.bytes).toEqual(bottom["data/f3.bin"]!);
+        m = await within(BOUND_MS, "mountImage", mounting);
+        expect(m.layers).toHaveLength(2);
+        expect((await cat(join(mp, "top/hello.txt"))).bytes).toEqual(top["top/hello.txt"]);
+        expect((await cat(join(mp, "data/f0.bin"))).bytes).toEqual(bottom["data/f0.bin"]!);
+      } finally {
+        location.release();
+        m ??= await mounting.catch(() => undefined);
+        await m?.unmount();
+        await fs.close();
+      }
+      expect(fuseMountsUnder(workDir)).toEqual([]);
       expect(readMountInfo().filter((x) => x.mountpoint === mp)).toEqual([]);
-    } finally {
-      location.fail(new Error("test over"));
-      await mounting.catch(() => undefined);
-      await fs.close();
-    }
-  });
+    },
+    TEST_LIMIT_MS,
+  );
+
+  test(
+    "when the zTOCs cannot be had, the waiting request fails and nothing is left mounted",
+    async () => {
+      const { fs, mp, workDir, location, logger, mounting } = await mountingHeld();
+      try {
+        const before = received(logger).length;
+        const reading = cat(join(workDir, "layers", "0", "data/f3.bin"));
+        await until(BOUND_MS, "the read's request reaches the layer's server", () => received(logger).length > before);
+        location.fail(new Error("zTOC held back by the test"));
+        const got = await within(BOUND_MS, "the waiting read", reading);
+        expect(got.bytes).toHaveLength(0);
+        expect(got.error).toContain("Input/output error");
+        const err = await within(
+          BOUND_MS,
+          "mountImage",
+          mounting.then(
+            () => undefined,
+            (e: unknown) => e as Error,
+          ),
+        );
+        expect(err?.message).toContain("zTOC held back by the test");
+        expect(fuseMountsUnder(tmp)).toEqual([]);
+        expect(readMountInfo().filter((x) => x.mountpoint === mp)).toEqual([]);
+      } finally {
+        location.fail(new Error("test over"));
+        await mounting.catch(() => undefined);
+        await fs.close();
+      }
+    },
+    TEST_LIMIT_MS,
+  );
 });
