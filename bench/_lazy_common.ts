@@ -101,8 +101,12 @@ export async function runLazyBench(prefix: string, main: (b: LazyBench) => Promi
   process.exit(process.exitCode ?? 0);
 }
 
-/** Builds the soci-ts executable into `tmp`/bin as a release does (release/build.ts --host); returns its path. */
+/**
+ * Builds the soci-ts executable into `tmp`/bin as a release does (release/build.ts --host); returns its path. With
+ * SOCI_TS_BIN set, that executable is used instead (another build, e.g. a base to compare with, in the same sitting).
+ */
 export function buildExecutable(tmp: string): string {
+  if (process.env.SOCI_TS_BIN) return process.env.SOCI_TS_BIN;
   sh(BUN, ["run", join(REPO, "release/build.ts"), "--host", "--out", join(tmp, "bin")]);
   return join(tmp, "bin", `soci-ts-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
 }

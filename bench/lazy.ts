@@ -29,7 +29,8 @@
  * rounded up to spans (the compressed spans holding every file the command opens, traced with strace on the
  * unpacked tree), and every byte the registry sent through the link during the run (manifests, index, zTOCs).
  * Span size 256 KiB unless SPAN_SIZE says otherwise; READAHEAD_SPANS (default 0); MOUNT_LOG_DIR keeps each
- * mount's debug log (one line per registry request, timestamped).
+ * mount's debug log (one line per registry request, timestamped); SOCI_TS_BIN runs that executable instead of
+ * building one (a base build, to compare in one sitting).
  *
  * Where the LOD mount's time went (MOUNT_LOG_DIR logs, 2026-12-03, load average 9-18 on 2 shared cores): the
  * LOD and prefetch-artifact paths sent the same requests, 22 span runs of the python layer and one 32 KiB
@@ -169,6 +170,36 @@
  * prefetch start cannot be shorter than mount ready (~0.44 s: process, manifest, index, 1.4 MB of zTOC skeleton at
  * 100 Mbit/s ~0.13 s, decode and trees ~0.1 s of cold-JIT CPU) plus its 8.5 MB at 100 Mbit/s (0.68 s), ~1.1 s =
  * 0.16x of this full pull, before python's own CPU; the 0.15x goal sits below that floor on this link.
+ *
+ * Where mount ready's last 0.1-0.2 s goes, after the zTOC skeleton is in (issue 16 item 2; 2026-12-03, load 1-4 on 2
+ * shared cores; CPU profiles of the compiled executable, BUN_OPTIONS="--cpu-prof", against a local unshaped registry,
+ * and the phases of paired runs on this link). All of it is main-thread CPU, none of it waiting: decoding the skeleton
+ * 40-50 ms (ztocs -> decoded; two thirds of it the 8,240 FileMetadata objects, each ~6 string decodes, 4 interned;
+ * validation 10, its sort by offset; assembling and hashing the skeleton ~7); opening the layers 40-50 ms (decoded ->
+ * opened; the tree ~25, the holder's inode index ~5, the span layout digest, computed twice, 5-9, the span cache's
+ * backing ~4); then the FUSE mounts 4-30 ms (mount(2), mountinfo, the reader threads' start and INIT) and the overlay's
+ * mount(8) 12-25 ms. The decoding and tree code runs cold: in one process the same decode takes ~35 ms the first time
+ * (fresh process) and 11 ms the third (the JIT needs about two passes over the TOC), and GC moves between steps (skipping the
+ * validation's sort when the TOC is in offset order saved its 8 ms, and the tree and holder then took 8 ms longer: totals
+ * of decode + validation + tree + holder in fresh processes, 12 each, median 70 / 71 ms; so were a parent-directory
+ * cache and link counts kept while building, the tree's inode index made while building, and one hash update for the
+ * layout digest: none kept). What changed: the layers' FUSE mounts are made, one after the other, and the overlay
+ * mount started, as soon as the manifest is known (image_mount.ts steps 2-3, remote_fs.ts `mountAhead`), during the
+ * index and zTOC fetches; their requests wait until the layer's tree is built and are answered from it
+ * (vfs/deferred_node.ts); a resolution or opening that fails fails them and unmounts everything. Their main-thread
+ * part (~5-15 ms each) costs the index's round trips a little: both at once, manifest -> index median 60 -> 82 ms;
+ * one at a time 69. Started at the index instead (once the zTOCs are asked for), they delayed the zTOC requests
+ * (index -> ztocs 171-192 ms against 153-166) and gained nothing. Plain lazy mount only, base (34c5938) and this
+ * alternating on one link (SOCI_TS_BIN and this file's helpers in a throw-away script), mounted after, medians:
+ * load 1.7-2.3, 6 rounds: base 0.460 s, both at once 0.457, one at a time 0.422 (ztocs -> ready 140 / 102 / 94 ms);
+ * load 2.8-3.3, 8 rounds: base 0.430-0.744 s (median 0.586) / this 0.394-0.609 (median 0.510), 7 of 8 rounds faster,
+ * ztocs -> ready median 222 / 148 ms, opened -> ready 29-67 / 3-10 ms. Whole bench, two pairs base / this, plain
+ * lazy mounted after: load 3.2-3.0, 0.51 / 0.50 s; load 3.0-2.8, 0.56 / 0.41 s (lazy start vs full pull 0.357x /
+ * 0.301x). Not met: mounted <= 0.35 s; on a quiet machine this is ~0.39-0.41 s = zTOCs in (~0.30 s) +
+ * decoding (~0.04-0.05) + trees (~0.03-0.04) + the overlay's few requests. Left: decoding the TOC straight into the
+ * tree (no FileMetadata objects, half the allocations) or building directories on first lookup; reader threads
+ * started before the manifest arrives, so the early mounts cost the index's round trips nothing; the skeleton's
+ * 1.4 MB (0.12 s here) and the referrers probe are discovery's (src/soci, the lead's).
  *
  * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then

@@ -22,9 +22,9 @@
  * manifest, index and zTOCs are requested first, while that local setup runs.
  *
  * Once mounted it logs "Mount ready" (info) with the instant each phase ended, in ms since the process started:
- * start (the command runs), setup (dead mounts, record, layer file system), manifest, index, ztocs (bytes in),
- * decoded, lod, opened (layer trees), fuse, prefetched (with --wait-prefetch), overlay, ready (see
- * image_mount.ts).
+ * start (the command runs), setup (dead mounts, record, layer file system), manifest, fuse (the layers' FUSE
+ * mounts, made while the zTOCs are on their way), index, ztocs (bytes in), decoded, lod, opened (layer trees),
+ * prefetched (with --wait-prefetch), overlay (its mount waits for the trees), ready (see image_mount.ts).
  */
 import { defineCommand } from "citty";
 import { mkdir, realpath } from "node:fs/promises";
@@ -197,8 +197,8 @@ export default defineCommand({
       lodBy: lod?.by,
       onPhase: (name: string) => phases.mark(name),
     };
+    // A failure is reported by mountImage, after the setup.
     const resolved = resolveForMount({ ...resolveOpts, windowTimeoutMs: managerOpts.fetchTimeoutMs ?? 30_000 });
-    resolved.catch(() => {}); // a failure is reported by mountImage, after the setup
     // 1. What dead mount processes left behind (SIGKILL) goes first: it may sit at DIR.
     const stale = await cleanDeadMounts(ctx.root);
     for (const line of stale.lines) log.info(line);

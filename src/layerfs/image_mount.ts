@@ -2,21 +2,29 @@
  * Mounting a whole image read-only: every layer through `LayerFs`, merged with overlayfs.
  *
  * `mountImage` steps:
- *   1-3. Resolve the image (image_resolver.ts `resolveImageLayers`): its manifest for the host platform, its SOCI
- *      index and zTOCs, and the prefetch spans per layer; each layer's spans are fetched before its mount
- *      returns (remote_fs.ts), unless `waitForPrefetch` is false.
- *   4. Mount each layer (or only `layerDigest`) under `workDir/layers/<n>`, up to `maxConcurrency` at a time
- *      (SOCI resolves an image's layers in parallel too); when one fails, the others are unmounted.
- *   5. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with
- *      lowerdir = top layer first, `ro,nosuid,nodev` (an inspection mount: no setuid or device file of the
- *      image takes effect through it). overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the
- *      lower dirs, which are served by this very process, so it must not block our event loop.
- * `unmount()` undoes 5 then 4, and never throws for a mount already gone.
+ *   1. Resolve the image (image_resolver.ts `resolveImageLayers`), started first: its manifest for the host platform,
+ *      then its SOCI index and zTOCs, and the prefetch spans per layer. Steps 2 and 3 need only the manifest and
+ *      run while the rest (the zTOCs: a 1.4 MB skeleton for the python image) is on its way.
+ *   2. Mount each layer's FUSE ahead of its tree (or only `layerDigest`'s), under `workDir/layers/<n>`, one after the
+ *      other (remote_fs.ts `mountAhead`): mount(2), INIT and the reader threads cost nothing later; the kernel's
+ *      requests to a layer wait until its tree is there. One at a time, the next once the last one's INIT is in: the
+ *      main thread's part of each (~5-15 ms) then lands between the index's round trips rather than all at once.
+ *   3. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` is started with
+ *      lowerdir = top layer first, `ro,nosuid,nodev` (an inspection mount: no setuid or device file of the image
+ *      takes effect through it). overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the lower
+ *      dirs, which are served by this very process (and wait for their trees), so it must not block our event loop.
+ *   4. Once resolved, open each layer into its mount (up to `maxConcurrency` at a time; its zTOC decoded into a
+ *      tree, whose root answers the waiting requests), its prefetch spans fetched before it counts as open unless
+ *      `waitForPrefetch` is false; then wait for the overlay mount.
+ *   When a step fails: layers not opened are abandoned (their waiting requests fail, so the overlay mount fails
+ *   too), everything mounted is unmounted, and the first failure is thrown (a layer's before the overlay's).
+ * `unmount()` undoes 3 then 2, and never throws for a mount already gone.
  */
 import { execFile } from "node:child_process";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import type { Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import type { RegistryLocation } from "../soci/image_location.ts";
@@ -27,7 +35,7 @@ import type { PhaseMark } from "../util/phases.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { acquireOptionsFor, type ReplayedLod, type ResolvedImage, resolveImageLayers } from "./image_resolver.ts";
 import type { Layer } from "./layer.ts";
-import type { LayerFs } from "./remote_fs.ts";
+import type { LayerFs, PendingLayerMount } from "./remote_fs.ts";
 import { withTimeout } from "../util/abort.ts";
 
 const run = promisify(execFile);
@@ -50,7 +58,7 @@ export interface MountImageOptions {
   logger?: Logger;
   /** Cancels everything, layer downloads included (e.g. Ctrl-C). */
   signal?: AbortSignal;
-  /** Layers mounted at the same time (config `max_concurrency`). Default 100. */
+  /** Layers opened at the same time (config `max_concurrency`). Default 100. */
   maxConcurrency?: number;
   /**
    * Mount timeout in ms (config `mount_timeout_sec`), applied per step: resolving the image, finding the
@@ -74,10 +82,10 @@ export interface MountImageOptions {
    */
   waitForPrefetch?: boolean;
   /**
-   * Steps 1-3 started already (`resolveForMount` with these options), so their requests overlap the caller's
-   * setup; default: resolved here.
+   * Step 1 started already (`resolveForMount` with these options), so its requests overlap the caller's setup;
+   * default: resolved here.
    */
-  resolved?: Promise<ResolvedImage>;
+  resolved?: ResolvingImage;
 }
 
 /** What resolving an image for a mount takes: mountImage's own options, and the window fetch timeout. */
@@ -99,12 +107,22 @@ export type MountResolveOptions = Pick<
   windowTimeoutMs: number;
 };
 
+/** An image being resolved for a mount (`resolveForMount`): its manifest as soon as it is known, then all of it. */
+export interface ResolvingImage {
+  /** The image manifest (rejects when resolving fails before it). */
+  manifest: Promise<FetchedManifest>;
+  /** The whole resolution (steps 1-4 of image_resolver.ts). */
+  image: Promise<ResolvedImage>;
+}
+
 /**
- * Steps 1-3 alone: what `mountImage` resolves first, for a caller that starts it early (before its own setup)
- * and hands the promise over as `resolved`. Throws what resolveImageLayers throws.
+ * Step 1 alone: what `mountImage` resolves first, for a caller that starts it early (before its own setup) and
+ * hands it over as `resolved`. `image` rejects with what resolveImageLayers throws; neither promise rejects
+ * unhandled.
  */
-export function resolveForMount(opts: MountResolveOptions): Promise<ResolvedImage> {
-  return resolveImageLayers(opts.location, {
+export function resolveForMount(opts: MountResolveOptions): ResolvingImage {
+  const manifest = Promise.withResolvers<FetchedManifest>();
+  const image = resolveImageLayers(opts.location, {
     modes: opts.modes,
     store: opts.store,
     prefetch: opts.prefetch,
@@ -116,7 +134,12 @@ export function resolveForMount(opts: MountResolveOptions): Promise<ResolvedImag
     lod: opts.lod,
     lodBy: opts.lodBy,
     onPhase: opts.onPhase,
+    onManifest: manifest.resolve,
   });
+  // Failing before the manifest fails both (a later failure leaves the manifest resolved).
+  image.catch(manifest.reject);
+  manifest.promise.catch(() => {});
+  return { manifest: manifest.promise, image };
 }
 
 export interface MountedImage {
@@ -132,22 +155,25 @@ export interface MountedImage {
   unmount(): Promise<void>;
 }
 
-/** Mount an image at `mountpoint` (steps 1-5). Throws NotFoundError for an unknown `layerDigest`. */
+/** Mount an image at `mountpoint` (steps 1-4). Throws NotFoundError for an unknown `layerDigest`. */
 export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountImageOptions): Promise<MountedImage> {
   const logger = opts.logger ?? silentLogger;
   const loc = opts.location;
   const bounded = () => withTimeout(opts.signal, opts.timeoutMs);
-  // 1-3.
-  const image = await (opts.resolved ?? resolveForMount({ ...opts, windowTimeoutMs: fs.fetchTimeoutMs }));
-  const { manifest, found } = image;
-  let layers = image.layers;
+  const concurrency = opts.maxConcurrency ?? 100;
+  const waitForPrefetch = opts.waitForPrefetch ?? true;
+  // 1.
+  const resolving = opts.resolved ?? resolveForMount({ ...opts, windowTimeoutMs: fs.fetchTimeoutMs });
+  let layers = ((await resolving.manifest).manifest as Manifest).layers;
   if (opts.layerDigest) {
     layers = layers.filter((l) => l.digest === opts.layerDigest);
     if (layers.length === 0) {
       throw new NotFoundError(`Cannot mount layer "${opts.layerDigest}": image "${loc.name}" has no such layer`);
     }
   }
-  // 4.
+  const single = layers.length === 1;
+  const mountpoints = layers.map((_, i) => (single ? mountpoint : join(opts.workDir, "layers", String(i))));
+  const ahead: Array<PendingLayerMount | undefined> = layers.map(() => undefined);
   const mounted: MountedImage["layers"] = [];
   let overlay = false;
   const unmount = async () => {
@@ -163,71 +189,110 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     }
     await rm(join(opts.workDir, "layers"), { recursive: true, force: true }).catch(() => {});
   };
+  // Settles once the overlay mount has (undefined when it succeeded, else its error); undefined before step 3.
+  let overlaid: Promise<unknown> | undefined;
+  let image: ResolvedImage | undefined;
   try {
-    const single = layers.length === 1;
-    const results: Array<PromiseSettledResult<MountedImage["layers"][number]> | undefined> = layers.map(
-      () => undefined,
-    );
-    let next = 0;
-    const mountNext = async (): Promise<void> => {
-      for (let i = next++; i < layers.length; i = next++) {
-        const l = layers[i]!;
-        try {
-          opts.signal?.throwIfAborted();
-          const mp = single ? mountpoint : join(opts.workDir, "layers", String(i));
-          if (!single) await mkdir(mp, { recursive: true });
-          const layer = await fs.mountLayer({
-            ...acquireOptionsFor(image, l.digest),
-            mountpoint: mp,
-            // A lazy layer's mount is bounded by the mount timeout; a whole download only by the idle timeout.
-            signal: found?.ztocs.has(l.digest) ? bounded() : opts.signal,
-            onPhase: opts.onPhase,
-            waitForPrefetch: opts.waitForPrefetch ?? true,
-          });
-          if (opts.waitForPrefetch ?? true) opts.onPhase?.("prefetched");
-          results[i] = { status: "fulfilled", value: { layer, mountpoint: mp } };
-        } catch (reason) {
-          results[i] = { status: "rejected", reason };
-        }
-      }
-    };
-    await Promise.all(
-      Array.from({ length: Math.max(1, Math.min(opts.maxConcurrency ?? 100, layers.length)) }, mountNext),
-    );
-    // Bottom first, as the image lists them; the first failure (in that order) fails the mount.
-    for (const r of results) if (r?.status === "fulfilled") mounted.push(r.value);
-    const failed = results.find((r) => r?.status === "rejected") as PromiseRejectedResult | undefined;
-    if (failed) throw failed.reason;
-    // 5.
-    opts.signal?.throwIfAborted();
-    if (!single) {
-      const lower = mounted
-        .map((x) => x.mountpoint)
-        .reverse()
-        .join(":");
-      try {
-        // nosuid,nodev: the layers are allow_other, so every local user reaches this overlay; a setuid-root
-        // program or a device node in an untrusted image must not take effect through it. The layer mounts
-        // below are nosuid,nodev too (src/fuse/mount.ts), but overlayfs applies the flags of its own mount.
-        await run("mount", ["-t", "overlay", "overlay", "-o", `ro,nosuid,nodev,lowerdir=${lower}`, mountpoint]);
-      } catch (err) {
-        throw new FailedPreconditionError(`Cannot mount overlay at "${mountpoint}": ${errorMessage(err)}`, {
-          cause: err,
+    // 2.
+    throwFirst(
+      await settleEach(layers.length, 1, async (i) => {
+        opts.signal?.throwIfAborted();
+        if (!single) await mkdir(mountpoints[i]!, { recursive: true });
+        ahead[i] = await fs.mountAhead({
+          mountpoint: mountpoints[i]!,
+          layerDigest: layers[i]!.digest,
+          onPhase: opts.onPhase,
         });
-      }
-      overlay = true;
-      opts.onPhase?.("overlay");
+      }),
+    );
+    // 3.
+    if (!single) {
+      overlaid = mountOverlay(mountpoints, mountpoint).then(
+        () => {
+          overlay = true;
+          opts.onPhase?.("overlay");
+        },
+        (err: unknown) => err ?? new Error("overlay mount failed"),
+      );
     }
+    // 4.
+    image = await resolving.image;
+    const resolved = image;
+    const opened = await settleEach(layers.length, concurrency, async (i) => {
+      const digest = layers[i]!.digest;
+      const layer = await ahead[i]!.open({
+        ...acquireOptionsFor(resolved, digest),
+        // A lazy layer's opening is bounded by the mount timeout; a whole download only by the idle timeout.
+        signal: resolved.found?.ztocs.has(digest) ? bounded() : opts.signal,
+        onPhase: opts.onPhase,
+        waitForPrefetch,
+      });
+      if (waitForPrefetch) opts.onPhase?.("prefetched");
+      return { layer, mountpoint: mountpoints[i]! };
+    });
+    // Bottom first, as the image lists them; the first failure (in that order) fails the mount.
+    for (const r of opened) if (r.status === "fulfilled") mounted.push(r.value);
+    throwFirst(opened);
+    const overlayError = await overlaid;
+    if (overlayError !== undefined) throw overlayError;
+    opts.signal?.throwIfAborted();
   } catch (err) {
+    // Layers not opened fail their waiting requests (the overlay mount's among them) and are unmounted.
+    await Promise.all(ahead.map((a) => a?.abandon(err)));
+    await overlaid;
     await unmount();
     throw err;
   }
   return {
-    manifest,
-    ztocs: found?.ztocs ?? new Map(),
+    manifest: image.manifest,
+    ztocs: image.found?.ztocs ?? new Map(),
     ...(image.lod ? { lod: image.lod } : {}),
-    indexFoundBy: found?.foundBy,
+    indexFoundBy: image.found?.foundBy,
     layers: mounted,
     unmount,
   };
+}
+
+/**
+ * Step 3: overlayfs at `mountpoint` over the layer mounts `lower` (bottom first), by mount(8) in a child process.
+ * Throws FailedPreconditionError naming the mount point.
+ */
+async function mountOverlay(lower: readonly string[], mountpoint: string): Promise<void> {
+  try {
+    // nosuid,nodev: the layers are allow_other, so every local user reaches this overlay; a setuid-root
+    // program or a device node in an untrusted image must not take effect through it. The layer mounts
+    // below are nosuid,nodev too (src/fuse/mount.ts), but overlayfs applies the flags of its own mount.
+    const lowerdir = [...lower].reverse().join(":");
+    await run("mount", ["-t", "overlay", "overlay", "-o", `ro,nosuid,nodev,lowerdir=${lowerdir}`, mountpoint]);
+  } catch (err) {
+    throw new FailedPreconditionError(`Cannot mount overlay at "${mountpoint}": ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+/** `fn(0)` … `fn(count - 1)`, at most `limit` (at least 1) at a time; each one's outcome, by index. */
+async function settleEach<T>(
+  count: number,
+  limit: number,
+  fn: (i: number) => Promise<T>,
+): Promise<Array<PromiseSettledResult<T>>> {
+  const results: Array<PromiseSettledResult<T>> = new Array(count);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < count; i = next++) {
+      try {
+        results[i] = { status: "fulfilled", value: await fn(i) };
+      } catch (reason) {
+        results[i] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, count)) }, worker));
+  return results;
+}
+
+/** Throws the reason of the first rejected outcome, in index order. */
+function throwFirst(results: ReadonlyArray<PromiseSettledResult<unknown>>): void {
+  for (const r of results) if (r.status === "rejected") throw r.reason;
 }

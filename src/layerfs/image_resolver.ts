@@ -118,7 +118,12 @@ export function acquireOptionsFor(
  */
 export async function resolveImageLayers(
   location: RegistryLocation,
-  opts: ResolveOptions & { signal?: AbortSignal; onPhase?: PhaseMark },
+  opts: ResolveOptions & {
+    signal?: AbortSignal;
+    onPhase?: PhaseMark;
+    /** Called with the image manifest as soon as step 1 has it (a mount makes its FUSE mounts meanwhile). */
+    onManifest?: (manifest: FetchedManifest) => void;
+  },
 ): Promise<ResolvedImage> {
   const logger = opts.logger ?? silentLogger;
   const modes = opts.modes ?? { localStore: true, v1: false, v2: true };
@@ -137,6 +142,7 @@ export async function resolveImageLayers(
     throw new NotFoundError(
       `Cannot resolve image "${location.name}": "${manifest.descriptor.digest}" is not an image manifest`,
     );
+  opts.onManifest?.(manifest);
   // 4 starts here: the document's lookup needs only the manifest digest, so its requests go beside discovery's.
   const lookup = opts.lod === undefined ? undefined : lookupLod(opts.lod, { location, manifest }, opts);
   // 2.

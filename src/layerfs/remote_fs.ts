@@ -5,6 +5,8 @@
  * which may be shared with other front ends.
  *
  *   mountLayer({ source, imageManifest, layer, mountpoint, ztoc?, prefetchSpans? }) → serve one layer read-only
+ *   mountAhead({ mountpoint, layerDigest }) → the FUSE mount first, its requests waiting; then `open(opts)` on
+ *                       the result does steps 1 and 3 (the layer's tree answers them), or `abandon` undoes it
  *   check(mountpoint)   → throws when the layer's mount is gone or its blob can no longer be reached
  *   unmount(mountpoint) → stop serving, unmount, release the layer
  *   close()             → unmount everything (and close the manager when this LayerFs created it)
@@ -25,12 +27,20 @@ import { closeSync } from "node:fs";
 import type { SpanCache } from "../cache/span_cache.ts";
 import type { DirectReadStats } from "../fuse/direct_reads.ts";
 import type { PassthroughStats } from "../fuse/passthrough.ts";
-import { AlreadyExistsError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
+import {
+  AlreadyExistsError,
+  errorMessage,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+} from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { PhaseMark } from "../util/phases.ts";
 import type { Negotiated } from "../fuse/protocol_server.ts";
 import { unmountFuse } from "../fuse/mount.ts";
-import { mountTree, type MountHandle, type ResumeFuse } from "../vfs/serve.ts";
+import { DeferredNode } from "../vfs/deferred_node.ts";
+import { mountTree, type MountHandle, type MountTreeOptions, type ResumeFuse } from "../vfs/serve.ts";
 import { countMountFailure, Op, operationDurationMs } from "../util/metrics.ts";
 import type { BackgroundFetcher } from "./background_fetcher.ts";
 import type { Layer } from "./layer.ts";
@@ -121,6 +131,19 @@ export interface MountLayerOptions extends AcquireLayerOptions {
   waitForPrefetch?: boolean;
 }
 
+/** A layer's FUSE mount made before the layer is opened (`LayerFs.mountAhead`): its requests wait. */
+export interface PendingLayerMount {
+  readonly mountpoint: string;
+  /**
+   * Open the layer (`layer.digest` must be the one mounted for) and serve its tree at the mount: the requests
+   * waiting are answered from it; then as `mountLayer` step 3, and resolves with the layer. When opening fails,
+   * the waiting requests fail, the mount is undone and the error thrown. Once only.
+   */
+  open(opts: Omit<MountLayerOptions, "mountpoint">): Promise<Layer>;
+  /** The layer will not be opened (`reason`): the waiting requests fail and the mount is undone (idempotent). */
+  abandon(reason: unknown): Promise<void>;
+}
+
 interface Mounted {
   handle: LayerHandle;
   served: MountHandle;
@@ -140,6 +163,8 @@ export class LayerFs {
   readonly #mounts = new Map<string, Mounted>();
   /** Mount points being mounted, so a second mount at the same place fails at once. */
   readonly #mounting = new Set<string>();
+  /** Mounts made ahead of their layers (`mountAhead`) not opened yet, abandoned by `close`. */
+  readonly #ahead = new Map<string, PendingLayerMount>();
   /** Keeps each mount's connection for a successor (set by the service); none: mounts end with the process. */
   keeper: ConnectionKeeper | undefined;
 
@@ -180,10 +205,7 @@ export class LayerFs {
   /** Mount one layer (steps 1-3). Throws AlreadyExistsError when `mountpoint` is served already. */
   async mountLayer(opts: MountLayerOptions): Promise<Layer> {
     const mp = opts.mountpoint;
-    if (this.#mounts.has(mp) || this.#mounting.has(mp)) {
-      throw new AlreadyExistsError(`Cannot mount layer "${opts.layer.digest}": "${mp}" is mounted already`);
-    }
-    this.#mounting.add(mp);
+    this.#claim(mp, opts.layer.digest);
     try {
       // 1.
       const handle = await this.manager.acquire(opts);
@@ -194,23 +216,7 @@ export class LayerFs {
       let served: MountHandle;
       const t0 = performance.now();
       try {
-        served = await mountTree(layer.root, mp, {
-          attrTimeoutSec: this.#o.fuse?.attrTimeoutSec,
-          entryTimeoutSec: this.#o.fuse?.entryTimeoutSec,
-          negativeTimeoutSec: this.#o.fuse?.negativeTimeoutSec,
-          allowOther: this.#o.fuse?.allowOther,
-          keepCache: this.#o.fuse?.keepCache,
-          xattrs: this.#o.fuse?.xattrs,
-          passthrough: this.#o.fuse?.passthrough,
-          stableNodeIds: true,
-          fsName: `soci-ts:${opts.layer.digest.slice(7, 19)}`,
-          transport: this.#o.transport ?? "workers",
-          // With "async", `readers` would be outstanding reads, which this key is not about.
-          readers: (this.#o.transport ?? "workers") === "workers" ? this.#o.fuse?.readerThreads : undefined,
-          debug: this.#o.fuse?.debug ?? false,
-          resume,
-          logger: fuseLogger(this.#logger, opts.layer.digest),
-        });
+        served = await mountTree(layer.root, mp, this.#treeOptions(opts.layer.digest, resume));
       } catch (err) {
         // A takeover that failed ended the connection (mountTree closed its fds and detached the mount): the
         // keeper's copies go too.
@@ -220,32 +226,8 @@ export class LayerFs {
       }
       operationDurationMs.labels(Op.fuseMount, layer.digest).observe(performance.now() - t0);
       opts.onPhase?.("fuse");
-      // Copies for passthrough are of no use when the kernel did not take it.
-      if (!served.negotiated.passthrough) layer.materializer?.close();
-      this.#mounts.set(mp, { handle, served, image: imageName(opts) });
-      if (resume) {
-        this.#logger.info("Layer connection taken over", {
-          layer: layer.digest,
-          mountpoint: mp,
-          resent: served.resent,
-          ...(served.resent
-            ? {}
-            : {
-                note: "the kernel cannot resend (before Linux 6.9): requests in flight at the restart stay unanswered",
-              }),
-        });
-      } else {
-        this.#logger.info("Layer mounted", { layer: layer.digest, mountpoint: mp, lazy: layer.manager !== undefined });
-      }
       // 3.
-      if (this.keeper && !resume) {
-        await this.keeper.keep(
-          { version: 1, mountpoint: mp, dev: served.dev, layerDigest: layer.digest, negotiated: served.negotiated },
-          served.readerFds(),
-        );
-      }
-      if (opts.waitForPrefetch ?? true) await handle.prefetched;
-      return layer;
+      return await this.#serving({ handle, served, resume, opts });
     } catch (err) {
       // SOCI's count of mounts that failed (opening the layer or its FUSE mount), per layer.
       countMountFailure(opts.layer.digest);
@@ -253,6 +235,149 @@ export class LayerFs {
     } finally {
       this.#mounting.delete(mp);
     }
+  }
+
+  /**
+   * Mount layer `layerDigest` at `mountpoint` before it can be opened (its zTOC still on its way): the FUSE mount
+   * is made now (mount(2), INIT, reader threads) over a root that is not there yet (vfs deferred_node.ts), so the
+   * kernel's requests to it, the overlay mount's among them, wait. `open` on the result then does mountLayer's
+   * steps 1 and 3: the layer's tree becomes the mount's root and the waiting requests are answered from it, never
+   * before; `abandon` (or an `open` that fails) fails them and unmounts. A connection kept for `mountpoint` is not
+   * taken over (that is `mountLayer`'s). Marks "fuse" once mounted. Throws AlreadyExistsError when `mountpoint` is
+   * served already, FailedPreconditionError when the FUSE mount fails.
+   */
+  async mountAhead(opts: { mountpoint: string; layerDigest: string; onPhase?: PhaseMark }): Promise<PendingLayerMount> {
+    const mp = opts.mountpoint;
+    const digest = opts.layerDigest;
+    this.#claim(mp, digest);
+    const root = new DeferredNode(`the root of layer "${digest}"`);
+    let served: MountHandle;
+    const t0 = performance.now();
+    try {
+      served = await mountTree(root, mp, this.#treeOptions(digest, undefined));
+    } catch (err) {
+      this.#mounting.delete(mp);
+      countMountFailure(digest);
+      throw err;
+    }
+    operationDurationMs.labels(Op.fuseMount, digest).observe(performance.now() - t0);
+    opts.onPhase?.("fuse");
+    let ended = false;
+    const undo = async (reason: unknown): Promise<void> => {
+      if (ended) return;
+      ended = true;
+      this.#ahead.delete(mp);
+      root.reject(
+        new UnavailableError(`Cannot serve layer "${digest}" at "${mp}": ${errorMessage(reason)}`, { cause: reason }),
+      );
+      await served.unmount();
+      this.#mounting.delete(mp);
+    };
+    const pending: PendingLayerMount = {
+      mountpoint: mp,
+      open: async (layerOpts) => {
+        if (ended)
+          throw new FailedPreconditionError(`Cannot open layer "${digest}" at "${mp}": its mount was abandoned`);
+        if (layerOpts.layer.digest !== digest)
+          throw new InvalidArgumentError(
+            `Cannot open layer "${layerOpts.layer.digest}" at "${mp}": it is mounted for "${digest}"`,
+          );
+        let handle: LayerHandle;
+        try {
+          handle = await this.manager.acquire(layerOpts);
+        } catch (err) {
+          countMountFailure(digest);
+          await undo(err);
+          throw err;
+        }
+        layerOpts.onPhase?.("opened");
+        if (ended) {
+          // Abandoned (the file system closing) while the layer opened.
+          await handle.done();
+          throw new FailedPreconditionError(`Cannot open layer "${digest}" at "${mp}": its mount was abandoned`);
+        }
+        ended = true;
+        this.#ahead.delete(mp);
+        this.#mounting.delete(mp);
+        // The waiting requests go on, answered from the layer's tree.
+        root.resolve(handle.layer.root);
+        return this.#serving({ handle, served, resume: undefined, opts: { ...layerOpts, mountpoint: mp } });
+      },
+      abandon: undo,
+    };
+    this.#ahead.set(mp, pending);
+    return pending;
+  }
+
+  /** Takes `mp` for a mount being made; AlreadyExistsError when it is served or being mounted already. */
+  #claim(mp: string, digest: string): void {
+    if (this.#mounts.has(mp) || this.#mounting.has(mp)) {
+      throw new AlreadyExistsError(`Cannot mount layer "${digest}": "${mp}" is mounted already`);
+    }
+    this.#mounting.add(mp);
+  }
+
+  /** mountTree's options for layer `digest`: the FUSE settings of this LayerFs. */
+  #treeOptions(digest: string, resume: ResumeFuse | undefined): MountTreeOptions {
+    const fuse = this.#o.fuse;
+    const transport = this.#o.transport ?? "workers";
+    return {
+      attrTimeoutSec: fuse?.attrTimeoutSec,
+      entryTimeoutSec: fuse?.entryTimeoutSec,
+      negativeTimeoutSec: fuse?.negativeTimeoutSec,
+      allowOther: fuse?.allowOther,
+      keepCache: fuse?.keepCache,
+      xattrs: fuse?.xattrs,
+      passthrough: fuse?.passthrough,
+      stableNodeIds: true,
+      fsName: `soci-ts:${digest.slice(7, 19)}`,
+      transport,
+      // With "async", `readers` would be outstanding reads, which this key is not about.
+      readers: transport === "workers" ? fuse?.readerThreads : undefined,
+      debug: fuse?.debug ?? false,
+      resume,
+      logger: fuseLogger(this.#logger, digest),
+    };
+  }
+
+  /**
+   * Step 3 of a layer opened and served at `opts.mountpoint`: registered as a mount, its connection handed to the
+   * keeper, then (unless `waitForPrefetch` is false) its prefetch spans waited for.
+   */
+  async #serving(m: {
+    handle: LayerHandle;
+    served: MountHandle;
+    resume: ResumeFuse | undefined;
+    opts: MountLayerOptions;
+  }): Promise<Layer> {
+    const { handle, served, resume, opts } = m;
+    const mp = opts.mountpoint;
+    const layer = handle.layer;
+    // Copies for passthrough are of no use when the kernel did not take it.
+    if (!served.negotiated.passthrough) layer.materializer?.close();
+    this.#mounts.set(mp, { handle, served, image: imageName(opts) });
+    if (resume) {
+      this.#logger.info("Layer connection taken over", {
+        layer: layer.digest,
+        mountpoint: mp,
+        resent: served.resent,
+        ...(served.resent
+          ? {}
+          : {
+              note: "the kernel cannot resend (before Linux 6.9): requests in flight at the restart stay unanswered",
+            }),
+      });
+    } else {
+      this.#logger.info("Layer mounted", { layer: layer.digest, mountpoint: mp, lazy: layer.manager !== undefined });
+    }
+    if (this.keeper && !resume) {
+      await this.keeper.keep(
+        { version: 1, mountpoint: mp, dev: served.dev, layerDigest: layer.digest, negotiated: served.negotiated },
+        served.readerFds(),
+      );
+    }
+    if (opts.waitForPrefetch ?? true) await handle.prefetched;
+    return layer;
   }
 
   /** The layer served at `mountpoint`; NotFoundError when none. */
@@ -360,9 +485,12 @@ export class LayerFs {
    * `keepMounts` (a restart that hands the connections over), nothing is unmounted and no layer closed: each
    * mount stops taking the kernel's requests and answers those it took (bounded by the fetch timeout, plus a
    * second), so none is lost on kernels that cannot resend it (before Linux 6.9); then the mounts are disowned
-   * (kept mounted when the process exits); only background fetching stops and the cache is flushed.
+   * (kept mounted when the process exits); only background fetching stops and the cache is flushed. Mounts made
+   * ahead of a layer not opened yet (`mountAhead`) are undone either way.
    */
   async close(opts: { keepMounts?: boolean } = {}): Promise<void> {
+    // Mounts made ahead of a layer not opened yet have nothing to serve or hand over: undone, in either case.
+    await Promise.all([...this.#ahead.values()].map((a) => a.abandon(new Error("the layer file system is closing"))));
     if (opts.keepMounts) {
       const boundMs = this.fetchTimeoutMs + 1000;
       await Promise.all(

@@ -532,10 +532,13 @@ export class VfsBridge implements RawFileSystem {
     if (d && (!this.#stable || this.#byId.get(nodeid)?.node === d.node)) this.#dirs.delete(fh);
   }
 
-  statfs(nodeid: number): Kstatfs {
+  statfs(nodeid: number): Kstatfs | Promise<Kstatfs> {
     const n = this.#byId.get(nodeid)?.node ?? this.root;
     const s = (n.statfs ?? this.root.statfs)?.call(n);
-    return s ?? { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+    // A node may answer later (a deferred root, deferred_node.ts); nodes are not asked to be ready: statfs needs no
+    // tree, and must not build a dropped one again.
+    if (s instanceof Promise) return s.then((v) => v ?? DEFAULT_STATFS);
+    return s ?? DEFAULT_STATFS;
   }
 
   getxattr(nodeid: number, name: string): Uint8Array | Promise<Uint8Array> {
@@ -557,6 +560,17 @@ export class VfsBridge implements RawFileSystem {
 }
 
 const DOT = utf8(".");
+/** STATFS's answer for a tree without `statfs`. */
+const DEFAULT_STATFS: Kstatfs = {
+  blocks: 0,
+  bfree: 0,
+  bavail: 0,
+  files: 0,
+  ffree: 0,
+  bsize: 4096,
+  namelen: 255,
+  frsize: 4096,
+};
 /** Shared instances for the frequent, expected failures (creating an Error captures a stack). */
 const NO_DATA = new FuseErrno(ENODATA);
 const NO_ENTRY = new FuseErrno(ENOENT);

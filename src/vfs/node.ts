@@ -107,6 +107,9 @@ export interface Node {
   create?(name: string, ctx: RequestContext): Node | Promise<Node>;
   /** RMDIR of child directory `name` (on a writable mount). Absent → EROFS. */
   rmdir?(name: string, ctx: RequestContext): void | Promise<void>;
-  /** File system statistics; absent → the bridge answers zeros with bsize 4096 and namelen 255. */
-  statfs?(): StatFs;
+  /**
+   * File system statistics; absent → the bridge answers zeros with bsize 4096 and namelen 255. Asked without
+   * `ready` first (a tree dropped after idling answers without being built again); a promise makes STATFS wait.
+   */
+  statfs?(): StatFs | Promise<StatFs>;
 }
