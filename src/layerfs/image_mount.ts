@@ -3,22 +3,25 @@
  *
  * `mountImage` steps:
  *   1. Resolve the image (image_resolver.ts `resolveImageLayers`), started first: its manifest for the host platform,
- *      then its SOCI index and zTOCs, and the prefetch spans per layer. Steps 2 and 3 need only the manifest and
- *      run while the rest (the zTOCs: a 1.4 MB skeleton for the python image) is on its way.
+ *      then its SOCI index and zTOCs, and the prefetch spans per layer. Step 2 needs only the manifest and runs
+ *      while the rest (the zTOCs: a 1.4 MB skeleton for the python image) is on its way.
  *   2. Mount each layer's FUSE ahead of its tree (or only `layerDigest`'s), under `workDir/layers/<n>`, one after the
  *      other (remote_fs.ts `mountAhead`): mount(2), INIT and the reader threads cost nothing later; the kernel's
  *      requests to a layer wait until its tree is there. One at a time, the next once the last one's INIT is in: the
  *      main thread's part of each (~5-15 ms) then lands between the index's round trips rather than all at once.
- *   3. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` is started with
- *      lowerdir = top layer first, `ro,nosuid,nodev` (an inspection mount: no setuid or device file of the image
- *      takes effect through it). overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the lower
- *      dirs, which are served by this very process (and wait for their trees), so it must not block our event loop.
- *   4. Once resolved, open each layer into its mount (up to `maxConcurrency` at a time; its zTOC decoded into a
+ *   3. Once resolved, open each layer into its mount (up to `maxConcurrency` at a time; its zTOC decoded into a
  *      tree, whose root answers the waiting requests), its prefetch spans fetched before it counts as open unless
- *      `waitForPrefetch` is false; then wait for the overlay mount.
- *   When a step fails: layers not opened are abandoned (their waiting requests fail, so the overlay mount fails
- *   too), everything mounted is unmounted, and the first failure is thrown (a layer's before the overlay's).
- * `unmount()` undoes 3 then 2, and never throws for a mount already gone.
+ *      `waitForPrefetch` is false.
+ *   4. One layer: it is mounted at `mountpoint` directly. Several: an overlay mount at `mountpoint` with lowerdir =
+ *      top layer first, `ro,nosuid,nodev` (an inspection mount: no setuid or device file of the image takes effect
+ *      through it). overlayfs is mounted by `mount(8)` in a child process: mount(2) looks up the lower dirs, which
+ *      are served by this very process, so it must not block our event loop. Not before step 3: an overlay mount
+ *      waiting on its lower layers holds its new superblock locked, and every sync(2) on the host waits behind it
+ *      (seen here: `sync` blocked in super_lock while `mount -t overlay` waited for a layer's root) for as long as
+ *      the zTOCs take, up to the mount timeout on a registry that stalls.
+ *   When a step fails: layers not opened are abandoned (their waiting requests fail), everything mounted is
+ *   unmounted, and the first failure is thrown.
+ * `unmount()` undoes 4 then 2, and never throws for a mount already gone.
  */
 import { execFile } from "node:child_process";
 import { mkdir, rm } from "node:fs/promises";
@@ -189,8 +192,6 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     }
     await rm(join(opts.workDir, "layers"), { recursive: true, force: true }).catch(() => {});
   };
-  // Settles once the overlay mount has (undefined when it succeeded, else its error); undefined before step 3.
-  let overlaid: Promise<unknown> | undefined;
   let image: ResolvedImage | undefined;
   try {
     // 2.
@@ -206,16 +207,6 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
       }),
     );
     // 3.
-    if (!single) {
-      overlaid = mountOverlay(mountpoints, mountpoint).then(
-        () => {
-          overlay = true;
-          opts.onPhase?.("overlay");
-        },
-        (err: unknown) => err ?? new Error("overlay mount failed"),
-      );
-    }
-    // 4.
     image = await resolving.image;
     const resolved = image;
     const opened = await settleEach(layers.length, concurrency, async (i) => {
@@ -233,13 +224,16 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
     // Bottom first, as the image lists them; the first failure (in that order) fails the mount.
     for (const r of opened) if (r.status === "fulfilled") mounted.push(r.value);
     throwFirst(opened);
-    const overlayError = await overlaid;
-    if (overlayError !== undefined) throw overlayError;
+    // 4.
+    if (!single) {
+      await mountOverlay(mountpoints, mountpoint);
+      overlay = true;
+      opts.onPhase?.("overlay");
+    }
     opts.signal?.throwIfAborted();
   } catch (err) {
-    // Layers not opened fail their waiting requests (the overlay mount's among them) and are unmounted.
+    // Layers not opened fail their waiting requests and are unmounted.
     await Promise.all(ahead.map((a) => a?.abandon(err)));
-    await overlaid;
     await unmount();
     throw err;
   }
@@ -254,7 +248,7 @@ export async function mountImage(fs: LayerFs, mountpoint: string, opts: MountIma
 }
 
 /**
- * Step 3: overlayfs at `mountpoint` over the layer mounts `lower` (bottom first), by mount(8) in a child process.
+ * Step 4: overlayfs at `mountpoint` over the layer mounts `lower` (bottom first), by mount(8) in a child process.
  * Throws FailedPreconditionError naming the mount point.
  */
 async function mountOverlay(lower: readonly string[], mountpoint: string): Promise<void> {

@@ -355,8 +355,13 @@ class EntryNode implements Node {
   }
 
   statfs(): StatFs {
-    return { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+    return layerStatfs();
   }
+}
+
+/** What a layer answers to statfs(2): no sizes (it is read-only and lazily fetched), 4 KiB blocks. */
+export function layerStatfs(): StatFs {
+  return { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
 }
 
 class StateDirNode implements Node {

@@ -44,6 +44,7 @@ import { mountTree, type MountHandle, type MountTreeOptions, type ResumeFuse } f
 import { countMountFailure, Op, operationDurationMs } from "../util/metrics.ts";
 import type { BackgroundFetcher } from "./background_fetcher.ts";
 import type { Layer } from "./layer.ts";
+import { layerStatfs } from "./node.ts";
 import { LayerManager, type AcquireLayerOptions, type LayerHandle, type LayerManagerOptions } from "./layer_manager.ts";
 import type { TaskGate } from "./task_gate.ts";
 
@@ -250,7 +251,7 @@ export class LayerFs {
     const mp = opts.mountpoint;
     const digest = opts.layerDigest;
     this.#claim(mp, digest);
-    const root = new DeferredNode(`the root of layer "${digest}"`);
+    const root = new DeferredNode(`the root of layer "${digest}"`, { statfs: layerStatfs });
     let served: MountHandle;
     const t0 = performance.now();
     try {

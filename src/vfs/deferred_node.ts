@@ -33,8 +33,18 @@ export class DeferredNode implements Node {
   readonly #settled: Promise<void>;
   #settle!: (err?: unknown) => void;
 
-  /** `what` names the node in the error of a capability used before `resolve` ("the root of layer …"). */
-  constructor(readonly what: string) {
+  readonly #statfsBefore: (() => StatFs) | undefined;
+
+  /**
+   * `what` names the node in the error of a capability used before `resolve` ("the root of layer …"). `statfs`:
+   * STATFS's answer before then, for a tree whose answer is known ahead (a layer's is a constant): `df` and the
+   * like, which ask every mount, then never wait on this one; without it STATFS waits like any request.
+   */
+  constructor(
+    readonly what: string,
+    opts: { statfs?: () => StatFs } = {},
+  ) {
+    this.#statfsBefore = opts.statfs;
     this.#settled = new Promise<void>((resolve, reject) => {
       this.#settle = (err) => (err === undefined ? resolve() : reject(err));
     });
@@ -132,7 +142,8 @@ export class DeferredNode implements Node {
 
   statfs(): StatFs | Promise<StatFs> {
     // The bridge asks it without `ready` (a tree need not be in memory to answer): it waits here.
-    if (!this.#target && this.#error === undefined) return this.#settled.then(() => this.statfs());
+    if (!this.#target && this.#error === undefined)
+      return this.#statfsBefore?.() ?? this.#settled.then(() => this.statfs());
     return this.#node().statfs?.() ?? NO_STATFS;
   }
 }

@@ -1,7 +1,9 @@
 /**
  * Layers mounted ahead of their trees (image_mount.ts steps 2-4, remote_fs.ts `mountAhead`): while an image's zTOCs
- * are still on their way, its layers' FUSE mounts are up and the overlay mount is under way; a request to a layer
- * meanwhile waits and is answered from the layer's tree once it is built (never before); when the zTOCs cannot be
+ * are still on their way, its layers' FUSE mounts are up (statfs answered at once, so `df` never waits) and the
+ * overlay is not mounted yet (an overlay mount waiting on its layers would block every sync(2) on the host); a
+ * request to a layer meanwhile waits and is answered from the layer's tree once it is built (never before); when
+ * the zTOCs cannot be
  * had, the waiting request fails and nothing is left mounted. The zTOC reads are held by a location that wraps the
  * real registry's (fault injection: the test releases or fails them).
  */
@@ -140,7 +142,15 @@ describe.skipIf(!run)("layers mounted ahead of their trees", () => {
         const reading = cat(join(workDir, "layers", "0", "data/f3.bin")).finally(() => (answered = true));
         await until(BOUND_MS, "the read's request reaches the layer's server", () => received(logger).length > before);
         expect(answered).toBe(false);
-        // The zTOCs come: the read gets the file's bytes, and the mount (overlay included) completes.
+        // No overlay mount waits on the layers meanwhile (sync(2) would wait behind it); statfs of a layer mount is
+        // answered. Both from other processes.
+        const sync = Bun.spawn(["sync"]);
+        expect(await within(BOUND_MS, "sync while the zTOCs are held", sync.exited)).toBe(0);
+        const df = Bun.spawn(["stat", "-f", "-c", "%S", join(workDir, "layers", "0")], { stdout: "pipe" });
+        expect(await within(BOUND_MS, "stat -f of a layer mount", df.exited)).toBe(0);
+        expect((await new Response(df.stdout).text()).trim()).toBe("4096");
+        expect(answered).toBe(false);
+        // The zTOCs come: the read gets the file's bytes, and the mount (the overlay then) completes.
         location.release();
         const got = await within(BOUND_MS, "the waiting read", reading);
         expect(got.error).toBe("");

@@ -70,6 +70,17 @@ describe("DeferredNode as the bridge's root", () => {
     expect(() => d.getattr()).toThrow(why);
   });
 
+  test("with a statfs given, STATFS is answered at once while the other requests wait", async () => {
+    const known = { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+    const d = new DeferredNode("the test root", { statfs: () => known });
+    const b = new VfsBridge(d, { stableNodeIds: true });
+    const lookup = Promise.resolve(b.lookup(FUSE_ROOT_ID, "d"));
+    expect(b.statfs(FUSE_ROOT_ID)).toEqual(known);
+    expect(await settledNow(lookup)).toBe(false);
+    d.resolve(tree().root);
+    expect((await lookup).attr.mode & 0o170000).toBe(0o040000);
+  });
+
   test("a capability used before resolve (which the bridge never does) throws instead of answering", () => {
     const d = new DeferredNode("the test root");
     expect(() => d.getattr()).toThrow("Cannot use the test root: it is not ready yet");
