@@ -241,7 +241,7 @@ export class LayerFs {
   /**
    * Mount layer `layerDigest` at `mountpoint` before it can be opened (its zTOC still on its way): the FUSE mount
    * is made now (mount(2), INIT, reader threads) over a root that is not there yet (vfs deferred_node.ts), so the
-   * kernel's requests to it, the overlay mount's among them, wait. `open` on the result then does mountLayer's
+   * kernel's requests to it wait. `open` on the result then does mountLayer's
    * steps 1 and 3: the layer's tree becomes the mount's root and the waiting requests are answered from it, never
    * before; `abandon` (or an `open` that fails) fails them and unmounts. A connection kept for `mountpoint` is not
    * taken over (that is `mountLayer`'s). Marks "fuse" once mounted. Throws AlreadyExistsError when `mountpoint` is

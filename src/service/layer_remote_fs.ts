@@ -12,11 +12,14 @@
  *      it, the first `[lod] replay` rule matching the image reference chooses one, else none),
  *      `containerd.io/snapshot/soci-ts.record-lod` (optional: the workload whose load order document to record;
  *      without it, the first `[lod] record` rule; never when a restart mounts the layer again).
- *   2. Resolve the image through the shared resolver (one discovery for all its layers, cached).
+ *   2. Resolve the image through the shared resolver (one discovery for all its layers, cached); meanwhile the
+ *      layer's FUSE mount is made ahead of its tree (remote_fs.ts `mountAhead`: the kernel's requests to it wait),
+ *      except at a restart, where step 4 may take a kept connection over instead.
  *   3. No SOCI index, or no zTOC for this layer: NotFoundError, so the snapshotter makes a normal snapshot and
- *      containerd downloads the layer, as SOCI does.
- *   4. Mount the layer lazily at the directory (prefetch spans in before it returns); when recording, with the
- *      recorder of that image's recording (lod_recordings.ts), which opens it apart from the shared layer.
+ *      containerd downloads the layer, as SOCI does (a mount made ahead is undone first, as on any failure).
+ *   4. Open the layer into the mount made ahead, or mount it now (prefetch spans in before it returns); when
+ *      recording, with the recorder of that image's recording (lod_recordings.ts), which opens it apart from the
+ *      shared layer.
  * Steps 2-4 are bounded by the mount timeout (config `mount_timeout_sec`); a layer whose registry does not answer
  * fails with UnavailableError then, never a hang.
  */
@@ -103,8 +106,10 @@ export class LayerRemoteFs implements RemoteFs {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     const t0 = performance.now();
+    // 2. (The FUSE mount's own cost, ~15-30 ms of mount(2), INIT and threads, then overlaps the registry's.)
+    const ahead = opts.restoring ? undefined : this.#layerFs.mountAhead({ mountpoint, layerDigest });
+    ahead?.catch(() => {}); // awaited in step 4, or undone on failure
     try {
-      // 2.
       const lod = chooseLod(imageRef, {
         explicit: lodLabel === undefined ? undefined : { workload: lodLabel, by: "label" },
         rules: this.#replayRules,
@@ -127,8 +132,10 @@ export class LayerRemoteFs implements RemoteFs {
       // 4.
       const record = opts.restoring ? undefined : this.#recordingOf(imageRef, labels[RECORD_LOD_LABEL] || undefined);
       const recorder = record && this.#recordings?.recorderFor(image, record, { mountpoint, layerDigest: layerDigest });
+      const acquire = { ...acquireOptionsFor(image, layerDigest, signal), recorder };
       try {
-        await this.#layerFs.mountLayer({ ...acquireOptionsFor(image, layerDigest, signal), recorder, mountpoint });
+        if (ahead) await (await ahead).open(acquire);
+        else await this.#layerFs.mountLayer({ ...acquire, mountpoint });
       } catch (err) {
         if (recorder) this.#recordings?.unmounted(mountpoint);
         throw err;
@@ -136,6 +143,11 @@ export class LayerRemoteFs implements RemoteFs {
       operationDurationMs.labels(Op.mount, layerDigest).observe(performance.now() - t0);
       this.#afterMount?.();
     } catch (err) {
+      // A mount made ahead and not opened: its waiting requests fail and it is unmounted (once opened, a no-op).
+      await ahead?.then(
+        (a) => a.abandon(err),
+        () => {},
+      );
       if (timeout.aborted && !(err instanceof NotFoundError) && !(err instanceof InvalidArgumentError)) {
         throw new UnavailableError(
           `Cannot mount layer "${layerDigest}" of "${imageRef}": no answer within ${this.#timeoutMs} ms (${errorMessage(err)})`,
