@@ -241,6 +241,17 @@ const INT64_SLOTS: ReadonlySet<number> = new Set([
   SLOT.fm.devminor,
 ]);
 
+/** The FileMetadata fields that refer to a string or vector. */
+const REF_SLOTS = [
+  SLOT.fm.name,
+  SLOT.fm.type,
+  SLOT.fm.linkname,
+  SLOT.fm.uname,
+  SLOT.fm.gname,
+  SLOT.fm.modTime,
+  SLOT.fm.xattrs,
+] as const;
+
 /** Where a FileMetadata table of one shape has its fields (see `tableLayout`). */
 interface TableLayout {
   /** Table bytes, its vtable reference first (a multiple of 4). */
@@ -332,6 +343,8 @@ export class TocEncoder {
   #arena = new Uint8Array(0);
   #view = new DataView(this.#arena.buffer);
   #used = 0;
+  /** Scratch: the position in its strings block of each string (and the xattrs vector) an entry refers to, by slot. */
+  readonly #positions = new Int32Array(SLOT.fm.count);
   #fields = new Int32Array(1024 * PREPARED_FIELDS);
   #count = 0;
 
@@ -359,13 +372,15 @@ export class TocEncoder {
       m.modTime.length + m.gname.length + m.uname.length + m.linkname.length + m.type.length + m.name.length;
     this.#room(4 + 6 * 8 + 3 * chars + 2 * MAX_TABLE_BYTES);
     const start = this.#used;
-    this.#arena.fill(0, start, start + 4); // the empty xattrs vector (its count, 0)
-    this.#used += 4;
-    const gname = this.#string(m.modTime) - start;
-    const uname = this.#string(m.gname) - start;
-    const linkname = this.#string(m.uname) - start;
-    const type = this.#string(m.linkname) - start;
-    const name = this.#string(m.type) - start;
+    this.#used += 4; // the empty xattrs vector: its count, 0 (the chunk is zeros where not written yet)
+    const pos = this.#positions;
+    pos[SLOT.fm.xattrs] = 0;
+    pos[SLOT.fm.modTime] = 4;
+    pos[SLOT.fm.gname] = this.#string(m.modTime) - start;
+    pos[SLOT.fm.uname] = this.#string(m.gname) - start;
+    pos[SLOT.fm.linkname] = this.#string(m.uname) - start;
+    pos[SLOT.fm.type] = this.#string(m.linkname) - start;
+    pos[SLOT.fm.name] = this.#string(m.type) - start;
     const body = this.#string(m.name) - start;
     // 2. The table, starting 8-aligned and starting 4 bytes past.
     const mask =
@@ -376,31 +391,8 @@ export class TocEncoder {
       ((m.gid | 0) !== 0 ? 16 : 0) |
       (m.devmajor !== 0 ? 32 : 0) |
       (m.devminor !== 0 ? 64 : 0);
-    const layout0 = tableLayout(mask, (body >> 2) & 1);
-    const layout1 = tableLayout(mask, ((body >> 2) + 1) & 1);
-    for (const t of [layout0, layout1]) {
-      const at = this.#used;
-      this.#arena.fill(0, at, at + t.bytes);
-      const fm = SLOT.fm;
-      // A reference's value is its distance to what it refers to: (bytes - at[slot]) + position in the block.
-      const ref = (slot: number, pos: number) =>
-        this.#view.setUint32(at + t.at[slot]!, t.bytes - t.at[slot]! + pos, true);
-      ref(fm.name, name);
-      ref(fm.type, type);
-      ref(fm.linkname, linkname);
-      ref(fm.uname, uname);
-      ref(fm.gname, gname);
-      ref(fm.modTime, 4);
-      ref(fm.xattrs, 0);
-      this.#int64(at, t.at[fm.uncompressedOffset]!, m.uncompressedOffset);
-      this.#int64(at, t.at[fm.uncompressedSize]!, m.uncompressedSize);
-      this.#int64(at, t.at[fm.mode]!, m.mode);
-      this.#int64(at, t.at[fm.devmajor]!, m.devmajor);
-      this.#int64(at, t.at[fm.devminor]!, m.devminor);
-      if (t.at[fm.uid]! >= 0) this.#view.setInt32(at + t.at[fm.uid]!, m.uid | 0, true);
-      if (t.at[fm.gid]! >= 0) this.#view.setInt32(at + t.at[fm.gid]!, m.gid | 0, true);
-      this.#used += t.bytes;
-    }
+    this.#table(tableLayout(mask, (body >> 2) & 1), m);
+    this.#table(tableLayout(mask, ((body >> 2) + 1) & 1), m);
     f[i] = this.#chunks.length - 1;
     f[i + 1] = start;
     f[i + 2] = body;
@@ -440,6 +432,28 @@ export class TocEncoder {
     return offsets;
   }
 
+  /**
+   * Appends entry `m`'s table laid out as `t` (its vtable reference left 0), referring to the strings at
+   * `#positions` in the block just before it. A reference's value is its distance to what it refers to: from the
+   * field to the end of the table, then back into the block to the string.
+   */
+  #table(t: TableLayout, m: FileMetadata): void {
+    const at = this.#used;
+    const view = this.#view;
+    const fm = SLOT.fm;
+    for (const slot of REF_SLOTS) {
+      view.setUint32(at + t.at[slot]!, t.bytes - t.at[slot]! + this.#positions[slot]!, true);
+    }
+    this.#int64(at, t.at[fm.uncompressedOffset]!, m.uncompressedOffset);
+    this.#int64(at, t.at[fm.uncompressedSize]!, m.uncompressedSize);
+    this.#int64(at, t.at[fm.mode]!, m.mode);
+    this.#int64(at, t.at[fm.devmajor]!, m.devmajor);
+    this.#int64(at, t.at[fm.devminor]!, m.devminor);
+    if (t.at[fm.uid]! >= 0) view.setInt32(at + t.at[fm.uid]!, m.uid | 0, true);
+    if (t.at[fm.gid]! >= 0) view.setInt32(at + t.at[fm.gid]!, m.gid | 0, true);
+    this.#used += t.bytes;
+  }
+
   /** An int64 field of a table being laid out at `table`, its first byte at `at` (-1: left out). */
   #int64(table: number, at: number, v: number): void {
     if (at < 0) return;
@@ -463,13 +477,15 @@ export class TocEncoder {
       arena[at + k] = c;
     }
     this.#view.setUint32(this.#used, len, true);
-    const end = at + ((len + 4) & ~3);
-    arena.fill(0, at + len, end);
-    this.#used = end;
-    return end;
+    // Its NUL and padding: zeros already (see #room).
+    this.#used = at + ((len + 4) & ~3);
+    return this.#used;
   }
 
-  /** Room for `n` more bytes in the arena's current chunk (a new chunk when it has too little). */
+  /**
+   * Room for `n` more bytes in the arena's current chunk (a new chunk when it has too little). A chunk is written
+   * once, front to back: the bytes after `#used` are still the zeros it was allocated with.
+   */
   #room(n: number): void {
     if (this.#used + n <= this.#arena.length) return;
     this.#arena = new Uint8Array(Math.max(ARENA_CHUNK_BYTES, n));
