@@ -22,6 +22,7 @@ import { TocEncoder, ZTOC_VERSION, compareUtf8, encodeZtoc, entrySizeEstimate, l
 import { formatGoTime } from "./go_time.ts";
 import {
   LAYER_BACKENDS,
+  type LayerChunkResult,
   type LayerEnd,
   gzipWorkerPipeline,
   inlinePipeline,
@@ -142,28 +143,46 @@ export async function buildZtoc(
   // is made ready as the layer streams (see ZtocBuffer).
   const output = pipeline.concurrent ? new ZtocBuffer(options.algorithm, spanSizeBytes) : undefined;
   let tarBytes = 0;
-  const takeResult = async () => {
+  // With a concurrent pipeline, a result's chunk goes back to the reader as soon as the result is taken (its span
+  // digests were fed from it), and the next chunk is read and submitted before this thread reads the result's
+  // tar bytes (which the pipeline does not reuse until `done()`): the other thread does not wait for the parsing.
+  // Inline, the tar bytes are read first (the next chunk's push would overwrite them).
+  const early = pipeline.concurrent;
+  const take = async (): Promise<[LayerChunkResult, number]> => {
     const r = await pipeline.next();
     inFlight--;
+    const bytes = r.input.length; // the buffer may be detached once given back
+    if (early) reader.giveBack(r.input);
+    return [r, bytes];
+  };
+  const read = ([r, bytes]: [LayerChunkResult, number]) => {
     for (const out of r.tar) {
       tarBytes += out.length;
       if (!tar.done) onEntries(tar.push(out));
     }
     r.done();
     output?.reserve(tarBytes, tocBytes);
-    reader.giveBack(r.input);
-    done += r.input.length;
+    if (!early) reader.giveBack(r.input);
+    done += bytes;
     options.onProgress?.(done);
   };
   let layer: LayerEnd;
   try {
+    let unread: [LayerChunkResult, number] | undefined;
     for await (const chunk of reader.chunks()) {
       options.signal?.throwIfAborted();
       pipeline.submit(chunk);
-      if (++inFlight >= pipeline.depth) await takeResult();
+      if (unread) read(unread);
+      unread = undefined;
+      if (++inFlight >= pipeline.depth) {
+        const taken = await take();
+        if (early) unread = taken;
+        else read(taken);
+      }
     }
     pipeline.inputEnded();
-    while (inFlight > 0) await takeResult();
+    if (unread) read(unread);
+    while (inFlight > 0) read(await take());
     options.signal?.throwIfAborted();
     layer = await pipeline.end();
   } finally {
