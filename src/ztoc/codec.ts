@@ -194,31 +194,24 @@ function encodeFileMetadata(b: FbWriter, m: FileMetadata): number {
       xattrOffsets.push(b.endTable());
     }
   }
-  const xattrs = b.offsets(xattrOffsets);
-  return encodeEntryTable(b, m, [name, type, linkname, uname, gname, modTime, xattrs]);
-}
+  const xattrVec = b.offsets(xattrOffsets);
 
-/**
- * Entry `m`'s FileMetadata table (fields in schema order, defaults omitted) and its vtable; `refs` are the offsets
- * of its name, type, linkname, uname, gname, mod_time and xattrs vector. Returns the table's offset.
- */
-function encodeEntryTable(b: FbWriter, m: FileMetadata, refs: ArrayLike<number>): number {
   const f = SLOT.fm;
   b.startTable(f.count);
-  b.ref(f.name, refs[0]!);
-  b.ref(f.type, refs[1]!);
+  b.ref(f.name, name);
+  b.ref(f.type, type);
   b.int64(f.uncompressedOffset, m.uncompressedOffset, 0);
   b.int64(f.uncompressedSize, m.uncompressedSize, 0);
-  b.ref(f.linkname, refs[2]!);
+  b.ref(f.linkname, linkname);
   b.int64(f.mode, m.mode, 0);
   b.int32(f.uid, m.uid | 0, 0);
   b.int32(f.gid, m.gid | 0, 0);
-  b.ref(f.uname, refs[3]!);
-  b.ref(f.gname, refs[4]!);
-  b.ref(f.modTime, refs[5]!);
+  b.ref(f.uname, uname);
+  b.ref(f.gname, gname);
+  b.ref(f.modTime, modTime);
   b.int64(f.devmajor, m.devmajor, 0);
   b.int64(f.devminor, m.devminor, 0);
-  b.ref(f.xattrs, refs[6]!);
+  b.ref(f.xattrs, xattrVec);
   return b.endTable();
 }
 
@@ -269,8 +262,9 @@ const tableLayouts: TableLayout[] = [];
 /**
  * The layout of the FileMetadata tables whose present optional fields are the bits of `mask` (OPTIONAL_SLOTS
  * order) and that start (their first field written) at an offset 4 past a multiple of 8 when `misaligned`, else
- * at a multiple of 8: the fields as `encodeEntryTable` writes them through FbWriter (references and int32 4-aligned,
- * which they always are here; int64 8-aligned, after 4 bytes of padding where needed), then the vtable reference.
+ * at a multiple of 8: the fields as `encodeFileMetadata` writes them through FbWriter (references and int32
+ * 4-aligned, which they always are here; int64 8-aligned, after 4 bytes of padding where needed), then the vtable
+ * reference.
  */
 function tableLayout(mask: number, misaligned: number): TableLayout {
   const id = (mask << 1) | misaligned;
