@@ -79,11 +79,11 @@
  *     instead of 50–56 (a bare Bun worker takes ~10 ms to start, its modules 10–20 ms more);
  *   - the next chunk is submitted before a result's tar bytes are parsed: inflate thread idle 26–115 ms
  *     (median ~52) instead of 61–93 (~72), load 3.
- * Interleaved with 34c5938, 3 bench runs each, load 0.8–1.3 (no quiet hour): base 0.74–0.76x (0.86–0.88 s,
- * 1.21–1.25 s CPU), now 0.72–0.76x (0.84–1.07 s, 1.21–1.49 s CPU); peak RSS 97–101 MiB (was 92–93: the
- * zTOC's buffer and the entries are held through the build). The goal (≤ 0.7) is not shown at this load.
- * `soci-ts index create oci:<python layout>` as a whole (two layers built, 5 runs each, load 1.3–1.6):
- * 1.40–1.49 s before, 1.27–1.30 s now (1.5 and 2.0 s outliers on each side), same CPU.
+ * Interleaved with 34c5938, two rounds of 3 bench runs each, load 0.8–1.5 (no quiet hour): base 0.74–0.79x
+ * (0.86–0.89 s, 1.21–1.27 s CPU), now 0.71–0.78x (0.84–1.07 s, 1.21–1.49 s CPU); peak RSS 97–101 MiB (was
+ * 92–93: the zTOC's buffer and the entries are held through the build). The goal (≤ 0.7) is not shown at this
+ * load. `soci-ts index create oci:<python layout>` as a whole (two layers built, 5 runs each, two rounds, load
+ * 1.3–1.8): median 1.49 / 1.61 s before, 1.30 / 1.45 s now, the same CPU.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
