@@ -38,12 +38,20 @@ export function lazyCommand(
 /**
  * `load` for a command that inflates gzip (builds indexes, reads spans): with its file, loads and registers the
  * native backends (src/native_backends.ts: the system zlib, and the inflate thread), so that it inflates as fast
- * as this machine can; the other commands never load bun:ffi (test/release/bundle_graph.test.ts).
+ * as this machine can; the other commands never load bun:ffi (test/release/bundle_graph.test.ts). With
+ * `buildsIndexes`, the inflate thread of the first layer is started as soon as they are registered, so that it
+ * starts while the command's file loads and the command resolves the image (prestartInflateThread).
  */
-function inflating(load: () => Promise<CommandModule>): () => Promise<CommandModule> {
+function inflating(
+  load: () => Promise<CommandModule>,
+  opts: { buildsIndexes?: boolean } = {},
+): () => Promise<CommandModule> {
   return async () => {
-    const [command, native] = await Promise.all([load(), import("../native_backends.ts")]);
-    native.registerNativeBackends();
+    const native = import("../native_backends.ts").then(async (n) => {
+      n.registerNativeBackends();
+      if (opts.buildsIndexes) (await import("../compress/worker_gzip_indexer.ts")).prestartInflateThread();
+    });
+    const [command] = await Promise.all([load(), native]);
     return command;
   };
 }
@@ -73,7 +81,7 @@ const indexCommands = {
   create: lazyCommand(
     "create",
     "Build a SOCI index (v1) of an image and store it locally (REF: registry reference or oci:DIR[:TAG])",
-    inflating(() => import("./index_create.ts")),
+    inflating(() => import("./index_create.ts"), { buildsIndexes: true }),
   ),
   push: lazyCommand(
     "push",
@@ -134,7 +142,7 @@ const topLevel = {
   convert: lazyCommand(
     "convert",
     "Write a SOCI-enabled image (SOCI index v2) of SRC to DST (registry reference or oci:DIR:TAG)",
-    inflating(() => import("./convert.ts")),
+    inflating(() => import("./convert.ts"), { buildsIndexes: true }),
   ),
   pull: lazyCommand(
     "pull",

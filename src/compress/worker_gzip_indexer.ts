@@ -33,6 +33,37 @@ export interface InflatedChunk {
 
 type Waiter<T> = { resolve: (v: T) => void; reject: (e: unknown) => void };
 
+/** `ref`/`unref` of Bun's and Node's workers (not web-standard: absent elsewhere). */
+type Refable = { ref?: () => void; unref?: () => void };
+
+/** An inflate thread started ahead by `prestartInflateThread`, for the next indexer of its backend. */
+interface SpareThread {
+  backend: string;
+  worker: Worker;
+  /** Why it failed while nobody used it. */
+  error?: string;
+}
+let spare: SpareThread | undefined;
+
+/**
+ * Starts an inflate thread for the backend `backend` (default: the registry's default) ahead of its use, so that
+ * it starts (a worker, its modules, libz: ~25 ms) while the caller loads and resolves what it will index: the next
+ * WorkerGzipIndexer of that backend takes it instead of starting one. An unused one does not keep the process
+ * alive. A no-op when one was started already or the backend has no worker module registered.
+ */
+export function prestartInflateThread(backend?: string): void {
+  const name = backend ?? inflateBackend().name;
+  const url = inflateWorkerUrl(name);
+  if (spare || url === undefined) return;
+  const s: SpareThread = { backend: name, worker: new Worker(url, { type: "module" }) };
+  s.worker.onerror = (e: ErrorEvent) => {
+    e.preventDefault?.();
+    s.error ??= e.message;
+  };
+  (s.worker as Refable).unref?.();
+  spare = s;
+}
+
 /** A gzip indexer on a worker thread (see the steps at the top of this file). */
 export class WorkerGzipIndexer {
   readonly #worker: Worker;
@@ -62,12 +93,17 @@ export class WorkerGzipIndexer {
         `Cannot start the inflate thread: inflate backend "${backend}" has no worker module registered`,
       );
     }
-    this.#worker = new Worker(url, { type: "module" });
+    // The thread started ahead for this backend, if any (see prestartInflateThread), else a new one.
+    const ready = spare?.backend === backend ? spare : undefined;
+    if (ready) spare = undefined;
+    this.#worker = ready?.worker ?? new Worker(url, { type: "module" });
+    (this.#worker as Refable).ref?.();
     this.#worker.onmessage = (e: MessageEvent<OutMessage>) => this.#deliver(e.data);
     this.#worker.onerror = (e: ErrorEvent) => {
       e.preventDefault?.();
       this.#fail(new Error(`Cannot inflate on a worker: ${e.message}`));
     };
+    if (ready?.error !== undefined) this.#fail(new Error(`Cannot inflate on a worker: ${ready.error}`));
     this.#post({ type: "init", spanSize: opts.spanSize, backend });
   }
 

@@ -6,26 +6,30 @@
  *  1. the layer backend (registered by algorithm name) turns compressed bytes into tar bytes, finding
  *     checkpoints and hashing span bytes as it goes;
  *  2. the tar reader reads headers only (data is skipped, never buffered);
- *  3. each entry becomes a FileMetadata exactly as SOCI fills it.
- * At the end: the backend's CompressionInfo, the archive sizes, the FlatBuffer and its digest.
+ *  3. each entry becomes a FileMetadata exactly as SOCI fills it, and is encoded ahead (codec.ts TocEncoder).
+ * At the end: the backend's CompressionInfo, the archive sizes, the FlatBuffer (the entries copied in, the gzip
+ * checkpoints packed straight into it) and its digest.
  * With `inflateThread`, gzip is inflated on a thread of its own (layer_backends.ts, gzipWorkerPipeline) while
  * this one reads the next chunks, hashes spans and does 2–3 for the chunks already inflated: a few chunks are in
- * flight, and results come back in order, so the zTOC is the same.
+ * flight, and results come back in order, so the zTOC is the same. This thread then also makes the buffer the
+ * zTOC is encoded into resident as the layer streams (ZtocBuffer), so that little is left after the last chunk.
  */
 import { TarReader, type TarEntry } from "../tar/reader.ts";
 import { TYPEFLAG } from "../tar/header.ts";
 import { sha256Digest } from "../util/digest.ts";
 import { FailedPreconditionError, InvalidArgumentError, TarFormatError } from "../util/errors.ts";
-import { ZTOC_VERSION, compareUtf8, encodeZtoc } from "./codec.ts";
+import { TocEncoder, ZTOC_VERSION, compareUtf8, encodeZtoc, entrySizeEstimate, locateCheckpoints } from "./codec.ts";
 import { formatGoTime } from "./go_time.ts";
 import {
   LAYER_BACKENDS,
+  type LayerChunkResult,
   type LayerEnd,
   gzipWorkerPipeline,
   inlinePipeline,
   workerGzipAvailable,
 } from "./layer_backends.ts";
 import type { EntryType, FileMetadata, Ztoc } from "./types.ts";
+import { PACKED_CHECKPOINT_SIZE } from "./zinfo_gzip.ts";
 
 /** Build tool identifier written when none is given. */
 export const DEFAULT_BUILD_TOOL_IDENTIFIER = "soci-ts v0.1.0";
@@ -116,10 +120,16 @@ export async function buildZtoc(
       : inlinePipeline(makeBackend({ spanSizeBytes }));
   const tar = new TarReader();
   const toc: FileMetadata[] = [];
+  // Each entry is encoded as it is read (while the inflate thread works), the final encode only copies it in.
+  const tocEncoder = new TocEncoder();
+  let tocBytes = 0;
   const warnings: BuildWarning[] = [];
   const onEntries = (entries: TarEntry[]) => {
     for (const e of entries) {
-      toc.push(toFileMetadata(e));
+      const m = toFileMetadata(e);
+      toc.push(m);
+      tocEncoder.add(m);
+      tocBytes += entrySizeEstimate(m);
       const unsafe = unsafeNameReason(e.name);
       if (unsafe) warnings.push({ name: e.name, offset: e.dataOffset, reason: unsafe });
     }
@@ -129,26 +139,50 @@ export async function buildZtoc(
   const reader = new ChunkReader(source, pipeline.takesBuffers);
   let done = 0;
   let inFlight = 0;
-  const takeResult = async () => {
+  // With the inflating on another thread, this one has time to spare: the buffer the zTOC will be encoded into
+  // is made ready as the layer streams (see ZtocBuffer).
+  const output = pipeline.concurrent ? new ZtocBuffer(options.algorithm, spanSizeBytes) : undefined;
+  let tarBytes = 0;
+  // With a concurrent pipeline, a result's chunk goes back to the reader as soon as the result is taken (its span
+  // digests were fed from it), and the next chunk is read and submitted before this thread reads the result's
+  // tar bytes (which the pipeline does not reuse until `done()`): the other thread does not wait for the parsing.
+  // Inline, the tar bytes are read first (the next chunk's push would overwrite them).
+  const early = pipeline.concurrent;
+  const take = async (): Promise<[LayerChunkResult, number]> => {
     const r = await pipeline.next();
     inFlight--;
+    const bytes = r.input.length; // the buffer may be detached once given back
+    if (early) reader.giveBack(r.input);
+    return [r, bytes];
+  };
+  const read = ([r, bytes]: [LayerChunkResult, number]) => {
     for (const out of r.tar) {
+      tarBytes += out.length;
       if (!tar.done) onEntries(tar.push(out));
     }
     r.done();
-    reader.giveBack(r.input);
-    done += r.input.length;
+    output?.reserve(tarBytes, tocBytes);
+    if (!early) reader.giveBack(r.input);
+    done += bytes;
     options.onProgress?.(done);
   };
   let layer: LayerEnd;
   try {
+    let unread: [LayerChunkResult, number] | undefined;
     for await (const chunk of reader.chunks()) {
       options.signal?.throwIfAborted();
       pipeline.submit(chunk);
-      if (++inFlight >= pipeline.depth) await takeResult();
+      if (unread) read(unread);
+      unread = undefined;
+      if (++inFlight >= pipeline.depth) {
+        const taken = await take();
+        if (early) unread = taken;
+        else read(taken);
+      }
     }
     pipeline.inputEnded();
-    while (inFlight > 0) await takeResult();
+    if (unread) read(unread);
+    while (inFlight > 0) read(await take());
     options.signal?.throwIfAborted();
     layer = await pipeline.end();
   } finally {
@@ -163,11 +197,62 @@ export async function buildZtoc(
     compressedArchiveSize: layer.compressedSize,
     uncompressedArchiveSize: tarEnd.archiveSize,
     toc,
-    compressionInfo: layer.compressionInfo,
+    compressionInfo: {
+      ...layer.compressionInfo,
+      checkpoints: layer.zinfo instanceof Uint8Array ? layer.zinfo : new Uint8Array(0),
+    },
   };
-  const bytes = encodeZtoc(ztoc);
+  const zinfo = layer.zinfo instanceof Uint8Array ? undefined : layer.zinfo;
+  const bytes = encodeZtoc(ztoc, { toc: tocEncoder, zinfo, buffer: output?.buffer });
+  // Gzip checkpoints were packed straight into the zTOC: its zinfo blob is the one there.
+  const packed = zinfo && locateCheckpoints(bytes);
+  if (packed) ztoc.compressionInfo.checkpoints = bytes.subarray(packed.start, packed.start + packed.length);
   const digest = sha256Digest(bytes);
   return { ztoc, bytes, digest, warnings };
+}
+
+/** Bytes between the pages `ZtocBuffer` writes to (the smallest page size). */
+const PAGE_BYTES = 4096;
+
+/**
+ * The buffer a zTOC will be encoded into, allocated while the layer streams and grown as the zTOC's size
+ * estimate grows, its pages written to (zeros) as it grows: a page's first write is a page fault, 10–15 us on a
+ * VM (~10 ms for a 3 MB zTOC), paid here while the inflate thread works rather than by the encode after the last
+ * chunk. FlatBuffers are written from the end, so the pages are made resident from the end.
+ */
+class ZtocBuffer {
+  buffer = new Uint8Array(0);
+  /** Bytes at the end of `buffer` whose pages were written to. */
+  #resident = 0;
+
+  /** For a layer of `algorithm` indexed in spans of `spanSizeBytes`. */
+  constructor(
+    readonly algorithm: string,
+    readonly spanSizeBytes: number,
+  ) {}
+
+  /**
+   * Makes room for the zTOC of a layer of `tarBytes` bytes of tar so far, whose entries take about `tocBytes`
+   * (`entrySizeEstimate`): a little over its size, at most one checkpoint record and span digest per span started
+   * and one more for the next span.
+   */
+  reserve(tarBytes: number, tocBytes: number): void {
+    const spans = Math.floor(tarBytes / this.spanSizeBytes) + 2;
+    const record = this.algorithm === "gzip" ? PACKED_CHECKPOINT_SIZE : 0;
+    this.#ensure(1024 + 64 + tocBytes + spans * (record + 84));
+  }
+
+  /** Makes the last `bytes` bytes of `buffer` resident, in a larger buffer when it is too small. */
+  #ensure(bytes: number): void {
+    if (bytes <= this.#resident) return;
+    if (bytes > this.buffer.length) {
+      this.buffer = new Uint8Array(Math.max(4 * this.buffer.length, 2 * bytes, 1 << 20));
+      this.#resident = 0;
+    }
+    const buf = this.buffer;
+    for (let i = buf.length - 1 - this.#resident; i >= buf.length - bytes; i -= PAGE_BYTES) buf[i] = 0;
+    this.#resident = bytes;
+  }
 }
 
 /** Size of the buffers a byte stream is read into (see `ChunkReader`). */

@@ -14,14 +14,17 @@
  *  4. CompressionInfo: max_span_id, span_digests, checkpoints, compression_algorithm (omitted by the builder
  *     when it equals the default, Gzip);
  *  5. the Ztoc table: version, build tool, toc, compressed size, uncompressed size, compression info; finish.
+ * The zTOC builder lays each entry of step 2 out ahead, as it reads the layer (TocEncoder), and has the gzip
+ * checkpoints packed straight into the zTOC (`EncodeOptions.zinfo`): the same bytes, less work after the last chunk.
  *
  * Decoding checks the buffer structurally (src/ztoc/fb_reader.ts) and then semantically (validateZtoc).
  */
+import type { Checkpoint } from "../compress/types.ts";
 import { ZtocFormatError } from "../util/errors.ts";
 import { FbBuffer, type FbTable } from "./fb_reader.ts";
 import { FbWriter } from "./fb_writer.ts";
 import type { CompressionAlgorithm, EntryType, FileMetadata, Xattr, Ztoc } from "./types.ts";
-import { decodeGzipZinfo, isWindowlessZinfo } from "./zinfo_gzip.ts";
+import { decodeGzipZinfo, gzipZinfoBytes, isWindowlessZinfo, writeGzipZinfo } from "./zinfo_gzip.ts";
 import { decodeTarZinfo, tarMaxSpanId } from "./zinfo_tar.ts";
 
 /** The only zTOC version ever written. */
@@ -62,30 +65,65 @@ const SLOT = {
   xattr: { key: 0, value: 1, count: 2 },
 } as const;
 
+/** Options of `encodeZtoc`. */
+export interface EncodeOptions {
+  /** The TOC's entries laid out ahead (see TocEncoder), the same as `ztoc.toc`'s. Default: encoded here. */
+  toc?: TocEncoder;
+  /**
+   * Gzip checkpoints, packed straight into the zTOC as its version 2 zinfo blob, in place of
+   * `ztoc.compressionInfo.checkpoints` (then ignored; the blob is where `locateCheckpoints` finds it in the
+   * result). Default: none.
+   */
+  zinfo?: { checkpoints: readonly Checkpoint[]; spanSizeBytes: number };
+  /**
+   * A buffer to encode into, from its end (its bytes are overwritten; the result is a view of it when the zTOC
+   * fits, else of a larger copy): one allocated and made resident ahead. Default: a new one, of about the size.
+   */
+  buffer?: Uint8Array;
+}
+
 /**
  * Serializes a Ztoc. Gzip is the schema default, so (as in SOCI) a gzip zTOC has no physical
  * compression_algorithm field; an empty algorithm (SOCI's "omitted" case, cast) encodes the same way.
  * Throws RangeError for an unknown algorithm, ZtocFormatError for a zTOC loaded without its checkpoint windows
  * (its zinfo blob is the in-memory windowless form, zinfo_gzip.ts: no zTOC holds that).
  */
-export function encodeZtoc(ztoc: Ztoc): Uint8Array {
-  if (ztoc.compressionInfo.algorithm !== "uncompressed" && isWindowlessZinfo(ztoc.compressionInfo.checkpoints)) {
+export function encodeZtoc(ztoc: Ztoc, opts: EncodeOptions = {}): Uint8Array {
+  if (
+    !opts.zinfo &&
+    ztoc.compressionInfo.algorithm !== "uncompressed" &&
+    isWindowlessZinfo(ztoc.compressionInfo.checkpoints)
+  ) {
     throw new ZtocFormatError("Cannot encode zTOC: its checkpoints were loaded without their windows", 0);
   }
-  const b = new FbWriter(encodedSizeEstimate(ztoc));
+  const b = new FbWriter(
+    opts.buffer && opts.buffer.length >= 16
+      ? opts.buffer
+      : encodedSizeEstimate(ztoc, opts.zinfo ? gzipZinfoBytes(opts.zinfo.checkpoints.length) : undefined),
+  );
   // 1. Header strings.
   const version = b.string(ztoc.version);
   const buildTool = b.string(ztoc.buildToolIdentifier);
   // 2. TOC, last entry first.
-  const metaOffsets = new Array<number>(ztoc.toc.length);
-  for (let i = ztoc.toc.length - 1; i >= 0; i--) metaOffsets[i] = encodeFileMetadata(b, ztoc.toc[i]!);
+  let metaOffsets: number[];
+  if (opts.toc) {
+    metaOffsets = opts.toc.write(b, ztoc.toc);
+  } else {
+    metaOffsets = new Array<number>(ztoc.toc.length);
+    for (let i = ztoc.toc.length - 1; i >= 0; i--) metaOffsets[i] = encodeFileMetadata(b, ztoc.toc[i]!);
+  }
   const metadata = b.offsets(metaOffsets);
   b.startTable(SLOT.toc.count);
   b.ref(SLOT.toc.metadata, metadata);
   const toc = b.endTable();
   // 3. Checkpoints and span digests.
   const ci = ztoc.compressionInfo;
-  const checkpoints = b.bytes(ci.checkpoints);
+  const zinfo = opts.zinfo;
+  const checkpoints = zinfo
+    ? b.bytesFilled(gzipZinfoBytes(zinfo.checkpoints.length), (into) =>
+        writeGzipZinfo(into, zinfo.checkpoints, zinfo.spanSizeBytes),
+      )
+    : b.bytes(ci.checkpoints);
   const spanDigests = b.offsets(ci.spanDigests.map((d) => b.string(d)));
   // 4. CompressionInfo.
   b.startTable(SLOT.ci.count);
@@ -113,12 +151,16 @@ export function encodeZtoc(ztoc: Ztoc): Uint8Array {
  * About the encoded size of `ztoc` in bytes (a little over for ASCII text), so the writer's buffer is sized once:
  * each string counts its length plus a length field, NUL and padding; each entry its table and vtable.
  */
-function encodedSizeEstimate(ztoc: Ztoc): number {
-  let n = 1024 + ztoc.compressionInfo.checkpoints.length + ztoc.compressionInfo.spanDigests.length * 84;
-  for (const m of ztoc.toc) {
-    n += 200 + m.name.length + m.linkname.length + m.uname.length + m.gname.length + m.modTime.length;
-    for (const x of m.xattrs) n += 40 + x.key.length + x.value.length;
-  }
+function encodedSizeEstimate(ztoc: Ztoc, zinfoBytes = ztoc.compressionInfo.checkpoints.length): number {
+  let n = 1024 + zinfoBytes + ztoc.compressionInfo.spanDigests.length * 84;
+  for (const m of ztoc.toc) n += entrySizeEstimate(m);
+  return n;
+}
+
+/** About the bytes entry `m` takes in an encoded zTOC (a little over for ASCII text: see `encodeZtoc`). */
+export function entrySizeEstimate(m: FileMetadata): number {
+  let n = 200 + m.name.length + m.linkname.length + m.uname.length + m.gname.length + m.modTime.length;
+  for (const x of m.xattrs) n += 40 + x.key.length + x.value.length;
   return n;
 }
 
@@ -171,6 +213,280 @@ function encodeFileMetadata(b: FbWriter, m: FileMetadata): number {
   b.int64(f.devminor, m.devminor, 0);
   b.ref(f.xattrs, xattrVec);
   return b.endTable();
+}
+
+/** The FileMetadata fields left out when 0 (their slots), in the order of their bits in a table shape. */
+const OPTIONAL_SLOTS = [
+  SLOT.fm.uncompressedOffset,
+  SLOT.fm.uncompressedSize,
+  SLOT.fm.mode,
+  SLOT.fm.uid,
+  SLOT.fm.gid,
+  SLOT.fm.devmajor,
+  SLOT.fm.devminor,
+] as const;
+/** The FileMetadata fields of 8 bytes. */
+const INT64_SLOTS: ReadonlySet<number> = new Set([
+  SLOT.fm.uncompressedOffset,
+  SLOT.fm.uncompressedSize,
+  SLOT.fm.mode,
+  SLOT.fm.devmajor,
+  SLOT.fm.devminor,
+]);
+
+/** The FileMetadata fields that refer to a string or vector. */
+const REF_SLOTS = [
+  SLOT.fm.name,
+  SLOT.fm.type,
+  SLOT.fm.linkname,
+  SLOT.fm.uname,
+  SLOT.fm.gname,
+  SLOT.fm.modTime,
+  SLOT.fm.xattrs,
+] as const;
+
+/** Where a FileMetadata table of one shape has its fields (see `tableLayout`). */
+interface TableLayout {
+  /** Table bytes, its vtable reference first (a multiple of 4). */
+  bytes: number;
+  /** Per slot, the field's first byte from the table's first byte, or -1 when it is left out. */
+  at: Int16Array;
+  /** Its vtable as FbWriter.vtable takes it. */
+  vtableKey: string;
+  /** The largest alignment it needs: 8 with an int64 field, else 4. */
+  alignment: number;
+}
+
+const tableLayouts: TableLayout[] = [];
+
+/**
+ * The layout of the FileMetadata tables whose present optional fields are the bits of `mask` (OPTIONAL_SLOTS
+ * order) and that start (their first field written) at an offset 4 past a multiple of 8 when `misaligned`, else
+ * at a multiple of 8: the fields as `encodeFileMetadata` writes them through FbWriter (references and int32
+ * 4-aligned, which they always are here; int64 8-aligned, after 4 bytes of padding where needed), then the vtable
+ * reference.
+ */
+function tableLayout(mask: number, misaligned: number): TableLayout {
+  const id = (mask << 1) | misaligned;
+  const known = tableLayouts[id];
+  if (known) return known;
+  const present = (slot: number) => {
+    const bit = OPTIONAL_SLOTS.indexOf(slot as (typeof OPTIONAL_SLOTS)[number]);
+    return bit < 0 || (mask & (1 << bit)) !== 0;
+  };
+  // Offsets from the table's start, as FbWriter counts them (from the end of the buffer, after writing).
+  const written = new Array<number>(SLOT.fm.count).fill(0);
+  let o = 0;
+  let alignment = 4;
+  for (let slot = 0; slot < SLOT.fm.count; slot++) {
+    if (!present(slot)) continue;
+    if (INT64_SLOTS.has(slot)) {
+      o += -(4 * misaligned + o) & 7;
+      o += 8;
+      alignment = 8;
+    } else {
+      o += 4;
+    }
+    written[slot] = o;
+  }
+  const bytes = o + 4;
+  const at = new Int16Array(SLOT.fm.count).fill(-1);
+  const vtable = [(SLOT.fm.count + 2) * 2, bytes];
+  for (let slot = 0; slot < SLOT.fm.count; slot++) {
+    vtable.push(written[slot] ? bytes - written[slot]! : 0);
+    if (written[slot]) at[slot] = bytes - written[slot]!;
+  }
+  const layout = { bytes, at, vtableKey: String.fromCharCode(...vtable), alignment };
+  tableLayouts[id] = layout;
+  return layout;
+}
+
+/**
+ * Per entry in `TocEncoder`: its arena chunk (-1: encoded anew), its start there, its strings' bytes, its tables'
+ * shape (the mask of `tableLayout`).
+ */
+const PREPARED_FIELDS = 4;
+/** Bytes of a TocEncoder arena chunk (an entry that needs more gets a chunk of its own). */
+const ARENA_CHUNK_BYTES = 256 * 1024;
+/** Bytes of a FileMetadata table at most: its vtable reference, 8 references or int32s, 5 int64s, 4 bytes of padding. */
+const MAX_TABLE_BYTES = 4 + 8 * 4 + 5 * 8 + 4;
+
+/**
+ * A zTOC's TOC entries encoded ahead, entry by entry as the layer's tar headers are read (`add`), so that
+ * `encodeZtoc` (given it as `toc`) only copies each entry in and places its vtable: the same bytes as encoding the
+ * entries there (SOCI's order, step 2 at the top of this file).
+ *
+ * Why that works: an entry is its strings name, type, linkname, uname, gname, mod_time and (without xattrs) an
+ * empty xattrs vector, each 4-aligned and 4-byte padded, then its FileMetadata table, whose references are
+ * relative; and the table's vtable (or a reference to an equal one written before). So the strings are the same
+ * bytes wherever the entry starts, as long as it starts 4-aligned, which it does: all of it is 4-aligned, and the
+ * FileMetadata vtable always has its 14 slots (the xattrs vector is always referenced), 32 bytes. The table
+ * depends on where the entry starts only through its int64 fields' alignment: both variants are prepared, one
+ * for an entry starting 8-aligned and one for 4 bytes past. The vtables depend on the entries written before
+ * (the later ones): placed at the end.
+ *
+ * In the arena an entry is its strings block in memory order (the reverse of the order they are written in): the
+ * xattrs vector, mod_time, gname, uname, linkname, type, name; each as its u32 byte count, its UTF-8 bytes, and
+ * zeros (its NUL and the padding) up to the next multiple of 4; then the table for an entry starting 8-aligned,
+ * then the other one, their vtable references 0. An entry with xattrs (rare), or one that would start otherwise
+ * aligned, is encoded anew.
+ */
+export class TocEncoder {
+  /** The arena: chunks written once each (never copied: an arena grown by copying would be written twice). */
+  readonly #chunks: Uint8Array[] = [];
+  #arena = new Uint8Array(0);
+  #view = new DataView(this.#arena.buffer);
+  #used = 0;
+  /** Scratch: the position in its strings block of each string (and the xattrs vector) an entry refers to, by slot. */
+  readonly #positions = new Int32Array(SLOT.fm.count);
+  #fields = new Int32Array(1024 * PREPARED_FIELDS);
+  #count = 0;
+
+  /** Entries added so far. */
+  get length(): number {
+    return this.#count;
+  }
+
+  /** Encodes the next entry of the TOC (the order of `Ztoc.toc`). */
+  add(m: FileMetadata): void {
+    const i = this.#count++ * PREPARED_FIELDS;
+    if (i + PREPARED_FIELDS > this.#fields.length) {
+      const next = new Int32Array(this.#fields.length * 2);
+      next.set(this.#fields);
+      this.#fields = next;
+    }
+    const f = this.#fields;
+    if (m.xattrs.length > 0) {
+      f[i] = -1;
+      return;
+    }
+    // 1. The strings block; a string's position is that of its byte count. UTF-8 takes at most 3 bytes per
+    // UTF-16 unit.
+    const chars =
+      m.modTime.length + m.gname.length + m.uname.length + m.linkname.length + m.type.length + m.name.length;
+    this.#room(4 + 6 * 8 + 3 * chars + 2 * MAX_TABLE_BYTES);
+    const start = this.#used;
+    this.#used += 4; // the empty xattrs vector: its count, 0 (the chunk is zeros where not written yet)
+    const pos = this.#positions;
+    pos[SLOT.fm.xattrs] = 0;
+    pos[SLOT.fm.modTime] = 4;
+    pos[SLOT.fm.gname] = this.#string(m.modTime) - start;
+    pos[SLOT.fm.uname] = this.#string(m.gname) - start;
+    pos[SLOT.fm.linkname] = this.#string(m.uname) - start;
+    pos[SLOT.fm.type] = this.#string(m.linkname) - start;
+    pos[SLOT.fm.name] = this.#string(m.type) - start;
+    const body = this.#string(m.name) - start;
+    // 2. The table, starting 8-aligned and starting 4 bytes past.
+    const mask =
+      (m.uncompressedOffset !== 0 ? 1 : 0) |
+      (m.uncompressedSize !== 0 ? 2 : 0) |
+      (m.mode !== 0 ? 4 : 0) |
+      ((m.uid | 0) !== 0 ? 8 : 0) |
+      ((m.gid | 0) !== 0 ? 16 : 0) |
+      (m.devmajor !== 0 ? 32 : 0) |
+      (m.devminor !== 0 ? 64 : 0);
+    this.#table(tableLayout(mask, (body >> 2) & 1), m);
+    this.#table(tableLayout(mask, ((body >> 2) + 1) & 1), m);
+    f[i] = this.#chunks.length - 1;
+    f[i + 1] = start;
+    f[i + 2] = body;
+    f[i + 3] = mask;
+  }
+
+  /**
+   * Writes the entries to `b`, last first, as `encodeZtoc` would encode `toc` (the entries added, in order;
+   * used for those encoded anew); returns each entry's table offset.
+   */
+  write(b: FbWriter, toc: readonly FileMetadata[]): number[] {
+    if (toc.length !== this.#count) {
+      throw new RangeError(`Cannot encode zTOC: ${this.#count} TOC entries prepared for ${toc.length}`);
+    }
+    const f = this.#fields;
+    const offsets = new Array<number>(this.#count);
+    for (let e = this.#count - 1; e >= 0; e--) {
+      const i = e * PREPARED_FIELDS;
+      const chunk = f[i]!;
+      const o = b.offset();
+      if (chunk < 0 || (o & 3) !== 0) {
+        offsets[e] = encodeFileMetadata(b, toc[e]!);
+        continue;
+      }
+      const arena = this.#chunks[chunk]!;
+      const start = f[i + 1]!;
+      const body = f[i + 2]!;
+      b.copy(arena.subarray(start, start + body), 4);
+      // The table for where it starts now: the first one when the entry starts 8-aligned.
+      const first = tableLayout(f[i + 3]!, (body >> 2) & 1);
+      const t = (o & 4) === 0 ? first : tableLayout(f[i + 3]!, ((body >> 2) + 1) & 1);
+      const at = start + body + ((o & 4) === 0 ? 0 : first.bytes);
+      const table = b.copy(arena.subarray(at, at + t.bytes), t.alignment);
+      b.vtable(table, t.vtableKey);
+      offsets[e] = table;
+    }
+    return offsets;
+  }
+
+  /**
+   * Appends entry `m`'s table laid out as `t` (its vtable reference left 0), referring to the strings at
+   * `#positions` in the block just before it. A reference's value is its distance to what it refers to: from the
+   * field to the end of the table, then back into the block to the string.
+   */
+  #table(t: TableLayout, m: FileMetadata): void {
+    const at = this.#used;
+    const view = this.#view;
+    const fm = SLOT.fm;
+    for (const slot of REF_SLOTS) {
+      view.setUint32(at + t.at[slot]!, t.bytes - t.at[slot]! + this.#positions[slot]!, true);
+    }
+    this.#int64(at, t.at[fm.uncompressedOffset]!, m.uncompressedOffset);
+    this.#int64(at, t.at[fm.uncompressedSize]!, m.uncompressedSize);
+    this.#int64(at, t.at[fm.mode]!, m.mode);
+    this.#int64(at, t.at[fm.devmajor]!, m.devmajor);
+    this.#int64(at, t.at[fm.devminor]!, m.devminor);
+    if (t.at[fm.uid]! >= 0) view.setInt32(at + t.at[fm.uid]!, m.uid | 0, true);
+    if (t.at[fm.gid]! >= 0) view.setInt32(at + t.at[fm.gid]!, m.gid | 0, true);
+    this.#used += t.bytes;
+  }
+
+  /** An int64 field of a table being laid out at `table`, its first byte at `at` (-1: left out). */
+  #int64(table: number, at: number, v: number): void {
+    if (at < 0) return;
+    const hi = Math.floor(v / 4294967296);
+    this.#view.setUint32(table + at, v - hi * 4294967296, true);
+    this.#view.setInt32(table + at + 4, hi, true);
+  }
+
+  /** Appends string `s` as the FlatBuffers string it is written as; returns where it ends in the arena. */
+  #string(s: string): number {
+    const n = s.length;
+    const arena = this.#arena;
+    const at = this.#used + 4;
+    let len = n;
+    for (let k = 0; k < n; k++) {
+      const c = s.charCodeAt(k);
+      if (c >= 0x80) {
+        len = utf8.encodeInto(s, arena.subarray(at)).written;
+        break;
+      }
+      arena[at + k] = c;
+    }
+    this.#view.setUint32(this.#used, len, true);
+    // Its NUL and padding: zeros already (see #room).
+    this.#used = at + ((len + 4) & ~3);
+    return this.#used;
+  }
+
+  /**
+   * Room for `n` more bytes in the arena's current chunk (a new chunk when it has too little). A chunk is written
+   * once, front to back: the bytes after `#used` are still the zeros it was allocated with.
+   */
+  #room(n: number): void {
+    if (this.#used + n <= this.#arena.length) return;
+    this.#arena = new Uint8Array(Math.max(ARENA_CHUNK_BYTES, n));
+    this.#chunks.push(this.#arena);
+    this.#view = new DataView(this.#arena.buffer);
+    this.#used = 0;
+  }
 }
 
 export interface DecodeOptions {

@@ -41,8 +41,9 @@ export class FbWriter {
   /** Scratch: the vtable of the table being ended. */
   readonly #vtable: number[] = [];
 
-  constructor(initialBytes = 1024) {
-    this.#buf = new Uint8Array(Math.max(16, initialBytes));
+  /** Starts with a buffer of `initial` bytes (at least 16), or in `initial` itself (grown out of when full). */
+  constructor(initial: number | Uint8Array = 1024) {
+    this.#buf = typeof initial === "number" ? new Uint8Array(Math.max(16, initial)) : initial;
     this.#view = new DataView(this.#buf.buffer);
     this.#space = this.#buf.length;
   }
@@ -126,6 +127,25 @@ export class FbWriter {
     return this.#endVector(v.length);
   }
 
+  /**
+   * Copies `bytes` in as they are: bytes laid out, padding included, for where they go now (the caller knows the
+   * offset modulo `alignment`, the largest alignment they need); returns the offset.
+   */
+  copy(bytes: Uint8Array, alignment: number): number {
+    if (alignment > this.#minAlign) this.#minAlign = alignment;
+    while (this.#space < bytes.length) this.#grow();
+    this.#space -= bytes.length;
+    this.#buf.set(bytes, this.#space);
+    return this.offset();
+  }
+
+  /** A byte vector of `n` bytes that `fill` writes (given them, in the buffer); returns its offset. */
+  bytesFilled(n: number, fill: (into: Uint8Array) => void): number {
+    const at = this.#startBytes(n);
+    fill(this.#buf.subarray(at, at + n));
+    return this.#endVector(n);
+  }
+
   /** A vector of references to `targets` (offsets), in this order; returns its offset. */
   offsets(targets: readonly number[]): number {
     this.#prep(4, 4 * targets.length);
@@ -179,23 +199,30 @@ export class FbWriter {
     const table = this.offset();
     let n = this.#slotCount;
     while (n > 0 && this.#slots[n - 1] === ABSENT) n--;
-    // The vtable's u16s, in buffer order: its size, the table's size, the field offsets. An equal vtable written
-    // before is used instead (the other builders write it, find the match and take it back: the same bytes).
+    // The vtable's u16s, in buffer order: its size, the table's size, the field offsets.
     const v = this.#vtable;
     v.length = n + 2;
     v[0] = (n + 2) * 2;
     v[1] = table - this.#objectStart;
     for (let i = 0; i < n; i++) v[2 + i] = this.#slots[i] === ABSENT ? 0 : table - this.#slots[i]!;
-    const key = String.fromCharCode.apply(null, v);
+    this.vtable(table, String.fromCharCode.apply(null, v));
+    return table;
+  }
+
+  /**
+   * Points the table at `table` (written last, its vtable reference still to be set) to its vtable, whose u16s in
+   * buffer order are the char codes of `key`: its size, the table's size, the field offsets. An equal vtable
+   * written before is used instead (the other builders write it, find the match and take it back: the same bytes).
+   */
+  vtable(table: number, key: string): void {
     const existing = this.#vtables.get(key);
     if (existing !== undefined) {
       this.#view.setInt32(this.#buf.length - table, existing - table, true);
-      return table;
+      return;
     }
-    for (let i = v.length - 1; i >= 0; i--) this.#int16(v[i]!);
+    for (let i = key.length - 1; i >= 0; i--) this.#int16(key.charCodeAt(i));
     this.#vtables.set(key, this.offset());
     this.#view.setInt32(this.#buf.length - table, this.offset() - table, true);
-    return table;
   }
 
   /**

@@ -16,13 +16,15 @@ import type { Checkpoint } from "../compress/types.ts";
 import { WorkerGzipIndexer } from "../compress/worker_gzip_indexer.ts";
 import { Digester } from "../util/digest.ts";
 import type { CompressionInfo } from "./types.ts";
-import { encodeGzipZinfo } from "./zinfo_gzip.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo } from "./zinfo_tar.ts";
 
 /** What a layer backend reports at the end of the blob. */
 export interface LayerEnd {
   compressedSize: number;
-  compressionInfo: CompressionInfo;
+  /** The CompressionInfo but its zinfo blob (`checkpoints`). */
+  compressionInfo: Omit<CompressionInfo, "checkpoints">;
+  /** The zinfo blob, or (gzip) the checkpoints for the encoder to pack straight into the zTOC (encodeZtoc's `zinfo`). */
+  zinfo: Uint8Array | { checkpoints: readonly Checkpoint[]; spanSizeBytes: number };
 }
 
 export interface LayerBackend {
@@ -62,12 +64,8 @@ function uncompressedBackend({ spanSizeBytes }: { spanSizeBytes: number }): Laye
       const checkpoints = encodeTarZinfo({ version: TAR_ZINFO_VERSION, spanSizeBytes, sizeBytes: size });
       return {
         compressedSize: size,
-        compressionInfo: {
-          algorithm: "uncompressed",
-          maxSpanId: digests.length - 1,
-          spanDigests: digests,
-          checkpoints,
-        },
+        compressionInfo: { algorithm: "uncompressed", maxSpanId: digests.length - 1, spanDigests: digests },
+        zinfo: checkpoints,
       };
     },
   };
@@ -129,16 +127,12 @@ class GzipSpanHasher {
   }
 }
 
-/** The gzip CompressionInfo from the indexer's result and the span digests. */
+/** The gzip CompressionInfo (its checkpoints to pack) from the indexer's result and the span digests. */
 function gzipInfo(r: GzipIndexResult, digests: string[], spanSizeBytes: number): LayerEnd {
   return {
     compressedSize: r.compressedSize,
-    compressionInfo: {
-      algorithm: "gzip",
-      maxSpanId: digests.length - 1,
-      spanDigests: digests,
-      checkpoints: encodeGzipZinfo(r.checkpoints, spanSizeBytes),
-    },
+    compressionInfo: { algorithm: "gzip", maxSpanId: digests.length - 1, spanDigests: digests },
+    zinfo: { checkpoints: r.checkpoints, spanSizeBytes },
   };
 }
 
@@ -187,6 +181,8 @@ export interface LayerPipeline {
   readonly depth: number;
   /** True when a submitted chunk's whole ArrayBuffer is taken over until its result hands it back. */
   readonly takesBuffers: boolean;
+  /** True when the chunks are worked on by another thread (the caller's has time to spare meanwhile). */
+  readonly concurrent: boolean;
   submit(chunk: Uint8Array): void;
   inputEnded(): void;
   next(): Promise<LayerChunkResult>;
@@ -200,6 +196,7 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
   return {
     depth: 1,
     takesBuffers: false,
+    concurrent: false,
     submit(chunk) {
       result = { input: chunk, tar: backend.push(chunk), done() {} };
     },
@@ -222,6 +219,7 @@ export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number })
   return {
     depth: 3,
     takesBuffers: true,
+    concurrent: true,
     submit: (chunk) => indexer.push(chunk),
     inputEnded: () => indexer.endInput(),
     async next() {

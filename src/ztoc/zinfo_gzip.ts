@@ -149,16 +149,44 @@ export function encodeGzipZinfo(
   view.setBigInt64(4, BigInt(spanSizeBytes), true);
   let p = BLOB_HEADER_SIZE;
   for (const cp of records) {
-    view.setBigInt64(p, BigInt(cp.in), true);
-    view.setBigInt64(p + 8, BigInt(cp.out), true);
-    blob[p + 16] = cp.bits;
-    if (version !== ZINFO_WINDOWLESS) {
-      const w = cp.window.length > WINDOW_SIZE ? cp.window.subarray(cp.window.length - WINDOW_SIZE) : cp.window;
-      blob.set(w, p + 17 + WINDOW_SIZE - w.length);
-    }
+    writeRecord(blob, view, p, cp, version !== ZINFO_WINDOWLESS);
     p += stride;
   }
   return blob;
+}
+
+/** Record `cp` at `p` of `blob` (viewed by `view`): in, out, bits and, `withWindow`, its window. */
+// biome-ignore lint/complexity/useMaxParams: module-private helper
+function writeRecord(blob: Uint8Array, view: DataView, p: number, cp: Checkpoint, withWindow: boolean): void {
+  view.setBigInt64(p, BigInt(cp.in), true);
+  view.setBigInt64(p + 8, BigInt(cp.out), true);
+  blob[p + 16] = cp.bits;
+  if (withWindow) {
+    const w = cp.window.length > WINDOW_SIZE ? cp.window.subarray(cp.window.length - WINDOW_SIZE) : cp.window;
+    if (w.length < WINDOW_SIZE) blob.fill(0, p + 17, p + 17 + WINDOW_SIZE - w.length);
+    blob.set(w, p + 17 + WINDOW_SIZE - w.length);
+  }
+}
+
+/** Bytes of the version 2 gzip zinfo blob of `count` checkpoints. */
+export function gzipZinfoBytes(count: number): number {
+  return BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * count;
+}
+
+/**
+ * Packs `checkpoints` as a version 2 blob into `into` (`gzipZinfoBytes(checkpoints.length)` bytes, all written):
+ * `encodeGzipZinfo`'s bytes, where they are wanted (the zTOC encoder packs them straight into the zTOC).
+ */
+export function writeGzipZinfo(into: Uint8Array, checkpoints: readonly Checkpoint[], spanSizeBytes: number): void {
+  if (into.length !== gzipZinfoBytes(checkpoints.length)) {
+    throw new RangeError(`Cannot pack ${checkpoints.length} checkpoints into ${into.length} bytes`);
+  }
+  const view = new DataView(into.buffer, into.byteOffset, into.byteLength);
+  view.setInt32(0, checkpoints.length, true);
+  view.setBigInt64(4, BigInt(spanSizeBytes), true);
+  for (let i = 0; i < checkpoints.length; i++) {
+    writeRecord(into, view, BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * i, checkpoints[i]!, true);
+  }
 }
 
 function safe(v: bigint, offset: number, what: string): number {

@@ -1,19 +1,23 @@
 /**
  * WorkerGzipIndexer (inflating on a thread of its own) gives the synchronous zlib indexer's output, checkpoints
- * and errors, chunks in flight or not, its input ended early or not, and hands each chunk back; output buffers handed off by the worker are
- * never written again (OutputWindow.handOff).
+ * and errors, chunks in flight or not, its input ended early or not, and hands each chunk back; output buffers
+ * handed off by the worker are never written again (OutputWindow.handOff). A thread started ahead
+ * (prestartInflateThread) serves the next indexer the same way, reports a failure to start, and never keeps the
+ * process alive unused.
  */
 import { describe, expect, test } from "bun:test";
 import { createGzipIndexer } from "../../src/compress/gzip_indexer.ts";
 import { backendNames } from "../../src/compress/registry.ts";
 import type { GzipIndexResult } from "../../src/compress/types.ts";
-import { WorkerGzipIndexer } from "../../src/compress/worker_gzip_indexer.ts";
+import { prestartInflateThread, WorkerGzipIndexer } from "../../src/compress/worker_gzip_indexer.ts";
+import { spawnSync } from "node:child_process";
 import { GzipFormatError, InvalidArgumentError } from "../../src/util/errors.ts";
 import { gzipSync } from "node:zlib";
 import { Rand } from "../_harness/rand.ts";
 import { concat, indexAll, mixed } from "./fixtures.ts";
 
 const haveZlib = backendNames().includes("zlib");
+const REPO = new URL("../..", import.meta.url).pathname;
 
 /** Pushes `gz` in `chunk`-byte buffers of its own, up to `depth` in flight; returns result, output, chunks back. */
 async function indexOnWorker(gz: Uint8Array, spanSize: number, chunk: number, depth: number, endEarly = false) {
@@ -114,6 +118,53 @@ describe.skipIf(!haveZlib)("gzip indexer on a worker", () => {
       new InvalidArgumentError('Cannot start the inflate thread: inflate backend "ts" has no worker module registered'),
     );
   });
+
+  test("a thread started ahead serves the next indexer: the synchronous indexer's results", async () => {
+    const gz = inputs["one member"]!;
+    prestartInflateThread();
+    const got = await indexOnWorker(gz, 1 << 20, 1 << 20, 3);
+    expectSame(indexAll(gz, { spanSize: 1 << 20, backend: "zlib", chunk: 1 << 20 }).result, got.result);
+  });
+
+  test("a thread started ahead that failed to start fails its indexer with the reason", () => {
+    // In a process of its own: the zlib backend under another name, with a worker module that does not load.
+    const script = `
+      const { registerNativeBackends } = await import("./src/native_backends.ts");
+      const { inflateBackend, registerInflateBackend } = await import("./src/compress/registry.ts");
+      const { prestartInflateThread, WorkerGzipIndexer } = await import("./src/compress/worker_gzip_indexer.ts");
+      registerNativeBackends();
+      registerInflateBackend({ ...inflateBackend("zlib"), name: "broken" }, { workerUrl: "file:///nonexistent/w.ts" });
+      prestartInflateThread("broken");
+      const ix = new WorkerGzipIndexer({ spanSize: 1 << 20, backend: "broken" });
+      try {
+        ix.push(new Uint8Array(1000));
+        await ix.next();
+        console.log("no error");
+      } catch (e) {
+        console.log(String(e));
+      } finally {
+        ix.terminate();
+      }
+    `;
+    const r = spawnSync(process.execPath, ["-e", script], { cwd: REPO, encoding: "utf8", timeout: 30_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("Cannot inflate on a worker");
+  }, 60_000);
+
+  test("a thread started ahead and never used does not keep the process alive", () => {
+    const script = `
+      const { registerNativeBackends } = await import("./src/native_backends.ts");
+      registerNativeBackends();
+      (await import("./src/compress/worker_gzip_indexer.ts")).prestartInflateThread();
+      console.log("started");
+    `;
+    const r = spawnSync(process.execPath, ["-e", script], {
+      cwd: REPO,
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    expect([r.status, r.signal, r.stdout.trim()]).toEqual([0, null, "started"]);
+  }, 60_000);
 
   test("a handed-off output buffer is never written again", () => {
     const gz = inputs["one member"]!;

@@ -8,8 +8,9 @@ import { describe, expect, test } from "bun:test";
 import { Builder } from "flatbuffers";
 import { COMPRESSION_ALGORITHM_ENUM, compareUtf8, encodeZtoc } from "../../src/ztoc/codec.ts";
 import { FbWriter } from "../../src/ztoc/fb_writer.ts";
-import type { EntryType, FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
+import type { FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
 import { Rand } from "../_harness/rand.ts";
+import { seededZtoc, seededText as text } from "./_seeded_ztoc.ts";
 
 const SLOT = {
   ztoc: { version: 0, buildTool: 1, compressedSize: 2, uncompressedSize: 3, toc: 4, compressionInfo: 5, count: 6 },
@@ -121,76 +122,6 @@ function encodeFileMetadata(b: Builder, m: FileMetadata): number {
   return b.endObject();
 }
 
-// ---- seeded zTOCs ------------------------------------------------------------------------------------------
-const TYPES: EntryType[] = ["reg", "dir", "symlink", "hardlink", "char", "block", "fifo"];
-
-function text(r: Rand, max: number): string {
-  const pick = r.int(10);
-  if (pick === 0) return "";
-  const n = 1 + r.int(max);
-  let s = "";
-  for (let i = 0; i < n; i++) {
-    const k = r.int(40);
-    s += k === 0 ? "é" : k === 1 ? "日" : k === 2 ? "\u{1F600}" : String.fromCharCode(0x21 + r.int(90));
-  }
-  return s;
-}
-
-function number(r: Rand): number {
-  const k = r.int(6);
-  return k === 0
-    ? 0
-    : k === 1
-      ? r.int(8)
-      : k === 2
-        ? r.int(2 ** 31)
-        : k === 3
-          ? 2 ** 32 + r.int(2 ** 20)
-          : k === 4
-            ? Number.MAX_SAFE_INTEGER - r.int(1000)
-            : r.int(1 << 20);
-}
-
-function entry(r: Rand): FileMetadata {
-  const xattrs = Array.from({ length: r.int(4) === 0 ? 1 + r.int(3) : 0 }, () => ({
-    key: `user.${text(r, 8) || "k"}`,
-    value: r.int(2) ? r.bytes(r.int(40)) : new TextEncoder().encode(text(r, 20)),
-  }));
-  return {
-    name: text(r, 120),
-    type: TYPES[r.int(TYPES.length)]!,
-    uncompressedOffset: number(r),
-    uncompressedSize: number(r),
-    linkname: r.int(4) === 0 ? text(r, 60) : "",
-    mode: r.int(3) === 0 ? 0 : r.int(0o7777),
-    uid: r.int(3) === 0 ? 0 : r.int(3) === 0 ? 2 ** 31 + r.int(1000) : r.int(70000),
-    gid: r.int(3) === 0 ? 0 : r.int(70000),
-    uname: r.int(2) ? "root" : text(r, 12),
-    gname: r.int(2) ? "root" : text(r, 12),
-    modTime: r.int(5) === 0 ? "" : `2024-01-0${1 + r.int(9)}T12:00:00.${r.int(1000)}Z`,
-    devmajor: r.int(5) === 0 ? number(r) : 0,
-    devminor: r.int(5) === 0 ? number(r) : 0,
-    xattrs,
-  };
-}
-
-function ztocOf(r: Rand, entries: number): Ztoc {
-  const spans = r.int(6);
-  return {
-    version: "0.9",
-    buildToolIdentifier: r.int(2) ? "AWS SOCI CLI v0.2" : text(r, 30),
-    compressedArchiveSize: number(r),
-    uncompressedArchiveSize: number(r),
-    toc: Array.from({ length: entries }, () => entry(r)),
-    compressionInfo: {
-      algorithm: (["gzip", "uncompressed", ""] as const)[r.int(3)] as "gzip",
-      maxSpanId: spans - 1,
-      spanDigests: Array.from({ length: spans }, (_, i) => `sha256:${String(i).padStart(64, "0")}`),
-      checkpoints: r.bytes(r.int(3) === 0 ? 0 : r.int(100_000)),
-    },
-  };
-}
-
 /** A liveness bound for the 300 seeded zTOCs (CPU only, nothing waits on a clock): 18.5 s at load 19 on two cores. */
 const SEEDED_LIMIT_MS = 120_000;
 
@@ -200,7 +131,7 @@ describe("FbWriter", () => {
     () => {
       const r = new Rand("fb writer");
       for (let i = 0; i < 300; i++) {
-        const z = ztocOf(r, i < 20 ? i : r.int(i < 280 ? 60 : 3000));
+        const z = seededZtoc(r, i < 20 ? i : r.int(i < 280 ? 60 : 3000));
         expect(Buffer.compare(encodeZtoc(z), flatbuffersEncode(z))).toBe(0);
       }
     },

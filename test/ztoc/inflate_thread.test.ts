@@ -1,7 +1,7 @@
 /**
- * The zTOC builder with gzip inflated on a thread of its own (`inflateThread`) gives the same zTOC bytes and the
- * same errors as inflating inline, from every kind of source, never takes over a source's own buffers, and ends
- * its thread when the build stops early.
+ * The zTOC builder with gzip inflated on a thread of its own (`inflateThread`) gives the same zTOC bytes (and a
+ * model equal to them) and the same errors as inflating inline, from every kind of source, never takes over a
+ * source's own buffers, and ends its thread when the build stops early.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
@@ -14,6 +14,7 @@ import { OciLayout } from "../../src/registry/oci_layout.ts";
 import { type TarWriteEntry, writeTar } from "../../src/tar/writer.ts";
 import { GzipFormatError, TarFormatError } from "../../src/util/errors.ts";
 import { buildZtoc } from "../../src/ztoc/builder.ts";
+import { decodeZtoc } from "../../src/ztoc/codec.ts";
 import { Rand } from "../_harness/rand.ts";
 
 const root = mkdtempSync(join(tmpdir(), "soci-inflate-thread-"));
@@ -86,6 +87,8 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
       for (const source of sources) {
         const built = await buildZtoc(source, { algorithm: "gzip", spanSizeBytes: 1 << 20, inflateThread: true });
         expect(sha(built.bytes)).toBe(sha(expected));
+        // The model returned is what the bytes say (its zinfo blob is the one packed into them).
+        expect(decodeZtoc(built.bytes)).toEqual(built.ztoc);
       }
     }, 60_000);
   }

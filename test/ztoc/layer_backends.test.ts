@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { gzipSync } from "node:zlib";
 import { LAYER_BACKENDS } from "../../src/ztoc/layer_backends.ts";
 import { SpanTable, hashRanges } from "../../src/ztoc/spans.ts";
-import { decodeGzipZinfo } from "../../src/ztoc/zinfo_gzip.ts";
+import { decodeGzipZinfo, encodeGzipZinfo } from "../../src/ztoc/zinfo_gzip.ts";
 import { Rand } from "../_harness/rand.ts";
 
 /** 8 MiB of compressible text with runs of random bytes (spans differ in compressed size), gzip -6. */
@@ -29,7 +29,15 @@ function runReusingBuffer(blob: Uint8Array, cuts: number[], spanSizeBytes: numbe
     for (const out of backend.push(buf.subarray(0, piece.length))) tarBytes += out.length;
     buf.fill(0xa5, 0, piece.length); // the source's next read lands here
   }
-  return { tarBytes, ...backend.end() };
+  const end = backend.end();
+  // The zinfo blob the encoder packs from the checkpoints reported.
+  const zinfo =
+    end.zinfo instanceof Uint8Array ? end.zinfo : encodeGzipZinfo(end.zinfo.checkpoints, end.zinfo.spanSizeBytes);
+  return {
+    tarBytes,
+    compressedSize: end.compressedSize,
+    compressionInfo: { ...end.compressionInfo, checkpoints: zinfo },
+  };
 }
 
 describe("gzip layer backend", () => {
