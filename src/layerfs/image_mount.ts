@@ -65,7 +65,8 @@ export interface MountImageOptions {
   maxConcurrency?: number;
   /**
    * Mount timeout in ms (config `mount_timeout_sec`), applied per step: resolving the image, finding the
-   * index (index and zTOC fetches), and each layer's mount. A layer without a zTOC is downloaded whole
+   * index (index and zTOC fetches), and opening each layer (its FUSE mount, made ahead, is bounded by the kernel
+   * handshake's own timeout). A layer without a zTOC is downloaded whole
    * under `signal` and the registry client's idle timeout only, so big images are not cut off. Default none.
    */
   timeoutMs?: number;

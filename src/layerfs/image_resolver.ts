@@ -273,6 +273,8 @@ interface CacheEntry {
   expiresAt: number;
   /** Lets the entry go when it expires (it holds the entry: cleared when the entry goes before). */
   expiry?: ReturnType<typeof setTimeout>;
+  /** The resolution, once it completed. */
+  resolved?: ResolvedImage;
 }
 
 /** Cached, single-flight image resolutions by image reference and manifest digest. */
@@ -313,7 +315,7 @@ export class ImageResolver {
         `Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`,
       );
     }
-    const key = `${imageRef}\u0000${manifestDigest ?? ""}\u0000${lod ?? ""}\u0000${indexDigest ?? ""}`;
+    const key = this.#key(imageRef, { ...opts, lod });
     const now = this.#now();
     let entry = this.#cache.get(key);
     if (entry && (entry.expiresAt <= now || (await isStale(entry)))) {
@@ -336,7 +338,10 @@ export class ImageResolver {
       entry = created;
       this.#cache.set(key, created);
       created.resolving.then(
-        () => this.#keepFor(key, created),
+        (image) => {
+          created.resolved = image;
+          this.#keepFor(key, created);
+        },
         () => {
           if (this.#cache.get(key) === created) this.#cache.delete(key);
         },
@@ -346,6 +351,23 @@ export class ImageResolver {
     // another, is resolved once); one still resolving gets its time once it completes.
     else if (entry.expiresAt !== Infinity) this.#keepFor(key, entry);
     return raceSignal(entry.resolving, opts.signal);
+  }
+
+  /**
+   * The completed, unexpired resolution `resolve` with these arguments would start from, if any, without using it
+   * (its time is not extended) or asking anything: a hint for a caller deciding what to start beside `resolve`.
+   */
+  peek(
+    imageRef: string,
+    opts: { manifestDigest?: string; indexDigest?: string; lod?: string } = {},
+  ): ResolvedImage | undefined {
+    const entry = this.#cache.get(this.#key(imageRef, { ...opts, lod: opts.lod ?? this.#o.lod }));
+    return entry && entry.expiresAt > this.#now() ? entry.resolved : undefined;
+  }
+
+  /** The cache key of a resolution. */
+  #key(imageRef: string, o: { manifestDigest?: string; indexDigest?: string; lod?: string }): string {
+    return `${imageRef}\u0000${o.manifestDigest ?? ""}\u0000${o.lod ?? ""}\u0000${o.indexDigest ?? ""}`;
   }
 
   /** Keep `entry` (cached under `key`) for `ttlMs` from now, then let it go, even when nothing else sweeps it. */

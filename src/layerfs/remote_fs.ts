@@ -138,7 +138,8 @@ export interface PendingLayerMount {
   /**
    * Open the layer (`layer.digest` must be the one mounted for) and serve its tree at the mount: the requests
    * waiting are answered from it; then as `mountLayer` step 3, and resolves with the layer. When opening fails,
-   * the waiting requests fail, the mount is undone and the error thrown. Once only.
+   * the waiting requests fail, the mount is undone and the error thrown. Once only: a second call, or one after
+   * `abandon`, fails with FailedPreconditionError and changes nothing.
    */
   open(opts: Omit<MountLayerOptions, "mountpoint">): Promise<Layer>;
   /** The layer will not be opened (`reason`): the waiting requests fail and the mount is undone (idempotent). */
@@ -164,6 +165,8 @@ export class LayerFs {
   readonly #mounts = new Map<string, Mounted>();
   /** Mount points being mounted, so a second mount at the same place fails at once. */
   readonly #mounting = new Set<string>();
+  /** Set by `close`: a mount made ahead that completes afterwards is undone at once. */
+  #closing = false;
   /** Mounts made ahead of their layers (`mountAhead`) not opened yet, abandoned by `close`. */
   readonly #ahead = new Map<string, PendingLayerMount>();
   /** Keeps each mount's connection for a successor (set by the service); none: mounts end with the process. */
@@ -261,30 +264,45 @@ export class LayerFs {
       countMountFailure(digest);
       throw err;
     }
-    operationDurationMs.labels(Op.fuseMount, digest).observe(performance.now() - t0);
+    // Observed once the layer opens: a layer never opened (not served lazily after all) leaves no metric series.
+    const mountMs = performance.now() - t0;
     opts.onPhase?.("fuse");
-    let ended = false;
-    const undo = async (reason: unknown): Promise<void> => {
-      if (ended) return;
-      ended = true;
-      this.#ahead.delete(mp);
-      root.reject(
-        new UnavailableError(`Cannot serve layer "${digest}" at "${mp}": ${errorMessage(reason)}`, { cause: reason }),
-      );
-      await served.unmount();
-      this.#mounting.delete(mp);
+    /** "waiting": open may be called; "opening": it was; "served": it succeeded; "undone": the mount is gone. */
+    let state: "waiting" | "opening" | "served" | "undone" = "waiting";
+    let undoing: Promise<void> | undefined;
+    // One undo, shared: a second call (close() beside a failed open) waits for the same unmount.
+    const undo = (reason: unknown): Promise<void> => {
+      if (state === "served") return Promise.resolve();
+      undoing ??= (async () => {
+        state = "undone";
+        root.reject(
+          new UnavailableError(`Cannot serve layer "${digest}" at "${mp}": ${errorMessage(reason)}`, { cause: reason }),
+        );
+        try {
+          await served.unmount();
+        } finally {
+          this.#ahead.delete(mp);
+          this.#mounting.delete(mp);
+        }
+      })();
+      return undoing;
     };
     const pending: PendingLayerMount = {
       mountpoint: mp,
       open: async (layerOpts) => {
-        if (ended)
-          throw new FailedPreconditionError(`Cannot open layer "${digest}" at "${mp}": its mount was abandoned`);
-        if (layerOpts.layer.digest !== digest)
-          throw new InvalidArgumentError(
-            `Cannot open layer "${layerOpts.layer.digest}" at "${mp}": it is mounted for "${digest}"`,
+        if (state !== "waiting") {
+          throw new FailedPreconditionError(
+            `Cannot open layer "${digest}" at "${mp}": ${state === "undone" ? "its mount was abandoned" : "it is opened already"}`,
           );
+        }
+        state = "opening";
         let handle: LayerHandle;
         try {
+          if (layerOpts.layer.digest !== digest) {
+            throw new InvalidArgumentError(
+              `Cannot open layer "${layerOpts.layer.digest}" at "${mp}": it is mounted for "${digest}"`,
+            );
+          }
           handle = await this.manager.acquire(layerOpts);
         } catch (err) {
           countMountFailure(digest);
@@ -292,14 +310,16 @@ export class LayerFs {
           throw err;
         }
         layerOpts.onPhase?.("opened");
-        if (ended) {
+        if (undoing) {
           // Abandoned (the file system closing) while the layer opened.
           await handle.done();
+          await undoing;
           throw new FailedPreconditionError(`Cannot open layer "${digest}" at "${mp}": its mount was abandoned`);
         }
-        ended = true;
+        state = "served";
         this.#ahead.delete(mp);
         this.#mounting.delete(mp);
+        operationDurationMs.labels(Op.fuseMount, digest).observe(mountMs);
         // The waiting requests go on, answered from the layer's tree.
         root.resolve(handle.layer.root);
         return this.#serving({ handle, served, resume: undefined, opts: { ...layerOpts, mountpoint: mp } });
@@ -307,6 +327,11 @@ export class LayerFs {
       abandon: undo,
     };
     this.#ahead.set(mp, pending);
+    if (this.#closing) {
+      // The file system closed while this mount was being made: nothing will open it.
+      await undo(new Error("the layer file system is closing"));
+      throw new FailedPreconditionError(`Cannot mount layer "${digest}" at "${mp}": the layer file system is closing`);
+    }
     return pending;
   }
 
@@ -490,6 +515,7 @@ export class LayerFs {
    * ahead of a layer not opened yet (`mountAhead`) are undone either way.
    */
   async close(opts: { keepMounts?: boolean } = {}): Promise<void> {
+    this.#closing = true;
     // Mounts made ahead of a layer not opened yet have nothing to serve or hand over: undone, in either case.
     await Promise.all([...this.#ahead.values()].map((a) => a.abandon(new Error("the layer file system is closing"))));
     if (opts.keepMounts) {

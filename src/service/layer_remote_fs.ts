@@ -20,8 +20,8 @@
  *   4. Open the layer into the mount made ahead, or mount it now (prefetch spans in before it returns); when
  *      recording, with the recorder of that image's recording (lod_recordings.ts), which opens it apart from the
  *      shared layer.
- * Steps 2-4 are bounded by the mount timeout (config `mount_timeout_sec`); a layer whose registry does not answer
- * fails with UnavailableError then, never a hang.
+ * Steps 2-4 are bounded by the mount timeout (config `mount_timeout_sec`; the FUSE mount made ahead by the kernel
+ * handshake's own); a layer whose registry does not answer fails with UnavailableError then, never a hang.
  */
 import type { ImageResolver } from "../layerfs/image_resolver.ts";
 import { acquireOptionsFor } from "../layerfs/image_resolver.ts";
@@ -106,21 +106,25 @@ export class LayerRemoteFs implements RemoteFs {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     const t0 = performance.now();
-    // 2. (The FUSE mount's own cost, ~15-30 ms of mount(2), INIT and threads, then overlaps the registry's.)
-    const ahead = opts.restoring ? undefined : this.#layerFs.mountAhead({ mountpoint, layerDigest });
+    // 2. (The FUSE mount's own cost, ~15-30 ms of mount(2), INIT and threads, then overlaps the registry's; not
+    // made for a layer a resolution at hand already says is not served lazily.)
+    const lod = chooseLod(imageRef, {
+      explicit: lodLabel === undefined ? undefined : { workload: lodLabel, by: "label" },
+      rules: this.#replayRules,
+    });
+    const resolveOpts = {
+      manifestDigest,
+      indexDigest: labels[SOCI_INDEX_DIGEST_LABEL] || undefined,
+      lod: lod?.workload,
+    };
+    const known = this.#resolver.peek(imageRef, resolveOpts);
+    const ahead =
+      opts.restoring || (known && !known.found?.ztocs.has(layerDigest))
+        ? undefined
+        : this.#layerFs.mountAhead({ mountpoint, layerDigest });
     ahead?.catch(() => {}); // awaited in step 4, or undone on failure
     try {
-      const lod = chooseLod(imageRef, {
-        explicit: lodLabel === undefined ? undefined : { workload: lodLabel, by: "label" },
-        rules: this.#replayRules,
-      });
-      const image = await this.#resolver.resolve(imageRef, {
-        manifestDigest,
-        indexDigest: labels[SOCI_INDEX_DIGEST_LABEL] || undefined,
-        lod: lod?.workload,
-        lodBy: lod?.by,
-        signal,
-      });
+      const image = await this.#resolver.resolve(imageRef, { ...resolveOpts, lodBy: lod?.by, signal });
       // 3.
       if (!image.found)
         throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);

@@ -23,7 +23,8 @@
  *   4. With a target and CRI labels naming the layer: `remoteFs.mount(<id>/fs, labels)`. On success commit the
  *      active snapshot as the target (or, when that name holds a snapshot with another parent, as
  *      `<target>@<parent hash>`) with every Prepare label plus `containerd.io/snapshot/remote`, usage 0, and
- *      throw AlreadyExists(`target snapshot "<target>": already exists`): containerd skips the download.
+ *      throw AlreadyExists(`target snapshot "<target>": already exists`): containerd skips the download (the
+ *      layer's blob is checked at once, unawaited, so that step 5 of the first container finds it fresh).
  *      On failure log (info for NotFound: no index or zTOC; warn otherwise) and go on: containerd downloads
  *      and applies the layer into the active snapshot.
  *   5. Check every remote ancestor with `remoteFs.check` (UnavailableError when one fails; the snapshot

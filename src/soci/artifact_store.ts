@@ -564,7 +564,10 @@ export function atomicWrite(path: string, bytes: Uint8Array): void {
   }
 }
 
-/** `atomicWrite` with the file system's calls off the event loop (node:fs/promises). */
+/**
+ * `atomicWrite` with the file system's calls off the event loop (node:fs/promises). Throws what the file system
+ * throws (ENOENT for a missing directory, ENOSPC, …); the temporary file is removed when the write fails.
+ */
 export async function atomicWriteAsync(path: string, bytes: Uint8Array): Promise<void> {
   const slash = path.lastIndexOf("/");
   const dir = slash > 0 ? path.slice(0, slash) : ".";

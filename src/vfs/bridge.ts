@@ -534,7 +534,8 @@ export class VfsBridge implements RawFileSystem {
 
   statfs(nodeid: number): Kstatfs | Promise<Kstatfs> {
     const n = this.#byId.get(nodeid)?.node ?? this.root;
-    const s = (n.statfs ?? this.root.statfs)?.call(n);
+    // A node without its own answer gets the root's, asked of the root (a deferred root's needs its own fields).
+    const s = n.statfs ? n.statfs() : this.root.statfs?.();
     // A node may answer later (a deferred root, deferred_node.ts); nodes are not asked to be ready: statfs needs no
     // tree, and must not build a dropped one again.
     if (s instanceof Promise) return s.then((v) => v ?? DEFAULT_STATFS);

@@ -62,7 +62,7 @@ export class DeferredNode implements Node {
   /** No node will come: requests waiting, and every later one, fail with `err` (ignored once settled). */
   reject(err: unknown): void {
     if (this.#target || this.#error !== undefined) return;
-    this.#error = err ?? new Error("rejected");
+    this.#error = err ?? new UnavailableError(`Cannot use ${this.what}: it will not be there`);
     this.#settle(this.#error);
   }
 
@@ -98,7 +98,7 @@ export class DeferredNode implements Node {
 
   read(offset: number, length: number, ctx: RequestContext): Uint8Array | Promise<Uint8Array> {
     const n = this.#node();
-    if (!n.read) throw new FuseErrno(EIO, `${this.what} cannot be read`);
+    if (!n.read) throw new FuseErrno(EIO, `Cannot read ${this.what}: it is not a file`);
     return n.read(offset, length, ctx);
   }
 

@@ -21,7 +21,10 @@ import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { pushIndexes } from "../../src/soci/push.ts";
+import { FailedPreconditionError, InvalidArgumentError } from "../../src/util/errors.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
+import { forgetLayer, metrics } from "../../src/util/metrics.ts";
+import { parseExposition } from "../../src/util/prometheus.ts";
 import { needs } from "../_harness/env.ts";
 import { until, within } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
@@ -199,6 +202,55 @@ describe.skipIf(!run)("layers mounted ahead of their trees", () => {
         await mounting.catch(() => undefined);
         await fs.close();
       }
+    },
+    TEST_LIMIT_MS,
+  );
+  test(
+    "a mount made ahead: undone once however often it is abandoned, by close() too; open after that, twice or for another layer fails",
+    async () => {
+      const fs = await LayerFs.create({
+        root: join(tmp, "root-undo"),
+        inflate: inflateFromCheckpoint,
+        backgroundFetch: { disable: true },
+      });
+      const mps = [0, 1, 2].map((i) => join(tmp, `undo${i}`));
+      for (const mp of mps) await mkdir(mp);
+      const digest = img.layers[0]!.descriptor.digest;
+      const series = () =>
+        [...parseExposition(metrics.expose()).keys()].filter(
+          (k) => k.includes('operation_type="fuse_mount"') && k.includes(digest),
+        );
+      try {
+        forgetLayer(digest);
+        // Abandoned twice at once: both wait for the one unmount; no timing series for a layer never opened.
+        const a = await fs.mountAhead({ mountpoint: mps[0]!, layerDigest: digest });
+        expect(fuseMountsUnder(tmp).map((m) => m.mountpoint)).toContain(mps[0]!);
+        await Promise.all([a.abandon(new Error("test")), a.abandon(new Error("again"))]);
+        expect(fuseMountsUnder(tmp).map((m) => m.mountpoint)).not.toContain(mps[0]!);
+        expect(series()).toEqual([]);
+        const late = await a
+          .open({ source: { client: client(), ref: img.ref }, layer: img.layers[0]!.descriptor })
+          .catch((e) => e);
+        expect(late).toBeInstanceOf(FailedPreconditionError);
+        // Opened for another layer: refused, and the mount undone.
+        const b = await fs.mountAhead({ mountpoint: mps[1]!, layerDigest: digest });
+        const other = await b
+          .open({ source: { client: client(), ref: img.ref }, layer: img.layers[1]!.descriptor })
+          .catch((e) => e);
+        expect(other).toBeInstanceOf(InvalidArgumentError);
+        expect(fuseMountsUnder(tmp).map((m) => m.mountpoint)).not.toContain(mps[1]!);
+        // Left pending: close() undoes it, and a later open fails.
+        const c = await fs.mountAhead({ mountpoint: mps[2]!, layerDigest: digest });
+        await fs.close();
+        expect(fuseMountsUnder(tmp)).toEqual([]);
+        const closed = await c
+          .open({ source: { client: client(), ref: img.ref }, layer: img.layers[0]!.descriptor })
+          .catch((e) => e);
+        expect(closed).toBeInstanceOf(FailedPreconditionError);
+      } finally {
+        await fs.close();
+      }
+      expect(fuseMountsUnder(tmp)).toEqual([]);
     },
     TEST_LIMIT_MS,
   );

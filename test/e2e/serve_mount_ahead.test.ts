@@ -1,7 +1,7 @@
 /**
  * serve's remote layers mounted ahead of their trees (service/layer_remote_fs.ts step 2): while the image resolves
- * (its zTOC held by the fault proxy here), the layer's FUSE mount is already up at the snapshot's directory and a
- * read through it waits; once the zTOC is in, the mount completes and the read gets the file's bytes. A layer the
+ * (its zTOC held by the fault proxy here), the layer's FUSE mount is already up at the snapshot's directory; once
+ * the zTOC is in, the mount completes and a read started meanwhile gets the file's bytes. A layer the
  * image's index does not cover fails with NotFoundError (the snapshotter then downloads it) and leaves nothing
  * mounted.
  */
@@ -69,7 +69,7 @@ describe.skipIf(!run)("serve's remote layers mounted ahead of their trees", () =
   });
 
   test(
-    "the FUSE mount is up while the zTOC is held; a read waits, then gets the file's bytes",
+    "the FUSE mount is up while the zTOC is held; a read through it gets the file's bytes",
     async () => {
       const { layerFs, fs } = await remoteFs("held");
       const mp = join(env!.tmp, "mnt-held");

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { resolveImageLayers } from "../../src/layerfs/image_resolver.ts";
+import { ImageResolver, resolveImageLayers } from "../../src/layerfs/image_resolver.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { createIndexes } from "../../src/soci/create.ts";
@@ -108,8 +108,8 @@ describe.skipIf(!run)("resolving an image", () => {
       proxy.set({ kind: "stall", ms: GIVEN_STALL_MS, times: 1, match: { path: manifestPath } });
       proxy.requests.length = 0;
       const resolving = resolveImageLayers(new RegistryLocation(client, { ...img.ref, registry: proxy.host }, name), {
-        store: new ArtifactStore(join(tmp, "cold-given")),
-        modes: { localStore: true, v1: true, v2: false },
+        // No store: a second fetch by discovery would be a second request.
+        modes: { localStore: false, v1: true, v2: false },
         indexDigest,
       });
       resolving.catch(() => {});
@@ -123,6 +123,19 @@ describe.skipIf(!run)("resolving an image", () => {
       // One request for the index: discovery used the one started beside the manifest.
       expect(proxy.requests.filter((q) => q.path.endsWith(`/manifests/${indexDigest}`))).toHaveLength(1);
       proxy.set(null);
+
+      // ImageResolver.peek: only a completed resolution of the same arguments, and it asks nothing.
+      const resolver = new ImageResolver(client, { modes: { localStore: false, v1: true, v2: false } });
+      const ref = `${proxy.host}/test/resolver-given:v1`;
+      expect(resolver.peek(ref, { indexDigest })).toBeUndefined();
+      const resolving2 = resolver.resolve(ref, { indexDigest });
+      expect(resolver.peek(ref, { indexDigest })).toBeUndefined(); // still resolving
+      const got = await resolving2;
+      const asked = proxy.requests.length;
+      expect(resolver.peek(ref, { indexDigest })).toBe(got);
+      expect(resolver.peek(ref)).toBeUndefined(); // another key: no index digest
+      expect(resolver.peek(ref, { indexDigest, lod: "w" })).toBeUndefined();
+      expect(proxy.requests.length).toBe(asked);
     },
     3 * GIVEN_STALL_MS,
   );

@@ -78,7 +78,10 @@ describe("DeferredNode as the bridge's root", () => {
     expect(b.statfs(FUSE_ROOT_ID)).toEqual(known);
     expect(await settledNow(lookup)).toBe(false);
     d.resolve(tree().root);
-    expect((await lookup).attr.mode & 0o170000).toBe(0o040000);
+    const dir = await lookup;
+    expect(dir.attr.mode & 0o170000).toBe(0o040000);
+    // A node without statfs of its own gets the root's answer (asked of the root, not of that node).
+    expect(await b.statfs(dir.nodeid)).toEqual(await new VfsBridge(tree().root).statfs(FUSE_ROOT_ID));
   });
 
   test("a capability used before resolve (which the bridge never does) throws instead of answering", () => {
