@@ -310,7 +310,7 @@ export class LayerFs {
           throw err;
         }
         layerOpts.onPhase?.("opened");
-        if (undoing) {
+        if (undoing !== undefined) {
           // Abandoned (the file system closing) while the layer opened.
           await handle.done();
           await undoing;
