@@ -125,6 +125,27 @@
  * searching; the fallback tag asked beside the Referrers API probe). soci-ts / full pull misses 0.25 by 0.016-0.026
  * (~0.2 s): what is left is `ctr run`'s ~1.9 s, python's ~27 cold files opened one after another, each a round trip
  * of 34-86 ms on this link (bench/lazy.ts's header has that profile); the prefetch artifact or a LOD removes it.
+ *
+ * 2026-12-03 evening, the pull's remaining waits overlapped (each found in PROFILE_DIR's pull-N.log and serve's
+ * log): the first container's check of each remote layer's blob (31-37 ms) now runs right after the layer mounts;
+ * serve fetches the index named by the label beside the image manifest (one round trip); the pull loads grpc-js
+ * while its manifest request is on the wire and writes content beside the unpack; serve makes each layer's FUSE
+ * mount while the image resolves; the store's fsyncs are off the event loop. Quiet, same sitting, the build
+ * before these (46dcb66, A) and after (8d9b12c, B), SOCI_TS_BIN, load 1.2-2.1: full pull 10.00 / 9.80 s;
+ * soci-ts 2.70 s 0.270x (A) / 2.88 s 0.294x (B); prefetch artifact 2.14 s 0.214x / 2.08 s 0.212x; two more runs of
+ * B 0.276x / 0.284x (full pull 10.25 / 9.66 s). Serve's part was the same in A and B to the ms (image manifest in
+ * -> index found 228 / 224 ms, -> layers mounted +43+37 / +35+37 ms): on this two-layer image the overlaps save
+ * ~0.05-0.1 s, inside the `ctr run` phase's run-to-run swing (1.9-2.1 s). Where the 2.7-2.9 s go now (pull-N.log,
+ * serve's log): process start to the pull's first step ~60 ms; manifest over a new TLS connection 80-140 ms; index
+ * search and config ~80 ms; serve's mount ~330 ms (manifest and index 70-80 ms together, the 1.4 MB skeleton
+ * ~130 ms on the wire, then ~65-90 ms decoding its 8,240 entries and ~35 ms building the tree, cold JIT); then
+ * `ctr run` 1.9-2.1 s, ~1.6 s of it python's chain of cold opens. What limits it: the chain alone is ~0.19-0.20x
+ * of the full pull and a pull cannot end before process start + two registry round trips + the skeleton's
+ * transfer (~0.45 s, ~0.05x), which leaves ~0.05 s under 0.25x for every CPU step of pull, mount and runc; the
+ * cold decode and tree of the python layer (~0.1-0.12 s) alone are above it. Cluster read-ahead (the rest of an
+ * aligned block of W spans once T of it were read), simulated on the day's trace: W=4,T=3 saves none of 27 cold
+ * requests for +5% bytes; W=8,T=2 saves 4 for +94%; W=16,T=2 saves 7 for +186%: python's startup touches 16 of
+ * the 65 spans of its __pycache__ region, too sparsely for speculation to pay on this link.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

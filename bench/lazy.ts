@@ -200,6 +200,16 @@
  * tree (no FileMetadata objects, half the allocations) or building directories on first lookup; reader threads
  * started before the manifest arrives, so the early mounts cost the index's round trips nothing; the skeleton's
  * 1.4 MB (0.12 s here) and the referrers probe are discovery's (src/soci, the lead's).
+ * Changed after that profile: the overlay is mounted only once every layer is open (an overlay mount waiting on its
+ * lower layers holds its superblock locked, and every sync(2) on the host waited behind it: seen here, `sync` in
+ * super_lock behind `mount -t overlay` in request_wait_answer), so it costs its 12-25 ms after the trees again; a
+ * layer mounted ahead answers statfs at once (`df` never waits on it). Quiet figures of the committed code
+ * (2026-12-03 evening, load 1.4-1.6, one run): plain 2.19 s = 0.312x of the full pull (7.02 s), mounted after 0.43 s;
+ * prefetch artifact 0.214x (0.45 s); LOD 0.206x (0.44 s), LOD vs plain 0.662x; phases (ms since start) manifest 73,
+ * fuse 99-107, index 142-147, ztocs 299-318, decoded 348-362, opened 403-410, overlay/ready 420-432. Goals still
+ * missed: mounted <= 0.35 s by ~0.07-0.08 s (the cold decode and trees, ~0.09 s after the skeleton); plain <= 0.25x
+ * (python's ~27 serial round trips: bench/containerd.ts's header has the day's profile and a read-ahead simulation);
+ * prefetch and LOD <= 0.15x, under the ~0.16x floor of this link (mount ready + 8.5 MB at 100 Mbit/s).
  *
  * Then `lazy with LOD vs full pull: <ratio>x` and `lazy with LOD vs without: <ratio>x`.
  * Last two lines: `lazy start with prefetch artifact vs full pull: <ratio>x`, then
