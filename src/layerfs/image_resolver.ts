@@ -26,6 +26,7 @@ import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex, type DiscoveredIndex, fetchSociIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
+import { isSha256Digest } from "../util/digest.ts";
 import { errorMessage, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import { lodLayerSpans } from "../soci/lod.ts";
 import { findLod, type FoundLod } from "../soci/lod_store.ts";
@@ -131,7 +132,7 @@ export async function resolveImageLayers(
   // 1. Step 2's index, when given, needs no manifest: its request goes beside the manifest's (checked by step 2).
   const given = opts.indexDigest;
   const indexFetch =
-    given && /^sha256:[0-9a-f]{64}$/.test(given) && (modes.v1 || modes.v2)
+    given && isSha256Digest(given) && (modes.v1 || modes.v2)
       ? fetchSociIndex(location, given, { store: modes.localStore ? opts.store : undefined, signal: bounded() })
       : undefined;
   indexFetch?.catch(() => {}); // awaited by discovery, which names a failure
@@ -310,7 +311,7 @@ export class ImageResolver {
     const { manifestDigest, indexDigest } = opts;
     const lod = opts.lod ?? this.#o.lod;
     const lodBy = opts.lod === undefined ? this.#o.lodBy : opts.lodBy;
-    if (manifestDigest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(manifestDigest)) {
+    if (manifestDigest !== undefined && !isSha256Digest(manifestDigest)) {
       throw new InvalidArgumentError(
         `Cannot resolve image "${imageRef}": manifest digest "${manifestDigest}" is not a sha256 digest`,
       );

@@ -37,12 +37,11 @@ import {
 import type { RemoteFs } from "../snapshot/remote_fs.ts";
 import { WORKLOAD_NAME_RE } from "../soci/lod.ts";
 import { chooseLod, type LodChoice, type LodRules } from "../soci/lod_rules.ts";
+import { isSha256Digest } from "../util/digest.ts";
 import { InvalidArgumentError, NotFoundError, UnavailableError, errorMessage } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { Op, operationDurationMs } from "../util/metrics.ts";
 import type { LodRecordings } from "./lod_recordings.ts";
-
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 /** A RemoteFs that mounts layers through `layerFs`, resolving images with `resolver`. */
 export class LayerRemoteFs implements RemoteFs {
@@ -98,7 +97,7 @@ export class LayerRemoteFs implements RemoteFs {
         `Cannot mount a remote layer at "${mountpoint}": labels "${CRI_IMAGE_REF_LABEL}" and "${CRI_LAYER_DIGEST_LABEL}" are required`,
       );
     }
-    if (!DIGEST.test(layerDigest)) {
+    if (!isSha256Digest(layerDigest)) {
       throw new InvalidArgumentError(
         `Cannot mount a remote layer at "${mountpoint}": label "${CRI_LAYER_DIGEST_LABEL}" value "${layerDigest}" is not a sha256 digest`,
       );

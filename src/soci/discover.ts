@@ -28,7 +28,7 @@
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import type { FetchedManifest } from "../registry/types.ts";
 import { errorMessage, FormatError, NotFoundError } from "../util/errors.ts";
-import { sha256DigestInSlices } from "../util/digest.ts";
+import { isSha256Digest, sha256DigestInSlices } from "../util/digest.ts";
 import type { PhaseMark } from "../util/phases.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
@@ -137,7 +137,7 @@ export async function discoverIndex(
   // 0. The index the caller names.
   if (opts.indexDigest) {
     const digest = opts.indexDigest;
-    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) {
+    if (!isSha256Digest(digest)) {
       miss("given", `index digest "${digest.slice(0, 80)}" is not a sha256 digest`, true);
     } else {
       let found: Awaited<ReturnType<typeof fetchSociIndex>> | undefined;

@@ -27,6 +27,7 @@
  * only); a new part that starts where an earlier range ends extends that range (a file read front to back is one
  * range, whatever the read size), otherwise it is appended.
  */
+import { isSha256Digest } from "../util/digest.ts";
 import { FormatError, InvalidArgumentError, NotFoundError } from "../util/errors.ts";
 import type { FileMetadata, Ztoc } from "../ztoc/types.ts";
 import {
@@ -114,8 +115,6 @@ export function encodeLod(doc: LoadOrderDocument): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(out));
 }
 
-const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
-
 /**
  * Parse and check document bytes against the schema (lod.schema.json). Unknown fields are ignored.
  * @throws FormatError (offset 0) naming the field that is wrong, as a JSON path ("layers[0].ranges[2].length")
@@ -147,7 +146,7 @@ export function decodeLod(bytes: Uint8Array): LoadOrderDocument {
   };
   const digest = (v: unknown, at: string): string => {
     const s = str(v, at);
-    if (!DIGEST_RE.test(s)) throw fail(`"${at}" is "${s}", expected "sha256:" and 64 lowercase hex digits`);
+    if (!isSha256Digest(s)) throw fail(`"${at}" is "${s}", expected "sha256:" and 64 lowercase hex digits`);
     return s;
   };
   const doc = obj(json, "$");

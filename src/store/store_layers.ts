@@ -42,6 +42,7 @@ import type { Reference, RegistryClient } from "../registry/types.ts";
 import { ANNOTATION_IMAGE_LAYER_DIGEST, ANNOTATION_TOC_DIGEST } from "../soci/index.ts";
 import { chooseLod, type LodRules } from "../soci/lod_rules.ts";
 import { raceSignal } from "../util/abort.ts";
+import { isSha256Digest } from "../util/digest.ts";
 import { errorMessage, UnavailableError } from "../util/errors.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import type { Node } from "../vfs/node.ts";
@@ -422,6 +423,6 @@ function offeredLayer(image: ResolvedImage, diffIds: string[], digest: string): 
     i >= 0 &&
     image.found?.ztocs.has(digest) === true &&
     diffIds.length === image.layers.length &&
-    /^sha256:[0-9a-f]{64}$/.test(diffIds[i] ?? "")
+    isSha256Digest(diffIds[i] ?? "")
   );
 }

@@ -8,6 +8,7 @@
  * would not write.
  */
 import { parseReference } from "../registry/reference.ts";
+import { isSha256Digest } from "../util/digest.ts";
 import { InvalidArgumentError } from "../util/errors.ts";
 
 /** The files of a layer directory; `use` is a notification that never exists. */
@@ -16,7 +17,6 @@ export const LAYER_FILES = ["diff", "info", "blob"] as const;
 export const USE_FILE = "use";
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const LAYER_DIGEST = /^sha256:[0-9a-f]{64}$/;
 /** Longest reference accepted: a 255-byte name (NAME_MAX) of base64 decodes to at most 189 bytes anyway. */
 const MAX_REF_BYTES = 255;
 
@@ -52,5 +52,5 @@ export function decodeStoreRef(name: string): string {
 
 /** True when `name` can be a layer directory: a sha256 digest in lower-case hex. */
 export function isLayerDigest(name: string): boolean {
-  return LAYER_DIGEST.test(name);
+  return isSha256Digest(name);
 }

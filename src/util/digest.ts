@@ -25,6 +25,13 @@ export function isDigest(s: string): s is Digest {
   return want !== undefined && m[2]!.length === want && /^[a-f0-9]+$/.test(m[2]!);
 }
 
+const SHA256_RE = /^sha256:[0-9a-f]{64}$/;
+
+/** True when `s` is "sha256:" and 64 lowercase hex digits (the one algorithm SOCI's artifacts and labels use). */
+export function isSha256Digest(s: string): s is Digest {
+  return SHA256_RE.test(s);
+}
+
 /**
  * Splits a digest into algorithm and hex. Throws InvalidArgumentError naming the value when it is not a
  * well-formed sha256/sha512 digest.

@@ -20,6 +20,7 @@
  * Decoding checks the buffer structurally (src/ztoc/fb_reader.ts) and then semantically (validateZtoc).
  */
 import type { Checkpoint } from "../compress/types.ts";
+import { isSha256Digest } from "../util/digest.ts";
 import { ZtocFormatError } from "../util/errors.ts";
 import { FbBuffer, type FbTable } from "./fb_reader.ts";
 import { FbWriter } from "./fb_writer.ts";
@@ -611,8 +612,6 @@ function decodeFileMetadata(t: FbTable, intern: (s: string) => string): FileMeta
   };
 }
 
-const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
-
 /**
  * Semantic checks of a decoded zTOC; throws ZtocFormatError (offset = `at`, the CompressionInfo table, or 0):
  * - sizes are not negative; every entry type is one SOCI writes; entry offsets and sizes are not negative and
@@ -655,7 +654,7 @@ export function validateZtoc(ztoc: Ztoc, at = 0): void {
   if (ci.maxSpanId < -1) fail(`max_span_id ${ci.maxSpanId} is negative`);
   if (ci.spanDigests.length !== spans) fail(`${ci.spanDigests.length} span digests for max_span_id ${ci.maxSpanId}`);
   ci.spanDigests.forEach((d, i) => {
-    if (!DIGEST_RE.test(d)) fail(`span digest ${i} "${d}" is not a sha256 digest`);
+    if (!isSha256Digest(d)) fail(`span digest ${i} "${d}" is not a sha256 digest`);
   });
 
   // Checkpoints.

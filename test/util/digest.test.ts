@@ -3,7 +3,7 @@
  * turns between slices (a timer due before the call fires before the digest is in).
  */
 import { describe, expect, test } from "bun:test";
-import { sha256Digest, sha256DigestInSlices } from "../../src/util/digest.ts";
+import { isSha256Digest, sha256Digest, sha256DigestInSlices } from "../../src/util/digest.ts";
 import { Rand } from "../_harness/rand.ts";
 
 describe("sha256DigestInSlices", () => {
@@ -27,5 +27,23 @@ describe("sha256DigestInSlices", () => {
     const got = await digest;
     expect(got.d).toBe(sha256Digest(bytes));
     expect(got.firedBefore).toBe(true);
+  });
+});
+
+describe("isSha256Digest", () => {
+  test("sha256 and 64 lowercase hex digits only", () => {
+    const hex = "a".repeat(64);
+    expect(isSha256Digest(`sha256:${hex}`)).toBe(true);
+    expect(isSha256Digest(sha256Digest(new Uint8Array(3)))).toBe(true);
+    for (const bad of [
+      `sha256:${"A".repeat(64)}`,
+      `sha256:${hex.slice(1)}`,
+      `sha256:${hex}0`,
+      `sha512:${"a".repeat(128)}`,
+      `sha256:${hex}\n`,
+      ` sha256:${hex}`,
+      "",
+    ])
+      expect(isSha256Digest(bad)).toBe(false);
   });
 });
