@@ -93,6 +93,21 @@ export interface Kstatfs {
   frsize: number;
 }
 
+/**
+ * STATFS's answer for a file system with nothing to report (a read-only image layer, a tree without `statfs`): no
+ * blocks or files, 4 KiB blocks, names up to 255 bytes. Frozen: shared by every answer.
+ */
+export const DEFAULT_STATFS: Kstatfs = Object.freeze({
+  blocks: 0,
+  bfree: 0,
+  bavail: 0,
+  files: 0,
+  ffree: 0,
+  bsize: 4096,
+  namelen: 255,
+  frsize: 4096,
+});
+
 const decoder = new TextDecoder("utf-8", { fatal: false });
 const encoder = new TextEncoder();
 

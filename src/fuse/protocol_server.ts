@@ -82,6 +82,7 @@ import {
   WRITE_OPCODES,
 } from "./abi.ts";
 import {
+  DEFAULT_STATFS,
   attrReply,
   createReply,
   dataHeader,
@@ -687,16 +688,7 @@ row(FUSE_RELEASEDIR, RELEASE_IN_SIZE, (s, { h, r }) => {
 });
 
 row(FUSE_STATFS, 0, (s, { h }) => {
-  const st = s.fs.statfs?.(h.nodeid) ?? {
-    blocks: 0,
-    bfree: 0,
-    bavail: 0,
-    files: 0,
-    ffree: 0,
-    bsize: 4096,
-    namelen: 255,
-    frsize: 4096,
-  };
+  const st = s.fs.statfs?.(h.nodeid) ?? DEFAULT_STATFS;
   return then(st, (v) => one(statfsReply(h.unique, v)));
 });
 

@@ -6,6 +6,7 @@
  * Hardlinked names share one LayerEntry, hence one Node and one inode number. A lazy layer's tree may be dropped
  * after idling and built again on the next request (`LayerTreeHolder`); its nodes and their inode numbers stay.
  */
+import { DEFAULT_STATFS } from "../fuse/codec.ts";
 import type { BackingStream, DirectSource } from "../fuse/direct_reads.ts";
 import type { Attr, DirEntry, Node, RequestContext, StatFs } from "../vfs/node.ts";
 import { S_IFDIR, S_IFMT, S_IFREG } from "../vfs/node.ts";
@@ -359,9 +360,9 @@ class EntryNode implements Node {
   }
 }
 
-/** What a layer answers to statfs(2): no sizes (it is read-only and lazily fetched), 4 KiB blocks. */
+/** What a layer answers to statfs(2): nothing to report (it is read-only and lazily fetched), 4 KiB blocks. */
 export function layerStatfs(): StatFs {
-  return { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+  return DEFAULT_STATFS;
 }
 
 class StateDirNode implements Node {

@@ -28,7 +28,7 @@
  * the protocol server (`toErrno`).
  */
 import type { AttrOut, DirentBuffer, EntryOut, FuseAttr, Kstatfs, OpenOut } from "../fuse/codec.ts";
-import { utf8 } from "../fuse/codec.ts";
+import { DEFAULT_STATFS, utf8 } from "../fuse/codec.ts";
 import { FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_ROOT_ID } from "../fuse/abi.ts";
 import { EBADF, EINVAL, EIO, ENODATA, ENOENT, ENOSYS, ENOTDIR, EROFS, FuseErrno } from "../fuse/errno.ts";
 import type { RawContext, RawFileSystem } from "../fuse/raw_fs.ts";
@@ -561,17 +561,6 @@ export class VfsBridge implements RawFileSystem {
 }
 
 const DOT = utf8(".");
-/** STATFS's answer for a tree without `statfs`. */
-const DEFAULT_STATFS: Kstatfs = {
-  blocks: 0,
-  bfree: 0,
-  bavail: 0,
-  files: 0,
-  ffree: 0,
-  bsize: 4096,
-  namelen: 255,
-  frsize: 4096,
-};
 /** Shared instances for the frequent, expected failures (creating an Error captures a stack). */
 const NO_DATA = new FuseErrno(ENODATA);
 const NO_ENTRY = new FuseErrno(ENOENT);

@@ -9,22 +9,11 @@
  * capability used before `resolve` (the bridge never does so) throws. A capability the node resolved to lacks is
  * answered as the bridge answers an absent one (node.ts).
  */
+import { DEFAULT_STATFS } from "../fuse/codec.ts";
 import { EINVAL, EIO, ENOTDIR, EROFS, FuseErrno } from "../fuse/errno.ts";
 import { UnavailableError } from "../util/errors.ts";
 import type { Attr, DirEntry, Node, RequestContext, StatFs } from "./node.ts";
 import type { DirectSource } from "../fuse/direct_reads.ts";
-
-/** What the bridge answers for a node without `statfs`. */
-const NO_STATFS: StatFs = {
-  blocks: 0,
-  bfree: 0,
-  bavail: 0,
-  files: 0,
-  ffree: 0,
-  bsize: 4096,
-  namelen: 255,
-  frsize: 4096,
-};
 
 /** See the file comment. */
 export class DeferredNode implements Node {
@@ -144,6 +133,6 @@ export class DeferredNode implements Node {
     // The bridge asks it without `ready` (a tree need not be in memory to answer): it waits here.
     if (!this.#target && this.#error === undefined)
       return this.#statfsBefore?.() ?? this.#settled.then(() => this.statfs());
-    return this.#node().statfs?.() ?? NO_STATFS;
+    return this.#node().statfs?.() ?? DEFAULT_STATFS;
   }
 }
