@@ -31,3 +31,17 @@ export async function until(
     await Bun.sleep(opts.everyMs ?? 20);
   }
 }
+
+/**
+ * Whether `p` has settled once the jobs queued now (and 20 turns of the microtask queue after them) have run: a
+ * request that waits on something the test holds has not. Never true by timing: no timer is involved.
+ */
+export async function settledNow(p: unknown): Promise<boolean> {
+  let done = false;
+  Promise.resolve(p).then(
+    () => (done = true),
+    () => (done = true),
+  );
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+  return done;
+}

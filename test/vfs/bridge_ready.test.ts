@@ -10,6 +10,7 @@ import { DirentBuffer } from "../../src/fuse/codec.ts";
 import { VfsBridge } from "../../src/vfs/bridge.ts";
 import { MemoryTree } from "../../src/vfs/memory_tree.ts";
 import type { DirEntry, Node } from "../../src/vfs/node.ts";
+import { settledNow } from "../_harness/liveness.ts";
 
 const ctx = { signal: new AbortController().signal, uid: 0, gid: 0, pid: 1 };
 
@@ -123,17 +124,6 @@ function mixedRoot(gate: Gate): Node {
   };
 }
 
-/** True once `p` has settled (checked after the microtasks queued so far have run). */
-async function settled(p: unknown): Promise<boolean> {
-  let done = false;
-  Promise.resolve(p).then(
-    () => (done = true),
-    () => (done = true),
-  );
-  for (let i = 0; i < 20; i++) await Promise.resolve();
-  return done;
-}
-
 describe("VfsBridge with nodes that must be ready", () => {
   test("every request on a dropped tree waits for ready, then answers from the tree as it is then", async () => {
     const gate = new Gate();
@@ -159,7 +149,7 @@ describe("VfsBridge with nodes that must be ready", () => {
     };
     for (const [op, p] of Object.entries(waiting)) {
       expect([op, p instanceof Promise]).toEqual([op, true]);
-      expect([op, await settled(p)]).toEqual([op, false]);
+      expect([op, await settledNow(p)]).toEqual([op, false]);
     }
     expect(gate.loading).toBe(true);
     gate.finish();
@@ -189,7 +179,7 @@ describe("VfsBridge with nodes that must be ready", () => {
     gate.drop();
     const out = new DirentBuffer(1n, 4096, true);
     const p = b.readdir(FUSE_ROOT_ID, dh, 0, out);
-    expect(await settled(p)).toBe(false);
+    expect(await settledNow(p)).toBe(false);
     gate.finish();
     await p;
     const reply = out.finish();

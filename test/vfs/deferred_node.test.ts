@@ -8,23 +8,13 @@ import { FUSE_ROOT_ID } from "../../src/fuse/abi.ts";
 import { VfsBridge } from "../../src/vfs/bridge.ts";
 import { DeferredNode } from "../../src/vfs/deferred_node.ts";
 import { MemoryTree } from "../../src/vfs/memory_tree.ts";
+import { settledNow } from "../_harness/liveness.ts";
 
 /** A tree with a directory, a file with an xattr, and a known statfs. */
 function tree(): MemoryTree {
   const t = new MemoryTree();
   t.file("d/f", "hello\n", { xattrs: { "user.k": "v" } });
   return t;
-}
-
-/** Whether `p` has settled by the time the jobs queued now have run (a request that waits has not). */
-async function settledNow(p: Promise<unknown>): Promise<boolean> {
-  let settled = false;
-  p.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  for (let i = 0; i < 10; i++) await Promise.resolve();
-  return settled;
 }
 
 describe("DeferredNode as the bridge's root", () => {
