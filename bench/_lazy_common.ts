@@ -298,3 +298,10 @@ export const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 export function lazyLine(r: LazyRunResult): string {
   return `${r.seconds.toFixed(2)} s (mounted after ${r.mountedAt.toFixed(2)} s), fetched ${mb(r.fetched)} of ${mb(r.size)} image (${((r.fetched / r.size) * 100).toFixed(1)}%); ${mb(r.overLink)} over the link in all (index, zTOCs, spans)`;
 }
+
+/** Throws naming the run whose command printed something other than `expected` (each entry: name, output). */
+export function expectOutputs(expected: string, runs: Array<[what: string, output: string]>): void {
+  for (const [what, out] of runs) {
+    if (out !== expected) throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
+  }
+}

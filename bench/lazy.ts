@@ -224,6 +224,7 @@ import { pushPythonImage } from "../test/_harness/python_image.ts";
 import {
   cli,
   coldCaches,
+  expectOutputs,
   fullRun,
   type LazyBench,
   lazyLine,
@@ -300,14 +301,12 @@ async function main(b: LazyBench): Promise<void> {
   const lazyLod = await lazyRun(b, ref, "lazy-lod", { ...run, extra: ["--lod", "python"] });
   coldCaches(b);
   const full = await fullRun(b, ref, COMMAND);
-  for (const [what, out] of [
+  expectOutputs(COMMAND_OUTPUT, [
     ["lazy", lazy.output],
     ["lazy with prefetch", lazyPf.output],
     ["lazy with LOD", lazyLod.output],
     ["full", full.output],
-  ]) {
-    if (out !== COMMAND_OUTPUT) throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
-  }
+  ]);
   // 5. What the command needs, rounded up to spans: the compressed spans holding every file it opens (traced with
   //    strace on the unpacked tree).
   const needed = await spanBytesOf(

@@ -75,6 +75,7 @@ import { makeTar, type PrebuiltLayer, pushImage, type TestFile } from "../test/_
 import {
   cli,
   coldCaches,
+  expectOutputs,
   type FileRange,
   fullRun,
   type LazyBench,
@@ -195,14 +196,12 @@ async function main(b: LazyBench): Promise<void> {
   const withPf = await lazyRun(b, pfRef, "lazy-prefetch", run);
   coldCaches(b);
   const full = await fullRun(b, ref, COMMAND);
-  for (const [what, out] of [
+  expectOutputs(expected, [
     ["lazy with LOD", withLod.output],
     ["lazy", plain.output],
     ["lazy with prefetch", withPf.output],
     ["full", full.output],
-  ]) {
-    if (out !== expected) throw new Error(`unexpected output of ${what}: ${JSON.stringify(out)}`);
-  }
+  ]);
   // 5. What the workload needs, rounded up to spans: busybox whole, each file's header.
   const ranges: FileRange[] = [{ path: "bin/busybox" }, ...paths.map((path) => ({ path, length: HEADER_BYTES }))];
   const needed = await spanBytesOf(client, ref, pubRoot, ranges);
