@@ -1,7 +1,14 @@
 /** An ImageStore bound to one repository of a registry, over any RegistryClient. */
 import type { Descriptor, Platform } from "../oci/types.ts";
 import { formatReference, manifestTarget, withDefaultTag } from "./reference.ts";
-import type { FetchedManifest, ImageStore, Reference, RegistryClient, RequestOptions } from "./types.ts";
+import type {
+  FetchedManifest,
+  ImageStore,
+  RangeReadOptions,
+  Reference,
+  RegistryClient,
+  RequestOptions,
+} from "./types.ts";
 import { isDigest } from "../util/digest.ts";
 
 /** The registry side of `openImageSource`: `ref` names the image, its tag or digest is what `resolve` reads. */
@@ -40,7 +47,7 @@ export class RegistryImageStore implements ImageStore {
     return this.#client.headBlob(this.#repo(), digest, opts);
   }
   // biome-ignore lint/complexity/useMaxParams: the ImageStore readRange shape (digest, start, end, options) every backend implements
-  readRange(digest: string, start: number, end: number, opts?: RequestOptions): Promise<Uint8Array> {
+  readRange(digest: string, start: number, end: number, opts?: RangeReadOptions): Promise<Uint8Array> {
     return this.#client.readRange(this.#repo(), digest, start, end, opts);
   }
   readRanges(digest: string, ranges: Array<[number, number]>, opts?: RequestOptions): Promise<Uint8Array[]> {

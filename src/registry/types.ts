@@ -98,8 +98,11 @@ export interface ImageSource {
   getBlobStream(digest: string, opts?: RequestOptions): Promise<ReadableStream<Uint8Array>>;
   /** A blob's size; NotFoundError when absent. */
   headBlob(digest: string, opts?: RequestOptions): Promise<{ size: number }>;
-  /** Bytes [start, end) of a blob (not verified: the caller checks spans). */
-  readRange(digest: string, start: number, end: number, opts?: RequestOptions): Promise<Uint8Array>;
+  /**
+   * Bytes [start, end) of a blob (not verified: the caller checks spans); `onProgress` as RegistryClient's (a
+   * source that reads in one piece may never call it).
+   */
+  readRange(digest: string, start: number, end: number, opts?: RangeReadOptions): Promise<Uint8Array>;
   /** Several ranges of a blob, in the order asked. */
   readRanges(digest: string, ranges: Array<[start: number, end: number]>, opts?: RequestOptions): Promise<Uint8Array[]>;
   /** Referrers of a manifest digest, filtered by artifactType when given. */

@@ -8,7 +8,9 @@
  *   2. Fetch the skeleton's two byte ranges concurrently, check them, assemble the zTOC with zero records and
  *      decode it, its checkpoints' headers from the table (span geometry, TOC and span digests are exact; only
  *      windows are missing: its zinfo blob is the windowless form of zinfo_gzip.ts, and no buffer of the zTOC's
- *      size is kept).
+ *      size is kept). A tail of STREAMED_TAIL_MIN_BYTES or more (the TOC) is read as two requests, its last
+ *      bytes whole and the rest streamed, and its entries are decoded as they arrive (SkeletonAssembler); the
+ *      checks still come first in what is kept.
  *   3. Return it with its LazyWindows, which fetch runs of records (one range read each), check them and hand
  *      their windows to the span layout (ztoc_layout.ts) that inflates spans with them.
  * Windows are held in memory only in a WindowCache bounded for the whole process (window_cache.ts), never in
@@ -32,6 +34,7 @@ import {
   recordRange,
   RECORD_HEADER_SIZE,
   recordWithWindow,
+  SkeletonAssembler,
   skeletonRanges,
   verifyRecords,
 } from "../ztoc/checkpoint_table.ts";
@@ -40,7 +43,7 @@ import { PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
 import { WINDOW_SIZE } from "../compress/types.ts";
 import type { PartialBlob } from "./artifact_store.ts";
 import { sharedWindowCache, type WindowCache } from "./window_cache.ts";
-import { equalBytes } from "../util/bytes.ts";
+import { concatBytes, equalBytes } from "../util/bytes.ts";
 
 export interface LazyZtocOptions {
   /** Aborts the skeleton fetch (window fetches end with `LazyWindows.close` or their timeout). */
@@ -65,8 +68,11 @@ export interface LazyZtocOptions {
   onError?: (why: string) => void;
   /** Where windows are held (default `sharedWindowCache`, the process's). */
   windowCache?: WindowCache;
-  /** Called once the skeleton's bytes are in, before they are checked and decoded (for phase timings). */
-  onFetched?: () => void;
+  /**
+   * Called once the skeleton's bytes are in, before they are checked and the rest decoded, with the number of
+   * TOC entries already decoded as they streamed in (for phase timings).
+   */
+  onFetched?: (decodedEntries: number) => void;
 }
 
 /** True when the descriptor carries a checkpoint table (it may still be malformed). */
@@ -87,16 +93,49 @@ export async function loadZtocLazily(
   const table = decodeCheckpointTable(d.annotations?.[ANNOTATION_CHECKPOINT_TABLE] ?? "", d.size);
   // 2.
   const [a, b] = skeletonRanges(table, d.size);
-  const read = ([s, e]: [number, number]) =>
-    s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
+  const read = ([s, e]: [number, number], onProgress?: (prefix: Uint8Array) => void) =>
+    s === e
+      ? Promise.resolve(new Uint8Array(0))
+      : source.readRange(d.digest, s, e, { signal: opts.signal, ...(onProgress ? { onProgress } : {}) });
+  if (b[1] - b[0] >= STREAMED_TAIL_MIN_BYTES) {
+    // A large tail (the TOC) is decoded as it streams in, its last bytes (the shared vtables) read apart.
+    const asm = new SkeletonAssembler(table, d.size, TAIL_END_BYTES);
+    const [head, body, end] = await Promise.all([
+      read(asm.head).then((x) => {
+        asm.putHead(x);
+        return x;
+      }),
+      read(asm.body, (prefix) => asm.putBody(prefix)),
+      read(asm.end).then((x) => {
+        asm.putEnd(x);
+        return x;
+      }),
+    ]);
+    opts.onFetched?.(asm.decoded);
+    const ztoc = asm.finish({ head, body, end });
+    const tail = opts.spill ? concatBytes([body, end]) : new Uint8Array(0);
+    // 3.
+    return { ztoc, windows: new LazyWindows(source, d, table, [head, tail], opts) };
+  }
   const [head, tail] = await Promise.all([read(a), read(b)]);
-  opts.onFetched?.();
+  opts.onFetched?.(0);
   // The assembled buffer (the zTOC's size, records never written) is decoded and let go: the zTOC keeps its
   // checkpoints' headers in the windowless form, the windows keep the skeleton's two parts for the local copy.
   const ztoc = decodeWithoutWindows(table, assembleSkeleton(table, { ztocSize: d.size, head, tail }));
   // 3.
   return { ztoc, windows: new LazyWindows(source, d, table, [head, tail], opts) };
 }
+
+/**
+ * Tails from this size on are streamed and decoded as they arrive (SkeletonAssembler); smaller ones, read in one
+ * piece, are not worth a third request.
+ */
+export const STREAMED_TAIL_MIN_BYTES = 256 * 1024;
+/**
+ * The tail's last bytes read apart, before the rest has streamed in: the FlatBuffers vtables the TOC's entries
+ * share lie there (the python layer's 11 in its last 5 KB).
+ */
+const TAIL_END_BYTES = 64 * 1024;
 
 /** The checkpoint windows of a lazily loaded zTOC. */
 export class LazyWindows implements CheckpointWindows {

@@ -22,7 +22,7 @@
 import type { Checkpoint } from "../compress/types.ts";
 import { isSha256Digest } from "../util/digest.ts";
 import { ZtocFormatError } from "../util/errors.ts";
-import { FbBuffer, type FbTable } from "./fb_reader.ts";
+import { BYTES_PENDING, FbBuffer, type FbTable } from "./fb_reader.ts";
 import { FbWriter } from "./fb_writer.ts";
 import type { CompressionAlgorithm, EntryType, FileMetadata, Xattr, Ztoc } from "./types.ts";
 import { decodeGzipZinfo, gzipZinfoBytes, isWindowlessZinfo, writeGzipZinfo } from "./zinfo_gzip.ts";
@@ -512,67 +512,124 @@ export interface DecodeOptions {
  * semantic problems listed at `validateZtoc`.
  */
 export function decodeZtoc(bytes: Uint8Array, options: DecodeOptions = {}): Ztoc {
-  const buf = new FbBuffer(bytes, "zTOC");
-  const root = buf.root("Ztoc");
-  const z = SLOT.ztoc;
-  const version = root.string(z.version, "version");
-  const buildToolIdentifier = root.string(z.buildTool, "build_tool_identifier");
-  const compressedArchiveSize = root.int64(z.compressedSize, "compressed_archive_size", 0);
-  const uncompressedArchiveSize = root.int64(z.uncompressedSize, "uncompressed_archive_size", 0);
+  return new ZtocDecoder(bytes).finish(options);
+}
 
-  const toc: FileMetadata[] = [];
-  const tocTable = root.table(z.toc, "toc", "TOC");
-  if (tocTable) {
-    const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
-    // Type, owner names and times repeat across entries: one string each, not one per entry (a layer's TOC
-    // stays in memory while its image's resolution is cached; 8,240 entries for the python image).
-    const interned = new Map<string, string>();
-    const intern = (s: string): string => {
-      const known = interned.get(s);
-      if (known !== undefined) return known;
-      interned.set(s, s);
-      return s;
-    };
-    for (let i = 0; i < vec.length; i++)
-      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i), intern));
-  }
-
-  const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
-  let algorithm: CompressionAlgorithm = "gzip";
-  let maxSpanId = 0;
-  const spanDigests: string[] = [];
-  let checkpoints: Uint8Array = new Uint8Array(0);
-  if (ciTable) {
-    const enumValue = ciTable.int8(SLOT.ci.algorithm, "compression_algorithm", 1);
-    algorithm = ALGORITHM_BY_ENUM.get(enumValue) ?? buf.fail(`unknown compression algorithm ${enumValue}`, ciTable.pos);
-    maxSpanId = ciTable.int32(SLOT.ci.maxSpanId, "max_span_id", 0);
-    const dv = ciTable.vector(SLOT.ci.spanDigests, "span_digests", 4);
-    for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, "span_digests", i));
-    const cv = ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1);
-    checkpoints = options.shareCheckpoints
-      ? bytes.subarray(cv.start, cv.start + cv.length)
-      : bytes.slice(cv.start, cv.start + cv.length);
-  }
-  const ztoc: Ztoc = {
-    version,
-    buildToolIdentifier,
-    compressedArchiveSize,
-    uncompressedArchiveSize,
-    toc,
-    compressionInfo: { algorithm, maxSpanId, spanDigests, checkpoints },
+/**
+ * Decodes a zTOC whose bytes are still arriving (soci/lazy_ztoc.ts streams the TOC in): `advance()` decodes the
+ * TOC entries whose bytes are all in (the buffer's `pending` range says which are not: fb_reader.ts), as far as
+ * it can in TOC order, and keeps its place; `finish()`, once every byte is in, decodes the rest and returns
+ * exactly what `decodeZtoc` returns for the same bytes (it is the same code: decodeZtoc is a decoder finished at
+ * once). A format error met by `advance()` is kept and thrown by `finish()`, so a caller that checks a digest
+ * first reports a wrong byte as such. `restart()` forgets what was decoded, for bytes that changed under it (a
+ * retried request).
+ */
+export class ZtocDecoder {
+  readonly buf: FbBuffer;
+  #toc: FileMetadata[] = [];
+  #next = 0;
+  #error: unknown;
+  /** Type, owner names and times repeat across entries: one string each, not one per entry (8,240 entries for
+   * the python image, whose TOC stays in memory while its image's resolution is cached). */
+  #interned = new Map<string, string>();
+  readonly #intern = (s: string): string => {
+    const known = this.#interned.get(s);
+    if (known !== undefined) return known;
+    this.#interned.set(s, s);
+    return s;
   };
-  if (options.validate ?? true) {
-    // The windowless form lives in memory only (checkpoint_table.ts decodeWithoutWindows, which decodes unvalidated):
-    // bytes that carry it came from nowhere soci-ts or SOCI writes, and would inflate spans from zero windows.
-    if (algorithm !== "uncompressed" && isWindowlessZinfo(checkpoints)) {
-      throw new ZtocFormatError(
-        "Cannot decode zTOC: its gzip zinfo blob has no checkpoint windows (an in-memory form, never on disk)",
-        ciTable?.pos ?? 0,
-      );
-    }
-    validateZtoc(ztoc, ciTable?.pos ?? 0);
+
+  constructor(bytes: Uint8Array) {
+    this.buf = new FbBuffer(bytes, "zTOC");
   }
-  return ztoc;
+
+  /** TOC entries decoded so far. */
+  get decoded(): number {
+    return this.#toc.length;
+  }
+
+  /** Decodes the TOC entries whose bytes have arrived, in order; never throws (see `finish`). */
+  advance(): void {
+    if (this.#error !== undefined) return;
+    try {
+      this.#decodeToc();
+    } catch (err) {
+      if (err !== BYTES_PENDING) this.#error = err;
+    }
+  }
+
+  /** Forgets every entry decoded and any error met: the bytes changed. */
+  restart(): void {
+    this.#toc = [];
+    this.#next = 0;
+    this.#error = undefined;
+    this.#interned = new Map();
+  }
+
+  /** The zTOC, every byte in (`pending` empty). Throws ZtocFormatError as `decodeZtoc` does. */
+  finish(options: DecodeOptions = {}): Ztoc {
+    if (this.#error !== undefined) throw this.#error;
+    const buf = this.buf;
+    const bytes = buf.bytes;
+    const root = buf.root("Ztoc");
+    const z = SLOT.ztoc;
+    const version = root.string(z.version, "version");
+    const buildToolIdentifier = root.string(z.buildTool, "build_tool_identifier");
+    const compressedArchiveSize = root.int64(z.compressedSize, "compressed_archive_size", 0);
+    const uncompressedArchiveSize = root.int64(z.uncompressedSize, "uncompressed_archive_size", 0);
+    const toc = this.#decodeToc();
+    const ciTable = root.table(z.compressionInfo, "compression_info", "CompressionInfo");
+    let algorithm: CompressionAlgorithm = "gzip";
+    let maxSpanId = 0;
+    const spanDigests: string[] = [];
+    let checkpoints: Uint8Array = new Uint8Array(0);
+    if (ciTable) {
+      const enumValue = ciTable.int8(SLOT.ci.algorithm, "compression_algorithm", 1);
+      algorithm =
+        ALGORITHM_BY_ENUM.get(enumValue) ?? buf.fail(`unknown compression algorithm ${enumValue}`, ciTable.pos);
+      maxSpanId = ciTable.int32(SLOT.ci.maxSpanId, "max_span_id", 0);
+      const dv = ciTable.vector(SLOT.ci.spanDigests, "span_digests", 4);
+      for (let i = 0; i < dv.length; i++) spanDigests.push(ciTable.stringAt(dv.start + 4 * i, "span_digests", i));
+      const cv = ciTable.vector(SLOT.ci.checkpoints, "checkpoints", 1);
+      checkpoints = options.shareCheckpoints
+        ? bytes.subarray(cv.start, cv.start + cv.length)
+        : bytes.slice(cv.start, cv.start + cv.length);
+    }
+    const ztoc: Ztoc = {
+      version,
+      buildToolIdentifier,
+      compressedArchiveSize,
+      uncompressedArchiveSize,
+      toc,
+      compressionInfo: { algorithm, maxSpanId, spanDigests, checkpoints },
+    };
+    if (options.validate ?? true) {
+      // The windowless form lives in memory only (checkpoint_table.ts decodeWithoutWindows, which decodes unvalidated):
+      // bytes that carry it came from nowhere soci-ts or SOCI writes, and would inflate spans from zero windows.
+      if (algorithm !== "uncompressed" && isWindowlessZinfo(checkpoints)) {
+        throw new ZtocFormatError(
+          "Cannot decode zTOC: its gzip zinfo blob has no checkpoint windows (an in-memory form, never on disk)",
+          ciTable?.pos ?? 0,
+        );
+      }
+      validateZtoc(ztoc, ciTable?.pos ?? 0);
+    }
+    return ztoc;
+  }
+
+  /** The TOC's entries, decoding those not decoded yet (throws BYTES_PENDING where bytes are missing). */
+  #decodeToc(): FileMetadata[] {
+    const root = this.buf.root("Ztoc");
+    const tocTable = root.table(SLOT.ztoc.toc, "toc", "TOC");
+    if (!tocTable) return this.#toc;
+    const vec = tocTable.vector(SLOT.toc.metadata, "metadata", 4);
+    const toc = this.#toc;
+    for (let i = this.#next; i < vec.length; i++) {
+      toc.push(decodeFileMetadata(tocTable.tableAt(vec.start + 4 * i, "FileMetadata", i), this.#intern));
+      this.#next = i + 1;
+    }
+    return toc;
+  }
 }
 
 /**

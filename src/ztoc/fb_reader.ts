@@ -13,6 +13,11 @@
  * A mount decodes a zTOC of thousands of entries once, in a fresh process, before its code is compiled: the
  * accessors check bounds inline and build their error messages only when a check fails, strings take one native
  * decode each (no view object), and 64-bit integers are read as two 32-bit halves (no BigInt).
+ *
+ * Bytes still on their way: `FbBuffer.setPending` names one range of the buffer whose bytes have not arrived yet
+ * (empty by default). Every read of a table, vtable, reference, string or vector that overlaps it throws
+ * `BYTES_PENDING` instead of reading, so a decoder can stop there and go on from the same point once they are in
+ * (codec.ts ZtocDecoder, fed as a zTOC streams in): what it has read is only ever bytes that had arrived.
  */
 import { Buffer } from "node:buffer";
 import { escapeBytes } from "../tar/header.ts";
@@ -22,9 +27,18 @@ import { ZtocFormatError } from "../util/errors.ts";
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 const TWO_32 = 4294967296;
 
+/**
+ * Thrown (one shared instance, never with a stack of its own) by a read that overlaps the pending range: not an
+ * error in the bytes, only bytes not here yet.
+ */
+export const BYTES_PENDING: Error = Object.freeze(new Error("FlatBuffer bytes not arrived yet"));
+
 /** The buffer plus a name for error messages ("zTOC", "TarZinfo"). */
 export class FbBuffer {
   readonly view: DataView;
+  /** Bytes [pendingFrom, pendingTo) have not arrived yet: reads there throw BYTES_PENDING (empty by default). */
+  #pendingFrom = 0;
+  #pendingTo = 0;
   /** The same bytes as a Buffer, for decoding strings without a view per string. */
   readonly #text: Buffer;
   constructor(
@@ -44,6 +58,16 @@ export class FbBuffer {
     if (!Number.isSafeInteger(at) || at < 0 || n < 0 || at + n > this.bytes.length) {
       this.fail(`${what} (${n} bytes) is out of bounds of the ${this.bytes.length}-byte buffer`, at);
     }
+  }
+
+  /** Bytes [from, to) have not arrived yet (none when from >= to). */
+  setPending(from: number, to: number): void {
+    [this.#pendingFrom, this.#pendingTo] = from < to ? [from, to] : [0, 0];
+  }
+
+  /** Throws BYTES_PENDING when [at, at+n) (in bounds) overlaps the pending range. */
+  arrived(at: number, n: number): void {
+    if (at < this.#pendingTo && at + n > this.#pendingFrom) throw BYTES_PENDING;
   }
 
   /** `b` (a view into this buffer) as UTF-8; ZtocFormatError at its offset when it is not valid UTF-8. */
@@ -70,6 +94,7 @@ export class FbBuffer {
 
   u32(at: number, what: string): number {
     if (at < 0 || at + 4 > this.bytes.length) this.need(at, 4, what);
+    this.arrived(at, 4);
     return this.view.getUint32(at, true);
   }
 
@@ -101,14 +126,18 @@ export class FbTable {
     const len = buf.bytes.length;
     const view = buf.view;
     if (pos < 0 || pos + 4 > len) buf.need(pos, 4, `table ${this.name}`);
+    buf.arrived(pos, 4);
     const vt = pos - view.getInt32(pos, true);
     if (vt < 0 || vt + 4 > len) buf.need(vt, 4, `vtable of ${this.name}`);
+    buf.arrived(vt, 4);
     const vtSize = view.getUint16(vt, true);
     const tableSize = view.getUint16(vt + 2, true);
     if (vtSize < 4 || vtSize % 2 !== 0) buf.fail(`vtable of ${this.name} has invalid size ${vtSize}`, vt);
     if (vt + vtSize > len) buf.need(vt, vtSize, `vtable of ${this.name}`);
     if (tableSize < 4) buf.fail(`table ${this.name} has invalid size ${tableSize}`, vt + 2);
     if (pos + tableSize > len) buf.need(pos, tableSize, `table ${this.name}`);
+    buf.arrived(vt, vtSize);
+    buf.arrived(pos, tableSize);
     this.#vt = vt;
     this.#vtSize = vtSize;
     this.#tableSize = tableSize;
@@ -169,6 +198,7 @@ export class FbTable {
     if (at + 4 > len) this.buf.need(at, 4, `${this.name}.${field}`);
     const target = at + this.buf.view.getUint32(at, true);
     if (target + 4 > len) this.buf.need(target, 4, `${this.name}.${field}`);
+    this.buf.arrived(target, 4);
     return target;
   }
 
@@ -178,6 +208,7 @@ export class FbTable {
     if (at === undefined) return undefined;
     const n = this.buf.view.getUint32(at, true);
     if (at + 4 + n > this.buf.bytes.length) this.buf.need(at + 4, n, `string ${this.name}.${field}`);
+    this.buf.arrived(at + 4, n);
     return at;
   }
 
@@ -202,6 +233,7 @@ export class FbTable {
     const n = this.buf.view.getUint32(at, true);
     if (at + 4 + n * elemSize > this.buf.bytes.length)
       this.buf.need(at + 4, n * elemSize, `vector ${this.name}.${field} of ${n} elements`);
+    this.buf.arrived(at + 4, n * elemSize);
     return { start: at + 4, length: n };
   }
 
@@ -212,6 +244,7 @@ export class FbTable {
   tableAt(refPos: number, name: string, index = -1): FbTable {
     const len = this.buf.bytes.length;
     if (refPos < 0 || refPos + 4 > len) this.buf.need(refPos, 4, index < 0 ? name : `${name}[${index}]`);
+    this.buf.arrived(refPos, 4);
     return new FbTable(this.buf, refPos + this.buf.view.getUint32(refPos, true), name, index);
   }
 
@@ -227,10 +260,13 @@ export class FbTable {
     const len = this.buf.bytes.length;
     const label = () => (index < 0 ? what : `${what}[${index}]`);
     if (refPos < 0 || refPos + 4 > len) this.buf.need(refPos, 4, label());
+    this.buf.arrived(refPos, 4);
     const at = refPos + this.buf.view.getUint32(refPos, true);
     if (at + 4 > len) this.buf.need(at, 4, label());
+    this.buf.arrived(at, 4);
     const n = this.buf.view.getUint32(at, true);
     if (at + 4 + n > len) this.buf.need(at + 4, n, label());
+    this.buf.arrived(at + 4, n);
     return this.buf.text(at + 4, n, label);
   }
 }

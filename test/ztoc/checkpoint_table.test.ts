@@ -15,6 +15,7 @@ import {
   encodeCheckpointTable,
   RECORD_HEADER_SIZE,
   recordRange,
+  SkeletonAssembler,
   skeletonRanges,
   verifyRecords,
 } from "../../src/ztoc/checkpoint_table.ts";
@@ -27,6 +28,7 @@ import {
   WINDOWLESS_RECORD_SIZE,
   ZINFO_WINDOWLESS,
 } from "../../src/ztoc/zinfo_gzip.ts";
+import { Rand } from "../_harness/rand.ts";
 import { compressLayer, generateEntries } from "../soci/_layers.ts";
 
 async function* once(blob: Uint8Array): AsyncGenerator<Uint8Array> {
@@ -179,5 +181,105 @@ describe("checkpoint table", () => {
     const tar = writeTar(generateEntries("plain", 10));
     const { bytes } = await buildZtoc(once(tar), { algorithm: "uncompressed", spanSizeBytes: 64 * 1024 });
     expect(buildCheckpointTable(bytes)).toBeUndefined();
+  });
+});
+
+/** A gzip zTOC of many small files (a TOC of ~1,200 entries, most of its tail), 64 KiB spans, and its table. */
+async function manyEntriesZtoc(): Promise<{ bytes: Uint8Array; table: CheckpointTable }> {
+  const r = new Rand("assembler");
+  const entries = Array.from({ length: 1200 }, (_, i) => ({
+    name: `usr/lib/python3/site-packages/pkg${i % 37}/module_${i}.py`,
+    data: r.bytes(r.int(3000)),
+    mtime: 1_700_000_000 + i,
+  }));
+  const layer = compressLayer(writeTar(entries), "gzip");
+  const { bytes } = await buildZtoc(once(layer.blob), { algorithm: "gzip", spanSizeBytes: 64 * 1024 });
+  return { bytes, table: buildCheckpointTable(bytes)! };
+}
+
+/** The three parts an assembler asks for, cut from the whole zTOC. */
+function partsOf(bytes: Uint8Array, asm: SkeletonAssembler) {
+  const cut = ([a, b]: [number, number]) => bytes.slice(a, b);
+  return { head: cut(asm.head), body: cut(asm.body), end: cut(asm.end) };
+}
+
+describe("skeleton assembled as it streams", () => {
+  test("entries decode as the body arrives; the result is decodeWithoutWindows's", async () => {
+    const { bytes, table } = await manyEntriesZtoc();
+    const [head, tail] = skeletonOf(bytes, table);
+    const want = decodeWithoutWindows(table, assembleSkeleton(table, { ztocSize: bytes.length, head, tail }));
+    expect(want.toc.length).toBe(1200);
+    const asm = new SkeletonAssembler(table, bytes.length, 8192);
+    const parts = partsOf(bytes, asm);
+    expect(parts.body.length).toBeGreaterThan(100_000);
+    // 1. Body bytes before the head and end are only copied: nothing is read before the root and vtables are in.
+    asm.putBody(parts.body.subarray(0, 50_000));
+    expect(asm.decoded).toBe(0);
+    asm.putHead(parts.head);
+    expect(asm.decoded).toBe(0);
+    asm.putEnd(parts.end);
+    const first = asm.decoded;
+    expect(first).toBeGreaterThan(0);
+    expect(first).toBeLessThan(1200);
+    // 2. Each piece decodes the entries it completes, never one whose bytes are not all in.
+    const r = new Rand("pieces");
+    let at = 50_000;
+    let last = first;
+    while (at < parts.body.length) {
+      at = Math.min(parts.body.length, at + 1 + r.int(40_000));
+      // A prefix view of a buffer holding only the bytes so far: anything read beyond them would be zeros.
+      const sofar = new Uint8Array(parts.body.length);
+      sofar.set(parts.body.subarray(0, at));
+      asm.putBody(sofar.subarray(0, at));
+      expect(asm.decoded).toBeGreaterThanOrEqual(last);
+      last = asm.decoded;
+    }
+    expect(asm.decoded).toBe(1200);
+    // 3. The same zTOC as decoding the assembled skeleton in one go.
+    const got = asm.finish(parts);
+    expect(got).toEqual(want);
+  });
+
+  test("a request that starts over with other bytes restarts the decode; parts not put in are decoded at the end", async () => {
+    const { bytes, table } = await manyEntriesZtoc();
+    const [head, tail] = skeletonOf(bytes, table);
+    const want = decodeWithoutWindows(table, assembleSkeleton(table, { ztocSize: bytes.length, head, tail }));
+    // A first attempt sends garbage names (bytes flipped in every string), then the request starts over.
+    const asm = new SkeletonAssembler(table, bytes.length, 8192);
+    const parts = partsOf(bytes, asm);
+    asm.putHead(parts.head);
+    asm.putEnd(parts.end);
+    const liar = parts.body.slice();
+    for (let i = 0; i < liar.length; i += 97) liar[i] = 0x41;
+    asm.putBody(liar.subarray(0, 200_000));
+    asm.putBody(parts.body.subarray(0, 1000));
+    asm.putBody(parts.body);
+    expect(asm.finish(parts)).toEqual(want);
+    // Bytes streamed that are not the bytes returned (no restart seen): decoded again from the returned ones.
+    const asm2 = new SkeletonAssembler(table, bytes.length, 8192);
+    asm2.putHead(parts.head);
+    asm2.putEnd(parts.end);
+    asm2.putBody(liar);
+    expect(asm2.finish(parts)).toEqual(want);
+    // Nothing streamed at all (a source that reads in one piece): decoded at the end.
+    const asm3 = new SkeletonAssembler(table, bytes.length, 8192);
+    expect(asm3.finish(parts)).toEqual(want);
+  });
+
+  test("a wrong byte is reported as a digest mismatch, never as what the early decode made of it", async () => {
+    const { bytes, table } = await manyEntriesZtoc();
+    const asm = new SkeletonAssembler(table, bytes.length, 8192);
+    const parts = partsOf(bytes, asm);
+    // A vtable offset broken in the streamed and final body: the early decode meets a format error.
+    const bad = parts.body.slice();
+    bad.fill(0xff, 100_000, 100_064);
+    asm.putHead(parts.head);
+    asm.putEnd(parts.end);
+    asm.putBody(bad);
+    expect(() => asm.finish({ ...parts, body: bad })).toThrow("do not match the checkpoint table's digest");
+    const asm2 = new SkeletonAssembler(table, bytes.length, 8192);
+    expect(() => asm2.finish({ ...parts, end: parts.end.subarray(1) })).toThrow(
+      `got ${parts.head.length} + ${parts.body.length} + ${parts.end.length - 1} bytes`,
+    );
   });
 });
