@@ -23,6 +23,7 @@
 import type { Descriptor, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
+import { feedTree } from "./metadata.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex, type DiscoveredIndex, fetchSociIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
@@ -163,6 +164,8 @@ export async function resolveImageLayers(
     storedWindows: true,
     windowTimeoutMs: opts.windowTimeoutMs ?? 30_000,
     onLazyError: (digest, why) => logger.warn("Cannot load zTOC by its checkpoint table", { digest, cause: why }),
+    // Each layer's tree is begun as its TOC streams in, and taken when the layer opens (layer.ts).
+    onTocEntries: feedTree,
     onPhase: opts.onPhase,
   });
   if (!found) logger.warn("Image has no SOCI index; its layers are fetched whole", { image: location.name });

@@ -27,7 +27,7 @@ import { decodeZtoc } from "../ztoc/codec.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { FileMaterializer } from "./file_materializer.ts";
 import { openLocalLayer } from "./local_layer.ts";
-import { buildLayerTree, type LayerTree, type OpaqueXattrMode } from "./metadata.ts";
+import { buildLayerTree, type LayerTree, type OpaqueXattrMode, takeTree } from "./metadata.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import { LayerTreeHolder, type LayerState, type TreeStatus } from "./node.ts";
 import type { SpanLayout } from "./span_layout.ts";
@@ -230,7 +230,9 @@ function openLazyLayer(opts: OpenLayerOptions, ztoc: Ztoc): Layer {
     readaheadSpans: opts.readaheadSpans,
     logger,
   });
-  const tree = buildLayerTree(ztoc.toc, { opaqueXattr: opts.opaqueXattr, warn });
+  // Begun while the TOC streamed in (image_resolver.ts), or built now.
+  const treeOpts = { opaqueXattr: opts.opaqueXattr, warn };
+  const tree = takeTree(ztoc.toc, treeOpts) ?? buildLayerTree(ztoc.toc, treeOpts);
   const state = (): LayerState => {
     const fetched = Math.min(size, manager.stats().presentCompressedBytes);
     const err = error ?? manager.lastError;

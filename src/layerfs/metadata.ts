@@ -82,175 +82,247 @@ export interface BuildLayerTreeOptions {
  * Throws InvalidArgumentError on an unknown entry type.
  */
 export function buildLayerTree(toc: readonly FileMetadata[], opts: BuildLayerTreeOptions = {}): LayerTree {
-  const warnings: string[] = [];
-  const warn = (m: string) => {
-    warnings.push(m);
-    opts.warn?.(m);
-  };
-  const opaqueName = `${opts.opaqueXattr ?? "trusted"}.overlay.opaque`;
+  const b = new LayerTreeBuilder();
+  b.addFrom(toc);
+  return b.finish(opts);
+}
+
+/**
+ * `buildLayerTree` an entry at a time, for a TOC still being decoded (soci/lazy_ztoc.ts): `addFrom(toc)` takes the
+ * entries of `toc` past those it has (step 1), `finish(opts)` does step 2, marks the opaque directories in the
+ * namespace `opts` names and reports the warnings (collected until then, so nothing of the options is needed
+ * before). Throws InvalidArgumentError as buildLayerTree does.
+ */
+export class LayerTreeBuilder {
+  readonly root: LayerEntry;
+  #nextIno = 1;
+  /** Entries taken from the TOC so far. */
+  added = 0;
+  readonly #warnings: string[] = [];
+  /** Directories a `.wh..wh..opq` entry made opaque (marked at finish). */
+  readonly #opaque = new Set<LayerEntry>();
   // An unparsable mod_time (SOCI writes "" for years outside 0..9999) is time 0, as in SOCI; one warning per layer.
-  let badTimes = 0;
-  let firstBadTime = "";
+  #badTimes = 0;
+  #firstBadTime = "";
   // Entries share few distinct times (a package's files, a build's): each is parsed once.
-  const mtimes = new Map<string, bigint>();
-  const mtimeOf = (meta: FileMetadata): bigint => {
-    const known = mtimes.get(meta.modTime);
+  readonly #mtimes = new Map<string, bigint>();
+  // Listed in its directory, a too-long name could not be looked up, opened or copied up: skipped.
+  #longNames = 0;
+
+  constructor() {
+    this.root = { ...this.#newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
+  }
+
+  readonly #mtimeOf = (meta: FileMetadata): bigint => {
+    const known = this.#mtimes.get(meta.modTime);
     if (known !== undefined) return known;
     let t: bigint;
     try {
       t = parseModTime(meta.modTime);
     } catch {
-      if (badTimes++ === 0) firstBadTime = `"${meta.name}" has "${meta.modTime}"`;
+      if (this.#badTimes++ === 0) this.#firstBadTime = `"${meta.name}" has "${meta.modTime}"`;
       return 0n;
     }
-    mtimes.set(meta.modTime, t);
+    this.#mtimes.set(meta.modTime, t);
     return t;
   };
-  let nextIno = 1;
-  const newEntry = (mode: number, meta?: FileMetadata): LayerEntry => ({
-    ino: nextIno++,
-    mode,
-    uid: meta?.uid ?? 0,
-    gid: meta?.gid ?? 0,
-    size: 0,
-    mtimeNs: meta ? mtimeOf(meta) : 0n,
-    rdev: 0,
-    nlink: 1,
-    dataOffset: 0,
-    linkTarget: "",
-    xattrs: meta ? paxXattrs(meta) : NO_XATTRS,
-  });
-  const root: LayerEntry = { ...newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
+
+  #newEntry(mode: number, meta?: FileMetadata): LayerEntry {
+    return {
+      ino: this.#nextIno++,
+      mode,
+      uid: meta?.uid ?? 0,
+      gid: meta?.gid ?? 0,
+      size: 0,
+      mtimeNs: meta ? this.#mtimeOf(meta) : 0n,
+      rdev: 0,
+      nlink: 1,
+      dataOffset: 0,
+      linkTarget: "",
+      xattrs: meta ? paxXattrs(meta) : NO_XATTRS,
+    };
+  }
 
   // The directory for `parts` up to `end` (creating implicit parents), or undefined if a non-directory is in the way.
-  const dirOf = (parts: string[], end = parts.length): LayerEntry | undefined => {
-    let dir = root;
+  #dirOf(parts: string[], end = parts.length): LayerEntry | undefined {
+    let dir = this.root;
     for (let i = 0; i < end; i++) {
       const p = parts[i]!;
       let child = dir.children!.get(p);
       if (!child) {
-        child = { ...newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
+        child = { ...this.#newEntry(S_IFDIR | 0o755), size: 4096, children: new Map() };
         dir.children!.set(p, child);
       }
       if (!child.children) return undefined;
       dir = child;
     }
     return dir;
-  };
-
-  // Put `e` at `dir`/`base`; a replaced inode that other names share loses one link.
-  const place = (dir: LayerEntry, base: string, e: LayerEntry): void => {
-    const old = dir.children!.get(base);
-    if (old === e) return;
-    if (old && !old.children && old.nlink > 1) old.nlink--;
-    dir.children!.set(base, e);
-  };
+  }
 
   // A hardlink shares its target's entry, as the target is at this point of the TOC (tar -x's rule).
-  const linkHard = (meta: FileMetadata, parts: string[]): void => {
+  #linkHard(meta: FileMetadata, parts: string[]): void {
     const targetParts = cleanPath(meta.linkname);
-    const target = targetParts && lookupPath(root, targetParts);
+    const target = targetParts && lookupPath(this.root, targetParts);
     if (!target) {
-      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is not in the layer before it`);
+      this.#warnings.push(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is not in the layer before it`);
       return;
     }
     if (target.children) {
-      warn(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is a directory`);
+      this.#warnings.push(`Skipped hardlink "${meta.name}": target "${meta.linkname}" is a directory`);
       return;
     }
-    const dir = dirOf(parts, parts.length - 1);
+    const dir = this.#dirOf(parts, parts.length - 1);
     const base = parts[parts.length - 1]!;
     if (!dir || base.startsWith(WHITEOUT_PREFIX)) {
-      warn(`Skipped hardlink "${meta.name}": bad location`);
+      this.#warnings.push(`Skipped hardlink "${meta.name}": bad location`);
       return;
     }
     if (dir.children!.get(base) === target) return;
     place(dir, base, target);
     target.nlink++;
-  };
+  }
 
-  // Listed in its directory, a too-long name could not be looked up, opened or copied up: skip it.
-  let longNames = 0;
-  const skipLongName = (meta: FileMetadata, why: string): void => {
-    if (longNames++ < LONG_NAME_WARNINGS)
-      warn(`Skipped ${meta.type === "hardlink" ? "hardlink" : "entry"} "${meta.name}": ${why}`);
-  };
+  /** Step 1 for the entries of `toc` from `added` on (a later entry of one path replaces an earlier one). */
+  addFrom(toc: readonly FileMetadata[]): void {
+    for (; this.added < toc.length; this.added++) this.#add(toc[this.added]!);
+  }
 
-  // 1. Entries in TOC order (a later entry of one path replaces an earlier one, hardlinks included).
-  for (const meta of toc) {
+  #add(meta: FileMetadata): void {
     const parts = cleanPath(meta.name);
     if (parts === undefined) {
-      warn(`Skipped entry "${meta.name}": its path escapes the layer root`);
-      continue;
+      this.#warnings.push(`Skipped entry "${meta.name}": its path escapes the layer root`);
+      return;
     }
     if (parts.length === 0) {
-      if (meta.type === "dir") applyDirMeta(root, meta, mtimeOf);
-      continue;
+      if (meta.type === "dir") applyDirMeta(this.root, meta, this.#mtimeOf);
+      return;
     }
     const tooLong = nameTooLong(parts);
     if (tooLong) {
-      skipLongName(meta, tooLong);
-      continue;
+      if (this.#longNames++ < LONG_NAME_WARNINGS)
+        this.#warnings.push(`Skipped ${meta.type === "hardlink" ? "hardlink" : "entry"} "${meta.name}": ${tooLong}`);
+      return;
     }
     if (meta.type === "hardlink") {
-      linkHard(meta, parts);
-      continue;
+      this.#linkHard(meta, parts);
+      return;
     }
     const base = parts[parts.length - 1]!;
-    const dir = dirOf(parts, parts.length - 1);
+    const dir = this.#dirOf(parts, parts.length - 1);
     if (!dir) {
-      warn(`Skipped entry "${meta.name}": a parent is not a directory`);
-      continue;
+      this.#warnings.push(`Skipped entry "${meta.name}": a parent is not a directory`);
+      return;
     }
     if (base === WHITEOUT_OPAQUE) {
-      dir.xattrs = new Map([...dir.xattrs, [opaqueName, new TextEncoder().encode("y")]]);
-      continue;
+      this.#opaque.add(dir);
+      return;
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {
       const hidden = base.slice(WHITEOUT_PREFIX.length);
       if (hidden.startsWith(WHITEOUT_PREFIX) || hidden === "" || hidden === "." || hidden === "..") {
-        warn(`Skipped entry "${meta.name}": unsupported whiteout`);
-        continue;
+        this.#warnings.push(`Skipped entry "${meta.name}": unsupported whiteout`);
+        return;
       }
-      const wh = newEntry(S_IFCHR | (meta.mode & 0o7777), meta);
+      const wh = this.#newEntry(S_IFCHR | (meta.mode & 0o7777), meta);
       wh.xattrs = NO_XATTRS;
       place(dir, hidden, wh);
-      continue;
+      return;
     }
     const existing = dir.children!.get(base);
     if (meta.type === "dir") {
       if (existing?.children) {
-        applyDirMeta(existing, meta, mtimeOf);
+        applyDirMeta(existing, meta, this.#mtimeOf);
       } else {
-        const d: LayerEntry = { ...newEntry(S_IFDIR | (meta.mode & 0o7777), meta), size: 4096, children: new Map() };
+        const d: LayerEntry = {
+          ...this.#newEntry(S_IFDIR | (meta.mode & 0o7777), meta),
+          size: 4096,
+          children: new Map(),
+        };
         place(dir, base, d);
       }
-      continue;
+      return;
     }
-    place(dir, base, fileEntry(newEntry(typeBits(meta), meta), meta));
+    place(dir, base, fileEntry(this.#newEntry(typeBits(meta), meta), meta));
   }
 
-  // 2. Directory link counts.
-  const countDirs = (d: LayerEntry): void => {
-    let subdirs = 0;
-    for (const c of d.children!.values()) {
-      if (c.children) {
-        subdirs++;
-        countDirs(c);
+  /** Step 2, the opaque marks and the warnings: the tree (the builder is done with). */
+  finish(opts: BuildLayerTreeOptions = {}): LayerTree {
+    // Opaque directories: the marker in the namespace asked for, after the directory's own xattrs.
+    const opaqueName = `${opts.opaqueXattr ?? "trusted"}.overlay.opaque`;
+    for (const d of this.#opaque) d.xattrs = new Map([...d.xattrs, [opaqueName, new TextEncoder().encode("y")]]);
+    // 2. Directory link counts.
+    const countDirs = (d: LayerEntry): void => {
+      let subdirs = 0;
+      for (const c of d.children!.values()) {
+        if (c.children) {
+          subdirs++;
+          countDirs(c);
+        }
       }
+      d.nlink = 2 + subdirs;
+    };
+    countDirs(this.root);
+    const warnings = this.#warnings;
+    if (this.#longNames > LONG_NAME_WARNINGS) {
+      warnings.push(
+        `Skipped ${this.#longNames - LONG_NAME_WARNINGS} more entries whose names are too long (NAME_MAX ${NAME_MAX_BYTES} bytes, PATH_MAX ${PATH_MAX_BYTES} bytes)`,
+      );
     }
-    d.nlink = 2 + subdirs;
-  };
-  countDirs(root);
-  if (longNames > LONG_NAME_WARNINGS) {
-    warn(
-      `Skipped ${longNames - LONG_NAME_WARNINGS} more entries whose names are too long (NAME_MAX ${NAME_MAX_BYTES} bytes, PATH_MAX ${PATH_MAX_BYTES} bytes)`,
-    );
+    if (this.#badTimes > 0) {
+      warnings.push(
+        `Used modification time 0 for ${this.#badTimes} entries with an unparsable mod_time (first: ${this.#firstBadTime})`,
+      );
+    }
+    if (opts.warn) for (const w of warnings) opts.warn(w);
+    return { root: this.root, inodeCount: this.#nextIno - 1, warnings };
   }
-  if (badTimes > 0) {
-    warn(`Used modification time 0 for ${badTimes} entries with an unparsable mod_time (first: ${firstBadTime})`);
+}
+
+/** Trees begun while their TOCs were decoded, by TOC array (`feedTree`); null once one failed to build. */
+const earlyTrees = new WeakMap<readonly FileMetadata[], LayerTreeBuilder | null>();
+
+/**
+ * A tree built ahead, as its TOC is decoded (soci/lazy_ztoc.ts calls this as entries arrive): adds the entries of
+ * `toc` decoded since the last call to the tree begun for that array. Never throws (an entry the builder refuses
+ * ends the early tree; the layer's open then builds it and reports the error). A TOC never opened keeps its
+ * builder only as long as the TOC array itself lives.
+ */
+export function feedTree(toc: readonly FileMetadata[]): void {
+  let b = earlyTrees.get(toc);
+  if (b === null) return;
+  if (b === undefined) {
+    b = new LayerTreeBuilder();
+    earlyTrees.set(toc, b);
   }
-  return { root, inodeCount: nextIno - 1, warnings };
+  try {
+    b.addFrom(toc);
+  } catch {
+    earlyTrees.set(toc, null);
+  }
+}
+
+/**
+ * The tree begun for `toc` by `feedTree`, completed and finished with `opts`, once (later calls, and a TOC never
+ * fed, give undefined: build it with buildLayerTree).
+ */
+export function takeTree(toc: readonly FileMetadata[], opts: BuildLayerTreeOptions = {}): LayerTree | undefined {
+  const b = earlyTrees.get(toc);
+  if (!b) return undefined;
+  earlyTrees.delete(toc);
+  try {
+    b.addFrom(toc);
+  } catch {
+    return undefined;
+  }
+  return b.finish(opts);
+}
+
+// Put `e` at `dir`/`base`; a replaced inode that other names share loses one link.
+function place(dir: LayerEntry, base: string, e: LayerEntry): void {
+  const old = dir.children!.get(base);
+  if (old === e) return;
+  if (old && !old.children && old.nlink > 1) old.nlink--;
+  dir.children!.set(base, e);
 }
 
 /**

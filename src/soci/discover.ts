@@ -30,7 +30,7 @@ import type { FetchedManifest } from "../registry/types.ts";
 import { errorMessage, FormatError, NotFoundError } from "../util/errors.ts";
 import { isSha256Digest, sha256DigestInSlices } from "../util/digest.ts";
 import type { PhaseMark } from "../util/phases.ts";
-import type { Ztoc } from "../ztoc/types.ts";
+import type { FileMetadata, Ztoc } from "../ztoc/types.ts";
 import { decodeZtoc } from "../ztoc/codec.ts";
 import type { ArtifactStore } from "./artifact_store.ts";
 import type { ImageLocation } from "./image_location.ts";
@@ -85,6 +85,8 @@ export interface DiscoverOptions {
   windowTimeoutMs?: number;
   /** Called when a zTOC's checkpoint table cannot be used (it is then fetched whole) or its completion fails. */
   onLazyError?: (digest: string, why: string) => void;
+  /** A zTOC's TOC so far, as it streams in (lazy_ztoc.ts `onEntries`; a layer tree can begin on it). */
+  onTocEntries?: (toc: readonly FileMetadata[]) => void;
   /**
    * Marks the steps as they end: "index" (the index manifest is in), "ztocs" (each zTOC's bytes are in; the last
    * one counts) and "decoded" (every zTOC decoded).
@@ -331,6 +333,7 @@ async function loadLazily(
       spill: store && (() => store.partialBlob(d.digest, d.size)),
       onError: (why) => opts.onLazyError?.(d.digest, why),
       onFetched: () => opts.onPhase?.("ztocs"),
+      onEntries: opts.onTocEntries,
     });
   } catch (err) {
     if (opts.signal?.aborted) throw err;

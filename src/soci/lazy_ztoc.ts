@@ -38,7 +38,7 @@ import {
   skeletonRanges,
   verifyRecords,
 } from "../ztoc/checkpoint_table.ts";
-import type { Ztoc } from "../ztoc/types.ts";
+import type { FileMetadata, Ztoc } from "../ztoc/types.ts";
 import { PACKED_CHECKPOINT_SIZE } from "../ztoc/zinfo_gzip.ts";
 import { WINDOW_SIZE } from "../compress/types.ts";
 import type { PartialBlob } from "./artifact_store.ts";
@@ -73,6 +73,12 @@ export interface LazyZtocOptions {
    * TOC entries already decoded as they streamed in (for phase timings).
    */
   onFetched?: (decodedEntries: number) => void;
+  /**
+   * Called as TOC entries are decoded while the skeleton streams in, with the TOC so far (one array grown in
+   * place; a new one when decoding starts over); the zTOC returned holds the last array given, completed. Must not
+   * throw. For work that can start on a partial TOC (layerfs/metadata.ts `feedTree`).
+   */
+  onEntries?: (toc: readonly FileMetadata[]) => void;
 }
 
 /** True when the descriptor carries a checkpoint table (it may still be malformed). */
@@ -100,6 +106,7 @@ export async function loadZtocLazily(
   if (b[1] - b[0] >= STREAMED_TAIL_MIN_BYTES) {
     // A large tail (the TOC) is decoded as it streams in, its last bytes (the shared vtables) read apart.
     const asm = new SkeletonAssembler(table, d.size, TAIL_END_BYTES);
+    asm.onEntries = opts.onEntries;
     const [head, body, end] = await Promise.all([
       read(asm.head).then((x) => {
         asm.putHead(x);

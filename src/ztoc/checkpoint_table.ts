@@ -29,7 +29,7 @@ import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { ZtocFormatError } from "../util/errors.ts";
 import { locateCheckpoints, validateZtoc, ZtocDecoder } from "./codec.ts";
-import type { Ztoc } from "./types.ts";
+import type { FileMetadata, Ztoc } from "./types.ts";
 import { BLOB_HEADER_SIZE, PACKED_CHECKPOINT_SIZE, windowlessZinfo } from "./zinfo_gzip.ts";
 
 /** The index annotation carrying a zTOC's checkpoint table (on the zTOC's descriptor). */
@@ -283,6 +283,12 @@ export class SkeletonAssembler {
   /** Bytes of the body copied in so far. */
   #bodyIn = 0;
 
+  /**
+   * Called with the TOC decoded so far each time entries were added to it (a new array after a restart, the same
+   * array grown otherwise); must not throw.
+   */
+  onEntries?: (toc: readonly FileMetadata[]) => void;
+
   constructor(t: CheckpointTable, ztocSize: number, endBytes: number) {
     const [a, b] = skeletonRanges(t, ztocSize);
     const split = Math.max(b[0], b[1] - endBytes);
@@ -327,8 +333,11 @@ export class SkeletonAssembler {
 
   #advance(): void {
     if (!this.#headIn || !this.#endIn) return;
-    this.#decoder.buf.setPending(this.body[0] + this.#bodyIn, this.body[1]);
-    this.#decoder.advance();
+    const decoder = this.#decoder;
+    decoder.buf.setPending(this.body[0] + this.#bodyIn, this.body[1]);
+    const before = decoder.decoded;
+    decoder.advance();
+    if (decoder.decoded > before) this.onEntries?.(decoder.toc);
   }
 
   /** Step 3. */

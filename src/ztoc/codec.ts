@@ -548,6 +548,11 @@ export class ZtocDecoder {
     return this.#toc.length;
   }
 
+  /** The TOC as decoded so far: one array, grown in place until `restart` starts a new one. */
+  get toc(): readonly FileMetadata[] {
+    return this.#toc;
+  }
+
   /** Decodes the TOC entries whose bytes have arrived, in order; never throws (see `finish`). */
   advance(): void {
     if (this.#error !== undefined) return;

@@ -1,6 +1,15 @@
 import { describe, expect, test } from "bun:test";
 import { posix } from "node:path";
-import { buildLayerTree, cleanPath, lookupPath, makedev, NO_XATTRS, parseModTime } from "../../src/layerfs/metadata.ts";
+import {
+  buildLayerTree,
+  cleanPath,
+  feedTree,
+  lookupPath,
+  makedev,
+  NO_XATTRS,
+  parseModTime,
+  takeTree,
+} from "../../src/layerfs/metadata.ts";
 import { S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFBLK } from "../../src/vfs/node.ts";
 import type { FileMetadata } from "../../src/ztoc/types.ts";
 import { formatGoTime } from "../../src/ztoc/go_time.ts";
@@ -267,5 +276,50 @@ describe("helpers", () => {
     expect(parseModTime("1970-01-01T01:00:01.5+01:00")).toBe(1_500_000_000n);
     expect(parseModTime("0001-01-01T00:00:00Z")).toBe(0n);
     expect(() => parseModTime("yesterday")).toThrow(/"yesterday"/);
+  });
+});
+
+describe("trees begun while the TOC is decoded", () => {
+  /** A TOC with every kind of entry the builder treats apart, and a few warnings. */
+  const toc = (): FileMetadata[] => [
+    fm("etc/", "dir"),
+    fm("etc/passwd", "reg", { uncompressedOffset: 512, uncompressedSize: 10 }),
+    fm("etc/.wh.gone", "reg"),
+    fm("var/lib/.wh..wh..opq", "reg"),
+    fm("var/lib/", "dir", { mode: 0o700, xattrs: [{ key: "SCHILY.xattr.user.a", value: new Uint8Array([1]) }] }),
+    fm("usr/bin/python3", "reg", { uncompressedOffset: 2048, uncompressedSize: 42 }),
+    fm("usr/bin/python", "hardlink", { linkname: "usr/bin/python3" }),
+    fm("usr/bin/missing", "hardlink", { linkname: "usr/bin/nope" }),
+    fm("../escape", "reg"),
+    fm("usr/bin/python3", "reg", { uncompressedOffset: 4096, uncompressedSize: 7 }),
+    fm("tmp/t", "reg", { modTime: "" }),
+  ];
+
+  test("fed in pieces as the array grows, the tree taken is the one buildLayerTree builds, once", () => {
+    for (const opaqueXattr of ["trusted", "user"] as const) {
+      const all = toc();
+      const growing: FileMetadata[] = [];
+      for (const [i, e] of all.entries()) {
+        growing.push(e);
+        if (i % 3 === 0) feedTree(growing);
+      }
+      const warned: string[] = [];
+      const early = takeTree(growing, { opaqueXattr, warn: (m) => warned.push(m) })!;
+      const want = buildLayerTree(all, { opaqueXattr });
+      expect(early).toEqual(want);
+      expect(warned).toEqual(want.warnings);
+      expect(want.warnings.length).toBe(3);
+      expect(lookupPath(early.root, ["var", "lib"])!.xattrs.has(`${opaqueXattr}.overlay.opaque`)).toBe(true);
+      // Taken once: a second open builds its own.
+      expect(takeTree(growing)).toBeUndefined();
+    }
+  });
+
+  test("a TOC never fed has no early tree; one the builder refuses is dropped without a throw", () => {
+    expect(takeTree(toc())).toBeUndefined();
+    const bad = [fm("a", "reg"), fm("b", "weird" as FileMetadata["type"])];
+    expect(() => feedTree(bad)).not.toThrow();
+    expect(takeTree(bad)).toBeUndefined();
+    expect(() => buildLayerTree(bad)).toThrow('entry "b" has unknown type "weird"');
   });
 });

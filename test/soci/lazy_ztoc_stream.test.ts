@@ -1,8 +1,10 @@
 /**
  * A zTOC loaded by its checkpoint table from the real registry (soci/lazy_ztoc.ts): a large TOC is decoded while
- * the tail streams in, and the result is the zTOC decoded from the assembled skeleton in one go.
+ * the tail streams in, and its layer tree begun, and the results are what decoding the assembled skeleton and
+ * building the tree in one go give.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { buildLayerTree, feedTree, takeTree } from "../../src/layerfs/metadata.ts";
 import { MediaType } from "../../src/oci/media_types.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { RegistryImageStore } from "../../src/registry/registry_image_store.ts";
@@ -63,6 +65,7 @@ describe.skipIf(!run)("lazy zTOC from a registry", () => {
       onFetched: (n) => {
         early = n;
       },
+      onEntries: feedTree,
     });
     windows.close();
     // The registry client reports the tail's bytes as they arrive, the last time with all of them: every entry
@@ -77,5 +80,9 @@ describe.skipIf(!run)("lazy zTOC from a registry", () => {
       }),
     );
     expect(ztoc).toEqual(want);
+    // The layer tree begun on the TOC as it arrived is the tree of the whole TOC.
+    const tree = takeTree(ztoc.toc);
+    expect(tree).toBeDefined();
+    expect(tree).toEqual(buildLayerTree(want.toc));
   });
 });
