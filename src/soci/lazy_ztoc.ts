@@ -99,25 +99,36 @@ export async function loadZtocLazily(
   const table = decodeCheckpointTable(d.annotations?.[ANNOTATION_CHECKPOINT_TABLE] ?? "", d.size);
   // 2.
   const [a, b] = skeletonRanges(table, d.size);
-  const read = ([s, e]: [number, number], onProgress?: (prefix: Uint8Array) => void) =>
-    s === e
-      ? Promise.resolve(new Uint8Array(0))
-      : source.readRange(d.digest, s, e, { signal: opts.signal, ...(onProgress ? { onProgress } : {}) });
+  const read = ([s, e]: [number, number]) =>
+    s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
   if (b[1] - b[0] >= STREAMED_TAIL_MIN_BYTES) {
     // A large tail (the TOC) is decoded as it streams in, its last bytes (the shared vtables) read apart.
     const asm = new SkeletonAssembler(table, d.size, TAIL_END_BYTES);
     asm.onEntries = opts.onEntries;
-    const [head, body, end] = await Promise.all([
-      read(asm.head).then((x) => {
-        asm.putHead(x);
-        return x;
-      }),
-      read(asm.body, (prefix) => asm.putBody(prefix)),
-      read(asm.end).then((x) => {
-        asm.putEnd(x);
-        return x;
-      }),
-    ]);
+    // One part failing ends the others (nobody will use them) and the decoding.
+    const failed = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, failed.signal]) : failed.signal;
+    const part = ([s, e]: [number, number], onProgress?: (prefix: Uint8Array) => void) =>
+      source.readRange(d.digest, s, e, { signal, ...(onProgress ? { onProgress } : {}) });
+    let parts: Uint8Array[];
+    try {
+      parts = await Promise.all([
+        part(asm.head).then((x) => {
+          asm.putHead(x);
+          return x;
+        }),
+        part(asm.body, (prefix) => asm.putBody(prefix)),
+        part(asm.end).then((x) => {
+          asm.putEnd(x);
+          return x;
+        }),
+      ]);
+    } catch (err) {
+      asm.abandon();
+      failed.abort(err);
+      throw err;
+    }
+    const [head, body, end] = parts as [Uint8Array, Uint8Array, Uint8Array];
     opts.onFetched?.(asm.decoded);
     const ztoc = asm.finish({ head, body, end });
     const tail = opts.spill ? concatBytes([body, end]) : new Uint8Array(0);

@@ -282,6 +282,7 @@ export class SkeletonAssembler {
   #endIn = false;
   /** Bytes of the body copied in so far. */
   #bodyIn = 0;
+  #abandoned = false;
 
   /**
    * Called with the TOC decoded so far each time entries were added to it (a new array after a restart, the same
@@ -305,21 +306,27 @@ export class SkeletonAssembler {
     return this.#decoder.decoded;
   }
 
+  /** Nothing more will be finished: later bytes are ignored (no decoding for a load that failed). */
+  abandon(): void {
+    this.#abandoned = true;
+  }
+
   putHead(bytes: Uint8Array): void {
-    if (bytes.length !== this.head[1] - this.head[0]) return;
+    if (this.#abandoned || bytes.length !== this.head[1] - this.head[0]) return;
     this.#out.set(bytes, this.head[0]);
     this.#headIn = true;
     this.#advance();
   }
 
   putEnd(bytes: Uint8Array): void {
-    if (bytes.length !== this.end[1] - this.end[0]) return;
+    if (this.#abandoned || bytes.length !== this.end[1] - this.end[0]) return;
     this.#out.set(bytes, this.end[0]);
     this.#endIn = true;
     this.#advance();
   }
 
   putBody(prefix: Uint8Array): void {
+    if (this.#abandoned) return;
     const room = this.body[1] - this.body[0];
     if (prefix.length < this.#bodyIn) {
       this.#bodyIn = 0;

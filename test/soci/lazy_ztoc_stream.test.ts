@@ -19,6 +19,8 @@ import {
   encodeCheckpointTable,
   skeletonRanges,
 } from "../../src/ztoc/checkpoint_table.ts";
+import type { RangeReadOptions } from "../../src/registry/types.ts";
+import { UnavailableError } from "../../src/util/errors.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
 import { startRegistry, type TestRegistry } from "../_harness/registry.ts";
@@ -28,6 +30,16 @@ const run = needs("lazy zTOC streamed from a registry", "tool:docker-registry");
 
 async function* once(blob: Uint8Array): AsyncGenerator<Uint8Array> {
   yield blob;
+}
+
+/** The message `p` rejects with ("" when it resolves). */
+async function failure(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "";
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 describe.skipIf(!run)("lazy zTOC from a registry", () => {
@@ -40,8 +52,8 @@ describe.skipIf(!run)("lazy zTOC from a registry", () => {
     await reg?.stop();
   });
 
-  test("a large TOC is decoded as its tail streams in: all of it by the time the skeleton is in", async () => {
-    // ~3,000 small files: a tail of ~0.5 MB, above the size that is streamed.
+  /** A zTOC of ~3,000 small files (a tail of ~0.5 MB, above the size that is streamed), pushed. */
+  async function pushedZtoc() {
     const r = new Rand("lazy-stream");
     const entries = Array.from({ length: 3000 }, (_, i) => ({
       name: `usr/lib/python3/dist-packages/pkg${i % 41}/module_${i}.py`,
@@ -60,6 +72,11 @@ describe.skipIf(!run)("lazy zTOC from a registry", () => {
       size: bytes.length,
       annotations: { [ANNOTATION_CHECKPOINT_TABLE]: encodeCheckpointTable(table) },
     };
+    return { bytes, table, a, b, ref, d };
+  }
+
+  test("a large TOC is decoded as its tail streams in: all of it by the time the skeleton is in", async () => {
+    const { bytes, table, a, b, ref, d } = await pushedZtoc();
     let early = -1;
     const { ztoc, windows } = await loadZtocLazily(new RegistryImageStore(client, ref), d, {
       onFetched: (n) => {
@@ -84,5 +101,23 @@ describe.skipIf(!run)("lazy zTOC from a registry", () => {
     const tree = takeTree(ztoc.toc);
     expect(tree).toBeDefined();
     expect(tree).toEqual(buildLayerTree(want.toc));
+  });
+
+  test("a part that fails fails the load with its error and ends the other parts' requests", async () => {
+    const { ref, d, table } = await pushedZtoc();
+    const real = new RegistryImageStore(client, ref);
+    const [, b] = skeletonRanges(table, d.size);
+    const signals: AbortSignal[] = [];
+    // Fault injection beside the real registry: the read of the tail's last bytes fails once the others started.
+    const source = Object.assign(Object.create(real), {
+      readRange: (digest: string, s: number, e: number, o?: RangeReadOptions) => {
+        if (o?.signal) signals.push(o.signal);
+        if (e === b[1] && s > b[0]) return Promise.reject(new UnavailableError("injected: the tail's end is lost"));
+        return real.readRange(digest, s, e, o);
+      },
+    });
+    expect(await failure(loadZtocLazily(source, d))).toBe("injected: the tail's end is lost");
+    expect(signals.length).toBe(3);
+    expect(signals.every((sig) => sig.aborted)).toBe(true);
   });
 });
