@@ -144,7 +144,7 @@ export async function resolveImageLayers(
       : undefined;
   indexFetch?.catch(() => {}); // awaited by discovery, which names a failure
   // The zTOCs are read several at a time right after the index: their connections are opened meanwhile.
-  void location.client.warmUp?.(location.ref, WARM_CONNECTIONS);
+  location.client.warmUp?.(location.ref, WARM_CONNECTIONS).catch(() => {});
   const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
   opts.onPhase?.("manifest");
   const layers = (manifest.manifest as Manifest).layers;

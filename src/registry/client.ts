@@ -822,7 +822,12 @@ export class HttpRegistryClient implements RegistryClient {
    * one of four.)
    */
   async warmUp(ref: Reference, connections: number): Promise<void> {
-    const ep = endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: true })[0];
+    let ep: Endpoint | undefined;
+    try {
+      ep = endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: true })[0];
+    } catch {
+      return; // a mirror that does not parse: the requests themselves report it
+    }
     if (!ep || connections <= 0) return;
     const now = this.#now();
     const last = this.#warmedAt.get(ep.base);

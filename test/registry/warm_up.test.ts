@@ -11,6 +11,16 @@ import { type PushedImage, pushImage, startRegistry, type TestRegistry } from ".
 
 const run = needs("registry warm-up", "tool:docker-registry");
 
+/** The message `p` rejects with ("" when it resolves). */
+async function failure(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "";
+  } catch (err) {
+    return String((err as Error).message);
+  }
+}
+
 describe.skipIf(!run)("connections opened ahead", () => {
   let reg: TestRegistry;
   let img: PushedImage;
@@ -78,6 +88,17 @@ describe.skipIf(!run)("connections opened ahead", () => {
     now += WARM_UP_INTERVAL_MS;
     await client.warmUp({ registry: "registry.example", repository: "x" }, 1);
     expect(asked.slice(4)).toEqual([`http://${host}/v2/`]);
+  });
+
+  test("a mirror that does not parse: warming resolves, quietly (the requests report it)", async () => {
+    const client = new HttpRegistryClient({
+      dockerConfigPath: null,
+      mirrors: { "registry.example": [{ host: "http://my mirror:5000" }] },
+    });
+    await client.warmUp({ registry: "registry.example", repository: "x" }, 2);
+    expect(await failure(client.getManifest({ registry: "registry.example", repository: "x", tag: "v1" }))).toContain(
+      "Invalid URL",
+    );
   });
 
   test("an unreachable registry: warming resolves, quietly", async () => {
