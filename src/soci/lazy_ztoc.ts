@@ -75,8 +75,9 @@ export interface LazyZtocOptions {
   onFetched?: (decodedEntries: number) => void;
   /**
    * Called as TOC entries are decoded while the skeleton streams in, with the TOC so far (one array grown in
-   * place; a new one when decoding starts over); the zTOC returned holds the last array given, completed. Must not
-   * throw. For work that can start on a partial TOC (layerfs/metadata.ts `feedTree`).
+   * place; a new one when decoding starts over); the zTOC returned holds the last array given, completed, or (when
+   * the bytes returned were not those streamed) an array never given. For work that can start on a partial TOC
+   * (layerfs/metadata.ts `feedTree`); what it throws is ignored.
    */
   onEntries?: (toc: readonly FileMetadata[]) => void;
 }

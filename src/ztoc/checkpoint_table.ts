@@ -266,7 +266,7 @@ function finishWithoutWindows(t: CheckpointTable, decoder: ZtocDecoder): Ztoc {
  *      each time more arrive (a shorter prefix than before means the request started over: decoding restarts).
  *      Once head and end are in, each call decodes the entries whose bytes are all in (the bytes still missing
  *      are the decoder's pending range: fb_reader.ts).
- *   3. `finish(body)` with the body's final bytes: the part sizes and the skeleton digest checked, the buffer
+ *   3. `finish({ head, body, end })` with the parts' final bytes: the part sizes and the skeleton digest checked, the buffer
  *      checked against the table, the rest decoded (all of it again when `body` is not what was streamed), the
  *      windowless zinfo put in and the zTOC validated. Throws ZtocFormatError as the two functions do; a wrong
  *      byte is reported as the digest mismatch, never as whatever the early decode made of it.
@@ -344,7 +344,13 @@ export class SkeletonAssembler {
     decoder.buf.setPending(this.body[0] + this.#bodyIn, this.body[1]);
     const before = decoder.decoded;
     decoder.advance();
-    if (decoder.decoded > before) this.onEntries?.(decoder.toc);
+    if (decoder.decoded > before && this.onEntries) {
+      try {
+        this.onEntries(decoder.toc);
+      } catch {
+        // a hook's failure is its own: the stream and the decode go on
+      }
+    }
   }
 
   /** Step 3. */

@@ -28,6 +28,7 @@ import {
   WINDOWLESS_RECORD_SIZE,
   ZINFO_WINDOWLESS,
 } from "../../src/ztoc/zinfo_gzip.ts";
+import { feedTree, takeTree } from "../../src/layerfs/metadata.ts";
 import { Rand } from "../_harness/rand.ts";
 import { compressLayer, generateEntries } from "../soci/_layers.ts";
 
@@ -244,26 +245,54 @@ describe("skeleton assembled as it streams", () => {
     const { bytes, table } = await manyEntriesZtoc();
     const [head, tail] = skeletonOf(bytes, table);
     const want = decodeWithoutWindows(table, assembleSkeleton(table, { ztocSize: bytes.length, head, tail }));
-    // A first attempt sends garbage names (bytes flipped in every string), then the request starts over.
+    // A first attempt, then a second sending other bytes (a byte every 97 changed), then a third, the right one.
     const asm = new SkeletonAssembler(table, bytes.length, 8192);
     const parts = partsOf(bytes, asm);
     asm.putHead(parts.head);
     asm.putEnd(parts.end);
     const liar = parts.body.slice();
     for (let i = 0; i < liar.length; i += 97) liar[i] = 0x41;
-    asm.putBody(liar.subarray(0, 200_000));
-    asm.putBody(parts.body.subarray(0, 1000));
+    asm.putBody(parts.body.subarray(0, 200_000));
+    const first = asm.decoded;
+    expect(first).toBeGreaterThan(0);
+    // Fewer bytes than before: the request started over; what the first attempt decoded is forgotten.
+    asm.putBody(liar.subarray(0, 1000));
+    expect(asm.decoded).toBeLessThan(first);
+    asm.putBody(liar.subarray(0, 150_000));
+    asm.putBody(parts.body.subarray(0, 100));
     asm.putBody(parts.body);
     expect(asm.finish(parts)).toEqual(want);
     // Bytes streamed that are not the bytes returned (no restart seen): decoded again from the returned ones.
+    // A layer tree begun on those entries is never taken for the zTOC returned.
     const asm2 = new SkeletonAssembler(table, bytes.length, 8192);
+    asm2.onEntries = feedTree;
     asm2.putHead(parts.head);
     asm2.putEnd(parts.end);
     asm2.putBody(liar);
-    expect(asm2.finish(parts)).toEqual(want);
+    const got2 = asm2.finish(parts);
+    expect(got2).toEqual(want);
+    expect(takeTree(got2.toc)).toBeUndefined();
     // Nothing streamed at all (a source that reads in one piece): decoded at the end.
     const asm3 = new SkeletonAssembler(table, bytes.length, 8192);
     expect(asm3.finish(parts)).toEqual(want);
+  });
+
+  test("a hook that throws is its own failure: the decode goes on", async () => {
+    const { bytes, table } = await manyEntriesZtoc();
+    const asm = new SkeletonAssembler(table, bytes.length, 8192);
+    const parts = partsOf(bytes, asm);
+    let calls = 0;
+    asm.onEntries = () => {
+      calls++;
+      throw new Error("hook failed");
+    };
+    asm.putHead(parts.head);
+    asm.putEnd(parts.end);
+    expect(() => asm.putBody(parts.body.subarray(0, 60_000))).not.toThrow();
+    expect(() => asm.putBody(parts.body)).not.toThrow();
+    expect(calls).toBe(2);
+    expect(asm.decoded).toBe(1200);
+    expect(asm.finish(parts).toc.length).toBe(1200);
   });
 
   test("a wrong byte is reported as a digest mismatch, never as what the early decode made of it", async () => {
