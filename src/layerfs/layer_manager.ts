@@ -40,7 +40,7 @@ import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
 import { openLayer, type Layer, type LayerSource, type ZtocSource } from "./layer.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
-import type { OpaqueXattrMode } from "./metadata.ts";
+import { dropTree, type OpaqueXattrMode } from "./metadata.ts";
 import { prefetchSpans } from "./span_prefetch.ts";
 import { TaskGate } from "./task_gate.ts";
 import { spanLayoutDigest, type CheckpointInflater } from "./ztoc_layout.ts";
@@ -249,6 +249,8 @@ export class LayerManager {
     const key = layerKey(opts);
     // 1.
     let entry = this.#layers.get(key);
+    // Open already: the tree begun for this zTOC's TOC as it arrived (image_resolver.ts) is not needed.
+    if (entry?.layer && opts.ztoc) dropTree(opts.ztoc.toc);
     if (!entry) {
       // The entry learns its layer as soon as it is open, before the prefetch and background steps look for it.
       const mine: Entry = { opening: this.#open(opts, (layer) => (mine.layer = layer)), refs: 0 };

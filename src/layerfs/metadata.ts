@@ -301,6 +301,11 @@ export function feedTree(toc: readonly FileMetadata[]): void {
   }
 }
 
+/** Forgets the tree begun for `toc`, if any: its layer is open already and will not take it. */
+export function dropTree(toc: readonly FileMetadata[]): void {
+  earlyTrees.delete(toc);
+}
+
 /**
  * The tree begun for `toc` by `feedTree`, completed and finished with `opts`, once (later calls, and a TOC never
  * fed, give undefined: build it with buildLayerTree).

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ImageResolver, acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
 import { LayerManager } from "../../src/layerfs/layer_manager.ts";
+import { feedTree, takeTree } from "../../src/layerfs/metadata.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { RegistryClient } from "../../src/registry/types.ts";
 import { NotFoundError } from "../../src/util/errors.ts";
@@ -92,6 +93,30 @@ describe.skipIf(!run)("LayerManager", () => {
       expect(h3.layer).not.toBe(h1.layer);
       await h3.done();
       expect(calls.get("readRange") ?? 0).toBeGreaterThan(0);
+    } finally {
+      await mgr.close();
+    }
+  });
+
+  test("a tree begun as the TOC arrived is taken by the layer's open, and let go when the layer is open already", async () => {
+    const mgr = await LayerManager.create({
+      root: join(tmp, "m-tree"),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+    });
+    try {
+      const l = img.layers[0]!;
+      // Two resolutions' zTOCs of one layer, each TOC fed as discovery feeds it.
+      const [z1, z2] = [tarZtoc(l.tar, 512), tarZtoc(l.tar, 512)];
+      feedTree(z1.toc);
+      feedTree(z2.toc);
+      const h1 = await mgr.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor, ztoc: z1 });
+      expect(takeTree(z1.toc)).toBeUndefined();
+      const h2 = await mgr.acquire({ source: { client: http, ref: img.ref }, layer: l.descriptor, ztoc: z2 });
+      expect(h2.layer).toBe(h1.layer);
+      expect(takeTree(z2.toc)).toBeUndefined();
+      await h1.done();
+      await h2.done();
     } finally {
       await mgr.close();
     }
