@@ -56,9 +56,9 @@ export interface BuildZtocOptions {
   /** Default "soci-ts v0.1.0"; pass "AWS SOCI CLI v0.2" for SOCI-identical bytes. */
   buildToolIdentifier?: string;
   /**
-   * Inflate gzip on a thread of its own, while this one digests spans and reads tar headers (default false: a
-   * thread costs some milliseconds to start; the SOCI index builder turns it on for large layers). Ignored where
-   * that is unavailable (not under Bun with zlib).
+   * Inflate gzip and read its tar headers on a thread of its own, while this one digests spans and encodes the
+   * TOC entries (default false: a thread costs some milliseconds to start; the SOCI index builder turns it on for
+   * large layers). Ignored where that is unavailable (not under Bun with zlib).
    */
   inflateThread?: boolean;
   /** Called after each chunk of the blob is consumed, with the compressed bytes consumed so far. */
