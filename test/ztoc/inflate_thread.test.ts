@@ -42,7 +42,7 @@ function tarOf(seed: string, files: number): Uint8Array {
     };
     if (long && r.int(2)) entry.gnuLongNames = true;
     if (r.int(5) === 0) entry.xattrs = { "security.capability": r.bytes(20), "user.note": `f${i}` };
-    if (r.int(7) === 0) entry.mtime = 1_700_000_000.123456789 + i;
+    if (r.int(7) === 0) entry.mtime = 1_700_000_000.25 + i;
     entries.push(entry);
     if (r.int(10) === 0) entries.push({ name: `d/l${i}`, type: "symlink", linkname: entry.name });
   }
