@@ -12,7 +12,8 @@
  * gzip -dc (bash's `time`, process included). Also shown, once: the same build under Deno (pure TypeScript
  * inflater), for information.
  * Last line: `index build vs gzip -dc: <ratio>x` (lower is better; goal ≤ 0.7, AWS SOCI's zlib loop measures
- * 0.57–0.62 here). Layers of 16 MiB and more inflate on a thread of their own (INFLATE_THREAD_MIN_LAYER_BYTES).
+ * 0.57–0.62 here). Layers of 16 MiB and more inflate on a thread of their own (INFLATE_THREAD_MIN_LAYER_BYTES),
+ * which reads their tar headers too.
  *
  * Where the time went (2-core VM shared with other engineers' tests, Bun 1.4.5, zlib 1.2.13; layer 80.4 MB
  * gzip, 217.5 MB tar, 8240 files, 52 spans of 4 MiB):
@@ -84,6 +85,24 @@
  * 92–93: the zTOC's buffer and the entries are held through the build). The goal (≤ 0.7) is not shown at this
  * load. `soci-ts index create oci:<python layout>` as a whole (two layers built, 5 runs each, two rounds, load
  * 1.3–1.8): median 1.49 / 1.61 s before, 1.30 / 1.45 s now, the same CPU.
+ *
+ * 2026-12-03 (the inflate thread's output): the inflate thread handed every output buffer (217.5 MB of tar) to
+ * this thread, which read the tar headers and gave the buffers back. First measured alone (a throw-away script:
+ * the layer read in 1 MiB chunks, 3 in flight, time inside the thread's pushes; 5 interleaved rounds, load
+ * 1.9–3): output handed off and read here 756–809 ms (median 801); kept on the thread, one 256 KiB buffer that
+ * zlib writes again and again, nothing read 650–744 (669); the same with the tar headers read on the thread
+ * (TarReader: 31–58 ms of it) 704–721 (714), in 1 MiB buffers that rotate 719–749 (744). So the cache misses
+ * were the cost, and the tar reading fits in what they gave back. Changed: the inflate thread reads the tar
+ * stream (WorkerGzipIndexer `readTar`, the indexer's output to a sink: GzipIndexerOptions.onOutput) and posts per
+ * chunk the entries it completed (structured clone: 20–70 ms over a build, on that thread; packing them into
+ * three arrays measured no better: cold, the packing costs what the clone did) and the checkpoints; this thread
+ * digests spans and the blob and builds and encodes the TOC entries. Same zTOC bytes (digest above unchanged),
+ * tar errors from the thread with their class and offset. Timestamps, one build, load ~1: thread pushes
+ * 800–850 ms (tar 52–92), posts 50–70, idle 20–45; this thread ends 6–12 ms after it, the zTOC is done 15–20 ms
+ * later. A deeper pipeline (6 chunks) measured the same as 3. Interleaved with 47ee349 (bench:index, 2 sittings
+ * of 4 runs each, load 0.8–1.8; the machine slower than on the quiet day above: gzip -dc 1.15–1.38 s):
+ * base 0.75–0.90x (best builds 0.86–1.23 s, 1.26–1.68 s CPU), now 0.68–0.81x (0.81–0.99 s, 1.18–1.49 s CPU);
+ * in the quietest pair 0.75x against 0.68x (0.86 against 0.81 s). Peak RSS 98–100 MiB → 82–83 MiB.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";

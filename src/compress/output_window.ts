@@ -16,6 +16,14 @@ export type OutputSink = (buf: Uint8Array, start: number, end: number) => void;
 
 /** Default capacity after the history prefix. */
 export const DEFAULT_SEGMENT_BYTES = 1 << 20;
+/**
+ * Capacity after the history prefix when the output goes to an `onOutput` sink (GzipIndexerOptions): one buffer
+ * that zlib writes again and again (inflating the python layer on the inflate thread and reading its tar headers
+ * there: 704–721 ms, against 719–749 ms in 1 MiB buffers that rotate; 64 KiB and one 1 MiB buffer measured the
+ * same as 256 KiB within the noise, see bench/index_build.ts), and large enough that the 32 KiB slid to its front
+ * per segment costs little.
+ */
+export const OUTPUT_SINK_SEGMENT_BYTES = 256 << 10;
 /** Buffers kept for reuse between pushes in `reuse` mode (more are left to the GC). */
 const MAX_SPARE_BUFFERS = 8;
 

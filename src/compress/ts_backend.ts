@@ -3,6 +3,7 @@
  * available everywhere (Bun, Node, Deno).
  */
 import { GzipFormatError, InvalidArgumentError } from "../util/errors.ts";
+import { OUTPUT_SINK_SEGMENT_BYTES } from "./output_window.ts";
 import { TsInflater } from "./ts_inflate.ts";
 import type {
   Checkpoint,
@@ -22,13 +23,22 @@ class TsGzipIndexer implements GzipIndexer {
 
   constructor(opts: GzipIndexerOptions) {
     const reuse = opts.reuseOutput ?? false;
-    this.#inf = new TsInflater({
-      spanSize: opts.spanSize,
-      reuseOutput: reuse,
-      sink: reuse
-        ? (buf, start, end) => this.#out.push(buf.subarray(start, end))
-        : (buf, start, end) => this.#out.push(buf.slice(start, end)),
-    });
+    const onOutput = opts.onOutput;
+    this.#inf = new TsInflater(
+      onOutput
+        ? {
+            spanSize: opts.spanSize,
+            segmentBytes: OUTPUT_SINK_SEGMENT_BYTES,
+            sink: (buf, start, end) => onOutput(buf.subarray(start, end)),
+          }
+        : {
+            spanSize: opts.spanSize,
+            reuseOutput: reuse,
+            sink: reuse
+              ? (buf, start, end) => this.#out.push(buf.subarray(start, end))
+              : (buf, start, end) => this.#out.push(buf.slice(start, end)),
+          },
+    );
   }
 
   get checkpoints(): readonly Checkpoint[] {

@@ -37,6 +37,13 @@ export interface GzipIndexerOptions {
    * caller owns.
    */
   reuseOutput?: boolean;
+  /**
+   * Where the output goes instead of `push()`'s result (which is then empty): called in stream order, during
+   * `push()`, with views into one output buffer of OUTPUT_SINK_SEGMENT_BYTES that the indexer writes into again
+   * as soon as the call returns (no allocation, copy or hand-off per chunk: the inflate thread reads its tar
+   * headers so). Must not throw. `reuseOutput` is ignored.
+   */
+  onOutput?: (bytes: Uint8Array) => void;
 }
 
 /** What {@link GzipIndexer.end} reports. */

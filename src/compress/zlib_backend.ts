@@ -18,7 +18,7 @@
  */
 import { GzipFormatError, InvalidArgumentError } from "../util/errors.ts";
 import type { ZlibBinding, ZStream } from "../util/zlib_binding.ts";
-import { OutputWindow } from "./output_window.ts";
+import { OUTPUT_SINK_SEGMENT_BYTES, OutputWindow } from "./output_window.ts";
 import { checkResumeArgs } from "./ts_backend.ts";
 import type {
   Checkpoint,
@@ -64,12 +64,15 @@ class ZlibGzipIndexer implements GzipIndexer {
     this.#z = binding.inflateInit2(GZIP_WINDOW_BITS);
     this.#span = opts.spanSize;
     const reuse = opts.reuseOutput ?? false;
-    this.#ow = new OutputWindow(
-      reuse
-        ? (buf, start, end) => this.#out.push(buf.subarray(start, end))
-        : (buf, start, end) => this.#out.push(buf.slice(start, end)),
-      reuse,
-    );
+    const onOutput = opts.onOutput;
+    this.#ow = onOutput
+      ? new OutputWindow((buf, start, end) => onOutput(buf.subarray(start, end)), false, OUTPUT_SINK_SEGMENT_BYTES)
+      : new OutputWindow(
+          reuse
+            ? (buf, start, end) => this.#out.push(buf.subarray(start, end))
+            : (buf, start, end) => this.#out.push(buf.slice(start, end)),
+          reuse,
+        );
   }
 
   get checkpoints(): readonly Checkpoint[] {

@@ -92,9 +92,9 @@ export interface BuildOptions {
    */
   prefetchPaths?: readonly string[];
   /**
-   * Inflate gzip layers on a thread of their own while the builder digests and parses (see buildZtoc's
-   * `inflateThread`). Default: for layers of at least INFLATE_THREAD_MIN_LAYER_BYTES, where the overlap pays for
-   * starting the thread.
+   * Inflate gzip layers (and read their tar headers) on a thread of their own while the builder digests spans
+   * and encodes TOC entries (see buildZtoc's `inflateThread`). Default: for layers of at least
+   * INFLATE_THREAD_MIN_LAYER_BYTES, where the overlap pays for starting the thread.
    */
   inflateThread?: boolean;
   /** Called as layer bytes are consumed. */

@@ -9,12 +9,13 @@
  *  3. each entry becomes a FileMetadata exactly as SOCI fills it, and is encoded ahead (codec.ts TocEncoder).
  * At the end: the backend's CompressionInfo, the archive sizes, the FlatBuffer (the entries copied in, the gzip
  * checkpoints packed straight into it) and its digest.
- * With `inflateThread`, gzip is inflated on a thread of its own (layer_backends.ts, gzipWorkerPipeline) while
- * this one reads the next chunks, hashes spans and does 2–3 for the chunks already inflated: a few chunks are in
- * flight, and results come back in order, so the zTOC is the same. This thread then also makes the buffer the
+ * With `inflateThread`, gzip is inflated and its tar headers read (2) on a thread of its own (layer_backends.ts,
+ * gzipWorkerPipeline), which hands over the entries, never the tar bytes, while this one reads the next chunks,
+ * hashes spans and does 3 for the chunks already inflated: a few chunks are in flight, and results come back in
+ * order, so the zTOC is the same. This thread then also makes the buffer the
  * zTOC is encoded into resident as the layer streams (ZtocBuffer), so that little is left after the last chunk.
  */
-import { TarReader, type TarEntry } from "../tar/reader.ts";
+import { type TarEndInfo, TarReader, type TarEntry } from "../tar/reader.ts";
 import { TYPEFLAG } from "../tar/header.ts";
 import { sha256Digest } from "../util/digest.ts";
 import { FailedPreconditionError, InvalidArgumentError, TarFormatError } from "../util/errors.ts";
@@ -55,9 +56,9 @@ export interface BuildZtocOptions {
   /** Default "soci-ts v0.1.0"; pass "AWS SOCI CLI v0.2" for SOCI-identical bytes. */
   buildToolIdentifier?: string;
   /**
-   * Inflate gzip on a thread of its own, while this one digests spans and reads tar headers (default false: a
-   * thread costs some milliseconds to start; the SOCI index builder turns it on for large layers). Ignored where
-   * that is unavailable (not under Bun with zlib).
+   * Inflate gzip and read its tar headers on a thread of its own, while this one digests spans and encodes the
+   * TOC entries (default false: a thread costs some milliseconds to start; the SOCI index builder turns it on for
+   * large layers). Ignored where that is unavailable (not under Bun with zlib).
    */
   inflateThread?: boolean;
   /** Called after each chunk of the blob is consumed, with the compressed bytes consumed so far. */
@@ -144,9 +145,9 @@ export async function buildZtoc(
   const output = pipeline.concurrent ? new ZtocBuffer(options.algorithm, spanSizeBytes) : undefined;
   let tarBytes = 0;
   // With a concurrent pipeline, a result's chunk goes back to the reader as soon as the result is taken (its span
-  // digests were fed from it), and the next chunk is read and submitted before this thread reads the result's
-  // tar bytes (which the pipeline does not reuse until `done()`): the other thread does not wait for the parsing.
-  // Inline, the tar bytes are read first (the next chunk's push would overwrite them).
+  // digests were fed from it), and the next chunk is read and submitted before this thread takes in the result's
+  // tar entries (or reads its tar bytes, which the pipeline does not reuse until `done()`): the other thread does
+  // not wait for the TOC entries. Inline, the tar bytes are read first (the next chunk's push would overwrite them).
   const early = pipeline.concurrent;
   const take = async (): Promise<[LayerChunkResult, number]> => {
     const r = await pipeline.next();
@@ -156,17 +157,17 @@ export async function buildZtoc(
     return [r, bytes];
   };
   const read = ([r, bytes]: [LayerChunkResult, number]) => {
-    for (const out of r.tar) {
-      tarBytes += out.length;
-      if (!tar.done) onEntries(tar.push(out));
-    }
+    tarBytes += r.tarBytes;
+    // A pipeline that reads the tar itself hands over its entries (and no tar bytes).
+    onEntries(r.entries);
+    for (const out of r.tar) if (!tar.done) onEntries(tar.push(out));
     r.done();
     output?.reserve(tarBytes, tocBytes);
     if (!early) reader.giveBack(r.input);
     done += bytes;
     options.onProgress?.(done);
   };
-  let layer: LayerEnd;
+  let layer: LayerEnd & { tarEnd?: TarEndInfo };
   try {
     let unread: [LayerChunkResult, number] | undefined;
     for await (const chunk of reader.chunks()) {
@@ -188,7 +189,7 @@ export async function buildZtoc(
   } finally {
     pipeline.close();
   }
-  const tarEnd = tar.end();
+  const tarEnd = pipeline.readsTar ? layer.tarEnd! : tar.end();
 
   // 4. Assemble and serialize.
   const ztoc: Ztoc = {

@@ -6,14 +6,16 @@
  * - "gzip": the gzip indexer (src/compress) inflates and finds checkpoints; spans are hashed over
  *   [S(i), E(i)) of the blob (see src/ztoc/spans.ts) as the bytes stream by.
  * Neither keeps a chunk after `push` returns, so a source may refill the same buffer for the next chunk.
- * The builder drives a backend as a `LayerPipeline`: `inlinePipeline(backend)`, or for large gzip layers
- * `gzipWorkerPipeline`, the same work with the inflating on a thread of its own.
+ * The builder drives a backend as a `LayerPipeline`: `inlinePipeline(backend)`, whose tar bytes the builder
+ * reads, or for large gzip layers `gzipWorkerPipeline`, the same work with the inflating and the reading of the
+ * tar headers on a thread of its own, which hands over the tar entries (`readsTar`).
  * zstd has no backend, as in SOCI.
  */
 import { createGzipIndexer, type GzipIndexResult } from "../compress/gzip_indexer.ts";
 import { inflateBackend, inflateWorkerUrl } from "../compress/registry.ts";
 import type { Checkpoint } from "../compress/types.ts";
 import { WorkerGzipIndexer } from "../compress/worker_gzip_indexer.ts";
+import type { TarEndInfo, TarEntry } from "../tar/reader.ts";
 import { Digester } from "../util/digest.ts";
 import type { CompressionInfo } from "./types.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo } from "./zinfo_tar.ts";
@@ -165,8 +167,12 @@ export const LAYER_BACKENDS: Readonly<Record<string, LayerBackendFactory>> = {
 export interface LayerChunkResult {
   /** The chunk that was submitted, back to its owner. */
   input: Uint8Array;
-  /** Its tar bytes, in order; valid until `done()`. */
+  /** Its tar bytes, in order; valid until `done()`. Empty when the pipeline `readsTar`. */
   tar: Uint8Array[];
+  /** When the pipeline `readsTar`: the entries whose headers its tar bytes completed (Go's order), else empty. */
+  entries: TarEntry[];
+  /** How many tar bytes it gave. */
+  tarBytes: number;
   /** The tar bytes were read. */
   done(): void;
 }
@@ -174,7 +180,9 @@ export interface LayerChunkResult {
 /**
  * A layer backend as the zTOC builder drives it: up to `depth` chunks submitted before the oldest result is
  * taken with `next()` (results come in submission order), `inputEnded()` after the last chunk, then `end()`
- * once every result was taken; `close()` on any early exit.
+ * once every result was taken; `close()` on any early exit. A pipeline that `readsTar` reads the tar stream
+ * itself (TarReader, headers only): its results carry entries rather than tar bytes, `end()` gives the tar
+ * stream's end too, and either throws TarFormatError as the builder's own TarReader would.
  */
 export interface LayerPipeline {
   /** Chunks in flight at most. */
@@ -183,10 +191,13 @@ export interface LayerPipeline {
   readonly takesBuffers: boolean;
   /** True when the chunks are worked on by another thread (the caller's has time to spare meanwhile). */
   readonly concurrent: boolean;
+  /** True when the pipeline reads the tar stream itself (see above). */
+  readonly readsTar: boolean;
   submit(chunk: Uint8Array): void;
   inputEnded(): void;
   next(): Promise<LayerChunkResult>;
-  end(): Promise<LayerEnd>;
+  /** The backend's end, and the tar stream's end when the pipeline `readsTar`. */
+  end(): Promise<LayerEnd & { tarEnd?: TarEndInfo }>;
   close(): void;
 }
 
@@ -197,8 +208,12 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
     depth: 1,
     takesBuffers: false,
     concurrent: false,
+    readsTar: false,
     submit(chunk) {
-      result = { input: chunk, tar: backend.push(chunk), done() {} };
+      const tar = backend.push(chunk);
+      let tarBytes = 0;
+      for (const t of tar) tarBytes += t.length;
+      result = { input: chunk, tar, entries: [], tarBytes, done() {} };
     },
     inputEnded() {},
     next: async () => result!,
@@ -208,26 +223,32 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
 }
 
 /**
- * Gzip with inflating on a thread of its own (src/compress/worker_gzip_indexer.ts): chunks (whole buffers) go to
- * the worker; each comes back with its output and checkpoints, and is digested here while the worker inflates
- * the next ones. Same results as the "gzip" backend. Only where the default inflate backend was registered with
- * its worker module (zlib, under Bun, by the entry point): see `workerGzipAvailable()`.
+ * Gzip with inflating and tar reading on a thread of its own (src/compress/worker_gzip_indexer.ts, `readTar`):
+ * chunks (whole buffers) go to the worker, which inflates them and reads the tar headers in what they give, its
+ * output never leaving it; each chunk comes back with the tar entries it completed and its checkpoints, and is
+ * digested here while the worker inflates the next ones. Same results (entries, errors) as the "gzip" backend
+ * with a TarReader fed its output. Only where the default inflate backend was registered with its worker module
+ * (zlib, under Bun, by the entry point): see `workerGzipAvailable()`.
  */
 export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number }): LayerPipeline {
-  const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name });
+  const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name, readTar: true });
   const spans = new GzipSpanHasher();
   return {
     depth: 3,
     takesBuffers: true,
     concurrent: true,
+    readsTar: true,
     submit: (chunk) => indexer.push(chunk),
     inputEnded: () => indexer.endInput(),
     async next() {
       const r = await indexer.next();
       spans.feed(r.input, r.checkpoints);
-      return { input: r.input, tar: r.output, done: r.release };
+      return { input: r.input, tar: r.output, entries: r.entries, tarBytes: r.outputBytes, done: r.release };
     },
-    end: async () => gzipInfo(await indexer.end(), spans.finish(), spanSizeBytes),
+    async end() {
+      const r = await indexer.end();
+      return { ...gzipInfo(r, spans.finish(), spanSizeBytes), tarEnd: r.tarEnd };
+    },
     close: () => indexer.terminate(),
   };
 }

@@ -1,5 +1,12 @@
-/** The "zlib" and "ts" backends give identical checkpoints (in, out, bits, window) for the same input. */
+/**
+ * The "zlib" and "ts" backends give identical checkpoints (in, out, bits, window) for the same input; output given
+ * to a sink (`onOutput`) is the same bytes, in views of one buffer that is reused.
+ */
 import { describe, expect, test } from "bun:test";
+import { gzipSync } from "node:zlib";
+import { createGzipIndexer } from "../../src/compress/gzip_indexer.ts";
+import { OUTPUT_SINK_SEGMENT_BYTES } from "../../src/compress/output_window.ts";
+import { backendNames } from "../../src/compress/registry.ts";
 import type { GzipIndexResult } from "../../src/compress/types.ts";
 import { needs } from "../_harness/env.ts";
 import { Rand } from "../_harness/rand.ts";
@@ -49,6 +56,37 @@ describe.skipIf(!haveTools)("backends agree", () => {
         expectSame(z.result, t.result);
         expect(Buffer.compare(z.output, t.output)).toBe(0);
       }
+    });
+  }
+});
+
+describe("output to a sink (onOutput)", () => {
+  const r = new Rand("backends sink");
+  const gz = new Uint8Array(
+    gzipSync(concat([mixed("backends sink", 1_500_000), r.text(900_000), r.bytes(300_000)]), { level: 6 }),
+  );
+
+  for (const backend of backendNames()) {
+    test(`${backend}: the same bytes and checkpoints as push()'s output, in views of one reused buffer`, () => {
+      const expected = indexAll(gz, { spanSize: 1 << 20, backend, chunk: 1 << 20 });
+      const parts: Uint8Array[] = [];
+      const buffers = new Set<ArrayBufferLike>();
+      let largest = 0;
+      const ix = createGzipIndexer({
+        spanSize: 1 << 20,
+        backend,
+        onOutput: (b) => {
+          parts.push(b.slice());
+          buffers.add(b.buffer);
+          largest = Math.max(largest, b.length);
+        },
+      });
+      for (let o = 0; o < gz.length; o += 300_001) expect(ix.push(gz.subarray(o, o + 300_001))).toEqual([]);
+      const result = ix.end();
+      expectSame(expected.result, result);
+      expect(Buffer.compare(concat(parts), expected.output)).toBe(0);
+      expect(buffers.size).toBe(1);
+      expect(largest).toBeLessThanOrEqual(OUTPUT_SINK_SEGMENT_BYTES);
     });
   }
 });

@@ -1,7 +1,9 @@
 /**
- * The zTOC builder with gzip inflated on a thread of its own (`inflateThread`) gives the same zTOC bytes (and a
- * model equal to them) and the same errors as inflating inline, from every kind of source, never takes over a
- * source's own buffers, and ends its thread when the build stops early.
+ * The zTOC builder with gzip inflated on a thread of its own (`inflateThread`, the tar headers read there too)
+ * gives the same zTOC bytes (and a model equal to them) and the same errors as inflating inline (gzip errors and
+ * the tar reader's, which now come from that thread), from every kind of source and for every kind of tar header
+ * (PAX records with binary xattrs, GNU long names), never takes over a source's own buffers, and ends its thread
+ * when the build stops early.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
@@ -11,6 +13,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { workerGzipAvailable } from "../../src/ztoc/layer_backends.ts";
 import { OciLayout } from "../../src/registry/oci_layout.ts";
+import { TarReader } from "../../src/tar/reader.ts";
 import { type TarWriteEntry, writeTar } from "../../src/tar/writer.ts";
 import { GzipFormatError, TarFormatError } from "../../src/util/errors.ts";
 import { buildZtoc } from "../../src/ztoc/builder.ts";
@@ -20,19 +23,28 @@ import { Rand } from "../_harness/rand.ts";
 const root = mkdtempSync(join(tmpdir(), "soci-inflate-thread-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-/** A seeded tar of `files` files (text and random bytes, some spanning several 1 MiB chunks once compressed). */
+/**
+ * A seeded tar of `files` files (text and random bytes, some spanning several 1 MiB chunks once compressed), some
+ * with PAX records (binary xattrs, sub-second mtimes, long names) or GNU long names, and a few links.
+ */
 function tarOf(seed: string, files: number): Uint8Array {
   const r = new Rand(seed);
   const entries: TarWriteEntry[] = [{ name: "d/", type: "dir" }];
   for (let i = 0; i < files; i++) {
     const size = r.int(8) === 0 ? r.int(3_000_000) : r.int(60_000);
-    entries.push({
-      name: `d/f${i}`,
+    const long = r.int(6) === 0 ? `${"long-dir/".repeat(12 + r.int(8))}` : "";
+    const entry: TarWriteEntry = {
+      name: `d/${long}f${i}`,
       data: r.int(2) ? r.text(size) : r.bytes(size),
       mode: 0o644,
       uid: r.int(3),
       gid: 0,
-    });
+    };
+    if (long && r.int(2)) entry.gnuLongNames = true;
+    if (r.int(5) === 0) entry.xattrs = { "security.capability": r.bytes(20), "user.note": `f${i}` };
+    if (r.int(7) === 0) entry.mtime = 1_700_000_000.25 + i;
+    entries.push(entry);
+    if (r.int(10) === 0) entries.push({ name: `d/l${i}`, type: "symlink", linkname: entry.name });
   }
   return writeTar(entries);
 }
@@ -114,6 +126,32 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
       expect(threaded).toBeInstanceOf(GzipFormatError);
       expect((threaded as GzipFormatError).message).toBe((inline as GzipFormatError).message);
       expect((threaded as GzipFormatError).offset).toBe((inline as GzipFormatError).offset);
+    }
+  });
+
+  test("a bad tar stream fails with the error of the inline build (class, message, offset), read on the thread", async () => {
+    const tar = tarOf("inflate thread tar errors", 40);
+    // A header's checksum broken past the first chunks (TarReader.push), the stream cut inside an entry's data
+    // (TarReader.end).
+    const entries = new TarReader().push(tar);
+    const mid = entries[Math.floor(entries.length * 0.6)]!;
+    const badSum = tar.slice();
+    badSum[mid.headerOffset + 148] = badSum[mid.headerOffset + 148]! ^ 1;
+    const last = entries.filter((e) => e.size > 1024).at(-1)!;
+    const cut = tar.subarray(0, last.dataOffset + Math.floor(last.size / 2));
+    const cases: Array<[string, Uint8Array]> = [
+      ["bad checksum", new Uint8Array(gzipSync(badSum, { level: 1 }))],
+      ["cut inside an entry", new Uint8Array(gzipSync(cut, { level: 1 }))],
+    ];
+    for (const [name, blob] of cases) {
+      const inline = await buildZtoc(chunks(blob, name), { algorithm: "gzip" }).catch((e: unknown) => e);
+      const threaded = await buildZtoc(chunks(blob, name), { algorithm: "gzip", inflateThread: true }).catch(
+        (e: unknown) => e,
+      );
+      expect(inline).toBeInstanceOf(TarFormatError);
+      expect(threaded).toBeInstanceOf(TarFormatError);
+      expect((threaded as TarFormatError).message).toBe((inline as TarFormatError).message);
+      expect((threaded as TarFormatError).offset).toBe((inline as TarFormatError).offset);
     }
   });
 
