@@ -115,12 +115,6 @@ export function acquireOptionsFor(
 }
 
 /**
- * Connections opened ahead to the registry as an image resolves (besides the manifest's own): a layer's lazy zTOC
- * is read as two or three ranges at once, and the prefetch artifacts and load order document beside them.
- */
-const WARM_CONNECTIONS = 4;
-
-/**
  * Resolve one image (steps 1-4). `onPhase` marks "manifest", discovery's phases (soci/discover.ts) and "lod" as
  * they end. Throws what the registry or discovery throws (NotFoundError, UnavailableError, …).
  */
@@ -143,8 +137,6 @@ export async function resolveImageLayers(
       ? fetchSociIndex(location, given, { store: modes.localStore ? opts.store : undefined, signal: bounded() })
       : undefined;
   indexFetch?.catch(() => {}); // awaited by discovery, which names a failure
-  // The zTOCs are read several at a time right after the index: their connections are opened meanwhile.
-  location.client.warmUp?.(location.ref, WARM_CONNECTIONS).catch(() => {});
   const manifest = await location.client.resolveImage(location.ref, { signal: bounded() });
   opts.onPhase?.("manifest");
   const layers = (manifest.manifest as Manifest).layers;

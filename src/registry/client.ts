@@ -158,9 +158,6 @@ class RetryableError extends UnavailableError {
   override name = "UnavailableError";
 }
 
-/** `warmUp` opens connections to one origin at most this often (ms). */
-export const WARM_UP_INTERVAL_MS = 30_000;
-
 /** The distribution v2 client. */
 export class HttpRegistryClient implements RegistryClient {
   readonly #timeoutMs: number;
@@ -178,8 +175,6 @@ export class HttpRegistryClient implements RegistryClient {
   readonly #caPemByHost: Map<string, string>;
   /** Registries that answered a multi-range request with the whole blob. */
   readonly #noMultiRange = new Set<string>();
-  /** When `warmUp` last opened connections to an origin (ms, `#now`). */
-  readonly #warmedAt = new Map<string, number>();
   readonly #platform: Platform;
   readonly #now: () => number;
 
@@ -811,42 +806,6 @@ export class HttpRegistryClient implements RegistryClient {
     }
     // 2. the fallback tag
     return filter(await (tagAsked ?? this.#fallbackReferrers(tagRef, opts)));
-  }
-
-  /**
-   * Opens `connections` connections to the first endpoint of `ref`'s registry (a mirror when one is configured):
-   * that many `GET /v2/` at once (the API check every client may make; an answer of 401 does as well), whose
-   * connections stay in the runtime's pool for the requests that follow. At most once per origin every
-   * WARM_UP_INTERVAL_MS (a daemon resolving image after image reuses what it has). Resolves once their answers
-   * are in; never rejects. (Bun's `fetch.preconnect` was measured to open fewer connections than asked, at times
-   * one of four.)
-   */
-  async warmUp(ref: Reference, connections: number): Promise<void> {
-    let ep: Endpoint | undefined;
-    try {
-      ep = endpointsFor(ref.registry, { ...this.#opts, timeoutMs: this.#timeoutMs, withMirrors: true })[0];
-    } catch {
-      return; // a mirror that does not parse: the requests themselves report it
-    }
-    if (!ep || connections <= 0) return;
-    const now = this.#now();
-    const last = this.#warmedAt.get(ep.base);
-    if (last !== undefined && now - last < WARM_UP_INTERVAL_MS) return;
-    this.#warmedAt.set(ep.base, now);
-    const url = `${ep.base}/v2/`;
-    const ping = async () => {
-      try {
-        const res = await this.#fetch(url, {
-          ...this.#fetchInit(url),
-          headers: { "user-agent": this.#userAgent },
-          signal: AbortSignal.timeout(ep.timeoutMs),
-        });
-        await res.arrayBuffer();
-      } catch {
-        // best effort: the requests that follow open their own connections
-      }
-    };
-    await Promise.all(Array.from({ length: connections }, ping));
   }
 
   /** The fallback tag's index of referrers; none when the tag does not exist. */

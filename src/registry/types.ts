@@ -73,12 +73,6 @@ export interface RegistryClient {
    * filtered by artifactType when given.
    */
   referrers(ref: Reference, digest: string, opts?: RequestOptions & { artifactType?: string }): Promise<Descriptor[]>;
-  /**
-   * Opens up to `connections` connections to the registry of `ref` ahead of requests that will go several at a
-   * time (a mount's zTOC reads right after its index), so that they do not each wait for a new connection.
-   * Best effort: resolves once done, never rejects. Absent: nothing is opened ahead.
-   */
-  warmUp?(ref: Reference, connections: number): Promise<void>;
   /** Push a manifest that has a `subject`, and maintain the fallback tag when the registry lacks the API. */
   pushReferrer(ref: Reference, bytes: Uint8Array, mediaType: string, opts?: RequestOptions): Promise<Descriptor>;
 }
