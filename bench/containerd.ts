@@ -146,6 +146,21 @@
  * aligned block of W spans once T of it were read), simulated on the day's trace: W=4,T=3 saves none of 27 cold
  * requests for +5% bytes; W=8,T=2 saves 4 for +94%; W=16,T=2 saves 7 for +186%: python's startup touches 16 of
  * the 65 spans of its __pycache__ region, too sparsely for speculation to pay on this link.
+ *
+ * 2026-12-03, late: serve's mount of a fresh image decodes the zTOC skeleton's TOC and builds the layer trees while
+ * the 1.4 MB tail streams in (soci/lazy_ztoc.ts, bench/lazy.ts's header): the ~0.1 s of cold decoding and trees
+ * after the last byte is ~25-35 ms now. Whole bench, three runs of this code (load 0.3-1.3 before each): full
+ * pull 9.97 / 10.63 / 10.52 s; soci-ts 3.65 s 0.366x (the first run, with the test suites running beside it:
+ * its pull 1.17 s against 0.71-0.82) / 2.71 s 0.255x / 3.02 s 0.287x; prefetch artifact 0.289x / 0.204x / 0.224x;
+ * soci-ts / AWS SOCI 0.644 / 0.487 / 0.501; serve peak RSS 237.3 / 242.6 MB. In the quiet run (0.255x) the pull
+ * took 0.71 s: process start to the manifest 128 ms (a new TLS connection), the index 80 ms, serve's mount of the
+ * two layers ~420 ms (manifest and index 40 ms together, the zTOC parts' headers ~80 ms on new TLS connections,
+ * the tail's transfer ~150 ms, then ~40 ms to both layers mounted), content written beside; `ctr run` then 2.0 s.
+ * Opening four connections ahead as the manifest is asked for was tried and measured no faster (the parts wait on
+ * the registry's cold reads and share the link, not on connection set-up): not kept. What limits 0.25x is as
+ * above: python's chain of ~27 cold opens in `ctr run` (~1.6 s, ~0.16-0.2x of the full pull) plus the pull's
+ * round trips and the skeleton's transfer (~0.45 s); the run-to-run swing of the full pull (9.7-10.6 s) and of
+ * `ctr run` (1.9-2.3 s) moves the ratio by +-0.03.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

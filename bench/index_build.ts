@@ -103,6 +103,9 @@
  * of 4 runs each, load 0.8–1.8; the machine slower than on the quiet day above: gzip -dc 1.15–1.38 s):
  * base 0.75–0.90x (best builds 0.86–1.23 s, 1.26–1.68 s CPU), now 0.68–0.81x (0.81–0.99 s, 1.18–1.49 s CPU);
  * in the quietest pair 0.75x against 0.68x (0.86 against 0.81 s). Peak RSS 98–100 MiB → 82–83 MiB.
+ * Merged (826f332), three bench runs in a row, load 1.0–1.1: 0.69x / 0.70x / 0.70x (builds 0.80 / 0.82 / 0.81 s
+ * against gzip -dc's 1.15–1.16 s; CPU 1.03x): the goal (≤ 0.7) is met, by a hair: zlib's inflate on its thread
+ * (~0.7 s with the tar reading) is now nearly all of the wall time.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
