@@ -72,22 +72,23 @@ class TarSide {
   /** The tar reader's error, held until the push that produced the bytes ends (see the top of this file). */
   error: unknown;
 
-  /** The indexer's `onOutput`: never throws. */
+  /** The indexer's `onOutput`: never throws. Entries completed before a tar error are kept. */
   readonly read = (out: Uint8Array): void => {
     this.bytes += out.length;
     if (this.error !== undefined || this.reader.done) return;
     try {
-      const got = this.reader.push(out);
-      for (const e of got) this.entries.push(e);
+      this.reader.push(out, this.entries);
     } catch (err) {
       this.error = err;
     }
   };
 
-  /** What the last push gave; throws the tar reader's error if it failed. */
-  take(): { entries: TarEntry[]; outputBytes: number } {
-    if (this.error !== undefined) throw this.error;
-    const r = { entries: this.entries, outputBytes: this.bytes };
+  /**
+   * What the last push gave: the entries completed (before the tar reader's error, if it failed) and that error,
+   * reported after them (stream order: an entry before the bad header is judged first).
+   */
+  take(): { entries: TarEntry[]; outputBytes: number; error: unknown } {
+    const r = { entries: this.entries, outputBytes: this.bytes, error: this.error };
     this.entries = [];
     this.bytes = 0;
     return r;
@@ -125,7 +126,7 @@ function handle(m: InMessage): void {
         const seen = ix.checkpoints.length;
         const out = ix.push(new Uint8Array(m.buf, 0, m.length));
         if (tar) {
-          const { entries, outputBytes } = tar.take();
+          const { entries, outputBytes, error } = tar.take();
           const checkpoints = ix.checkpoints.slice(seen);
           post(
             {
@@ -140,6 +141,8 @@ function handle(m: InMessage): void {
             },
             [m.buf],
           );
+          // The tar reader's error follows the entries before it (and nothing is answered after it).
+          if (error !== undefined) throw error;
           return;
         }
         const handed = ix.handOffOutput!();
@@ -158,7 +161,8 @@ function handle(m: InMessage): void {
         return;
       case "end": {
         const r = indexer!.end();
-        tar?.take(); // end() gives no output, but see that no error is left behind
+        const left = tar?.take(); // end() gives no output, but see that no error is left behind
+        if (left?.error !== undefined) throw left.error;
         const tarEnd = tar?.reader.end();
         post({ type: "ended", compressedSize: r.compressedSize, uncompressedSize: r.uncompressedSize, tarEnd });
         return;

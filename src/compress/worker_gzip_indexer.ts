@@ -122,15 +122,26 @@ export class WorkerGzipIndexer {
     return this.#pending;
   }
 
-  /** Hands `chunk` to the worker; its ArrayBuffer is transferred (detached here) until `next()` returns it. */
+  /**
+   * Hands `chunk` to the worker; its ArrayBuffer is transferred (detached here) until `next()` returns it. Throws
+   * only for misuse or a terminated indexer: once the worker has reported an error, the chunk is counted but not
+   * sent, and `next()` hands out the results before that error first (errors come in stream order, whatever the
+   * timing).
+   */
   push(chunk: Uint8Array): void {
-    this.#check();
+    if (this.#terminated) this.#check();
     if (this.#inputEnded) throw new InvalidArgumentError("Cannot push to gzip indexer: its input has ended");
     if (chunk.byteOffset !== 0)
       throw new InvalidArgumentError("Cannot push to gzip indexer: the chunk must start its buffer");
-    const buf = chunk.buffer as ArrayBuffer;
     this.#pending++;
+    if (this.#error) return;
+    const buf = chunk.buffer as ArrayBuffer;
     this.#post({ type: "push", buf, length: chunk.length }, [buf]);
+  }
+
+  /** True once the worker has reported an error (which `next()` or `end()` throw after the results before it). */
+  get failed(): boolean {
+    return this.#error !== undefined && !this.#terminated;
   }
 
   /** The result of the oldest chunk not taken yet. Rejects with the inflate error (GzipFormatError, ...). */
@@ -164,10 +175,10 @@ export class WorkerGzipIndexer {
 
   /** No more chunks: the worker ends the stream after the pending ones, so that `end()` finds its answer there. */
   endInput(): void {
-    this.#check();
+    if (this.#terminated) this.#check();
     if (this.#inputEnded) return;
     this.#inputEnded = true;
-    this.#post({ type: "end" });
+    if (!this.#error) this.#post({ type: "end" });
   }
 
   /**

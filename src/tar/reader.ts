@@ -174,9 +174,12 @@ export class TarReader {
     return this.#state === "done";
   }
 
-  /** Consumes a chunk; returns entries whose headers (and wanted data) completed within it. */
-  push(chunk: Uint8Array): TarEntry[] {
-    const out: TarEntry[] = [];
+  /**
+   * Consumes a chunk; returns entries whose headers (and wanted data) completed within it, appended to `out` as
+   * each completes: when a later header in the chunk throws, `out` still holds the entries before it (a caller that
+   * must report errors in stream order looks at those first).
+   */
+  push(chunk: Uint8Array, out: TarEntry[] = []): TarEntry[] {
     let i = 0;
     while (i < chunk.length && this.#state !== "done") {
       i += this.#step(chunk, i, out);

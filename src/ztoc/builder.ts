@@ -160,7 +160,18 @@ export async function buildZtoc(
     tarBytes += r.tarBytes;
     // A pipeline that reads the tar itself hands over its entries (and no tar bytes).
     onEntries(r.entries);
-    for (const out of r.tar) if (!tar.done) onEntries(tar.push(out));
+    for (const out of r.tar) {
+      if (tar.done) continue;
+      // Entries before a bad header are judged first (an unsupported one is the error to report).
+      const got: TarEntry[] = [];
+      try {
+        tar.push(out, got);
+      } catch (err) {
+        onEntries(got);
+        throw err;
+      }
+      onEntries(got);
+    }
     r.done();
     output?.reserve(tarBytes, tocBytes);
     if (!early) reader.giveBack(r.input);

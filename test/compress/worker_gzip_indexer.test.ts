@@ -13,6 +13,7 @@ import { prestartInflateThread, WorkerGzipIndexer } from "../../src/compress/wor
 import { spawnSync } from "node:child_process";
 import { GzipFormatError, InvalidArgumentError } from "../../src/util/errors.ts";
 import { gzipSync } from "node:zlib";
+import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { concat, indexAll, mixed } from "./fixtures.ts";
 
@@ -110,6 +111,30 @@ describe.skipIf(!haveZlib)("gzip indexer on a worker", () => {
       expect((got as GzipFormatError).message).toBe((expected as GzipFormatError).message);
       expect((got as GzipFormatError).offset).toBe((expected as GzipFormatError).offset);
     }
+  });
+
+  test("an error the worker reported comes after the results before it: pushes go on, next() hands those out first", async () => {
+    // A whole gzip member, then bytes that are not one (bad header magic, reported at once).
+    const good = new Uint8Array(gzipSync(data.subarray(0, 300_000)));
+    const ix = new WorkerGzipIndexer({ spanSize: 1 << 20 });
+    try {
+      ix.push(good.slice());
+      ix.push(new TextEncoder().encode("this is not gzip at all"));
+      await until(10_000, "the worker reports the bad chunk", () => ix.failed);
+      // Not thrown here: the first chunk's result has not been taken.
+      expect(() => ix.push(good.slice())).not.toThrow();
+      expect(() => ix.endInput()).not.toThrow();
+      const first = await ix.next();
+      expect(first.input.length).toBe(good.length);
+      expect(first.output.reduce((n, o) => n + o.length, 0)).toBe(300_000);
+      first.release();
+      expect(await ix.next().catch((e: unknown) => e)).toBeInstanceOf(GzipFormatError);
+      expect(await ix.next().catch((e: unknown) => e)).toBeInstanceOf(GzipFormatError);
+    } finally {
+      ix.terminate();
+    }
+    // Terminated: pushing is misuse again.
+    expect(() => ix.push(new Uint8Array(1))).toThrow();
   });
 
   test("a backend registered without a worker module cannot run on a thread", () => {

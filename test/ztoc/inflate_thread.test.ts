@@ -156,6 +156,36 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
     }
   });
 
+  test("errors in stream order: an unsupported entry before a broken header is the one reported, inline or not", async () => {
+    // Entry 0 with typeflag 'Z' (checksum made right), then zeros, then a header whose checksum is broken.
+    for (const zeros of [3_000_000, 10_000]) {
+      const tar = writeTar([
+        { name: "weird", data: "x" },
+        { name: "zeros", data: new Uint8Array(zeros) },
+        { name: "after", data: "y" },
+      ]);
+      tar[156] = "Z".charCodeAt(0);
+      let sum = 0;
+      for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : tar[i]!;
+      tar.set(new TextEncoder().encode(`${sum.toString(8).padStart(6, "0")}\0 `), 148);
+      tar[3 * 512 + Math.ceil(zeros / 512) * 512 + 148]! ^= 1;
+      const gz = new Uint8Array(gzipSync(tar));
+      for (const inflateThread of [false, true]) {
+        // In one chunk, and in small chunks.
+        for (const source of [
+          (async function* () {
+            yield gz.slice();
+          })(),
+          chunks(gz, "stream order"),
+        ]) {
+          const err = await buildZtoc(source, { algorithm: "gzip", inflateThread }).catch((e: unknown) => e);
+          expect(err).toBeInstanceOf(TarFormatError);
+          expect((err as Error).message).toContain('unsupported input tar entry "weird" with typeflag "Z"');
+        }
+      }
+    }
+  });
+
   test("a tar error or an abort mid-way ends the build and its thread: the process exits by itself", async () => {
     // In a process of its own (test/ztoc/_early_exit_build.ts), which a worker left running would keep alive.
     for (const [mode, want] of [
