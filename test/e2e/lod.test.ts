@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { busyboxLayer, HOST_PLATFORM } from "../_harness/busybox_image.ts";
 import { runCli } from "../_harness/cli.ts";
 import { needs } from "../_harness/env.ts";
+import { until as untilAsync } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { type AccessLogEntry, pushImage, startRegistry, type TestRegistry } from "../_harness/registry.ts";
 import { startMount, until } from "./_mount_helpers.ts";
@@ -55,6 +56,20 @@ describe.skipIf(!run)("load order documents", () => {
   const layerState = (mnt: string, digest: string) =>
     JSON.parse(readFileSync(join(mnt, ".soci-ts", `${digest}.json`), "utf8")) as { fetchedSize: number; size: number };
   const blobGets = (log: AccessLogEntry[]) => log.filter((e) => e.method === "GET" && e.path.includes("/blobs/"));
+  /** Blob requests a mount run with `--log-level debug` logged (one line each, once its answer's headers came). */
+  const loggedBlobGets = (stderr: string) => stderr.split("\n").filter((l) => /http GET \S+\/blobs\//.test(l)).length;
+  /**
+   * The registry's access log from `from` on, once it holds every blob request the mount logged so far: the
+   * registry writes a request's line when its handler returns, which may be after the mount has the whole answer
+   * (and has logged its replay done), so a workload started at once could be charged with the replay's last lines.
+   */
+  const caughtUp = async (from: number, m: { stderr(): string }, what: string): Promise<void> => {
+    const sent = loggedBlobGets(m.stderr());
+    expect([what, sent > 0]).toEqual([what, true]); // the replay fetched its spans
+    await untilAsync(10_000, `the registry's log of ${what}'s ${sent} blob requests`, async () => {
+      return blobGets((await reg.accessLog()).slice(from)).length >= sent;
+    });
+  };
 
   beforeAll(async () => {
     reg = await startRegistry({ accessLog: true });
@@ -148,11 +163,25 @@ describe.skipIf(!run)("load order documents", () => {
       const coldRoot = join(tmp, "cold");
       const mnt2 = join(tmp, "mnt-cold");
       mkdirSync(mnt2);
-      const replay = await startMount(["--root", coldRoot, "--config", cfg, "mount", ref, mnt2, "--lod", "web"]);
+      const start = (await reg.accessLog()).length;
+      const replay = await startMount([
+        "--root",
+        coldRoot,
+        "--log-level",
+        "debug",
+        "--config",
+        cfg,
+        "mount",
+        ref,
+        mnt2,
+        "--lod",
+        "web",
+      ]);
       try {
         expect(replay.stderr()).toContain("Load order document found");
         const replayed = new RegExp(`Load order document replayed layer=${appLayer}`);
         await until(() => replayed.test(replay.stderr()), "the replay of the app layer");
+        await caughtUp(start, replay, "the replay");
         const before = (await reg.accessLog()).length;
         expect(workload(mnt2)).toBe(expected);
         const during = blobGets((await reg.accessLog()).slice(before));
@@ -256,11 +285,13 @@ describe.skipIf(!run)("load order documents", () => {
         ["flag over rule", ["--config", rulesCfg, "mount", ref, mnt, "--lod", "heads-b"], "heads-b", WORKLOAD_B],
       ] as const) {
         rmSync(join(root, "spancache"), { recursive: true, force: true });
-        const m = await startMount(["--root", root, ...args]);
+        const start = (await reg.accessLog()).length;
+        const m = await startMount(["--root", root, "--log-level", "debug", ...args]);
         try {
           const replayed = new RegExp(`Load order document replayed layer=${appLayer}`);
           await until(() => replayed.test(m.stderr()), `the replay of ${name} (${how})`);
           expect([how, m.stderr().includes(`Load order document found workload=${name}`)]).toEqual([how, true]);
+          await caughtUp(start, m, `the replay of ${name} (${how})`);
           const before = (await reg.accessLog()).length;
           workload(mnt, script);
           expect([how, blobGets((await reg.accessLog()).slice(before)).map((e) => e.path)]).toEqual([how, []]);
