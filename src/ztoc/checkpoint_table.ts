@@ -27,6 +27,7 @@
  */
 import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
+import { equalBytes } from "../util/bytes.ts";
 import { ZtocFormatError } from "../util/errors.ts";
 import { locateCheckpoints, validateZtoc, ZtocDecoder } from "./codec.ts";
 import type { FileMetadata, Ztoc } from "./types.ts";
@@ -425,10 +426,4 @@ function sha256(...parts: Uint8Array[]): Uint8Array {
   const h = createHash("sha256");
   for (const p of parts) h.update(p);
   return new Uint8Array(h.digest());
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
