@@ -22,7 +22,7 @@
  * zTOC locally; this one goes on reading evicted windows back from the stored zTOC until it is closed.
  */
 import type { Descriptor } from "../oci/types.ts";
-import type { ImageSource } from "../registry/types.ts";
+import type { ImageSource, RangeReadOptions } from "../registry/types.ts";
 import { errorMessage, UnavailableError, ZtocFormatError } from "../util/errors.ts";
 import {
   ANNOTATION_CHECKPOINT_TABLE,
@@ -100,8 +100,8 @@ export async function loadZtocLazily(
   const table = decodeCheckpointTable(d.annotations?.[ANNOTATION_CHECKPOINT_TABLE] ?? "", d.size);
   // 2.
   const [a, b] = skeletonRanges(table, d.size);
-  const read = ([s, e]: [number, number]) =>
-    s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, { signal: opts.signal });
+  const read = ([s, e]: [number, number], o: RangeReadOptions = { signal: opts.signal }) =>
+    s === e ? Promise.resolve(new Uint8Array(0)) : source.readRange(d.digest, s, e, o);
   if (b[1] - b[0] >= STREAMED_TAIL_MIN_BYTES) {
     // A large tail (the TOC) is decoded as it streams in, its last bytes (the shared vtables) read apart.
     const asm = new SkeletonAssembler(table, d.size, TAIL_END_BYTES);
@@ -109,17 +109,15 @@ export async function loadZtocLazily(
     // One part failing ends the others (nobody will use them) and the decoding.
     const failed = new AbortController();
     const signal = opts.signal ? AbortSignal.any([opts.signal, failed.signal]) : failed.signal;
-    const part = ([s, e]: [number, number], onProgress?: (prefix: Uint8Array) => void) =>
-      source.readRange(d.digest, s, e, { signal, ...(onProgress ? { onProgress } : {}) });
     let parts: Uint8Array[];
     try {
       parts = await Promise.all([
-        part(asm.head).then((x) => {
+        read(asm.head, { signal }).then((x) => {
           asm.putHead(x);
           return x;
         }),
-        part(asm.body, (prefix) => asm.putBody(prefix)),
-        part(asm.end).then((x) => {
+        read(asm.body, { signal, onProgress: (prefix) => asm.putBody(prefix) }),
+        read(asm.end, { signal }).then((x) => {
           asm.putEnd(x);
           return x;
         }),
