@@ -97,7 +97,7 @@ export class LayerTreeBuilder {
   readonly root: LayerEntry;
   #nextIno = 1;
   /** Entries taken from the TOC so far. */
-  added = 0;
+  #added = 0;
   readonly #warnings: string[] = [];
   /** Directories a `.wh..wh..opq` entry made opaque (marked at finish). */
   readonly #opaque = new Set<LayerEntry>();
@@ -182,9 +182,9 @@ export class LayerTreeBuilder {
     target.nlink++;
   }
 
-  /** Step 1 for the entries of `toc` from `added` on (a later entry of one path replaces an earlier one). */
+  /** Step 1 for the entries of `toc` past those taken already (a later entry of one path replaces an earlier one). */
   addFrom(toc: readonly FileMetadata[]): void {
-    for (; this.added < toc.length; this.added++) this.#add(toc[this.added]!);
+    for (; this.#added < toc.length; this.#added++) this.#add(toc[this.#added]!);
   }
 
   #add(meta: FileMetadata): void {
