@@ -72,6 +72,25 @@ async function* chunks(blob: Uint8Array, seed: string): AsyncGenerator<Uint8Arra
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
+/**
+ * Builds `blob` (in chunks seeded by `seed`) inline and on the inflate thread: both fail with a `cls` error of the
+ * same message and offset.
+ */
+async function expectSameError(
+  blob: Uint8Array,
+  seed: string,
+  cls: typeof GzipFormatError | typeof TarFormatError,
+): Promise<void> {
+  const inline = await buildZtoc(chunks(blob, seed), { algorithm: "gzip" }).catch((e: unknown) => e);
+  const threaded = await buildZtoc(chunks(blob, seed), { algorithm: "gzip", inflateThread: true }).catch(
+    (e: unknown) => e,
+  );
+  expect(inline).toBeInstanceOf(cls);
+  expect(threaded).toBeInstanceOf(cls);
+  expect((threaded as GzipFormatError).message).toBe((inline as GzipFormatError).message);
+  expect((threaded as GzipFormatError).offset).toBe((inline as GzipFormatError).offset);
+}
+
 describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", () => {
   const big = tarOf("inflate thread big", 120);
   const blobs: Record<string, Uint8Array> = {
@@ -118,16 +137,7 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
     const good = blobs["one member, several MiB"]!;
     const corrupt = good.slice();
     for (let i = 2_000_000; i < 2_000_100; i++) corrupt[i] = 0xff;
-    for (const blob of [good.subarray(0, 3_000_000), corrupt]) {
-      const inline = await buildZtoc(chunks(blob, "bad"), { algorithm: "gzip" }).catch((e: unknown) => e);
-      const threaded = await buildZtoc(chunks(blob, "bad"), { algorithm: "gzip", inflateThread: true }).catch(
-        (e: unknown) => e,
-      );
-      expect(inline).toBeInstanceOf(GzipFormatError);
-      expect(threaded).toBeInstanceOf(GzipFormatError);
-      expect((threaded as GzipFormatError).message).toBe((inline as GzipFormatError).message);
-      expect((threaded as GzipFormatError).offset).toBe((inline as GzipFormatError).offset);
-    }
+    for (const blob of [good.subarray(0, 3_000_000), corrupt]) await expectSameError(blob, "bad", GzipFormatError);
   });
 
   test("a bad tar stream fails with the error of the inline build (class, message, offset), read on the thread", async () => {
@@ -144,16 +154,7 @@ describe.skipIf(!workerGzipAvailable())("zTOC builder, inflating on a thread", (
       ["bad checksum", new Uint8Array(gzipSync(badSum, { level: 1 }))],
       ["cut inside an entry", new Uint8Array(gzipSync(cut, { level: 1 }))],
     ];
-    for (const [name, blob] of cases) {
-      const inline = await buildZtoc(chunks(blob, name), { algorithm: "gzip" }).catch((e: unknown) => e);
-      const threaded = await buildZtoc(chunks(blob, name), { algorithm: "gzip", inflateThread: true }).catch(
-        (e: unknown) => e,
-      );
-      expect(inline).toBeInstanceOf(TarFormatError);
-      expect(threaded).toBeInstanceOf(TarFormatError);
-      expect((threaded as TarFormatError).message).toBe((inline as TarFormatError).message);
-      expect((threaded as TarFormatError).offset).toBe((inline as TarFormatError).offset);
-    }
+    for (const [name, blob] of cases) await expectSameError(blob, name, TarFormatError);
   });
 
   test("errors in stream order: an unsupported entry before a broken header is the one reported, inline or not", async () => {
