@@ -63,6 +63,24 @@ describe.skipIf(!run)("load order documents", () => {
    * registry writes a request's line when its handler returns, which may be after the mount has the whole answer
    * (and has logged its replay done), so a workload started at once could be charged with the replay's last lines.
    */
+  /** The layers a stored document names spans of: a replay is over when each of them logged its own. */
+  const lodLayers = (root: string, name: string): string[] => {
+    const doc = JSON.parse(runCli(["--root", root, "lod", "info", name, "--json"]).stdout);
+    return doc.layers
+      .filter((l: { ranges: unknown[] }) => l.ranges.length > 0)
+      .map((l: { digest: string }) => l.digest);
+  };
+  /**
+   * Waits until every layer of `layers` logged its replay done: the app layer's may end before the busybox
+   * layer's, whose last requests a workload started then would be charged with.
+   */
+  const replayDone = async (m: { stderr(): string }, layers: string[], what: string): Promise<void> => {
+    expect([what, layers.length > 0]).toEqual([what, true]);
+    for (const layer of layers) {
+      const replayed = new RegExp(`Load order document replayed layer=${layer}`);
+      await until(() => replayed.test(m.stderr()), `the replay of ${what} in layer ${layer}`);
+    }
+  };
   const caughtUp = async (from: number, m: { stderr(): string }, what: string): Promise<void> => {
     const sent = loggedBlobGets(m.stderr());
     expect([what, sent > 0]).toEqual([what, true]); // the replay fetched its spans
@@ -179,8 +197,7 @@ describe.skipIf(!run)("load order documents", () => {
       ]);
       try {
         expect(replay.stderr()).toContain("Load order document found");
-        const replayed = new RegExp(`Load order document replayed layer=${appLayer}`);
-        await until(() => replayed.test(replay.stderr()), "the replay of the app layer");
+        await replayDone(replay, lodLayers(recRoot, "web"), "the LOD");
         await caughtUp(start, replay, "the replay");
         const before = (await reg.accessLog()).length;
         expect(workload(mnt2)).toBe(expected);
@@ -288,8 +305,7 @@ describe.skipIf(!run)("load order documents", () => {
         const start = (await reg.accessLog()).length;
         const m = await startMount(["--root", root, "--log-level", "debug", ...args]);
         try {
-          const replayed = new RegExp(`Load order document replayed layer=${appLayer}`);
-          await until(() => replayed.test(m.stderr()), `the replay of ${name} (${how})`);
+          await replayDone(m, lodLayers(root, name), `${name} (${how})`);
           expect([how, m.stderr().includes(`Load order document found workload=${name}`)]).toEqual([how, true]);
           await caughtUp(start, m, `the replay of ${name} (${how})`);
           const before = (await reg.accessLog()).length;
