@@ -1,18 +1,17 @@
 /**
- * The inflate thread of {@link WorkerGzipIndexer} (worker_gzip_indexer.ts): one gzip indexer (zlib backend), fed
- * compressed chunks, answering each with the checkpoints found and either
- *   - its output, in buffers handed off after each push (transferred, then lent back with `recycle`), or
- *   - with `readTar` (the zTOC builder's mode): the tar entries whose headers that output completed, read here by a
- *     TarReader (src/tar/reader.ts) from the indexer's one reused output buffer (`onOutput`): the inflated bytes
- *     never leave this thread, so zlib writes to the same 256 KiB again and again, which stays in cache
- *     (inflating the python layer here took ~85 ms less so than with the output handed off, bench/index_build.ts).
- * Compressed chunks come and go by transfer (no copies but the checkpoint windows; entries are cloned).
+ * The inflate thread of {@link WorkerGzipIndexer} (worker_gzip_indexer.ts), for the zTOC builder: one gzip indexer
+ * (zlib backend), fed compressed chunks, answering each with the checkpoints found and the tar entries whose
+ * headers its output completed, read here by a TarReader (src/tar/reader.ts) from the indexer's one reused output
+ * buffer (`onOutput`): the inflated bytes never leave this thread, so zlib writes to the same 256 KiB again and
+ * again, which stays in cache (inflating the python layer here took ~85 ms less so than with the output handed
+ * to the main thread, bench/index_build.ts). Compressed chunks come and go by transfer (no copies but the
+ * checkpoint windows; entries are cloned).
  *
  * Rank 1 (compress), runtime-neutral: the thread's entry module (src/inflate_worker.ts, which release builds list
  * so that the compiled binary embeds it) registers the backends of its thread and then calls
  * {@link runInflateThread}; the backend registration names that module (`workerUrl`, src/compress/registry.ts).
  *
- * Messages in (InMessage), in this order: `init`, then `push`/`recycle` in any mix, then `end`.
+ * Messages in (InMessage), in this order: `init`, then any number of `push`, then `end`.
  * Messages out (OutMessage): one `pushed` per `push`, in order; `ended` after `end`; or one `error`, after which
  * nothing else is answered. Errors keep their class and offset: the inflater's (GzipFormatError) or the tar
  * reader's (TarFormatError). A chunk whose inflating fails reports the gzip error even when its output had a tar
@@ -24,12 +23,9 @@ import type { Checkpoint } from "./types.ts";
 
 /** What the main thread sends. */
 export type InMessage =
-  /** `readTar`: read the output as a tar stream here and answer with its entries instead of the output. */
-  | { type: "init"; spanSize: number; backend: string; readTar: boolean }
+  | { type: "init"; spanSize: number; backend: string }
   /** `buf[0, length)` is the next compressed chunk; `buf` is transferred and comes back in `pushed`. */
   | { type: "push"; buf: ArrayBuffer; length: number }
-  /** Output buffers of earlier `pushed` messages, given back for reuse (transferred). */
-  | { type: "recycle"; bufs: ArrayBuffer[] }
   | { type: "end" };
 
 /** What the worker sends back. */
@@ -39,30 +35,26 @@ export type OutMessage =
       /** The chunk's buffer, handed back, and the chunk's length in it. */
       input: ArrayBuffer;
       length: number;
-      /** Output buffers (transferred), each handed over once. */
-      buffers: ArrayBuffer[];
-      /** The output in stream order, as triples (index into `buffers`, start, end). */
-      outputs: number[];
       /** Checkpoints found while inflating this chunk. */
       checkpoints: Checkpoint[];
-      /** With `readTar` (then `buffers` and `outputs` are empty): entries whose headers ended in this output. */
-      entries?: TarEntry[];
-      /** With `readTar`: the output's length. */
-      outputBytes?: number;
+      /** The tar entries whose headers ended in this chunk's output. */
+      entries: TarEntry[];
+      /** The output's length. */
+      outputBytes: number;
     }
   | {
       type: "ended";
       compressedSize: number;
       uncompressedSize: number;
-      /** With `readTar`: the tar stream's end (TarReader.end()). */
-      tarEnd?: TarEndInfo;
+      /** The tar stream's end (TarReader.end()). */
+      tarEnd: TarEndInfo;
     }
   | { type: "error"; name: string; message: string; offset?: number };
 
 let indexer: GzipIndexer | undefined;
 let failed = false;
 
-/** The tar side of `readTar` mode: the output of each push is read here as it is produced. */
+/** The tar side: the output of each push is read here as it is produced. */
 class TarSide {
   readonly reader = new TarReader();
   /** Entries completed since the last `take()`. */
@@ -112,58 +104,25 @@ function handle(m: InMessage): void {
   try {
     switch (m.type) {
       case "init":
-        if (m.readTar) {
-          tar = new TarSide();
-          indexer = createGzipIndexer({ spanSize: m.spanSize, backend: m.backend, onOutput: tar.read });
-          return;
-        }
-        indexer = createGzipIndexer({ spanSize: m.spanSize, backend: m.backend, reuseOutput: true });
-        if (!indexer.handOffOutput)
-          throw new Error(`Cannot inflate on a worker: backend "${m.backend}" cannot hand its output off`);
+        tar = new TarSide();
+        indexer = createGzipIndexer({ spanSize: m.spanSize, backend: m.backend, onOutput: tar.read });
         return;
       case "push": {
         const ix = indexer!;
         const seen = ix.checkpoints.length;
-        const out = ix.push(new Uint8Array(m.buf, 0, m.length));
-        if (tar) {
-          const { entries, outputBytes, error } = tar.take();
-          const checkpoints = ix.checkpoints.slice(seen);
-          post(
-            {
-              type: "pushed",
-              input: m.buf,
-              length: m.length,
-              buffers: [],
-              outputs: [],
-              checkpoints,
-              entries,
-              outputBytes,
-            },
-            [m.buf],
-          );
-          // The tar reader's error follows the entries before it (and nothing is answered after it).
-          if (error !== undefined) throw error;
-          return;
-        }
-        const handed = ix.handOffOutput!();
-        const buffers = handed.map((b) => b.buffer as ArrayBuffer);
-        const outputs: number[] = [];
-        for (const o of out)
-          outputs.push(buffers.indexOf(o.buffer as ArrayBuffer), o.byteOffset, o.byteOffset + o.length);
-        post(
-          { type: "pushed", input: m.buf, length: m.length, buffers, outputs, checkpoints: ix.checkpoints.slice(seen) },
-          [m.buf, ...buffers],
-        );
+        ix.push(new Uint8Array(m.buf, 0, m.length));
+        const { entries, outputBytes, error } = tar!.take();
+        const checkpoints = ix.checkpoints.slice(seen);
+        post({ type: "pushed", input: m.buf, length: m.length, checkpoints, entries, outputBytes }, [m.buf]);
+        // The tar reader's error follows the entries before it (and nothing is answered after it).
+        if (error !== undefined) throw error;
         return;
       }
-      case "recycle":
-        for (const b of m.bufs) indexer!.recycleOutput!(new Uint8Array(b));
-        return;
       case "end": {
         const r = indexer!.end();
-        const left = tar?.take(); // end() gives no output, but see that no error is left behind
-        if (left?.error !== undefined) throw left.error;
-        const tarEnd = tar?.reader.end();
+        const left = tar!.take(); // end() gives no output, but see that no error is left behind
+        if (left.error !== undefined) throw left.error;
+        const tarEnd = tar!.reader.end();
         post({ type: "ended", compressedSize: r.compressedSize, uncompressedSize: r.uncompressedSize, tarEnd });
         return;
       }

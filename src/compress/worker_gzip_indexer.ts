@@ -1,22 +1,21 @@
 /**
  * A gzip indexer whose inflating runs on a thread of its own (inflate_thread.ts), so that the caller's thread
- * hashes, reads the next chunks and (zTOC builder) encodes TOC entries while zlib works: the zTOC builder's
- * pipeline for large layers. Same checkpoints and output as the synchronous indexer (it is the same indexer,
- * elsewhere). With `readTar` (what the builder uses), the thread also reads the output as a tar stream and hands
- * over its entries instead of the output, which never leaves that thread (see inflate_thread.ts for why).
+ * hashes, reads the next chunks and encodes TOC entries while zlib works: the zTOC builder's pipeline for large
+ * layers. Same checkpoints as the synchronous indexer (it is the same indexer, elsewhere); the thread also reads
+ * the output as a tar stream and hands over its entries instead of the output, which never leaves that thread
+ * (see inflate_thread.ts for why).
  *
  * Use:
  *  1. `push(chunk)` hands a chunk over (its ArrayBuffer is transferred: the caller must own all of it and not
  *     touch it until it comes back); several may be in flight;
- *  2. `next()` resolves, in push order, with what each chunk gave: the chunk itself (back to its owner), the
- *     output (views into buffers lent by the worker) or with `readTar` the tar entries it completed, and the
- *     checkpoints found; `release()` lends the output buffers back once read;
- *  3. `end()` after the last result, for the sizes (`endInput()` as soon as the last chunk is pushed saves it a
- *     round trip: the worker then ends right after that chunk), with `readTar` also the tar stream's end;
- *     `terminate()` on any early exit (idempotent).
- * Only backends registered with a worker module (src/compress/registry.ts; the entry points register zlib so) and
- * that can hand their output off run here; errors come back with their class and offset (GzipFormatError, and
- * with `readTar` TarFormatError: the tar reader's errors, those a TarReader fed the output would throw).
+ *  2. `next()` resolves, in push order, with what each chunk gave: the chunk itself (back to its owner), the tar
+ *     entries its output completed, and the checkpoints found;
+ *  3. `end()` after the last result, for the sizes and the tar stream's end (`endInput()` as soon as the last
+ *     chunk is pushed saves it a round trip: the worker then ends right after that chunk); `terminate()` on any
+ *     early exit (idempotent).
+ * Only backends registered with a worker module run here (src/compress/registry.ts; the entry points register
+ * zlib so); errors come back with their class and offset (GzipFormatError, and TarFormatError: the tar reader's
+ * errors, those a TarReader fed the output would throw).
  */
 import type { TarEndInfo, TarEntry } from "../tar/reader.ts";
 import { GzipFormatError, InvalidArgumentError, TarFormatError } from "../util/errors.ts";
@@ -28,16 +27,12 @@ import type { Checkpoint, GzipIndexResult } from "./types.ts";
 export interface InflatedChunk {
   /** The chunk that was pushed, handed back. */
   input: Uint8Array;
-  /** Its output in stream order; valid until `release()`. Empty with `readTar`. */
-  output: Uint8Array[];
-  /** With `readTar`: the tar entries whose headers its output completed, in order (else empty). */
+  /** The tar entries whose headers its output completed, in order. */
   entries: TarEntry[];
-  /** Bytes of output it gave (with `readTar` too). */
+  /** Bytes of output it gave. */
   outputBytes: number;
   /** Checkpoints found while inflating it, in order. */
   checkpoints: Checkpoint[];
-  /** Gives the output buffers back to the worker (call once, after reading `output`). */
-  release(): void;
 }
 
 type Waiter<T> = { resolve: (v: T) => void; reject: (e: unknown) => void };
@@ -86,11 +81,10 @@ export class WorkerGzipIndexer {
   #terminated = false;
 
   /**
-   * Starts the worker with the backend `backend` (default: the registry's default); with `readTar`, the worker
-   * reads the output as a tar stream (see the top of this file). Throws InvalidArgumentError for a bad span size
-   * or a backend registered without a worker module.
+   * Starts the worker with the backend `backend` (default: the registry's default). Throws InvalidArgumentError
+   * for a bad span size or a backend registered without a worker module.
    */
-  constructor(opts: { spanSize: number; backend?: string; readTar?: boolean }) {
+  constructor(opts: { spanSize: number; backend?: string }) {
     if (!Number.isSafeInteger(opts.spanSize) || opts.spanSize < 0) {
       throw new InvalidArgumentError(
         `Cannot create gzip indexer: span size ${opts.spanSize} is not a non-negative integer`,
@@ -114,7 +108,7 @@ export class WorkerGzipIndexer {
       this.#fail(new Error(`Cannot inflate on a worker: ${e.message}`));
     };
     if (ready?.error !== undefined) this.#fail(new Error(`Cannot inflate on a worker: ${ready.error}`));
-    this.#post({ type: "init", spanSize: opts.spanSize, backend, readTar: opts.readTar ?? false });
+    this.#post({ type: "init", spanSize: opts.spanSize, backend });
   }
 
   /** Chunks pushed whose result was not taken yet. */
@@ -150,26 +144,12 @@ export class WorkerGzipIndexer {
     const m = await this.#receive();
     if (m.type !== "pushed") throw new Error(`Inflate worker bug: "${m.type}" instead of a chunk`);
     this.#pending--;
-    const output: Uint8Array[] = [];
-    let outputBytes = m.outputBytes ?? 0;
-    for (let i = 0; i < m.outputs.length; i += 3) {
-      const [b, start, end] = [m.outputs[i]!, m.outputs[i + 1]!, m.outputs[i + 2]!];
-      output.push(new Uint8Array(m.buffers[b]!, start, end - start));
-      outputBytes += end - start;
-    }
     for (const c of m.checkpoints) this.#checkpoints.push(c);
-    let released = false;
     return {
       input: new Uint8Array(m.input, 0, m.length),
-      output,
-      entries: m.entries ?? [],
-      outputBytes,
+      entries: m.entries,
+      outputBytes: m.outputBytes,
       checkpoints: m.checkpoints,
-      release: () => {
-        if (released || this.#terminated || m.buffers.length === 0) return;
-        released = true;
-        this.#post({ type: "recycle", bufs: m.buffers }, m.buffers);
-      },
     };
   }
 
@@ -182,10 +162,10 @@ export class WorkerGzipIndexer {
   }
 
   /**
-   * Ends the input (after every result was taken) and stops the worker; throws as the synchronous `end()`, and
-   * with `readTar` as TarReader's `end()` (after the inflater's checks); with `readTar`, `tarEnd` is its result.
+   * Ends the input (after every result was taken) and stops the worker; throws as the synchronous `end()`, then
+   * as TarReader's `end()` (after the inflater's checks), whose result is `tarEnd`.
    */
-  async end(): Promise<GzipIndexResult & { tarEnd?: TarEndInfo }> {
+  async end(): Promise<GzipIndexResult & { tarEnd: TarEndInfo }> {
     this.#check();
     if (this.#pending !== 0)
       throw new InvalidArgumentError(`Cannot end gzip indexer: ${this.#pending} chunks not taken`);
@@ -197,7 +177,7 @@ export class WorkerGzipIndexer {
         checkpoints: this.#checkpoints,
         compressedSize: m.compressedSize,
         uncompressedSize: m.uncompressedSize,
-        ...(m.tarEnd ? { tarEnd: m.tarEnd } : {}),
+        tarEnd: m.tarEnd,
       };
     } finally {
       this.terminate();

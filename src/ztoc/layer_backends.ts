@@ -223,7 +223,7 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
 }
 
 /**
- * Gzip with inflating and tar reading on a thread of its own (src/compress/worker_gzip_indexer.ts, `readTar`):
+ * Gzip with inflating and tar reading on a thread of its own (src/compress/worker_gzip_indexer.ts):
  * chunks (whole buffers) go to the worker, which inflates them and reads the tar headers in what they give, its
  * output never leaving it; each chunk comes back with the tar entries it completed and its checkpoints, and is
  * digested here while the worker inflates the next ones. Same results (entries, errors) as the "gzip" backend
@@ -231,7 +231,7 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
  * (zlib, under Bun, by the entry point): see `workerGzipAvailable()`.
  */
 export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number }): LayerPipeline {
-  const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name, readTar: true });
+  const indexer = new WorkerGzipIndexer({ spanSize: spanSizeBytes, backend: inflateBackend().name });
   const spans = new GzipSpanHasher();
   return {
     depth: 3,
@@ -243,7 +243,7 @@ export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number })
     async next() {
       const r = await indexer.next();
       spans.feed(r.input, r.checkpoints);
-      return { input: r.input, tar: r.output, entries: r.entries, tarBytes: r.outputBytes, done: r.release };
+      return { input: r.input, tar: [], entries: r.entries, tarBytes: r.outputBytes, done() {} };
     },
     async end() {
       const r = await indexer.end();
