@@ -36,8 +36,8 @@ export class OutputWindow {
   emitStart = WINDOW_SIZE;
   /** Total output bytes before `buf[0]` (so total output = base + pos); starts at -WINDOW_SIZE. */
   base = -WINDOW_SIZE;
-  #spare: Uint8Array[] = [];
-  #used: Uint8Array[] = [];
+  readonly #spare: Uint8Array[] = [];
+  readonly #used: Uint8Array[] = [];
 
   /**
    * @param sink where output goes on `emit()`/`slide()`
@@ -102,24 +102,6 @@ export class OutputWindow {
     this.pos = WINDOW_SIZE;
     this.emitStart = WINDOW_SIZE;
     return shift;
-  }
-
-  /**
-   * `reuse` mode, between pushes: hands every buffer written since the last hand-off over to the caller, the
-   * current one included (its last 32 KiB move to a fresh buffer first, as `slide()` does), and never touches
-   * them again; views emitted so far stay valid in them. Emits pending output first.
-   */
-  handOff(): Uint8Array[] {
-    if (!this.reuse) throw new Error("OutputWindow bug: handOff() needs reuse mode");
-    this.slide();
-    const out = this.#used;
-    this.#used = [];
-    return out;
-  }
-
-  /** Takes back a buffer `handOff()` gave away, for reuse (kept only while few are spare). */
-  recycle(buf: Uint8Array): void {
-    if (buf.length === this.buf.length && this.#spare.length < MAX_SPARE_BUFFERS) this.#spare.push(buf);
   }
 
   /** A copy of the 32 KiB before `pos`, oldest first (zeros before the start of the stream). */

@@ -40,8 +40,8 @@ export interface GzipIndexerOptions {
   /**
    * Where the output goes instead of `push()`'s result (which is then empty): called in stream order, during
    * `push()`, with views into one output buffer of OUTPUT_SINK_SEGMENT_BYTES that the indexer writes into again
-   * as soon as the call returns (no allocation, copy or hand-off per chunk: the inflate thread reads its tar
-   * headers so). Must not throw. `reuseOutput` is ignored.
+   * as soon as the call returns (no allocation or copy per chunk: the inflate thread reads its tar headers
+   * so). Must not throw. `reuseOutput` is ignored.
    */
   onOutput?: (bytes: Uint8Array) => void;
 }
@@ -69,13 +69,6 @@ export interface GzipIndexer {
    * holding about one span of compressed bytes instead of the whole blob).
    */
   readonly checkpoints: readonly Checkpoint[];
-  /**
-   * With `reuseOutput`, between pushes (zlib backend only): gives away the buffers behind every array returned
-   * since the last call, never to be written again (so they can be transferred to another thread).
-   */
-  handOffOutput?(): Uint8Array[];
-  /** Takes back a buffer `handOffOutput()` gave away, to write into again. */
-  recycleOutput?(buf: Uint8Array): void;
   /**
    * Declares the end of the input and returns the checkpoints and sizes. Throws GzipFormatError if the input is
    * empty, truncated (inside a member), or followed by bytes that are not a gzip member.

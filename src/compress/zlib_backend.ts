@@ -89,14 +89,6 @@ class ZlibGzipIndexer implements GzipIndexer {
     return this.#out;
   }
 
-  handOffOutput(): Uint8Array[] {
-    return this.#ow.handOff();
-  }
-
-  recycleOutput(buf: Uint8Array): void {
-    this.#ow.recycle(buf);
-  }
-
   #inflate(chunk: Uint8Array, offset: number, length: number): void {
     const z = this.#z;
     const ow = this.#ow;
