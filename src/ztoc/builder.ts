@@ -146,8 +146,8 @@ export async function buildZtoc(
   let tarBytes = 0;
   // With a concurrent pipeline, a result's chunk goes back to the reader as soon as the result is taken (its span
   // digests were fed from it), and the next chunk is read and submitted before this thread takes in the result's
-  // tar entries (or reads its tar bytes, which the pipeline does not reuse until `done()`): the other thread does
-  // not wait for the TOC entries. Inline, the tar bytes are read first (the next chunk's push would overwrite them).
+  // tar entries: the other thread does not wait for the TOC entries. Inline, the tar bytes are read first (the
+  // next chunk's push would overwrite them).
   const early = pipeline.concurrent;
   const take = async (): Promise<[LayerChunkResult, number]> => {
     const r = await pipeline.next();
@@ -172,7 +172,6 @@ export async function buildZtoc(
       }
       onEntries(got);
     }
-    r.done();
     output?.reserve(tarBytes, tocBytes);
     if (!early) reader.giveBack(r.input);
     done += bytes;

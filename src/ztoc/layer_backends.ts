@@ -167,14 +167,12 @@ export const LAYER_BACKENDS: Readonly<Record<string, LayerBackendFactory>> = {
 export interface LayerChunkResult {
   /** The chunk that was submitted, back to its owner. */
   input: Uint8Array;
-  /** Its tar bytes, in order; valid until `done()`. Empty when the pipeline `readsTar`. */
+  /** Its tar bytes, in order; valid until the next `submit()`. Empty when the pipeline `readsTar`. */
   tar: Uint8Array[];
   /** When the pipeline `readsTar`: the entries whose headers its tar bytes completed (Go's order), else empty. */
   entries: TarEntry[];
   /** How many tar bytes it gave. */
   tarBytes: number;
-  /** The tar bytes were read. */
-  done(): void;
 }
 
 /**
@@ -213,7 +211,7 @@ export function inlinePipeline(backend: LayerBackend): LayerPipeline {
       const tar = backend.push(chunk);
       let tarBytes = 0;
       for (const t of tar) tarBytes += t.length;
-      result = { input: chunk, tar, entries: [], tarBytes, done() {} };
+      result = { input: chunk, tar, entries: [], tarBytes };
     },
     inputEnded() {},
     next: async () => result!,
@@ -243,7 +241,7 @@ export function gzipWorkerPipeline({ spanSizeBytes }: { spanSizeBytes: number })
     async next() {
       const r = await indexer.next();
       spans.feed(r.input, r.checkpoints);
-      return { input: r.input, tar: [], entries: r.entries, tarBytes: r.outputBytes, done() {} };
+      return { input: r.input, tar: [], entries: r.entries, tarBytes: r.outputBytes };
     },
     async end() {
       const r = await indexer.end();
