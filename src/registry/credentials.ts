@@ -6,7 +6,7 @@
  * and `credsStore`, the last two through `docker-credential-<name> get` (host on stdin, JSON on stdout).
  */
 import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, FailedPreconditionError } from "../util/errors.ts";
@@ -77,7 +77,8 @@ export interface CredentialStoreOptions {
 export class CredentialStore {
   readonly #opts: CredentialStoreOptions;
   readonly #cache = new Map<string, Promise<FoundCredential | undefined>>();
-  readonly #configs = new Map<string, Promise<DockerConfig | undefined>>();
+  /** Each file's contents (undefined: missing), or why it cannot be read: read once, synchronously (see #fromFile). */
+  readonly #configs = new Map<string, { config: DockerConfig | undefined } | { error: unknown }>();
 
   constructor(opts: CredentialStoreOptions = {}) {
     this.#opts = opts;
@@ -119,13 +120,23 @@ export class CredentialStore {
     return undefined;
   }
 
+  /**
+   * The file is read synchronously (a few KiB, once per process): a lookup answered from files then settles
+   * without waiting for I/O, so the first request of a command leaves before the work its caller starts beside
+   * it (`soci-ts pull` loads its gRPC clients; serve makes a FUSE mount) instead of after it.
+   */
   async #fromFile(host: string, path: string, what: string): Promise<FoundCredential | undefined> {
-    let config = this.#configs.get(path);
-    if (!config) {
-      config = readDockerConfig(path, what);
-      this.#configs.set(path, config);
+    let read = this.#configs.get(path);
+    if (!read) {
+      try {
+        read = { config: readDockerConfig(path, what) };
+      } catch (error) {
+        read = { error };
+      }
+      this.#configs.set(path, read);
     }
-    const cfg = await config;
+    if ("error" in read) throw read.error;
+    const cfg = read.config;
     if (!cfg) return undefined;
     const source = `${what} "${path}"`;
     // a. a credential helper for this host, else the default store
@@ -178,10 +189,10 @@ function findByHost<T>(map: Record<string, T> | undefined, host: string): T | un
   return undefined;
 }
 
-async function readDockerConfig(path: string, what: string): Promise<DockerConfig | undefined> {
+function readDockerConfig(path: string, what: string): DockerConfig | undefined {
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    text = readFileSync(path, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new ConfigError(`Cannot read ${what} "${path}": ${(err as Error).message}`, "dockerConfigPath", {
