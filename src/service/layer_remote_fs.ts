@@ -117,13 +117,17 @@ export class LayerRemoteFs implements RemoteFs {
       lod: lod?.workload,
     };
     const known = this.#resolver.peek(imageRef, resolveOpts);
+    const resolving = this.#resolver.resolve(imageRef, { ...resolveOpts, lodBy: lod?.by, signal });
+    resolving.catch(() => {}); // awaited below
+    // The image's first registry requests leave before the FUSE mount's own work takes the thread (they went out
+    // ~15-25 ms later when it came first).
     const ahead =
       opts.restoring || (known && !known.found?.ztocs.has(layerDigest))
         ? undefined
-        : this.#layerFs.mountAhead({ mountpoint, layerDigest });
+        : new Promise((r) => setImmediate(r)).then(() => this.#layerFs.mountAhead({ mountpoint, layerDigest }));
     ahead?.catch(() => {}); // awaited in step 4, or undone on failure
     try {
-      const image = await this.#resolver.resolve(imageRef, { ...resolveOpts, lodBy: lod?.by, signal });
+      const image = await resolving;
       // 3.
       if (!image.found)
         throw new NotFoundError(`Cannot mount layer "${layerDigest}" lazily: image "${imageRef}" has no SOCI index`);
