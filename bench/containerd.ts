@@ -161,6 +161,47 @@
  * above: python's chain of ~27 cold opens in `ctr run` (~1.6 s, ~0.16-0.2x of the full pull) plus the pull's
  * round trips and the skeleton's transfer (~0.45 s); the run-to-run swing of the full pull (9.7-10.6 s) and of
  * `ctr run` (1.9-2.3 s) moves the ratio by +-0.03.
+ *
+ * 2026-12-03, a fresh machine, quiet (load 0.5-1.6), profiled with a throw-away build logging each request's
+ * start, each span's fetch and finish, and the Prepare's steps in serve and `soci-ts pull` (SOCI_TS_BIN,
+ * PROFILE_DIR). Where the 2.6-2.7 s go, in ms from the clock's start:
+ *   0-55      `soci-ts pull` process start
+ *   55-140    the manifest, on a new TLS connection (~22 ms of it the handshake: a fresh connection costs one
+ *             round trip more than a kept one, measured apart on this link: 44 against 22 ms); it left 54 ms
+ *             late before: the credential lookup read config files with an async readFile, and grpc-js loading
+ *             and the lease ran in that turn. Files are read synchronously now and the pull yields one turn
+ *             before loading grpc-js: request start 55 -> 2 ms after the pull's own (src/registry/credentials.ts)
+ *   140-220   config, referrers probe and fallback tag, then the index (two round trips)
+ *   220-240   stat and Prepare through containerd to serve
+ *   240-560   serve: the Prepare's record and cold paths 14 ms (30 before its FUSE mount ahead was put after the
+ *             resolution's start: src/service/layer_remote_fs.ts), image manifest and index on two new TLS
+ *             connections ~75 ms, the zTOC parts ~45-110 ms to headers (those on new connections, and those
+ *             queued behind the 1.37 MB tail on the link), the tail's transfer ~150 ms with the TOC decoded and
+ *             the trees built as it streams, finishing 10 ms, layer 1 mounted +11 ms
+ *   560-650   layer 2 (stat, Prepare, mounted from the same resolution: ~20 ms), image record, lease, exit
+ *   650-900   `ctr run`: containerd and runc; the first reads (/etc/passwd and /etc/group for the spec)
+ *   900-1120  containerd and runc start the task (no registry request)
+ *   1120-1800 exec of python3.11 and its libraries: 5.3 MB in 7 runs (the binary's 2.97 MB in one streamed
+ *             request, spans handed on as they arrive), ~0.42 s of it the link's rate; a run's first span waits
+ *             for its checkpoint window when that is queued behind the run's own bytes (tc tbf holds up to
+ *             100 ms of them): 10-50 ms each, ~0.1 s in all
+ *   1800-2600 the chain of ~22 cold .pyc opens, one after another: each step ~45-50 ms = the span's request
+ *             28-45 ms (20 ms round trip, 50-180 KB at 12.5 MB/s, its 32 KiB window beside it), verify and
+ *             inflate 1-5 ms, then 2-17 ms of python and FUSE before the next open
+ * Whole bench, this code, two runs: full pull 9.34 / 9.49 s (faster than the day before on this machine);
+ * soci-ts 2.59 s 0.278x / 2.69 s 0.283x; prefetch artifact 0.201x / 0.207x; soci-ts / AWS SOCI 0.480 / 0.480;
+ * serve peak RSS 241.2 / 237.4 MB. Before the two changes above, same sitting: 2.66-2.84 s (0.273-0.283x), the
+ * pull 0.68-0.80 s against 0.64-0.68 now.
+ * Tried and measured, not kept: 128 KiB spans (SPAN_SIZE=128KiB, to halve each chain step's transfer): 2.87 s,
+ * 0.297x (more windows to fetch for the same runs, a larger skeleton; the step's round trip stays); the window
+ * request sent 2 or 5 ms before its run (so that its answer is queued first): no steady gain in 30 paired
+ * requests on this link (median 27 against 30 ms, the slow tail of 60-80 ms in both).
+ * What limits 0.25x (2.35 s against today's full pull): the link's floor for this path is ~1.7 s (10.7 MB at
+ * 100 Mbit/s, ~27 serial round trips, containerd's own ~0.2 s), and what is above it is spread thin: python's
+ * CPU between opens (~0.18 s), the steps' registry and TLS overhead (~5-10 ms each), windows queued behind runs
+ * (~0.1 s), the pull's fresh connections (~0.05 s). Each is tens of ms; what would remove the chain's round
+ * trips is speculation, which costs bytes about one for one with time on this link (bench/lazy.ts's header:
+ * read-ahead and sibling-file simulations), or a load order document / prefetch artifact (0.20x, met).
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
