@@ -118,13 +118,25 @@ export class LayerRemoteFs implements RemoteFs {
     };
     const known = this.#resolver.peek(imageRef, resolveOpts);
     const resolving = this.#resolver.resolve(imageRef, { ...resolveOpts, lodBy: lod?.by, signal });
-    resolving.catch(() => {}); // awaited below
+    // A resolution that ended before the mount ahead began, failed or without this layer, needs none.
+    let needsNoMount = false;
+    resolving.then(
+      (image) => {
+        if (!image.found?.ztocs.has(layerDigest)) needsNoMount = true;
+      },
+      () => {
+        needsNoMount = true;
+      },
+    );
     // The image's first registry requests leave before the FUSE mount's own work takes the thread (they went out
     // ~15-25 ms later when it came first).
     const ahead =
       opts.restoring || (known && !known.found?.ztocs.has(layerDigest))
         ? undefined
-        : new Promise((r) => setImmediate(r)).then(() => this.#layerFs.mountAhead({ mountpoint, layerDigest }));
+        : new Promise((r) => setImmediate(r)).then(() => {
+            if (needsNoMount) throw new Error("not mounted ahead: the image resolved first without this layer");
+            return this.#layerFs.mountAhead({ mountpoint, layerDigest });
+          });
     ahead?.catch(() => {}); // awaited in step 4, or undone on failure
     try {
       const image = await resolving;
