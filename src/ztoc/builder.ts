@@ -119,6 +119,11 @@ export async function buildZtoc(
     options.algorithm === "gzip" && options.inflateThread && workerGzipAvailable()
       ? gzipWorkerPipeline({ spanSizeBytes })
       : inlinePipeline(makeBackend({ spanSizeBytes }));
+  if (pipeline.concurrent && !pipeline.readsTar) {
+    // Its tar bytes would be read after the next submit() had overwritten them (LayerPipeline.concurrent).
+    pipeline.close();
+    throw new Error("zTOC builder bug: a concurrent layer pipeline must read the tar stream itself");
+  }
   const tar = new TarReader();
   const toc: FileMetadata[] = [];
   // Each entry is encoded as it is read (while the inflate thread works), the final encode only copies it in.

@@ -187,7 +187,11 @@ export interface LayerPipeline {
   readonly depth: number;
   /** True when a submitted chunk's whole ArrayBuffer is taken over until its result hands it back. */
   readonly takesBuffers: boolean;
-  /** True when the chunks are worked on by another thread (the caller's has time to spare meanwhile). */
+  /**
+   * True when the chunks are worked on by another thread (the caller's has time to spare meanwhile). A
+   * concurrent pipeline must also `readsTar`: the builder submits the next chunk before it takes in a result,
+   * and tar bytes are valid only until the next `submit()`.
+   */
   readonly concurrent: boolean;
   /** True when the pipeline reads the tar stream itself (see above). */
   readonly readsTar: boolean;
