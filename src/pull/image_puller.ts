@@ -200,8 +200,9 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
   resolving.catch(() => {}); // awaited in step 2
   let grpc: GrpcClients;
   try {
-    // The manifest request is handed to fetch without waiting for I/O (credentials from files are read
-    // synchronously): let it leave before loading grpc-js takes the thread (it went out ~50 ms late).
+    // The manifest request is handed to fetch without waiting for I/O when its credentials come from files (read
+    // synchronously) or nowhere: let it leave before loading grpc-js takes the thread (it went out ~50 ms late).
+    // A credential helper's process is waited for all the same.
     await new Promise((r) => setImmediate(r));
     grpc = await loadGrpcClients();
     mark("grpc loaded");

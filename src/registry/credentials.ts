@@ -77,7 +77,7 @@ export interface CredentialStoreOptions {
 export class CredentialStore {
   readonly #opts: CredentialStoreOptions;
   readonly #cache = new Map<string, Promise<FoundCredential | undefined>>();
-  /** Each file's contents (undefined: missing), or why it cannot be read: read once, synchronously (see #fromFile). */
+  /** Each file's contents (undefined: missing), or why it cannot be read: read once, synchronously (#fromFile). */
   readonly #configs = new Map<string, { config: DockerConfig | undefined } | { error: unknown }>();
 
   constructor(opts: CredentialStoreOptions = {}) {
@@ -121,9 +121,11 @@ export class CredentialStore {
   }
 
   /**
-   * The file is read synchronously (a few KiB, once per process): a lookup answered from files then settles
-   * without waiting for I/O, so the first request of a command leaves before the work its caller starts beside
-   * it (`soci-ts pull` loads its gRPC clients; serve makes a FUSE mount) instead of after it.
+   * The file is read synchronously (a few KiB, once per store and path): a lookup answered from files then
+   * settles without waiting for I/O, so the first request of a command leaves before the work its caller starts
+   * beside it (`soci-ts pull` loads its gRPC clients; serve makes a FUSE mount) instead of after it. Credential
+   * files are expected on a local file system: one that hangs (a stale network mount) holds the thread while it
+   * is read, once. A credential helper still runs as a process, waited for.
    */
   async #fromFile(host: string, path: string, what: string): Promise<FoundCredential | undefined> {
     let read = this.#configs.get(path);

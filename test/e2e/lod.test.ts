@@ -59,13 +59,13 @@ describe.skipIf(!run)("load order documents", () => {
   /** Blob requests a mount run with `--log-level debug` logged (one line each, once its answer's headers came). */
   const loggedBlobGets = (stderr: string) => stderr.split("\n").filter((l) => /http GET \S+\/blobs\//.test(l)).length;
   /**
-   * The registry's access log from `from` on, once it holds every blob request the mount logged so far: the
-   * registry writes a request's line when its handler returns, which may be after the mount has the whole answer
-   * (and has logged its replay done), so a workload started at once could be charged with the replay's last lines.
+   * The layers a stored document names spans of: a replay is over when each of them logged its own. (Asked
+   * before the mount starts: a synchronous command run meanwhile would stall the mount's log pipe.)
    */
-  /** The layers a stored document names spans of: a replay is over when each of them logged its own. */
   const lodLayers = (root: string, name: string): string[] => {
-    const doc = JSON.parse(runCli(["--root", root, "lod", "info", name, "--json"]).stdout);
+    const r = runCli(["--root", root, "lod", "info", name, "--json"]);
+    if (r.code !== 0) throw new Error(`lod info ${name} failed (${r.code}): ${r.stderr}`);
+    const doc = JSON.parse(r.stdout);
     return doc.layers
       .filter((l: { ranges: unknown[] }) => l.ranges.length > 0)
       .map((l: { digest: string }) => l.digest);
@@ -81,6 +81,11 @@ describe.skipIf(!run)("load order documents", () => {
       await until(() => replayed.test(m.stderr()), `the replay of ${what} in layer ${layer}`);
     }
   };
+  /**
+   * The registry's access log from `from` on, once it holds every blob request the mount logged so far: the
+   * registry writes a request's line when its handler returns, which may be after the mount has the whole answer
+   * (and has logged its replay done), so a workload started at once could be charged with the replay's last lines.
+   */
   const caughtUp = async (from: number, m: { stderr(): string }, what: string): Promise<void> => {
     const sent = loggedBlobGets(m.stderr());
     expect([what, sent > 0]).toEqual([what, true]); // the replay fetched its spans
@@ -181,6 +186,7 @@ describe.skipIf(!run)("load order documents", () => {
       const coldRoot = join(tmp, "cold");
       const mnt2 = join(tmp, "mnt-cold");
       mkdirSync(mnt2);
+      const webLayers = lodLayers(recRoot, "web");
       const start = (await reg.accessLog()).length;
       const replay = await startMount([
         "--root",
@@ -197,7 +203,7 @@ describe.skipIf(!run)("load order documents", () => {
       ]);
       try {
         expect(replay.stderr()).toContain("Load order document found");
-        await replayDone(replay, lodLayers(recRoot, "web"), "the LOD");
+        await replayDone(replay, webLayers, "the LOD");
         await caughtUp(start, replay, "the replay");
         const before = (await reg.accessLog()).length;
         expect(workload(mnt2)).toBe(expected);
@@ -302,10 +308,11 @@ describe.skipIf(!run)("load order documents", () => {
         ["flag over rule", ["--config", rulesCfg, "mount", ref, mnt, "--lod", "heads-b"], "heads-b", WORKLOAD_B],
       ] as const) {
         rmSync(join(root, "spancache"), { recursive: true, force: true });
+        const layers = lodLayers(root, name);
         const start = (await reg.accessLog()).length;
         const m = await startMount(["--root", root, "--log-level", "debug", ...args]);
         try {
-          await replayDone(m, lodLayers(root, name), `${name} (${how})`);
+          await replayDone(m, layers, `${name} (${how})`);
           expect([how, m.stderr().includes(`Load order document found workload=${name}`)]).toEqual([how, true]);
           await caughtUp(start, m, `the replay of ${name} (${how})`);
           const before = (await reg.accessLog()).length;
