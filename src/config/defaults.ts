@@ -575,6 +575,12 @@ export const SCHEMA = [
       bool("enable", "enable", true, "Fetch the spans a prefetch artifact lists before other background work"),
       int("max_concurrency", "maxConcurrency", 4, "Concurrent prefetch requests", 1, 256),
       int("timeout_msec", "timeoutMsec", 30000, "Milliseconds prefetching may delay a mount", 1, DAY_MSEC),
+      bool(
+        "start_files",
+        "startFiles",
+        true,
+        "serve: fetch /etc/passwd and /etc/group as soon as the layer showing them is mounted, without waiting for them (containerd and podman read them at every container start)",
+      ),
     ],
   },
   {

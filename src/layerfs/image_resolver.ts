@@ -12,6 +12,8 @@
  *      step 2, as it needs only the manifest digest) and map its ranges to the spans of each lazy layer, in
  *      first-touch order: they are replayed before the artifact's spans, and a mount that waits for its prefetch
  *      waits only for the first of them (layer_manager.ts step 3).
+ *   5. With `startFiles`, where the files every container start reads are (start_files.ts), worked out when a
+ *      layer is first acquired: each layer opened fetches its share at once (layer_manager.ts step 3).
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
@@ -24,6 +26,7 @@ import type { Descriptor, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import { feedTree } from "./metadata.ts";
+import { startFileSpans } from "./start_files.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex, type DiscoveredIndex, fetchSociIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
@@ -62,6 +65,12 @@ export interface ResolveOptions {
   indexDigest?: string;
   /** What chose `lod` ("flag", "label", `rule <pattern>`, …), named in its log lines. */
   lodBy?: string;
+  /**
+   * Fetch the files every container start reads (start_files.ts: /etc/passwd, /etc/group) as soon as the
+   * layer showing them is open (config `[prefetch] start_files`; serve's containerd and podman layers). Default
+   * false.
+   */
+  startFiles?: boolean;
   logger?: Logger;
 }
 
@@ -89,6 +98,11 @@ export interface ResolvedImage {
   prefetch: Map<string, Array<[number, number]>>;
   /** The load order document replayed, when one was asked for and is usable. */
   lod?: ReplayedLod;
+  /**
+   * With `startFiles`, the span ids of the image's start files in layer `layerDigest` (start_files.ts), worked
+   * out for all layers on the first call (a pass over each TOC, kept out of the resolution's own time).
+   */
+  startSpans?: (layerDigest: string) => readonly number[] | undefined;
 }
 
 /** The options a LayerManager needs to open layer `layerDigest` of `image`; NotFoundError for a foreign digest. */
@@ -110,6 +124,7 @@ export function acquireOptionsFor(
     prefetchSpans: image.prefetch.get(layerDigest),
     lodSpans: image.lod?.spans.get(layerDigest),
     noFetchOnOpen: image.lod?.files.get(layerDigest),
+    startSpans: image.startSpans && (() => image.startSpans!(layerDigest)),
     signal,
   };
 }
@@ -191,7 +206,29 @@ export async function resolveImageLayers(
       ? undefined
       : await chooseLod(opts.lod, { location, manifest, layers, found, lookup }, opts);
   if (opts.lod !== undefined) opts.onPhase?.("lod");
-  return { location, manifest, layers, found, prefetch, ...(lod ? { lod } : {}) };
+  // 5.
+  const startSpans = opts.startFiles && found ? startSpansOf(layers, found) : undefined;
+  return {
+    location,
+    manifest,
+    layers,
+    found,
+    prefetch,
+    ...(lod ? { lod } : {}),
+    ...(startSpans ? { startSpans } : {}),
+  };
+}
+
+/** Step 5: the start files' spans by layer, worked out on first use. */
+function startSpansOf(
+  layers: Descriptor[],
+  found: DiscoveredIndex,
+): (layerDigest: string) => readonly number[] | undefined {
+  let byLayer: Map<string, number[]> | undefined;
+  return (layerDigest) => {
+    byLayer ??= startFileSpans(layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })));
+    return byLayer.get(layerDigest);
+  };
 }
 
 /**

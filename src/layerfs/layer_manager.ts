@@ -23,6 +23,8 @@
  *      first-touch order, and the mount does not wait for them: `handle.prefetched` resolves once the first of
  *      them is in, the rest (then the artifact's spans) arriving in the background, `handle.replayed` when all
  *      are in.
+ *      The spans of the files every container start reads (`startSpans`, start_files.ts) are fetched right
+ *      after the layer opens, before all of these, and nobody waits for them.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
  * A lazy layer opened with a `ztocSource` that served no request for `idleDropMs` drops its tree (layer.ts
  * `dropTreeIfIdle`), unless its prefetch is under way or the background fetcher is fetching it: `dropIdleTrees`, run
@@ -103,6 +105,11 @@ export interface AcquireLayerOptions {
   lodSpans?: readonly number[];
   /** See OpenLayerOptions.noFetchOnOpen (files a load order document lists). */
   noFetchOnOpen?: ReadonlySet<number>;
+  /**
+   * Span ids of the files every container start reads (start_files.ts), asked for once the layer is open:
+   * fetched at once, waited for by nobody (step 3).
+   */
+  startSpans?: () => readonly number[] | undefined;
   /**
    * Record the reads of this layer here (a recording in `serve`), instead of the manager's `recorder`: the layer
    * is opened apart for it (step 1), without direct reads (layer.ts `recorder`). Lazy layers only.
@@ -340,12 +347,25 @@ export class LayerManager {
       signal: opts.signal,
     });
     opened(layer);
-    return this.#start(layer, opts.prefetchSpans ?? [], opts.lodSpans ?? []);
+    return this.#start(layer, opts);
   }
 
   /** Steps 3-4, outside the async `#open` for the reason `#handle` says. */
-  #start(layer: Layer, prefetchSpans: Array<[number, number]>, lodSpans: readonly number[]): Opened {
-    // 3. Started now, waited for by whoever needs it.
+  #start(layer: Layer, opts: Pick<AcquireLayerOptions, "prefetchSpans" | "lodSpans" | "startSpans">): Opened {
+    const prefetchSpans = opts.prefetchSpans ?? [];
+    const lodSpans = opts.lodSpans ?? [];
+    const startSpans = opts.startSpans;
+    // 3. The start files' spans one turn later (the layer's opener answers first), then what is waited for.
+    const manager = layer.manager;
+    if (manager && startSpans) {
+      setImmediate(() => {
+        const ids = (startSpans() ?? []).filter((id) => manager.state(id) === "unrequested");
+        if (ids.length === 0) return;
+        this.#logger.debug("Fetching the start files' spans", { layer: layer.digest, spans: ids });
+        // A failure is logged by the span manager; the runtime's own read fetches again.
+        manager.fetchSpans(ids).catch(() => {});
+      });
+    }
     const { head: prefetched, all: replayed } =
       layer.manager && (prefetchSpans.length || lodSpans.length)
         ? this.#prefetch(layer, prefetchSpans, lodSpans)

@@ -105,6 +105,7 @@ export async function buildLayerStack(
     modes: { localStore: c.pullModes.localStore.enable, v1: c.pullModes.sociV1.enable, v2: c.pullModes.sociV2.enable },
     store,
     prefetch: c.prefetch.enable,
+    startFiles: c.prefetch.startFiles,
     lazyCheckpoints: c.blob.lazyCheckpoints,
     windowTimeoutMs: manager.fetchTimeoutMs,
     stepTimeoutMs: c.mountTimeoutSec * 1000,

@@ -1,0 +1,101 @@
+/**
+ * The start files (layerfs/start_files.ts) fetched when their layer opens, against the real registry (no FUSE):
+ * a resolution with `startFiles` hands each layer the spans of the /etc/passwd and /etc/group the image shows,
+ * and acquiring that layer fetches them with no read and nothing waiting for them; the other layer fetches
+ * nothing; without `startFiles`, no layer does.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ImageResolver, acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
+import { LayerManager } from "../../src/layerfs/layer_manager.ts";
+import { HttpRegistryClient } from "../../src/registry/client.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { RegistryLocation } from "../../src/soci/image_location.ts";
+import { needs } from "../_harness/env.ts";
+import { until } from "../_harness/liveness.ts";
+import { Rand } from "../_harness/rand.ts";
+import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
+import { noInflate } from "./_fixtures.ts";
+
+const run = needs("layerfs start files", "tool:docker-registry");
+const SPAN = 16 * 1024;
+
+describe.skipIf(!run)("start files fetched when their layer opens", () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let img: PushedImage;
+  let name: string;
+  const http = new HttpRegistryClient({ dockerConfigPath: null, timeoutMs: 5000 });
+  beforeAll(async () => {
+    reg = await startRegistry();
+    tmp = await mkdtemp(join(tmpdir(), "layerfs-start-"));
+    const r = new Rand("layerfs-start");
+    const base = {
+      "bin/sh": r.bytes(3 * SPAN),
+      "etc/group": "root:x:0:\n",
+      "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+      "usr/lib/big": r.bytes(6 * SPAN),
+    };
+    img = await pushImage(reg, "test/start", "v1", {
+      layers: [base, { "app/main": r.bytes(4 * SPAN) }],
+      compression: "none",
+    });
+    name = `${img.ref.registry}/${img.ref.repository}:v1`;
+  });
+  afterAll(async () => {
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  /** Resolve the image (indexed in a local store), acquire both layers, and return what each fetched unasked. */
+  const fetchedUnasked = async (startFiles: boolean, dir: string) => {
+    const store = new ArtifactStore(join(tmp, dir, "store"));
+    await createIndexes(new RegistryLocation(http, img.ref, name), {
+      store,
+      spanSizeBytes: SPAN,
+      minLayerSizeBytes: 0,
+    });
+    const resolver = new ImageResolver(http, { store, modes: { localStore: true, v1: false, v2: false }, startFiles });
+    const image = await resolver.resolve(name);
+    const mgr = await LayerManager.create({
+      root: join(tmp, dir),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+    });
+    try {
+      const handles = [];
+      for (const l of img.layers) handles.push(await mgr.acquire(acquireOptionsFor(image, l.descriptor.digest)));
+      const base = handles[0]!.layer.manager!;
+      const baseZtoc = image.found!.ztocs.get(img.layers[0]!.descriptor.digest)!;
+      const at = (path: string) => Math.floor(baseZtoc.toc.find((m) => m.name === path)!.uncompressedOffset / SPAN);
+      const wanted = [...new Set([at("etc/passwd"), at("etc/group")])];
+      // A fetch is started one turn after the layer opens (its span then "requested" at once): two turns later
+      // every fetch there is to see has begun.
+      for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
+      if (startFiles)
+        await until(10_000, "the start files", () => wanted.every((id) => base.state(id) === "uncompressed"));
+      const present = handles.map((h) => {
+        const m = h.layer.manager!;
+        return Array.from({ length: m.layout.spanCount }, (_, id) => id).filter((id) => m.state(id) !== "unrequested");
+      });
+      for (const h of handles) await h.done();
+      return { wanted, present };
+    } finally {
+      await mgr.close();
+    }
+  };
+
+  test("with startFiles: the base layer fetches the spans of /etc/passwd and /etc/group, and only those", async () => {
+    const { wanted, present } = await fetchedUnasked(true, "on");
+    expect(present[0]).toEqual(wanted);
+    expect(present[1]).toEqual([]);
+  });
+
+  test("without startFiles: no layer fetches anything before it is read", async () => {
+    const { present } = await fetchedUnasked(false, "off");
+    expect(present).toEqual([[], []]);
+  });
+});
