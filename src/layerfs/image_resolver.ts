@@ -26,7 +26,7 @@ import type { Descriptor, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import { feedTree } from "./metadata.ts";
-import { startFileSpans } from "./start_files.ts";
+import { startFileRanges } from "./start_files.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex, type DiscoveredIndex, fetchSociIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
@@ -99,10 +99,11 @@ export interface ResolvedImage {
   /** The load order document replayed, when one was asked for and is usable. */
   lod?: ReplayedLod;
   /**
-   * With `startFiles`, the span ids of the image's start files in layer `layerDigest` (start_files.ts), worked
-   * out for all layers on the first call (a pass over each TOC, kept out of the resolution's own time).
+   * With `startFiles`, where the image's start files are in layer `layerDigest` (start_files.ts: byte ranges of
+   * the uncompressed layer), worked out for all layers on the first call (a pass over each TOC, kept out of the
+   * resolution's own time).
    */
-  startSpans?: (layerDigest: string) => readonly number[] | undefined;
+  startFiles?: (layerDigest: string) => ReadonlyArray<[number, number]> | undefined;
 }
 
 /** The options a LayerManager needs to open layer `layerDigest` of `image`; NotFoundError for a foreign digest. */
@@ -124,7 +125,7 @@ export function acquireOptionsFor(
     prefetchSpans: image.prefetch.get(layerDigest),
     lodSpans: image.lod?.spans.get(layerDigest),
     noFetchOnOpen: image.lod?.files.get(layerDigest),
-    startSpans: image.startSpans && (() => image.startSpans!(layerDigest)),
+    startFiles: image.startFiles && (() => image.startFiles!(layerDigest)),
     signal,
   };
 }
@@ -207,7 +208,7 @@ export async function resolveImageLayers(
       : await chooseLod(opts.lod, { location, manifest, layers, found, lookup }, opts);
   if (opts.lod !== undefined) opts.onPhase?.("lod");
   // 5.
-  const startSpans = opts.startFiles && found ? startSpansOf(layers, found) : undefined;
+  const startFiles = opts.startFiles && found ? startFilesOf(layers, found) : undefined;
   return {
     location,
     manifest,
@@ -215,18 +216,18 @@ export async function resolveImageLayers(
     found,
     prefetch,
     ...(lod ? { lod } : {}),
-    ...(startSpans ? { startSpans } : {}),
+    ...(startFiles ? { startFiles } : {}),
   };
 }
 
-/** Step 5: the start files' spans by layer, worked out on first use. */
-function startSpansOf(
+/** Step 5: where the start files are, by layer, worked out on first use. */
+function startFilesOf(
   layers: Descriptor[],
   found: DiscoveredIndex,
-): (layerDigest: string) => readonly number[] | undefined {
-  let byLayer: Map<string, number[]> | undefined;
+): (layerDigest: string) => ReadonlyArray<[number, number]> | undefined {
+  let byLayer: Map<string, Array<[number, number]>> | undefined;
   return (layerDigest) => {
-    byLayer ??= startFileSpans(layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })));
+    byLayer ??= startFileRanges(layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })));
     return byLayer.get(layerDigest);
   };
 }

@@ -23,7 +23,7 @@
  *      first-touch order, and the mount does not wait for them: `handle.prefetched` resolves once the first of
  *      them is in, the rest (then the artifact's spans) arriving in the background, `handle.replayed` when all
  *      are in.
- *      The spans of the files every container start reads (`startSpans`, start_files.ts) are fetched right
+ *      The spans of the files every container start reads (`startFiles`, start_files.ts) are fetched right
  *      after the layer opens, before all of these, and nobody waits for them.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
  * A lazy layer opened with a `ztocSource` that served no request for `idleDropMs` drops its tree (layer.ts
@@ -106,10 +106,11 @@ export interface AcquireLayerOptions {
   /** See OpenLayerOptions.noFetchOnOpen (files a load order document lists). */
   noFetchOnOpen?: ReadonlySet<number>;
   /**
-   * Span ids of the files every container start reads (start_files.ts), asked for once the layer is open:
-   * fetched at once, waited for by nobody (step 3).
+   * Where the files every container start reads are in this layer (start_files.ts: byte ranges of the
+   * uncompressed layer), asked for once the layer is open: their spans are fetched at once, waited for by
+   * nobody (step 3).
    */
-  startSpans?: () => readonly number[] | undefined;
+  startFiles?: () => ReadonlyArray<[number, number]> | undefined;
   /**
    * Record the reads of this layer here (a recording in `serve`), instead of the manager's `recorder`: the layer
    * is opened apart for it (step 1), without direct reads (layer.ts `recorder`). Lazy layers only.
@@ -351,19 +352,24 @@ export class LayerManager {
   }
 
   /** Steps 3-4, outside the async `#open` for the reason `#handle` says. */
-  #start(layer: Layer, opts: Pick<AcquireLayerOptions, "prefetchSpans" | "lodSpans" | "startSpans">): Opened {
+  #start(layer: Layer, opts: Pick<AcquireLayerOptions, "prefetchSpans" | "lodSpans" | "startFiles">): Opened {
     const prefetchSpans = opts.prefetchSpans ?? [];
     const lodSpans = opts.lodSpans ?? [];
-    const startSpans = opts.startSpans;
+    const startFiles = opts.startFiles;
     // 3. The start files' spans one turn later (the layer's opener answers first), then what is waited for.
     const manager = layer.manager;
-    if (manager && startSpans) {
+    if (manager && startFiles) {
       setImmediate(() => {
-        const ids = (startSpans() ?? []).filter((id) => manager.state(id) === "unrequested");
-        if (ids.length === 0) return;
-        this.#logger.debug("Fetching the start files' spans", { layer: layer.digest, spans: ids });
+        const ids = new Set<number>();
+        for (const [start, end] of startFiles() ?? []) {
+          const last = manager.layout.spanOf(end - 1);
+          for (let id = manager.layout.spanOf(start); id <= last; id++)
+            if (manager.state(id) === "unrequested") ids.add(id);
+        }
+        if (ids.size === 0) return;
+        this.#logger.debug("Fetching the start files' spans", { layer: layer.digest, spans: [...ids] });
         // A failure is logged by the span manager; the runtime's own read fetches again.
-        manager.fetchSpans(ids).catch(() => {});
+        manager.fetchSpans([...ids].sort((a, b) => a - b)).catch(() => {});
       });
     }
     const { head: prefetched, all: replayed } =

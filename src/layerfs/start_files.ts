@@ -5,14 +5,13 @@
  * read is a span round trip on the container's start path, after the pull (bench:containerd: ~50 ms between
  * containerd mounting the root file system and creating the task).
  *
- * `startFileSpans` finds, for each path, the copy the merged view of the image shows: walking the layers top
+ * `startFileRanges` finds, for each path, the copy the merged view of the image shows: walking the layers top
  * down, the first layer with an entry of that name (a regular file, or a hardlink to one in the same layer) has
  * it; a whiteout of it or of a parent, an opaque parent, or a parent that is not a directory hides the layers
  * below; a layer without a zTOC (fetched whole) ends the search, since what it holds is not known here (and its
  * copy would be local). Paths found nowhere, hidden, or not regular files are skipped: this is a prefetch, never
  * an error.
  */
-import { spanFinder } from "../soci/prefetch.ts";
 import type { FileMetadata, Ztoc } from "../ztoc/types.ts";
 
 /** What every container start reads (see the file comment). */
@@ -26,14 +25,15 @@ type Hit =
   | { path: number; kind: "parent" };
 
 /**
- * The span ids holding the visible copy of each of `paths` (relative, as "etc/passwd"), by layer digest, for an
- * image's `layers` bottom first (`ztoc` undefined for a layer that is not lazy). Layers without any are absent.
+ * Where the visible copy of each of `paths` (relative, as "etc/passwd") is, as byte ranges [start, end) of the
+ * uncompressed layer by layer digest, for an image's `layers` bottom first (`ztoc` undefined for a layer that is
+ * not lazy). Layers without any are absent. (The layer maps them to its spans when it opens.)
  */
-export function startFileSpans(
+export function startFileRanges(
   layers: ReadonlyArray<{ digest: string; ztoc?: Ztoc }>,
   paths: readonly string[] = START_FILES,
-): Map<string, number[]> {
-  const out = new Map<string, number[]>();
+): Map<string, Array<[number, number]>> {
+  const out = new Map<string, Array<[number, number]>>();
   const pending = new Set(paths.map((_, i) => i));
   for (let l = layers.length - 1; l >= 0 && pending.size > 0; l--) {
     const { digest, ztoc } = layers[l]!;
@@ -44,12 +44,9 @@ export function startFileSpans(
       if (what === "hidden") continue;
       const file = what.type === "hardlink" ? hardlinkTarget(ztoc.toc, what) : what;
       if (file?.type !== "reg" || file.uncompressedSize === 0) continue;
-      // The spans holding the file's bytes, first to last.
-      const spanOf = spanFinder(ztoc);
-      const last = spanOf(file.uncompressedOffset + file.uncompressedSize - 1);
-      const ids = out.get(digest) ?? [];
-      for (let s = spanOf(file.uncompressedOffset); s <= last; s++) if (!ids.includes(s)) ids.push(s);
-      out.set(digest, ids);
+      const ranges = out.get(digest) ?? [];
+      ranges.push([file.uncompressedOffset, file.uncompressedOffset + file.uncompressedSize]);
+      out.set(digest, ranges);
     }
   }
   return out;

@@ -36,7 +36,8 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
     const base = {
       "bin/sh": r.bytes(3 * SPAN),
       "etc/group": "root:x:0:\n",
-      "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+      // Across three spans: each is fetched.
+      "etc/passwd": `root:x:0:0:root:/root:/bin/sh\n${"#".repeat(2.5 * SPAN)}\n`,
       "usr/lib/big": r.bytes(6 * SPAN),
     };
     img = await pushImage(reg, "test/start", "v1", {
@@ -70,8 +71,15 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
       for (const l of img.layers) handles.push(await mgr.acquire(acquireOptionsFor(image, l.descriptor.digest)));
       const base = handles[0]!.layer.manager!;
       const baseZtoc = image.found!.ztocs.get(img.layers[0]!.descriptor.digest)!;
-      const at = (path: string) => Math.floor(baseZtoc.toc.find((m) => m.name === path)!.uncompressedOffset / SPAN);
-      const wanted = [...new Set([at("etc/passwd"), at("etc/group")])];
+      /** The spans holding `path`'s bytes. */
+      const spans = (path: string) => {
+        const e = baseZtoc.toc.find((m) => m.name === path)!;
+        const first = Math.floor(e.uncompressedOffset / SPAN);
+        const last = Math.floor((e.uncompressedOffset + e.uncompressedSize - 1) / SPAN);
+        return Array.from({ length: last - first + 1 }, (_, k) => first + k);
+      };
+      const wanted = [...new Set([...spans("etc/group"), ...spans("etc/passwd")])].sort((a, b) => a - b);
+      expect(spans("etc/passwd").length).toBe(3);
       // A fetch is started one turn after the layer opens (its span then "requested" at once): two turns later
       // every fetch there is to see has begun.
       for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
