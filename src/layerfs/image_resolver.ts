@@ -226,8 +226,12 @@ function startFilesOf(
   found: DiscoveredIndex,
 ): (layerDigest: string) => ReadonlyArray<[number, number]> | undefined {
   let byLayer: Map<string, Array<[number, number]>> | undefined;
+  let from: { layers: Descriptor[]; found: DiscoveredIndex } | undefined = { layers, found };
   return (layerDigest) => {
-    byLayer ??= startFileRanges(layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })));
+    if (!byLayer) {
+      byLayer = startFileRanges(from!.layers.map((l) => ({ digest: l.digest, ztoc: from!.found.ztocs.get(l.digest) })));
+      from = undefined; // the zTOCs are not needed any more
+    }
     return byLayer.get(layerDigest);
   };
 }

@@ -23,8 +23,9 @@
  *      first-touch order, and the mount does not wait for them: `handle.prefetched` resolves once the first of
  *      them is in, the rest (then the artifact's spans) arriving in the background, `handle.replayed` when all
  *      are in.
- *      The spans of the files every container start reads (`startFiles`, start_files.ts) are fetched right
- *      after the layer opens, before all of these, and nobody waits for them.
+ *      The spans of the files every container start reads (`startFiles`, start_files.ts) are fetched one turn
+ *      after each acquire that names them (also of a layer open already), beside these, and nobody waits for
+ *      them.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
  * A lazy layer opened with a `ztocSource` that served no request for `idleDropMs` drops its tree (layer.ts
  * `dropTreeIfIdle`), unless its prefetch is under way or the background fetcher is fetching it: `dropIdleTrees`, run
@@ -276,7 +277,31 @@ export class LayerManager {
       entry.refs--;
       throw err;
     }
+    // 3. The start files of this acquirer's image, also when the layer was open already (another image's).
+    // Passed as arguments, not closed over: nothing that lives with the layer keeps the image's zTOCs.
+    if (opts.startFiles && opened.layer.manager)
+      setImmediate(LayerManager.#fetchStartFiles, this, opened.layer, opts.startFiles);
     return this.#handle(key, entry, opened);
+  }
+
+  /** Step 3's start files: their spans not yet requested, fetched; nothing when the layer closed meanwhile. */
+  static #fetchStartFiles(
+    m: LayerManager,
+    layer: Layer,
+    startFiles: () => ReadonlyArray<[number, number]> | undefined,
+  ): void {
+    const manager = layer.manager;
+    if (!manager || m.#closed || !m.#isOpen(layer)) return;
+    const ids = new Set<number>();
+    for (const [start, end] of startFiles() ?? []) {
+      const last = manager.layout.spanOf(end - 1);
+      for (let id = manager.layout.spanOf(start); id <= last; id++)
+        if (manager.state(id) === "unrequested") ids.add(id);
+    }
+    if (ids.size === 0) return;
+    m.#logger.debug("Fetching the start files' spans", { layer: layer.digest, spans: [...ids] });
+    // A failure is logged by the span manager; the runtime's own read fetches again.
+    manager.fetchSpans([...ids].sort((a, b) => a - b)).catch(() => {});
   }
 
   /**
@@ -348,30 +373,12 @@ export class LayerManager {
       signal: opts.signal,
     });
     opened(layer);
-    return this.#start(layer, opts);
+    return this.#start(layer, opts.prefetchSpans ?? [], opts.lodSpans ?? []);
   }
 
   /** Steps 3-4, outside the async `#open` for the reason `#handle` says. */
-  #start(layer: Layer, opts: Pick<AcquireLayerOptions, "prefetchSpans" | "lodSpans" | "startFiles">): Opened {
-    const prefetchSpans = opts.prefetchSpans ?? [];
-    const lodSpans = opts.lodSpans ?? [];
-    const startFiles = opts.startFiles;
-    // 3. The start files' spans one turn later (the layer's opener answers first), then what is waited for.
-    const manager = layer.manager;
-    if (manager && startFiles) {
-      setImmediate(() => {
-        const ids = new Set<number>();
-        for (const [start, end] of startFiles() ?? []) {
-          const last = manager.layout.spanOf(end - 1);
-          for (let id = manager.layout.spanOf(start); id <= last; id++)
-            if (manager.state(id) === "unrequested") ids.add(id);
-        }
-        if (ids.size === 0) return;
-        this.#logger.debug("Fetching the start files' spans", { layer: layer.digest, spans: [...ids] });
-        // A failure is logged by the span manager; the runtime's own read fetches again.
-        manager.fetchSpans([...ids].sort((a, b) => a - b)).catch(() => {});
-      });
-    }
+  #start(layer: Layer, prefetchSpans: Array<[number, number]>, lodSpans: readonly number[]): Opened {
+    // 3. Started now, waited for by whoever needs it.
     const { head: prefetched, all: replayed } =
       layer.manager && (prefetchSpans.length || lodSpans.length)
         ? this.#prefetch(layer, prefetchSpans, lodSpans)

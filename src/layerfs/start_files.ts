@@ -5,29 +5,26 @@
  * read is a span round trip on the container's start path, after the pull (bench:containerd: ~50 ms between
  * containerd mounting the root file system and creating the task).
  *
- * `startFileRanges` finds, for each path, the copy the merged view of the image shows: walking the layers top
- * down, the first layer with an entry of that name (a regular file, or a hardlink to one in the same layer) has
- * it; a whiteout of it or of a parent, an opaque parent, or a parent that is not a directory hides the layers
- * below; a layer without a zTOC (fetched whole) ends the search, since what it holds is not known here (and its
- * copy would be local). Paths found nowhere, hidden, or not regular files are skipped: this is a prefetch, never
- * an error.
+ * `startFileRanges` finds, for each path, the copy the merged view of the image shows, by the rules the layer's
+ * tree is built with (metadata.ts): walking the layers top down, within a layer the last entry of a name wins,
+ * as `tar -x` leaves it: the file's own entry (a regular file, or a hardlink to an earlier entry of the same
+ * layer; a hardlink without one is skipped, as the tree skips it) shows it; its whiteout, or a whiteout of a
+ * parent or a parent that is not a directory, coming later hides it and every layer below; an opaque parent
+ * (not the root, whose opaque marker overlayfs ignores) hides the layers below only. A layer without a zTOC
+ * (fetched whole) ends the search, since what it holds is not known here (and its copy would be local). Names
+ * are cleaned as the tree cleans them (absolute and escaping names are skipped). Paths found nowhere, hidden, or
+ * not regular files are skipped: this is a prefetch, never an error.
  */
 import type { FileMetadata, Ztoc } from "../ztoc/types.ts";
+import { cleanPath } from "./metadata.ts";
 
 /** What every container start reads (see the file comment). */
 export const START_FILES: readonly string[] = ["etc/passwd", "etc/group"];
 
-/** How one TOC name matters to a path being looked for. */
-type Hit =
-  | { path: number; kind: "entry" }
-  | { path: number; kind: "hides" }
-  /** An entry named like a parent directory: it hides the path unless it is a directory. */
-  | { path: number; kind: "parent" };
-
 /**
- * Where the visible copy of each of `paths` (relative, as "etc/passwd") is, as byte ranges [start, end) of the
- * uncompressed layer by layer digest, for an image's `layers` bottom first (`ztoc` undefined for a layer that is
- * not lazy). Layers without any are absent. (The layer maps them to its spans when it opens.)
+ * Where the visible copy of each of `paths` (clean relative paths, as "etc/passwd") is, as byte ranges
+ * [start, end) of the uncompressed layer by layer digest, for an image's `layers` bottom first (`ztoc` undefined for
+ * a layer that is not lazy). Layers without any are absent. (The layer maps them to its spans when it opens.)
  */
 export function startFileRanges(
   layers: ReadonlyArray<{ digest: string; ztoc?: Ztoc }>,
@@ -38,28 +35,26 @@ export function startFileRanges(
   for (let l = layers.length - 1; l >= 0 && pending.size > 0; l--) {
     const { digest, ztoc } = layers[l]!;
     if (!ztoc) break;
-    const found = lookUp(ztoc.toc, paths, pending);
-    for (const [i, what] of found) {
+    for (const [i, what] of lookUp(ztoc.toc, paths, pending)) {
       pending.delete(i);
-      if (what === "hidden") continue;
-      const file = what.type === "hardlink" ? hardlinkTarget(ztoc.toc, what) : what;
-      if (file?.type !== "reg" || file.uncompressedSize === 0) continue;
+      if (what === "hidden" || what.uncompressedSize === 0) continue;
       const ranges = out.get(digest) ?? [];
-      ranges.push([file.uncompressedOffset, file.uncompressedOffset + file.uncompressedSize]);
+      ranges.push([what.uncompressedOffset, what.uncompressedOffset + what.uncompressedSize]);
       out.set(digest, ranges);
     }
   }
   return out;
 }
 
-/** A TOC name without "./" or "/" in front or "/" behind (names are compared, never resolved). */
-function clean(name: string): string {
-  let s = name;
-  while (s.startsWith("./")) s = s.slice(2);
-  while (s.startsWith("/")) s = s.slice(1);
-  while (s.endsWith("/")) s = s.slice(0, -1);
-  return s;
-}
+/** How one TOC name matters to a path being looked for. */
+type Hit =
+  | { path: number; kind: "entry" }
+  /** The path's whiteout, or a parent's: hides it and everything below. */
+  | { path: number; kind: "whiteout" }
+  /** An opaque marker of a parent directory: hides the layers below only. */
+  | { path: number; kind: "opaque" }
+  /** An entry named like a parent directory: it hides the path unless it is a directory. */
+  | { path: number; kind: "parent" };
 
 /** `dir/.wh.base` for `dir/base`. */
 function whiteoutOf(path: string): string {
@@ -68,9 +63,8 @@ function whiteoutOf(path: string): string {
 }
 
 /**
- * What one layer says about each pending path, in one pass over its TOC: its own entry (the last of that name, as
- * `tar -x` leaves it, wins over anything hiding it in the same layer) or "hidden"; paths it says nothing about
- * are absent.
+ * What one layer says about each pending path, in one pass over its TOC in order (the last word on a name wins):
+ * the regular file it shows, or "hidden"; paths it says nothing about are absent.
  */
 function lookUp(
   toc: readonly FileMetadata[],
@@ -86,43 +80,58 @@ function lookUp(
   for (const i of pending) {
     const p = paths[i]!;
     add(p, { path: i, kind: "entry" });
-    add(whiteoutOf(p), { path: i, kind: "hides" });
-    add(".wh..wh..opq", { path: i, kind: "hides" });
+    add(whiteoutOf(p), { path: i, kind: "whiteout" });
     const parts = p.split("/");
     for (let k = 1; k < parts.length; k++) {
       const parent = parts.slice(0, k).join("/");
       add(parent, { path: i, kind: "parent" });
-      add(whiteoutOf(parent), { path: i, kind: "hides" });
-      add(`${parent}/.wh..wh..opq`, { path: i, kind: "hides" });
+      add(whiteoutOf(parent), { path: i, kind: "whiteout" });
+      add(`${parent}/.wh..wh..opq`, { path: i, kind: "opaque" });
     }
   }
-  const own = new Map<number, FileMetadata>();
-  const hidden = new Set<number>();
+  /** The last word of this layer on each path: the regular file it shows (a hardlink's target) or "hidden". */
+  const last = new Map<number, FileMetadata | "hidden">();
+  const opaque = new Set<number>();
+  /** Regular files by clean name so far, for hardlinks (a link names an earlier entry of its layer). */
+  const regular = new Map<string, FileMetadata>();
   for (const m of toc) {
-    const list = hits.get(clean(m.name));
-    if (!list) continue;
-    for (const h of list) {
-      if (h.kind === "entry") own.set(h.path, m);
-      else if (h.kind === "hides" || m.type !== "dir") hidden.add(h.path);
+    const parts = cleanPath(m.name);
+    if (!parts) continue;
+    const name = parts.join("/");
+    const list = hits.get(name);
+    if (list) {
+      for (const h of list) {
+        switch (h.kind) {
+          case "entry": {
+            if (m.type !== "hardlink") {
+              last.set(h.path, m.type === "reg" ? m : "hidden");
+              break;
+            }
+            // A hardlink shows its target as it stood; one without a target is skipped (what was there stays).
+            const target = regular.get(cleanPath(m.linkname)?.join("/") ?? "");
+            if (target) last.set(h.path, target);
+            break;
+          }
+          case "whiteout":
+            last.set(h.path, "hidden");
+            break;
+          case "opaque":
+            opaque.add(h.path);
+            break;
+          case "parent":
+            if (m.type !== "dir") last.set(h.path, "hidden");
+            break;
+        }
+      }
     }
+    if (m.type === "reg") regular.set(name, m);
+    else regular.delete(name);
   }
   const out = new Map<number, FileMetadata | "hidden">();
   for (const i of pending) {
-    const m = own.get(i);
-    if (m) out.set(i, m);
-    else if (hidden.has(i)) out.set(i, "hidden");
+    const w = last.get(i);
+    if (w !== undefined) out.set(i, w);
+    else if (opaque.has(i)) out.set(i, "hidden");
   }
   return out;
-}
-
-/** The regular file a hardlink names in the same layer (following links to links), or undefined. */
-function hardlinkTarget(toc: readonly FileMetadata[], link: FileMetadata): FileMetadata | undefined {
-  let file: FileMetadata | undefined = link;
-  for (let hops = 0; file?.type === "hardlink" && hops < 32; hops++) {
-    const target = clean(file.linkname);
-    let next: FileMetadata | undefined;
-    for (const m of toc) if (clean(m.name) === target) next = m;
-    file = next;
-  }
-  return file?.type === "reg" ? file : undefined;
 }

@@ -51,7 +51,8 @@ describe("startFileRanges", () => {
     const cases: Array<[string, Record<string, TestFile>, string[]]> = [
       ["whiteout of group", { etc: { dir: true }, "etc/.wh.group": "" }, ["etc/passwd"]],
       ["opaque etc", { etc: { dir: true }, "etc/.wh..wh..opq": "" }, []],
-      ["opaque root", { ".wh..wh..opq": "" }, []],
+      // The root is always merged: overlayfs ignores an opaque marker there.
+      ["opaque root", { ".wh..wh..opq": "" }, ["etc/passwd", "etc/group"]],
       ["etc deleted", { ".wh.etc": "" }, []],
       ["etc a symlink", { etc: { symlink: "/usr/etc" } }, []],
     ];
@@ -92,5 +93,52 @@ describe("startFileRanges", () => {
     };
     const got = startFileRanges([{ digest: l.digest, ztoc: dotted }]);
     expect(got.get(l.digest)).toEqual([rangeOf(l, "etc/passwd"), rangeOf(l, "etc/group-")]);
+  });
+  test("within a layer the last word on a name wins: a whiteout or a replaced parent after the file hides it", () => {
+    const l = layer("ba", { etc: { dir: true }, "etc/.wh.passwd": "", "etc/passwd": "p\n" });
+    const entry = (n: string) => l.ztoc.toc.find((e) => e.name === n)!;
+    const [dir, file, whiteout] = [entry("etc/"), entry("etc/passwd"), entry("etc/.wh.passwd")];
+    const etcAsFile = { ...file, name: "etc" };
+    for (const [what, toc, shown] of [
+      ["file, then its whiteout", [dir, file, whiteout], false],
+      ["whiteout, then the file", [dir, whiteout, file], true],
+      ["file, then etc replaced by a file", [dir, file, etcAsFile], false],
+      ["etc a file, then a directory again, then the file", [etcAsFile, dir, file], true],
+    ] as const) {
+      const got = startFileRanges([{ digest: l.digest, ztoc: { ...l.ztoc, toc: [...toc] } }], ["etc/passwd"]);
+      expect([what, got.get(l.digest) ?? []]).toEqual([what, shown ? [rangeOf(l, "etc/passwd")] : []]);
+    }
+  });
+
+  test("duplicate entries: the last copy is the one shown; absolute and escaping names are skipped", () => {
+    const l = layer("bc", { etc: { dir: true }, "etc/group": "g1\n", "etc/passwd": "p\n" });
+    const group = l.ztoc.toc.find((m) => m.name === "etc/group")!;
+    const passwd = l.ztoc.toc.find((m) => m.name === "etc/passwd")!;
+    const ztoc: Ztoc = {
+      ...l.ztoc,
+      toc: [
+        ...l.ztoc.toc,
+        { ...passwd, name: "etc/group" }, // a second etc/group, later: its bytes are the ones shown
+        { ...group, name: "/etc/passwd" }, // absolute: not a name the tree takes
+        { ...group, name: "../etc/passwd" },
+      ],
+    };
+    const got = startFileRanges([{ digest: l.digest, ztoc }]);
+    expect(got.get(l.digest)).toEqual([rangeOf(l, "etc/passwd"), rangeOf(l, "etc/passwd")]);
+  });
+
+  test("a hardlink without an earlier target in its layer is skipped: the copy below shows", () => {
+    const upper = layer("bd", { etc: { dir: true }, x: "" });
+    const passwd = base.ztoc.toc.find((m) => m.name === "etc/passwd")!;
+    const ztoc: Ztoc = {
+      ...upper.ztoc,
+      toc: [
+        ...upper.ztoc.toc,
+        { ...passwd, name: "etc/passwd", type: "hardlink", linkname: "etc/passwd-", uncompressedSize: 0 },
+      ],
+    };
+    const got = startFileRanges([base, { digest: upper.digest, ztoc }], ["etc/passwd"]);
+    expect([...got.keys()]).toEqual([base.digest]);
+    expect(got.get(base.digest)).toEqual([rangeOf(base, "etc/passwd")]);
   });
 });

@@ -2,7 +2,8 @@
  * The start files (layerfs/start_files.ts) fetched when their layer opens, against the real registry (no FUSE):
  * a resolution with `startFiles` hands each layer the spans of the /etc/passwd and /etc/group the image shows,
  * and acquiring that layer fetches them with no read and nothing waiting for them; the other layer fetches
- * nothing; without `startFiles`, no layer does.
+ * nothing; without `startFiles`, no layer does. A second acquirer of a layer open already gets its image's start
+ * files too; a layer let go before its start files' turn fetches nothing and logs no error.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -14,6 +15,7 @@ import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { ArtifactStore } from "../../src/soci/artifact_store.ts";
 import { createIndexes } from "../../src/soci/create.ts";
 import { RegistryLocation } from "../../src/soci/image_location.ts";
+import { MemoryLogger } from "../../src/util/log.ts";
 import { needs } from "../_harness/env.ts";
 import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
@@ -105,5 +107,58 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
   test("without startFiles: no layer fetches anything before it is read", async () => {
     const { present } = await fetchedUnasked(false, "off");
     expect(present).toEqual([[], []]);
+  });
+  /** The base layer's manager after acquiring it twice, without then with startFiles; or once, let go at once. */
+  const baseLayerAfter = async (how: "second acquirer" | "let go", dir: string) => {
+    const store = new ArtifactStore(join(tmp, dir, "store"));
+    await createIndexes(new RegistryLocation(http, img.ref, name), {
+      store,
+      spanSizeBytes: SPAN,
+      minLayerSizeBytes: 0,
+    });
+    const modes = { localStore: true, v1: false, v2: false };
+    const withFiles = await new ImageResolver(http, { store, modes, startFiles: true }).resolve(name);
+    const without = await new ImageResolver(http, { store, modes }).resolve(name);
+    const logger = new MemoryLogger();
+    const mgr = await LayerManager.create({
+      root: join(tmp, dir),
+      inflate: noInflate,
+      backgroundFetch: { disable: true },
+      logger,
+    });
+    const digest = img.layers[0]!.descriptor.digest;
+    try {
+      const handles = [];
+      if (how === "second acquirer") handles.push(await mgr.acquire(acquireOptionsFor(without, digest)));
+      const h = await mgr.acquire(acquireOptionsFor(withFiles, digest));
+      if (how === "let go") await h.done();
+      else handles.push(h);
+      for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
+      const m = h.layer.manager!;
+      const requested = () =>
+        Array.from({ length: m.layout.spanCount }, (_, id) => id).filter((id) => m.state(id) !== "unrequested");
+      if (how === "second acquirer")
+        await until(10_000, "the start files", () => requested().every((id) => m.state(id) === "uncompressed"));
+      const got = {
+        requested: requested(),
+        problems: logger.lines.filter((l) => l.level === "error" || l.level === "warn"),
+      };
+      for (const x of handles) await x.done();
+      return got;
+    } finally {
+      await mgr.close();
+    }
+  };
+
+  test("a second acquirer of a layer open already (another image's) gets its start files fetched", async () => {
+    const { requested, problems } = await baseLayerAfter("second acquirer", "second");
+    expect(requested.length).toBeGreaterThan(0);
+    expect(problems).toEqual([]);
+  });
+
+  test("a layer let go before its start files' turn fetches nothing and logs no error", async () => {
+    const { requested, problems } = await baseLayerAfter("let go", "gone");
+    expect(requested).toEqual([]);
+    expect(problems).toEqual([]);
   });
 });
