@@ -37,7 +37,10 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
     const r = new Rand("layerfs-start");
     const base = {
       "bin/sh": r.bytes(3 * SPAN),
-      "etc/group": "root:x:0:\n",
+      // Its data ends exactly where span 4 begins (after bin/sh's 512 + 3 spans and its own 512-byte header),
+      // and the next file's spans are not wanted: span 4 must not be fetched.
+      "etc/group": `root:x:0:\n${"#".repeat(SPAN - 1024 - 11)}\n`,
+      "etc/gshadow": r.bytes(2 * SPAN),
       // Across three spans: each is fetched.
       "etc/passwd": `root:x:0:0:root:/root:/bin/sh\n${"#".repeat(2.5 * SPAN)}\n`,
       "usr/lib/big": r.bytes(6 * SPAN),
@@ -82,6 +85,7 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
       };
       const wanted = [...new Set([...spans("etc/group"), ...spans("etc/passwd")])].sort((a, b) => a - b);
       expect(spans("etc/passwd").length).toBe(3);
+      expect(spans("etc/group")).toEqual([3]);
       // A fetch is started one turn after the layer opens (its span then "requested" at once): two turns later
       // every fetch there is to see has begun.
       for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
