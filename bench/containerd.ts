@@ -195,12 +195,15 @@
  * Then the files every container start reads (/etc/passwd, /etc/group: containerd's spec generation, between
  * its two Mounts calls) fetched as soon as the layer showing them is open (src/layerfs/start_files.ts,
  * `[prefetch] start_files`): containerd's Mounts -> Mounts 69 -> 15 ms; two runs 2.50 s 0.268x / 2.65 s 0.273x
- * (full pull 9.33 / 9.71 s), prefetch artifact 0.201x / 0.216x, serve peak RSS 239.3 / 236.1 MB.
+ * (full pull 9.33 / 9.71 s), prefetch artifact 0.201x / 0.216x, serve peak RSS 239.3 / 236.1 MB. After the
+ * review's fixes and a cheaper pass over the TOCs (the start files' work on serve's main thread delayed the next
+ * layer's Prepare by ~10 ms), three runs: 2.54 s 0.259x / 2.67 s 0.264x / 2.52 s 0.265x (full pull 9.77 / 10.13 /
+ * 9.51 s), prefetch artifact 0.203x / 0.186x / 0.197x, soci-ts / AWS SOCI 0.46-0.48, serve peak RSS 231.4-244.2 MB.
  * Tried and measured, not kept: 128 KiB spans (SPAN_SIZE=128KiB, to halve each chain step's transfer): 2.87 s,
  * 0.297x (more windows to fetch for the same runs, a larger skeleton; the step's round trip stays); the window
  * request sent 2 or 5 ms before its run (so that its answer is queued first): no steady gain in 30 paired
  * requests on this link (median 27 against 30 ms, the slow tail of 60-80 ms in both).
- * What limits 0.25x (2.35 s against today's full pull): the link's floor for this path is ~1.7 s (10.7 MB at
+ * What limits 0.25x (2.35-2.5 s against today's full pulls): the link's floor for this path is ~1.7 s (10.7 MB at
  * 100 Mbit/s, ~27 serial round trips, containerd's own ~0.2 s), and what is above it is spread thin: python's
  * CPU between opens (~0.18 s), the steps' registry and TLS overhead (~5-10 ms each), windows queued behind runs
  * (~0.1 s), the pull's fresh connections (~0.05 s). Each is tens of ms; what would remove the chain's round
