@@ -31,6 +31,9 @@
  * `[background_fetch]` table of its own replaces the bench's `disable = true`). RSS_ONLY=1 publishes the RSS
  * images and runs the RSS step alone (no timed paths, no AWS SOCI; last line the RSS figure); SOCI_TS_BIN=<file>
  * runs that soci-ts executable instead of building this checkout (same-sitting before/after comparisons).
+ * QUICK=<rounds> runs only containerd's full pull and the soci-ts path (no AWS SOCI, prefetch artifact or RSS
+ * step), that many rounds, each round's ratio and the medians printed; with SOCI_TS_BIN_B=<executable> each round
+ * also runs the soci-ts path with that build (A/B in one sitting, the order alternating round by round).
  *
  * Targets (issue 11): soci-ts ≤ 0.25× the full pull's time and ≤ 0.7× AWS SOCI's; serve ≤ 256 MB with 10 images.
  * Last line: `containerd lazy vs full pull: <ratio>x` (soci-ts without prefetch artifact / full pull; lower is
@@ -238,6 +241,10 @@ const SPAN_SIZE = process.env.SPAN_SIZE ?? "256KiB";
 const RSS_ONLY = process.env.RSS_ONLY === "1";
 /** SOCI_TS_BIN=<executable>: use this soci-ts build (e.g. another branch's) instead of building this checkout. */
 const SOCI_TS_BIN = process.env.SOCI_TS_BIN;
+/** QUICK=<rounds>: full pull and soci-ts path only, that many rounds (see the file comment). */
+const QUICK = Number(process.env.QUICK ?? 0);
+/** SOCI_TS_BIN_B=<executable>: with QUICK, a second build timed beside the first in every round. */
+const SOCI_TS_BIN_B = process.env.SOCI_TS_BIN_B;
 const AWS_SPAN_SIZE = process.env.AWS_SPAN_SIZE;
 const PROFILE_DIR = process.env.PROFILE_DIR;
 /** TOML appended to serve's config (e.g. `[fuse]\npassthrough = true`), to compare settings. */
@@ -680,6 +687,7 @@ async function main(): Promise<void> {
   await ensurePythonImage();
   if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
   if (RSS_ONLY) return await rssOnly(loadBefore);
+  if (QUICK > 0) return await quick(loadBefore);
   soci = await ensureAwsSoci();
   warm = [bin, soci.soci, soci.snapshotter, "ctr", "containerd", "containerd-shim-runc-v2", "runc"].map(
     (p) => Bun.which(p) ?? p,
@@ -764,6 +772,46 @@ async function main(): Promise<void> {
   );
   console.log(rssLine(rss));
   console.log(`containerd lazy vs full pull: ${ratio(tsR.seconds, fullR.seconds)}x`);
+}
+
+/** QUICK: rounds of the full pull and the soci-ts path (and SOCI_TS_BIN_B's), each round's ratios, the medians. */
+async function quick(loadBefore: string): Promise<void> {
+  warm = [bin, SOCI_TS_BIN_B ?? bin, "ctr", "containerd", "containerd-shim-runc-v2", "runc"].map(
+    (p) => Bun.which(p) ?? p,
+  );
+  link = await startShapedRegistry({ tlsHostName: HOST_NAME, accessLog: true });
+  cleanups.push(() => link.stop());
+  const direct = link.registry.host;
+  const named = link.registry.nameHost!;
+  const refs: Record<string, string> = {};
+  for (const name of ["python-full", "python", "python-b"]) {
+    await pushPythonImage(direct, { repository: `bench/${name}`, tag: "v1" });
+    refs[name] = `${named}/bench/${name}:v1`;
+    if (name !== "python-full") publishSociTsIndex(`${direct}/bench/${name}:v1`, join(tmp, `publisher-${name}`));
+  }
+  link.shape();
+  const a = bin;
+  const ratios: Record<string, number[]> = { A: [], B: [] };
+  for (let round = 1; round <= QUICK; round++) {
+    const full = await fullPull(refs["python-full"]!);
+    const order = SOCI_TS_BIN_B ? (round % 2 ? ["A", "B"] : ["B", "A"]) : ["A"];
+    const line = [`round ${round} (${load()}): full pull ${full.seconds.toFixed(2)} s`];
+    for (const which of order) {
+      bin = which === "A" ? a : SOCI_TS_BIN_B!;
+      // Each build pulls its own repository, so that neither finds the other's spans or zTOCs anywhere.
+      const r = await sociTs(refs[which === "A" ? "python" : "python-b"]!, `soci-ts-${which}-${round}`, "soci-ts pull");
+      ratios[which]!.push(r.seconds / full.seconds);
+      line.push(
+        `${which} ${r.seconds.toFixed(2)} s (pull ${r.pullSeconds.toFixed(2)} s, ${(r.layerBytes / 1e6).toFixed(1)} MB) ${(r.seconds / full.seconds).toFixed(3)}x`,
+      );
+    }
+    console.log(line.join("; "));
+  }
+  bin = a;
+  const median = (v: number[]) => [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)]!;
+  console.log(`load: before ${loadBefore}; after ${load()}`);
+  if (SOCI_TS_BIN_B) console.log(`B (${SOCI_TS_BIN_B}) vs full pull, median: ${median(ratios.B!).toFixed(3)}x`);
+  console.log(`containerd lazy vs full pull: ${median(ratios.A!).toFixed(3)}x`);
 }
 
 /** RSS_ONLY: the registry, the RSS images, step 5 on the shaped link; last line the RSS figure. */
