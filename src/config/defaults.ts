@@ -581,6 +581,20 @@ export const SCHEMA = [
         true,
         "serve: fetch /etc/passwd and /etc/group as soon as the layer showing them is mounted, without waiting for them (containerd and podman read them at every container start)",
       ),
+      bool(
+        "entry_program",
+        "entryProgram",
+        true,
+        "serve: fetch the image's entry program (its config's Entrypoint or Cmd, found in its PATH), its script or ELF interpreter and its shared libraries as soon as their layers are mounted, without waiting for them (what a container running the image's own program loads first); not for images with a load order document or a prefetch artifact",
+      ),
+      int(
+        "entry_program_max_bytes",
+        "entryProgramMaxBytes",
+        32 * MiB,
+        "serve: uncompressed bytes of entry program files fetched at most per image (a file over what is left is skipped)",
+        0,
+        TiB,
+      ),
     ],
   },
   {

@@ -14,6 +14,9 @@
  *      waits only for the first of them (layer_manager.ts step 3).
  *   5. With `startFiles`, where the files every container start reads are (start_files.ts), worked out when a
  *      layer is first acquired: each layer opened fetches its share at once (layer_manager.ts step 3).
+ *   6. With `entryProgram`, the image's entry program prefetch (entry_program.ts), begun by the first layer
+ *      acquired; its image config is fetched beside step 2. Not for an image without an index, or with a load
+ *      order document or prefetch artifact (what the workload reads is known better there).
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
@@ -22,11 +25,12 @@
  * windows were closed with a layer (lazy_ztoc.ts, stored_ztoc.ts) is resolved again, since its zTOCs can no longer
  * be completed or read their windows.
  */
-import type { Descriptor, Manifest } from "../oci/types.ts";
+import type { Descriptor, ImageConfig, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import { feedTree } from "./metadata.ts";
 import { startFileRanges } from "./start_files.ts";
+import { EntryProgramPrefetch } from "./entry_program.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex, type DiscoveredIndex, fetchSociIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
@@ -71,6 +75,11 @@ export interface ResolveOptions {
    * false.
    */
   startFiles?: boolean;
+  /**
+   * Fetch the image's entry program and what it loads (entry_program.ts) as soon as their layers are open, at most
+   * `maxBytes` (config `[prefetch] entry_program`, `entry_program_max_bytes`; serve). Default off.
+   */
+  entryProgram?: { maxBytes: number };
   logger?: Logger;
 }
 
@@ -104,6 +113,8 @@ export interface ResolvedImage {
    * resolution's own time).
    */
   startFiles?: (layerDigest: string) => ReadonlyArray<[number, number]> | undefined;
+  /** With `entryProgram` (step 6): the prefetch each layer acquired tells it is open. */
+  entryProgram?: EntryProgramPrefetch;
 }
 
 /** The options a LayerManager needs to open layer `layerDigest` of `image`; NotFoundError for a foreign digest. */
@@ -126,6 +137,7 @@ export function acquireOptionsFor(
     lodSpans: image.lod?.spans.get(layerDigest),
     noFetchOnOpen: image.lod?.files.get(layerDigest),
     startFiles: image.startFiles && (() => image.startFiles!(layerDigest)),
+    entryProgram: image.entryProgram,
     signal,
   };
 }
@@ -163,6 +175,8 @@ export async function resolveImageLayers(
   opts.onManifest?.(manifest);
   // 4 starts here: the document's lookup needs only the manifest digest, so its requests go beside discovery's.
   const lookup = opts.lod === undefined ? undefined : lookupLod(opts.lod, { location, manifest }, opts);
+  // 6 starts here too: the image config, beside discovery.
+  const config = opts.entryProgram ? fetchImageConfig(location, manifest, opts) : undefined;
   // 2.
   const found = await discoverIndex(location, manifest, {
     indexDigest: opts.indexDigest,
@@ -209,6 +223,20 @@ export async function resolveImageLayers(
   if (opts.lod !== undefined) opts.onPhase?.("lod");
   // 5.
   const startFiles = opts.startFiles && found ? startFilesOf(layers, found) : undefined;
+  // 6.
+  const entryProgram =
+    opts.entryProgram && config && found && !lod && prefetch.size === 0
+      ? new EntryProgramPrefetch(
+          layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })),
+          config,
+          {
+            maxBytes: opts.entryProgram.maxBytes,
+            timeoutMs: opts.windowTimeoutMs ?? 30_000,
+            image: location.name,
+            logger,
+          },
+        )
+      : undefined;
   return {
     location,
     manifest,
@@ -217,7 +245,41 @@ export async function resolveImageLayers(
     prefetch,
     ...(lod ? { lod } : {}),
     ...(startFiles ? { startFiles } : {}),
+    ...(entryProgram ? { entryProgram } : {}),
   };
+}
+
+/** Largest image config fetched for step 6 (real ones are a few KiB; long histories some hundred). */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Step 6's image config, fetched (digest checked by the client); undefined, after a debug line, when it is too
+ * large, cannot be fetched or is not JSON. Never rejects.
+ */
+async function fetchImageConfig(
+  location: RegistryLocation,
+  manifest: FetchedManifest,
+  opts: ResolveOptions & { signal?: AbortSignal },
+): Promise<ImageConfig | undefined> {
+  const logger = opts.logger ?? silentLogger;
+  const desc = (manifest.manifest as Manifest).config;
+  try {
+    if (!desc || !isSha256Digest(desc.digest)) throw new Error("the manifest names no sha256 config");
+    if (desc.size > MAX_CONFIG_BYTES) throw new Error(`the config is ${desc.size} bytes, over ${MAX_CONFIG_BYTES}`);
+    const bytes = await location.client.getBlob(location.ref, desc.digest, {
+      size: desc.size,
+      signal: withTimeout(opts.signal, opts.stepTimeoutMs),
+    });
+    const config = JSON.parse(new TextDecoder().decode(bytes)) as ImageConfig;
+    if (typeof config !== "object" || config === null) throw new Error("the config is not a JSON object");
+    return config;
+  } catch (err) {
+    logger.debug("Cannot read the image config; no entry program prefetch", {
+      image: location.name,
+      cause: errorMessage(err),
+    });
+    return undefined;
+  }
 }
 
 /** Step 5: where the start files are, by layer, worked out on first use. */

@@ -25,7 +25,8 @@
  *      are in.
  *      The spans of the files every container start reads (`startFiles`, start_files.ts) are fetched one turn
  *      after each acquire that names them (also of a layer open already), beside these, and nobody waits for
- *      them.
+ *      them; the image's entry program prefetch (`entryProgram`, entry_program.ts) is told the layer is open
+ *      in the same turn, and nobody waits for it either.
  *   4. After the prefetch, queue the layer for background fetching (unless disabled).
  * A lazy layer opened with a `ztocSource` that served no request for `idleDropMs` drops its tree (layer.ts
  * `dropTreeIfIdle`), unless its prefetch is under way or the background fetcher is fetching it: `dropIdleTrees`, run
@@ -41,6 +42,7 @@ import { forgetLayer } from "../util/metrics.ts";
 import type { CheckpointWindows } from "../ztoc/checkpoint_table.ts";
 import type { Ztoc } from "../ztoc/types.ts";
 import { BackgroundFetcher } from "./background_fetcher.ts";
+import type { EntryProgramPrefetch } from "./entry_program.ts";
 import { openLayer, type Layer, type LayerSource, type ZtocSource } from "./layer.ts";
 import type { ReadRecorder } from "./lod_recorder.ts";
 import { dropTree, type OpaqueXattrMode } from "./metadata.ts";
@@ -112,6 +114,11 @@ export interface AcquireLayerOptions {
    * nobody (step 3).
    */
   startFiles?: () => ReadonlyArray<[number, number]> | undefined;
+  /**
+   * The image's entry program prefetch (entry_program.ts), told once the layer is open that it can read it there
+   * (step 3); nothing waits for it.
+   */
+  entryProgram?: Pick<EntryProgramPrefetch, "layerOpened">;
   /**
    * Record the reads of this layer here (a recording in `serve`), instead of the manager's `recorder`: the layer
    * is opened apart for it (step 1), without direct reads (layer.ts `recorder`). Lazy layers only.
@@ -281,6 +288,8 @@ export class LayerManager {
     // Passed as arguments, not closed over: nothing that lives with the layer keeps the image's zTOCs.
     if (opts.startFiles && opened.layer.manager)
       setImmediate(LayerManager.#fetchStartFiles, this, opened.layer, opts.startFiles);
+    if (opts.entryProgram && opened.layer.manager)
+      setImmediate(LayerManager.#entryProgramOpened, this, opened.layer, opts.entryProgram);
     return this.#handle(key, entry, opened);
   }
 
@@ -302,6 +311,12 @@ export class LayerManager {
     m.#logger.debug("Fetching the start files' spans", { layer: layer.digest, spans: [...ids] });
     // A failure is logged by the span manager; the runtime's own read fetches again.
     manager.fetchSpans([...ids].sort((a, b) => a - b)).catch(() => {});
+  }
+
+  /** Step 3's entry program prefetch, told the layer is open; not when the layer closed meanwhile. */
+  static #entryProgramOpened(m: LayerManager, layer: Layer, prefetch: Pick<EntryProgramPrefetch, "layerOpened">): void {
+    if (!layer.manager || m.#closed || !m.#isOpen(layer)) return;
+    prefetch.layerOpened(layer.digest, layer.manager);
   }
 
   /**

@@ -59,6 +59,11 @@ export interface SpanReadOptions {
   signal?: AbortSignal;
   /** When the read began, in `performance.now()` milliseconds (default: now); its deadline counts from here. */
   startedMs?: number;
+  /**
+   * A prefetch's own read (entry_program.ts reading a file's headers), not a reader's: it does not hold the
+   * foreground gate and is not counted in the read metrics. Default false.
+   */
+  prefetch?: boolean;
 }
 
 /** One wait for spans: its cancellation, its deadline (`performance.now()` ms) and what it is, for messages. */
@@ -224,7 +229,8 @@ export class SpanManager {
     if (length <= 0 || offset >= end) return new Uint8Array(0);
     const t0 = performance.now();
     const m = this.#m;
-    m.reads.inc();
+    const counted = !opts.prefetch;
+    if (counted) m.reads.inc();
     // 1. Spans covering the range.
     const first = this.layout.spanOf(offset);
     const last = this.layout.spanOf(end - 1);
@@ -235,11 +241,13 @@ export class SpanManager {
     const spans = await this.#getSpans(ids, {
       signal: opts.signal,
       deadlineMs,
-      foreground: true,
+      foreground: counted,
       what: `bytes ${offset}-${end}`,
     });
-    m.bytesServed.inc(end - offset);
-    m.readUs.observe((performance.now() - t0) * 1000);
+    if (counted) {
+      m.bytesServed.inc(end - offset);
+      m.readUs.observe((performance.now() - t0) * 1000);
+    }
     // Assemble.
     if (spans.length === 1) {
       const [us] = this.layout.uncompressedRange(first);

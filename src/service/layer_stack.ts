@@ -106,6 +106,7 @@ export async function buildLayerStack(
     store,
     prefetch: c.prefetch.enable,
     startFiles: c.prefetch.startFiles,
+    ...(c.prefetch.entryProgram ? { entryProgram: { maxBytes: c.prefetch.entryProgramMaxBytes } } : {}),
     lazyCheckpoints: c.blob.lazyCheckpoints,
     windowTimeoutMs: manager.fetchTimeoutMs,
     stepTimeoutMs: c.mountTimeoutSec * 1000,

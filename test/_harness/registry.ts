@@ -278,6 +278,8 @@ export interface PushImageOptions {
   index?: boolean;
   /** Push blobs in chunks of this many bytes. */
   chunkSize?: number;
+  /** The image config's `config` (default `{ Cmd: ["/bin/sh"] }`). */
+  config?: Record<string, unknown>;
 }
 
 export interface PushedImage {
@@ -325,7 +327,7 @@ export async function pushImage(
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),
-    config: { Cmd: ["/bin/sh"] },
+    config: opts.config ?? { Cmd: ["/bin/sh"] },
     rootfs: { type: "layers", diff_ids: layers.map((l) => sha256Digest(l.tar)) },
   };
   const configBytes = new TextEncoder().encode(JSON.stringify(config));

@@ -12,6 +12,13 @@ import type { PushedImage } from "../_harness/registry.ts";
 import { toFileMetadata } from "../../src/layerfs/local_layer.ts";
 import { TarReader } from "../../src/tar/reader.ts";
 import type { FileMetadata, Ztoc } from "../../src/ztoc/types.ts";
+import { ImageResolver, type ResolvedImage, type ResolveOptions } from "../../src/layerfs/image_resolver.ts";
+import { LayerManager } from "../../src/layerfs/layer_manager.ts";
+import type { SpanManager } from "../../src/layerfs/span_manager.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { RegistryLocation } from "../../src/soci/image_location.ts";
+import type { Logger } from "../../src/util/log.ts";
 import type { Node, RequestContext } from "../../src/vfs/node.ts";
 import { TAR_ZINFO_VERSION, encodeTarZinfo, tarMaxSpanId } from "../../src/ztoc/zinfo_tar.ts";
 
@@ -103,4 +110,59 @@ export function lookupNode(root: Node, path: string): Node {
     if (!next) throw new Error(`no ${path}`);
     return next as Node;
   }, root);
+}
+
+/**
+ * An image pushed to a test registry, indexed into a local store under `dir` (spans of `spanSize` bytes, every
+ * layer), resolved with `resolverOptions`, and a LayerManager under `dir` without background fetching: what the
+ * tests of acquire-time prefetches (start files, entry program) start from. Close `manager` when done.
+ */
+export async function resolvedImage(
+  client: RegistryClient,
+  img: PushedImage,
+  dir: string,
+  opts: {
+    spanSize: number;
+    resolverOptions?: Omit<ResolveOptions, "store" | "modes">;
+    prefetchPaths?: string[];
+    logger?: Logger;
+  },
+): Promise<{ image: ResolvedImage; manager: LayerManager; store: ArtifactStore }> {
+  const name = `${img.ref.registry}/${img.ref.repository}:${img.ref.tag}`;
+  const store = new ArtifactStore(join(dir, "store"));
+  await createIndexes(new RegistryLocation(client, img.ref, name), {
+    store,
+    spanSizeBytes: opts.spanSize,
+    minLayerSizeBytes: 0,
+    ...(opts.prefetchPaths ? { prefetchPaths: opts.prefetchPaths } : {}),
+  });
+  const resolver = new ImageResolver(client, {
+    store,
+    modes: { localStore: true, v1: false, v2: false },
+    ...opts.resolverOptions,
+  });
+  const image = await resolver.resolve(name);
+  const manager = await LayerManager.create({
+    root: dir,
+    inflate: noInflate,
+    backgroundFetch: { disable: true },
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  });
+  return { image, manager, store };
+}
+
+/** The span ids of `manager`'s layer that are not "unrequested". */
+export function requestedSpans(manager: SpanManager): number[] {
+  return Array.from({ length: manager.layout.spanCount }, (_, id) => id).filter(
+    (id) => manager.state(id) !== "unrequested",
+  );
+}
+
+/** The span ids (of `spanSize`) holding the data of `path` in `ztoc`'s layer. */
+export function spansOfFile(ztoc: Ztoc, path: string, spanSize: number): number[] {
+  const e = ztoc.toc.find((m) => m.name === path);
+  if (!e) throw new Error(`no ${path} in the TOC`);
+  const first = Math.floor(e.uncompressedOffset / spanSize);
+  const last = Math.floor((e.uncompressedOffset + e.uncompressedSize - 1) / spanSize);
+  return Array.from({ length: last - first + 1 }, (_, k) => first + k);
 }
