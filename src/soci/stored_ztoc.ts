@@ -224,7 +224,9 @@ export class StoredWindows implements CheckpointWindows {
     } catch {
       return false;
     }
-    cache.put(this.#owner, i, window);
+    // Its own buffer: a window is handed over as the tail of the span before it, which the cache would pin whole
+    // (256 KiB for a 32 KiB window) while counting 32 KiB.
+    cache.put(this.#owner, i, window.byteLength === window.buffer.byteLength ? window : window.slice());
     return true;
   }
 

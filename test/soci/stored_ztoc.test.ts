@@ -176,3 +176,18 @@ test("a window offered while one is held counts only when it is the same", async
   expect(windows.offer(3, right)).toBe(true);
   windows.close();
 });
+
+test("a window offered as a view of a larger buffer (a span's tail) is kept as its own 32 KiB, not the span", async () => {
+  const { bytes, d, store, table } = await storedZtoc("offer-view");
+  const cache = new WindowCache(1 << 20);
+  const { windows } = loadStoredZtoc(store, d, { windowCache: cache })!;
+  const s = table.recordsOffset + 4 * PACKED_CHECKPOINT_SIZE + RECORD_HEADER_SIZE;
+  // The last 32 KiB of a 256 KiB "span", as ztoc_layout.ts hands them over.
+  const span = new Uint8Array(256 * 1024);
+  span.set(bytes.subarray(s, s + WINDOW_SIZE), span.length - WINDOW_SIZE);
+  expect(windows.offer(4, span.subarray(span.length - WINDOW_SIZE))).toBe(true);
+  const held = await windows.ensure(4);
+  expect(held).toEqual(bytes.slice(s, s + WINDOW_SIZE));
+  expect(held.buffer.byteLength).toBe(WINDOW_SIZE);
+  windows.close();
+});
