@@ -58,6 +58,8 @@ export interface EntryProgramOptions {
   timeoutMs: number;
   /** The image's name, for log lines. */
   image: string;
+  /** Called once it has ended (serve collects the garbage its fetches made: quiet_gc.ts). */
+  onEnd?: () => void;
   logger?: Logger;
 }
 
@@ -211,6 +213,7 @@ export class EntryProgramPrefetch {
         ms: Math.round(performance.now() - t0),
       });
       this.#done.resolve();
+      this.#o.onEnd?.();
     }
   }
 

@@ -79,7 +79,7 @@ export interface ResolveOptions {
    * Fetch the image's entry program and what it loads (entry_program.ts) as soon as their layers are open, at most
    * `maxBytes` (config `[prefetch] entry_program`, `entry_program_max_bytes`; serve). Default off.
    */
-  entryProgram?: { maxBytes: number };
+  entryProgram?: { maxBytes: number; onEnd?: () => void };
   logger?: Logger;
 }
 
@@ -226,16 +226,7 @@ export async function resolveImageLayers(
   // 6.
   const entryProgram =
     opts.entryProgram && config && found && !lod && prefetch.size === 0
-      ? new EntryProgramPrefetch(
-          layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })),
-          config,
-          {
-            maxBytes: opts.entryProgram.maxBytes,
-            timeoutMs: opts.windowTimeoutMs ?? 30_000,
-            image: location.name,
-            logger,
-          },
-        )
+      ? entryProgramOf(layers, found, config, location.name, opts.entryProgram, opts)
       : undefined;
   return {
     location,
@@ -247,6 +238,32 @@ export async function resolveImageLayers(
     ...(startFiles ? { startFiles } : {}),
     ...(entryProgram ? { entryProgram } : {}),
   };
+}
+
+/**
+ * Step 6's prefetch. A function of its own: a closure made in the async resolveImageLayers (the layers' zTOCs
+ * looked up here) would put `found` in the scope every closure of that function shares, and the lazy windows
+ * keep one of them (onLazyError) for as long as their layer is mounted, with every zTOC of the image.
+ */
+function entryProgramOf(
+  layers: Descriptor[],
+  found: DiscoveredIndex,
+  config: Promise<ImageConfig | undefined>,
+  image: string,
+  limits: NonNullable<ResolveOptions["entryProgram"]>,
+  opts: ResolveOptions,
+): EntryProgramPrefetch {
+  return new EntryProgramPrefetch(
+    layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })),
+    config,
+    {
+      maxBytes: limits.maxBytes,
+      onEnd: limits.onEnd,
+      timeoutMs: opts.windowTimeoutMs ?? 30_000,
+      image,
+      logger: opts.logger,
+    },
+  );
 }
 
 /** Largest image config fetched for step 6 (real ones are a few KiB; long histories some hundred). */

@@ -45,3 +45,23 @@ export async function settledNow(p: unknown): Promise<boolean> {
   for (let i = 0; i < 20; i++) await Promise.resolve();
   return done;
 }
+
+/** Calls itself `depth` deep, writing over the stack slots below the caller. */
+function clobberStack(depth: number): number {
+  const slots = [depth, depth + 1, depth + 2, depth + 3];
+  return depth === 0 ? 0 : clobberStack(depth - 1) + (slots[depth % 4]! & 1);
+}
+
+/**
+ * Resolves once the object `ref` names has been collected (full collections, a turn apart); fails after
+ * `timeoutMs` naming `what`. The collector scans the stack conservatively: a stale slot still holding the object
+ * (it failed so, rarely, in long runs) is overwritten by a deep call before each collection.
+ */
+export async function collected(ref: WeakRef<object>, what: string, timeoutMs = 10_000): Promise<void> {
+  await until(timeoutMs, `${what} to be collected`, async () => {
+    clobberStack(2_000);
+    Bun.gc(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    return ref.deref() === undefined;
+  });
+}

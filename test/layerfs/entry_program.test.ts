@@ -11,11 +11,17 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { entryCommands, shellCommandProgram } from "../../src/layerfs/entry_program.ts";
-import { acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
+import { ImageResolver, acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
+import { LayerManager } from "../../src/layerfs/layer_manager.ts";
+import { inflateFromCheckpoint } from "../../src/compress/resume.ts";
+import { ArtifactStore } from "../../src/soci/artifact_store.ts";
+import { createIndexes } from "../../src/soci/create.ts";
+import { RegistryLocation } from "../../src/soci/image_location.ts";
+import { pushIndexes } from "../../src/soci/push.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import { needs } from "../_harness/env.ts";
-import { until } from "../_harness/liveness.ts";
+import { collected, until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestFile, type TestRegistry } from "../_harness/registry.ts";
 import { makeElf } from "./_elf.ts";
@@ -218,5 +224,47 @@ describe.skipIf(!run)("entry program prefetched when its layers open", () => {
     const got = await prefetched(none, "none", [[], []]);
     expect(got.present).toEqual([[], []]);
     expect(got.fetched).toEqual([]);
+  });
+
+  test("a mounted layer keeps no other layer's zTOC once its resolution is let go", async () => {
+    // gzip layers, the index in the registry: the zTOCs are loaded lazily, and their windows keep the options
+    // discovery was called with (its callbacks are closures of the resolution).
+    const img = await pushImage(reg, "test/kept", "v1", {
+      layers: [base, upper],
+      config: { Cmd: ["/bin/sh", "-c", "exec app"] },
+    });
+    const name = `${img.ref.registry}/${img.ref.repository}:v1`;
+    const location = new RegistryLocation(http, img.ref, name);
+    const pub = new ArtifactStore(join(tmp, "kept", "pub"));
+    await createIndexes(location, { store: pub, spanSizeBytes: SPAN, minLayerSizeBytes: 0 });
+    await pushIndexes(location, { store: pub });
+    const resolver = new ImageResolver(http, {
+      modes: { localStore: false, v1: true, v2: false },
+      entryProgram: { maxBytes: 64 * 1024 * 1024 },
+      ttlMs: 3_600_000,
+    });
+    const manager = await LayerManager.create({
+      root: join(tmp, "kept"),
+      inflate: inflateFromCheckpoint,
+      backgroundFetch: { disable: true },
+    });
+    try {
+      // Only the base layer is acquired (all the program's files are there); the top layer's zTOC is the
+      // resolution's alone. Named only from this function's frame, which is gone when the collector looks.
+      const acquired = async () => {
+        const image = await resolver.resolve(name);
+        const handle = await manager.acquire(acquireOptionsFor(image, img.layers[0]!.descriptor.digest));
+        await image.entryProgram!.done;
+        expect(image.entryProgram!.fetched.length).toBeGreaterThan(3);
+        return { handle, top: new WeakRef(image.found!.ztocs.get(img.layers[1]!.descriptor.digest)!) };
+      };
+      const { handle, top } = await acquired();
+      resolver.clear();
+      await collected(top, "the top layer's zTOC");
+      expect(handle.layer.manager).toBeDefined();
+      await handle.done();
+    } finally {
+      await manager.close();
+    }
   });
 });

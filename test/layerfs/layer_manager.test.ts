@@ -14,7 +14,7 @@ import { HttpRegistryClient } from "../../src/registry/client.ts";
 import type { RegistryClient } from "../../src/registry/types.ts";
 import { NotFoundError } from "../../src/util/errors.ts";
 import { needs } from "../_harness/env.ts";
-import { until } from "../_harness/liveness.ts";
+import { collected, until } from "../_harness/liveness.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
 import { noInflate, tarZtoc } from "./_fixtures.ts";
 
@@ -34,12 +34,6 @@ function counting(inner: RegistryClient): { client: RegistryClient; calls: Map<s
     },
   });
   return { client, calls };
-}
-
-/** Calls itself `depth` deep, writing over the stack slots below the caller. */
-function clobberStack(depth: number): number {
-  const slots = [depth, depth + 1, depth + 2, depth + 3];
-  return depth === 0 ? 0 : clobberStack(depth - 1) + (slots[depth % 4]! & 1);
 }
 
 /** Handles on the open layers of `digest` (every repository and layout), or undefined when none is open. */
@@ -252,14 +246,7 @@ describe.skipIf(!run)("ImageResolver", () => {
     const resolved = async () => new WeakRef(await resolver.resolve(name));
     const ref = await resolved();
     resolver.clear();
-    await until(10_000, "the cleared resolution to be collected", async () => {
-      // The collector scans the stack conservatively: a stale slot still holding the resolution (it failed so,
-      // rarely, in long runs) is overwritten by a deep call first.
-      clobberStack(2_000);
-      Bun.gc(true);
-      await new Promise((resolve) => setImmediate(resolve));
-      return ref.deref() === undefined;
-    });
+    await collected(ref, "the cleared resolution");
   });
 
   test("a failed resolution is not kept; a caller's abort ends only its own wait", async () => {
