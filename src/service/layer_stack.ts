@@ -85,6 +85,8 @@ export async function buildLayerStack(
     readaheadSpans?: number;
     /** The CRI keychain's credentials, for the registry client built here. */
     pulledCredentials?: RegistryClientOptions["pulledCredentials"];
+    /** Called when an image's entry program prefetch has ended (serve: quiet_gc.ts `settled`). */
+    afterPrefetch?: () => void;
   },
 ): Promise<LayerStack> {
   const client =
@@ -106,7 +108,9 @@ export async function buildLayerStack(
     store,
     prefetch: c.prefetch.enable,
     startFiles: c.prefetch.startFiles,
-    ...(c.prefetch.entryProgram ? { entryProgram: { maxBytes: c.prefetch.entryProgramMaxBytes } } : {}),
+    ...(c.prefetch.entryProgram
+      ? { entryProgram: { maxBytes: c.prefetch.entryProgramMaxBytes, onEnd: opts.afterPrefetch } }
+      : {}),
     lazyCheckpoints: c.blob.lazyCheckpoints,
     windowTimeoutMs: manager.fetchTimeoutMs,
     stepTimeoutMs: c.mountTimeoutSec * 1000,

@@ -103,17 +103,19 @@ export async function startServe(opts: ServeOptions): Promise<RunningServe> {
     // 2. (With [cri_keychain], the CRI pulls' credentials feed the registry client.)
     const keychain = criKeychain(opts.config, opts.address, log);
     if (keychain) undo.push(async () => keychain.proxy.close());
+    // Both front ends' layer opens push back one full collection, and each image's prefetch ending makes one
+    // (quiet_gc.ts).
+    const gc = new QuietGc({ quietMs: QUIET_GC_MS });
+    undo.push(async () => gc.close());
     const stack = await buildLayerStack(opts.config, opts.root, {
       logger: log,
       env: opts.env,
       client: opts.client,
       pulledCredentials: keychain?.credentials,
+      afterPrefetch: () => gc.settled(),
     });
     undo.push(() => stack.close({ keepMounts }));
     stack.layerFs.keeper = handover;
-    // Both front ends' layer opens push back one full collection (quiet_gc.ts).
-    const gc = new QuietGc({ quietMs: QUIET_GC_MS });
-    undo.push(async () => gc.close());
     // 3-5.
     const snapshotter = opts.config.snapshotter.enable
       ? await startSnapshotter(opts, { stack, handover, keychain, undo, gc })

@@ -54,6 +54,27 @@ describe("QuietGc", () => {
     expect(runs).toBe(0);
   });
 
+  test("settled(): one collection settleMs later for calls within that time, beside the one a poke has pending", () => {
+    const s = manualSchedule();
+    let runs = 0;
+    const gc = new QuietGc({ quietMs: 1000, settleMs: 50, collect: () => runs++, schedule: s.schedule });
+    gc.poke();
+    gc.settled();
+    gc.settled();
+    expect([...s.pending].map((p) => p.ms).sort((a, b) => a - b)).toEqual([50, 1000]);
+    s.runAll();
+    expect(runs).toBe(2);
+    gc.settled();
+    expect([...s.pending].map((p) => p.ms)).toEqual([50]);
+    gc.close();
+    expect(s.pending.size).toBe(0);
+    gc.settled();
+    const never = new QuietGc({ quietMs: 0, collect: () => runs++, schedule: s.schedule });
+    never.settled();
+    expect(s.pending.size).toBe(0);
+    expect(runs).toBe(2);
+  });
+
   test("on real timers, the collection comes", async () => {
     let runs = 0;
     const gc = new QuietGc({ quietMs: 10, collect: () => runs++ });
