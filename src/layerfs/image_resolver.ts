@@ -30,7 +30,7 @@ import { parseReference } from "../registry/reference.ts";
 import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import { feedTree } from "./metadata.ts";
 import { startFileRanges } from "./start_files.ts";
-import { EntryProgramPrefetch } from "./entry_program.ts";
+import { type EntryProgramOptions, EntryProgramPrefetch } from "./entry_program.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
 import { discoverIndex, type DiscoveredIndex, fetchSociIndex } from "../soci/discover.ts";
 import { RegistryLocation } from "../soci/image_location.ts";
@@ -226,7 +226,15 @@ export async function resolveImageLayers(
   // 6.
   const entryProgram =
     opts.entryProgram && config && found && !lod && prefetch.size === 0
-      ? entryProgramOf(layers, found, config, location.name, opts.entryProgram, opts)
+      ? entryProgramOf(
+          { layers, found, config },
+          {
+            ...opts.entryProgram,
+            image: location.name,
+            timeoutMs: opts.windowTimeoutMs ?? 30_000,
+            logger,
+          },
+        )
       : undefined;
   return {
     location,
@@ -246,23 +254,13 @@ export async function resolveImageLayers(
  * keep one of them (onLazyError) for as long as their layer is mounted, with every zTOC of the image.
  */
 function entryProgramOf(
-  layers: Descriptor[],
-  found: DiscoveredIndex,
-  config: Promise<ImageConfig | undefined>,
-  image: string,
-  limits: NonNullable<ResolveOptions["entryProgram"]>,
-  opts: ResolveOptions,
+  { layers, found, config }: { layers: Descriptor[]; found: DiscoveredIndex; config: Promise<ImageConfig | undefined> },
+  opts: EntryProgramOptions,
 ): EntryProgramPrefetch {
   return new EntryProgramPrefetch(
     layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })),
     config,
-    {
-      maxBytes: limits.maxBytes,
-      onEnd: limits.onEnd,
-      timeoutMs: opts.windowTimeoutMs ?? 30_000,
-      image,
-      logger: opts.logger,
-    },
+    opts,
   );
 }
 
