@@ -7,8 +7,9 @@
  * name wins, as `tar -x` leaves it: the file's own entry (a regular file, or a hardlink to an earlier entry of the
  * same layer; a hardlink without one is skipped, as the tree skips it) shows it; its whiteout, or a whiteout of a
  * parent or a parent that is not a directory, coming later hides it and every layer below; a parent that is a
- * symlink is reported as one (the caller follows it), unless a layer above has a directory there (overlayfs
- * shows that directory alone); an opaque parent (not the root, whose opaque marker overlayfs ignores) hides the
+ * symlink is reported as one (the caller follows it), unless a layer above has a directory entry there (overlayfs
+ * shows that directory alone; a directory a layer holds only implicitly, as the parent of its entries, is not
+ * seen); an opaque parent (not the root, whose opaque marker overlayfs ignores) hides the
  * layers below only. A layer without a zTOC (fetched whole) ends the search, since what it holds is not known
  * here. Names are cleaned as the tree cleans them (absolute and escaping names are skipped).
  *
@@ -40,6 +41,18 @@ export interface ResolvedFile {
 
 /** Symlinks followed per path before giving up (Linux's MAXSYMLINKS). */
 export const MAX_SYMLINK_HOPS = 40;
+/**
+ * Longest path looked up, in bytes (PATH_MAX without its NUL): the kernel refuses longer ones, and a pass over a TOC
+ * costs in proportion to the components of every path asked.
+ */
+export const MAX_PATH_BYTES = 4095;
+/** Most components of a path looked up (a program's or library's path has a handful). */
+export const MAX_PATH_COMPONENTS = 64;
+/**
+ * Bytes of paths looked up in one round, all paths together: the rest are not resolved. A round's cost is the
+ * layers' entries plus, for every path, each of its parents spelt out (a few KiB for a program's libraries).
+ */
+export const MAX_ROUND_BYTES = 64 * 1024;
 
 /**
  * `path` (absolute or relative to the root) as clean components joined by "/", ".." never above the root; "" for
@@ -57,12 +70,56 @@ export function normalizeImagePath(path: string): string {
 
 /**
  * The regular file each of `paths` names in the merged image, symlinks followed (see the file comment); undefined
- * for a path that names nothing, a hidden name, a directory, another kind of file, or a symlink loop.
+ * for a path that names nothing, a hidden name, a directory, another kind of file, a symlink loop, or a path (as
+ * given, or after a link) over `MAX_PATH_BYTES` or `MAX_PATH_COMPONENTS`, or past `MAX_ROUND_BYTES` of paths.
  */
 export function resolveImagePaths(layers: ImageLayers, paths: readonly string[]): Array<ResolvedFile | undefined> {
+  const steps = resolveSteps(layers, paths);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * `resolveImagePaths`, giving the event loop a turn between rounds (each a pass over every layer's TOC): for the
+ * entry program prefetch, which resolves while serve answers other requests.
+ */
+export async function resolveImagePathsAsync(
+  layers: ImageLayers,
+  paths: readonly string[],
+): Promise<Array<ResolvedFile | undefined>> {
+  const steps = resolveSteps(layers, paths);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** The rounds of a resolution: one pass over the layers each, yielding between them; returns the files. */
+function* resolveSteps(
+  layers: ImageLayers,
+  paths: readonly string[],
+): Generator<void, Array<ResolvedFile | undefined>> {
   const out: Array<ResolvedFile | undefined> = paths.map(() => undefined);
-  let pending = paths.map((p, i) => ({ i, path: normalizeImagePath(p), hops: 0 })).filter((q) => q.path !== "");
+  const usable = (p: string) => p !== "" && p.length <= MAX_PATH_BYTES;
+  /** The paths a round takes: usable ones, few enough components, within MAX_ROUND_BYTES in all. */
+  const bounded = (qs: Array<{ i: number; path: string; hops: number }>) => {
+    let bytes = 0;
+    return qs.filter((q) => {
+      if (!usable(q.path) || q.path.split("/", MAX_PATH_COMPONENTS + 1).length > MAX_PATH_COMPONENTS) return false;
+      bytes += q.path.length;
+      return bytes <= MAX_ROUND_BYTES;
+    });
+  };
+  let pending = bounded(
+    paths.map((p, i) => ({ i, path: p.length <= MAX_PATH_BYTES ? normalizeImagePath(p) : "", hops: 0 })),
+  );
+  let first = true;
   while (pending.length > 0) {
+    if (!first) yield;
+    first = false;
     const seen = visibleEntries(
       layers,
       pending.map((q) => q.path),
@@ -75,15 +132,15 @@ export function resolveImagePaths(layers: ImageLayers, paths: readonly string[])
         out[q.i] = { layer: v.layer, entry: v.entry, path: q.path };
         return;
       }
-      if (++q.hops > MAX_SYMLINK_HOPS) return;
+      if (++q.hops > MAX_SYMLINK_HOPS || v.target.length > MAX_PATH_BYTES) return;
       const parts = q.path.split("/");
       const dir = parts.slice(0, v.depth - 1).join("/");
       const rest = parts.slice(v.depth).join("/");
       const target = v.target.startsWith("/") ? v.target : `${dir}/${v.target}`;
       const path = normalizeImagePath(`${target}/${rest}`);
-      if (path !== "") next.push({ ...q, path });
+      next.push({ ...q, path });
     });
-    pending = next;
+    pending = bounded(next);
   }
   return out;
 }
@@ -158,8 +215,10 @@ function lookUp(
     const parts = p.split("/");
     add(p, { path: i, kind: "entry", depth: parts.length });
     add(whiteoutOf(p), { path: i, kind: "whiteout" });
+    // Each parent from the one before it (linear in the path's length, not quadratic).
+    let parent = "";
     for (let k = 1; k < parts.length; k++) {
-      const parent = parts.slice(0, k).join("/");
+      parent = k === 1 ? parts[0]! : `${parent}/${parts[k - 1]}`;
       add(parent, { path: i, kind: "parent", depth: k });
       add(whiteoutOf(parent), { path: i, kind: "whiteout" });
       add(`${parent}/.wh..wh..opq`, { path: i, kind: "opaque" });

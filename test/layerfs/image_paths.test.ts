@@ -6,7 +6,13 @@
  * (The rules without symlinks are start_files.test.ts's.)
  */
 import { describe, expect, test } from "bun:test";
-import { MAX_SYMLINK_HOPS, normalizeImagePath, resolveImagePaths } from "../../src/layerfs/image_paths.ts";
+import {
+  MAX_PATH_BYTES,
+  MAX_ROUND_BYTES,
+  MAX_SYMLINK_HOPS,
+  normalizeImagePath,
+  resolveImagePaths,
+} from "../../src/layerfs/image_paths.ts";
 import type { Ztoc } from "../../src/ztoc/types.ts";
 import { makeTar, type TestFile } from "../_harness/registry.ts";
 import { tarZtoc } from "./_fixtures.ts";
@@ -103,6 +109,26 @@ describe("resolveImagePaths", () => {
     expect(where([base, realBin], ["/bin/sh", "/bin/python3"])).toEqual(["1:bin/sh", null]);
     const gone = layer("gg", { "usr/bin/.wh.python3": "" });
     expect(where([base, gone], ["/bin/python3", "/bin/python3.11"])).toEqual([null, "0:usr/bin/python3.11"]);
+  });
+
+  test("paths and link targets over PATH_MAX or 64 components, and paths past a round's bytes, resolve to nothing", () => {
+    const deep = Array.from({ length: 65 }, () => "d").join("/");
+    const long = `opt/${"x".repeat(MAX_PATH_BYTES)}`;
+    const hostile = layer("hh", {
+      "usr/bin/deep": { symlink: `/${Array.from({ length: 8000 }, () => "a").join("/")}` },
+      "usr/bin/ok": { symlink: "python3.11" },
+    });
+    expect(where([base, hostile], [deep, long, "/usr/bin/deep", "/usr/bin/ok"])).toEqual([
+      null,
+      null,
+      null,
+      "0:usr/bin/python3.11",
+    ]);
+    // 64 KiB of paths in one round: the ones after are not looked up.
+    const many = Array.from({ length: 2000 }, (_, i) => `usr/bin/${"p".repeat(40)}${i}`);
+    const got = where([base], [...many, "/bin/python3"]);
+    expect(got.at(-1)).toBeNull();
+    expect(MAX_ROUND_BYTES).toBe(64 * 1024);
   });
 
   test("a layer without a zTOC ends the search", () => {
