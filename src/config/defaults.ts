@@ -585,7 +585,7 @@ export const SCHEMA = [
         "entry_program",
         "entryProgram",
         true,
-        "serve: fetch the image's entry program (its config's Entrypoint or Cmd, found in its PATH), its script or ELF interpreter and its shared libraries as soon as their layers are mounted, without waiting for them (what a container running the image's own program loads first); not for images with a load order document or a prefetch artifact",
+        "serve: fetch the image's entry program (its config's Entrypoint or Cmd, found in its PATH), its script or ELF interpreter and its shared libraries as soon as their layers are mounted, without waiting for them (what a container running the image's own program loads first); not for images whose load order document or prefetch artifact is used",
       ),
       int(
         "entry_program_max_bytes",

@@ -15,32 +15,45 @@
  *      in step 1, at most `MAX_SCRIPT_DEPTH` deep as the kernel does. An ELF file (elf.ts) names its interpreter
  *      (asked for as soon as the first span is in) and its DT_NEEDED libraries, searched as the dynamic loader
  *      does: DT_RPATH (when there is no DT_RUNPATH), the config's LD_LIBRARY_PATH, DT_RUNPATH ($ORIGIN expanded),
- *      then the distributions' library directories (`LIBRARY_DIRS`, in place of /etc/ld.so.cache); each library
- *      is step 2 again.
- *   3. A file in a layer that is not open yet waits for it (containerd prepares an image's layers one by one).
- * Bounded: `maxBytes` of files (a file over what is left is skipped), `MAX_FILES` files, and one deadline for the
- * whole (`timeoutMs`). Nothing waits for it; whatever stops it (a missing file, a file not ELF, an unreadable
- * span, the deadline, a layer closed) ends it with one debug line: the container's own reads fetch what it needs.
- * It never holds what it was given past its end: the zTOCs and span managers are let go then.
+ *      then the C library's directories (`LIBRARY_DIRS`, glibc's in place of /etc/ld.so.cache, or musl's); each
+ *      library is step 2 again. (Not modelled: an executable's DT_RPATH applied to its libraries' own needs.)
+ *   3. A file in a layer that is not open yet waits for it (containerd prepares an image's layers one by one), at
+ *      most `layerWaitMs`: a layer containerd already has from another image is never prepared for this one.
+ * Bounded: `maxBytes` of files (a file over what is left is skipped), `MAX_FILES` files, `MAX_SEARCH_DIRS` of
+ * each search list, `MAX_QUERIES` paths per lookup (image_paths.ts bounds each path), the event loop given a
+ * turn between lookup rounds, and one deadline for the whole (`timeoutMs`). Nothing waits for it; whatever stops
+ * it (no program, a file not ELF, an unreadable span, the deadline, a layer closed or never opened) ends it with
+ * one debug line naming why: the container's own reads fetch what it needs. It never holds what it was given
+ * past its end: the zTOCs and span managers are let go then.
  */
 import type { ImageConfig } from "../oci/types.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
 import { errorMessage } from "../util/errors.ts";
 import { looksLikeElf, multiarchTriplet, readElfNeeds, type FileReader } from "./elf.ts";
-import { type ImageLayers, normalizeImagePath, resolveImagePaths, type ResolvedFile } from "./image_paths.ts";
+import { type ImageLayers, normalizeImagePath, resolveImagePathsAsync, type ResolvedFile } from "./image_paths.ts";
 import type { SpanManager } from "./span_manager.ts";
 
 /** The PATH a runtime gives a container whose image sets none (containerd's and runc's default). */
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/** Library directories searched after DT_RUNPATH: glibc's on Debian/Ubuntu (ld.so.conf.d), Fedora's, musl's. */
-export const LIBRARY_DIRS = (triplet: string | undefined): string[] => [
-  "/usr/local/lib",
-  ...(triplet ? [`/usr/local/lib/${triplet}`, `/lib/${triplet}`, `/usr/lib/${triplet}`] : []),
-  "/lib64",
-  "/usr/lib64",
-  "/lib",
-  "/usr/lib",
-];
+/**
+ * Library directories searched after DT_RUNPATH: glibc's on Debian/Ubuntu (ld.so.conf.d) and Fedora; musl's
+ * default path when the interpreter is musl's.
+ */
+export const LIBRARY_DIRS = (triplet: string | undefined, musl: boolean): string[] =>
+  musl
+    ? ["/lib", "/usr/local/lib", "/usr/lib"]
+    : [
+        "/usr/local/lib",
+        ...(triplet ? [`/usr/local/lib/${triplet}`, `/lib/${triplet}`, `/usr/lib/${triplet}`] : []),
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+      ];
+/** Directories taken from each search list (PATH, LD_LIBRARY_PATH, DT_RPATH, DT_RUNPATH), duplicates dropped. */
+export const MAX_SEARCH_DIRS = 64;
+/** Paths asked in one lookup (a program's candidates, or one file's libraries in every directory). */
+export const MAX_QUERIES = 1024;
 /** Files fetched at most per image. */
 export const MAX_FILES = 64;
 /** Scripts whose interpreter is a script, followed this deep (the kernel's BINPRM recursion limit is 5). */
@@ -56,6 +69,8 @@ export interface EntryProgramOptions {
   maxBytes: number;
   /** Milliseconds the whole may take (the span fetch timeout). */
   timeoutMs: number;
+  /** Milliseconds a file waits for its layer to open (default 10 000). */
+  layerWaitMs?: number;
   /** The image's name, for log lines. */
   image: string;
   /** Called once it has ended (serve collects the garbage its fetches made: quiet_gc.ts). */
@@ -93,7 +108,7 @@ export function entryCommands(config: ImageConfig["config"]): EntryCommands | un
     const eq = kv.indexOf("=");
     if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
   }
-  const dirs = (v: string | undefined) => (v ?? "").split(":").filter((d) => d !== "");
+  const dirs = (v: string | undefined) => searchDirs((v ?? "").split(":"));
   return {
     programs,
     path: dirs(env.get("PATH") ?? DEFAULT_PATH),
@@ -102,22 +117,45 @@ export function entryCommands(config: ImageConfig["config"]): EntryCommands | un
   };
 }
 
+/** A search list without empty or repeated entries, at most MAX_SEARCH_DIRS of them. */
+function searchDirs(list: readonly string[]): string[] {
+  return [...new Set(list.filter((d) => d !== ""))].slice(0, MAX_SEARCH_DIRS);
+}
+
 /**
- * The program a shell command starts with: its first word after `exec` and variable assignments; undefined when
- * that is not a plain word (quotes, expansions, redirections, a compound command).
+ * The program a shell command starts with: its first word after `exec` (and its options: `-a NAME`, `-c`, `-l`),
+ * `env` (and its assignments) and variable assignments; undefined when that is not a plain word (quotes,
+ * expansions, redirections, a compound command's keyword).
  */
 export function shellCommandProgram(command: string): string | undefined {
   const words = command.trim().split(/\s+/);
   let i = 0;
-  while (i < words.length && (words[i] === "exec" || /^[A-Za-z_][A-Za-z0-9_]*=/.test(words[i]!))) i++;
-  const w = words[i];
-  return w !== undefined && /^[A-Za-z0-9_./+-]+$/.test(w) ? w : undefined;
+  const assignment = (w: string) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(w);
+  for (;;) {
+    const w = words[i];
+    if (w === undefined) return undefined;
+    if (assignment(w)) i++;
+    else if (w === "exec") {
+      i++;
+      while (words[i]?.startsWith("-")) i += words[i] === "-a" ? 2 : 1;
+    } else if (w === "env" || w === "/usr/bin/env") {
+      i++;
+      while (words[i] !== undefined && (assignment(words[i]!) || words[i]!.startsWith("-"))) i++;
+    } else break;
+  }
+  const w = words[i]!;
+  return /^[A-Za-z0-9_./+-]+$/.test(w) && !w.startsWith("-") ? w : undefined;
+}
+
+/** `path` from the root, a relative one from `workingDir`. */
+function fromWorkingDir(path: string, workingDir: string): string {
+  return path.startsWith("/") ? path : `${workingDir}/${path}`;
 }
 
 /** Candidate paths of program `name` (step 1's search). */
 function programCandidates(name: string, cmd: EntryCommands): string[] {
-  if (name.includes("/")) return [name.startsWith("/") ? name : `${cmd.workingDir}/${name}`];
-  return cmd.path.map((dir) => `${dir.startsWith("/") ? dir : `${cmd.workingDir}/${dir}`}/${name}`);
+  if (name.includes("/")) return [fromWorkingDir(name, cmd.workingDir)];
+  return cmd.path.map((dir) => `${fromWorkingDir(dir, cmd.workingDir)}/${name}`);
 }
 
 /** One image's entry program prefetch (see the file comment). */
@@ -138,6 +176,8 @@ export class EntryProgramPrefetch {
   #bytes = 0;
   #cmd: EntryCommands | undefined;
   #triplet: string | undefined;
+  /** The program's interpreter is musl's: its library directories are searched. */
+  #musl = false;
   readonly #done = Promise.withResolvers<void>();
 
   /**
@@ -151,7 +191,10 @@ export class EntryProgramPrefetch {
     this.#logger = opts.logger ?? silentLogger;
   }
 
-  /** Settles when the prefetch has ended and the fetches it started are in or failed (tests; never rejects). */
+  /**
+   * Settles when the prefetch has ended and the fetches it had started by then are in or failed (tests; never
+   * rejects).
+   */
   get done(): Promise<void> {
     return this.#done.promise;
   }
@@ -184,7 +227,7 @@ export class EntryProgramPrefetch {
     (timer as { unref?: () => void }).unref?.();
     let stopped: string | undefined;
     try {
-      const config = await this.#config;
+      const config = await untilAborted(this.#config!, this.#abort.signal);
       this.#config = undefined;
       this.#cmd = config ? entryCommands(config.config) : undefined;
       if (!this.#cmd) {
@@ -198,6 +241,7 @@ export class EntryProgramPrefetch {
         return;
       }
       await Promise.all(found.map((f) => f && this.#file(f, 0)));
+      this.#abort.signal.throwIfAborted();
     } catch (err) {
       stopped = errorMessage(err);
     } finally {
@@ -228,16 +272,22 @@ export class EntryProgramPrefetch {
 
   /** Step 1's search for program `name`: the first executable regular file of its candidates. */
   async #program(name: string): Promise<ResolvedFile | undefined> {
-    const candidates = programCandidates(name, this.#cmd!);
-    const found = resolveImagePaths(this.#layers!, candidates);
+    const found = await this.#resolve(programCandidates(name, this.#cmd!));
     return found.find((f) => f !== undefined && (f.entry.mode & 0o111) !== 0);
+  }
+
+  /** A lookup of at most MAX_QUERIES paths in the image (the rest resolve to nothing); throws once ended. */
+  async #resolve(paths: readonly string[]): Promise<Array<ResolvedFile | undefined>> {
+    this.#abort.signal.throwIfAborted();
+    const found = await resolveImagePathsAsync(this.#layers!, paths.slice(0, MAX_QUERIES));
+    this.#abort.signal.throwIfAborted();
+    return found;
   }
 
   /** Step 2 for one file found (`depth`: scripts followed so far). */
   async #file(f: ResolvedFile, depth: number): Promise<void> {
-    const layers = this.#layers;
-    if (!layers || this.#abort.signal.aborted) return;
-    const digest = layers[f.layer]!.digest;
+    this.#abort.signal.throwIfAborted();
+    const digest = this.#layers![f.layer]!.digest;
     const size = f.entry.uncompressedSize;
     const key = `${digest} ${f.entry.uncompressedOffset}`;
     if (this.#seen.has(key) || size === 0) return;
@@ -247,8 +297,8 @@ export class EntryProgramPrefetch {
       return;
     }
     this.#bytes += size;
-    this.#fetched.push(f.path);
     const m = await this.#reader(digest);
+    this.#fetched.push(f.path);
     const start = f.entry.uncompressedOffset;
     // Every span of the file, in one go: the reads below join them as they come.
     const ids: number[] = [];
@@ -277,6 +327,7 @@ export class EntryProgramPrefetch {
     if ("why" in needs) {
       this.#logger.debug("Entry program file not read as ELF", { image: this.#o.image, path: f.path, why: needs.why });
     } else if (needs.needed.length > 0) {
+      if (needs.interpreter?.includes("/ld-musl-")) this.#musl = true;
       this.#triplet ??= multiarchTriplet(needs.machine, needs.class64);
       libs.push(this.#libraries(f, needs));
     }
@@ -291,7 +342,8 @@ export class EntryProgramPrefetch {
     const line = new TextDecoder().decode(head.subarray(2, nl < 0 ? head.length : nl)).trim();
     const [interpreter, ...args] = line.split(/[ \t]+/);
     if (!interpreter) return;
-    const found = await this.#program(interpreter.startsWith("/") ? interpreter : `/${interpreter}`);
+    // A path: from the working directory when relative, as the kernel takes it.
+    const found = await this.#program(interpreter.includes("/") ? interpreter : `./${interpreter}`);
     const named = interpreter.endsWith("/env") ? args.find((a) => !a.startsWith("-")) : undefined;
     const viaEnv = named ? await this.#program(named) : undefined;
     await Promise.all([found && this.#file(found, depth + 1), viaEnv && this.#file(viaEnv, depth + 1)]);
@@ -299,35 +351,36 @@ export class EntryProgramPrefetch {
 
   /** An absolute path (an ELF interpreter), step 2 again when it is a regular file. */
   async #path(path: string, depth: number): Promise<void> {
-    const [found] = resolveImagePaths(this.#layers ?? [], [path]);
+    const [found] = await this.#resolve([fromWorkingDir(path, this.#cmd!.workingDir)]);
     if (found) await this.#file(found, depth);
   }
 
   /** The libraries an ELF file needs, searched as the dynamic loader does (step 2), each step 2 again. */
   async #libraries(f: ResolvedFile, needs: { needed: string[]; rpath: string[]; runpath: string[] }): Promise<void> {
-    const layers = this.#layers;
-    if (!layers) return;
     const origin = `/${f.path.slice(0, Math.max(0, f.path.lastIndexOf("/")))}`;
     const expand = (dirs: string[]) =>
       dirs
         // biome-ignore lint/suspicious/noTemplateCurlyInString: the dynamic loader's own ${ORIGIN} token
         .map((d) => d.replaceAll("${ORIGIN}", origin).replaceAll("$ORIGIN", origin))
         .filter((d) => !d.includes("$"))
-        .map((d) => (d.startsWith("/") ? d : `${this.#cmd!.workingDir}/${d}`));
+        .map((d) => fromWorkingDir(d, this.#cmd!.workingDir));
     const dirs = [
-      ...(needs.runpath.length === 0 ? expand(needs.rpath) : []),
-      ...expand(this.#cmd!.ldLibraryPath),
-      ...expand(needs.runpath),
-      ...LIBRARY_DIRS(this.#triplet),
+      ...new Set([
+        ...(needs.runpath.length === 0 ? expand(searchDirs(needs.rpath)) : []),
+        ...expand(this.#cmd!.ldLibraryPath),
+        ...expand(searchDirs(needs.runpath)),
+        ...LIBRARY_DIRS(this.#triplet, this.#musl),
+      ]),
     ];
     const queries: string[] = [];
     const spans: Array<[number, number]> = [];
     for (const lib of needs.needed) {
-      const paths = lib.includes("/") ? [lib] : dirs.map((d) => `${d}/${lib}`);
+      const paths = lib.includes("/") ? [fromWorkingDir(lib, this.#cmd!.workingDir)] : dirs.map((d) => `${d}/${lib}`);
       spans.push([queries.length, queries.length + paths.length]);
       queries.push(...paths.map(normalizeImagePath));
     }
-    const found = resolveImagePaths(layers, queries);
+    // Whole libraries only: one whose candidates do not all fit in MAX_QUERIES is left out.
+    const found = await this.#resolve(queries.slice(0, spans.findLast(([, b]) => b <= MAX_QUERIES)?.[1] ?? 0));
     await Promise.all(
       spans.map(([a, b]) => {
         const hit = found.slice(a, b).find((x) => x !== undefined);
@@ -336,21 +389,53 @@ export class EntryProgramPrefetch {
     );
   }
 
-  /** The span manager of layer `digest`, once it is open (step 3); rejects when the prefetch ends first. */
+  /**
+   * The span manager of layer `digest`, once it is open (step 3); rejects when the prefetch ends first, or when
+   * the layer does not open within `layerWaitMs`.
+   */
   #reader(digest: string): Promise<SpanManager> {
     const open = this.#readers.get(digest);
     if (open) return Promise.resolve(open);
     const signal = this.#abort.signal;
     if (signal.aborted) return Promise.reject(signal.reason);
+    const waitMs = this.#o.layerWaitMs ?? 10_000;
     return new Promise<SpanManager>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason);
+      const stop = (err: unknown) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      };
+      const onAbort = () => stop(signal.reason);
+      const timer = setTimeout(() => stop(new Error(`layer "${digest}" was not opened within ${waitMs} ms`)), waitMs);
+      (timer as { unref?: () => void }).unref?.();
       signal.addEventListener("abort", onAbort, { once: true });
       const list = this.#waiters.get(digest) ?? [];
       list.push((m) => {
+        clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
         resolve(m);
       });
       this.#waiters.set(digest, list);
     });
   }
+}
+
+/** `p`, or the signal's reason once it aborts (`p` goes on; its failure is then ignored). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted();
+  p.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
 }

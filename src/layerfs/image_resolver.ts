@@ -15,8 +15,9 @@
  *   5. With `startFiles`, where the files every container start reads are (start_files.ts), worked out when a
  *      layer is first acquired: each layer opened fetches its share at once (layer_manager.ts step 3).
  *   6. With `entryProgram`, the image's entry program prefetch (entry_program.ts), begun by the first layer
- *      acquired; its image config is fetched beside step 2. Not for an image without an index, or with a load
- *      order document or prefetch artifact (what the workload reads is known better there).
+ *      acquired; its image config is asked for now, while the layer opens. Not for an image without an index,
+ *      or whose load order document or prefetch artifact is used (what the workload reads is known better
+ *      there).
  *
  * `ImageResolver` caches resolutions for the front ends that ask layer by layer (containerd prepares an image's
  * layers one snapshot at a time, the podman store looks each layer up): one resolution in flight per image and
@@ -79,7 +80,7 @@ export interface ResolveOptions {
    * Fetch the image's entry program and what it loads (entry_program.ts) as soon as their layers are open, at most
    * `maxBytes` (config `[prefetch] entry_program`, `entry_program_max_bytes`; serve). Default off.
    */
-  entryProgram?: { maxBytes: number; onEnd?: () => void };
+  entryProgram?: { maxBytes: number; onEnd?: () => void; layerWaitMs?: number };
   logger?: Logger;
 }
 
@@ -175,8 +176,6 @@ export async function resolveImageLayers(
   opts.onManifest?.(manifest);
   // 4 starts here: the document's lookup needs only the manifest digest, so its requests go beside discovery's.
   const lookup = opts.lod === undefined ? undefined : lookupLod(opts.lod, { location, manifest }, opts);
-  // 6 starts here too: the image config, beside discovery.
-  const config = opts.entryProgram ? fetchImageConfig(location, manifest, opts) : undefined;
   // 2.
   const found = await discoverIndex(location, manifest, {
     indexDigest: opts.indexDigest,
@@ -225,9 +224,9 @@ export async function resolveImageLayers(
   const startFiles = opts.startFiles && found ? startFilesOf(layers, found) : undefined;
   // 6.
   const entryProgram =
-    opts.entryProgram && config && found && !lod && prefetch.size === 0
+    opts.entryProgram && found && !lod && prefetch.size === 0
       ? entryProgramOf(
-          { layers, found, config },
+          { layers, found, config: fetchImageConfig(location, manifest, opts) },
           {
             ...opts.entryProgram,
             image: location.name,

@@ -21,7 +21,7 @@ import { pushIndexes } from "../../src/soci/push.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import { needs } from "../_harness/env.ts";
-import { collected, until } from "../_harness/liveness.ts";
+import { collected, settledNow, until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestFile, type TestRegistry } from "../_harness/registry.ts";
 import { makeElf } from "./_elf.ts";
@@ -60,9 +60,18 @@ describe("entryCommands", () => {
       expect(entryCommands(config as never)).toBeUndefined();
   });
 
-  test("shellCommandProgram: the first plain word after exec and assignments; none for shell syntax", () => {
+  test("search lists lose empty and repeated entries and keep at most 64", () => {
+    const path = Array.from({ length: 10_000 }, (_, i) => `/d${i % 5000}`).join(":");
+    const got = entryCommands({ Cmd: ["x"], Env: [`PATH=::${path}`, `LD_LIBRARY_PATH=/a:/a::/b`] })!;
+    expect(got.path).toEqual(Array.from({ length: 64 }, (_, i) => `/d${i}`));
+    expect(got.ldLibraryPath).toEqual(["/a", "/b"]);
+  });
+
+  test("shellCommandProgram: the first plain word after exec, env and assignments; none for shell syntax", () => {
     expect(shellCommandProgram("  python app.py")).toBe("python");
     expect(shellCommandProgram("exec A=1 B=2 /usr/bin/java -jar x")).toBe("/usr/bin/java");
+    expect(shellCommandProgram("exec -a name -l nginx -g x")).toBe("nginx");
+    expect(shellCommandProgram("env -i FOO=1 node server.js")).toBe("node");
     for (const c of ["$CMD run", "'quoted' x", "(sub)", "echo>x", "", "A=1"])
       expect(shellCommandProgram(c)).toBeUndefined();
   });
@@ -125,47 +134,61 @@ describe.skipIf(!run)("entry program prefetched when its layers open", () => {
   });
 
   /**
-   * Resolve `img` with the entry program prefetch, acquire its layers (`order`: indexes, bottom first by
-   * default; before each but the first, the previous layer's fetches in), wait for the prefetch; what each layer
-   * fetched, what it should have (`want`: paths by layer index), and what the prefetch says it fetched.
+   * Resolve `img` with the entry program prefetch, acquire its layers (bottom first at once; or in `order`, each
+   * after the wanted spans of the layers open so far are in), wait for the prefetch; what
+   * each layer fetched (a layer never acquired: []), what it should have (`want`: paths by layer index), what the
+   * prefetch says it fetched, and, before the last layer was acquired, what the others had requested and whether
+   * the prefetch had ended.
    */
   const prefetched = async (
     img: PushedImage,
     dir: string,
     want: string[][],
-    opts: { order?: number[]; maxBytes?: number; prefetchPaths?: string[] } = {},
+    opts: { order?: number[]; maxBytes?: number; prefetchPaths?: string[]; layerWaitMs?: number } = {},
   ) => {
     const logger = new MemoryLogger();
     const { image, manager } = await resolvedImage(http, img, join(tmp, dir), {
       spanSize: SPAN,
-      resolverOptions: { entryProgram: { maxBytes: opts.maxBytes ?? 64 * 1024 * 1024 }, logger },
+      resolverOptions: {
+        entryProgram: { maxBytes: opts.maxBytes ?? 64 * 1024 * 1024, layerWaitMs: opts.layerWaitMs },
+        logger,
+      },
       prefetchPaths: opts.prefetchPaths,
       logger,
     });
+    const wanted = img.layers.map((l, i) => {
+      const ztoc = image.found!.ztocs.get(l.descriptor.digest)!;
+      return [...new Set(want[i]!.flatMap((p) => spansOfFile(ztoc, p, SPAN)))].sort((a, b) => a - b);
+    });
     try {
       const handles = new Map<number, Awaited<ReturnType<typeof manager.acquire>>>();
-      for (const i of opts.order ?? img.layers.map((_, k) => k)) {
-        if (handles.size > 0) {
-          // The layers open so far have started their share (one turn after opening) and got it.
-          for (let k = 0; k < 2; k++) await new Promise((res) => setImmediate(res));
-          await until(10_000, "the open layers' fetches", () =>
-            [...handles.values()].every((h) =>
-              requestedSpans(h.layer.manager!).every((id) => h.layer.manager!.state(id) === "uncompressed"),
-            ),
+      const order = opts.order ?? img.layers.map((_, k) => k);
+      let beforeLast: { requested: number[]; done: boolean } | undefined;
+      for (const [k, i] of order.entries()) {
+        if (k > 0 && opts.order) {
+          await until(10_000, "the open layers' wanted spans", () =>
+            [...handles].every(([j, h]) => wanted[j]!.every((id) => h.layer.manager!.state(id) === "uncompressed")),
           );
+          if (k === order.length - 1)
+            beforeLast = {
+              requested: [...handles.values()].flatMap((h) => requestedSpans(h.layer.manager!)),
+              done: await settledNow(image.entryProgram?.done),
+            };
         }
         handles.set(i, await manager.acquire(acquireOptionsFor(image, img.layers[i]!.descriptor.digest)));
       }
       await image.entryProgram?.done;
       const got = {
-        present: img.layers.map((_, i) => requestedSpans(handles.get(i)!.layer.manager!)),
-        wanted: img.layers.map((l, i) => {
-          const ztoc = image.found!.ztocs.get(l.descriptor.digest)!;
-          return [...new Set(want[i]!.flatMap((p) => spansOfFile(ztoc, p, SPAN)))].sort((a, b) => a - b);
+        present: img.layers.map((_, i) => {
+          const h = handles.get(i);
+          return h ? requestedSpans(h.layer.manager!) : [];
         }),
+        wanted,
         fetched: [...(image.entryProgram?.fetched ?? [])].sort(),
         hasPrefetch: image.entryProgram !== undefined,
         problems: logger.lines.filter((l) => l.level === "error" || l.level === "warn"),
+        debug: logger.lines.filter((l) => l.level === "debug"),
+        beforeLast,
       };
       for (const h of handles.values()) await h.done();
       return got;
@@ -203,6 +226,16 @@ describe.skipIf(!run)("entry program prefetched when its layers open", () => {
     const want = [["usr/bin/sh", `${LIBDIR}/ld-linux-x86-64.so.2`, `${LIBDIR}/libc.so.6`], ["entry.sh"]];
     const got = await prefetched(script, "top-first", want, { order: [1, 0] });
     expect(got.present).toEqual(got.wanted);
+    // Before the base layer was acquired, the script was in and the prefetch still waiting for the base.
+    expect(got.beforeLast).toEqual({ requested: got.wanted[1]!, done: false });
+  });
+
+  test("a layer that never opens ends the prefetch after layerWaitMs, naming the layer", async () => {
+    const got = await prefetched(script, "never", [[], []], { order: [0], layerWaitMs: 300 });
+    expect(got.present[0]).toEqual([]);
+    expect(got.fetched).toEqual([]);
+    const line = got.debug.find((l) => l.msg === "Entry program prefetch stopped");
+    expect(line?.fields?.why).toBe(`layer "${script.layers[1]!.descriptor.digest}" was not opened within 300 ms`);
   });
 
   test("files over the byte budget are skipped; the ones that fit are fetched", async () => {
