@@ -212,6 +212,30 @@
  * (~0.1 s), the pull's fresh connections (~0.05 s). Each is tens of ms; what would remove the chain's round
  * trips is speculation, which costs bytes about one for one with time on this link (bench/lazy.ts's header:
  * read-ahead and sibling-file simulations), or a load order document / prefetch artifact (0.20x, met).
+ *
+ * 2026-12-04: the link was idle for the ~0.45 s containerd and runc took to create the task, and then python's
+ * exec faulted in its binary and five libraries run after run (5.3 MB, ~0.7 s). serve now fetches the image's
+ * entry program as its layers open (src/layerfs/entry_program.ts, `[prefetch] entry_program`): the config's Cmd
+ * found in PATH (/usr/bin/python3 -> python3.11), its ELF interpreter and DT_NEEDED libraries (libm, libz,
+ * libexpat, libc), whole: 10.2 MB uncompressed, the same spans the exec read before, in ~0.6 s from the first
+ * mount. A throw-away build listing those six files as start files first measured the idea (QUICK=3, A/B: 0.254 /
+ * 0.271 / 0.273x -> 0.233 / 0.242 / 0.239x). Same sitting, QUICK=2, main (fbb98e5) against the prefetch: 2.50 /
+ * 2.57 s (0.267x / 0.271x) -> 2.16 / 2.16 s (0.230x / 0.228x), layer bytes 8.3 MB in both, load 0.2-1.0. Whole
+ * bench: 2.22 s 0.232x (full pull 9.56 s; AWS SOCI 0.413x of its time; prefetch artifact 0.209x; serve peak RSS
+ * 244.1 MB); after the review's bounds (0ec0df5), a slower sitting where the prefetch artifact path also lost 0.3
+ * s: 2.38 s 0.252x (AWS 0.434; artifact 0.246x; RSS 241.3 MB); QUICK=3 of both builds side by side there, with
+ * PROFILE_DIR: 0.251 / 0.235 / 0.247x and 0.249 / 0.234 / 0.247x (the same). The RSS step first rose to 261-264
+ * MB: a closure in the async resolveImageLayers put its `found` (every zTOC) in the scope that discovery's
+ * onLazyError shares, which lazy windows keep while mounted (heap snapshot at image 10: all ten images' 82,490 TOC
+ * entries alive); out of that scope, and with one collection when each image's prefetch ends
+ * (service/quiet_gc.ts `settled`), 239-244 MB (main 233-236 MB). Where the ~2.2-2.4 s go now (PROFILE_DIR, a
+ * 2.38 s run): the pull 0.73 s (first layer mounted at 0.61 s), the entry prefetch done 0.63 s after its start,
+ * `ctr run` 1.64 s: containerd and runc ~0.45 s, python's exec ~0.2 s, its chain of ~22 cold .pyc opens ~0.8 s
+ * (one span round trip each, as above; a load order document or prefetch artifact removes it). A quieter sitting
+ * (load 0.4-0.9), QUICK=3 of 0ec0df5: 0.231 / 0.238 / 0.240x. Over the day's 13 runs of the kept builds the ratio
+ * was 0.228-0.252x, median 0.238x (main before: 0.259-0.283x). Tried, not kept: reading an ELF file's headers and
+ * dynamic section before the bulk of it, so that its libraries come earlier (the same sitting, beside 0ec0df5:
+ * 0.236 / 0.242 / 0.241x, no gain: the exec does not wait on the prefetch's last files).
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
