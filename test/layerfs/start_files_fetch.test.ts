@@ -10,17 +10,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ImageResolver, acquireOptionsFor } from "../../src/layerfs/image_resolver.ts";
-import { LayerManager } from "../../src/layerfs/layer_manager.ts";
 import { HttpRegistryClient } from "../../src/registry/client.ts";
-import { ArtifactStore } from "../../src/soci/artifact_store.ts";
-import { createIndexes } from "../../src/soci/create.ts";
-import { RegistryLocation } from "../../src/soci/image_location.ts";
 import { MemoryLogger } from "../../src/util/log.ts";
 import { needs } from "../_harness/env.ts";
 import { until } from "../_harness/liveness.ts";
 import { Rand } from "../_harness/rand.ts";
 import { pushImage, startRegistry, type PushedImage, type TestRegistry } from "../_harness/registry.ts";
-import { noInflate } from "./_fixtures.ts";
+import { requestedSpans, resolvedImage, spansOfFile } from "./_fixtures.ts";
 
 const run = needs("layerfs start files", "tool:docker-registry");
 const SPAN = 16 * 1024;
@@ -58,31 +54,16 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
 
   /** Resolve the image (indexed in a local store), acquire both layers, and return what each fetched unasked. */
   const fetchedUnasked = async (startFiles: boolean, dir: string) => {
-    const store = new ArtifactStore(join(tmp, dir, "store"));
-    await createIndexes(new RegistryLocation(http, img.ref, name), {
-      store,
-      spanSizeBytes: SPAN,
-      minLayerSizeBytes: 0,
-    });
-    const resolver = new ImageResolver(http, { store, modes: { localStore: true, v1: false, v2: false }, startFiles });
-    const image = await resolver.resolve(name);
-    const mgr = await LayerManager.create({
-      root: join(tmp, dir),
-      inflate: noInflate,
-      backgroundFetch: { disable: true },
+    const { image, manager: mgr } = await resolvedImage(http, img, join(tmp, dir), {
+      spanSize: SPAN,
+      resolverOptions: { startFiles },
     });
     try {
       const handles = [];
       for (const l of img.layers) handles.push(await mgr.acquire(acquireOptionsFor(image, l.descriptor.digest)));
       const base = handles[0]!.layer.manager!;
       const baseZtoc = image.found!.ztocs.get(img.layers[0]!.descriptor.digest)!;
-      /** The spans holding `path`'s bytes. */
-      const spans = (path: string) => {
-        const e = baseZtoc.toc.find((m) => m.name === path)!;
-        const first = Math.floor(e.uncompressedOffset / SPAN);
-        const last = Math.floor((e.uncompressedOffset + e.uncompressedSize - 1) / SPAN);
-        return Array.from({ length: last - first + 1 }, (_, k) => first + k);
-      };
+      const spans = (path: string) => spansOfFile(baseZtoc, path, SPAN);
       const wanted = [...new Set([...spans("etc/group"), ...spans("etc/passwd")])].sort((a, b) => a - b);
       expect(spans("etc/passwd").length).toBe(3);
       expect(spans("etc/group")).toEqual([3]);
@@ -91,10 +72,7 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
       for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
       if (startFiles)
         await until(10_000, "the start files", () => wanted.every((id) => base.state(id) === "uncompressed"));
-      const present = handles.map((h) => {
-        const m = h.layer.manager!;
-        return Array.from({ length: m.layout.spanCount }, (_, id) => id).filter((id) => m.state(id) !== "unrequested");
-      });
+      const present = handles.map((h) => requestedSpans(h.layer.manager!));
       for (const h of handles) await h.done();
       return { wanted, present };
     } finally {
@@ -114,22 +92,19 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
   });
   /** The base layer's manager after acquiring it twice, without then with startFiles; or once, let go at once. */
   const baseLayerAfter = async (how: "second acquirer" | "let go", dir: string) => {
-    const store = new ArtifactStore(join(tmp, dir, "store"));
-    await createIndexes(new RegistryLocation(http, img.ref, name), {
-      store,
-      spanSizeBytes: SPAN,
-      minLayerSizeBytes: 0,
-    });
-    const modes = { localStore: true, v1: false, v2: false };
-    const withFiles = await new ImageResolver(http, { store, modes, startFiles: true }).resolve(name);
-    const without = await new ImageResolver(http, { store, modes }).resolve(name);
     const logger = new MemoryLogger();
-    const mgr = await LayerManager.create({
-      root: join(tmp, dir),
-      inflate: noInflate,
-      backgroundFetch: { disable: true },
+    const {
+      image: withFiles,
+      manager: mgr,
+      store,
+    } = await resolvedImage(http, img, join(tmp, dir), {
+      spanSize: SPAN,
+      resolverOptions: { startFiles: true },
       logger,
     });
+    const without = await new ImageResolver(http, { store, modes: { localStore: true, v1: false, v2: false } }).resolve(
+      name,
+    );
     const digest = img.layers[0]!.descriptor.digest;
     try {
       const handles = [];
@@ -139,8 +114,7 @@ describe.skipIf(!run)("start files fetched when their layer opens", () => {
       else handles.push(h);
       for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
       const m = h.layer.manager!;
-      const requested = () =>
-        Array.from({ length: m.layout.spanCount }, (_, id) => id).filter((id) => m.state(id) !== "unrequested");
+      const requested = () => requestedSpans(m);
       if (how === "second acquirer")
         await until(10_000, "the start files", () => requested().every((id) => m.state(id) === "uncompressed"));
       const got = {
