@@ -232,8 +232,9 @@
  * 2.38 s run): the pull 0.73 s (first layer mounted at 0.61 s), the entry prefetch done 0.63 s after its start,
  * `ctr run` 1.64 s: containerd and runc ~0.45 s, python's exec ~0.2 s, its chain of ~22 cold .pyc opens ~0.8 s
  * (one span round trip each, as above; a load order document or prefetch artifact removes it). A quieter sitting
- * (load 0.4-0.9), QUICK=3 of 0ec0df5: 0.231 / 0.238 / 0.240x. Over the day's 13 runs of the kept builds the ratio
- * was 0.228-0.252x, median 0.238x (main before: 0.259-0.283x). Tried, not kept: reading an ELF file's headers and
+ * (load 0.4-0.9), QUICK=3 of 0ec0df5: 0.231 / 0.238 / 0.240x; the whole bench at c78d7ac: 2.33 s 0.244x (full pull
+ * 9.52 s; AWS SOCI 0.410; prefetch artifact 0.210x; serve peak RSS 243.4 MB). Over the day's 14 runs of the kept
+ * builds the ratio was 0.228-0.252x, median 0.239x (main before: 0.259-0.283x). Tried, not kept: reading an ELF file's headers and
  * dynamic section before the bulk of it, so that its libraries come earlier (the same sitting, beside 0ec0df5:
  * 0.236 / 0.242 / 0.241x, no gain: the exec does not wait on the prefetch's last files).
  */
