@@ -28,6 +28,7 @@
  */
 import type { ImageConfig } from "../oci/types.ts";
 import { silentLogger, type Logger } from "../util/log.ts";
+import { raceSignal } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { looksLikeElf, multiarchTriplet, readElfNeeds, type FileReader } from "./elf.ts";
 import { type ImageLayers, normalizeImagePath, resolveImagePathsAsync, type ResolvedFile } from "./image_paths.ts";
@@ -227,7 +228,7 @@ export class EntryProgramPrefetch {
     (timer as { unref?: () => void }).unref?.();
     let stopped: string | undefined;
     try {
-      const config = await untilAborted(this.#config!, this.#abort.signal);
+      const config = await raceSignal(this.#config!, this.#abort.signal);
       this.#config = undefined;
       this.#cmd = config ? entryCommands(config.config) : undefined;
       if (!this.#cmd) {
@@ -418,24 +419,4 @@ export class EntryProgramPrefetch {
       this.#waiters.set(digest, list);
     });
   }
-}
-
-/** `p`, or the signal's reason once it aborts (`p` goes on; its failure is then ignored). */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted();
-  p.catch(() => {});
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }
