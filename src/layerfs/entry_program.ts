@@ -302,9 +302,7 @@ export class EntryProgramPrefetch {
     this.#fetched.push(f.path);
     const start = f.entry.uncompressedOffset;
     // Every span of the file, in one go: the reads below join them as they come.
-    const ids: number[] = [];
-    for (let id = m.layout.spanOf(start); id <= m.layout.spanOf(start + size - 1); id++)
-      if (m.state(id) === "unrequested") ids.push(id);
+    const ids = m.unrequestedSpans(start, start + size);
     if (ids.length > 0) this.#fetches.push(m.fetchSpans(ids, this.#abort.signal).catch(() => {}));
     const read: FileReader = (offset, length) =>
       m.read(start + offset, Math.max(0, Math.min(length, size - offset)), {

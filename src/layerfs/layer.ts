@@ -249,10 +249,7 @@ function openLazyLayer(opts: OpenLayerOptions, ztoc: Ztoc): Layer {
   const noFetchOnOpen = opts.noFetchOnOpen;
   const onOpen = (offset: number, length: number) => {
     if (length > onOpenMax || noFetchOnOpen?.has(offset)) return;
-    const first = layout.spanOf(offset);
-    const last = layout.spanOf(offset + length - 1);
-    const ids: number[] = [];
-    for (let i = first; i <= last; i++) if (manager.state(i) === "unrequested") ids.push(i);
+    const ids = manager.unrequestedSpans(offset, offset + length);
     // Errors are logged by the span manager; the reads themselves will retry and report them.
     if (ids.length > 0) manager.fetchSpans(ids).catch(() => {});
   };

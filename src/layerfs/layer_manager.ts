@@ -302,11 +302,7 @@ export class LayerManager {
     const manager = layer.manager;
     if (!manager || m.#closed || !m.#isOpen(layer)) return;
     const ids = new Set<number>();
-    for (const [start, end] of startFiles() ?? []) {
-      const last = manager.layout.spanOf(end - 1);
-      for (let id = manager.layout.spanOf(start); id <= last; id++)
-        if (manager.state(id) === "unrequested") ids.add(id);
-    }
+    for (const [start, end] of startFiles() ?? []) for (const id of manager.unrequestedSpans(start, end)) ids.add(id);
     if (ids.size === 0) return;
     m.#logger.debug("Fetching the start files' spans", { layer: layer.digest, spans: [...ids] });
     // A failure is logged by the span manager; the runtime's own read fetches again.

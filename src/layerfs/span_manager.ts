@@ -190,6 +190,18 @@ export class SpanManager {
     return this.#state[spanId]!;
   }
 
+  /**
+   * The spans holding uncompressed bytes [start, end) that nobody has asked for yet, in order (for the fetches that
+   * make a file's spans present before it is read: on open, start files, the entry program).
+   */
+  unrequestedSpans(start: number, end: number): number[] {
+    const ids: number[] = [];
+    if (end <= start) return ids;
+    const last = this.layout.spanOf(end - 1);
+    for (let id = this.layout.spanOf(start); id <= last; id++) if (this.#state[id] === "unrequested") ids.push(id);
+    return ids;
+  }
+
   /** True when every span is cached. */
   complete(): boolean {
     return this.#state.every((s) => s === "uncompressed");
