@@ -30,6 +30,7 @@ import type { Descriptor, ImageConfig, Manifest } from "../oci/types.ts";
 import { parseReference } from "../registry/reference.ts";
 import type { FetchedManifest, RegistryClient } from "../registry/types.ts";
 import { feedTree } from "./metadata.ts";
+import type { ImageLayers } from "./image_paths.ts";
 import { startFileRanges } from "./start_files.ts";
 import { type EntryProgramOptions, EntryProgramPrefetch } from "./entry_program.ts";
 import type { ArtifactStore } from "../soci/artifact_store.ts";
@@ -256,11 +257,12 @@ function entryProgramOf(
   { layers, found, config }: { layers: Descriptor[]; found: DiscoveredIndex; config: Promise<ImageConfig | undefined> },
   opts: EntryProgramOptions,
 ): EntryProgramPrefetch {
-  return new EntryProgramPrefetch(
-    layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) })),
-    config,
-    opts,
-  );
+  return new EntryProgramPrefetch(lazyLayersOf(layers, found), config, opts);
+}
+
+/** The image's layers with the zTOCs `found` has for them (undefined: fetched whole), for steps 5 and 6. */
+function lazyLayersOf(layers: Descriptor[], found: DiscoveredIndex): ImageLayers {
+  return layers.map((l) => ({ digest: l.digest, ztoc: found.ztocs.get(l.digest) }));
 }
 
 /** Largest image config fetched for step 6 (real ones are a few KiB; long histories some hundred). */
@@ -305,7 +307,7 @@ function startFilesOf(
   let from: { layers: Descriptor[]; found: DiscoveredIndex } | undefined = { layers, found };
   return (layerDigest) => {
     if (!byLayer) {
-      byLayer = startFileRanges(from!.layers.map((l) => ({ digest: l.digest, ztoc: from!.found.ztocs.get(l.digest) })));
+      byLayer = startFileRanges(lazyLayersOf(from!.layers, from!.found));
       from = undefined; // the zTOCs are not needed any more
     }
     return byLayer.get(layerDigest);
