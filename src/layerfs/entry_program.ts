@@ -31,7 +31,7 @@ import { silentLogger, type Logger } from "../util/log.ts";
 import { raceSignal } from "../util/abort.ts";
 import { errorMessage } from "../util/errors.ts";
 import { looksLikeElf, multiarchTriplet, readElfNeeds, type FileReader } from "./elf.ts";
-import { type ImageLayers, normalizeImagePath, resolveImagePathsAsync, type ResolvedFile } from "./image_paths.ts";
+import { type ImageLayers, resolveImagePathsAsync, type ResolvedFile } from "./image_paths.ts";
 import type { SpanManager } from "./span_manager.ts";
 
 /** The PATH a runtime gives a container whose image sets none (containerd's and runc's default). */
@@ -376,7 +376,7 @@ export class EntryProgramPrefetch {
     for (const lib of needs.needed) {
       const paths = lib.includes("/") ? [fromWorkingDir(lib, this.#cmd!.workingDir)] : dirs.map((d) => `${d}/${lib}`);
       spans.push([queries.length, queries.length + paths.length]);
-      queries.push(...paths.map(normalizeImagePath));
+      queries.push(...paths);
     }
     // Whole libraries only: one whose candidates do not all fit in MAX_QUERIES is left out.
     const found = await this.#resolve(queries.slice(0, spans.findLast(([, b]) => b <= MAX_QUERIES)?.[1] ?? 0));
