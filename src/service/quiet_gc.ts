@@ -8,7 +8,6 @@
  * by ~11 MB (bench:containerd RSS_ONLY, 2026-12-03). Collecting `quietMs` after the last mount of a burst (each
  * mount pushes the collection back) brought the peak to 262-265 MB at one full collection per image started.
  *
- *
  * The fetches a mount starts make garbage too: an image's entry program (entry_program.ts, ~10 MB of spans for
  * python) is fetched within ~0.6 s of its mounts, before the mounts' collection. `settled()` (an image's prefetch
  * ended) collects `settleMs` later, beside the mounts' own collection, while containerd and runc create the task
